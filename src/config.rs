@@ -1,0 +1,996 @@
+//! The TOML configuration: a serde mirror of the file (`raw`), then a validated
+//! [`Config`] with parsed schedules, URLs, durations and paths. Every error in a
+//! file is reported at once, each with its key and `line:col`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::Url;
+use reqwest::header::{HeaderName, HeaderValue};
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::schedule::Schedule;
+
+/// Where the daemon looks when neither `--config` nor `$PRICE_ALERTD_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/price-alertd/price-alertd.toml";
+
+/// The shipped `etc/price-alertd.toml`, used when no file is named and the
+/// default path does not exist, so that a fresh checkout runs as is.
+pub const EMBEDDED: &str = include_str!("../etc/price-alertd.toml");
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub evaluator: EvaluatorConfig,
+    pub webhook: WebhookConfig,
+    pub jobs: Vec<JobConfig>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// The SQLite file; created with its schema if missing.
+    pub path: PathBuf,
+    /// How long a connection waits for SQLite's write lock before failing.
+    pub busy_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct EvaluatorConfig {
+    /// The fixed size of the rayon pool that evaluates alerts.
+    pub threads: usize,
+    /// Claims per write transaction.
+    pub claim_batch: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: Url,
+    /// Standard Webhooks signing secrets; the first signs, all are sent during rotation.
+    pub secrets: Vec<Secret>,
+    /// Static headers sent with every event.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Waits between attempts; the last one repeats once the list is used up.
+    pub retry_schedule: Vec<Duration>,
+    /// How long a stop, or `run-job`, keeps delivering before it gives up.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub name: String,
+    pub kind: JobKind,
+    pub schedule: Schedule,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Evaluate,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `price_alertd=debug`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+/// A webhook signing key. Its bytes never reach a log line or `Debug` output.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Parses a Standard Webhooks secret: `whsec_` followed by base64.
+    pub fn parse(text: &str) -> Result<Secret, String> {
+        let encoded = text.trim().strip_prefix("whsec_").unwrap_or(text.trim());
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| "the secret is not base64 after its whsec_ prefix".to_owned())?;
+        if bytes.len() < 24 {
+            return Err(format!(
+                "the secret decodes to {} bytes; at least 24 are required",
+                bytes.len()
+            ));
+        }
+        Ok(Secret(bytes))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The dotted key the problem is about, e.g. `jobs[1].schedule`; empty for syntax errors.
+    pub key: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}:{}: {}", self.line, self.column, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.line, self.column, self.key, self.message
+            )
+        }
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub origin: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.errors.len();
+        write!(
+            f,
+            "{}: {count} error{}",
+            self.origin,
+            if count == 1 { "" } else { "s" }
+        )?;
+        for error in &self.errors {
+            write!(f, "\n  {}:{error}", self.origin)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where a configuration came from; relative paths resolve against its folder.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    /// The shipped file compiled into the binary; relative paths resolve against the working directory.
+    Embedded,
+}
+
+impl Source {
+    /// Picks the file the CLI names, else `$PRICE_ALERTD_CONFIG` (both passed in
+    /// by clap), else the default path, else the embedded default.
+    pub fn choose(explicit: Option<PathBuf>) -> Source {
+        match explicit {
+            Some(path) => Source::File(path),
+            None if Path::new(DEFAULT_PATH).exists() => Source::File(PathBuf::from(DEFAULT_PATH)),
+            None => Source::Embedded,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Source::File(path) => path.display().to_string(),
+            Source::Embedded => "<embedded etc/price-alertd.toml>".to_owned(),
+        }
+    }
+
+    /// Reads and validates the configuration.
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        let origin = self.describe();
+        let fail = |message: String| ConfigErrors {
+            origin: origin.clone(),
+            errors: vec![ConfigError {
+                key: String::new(),
+                line: 0,
+                column: 0,
+                message,
+            }],
+        };
+        let (text, base) = match self {
+            Source::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| fail(format!("cannot read the file: {error}")))?;
+                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                (text, base)
+            }
+            Source::Embedded => {
+                let base = std::env::current_dir()
+                    .map_err(|error| fail(format!("cannot read the working directory: {error}")))?;
+                (EMBEDDED.to_owned(), base)
+            }
+        };
+        let state_directory = std::env::var_os("STATE_DIRECTORY").map(PathBuf::from);
+        parse(&text, &base, state_directory.as_deref())
+            .map_err(|errors| ConfigErrors { origin, errors })
+    }
+}
+
+/// Parses and validates `text`. `base` is the folder relative paths resolve
+/// against; `state_directory` (systemd's `$STATE_DIRECTORY`) takes its place
+/// for the database.
+pub fn parse(
+    text: &str,
+    base: &Path,
+    state_directory: Option<&Path>,
+) -> Result<Config, Vec<ConfigError>> {
+    let lines = LineIndex::new(text);
+    let (table, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        return Err(syntax
+            .iter()
+            .map(|error| {
+                let (line, column) = lines.locate(error.span().map_or(0, |span| span.start));
+                ConfigError {
+                    key: String::new(),
+                    line,
+                    column,
+                    message: error.message().to_owned(),
+                }
+            })
+            .collect());
+    }
+    let mut errors = Vec::new();
+    let raw = deserialize_all(table, &lines, &mut errors);
+    let serde_errors = errors.len();
+    let config = raw.and_then(|raw| validate(raw, base, state_directory, &lines, &mut errors));
+    // A bad value serde rejected was taken out of the table; `validate` then
+    // finds that key missing, which says nothing new.
+    let (serde_found, validated) = errors.split_at(serde_errors);
+    let restated = |error: &ConfigError| {
+        error.message.starts_with("missing field")
+            && serde_found.iter().any(|found| found.key == error.key)
+    };
+    let validated: Vec<ConfigError> = validated
+        .iter()
+        .filter(|error| !restated(error))
+        .cloned()
+        .collect();
+    errors.truncate(serde_errors);
+    errors.extend(validated);
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => {
+            errors.sort_by_key(|error| (error.line, error.column));
+            Err(errors)
+        }
+    }
+}
+
+/// The serde mirror of the file. Every key is documented in `etc/price-alertd.toml`.
+mod raw {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        #[serde(default)]
+        pub database: Database,
+        #[serde(default)]
+        pub evaluator: Evaluator,
+        pub webhook: Option<Webhook>,
+        #[serde(default)]
+        pub jobs: Vec<Spanned<Job>>,
+        #[serde(default)]
+        pub log: Log,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Database {
+        pub path: Option<Spanned<String>>,
+        pub busy_timeout: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Evaluator {
+        pub threads: Option<Spanned<i64>>,
+        pub claim_batch: Option<Spanned<i64>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Webhook {
+        pub url: Option<Spanned<String>>,
+        pub secret: Option<Spanned<String>>,
+        pub secret_file: Option<Spanned<String>>,
+        #[serde(default)]
+        pub headers: BTreeMap<String, Spanned<String>>,
+        pub timeout: Option<Spanned<String>>,
+        pub connect_timeout: Option<Spanned<String>>,
+        pub concurrency: Option<Spanned<i64>>,
+        pub retry_schedule: Option<Spanned<Vec<Spanned<String>>>>,
+        pub drain_timeout: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Job {
+        // Required, but optional here so that `validate` reports a missing one
+        // with the job's index, rather than serde dropping the whole entry.
+        pub name: Option<Spanned<String>>,
+        pub kind: Option<Spanned<String>>,
+        pub schedule: Option<Spanned<String>>,
+        pub timezone: Option<Spanned<String>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Log {
+        pub level: Option<Spanned<String>>,
+    }
+}
+
+/// Deserializes the mirror, collecting every serde error: after each error the
+/// offending entry is taken out of the table and the rest is tried again.
+fn deserialize_all(
+    mut table: Spanned<DeTable<'_>>,
+    lines: &LineIndex,
+    errors: &mut Vec<ConfigError>,
+) -> Option<raw::File> {
+    loop {
+        let attempt = raw::File::deserialize(toml::de::Deserializer::from(table.clone()));
+        let error = match attempt {
+            Ok(file) => return Some(file),
+            Err(error) => error,
+        };
+        let span = error.span().unwrap_or(0..0);
+        let mut path = Vec::new();
+        let found = take_entry(table.get_mut(), &span, &mut path);
+        let (line, column) = lines.locate(span.start);
+        errors.push(ConfigError {
+            key: path.join(".").replace(".[", "["),
+            line,
+            column,
+            message: error.message().to_owned(),
+        });
+        if !found {
+            return None;
+        }
+    }
+}
+
+/// Removes the innermost entry (key and value, or array element) whose span
+/// holds `span`, recording its path. Returns false if no entry holds it.
+/// Searches every entry: the span of a `[section]` covers only its header.
+fn take_entry(table: &mut DeTable<'_>, span: &Range<usize>, path: &mut Vec<String>) -> bool {
+    let keys: Vec<String> = table.keys().map(|key| key.get_ref().to_string()).collect();
+    for key in keys {
+        let entry = table
+            .get_mut(key.as_str())
+            .expect("the key was just listed");
+        path.push(key.clone());
+        if take_in_value(entry.get_mut(), span, path) {
+            return true;
+        }
+        let (key_span, value_span) = match table.get_key_value(key.as_str()) {
+            Some((key, value)) => (key.span(), value.span()),
+            None => unreachable!("the key was just listed"),
+        };
+        if holds(&key_span, span) || holds(&value_span, span) {
+            table.remove(key.as_str());
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+fn take_in_value(value: &mut DeValue<'_>, span: &Range<usize>, path: &mut Vec<String>) -> bool {
+    match value {
+        DeValue::Table(inner) => take_entry(inner, span, path),
+        DeValue::Array(items) => {
+            let slice: &mut [Spanned<DeValue<'_>>] = items;
+            let mut at_fault = None;
+            for (index, item) in slice.iter_mut().enumerate() {
+                path.push(format!("[{index}]"));
+                if take_in_value(item.get_mut(), span, path) {
+                    return true;
+                }
+                if holds(&item.span(), span) {
+                    at_fault = Some(index);
+                    break;
+                }
+                path.pop();
+            }
+            // The element itself is at fault (e.g. a table of the wrong type): drop it.
+            let Some(index) = at_fault else { return false };
+            let mut kept = toml::de::DeArray::new();
+            for (at, item) in items.iter().enumerate() {
+                if at != index {
+                    kept.push(item.clone());
+                }
+            }
+            *items = kept;
+            true
+        }
+        _ => false,
+    }
+}
+
+fn holds(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    *inner != (0..0) && outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// Builds the validated config from the mirror, reporting every problem.
+fn validate(
+    raw: raw::File,
+    base: &Path,
+    state_directory: Option<&Path>,
+    lines: &LineIndex,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Config> {
+    let mut report = |key: &str, span: std::ops::Range<usize>, message: String| {
+        let (line, column) = lines.locate(span.start);
+        errors.push(ConfigError {
+            key: key.to_owned(),
+            line,
+            column,
+            message,
+        });
+    };
+
+    let database_path = match &raw.database.path {
+        Some(path) if path.get_ref().trim().is_empty() => {
+            report("database.path", path.span(), "must not be empty".to_owned());
+            PathBuf::new()
+        }
+        Some(path) => resolve(Path::new(path.get_ref()), state_directory.unwrap_or(base)),
+        None => resolve(
+            Path::new("price-alertd.db"),
+            state_directory.unwrap_or(base),
+        ),
+    };
+    let busy_timeout = duration(
+        &raw.database.busy_timeout,
+        "database.busy_timeout",
+        "5s",
+        &mut report,
+    );
+
+    let threads = count(
+        &raw.evaluator.threads,
+        "evaluator.threads",
+        10,
+        1..=256,
+        &mut report,
+    );
+    let claim_batch = count(
+        &raw.evaluator.claim_batch,
+        "evaluator.claim_batch",
+        2000,
+        1..=100_000,
+        &mut report,
+    );
+
+    let missing = raw::Webhook {
+        url: None,
+        secret: None,
+        secret_file: None,
+        headers: BTreeMap::new(),
+        timeout: None,
+        connect_timeout: None,
+        concurrency: None,
+        retry_schedule: None,
+        drain_timeout: None,
+    };
+    let webhook = match &raw.webhook {
+        Some(webhook) => webhook,
+        None => {
+            report(
+                "webhook",
+                0..0,
+                "missing section [webhook]; it needs at least `url`".to_owned(),
+            );
+            &missing
+        }
+    };
+    let url = match &webhook.url {
+        None => {
+            if raw.webhook.is_some() {
+                report("webhook.url", 0..0, "missing field `url`".to_owned());
+            }
+            None
+        }
+        Some(url) => match Url::parse(url.get_ref()) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(parsed),
+            Ok(parsed) => {
+                report(
+                    "webhook.url",
+                    url.span(),
+                    format!("scheme {:?} is not http or https", parsed.scheme()),
+                );
+                None
+            }
+            Err(error) => {
+                report("webhook.url", url.span(), format!("not a URL: {error}"));
+                None
+            }
+        },
+    };
+    let mut secrets = Vec::new();
+    if let (Some(_), Some(file)) = (&webhook.secret, &webhook.secret_file) {
+        report(
+            "webhook.secret_file",
+            file.span(),
+            "set webhook.secret or webhook.secret_file, not both".to_owned(),
+        );
+    }
+    if let Some(secret) = &webhook.secret {
+        match parse_secrets(secret.get_ref()) {
+            Ok(parsed) => secrets = parsed,
+            Err(message) => report("webhook.secret", secret.span(), message),
+        }
+    }
+    if let Some(file) = &webhook.secret_file {
+        let path = resolve(Path::new(file.get_ref()), base);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match parse_secrets(&text) {
+                Ok(parsed) => secrets = parsed,
+                Err(message) => report(
+                    "webhook.secret_file",
+                    file.span(),
+                    format!("{}: {message}", path.display()),
+                ),
+            },
+            Err(error) => report(
+                "webhook.secret_file",
+                file.span(),
+                format!("cannot read {}: {error}", path.display()),
+            ),
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &webhook.headers {
+        let key = format!("webhook.headers.{name}");
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value.get_ref()),
+        ) {
+            (Ok(name), Ok(value)) => headers.push((name, value)),
+            (Err(_), _) => report(
+                &key,
+                value.span(),
+                "not a valid HTTP header name".to_owned(),
+            ),
+            (_, Err(_)) => report(
+                &key,
+                value.span(),
+                "not a valid HTTP header value".to_owned(),
+            ),
+        }
+    }
+    let timeout = duration(&webhook.timeout, "webhook.timeout", "15s", &mut report);
+    let connect_timeout = duration(
+        &webhook.connect_timeout,
+        "webhook.connect_timeout",
+        "5s",
+        &mut report,
+    );
+    let concurrency = count(
+        &webhook.concurrency,
+        "webhook.concurrency",
+        16,
+        1..=1024,
+        &mut report,
+    );
+    let retry_schedule = match &webhook.retry_schedule {
+        None => DEFAULT_RETRY_SCHEDULE
+            .iter()
+            .map(|text| humantime::parse_duration(text).expect("a valid default"))
+            .collect(),
+        Some(list) if list.get_ref().is_empty() => {
+            report(
+                "webhook.retry_schedule",
+                list.span(),
+                "must list at least one duration".to_owned(),
+            );
+            Vec::new()
+        }
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                duration(
+                    &Some(item.clone()),
+                    &format!("webhook.retry_schedule[{index}]"),
+                    "1s",
+                    &mut report,
+                )
+            })
+            .collect(),
+    };
+    let drain_timeout = duration(
+        &webhook.drain_timeout,
+        "webhook.drain_timeout",
+        "30s",
+        &mut report,
+    );
+
+    let mut jobs = Vec::new();
+    let mut names = BTreeMap::new();
+    for (index, spanned) in raw.jobs.iter().enumerate() {
+        let job = spanned.get_ref();
+        let key = |field: &str| format!("jobs[{index}].{field}");
+        let mut required = |field: &str, value: &Option<Spanned<String>>| {
+            if value.is_none() {
+                report(
+                    &key(field),
+                    spanned.span(),
+                    format!("missing field `{field}`"),
+                );
+            }
+        };
+        required("name", &job.name);
+        required("kind", &job.kind);
+        required("schedule", &job.schedule);
+        let (Some(name), Some(kind), Some(schedule)) = (&job.name, &job.kind, &job.schedule) else {
+            continue;
+        };
+        let name_text = name.get_ref().trim().to_owned();
+        if name_text.is_empty() {
+            report(&key("name"), name.span(), "must not be empty".to_owned());
+        } else if let Some(first) = names.insert(name_text.clone(), index) {
+            report(
+                &key("name"),
+                name.span(),
+                format!("{name_text:?} is already the name of jobs[{first}]"),
+            );
+        }
+        let kind = match kind.get_ref().as_str() {
+            "evaluate" => Some(JobKind::Evaluate),
+            other => {
+                report(
+                    &key("kind"),
+                    kind.span(),
+                    format!("unknown kind {other:?}; expected \"evaluate\""),
+                );
+                None
+            }
+        };
+        let zone = job.timezone.as_ref().map(|zone| zone.get_ref().as_str());
+        let schedule = match Schedule::parse(schedule.get_ref(), zone) {
+            Ok(parsed) => Some(parsed),
+            Err(message) => {
+                let (field, span) = match &job.timezone {
+                    Some(zone) if message.contains("time zone") => ("timezone", zone.span()),
+                    _ => ("schedule", schedule.span()),
+                };
+                report(&key(field), span, message);
+                None
+            }
+        };
+        if let (Some(kind), Some(schedule)) = (kind, schedule) {
+            jobs.push(JobConfig {
+                name: name_text,
+                kind,
+                schedule,
+            });
+        }
+    }
+
+    let level = raw
+        .log
+        .level
+        .as_ref()
+        .map_or_else(|| "info".to_owned(), |level| level.get_ref().clone());
+    if let Some(spanned) = &raw.log.level
+        && let Err(error) = tracing_subscriber::EnvFilter::try_new(spanned.get_ref())
+    {
+        report(
+            "log.level",
+            spanned.span(),
+            format!("not a log filter: {error}"),
+        );
+    }
+
+    Some(Config {
+        database: DatabaseConfig {
+            path: database_path,
+            busy_timeout,
+        },
+        evaluator: EvaluatorConfig {
+            threads,
+            claim_batch,
+        },
+        webhook: WebhookConfig {
+            url: url?,
+            secrets,
+            headers,
+            timeout,
+            connect_timeout,
+            concurrency,
+            retry_schedule,
+            drain_timeout,
+        },
+        jobs,
+        log: LogConfig { level },
+    })
+}
+
+/// Svix's schedule, the reference for Standard Webhooks senders.
+pub const DEFAULT_RETRY_SCHEDULE: [&str; 7] = ["5s", "5m", "30m", "2h", "5h", "10h", "10h"];
+
+/// One secret, or two separated by whitespace while a secret is being rotated.
+fn parse_secrets(text: &str) -> Result<Vec<Secret>, String> {
+    let secrets = text
+        .split_whitespace()
+        .map(Secret::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    match secrets.len() {
+        0 => Err("the secret is empty".to_owned()),
+        1 | 2 => Ok(secrets),
+        n => Err(format!(
+            "{n} secrets given; at most two (the new and the old) are allowed"
+        )),
+    }
+}
+
+fn resolve(path: &Path, base: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn duration(
+    value: &Option<Spanned<String>>,
+    key: &str,
+    default: &str,
+    report: &mut impl FnMut(&str, std::ops::Range<usize>, String),
+) -> Duration {
+    let Some(value) = value else {
+        return humantime::parse_duration(default).expect("a valid default");
+    };
+    match humantime::parse_duration(value.get_ref()) {
+        Ok(parsed) if !parsed.is_zero() => parsed,
+        Ok(_) => {
+            report(key, value.span(), "must be longer than zero".to_owned());
+            Duration::ZERO
+        }
+        Err(error) => {
+            report(
+                key,
+                value.span(),
+                format!(
+                    "{:?} is not a duration such as \"250ms\", \"5s\", \"15m\" or \"2h\" ({error})",
+                    value.get_ref()
+                ),
+            );
+            Duration::ZERO
+        }
+    }
+}
+
+fn count(
+    value: &Option<Spanned<i64>>,
+    key: &str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+    report: &mut impl FnMut(&str, std::ops::Range<usize>, String),
+) -> usize {
+    let Some(value) = value else { return default };
+    match usize::try_from(*value.get_ref()) {
+        Ok(n) if range.contains(&n) => n,
+        _ => {
+            report(
+                key,
+                value.span(),
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
+            default
+        }
+    }
+}
+
+/// Turns byte offsets into 1-based line and column numbers.
+struct LineIndex {
+    starts: Vec<usize>,
+    text_len: usize,
+    text: String,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        LineIndex {
+            starts,
+            text_len: text.len(),
+            text: text.to_owned(),
+        }
+    }
+
+    fn locate(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text_len);
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let start = self.starts[line - 1];
+        let column = self.text[start..offset].chars().count() + 1;
+        (line, column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[database]
+path = "/var/lib/price-alertd/alerts.db"
+
+[evaluator]
+threads = 10
+
+[webhook]
+url = "http://127.0.0.1:8080/events"
+
+[[jobs]]
+name = "evaluate"
+kind = "evaluate"
+schedule = "*/10 * * * * *"
+"#;
+
+    fn errors_of(text: &str) -> Vec<String> {
+        parse(text, Path::new("/etc/x"), None)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_contract_keys_alone_are_valid_and_defaults_apply() {
+        let config = parse(MINIMAL, Path::new("/etc/x"), None).unwrap();
+        assert_eq!(
+            config.database.path,
+            Path::new("/var/lib/price-alertd/alerts.db")
+        );
+        assert_eq!(config.evaluator.threads, 10);
+        assert_eq!(config.webhook.timeout, Duration::from_secs(15));
+        assert_eq!(config.webhook.drain_timeout, Duration::from_secs(30));
+        assert_eq!(config.webhook.retry_schedule.len(), 7);
+        assert_eq!(config.jobs.len(), 1);
+        assert_eq!(config.jobs[0].schedule.expression(), "*/10 * * * * *");
+    }
+
+    #[test]
+    fn the_shipped_file_is_valid() {
+        let config = parse(EMBEDDED, Path::new("/work"), None).unwrap();
+        assert!(!config.jobs.is_empty());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder_or_the_state_directory() {
+        let text = MINIMAL.replace("/var/lib/price-alertd/alerts.db", "alerts.db");
+        let config = parse(&text, Path::new("/etc/x"), None).unwrap();
+        assert_eq!(config.database.path, Path::new("/etc/x/alerts.db"));
+        let config = parse(&text, Path::new("/etc/x"), Some(Path::new("/var/lib/p"))).unwrap();
+        assert_eq!(config.database.path, Path::new("/var/lib/p/alerts.db"));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_key_and_position() {
+        let text = MINIMAL
+            .replace(
+                "threads = 10",
+                "threads = 10\nthreds = 3\nclaim_batch = \"many\"",
+            )
+            .replace("*/10 * * * * *", "*/10 * * *")
+            .replace("[webhook]", "[webhook]\ntimeout = \"soon\"\nextra = 1");
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 5, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("7:1: evaluator.threds: unknown field `threds`"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].starts_with("8:15: evaluator.claim_batch: invalid type"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[2].starts_with("11:11: webhook.timeout: \"soon\" is not a duration"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[3].starts_with("12:1: webhook.extra: unknown field `extra`"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[4].starts_with("18:12: jobs[0].schedule: cron expression"),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_required_value_is_reported_once() {
+        let errors =
+            errors_of(&MINIMAL.replace("url = \"http://127.0.0.1:8080/events\"", "url = 5"));
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].starts_with("9:7: webhook.url: invalid type"),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn a_job_missing_a_field_does_not_hide_later_errors() {
+        let text = format!(
+            "{MINIMAL}\n[[jobs]]\nname = \"b\"\nkind = \"evaluate\"\n\n[[jobs]]\nname = \"c\"\nkind = \"purge\"\nschedule = \"* * * * *\"\n"
+        );
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0].contains("jobs[1].schedule: missing field `schedule`"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].contains("jobs[2].kind: unknown kind \"purge\""),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let errors = errors_of("[webhook]\nurl = \"http://x\"\n[[jobs]\n");
+        assert!(errors[0].starts_with("3:"), "{errors:#?}");
+    }
+
+    #[test]
+    fn duplicate_job_names_and_bad_zones_are_errors() {
+        let text = format!(
+            "{MINIMAL}\n[[jobs]]\nname = \"evaluate\"\nkind = \"evaluate\"\nschedule = \"* * * * *\"\ntimezone = \"Nowhere/City\"\n"
+        );
+        let errors = errors_of(&text);
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(
+            errors[0].contains("jobs[1].name: \"evaluate\" is already the name of jobs[0]"),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[1].contains("jobs[1].timezone: unknown time zone"),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_checked_and_never_printed() {
+        let short = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+        let errors = errors_of(&MINIMAL.replace(
+            "[webhook]",
+            &format!("[webhook]\nsecret = \"whsec_{short}\""),
+        ));
+        assert!(errors[0].contains("16 bytes; at least 24"), "{errors:#?}");
+        let good = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let config = parse(
+            &MINIMAL.replace(
+                "[webhook]",
+                &format!("[webhook]\nsecret = \"whsec_{good}\""),
+            ),
+            Path::new("/"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.webhook.secrets.len(), 1);
+        assert!(!format!("{config:?}").contains(&good));
+    }
+}

@@ -1,0 +1,397 @@
+//! Wiring: opens the store, schedules the jobs, runs until a signal, reloads,
+//! drains and stops. The daemon's life is one loop over [`Event`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::config::{Config, EvaluatorConfig, JobConfig, JobKind, Source};
+use crate::deliver::{self, Totals, Webhook};
+use crate::evaluate::{self, TickReport};
+use crate::schedule::Scheduler;
+use crate::signals::{self, Signal};
+use crate::store::{self, Pool};
+
+/// Everything that can happen to a running daemon.
+#[derive(Debug)]
+enum Event {
+    /// A job's fire time came. `epoch` tells fire times of a replaced schedule apart.
+    Due {
+        job: String,
+        epoch: u64,
+        at: DateTime<Utc>,
+    },
+    /// A job's run ended.
+    Finished {
+        job: String,
+        result: anyhow::Result<TickReport>,
+    },
+    Signal(Signal),
+}
+
+/// What evaluation needs, shared by every run.
+#[derive(Clone)]
+struct Engine {
+    pool: Pool,
+    workers: Arc<rayon::ThreadPool>,
+    evaluator: EvaluatorConfig,
+}
+
+impl Engine {
+    async fn open(config: &Config) -> anyhow::Result<Engine> {
+        let database = config.database.clone();
+        // The evaluator's readers, its writer, two for delivery and one spare.
+        let size = config.evaluator.threads as u32 + 4;
+        let pool = tokio::task::spawn_blocking(move || store::open(&database, size))
+            .await
+            .context("opening the store panicked")??;
+        let workers = Arc::new(evaluate::thread_pool(config.evaluator.threads)?);
+        Ok(Engine {
+            pool,
+            workers,
+            evaluator: config.evaluator.clone(),
+        })
+    }
+
+    async fn tick(&self) -> anyhow::Result<TickReport> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || {
+            evaluate::tick(&engine.workers, &engine.pool, &engine.evaluator)
+        })
+        .await
+        .context("the evaluation panicked")?
+    }
+
+    async fn pending(&self) -> anyhow::Result<u64> {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = pool.get().context("taking a database connection")?;
+            store::outbox::pending_count(&connection).context("counting pending events")
+        })
+        .await
+        .context("counting pending events panicked")?
+    }
+}
+
+/// A name for this process's outbox leases.
+fn lease_owner() -> String {
+    format!("{}-{}", std::process::id(), Uuid::new_v4().simple())
+}
+
+/// The scheduled jobs of one configuration.
+struct Jobs {
+    epoch: u64,
+    jobs: HashMap<String, JobConfig>,
+    /// The scheduler job holding each job's next fire time.
+    pending: HashMap<String, Uuid>,
+}
+
+impl Jobs {
+    async fn schedule(
+        scheduler: &Scheduler,
+        configs: &[JobConfig],
+        epoch: u64,
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> anyhow::Result<Jobs> {
+        let mut jobs = Jobs {
+            epoch,
+            jobs: HashMap::new(),
+            pending: HashMap::new(),
+        };
+        for job in configs {
+            jobs.jobs.insert(job.name.clone(), job.clone());
+            jobs.arm(scheduler, &job.name, Utc::now(), events).await?;
+        }
+        Ok(jobs)
+    }
+
+    /// Books the job's first fire time after `after`.
+    async fn arm(
+        &mut self,
+        scheduler: &Scheduler,
+        name: &str,
+        after: DateTime<Utc>,
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> anyhow::Result<()> {
+        let Some(job) = self.jobs.get(name) else {
+            return Ok(());
+        };
+        let Some(at) = job.schedule.next_after(after) else {
+            tracing::warn!(job = name, "the schedule has no further fire times");
+            return Ok(());
+        };
+        let (events, job_name, epoch) = (events.clone(), name.to_owned(), self.epoch);
+        let id = scheduler
+            .add_at(
+                at,
+                Box::new(move || {
+                    let _ = events.send(Event::Due {
+                        job: job_name.clone(),
+                        epoch,
+                        at,
+                    });
+                    Box::pin(async {})
+                }),
+            )
+            .await?;
+        self.pending.insert(name.to_owned(), id);
+        Ok(())
+    }
+
+    async fn cancel(&mut self, scheduler: &Scheduler) {
+        for (_, id) in self.pending.drain() {
+            scheduler.remove(&id).await;
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
+    let engine = Engine::open(&config).await?;
+    let (signal_sender, mut signal_inbox) = mpsc::unbounded_channel();
+    let signal_handle = signals::forward(signal_sender)?;
+    let (events, mut inbox) = mpsc::unbounded_channel::<Event>();
+
+    let (webhook_sender, webhooks) = watch::channel(Webhook::new(&config.webhook)?);
+    let (stop_sender, stop) = watch::channel(None);
+    let wake = Arc::new(Notify::new());
+    let deliverer = tokio::spawn(deliver::run(
+        engine.pool.clone(),
+        webhooks,
+        lease_owner(),
+        wake.clone(),
+        stop,
+    ));
+    // Events queued before this start (a crash, a dead webhook) go out now.
+    wake.notify_one();
+
+    let scheduler = Scheduler::start().await?;
+    let mut jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await?;
+    let mut running: HashSet<String> = HashSet::new();
+    let mut drain_timeout = config.webhook.drain_timeout;
+    tracing::info!(
+        config = %source.describe(),
+        database = %config.database.path.display(),
+        jobs = config.jobs.len(),
+        threads = config.evaluator.threads,
+        "price-alertd started"
+    );
+    if config.jobs.is_empty() {
+        tracing::warn!("no [[jobs]] are configured: nothing will be evaluated");
+    }
+
+    loop {
+        let event = tokio::select! {
+            Some(signal) = signal_inbox.recv() => Event::Signal(signal),
+            Some(event) = inbox.recv() => event,
+        };
+        match event {
+            Event::Due { job, epoch, at } => {
+                if epoch != jobs.epoch {
+                    continue;
+                }
+                let Some(kind) = jobs.jobs.get(&job).map(|config| config.kind) else {
+                    continue;
+                };
+                jobs.arm(&scheduler, &job, at.max(Utc::now()), &events)
+                    .await?;
+                if !running.insert(job.clone()) {
+                    tracing::warn!(job, due = %at, "tick skipped: the previous run of this job is still going");
+                    continue;
+                }
+                let (engine, events) = (engine.clone(), events.clone());
+                tokio::spawn(async move {
+                    let result = match kind {
+                        JobKind::Evaluate => engine.tick().await,
+                    };
+                    let _ = events.send(Event::Finished { job, result });
+                });
+            }
+            Event::Finished { job, result } => {
+                running.remove(&job);
+                log_run(&job, &result);
+                if matches!(&result, Ok(report) if report.triggered > 0) {
+                    wake.notify_one();
+                }
+            }
+            Event::Signal(Signal::Reload) => {
+                let Some(new) = reload(&source, &config).await else {
+                    continue;
+                };
+                match Webhook::new(&new.webhook) {
+                    Ok(webhook) => {
+                        let _ = webhook_sender.send(webhook);
+                    }
+                    Err(error) => tracing::error!(
+                        error = format!("{error:#}"),
+                        "keeping the old webhook settings"
+                    ),
+                }
+                drain_timeout = new.webhook.drain_timeout;
+                jobs.cancel(&scheduler).await;
+                jobs = Jobs::schedule(&scheduler, &new.jobs, jobs.epoch + 1, &events).await?;
+                tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
+            }
+            Event::Signal(Signal::Shutdown) => break,
+        }
+    }
+
+    tracing::info!(
+        running = running.len(),
+        "stopping: no new ticks; letting running jobs finish"
+    );
+    jobs.cancel(&scheduler).await;
+    scheduler.shutdown().await;
+    while !running.is_empty() {
+        let event = tokio::select! {
+            Some(signal) = signal_inbox.recv() => Event::Signal(signal),
+            Some(event) = inbox.recv() => event,
+        };
+        match event {
+            Event::Finished { job, result } => {
+                running.remove(&job);
+                log_run(&job, &result);
+            }
+            Event::Signal(Signal::Shutdown) => tracing::info!("already stopping"),
+            Event::Due { .. } | Event::Signal(Signal::Reload) => {}
+        }
+    }
+    let _ = stop_sender.send(Some(Instant::now() + drain_timeout));
+    wake.notify_one();
+    let totals = deliverer.await.context("the deliverer panicked")?;
+    let pending = engine.pending().await?;
+    signal_handle.close();
+    tracing::info!(
+        delivered = totals.delivered,
+        pending,
+        "price-alertd stopped"
+    );
+    Ok(())
+}
+
+/// Re-reads the configuration; on any error logs every problem and returns
+/// `None`, so the running configuration stays.
+async fn reload(source: &Source, running: &Config) -> Option<Config> {
+    let source = source.clone();
+    let loaded = tokio::task::spawn_blocking(move || source.load()).await;
+    let new = match loaded {
+        Ok(Ok(new)) => new,
+        Ok(Err(errors)) => {
+            for error in &errors.errors {
+                tracing::error!(config = %errors.origin, %error, "invalid configuration");
+            }
+            tracing::error!(
+                errors = errors.errors.len(),
+                "reload refused; the running jobs stay as they were"
+            );
+            return None;
+        }
+        Err(error) => {
+            tracing::error!(%error, "reading the configuration panicked; the running jobs stay as they were");
+            return None;
+        }
+    };
+    if new.database.path != running.database.path
+        || new.evaluator.threads != running.evaluator.threads
+    {
+        tracing::warn!("changes to [database] and [evaluator] take effect at the next restart");
+    }
+    Some(new)
+}
+
+fn log_run(job: &str, result: &anyhow::Result<TickReport>) {
+    match result {
+        Ok(report)
+            if report.triggered > 0
+                || report.malformed_alerts > 0
+                || report.malformed_quotes > 0 =>
+        {
+            tracing::info!(
+                job,
+                evaluated = report.evaluated,
+                triggered = report.triggered,
+                malformed_alerts = report.malformed_alerts,
+                malformed_quotes = report.malformed_quotes,
+                duration_ms = report.duration.as_millis() as u64,
+                "tick finished"
+            )
+        }
+        Ok(report) => tracing::debug!(
+            job,
+            evaluated = report.evaluated,
+            duration_ms = report.duration.as_millis() as u64,
+            "tick finished"
+        ),
+        Err(error) => tracing::error!(job, error = format!("{error:#}"), "tick failed"),
+    }
+}
+
+/// What `run-job` did.
+#[derive(Debug)]
+pub struct RunJobSummary {
+    pub job: String,
+    pub tick: Result<TickReport, String>,
+    pub delivery: Totals,
+    pub pending: u64,
+}
+
+impl RunJobSummary {
+    /// One line of `key=value` pairs.
+    pub fn line(&self) -> String {
+        let (result, report) = match &self.tick {
+            Ok(report) => ("ok", report.clone()),
+            Err(_) => ("failed", TickReport::default()),
+        };
+        format!(
+            "job={} result={result} evaluated={} matched={} triggered={} no_quote={} malformed_alerts={} malformed_quotes={} delivered={} failed={} pending={} duration_ms={}",
+            self.job,
+            report.evaluated,
+            report.matched,
+            report.triggered,
+            report.no_quote,
+            report.malformed_alerts,
+            report.malformed_quotes,
+            self.delivery.delivered,
+            self.delivery.failed,
+            self.pending,
+            report.duration.as_millis()
+        )
+    }
+}
+
+/// Runs one job now, then delivers what is pending for up to the drain time.
+pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary> {
+    let Some(job) = config.jobs.iter().find(|job| job.name == name) else {
+        let names: Vec<&str> = config.jobs.iter().map(|job| job.name.as_str()).collect();
+        anyhow::bail!("no job is named {name:?}; the configuration has {names:?}");
+    };
+    let engine = Engine::open(&config).await?;
+    let tick = match job.kind {
+        JobKind::Evaluate => engine.tick().await,
+    };
+    if let Err(error) = &tick {
+        tracing::error!(job = name, error = format!("{error:#}"), "tick failed");
+    }
+    let (_webhook_sender, webhooks) = watch::channel(Webhook::new(&config.webhook)?);
+    let (_stop_sender, stop) = watch::channel(Some(Instant::now() + config.webhook.drain_timeout));
+    let delivery = deliver::run(
+        engine.pool.clone(),
+        webhooks,
+        lease_owner(),
+        Arc::new(Notify::new()),
+        stop,
+    )
+    .await;
+    let pending = engine.pending().await?;
+    Ok(RunJobSummary {
+        job: name.to_owned(),
+        tick: tick.map_err(|error| format!("{error:#}")),
+        delivery,
+        pending,
+    })
+}

@@ -1,0 +1,380 @@
+//! Delivery: outbox rows to signed webhook POSTs, with retries. The only module
+//! that knows HTTP. Runs on tokio; every database call goes to `spawn_blocking`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use sha2::Sha256;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::{Secret, WebhookConfig};
+use crate::store::outbox::{self, Leased, Outcome};
+use crate::store::{self, Pool};
+
+/// The longest `Retry-After` a receiver can impose.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+/// How long an idle deliverer sleeps when nothing is due, unless woken.
+const IDLE_POLL: Duration = Duration::from_secs(60);
+
+/// A configured webhook: the shared HTTP client and what to send with it.
+#[derive(Clone)]
+pub struct Webhook {
+    client: reqwest::Client,
+    config: Arc<WebhookConfig>,
+}
+
+impl Webhook {
+    pub fn new(config: &WebhookConfig) -> anyhow::Result<Webhook> {
+        // reqwest is built without a default crypto provider; ring is ours.
+        // Installing twice (tests, reloads) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("price-alertd/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(config.concurrency)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Webhook {
+            client,
+            config: Arc::new(config.clone()),
+        })
+    }
+
+    pub fn config(&self) -> &WebhookConfig {
+        &self.config
+    }
+
+    /// How long a lease must outlive one attempt: its connect and its request.
+    fn lease(&self) -> Duration {
+        self.config.connect_timeout + self.config.timeout + Duration::from_secs(30)
+    }
+}
+
+/// What a deliverer did over its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub delivered: u64,
+    pub failed: u64,
+}
+
+/// When to stop: `None` while running; `Some(deadline)` once draining, after
+/// which nothing new is leased and in-flight requests still open at the
+/// deadline are abandoned and their rows given back untouched.
+pub type Stop = watch::Receiver<Option<Instant>>;
+
+/// Delivers outbox rows until stopped, then drains until the deadline or until
+/// nothing deliverable is left. `wake` is notified when new rows are queued.
+pub async fn run(
+    pool: Pool,
+    mut webhooks: watch::Receiver<Webhook>,
+    owner: String,
+    wake: Arc<Notify>,
+    mut stop: Stop,
+) -> Totals {
+    let mut totals = Totals::default();
+    let mut failures_in_a_row = 0u32;
+    loop {
+        let draining = *stop.borrow();
+        if draining.is_some_and(|deadline| Instant::now() >= deadline) {
+            return totals;
+        }
+        let webhook = webhooks.borrow_and_update().clone();
+        match round(&pool, &webhook, &owner, &stop).await {
+            Ok(round) => {
+                failures_in_a_row = 0;
+                totals.delivered += round.delivered;
+                totals.failed += round.failed;
+                if round.leased > 0 {
+                    continue;
+                }
+            }
+            Err(error) => {
+                failures_in_a_row += 1;
+                tracing::error!(error = format!("{error:#}"), "delivery round failed");
+            }
+        }
+        let next_due = blocking(&pool, |connection| outbox::next_due(connection))
+            .await
+            .unwrap_or_else(|error| {
+                tracing::error!(error = format!("{error:#}"), "reading the outbox failed");
+                Some(now_ms() + 1000)
+            });
+        let wait = match next_due {
+            Some(due) => Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_POLL),
+            None if draining.is_some() => return totals,
+            None => IDLE_POLL,
+        };
+        // After a database error, back off instead of spinning.
+        let wait = wait.max(Duration::from_millis(200) * failures_in_a_row.min(25));
+        if let Some(deadline) = draining
+            && Instant::now() + wait >= deadline
+        {
+            return totals;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = wake.notified() => {}
+            _ = stop.changed() => {}
+            _ = webhooks.changed() => {}
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Round {
+    leased: u64,
+    delivered: u64,
+    failed: u64,
+}
+
+/// Leases a batch of due rows, sends them with bounded concurrency and
+/// records every outcome in one transaction.
+async fn round(pool: &Pool, webhook: &Webhook, owner: &str, stop: &Stop) -> anyhow::Result<Round> {
+    let limit = (webhook.config.concurrency * 4).clamp(16, 1024);
+    let lease = webhook.lease().as_millis() as i64;
+    let leased = {
+        let owner = owner.to_owned();
+        blocking(pool, move |connection| {
+            let now = now_ms();
+            outbox::lease_due(connection, &owner, now, now + lease, limit)
+        })
+        .await?
+    };
+    let mut round = Round {
+        leased: leased.len() as u64,
+        ..Round::default()
+    };
+    if leased.is_empty() {
+        return Ok(round);
+    }
+    let permits = Arc::new(Semaphore::new(webhook.config.concurrency));
+    let mut attempts = JoinSet::new();
+    for event in leased {
+        let (webhook, permits, stop) = (webhook.clone(), permits.clone(), stop.clone());
+        attempts.spawn(async move {
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            attempt(&webhook, &event, stop).await
+        });
+    }
+    let mut outcomes = Vec::with_capacity(round.leased as usize);
+    let mut first_failure = None;
+    while let Some(joined) = attempts.join_next().await {
+        let outcome = joined.context("a delivery task panicked")?;
+        match &outcome {
+            Outcome::Delivered { .. } => round.delivered += 1,
+            Outcome::Retry { error, .. } => {
+                round.failed += 1;
+                first_failure.get_or_insert_with(|| error.clone());
+            }
+            Outcome::Released { .. } => {}
+        }
+        outcomes.push(outcome);
+    }
+    if let Some(error) = first_failure {
+        tracing::warn!(failed = round.failed, delivered = round.delivered, %error, "deliveries failed; they will be retried");
+    }
+    let owner = owner.to_owned();
+    blocking(pool, move |connection| {
+        outbox::record(
+            connection,
+            &owner,
+            &outcomes,
+            &store::timestamp(chrono::Utc::now()),
+        )
+    })
+    .await?;
+    Ok(round)
+}
+
+/// One POST of one event.
+async fn attempt(webhook: &Webhook, event: &Leased, mut stop: Stop) -> Outcome {
+    let request = webhook
+        .client
+        .post(webhook.config.url.clone())
+        .headers(headers(
+            &webhook.config,
+            &event.event_id,
+            &event.body,
+            chrono::Utc::now().timestamp(),
+        ))
+        .body(event.body.clone());
+    let cut_off = async {
+        loop {
+            let deadline = *stop.borrow_and_update();
+            if let Some(deadline) = deadline {
+                tokio::time::sleep_until(deadline).await;
+                return;
+            }
+            if stop.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let response = tokio::select! {
+        response = request.send() => response,
+        () = cut_off => return Outcome::Released { row_id: event.row_id },
+    };
+    let (error, retry_after) = match response {
+        Ok(response) if response.status().is_success() => {
+            // Read the (small) body so the connection goes back to the pool.
+            let _ = response.bytes().await;
+            tracing::debug!(event_id = %event.event_id, "delivered");
+            return Outcome::Delivered {
+                row_id: event.row_id,
+            };
+        }
+        Ok(response) => {
+            let status = response.status();
+            let retry_after = retry_after(status, response.headers());
+            (format!("the webhook answered {status}"), retry_after)
+        }
+        Err(error) => (
+            format!("{:#}", anyhow::Error::new(error.without_url())),
+            None,
+        ),
+    };
+    let wait =
+        retry_after.unwrap_or_else(|| backoff(&webhook.config.retry_schedule, event.attempts));
+    tracing::debug!(event_id = %event.event_id, attempt = event.attempts + 1, %error, ?wait, "delivery failed");
+    Outcome::Retry {
+        row_id: event.row_id,
+        next_attempt_at: now_ms() + wait.as_millis() as i64,
+        error,
+    }
+}
+
+/// The headers of one attempt: the Standard Webhooks trio, then the static ones.
+pub fn headers(config: &WebhookConfig, event_id: &str, body: &str, timestamp: i64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(id) = HeaderValue::from_str(event_id) {
+        headers.insert("webhook-id", id);
+    }
+    headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+    if !config.secrets.is_empty() {
+        let signatures: Vec<String> = config
+            .secrets
+            .iter()
+            .map(|secret| sign(secret, event_id, timestamp, body))
+            .collect();
+        if let Ok(value) = HeaderValue::from_str(&signatures.join(" ")) {
+            headers.insert("webhook-signature", value);
+        }
+    }
+    for (name, value) in &config.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers
+}
+
+/// `v1,` + base64 HMAC-SHA256 of `id.timestamp.body` (Standard Webhooks).
+pub fn sign(secret: &Secret, event_id: &str, timestamp: i64, body: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes keys of any length");
+    mac.update(format!("{event_id}.{timestamp}.").as_bytes());
+    mac.update(body.as_bytes());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// The wait before the next attempt after `attempts` earlier ones: the
+/// schedule's entry (its last, once used up) with ±20% jitter.
+pub fn backoff(schedule: &[Duration], attempts: u32) -> Duration {
+    let base = schedule
+        .get(attempts as usize)
+        .or(schedule.last())
+        .copied()
+        .unwrap_or(Duration::from_secs(5));
+    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
+
+fn retry_after(status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
+    if !matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        return None;
+    }
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(RETRY_AFTER_CAP))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs a store call on the blocking pool with a pooled connection.
+async fn blocking<T, F>(pool: &Pool, call: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+{
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut connection = pool.get().context("taking a database connection")?;
+        call(&mut connection).context("updating the outbox")
+    })
+    .await
+    .context("a database task panicked")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_follows_the_schedule_with_jitter_and_repeats_its_last_entry() {
+        let schedule = [Duration::from_secs(5), Duration::from_secs(300)];
+        for _ in 0..200 {
+            let first = backoff(&schedule, 0);
+            assert!(
+                first >= Duration::from_secs(4) && first <= Duration::from_secs(6),
+                "{first:?}"
+            );
+            let late = backoff(&schedule, 9);
+            assert!(
+                late >= Duration::from_secs(240) && late <= Duration::from_secs(360),
+                "{late:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_for_429_and_503_and_capped() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(
+            retry_after(StatusCode::TOO_MANY_REQUESTS, &headers),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after(StatusCode::INTERNAL_SERVER_ERROR, &headers),
+            None
+        );
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("999999"));
+        assert_eq!(
+            retry_after(StatusCode::SERVICE_UNAVAILABLE, &headers),
+            Some(RETRY_AFTER_CAP)
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! The webhook event: the JSON contract consumers receive, and its stable id.
+
+use serde::Serialize;
+
+/// One `price_alert` event, serialized once at the claim and stored as bytes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Stable for one arming of one alert (invariant 3); consumers deduplicate on it.
+    pub id: String,
+    /// When the alert triggered (RFC 3339, UTC).
+    pub timestamp: String,
+    pub data: EventData,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventData {
+    pub alert_id: i64,
+    pub ticker: String,
+    pub condition: String,
+    pub target_price: f64,
+    pub price: f64,
+    pub quote_time: String,
+    pub triggered_at: String,
+    pub user_id: Option<String>,
+    pub note: Option<String>,
+}
+
+impl Event {
+    pub fn price_alert(alert_id: i64, arming: i64, triggered_at: &str, data: EventData) -> Event {
+        Event {
+            kind: "price_alert",
+            id: event_id(alert_id, arming),
+            timestamp: triggered_at.to_owned(),
+            data,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an event always serializes")
+    }
+}
+
+/// The id of the event for one arming of one alert: a pure function of both.
+pub fn event_id(alert_id: i64, arming: i64) -> String {
+    format!("pa_{alert_id}_{arming}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_follows_the_contract() {
+        let event = Event::price_alert(
+            42,
+            7,
+            "2026-01-02T03:04:05.000Z",
+            EventData {
+                alert_id: 42,
+                ticker: "AAPL".into(),
+                condition: "above".into(),
+                target_price: 200.0,
+                price: 201.5,
+                quote_time: "2026-01-02T03:04:00Z".into(),
+                triggered_at: "2026-01-02T03:04:05.000Z".into(),
+                user_id: Some("u1".into()),
+                note: None,
+            },
+        );
+        assert_eq!(
+            event.to_json(),
+            r#"{"type":"price_alert","id":"pa_42_7","timestamp":"2026-01-02T03:04:05.000Z","data":{"alert_id":42,"ticker":"AAPL","condition":"above","target_price":200.0,"price":201.5,"quote_time":"2026-01-02T03:04:00Z","triggered_at":"2026-01-02T03:04:05.000Z","user_id":"u1","note":null}}"#
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! price-alertd: evaluates price alerts on cron schedules and notifies a
+//! webhook exactly once per triggered alert. The binary and `tests/` share this
+//! library; ARCHITECTURE.md maps its modules.
+
+pub mod config;
+pub mod daemon;
+pub mod deliver;
+pub mod evaluate;
+pub mod event;
+pub mod schedule;
+pub mod signals;
+pub mod store;

@@ -1,0 +1,145 @@
+//! The command line: parses arguments, loads the configuration, starts
+//! logging and dispatches; errors become exit codes (78 for a bad config).
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+use price_alertd::config::{Config, Source};
+use price_alertd::daemon;
+
+/// sysexits' EX_CONFIG: the configuration is invalid.
+const EX_CONFIG: u8 = 78;
+
+/// Evaluates price alerts on cron schedules and POSTs one event per triggered
+/// alert to a webhook, exactly once per arming.
+#[derive(Parser)]
+#[command(name = "price-alertd", version)]
+struct Cli {
+    /// The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then
+    /// /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped
+    /// etc/price-alertd.toml (database in the working directory).
+    #[arg(long, global = true, env = "PRICE_ALERTD_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: schedule the jobs, evaluate, deliver. SIGHUP reloads the
+    /// configuration (a bad file is refused and the running jobs stay);
+    /// SIGTERM/SIGINT stop scheduling, let running jobs finish, deliver pending
+    /// events for up to webhook.drain_timeout, and exit 0.
+    Run,
+    /// Validate the configuration and list each job's next 3 fire times. Exits 0
+    /// if it is valid, 78 with every error (key and line:col) if not.
+    CheckConfig,
+    /// Run one job now, deliver what is pending (for up to webhook.drain_timeout),
+    /// print one line of key=value pairs (triggered= delivered= pending= ...) and
+    /// exit non-zero if the job failed.
+    RunJob {
+        /// The job's `name` in the configuration.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let source = Source::choose(cli.config);
+    let config = match source.load() {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("price-alertd: invalid configuration {errors}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    match cli.command {
+        Command::CheckConfig => {
+            check_config(&source, &config);
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            init_logging(&config);
+            report(runtime().and_then(|runtime| runtime.block_on(daemon::run(source, config))))
+        }
+        Command::RunJob { name } => {
+            init_logging(&config);
+            match runtime().and_then(|runtime| runtime.block_on(daemon::run_job(config, &name))) {
+                Ok(summary) => {
+                    println!("{}", summary.line());
+                    if summary.tick.is_ok() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(error) => report(Err(error)),
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("price-alertd")
+        .build()?)
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "price-alertd failed");
+            eprintln!("price-alertd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr: RUST_LOG if set, else `log.level`. Under systemd
+/// (JOURNAL_STREAM set) lines carry no timestamp, since journald adds its own.
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn check_config(source: &Source, config: &Config) {
+    let now = Utc::now();
+    println!("{}: ok", source.describe());
+    println!("database  {}", config.database.path.display());
+    let signing = match config.webhook.secrets.len() {
+        0 => "unsigned".to_owned(),
+        n => format!("signed with {n} secret{}", if n == 1 { "" } else { "s" }),
+    };
+    println!("webhook   {} ({signing})", config.webhook.url);
+    println!("threads   {}", config.evaluator.threads);
+    for job in &config.jobs {
+        println!(
+            "job {:?}: kind={:?} schedule={:?} timezone={}",
+            job.name,
+            job.kind,
+            job.schedule.expression(),
+            job.schedule.zone()
+        );
+        for at in job.schedule.upcoming(now, 3) {
+            println!(
+                "  next {}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Alerts and quotes: reading what the application wrote, and the claim that
+//! disables a triggered alert and queues its event in one transaction.
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use crate::event::{Event, EventData};
+
+/// An enabled alert as stored. Numbers the application wrote as something other
+/// than a number come back as `None`, for `evaluate` to report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRow {
+    pub id: i64,
+    pub arming: i64,
+    pub ticker: String,
+    pub condition: String,
+    pub target_price: Option<f64>,
+    pub reference_price: Option<f64>,
+}
+
+/// A quote as stored; a price that is not a number comes back as `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuoteRow {
+    pub ticker: String,
+    pub price: Option<f64>,
+    pub updated_at: String,
+}
+
+/// An alert the evaluator found triggered, to be claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    pub alert_id: i64,
+    /// The arming that was evaluated: the claim only takes that one.
+    pub arming: i64,
+    pub price: f64,
+    pub quote_time: String,
+}
+
+fn number(value: Value) -> Option<f64> {
+    match value {
+        Value::Real(real) => Some(real),
+        Value::Integer(integer) => Some(integer as f64),
+        _ => None,
+    }
+}
+
+fn text(value: Value) -> String {
+    match value {
+        Value::Text(text) => text,
+        Value::Integer(integer) => integer.to_string(),
+        Value::Real(real) => real.to_string(),
+        Value::Null | Value::Blob(_) => String::new(),
+    }
+}
+
+/// All quotes. One short read: long readers starve WAL checkpoints.
+pub fn quotes(connection: &Connection) -> rusqlite::Result<Vec<QuoteRow>> {
+    let mut statement =
+        connection.prepare_cached("SELECT ticker, price, updated_at FROM quotes")?;
+    let rows = statement.query_map([], |row| {
+        Ok(QuoteRow {
+            ticker: text(row.get(0)?),
+            price: number(row.get(1)?),
+            updated_at: text(row.get(2)?),
+        })
+    })?;
+    rows.collect()
+}
+
+/// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
+pub fn enabled_for_ticker(
+    connection: &Connection,
+    ticker: &str,
+) -> rusqlite::Result<Vec<AlertRow>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, arming, ticker, condition, target_price, reference_price
+         FROM price_alerts WHERE ticker = ?1 AND enabled = 1",
+    )?;
+    let rows = statement.query_map([ticker], |row| {
+        Ok(AlertRow {
+            id: row.get(0)?,
+            arming: row.get(1)?,
+            ticker: text(row.get(2)?),
+            condition: text(row.get(3)?),
+            target_price: number(row.get(4)?),
+            reference_price: number(row.get(5)?),
+        })
+    })?;
+    rows.collect()
+}
+
+/// How many enabled alerts name a ticker that has no quote.
+pub fn count_enabled_without_quote(connection: &Connection) -> rusqlite::Result<u64> {
+    let count: i64 = connection.query_row(
+        "SELECT count(*) FROM price_alerts WHERE enabled = 1 AND ticker NOT IN (SELECT ticker FROM quotes)",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(count as u64)
+}
+
+/// Claims `triggers` in one IMMEDIATE transaction: each alert is disabled only
+/// if it is still enabled in the arming that was evaluated (invariant 1), and
+/// an outbox row is inserted for exactly the rows this statement changed
+/// (invariant 2). Returns how many alerts this call claimed.
+pub fn claim(
+    connection: &mut Connection,
+    triggers: &[Trigger],
+    triggered_at: DateTime<Utc>,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let stamp = super::timestamp(triggered_at);
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut claimed = 0;
+    {
+        let mut disable = transaction.prepare_cached(
+            "UPDATE price_alerts SET enabled = 0, triggered_at = ?1, triggered_price = ?2
+             WHERE id = ?3 AND enabled = 1 AND arming = ?4
+             RETURNING ticker, condition, target_price, user_id, note",
+        )?;
+        let mut enqueue = transaction.prepare_cached(
+            "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for trigger in triggers {
+            let mut rows = disable.query(params![
+                stamp,
+                trigger.price,
+                trigger.alert_id,
+                trigger.arming
+            ])?;
+            let Some(row) = rows.next()? else {
+                // Someone else claimed it, or it was re-armed or disabled since
+                // it was read: no event from us.
+                continue;
+            };
+            let event = Event::price_alert(
+                trigger.alert_id,
+                trigger.arming,
+                &stamp,
+                EventData {
+                    alert_id: trigger.alert_id,
+                    ticker: text(row.get(0)?),
+                    condition: text(row.get(1)?),
+                    target_price: number(row.get(2)?).unwrap_or(f64::NAN),
+                    price: trigger.price,
+                    quote_time: trigger.quote_time.clone(),
+                    triggered_at: stamp.clone(),
+                    user_id: row.get::<_, Option<Value>>(3)?.map(text),
+                    note: row.get::<_, Option<Value>>(4)?.map(text),
+                },
+            );
+            drop(rows);
+            enqueue.execute(params![
+                event.id,
+                trigger.alert_id,
+                event.to_json(),
+                stamp,
+                now_ms
+            ])?;
+            claimed += 1;
+        }
+    }
+    transaction.commit()?;
+    Ok(claimed)
+}

@@ -1,0 +1,256 @@
+//! The SQLite store: the connection pool, the schema and its migrations. The
+//! only module tree that knows SQL; `alerts` owns the claim, `outbox` owns the
+//! delivery queue.
+
+pub mod alerts;
+pub mod outbox;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::config::DatabaseConfig;
+
+pub type Pool = r2d2::Pool<SqliteConnectionManager>;
+pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;
+
+/// The schema version this build migrates to (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Opens (creating if missing) and migrates the database, then builds a pool
+/// of `size` connections. WAL mode and migrations run on one connection before
+/// the pool exists; per-connection pragmas run on every pooled connection.
+pub fn open(config: &DatabaseConfig, size: u32) -> anyhow::Result<Pool> {
+    let path = &config.path;
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating the database folder {}", parent.display()))?;
+    }
+    let mut connection = Connection::open(path)
+        .with_context(|| format!("opening the database {}", path.display()))?;
+    prepare_connection(&mut connection, config.busy_timeout)
+        .with_context(|| format!("configuring {}", path.display()))?;
+    let mode: String = connection
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .with_context(|| format!("switching {} to WAL mode", path.display()))?;
+    anyhow::ensure!(
+        mode.eq_ignore_ascii_case("wal"),
+        "{} refused WAL mode (journal_mode is {mode})",
+        path.display()
+    );
+    migrate(&mut connection).with_context(|| format!("migrating {}", path.display()))?;
+    drop(connection);
+
+    let busy_timeout = config.busy_timeout;
+    let manager = SqliteConnectionManager::file(path)
+        .with_init(move |connection| prepare_connection(connection, busy_timeout));
+    r2d2::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(60))
+        .build(manager)
+        .with_context(|| format!("opening a pool of {size} connections to {}", path.display()))
+}
+
+fn prepare_connection(connection: &mut Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    connection.busy_timeout(busy_timeout)?;
+    // NORMAL is durable in WAL mode across process crashes; only an OS crash or
+    // power loss can drop the last commits, never corrupt the file.
+    connection.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`]. Runs in one IMMEDIATE transaction,
+/// so two daemons starting at once migrate once.
+pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version < 1 {
+        transaction.execute_batch(MIGRATION_1)?;
+    }
+    if version < SCHEMA_VERSION {
+        transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    transaction.commit()
+}
+
+/// The contract's tables (kept as the application made them if they exist),
+/// the arming generation behind stable event ids, and the outbox.
+const MIGRATION_1: &str = r#"
+CREATE TABLE IF NOT EXISTS price_alerts (
+    id INTEGER PRIMARY KEY,
+    ticker TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    target_price REAL NOT NULL,
+    reference_price REAL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    triggered_at TEXT,
+    triggered_price REAL,
+    created_at TEXT NOT NULL,
+    user_id TEXT,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_price_alerts_enabled ON price_alerts (ticker, enabled);
+CREATE TABLE IF NOT EXISTS quotes (
+    ticker TEXT PRIMARY KEY,
+    price REAL NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+-- Invariant 3: an event id is (alert id, arming). Every arming of an alert, its
+-- insertion or a re-enable by anyone, takes a fresh number from one counter
+-- that never goes back, so a re-armed alert, or a new alert that reuses a
+-- deleted alert's id, never repeats an event id.
+CREATE TABLE arming_counter (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+);
+INSERT INTO arming_counter (id, last) VALUES (1, (SELECT coalesce(max(id), 0) FROM price_alerts));
+ALTER TABLE price_alerts ADD COLUMN arming INTEGER NOT NULL DEFAULT 0;
+UPDATE price_alerts SET arming = id;
+CREATE TRIGGER price_alerts_armed_on_insert AFTER INSERT ON price_alerts
+BEGIN
+    UPDATE arming_counter SET last = last + 1 WHERE id = 1;
+    UPDATE price_alerts SET arming = (SELECT last FROM arming_counter WHERE id = 1) WHERE id = NEW.id;
+END;
+CREATE TRIGGER price_alerts_armed_on_enable AFTER UPDATE OF enabled ON price_alerts
+WHEN OLD.enabled = 0 AND NEW.enabled = 1
+BEGIN
+    UPDATE arming_counter SET last = last + 1 WHERE id = 1;
+    UPDATE price_alerts SET arming = (SELECT last FROM arming_counter WHERE id = 1) WHERE id = NEW.id;
+END;
+
+-- Invariant 2: one row per claimed alert, inserted in the claim's transaction.
+-- The body is fixed at the claim, so every attempt sends the same bytes.
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    alert_id INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,      -- unix milliseconds
+    lease_owner TEXT,                      -- the deliverer sending it now
+    lease_until INTEGER,                   -- unix milliseconds
+    last_error TEXT,
+    delivered_at TEXT
+);
+CREATE INDEX outbox_due ON outbox (state, next_attempt_at) WHERE state = 'pending';
+"#;
+
+/// Now, as stored in the database: RFC 3339, UTC, milliseconds.
+pub fn timestamp(instant: chrono::DateTime<chrono::Utc>) -> String {
+    instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Opens a database for a one-off look, e.g. by tests and the CLI.
+pub fn connect(path: &Path) -> anyhow::Result<Connection> {
+    Connection::open(path).with_context(|| format!("opening the database {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> DatabaseConfig {
+        DatabaseConfig {
+            path: dir.join("sub/alerts.db"),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn a_missing_database_is_created_in_wal_mode_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open(&config(dir.path()), 2).unwrap();
+        let connection = pool.get().unwrap();
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .unwrap();
+        let version: i64 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!((mode.as_str(), version), ("wal", SCHEMA_VERSION));
+        drop(connection);
+        // Opening again is a no-op migration.
+        open(&config(dir.path()), 2).unwrap();
+    }
+
+    #[test]
+    fn an_application_database_keeps_its_rows_and_gains_armings() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        std::fs::create_dir_all(config.path.parent().unwrap()).unwrap();
+        let app = Connection::open(&config.path).unwrap();
+        app.execute_batch(
+            "CREATE TABLE price_alerts (id INTEGER PRIMARY KEY, ticker TEXT NOT NULL, condition TEXT NOT NULL,
+                 target_price REAL NOT NULL, reference_price REAL, enabled INTEGER NOT NULL DEFAULT 1,
+                 triggered_at TEXT, triggered_price REAL, created_at TEXT NOT NULL, user_id TEXT, note TEXT);
+             CREATE TABLE quotes (ticker TEXT PRIMARY KEY, price REAL NOT NULL, updated_at TEXT NOT NULL);
+             INSERT INTO price_alerts (ticker, condition, target_price, created_at) VALUES ('AAPL', 'above', 200, '2026-01-01T00:00:00Z');
+             INSERT INTO price_alerts (ticker, condition, target_price, created_at) VALUES ('MSFT', 'below', 300, '2026-01-01T00:00:00Z');",
+        )
+        .unwrap();
+        drop(app);
+        let pool = open(&config, 2).unwrap();
+        let connection = pool.get().unwrap();
+        connection
+            .execute(
+                "INSERT INTO price_alerts (ticker, condition, target_price, created_at) VALUES ('TSLA', 'above', 1, '2026-01-01T00:00:00Z')",
+                [],
+            )
+            .unwrap();
+        let armings: Vec<i64> = connection
+            .prepare("SELECT arming FROM price_alerts ORDER BY id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(armings, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn re_enabling_or_reinserting_takes_a_new_arming() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = open(&config(dir.path()), 2).unwrap();
+        let connection = pool.get().unwrap();
+        let arming = || -> i64 {
+            connection
+                .query_row("SELECT arming FROM price_alerts WHERE id = 7", [], |row| {
+                    row.get(0)
+                })
+                .unwrap()
+        };
+        connection
+            .execute("INSERT INTO price_alerts (id, ticker, condition, target_price, created_at) VALUES (7, 'A', 'above', 1, 'x')", [])
+            .unwrap();
+        let first = arming();
+        connection
+            .execute("UPDATE price_alerts SET enabled = 1 WHERE id = 7", [])
+            .unwrap();
+        assert_eq!(arming(), first, "a no-op update is not a new arming");
+        connection
+            .execute("UPDATE price_alerts SET enabled = 0 WHERE id = 7", [])
+            .unwrap();
+        assert_eq!(arming(), first);
+        connection
+            .execute("UPDATE price_alerts SET enabled = 1 WHERE id = 7", [])
+            .unwrap();
+        let second = arming();
+        assert!(second > first);
+        connection
+            .execute("DELETE FROM price_alerts WHERE id = 7", [])
+            .unwrap();
+        connection
+            .execute("INSERT INTO price_alerts (id, ticker, condition, target_price, created_at) VALUES (7, 'A', 'above', 1, 'x')", [])
+            .unwrap();
+        assert!(arming() > second, "a reused id is a new arming");
+    }
+}
