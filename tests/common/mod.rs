@@ -1,0 +1,504 @@
+//! Helpers shared by the integration tests: a real SQLite file, a config
+//! builder, a real loopback HTTP receiver, the real nginx + nchan relay, and the
+//! daemon binary as a child process.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use price_alertd::config::DatabaseConfig;
+use price_alertd::store::{self, Pool};
+use rusqlite::{Connection, params};
+
+/// Generous bound for things that normally take milliseconds.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Polls `condition` until it holds or `PATIENCE` runs out.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A database file in its own temporary folder.
+pub struct Db {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Db {
+    /// A fresh database with the daemon's schema.
+    pub fn new() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.db");
+        let db = Db { dir, path };
+        drop(db.pool(2));
+        db
+    }
+
+    pub fn pool(&self, size: u32) -> Pool {
+        let config = DatabaseConfig {
+            path: self.path.clone(),
+            busy_timeout: Duration::from_secs(30),
+        };
+        store::open(&config, size).unwrap()
+    }
+
+    /// A plain connection, as the application writing alerts would have.
+    pub fn app(&self) -> Connection {
+        let connection = Connection::open(&self.path).unwrap();
+        connection.busy_timeout(Duration::from_secs(30)).unwrap();
+        connection
+    }
+
+    /// Inserts an alert with only the contract's columns; returns its id.
+    pub fn add_alert(&self, ticker: &str, condition: &str, target: f64) -> i64 {
+        let app = self.app();
+        app.execute(
+            "INSERT INTO price_alerts (ticker, condition, target_price, created_at, user_id)
+             VALUES (?1, ?2, ?3, '2026-01-01T00:00:00Z', 'u1')",
+            params![ticker, condition, target],
+        )
+        .unwrap();
+        app.last_insert_rowid()
+    }
+
+    /// Sets a quote stamped now.
+    pub fn set_quote(&self, ticker: &str, price: f64) {
+        self.app()
+            .execute(
+                "INSERT INTO quotes (ticker, price, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+                params![ticker, price, chrono::Utc::now().to_rfc3339()],
+            )
+            .unwrap();
+    }
+
+    pub fn scalar(&self, sql: &str) -> i64 {
+        self.app().query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+
+    pub fn ids(&self, sql: &str) -> Vec<i64> {
+        let app = self.app();
+        let mut statement = app.prepare(sql).unwrap();
+        statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+}
+
+/// A TOML configuration for tests.
+pub fn config_text(database: &Path, url: &str, schedule: &str) -> String {
+    format!(
+        r#"
+[database]
+path = "{}"
+
+[evaluator]
+threads = 10
+
+[webhook]
+url = "{url}"
+headers = {{ "X-EventSource-Event" = "price_alert" }}
+timeout = "5s"
+retry_schedule = ["200ms", "400ms"]
+drain_timeout = "10s"
+
+[[jobs]]
+name = "evaluate"
+kind = "evaluate"
+schedule = "{schedule}"
+"#,
+        database.display()
+    )
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+/// A real HTTP server on a loopback port chosen at run time. It answers each
+/// request with the next queued status, or 200 once the queue is empty.
+pub struct Receiver {
+    pub url: String,
+    server: Arc<tiny_http::Server>,
+    received: Arc<Mutex<Vec<Received>>>,
+    statuses: Arc<Mutex<VecDeque<u16>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let statuses = Arc::new(Mutex::new(VecDeque::new()));
+        let thread = {
+            let (server, received, statuses) = (server.clone(), received.clone(), statuses.clone());
+            std::thread::spawn(move || {
+                while let Ok(mut request) = server.recv() {
+                    let mut body = String::new();
+                    let _ = request.as_reader().read_to_string(&mut body);
+                    let headers = request
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.to_string(), h.value.to_string()))
+                        .collect();
+                    let status = statuses.lock().unwrap().pop_front().unwrap_or(200);
+                    if (200..300).contains(&status) {
+                        received.lock().unwrap().push(Received { headers, body });
+                    }
+                    let _ = request.respond(tiny_http::Response::empty(status));
+                }
+            })
+        };
+        Receiver {
+            url: format!("http://127.0.0.1:{port}/events"),
+            server,
+            received,
+            statuses,
+            thread: Some(thread),
+        }
+    }
+
+    /// Answers the next requests with these statuses.
+    pub fn fail_with(&self, statuses: &[u16]) {
+        self.statuses.lock().unwrap().extend(statuses);
+    }
+
+    /// The requests answered with a 2xx.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn wait_for(&self, count: usize) -> Vec<Received> {
+        wait_until(&format!("{count} deliveries"), || {
+            self.received.lock().unwrap().len() >= count
+        });
+        self.received()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real SSE relay: nginx with nchan, publisher on `/events`, subscribers on
+/// `/api/stream`. `tests/run` installs it.
+pub struct Relay {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    nginx: Child,
+}
+
+pub const NCHAN_MODULE: &str = "/usr/lib/nginx/modules/ngx_nchan_module.so";
+
+impl Relay {
+    pub fn start() -> Relay {
+        assert!(
+            Path::new(NCHAN_MODULE).exists(),
+            "{NCHAN_MODULE} is missing: run the tests with tests/run, which installs nginx-light and libnginx-mod-nchan"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let root = dir.path().display().to_string();
+        let conf = format!(
+            r#"
+load_module {NCHAN_MODULE};
+daemon off;
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /events {{
+            nchan_publisher;
+            nchan_channel_id price_alerts;
+            nchan_message_buffer_length 200000;
+            nchan_message_timeout 1h;
+        }}
+        location = /api/stream {{
+            nchan_subscriber eventsource;
+            nchan_channel_id price_alerts;
+        }}
+    }}
+}}
+"#
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let nginx = Command::new("nginx")
+            .args([
+                "-p",
+                &root,
+                "-c",
+                &format!("{root}/nginx.conf"),
+                "-e",
+                &format!("{root}/error.log"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting nginx (run the tests with tests/run, which installs it)");
+        let relay = Relay { port, dir, nginx };
+        wait_until("nginx to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        relay
+    }
+
+    pub fn publish_url(&self) -> String {
+        format!("http://127.0.0.1:{}/events", self.port)
+    }
+
+    /// Subscribes to `/api/stream` and collects every SSE event from now on.
+    pub fn subscribe(&self) -> Subscriber {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        use std::io::Write;
+        write!(
+            stream,
+            "GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nConnection: keep-alive\r\n\r\n"
+        )
+        .unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let connected = Arc::new(Mutex::new(false));
+        {
+            let (events, connected) = (events.clone(), connected.clone());
+            std::thread::spawn(move || read_sse(stream, &events, &connected));
+        }
+        wait_until("the SSE subscription", || *connected.lock().unwrap());
+        Subscriber { events }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.nginx.kill();
+        let _ = self.nginx.wait();
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
+            eprintln!("nginx error.log:\n{log}");
+        }
+    }
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+}
+
+pub struct Subscriber {
+    events: Arc<Mutex<Vec<SseEvent>>>,
+}
+
+impl Subscriber {
+    pub fn events(&self) -> Vec<SseEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
+    pub fn wait_for(&self, count: usize) -> Vec<SseEvent> {
+        wait_until(&format!("{count} SSE events"), || {
+            self.events.lock().unwrap().len() >= count
+        });
+        self.events()
+    }
+}
+
+/// Reads an HTTP/1.1 event stream: the response head, then (chunked) SSE
+/// frames separated by blank lines.
+fn read_sse(stream: std::net::TcpStream, events: &Mutex<Vec<SseEvent>>, connected: &Mutex<bool>) {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let mut chunked = false;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if line
+            .to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+        {
+            chunked = true;
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    *connected.lock().unwrap() = true;
+    let mut text = String::new();
+    loop {
+        if chunked {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let Ok(size) = usize::from_str_radix(line.trim(), 16) else {
+                continue;
+            };
+            let mut chunk = vec![0; size + 2];
+            if reader.read_exact(&mut chunk).is_err() {
+                return;
+            }
+            text.push_str(&String::from_utf8_lossy(&chunk[..size]));
+        } else {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            text.push_str(&line);
+        }
+        while let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            let mut event = SseEvent {
+                event: "message".into(),
+                data: String::new(),
+            };
+            let mut has_data = false;
+            for field in frame.lines() {
+                if let Some(value) = field.strip_prefix("event:") {
+                    event.event = value.trim().to_owned();
+                } else if let Some(value) = field.strip_prefix("data:") {
+                    if has_data {
+                        event.data.push('\n');
+                    }
+                    event
+                        .data
+                        .push_str(value.strip_prefix(' ').unwrap_or(value));
+                    has_data = true;
+                }
+            }
+            if has_data {
+                events.lock().unwrap().push(event);
+            }
+        }
+    }
+}
+
+/// The daemon binary as a child process, its stderr collected.
+pub struct Daemon {
+    pub child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+pub fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_price-alertd"));
+    command
+        .env_remove("PRICE_ALERTD_CONFIG")
+        .env_remove("RUST_LOG")
+        .env_remove("STATE_DIRECTORY");
+    command
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        let mut child = binary()
+            .args(["--config", &config.display().to_string(), "run"])
+            .env("RUST_LOG", "price_alertd=debug,info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        {
+            let (stderr, log) = (child.stderr.take().unwrap(), log.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("daemon: {line}");
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let daemon = Daemon { child, log };
+        daemon.wait_for_log("price-alertd started");
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn wait_for_log(&self, text: &str) {
+        wait_until(&format!("the daemon to log {text:?}"), || {
+            self.log.lock().unwrap().contains(text)
+        });
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the daemon did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
