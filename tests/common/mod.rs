@@ -142,47 +142,76 @@ impl Received {
     }
 }
 
-/// A real HTTP server on a loopback port chosen at run time. It answers each
-/// request with the next queued status, or 200 once the queue is empty.
+/// A real HTTP server (hyper) on a loopback port chosen at run time. It
+/// answers each request with the next queued status, or 200 once the queue is
+/// empty, and records the requests it answered with a 2xx.
 pub struct Receiver {
     pub url: String,
-    server: Arc<tiny_http::Server>,
     received: Arc<Mutex<Vec<Received>>>,
     statuses: Arc<Mutex<VecDeque<u16>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Receiver {
     pub fn start() -> Receiver {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let port = server.server_addr().to_ip().unwrap().port();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let statuses = Arc::new(Mutex::new(VecDeque::new()));
-        let thread = {
-            let (server, received, statuses) = (server.clone(), received.clone(), statuses.clone());
-            std::thread::spawn(move || {
-                while let Ok(mut request) = server.recv() {
-                    let mut body = String::new();
-                    let _ = request.as_reader().read_to_string(&mut body);
-                    let headers = request
-                        .headers()
-                        .iter()
-                        .map(|h| (h.field.to_string(), h.value.to_string()))
-                        .collect();
-                    let status = statuses.lock().unwrap().pop_front().unwrap_or(200);
-                    if (200..300).contains(&status) {
-                        received.lock().unwrap().push(Received { headers, body });
-                    }
-                    let _ = request.respond(tiny_http::Response::empty(status));
-                }
-            })
-        };
+        let (shared_received, shared_statuses) = (received.clone(), statuses.clone());
+        runtime.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (received, statuses) = (shared_received.clone(), shared_statuses.clone());
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let (received, statuses) = (received.clone(), statuses.clone());
+                        async move {
+                            use http_body_util::BodyExt as _;
+                            let headers = request
+                                .headers()
+                                .iter()
+                                .map(|(name, value)| {
+                                    (
+                                        name.to_string(),
+                                        value.to_str().unwrap_or_default().to_owned(),
+                                    )
+                                })
+                                .collect();
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let status = statuses.lock().unwrap().pop_front().unwrap_or(200);
+                            if (200..300).contains(&status) {
+                                received.lock().unwrap().push(Received {
+                                    headers,
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                });
+                            }
+                            let mut response = hyper::Response::new(http_body_util::Empty::<
+                                hyper::body::Bytes,
+                            >::new(
+                            ));
+                            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, hyper::Error>(response)
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
         Receiver {
             url: format!("http://127.0.0.1:{port}/events"),
-            server,
             received,
             statuses,
-            thread: Some(thread),
+            runtime: Some(runtime),
         }
     }
 
@@ -206,9 +235,8 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }

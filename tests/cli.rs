@@ -1,0 +1,277 @@
+//! The command line as operators use it: check-config, run-job, and the daemon
+//! under signals, each as a real process on a real database.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Stdio;
+
+use common::{Daemon, Db, Receiver, binary, config_text, wait_until};
+
+fn write_config(db: &Db, text: &str) -> std::path::PathBuf {
+    let path = db.dir.path().join("price-alertd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_config_lists_each_job_with_its_next_three_fire_times() {
+    let db = Db::new();
+    let path = write_config(
+        &db,
+        &config_text(&db.path, "http://127.0.0.1:9/events", "0 30 9 * * *"),
+    );
+    let output = binary()
+        .args(["--config", path.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("job \"evaluate\""), "{stdout}");
+    let times: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("next "))
+        .collect();
+    assert_eq!(times.len(), 3, "{stdout}");
+    assert!(
+        times.iter().all(|time| time.ends_with("T09:30:00Z")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_broken_toml_exits_78_naming_the_line() {
+    let db = Db::new();
+    let text = config_text(&db.path, "http://127.0.0.1:9/events", "*/10 * * * * *")
+        .replace("threads = 10", "threads = 10\nthreads_typo = 3");
+    let path = write_config(&db, &text);
+    for command in ["check-config", "run"] {
+        let output = binary()
+            .args(["--config", path.to_str().unwrap(), command])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(78), "{command}: {stderr}");
+        assert!(
+            stderr.contains(":7:1: evaluator.threads_typo: unknown field"),
+            "{command}: {stderr}"
+        );
+    }
+    let path = write_config(&db, "[webhook\nurl = 1\n");
+    let output = binary()
+        .args(["--config", path.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    assert!(String::from_utf8(output.stderr).unwrap().contains(":1:"));
+}
+
+#[test]
+fn help_documents_each_command() {
+    let output = binary().arg("--help").output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for command in ["run", "check-config", "run-job", "--config"] {
+        assert!(help.contains(command), "{help}");
+    }
+}
+
+/// Parses run-job's summary line into its key=value pairs.
+fn summary(stdout: &str) -> HashMap<String, String> {
+    let line = stdout.lines().last().unwrap_or_default();
+    line.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
+#[test]
+fn run_job_runs_once_delivers_and_summarises() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let path = write_config(&db, &config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+    db.add_alert("AAPL", "above", 100.0);
+    db.add_alert("AAPL", "above", 500.0);
+    db.set_quote("AAPL", 150.0);
+
+    let output = binary()
+        .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}");
+    let pairs = summary(&stdout);
+    assert_eq!(pairs["evaluated"], "2");
+    assert_eq!(pairs["triggered"], "1");
+    assert_eq!(pairs["delivered"], "1");
+    assert_eq!(pairs["pending"], "0");
+    assert_eq!(receiver.received().len(), 1);
+
+    let output = binary()
+        .args(["--config", path.to_str().unwrap(), "run-job", "nonesuch"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}
+
+#[test]
+fn run_job_exits_non_zero_when_the_job_fails() {
+    let db = Db::new();
+    let path = write_config(
+        &db,
+        &config_text(&db.path, "http://127.0.0.1:9/events", "0 0 0 1 1 *"),
+    );
+    db.app().execute_batch("DROP TABLE quotes").unwrap();
+    let output = binary()
+        .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(!output.status.success(), "{stdout}");
+    assert_eq!(summary(&stdout)["result"], "failed");
+}
+
+#[test]
+fn three_run_job_processes_at_once_deliver_each_alert_exactly_once() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let path = write_config(&db, &config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+    let tickers = ["AAPL", "MSFT", "TSLA"];
+    for ticker in tickers {
+        db.set_quote(ticker, 100.0);
+    }
+    let mut matching = Vec::new();
+    for n in 0..600 {
+        let target = if n % 3 == 0 { 50.0 } else { 150.0 };
+        let id = db.add_alert(tickers[n % 3], "above", target);
+        if n % 3 == 0 {
+            matching.push(id);
+        }
+    }
+
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            binary()
+                .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut triggered = 0;
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(output.status.success(), "{stdout}");
+        triggered += summary(&stdout)["triggered"].parse::<usize>().unwrap();
+    }
+    assert_eq!(
+        triggered,
+        matching.len(),
+        "claims across the three processes"
+    );
+
+    let received = receiver.received();
+    let mut per_alert: HashMap<i64, usize> = HashMap::new();
+    for request in &received {
+        *per_alert
+            .entry(request.json()["data"]["alert_id"].as_i64().unwrap())
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = per_alert.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let mut delivered: Vec<i64> = per_alert.keys().copied().collect();
+    delivered.sort();
+    assert_eq!(delivered, matching);
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_old_jobs_running() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let good = config_text(&db.path, &receiver.url, "* * * * * *");
+    let path = write_config(&db, &good);
+    db.set_quote("AAPL", 100.0);
+    let daemon = Daemon::start(&path);
+
+    db.add_alert("AAPL", "above", 10.0);
+    receiver.wait_for(1);
+
+    std::fs::write(&path, good.replace("[[jobs]]", "[[jobs]]\nbogus = true")).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for_log("reload refused");
+    assert!(
+        daemon.log().contains("jobs[0].bogus: unknown field"),
+        "{}",
+        daemon.log()
+    );
+
+    db.add_alert("AAPL", "above", 20.0);
+    receiver.wait_for(2);
+
+    // A good file is taken: the new schedule never fires, so nothing more arrives.
+    std::fs::write(&path, good.replace("* * * * * *", "0 0 0 1 1 *")).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for_log("configuration reloaded");
+}
+
+#[test]
+fn sigterm_exits_0_with_nothing_lost() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    // The receiver fails everything at first, so events are pending at the stop.
+    receiver.fail_with(&[503; 10_000]);
+    let path = write_config(
+        &db,
+        &config_text(&db.path, &receiver.url, "* * * * * *")
+            .replace("drain_timeout = \"10s\"", "drain_timeout = \"1s\""),
+    );
+    db.set_quote("AAPL", 100.0);
+    for n in 0..50 {
+        db.add_alert("AAPL", "above", n as f64);
+    }
+    let mut daemon = Daemon::start(&path);
+    wait_until("the alerts to be claimed", || {
+        db.scalar("SELECT count(*) FROM outbox") == 50
+    });
+
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(), Some(0));
+    assert!(
+        daemon.log().contains("price-alertd stopped"),
+        "{}",
+        daemon.log()
+    );
+    // Nothing lost: every claimed alert has its event, none delivered, none leased.
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 0"),
+        50
+    );
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM outbox WHERE state = 'pending' AND lease_owner IS NULL"),
+        50
+    );
+    assert!(receiver.received().is_empty());
+}
+
+#[test]
+fn sigterm_delivers_what_is_pending_before_exiting() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let path = write_config(&db, &config_text(&db.path, &receiver.url, "* * * * * *"));
+    let mut daemon = Daemon::start(&path);
+    db.set_quote("AAPL", 100.0);
+    for n in 0..30 {
+        db.add_alert("AAPL", "above", n as f64);
+    }
+    wait_until("the alerts to be claimed", || {
+        db.scalar("SELECT count(*) FROM outbox") == 30
+    });
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(), Some(0));
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'"),
+        30
+    );
+    assert_eq!(receiver.received().len(), 30);
+}
