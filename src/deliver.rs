@@ -343,6 +343,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn signatures_match_the_standard_webhooks_test_vector() {
+        let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(
+            sign(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, r#"{"test": 2432232314}"#),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
     fn backoff_follows_the_schedule_with_jitter_and_repeats_its_last_entry() {
         let schedule = [Duration::from_secs(5), Duration::from_secs(300)];
         for _ in 0..200 {

@@ -275,3 +275,47 @@ fn sigterm_delivers_what_is_pending_before_exiting() {
     );
     assert_eq!(receiver.received().len(), 30);
 }
+
+#[test]
+fn a_tick_due_while_the_previous_run_is_going_is_skipped_not_run_alongside() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let database = format!("path = \"{}\"", db.path.display());
+    let text = config_text(&db.path, &receiver.url, "* * * * * *").replace(&database, &format!("{database}\nbusy_timeout = \"120s\""));
+    let path = write_config(&db, &text);
+    db.set_quote("AAPL", 100.0);
+    let daemon = Daemon::start(&path);
+
+    // Commit a matching alert and at once take SQLite's write lock, as a busy
+    // application would: the next run reads the alert, then blocks in its
+    // claim until the lock is released, while further ticks come due.
+    let app = db.app();
+    let mut blocked = false;
+    for _ in 0..5 {
+        app.execute_batch(
+            "BEGIN IMMEDIATE;
+             INSERT INTO price_alerts (ticker, condition, target_price, created_at) VALUES ('AAPL', 'above', 10, 'now');
+             COMMIT;
+             BEGIN IMMEDIATE;",
+        )
+        .unwrap();
+        let id = app.last_insert_rowid();
+        wait_until("a skipped tick, or the claim", || {
+            daemon.log().contains("tick skipped: the previous run of this job is still going")
+                || db.scalar(&format!("SELECT enabled FROM price_alerts WHERE id = {id}")) == 0
+        });
+        blocked = daemon.log().contains("tick skipped");
+        if blocked {
+            break;
+        }
+        // The daemon claimed between our COMMIT and BEGIN: try again.
+        app.execute_batch("COMMIT").unwrap();
+    }
+    assert!(blocked, "no run ever blocked on the write lock");
+    app.execute_batch("COMMIT").unwrap();
+    let expected = db.scalar("SELECT count(*) FROM price_alerts") as usize;
+    receiver.wait_for(expected);
+    daemon.wait_for_log("tick finished");
+    assert_eq!(db.scalar("SELECT count(*) FROM outbox"), expected as i64);
+    assert_eq!(db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1"), 0);
+}
