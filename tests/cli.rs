@@ -281,7 +281,8 @@ fn a_tick_due_while_the_previous_run_is_going_is_skipped_not_run_alongside() {
     let db = Db::new();
     let receiver = Receiver::start();
     let database = format!("path = \"{}\"", db.path.display());
-    let text = config_text(&db.path, &receiver.url, "* * * * * *").replace(&database, &format!("{database}\nbusy_timeout = \"120s\""));
+    let text = config_text(&db.path, &receiver.url, "* * * * * *")
+        .replace(&database, &format!("{database}\nbusy_timeout = \"120s\""));
     let path = write_config(&db, &text);
     db.set_quote("AAPL", 100.0);
     let daemon = Daemon::start(&path);
@@ -301,7 +302,9 @@ fn a_tick_due_while_the_previous_run_is_going_is_skipped_not_run_alongside() {
         .unwrap();
         let id = app.last_insert_rowid();
         wait_until("a skipped tick, or the claim", || {
-            daemon.log().contains("tick skipped: the previous run of this job is still going")
+            daemon
+                .log()
+                .contains("tick skipped: the previous run of this job is still going")
                 || db.scalar(&format!("SELECT enabled FROM price_alerts WHERE id = {id}")) == 0
         });
         blocked = daemon.log().contains("tick skipped");
@@ -317,5 +320,8 @@ fn a_tick_due_while_the_previous_run_is_going_is_skipped_not_run_alongside() {
     receiver.wait_for(expected);
     daemon.wait_for_log("tick finished");
     assert_eq!(db.scalar("SELECT count(*) FROM outbox"), expected as i64);
-    assert_eq!(db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1"), 0);
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1"),
+        0
+    );
 }

@@ -15,7 +15,11 @@ fn subscribers_see_one_event_per_triggered_alert_across_ticks() {
     let subscriber = relay.subscribe();
     let db = Db::new();
     let path = db.dir.path().join("price-alertd.toml");
-    std::fs::write(&path, config_text(&db.path, &relay.publish_url(), "* * * * * *")).unwrap();
+    std::fs::write(
+        &path,
+        config_text(&db.path, &relay.publish_url(), "* * * * * *"),
+    )
+    .unwrap();
     db.set_quote("AAPL", 100.0);
     db.set_quote("MSFT", 300.0);
     let _daemon = Daemon::start(&path);
@@ -45,10 +49,19 @@ fn subscribers_see_one_event_per_triggered_alert_across_ticks() {
         assert_eq!(event.event, "price_alert", "{event:?}");
         let body: serde_json::Value = serde_json::from_str(&event.data).unwrap();
         assert_eq!(body["type"], "price_alert");
-        *per_alert.entry(body["data"]["alert_id"].as_i64().unwrap()).or_default() += 1;
+        *per_alert
+            .entry(body["data"]["alert_id"].as_i64().unwrap())
+            .or_default() += 1;
     }
     assert_eq!(events.len(), expected.len(), "events seen on /api/stream");
-    assert!(per_alert.values().all(|&count| count == 1), "an alert was seen twice: {per_alert:?}");
+    assert!(
+        per_alert.values().all(|&count| count == 1),
+        "an alert was seen twice: {per_alert:?}"
+    );
     assert_eq!(per_alert.keys().copied().collect::<BTreeSet<_>>(), expected);
-    assert_eq!(db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1"), 30, "the 30 non-matching alerts stay armed");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1"),
+        30,
+        "the 30 non-matching alerts stay armed"
+    );
 }
