@@ -67,6 +67,21 @@ pub struct WebhookConfig {
     pub drain_timeout: Duration,
 }
 
+impl WebhookConfig {
+    /// The URL as it may be shown: a password or query (which may carry a
+    /// token) is masked.
+    pub fn url_for_display(&self) -> String {
+        let mut url = self.url.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        if url.query().is_some() {
+            url.set_query(Some("***"));
+        }
+        url.to_string()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct JobConfig {
     pub name: String,
@@ -284,7 +299,7 @@ mod raw {
         pub database: Database,
         #[serde(default)]
         pub evaluator: Evaluator,
-        pub webhook: Option<Webhook>,
+        pub webhook: Option<Spanned<Webhook>>,
         #[serde(default)]
         pub jobs: Vec<Spanned<Job>>,
         #[serde(default)]
@@ -492,7 +507,7 @@ fn validate(
         drain_timeout: None,
     };
     let webhook = match &raw.webhook {
-        Some(webhook) => webhook,
+        Some(webhook) => webhook.get_ref(),
         None => {
             report(
                 "webhook",
@@ -504,8 +519,12 @@ fn validate(
     };
     let url = match &webhook.url {
         None => {
-            if raw.webhook.is_some() {
-                report("webhook.url", 0..0, "missing field `url`".to_owned());
+            if let Some(section) = &raw.webhook {
+                report(
+                    "webhook.url",
+                    section.span(),
+                    "missing field `url`".to_owned(),
+                );
             }
             None
         }
@@ -950,6 +969,15 @@ schedule = "*/10 * * * * *"
     }
 
     #[test]
+    fn a_missing_url_is_reported_at_its_section() {
+        let errors = errors_of("\n[webhook]\ntimeout = \"5s\"\n");
+        assert_eq!(
+            errors,
+            vec!["2:1: webhook.url: missing field `url`".to_owned()]
+        );
+    }
+
+    #[test]
     fn syntax_errors_name_the_line() {
         let errors = errors_of("[webhook]\nurl = \"http://x\"\n[[jobs]\n");
         assert!(errors[0].starts_with("3:"), "{errors:#?}");
@@ -969,6 +997,19 @@ schedule = "*/10 * * * * *"
         assert!(
             errors[1].contains("jobs[1].timezone: unknown time zone"),
             "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_masked_for_display() {
+        let text = MINIMAL.replace(
+            "http://127.0.0.1:8080/events",
+            "https://user:hunter2@relay.example/events?token=abc",
+        );
+        let config = parse(&text, Path::new("/"), None).unwrap();
+        assert_eq!(
+            config.webhook.url_for_display(),
+            "https://user:***@relay.example/events?***"
         );
     }
 

@@ -92,12 +92,14 @@ struct Jobs {
 }
 
 impl Jobs {
+    /// Books every job's first fire time. A job the scheduler refuses is
+    /// logged and left out; the others run.
     async fn schedule(
         scheduler: &Scheduler,
         configs: &[JobConfig],
         epoch: u64,
         events: &mpsc::UnboundedSender<Event>,
-    ) -> anyhow::Result<Jobs> {
+    ) -> Jobs {
         let mut jobs = Jobs {
             epoch,
             jobs: HashMap::new(),
@@ -105,9 +107,15 @@ impl Jobs {
         };
         for job in configs {
             jobs.jobs.insert(job.name.clone(), job.clone());
-            jobs.arm(scheduler, &job.name, Utc::now(), events).await?;
+            if let Err(error) = jobs.arm(scheduler, &job.name, Utc::now(), events).await {
+                tracing::error!(
+                    job = job.name,
+                    error = format!("{error:#}"),
+                    "scheduling the job failed"
+                );
+            }
         }
-        Ok(jobs)
+        jobs
     }
 
     /// Books the job's first fire time after `after`.
@@ -171,7 +179,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
     wake.notify_one();
 
     let scheduler = Scheduler::start().await?;
-    let mut jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await?;
+    let mut jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await;
     let mut running: HashSet<String> = HashSet::new();
     let mut drain_timeout = config.webhook.drain_timeout;
     tracing::info!(
@@ -198,8 +206,16 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
                 let Some(kind) = jobs.jobs.get(&job).map(|config| config.kind) else {
                     continue;
                 };
-                jobs.arm(&scheduler, &job, at.max(Utc::now()), &events)
-                    .await?;
+                if let Err(error) = jobs
+                    .arm(&scheduler, &job, at.max(Utc::now()), &events)
+                    .await
+                {
+                    tracing::error!(
+                        job,
+                        error = format!("{error:#}"),
+                        "booking the next fire time failed; the job stops until a reload"
+                    );
+                }
                 if !running.insert(job.clone()) {
                     tracing::warn!(job, due = %at, "tick skipped: the previous run of this job is still going");
                     continue;
@@ -234,7 +250,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
                 }
                 drain_timeout = new.webhook.drain_timeout;
                 jobs.cancel(&scheduler).await;
-                jobs = Jobs::schedule(&scheduler, &new.jobs, jobs.epoch + 1, &events).await?;
+                jobs = Jobs::schedule(&scheduler, &new.jobs, jobs.epoch + 1, &events).await;
                 tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
             }
             Event::Signal(Signal::Shutdown) => break,

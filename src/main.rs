@@ -125,7 +125,7 @@ fn check_config(source: &Source, config: &Config) {
         0 => "unsigned".to_owned(),
         n => format!("signed with {n} secret{}", if n == 1 { "" } else { "s" }),
     };
-    println!("webhook   {} ({signing})", config.webhook.url);
+    println!("webhook   {} ({signing})", config.webhook.url_for_display());
     println!("threads   {}", config.evaluator.threads);
     for job in &config.jobs {
         println!(

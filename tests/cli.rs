@@ -325,3 +325,27 @@ fn a_tick_due_while_the_previous_run_is_going_is_skipped_not_run_alongside() {
         0
     );
 }
+
+#[test]
+fn a_webhook_down_at_start_gets_the_events_once_it_is_up() {
+    let db = Db::new();
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}/events");
+    let path = write_config(&db, &config_text(&db.path, &url, "* * * * * *"));
+    db.set_quote("AAPL", 100.0);
+    for n in 0..5 {
+        db.add_alert("AAPL", "above", n as f64);
+    }
+    let daemon = Daemon::start(&path);
+    wait_until("the alerts to be claimed", || {
+        db.scalar("SELECT count(*) FROM outbox") == 5
+    });
+    daemon.wait_for_log("deliveries failed; they will be retried");
+
+    let receiver = Receiver::start_on(port);
+    let received = receiver.wait_for(5);
+    assert_eq!(received.len(), 5);
+    wait_until("the outbox to empty", || {
+        db.scalar("SELECT count(*) FROM outbox WHERE state = 'pending'") == 0
+    });
+}
