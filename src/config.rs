@@ -91,7 +91,11 @@ pub struct JobConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
+    /// Read enabled alerts and quotes, claim the triggered alerts, queue their events.
     Evaluate,
+    /// Delete delivered outbox rows delivered longer than `keep` ago. Pending
+    /// events and dead letters are never deleted.
+    Purge { keep: Duration },
 }
 
 #[derive(Debug, Clone)]
@@ -344,6 +348,8 @@ mod raw {
         pub kind: Option<Spanned<String>>,
         pub schedule: Option<Spanned<String>>,
         pub timezone: Option<Spanned<String>>,
+        /// For `kind = "purge"`: how long delivered events are kept.
+        pub keep: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -674,13 +680,32 @@ fn validate(
                 format!("{name_text:?} is already the name of jobs[{first}]"),
             );
         }
-        let kind = match kind.get_ref().as_str() {
-            "evaluate" => Some(JobKind::Evaluate),
-            other => {
+        let kind = match (kind.get_ref().as_str(), &job.keep) {
+            ("evaluate", None) => Some(JobKind::Evaluate),
+            ("evaluate", Some(keep)) => {
+                report(
+                    &key("keep"),
+                    keep.span(),
+                    "only a \"purge\" job takes `keep`".to_owned(),
+                );
+                None
+            }
+            ("purge", Some(_)) => Some(JobKind::Purge {
+                keep: duration(&job.keep, &key("keep"), "7d", &mut report),
+            }),
+            ("purge", None) => {
+                report(
+                    &key("keep"),
+                    kind.span(),
+                    "a \"purge\" job needs `keep`, e.g. \"7d\"".to_owned(),
+                );
+                None
+            }
+            (other, _) => {
                 report(
                     &key("kind"),
                     kind.span(),
-                    format!("unknown kind {other:?}; expected \"evaluate\""),
+                    format!("unknown kind {other:?}; expected \"evaluate\" or \"purge\""),
                 );
                 None
             }
@@ -954,7 +979,7 @@ schedule = "*/10 * * * * *"
     #[test]
     fn a_job_missing_a_field_does_not_hide_later_errors() {
         let text = format!(
-            "{MINIMAL}\n[[jobs]]\nname = \"b\"\nkind = \"evaluate\"\n\n[[jobs]]\nname = \"c\"\nkind = \"purge\"\nschedule = \"* * * * *\"\n"
+            "{MINIMAL}\n[[jobs]]\nname = \"b\"\nkind = \"evaluate\"\n\n[[jobs]]\nname = \"c\"\nkind = \"sweep\"\nschedule = \"* * * * *\"\n"
         );
         let errors = errors_of(&text);
         assert_eq!(errors.len(), 2, "{errors:#?}");
@@ -963,7 +988,7 @@ schedule = "*/10 * * * * *"
             "{errors:#?}"
         );
         assert!(
-            errors[1].contains("jobs[2].kind: unknown kind \"purge\""),
+            errors[1].contains("jobs[2].kind: unknown kind \"sweep\""),
             "{errors:#?}"
         );
     }
@@ -974,6 +999,33 @@ schedule = "*/10 * * * * *"
         assert_eq!(
             errors,
             vec!["2:1: webhook.url: missing field `url`".to_owned()]
+        );
+    }
+
+    #[test]
+    fn purge_jobs_need_keep_and_only_they_take_it() {
+        let job = |kind: &str, keep: &str| {
+            format!(
+                "{MINIMAL}\n[[jobs]]\nname = \"p\"\nkind = \"{kind}\"\nschedule = \"0 0 3 * * *\"\n{keep}"
+            )
+        };
+        let config = parse(&job("purge", "keep = \"30d\"\n"), Path::new("/"), None).unwrap();
+        assert_eq!(
+            config.jobs[1].kind,
+            JobKind::Purge {
+                keep: Duration::from_secs(30 * 86400)
+            }
+        );
+        assert!(
+            errors_of(&job("purge", ""))[0].contains("jobs[1].keep: a \"purge\" job needs `keep`")
+        );
+        assert!(
+            errors_of(&job("evaluate", "keep = \"1d\"\n"))[0]
+                .contains("jobs[1].keep: only a \"purge\" job takes `keep`")
+        );
+        assert!(
+            errors_of(&job("purge", "keep = \"soon\"\n"))[0]
+                .contains("jobs[1].keep: \"soon\" is not a duration")
         );
     }
 

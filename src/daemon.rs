@@ -29,9 +29,19 @@ enum Event {
     /// A job's run ended.
     Finished {
         job: String,
-        result: anyhow::Result<TickReport>,
+        result: anyhow::Result<JobReport>,
     },
     Signal(Signal),
+}
+
+/// What one run of a job did.
+#[derive(Debug, Clone)]
+pub enum JobReport {
+    Evaluated(TickReport),
+    Purged {
+        deleted: u64,
+        duration: std::time::Duration,
+    },
 }
 
 /// What evaluation needs, shared by every run.
@@ -58,23 +68,42 @@ impl Engine {
         })
     }
 
-    async fn tick(&self) -> anyhow::Result<TickReport> {
+    /// Runs one job to its end. Blocking work goes to `spawn_blocking`.
+    async fn run(&self, kind: JobKind) -> anyhow::Result<JobReport> {
         let engine = self.clone();
-        tokio::task::spawn_blocking(move || {
-            evaluate::tick(&engine.workers, &engine.pool, &engine.evaluator)
+        tokio::task::spawn_blocking(move || match kind {
+            JobKind::Evaluate => evaluate::tick(&engine.workers, &engine.pool, &engine.evaluator)
+                .map(JobReport::Evaluated),
+            JobKind::Purge { keep } => {
+                let started = std::time::Instant::now();
+                let before = store::timestamp(
+                    Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX),
+                );
+                let connection = engine.pool.get().context("taking a database connection")?;
+                let deleted = store::outbox::purge_delivered(&connection, &before)
+                    .context("purging delivered events")?;
+                Ok(JobReport::Purged {
+                    deleted: deleted as u64,
+                    duration: started.elapsed(),
+                })
+            }
         })
         .await
-        .context("the evaluation panicked")?
+        .context("the job panicked")?
     }
 
-    async fn pending(&self) -> anyhow::Result<u64> {
+    /// Events still pending, and dead letters.
+    async fn backlog(&self) -> anyhow::Result<(u64, u64)> {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
             let connection = pool.get().context("taking a database connection")?;
-            store::outbox::pending_count(&connection).context("counting pending events")
+            let pending =
+                store::outbox::pending_count(&connection).context("counting pending events")?;
+            let dead = store::outbox::dead_count(&connection).context("counting dead letters")?;
+            Ok((pending, dead))
         })
         .await
-        .context("counting pending events panicked")?
+        .context("counting the outbox panicked")?
     }
 }
 
@@ -222,16 +251,14 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
                 }
                 let (engine, events) = (engine.clone(), events.clone());
                 tokio::spawn(async move {
-                    let result = match kind {
-                        JobKind::Evaluate => engine.tick().await,
-                    };
+                    let result = engine.run(kind).await;
                     let _ = events.send(Event::Finished { job, result });
                 });
             }
             Event::Finished { job, result } => {
                 running.remove(&job);
                 log_run(&job, &result);
-                if matches!(&result, Ok(report) if report.triggered > 0) {
+                if matches!(&result, Ok(JobReport::Evaluated(report)) if report.triggered > 0) {
                     wake.notify_one();
                 }
             }
@@ -280,11 +307,12 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
     let _ = stop_sender.send(Some(Instant::now() + drain_timeout));
     wake.notify_one();
     let totals = deliverer.await.context("the deliverer panicked")?;
-    let pending = engine.pending().await?;
+    let (pending, dead) = engine.backlog().await?;
     signal_handle.close();
     tracing::info!(
         delivered = totals.delivered,
         pending,
+        dead,
         "price-alertd stopped"
     );
     Ok(())
@@ -320,9 +348,9 @@ async fn reload(source: &Source, running: &Config) -> Option<Config> {
     Some(new)
 }
 
-fn log_run(job: &str, result: &anyhow::Result<TickReport>) {
+fn log_run(job: &str, result: &anyhow::Result<JobReport>) {
     match result {
-        Ok(report)
+        Ok(JobReport::Evaluated(report))
             if report.triggered > 0
                 || report.malformed_alerts > 0
                 || report.malformed_quotes > 0 =>
@@ -337,13 +365,21 @@ fn log_run(job: &str, result: &anyhow::Result<TickReport>) {
                 "tick finished"
             )
         }
-        Ok(report) => tracing::debug!(
+        Ok(JobReport::Evaluated(report)) => tracing::debug!(
             job,
             evaluated = report.evaluated,
             duration_ms = report.duration.as_millis() as u64,
             "tick finished"
         ),
-        Err(error) => tracing::error!(job, error = format!("{error:#}"), "tick failed"),
+        Ok(JobReport::Purged { deleted, duration }) => {
+            tracing::info!(
+                job,
+                deleted,
+                duration_ms = duration.as_millis() as u64,
+                "purge finished"
+            )
+        }
+        Err(error) => tracing::error!(job, error = format!("{error:#}"), "job failed"),
     }
 }
 
@@ -351,31 +387,42 @@ fn log_run(job: &str, result: &anyhow::Result<TickReport>) {
 #[derive(Debug)]
 pub struct RunJobSummary {
     pub job: String,
-    pub tick: Result<TickReport, String>,
+    pub report: Result<JobReport, String>,
     pub delivery: Totals,
     pub pending: u64,
+    pub dead: u64,
 }
 
 impl RunJobSummary {
     /// One line of `key=value` pairs.
     pub fn line(&self) -> String {
-        let (result, report) = match &self.tick {
-            Ok(report) => ("ok", report.clone()),
-            Err(_) => ("failed", TickReport::default()),
+        let (result, tick, purged, duration) = match &self.report {
+            Ok(JobReport::Evaluated(report)) => ("ok", report.clone(), 0, report.duration),
+            Ok(JobReport::Purged { deleted, duration }) => {
+                ("ok", TickReport::default(), *deleted, *duration)
+            }
+            Err(_) => (
+                "failed",
+                TickReport::default(),
+                0,
+                std::time::Duration::ZERO,
+            ),
         };
         format!(
-            "job={} result={result} evaluated={} matched={} triggered={} no_quote={} malformed_alerts={} malformed_quotes={} delivered={} failed={} pending={} duration_ms={}",
+            "job={} result={result} evaluated={} matched={} triggered={} no_quote={} malformed_alerts={} malformed_quotes={} purged={purged} delivered={} failed={} dead={} pending={} dead_total={} duration_ms={}",
             self.job,
-            report.evaluated,
-            report.matched,
-            report.triggered,
-            report.no_quote,
-            report.malformed_alerts,
-            report.malformed_quotes,
+            tick.evaluated,
+            tick.matched,
+            tick.triggered,
+            tick.no_quote,
+            tick.malformed_alerts,
+            tick.malformed_quotes,
             self.delivery.delivered,
             self.delivery.failed,
+            self.delivery.dead,
             self.pending,
-            report.duration.as_millis()
+            self.dead,
+            duration.as_millis()
         )
     }
 }
@@ -387,11 +434,9 @@ pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary
         anyhow::bail!("no job is named {name:?}; the configuration has {names:?}");
     };
     let engine = Engine::open(&config).await?;
-    let tick = match job.kind {
-        JobKind::Evaluate => engine.tick().await,
-    };
-    if let Err(error) = &tick {
-        tracing::error!(job = name, error = format!("{error:#}"), "tick failed");
+    let report = engine.run(job.kind).await;
+    if let Err(error) = &report {
+        tracing::error!(job = name, error = format!("{error:#}"), "job failed");
     }
     let (_webhook_sender, webhooks) = watch::channel(Webhook::new(&config.webhook)?);
     let (_stop_sender, stop) = watch::channel(Some(Instant::now() + config.webhook.drain_timeout));
@@ -403,11 +448,12 @@ pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary
         stop,
     )
     .await;
-    let pending = engine.pending().await?;
+    let (pending, dead) = engine.backlog().await?;
     Ok(RunJobSummary {
         job: name.to_owned(),
-        tick: tick.map_err(|error| format!("{error:#}")),
+        report: report.map_err(|error| format!("{error:#}")),
         delivery,
         pending,
+        dead,
     })
 }

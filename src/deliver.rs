@@ -20,8 +20,9 @@ use crate::store::{self, Pool};
 
 /// The longest `Retry-After` a receiver can impose.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
-/// How long an idle deliverer sleeps when nothing is due, unless woken.
-const IDLE_POLL: Duration = Duration::from_secs(60);
+/// How long an idle deliverer sleeps when nothing is due, unless woken: the
+/// delay before it sees rows that another process queued or replayed.
+const IDLE_POLL: Duration = Duration::from_secs(5);
 
 /// A configured webhook: the shared HTTP client and what to send with it.
 #[derive(Clone)]
@@ -63,7 +64,10 @@ impl Webhook {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     pub delivered: u64,
+    /// Attempts that failed and will be retried.
     pub failed: u64,
+    /// Events moved to the dead letters.
+    pub dead: u64,
 }
 
 /// When to stop: `None` while running; `Some(deadline)` once draining, after
@@ -93,6 +97,7 @@ pub async fn run(
                 failures_in_a_row = 0;
                 totals.delivered += round.delivered;
                 totals.failed += round.failed;
+                totals.dead += round.dead;
                 if round.leased > 0 {
                     continue;
                 }
@@ -134,6 +139,7 @@ struct Round {
     leased: u64,
     delivered: u64,
     failed: u64,
+    dead: u64,
 }
 
 /// Leases a batch of due rows, sends them with bounded concurrency and
@@ -178,6 +184,7 @@ async fn round(pool: &Pool, webhook: &Webhook, owner: &str, stop: &Stop) -> anyh
                 round.failed += 1;
                 first_failure.get_or_insert_with(|| error.clone());
             }
+            Outcome::Dead { .. } => round.dead += 1,
             Outcome::Released { .. } => {}
         }
         outcomes.push(outcome);
@@ -196,6 +203,37 @@ async fn round(pool: &Pool, webhook: &Webhook, owner: &str, stop: &Stop) -> anyh
     })
     .await?;
     Ok(round)
+}
+
+/// Why an attempt failed, as far as what happens next is concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Worth retrying: no answer, a timeout, 408, 425, 429, 5xx, a redirect.
+    #[error("{reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help (other 4xx): the event goes to the dead letters.
+    #[error("{reason}")]
+    Permanent { reason: String },
+}
+
+/// Classifies a non-2xx answer.
+pub fn classify(status: StatusCode, headers: &HeaderMap) -> Failure {
+    let reason = format!("the webhook answered {status}");
+    let transient = status.is_server_error()
+        || status.is_redirection()
+        || status.is_informational()
+        || matches!(status.as_u16(), 408 | 425 | 429);
+    if transient {
+        Failure::Transient {
+            reason,
+            retry_after: retry_after(headers),
+        }
+    } else {
+        Failure::Permanent { reason }
+    }
 }
 
 /// One POST of one event.
@@ -226,7 +264,7 @@ async fn attempt(webhook: &Webhook, event: &Leased, mut stop: Stop) -> Outcome {
         response = request.send() => response,
         () = cut_off => return Outcome::Released { row_id: event.row_id },
     };
-    let (error, retry_after) = match response {
+    let failure = match response {
         Ok(response) if response.status().is_success() => {
             // Read the (small) body so the connection goes back to the pool.
             let _ = response.bytes().await;
@@ -235,23 +273,42 @@ async fn attempt(webhook: &Webhook, event: &Leased, mut stop: Stop) -> Outcome {
                 row_id: event.row_id,
             };
         }
-        Ok(response) => {
-            let status = response.status();
-            let retry_after = retry_after(status, response.headers());
-            (format!("the webhook answered {status}"), retry_after)
-        }
-        Err(error) => (
-            format!("{:#}", anyhow::Error::new(error.without_url())),
-            None,
-        ),
+        Ok(response) => classify(response.status(), response.headers()),
+        Err(error) => Failure::Transient {
+            reason: format!("{:#}", anyhow::Error::new(error.without_url())),
+            retry_after: None,
+        },
     };
-    let wait =
-        retry_after.unwrap_or_else(|| backoff(&webhook.config.retry_schedule, event.attempts));
-    tracing::debug!(event_id = %event.event_id, attempt = event.attempts + 1, %error, ?wait, "delivery failed");
-    Outcome::Retry {
-        row_id: event.row_id,
-        next_attempt_at: now_ms() + wait.as_millis() as i64,
-        error,
+    let attempt = event.attempts + 1;
+    let schedule = &webhook.config.retry_schedule;
+    match failure {
+        Failure::Transient {
+            reason,
+            retry_after,
+        } if (attempt as usize) <= schedule.len() => {
+            let wait = retry_after.unwrap_or_else(|| backoff(schedule, event.attempts));
+            tracing::debug!(event_id = %event.event_id, attempt, error = %reason, ?wait, "delivery failed");
+            Outcome::Retry {
+                row_id: event.row_id,
+                next_attempt_at: now_ms() + wait.as_millis() as i64,
+                error: reason,
+            }
+        }
+        Failure::Transient { reason, .. } => {
+            let error = format!("{reason} (attempt {attempt}; the retry schedule is used up)");
+            tracing::error!(event_id = %event.event_id, attempt, %error, "event moved to the dead letters");
+            Outcome::Dead {
+                row_id: event.row_id,
+                error,
+            }
+        }
+        Failure::Permanent { reason } => {
+            tracing::error!(event_id = %event.event_id, attempt, error = %reason, "event moved to the dead letters");
+            Outcome::Dead {
+                row_id: event.row_id,
+                error: reason,
+            }
+        }
     }
 }
 
@@ -292,7 +349,7 @@ pub fn sign(secret: &Secret, event_id: &str, timestamp: i64, body: &str) -> Stri
 }
 
 /// The wait before the next attempt after `attempts` earlier ones: the
-/// schedule's entry (its last, once used up) with ±20% jitter.
+/// schedule's entry with ±20% jitter.
 pub fn backoff(schedule: &[Duration], attempts: u32) -> Duration {
     let base = schedule
         .get(attempts as usize)
@@ -302,13 +359,9 @@ pub fn backoff(schedule: &[Duration], attempts: u32) -> Duration {
     base.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
 
-fn retry_after(status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
-    if !matches!(
-        status,
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
-        return None;
-    }
+/// A `Retry-After` in seconds, capped. (The HTTP-date form is rare from
+/// webhook receivers and is treated as absent: the schedule applies.)
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let seconds: u64 = headers
         .get(RETRY_AFTER)?
         .to_str()
@@ -373,22 +426,35 @@ mod tests {
         }
     }
 
-    #[test]
-    fn retry_after_is_honoured_for_429_and_503_and_capped() {
+    fn check(status: u16, retry_after: Option<&'static str>, expected: &str) {
         let mut headers = HeaderMap::new();
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(
-            retry_after(StatusCode::TOO_MANY_REQUESTS, &headers),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            retry_after(StatusCode::INTERNAL_SERVER_ERROR, &headers),
-            None
-        );
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("999999"));
-        assert_eq!(
-            retry_after(StatusCode::SERVICE_UNAVAILABLE, &headers),
-            Some(RETRY_AFTER_CAP)
-        );
+        if let Some(value) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
+        }
+        let got = match classify(StatusCode::from_u16(status).unwrap(), &headers) {
+            Failure::Transient {
+                retry_after: Some(wait),
+                ..
+            } => format!("retry after {}s", wait.as_secs()),
+            Failure::Transient {
+                retry_after: None, ..
+            } => "retry".to_owned(),
+            Failure::Permanent { .. } => "dead".to_owned(),
+        };
+        assert_eq!(got, expected, "{status} {retry_after:?}");
+    }
+
+    #[test]
+    fn answers_are_classified_as_retry_or_dead_letter() {
+        for status in [408, 425, 429, 500, 502, 503, 504, 301, 302, 307] {
+            check(status, None, "retry");
+        }
+        for status in [400, 401, 403, 404, 405, 409, 410, 413, 422] {
+            check(status, None, "dead");
+        }
+        check(429, Some("7"), "retry after 7s");
+        check(503, Some(" 30 "), "retry after 30s");
+        check(503, Some("999999"), "retry after 3600s");
+        check(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"), "retry");
     }
 }

@@ -2,6 +2,7 @@
 //! webhook exactly once per triggered alert. The binary and `tests/` share this
 //! library; ARCHITECTURE.md maps its modules.
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod deliver;

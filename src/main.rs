@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 use price_alertd::config::{Config, Source};
-use price_alertd::daemon;
+use price_alertd::store::outbox;
+use price_alertd::{admin, daemon};
 
 /// sysexits' EX_CONFIG: the configuration is invalid.
 const EX_CONFIG: u8 = 78;
@@ -45,6 +46,36 @@ enum Command {
         /// The job's `name` in the configuration.
         name: String,
     },
+    /// Inspect and replay the outbox of events.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// List undelivered events (pending and dead), oldest first.
+    List {
+        /// Only dead letters: events refused with a 4xx or whose retry schedule ran out.
+        #[arg(long)]
+        dead: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put events back on a fresh retry schedule, due now, with the same ids.
+    Replay {
+        /// Event ids (the webhook-id), e.g. pa_42_7.
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        ids: Vec<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all_dead: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,7 +102,7 @@ fn main() -> ExitCode {
             match runtime().and_then(|runtime| runtime.block_on(daemon::run_job(config, &name))) {
                 Ok(summary) => {
                     println!("{}", summary.line());
-                    if summary.tick.is_ok() {
+                    if summary.report.is_ok() {
                         ExitCode::SUCCESS
                     } else {
                         ExitCode::FAILURE
@@ -79,6 +110,28 @@ fn main() -> ExitCode {
                 }
                 Err(error) => report(Err(error)),
             }
+        }
+        Command::Outbox { command } => {
+            let mut out = std::io::stdout().lock();
+            let result = match command {
+                OutboxCommand::List { dead, limit, json } => {
+                    let filter = if dead {
+                        outbox::Filter::Dead
+                    } else {
+                        outbox::Filter::Undelivered
+                    };
+                    admin::outbox_list(&config, filter, limit, json, &mut out)
+                }
+                OutboxCommand::Replay { ids, all_dead } => {
+                    let what = if all_dead {
+                        admin::Replay::AllDead
+                    } else {
+                        admin::Replay::Events(ids)
+                    };
+                    admin::outbox_replay(&config, what, &mut out)
+                }
+            };
+            report(result)
         }
     }
 }

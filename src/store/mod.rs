@@ -133,14 +133,16 @@ CREATE TABLE outbox (
     alert_id INTEGER NOT NULL,
     body TEXT NOT NULL,
     created_at TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered')),
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,      -- unix milliseconds
     lease_owner TEXT,                      -- the deliverer sending it now
     lease_until INTEGER,                   -- unix milliseconds
     last_error TEXT,
-    delivered_at TEXT
+    delivered_at TEXT,
+    dead_at TEXT
 );
+CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead';
 CREATE INDEX outbox_due ON outbox (state, next_attempt_at) WHERE state = 'pending';
 "#;
 

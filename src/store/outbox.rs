@@ -26,6 +26,12 @@ pub enum Outcome {
         next_attempt_at: i64,
         error: String,
     },
+    /// Failed for good (a 4xx other than 408/425/429, or the retry schedule
+    /// is used up): kept as a dead letter until an operator replays it.
+    Dead {
+        row_id: i64,
+        error: String,
+    },
     /// Not attempted to the end (the daemon is stopping): give the row back as it was.
     Released {
         row_id: i64,
@@ -86,7 +92,14 @@ pub fn record(
                  lease_owner = NULL, lease_until = NULL
              WHERE id = ?3 AND lease_owner = ?4",
         )?;
-        let mut release = transaction.prepare_cached("UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2")?;
+        let mut dead = transaction.prepare_cached(
+            "UPDATE outbox SET state = 'dead', dead_at = ?1, attempts = attempts + 1, last_error = ?2,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE id = ?3 AND lease_owner = ?4",
+        )?;
+        let mut release = transaction.prepare_cached(
+            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2",
+        )?;
         for outcome in outcomes {
             match outcome {
                 Outcome::Delivered { row_id } => delivered.execute(params![now, row_id, owner])?,
@@ -95,6 +108,9 @@ pub fn record(
                     next_attempt_at,
                     error,
                 } => retry.execute(params![next_attempt_at, error, row_id, owner])?,
+                Outcome::Dead { row_id, error } => {
+                    dead.execute(params![now, error, row_id, owner])?
+                }
                 Outcome::Released { row_id } => release.execute(params![row_id, owner])?,
             };
         }
@@ -119,4 +135,104 @@ pub fn pending_count(connection: &Connection) -> rusqlite::Result<u64> {
         |row| row.get(0),
     )?;
     Ok(count as u64)
+}
+
+/// Dead letters.
+pub fn dead_count(connection: &Connection) -> rusqlite::Result<u64> {
+    let count: i64 = connection.query_row(
+        "SELECT count(*) FROM outbox WHERE state = 'dead'",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(count as u64)
+}
+
+/// One outbox row as operators see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Entry {
+    pub event_id: String,
+    pub alert_id: i64,
+    pub state: String,
+    pub attempts: u32,
+    pub created_at: String,
+    /// Unix ms; meaningful while pending.
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// Which rows `list` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// Pending and dead: what has not been delivered.
+    Undelivered,
+    Dead,
+}
+
+/// Up to `limit` rows, oldest first.
+pub fn list(connection: &Connection, filter: Filter, limit: usize) -> rusqlite::Result<Vec<Entry>> {
+    let states = match filter {
+        Filter::Undelivered => "('pending', 'dead')",
+        Filter::Dead => "('dead')",
+    };
+    let mut statement = connection.prepare(&format!(
+        "SELECT event_id, alert_id, state, attempts, created_at, next_attempt_at, last_error
+         FROM outbox WHERE state IN {states} ORDER BY id LIMIT ?1"
+    ))?;
+    let rows = statement.query_map([limit as i64], |row| {
+        Ok(Entry {
+            event_id: row.get(0)?,
+            alert_id: row.get(1)?,
+            state: row.get(2)?,
+            attempts: row.get(3)?,
+            created_at: row.get(4)?,
+            next_attempt_at: row.get(5)?,
+            last_error: row.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Puts dead or pending events back at the start of a fresh retry schedule,
+/// due now; their ids and bodies stay. Delivered events are left alone.
+/// Returns the event ids that were found and replayed.
+pub fn replay(
+    connection: &mut Connection,
+    event_ids: &[String],
+    now_ms: i64,
+) -> rusqlite::Result<Vec<String>> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut replayed = Vec::new();
+    {
+        let mut statement = transaction.prepare_cached(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?1, dead_at = NULL,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE event_id = ?2 AND state IN ('pending', 'dead')",
+        )?;
+        for event_id in event_ids {
+            if statement.execute(params![now_ms, event_id])? > 0 {
+                replayed.push(event_id.clone());
+            }
+        }
+    }
+    transaction.commit()?;
+    Ok(replayed)
+}
+
+/// Replays every dead letter; returns how many.
+pub fn replay_all_dead(connection: &mut Connection, now_ms: i64) -> rusqlite::Result<usize> {
+    connection.execute(
+        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?1, dead_at = NULL,
+             lease_owner = NULL, lease_until = NULL
+         WHERE state = 'dead'",
+        [now_ms],
+    )
+}
+
+/// Deletes delivered events delivered before `before` (an RFC 3339 stamp as
+/// [`super::timestamp`] writes them). Pending and dead events are never touched.
+pub fn purge_delivered(connection: &Connection, before: &str) -> rusqlite::Result<usize> {
+    connection.execute(
+        "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?1",
+        [before],
+    )
 }

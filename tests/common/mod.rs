@@ -142,13 +142,58 @@ impl Received {
     }
 }
 
+/// How the receiver answers one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Reply {
+    pub status: u16,
+    /// A `Retry-After` header, in seconds.
+    pub retry_after: Option<u64>,
+    /// How long to wait before answering (a hanging receiver).
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            retry_after: None,
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn hang(delay: Duration) -> Reply {
+        Reply {
+            status: 200,
+            retry_after: None,
+            delay,
+        }
+    }
+}
+
+/// Every request that reached the receiver, answered or not.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub at: Instant,
+    pub webhook_id: String,
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Vec<Received>,
+    arrivals: Vec<Arrival>,
+    replies: VecDeque<Reply>,
+    /// Used once `replies` is empty; 200 at once if unset.
+    default: Option<Reply>,
+}
+
 /// A real HTTP server (hyper) on a loopback port chosen at run time. It
-/// answers each request with the next queued status, or 200 once the queue is
-/// empty, and records the requests it answered with a 2xx.
+/// answers each request with the next queued reply, else the default one,
+/// else 200; it records every arrival, and the requests it answered with a
+/// 2xx once the answer was sent.
 pub struct Receiver {
     pub url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-    statuses: Arc<Mutex<VecDeque<u16>>>,
+    state: Arc<Mutex<ReceiverState>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -168,42 +213,15 @@ impl Receiver {
             .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
             .unwrap();
         let port = listener.local_addr().unwrap().port();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let statuses = Arc::new(Mutex::new(VecDeque::new()));
-        let (shared_received, shared_statuses) = (received.clone(), statuses.clone());
+        let state = Arc::new(Mutex::new(ReceiverState::default()));
+        let shared = state.clone();
         runtime.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (received, statuses) = (shared_received.clone(), shared_statuses.clone());
+                let state = shared.clone();
                 let service = hyper::service::service_fn(
                     move |request: hyper::Request<hyper::body::Incoming>| {
-                        let (received, statuses) = (received.clone(), statuses.clone());
-                        async move {
-                            use http_body_util::BodyExt as _;
-                            let headers = request
-                                .headers()
-                                .iter()
-                                .map(|(name, value)| {
-                                    (
-                                        name.to_string(),
-                                        value.to_str().unwrap_or_default().to_owned(),
-                                    )
-                                })
-                                .collect();
-                            let body = request.into_body().collect().await?.to_bytes();
-                            let status = statuses.lock().unwrap().pop_front().unwrap_or(200);
-                            if (200..300).contains(&status) {
-                                received.lock().unwrap().push(Received {
-                                    headers,
-                                    body: String::from_utf8_lossy(&body).into_owned(),
-                                });
-                            }
-                            let mut response = hyper::Response::new(http_body_util::Empty::<
-                                hyper::body::Bytes,
-                            >::new(
-                            ));
-                            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, hyper::Error>(response)
-                        }
+                        let state = state.clone();
+                        async move { answer(request, &state).await }
                     },
                 );
                 tokio::spawn(
@@ -214,28 +232,98 @@ impl Receiver {
         });
         Receiver {
             url: format!("http://127.0.0.1:{port}/events"),
-            received,
-            statuses,
+            state,
             runtime: Some(runtime),
         }
     }
 
     /// Answers the next requests with these statuses.
     pub fn fail_with(&self, statuses: &[u16]) {
-        self.statuses.lock().unwrap().extend(statuses);
+        self.state
+            .lock()
+            .unwrap()
+            .replies
+            .extend(statuses.iter().map(|&status| Reply::status(status)));
+    }
+
+    /// Answers the next requests with these replies.
+    pub fn reply_with(&self, replies: &[Reply]) {
+        self.state.lock().unwrap().replies.extend(replies);
+    }
+
+    /// Answers every request without a queued reply with this one.
+    pub fn set_default(&self, reply: Option<Reply>) {
+        self.state.lock().unwrap().default = reply;
     }
 
     /// The requests answered with a 2xx.
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
+        self.state.lock().unwrap().received.clone()
+    }
+
+    /// Every request that arrived, in order.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.state.lock().unwrap().arrivals.clone()
     }
 
     pub fn wait_for(&self, count: usize) -> Vec<Received> {
         wait_until(&format!("{count} deliveries"), || {
-            self.received.lock().unwrap().len() >= count
+            self.state.lock().unwrap().received.len() >= count
         });
         self.received()
     }
+}
+
+async fn answer(
+    request: hyper::Request<hyper::body::Incoming>,
+    state: &Mutex<ReceiverState>,
+) -> Result<hyper::Response<http_body_util::Empty<hyper::body::Bytes>>, hyper::Error> {
+    use http_body_util::BodyExt as _;
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.to_string(),
+                value.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let body = request.into_body().collect().await?.to_bytes();
+    let reply = {
+        let mut state = state.lock().unwrap();
+        let reply = state
+            .replies
+            .pop_front()
+            .or(state.default)
+            .unwrap_or(Reply::status(200));
+        let webhook_id = headers
+            .iter()
+            .find(|(name, _)| name == "webhook-id")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default();
+        state.arrivals.push(Arrival {
+            at: Instant::now(),
+            webhook_id,
+            status: reply.status,
+        });
+        reply
+    };
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    if (200..300).contains(&reply.status) {
+        state.lock().unwrap().received.push(Received {
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    let mut response = hyper::Response::new(http_body_util::Empty::new());
+    *response.status_mut() = hyper::StatusCode::from_u16(reply.status).unwrap();
+    if let Some(seconds) = reply.retry_after {
+        response.headers_mut().insert("retry-after", seconds.into());
+    }
+    Ok(response)
 }
 
 impl Drop for Receiver {
