@@ -6,49 +6,9 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Barrier};
 
-use common::{Db, Receiver, config_text};
-use price_alertd::config::{self, Config};
-use price_alertd::deliver::{self, Totals, Webhook};
-use price_alertd::evaluate::{self, TickReport};
-use price_alertd::store::Pool;
-use tokio::sync::{Notify, watch};
-
-fn config(db: &Db, url: &str) -> Config {
-    config::parse(
-        &config_text(&db.path, url, "* * * * * *"),
-        db.dir.path(),
-        None,
-    )
-    .unwrap()
-}
-
-fn tick(db: &Db, config: &Config) -> TickReport {
-    let workers = evaluate::thread_pool(config.evaluator.threads).unwrap();
-    evaluate::tick(
-        &workers,
-        &db.pool(config.evaluator.threads as u32 + 2),
-        &config.evaluator,
-    )
-    .unwrap()
-}
-
-/// Delivers everything pending (what `run-job` does after its tick).
-fn deliver_pending(pool: &Pool, config: &Config) -> Totals {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let (_webhook, webhooks) = watch::channel(Webhook::new(&config.webhook).unwrap());
-        let deadline = tokio::time::Instant::now() + config.webhook.drain_timeout;
-        let (_stop, stop) = watch::channel(Some(deadline));
-        deliver::run(
-            pool.clone(),
-            webhooks,
-            "test".into(),
-            Arc::new(Notify::new()),
-            stop,
-        )
-        .await
-    })
-}
+use common::{Db, Receiver, deliver_pending, lib_config as config, tick};
+use price_alertd::config::Config;
+use price_alertd::evaluate;
 
 #[test]
 fn a_matching_alert_evaluated_once_triggers_exactly_one_event() {

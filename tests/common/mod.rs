@@ -11,9 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use price_alertd::config::DatabaseConfig;
+use price_alertd::config::{self, Config, DatabaseConfig};
+use price_alertd::deliver::{self, Totals, Webhook};
+use price_alertd::evaluate::{self, TickReport};
 use price_alertd::store::{self, Pool};
 use rusqlite::{Connection, params};
+use tokio::sync::{Notify, watch};
 
 /// Generous bound for things that normally take milliseconds.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -122,6 +125,46 @@ schedule = "{schedule}"
     )
 }
 
+/// The validated form of [`config_text`], for tests that call the library.
+pub fn lib_config(db: &Db, url: &str) -> Config {
+    config::parse(
+        &config_text(&db.path, url, "* * * * * *"),
+        db.dir.path(),
+        None,
+    )
+    .unwrap()
+}
+
+/// One evaluation tick, as a job run does it.
+pub fn tick(db: &Db, config: &Config) -> TickReport {
+    let workers = evaluate::thread_pool(config.evaluator.threads).unwrap();
+    evaluate::tick(
+        &workers,
+        &db.pool(config.evaluator.threads as u32 + 2),
+        &config.evaluator,
+    )
+    .unwrap()
+}
+
+/// Delivers what is pending for up to the drain time, as `run-job` does after
+/// its tick.
+pub fn deliver_pending(pool: &Pool, config: &Config) -> Totals {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (_webhook, webhooks) = watch::channel(Webhook::new(&config.webhook).unwrap());
+        let deadline = tokio::time::Instant::now() + config.webhook.drain_timeout;
+        let (_stop, stop) = watch::channel(Some(deadline));
+        deliver::run(
+            pool.clone(),
+            webhooks,
+            "test".into(),
+            Arc::new(Notify::new()),
+            stop,
+        )
+        .await
+    })
+}
+
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -175,6 +218,7 @@ impl Reply {
 pub struct Arrival {
     pub at: Instant,
     pub webhook_id: String,
+    pub body: String,
     pub status: u16,
 }
 
@@ -305,6 +349,7 @@ async fn answer(
         state.arrivals.push(Arrival {
             at: Instant::now(),
             webhook_id,
+            body: String::from_utf8_lossy(&body).into_owned(),
             status: reply.status,
         });
         reply
