@@ -54,9 +54,19 @@ impl Webhook {
         &self.config
     }
 
-    /// How long a lease must outlive one attempt: its connect and its request.
+    /// Rows leased per round: enough to keep `concurrency` requests busy
+    /// while a round's bookkeeping runs.
+    fn batch(&self) -> usize {
+        (self.config.concurrency * 4).clamp(16, 1024)
+    }
+
+    /// How long a round's lease must last: a round sends its batch in waves of
+    /// `concurrency`, each bounded by a connect and a request timeout, and then
+    /// records the outcomes. A lease that ran out mid-round would let another
+    /// deliverer send the same row at the same time.
     fn lease(&self) -> Duration {
-        self.config.connect_timeout + self.config.timeout + Duration::from_secs(30)
+        let waves = self.batch().div_ceil(self.config.concurrency) as u32;
+        (self.config.connect_timeout + self.config.timeout) * waves + Duration::from_secs(10)
     }
 }
 
@@ -145,7 +155,7 @@ struct Round {
 /// Leases a batch of due rows, sends them with bounded concurrency and
 /// records every outcome in one transaction.
 async fn round(pool: &Pool, webhook: &Webhook, owner: &str, stop: &Stop) -> anyhow::Result<Round> {
-    let limit = (webhook.config.concurrency * 4).clamp(16, 1024);
+    let limit = webhook.batch();
     let lease = webhook.lease().as_millis() as i64;
     let leased = {
         let owner = owner.to_owned();
