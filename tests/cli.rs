@@ -351,3 +351,29 @@ fn a_webhook_down_at_start_gets_the_events_once_it_is_up() {
         db.scalar("SELECT count(*) FROM outbox WHERE state = 'pending'") == 0
     });
 }
+
+#[test]
+fn a_hanging_receiver_never_delays_evaluation_ticks() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    receiver.set_default(Some(common::Reply::hang(Duration::from_secs(60))));
+    let text = config_text(&db.path, &receiver.url, "* * * * * *")
+        .replace("timeout = \"5s\"", "timeout = \"120s\"");
+    let path = write_config(&db, &text);
+    db.set_quote("AAPL", 100.0);
+    for n in 0..40 {
+        db.add_alert("AAPL", "above", n as f64);
+    }
+    let daemon = Daemon::start(&path);
+    // Every delivery slot is now stuck on the receiver for a minute...
+    wait_until("deliveries in flight", || receiver.arrivals().len() >= 16);
+    // ...and new alerts are still claimed tick after tick.
+    for round in 1..=3 {
+        db.add_alert("AAPL", "above", 1.0);
+        wait_until(&format!("round {round} to be claimed"), || {
+            db.scalar("SELECT count(*) FROM outbox") == 40 + round
+        });
+    }
+    assert!(receiver.received().is_empty());
+    drop(daemon);
+}
