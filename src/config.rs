@@ -29,9 +29,38 @@ pub const EMBEDDED: &str = include_str!("../etc/price-alertd.toml");
 pub struct Config {
     pub database: DatabaseConfig,
     pub evaluator: EvaluatorConfig,
+    pub prices: PricesConfig,
     pub webhook: WebhookConfig,
     pub jobs: Vec<JobConfig>,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct PricesConfig {
+    pub source: PriceSource,
+    /// A quote older than this never triggers anything.
+    pub max_age: Duration,
+}
+
+/// Where quotes come from.
+#[derive(Debug, Clone)]
+pub enum PriceSource {
+    /// The `quotes` table, kept current by the application.
+    Sqlite,
+    /// Fetched before each evaluation, then stored in `quotes`.
+    Http(HttpSource),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSource {
+    /// Called as `GET {url}?tickers=A,B,C`; see README for the JSON it answers.
+    pub url: Url,
+    /// Tickers per request.
+    pub batch_size: usize,
+    /// Bound on one request.
+    pub timeout: Duration,
+    /// Static headers, e.g. an API key (marked sensitive: never printed).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,13 +118,51 @@ pub struct JobConfig {
     pub schedule: Schedule,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobKind {
     /// Read enabled alerts and quotes, claim the triggered alerts, queue their events.
-    Evaluate,
+    Evaluate { scope: Scope },
     /// Delete delivered outbox rows delivered longer than `keep` ago. Pending
     /// events and dead letters are never deleted.
     Purge { keep: Duration },
+}
+
+/// The tickers an `evaluate` job covers: glob patterns such as `BTC-*`
+/// (`*`, `?` and `[...]`, case-sensitive); empty means every ticker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope(Vec<glob::Pattern>);
+
+impl Scope {
+    pub fn all() -> Scope {
+        Scope(Vec::new())
+    }
+
+    pub fn parse(patterns: &[&str]) -> Result<Scope, String> {
+        patterns
+            .iter()
+            .map(|pattern| {
+                glob::Pattern::new(pattern)
+                    .map_err(|error| format!("{pattern:?} is not a ticker pattern: {error}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Scope)
+    }
+
+    pub fn covers(&self, ticker: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|pattern| pattern.matches(ticker))
+    }
+
+    pub fn describe(&self) -> String {
+        if self.0.is_empty() {
+            "all tickers".to_owned()
+        } else {
+            self.0
+                .iter()
+                .map(|pattern| pattern.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -303,6 +370,8 @@ mod raw {
         pub database: Database,
         #[serde(default)]
         pub evaluator: Evaluator,
+        #[serde(default)]
+        pub prices: Prices,
         pub webhook: Option<Spanned<Webhook>>,
         #[serde(default)]
         pub jobs: Vec<Spanned<Job>>,
@@ -350,6 +419,20 @@ mod raw {
         pub timezone: Option<Spanned<String>>,
         /// For `kind = "purge"`: how long delivered events are kept.
         pub keep: Option<Spanned<String>>,
+        /// For `kind = "evaluate"`: the ticker patterns it covers.
+        pub tickers: Option<Spanned<Vec<Spanned<String>>>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Prices {
+        pub source: Option<Spanned<String>>,
+        pub max_age: Option<Spanned<String>>,
+        pub url: Option<Spanned<String>>,
+        pub batch_size: Option<Spanned<i64>>,
+        pub timeout: Option<Spanned<String>>,
+        #[serde(default)]
+        pub headers: BTreeMap<String, Spanned<String>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -589,7 +672,10 @@ fn validate(
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value.get_ref()),
         ) {
-            (Ok(name), Ok(value)) => headers.push((name, value)),
+            (Ok(name), Ok(mut value)) => {
+                value.set_sensitive(true);
+                headers.push((name, value));
+            }
             (Err(_), _) => report(
                 &key,
                 value.span(),
@@ -680,8 +766,38 @@ fn validate(
                 format!("{name_text:?} is already the name of jobs[{first}]"),
             );
         }
+        let scope = match &job.tickers {
+            None => Scope::all(),
+            Some(list) if list.get_ref().is_empty() => {
+                report(
+                    &key("tickers"),
+                    list.span(),
+                    "must list at least one pattern (leave it out to cover every ticker)"
+                        .to_owned(),
+                );
+                Scope::all()
+            }
+            Some(list) => {
+                let patterns: Vec<&str> = list
+                    .get_ref()
+                    .iter()
+                    .map(|pattern| pattern.get_ref().as_str())
+                    .collect();
+                Scope::parse(&patterns).unwrap_or_else(|message| {
+                    report(&key("tickers"), list.span(), message);
+                    Scope::all()
+                })
+            }
+        };
+        if let (Some(tickers), "purge") = (&job.tickers, kind.get_ref().as_str()) {
+            report(
+                &key("tickers"),
+                tickers.span(),
+                "only an \"evaluate\" job takes `tickers`".to_owned(),
+            );
+        }
         let kind = match (kind.get_ref().as_str(), &job.keep) {
-            ("evaluate", None) => Some(JobKind::Evaluate),
+            ("evaluate", None) => Some(JobKind::Evaluate { scope }),
             ("evaluate", Some(keep)) => {
                 report(
                     &key("keep"),
@@ -731,6 +847,8 @@ fn validate(
         }
     }
 
+    let prices = prices(&raw.prices, &mut report);
+
     let level = raw
         .log
         .level
@@ -755,6 +873,7 @@ fn validate(
             threads,
             claim_batch,
         },
+        prices,
         webhook: WebhookConfig {
             url: url?,
             secrets,
@@ -768,6 +887,113 @@ fn validate(
         jobs,
         log: LogConfig { level },
     })
+}
+
+/// The `[prices]` section.
+fn prices(raw: &raw::Prices, report: &mut impl FnMut(&str, Range<usize>, String)) -> PricesConfig {
+    let max_age = duration(&raw.max_age, "prices.max_age", "15m", report);
+    let http_only = |report: &mut dyn FnMut(&str, Range<usize>, String),
+                     key: &str,
+                     span: Option<Range<usize>>| {
+        if let Some(span) = span {
+            report(key, span, "only used with source = \"http\"".to_owned());
+        }
+    };
+    let source = match raw
+        .source
+        .as_ref()
+        .map(|source| (source.get_ref().as_str(), source.span()))
+    {
+        None | Some(("sqlite", _)) => {
+            http_only(report, "prices.url", raw.url.as_ref().map(Spanned::span));
+            http_only(
+                report,
+                "prices.batch_size",
+                raw.batch_size.as_ref().map(Spanned::span),
+            );
+            http_only(
+                report,
+                "prices.timeout",
+                raw.timeout.as_ref().map(Spanned::span),
+            );
+            http_only(
+                report,
+                "prices.headers",
+                raw.headers.values().next().map(Spanned::span),
+            );
+            PriceSource::Sqlite
+        }
+        Some(("http", span)) => {
+            let url = match &raw.url {
+                None => {
+                    report(
+                        "prices.url",
+                        span,
+                        "source = \"http\" needs `url`".to_owned(),
+                    );
+                    None
+                }
+                Some(url) => match Url::parse(url.get_ref()) {
+                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(parsed),
+                    Ok(parsed) => {
+                        report(
+                            "prices.url",
+                            url.span(),
+                            format!("scheme {:?} is not http or https", parsed.scheme()),
+                        );
+                        None
+                    }
+                    Err(error) => {
+                        report("prices.url", url.span(), format!("not a URL: {error}"));
+                        None
+                    }
+                },
+            };
+            let batch_size = count(
+                &raw.batch_size,
+                "prices.batch_size",
+                100,
+                1..=10_000,
+                report,
+            );
+            let timeout = duration(&raw.timeout, "prices.timeout", "5s", report);
+            let mut headers = Vec::new();
+            for (name, value) in &raw.headers {
+                match (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value.get_ref()),
+                ) {
+                    (Ok(name), Ok(mut value)) => {
+                        value.set_sensitive(true);
+                        headers.push((name, value));
+                    }
+                    _ => report(
+                        &format!("prices.headers.{name}"),
+                        value.span(),
+                        "not a valid HTTP header".to_owned(),
+                    ),
+                }
+            }
+            match url {
+                Some(url) => PriceSource::Http(HttpSource {
+                    url,
+                    batch_size,
+                    timeout,
+                    headers,
+                }),
+                None => PriceSource::Sqlite,
+            }
+        }
+        Some((other, span)) => {
+            report(
+                "prices.source",
+                span,
+                format!("unknown source {other:?}; expected \"sqlite\" or \"http\""),
+            );
+            PriceSource::Sqlite
+        }
+    };
+    PricesConfig { source, max_age }
 }
 
 /// Svix's schedule, the reference for Standard Webhooks senders.

@@ -2,7 +2,7 @@
 //! drains and stops. The daemon's life is one loop over [`Event`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -10,9 +10,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::config::{Config, EvaluatorConfig, JobConfig, JobKind, Source};
+use crate::config::{Config, EvaluatorConfig, JobConfig, JobKind, PriceSource, Source};
 use crate::deliver::{self, Totals, Webhook};
-use crate::evaluate::{self, TickReport};
+use crate::evaluate::{self, TickOptions, TickReport};
+use crate::quotes;
 use crate::schedule::Scheduler;
 use crate::signals::{self, Signal};
 use crate::store::{self, Pool};
@@ -44,12 +45,16 @@ pub enum JobReport {
     },
 }
 
-/// What evaluation needs, shared by every run.
+/// What the jobs need, shared by every run of a process.
 #[derive(Clone)]
 struct Engine {
     pool: Pool,
     workers: Arc<rayon::ThreadPool>,
     evaluator: EvaluatorConfig,
+    max_age: std::time::Duration,
+    /// The HTTP quote source, if `prices.source = "http"`.
+    source: Option<Arc<quotes::Source>>,
+    known_stale: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Engine {
@@ -61,20 +66,45 @@ impl Engine {
             .await
             .context("opening the store panicked")??;
         let workers = Arc::new(evaluate::thread_pool(config.evaluator.threads)?);
+        let source = match &config.prices.source {
+            PriceSource::Sqlite => None,
+            PriceSource::Http(http) => Some(Arc::new(quotes::Source::new(http)?)),
+        };
         Ok(Engine {
             pool,
             workers,
             evaluator: config.evaluator.clone(),
+            max_age: config.prices.max_age,
+            source,
+            known_stale: Arc::default(),
         })
     }
 
     /// Runs one job to its end. Blocking work goes to `spawn_blocking`.
     async fn run(&self, kind: JobKind) -> anyhow::Result<JobReport> {
         let engine = self.clone();
-        tokio::task::spawn_blocking(move || match kind {
-            JobKind::Evaluate => evaluate::tick(&engine.workers, &engine.pool, &engine.evaluator)
-                .map(JobReport::Evaluated),
-            JobKind::Purge { keep } => {
+        match kind {
+            JobKind::Evaluate { scope } => {
+                let refresh = match &self.source {
+                    Some(source) => source.refresh(&self.pool, &scope).await,
+                    None => quotes::Refresh::default(),
+                };
+                let mut report = tokio::task::spawn_blocking(move || {
+                    let options = TickOptions {
+                        evaluator: &engine.evaluator,
+                        max_age: engine.max_age,
+                        scope: &scope,
+                        unavailable: &refresh.failed,
+                        known_stale: &engine.known_stale,
+                    };
+                    evaluate::tick(&engine.workers, &engine.pool, &options)
+                })
+                .await
+                .context("the evaluation panicked")??;
+                report.quote_errors = refresh.errors;
+                Ok(JobReport::Evaluated(report))
+            }
+            JobKind::Purge { keep } => tokio::task::spawn_blocking(move || {
                 let started = std::time::Instant::now();
                 let before = store::timestamp(
                     Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX),
@@ -86,10 +116,10 @@ impl Engine {
                     deleted: deleted as u64,
                     duration: started.elapsed(),
                 })
-            }
-        })
-        .await
-        .context("the job panicked")?
+            })
+            .await
+            .context("the purge panicked")?,
+        }
     }
 
     /// Events still pending, and dead letters.
@@ -232,7 +262,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
                 if epoch != jobs.epoch {
                     continue;
                 }
-                let Some(kind) = jobs.jobs.get(&job).map(|config| config.kind) else {
+                let Some(kind) = jobs.jobs.get(&job).map(|config| config.kind.clone()) else {
                     continue;
                 };
                 if let Err(error) = jobs
@@ -352,15 +382,21 @@ fn log_run(job: &str, result: &anyhow::Result<JobReport>) {
     match result {
         Ok(JobReport::Evaluated(report))
             if report.triggered > 0
+                || report.expired > 0
                 || report.malformed_alerts > 0
-                || report.malformed_quotes > 0 =>
+                || report.malformed_quotes > 0
+                || report.quote_errors > 0 =>
         {
             tracing::info!(
                 job,
                 evaluated = report.evaluated,
                 triggered = report.triggered,
+                expired = report.expired,
+                stale_alerts = report.stale_alerts,
+                unavailable = report.unavailable,
                 malformed_alerts = report.malformed_alerts,
                 malformed_quotes = report.malformed_quotes,
+                quote_errors = report.quote_errors,
                 duration_ms = report.duration.as_millis() as u64,
                 "tick finished"
             )
@@ -409,14 +445,19 @@ impl RunJobSummary {
             ),
         };
         format!(
-            "job={} result={result} evaluated={} matched={} triggered={} no_quote={} malformed_alerts={} malformed_quotes={} purged={purged} delivered={} failed={} dead={} pending={} dead_total={} duration_ms={}",
+            "job={} result={result} evaluated={} matched={} triggered={} expired={} no_quote={} stale_quotes={} stale_alerts={} unavailable={} malformed_alerts={} malformed_quotes={} quote_errors={} purged={purged} delivered={} failed={} dead={} pending={} dead_total={} duration_ms={}",
             self.job,
             tick.evaluated,
             tick.matched,
             tick.triggered,
+            tick.expired,
             tick.no_quote,
+            tick.stale_quotes,
+            tick.stale_alerts,
+            tick.unavailable,
             tick.malformed_alerts,
             tick.malformed_quotes,
+            tick.quote_errors,
             self.delivery.delivered,
             self.delivery.failed,
             self.delivery.dead,
@@ -434,7 +475,7 @@ pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary
         anyhow::bail!("no job is named {name:?}; the configuration has {names:?}");
     };
     let engine = Engine::open(&config).await?;
-    let report = engine.run(job.kind).await;
+    let report = engine.run(job.kind.clone()).await;
     if let Err(error) = &report {
         tracing::error!(job = name, error = format!("{error:#}"), "job failed");
     }

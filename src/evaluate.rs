@@ -1,25 +1,30 @@
 //! Evaluation: the pure condition logic, and the tick that fans the reads out
 //! over the fixed rayon pool and funnels the claims into one writer. No HTTP.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use chrono::Utc;
+use chrono::{DateTime, NaiveDateTime, Utc};
 
-use crate::config::EvaluatorConfig;
-use crate::store::Pool;
-use crate::store::alerts::{self, AlertRow, QuoteRow, Trigger};
+use crate::config::{EvaluatorConfig, Scope};
+use crate::store::alerts::{self, AlertRow, Observation, QuoteRow, Trigger};
+use crate::store::{self, Pool};
 
-/// The conditions this build evaluates (`price_alerts.condition`).
+/// The conditions of `price_alerts.condition`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Condition {
     /// price >= target_price
     Above,
     /// price <= target_price
     Below,
+    /// the previous observed price was below target_price, and price is at or above it
+    CrossingUp,
+    /// the previous observed price was above target_price, and price is at or below it
+    CrossingDown,
     /// price has risen by at least target_price percent from reference_price
     MovingUpPct,
     /// price has fallen by at least target_price percent from reference_price
@@ -31,6 +36,8 @@ impl Condition {
         match text {
             "above" => Some(Condition::Above),
             "below" => Some(Condition::Below),
+            "crossing_up" => Some(Condition::CrossingUp),
+            "crossing_down" => Some(Condition::CrossingDown),
             "moving_up_pct" => Some(Condition::MovingUpPct),
             "moving_down_pct" => Some(Condition::MovingDownPct),
             _ => None,
@@ -38,26 +45,51 @@ impl Condition {
     }
 }
 
-/// What evaluating one alert against its quote decided.
+/// A ticker's price this tick, and the one the daemon observed before.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observed {
+    pub price: f64,
+    pub previous: Option<f64>,
+}
+
+/// What evaluating one alert decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Fire,
     Hold,
+    /// Its `expires_at` has passed: it never fires.
+    Expired,
     /// The row cannot be evaluated; the reason names what is wrong.
     Malformed(String),
 }
 
-/// Decides one alert against a (valid) price. Pure.
-pub fn judge(alert: &AlertRow, price: f64) -> Verdict {
+/// Decides one alert against a valid price at `now`. Pure.
+pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdict {
     let Some(condition) = Condition::parse(&alert.condition) else {
         return Verdict::Malformed(format!("unknown condition {:?}", alert.condition));
     };
     let Some(target) = alert.target_price.filter(|target| target.is_finite()) else {
-        return Verdict::Malformed("target_price is not a finite number".to_owned());
+        return Verdict::Malformed("target_price is missing or not a finite number".to_owned());
     };
+    if let Some(expiry) = &alert.expires_at {
+        match parse_time(expiry) {
+            Some(expiry) if expiry <= now => return Verdict::Expired,
+            Some(_) => {}
+            None => {
+                return Verdict::Malformed(format!("expires_at {expiry:?} is not a date and time"));
+            }
+        }
+    }
+    let Observed { price, previous } = observed;
     let fires = match condition {
         Condition::Above => price >= target,
         Condition::Below => price <= target,
+        Condition::CrossingUp => {
+            previous.is_some_and(|previous| previous < target) && price >= target
+        }
+        Condition::CrossingDown => {
+            previous.is_some_and(|previous| previous > target) && price <= target
+        }
         Condition::MovingUpPct | Condition::MovingDownPct => {
             let Some(reference) = alert
                 .reference_price
@@ -78,6 +110,20 @@ pub fn judge(alert: &AlertRow, price: f64) -> Verdict {
     if fires { Verdict::Fire } else { Verdict::Hold }
 }
 
+/// Parses a stored time: RFC 3339, or SQLite's `YYYY-MM-DD HH:MM:SS[.SSS]`
+/// (UTC, as `datetime('now')` writes it).
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                .ok()
+                .map(|naive| naive.and_utc())
+        })
+}
+
 /// What one tick did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TickReport {
@@ -87,15 +133,41 @@ pub struct TickReport {
     pub matched: u64,
     /// Alerts this tick claimed: one queued event each.
     pub triggered: u64,
+    /// Alerts disabled, without an event, because their `expires_at` passed.
+    pub expired: u64,
     /// Enabled alerts whose ticker has no quote.
     pub no_quote: u64,
+    /// Tickers whose quote is older than `prices.max_age`, and their alerts.
+    pub stale_quotes: u64,
+    pub stale_alerts: u64,
+    /// Enabled alerts whose ticker's quote could not be fetched this tick.
+    pub unavailable: u64,
     /// Alert rows that cannot be evaluated.
     pub malformed_alerts: u64,
-    /// Quotes whose price is not a positive number.
+    /// Quotes whose price is not a positive number or whose time is not a time.
     pub malformed_quotes: u64,
+    /// Failed quote fetches (the HTTP source).
+    pub quote_errors: u64,
     pub claim_transactions: u64,
     pub duration: Duration,
 }
+
+/// What a tick evaluates, besides the database.
+pub struct TickOptions<'a> {
+    pub evaluator: &'a EvaluatorConfig,
+    /// A quote older than this never triggers.
+    pub max_age: Duration,
+    /// The tickers this job covers.
+    pub scope: &'a Scope,
+    /// Tickers whose quote could not be fetched this tick: never triggered.
+    pub unavailable: &'a HashSet<String>,
+    /// Tickers already reported stale, so each is logged once while it stays
+    /// stale, not every tick. Shared by the ticks of one process.
+    pub known_stale: &'a Mutex<HashSet<String>>,
+}
+
+/// At most this many malformed-row warnings per tick; the rest are counted.
+const WARNINGS_PER_TICK: u64 = 20;
 
 /// Builds the fixed pool that evaluates alerts.
 pub fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
@@ -106,53 +178,136 @@ pub fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
         .context("starting the evaluation threads")
 }
 
+/// A ticker ready to evaluate.
+struct Work {
+    ticker: String,
+    observed: Observed,
+    quote_time: String,
+}
+
 /// Runs one evaluation tick. Blocking: call it from `spawn_blocking` or a plain
 /// thread. Reads run on `workers`, one pooled connection per task; the
 /// calling thread is the only writer, claiming in batches of
-/// `config.claim_batch`, so the readers never queue on SQLite's write lock.
+/// `claim_batch`, so the readers never queue on SQLite's write lock.
 pub fn tick(
     workers: &rayon::ThreadPool,
     pool: &Pool,
-    config: &EvaluatorConfig,
+    options: &TickOptions<'_>,
 ) -> anyhow::Result<TickReport> {
     let started = Instant::now();
+    let now = Utc::now();
     let mut report = TickReport::default();
     let mut writer = pool.get().context("taking a database connection")?;
-    let quotes = alerts::quotes(&writer).context("reading quotes")?;
-    report.no_quote =
-        alerts::count_enabled_without_quote(&writer).context("counting alerts without a quote")?;
-    let prices = valid_prices(quotes, &mut report);
-    let tickers: Vec<&String> = prices.keys().collect();
+    report.expired =
+        alerts::expire_due(&writer, &store::timestamp(now)).context("expiring alerts")? as u64;
+    let tickers =
+        alerts::enabled_tickers(&writer).context("listing the tickers with enabled alerts")?;
+    let quotes: HashMap<String, QuoteRow> = alerts::quotes(&writer)
+        .context("reading quotes")?
+        .into_iter()
+        .map(|quote| (quote.ticker.clone(), quote))
+        .collect();
+    let previous = alerts::observations(&writer).context("reading observed prices")?;
+    let warnings = AtomicU64::new(0);
+
+    let mut work = Vec::new();
+    let mut stale_now = HashSet::new();
+    for (ticker, count) in tickers {
+        if !options.scope.covers(&ticker) {
+            continue;
+        }
+        if ticker.trim().is_empty() {
+            report.malformed_alerts += count;
+            for alert in alerts::enabled_for_ticker(&writer, &ticker)
+                .context("reading alerts without a ticker")?
+            {
+                warn_malformed(&warnings, &alert, "the ticker is empty");
+            }
+            continue;
+        }
+        if options.unavailable.contains(&ticker) {
+            report.unavailable += count;
+            continue;
+        }
+        let Some(quote) = quotes.get(&ticker) else {
+            report.no_quote += count;
+            continue;
+        };
+        let Some(price) = quote
+            .price
+            .filter(|price| price.is_finite() && *price > 0.0)
+        else {
+            report.malformed_quotes += 1;
+            tracing::warn!(
+                ticker,
+                "skipping a quote whose price is not a positive number"
+            );
+            continue;
+        };
+        let Some(quote_time) = parse_time(&quote.updated_at) else {
+            report.malformed_quotes += 1;
+            tracing::warn!(
+                ticker,
+                updated_at = quote.updated_at,
+                "skipping a quote whose updated_at is not a date and time"
+            );
+            continue;
+        };
+        let age = (now - quote_time).to_std().unwrap_or_default();
+        if age > options.max_age {
+            report.stale_quotes += 1;
+            report.stale_alerts += count;
+            stale_now.insert(ticker);
+            continue;
+        }
+        let observed = Observed {
+            price,
+            previous: previous.get(&ticker).copied(),
+        };
+        work.push(Work {
+            ticker,
+            observed,
+            quote_time: quote.updated_at.clone(),
+        });
+    }
+    log_staleness(options.known_stale, &stale_now, &work);
 
     let evaluated = AtomicU64::new(0);
     let malformed = AtomicU64::new(0);
-    let (sender, receiver) =
-        mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(workers.current_num_threads() * 4);
-    let tasks = tickers.len().clamp(1, workers.current_num_threads() * 4);
+    let threads = workers.current_num_threads();
+    let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(threads * 4);
+    let tasks = work.len().clamp(1, threads * 4);
     let mut first_error: Option<anyhow::Error> = None;
+    let claim_batch = options.evaluator.claim_batch;
 
     workers.in_place_scope(|scope| {
-        for chunk in tickers.chunks(tickers.len().div_ceil(tasks).max(1)) {
+        for chunk in work.chunks(work.len().div_ceil(tasks).max(1)) {
             let sender = sender.clone();
-            let (prices, evaluated, malformed) = (&prices, &evaluated, &malformed);
+            let (evaluated, malformed, warnings) = (&evaluated, &malformed, &warnings);
             scope.spawn(move |_| {
-                let result = read_and_judge(pool, chunk, prices, evaluated, malformed, &sender);
-                if let Err(error) = result {
+                if let Err(error) =
+                    read_and_judge(pool, chunk, now, evaluated, malformed, warnings, &sender)
+                {
                     let _ = sender.send(Err(error));
                 }
             });
         }
         drop(sender);
 
-        let mut batch: Vec<Trigger> = Vec::with_capacity(config.claim_batch);
+        let mut batch: Vec<Trigger> = Vec::with_capacity(claim_batch);
         let mut flush = |batch: &mut Vec<Trigger>,
                          report: &mut TickReport,
                          first_error: &mut Option<anyhow::Error>| {
             if batch.is_empty() {
                 return;
             }
-            let now = Utc::now();
-            match alerts::claim(&mut writer, batch, now, now.timestamp_millis()) {
+            let claimed_at = Utc::now();
+            match alerts::claim(
+                &mut writer,
+                batch,
+                claimed_at,
+                claimed_at.timestamp_millis(),
+            ) {
                 Ok(claimed) => {
                     report.triggered += claimed as u64;
                     report.claim_transactions += 1;
@@ -172,7 +327,7 @@ pub fn tick(
                     report.matched += triggers.len() as u64;
                     for trigger in triggers {
                         batch.push(trigger);
-                        if batch.len() >= config.claim_batch {
+                        if batch.len() >= claim_batch {
                             flush(&mut batch, &mut report, &mut first_error);
                         }
                     }
@@ -186,61 +341,86 @@ pub fn tick(
     });
 
     report.evaluated = evaluated.into_inner();
-    report.malformed_alerts = malformed.into_inner();
+    report.malformed_alerts += malformed.into_inner();
+    let suppressed = warnings.into_inner().saturating_sub(WARNINGS_PER_TICK);
+    if suppressed > 0 {
+        tracing::warn!(
+            suppressed,
+            "more malformed alerts were skipped than were logged"
+        );
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    // Only now that every claim of this tick committed may the evaluated
+    // prices become the "previous" ones: otherwise a crash here could lose a
+    // crossing.
+    let observed: Vec<Observation> = work
+        .into_iter()
+        .map(|work| (work.ticker, work.observed.price, work.quote_time))
+        .collect();
+    alerts::record_observations(&mut writer, &observed, &store::timestamp(now))
+        .context("recording observed prices")?;
     report.duration = started.elapsed();
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(report),
+    Ok(report)
+}
+
+/// Logs a ticker when it goes stale and when it comes back, not every tick.
+fn log_staleness(known: &Mutex<HashSet<String>>, stale_now: &HashSet<String>, fresh: &[Work]) {
+    let mut known = known
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for ticker in stale_now {
+        if known.insert(ticker.clone()) {
+            tracing::warn!(
+                ticker,
+                "stale quote: its alerts are not evaluated until the quote is fresh again"
+            );
+        }
+    }
+    for work in fresh {
+        if known.remove(&work.ticker) {
+            tracing::info!(ticker = work.ticker, "quote fresh again");
+        }
     }
 }
 
-/// The usable price of each ticker; a quote whose price is not a positive,
-/// finite number is reported and its ticker left out.
-fn valid_prices(quotes: Vec<QuoteRow>, report: &mut TickReport) -> HashMap<String, (f64, String)> {
-    let mut prices = HashMap::with_capacity(quotes.len());
-    for quote in quotes {
-        match quote.price {
-            Some(price) if price.is_finite() && price > 0.0 => {
-                prices.insert(quote.ticker, (price, quote.updated_at));
-            }
-            _ => {
-                report.malformed_quotes += 1;
-                tracing::warn!(ticker = %quote.ticker, "skipping a quote whose price is not a positive number");
-            }
-        }
+fn warn_malformed(warnings: &AtomicU64, alert: &AlertRow, reason: &str) {
+    if warnings.fetch_add(1, Ordering::Relaxed) < WARNINGS_PER_TICK {
+        tracing::warn!(alert_id = alert.id, ticker = %alert.ticker, reason, "skipping a malformed alert");
     }
-    prices
 }
 
 /// One reader task: the enabled alerts of some tickers, judged, their triggers
 /// sent to the writer one ticker at a time.
 fn read_and_judge(
     pool: &Pool,
-    tickers: &[&String],
-    prices: &HashMap<String, (f64, String)>,
+    work: &[Work],
+    now: DateTime<Utc>,
     evaluated: &AtomicU64,
     malformed: &AtomicU64,
+    warnings: &AtomicU64,
     sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
 ) -> anyhow::Result<()> {
     let connection = pool.get().context("taking a database connection")?;
-    for ticker in tickers {
-        let (price, quote_time) = &prices[ticker.as_str()];
-        let rows = alerts::enabled_for_ticker(&connection, ticker)
-            .with_context(|| format!("reading the alerts of {ticker}"))?;
+    for item in work {
+        let rows = alerts::enabled_for_ticker(&connection, &item.ticker)
+            .with_context(|| format!("reading the alerts of {}", item.ticker))?;
         evaluated.fetch_add(rows.len() as u64, Ordering::Relaxed);
         let mut triggers = Vec::new();
         for alert in &rows {
-            match judge(alert, *price) {
+            match judge(alert, item.observed, now) {
                 Verdict::Fire => triggers.push(Trigger {
                     alert_id: alert.id,
                     arming: alert.arming,
-                    price: *price,
-                    quote_time: quote_time.clone(),
+                    price: item.observed.price,
+                    quote_time: item.quote_time.clone(),
                 }),
-                Verdict::Hold => {}
+                // Expired rows are disabled by the next tick's `expire_due`.
+                Verdict::Hold | Verdict::Expired => {}
                 Verdict::Malformed(reason) => {
                     malformed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(alert_id = alert.id, ticker = %alert.ticker, %reason, "skipping a malformed alert");
+                    warn_malformed(warnings, alert, &reason);
                 }
             }
         }
@@ -254,6 +434,7 @@ fn read_and_judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn alert(condition: &str, target: Option<f64>, reference: Option<f64>) -> AlertRow {
         AlertRow {
@@ -263,55 +444,217 @@ mod tests {
             condition: condition.into(),
             target_price: target,
             reference_price: reference,
+            expires_at: None,
         }
     }
 
-    fn check(condition: &str, target: f64, reference: Option<f64>, price: f64, expected: Verdict) {
+    fn now() -> DateTime<Utc> {
+        parse_time("2026-03-02T14:30:00Z").unwrap()
+    }
+
+    fn at(price: f64, previous: Option<f64>) -> Observed {
+        Observed { price, previous }
+    }
+
+    fn check(
+        condition: &str,
+        target: f64,
+        reference: Option<f64>,
+        observed: Observed,
+        expected: Verdict,
+    ) {
         assert_eq!(
-            judge(&alert(condition, Some(target), reference), price),
+            judge(&alert(condition, Some(target), reference), observed, now()),
             expected,
-            "{condition} {target} {reference:?} at {price}"
+            "{condition} {target} {reference:?} at {observed:?}"
         );
     }
 
     #[test]
     fn above_and_below_include_the_target() {
-        check("above", 200.0, None, 200.0, Verdict::Fire);
-        check("above", 200.0, None, 199.99, Verdict::Hold);
-        check("below", 200.0, None, 200.0, Verdict::Fire);
-        check("below", 200.0, None, 200.01, Verdict::Hold);
+        check("above", 200.0, None, at(200.0, None), Verdict::Fire);
+        check("above", 200.0, None, at(199.99, None), Verdict::Hold);
+        check("below", 200.0, None, at(200.0, None), Verdict::Fire);
+        check("below", 200.0, None, at(200.01, None), Verdict::Hold);
+    }
+
+    #[test]
+    fn crossings_need_a_previous_price_on_the_other_side() {
+        check(
+            "crossing_up",
+            100.0,
+            None,
+            at(101.0, Some(99.0)),
+            Verdict::Fire,
+        );
+        check(
+            "crossing_up",
+            100.0,
+            None,
+            at(100.0, Some(99.0)),
+            Verdict::Fire,
+        );
+        check(
+            "crossing_up",
+            100.0,
+            None,
+            at(101.0, Some(100.0)),
+            Verdict::Hold,
+        );
+        check(
+            "crossing_up",
+            100.0,
+            None,
+            at(101.0, Some(102.0)),
+            Verdict::Hold,
+        );
+        check("crossing_up", 100.0, None, at(101.0, None), Verdict::Hold);
+        check(
+            "crossing_down",
+            100.0,
+            None,
+            at(99.0, Some(101.0)),
+            Verdict::Fire,
+        );
+        check(
+            "crossing_down",
+            100.0,
+            None,
+            at(100.0, Some(101.0)),
+            Verdict::Fire,
+        );
+        check(
+            "crossing_down",
+            100.0,
+            None,
+            at(99.0, Some(100.0)),
+            Verdict::Hold,
+        );
+        check("crossing_down", 100.0, None, at(99.0, None), Verdict::Hold);
     }
 
     #[test]
     fn moving_percent_is_measured_from_the_reference() {
-        check("moving_up_pct", 5.0, Some(100.0), 105.0, Verdict::Fire);
-        check("moving_up_pct", 5.0, Some(100.0), 104.9, Verdict::Hold);
-        check("moving_down_pct", 5.0, Some(100.0), 95.0, Verdict::Fire);
-        check("moving_down_pct", 5.0, Some(100.0), 95.1, Verdict::Hold);
-        check("moving_down_pct", 5.0, Some(100.0), 110.0, Verdict::Hold);
+        check(
+            "moving_up_pct",
+            5.0,
+            Some(100.0),
+            at(105.0, None),
+            Verdict::Fire,
+        );
+        check(
+            "moving_up_pct",
+            5.0,
+            Some(100.0),
+            at(104.9, None),
+            Verdict::Hold,
+        );
+        check(
+            "moving_down_pct",
+            5.0,
+            Some(100.0),
+            at(95.0, None),
+            Verdict::Fire,
+        );
+        check(
+            "moving_down_pct",
+            5.0,
+            Some(100.0),
+            at(95.1, None),
+            Verdict::Hold,
+        );
+        check(
+            "moving_down_pct",
+            5.0,
+            Some(100.0),
+            at(110.0, None),
+            Verdict::Hold,
+        );
     }
 
     #[test]
     fn rows_that_cannot_be_evaluated_are_malformed() {
-        assert!(matches!(
-            judge(&alert("sideways", Some(1.0), None), 1.0),
-            Verdict::Malformed(_)
-        ));
-        assert!(matches!(
-            judge(&alert("above", None, None), 1.0),
-            Verdict::Malformed(_)
-        ));
-        assert!(matches!(
-            judge(&alert("above", Some(f64::INFINITY), None), 1.0),
-            Verdict::Malformed(_)
-        ));
-        assert!(matches!(
-            judge(&alert("moving_up_pct", Some(5.0), None), 1.0),
-            Verdict::Malformed(_)
-        ));
-        assert!(matches!(
-            judge(&alert("moving_up_pct", Some(5.0), Some(0.0)), 1.0),
-            Verdict::Malformed(_)
-        ));
+        let malformed = |alert: AlertRow| {
+            matches!(
+                judge(&alert, at(1.0, Some(0.5)), now()),
+                Verdict::Malformed(_)
+            )
+        };
+        assert!(malformed(alert("sideways", Some(1.0), None)));
+        assert!(malformed(alert("above", None, None)));
+        assert!(malformed(alert("above", Some(f64::INFINITY), None)));
+        assert!(malformed(alert("above", Some(f64::NAN), None)));
+        assert!(malformed(alert("moving_up_pct", Some(5.0), None)));
+        assert!(malformed(alert("moving_up_pct", Some(5.0), Some(0.0))));
+        assert!(malformed(AlertRow {
+            expires_at: Some("next tuesday".into()),
+            ..alert("above", Some(1.0), None)
+        }));
+    }
+
+    #[test]
+    fn an_expired_alert_never_fires() {
+        let expiring = |expires_at: &str| AlertRow {
+            expires_at: Some(expires_at.into()),
+            ..alert("above", Some(1.0), None)
+        };
+        assert_eq!(
+            judge(&expiring("2026-03-02T14:29:59Z"), at(5.0, None), now()),
+            Verdict::Expired
+        );
+        assert_eq!(
+            judge(&expiring("2026-03-02 14:30:00"), at(5.0, None), now()),
+            Verdict::Expired
+        );
+        assert_eq!(
+            judge(&expiring("2026-03-02T15:30:00+02:00"), at(5.0, None), now()),
+            Verdict::Expired
+        );
+        assert_eq!(
+            judge(&expiring("2026-03-02T14:30:01Z"), at(5.0, None), now()),
+            Verdict::Fire
+        );
+    }
+
+    fn price() -> impl Strategy<Value = f64> {
+        0.01f64..1_000_000.0
+    }
+
+    proptest! {
+        #[test]
+        fn above_fires_exactly_at_or_over_the_target(target in price(), price in price()) {
+            prop_assert_eq!(judge(&alert("above", Some(target), None), at(price, None), now()) == Verdict::Fire, price >= target);
+            prop_assert_eq!(judge(&alert("below", Some(target), None), at(price, None), now()) == Verdict::Fire, price <= target);
+        }
+
+        #[test]
+        fn a_crossing_fires_only_when_the_target_lies_between_the_two_prices(target in price(), previous in price(), price in price()) {
+            let up = judge(&alert("crossing_up", Some(target), None), at(price, Some(previous)), now()) == Verdict::Fire;
+            let down = judge(&alert("crossing_down", Some(target), None), at(price, Some(previous)), now()) == Verdict::Fire;
+            prop_assert!(!(up && down), "both directions fired");
+            if up { prop_assert!(previous < target && target <= price); }
+            if down { prop_assert!(previous > target && target >= price); }
+            // Without a previous observation nothing crosses.
+            prop_assert_ne!(judge(&alert("crossing_up", Some(target), None), at(price, None), now()), Verdict::Fire);
+            prop_assert_ne!(judge(&alert("crossing_down", Some(target), None), at(price, None), now()), Verdict::Fire);
+            // A crossing is an above/below that was not so before.
+            if up { prop_assert_eq!(judge(&alert("above", Some(target), None), at(price, None), now()), Verdict::Fire); }
+        }
+
+        #[test]
+        fn moves_up_and_down_never_both_fire(percent in 0.001f64..500.0, reference in price(), price in price()) {
+            let up = judge(&alert("moving_up_pct", Some(percent), Some(reference)), at(price, None), now()) == Verdict::Fire;
+            let down = judge(&alert("moving_down_pct", Some(percent), Some(reference)), at(price, None), now()) == Verdict::Fire;
+            prop_assert!(!(up && down));
+            if up { prop_assert!(price > reference); }
+            if down { prop_assert!(price < reference); }
+        }
+
+        #[test]
+        fn a_higher_price_keeps_an_above_alert_firing(target in price(), price in price(), rise in 0.0f64..1000.0) {
+            if judge(&alert("above", Some(target), None), at(price, None), now()) == Verdict::Fire {
+                prop_assert_eq!(judge(&alert("above", Some(target), None), at(price + rise, None), now()), Verdict::Fire);
+            }
+        }
     }
 }

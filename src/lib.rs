@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod evaluate;
 pub mod event;
+pub mod quotes;
 pub mod schedule;
 pub mod signals;
 pub mod store;

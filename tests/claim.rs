@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Barrier};
 
 use common::{Db, Receiver, deliver_pending, lib_config as config, tick};
-use price_alertd::config::Config;
+use price_alertd::config::{Config, Scope};
 use price_alertd::evaluate;
 
 #[test]
@@ -87,9 +87,7 @@ fn evaluate_concurrently(db: &Db, config: &Config, evaluators: usize) -> Vec<u64
             std::thread::spawn(move || {
                 let workers = evaluate::thread_pool(config.evaluator.threads).unwrap();
                 barrier.wait();
-                evaluate::tick(&workers, &pool, &config.evaluator)
-                    .unwrap()
-                    .triggered
+                common::tick_on(&pool, &workers, &config, &Scope::all()).triggered
             })
         })
         .collect();

@@ -17,6 +17,8 @@ pub struct AlertRow {
     pub condition: String,
     pub target_price: Option<f64>,
     pub reference_price: Option<f64>,
+    /// As the application wrote it; `evaluate` parses it.
+    pub expires_at: Option<String>,
 }
 
 /// A quote as stored; a price that is not a number comes back as `None`.
@@ -74,7 +76,7 @@ pub fn enabled_for_ticker(
     ticker: &str,
 ) -> rusqlite::Result<Vec<AlertRow>> {
     let mut statement = connection.prepare_cached(
-        "SELECT id, arming, ticker, condition, target_price, reference_price
+        "SELECT id, arming, ticker, condition, target_price, reference_price, expires_at
          FROM price_alerts WHERE ticker = ?1 AND enabled = 1",
     )?;
     let rows = statement.query_map([ticker], |row| {
@@ -85,19 +87,96 @@ pub fn enabled_for_ticker(
             condition: text(row.get(3)?),
             target_price: number(row.get(4)?),
             reference_price: number(row.get(5)?),
+            expires_at: row.get::<_, Option<Value>>(6)?.map(text),
         })
     })?;
     rows.collect()
 }
 
-/// How many enabled alerts name a ticker that has no quote.
-pub fn count_enabled_without_quote(connection: &Connection) -> rusqlite::Result<u64> {
-    let count: i64 = connection.query_row(
-        "SELECT count(*) FROM price_alerts WHERE enabled = 1 AND ticker NOT IN (SELECT ticker FROM quotes)",
-        [],
-        |row| row.get(0),
+/// Every ticker that has enabled alerts, with how many; one pass over
+/// `idx_price_alerts_enabled`.
+pub fn enabled_tickers(connection: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT ticker, count(*) FROM price_alerts WHERE enabled = 1 GROUP BY ticker",
     )?;
-    Ok(count as u64)
+    let rows = statement.query_map([], |row| {
+        Ok((text(row.get(0)?), row.get::<_, i64>(1)? as u64))
+    })?;
+    rows.collect()
+}
+
+/// Disables, without an event, every enabled alert whose `expires_at` is at
+/// or before `now`, stamping `expired_at`. Returns how many.
+pub fn expire_due(connection: &Connection, now: &str) -> rusqlite::Result<usize> {
+    connection.execute(
+        "UPDATE price_alerts SET enabled = 0, expired_at = ?1
+         WHERE enabled = 1 AND expires_at IS NOT NULL AND julianday(expires_at) <= julianday(?1)",
+        [now],
+    )
+}
+
+/// The last price the daemon observed for each ticker.
+pub fn observations(
+    connection: &Connection,
+) -> rusqlite::Result<std::collections::HashMap<String, f64>> {
+    let mut statement = connection.prepare_cached("SELECT ticker, price FROM observations")?;
+    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}
+
+/// A quote the daemon evaluated: `(ticker, price, quote_time)`.
+pub type Observation = (String, f64, String);
+
+/// Records evaluated quotes as the tickers' previous prices, unless a newer
+/// quote was recorded meanwhile (by another daemon). One transaction.
+pub fn record_observations(
+    connection: &mut Connection,
+    observed: &[Observation],
+    now: &str,
+) -> rusqlite::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut upsert = transaction.prepare_cached(
+            "INSERT INTO observations (ticker, price, quote_time, observed_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, quote_time = excluded.quote_time,
+                 observed_at = excluded.observed_at
+             WHERE julianday(excluded.quote_time) > julianday(observations.quote_time)",
+        )?;
+        for (ticker, price, quote_time) in observed {
+            upsert.execute(params![ticker, price, quote_time, now])?;
+        }
+    }
+    transaction.commit()
+}
+
+/// Stores fetched quotes with the source's own times. One transaction.
+pub fn upsert_quotes(
+    connection: &mut Connection,
+    quotes: &[(String, f64, String)],
+) -> rusqlite::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut upsert = transaction.prepare_cached(
+            "INSERT INTO quotes (ticker, price, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+        )?;
+        for (ticker, price, time) in quotes {
+            upsert.execute(params![ticker, price, time])?;
+        }
+    }
+    transaction.commit()
+}
+
+/// Re-arms a disabled alert: enabled again, its trigger and expiry stamps
+/// cleared; the schema's trigger gives it a new arming (a new event id).
+/// Returns false if there is no such alert or it is already armed.
+pub fn rearm(connection: &Connection, id: i64) -> rusqlite::Result<bool> {
+    let changed = connection.execute(
+        "UPDATE price_alerts SET enabled = 1, triggered_at = NULL, triggered_price = NULL, expired_at = NULL
+         WHERE id = ?1 AND enabled = 0",
+        [id],
+    )?;
+    Ok(changed > 0)
 }
 
 /// Claims `triggers` in one IMMEDIATE transaction: each alert is disabled only

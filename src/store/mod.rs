@@ -18,7 +18,7 @@ pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Opens (creating if missing) and migrates the database, then builds a pool
 /// of `size` connections. WAL mode and migrations run on one connection before
@@ -76,6 +76,18 @@ pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version < 1 {
         transaction.execute_batch(MIGRATION_1)?;
+    }
+    if version < 2 {
+        // `expires_at` is the application's to write; it may have added it.
+        let has_expiry: bool = transaction.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('price_alerts') WHERE name = 'expires_at'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_expiry {
+            transaction.execute_batch("ALTER TABLE price_alerts ADD COLUMN expires_at TEXT;")?;
+        }
+        transaction.execute_batch(MIGRATION_2)?;
     }
     if version < SCHEMA_VERSION {
         transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -150,6 +162,23 @@ CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead';
 CREATE INDEX outbox_due ON outbox (state, next_attempt_at) WHERE state = 'pending';
 "#;
 
+/// Expiry, and the prices the daemon observed (for crossings).
+const MIGRATION_2: &str = r#"
+-- Set by the daemon when it disables an alert whose expires_at has passed.
+ALTER TABLE price_alerts ADD COLUMN expired_at TEXT;
+CREATE INDEX idx_price_alerts_expiry ON price_alerts (expires_at) WHERE enabled = 1 AND expires_at IS NOT NULL;
+
+-- The last quote the daemon evaluated for each ticker: the "previous price"
+-- of crossing_up and crossing_down. It advances only after the claims of the
+-- tick that evaluated it committed, so a crash never skips a crossing.
+CREATE TABLE observations (
+    ticker TEXT PRIMARY KEY,
+    price REAL NOT NULL,
+    quote_time TEXT NOT NULL,
+    observed_at TEXT NOT NULL
+);
+"#;
+
 /// Now, as stored in the database: RFC 3339, UTC, milliseconds.
 pub fn timestamp(instant: chrono::DateTime<chrono::Utc>) -> String {
     instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -183,6 +212,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!((mode.as_str(), version), ("wal", SCHEMA_VERSION));
+        assert_eq!(SCHEMA_VERSION, 2);
         drop(connection);
         // Opening again is a no-op migration.
         open(&config(dir.path()), 2).unwrap();

@@ -3,7 +3,7 @@
 //! daemon binary as a child process.
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,9 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use price_alertd::config::{self, Config, DatabaseConfig};
+use price_alertd::config::{self, Config, DatabaseConfig, Scope};
 use price_alertd::deliver::{self, Totals, Webhook};
-use price_alertd::evaluate::{self, TickReport};
+use price_alertd::evaluate::{self, TickOptions, TickReport};
 use price_alertd::store::{self, Pool};
 use rusqlite::{Connection, params};
 use tokio::sync::{Notify, watch};
@@ -137,13 +137,36 @@ pub fn lib_config(db: &Db, url: &str) -> Config {
 
 /// One evaluation tick, as a job run does it.
 pub fn tick(db: &Db, config: &Config) -> TickReport {
+    tick_scoped(db, config, &Scope::all())
+}
+
+/// One evaluation tick over the tickers of `scope`.
+pub fn tick_scoped(db: &Db, config: &Config, scope: &Scope) -> TickReport {
     let workers = evaluate::thread_pool(config.evaluator.threads).unwrap();
-    evaluate::tick(
-        &workers,
+    tick_on(
         &db.pool(config.evaluator.threads as u32 + 2),
-        &config.evaluator,
+        &workers,
+        config,
+        scope,
     )
-    .unwrap()
+}
+
+/// One evaluation tick with a given pool and threads, as one daemon runs it.
+pub fn tick_on(
+    pool: &Pool,
+    workers: &rayon::ThreadPool,
+    config: &Config,
+    scope: &Scope,
+) -> TickReport {
+    let known_stale = Mutex::default();
+    let options = TickOptions {
+        evaluator: &config.evaluator,
+        max_age: config.prices.max_age,
+        scope,
+        unavailable: &HashSet::new(),
+        known_stale: &known_stale,
+    };
+    evaluate::tick(workers, pool, &options).unwrap()
 }
 
 /// Delivers what is pending for up to the drain time, as `run-job` does after
