@@ -1,4 +1,5 @@
-//! Operators' commands on the database: listing and replaying outbox events.
+//! Operators' commands on the database: listing and replaying outbox events,
+//! re-arming alerts.
 //! They open the store like the daemon does and print for a terminal or, with
 //! `--json`, for scripts.
 
@@ -97,5 +98,18 @@ pub fn outbox_replay(config: &Config, what: Replay, out: &mut impl Write) -> any
             );
         }
     }
+    Ok(())
+}
+
+/// Re-arms a triggered, expired or disabled alert: its next trigger carries a
+/// new event id. Fails if there is no such alert or it is already armed.
+pub fn alerts_rearm(config: &Config, id: i64, out: &mut impl Write) -> anyhow::Result<()> {
+    let pool = store::open(&config.database, 1)?;
+    let connection = pool.get().context("taking a database connection")?;
+    anyhow::ensure!(
+        store::alerts::rearm(&connection, id).context("re-arming the alert")?,
+        "alert {id} does not exist or is already armed"
+    );
+    writeln!(out, "re-armed alert {id}")?;
     Ok(())
 }

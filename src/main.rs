@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use clap::{Parser, Subcommand};
-use price_alertd::config::{Config, Source};
+use price_alertd::config::{Config, JobKind, PriceSource, Source};
 use price_alertd::store::outbox;
 use price_alertd::{admin, daemon};
 
@@ -50,6 +50,21 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
+    },
+    /// Manage alerts.
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertsCommand {
+    /// Arm a triggered, expired or disabled alert again; its next trigger
+    /// carries a new event id.
+    Rearm {
+        /// The alert's id.
+        id: i64,
     },
 }
 
@@ -133,6 +148,13 @@ fn main() -> ExitCode {
             };
             report(result)
         }
+        Command::Alerts { command } => {
+            let mut out = std::io::stdout().lock();
+            let result = match command {
+                AlertsCommand::Rearm { id } => admin::alerts_rearm(&config, id, &mut out),
+            };
+            report(result)
+        }
     }
 }
 
@@ -180,11 +202,29 @@ fn check_config(source: &Source, config: &Config) {
     };
     println!("webhook   {} ({signing})", config.webhook.url_for_display());
     println!("threads   {}", config.evaluator.threads);
+    match &config.prices.source {
+        PriceSource::Sqlite => println!(
+            "prices    the quotes table (max age {})",
+            humantime::format_duration(config.prices.max_age)
+        ),
+        PriceSource::Http(http) => println!(
+            "prices    GET {} in batches of {} (max age {})",
+            http.url,
+            http.batch_size,
+            humantime::format_duration(config.prices.max_age)
+        ),
+    }
     for job in &config.jobs {
+        let kind = match &job.kind {
+            JobKind::Evaluate { scope } => format!("evaluate {}", scope.describe()),
+            JobKind::Purge { keep } => format!(
+                "purge delivered events older than {}",
+                humantime::format_duration(*keep)
+            ),
+        };
         println!(
-            "job {:?}: kind={:?} schedule={:?} timezone={}",
+            "job {:?}: {kind}; schedule {:?} in {}",
             job.name,
-            job.kind,
             job.schedule.expression(),
             job.schedule.zone()
         );

@@ -3,7 +3,7 @@
 //! daemon binary as a child process.
 #![allow(dead_code)]
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -264,7 +264,7 @@ struct ReceiverState {
 pub struct Receiver {
     pub url: String,
     state: Arc<Mutex<ReceiverState>>,
-    runtime: Option<tokio::runtime::Runtime>,
+    _server: HttpServer,
 }
 
 impl Receiver {
@@ -281,36 +281,19 @@ impl Receiver {
 
     /// Starts on a given loopback port (0: any free one).
     pub fn start_on(port: u16) -> Receiver {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
         let state = Arc::new(Mutex::new(ReceiverState::default()));
         let shared = state.clone();
-        runtime.spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+        let server = HttpServer::start(
+            port,
+            Arc::new(move |request| {
                 let state = shared.clone();
-                let service = hyper::service::service_fn(
-                    move |request: hyper::Request<hyper::body::Incoming>| {
-                        let state = state.clone();
-                        async move { answer(request, &state).await }
-                    },
-                );
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-                );
-            }
-        });
+                Box::pin(async move { answer(request, &state).await })
+            }),
+        );
         Receiver {
-            url: format!("http://127.0.0.1:{port}/events"),
+            url: format!("http://127.0.0.1:{}/events", server.port),
             state,
-            runtime: Some(runtime),
+            _server: server,
         }
     }
 
@@ -351,22 +334,7 @@ impl Receiver {
     }
 }
 
-async fn answer(
-    request: hyper::Request<hyper::body::Incoming>,
-    state: &Mutex<ReceiverState>,
-) -> Result<hyper::Response<http_body_util::Empty<hyper::body::Bytes>>, hyper::Error> {
-    use http_body_util::BodyExt as _;
-    let headers: Vec<(String, String)> = request
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.to_string(),
-                value.to_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    let body = request.into_body().collect().await?.to_bytes();
+async fn answer(request: Incoming, state: &Mutex<ReceiverState>) -> Answer {
     let reply = {
         let mut state = state.lock().unwrap();
         let reply = state
@@ -374,15 +342,11 @@ async fn answer(
             .pop_front()
             .or(state.default)
             .unwrap_or(Reply::status(200));
-        let webhook_id = headers
-            .iter()
-            .find(|(name, _)| name == "webhook-id")
-            .map(|(_, value)| value.clone())
-            .unwrap_or_default();
+        let webhook_id = request.header("webhook-id").unwrap_or_default().to_owned();
         let body = if state.lean {
             String::new()
         } else {
-            String::from_utf8_lossy(&body).into_owned()
+            request.body.clone()
         };
         state.arrivals.push(Arrival {
             at: Instant::now(),
@@ -398,24 +362,223 @@ async fn answer(
     let mut state = state.lock().unwrap();
     if (200..300).contains(&reply.status) && !state.lean {
         state.received.push(Received {
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
+            headers: request.headers,
+            body: request.body,
         });
     }
-    drop(state);
-    let mut response = hyper::Response::new(http_body_util::Empty::new());
-    *response.status_mut() = hyper::StatusCode::from_u16(reply.status).unwrap();
-    if let Some(seconds) = reply.retry_after {
-        response.headers_mut().insert("retry-after", seconds.into());
+    let headers = reply
+        .retry_after
+        .map(|seconds| ("retry-after", seconds.to_string()))
+        .into_iter()
+        .collect();
+    Answer {
+        status: reply.status,
+        headers,
+        body: String::new(),
     }
-    Ok(response)
 }
 
-impl Drop for Receiver {
+/// A request as a test server's handler sees it.
+pub struct Incoming {
+    /// Path and query.
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Incoming {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// What a test server's handler answers.
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+pub type Handler = Arc<
+    dyn Fn(Incoming) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A real HTTP/1.1 server (hyper) on loopback, on its own runtime, calling
+/// `handler` for every request. Stops when dropped.
+pub struct HttpServer {
+    pub port: u16,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl HttpServer {
+    pub fn start(port: u16, handler: Handler) -> HttpServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        runtime.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let handler = handler.clone();
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let handler = handler.clone();
+                        async move {
+                            use http_body_util::BodyExt as _;
+                            let uri = request.uri().to_string();
+                            let headers = request
+                                .headers()
+                                .iter()
+                                .map(|(name, value)| {
+                                    (
+                                        name.to_string(),
+                                        value.to_str().unwrap_or_default().to_owned(),
+                                    )
+                                })
+                                .collect();
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let answer = handler(Incoming {
+                                uri,
+                                headers,
+                                body: String::from_utf8_lossy(&body).into_owned(),
+                            })
+                            .await;
+                            let mut response = hyper::Response::new(http_body_util::Full::new(
+                                hyper::body::Bytes::from(answer.body),
+                            ));
+                            *response.status_mut() =
+                                hyper::StatusCode::from_u16(answer.status).unwrap();
+                            for (name, value) in answer.headers {
+                                response.headers_mut().insert(name, value.parse().unwrap());
+                            }
+                            Ok::<_, hyper::Error>(response)
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        HttpServer {
+            port,
+            runtime: Some(runtime),
+        }
+    }
+}
+
+impl Drop for HttpServer {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+#[derive(Default)]
+struct QuoteState {
+    /// ticker → (price, time) as JSON values, so tests can serve bad ones.
+    quotes: HashMap<String, (serde_json::Value, serde_json::Value)>,
+    /// Statuses (with a Retry-After) for the next requests; 200 with quotes after.
+    failures: VecDeque<(u16, Option<u64>)>,
+    /// The `tickers` parameter of every request.
+    requests: Vec<String>,
+}
+
+/// A real HTTP quote source on loopback, answering `GET /quotes?tickers=A,B`
+/// with `{"quotes": [...]}` for the tickers it knows.
+pub struct QuoteServer {
+    pub url: String,
+    state: Arc<Mutex<QuoteState>>,
+    _server: HttpServer,
+}
+
+impl QuoteServer {
+    pub fn start() -> QuoteServer {
+        let state = Arc::new(Mutex::new(QuoteState::default()));
+        let shared = state.clone();
+        let server = HttpServer::start(
+            0,
+            Arc::new(move |request: Incoming| {
+                let state = shared.clone();
+                Box::pin(async move {
+                    let mut state = state.lock().unwrap();
+                    let tickers = request
+                        .uri
+                        .split_once("tickers=")
+                        .map(|(_, list)| list.replace("%2C", ","))
+                        .unwrap_or_default();
+                    state.requests.push(tickers.clone());
+                    if let Some((status, retry_after)) = state.failures.pop_front() {
+                        let headers = retry_after
+                            .map(|seconds| ("retry-after", seconds.to_string()))
+                            .into_iter()
+                            .collect();
+                        return Answer {
+                            status,
+                            headers,
+                            body: "{}".into(),
+                        };
+                    }
+                    let quotes: Vec<serde_json::Value> = tickers
+                        .split(',')
+                        .filter_map(|ticker| {
+                            let (price, time) = state.quotes.get(ticker)?;
+                            Some(
+                                serde_json::json!({"ticker": ticker, "price": price, "time": time}),
+                            )
+                        })
+                        .collect();
+                    Answer {
+                        status: 200,
+                        headers: vec![("content-type", "application/json".into())],
+                        body: serde_json::json!({"quotes": quotes}).to_string(),
+                    }
+                })
+            }),
+        );
+        QuoteServer {
+            url: format!("http://127.0.0.1:{}/quotes", server.port),
+            state,
+            _server: server,
+        }
+    }
+
+    /// Serves `ticker` at `price`, timed `age` ago.
+    pub fn set(&self, ticker: &str, price: f64, age: Duration) {
+        let time = (chrono::Utc::now() - chrono::Duration::from_std(age).unwrap()).to_rfc3339();
+        self.set_raw(ticker, serde_json::json!(price), serde_json::json!(time));
+    }
+
+    pub fn set_raw(&self, ticker: &str, price: serde_json::Value, time: serde_json::Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .quotes
+            .insert(ticker.to_owned(), (price, time));
+    }
+
+    pub fn fail_next(&self, status: u16, retry_after: Option<u64>) {
+        self.state
+            .lock()
+            .unwrap()
+            .failures
+            .push_back((status, retry_after));
+    }
+
+    /// The `tickers` parameter of every request so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
     }
 }
 
