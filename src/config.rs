@@ -33,6 +33,13 @@ pub struct Config {
     pub webhook: WebhookConfig,
     pub jobs: Vec<JobConfig>,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Where to serve `/metrics` and `/healthz`; off if unset.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +176,15 @@ impl Scope {
 pub struct LogConfig {
     /// A `tracing` filter such as `info` or `price_alertd=debug`; `RUST_LOG` wins.
     pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (without timestamps under systemd, which adds its own).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// A webhook signing key. Its bytes never reach a log line or `Debug` output.
@@ -377,6 +393,14 @@ mod raw {
         pub jobs: Vec<Spanned<Job>>,
         #[serde(default)]
         pub log: Log,
+        #[serde(default)]
+        pub metrics: Metrics,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Metrics {
+        pub listen: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -439,6 +463,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Log {
         pub level: Option<Spanned<String>>,
+        pub format: Option<Spanned<String>>,
     }
 }
 
@@ -848,6 +873,41 @@ fn validate(
     }
 
     let prices = prices(&raw.prices, &mut report);
+    let format = match raw
+        .log
+        .format
+        .as_ref()
+        .map(|format| (format.get_ref().as_str(), format.span()))
+    {
+        None | Some(("text", _)) => LogFormat::Text,
+        Some(("json", _)) => LogFormat::Json,
+        Some((other, span)) => {
+            report(
+                "log.format",
+                span,
+                format!("unknown format {other:?}; expected \"text\" or \"json\""),
+            );
+            LogFormat::Text
+        }
+    };
+    let listen = raw
+        .metrics
+        .listen
+        .as_ref()
+        .and_then(|listen| match listen.get_ref().parse() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                report(
+                    "metrics.listen",
+                    listen.span(),
+                    format!(
+                        "{:?} is not an address such as \"127.0.0.1:9187\"",
+                        listen.get_ref()
+                    ),
+                );
+                None
+            }
+        });
 
     let level = raw
         .log
@@ -885,7 +945,8 @@ fn validate(
             drain_timeout,
         },
         jobs,
-        log: LogConfig { level },
+        log: LogConfig { level, format },
+        metrics: MetricsConfig { listen },
     })
 }
 

@@ -13,10 +13,12 @@ use uuid::Uuid;
 use crate::config::{Config, EvaluatorConfig, JobConfig, JobKind, PriceSource, Source};
 use crate::deliver::{self, Totals, Webhook};
 use crate::evaluate::{self, TickOptions, TickReport};
+use crate::metrics::{self, Metrics};
 use crate::quotes;
 use crate::schedule::Scheduler;
 use crate::signals::{self, Signal};
 use crate::store::{self, Pool};
+use crate::systemd;
 
 /// Everything that can happen to a running daemon.
 #[derive(Debug)]
@@ -33,6 +35,8 @@ enum Event {
         result: anyhow::Result<JobReport>,
     },
     Signal(Signal),
+    /// Time to tell systemd's watchdog that the loop and the scheduler are alive.
+    Heartbeat,
 }
 
 /// What one run of a job did.
@@ -45,6 +49,27 @@ pub enum JobReport {
     },
 }
 
+impl JobReport {
+    /// A short `key=value` account, as `status` shows it.
+    pub fn summary(&self) -> String {
+        match self {
+            JobReport::Evaluated(tick) => format!(
+                "evaluated={} triggered={} expired={} stale_alerts={} no_quote={} unavailable={} malformed_alerts={} malformed_quotes={} quote_errors={}",
+                tick.evaluated,
+                tick.triggered,
+                tick.expired,
+                tick.stale_alerts,
+                tick.no_quote,
+                tick.unavailable,
+                tick.malformed_alerts,
+                tick.malformed_quotes,
+                tick.quote_errors
+            ),
+            JobReport::Purged { deleted, .. } => format!("purged={deleted}"),
+        }
+    }
+}
+
 /// What the jobs need, shared by every run of a process.
 #[derive(Clone)]
 struct Engine {
@@ -55,6 +80,7 @@ struct Engine {
     /// The HTTP quote source, if `prices.source = "http"`.
     source: Option<Arc<quotes::Source>>,
     known_stale: Arc<Mutex<HashSet<String>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Engine {
@@ -77,7 +103,56 @@ impl Engine {
             max_age: config.prices.max_age,
             source,
             known_stale: Arc::default(),
+            metrics: Arc::default(),
         })
+    }
+
+    /// Runs one job and records the run: in `job_runs` (for `status`) and in
+    /// the metrics.
+    async fn run_recorded(&self, job: &str, kind: JobKind) -> anyhow::Result<JobReport> {
+        let started_at = store::timestamp(Utc::now());
+        let started = std::time::Instant::now();
+        let result = self.run(kind).await;
+        let duration = started.elapsed();
+        let (outcome, detail) = match &result {
+            Ok(report) => {
+                let tick = match report {
+                    JobReport::Evaluated(tick) => Some(tick),
+                    JobReport::Purged { .. } => None,
+                };
+                self.metrics.tick_succeeded(job, duration, tick);
+                ("ok", report.summary())
+            }
+            Err(error) => {
+                self.metrics.tick_failed(job, duration);
+                ("failed", format!("{error:#}"))
+            }
+        };
+        let run = store::runs::Run {
+            job: job.to_owned(),
+            started_at,
+            duration_ms: duration.as_millis() as i64,
+            result: outcome.to_owned(),
+            detail,
+            last_success_at: None,
+        };
+        let pool = self.pool.clone();
+        let recorded = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let connection = pool.get().context("taking a database connection")?;
+            store::runs::record(&connection, &run).context("recording the run")
+        })
+        .await;
+        if let Err(error) = recorded
+            .map_err(anyhow::Error::new)
+            .and_then(|recorded| recorded)
+        {
+            tracing::warn!(
+                job,
+                error = format!("{error:#}"),
+                "recording the run failed"
+            );
+        }
+        result
     }
 
     /// Runs one job to its end. Blocking work goes to `spawn_blocking`.
@@ -220,6 +295,9 @@ impl Jobs {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
     let engine = Engine::open(&config).await?;
+    if let Some(listen) = config.metrics.listen {
+        metrics::serve(listen, engine.metrics.clone(), engine.pool.clone()).await?;
+    }
     let (signal_sender, mut signal_inbox) = mpsc::unbounded_channel();
     let signal_handle = signals::forward(signal_sender)?;
     let (events, mut inbox) = mpsc::unbounded_channel::<Event>();
@@ -233,12 +311,17 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
         lease_owner(),
         wake.clone(),
         stop,
+        engine.metrics.clone(),
     ));
     // Events queued before this start (a crash, a dead webhook) go out now.
     wake.notify_one();
 
     let scheduler = Scheduler::start().await?;
     let mut jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await;
+    let watchdog = systemd::watchdog_interval();
+    if let Some(interval) = watchdog {
+        book_heartbeat(&scheduler, interval, &events).await;
+    }
     let mut running: HashSet<String> = HashSet::new();
     let mut drain_timeout = config.webhook.drain_timeout;
     tracing::info!(
@@ -251,6 +334,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
     if config.jobs.is_empty() {
         tracing::warn!("no [[jobs]] are configured: nothing will be evaluated");
     }
+    systemd::ready();
 
     loop {
         let event = tokio::select! {
@@ -276,12 +360,13 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
                     );
                 }
                 if !running.insert(job.clone()) {
+                    engine.metrics.tick_skipped(&job);
                     tracing::warn!(job, due = %at, "tick skipped: the previous run of this job is still going");
                     continue;
                 }
                 let (engine, events) = (engine.clone(), events.clone());
                 tokio::spawn(async move {
-                    let result = engine.run(kind).await;
+                    let result = engine.run_recorded(&job, kind).await;
                     let _ = events.send(Event::Finished { job, result });
                 });
             }
@@ -292,28 +377,38 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
                     wake.notify_one();
                 }
             }
-            Event::Signal(Signal::Reload) => {
-                let Some(new) = reload(&source, &config).await else {
-                    continue;
-                };
-                match Webhook::new(&new.webhook) {
-                    Ok(webhook) => {
-                        let _ = webhook_sender.send(webhook);
-                    }
-                    Err(error) => tracing::error!(
-                        error = format!("{error:#}"),
-                        "keeping the old webhook settings"
-                    ),
+            Event::Heartbeat => {
+                // Pinged from the loop, booked through the scheduler: a stuck
+                // loop or a dead scheduler stops the pings.
+                systemd::watchdog();
+                if let Some(interval) = watchdog {
+                    book_heartbeat(&scheduler, interval, &events).await;
                 }
-                drain_timeout = new.webhook.drain_timeout;
-                jobs.cancel(&scheduler).await;
-                jobs = Jobs::schedule(&scheduler, &new.jobs, jobs.epoch + 1, &events).await;
-                tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
+            }
+            Event::Signal(Signal::Reload) => {
+                systemd::reloading();
+                if let Some(new) = reload(&source, &config).await {
+                    match Webhook::new(&new.webhook) {
+                        Ok(webhook) => {
+                            let _ = webhook_sender.send(webhook);
+                        }
+                        Err(error) => tracing::error!(
+                            error = format!("{error:#}"),
+                            "keeping the old webhook settings"
+                        ),
+                    }
+                    drain_timeout = new.webhook.drain_timeout;
+                    jobs.cancel(&scheduler).await;
+                    jobs = Jobs::schedule(&scheduler, &new.jobs, jobs.epoch + 1, &events).await;
+                    tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
+                }
+                systemd::ready();
             }
             Event::Signal(Signal::Shutdown) => break,
         }
     }
 
+    systemd::stopping();
     tracing::info!(
         running = running.len(),
         "stopping: no new ticks; letting running jobs finish"
@@ -331,7 +426,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
                 log_run(&job, &result);
             }
             Event::Signal(Signal::Shutdown) => tracing::info!("already stopping"),
-            Event::Due { .. } | Event::Signal(Signal::Reload) => {}
+            Event::Due { .. } | Event::Heartbeat | Event::Signal(Signal::Reload) => {}
         }
     }
     let _ = stop_sender.send(Some(Instant::now() + drain_timeout));
@@ -346,6 +441,32 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
         "price-alertd stopped"
     );
     Ok(())
+}
+
+/// Books the next watchdog heartbeat through the scheduler.
+async fn book_heartbeat(
+    scheduler: &Scheduler,
+    interval: std::time::Duration,
+    events: &mpsc::UnboundedSender<Event>,
+) {
+    let at =
+        Utc::now() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::seconds(1));
+    let events = events.clone();
+    let booked = scheduler
+        .add_at(
+            at,
+            Box::new(move || {
+                let _ = events.send(Event::Heartbeat);
+                Box::pin(async {})
+            }),
+        )
+        .await;
+    if let Err(error) = booked {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "booking the watchdog heartbeat failed"
+        );
+    }
 }
 
 /// Re-reads the configuration; on any error logs every problem and returns
@@ -475,7 +596,7 @@ pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary
         anyhow::bail!("no job is named {name:?}; the configuration has {names:?}");
     };
     let engine = Engine::open(&config).await?;
-    let report = engine.run(job.kind.clone()).await;
+    let report = engine.run_recorded(name, job.kind.clone()).await;
     if let Err(error) = &report {
         tracing::error!(job = name, error = format!("{error:#}"), "job failed");
     }
@@ -487,6 +608,7 @@ pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary
         lease_owner(),
         Arc::new(Notify::new()),
         stop,
+        engine.metrics.clone(),
     )
     .await;
     let (pending, dead) = engine.backlog().await?;

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{Secret, WebhookConfig};
+use crate::metrics::{Delivery, Metrics};
 use crate::store::outbox::{self, Leased, Outcome};
 use crate::store::{self, Pool};
 
@@ -93,6 +94,7 @@ pub async fn run(
     owner: String,
     wake: Arc<Notify>,
     mut stop: Stop,
+    metrics: Arc<Metrics>,
 ) -> Totals {
     let mut totals = Totals::default();
     let mut failures_in_a_row = 0u32;
@@ -102,7 +104,7 @@ pub async fn run(
             return totals;
         }
         let webhook = webhooks.borrow_and_update().clone();
-        match round(&pool, &webhook, &owner, &stop).await {
+        match round(&pool, &webhook, &owner, &stop, &metrics).await {
             Ok(round) => {
                 failures_in_a_row = 0;
                 totals.delivered += round.delivered;
@@ -154,7 +156,13 @@ struct Round {
 
 /// Leases a batch of due rows, sends them with bounded concurrency and
 /// records every outcome in one transaction.
-async fn round(pool: &Pool, webhook: &Webhook, owner: &str, stop: &Stop) -> anyhow::Result<Round> {
+async fn round(
+    pool: &Pool,
+    webhook: &Webhook,
+    owner: &str,
+    stop: &Stop,
+    metrics: &Metrics,
+) -> anyhow::Result<Round> {
     let limit = webhook.batch();
     let lease = webhook.lease().as_millis() as i64;
     let leased = {
@@ -181,22 +189,31 @@ async fn round(pool: &Pool, webhook: &Webhook, owner: &str, stop: &Stop) -> anyh
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
-            attempt(&webhook, &event, stop).await
+            let started = std::time::Instant::now();
+            (attempt(&webhook, &event, stop).await, started.elapsed())
         });
     }
     let mut outcomes = Vec::with_capacity(round.leased as usize);
     let mut first_failure = None;
     while let Some(joined) = attempts.join_next().await {
-        let outcome = joined.context("a delivery task panicked")?;
-        match &outcome {
-            Outcome::Delivered { .. } => round.delivered += 1,
+        let (outcome, took) = joined.context("a delivery task panicked")?;
+        let kind = match &outcome {
+            Outcome::Delivered { .. } => {
+                round.delivered += 1;
+                Delivery::Delivered
+            }
             Outcome::Retry { error, .. } => {
                 round.failed += 1;
                 first_failure.get_or_insert_with(|| error.clone());
+                Delivery::Failed
             }
-            Outcome::Dead { .. } => round.dead += 1,
-            Outcome::Released { .. } => {}
-        }
+            Outcome::Dead { .. } => {
+                round.dead += 1;
+                Delivery::Dead
+            }
+            Outcome::Released { .. } => Delivery::Released,
+        };
+        metrics.delivery(kind, took);
         outcomes.push(outcome);
     }
     if let Some(error) = first_failure {

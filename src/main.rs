@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use clap::{Parser, Subcommand};
-use price_alertd::config::{Config, JobKind, PriceSource, Source};
+use price_alertd::config::{Config, JobKind, LogFormat, PriceSource, Source};
 use price_alertd::store::outbox;
 use price_alertd::{admin, daemon};
 
@@ -176,19 +176,20 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Logs go to stderr: RUST_LOG if set, else `log.level`. Under systemd
-/// (JOURNAL_STREAM set) lines carry no timestamp, since journald adds its own.
+/// Logs go to stderr: RUST_LOG if set, else `log.level`. `log.format = "json"`
+/// writes one JSON object per line; otherwise lines are for people, and under
+/// systemd (JOURNAL_STREAM set) carry no timestamp, since journald adds its own.
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
-    } else {
-        builder.init();
+        .with_writer(std::io::stderr);
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    match config.log.format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text if under_journald => builder.with_ansi(false).without_time().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod outbox;
+pub mod runs;
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,7 +19,7 @@ pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Opens (creating if missing) and migrates the database, then builds a pool
 /// of `size` connections. WAL mode and migrations run on one connection before
@@ -88,6 +89,9 @@ pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
             transaction.execute_batch("ALTER TABLE price_alerts ADD COLUMN expires_at TEXT;")?;
         }
         transaction.execute_batch(MIGRATION_2)?;
+    }
+    if version < 3 {
+        transaction.execute_batch(MIGRATION_3)?;
     }
     if version < SCHEMA_VERSION {
         transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -179,6 +183,18 @@ CREATE TABLE observations (
 );
 "#;
 
+/// The last run of each job, for `price-alertd status`.
+const MIGRATION_3: &str = r#"
+CREATE TABLE job_runs (
+    job TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    result TEXT NOT NULL CHECK (result IN ('ok', 'failed')),
+    detail TEXT NOT NULL,              -- the run's summary, or its error
+    last_success_at TEXT
+);
+"#;
+
 /// Now, as stored in the database: RFC 3339, UTC, milliseconds.
 pub fn timestamp(instant: chrono::DateTime<chrono::Utc>) -> String {
     instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -212,7 +228,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!((mode.as_str(), version), ("wal", SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(SCHEMA_VERSION, 3);
         drop(connection);
         // Opening again is a no-op migration.
         open(&config(dir.path()), 2).unwrap();

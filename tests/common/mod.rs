@@ -183,6 +183,7 @@ pub fn deliver_pending(pool: &Pool, config: &Config) -> Totals {
             "test".into(),
             Arc::new(Notify::new()),
             stop,
+            Arc::default(),
         )
         .await
     })
