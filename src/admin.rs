@@ -1,5 +1,4 @@
-//! Operators' commands on the database: listing and replaying outbox events,
-//! re-arming alerts.
+//! Operators' commands on the database: alerts, quotes, the outbox, status.
 //! They open the store like the daemon does and print for a terminal or, with
 //! `--json`, for scripts.
 
@@ -9,7 +8,8 @@ use anyhow::Context as _;
 use chrono::{TimeZone as _, Utc};
 
 use crate::config::Config;
-use crate::store::{self, outbox};
+use crate::evaluate::Condition;
+use crate::store::{self, alerts, outbox, runs};
 
 /// Prints up to `limit` undelivered events (or only dead letters), oldest first.
 pub fn outbox_list(
@@ -25,10 +25,7 @@ pub fn outbox_list(
     let pending = outbox::pending_count(&connection).context("counting pending events")?;
     let dead = outbox::dead_count(&connection).context("counting dead letters")?;
     if json {
-        for entry in &entries {
-            writeln!(out, "{}", serde_json::to_string(entry)?)?;
-        }
-        return Ok(());
+        return print_json_lines(&entries, out);
     }
     writeln!(
         out,
@@ -111,5 +108,232 @@ pub fn alerts_rearm(config: &Config, id: i64, out: &mut impl Write) -> anyhow::R
         "alert {id} does not exist or is already armed"
     );
     writeln!(out, "re-armed alert {id}")?;
+    Ok(())
+}
+
+/// Prints alerts, newest first.
+pub fn alerts_list(
+    config: &Config,
+    filter: alerts::Filter,
+    ticker: Option<&str>,
+    limit: usize,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let pool = store::open(&config.database, 1)?;
+    let connection = pool.get().context("taking a database connection")?;
+    let entries = alerts::list(&connection, filter, ticker, limit).context("listing alerts")?;
+    if json {
+        return print_json_lines(&entries, out);
+    }
+    writeln!(
+        out,
+        "{:>8} {:<10} {:<16} {:>12} {:>10} {:<9} {:<24} {:>12} NOTE",
+        "ID", "TICKER", "CONDITION", "TARGET", "REFERENCE", "STATE", "TRIGGERED AT", "AT PRICE"
+    )?;
+    for entry in &entries {
+        let state = match (entry.enabled, &entry.triggered_at, &entry.expired_at) {
+            (true, _, _) => "armed",
+            (false, Some(_), _) => "triggered",
+            (false, None, Some(_)) => "expired",
+            (false, None, None) => "disabled",
+        };
+        writeln!(
+            out,
+            "{:>8} {:<10} {:<16} {:>12} {:>10} {:<9} {:<24} {:>12} {}",
+            entry.id,
+            entry.ticker,
+            entry.condition,
+            number(entry.target_price),
+            number(entry.reference_price),
+            state,
+            entry.triggered_at.as_deref().unwrap_or("-"),
+            number(entry.triggered_price),
+            entry.note.as_deref().unwrap_or("")
+        )?;
+    }
+    Ok(())
+}
+
+fn number(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| value.to_string())
+}
+
+fn print_json_lines<T: serde::Serialize>(items: &[T], out: &mut impl Write) -> anyhow::Result<()> {
+    for item in items {
+        writeln!(out, "{}", serde_json::to_string(item)?)?;
+    }
+    Ok(())
+}
+
+/// Adds an alert, checked as the evaluator would judge it; prints its id.
+pub fn alerts_add(
+    config: &Config,
+    alert: &alerts::NewAlert<'_>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let ticker = alert.ticker.trim();
+    anyhow::ensure!(!ticker.is_empty(), "the ticker is empty");
+    let condition = Condition::parse(alert.condition).with_context(|| {
+        format!(
+            "unknown condition {:?}; expected above, below, crossing_up, crossing_down, moving_up_pct or moving_down_pct",
+            alert.condition
+        )
+    })?;
+    anyhow::ensure!(
+        alert.target_price.is_finite(),
+        "the target is not a finite number"
+    );
+    if matches!(condition, Condition::MovingUpPct | Condition::MovingDownPct) {
+        anyhow::ensure!(
+            alert
+                .reference_price
+                .is_some_and(|reference| reference.is_finite() && reference > 0.0),
+            "{} needs --reference, a positive price",
+            alert.condition
+        );
+    }
+    if let Some(expiry) = alert.expires_at {
+        anyhow::ensure!(
+            crate::evaluate::parse_time(expiry).is_some(),
+            "--expires {expiry:?} is not an RFC 3339 time"
+        );
+    }
+    let pool = store::open(&config.database, 1)?;
+    let connection = pool.get().context("taking a database connection")?;
+    let id = alerts::add(
+        &connection,
+        &alerts::NewAlert { ticker, ..*alert },
+        &store::timestamp(Utc::now()),
+    )
+    .context("adding the alert")?;
+    writeln!(out, "{id}")?;
+    Ok(())
+}
+
+/// Disables an armed alert without an event.
+pub fn alerts_disable(config: &Config, id: i64, out: &mut impl Write) -> anyhow::Result<()> {
+    let pool = store::open(&config.database, 1)?;
+    let connection = pool.get().context("taking a database connection")?;
+    anyhow::ensure!(
+        alerts::disable(&connection, id).context("disabling the alert")?,
+        "alert {id} does not exist or is not armed"
+    );
+    writeln!(out, "disabled alert {id}")?;
+    Ok(())
+}
+
+/// Sets a quote, stamped now (for testing and manual operation).
+pub fn quotes_set(
+    config: &Config,
+    ticker: &str,
+    price: f64,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!ticker.trim().is_empty(), "the ticker is empty");
+    anyhow::ensure!(
+        price.is_finite() && price > 0.0,
+        "the price must be a positive number"
+    );
+    let pool = store::open(&config.database, 1)?;
+    let mut connection = pool.get().context("taking a database connection")?;
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    alerts::upsert_quotes(
+        &mut connection,
+        &[(ticker.trim().to_owned(), price, now.clone())],
+    )
+    .context("setting the quote")?;
+    writeln!(out, "{} {price} at {now}", ticker.trim())?;
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct QuoteLine {
+    ticker: String,
+    price: Option<f64>,
+    updated_at: String,
+}
+
+/// Prints every quote.
+pub fn quotes_list(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let pool = store::open(&config.database, 1)?;
+    let connection = pool.get().context("taking a database connection")?;
+    let mut quotes: Vec<QuoteLine> = alerts::quotes(&connection)
+        .context("reading quotes")?
+        .into_iter()
+        .map(|quote| QuoteLine {
+            ticker: quote.ticker,
+            price: quote.price,
+            updated_at: quote.updated_at,
+        })
+        .collect();
+    quotes.sort_by(|a, b| a.ticker.cmp(&b.ticker));
+    if json {
+        return print_json_lines(&quotes, out);
+    }
+    writeln!(out, "{:<12} {:>14} UPDATED AT", "TICKER", "PRICE")?;
+    for quote in &quotes {
+        writeln!(
+            out,
+            "{:<12} {:>14} {}",
+            quote.ticker,
+            number(quote.price),
+            quote.updated_at
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct Status {
+    jobs: Vec<runs::Run>,
+    outbox_pending: u64,
+    outbox_dead: u64,
+}
+
+/// Per job: its last run, how long it took and its result; the outbox's
+/// pending and dead counts.
+pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let pool = store::open(&config.database, 1)?;
+    let connection = pool.get().context("taking a database connection")?;
+    let recorded = runs::list(&connection).context("reading job runs")?;
+    let status = Status {
+        jobs: recorded,
+        outbox_pending: outbox::pending_count(&connection).context("counting pending events")?,
+        outbox_dead: outbox::dead_count(&connection).context("counting dead letters")?,
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&status)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<16} {:<24} {:>10} {:<7} {:<24} DETAIL",
+        "JOB", "LAST RUN", "TOOK (ms)", "RESULT", "LAST SUCCESS"
+    )?;
+    for configured in &config.jobs {
+        match status.jobs.iter().find(|run| run.job == configured.name) {
+            Some(run) => writeln!(
+                out,
+                "{:<16} {:<24} {:>10} {:<7} {:<24} {}",
+                run.job,
+                run.started_at,
+                run.duration_ms,
+                run.result,
+                run.last_success_at.as_deref().unwrap_or("-"),
+                run.detail
+            )?,
+            None => writeln!(
+                out,
+                "{:<16} {:<24} {:>10} {:<7} {:<24} -",
+                configured.name, "never", "-", "-", "-"
+            )?,
+        }
+    }
+    writeln!(
+        out,
+        "outbox: {} pending, {} dead",
+        status.outbox_pending, status.outbox_dead
+    )?;
     Ok(())
 }

@@ -5,10 +5,10 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chrono::Utc;
+use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Parser, Subcommand};
 use price_alertd::config::{Config, JobKind, LogFormat, PriceSource, Source};
-use price_alertd::store::outbox;
+use price_alertd::store::{alerts, outbox};
 use price_alertd::{admin, daemon};
 
 /// sysexits' EX_CONFIG: the configuration is invalid.
@@ -36,9 +36,14 @@ enum Command {
     /// SIGTERM/SIGINT stop scheduling, let running jobs finish, deliver pending
     /// events for up to webhook.drain_timeout, and exit 0.
     Run,
-    /// Validate the configuration and list each job's next 3 fire times. Exits 0
+    /// Validate the configuration and list each job's next 3 fire times, in UTC
+    /// and in the job's zone, computed as the scheduler computes them. Exits 0
     /// if it is valid, 78 with every error (key and line:col) if not.
-    CheckConfig,
+    CheckConfig {
+        /// List fire times after this instant (RFC 3339) instead of now.
+        #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
+        from: Option<DateTime<Utc>>,
+    },
     /// Run one job now, deliver what is pending (for up to webhook.drain_timeout),
     /// print one line of key=value pairs (triggered= delivered= pending= ...) and
     /// exit non-zero if the job failed.
@@ -56,16 +61,86 @@ enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// Inspect and set quotes.
+    Quotes {
+        #[command(subcommand)]
+        command: QuotesCommand,
+    },
+    /// Per job: its last run, how long it took and its result; outbox pending and dead.
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum AlertsCommand {
+    /// List alerts, newest first.
+    List {
+        /// Only armed alerts.
+        #[arg(long, conflicts_with = "triggered")]
+        enabled: bool,
+        /// Only alerts disabled by a trigger.
+        #[arg(long)]
+        triggered: bool,
+        /// Only this ticker's alerts.
+        #[arg(long, value_name = "T")]
+        ticker: Option<String>,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add an alert; prints its id.
+    Add {
+        ticker: String,
+        /// above, below, crossing_up, crossing_down, moving_up_pct or moving_down_pct.
+        condition: String,
+        /// The level, or the percent for moving_*_pct.
+        target: f64,
+        /// The basis of moving_*_pct.
+        #[arg(long, value_name = "P")]
+        reference: Option<f64>,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// When the alert stops being evaluated (RFC 3339).
+        #[arg(long, value_name = "INSTANT")]
+        expires: Option<String>,
+    },
     /// Arm a triggered, expired or disabled alert again; its next trigger
     /// carries a new event id.
     Rearm {
         /// The alert's id.
         id: i64,
     },
+    /// Disable an armed alert, without an event.
+    Disable {
+        /// The alert's id.
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuotesCommand {
+    /// Set a ticker's quote, stamped now.
+    Set { ticker: String, price: f64 },
+    /// List every quote.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|instant| instant.with_timezone(&Utc))
+        .map_err(|error| format!("not an RFC 3339 instant such as 2026-03-07T00:00:00Z: {error}"))
 }
 
 #[derive(Subcommand)]
@@ -104,8 +179,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::CheckConfig => {
-            check_config(&source, &config);
+        Command::CheckConfig { from } => {
+            check_config(&source, &config, from.unwrap_or_else(Utc::now));
             ExitCode::SUCCESS
         }
         Command::Run => {
@@ -151,9 +226,57 @@ fn main() -> ExitCode {
         Command::Alerts { command } => {
             let mut out = std::io::stdout().lock();
             let result = match command {
+                AlertsCommand::List {
+                    enabled,
+                    triggered,
+                    ticker,
+                    limit,
+                    json,
+                } => {
+                    let filter = match (enabled, triggered) {
+                        (true, _) => alerts::Filter::Enabled,
+                        (_, true) => alerts::Filter::Triggered,
+                        _ => alerts::Filter::All,
+                    };
+                    admin::alerts_list(&config, filter, ticker.as_deref(), limit, json, &mut out)
+                }
+                AlertsCommand::Add {
+                    ticker,
+                    condition,
+                    target,
+                    reference,
+                    note,
+                    user,
+                    expires,
+                } => {
+                    let alert = alerts::NewAlert {
+                        ticker: &ticker,
+                        condition: &condition,
+                        target_price: target,
+                        reference_price: reference,
+                        note: note.as_deref(),
+                        user_id: user.as_deref(),
+                        expires_at: expires.as_deref(),
+                    };
+                    admin::alerts_add(&config, &alert, &mut out)
+                }
                 AlertsCommand::Rearm { id } => admin::alerts_rearm(&config, id, &mut out),
+                AlertsCommand::Disable { id } => admin::alerts_disable(&config, id, &mut out),
             };
             report(result)
+        }
+        Command::Quotes { command } => {
+            let mut out = std::io::stdout().lock();
+            let result = match command {
+                QuotesCommand::Set { ticker, price } => {
+                    admin::quotes_set(&config, &ticker, price, &mut out)
+                }
+                QuotesCommand::List { json } => admin::quotes_list(&config, json, &mut out),
+            };
+            report(result)
+        }
+        Command::Status { json } => {
+            report(admin::status(&config, json, &mut std::io::stdout().lock()))
         }
     }
 }
@@ -193,8 +316,7 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn check_config(source: &Source, config: &Config) {
-    let now = Utc::now();
+fn check_config(source: &Source, config: &Config, from: DateTime<Utc>) {
     println!("{}: ok", source.describe());
     println!("database  {}", config.database.path.display());
     let signing = match config.webhook.secrets.len() {
@@ -215,6 +337,13 @@ fn check_config(source: &Source, config: &Config) {
             humantime::format_duration(config.prices.max_age)
         ),
     }
+    if let Some(listen) = config.metrics.listen {
+        println!("metrics   http://{listen}/metrics");
+    }
+    println!(
+        "fire times after {}",
+        from.to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
     for job in &config.jobs {
         let kind = match &job.kind {
             JobKind::Evaluate { scope } => format!("evaluate {}", scope.describe()),
@@ -223,16 +352,17 @@ fn check_config(source: &Source, config: &Config) {
                 humantime::format_duration(*keep)
             ),
         };
+        let zone = job.schedule.zone();
         println!(
-            "job {:?}: {kind}; schedule {:?} in {}",
+            "job {:?}: {kind}; schedule {:?} in {zone}",
             job.name,
-            job.schedule.expression(),
-            job.schedule.zone()
+            job.schedule.expression()
         );
-        for at in job.schedule.upcoming(now, 3) {
+        for at in job.schedule.upcoming(from, 3) {
             println!(
-                "  next {}",
-                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                "  next {}  ({} {zone})",
+                at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                at.with_timezone(&zone).format("%Y-%m-%dT%H:%M:%S%:z")
             );
         }
     }

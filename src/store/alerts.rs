@@ -243,3 +243,109 @@ pub fn claim(
     transaction.commit()?;
     Ok(claimed)
 }
+
+/// An alert as operators see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Entry {
+    pub id: i64,
+    pub ticker: String,
+    pub condition: String,
+    pub target_price: Option<f64>,
+    pub reference_price: Option<f64>,
+    pub enabled: bool,
+    pub triggered_at: Option<String>,
+    pub triggered_price: Option<f64>,
+    pub expires_at: Option<String>,
+    pub expired_at: Option<String>,
+    pub user_id: Option<String>,
+    pub note: Option<String>,
+}
+
+/// Which alerts `list` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    All,
+    Enabled,
+    /// Disabled by a trigger.
+    Triggered,
+}
+
+/// Up to `limit` alerts, newest first.
+pub fn list(
+    connection: &Connection,
+    filter: Filter,
+    ticker: Option<&str>,
+    limit: usize,
+) -> rusqlite::Result<Vec<Entry>> {
+    let state = match filter {
+        Filter::All => "1",
+        Filter::Enabled => "enabled = 1",
+        Filter::Triggered => "enabled = 0 AND triggered_at IS NOT NULL",
+    };
+    let mut statement = connection.prepare(&format!(
+        "SELECT id, ticker, condition, target_price, reference_price, enabled, triggered_at, triggered_price,
+                expires_at, expired_at, user_id, note
+         FROM price_alerts WHERE {state} AND (?1 IS NULL OR ticker = ?1) ORDER BY id DESC LIMIT ?2"
+    ))?;
+    let rows = statement.query_map(params![ticker, limit as i64], |row| {
+        let optional_text = |value: Option<Value>| value.map(text);
+        Ok(Entry {
+            id: row.get(0)?,
+            ticker: text(row.get(1)?),
+            condition: text(row.get(2)?),
+            target_price: number(row.get(3)?),
+            reference_price: number(row.get(4)?),
+            enabled: row.get::<_, i64>(5)? != 0,
+            triggered_at: optional_text(row.get(6)?),
+            triggered_price: number(row.get(7)?),
+            expires_at: optional_text(row.get(8)?),
+            expired_at: optional_text(row.get(9)?),
+            user_id: optional_text(row.get(10)?),
+            note: optional_text(row.get(11)?),
+        })
+    })?;
+    rows.collect()
+}
+
+/// A new alert, as the application would insert it.
+pub struct NewAlert<'a> {
+    pub ticker: &'a str,
+    pub condition: &'a str,
+    pub target_price: f64,
+    pub reference_price: Option<f64>,
+    pub note: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub expires_at: Option<&'a str>,
+}
+
+/// Inserts an alert; returns its id.
+pub fn add(
+    connection: &Connection,
+    alert: &NewAlert<'_>,
+    created_at: &str,
+) -> rusqlite::Result<i64> {
+    connection.execute(
+        "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            alert.ticker,
+            alert.condition,
+            alert.target_price,
+            alert.reference_price,
+            created_at,
+            alert.user_id,
+            alert.note,
+            alert.expires_at
+        ],
+    )?;
+    Ok(connection.last_insert_rowid())
+}
+
+/// Disables an armed alert without an event. Returns false if there is no such
+/// alert or it is not armed.
+pub fn disable(connection: &Connection, id: i64) -> rusqlite::Result<bool> {
+    Ok(connection.execute(
+        "UPDATE price_alerts SET enabled = 0 WHERE id = ?1 AND enabled = 1",
+        [id],
+    )? > 0)
+}
