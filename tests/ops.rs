@@ -1,0 +1,362 @@
+//! Operating the daemon: the systemd notify protocol, metrics and health,
+//! JSON logs, the admin CLI, and check-config's fire times across DST.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use common::{Daemon, Db, Receiver, binary, config_text, free_port, wait_until};
+
+fn write_config(db: &Db, text: &str) -> std::path::PathBuf {
+    let path = db.dir.path().join("price-alertd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Reads datagrams until one contains `wanted`; returns everything read.
+fn read_until(socket: &UnixDatagram, wanted: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {wanted:?} among {seen:?}"
+        );
+        if let Ok(length) = socket.recv(&mut buffer) {
+            let message = String::from_utf8_lossy(&buffer[..length]).into_owned();
+            let done = message.lines().any(|line| line == wanted);
+            seen.push(message);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+#[test]
+fn systemd_hears_ready_reloading_watchdog_and_stopping() {
+    let db = Db::new();
+    let path = write_config(
+        &db,
+        &config_text(&db.path, "http://127.0.0.1:9/events", "* * * * * *"),
+    );
+    let socket_path = db.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = binary()
+        .args(["--config", path.to_str().unwrap(), "run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+
+    read_until(&socket, "READY=1");
+    // Pings every half timeout (1 s): two in a row prove they repeat.
+    read_until(&socket, "WATCHDOG=1");
+    read_until(&socket, "WATCHDOG=1");
+
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    let around_reload = read_until(&socket, "READY=1");
+    let reloading = around_reload
+        .iter()
+        .position(|message| message.lines().any(|line| line == "RELOADING=1"));
+    assert!(reloading.is_some(), "{around_reload:?}");
+    assert!(
+        around_reload[reloading.unwrap()].contains("MONOTONIC_USEC="),
+        "{around_reload:?}"
+    );
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    read_until(&socket, "STOPPING=1");
+    assert!(child.wait().unwrap().success());
+}
+
+fn scrape(port: u16, path: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    })
+}
+
+/// The value of one sample line, e.g. `price_alertd_outbox_pending`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_and_health_are_served_when_configured() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    receiver.fail_with(&[400]);
+    let port = free_port();
+    let text = config_text(&db.path, &receiver.url, "* * * * * *")
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let path = write_config(&db, &text);
+    db.set_quote("AAPL", 100.0);
+    db.add_alert("AAPL", "above", 1.0);
+    db.add_alert("AAPL", "above", 2.0);
+    db.add_alert("MSFT", "above", 2.0);
+    let daemon = Daemon::start(&path);
+    wait_until("both events settled", || {
+        db.scalar("SELECT count(*) FROM outbox WHERE state IN ('delivered', 'dead')") == 2
+    });
+    daemon.wait_for_log("tick finished");
+
+    let (status, health) = scrape(port, "/healthz");
+    assert_eq!((status, health.as_str()), (200, "ok\n"));
+    let (status, text) = scrape(port, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        sample(
+            &text,
+            "price_alertd_ticks_total{job=\"evaluate\",result=\"ok\"}"
+        )
+        .unwrap()
+            >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "price_alertd_alerts_triggered_total{job=\"evaluate\"}"
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "price_alertd_alerts_skipped_total{reason=\"no_quote\"}"
+        )
+        .unwrap()
+            >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "price_alertd_deliveries_total{outcome=\"delivered\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "price_alertd_deliveries_total{outcome=\"dead\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "price_alertd_outbox_dead"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "price_alertd_outbox_pending"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "price_alertd_last_successful_tick_timestamp_seconds{job=\"evaluate\"}"
+        )
+        .unwrap()
+            > 1.7e9,
+        "{text}"
+    );
+    for series in [
+        "price_alertd_tick_duration_seconds_bucket",
+        "price_alertd_delivery_duration_seconds_bucket",
+        "price_alertd_alerts_evaluated_total",
+    ] {
+        assert!(text.contains(series), "{series} missing from {text}");
+    }
+    assert_eq!(scrape(port, "/nope").0, 404);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let db = Db::new();
+    let text = config_text(&db.path, "http://127.0.0.1:9/events", "0 0 0 1 1 *")
+        + "\n[log]\nformat = \"json\"\n";
+    let path = write_config(
+        &db,
+        &text.replace("drain_timeout = \"10s\"", "drain_timeout = \"1s\""),
+    );
+    // A trigger, and a webhook that refuses: warnings to log.
+    db.add_alert("AAPL", "above", 1.0);
+    db.set_quote("AAPL", 2.0);
+    let output = binary()
+        .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    for line in lines {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(
+            object["level"].is_string() && object["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+}
+
+/// Runs the CLI; returns stdout, failing the test if the command failed.
+fn cli(path: &std::path::Path, args: &[&str]) -> String {
+    let output = binary()
+        .args(["--config", path.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_admin_cli_manages_alerts_and_quotes_and_reports_status() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let path = write_config(&db, &config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+
+    let first: i64 = cli(
+        &path,
+        &[
+            "alerts", "add", "AAPL", "above", "150", "--note", "breakout",
+        ],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let second: i64 = cli(
+        &path,
+        &[
+            "alerts",
+            "add",
+            "AAPL",
+            "moving_down_pct",
+            "5",
+            "--reference",
+            "200",
+        ],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let third: i64 = cli(&path, &["alerts", "add", "MSFT", "below", "300"])
+        .trim()
+        .parse()
+        .unwrap();
+    for bad in [
+        vec!["alerts", "add", "AAPL", "sideways", "1"],
+        vec!["alerts", "add", "AAPL", "moving_up_pct", "5"],
+        vec!["alerts", "add", " ", "above", "1"],
+    ] {
+        let output = binary()
+            .args(["--config", path.to_str().unwrap()])
+            .args(&bad)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{bad:?} was accepted");
+    }
+    cli(&path, &["alerts", "disable", &third.to_string()]);
+    cli(&path, &["quotes", "set", "AAPL", "160"]);
+    let quotes = cli(&path, &["quotes", "list", "--json"]);
+    let quote: serde_json::Value = serde_json::from_str(quotes.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (quote["ticker"].as_str(), quote["price"].as_f64()),
+        (Some("AAPL"), Some(160.0))
+    );
+    assert!(cli(&path, &["quotes", "list"]).contains("AAPL"));
+
+    cli(&path, &["run-job", "evaluate"]);
+    let triggered = cli(&path, &["alerts", "list", "--triggered", "--json"]);
+    let ids: Vec<i64> = triggered
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, vec![second, first]);
+    let enabled = cli(&path, &["alerts", "list", "--enabled"]);
+    assert_eq!(enabled.lines().count(), 1, "only the header: {enabled}");
+    let table = cli(&path, &["alerts", "list", "--ticker", "MSFT"]);
+    assert!(
+        table.contains("disabled") && !table.contains("AAPL"),
+        "{table}"
+    );
+
+    let status = cli(&path, &["status"]);
+    assert!(
+        status.contains("evaluate") && status.contains("ok") && status.contains("triggered=2"),
+        "{status}"
+    );
+    assert!(status.contains("outbox: 0 pending, 0 dead"), "{status}");
+    let status: serde_json::Value =
+        serde_json::from_str(&cli(&path, &["status", "--json"])).unwrap();
+    assert_eq!(status["jobs"][0]["job"], "evaluate");
+    assert_eq!(status["jobs"][0]["result"], "ok");
+    assert!(status["jobs"][0]["duration_ms"].is_i64());
+    assert_eq!(status["outbox_pending"], 0);
+}
+
+#[test]
+fn check_config_from_an_instant_follows_the_dst_changes() {
+    let db = Db::new();
+    let text = config_text(&db.path, "http://127.0.0.1:9/events", "30 9 * * *").replace(
+        "schedule = \"30 9 * * *\"",
+        "schedule = \"30 9 * * *\"\ntimezone = \"America/New_York\"",
+    );
+    let path = write_config(&db, &text);
+    let march = cli(&path, &["check-config", "--from", "2026-03-07T00:00:00Z"]);
+    let times: Vec<&str> = march
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("next "))
+        .collect();
+    assert_eq!(
+        times,
+        [
+            "2026-03-07T14:30:00Z  (2026-03-07T09:30:00-05:00 America/New_York)",
+            "2026-03-08T13:30:00Z  (2026-03-08T09:30:00-04:00 America/New_York)",
+            "2026-03-09T13:30:00Z  (2026-03-09T09:30:00-04:00 America/New_York)"
+        ]
+    );
+    let november = cli(&path, &["check-config", "--from", "2026-10-31T00:00:00Z"]);
+    let times: Vec<&str> = november
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("next "))
+        .collect();
+    assert_eq!(
+        times[1],
+        "2026-11-01T14:30:00Z  (2026-11-01T09:30:00-05:00 America/New_York)"
+    );
+}
