@@ -34,8 +34,11 @@ fn check_config_lists_each_job_with_its_next_three_fire_times() {
         .filter_map(|line| line.trim().strip_prefix("next "))
         .collect();
     assert_eq!(times.len(), 3, "{stdout}");
+    // UTC first, then the job's own zone (UTC here too).
     assert!(
-        times.iter().all(|time| time.ends_with("T09:30:00Z")),
+        times
+            .iter()
+            .all(|time| time.contains("T09:30:00Z  (") && time.ends_with("T09:30:00+00:00 UTC)")),
         "{stdout}"
     );
 }
