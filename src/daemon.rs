@@ -546,6 +546,7 @@ pub struct RunJobSummary {
     pub job: String,
     pub report: Result<JobReport, String>,
     pub delivery: Totals,
+    pub delivery_time: std::time::Duration,
     pub pending: u64,
     pub dead: u64,
 }
@@ -566,7 +567,7 @@ impl RunJobSummary {
             ),
         };
         format!(
-            "job={} result={result} evaluated={} matched={} triggered={} expired={} no_quote={} stale_quotes={} stale_alerts={} unavailable={} malformed_alerts={} malformed_quotes={} quote_errors={} purged={purged} delivered={} failed={} dead={} pending={} dead_total={} duration_ms={}",
+            "job={} result={result} evaluated={} matched={} triggered={} expired={} no_quote={} stale_quotes={} stale_alerts={} unavailable={} malformed_alerts={} malformed_quotes={} quote_errors={} purged={purged} delivered={} failed={} dead={} pending={} dead_total={} duration_ms={} delivery_ms={} peak_rss_kib={}",
             self.job,
             tick.evaluated,
             tick.matched,
@@ -584,9 +585,18 @@ impl RunJobSummary {
             self.delivery.dead,
             self.pending,
             self.dead,
-            duration.as_millis()
+            duration.as_millis(),
+            self.delivery_time.as_millis(),
+            peak_rss_kib().unwrap_or(0)
         )
     }
+}
+
+/// This process's peak resident memory (Linux: VmHWM), in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Runs one job now, then delivers what is pending for up to the drain time.
@@ -602,6 +612,7 @@ pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary
     }
     let (_webhook_sender, webhooks) = watch::channel(Webhook::new(&config.webhook)?);
     let (_stop_sender, stop) = watch::channel(Some(Instant::now() + config.webhook.drain_timeout));
+    let delivering = std::time::Instant::now();
     let delivery = deliver::run(
         engine.pool.clone(),
         webhooks,
@@ -611,11 +622,13 @@ pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary
         engine.metrics.clone(),
     )
     .await;
+    let delivery_time = delivering.elapsed();
     let (pending, dead) = engine.backlog().await?;
     Ok(RunJobSummary {
         job: name.to_owned(),
         report: report.map_err(|error| format!("{error:#}")),
         delivery,
+        delivery_time,
         pending,
         dead,
     })

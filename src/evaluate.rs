@@ -149,6 +149,8 @@ pub struct TickReport {
     /// Failed quote fetches (the HTTP source).
     pub quote_errors: u64,
     pub claim_transactions: u64,
+    /// Time spent in claim transactions (the writer's share of `duration`).
+    pub claim_duration: Duration,
     pub duration: Duration,
 }
 
@@ -181,6 +183,8 @@ pub fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
 /// A ticker ready to evaluate.
 struct Work {
     ticker: String,
+    /// Its enabled alerts, all evaluated (most by the store's pre-filter).
+    alerts: u64,
     observed: Observed,
     quote_time: String,
 }
@@ -209,6 +213,7 @@ pub fn tick(
         .collect();
     let previous = alerts::observations(&writer).context("reading observed prices")?;
     let warnings = AtomicU64::new(0);
+    let prepared = started.elapsed();
 
     let mut work = Vec::new();
     let mut stale_now = HashSet::new();
@@ -266,13 +271,13 @@ pub fn tick(
         };
         work.push(Work {
             ticker,
+            alerts: count,
             observed,
             quote_time: quote.updated_at.clone(),
         });
     }
     log_staleness(options.known_stale, &stale_now, &work);
 
-    let evaluated = AtomicU64::new(0);
     let malformed = AtomicU64::new(0);
     let threads = workers.current_num_threads();
     let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(threads * 4);
@@ -280,14 +285,36 @@ pub fn tick(
     let mut first_error: Option<anyhow::Error> = None;
     let claim_batch = options.evaluator.claim_batch;
 
+    let by_ticker: HashMap<&str, &Work> = work
+        .iter()
+        .map(|item| (item.ticker.as_str(), item))
+        .collect();
+    let staged: Vec<(&str, f64)> = work
+        .iter()
+        .map(|item| (item.ticker.as_str(), item.observed.price))
+        .collect();
+    let ranges = match alerts::id_range(&writer).context("reading the alert id range")? {
+        Some(range) if !work.is_empty() => split(range, tasks),
+        _ => Vec::new(),
+    };
+
     workers.in_place_scope(|scope| {
-        for chunk in work.chunks(work.len().div_ceil(tasks).max(1)) {
+        for (first, last) in ranges {
             let sender = sender.clone();
-            let (evaluated, malformed, warnings) = (&evaluated, &malformed, &warnings);
+            let (malformed, warnings, by_ticker, staged) =
+                (&malformed, &warnings, &by_ticker, &staged);
             scope.spawn(move |_| {
-                if let Err(error) =
-                    read_and_judge(pool, chunk, now, evaluated, malformed, warnings, &sender)
-                {
+                let result = read_and_judge(
+                    pool,
+                    staged,
+                    (first, last),
+                    by_ticker,
+                    now,
+                    malformed,
+                    warnings,
+                    &sender,
+                );
+                if let Err(error) = result {
                     let _ = sender.send(Err(error));
                 }
             });
@@ -302,12 +329,15 @@ pub fn tick(
                 return;
             }
             let claimed_at = Utc::now();
-            match alerts::claim(
+            let claim_started = Instant::now();
+            let claimed = alerts::claim(
                 &mut writer,
                 batch,
                 claimed_at,
                 claimed_at.timestamp_millis(),
-            ) {
+            );
+            report.claim_duration += claim_started.elapsed();
+            match claimed {
                 Ok(claimed) => {
                     report.triggered += claimed as u64;
                     report.claim_transactions += 1;
@@ -340,7 +370,8 @@ pub fn tick(
         flush(&mut batch, &mut report, &mut first_error);
     });
 
-    report.evaluated = evaluated.into_inner();
+    let evaluated_and_claimed = started.elapsed();
+    report.evaluated = work.iter().map(|item| item.alerts).sum();
     report.malformed_alerts += malformed.into_inner();
     let suppressed = warnings.into_inner().saturating_sub(WARNINGS_PER_TICK);
     if suppressed > 0 {
@@ -362,6 +393,13 @@ pub fn tick(
     alerts::record_observations(&mut writer, &observed, &store::timestamp(now))
         .context("recording observed prices")?;
     report.duration = started.elapsed();
+    tracing::debug!(
+        prepare_ms = prepared.as_millis() as u64,
+        evaluate_and_claim_ms = (evaluated_and_claimed - prepared).as_millis() as u64,
+        observe_ms = (report.duration - evaluated_and_claimed).as_millis() as u64,
+        claim_ms = report.claim_duration.as_millis() as u64,
+        "tick phases"
+    );
     Ok(report)
 }
 
@@ -391,42 +429,65 @@ fn warn_malformed(warnings: &AtomicU64, alert: &AlertRow, reason: &str) {
     }
 }
 
-/// One reader task: the enabled alerts of some tickers, judged, their triggers
-/// sent to the writer one ticker at a time.
+/// Splits `first..=last` into up to `parts` contiguous ranges.
+fn split((first, last): (i64, i64), parts: usize) -> Vec<(i64, i64)> {
+    let span = (last - first + 1).max(1) as u64;
+    let size = span.div_ceil(parts.max(1) as u64).max(1) as i64;
+    (0..)
+        .map(|part| first + part * size)
+        .take_while(|start| *start <= last)
+        .map(|start| (start, (start + size - 1).min(last)))
+        .collect()
+}
+
+/// One reader task: the candidate alerts of one id range, judged against
+/// their ticker's price, the triggers sent to the writer in chunks.
+#[allow(clippy::too_many_arguments)]
 fn read_and_judge(
     pool: &Pool,
-    work: &[Work],
+    staged: &[(&str, f64)],
+    (first, last): (i64, i64),
+    by_ticker: &HashMap<&str, &Work>,
     now: DateTime<Utc>,
-    evaluated: &AtomicU64,
     malformed: &AtomicU64,
     warnings: &AtomicU64,
     sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
 ) -> anyhow::Result<()> {
-    let connection = pool.get().context("taking a database connection")?;
-    for item in work {
-        let rows = alerts::enabled_for_ticker(&connection, &item.ticker)
-            .with_context(|| format!("reading the alerts of {}", item.ticker))?;
-        evaluated.fetch_add(rows.len() as u64, Ordering::Relaxed);
-        let mut triggers = Vec::new();
-        for alert in &rows {
-            match judge(alert, item.observed, now) {
-                Verdict::Fire => triggers.push(Trigger {
-                    alert_id: alert.id,
-                    arming: alert.arming,
-                    price: item.observed.price,
-                    quote_time: item.quote_time.clone(),
-                }),
-                // Expired rows are disabled by the next tick's `expire_due`.
-                Verdict::Hold | Verdict::Expired => {}
-                Verdict::Malformed(reason) => {
-                    malformed.fetch_add(1, Ordering::Relaxed);
-                    warn_malformed(warnings, alert, &reason);
-                }
+    let mut connection = pool.get().context("taking a database connection")?;
+    alerts::stage_prices(&mut connection, staged).context("staging the tick's prices")?;
+    let rows = alerts::candidates_in_range(&connection, first, last).context("reading alerts")?;
+    let mut triggers = Vec::new();
+    for alert in &rows {
+        let Some(item) = by_ticker.get(alert.ticker.as_str()) else {
+            continue;
+        };
+        match judge(alert, item.observed, now) {
+            Verdict::Fire => triggers.push(Trigger {
+                alert_id: alert.id,
+                arming: alert.arming,
+                ticker: alert.ticker.clone(),
+                condition: alert.condition.clone(),
+                // `judge` fires only on a finite target.
+                target_price: alert.target_price.unwrap_or(f64::NAN),
+                reference_price: alert.reference_price,
+                user_id: alert.user_id.clone(),
+                note: alert.note.clone(),
+                price: item.observed.price,
+                quote_time: item.quote_time.clone(),
+            }),
+            // Expired rows are disabled by the next tick's `expire_due`.
+            Verdict::Hold | Verdict::Expired => {}
+            Verdict::Malformed(reason) => {
+                malformed.fetch_add(1, Ordering::Relaxed);
+                warn_malformed(warnings, alert, &reason);
             }
         }
-        if !triggers.is_empty() && sender.send(Ok(triggers)).is_err() {
-            break;
+        if triggers.len() >= 512 && sender.send(Ok(std::mem::take(&mut triggers))).is_err() {
+            return Ok(());
         }
+    }
+    if !triggers.is_empty() {
+        let _ = sender.send(Ok(triggers));
     }
     Ok(())
 }
@@ -445,6 +506,8 @@ mod tests {
             target_price: target,
             reference_price: reference,
             expires_at: None,
+            user_id: None,
+            note: None,
         }
     }
 

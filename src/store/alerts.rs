@@ -19,6 +19,8 @@ pub struct AlertRow {
     pub reference_price: Option<f64>,
     /// As the application wrote it; `evaluate` parses it.
     pub expires_at: Option<String>,
+    pub user_id: Option<String>,
+    pub note: Option<String>,
 }
 
 /// A quote as stored; a price that is not a number comes back as `None`.
@@ -35,6 +37,14 @@ pub struct Trigger {
     pub alert_id: i64,
     /// The arming that was evaluated: the claim only takes that one.
     pub arming: i64,
+    /// The row as it was judged; the claim only takes it unchanged, and the
+    /// event carries these values.
+    pub ticker: String,
+    pub condition: String,
+    pub target_price: f64,
+    pub reference_price: Option<f64>,
+    pub user_id: Option<String>,
+    pub note: Option<String>,
     pub price: f64,
     pub quote_time: String,
 }
@@ -70,27 +80,88 @@ pub fn quotes(connection: &Connection) -> rusqlite::Result<Vec<QuoteRow>> {
     rows.collect()
 }
 
+/// Loads this tick's price of every ticker to evaluate into the connection's
+/// own temporary table, for [`candidates_in_range`]. Temporary tables take no
+/// lock on the database.
+pub fn stage_prices(connection: &mut Connection, prices: &[(&str, f64)]) -> rusqlite::Result<()> {
+    connection.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS tick_prices (ticker TEXT PRIMARY KEY, price REAL NOT NULL) WITHOUT ROWID;
+         DELETE FROM temp.tick_prices;",
+    )?;
+    let transaction = connection.transaction()?;
+    {
+        let mut insert = transaction
+            .prepare_cached("INSERT INTO temp.tick_prices (ticker, price) VALUES (?1, ?2)")?;
+        for (ticker, price) in prices {
+            insert.execute(params![ticker, price])?;
+        }
+    }
+    transaction.commit()
+}
+
+/// The smallest and largest alert id, if there are alerts.
+pub fn id_range(connection: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+    connection.query_row("SELECT min(id), max(id) FROM price_alerts", [], |row| {
+        Ok(row
+            .get::<_, Option<i64>>(0)?
+            .zip(row.get::<_, Option<i64>>(1)?))
+    })
+}
+
+/// The enabled alerts with ids in `first..=last` whose ticker is staged (see
+/// [`stage_prices`]) and that could fire at its staged price: one sequential
+/// pass over the table's range, as SQLite's own set-based update makes. Only
+/// rows that certainly hold are left out: `above`/`below` alerts with a
+/// finite numeric target on the far side of the price and no expiry.
+/// Everything else (other conditions, expiries, and rows `evaluate::judge`
+/// would call malformed) is returned for it to judge; a test there keeps the
+/// two in step.
+pub fn candidates_in_range(
+    connection: &Connection,
+    first: i64,
+    last: i64,
+) -> rusqlite::Result<Vec<AlertRow>> {
+    // CROSS JOIN keeps the alerts outer: a range scan in rowid order, each row
+    // looking its price up, rather than index lookups per ticker.
+    let mut statement = connection.prepare_cached(
+        "SELECT a.id, a.arming, a.ticker, a.condition, a.target_price, a.reference_price, a.expires_at, a.user_id, a.note
+         FROM price_alerts AS a CROSS JOIN temp.tick_prices AS p ON p.ticker = a.ticker
+         WHERE a.id BETWEEN ?1 AND ?2 AND a.enabled = 1
+           AND NOT (a.expires_at IS NULL
+                    AND typeof(a.target_price) IN ('real', 'integer')
+                    AND abs(a.target_price) <= 1.7976931348623157e308
+                    AND ((a.condition = 'above' AND a.target_price > p.price)
+                      OR (a.condition = 'below' AND a.target_price < p.price)))",
+    )?;
+    let rows = statement.query_map(params![first, last], alert_row)?;
+    rows.collect()
+}
+
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
 pub fn enabled_for_ticker(
     connection: &Connection,
     ticker: &str,
 ) -> rusqlite::Result<Vec<AlertRow>> {
     let mut statement = connection.prepare_cached(
-        "SELECT id, arming, ticker, condition, target_price, reference_price, expires_at
+        "SELECT id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note
          FROM price_alerts WHERE ticker = ?1 AND enabled = 1",
     )?;
-    let rows = statement.query_map([ticker], |row| {
-        Ok(AlertRow {
-            id: row.get(0)?,
-            arming: row.get(1)?,
-            ticker: text(row.get(2)?),
-            condition: text(row.get(3)?),
-            target_price: number(row.get(4)?),
-            reference_price: number(row.get(5)?),
-            expires_at: row.get::<_, Option<Value>>(6)?.map(text),
-        })
-    })?;
+    let rows = statement.query_map([ticker], alert_row)?;
     rows.collect()
+}
+
+fn alert_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
+    Ok(AlertRow {
+        id: row.get(0)?,
+        arming: row.get(1)?,
+        ticker: text(row.get(2)?),
+        condition: text(row.get(3)?),
+        target_price: number(row.get(4)?),
+        reference_price: number(row.get(5)?),
+        expires_at: row.get::<_, Option<Value>>(6)?.map(text),
+        user_id: row.get::<_, Option<Value>>(7)?.map(text),
+        note: row.get::<_, Option<Value>>(8)?.map(text),
+    })
 }
 
 /// Every ticker that has enabled alerts, with how many; one pass over
@@ -180,9 +251,10 @@ pub fn rearm(connection: &Connection, id: i64) -> rusqlite::Result<bool> {
 }
 
 /// Claims `triggers` in one IMMEDIATE transaction: each alert is disabled only
-/// if it is still enabled in the arming that was evaluated (invariant 1), and
-/// an outbox row is inserted for exactly the rows this statement changed
-/// (invariant 2). Returns how many alerts this call claimed.
+/// if it is still enabled, in the arming and with the condition and levels
+/// that were evaluated (invariant 1), and an outbox row is inserted for
+/// exactly the rows this statement changed (invariant 2). Returns how many
+/// alerts this call claimed.
 pub fn claim(
     connection: &mut Connection,
     triggers: &[Trigger],
@@ -193,43 +265,74 @@ pub fn claim(
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut claimed = 0;
     {
-        let mut disable = transaction.prepare_cached(
-            "UPDATE price_alerts SET enabled = 0, triggered_at = ?1, triggered_price = ?2
-             WHERE id = ?3 AND enabled = 1 AND arming = ?4
-             RETURNING ticker, condition, target_price, user_id, note",
+        // One set-based UPDATE per batch: the batch is staged in a temporary
+        // table (exact values, bound as parameters), and RETURNING names the
+        // rows this statement changed. Per-row UPDATEs cost several times more
+        // (each sets up the triggers' programs and a temporary b-tree).
+        transaction.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS claims (
+                 id INTEGER PRIMARY KEY, arming INTEGER NOT NULL, price REAL NOT NULL,
+                 condition TEXT NOT NULL, target_price REAL NOT NULL, reference_price REAL);
+             DELETE FROM temp.claims;",
         )?;
+        {
+            let mut stage = transaction.prepare_cached(
+                "INSERT OR REPLACE INTO temp.claims (id, arming, price, condition, target_price, reference_price)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for trigger in triggers {
+                stage.execute(params![
+                    trigger.alert_id,
+                    trigger.arming,
+                    trigger.price,
+                    trigger.condition,
+                    trigger.target_price,
+                    trigger.reference_price
+                ])?;
+            }
+        }
+        let changed: std::collections::HashSet<i64> = {
+            let mut disable = transaction.prepare_cached(
+                // `id IN (SELECT id ...)` makes SQLite drive from the staged
+                // ids (rowid lookups); a join would scan the whole table.
+                "UPDATE price_alerts
+                 SET enabled = 0, triggered_at = ?1,
+                     triggered_price = (SELECT c.price FROM temp.claims AS c WHERE c.id = price_alerts.id)
+                 WHERE id IN (SELECT id FROM temp.claims) AND enabled = 1
+                   AND EXISTS (SELECT 1 FROM temp.claims AS c
+                               WHERE c.id = price_alerts.id AND c.arming = price_alerts.arming
+                                 AND c.condition = price_alerts.condition AND c.target_price = price_alerts.target_price
+                                 AND c.reference_price IS price_alerts.reference_price)
+                 RETURNING id",
+            )?;
+            let rows = disable.query_map([&stamp], |row| row.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
         let mut enqueue = transaction.prepare_cached(
             "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         for trigger in triggers {
-            let mut rows = disable.query(params![
-                stamp,
-                trigger.price,
-                trigger.alert_id,
-                trigger.arming
-            ])?;
-            let Some(row) = rows.next()? else {
-                // Someone else claimed it, or it was re-armed or disabled since
-                // it was read: no event from us.
+            if !changed.contains(&trigger.alert_id) {
+                // Someone else claimed it, or it was disabled, re-armed or
+                // edited since it was read: no event from us.
                 continue;
-            };
+            }
             let event = Event::price_alert(
                 trigger.alert_id,
                 trigger.arming,
                 &stamp,
                 EventData {
                     alert_id: trigger.alert_id,
-                    ticker: text(row.get(0)?),
-                    condition: text(row.get(1)?),
-                    target_price: number(row.get(2)?).unwrap_or(f64::NAN),
+                    ticker: trigger.ticker.clone(),
+                    condition: trigger.condition.clone(),
+                    target_price: trigger.target_price,
                     price: trigger.price,
                     quote_time: trigger.quote_time.clone(),
                     triggered_at: stamp.clone(),
-                    user_id: row.get::<_, Option<Value>>(3)?.map(text),
-                    note: row.get::<_, Option<Value>>(4)?.map(text),
+                    user_id: trigger.user_id.clone(),
+                    note: trigger.note.clone(),
                 },
             );
-            drop(rows);
             enqueue.execute(params![
                 event.id,
                 trigger.alert_id,

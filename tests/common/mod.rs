@@ -621,6 +621,7 @@ error_log {root}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
+    nchan_max_reserved_memory 256M;
     client_body_temp_path {root}/body;
     proxy_temp_path {root}/proxy;
     fastcgi_temp_path {root}/fastcgi;
@@ -631,7 +632,7 @@ http {{
         location = /events {{
             nchan_publisher;
             nchan_channel_id price_alerts;
-            nchan_message_buffer_length 200000;
+            nchan_message_buffer_length 1000;
             nchan_message_timeout 1h;
         }}
         location = /api/stream {{
