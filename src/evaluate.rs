@@ -679,6 +679,85 @@ mod tests {
         );
     }
 
+    /// The store's SQL pre-filter may drop only rows `judge` holds: over a
+    /// grid of conditions, targets (numbers on both sides, text, infinities),
+    /// references and expiries, every row judged anything but `Hold` is a
+    /// candidate.
+    #[test]
+    fn the_stores_pre_filter_never_drops_a_row_judge_would_not_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::DatabaseConfig {
+            path: dir.path().join("a.db"),
+            busy_timeout: Duration::from_secs(5),
+        };
+        let pool = store::open(&config, 2).unwrap();
+        let mut connection = pool.get().unwrap();
+        let now = Utc::now();
+        let past = (now - chrono::Duration::hours(1)).to_rfc3339();
+        let future = (now + chrono::Duration::hours(1)).to_rfc3339();
+        let conditions = [
+            "above",
+            "below",
+            "crossing_up",
+            "crossing_down",
+            "moving_up_pct",
+            "moving_down_pct",
+            "sideways",
+            "",
+        ];
+        let targets = [
+            "50.0", "99.99", "100.0", "100", "100.01", "150.0", "'lots'", "9e999", "-9e999", "0",
+        ];
+        let expiries = [
+            "NULL".to_owned(),
+            format!("'{past}'"),
+            format!("'{future}'"),
+            "'soon'".to_owned(),
+        ];
+        let references = ["NULL", "100.0", "'x'"];
+        for condition in conditions {
+            for target in targets {
+                for expiry in &expiries {
+                    for reference in references {
+                        connection
+                            .execute_batch(&format!(
+                                "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, expires_at, created_at)
+                                 VALUES ('T', '{condition}', {target}, {reference}, {expiry}, 'x')"
+                            ))
+                            .unwrap();
+                    }
+                }
+            }
+        }
+        let observed = Observed {
+            price: 100.0,
+            previous: Some(90.0),
+        };
+        alerts::stage_prices(&mut connection, &[("T", observed.price)]).unwrap();
+        let candidates: HashSet<i64> = alerts::candidates_in_range(&connection, i64::MIN, i64::MAX)
+            .unwrap()
+            .iter()
+            .map(|alert| alert.id)
+            .collect();
+        let all = alerts::enabled_for_ticker(&connection, "T").unwrap();
+        assert_eq!(
+            all.len(),
+            conditions.len() * targets.len() * expiries.len() * references.len()
+        );
+        let mut dropped = 0;
+        for alert in &all {
+            let verdict = judge(alert, observed, now);
+            if !candidates.contains(&alert.id) {
+                dropped += 1;
+                assert_eq!(verdict, Verdict::Hold, "the pre-filter dropped {alert:?}");
+            }
+        }
+        assert!(
+            dropped > 0,
+            "the pre-filter dropped nothing: it is not being tested"
+        );
+    }
+
     fn price() -> impl Strategy<Value = f64> {
         0.01f64..1_000_000.0
     }
