@@ -177,6 +177,7 @@ impl Engine {
                 .await
                 .context("the evaluation panicked")??;
                 report.quote_errors = refresh.errors;
+                self.checkpoint().await;
                 Ok(JobReport::Evaluated(report))
             }
             JobKind::Purge { keep } => tokio::task::spawn_blocking(move || {
@@ -194,6 +195,19 @@ impl Engine {
             })
             .await
             .context("the purge panicked")?,
+        }
+    }
+
+    /// Checkpoints the WAL after a tick's writes (see `store::checkpoint`).
+    async fn checkpoint(&self) {
+        let pool = self.pool.clone();
+        let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let connection = pool.get().context("taking a database connection")?;
+            store::checkpoint(&connection).context("checkpointing the WAL")
+        })
+        .await;
+        if let Err(error) = done.map_err(anyhow::Error::new).and_then(|done| done) {
+            tracing::warn!(error = format!("{error:#}"), "checkpoint failed");
         }
     }
 

@@ -119,6 +119,10 @@ pub async fn run(
                 tracing::error!(error = format!("{error:#}"), "delivery round failed");
             }
         }
+        // Idle after work: a good moment to checkpoint the deliveries' writes.
+        if let Err(error) = blocking(&pool, |connection| store::checkpoint(connection)).await {
+            tracing::warn!(error = format!("{error:#}"), "checkpoint failed");
+        }
         let next_due = blocking(&pool, |connection| outbox::next_due(connection))
             .await
             .unwrap_or_else(|error| {
