@@ -604,7 +604,7 @@ fn validate(
     let claim_batch = count(
         &raw.evaluator.claim_batch,
         "evaluator.claim_batch",
-        10_000,
+        5000,
         1..=100_000,
         &mut report,
     );
