@@ -11,6 +11,13 @@ use crate::config::Config;
 use crate::evaluate::Condition;
 use crate::store::{self, alerts, outbox, runs};
 
+/// Opens (and migrates) the database for one command.
+fn connect(config: &Config) -> anyhow::Result<store::PooledConnection> {
+    store::open(&config.database, 1)?
+        .get()
+        .context("taking a database connection")
+}
+
 /// Prints up to `limit` undelivered events (or only dead letters), oldest first.
 pub fn outbox_list(
     config: &Config,
@@ -19,11 +26,9 @@ pub fn outbox_list(
     json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let pool = store::open(&config.database, 1)?;
-    let connection = pool.get().context("taking a database connection")?;
+    let connection = connect(config)?;
     let entries = outbox::list(&connection, filter, limit).context("listing the outbox")?;
-    let pending = outbox::pending_count(&connection).context("counting pending events")?;
-    let dead = outbox::dead_count(&connection).context("counting dead letters")?;
+    let (pending, dead) = outbox::backlog(&connection).context("counting the outbox")?;
     if json {
         return print_json_lines(&entries, out);
     }
@@ -69,8 +74,7 @@ pub enum Replay {
 /// bodies unchanged. A running daemon picks them up within seconds. Fails if a
 /// named event does not exist or was delivered.
 pub fn outbox_replay(config: &Config, what: Replay, out: &mut impl Write) -> anyhow::Result<()> {
-    let pool = store::open(&config.database, 1)?;
-    let mut connection = pool.get().context("taking a database connection")?;
+    let mut connection = connect(config)?;
     let now = Utc::now().timestamp_millis();
     match what {
         Replay::AllDead => {
@@ -101,8 +105,7 @@ pub fn outbox_replay(config: &Config, what: Replay, out: &mut impl Write) -> any
 /// Re-arms a triggered, expired or disabled alert: its next trigger carries a
 /// new event id. Fails if there is no such alert or it is already armed.
 pub fn alerts_rearm(config: &Config, id: i64, out: &mut impl Write) -> anyhow::Result<()> {
-    let pool = store::open(&config.database, 1)?;
-    let connection = pool.get().context("taking a database connection")?;
+    let connection = connect(config)?;
     anyhow::ensure!(
         store::alerts::rearm(&connection, id).context("re-arming the alert")?,
         "alert {id} does not exist or is already armed"
@@ -120,8 +123,7 @@ pub fn alerts_list(
     json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let pool = store::open(&config.database, 1)?;
-    let connection = pool.get().context("taking a database connection")?;
+    let connection = connect(config)?;
     let entries = alerts::list(&connection, filter, ticker, limit).context("listing alerts")?;
     if json {
         return print_json_lines(&entries, out);
@@ -199,8 +201,7 @@ pub fn alerts_add(
             "--expires {expiry:?} is not an RFC 3339 time"
         );
     }
-    let pool = store::open(&config.database, 1)?;
-    let connection = pool.get().context("taking a database connection")?;
+    let connection = connect(config)?;
     let id = alerts::add(
         &connection,
         &alerts::NewAlert { ticker, ..*alert },
@@ -213,8 +214,7 @@ pub fn alerts_add(
 
 /// Disables an armed alert without an event.
 pub fn alerts_disable(config: &Config, id: i64, out: &mut impl Write) -> anyhow::Result<()> {
-    let pool = store::open(&config.database, 1)?;
-    let connection = pool.get().context("taking a database connection")?;
+    let connection = connect(config)?;
     anyhow::ensure!(
         alerts::disable(&connection, id).context("disabling the alert")?,
         "alert {id} does not exist or is not armed"
@@ -235,8 +235,7 @@ pub fn quotes_set(
         price.is_finite() && price > 0.0,
         "the price must be a positive number"
     );
-    let pool = store::open(&config.database, 1)?;
-    let mut connection = pool.get().context("taking a database connection")?;
+    let mut connection = connect(config)?;
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     alerts::upsert_quotes(
         &mut connection,
@@ -256,8 +255,7 @@ struct QuoteLine {
 
 /// Prints every quote.
 pub fn quotes_list(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
-    let pool = store::open(&config.database, 1)?;
-    let connection = pool.get().context("taking a database connection")?;
+    let connection = connect(config)?;
     let mut quotes: Vec<QuoteLine> = alerts::quotes(&connection)
         .context("reading quotes")?
         .into_iter()
@@ -294,13 +292,14 @@ struct Status {
 /// Per job: its last run, how long it took and its result; the outbox's
 /// pending and dead counts.
 pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
-    let pool = store::open(&config.database, 1)?;
-    let connection = pool.get().context("taking a database connection")?;
+    let connection = connect(config)?;
     let recorded = runs::list(&connection).context("reading job runs")?;
+    let (outbox_pending, outbox_dead) =
+        outbox::backlog(&connection).context("counting the outbox")?;
     let status = Status {
         jobs: recorded,
-        outbox_pending: outbox::pending_count(&connection).context("counting pending events")?,
-        outbox_dead: outbox::dead_count(&connection).context("counting dead letters")?,
+        outbox_pending,
+        outbox_dead,
     };
     if json {
         writeln!(out, "{}", serde_json::to_string(&status)?)?;

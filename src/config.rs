@@ -642,21 +642,7 @@ fn validate(
             }
             None
         }
-        Some(url) => match Url::parse(url.get_ref()) {
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(parsed),
-            Ok(parsed) => {
-                report(
-                    "webhook.url",
-                    url.span(),
-                    format!("scheme {:?} is not http or https", parsed.scheme()),
-                );
-                None
-            }
-            Err(error) => {
-                report("webhook.url", url.span(), format!("not a URL: {error}"));
-                None
-            }
-        },
+        Some(url) => http_url(url, "webhook.url", &mut report),
     };
     let mut secrets = Vec::new();
     if let (Some(_), Some(file)) = (&webhook.secret, &webhook.secret_file) {
@@ -690,29 +676,7 @@ fn validate(
             ),
         }
     }
-    let mut headers = Vec::new();
-    for (name, value) in &webhook.headers {
-        let key = format!("webhook.headers.{name}");
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value.get_ref()),
-        ) {
-            (Ok(name), Ok(mut value)) => {
-                value.set_sensitive(true);
-                headers.push((name, value));
-            }
-            (Err(_), _) => report(
-                &key,
-                value.span(),
-                "not a valid HTTP header name".to_owned(),
-            ),
-            (_, Err(_)) => report(
-                &key,
-                value.span(),
-                "not a valid HTTP header value".to_owned(),
-            ),
-        }
-    }
+    let headers = header_list(&webhook.headers, "webhook.headers", &mut report);
     let timeout = duration(&webhook.timeout, "webhook.timeout", "15s", &mut report);
     let connect_timeout = duration(
         &webhook.connect_timeout,
@@ -994,21 +958,7 @@ fn prices(raw: &raw::Prices, report: &mut impl FnMut(&str, Range<usize>, String)
                     );
                     None
                 }
-                Some(url) => match Url::parse(url.get_ref()) {
-                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(parsed),
-                    Ok(parsed) => {
-                        report(
-                            "prices.url",
-                            url.span(),
-                            format!("scheme {:?} is not http or https", parsed.scheme()),
-                        );
-                        None
-                    }
-                    Err(error) => {
-                        report("prices.url", url.span(), format!("not a URL: {error}"));
-                        None
-                    }
-                },
+                Some(url) => http_url(url, "prices.url", report),
             };
             let batch_size = count(
                 &raw.batch_size,
@@ -1018,23 +968,7 @@ fn prices(raw: &raw::Prices, report: &mut impl FnMut(&str, Range<usize>, String)
                 report,
             );
             let timeout = duration(&raw.timeout, "prices.timeout", "5s", report);
-            let mut headers = Vec::new();
-            for (name, value) in &raw.headers {
-                match (
-                    HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_str(value.get_ref()),
-                ) {
-                    (Ok(name), Ok(mut value)) => {
-                        value.set_sensitive(true);
-                        headers.push((name, value));
-                    }
-                    _ => report(
-                        &format!("prices.headers.{name}"),
-                        value.span(),
-                        "not a valid HTTP header".to_owned(),
-                    ),
-                }
-            }
+            let headers = header_list(&raw.headers, "prices.headers", report);
             match url {
                 Some(url) => PriceSource::Http(HttpSource {
                     url,
@@ -1055,6 +989,61 @@ fn prices(raw: &raw::Prices, report: &mut impl FnMut(&str, Range<usize>, String)
         }
     };
     PricesConfig { source, max_age }
+}
+
+/// An http or https URL.
+fn http_url(
+    value: &Spanned<String>,
+    key: &str,
+    report: &mut impl FnMut(&str, Range<usize>, String),
+) -> Option<Url> {
+    match Url::parse(value.get_ref()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+        Ok(url) => {
+            report(
+                key,
+                value.span(),
+                format!("scheme {:?} is not http or https", url.scheme()),
+            );
+            None
+        }
+        Err(error) => {
+            report(key, value.span(), format!("not a URL: {error}"));
+            None
+        }
+    }
+}
+
+/// Static HTTP headers, their values marked sensitive (never printed by `Debug`).
+fn header_list(
+    headers: &BTreeMap<String, Spanned<String>>,
+    key: &str,
+    report: &mut impl FnMut(&str, Range<usize>, String),
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut list = Vec::new();
+    for (name, value) in headers {
+        let key = format!("{key}.{name}");
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value.get_ref()),
+        ) {
+            (Ok(name), Ok(mut value)) => {
+                value.set_sensitive(true);
+                list.push((name, value));
+            }
+            (Err(_), _) => report(
+                &key,
+                value.span(),
+                "not a valid HTTP header name".to_owned(),
+            ),
+            (_, Err(_)) => report(
+                &key,
+                value.span(),
+                "not a valid HTTP header value".to_owned(),
+            ),
+        }
+    }
+    list
 }
 
 /// Svix's schedule, the reference for Standard Webhooks senders.

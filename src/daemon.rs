@@ -136,16 +136,11 @@ impl Engine {
             detail,
             last_success_at: None,
         };
-        let pool = self.pool.clone();
-        let recorded = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let connection = pool.get().context("taking a database connection")?;
-            store::runs::record(&connection, &run).context("recording the run")
+        let recorded = store::blocking(&self.pool, "recording the run", move |connection| {
+            store::runs::record(connection, &run)
         })
         .await;
-        if let Err(error) = recorded
-            .map_err(anyhow::Error::new)
-            .and_then(|recorded| recorded)
-        {
+        if let Err(error) = recorded {
             tracing::warn!(
                 job,
                 error = format!("{error:#}"),
@@ -180,49 +175,41 @@ impl Engine {
                 self.checkpoint().await;
                 Ok(JobReport::Evaluated(report))
             }
-            JobKind::Purge { keep } => tokio::task::spawn_blocking(move || {
+            JobKind::Purge { keep } => {
                 let started = std::time::Instant::now();
                 let before = store::timestamp(
                     Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX),
                 );
-                let connection = engine.pool.get().context("taking a database connection")?;
-                let deleted = store::outbox::purge_delivered(&connection, &before)
-                    .context("purging delivered events")?;
+                let deleted =
+                    store::blocking(&self.pool, "purging delivered events", move |connection| {
+                        store::outbox::purge_delivered(connection, &before)
+                    })
+                    .await?;
                 Ok(JobReport::Purged {
                     deleted: deleted as u64,
                     duration: started.elapsed(),
                 })
-            })
-            .await
-            .context("the purge panicked")?,
+            }
         }
     }
 
     /// Checkpoints the WAL after a tick's writes (see `store::checkpoint`).
     async fn checkpoint(&self) {
-        let pool = self.pool.clone();
-        let done = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let connection = pool.get().context("taking a database connection")?;
-            store::checkpoint(&connection).context("checkpointing the WAL")
+        if let Err(error) = store::blocking(&self.pool, "checkpointing the WAL", |connection| {
+            store::checkpoint(connection)
         })
-        .await;
-        if let Err(error) = done.map_err(anyhow::Error::new).and_then(|done| done) {
+        .await
+        {
             tracing::warn!(error = format!("{error:#}"), "checkpoint failed");
         }
     }
 
     /// Events still pending, and dead letters.
     async fn backlog(&self) -> anyhow::Result<(u64, u64)> {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let connection = pool.get().context("taking a database connection")?;
-            let pending =
-                store::outbox::pending_count(&connection).context("counting pending events")?;
-            let dead = store::outbox::dead_count(&connection).context("counting dead letters")?;
-            Ok((pending, dead))
+        store::blocking(&self.pool, "counting the outbox", |connection| {
+            store::outbox::backlog(connection)
         })
         .await
-        .context("counting the outbox panicked")?
     }
 }
 

@@ -120,15 +120,21 @@ pub async fn run(
             }
         }
         // Idle after work: a good moment to checkpoint the deliveries' writes.
-        if let Err(error) = blocking(&pool, |connection| store::checkpoint(connection)).await {
+        if let Err(error) = store::blocking(&pool, "checkpointing the WAL", |connection| {
+            store::checkpoint(connection)
+        })
+        .await
+        {
             tracing::warn!(error = format!("{error:#}"), "checkpoint failed");
         }
-        let next_due = blocking(&pool, |connection| outbox::next_due(connection))
-            .await
-            .unwrap_or_else(|error| {
-                tracing::error!(error = format!("{error:#}"), "reading the outbox failed");
-                Some(now_ms() + 1000)
-            });
+        let next_due = store::blocking(&pool, "reading the outbox", |connection| {
+            outbox::next_due(connection)
+        })
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(error = format!("{error:#}"), "reading the outbox failed");
+            Some(now_ms() + 1000)
+        });
         let wait = match next_due {
             Some(due) => Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_POLL),
             None if draining.is_some() => return totals,
@@ -171,7 +177,7 @@ async fn round(
     let lease = webhook.lease().as_millis() as i64;
     let leased = {
         let owner = owner.to_owned();
-        blocking(pool, move |connection| {
+        store::blocking(pool, "leasing due events", move |connection| {
             let now = now_ms();
             outbox::lease_due(connection, &owner, now, now + lease, limit)
         })
@@ -224,7 +230,7 @@ async fn round(
         tracing::warn!(failed = round.failed, delivered = round.delivered, %error, "deliveries failed; they will be retried");
     }
     let owner = owner.to_owned();
-    blocking(pool, move |connection| {
+    store::blocking(pool, "recording delivery outcomes", move |connection| {
         outbox::record(
             connection,
             &owner,
@@ -405,21 +411,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
-}
-
-/// Runs a store call on the blocking pool with a pooled connection.
-async fn blocking<T, F>(pool: &Pool, call: F) -> anyhow::Result<T>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
-{
-    let pool = pool.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut connection = pool.get().context("taking a database connection")?;
-        call(&mut connection).context("updating the outbox")
-    })
-    .await
-    .context("a database task panicked")?
 }
 
 #[cfg(test)]

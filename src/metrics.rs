@@ -269,19 +269,10 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, pool: Pool) -> any
 }
 
 async fn answer(path: &str, metrics: &Metrics, pool: &Pool) -> hyper::Response<Full<Bytes>> {
-    let counts = {
-        let pool = pool.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, u64)> {
-            let connection = pool.get().context("taking a database connection")?;
-            Ok((
-                store::outbox::pending_count(&connection)?,
-                store::outbox::dead_count(&connection)?,
-            ))
-        })
-        .await
-        .map_err(anyhow::Error::new)
-        .and_then(|counts| counts)
-    };
+    let counts = store::blocking(pool, "counting the outbox", |connection| {
+        store::outbox::backlog(connection)
+    })
+    .await;
     let (status, content_type, body) = match (path, counts) {
         ("/metrics", Ok((pending, dead))) => (
             200,

@@ -196,26 +196,20 @@ impl Source {
 }
 
 async fn enabled_tickers(pool: &Pool, scope: &Scope) -> anyhow::Result<Vec<String>> {
-    let (pool, scope) = (pool.clone(), scope.clone());
-    tokio::task::spawn_blocking(move || {
-        let connection = pool.get().context("taking a database connection")?;
-        let tickers = store::alerts::enabled_tickers(&connection).context("listing tickers")?;
-        Ok(tickers
-            .into_iter()
-            .map(|(ticker, _)| ticker)
-            .filter(|ticker| !ticker.trim().is_empty() && scope.covers(ticker))
-            .collect())
+    let tickers = store::blocking(pool, "listing tickers", |connection| {
+        store::alerts::enabled_tickers(connection)
     })
-    .await
-    .context("listing tickers panicked")?
+    .await?;
+    Ok(tickers
+        .into_iter()
+        .map(|(ticker, _)| ticker)
+        .filter(|ticker| !ticker.trim().is_empty() && scope.covers(ticker))
+        .collect())
 }
 
 async fn store_quotes(pool: &Pool, quotes: Vec<(String, f64, String)>) -> anyhow::Result<()> {
-    let pool = pool.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut connection = pool.get().context("taking a database connection")?;
-        store::alerts::upsert_quotes(&mut connection, &quotes).context("storing quotes")
+    store::blocking(pool, "storing quotes", move |connection| {
+        store::alerts::upsert_quotes(connection, &quotes)
     })
     .await
-    .context("storing quotes panicked")?
 }

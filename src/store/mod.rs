@@ -204,6 +204,23 @@ pub fn timestamp(instant: chrono::DateTime<chrono::Utc>) -> String {
     instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Runs a store call with a pooled connection on tokio's blocking threads:
+/// SQLite never runs on a tokio worker (invariant 5). `what` names the call
+/// in errors.
+pub async fn blocking<T, F>(pool: &Pool, what: &'static str, call: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+{
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut connection = pool.get().context("taking a database connection")?;
+        call(&mut connection).context(what)
+    })
+    .await
+    .with_context(|| format!("{what} panicked"))?
+}
+
 /// Copies what the WAL holds into the database file, as far as readers allow
 /// (`PASSIVE`: it never waits for, or blocks, anyone).
 pub fn checkpoint(connection: &Connection) -> rusqlite::Result<()> {

@@ -137,6 +137,11 @@ pub fn pending_count(connection: &Connection) -> rusqlite::Result<u64> {
     Ok(count as u64)
 }
 
+/// Pending events and dead letters.
+pub fn backlog(connection: &Connection) -> rusqlite::Result<(u64, u64)> {
+    Ok((pending_count(connection)?, dead_count(connection)?))
+}
+
 /// Dead letters.
 pub fn dead_count(connection: &Connection) -> rusqlite::Result<u64> {
     let count: i64 = connection.query_row(
