@@ -281,7 +281,6 @@ pub fn tick(
     let malformed = AtomicU64::new(0);
     let threads = workers.current_num_threads();
     let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(threads * 4);
-    let tasks = work.len().clamp(1, threads * 4);
     let mut first_error: Option<anyhow::Error> = None;
     let claim_batch = options.evaluator.claim_batch;
 
@@ -294,7 +293,9 @@ pub fn tick(
         .map(|item| (item.ticker.as_str(), item.observed.price))
         .collect();
     let ranges = match alerts::id_range(&writer).context("reading the alert id range")? {
-        Some(range) if !work.is_empty() => split(range, tasks),
+        // One range per thread: each task stages the prices once, on its own
+        // connection, so more tasks would mostly repeat that.
+        Some(range) if !work.is_empty() => split(range, threads),
         _ => Vec::new(),
     };
 
