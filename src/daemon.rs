@@ -497,6 +497,9 @@ async fn reload(source: &Source, running: &Config) -> Option<Config> {
     {
         tracing::warn!("changes to [database] and [evaluator] take effect at the next restart");
     }
+    tracing::info!(
+        "a reload applies [webhook] and [[jobs]]; [database], [evaluator], [prices], [metrics] and [log] apply at the next restart"
+    );
     Some(new)
 }
 
