@@ -7,21 +7,16 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Db, Receiver, binary, config_text, wait_until};
-
-fn write_config(db: &Db, text: &str) -> std::path::PathBuf {
-    let path = db.dir.path().join("price-alertd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use common::{Daemon, Db, Receiver, binary, config_text, summary, wait_until};
 
 #[test]
 fn check_config_lists_each_job_with_its_next_three_fire_times() {
     let db = Db::new();
-    let path = write_config(
-        &db,
-        &config_text(&db.path, "http://127.0.0.1:9/events", "0 30 9 * * *"),
-    );
+    let path = db.write_config(&config_text(
+        &db.path,
+        "http://127.0.0.1:9/events",
+        "0 30 9 * * *",
+    ));
     let output = binary()
         .args(["--config", path.to_str().unwrap(), "check-config"])
         .output()
@@ -48,7 +43,7 @@ fn a_broken_toml_exits_78_naming_the_line() {
     let db = Db::new();
     let text = config_text(&db.path, "http://127.0.0.1:9/events", "*/10 * * * * *")
         .replace("threads = 10", "threads = 10\nthreads_typo = 3");
-    let path = write_config(&db, &text);
+    let path = db.write_config(&text);
     for command in ["check-config", "run"] {
         let output = binary()
             .args(["--config", path.to_str().unwrap(), command])
@@ -61,7 +56,7 @@ fn a_broken_toml_exits_78_naming_the_line() {
             "{command}: {stderr}"
         );
     }
-    let path = write_config(&db, "[webhook\nurl = 1\n");
+    let path = db.write_config("[webhook\nurl = 1\n");
     let output = binary()
         .args(["--config", path.to_str().unwrap(), "check-config"])
         .output()
@@ -79,20 +74,11 @@ fn help_documents_each_command() {
     }
 }
 
-/// Parses run-job's summary line into its key=value pairs.
-fn summary(stdout: &str) -> HashMap<String, String> {
-    let line = stdout.lines().last().unwrap_or_default();
-    line.split_whitespace()
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(key, value)| (key.to_owned(), value.to_owned()))
-        .collect()
-}
-
 #[test]
 fn run_job_runs_once_delivers_and_summarises() {
     let db = Db::new();
     let receiver = Receiver::start();
-    let path = write_config(&db, &config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
     db.add_alert("AAPL", "above", 100.0);
     db.add_alert("AAPL", "above", 500.0);
     db.set_quote("AAPL", 150.0);
@@ -120,10 +106,11 @@ fn run_job_runs_once_delivers_and_summarises() {
 #[test]
 fn run_job_exits_non_zero_when_the_job_fails() {
     let db = Db::new();
-    let path = write_config(
-        &db,
-        &config_text(&db.path, "http://127.0.0.1:9/events", "0 0 0 1 1 *"),
-    );
+    let path = db.write_config(&config_text(
+        &db.path,
+        "http://127.0.0.1:9/events",
+        "0 0 0 1 1 *",
+    ));
     db.app().execute_batch("DROP TABLE quotes").unwrap();
     let output = binary()
         .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
@@ -138,7 +125,7 @@ fn run_job_exits_non_zero_when_the_job_fails() {
 fn three_run_job_processes_at_once_deliver_each_alert_exactly_once() {
     let db = Db::new();
     let receiver = Receiver::start();
-    let path = write_config(&db, &config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
     let tickers = ["AAPL", "MSFT", "TSLA"];
     for ticker in tickers {
         db.set_quote(ticker, 100.0);
@@ -194,7 +181,7 @@ fn sighup_with_a_broken_file_keeps_the_old_jobs_running() {
     let db = Db::new();
     let receiver = Receiver::start();
     let good = config_text(&db.path, &receiver.url, "* * * * * *");
-    let path = write_config(&db, &good);
+    let path = db.write_config(&good);
     db.set_quote("AAPL", 100.0);
     let daemon = Daemon::start(&path);
 
@@ -228,7 +215,7 @@ fn sigterm_exits_0_with_nothing_lost() {
     let text = config_text(&db.path, &receiver.url, "* * * * * *")
         .replace("drain_timeout = \"10s\"", "drain_timeout = \"1s\"")
         .replace("timeout = \"5s\"", "timeout = \"120s\"");
-    let path = write_config(&db, &text);
+    let path = db.write_config(&text);
     db.set_quote("AAPL", 100.0);
     for n in 0..50 {
         db.add_alert("AAPL", "above", n as f64);
@@ -263,7 +250,7 @@ fn sigterm_exits_0_with_nothing_lost() {
 fn sigterm_delivers_what_is_pending_before_exiting() {
     let db = Db::new();
     let receiver = Receiver::start();
-    let path = write_config(&db, &config_text(&db.path, &receiver.url, "* * * * * *"));
+    let path = db.write_config(&config_text(&db.path, &receiver.url, "* * * * * *"));
     let mut daemon = Daemon::start(&path);
     db.set_quote("AAPL", 100.0);
     for n in 0..30 {
@@ -288,7 +275,7 @@ fn a_tick_due_while_the_previous_run_is_going_is_skipped_not_run_alongside() {
     let database = format!("path = \"{}\"", db.path.display());
     let text = config_text(&db.path, &receiver.url, "* * * * * *")
         .replace(&database, &format!("{database}\nbusy_timeout = \"120s\""));
-    let path = write_config(&db, &text);
+    let path = db.write_config(&text);
     db.set_quote("AAPL", 100.0);
     let daemon = Daemon::start(&path);
 
@@ -336,7 +323,7 @@ fn a_webhook_down_at_start_gets_the_events_once_it_is_up() {
     let db = Db::new();
     let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}/events");
-    let path = write_config(&db, &config_text(&db.path, &url, "* * * * * *"));
+    let path = db.write_config(&config_text(&db.path, &url, "* * * * * *"));
     db.set_quote("AAPL", 100.0);
     for n in 0..5 {
         db.add_alert("AAPL", "above", n as f64);
@@ -362,7 +349,7 @@ fn a_hanging_receiver_never_delays_evaluation_ticks() {
     receiver.set_default(Some(common::Reply::hang(Duration::from_secs(60))));
     let text = config_text(&db.path, &receiver.url, "* * * * * *")
         .replace("timeout = \"5s\"", "timeout = \"120s\"");
-    let path = write_config(&db, &text);
+    let path = db.write_config(&text);
     db.set_quote("AAPL", 100.0);
     for n in 0..40 {
         db.add_alert("AAPL", "above", n as f64);

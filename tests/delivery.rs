@@ -164,9 +164,9 @@ fn redirects_are_not_followed_and_count_as_failures() {
 }
 
 fn write_config(db: &Db, url: &str) -> String {
-    let path = db.dir.path().join("price-alertd.toml");
-    std::fs::write(&path, common::config_text(&db.path, url, "0 0 0 1 1 *")).unwrap();
-    path.display().to_string()
+    db.write_config(&common::config_text(&db.path, url, "0 0 0 1 1 *"))
+        .display()
+        .to_string()
 }
 
 #[test]

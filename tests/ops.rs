@@ -6,13 +6,7 @@ mod common;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use common::{Daemon, Db, Receiver, binary, config_text, free_port, wait_until};
-
-fn write_config(db: &Db, text: &str) -> std::path::PathBuf {
-    let path = db.dir.path().join("price-alertd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use common::{Daemon, Db, Receiver, binary, cli, config_text, free_port, wait_until};
 
 /// Reads datagrams until one contains `wanted`; returns everything read.
 fn read_until(socket: &UnixDatagram, wanted: &str) -> Vec<String> {
@@ -38,10 +32,11 @@ fn read_until(socket: &UnixDatagram, wanted: &str) -> Vec<String> {
 #[test]
 fn systemd_hears_ready_reloading_watchdog_and_stopping() {
     let db = Db::new();
-    let path = write_config(
-        &db,
-        &config_text(&db.path, "http://127.0.0.1:9/events", "* * * * * *"),
-    );
+    let path = db.write_config(&config_text(
+        &db.path,
+        "http://127.0.0.1:9/events",
+        "* * * * * *",
+    ));
     let socket_path = db.dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
@@ -112,7 +107,7 @@ fn metrics_and_health_are_served_when_configured() {
     let port = free_port();
     let text = config_text(&db.path, &receiver.url, "* * * * * *")
         + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
-    let path = write_config(&db, &text);
+    let path = db.write_config(&text);
     db.set_quote("AAPL", 100.0);
     db.add_alert("AAPL", "above", 1.0);
     db.add_alert("AAPL", "above", 2.0);
@@ -200,10 +195,7 @@ fn json_logs_are_one_object_per_line() {
     let db = Db::new();
     let text = config_text(&db.path, "http://127.0.0.1:9/events", "0 0 0 1 1 *")
         + "\n[log]\nformat = \"json\"\n";
-    let path = write_config(
-        &db,
-        &text.replace("drain_timeout = \"10s\"", "drain_timeout = \"1s\""),
-    );
+    let path = db.write_config(&text.replace("drain_timeout = \"10s\"", "drain_timeout = \"1s\""));
     // A trigger, and a webhook that refuses: warnings to log.
     db.add_alert("AAPL", "above", 1.0);
     db.set_quote("AAPL", 2.0);
@@ -225,26 +217,11 @@ fn json_logs_are_one_object_per_line() {
     }
 }
 
-/// Runs the CLI; returns stdout, failing the test if the command failed.
-fn cli(path: &std::path::Path, args: &[&str]) -> String {
-    let output = binary()
-        .args(["--config", path.to_str().unwrap()])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 #[test]
 fn the_admin_cli_manages_alerts_and_quotes_and_reports_status() {
     let db = Db::new();
     let receiver = Receiver::start();
-    let path = write_config(&db, &config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
 
     let first: i64 = cli(
         &path,
@@ -336,7 +313,7 @@ fn check_config_from_an_instant_follows_the_dst_changes() {
         "schedule = \"30 9 * * *\"",
         "schedule = \"30 9 * * *\"\ntimezone = \"America/New_York\"",
     );
-    let path = write_config(&db, &text);
+    let path = db.write_config(&text);
     let march = cli(&path, &["check-config", "--from", "2026-03-07T00:00:00Z"]);
     let times: Vec<&str> = march
         .lines()

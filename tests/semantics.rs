@@ -7,34 +7,11 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Daemon, Db, QuoteServer, Receiver, binary, config_text, wait_until};
+use common::{Daemon, Db, QuoteServer, Receiver, binary, cli, config_text, summary, wait_until};
 
 /// Runs `price-alertd run-job NAME` and returns its summary's pairs.
 fn run_job(config: &std::path::Path, name: &str) -> HashMap<String, String> {
-    let output = binary()
-        .args(["--config", config.to_str().unwrap(), "run-job", name])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(key, value)| (key.to_owned(), value.to_owned()))
-        .collect()
-}
-
-fn write_config(db: &Db, text: &str) -> std::path::PathBuf {
-    let path = db.dir.path().join("price-alertd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    summary(&cli(config, &["run-job", name]))
 }
 
 fn set_quote_at(db: &Db, ticker: &str, price: f64, updated_at: &str) {
@@ -51,7 +28,7 @@ fn set_quote_at(db: &Db, ticker: &str, price: f64, updated_at: &str) {
 fn crossings_fire_on_the_tick_that_crosses_even_across_separate_processes() {
     let db = Db::new();
     let receiver = Receiver::start();
-    let path = write_config(&db, &config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
     let up = db.add_alert("BTC-USD", "crossing_up", 100.0);
     let down = db.add_alert("BTC-USD", "crossing_down", 100.0);
 
@@ -81,7 +58,7 @@ fn a_stale_quote_never_triggers_and_is_logged_once_per_ticker() {
     let receiver = Receiver::start();
     let text = config_text(&db.path, &receiver.url, "* * * * * *")
         .replace("[webhook]", "[prices]\nmax_age = \"15m\"\n\n[webhook]");
-    let path = write_config(&db, &text);
+    let path = db.write_config(&text);
     for _ in 0..3 {
         db.add_alert("AAPL", "above", 100.0);
     }
@@ -117,7 +94,7 @@ fn a_stale_quote_never_triggers_and_is_logged_once_per_ticker() {
 fn quote_times_come_from_the_source_not_the_clock() {
     let db = Db::new();
     let receiver = Receiver::start();
-    let path = write_config(&db, &config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
     db.add_alert("AAPL", "above", 100.0);
     let at = (chrono::Utc::now() - chrono::Duration::minutes(2)).to_rfc3339();
     set_quote_at(&db, "AAPL", 150.0, &at);
@@ -133,7 +110,7 @@ fn http_source_config(db: &Db, webhook: &str, quotes: &str, extra: &str) -> std:
         "[webhook]",
         &format!("[prices]\nsource = \"http\"\nurl = \"{quotes}\"\nbatch_size = 2\ntimeout = \"2s\"\n{extra}\n[webhook]"),
     );
-    write_config(db, &text)
+    db.write_config(&text)
 }
 
 #[test]
@@ -227,7 +204,7 @@ fn a_429_makes_the_source_back_off() {
             source.url
         ),
     );
-    let path = write_config(&db, &text);
+    let path = db.write_config(&text);
     db.add_alert("A", "above", 10.0);
     db.add_alert("B", "above", 10.0);
     source.set("A", 20.0, Duration::ZERO);
@@ -253,7 +230,7 @@ fn a_429_makes_the_source_back_off() {
 fn malformed_rows_are_skipped_and_counted_and_the_rest_triggers() {
     let db = Db::new();
     let receiver = Receiver::start();
-    let path = write_config(&db, &config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
     let good = db.add_alert("AAPL", "above", 100.0);
     let good_too = db.add_alert("MSFT", "below", 500.0);
     let app = db.app();
@@ -309,33 +286,23 @@ fn malformed_rows_are_skipped_and_counted_and_the_rest_triggers() {
 fn rearming_by_the_cli_or_the_application_gives_the_next_trigger_a_new_id() {
     let db = Db::new();
     let receiver = Receiver::start();
-    let path = write_config(&db, &config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
     let id = db.add_alert("AAPL", "above", 100.0);
     db.set_quote("AAPL", 150.0);
     run_job(&path, "evaluate");
 
-    let rearm = binary()
-        .args([
-            "--config",
-            path.to_str().unwrap(),
-            "alerts",
-            "rearm",
-            &id.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(rearm.status.success());
+    let id_text = id.to_string();
+    let rearm_args = [
+        "--config",
+        path.to_str().unwrap(),
+        "alerts",
+        "rearm",
+        &id_text,
+    ];
+    // `cli` asserts the first re-arm succeeds.
+    cli(&path, &rearm_args[2..]);
     assert_eq!(db.scalar(&format!("SELECT count(*) FROM price_alerts WHERE id = {id} AND enabled = 1 AND triggered_at IS NULL")), 1);
-    let again = binary()
-        .args([
-            "--config",
-            path.to_str().unwrap(),
-            "alerts",
-            "rearm",
-            &id.to_string(),
-        ])
-        .output()
-        .unwrap();
+    let again = binary().args(rearm_args).output().unwrap();
     assert!(!again.status.success(), "an armed alert is not re-armed");
     run_job(&path, "evaluate");
 
@@ -363,7 +330,7 @@ fn jobs_cover_their_ticker_patterns_and_overlapping_jobs_notify_once() {
     let text = config_text(&db.path, &receiver.url, "0 0 0 1 1 *")
         + "\n[[jobs]]\nname = \"crypto\"\nkind = \"evaluate\"\nschedule = \"*/10 * * * * *\"\ntickers = [\"BTC-*\", \"ETH-*\"]\n"
         + "\n[[jobs]]\nname = \"bitcoin\"\nkind = \"evaluate\"\nschedule = \"*/10 * * * * *\"\ntickers = [\"BTC-USD\"]\n";
-    let path = write_config(&db, &text);
+    let path = db.write_config(&text);
     for ticker in ["BTC-USD", "ETH-USD", "AAPL"] {
         db.add_alert(ticker, "above", 1.0);
         db.set_quote(ticker, 2.0);
@@ -402,7 +369,7 @@ fn jobs_cover_their_ticker_patterns_and_overlapping_jobs_notify_once() {
 fn an_expired_alert_is_disabled_without_an_event() {
     let db = Db::new();
     let receiver = Receiver::start();
-    let path = write_config(&db, &config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
     let expired = db.add_alert("AAPL", "above", 1.0);
     let live = db.add_alert("AAPL", "above", 1.0);
     let no_quote = db.add_alert("ZZZ", "above", 1.0);

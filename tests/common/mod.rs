@@ -54,6 +54,13 @@ impl Db {
         store::open(&config, size).unwrap()
     }
 
+    /// Writes `text` as the configuration file next to the database.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.dir.path().join("price-alertd.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
     /// A plain connection, as the application writing alerts would have.
     pub fn app(&self) -> Connection {
         let connection = Connection::open(&self.path).unwrap();
@@ -793,6 +800,32 @@ fn read_sse(stream: std::net::TcpStream, events: &Mutex<Vec<SseEvent>>, connecte
             }
         }
     }
+}
+
+/// Parses `run-job`'s summary (its last line) into its key=value pairs.
+pub fn summary(stdout: &str) -> HashMap<String, String> {
+    let line = stdout.lines().last().unwrap_or_default();
+    line.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// Runs the CLI with `--config path`; returns stdout, failing the test if the
+/// command failed.
+pub fn cli(path: &Path, args: &[&str]) -> String {
+    let output = binary()
+        .args(["--config", path.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 /// The daemon binary as a child process, its stderr collected.
