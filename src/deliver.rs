@@ -32,13 +32,18 @@ pub struct Webhook {
     config: Arc<WebhookConfig>,
 }
 
+/// A reqwest client builder as every outbound request of the daemon needs it:
+/// our user agent, and TLS (verification on) through ring.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    // reqwest is built without a default crypto provider; ring is ours.
+    // Installing twice (tests, reloads, two clients) is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().user_agent(concat!("price-alertd/", env!("CARGO_PKG_VERSION")))
+}
+
 impl Webhook {
     pub fn new(config: &WebhookConfig) -> anyhow::Result<Webhook> {
-        // reqwest is built without a default crypto provider; ring is ours.
-        // Installing twice (tests, reloads) is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("price-alertd/", env!("CARGO_PKG_VERSION")))
+        let client = client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)

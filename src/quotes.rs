@@ -59,9 +59,7 @@ struct AnswerQuote {
 
 impl Source {
     pub fn new(config: &HttpSource) -> anyhow::Result<Source> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("price-alertd/", env!("CARGO_PKG_VERSION")))
+        let client = crate::deliver::client_builder()
             .timeout(config.timeout)
             .build()
             .context("building the quote source's HTTP client")?;
