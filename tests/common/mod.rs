@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -651,7 +652,10 @@ http {{
 "#
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        // Its own process group, so that stopping it can check that no worker
+        // of this relay is left behind.
         let nginx = Command::new("nginx")
+            .process_group(0)
             .args([
                 "-p",
                 &root,
@@ -696,14 +700,83 @@ http {{
 }
 
 impl Drop for Relay {
+    /// Stops nginx as its own scripts do: SIGTERM to the master, which stops
+    /// its workers and exits after them; SIGKILL to the whole group only if
+    /// that takes longer than `PATIENCE`. Then checks that no process of the
+    /// relay is left (unless the test already failed).
     fn drop(&mut self) {
-        let _ = self.nginx.kill();
-        let _ = self.nginx.wait();
+        let master = self.nginx.id();
+        let stopped = signal(master, "TERM") && wait_for_exit(&mut self.nginx, PATIENCE).is_some();
+        if !stopped {
+            signal_group(master, "KILL");
+            let _ = self.nginx.wait();
+        }
+        let left = group_members(master);
+        if !left.is_empty() {
+            signal_group(master, "KILL");
+        }
         if std::thread::panicking() {
             let log =
                 std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
             eprintln!("nginx error.log:\n{log}");
+            return;
         }
+        assert!(stopped, "nginx did not stop within {PATIENCE:?} of SIGTERM");
+        assert!(
+            left.is_empty(),
+            "processes of the relay outlived it: {left:?}"
+        );
+    }
+}
+
+/// Sends `kill -NAME pid`; false if it failed.
+fn signal(pid: u32, name: &str) -> bool {
+    Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Sends `kill -NAME -- -group` to every process of a process group.
+fn signal_group(group: u32, name: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), "--", &format!("-{group}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The live processes whose process group is `group`, as `pid command`
+/// (zombies count: an unreaped worker is a leak too).
+pub fn group_members(group: u32) -> Vec<String> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let pgrp = rest.split_whitespace().nth(2);
+        if pgrp == Some(group.to_string().as_str()) {
+            members.push(head.replace(" (", " "));
+        }
+    }
+    members
+}
+
+/// Waits up to `patience` for a child to exit; `None` if it is still running.
+pub fn wait_for_exit(child: &mut Child, patience: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -889,23 +962,14 @@ impl Daemon {
     }
 
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name} failed");
+        assert!(signal(self.child.id(), name), "kill -{name} failed");
     }
 
     /// Waits for the process to exit; returns its exit code.
     pub fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "the daemon did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_exit(&mut self.child, PATIENCE)
+            .expect("the daemon did not exit")
+            .code()
     }
 }
 
