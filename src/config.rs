@@ -68,6 +68,8 @@ pub struct HttpSource {
     pub timeout: Duration,
     /// Static headers, e.g. an API key (marked sensitive: never printed).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The largest answer read; a longer one is a failed fetch.
+    pub max_response_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -457,6 +459,7 @@ mod raw {
         pub timeout: Option<Spanned<String>>,
         #[serde(default)]
         pub headers: BTreeMap<String, Spanned<String>>,
+        pub max_response_bytes: Option<Spanned<i64>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -946,6 +949,11 @@ fn prices(raw: &raw::Prices, report: &mut impl FnMut(&str, Range<usize>, String)
                 "prices.headers",
                 raw.headers.values().next().map(Spanned::span),
             );
+            http_only(
+                report,
+                "prices.max_response_bytes",
+                raw.max_response_bytes.as_ref().map(Spanned::span),
+            );
             PriceSource::Sqlite
         }
         Some(("http", span)) => {
@@ -969,12 +977,20 @@ fn prices(raw: &raw::Prices, report: &mut impl FnMut(&str, Range<usize>, String)
             );
             let timeout = duration(&raw.timeout, "prices.timeout", "5s", report);
             let headers = header_list(&raw.headers, "prices.headers", report);
+            let max_response_bytes = count(
+                &raw.max_response_bytes,
+                "prices.max_response_bytes",
+                4 << 20,
+                1024..=(256 << 20),
+                report,
+            );
             match url {
                 Some(url) => PriceSource::Http(HttpSource {
                     url,
                     batch_size,
                     timeout,
                     headers,
+                    max_response_bytes,
                 }),
                 None => PriceSource::Sqlite,
             }

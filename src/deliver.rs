@@ -21,6 +21,11 @@ use crate::store::{self, Pool};
 
 /// The longest `Retry-After` a receiver can impose.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+/// How much of a receiver's answer is read: enough for a log line. The status
+/// alone is the answer; the rest of a longer body is never read, and the
+/// connection is dropped with it, so no receiver decides how much memory the
+/// daemon uses.
+pub const ANSWER_PREFIX: usize = 1024;
 /// How long an idle deliverer sleeps when nothing is due, unless woken: the
 /// delay before it sees rows that another process queued or replayed.
 const IDLE_POLL: Duration = Duration::from_secs(5);
@@ -261,9 +266,48 @@ pub enum Failure {
     Permanent { reason: String },
 }
 
-/// Classifies a non-2xx answer.
-pub fn classify(status: StatusCode, headers: &HeaderMap) -> Failure {
-    let reason = format!("the webhook answered {status}");
+/// Reads a response's body up to `limit` bytes: those bytes, and whether they
+/// are all of it. The rest of a longer body is never read (dropping the
+/// response drops its connection); a body that ends within the limit leaves the
+/// connection reusable.
+pub async fn read_prefix(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> reqwest::Result<(Vec<u8>, bool)> {
+    let mut prefix = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - prefix.len();
+        if chunk.len() > room {
+            prefix.extend_from_slice(&chunk[..room]);
+            return Ok((prefix, false));
+        }
+        prefix.extend_from_slice(&chunk);
+    }
+    Ok((prefix, true))
+}
+
+/// The start of an answer's body as it may appear in a log line or a dead
+/// letter: control characters and runs of spaces folded, cut to 200 characters.
+fn excerpt(prefix: &[u8]) -> String {
+    let text = String::from_utf8_lossy(prefix);
+    let text = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// Classifies a non-2xx answer; `excerpt` is the start of its body.
+pub fn classify(status: StatusCode, headers: &HeaderMap, excerpt: &str) -> Failure {
+    let reason = if excerpt.is_empty() {
+        format!("the webhook answered {status}")
+    } else {
+        format!("the webhook answered {status}: {excerpt}")
+    };
     let transient = status.is_server_error()
         || status.is_redirection()
         || status.is_informational()
@@ -302,20 +346,36 @@ async fn attempt(webhook: &Webhook, event: &Leased, mut stop: Stop) -> Outcome {
             }
         }
     };
-    let response = tokio::select! {
-        response = request.send() => response,
+    // The status is the answer. Of the body, at most a prefix is read: all
+    // of a short one, so that the connection can be reused, and of an error's
+    // the start, for the log and the dead letter.
+    let exchange = async {
+        let mut response = request.send().await?;
+        if response.status().is_success() {
+            let _ = read_prefix(&mut response, ANSWER_PREFIX).await;
+            return Ok(None);
+        }
+        let (prefix, _) = read_prefix(&mut response, ANSWER_PREFIX)
+            .await
+            .unwrap_or_default();
+        Ok(Some(classify(
+            response.status(),
+            response.headers(),
+            &excerpt(&prefix),
+        )))
+    };
+    let answered: reqwest::Result<Option<Failure>> = tokio::select! {
+        answered = exchange => answered,
         () = cut_off => return Outcome::Released { row_id: event.row_id },
     };
-    let failure = match response {
-        Ok(response) if response.status().is_success() => {
-            // Read the (small) body so the connection goes back to the pool.
-            let _ = response.bytes().await;
+    let failure = match answered {
+        Ok(None) => {
             tracing::debug!(event_id = %event.event_id, "delivered");
             return Outcome::Delivered {
                 row_id: event.row_id,
             };
         }
-        Ok(response) => classify(response.status(), response.headers()),
+        Ok(Some(failure)) => failure,
         Err(error) => Failure::Transient {
             reason: format!("{:#}", anyhow::Error::new(error.without_url())),
             retry_after: None,
@@ -458,7 +518,7 @@ mod tests {
         if let Some(value) = retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
         }
-        let got = match classify(StatusCode::from_u16(status).unwrap(), &headers) {
+        let got = match classify(StatusCode::from_u16(status).unwrap(), &headers, "") {
             Failure::Transient {
                 retry_after: Some(wait),
                 ..
@@ -469,6 +529,18 @@ mod tests {
             Failure::Permanent { .. } => "dead".to_owned(),
         };
         assert_eq!(got, expected, "{status} {retry_after:?}");
+    }
+
+    #[test]
+    fn an_excerpt_is_one_short_line() {
+        assert_eq!(
+            excerpt(b"{\"error\":\n\t\"bad\"}\r\n"),
+            "{\"error\": \"bad\"}"
+        );
+        assert_eq!(excerpt(b"a\x1b[31mb"), "a [31mb");
+        let long = excerpt(&[b'x'; ANSWER_PREFIX]);
+        assert_eq!(long.chars().count(), 201);
+        assert!(long.ends_with('…'));
     }
 
     #[test]

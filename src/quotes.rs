@@ -144,7 +144,7 @@ impl Source {
         for (name, value) in &self.config.headers {
             request = request.header(name, value);
         }
-        let response = request
+        let mut response = request
             .send()
             .await
             .map_err(|error| anyhow::Error::new(error.without_url()))?;
@@ -162,10 +162,24 @@ impl Source {
             anyhow::bail!("the quote source answered 429; backing off for {wait:?}");
         }
         anyhow::ensure!(status.is_success(), "the quote source answered {status}");
-        let body = response
-            .bytes()
+        let limit = self.config.max_response_bytes;
+        let too_large = || {
+            anyhow::anyhow!(
+                "the quote source's answer is larger than prices.max_response_bytes ({limit} bytes)"
+            )
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit as u64)
+        {
+            return Err(too_large());
+        }
+        let (body, complete) = crate::deliver::read_prefix(&mut response, limit)
             .await
             .map_err(|error| anyhow::Error::new(error.without_url()))?;
+        if !complete {
+            return Err(too_large());
+        }
         let answer: Answer = serde_json::from_slice(&body)
             .context("the quote source's answer is not the expected JSON")?;
         let wanted: HashSet<&str> = batch.iter().map(String::as_str).collect();

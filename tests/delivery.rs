@@ -129,9 +129,8 @@ fn a_hanging_receiver_times_out_and_is_retried() {
 fn retry_after_on_429_is_honoured() {
     let receiver = Receiver::start();
     receiver.reply_with(&[Reply {
-        status: 429,
         retry_after: Some(2),
-        delay: Duration::ZERO,
+        ..Reply::status(429)
     }]);
     // The schedule's first wait is 200ms: only Retry-After explains a longer one.
     let (db, config) = triggered(1, &receiver.url);

@@ -225,6 +225,8 @@ pub struct Reply {
     pub retry_after: Option<u64>,
     /// How long to wait before answering (a hanging receiver).
     pub delay: Duration,
+    /// A body streamed with the answer (none if unset).
+    pub flood: Option<Flood>,
 }
 
 impl Reply {
@@ -233,14 +235,22 @@ impl Reply {
             status,
             retry_after: None,
             delay: Duration::ZERO,
+            flood: None,
         }
     }
 
     pub fn hang(delay: Duration) -> Reply {
         Reply {
-            status: 200,
-            retry_after: None,
             delay,
+            ..Reply::status(200)
+        }
+    }
+
+    /// `status` with a huge (`Some(bytes)`) or endless (`None`) body.
+    pub fn flood(status: u16, len: Option<u64>) -> Reply {
+        Reply {
+            flood: Some(Flood { head: "", len }),
+            ..Reply::status(status)
         }
     }
 }
@@ -383,7 +393,7 @@ async fn answer(request: Incoming, state: &Mutex<ReceiverState>) -> Answer {
     Answer {
         status: reply.status,
         headers,
-        body: String::new(),
+        body: reply.flood.map_or(Body::Text(String::new()), Body::Flood),
     }
 }
 
@@ -408,7 +418,75 @@ impl Incoming {
 pub struct Answer {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
-    pub body: String,
+    pub body: Body,
+}
+
+pub enum Body {
+    Text(String),
+    Flood(Flood),
+}
+
+/// A body a test server streams without ever holding it: `head`, then spaces,
+/// `len` bytes in all (with a `content-length`), or endless if `len` is `None`
+/// (chunked). A hostile receiver or quote source.
+#[derive(Debug, Clone, Copy)]
+pub struct Flood {
+    pub head: &'static str,
+    pub len: Option<u64>,
+}
+
+struct FloodBody {
+    head: Option<&'static str>,
+    /// Bytes left after the head; `None`: endless.
+    left: Option<u64>,
+}
+
+impl FloodBody {
+    fn new(flood: Flood) -> FloodBody {
+        FloodBody {
+            head: Some(flood.head).filter(|head| !head.is_empty()),
+            left: flood
+                .len
+                .map(|len| len.saturating_sub(flood.head.len() as u64)),
+        }
+    }
+}
+
+impl hyper::body::Body for FloodBody {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        static FILL: [u8; 65536] = [b' '; 65536];
+        let this = self.get_mut();
+        let data = if let Some(head) = this.head.take() {
+            hyper::body::Bytes::from_static(head.as_bytes())
+        } else {
+            let size = this
+                .left
+                .map_or(FILL.len() as u64, |left| left.min(FILL.len() as u64));
+            if size == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            if let Some(left) = &mut this.left {
+                *left -= size;
+            }
+            hyper::body::Bytes::from_static(&FILL[..size as usize])
+        };
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.left {
+            Some(left) => hyper::body::SizeHint::with_exact(
+                left + self.head.map_or(0, |head| head.len() as u64),
+            ),
+            None => hyper::body::SizeHint::default(),
+        }
+    }
 }
 
 pub type Handler = Arc<
@@ -461,9 +539,14 @@ impl HttpServer {
                                 body: String::from_utf8_lossy(&body).into_owned(),
                             })
                             .await;
-                            let mut response = hyper::Response::new(http_body_util::Full::new(
-                                hyper::body::Bytes::from(answer.body),
-                            ));
+                            let mut response = hyper::Response::new(match answer.body {
+                                Body::Text(text) => http_body_util::Either::Left(
+                                    http_body_util::Full::new(hyper::body::Bytes::from(text)),
+                                ),
+                                Body::Flood(flood) => {
+                                    http_body_util::Either::Right(FloodBody::new(flood))
+                                }
+                            });
                             *response.status_mut() =
                                 hyper::StatusCode::from_u16(answer.status).unwrap();
                             for (name, value) in answer.headers {
@@ -500,6 +583,8 @@ struct QuoteState {
     quotes: HashMap<String, (serde_json::Value, serde_json::Value)>,
     /// Statuses (with a Retry-After) for the next requests; 200 with quotes after.
     failures: VecDeque<(u16, Option<u64>)>,
+    /// Bodies for the next requests, after `failures`.
+    floods: VecDeque<Flood>,
     /// The `tickers` parameter of every request.
     requests: Vec<String>,
 }
@@ -536,7 +621,14 @@ impl QuoteServer {
                         return Answer {
                             status,
                             headers,
-                            body: "{}".into(),
+                            body: Body::Text("{}".into()),
+                        };
+                    }
+                    if let Some(flood) = state.floods.pop_front() {
+                        return Answer {
+                            status: 200,
+                            headers: vec![("content-type", "application/json".into())],
+                            body: Body::Flood(flood),
                         };
                     }
                     let quotes: Vec<serde_json::Value> = tickers
@@ -551,7 +643,7 @@ impl QuoteServer {
                     Answer {
                         status: 200,
                         headers: vec![("content-type", "application/json".into())],
-                        body: serde_json::json!({"quotes": quotes}).to_string(),
+                        body: Body::Text(serde_json::json!({"quotes": quotes}).to_string()),
                     }
                 })
             }),
@@ -583,6 +675,11 @@ impl QuoteServer {
             .unwrap()
             .failures
             .push_back((status, retry_after));
+    }
+
+    /// Answers the next request with 200 and this body.
+    pub fn flood_next(&self, flood: Flood) {
+        self.state.lock().unwrap().floods.push_back(flood);
     }
 
     /// The `tickers` parameter of every request so far.
