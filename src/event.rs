@@ -7,7 +7,8 @@ use serde::Serialize;
 pub struct Event {
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// Stable for one arming of one alert (invariant 3); consumers deduplicate on it.
+    /// Stable for one arming of one alert of one database (invariant 3);
+    /// consumers deduplicate on it.
     pub id: String,
     /// When the alert triggered (RFC 3339, UTC).
     pub timestamp: String,
@@ -28,10 +29,16 @@ pub struct EventData {
 }
 
 impl Event {
-    pub fn price_alert(alert_id: i64, arming: i64, triggered_at: &str, data: EventData) -> Event {
+    pub fn price_alert(
+        installation: &str,
+        alert_id: i64,
+        arming: i64,
+        triggered_at: &str,
+        data: EventData,
+    ) -> Event {
         Event {
             kind: "price_alert",
-            id: event_id(alert_id, arming),
+            id: event_id(installation, alert_id, arming),
             timestamp: triggered_at.to_owned(),
             data,
         }
@@ -42,9 +49,10 @@ impl Event {
     }
 }
 
-/// The id of the event for one arming of one alert: a pure function of both.
-pub fn event_id(alert_id: i64, arming: i64) -> String {
-    format!("pa_{alert_id}_{arming}")
+/// The id of the event for one arming of one alert of one database (its
+/// installation id): a pure function of the three.
+pub fn event_id(installation: &str, alert_id: i64, arming: i64) -> String {
+    format!("pa_{installation}_{alert_id}_{arming}")
 }
 
 #[cfg(test)]
@@ -54,6 +62,7 @@ mod tests {
     #[test]
     fn the_body_follows_the_contract() {
         let event = Event::price_alert(
+            "5d1c0e7a9b3f4c2d8e6a1b0f",
             42,
             7,
             "2026-01-02T03:04:05.000Z",
@@ -71,7 +80,7 @@ mod tests {
         );
         assert_eq!(
             event.to_json(),
-            r#"{"type":"price_alert","id":"pa_42_7","timestamp":"2026-01-02T03:04:05.000Z","data":{"alert_id":42,"ticker":"AAPL","condition":"above","target_price":200.0,"price":201.5,"quote_time":"2026-01-02T03:04:00Z","triggered_at":"2026-01-02T03:04:05.000Z","user_id":"u1","note":null}}"#
+            r#"{"type":"price_alert","id":"pa_5d1c0e7a9b3f4c2d8e6a1b0f_42_7","timestamp":"2026-01-02T03:04:05.000Z","data":{"alert_id":42,"ticker":"AAPL","condition":"above","target_price":200.0,"price":201.5,"quote_time":"2026-01-02T03:04:00Z","triggered_at":"2026-01-02T03:04:05.000Z","user_id":"u1","note":null}}"#
         );
     }
 }

@@ -159,7 +159,7 @@ enum OutboxCommand {
     },
     /// Put events back on a fresh retry schedule, due now, with the same ids.
     Replay {
-        /// Event ids (the webhook-id), e.g. pa_42_7.
+        /// Event ids (the webhook-id), e.g. pa_5d1c0e7a9b3f4c2d8e6a1b0f_42_7.
         #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
         ids: Vec<String>,
         /// Every dead letter.

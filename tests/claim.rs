@@ -240,3 +240,49 @@ fn a_dead_webhook_loses_nothing() {
         20
     );
 }
+
+#[test]
+fn event_ids_are_unique_across_databases_and_shared_by_every_daemon_on_one() {
+    let receiver = Receiver::start();
+    // Two installations whose first alert, first arming, triggers alike.
+    let triggered_ids = |db: &Db| {
+        let config = config(db, &receiver.url);
+        db.set_quote("AAPL", 300.0);
+        tick(db, &config);
+        let app = db.app();
+        let mut statement = app
+            .prepare("SELECT event_id FROM outbox ORDER BY id")
+            .unwrap();
+        statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    };
+    let (first, second) = (Db::new(), Db::new());
+    assert_eq!(first.add_alert("AAPL", "above", 200.0), 1);
+    assert_eq!(second.add_alert("AAPL", "above", 200.0), 1);
+    let (a, b) = (triggered_ids(&first), triggered_ids(&second));
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_ne!(a[0], b[0], "two databases sent the same event id");
+
+    // On one database, every daemon (here: a fresh pool, as after a restart
+    // or on another process) claims under the same installation id, and the
+    // id of an arming is what it was.
+    let installation = |id: &str| id.rsplitn(3, '_').nth(2).unwrap().to_owned();
+    first.add_alert("AAPL", "above", 250.0);
+    first
+        .app()
+        .execute("UPDATE price_alerts SET enabled = 1 WHERE id = 1", [])
+        .unwrap();
+    let later = triggered_ids(&first);
+    assert_eq!(later.len(), 3);
+    assert_eq!(later[0], a[0]);
+    assert!(
+        later
+            .iter()
+            .all(|id| installation(id) == installation(&a[0])),
+        "{later:?}"
+    );
+    assert_ne!(later[2], a[0], "a re-armed alert triggers under a new id");
+}

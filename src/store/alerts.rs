@@ -263,6 +263,7 @@ pub fn claim(
 ) -> rusqlite::Result<usize> {
     let stamp = super::timestamp(triggered_at);
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let installation = super::installation_id(&transaction)?;
     let mut claimed = 0;
     {
         // One set-based UPDATE per batch: the batch is staged in a temporary
@@ -318,6 +319,7 @@ pub fn claim(
                 continue;
             }
             let event = Event::price_alert(
+                &installation,
                 trigger.alert_id,
                 trigger.arming,
                 &stamp,

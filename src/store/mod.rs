@@ -19,7 +19,7 @@ pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Opens (creating if missing) and migrates the database, then builds a pool
 /// of `size` connections. WAL mode and migrations run on one connection before
@@ -96,6 +96,9 @@ pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     }
     if version < 3 {
         transaction.execute_batch(MIGRATION_3)?;
+    }
+    if version < 4 {
+        transaction.execute_batch(MIGRATION_4)?;
     }
     if version < SCHEMA_VERSION {
         transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -199,6 +202,29 @@ CREATE TABLE job_runs (
 );
 "#;
 
+/// The database's own identity, in every event id.
+const MIGRATION_4: &str = r#"
+-- 96 random bits (SQLite's PRNG, seeded from the OS), chosen once, when the
+-- database is first migrated: every event id carries it, so ids from two
+-- databases never collide, and every daemon sharing this one uses the same.
+CREATE TABLE installation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    installation_id TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+INSERT INTO installation (id, installation_id, created_at)
+VALUES (1, lower(hex(randomblob(12))), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+"#;
+
+/// The id this database got at its first migration (see `MIGRATION_4`).
+pub fn installation_id(connection: &Connection) -> rusqlite::Result<String> {
+    connection.query_row(
+        "SELECT installation_id FROM installation WHERE id = 1",
+        [],
+        |row| row.get(0),
+    )
+}
+
 /// Now, as stored in the database: RFC 3339, UTC, milliseconds.
 pub fn timestamp(instant: chrono::DateTime<chrono::Utc>) -> String {
     instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -255,10 +281,29 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!((mode.as_str(), version), ("wal", SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 3);
+        assert_eq!(SCHEMA_VERSION, 4);
+        let installation = installation_id(&connection).unwrap();
         drop(connection);
-        // Opening again is a no-op migration.
-        open(&config(dir.path()), 2).unwrap();
+        // Opening again is a no-op migration: the same installation.
+        let pool = open(&config(dir.path()), 2).unwrap();
+        assert_eq!(installation_id(&pool.get().unwrap()).unwrap(), installation);
+    }
+
+    #[test]
+    fn each_database_gets_its_own_random_installation_id() {
+        let ids: std::collections::HashSet<String> = (0..20)
+            .map(|_| {
+                let dir = tempfile::tempdir().unwrap();
+                let pool = open(&config(dir.path()), 1).unwrap();
+                installation_id(&pool.get().unwrap()).unwrap()
+            })
+            .collect();
+        assert_eq!(ids.len(), 20);
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 24 && id.chars().all(|c| c.is_ascii_hexdigit())),
+            "{ids:?}"
+        );
     }
 
     #[test]
