@@ -2,7 +2,7 @@
 //! drains and stops. The daemon's life is one loop over [`Event`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -79,7 +79,7 @@ struct Engine {
     max_age: std::time::Duration,
     /// The HTTP quote source, if `prices.source = "http"`.
     source: Option<Arc<quotes::Source>>,
-    known_stale: Arc<Mutex<HashSet<String>>>,
+    known_problems: Arc<evaluate::KnownProblems>,
     metrics: Arc<Metrics>,
 }
 
@@ -102,7 +102,7 @@ impl Engine {
             evaluator: config.evaluator.clone(),
             max_age: config.prices.max_age,
             source,
-            known_stale: Arc::default(),
+            known_problems: Arc::default(),
             metrics: Arc::default(),
         })
     }
@@ -165,7 +165,7 @@ impl Engine {
                         max_age: engine.max_age,
                         scope: &scope,
                         unavailable: &refresh.failed,
-                        known_stale: &engine.known_stale,
+                        known_problems: &engine.known_problems,
                     };
                     evaluate::tick(&engine.workers, &engine.pool, &options)
                 })

@@ -163,13 +163,59 @@ pub struct TickOptions<'a> {
     pub scope: &'a Scope,
     /// Tickers whose quote could not be fetched this tick: never triggered.
     pub unavailable: &'a HashSet<String>,
-    /// Tickers already reported stale, so each is logged once while it stays
-    /// stale, not every tick. Shared by the ticks of one process.
-    pub known_stale: &'a Mutex<HashSet<String>>,
+    /// The problem each ticker's quote had at the last tick that looked, so
+    /// that a problem is logged when it starts, changes or ends, not every
+    /// tick. Shared by the ticks of one process.
+    pub known_problems: &'a KnownProblems,
 }
+
+/// Tickers whose quote could not be used, and why: see [`TickOptions`].
+pub type KnownProblems = Mutex<HashMap<String, QuoteProblem>>;
+
+/// Why a ticker's quote cannot be used this tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuoteProblem {
+    /// The price is not a positive number (malformed).
+    BadPrice,
+    /// `updated_at` is not a date and time (malformed).
+    BadTime,
+    /// `updated_at` lies more than [`FUTURE_SKEW`] ahead of the clock: a feed
+    /// with a wrong clock (malformed).
+    Future,
+    /// Older than `prices.max_age`.
+    Stale,
+}
+
+impl QuoteProblem {
+    fn describe(self) -> &'static str {
+        match self {
+            QuoteProblem::BadPrice => {
+                "skipping a quote whose price is not a positive number until it is fixed"
+            }
+            QuoteProblem::BadTime => {
+                "skipping a quote whose updated_at is not a date and time until it is fixed"
+            }
+            QuoteProblem::Future => {
+                "skipping a quote dated in the future (more than 1 minute ahead of this host's clock) until it is fixed"
+            }
+            QuoteProblem::Stale => {
+                "stale quote: its alerts are not evaluated until the quote is fresh again"
+            }
+        }
+    }
+}
+
+/// How far ahead of the daemon's clock a quote's time may be and still count
+/// (clocks of the source and this host differ a little). Further ahead, the
+/// quote is malformed: it would otherwise count as fresh until that time plus
+/// `prices.max_age`.
+pub const FUTURE_SKEW: Duration = Duration::from_secs(60);
 
 /// At most this many malformed-row warnings per tick; the rest are counted.
 const WARNINGS_PER_TICK: u64 = 20;
+
+/// Triggers a reader sends the writer at once.
+const TRIGGER_CHUNK: usize = 512;
 
 /// Builds the fixed pool that evaluates alerts.
 pub fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
@@ -178,15 +224,6 @@ pub fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
         .thread_name(|index| format!("evaluate-{index}"))
         .build()
         .context("starting the evaluation threads")
-}
-
-/// A ticker ready to evaluate.
-struct Work {
-    ticker: String,
-    /// Its enabled alerts, all evaluated (most by the store's pre-filter).
-    alerts: u64,
-    observed: Observed,
-    quote_time: String,
 }
 
 /// Runs one evaluation tick. Blocking: call it from `spawn_blocking` or a plain
@@ -202,197 +239,39 @@ pub fn tick(
     let now = Utc::now();
     let mut report = TickReport::default();
     let mut writer = pool.get().context("taking a database connection")?;
-    report.expired =
-        alerts::expire_due(&writer, &store::timestamp(now)).context("expiring alerts")? as u64;
-    let tickers =
-        alerts::enabled_tickers(&writer).context("listing the tickers with enabled alerts")?;
-    let quotes: HashMap<String, QuoteRow> = alerts::quotes(&writer)
-        .context("reading quotes")?
-        .into_iter()
-        .map(|quote| (quote.ticker.clone(), quote))
-        .collect();
-    let previous = alerts::observations(&writer).context("reading observed prices")?;
+    let snapshot = prepare(&writer, now)?;
+    report.expired = snapshot.expired;
+    let plan = plan(&snapshot, options, now, &mut report);
+    log_quote_problems(options.known_problems, &plan);
     let warnings = AtomicU64::new(0);
+    if plan.blank_tickers {
+        name_blank_ticker_alerts(&writer, &warnings)?;
+    }
     let prepared = started.elapsed();
 
-    let mut work = Vec::new();
-    let mut stale_now = HashSet::new();
-    for (ticker, count) in tickers {
-        if !options.scope.covers(&ticker) {
-            continue;
-        }
-        if ticker.trim().is_empty() {
-            report.malformed_alerts += count;
-            for alert in alerts::enabled_for_ticker(&writer, &ticker)
-                .context("reading alerts without a ticker")?
-            {
-                warn_malformed(&warnings, &alert, "the ticker is empty");
-            }
-            continue;
-        }
-        if options.unavailable.contains(&ticker) {
-            report.unavailable += count;
-            continue;
-        }
-        let Some(quote) = quotes.get(&ticker) else {
-            report.no_quote += count;
-            continue;
-        };
-        let Some(price) = quote
-            .price
-            .filter(|price| price.is_finite() && *price > 0.0)
-        else {
-            report.malformed_quotes += 1;
-            tracing::warn!(
-                ticker,
-                "skipping a quote whose price is not a positive number"
-            );
-            continue;
-        };
-        let Some(quote_time) = parse_time(&quote.updated_at) else {
-            report.malformed_quotes += 1;
-            tracing::warn!(
-                ticker,
-                updated_at = quote.updated_at,
-                "skipping a quote whose updated_at is not a date and time"
-            );
-            continue;
-        };
-        let age = (now - quote_time).to_std().unwrap_or_default();
-        if age > options.max_age {
-            report.stale_quotes += 1;
-            report.stale_alerts += count;
-            stale_now.insert(ticker);
-            continue;
-        }
-        let observed = Observed {
-            price,
-            previous: previous.get(&ticker).copied(),
-        };
-        work.push(Work {
-            ticker,
-            alerts: count,
-            observed,
-            quote_time: quote.updated_at.clone(),
-        });
-    }
-    log_staleness(options.known_stale, &stale_now, &work);
-
-    let malformed = AtomicU64::new(0);
-    let threads = workers.current_num_threads();
-    let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(threads * 4);
-    let mut first_error: Option<anyhow::Error> = None;
-    let claim_batch = options.evaluator.claim_batch;
-
-    let by_ticker: HashMap<&str, &Work> = work
-        .iter()
-        .map(|item| (item.ticker.as_str(), item))
-        .collect();
-    let staged: Vec<(&str, f64)> = work
-        .iter()
-        .map(|item| (item.ticker.as_str(), item.observed.price))
-        .collect();
-    let ranges = match alerts::id_range(&writer).context("reading the alert id range")? {
-        // One range per thread: each task stages the prices once, on its own
-        // connection, so more tasks would mostly repeat that.
-        Some(range) if !work.is_empty() => split(range, threads),
-        _ => Vec::new(),
+    let readers = Readers {
+        pool,
+        work: &plan.work,
+        now,
+        malformed: AtomicU64::new(0),
+        warnings,
     };
-
-    workers.in_place_scope(|scope| {
-        for (first, last) in ranges {
-            let sender = sender.clone();
-            let (malformed, warnings, by_ticker, staged) =
-                (&malformed, &warnings, &by_ticker, &staged);
-            scope.spawn(move |_| {
-                let result = read_and_judge(
-                    pool,
-                    staged,
-                    (first, last),
-                    by_ticker,
-                    now,
-                    malformed,
-                    warnings,
-                    &sender,
-                );
-                if let Err(error) = result {
-                    let _ = sender.send(Err(error));
-                }
-            });
-        }
-        drop(sender);
-
-        let mut batch: Vec<Trigger> = Vec::with_capacity(claim_batch);
-        let mut flush = |batch: &mut Vec<Trigger>,
-                         report: &mut TickReport,
-                         first_error: &mut Option<anyhow::Error>| {
-            if batch.is_empty() {
-                return;
-            }
-            let claimed_at = Utc::now();
-            let claim_started = Instant::now();
-            let claimed = alerts::claim(
-                &mut writer,
-                batch,
-                claimed_at,
-                claimed_at.timestamp_millis(),
-            );
-            report.claim_duration += claim_started.elapsed();
-            match claimed {
-                Ok(claimed) => {
-                    report.triggered += claimed as u64;
-                    report.claim_transactions += 1;
-                }
-                Err(error) => {
-                    first_error.get_or_insert(
-                        anyhow::Error::new(error).context("claiming triggered alerts"),
-                    );
-                }
-            }
-            batch.clear();
-        };
-        // Keep receiving after an error, so no reader blocks on a full channel.
-        for message in receiver {
-            match message {
-                Ok(triggers) => {
-                    report.matched += triggers.len() as u64;
-                    for trigger in triggers {
-                        batch.push(trigger);
-                        if batch.len() >= claim_batch {
-                            flush(&mut batch, &mut report, &mut first_error);
-                        }
-                    }
-                }
-                Err(error) => {
-                    first_error.get_or_insert(error);
-                }
-            }
-        }
-        flush(&mut batch, &mut report, &mut first_error);
-    });
-
+    let claimed = evaluate_and_claim(workers, &readers, &mut writer, options, &mut report);
     let evaluated_and_claimed = started.elapsed();
-    report.evaluated = work.iter().map(|item| item.alerts).sum();
-    report.malformed_alerts += malformed.into_inner();
-    let suppressed = warnings.into_inner().saturating_sub(WARNINGS_PER_TICK);
+    report.evaluated += plan.work.iter().map(|item| item.alerts).sum::<u64>();
+    report.malformed_alerts += readers.malformed.into_inner();
+    let suppressed = readers
+        .warnings
+        .into_inner()
+        .saturating_sub(WARNINGS_PER_TICK);
     if suppressed > 0 {
         tracing::warn!(
             suppressed,
             "more malformed alerts were skipped than were logged"
         );
     }
-    if let Some(error) = first_error {
-        return Err(error);
-    }
-    // Only now that every claim of this tick committed may the evaluated
-    // prices become the "previous" ones: otherwise a crash here could lose a
-    // crossing.
-    let observed: Vec<Observation> = work
-        .into_iter()
-        .map(|work| (work.ticker, work.observed.price, work.quote_time))
-        .collect();
-    alerts::record_observations(&mut writer, &observed, &store::timestamp(now))
-        .context("recording observed prices")?;
+    claimed?;
+    observe(&mut writer, plan.work, now)?;
     report.duration = started.elapsed();
     tracing::debug!(
         prepare_ms = prepared.as_millis() as u64,
@@ -404,30 +283,284 @@ pub fn tick(
     Ok(report)
 }
 
-/// Logs a ticker when it goes stale and when it comes back, not every tick.
-fn log_staleness(known: &Mutex<HashSet<String>>, stale_now: &HashSet<String>, fresh: &[Work]) {
+/// What the store holds at the start of a tick.
+struct Snapshot {
+    /// Alerts this tick expired.
+    expired: u64,
+    /// Every ticker with enabled alerts, with how many.
+    tickers: Vec<(String, u64)>,
+    quotes: HashMap<String, QuoteRow>,
+    /// The price each ticker had when the daemon last evaluated it.
+    previous: HashMap<String, f64>,
+}
+
+/// The store's reads before the evaluation, on the writer's connection:
+/// expiry first, so an expired alert is never read as enabled.
+fn prepare(writer: &rusqlite::Connection, now: DateTime<Utc>) -> anyhow::Result<Snapshot> {
+    let expired =
+        alerts::expire_due(writer, &store::timestamp(now)).context("expiring alerts")? as u64;
+    let tickers =
+        alerts::enabled_tickers(writer).context("listing the tickers with enabled alerts")?;
+    let quotes = alerts::quotes(writer)
+        .context("reading quotes")?
+        .into_iter()
+        .map(|quote| (quote.ticker.clone(), quote))
+        .collect();
+    let previous = alerts::observations(writer).context("reading observed prices")?;
+    Ok(Snapshot {
+        expired,
+        tickers,
+        quotes,
+        previous,
+    })
+}
+
+/// A ticker ready to evaluate.
+struct Work {
+    ticker: String,
+    /// Its enabled alerts, all evaluated (most by the store's pre-filter).
+    alerts: u64,
+    observed: Observed,
+    quote_time: String,
+}
+
+/// What a tick evaluates, and the tickers it leaves out (counted in the
+/// report as it is planned).
+struct Plan {
+    work: Vec<Work>,
+    /// Tickers in scope whose quote cannot be used, and why.
+    problems: HashMap<String, QuoteProblem>,
+    /// Some enabled alerts in scope have an empty (or NULL) ticker.
+    blank_tickers: bool,
+}
+
+/// Decides which tickers to evaluate: in scope, fetched (for the HTTP
+/// source), with a usable and fresh quote. Pure.
+fn plan(
+    snapshot: &Snapshot,
+    options: &TickOptions<'_>,
+    now: DateTime<Utc>,
+    report: &mut TickReport,
+) -> Plan {
+    let mut plan = Plan {
+        work: Vec::new(),
+        problems: HashMap::new(),
+        blank_tickers: false,
+    };
+    for (ticker, count) in &snapshot.tickers {
+        let count = *count;
+        if !options.scope.covers(ticker) {
+            continue;
+        }
+        if ticker.trim().is_empty() {
+            report.malformed_alerts += count;
+            plan.blank_tickers = true;
+            continue;
+        }
+        if options.unavailable.contains(ticker) {
+            report.unavailable += count;
+            continue;
+        }
+        let Some(quote) = snapshot.quotes.get(ticker) else {
+            report.no_quote += count;
+            continue;
+        };
+        match usable_quote(quote, options.max_age, now) {
+            Ok(price) => plan.work.push(Work {
+                ticker: ticker.clone(),
+                alerts: count,
+                observed: Observed {
+                    price,
+                    previous: snapshot.previous.get(ticker).copied(),
+                },
+                quote_time: quote.updated_at.clone(),
+            }),
+            Err(problem) => {
+                if problem == QuoteProblem::Stale {
+                    report.stale_quotes += 1;
+                    report.stale_alerts += count;
+                } else {
+                    report.malformed_quotes += 1;
+                }
+                plan.problems.insert(ticker.clone(), problem);
+            }
+        }
+    }
+    plan
+}
+
+/// A quote's price, if the quote can be evaluated at `now`. Pure.
+fn usable_quote(
+    quote: &QuoteRow,
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> Result<f64, QuoteProblem> {
+    let price = quote
+        .price
+        .filter(|price| price.is_finite() && *price > 0.0)
+        .ok_or(QuoteProblem::BadPrice)?;
+    let time = parse_time(&quote.updated_at).ok_or(QuoteProblem::BadTime)?;
+    if time - now > chrono::Duration::from_std(FUTURE_SKEW).expect("a small duration") {
+        return Err(QuoteProblem::Future);
+    }
+    if (now - time).to_std().unwrap_or_default() > max_age {
+        return Err(QuoteProblem::Stale);
+    }
+    Ok(price)
+}
+
+/// Logs a ticker's quote problem when it starts or changes, and its end, not
+/// every tick.
+fn log_quote_problems(known: &KnownProblems, plan: &Plan) {
     let mut known = known
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    for ticker in stale_now {
-        if known.insert(ticker.clone()) {
-            tracing::warn!(
-                ticker,
-                "stale quote: its alerts are not evaluated until the quote is fresh again"
-            );
+    for (ticker, problem) in &plan.problems {
+        if known.insert(ticker.clone(), *problem) != Some(*problem) {
+            tracing::warn!(ticker, "{}", problem.describe());
         }
     }
-    for work in fresh {
-        if known.remove(&work.ticker) {
-            tracing::info!(ticker = work.ticker, "quote fresh again");
+    for work in &plan.work {
+        if let Some(problem) = known.remove(&work.ticker) {
+            tracing::info!(ticker = work.ticker, was = ?problem, "quote usable again");
         }
     }
+}
+
+/// Names, up to the warning cap, the enabled alerts whose ticker is empty or
+/// NULL: they were counted as malformed by [`plan`].
+fn name_blank_ticker_alerts(
+    writer: &rusqlite::Connection,
+    warnings: &AtomicU64,
+) -> anyhow::Result<()> {
+    for alert in alerts::enabled_without_ticker(writer, WARNINGS_PER_TICK)
+        .context("reading alerts without a ticker")?
+    {
+        warn_malformed(warnings, &alert, "the ticker is empty");
+    }
+    Ok(())
 }
 
 fn warn_malformed(warnings: &AtomicU64, alert: &AlertRow, reason: &str) {
     if warnings.fetch_add(1, Ordering::Relaxed) < WARNINGS_PER_TICK {
         tracing::warn!(alert_id = alert.id, ticker = %alert.ticker, reason, "skipping a malformed alert");
     }
+}
+
+/// What the reader tasks share.
+struct Readers<'a> {
+    pool: &'a Pool,
+    work: &'a [Work],
+    now: DateTime<Utc>,
+    malformed: AtomicU64,
+    warnings: AtomicU64,
+}
+
+/// Reads and judges the planned tickers' alerts on the rayon pool, one id
+/// range per thread, while the calling thread claims what they find in
+/// batches of `claim_batch`. Counts into `report`; the first error, if any,
+/// after every reader finished.
+fn evaluate_and_claim(
+    workers: &rayon::ThreadPool,
+    readers: &Readers<'_>,
+    writer: &mut rusqlite::Connection,
+    options: &TickOptions<'_>,
+    report: &mut TickReport,
+) -> anyhow::Result<()> {
+    let threads = workers.current_num_threads();
+    let ranges = match alerts::id_range(writer).context("reading the alert id range")? {
+        // One range per thread: each task stages the prices once, on its own
+        // connection, so more tasks would mostly repeat that.
+        Some(range) if !readers.work.is_empty() => split(range, threads),
+        _ => return Ok(()),
+    };
+    let by_ticker: HashMap<&str, &Work> = readers
+        .work
+        .iter()
+        .map(|item| (item.ticker.as_str(), item))
+        .collect();
+    let staged: Vec<(&str, f64)> = readers
+        .work
+        .iter()
+        .map(|item| (item.ticker.as_str(), item.observed.price))
+        .collect();
+    let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(threads * 4);
+    let mut first_error: Option<anyhow::Error> = None;
+    workers.in_place_scope(|scope| {
+        for range in ranges {
+            let sender = sender.clone();
+            let (by_ticker, staged) = (&by_ticker, &staged);
+            scope.spawn(move |_| {
+                if let Err(error) = read_and_judge(readers, staged, by_ticker, range, &sender) {
+                    let _ = sender.send(Err(error));
+                }
+            });
+        }
+        drop(sender);
+        let claim_batch = options.evaluator.claim_batch;
+        let mut batch: Vec<Trigger> = Vec::with_capacity(claim_batch);
+        // Keep receiving after an error, so no reader blocks on a full channel.
+        for message in receiver {
+            match message {
+                Ok(triggers) => {
+                    report.matched += triggers.len() as u64;
+                    for trigger in triggers {
+                        batch.push(trigger);
+                        if batch.len() >= claim_batch {
+                            claim(writer, &mut batch, report, &mut first_error);
+                        }
+                    }
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        claim(writer, &mut batch, report, &mut first_error);
+    });
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Claims one batch in one transaction (the writer's only work) and empties it.
+fn claim(
+    writer: &mut rusqlite::Connection,
+    batch: &mut Vec<Trigger>,
+    report: &mut TickReport,
+    first_error: &mut Option<anyhow::Error>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let claimed_at = Utc::now();
+    let claim_started = Instant::now();
+    let claimed = alerts::claim(writer, batch, claimed_at, claimed_at.timestamp_millis());
+    report.claim_duration += claim_started.elapsed();
+    match claimed {
+        Ok(claimed) => {
+            report.triggered += claimed as u64;
+            report.claim_transactions += 1;
+        }
+        Err(error) => {
+            first_error
+                .get_or_insert(anyhow::Error::new(error).context("claiming triggered alerts"));
+        }
+    }
+    batch.clear();
+}
+
+/// Records the evaluated prices as the tickers' previous ones. Only once every
+/// claim of the tick committed: otherwise a crash here could lose a crossing.
+fn observe(
+    writer: &mut rusqlite::Connection,
+    work: Vec<Work>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let observed: Vec<Observation> = work
+        .into_iter()
+        .map(|work| (work.ticker, work.observed.price, work.quote_time))
+        .collect();
+    alerts::record_observations(writer, &observed, &store::timestamp(now))
+        .context("recording observed prices")
 }
 
 /// Splits `first..=last` into up to `parts` contiguous ranges.
@@ -443,18 +576,14 @@ fn split((first, last): (i64, i64), parts: usize) -> Vec<(i64, i64)> {
 
 /// One reader task: the candidate alerts of one id range, judged against
 /// their ticker's price, the triggers sent to the writer in chunks.
-#[allow(clippy::too_many_arguments)]
 fn read_and_judge(
-    pool: &Pool,
+    readers: &Readers<'_>,
     staged: &[(&str, f64)],
-    (first, last): (i64, i64),
     by_ticker: &HashMap<&str, &Work>,
-    now: DateTime<Utc>,
-    malformed: &AtomicU64,
-    warnings: &AtomicU64,
+    (first, last): (i64, i64),
     sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
 ) -> anyhow::Result<()> {
-    let mut connection = pool.get().context("taking a database connection")?;
+    let mut connection = readers.pool.get().context("taking a database connection")?;
     alerts::stage_prices(&mut connection, staged).context("staging the tick's prices")?;
     let rows = alerts::candidates_in_range(&connection, first, last).context("reading alerts")?;
     let mut triggers = Vec::new();
@@ -462,7 +591,7 @@ fn read_and_judge(
         let Some(item) = by_ticker.get(alert.ticker.as_str()) else {
             continue;
         };
-        match judge(alert, item.observed, now) {
+        match judge(alert, item.observed, readers.now) {
             Verdict::Fire => triggers.push(Trigger {
                 alert_id: alert.id,
                 arming: alert.arming,
@@ -479,11 +608,13 @@ fn read_and_judge(
             // Expired rows are disabled by the next tick's `expire_due`.
             Verdict::Hold | Verdict::Expired => {}
             Verdict::Malformed(reason) => {
-                malformed.fetch_add(1, Ordering::Relaxed);
-                warn_malformed(warnings, alert, &reason);
+                readers.malformed.fetch_add(1, Ordering::Relaxed);
+                warn_malformed(&readers.warnings, alert, &reason);
             }
         }
-        if triggers.len() >= 512 && sender.send(Ok(std::mem::take(&mut triggers))).is_err() {
+        if triggers.len() >= TRIGGER_CHUNK
+            && sender.send(Ok(std::mem::take(&mut triggers))).is_err()
+        {
             return Ok(());
         }
     }
@@ -657,6 +788,41 @@ mod tests {
     }
 
     #[test]
+    fn a_quote_is_usable_with_a_positive_price_a_time_not_too_old_nor_ahead() {
+        let check = |price: Option<f64>, updated_at: &str, expected: Result<f64, QuoteProblem>| {
+            let quote = QuoteRow {
+                ticker: "T".into(),
+                price,
+                updated_at: updated_at.into(),
+            };
+            assert_eq!(
+                usable_quote(&quote, Duration::from_secs(900), now()),
+                expected,
+                "{quote:?}"
+            );
+        };
+        check(Some(5.0), "2026-03-02T14:29:00Z", Ok(5.0));
+        check(Some(5.0), "2026-03-02 14:15:00", Ok(5.0));
+        check(Some(5.0), "2026-03-02T14:14:59Z", Err(QuoteProblem::Stale));
+        // Up to a minute ahead of the clock is skew; more is a wrong clock.
+        check(Some(5.0), "2026-03-02T14:31:00Z", Ok(5.0));
+        check(Some(5.0), "2026-03-02T14:31:01Z", Err(QuoteProblem::Future));
+        check(Some(5.0), "2030-01-01T00:00:00Z", Err(QuoteProblem::Future));
+        check(
+            Some(0.0),
+            "2026-03-02T14:29:00Z",
+            Err(QuoteProblem::BadPrice),
+        );
+        check(None, "2026-03-02T14:29:00Z", Err(QuoteProblem::BadPrice));
+        check(
+            Some(f64::NAN),
+            "2026-03-02T14:29:00Z",
+            Err(QuoteProblem::BadPrice),
+        );
+        check(Some(5.0), "yesterday", Err(QuoteProblem::BadTime));
+    }
+
+    #[test]
     fn an_expired_alert_never_fires() {
         let expiring = |expires_at: &str| AlertRow {
             expires_at: Some(expires_at.into()),
@@ -691,20 +857,30 @@ mod tests {
             path: dir.path().join("a.db"),
             busy_timeout: Duration::from_secs(5),
         };
+        // The application's table, which may allow a NULL condition.
+        rusqlite::Connection::open(&config.path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE price_alerts (id INTEGER PRIMARY KEY, ticker TEXT, condition TEXT,
+                     target_price REAL, reference_price REAL, enabled INTEGER NOT NULL DEFAULT 1,
+                     triggered_at TEXT, triggered_price REAL, created_at TEXT NOT NULL, user_id TEXT, note TEXT)",
+            )
+            .unwrap();
         let pool = store::open(&config, 2).unwrap();
         let mut connection = pool.get().unwrap();
         let now = Utc::now();
         let past = (now - chrono::Duration::hours(1)).to_rfc3339();
         let future = (now + chrono::Duration::hours(1)).to_rfc3339();
         let conditions = [
-            "above",
-            "below",
-            "crossing_up",
-            "crossing_down",
-            "moving_up_pct",
-            "moving_down_pct",
-            "sideways",
-            "",
+            "'above'",
+            "'below'",
+            "'crossing_up'",
+            "'crossing_down'",
+            "'moving_up_pct'",
+            "'moving_down_pct'",
+            "'sideways'",
+            "''",
+            "NULL",
         ];
         let targets = [
             "50.0", "99.99", "100.0", "100", "100.01", "150.0", "'lots'", "9e999", "-9e999", "0",
@@ -723,7 +899,7 @@ mod tests {
                         connection
                             .execute_batch(&format!(
                                 "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, expires_at, created_at)
-                                 VALUES ('T', '{condition}', {target}, {reference}, {expiry}, 'x')"
+                                 VALUES ('T', {condition}, {target}, {reference}, {expiry}, 'x')"
                             ))
                             .unwrap();
                     }

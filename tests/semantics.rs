@@ -87,7 +87,7 @@ fn a_stale_quote_never_triggers_and_is_logged_once_per_ticker() {
     );
     db.set_quote("AAPL", 150.0);
     receiver.wait_for(3);
-    daemon.wait_for_log("quote fresh again");
+    daemon.wait_for_log("quote usable again");
 }
 
 #[test]
@@ -280,6 +280,61 @@ fn malformed_rows_are_skipped_and_counted_and_the_rest_triggers() {
         .collect();
     assert_eq!(delivered.len(), 2);
     assert!(delivered.contains(&good) && delivered.contains(&good_too));
+}
+
+#[test]
+fn rows_with_a_null_ticker_or_condition_are_named_and_a_quote_from_the_future_is_malformed() {
+    // The application made the table first, without NOT NULL constraints.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE price_alerts (id INTEGER PRIMARY KEY, ticker TEXT, condition TEXT,
+                 target_price REAL, reference_price REAL, enabled INTEGER NOT NULL DEFAULT 1,
+                 triggered_at TEXT, triggered_price REAL, created_at TEXT, user_id TEXT, note TEXT);
+             CREATE TABLE quotes (ticker TEXT PRIMARY KEY, price REAL NOT NULL, updated_at TEXT NOT NULL);
+             INSERT INTO price_alerts (id, ticker, condition, target_price) VALUES (71, NULL, 'above', 1);
+             INSERT INTO price_alerts (id, ticker, condition, target_price) VALUES (72, 'AAPL', NULL, 1);
+             INSERT INTO price_alerts (id, ticker, condition, target_price) VALUES (73, 'AAPL', 'above', 1);
+             INSERT INTO price_alerts (id, ticker, condition, target_price) VALUES (74, 'FUT', 'above', 1);",
+        )
+        .unwrap();
+    let db = Db { dir, path };
+    let receiver = Receiver::start();
+    let config = db.write_config(&config_text(&db.path, &receiver.url, "* * * * * *"));
+    db.set_quote("AAPL", 150.0);
+    // A feed whose clock says 2030.
+    set_quote_at(&db, "FUT", 150.0, "2030-01-01T00:00:00Z");
+
+    let output = binary()
+        .args(["--config", config.to_str().unwrap(), "run-job", "evaluate"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let summary = summary(&String::from_utf8(output.stdout).unwrap());
+    assert_eq!(
+        (
+            summary["triggered"].as_str(),
+            summary["malformed_alerts"].as_str(),
+            summary["malformed_quotes"].as_str()
+        ),
+        ("1", "2", "1"),
+        "{summary:?}"
+    );
+    for named in ["alert_id=71", "alert_id=72", "FUT", "dated in the future"] {
+        assert!(stderr.contains(named), "{named:?} not in {stderr}");
+    }
+
+    // A running daemon warns about the future quote once, not every tick,
+    // and evaluates the ticker once its quote is sane.
+    let daemon = Daemon::start(&config);
+    let ticks = || daemon.log().matches("tick finished").count();
+    wait_until("three ticks", || ticks() >= 3);
+    assert_eq!(daemon.log().matches("dated in the future").count(), 1);
+    db.set_quote("FUT", 150.0);
+    receiver.wait_for(2);
+    daemon.wait_for_log("quote usable again");
 }
 
 #[test]

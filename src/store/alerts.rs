@@ -130,8 +130,8 @@ pub fn candidates_in_range(
            AND NOT (a.expires_at IS NULL
                     AND typeof(a.target_price) IN ('real', 'integer')
                     AND abs(a.target_price) <= 1.7976931348623157e308
-                    AND ((a.condition = 'above' AND a.target_price > p.price)
-                      OR (a.condition = 'below' AND a.target_price < p.price)))",
+                    AND ((a.condition IS 'above' AND a.target_price > p.price)
+                      OR (a.condition IS 'below' AND a.target_price < p.price)))",
     )?;
     let rows = statement.query_map(params![first, last], alert_row)?;
     rows.collect()
@@ -147,6 +147,21 @@ pub fn enabled_for_ticker(
          FROM price_alerts WHERE ticker = ?1 AND enabled = 1",
     )?;
     let rows = statement.query_map([ticker], alert_row)?;
+    rows.collect()
+}
+
+/// Up to `limit` enabled alerts whose ticker is NULL, empty or blank, to
+/// name in warnings.
+pub fn enabled_without_ticker(
+    connection: &Connection,
+    limit: u64,
+) -> rusqlite::Result<Vec<AlertRow>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note
+         FROM price_alerts WHERE enabled = 1 AND (ticker IS NULL OR trim(ticker) = '')
+         ORDER BY id LIMIT ?1",
+    )?;
+    let rows = statement.query_map([limit as i64], alert_row)?;
     rows.collect()
 }
 

@@ -166,13 +166,13 @@ pub fn tick_on(
     config: &Config,
     scope: &Scope,
 ) -> TickReport {
-    let known_stale = Mutex::default();
+    let known_problems = Mutex::default();
     let options = TickOptions {
         evaluator: &config.evaluator,
         max_age: config.prices.max_age,
         scope,
         unavailable: &HashSet::new(),
-        known_stale: &known_stale,
+        known_problems: &known_problems,
     };
     evaluate::tick(workers, pool, &options).unwrap()
 }
