@@ -105,19 +105,18 @@ pub struct WebhookConfig {
     pub drain_timeout: Duration,
 }
 
-impl WebhookConfig {
-    /// The URL as it may be shown: a password or query (which may carry a
-    /// token) is masked.
-    pub fn url_for_display(&self) -> String {
-        let mut url = self.url.clone();
-        if url.password().is_some() {
-            let _ = url.set_password(Some("***"));
-        }
-        if url.query().is_some() {
-            url.set_query(Some("***"));
-        }
-        url.to_string()
+/// A URL as it may be shown (check-config, logs): a password, or a query
+/// (which may carry a token), is masked. Every URL the daemon prints goes
+/// through here.
+pub fn display_url(url: &Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
     }
+    if url.query().is_some() {
+        url.set_query(Some("***"));
+    }
+    url.to_string()
 }
 
 #[derive(Debug, Clone)]
@@ -561,7 +560,12 @@ fn holds(outer: &Range<usize>, inner: &Range<usize>) -> bool {
     *inner != (0..0) && outer.start <= inner.start && inner.end <= outer.end
 }
 
-/// Builds the validated config from the mirror, reporting every problem.
+/// Where validation reports a problem: the key, its span in the file, what is wrong.
+trait Report: FnMut(&str, Range<usize>, String) {}
+impl<F: FnMut(&str, Range<usize>, String)> Report for F {}
+
+/// Builds the validated config from the mirror, one section at a time,
+/// reporting every problem.
 fn validate(
     raw: raw::File,
     base: &Path,
@@ -569,7 +573,7 @@ fn validate(
     lines: &LineIndex,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Config> {
-    let mut report = |key: &str, span: std::ops::Range<usize>, message: String| {
+    let mut report = |key: &str, span: Range<usize>, message: String| {
         let (line, column) = lines.locate(span.start);
         errors.push(ConfigError {
             key: key.to_owned(),
@@ -578,76 +582,128 @@ fn validate(
             message,
         });
     };
+    let database = database(&raw.database, base, state_directory, &mut report);
+    let evaluator = evaluator(&raw.evaluator, &mut report);
+    let webhook = webhook(raw.webhook.as_ref(), base, &mut report);
+    let jobs = jobs(&raw.jobs, &mut report);
+    let prices = prices(&raw.prices, &mut report);
+    let log = log(&raw.log, &mut report);
+    let metrics = metrics(&raw.metrics, &mut report);
+    Some(Config {
+        database,
+        evaluator,
+        prices,
+        webhook: webhook?,
+        jobs,
+        log,
+        metrics,
+    })
+}
 
-    let database_path = match &raw.database.path {
+/// The `[database]` section. A relative path resolves against the state
+/// directory if there is one, else against the config's folder.
+fn database(
+    raw: &raw::Database,
+    base: &Path,
+    state_directory: Option<&Path>,
+    report: &mut impl Report,
+) -> DatabaseConfig {
+    let base = state_directory.unwrap_or(base);
+    let path = match &raw.path {
         Some(path) if path.get_ref().trim().is_empty() => {
             report("database.path", path.span(), "must not be empty".to_owned());
             PathBuf::new()
         }
-        Some(path) => resolve(Path::new(path.get_ref()), state_directory.unwrap_or(base)),
-        None => resolve(
-            Path::new("price-alertd.db"),
-            state_directory.unwrap_or(base),
+        Some(path) => resolve(Path::new(path.get_ref()), base),
+        None => resolve(Path::new("price-alertd.db"), base),
+    };
+    DatabaseConfig {
+        path,
+        busy_timeout: duration(&raw.busy_timeout, "database.busy_timeout", "5s", report),
+    }
+}
+
+/// The `[evaluator]` section.
+fn evaluator(raw: &raw::Evaluator, report: &mut impl Report) -> EvaluatorConfig {
+    EvaluatorConfig {
+        threads: count(&raw.threads, "evaluator.threads", 10, 1..=256, report),
+        claim_batch: count(
+            &raw.claim_batch,
+            "evaluator.claim_batch",
+            5000,
+            1..=100_000,
+            report,
         ),
-    };
-    let busy_timeout = duration(
-        &raw.database.busy_timeout,
-        "database.busy_timeout",
-        "5s",
-        &mut report,
-    );
+    }
+}
 
-    let threads = count(
-        &raw.evaluator.threads,
-        "evaluator.threads",
-        10,
-        1..=256,
-        &mut report,
-    );
-    let claim_batch = count(
-        &raw.evaluator.claim_batch,
-        "evaluator.claim_batch",
-        5000,
-        1..=100_000,
-        &mut report,
-    );
-
-    let missing = raw::Webhook {
-        url: None,
-        secret: None,
-        secret_file: None,
-        headers: BTreeMap::new(),
-        timeout: None,
-        connect_timeout: None,
-        concurrency: None,
-        retry_schedule: None,
-        drain_timeout: None,
+/// The `[webhook]` section; `None` without a usable URL.
+fn webhook(
+    section: Option<&Spanned<raw::Webhook>>,
+    base: &Path,
+    report: &mut impl Report,
+) -> Option<WebhookConfig> {
+    let Some(section) = section else {
+        report(
+            "webhook",
+            0..0,
+            "missing section [webhook]; it needs at least `url`".to_owned(),
+        );
+        return None;
     };
-    let webhook = match &raw.webhook {
-        Some(webhook) => webhook.get_ref(),
-        None => {
-            report(
-                "webhook",
-                0..0,
-                "missing section [webhook]; it needs at least `url`".to_owned(),
-            );
-            &missing
-        }
-    };
+    let webhook = section.get_ref();
     let url = match &webhook.url {
         None => {
-            if let Some(section) = &raw.webhook {
-                report(
-                    "webhook.url",
-                    section.span(),
-                    "missing field `url`".to_owned(),
-                );
-            }
+            report(
+                "webhook.url",
+                section.span(),
+                "missing field `url`".to_owned(),
+            );
             None
         }
-        Some(url) => http_url(url, "webhook.url", &mut report),
+        Some(url) => http_url(url, "webhook.url", report),
     };
-    let mut secrets = Vec::new();
+    let headers = header_list(&webhook.headers, "webhook.headers", report);
+    if let Some(url) = &url {
+        one_source_of_credentials(url, &headers, "webhook", &webhook.headers, report);
+    }
+    // Every field is checked, whether or not the URL is usable.
+    let secrets = secrets(webhook, base, report);
+    let timeout = duration(&webhook.timeout, "webhook.timeout", "15s", report);
+    let connect_timeout = duration(
+        &webhook.connect_timeout,
+        "webhook.connect_timeout",
+        "5s",
+        report,
+    );
+    let concurrency = count(
+        &webhook.concurrency,
+        "webhook.concurrency",
+        16,
+        1..=1024,
+        report,
+    );
+    let retry_schedule = retry_schedule(&webhook.retry_schedule, report);
+    let drain_timeout = duration(
+        &webhook.drain_timeout,
+        "webhook.drain_timeout",
+        "30s",
+        report,
+    );
+    Some(WebhookConfig {
+        url: url?,
+        secrets,
+        headers,
+        timeout,
+        connect_timeout,
+        concurrency,
+        retry_schedule,
+        drain_timeout,
+    })
+}
+
+/// `webhook.secret` or `webhook.secret_file`: one or two signing secrets.
+fn secrets(webhook: &raw::Webhook, base: &Path, report: &mut impl Report) -> Vec<Secret> {
     if let (Some(_), Some(file)) = (&webhook.secret, &webhook.secret_file) {
         report(
             "webhook.secret_file",
@@ -655,6 +711,7 @@ fn validate(
             "set webhook.secret or webhook.secret_file, not both".to_owned(),
         );
     }
+    let mut secrets = Vec::new();
     if let Some(secret) = &webhook.secret {
         match parse_secrets(secret.get_ref()) {
             Ok(parsed) => secrets = parsed,
@@ -679,22 +736,15 @@ fn validate(
             ),
         }
     }
-    let headers = header_list(&webhook.headers, "webhook.headers", &mut report);
-    let timeout = duration(&webhook.timeout, "webhook.timeout", "15s", &mut report);
-    let connect_timeout = duration(
-        &webhook.connect_timeout,
-        "webhook.connect_timeout",
-        "5s",
-        &mut report,
-    );
-    let concurrency = count(
-        &webhook.concurrency,
-        "webhook.concurrency",
-        16,
-        1..=1024,
-        &mut report,
-    );
-    let retry_schedule = match &webhook.retry_schedule {
+    secrets
+}
+
+/// `webhook.retry_schedule`: Svix's schedule unless given.
+fn retry_schedule(
+    list: &Option<Spanned<Vec<Spanned<String>>>>,
+    report: &mut impl Report,
+) -> Vec<Duration> {
+    match list {
         None => DEFAULT_RETRY_SCHEDULE
             .iter()
             .map(|text| humantime::parse_duration(text).expect("a valid default"))
@@ -716,132 +766,150 @@ fn validate(
                     &Some(item.clone()),
                     &format!("webhook.retry_schedule[{index}]"),
                     "1s",
-                    &mut report,
+                    report,
                 )
             })
             .collect(),
-    };
-    let drain_timeout = duration(
-        &webhook.drain_timeout,
-        "webhook.drain_timeout",
-        "30s",
-        &mut report,
-    );
+    }
+}
 
+/// The `[[jobs]]` entries; a job with an error is left out (and reported).
+fn jobs(raw: &[Spanned<raw::Job>], report: &mut impl Report) -> Vec<JobConfig> {
     let mut jobs = Vec::new();
     let mut names = BTreeMap::new();
-    for (index, spanned) in raw.jobs.iter().enumerate() {
-        let job = spanned.get_ref();
-        let key = |field: &str| format!("jobs[{index}].{field}");
-        let mut required = |field: &str, value: &Option<Spanned<String>>| {
-            if value.is_none() {
-                report(
-                    &key(field),
-                    spanned.span(),
-                    format!("missing field `{field}`"),
-                );
-            }
-        };
-        required("name", &job.name);
-        required("kind", &job.kind);
-        required("schedule", &job.schedule);
-        let (Some(name), Some(kind), Some(schedule)) = (&job.name, &job.kind, &job.schedule) else {
-            continue;
-        };
-        let name_text = name.get_ref().trim().to_owned();
-        if name_text.is_empty() {
-            report(&key("name"), name.span(), "must not be empty".to_owned());
-        } else if let Some(first) = names.insert(name_text.clone(), index) {
-            report(
-                &key("name"),
-                name.span(),
-                format!("{name_text:?} is already the name of jobs[{first}]"),
-            );
-        }
-        let scope = match &job.tickers {
-            None => Scope::all(),
-            Some(list) if list.get_ref().is_empty() => {
-                report(
-                    &key("tickers"),
-                    list.span(),
-                    "must list at least one pattern (leave it out to cover every ticker)"
-                        .to_owned(),
-                );
-                Scope::all()
-            }
-            Some(list) => {
-                let patterns: Vec<&str> = list
-                    .get_ref()
-                    .iter()
-                    .map(|pattern| pattern.get_ref().as_str())
-                    .collect();
-                Scope::parse(&patterns).unwrap_or_else(|message| {
-                    report(&key("tickers"), list.span(), message);
-                    Scope::all()
-                })
-            }
-        };
-        if let (Some(tickers), "purge") = (&job.tickers, kind.get_ref().as_str()) {
-            report(
-                &key("tickers"),
-                tickers.span(),
-                "only an \"evaluate\" job takes `tickers`".to_owned(),
-            );
-        }
-        let kind = match (kind.get_ref().as_str(), &job.keep) {
-            ("evaluate", None) => Some(JobKind::Evaluate { scope }),
-            ("evaluate", Some(keep)) => {
-                report(
-                    &key("keep"),
-                    keep.span(),
-                    "only a \"purge\" job takes `keep`".to_owned(),
-                );
-                None
-            }
-            ("purge", Some(_)) => Some(JobKind::Purge {
-                keep: duration(&job.keep, &key("keep"), "7d", &mut report),
-            }),
-            ("purge", None) => {
-                report(
-                    &key("keep"),
-                    kind.span(),
-                    "a \"purge\" job needs `keep`, e.g. \"7d\"".to_owned(),
-                );
-                None
-            }
-            (other, _) => {
-                report(
-                    &key("kind"),
-                    kind.span(),
-                    format!("unknown kind {other:?}; expected \"evaluate\" or \"purge\""),
-                );
-                None
-            }
-        };
-        let zone = job.timezone.as_ref().map(|zone| zone.get_ref().as_str());
-        let schedule = match Schedule::parse(schedule.get_ref(), zone) {
-            Ok(parsed) => Some(parsed),
-            Err(message) => {
-                let (field, span) = match &job.timezone {
-                    Some(zone) if message.contains("time zone") => ("timezone", zone.span()),
-                    _ => ("schedule", schedule.span()),
-                };
-                report(&key(field), span, message);
-                None
-            }
-        };
-        if let (Some(kind), Some(schedule)) = (kind, schedule) {
-            jobs.push(JobConfig {
-                name: name_text,
-                kind,
-                schedule,
-            });
+    for (index, spanned) in raw.iter().enumerate() {
+        if let Some(job) = job(index, spanned, &mut names, report) {
+            jobs.push(job);
         }
     }
+    jobs
+}
 
-    let prices = prices(&raw.prices, &mut report);
+/// One `[[jobs]]` entry; `names` holds the names taken by earlier entries.
+fn job(
+    index: usize,
+    spanned: &Spanned<raw::Job>,
+    names: &mut BTreeMap<String, usize>,
+    report: &mut impl Report,
+) -> Option<JobConfig> {
+    let job = spanned.get_ref();
+    let key = |field: &str| format!("jobs[{index}].{field}");
+    for (field, value) in [
+        ("name", &job.name),
+        ("kind", &job.kind),
+        ("schedule", &job.schedule),
+    ] {
+        if value.is_none() {
+            report(
+                &key(field),
+                spanned.span(),
+                format!("missing field `{field}`"),
+            );
+        }
+    }
+    let (Some(name), Some(kind), Some(schedule)) = (&job.name, &job.kind, &job.schedule) else {
+        return None;
+    };
+    let name_text = name.get_ref().trim().to_owned();
+    if name_text.is_empty() {
+        report(&key("name"), name.span(), "must not be empty".to_owned());
+    } else if let Some(first) = names.insert(name_text.clone(), index) {
+        report(
+            &key("name"),
+            name.span(),
+            format!("{name_text:?} is already the name of jobs[{first}]"),
+        );
+    }
+    let scope = scope(&job.tickers, &key("tickers"), report);
+    if let (Some(tickers), "purge") = (&job.tickers, kind.get_ref().as_str()) {
+        report(
+            &key("tickers"),
+            tickers.span(),
+            "only an \"evaluate\" job takes `tickers`".to_owned(),
+        );
+    }
+    let kind = match (kind.get_ref().as_str(), &job.keep) {
+        ("evaluate", None) => Some(JobKind::Evaluate { scope }),
+        ("evaluate", Some(keep)) => {
+            report(
+                &key("keep"),
+                keep.span(),
+                "only a \"purge\" job takes `keep`".to_owned(),
+            );
+            None
+        }
+        ("purge", Some(_)) => Some(JobKind::Purge {
+            keep: duration(&job.keep, &key("keep"), "7d", report),
+        }),
+        ("purge", None) => {
+            report(
+                &key("keep"),
+                kind.span(),
+                "a \"purge\" job needs `keep`, e.g. \"7d\"".to_owned(),
+            );
+            None
+        }
+        (other, _) => {
+            report(
+                &key("kind"),
+                kind.span(),
+                format!("unknown kind {other:?}; expected \"evaluate\" or \"purge\""),
+            );
+            None
+        }
+    };
+    let zone = job.timezone.as_ref().map(|zone| zone.get_ref().as_str());
+    let schedule = match Schedule::parse(schedule.get_ref(), zone) {
+        Ok(parsed) => Some(parsed),
+        Err(message) => {
+            let (field, span) = match &job.timezone {
+                Some(zone) if message.contains("time zone") => ("timezone", zone.span()),
+                _ => ("schedule", schedule.span()),
+            };
+            report(&key(field), span, message);
+            None
+        }
+    };
+    Some(JobConfig {
+        name: name_text,
+        kind: kind?,
+        schedule: schedule?,
+    })
+}
+
+/// A job's `tickers`: every ticker if unset.
+fn scope(
+    tickers: &Option<Spanned<Vec<Spanned<String>>>>,
+    key: &str,
+    report: &mut impl Report,
+) -> Scope {
+    match tickers {
+        None => Scope::all(),
+        Some(list) if list.get_ref().is_empty() => {
+            report(
+                key,
+                list.span(),
+                "must list at least one pattern (leave it out to cover every ticker)".to_owned(),
+            );
+            Scope::all()
+        }
+        Some(list) => {
+            let patterns: Vec<&str> = list
+                .get_ref()
+                .iter()
+                .map(|pattern| pattern.get_ref().as_str())
+                .collect();
+            Scope::parse(&patterns).unwrap_or_else(|message| {
+                report(key, list.span(), message);
+                Scope::all()
+            })
+        }
+    }
+}
+
+/// The `[log]` section.
+fn log(raw: &raw::Log, report: &mut impl Report) -> LogConfig {
     let format = match raw
-        .log
         .format
         .as_ref()
         .map(|format| (format.get_ref().as_str(), format.span()))
@@ -857,8 +925,25 @@ fn validate(
             LogFormat::Text
         }
     };
+    if let Some(spanned) = &raw.level
+        && let Err(error) = tracing_subscriber::EnvFilter::try_new(spanned.get_ref())
+    {
+        report(
+            "log.level",
+            spanned.span(),
+            format!("not a log filter: {error}"),
+        );
+    }
+    let level = raw
+        .level
+        .as_ref()
+        .map_or_else(|| "info".to_owned(), |level| level.get_ref().clone());
+    LogConfig { level, format }
+}
+
+/// The `[metrics]` section.
+fn metrics(raw: &raw::Metrics, report: &mut impl Report) -> MetricsConfig {
     let listen = raw
-        .metrics
         .listen
         .as_ref()
         .and_then(|listen| match listen.get_ref().parse() {
@@ -875,50 +960,11 @@ fn validate(
                 None
             }
         });
-
-    let level = raw
-        .log
-        .level
-        .as_ref()
-        .map_or_else(|| "info".to_owned(), |level| level.get_ref().clone());
-    if let Some(spanned) = &raw.log.level
-        && let Err(error) = tracing_subscriber::EnvFilter::try_new(spanned.get_ref())
-    {
-        report(
-            "log.level",
-            spanned.span(),
-            format!("not a log filter: {error}"),
-        );
-    }
-
-    Some(Config {
-        database: DatabaseConfig {
-            path: database_path,
-            busy_timeout,
-        },
-        evaluator: EvaluatorConfig {
-            threads,
-            claim_batch,
-        },
-        prices,
-        webhook: WebhookConfig {
-            url: url?,
-            secrets,
-            headers,
-            timeout,
-            connect_timeout,
-            concurrency,
-            retry_schedule,
-            drain_timeout,
-        },
-        jobs,
-        log: LogConfig { level, format },
-        metrics: MetricsConfig { listen },
-    })
+    MetricsConfig { listen }
 }
 
 /// The `[prices]` section.
-fn prices(raw: &raw::Prices, report: &mut impl FnMut(&str, Range<usize>, String)) -> PricesConfig {
+fn prices(raw: &raw::Prices, report: &mut impl Report) -> PricesConfig {
     let max_age = duration(&raw.max_age, "prices.max_age", "15m", report);
     let http_only = |report: &mut dyn FnMut(&str, Range<usize>, String),
                      key: &str,
@@ -977,6 +1023,9 @@ fn prices(raw: &raw::Prices, report: &mut impl FnMut(&str, Range<usize>, String)
             );
             let timeout = duration(&raw.timeout, "prices.timeout", "5s", report);
             let headers = header_list(&raw.headers, "prices.headers", report);
+            if let Some(url) = &url {
+                one_source_of_credentials(url, &headers, "prices", &raw.headers, report);
+            }
             let max_response_bytes = count(
                 &raw.max_response_bytes,
                 "prices.max_response_bytes",
@@ -1008,11 +1057,7 @@ fn prices(raw: &raw::Prices, report: &mut impl FnMut(&str, Range<usize>, String)
 }
 
 /// An http or https URL.
-fn http_url(
-    value: &Spanned<String>,
-    key: &str,
-    report: &mut impl FnMut(&str, Range<usize>, String),
-) -> Option<Url> {
+fn http_url(value: &Spanned<String>, key: &str, report: &mut impl Report) -> Option<Url> {
     match Url::parse(value.get_ref()) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
         Ok(url) => {
@@ -1030,11 +1075,40 @@ fn http_url(
     }
 }
 
+/// Refuses credentials in a URL's userinfo next to an `Authorization`
+/// header: the HTTP client would silently send only one of them.
+fn one_source_of_credentials(
+    url: &Url,
+    headers: &[(HeaderName, HeaderValue)],
+    section: &str,
+    raw: &BTreeMap<String, Spanned<String>>,
+    report: &mut impl Report,
+) {
+    let has_userinfo = !url.username().is_empty() || url.password().is_some();
+    let authorization = headers
+        .iter()
+        .any(|(name, _)| name == reqwest::header::AUTHORIZATION);
+    if has_userinfo && authorization {
+        let (name, value) = raw
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+            .expect("a parsed Authorization header has its raw entry");
+        report(
+            &format!("{section}.headers.{name}"),
+            value.span(),
+            format!(
+                "{section}.url carries credentials (user:password@) and {section}.headers sets Authorization: \
+                 only one would be sent; keep one"
+            ),
+        );
+    }
+}
+
 /// Static HTTP headers, their values marked sensitive (never printed by `Debug`).
 fn header_list(
     headers: &BTreeMap<String, Spanned<String>>,
     key: &str,
-    report: &mut impl FnMut(&str, Range<usize>, String),
+    report: &mut impl Report,
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut list = Vec::new();
     for (name, value) in headers {
@@ -1092,7 +1166,7 @@ fn duration(
     value: &Option<Spanned<String>>,
     key: &str,
     default: &str,
-    report: &mut impl FnMut(&str, std::ops::Range<usize>, String),
+    report: &mut impl Report,
 ) -> Duration {
     let Some(value) = value else {
         return humantime::parse_duration(default).expect("a valid default");
@@ -1122,7 +1196,7 @@ fn count(
     key: &str,
     default: usize,
     range: std::ops::RangeInclusive<usize>,
-    report: &mut impl FnMut(&str, std::ops::Range<usize>, String),
+    report: &mut impl Report,
 ) -> usize {
     let Some(value) = value else { return default };
     match usize::try_from(*value.get_ref()) {
@@ -1345,16 +1419,46 @@ schedule = "*/10 * * * * *"
     }
 
     #[test]
-    fn credentials_in_the_url_are_masked_for_display() {
+    fn credentials_in_urls_are_masked_for_display() {
         let text = MINIMAL.replace(
             "http://127.0.0.1:8080/events",
             "https://user:hunter2@relay.example/events?token=abc",
         );
         let config = parse(&text, Path::new("/"), None).unwrap();
         assert_eq!(
-            config.webhook.url_for_display(),
+            display_url(&config.webhook.url),
             "https://user:***@relay.example/events?***"
         );
+        assert_eq!(
+            display_url(&Url::parse("http://127.0.0.1:9000/quotes").unwrap()),
+            "http://127.0.0.1:9000/quotes"
+        );
+    }
+
+    #[test]
+    fn credentials_in_a_url_and_an_authorization_header_are_refused_together() {
+        let webhook = MINIMAL.replace(
+            "url = \"http://127.0.0.1:8080/events\"",
+            "url = \"https://user:hunter2@relay.example/events\"\nheaders = { Authorization = \"Bearer t\" }",
+        );
+        let errors = errors_of(&webhook);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("webhook.headers.Authorization: webhook.url carries credentials"),
+            "{errors:?}"
+        );
+
+        let prices = format!(
+            "{MINIMAL}\n[prices]\nsource = \"http\"\nurl = \"http://k:s@127.0.0.1:9000/q\"\nheaders = {{ authorization = \"Bearer t\" }}\n"
+        );
+        let errors = errors_of(&prices);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("prices.headers.authorization"),
+            "{errors:?}"
+        );
+        // Either one alone is fine.
+        assert!(parse(&prices.replace("k:s@", ""), Path::new("/"), None).is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Parser, Subcommand};
-use price_alertd::config::{Config, JobKind, LogFormat, PriceSource, Source};
+use price_alertd::config::{self, Config, JobKind, LogFormat, PriceSource, Source};
 use price_alertd::store::{alerts, outbox};
 use price_alertd::{admin, daemon};
 
@@ -323,7 +323,10 @@ fn check_config(source: &Source, config: &Config, from: DateTime<Utc>) {
         0 => "unsigned".to_owned(),
         n => format!("signed with {n} secret{}", if n == 1 { "" } else { "s" }),
     };
-    println!("webhook   {} ({signing})", config.webhook.url_for_display());
+    println!(
+        "webhook   {} ({signing})",
+        config::display_url(&config.webhook.url)
+    );
     println!("threads   {}", config.evaluator.threads);
     match &config.prices.source {
         PriceSource::Sqlite => println!(
@@ -332,7 +335,7 @@ fn check_config(source: &Source, config: &Config, from: DateTime<Utc>) {
         ),
         PriceSource::Http(http) => println!(
             "prices    GET {} in batches of {} (max age {})",
-            http.url,
+            config::display_url(&http.url),
             http.batch_size,
             humantime::format_duration(config.prices.max_age)
         ),

@@ -137,3 +137,120 @@ fn a_quote_source_answering_with_huge_or_endless_bodies_is_a_failed_fetch() {
         "peak RSS {stormy} MiB against {calm} MiB with usual answers"
     );
 }
+
+/// Every secret a configuration can hold: in URLs (a password, a token in the
+/// query), in static headers of the webhook and of the quote source, and the
+/// signing secret, inline or in a file.
+const SECRETS: [&str; 6] = [
+    "webhook-pass-7f3a",
+    "webhook-token-c21d",
+    "webhook-header-9e4b",
+    "quotes-pass-55d0",
+    "quotes-token-a8e6",
+    "quotes-header-3b17",
+];
+
+#[test]
+fn no_secret_a_config_can_hold_reaches_any_output_at_any_log_level() {
+    use base64::Engine as _;
+    let signing = base64::engine::general_purpose::STANDARD.encode([0x5au8; 32]);
+    let receiver = Receiver::start();
+    let source = QuoteServer::start();
+    let webhook_url = receiver
+        .url
+        .replace("http://", &format!("http://user:{}@", SECRETS[0]))
+        + &format!("?token={}", SECRETS[1]);
+    let quotes_url = source
+        .url
+        .replace("http://", &format!("http://key:{}@", SECRETS[3]))
+        + &format!("?apikey={}", SECRETS[4]);
+
+    for inline in [true, false] {
+        receiver.fail_with(&[500, 400]);
+        source.fail_next(503, None);
+        let db = Db::new();
+        db.add_alert("AAPL", "above", 1.0);
+        db.add_alert("MSFT", "above", 1.0);
+        source.set("AAPL", 2.0, Duration::from_secs(1));
+        source.set("MSFT", 2.0, Duration::from_secs(1));
+        let signing_key = if inline {
+            format!("secret = \"whsec_{signing}\"")
+        } else {
+            let file = db.dir.path().join("webhook.secret");
+            std::fs::write(&file, format!("whsec_{signing}\n")).unwrap();
+            format!("secret_file = \"{}\"", file.display())
+        };
+        let text = config_text(&db.path, &webhook_url, "* * * * * *")
+            .replace(
+                "headers = { \"X-EventSource-Event\" = \"price_alert\" }",
+                &format!("headers = {{ \"X-Relay-Key\" = \"{}\" }}\n{signing_key}", SECRETS[2]),
+            )
+            .replace(
+                "[webhook]",
+                &format!(
+                    "[prices]\nsource = \"http\"\nurl = \"{quotes_url}\"\nbatch_size = 1\nheaders = {{ \"X-Api-Key\" = \"{}\" }}\n\n[log]\nlevel = \"trace\"\nformat = \"{}\"\n\n[webhook]",
+                    SECRETS[5],
+                    if inline { "text" } else { "json" },
+                ),
+            );
+        let path = db.write_config(&text);
+        let mut outputs = Vec::new();
+        for args in [
+            &["check-config"][..],
+            &["run-job", "evaluate"],
+            &["outbox", "list"],
+            &["outbox", "list", "--dead", "--json"],
+            &["status"],
+            &["status", "--json"],
+            &["alerts", "list", "--json"],
+            &["quotes", "list"],
+            &["--help"],
+        ] {
+            let output = common::binary()
+                .env("RUST_LOG", "trace")
+                .args(["--config", path.to_str().unwrap()])
+                .args(args)
+                .output()
+                .unwrap();
+            outputs.push((
+                format!("{args:?}"),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                ),
+            ));
+        }
+        // The daemon itself, at trace level, over a few ticks and a stop.
+        let mut daemon = common::Daemon::start_logging(&path, "trace");
+        common::wait_until("two ticks", || {
+            daemon.log().matches("tick finished").count() >= 2
+        });
+        daemon.signal("TERM");
+        assert_eq!(daemon.wait_exit(), Some(0));
+        outputs.push(("run".to_owned(), daemon.log()));
+
+        let dead = db.scalar("SELECT count(*) FROM outbox WHERE state = 'dead'");
+        assert_eq!(dead, 1, "the 400 made a dead letter");
+        for (command, output) in &outputs {
+            assert!(!output.is_empty(), "{command} printed nothing");
+            for secret in SECRETS.iter().copied().chain([signing.as_str()]) {
+                assert!(
+                    !output.contains(secret),
+                    "{command} printed {secret:?}:\n{output}"
+                );
+            }
+        }
+        // The masked forms are what an operator sees.
+        assert!(
+            outputs[0].1.contains("user:***@127.0.0.1"),
+            "{}",
+            outputs[0].1
+        );
+        assert!(
+            outputs[0].1.contains("key:***@127.0.0.1"),
+            "{}",
+            outputs[0].1
+        );
+    }
+}

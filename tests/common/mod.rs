@@ -1023,7 +1023,7 @@ impl Daemon {
         Daemon::start_logging(config, "price_alertd=info,warn")
     }
 
-    fn start_logging(config: &Path, filter: &str) -> Daemon {
+    pub fn start_logging(config: &Path, filter: &str) -> Daemon {
         let mut child = binary()
             .args(["--config", &config.display().to_string(), "run"])
             .env("RUST_LOG", filter)
