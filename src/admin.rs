@@ -11,11 +11,25 @@ use crate::config::Config;
 use crate::evaluate::Condition;
 use crate::store::{self, alerts, outbox, runs};
 
-/// Opens (and migrates) the database for one command.
+/// Opens the database for a command that only reads: never created, never
+/// migrated. Says which database on stderr, so that an operator sees whether
+/// it is the one the service uses.
+fn connect_to_read(config: &Config) -> anyhow::Result<rusqlite::Connection> {
+    announce(config);
+    store::open_read_only(&config.database)
+}
+
+/// Opens (and migrates, if this version is newer) the existing database for a
+/// command that writes.
 fn connect(config: &Config) -> anyhow::Result<store::PooledConnection> {
-    store::open(&config.database, 1)?
+    announce(config);
+    store::open_existing(&config.database)?
         .get()
         .context("taking a database connection")
+}
+
+fn announce(config: &Config) {
+    eprintln!("database: {}", config.database.path.display());
 }
 
 /// Prints up to `limit` undelivered events (or only dead letters), oldest first.
@@ -26,7 +40,7 @@ pub fn outbox_list(
     json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let connection = connect(config)?;
+    let connection = connect_to_read(config)?;
     let entries = outbox::list(&connection, filter, limit).context("listing the outbox")?;
     let (pending, dead) = outbox::backlog(&connection).context("counting the outbox")?;
     if json {
@@ -123,7 +137,7 @@ pub fn alerts_list(
     json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let connection = connect(config)?;
+    let connection = connect_to_read(config)?;
     let entries = alerts::list(&connection, filter, ticker, limit).context("listing alerts")?;
     if json {
         return print_json_lines(&entries, out);
@@ -255,7 +269,7 @@ struct QuoteLine {
 
 /// Prints every quote.
 pub fn quotes_list(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
-    let connection = connect(config)?;
+    let connection = connect_to_read(config)?;
     let mut quotes: Vec<QuoteLine> = alerts::quotes(&connection)
         .context("reading quotes")?
         .into_iter()
@@ -292,7 +306,7 @@ struct Status {
 /// Per job: its last run, how long it took and its result; the outbox's
 /// pending and dead counts.
 pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
-    let connection = connect(config)?;
+    let connection = connect_to_read(config)?;
     let recorded = runs::list(&connection).context("reading job runs")?;
     let (outbox_pending, outbox_dead) =
         outbox::backlog(&connection).context("counting the outbox")?;

@@ -20,6 +20,15 @@ use crate::schedule::Schedule;
 /// Where the daemon looks when neither `--config` nor `$PRICE_ALERTD_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/price-alertd/price-alertd.toml";
 
+/// Where the package installs the configuration.
+const INSTALLED_FOLDER: &str = "/etc/price-alertd";
+
+/// The unit's `StateDirectory=`: a relative `database.path` in the installed
+/// configuration resolves here, whether the service reads it (systemd sets
+/// `$STATE_DIRECTORY`) or an operator's command does (it is not set), so both
+/// open the same database.
+pub const STATE_DIRECTORY: &str = "/var/lib/price-alertd";
+
 /// The shipped `etc/price-alertd.toml`, used when no file is named and the
 /// default path does not exist, so that a fresh checkout runs as is.
 pub const EMBEDDED: &str = include_str!("../etc/price-alertd.toml");
@@ -319,10 +328,20 @@ impl Source {
                 (EMBEDDED.to_owned(), base)
             }
         };
-        let state_directory = std::env::var_os("STATE_DIRECTORY").map(PathBuf::from);
+        let state_directory = state_directory(&base, std::env::var_os("STATE_DIRECTORY"));
         parse(&text, &base, state_directory.as_deref())
             .map_err(|errors| ConfigErrors { origin, errors })
     }
+}
+
+/// Where a relative `database.path` resolves for a config in `base`: systemd's
+/// `$STATE_DIRECTORY` when set; [`STATE_DIRECTORY`] for the installed config,
+/// so operators' commands open the service's database; else nowhere special
+/// (the config's folder).
+fn state_directory(base: &Path, from_systemd: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    from_systemd
+        .map(PathBuf::from)
+        .or_else(|| (base == Path::new(INSTALLED_FOLDER)).then(|| STATE_DIRECTORY.into()))
 }
 
 /// Parses and validates `text`. `base` is the folder relative paths resolve
@@ -1287,6 +1306,25 @@ schedule = "*/10 * * * * *"
     fn the_shipped_file_is_valid() {
         let config = parse(EMBEDDED, Path::new("/work"), None).unwrap();
         assert!(!config.jobs.is_empty());
+    }
+
+    #[test]
+    fn the_installed_config_and_the_service_find_the_same_database() {
+        let installed = Path::new("/etc/price-alertd");
+        let from_systemd = Some(std::ffi::OsString::from("/var/lib/price-alertd"));
+        assert_eq!(
+            state_directory(installed, from_systemd.clone()),
+            state_directory(installed, None),
+        );
+        assert_eq!(
+            state_directory(installed, None).as_deref(),
+            Some(Path::new(STATE_DIRECTORY))
+        );
+        assert_eq!(state_directory(Path::new("/home/op/alerts"), None), None);
+        assert_eq!(
+            state_directory(Path::new("/home/op/alerts"), from_systemd).as_deref(),
+            Some(Path::new("/var/lib/price-alertd"))
+        );
     }
 
     #[test]

@@ -8,11 +8,13 @@ use std::process::ExitCode;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Parser, Subcommand};
 use price_alertd::config::{self, Config, JobKind, LogFormat, PriceSource, Source};
-use price_alertd::store::{alerts, outbox};
+use price_alertd::store::{self, alerts, outbox};
 use price_alertd::{admin, daemon};
 
 /// sysexits' EX_CONFIG: the configuration is invalid.
 const EX_CONFIG: u8 = 78;
+/// sysexits' EX_IOERR: the database cannot be opened or written as `run` needs.
+const EX_IOERR: u8 = 74;
 
 /// Evaluates price alerts on cron schedules and POSTs one event per triggered
 /// alert to a webhook, exactly once per arming.
@@ -180,8 +182,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::CheckConfig { from } => {
-            check_config(&source, &config, from.unwrap_or_else(Utc::now));
-            ExitCode::SUCCESS
+            check_config(&source, &config, from.unwrap_or_else(Utc::now))
         }
         Command::Run => {
             init_logging(&config);
@@ -316,9 +317,19 @@ fn init_logging(config: &Config) {
     }
 }
 
-fn check_config(source: &Source, config: &Config, from: DateTime<Utc>) {
+/// Prints what a valid configuration means: the database (checked as `run`
+/// will open it), the webhook, the quote source and each job's next fire
+/// times. Fails with EX_IOERR if `run` could not open the database.
+fn check_config(source: &Source, config: &Config, from: DateTime<Utc>) -> ExitCode {
+    let database = match store::check(&config.database) {
+        Ok(found) => found,
+        Err(error) => {
+            eprintln!("price-alertd: {}: {error:#}", source.describe());
+            return ExitCode::from(EX_IOERR);
+        }
+    };
     println!("{}: ok", source.describe());
-    println!("database  {}", config.database.path.display());
+    println!("database  {} ({database})", config.database.path.display());
     let signing = match config.webhook.secrets.len() {
         0 => "unsigned".to_owned(),
         n => format!("signed with {n} secret{}", if n == 1 { "" } else { "s" }),
@@ -369,4 +380,5 @@ fn check_config(source: &Source, config: &Config, from: DateTime<Utc>) {
             );
         }
     }
+    ExitCode::SUCCESS
 }

@@ -367,3 +367,126 @@ fn a_hanging_receiver_never_delays_evaluation_ticks() {
     assert!(receiver.received().is_empty());
     drop(daemon);
 }
+
+/// Runs the CLI; returns its exit code, stdout and stderr.
+fn run(command: &mut std::process::Command) -> (Option<i32>, String, String) {
+    let output = command.output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_fails_on_a_database_run_could_not_open() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let check = |database: &std::path::Path, user: Option<common::User>| {
+        let config = dir.path().join("check.toml");
+        std::fs::write(
+            &config,
+            common::config_text(database, "http://127.0.0.1:9/events", "0 * * * * *"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut command = match user {
+            Some(user) => user.command(common::binary_path()),
+            None => binary(),
+        };
+        run(command.args(["--config", config.to_str().unwrap(), "check-config"]))
+    };
+
+    // Not a database, a directory, a file this user cannot write, a folder
+    // where it cannot be created: each refused with exit 74, as `run` would.
+    let text = dir.path().join("notes.db");
+    std::fs::write(
+        &text,
+        "these are not the pages you are looking for ".repeat(200),
+    )
+    .unwrap();
+    let folder = dir.path().join("folder.db");
+    std::fs::create_dir(&folder).unwrap();
+    let db = Db::new();
+    std::fs::set_permissions(db.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&db.path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let nobody = Some(common::User::NOBODY);
+    for (database, user, expected) in [
+        (text.as_path(), None, "is not an SQLite database"),
+        (folder.as_path(), None, "is not a file"),
+        (db.path.as_path(), nobody, "cannot be written"),
+        (&dir.path().join("sub/new.db"), nobody, "cannot be created"),
+    ] {
+        let (code, stdout, stderr) = check(database, user);
+        assert_eq!(code, Some(74), "{database:?}: {stdout}{stderr}");
+        assert!(stderr.contains(expected), "{database:?}: {stderr}");
+    }
+    // The same database, writable, and a missing one that can be created.
+    for database in [db.path.clone(), dir.path().join("sub/new.db")] {
+        let (code, stdout, stderr) = check(&database, None);
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(stdout.contains("database  "), "{stdout}");
+    }
+    assert!(
+        !dir.path().join("sub").exists(),
+        "check-config created the database's folder"
+    );
+}
+
+#[test]
+fn read_only_commands_never_create_or_migrate_a_database_and_say_which_they_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.db");
+    let config = dir.path().join("price-alertd.toml");
+    std::fs::write(
+        &config,
+        common::config_text(&missing, "http://127.0.0.1:9/events", "0 * * * * *"),
+    )
+    .unwrap();
+    let read_only: [&[&str]; 5] = [
+        &["status"],
+        &["status", "--json"],
+        &["outbox", "list"],
+        &["alerts", "list"],
+        &["quotes", "list"],
+    ];
+    for args in read_only {
+        let (code, _, stderr) = run(binary()
+            .args(["--config", config.to_str().unwrap()])
+            .args(args));
+        assert_ne!(code, Some(0), "{args:?}");
+        assert!(
+            stderr.contains(&format!("database: {}", missing.display()))
+                && stderr.contains("there is no database at"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!missing.exists(), "{args:?} created the database");
+    }
+    // Writing commands do not create one either.
+    let (code, _, stderr) = run(binary()
+        .args(["--config", config.to_str().unwrap()])
+        .args(["alerts", "rearm", "1"]));
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("there is no database at"), "{stderr}");
+    assert!(!missing.exists());
+
+    // An application's database the daemon never migrated stays as it is.
+    let app = rusqlite::Connection::open(&missing).unwrap();
+    app.execute_batch(
+        "CREATE TABLE price_alerts (id INTEGER PRIMARY KEY, ticker TEXT NOT NULL, condition TEXT NOT NULL,
+             target_price REAL NOT NULL, enabled INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL);",
+    )
+    .unwrap();
+    for args in read_only {
+        let (code, _, stderr) = run(binary()
+            .args(["--config", config.to_str().unwrap()])
+            .args(args));
+        assert_ne!(code, Some(0), "{args:?}");
+        assert!(stderr.contains("schema version 0"), "{args:?}: {stderr}");
+    }
+    let version: i64 = app
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 0, "a read-only command migrated the database");
+}

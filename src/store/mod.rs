@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::config::DatabaseConfig;
 
@@ -253,9 +253,123 @@ pub fn checkpoint(connection: &Connection) -> rusqlite::Result<()> {
     connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
 
-/// Opens a database for a one-off look, e.g. by tests and the CLI.
-pub fn connect(path: &Path) -> anyhow::Result<Connection> {
-    Connection::open(path).with_context(|| format!("opening the database {}", path.display()))
+/// Opens an existing database, migrated by this version, for reading only:
+/// it never creates, migrates or writes one (operators' read-only commands).
+pub fn open_read_only(config: &DatabaseConfig) -> anyhow::Result<Connection> {
+    let path = &config.path;
+    exists(path)?;
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening the database {} to read", path.display()))?;
+    connection.busy_timeout(config.busy_timeout)?;
+    let version = schema_version(&connection, path)?;
+    anyhow::ensure!(
+        version == SCHEMA_VERSION,
+        "{} is at schema version {version}, this price-alertd reads version {SCHEMA_VERSION}: \
+         start the daemon of this version once to migrate it",
+        path.display()
+    );
+    Ok(connection)
+}
+
+/// Opens an existing database to change it (migrating it like the daemon
+/// would), never creating a new one: operators' commands that write.
+pub fn open_existing(config: &DatabaseConfig) -> anyhow::Result<Pool> {
+    exists(&config.path)?;
+    open(config, 1)
+}
+
+fn exists(path: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        path.exists(),
+        "there is no database at {}: the daemon creates it when it first starts \
+         (is this the configuration the service runs with?)",
+        path.display()
+    );
+    Ok(())
+}
+
+fn schema_version(connection: &Connection, path: &Path) -> anyhow::Result<i64> {
+    connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .with_context(|| format!("reading {}", path.display()))
+}
+
+/// Checks, without creating or changing anything, that `run` can open the
+/// database: an existing file must be an SQLite database of this version or
+/// an older one, which this process can write; a missing one must be
+/// creatable. Returns what it found, for `check-config`.
+pub fn check(config: &DatabaseConfig) -> anyhow::Result<String> {
+    let path = &config.path;
+    if !path.exists() {
+        let folder = path
+            .ancestors()
+            .skip(1)
+            .find(|folder| folder.as_os_str().is_empty() || folder.exists())
+            .map(|folder| {
+                if folder.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    folder
+                }
+            })
+            .unwrap_or(Path::new("/"));
+        writable_folder(folder).with_context(|| {
+            format!(
+                "the database {} does not exist and cannot be created",
+                path.display()
+            )
+        })?;
+        return Ok("missing; created at start".to_owned());
+    }
+    anyhow::ensure!(
+        path.is_file(),
+        "the database {} is not a file",
+        path.display()
+    );
+    let mut connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening the database {} to write", path.display()))?;
+    connection.busy_timeout(config.busy_timeout)?;
+    let version = connection
+        .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
+        .map_err(|error| {
+            let what = match error.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) => "is not an SQLite database",
+                Some(rusqlite::ErrorCode::ReadOnly) => "cannot be written",
+                _ => "cannot be read",
+            };
+            anyhow::Error::new(error).context(format!("the database {} {what}", path.display()))
+        })?;
+    anyhow::ensure!(
+        version <= SCHEMA_VERSION,
+        "{} is at schema version {version}, newer than this price-alertd's {SCHEMA_VERSION}",
+        path.display()
+    );
+    // A write transaction that changes nothing: it fails as `run` would on a
+    // read-only file, or where the -wal and -shm files cannot be made.
+    connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .and_then(|transaction| transaction.rollback())
+        .with_context(|| format!("the database {} cannot be written", path.display()))?;
+    Ok(format!("schema version {version}, writable"))
+}
+
+/// Fails unless this process can create files in `folder` (tried for real:
+/// permissions, ACLs, read-only mounts and sandboxes all count).
+fn writable_folder(folder: &Path) -> anyhow::Result<()> {
+    let probe = folder.join(format!(".price-alertd-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .with_context(|| format!("cannot create files in {}", folder.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 #[cfg(test)]
