@@ -33,6 +33,7 @@ pub fn open(config: &DatabaseConfig, size: u32) -> anyhow::Result<Pool> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating the database folder {}", parent.display()))?;
     }
+    create_for_the_umask(path)?;
     let mut connection = Connection::open(path)
         .with_context(|| format!("opening the database {}", path.display()))?;
     prepare_connection(&mut connection, config.busy_timeout)
@@ -58,6 +59,29 @@ pub fn open(config: &DatabaseConfig, size: u32) -> anyhow::Result<Pool> {
         .connection_timeout(Duration::from_secs(60))
         .build(manager)
         .with_context(|| format!("opening a pool of {size} connections to {}", path.display()))
+}
+
+/// Creates a missing database file with mode 0666 less the umask, as most
+/// programs create files: SQLite would use 0644, which no umask can make
+/// group-writable, and the unit's `UMask=0007` is how the database becomes
+/// writable by the group it shares with the application. (SQLite gives the
+/// -wal and -shm files the database file's mode.) An empty file is an empty
+/// database.
+fn create_for_the_umask(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => {
+            Err(anyhow::Error::new(error)
+                .context(format!("creating the database {}", path.display())))
+        }
+    }
 }
 
 fn prepare_connection(connection: &mut Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
