@@ -2,7 +2,7 @@
 //! drains and stops. The daemon's life is one loop over [`Event`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -13,8 +13,10 @@ use uuid::Uuid;
 use crate::config::{Config, EvaluatorConfig, JobConfig, JobKind, PriceSource, Source};
 use crate::deliver::{self, Totals, Webhook};
 use crate::evaluate::{self, TickOptions, TickReport};
+use crate::log_recurring;
 use crate::metrics::{self, Metrics};
 use crate::quotes;
+use crate::recurring::Recurring;
 use crate::schedule::Scheduler;
 use crate::signals::{self, Signal};
 use crate::store::{self, Pool};
@@ -81,6 +83,9 @@ struct Engine {
     source: Option<Arc<quotes::Source>>,
     known_problems: Arc<evaluate::KnownProblems>,
     metrics: Arc<Metrics>,
+    /// Failures that may repeat every tick, logged at their changes.
+    checkpoint_failures: Arc<Mutex<Recurring>>,
+    record_failures: Arc<Mutex<Recurring>>,
 }
 
 impl Engine {
@@ -104,6 +109,8 @@ impl Engine {
             source,
             known_problems: Arc::default(),
             metrics: Arc::default(),
+            checkpoint_failures: Arc::default(),
+            record_failures: Arc::default(),
         })
     }
 
@@ -140,12 +147,18 @@ impl Engine {
             store::runs::record(connection, &run)
         })
         .await;
-        if let Err(error) = recorded {
-            tracing::warn!(
+        let mut record_failures = lock(&self.record_failures);
+        match recorded {
+            Ok(()) => {
+                record_failures.succeeded();
+            }
+            Err(error) => log_recurring!(
+                warn,
+                record_failures,
+                format!("{error:#}"),
                 job,
-                error = format!("{error:#}"),
                 "recording the run failed"
-            );
+            ),
         }
         result
     }
@@ -195,12 +208,18 @@ impl Engine {
 
     /// Checkpoints the WAL after a tick's writes (see `store::checkpoint`).
     async fn checkpoint(&self) {
-        if let Err(error) = store::blocking(&self.pool, "checkpointing the WAL", |connection| {
+        let checkpointed = store::blocking(&self.pool, "checkpointing the WAL", |connection| {
             store::checkpoint(connection)
         })
-        .await
-        {
-            tracing::warn!(error = format!("{error:#}"), "checkpoint failed");
+        .await;
+        let mut failures = lock(&self.checkpoint_failures);
+        match checkpointed {
+            Ok(()) => {
+                failures.succeeded();
+            }
+            Err(error) => {
+                log_recurring!(warn, failures, format!("{error:#}"), "checkpoint failed")
+            }
         }
     }
 
@@ -324,6 +343,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
         book_heartbeat(&scheduler, interval, &events).await;
     }
     let mut running: HashSet<String> = HashSet::new();
+    let mut failures: HashMap<String, Recurring> = HashMap::new();
     let mut drain_timeout = config.webhook.drain_timeout;
     tracing::info!(
         config = %source.describe(),
@@ -373,7 +393,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
             }
             Event::Finished { job, result } => {
                 running.remove(&job);
-                log_run(&job, &result);
+                log_run(&job, &result, failures.entry(job.clone()).or_default());
                 if matches!(&result, Ok(JobReport::Evaluated(report)) if report.triggered > 0) {
                     wake.notify_one();
                 }
@@ -424,7 +444,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
         match event {
             Event::Finished { job, result } => {
                 running.remove(&job);
-                log_run(&job, &result);
+                log_run(&job, &result, failures.entry(job.clone()).or_default());
             }
             Event::Signal(Signal::Shutdown) => tracing::info!("already stopping"),
             Event::Due { .. } | Event::Heartbeat | Event::Signal(Signal::Reload) => {}
@@ -503,7 +523,14 @@ async fn reload(source: &Source, running: &Config) -> Option<Config> {
     Some(new)
 }
 
-fn log_run(job: &str, result: &anyhow::Result<JobReport>) {
+/// Logs a finished run. A failure is logged when it starts or changes and
+/// then once a minute (`failures` is this job's), and its end once.
+fn log_run(job: &str, result: &anyhow::Result<JobReport>, failures: &mut Recurring) {
+    if result.is_ok()
+        && let Some(failed) = failures.succeeded()
+    {
+        tracing::info!(job, failed, "the job runs again after failing");
+    }
     match result {
         Ok(JobReport::Evaluated(report))
             if report.triggered > 0
@@ -540,8 +567,14 @@ fn log_run(job: &str, result: &anyhow::Result<JobReport>) {
                 "purge finished"
             )
         }
-        Err(error) => tracing::error!(job, error = format!("{error:#}"), "job failed"),
+        Err(error) => log_recurring!(error, failures, format!("{error:#}"), job, "job failed"),
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What `run-job` did.

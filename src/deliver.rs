@@ -15,7 +15,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{Secret, WebhookConfig};
+use crate::log_recurring;
 use crate::metrics::{Delivery, Metrics};
+use crate::recurring::Recurring;
 use crate::store::outbox::{self, Leased, Outcome};
 use crate::store::{self, Pool};
 
@@ -108,6 +110,12 @@ pub async fn run(
 ) -> Totals {
     let mut totals = Totals::default();
     let mut failures_in_a_row = 0u32;
+    // Each logged when it starts or changes, then once a minute.
+    let (mut round_failures, mut checkpoint_failures, mut outbox_failures) = (
+        Recurring::default(),
+        Recurring::default(),
+        Recurring::default(),
+    );
     loop {
         let draining = *stop.borrow();
         if draining.is_some_and(|deadline| Instant::now() >= deadline) {
@@ -117,6 +125,9 @@ pub async fn run(
         match round(&pool, &webhook, &owner, &stop, &metrics).await {
             Ok(round) => {
                 failures_in_a_row = 0;
+                if let Some(failures) = round_failures.succeeded() {
+                    tracing::info!(failures, "delivery rounds work again");
+                }
                 totals.delivered += round.delivered;
                 totals.failed += round.failed;
                 totals.dead += round.dead;
@@ -126,25 +137,51 @@ pub async fn run(
             }
             Err(error) => {
                 failures_in_a_row += 1;
-                tracing::error!(error = format!("{error:#}"), "delivery round failed");
+                log_recurring!(
+                    error,
+                    round_failures,
+                    format!("{error:#}"),
+                    "delivery round failed"
+                );
             }
         }
         // Idle after work: a good moment to checkpoint the deliveries' writes.
-        if let Err(error) = store::blocking(&pool, "checkpointing the WAL", |connection| {
+        match store::blocking(&pool, "checkpointing the WAL", |connection| {
             store::checkpoint(connection)
         })
         .await
         {
-            tracing::warn!(error = format!("{error:#}"), "checkpoint failed");
+            Ok(()) => {
+                checkpoint_failures.succeeded();
+            }
+            Err(error) => {
+                log_recurring!(
+                    warn,
+                    checkpoint_failures,
+                    format!("{error:#}"),
+                    "checkpoint failed"
+                )
+            }
         }
-        let next_due = store::blocking(&pool, "reading the outbox", |connection| {
+        let next_due = match store::blocking(&pool, "reading the outbox", |connection| {
             outbox::next_due(connection)
         })
         .await
-        .unwrap_or_else(|error| {
-            tracing::error!(error = format!("{error:#}"), "reading the outbox failed");
-            Some(now_ms() + 1000)
-        });
+        {
+            Ok(next_due) => {
+                outbox_failures.succeeded();
+                next_due
+            }
+            Err(error) => {
+                log_recurring!(
+                    error,
+                    outbox_failures,
+                    format!("{error:#}"),
+                    "reading the outbox failed"
+                );
+                Some(now_ms() + 1000)
+            }
+        };
         let wait = match next_due {
             Some(due) => Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_POLL),
             None if draining.is_some() => return totals,

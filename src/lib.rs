@@ -10,6 +10,7 @@ pub mod evaluate;
 pub mod event;
 pub mod metrics;
 pub mod quotes;
+pub mod recurring;
 pub mod schedule;
 pub mod signals;
 pub mod store;

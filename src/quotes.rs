@@ -19,6 +19,8 @@ use tokio::time::Instant;
 
 use crate::config::{HttpSource, Scope};
 use crate::evaluate::parse_time;
+use crate::log_recurring;
+use crate::recurring::Recurring;
 use crate::store::{self, Pool};
 
 /// How long the source is left alone after a 429 without `Retry-After`.
@@ -32,6 +34,8 @@ pub struct Source {
     config: HttpSource,
     /// Set by a 429: no request goes out before then.
     backoff_until: Mutex<Option<Instant>>,
+    /// A source that is down fails every tick: logged at its changes.
+    failures: Mutex<Recurring>,
 }
 
 /// What one refresh did.
@@ -67,6 +71,7 @@ impl Source {
             client,
             config: config.clone(),
             backoff_until: Mutex::new(None),
+            failures: Mutex::default(),
         })
     }
 
@@ -98,6 +103,9 @@ impl Source {
             }
             match self.fetch(batch).await {
                 Ok(quotes) => {
+                    if let Some(failed) = self.failures().succeeded() {
+                        tracing::info!(failed, "the quote source answers again");
+                    }
                     let got: HashSet<&str> = quotes
                         .iter()
                         .map(|(ticker, _, _)| ticker.as_str())
@@ -123,16 +131,22 @@ impl Source {
                 }
                 Err(error) => {
                     refresh.errors += 1;
-                    tracing::warn!(
+                    log_recurring!(
+                        warn,
+                        self.failures(),
+                        format!("{error:#}"),
                         tickers = batch.len(),
-                        error = format!("{error:#}"),
-                        "fetching quotes failed; those tickers are not evaluated this tick"
+                        "fetching quotes failed; those tickers are not evaluated until it works"
                     );
                     refresh.failed.extend(batch.iter().cloned());
                 }
             }
         }
         refresh
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, Recurring> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// One request for one batch; returns the usable quotes.

@@ -337,3 +337,30 @@ fn check_config_from_an_instant_follows_the_dst_changes() {
         "2026-11-01T14:30:00Z  (2026-11-01T09:30:00-05:00 America/New_York)"
     );
 }
+
+#[test]
+fn a_failure_that_repeats_every_tick_is_logged_when_it_starts_and_ends_not_every_tick() {
+    // The application holds SQLite's write lock for seconds (a long
+    // migration, a stuck writer): every tick and every delivery round fails.
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let database = format!("path = \"{}\"", db.path.display());
+    let text = config_text(&db.path, &receiver.url, "* * * * * *")
+        .replace(&database, &format!("{database}\nbusy_timeout = \"100ms\""));
+    let path = db.write_config(&text);
+    db.add_alert("AAPL", "above", 1.0);
+    db.set_quote("AAPL", 2.0);
+    let daemon = Daemon::start(&path);
+    let holder = db.app();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let failed_ticks = || daemon.log().matches("database is locked").count();
+    wait_until("the first failure", || failed_ticks() >= 1);
+    // Five more ticks, and many delivery rounds, against the lock.
+    std::thread::sleep(Duration::from_secs(5));
+    let log = daemon.log();
+    assert_eq!(log.matches("job failed").count(), 1, "{log}");
+    assert!(log.matches("delivery round failed").count() <= 1, "{log}");
+    holder.execute_batch("ROLLBACK").unwrap();
+    daemon.wait_for_log("the job runs again after failing");
+    receiver.wait_for(1);
+}

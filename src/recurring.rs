@@ -1,0 +1,124 @@
+//! Errors that can repeat every tick or delivery round (a full disk, a locked
+//! database, a quote source that is down): logged when they start or change,
+//! then once per [`REMINDER`] while they last, and once when they clear, so
+//! the journal shows each state change, not two lines a second.
+
+use std::time::{Duration, Instant};
+
+/// How often an error that goes on is logged again.
+pub const REMINDER: Duration = Duration::from_secs(60);
+
+/// One kind of failure, e.g. "delivery round failed", and whether it is going on.
+#[derive(Debug, Default)]
+pub struct Recurring {
+    failing: Option<Failing>,
+}
+
+#[derive(Debug)]
+struct Failing {
+    message: String,
+    since: Instant,
+    logged_at: Instant,
+    /// Failures since the last logged one.
+    unlogged: u64,
+    total: u64,
+}
+
+/// What to log about a failure.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Log {
+    /// The failure started, or now fails differently.
+    New,
+    /// The same failure, still going on: `repeats` more times since the last
+    /// line, over `for_secs` seconds in all.
+    Still { repeats: u64, for_secs: u64 },
+}
+
+impl Recurring {
+    /// Records a failure; what to log about it, if anything.
+    pub fn failed(&mut self, message: &str, now: Instant) -> Option<Log> {
+        match &mut self.failing {
+            Some(failing) if failing.message == message => {
+                failing.total += 1;
+                if now.duration_since(failing.logged_at) < REMINDER {
+                    failing.unlogged += 1;
+                    return None;
+                }
+                let log = Log::Still {
+                    repeats: failing.unlogged + 1,
+                    for_secs: now.duration_since(failing.since).as_secs(),
+                };
+                failing.logged_at = now;
+                failing.unlogged = 0;
+                Some(log)
+            }
+            _ => {
+                let total = self.failing.as_ref().map_or(0, |failing| failing.total);
+                self.failing = Some(Failing {
+                    message: message.to_owned(),
+                    since: now,
+                    logged_at: now,
+                    unlogged: 0,
+                    total: total + 1,
+                });
+                Some(Log::New)
+            }
+        }
+    }
+
+    /// Records a success: how many failures it ends, if it ends any.
+    pub fn succeeded(&mut self) -> Option<u64> {
+        self.failing.take().map(|failing| failing.total)
+    }
+}
+
+/// Logs an error with [`Recurring`]'s rhythm: `error!` (or `warn!`) with the
+/// error and, for a repeat, how many times and for how long; `info!` when it
+/// clears is the caller's, through [`Recurring::succeeded`].
+#[macro_export]
+macro_rules! log_recurring {
+    ($level:ident, $recurring:expr, $error:expr, $($field:tt)+) => {{
+        let error: &str = &$error;
+        match $recurring.failed(error, std::time::Instant::now()) {
+            Some($crate::recurring::Log::New) => tracing::$level!(error, $($field)+),
+            Some($crate::recurring::Log::Still { repeats, for_secs }) => {
+                tracing::$level!(error, repeats, for_secs, $($field)+)
+            }
+            None => {}
+        }
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_logged_when_it_starts_changes_and_every_minute_while_it_lasts() {
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let mut recurring = Recurring::default();
+        assert_eq!(
+            recurring.failed("database is locked", at(0)),
+            Some(Log::New)
+        );
+        // Twice a second for a minute: nothing more.
+        for half_seconds in 1..120 {
+            let now = start + Duration::from_millis(500 * half_seconds);
+            assert_eq!(recurring.failed("database is locked", now), None);
+        }
+        assert_eq!(
+            recurring.failed("database is locked", at(60)),
+            Some(Log::Still {
+                repeats: 120,
+                for_secs: 60
+            })
+        );
+        assert_eq!(recurring.failed("database is locked", at(61)), None);
+        // A different error is news at once.
+        assert_eq!(recurring.failed("disk is full", at(62)), Some(Log::New));
+        assert_eq!(recurring.succeeded(), Some(123));
+        assert_eq!(recurring.succeeded(), None);
+        assert_eq!(recurring.failed("disk is full", at(63)), Some(Log::New));
+    }
+}
