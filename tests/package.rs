@@ -97,6 +97,10 @@ fn the_package_installs_an_enabled_service_with_its_users_and_removes_cleanly() 
             "systemd/price-alertd.sysusers",
         ),
         (
+            "usr/lib/tmpfiles.d/price-alertd.conf",
+            "systemd/price-alertd.tmpfile",
+        ),
+        (
             "etc/price-alertd/price-alertd.toml",
             "etc/price-alertd.toml",
         ),
@@ -134,6 +138,15 @@ fn the_package_installs_an_enabled_service_with_its_users_and_removes_cleanly() 
     }
     let postinst = read("postinst");
     let users = find(&postinst, "systemd-sysusers", "postinst");
+    let state = find(
+        &postinst,
+        "systemd-tmpfiles --create price-alertd.conf",
+        "postinst",
+    );
+    assert!(
+        users < state,
+        "the users first, then their folder:\n{postinst}"
+    );
     let enable = find(
         &postinst,
         "deb-systemd-helper enable price-alertd.service",
@@ -219,6 +232,31 @@ fn the_sysusers_file_creates_the_identities_the_unit_runs_as() {
         .find(|line| line.starts_with("price-alertd:"))
         .unwrap();
     assert!(user.ends_with(":/usr/sbin/nologin"), "{user}");
+
+    // The state directory the package creates is the one the unit makes:
+    // owned by User= and Group=, with StateDirectoryMode=.
+    let tmpfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/price-alertd.tmpfile");
+    let status = Command::new("systemd-tmpfiles")
+        .args(["--create", &format!("--root={}", sysroot.path().display())])
+        .arg(&tmpfile)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let id = |table: &str, name: &str| -> u32 {
+        let line = table
+            .lines()
+            .find(|line| line.starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in {table}"));
+        line.split(':').nth(2).unwrap().parse().unwrap()
+    };
+    use std::os::unix::fs::MetadataExt as _;
+    let state = std::fs::metadata(sysroot.path().join("var/lib/price-alertd")).unwrap();
+    assert_eq!(state.uid(), id(&passwd, value("User")));
+    assert_eq!(state.gid(), id(&group, value("Group")));
+    assert_eq!(
+        state.mode() & 0o7777,
+        u32::from_str_radix(value("StateDirectoryMode"), 8).unwrap()
+    );
 }
 
 #[test]
