@@ -23,6 +23,21 @@ fn peak_rss_mib(summary: &HashMap<String, String>) -> u64 {
     summary["peak_rss_kib"].parse::<u64>().unwrap() / 1024
 }
 
+/// The run against the hostile party peaked at most `margin` MiB above the
+/// same run against a polite one; prints both figures.
+fn assert_peak_rss_within(
+    polite: &HashMap<String, String>,
+    hostile: &HashMap<String, String>,
+    margin: u64,
+) {
+    let (calm, stormy) = (peak_rss_mib(polite), peak_rss_mib(hostile));
+    eprintln!("peak RSS: {calm} MiB with usual answers, {stormy} MiB with huge and endless ones");
+    assert!(
+        stormy <= calm + margin,
+        "peak RSS {stormy} MiB against {calm} MiB with usual answers"
+    );
+}
+
 /// A database with `count` alerts that trigger on the next tick, and a config
 /// delivering to `url` with 16 requests in flight.
 fn triggering(count: usize, url: &str) -> (Db, std::path::PathBuf) {
@@ -74,12 +89,7 @@ fn a_receiver_answering_with_huge_or_endless_bodies_never_grows_memory() {
     );
     // 16 requests in flight, each answered with 100 MB or more: read whole,
     // that is at least 1.6 GB. Only a small prefix of each may be read.
-    let (calm, stormy) = (peak_rss_mib(&baseline), peak_rss_mib(&attacked));
-    eprintln!("peak RSS: {calm} MiB with empty answers, {stormy} MiB with huge and endless ones");
-    assert!(
-        stormy <= calm + 32,
-        "peak RSS {stormy} MiB against {calm} MiB with empty answers"
-    );
+    assert_peak_rss_within(&baseline, &attacked, 32);
 }
 
 fn http_source(db: &Db, webhook: &str, quotes: &str) -> std::path::PathBuf {
@@ -129,13 +139,8 @@ fn a_quote_source_answering_with_huge_or_endless_bodies_is_a_failed_fetch() {
         ("0", "3", "2"),
         "{attacked:?}"
     );
-    let (calm, stormy) = (peak_rss_mib(&baseline), peak_rss_mib(&attacked));
-    eprintln!("peak RSS: {calm} MiB with usual answers, {stormy} MiB with huge and endless ones");
     // The documented bound is prices.max_response_bytes, 4 MiB by default.
-    assert!(
-        stormy <= calm + 16,
-        "peak RSS {stormy} MiB against {calm} MiB with usual answers"
-    );
+    assert_peak_rss_within(&baseline, &attacked, 16);
 }
 
 /// Every secret a configuration can hold: in URLs (a password, a token in the

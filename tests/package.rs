@@ -4,8 +4,13 @@
 //! maintainer scripts that create the users, enable the unit without starting
 //! it, stop it on removal and forget it on purge.
 
+mod common;
+
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
+
+use common::unit_setting;
 
 /// Builds the package from the already built (debug) binary; returns its
 /// folder and path.
@@ -36,12 +41,8 @@ fn build() -> (tempfile::TempDir, std::path::PathBuf) {
     (out, deb)
 }
 
-fn dpkg_deb(args: &[&str], deb: &Path) -> String {
-    let output = Command::new("dpkg-deb")
-        .args(args)
-        .arg(deb)
-        .output()
-        .unwrap();
+fn dpkg_deb(args: &[&OsStr]) -> String {
+    let output = Command::new("dpkg-deb").args(args).output().unwrap();
     assert!(output.status.success(), "dpkg-deb {args:?}");
     String::from_utf8(output.stdout).unwrap()
 }
@@ -57,7 +58,7 @@ fn the_package_installs_an_enabled_service_with_its_users_and_removes_cleanly() 
     let (out, deb) = build();
 
     // What it installs, with which modes.
-    let listing = dpkg_deb(&["--contents"], &deb);
+    let listing = dpkg_deb(&["--contents".as_ref(), deb.as_ref()]);
     for (mode, path) in [
         ("-rwxr-xr-x", "./usr/bin/price-alertd"),
         (
@@ -79,13 +80,7 @@ fn the_package_installs_an_enabled_service_with_its_users_and_removes_cleanly() 
 
     // The files are the ones in the repository.
     let tree = out.path().join("tree");
-    let status = Command::new("dpkg-deb")
-        .arg("--extract")
-        .arg(&deb)
-        .arg(&tree)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    dpkg_deb(&["--extract".as_ref(), deb.as_ref(), tree.as_ref()]);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for (packaged, source) in [
         (
@@ -114,13 +109,7 @@ fn the_package_installs_an_enabled_service_with_its_users_and_removes_cleanly() 
 
     // The config is a conffile: an operator's edits survive upgrades.
     let control = out.path().join("control");
-    let status = Command::new("dpkg-deb")
-        .arg("--control")
-        .arg(&deb)
-        .arg(&control)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    dpkg_deb(&["--control".as_ref(), deb.as_ref(), control.as_ref()]);
     let read = |name: &str| std::fs::read_to_string(control.join(name)).unwrap_or_default();
     assert_eq!(
         read("conffiles").trim(),
@@ -206,23 +195,17 @@ fn the_sysusers_file_creates_the_identities_the_unit_runs_as() {
     );
     let passwd = std::fs::read_to_string(sysroot.path().join("etc/passwd")).unwrap();
     let group = std::fs::read_to_string(sysroot.path().join("etc/group")).unwrap();
-    let unit = include_str!("../systemd/price-alertd.service");
-    let value = |key: &str| {
-        unit.lines()
-            .find_map(|line| line.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("the unit sets no {key}="))
-    };
     assert!(
         passwd
             .lines()
-            .any(|line| line.starts_with(&format!("{}:", value("User")))),
+            .any(|line| line.starts_with(&format!("{}:", unit_setting("User")))),
         "{passwd}"
     );
     for key in ["Group", "SupplementaryGroups"] {
         assert!(
             group
                 .lines()
-                .any(|line| line.starts_with(&format!("{}:", value(key)))),
+                .any(|line| line.starts_with(&format!("{}:", unit_setting(key)))),
             "{key}: {group}"
         );
     }
@@ -251,11 +234,11 @@ fn the_sysusers_file_creates_the_identities_the_unit_runs_as() {
     };
     use std::os::unix::fs::MetadataExt as _;
     let state = std::fs::metadata(sysroot.path().join("var/lib/price-alertd")).unwrap();
-    assert_eq!(state.uid(), id(&passwd, value("User")));
-    assert_eq!(state.gid(), id(&group, value("Group")));
+    assert_eq!(state.uid(), id(&passwd, &unit_setting("User")));
+    assert_eq!(state.gid(), id(&group, &unit_setting("Group")));
     assert_eq!(
         state.mode() & 0o7777,
-        u32::from_str_radix(value("StateDirectoryMode"), 8).unwrap()
+        u32::from_str_radix(&unit_setting("StateDirectoryMode"), 8).unwrap()
     );
 }
 

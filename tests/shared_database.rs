@@ -10,18 +10,7 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::{Child, Stdio};
 
-use common::{Receiver, User, binary_path, config_text, summary};
-
-/// `Key=Value` of the shipped unit (the last one wins, as in systemd).
-fn unit(key: &str) -> String {
-    let text = include_str!("../systemd/price-alertd.service");
-    text.lines()
-        .filter_map(|line| line.split_once('='))
-        .filter(|(name, _)| name.trim() == key)
-        .map(|(_, value)| value.trim().to_owned())
-        .next_back()
-        .unwrap_or_else(|| panic!("the unit sets no {key}="))
-}
+use common::{Receiver, User, binary_path, config_text, summary, unit_setting};
 
 fn octal(text: &str) -> u32 {
     u32::from_str_radix(text, 8).unwrap()
@@ -52,18 +41,18 @@ const APPLICATION: u32 = 64_902;
 /// `SupplementaryGroups=` (the config group), `UMask=`.
 fn daemon_user() -> User {
     let groups = sysusers_groups();
-    assert_eq!(unit("User"), "price-alertd");
+    assert_eq!(unit_setting("User"), "price-alertd");
     assert!(
-        groups.contains(&unit("Group")),
+        groups.contains(&unit_setting("Group")),
         "Group= is not created by sysusers"
     );
-    assert!(groups.contains(&unit("SupplementaryGroups")));
-    assert_ne!(unit("Group"), unit("SupplementaryGroups"));
+    assert!(groups.contains(&unit_setting("SupplementaryGroups")));
+    assert_ne!(unit_setting("Group"), unit_setting("SupplementaryGroups"));
     User {
         uid: 64_901,
         gid: DATABASE_GROUP,
         groups: &[CONFIG_GROUP],
-        umask: octal(&unit("UMask")),
+        umask: octal(&unit_setting("UMask")),
     }
 }
 
@@ -76,6 +65,18 @@ fn application() -> User {
         groups: &[DATABASE_GROUP],
         umask: 0o022,
     }
+}
+
+/// `name` in a fresh folder others may enter, owned by `uid` and the database
+/// group, with `mode`; the folder lives as long as the returned guard.
+fn shared_folder(name: &str, uid: u32, mode: u32) -> (tempfile::TempDir, std::path::PathBuf) {
+    let parent = tempfile::tempdir().unwrap();
+    chmod(parent.path(), 0o755);
+    let folder = parent.path().join(name);
+    std::fs::create_dir(&folder).unwrap();
+    chown(&folder, uid, DATABASE_GROUP);
+    chmod(&folder, mode);
+    (parent, folder)
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) {
@@ -211,12 +212,11 @@ fn both_write(database: &Path, config: &Path, receiver: &Receiver) {
 fn the_daemon_and_the_application_share_the_state_directory_database() {
     // /var/lib/price-alertd as systemd makes it: owned by User= and Group=,
     // with StateDirectoryMode=.
-    let parent = tempfile::tempdir().unwrap();
-    chmod(parent.path(), 0o755);
-    let state = parent.path().join("price-alertd");
-    std::fs::create_dir(&state).unwrap();
-    chown(&state, daemon_user().uid, DATABASE_GROUP);
-    chmod(&state, octal(&unit("StateDirectoryMode")));
+    let (_parent, state) = shared_folder(
+        "price-alertd",
+        daemon_user().uid,
+        octal(&unit_setting("StateDirectoryMode")),
+    );
     let database = state.join("price-alertd.db");
     let receiver = Receiver::start();
     let (_etc, config) = setup(&database, &receiver);
@@ -232,12 +232,7 @@ fn the_daemon_works_on_a_database_in_the_applications_own_directory() {
     // README's second layout: the application's directory, handed to the
     // database group (chgrp price-alertd-db; chmod 2770), and a database the
     // application created (mode 0660).
-    let parent = tempfile::tempdir().unwrap();
-    chmod(parent.path(), 0o755);
-    let data = parent.path().join("app-data");
-    std::fs::create_dir(&data).unwrap();
-    chown(&data, APPLICATION, DATABASE_GROUP);
-    chmod(&data, 0o2770);
+    let (_parent, data) = shared_folder("app-data", APPLICATION, 0o2770);
     let database = data.join("alerts.db");
     app_sql(
         &database,
@@ -260,12 +255,7 @@ fn the_daemon_works_on_a_database_in_the_applications_own_directory() {
 fn a_unit_umask_of_0077_would_lock_the_application_out() {
     // The check above is only as good as its power to fail: with the old
     // unit's umask the daemon's database is closed to the application.
-    let parent = tempfile::tempdir().unwrap();
-    chmod(parent.path(), 0o755);
-    let state = parent.path().join("price-alertd");
-    std::fs::create_dir(&state).unwrap();
-    chown(&state, daemon_user().uid, DATABASE_GROUP);
-    chmod(&state, 0o2770);
+    let (_parent, state) = shared_folder("price-alertd", daemon_user().uid, 0o2770);
     let database = state.join("price-alertd.db");
     let receiver = Receiver::start();
     let (_etc, config) = setup(&database, &receiver);

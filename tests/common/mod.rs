@@ -1131,6 +1131,18 @@ impl User {
     }
 }
 
+/// `Key=Value` of the shipped unit, `systemd/price-alertd.service` (the last
+/// one wins, as in systemd).
+pub fn unit_setting(key: &str) -> String {
+    include_str!("../../systemd/price-alertd.service")
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .filter(|(name, _)| name.trim() == key)
+        .map(|(_, value)| value.trim().to_owned())
+        .next_back()
+        .unwrap_or_else(|| panic!("the unit sets no {key}="))
+}
+
 /// The daemon binary's path.
 pub fn binary_path() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_price-alertd"))
