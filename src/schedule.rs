@@ -46,10 +46,11 @@ impl Schedule {
                 .parse::<Tz>()
                 .map_err(|_| format!("unknown time zone {name:?} (expected an IANA name such as \"America/New_York\")"))?,
         };
-        let fields = expression.split_whitespace().count();
-        if !(5..=7).contains(&fields) {
+        let fields = expanded(expression)?;
+        let count = fields.split_whitespace().count();
+        if !(5..=7).contains(&count) {
             return Err(format!(
-                "cron expression {expression:?} has {fields} fields; expected 5 (minute first), 6 (seconds first) or 7 (with a year)"
+                "cron expression {expression:?} has {count} fields; expected 5 (minute first), 6 (seconds first) or 7 (with a year), or @hourly, @daily, @weekly, @monthly, @yearly"
             ));
         }
         let cron = CronParser::builder()
@@ -57,7 +58,7 @@ impl Schedule {
             .year(Year::Optional)
             .dom_and_dow(true)
             .build()
-            .parse(expression)
+            .parse(fields)
             .map_err(|error| format!("invalid cron expression {expression:?}: {error}"))?;
         let schedule = Schedule {
             expression: expression.to_owned(),
@@ -100,6 +101,33 @@ impl Schedule {
             }
         }
         times
+    }
+}
+
+/// The fields of an expression: crontab's nicknames (`@hourly` ... `@yearly`,
+/// `@annually`, `@midnight`) as Vixie cron defines them; a crontab
+/// `CRON_TZ=`/`TZ=` prefix is refused with a pointer to `timezone`.
+fn expanded(expression: &str) -> Result<&str, String> {
+    let trimmed = expression.trim();
+    if let Some((variable, _)) = trimmed.split_once('=')
+        && matches!(variable.trim(), "CRON_TZ" | "TZ")
+    {
+        return Err(format!(
+            "{expression:?} sets the zone crontab's way; here the job's `timezone` does, e.g. timezone = \"America/New_York\", and `schedule` holds only the fields"
+        ));
+    }
+    if !trimmed.starts_with('@') {
+        return Ok(expression);
+    }
+    match trimmed.to_ascii_lowercase().as_str() {
+        "@yearly" | "@annually" => Ok("0 0 0 1 1 *"),
+        "@monthly" => Ok("0 0 0 1 * *"),
+        "@weekly" => Ok("0 0 0 * * SUN"),
+        "@daily" | "@midnight" => Ok("0 0 0 * * *"),
+        "@hourly" => Ok("0 0 * * * *"),
+        _ => Err(format!(
+            "unknown nickname {trimmed:?}; expected @hourly, @daily (@midnight), @weekly, @monthly or @yearly (@annually)"
+        )),
     }
 }
 
@@ -170,6 +198,38 @@ mod tests {
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .collect();
         assert_eq!(got, expected, "{expression} from {from}");
+    }
+
+    #[test]
+    fn crontab_nicknames_fire_as_vixie_cron_defines_them() {
+        // 2026-01-01 is a Thursday.
+        let from = "2026-01-01T10:20:30Z";
+        check("@hourly", None, from, &["2026-01-01T11:00:00Z"]);
+        check("@daily", None, from, &["2026-01-02T00:00:00Z"]);
+        check("@midnight", None, from, &["2026-01-02T00:00:00Z"]);
+        check("@weekly", None, from, &["2026-01-04T00:00:00Z"]);
+        check("@monthly", None, from, &["2026-02-01T00:00:00Z"]);
+        check("@yearly", None, from, &["2027-01-01T00:00:00Z"]);
+        check("@annually", None, from, &["2027-01-01T00:00:00Z"]);
+        check(" @Daily ", None, from, &["2026-01-02T00:00:00Z"]);
+        // In the job's zone, like any schedule.
+        check(
+            "@daily",
+            Some("America/New_York"),
+            from,
+            &["2026-01-02T05:00:00Z"],
+        );
+        assert_eq!(Schedule::parse("@daily", None).unwrap().expression(), "@daily");
+        let error = Schedule::parse("@reboot", None).unwrap_err();
+        assert!(error.contains("unknown nickname"), "{error}");
+    }
+
+    #[test]
+    fn a_cron_tz_prefix_points_to_timezone() {
+        for line in ["CRON_TZ=America/New_York 0 9 * * *", "TZ=UTC 0 9 * * *"] {
+            let error = Schedule::parse(line, None).unwrap_err();
+            assert!(error.contains("timezone = "), "{error}");
+        }
     }
 
     #[test]
