@@ -344,6 +344,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
     }
     let mut running: HashSet<String> = HashSet::new();
     let mut failures: HashMap<String, Recurring> = HashMap::new();
+    let mut status = Status::default();
     let mut drain_timeout = config.webhook.drain_timeout;
     tracing::info!(
         config = %source.describe(),
@@ -397,6 +398,8 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
                 if matches!(&result, Ok(JobReport::Evaluated(report)) if report.triggered > 0) {
                     wake.notify_one();
                 }
+                status.ran(&job, &result);
+                systemd::status(&status.text(engine.backlog().await.ok()));
             }
             Event::Heartbeat => {
                 // Pinged from the loop, booked through the scheduler: a stuck
@@ -408,7 +411,15 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
             }
             Event::Signal(Signal::Reload) => {
                 systemd::reloading();
-                if let Some(new) = reload(&source, &config).await {
+                let reloaded = reload(&source, &config).await;
+                engine.metrics.reloaded(reloaded.is_ok());
+                status.reload = reloaded.as_ref().err().map(|why| {
+                    format!(
+                        "reload refused at {}: {why}; running the previous configuration",
+                        Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    )
+                });
+                if let Ok(new) = reloaded {
                     match Webhook::new(&new.webhook) {
                         Ok(webhook) => {
                             let _ = webhook_sender.send(webhook);
@@ -424,6 +435,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
                     tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
                 }
                 systemd::ready();
+                systemd::status(&status.text(engine.backlog().await.ok()));
             }
             Event::Signal(Signal::Shutdown) => break,
         }
@@ -491,8 +503,8 @@ async fn book_heartbeat(
 }
 
 /// Re-reads the configuration; on any error logs every problem and returns
-/// `None`, so the running configuration stays.
-async fn reload(source: &Source, running: &Config) -> Option<Config> {
+/// why it was refused, so the running configuration stays.
+async fn reload(source: &Source, running: &Config) -> Result<Config, String> {
     let source = source.clone();
     let loaded = tokio::task::spawn_blocking(move || source.load()).await;
     let new = match loaded {
@@ -505,11 +517,16 @@ async fn reload(source: &Source, running: &Config) -> Option<Config> {
                 errors = errors.errors.len(),
                 "reload refused; the running jobs stay as they were"
             );
-            return None;
+            let count = errors.errors.len();
+            return Err(format!(
+                "{count} error{} in {}",
+                if count == 1 { "" } else { "s" },
+                errors.origin
+            ));
         }
         Err(error) => {
             tracing::error!(%error, "reading the configuration panicked; the running jobs stay as they were");
-            return None;
+            return Err("reading the configuration panicked".to_owned());
         }
     };
     if new.database.path != running.database.path
@@ -520,7 +537,46 @@ async fn reload(source: &Source, running: &Config) -> Option<Config> {
     tracing::info!(
         "a reload applies [webhook] and [[jobs]]; [database], [evaluator], [prices], [metrics] and [log] apply at the next restart"
     );
-    Some(new)
+    Ok(new)
+}
+
+/// What `systemctl status` shows (the notify protocol's `STATUS=`): the last
+/// run, the events waiting, and a refused reload until one succeeds.
+#[derive(Default)]
+struct Status {
+    last_run: Option<String>,
+    reload: Option<String>,
+}
+
+impl Status {
+    fn ran(&mut self, job: &str, result: &anyhow::Result<JobReport>) {
+        let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        self.last_run = Some(match result {
+            Ok(JobReport::Evaluated(report)) => format!(
+                "last tick {job} at {at}: {} evaluated, {} triggered",
+                report.evaluated, report.triggered
+            ),
+            Ok(JobReport::Purged { deleted, .. }) => {
+                format!("last run {job} at {at}: {deleted} purged")
+            }
+            Err(_) => format!("last run {job} at {at} failed (see the journal)"),
+        });
+    }
+
+    /// The text, with the number of pending events if it could be read.
+    fn text(&self, backlog: Option<(u64, u64)>) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        parts.extend(self.reload.clone());
+        parts.push(
+            self.last_run
+                .clone()
+                .unwrap_or_else(|| "running, no tick yet".to_owned()),
+        );
+        if let Some((pending, dead)) = backlog {
+            parts.push(format!("{pending} events pending, {dead} dead"));
+        }
+        parts.join("; ")
+    }
 }
 
 /// Logs a finished run. A failure is logged when it starts or changes and

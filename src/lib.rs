@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod evaluate;
 pub mod event;
+pub mod logging;
 pub mod metrics;
 pub mod quotes;
 pub mod recurring;

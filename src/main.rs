@@ -1,15 +1,14 @@
 //! The command line: parses arguments, loads the configuration, starts
 //! logging and dispatches; errors become exit codes (78 for a bad config).
 
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Parser, Subcommand};
-use price_alertd::config::{self, Config, JobKind, LogFormat, PriceSource, Source};
+use price_alertd::config::{self, Config, JobKind, PriceSource, Source};
 use price_alertd::store::{self, alerts, outbox};
-use price_alertd::{admin, daemon};
+use price_alertd::{admin, daemon, logging};
 
 /// sysexits' EX_CONFIG: the configuration is invalid.
 const EX_CONFIG: u8 = 78;
@@ -185,11 +184,11 @@ fn main() -> ExitCode {
             check_config(&source, &config, from.unwrap_or_else(Utc::now))
         }
         Command::Run => {
-            init_logging(&config);
+            logging::init(&config.log);
             report(runtime().and_then(|runtime| runtime.block_on(daemon::run(source, config))))
         }
         Command::RunJob { name } => {
-            init_logging(&config);
+            logging::init(&config.log);
             match runtime().and_then(|runtime| runtime.block_on(daemon::run_job(config, &name))) {
                 Ok(summary) => {
                     println!("{}", summary.line());
@@ -293,27 +292,9 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "price-alertd failed");
-            eprintln!("price-alertd: {error:#}");
+            logging::fatal(&error);
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs go to stderr: RUST_LOG if set, else `log.level`. `log.format = "json"`
-/// writes one JSON object per line; otherwise lines are for people, and under
-/// systemd (JOURNAL_STREAM set) carry no timestamp, since journald adds its own.
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    match config.log.format {
-        LogFormat::Json => builder.json().with_current_span(false).init(),
-        LogFormat::Text if under_journald => builder.with_ansi(false).without_time().init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 

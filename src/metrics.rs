@@ -64,6 +64,8 @@ pub struct Metrics {
     last_success: Family<JobLabels, Gauge<f64, AtomicU64>>,
     outbox_pending: Gauge,
     outbox_dead: Gauge,
+    reload_successful: Gauge,
+    reload_success_time: Gauge<f64, AtomicU64>,
 }
 
 fn tick_histogram() -> Histogram {
@@ -84,8 +86,14 @@ impl Default for Metrics {
             last_success: Family::default(),
             outbox_pending: Gauge::default(),
             outbox_dead: Gauge::default(),
+            reload_successful: Gauge::default(),
+            reload_success_time: Gauge::default(),
             registry: Registry::default(),
         };
+        // The configuration read at start counts as a successful load, as
+        // Prometheus's own series do.
+        metrics.reload_successful.set(1);
+        metrics.reload_success_time.set(now_seconds());
         registry.register(
             "ticks",
             "Job runs, by job and result (ok, failed, skipped)",
@@ -132,6 +140,16 @@ impl Default for Metrics {
             metrics.outbox_pending.clone(),
         );
         registry.register("outbox_dead", "Dead letters", metrics.outbox_dead.clone());
+        registry.register(
+            "config_last_reload_successful",
+            "Whether the last configuration reload (SIGHUP) succeeded",
+            metrics.reload_successful.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (unix seconds)",
+            metrics.reload_success_time.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -139,7 +157,19 @@ impl Default for Metrics {
     }
 }
 
+fn now_seconds() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
+}
+
 impl Metrics {
+    /// A SIGHUP reload: applied, or refused (the running configuration stays).
+    pub fn reloaded(&self, applied: bool) {
+        self.reload_successful.set(i64::from(applied));
+        if applied {
+            self.reload_success_time.set(now_seconds());
+        }
+    }
+
     pub fn tick_skipped(&self, job: &str) {
         self.ticks
             .get_or_create(&TickLabels {
@@ -177,9 +207,7 @@ impl Metrics {
         self.tick_seconds
             .get_or_create(&labels)
             .observe(duration.as_secs_f64());
-        self.last_success
-            .get_or_create(&labels)
-            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        self.last_success.get_or_create(&labels).set(now_seconds());
         if let Some(report) = report {
             self.evaluated
                 .get_or_create(&labels)

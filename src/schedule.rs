@@ -219,7 +219,10 @@ mod tests {
             from,
             &["2026-01-02T05:00:00Z"],
         );
-        assert_eq!(Schedule::parse("@daily", None).unwrap().expression(), "@daily");
+        assert_eq!(
+            Schedule::parse("@daily", None).unwrap().expression(),
+            "@daily"
+        );
         let error = Schedule::parse("@reboot", None).unwrap_err();
         assert!(error.contains("unknown nickname"), "{error}");
     }

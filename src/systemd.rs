@@ -24,6 +24,11 @@ pub fn reloading() {
     }
 }
 
+/// What the daemon is doing, as `systemctl status` shows it.
+pub fn status(text: &str) {
+    send(&[NotifyState::Status(text)]);
+}
+
 pub fn stopping() {
     send(&[
         NotifyState::Stopping,

@@ -364,3 +364,225 @@ fn a_failure_that_repeats_every_tick_is_logged_when_it_starts_and_ends_not_every
     daemon.wait_for_log("the job runs again after failing");
     receiver.wait_for(1);
 }
+
+/// Reads datagrams until one has a `STATUS=` line containing `wanted`;
+/// returns that line.
+fn status_with(socket: &UnixDatagram, wanted: &str) -> String {
+    let mut buffer = [0u8; 4096];
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let mut seen = Vec::new();
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no STATUS= with {wanted:?} among {seen:?}"
+        );
+        if let Ok(length) = socket.recv(&mut buffer) {
+            let message = String::from_utf8_lossy(&buffer[..length]).into_owned();
+            if let Some(status) = message
+                .lines()
+                .find_map(|line| line.strip_prefix("STATUS="))
+                .filter(|status| status.contains(wanted))
+            {
+                return status.to_owned();
+            }
+            seen.push(message);
+        }
+    }
+}
+
+#[test]
+fn a_refused_reload_shows_in_status_and_metrics_until_a_reload_succeeds() {
+    let db = Db::new();
+    let port = free_port();
+    let good = config_text(&db.path, "http://127.0.0.1:9/events", "* * * * * *")
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let path = db.write_config(&good);
+    let socket_path = db.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = binary()
+        .args(["--config", path.to_str().unwrap(), "run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let hup = || {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+    };
+    let reload_metric = || {
+        sample(
+            &scrape(port, "/metrics").1,
+            "price_alertd_config_last_reload_successful",
+        )
+    };
+
+    // What the daemon does, as `systemctl status` shows it.
+    let running = status_with(&socket, "last tick evaluate");
+    assert!(running.contains("0 events pending"), "{running}");
+    assert_eq!(reload_metric(), Some(1.0));
+
+    std::fs::write(&path, good.replace("* * * * * *", "every minute")).unwrap();
+    hup();
+    let refused = status_with(&socket, "reload refused");
+    assert!(refused.contains("1 error in"), "{refused}");
+    assert_eq!(reload_metric(), Some(0.0));
+    // Ticks go on with the old jobs, and the refusal stays in view.
+    let later = status_with(&socket, "last tick evaluate");
+    assert!(later.contains("reload refused"), "{later}");
+
+    std::fs::write(&path, &good).unwrap();
+    hup();
+    let fixed = status_with(&socket, "last tick");
+    let fixed = if fixed.contains("reload refused") {
+        status_with(&socket, "last tick evaluate")
+    } else {
+        fixed
+    };
+    assert!(!fixed.contains("reload refused"), "{fixed}");
+    assert_eq!(reload_metric(), Some(1.0));
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn the_unit_checks_a_new_file_before_it_signals_a_reload() {
+    let reloads: Vec<String> = include_str!("../systemd/price-alertd.service")
+        .lines()
+        .filter_map(|line| line.strip_prefix("ExecReload="))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        reloads,
+        [
+            "/usr/bin/price-alertd check-config",
+            "/bin/kill -HUP $MAINPID"
+        ],
+        "systemctl reload must fail, and send nothing, when the file is refused"
+    );
+}
+
+#[test]
+fn under_journald_each_line_carries_its_priority() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    receiver.fail_with(&[400]);
+    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+    db.set_quote("AAPL", 100.0);
+    db.add_alert("AAPL", "above", 1.0);
+    let output = binary()
+        .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
+        .env("JOURNAL_STREAM", "8:4242")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let priority = ["<3>", "<4>", "<6>", "<7>"]
+            .into_iter()
+            .find(|prefix| line.starts_with(prefix));
+        assert!(priority.is_some(), "no priority: {line:?}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("<3>") && line.contains("dead letters")),
+        "{stderr}"
+    );
+    // journald adds its own timestamps.
+    assert!(!stderr.contains(&chrono::Utc::now().format("%Y-%m-%dT").to_string()));
+}
+
+#[test]
+fn the_scheduler_library_is_quiet_at_the_default_level() {
+    let db = Db::new();
+    let path = db.write_config(&config_text(
+        &db.path,
+        "http://127.0.0.1:9/events",
+        "* * * * * *",
+    ));
+    let daemon = Daemon::start(&path);
+    wait_until("three ticks", || {
+        daemon.log().matches("tick finished").count() >= 3
+    });
+    assert!(
+        !daemon.log().contains("Job creator created"),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn a_fatal_error_is_printed_once() {
+    let db = Db::new();
+    let folder = db.dir.path().join("not-a-file.db");
+    std::fs::create_dir(&folder).unwrap();
+    let path = db.write_config(&config_text(
+        &folder,
+        "http://127.0.0.1:9/events",
+        "* * * * * *",
+    ));
+    for command in ["run", "status"] {
+        let output = binary()
+            .args(["--config", path.to_str().unwrap(), command])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        // One line with the error (`status` also names the database it opened).
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let errors = stderr
+            .lines()
+            .filter(|line| line.contains("not-a-file.db") && !line.starts_with("database: "))
+            .count();
+        assert_eq!(errors, 1, "{command}: {stderr}");
+    }
+}
+
+#[test]
+fn colours_only_on_a_terminal_and_never_with_no_color() {
+    // A dead letter gives run-job an error line to print.
+    let db = Db::new();
+    let receiver = Receiver::start();
+    db.set_quote("AAPL", 100.0);
+    db.add_alert("AAPL", "above", 1.0);
+    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
+    // `script` gives the command a terminal.
+    let on_a_terminal = |no_color: Option<&str>| {
+        receiver.fail_with(&[400]);
+        db.app()
+            .execute_batch("UPDATE price_alerts SET enabled = 1")
+            .unwrap();
+        let mut command = std::process::Command::new("script");
+        command
+            .args(["--quiet", "--return", "--command"])
+            .arg(format!(
+                "{} --config {} run-job evaluate",
+                common::binary_path().display(),
+                path.display()
+            ))
+            .arg("/dev/null")
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            command.env("NO_COLOR", value);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(
+        on_a_terminal(None).contains("\u{1b}["),
+        "no colour on a terminal"
+    );
+    assert!(!on_a_terminal(Some("1")).contains("\u{1b}["));
+}

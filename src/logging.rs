@@ -1,0 +1,98 @@
+//! How the daemon's logs are written: to stderr, filtered by `RUST_LOG` or
+//! `log.level`, as text for people or JSON for shippers; under journald with
+//! each line's priority (sd-daemon(3)'s `<3>` prefixes) and no timestamp of
+//! its own; in colour only on a terminal and without `NO_COLOR`.
+
+use std::io::IsTerminal as _;
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, time};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Starts logging for the process. A filter that does not name the
+/// scheduler library keeps it at `warn`: at `info` it says "Job creator
+/// created" for every fire time.
+pub fn init(config: &LogConfig) {
+    let text = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|text| !text.trim().is_empty())
+        .unwrap_or_else(|| config.level.clone());
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&text)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.level));
+    if !text.contains("tokio_cron_scheduler") {
+        filter = filter.add_directive(
+            "tokio_cron_scheduler=warn"
+                .parse()
+                .expect("a valid directive"),
+        );
+    }
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let colour = !journald && std::io::stderr().is_terminal() && !no_color();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
+    match (config.format, journald) {
+        (LogFormat::Json, true) => builder
+            .fmt_fields(format::JsonFields::new())
+            .event_format(Priority(format().json().with_current_span(false)))
+            .init(),
+        (LogFormat::Json, false) => builder.json().with_current_span(false).init(),
+        (LogFormat::Text, true) => builder
+            .event_format(Priority(format().without_time().with_ansi(false)))
+            .init(),
+        (LogFormat::Text, false) => builder.init(),
+    }
+}
+
+fn format() -> format::Format<format::Full, time::SystemTime> {
+    format::Format::default()
+}
+
+/// `NO_COLOR` set to anything but the empty string (no-color.org).
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty())
+}
+
+/// The syslog priority journald reads from a `<N>` line prefix.
+pub fn priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// Prefixes each line of another format with its priority.
+struct Priority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for Priority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        context: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "<{}>", priority(*event.metadata().level()))?;
+        self.0.format_event(context, writer, event)
+    }
+}
+
+/// Reports a command's fatal error once: as a log line where logging runs
+/// (the daemon, `run-job`), else as one line on stderr.
+pub fn fatal(error: &anyhow::Error) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!(error = format!("{error:#}"), "price-alertd failed");
+    } else {
+        eprintln!("price-alertd: {error:#}");
+    }
+}
