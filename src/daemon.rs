@@ -338,6 +338,9 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
 
     let scheduler = Scheduler::start().await?;
     let mut jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await;
+    engine
+        .metrics
+        .jobs(config.jobs.iter().map(|job| job.name.as_str()));
     let watchdog = systemd::watchdog_interval();
     if let Some(interval) = watchdog {
         book_heartbeat(&scheduler, interval, &events).await;
@@ -432,6 +435,9 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
                     drain_timeout = new.webhook.drain_timeout;
                     jobs.cancel(&scheduler).await;
                     jobs = Jobs::schedule(&scheduler, &new.jobs, jobs.epoch + 1, &events).await;
+                    engine
+                        .metrics
+                        .jobs(new.jobs.iter().map(|job| job.name.as_str()));
                     tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
                 }
                 systemd::ready();

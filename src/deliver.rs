@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::config::{Secret, WebhookConfig};
 use crate::log_recurring;
-use crate::metrics::{Delivery, Metrics};
+use crate::metrics::{Delivery, Metrics, Response};
 use crate::recurring::Recurring;
 use crate::store::outbox::{self, Leased, Outcome};
 use crate::store::{self, Pool};
@@ -247,13 +247,14 @@ async fn round(
                 .await
                 .expect("the semaphore is never closed");
             let started = std::time::Instant::now();
-            (attempt(&webhook, &event, stop).await, started.elapsed())
+            let (outcome, response) = attempt(&webhook, &event, stop).await;
+            (outcome, response, started.elapsed())
         });
     }
     let mut outcomes = Vec::with_capacity(round.leased as usize);
     let mut first_failure = None;
     while let Some(joined) = attempts.join_next().await {
-        let (outcome, took) = joined.context("a delivery task panicked")?;
+        let (outcome, response, took) = joined.context("a delivery task panicked")?;
         let kind = match &outcome {
             Outcome::Delivered { .. } => {
                 round.delivered += 1;
@@ -270,7 +271,7 @@ async fn round(
             }
             Outcome::Released { .. } => Delivery::Released,
         };
-        metrics.delivery(kind, took);
+        metrics.delivery(kind, response, took);
         outcomes.push(outcome);
     }
     if let Some(error) = first_failure {
@@ -359,8 +360,9 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, excerpt: &str) -> Failu
     }
 }
 
-/// One POST of one event.
-async fn attempt(webhook: &Webhook, event: &Leased, mut stop: Stop) -> Outcome {
+/// One POST of one event: what becomes of the event, and what the receiver
+/// answered.
+async fn attempt(webhook: &Webhook, event: &Leased, mut stop: Stop) -> (Outcome, Response) {
     let request = webhook
         .client
         .post(webhook.config.url.clone())
@@ -388,36 +390,51 @@ async fn attempt(webhook: &Webhook, event: &Leased, mut stop: Stop) -> Outcome {
     // the start, for the log and the dead letter.
     let exchange = async {
         let mut response = request.send().await?;
-        if response.status().is_success() {
+        let status = response.status();
+        if status.is_success() {
             let _ = read_prefix(&mut response, ANSWER_PREFIX).await;
-            return Ok(None);
+            return Ok((status, None));
         }
         let (prefix, _) = read_prefix(&mut response, ANSWER_PREFIX)
             .await
             .unwrap_or_default();
-        Ok(Some(classify(
-            response.status(),
-            response.headers(),
-            &excerpt(&prefix),
-        )))
+        let failure = classify(status, response.headers(), &excerpt(&prefix));
+        Ok((status, Some(failure)))
     };
-    let answered: reqwest::Result<Option<Failure>> = tokio::select! {
+    let answered: reqwest::Result<(StatusCode, Option<Failure>)> = tokio::select! {
         answered = exchange => answered,
-        () = cut_off => return Outcome::Released { row_id: event.row_id },
+        () = cut_off => return (Outcome::Released { row_id: event.row_id }, Response::None),
     };
-    let failure = match answered {
-        Ok(None) => {
+    let (response, failure) = match answered {
+        Ok((status, None)) => {
             tracing::debug!(event_id = %event.event_id, "delivered");
-            return Outcome::Delivered {
+            let delivered = Outcome::Delivered {
                 row_id: event.row_id,
             };
+            return (delivered, Response::Status(status.as_u16()));
         }
-        Ok(Some(failure)) => failure,
-        Err(error) => Failure::Transient {
-            reason: format!("{:#}", anyhow::Error::new(error.without_url())),
-            retry_after: None,
-        },
+        Ok((status, Some(failure))) => (Response::Status(status.as_u16()), failure),
+        Err(error) => {
+            let response = if error.is_timeout() {
+                Response::Timeout
+            } else if error.is_connect() {
+                Response::Connection
+            } else {
+                Response::Error
+            };
+            let failure = Failure::Transient {
+                reason: format!("{:#}", anyhow::Error::new(error.without_url())),
+                retry_after: None,
+            };
+            (response, failure)
+        }
     };
+    (after_failure(webhook, event, failure), response)
+}
+
+/// A failed attempt's event: retried after a wait while the schedule lasts,
+/// else (or at once, for a permanent failure) a dead letter.
+fn after_failure(webhook: &Webhook, event: &Leased, failure: Failure) -> Outcome {
     let attempt = event.attempts + 1;
     let schedule = &webhook.config.retry_schedule;
     match failure {

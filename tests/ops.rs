@@ -79,16 +79,33 @@ fn systemd_hears_ready_reloading_watchdog_and_stopping() {
 }
 
 fn scrape(port: u16, path: &str) -> (u16, String) {
+    let (status, _, body) = scrape_accepting(port, path, None);
+    (status, body)
+}
+
+/// A GET with an optional `Accept`; the status, content type and body.
+fn scrape_accepting(port: u16, path: &str, accept: Option<&str>) -> (u16, String, String) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
+        let mut request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}{path}"));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.unwrap();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (
+            response.status().as_u16(),
+            content_type,
+            response.text().await.unwrap(),
+        )
     })
 }
 
@@ -125,7 +142,7 @@ fn metrics_and_health_are_served_when_configured() {
     assert!(
         sample(
             &text,
-            "price_alertd_ticks_total{job=\"evaluate\",result=\"ok\"}"
+            "price_alertd_ticks_total{job_name=\"evaluate\",result=\"ok\"}"
         )
         .unwrap()
             >= 1.0,
@@ -134,7 +151,7 @@ fn metrics_and_health_are_served_when_configured() {
     assert_eq!(
         sample(
             &text,
-            "price_alertd_alerts_triggered_total{job=\"evaluate\"}"
+            "price_alertd_alerts_triggered_total{job_name=\"evaluate\"}"
         ),
         Some(2.0),
         "{text}"
@@ -151,13 +168,16 @@ fn metrics_and_health_are_served_when_configured() {
     assert_eq!(
         sample(
             &text,
-            "price_alertd_deliveries_total{outcome=\"delivered\"}"
+            "price_alertd_deliveries_total{outcome=\"delivered\",response=\"2xx\"}"
         ),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        sample(&text, "price_alertd_deliveries_total{outcome=\"dead\"}"),
+        sample(
+            &text,
+            "price_alertd_deliveries_total{outcome=\"dead\",response=\"4xx\"}"
+        ),
         Some(1.0),
         "{text}"
     );
@@ -174,7 +194,7 @@ fn metrics_and_health_are_served_when_configured() {
     assert!(
         sample(
             &text,
-            "price_alertd_last_successful_tick_timestamp_seconds{job=\"evaluate\"}"
+            "price_alertd_last_successful_tick_timestamp_seconds{job_name=\"evaluate\"}"
         )
         .unwrap()
             > 1.7e9,
@@ -585,4 +605,126 @@ fn colours_only_on_a_terminal_and_never_with_no_color() {
         "no colour on a terminal"
     );
     assert!(!on_a_terminal(Some("1")).contains("\u{1b}["));
+}
+
+#[test]
+fn metrics_scrape_cleanly_in_either_format_with_every_series_from_the_start() {
+    let db = Db::new();
+    let port = free_port();
+    // Jobs that will not run during the test: every series must still be there.
+    let text = config_text(&db.path, "http://127.0.0.1:9/events", "0 0 0 1 1 *")
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let path = db.write_config(&text);
+    let _daemon = Daemon::start(&path);
+
+    // Without an Accept header: the classic text format, which promtool checks.
+    let (status, content_type, classic) = scrape_accepting(port, "/metrics", None);
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(!classic.contains("# EOF"), "{classic}");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (tests/run installs Debian's prometheus)");
+    use std::io::Write as _;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(classic.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}\n{classic}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    // Asked for OpenMetrics, as Prometheus asks: OpenMetrics, labelled so.
+    let (_, content_type, open) = scrape_accepting(
+        port,
+        "/metrics",
+        Some(
+            "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1",
+        ),
+    );
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(open.ends_with("# EOF\n"), "{open}");
+
+    // Every label value that can occur, at zero before it does; no `job` label.
+    for series in [
+        "price_alertd_ticks_total{job_name=\"evaluate\",result=\"ok\"}",
+        "price_alertd_ticks_total{job_name=\"evaluate\",result=\"failed\"}",
+        "price_alertd_ticks_total{job_name=\"evaluate\",result=\"skipped\"}",
+        "price_alertd_alerts_triggered_total{job_name=\"evaluate\"}",
+        "price_alertd_alerts_skipped_total{reason=\"stale\"}",
+        "price_alertd_alerts_skipped_total{reason=\"expired\"}",
+        "price_alertd_deliveries_total{outcome=\"delivered\",response=\"2xx\"}",
+        "price_alertd_deliveries_total{outcome=\"failed\",response=\"5xx\"}",
+        "price_alertd_deliveries_total{outcome=\"failed\",response=\"timeout\"}",
+        "price_alertd_deliveries_total{outcome=\"dead\",response=\"4xx\"}",
+        "price_alertd_deliveries_total{outcome=\"released\",response=\"none\"}",
+        "price_alertd_outbox_oldest_pending_age_seconds",
+    ] {
+        assert_eq!(sample(&classic, series), Some(0.0), "{series} in {classic}");
+    }
+    assert!(!classic.contains("{job="), "{classic}");
+    for (series, at_least) in [
+        ("price_alertd_build_info{version=\"0.1.0\"}", 1.0),
+        ("price_alertd_config_last_reload_successful", 1.0),
+        ("process_resident_memory_bytes", 1e6),
+        ("process_virtual_memory_bytes", 1e6),
+        ("process_start_time_seconds", 1.7e9),
+        ("process_open_fds", 3.0),
+        ("process_max_fds", 64.0),
+        ("process_cpu_seconds_total", 0.0),
+    ] {
+        let value = sample(&classic, series);
+        assert!(
+            value.is_some_and(|value| value >= at_least),
+            "{series}: {value:?}"
+        );
+    }
+}
+
+#[test]
+fn the_oldest_pending_event_shows_its_age() {
+    let db = Db::new();
+    let port = free_port();
+    // run-job is given no time to deliver: its event stays pending.
+    let text = config_text(&db.path, "http://127.0.0.1:9/events", "0 0 0 1 1 *")
+        .replace("drain_timeout = \"10s\"", "drain_timeout = \"1ms\"")
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let path = db.write_config(&text);
+    db.set_quote("AAPL", 100.0);
+    db.add_alert("AAPL", "above", 1.0);
+    // A claim two minutes ago, whose event waits an hour more.
+    cli(&path, &["run-job", "evaluate"]);
+    db.app()
+        .execute(
+            "UPDATE outbox SET created_at = ?1, next_attempt_at = ?2",
+            rusqlite::params![
+                (chrono::Utc::now() - chrono::Duration::seconds(120)).to_rfc3339(),
+                (chrono::Utc::now() + chrono::Duration::hours(1)).timestamp_millis()
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM outbox WHERE state = 'pending'"),
+        1
+    );
+    let _daemon = Daemon::start(&path);
+    let age = sample(
+        &scrape(port, "/metrics").1,
+        "price_alertd_outbox_oldest_pending_age_seconds",
+    )
+    .unwrap();
+    assert!((120.0..600.0).contains(&age), "{age}");
 }

@@ -2,7 +2,7 @@
 //! sending them, so several daemons on one database never send the same row at
 //! the same time; a row leaves the pending state only after a 2xx.
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 /// A leased event, ready to send.
 #[derive(Debug, Clone)]
@@ -135,6 +135,18 @@ pub fn pending_count(connection: &Connection) -> rusqlite::Result<u64> {
         |row| row.get(0),
     )?;
     Ok(count as u64)
+}
+
+/// When the oldest pending event was queued (RFC 3339), if any is pending;
+/// through the partial index `outbox_pending`.
+pub fn oldest_pending(connection: &Connection) -> rusqlite::Result<Option<String>> {
+    connection
+        .query_row(
+            "SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
 }
 
 /// Pending events and dead letters.
