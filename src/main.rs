@@ -12,8 +12,26 @@ use price_alertd::{admin, daemon, logging};
 
 /// sysexits' EX_CONFIG: the configuration is invalid.
 const EX_CONFIG: u8 = 78;
-/// sysexits' EX_IOERR: the database cannot be opened or written as `run` needs.
-const EX_IOERR: u8 = 74;
+
+/// The exit code of a failed command (sysexits(3) where one fits; the unit's
+/// RestartPreventExitStatus= lists the codes a restart cannot fix).
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    let code = match error
+        .downcast_ref::<store::Failure>()
+        .map(|failure| failure.kind)
+    {
+        // EX_DATAERR: not a database, or a newer version's.
+        Some(store::Unusable::Data) => 65,
+        // EX_NOINPUT: no database where the config says.
+        Some(store::Unusable::Missing) => 66,
+        // EX_CANTCREAT: the database cannot be created there.
+        Some(store::Unusable::Create) => 73,
+        // EX_IOERR: it cannot be opened, read or written.
+        Some(store::Unusable::Io) => 74,
+        None => 1,
+    };
+    ExitCode::from(code)
+}
 
 /// Evaluates price alerts on cron schedules and POSTs one event per triggered
 /// alert to a webhook, exactly once per arming.
@@ -293,20 +311,20 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             logging::fatal(&error);
-            ExitCode::FAILURE
+            exit_code(&error)
         }
     }
 }
 
 /// Prints what a valid configuration means: the database (checked as `run`
 /// will open it), the webhook, the quote source and each job's next fire
-/// times. Fails with EX_IOERR if `run` could not open the database.
+/// times. Fails as `run` would if `run` could not use the database.
 fn check_config(source: &Source, config: &Config, from: DateTime<Utc>) -> ExitCode {
     let database = match store::check(&config.database) {
         Ok(found) => found,
         Err(error) => {
             eprintln!("price-alertd: {}: {error:#}", source.describe());
-            return ExitCode::from(EX_IOERR);
+            return exit_code(&error);
         }
     };
     println!("{}: ok", source.describe());

@@ -399,7 +399,8 @@ fn check_config_fails_on_a_database_run_could_not_open() {
     };
 
     // Not a database, a directory, a file this user cannot write, a folder
-    // where it cannot be created: each refused with exit 74, as `run` would.
+    // where it cannot be created: each refused as `run` would, with the
+    // sysexits code: 65 bad data, 74 I/O, 73 cannot create.
     let text = dir.path().join("notes.db");
     std::fs::write(
         &text,
@@ -412,16 +413,30 @@ fn check_config_fails_on_a_database_run_could_not_open() {
     std::fs::set_permissions(db.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&db.path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let nobody = Some(common::User::NOBODY);
-    for (database, user, expected) in [
-        (text.as_path(), None, "is not an SQLite database"),
-        (folder.as_path(), None, "is not a file"),
-        (db.path.as_path(), nobody, "cannot be written"),
-        (&dir.path().join("sub/new.db"), nobody, "cannot be created"),
+    for (database, user, expected, exit) in [
+        (text.as_path(), None, "is not an SQLite database", 65),
+        (folder.as_path(), None, "is not a file", 65),
+        (db.path.as_path(), nobody, "cannot be written", 74),
+        (
+            &dir.path().join("sub/new.db"),
+            nobody,
+            "cannot be created",
+            73,
+        ),
     ] {
         let (code, stdout, stderr) = check(database, user);
-        assert_eq!(code, Some(74), "{database:?}: {stdout}{stderr}");
+        assert_eq!(code, Some(exit), "{database:?}: {stdout}{stderr}");
         assert!(stderr.contains(expected), "{database:?}: {stderr}");
     }
+    // `run` answers a file that is not a database with the same code.
+    let config = dir.path().join("check.toml");
+    std::fs::write(
+        &config,
+        common::config_text(&text, "http://127.0.0.1:9/events", "0 * * * * *"),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(binary().args(["--config", config.to_str().unwrap(), "run"]));
+    assert_eq!(code, Some(65), "{stderr}");
     // The same database, writable, and a missing one that can be created.
     for database in [db.path.clone(), dir.path().join("sub/new.db")] {
         let (code, stdout, stderr) = check(&database, None);
@@ -455,7 +470,7 @@ fn read_only_commands_never_create_or_migrate_a_database_and_say_which_they_open
         let (code, _, stderr) = run(binary()
             .args(["--config", config.to_str().unwrap()])
             .args(args));
-        assert_ne!(code, Some(0), "{args:?}");
+        assert_eq!(code, Some(66), "{args:?}: EX_NOINPUT");
         assert!(
             stderr.contains(&format!("database: {}", missing.display()))
                 && stderr.contains("there is no database at"),

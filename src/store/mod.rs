@@ -18,6 +18,71 @@ use crate::config::DatabaseConfig;
 pub type Pool = r2d2::Pool<SqliteConnectionManager>;
 pub type PooledConnection = r2d2::PooledConnection<SqliteConnectionManager>;
 
+/// Why the database cannot be used, attached to an error (as its context) so
+/// that the CLI can answer with the matching sysexits code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    /// Not an SQLite database, or one a newer version migrated (EX_DATAERR).
+    Data,
+    /// There is no database (EX_NOINPUT).
+    Missing,
+    /// It cannot be created (EX_CANTCREAT).
+    Create,
+    /// It cannot be opened, read or written (EX_IOERR).
+    Io,
+}
+
+/// An [`Unusable`] and what was being done.
+#[derive(Debug)]
+pub struct Failure {
+    pub kind: Unusable,
+    message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+fn failure(kind: Unusable, message: String) -> anyhow::Error {
+    anyhow::Error::new(Failure { kind, message })
+}
+
+/// Marks an error with what it makes of the database.
+trait Classify<T> {
+    fn because(self, kind: Unusable, message: impl FnOnce() -> String) -> anyhow::Result<T>;
+}
+
+impl<T, E> Classify<T> for Result<T, E>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fn because(self, kind: Unusable, message: impl FnOnce() -> String) -> anyhow::Result<T> {
+        self.map_err(|error| {
+            anyhow::Error::new(error).context(Failure {
+                kind,
+                message: message(),
+            })
+        })
+    }
+}
+
+/// An SQLite error while `doing` something to the database: a file that is
+/// not a database is bad data, anything else an I/O problem.
+fn sqlite_failure(error: rusqlite::Error, doing: String) -> anyhow::Error {
+    let kind = match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => Unusable::Data,
+        _ => Unusable::Io,
+    };
+    anyhow::Error::new(error).context(Failure {
+        kind,
+        message: doing,
+    })
+}
+
 /// The schema version this build migrates to (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 5;
 
@@ -30,23 +95,35 @@ pub fn open(config: &DatabaseConfig, size: u32) -> anyhow::Result<Pool> {
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
     {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating the database folder {}", parent.display()))?;
+        std::fs::create_dir_all(parent).because(Unusable::Create, || {
+            format!("creating the database folder {}", parent.display())
+        })?;
     }
     create_for_the_umask(path)?;
-    let mut connection = Connection::open(path)
-        .with_context(|| format!("opening the database {}", path.display()))?;
+    let mut connection = Connection::open(path).map_err(|error| {
+        sqlite_failure(error, format!("opening the database {}", path.display()))
+    })?;
     prepare_connection(&mut connection, config.busy_timeout)
-        .with_context(|| format!("configuring {}", path.display()))?;
+        .map_err(|error| sqlite_failure(error, format!("configuring {}", path.display())))?;
     let mode: String = connection
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .with_context(|| format!("switching {} to WAL mode", path.display()))?;
-    anyhow::ensure!(
-        mode.eq_ignore_ascii_case("wal"),
-        "{} refused WAL mode (journal_mode is {mode})",
-        path.display()
-    );
-    migrate(&mut connection).with_context(|| format!("migrating {}", path.display()))?;
+        .map_err(|error| {
+            sqlite_failure(error, format!("switching {} to WAL mode", path.display()))
+        })?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(failure(
+            Unusable::Io,
+            format!(
+                "{} refused WAL mode (journal_mode is {mode})",
+                path.display()
+            ),
+        ));
+    }
+    let version = schema_version(&connection, path)?;
+    if version > SCHEMA_VERSION {
+        return Err(newer(path, version));
+    }
+    migrate(&mut connection).because(Unusable::Io, || format!("migrating {}", path.display()))?;
     drop(connection);
 
     let busy_timeout = config.busy_timeout;
@@ -58,7 +135,20 @@ pub fn open(config: &DatabaseConfig, size: u32) -> anyhow::Result<Pool> {
         .min_idle(Some(size))
         .connection_timeout(Duration::from_secs(60))
         .build(manager)
-        .with_context(|| format!("opening a pool of {size} connections to {}", path.display()))
+        .because(Unusable::Io, || {
+            format!("opening a pool of {size} connections to {}", path.display())
+        })
+}
+
+fn newer(path: &Path, version: i64) -> anyhow::Error {
+    failure(
+        Unusable::Data,
+        format!(
+            "{} is at schema version {version}, newer than this price-alertd's {SCHEMA_VERSION}: \
+             a newer version migrated it",
+            path.display()
+        ),
+    )
 }
 
 /// Creates a missing database file with mode 0666 less the umask, as most
@@ -77,10 +167,9 @@ fn create_for_the_umask(path: &Path) -> anyhow::Result<()> {
     {
         Ok(_) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(error) => {
-            Err(anyhow::Error::new(error)
-                .context(format!("creating the database {}", path.display())))
-        }
+        Err(error) => Err(error).because(Unusable::Create, || {
+            format!("creating the database {}", path.display())
+        }),
     }
 }
 
@@ -295,15 +384,26 @@ pub fn open_read_only(config: &DatabaseConfig) -> anyhow::Result<Connection> {
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .with_context(|| format!("opening the database {} to read", path.display()))?;
-    connection.busy_timeout(config.busy_timeout)?;
+    .because(Unusable::Io, || {
+        format!("opening the database {} to read", path.display())
+    })?;
+    connection
+        .busy_timeout(config.busy_timeout)
+        .because(Unusable::Io, || format!("configuring {}", path.display()))?;
     let version = schema_version(&connection, path)?;
-    anyhow::ensure!(
-        version == SCHEMA_VERSION,
-        "{} is at schema version {version}, this price-alertd reads version {SCHEMA_VERSION}: \
-         start the daemon of this version once to migrate it",
-        path.display()
-    );
+    if version > SCHEMA_VERSION {
+        return Err(newer(path, version));
+    }
+    if version < SCHEMA_VERSION {
+        return Err(failure(
+            Unusable::Data,
+            format!(
+                "{} is at schema version {version}, this price-alertd reads version {SCHEMA_VERSION}: \
+                 start the daemon of this version once to migrate it",
+                path.display()
+            ),
+        ));
+    }
     Ok(connection)
 }
 
@@ -315,19 +415,30 @@ pub fn open_existing(config: &DatabaseConfig) -> anyhow::Result<Pool> {
 }
 
 fn exists(path: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        path.exists(),
-        "there is no database at {}: the daemon creates it when it first starts \
-         (is this the configuration the service runs with?)",
-        path.display()
-    );
-    Ok(())
+    if path.exists() {
+        return Ok(());
+    }
+    Err(failure(
+        Unusable::Missing,
+        format!(
+            "there is no database at {}: the daemon creates it when it first starts \
+             (is this the configuration the service runs with?)",
+            path.display()
+        ),
+    ))
 }
 
 fn schema_version(connection: &Connection, path: &Path) -> anyhow::Result<i64> {
     connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .with_context(|| format!("reading {}", path.display()))
+        .map_err(|error| {
+            let what = match error.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) => "is not an SQLite database",
+                Some(rusqlite::ErrorCode::ReadOnly) => "cannot be written",
+                _ => "cannot be read",
+            };
+            sqlite_failure(error, format!("the database {} {what}", path.display()))
+        })
 }
 
 /// Checks, without creating or changing anything, that `run` can open the
@@ -349,7 +460,7 @@ pub fn check(config: &DatabaseConfig) -> anyhow::Result<String> {
                 }
             })
             .unwrap_or(Path::new("/"));
-        writable_folder(folder).with_context(|| {
+        writable_folder(folder).because(Unusable::Create, || {
             format!(
                 "the database {} does not exist and cannot be created",
                 path.display()
@@ -357,50 +468,45 @@ pub fn check(config: &DatabaseConfig) -> anyhow::Result<String> {
         })?;
         return Ok("missing; created at start".to_owned());
     }
-    anyhow::ensure!(
-        path.is_file(),
-        "the database {} is not a file",
-        path.display()
-    );
+    if !path.is_file() {
+        return Err(failure(
+            Unusable::Data,
+            format!("the database {} is not a file", path.display()),
+        ));
+    }
     let mut connection = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .with_context(|| format!("opening the database {} to write", path.display()))?;
-    connection.busy_timeout(config.busy_timeout)?;
-    let version = connection
-        .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
-        .map_err(|error| {
-            let what = match error.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::NotADatabase) => "is not an SQLite database",
-                Some(rusqlite::ErrorCode::ReadOnly) => "cannot be written",
-                _ => "cannot be read",
-            };
-            anyhow::Error::new(error).context(format!("the database {} {what}", path.display()))
-        })?;
-    anyhow::ensure!(
-        version <= SCHEMA_VERSION,
-        "{} is at schema version {version}, newer than this price-alertd's {SCHEMA_VERSION}",
-        path.display()
-    );
+    .because(Unusable::Io, || {
+        format!("opening the database {} to write", path.display())
+    })?;
+    connection
+        .busy_timeout(config.busy_timeout)
+        .because(Unusable::Io, || format!("configuring {}", path.display()))?;
+    let version = schema_version(&connection, path)?;
+    if version > SCHEMA_VERSION {
+        return Err(newer(path, version));
+    }
     // A write transaction that changes nothing: it fails as `run` would on a
     // read-only file, or where the -wal and -shm files cannot be made.
     connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .and_then(|transaction| transaction.rollback())
-        .with_context(|| format!("the database {} cannot be written", path.display()))?;
+        .because(Unusable::Io, || {
+            format!("the database {} cannot be written", path.display())
+        })?;
     Ok(format!("schema version {version}, writable"))
 }
 
 /// Fails unless this process can create files in `folder` (tried for real:
 /// permissions, ACLs, read-only mounts and sandboxes all count).
-fn writable_folder(folder: &Path) -> anyhow::Result<()> {
+fn writable_folder(folder: &Path) -> std::io::Result<()> {
     let probe = folder.join(format!(".price-alertd-check-{}", std::process::id()));
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&probe)
-        .with_context(|| format!("cannot create files in {}", folder.display()))?;
+        .open(&probe)?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
