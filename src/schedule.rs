@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -79,8 +79,12 @@ impl Schedule {
         self.zone
     }
 
-    /// The first fire time strictly after `instant`, computed in the job's zone.
+    /// The first fire time strictly after `instant`, computed in the job's
+    /// zone: always a whole second. (croner keeps the instant's fraction of a
+    /// second, which would put every fire time that far past its second, and
+    /// the scheduler, which rounds up, a whole second late.)
     pub fn next_after(&self, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let instant = instant.trunc_subsecs(0);
         self.cron
             .find_next_occurrence(&instant.with_timezone(&self.zone), false)
             .ok()
@@ -257,6 +261,19 @@ mod tests {
             "2026-01-01T00:00:05Z",
             &["2026-01-01T00:15:00Z", "2026-01-01T00:30:00Z"],
         );
+    }
+
+    #[test]
+    fn fire_times_are_whole_seconds_whatever_the_instant() {
+        check(
+            "* * * * * *",
+            None,
+            "2026-01-01T00:00:05.366Z",
+            &["2026-01-01T00:00:06Z", "2026-01-01T00:00:07Z"],
+        );
+        let schedule = Schedule::parse("* * * * * *", None).unwrap();
+        let next = schedule.next_after(utc("2026-01-01T00:00:05.366Z")).unwrap();
+        assert_eq!(next, utc("2026-01-01T00:00:06Z"));
     }
 
     #[test]
