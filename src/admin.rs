@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use anyhow::Context as _;
-use chrono::{TimeZone as _, Utc};
+use chrono::Utc;
 
 use crate::config::Config;
 use crate::evaluate::Condition;
@@ -52,16 +52,7 @@ pub fn outbox_list(
         "EVENT ID", "ALERT", "STATE", "ATTEMPTS", "CREATED", "NEXT ATTEMPT"
     )?;
     for entry in &entries {
-        let next = match entry.state.as_str() {
-            "pending" => Utc
-                .timestamp_millis_opt(entry.next_attempt_at)
-                .single()
-                .map_or_else(
-                    || "-".to_owned(),
-                    |at| at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                ),
-            _ => "-".to_owned(),
-        };
+        let next = entry.next_attempt_at.as_deref().unwrap_or("-");
         writeln!(
             out,
             "{:<24} {:>10} {:<8} {:>8} {:<24} {:<20} {}",
@@ -138,7 +129,20 @@ pub fn alerts_list(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let connection = connect_to_read(config)?;
-    let entries = alerts::list(&connection, filter, ticker, limit).context("listing alerts")?;
+    let mut entries = alerts::list(&connection, filter, ticker, limit).context("listing alerts")?;
+    // The application may write SQLite's own time format: show one format.
+    for entry in &mut entries {
+        for time in [
+            &mut entry.triggered_at,
+            &mut entry.expires_at,
+            &mut entry.expired_at,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *time = rfc3339(time);
+        }
+    }
     if json {
         return print_json_lines(&entries, out);
     }
@@ -169,6 +173,13 @@ pub fn alerts_list(
         )?;
     }
     Ok(())
+}
+
+/// A time as every `--json` output gives it: RFC 3339 in UTC (the database
+/// may hold SQLite's `YYYY-MM-DD HH:MM:SS`); text that is not a time stays
+/// as it is.
+fn rfc3339(text: &str) -> String {
+    crate::evaluate::parse_time(text).map_or_else(|| text.to_owned(), crate::store::timestamp)
 }
 
 fn number(value: Option<f64>) -> String {
@@ -276,7 +287,7 @@ pub fn quotes_list(config: &Config, json: bool, out: &mut impl Write) -> anyhow:
         .map(|quote| QuoteLine {
             ticker: quote.ticker,
             price: quote.price,
-            updated_at: quote.updated_at,
+            updated_at: rfc3339(&quote.updated_at),
         })
         .collect();
     quotes.sort_by(|a, b| a.ticker.cmp(&b.ticker));
@@ -298,20 +309,71 @@ pub fn quotes_list(config: &Config, json: bool, out: &mut impl Write) -> anyhow:
 
 #[derive(serde::Serialize)]
 struct Status {
-    jobs: Vec<runs::Run>,
+    jobs: Vec<JobStatus>,
     outbox_pending: u64,
     outbox_dead: u64,
 }
 
-/// Per job: its last run, how long it took and its result; the outbox's
-/// pending and dead counts.
+/// One job as `status` shows it: every configured job, run or not, and any
+/// job that ran but is no longer configured.
+#[derive(serde::Serialize)]
+struct JobStatus {
+    job: String,
+    configured: bool,
+    /// `ok`, `failed`, or `never` (no recorded run).
+    result: String,
+    started_at: Option<String>,
+    duration_ms: Option<i64>,
+    last_success_at: Option<String>,
+    detail: Option<String>,
+    /// The next fire time, for a configured job.
+    next_run_at: Option<String>,
+}
+
+impl JobStatus {
+    fn of(name: &str, run: Option<&runs::Run>, next_run_at: Option<String>) -> JobStatus {
+        JobStatus {
+            job: name.to_owned(),
+            configured: next_run_at.is_some(),
+            result: run.map_or_else(|| "never".to_owned(), |run| run.result.clone()),
+            started_at: run.map(|run| rfc3339(&run.started_at)),
+            duration_ms: run.map(|run| run.duration_ms),
+            last_success_at: run.and_then(|run| run.last_success_at.as_deref().map(rfc3339)),
+            detail: run.map(|run| run.detail.clone()),
+            next_run_at,
+        }
+    }
+}
+
+/// Per job: its last run, how long it took and its result, and its next fire
+/// time; the outbox's pending and dead counts.
 pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
     let connection = connect_to_read(config)?;
     let recorded = runs::list(&connection).context("reading job runs")?;
     let (outbox_pending, outbox_dead) =
         outbox::backlog(&connection).context("counting the outbox")?;
+    let now = Utc::now();
+    let mut jobs: Vec<JobStatus> = config
+        .jobs
+        .iter()
+        .map(|job| {
+            let next = job
+                .schedule
+                .next_after(now)
+                .map(crate::store::timestamp)
+                .unwrap_or_default();
+            let run = recorded.iter().find(|run| run.job == job.name);
+            JobStatus::of(&job.name, run, Some(next))
+        })
+        .collect();
+    jobs.extend(
+        recorded
+            .iter()
+            .filter(|run| !config.jobs.iter().any(|job| job.name == run.job))
+            .map(|run| JobStatus::of(&run.job, Some(run), None)),
+    );
     let status = Status {
-        jobs: recorded,
+        jobs,
         outbox_pending,
         outbox_dead,
     };
@@ -321,27 +383,22 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Resu
     }
     writeln!(
         out,
-        "{:<16} {:<24} {:>10} {:<7} {:<24} DETAIL",
-        "JOB", "LAST RUN", "TOOK (ms)", "RESULT", "LAST SUCCESS"
+        "{:<16} {:<24} {:>10} {:<7} {:<24} {:<24} DETAIL",
+        "JOB", "LAST RUN", "TOOK (ms)", "RESULT", "LAST SUCCESS", "NEXT RUN"
     )?;
-    for configured in &config.jobs {
-        match status.jobs.iter().find(|run| run.job == configured.name) {
-            Some(run) => writeln!(
-                out,
-                "{:<16} {:<24} {:>10} {:<7} {:<24} {}",
-                run.job,
-                run.started_at,
-                run.duration_ms,
-                run.result,
-                run.last_success_at.as_deref().unwrap_or("-"),
-                run.detail
-            )?,
-            None => writeln!(
-                out,
-                "{:<16} {:<24} {:>10} {:<7} {:<24} -",
-                configured.name, "never", "-", "-", "-"
-            )?,
-        }
+    for job in &status.jobs {
+        writeln!(
+            out,
+            "{:<16} {:<24} {:>10} {:<7} {:<24} {:<24} {}",
+            job.job,
+            job.started_at.as_deref().unwrap_or("never"),
+            job.duration_ms
+                .map_or_else(|| "-".to_owned(), |ms| ms.to_string()),
+            job.result,
+            job.last_success_at.as_deref().unwrap_or("-"),
+            job.next_run_at.as_deref().unwrap_or("(not configured)"),
+            job.detail.as_deref().unwrap_or("-")
+        )?;
     }
     writeln!(
         out,

@@ -272,7 +272,9 @@ mod tests {
             &["2026-01-01T00:00:06Z", "2026-01-01T00:00:07Z"],
         );
         let schedule = Schedule::parse("* * * * * *", None).unwrap();
-        let next = schedule.next_after(utc("2026-01-01T00:00:05.366Z")).unwrap();
+        let next = schedule
+            .next_after(utc("2026-01-01T00:00:05.366Z"))
+            .unwrap();
         assert_eq!(next, utc("2026-01-01T00:00:06Z"));
     }
 

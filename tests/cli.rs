@@ -505,3 +505,75 @@ fn read_only_commands_never_create_or_migrate_a_database_and_say_which_they_open
         .unwrap();
     assert_eq!(version, 0, "a read-only command migrated the database");
 }
+
+/// Every `*_at` field of a JSON value is null or an RFC 3339 time.
+fn times_are_rfc3339(value: &serde_json::Value, found: &mut usize) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, field) in fields {
+                if key.ends_with("_at") && !field.is_null() {
+                    let text = field.as_str().unwrap_or_else(|| panic!("{key}: {field}"));
+                    assert!(
+                        chrono::DateTime::parse_from_rfc3339(text).is_ok(),
+                        "{key} = {text:?} is not RFC 3339"
+                    );
+                    *found += 1;
+                }
+                times_are_rfc3339(field, found);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                times_are_rfc3339(item, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_json_output_gives_rfc3339_times_and_status_lists_jobs_that_never_ran() {
+    let db = Db::new();
+    let receiver = common::Receiver::start();
+    // Three attempts, three failures: a dead letter to list.
+    receiver.fail_with(&[503, 503, 503]);
+    let text = common::config_text(&db.path, &receiver.url, "0 0 0 1 1 *")
+        + "\n[[jobs]]\nname = \"purge\"\nkind = \"purge\"\nschedule = \"@daily\"\nkeep = \"7d\"\n";
+    let path = db.write_config(&text);
+    // The application writes SQLite's own time format.
+    db.app()
+        .execute_batch(
+            "INSERT INTO quotes (ticker, price, updated_at) VALUES ('AAPL', 150, datetime('now'));
+             INSERT INTO price_alerts (ticker, condition, target_price, created_at, expires_at)
+                 VALUES ('AAPL', 'above', 100, datetime('now'), '2030-01-01 00:00:00'),
+                        ('AAPL', 'above', 900, datetime('now'), '2030-01-01 00:00:00');",
+        )
+        .unwrap();
+    common::cli(&path, &["run-job", "evaluate"]);
+
+    let mut found = 0;
+    for args in [
+        &["status", "--json"][..],
+        &["alerts", "list", "--json"],
+        &["quotes", "list", "--json"],
+        &["outbox", "list", "--json"],
+    ] {
+        for line in common::cli(&path, args).lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            times_are_rfc3339(&value, &mut found);
+        }
+    }
+    // started_at, last_success_at, next_run_at x2; triggered_at, expires_at
+    // x2; updated_at; the dead letter's created_at.
+    assert_eq!(found, 9);
+
+    let status: serde_json::Value =
+        serde_json::from_str(&common::cli(&path, &["status", "--json"])).unwrap();
+    let jobs = status["jobs"].as_array().unwrap();
+    let purge = jobs.iter().find(|job| job["job"] == "purge").unwrap();
+    assert_eq!(purge["result"], "never", "{status}");
+    assert!(purge["started_at"].is_null());
+    let next = purge["next_run_at"].as_str().unwrap();
+    assert!(next.ends_with("T00:00:00.000Z"), "{next}");
+    assert!(common::cli(&path, &["status"]).contains("never"));
+}

@@ -172,8 +172,8 @@ pub struct Entry {
     pub state: String,
     pub attempts: u32,
     pub created_at: String,
-    /// Unix ms; meaningful while pending.
-    pub next_attempt_at: i64,
+    /// When the next attempt is due (RFC 3339), while pending.
+    pub next_attempt_at: Option<String>,
     pub last_error: Option<String>,
 }
 
@@ -196,13 +196,18 @@ pub fn list(connection: &Connection, filter: Filter, limit: usize) -> rusqlite::
          FROM outbox WHERE state IN {states} ORDER BY id LIMIT ?1"
     ))?;
     let rows = statement.query_map([limit as i64], |row| {
+        let state: String = row.get(2)?;
+        let next_attempt_at = match state.as_str() {
+            "pending" => chrono::DateTime::from_timestamp_millis(row.get(5)?).map(super::timestamp),
+            _ => None,
+        };
         Ok(Entry {
             event_id: row.get(0)?,
             alert_id: row.get(1)?,
-            state: row.get(2)?,
+            state,
             attempts: row.get(3)?,
             created_at: row.get(4)?,
-            next_attempt_at: row.get(5)?,
+            next_attempt_at,
             last_error: row.get(6)?,
         })
     })?;
