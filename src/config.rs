@@ -240,7 +240,10 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
+        if self.line == 0 {
+            // About the file, not a place in it (e.g. it cannot be read).
+            f.write_str(&self.message)
+        } else if self.key.is_empty() {
             write!(f, "{}:{}: {}", self.line, self.column, self.message)
         } else {
             write!(
@@ -269,7 +272,11 @@ impl fmt::Display for ConfigErrors {
             if count == 1 { "" } else { "s" }
         )?;
         for error in &self.errors {
-            write!(f, "\n  {}:{error}", self.origin)?;
+            if error.line == 0 {
+                write!(f, "\n  {}: {error}", self.origin)?;
+            } else {
+                write!(f, "\n  {}:{error}", self.origin)?;
+            }
         }
         Ok(())
     }
@@ -317,8 +324,14 @@ impl Source {
         };
         let (text, base) = match self {
             Source::File(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|error| fail(format!("cannot read the file: {error}")))?;
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    fail(match error.kind() {
+                        std::io::ErrorKind::NotFound => format!(
+                            "there is no such file (from --config, $PRICE_ALERTD_CONFIG or {DEFAULT_PATH})"
+                        ),
+                        _ => format!("the file cannot be read: {error}"),
+                    })
+                })?;
                 let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 (text, base)
             }

@@ -8,7 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Parser, Subcommand};
 use price_alertd::config::{self, Config, JobKind, PriceSource, Source};
 use price_alertd::store::{self, alerts, outbox};
-use price_alertd::{admin, daemon, logging};
+use price_alertd::{admin, daemon, logging, metrics};
 
 /// sysexits' EX_CONFIG: the configuration is invalid.
 const EX_CONFIG: u8 = 78;
@@ -28,6 +28,8 @@ fn exit_code(error: &anyhow::Error) -> ExitCode {
         Some(store::Unusable::Create) => 73,
         // EX_IOERR: it cannot be opened, read or written.
         Some(store::Unusable::Io) => 74,
+        // EX_UNAVAILABLE: the metrics address is taken.
+        None if error.downcast_ref::<metrics::CannotListen>().is_some() => 69,
         None => 1,
     };
     ExitCode::from(code)
@@ -62,6 +64,11 @@ enum Command {
         /// List fire times after this instant (RFC 3339) instead of now.
         #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
         from: Option<DateTime<Utc>>,
+        /// Check only what a reload (SIGHUP) applies, as the unit's
+        /// ExecReload does: not the database or the metrics address, which
+        /// the running daemon holds and which apply at the next restart.
+        #[arg(long)]
+        reload: bool,
     },
     /// Run one job now, deliver what is pending (for up to webhook.drain_timeout),
     /// print one line of key=value pairs (triggered= delivered= pending= ...) and
@@ -198,8 +205,13 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::CheckConfig { from } => {
-            check_config(&source, &config, from.unwrap_or_else(Utc::now))
+        Command::CheckConfig { from, reload } => {
+            let checks = if reload {
+                Checks::Reload
+            } else {
+                Checks::Start
+            };
+            check_config(&source, &config, checks, from.unwrap_or_else(Utc::now))
         }
         Command::Run => {
             logging::init(&config.log);
@@ -316,16 +328,36 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// What `check-config` checks besides the file.
+#[derive(Debug, Clone, Copy)]
+enum Checks {
+    /// As `run` starts: the database can be used and the metrics address is free.
+    Start,
+    /// As a reload applies the file: nothing the running daemon holds.
+    Reload,
+}
+
 /// Prints what a valid configuration means: the database (checked as `run`
 /// will open it), the webhook, the quote source and each job's next fire
 /// times. Fails as `run` would if `run` could not use the database.
-fn check_config(source: &Source, config: &Config, from: DateTime<Utc>) -> ExitCode {
-    let database = match store::check(&config.database) {
-        Ok(found) => found,
-        Err(error) => {
-            eprintln!("price-alertd: {}: {error:#}", source.describe());
-            return exit_code(&error);
+fn check_config(source: &Source, config: &Config, checks: Checks, from: DateTime<Utc>) -> ExitCode {
+    let database = match checks {
+        Checks::Start => {
+            let checked = store::check(&config.database).and_then(|database| {
+                if let Some(listen) = config.metrics.listen {
+                    metrics::check_listen(listen)?;
+                }
+                Ok(database)
+            });
+            match checked {
+                Ok(found) => found,
+                Err(error) => {
+                    eprintln!("price-alertd: {}: {error:#}", source.describe());
+                    return exit_code(&error);
+                }
+            }
         }
+        Checks::Reload => "not checked: a reload keeps the running database".to_owned(),
     };
     println!("{}: ok", source.describe());
     println!("database  {} ({database})", config.database.path.display());

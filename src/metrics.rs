@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use prometheus_client::collector::Collector;
@@ -512,12 +511,36 @@ impl Collector for Process {
     }
 }
 
+/// `metrics.listen` cannot be listened on (taken, or not an address of this
+/// host); attached to the error, so that the CLI answers EX_UNAVAILABLE.
+#[derive(Debug)]
+pub struct CannotListen(String);
+
+impl std::fmt::Display for CannotListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn cannot_listen(listen: SocketAddr, error: std::io::Error) -> anyhow::Error {
+    anyhow::Error::new(error).context(CannotListen(format!(
+        "listening for metrics on {listen} (metrics.listen)"
+    )))
+}
+
+/// Checks that `listen` is free to serve on, as `run` will bind it.
+pub fn check_listen(listen: SocketAddr) -> anyhow::Result<()> {
+    std::net::TcpListener::bind(listen)
+        .map(drop)
+        .map_err(|error| cannot_listen(listen, error))
+}
+
 /// Binds `listen` and serves `/metrics` and `/healthz` until the runtime ends.
 /// Binding happens before this returns, so a taken port fails the start.
 pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, pool: Pool) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("listening for metrics on {listen}"))?;
+        .map_err(|error| cannot_listen(listen, error))?;
     tracing::info!(%listen, "serving /metrics and /healthz");
     if !listen.ip().is_loopback() {
         tracing::warn!(

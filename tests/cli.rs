@@ -577,3 +577,41 @@ fn every_json_output_gives_rfc3339_times_and_status_lists_jobs_that_never_ran() 
     assert!(next.ends_with("T00:00:00.000Z"), "{next}");
     assert!(common::cli(&path, &["status"]).contains("never"));
 }
+
+#[test]
+fn check_config_names_a_missing_file_and_a_taken_metrics_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let (code, _, stderr) =
+        run(binary().args(["--config", missing.to_str().unwrap(), "check-config"]));
+    assert_eq!(code, Some(78));
+    assert!(stderr.contains("there is no such file"), "{stderr}");
+    assert!(!stderr.contains("0:0"), "{stderr}");
+
+    // Another program holds the metrics port.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let db = Db::new();
+    let path = db.write_config(
+        &(common::config_text(&db.path, "http://127.0.0.1:9/events", "0 * * * * *")
+            + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")),
+    );
+    for command in [&["check-config"][..], &["run"]] {
+        let (code, _, stderr) = run(binary()
+            .args(["--config", path.to_str().unwrap()])
+            .args(command));
+        assert_eq!(code, Some(69), "{command:?}: EX_UNAVAILABLE: {stderr}");
+        assert!(stderr.contains("metrics.listen"), "{stderr}");
+    }
+    // A reload does not apply [metrics]: the running daemon holds the port.
+    let (code, stdout, stderr) = run(binary().args([
+        "--config",
+        path.to_str().unwrap(),
+        "check-config",
+        "--reload",
+    ]));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    drop(taken);
+    let (code, _, _) = run(binary().args(["--config", path.to_str().unwrap(), "check-config"]));
+    assert_eq!(code, Some(0));
+}

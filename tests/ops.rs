@@ -483,7 +483,7 @@ fn the_unit_checks_a_new_file_before_it_signals_a_reload() {
     assert_eq!(
         reloads,
         [
-            "/usr/bin/price-alertd check-config",
+            "/usr/bin/price-alertd check-config --reload",
             "/bin/kill -HUP $MAINPID"
         ],
         "systemctl reload must fail, and send nothing, when the file is refused"
