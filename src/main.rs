@@ -52,6 +52,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write the man pages (FOLDER/man) and shell completions (FOLDER/shell),
+    /// generated from these definitions; the package ships etc/generated.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_name = "FOLDER")]
+        folder: PathBuf,
+    },
     /// Run the daemon: schedule the jobs, evaluate, deliver. SIGHUP reloads the
     /// configuration (a bad file is refused and the running jobs stay);
     /// SIGTERM/SIGINT stop scheduling, let running jobs finish, deliver pending
@@ -194,8 +201,35 @@ enum OutboxCommand {
     },
 }
 
+/// Writes the man pages and the completion scripts for the CLI as defined
+/// here: one page per command (`price-alertd-outbox-list.1`, ...).
+fn generate(folder: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use clap::CommandFactory as _;
+    let man = folder.join("man");
+    let shell = folder.join("shell");
+    for made in [&man, &shell] {
+        std::fs::create_dir_all(made).with_context(|| format!("creating {}", made.display()))?;
+    }
+    clap_mangen::generate_to(Cli::command(), &man)
+        .with_context(|| format!("writing man pages to {}", man.display()))?;
+    for kind in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(kind, &mut Cli::command(), "price-alertd", &shell)
+            .with_context(|| format!("writing {kind} completions to {}", shell.display()))?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no configuration: it describes the CLI itself.
+    if let Command::Generate { folder } = &cli.command {
+        return report(generate(folder));
+    }
     let source = Source::choose(cli.config);
     let config = match source.load() {
         Ok(config) => config,
@@ -308,6 +342,7 @@ fn main() -> ExitCode {
         Command::Status { json } => {
             report(admin::status(&config, json, &mut std::io::stdout().lock()))
         }
+        Command::Generate { folder } => report(generate(&folder)),
     }
 }
 

@@ -615,3 +615,41 @@ fn check_config_names_a_missing_file_and_a_taken_metrics_address() {
     let (code, _, _) = run(binary().args(["--config", path.to_str().unwrap(), "check-config"]));
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn the_shipped_man_pages_and_completions_match_the_cli() {
+    let fresh = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(binary().arg("generate").arg(fresh.path()));
+    assert_eq!(code, Some(0), "{stderr}");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/generated");
+    let listing = |root: &std::path::Path| -> Vec<String> {
+        let mut files = Vec::new();
+        for folder in ["man", "shell"] {
+            for entry in std::fs::read_dir(root.join(folder)).unwrap() {
+                files.push(format!(
+                    "{folder}/{}",
+                    entry.unwrap().file_name().to_string_lossy()
+                ));
+            }
+        }
+        files.sort();
+        files
+    };
+    let files = listing(fresh.path());
+    assert_eq!(
+        listing(&shipped),
+        files,
+        "etc/generated is out of date: run `cargo run -- generate etc/generated`"
+    );
+    assert!(files.len() >= 10, "{files:?}");
+    for file in &files {
+        assert_eq!(
+            std::fs::read_to_string(shipped.join(file)).unwrap(),
+            std::fs::read_to_string(fresh.path().join(file)).unwrap(),
+            "etc/generated/{file} is out of date: run `cargo run -- generate etc/generated`"
+        );
+    }
+    // The page documents the commands, with the exit codes in check-config's.
+    let page = std::fs::read_to_string(shipped.join("man/price-alertd-check-config.1")).unwrap();
+    assert!(page.contains("reload"), "{page}");
+}

@@ -69,6 +69,25 @@ fn the_package_installs_an_enabled_service_with_its_users_and_removes_cleanly() 
         // The config may hold secrets: never world-readable.
         ("-rw-r-----", "./etc/price-alertd/price-alertd.toml"),
         ("-rw-r--r--", "./usr/share/doc/price-alertd/README.md"),
+        // Generated from the clap definitions (tests/cli.rs checks they are
+        // current); cargo-deb compresses man pages.
+        ("-rw-r--r--", "./usr/share/man/man1/price-alertd.1.gz"),
+        (
+            "-rw-r--r--",
+            "./usr/share/man/man1/price-alertd-outbox-replay.1.gz",
+        ),
+        (
+            "-rw-r--r--",
+            "./usr/share/bash-completion/completions/price-alertd",
+        ),
+        (
+            "-rw-r--r--",
+            "./usr/share/zsh/vendor-completions/_price-alertd",
+        ),
+        (
+            "-rw-r--r--",
+            "./usr/share/fish/vendor_completions.d/price-alertd.fish",
+        ),
     ] {
         assert!(
             listing
