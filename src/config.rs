@@ -1315,6 +1315,52 @@ schedule = "*/10 * * * * *"
         assert_eq!(config.jobs[0].schedule.expression(), "*/10 * * * * *");
     }
 
+    /// The keys serde knows in a section, from its own "expected ..." list.
+    fn known_keys(section: &str) -> Vec<String> {
+        let header = format!("[{section}]");
+        let text = if section == "jobs" {
+            format!("{MINIMAL}\n[[jobs]]\nnot_a_key = 1\n")
+        } else if MINIMAL.contains(&header) {
+            MINIMAL.replace(&header, &format!("{header}\nnot_a_key = 1"))
+        } else {
+            format!("{MINIMAL}\n{header}\nnot_a_key = 1\n")
+        };
+        let errors = errors_of(&text).join("\n");
+        let expected = errors
+            .split_once("expected ")
+            .unwrap_or_else(|| panic!("{section}: {errors}"))
+            .1;
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn the_shipped_file_documents_every_key() {
+        for section in [
+            "database",
+            "evaluator",
+            "prices",
+            "webhook",
+            "jobs",
+            "log",
+            "metrics",
+        ] {
+            let keys = known_keys(section);
+            assert!(!keys.is_empty(), "{section}");
+            for key in keys {
+                let shown = EMBEDDED.lines().any(|line| {
+                    let line = line.trim_start_matches(['#', ' ']);
+                    line.starts_with(&format!("{key} =")) || line.starts_with(&format!("[[{key}]]"))
+                });
+                assert!(shown, "etc/price-alertd.toml does not show {section}.{key}");
+            }
+        }
+    }
+
     #[test]
     fn the_shipped_file_is_valid() {
         let config = parse(EMBEDDED, Path::new("/work"), None).unwrap();

@@ -728,3 +728,48 @@ fn the_oldest_pending_event_shows_its_age() {
     .unwrap();
     assert!((120.0..600.0).contains(&age), "{age}");
 }
+
+#[test]
+fn the_quickstart_fires_an_alert_within_a_minute() {
+    // README's steps, with the shipped config as it is but for the receiver's
+    // port, which a test chooses at run time.
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = include_str!("../etc/price-alertd.toml");
+    assert!(shipped.contains("url = \"http://127.0.0.1:8080/events\""));
+    let path = dir.path().join("price-alertd.toml");
+    std::fs::write(
+        &path,
+        shipped.replace("http://127.0.0.1:8080/events", &receiver.url),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let _daemon = Daemon::start(&path);
+    assert_eq!(
+        cli(&path, &["alerts", "add", "AAPL", "above", "200"]).trim(),
+        "1"
+    );
+    cli(&path, &["quotes", "set", "AAPL", "201.5"]);
+    let event = receiver.wait_for(1)[0].json();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(event["data"]["ticker"], "AAPL");
+    assert_eq!(event["data"]["price"], 201.5);
+}
+
+#[test]
+fn a_metrics_address_beyond_loopback_is_warned_about() {
+    let db = Db::new();
+    let port = free_port();
+    let path = db.write_config(
+        &(config_text(&db.path, "http://127.0.0.1:9/events", "0 0 0 1 1 *")
+            + &format!("\n[metrics]\nlisten = \"0.0.0.0:{port}\"\n")),
+    );
+    let daemon = Daemon::start(&path);
+    daemon.wait_for_log("listens beyond this host");
+    // Scraped over loopback only.
+    assert_eq!(scrape(port, "/healthz").0, 200);
+}
