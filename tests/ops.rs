@@ -29,6 +29,28 @@ fn read_until(socket: &UnixDatagram, wanted: &str) -> Vec<String> {
     }
 }
 
+/// The daemon run as systemd runs it, with `env`, telling a notify socket
+/// (read with a short timeout) what it does.
+fn run_notified(
+    db: &Db,
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (UnixDatagram, std::process::Child) {
+    let socket_path = db.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let child = binary()
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    (socket, child)
+}
+
 #[test]
 fn systemd_hears_ready_reloading_watchdog_and_stopping() {
     let db = Db::new();
@@ -37,18 +59,8 @@ fn systemd_hears_ready_reloading_watchdog_and_stopping() {
         "http://127.0.0.1:9/events",
         "* * * * * *",
     ));
-    let socket_path = db.dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut child = binary()
-        .args(["--config", path.to_str().unwrap(), "run"])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "2000000")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // A watchdog of 2 s.
+    let (socket, mut child) = run_notified(&db, &path, &[("WATCHDOG_USEC", "2000000")]);
     let pid = child.id().to_string();
 
     read_until(&socket, "READY=1");
@@ -417,17 +429,7 @@ fn a_refused_reload_shows_in_status_and_metrics_until_a_reload_succeeds() {
     let good = config_text(&db.path, "http://127.0.0.1:9/events", "* * * * * *")
         + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
     let path = db.write_config(&good);
-    let socket_path = db.dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut child = binary()
-        .args(["--config", path.to_str().unwrap(), "run"])
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (socket, mut child) = run_notified(&db, &path, &[]);
     let pid = child.id().to_string();
     let hup = || {
         std::process::Command::new("kill")

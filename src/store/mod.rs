@@ -380,20 +380,8 @@ pub fn checkpoint(connection: &Connection) -> rusqlite::Result<()> {
 pub fn open_read_only(config: &DatabaseConfig) -> anyhow::Result<Connection> {
     let path = &config.path;
     exists(path)?;
-    let connection = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .because(Unusable::Io, || {
-        format!("opening the database {} to read", path.display())
-    })?;
-    connection
-        .busy_timeout(config.busy_timeout)
-        .because(Unusable::Io, || format!("configuring {}", path.display()))?;
-    let version = schema_version(&connection, path)?;
-    if version > SCHEMA_VERSION {
-        return Err(newer(path, version));
-    }
+    let (connection, version) =
+        connect_existing(config, OpenFlags::SQLITE_OPEN_READ_ONLY, "to read")?;
     if version < SCHEMA_VERSION {
         return Err(failure(
             Unusable::Data,
@@ -405,6 +393,29 @@ pub fn open_read_only(config: &DatabaseConfig) -> anyhow::Result<Connection> {
         ));
     }
     Ok(connection)
+}
+
+/// One connection to an existing database, never creating it, `purpose`
+/// ("to read") naming the opening in errors; refuses a newer version's.
+/// Returns it with its schema version.
+fn connect_existing(
+    config: &DatabaseConfig,
+    access: OpenFlags,
+    purpose: &str,
+) -> anyhow::Result<(Connection, i64)> {
+    let path = &config.path;
+    let connection = Connection::open_with_flags(path, access | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .because(Unusable::Io, || {
+            format!("opening the database {} {purpose}", path.display())
+        })?;
+    connection
+        .busy_timeout(config.busy_timeout)
+        .because(Unusable::Io, || format!("configuring {}", path.display()))?;
+    let version = schema_version(&connection, path)?;
+    if version > SCHEMA_VERSION {
+        return Err(newer(path, version));
+    }
+    Ok((connection, version))
 }
 
 /// Opens an existing database to change it (migrating it like the daemon
@@ -474,20 +485,8 @@ pub fn check(config: &DatabaseConfig) -> anyhow::Result<String> {
             format!("the database {} is not a file", path.display()),
         ));
     }
-    let mut connection = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .because(Unusable::Io, || {
-        format!("opening the database {} to write", path.display())
-    })?;
-    connection
-        .busy_timeout(config.busy_timeout)
-        .because(Unusable::Io, || format!("configuring {}", path.display()))?;
-    let version = schema_version(&connection, path)?;
-    if version > SCHEMA_VERSION {
-        return Err(newer(path, version));
-    }
+    let (mut connection, version) =
+        connect_existing(config, OpenFlags::SQLITE_OPEN_READ_WRITE, "to write")?;
     // A write transaction that changes nothing: it fails as `run` would on a
     // read-only file, or where the -wal and -shm files cannot be made.
     connection
