@@ -224,8 +224,24 @@ fn generate(folder: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Lets a short command die of SIGPIPE when its reader goes away
+/// (`price-alertd outbox list | head`), quietly, as its neighbours do. Rust
+/// ignores SIGPIPE, so writing to a closed pipe would otherwise fail or panic
+/// with "Broken pipe". The daemon keeps it ignored: a closed stderr must
+/// never kill it.
+fn die_quietly_when_the_reader_leaves() {
+    // SAFETY: restoring a signal's default disposition at the start of main,
+    // before any thread exists, has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run) {
+        die_quietly_when_the_reader_leaves();
+    }
     // Needs no configuration: it describes the CLI itself.
     if let Command::Generate { folder } = &cli.command {
         return report(generate(folder));

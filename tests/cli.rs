@@ -653,3 +653,38 @@ fn the_shipped_man_pages_and_completions_match_the_cli() {
     let page = std::fs::read_to_string(shipped.join("man/price-alertd-check-config.1")).unwrap();
     assert!(page.contains("reload"), "{page}");
 }
+
+#[test]
+fn a_command_piped_into_head_stops_quietly() {
+    // More than a pipe holds (64 KiB), so the command is still writing when
+    // `head` has gone.
+    let db = Db::new();
+    db.app()
+        .execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+             INSERT INTO outbox (event_id, alert_id, body, created_at, state, next_attempt_at, last_error)
+             SELECT 'pa_x_' || i, i, '{}', '2026-01-01T00:00:00.000Z', 'dead', 0,
+                    'the webhook answered 400 Bad Request' FROM n;",
+        )
+        .unwrap();
+    let path = db.write_config(&common::config_text(
+        &db.path,
+        "http://127.0.0.1:9/events",
+        "0 * * * * *",
+    ));
+    let errors = db.dir.path().join("stderr");
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' --config '{}' outbox list --dead --limit 5000 2>'{}' | head -n 1",
+            common::binary_path().display(),
+            path.display(),
+            errors.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("EVENT ID"));
+    let stderr = std::fs::read_to_string(&errors).unwrap();
+    assert_eq!(stderr.trim(), format!("database: {}", db.path.display()));
+}
