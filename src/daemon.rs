@@ -119,7 +119,7 @@ impl Engine {
     async fn run_recorded(&self, job: &str, kind: JobKind) -> anyhow::Result<JobReport> {
         let started_at = store::timestamp(Utc::now());
         let started = std::time::Instant::now();
-        let result = self.run(kind).await;
+        let result = self.run(job, kind).await;
         let duration = started.elapsed();
         let (outcome, detail) = match &result {
             Ok(report) => {
@@ -164,7 +164,7 @@ impl Engine {
     }
 
     /// Runs one job to its end. Blocking work goes to `spawn_blocking`.
-    async fn run(&self, kind: JobKind) -> anyhow::Result<JobReport> {
+    async fn run(&self, job: &str, kind: JobKind) -> anyhow::Result<JobReport> {
         let engine = self.clone();
         match kind {
             JobKind::Evaluate { scope } => {
@@ -172,8 +172,10 @@ impl Engine {
                     Some(source) => source.refresh(&self.pool, &scope).await,
                     None => quotes::Refresh::default(),
                 };
+                let job = job.to_owned();
                 let mut report = tokio::task::spawn_blocking(move || {
                     let options = TickOptions {
+                        job: &job,
                         evaluator: &engine.evaluator,
                         max_age: engine.max_age,
                         scope: &scope,
@@ -617,7 +619,8 @@ fn log_run(job: &str, result: &anyhow::Result<JobReport>, failures: &mut Recurri
         }
         Ok(JobReport::Evaluated(report)) => tracing::debug!(
             job,
-            evaluated = report.evaluated,
+            tickers_changed = report.tickers_changed,
+            alerts_read = report.evaluated,
             duration_ms = report.duration.as_millis() as u64,
             "tick finished"
         ),
@@ -665,20 +668,12 @@ impl RunJobSummary {
                 std::time::Duration::ZERO,
             ),
         };
-        format!(
-            "job={} result={result} evaluated={} matched={} triggered={} expired={} no_quote={} stale_quotes={} stale_alerts={} unavailable={} malformed_alerts={} malformed_quotes={} quote_errors={} purged={purged} delivered={} failed={} dead={} pending={} dead_total={} duration_ms={} delivery_ms={} peak_rss_kib={}",
-            self.job,
-            tick.evaluated,
-            tick.matched,
-            tick.triggered,
-            tick.expired,
-            tick.no_quote,
-            tick.stale_quotes,
-            tick.stale_alerts,
-            tick.unavailable,
-            tick.malformed_alerts,
-            tick.malformed_quotes,
-            tick.quote_errors,
+        let mut line = format!("job={} result={result}", self.job);
+        for (key, value) in tick.counts() {
+            line.push_str(&format!(" {key}={value}"));
+        }
+        line.push_str(&format!(
+            " purged={purged} delivered={} failed={} dead={} pending={} dead_total={} duration_ms={} delivery_ms={} peak_rss_kib={}",
             self.delivery.delivered,
             self.delivery.failed,
             self.delivery.dead,
@@ -687,7 +682,8 @@ impl RunJobSummary {
             duration.as_millis(),
             self.delivery_time.as_millis(),
             peak_rss_kib().unwrap_or(0)
-        )
+        ));
+        line
     }
 }
 

@@ -12,6 +12,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::config::{EvaluatorConfig, Scope};
 use crate::store::alerts::{self, AlertRow, Observation, QuoteRow, Trigger};
+use crate::store::changes;
 use crate::store::{self, Pool};
 
 /// The conditions of `price_alerts.condition`.
@@ -127,7 +128,10 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 /// What one tick did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TickReport {
-    /// Enabled alerts read and judged.
+    /// Tickers in scope whose quote was written since the job's last tick.
+    pub tickers_changed: u64,
+    /// Enabled alerts read and judged: those the moved tickers' prices can
+    /// reach, and those inserted, re-armed or edited since the last tick.
     pub evaluated: u64,
     /// Alerts judged triggered.
     pub matched: u64,
@@ -135,12 +139,13 @@ pub struct TickReport {
     pub triggered: u64,
     /// Alerts disabled, without an event, because their `expires_at` passed.
     pub expired: u64,
-    /// Enabled alerts whose ticker has no quote.
+    /// Changed alerts whose ticker has no quote.
     pub no_quote: u64,
-    /// Tickers whose quote is older than `prices.max_age`, and their alerts.
+    /// Changed tickers whose quote is older than `prices.max_age`, and the
+    /// changed alerts of those tickers.
     pub stale_quotes: u64,
     pub stale_alerts: u64,
-    /// Enabled alerts whose ticker's quote could not be fetched this tick.
+    /// Changed alerts whose ticker's quote could not be fetched this tick.
     pub unavailable: u64,
     /// Alert rows that cannot be evaluated.
     pub malformed_alerts: u64,
@@ -154,8 +159,34 @@ pub struct TickReport {
     pub duration: Duration,
 }
 
+impl TickReport {
+    /// The counts, by the names the summary line, logs and docs use, in
+    /// the summary line's order. (`alerts_read` is `evaluated` again, under
+    /// the name that says what it measures; `evaluated` stays for scripts.)
+    pub fn counts(&self) -> [(&'static str, u64); 13] {
+        [
+            ("evaluated", self.evaluated),
+            ("tickers_changed", self.tickers_changed),
+            ("alerts_read", self.evaluated),
+            ("matched", self.matched),
+            ("triggered", self.triggered),
+            ("expired", self.expired),
+            ("no_quote", self.no_quote),
+            ("stale_quotes", self.stale_quotes),
+            ("stale_alerts", self.stale_alerts),
+            ("unavailable", self.unavailable),
+            ("malformed_alerts", self.malformed_alerts),
+            ("malformed_quotes", self.malformed_quotes),
+            ("quote_errors", self.quote_errors),
+        ]
+    }
+}
+
 /// What a tick evaluates, besides the database.
 pub struct TickOptions<'a> {
+    /// The job's name: with its scope and quote age, it keys the job's
+    /// watermark of changes seen.
+    pub job: &'a str,
     pub evaluator: &'a EvaluatorConfig,
     /// A quote older than this never triggers.
     pub max_age: Duration,
@@ -226,10 +257,18 @@ pub fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
         .context("starting the evaluation threads")
 }
 
-/// Runs one evaluation tick. Blocking: call it from `spawn_blocking` or a plain
-/// thread. Reads run on `workers`, one pooled connection per task; the
-/// calling thread is the only writer, claiming in batches of
-/// `claim_batch`, so the readers never queue on SQLite's write lock.
+/// Runs one evaluation tick: it reads what changed since this job's last
+/// tick, not every alert. Blocking: call it from `spawn_blocking` or a plain
+/// thread. Reads run on `workers`, one pooled connection per task; the calling
+/// thread is the only writer, claiming in batches of `claim_batch`, so the
+/// readers never queue on SQLite's write lock.
+///
+/// What changed: tickers whose quote was written since the job's watermark
+/// (their alerts the move can reach, through the level index), and alerts
+/// inserted, re-armed or edited since (whatever their quote did); expiries
+/// come due through their own index. Every alert that holds at a fresh quote
+/// was therefore judged at that quote, by this tick or an earlier one, as a
+/// full scan would judge it.
 pub fn tick(
     workers: &rayon::ThreadPool,
     pool: &Pool,
@@ -239,7 +278,7 @@ pub fn tick(
     let now = Utc::now();
     let mut report = TickReport::default();
     let mut writer = pool.get().context("taking a database connection")?;
-    let snapshot = prepare(&writer, now)?;
+    let snapshot = prepare(&mut writer, options, now)?;
     report.expired = snapshot.expired;
     let plan = plan(&snapshot, options, now, &mut report);
     log_quote_problems(options.known_problems, &plan);
@@ -252,13 +291,15 @@ pub fn tick(
     let readers = Readers {
         pool,
         work: &plan.work,
+        window: snapshot.window,
         now,
+        read: AtomicU64::new(0),
         malformed: AtomicU64::new(0),
         warnings,
     };
     let claimed = evaluate_and_claim(workers, &readers, &mut writer, options, &mut report);
     let evaluated_and_claimed = started.elapsed();
-    report.evaluated += plan.work.iter().map(|item| item.alerts).sum::<u64>();
+    report.evaluated += readers.read.into_inner();
     report.malformed_alerts += readers.malformed.into_inner();
     let suppressed = readers
         .warnings
@@ -271,71 +312,170 @@ pub fn tick(
         );
     }
     claimed?;
-    observe(&mut writer, plan.work, now)?;
+    observe(&mut writer, &snapshot, plan, now)?;
     report.duration = started.elapsed();
     tracing::debug!(
         prepare_ms = prepared.as_millis() as u64,
         evaluate_and_claim_ms = (evaluated_and_claimed - prepared).as_millis() as u64,
         observe_ms = (report.duration - evaluated_and_claimed).as_millis() as u64,
         claim_ms = report.claim_duration.as_millis() as u64,
+        tickers_changed = report.tickers_changed,
+        alerts_read = report.evaluated,
         "tick phases"
     );
     Ok(report)
 }
 
-/// What the store holds at the start of a tick.
+/// The changes a tick reads: those numbered after `since` (the job's
+/// watermark) up to `until` (the change counter when the tick looked).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    since: i64,
+    until: i64,
+}
+
+/// A ticker the tick must look at, and what changed for it.
+struct Candidate {
+    ticker: String,
+    /// Its quote was written in the window: its reachable alerts are read.
+    moved: bool,
+    /// Its enabled alerts changed in the window: how many, and the lowest
+    /// change number among them.
+    changed_alerts: Option<(u64, i64)>,
+    /// The lowest change number that brought it here.
+    first_change: i64,
+    quote: Option<QuoteRow>,
+    previous: Option<f64>,
+    /// Whether it has enabled alerts at all (only those tickers' prices
+    /// become observations, as a full scan records them).
+    has_alerts: bool,
+}
+
+/// What the store holds for a tick.
 struct Snapshot {
+    /// The job's watermark key: its name, scope and quote age.
+    job: String,
+    window: Window,
     /// Alerts this tick expired.
     expired: u64,
-    /// Every ticker with enabled alerts, with how many.
-    tickers: Vec<(String, u64)>,
-    quotes: HashMap<String, QuoteRow>,
-    /// The price each ticker had when the daemon last evaluated it.
-    previous: HashMap<String, f64>,
+    candidates: Vec<Candidate>,
+}
+
+/// The key of a job's watermark: a job whose scope or quote age changes
+/// (on a reload) starts over, as the tickers it now covers, or the quotes it
+/// now takes as fresh, were never its to look at.
+fn watermark_key(options: &TickOptions<'_>) -> String {
+    format!(
+        "{} [{}] max_age={}s",
+        options.job,
+        options.scope.describe(),
+        options.max_age.as_secs()
+    )
 }
 
 /// The store's reads before the evaluation, on the writer's connection:
-/// expiry first, so an expired alert is never read as enabled.
-fn prepare(writer: &rusqlite::Connection, now: DateTime<Utc>) -> anyhow::Result<Snapshot> {
+/// expiry first, so an expired alert is never read as enabled; then, in one
+/// read transaction, the window of changes and the tickers they concern.
+fn prepare(
+    writer: &mut rusqlite::Connection,
+    options: &TickOptions<'_>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Snapshot> {
     let expired =
         alerts::expire_due(writer, &store::timestamp(now)).context("expiring alerts")? as u64;
-    let tickers =
-        alerts::enabled_tickers(writer).context("listing the tickers with enabled alerts")?;
-    let quotes = alerts::quotes(writer)
-        .context("reading quotes")?
-        .into_iter()
-        .map(|quote| (quote.ticker.clone(), quote))
-        .collect();
-    let previous = alerts::observations(writer).context("reading observed prices")?;
+    let job = watermark_key(options);
+    let transaction = writer.transaction().context("reading what changed")?;
+    let until = changes::counter(&transaction).context("reading the change counter")?;
+    // A job that never ran reads everything once: every row's number is 0 or more.
+    let since = changes::watermark(&transaction, &job)
+        .context("reading the job's watermark")?
+        .unwrap_or(-1);
+    let window = Window { since, until };
+    let mut candidates: HashMap<String, Candidate> = HashMap::new();
+    fn candidate(
+        candidates: &mut HashMap<String, Candidate>,
+        ticker: String,
+        change: i64,
+    ) -> &mut Candidate {
+        let entry = candidates.entry(ticker.clone()).or_insert(Candidate {
+            ticker,
+            moved: false,
+            changed_alerts: None,
+            first_change: change,
+            quote: None,
+            previous: None,
+            has_alerts: false,
+        });
+        entry.first_change = entry.first_change.min(change);
+        entry
+    }
+    for (ticker, change) in
+        changes::changed_quotes(&transaction, since, until).context("reading changed quotes")?
+    {
+        if options.scope.covers(&ticker) {
+            candidate(&mut candidates, ticker, change).moved = true;
+        }
+    }
+    for (ticker, change, count) in changes::changed_alert_tickers(&transaction, since, until)
+        .context("reading changed alerts")?
+    {
+        if options.scope.covers(&ticker) || ticker.trim().is_empty() {
+            candidate(&mut candidates, ticker, change).changed_alerts = Some((count, change));
+        }
+    }
+    let mut candidates: Vec<Candidate> = candidates.into_values().collect();
+    for candidate in &mut candidates {
+        if candidate.ticker.trim().is_empty() {
+            continue;
+        }
+        candidate.quote =
+            alerts::quote(&transaction, &candidate.ticker).context("reading a quote")?;
+        candidate.previous = alerts::observation(&transaction, &candidate.ticker)
+            .context("reading an observed price")?;
+        candidate.has_alerts = candidate.changed_alerts.is_some()
+            || changes::has_enabled_alerts(&transaction, &candidate.ticker)
+                .context("looking for enabled alerts")?;
+    }
+    transaction.commit().context("reading what changed")?;
+    candidates.sort_by(|a, b| a.ticker.cmp(&b.ticker));
     Ok(Snapshot {
+        job,
+        window,
         expired,
-        tickers,
-        quotes,
-        previous,
+        candidates,
     })
 }
 
 /// A ticker ready to evaluate.
 struct Work {
     ticker: String,
-    /// Its enabled alerts, all evaluated (most by the store's pre-filter).
-    alerts: u64,
+    /// Read its reachable alerts (its quote moved).
+    moved: bool,
+    /// Read its changed alerts.
+    changed_alerts: bool,
     observed: Observed,
     quote_time: String,
+    /// Record its price as observed once the claims committed.
+    observe: bool,
 }
 
 /// What a tick evaluates, and the tickers it leaves out (counted in the
 /// report as it is planned).
 struct Plan {
     work: Vec<Work>,
-    /// Tickers in scope whose quote cannot be used, and why.
+    /// Tickers that could not be looked at, and why.
     problems: HashMap<String, QuoteProblem>,
-    /// Some enabled alerts in scope have an empty (or NULL) ticker.
+    /// Some changed enabled alerts in scope have an empty (or NULL) ticker.
     blank_tickers: bool,
+    /// The lowest change number of a ticker that could not be fetched: the
+    /// watermark stays below it, so the next tick reads it again (a fetch
+    /// that works again may bring the same quote, which is no new change).
+    deferred: Option<i64>,
 }
 
-/// Decides which tickers to evaluate: in scope, fetched (for the HTTP
-/// source), with a usable and fresh quote. Pure.
+/// Decides which tickers to evaluate: usable and fresh quotes, fetched (for
+/// the HTTP source). Counts what it leaves out: tickers, and the changed
+/// alerts that could not be read. Pure.
 fn plan(
     snapshot: &Snapshot,
     options: &TickOptions<'_>,
@@ -346,46 +486,54 @@ fn plan(
         work: Vec::new(),
         problems: HashMap::new(),
         blank_tickers: false,
+        deferred: None,
     };
-    for (ticker, count) in &snapshot.tickers {
-        let count = *count;
-        if !options.scope.covers(ticker) {
-            continue;
+    for candidate in &snapshot.candidates {
+        let changed = candidate.changed_alerts.map_or(0, |(count, _)| count);
+        // (Sorted below: moved tickers first, for the readers to share.)
+        if candidate.moved {
+            report.tickers_changed += 1;
         }
-        if ticker.trim().is_empty() {
-            report.malformed_alerts += count;
+        if candidate.ticker.trim().is_empty() {
+            report.malformed_alerts += changed;
             plan.blank_tickers = true;
             continue;
         }
-        if options.unavailable.contains(ticker) {
-            report.unavailable += count;
+        if options.unavailable.contains(&candidate.ticker) {
+            report.unavailable += changed;
+            plan.deferred = Some(plan.deferred.map_or(candidate.first_change, |first| {
+                first.min(candidate.first_change)
+            }));
             continue;
         }
-        let Some(quote) = snapshot.quotes.get(ticker) else {
-            report.no_quote += count;
+        let Some(quote) = &candidate.quote else {
+            report.no_quote += changed;
             continue;
         };
         match usable_quote(quote, options.max_age, now) {
             Ok(price) => plan.work.push(Work {
-                ticker: ticker.clone(),
-                alerts: count,
+                ticker: candidate.ticker.clone(),
+                moved: candidate.moved && candidate.has_alerts,
+                changed_alerts: candidate.changed_alerts.is_some(),
                 observed: Observed {
                     price,
-                    previous: snapshot.previous.get(ticker).copied(),
+                    previous: candidate.previous,
                 },
                 quote_time: quote.updated_at.clone(),
+                observe: candidate.has_alerts,
             }),
             Err(problem) => {
                 if problem == QuoteProblem::Stale {
                     report.stale_quotes += 1;
-                    report.stale_alerts += count;
+                    report.stale_alerts += changed;
                 } else {
                     report.malformed_quotes += 1;
                 }
-                plan.problems.insert(ticker.clone(), problem);
+                plan.problems.insert(candidate.ticker.clone(), problem);
             }
         }
     }
+    plan.work.sort_by_key(|item| !item.moved);
     plan
 }
 
@@ -451,15 +599,20 @@ fn warn_malformed(warnings: &AtomicU64, alert: &AlertRow, reason: &str) {
 struct Readers<'a> {
     pool: &'a Pool,
     work: &'a [Work],
+    window: Window,
     now: DateTime<Utc>,
+    /// Alerts read and judged.
+    read: AtomicU64,
     malformed: AtomicU64,
     warnings: AtomicU64,
 }
 
-/// Reads and judges the planned tickers' alerts on the rayon pool, one id
-/// range per thread, while the calling thread claims what they find in
-/// batches of `claim_batch`. Counts into `report`; the first error, if any,
-/// after every reader finished.
+/// Reads and judges the planned tickers' alerts on the rayon pool, the
+/// tickers split between the threads, while the calling thread claims what
+/// they find in batches of `claim_batch`. Readers stream: they hold one row
+/// and at most one chunk of triggers at a time, and the channel to the writer
+/// is bounded, so memory does not follow the number of alerts read. Counts
+/// into `report`; the first error, if any, after every reader finished.
 fn evaluate_and_claim(
     workers: &rayon::ThreadPool,
     readers: &Readers<'_>,
@@ -467,38 +620,38 @@ fn evaluate_and_claim(
     options: &TickOptions<'_>,
     report: &mut TickReport,
 ) -> anyhow::Result<()> {
+    if readers.work.is_empty() {
+        return Ok(());
+    }
     let threads = workers.current_num_threads();
-    let ranges = match alerts::id_range(writer).context("reading the alert id range")? {
-        // One range per thread: each task stages the prices once, on its own
-        // connection, so more tasks would mostly repeat that.
-        Some(range) if !readers.work.is_empty() => split(range, threads),
-        _ => return Ok(()),
-    };
     let by_ticker: HashMap<&str, &Work> = readers
         .work
         .iter()
         .map(|item| (item.ticker.as_str(), item))
         .collect();
-    let staged: Vec<(&str, f64)> = readers
-        .work
-        .iter()
-        .map(|item| (item.ticker.as_str(), item.observed.price))
+    // Moved tickers come first in the plan.
+    let moved = readers.work.partition_point(|item| item.moved);
+    let mut tasks: Vec<Task<'_>> = readers.work[..moved]
+        .chunks(moved.div_ceil(threads).max(1))
+        .map(Task::Moved)
         .collect();
+    if readers.work.iter().any(|item| item.changed_alerts) {
+        tasks.extend(split(readers.window, threads).into_iter().map(Task::Changed));
+    }
     let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(threads * 4);
     let mut first_error: Option<anyhow::Error> = None;
     workers.in_place_scope(|scope| {
-        for range in ranges {
-            let sender = sender.clone();
-            let (by_ticker, staged) = (&by_ticker, &staged);
+        for task in tasks {
+            let (sender, by_ticker) = (sender.clone(), &by_ticker);
             scope.spawn(move |_| {
-                if let Err(error) = read_and_judge(readers, staged, by_ticker, range, &sender) {
+                if let Err(error) = read_and_judge(readers, by_ticker, task, &sender) {
                     let _ = sender.send(Err(error));
                 }
             });
         }
         drop(sender);
         let claim_batch = options.evaluator.claim_batch;
-        let mut batch: Vec<Trigger> = Vec::with_capacity(claim_batch);
+        let mut batch: Vec<Trigger> = Vec::with_capacity(claim_batch.min(TRIGGER_CHUNK * 16));
         // Keep receiving after an error, so no reader blocks on a full channel.
         for message in receiver {
             match message {
@@ -548,60 +701,84 @@ fn claim(
     batch.clear();
 }
 
-/// Records the evaluated prices as the tickers' previous ones. Only once every
-/// claim of the tick committed: otherwise a crash here could lose a crossing.
+/// After every claim committed, in one transaction: the evaluated prices
+/// become the tickers' previous ones, and the job's watermark moves to the
+/// end of the window (or to just before a ticker that could not be fetched).
+/// A crash before this commit leaves both, and the next tick reads the same
+/// changes again: nothing is skipped, and what was claimed stays claimed.
 fn observe(
     writer: &mut rusqlite::Connection,
-    work: Vec<Work>,
+    snapshot: &Snapshot,
+    plan: Plan,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let observed: Vec<Observation> = work
+    let observed: Vec<Observation> = plan
+        .work
         .into_iter()
+        .filter(|work| work.observe)
         .map(|work| (work.ticker, work.observed.price, work.quote_time))
         .collect();
-    alerts::record_observations(writer, &observed, &store::timestamp(now))
-        .context("recording observed prices")
+    let watermark = plan.deferred.map_or(snapshot.window.until, |first| {
+        (first - 1).min(snapshot.window.until)
+    });
+    alerts::finish_tick(
+        writer,
+        &observed,
+        (&snapshot.job, watermark),
+        &store::timestamp(now),
+    )
+    .context("recording observed prices and the job's watermark")
 }
 
-/// Splits `first..=last` into up to `parts` contiguous ranges.
-fn split((first, last): (i64, i64), parts: usize) -> Vec<(i64, i64)> {
-    let span = (last - first + 1).max(1) as u64;
+/// One reader task's share of the reads.
+enum Task<'a> {
+    /// These moved tickers' reachable alerts.
+    Moved(&'a [Work]),
+    /// The alerts changed in this part of the window, whatever their ticker
+    /// (those of tickers not being evaluated are passed over).
+    Changed(Window),
+}
+
+/// Splits a window of changes into up to `parts` windows.
+fn split(window: Window, parts: usize) -> Vec<Window> {
+    let span = (window.until - window.since).max(0) as u64;
     let size = span.div_ceil(parts.max(1) as u64).max(1) as i64;
     (0..)
-        .map(|part| first + part * size)
-        .take_while(|start| *start <= last)
-        .map(|start| (start, (start + size - 1).min(last)))
+        .map(|part| window.since + part * size)
+        .take_while(|since| *since < window.until)
+        .map(|since| Window {
+            since,
+            until: (since + size).min(window.until),
+        })
         .collect()
 }
 
-/// One reader task: the candidate alerts of one id range, judged against
-/// their ticker's price, the triggers sent to the writer in chunks.
-fn read_and_judge(
-    readers: &Readers<'_>,
-    staged: &[(&str, f64)],
-    by_ticker: &HashMap<&str, &Work>,
-    (first, last): (i64, i64),
-    sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
-) -> anyhow::Result<()> {
-    let mut connection = readers.pool.get().context("taking a database connection")?;
-    alerts::stage_prices(&mut connection, staged).context("staging the tick's prices")?;
-    let rows = alerts::candidates_in_range(&connection, first, last).context("reading alerts")?;
-    let mut triggers = Vec::new();
-    for alert in &rows {
-        let Some(item) = by_ticker.get(alert.ticker.as_str()) else {
-            continue;
-        };
-        match judge(alert, item.observed, readers.now) {
-            Verdict::Fire => triggers.push(Trigger {
+/// Judges rows as a reader reads them, sending triggers to the writer in
+/// chunks.
+struct Judging<'a> {
+    readers: &'a Readers<'a>,
+    sender: &'a mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
+    triggers: Vec<Trigger>,
+    /// False once the writer has gone (after an error): stop reading.
+    open: bool,
+}
+
+impl Judging<'_> {
+    /// Judges one row at its ticker's price; false to stop reading.
+    fn row(&mut self, alert: AlertRow, item: &Work) -> bool {
+        let readers = self.readers;
+        readers.read.fetch_add(1, Ordering::Relaxed);
+        match judge(&alert, item.observed, readers.now) {
+            Verdict::Fire => self.triggers.push(Trigger {
                 alert_id: alert.id,
                 arming: alert.arming,
-                ticker: alert.ticker.clone(),
-                condition: alert.condition.clone(),
                 // `judge` fires only on a finite target.
                 target_price: alert.target_price.unwrap_or(f64::NAN),
                 reference_price: alert.reference_price,
-                user_id: alert.user_id.clone(),
-                note: alert.note.clone(),
+                ticker: alert.ticker,
+                condition: alert.condition,
+                user_id: alert.user_id,
+                note: alert.note,
                 price: item.observed.price,
                 quote_time: item.quote_time.clone(),
             }),
@@ -609,18 +786,71 @@ fn read_and_judge(
             Verdict::Hold | Verdict::Expired => {}
             Verdict::Malformed(reason) => {
                 readers.malformed.fetch_add(1, Ordering::Relaxed);
-                warn_malformed(&readers.warnings, alert, &reason);
+                warn_malformed(&readers.warnings, &alert, &reason);
             }
         }
-        if triggers.len() >= TRIGGER_CHUNK
-            && sender.send(Ok(std::mem::take(&mut triggers))).is_err()
-        {
-            return Ok(());
+        if self.triggers.len() >= TRIGGER_CHUNK {
+            self.open = self
+                .sender
+                .send(Ok(std::mem::take(&mut self.triggers)))
+                .is_ok();
+        }
+        self.open
+    }
+
+    fn finish(self) {
+        if !self.triggers.is_empty() {
+            let _ = self.sender.send(Ok(self.triggers));
         }
     }
-    if !triggers.is_empty() {
-        let _ = sender.send(Ok(triggers));
+}
+
+/// One reader task: its rows, judged against their ticker's price as they
+/// are read, the triggers sent to the writer in chunks.
+fn read_and_judge(
+    readers: &Readers<'_>,
+    by_ticker: &HashMap<&str, &Work>,
+    task: Task<'_>,
+    sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
+) -> anyhow::Result<()> {
+    let connection = readers.pool.get().context("taking a database connection")?;
+    let mut judging = Judging {
+        readers,
+        sender,
+        triggers: Vec::new(),
+        open: true,
+    };
+    match task {
+        Task::Moved(work) => {
+            for item in work {
+                let moved = changes::Move {
+                    price: item.observed.price,
+                    previous: item.observed.previous,
+                };
+                changes::each_reachable_alert(
+                    &connection,
+                    &item.ticker,
+                    moved,
+                    readers.window.since,
+                    |alert| judging.row(alert, item),
+                )
+                .context("reading the alerts a price reaches")?;
+                if !judging.open {
+                    return Ok(());
+                }
+            }
+        }
+        Task::Changed(window) => {
+            changes::each_changed_alert(&connection, window.since, window.until, |alert| {
+                match by_ticker.get(alert.ticker.as_str()) {
+                    Some(item) => judging.row(alert, item),
+                    None => true,
+                }
+            })
+            .context("reading changed alerts")?;
+        }
     }
+    judging.finish();
     Ok(())
 }
 
@@ -846,12 +1076,12 @@ mod tests {
         );
     }
 
-    /// The store's SQL pre-filter may drop only rows `judge` holds: over a
+    /// The level index's ranges must reach every row `judge` fires: over a
     /// grid of conditions, targets (numbers on both sides, text, infinities),
-    /// references and expiries, every row judged anything but `Hold` is a
-    /// candidate.
+    /// references and expiries, and moves up, down and from nowhere, every
+    /// row that fires is read, and many that cannot are not.
     #[test]
-    fn the_stores_pre_filter_never_drops_a_row_judge_would_not_hold() {
+    fn the_level_ranges_reach_every_row_judge_fires() {
         let dir = tempfile::tempdir().unwrap();
         let config = crate::config::DatabaseConfig {
             path: dir.path().join("a.db"),
@@ -867,7 +1097,7 @@ mod tests {
             )
             .unwrap();
         let pool = store::open(&config, 2).unwrap();
-        let mut connection = pool.get().unwrap();
+        let connection = pool.get().unwrap();
         let now = Utc::now();
         let past = (now - chrono::Duration::hours(1)).to_rfc3339();
         let future = (now + chrono::Duration::hours(1)).to_rfc3339();
@@ -883,7 +1113,8 @@ mod tests {
             "NULL",
         ];
         let targets = [
-            "50.0", "99.99", "100.0", "100", "100.01", "150.0", "'lots'", "9e999", "-9e999", "0",
+            "50.0", "95", "99.99", "100.0", "100", "100.01", "105", "150.0", "'lots'", "9e999",
+            "-9e999", "0", "-5", "5",
         ];
         let expiries = [
             "NULL".to_owned(),
@@ -891,7 +1122,7 @@ mod tests {
             format!("'{future}'"),
             "'soon'".to_owned(),
         ];
-        let references = ["NULL", "100.0", "'x'"];
+        let references = ["NULL", "100.0", "95.238095238095", "105", "'x'"];
         for condition in conditions {
             for target in targets {
                 for expiry in &expiries {
@@ -906,33 +1137,44 @@ mod tests {
                 }
             }
         }
-        let observed = Observed {
-            price: 100.0,
-            previous: Some(90.0),
-        };
-        alerts::stage_prices(&mut connection, &[("T", observed.price)]).unwrap();
-        let candidates: HashSet<i64> = alerts::candidates_in_range(&connection, i64::MIN, i64::MAX)
-            .unwrap()
-            .iter()
-            .map(|alert| alert.id)
-            .collect();
         let all = alerts::enabled_for_ticker(&connection, "T").unwrap();
         assert_eq!(
             all.len(),
             conditions.len() * targets.len() * expiries.len() * references.len()
         );
-        let mut dropped = 0;
-        for alert in &all {
-            let verdict = judge(alert, observed, now);
-            if !candidates.contains(&alert.id) {
-                dropped += 1;
-                assert_eq!(verdict, Verdict::Hold, "the pre-filter dropped {alert:?}");
+        for previous in [Some(90.0), Some(110.0), Some(100.0), None] {
+            let observed = Observed {
+                price: 100.0,
+                previous,
+            };
+            let moved = changes::Move {
+                price: observed.price,
+                previous,
+            };
+            let mut reached = HashSet::new();
+            changes::each_reachable_alert(&connection, "T", moved, i64::MAX, |alert| {
+                reached.insert(alert.id);
+                true
+            })
+            .unwrap();
+            let mut fired = 0;
+            for alert in &all {
+                if judge(alert, observed, now) == Verdict::Fire {
+                    fired += 1;
+                    assert!(
+                        reached.contains(&alert.id),
+                        "not reached: {alert:?} after {previous:?}"
+                    );
+                }
             }
+            assert!(fired > 0);
+            assert!(
+                reached.len() < all.len() / 2,
+                "the ranges read {} of {} rows: they narrow nothing",
+                reached.len(),
+                all.len()
+            );
         }
-        assert!(
-            dropped > 0,
-            "the pre-filter dropped nothing: it is not being tested"
-        );
     }
 
     fn price() -> impl Strategy<Value = f64> {
@@ -940,6 +1182,21 @@ mod tests {
     }
 
     proptest! {
+        /// The level the index holds for a moving-% alert (computed as SQLite
+        /// computes it) is within the read's rounding margin whenever
+        /// `judge` fires: the range read never misses a move.
+        #[test]
+        fn a_moving_alert_that_fires_is_within_its_levels_range(percent in -50.0f64..500.0, reference in price(), price in price()) {
+            let up = reference * (1.0 + percent / 100.0);
+            if judge(&alert("moving_up_pct", Some(percent), Some(reference)), at(price, None), now()) == Verdict::Fire {
+                prop_assert!(up <= price * (1.0 + 1e-9), "{up} > {price}");
+            }
+            let down = reference * (1.0 - percent / 100.0);
+            if judge(&alert("moving_down_pct", Some(percent), Some(reference)), at(price, None), now()) == Verdict::Fire {
+                prop_assert!(down >= price * (1.0 - 1e-9), "{down} < {price}");
+            }
+        }
+
         #[test]
         fn above_fires_exactly_at_or_over_the_target(target in price(), price in price()) {
             prop_assert_eq!(judge(&alert("above", Some(target), None), at(price, None), now()) == Verdict::Fire, price >= target);

@@ -145,6 +145,7 @@ pub struct Metrics {
     registry: Registry,
     ticks: Family<TickLabels, Counter>,
     tick_seconds: Family<JobLabels, Histogram>,
+    tickers_changed: Family<JobLabels, Counter>,
     evaluated: Family<JobLabels, Counter>,
     triggered: Family<JobLabels, Counter>,
     skipped: Family<SkipLabels, Counter>,
@@ -167,6 +168,7 @@ impl Default for Metrics {
         let mut metrics = Metrics {
             ticks: Family::default(),
             tick_seconds: Family::new_with_constructor(tick_histogram),
+            tickers_changed: Family::default(),
             evaluated: Family::default(),
             triggered: Family::default(),
             skipped: Family::default(),
@@ -224,8 +226,13 @@ impl Metrics {
             self.tick_seconds.clone(),
         );
         registry.register(
+            "tickers_changed",
+            "Tickers whose quote a job's tick found written since its last tick",
+            self.tickers_changed.clone(),
+        );
+        registry.register(
             "alerts_evaluated",
-            "Enabled alerts read and judged",
+            "Enabled alerts read and judged: those a moved price can reach, and those changed since the job's last tick",
             self.evaluated.clone(),
         );
         registry.register(
@@ -290,6 +297,7 @@ impl Metrics {
                 });
             }
             let _ = self.tick_seconds.get_or_create(&labels);
+            let _ = self.tickers_changed.get_or_create(&labels);
             let _ = self.evaluated.get_or_create(&labels);
             let _ = self.triggered.get_or_create(&labels);
             let _ = self.last_success.get_or_create(&labels);
@@ -337,6 +345,9 @@ impl Metrics {
             .observe(duration.as_secs_f64());
         self.last_success.get_or_create(&labels).set(now_seconds());
         if let Some(report) = report {
+            self.tickers_changed
+                .get_or_create(&labels)
+                .inc_by(report.tickers_changed);
             self.evaluated
                 .get_or_create(&labels)
                 .inc_by(report.evaluated);

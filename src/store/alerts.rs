@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 use crate::event::{Event, EventData};
 
@@ -57,7 +57,7 @@ fn number(value: Value) -> Option<f64> {
     }
 }
 
-fn text(value: Value) -> String {
+pub(super) fn text(value: Value) -> String {
     match value {
         Value::Text(text) => text,
         Value::Integer(integer) => integer.to_string(),
@@ -77,63 +77,6 @@ pub fn quotes(connection: &Connection) -> rusqlite::Result<Vec<QuoteRow>> {
             updated_at: text(row.get(2)?),
         })
     })?;
-    rows.collect()
-}
-
-/// Loads this tick's price of every ticker to evaluate into the connection's
-/// own temporary table, for [`candidates_in_range`]. Temporary tables take no
-/// lock on the database.
-pub fn stage_prices(connection: &mut Connection, prices: &[(&str, f64)]) -> rusqlite::Result<()> {
-    connection.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS tick_prices (ticker TEXT PRIMARY KEY, price REAL NOT NULL) WITHOUT ROWID;
-         DELETE FROM temp.tick_prices;",
-    )?;
-    let transaction = connection.transaction()?;
-    {
-        let mut insert = transaction
-            .prepare_cached("INSERT INTO temp.tick_prices (ticker, price) VALUES (?1, ?2)")?;
-        for (ticker, price) in prices {
-            insert.execute(params![ticker, price])?;
-        }
-    }
-    transaction.commit()
-}
-
-/// The smallest and largest alert id, if there are alerts.
-pub fn id_range(connection: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
-    connection.query_row("SELECT min(id), max(id) FROM price_alerts", [], |row| {
-        Ok(row
-            .get::<_, Option<i64>>(0)?
-            .zip(row.get::<_, Option<i64>>(1)?))
-    })
-}
-
-/// The enabled alerts with ids in `first..=last` whose ticker is staged (see
-/// [`stage_prices`]) and that could fire at its staged price: one sequential
-/// pass over the table's range, as SQLite's own set-based update makes. Only
-/// rows that certainly hold are left out: `above`/`below` alerts with a
-/// finite numeric target on the far side of the price and no expiry.
-/// Everything else (other conditions, expiries, and rows `evaluate::judge`
-/// would call malformed) is returned for it to judge; a test there keeps the
-/// two in step.
-pub fn candidates_in_range(
-    connection: &Connection,
-    first: i64,
-    last: i64,
-) -> rusqlite::Result<Vec<AlertRow>> {
-    // CROSS JOIN keeps the alerts outer: a range scan in rowid order, each row
-    // looking its price up, rather than index lookups per ticker.
-    let mut statement = connection.prepare_cached(
-        "SELECT a.id, a.arming, a.ticker, a.condition, a.target_price, a.reference_price, a.expires_at, a.user_id, a.note
-         FROM price_alerts AS a CROSS JOIN temp.tick_prices AS p ON p.ticker = a.ticker
-         WHERE a.id BETWEEN ?1 AND ?2 AND a.enabled = 1
-           AND NOT (a.expires_at IS NULL
-                    AND typeof(a.target_price) IN ('real', 'integer')
-                    AND abs(a.target_price) <= 1.7976931348623157e308
-                    AND ((a.condition IS 'above' AND a.target_price > p.price)
-                      OR (a.condition IS 'below' AND a.target_price < p.price)))",
-    )?;
-    let rows = statement.query_map(params![first, last], alert_row)?;
     rows.collect()
 }
 
@@ -165,7 +108,11 @@ pub fn enabled_without_ticker(
     rows.collect()
 }
 
-fn alert_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
+/// The columns [`alert_row`] reads, in its order.
+pub(super) const ALERT_COLUMNS: &str =
+    "id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note";
+
+pub(super) fn alert_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
     Ok(AlertRow {
         id: row.get(0)?,
         arming: row.get(1)?,
@@ -201,26 +148,42 @@ pub fn expire_due(connection: &Connection, now: &str) -> rusqlite::Result<usize>
     )
 }
 
-/// The last price the daemon observed for each ticker.
-pub fn observations(
-    connection: &Connection,
-) -> rusqlite::Result<std::collections::HashMap<String, f64>> {
-    let mut statement = connection.prepare_cached("SELECT ticker, price FROM observations")?;
-    let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    rows.collect()
+/// One ticker's quote, if it has one (by its primary key).
+pub fn quote(connection: &Connection, ticker: &str) -> rusqlite::Result<Option<QuoteRow>> {
+    let mut statement = connection
+        .prepare_cached("SELECT ticker, price, updated_at FROM quotes WHERE ticker = ?1")?;
+    statement
+        .query_row([ticker], |row| {
+            Ok(QuoteRow {
+                ticker: text(row.get(0)?),
+                price: number(row.get(1)?),
+                updated_at: text(row.get(2)?),
+            })
+        })
+        .optional()
+}
+
+/// The last price the daemon observed for one ticker.
+pub fn observation(connection: &Connection, ticker: &str) -> rusqlite::Result<Option<f64>> {
+    let mut statement =
+        connection.prepare_cached("SELECT price FROM observations WHERE ticker = ?1")?;
+    statement.query_row([ticker], |row| row.get(0)).optional()
 }
 
 /// A quote the daemon evaluated: `(ticker, price, quote_time)`.
 pub type Observation = (String, f64, String);
 
-/// Records evaluated quotes as the tickers' previous prices, unless a newer
-/// quote was recorded meanwhile (by another daemon). One transaction.
-pub fn record_observations(
+/// Ends a tick, in one transaction: records the evaluated quotes as the
+/// tickers' previous prices (unless a newer quote was recorded meanwhile, by
+/// another daemon), and moves the job's watermark (`(key, change)`).
+pub fn finish_tick(
     connection: &mut Connection,
     observed: &[Observation],
+    (job, watermark): (&str, i64),
     now: &str,
 ) -> rusqlite::Result<()> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    super::changes::advance(&transaction, job, watermark, now)?;
     {
         let mut upsert = transaction.prepare_cached(
             "INSERT INTO observations (ticker, price, quote_time, observed_at) VALUES (?1, ?2, ?3, ?4)

@@ -3,6 +3,7 @@
 //! delivery queue.
 
 pub mod alerts;
+pub mod changes;
 pub mod outbox;
 pub mod runs;
 
@@ -84,7 +85,7 @@ fn sqlite_failure(error: rusqlite::Error, doing: String) -> anyhow::Error {
 }
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Opens (creating if missing) and migrates the database, then builds a pool
 /// of `size` connections. WAL mode and migrations run on one connection before
@@ -216,6 +217,9 @@ pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     if version < 5 {
         transaction.execute_batch(MIGRATION_5)?;
     }
+    if version < 6 {
+        transaction.execute_batch(&MIGRATION_6.replace("{level}", changes::LEVEL))?;
+    }
     if version < SCHEMA_VERSION {
         transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
@@ -336,6 +340,75 @@ VALUES (1, lower(hex(randomblob(12))), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
 /// queue order, whatever the delivered rows before them.
 const MIGRATION_5: &str = r#"
 CREATE INDEX outbox_pending ON outbox (id) WHERE state = 'pending';
+"#;
+
+/// What changed since a job last looked (see `changes`): one counter,
+/// advanced by triggers on every quote write and every alert insert, re-arm
+/// or edit by anyone; the number of each row's last change; each job's
+/// watermark; and the index that makes the alerts a price can trigger a range.
+const MIGRATION_6: &str = r#"
+CREATE TABLE change_counter (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+);
+INSERT INTO change_counter (id, last) VALUES (1, 0);
+CREATE TABLE job_watermarks (
+    job TEXT PRIMARY KEY,              -- the job's name, scope and quote age
+    change_seq INTEGER NOT NULL,       -- every change up to it was seen
+    updated_at TEXT NOT NULL
+);
+
+ALTER TABLE price_alerts ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX price_alerts_changed ON price_alerts (change_seq);
+CREATE INDEX price_alerts_level ON price_alerts (ticker, condition, {level}) WHERE enabled = 1;
+ALTER TABLE quotes ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX quotes_changed ON quotes (change_seq);
+
+-- An insert and a re-arm take a new arming (invariant 3) and a change number
+-- in one statement; an edit of what the evaluation reads takes a change
+-- number. The claim (enabled 1 -> 0) takes neither.
+DROP TRIGGER price_alerts_armed_on_insert;
+CREATE TRIGGER price_alerts_armed_on_insert AFTER INSERT ON price_alerts
+BEGIN
+    UPDATE arming_counter SET last = last + 1 WHERE id = 1;
+    UPDATE change_counter SET last = last + 1 WHERE id = 1;
+    UPDATE price_alerts SET arming = (SELECT last FROM arming_counter WHERE id = 1),
+                            change_seq = (SELECT last FROM change_counter WHERE id = 1)
+    WHERE id = NEW.id;
+END;
+DROP TRIGGER price_alerts_armed_on_enable;
+CREATE TRIGGER price_alerts_armed_on_enable AFTER UPDATE OF enabled ON price_alerts
+WHEN OLD.enabled = 0 AND NEW.enabled = 1
+BEGIN
+    UPDATE arming_counter SET last = last + 1 WHERE id = 1;
+    UPDATE change_counter SET last = last + 1 WHERE id = 1;
+    UPDATE price_alerts SET arming = (SELECT last FROM arming_counter WHERE id = 1),
+                            change_seq = (SELECT last FROM change_counter WHERE id = 1)
+    WHERE id = NEW.id;
+END;
+CREATE TRIGGER price_alerts_changed_on_edit
+AFTER UPDATE OF ticker, condition, target_price, reference_price, expires_at ON price_alerts
+WHEN NEW.enabled = 1 AND (OLD.ticker IS NOT NEW.ticker OR OLD.condition IS NOT NEW.condition
+    OR OLD.target_price IS NOT NEW.target_price OR OLD.reference_price IS NOT NEW.reference_price
+    OR OLD.expires_at IS NOT NEW.expires_at)
+BEGIN
+    UPDATE change_counter SET last = last + 1 WHERE id = 1;
+    UPDATE price_alerts SET change_seq = (SELECT last FROM change_counter WHERE id = 1)
+    WHERE id = NEW.id;
+END;
+CREATE TRIGGER quotes_changed_on_insert AFTER INSERT ON quotes
+BEGIN
+    UPDATE change_counter SET last = last + 1 WHERE id = 1;
+    UPDATE quotes SET change_seq = (SELECT last FROM change_counter WHERE id = 1)
+    WHERE rowid = NEW.rowid;
+END;
+CREATE TRIGGER quotes_changed_on_update AFTER UPDATE OF price, updated_at ON quotes
+WHEN OLD.price IS NOT NEW.price OR OLD.updated_at IS NOT NEW.updated_at
+BEGIN
+    UPDATE change_counter SET last = last + 1 WHERE id = 1;
+    UPDATE quotes SET change_seq = (SELECT last FROM change_counter WHERE id = 1)
+    WHERE rowid = NEW.rowid;
+END;
 "#;
 
 /// The id this database got at its first migration (see `MIGRATION_4`).
@@ -533,7 +606,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!((mode.as_str(), version), ("wal", SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 5);
+        assert_eq!(SCHEMA_VERSION, 6);
         let installation = installation_id(&connection).unwrap();
         drop(connection);
         // Opening again is a no-op migration: the same installation.

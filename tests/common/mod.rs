@@ -168,6 +168,7 @@ pub fn tick_on(
 ) -> TickReport {
     let known_problems = Mutex::default();
     let options = TickOptions {
+        job: "evaluate",
         evaluator: &config.evaluator,
         max_age: config.prices.max_age,
         scope,
