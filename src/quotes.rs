@@ -228,7 +228,6 @@ async fn enabled_tickers(pool: &Pool, scope: &Scope) -> anyhow::Result<Vec<Strin
     .await?;
     Ok(tickers
         .into_iter()
-        .map(|(ticker, _)| ticker)
         .filter(|ticker| !ticker.trim().is_empty() && scope.covers(ticker))
         .collect())
 }

@@ -126,15 +126,21 @@ pub(super) fn alert_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
     })
 }
 
-/// Every ticker that has enabled alerts, with how many; one pass over
-/// `idx_price_alerts_enabled`.
-pub fn enabled_tickers(connection: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+/// Every ticker that has enabled alerts: one seek per ticker in
+/// `price_alerts_level` (which holds enabled alerts only, by ticker), not a
+/// pass over the alerts. (A NULL ticker is not listed.)
+pub fn enabled_tickers(connection: &Connection) -> rusqlite::Result<Vec<String>> {
     let mut statement = connection.prepare_cached(
-        "SELECT ticker, count(*) FROM price_alerts WHERE enabled = 1 GROUP BY ticker",
+        "WITH RECURSIVE next(ticker) AS (
+             SELECT min(ticker) FROM price_alerts INDEXED BY price_alerts_level WHERE enabled = 1
+             UNION ALL
+             SELECT (SELECT min(ticker) FROM price_alerts INDEXED BY price_alerts_level
+                     WHERE enabled = 1 AND ticker > next.ticker)
+             FROM next WHERE next.ticker IS NOT NULL
+         )
+         SELECT ticker FROM next WHERE ticker IS NOT NULL",
     )?;
-    let rows = statement.query_map([], |row| {
-        Ok((text(row.get(0)?), row.get::<_, i64>(1)? as u64))
-    })?;
+    let rows = statement.query_map([], |row| Ok(text(row.get(0)?)))?;
     rows.collect()
 }
 
