@@ -636,7 +636,11 @@ fn evaluate_and_claim(
         .map(Task::Moved)
         .collect();
     if readers.work.iter().any(|item| item.changed_alerts) {
-        tasks.extend(split(readers.window, threads).into_iter().map(Task::Changed));
+        tasks.extend(
+            split(readers.window, threads)
+                .into_iter()
+                .map(Task::Changed),
+        );
     }
     let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(threads * 4);
     let mut first_error: Option<anyhow::Error> = None;

@@ -80,24 +80,32 @@ pub fn changed_quotes(
 
 /// The tickers of enabled alerts changed after `since`, up to `until`, each
 /// with the lowest change number among them and how many changed; through
-/// `price_alerts_changed`. (A NULL ticker comes back empty.)
+/// `price_alerts_changed`, streamed and gathered here, so memory follows the
+/// number of tickers, not of changes (SQLite's GROUP BY would sort them all).
+/// A NULL ticker comes back empty.
 pub fn changed_alert_tickers(
     connection: &Connection,
     since: i64,
     until: i64,
 ) -> rusqlite::Result<Vec<(String, i64, u64)>> {
     let mut statement = connection.prepare_cached(
-        "SELECT ticker, min(change_seq), count(*) FROM price_alerts
-         WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1 GROUP BY ticker",
+        "SELECT ticker, change_seq FROM price_alerts
+         WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1",
     )?;
-    let rows = statement.query_map(params![since, until], |row| {
-        Ok((
-            super::alerts::text(row.get(0)?),
-            row.get(1)?,
-            row.get::<_, i64>(2)? as u64,
-        ))
-    })?;
-    rows.collect()
+    let mut tickers: std::collections::HashMap<String, (i64, u64)> =
+        std::collections::HashMap::new();
+    let mut rows = statement.query(params![since, until])?;
+    while let Some(row) = rows.next()? {
+        let ticker = super::alerts::text(row.get(0)?);
+        let change: i64 = row.get(1)?;
+        let entry = tickers.entry(ticker).or_insert((change, 0));
+        entry.0 = entry.0.min(change);
+        entry.1 += 1;
+    }
+    Ok(tickers
+        .into_iter()
+        .map(|(ticker, (first, count))| (ticker, first, count))
+        .collect())
 }
 
 /// Whether `ticker` has any enabled alert (through `idx_price_alerts_enabled`).
