@@ -339,9 +339,8 @@ struct Candidate {
     ticker: String,
     /// Its quote was written in the window: its reachable alerts are read.
     moved: bool,
-    /// Its enabled alerts changed in the window: how many, and the lowest
-    /// change number among them.
-    changed_alerts: Option<(u64, i64)>,
+    /// How many of its enabled alerts changed in the window, if any did.
+    changed_alerts: Option<u64>,
     /// The lowest change number that brought it here.
     first_change: i64,
     quote: Option<QuoteRow>,
@@ -420,7 +419,7 @@ fn prepare(
         .context("reading changed alerts")?
     {
         if options.scope.covers(&ticker) || ticker.trim().is_empty() {
-            candidate(&mut candidates, ticker, change).changed_alerts = Some((count, change));
+            candidate(&mut candidates, ticker, change).changed_alerts = Some(count);
         }
     }
     let mut candidates: Vec<Candidate> = candidates.into_values().collect();
@@ -489,8 +488,7 @@ fn plan(
         deferred: None,
     };
     for candidate in &snapshot.candidates {
-        let changed = candidate.changed_alerts.map_or(0, |(count, _)| count);
-        // (Sorted below: moved tickers first, for the readers to share.)
+        let changed = candidate.changed_alerts.unwrap_or(0);
         if candidate.moved {
             report.tickers_changed += 1;
         }
@@ -533,6 +531,7 @@ fn plan(
             }
         }
     }
+    // Moved tickers first: the readers share them out as a prefix.
     plan.work.sort_by_key(|item| !item.moved);
     plan
 }

@@ -61,16 +61,11 @@ fn jobs() -> Vec<Job> {
 fn full_scan(db: &Db, scope: &Scope, unavailable: &HashSet<String>, now: DateTime<Utc>) {
     let mut connection = db.app();
     alerts::expire_due(&connection, &price_alertd::store::timestamp(now)).unwrap();
-    let tickers: Vec<String> = {
-        let mut statement = connection
-            .prepare("SELECT DISTINCT ticker FROM price_alerts WHERE enabled = 1 ORDER BY ticker")
-            .unwrap();
-        statement
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
+    let tickers: Vec<String> = rows(
+        &connection,
+        "SELECT DISTINCT ticker FROM price_alerts WHERE enabled = 1 ORDER BY ticker",
+        |row| row.get(0),
+    );
     let mut triggers = Vec::new();
     let mut observed = Vec::new();
     for ticker in tickers {
@@ -136,59 +131,94 @@ struct State {
     observations: BTreeMap<String, (String, String)>,
 }
 
+/// Every row `sql` returns, as `row` reads it.
+fn rows<T>(
+    connection: &rusqlite::Connection,
+    sql: &str,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Vec<T> {
+    let mut statement = connection.prepare(sql).unwrap();
+    statement
+        .query_map([], row)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 fn state(db: &Db) -> State {
     let connection = db.app();
-    let mut enabled = BTreeMap::new();
-    let mut statement = connection
-        .prepare("SELECT id, enabled FROM price_alerts")
-        .unwrap();
-    for row in statement
-        .query_map([], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)? == 1))
-        })
-        .unwrap()
-    {
-        let (id, on) = row.unwrap();
-        enabled.insert(id, on);
-    }
+    let enabled = rows(&connection, "SELECT id, enabled FROM price_alerts", |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)? == 1))
+    })
+    .into_iter()
+    .collect();
     let mut events = BTreeSet::new();
-    let mut statement = connection
-        .prepare("SELECT alert_id, event_id FROM outbox")
-        .unwrap();
-    for row in statement
-        .query_map([], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-        })
-        .unwrap()
-    {
-        let (alert, id) = row.unwrap();
+    for (alert, id) in rows(
+        &connection,
+        "SELECT alert_id, event_id FROM outbox",
+        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+    ) {
         let arming = id.rsplit('_').next().unwrap().to_owned();
         assert!(
             events.insert((alert, arming.clone())),
             "two events for alert {alert} arming {arming}"
         );
     }
-    let mut observations = BTreeMap::new();
-    let mut statement = connection
-        .prepare("SELECT ticker, price, quote_time FROM observations")
-        .unwrap();
-    for row in statement
-        .query_map([], |row| {
+    let observations = rows(
+        &connection,
+        "SELECT ticker, price, quote_time FROM observations",
+        |row| {
             Ok((
                 row.get::<_, String>(0)?,
-                format!("{:.6}", row.get::<_, f64>(1)?),
-                row.get::<_, String>(2)?,
+                (
+                    format!("{:.6}", row.get::<_, f64>(1)?),
+                    row.get::<_, String>(2)?,
+                ),
             ))
-        })
-        .unwrap()
-    {
-        let (ticker, price, time) = row.unwrap();
-        observations.insert(ticker, (price, time));
-    }
+        },
+    )
+    .into_iter()
+    .collect();
     State {
         enabled,
         events,
         observations,
+    }
+}
+
+/// The rows of some tables, as a crash would leave them.
+type Saved = Vec<(&'static str, Vec<Vec<rusqlite::types::Value>>)>;
+
+fn save(db: &Db, tables: &[&'static str]) -> Saved {
+    let connection = db.app();
+    tables
+        .iter()
+        .map(|&table| {
+            let values = rows(&connection, &format!("SELECT * FROM {table}"), |row| {
+                (0..row.as_ref().column_count())
+                    .map(|i| row.get(i))
+                    .collect()
+            });
+            (table, values)
+        })
+        .collect()
+}
+
+fn restore(db: &Db, saved: Saved) {
+    let connection = db.app();
+    for (table, values) in saved {
+        connection
+            .execute(&format!("DELETE FROM {table}"), [])
+            .unwrap();
+        for row in values {
+            let marks = vec!["?"; row.len()].join(", ");
+            connection
+                .execute(
+                    &format!("INSERT INTO {table} VALUES ({marks})"),
+                    rusqlite::params_from_iter(row),
+                )
+                .unwrap();
+        }
     }
 }
 
@@ -284,48 +314,8 @@ fn run(seed: u64, steps: usize, workers: &rayon::ThreadPool) {
                     .map(|ticker| ticker.to_string())
                     .collect();
                 let crash = rng.u8(..8) == 0;
-                let saved =
-                    |db: &Db, tables: &[&str]| -> Vec<(String, Vec<Vec<rusqlite::types::Value>>)> {
-                        let connection = db.app();
-                        tables
-                            .iter()
-                            .map(|table| {
-                                let mut statement = connection
-                                    .prepare(&format!("SELECT * FROM {table}"))
-                                    .unwrap();
-                                let columns = statement.column_count();
-                                let rows = statement
-                                    .query_map([], |row| {
-                                        (0..columns)
-                                            .map(|i| row.get(i))
-                                            .collect::<Result<Vec<_>, _>>()
-                                    })
-                                    .unwrap()
-                                    .collect::<Result<Vec<_>, _>>()
-                                    .unwrap();
-                                (table.to_string(), rows)
-                            })
-                            .collect()
-                    };
-                let restore = |db: &Db, tables: Vec<(String, Vec<Vec<rusqlite::types::Value>>)>| {
-                    let connection = db.app();
-                    for (table, rows) in tables {
-                        connection
-                            .execute(&format!("DELETE FROM {table}"), [])
-                            .unwrap();
-                        for row in rows {
-                            let marks = vec!["?"; row.len()].join(", ");
-                            connection
-                                .execute(
-                                    &format!("INSERT INTO {table} VALUES ({marks})"),
-                                    rusqlite::params_from_iter(row),
-                                )
-                                .unwrap();
-                        }
-                    }
-                };
-                let before_fast = crash.then(|| saved(&fast, &["observations", "job_watermarks"]));
-                let before_reference = crash.then(|| saved(&reference, &["observations"]));
+                let before_fast = crash.then(|| save(&fast, &["observations", "job_watermarks"]));
+                let before_reference = crash.then(|| save(&reference, &["observations"]));
                 let options = TickOptions {
                     job: job.name,
                     evaluator: &config.evaluator,
