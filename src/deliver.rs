@@ -1,24 +1,28 @@
 //! Delivery: outbox rows to signed webhook POSTs, with retries. The only module
 //! that knows HTTP. Runs on tokio; every database call goes to `spawn_blocking`.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use base64::Engine as _;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use sha2::Sha256;
-use tokio::sync::{Notify, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::config::{Secret, WebhookConfig};
 use crate::log_recurring;
 use crate::metrics::{Delivery, Metrics, Response};
 use crate::recurring::Recurring;
-use crate::store::outbox::{self, Leased, Outcome};
+use crate::store::outbox::{self, Leased, Outcome, Settled, Want};
 use crate::store::{self, Pool};
 
 /// The longest `Retry-After` a receiver can impose.
@@ -66,21 +70,6 @@ impl Webhook {
     pub fn config(&self) -> &WebhookConfig {
         &self.config
     }
-
-    /// Rows leased per round: enough to keep `concurrency` requests busy
-    /// while a round's bookkeeping runs.
-    fn batch(&self) -> usize {
-        (self.config.concurrency * 4).clamp(16, 1024)
-    }
-
-    /// How long a round's lease must last: a round sends its batch in waves of
-    /// `concurrency`, each bounded by a connect and a request timeout, and then
-    /// records the outcomes. A lease that ran out mid-round would let another
-    /// deliverer send the same row at the same time.
-    fn lease(&self) -> Duration {
-        let waves = self.batch().div_ceil(self.config.concurrency) as u32;
-        (self.config.connect_timeout + self.config.timeout) * waves + Duration::from_secs(10)
-    }
 }
 
 /// What a deliverer did over its life.
@@ -108,42 +97,27 @@ pub async fn run(
     mut stop: Stop,
     metrics: Arc<Metrics>,
 ) -> Totals {
-    let mut totals = Totals::default();
-    let mut failures_in_a_row = 0u32;
-    // Each logged when it starts or changes, then once a minute.
-    let (mut round_failures, mut checkpoint_failures, mut outbox_failures) = (
-        Recurring::default(),
-        Recurring::default(),
-        Recurring::default(),
-    );
+    let mut deliverer = Deliverer {
+        pool: &pool,
+        owner: &owner,
+        metrics: &metrics,
+        totals: Totals::default(),
+        bookkeeping_failures: Recurring::default(),
+        attempt_failures: Recurring::default(),
+        failures_in_a_row: 0,
+        retry_at: None,
+    };
+    let (mut checkpoint_failures, mut outbox_failures) =
+        (Recurring::default(), Recurring::default());
     loop {
-        let draining = *stop.borrow();
-        if draining.is_some_and(|deadline| Instant::now() >= deadline) {
-            return totals;
-        }
         let webhook = webhooks.borrow_and_update().clone();
-        match round(&pool, &webhook, &owner, &stop, &metrics).await {
-            Ok(round) => {
-                failures_in_a_row = 0;
-                if let Some(failures) = round_failures.succeeded() {
-                    tracing::info!(failures, "delivery rounds work again");
-                }
-                totals.delivered += round.delivered;
-                totals.failed += round.failed;
-                totals.dead += round.dead;
-                if round.leased > 0 {
-                    continue;
-                }
-            }
-            Err(error) => {
-                failures_in_a_row += 1;
-                log_recurring!(
-                    error,
-                    round_failures,
-                    format!("{error:#}"),
-                    "delivery round failed"
-                );
-            }
+        match deliverer
+            .pipeline(webhook, &wake, &mut stop, &mut webhooks)
+            .await
+        {
+            Ended::Stopped => return deliverer.totals,
+            Ended::Reconfigured => continue,
+            Ended::Idle => {}
         }
         // Idle after work: a good moment to checkpoint the deliveries' writes.
         match store::blocking(&pool, "checkpointing the WAL", |connection| {
@@ -163,6 +137,7 @@ pub async fn run(
                 )
             }
         }
+        let draining = *stop.borrow();
         let next_due = match store::blocking(&pool, "reading the outbox", |connection| {
             outbox::next_due(connection)
         })
@@ -184,110 +159,414 @@ pub async fn run(
         };
         let wait = match next_due {
             Some(due) => Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_POLL),
-            None if draining.is_some() => return totals,
+            None if draining.is_some() => return deliverer.totals,
             None => IDLE_POLL,
         };
-        // After a database error, back off instead of spinning.
-        let wait = wait.max(Duration::from_millis(200) * failures_in_a_row.min(25));
+        // After a failed exchange, back off instead of spinning.
+        let wait = match deliverer.retry_at {
+            Some(at) => wait.max(at.saturating_duration_since(Instant::now())),
+            None => wait,
+        };
         if let Some(deadline) = draining
             && Instant::now() + wait >= deadline
         {
-            return totals;
+            return deliverer.totals;
         }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = wake.notified() => {}
-            _ = stop.changed() => {}
-            _ = webhooks.changed() => {}
+            Ok(()) = stop.changed() => {}
+            Ok(()) = webhooks.changed() => {}
         }
     }
 }
 
-#[derive(Debug, Default)]
-struct Round {
-    leased: u64,
-    delivered: u64,
-    failed: u64,
-    dead: u64,
+/// How many waves of `concurrency` attempts a deliverer keeps leased ahead:
+/// enough that requests never wait for the outbox's bookkeeping.
+const WAVES: u32 = 4;
+/// Leased rows not yet sent, at least.
+const MIN_AHEAD: usize = 256;
+/// What a lease keeps beyond its waves of attempts, for recording them.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
+/// How long finished attempts may wait for the next exchange with the outbox
+/// while requests are still running.
+const RECORD_AFTER: Duration = Duration::from_millis(20);
+
+impl Webhook {
+    /// Attempts at once.
+    fn concurrency(&self) -> usize {
+        self.config.concurrency
+    }
+
+    /// Leased rows not yet sent, at most: `WAVES` waves, and enough that
+    /// requests to a fast receiver never wait for the next exchange.
+    fn ahead(&self) -> usize {
+        (self.concurrency() * WAVES as usize).max(MIN_AHEAD)
+    }
+
+    /// Leased rows not yet recorded, at most (the ones ahead, and the
+    /// attempts that finished while an exchange ran).
+    fn held(&self) -> usize {
+        self.ahead() * 2
+    }
+
+    /// The longest one attempt can take.
+    fn attempt_bound(&self) -> Duration {
+        self.config.connect_timeout + self.config.timeout
+    }
+
+    /// How long a lease lasts: a leased row waits behind at most `WAVES - 1`
+    /// waves of attempts, each bounded by the timeouts, then is sent itself,
+    /// then recorded. A row whose lease ran short anyway (a stalled database)
+    /// is given back unsent: a lease that ran out mid-attempt would let
+    /// another deliverer send the same row at the same time.
+    fn lease(&self) -> Duration {
+        self.attempt_bound() * WAVES + LEASE_MARGIN
+    }
+
+    /// Whether a row leased until `lease_until` may still be sent now.
+    fn sendable(&self, lease_until: i64) -> bool {
+        lease_until - now_ms() >= (self.attempt_bound() + LEASE_MARGIN / 2).as_millis() as i64
+    }
 }
 
-/// Leases a batch of due rows, sends them with bounded concurrency and
-/// records every outcome in one transaction.
-async fn round(
-    pool: &Pool,
-    webhook: &Webhook,
-    owner: &str,
-    stop: &Stop,
-    metrics: &Metrics,
-) -> anyhow::Result<Round> {
-    let limit = webhook.batch();
-    let lease = webhook.lease().as_millis() as i64;
-    let leased = {
-        let owner = owner.to_owned();
-        store::blocking(pool, "leasing due events", move |connection| {
-            let now = now_ms();
-            outbox::lease_due(connection, &owner, now, now + lease, limit)
-        })
-        .await?
-    };
-    let mut round = Round {
-        leased: leased.len() as u64,
-        ..Round::default()
-    };
-    if leased.is_empty() {
-        return Ok(round);
+/// Why a pipeline ended.
+enum Ended {
+    /// Nothing is due now.
+    Idle,
+    /// The configuration changed: go on with the new one.
+    Reconfigured,
+    /// The drain deadline passed.
+    Stopped,
+}
+
+/// An attempt under way: what became of it, the receiver's answer, how long it took.
+type Attempting = Pin<Box<dyn Future<Output = (Settled, Response, Duration)> + Send>>;
+/// An exchange with the outbox under way: the rows it leased.
+type Exchanging = Pin<Box<dyn Future<Output = anyhow::Result<Vec<Leased>>> + Send>>;
+
+/// A deliverer's state across its pipelines.
+struct Deliverer<'a> {
+    pool: &'a Pool,
+    owner: &'a str,
+    metrics: &'a Metrics,
+    totals: Totals,
+    bookkeeping_failures: Recurring,
+    attempt_failures: Recurring,
+    /// Failed exchanges in a row, and when the next may start.
+    failures_in_a_row: u32,
+    retry_at: Option<Instant>,
+}
+
+/// One webhook configuration's pipeline: rows flow from the outbox through a
+/// queue to at most `concurrency` attempts at once, and their outcomes back.
+/// One exchange with the outbox at a time records the finished attempts and
+/// leases the next rows in one transaction, while the attempts go on.
+struct Pipeline {
+    webhook: Webhook,
+    /// Leased, not sent yet, in lease order.
+    queue: VecDeque<Leased>,
+    attempts: FuturesUnordered<Attempting>,
+    /// Finished, not recorded yet; since when the oldest waits.
+    finished: Vec<Settled>,
+    finished_since: Option<Instant>,
+    /// The exchange under way, with the outcomes it records and how many
+    /// rows it asked for.
+    exchange: Option<(Exchanging, Arc<Vec<Settled>>)>,
+    asked: usize,
+    /// The last exchange leased fewer rows than it asked for: nothing more is
+    /// due until a wake or the next idle check.
+    exhausted: bool,
+    reconfigured: bool,
+}
+
+/// What woke a pipeline.
+enum Woken {
+    Attempt((Settled, Response, Duration)),
+    Exchange(anyhow::Result<Vec<Leased>>),
+    Timer,
+    Wake,
+    Stop,
+    Reconfigured,
+}
+
+impl Deliverer<'_> {
+    async fn pipeline(
+        &mut self,
+        webhook: Webhook,
+        wake: &Notify,
+        stop: &mut Stop,
+        webhooks: &mut watch::Receiver<Webhook>,
+    ) -> Ended {
+        let mut pipeline = Pipeline {
+            webhook,
+            queue: VecDeque::new(),
+            attempts: FuturesUnordered::new(),
+            finished: Vec::new(),
+            finished_since: None,
+            exchange: None,
+            asked: 0,
+            exhausted: false,
+            reconfigured: false,
+        };
+        loop {
+            let past_deadline = stop
+                .borrow()
+                .is_some_and(|deadline| Instant::now() >= deadline);
+            pipeline.reconfigured |= webhooks.has_changed().unwrap_or(false);
+            let winding_down = past_deadline || pipeline.reconfigured;
+            if winding_down {
+                // Rows not sent yet go back as they were.
+                while let Some(event) = pipeline.queue.pop_front() {
+                    self.metrics
+                        .delivery(Delivery::Released, Response::None, Duration::ZERO);
+                    pipeline.settle(Settled {
+                        row_id: event.row_id,
+                        lease_until: event.lease_until,
+                        outcome: Outcome::Released,
+                    });
+                }
+            }
+            self.dispatch(&mut pipeline, stop);
+            self.start_exchange(&mut pipeline, !winding_down);
+            if pipeline.is_empty() {
+                return if past_deadline {
+                    Ended::Stopped
+                } else if pipeline.reconfigured {
+                    Ended::Reconfigured
+                } else {
+                    Ended::Idle
+                };
+            }
+            match pipeline.wait(self.retry_at, wake, stop, webhooks).await {
+                Woken::Attempt(done) => {
+                    self.attempted(&mut pipeline, done);
+                    // And every other that finished meanwhile, before the next wait.
+                    while let Some(Some(done)) = pipeline.attempts.next().now_or_never() {
+                        self.attempted(&mut pipeline, done);
+                    }
+                }
+                Woken::Exchange(result) => {
+                    if self.exchanged(&mut pipeline, result).is_err() && past_deadline {
+                        // Nothing more can be recorded in time: the leases
+                        // give the rows back when they run out.
+                        return Ended::Stopped;
+                    }
+                }
+                Woken::Wake => pipeline.exhausted = false,
+                Woken::Reconfigured => pipeline.reconfigured = true,
+                Woken::Timer | Woken::Stop => {}
+            }
+        }
     }
-    let permits = Arc::new(Semaphore::new(webhook.config.concurrency));
-    let mut attempts = JoinSet::new();
-    for event in leased {
-        let (webhook, permits, stop) = (webhook.clone(), permits.clone(), stop.clone());
-        attempts.spawn(async move {
-            let _permit = permits
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let started = std::time::Instant::now();
-            let (outcome, response) = attempt(&webhook, &event, stop).await;
-            (outcome, response, started.elapsed())
+
+    /// Starts attempts from the queue while fewer than `concurrency` run.
+    fn dispatch(&self, pipeline: &mut Pipeline, stop: &Stop) {
+        while pipeline.attempts.len() < pipeline.webhook.concurrency() {
+            let Some(event) = pipeline.queue.pop_front() else {
+                return;
+            };
+            if !pipeline.webhook.sendable(event.lease_until) {
+                self.metrics
+                    .delivery(Delivery::Released, Response::None, Duration::ZERO);
+                pipeline.settle(Settled {
+                    row_id: event.row_id,
+                    lease_until: event.lease_until,
+                    outcome: Outcome::Released,
+                });
+                continue;
+            }
+            let (webhook, stop) = (pipeline.webhook.clone(), stop.clone());
+            pipeline.attempts.push(Box::pin(async move {
+                let started = std::time::Instant::now();
+                let (settled, response) = attempt(&webhook, event, stop).await;
+                (settled, response, started.elapsed())
+            }));
+        }
+    }
+
+    /// Starts an exchange with the outbox, unless one runs or waits out a
+    /// failure: it records what finished, and leases more rows when the queue
+    /// runs low and `lease` allows.
+    fn start_exchange(&self, pipeline: &mut Pipeline, lease: bool) {
+        let now = Instant::now();
+        if pipeline.exchange.is_some() || self.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        let webhook = &pipeline.webhook;
+        let unsent = pipeline.queue.len() + pipeline.attempts.len();
+        let held = unsent + pipeline.finished.len();
+        let limit = if lease && !pipeline.exhausted && unsent <= webhook.ahead() / 2 {
+            (webhook.ahead() - unsent).min(webhook.held().saturating_sub(held))
+        } else {
+            0
+        };
+        let record = !pipeline.finished.is_empty()
+            && (limit > 0
+                || !lease
+                || unsent == 0
+                || pipeline.finished.len() >= webhook.concurrency()
+                || pipeline
+                    .finished_since
+                    .is_some_and(|since| now >= since + RECORD_AFTER));
+        if limit == 0 && !record {
+            return;
+        }
+        let settled = Arc::new(if record {
+            pipeline.finished_since = None;
+            std::mem::take(&mut pipeline.finished)
+        } else {
+            Vec::new()
         });
+        let want = (limit > 0).then(|| {
+            let now_ms = now_ms();
+            Want {
+                now_ms,
+                lease_until: now_ms + webhook.lease().as_millis() as i64,
+                limit,
+            }
+        });
+        let (pool, owner, recording) = (self.pool.clone(), self.owner.to_owned(), settled.clone());
+        let exchanging = async move {
+            store::blocking(&pool, "leasing and recording events", move |connection| {
+                let now = store::timestamp(chrono::Utc::now());
+                outbox::exchange(connection, &owner, &recording, &now, want)
+            })
+            .await
+        };
+        pipeline.exchange = Some((Box::pin(exchanging), settled));
+        pipeline.asked = limit;
     }
-    let mut outcomes = Vec::with_capacity(round.leased as usize);
-    let mut first_failure = None;
-    while let Some(joined) = attempts.join_next().await {
-        let (outcome, response, took) = joined.context("a delivery task panicked")?;
-        let kind = match &outcome {
-            Outcome::Delivered { .. } => {
-                round.delivered += 1;
+
+    fn attempted(
+        &mut self,
+        pipeline: &mut Pipeline,
+        (settled, response, took): (Settled, Response, Duration),
+    ) {
+        let kind = match &settled.outcome {
+            Outcome::Delivered => {
+                if let Some(failures) = self.attempt_failures.succeeded() {
+                    tracing::info!(failures, "deliveries work again");
+                }
                 Delivery::Delivered
             }
             Outcome::Retry { error, .. } => {
-                round.failed += 1;
-                first_failure.get_or_insert_with(|| error.clone());
+                log_recurring!(
+                    warn,
+                    self.attempt_failures,
+                    error.clone(),
+                    "deliveries failed; they will be retried"
+                );
                 Delivery::Failed
             }
-            Outcome::Dead { .. } => {
-                round.dead += 1;
-                Delivery::Dead
-            }
-            Outcome::Released { .. } => Delivery::Released,
+            Outcome::Dead { .. } => Delivery::Dead,
+            Outcome::Released => Delivery::Released,
         };
-        metrics.delivery(kind, response, took);
-        outcomes.push(outcome);
+        self.metrics.delivery(kind, response, took);
+        pipeline.settle(settled);
     }
-    if let Some(error) = first_failure {
-        tracing::warn!(failed = round.failed, delivered = round.delivered, %error, "deliveries failed; they will be retried");
+
+    /// Takes an exchange's result: counts what it recorded and queues what it
+    /// leased; after a failure, keeps the outcomes for the next one.
+    fn exchanged(
+        &mut self,
+        pipeline: &mut Pipeline,
+        result: anyhow::Result<Vec<Leased>>,
+    ) -> Result<(), ()> {
+        let (_, recorded) = pipeline.exchange.take().expect("an exchange was under way");
+        match result {
+            Ok(leased) => {
+                self.failures_in_a_row = 0;
+                self.retry_at = None;
+                if let Some(failures) = self.bookkeeping_failures.succeeded() {
+                    tracing::info!(failures, "delivery bookkeeping works again");
+                }
+                for settled in recorded.iter() {
+                    match settled.outcome {
+                        Outcome::Delivered => self.totals.delivered += 1,
+                        Outcome::Retry { .. } => self.totals.failed += 1,
+                        Outcome::Dead { .. } => self.totals.dead += 1,
+                        Outcome::Released => {}
+                    }
+                }
+                if pipeline.asked > 0 {
+                    // Fewer than asked for: nothing more is due now.
+                    pipeline.exhausted = leased.len() < pipeline.asked;
+                }
+                pipeline.queue.extend(leased);
+                Ok(())
+            }
+            Err(error) => {
+                self.failures_in_a_row += 1;
+                // Back off instead of spinning; outcomes wait for the next try.
+                self.retry_at = Some(
+                    Instant::now() + Duration::from_millis(200) * self.failures_in_a_row.min(25),
+                );
+                let mut kept = Arc::unwrap_or_clone(recorded);
+                kept.append(&mut pipeline.finished);
+                pipeline.finished = kept;
+                pipeline.finished_since.get_or_insert_with(Instant::now);
+                log_recurring!(
+                    error,
+                    self.bookkeeping_failures,
+                    format!("{error:#}"),
+                    "delivery bookkeeping failed"
+                );
+                Err(())
+            }
+        }
     }
-    let owner = owner.to_owned();
-    store::blocking(pool, "recording delivery outcomes", move |connection| {
-        outbox::record(
-            connection,
-            &owner,
-            &outcomes,
-            &store::timestamp(chrono::Utc::now()),
-        )
-    })
-    .await?;
-    Ok(round)
+}
+
+impl Pipeline {
+    fn settle(&mut self, settled: Settled) {
+        self.finished.push(settled);
+        self.finished_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Nothing leased is left: every row sent and recorded, or given back.
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+            && self.attempts.is_empty()
+            && self.finished.is_empty()
+            && self.exchange.is_none()
+    }
+
+    /// Waits for an attempt or the exchange to finish, a timer (recording
+    /// finished attempts, retrying a failed exchange), a wake, a stop, or a
+    /// new configuration.
+    async fn wait(
+        &mut self,
+        retry_at: Option<Instant>,
+        wake: &Notify,
+        stop: &mut Stop,
+        webhooks: &mut watch::Receiver<Webhook>,
+    ) -> Woken {
+        // While an exchange runs, the next one waits for it, not for a timer.
+        let timer = match retry_at {
+            _ if self.exchange.is_some() => None,
+            Some(at) if at > Instant::now() => Some(at),
+            _ => self.finished_since.map(|since| since + RECORD_AFTER),
+        };
+        // While attempts run, the end of the next one comes soon enough to
+        // look at the stop and the configuration (each attempt watches the
+        // drain deadline itself); a wake matters only when nothing was due.
+        let quiet = self.attempts.is_empty();
+        let Pipeline {
+            attempts,
+            exchange,
+            exhausted,
+            ..
+        } = self;
+        tokio::select! {
+            Some(done) = attempts.next(), if !quiet => Woken::Attempt(done),
+            result = async { exchange.as_mut().expect("checked").0.as_mut().await }, if exchange.is_some() => Woken::Exchange(result),
+            () = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => Woken::Timer,
+            () = wake.notified(), if *exhausted => Woken::Wake,
+            Ok(()) = stop.changed(), if quiet => Woken::Stop,
+            Ok(()) = webhooks.changed(), if quiet => Woken::Reconfigured,
+        }
+    }
 }
 
 /// Why an attempt failed, as far as what happens next is concerned.
@@ -362,7 +641,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, excerpt: &str) -> Failu
 
 /// One POST of one event: what becomes of the event, and what the receiver
 /// answered.
-async fn attempt(webhook: &Webhook, event: &Leased, mut stop: Stop) -> (Outcome, Response) {
+async fn attempt(webhook: &Webhook, event: Leased, mut stop: Stop) -> (Settled, Response) {
     let request = webhook
         .client
         .post(webhook.config.url.clone())
@@ -372,7 +651,7 @@ async fn attempt(webhook: &Webhook, event: &Leased, mut stop: Stop) -> (Outcome,
             &event.body,
             chrono::Utc::now().timestamp(),
         ))
-        .body(event.body.clone());
+        .body(event.body);
     let cut_off = async {
         loop {
             let deadline = *stop.borrow_and_update();
@@ -401,17 +680,22 @@ async fn attempt(webhook: &Webhook, event: &Leased, mut stop: Stop) -> (Outcome,
         let failure = classify(status, response.headers(), &excerpt(&prefix));
         Ok((status, Some(failure)))
     };
+    let settled = |outcome| Settled {
+        row_id: event.row_id,
+        lease_until: event.lease_until,
+        outcome,
+    };
     let answered: reqwest::Result<(StatusCode, Option<Failure>)> = tokio::select! {
         answered = exchange => answered,
-        () = cut_off => return (Outcome::Released { row_id: event.row_id }, Response::None),
+        () = cut_off => return (settled(Outcome::Released), Response::None),
     };
     let (response, failure) = match answered {
         Ok((status, None)) => {
             tracing::debug!(event_id = %event.event_id, "delivered");
-            let delivered = Outcome::Delivered {
-                row_id: event.row_id,
-            };
-            return (delivered, Response::Status(status.as_u16()));
+            return (
+                settled(Outcome::Delivered),
+                Response::Status(status.as_u16()),
+            );
         }
         Ok((status, Some(failure))) => (Response::Status(status.as_u16()), failure),
         Err(error) => {
@@ -429,41 +713,42 @@ async fn attempt(webhook: &Webhook, event: &Leased, mut stop: Stop) -> (Outcome,
             (response, failure)
         }
     };
-    (after_failure(webhook, event, failure), response)
+    (
+        settled(after_failure(
+            webhook,
+            &event.event_id,
+            event.attempts,
+            failure,
+        )),
+        response,
+    )
 }
 
 /// A failed attempt's event: retried after a wait while the schedule lasts,
 /// else (or at once, for a permanent failure) a dead letter.
-fn after_failure(webhook: &Webhook, event: &Leased, failure: Failure) -> Outcome {
-    let attempt = event.attempts + 1;
+fn after_failure(webhook: &Webhook, event_id: &str, attempts: u32, failure: Failure) -> Outcome {
+    let attempt = attempts + 1;
     let schedule = &webhook.config.retry_schedule;
     match failure {
         Failure::Transient {
             reason,
             retry_after,
         } if (attempt as usize) <= schedule.len() => {
-            let wait = retry_after.unwrap_or_else(|| backoff(schedule, event.attempts));
-            tracing::debug!(event_id = %event.event_id, attempt, error = %reason, ?wait, "delivery failed");
+            let wait = retry_after.unwrap_or_else(|| backoff(schedule, attempts));
+            tracing::debug!(event_id, attempt, error = %reason, ?wait, "delivery failed");
             Outcome::Retry {
-                row_id: event.row_id,
                 next_attempt_at: now_ms() + wait.as_millis() as i64,
                 error: reason,
             }
         }
         Failure::Transient { reason, .. } => {
             let error = format!("{reason} (attempt {attempt}; the retry schedule is used up)");
-            tracing::error!(event_id = %event.event_id, attempt, %error, "event moved to the dead letters");
-            Outcome::Dead {
-                row_id: event.row_id,
-                error,
-            }
+            tracing::error!(event_id, attempt, %error, "event moved to the dead letters");
+            Outcome::Dead { error }
         }
         Failure::Permanent { reason } => {
-            tracing::error!(event_id = %event.event_id, attempt, error = %reason, "event moved to the dead letters");
-            Outcome::Dead {
-                row_id: event.row_id,
-                error: reason,
-            }
+            tracing::error!(event_id, attempt, error = %reason, "event moved to the dead letters");
+            Outcome::Dead { error: reason }
         }
     }
 }

@@ -391,7 +391,10 @@ fn a_failure_that_repeats_every_tick_is_logged_when_it_starts_and_ends_not_every
     std::thread::sleep(Duration::from_secs(5));
     let log = daemon.log();
     assert_eq!(log.matches("job failed").count(), 1, "{log}");
-    assert!(log.matches("delivery round failed").count() <= 1, "{log}");
+    assert!(
+        log.matches("delivery bookkeeping failed").count() <= 1,
+        "{log}"
+    );
     holder.execute_batch("ROLLBACK").unwrap();
     daemon.wait_for_log("the job runs again after failing");
     receiver.wait_for(1);

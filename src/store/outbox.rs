@@ -12,110 +12,171 @@ pub struct Leased {
     pub body: String,
     /// Attempts made before this one.
     pub attempts: u32,
+    /// When the lease ends (unix ms): the lease's token, with the owner.
+    pub lease_until: i64,
+}
+
+/// What became of one leased row, to be recorded under its lease.
+#[derive(Debug, Clone)]
+pub struct Settled {
+    pub row_id: i64,
+    /// The lease it was sent under: only that lease's holder records it.
+    pub lease_until: i64,
+    pub outcome: Outcome,
 }
 
 /// What became of one attempt.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Delivered {
-        row_id: i64,
-    },
+    Delivered,
     /// Failed; try again at `next_attempt_at` (unix ms).
     Retry {
-        row_id: i64,
         next_attempt_at: i64,
         error: String,
     },
     /// Failed for good (a 4xx other than 408/425/429, or the retry schedule
     /// is used up): kept as a dead letter until an operator replays it.
     Dead {
-        row_id: i64,
         error: String,
     },
-    /// Not attempted to the end (the daemon is stopping): give the row back as it was.
-    Released {
-        row_id: i64,
-    },
+    /// Not attempted, or not to the end (the daemon is stopping, the
+    /// configuration changed, the lease ran short): give the row back as it was.
+    Released,
 }
 
-/// Leases up to `limit` due rows to `owner` until `lease_until` (unix ms).
-/// A lease that expired (its holder died) is free again.
-pub fn lease_due(
+/// A request for more rows in an [`exchange`].
+#[derive(Debug, Clone, Copy)]
+pub struct Want {
+    pub now_ms: i64,
+    pub lease_until: i64,
+    pub limit: usize,
+}
+
+/// One round trip of a deliverer to the outbox, in one transaction: records
+/// `settled` (each only while its lease is still `owner`'s), then leases up to
+/// `want.limit` due rows to `owner`. A lease that expired (its holder died) is
+/// free again.
+pub fn exchange(
     connection: &mut Connection,
     owner: &str,
-    now_ms: i64,
-    lease_until: i64,
-    limit: usize,
+    settled: &[Settled],
+    now: &str,
+    want: Option<Want>,
 ) -> rusqlite::Result<Vec<Leased>> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let leased = {
-        let mut statement = transaction.prepare_cached(
-            "UPDATE outbox SET lease_owner = ?1, lease_until = ?2
-             WHERE id IN (SELECT id FROM outbox
-                          WHERE state = 'pending' AND next_attempt_at <= ?3
-                            AND (lease_until IS NULL OR lease_until <= ?3)
-                          ORDER BY next_attempt_at, id LIMIT ?4)
-             RETURNING id, event_id, body, attempts",
-        )?;
-        let rows =
-            statement.query_map(params![owner, lease_until, now_ms, limit as i64], |row| {
-                Ok(Leased {
-                    row_id: row.get(0)?,
-                    event_id: row.get(1)?,
-                    body: row.get(2)?,
-                    attempts: row.get(3)?,
-                })
-            })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    record(&transaction, owner, settled, now)?;
+    let leased = match want {
+        Some(want) if want.limit > 0 => lease_due(&transaction, owner, want)?,
+        _ => Vec::new(),
     };
     transaction.commit()?;
     Ok(leased)
 }
 
-/// Records the outcomes of one round in one transaction. Only rows still
-/// leased to `owner` change: a lease lost to expiry is someone else's now.
-pub fn record(
-    connection: &mut Connection,
+fn lease_due(connection: &Connection, owner: &str, want: Want) -> rusqlite::Result<Vec<Leased>> {
+    let mut statement = connection.prepare_cached(
+        "UPDATE outbox SET lease_owner = ?1, lease_until = ?2
+         WHERE id IN (SELECT id FROM outbox
+                      WHERE state = 'pending' AND next_attempt_at <= ?3
+                        AND (lease_until IS NULL OR lease_until <= ?3)
+                      ORDER BY next_attempt_at, id LIMIT ?4)
+         RETURNING id, event_id, body, attempts",
+    )?;
+    let rows = statement.query_map(
+        params![owner, want.lease_until, want.now_ms, want.limit as i64],
+        |row| {
+            Ok(Leased {
+                row_id: row.get(0)?,
+                event_id: row.get(1)?,
+                body: row.get(2)?,
+                attempts: row.get(3)?,
+                lease_until: want.lease_until,
+            })
+        },
+    )?;
+    let mut leased = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    // RETURNING gives no order; sending follows the queue's.
+    leased.sort_unstable_by_key(|event| event.row_id);
+    Ok(leased)
+}
+
+/// Records outcomes. Only rows still leased to `owner` under the same lease
+/// change: a lease lost to expiry is someone else's now. Deliveries and
+/// releases, nearly all of them, are set-based: one statement per lease.
+fn record(
+    connection: &Connection,
     owner: &str,
-    outcomes: &[Outcome],
+    settled: &[Settled],
     now: &str,
 ) -> rusqlite::Result<()> {
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Row ids by lease, for the set-based statements: [delivered, released].
+    let mut by_lease: std::collections::BTreeMap<i64, [Vec<i64>; 2]> = Default::default();
+    for Settled {
+        row_id,
+        lease_until,
+        outcome,
+    } in settled
     {
-        let mut delivered = transaction.prepare_cached(
-            "UPDATE outbox SET state = 'delivered', delivered_at = ?1, attempts = attempts + 1,
-                 lease_owner = NULL, lease_until = NULL, last_error = NULL
-             WHERE id = ?2 AND lease_owner = ?3",
-        )?;
-        let mut retry = transaction.prepare_cached(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?1, last_error = ?2,
-                 lease_owner = NULL, lease_until = NULL
-             WHERE id = ?3 AND lease_owner = ?4",
-        )?;
-        let mut dead = transaction.prepare_cached(
-            "UPDATE outbox SET state = 'dead', dead_at = ?1, attempts = attempts + 1, last_error = ?2,
-                 lease_owner = NULL, lease_until = NULL
-             WHERE id = ?3 AND lease_owner = ?4",
-        )?;
-        let mut release = transaction.prepare_cached(
-            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL WHERE id = ?1 AND lease_owner = ?2",
-        )?;
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Delivered { row_id } => delivered.execute(params![now, row_id, owner])?,
-                Outcome::Retry {
-                    row_id,
-                    next_attempt_at,
-                    error,
-                } => retry.execute(params![next_attempt_at, error, row_id, owner])?,
-                Outcome::Dead { row_id, error } => {
-                    dead.execute(params![now, error, row_id, owner])?
-                }
-                Outcome::Released { row_id } => release.execute(params![row_id, owner])?,
-            };
+        match outcome {
+            Outcome::Delivered => by_lease.entry(*lease_until).or_default()[0].push(*row_id),
+            Outcome::Released => by_lease.entry(*lease_until).or_default()[1].push(*row_id),
+            Outcome::Retry {
+                next_attempt_at,
+                error,
+            } => {
+                connection
+                    .prepare_cached(
+                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?1, last_error = ?2,
+                             lease_owner = NULL, lease_until = NULL
+                         WHERE id = ?3 AND lease_owner = ?4 AND lease_until = ?5",
+                    )?
+                    .execute(params![next_attempt_at, error, row_id, owner, lease_until])?;
+            }
+            Outcome::Dead { error } => {
+                connection
+                    .prepare_cached(
+                        "UPDATE outbox SET state = 'dead', dead_at = ?1, attempts = attempts + 1, last_error = ?2,
+                             lease_owner = NULL, lease_until = NULL
+                         WHERE id = ?3 AND lease_owner = ?4 AND lease_until = ?5",
+                    )?
+                    .execute(params![now, error, row_id, owner, lease_until])?;
+            }
         }
     }
-    transaction.commit()
+    for (lease_until, [delivered, released]) in by_lease {
+        if !delivered.is_empty() {
+            connection
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'delivered', delivered_at = ?1, attempts = attempts + 1,
+                         lease_owner = NULL, lease_until = NULL, last_error = NULL
+                     WHERE id IN (SELECT value FROM json_each(?2)) AND lease_owner = ?3 AND lease_until = ?4",
+                )?
+                .execute(params![now, id_list(&delivered), owner, lease_until])?;
+        }
+        if !released.is_empty() {
+            connection
+                .prepare_cached(
+                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL
+                     WHERE id IN (SELECT value FROM json_each(?1)) AND lease_owner = ?2 AND lease_until = ?3",
+                )?
+                .execute(params![id_list(&released), owner, lease_until])?;
+        }
+    }
+    Ok(())
+}
+
+/// Row ids as a JSON array, for `json_each`: one bound parameter for a set.
+fn id_list(ids: &[i64]) -> String {
+    let mut list = String::with_capacity(ids.len() * 8 + 2);
+    list.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        list.push_str(&id.to_string());
+    }
+    list.push(']');
+    list
 }
 
 /// When the next pending row becomes sendable (unix ms), if any is pending.
