@@ -389,3 +389,115 @@ fn the_secret_never_reaches_logs_or_help() {
     }
     assert_eq!(receiver.arrivals().len(), 2);
 }
+
+#[test]
+fn credentials_in_the_url_go_as_basic_authorization_and_the_rest_of_the_url_as_given() {
+    let receiver = Receiver::start();
+    let url = format!(
+        "{}/in?token=abc&x=1",
+        receiver
+            .url
+            .replace("http://", "http://ops%40desk:p%C3%A4ss%3A1@")
+    );
+    let (db, config) = triggered(1, &url);
+    let totals = deliver_pending(&db.pool(4), &config);
+    assert_eq!(totals.delivered, 1);
+    let received = receiver.received();
+    let request = &received[0];
+    let expected = base64::engine::general_purpose::STANDARD.encode("ops@desk:päss:1");
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Basic {expected}").as_str())
+    );
+    assert_eq!(request.uri, "/events/in?token=abc&x=1");
+    let port = receiver
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert_eq!(
+        request.header("host"),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
+    assert!(
+        request
+            .header("user-agent")
+            .is_some_and(|agent| agent.starts_with("price-alertd/")),
+        "{:?}",
+        request.headers
+    );
+    assert_eq!(request.header("content-type"), Some("application/json"));
+}
+
+/// A TLS server on loopback with a self-signed certificate for 127.0.0.1
+/// (`tests/fixtures/self-signed.*`, made for this test only), which no root
+/// the daemon trusts vouches for. Returns its port, and whether a handshake
+/// ever completed (then a request could have been read).
+fn untrusted_tls_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let certs = CertificateDer::pem_file_iter(fixtures.join("self-signed.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(fixtures.join("self-signed.key")).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshaken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = handshaken.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            while connection.is_handshaking() {
+                if connection.complete_io(&mut stream).is_err() {
+                    break;
+                }
+            }
+            if !connection.is_handshaking() {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    (port, handshaken)
+}
+
+#[test]
+fn tls_is_verified_a_certificate_no_root_vouches_for_gets_nothing() {
+    let (port, handshaken) = untrusted_tls_server();
+    let (db, config) = triggered(1, &format!("https://127.0.0.1:{port}/events"));
+    let totals = deliver_pending(&db.pool(4), &config);
+    // Retried as any failure to connect, then a dead letter (the test
+    // schedule is short): never delivered.
+    assert_eq!(
+        (totals.delivered, totals.failed, totals.dead),
+        (0, 2, 1),
+        "{totals:?}"
+    );
+    assert!(
+        !handshaken.load(std::sync::atomic::Ordering::SeqCst),
+        "the client finished a handshake with an untrusted server"
+    );
+    let last_error: String = db
+        .app()
+        .query_row("SELECT last_error FROM outbox", [], |row| row.get(0))
+        .unwrap();
+    assert!(
+        last_error.contains("invalid peer certificate: UnknownIssuer"),
+        "{last_error}"
+    );
+}

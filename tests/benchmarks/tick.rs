@@ -9,18 +9,23 @@
 //! - first: the job's first tick, which reads every alert once;
 //! - quiet: no quote changed (goal: tick ≤ 10 ms, whatever N);
 //! - 1% moved: 1% of the tickers move to 102, triggering ≈ 0.1% of the
-//!   alerts (goal: tick ≤ 50 ms);
+//!   alerts (goal: tick ≤ 50 ms); beyond 10,000 tickers also 100 moved, the
+//!   same change at a larger size (goal: the same);
 //! - all moved: every ticker moves to 102, triggering ≈ 10% of the alerts,
 //!   next to the floor: SQLite's own set-based `UPDATE ... WHERE enabled = 1
 //!   AND <condition>` over a copy of the same data, in the `sqlite3` shell
 //!   (goal: ≤ 1.5× the floor);
 //!
+//! then delivery next to plain load generators on the same relay at the same
+//! concurrency (16, signed): `wrk`, and a bare hyper client (goal: the daemon
+//! at ≥ 0.8× wrk);
+//!
 //! with the invariants checked at speed (one outbox row per triggered alert,
 //! none left enabled, every event delivered), the peak RSS of each run, and an
 //! idle daemon's resident memory.
 //!
-//! It needs `sqlite3`, `nginx` and `libnginx-mod-nchan` (`bash tests/run`
-//! installs them).
+//! It needs `sqlite3`, `nginx`, `libnginx-mod-nchan` and `wrk` (`bash
+//! tests/run` installs them).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -98,14 +103,18 @@ fn generate(path: &Path, alerts: u64, tickers: u64) {
         .unwrap();
 }
 
-/// Moves the quotes of every `every`-th ticker to 102, stamped now, as the
-/// application would.
-fn move_quotes(path: &Path, every: u64) {
+/// Moves the quotes of every `every`-th ticker (those whose row number is
+/// `remainder` modulo `every`) to 102, stamped now, as the application would.
+fn move_quotes(path: &Path, every: u64, remainder: u64) {
     rusqlite::Connection::open(path)
         .unwrap()
         .execute(
-            "UPDATE quotes SET price = 102.0, updated_at = ?1 WHERE rowid % ?2 = 0",
-            rusqlite::params![chrono::Utc::now().to_rfc3339(), every as i64],
+            "UPDATE quotes SET price = 102.0, updated_at = ?1 WHERE rowid % ?2 = ?3",
+            rusqlite::params![
+                chrono::Utc::now().to_rfc3339(),
+                every as i64,
+                remainder as i64
+            ],
         )
         .unwrap();
 }
@@ -162,6 +171,12 @@ WHERE q.ticker = price_alerts.ticker AND price_alerts.enabled = 1
     line.split_whitespace().nth(3).unwrap().parse().unwrap()
 }
 
+/// The webhook's concurrency, the shipped default; the load generators run at
+/// the same.
+const CONCURRENCY: usize = 16;
+/// Deliveries are signed, as in production.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
 fn config(dir: &Path, database: &Path, relay: &str) -> PathBuf {
     let path = dir.join("bench.toml");
     std::fs::write(
@@ -174,8 +189,9 @@ path = "{}"
 threads = 10
 [webhook]
 url = "{relay}"
+secret = "{SECRET}"
 headers = {{ "X-EventSource-Event" = "price_alert" }}
-concurrency = 64
+concurrency = {CONCURRENCY}
 drain_timeout = "300s"
 [log]
 level = "warn"
@@ -286,6 +302,8 @@ fn main() {
         "peak MB"
     );
     let mut idle_template = None;
+    let mut delivery_rates = Vec::new();
+    let mut sample_event: Option<(String, String)> = None;
     for &alerts in &options.sizes {
         let tickers = options.tickers.unwrap_or((alerts / 100).max(1));
         let template = dir.path().join(format!("template-{alerts}.db"));
@@ -294,7 +312,7 @@ fn main() {
         // The floor: SQLite's own claim of what moving every ticker triggers.
         let floor_db = dir.path().join(format!("floor-{alerts}.db"));
         copy(&template, &floor_db);
-        move_quotes(&floor_db, 1);
+        move_quotes(&floor_db, 1, 0);
         let all_triggered = triggering(&floor_db);
         let floor_ms = floor(&floor_db) * 1000.0;
         assert_eq!(
@@ -335,7 +353,7 @@ fn main() {
         };
         row("first", &run_job(&config, &tick_db, 0), None, "");
         row("quiet", &run_job(&config, &tick_db, 0), None, "<= 10 ms");
-        move_quotes(&tick_db, 100);
+        move_quotes(&tick_db, 100, 0);
         let some = triggering(&tick_db);
         row(
             "1% moved",
@@ -343,6 +361,18 @@ fn main() {
             None,
             "<= 50 ms",
         );
+        if tickers > 10_000 {
+            // The same change as 1% of 10,000 tickers: 100 tickers move, at
+            // any size (other tickers than the 1% above).
+            move_quotes(&tick_db, tickers / 100, 1);
+            let some = triggering(&tick_db);
+            row(
+                "100 moved",
+                &run_job(&config, &tick_db, some),
+                None,
+                "<= 50 ms",
+            );
+        }
         // Every ticker moves, from the template's state (nothing claimed yet)
         // with the job's watermark set, as the floor started.
         copy(&template, &tick_db);
@@ -350,10 +380,40 @@ fn main() {
             let _ = std::fs::remove_file(tick_db.with_extension(leftover));
         }
         run_job(&config, &tick_db, 0);
-        move_quotes(&tick_db, 1);
+        move_quotes(&tick_db, 1, 0);
         let all = run_job(&config, &tick_db, all_triggered);
         row("all moved", &all, Some(floor_ms), "<= 1.5x");
+        delivery_rates.push((
+            alerts,
+            all.value("delivered") / (all.value("delivery_ms") / 1000.0),
+        ));
+        sample_event.get_or_insert_with(|| {
+            rusqlite::Connection::open(&tick_db)
+                .unwrap()
+                .query_row("SELECT event_id, body FROM outbox LIMIT 1", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .unwrap()
+        });
         idle_template.get_or_insert(template);
+    }
+
+    // Delivery next to plain load generators: the same relay, the same
+    // concurrency, an event's bytes and headers.
+    let (event_id, body) = sample_event.unwrap();
+    let headers = event_headers(&event_id, &body);
+    let wrk = wrk_rate(dir.path(), &relay.publish_url(), &body, &headers);
+    let bare = bare_client_rate(&relay.publish_url(), &body, &headers, 200_000);
+    println!(
+        "delivery to the relay at concurrency {CONCURRENCY}: wrk -t1 -c{CONCURRENCY} {wrk:.0}/s; \
+         a bare hyper client {bare:.0}/s ({:.2}x)",
+        bare / wrk
+    );
+    for (alerts, rate) in delivery_rates {
+        println!(
+            "  daemon, {alerts} alerts all moved: {rate:.0} events/s, signed and recorded ({:.2}x wrk; goal >= 0.8x)",
+            rate / wrk
+        );
     }
 
     // An idle daemon: scheduled, nothing due, nothing pending.
@@ -377,4 +437,109 @@ fn main() {
         rss as f64 / 1024.0,
         peak as f64 / 1024.0
     );
+}
+
+/// The headers the daemon sends with an event, signed now.
+fn event_headers(event_id: &str, body: &str) -> Vec<(String, String)> {
+    let config = price_alertd::config::parse(
+        &format!(
+            "[webhook]\nurl = \"http://127.0.0.1/\"\nsecret = \"{SECRET}\"\n\
+             headers = {{ \"X-EventSource-Event\" = \"price_alert\" }}\n"
+        ),
+        Path::new("."),
+        None,
+    )
+    .unwrap();
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    price_alertd::deliver::headers(&config.webhook, event_id, body, timestamp)
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_owned()))
+        .chain([(
+            "user-agent".to_owned(),
+            concat!("price-alertd/", env!("CARGO_PKG_VERSION")).to_owned(),
+        )])
+        .collect()
+}
+
+/// Requests per second `wrk` gets from the relay with one thread and
+/// `CONCURRENCY` connections over 5 s, posting `body` with `headers`.
+fn wrk_rate(dir: &Path, url: &str, body: &str, headers: &[(String, String)]) -> f64 {
+    let script = dir.join("post.lua");
+    let mut lua = format!("wrk.method = \"POST\"\nwrk.body = [==[{body}]==]\n");
+    for (name, value) in headers {
+        lua.push_str(&format!("wrk.headers[\"{name}\"] = [==[{value}]==]\n"));
+    }
+    std::fs::write(&script, lua).unwrap();
+    let output = Command::new("wrk")
+        .args(["-t1", &format!("-c{CONCURRENCY}"), "-d5s", "-s"])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("wrk (bash tests/run installs it)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "wrk failed: {text}");
+    assert!(!text.contains("Non-2xx"), "the relay refused some: {text}");
+    text.lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .unwrap_or_else(|| panic!("no rate in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Requests per second a bare hyper client (the daemon's HTTP stack, with
+/// nothing else: no database, no signing) gets from the relay at
+/// `CONCURRENCY`, over `total` POSTs on one current-thread runtime.
+fn bare_client_rate(url: &str, body: &str, headers: &[(String, String)], total: usize) -> f64 {
+    use http_body_util::{BodyExt as _, Full};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let uri: hyper::Uri = url.parse().unwrap();
+    let body = bytes::Bytes::from(body.to_owned());
+    let mut header_map = hyper::HeaderMap::new();
+    for (name, value) in headers {
+        header_map.insert(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(CONCURRENCY)
+                .build_http();
+        let sent = std::sync::Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut lanes = Vec::new();
+        for _ in 0..CONCURRENCY {
+            let (client, uri, body, headers, sent) = (
+                client.clone(),
+                uri.clone(),
+                body.clone(),
+                header_map.clone(),
+                sent.clone(),
+            );
+            lanes.push(tokio::spawn(async move {
+                while sent.fetch_add(1, Ordering::Relaxed) < total {
+                    let mut request = hyper::Request::new(Full::new(body.clone()));
+                    *request.method_mut() = hyper::Method::POST;
+                    *request.uri_mut() = uri.clone();
+                    *request.headers_mut() = headers.clone();
+                    let response = client.request(request).await.unwrap();
+                    assert!(response.status().is_success(), "{}", response.status());
+                    response.into_body().collect().await.unwrap();
+                }
+            }));
+        }
+        for lane in lanes {
+            lane.await.unwrap();
+        }
+        total as f64 / started.elapsed().as_secs_f64()
+    })
 }

@@ -201,6 +201,8 @@ pub fn deliver_pending(pool: &Pool, config: &Config) -> Totals {
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// Path and query.
+    pub uri: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
@@ -382,6 +384,7 @@ async fn answer(request: Incoming, state: &Mutex<ReceiverState>) -> Answer {
     let mut state = state.lock().unwrap();
     if (200..300).contains(&reply.status) && !state.lean {
         state.received.push(Received {
+            uri: request.uri,
             headers: request.headers,
             body: request.body,
         });

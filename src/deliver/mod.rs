@@ -1,5 +1,10 @@
 //! Delivery: outbox rows to signed webhook POSTs, with retries. The only module
-//! that knows HTTP. Runs on tokio; every database call goes to `spawn_blocking`.
+//! that sends to the webhook. `run` is the pipeline (leasing, sending with
+//! bounded concurrency, recording outcomes); `attempt` is one POST: the HTTP
+//! client, signing, and which answers are retried. Runs on tokio; every
+//! database call goes to `spawn_blocking`.
+
+mod attempt;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -7,70 +12,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use base64::Engine as _;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
-use hmac::{Hmac, Mac};
-use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
-use sha2::Sha256;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::config::{Secret, WebhookConfig};
+pub use attempt::{
+    ANSWER_PREFIX, Failure, Webhook, backoff, classify, client_builder, headers, read_prefix, sign,
+};
+
 use crate::log_recurring;
 use crate::metrics::{Delivery, Metrics, Response};
 use crate::recurring::Recurring;
 use crate::store::outbox::{self, Leased, Outcome, Settled, Want};
 use crate::store::{self, Pool};
 
-/// The longest `Retry-After` a receiver can impose.
-const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
-/// How much of a receiver's answer is read: enough for a log line. The status
-/// alone is the answer; the rest of a longer body is never read, and the
-/// connection is dropped with it, so no receiver decides how much memory the
-/// daemon uses.
-pub const ANSWER_PREFIX: usize = 1024;
 /// How long an idle deliverer sleeps when nothing is due, unless woken: the
 /// delay before it sees rows that another process queued or replayed.
 const IDLE_POLL: Duration = Duration::from_secs(5);
-
-/// A configured webhook: the shared HTTP client and what to send with it.
-#[derive(Clone)]
-pub struct Webhook {
-    client: reqwest::Client,
-    config: Arc<WebhookConfig>,
-}
-
-/// A reqwest client builder as every outbound request of the daemon needs it:
-/// our user agent, and TLS (verification on) through ring.
-pub fn client_builder() -> reqwest::ClientBuilder {
-    // reqwest is built without a default crypto provider; ring is ours.
-    // Installing twice (tests, reloads, two clients) is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().user_agent(concat!("price-alertd/", env!("CARGO_PKG_VERSION")))
-}
-
-impl Webhook {
-    pub fn new(config: &WebhookConfig) -> anyhow::Result<Webhook> {
-        let client = client_builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.timeout)
-            .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(config.concurrency)
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Webhook {
-            client,
-            config: Arc::new(config.clone()),
-        })
-    }
-
-    pub fn config(&self) -> &WebhookConfig {
-        &self.config
-    }
-}
 
 /// What a deliverer did over its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -379,7 +338,7 @@ impl Deliverer<'_> {
             let (webhook, stop) = (pipeline.webhook.clone(), stop.clone());
             pipeline.attempts.push(Box::pin(async move {
                 let started = std::time::Instant::now();
-                let (settled, response) = attempt(&webhook, event, stop).await;
+                let (settled, response) = attempt::attempt(&webhook, event, stop).await;
                 (settled, response, started.elapsed())
             }));
         }
@@ -569,251 +528,7 @@ impl Pipeline {
     }
 }
 
-/// Why an attempt failed, as far as what happens next is concerned.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// Worth retrying: no answer, a timeout, 408, 425, 429, 5xx, a redirect.
-    #[error("{reason}")]
-    Transient {
-        reason: String,
-        retry_after: Option<Duration>,
-    },
-    /// Retrying cannot help (other 4xx): the event goes to the dead letters.
-    #[error("{reason}")]
-    Permanent { reason: String },
-}
-
-/// Reads a response's body up to `limit` bytes: those bytes, and whether they
-/// are all of it. The rest of a longer body is never read (dropping the
-/// response drops its connection); a body that ends within the limit leaves the
-/// connection reusable.
-pub async fn read_prefix(
-    response: &mut reqwest::Response,
-    limit: usize,
-) -> reqwest::Result<(Vec<u8>, bool)> {
-    let mut prefix = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = limit - prefix.len();
-        if chunk.len() > room {
-            prefix.extend_from_slice(&chunk[..room]);
-            return Ok((prefix, false));
-        }
-        prefix.extend_from_slice(&chunk);
-    }
-    Ok((prefix, true))
-}
-
-/// The start of an answer's body as it may appear in a log line or a dead
-/// letter: control characters and runs of spaces folded, cut to 200 characters.
-fn excerpt(prefix: &[u8]) -> String {
-    let text = String::from_utf8_lossy(prefix);
-    let text = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|word| !word.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    match text.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
-}
-
-/// Classifies a non-2xx answer; `excerpt` is the start of its body.
-pub fn classify(status: StatusCode, headers: &HeaderMap, excerpt: &str) -> Failure {
-    let reason = if excerpt.is_empty() {
-        format!("the webhook answered {status}")
-    } else {
-        format!("the webhook answered {status}: {excerpt}")
-    };
-    let transient = status.is_server_error()
-        || status.is_redirection()
-        || status.is_informational()
-        || matches!(status.as_u16(), 408 | 425 | 429);
-    if transient {
-        Failure::Transient {
-            reason,
-            retry_after: retry_after(headers),
-        }
-    } else {
-        Failure::Permanent { reason }
-    }
-}
-
-/// One POST of one event: what becomes of the event, and what the receiver
-/// answered.
-async fn attempt(webhook: &Webhook, event: Leased, mut stop: Stop) -> (Settled, Response) {
-    let request = webhook
-        .client
-        .post(webhook.config.url.clone())
-        .headers(headers(
-            &webhook.config,
-            &event.event_id,
-            &event.body,
-            chrono::Utc::now().timestamp(),
-        ))
-        .body(event.body);
-    let cut_off = async {
-        loop {
-            let deadline = *stop.borrow_and_update();
-            if let Some(deadline) = deadline {
-                tokio::time::sleep_until(deadline).await;
-                return;
-            }
-            if stop.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    // The status is the answer. Of the body, at most a prefix is read: all
-    // of a short one, so that the connection can be reused, and of an error's
-    // the start, for the log and the dead letter.
-    let exchange = async {
-        let mut response = request.send().await?;
-        let status = response.status();
-        if status.is_success() {
-            let _ = read_prefix(&mut response, ANSWER_PREFIX).await;
-            return Ok((status, None));
-        }
-        let (prefix, _) = read_prefix(&mut response, ANSWER_PREFIX)
-            .await
-            .unwrap_or_default();
-        let failure = classify(status, response.headers(), &excerpt(&prefix));
-        Ok((status, Some(failure)))
-    };
-    let settled = |outcome| Settled {
-        row_id: event.row_id,
-        lease_until: event.lease_until,
-        outcome,
-    };
-    let answered: reqwest::Result<(StatusCode, Option<Failure>)> = tokio::select! {
-        answered = exchange => answered,
-        () = cut_off => return (settled(Outcome::Released), Response::None),
-    };
-    let (response, failure) = match answered {
-        Ok((status, None)) => {
-            tracing::debug!(event_id = %event.event_id, "delivered");
-            return (
-                settled(Outcome::Delivered),
-                Response::Status(status.as_u16()),
-            );
-        }
-        Ok((status, Some(failure))) => (Response::Status(status.as_u16()), failure),
-        Err(error) => {
-            let response = if error.is_timeout() {
-                Response::Timeout
-            } else if error.is_connect() {
-                Response::Connection
-            } else {
-                Response::Error
-            };
-            let failure = Failure::Transient {
-                reason: format!("{:#}", anyhow::Error::new(error.without_url())),
-                retry_after: None,
-            };
-            (response, failure)
-        }
-    };
-    (
-        settled(after_failure(
-            webhook,
-            &event.event_id,
-            event.attempts,
-            failure,
-        )),
-        response,
-    )
-}
-
-/// A failed attempt's event: retried after a wait while the schedule lasts,
-/// else (or at once, for a permanent failure) a dead letter.
-fn after_failure(webhook: &Webhook, event_id: &str, attempts: u32, failure: Failure) -> Outcome {
-    let attempt = attempts + 1;
-    let schedule = &webhook.config.retry_schedule;
-    match failure {
-        Failure::Transient {
-            reason,
-            retry_after,
-        } if (attempt as usize) <= schedule.len() => {
-            let wait = retry_after.unwrap_or_else(|| backoff(schedule, attempts));
-            tracing::debug!(event_id, attempt, error = %reason, ?wait, "delivery failed");
-            Outcome::Retry {
-                next_attempt_at: now_ms() + wait.as_millis() as i64,
-                error: reason,
-            }
-        }
-        Failure::Transient { reason, .. } => {
-            let error = format!("{reason} (attempt {attempt}; the retry schedule is used up)");
-            tracing::error!(event_id, attempt, %error, "event moved to the dead letters");
-            Outcome::Dead { error }
-        }
-        Failure::Permanent { reason } => {
-            tracing::error!(event_id, attempt, error = %reason, "event moved to the dead letters");
-            Outcome::Dead { error: reason }
-        }
-    }
-}
-
-/// The headers of one attempt: the Standard Webhooks trio, then the static ones.
-pub fn headers(config: &WebhookConfig, event_id: &str, body: &str, timestamp: i64) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Ok(id) = HeaderValue::from_str(event_id) {
-        headers.insert("webhook-id", id);
-    }
-    headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
-    if !config.secrets.is_empty() {
-        let signatures: Vec<String> = config
-            .secrets
-            .iter()
-            .map(|secret| sign(secret, event_id, timestamp, body))
-            .collect();
-        if let Ok(value) = HeaderValue::from_str(&signatures.join(" ")) {
-            headers.insert("webhook-signature", value);
-        }
-    }
-    for (name, value) in &config.headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    headers
-}
-
-/// `v1,` + base64 HMAC-SHA256 of `id.timestamp.body` (Standard Webhooks).
-pub fn sign(secret: &Secret, event_id: &str, timestamp: i64, body: &str) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes keys of any length");
-    mac.update(format!("{event_id}.{timestamp}.").as_bytes());
-    mac.update(body.as_bytes());
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
-}
-
-/// The wait before the next attempt after `attempts` earlier ones: the
-/// schedule's entry with ±20% jitter.
-pub fn backoff(schedule: &[Duration], attempts: u32) -> Duration {
-    let base = schedule
-        .get(attempts as usize)
-        .or(schedule.last())
-        .copied()
-        .unwrap_or(Duration::from_secs(5));
-    base.mul_f64(0.8 + 0.4 * fastrand::f64())
-}
-
-/// A `Retry-After` in seconds, capped. (The HTTP-date form is rare from
-/// webhook receivers and is treated as absent: the schedule applies.)
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds).min(RETRY_AFTER_CAP))
-}
-
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -821,78 +536,37 @@ fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn signatures_match_the_standard_webhooks_test_vector() {
-        let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        assert_eq!(
-            sign(
-                &secret,
-                "msg_p5jXN8AQM9LWM0D4loKWxJek",
-                1_614_265_330,
-                r#"{"test": 2432232314}"#
+    fn webhook(concurrency: usize) -> Webhook {
+        let config = crate::config::parse(
+            &format!(
+                "[webhook]\nurl = \"http://127.0.0.1:9/\"\ntimeout = \"15s\"\n\
+                 connect_timeout = \"5s\"\nconcurrency = {concurrency}\n"
             ),
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-        );
+            std::path::Path::new("."),
+            None,
+        )
+        .unwrap();
+        Webhook::new(&config.webhook).unwrap()
     }
 
     #[test]
-    fn backoff_follows_the_schedule_with_jitter_and_repeats_its_last_entry() {
-        let schedule = [Duration::from_secs(5), Duration::from_secs(300)];
-        for _ in 0..200 {
-            let first = backoff(&schedule, 0);
-            assert!(
-                first >= Duration::from_secs(4) && first <= Duration::from_secs(6),
-                "{first:?}"
-            );
-            let late = backoff(&schedule, 9);
-            assert!(
-                late >= Duration::from_secs(240) && late <= Duration::from_secs(360),
-                "{late:?}"
-            );
-        }
-    }
-
-    fn check(status: u16, retry_after: Option<&'static str>, expected: &str) {
-        let mut headers = HeaderMap::new();
-        if let Some(value) = retry_after {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
-        }
-        let got = match classify(StatusCode::from_u16(status).unwrap(), &headers, "") {
-            Failure::Transient {
-                retry_after: Some(wait),
-                ..
-            } => format!("retry after {}s", wait.as_secs()),
-            Failure::Transient {
-                retry_after: None, ..
-            } => "retry".to_owned(),
-            Failure::Permanent { .. } => "dead".to_owned(),
-        };
-        assert_eq!(got, expected, "{status} {retry_after:?}");
+    fn a_row_is_sent_only_while_its_lease_outlasts_the_attempt_by_the_margin() {
+        let webhook = webhook(16);
+        // 4 waves of (5 s + 15 s), and 10 s to record them.
+        assert_eq!(webhook.lease(), Duration::from_secs(90));
+        let now = now_ms();
+        assert!(webhook.sendable(now + webhook.lease().as_millis() as i64));
+        // The attempt may take 20 s; 5 s more are left for the record.
+        assert!(webhook.sendable(now + 25_500));
+        assert!(!webhook.sendable(now + 24_000));
+        assert!(!webhook.sendable(now - 1));
     }
 
     #[test]
-    fn an_excerpt_is_one_short_line() {
-        assert_eq!(
-            excerpt(b"{\"error\":\n\t\"bad\"}\r\n"),
-            "{\"error\": \"bad\"}"
-        );
-        assert_eq!(excerpt(b"a\x1b[31mb"), "a [31mb");
-        let long = excerpt(&[b'x'; ANSWER_PREFIX]);
-        assert_eq!(long.chars().count(), 201);
-        assert!(long.ends_with('…'));
-    }
-
-    #[test]
-    fn answers_are_classified_as_retry_or_dead_letter() {
-        for status in [408, 425, 429, 500, 502, 503, 504, 301, 302, 307] {
-            check(status, None, "retry");
-        }
-        for status in [400, 401, 403, 404, 405, 409, 410, 413, 422] {
-            check(status, None, "dead");
-        }
-        check(429, Some("7"), "retry after 7s");
-        check(503, Some(" 30 "), "retry after 30s");
-        check(503, Some("999999"), "retry after 3600s");
-        check(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"), "retry");
+    fn the_rows_held_follow_the_concurrency_with_a_floor() {
+        assert_eq!(webhook(16).ahead(), 256);
+        assert_eq!(webhook(16).held(), 512);
+        assert_eq!(webhook(200).ahead(), 800);
+        assert_eq!(webhook(1024).held(), 8192);
     }
 }

@@ -1,0 +1,527 @@
+//! One attempt: the webhook's HTTP client, the signed request, and what its
+//! answer means for the event (delivered, retried later, or a dead letter).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt as _, Full};
+use reqwest::StatusCode;
+use reqwest::header::{
+    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
+use sha2::Sha256;
+
+use super::{Stop, now_ms};
+use crate::config::{Secret, WebhookConfig};
+use crate::metrics::Response;
+use crate::store::outbox::{Leased, Outcome, Settled};
+
+/// The longest `Retry-After` a receiver can impose.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+/// How much of a receiver's answer is read: enough for a log line. The status
+/// alone is the answer; the rest of a longer body is never read, and the
+/// connection is dropped with it, so no receiver decides how much memory the
+/// daemon uses.
+pub const ANSWER_PREFIX: usize = 1024;
+const USER_AGENT_VALUE: &str = concat!("price-alertd/", env!("CARGO_PKG_VERSION"));
+/// The webhook's HTTP client: hyper's pooled HTTP/1 client over rustls
+/// (verification on, against the platform's roots, as reqwest does for the
+/// quote source). Without reqwest's layers (URL parsing, redirects, proxies)
+/// a request costs a fraction of the CPU; see ARCHITECTURE.md.
+type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+/// A configured webhook: the shared HTTP client and what to send with it.
+#[derive(Clone)]
+pub struct Webhook {
+    client: Client,
+    /// The URL without its credentials, which go in `authorization`.
+    uri: http::Uri,
+    authorization: Option<HeaderValue>,
+    pub(super) config: Arc<WebhookConfig>,
+}
+
+/// The `Authorization: Basic` header for credentials in a URL, as browsers
+/// and reqwest send them.
+fn credentials(url: &reqwest::Url) -> Option<HeaderValue> {
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let pair = format!(
+        "{}:{}",
+        decode(url.username()),
+        decode(url.password().unwrap_or(""))
+    );
+    let mut value = HeaderValue::from_str(&format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    ))
+    .ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// A reqwest client builder as every outbound request of the daemon needs it:
+/// our user agent, and TLS (verification on) through ring.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    // reqwest is built without a default crypto provider; ring is ours.
+    // Installing twice (tests, reloads, two clients) is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().user_agent(USER_AGENT_VALUE)
+}
+
+impl Webhook {
+    pub fn new(config: &WebhookConfig) -> anyhow::Result<Webhook> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+            .context("loading the platform's TLS roots")?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .context("configuring TLS")?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(config.concurrency)
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .build(https);
+        let mut url = config.url.clone();
+        let authorization = credentials(&url);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let uri = url
+            .as_str()
+            .parse()
+            .context("the webhook URL is not a valid request target")?;
+        Ok(Webhook {
+            client,
+            uri,
+            authorization,
+            config: Arc::new(config.clone()),
+        })
+    }
+
+    pub fn config(&self) -> &WebhookConfig {
+        &self.config
+    }
+}
+
+/// Why an attempt failed, as far as what happens next is concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Worth retrying: no answer, a timeout, 408, 425, 429, 5xx, a redirect.
+    #[error("{reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help (other 4xx): the event goes to the dead letters.
+    #[error("{reason}")]
+    Permanent { reason: String },
+}
+
+/// Reads a response's body up to `limit` bytes: those bytes, and whether they
+/// are all of it. The rest of a longer body is never read (dropping the
+/// response drops its connection); a body that ends within the limit leaves the
+/// connection reusable.
+pub async fn read_prefix(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> reqwest::Result<(Vec<u8>, bool)> {
+    let mut prefix = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - prefix.len();
+        if chunk.len() > room {
+            prefix.extend_from_slice(&chunk[..room]);
+            return Ok((prefix, false));
+        }
+        prefix.extend_from_slice(&chunk);
+    }
+    Ok((prefix, true))
+}
+
+/// The start of an answer's body as it may appear in a log line or a dead
+/// letter: control characters and runs of spaces folded, cut to 200 characters.
+fn excerpt(prefix: &[u8]) -> String {
+    let text = String::from_utf8_lossy(prefix);
+    let text = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// Classifies a non-2xx answer; `excerpt` is the start of its body.
+pub fn classify(status: StatusCode, headers: &HeaderMap, excerpt: &str) -> Failure {
+    let reason = if excerpt.is_empty() {
+        format!("the webhook answered {status}")
+    } else {
+        format!("the webhook answered {status}: {excerpt}")
+    };
+    let transient = status.is_server_error()
+        || status.is_redirection()
+        || status.is_informational()
+        || matches!(status.as_u16(), 408 | 425 | 429);
+    if transient {
+        Failure::Transient {
+            reason,
+            retry_after: retry_after(headers),
+        }
+    } else {
+        Failure::Permanent { reason }
+    }
+}
+
+/// One POST of one event: what becomes of the event, and what the receiver
+/// answered.
+pub(super) async fn attempt(
+    webhook: &Webhook,
+    event: Leased,
+    mut stop: Stop,
+) -> (Settled, Response) {
+    let headers = headers(
+        &webhook.config,
+        &event.event_id,
+        &event.body,
+        chrono::Utc::now().timestamp(),
+    );
+    let mut request = http::Request::new(Full::new(Bytes::from(event.body)));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = webhook.uri.clone();
+    *request.headers_mut() = headers;
+    if let Some(authorization) = &webhook.authorization {
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, authorization.clone());
+    }
+    request
+        .headers_mut()
+        .insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    let cut_off = async {
+        loop {
+            let deadline = *stop.borrow_and_update();
+            if let Some(deadline) = deadline {
+                tokio::time::sleep_until(deadline).await;
+                return;
+            }
+            if stop.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    // The status is the answer. Of the body, at most a prefix is read: all
+    // of a short one, so that the connection can be reused, and of an error's
+    // the start, for the log and the dead letter.
+    let exchange = async {
+        let response = webhook.client.request(request).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let (prefix, _) = read_body_prefix(response.into_body(), ANSWER_PREFIX).await;
+        if status.is_success() {
+            return Ok((status, None));
+        }
+        let failure = classify(status, &headers, &excerpt(&prefix));
+        Ok((status, Some(failure)))
+    };
+    let exchange = async {
+        match tokio::time::timeout(webhook.config.timeout, exchange).await {
+            Ok(answered) => answered.map_err(AttemptError::Client),
+            Err(_) => Err(AttemptError::Timeout(webhook.config.timeout)),
+        }
+    };
+    let settled = |outcome| Settled {
+        row_id: event.row_id,
+        lease_until: event.lease_until,
+        outcome,
+    };
+    let answered: Result<(StatusCode, Option<Failure>), AttemptError> = tokio::select! {
+        answered = exchange => answered,
+        () = cut_off => return (settled(Outcome::Released), Response::None),
+    };
+    let (response, failure) = match answered {
+        Ok((status, None)) => {
+            tracing::debug!(event_id = %event.event_id, "delivered");
+            return (
+                settled(Outcome::Delivered),
+                Response::Status(status.as_u16()),
+            );
+        }
+        Ok((status, Some(failure))) => (Response::Status(status.as_u16()), failure),
+        Err(error) => {
+            let failure = Failure::Transient {
+                reason: error.to_string(),
+                retry_after: None,
+            };
+            (error.response(), failure)
+        }
+    };
+    (
+        settled(after_failure(
+            webhook,
+            &event.event_id,
+            event.attempts,
+            failure,
+        )),
+        response,
+    )
+}
+
+/// Why a request got no answer.
+enum AttemptError {
+    Timeout(Duration),
+    Client(hyper_util::client::legacy::Error),
+}
+
+impl AttemptError {
+    fn response(&self) -> Response {
+        match self {
+            AttemptError::Timeout(_) => Response::Timeout,
+            AttemptError::Client(error) if error.is_connect() => {
+                if error_chain(error).contains("timed out") {
+                    Response::Timeout
+                } else {
+                    Response::Connection
+                }
+            }
+            AttemptError::Client(_) => Response::Error,
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Timeout(after) => write!(
+                f,
+                "no answer within the timeout ({})",
+                humantime::format_duration(*after)
+            ),
+            AttemptError::Client(error) => f.write_str(&error_chain(error)),
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated (no URL is in any of them).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Reads a body up to `limit` bytes: those bytes, and whether they are all of
+/// it. The rest of a longer body is never read: dropping it drops the
+/// connection. An error ends the read with what came before it.
+async fn read_body_prefix(mut body: hyper::body::Incoming, limit: usize) -> (Vec<u8>, bool) {
+    let mut prefix = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        let room = limit - prefix.len();
+        if chunk.len() > room {
+            prefix.extend_from_slice(&chunk[..room]);
+            return (prefix, false);
+        }
+        prefix.extend_from_slice(&chunk);
+    }
+    (prefix, true)
+}
+
+/// A failed attempt's event: retried after a wait while the schedule lasts,
+/// else (or at once, for a permanent failure) a dead letter.
+fn after_failure(webhook: &Webhook, event_id: &str, attempts: u32, failure: Failure) -> Outcome {
+    let attempt = attempts + 1;
+    let schedule = &webhook.config.retry_schedule;
+    match failure {
+        Failure::Transient {
+            reason,
+            retry_after,
+        } if (attempt as usize) <= schedule.len() => {
+            let wait = retry_after.unwrap_or_else(|| backoff(schedule, attempts));
+            tracing::debug!(event_id, attempt, error = %reason, ?wait, "delivery failed");
+            Outcome::Retry {
+                next_attempt_at: now_ms() + wait.as_millis() as i64,
+                error: reason,
+            }
+        }
+        Failure::Transient { reason, .. } => {
+            let error = format!("{reason} (attempt {attempt}; the retry schedule is used up)");
+            tracing::error!(event_id, attempt, %error, "event moved to the dead letters");
+            Outcome::Dead { error }
+        }
+        Failure::Permanent { reason } => {
+            tracing::error!(event_id, attempt, error = %reason, "event moved to the dead letters");
+            Outcome::Dead { error: reason }
+        }
+    }
+}
+
+/// The headers of one attempt: the Standard Webhooks trio, then the static ones.
+pub fn headers(config: &WebhookConfig, event_id: &str, body: &str, timestamp: i64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(id) = HeaderValue::from_str(event_id) {
+        headers.insert("webhook-id", id);
+    }
+    headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+    if !config.secrets.is_empty() {
+        let signatures: Vec<String> = config
+            .secrets
+            .iter()
+            .map(|secret| sign(secret, event_id, timestamp, body))
+            .collect();
+        if let Ok(value) = HeaderValue::from_str(&signatures.join(" ")) {
+            headers.insert("webhook-signature", value);
+        }
+    }
+    for (name, value) in &config.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers
+}
+
+/// `v1,` + base64 HMAC-SHA256 of `id.timestamp.body` (Standard Webhooks).
+pub fn sign(secret: &Secret, event_id: &str, timestamp: i64, body: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes keys of any length");
+    mac.update(format!("{event_id}.{timestamp}.").as_bytes());
+    mac.update(body.as_bytes());
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// The wait before the next attempt after `attempts` earlier ones: the
+/// schedule's entry with ±20% jitter.
+pub fn backoff(schedule: &[Duration], attempts: u32) -> Duration {
+    let base = schedule
+        .get(attempts as usize)
+        .or(schedule.last())
+        .copied()
+        .unwrap_or(Duration::from_secs(5));
+    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
+
+/// A `Retry-After` in seconds, capped. (The HTTP-date form is rare from
+/// webhook receivers and is treated as absent: the schedule applies.)
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(RETRY_AFTER_CAP))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_match_the_standard_webhooks_test_vector() {
+        let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert_eq!(
+            sign(
+                &secret,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1_614_265_330,
+                r#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn backoff_follows_the_schedule_with_jitter_and_repeats_its_last_entry() {
+        let schedule = [Duration::from_secs(5), Duration::from_secs(300)];
+        for _ in 0..200 {
+            let first = backoff(&schedule, 0);
+            assert!(
+                first >= Duration::from_secs(4) && first <= Duration::from_secs(6),
+                "{first:?}"
+            );
+            let late = backoff(&schedule, 9);
+            assert!(
+                late >= Duration::from_secs(240) && late <= Duration::from_secs(360),
+                "{late:?}"
+            );
+        }
+    }
+
+    fn check(status: u16, retry_after: Option<&'static str>, expected: &str) {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
+        }
+        let got = match classify(StatusCode::from_u16(status).unwrap(), &headers, "") {
+            Failure::Transient {
+                retry_after: Some(wait),
+                ..
+            } => format!("retry after {}s", wait.as_secs()),
+            Failure::Transient {
+                retry_after: None, ..
+            } => "retry".to_owned(),
+            Failure::Permanent { .. } => "dead".to_owned(),
+        };
+        assert_eq!(got, expected, "{status} {retry_after:?}");
+    }
+
+    #[test]
+    fn an_excerpt_is_one_short_line() {
+        assert_eq!(
+            excerpt(b"{\"error\":\n\t\"bad\"}\r\n"),
+            "{\"error\": \"bad\"}"
+        );
+        assert_eq!(excerpt(b"a\x1b[31mb"), "a [31mb");
+        let long = excerpt(&[b'x'; ANSWER_PREFIX]);
+        assert_eq!(long.chars().count(), 201);
+        assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn answers_are_classified_as_retry_or_dead_letter() {
+        for status in [408, 425, 429, 500, 502, 503, 504, 301, 302, 307] {
+            check(status, None, "retry");
+        }
+        for status in [400, 401, 403, 404, 405, 409, 410, 413, 422] {
+            check(status, None, "dead");
+        }
+        check(429, Some("7"), "retry after 7s");
+        check(503, Some(" 30 "), "retry after 30s");
+        check(503, Some("999999"), "retry after 3600s");
+        check(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"), "retry");
+    }
+}
