@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::config::{EvaluatorConfig, Scope};
-use crate::store::alerts::{self, AlertRow, Observation, QuoteRow, Trigger};
+use crate::store::alerts::{self, AlertRow, Observation, Trigger};
 use crate::store::changes;
 use crate::store::{self, Pool};
 
@@ -278,9 +278,10 @@ pub fn tick(
     let now = Utc::now();
     let mut report = TickReport::default();
     let mut writer = pool.get().context("taking a database connection")?;
-    let snapshot = prepare(&mut writer, options, now)?;
+    let mut snapshot = prepare(&mut writer, options, now)?;
     report.expired = snapshot.expired;
-    let plan = plan(&snapshot, options, now, &mut report);
+    let candidates = std::mem::take(&mut snapshot.candidates);
+    let plan = plan(candidates, options, now, &mut report);
     log_quote_problems(options.known_problems, &plan);
     let warnings = AtomicU64::new(0);
     if plan.blank_tickers {
@@ -334,16 +335,25 @@ struct Window {
     until: i64,
 }
 
-/// A ticker the tick must look at, and what changed for it.
-struct Candidate {
-    ticker: String,
+/// What changed in the window for one ticker.
+#[derive(Debug, Clone, Copy)]
+struct Change {
     /// Its quote was written in the window: its reachable alerts are read.
     moved: bool,
     /// How many of its enabled alerts changed in the window, if any did.
     changed_alerts: Option<u64>,
     /// The lowest change number that brought it here.
     first_change: i64,
-    quote: Option<QuoteRow>,
+}
+
+/// A ticker the tick must look at: what changed, and what the store holds
+/// for it. One per ticker, never one per alert; kept small, as a job's
+/// first tick has one for every ticker.
+struct Candidate {
+    ticker: String,
+    change: Change,
+    /// Its quote: `(price, updated_at)`.
+    quote: Option<(Option<f64>, String)>,
     previous: Option<f64>,
     /// Whether it has enabled alerts at all (only those tickers' prices
     /// become observations, as a full scan records them).
@@ -390,21 +400,23 @@ fn prepare(
         .context("reading the job's watermark")?
         .unwrap_or(-1);
     let window = Window { since, until };
-    let mut candidates: HashMap<String, Candidate> = HashMap::new();
-    fn candidate(
-        candidates: &mut HashMap<String, Candidate>,
-        ticker: String,
+    let mut changes: HashMap<String, Change> = HashMap::new();
+    fn changed<'a>(
+        changes: &'a mut HashMap<String, Change>,
+        ticker: &str,
         change: i64,
-    ) -> &mut Candidate {
-        let entry = candidates.entry(ticker.clone()).or_insert(Candidate {
-            ticker,
-            moved: false,
-            changed_alerts: None,
-            first_change: change,
-            quote: None,
-            previous: None,
-            has_alerts: false,
-        });
+    ) -> &'a mut Change {
+        if !changes.contains_key(ticker) {
+            changes.insert(
+                ticker.to_owned(),
+                Change {
+                    moved: false,
+                    changed_alerts: None,
+                    first_change: change,
+                },
+            );
+        }
+        let entry = changes.get_mut(ticker).expect("just inserted");
         entry.first_change = entry.first_change.min(change);
         entry
     }
@@ -412,31 +424,41 @@ fn prepare(
         changes::changed_quotes(&transaction, since, until).context("reading changed quotes")?
     {
         if options.scope.covers(&ticker) {
-            candidate(&mut candidates, ticker, change).moved = true;
+            changed(&mut changes, &ticker, change).moved = true;
         }
     }
-    for (ticker, change, count) in changes::changed_alert_tickers(&transaction, since, until)
-        .context("reading changed alerts")?
-    {
-        if options.scope.covers(&ticker) || ticker.trim().is_empty() {
-            candidate(&mut candidates, ticker, change).changed_alerts = Some(count);
+    changes::changed_alert_tickers(&transaction, since, until, |ticker, change| {
+        if options.scope.covers(ticker) || ticker.trim().is_empty() {
+            let entry = changed(&mut changes, ticker, change);
+            *entry.changed_alerts.get_or_insert(0) += 1;
         }
-    }
-    let mut candidates: Vec<Candidate> = candidates.into_values().collect();
+    })
+    .context("reading changed alerts")?;
+    let mut candidates: Vec<Candidate> = changes
+        .into_iter()
+        .map(|(ticker, change)| Candidate {
+            ticker,
+            change,
+            quote: None,
+            previous: None,
+            has_alerts: false,
+        })
+        .collect();
     for candidate in &mut candidates {
         if candidate.ticker.trim().is_empty() {
             continue;
         }
         candidate.quote =
-            alerts::quote(&transaction, &candidate.ticker).context("reading a quote")?;
+            alerts::quote_of(&transaction, &candidate.ticker).context("reading a quote")?;
         candidate.previous = alerts::observation(&transaction, &candidate.ticker)
             .context("reading an observed price")?;
-        candidate.has_alerts = candidate.changed_alerts.is_some()
+        candidate.has_alerts = candidate.change.changed_alerts.is_some()
             || changes::has_enabled_alerts(&transaction, &candidate.ticker)
                 .context("looking for enabled alerts")?;
     }
     transaction.commit().context("reading what changed")?;
-    candidates.sort_by(|a, b| a.ticker.cmp(&b.ticker));
+    // Tickers are unique: unstable sorting needs no buffer.
+    candidates.sort_unstable_by(|a, b| a.ticker.cmp(&b.ticker));
     Ok(Snapshot {
         job,
         window,
@@ -476,77 +498,89 @@ struct Plan {
 /// the HTTP source). Counts what it leaves out: tickers, and the changed
 /// alerts that could not be read. Pure.
 fn plan(
-    snapshot: &Snapshot,
+    candidates: Vec<Candidate>,
     options: &TickOptions<'_>,
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Plan {
-    let mut plan = Plan {
-        work: Vec::new(),
-        problems: HashMap::new(),
-        blank_tickers: false,
-        deferred: None,
-    };
-    for candidate in &snapshot.candidates {
-        let changed = candidate.changed_alerts.unwrap_or(0);
-        if candidate.moved {
-            report.tickers_changed += 1;
-        }
-        if candidate.ticker.trim().is_empty() {
-            report.malformed_alerts += changed;
-            plan.blank_tickers = true;
-            continue;
-        }
-        if options.unavailable.contains(&candidate.ticker) {
-            report.unavailable += changed;
-            plan.deferred = Some(plan.deferred.map_or(candidate.first_change, |first| {
-                first.min(candidate.first_change)
-            }));
-            continue;
-        }
-        let Some(quote) = &candidate.quote else {
-            report.no_quote += changed;
-            continue;
-        };
-        match usable_quote(quote, options.max_age, now) {
-            Ok(price) => plan.work.push(Work {
-                ticker: candidate.ticker.clone(),
-                moved: candidate.moved && candidate.has_alerts,
-                changed_alerts: candidate.changed_alerts.is_some(),
-                observed: Observed {
-                    price,
-                    previous: candidate.previous,
-                },
-                quote_time: quote.updated_at.clone(),
-                observe: candidate.has_alerts,
-            }),
-            Err(problem) => {
-                if problem == QuoteProblem::Stale {
-                    report.stale_quotes += 1;
-                    report.stale_alerts += changed;
-                } else {
-                    report.malformed_quotes += 1;
-                }
-                plan.problems.insert(candidate.ticker.clone(), problem);
+    let mut problems = HashMap::new();
+    let (mut blank_tickers, mut deferred) = (false, None::<i64>);
+    // Candidates become work in place (a `Work` is smaller than a
+    // `Candidate`): a first tick has one of either for every ticker, never
+    // both at once.
+    let mut work: Vec<Work> = candidates
+        .into_iter()
+        .filter_map(|candidate| {
+            let Change {
+                moved,
+                changed_alerts,
+                first_change,
+            } = candidate.change;
+            let changed = changed_alerts.unwrap_or(0);
+            if moved {
+                report.tickers_changed += 1;
             }
-        }
+            if candidate.ticker.trim().is_empty() {
+                report.malformed_alerts += changed;
+                blank_tickers = true;
+                return None;
+            }
+            if options.unavailable.contains(&candidate.ticker) {
+                report.unavailable += changed;
+                deferred = Some(deferred.map_or(first_change, |first| first.min(first_change)));
+                return None;
+            }
+            let Some((price, quote_time)) = candidate.quote else {
+                report.no_quote += changed;
+                return None;
+            };
+            match usable_quote(price, &quote_time, options.max_age, now) {
+                Ok(price) => Some(Work {
+                    ticker: candidate.ticker,
+                    moved: moved && candidate.has_alerts,
+                    changed_alerts: changed_alerts.is_some(),
+                    observed: Observed {
+                        price,
+                        previous: candidate.previous,
+                    },
+                    quote_time,
+                    observe: candidate.has_alerts,
+                }),
+                Err(problem) => {
+                    if problem == QuoteProblem::Stale {
+                        report.stale_quotes += 1;
+                        report.stale_alerts += changed;
+                    } else {
+                        report.malformed_quotes += 1;
+                    }
+                    problems.insert(candidate.ticker, problem);
+                    None
+                }
+            }
+        })
+        .collect();
+    // Moved tickers first: the readers share them out as a prefix. Each part
+    // in ticker order, for `ByTicker`. (Unstable: no buffer of half the work.)
+    work.sort_unstable_by(|a, b| b.moved.cmp(&a.moved).then_with(|| a.ticker.cmp(&b.ticker)));
+    Plan {
+        work,
+        problems,
+        blank_tickers,
+        deferred,
     }
-    // Moved tickers first: the readers share them out as a prefix.
-    plan.work.sort_by_key(|item| !item.moved);
-    plan
 }
 
 /// A quote's price, if the quote can be evaluated at `now`. Pure.
 fn usable_quote(
-    quote: &QuoteRow,
+    price: Option<f64>,
+    updated_at: &str,
     max_age: Duration,
     now: DateTime<Utc>,
 ) -> Result<f64, QuoteProblem> {
-    let price = quote
-        .price
+    let price = price
         .filter(|price| price.is_finite() && *price > 0.0)
         .ok_or(QuoteProblem::BadPrice)?;
-    let time = parse_time(&quote.updated_at).ok_or(QuoteProblem::BadTime)?;
+    let time = parse_time(updated_at).ok_or(QuoteProblem::BadTime)?;
     if time - now > chrono::Duration::from_std(FUTURE_SKEW).expect("a small duration") {
         return Err(QuoteProblem::Future);
     }
@@ -623,13 +657,12 @@ fn evaluate_and_claim(
         return Ok(());
     }
     let threads = workers.current_num_threads();
-    let by_ticker: HashMap<&str, &Work> = readers
-        .work
-        .iter()
-        .map(|item| (item.ticker.as_str(), item))
-        .collect();
     // Moved tickers come first in the plan.
     let moved = readers.work.partition_point(|item| item.moved);
+    let by_ticker = ByTicker {
+        work: readers.work,
+        moved,
+    };
     let mut tasks: Vec<Task<'_>> = readers.work[..moved]
         .chunks(moved.div_ceil(threads).max(1))
         .map(Task::Moved)
@@ -645,7 +678,7 @@ fn evaluate_and_claim(
     let mut first_error: Option<anyhow::Error> = None;
     workers.in_place_scope(|scope| {
         for task in tasks {
-            let (sender, by_ticker) = (sender.clone(), &by_ticker);
+            let sender = sender.clone();
             scope.spawn(move |_| {
                 if let Err(error) = read_and_judge(readers, by_ticker, task, &sender) {
                     let _ = sender.send(Err(error));
@@ -675,6 +708,25 @@ fn evaluate_and_claim(
         claim(writer, &mut batch, report, &mut first_error);
     });
     first_error.map_or(Ok(()), Err)
+}
+
+/// A plan's work by ticker, without a map: the plan's two parts (moved
+/// tickers, then the rest) are each in ticker order.
+#[derive(Clone, Copy)]
+struct ByTicker<'a> {
+    work: &'a [Work],
+    moved: usize,
+}
+
+impl<'a> ByTicker<'a> {
+    fn get(&self, ticker: &str) -> Option<&'a Work> {
+        let (moved, rest) = self.work.split_at(self.moved);
+        [moved, rest].into_iter().find_map(|part| {
+            part.binary_search_by(|item| item.ticker.as_str().cmp(ticker))
+                .ok()
+                .map(|at| &part[at])
+        })
+    }
 }
 
 /// Claims one batch in one transaction (the writer's only work) and empties it.
@@ -812,7 +864,7 @@ impl Judging<'_> {
 /// are read, the triggers sent to the writer in chunks.
 fn read_and_judge(
     readers: &Readers<'_>,
-    by_ticker: &HashMap<&str, &Work>,
+    by_ticker: ByTicker<'_>,
     task: Task<'_>,
     sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
 ) -> anyhow::Result<()> {
@@ -845,7 +897,7 @@ fn read_and_judge(
         }
         Task::Changed(window) => {
             changes::each_changed_alert(&connection, window.since, window.until, |alert| {
-                match by_ticker.get(alert.ticker.as_str()) {
+                match by_ticker.get(&alert.ticker) {
                     Some(item) => judging.row(alert, item),
                     None => true,
                 }
@@ -1023,15 +1075,10 @@ mod tests {
     #[test]
     fn a_quote_is_usable_with_a_positive_price_a_time_not_too_old_nor_ahead() {
         let check = |price: Option<f64>, updated_at: &str, expected: Result<f64, QuoteProblem>| {
-            let quote = QuoteRow {
-                ticker: "T".into(),
-                price,
-                updated_at: updated_at.into(),
-            };
             assert_eq!(
-                usable_quote(&quote, Duration::from_secs(900), now()),
+                usable_quote(price, updated_at, Duration::from_secs(900), now()),
                 expected,
-                "{quote:?}"
+                "{price:?} {updated_at}"
             );
         };
         check(Some(5.0), "2026-03-02T14:29:00Z", Ok(5.0));

@@ -4,6 +4,7 @@
 //! them — changed quotes, changed alerts, and a moved ticker's alerts whose
 //! level its move can reach (through `price_alerts_level`).
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::alerts::{AlertRow, alert_row};
@@ -78,34 +79,33 @@ pub fn changed_quotes(
     rows.collect()
 }
 
-/// The tickers of enabled alerts changed after `since`, up to `until`, each
-/// with the lowest change number among them and how many changed; through
-/// `price_alerts_changed`, streamed and gathered here, so memory follows the
-/// number of tickers, not of changes (SQLite's GROUP BY would sort them all).
-/// A NULL ticker comes back empty.
+/// Calls `each` with the ticker and change number of every enabled alert
+/// changed after `since`, up to `until`, through `price_alerts_changed`,
+/// streamed: the caller gathers them per ticker, so memory follows the number
+/// of tickers, not of changes (SQLite's GROUP BY would sort them all). A NULL
+/// ticker comes as empty.
 pub fn changed_alert_tickers(
     connection: &Connection,
     since: i64,
     until: i64,
-) -> rusqlite::Result<Vec<(String, i64, u64)>> {
+    mut each: impl FnMut(&str, i64),
+) -> rusqlite::Result<()> {
     let mut statement = connection.prepare_cached(
         "SELECT ticker, change_seq FROM price_alerts
          WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1",
     )?;
-    let mut tickers: std::collections::HashMap<String, (i64, u64)> =
-        std::collections::HashMap::new();
     let mut rows = statement.query(params![since, until])?;
     while let Some(row) = rows.next()? {
-        let ticker = super::alerts::text(row.get(0)?);
         let change: i64 = row.get(1)?;
-        let entry = tickers.entry(ticker).or_insert((change, 0));
-        entry.0 = entry.0.min(change);
-        entry.1 += 1;
+        // As `alerts::text` reads a ticker, without a copy per row.
+        match row.get_ref(0)? {
+            ValueRef::Text(text) => each(&String::from_utf8_lossy(text), change),
+            ValueRef::Integer(integer) => each(&integer.to_string(), change),
+            ValueRef::Real(real) => each(&real.to_string(), change),
+            ValueRef::Null | ValueRef::Blob(_) => each("", change),
+        }
     }
-    Ok(tickers
-        .into_iter()
-        .map(|(ticker, (first, count))| (ticker, first, count))
-        .collect())
+    Ok(())
 }
 
 /// Whether `ticker` has any enabled alert (through `idx_price_alerts_enabled`).
