@@ -55,7 +55,9 @@ pub struct Want {
 /// One round trip of a deliverer to the outbox, in one transaction: records
 /// `settled` (each only while its lease is still `owner`'s), then leases up to
 /// `want.limit` due rows to `owner`. A lease that expired (its holder died) is
-/// free again.
+/// free again. The set-based statements are `OR FAIL`: any error rolls back
+/// the whole exchange, so none needs a statement journal (a copy of every
+/// page it touches).
 pub fn exchange(
     connection: &mut Connection,
     owner: &str,
@@ -75,7 +77,7 @@ pub fn exchange(
 
 fn lease_due(connection: &Connection, owner: &str, want: Want) -> rusqlite::Result<Vec<Leased>> {
     let mut statement = connection.prepare_cached(
-        "UPDATE outbox SET lease_owner = ?1, lease_until = ?2
+        "UPDATE OR FAIL outbox SET lease_owner = ?1, lease_until = ?2
          WHERE id IN (SELECT id FROM outbox
                       WHERE state = 'pending' AND next_attempt_at <= ?3
                         AND (lease_until IS NULL OR lease_until <= ?3)
@@ -147,7 +149,7 @@ fn record(
         if !delivered.is_empty() {
             connection
                 .prepare_cached(
-                    "UPDATE outbox SET state = 'delivered', delivered_at = ?1, attempts = attempts + 1,
+                    "UPDATE OR FAIL outbox SET state = 'delivered', delivered_at = ?1, attempts = attempts + 1,
                          lease_owner = NULL, lease_until = NULL, last_error = NULL
                      WHERE id IN (SELECT value FROM json_each(?2)) AND lease_owner = ?3 AND lease_until = ?4",
                 )?
@@ -156,7 +158,7 @@ fn record(
         if !released.is_empty() {
             connection
                 .prepare_cached(
-                    "UPDATE outbox SET lease_owner = NULL, lease_until = NULL
+                    "UPDATE OR FAIL outbox SET lease_owner = NULL, lease_until = NULL
                      WHERE id IN (SELECT value FROM json_each(?1)) AND lease_owner = ?2 AND lease_until = ?3",
                 )?
                 .execute(params![id_list(&released), owner, lease_until])?;
