@@ -14,22 +14,20 @@ use crate::store::{self, alerts, outbox, runs};
 /// Opens the database for a command that only reads: never created, never
 /// migrated. Says which database on stderr, so that an operator sees whether
 /// it is the one the service uses.
-fn connect_to_read(config: &Config) -> anyhow::Result<rusqlite::Connection> {
+fn connect_to_read(config: &Config) -> anyhow::Result<store::Connection> {
     announce(config);
     store::open_read_only(&config.database)
 }
 
 /// Opens (and migrates, if this version is newer) the existing database for a
 /// command that writes.
-fn connect(config: &Config) -> anyhow::Result<store::PooledConnection> {
+fn connect(config: &Config) -> anyhow::Result<store::Connection> {
     announce(config);
-    store::open_existing(&config.database)?
-        .get()
-        .context("taking a database connection")
+    store::open_existing(&config.database)
 }
 
 fn announce(config: &Config) {
-    eprintln!("database: {}", config.database.path.display());
+    eprintln!("database: {}", config.database.describe());
 }
 
 /// Prints up to `limit` undelivered events (or only dead letters), oldest first.
@@ -40,9 +38,9 @@ pub fn outbox_list(
     json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let connection = connect_to_read(config)?;
-    let entries = outbox::list(&connection, filter, limit).context("listing the outbox")?;
-    let (pending, dead) = outbox::backlog(&connection).context("counting the outbox")?;
+    let mut connection = connect_to_read(config)?;
+    let entries = outbox::list(&mut connection, filter, limit).context("listing the outbox")?;
+    let (pending, dead) = outbox::backlog(&mut connection).context("counting the outbox")?;
     if json {
         return print_json_lines(&entries, out);
     }
@@ -110,9 +108,9 @@ pub fn outbox_replay(config: &Config, what: Replay, out: &mut impl Write) -> any
 /// Re-arms a triggered, expired or disabled alert: its next trigger carries a
 /// new event id. Fails if there is no such alert or it is already armed.
 pub fn alerts_rearm(config: &Config, id: i64, out: &mut impl Write) -> anyhow::Result<()> {
-    let connection = connect(config)?;
+    let mut connection = connect(config)?;
     anyhow::ensure!(
-        store::alerts::rearm(&connection, id).context("re-arming the alert")?,
+        store::alerts::rearm(&mut connection, id).context("re-arming the alert")?,
         "alert {id} does not exist or is already armed"
     );
     writeln!(out, "re-armed alert {id}")?;
@@ -128,8 +126,9 @@ pub fn alerts_list(
     json: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let connection = connect_to_read(config)?;
-    let mut entries = alerts::list(&connection, filter, ticker, limit).context("listing alerts")?;
+    let mut connection = connect_to_read(config)?;
+    let mut entries =
+        alerts::list(&mut connection, filter, ticker, limit).context("listing alerts")?;
     // The application may write SQLite's own time format: show one format.
     for entry in &mut entries {
         for time in [
@@ -226,9 +225,9 @@ pub fn alerts_add(
             "--expires {expiry:?} is not an RFC 3339 time"
         );
     }
-    let connection = connect(config)?;
+    let mut connection = connect(config)?;
     let id = alerts::add(
-        &connection,
+        &mut connection,
         &alerts::NewAlert { ticker, ..*alert },
         &store::timestamp(Utc::now()),
     )
@@ -239,9 +238,9 @@ pub fn alerts_add(
 
 /// Disables an armed alert without an event.
 pub fn alerts_disable(config: &Config, id: i64, out: &mut impl Write) -> anyhow::Result<()> {
-    let connection = connect(config)?;
+    let mut connection = connect(config)?;
     anyhow::ensure!(
-        alerts::disable(&connection, id).context("disabling the alert")?,
+        alerts::disable(&mut connection, id).context("disabling the alert")?,
         "alert {id} does not exist or is not armed"
     );
     writeln!(out, "disabled alert {id}")?;
@@ -280,8 +279,8 @@ struct QuoteLine {
 
 /// Prints every quote.
 pub fn quotes_list(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
-    let connection = connect_to_read(config)?;
-    let mut quotes: Vec<QuoteLine> = alerts::quotes(&connection)
+    let mut connection = connect_to_read(config)?;
+    let mut quotes: Vec<QuoteLine> = alerts::quotes(&mut connection)
         .context("reading quotes")?
         .into_iter()
         .map(|quote| QuoteLine {
@@ -348,10 +347,10 @@ impl JobStatus {
 /// Per job: its last run, how long it took and its result, and its next fire
 /// time; the outbox's pending and dead counts.
 pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
-    let connection = connect_to_read(config)?;
-    let recorded = runs::list(&connection).context("reading job runs")?;
+    let mut connection = connect_to_read(config)?;
+    let recorded = runs::list(&mut connection).context("reading job runs")?;
     let (outbox_pending, outbox_dead) =
-        outbox::backlog(&connection).context("counting the outbox")?;
+        outbox::backlog(&mut connection).context("counting the outbox")?;
     let now = Utc::now();
     let mut jobs: Vec<JobStatus> = config
         .jobs

@@ -83,10 +83,93 @@ pub struct HttpSource {
 
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
-    /// The SQLite file; created with its schema if missing.
-    pub path: PathBuf,
-    /// How long a connection waits for SQLite's write lock before failing.
+    pub engine: Engine,
+    /// How long a statement waits for a lock (SQLite's write lock, a
+    /// PostgreSQL row lock) before failing.
     pub busy_timeout: Duration,
+}
+
+/// Which database, `database.path` or `database.url`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Engine {
+    /// The SQLite file; created with its schema if missing.
+    Sqlite {
+        path: PathBuf,
+    },
+    Postgres(PostgresConfig),
+}
+
+impl DatabaseConfig {
+    /// An SQLite database at `path`.
+    pub fn sqlite(path: PathBuf, busy_timeout: Duration) -> DatabaseConfig {
+        DatabaseConfig {
+            engine: Engine::Sqlite { path },
+            busy_timeout,
+        }
+    }
+
+    /// The database as operators name it: the file, or the URL without its
+    /// password.
+    pub fn describe(&self) -> String {
+        match &self.engine {
+            Engine::Sqlite { path } => path.display().to_string(),
+            Engine::Postgres(postgres) => postgres.display.clone(),
+        }
+    }
+}
+
+/// A PostgreSQL server (`database.url`).
+#[derive(Clone, PartialEq)]
+pub struct PostgresConfig {
+    /// The connection URL without `sslmode` and `sslrootcert` (kept below)
+    /// and without a password; the password is in `password`.
+    pub url: String,
+    /// The URL with the password, if any, left out: for logs and `status`.
+    pub display: String,
+    /// From the URL, `database.password_file`, or `$PGPASSWORD`.
+    pub password: Option<Password>,
+    pub tls: PostgresTls,
+    /// `sslrootcert`: trust only this CA (PEM) instead of the system's roots.
+    pub root_certificate: Option<PathBuf>,
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &self.display)
+            .field("password", &self.password)
+            .field("tls", &self.tls)
+            .field("root_certificate", &self.root_certificate)
+            .finish()
+    }
+}
+
+/// `sslmode`. Every mode that uses TLS verifies the server's certificate
+/// and name, as `verify-full` does: the daemon never talks TLS to a server it
+/// has not verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostgresTls {
+    Disable,
+    /// TLS if the server offers it (libpq's default).
+    Prefer,
+    /// `require`, `verify-ca` or `verify-full`.
+    Require,
+}
+
+/// A database password. Never in a log line or `Debug` output.
+#[derive(Clone, PartialEq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -440,6 +523,8 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Database {
         pub path: Option<Spanned<String>>,
+        pub url: Option<Spanned<String>>,
+        pub password_file: Option<Spanned<String>>,
         pub busy_timeout: Option<Spanned<String>>,
     }
 
@@ -632,14 +717,36 @@ fn validate(
     })
 }
 
-/// The `[database]` section. A relative path resolves against the state
-/// directory if there is one, else against the config's folder.
+/// The `[database]` section: `path` (SQLite, the default) or `url`
+/// (PostgreSQL). A relative path resolves against the state directory if
+/// there is one, else against the config's folder.
 fn database(
     raw: &raw::Database,
     base: &Path,
     state_directory: Option<&Path>,
     report: &mut impl Report,
 ) -> DatabaseConfig {
+    let busy_timeout = duration(&raw.busy_timeout, "database.busy_timeout", "5s", report);
+    if let (Some(_), Some(url)) = (&raw.path, &raw.url) {
+        report(
+            "database.url",
+            url.span(),
+            "set database.path (SQLite) or database.url (PostgreSQL), not both".to_owned(),
+        );
+    }
+    if let Some(url) = &raw.url {
+        return DatabaseConfig {
+            engine: Engine::Postgres(postgres(url, raw.password_file.as_ref(), base, report)),
+            busy_timeout,
+        };
+    }
+    if let Some(file) = &raw.password_file {
+        report(
+            "database.password_file",
+            file.span(),
+            "is for database.url (PostgreSQL); SQLite has no password".to_owned(),
+        );
+    }
     let base = state_directory.unwrap_or(base);
     let path = match &raw.path {
         Some(path) if path.get_ref().trim().is_empty() => {
@@ -649,10 +756,131 @@ fn database(
         Some(path) => resolve(Path::new(path.get_ref()), base),
         None => resolve(Path::new("price-alertd.db"), base),
     };
-    DatabaseConfig {
-        path,
-        busy_timeout: duration(&raw.busy_timeout, "database.busy_timeout", "5s", report),
+    DatabaseConfig::sqlite(path, busy_timeout)
+}
+
+/// `database.url` and `database.password_file`. The URL is checked here, so
+/// that `check-config` reports it; `sslmode` and `sslrootcert` are taken out
+/// of it (the daemon's TLS is its own), and so is the password.
+fn postgres(
+    url: &Spanned<String>,
+    password_file: Option<&Spanned<String>>,
+    base: &Path,
+    report: &mut impl Report,
+) -> PostgresConfig {
+    let mut config = PostgresConfig {
+        url: String::new(),
+        display: String::new(),
+        password: None,
+        tls: PostgresTls::Prefer,
+        root_certificate: None,
+    };
+    let mut complain = |message: String| report("database.url", url.span(), message);
+    let text = url.get_ref().trim();
+    let Some(rest) = text
+        .strip_prefix("postgres://")
+        .or_else(|| text.strip_prefix("postgresql://"))
+    else {
+        complain("must be a postgres:// or postgresql:// URL".to_owned());
+        return config;
+    };
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = before_query
+        .split_once('/')
+        .map_or((before_query, ""), |(authority, path)| (authority, path));
+    let (user_info, hosts) = authority.rsplit_once('@').unwrap_or(("", authority));
+    let (user, url_password) = match user_info.split_once(':') {
+        Some((user, password)) => (user, Some(password)),
+        None => (user_info, None),
+    };
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+        match key {
+            "sslmode" => {
+                config.tls = match value.as_ref() {
+                    "disable" => PostgresTls::Disable,
+                    "prefer" | "allow" => PostgresTls::Prefer,
+                    "require" | "verify-ca" | "verify-full" => PostgresTls::Require,
+                    other => {
+                        complain(format!(
+                            "sslmode={other} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                        ));
+                        PostgresTls::Require
+                    }
+                }
+            }
+            "sslrootcert" => config.root_certificate = Some(resolve(Path::new(value.as_ref()), base)),
+            "password" => complain(
+                "give the password in the URL's user part, in database.password_file or in $PGPASSWORD, not as a parameter".to_owned(),
+            ),
+            _ => kept.push(pair),
+        }
     }
+    let query = if kept.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", kept.join("&"))
+    };
+    let user_part = if user.is_empty() {
+        String::new()
+    } else {
+        format!("{user}@")
+    };
+    let path = if path.is_empty() {
+        String::new()
+    } else {
+        format!("/{path}")
+    };
+    config.url = format!("postgresql://{user_part}{hosts}{path}{query}");
+    config.display = format!(
+        "postgresql://{}{hosts}{path}{}",
+        match url_password {
+            Some(_) => format!("{user}:***@"),
+            None => user_part.clone(),
+        },
+        query
+    );
+    if let Err(error) = config.url.parse::<postgres::Config>() {
+        complain(format!(
+            "is not a PostgreSQL URL the client understands: {error}"
+        ));
+    }
+    if config.root_certificate.is_some() && config.tls == PostgresTls::Disable {
+        complain("sslrootcert is set but sslmode=disable turns TLS off".to_owned());
+    }
+    config.password = match (url_password, password_file) {
+        (Some(_), Some(file)) => {
+            report(
+                "database.password_file",
+                file.span(),
+                "the URL has a password already: give it in one place".to_owned(),
+            );
+            None
+        }
+        (Some(password), None) => Some(Password(
+            percent_encoding::percent_decode_str(password)
+                .decode_utf8_lossy()
+                .into_owned(),
+        )),
+        (None, Some(file)) => {
+            let path = resolve(Path::new(file.get_ref()), base);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Some(Password(text.trim_end_matches(['\n', '\r']).to_owned())),
+                Err(error) => {
+                    report(
+                        "database.password_file",
+                        file.span(),
+                        format!("cannot read {}: {error}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => std::env::var("PGPASSWORD").ok().map(Password),
+    };
+    config
 }
 
 /// The `[evaluator]` section.
@@ -1304,8 +1532,10 @@ schedule = "*/10 * * * * *"
     fn the_contract_keys_alone_are_valid_and_defaults_apply() {
         let config = parse(MINIMAL, Path::new("/etc/x"), None).unwrap();
         assert_eq!(
-            config.database.path,
-            Path::new("/var/lib/price-alertd/alerts.db")
+            config.database.engine,
+            Engine::Sqlite {
+                path: "/var/lib/price-alertd/alerts.db".into()
+            }
         );
         assert_eq!(config.evaluator.threads, 10);
         assert_eq!(config.webhook.timeout, Duration::from_secs(15));
@@ -1390,9 +1620,9 @@ schedule = "*/10 * * * * *"
     fn relative_paths_resolve_against_the_config_folder_or_the_state_directory() {
         let text = MINIMAL.replace("/var/lib/price-alertd/alerts.db", "alerts.db");
         let config = parse(&text, Path::new("/etc/x"), None).unwrap();
-        assert_eq!(config.database.path, Path::new("/etc/x/alerts.db"));
+        assert_eq!(config.database.describe(), "/etc/x/alerts.db");
         let config = parse(&text, Path::new("/etc/x"), Some(Path::new("/var/lib/p"))).unwrap();
-        assert_eq!(config.database.path, Path::new("/var/lib/p/alerts.db"));
+        assert_eq!(config.database.describe(), "/var/lib/p/alerts.db");
     }
 
     #[test]
@@ -1556,6 +1786,91 @@ schedule = "*/10 * * * * *"
         );
         // Either one alone is fine.
         assert!(parse(&prices.replace("k:s@", ""), Path::new("/"), None).is_ok());
+    }
+
+    #[test]
+    fn a_postgresql_url_selects_postgresql_with_its_tls_and_a_password_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |database: &str| {
+            MINIMAL.replace("path = \"/var/lib/price-alertd/alerts.db\"", database)
+        };
+        let config = parse(
+            &with("url = \"postgres://pa:s3cr%40t@db.example.net:6432/alerts?sslmode=verify-full&sslrootcert=ca.pem&application_name=x\""),
+            dir.path(),
+            None,
+        )
+        .unwrap();
+        let Engine::Postgres(postgres) = &config.database.engine else {
+            panic!("{:?}", config.database);
+        };
+        assert_eq!(postgres.tls, PostgresTls::Require);
+        assert_eq!(postgres.root_certificate, Some(dir.path().join("ca.pem")));
+        assert_eq!(
+            postgres.password.as_ref().map(Password::expose),
+            Some("s3cr@t")
+        );
+        assert_eq!(
+            postgres.url,
+            "postgresql://pa@db.example.net:6432/alerts?application_name=x"
+        );
+        assert_eq!(
+            config.database.describe(),
+            "postgresql://pa:***@db.example.net:6432/alerts?application_name=x"
+        );
+        assert!(!format!("{config:?}").contains("s3cr"));
+
+        std::fs::write(dir.path().join("password"), "from-a-file\n").unwrap();
+        let config = parse(
+            &with("url = \"postgresql://pa@db/alerts\"\npassword_file = \"password\""),
+            dir.path(),
+            None,
+        )
+        .unwrap();
+        let Engine::Postgres(postgres) = &config.database.engine else {
+            panic!();
+        };
+        assert_eq!(
+            postgres.password.as_ref().map(Password::expose),
+            Some("from-a-file")
+        );
+        assert_eq!(postgres.tls, PostgresTls::Prefer);
+    }
+
+    #[test]
+    fn the_database_is_a_path_or_a_url_and_a_bad_url_is_reported() {
+        let with = |database: &str| {
+            MINIMAL.replace("path = \"/var/lib/price-alertd/alerts.db\"", database)
+        };
+        let messages = |text: &str| -> Vec<String> {
+            parse(text, Path::new("/etc/x"), None)
+                .unwrap_err()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let both = messages(&with("path = \"a.db\"\nurl = \"postgres://db/x\""));
+        assert!(both.iter().any(|m| m.contains("not both")), "{both:?}");
+        let scheme = messages(&with("url = \"mysql://db/x\""));
+        assert!(
+            scheme.iter().any(|m| m.contains("postgres://")),
+            "{scheme:?}"
+        );
+        let mode = messages(&with("url = \"postgres://db/x?sslmode=sometimes\""));
+        assert!(
+            mode.iter().any(|m| m.contains("sslmode=sometimes")),
+            "{mode:?}"
+        );
+        let twice = messages(&with(
+            "url = \"postgres://u:p@db/x\"\npassword_file = \"/nonexistent\"",
+        ));
+        assert!(twice.iter().any(|m| m.contains("one place")), "{twice:?}");
+        let sqlite = messages(&with("path = \"a.db\"\npassword_file = \"p\""));
+        assert!(
+            sqlite.iter().any(|m| m.contains("SQLite has no password")),
+            "{sqlite:?}"
+        );
+        let port = messages(&with("url = \"postgres://db:notaport/x\""));
+        assert!(port.iter().any(|m| m.contains("database.url")), "{port:?}");
     }
 
     #[test]

@@ -353,7 +353,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
     let mut drain_timeout = config.webhook.drain_timeout;
     tracing::info!(
         config = %source.describe(),
-        database = %config.database.path.display(),
+        database = %config.database.describe(),
         jobs = config.jobs.len(),
         threads = config.evaluator.threads,
         "price-alertd started"
@@ -537,7 +537,7 @@ async fn reload(source: &Source, running: &Config) -> Result<Config, String> {
             return Err("reading the configuration panicked".to_owned());
         }
     };
-    if new.database.path != running.database.path
+    if new.database.engine != running.database.engine
         || new.evaluator.threads != running.evaluator.threads
     {
         tracing::warn!("changes to [database] and [evaluator] take effect at the next restart");

@@ -277,7 +277,7 @@ pub fn tick(
     let started = Instant::now();
     let now = Utc::now();
     let mut report = TickReport::default();
-    let mut writer = pool.get().context("taking a database connection")?;
+    let mut writer = pool.get()?;
     let mut snapshot = prepare(&mut writer, options, now)?;
     report.expired = snapshot.expired;
     let candidates = std::mem::take(&mut snapshot.candidates);
@@ -285,7 +285,7 @@ pub fn tick(
     log_quote_problems(options.known_problems, &plan);
     let warnings = AtomicU64::new(0);
     if plan.blank_tickers {
-        name_blank_ticker_alerts(&writer, &warnings)?;
+        name_blank_ticker_alerts(&mut writer, &warnings)?;
     }
     let prepared = started.elapsed();
 
@@ -328,11 +328,14 @@ pub fn tick(
 }
 
 /// The changes a tick reads: those numbered after `since` (the job's
-/// watermark) up to `until` (the change counter when the tick looked).
+/// watermark) up to `until` (the last the tick could see when it looked).
+/// `settled` (at most `until`) is how far the watermark may move: no change
+/// numbered up to it can still appear.
 #[derive(Debug, Clone, Copy)]
 struct Window {
     since: i64,
     until: i64,
+    settled: i64,
 }
 
 /// What changed in the window for one ticker.
@@ -386,20 +389,47 @@ fn watermark_key(options: &TickOptions<'_>) -> String {
 /// expiry first, so an expired alert is never read as enabled; then, in one
 /// read transaction, the window of changes and the tickers they concern.
 fn prepare(
-    writer: &mut rusqlite::Connection,
+    writer: &mut store::Connection,
     options: &TickOptions<'_>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Snapshot> {
     let expired =
         alerts::expire_due(writer, &store::timestamp(now)).context("expiring alerts")? as u64;
     let job = watermark_key(options);
-    let transaction = writer.transaction().context("reading what changed")?;
-    let until = changes::counter(&transaction).context("reading the change counter")?;
-    // A job that never ran reads everything once: every row's number is 0 or more.
-    let since = changes::watermark(&transaction, &job)
-        .context("reading the job's watermark")?
-        .unwrap_or(-1);
-    let window = Window { since, until };
+    let (window, mut candidates) = store::read_transaction(writer, |reader| {
+        let horizon = changes::horizon(reader).context("reading how far the changes reach")?;
+        // A job that never ran reads everything once: every row's number is 0 or more.
+        let since = changes::watermark(reader, &job)
+            .context("reading the job's watermark")?
+            .unwrap_or(-1);
+        let window = Window {
+            since,
+            until: horizon.visible,
+            settled: horizon.settled.min(horizon.visible),
+        };
+        let changes = changed_tickers(reader, options, window)?;
+        let candidates = candidates(reader, changes)?;
+        Ok((window, candidates))
+    })
+    .context("reading what changed")?;
+    // Tickers are unique: unstable sorting needs no buffer.
+    candidates.sort_unstable_by(|a, b| a.ticker.cmp(&b.ticker));
+    Ok(Snapshot {
+        job,
+        window,
+        expired,
+        candidates,
+    })
+}
+
+/// The tickers in the job's scope that changed in `window`: their quote
+/// was written, or some of their enabled alerts changed.
+fn changed_tickers(
+    reader: &mut store::Connection,
+    options: &TickOptions<'_>,
+    window: Window,
+) -> anyhow::Result<HashMap<String, Change>> {
+    let Window { since, until, .. } = window;
     let mut changes: HashMap<String, Change> = HashMap::new();
     fn changed<'a>(
         changes: &'a mut HashMap<String, Change>,
@@ -421,19 +451,28 @@ fn prepare(
         entry
     }
     for (ticker, change) in
-        changes::changed_quotes(&transaction, since, until).context("reading changed quotes")?
+        changes::changed_quotes(reader, since, until).context("reading changed quotes")?
     {
         if options.scope.covers(&ticker) {
             changed(&mut changes, &ticker, change).moved = true;
         }
     }
-    changes::changed_alert_tickers(&transaction, since, until, |ticker, change| {
+    changes::changed_alert_tickers(reader, since, until, |ticker, change| {
         if options.scope.covers(ticker) || ticker.trim().is_empty() {
             let entry = changed(&mut changes, ticker, change);
             *entry.changed_alerts.get_or_insert(0) += 1;
         }
     })
     .context("reading changed alerts")?;
+    Ok(changes)
+}
+
+/// What the store holds for each changed ticker: its quote, its observed
+/// price, and whether it has enabled alerts at all.
+fn candidates(
+    reader: &mut store::Connection,
+    changes: HashMap<String, Change>,
+) -> anyhow::Result<Vec<Candidate>> {
     let mut candidates: Vec<Candidate> = changes
         .into_iter()
         .map(|(ticker, change)| Candidate {
@@ -448,23 +487,14 @@ fn prepare(
         if candidate.ticker.trim().is_empty() {
             continue;
         }
-        candidate.quote =
-            alerts::quote_of(&transaction, &candidate.ticker).context("reading a quote")?;
-        candidate.previous = alerts::observation(&transaction, &candidate.ticker)
-            .context("reading an observed price")?;
+        candidate.quote = alerts::quote_of(reader, &candidate.ticker).context("reading a quote")?;
+        candidate.previous =
+            alerts::observation(reader, &candidate.ticker).context("reading an observed price")?;
         candidate.has_alerts = candidate.change.changed_alerts.is_some()
-            || changes::has_enabled_alerts(&transaction, &candidate.ticker)
+            || changes::has_enabled_alerts(reader, &candidate.ticker)
                 .context("looking for enabled alerts")?;
     }
-    transaction.commit().context("reading what changed")?;
-    // Tickers are unique: unstable sorting needs no buffer.
-    candidates.sort_unstable_by(|a, b| a.ticker.cmp(&b.ticker));
-    Ok(Snapshot {
-        job,
-        window,
-        expired,
-        candidates,
-    })
+    Ok(candidates)
 }
 
 /// A ticker ready to evaluate.
@@ -611,7 +641,7 @@ fn log_quote_problems(known: &KnownProblems, plan: &Plan) {
 /// Names, up to the warning cap, the enabled alerts whose ticker is empty or
 /// NULL: they were counted as malformed by [`plan`].
 fn name_blank_ticker_alerts(
-    writer: &rusqlite::Connection,
+    writer: &mut store::Connection,
     warnings: &AtomicU64,
 ) -> anyhow::Result<()> {
     for alert in alerts::enabled_without_ticker(writer, WARNINGS_PER_TICK)
@@ -649,7 +679,7 @@ struct Readers<'a> {
 fn evaluate_and_claim(
     workers: &rayon::ThreadPool,
     readers: &Readers<'_>,
-    writer: &mut rusqlite::Connection,
+    writer: &mut store::Connection,
     options: &TickOptions<'_>,
     report: &mut TickReport,
 ) -> anyhow::Result<()> {
@@ -731,7 +761,7 @@ impl<'a> ByTicker<'a> {
 
 /// Claims one batch in one transaction (the writer's only work) and empties it.
 fn claim(
-    writer: &mut rusqlite::Connection,
+    writer: &mut store::Connection,
     batch: &mut Vec<Trigger>,
     report: &mut TickReport,
     first_error: &mut Option<anyhow::Error>,
@@ -762,7 +792,7 @@ fn claim(
 /// A crash before this commit leaves both, and the next tick reads the same
 /// changes again: nothing is skipped, and what was claimed stays claimed.
 fn observe(
-    writer: &mut rusqlite::Connection,
+    writer: &mut store::Connection,
     snapshot: &Snapshot,
     plan: Plan,
     now: DateTime<Utc>,
@@ -773,8 +803,8 @@ fn observe(
         .filter(|work| work.observe)
         .map(|work| (work.ticker, work.observed.price, work.quote_time))
         .collect();
-    let watermark = plan.deferred.map_or(snapshot.window.until, |first| {
-        (first - 1).min(snapshot.window.until)
+    let watermark = plan.deferred.map_or(snapshot.window.settled, |first| {
+        (first - 1).min(snapshot.window.settled)
     });
     alerts::finish_tick(
         writer,
@@ -804,6 +834,7 @@ fn split(window: Window, parts: usize) -> Vec<Window> {
         .map(|since| Window {
             since,
             until: (since + size).min(window.until),
+            settled: window.settled,
         })
         .collect()
 }
@@ -868,7 +899,7 @@ fn read_and_judge(
     task: Task<'_>,
     sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
 ) -> anyhow::Result<()> {
-    let connection = readers.pool.get().context("taking a database connection")?;
+    let mut connection = readers.pool.get()?;
     let mut judging = Judging {
         readers,
         sender,
@@ -883,7 +914,7 @@ fn read_and_judge(
                     previous: item.observed.previous,
                 };
                 changes::each_reachable_alert(
-                    &connection,
+                    &mut connection,
                     &item.ticker,
                     moved,
                     readers.window.since,
@@ -896,7 +927,7 @@ fn read_and_judge(
             }
         }
         Task::Changed(window) => {
-            changes::each_changed_alert(&connection, window.since, window.until, |alert| {
+            changes::each_changed_alert(&mut connection, window.since, window.until, |alert| {
                 match by_ticker.get(&alert.ticker) {
                     Some(item) => judging.row(alert, item),
                     None => true,
@@ -1133,12 +1164,10 @@ mod tests {
     #[test]
     fn the_level_ranges_reach_every_row_judge_fires() {
         let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::DatabaseConfig {
-            path: dir.path().join("a.db"),
-            busy_timeout: Duration::from_secs(5),
-        };
+        let path = dir.path().join("a.db");
+        let config = crate::config::DatabaseConfig::sqlite(path.clone(), Duration::from_secs(5));
         // The application's table, which may allow a NULL condition.
-        rusqlite::Connection::open(&config.path)
+        rusqlite::Connection::open(&path)
             .unwrap()
             .execute_batch(
                 "CREATE TABLE price_alerts (id INTEGER PRIMARY KEY, ticker TEXT, condition TEXT,
@@ -1147,7 +1176,8 @@ mod tests {
             )
             .unwrap();
         let pool = store::open(&config, 2).unwrap();
-        let connection = pool.get().unwrap();
+        let mut connection = pool.get().unwrap();
+        let app = rusqlite::Connection::open(&path).unwrap();
         let now = Utc::now();
         let past = (now - chrono::Duration::hours(1)).to_rfc3339();
         let future = (now + chrono::Duration::hours(1)).to_rfc3339();
@@ -1177,8 +1207,7 @@ mod tests {
             for target in targets {
                 for expiry in &expiries {
                     for reference in references {
-                        connection
-                            .execute_batch(&format!(
+                        app.execute_batch(&format!(
                                 "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, expires_at, created_at)
                                  VALUES ('T', {condition}, {target}, {reference}, {expiry}, 'x')"
                             ))
@@ -1187,7 +1216,7 @@ mod tests {
                 }
             }
         }
-        let all = alerts::enabled_for_ticker(&connection, "T").unwrap();
+        let all = alerts::enabled_for_ticker(&mut connection, "T").unwrap();
         assert_eq!(
             all.len(),
             conditions.len() * targets.len() * expiries.len() * references.len()
@@ -1202,7 +1231,7 @@ mod tests {
                 previous,
             };
             let mut reached = HashSet::new();
-            changes::each_reachable_alert(&connection, "T", moved, i64::MAX, |alert| {
+            changes::each_reachable_alert(&mut connection, "T", moved, i64::MAX, |alert| {
                 reached.insert(alert.id);
                 true
             })

@@ -411,7 +411,7 @@ fn check_config(source: &Source, config: &Config, checks: Checks, from: DateTime
         Checks::Reload => "not checked: a reload keeps the running database".to_owned(),
     };
     println!("{}: ok", source.describe());
-    println!("database  {} ({database})", config.database.path.display());
+    println!("database  {} ({database})", config.database.describe());
     let signing = match config.webhook.secrets.len() {
         0 => "unsigned".to_owned(),
         n => format!("signed with {n} secret{}", if n == 1 { "" } else { "s" }),

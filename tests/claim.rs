@@ -1,5 +1,6 @@
-//! The claim and its events, end to end on a real SQLite file and a real
-//! loopback HTTP receiver: VO-348's test plan and more.
+//! The claim and its events, end to end on a real database (an SQLite file,
+//! and a database of a real PostgreSQL server: every test runs on both) and a
+//! real loopback HTTP receiver: VO-348's test plan and more.
 
 mod common;
 
@@ -10,70 +11,70 @@ use common::{Db, Receiver, deliver_pending, lib_config as config, tick};
 use price_alertd::config::{Config, Scope};
 use price_alertd::evaluate;
 
-#[test]
-fn a_matching_alert_evaluated_once_triggers_exactly_one_event() {
-    let db = Db::new();
-    let receiver = Receiver::start();
-    let config = config(&db, &receiver.url);
-    let id = db.add_alert("AAPL", "above", 200.0);
-    db.set_quote("AAPL", 201.5);
+on_every_engine! {
+    fn a_matching_alert_evaluated_once_triggers_exactly_one_event(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let config = config(&db, &receiver.url);
+        let id = db.add_alert("AAPL", "above", 200.0);
+        db.set_quote("AAPL", 201.5);
 
-    let report = tick(&db, &config);
-    assert_eq!((report.evaluated, report.triggered), (1, 1));
-    // A second tick finds nothing left to claim.
-    assert_eq!(tick(&db, &config).triggered, 0);
-    let totals = deliver_pending(&db.pool(4), &config);
-    assert_eq!(totals.delivered, 1);
+        let report = tick(&db, &config);
+        assert_eq!((report.evaluated, report.triggered), (1, 1));
+        // A second tick finds nothing left to claim.
+        assert_eq!(tick(&db, &config).triggered, 0);
+        let totals = deliver_pending(&db.pool(4), &config);
+        assert_eq!(totals.delivered, 1);
 
-    let received = receiver.received();
-    assert_eq!(received.len(), 1);
-    let event = received[0].json();
-    assert_eq!(event["type"], "price_alert");
-    assert_eq!(event["data"]["alert_id"], id);
-    assert_eq!(event["data"]["ticker"], "AAPL");
-    assert_eq!(event["data"]["price"], 201.5);
-    assert_eq!(event["data"]["user_id"], "u1");
-    assert_eq!(received[0].header("webhook-id"), event["id"].as_str());
-    assert_eq!(received[0].header("content-type"), Some("application/json"));
-    assert_eq!(
-        received[0].header("x-eventsource-event"),
-        Some("price_alert")
-    );
-    assert!(
-        received[0]
-            .header("user-agent")
-            .unwrap()
-            .starts_with("price-alertd/")
-    );
-    assert!(
-        received[0]
-            .header("webhook-timestamp")
-            .unwrap()
-            .parse::<i64>()
-            .is_ok()
-    );
-    assert_eq!(db.scalar("SELECT enabled FROM price_alerts"), 0);
-    assert_eq!(
-        db.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'"),
-        1
-    );
+        let received = receiver.received();
+        assert_eq!(received.len(), 1);
+        let event = received[0].json();
+        assert_eq!(event["type"], "price_alert");
+        assert_eq!(event["data"]["alert_id"], id);
+        assert_eq!(event["data"]["ticker"], "AAPL");
+        assert_eq!(event["data"]["price"], 201.5);
+        assert_eq!(event["data"]["user_id"], "u1");
+        assert_eq!(received[0].header("webhook-id"), event["id"].as_str());
+        assert_eq!(received[0].header("content-type"), Some("application/json"));
+        assert_eq!(
+            received[0].header("x-eventsource-event"),
+            Some("price_alert")
+        );
+        assert!(
+            received[0]
+                .header("user-agent")
+                .unwrap()
+                .starts_with("price-alertd/")
+        );
+        assert!(
+            received[0]
+                .header("webhook-timestamp")
+                .unwrap()
+                .parse::<i64>()
+                .is_ok()
+        );
+        assert_eq!(db.scalar("SELECT enabled FROM price_alerts"), 0);
+        assert_eq!(
+            db.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'"),
+            1
+        );
+    }
 }
 
-#[test]
-fn an_alert_already_disabled_produces_no_event() {
-    let db = Db::new();
-    let receiver = Receiver::start();
-    let config = config(&db, &receiver.url);
-    db.add_alert("AAPL", "above", 200.0);
-    db.app()
-        .execute("UPDATE price_alerts SET enabled = 0", [])
-        .unwrap();
-    db.set_quote("AAPL", 250.0);
+on_every_engine! {
+    fn an_alert_already_disabled_produces_no_event(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let config = config(&db, &receiver.url);
+        db.add_alert("AAPL", "above", 200.0);
+        db.execute("UPDATE price_alerts SET enabled = 0", values![]);
+        db.set_quote("AAPL", 250.0);
 
-    assert_eq!(tick(&db, &config).triggered, 0);
-    assert_eq!(deliver_pending(&db.pool(4), &config).delivered, 0);
-    assert!(receiver.received().is_empty());
-    assert_eq!(db.scalar("SELECT count(*) FROM outbox"), 0);
+        assert_eq!(tick(&db, &config).triggered, 0);
+        assert_eq!(deliver_pending(&db.pool(4), &config).delivered, 0);
+        assert!(receiver.received().is_empty());
+        assert_eq!(db.scalar("SELECT count(*) FROM outbox"), 0);
+    }
 }
 
 /// Runs `evaluators` ticks at once, each with its own connection pool and
@@ -97,192 +98,185 @@ fn evaluate_concurrently(db: &Db, config: &Config, evaluators: usize) -> Vec<u64
         .collect()
 }
 
-#[test]
-fn vo_348_ten_concurrent_evaluators_of_one_alert_send_one_event() {
-    let db = Db::new();
-    let receiver = Receiver::start();
-    let config = config(&db, &receiver.url);
-    let id = db.add_alert("AAPL", "above", 200.0);
-    db.set_quote("AAPL", 210.0);
+on_every_engine! {
+    fn vo_348_ten_concurrent_evaluators_of_one_alert_send_one_event(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let config = config(&db, &receiver.url);
+        let id = db.add_alert("AAPL", "above", 200.0);
+        db.set_quote("AAPL", 210.0);
 
-    let claimed = evaluate_concurrently(&db, &config, 10);
-    assert_eq!(
-        claimed.iter().sum::<u64>(),
-        1,
-        "claims per evaluator: {claimed:?}"
-    );
-    deliver_pending(&db.pool(4), &config);
+        let claimed = evaluate_concurrently(&db, &config, 10);
+        assert_eq!(
+            claimed.iter().sum::<u64>(),
+            1,
+            "claims per evaluator: {claimed:?}"
+        );
+        deliver_pending(&db.pool(4), &config);
 
-    let received = receiver.received();
-    assert_eq!(received.len(), 1, "exactly one POST");
-    assert_eq!(received[0].json()["data"]["alert_id"], id);
-    assert_eq!(db.scalar("SELECT enabled FROM price_alerts"), 0);
-    assert_eq!(db.scalar("SELECT count(*) FROM price_alerts WHERE triggered_at IS NOT NULL AND triggered_price = 210.0"), 1);
+        let received = receiver.received();
+        assert_eq!(received.len(), 1, "exactly one POST");
+        assert_eq!(received[0].json()["data"]["alert_id"], id);
+        assert_eq!(db.scalar("SELECT enabled FROM price_alerts"), 0);
+        assert_eq!(db.scalar("SELECT count(*) FROM price_alerts WHERE triggered_at IS NOT NULL AND triggered_price = 210.0"), 1);
+    }
 }
 
-#[test]
-fn vo_348_ten_concurrent_evaluators_of_a_thousand_alerts_send_one_event_per_match() {
-    let db = Db::new();
-    let receiver = Receiver::start();
-    let config = config(&db, &receiver.url);
-    let tickers = ["AAPL", "MSFT", "TSLA", "NVDA", "AMZN"];
-    for ticker in tickers {
-        db.set_quote(ticker, 100.0);
-    }
-    let mut matching = BTreeSet::new();
-    for n in 0..1000 {
-        // Even alerts match (target at or under the price), odd ones do not.
-        let (condition, target) = match n % 4 {
-            0 => ("above", 90.0 + (n % 10) as f64),
-            1 => ("above", 100.5 + (n % 7) as f64),
-            2 => ("below", 100.0 + (n % 5) as f64),
-            _ => ("below", 99.0 - (n % 3) as f64),
-        };
-        let id = db.add_alert(tickers[n % tickers.len()], condition, target);
-        if n % 2 == 0 {
-            matching.insert(id);
+on_every_engine! {
+    fn vo_348_ten_concurrent_evaluators_of_a_thousand_alerts_send_one_event_per_match(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let config = config(&db, &receiver.url);
+        let tickers = ["AAPL", "MSFT", "TSLA", "NVDA", "AMZN"];
+        for ticker in tickers {
+            db.set_quote(ticker, 100.0);
         }
-    }
+        let mut matching = BTreeSet::new();
+        for n in 0..1000 {
+            // Even alerts match (target at or under the price), odd ones do not.
+            let (condition, target) = match n % 4 {
+                0 => ("above", 90.0 + (n % 10) as f64),
+                1 => ("above", 100.5 + (n % 7) as f64),
+                2 => ("below", 100.0 + (n % 5) as f64),
+                _ => ("below", 99.0 - (n % 3) as f64),
+            };
+            let id = db.add_alert(tickers[n % tickers.len()], condition, target);
+            if n % 2 == 0 {
+                matching.insert(id);
+            }
+        }
 
-    let claimed = evaluate_concurrently(&db, &config, 10);
-    assert_eq!(
-        claimed.iter().sum::<u64>(),
-        500,
-        "claims per evaluator: {claimed:?}"
-    );
-    deliver_pending(&db.pool(4), &config);
+        let claimed = evaluate_concurrently(&db, &config, 10);
+        assert_eq!(
+            claimed.iter().sum::<u64>(),
+            500,
+            "claims per evaluator: {claimed:?}"
+        );
+        deliver_pending(&db.pool(4), &config);
 
-    let received = receiver.received();
-    let mut per_alert: HashMap<i64, usize> = HashMap::new();
-    for request in &received {
-        *per_alert
-            .entry(request.json()["data"]["alert_id"].as_i64().unwrap())
-            .or_default() += 1;
-    }
-    assert!(
-        per_alert.values().all(|&count| count == 1),
-        "an alert was notified twice"
-    );
-    assert_eq!(per_alert.keys().copied().collect::<BTreeSet<_>>(), matching);
-    assert_eq!(
-        db.ids("SELECT id FROM price_alerts WHERE enabled = 0")
-            .into_iter()
-            .collect::<BTreeSet<_>>(),
-        matching
-    );
-    let ids: BTreeSet<&str> = received
-        .iter()
-        .map(|request| request.header("webhook-id").unwrap())
-        .collect();
-    assert_eq!(ids.len(), 500, "every event has its own id");
-}
-
-#[test]
-fn a_re_armed_alert_triggers_again_under_a_new_event_id() {
-    let db = Db::new();
-    let receiver = Receiver::start();
-    let config = config(&db, &receiver.url);
-    db.add_alert("AAPL", "below", 150.0);
-    db.set_quote("AAPL", 140.0);
-    tick(&db, &config);
-    db.app()
-        .execute("UPDATE price_alerts SET enabled = 1", [])
-        .unwrap();
-    tick(&db, &config);
-    deliver_pending(&db.pool(4), &config);
-
-    let received = receiver.received();
-    assert_eq!(received.len(), 2);
-    assert_ne!(
-        received[0].header("webhook-id"),
-        received[1].header("webhook-id")
-    );
-}
-
-#[test]
-fn a_failing_webhook_gets_the_same_event_again_until_it_answers_2xx() {
-    let db = Db::new();
-    let receiver = Receiver::start();
-    receiver.fail_with(&[503, 500]);
-    let config = config(&db, &receiver.url);
-    db.add_alert("AAPL", "above", 1.0);
-    db.set_quote("AAPL", 2.0);
-    tick(&db, &config);
-
-    let totals = deliver_pending(&db.pool(4), &config);
-    assert_eq!((totals.failed, totals.delivered), (2, 1));
-    assert_eq!(receiver.received().len(), 1);
-    assert_eq!(db.scalar("SELECT attempts FROM outbox"), 3);
-}
-
-#[test]
-fn a_dead_webhook_loses_nothing() {
-    let db = Db::new();
-    // Nothing listens on this port: every attempt is a connection error.
-    let url = format!("http://127.0.0.1:{}/events", common::free_port());
-    let mut config = config(&db, &url);
-    config.webhook.drain_timeout = std::time::Duration::from_secs(1);
-    for n in 0..20 {
-        db.add_alert("AAPL", "above", n as f64);
-    }
-    db.set_quote("AAPL", 100.0);
-    assert_eq!(tick(&db, &config).triggered, 20);
-
-    let totals = deliver_pending(&db.pool(4), &config);
-    assert_eq!(totals.delivered, 0);
-    assert!(totals.failed >= 20);
-    // Retried until the (short) schedule ran out, then kept as dead letters:
-    // every event is still there, unleased, with the same id.
-    assert_eq!(
-        db.scalar(
-            "SELECT count(*) FROM outbox WHERE state IN ('pending', 'dead') AND lease_owner IS NULL"
-        ),
-        20
-    );
-}
-
-#[test]
-fn event_ids_are_unique_across_databases_and_shared_by_every_daemon_on_one() {
-    let receiver = Receiver::start();
-    // Two installations whose first alert, first arming, triggers alike.
-    let triggered_ids = |db: &Db| {
-        let config = config(db, &receiver.url);
-        db.set_quote("AAPL", 300.0);
-        tick(db, &config);
-        let app = db.app();
-        let mut statement = app
-            .prepare("SELECT event_id FROM outbox ORDER BY id")
-            .unwrap();
-        statement
-            .query_map([], |row| row.get::<_, String>(0))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap()
-    };
-    let (first, second) = (Db::new(), Db::new());
-    assert_eq!(first.add_alert("AAPL", "above", 200.0), 1);
-    assert_eq!(second.add_alert("AAPL", "above", 200.0), 1);
-    let (a, b) = (triggered_ids(&first), triggered_ids(&second));
-    assert_eq!((a.len(), b.len()), (1, 1));
-    assert_ne!(a[0], b[0], "two databases sent the same event id");
-
-    // On one database, every daemon (here: a fresh pool, as after a restart
-    // or on another process) claims under the same installation id, and the
-    // id of an arming is what it was.
-    let installation = |id: &str| id.rsplitn(3, '_').nth(2).unwrap().to_owned();
-    first.add_alert("AAPL", "above", 250.0);
-    first
-        .app()
-        .execute("UPDATE price_alerts SET enabled = 1 WHERE id = 1", [])
-        .unwrap();
-    let later = triggered_ids(&first);
-    assert_eq!(later.len(), 3);
-    assert_eq!(later[0], a[0]);
-    assert!(
-        later
+        let received = receiver.received();
+        let mut per_alert: HashMap<i64, usize> = HashMap::new();
+        for request in &received {
+            *per_alert
+                .entry(request.json()["data"]["alert_id"].as_i64().unwrap())
+                .or_default() += 1;
+        }
+        assert!(
+            per_alert.values().all(|&count| count == 1),
+            "an alert was notified twice"
+        );
+        assert_eq!(per_alert.keys().copied().collect::<BTreeSet<_>>(), matching);
+        assert_eq!(
+            db.ids("SELECT id FROM price_alerts WHERE enabled = 0")
+                .into_iter()
+                .collect::<BTreeSet<_>>(),
+            matching
+        );
+        let ids: BTreeSet<&str> = received
             .iter()
-            .all(|id| installation(id) == installation(&a[0])),
-        "{later:?}"
-    );
-    assert_ne!(later[2], a[0], "a re-armed alert triggers under a new id");
+            .map(|request| request.header("webhook-id").unwrap())
+            .collect();
+        assert_eq!(ids.len(), 500, "every event has its own id");
+    }
+}
+
+on_every_engine! {
+    fn a_re_armed_alert_triggers_again_under_a_new_event_id(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let config = config(&db, &receiver.url);
+        db.add_alert("AAPL", "below", 150.0);
+        db.set_quote("AAPL", 140.0);
+        tick(&db, &config);
+        db.execute("UPDATE price_alerts SET enabled = 1", values![]);
+        tick(&db, &config);
+        deliver_pending(&db.pool(4), &config);
+
+        let received = receiver.received();
+        assert_eq!(received.len(), 2);
+        assert_ne!(
+            received[0].header("webhook-id"),
+            received[1].header("webhook-id")
+        );
+    }
+}
+
+on_every_engine! {
+    fn a_failing_webhook_gets_the_same_event_again_until_it_answers_2xx(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        receiver.fail_with(&[503, 500]);
+        let config = config(&db, &receiver.url);
+        db.add_alert("AAPL", "above", 1.0);
+        db.set_quote("AAPL", 2.0);
+        tick(&db, &config);
+
+        let totals = deliver_pending(&db.pool(4), &config);
+        assert_eq!((totals.failed, totals.delivered), (2, 1));
+        assert_eq!(receiver.received().len(), 1);
+        assert_eq!(db.scalar("SELECT attempts FROM outbox"), 3);
+    }
+}
+
+on_every_engine! {
+    fn a_dead_webhook_loses_nothing(engine: Engine) {
+        let db = Db::on(engine);
+        // Nothing listens on this port: every attempt is a connection error.
+        let url = format!("http://127.0.0.1:{}/events", common::free_port());
+        let mut config = config(&db, &url);
+        config.webhook.drain_timeout = std::time::Duration::from_secs(1);
+        for n in 0..20 {
+            db.add_alert("AAPL", "above", n as f64);
+        }
+        db.set_quote("AAPL", 100.0);
+        assert_eq!(tick(&db, &config).triggered, 20);
+
+        let totals = deliver_pending(&db.pool(4), &config);
+        assert_eq!(totals.delivered, 0);
+        assert!(totals.failed >= 20);
+        // Retried until the (short) schedule ran out, then kept as dead letters:
+        // every event is still there, unleased, with the same id.
+        assert_eq!(
+            db.scalar(
+                "SELECT count(*) FROM outbox WHERE state IN ('pending', 'dead') AND lease_owner IS NULL"
+            ),
+            20
+        );
+    }
+}
+
+on_every_engine! {
+    fn event_ids_are_unique_across_databases_and_shared_by_every_daemon_on_one(engine: Engine) {
+        let receiver = Receiver::start();
+        // Two installations whose first alert, first arming, triggers alike.
+        let triggered_ids = |db: &Db| {
+            let config = config(db, &receiver.url);
+            db.set_quote("AAPL", 300.0);
+            tick(db, &config);
+            db.texts("SELECT event_id FROM outbox ORDER BY id")
+        };
+        let (first, second) = (Db::on(engine), Db::on(engine));
+        assert_eq!(first.add_alert("AAPL", "above", 200.0), 1);
+        assert_eq!(second.add_alert("AAPL", "above", 200.0), 1);
+        let (a, b) = (triggered_ids(&first), triggered_ids(&second));
+        assert_eq!((a.len(), b.len()), (1, 1));
+        assert_ne!(a[0], b[0], "two databases sent the same event id");
+
+        // On one database, every daemon (here: a fresh pool, as after a restart
+        // or on another process) claims under the same installation id, and the
+        // id of an arming is what it was.
+        let installation = |id: &str| id.rsplitn(3, '_').nth(2).unwrap().to_owned();
+        first.add_alert("AAPL", "above", 250.0);
+        first.execute("UPDATE price_alerts SET enabled = 1 WHERE id = 1", values![]);
+        let later = triggered_ids(&first);
+        assert_eq!(later.len(), 3);
+        assert_eq!(later[0], a[0]);
+        assert!(
+            later
+                .iter()
+                .all(|id| installation(id) == installation(&a[0])),
+            "{later:?}"
+        );
+        assert_ne!(later[2], a[0], "a re-armed alert triggers under a new id");
+    }
 }

@@ -121,59 +121,60 @@ fn run_job_exits_non_zero_when_the_job_fails() {
     assert_eq!(summary(&stdout)["result"], "failed");
 }
 
-#[test]
-fn three_run_job_processes_at_once_deliver_each_alert_exactly_once() {
-    let db = Db::new();
-    let receiver = Receiver::start();
-    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
-    let tickers = ["AAPL", "MSFT", "TSLA"];
-    for ticker in tickers {
-        db.set_quote(ticker, 100.0);
-    }
-    let mut matching = Vec::new();
-    for n in 0..600 {
-        let target = if n % 3 == 0 { 50.0 } else { 150.0 };
-        let id = db.add_alert(tickers[n % 3], "above", target);
-        if n % 3 == 0 {
-            matching.push(id);
+on_every_engine! {
+    fn three_run_job_processes_at_once_deliver_each_alert_exactly_once(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let path = db.write_config(&config_text(&db, &receiver.url, "0 0 0 1 1 *"));
+        let tickers = ["AAPL", "MSFT", "TSLA"];
+        for ticker in tickers {
+            db.set_quote(ticker, 100.0);
         }
-    }
+        let mut matching = Vec::new();
+        for n in 0..600 {
+            let target = if n % 3 == 0 { 50.0 } else { 150.0 };
+            let id = db.add_alert(tickers[n % 3], "above", target);
+            if n % 3 == 0 {
+                matching.push(id);
+            }
+        }
 
-    let children: Vec<_> = (0..3)
-        .map(|_| {
-            binary()
-                .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let mut triggered = 0;
-    for child in children {
-        let output = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        assert!(output.status.success(), "{stdout}");
-        triggered += summary(&stdout)["triggered"].parse::<usize>().unwrap();
-    }
-    assert_eq!(
-        triggered,
-        matching.len(),
-        "claims across the three processes"
-    );
+        let children: Vec<_> = (0..3)
+            .map(|_| {
+                binary()
+                    .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut triggered = 0;
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8(output.stdout).unwrap();
+            assert!(output.status.success(), "{stdout}");
+            triggered += summary(&stdout)["triggered"].parse::<usize>().unwrap();
+        }
+        assert_eq!(
+            triggered,
+            matching.len(),
+            "claims across the three processes"
+        );
 
-    let received = receiver.received();
-    let mut per_alert: HashMap<i64, usize> = HashMap::new();
-    for request in &received {
-        *per_alert
-            .entry(request.json()["data"]["alert_id"].as_i64().unwrap())
-            .or_default() += 1;
+        let received = receiver.received();
+        let mut per_alert: HashMap<i64, usize> = HashMap::new();
+        for request in &received {
+            *per_alert
+                .entry(request.json()["data"]["alert_id"].as_i64().unwrap())
+                .or_default() += 1;
+        }
+        let twice: Vec<_> = per_alert.iter().filter(|(_, count)| **count > 1).collect();
+        assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+        let mut delivered: Vec<i64> = per_alert.keys().copied().collect();
+        delivered.sort();
+        assert_eq!(delivered, matching);
     }
-    let twice: Vec<_> = per_alert.iter().filter(|(_, count)| **count > 1).collect();
-    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
-    let mut delivered: Vec<i64> = per_alert.keys().copied().collect();
-    delivered.sort();
-    assert_eq!(delivered, matching);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Crash safety: the daemon SIGKILLed at random points — mid-tick, mid-POST,
 //! between a 2xx and its bookkeeping — and restarted, over a tick of 100,000
-//! triggered alerts. Nothing is lost: every alert is delivered at least once,
+//! triggered alerts, on SQLite and on PostgreSQL. Nothing is lost: every alert is delivered at least once,
 //! every copy of one alert's event carries one id, and none stays enabled.
 
 mod common;
@@ -15,112 +15,95 @@ const KILLS: usize = 10;
 
 /// Inserts `ALERTS` alerts over 500 tickers quoted at 100, all triggered.
 fn hundred_thousand_triggered_alerts(db: &Db) {
-    {
-        let mut app = db.app();
-        let transaction = app.transaction().unwrap();
-        {
-            let mut insert = transaction
-                .prepare("INSERT INTO price_alerts (ticker, condition, target_price, created_at) VALUES (?1, 'above', ?2, '2026-01-01T00:00:00Z')")
-                .unwrap();
-            for n in 0..ALERTS {
-                insert
-                    .execute(rusqlite::params![format!("T{}", n % 500), (n % 90) as f64])
-                    .unwrap();
-            }
-        }
-        transaction.commit().unwrap();
-    }
+    let alerts: Vec<(String, &str, f64)> = (0..ALERTS)
+        .map(|n| (format!("T{}", n % 500), "above", (n % 90) as f64))
+        .collect();
+    db.add_alerts(&alerts);
     for n in 0..500 {
         db.set_quote(&format!("T{n}"), 100.0);
     }
 }
 
-#[test]
-fn sigkill_at_random_points_loses_no_event_and_keeps_one_id_per_alert() {
-    let db = Db::new();
-    let receiver = Receiver::start_lean();
-    hundred_thousand_triggered_alerts(&db);
-    let text = config_text(&db.path, &receiver.url, "* * * * * *")
-        .replace(
-            "timeout = \"5s\"",
-            "timeout = \"2s\"\nconnect_timeout = \"1s\"\nconcurrency = 32",
-        )
-        .replace(
-            "retry_schedule = [\"200ms\", \"400ms\"]",
-            "retry_schedule = [\"200ms\", \"400ms\", \"1s\", \"1s\", \"1s\"]",
-        );
-    let path = db.dir.path().join("price-alertd.toml");
-    std::fs::write(&path, text).unwrap();
+on_every_engine! {
+    fn sigkill_at_random_points_loses_no_event_and_keeps_one_id_per_alert(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start_lean();
+        hundred_thousand_triggered_alerts(&db);
+        let text = config_text(&db, &receiver.url, "* * * * * *")
+            .replace(
+                "timeout = \"5s\"",
+                "timeout = \"2s\"\nconnect_timeout = \"1s\"\nconcurrency = 32",
+            )
+            .replace(
+                "retry_schedule = [\"200ms\", \"400ms\"]",
+                "retry_schedule = [\"200ms\", \"400ms\", \"1s\", \"1s\", \"1s\"]",
+            );
+        let path = db.dir.path().join("price-alertd.toml");
+        std::fs::write(&path, text).unwrap();
 
-    let seed = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("crash test seed: {seed} (set CRASH_SEED to repeat)");
-    let mut random = fastrand::Rng::with_seed(seed);
-    for kill in 0..KILLS {
-        let mut daemon = Daemon::start_quiet(&path);
-        // Early kills land mid-tick, later ones mid-delivery.
-        let delay = Duration::from_millis(random.u64(100..2500));
-        std::thread::sleep(delay);
-        daemon.child.kill().unwrap();
-        daemon.child.wait().unwrap();
-        let claimed = db.scalar("SELECT count(*) FROM outbox");
-        let delivered = db.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'");
+        let seed = std::env::var("CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| fastrand::u64(..));
+        eprintln!("crash test seed: {seed} (set CRASH_SEED to repeat)");
+        let mut random = fastrand::Rng::with_seed(seed);
+        for kill in 0..KILLS {
+            let mut daemon = Daemon::start_quiet(&path);
+            // Early kills land mid-tick, later ones mid-delivery.
+            let delay = Duration::from_millis(random.u64(100..2500));
+            std::thread::sleep(delay);
+            daemon.child.kill().unwrap();
+            daemon.child.wait().unwrap();
+            let claimed = db.scalar("SELECT count(*) FROM outbox");
+            let delivered = db.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'");
+            eprintln!(
+                "kill {}: after {delay:?}: {claimed} claimed, {delivered} delivered",
+                kill + 1
+            );
+        }
+
+        let daemon = Daemon::start_quiet(&path);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1") > 0
+            || db.scalar("SELECT count(*) FROM outbox WHERE state <> 'delivered'") > 0
+        {
+            assert!(Instant::now() < deadline, "not everything was delivered");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        drop(daemon);
+
+        // One event per alert in the outbox, all delivered.
+        assert_eq!(db.scalar("SELECT count(*) FROM outbox"), ALERTS as i64);
+        assert_eq!(
+            db.scalar("SELECT count(DISTINCT alert_id) FROM outbox"),
+            ALERTS as i64
+        );
+        let ids_of_alerts: HashMap<String, i64> = db
+            .texts_and_ids("SELECT event_id, alert_id FROM outbox")
+            .into_iter()
+            .collect();
+        // Every copy that reached the receiver carries its alert's one id, and
+        // every alert reached it.
+        let mut copies: HashMap<i64, usize> = HashMap::new();
+        let mut seen_ids = HashSet::new();
+        for arrival in receiver
+            .arrivals()
+            .iter()
+            .filter(|arrival| arrival.status == 200)
+        {
+            let alert = ids_of_alerts
+                .get(&arrival.webhook_id)
+                .unwrap_or_else(|| panic!("unknown id {}", arrival.webhook_id));
+            *copies.entry(*alert).or_default() += 1;
+            seen_ids.insert(arrival.webhook_id.clone());
+        }
+        assert_eq!(copies.len(), ALERTS, "alerts delivered");
+        assert_eq!(seen_ids.len(), ALERTS, "one id per alert");
+        let duplicates: usize = copies.values().map(|count| count - 1).sum();
         eprintln!(
-            "kill {}: after {delay:?}: {claimed} claimed, {delivered} delivered",
-            kill + 1
+            "{ALERTS} alerts delivered; {duplicates} redelivered copies (same id) after {KILLS} kills"
         );
     }
-
-    let daemon = Daemon::start_quiet(&path);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1") > 0
-        || db.scalar("SELECT count(*) FROM outbox WHERE state <> 'delivered'") > 0
-    {
-        assert!(Instant::now() < deadline, "not everything was delivered");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    drop(daemon);
-
-    // One event per alert in the outbox, all delivered.
-    assert_eq!(db.scalar("SELECT count(*) FROM outbox"), ALERTS as i64);
-    assert_eq!(
-        db.scalar("SELECT count(DISTINCT alert_id) FROM outbox"),
-        ALERTS as i64
-    );
-    let ids_of_alerts: HashMap<String, i64> = {
-        let app = db.app();
-        let mut statement = app
-            .prepare("SELECT event_id, alert_id FROM outbox")
-            .unwrap();
-        statement
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
-    // Every copy that reached the receiver carries its alert's one id, and
-    // every alert reached it.
-    let mut copies: HashMap<i64, usize> = HashMap::new();
-    let mut seen_ids = HashSet::new();
-    for arrival in receiver
-        .arrivals()
-        .iter()
-        .filter(|arrival| arrival.status == 200)
-    {
-        let alert = ids_of_alerts
-            .get(&arrival.webhook_id)
-            .unwrap_or_else(|| panic!("unknown id {}", arrival.webhook_id));
-        *copies.entry(*alert).or_default() += 1;
-        seen_ids.insert(arrival.webhook_id.clone());
-    }
-    assert_eq!(copies.len(), ALERTS, "alerts delivered");
-    assert_eq!(seen_ids.len(), ALERTS, "one id per alert");
-    let duplicates: usize = copies.values().map(|count| count - 1).sum();
-    eprintln!(
-        "{ALERTS} alerts delivered; {duplicates} redelivered copies (same id) after {KILLS} kills"
-    );
 }
 
 /// The daemon's peak resident memory (VmHWM), in KiB.

@@ -59,8 +59,9 @@ fn jobs() -> Vec<Job> {
 /// a usable, fresh quote (and fetched), judged against it; claims through the
 /// store's claim; the evaluated prices recorded as observations.
 fn full_scan(db: &Db, scope: &Scope, unavailable: &HashSet<String>, now: DateTime<Utc>) {
-    let mut connection = db.app();
-    alerts::expire_due(&connection, &price_alertd::store::timestamp(now)).unwrap();
+    let connection = db.app();
+    let mut store = db.pool(1).get().unwrap();
+    alerts::expire_due(&mut store, &price_alertd::store::timestamp(now)).unwrap();
     let tickers: Vec<String> = rows(
         &connection,
         "SELECT DISTINCT ticker FROM price_alerts WHERE enabled = 1 ORDER BY ticker",
@@ -72,7 +73,7 @@ fn full_scan(db: &Db, scope: &Scope, unavailable: &HashSet<String>, now: DateTim
         if !scope.covers(&ticker) || unavailable.contains(&ticker) {
             continue;
         }
-        let Some(quote) = alerts::quote(&connection, &ticker).unwrap() else {
+        let Some(quote) = alerts::quote(&mut store, &ticker).unwrap() else {
             continue;
         };
         let Some(price) = quote
@@ -91,9 +92,9 @@ fn full_scan(db: &Db, scope: &Scope, unavailable: &HashSet<String>, now: DateTim
         }
         let at = Observed {
             price,
-            previous: alerts::observation(&connection, &ticker).unwrap(),
+            previous: alerts::observation(&mut store, &ticker).unwrap(),
         };
-        for alert in alerts::enabled_for_ticker(&connection, &ticker).unwrap() {
+        for alert in alerts::enabled_for_ticker(&mut store, &ticker).unwrap() {
             if judge(&alert, at, now) == Verdict::Fire {
                 triggers.push(Trigger {
                     alert_id: alert.id,
@@ -111,9 +112,9 @@ fn full_scan(db: &Db, scope: &Scope, unavailable: &HashSet<String>, now: DateTim
         }
         observed.push((ticker, price, quote.updated_at));
     }
-    alerts::claim(&mut connection, &triggers, now, now.timestamp_millis()).unwrap();
+    alerts::claim(&mut store, &triggers, now, now.timestamp_millis()).unwrap();
     alerts::finish_tick(
-        &mut connection,
+        &mut store,
         &observed,
         ("reference", 0),
         &price_alertd::store::timestamp(now),

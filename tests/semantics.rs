@@ -15,84 +15,84 @@ fn run_job(config: &std::path::Path, name: &str) -> HashMap<String, String> {
 }
 
 fn set_quote_at(db: &Db, ticker: &str, price: f64, updated_at: &str) {
-    db.app()
-        .execute(
-            "INSERT INTO quotes (ticker, price, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
-            rusqlite::params![ticker, price, updated_at],
-        )
-        .unwrap();
+    db.execute(
+        "INSERT INTO quotes (ticker, price, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+        values![ticker, price, updated_at],
+    );
 }
 
-#[test]
-fn crossings_fire_on_the_tick_that_crosses_even_across_separate_processes() {
-    let db = Db::new();
-    let receiver = Receiver::start();
-    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
-    let up = db.add_alert("BTC-USD", "crossing_up", 100.0);
-    let down = db.add_alert("BTC-USD", "crossing_down", 100.0);
+on_every_engine! {
+    fn crossings_fire_on_the_tick_that_crosses_even_across_separate_processes(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let path = db.write_config(&config_text(&db, &receiver.url, "0 0 0 1 1 *"));
+        let up = db.add_alert("BTC-USD", "crossing_up", 100.0);
+        let down = db.add_alert("BTC-USD", "crossing_down", 100.0);
 
-    // First observation: nothing to cross from.
-    db.set_quote("BTC-USD", 95.0);
-    assert_eq!(run_job(&path, "evaluate")["triggered"], "0");
-    // Still below: no crossing.
-    db.set_quote("BTC-USD", 97.0);
-    assert_eq!(run_job(&path, "evaluate")["triggered"], "0");
-    // Crosses up, in a new process: the previous price persisted.
-    db.set_quote("BTC-USD", 103.0);
-    assert_eq!(run_job(&path, "evaluate")["triggered"], "1");
-    assert_eq!(receiver.received()[0].json()["data"]["alert_id"], up);
-    // Crosses back down.
-    db.set_quote("BTC-USD", 99.0);
-    assert_eq!(run_job(&path, "evaluate")["triggered"], "1");
-    assert_eq!(receiver.received()[1].json()["data"]["alert_id"], down);
-    // An alert created while the price is already above does not fire until a crossing.
-    db.add_alert("BTC-USD", "crossing_up", 90.0);
-    db.set_quote("BTC-USD", 99.5);
-    assert_eq!(run_job(&path, "evaluate")["triggered"], "0");
+        // First observation: nothing to cross from.
+        db.set_quote("BTC-USD", 95.0);
+        assert_eq!(run_job(&path, "evaluate")["triggered"], "0");
+        // Still below: no crossing.
+        db.set_quote("BTC-USD", 97.0);
+        assert_eq!(run_job(&path, "evaluate")["triggered"], "0");
+        // Crosses up, in a new process: the previous price persisted.
+        db.set_quote("BTC-USD", 103.0);
+        assert_eq!(run_job(&path, "evaluate")["triggered"], "1");
+        assert_eq!(receiver.received()[0].json()["data"]["alert_id"], up);
+        // Crosses back down.
+        db.set_quote("BTC-USD", 99.0);
+        assert_eq!(run_job(&path, "evaluate")["triggered"], "1");
+        assert_eq!(receiver.received()[1].json()["data"]["alert_id"], down);
+        // An alert created while the price is already above does not fire until a crossing.
+        db.add_alert("BTC-USD", "crossing_up", 90.0);
+        db.set_quote("BTC-USD", 99.5);
+        assert_eq!(run_job(&path, "evaluate")["triggered"], "0");
+    }
 }
 
-#[test]
-fn a_stale_quote_never_triggers_and_is_logged_once_per_ticker() {
-    let db = Db::new();
-    let receiver = Receiver::start();
-    let text = config_text(&db.path, &receiver.url, "* * * * * *")
-        .replace("[webhook]", "[prices]\nmax_age = \"15m\"\n\n[webhook]");
-    let path = db.write_config(&text);
-    for _ in 0..3 {
-        db.add_alert("AAPL", "above", 100.0);
-    }
-    let stale = (chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339();
-    set_quote_at(&db, "AAPL", 150.0, &stale);
-    let summary = run_job(&path, "evaluate");
-    assert_eq!(
-        (
-            summary["triggered"].as_str(),
-            summary["stale_quotes"].as_str(),
-            summary["stale_alerts"].as_str()
-        ),
-        ("0", "1", "3")
-    );
+on_every_engine! {
+    fn a_stale_quote_never_triggers_and_is_logged_once_per_ticker(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let text = config_text(&db, &receiver.url, "* * * * * *")
+            .replace("[webhook]", "[prices]\nmax_age = \"15m\"\n\n[webhook]");
+        let path = db.write_config(&text);
+        for _ in 0..3 {
+            db.add_alert("AAPL", "above", 100.0);
+        }
+        let stale = (chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339();
+        set_quote_at(&db, "AAPL", 150.0, &stale);
+        let summary = run_job(&path, "evaluate");
+        assert_eq!(
+            (
+                summary["triggered"].as_str(),
+                summary["stale_quotes"].as_str(),
+                summary["stale_alerts"].as_str()
+            ),
+            ("0", "1", "3")
+        );
 
-    // The daemon looks at the ticker when its quote is written: a stale
-    // quote, written again and again, is logged once, and triggers when a
-    // fresh one comes.
-    let daemon = Daemon::start(&path);
-    let ticks = || daemon.log().matches("tick finished").count();
-    for price in [151.0, 152.0, 153.0] {
-        set_quote_at(&db, "AAPL", price, &stale);
-        let seen = ticks();
-        wait_until("a tick", || ticks() > seen);
+        // The daemon looks at the ticker when its quote is written: a stale
+        // quote, written again and again, is logged once, and triggers when a
+        // fresh one comes.
+        let daemon = Daemon::start(&path);
+        let ticks = || daemon.log().matches("tick finished").count();
+        for price in [151.0, 152.0, 153.0] {
+            set_quote_at(&db, "AAPL", price, &stale);
+            let seen = ticks();
+            wait_until("a tick", || ticks() > seen);
+        }
+        assert_eq!(
+            daemon.log().matches("stale quote").count(),
+            1,
+            "{}",
+            daemon.log()
+        );
+        db.set_quote("AAPL", 150.0);
+        receiver.wait_for(3);
+        daemon.wait_for_log("quote usable again");
     }
-    assert_eq!(
-        daemon.log().matches("stale quote").count(),
-        1,
-        "{}",
-        daemon.log()
-    );
-    db.set_quote("AAPL", 150.0);
-    receiver.wait_for(3);
-    daemon.wait_for_log("quote usable again");
 }
 
 #[test]
@@ -290,9 +290,8 @@ fn malformed_rows_are_skipped_and_counted_and_the_rest_triggers() {
 #[test]
 fn rows_with_a_null_ticker_or_condition_are_named_and_a_quote_from_the_future_is_malformed() {
     // The application made the table first, without NOT NULL constraints.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("alerts.db");
-    rusqlite::Connection::open(&path)
+    let db = Db::empty(common::Engine::Sqlite);
+    rusqlite::Connection::open(&db.path)
         .unwrap()
         .execute_batch(
             "CREATE TABLE price_alerts (id INTEGER PRIMARY KEY, ticker TEXT, condition TEXT,
@@ -305,7 +304,6 @@ fn rows_with_a_null_ticker_or_condition_are_named_and_a_quote_from_the_future_is
              INSERT INTO price_alerts (id, ticker, condition, target_price) VALUES (74, 'FUT', 'above', 1);",
         )
         .unwrap();
-    let db = Db { dir, path };
     let receiver = Receiver::start();
     let config = db.write_config(&config_text(&db.path, &receiver.url, "* * * * * *"));
     db.set_quote("AAPL", 150.0);
@@ -346,120 +344,118 @@ fn rows_with_a_null_ticker_or_condition_are_named_and_a_quote_from_the_future_is
     daemon.wait_for_log("quote usable again");
 }
 
-#[test]
-fn rearming_by_the_cli_or_the_application_gives_the_next_trigger_a_new_id() {
-    let db = Db::new();
-    let receiver = Receiver::start();
-    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
-    let id = db.add_alert("AAPL", "above", 100.0);
-    db.set_quote("AAPL", 150.0);
-    run_job(&path, "evaluate");
+on_every_engine! {
+    fn rearming_by_the_cli_or_the_application_gives_the_next_trigger_a_new_id(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let path = db.write_config(&config_text(&db, &receiver.url, "0 0 0 1 1 *"));
+        let id = db.add_alert("AAPL", "above", 100.0);
+        db.set_quote("AAPL", 150.0);
+        run_job(&path, "evaluate");
 
-    let id_text = id.to_string();
-    let rearm_args = [
-        "--config",
-        path.to_str().unwrap(),
-        "alerts",
-        "rearm",
-        &id_text,
-    ];
-    // `cli` asserts the first re-arm succeeds.
-    cli(&path, &rearm_args[2..]);
-    assert_eq!(db.scalar(&format!("SELECT count(*) FROM price_alerts WHERE id = {id} AND enabled = 1 AND triggered_at IS NULL")), 1);
-    let again = binary().args(rearm_args).output().unwrap();
-    assert!(!again.status.success(), "an armed alert is not re-armed");
-    run_job(&path, "evaluate");
+        let id_text = id.to_string();
+        let rearm_args = [
+            "--config",
+            path.to_str().unwrap(),
+            "alerts",
+            "rearm",
+            &id_text,
+        ];
+        // `cli` asserts the first re-arm succeeds.
+        cli(&path, &rearm_args[2..]);
+        assert_eq!(db.scalar(&format!("SELECT count(*) FROM price_alerts WHERE id = {id} AND enabled = 1 AND triggered_at IS NULL")), 1);
+        let again = binary().args(rearm_args).output().unwrap();
+        assert!(!again.status.success(), "an armed alert is not re-armed");
+        run_job(&path, "evaluate");
 
-    db.app()
-        .execute("UPDATE price_alerts SET enabled = 1 WHERE id = ?1", [id])
-        .unwrap();
-    run_job(&path, "evaluate");
+        db.execute("UPDATE price_alerts SET enabled = 1 WHERE id = $1", values![id]);
+        run_job(&path, "evaluate");
 
-    let ids: Vec<String> = receiver
-        .received()
-        .iter()
-        .map(|r| r.header("webhook-id").unwrap().to_owned())
-        .collect();
-    assert_eq!(ids.len(), 3);
-    assert!(
-        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
-        "{ids:?}"
-    );
+        let ids: Vec<String> = receiver
+            .received()
+            .iter()
+            .map(|r| r.header("webhook-id").unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 3);
+        assert!(
+            ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+            "{ids:?}"
+        );
+    }
 }
 
-#[test]
-fn jobs_cover_their_ticker_patterns_and_overlapping_jobs_notify_once() {
-    let db = Db::new();
-    let receiver = Receiver::start();
-    let text = config_text(&db.path, &receiver.url, "0 0 0 1 1 *")
-        + "\n[[jobs]]\nname = \"crypto\"\nkind = \"evaluate\"\nschedule = \"*/10 * * * * *\"\ntickers = [\"BTC-*\", \"ETH-*\"]\n"
-        + "\n[[jobs]]\nname = \"bitcoin\"\nkind = \"evaluate\"\nschedule = \"*/10 * * * * *\"\ntickers = [\"BTC-USD\"]\n";
-    let path = db.write_config(&text);
-    for ticker in ["BTC-USD", "ETH-USD", "AAPL"] {
-        db.add_alert(ticker, "above", 1.0);
-        db.set_quote(ticker, 2.0);
-    }
-    let crypto = run_job(&path, "crypto");
-    assert_eq!(
-        (crypto["evaluated"].as_str(), crypto["triggered"].as_str()),
-        ("2", "2")
-    );
-    assert_eq!(
-        db.scalar("SELECT enabled FROM price_alerts WHERE ticker = 'AAPL'"),
-        1
-    );
+on_every_engine! {
+    fn jobs_cover_their_ticker_patterns_and_overlapping_jobs_notify_once(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let text = config_text(&db, &receiver.url, "0 0 0 1 1 *")
+            + "\n[[jobs]]\nname = \"crypto\"\nkind = \"evaluate\"\nschedule = \"*/10 * * * * *\"\ntickers = [\"BTC-*\", \"ETH-*\"]\n"
+            + "\n[[jobs]]\nname = \"bitcoin\"\nkind = \"evaluate\"\nschedule = \"*/10 * * * * *\"\ntickers = [\"BTC-USD\"]\n";
+        let path = db.write_config(&text);
+        for ticker in ["BTC-USD", "ETH-USD", "AAPL"] {
+            db.add_alert(ticker, "above", 1.0);
+            db.set_quote(ticker, 2.0);
+        }
+        let crypto = run_job(&path, "crypto");
+        assert_eq!(
+            (crypto["evaluated"].as_str(), crypto["triggered"].as_str()),
+            ("2", "2")
+        );
+        assert_eq!(
+            db.scalar("SELECT enabled FROM price_alerts WHERE ticker = 'AAPL'"),
+            1
+        );
 
-    // Two overlapping jobs at once, as separate processes: one event per alert.
-    for _ in 0..3 {
-        db.add_alert("BTC-USD", "above", 1.0);
+        // Two overlapping jobs at once, as separate processes: one event per alert.
+        for _ in 0..3 {
+            db.add_alert("BTC-USD", "above", 1.0);
+        }
+        let children: Vec<_> = ["crypto", "bitcoin"]
+            .iter()
+            .map(|job| {
+                binary()
+                    .args(["--config", path.to_str().unwrap(), "run-job", job])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut child in children {
+            assert!(child.wait().unwrap().success());
+        }
+        assert_eq!(receiver.received().len(), 5);
     }
-    let children: Vec<_> = ["crypto", "bitcoin"]
-        .iter()
-        .map(|job| {
-            binary()
-                .args(["--config", path.to_str().unwrap(), "run-job", job])
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
-    }
-    assert_eq!(receiver.received().len(), 5);
 }
 
-#[test]
-fn an_expired_alert_is_disabled_without_an_event() {
-    let db = Db::new();
-    let receiver = Receiver::start();
-    let path = db.write_config(&config_text(&db.path, &receiver.url, "0 0 0 1 1 *"));
-    let expired = db.add_alert("AAPL", "above", 1.0);
-    let live = db.add_alert("AAPL", "above", 1.0);
-    let no_quote = db.add_alert("ZZZ", "above", 1.0);
-    let past = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
-    let future = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
-    let app = db.app();
-    app.execute(
-        "UPDATE price_alerts SET expires_at = ?1 WHERE id IN (?2, ?3)",
-        rusqlite::params![past, expired, no_quote],
-    )
-    .unwrap();
-    app.execute(
-        "UPDATE price_alerts SET expires_at = ?1 WHERE id = ?2",
-        rusqlite::params![future, live],
-    )
-    .unwrap();
-    db.set_quote("AAPL", 5.0);
+on_every_engine! {
+    fn an_expired_alert_is_disabled_without_an_event(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let path = db.write_config(&config_text(&db, &receiver.url, "0 0 0 1 1 *"));
+        let expired = db.add_alert("AAPL", "above", 1.0);
+        let live = db.add_alert("AAPL", "above", 1.0);
+        let no_quote = db.add_alert("ZZZ", "above", 1.0);
+        let past = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+        let future = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+        db.execute(
+            "UPDATE price_alerts SET expires_at = $1 WHERE id IN ($2, $3)",
+            values![past, expired, no_quote],
+        );
+        db.execute(
+            "UPDATE price_alerts SET expires_at = $1 WHERE id = $2",
+            values![future, live],
+        );
+        db.set_quote("AAPL", 5.0);
 
-    let summary = run_job(&path, "evaluate");
-    assert_eq!(
-        (summary["triggered"].as_str(), summary["expired"].as_str()),
-        ("1", "2")
-    );
-    assert_eq!(receiver.received()[0].json()["data"]["alert_id"], live);
-    let visible = db.scalar(&format!(
-        "SELECT count(*) FROM price_alerts WHERE id IN ({expired}, {no_quote}) AND enabled = 0 AND expired_at IS NOT NULL AND triggered_at IS NULL"
-    ));
-    assert_eq!(visible, 2);
+        let summary = run_job(&path, "evaluate");
+        assert_eq!(
+            (summary["triggered"].as_str(), summary["expired"].as_str()),
+            ("1", "2")
+        );
+        assert_eq!(receiver.received()[0].json()["data"]["alert_id"], live);
+        let visible = db.scalar(&format!(
+            "SELECT count(*) FROM price_alerts WHERE id IN ({expired}, {no_quote}) AND enabled = 0 AND expired_at IS NOT NULL AND triggered_at IS NULL"
+        ));
+        assert_eq!(visible, 2);
+    }
 }

@@ -1,142 +1,11 @@
-//! What changed since a job last looked: one change counter that triggers
-//! advance on every quote write and every alert insert, re-arm or edit; each
-//! row's `changed` number; each job's watermark; and the reads a tick makes of
-//! them — changed quotes, changed alerts, and a moved ticker's alerts whose
-//! level its move can reach (through `price_alerts_level`).
+//! What changed since a job last looked: a change number that the schema's
+//! triggers give every quote write and every alert insert, re-arm or edit;
+//! each job's watermark; and the reads a tick makes of them — changed
+//! quotes, changed alerts, and a moved ticker's alerts whose level its move
+//! can reach (through `price_alerts_level`).
 
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension as _, params};
-
-use super::alerts::{AlertRow, alert_row};
-
-/// An alert's level, the number its condition compares the price with:
-/// the target for `above`, `below` and the crossings; for the moving-%
-/// conditions the price at which the move is reached. `price_alerts_level`
-/// indexes it (for enabled alerts), so the alerts a price can trigger are a
-/// range. The queries below repeat it verbatim, as SQLite needs to use the
-/// index.
-pub(super) const LEVEL: &str = "CASE condition \
-     WHEN 'moving_up_pct' THEN reference_price * (1 + target_price / 100.0) \
-     WHEN 'moving_down_pct' THEN reference_price * (1 - target_price / 100.0) \
-     ELSE target_price END";
-
-/// How far the moving-% bounds are widened, relative to the price: the index
-/// computes the level one way and `evaluate::judge` the percentage another,
-/// and their rounding may differ in the last bits. Rows read in excess are
-/// judged and held.
-const ROUNDING: f64 = 1e-9;
-
-/// The change counter's value: every change with a number up to it is
-/// visible to whoever read it in the same transaction.
-pub fn counter(connection: &Connection) -> rusqlite::Result<i64> {
-    connection.query_row("SELECT last FROM change_counter WHERE id = 1", [], |row| {
-        row.get(0)
-    })
-}
-
-/// The changes a job has seen (every change numbered up to it); `None` for a
-/// job that never ran, which must read everything once.
-pub fn watermark(connection: &Connection, job: &str) -> rusqlite::Result<Option<i64>> {
-    connection
-        .query_row(
-            "SELECT change_seq FROM job_watermarks WHERE job = ?1",
-            [job],
-            |row| row.get(0),
-        )
-        .optional()
-}
-
-/// Moves a job's watermark to `changed`, never back (another process running
-/// the same job may have moved it further).
-pub fn advance(
-    connection: &Connection,
-    job: &str,
-    changed: i64,
-    now: &str,
-) -> rusqlite::Result<()> {
-    connection.execute(
-        "INSERT INTO job_watermarks (job, change_seq, updated_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (job) DO UPDATE SET change_seq = excluded.change_seq, updated_at = excluded.updated_at
-         WHERE excluded.change_seq > job_watermarks.change_seq",
-        params![job, changed, now],
-    )?;
-    Ok(())
-}
-
-/// Tickers whose quote changed after `since`, up to `until`, with the number
-/// of their change; through `quotes_changed`.
-pub fn changed_quotes(
-    connection: &Connection,
-    since: i64,
-    until: i64,
-) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut statement = connection.prepare_cached(
-        "SELECT ticker, change_seq FROM quotes WHERE change_seq > ?1 AND change_seq <= ?2",
-    )?;
-    let rows = statement.query_map(params![since, until], |row| {
-        Ok((super::alerts::text(row.get(0)?), row.get(1)?))
-    })?;
-    rows.collect()
-}
-
-/// Calls `each` with the ticker and change number of every enabled alert
-/// changed after `since`, up to `until`, through `price_alerts_changed`,
-/// streamed: the caller gathers them per ticker, so memory follows the number
-/// of tickers, not of changes (SQLite's GROUP BY would sort them all). A NULL
-/// ticker comes as empty.
-pub fn changed_alert_tickers(
-    connection: &Connection,
-    since: i64,
-    until: i64,
-    mut each: impl FnMut(&str, i64),
-) -> rusqlite::Result<()> {
-    let mut statement = connection.prepare_cached(
-        "SELECT ticker, change_seq FROM price_alerts
-         WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1",
-    )?;
-    let mut rows = statement.query(params![since, until])?;
-    while let Some(row) = rows.next()? {
-        let change: i64 = row.get(1)?;
-        // As `alerts::text` reads a ticker, without a copy per row.
-        match row.get_ref(0)? {
-            ValueRef::Text(text) => each(&String::from_utf8_lossy(text), change),
-            ValueRef::Integer(integer) => each(&integer.to_string(), change),
-            ValueRef::Real(real) => each(&real.to_string(), change),
-            ValueRef::Null | ValueRef::Blob(_) => each("", change),
-        }
-    }
-    Ok(())
-}
-
-/// Whether `ticker` has any enabled alert (through `idx_price_alerts_enabled`).
-pub fn has_enabled_alerts(connection: &Connection, ticker: &str) -> rusqlite::Result<bool> {
-    let mut statement = connection
-        .prepare_cached("SELECT 1 FROM price_alerts WHERE ticker = ?1 AND enabled = 1 LIMIT 1")?;
-    statement.exists([ticker])
-}
-
-/// Calls `each` with every enabled alert changed after `since`, up to
-/// `until`, one row at a time, in the order of their changes (through
-/// `price_alerts_changed`).
-pub fn each_changed_alert(
-    connection: &Connection,
-    since: i64,
-    until: i64,
-    mut each: impl FnMut(AlertRow) -> bool,
-) -> rusqlite::Result<()> {
-    let mut statement = connection.prepare_cached(&format!(
-        "SELECT {} FROM price_alerts
-         WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1 ORDER BY change_seq",
-        super::alerts::ALERT_COLUMNS
-    ))?;
-    let mut rows = statement.query(params![since, until])?;
-    while let Some(row) = rows.next()? {
-        if !each(alert_row(row)?) {
-            break;
-        }
-    }
-    Ok(())
-}
+use super::alerts::AlertRow;
+use super::{Connection, Result};
 
 /// A ticker's move for [`each_reachable_alert`]: its price now, and the one
 /// the daemon observed before (for the crossings).
@@ -146,48 +15,86 @@ pub struct Move {
     pub previous: Option<f64>,
 }
 
+/// How far the changes reach, as a read transaction sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizon {
+    /// Every change this transaction sees is numbered up to here.
+    pub visible: i64,
+    /// No change numbered up to here can still appear: a job's watermark
+    /// moves at most this far. On SQLite (one writer at a time) the same as
+    /// `visible`; on PostgreSQL, below the oldest transaction still open, so
+    /// changes numbered between the two are read now and again next time.
+    pub settled: i64,
+}
+
+/// The horizon of the changes, read in the caller's transaction.
+pub fn horizon(connection: &mut Connection) -> Result<Horizon> {
+    super::engine!(connection, changes::horizon())
+}
+
+/// The changes a job has seen (every change numbered up to it); `None` for a
+/// job that never ran, which must read everything once.
+pub fn watermark(connection: &mut Connection, job: &str) -> Result<Option<i64>> {
+    super::engine!(connection, changes::watermark(job))
+}
+
+/// Tickers whose quote changed after `since`, up to `until`, with the number
+/// of their change; through `quotes_changed`.
+pub fn changed_quotes(
+    connection: &mut Connection,
+    since: i64,
+    until: i64,
+) -> Result<Vec<(String, i64)>> {
+    super::engine!(connection, changes::changed_quotes(since, until))
+}
+
+/// Calls `each` with the ticker and change number of every enabled alert
+/// changed after `since`, up to `until`, through `price_alerts_changed`,
+/// streamed: the caller gathers them per ticker, so memory follows the number
+/// of tickers, not of changes. A NULL ticker comes as empty.
+pub fn changed_alert_tickers(
+    connection: &mut Connection,
+    since: i64,
+    until: i64,
+    each: impl FnMut(&str, i64),
+) -> Result<()> {
+    super::engine!(
+        connection,
+        changes::changed_alert_tickers(since, until, each)
+    )
+}
+
+/// Whether `ticker` has any enabled alert (through `idx_price_alerts_enabled`).
+pub fn has_enabled_alerts(connection: &mut Connection, ticker: &str) -> Result<bool> {
+    super::engine!(connection, changes::has_enabled_alerts(ticker))
+}
+
+/// Calls `each` with every enabled alert changed after `since`, up to
+/// `until`, one row at a time, in the order of their changes (through
+/// `price_alerts_changed`), until `each` returns false.
+pub fn each_changed_alert(
+    connection: &mut Connection,
+    since: i64,
+    until: i64,
+    each: impl FnMut(AlertRow) -> bool,
+) -> Result<()> {
+    super::engine!(connection, changes::each_changed_alert(since, until, each))
+}
+
 /// Calls `each`, one row at a time, with every enabled alert of `ticker` whose
 /// level `moved` can reach — every alert `evaluate::judge` could fire at
 /// this price, and few more — leaving out alerts changed after `seen` (they
-/// are read as changed alerts instead). One range of `price_alerts_level`
-/// per condition.
+/// are read as changed alerts instead), until `each` returns false. One range
+/// of `price_alerts_level` per condition.
 pub fn each_reachable_alert(
-    connection: &Connection,
+    connection: &mut Connection,
     ticker: &str,
     moved: Move,
     seen: i64,
-    mut each: impl FnMut(AlertRow) -> bool,
-) -> rusqlite::Result<()> {
-    let price = moved.price;
-    let mut ranges: Vec<(&str, &str, f64, f64)> = vec![
-        ("above", "<= ?3", price, 0.0),
-        ("below", ">= ?3", price, 0.0),
-        ("moving_up_pct", "<= ?3", price * (1.0 + ROUNDING), 0.0),
-        ("moving_down_pct", ">= ?3", price * (1.0 - ROUNDING), 0.0),
-    ];
-    match moved.previous {
-        Some(previous) if previous < price => {
-            ranges.push(("crossing_up", "> ?4 AND {level} <= ?3", price, previous));
-        }
-        Some(previous) if previous > price => {
-            ranges.push(("crossing_down", "< ?4 AND {level} >= ?3", price, previous));
-        }
-        _ => {}
-    }
-    for (condition, bounds, bound, other) in ranges {
-        let bounds = bounds.replace("{level}", LEVEL);
-        let mut statement = connection.prepare_cached(&format!(
-            "SELECT {} FROM price_alerts
-             WHERE ticker = ?1 AND condition = ?2 AND enabled = 1 AND {LEVEL} {bounds}
-               AND change_seq <= ?5",
-            super::alerts::ALERT_COLUMNS
-        ))?;
-        let mut rows = statement.query(params![ticker, condition, bound, other, seen])?;
-        while let Some(row) = rows.next()? {
-            if !each(alert_row(row)?) {
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
+    each: impl FnMut(AlertRow) -> bool,
+) -> Result<()> {
+    super::engine!(
+        connection,
+        changes::each_reachable_alert(ticker, moved, seen, each)
+    )
 }

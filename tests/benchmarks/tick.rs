@@ -77,10 +77,7 @@ fn options() -> Options {
 /// (90..100), so that nothing triggers yet; a move to 102 triggers a fifth of
 /// a ticker's `above` alerts. Checkpointed, so the file alone holds everything.
 fn generate(path: &Path, alerts: u64, tickers: u64) {
-    let config = DatabaseConfig {
-        path: path.to_path_buf(),
-        busy_timeout: Duration::from_secs(30),
-    };
+    let config = DatabaseConfig::sqlite(path.to_path_buf(), Duration::from_secs(30));
     drop(price_alertd::store::open(&config, 1).unwrap());
     let connection = rusqlite::Connection::open(path).unwrap();
     connection

@@ -3,6 +3,8 @@
 //! daemon binary as a child process.
 #![allow(dead_code)]
 
+pub mod postgresql;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -16,7 +18,7 @@ use price_alertd::config::{self, Config, DatabaseConfig, Scope};
 use price_alertd::deliver::{self, Totals, Webhook};
 use price_alertd::evaluate::{self, TickOptions, TickReport};
 use price_alertd::store::{self, Pool};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use tokio::sync::{Notify, watch};
 
 /// Generous bound for things that normally take milliseconds.
@@ -31,27 +33,177 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// A database file in its own temporary folder.
+/// The engines a test body runs on (see [`on_every_engine!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgresql,
+}
+
+/// A test's database: an SQLite file in its own temporary folder, or a
+/// database of its own in the test binary's PostgreSQL cluster (dropped with
+/// the `Db`). The folder holds the test's config either way.
 pub struct Db {
     pub dir: tempfile::TempDir,
+    /// The SQLite file (unused on PostgreSQL).
     pub path: PathBuf,
+    pub engine: Engine,
+    /// The PostgreSQL database's name.
+    database: String,
+}
+
+/// A value for [`Db::execute`], whichever the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Null,
+}
+
+impl From<i64> for Param {
+    fn from(value: i64) -> Param {
+        Param::Int(value)
+    }
+}
+
+impl From<f64> for Param {
+    fn from(value: f64) -> Param {
+        Param::Real(value)
+    }
+}
+
+impl From<&str> for Param {
+    fn from(value: &str) -> Param {
+        Param::Text(value.to_owned())
+    }
+}
+
+impl From<String> for Param {
+    fn from(value: String) -> Param {
+        Param::Text(value)
+    }
+}
+
+impl<T: Into<Param>> From<Option<T>> for Param {
+    fn from(value: Option<T>) -> Param {
+        value.map_or(Param::Null, Into::into)
+    }
+}
+
+/// Parameters for [`Db::execute`]: `values![1, "x", 2.5]`.
+#[macro_export]
+macro_rules! values {
+    ($($value:expr),* $(,)?) => {
+        &[$($crate::common::Param::from($value)),*][..]
+    };
+}
+
+impl Param {
+    fn sqlite(&self) -> rusqlite::types::Value {
+        use rusqlite::types::Value;
+        match self {
+            Param::Int(value) => Value::Integer(*value),
+            Param::Real(value) => Value::Real(*value),
+            Param::Text(value) => Value::Text(value.clone()),
+            Param::Null => Value::Null,
+        }
+    }
+
+    /// As the statement's parameter of type `kind` wants it.
+    fn postgres(&self, kind: &postgres::types::Type) -> Box<dyn postgres::types::ToSql + Sync> {
+        use postgres::types::Type;
+        match (self, kind) {
+            (Param::Null, &Type::INT2) => Box::new(None::<i16>),
+            (Param::Null, &Type::INT4) => Box::new(None::<i32>),
+            (Param::Null, &Type::INT8) => Box::new(None::<i64>),
+            (Param::Null, &Type::FLOAT4) => Box::new(None::<f32>),
+            (Param::Null, &Type::FLOAT8) => Box::new(None::<f64>),
+            (Param::Null, &Type::BOOL) => Box::new(None::<bool>),
+            (Param::Null, _) => Box::new(None::<String>),
+            (Param::Int(value), &Type::INT2) => Box::new(*value as i16),
+            (Param::Int(value), &Type::INT4) => Box::new(*value as i32),
+            (Param::Int(value), &Type::FLOAT8) => Box::new(*value as f64),
+            (Param::Int(value), &Type::BOOL) => Box::new(*value != 0),
+            (Param::Int(value), &Type::TEXT | &Type::VARCHAR) => Box::new(value.to_string()),
+            (Param::Int(value), _) => Box::new(*value),
+            (Param::Real(value), &Type::FLOAT4) => Box::new(*value as f32),
+            (Param::Real(value), &Type::TEXT | &Type::VARCHAR) => Box::new(value.to_string()),
+            (Param::Real(value), _) => Box::new(*value),
+            (Param::Text(value), _) => Box::new(value.clone()),
+        }
+    }
+}
+
+/// Reads one column of a PostgreSQL row as an i64, whatever its integer (or
+/// boolean) type; NULL as 0.
+fn postgres_integer(row: &postgres::Row, column: usize) -> i64 {
+    use postgres::types::Type;
+    let kind = row.columns()[column].type_().clone();
+    match kind {
+        Type::INT2 => row.get::<_, Option<i16>>(column).unwrap_or(0).into(),
+        Type::INT4 => row.get::<_, Option<i32>>(column).unwrap_or(0).into(),
+        Type::BOOL => row.get::<_, Option<bool>>(column).unwrap_or(false).into(),
+        Type::FLOAT8 => row.get::<_, Option<f64>>(column).unwrap_or(0.0) as i64,
+        _ => row.get::<_, Option<i64>>(column).unwrap_or(0),
+    }
 }
 
 impl Db {
-    /// A fresh database with the daemon's schema.
+    /// A fresh SQLite database with the daemon's schema.
     pub fn new() -> Db {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("alerts.db");
-        let db = Db { dir, path };
+        Db::on(Engine::Sqlite)
+    }
+
+    /// A fresh database on `engine`, with the daemon's schema.
+    pub fn on(engine: Engine) -> Db {
+        let db = Db::empty(engine);
         drop(db.pool(2));
         db
     }
 
-    pub fn pool(&self, size: u32) -> Pool {
-        let config = DatabaseConfig {
-            path: self.path.clone(),
-            busy_timeout: Duration::from_secs(30),
+    /// A fresh database on `engine` without the daemon's schema (an
+    /// application's, or none).
+    pub fn empty(engine: Engine) -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.db");
+        let database = match engine {
+            Engine::Sqlite => String::new(),
+            Engine::Postgresql => postgresql::cluster().create_database(),
         };
+        Db {
+            dir,
+            path,
+            engine,
+            database,
+        }
+    }
+
+    /// The `[database]` section's settings for this database.
+    pub fn database_config(&self) -> DatabaseConfig {
+        let text = format!(
+            "{}\n[webhook]\nurl = \"http://127.0.0.1:9/\"\n",
+            self.section()
+        );
+        config::parse(&text, self.dir.path(), None)
+            .unwrap()
+            .database
+    }
+
+    /// The config file's `[database]` section.
+    pub fn section(&self) -> String {
+        match self.engine {
+            Engine::Sqlite => format!("[database]\npath = \"{}\"\n", self.path.display()),
+            Engine::Postgresql => format!(
+                "[database]\nurl = \"{}\"\n",
+                postgresql::cluster().url(&self.database)
+            ),
+        }
+    }
+
+    pub fn pool(&self, size: u32) -> Pool {
+        let mut config = self.database_config();
+        config.busy_timeout = Duration::from_secs(30);
         store::open(&config, size).unwrap()
     }
 
@@ -62,58 +214,270 @@ impl Db {
         path
     }
 
-    /// A plain connection, as the application writing alerts would have.
+    /// A plain SQLite connection, as the application writing alerts would
+    /// have (for tests of SQLite's own behaviour; [`Db::execute`] and the
+    /// other helpers work on every engine).
     pub fn app(&self) -> Connection {
+        assert_eq!(self.engine, Engine::Sqlite, "app() is SQLite's");
         let connection = Connection::open(&self.path).unwrap();
         connection.busy_timeout(Duration::from_secs(30)).unwrap();
         connection
     }
 
+    /// A PostgreSQL connection, as the application would have.
+    pub fn postgres_app(&self) -> postgres::Client {
+        assert_eq!(
+            self.engine,
+            Engine::Postgresql,
+            "postgres_app() is PostgreSQL's"
+        );
+        postgres::Client::connect(&postgresql::cluster().url(&self.database), postgres::NoTls)
+            .unwrap()
+    }
+
+    /// Runs one statement as the application would, on either engine;
+    /// parameters are `$1`, `$2`, ... in order of first use (SQLite numbers
+    /// them so too). Returns the rows it changed.
+    pub fn execute(&self, sql: &str, params: &[Param]) -> u64 {
+        match self.engine {
+            Engine::Sqlite => self
+                .app()
+                .execute(
+                    sql,
+                    rusqlite::params_from_iter(params.iter().map(Param::sqlite)),
+                )
+                .unwrap() as u64,
+            Engine::Postgresql => {
+                let mut client = self.postgres_app();
+                let statement = client.prepare(sql).unwrap();
+                let values: Vec<Box<dyn postgres::types::ToSql + Sync>> = params
+                    .iter()
+                    .zip(statement.params())
+                    .map(|(param, kind)| param.postgres(kind))
+                    .collect();
+                let references: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    values.iter().map(|value| value.as_ref()).collect();
+                client.execute(&statement, &references).unwrap()
+            }
+        }
+    }
+
     /// Inserts an alert with only the contract's columns; returns its id.
     pub fn add_alert(&self, ticker: &str, condition: &str, target: f64) -> i64 {
-        let app = self.app();
-        app.execute(
-            "INSERT INTO price_alerts (ticker, condition, target_price, created_at, user_id)
-             VALUES (?1, ?2, ?3, '2026-01-01T00:00:00Z', 'u1')",
-            params![ticker, condition, target],
-        )
-        .unwrap();
-        app.last_insert_rowid()
+        let sql = "INSERT INTO price_alerts (ticker, condition, target_price, created_at, user_id)
+                   VALUES ($1, $2, $3, '2026-01-01T00:00:00Z', 'u1')";
+        match self.engine {
+            Engine::Sqlite => {
+                let app = self.app();
+                app.execute(sql, rusqlite::params![ticker, condition, target])
+                    .unwrap();
+                app.last_insert_rowid()
+            }
+            Engine::Postgresql => self
+                .postgres_app()
+                .query_one(
+                    &format!("{sql} RETURNING id"),
+                    &[&ticker, &condition, &target],
+                )
+                .unwrap()
+                .get(0),
+        }
+    }
+
+    /// Inserts `(ticker, condition, target)` alerts with only the contract's
+    /// columns, in one transaction.
+    pub fn add_alerts(&self, alerts: &[(String, &str, f64)]) {
+        match self.engine {
+            Engine::Sqlite => {
+                let mut app = self.app();
+                let transaction = app.transaction().unwrap();
+                {
+                    let mut insert = transaction
+                        .prepare(
+                            "INSERT INTO price_alerts (ticker, condition, target_price, created_at, user_id)
+                             VALUES (?1, ?2, ?3, '2026-01-01T00:00:00Z', 'u1')",
+                        )
+                        .unwrap();
+                    for (ticker, condition, target) in alerts {
+                        insert
+                            .execute(rusqlite::params![ticker, condition, target])
+                            .unwrap();
+                    }
+                }
+                transaction.commit().unwrap();
+            }
+            Engine::Postgresql => {
+                let tickers: Vec<&str> = alerts.iter().map(|alert| alert.0.as_str()).collect();
+                let conditions: Vec<&str> = alerts.iter().map(|alert| alert.1).collect();
+                let targets: Vec<f64> = alerts.iter().map(|alert| alert.2).collect();
+                self.postgres_app()
+                    .execute(
+                        "INSERT INTO price_alerts (ticker, condition, target_price, created_at, user_id)
+                         SELECT t, c, p, '2026-01-01T00:00:00Z', 'u1'
+                         FROM unnest($1::text[], $2::text[], $3::float8[]) AS a (t, c, p)",
+                        &[&tickers, &conditions, &targets],
+                    )
+                    .unwrap();
+            }
+        }
     }
 
     /// Sets a quote stamped now.
     pub fn set_quote(&self, ticker: &str, price: f64) {
-        self.app()
-            .execute(
-                "INSERT INTO quotes (ticker, price, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
-                params![ticker, price, chrono::Utc::now().to_rfc3339()],
-            )
-            .unwrap();
+        self.execute(
+            "INSERT INTO quotes (ticker, price, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+            values![ticker, price, chrono::Utc::now().to_rfc3339()],
+        );
     }
 
+    /// The first column of the first row, as an integer.
     pub fn scalar(&self, sql: &str) -> i64 {
-        self.app().query_row(sql, [], |row| row.get(0)).unwrap()
+        match self.engine {
+            Engine::Sqlite => self.app().query_row(sql, [], |row| row.get(0)).unwrap(),
+            Engine::Postgresql => {
+                postgres_integer(&self.postgres_app().query_one(sql, &[]).unwrap(), 0)
+            }
+        }
     }
 
+    /// The first column of every row, as integers.
     pub fn ids(&self, sql: &str) -> Vec<i64> {
-        let app = self.app();
-        let mut statement = app.prepare(sql).unwrap();
-        statement
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        match self.engine {
+            Engine::Sqlite => {
+                let app = self.app();
+                let mut statement = app.prepare(sql).unwrap();
+                statement
+                    .query_map([], |row| row.get(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+            Engine::Postgresql => self
+                .postgres_app()
+                .query(sql, &[])
+                .unwrap()
+                .iter()
+                .map(|row| postgres_integer(row, 0))
+                .collect(),
+        }
+    }
+
+    /// The first two columns of every row, as text and an integer.
+    pub fn texts_and_ids(&self, sql: &str) -> Vec<(String, i64)> {
+        match self.engine {
+            Engine::Sqlite => {
+                let app = self.app();
+                let mut statement = app.prepare(sql).unwrap();
+                statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+            Engine::Postgresql => self
+                .postgres_app()
+                .query(sql, &[])
+                .unwrap()
+                .iter()
+                .map(|row| (row.get(0), postgres_integer(row, 1)))
+                .collect(),
+        }
+    }
+
+    /// The first column of every row, as text (NULL as "NULL").
+    pub fn texts(&self, sql: &str) -> Vec<String> {
+        match self.engine {
+            Engine::Sqlite => {
+                let app = self.app();
+                let mut statement = app.prepare(sql).unwrap();
+                statement
+                    .query_map([], |row| {
+                        Ok(row
+                            .get::<_, Option<String>>(0)?
+                            .unwrap_or_else(|| "NULL".to_owned()))
+                    })
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+            Engine::Postgresql => self
+                .postgres_app()
+                .query(sql, &[])
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    row.get::<_, Option<String>>(0)
+                        .unwrap_or_else(|| "NULL".to_owned())
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if self.engine == Engine::Postgresql {
+            postgresql::cluster().drop_database(&self.database);
+        }
+    }
+}
+
+/// Runs a test body on every engine: `on_every_engine! { fn name(db: Engine)
+/// { ... } }` makes the tests `name::sqlite` and `name::postgresql`, each
+/// calling the body with its engine.
+#[macro_export]
+macro_rules! on_every_engine {
+    ($(#[$meta:meta])* fn $name:ident($engine:ident: Engine) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($engine: $crate::common::Engine) $body
+
+            #[test]
+            fn sqlite() {
+                body($crate::common::Engine::Sqlite)
+            }
+
+            #[test]
+            fn postgresql() {
+                body($crate::common::Engine::Postgresql)
+            }
+        }
+    };
+}
+
+/// Where a test config's database is: an SQLite file, or a test's [`Db`].
+pub trait Database {
+    /// The config file's `[database]` section.
+    fn section(&self) -> String;
+}
+
+impl Database for Path {
+    fn section(&self) -> String {
+        format!("[database]\npath = \"{}\"\n", self.display())
+    }
+}
+
+impl Database for PathBuf {
+    fn section(&self) -> String {
+        self.as_path().section()
+    }
+}
+
+impl Database for Db {
+    fn section(&self) -> String {
+        Db::section(self)
     }
 }
 
 /// A TOML configuration for tests.
-pub fn config_text(database: &Path, url: &str, schedule: &str) -> String {
+pub fn config_text(database: &(impl Database + ?Sized), url: &str, schedule: &str) -> String {
     format!(
         r#"
-[database]
-path = "{}"
-
+{}
 [evaluator]
 threads = 10
 
@@ -129,18 +493,13 @@ name = "evaluate"
 kind = "evaluate"
 schedule = "{schedule}"
 "#,
-        database.display()
+        database.section()
     )
 }
 
 /// The validated form of [`config_text`], for tests that call the library.
 pub fn lib_config(db: &Db, url: &str) -> Config {
-    config::parse(
-        &config_text(&db.path, url, "* * * * * *"),
-        db.dir.path(),
-        None,
-    )
-    .unwrap()
+    config::parse(&config_text(db, url, "* * * * * *"), db.dir.path(), None).unwrap()
 }
 
 /// One evaluation tick, as a job run does it.

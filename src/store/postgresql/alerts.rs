@@ -1,0 +1,376 @@
+//! PostgreSQL: alerts and quotes, and the claim (see `store::alerts`).
+
+use chrono::{DateTime, Utc};
+use postgres::Row;
+
+use super::Connection;
+use crate::store::alerts::{
+    AlertRow, Entry, Filter, NewAlert, Observation, QuoteRow, Trigger, event_of,
+};
+
+type Result<T> = std::result::Result<T, postgres::Error>;
+
+/// The columns [`alert_row`] reads, in its order: numbers as `float8` and
+/// text as `text`, whatever types the application gave them. (A macro, so
+/// that statements are literals: `concat!`.)
+macro_rules! alert_columns {
+    () => {
+        "id, arming, ticker::text, condition::text, target_price::float8, \
+         reference_price::float8, expires_at::text, user_id::text, note::text"
+    };
+}
+pub(super) use alert_columns;
+
+pub(super) fn alert_row(row: &Row) -> Result<AlertRow> {
+    Ok(AlertRow {
+        id: row.try_get(0)?,
+        arming: row.try_get(1)?,
+        ticker: row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
+        condition: row.try_get::<_, Option<String>>(3)?.unwrap_or_default(),
+        target_price: row.try_get(4)?,
+        reference_price: row.try_get(5)?,
+        expires_at: row.try_get(6)?,
+        user_id: row.try_get(7)?,
+        note: row.try_get(8)?,
+    })
+}
+
+fn quote_row(row: &Row) -> Result<QuoteRow> {
+    Ok(QuoteRow {
+        ticker: row.try_get(0)?,
+        price: row.try_get(1)?,
+        updated_at: row.try_get(2)?,
+    })
+}
+
+pub fn quotes(connection: &mut Connection) -> Result<Vec<QuoteRow>> {
+    let statement =
+        connection.prepared("SELECT ticker::text, price::float8, updated_at::text FROM quotes")?;
+    connection
+        .client()
+        .query(&statement, &[])?
+        .iter()
+        .map(quote_row)
+        .collect()
+}
+
+pub fn enabled_for_ticker(connection: &mut Connection, ticker: &str) -> Result<Vec<AlertRow>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        alert_columns!(),
+        " FROM price_alerts WHERE ticker = $1 AND enabled = '1'"
+    );
+    let statement = connection.prepared(SQL)?;
+    connection
+        .client()
+        .query(&statement, &[&ticker])?
+        .iter()
+        .map(alert_row)
+        .collect()
+}
+
+pub fn enabled_without_ticker(connection: &mut Connection, limit: u64) -> Result<Vec<AlertRow>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        alert_columns!(),
+        " FROM price_alerts WHERE enabled = '1' AND (ticker IS NULL OR trim(ticker) = '') ORDER BY id LIMIT $1"
+    );
+    let statement = connection.prepared(SQL)?;
+    connection
+        .client()
+        .query(&statement, &[&(limit as i64)])?
+        .iter()
+        .map(alert_row)
+        .collect()
+}
+
+/// One index seek per ticker (a loose index scan), as on SQLite.
+pub fn enabled_tickers(connection: &mut Connection) -> Result<Vec<String>> {
+    let statement = connection.prepared(
+        "WITH RECURSIVE next(ticker) AS (
+             SELECT min(ticker) FROM price_alerts WHERE enabled = '1'
+             UNION ALL
+             SELECT (SELECT min(ticker) FROM price_alerts WHERE enabled = '1' AND ticker > next.ticker)
+             FROM next WHERE next.ticker IS NOT NULL
+         )
+         SELECT ticker::text FROM next WHERE ticker IS NOT NULL",
+    )?;
+    connection
+        .client()
+        .query(&statement, &[])?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect()
+}
+
+pub fn expire_due(connection: &mut Connection, now: &str) -> Result<usize> {
+    let statement = connection.prepared(
+        "UPDATE price_alerts SET enabled = '0', expired_at = $1
+         WHERE enabled = '1' AND expires_at IS NOT NULL
+           AND price_alertd_time(expires_at::text) <= $1::text::timestamptz",
+    )?;
+    Ok(connection.client().execute(&statement, &[&now])? as usize)
+}
+
+pub fn quote(connection: &mut Connection, ticker: &str) -> Result<Option<QuoteRow>> {
+    let statement = connection.prepared(
+        "SELECT ticker::text, price::float8, updated_at::text FROM quotes WHERE ticker = $1",
+    )?;
+    connection
+        .client()
+        .query_opt(&statement, &[&ticker])?
+        .as_ref()
+        .map(quote_row)
+        .transpose()
+}
+
+pub fn quote_of(
+    connection: &mut Connection,
+    ticker: &str,
+) -> Result<Option<(Option<f64>, String)>> {
+    let statement = connection
+        .prepared("SELECT price::float8, updated_at::text FROM quotes WHERE ticker = $1")?;
+    connection
+        .client()
+        .query_opt(&statement, &[&ticker])?
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .transpose()
+}
+
+pub fn observation(connection: &mut Connection, ticker: &str) -> Result<Option<f64>> {
+    let statement = connection.prepared("SELECT price FROM observations WHERE ticker = $1")?;
+    connection
+        .client()
+        .query_opt(&statement, &[&ticker])?
+        .map(|row| row.try_get(0))
+        .transpose()
+}
+
+pub fn finish_tick(
+    connection: &mut Connection,
+    observed: &[Observation],
+    (job, watermark): (&str, i64),
+    now: &str,
+) -> Result<()> {
+    let advance = connection.prepared(super::changes::ADVANCE)?;
+    let upsert = connection.prepared(
+        "INSERT INTO observations (ticker, price, quote_time, observed_at)
+         SELECT * FROM unnest($1::text[], $2::float8[], $3::text[]), (SELECT $4::text) AS now
+         ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, quote_time = excluded.quote_time,
+             observed_at = excluded.observed_at
+         WHERE price_alertd_time(excluded.quote_time) > price_alertd_time(observations.quote_time)
+            OR price_alertd_time(observations.quote_time) IS NULL",
+    )?;
+    let mut transaction = connection.client().transaction()?;
+    transaction.execute(&advance, &[&job, &watermark, &now])?;
+    let tickers: Vec<&str> = observed
+        .iter()
+        .map(|(ticker, _, _)| ticker.as_str())
+        .collect();
+    let prices: Vec<f64> = observed.iter().map(|(_, price, _)| *price).collect();
+    let times: Vec<&str> = observed.iter().map(|(_, _, time)| time.as_str()).collect();
+    // Tickers in one order, so two daemons finishing at once lock rows in
+    // the same order.
+    let mut order: Vec<usize> = (0..observed.len()).collect();
+    order.sort_unstable_by(|a, b| tickers[*a].cmp(tickers[*b]));
+    let tickers: Vec<&str> = order.iter().map(|at| tickers[*at]).collect();
+    let prices: Vec<f64> = order.iter().map(|at| prices[*at]).collect();
+    let times: Vec<&str> = order.iter().map(|at| times[*at]).collect();
+    transaction.execute(&upsert, &[&tickers, &prices, &times, &now])?;
+    transaction.commit()
+}
+
+pub fn upsert_quotes(connection: &mut Connection, quotes: &[(String, f64, String)]) -> Result<()> {
+    let upsert = connection.prepared(
+        "INSERT INTO quotes (ticker, price, updated_at)
+         SELECT * FROM unnest($1::text[], $2::float8[], $3::text[])
+         ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+    )?;
+    // One row per ticker, the last one given (as one upsert after another
+    // would leave it), in ticker order: two writers lock in the same order.
+    let last: std::collections::BTreeMap<&str, (f64, &str)> = quotes
+        .iter()
+        .map(|(ticker, price, time)| (ticker.as_str(), (*price, time.as_str())))
+        .collect();
+    let tickers: Vec<&str> = last.keys().copied().collect();
+    let prices: Vec<f64> = last.values().map(|(price, _)| *price).collect();
+    let times: Vec<&str> = last.values().map(|(_, time)| *time).collect();
+    connection
+        .client()
+        .execute(&upsert, &[&tickers, &prices, &times])?;
+    Ok(())
+}
+
+pub fn rearm(connection: &mut Connection, id: i64) -> Result<bool> {
+    let statement = connection.prepared(
+        "UPDATE price_alerts SET enabled = '1', triggered_at = NULL, triggered_price = NULL, expired_at = NULL
+         WHERE id = $1 AND enabled = '0'",
+    )?;
+    Ok(connection.client().execute(&statement, &[&id])? > 0)
+}
+
+/// The claim, in one transaction: first the batch's rows are locked in id
+/// order (`FOR NO KEY UPDATE`, waiting for other claimers, never skipping
+/// them), so concurrent claimers never deadlock; then one set-based `UPDATE
+/// ... WHERE enabled AND <as judged> RETURNING id` disables those still as
+/// they were judged; then the events of exactly those rows are queued.
+pub fn claim(
+    connection: &mut Connection,
+    triggers: &[Trigger],
+    triggered_at: DateTime<Utc>,
+    now_ms: i64,
+) -> Result<usize> {
+    let stamp = crate::store::timestamp(triggered_at);
+    let lock = connection.prepared(
+        "SELECT id FROM price_alerts WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE",
+    )?;
+    let disable = connection.prepared(
+        "UPDATE price_alerts AS a
+         SET enabled = '0', triggered_at = $1, triggered_price = c.price
+         FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::text[], $6::float8[], $7::float8[])
+              AS c (id, arming, price, condition, target_price, reference_price)
+         WHERE a.id = c.id AND a.enabled = '1' AND a.arming = c.arming
+           AND a.condition = c.condition AND a.target_price = c.target_price
+           AND a.reference_price IS NOT DISTINCT FROM c.reference_price
+         RETURNING a.id",
+    )?;
+    let enqueue = connection.prepared(
+        "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at)
+         SELECT e.event_id, e.alert_id, e.body, $4, $5
+         FROM unnest($1::text[], $2::bigint[], $3::text[]) AS e (event_id, alert_id, body)",
+    )?;
+    let installation = super::installation_id(connection)?;
+    let mut ids: Vec<i64> = triggers.iter().map(|trigger| trigger.alert_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let armings: Vec<i64> = triggers.iter().map(|trigger| trigger.arming).collect();
+    let prices: Vec<f64> = triggers.iter().map(|trigger| trigger.price).collect();
+    let conditions: Vec<&str> = triggers
+        .iter()
+        .map(|trigger| trigger.condition.as_str())
+        .collect();
+    let targets: Vec<f64> = triggers
+        .iter()
+        .map(|trigger| trigger.target_price)
+        .collect();
+    let references: Vec<Option<f64>> = triggers
+        .iter()
+        .map(|trigger| trigger.reference_price)
+        .collect();
+    let trigger_ids: Vec<i64> = triggers.iter().map(|trigger| trigger.alert_id).collect();
+
+    let mut transaction = connection.client().transaction()?;
+    transaction.execute(&lock, &[&ids])?;
+    let changed: std::collections::HashSet<i64> = transaction
+        .query(
+            &disable,
+            &[
+                &stamp,
+                &trigger_ids,
+                &armings,
+                &prices,
+                &conditions,
+                &targets,
+                &references,
+            ],
+        )?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_>>()?;
+    let (mut event_ids, mut alert_ids, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
+    let mut queued = std::collections::HashSet::new();
+    for trigger in triggers {
+        // Someone else claimed it, or it was disabled, re-armed or edited
+        // since it was read: no event from us. (A batch holds an alert once.)
+        if !changed.contains(&trigger.alert_id) || !queued.insert(trigger.alert_id) {
+            continue;
+        }
+        let event = event_of(&installation, trigger, &stamp);
+        event_ids.push(event.id.clone());
+        alert_ids.push(trigger.alert_id);
+        bodies.push(event.to_json());
+    }
+    if !event_ids.is_empty() {
+        transaction.execute(
+            &enqueue,
+            &[&event_ids, &alert_ids, &bodies, &stamp, &now_ms],
+        )?;
+    }
+    transaction.commit()?;
+    Ok(event_ids.len())
+}
+
+pub fn list(
+    connection: &mut Connection,
+    filter: Filter,
+    ticker: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Entry>> {
+    macro_rules! listing {
+        ($state:literal) => {
+            concat!(
+                "SELECT id, ticker::text, condition::text, target_price::float8, \
+                 reference_price::float8, enabled = '1', triggered_at::text, triggered_price::float8, \
+                 expires_at::text, expired_at::text, user_id::text, note::text FROM price_alerts WHERE ",
+                $state,
+                " AND ($1::text IS NULL OR ticker = $1) ORDER BY id DESC LIMIT $2"
+            )
+        };
+    }
+    let sql = match filter {
+        Filter::All => listing!("true"),
+        Filter::Enabled => listing!("enabled = '1'"),
+        Filter::Triggered => listing!("enabled = '0' AND triggered_at IS NOT NULL"),
+    };
+    let statement = connection.prepared(sql)?;
+    connection
+        .client()
+        .query(&statement, &[&ticker, &(limit as i64)])?
+        .iter()
+        .map(|row| {
+            Ok(Entry {
+                id: row.try_get(0)?,
+                ticker: row.try_get::<_, Option<String>>(1)?.unwrap_or_default(),
+                condition: row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
+                target_price: row.try_get(3)?,
+                reference_price: row.try_get(4)?,
+                enabled: row.try_get::<_, Option<bool>>(5)?.unwrap_or(false),
+                triggered_at: row.try_get(6)?,
+                triggered_price: row.try_get(7)?,
+                expires_at: row.try_get(8)?,
+                expired_at: row.try_get(9)?,
+                user_id: row.try_get(10)?,
+                note: row.try_get(11)?,
+            })
+        })
+        .collect()
+}
+
+pub fn add(connection: &mut Connection, alert: &NewAlert<'_>, created_at: &str) -> Result<i64> {
+    let statement = connection.prepared(
+        "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )?;
+    connection
+        .client()
+        .query_one(
+            &statement,
+            &[
+                &alert.ticker,
+                &alert.condition,
+                &alert.target_price,
+                &alert.reference_price,
+                &created_at,
+                &alert.user_id,
+                &alert.note,
+                &alert.expires_at,
+            ],
+        )?
+        .try_get(0)
+}
+
+pub fn disable(connection: &mut Connection, id: i64) -> Result<bool> {
+    let statement = connection
+        .prepared("UPDATE price_alerts SET enabled = '0' WHERE id = $1 AND enabled = '1'")?;
+    Ok(connection.client().execute(&statement, &[&id])? > 0)
+}

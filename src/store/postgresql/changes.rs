@@ -1,0 +1,181 @@
+//! PostgreSQL: what changed since a job last looked (see `store::changes`
+//! and, for why change numbers are transaction ids, `store::postgres`).
+
+use postgres::fallible_iterator::FallibleIterator as _;
+
+use super::Connection;
+use super::alerts::{alert_columns, alert_row};
+use crate::store::alerts::AlertRow;
+use crate::store::changes::{Horizon, Move};
+
+type Result<T> = std::result::Result<T, postgres::Error>;
+
+/// An alert's level (see SQLite's); `price_alerts_level` indexes it, and the
+/// queries below repeat it verbatim so that the planner matches the index.
+macro_rules! level {
+    () => {
+        "(CASE condition \
+         WHEN 'moving_up_pct' THEN reference_price * (1 + target_price / 100.0) \
+         WHEN 'moving_down_pct' THEN reference_price * (1 - target_price / 100.0) \
+         ELSE target_price END)"
+    };
+}
+pub(super) const LEVEL: &str = level!();
+
+/// How far the moving-% bounds are widened (see SQLite's).
+const ROUNDING: f64 = 1e-9;
+
+/// Moves a job's watermark, never back: `($1 job, $2 change, $3 now)`.
+pub(super) const ADVANCE: &str = "INSERT INTO job_watermarks (job, change_seq, updated_at) VALUES ($1, $2, $3)
+     ON CONFLICT (job) DO UPDATE SET change_seq = excluded.change_seq, updated_at = excluded.updated_at
+     WHERE excluded.change_seq > job_watermarks.change_seq";
+
+/// From this transaction's snapshot: every transaction numbered below its
+/// `xmax` that it sees has committed (`visible`), and every one below its
+/// `xmin` has ended (`settled`: nothing numbered below can still appear).
+/// Transactions of any database of the server count, so a long one anywhere
+/// holds `settled` back; changes between the two are read again by the next
+/// tick, which judges them again (claimed alerts are no longer enabled).
+pub fn horizon(connection: &mut Connection) -> Result<Horizon> {
+    let statement = connection.prepared(
+        "SELECT pg_snapshot_xmax(s)::text::bigint - 1, pg_snapshot_xmin(s)::text::bigint - 1
+         FROM pg_current_snapshot() AS s",
+    )?;
+    let row = connection.client().query_one(&statement, &[])?;
+    Ok(Horizon {
+        visible: row.try_get(0)?,
+        settled: row.try_get(1)?,
+    })
+}
+
+pub fn watermark(connection: &mut Connection, job: &str) -> Result<Option<i64>> {
+    let statement = connection.prepared("SELECT change_seq FROM job_watermarks WHERE job = $1")?;
+    connection
+        .client()
+        .query_opt(&statement, &[&job])?
+        .map(|row| row.try_get(0))
+        .transpose()
+}
+
+pub fn changed_quotes(
+    connection: &mut Connection,
+    since: i64,
+    until: i64,
+) -> Result<Vec<(String, i64)>> {
+    let statement = connection.prepared(
+        "SELECT ticker::text, change_seq FROM quotes WHERE change_seq > $1 AND change_seq <= $2",
+    )?;
+    connection
+        .client()
+        .query(&statement, &[&since, &until])?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+/// Streams the rows (`query_raw`): the server's rows are read as they come.
+pub fn changed_alert_tickers(
+    connection: &mut Connection,
+    since: i64,
+    until: i64,
+    mut each: impl FnMut(&str, i64),
+) -> Result<()> {
+    let statement = connection.prepared(
+        "SELECT ticker::text, change_seq FROM price_alerts
+         WHERE change_seq > $1 AND change_seq <= $2 AND enabled = '1'",
+    )?;
+    let params: [&(dyn postgres::types::ToSql + Sync); 2] = [&since, &until];
+    let mut rows = connection.client().query_raw(&statement, params)?;
+    while let Some(row) = rows.next()? {
+        let ticker: Option<&str> = row.try_get(0)?;
+        each(ticker.unwrap_or(""), row.try_get(1)?);
+    }
+    Ok(())
+}
+
+pub fn has_enabled_alerts(connection: &mut Connection, ticker: &str) -> Result<bool> {
+    let statement = connection
+        .prepared("SELECT 1 FROM price_alerts WHERE ticker = $1 AND enabled = '1' LIMIT 1")?;
+    Ok(connection
+        .client()
+        .query_opt(&statement, &[&ticker])?
+        .is_some())
+}
+
+pub fn each_changed_alert(
+    connection: &mut Connection,
+    since: i64,
+    until: i64,
+    mut each: impl FnMut(AlertRow) -> bool,
+) -> Result<()> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        alert_columns!(),
+        " FROM price_alerts WHERE change_seq > $1 AND change_seq <= $2 AND enabled = '1' ORDER BY change_seq"
+    );
+    let statement = connection.prepared(SQL)?;
+    let params: [&(dyn postgres::types::ToSql + Sync); 2] = [&since, &until];
+    let mut rows = connection.client().query_raw(&statement, params)?;
+    while let Some(row) = rows.next()? {
+        if !each(alert_row(&row)?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// One range of `price_alerts_level` per condition, as on SQLite.
+pub fn each_reachable_alert(
+    connection: &mut Connection,
+    ticker: &str,
+    moved: Move,
+    seen: i64,
+    mut each: impl FnMut(AlertRow) -> bool,
+) -> Result<()> {
+    macro_rules! reachable {
+        ($($bounds:tt)*) => {
+            concat!(
+                "SELECT ",
+                alert_columns!(),
+                " FROM price_alerts WHERE ticker = $1 AND condition = $2 AND enabled = '1' AND ",
+                level!(),
+                $($bounds)*,
+                " AND change_seq <= $5"
+            )
+        };
+    }
+    // Every statement takes the same five parameters ($4 is the previous
+    // price, used by the crossings only).
+    const AT_OR_UNDER: &str = reachable!(" <= $3 AND $4::float8 IS NOT NULL");
+    const AT_OR_OVER: &str = reachable!(" >= $3 AND $4::float8 IS NOT NULL");
+    const CROSSED_UP: &str = reachable!(" > $4 AND ", level!(), " <= $3");
+    const CROSSED_DOWN: &str = reachable!(" < $4 AND ", level!(), " >= $3");
+    let price = moved.price;
+    let mut ranges: Vec<(&str, &'static str, f64, f64)> = vec![
+        ("above", AT_OR_UNDER, price, 0.0),
+        ("below", AT_OR_OVER, price, 0.0),
+        ("moving_up_pct", AT_OR_UNDER, price * (1.0 + ROUNDING), 0.0),
+        ("moving_down_pct", AT_OR_OVER, price * (1.0 - ROUNDING), 0.0),
+    ];
+    match moved.previous {
+        Some(previous) if previous < price => {
+            ranges.push(("crossing_up", CROSSED_UP, price, previous));
+        }
+        Some(previous) if previous > price => {
+            ranges.push(("crossing_down", CROSSED_DOWN, price, previous));
+        }
+        _ => {}
+    }
+    for (condition, sql, bound, other) in ranges {
+        let statement = connection.prepared(sql)?;
+        let params: [&(dyn postgres::types::ToSql + Sync); 5] =
+            [&ticker, &condition, &bound, &other, &seen];
+        let mut rows = connection.client().query_raw(&statement, params)?;
+        while let Some(row) = rows.next()? {
+            if !each(alert_row(&row)?) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}

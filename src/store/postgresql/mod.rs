@@ -1,0 +1,499 @@
+//! The PostgreSQL engine: for several daemons on several hosts sharing one
+//! database. Connecting (TLS over rustls, a password from the URL, a file or
+//! `$PGPASSWORD`), the pool (r2d2, each connection with its own cache of
+//! prepared statements), the schema and its migrations. The queries of each
+//! concern live beside SQLite's in `alerts`, `changes`, `outbox` and `runs`.
+//!
+//! What differs from SQLite, and why:
+//! - **Change numbers are transaction ids.** SQLite has one writer at a
+//!   time, so a counter bumped by triggers numbers changes in commit order.
+//!   Here writers commit in any order: a change numbered 100 may commit after
+//!   one numbered 101 was read. So a row's `change_seq` is the id of the
+//!   transaction that last changed it (`pg_current_xact_id()`, 64 bits, never
+//!   reused). A tick reads every change its snapshot sees, but moves the
+//!   watermark only to just below the snapshot's `xmin`: every transaction
+//!   with a smaller id has ended, so nothing below the watermark can still
+//!   appear. A change from a transaction that is still open is read by the
+//!   first tick after it commits.
+//! - **`enabled` may be an integer or a boolean.** The application may have
+//!   made the table either way; every statement writes `enabled` as the
+//!   untyped literals `'1'` and `'0'`, which PostgreSQL reads as the
+//!   column's type.
+
+pub mod alerts;
+pub mod changes;
+pub mod outbox;
+pub mod runs;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use postgres::{Client, Statement};
+
+use super::{Unusable, failure};
+use crate::config::PostgresConfig;
+
+/// The schema version this build migrates a PostgreSQL database to
+/// (`price_alertd_schema.version`).
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// A connection and the statements prepared on it: each statement is parsed
+/// and planned once per connection, not once per call.
+pub struct Connection {
+    /// Always there until the connection is dropped.
+    client: Option<Client>,
+    statements: HashMap<&'static str, Statement>,
+}
+
+impl Drop for Connection {
+    /// The sync client says goodbye to the server by running its own small
+    /// runtime, which panics on a thread that runs a tokio runtime (a pool
+    /// dropped by the async code): there it closes from a thread of its own.
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::spawn(move || drop(client)).join();
+        }
+    }
+}
+
+impl Connection {
+    pub fn client(&mut self) -> &mut Client {
+        self.client.as_mut().expect("present until dropped")
+    }
+
+    /// The prepared form of `sql`, prepared on first use.
+    pub fn prepared(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client().prepare(sql)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
+pub type Pool = r2d2::Pool<Manager>;
+
+/// Opens connections for r2d2.
+pub struct Manager {
+    config: postgres::Config,
+    tls: Tls,
+}
+
+#[derive(Clone)]
+enum Tls {
+    None,
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Manager {
+    fn connect(&self) -> Result<Client, postgres::Error> {
+        match &self.tls {
+            Tls::None => self.config.connect(postgres::NoTls),
+            Tls::Rustls(tls) => self.config.connect(tls.clone()),
+        }
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Connection, postgres::Error> {
+        Ok(Connection {
+            client: Some(Manager::connect(self)?),
+            statements: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, connection: &mut Connection) -> Result<(), postgres::Error> {
+        connection.client().simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, connection: &mut Connection) -> bool {
+        connection.client().is_closed()
+    }
+}
+
+/// How to reach the server: the URL's settings, the password, TLS.
+fn manager(config: &PostgresConfig, lock_timeout: Duration) -> anyhow::Result<Manager> {
+    let mut settings: postgres::Config = config
+        .url
+        .parse()
+        .map_err(|error| failure(Unusable::Data, format!("the database URL: {error}")))?;
+    if let Some(password) = &config.password {
+        settings.password(password.expose());
+    }
+    if settings.get_connect_timeout().is_none() {
+        settings.connect_timeout(Duration::from_secs(10));
+    }
+    if settings.get_application_name().is_none() {
+        settings.application_name("price-alertd");
+    }
+    // A statement waits for a row lock at most as long as SQLite waits for
+    // its write lock (`busy_timeout`), then fails and is retried by the
+    // next tick or round.
+    settings.options(&format!("-c lock_timeout={}", lock_timeout.as_millis()));
+    let tls = match config.tls {
+        crate::config::PostgresTls::Disable => Tls::None,
+        _ => Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
+            config,
+        )?)),
+    };
+    Ok(Manager {
+        config: settings,
+        tls,
+    })
+}
+
+/// rustls with the system's roots (as the webhook's client), or only the
+/// CA of `sslrootcert` when one is given. The server's name is always
+/// checked: `require` here is `verify-full`.
+fn client_tls(config: &PostgresConfig) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS for the database")?;
+    let tls = match &config.root_certificate {
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let pem = std::fs::read(path).with_context(|| {
+                format!("reading the database's CA certificate {}", path.display())
+            })?;
+            use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+            for certificate in CertificateDer::pem_slice_iter(&pem) {
+                let certificate = certificate.with_context(|| {
+                    format!("reading the database's CA certificate {}", path.display())
+                })?;
+                roots
+                    .add(certificate)
+                    .with_context(|| format!("the CA certificate {}", path.display()))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            use rustls_platform_verifier::BuilderVerifierExt as _;
+            builder
+                .with_platform_verifier()
+                .context("the system's trusted roots")?
+                .with_no_client_auth()
+        }
+    };
+    Ok(tls)
+}
+
+/// Connects, migrates, and builds a pool of `size` connections.
+pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyhow::Result<Pool> {
+    let manager = manager(config, lock_timeout)?;
+    let mut first = r2d2::ManageConnection::connect(&manager)
+        .map_err(|error| unreachable_database(config, error))?;
+    let version = schema_version(first.client())
+        .map_err(|error| failure_of(error, "reading the schema version".into()))?;
+    if version > SCHEMA_VERSION {
+        return Err(newer(config, version));
+    }
+    migrate(first.client())
+        .map_err(|error| failure_of(error, format!("migrating {}", config.display)))?;
+    drop(first);
+    r2d2::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(size))
+        .connection_timeout(Duration::from_secs(60))
+        .build(manager)
+        .map_err(|error| {
+            failure(
+                Unusable::Io,
+                format!(
+                    "opening a pool of {size} connections to {}: {error}",
+                    config.display
+                ),
+            )
+        })
+}
+
+/// One connection, for operators' commands, to a database this version
+/// migrated (or an older one, when `migrate` is set: it is migrated).
+pub fn connect(
+    config: &PostgresConfig,
+    lock_timeout: Duration,
+    migrate_it: bool,
+) -> anyhow::Result<Connection> {
+    let manager = manager(config, lock_timeout)?;
+    let mut connection = r2d2::ManageConnection::connect(&manager)
+        .map_err(|error| unreachable_database(config, error))?;
+    let version = schema_version(connection.client())
+        .map_err(|error| failure_of(error, "reading the schema version".into()))?;
+    if version > SCHEMA_VERSION {
+        return Err(newer(config, version));
+    }
+    if migrate_it {
+        migrate(connection.client())
+            .map_err(|error| failure_of(error, format!("migrating {}", config.display)))?;
+    } else if version < SCHEMA_VERSION {
+        return Err(failure(
+            Unusable::Data,
+            format!(
+                "{} is at schema version {version}, this price-alertd reads version {SCHEMA_VERSION}: \
+                 start the daemon of this version once to migrate it",
+                config.display
+            ),
+        ));
+    }
+    Ok(connection)
+}
+
+/// Checks, without changing anything, that the daemon can use the database:
+/// reachable, logged in, at this version or an older one, and writable.
+pub fn check(config: &PostgresConfig, lock_timeout: Duration) -> anyhow::Result<String> {
+    let manager = manager(config, lock_timeout)?;
+    let mut connection = r2d2::ManageConnection::connect(&manager)
+        .map_err(|error| unreachable_database(config, error))?;
+    let client = connection.client();
+    let server: String = client
+        .query_one("SHOW server_version", &[])
+        .and_then(|row| row.try_get(0))
+        .map_err(|error| failure_of(error, "reading the server's version".into()))?;
+    let version = schema_version(client)
+        .map_err(|error| failure_of(error, "reading the schema version".into()))?;
+    if version > SCHEMA_VERSION {
+        return Err(newer(config, version));
+    }
+    let writable: bool = client
+        .query_one(
+            "SELECT NOT pg_is_in_recovery() AND has_database_privilege(current_database(), 'CREATE')",
+            &[],
+        )
+        .and_then(|row| row.try_get(0))
+        .map_err(|error| failure_of(error, "checking privileges".into()))?;
+    if !writable {
+        return Err(failure(
+            Unusable::Io,
+            format!(
+                "{} cannot be written by this user (a standby, or no CREATE privilege on the database)",
+                config.display
+            ),
+        ));
+    }
+    Ok(match version {
+        0 => format!("PostgreSQL {server}, not migrated yet; migrated at start"),
+        version => format!("PostgreSQL {server}, schema version {version}, writable"),
+    })
+}
+
+fn unreachable_database(config: &PostgresConfig, error: postgres::Error) -> anyhow::Error {
+    let kind = match error.as_db_error().map(|error| error.code().code()) {
+        // invalid_catalog_name: no such database.
+        Some("3D000") => Unusable::Missing,
+        _ => Unusable::Io,
+    };
+    anyhow::Error::new(error).context(super::Failure {
+        kind,
+        message: format!("connecting to {}", config.display),
+    })
+}
+
+fn failure_of(error: postgres::Error, doing: String) -> anyhow::Error {
+    anyhow::Error::new(error).context(super::Failure {
+        kind: Unusable::Io,
+        message: doing,
+    })
+}
+
+fn newer(config: &PostgresConfig, version: i32) -> anyhow::Error {
+    failure(
+        Unusable::Data,
+        format!(
+            "{} is at schema version {version}, newer than this price-alertd's {SCHEMA_VERSION}: \
+             a newer version migrated it",
+            config.display
+        ),
+    )
+}
+
+/// The schema version, 0 for a database this daemon never migrated.
+fn schema_version(client: &mut impl postgres::GenericClient) -> Result<i32, postgres::Error> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('price_alertd_schema') IS NOT NULL", &[])?
+        .try_get(0)?;
+    if !exists {
+        return Ok(0);
+    }
+    let row = client.query_opt("SELECT version FROM price_alertd_schema WHERE id = 1", &[])?;
+    row.map_or(Ok(0), |row| row.try_get(0))
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction, under an
+/// advisory lock, so that daemons starting at once migrate once.
+pub fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
+    let mut transaction = client.transaction()?;
+    transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    let version = schema_version(&mut transaction)?;
+    if version < 1 {
+        transaction.batch_execute(&MIGRATION_1.replace("{level}", changes::LEVEL))?;
+    }
+    if version < SCHEMA_VERSION {
+        transaction.execute(
+            "UPDATE price_alertd_schema SET version = $1 WHERE id = 1",
+            &[&SCHEMA_VERSION],
+        )?;
+    }
+    transaction.commit()
+}
+
+/// The advisory lock key migrations take ("pa-migr" in ASCII).
+const MIGRATION_LOCK: i64 = 0x70_61_2d_6d_69_67_72;
+
+/// Everything SQLite's six migrations made, at once: the contract's tables
+/// (kept as the application made them if they exist), armings and change
+/// numbers kept by a trigger, the outbox, observations, watermarks, runs,
+/// and the installation id.
+const MIGRATION_1: &str = r#"
+CREATE TABLE price_alertd_schema (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL
+);
+INSERT INTO price_alertd_schema (id, version) VALUES (1, 0);
+
+CREATE TABLE IF NOT EXISTS price_alerts (
+    id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+    ticker TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    target_price DOUBLE PRECISION NOT NULL,
+    reference_price DOUBLE PRECISION,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    triggered_at TEXT,
+    triggered_price DOUBLE PRECISION,
+    created_at TEXT NOT NULL,
+    user_id TEXT,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_price_alerts_enabled ON price_alerts (ticker, enabled);
+CREATE TABLE IF NOT EXISTS quotes (
+    ticker TEXT PRIMARY KEY,
+    price DOUBLE PRECISION NOT NULL,
+    updated_at TEXT NOT NULL
+);
+-- `expires_at` is the application's to write; it may have added it.
+ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS expires_at TEXT;
+ALTER TABLE price_alerts ADD COLUMN expired_at TEXT;
+
+-- Invariant 3: every arming of an alert, its insertion or a re-enable by
+-- anyone, takes a fresh number from one sequence. Existing alerts keep their
+-- id as their first arming.
+ALTER TABLE price_alerts ADD COLUMN arming BIGINT NOT NULL DEFAULT 0;
+UPDATE price_alerts SET arming = id;
+CREATE SEQUENCE price_alerts_arming;
+SELECT setval('price_alerts_arming', greatest((SELECT max(id) FROM price_alerts), 1));
+
+-- What changed: the id of the transaction that last inserted, re-armed or
+-- edited an alert (or wrote a quote). See `store::postgres`.
+ALTER TABLE price_alerts ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE quotes ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX price_alerts_changed ON price_alerts (change_seq);
+CREATE INDEX price_alerts_level ON price_alerts (ticker, condition, ({level})) WHERE enabled = '1';
+CREATE INDEX idx_price_alerts_expiry ON price_alerts (expires_at) WHERE enabled = '1' AND expires_at IS NOT NULL;
+CREATE INDEX quotes_changed ON quotes (change_seq);
+
+CREATE FUNCTION price_alerts_track() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.arming := nextval('price_alerts_arming');
+    ELSIF OLD.enabled = '0' THEN
+        NEW.arming := nextval('price_alerts_arming');
+    END IF;
+    NEW.change_seq := pg_current_xact_id()::text::bigint;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER price_alerts_armed_on_insert BEFORE INSERT ON price_alerts
+FOR EACH ROW EXECUTE FUNCTION price_alerts_track();
+-- A re-arm (0 -> 1) takes an arming and a change number; an edit of what the
+-- evaluation reads, a change number. The claim (1 -> 0) takes neither.
+CREATE TRIGGER price_alerts_changed_on_update BEFORE UPDATE ON price_alerts
+FOR EACH ROW WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINCT FROM NEW.enabled
+    OR OLD.ticker IS DISTINCT FROM NEW.ticker OR OLD.condition IS DISTINCT FROM NEW.condition
+    OR OLD.target_price IS DISTINCT FROM NEW.target_price
+    OR OLD.reference_price IS DISTINCT FROM NEW.reference_price
+    OR OLD.expires_at IS DISTINCT FROM NEW.expires_at))
+EXECUTE FUNCTION price_alerts_track();
+
+CREATE FUNCTION quotes_track() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.change_seq := pg_current_xact_id()::text::bigint;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER quotes_changed_on_insert BEFORE INSERT ON quotes
+FOR EACH ROW EXECUTE FUNCTION quotes_track();
+CREATE TRIGGER quotes_changed_on_update BEFORE UPDATE ON quotes
+FOR EACH ROW WHEN (OLD.price IS DISTINCT FROM NEW.price OR OLD.updated_at IS DISTINCT FROM NEW.updated_at)
+EXECUTE FUNCTION quotes_track();
+
+-- A text time as the application wrote it, or NULL when it is not one:
+-- a malformed expiry must not fail the whole expiry statement.
+CREATE FUNCTION price_alertd_time(value TEXT) RETURNS TIMESTAMPTZ LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN value::timestamptz;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END $$;
+
+-- Invariant 2: one row per claimed alert, inserted in the claim's
+-- transaction. The body is fixed at the claim. Leased rows move their
+-- `next_attempt_at` to the lease's end, out of the due range.
+CREATE TABLE outbox (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    alert_id BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,       -- unix milliseconds
+    lease_owner TEXT,
+    lease_until BIGINT,                    -- unix milliseconds
+    last_error TEXT,
+    delivered_at TEXT,
+    dead_at TEXT
+) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
+CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead';
+CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE state = 'pending';
+CREATE INDEX outbox_pending ON outbox (id) WHERE state = 'pending';
+
+CREATE TABLE observations (
+    ticker TEXT PRIMARY KEY,
+    price DOUBLE PRECISION NOT NULL,
+    quote_time TEXT NOT NULL,
+    observed_at TEXT NOT NULL
+);
+CREATE TABLE job_runs (
+    job TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    result TEXT NOT NULL CHECK (result IN ('ok', 'failed')),
+    detail TEXT NOT NULL,
+    last_success_at TEXT
+);
+CREATE TABLE job_watermarks (
+    job TEXT PRIMARY KEY,
+    change_seq BIGINT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+-- 96 random bits from the server's strong generator, chosen once.
+CREATE TABLE installation (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    installation_id TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+INSERT INTO installation (id, installation_id, created_at)
+VALUES (1, substr(encode(sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8')), 'hex'), 1, 24),
+        to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'));
+"#;
+
+/// The id this database got at its first migration.
+pub fn installation_id(connection: &mut Connection) -> Result<String, postgres::Error> {
+    let statement = connection.prepared("SELECT installation_id FROM installation WHERE id = 1")?;
+    connection.client().query_one(&statement, &[])?.try_get(0)
+}

@@ -1,0 +1,262 @@
+//! PostgreSQL: the outbox (see `store::outbox`). Deliverers on every node
+//! lease due rows with `FOR UPDATE SKIP LOCKED`, so none waits for another;
+//! a leased row's `next_attempt_at` moves to its lease's end, which takes it
+//! out of the due range (and brings it back, due, if its holder dies).
+
+use super::Connection;
+use crate::store::outbox::{Entry, Filter, Leased, Outcome, Settled, Want};
+
+type Result<T> = std::result::Result<T, postgres::Error>;
+
+pub fn exchange(
+    connection: &mut Connection,
+    owner: &str,
+    settled: &[Settled],
+    now: &str,
+    want: Option<Want>,
+) -> Result<Vec<Leased>> {
+    let statements = Statements::prepare(connection)?;
+    let mut transaction = connection.client().transaction()?;
+    record(&mut transaction, &statements, owner, settled, now)?;
+    let mut leased = Vec::new();
+    if let Some(want) = want.filter(|want| want.limit > 0) {
+        for row in transaction.query(
+            &statements.lease,
+            &[
+                &owner,
+                &want.lease_until,
+                &want.now_ms,
+                &(want.limit as i64),
+            ],
+        )? {
+            leased.push(Leased {
+                row_id: row.try_get(0)?,
+                event_id: row.try_get(1)?,
+                body: row.try_get(2)?,
+                attempts: row.try_get::<_, i32>(3)?.max(0) as u32,
+                lease_until: want.lease_until,
+            });
+        }
+        // RETURNING gives no order; sending follows the queue's.
+        leased.sort_unstable_by_key(|event| event.row_id);
+    }
+    transaction.commit()?;
+    Ok(leased)
+}
+
+struct Statements {
+    lease: postgres::Statement,
+    delivered: postgres::Statement,
+    released: postgres::Statement,
+    retry: postgres::Statement,
+    dead: postgres::Statement,
+}
+
+impl Statements {
+    fn prepare(connection: &mut Connection) -> Result<Statements> {
+        Ok(Statements {
+            lease: connection.prepared(
+                "WITH due AS (
+                     SELECT id FROM outbox
+                     WHERE state = 'pending' AND next_attempt_at <= $3
+                     ORDER BY next_attempt_at, id LIMIT $4
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE outbox AS o SET lease_owner = $1, lease_until = $2, next_attempt_at = $2
+                 FROM due WHERE o.id = due.id
+                 RETURNING o.id, o.event_id, o.body, o.attempts",
+            )?,
+            delivered: connection.prepared(
+                "UPDATE outbox SET state = 'delivered', delivered_at = $1, attempts = attempts + 1,
+                     lease_owner = NULL, lease_until = NULL, last_error = NULL
+                 WHERE id = ANY($2::bigint[]) AND lease_owner = $3 AND lease_until = $4",
+            )?,
+            // Back as it was, and due: it was due when it was leased.
+            released: connection.prepared(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $4
+                 WHERE id = ANY($1::bigint[]) AND lease_owner = $2 AND lease_until = $3",
+            )?,
+            retry: connection.prepared(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2,
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE id = $3 AND lease_owner = $4 AND lease_until = $5",
+            )?,
+            dead: connection.prepared(
+                "UPDATE outbox SET state = 'dead', dead_at = $1, attempts = attempts + 1, last_error = $2,
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE id = $3 AND lease_owner = $4 AND lease_until = $5",
+            )?,
+        })
+    }
+}
+
+/// Records outcomes, each only under the lease it was sent under; the
+/// deliveries and releases set-based, one statement per lease.
+fn record(
+    transaction: &mut postgres::Transaction<'_>,
+    statements: &Statements,
+    owner: &str,
+    settled: &[Settled],
+    now: &str,
+) -> Result<()> {
+    let mut by_lease: std::collections::BTreeMap<i64, [Vec<i64>; 2]> = Default::default();
+    for Settled {
+        row_id,
+        lease_until,
+        outcome,
+    } in settled
+    {
+        match outcome {
+            Outcome::Delivered => by_lease.entry(*lease_until).or_default()[0].push(*row_id),
+            Outcome::Released => by_lease.entry(*lease_until).or_default()[1].push(*row_id),
+            Outcome::Retry {
+                next_attempt_at,
+                error,
+            } => {
+                transaction.execute(
+                    &statements.retry,
+                    &[next_attempt_at, error, row_id, &owner, lease_until],
+                )?;
+            }
+            Outcome::Dead { error } => {
+                transaction.execute(
+                    &statements.dead,
+                    &[&now, error, row_id, &owner, lease_until],
+                )?;
+            }
+        }
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (lease_until, [mut delivered, mut released]) in by_lease {
+        // Rows in one order, so two deliverers' statements never deadlock.
+        delivered.sort_unstable();
+        released.sort_unstable();
+        if !delivered.is_empty() {
+            transaction.execute(
+                &statements.delivered,
+                &[&now, &delivered, &owner, &lease_until],
+            )?;
+        }
+        if !released.is_empty() {
+            transaction.execute(
+                &statements.released,
+                &[&released, &owner, &lease_until, &now_ms],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A leased row's `next_attempt_at` is its lease's end, so the earliest
+/// `next_attempt_at` of a pending row is when it can next be sent.
+pub fn next_due(connection: &mut Connection) -> Result<Option<i64>> {
+    let statement = connection.prepared(
+        "SELECT next_attempt_at FROM outbox WHERE state = 'pending' ORDER BY next_attempt_at, id LIMIT 1",
+    )?;
+    connection
+        .client()
+        .query_opt(&statement, &[])?
+        .map(|row| row.try_get(0))
+        .transpose()
+}
+
+pub fn oldest_pending(connection: &mut Connection) -> Result<Option<String>> {
+    let statement = connection
+        .prepared("SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1")?;
+    connection
+        .client()
+        .query_opt(&statement, &[])?
+        .map(|row| row.try_get(0))
+        .transpose()
+}
+
+pub fn backlog(connection: &mut Connection) -> Result<(u64, u64)> {
+    let statement = connection.prepared(
+        "SELECT (SELECT count(*) FROM outbox WHERE state = 'pending'),
+                (SELECT count(*) FROM outbox WHERE state = 'dead')",
+    )?;
+    let row = connection.client().query_one(&statement, &[])?;
+    Ok((
+        row.try_get::<_, i64>(0)? as u64,
+        row.try_get::<_, i64>(1)? as u64,
+    ))
+}
+
+pub fn list(connection: &mut Connection, filter: Filter, limit: usize) -> Result<Vec<Entry>> {
+    macro_rules! listing {
+        ($states:literal) => {
+            concat!(
+                "SELECT event_id, alert_id, state, attempts, created_at, next_attempt_at, last_error
+                 FROM outbox WHERE state IN ",
+                $states,
+                " ORDER BY id LIMIT $1"
+            )
+        };
+    }
+    let sql = match filter {
+        Filter::Undelivered => listing!("('pending', 'dead')"),
+        Filter::Dead => listing!("('dead')"),
+    };
+    let statement = connection.prepared(sql)?;
+    connection
+        .client()
+        .query(&statement, &[&(limit as i64)])?
+        .iter()
+        .map(|row| {
+            let state: String = row.try_get(2)?;
+            let next_attempt_at = match state.as_str() {
+                "pending" => chrono::DateTime::from_timestamp_millis(row.try_get(5)?)
+                    .map(crate::store::timestamp),
+                _ => None,
+            };
+            Ok(Entry {
+                event_id: row.try_get(0)?,
+                alert_id: row.try_get(1)?,
+                state,
+                attempts: row.try_get::<_, i32>(3)?.max(0) as u32,
+                created_at: row.try_get(4)?,
+                next_attempt_at,
+                last_error: row.try_get(6)?,
+            })
+        })
+        .collect()
+}
+
+pub fn replay(
+    connection: &mut Connection,
+    event_ids: &[String],
+    now_ms: i64,
+) -> Result<Vec<String>> {
+    let statement = connection.prepared(
+        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, dead_at = NULL,
+             lease_owner = NULL, lease_until = NULL
+         WHERE event_id = ANY($2::text[]) AND state IN ('pending', 'dead')
+         RETURNING event_id",
+    )?;
+    let replayed: std::collections::HashSet<String> = connection
+        .client()
+        .query(&statement, &[&now_ms, &event_ids])?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_>>()?;
+    // In the order asked for, as SQLite's per-id statements give them.
+    Ok(event_ids
+        .iter()
+        .filter(|id| replayed.contains(*id))
+        .cloned()
+        .collect())
+}
+
+pub fn replay_all_dead(connection: &mut Connection, now_ms: i64) -> Result<usize> {
+    let statement = connection.prepared(
+        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, dead_at = NULL,
+             lease_owner = NULL, lease_until = NULL
+         WHERE state = 'dead'",
+    )?;
+    Ok(connection.client().execute(&statement, &[&now_ms])? as usize)
+}
+
+pub fn purge_delivered(connection: &mut Connection, before: &str) -> Result<usize> {
+    let statement = connection
+        .prepared("DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < $1")?;
+    Ok(connection.client().execute(&statement, &[&before])? as usize)
+}

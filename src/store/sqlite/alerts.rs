@@ -1,0 +1,361 @@
+//! SQLite: alerts and quotes, and the claim (see `store::alerts`).
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+
+use crate::store::alerts::{
+    AlertRow, Entry, Filter, NewAlert, Observation, QuoteRow, Trigger, event_of,
+};
+
+fn number(value: Value) -> Option<f64> {
+    match value {
+        Value::Real(real) => Some(real),
+        Value::Integer(integer) => Some(integer as f64),
+        _ => None,
+    }
+}
+
+pub(super) fn text(value: Value) -> String {
+    match value {
+        Value::Text(text) => text,
+        Value::Integer(integer) => integer.to_string(),
+        Value::Real(real) => real.to_string(),
+        Value::Null | Value::Blob(_) => String::new(),
+    }
+}
+
+/// All quotes. One short read: long readers starve WAL checkpoints.
+pub fn quotes(connection: &Connection) -> rusqlite::Result<Vec<QuoteRow>> {
+    let mut statement =
+        connection.prepare_cached("SELECT ticker, price, updated_at FROM quotes")?;
+    let rows = statement.query_map([], |row| {
+        Ok(QuoteRow {
+            ticker: text(row.get(0)?),
+            price: number(row.get(1)?),
+            updated_at: text(row.get(2)?),
+        })
+    })?;
+    rows.collect()
+}
+
+/// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
+pub fn enabled_for_ticker(
+    connection: &Connection,
+    ticker: &str,
+) -> rusqlite::Result<Vec<AlertRow>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note
+         FROM price_alerts WHERE ticker = ?1 AND enabled = 1",
+    )?;
+    let rows = statement.query_map([ticker], alert_row)?;
+    rows.collect()
+}
+
+/// Up to `limit` enabled alerts whose ticker is NULL, empty or blank, to
+/// name in warnings.
+pub fn enabled_without_ticker(
+    connection: &Connection,
+    limit: u64,
+) -> rusqlite::Result<Vec<AlertRow>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note
+         FROM price_alerts WHERE enabled = 1 AND (ticker IS NULL OR trim(ticker) = '')
+         ORDER BY id LIMIT ?1",
+    )?;
+    let rows = statement.query_map([limit as i64], alert_row)?;
+    rows.collect()
+}
+
+/// The columns [`alert_row`] reads, in its order.
+pub(super) const ALERT_COLUMNS: &str =
+    "id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note";
+
+pub(super) fn alert_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
+    Ok(AlertRow {
+        id: row.get(0)?,
+        arming: row.get(1)?,
+        ticker: text(row.get(2)?),
+        condition: text(row.get(3)?),
+        target_price: number(row.get(4)?),
+        reference_price: number(row.get(5)?),
+        expires_at: row.get::<_, Option<Value>>(6)?.map(text),
+        user_id: row.get::<_, Option<Value>>(7)?.map(text),
+        note: row.get::<_, Option<Value>>(8)?.map(text),
+    })
+}
+
+/// Every ticker that has enabled alerts: one seek per ticker in
+/// `price_alerts_level` (which holds enabled alerts only, by ticker), not a
+/// pass over the alerts. (A NULL ticker is not listed.)
+pub fn enabled_tickers(connection: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut statement = connection.prepare_cached(
+        "WITH RECURSIVE next(ticker) AS (
+             SELECT min(ticker) FROM price_alerts INDEXED BY price_alerts_level WHERE enabled = 1
+             UNION ALL
+             SELECT (SELECT min(ticker) FROM price_alerts INDEXED BY price_alerts_level
+                     WHERE enabled = 1 AND ticker > next.ticker)
+             FROM next WHERE next.ticker IS NOT NULL
+         )
+         SELECT ticker FROM next WHERE ticker IS NOT NULL",
+    )?;
+    let rows = statement.query_map([], |row| Ok(text(row.get(0)?)))?;
+    rows.collect()
+}
+
+/// Disables, without an event, every enabled alert whose `expires_at` is at
+/// or before `now`, stamping `expired_at`. Returns how many.
+pub fn expire_due(connection: &Connection, now: &str) -> rusqlite::Result<usize> {
+    connection.execute(
+        "UPDATE price_alerts SET enabled = 0, expired_at = ?1
+         WHERE enabled = 1 AND expires_at IS NOT NULL AND julianday(expires_at) <= julianday(?1)",
+        [now],
+    )
+}
+
+/// One ticker's quote, if it has one (by its primary key).
+pub fn quote(connection: &Connection, ticker: &str) -> rusqlite::Result<Option<QuoteRow>> {
+    let mut statement = connection
+        .prepare_cached("SELECT ticker, price, updated_at FROM quotes WHERE ticker = ?1")?;
+    statement
+        .query_row([ticker], |row| {
+            Ok(QuoteRow {
+                ticker: text(row.get(0)?),
+                price: number(row.get(1)?),
+                updated_at: text(row.get(2)?),
+            })
+        })
+        .optional()
+}
+
+/// One ticker's quote as a tick needs it: `(price, updated_at)`, the price
+/// `None` when it is not a number.
+pub fn quote_of(
+    connection: &Connection,
+    ticker: &str,
+) -> rusqlite::Result<Option<(Option<f64>, String)>> {
+    let mut statement =
+        connection.prepare_cached("SELECT price, updated_at FROM quotes WHERE ticker = ?1")?;
+    statement
+        .query_row([ticker], |row| Ok((number(row.get(0)?), text(row.get(1)?))))
+        .optional()
+}
+
+/// The last price the daemon observed for one ticker.
+pub fn observation(connection: &Connection, ticker: &str) -> rusqlite::Result<Option<f64>> {
+    let mut statement =
+        connection.prepare_cached("SELECT price FROM observations WHERE ticker = ?1")?;
+    statement.query_row([ticker], |row| row.get(0)).optional()
+}
+
+/// Ends a tick, in one transaction: records the evaluated quotes as the
+/// tickers' previous prices (unless a newer quote was recorded meanwhile, by
+/// another daemon), and moves the job's watermark (`(key, change)`).
+pub fn finish_tick(
+    connection: &mut Connection,
+    observed: &[Observation],
+    (job, watermark): (&str, i64),
+    now: &str,
+) -> rusqlite::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    super::changes::advance(&transaction, job, watermark, now)?;
+    {
+        let mut upsert = transaction.prepare_cached(
+            "INSERT INTO observations (ticker, price, quote_time, observed_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, quote_time = excluded.quote_time,
+                 observed_at = excluded.observed_at
+             WHERE julianday(excluded.quote_time) > julianday(observations.quote_time)",
+        )?;
+        for (ticker, price, quote_time) in observed {
+            upsert.execute(params![ticker, price, quote_time, now])?;
+        }
+    }
+    transaction.commit()
+}
+
+/// Stores fetched quotes with the source's own times. One transaction.
+pub fn upsert_quotes(
+    connection: &mut Connection,
+    quotes: &[(String, f64, String)],
+) -> rusqlite::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut upsert = transaction.prepare_cached(
+            "INSERT INTO quotes (ticker, price, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+        )?;
+        for (ticker, price, time) in quotes {
+            upsert.execute(params![ticker, price, time])?;
+        }
+    }
+    transaction.commit()
+}
+
+/// Re-arms a disabled alert: enabled again, its trigger and expiry stamps
+/// cleared; the schema's trigger gives it a new arming (a new event id).
+/// Returns false if there is no such alert or it is already armed.
+pub fn rearm(connection: &Connection, id: i64) -> rusqlite::Result<bool> {
+    let changed = connection.execute(
+        "UPDATE price_alerts SET enabled = 1, triggered_at = NULL, triggered_price = NULL, expired_at = NULL
+         WHERE id = ?1 AND enabled = 0",
+        [id],
+    )?;
+    Ok(changed > 0)
+}
+
+/// Claims `triggers` in one IMMEDIATE transaction: each alert is disabled only
+/// if it is still enabled, in the arming and with the condition and levels
+/// that were evaluated (invariant 1), and an outbox row is inserted for
+/// exactly the rows this statement changed (invariant 2). Returns how many
+/// alerts this call claimed.
+pub fn claim(
+    connection: &mut Connection,
+    triggers: &[Trigger],
+    triggered_at: DateTime<Utc>,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let stamp = crate::store::timestamp(triggered_at);
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let installation = super::installation_id(&transaction)?;
+    let mut claimed = 0;
+    {
+        // One set-based UPDATE per batch: the batch is staged in a temporary
+        // table (exact values, bound as parameters), and RETURNING names the
+        // rows this statement changed. Per-row UPDATEs cost several times more
+        // (each sets up the triggers' programs and a temporary b-tree).
+        transaction.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS claims (
+                 id INTEGER PRIMARY KEY, arming INTEGER NOT NULL, price REAL NOT NULL,
+                 condition TEXT NOT NULL, target_price REAL NOT NULL, reference_price REAL);
+             DELETE FROM temp.claims;",
+        )?;
+        {
+            let mut stage = transaction.prepare_cached(
+                "INSERT OR REPLACE INTO temp.claims (id, arming, price, condition, target_price, reference_price)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for trigger in triggers {
+                stage.execute(params![
+                    trigger.alert_id,
+                    trigger.arming,
+                    trigger.price,
+                    trigger.condition,
+                    trigger.target_price,
+                    trigger.reference_price
+                ])?;
+            }
+        }
+        let changed: std::collections::HashSet<i64> = {
+            let mut disable = transaction.prepare_cached(
+                // `id IN (SELECT id ...)` makes SQLite drive from the staged
+                // ids (rowid lookups); a join would scan the whole table.
+                // OR FAIL: an error would still roll back the whole
+                // transaction (the claim is all or nothing), so the statement
+                // needs no statement journal of its own, which SQLite would
+                // otherwise fill with every page the claim touches (48 MB for
+                // a batch of 5,000 at 10M alerts).
+                "UPDATE OR FAIL price_alerts
+                 SET enabled = 0, triggered_at = ?1,
+                     triggered_price = (SELECT c.price FROM temp.claims AS c WHERE c.id = price_alerts.id)
+                 WHERE id IN (SELECT id FROM temp.claims) AND enabled = 1
+                   AND EXISTS (SELECT 1 FROM temp.claims AS c
+                               WHERE c.id = price_alerts.id AND c.arming = price_alerts.arming
+                                 AND c.condition = price_alerts.condition AND c.target_price = price_alerts.target_price
+                                 AND c.reference_price IS price_alerts.reference_price)
+                 RETURNING id",
+            )?;
+            let rows = disable.query_map([&stamp], |row| row.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut enqueue = transaction.prepare_cached(
+            "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for trigger in triggers {
+            if !changed.contains(&trigger.alert_id) {
+                // Someone else claimed it, or it was disabled, re-armed or
+                // edited since it was read: no event from us.
+                continue;
+            }
+            let event = event_of(&installation, trigger, &stamp);
+            enqueue.execute(params![
+                event.id,
+                trigger.alert_id,
+                event.to_json(),
+                stamp,
+                now_ms
+            ])?;
+            claimed += 1;
+        }
+    }
+    transaction.commit()?;
+    Ok(claimed)
+}
+
+/// Up to `limit` alerts, newest first.
+pub fn list(
+    connection: &Connection,
+    filter: Filter,
+    ticker: Option<&str>,
+    limit: usize,
+) -> rusqlite::Result<Vec<Entry>> {
+    let state = match filter {
+        Filter::All => "1",
+        Filter::Enabled => "enabled = 1",
+        Filter::Triggered => "enabled = 0 AND triggered_at IS NOT NULL",
+    };
+    let mut statement = connection.prepare(&format!(
+        "SELECT id, ticker, condition, target_price, reference_price, enabled, triggered_at, triggered_price,
+                expires_at, expired_at, user_id, note
+         FROM price_alerts WHERE {state} AND (?1 IS NULL OR ticker = ?1) ORDER BY id DESC LIMIT ?2"
+    ))?;
+    let rows = statement.query_map(params![ticker, limit as i64], |row| {
+        let optional_text = |value: Option<Value>| value.map(text);
+        Ok(Entry {
+            id: row.get(0)?,
+            ticker: text(row.get(1)?),
+            condition: text(row.get(2)?),
+            target_price: number(row.get(3)?),
+            reference_price: number(row.get(4)?),
+            enabled: row.get::<_, i64>(5)? != 0,
+            triggered_at: optional_text(row.get(6)?),
+            triggered_price: number(row.get(7)?),
+            expires_at: optional_text(row.get(8)?),
+            expired_at: optional_text(row.get(9)?),
+            user_id: optional_text(row.get(10)?),
+            note: optional_text(row.get(11)?),
+        })
+    })?;
+    rows.collect()
+}
+
+/// Inserts an alert; returns its id.
+pub fn add(
+    connection: &Connection,
+    alert: &NewAlert<'_>,
+    created_at: &str,
+) -> rusqlite::Result<i64> {
+    connection.execute(
+        "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            alert.ticker,
+            alert.condition,
+            alert.target_price,
+            alert.reference_price,
+            created_at,
+            alert.user_id,
+            alert.note,
+            alert.expires_at
+        ],
+    )?;
+    Ok(connection.last_insert_rowid())
+}
+
+/// Disables an armed alert without an event. Returns false if there is no such
+/// alert or it is not armed.
+pub fn disable(connection: &Connection, id: i64) -> rusqlite::Result<bool> {
+    Ok(connection.execute(
+        "UPDATE price_alerts SET enabled = 0 WHERE id = ?1 AND enabled = 1",
+        [id],
+    )? > 0)
+}

@@ -1,0 +1,256 @@
+//! SQLite: the outbox (see `store::outbox`).
+
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+
+use crate::store::outbox::{Entry, Filter, Leased, Outcome, Settled, Want};
+
+/// One round trip of a deliverer to the outbox, in one transaction: records
+/// `settled` (each only while its lease is still `owner`'s), then leases up to
+/// `want.limit` due rows to `owner`. A lease that expired (its holder died) is
+/// free again. The set-based statements are `OR FAIL`: any error rolls back
+/// the whole exchange, so none needs a statement journal (a copy of every
+/// page it touches).
+pub fn exchange(
+    connection: &mut Connection,
+    owner: &str,
+    settled: &[Settled],
+    now: &str,
+    want: Option<Want>,
+) -> rusqlite::Result<Vec<Leased>> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    record(&transaction, owner, settled, now)?;
+    let leased = match want {
+        Some(want) if want.limit > 0 => lease_due(&transaction, owner, want)?,
+        _ => Vec::new(),
+    };
+    transaction.commit()?;
+    Ok(leased)
+}
+
+fn lease_due(connection: &Connection, owner: &str, want: Want) -> rusqlite::Result<Vec<Leased>> {
+    let mut statement = connection.prepare_cached(
+        "UPDATE OR FAIL outbox SET lease_owner = ?1, lease_until = ?2
+         WHERE id IN (SELECT id FROM outbox
+                      WHERE state = 'pending' AND next_attempt_at <= ?3
+                        AND (lease_until IS NULL OR lease_until <= ?3)
+                      ORDER BY next_attempt_at, id LIMIT ?4)
+         RETURNING id, event_id, body, attempts",
+    )?;
+    let rows = statement.query_map(
+        params![owner, want.lease_until, want.now_ms, want.limit as i64],
+        |row| {
+            Ok(Leased {
+                row_id: row.get(0)?,
+                event_id: row.get(1)?,
+                body: row.get(2)?,
+                attempts: row.get(3)?,
+                lease_until: want.lease_until,
+            })
+        },
+    )?;
+    let mut leased = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    // RETURNING gives no order; sending follows the queue's.
+    leased.sort_unstable_by_key(|event| event.row_id);
+    Ok(leased)
+}
+
+/// Records outcomes. Only rows still leased to `owner` under the same lease
+/// change: a lease lost to expiry is someone else's now. Deliveries and
+/// releases, nearly all of them, are set-based: one statement per lease.
+fn record(
+    connection: &Connection,
+    owner: &str,
+    settled: &[Settled],
+    now: &str,
+) -> rusqlite::Result<()> {
+    // Row ids by lease, for the set-based statements: [delivered, released].
+    let mut by_lease: std::collections::BTreeMap<i64, [Vec<i64>; 2]> = Default::default();
+    for Settled {
+        row_id,
+        lease_until,
+        outcome,
+    } in settled
+    {
+        match outcome {
+            Outcome::Delivered => by_lease.entry(*lease_until).or_default()[0].push(*row_id),
+            Outcome::Released => by_lease.entry(*lease_until).or_default()[1].push(*row_id),
+            Outcome::Retry {
+                next_attempt_at,
+                error,
+            } => {
+                connection
+                    .prepare_cached(
+                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?1, last_error = ?2,
+                             lease_owner = NULL, lease_until = NULL
+                         WHERE id = ?3 AND lease_owner = ?4 AND lease_until = ?5",
+                    )?
+                    .execute(params![next_attempt_at, error, row_id, owner, lease_until])?;
+            }
+            Outcome::Dead { error } => {
+                connection
+                    .prepare_cached(
+                        "UPDATE outbox SET state = 'dead', dead_at = ?1, attempts = attempts + 1, last_error = ?2,
+                             lease_owner = NULL, lease_until = NULL
+                         WHERE id = ?3 AND lease_owner = ?4 AND lease_until = ?5",
+                    )?
+                    .execute(params![now, error, row_id, owner, lease_until])?;
+            }
+        }
+    }
+    for (lease_until, [delivered, released]) in by_lease {
+        if !delivered.is_empty() {
+            connection
+                .prepare_cached(
+                    "UPDATE OR FAIL outbox SET state = 'delivered', delivered_at = ?1, attempts = attempts + 1,
+                         lease_owner = NULL, lease_until = NULL, last_error = NULL
+                     WHERE id IN (SELECT value FROM json_each(?2)) AND lease_owner = ?3 AND lease_until = ?4",
+                )?
+                .execute(params![now, id_list(&delivered), owner, lease_until])?;
+        }
+        if !released.is_empty() {
+            connection
+                .prepare_cached(
+                    "UPDATE OR FAIL outbox SET lease_owner = NULL, lease_until = NULL
+                     WHERE id IN (SELECT value FROM json_each(?1)) AND lease_owner = ?2 AND lease_until = ?3",
+                )?
+                .execute(params![id_list(&released), owner, lease_until])?;
+        }
+    }
+    Ok(())
+}
+
+/// Row ids as a JSON array, for `json_each`: one bound parameter for a set.
+fn id_list(ids: &[i64]) -> String {
+    let mut list = String::with_capacity(ids.len() * 8 + 2);
+    list.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            list.push(',');
+        }
+        list.push_str(&id.to_string());
+    }
+    list.push(']');
+    list
+}
+
+/// When the next pending row becomes sendable (unix ms), if any is pending.
+pub fn next_due(connection: &Connection) -> rusqlite::Result<Option<i64>> {
+    connection.query_row(
+        "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM outbox WHERE state = 'pending'",
+        [],
+        |row| row.get(0),
+    )
+}
+
+/// Rows still waiting for a 2xx.
+pub fn pending_count(connection: &Connection) -> rusqlite::Result<u64> {
+    let count: i64 = connection.query_row(
+        "SELECT count(*) FROM outbox WHERE state = 'pending'",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(count as u64)
+}
+
+/// When the oldest pending event was queued (RFC 3339), if any is pending;
+/// through the partial index `outbox_pending`.
+pub fn oldest_pending(connection: &Connection) -> rusqlite::Result<Option<String>> {
+    connection
+        .query_row(
+            "SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+}
+
+/// Pending events and dead letters.
+pub fn backlog(connection: &Connection) -> rusqlite::Result<(u64, u64)> {
+    Ok((pending_count(connection)?, dead_count(connection)?))
+}
+
+/// Dead letters.
+pub fn dead_count(connection: &Connection) -> rusqlite::Result<u64> {
+    let count: i64 = connection.query_row(
+        "SELECT count(*) FROM outbox WHERE state = 'dead'",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok(count as u64)
+}
+
+/// Up to `limit` rows, oldest first.
+pub fn list(connection: &Connection, filter: Filter, limit: usize) -> rusqlite::Result<Vec<Entry>> {
+    let states = match filter {
+        Filter::Undelivered => "('pending', 'dead')",
+        Filter::Dead => "('dead')",
+    };
+    let mut statement = connection.prepare(&format!(
+        "SELECT event_id, alert_id, state, attempts, created_at, next_attempt_at, last_error
+         FROM outbox WHERE state IN {states} ORDER BY id LIMIT ?1"
+    ))?;
+    let rows = statement.query_map([limit as i64], |row| {
+        let state: String = row.get(2)?;
+        let next_attempt_at = match state.as_str() {
+            "pending" => {
+                chrono::DateTime::from_timestamp_millis(row.get(5)?).map(crate::store::timestamp)
+            }
+            _ => None,
+        };
+        Ok(Entry {
+            event_id: row.get(0)?,
+            alert_id: row.get(1)?,
+            state,
+            attempts: row.get(3)?,
+            created_at: row.get(4)?,
+            next_attempt_at,
+            last_error: row.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Puts dead or pending events back at the start of a fresh retry schedule,
+/// due now; their ids and bodies stay. Delivered events are left alone.
+/// Returns the event ids that were found and replayed.
+pub fn replay(
+    connection: &mut Connection,
+    event_ids: &[String],
+    now_ms: i64,
+) -> rusqlite::Result<Vec<String>> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut replayed = Vec::new();
+    {
+        let mut statement = transaction.prepare_cached(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?1, dead_at = NULL,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE event_id = ?2 AND state IN ('pending', 'dead')",
+        )?;
+        for event_id in event_ids {
+            if statement.execute(params![now_ms, event_id])? > 0 {
+                replayed.push(event_id.clone());
+            }
+        }
+    }
+    transaction.commit()?;
+    Ok(replayed)
+}
+
+/// Replays every dead letter; returns how many.
+pub fn replay_all_dead(connection: &mut Connection, now_ms: i64) -> rusqlite::Result<usize> {
+    connection.execute(
+        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?1, dead_at = NULL,
+             lease_owner = NULL, lease_until = NULL
+         WHERE state = 'dead'",
+        [now_ms],
+    )
+}
+
+/// Deletes delivered events delivered before `before` (an RFC 3339 stamp as
+/// [`crate::store::timestamp`] writes them). Pending and dead events are never touched.
+pub fn purge_delivered(connection: &Connection, before: &str) -> rusqlite::Result<usize> {
+    connection.execute(
+        "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?1",
+        [before],
+    )
+}

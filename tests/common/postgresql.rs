@@ -1,0 +1,261 @@
+//! A throwaway PostgreSQL cluster, one per test binary, shared by its tests
+//! (each test gets a database of its own): Debian's server (`tests/run`
+//! installs it), `initdb` into a temporary folder as an unprivileged user, a
+//! free loopback port, no fsync. It stops when the test binary exits: an
+//! `atexit` handler shuts it down and removes its folder, and should the
+//! binary die without running it, the server gets SIGQUIT from the kernel
+//! (`PR_SET_PDEATHSIG`) and the next run removes the folder.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The running cluster.
+pub struct Cluster {
+    pub port: u16,
+    folder: PathBuf,
+    bin: PathBuf,
+    owner: Option<(u32, u32)>,
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+/// The postmaster, for the exit handler.
+static POSTMASTER: Mutex<Option<(Child, PathBuf)>> = Mutex::new(None);
+
+/// The cluster, started on first use.
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(start)
+}
+
+/// The folder of the newest PostgreSQL server's programs.
+fn server_programs() -> PathBuf {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("postgres").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
+        panic!(
+            "no PostgreSQL server under /usr/lib/postgresql: run the tests with tests/run, which installs Debian's postgresql"
+        )
+    })
+}
+
+/// The user the server runs as: `postgres` when the tests run as root
+/// (initdb refuses root), else whoever runs them.
+fn owner() -> Option<(u32, u32)> {
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let output = Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .expect("id");
+    let uid: u32 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("the postgres user (Debian's postgresql package makes it): run tests/run");
+    let output = Command::new("id")
+        .args(["-g", "postgres"])
+        .output()
+        .expect("id");
+    let gid: u32 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    Some((uid, gid))
+}
+
+fn as_owner(owner: Option<(u32, u32)>, program: &Path) -> Command {
+    match owner {
+        None => Command::new(program),
+        Some((uid, gid)) => {
+            let mut command = Command::new("setpriv");
+            command
+                .args([
+                    format!("--reuid={uid}"),
+                    format!("--regid={gid}"),
+                    "--clear-groups".to_owned(),
+                    "--".to_owned(),
+                ])
+                .arg(program);
+            command
+        }
+    }
+}
+
+const PREFIX: &str = "price-alertd-test-postgresql-";
+
+/// Removes the folders of earlier runs whose process is gone.
+fn remove_stale_folders() {
+    for entry in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|name| name.strip_prefix(PREFIX)) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn start() -> Cluster {
+    let bin = server_programs();
+    let owner = owner();
+    remove_stale_folders();
+    let folder = std::env::temp_dir().join(format!("{PREFIX}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(&folder).unwrap();
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&folder, Some(uid), Some(gid)).unwrap();
+    }
+    let data = folder.join("data");
+    let initdb = as_owner(owner, &bin.join("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ])
+        .stdout(Stdio::null())
+        .output()
+        .expect("initdb");
+    assert!(
+        initdb.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&initdb.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = as_owner(owner, &bin.join("postgres"));
+    command
+        .arg("-D")
+        .arg(&data)
+        .arg("-k")
+        .arg(&folder)
+        .args(["-p", &port.to_string()])
+        .args(["-c", "listen_addresses=127.0.0.1"])
+        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+        .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
+        .args(["-c", "shared_buffers=64MB", "-c", "log_min_messages=fatal"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // The server gets SIGQUIT (its immediate shutdown) when the thread that
+    // started it ends: a thread that lives as long as the test binary.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("postgresql".into())
+        .spawn(move || {
+            sender.send(command.spawn()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        })
+        .unwrap();
+    let child = receiver.recv().unwrap().expect("starting postgres");
+    *POSTMASTER.lock().unwrap() = Some((child, folder.clone()));
+    unsafe {
+        libc::atexit(stop_at_exit);
+    }
+    let cluster = Cluster {
+        port,
+        folder,
+        bin,
+        owner,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match cluster.admin() {
+            Ok(_) => break,
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "PostgreSQL did not start: {error}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    cluster
+}
+
+extern "C" fn stop_at_exit() {
+    let Ok(mut postmaster) = POSTMASTER.lock() else {
+        return;
+    };
+    if let Some((mut child, folder)) = postmaster.take() {
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGQUIT);
+        }
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(folder);
+    }
+}
+
+static DATABASES: AtomicU64 = AtomicU64::new(0);
+
+impl Cluster {
+    /// A connection to the `postgres` database, as the superuser.
+    pub fn admin(&self) -> Result<postgres::Client, postgres::Error> {
+        postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+    }
+
+    /// The URL of `database`, as the daemon's config takes it.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgresql://postgres@127.0.0.1:{}/{database}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// A new, empty database; its name.
+    pub fn create_database(&self) -> String {
+        let name = format!(
+            "test_{}_{}",
+            std::process::id(),
+            DATABASES.fetch_add(1, Ordering::Relaxed)
+        );
+        self.admin()
+            .unwrap()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        name
+    }
+
+    /// Drops a test's database, closing whatever is still connected to it.
+    pub fn drop_database(&self, name: &str) {
+        if let Ok(mut admin) = self.admin() {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
