@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use crate::config::Config;
 use crate::evaluate::Condition;
-use crate::store::{self, alerts, outbox, runs};
+use crate::store::{self, alerts, cluster, outbox, runs};
 
 /// Opens the database for a command that only reads: never created, never
 /// migrated. Says which database on stderr, so that an operator sees whether
@@ -311,6 +311,8 @@ struct Status {
     jobs: Vec<JobStatus>,
     outbox_pending: u64,
     outbox_dead: u64,
+    /// The daemons sharing the database that beat within the last day.
+    members: Vec<cluster::Member>,
 }
 
 /// One job as `status` shows it: every configured job, run or not, and any
@@ -327,6 +329,8 @@ struct JobStatus {
     detail: Option<String>,
     /// The next fire time, for a configured job.
     next_run_at: Option<String>,
+    /// The daemon that ran it last (none for `run-job`).
+    ran_by: Option<String>,
 }
 
 impl JobStatus {
@@ -340,6 +344,7 @@ impl JobStatus {
             last_success_at: run.and_then(|run| run.last_success_at.as_deref().map(rfc3339)),
             detail: run.map(|run| run.detail.clone()),
             next_run_at,
+            ran_by: run.and_then(|run| run.member.clone()),
         }
     }
 }
@@ -351,6 +356,7 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Resu
     let recorded = runs::list(&mut connection).context("reading job runs")?;
     let (outbox_pending, outbox_dead) =
         outbox::backlog(&mut connection).context("counting the outbox")?;
+    let members = cluster::members(&mut connection).context("reading the members")?;
     let now = Utc::now();
     let mut jobs: Vec<JobStatus> = config
         .jobs
@@ -375,6 +381,7 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Resu
         jobs,
         outbox_pending,
         outbox_dead,
+        members,
     };
     if json {
         writeln!(out, "{}", serde_json::to_string(&status)?)?;
@@ -382,13 +389,13 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Resu
     }
     writeln!(
         out,
-        "{:<16} {:<24} {:>10} {:<7} {:<24} {:<24} DETAIL",
-        "JOB", "LAST RUN", "TOOK (ms)", "RESULT", "LAST SUCCESS", "NEXT RUN"
+        "{:<16} {:<24} {:>10} {:<7} {:<24} {:<24} {:<28} DETAIL",
+        "JOB", "LAST RUN", "TOOK (ms)", "RESULT", "LAST SUCCESS", "NEXT RUN", "RAN BY"
     )?;
     for job in &status.jobs {
         writeln!(
             out,
-            "{:<16} {:<24} {:>10} {:<7} {:<24} {:<24} {}",
+            "{:<16} {:<24} {:>10} {:<7} {:<24} {:<24} {:<28} {}",
             job.job,
             job.started_at.as_deref().unwrap_or("never"),
             job.duration_ms
@@ -396,6 +403,7 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Resu
             job.result,
             job.last_success_at.as_deref().unwrap_or("-"),
             job.next_run_at.as_deref().unwrap_or("(not configured)"),
+            job.ran_by.as_deref().unwrap_or("-"),
             job.detail.as_deref().unwrap_or("-")
         )?;
     }
@@ -404,5 +412,28 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Resu
         "outbox: {} pending, {} dead",
         status.outbox_pending, status.outbox_dead
     )?;
+    if status.members.is_empty() {
+        writeln!(out, "members: none running")?;
+        return Ok(());
+    }
+    writeln!(out, "members:")?;
+    writeln!(
+        out,
+        "  {:<28} {:<20} {:>8} {:<10} {:<24} LAST HEARTBEAT",
+        "MEMBER", "HOST", "PID", "VERSION", "STARTED"
+    )?;
+    for member in &status.members {
+        writeln!(
+            out,
+            "  {:<28} {:<20} {:>8} {:<10} {:<24} {} ({:.1} s ago)",
+            member.member,
+            member.host,
+            member.pid,
+            member.version,
+            member.started_at,
+            member.heartbeat_at,
+            member.heartbeat_age_ms as f64 / 1000.0
+        )?;
+    }
     Ok(())
 }

@@ -14,11 +14,13 @@ use crate::config::{Config, EvaluatorConfig, JobConfig, JobKind, PriceSource, So
 use crate::deliver::{self, Totals, Webhook};
 use crate::evaluate::{self, TickOptions, TickReport};
 use crate::log_recurring;
+use crate::membership::{self, Taken};
 use crate::metrics::{self, Metrics};
 use crate::quotes;
 use crate::recurring::Recurring;
 use crate::schedule::Scheduler;
 use crate::signals::{self, Signal};
+use crate::store::cluster::{Finish, Fire, Me};
 use crate::store::{self, Pool};
 use crate::systemd;
 
@@ -36,6 +38,12 @@ enum Event {
         job: String,
         result: anyhow::Result<JobReport>,
     },
+    /// Another member took this fire time of the job (`membership`).
+    Elsewhere {
+        job: String,
+    },
+    /// Fire times whose holder stopped beating, for this member to take over.
+    Orphaned(Vec<Fire>),
     Signal(Signal),
     /// Time to tell systemd's watchdog that the loop and the scheduler are alive.
     Heartbeat,
@@ -86,6 +94,8 @@ struct Engine {
     /// Failures that may repeat every tick, logged at their changes.
     checkpoint_failures: Arc<Mutex<Recurring>>,
     record_failures: Arc<Mutex<Recurring>>,
+    /// This daemon among those sharing the database; none for `run-job`.
+    me: Option<Arc<Me>>,
 }
 
 impl Engine {
@@ -111,7 +121,49 @@ impl Engine {
             metrics: Arc::default(),
             checkpoint_failures: Arc::default(),
             record_failures: Arc::default(),
+            me: None,
         })
+    }
+
+    /// Does the work of one fire time of `job`, unless another member took
+    /// it first; tells the loop how it went.
+    async fn run_fire(
+        &self,
+        job: String,
+        kind: JobKind,
+        fire: Fire,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        let me = self
+            .me
+            .as_ref()
+            .map(|me| me.member.clone())
+            .unwrap_or_default();
+        match membership::take(&self.pool, &me, &fire).await {
+            Taken::Elsewhere => {
+                self.metrics.tick_elsewhere(&job);
+                tracing::debug!(job, at = fire.at_ms, "another member took this fire time");
+                let _ = events.send(Event::Elsewhere { job });
+                return;
+            }
+            Taken::TakenOver => {
+                self.metrics.taken_over(&job);
+                tracing::warn!(
+                    job,
+                    at = fire.at_ms,
+                    "taking over a fire time whose member stopped beating"
+                );
+            }
+            Taken::Mine => {}
+        }
+        let result = self.run_recorded(&job, kind).await;
+        let finish = if result.is_ok() {
+            Finish::Done
+        } else {
+            Finish::Failed
+        };
+        membership::finish(&self.pool, &me, &fire, finish).await;
+        let _ = events.send(Event::Finished { job, result });
     }
 
     /// Runs one job and records the run: in `job_runs` (for `status`) and in
@@ -142,6 +194,7 @@ impl Engine {
             result: outcome.to_owned(),
             detail,
             last_success_at: None,
+            member: self.me.as_ref().map(|me| me.member.clone()),
         };
         let recorded = store::blocking(&self.pool, "recording the run", move |connection| {
             store::runs::record(connection, &run)
@@ -316,7 +369,9 @@ impl Jobs {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
-    let engine = Engine::open(&config).await?;
+    let mut engine = Engine::open(&config).await?;
+    let me = Arc::new(membership::me());
+    engine.me = Some(me.clone());
     if let Some(listen) = config.metrics.listen {
         metrics::serve(listen, engine.metrics.clone(), engine.pool.clone()).await?;
     }
@@ -337,6 +392,11 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
     ));
     // Events queued before this start (a crash, a dead webhook) go out now.
     wake.notify_one();
+    // And those other daemons sharing the database queue, as they commit.
+    let _listener = {
+        let wake = wake.clone();
+        engine.pool.on_new_events(move || wake.notify_one())?
+    };
 
     let scheduler = Scheduler::start().await?;
     let mut jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await;
@@ -347,6 +407,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
     if let Some(interval) = watchdog {
         book_heartbeat(&scheduler, interval, &events).await;
     }
+    let beating = tokio::spawn(beat(engine.pool.clone(), me.clone(), events.clone()));
     let mut running: HashSet<String> = HashSet::new();
     let mut failures: HashMap<String, Recurring> = HashMap::new();
     let mut status = Status::default();
@@ -392,10 +453,31 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
                     continue;
                 }
                 let (engine, events) = (engine.clone(), events.clone());
-                tokio::spawn(async move {
-                    let result = engine.run_recorded(&job, kind).await;
-                    let _ = events.send(Event::Finished { job, result });
-                });
+                let fire = Fire {
+                    job: job.clone(),
+                    at_ms: at.timestamp_millis(),
+                };
+                tokio::spawn(async move { engine.run_fire(job, kind, fire, &events).await });
+            }
+            Event::Orphaned(fires) => {
+                for fire in fires {
+                    let Some(kind) = jobs.jobs.get(&fire.job).map(|config| config.kind.clone())
+                    else {
+                        continue;
+                    };
+                    // A run of the job going here takes whatever the
+                    // orphan left: its lease runs on; a later heartbeat
+                    // finds it superseded.
+                    if !running.insert(fire.job.clone()) {
+                        continue;
+                    }
+                    let (engine, events) = (engine.clone(), events.clone());
+                    let job = fire.job.clone();
+                    tokio::spawn(async move { engine.run_fire(job, kind, fire, &events).await });
+                }
+            }
+            Event::Elsewhere { job } => {
+                running.remove(&job);
             }
             Event::Finished { job, result } => {
                 running.remove(&job);
@@ -450,6 +532,7 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
     }
 
     systemd::stopping();
+    beating.abort();
     tracing::info!(
         running = running.len(),
         "stopping: no new ticks; letting running jobs finish"
@@ -466,13 +549,20 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
                 running.remove(&job);
                 log_run(&job, &result, failures.entry(job.clone()).or_default());
             }
+            Event::Elsewhere { job } => {
+                running.remove(&job);
+            }
             Event::Signal(Signal::Shutdown) => tracing::info!("already stopping"),
-            Event::Due { .. } | Event::Heartbeat | Event::Signal(Signal::Reload) => {}
+            Event::Due { .. }
+            | Event::Orphaned(_)
+            | Event::Heartbeat
+            | Event::Signal(Signal::Reload) => {}
         }
     }
     let _ = stop_sender.send(Some(Instant::now() + drain_timeout));
     wake.notify_one();
     let totals = deliverer.await.context("the deliverer panicked")?;
+    membership::leave(&engine.pool, &me.member).await;
     let (pending, dead) = engine.backlog().await?;
     signal_handle.close();
     tracing::info!(
@@ -482,6 +572,32 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
         "price-alertd stopped"
     );
     Ok(())
+}
+
+/// This member's heartbeats, every `membership::HEARTBEAT`: each renews the
+/// leases of the fires it holds and hands the loop the fires whose member
+/// stopped beating. Failures are logged when they start and end.
+async fn beat(pool: Pool, me: Arc<Me>, events: mpsc::UnboundedSender<Event>) {
+    let mut failures = Recurring::default();
+    let mut interval = tokio::time::interval(membership::HEARTBEAT);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match membership::beat(&pool, &me).await {
+            Ok(orphaned) => {
+                failures.succeeded();
+                if !orphaned.is_empty() && events.send(Event::Orphaned(orphaned)).is_err() {
+                    return;
+                }
+            }
+            Err(error) => log_recurring!(
+                warn,
+                failures,
+                format!("{error:#}"),
+                "the heartbeat failed: this daemon's fire times may be taken over"
+            ),
+        }
+    }
 }
 
 /// Books the next watchdog heartbeat through the scheduler.

@@ -9,6 +9,7 @@ pub mod deliver;
 pub mod evaluate;
 pub mod event;
 pub mod logging;
+pub mod membership;
 pub mod metrics;
 pub mod quotes;
 pub mod recurring;

@@ -31,7 +31,8 @@ struct JobLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TickLabels {
     job_name: String,
-    /// `ok`, `failed`, or `skipped` (the previous run was still going).
+    /// `ok`, `failed`, `skipped` (the previous run was still going), or
+    /// `elsewhere` (another daemon sharing the database took the fire time).
     result: &'static str,
 }
 
@@ -48,7 +49,7 @@ struct DeliveryLabels {
     response: &'static str,
 }
 
-const TICK_RESULTS: [&str; 3] = ["ok", "failed", "skipped"];
+const TICK_RESULTS: [&str; 4] = ["ok", "failed", "skipped", "elsewhere"];
 const SKIP_REASONS: [&str; 5] = ["stale", "malformed", "no_quote", "unavailable", "expired"];
 /// Every (outcome, response) a delivery attempt can end with.
 const DELIVERY_KINDS: [(&str, &[&str]); 4] = [
@@ -149,6 +150,7 @@ pub struct Metrics {
     evaluated: Family<JobLabels, Counter>,
     triggered: Family<JobLabels, Counter>,
     skipped: Family<SkipLabels, Counter>,
+    takeovers: Family<JobLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
     delivery_seconds: Histogram,
     last_success: Family<JobLabels, Gauge<f64, AtomicU64>>,
@@ -172,6 +174,7 @@ impl Default for Metrics {
             evaluated: Family::default(),
             triggered: Family::default(),
             skipped: Family::default(),
+            takeovers: Family::default(),
             deliveries: Family::default(),
             delivery_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             last_success: Family::default(),
@@ -217,7 +220,7 @@ impl Metrics {
         );
         registry.register(
             "ticks",
-            "Job runs, by job and result (ok, failed, skipped)",
+            "Job runs, by job and result (ok, failed, skipped; elsewhere: another daemon sharing the database took the fire time)",
             self.ticks.clone(),
         );
         registry.register(
@@ -244,6 +247,11 @@ impl Metrics {
             "alerts_skipped",
             "Alerts not evaluated, by reason (stale, malformed, no_quote, unavailable, expired)",
             self.skipped.clone(),
+        );
+        registry.register(
+            "fires_taken_over",
+            "Fire times this daemon took over from a daemon sharing the database that stopped beating mid-run",
+            self.takeovers.clone(),
         );
         registry.register(
             "deliveries",
@@ -301,6 +309,7 @@ impl Metrics {
             let _ = self.evaluated.get_or_create(&labels);
             let _ = self.triggered.get_or_create(&labels);
             let _ = self.last_success.get_or_create(&labels);
+            let _ = self.takeovers.get_or_create(&labels);
         }
     }
 
@@ -323,6 +332,20 @@ impl Metrics {
 
     pub fn tick_skipped(&self, job: &str) {
         self.tick(job, "skipped");
+    }
+
+    /// Another member took this fire time.
+    pub fn tick_elsewhere(&self, job: &str) {
+        self.tick(job, "elsewhere");
+    }
+
+    /// This member took over a fire time from one that stopped beating.
+    pub fn taken_over(&self, job: &str) {
+        self.takeovers
+            .get_or_create(&JobLabels {
+                job_name: job.to_owned(),
+            })
+            .inc();
     }
 
     pub fn tick_failed(&self, job: &str, duration: Duration) {

@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod changes;
+pub mod cluster;
 pub mod outbox;
 mod postgresql;
 pub mod runs;
@@ -86,7 +87,7 @@ pub struct Pool(PoolOf);
 #[derive(Clone)]
 enum PoolOf {
     Sqlite(sqlite::Pool),
-    Postgres(postgresql::Pool),
+    Postgres(Box<postgresql::Pool>),
 }
 
 /// One connection, from a [`Pool`] or opened on its own.
@@ -106,9 +107,42 @@ impl Pool {
                 pool.get().context("taking a database connection")?,
             )))),
             PoolOf::Postgres(pool) => Ok(Connection(Engine::Postgres(Box::new(
-                pool.get().context("taking a database connection")?,
+                pool.pool.get().context("taking a database connection")?,
             )))),
         }
+    }
+}
+
+/// Wakes a deliverer when events are queued by another process sharing the
+/// database, where the engine can tell (PostgreSQL's `LISTEN`/`NOTIFY`);
+/// on SQLite, where the processes share one host, the deliverer's polling
+/// finds them. Stops when dropped.
+pub struct Listener {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Pool {
+    /// Calls `wake` whenever any process sharing the database queues events
+    /// (see [`Listener`]).
+    pub fn on_new_events(
+        &self,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> anyhow::Result<Listener> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        match &self.0 {
+            PoolOf::Sqlite(_) => {}
+            PoolOf::Postgres(pool) => {
+                postgresql::listen(pool, std::sync::Arc::new(wake), stop.clone())
+                    .context("starting the outbox listener")?;
+            }
+        }
+        Ok(Listener { stop })
     }
 }
 
@@ -119,9 +153,11 @@ pub fn open(config: &DatabaseConfig, size: u32) -> anyhow::Result<Pool> {
         config::Engine::Sqlite { path } => {
             PoolOf::Sqlite(sqlite::open(path, config.busy_timeout, size)?)
         }
-        config::Engine::Postgres(postgres) => {
-            PoolOf::Postgres(postgresql::open(postgres, config.busy_timeout, size)?)
-        }
+        config::Engine::Postgres(postgres) => PoolOf::Postgres(Box::new(postgresql::open(
+            postgres,
+            config.busy_timeout,
+            size,
+        )?)),
     }))
 }
 

@@ -13,6 +13,9 @@ pub struct Run {
     pub result: String,
     pub detail: String,
     pub last_success_at: Option<String>,
+    /// The daemon that ran it (`store::cluster::Me::member`); none for
+    /// `run-job` and for runs recorded before members were.
+    pub member: Option<String>,
 }
 
 /// Records a run, keeping the last success's time across failures.

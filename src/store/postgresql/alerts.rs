@@ -239,6 +239,7 @@ pub fn claim(
          SELECT e.event_id, e.alert_id, e.body, $4, $5
          FROM unnest($1::text[], $2::bigint[], $3::text[]) AS e (event_id, alert_id, body)",
     )?;
+    let notify = connection.prepared(super::NOTIFY_OUTBOX)?;
     let installation = super::installation_id(connection)?;
     let mut ids: Vec<i64> = triggers.iter().map(|trigger| trigger.alert_id).collect();
     ids.sort_unstable();
@@ -295,6 +296,8 @@ pub fn claim(
             &enqueue,
             &[&event_ids, &alert_ids, &bodies, &stamp, &now_ms],
         )?;
+        // Delivered at commit, to every member's listener (`listen`).
+        transaction.execute(&notify, &[])?;
     }
     transaction.commit()?;
     Ok(event_ids.len())

@@ -22,6 +22,7 @@
 
 pub mod alerts;
 pub mod changes;
+pub mod cluster;
 pub mod outbox;
 pub mod runs;
 
@@ -76,9 +77,73 @@ impl Connection {
     }
 }
 
-pub type Pool = r2d2::Pool<Manager>;
+/// The pool, and how to open a connection of its own (for `listen`).
+#[derive(Clone)]
+pub struct Pool {
+    pub(super) pool: r2d2::Pool<Manager>,
+    manager: Manager,
+}
+
+/// The channel the claim (and a replay) notifies when it queues events...
+const OUTBOX_CHANNEL: &str = "price_alertd_outbox";
+/// ...with this statement, in its transaction: delivered at commit.
+pub(super) const NOTIFY_OUTBOX: &str = "SELECT pg_notify('price_alertd_outbox', '')";
+
+/// Calls `wake` whenever a transaction that queued events commits, on any
+/// member, until `stop` is set: `LISTEN` on a connection of its own, on a
+/// thread of its own. Notifications are lost while the connection is down,
+/// so `wake` is also called after every (re)connection; the deliverers poll
+/// besides.
+pub fn listen(
+    pool: &Pool,
+    wake: std::sync::Arc<dyn Fn() + Send + Sync>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use postgres::fallible_iterator::FallibleIterator as _;
+    use std::sync::atomic::Ordering;
+    let manager = pool.manager.clone();
+    std::thread::Builder::new()
+        .name("outbox-listener".into())
+        .spawn(move || {
+            let mut backoff = Duration::from_secs(1);
+            while !stop.load(Ordering::Relaxed) {
+                let listening = manager.connect().and_then(|mut client| {
+                    client.batch_execute(&format!("LISTEN {OUTBOX_CHANNEL}"))?;
+                    Ok(client)
+                });
+                let mut client = match listening {
+                    Ok(client) => client,
+                    Err(error) => {
+                        tracing::debug!(%error, "listening for new events failed; polling meanwhile");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                };
+                backoff = Duration::from_secs(1);
+                wake();
+                while !stop.load(Ordering::Relaxed) && !client.is_closed() {
+                    let mut notifications = client.notifications();
+                    let next = notifications.timeout_iter(Duration::from_secs(1)).next();
+                    match next {
+                        Ok(Some(_)) => {
+                            // Coalesce what else arrived: one wake is enough.
+                            while let Ok(Some(_)) = notifications.iter().next() {}
+                            wake();
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::debug!(%error, "the listening connection failed; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+}
 
 /// Opens connections for r2d2.
+#[derive(Clone)]
 pub struct Manager {
     config: postgres::Config,
     tls: Tls,
@@ -199,11 +264,11 @@ pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyho
     migrate(first.client())
         .map_err(|error| failure_of(error, format!("migrating {}", config.display)))?;
     drop(first);
-    r2d2::Pool::builder()
+    let pool = r2d2::Pool::builder()
         .max_size(size)
         .min_idle(Some(size))
         .connection_timeout(Duration::from_secs(60))
-        .build(manager)
+        .build(manager.clone())
         .map_err(|error| {
             failure(
                 Unusable::Io,
@@ -212,7 +277,8 @@ pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyho
                     config.display
                 ),
             )
-        })
+        })?;
+    Ok(Pool { pool, manager })
 }
 
 /// One connection, for operators' commands, to a database this version
@@ -327,10 +393,19 @@ fn schema_version(client: &mut impl postgres::GenericClient) -> Result<i32, post
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction, under an
-/// advisory lock, so that daemons starting at once migrate once.
+/// advisory lock, so that daemons starting at once migrate once. The lock is
+/// taken before the transaction begins: a transaction that began before the
+/// winner committed could still see the catalog without the winner's tables.
 pub fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+    let migrated = migrate_locked(client);
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    migrated?;
+    unlocked.map(|_| ())
+}
+
+fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
     let mut transaction = client.transaction()?;
-    transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     let version = schema_version(&mut transaction)?;
     if version < 1 {
         transaction.batch_execute(&MIGRATION_1.replace("{level}", changes::LEVEL))?;
@@ -474,8 +549,32 @@ CREATE TABLE job_runs (
     duration_ms BIGINT NOT NULL,
     result TEXT NOT NULL CHECK (result IN ('ok', 'failed')),
     detail TEXT NOT NULL,
-    last_success_at TEXT
+    last_success_at TEXT,
+    member TEXT                        -- who ran it (store::cluster::Me)
 );
+-- Daemons sharing the database, and who does each fire time's work
+-- (store::cluster). Times are the server's clock, in unix milliseconds.
+CREATE TABLE cluster_members (
+    member TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    version TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    heartbeat_at BIGINT NOT NULL
+);
+CREATE TABLE job_fires (
+    job TEXT NOT NULL,
+    fire_time BIGINT NOT NULL,         -- the instant the schedule gave
+    state TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed', 'superseded')),
+    member TEXT NOT NULL,              -- who holds, or held, it
+    lease_until BIGINT NOT NULL,
+    runs INTEGER NOT NULL DEFAULT 1,   -- members that started it: more than 1 after a takeover
+    started_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    PRIMARY KEY (job, fire_time)
+);
+CREATE INDEX job_fires_held ON job_fires (lease_until) WHERE state = 'running';
+CREATE INDEX job_fires_time ON job_fires (fire_time);
 CREATE TABLE job_watermarks (
     job TEXT PRIMARY KEY,
     change_seq BIGINT NOT NULL,

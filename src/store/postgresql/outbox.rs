@@ -232,12 +232,15 @@ pub fn replay(
          WHERE event_id = ANY($2::text[]) AND state IN ('pending', 'dead')
          RETURNING event_id",
     )?;
-    let replayed: std::collections::HashSet<String> = connection
-        .client()
+    let notify = connection.prepared(super::NOTIFY_OUTBOX)?;
+    let mut transaction = connection.client().transaction()?;
+    let replayed: std::collections::HashSet<String> = transaction
         .query(&statement, &[&now_ms, &event_ids])?
         .iter()
         .map(|row| row.try_get(0))
         .collect::<Result<_>>()?;
+    transaction.execute(&notify, &[])?;
+    transaction.commit()?;
     // In the order asked for, as SQLite's per-id statements give them.
     Ok(event_ids
         .iter()
@@ -252,7 +255,12 @@ pub fn replay_all_dead(connection: &mut Connection, now_ms: i64) -> Result<usize
              lease_owner = NULL, lease_until = NULL
          WHERE state = 'dead'",
     )?;
-    Ok(connection.client().execute(&statement, &[&now_ms])? as usize)
+    let notify = connection.prepared(super::NOTIFY_OUTBOX)?;
+    let mut transaction = connection.client().transaction()?;
+    let replayed = transaction.execute(&statement, &[&now_ms])?;
+    transaction.execute(&notify, &[])?;
+    transaction.commit()?;
+    Ok(replayed as usize)
 }
 
 pub fn purge_delivered(connection: &mut Connection, before: &str) -> Result<usize> {

@@ -7,11 +7,12 @@ type Result<T> = std::result::Result<T, postgres::Error>;
 
 pub fn record(connection: &mut Connection, run: &Run) -> Result<()> {
     let statement = connection.prepared(
-        "INSERT INTO job_runs (job, started_at, duration_ms, result, detail, last_success_at)
-         VALUES ($1, $2, $3, $4, $5, CASE WHEN $4 = 'ok' THEN $2 END)
+        "INSERT INTO job_runs (job, started_at, duration_ms, result, detail, last_success_at, member)
+         VALUES ($1, $2, $3, $4, $5, CASE WHEN $4 = 'ok' THEN $2 END, $6)
          ON CONFLICT (job) DO UPDATE SET started_at = excluded.started_at, duration_ms = excluded.duration_ms,
              result = excluded.result, detail = excluded.detail,
-             last_success_at = coalesce(excluded.last_success_at, job_runs.last_success_at)",
+             last_success_at = coalesce(excluded.last_success_at, job_runs.last_success_at),
+             member = excluded.member",
     )?;
     connection.client().execute(
         &statement,
@@ -21,6 +22,7 @@ pub fn record(connection: &mut Connection, run: &Run) -> Result<()> {
             &run.duration_ms,
             &run.result,
             &run.detail,
+            &run.member,
         ],
     )?;
     Ok(())
@@ -28,7 +30,7 @@ pub fn record(connection: &mut Connection, run: &Run) -> Result<()> {
 
 pub fn list(connection: &mut Connection) -> Result<Vec<Run>> {
     let statement = connection.prepared(
-        "SELECT job, started_at, duration_ms, result, detail, last_success_at FROM job_runs ORDER BY job",
+        "SELECT job, started_at, duration_ms, result, detail, last_success_at, member FROM job_runs ORDER BY job",
     )?;
     connection
         .client()
@@ -42,6 +44,7 @@ pub fn list(connection: &mut Connection) -> Result<Vec<Run>> {
                 result: row.try_get(3)?,
                 detail: row.try_get(4)?,
                 last_success_at: row.try_get(5)?,
+                member: row.try_get(6)?,
             })
         })
         .collect()

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod changes;
+pub mod cluster;
 pub mod outbox;
 pub mod runs;
 
@@ -32,7 +33,7 @@ fn sqlite_failure(error: rusqlite::Error, doing: String) -> anyhow::Error {
 }
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Opens (creating if missing) and migrates the database, then builds a pool
 /// of `size` connections. WAL mode and migrations run on one connection before
@@ -164,6 +165,9 @@ pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     }
     if version < 6 {
         transaction.execute_batch(&MIGRATION_6.replace("{level}", changes::LEVEL))?;
+    }
+    if version < 7 {
+        transaction.execute_batch(MIGRATION_7)?;
     }
     if version < SCHEMA_VERSION {
         transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -356,6 +360,33 @@ BEGIN
 END;
 "#;
 
+/// Daemons sharing the database, and who does each fire time's work
+/// (`store::cluster`); who ran each job last. Times in unix milliseconds.
+const MIGRATION_7: &str = r#"
+ALTER TABLE job_runs ADD COLUMN member TEXT;
+CREATE TABLE cluster_members (
+    member TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+);
+CREATE TABLE job_fires (
+    job TEXT NOT NULL,
+    fire_time INTEGER NOT NULL,        -- the instant the schedule gave
+    state TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed', 'superseded')),
+    member TEXT NOT NULL,              -- who holds, or held, it
+    lease_until INTEGER NOT NULL,
+    runs INTEGER NOT NULL DEFAULT 1,   -- members that started it: more than 1 after a takeover
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    PRIMARY KEY (job, fire_time)
+);
+CREATE INDEX job_fires_held ON job_fires (lease_until) WHERE state = 'running';
+CREATE INDEX job_fires_time ON job_fires (fire_time);
+"#;
+
 /// The id this database got at its first migration (see `MIGRATION_4`).
 pub fn installation_id(connection: &Connection) -> rusqlite::Result<String> {
     connection.query_row(
@@ -532,7 +563,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!((mode.as_str(), version), ("wal", SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 6);
+        assert_eq!(SCHEMA_VERSION, 7);
         let installation = installation_id(&connection).unwrap();
         drop(connection);
         // Opening again is a no-op migration: the same installation.

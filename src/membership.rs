@@ -1,0 +1,117 @@
+//! This daemon as a member of the daemons sharing its database: its name,
+//! its heartbeats, and the fire times it takes. Every member books every fire
+//! time of its jobs; when one comes, the member that takes it first does its
+//! work and the others leave it (`store::cluster`). The holder renews its
+//! lease with each heartbeat; when a holder dies mid-run, another member
+//! takes its fire over once the lease has run out. Correctness never rests on
+//! this: a fire done twice claims nothing twice.
+
+use std::time::Duration;
+
+use crate::store::cluster::{self, Finish, Fire, Me};
+use crate::store::{self, Pool};
+
+/// How often a member beats, renewing its leases and looking for fires to
+/// take over.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// How long a fire stays with a member that stopped beating: a dead
+/// member's fire is taken over after at most `FIRE_LEASE + HEARTBEAT`.
+pub const FIRE_LEASE: Duration = Duration::from_secs(30);
+
+/// This process: its host, its pid and a random part, so that a restarted
+/// daemon (or one in a container with the same pid) is a new member.
+pub fn me() -> Me {
+    let host = hostname();
+    let pid = std::process::id();
+    Me {
+        member: format!("{host}:{pid}:{:08x}", fastrand::u32(..)),
+        host,
+        pid,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at: store::timestamp(chrono::Utc::now()),
+    }
+}
+
+fn hostname() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most
+    // that many bytes.
+    let status = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if status != 0 {
+        return "unknown".to_owned();
+    }
+    let end = buffer
+        .iter()
+        .position(|byte| *byte == 0)
+        .unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..end]).into_owned()
+}
+
+/// Whose a fire time is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// This member's: first to take it.
+    Mine,
+    /// This member's, from a member that stopped beating while it held it.
+    TakenOver,
+    /// Another member holds it, or did it.
+    Elsewhere,
+}
+
+/// Tries to take `fire` for `me`. When the database cannot say, the fire is
+/// this member's: doing it twice is only work, and a database that cannot be
+/// reached fails the run anyway.
+pub async fn take(pool: &Pool, me: &str, fire: &Fire) -> Taken {
+    let (me, fire) = (me.to_owned(), fire.clone());
+    let taken = store::blocking(pool, "taking a fire time", move |connection| {
+        cluster::take_fire(connection, &fire, &me, FIRE_LEASE.as_millis() as i64)
+    })
+    .await;
+    match taken {
+        Ok(Some(1)) => Taken::Mine,
+        Ok(Some(_)) => Taken::TakenOver,
+        Ok(None) => Taken::Elsewhere,
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not tell whether another member took this fire time; running it"
+            );
+            Taken::Mine
+        }
+    }
+}
+
+/// Ends this member's hold on `fire`. A failure is only logged: the lease
+/// runs out by itself, and a later fire supersedes this one.
+pub async fn finish(pool: &Pool, me: &str, fire: &Fire, finish: Finish) {
+    let (me, fire) = (me.to_owned(), fire.clone());
+    let finished = store::blocking(pool, "finishing a fire time", move |connection| {
+        cluster::finish_fire(connection, &fire, &me, finish)
+    })
+    .await;
+    if let Err(error) = finished {
+        tracing::debug!(error = format!("{error:#}"), "finishing a fire time failed");
+    }
+}
+
+/// One heartbeat; the fires whose holder stopped beating.
+pub async fn beat(pool: &Pool, me: &Me) -> anyhow::Result<Vec<Fire>> {
+    let me = me.clone();
+    store::blocking(pool, "beating", move |connection| {
+        cluster::heartbeat(connection, &me, FIRE_LEASE.as_millis() as i64)
+    })
+    .await
+}
+
+/// Leaves, on a clean stop.
+pub async fn leave(pool: &Pool, me: &str) {
+    let me = me.to_owned();
+    if let Err(error) = store::blocking(pool, "leaving", move |connection| {
+        cluster::leave(connection, &me)
+    })
+    .await
+    {
+        tracing::debug!(error = format!("{error:#}"), "leaving the members failed");
+    }
+}

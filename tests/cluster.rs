@@ -1,0 +1,217 @@
+//! Several daemons on one PostgreSQL database, as on several hosts: they
+//! share each fire time's work instead of repeating it, survive the loss of
+//! one of them again and again, take over a fire whose member died, and
+//! deliver every triggered alert under one id per arming.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Db, Engine, Receiver, config_text};
+
+const ALERTS: usize = 200_000;
+const TICKERS: usize = 2_000;
+const STEPS: usize = 10;
+
+/// The config the members share: a tick every second.
+fn write_config(db: &Db, url: &str) -> std::path::PathBuf {
+    let text = config_text(db, url, "* * * * * *")
+        .replace(
+            "timeout = \"5s\"",
+            "timeout = \"2s\"\nconnect_timeout = \"1s\"\nconcurrency = 16",
+        )
+        .replace(
+            "retry_schedule = [\"200ms\", \"400ms\"]",
+            "retry_schedule = [\"200ms\", \"400ms\", \"1s\", \"1s\", \"1s\"]",
+        );
+    db.write_config(&text)
+}
+
+/// The pid in a member's name (`host:pid:random`).
+fn pid_of(member: &str) -> u32 {
+    member.split(':').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn three_daemons_share_each_fire_time_survive_sigkills_and_deliver_every_alert_once() {
+    let db = Db::on(Engine::Postgresql);
+    let receiver = Receiver::start_lean();
+    // Every alert sits above the price; the price then climbs in steps, each
+    // step triggering a tenth of them, while the members tick every second.
+    let alerts: Vec<(String, &str, f64)> = (0..ALERTS)
+        .map(|n| {
+            let level = 100.0 + 10.0 * ((n / TICKERS) % STEPS) as f64 + 5.0;
+            (format!("T{}", n % TICKERS), "above", level)
+        })
+        .collect();
+    db.add_alerts(&alerts);
+    let set_all = |price: f64| {
+        db.execute(
+            "INSERT INTO quotes (ticker, price, updated_at)
+             SELECT 'T' || n, $1, $2 FROM generate_series(0, $3) AS n
+             ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+            values![price, chrono::Utc::now().to_rfc3339(), (TICKERS - 1) as i64],
+        );
+    };
+    set_all(100.0);
+    let path = write_config(&db, &receiver.url);
+
+    let mut members: Vec<Daemon> = (0..3).map(|_| Daemon::start_quiet(&path)).collect();
+    let seed = std::env::var("CLUSTER_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("cluster test seed: {seed} (set CLUSTER_SEED to repeat)");
+    let mut random = fastrand::Rng::with_seed(seed);
+    let mut killed = HashSet::new();
+    for step in 1..=STEPS {
+        set_all(100.0 + 10.0 * step as f64);
+        // One member dies at a random moment of the step, and comes back.
+        std::thread::sleep(Duration::from_millis(random.u64(200..1500)));
+        let victim = random.usize(..members.len());
+        killed.insert(members[victim].child.id());
+        members[victim].child.kill().unwrap();
+        members[victim].child.wait().unwrap();
+        members[victim] = Daemon::start_quiet(&path);
+        std::thread::sleep(Duration::from_millis(random.u64(200..1500)));
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1") > 0
+        || db.scalar("SELECT count(*) FROM outbox WHERE state <> 'delivered'") > 0
+    {
+        assert!(Instant::now() < deadline, "not everything was delivered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Let every member see its last fires finish, then stop them.
+    std::thread::sleep(Duration::from_secs(2));
+    drop(members);
+
+    // One event per alert, all delivered; every copy that reached the
+    // receiver carries its alert's one id.
+    assert_eq!(db.scalar("SELECT count(*) FROM outbox"), ALERTS as i64);
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT alert_id) FROM outbox"),
+        ALERTS as i64
+    );
+    let ids: HashMap<String, i64> = db
+        .texts_and_ids("SELECT event_id, alert_id FROM outbox")
+        .into_iter()
+        .collect();
+    let mut delivered = HashSet::new();
+    for arrival in receiver
+        .arrivals()
+        .iter()
+        .filter(|arrival| arrival.status == 200)
+    {
+        assert!(
+            ids.contains_key(&arrival.webhook_id),
+            "unknown id {}",
+            arrival.webhook_id
+        );
+        delivered.insert(arrival.webhook_id.clone());
+    }
+    assert_eq!(delivered.len(), ALERTS, "every alert reached the receiver");
+
+    // Each fire time was started by one member, unless the member holding it
+    // was killed (then once more by the member that took it over); none is
+    // left held. The work was shared, not done three times.
+    let fires = db.scalar("SELECT count(*) FROM job_fires");
+    let repeated = db.scalar("SELECT count(*) FROM job_fires WHERE runs > 1");
+    let held = db.scalar("SELECT count(*) FROM job_fires WHERE state = 'running'");
+    let runners = db.texts("SELECT DISTINCT member FROM job_fires");
+    eprintln!(
+        "{fires} fire times, {repeated} started twice, by {} members; {} kills",
+        runners.len(),
+        killed.len()
+    );
+    assert!(fires >= STEPS as i64, "{fires} fire times");
+    assert!(
+        repeated <= killed.len() as i64,
+        "{repeated} fire times started twice, {} kills",
+        killed.len()
+    );
+    assert_eq!(held, 0, "fire times still held after every member stopped");
+    assert!(
+        runners.len() > 1,
+        "one member did all the work: {runners:?}"
+    );
+}
+
+#[test]
+fn a_fire_time_whose_member_dies_mid_run_is_taken_over_within_the_lease() {
+    let db = Db::on(Engine::Postgresql);
+    let receiver = Receiver::start_lean();
+    // A tick long enough to kill its member in the middle: 200,000 triggers.
+    let alerts: Vec<(String, &str, f64)> = (0..ALERTS)
+        .map(|n| (format!("T{}", n % TICKERS), "above", 50.0))
+        .collect();
+    db.add_alerts(&alerts);
+    db.execute(
+        "INSERT INTO quotes (ticker, price, updated_at)
+         SELECT 'T' || n, 100, $1 FROM generate_series(0, $2) AS n",
+        values![chrono::Utc::now().to_rfc3339(), (TICKERS - 1) as i64],
+    );
+    // One fire time, a few seconds from now, and no other for a year.
+    let at = chrono::Utc::now() + chrono::Duration::seconds(6);
+    let schedule = at.format("%S %M %H %d %m *").to_string();
+    let text = config_text(&db, &receiver.url, &schedule);
+    let path = db.write_config(&text);
+    let mut members = [Daemon::start_quiet(&path), Daemon::start_quiet(&path)];
+
+    // Whoever takes it is killed mid-run.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let holder = loop {
+        let held = db.texts("SELECT member FROM job_fires WHERE state = 'running'");
+        if let Some(member) = held.first() {
+            break pid_of(member);
+        }
+        assert!(Instant::now() < deadline, "nobody took the fire time");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let victim = members
+        .iter()
+        .position(|member| member.child.id() == holder)
+        .expect("the holder is one of the members");
+    members[victim].child.kill().unwrap();
+    members[victim].child.wait().unwrap();
+    let killed_at = Instant::now();
+
+    // The survivor takes it over within the lease and a heartbeat, and
+    // finishes the work.
+    let lease = price_alertd::membership::FIRE_LEASE + price_alertd::membership::HEARTBEAT;
+    let deadline = killed_at + lease + Duration::from_secs(30);
+    while db.scalar("SELECT count(*) FROM job_fires WHERE runs = 2") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the fire time was not taken over"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let taken_over_after = killed_at.elapsed();
+    eprintln!("taken over {taken_over_after:?} after the kill (lease {lease:?})");
+    assert!(
+        taken_over_after <= lease + Duration::from_secs(2),
+        "taken over after {taken_over_after:?}, beyond the lease {lease:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1") > 0
+        || db.scalar("SELECT count(*) FROM outbox WHERE state <> 'delivered'") > 0
+    {
+        assert!(Instant::now() < deadline, "not everything was delivered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        db.texts("SELECT state FROM job_fires"),
+        vec!["done".to_owned()]
+    );
+    let survivor = members[1 - victim].child.id();
+    assert_eq!(
+        db.texts("SELECT member FROM job_fires")
+            .iter()
+            .map(|member| pid_of(member))
+            .collect::<Vec<_>>(),
+        vec![survivor]
+    );
+    assert_eq!(db.scalar("SELECT count(*) FROM outbox"), ALERTS as i64);
+}
