@@ -585,7 +585,9 @@ async fn beat(pool: Pool, me: Arc<Me>, events: mpsc::UnboundedSender<Event>) {
         interval.tick().await;
         match membership::beat(&pool, &me).await {
             Ok(orphaned) => {
-                failures.succeeded();
+                if let Some(failed) = failures.succeeded() {
+                    tracing::info!(failed, "the heartbeat works again");
+                }
                 if !orphaned.is_empty() && events.send(Event::Orphaned(orphaned)).is_err() {
                     return;
                 }

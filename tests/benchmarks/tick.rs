@@ -24,11 +24,15 @@
 //! none left enabled, every event delivered), the peak RSS of each run, and an
 //! idle daemon's resident memory.
 //!
-//! It needs `sqlite3`, `nginx`, `libnginx-mod-nchan` and `wrk` (`bash
-//! tests/run` installs them).
+//! Then the same scenarios on PostgreSQL, at the sizes up to 1M (see
+//! `postgresql.rs`).
+//!
+//! It needs `sqlite3`, `nginx`, `libnginx-mod-nchan`, `wrk` and PostgreSQL's
+//! server (`bash tests/run` installs them).
 
 #[path = "../common/mod.rs"]
 mod common;
+mod postgresql;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -116,16 +120,6 @@ fn move_quotes(path: &Path, every: u64, remainder: u64) {
         .unwrap();
 }
 
-/// The alerts a full scan would trigger now.
-fn triggering(path: &Path) -> i64 {
-    scalar(
-        path,
-        "SELECT count(*) FROM price_alerts a JOIN quotes q USING (ticker)
-         WHERE a.enabled = 1 AND ((a.condition = 'above' AND q.price >= a.target_price)
-            OR (a.condition = 'below' AND q.price <= a.target_price))",
-    )
-}
-
 fn copy(template: &Path, to: &Path) {
     std::fs::copy(template, to).unwrap();
 }
@@ -178,10 +172,23 @@ fn config(dir: &Path, database: &Path, relay: &str) -> PathBuf {
     let path = dir.join("bench.toml");
     std::fs::write(
         &path,
-        format!(
-            r#"
+        config_text(
+            &format!("path = \"{}\"", database.display()),
+            relay,
+            "0 0 0 1 1 *",
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The benchmark's config, with `database` as the `[database]` section's
+/// line and one evaluate job on `schedule`.
+fn config_text(database: &str, relay: &str, schedule: &str) -> String {
+    format!(
+        r#"
 [database]
-path = "{}"
+{database}
 [evaluator]
 threads = 10
 [webhook]
@@ -195,13 +202,9 @@ level = "warn"
 [[jobs]]
 name = "evaluate"
 kind = "evaluate"
-schedule = "0 0 0 1 1 *"
-"#,
-            database.display()
-        ),
+schedule = "{schedule}"
+"#
     )
-    .unwrap();
-    path
 }
 
 fn summary_value(summary: &str, key: &str) -> f64 {
@@ -218,6 +221,39 @@ fn scalar(path: &Path, sql: &str) -> i64 {
         .unwrap()
         .query_row(sql, [], |row| row.get(0))
         .unwrap()
+}
+
+/// A database the invariants are checked on: an SQLite file or a
+/// PostgreSQL database (the queries are the same).
+trait Probe {
+    fn scalar(&self, sql: &str) -> i64;
+
+    /// The alerts a full scan would trigger now.
+    fn triggering(&self) -> i64 {
+        self.scalar(
+            "SELECT count(*) FROM price_alerts a JOIN quotes q USING (ticker)
+             WHERE a.enabled = 1 AND ((a.condition = 'above' AND q.price >= a.target_price)
+                OR (a.condition = 'below' AND q.price <= a.target_price))",
+        )
+    }
+}
+
+impl Probe for Path {
+    fn scalar(&self, sql: &str) -> i64 {
+        scalar(self, sql)
+    }
+}
+
+impl Probe for PathBuf {
+    fn scalar(&self, sql: &str) -> i64 {
+        scalar(self, sql)
+    }
+}
+
+impl Probe for postgresql::Database {
+    fn scalar(&self, sql: &str) -> i64 {
+        postgresql::Database::scalar(self, sql)
+    }
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -238,8 +274,8 @@ impl Run {
     }
 }
 
-fn run_job(config: &Path, database: &Path, expected: i64) -> Run {
-    let outbox_before = scalar(database, "SELECT count(*) FROM outbox");
+fn run_job(config: &Path, database: &(impl Probe + ?Sized), expected: i64) -> Run {
+    let outbox_before = database.scalar("SELECT count(*) FROM outbox");
     let started = Instant::now();
     let output = binary()
         .args(["--config", config.to_str().unwrap(), "run-job", "evaluate"])
@@ -258,14 +294,13 @@ fn run_job(config: &Path, database: &Path, expected: i64) -> Run {
     };
     assert_eq!(run.value("triggered") as i64, expected, "claims");
     assert_eq!(
-        scalar(database, "SELECT count(*) FROM outbox") - outbox_before,
+        database.scalar("SELECT count(*) FROM outbox") - outbox_before,
         expected,
         "one outbox row per triggered alert"
     );
-    assert_eq!(triggering(database), 0, "none left enabled that holds");
+    assert_eq!(database.triggering(), 0, "none left enabled that holds");
     assert_eq!(
-        scalar(
-            database,
+        database.scalar(
             "SELECT count(*) FROM price_alerts a JOIN outbox o ON o.alert_id = a.id WHERE a.enabled = 1"
         ),
         0
@@ -283,7 +318,7 @@ fn main() {
     let relay = Relay::start();
     let dir = tempfile::tempdir().unwrap();
     println!(
-        "{:>9} {:>7} {:<9} | {:>7} {:>9} {:>9} | {:>9} {:>9} {:>6} {:<10} | {:>9} {:>11} | {:>7}",
+        "{:>9} {:>7} {:<13} | {:>7} {:>9} {:>9} | {:>9} {:>9} {:>6} {:<10} | {:>9} {:>11} | {:>7}",
         "alerts",
         "tickers",
         "scenario",
@@ -310,7 +345,7 @@ fn main() {
         let floor_db = dir.path().join(format!("floor-{alerts}.db"));
         copy(&template, &floor_db);
         move_quotes(&floor_db, 1, 0);
-        let all_triggered = triggering(&floor_db);
+        let all_triggered = floor_db.triggering();
         let floor_ms = floor(&floor_db) * 1000.0;
         assert_eq!(
             scalar(
@@ -325,33 +360,12 @@ fn main() {
         copy(&template, &tick_db);
         let config = config(dir.path(), &tick_db, &relay.publish_url());
         let row = |scenario: &str, run: &Run, floor: Option<f64>, goal: &str| {
-            let tick_ms = run.value("duration_ms");
-            let delivery_seconds = run.value("delivery_ms") / 1000.0;
-            println!(
-                "{:>9} {:>7} {:<9} | {:>7} {:>9} {:>9} | {:>9.1} {:>9} {:>6} {:<10} | {:>9.3} {:>11} | {:>7.1}",
-                alerts,
-                tickers,
-                scenario,
-                run.value("tickers_changed"),
-                run.value("alerts_read"),
-                run.value("triggered"),
-                tick_ms,
-                floor.map_or("-".to_owned(), |floor| format!("{floor:.1}")),
-                floor.map_or("-".to_owned(), |floor| format!("{:.2}x", tick_ms / floor)),
-                goal,
-                run.process_seconds,
-                if run.value("delivered") > 0.0 {
-                    format!("{:.0}", run.value("delivered") / delivery_seconds.max(1e-9))
-                } else {
-                    "-".to_owned()
-                },
-                run.value("peak_rss_kib") / 1024.0
-            );
+            print_row(alerts, tickers, scenario, run, floor, goal)
         };
         row("first", &run_job(&config, &tick_db, 0), None, "");
         row("quiet", &run_job(&config, &tick_db, 0), None, "<= 10 ms");
         move_quotes(&tick_db, 100, 0);
-        let some = triggering(&tick_db);
+        let some = tick_db.triggering();
         row(
             "1% moved",
             &run_job(&config, &tick_db, some),
@@ -362,7 +376,7 @@ fn main() {
             // The same change as 1% of 10,000 tickers: 100 tickers move, at
             // any size (other tickers than the 1% above).
             move_quotes(&tick_db, tickers / 100, 1);
-            let some = triggering(&tick_db);
+            let some = tick_db.triggering();
             row(
                 "100 moved",
                 &run_job(&config, &tick_db, some),
@@ -394,6 +408,13 @@ fn main() {
         });
         idle_template.get_or_insert(template);
     }
+
+    postgresql_rows(
+        dir.path(),
+        &options.sizes,
+        options.tickers,
+        &relay.publish_url(),
+    );
 
     // Delivery next to plain load generators: the same relay, the same
     // concurrency, an event's bytes and headers.
@@ -434,6 +455,101 @@ fn main() {
         rss as f64 / 1024.0,
         peak as f64 / 1024.0
     );
+}
+
+/// One row of the table.
+fn print_row(alerts: u64, tickers: u64, scenario: &str, run: &Run, floor: Option<f64>, goal: &str) {
+    let tick_ms = run.value("duration_ms");
+    let delivery_seconds = run.value("delivery_ms") / 1000.0;
+    println!(
+        "{:>9} {:>7} {:<13} | {:>7} {:>9} {:>9} | {:>9.1} {:>9} {:>6} {:<10} | {:>9.3} {:>11} | {:>7.1}",
+        alerts,
+        tickers,
+        scenario,
+        run.value("tickers_changed"),
+        run.value("alerts_read"),
+        run.value("triggered"),
+        tick_ms,
+        floor.map_or("-".to_owned(), |floor| format!("{floor:.1}")),
+        floor.map_or("-".to_owned(), |floor| format!("{:.2}x", tick_ms / floor)),
+        goal,
+        run.process_seconds,
+        if run.value("delivered") > 0.0 {
+            format!("{:.0}", run.value("delivered") / delivery_seconds.max(1e-9))
+        } else {
+            "-".to_owned()
+        },
+        run.value("peak_rss_kib") / 1024.0
+    );
+}
+
+/// The PostgreSQL column: the scenarios at each size up to 1M, the "all
+/// moved" tick next to PostgreSQL's own set-based `UPDATE`; then one fire
+/// time's work by one daemon and by three sharing the database.
+fn postgresql_rows(dir: &Path, sizes: &[u64], tickers_option: Option<u64>, relay: &str) {
+    let sizes: Vec<u64> = sizes
+        .iter()
+        .copied()
+        .filter(|size| *size <= 1_000_000)
+        .collect();
+    let Some(&largest) = sizes.iter().max() else {
+        return;
+    };
+    let version: String = postgres::Client::connect(
+        &common::postgresql::cluster().url("postgres"),
+        postgres::NoTls,
+    )
+    .unwrap()
+    .query_one("SHOW server_version", &[])
+    .unwrap()
+    .get(0);
+    println!(
+        "PostgreSQL {version} (a local server on the same cores, fsync off as the tests run it):"
+    );
+    let mut largest_template = None;
+    for &alerts in &sizes {
+        let tickers = tickers_option.unwrap_or((alerts / 100).max(1));
+        let template = postgresql::generate(&format!("bench_{alerts}"), alerts, tickers);
+        let (floor_ms, all_triggered) = postgresql::floor(&template);
+        let tick = template.copy(&format!("bench_{alerts}_tick"));
+        let config = postgresql::config(dir, "pg", &tick, relay, "0 0 0 1 1 *");
+        let row = |scenario: &str, run: &Run, floor: Option<f64>, goal: &str| {
+            print_row(alerts, tickers, scenario, run, floor, goal)
+        };
+        row("pg first", &run_job(&config, &tick, 0), None, "");
+        row("pg quiet", &run_job(&config, &tick, 0), None, "<= 10 ms");
+        tick.move_quotes(100, 0);
+        let some = tick.triggering();
+        row(
+            "pg 1% moved",
+            &run_job(&config, &tick, some),
+            None,
+            "<= 50 ms",
+        );
+        common::postgresql::cluster().drop_database(&tick.name);
+        let tick = template.copy(&format!("bench_{alerts}_tick"));
+        run_job(&config, &tick, 0);
+        tick.move_quotes(1, 0);
+        assert_eq!(tick.triggering(), all_triggered);
+        let all = run_job(&config, &tick, all_triggered);
+        row("pg all moved", &all, Some(floor_ms), "<= 2x");
+        common::postgresql::cluster().drop_database(&tick.name);
+        if alerts == largest {
+            largest_template = Some(template);
+        } else {
+            common::postgresql::cluster().drop_database(&template.name);
+        }
+    }
+    let template = largest_template.unwrap();
+    let (one, one_server, events) = postgresql::shared_fire(dir, &template, relay, 1);
+    let (three, three_server, _) = postgresql::shared_fire(dir, &template, relay, 3);
+    println!(
+        "one fire time ({largest} alerts, every ticker moved: {events} events claimed and delivered): \
+         one daemon {one:.2} s CPU, three sharing the database {three:.2} s in all ({:.2}x; goal <= 1.2x); \
+         the server {one_server:.2} s and {three_server:.2} s",
+        three / one
+    );
+    common::postgresql::cluster().drop_database(&template.name);
 }
 
 /// The headers the daemon sends with an event, signed now.

@@ -16,14 +16,62 @@ use std::time::{Duration, Instant};
 /// The running cluster.
 pub struct Cluster {
     pub port: u16,
-    folder: PathBuf,
-    bin: PathBuf,
-    owner: Option<(u32, u32)>,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 /// The postmaster, for the exit handler.
 static POSTMASTER: Mutex<Option<(Child, PathBuf)>> = Mutex::new(None);
+/// Asks the long-lived thread to start the server.
+static SPAWNER: Mutex<
+    Option<std::sync::mpsc::Sender<std::sync::mpsc::Sender<std::io::Result<Child>>>>,
+> = Mutex::new(None);
+
+/// How to start the server.
+struct Postmaster {
+    bin: PathBuf,
+    owner: Option<(u32, u32)>,
+    folder: PathBuf,
+    port: u16,
+}
+
+impl Postmaster {
+    fn command(&self) -> Command {
+        let mut command = as_owner(self.owner, &self.bin.join("postgres"));
+        command
+            .arg("-D")
+            .arg(self.folder.join("data"))
+            .arg("-k")
+            .arg(&self.folder)
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
+            .args(["-c", "shared_buffers=64MB", "-c", "log_min_messages=fatal"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
+    }
+}
+
+fn spawn_postmaster() -> std::io::Result<Child> {
+    let (reply, answer) = std::sync::mpsc::channel();
+    SPAWNER
+        .lock()
+        .unwrap()
+        .as_ref()
+        .expect("the cluster's thread")
+        .send(reply)
+        .unwrap();
+    answer.recv().unwrap()
+}
 
 /// The cluster, started on first use.
 pub fn cluster() -> &'static Cluster {
@@ -149,63 +197,36 @@ fn start() -> Cluster {
         .local_addr()
         .unwrap()
         .port();
-    let mut command = as_owner(owner, &bin.join("postgres"));
-    command
-        .arg("-D")
-        .arg(&data)
-        .arg("-k")
-        .arg(&folder)
-        .args(["-p", &port.to_string()])
-        .args(["-c", "listen_addresses=127.0.0.1"])
-        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-        .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
-        .args(["-c", "shared_buffers=64MB", "-c", "log_min_messages=fatal"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let postmaster = Postmaster {
+        bin: bin.clone(),
+        owner,
+        folder: folder.clone(),
+        port,
+    };
     // The server gets SIGQUIT (its immediate shutdown) when the thread that
-    // started it ends: a thread that lives as long as the test binary.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let (sender, receiver) = std::sync::mpsc::channel();
+    // started it ends: a thread that lives as long as the test binary, and
+    // starts the server again when a test restarts it.
+    let (requests, inbox) =
+        std::sync::mpsc::channel::<std::sync::mpsc::Sender<std::io::Result<Child>>>();
     std::thread::Builder::new()
         .name("postgresql".into())
         .spawn(move || {
-            sender.send(command.spawn()).unwrap();
+            for reply in inbox {
+                let _ = reply.send(postmaster.command().spawn());
+            }
             loop {
                 std::thread::park();
             }
         })
         .unwrap();
-    let child = receiver.recv().unwrap().expect("starting postgres");
+    *SPAWNER.lock().unwrap() = Some(requests);
+    let child = spawn_postmaster().expect("starting postgres");
     *POSTMASTER.lock().unwrap() = Some((child, folder.clone()));
     unsafe {
         libc::atexit(stop_at_exit);
     }
-    let cluster = Cluster {
-        port,
-        folder,
-        bin,
-        owner,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match cluster.admin() {
-            Ok(_) => break,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "PostgreSQL did not start: {error}"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
+    let cluster = Cluster { port };
+    cluster.wait_until_up();
     cluster
 }
 
@@ -225,6 +246,81 @@ extern "C" fn stop_at_exit() {
 static DATABASES: AtomicU64 = AtomicU64::new(0);
 
 impl Cluster {
+    fn wait_until_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.admin() {
+                Ok(_) => return,
+                Err(error) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "PostgreSQL did not start: {error}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// The CPU time (user and system, seconds) the server's processes have
+    /// used so far: the postmaster and its children now running.
+    pub fn server_cpu_seconds(&self) -> f64 {
+        let Some(postmaster) = POSTMASTER
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(child, _)| child.id())
+        else {
+            return 0.0;
+        };
+        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let mut ticks = 0u64;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let pid: u32 = entry
+                .file_name()
+                .to_str()
+                .and_then(|pid| pid.parse().ok())
+                .unwrap_or(0);
+            let parent: u32 = fields
+                .get(1)
+                .and_then(|ppid| ppid.parse().ok())
+                .unwrap_or(0);
+            if pid == postmaster || parent == postmaster {
+                ticks += fields[11..13]
+                    .iter()
+                    .filter_map(|field| field.parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+        }
+        ticks as f64 / ticks_per_second
+    }
+
+    /// Stops the server as `pg_ctl restart` does (a fast shutdown: sessions
+    /// are cut, transactions rolled back), leaves it down for `down`, and
+    /// starts it again. Every test of the binary shares the cluster: only
+    /// for a binary of its own.
+    pub fn restart(&self, down: Duration) {
+        {
+            let mut postmaster = POSTMASTER.lock().unwrap();
+            let (child, _) = postmaster.as_mut().expect("the server");
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGINT);
+            }
+            child.wait().unwrap();
+        }
+        std::thread::sleep(down);
+        let child = spawn_postmaster().expect("starting postgres again");
+        POSTMASTER.lock().unwrap().as_mut().expect("the server").0 = child;
+        self.wait_until_up();
+    }
+
     /// A connection to the `postgres` database, as the superuser.
     pub fn admin(&self) -> Result<postgres::Client, postgres::Error> {
         postgres::Client::connect(&self.url("postgres"), postgres::NoTls)

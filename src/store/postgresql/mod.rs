@@ -251,6 +251,9 @@ fn client_tls(config: &PostgresConfig) -> anyhow::Result<rustls::ClientConfig> {
     Ok(tls)
 }
 
+/// How long taking a connection from the pool may wait.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
 /// Connects, migrates, and builds a pool of `size` connections.
 pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyhow::Result<Pool> {
     let manager = manager(config, lock_timeout)?;
@@ -267,7 +270,13 @@ pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyho
     let pool = r2d2::Pool::builder()
         .max_size(size)
         .min_idle(Some(size))
-        .connection_timeout(Duration::from_secs(60))
+        // Connections are only ever busy for a statement or a short
+        // transaction: a longer wait means the server is gone, and the tick
+        // or round should fail (and be retried) rather than hang.
+        .connection_timeout(POOL_WAIT)
+        // The store's callers report failures, once when they start and once
+        // when they end; r2d2's own handler would log every attempt.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
         .build(manager.clone())
         .map_err(|error| {
             failure(

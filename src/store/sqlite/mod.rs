@@ -81,6 +81,9 @@ pub fn open(path: &Path, busy_timeout: Duration, size: u32) -> anyhow::Result<Po
         // All connections up front: the first tick should not pay for opening them.
         .min_idle(Some(size))
         .connection_timeout(Duration::from_secs(60))
+        // The store's callers report failures, once when they start and once
+        // when they end; r2d2's own handler would log every attempt.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
         .build(manager)
         .because(Unusable::Io, || {
             format!("opening a pool of {size} connections to {}", path.display())
