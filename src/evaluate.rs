@@ -483,16 +483,28 @@ fn candidates(
             has_alerts: false,
         })
         .collect();
-    for candidate in &mut candidates {
-        if candidate.ticker.trim().is_empty() {
-            continue;
+    // In slices, so that the list of names stays small beside the candidates.
+    for slice in candidates.chunks_mut(4096) {
+        let asked: Vec<(&str, bool)> = slice
+            .iter()
+            .map(|candidate| {
+                (
+                    candidate.ticker.as_str(),
+                    candidate.change.changed_alerts.is_none(),
+                )
+            })
+            .collect();
+        let states = changes::ticker_states(reader, &asked)
+            .context("reading the changed tickers' quotes and observed prices")?;
+        drop(asked);
+        for (candidate, state) in slice.iter_mut().zip(states) {
+            if candidate.ticker.trim().is_empty() {
+                continue;
+            }
+            candidate.quote = state.quote;
+            candidate.previous = state.previous;
+            candidate.has_alerts = candidate.change.changed_alerts.is_some() || state.has_alerts;
         }
-        candidate.quote = alerts::quote_of(reader, &candidate.ticker).context("reading a quote")?;
-        candidate.previous =
-            alerts::observation(reader, &candidate.ticker).context("reading an observed price")?;
-        candidate.has_alerts = candidate.change.changed_alerts.is_some()
-            || changes::has_enabled_alerts(reader, &candidate.ticker)
-                .context("looking for enabled alerts")?;
     }
     Ok(candidates)
 }
@@ -908,23 +920,23 @@ fn read_and_judge(
     };
     match task {
         Task::Moved(work) => {
-            for item in work {
-                let moved = changes::Move {
-                    price: item.observed.price,
-                    previous: item.observed.previous,
-                };
-                changes::each_reachable_alert(
-                    &mut connection,
-                    &item.ticker,
-                    moved,
-                    readers.window.since,
-                    |alert| judging.row(alert, item),
-                )
-                .context("reading the alerts a price reaches")?;
-                if !judging.open {
-                    return Ok(());
-                }
-            }
+            let moves: Vec<(&str, changes::Move)> = work
+                .iter()
+                .map(|item| {
+                    let moved = changes::Move {
+                        price: item.observed.price,
+                        previous: item.observed.previous,
+                    };
+                    (item.ticker.as_str(), moved)
+                })
+                .collect();
+            changes::each_reachable_alert_of(
+                &mut connection,
+                &moves,
+                readers.window.since,
+                |at, alert| judging.row(alert, &work[at]),
+            )
+            .context("reading the alerts a price reaches")?;
         }
         Task::Changed(window) => {
             changes::each_changed_alert(&mut connection, window.since, window.until, |alert| {

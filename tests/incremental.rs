@@ -3,7 +3,8 @@
 //! up, down or go stale, expiries, failed fetches, several jobs with different
 //! scopes, ticks interrupted by a crash) run on two databases, one ticked by
 //! the daemon's tick and one by a plain full scan kept here, and after every
-//! tick both hold the same claims, events and observations.
+//! tick both hold the same claims, events and observations. On each engine:
+//! both databases SQLite files, or both PostgreSQL databases.
 //!
 //! Each run prints its seed; `INCREMENTAL_SEED=N` repeats one.
 
@@ -14,11 +15,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{Db, lib_config};
+use common::{Db, Engine, Param, lib_config};
 use price_alertd::config::{Config, Scope};
 use price_alertd::evaluate::{self, Observed, TickOptions, Verdict, judge, parse_time};
 use price_alertd::store::alerts::{self, Trigger};
-use rusqlite::params;
 
 const TICKERS: [&str; 6] = ["T0", "T1", "T2", "T3", "T4", "T5"];
 const CONDITIONS: [&str; 7] = [
@@ -58,15 +58,17 @@ fn jobs() -> Vec<Job> {
 /// The full-scan reference: every enabled alert of every ticker in scope with
 /// a usable, fresh quote (and fetched), judged against it; claims through the
 /// store's claim; the evaluated prices recorded as observations.
-fn full_scan(db: &Db, scope: &Scope, unavailable: &HashSet<String>, now: DateTime<Utc>) {
-    let connection = db.app();
-    let mut store = db.pool(1).get().unwrap();
+fn full_scan(
+    db: &Db,
+    pool: &price_alertd::store::Pool,
+    scope: &Scope,
+    unavailable: &HashSet<String>,
+    now: DateTime<Utc>,
+) {
+    let mut store = pool.get().unwrap();
     alerts::expire_due(&mut store, &price_alertd::store::timestamp(now)).unwrap();
-    let tickers: Vec<String> = rows(
-        &connection,
-        "SELECT DISTINCT ticker FROM price_alerts WHERE enabled = 1 ORDER BY ticker",
-        |row| row.get(0),
-    );
+    let tickers: Vec<String> =
+        db.texts("SELECT DISTINCT ticker FROM price_alerts WHERE enabled = 1 ORDER BY ticker");
     let mut triggers = Vec::new();
     let mut observed = Vec::new();
     for ticker in tickers {
@@ -132,54 +134,47 @@ struct State {
     observations: BTreeMap<String, (String, String)>,
 }
 
-/// Every row `sql` returns, as `row` reads it.
-fn rows<T>(
-    connection: &rusqlite::Connection,
-    sql: &str,
-    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> Vec<T> {
-    let mut statement = connection.prepare(sql).unwrap();
-    statement
-        .query_map([], row)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+fn integer(value: &Param) -> i64 {
+    match value {
+        Param::Int(value) => *value,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+fn text(value: &Param) -> String {
+    match value {
+        Param::Text(value) => value.clone(),
+        other => panic!("not a text: {other:?}"),
+    }
 }
 
 fn state(db: &Db) -> State {
-    let connection = db.app();
-    let enabled = rows(&connection, "SELECT id, enabled FROM price_alerts", |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)? == 1))
-    })
-    .into_iter()
-    .collect();
+    let enabled = db
+        .rows("SELECT id, enabled FROM price_alerts")
+        .iter()
+        .map(|row| (integer(&row[0]), integer(&row[1]) == 1))
+        .collect();
     let mut events = BTreeSet::new();
-    for (alert, id) in rows(
-        &connection,
-        "SELECT alert_id, event_id FROM outbox",
-        |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
-    ) {
+    for row in db.rows("SELECT alert_id, event_id FROM outbox") {
+        let (alert, id) = (integer(&row[0]), text(&row[1]));
         let arming = id.rsplit('_').next().unwrap().to_owned();
         assert!(
             events.insert((alert, arming.clone())),
             "two events for alert {alert} arming {arming}"
         );
     }
-    let observations = rows(
-        &connection,
-        "SELECT ticker, price, quote_time FROM observations",
-        |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                (
-                    format!("{:.6}", row.get::<_, f64>(1)?),
-                    row.get::<_, String>(2)?,
-                ),
-            ))
-        },
-    )
-    .into_iter()
-    .collect();
+    let observations = db
+        .rows("SELECT ticker, price, quote_time FROM observations")
+        .iter()
+        .map(|row| {
+            let price = match row[1] {
+                Param::Real(price) => price,
+                Param::Int(price) => price as f64,
+                ref other => panic!("not a price: {other:?}"),
+            };
+            (text(&row[0]), (format!("{price:.6}"), text(&row[2])))
+        })
+        .collect();
     State {
         enabled,
         events,
@@ -188,53 +183,41 @@ fn state(db: &Db) -> State {
 }
 
 /// The rows of some tables, as a crash would leave them.
-type Saved = Vec<(&'static str, Vec<Vec<rusqlite::types::Value>>)>;
+type Saved = Vec<(&'static str, Vec<Vec<Param>>)>;
 
 fn save(db: &Db, tables: &[&'static str]) -> Saved {
-    let connection = db.app();
     tables
         .iter()
-        .map(|&table| {
-            let values = rows(&connection, &format!("SELECT * FROM {table}"), |row| {
-                (0..row.as_ref().column_count())
-                    .map(|i| row.get(i))
-                    .collect()
-            });
-            (table, values)
-        })
+        .map(|&table| (table, db.rows(&format!("SELECT * FROM {table}"))))
         .collect()
 }
 
 fn restore(db: &Db, saved: Saved) {
-    let connection = db.app();
-    for (table, values) in saved {
-        connection
-            .execute(&format!("DELETE FROM {table}"), [])
-            .unwrap();
-        for row in values {
-            let marks = vec!["?"; row.len()].join(", ");
-            connection
-                .execute(
-                    &format!("INSERT INTO {table} VALUES ({marks})"),
-                    rusqlite::params_from_iter(row),
-                )
-                .unwrap();
+    for (table, rows) in saved {
+        db.execute(&format!("DELETE FROM {table}"), values![]);
+        for row in rows {
+            let marks: Vec<String> = (1..=row.len()).map(|at| format!("${at}")).collect();
+            db.execute(
+                &format!("INSERT INTO {table} VALUES ({})", marks.join(", ")),
+                &row,
+            );
         }
     }
 }
 
 /// Runs the same SQL on both databases.
-fn both(dbs: &[&Db; 2], sql: &str, values: impl rusqlite::Params + Clone) {
+fn both(dbs: &[&Db; 2], sql: &str, values: &[Param]) {
     for db in dbs {
-        db.app().execute(sql, values.clone()).unwrap();
+        db.execute(sql, values);
     }
 }
 
-fn run(seed: u64, steps: usize, workers: &rayon::ThreadPool) {
+fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let (fast, reference) = (Db::new(), Db::new());
+    let (fast, reference) = (Db::on(engine), Db::on(engine));
     let config: Config = lib_config(&fast, "http://127.0.0.1:9/events");
     let pool = fast.pool(6);
+    let reference_pool = reference.pool(1);
     let known = Mutex::default();
     let dbs = [&fast, &reference];
     let jobs = jobs();
@@ -258,8 +241,8 @@ fn run(seed: u64, steps: usize, workers: &rayon::ThreadPool) {
                 both(
                     &dbs,
                     "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, created_at)
-                     VALUES (?1, ?2, ?3, ?4, '2026-01-01T00:00:00Z')",
-                    params![ticker, condition, target, reference],
+                     VALUES ($1, $2, $3, $4, '2026-01-01T00:00:00Z')",
+                    values![ticker, condition, target, reference],
                 );
                 alerts += 1;
             }
@@ -270,9 +253,9 @@ fn run(seed: u64, steps: usize, workers: &rayon::ThreadPool) {
                 let time = (now - chrono::Duration::milliseconds(rng.i64(0..5000))).to_rfc3339();
                 both(
                     &dbs,
-                    "INSERT INTO quotes (ticker, price, updated_at) VALUES (?1, ?2, ?3)
+                    "INSERT INTO quotes (ticker, price, updated_at) VALUES ($1, $2, $3)
                      ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
-                    params![ticker, price, time],
+                    values![ticker, price, time],
                 );
             }
             // A stale quote.
@@ -280,30 +263,32 @@ fn run(seed: u64, steps: usize, workers: &rayon::ThreadPool) {
                 let time = (now - chrono::Duration::hours(3)).to_rfc3339();
                 both(
                     &dbs,
-                    "INSERT INTO quotes (ticker, price, updated_at) VALUES (?1, ?2, ?3)
+                    "INSERT INTO quotes (ticker, price, updated_at) VALUES ($1, $2, $3)
                      ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
-                    params![ticker, prices[ticker], time],
+                    values![ticker, prices[ticker], time],
                 );
             }
             // Re-arm, edit, delete or expire an alert.
             55..=69 if alerts > 0 => {
                 let id = rng.i64(1..=alerts);
-                let (sql, value): (&str, f64) = match rng.u8(..4) {
-                    0 => (
-                        "UPDATE price_alerts SET enabled = 1 WHERE id = ?1 AND ?2 = ?2",
-                        0.0,
+                match rng.u8(..4) {
+                    0 => both(
+                        &dbs,
+                        "UPDATE price_alerts SET enabled = 1 WHERE id = $1",
+                        values![id],
                     ),
-                    1 => (
-                        "UPDATE price_alerts SET target_price = ?2 WHERE id = ?1",
-                        prices[ticker] * (0.95 + rng.f64() * 0.1),
+                    1 => both(
+                        &dbs,
+                        "UPDATE price_alerts SET target_price = $1 WHERE id = $2",
+                        values![prices[ticker] * (0.95 + rng.f64() * 0.1), id],
                     ),
-                    2 => ("DELETE FROM price_alerts WHERE id = ?1 AND ?2 = ?2", 0.0),
-                    _ => (
-                        "UPDATE price_alerts SET expires_at = '2000-01-01T00:00:00Z' WHERE id = ?1 AND ?2 = ?2",
-                        0.0,
+                    2 => both(&dbs, "DELETE FROM price_alerts WHERE id = $1", values![id]),
+                    _ => both(
+                        &dbs,
+                        "UPDATE price_alerts SET expires_at = '2000-01-01T00:00:00Z' WHERE id = $1",
+                        values![id],
                     ),
-                };
-                both(&dbs, sql, params![id, value]);
+                }
             }
             // A tick of one job, maybe with failed fetches, maybe crashing
             // after its claims and before its observations.
@@ -326,7 +311,13 @@ fn run(seed: u64, steps: usize, workers: &rayon::ThreadPool) {
                     known_problems: &known,
                 };
                 evaluate::tick(workers, &pool, &options).unwrap();
-                full_scan(&reference, &job.scope, &unavailable, Utc::now());
+                full_scan(
+                    &reference,
+                    &reference_pool,
+                    &job.scope,
+                    &unavailable,
+                    Utc::now(),
+                );
                 if let (Some(fast_tables), Some(reference_tables)) = (before_fast, before_reference)
                 {
                     restore(&fast, fast_tables);
@@ -345,18 +336,24 @@ fn run(seed: u64, steps: usize, workers: &rayon::ThreadPool) {
     assert!(ticks > steps / 10, "only {ticks} ticks");
 }
 
-#[test]
-fn the_incremental_tick_claims_what_a_full_scan_claims() {
-    let workers = evaluate::thread_pool(4).unwrap();
-    let seeds: Vec<u64> = match std::env::var("INCREMENTAL_SEED") {
-        Ok(seed) => vec![seed.parse().expect("INCREMENTAL_SEED=N")],
-        Err(_) => {
-            let first = fastrand::u64(..);
-            (0..40).map(|n| first.wrapping_add(n)).collect()
+on_every_engine! {
+    fn the_incremental_tick_claims_what_a_full_scan_claims(engine: Engine) {
+        let workers = evaluate::thread_pool(4).unwrap();
+        // Fewer runs where each costs a server's round trips.
+        let runs = match engine {
+            Engine::Sqlite => 40,
+            Engine::Postgresql => 16,
+        };
+        let seeds: Vec<u64> = match std::env::var("INCREMENTAL_SEED") {
+            Ok(seed) => vec![seed.parse().expect("INCREMENTAL_SEED=N")],
+            Err(_) => {
+                let first = fastrand::u64(..);
+                (0..runs).map(|n| first.wrapping_add(n)).collect()
+            }
+        };
+        for seed in seeds {
+            eprintln!("seed {seed}");
+            run(engine, seed, 150, &workers);
         }
-    };
-    for seed in seeds {
-        eprintln!("seed {seed}");
-        run(seed, 150, &workers);
     }
 }

@@ -122,15 +122,6 @@ pub fn quote(connection: &mut Connection, ticker: &str) -> Result<Option<QuoteRo
     super::engine!(connection, alerts::quote(ticker))
 }
 
-/// One ticker's quote as a tick needs it: `(price, updated_at)`, the price
-/// `None` when it is not a number.
-pub fn quote_of(
-    connection: &mut Connection,
-    ticker: &str,
-) -> Result<Option<(Option<f64>, String)>> {
-    super::engine!(connection, alerts::quote_of(ticker))
-}
-
 /// The last price the daemon observed for one ticker.
 pub fn observation(connection: &mut Connection, ticker: &str) -> Result<Option<f64>> {
     super::engine!(connection, alerts::observation(ticker))

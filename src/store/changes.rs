@@ -64,11 +64,6 @@ pub fn changed_alert_tickers(
     )
 }
 
-/// Whether `ticker` has any enabled alert (through `idx_price_alerts_enabled`).
-pub fn has_enabled_alerts(connection: &mut Connection, ticker: &str) -> Result<bool> {
-    super::engine!(connection, changes::has_enabled_alerts(ticker))
-}
-
 /// Calls `each` with every enabled alert changed after `since`, up to
 /// `until`, one row at a time, in the order of their changes (through
 /// `price_alerts_changed`), until `each` returns false.
@@ -79,6 +74,44 @@ pub fn each_changed_alert(
     each: impl FnMut(AlertRow) -> bool,
 ) -> Result<()> {
     super::engine!(connection, changes::each_changed_alert(since, until, each))
+}
+
+/// What a tick needs to know of one changed ticker.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TickerState {
+    /// Its quote: `(price, updated_at)`, the price `None` when it is not a
+    /// number.
+    pub quote: Option<(Option<f64>, String)>,
+    /// The price the daemon last observed for it.
+    pub previous: Option<f64>,
+    /// Whether it has enabled alerts (asked only where the caller wants to
+    /// know; `false` otherwise).
+    pub has_alerts: bool,
+}
+
+/// The state of each ticker of `tickers` (each with whether to look for
+/// enabled alerts), in their order, read in the caller's transaction: a few
+/// statements for all of them, not a few per ticker, where statements cost
+/// a round trip.
+pub fn ticker_states(
+    connection: &mut Connection,
+    tickers: &[(&str, bool)],
+) -> Result<Vec<TickerState>> {
+    super::engine!(connection, changes::ticker_states(tickers))
+}
+
+/// [`each_reachable_alert`] for several moved tickers, in a few statements:
+/// `each` gets the index in `moves` of the row's ticker.
+pub fn each_reachable_alert_of(
+    connection: &mut Connection,
+    moves: &[(&str, Move)],
+    seen: i64,
+    each: impl FnMut(usize, AlertRow) -> bool,
+) -> Result<()> {
+    super::engine!(
+        connection,
+        changes::each_reachable_alert_of(moves, seen, each)
+    )
 }
 
 /// Calls `each`, one row at a time, with every enabled alert of `ticker` whose

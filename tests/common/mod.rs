@@ -50,6 +50,24 @@ pub struct Db {
     pub engine: Engine,
     /// The PostgreSQL database's name.
     database: String,
+    /// The application's connection to it, made on first use.
+    app_client: Mutex<Option<postgres::Client>>,
+}
+
+/// The application's PostgreSQL connection, borrowed.
+pub struct AppClient<'a>(std::sync::MutexGuard<'a, Option<postgres::Client>>);
+
+impl std::ops::Deref for AppClient<'_> {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        self.0.as_ref().expect("connected")
+    }
+}
+
+impl std::ops::DerefMut for AppClient<'_> {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        self.0.as_mut().expect("connected")
+    }
 }
 
 /// A value for [`Db::execute`], whichever the engine.
@@ -176,6 +194,7 @@ impl Db {
             path,
             engine,
             database,
+            app_client: Mutex::new(None),
         }
     }
 
@@ -188,6 +207,11 @@ impl Db {
         config::parse(&text, self.dir.path(), None)
             .unwrap()
             .database
+    }
+
+    /// The PostgreSQL database's name.
+    pub fn database_name(&self) -> &str {
+        &self.database
     }
 
     /// The config file's `[database]` section.
@@ -225,14 +249,27 @@ impl Db {
     }
 
     /// A PostgreSQL connection, as the application would have.
-    pub fn postgres_app(&self) -> postgres::Client {
+    pub fn postgres_app(&self) -> AppClient<'_> {
         assert_eq!(
             self.engine,
             Engine::Postgresql,
             "postgres_app() is PostgreSQL's"
         );
-        postgres::Client::connect(&postgresql::cluster().url(&self.database), postgres::NoTls)
-            .unwrap()
+        let mut client = self.app_client.lock().unwrap();
+        // Reconnected when the server went away meanwhile (a test restarts it).
+        let alive = client
+            .as_mut()
+            .is_some_and(|client| client.is_valid(Duration::from_secs(5)).is_ok());
+        if !alive {
+            *client = Some(
+                postgres::Client::connect(
+                    &postgresql::cluster().url(&self.database),
+                    postgres::NoTls,
+                )
+                .unwrap(),
+            );
+        }
+        AppClient(client)
     }
 
     /// Runs one statement as the application would, on either engine;
@@ -385,6 +422,66 @@ impl Db {
         }
     }
 
+    /// Every row `sql` returns, each column as a [`Param`] (integers,
+    /// booleans as 0 or 1, reals, text, NULL).
+    pub fn rows(&self, sql: &str) -> Vec<Vec<Param>> {
+        match self.engine {
+            Engine::Sqlite => {
+                let app = self.app();
+                let mut statement = app.prepare(sql).unwrap();
+                let columns = statement.column_count();
+                statement
+                    .query_map([], |row| {
+                        (0..columns)
+                            .map(|column| {
+                                Ok(match row.get::<_, rusqlite::types::Value>(column)? {
+                                    rusqlite::types::Value::Integer(value) => Param::Int(value),
+                                    rusqlite::types::Value::Real(value) => Param::Real(value),
+                                    rusqlite::types::Value::Text(value) => Param::Text(value),
+                                    rusqlite::types::Value::Null => Param::Null,
+                                    rusqlite::types::Value::Blob(_) => panic!("a blob"),
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+            Engine::Postgresql => self
+                .postgres_app()
+                .query(sql, &[])
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    use postgres::types::Type;
+                    (0..row.len())
+                        .map(|column| match *row.columns()[column].type_() {
+                            Type::INT2 => row
+                                .get::<_, Option<i16>>(column)
+                                .map_or(Param::Null, |value| Param::Int(value.into())),
+                            Type::INT4 => row
+                                .get::<_, Option<i32>>(column)
+                                .map_or(Param::Null, |value| Param::Int(value.into())),
+                            Type::INT8 => row
+                                .get::<_, Option<i64>>(column)
+                                .map_or(Param::Null, Param::Int),
+                            Type::BOOL => row
+                                .get::<_, Option<bool>>(column)
+                                .map_or(Param::Null, |value| Param::Int(value.into())),
+                            Type::FLOAT8 => row
+                                .get::<_, Option<f64>>(column)
+                                .map_or(Param::Null, Param::Real),
+                            _ => row
+                                .get::<_, Option<String>>(column)
+                                .map_or(Param::Null, Param::Text),
+                        })
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
     /// The first column of every row, as text (NULL as "NULL").
     pub fn texts(&self, sql: &str) -> Vec<String> {
         match self.engine {
@@ -417,6 +514,9 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
+        if let Ok(client) = self.app_client.get_mut() {
+            drop(client.take());
+        }
         if self.engine == Engine::Postgresql {
             postgresql::cluster().drop_database(&self.database);
         }

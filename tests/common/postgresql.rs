@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 /// The running cluster.
 pub struct Cluster {
     pub port: u16,
+    tls: bool,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -75,7 +76,16 @@ fn spawn_postmaster() -> std::io::Result<Child> {
 
 /// The cluster, started on first use.
 pub fn cluster() -> &'static Cluster {
-    CLUSTER.get_or_init(start)
+    CLUSTER.get_or_init(|| start(false))
+}
+
+/// The cluster, started on first use with TLS on: the server presents
+/// `tests/fixtures/self-signed.crt` (for 127.0.0.1, vouched for by no CA).
+/// For a test binary of its own (the binary's tests share one cluster).
+pub fn cluster_with_tls() -> &'static Cluster {
+    let cluster = CLUSTER.get_or_init(|| start(true));
+    assert!(cluster.tls, "this binary's cluster started without TLS");
+    cluster
 }
 
 /// The folder of the newest PostgreSQL server's programs.
@@ -160,7 +170,7 @@ fn remove_stale_folders() {
     }
 }
 
-fn start() -> Cluster {
+fn start(tls: bool) -> Cluster {
     let bin = server_programs();
     let owner = owner();
     remove_stale_folders();
@@ -192,6 +202,27 @@ fn start() -> Cluster {
         "initdb failed: {}",
         String::from_utf8_lossy(&initdb.stderr)
     );
+    if tls {
+        // The server's key must be its owner's alone.
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for (from, to) in [
+            ("self-signed.crt", "server.crt"),
+            ("self-signed.key", "server.key"),
+        ] {
+            let path = data.join(to);
+            std::fs::copy(fixtures.join(from), &path).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(&mut conf, b"ssl = on\n").unwrap();
+    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -225,7 +256,7 @@ fn start() -> Cluster {
     unsafe {
         libc::atexit(stop_at_exit);
     }
-    let cluster = Cluster { port };
+    let cluster = Cluster { port, tls };
     cluster.wait_until_up();
     cluster
 }

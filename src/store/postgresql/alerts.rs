@@ -22,16 +22,25 @@ macro_rules! alert_columns {
 pub(super) use alert_columns;
 
 pub(super) fn alert_row(row: &Row) -> Result<AlertRow> {
+    alert_row_from(row, 0)
+}
+
+/// An alert whose columns start at `first`.
+pub(super) fn alert_row_from(row: &Row, first: usize) -> Result<AlertRow> {
     Ok(AlertRow {
-        id: row.try_get(0)?,
-        arming: row.try_get(1)?,
-        ticker: row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
-        condition: row.try_get::<_, Option<String>>(3)?.unwrap_or_default(),
-        target_price: row.try_get(4)?,
-        reference_price: row.try_get(5)?,
-        expires_at: row.try_get(6)?,
-        user_id: row.try_get(7)?,
-        note: row.try_get(8)?,
+        id: row.try_get(first)?,
+        arming: row.try_get(first + 1)?,
+        ticker: row
+            .try_get::<_, Option<String>>(first + 2)?
+            .unwrap_or_default(),
+        condition: row
+            .try_get::<_, Option<String>>(first + 3)?
+            .unwrap_or_default(),
+        target_price: row.try_get(first + 4)?,
+        reference_price: row.try_get(first + 5)?,
+        expires_at: row.try_get(first + 6)?,
+        user_id: row.try_get(first + 7)?,
+        note: row.try_get(first + 8)?,
     })
 }
 
@@ -124,19 +133,6 @@ pub fn quote(connection: &mut Connection, ticker: &str) -> Result<Option<QuoteRo
         .transpose()
 }
 
-pub fn quote_of(
-    connection: &mut Connection,
-    ticker: &str,
-) -> Result<Option<(Option<f64>, String)>> {
-    let statement = connection
-        .prepared("SELECT price::float8, updated_at::text FROM quotes WHERE ticker = $1")?;
-    connection
-        .client()
-        .query_opt(&statement, &[&ticker])?
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-        .transpose()
-}
-
 pub fn observation(connection: &mut Connection, ticker: &str) -> Result<Option<f64>> {
     let statement = connection.prepared("SELECT price FROM observations WHERE ticker = $1")?;
     connection
@@ -213,7 +209,8 @@ pub fn rearm(connection: &mut Connection, id: i64) -> Result<bool> {
 /// order (`FOR NO KEY UPDATE`, waiting for other claimers, never skipping
 /// them), so concurrent claimers never deadlock; then one set-based `UPDATE
 /// ... WHERE enabled AND <as judged> RETURNING id` disables those still as
-/// they were judged; then the events of exactly those rows are queued.
+/// they were judged; then the events of exactly those rows are queued, and
+/// the members' listeners notified at commit.
 pub fn claim(
     connection: &mut Connection,
     triggers: &[Trigger],
@@ -221,6 +218,11 @@ pub fn claim(
     now_ms: i64,
 ) -> Result<usize> {
     let stamp = crate::store::timestamp(triggered_at);
+    // First the batch's rows are locked in id order (waiting for other
+    // claimers, never skipping them), so concurrent claimers never deadlock;
+    // then the UPDATE disables those still as they were judged. (Two
+    // statements: a CTE that locks, joined to the UPDATE, may be planned as a
+    // nested loop over its rows, which costs quadratic time.)
     let lock = connection.prepared(
         "SELECT id FROM price_alerts WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE",
     )?;
@@ -241,24 +243,22 @@ pub fn claim(
     )?;
     let notify = connection.prepared(super::NOTIFY_OUTBOX)?;
     let installation = super::installation_id(connection)?;
-    let mut ids: Vec<i64> = triggers.iter().map(|trigger| trigger.alert_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let armings: Vec<i64> = triggers.iter().map(|trigger| trigger.arming).collect();
-    let prices: Vec<f64> = triggers.iter().map(|trigger| trigger.price).collect();
-    let conditions: Vec<&str> = triggers
+    // In id order, once each: the rows are visited in the order of the index.
+    let mut batch: Vec<&Trigger> = triggers.iter().collect();
+    batch.sort_by_key(|trigger| trigger.alert_id);
+    batch.dedup_by_key(|trigger| trigger.alert_id);
+    let ids: Vec<i64> = batch.iter().map(|trigger| trigger.alert_id).collect();
+    let armings: Vec<i64> = batch.iter().map(|trigger| trigger.arming).collect();
+    let prices: Vec<f64> = batch.iter().map(|trigger| trigger.price).collect();
+    let conditions: Vec<&str> = batch
         .iter()
         .map(|trigger| trigger.condition.as_str())
         .collect();
-    let targets: Vec<f64> = triggers
-        .iter()
-        .map(|trigger| trigger.target_price)
-        .collect();
-    let references: Vec<Option<f64>> = triggers
+    let targets: Vec<f64> = batch.iter().map(|trigger| trigger.target_price).collect();
+    let references: Vec<Option<f64>> = batch
         .iter()
         .map(|trigger| trigger.reference_price)
         .collect();
-    let trigger_ids: Vec<i64> = triggers.iter().map(|trigger| trigger.alert_id).collect();
 
     let mut transaction = connection.client().transaction()?;
     transaction.execute(&lock, &[&ids])?;
@@ -267,7 +267,7 @@ pub fn claim(
             &disable,
             &[
                 &stamp,
-                &trigger_ids,
+                &ids,
                 &armings,
                 &prices,
                 &conditions,
@@ -279,11 +279,10 @@ pub fn claim(
         .map(|row| row.try_get(0))
         .collect::<Result<_>>()?;
     let (mut event_ids, mut alert_ids, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
-    let mut queued = std::collections::HashSet::new();
-    for trigger in triggers {
+    for trigger in batch {
         // Someone else claimed it, or it was disabled, re-armed or edited
-        // since it was read: no event from us. (A batch holds an alert once.)
-        if !changed.contains(&trigger.alert_id) || !queued.insert(trigger.alert_id) {
+        // since it was read: no event from us.
+        if !changed.contains(&trigger.alert_id) {
             continue;
         }
         let event = event_of(&installation, trigger, &stamp);

@@ -6,7 +6,7 @@ use postgres::fallible_iterator::FallibleIterator as _;
 use super::Connection;
 use super::alerts::{alert_columns, alert_row};
 use crate::store::alerts::AlertRow;
-use crate::store::changes::{Horizon, Move};
+use crate::store::changes::{Horizon, Move, TickerState};
 
 type Result<T> = std::result::Result<T, postgres::Error>;
 
@@ -93,13 +93,115 @@ pub fn changed_alert_tickers(
     Ok(())
 }
 
-pub fn has_enabled_alerts(connection: &mut Connection, ticker: &str) -> Result<bool> {
-    let statement = connection
-        .prepared("SELECT 1 FROM price_alerts WHERE ticker = $1 AND enabled = '1' LIMIT 1")?;
-    Ok(connection
-        .client()
-        .query_opt(&statement, &[&ticker])?
-        .is_some())
+/// Tickers per statement in the batched reads: each statement's arrays and
+/// rows stay small.
+const CHUNK: usize = 500;
+
+/// One statement per chunk of tickers: their quotes, observations and (where
+/// asked) whether they have enabled alerts.
+pub fn ticker_states(
+    connection: &mut Connection,
+    tickers: &[(&str, bool)],
+) -> Result<Vec<TickerState>> {
+    let statement = connection.prepared(
+        "SELECT q.price::float8, q.updated_at::text, q.ticker IS NOT NULL, o.price,
+                CASE WHEN t.ask
+                     THEN EXISTS (SELECT 1 FROM price_alerts AS a WHERE a.ticker = t.ticker AND a.enabled = '1')
+                     ELSE false END
+         FROM unnest($1::text[], $2::bool[]) WITH ORDINALITY AS t (ticker, ask, at)
+         LEFT JOIN quotes AS q ON q.ticker = t.ticker
+         LEFT JOIN observations AS o ON o.ticker = t.ticker
+         ORDER BY t.at",
+    )?;
+    let mut states = Vec::with_capacity(tickers.len());
+    for chunk in tickers.chunks(CHUNK) {
+        let names: Vec<&str> = chunk.iter().map(|(ticker, _)| *ticker).collect();
+        let asks: Vec<bool> = chunk.iter().map(|(_, ask)| *ask).collect();
+        for row in connection.client().query(&statement, &[&names, &asks])? {
+            let quoted: bool = row.try_get(2)?;
+            states.push(TickerState {
+                quote: if quoted {
+                    Some((
+                        row.try_get(0)?,
+                        row.try_get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    ))
+                } else {
+                    None
+                },
+                previous: row.try_get(3)?,
+                has_alerts: row.try_get(4)?,
+            });
+        }
+    }
+    Ok(states)
+}
+
+/// One statement per chunk of moved tickers: for each, the same ranges of
+/// `price_alerts_level` as `each_reachable_alert`, joined laterally.
+pub fn each_reachable_alert_of(
+    connection: &mut Connection,
+    moves: &[(&str, Move)],
+    seen: i64,
+    mut each: impl FnMut(usize, AlertRow) -> bool,
+) -> Result<()> {
+    macro_rules! range {
+        ($condition:literal, $($bounds:tt)*) => {
+            concat!(
+                "SELECT ",
+                alert_columns!(),
+                " FROM price_alerts WHERE ticker = m.ticker AND condition = '",
+                $condition,
+                "' AND enabled = '1' AND ",
+                level!(),
+                $($bounds)*,
+                " AND change_seq <= $4"
+            )
+        };
+    }
+    const SQL: &str = concat!(
+        "SELECT m.at - 1, r.* FROM unnest($1::text[], $2::float8[], $3::float8[]) WITH ORDINALITY
+             AS m (ticker, price, previous, at)
+         CROSS JOIN LATERAL (",
+        range!("above", " <= m.price"),
+        " UNION ALL ",
+        range!("below", " >= m.price"),
+        " UNION ALL ",
+        range!("moving_up_pct", " <= m.price * (1 + 1e-9)"),
+        " UNION ALL ",
+        range!("moving_down_pct", " >= m.price * (1 - 1e-9)"),
+        " UNION ALL ",
+        range!(
+            "crossing_up",
+            " > m.previous AND m.previous < m.price AND ",
+            level!(),
+            " <= m.price"
+        ),
+        " UNION ALL ",
+        range!(
+            "crossing_down",
+            " < m.previous AND m.previous > m.price AND ",
+            level!(),
+            " >= m.price"
+        ),
+        ") AS r"
+    );
+    let statement = connection.prepared(SQL)?;
+    for (chunk_at, chunk) in moves.chunks(CHUNK).enumerate() {
+        let tickers: Vec<&str> = chunk.iter().map(|(ticker, _)| *ticker).collect();
+        let prices: Vec<f64> = chunk.iter().map(|(_, moved)| moved.price).collect();
+        let previous: Vec<Option<f64>> = chunk.iter().map(|(_, moved)| moved.previous).collect();
+        let params: [&(dyn postgres::types::ToSql + Sync); 4] =
+            [&tickers, &prices, &previous, &seen];
+        let mut rows = connection.client().query_raw(&statement, params)?;
+        while let Some(row) = rows.next()? {
+            let at = chunk_at * CHUNK + row.try_get::<_, i64>(0)? as usize;
+            let alert = super::alerts::alert_row_from(&row, 1)?;
+            if !each(at, alert) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn each_changed_alert(

@@ -471,7 +471,8 @@ ALTER TABLE price_alerts ADD COLUMN expired_at TEXT;
 ALTER TABLE price_alerts ADD COLUMN arming BIGINT NOT NULL DEFAULT 0;
 UPDATE price_alerts SET arming = id;
 CREATE SEQUENCE price_alerts_arming;
-SELECT setval('price_alerts_arming', greatest((SELECT max(id) FROM price_alerts), 1));
+-- The next arming is one past the largest id, as on SQLite.
+SELECT setval('price_alerts_arming', coalesce((SELECT max(id) FROM price_alerts), 0) + 1, false);
 
 -- What changed: the id of the transaction that last inserted, re-armed or
 -- edited an alert (or wrote a quote). See `store::postgres`.

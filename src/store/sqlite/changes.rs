@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::alerts::alert_row;
 use crate::store::alerts::AlertRow;
-use crate::store::changes::{Horizon, Move};
+use crate::store::changes::{Horizon, Move, TickerState};
 
 /// An alert's level, the number its condition compares the price with:
 /// the target for `above`, `below` and the crossings; for the moving-%
@@ -106,6 +106,43 @@ pub fn changed_alert_tickers(
             ValueRef::Integer(integer) => each(&integer.to_string(), change),
             ValueRef::Real(real) => each(&real.to_string(), change),
             ValueRef::Null | ValueRef::Blob(_) => each("", change),
+        }
+    }
+    Ok(())
+}
+
+/// One ticker after another: a statement costs no round trip here.
+pub fn ticker_states(
+    connection: &Connection,
+    tickers: &[(&str, bool)],
+) -> rusqlite::Result<Vec<TickerState>> {
+    tickers
+        .iter()
+        .map(|&(ticker, ask_alerts)| {
+            Ok(TickerState {
+                quote: super::alerts::quote_of(connection, ticker)?,
+                previous: super::alerts::observation(connection, ticker)?,
+                has_alerts: ask_alerts && has_enabled_alerts(connection, ticker)?,
+            })
+        })
+        .collect()
+}
+
+/// One ticker after another (see `each_reachable_alert`).
+pub fn each_reachable_alert_of(
+    connection: &Connection,
+    moves: &[(&str, Move)],
+    seen: i64,
+    mut each: impl FnMut(usize, AlertRow) -> bool,
+) -> rusqlite::Result<()> {
+    for (at, &(ticker, moved)) in moves.iter().enumerate() {
+        let mut open = true;
+        each_reachable_alert(connection, ticker, moved, seen, |alert| {
+            open = each(at, alert);
+            open
+        })?;
+        if !open {
+            break;
         }
     }
     Ok(())
