@@ -146,14 +146,26 @@ fn a_quote_source_answering_with_huge_or_endless_bodies_is_a_failed_fetch() {
 /// Every secret a configuration can hold: in URLs (a password, a token in the
 /// query), in static headers of the webhook and of the quote source, and the
 /// signing secret, inline or in a file.
-const SECRETS: [&str; 6] = [
+const SECRETS: [&str; 7] = [
     "webhook-pass-7f3a",
     "webhook-token-c21d",
     "webhook-header-9e4b",
     "quotes-pass-55d0",
     "quotes-token-a8e6",
     "quotes-header-3b17",
+    "database-pass-1c9e",
 ];
+
+/// Where the database's password goes in a test config.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum DatabasePassword {
+    /// SQLite: none.
+    None,
+    /// PostgreSQL, in the URL.
+    InUrl,
+    /// PostgreSQL, in `database.password_file`.
+    InFile,
+}
 
 #[test]
 fn no_secret_a_config_can_hold_reaches_any_output_at_any_log_level() {
@@ -170,10 +182,17 @@ fn no_secret_a_config_can_hold_reaches_any_output_at_any_log_level() {
         .replace("http://", &format!("http://key:{}@", SECRETS[3]))
         + &format!("?apikey={}", SECRETS[4]);
 
-    for inline in [true, false] {
+    for (inline, password) in [
+        (true, DatabasePassword::None),
+        (false, DatabasePassword::InFile),
+        (true, DatabasePassword::InUrl),
+    ] {
         receiver.fail_with(&[500, 400]);
         source.fail_next(503, None);
-        let db = Db::new();
+        let db = match password {
+            DatabasePassword::None => Db::new(),
+            _ => Db::on(common::Engine::Postgresql),
+        };
         db.add_alert("AAPL", "above", 1.0);
         db.add_alert("MSFT", "above", 1.0);
         source.set("AAPL", 2.0, Duration::from_secs(1));
@@ -185,7 +204,22 @@ fn no_secret_a_config_can_hold_reaches_any_output_at_any_log_level() {
             std::fs::write(&file, format!("whsec_{signing}\n")).unwrap();
             format!("secret_file = \"{}\"", file.display())
         };
-        let text = config_text(&db.path, &webhook_url, "* * * * * *")
+        // The test cluster trusts loopback: the password is never asked for,
+        // and must never be shown either.
+        let database = match password {
+            DatabasePassword::None => db.section(),
+            DatabasePassword::InUrl => db.section().replace(
+                "postgresql://postgres@",
+                &format!("postgresql://postgres:{}@", SECRETS[6]),
+            ),
+            DatabasePassword::InFile => {
+                let file = db.dir.path().join("database.password");
+                std::fs::write(&file, format!("{}\n", SECRETS[6])).unwrap();
+                format!("{}password_file = \"{}\"\n", db.section(), file.display())
+            }
+        };
+        let text = config_text(&db, &webhook_url, "* * * * * *")
+            .replace(&db.section(), &database)
             .replace(
                 "headers = { \"X-EventSource-Event\" = \"price_alert\" }",
                 &format!("headers = {{ \"X-Relay-Key\" = \"{}\" }}\n{signing_key}", SECRETS[2]),
@@ -257,5 +291,12 @@ fn no_secret_a_config_can_hold_reaches_any_output_at_any_log_level() {
             "{}",
             outputs[0].1
         );
+        if password == DatabasePassword::InUrl {
+            assert!(
+                outputs[0].1.contains("postgres:***@127.0.0.1"),
+                "{}",
+                outputs[0].1
+            );
+        }
     }
 }
