@@ -532,7 +532,6 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
     }
 
     systemd::stopping();
-    beating.abort();
     tracing::info!(
         running = running.len(),
         "stopping: no new ticks; letting running jobs finish"
@@ -559,6 +558,9 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
             | Event::Signal(Signal::Reload) => {}
         }
     }
+    // Beating until here: the fire times of the runs that were finishing
+    // stayed this member's.
+    beating.abort();
     let _ = stop_sender.send(Some(Instant::now() + drain_timeout));
     wake.notify_one();
     let totals = deliverer.await.context("the deliverer panicked")?;

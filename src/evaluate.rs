@@ -260,8 +260,9 @@ pub fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
 /// Runs one evaluation tick: it reads what changed since this job's last
 /// tick, not every alert. Blocking: call it from `spawn_blocking` or a plain
 /// thread. Reads run on `workers`, one pooled connection per task; the calling
-/// thread is the only writer, claiming in batches of `claim_batch`, so the
-/// readers never queue on SQLite's write lock.
+/// thread claims in batches of `claim_batch` (with a helper where the engine
+/// runs claims side by side), so the readers never queue on SQLite's write
+/// lock.
 ///
 /// What changed: tickers whose quote was written since the job's watermark
 /// (their alerts the move can reach, through the level index), and alerts
@@ -684,10 +685,13 @@ struct Readers<'a> {
 
 /// Reads and judges the planned tickers' alerts on the rayon pool, the
 /// tickers split between the threads, while the calling thread claims what
-/// they find in batches of `claim_batch`. Readers stream: they hold one row
-/// and at most one chunk of triggers at a time, and the channel to the writer
-/// is bounded, so memory does not follow the number of alerts read. Counts
-/// into `report`; the first error, if any, after every reader finished.
+/// they find in batches of `claim_batch`, handing full batches to helper
+/// claimers where the store has them (`store::Pool::claim_writers`). Readers
+/// stream: they hold one row and at most one chunk of triggers at a time, the
+/// channel to the writer is bounded, and so is the one to the helpers (one
+/// batch each), so memory does not follow the number of alerts read. Counts
+/// into `report`; the first error, if any, after every reader and claimer
+/// finished.
 fn evaluate_and_claim(
     workers: &rayon::ThreadPool,
     readers: &Readers<'_>,
@@ -718,38 +722,138 @@ fn evaluate_and_claim(
     }
     let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(threads * 4);
     let mut first_error: Option<anyhow::Error> = None;
-    workers.in_place_scope(|scope| {
-        for task in tasks {
-            let sender = sender.clone();
-            scope.spawn(move |_| {
-                if let Err(error) = read_and_judge(readers, by_ticker, task, &sender) {
-                    let _ = sender.send(Err(error));
-                }
-            });
-        }
-        drop(sender);
-        let claim_batch = options.evaluator.claim_batch;
-        let mut batch: Vec<Trigger> = Vec::with_capacity(claim_batch.min(TRIGGER_CHUNK * 16));
-        // Keep receiving after an error, so no reader blocks on a full channel.
-        for message in receiver {
-            match message {
-                Ok(triggers) => {
-                    report.matched += triggers.len() as u64;
-                    for trigger in triggers {
-                        batch.push(trigger);
-                        if batch.len() >= claim_batch {
-                            claim(writer, &mut batch, report, &mut first_error);
-                        }
+    // Helpers claim batches beside the calling thread where the engine runs
+    // claims side by side (on disjoint rows: each alert is in one batch).
+    let helpers = readers.pool.claim_writers().saturating_sub(1);
+    let (batches, inbox) = mpsc::sync_channel::<Vec<Trigger>>(helpers.max(1));
+    let inbox = Mutex::new(inbox);
+    let mut tallies: Vec<Tally> = Vec::new();
+    std::thread::scope(|helper_threads| {
+        let helping: Vec<_> = (0..helpers)
+            .map(|_| helper_threads.spawn(|| help_claim(readers.pool, &inbox)))
+            .collect();
+        workers.in_place_scope(|scope| {
+            for task in tasks {
+                let sender = sender.clone();
+                scope.spawn(move |_| {
+                    if let Err(error) = read_and_judge(readers, by_ticker, task, &sender) {
+                        let _ = sender.send(Err(error));
+                    }
+                });
+            }
+            drop(sender);
+            let claim_batch = options.evaluator.claim_batch;
+            let mut batch: Vec<Trigger> = Vec::with_capacity(claim_batch.min(TRIGGER_CHUNK * 16));
+            let mut mine = Tally::default();
+            // A full batch goes to a free helper, else the calling thread
+            // claims it.
+            let mut hand_over = |batch: &mut Vec<Trigger>, mine: &mut Tally| {
+                if helpers > 0 {
+                    match batches.try_send(std::mem::take(batch)) {
+                        Ok(()) => return,
+                        Err(
+                            mpsc::TrySendError::Full(back) | mpsc::TrySendError::Disconnected(back),
+                        ) => *batch = back,
                     }
                 }
-                Err(error) => {
-                    first_error.get_or_insert(error);
+                mine.claim(writer, batch);
+            };
+            // Keep receiving after an error, so no reader blocks on a full channel.
+            for message in receiver {
+                match message {
+                    Ok(triggers) => {
+                        report.matched += triggers.len() as u64;
+                        for trigger in triggers {
+                            batch.push(trigger);
+                            if batch.len() >= claim_batch {
+                                hand_over(&mut batch, &mut mine);
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                    }
                 }
             }
+            mine.claim(writer, &mut batch);
+            tallies.push(mine);
+        });
+        drop(batches);
+        for helper in helping {
+            tallies.push(helper.join().unwrap_or_else(|_| Tally {
+                error: Some(anyhow::anyhow!("a claiming thread panicked")),
+                ..Tally::default()
+            }));
         }
-        claim(writer, &mut batch, report, &mut first_error);
     });
+    for tally in tallies {
+        report.triggered += tally.triggered;
+        report.claim_transactions += tally.transactions;
+        report.claim_duration += tally.duration;
+        if let Some(error) = tally.error {
+            first_error.get_or_insert(error);
+        }
+    }
     first_error.map_or(Ok(()), Err)
+}
+
+/// What one claiming thread did.
+#[derive(Default)]
+struct Tally {
+    triggered: u64,
+    transactions: u64,
+    duration: Duration,
+    error: Option<anyhow::Error>,
+}
+
+impl Tally {
+    /// Claims one batch in one transaction and empties it.
+    fn claim(&mut self, writer: &mut store::Connection, batch: &mut Vec<Trigger>) {
+        if batch.is_empty() {
+            return;
+        }
+        let claimed_at = Utc::now();
+        let claim_started = Instant::now();
+        let claimed = alerts::claim(writer, batch, claimed_at, claimed_at.timestamp_millis());
+        self.duration += claim_started.elapsed();
+        match claimed {
+            Ok(claimed) => {
+                self.triggered += claimed as u64;
+                self.transactions += 1;
+            }
+            Err(error) => {
+                self.error
+                    .get_or_insert(anyhow::Error::new(error).context("claiming triggered alerts"));
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// A helper claimer: claims the batches handed to it until there are no
+/// more. One that cannot claim still takes its batches, so that the tick
+/// fails (and nothing is taken for done) instead of leaving them unclaimed.
+fn help_claim(pool: &Pool, inbox: &Mutex<mpsc::Receiver<Vec<Trigger>>>) -> Tally {
+    let mut tally = Tally::default();
+    let mut writer = match pool.get() {
+        Ok(writer) => Some(writer),
+        Err(error) => {
+            tally.error = Some(error.context("taking a connection to claim with"));
+            None
+        }
+    };
+    loop {
+        let next = inbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .recv();
+        let Ok(mut batch) = next else {
+            return tally;
+        };
+        if let Some(writer) = writer.as_mut() {
+            tally.claim(writer, &mut batch);
+        }
+    }
 }
 
 /// A plan's work by ticker, without a map: the plan's two parts (moved
@@ -769,33 +873,6 @@ impl<'a> ByTicker<'a> {
                 .map(|at| &part[at])
         })
     }
-}
-
-/// Claims one batch in one transaction (the writer's only work) and empties it.
-fn claim(
-    writer: &mut store::Connection,
-    batch: &mut Vec<Trigger>,
-    report: &mut TickReport,
-    first_error: &mut Option<anyhow::Error>,
-) {
-    if batch.is_empty() {
-        return;
-    }
-    let claimed_at = Utc::now();
-    let claim_started = Instant::now();
-    let claimed = alerts::claim(writer, batch, claimed_at, claimed_at.timestamp_millis());
-    report.claim_duration += claim_started.elapsed();
-    match claimed {
-        Ok(claimed) => {
-            report.triggered += claimed as u64;
-            report.claim_transactions += 1;
-        }
-        Err(error) => {
-            first_error
-                .get_or_insert(anyhow::Error::new(error).context("claiming triggered alerts"));
-        }
-    }
-    batch.clear();
 }
 
 /// After every claim committed, in one transaction: the evaluated prices

@@ -83,9 +83,13 @@ fn three_daemons_share_each_fire_time_survive_sigkills_and_deliver_every_alert_o
         assert!(Instant::now() < deadline, "not everything was delivered");
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Let every member see its last fires finish, then stop them.
-    std::thread::sleep(Duration::from_secs(2));
-    drop(members);
+    // Stop the members as systemd would: each lets its running tick finish.
+    for member in &members {
+        member.signal("TERM");
+    }
+    for member in &mut members {
+        assert_eq!(member.wait_exit(), Some(0));
+    }
 
     // One event per alert, all delivered; every copy that reached the
     // receiver carries its alert's one id.
@@ -115,10 +119,15 @@ fn three_daemons_share_each_fire_time_survive_sigkills_and_deliver_every_alert_o
 
     // Each fire time was started by one member, unless the member holding it
     // was killed (then once more by the member that took it over); none is
-    // left held. The work was shared, not done three times.
+    // left held but by a killed member (its lease runs out by itself). The
+    // work was shared, not done three times.
     let fires = db.scalar("SELECT count(*) FROM job_fires");
     let repeated = db.scalar("SELECT count(*) FROM job_fires WHERE runs > 1");
-    let held = db.scalar("SELECT count(*) FROM job_fires WHERE state = 'running'");
+    let held: Vec<String> = db
+        .texts("SELECT member FROM job_fires WHERE state = 'running'")
+        .into_iter()
+        .filter(|member| !killed.contains(&pid_of(member)))
+        .collect();
     let runners = db.texts("SELECT DISTINCT member FROM job_fires");
     eprintln!(
         "{fires} fire times, {repeated} started twice, by {} members; {} kills",
@@ -131,7 +140,10 @@ fn three_daemons_share_each_fire_time_survive_sigkills_and_deliver_every_alert_o
         "{repeated} fire times started twice, {} kills",
         killed.len()
     );
-    assert_eq!(held, 0, "fire times still held after every member stopped");
+    assert!(
+        held.is_empty(),
+        "fire times still held by members that stopped: {held:?}"
+    );
     assert!(
         runners.len() > 1,
         "one member did all the work: {runners:?}"

@@ -99,6 +99,32 @@ pub fn members(connection: &mut Connection) -> Result<Vec<Member>> {
     super::engine!(connection, cluster::members())
 }
 
+/// The tables, the same on both engines: times in unix milliseconds, by
+/// the database's clock.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE cluster_members (
+    member TEXT PRIMARY KEY,           -- Me::member
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    version TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    heartbeat_at BIGINT NOT NULL
+);
+CREATE TABLE job_fires (
+    job TEXT NOT NULL,
+    fire_time BIGINT NOT NULL,         -- the instant the schedule gave
+    state TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed', 'superseded')),
+    member TEXT NOT NULL,              -- who holds, or held, it
+    lease_until BIGINT NOT NULL,
+    runs INTEGER NOT NULL DEFAULT 1,   -- members that started it: more than 1 after a takeover
+    started_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    PRIMARY KEY (job, fire_time)
+);
+CREATE INDEX job_fires_held ON job_fires (lease_until) WHERE state = 'running';
+CREATE INDEX job_fires_time ON job_fires (fire_time);
+";
+
 /// How long fires and members are remembered.
 pub(super) const MEMORY_MS: i64 = 24 * 3600 * 1000;
 

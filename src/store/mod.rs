@@ -1,9 +1,10 @@
 //! The store: the only module tree that knows SQL, and the only one that
 //! knows which engine it talks to. Callers hold a [`Pool`] and
 //! [`Connection`]s and call the functions of `alerts` (the claim), `changes`
-//! (what a tick reads), `outbox` (the delivery queue) and `runs`; each of
-//! those runs its engine's statements. `sqlite` opens and migrates the
-//! embedded default.
+//! (what a tick reads), `outbox` (the delivery queue), `runs` and `cluster`
+//! (daemons sharing the database); each hands the call to its engine's
+//! version, in `sqlite` (the embedded default) or `postgresql`, which also
+//! open, migrate and check their databases.
 
 pub mod alerts;
 pub mod changes;
@@ -21,7 +22,8 @@ use crate::config::{self, DatabaseConfig};
 /// that the CLI can answer with the matching sysexits code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unusable {
-    /// Not an SQLite database, or one a newer version migrated (EX_DATAERR).
+    /// Not an SQLite database, a URL the client cannot use, or a database a
+    /// newer version migrated (EX_DATAERR).
     Data,
     /// There is no database (EX_NOINPUT).
     Missing,
@@ -128,6 +130,17 @@ impl Drop for Listener {
 }
 
 impl Pool {
+    /// How many claims of disjoint batches may usefully run at once: one on
+    /// SQLite, which writes one transaction at a time; more on PostgreSQL,
+    /// which locks rows and runs each on a server process of its own (the
+    /// pool holds a connection for each).
+    pub fn claim_writers(&self) -> usize {
+        match &self.0 {
+            PoolOf::Sqlite(_) => 1,
+            PoolOf::Postgres(_) => postgresql::CLAIM_WRITERS,
+        }
+    }
+
     /// Calls `wake` whenever any process sharing the database queues events
     /// (see [`Listener`]).
     pub fn on_new_events(

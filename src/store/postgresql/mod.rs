@@ -251,6 +251,11 @@ fn client_tls(config: &PostgresConfig) -> anyhow::Result<rustls::ClientConfig> {
     Ok(tls)
 }
 
+/// Claims that run side by side in a tick (`store::Pool::claim_writers`):
+/// each batch's work is the server's, and two keep both of a small host's
+/// cores busy.
+pub const CLAIM_WRITERS: usize = 2;
+
 /// How long taking a connection from the pool may wait.
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
@@ -267,6 +272,8 @@ pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyho
     migrate(first.client())
         .map_err(|error| failure_of(error, format!("migrating {}", config.display)))?;
     drop(first);
+    // One more connection for each claim writer beside the tick's own.
+    let size = size + CLAIM_WRITERS as u32 - 1;
     let pool = r2d2::Pool::builder()
         .max_size(size)
         .min_idle(Some(size))
@@ -417,7 +424,11 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
     let mut transaction = client.transaction()?;
     let version = schema_version(&mut transaction)?;
     if version < 1 {
-        transaction.batch_execute(&MIGRATION_1.replace("{level}", changes::LEVEL))?;
+        transaction.batch_execute(
+            &MIGRATION_1
+                .replace("{level}", changes::LEVEL)
+                .replace("{cluster}", crate::store::cluster::SCHEMA),
+        )?;
     }
     if version < SCHEMA_VERSION {
         transaction.execute(
@@ -562,29 +573,7 @@ CREATE TABLE job_runs (
     last_success_at TEXT,
     member TEXT                        -- who ran it (store::cluster::Me)
 );
--- Daemons sharing the database, and who does each fire time's work
--- (store::cluster). Times are the server's clock, in unix milliseconds.
-CREATE TABLE cluster_members (
-    member TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid BIGINT NOT NULL,
-    version TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    heartbeat_at BIGINT NOT NULL
-);
-CREATE TABLE job_fires (
-    job TEXT NOT NULL,
-    fire_time BIGINT NOT NULL,         -- the instant the schedule gave
-    state TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed', 'superseded')),
-    member TEXT NOT NULL,              -- who holds, or held, it
-    lease_until BIGINT NOT NULL,
-    runs INTEGER NOT NULL DEFAULT 1,   -- members that started it: more than 1 after a takeover
-    started_at BIGINT NOT NULL,
-    finished_at BIGINT,
-    PRIMARY KEY (job, fire_time)
-);
-CREATE INDEX job_fires_held ON job_fires (lease_until) WHERE state = 'running';
-CREATE INDEX job_fires_time ON job_fires (fire_time);
+{cluster}
 CREATE TABLE job_watermarks (
     job TEXT PRIMARY KEY,
     change_seq BIGINT NOT NULL,

@@ -171,6 +171,7 @@ pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     }
     if version < 7 {
         transaction.execute_batch(MIGRATION_7)?;
+        transaction.execute_batch(crate::store::cluster::SCHEMA)?;
     }
     if version < SCHEMA_VERSION {
         transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -365,30 +366,7 @@ END;
 
 /// Daemons sharing the database, and who does each fire time's work
 /// (`store::cluster`); who ran each job last. Times in unix milliseconds.
-const MIGRATION_7: &str = r#"
-ALTER TABLE job_runs ADD COLUMN member TEXT;
-CREATE TABLE cluster_members (
-    member TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    version TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    heartbeat_at INTEGER NOT NULL
-);
-CREATE TABLE job_fires (
-    job TEXT NOT NULL,
-    fire_time INTEGER NOT NULL,        -- the instant the schedule gave
-    state TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed', 'superseded')),
-    member TEXT NOT NULL,              -- who holds, or held, it
-    lease_until INTEGER NOT NULL,
-    runs INTEGER NOT NULL DEFAULT 1,   -- members that started it: more than 1 after a takeover
-    started_at INTEGER NOT NULL,
-    finished_at INTEGER,
-    PRIMARY KEY (job, fire_time)
-);
-CREATE INDEX job_fires_held ON job_fires (lease_until) WHERE state = 'running';
-CREATE INDEX job_fires_time ON job_fires (fire_time);
-"#;
+const MIGRATION_7: &str = "ALTER TABLE job_runs ADD COLUMN member TEXT;";
 
 /// The id this database got at its first migration (see `MIGRATION_4`).
 pub fn installation_id(connection: &Connection) -> rusqlite::Result<String> {
