@@ -528,14 +528,16 @@ fn writable_folder(folder: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn config(dir: &Path) -> (std::path::PathBuf, Duration) {
-        (dir.join("sub/alerts.db"), Duration::from_secs(5))
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn path(dir: &Path) -> std::path::PathBuf {
+        dir.join("sub/alerts.db")
     }
 
     #[test]
     fn a_missing_database_is_created_in_wal_mode_and_migrated() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = open(&config(dir.path()).0, config(dir.path()).1, 2).unwrap();
+        let pool = open(&path(dir.path()), TIMEOUT, 2).unwrap();
         let connection = pool.get().unwrap();
         let mode: String = connection
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))
@@ -548,7 +550,7 @@ mod tests {
         let installation = installation_id(&connection).unwrap();
         drop(connection);
         // Opening again is a no-op migration: the same installation.
-        let pool = open(&config(dir.path()).0, config(dir.path()).1, 2).unwrap();
+        let pool = open(&path(dir.path()), TIMEOUT, 2).unwrap();
         assert_eq!(installation_id(&pool.get().unwrap()).unwrap(), installation);
     }
 
@@ -557,7 +559,7 @@ mod tests {
         let ids: std::collections::HashSet<String> = (0..20)
             .map(|_| {
                 let dir = tempfile::tempdir().unwrap();
-                let pool = open(&config(dir.path()).0, config(dir.path()).1, 1).unwrap();
+                let pool = open(&path(dir.path()), TIMEOUT, 1).unwrap();
                 installation_id(&pool.get().unwrap()).unwrap()
             })
             .collect();
@@ -572,9 +574,9 @@ mod tests {
     #[test]
     fn an_application_database_keeps_its_rows_and_gains_armings() {
         let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path());
-        std::fs::create_dir_all(config.0.parent().unwrap()).unwrap();
-        let app = Connection::open(&config.0).unwrap();
+        let path = path(dir.path());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let app = Connection::open(&path).unwrap();
         app.execute_batch(
             "CREATE TABLE price_alerts (id INTEGER PRIMARY KEY, ticker TEXT NOT NULL, condition TEXT NOT NULL,
                  target_price REAL NOT NULL, reference_price REAL, enabled INTEGER NOT NULL DEFAULT 1,
@@ -585,7 +587,7 @@ mod tests {
         )
         .unwrap();
         drop(app);
-        let pool = open(&config.0, config.1, 2).unwrap();
+        let pool = open(&path, TIMEOUT, 2).unwrap();
         let connection = pool.get().unwrap();
         connection
             .execute(
@@ -606,7 +608,7 @@ mod tests {
     #[test]
     fn re_enabling_or_reinserting_takes_a_new_arming() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = open(&config(dir.path()).0, config(dir.path()).1, 2).unwrap();
+        let pool = open(&path(dir.path()), TIMEOUT, 2).unwrap();
         let connection = pool.get().unwrap();
         let arming = || -> i64 {
             connection
