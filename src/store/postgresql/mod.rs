@@ -259,16 +259,48 @@ pub const CLAIM_WRITERS: usize = 2;
 /// How long taking a connection from the pool may wait.
 const POOL_WAIT: Duration = Duration::from_secs(5);
 
-/// Connects, migrates, and builds a pool of `size` connections.
-pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyhow::Result<Pool> {
+/// The oldest server this daemon runs on: 13 brought `pg_current_xact_id()`
+/// and the snapshot functions change numbers rest on, and a built-in
+/// `gen_random_uuid()`.
+const OLDEST_SERVER: i32 = 130_000;
+
+/// A first connection: the server is one this daemon runs on, and its
+/// database is at a schema version this build knows. Returns it with that
+/// version (0: never migrated).
+fn first_connection(
+    config: &PostgresConfig,
+    lock_timeout: Duration,
+) -> anyhow::Result<(Manager, Connection, i32)> {
     let manager = manager(config, lock_timeout)?;
-    let mut first = r2d2::ManageConnection::connect(&manager)
+    let mut connection = r2d2::ManageConnection::connect(&manager)
         .map_err(|error| unreachable_database(config, error))?;
-    let version = schema_version(first.client())
+    let server: i32 = connection
+        .client()
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .and_then(|row| row.try_get(0))
+        .map_err(|error| failure_of(error, "reading the server's version".into()))?;
+    if server < OLDEST_SERVER {
+        return Err(failure(
+            Unusable::Data,
+            format!(
+                "{} runs PostgreSQL {}.{}; price-alertd needs 13 or later",
+                config.display,
+                server / 10_000,
+                server % 10_000 / 100
+            ),
+        ));
+    }
+    let version = schema_version(connection.client())
         .map_err(|error| failure_of(error, "reading the schema version".into()))?;
     if version > SCHEMA_VERSION {
         return Err(newer(config, version));
     }
+    Ok((manager, connection, version))
+}
+
+/// Connects, migrates, and builds a pool of `size` connections.
+pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyhow::Result<Pool> {
+    let (manager, mut first, _) = first_connection(config, lock_timeout)?;
     migrate(first.client())
         .map_err(|error| failure_of(error, format!("migrating {}", config.display)))?;
     drop(first);
@@ -304,14 +336,7 @@ pub fn connect(
     lock_timeout: Duration,
     migrate_it: bool,
 ) -> anyhow::Result<Connection> {
-    let manager = manager(config, lock_timeout)?;
-    let mut connection = r2d2::ManageConnection::connect(&manager)
-        .map_err(|error| unreachable_database(config, error))?;
-    let version = schema_version(connection.client())
-        .map_err(|error| failure_of(error, "reading the schema version".into()))?;
-    if version > SCHEMA_VERSION {
-        return Err(newer(config, version));
-    }
+    let (_, mut connection, version) = first_connection(config, lock_timeout)?;
     if migrate_it {
         migrate(connection.client())
             .map_err(|error| failure_of(error, format!("migrating {}", config.display)))?;
@@ -331,19 +356,12 @@ pub fn connect(
 /// Checks, without changing anything, that the daemon can use the database:
 /// reachable, logged in, at this version or an older one, and writable.
 pub fn check(config: &PostgresConfig, lock_timeout: Duration) -> anyhow::Result<String> {
-    let manager = manager(config, lock_timeout)?;
-    let mut connection = r2d2::ManageConnection::connect(&manager)
-        .map_err(|error| unreachable_database(config, error))?;
+    let (_, mut connection, version) = first_connection(config, lock_timeout)?;
     let client = connection.client();
     let server: String = client
         .query_one("SHOW server_version", &[])
         .and_then(|row| row.try_get(0))
         .map_err(|error| failure_of(error, "reading the server's version".into()))?;
-    let version = schema_version(client)
-        .map_err(|error| failure_of(error, "reading the schema version".into()))?;
-    if version > SCHEMA_VERSION {
-        return Err(newer(config, version));
-    }
     let writable: bool = client
         .query_one(
             "SELECT NOT pg_is_in_recovery() AND has_database_privilege(current_database(), 'CREATE')",
