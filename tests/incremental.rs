@@ -134,29 +134,15 @@ struct State {
     observations: BTreeMap<String, (String, String)>,
 }
 
-fn integer(value: &Param) -> i64 {
-    match value {
-        Param::Int(value) => *value,
-        other => panic!("not an integer: {other:?}"),
-    }
-}
-
-fn text(value: &Param) -> String {
-    match value {
-        Param::Text(value) => value.clone(),
-        other => panic!("not a text: {other:?}"),
-    }
-}
-
 fn state(db: &Db) -> State {
     let enabled = db
         .rows("SELECT id, enabled FROM price_alerts")
         .iter()
-        .map(|row| (integer(&row[0]), integer(&row[1]) == 1))
+        .map(|row| (row[0].integer(), row[1].integer() == 1))
         .collect();
     let mut events = BTreeSet::new();
     for row in db.rows("SELECT alert_id, event_id FROM outbox") {
-        let (alert, id) = (integer(&row[0]), text(&row[1]));
+        let (alert, id) = (row[0].integer(), row[1].text());
         let arming = id.rsplit('_').next().unwrap().to_owned();
         assert!(
             events.insert((alert, arming.clone())),
@@ -172,7 +158,7 @@ fn state(db: &Db) -> State {
                 Param::Int(price) => price as f64,
                 ref other => panic!("not a price: {other:?}"),
             };
-            (text(&row[0]), (format!("{price:.6}"), text(&row[2])))
+            (row[0].text(), (format!("{price:.6}"), row[2].text()))
         })
         .collect();
     State {

@@ -73,6 +73,55 @@ pub enum Filter {
     Dead,
 }
 
+/// Settled outcomes as the engines record them: per lease, the rows
+/// delivered and the rows released (each in row order), one set-based
+/// statement each; retries and dead letters one row at a time.
+pub(super) struct Recording<'a> {
+    /// `(lease_until, delivered, released)`, by lease.
+    pub by_lease: Vec<(i64, Vec<i64>, Vec<i64>)>,
+    /// `(row_id, lease_until, next_attempt_at, error)`.
+    pub retries: Vec<(i64, i64, i64, &'a str)>,
+    /// `(row_id, lease_until, error)`.
+    pub dead: Vec<(i64, i64, &'a str)>,
+}
+
+impl<'a> Recording<'a> {
+    pub(super) fn of(settled: &'a [Settled]) -> Recording<'a> {
+        let mut by_lease: std::collections::BTreeMap<i64, (Vec<i64>, Vec<i64>)> =
+            Default::default();
+        let (mut retries, mut dead) = (Vec::new(), Vec::new());
+        for Settled {
+            row_id,
+            lease_until,
+            outcome,
+        } in settled
+        {
+            match outcome {
+                Outcome::Delivered => by_lease.entry(*lease_until).or_default().0.push(*row_id),
+                Outcome::Released => by_lease.entry(*lease_until).or_default().1.push(*row_id),
+                Outcome::Retry {
+                    next_attempt_at,
+                    error,
+                } => retries.push((*row_id, *lease_until, *next_attempt_at, error.as_str())),
+                Outcome::Dead { error } => dead.push((*row_id, *lease_until, error.as_str())),
+            }
+        }
+        Recording {
+            // Rows in one order, so that two deliverers never deadlock.
+            by_lease: by_lease
+                .into_iter()
+                .map(|(lease_until, (mut delivered, mut released))| {
+                    delivered.sort_unstable();
+                    released.sort_unstable();
+                    (lease_until, delivered, released)
+                })
+                .collect(),
+            retries,
+            dead,
+        }
+    }
+}
+
 /// One round trip of a deliverer to the outbox, in one transaction: records
 /// `settled` (each only while its lease is still `owner`'s), then leases up to
 /// `want.limit` due rows to `owner`, in queue order. A lease that expired

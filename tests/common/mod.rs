@@ -118,6 +118,24 @@ macro_rules! values {
 }
 
 impl Param {
+    /// As an integer (an integer column, or a boolean as 0 or 1).
+    pub fn integer(&self) -> i64 {
+        match self {
+            Param::Int(value) => *value,
+            other => panic!("not an integer: {other:?}"),
+        }
+    }
+
+    /// As text: NULL is "NULL".
+    pub fn text(&self) -> String {
+        match self {
+            Param::Text(value) => value.clone(),
+            Param::Int(value) => value.to_string(),
+            Param::Real(value) => value.to_string(),
+            Param::Null => "NULL".to_owned(),
+        }
+    }
+
     fn sqlite(&self) -> rusqlite::types::Value {
         use rusqlite::types::Value;
         match self {
@@ -150,20 +168,6 @@ impl Param {
             (Param::Real(value), _) => Box::new(*value),
             (Param::Text(value), _) => Box::new(value.clone()),
         }
-    }
-}
-
-/// Reads one column of a PostgreSQL row as an i64, whatever its integer (or
-/// boolean) type; NULL as 0.
-fn postgres_integer(row: &postgres::Row, column: usize) -> i64 {
-    use postgres::types::Type;
-    let kind = row.columns()[column].type_().clone();
-    match kind {
-        Type::INT2 => row.get::<_, Option<i16>>(column).unwrap_or(0).into(),
-        Type::INT4 => row.get::<_, Option<i32>>(column).unwrap_or(0).into(),
-        Type::BOOL => row.get::<_, Option<bool>>(column).unwrap_or(false).into(),
-        Type::FLOAT8 => row.get::<_, Option<f64>>(column).unwrap_or(0.0) as i64,
-        _ => row.get::<_, Option<i64>>(column).unwrap_or(0),
     }
 }
 
@@ -370,56 +374,28 @@ impl Db {
 
     /// The first column of the first row, as an integer.
     pub fn scalar(&self, sql: &str) -> i64 {
-        match self.engine {
-            Engine::Sqlite => self.app().query_row(sql, [], |row| row.get(0)).unwrap(),
-            Engine::Postgresql => {
-                postgres_integer(&self.postgres_app().query_one(sql, &[]).unwrap(), 0)
-            }
-        }
+        self.rows(sql)
+            .first()
+            .unwrap_or_else(|| panic!("no row from {sql}"))[0]
+            .integer()
     }
 
     /// The first column of every row, as integers.
     pub fn ids(&self, sql: &str) -> Vec<i64> {
-        match self.engine {
-            Engine::Sqlite => {
-                let app = self.app();
-                let mut statement = app.prepare(sql).unwrap();
-                statement
-                    .query_map([], |row| row.get(0))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap()
-            }
-            Engine::Postgresql => self
-                .postgres_app()
-                .query(sql, &[])
-                .unwrap()
-                .iter()
-                .map(|row| postgres_integer(row, 0))
-                .collect(),
-        }
+        self.rows(sql).iter().map(|row| row[0].integer()).collect()
     }
 
     /// The first two columns of every row, as text and an integer.
     pub fn texts_and_ids(&self, sql: &str) -> Vec<(String, i64)> {
-        match self.engine {
-            Engine::Sqlite => {
-                let app = self.app();
-                let mut statement = app.prepare(sql).unwrap();
-                statement
-                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap()
-            }
-            Engine::Postgresql => self
-                .postgres_app()
-                .query(sql, &[])
-                .unwrap()
-                .iter()
-                .map(|row| (row.get(0), postgres_integer(row, 1)))
-                .collect(),
-        }
+        self.rows(sql)
+            .iter()
+            .map(|row| (row[0].text(), row[1].integer()))
+            .collect()
+    }
+
+    /// The first column of every row, as text (NULL as "NULL").
+    pub fn texts(&self, sql: &str) -> Vec<String> {
+        self.rows(sql).iter().map(|row| row[0].text()).collect()
     }
 
     /// Every row `sql` returns, each column as a [`Param`] (integers,
@@ -477,35 +453,6 @@ impl Db {
                                 .map_or(Param::Null, Param::Text),
                         })
                         .collect()
-                })
-                .collect(),
-        }
-    }
-
-    /// The first column of every row, as text (NULL as "NULL").
-    pub fn texts(&self, sql: &str) -> Vec<String> {
-        match self.engine {
-            Engine::Sqlite => {
-                let app = self.app();
-                let mut statement = app.prepare(sql).unwrap();
-                statement
-                    .query_map([], |row| {
-                        Ok(row
-                            .get::<_, Option<String>>(0)?
-                            .unwrap_or_else(|| "NULL".to_owned()))
-                    })
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap()
-            }
-            Engine::Postgresql => self
-                .postgres_app()
-                .query(sql, &[])
-                .unwrap()
-                .iter()
-                .map(|row| {
-                    row.get::<_, Option<String>>(0)
-                        .unwrap_or_else(|| "NULL".to_owned())
                 })
                 .collect(),
         }

@@ -4,7 +4,7 @@
 //! out of the due range (and brings it back, due, if its holder dies).
 
 use super::Connection;
-use crate::store::outbox::{Entry, Filter, Leased, Outcome, Settled, Want};
+use crate::store::outbox::{Entry, Filter, Leased, Recording, Settled, Want};
 
 type Result<T> = std::result::Result<T, postgres::Error>;
 
@@ -98,38 +98,21 @@ fn record(
     settled: &[Settled],
     now: &str,
 ) -> Result<()> {
-    let mut by_lease: std::collections::BTreeMap<i64, [Vec<i64>; 2]> = Default::default();
-    for Settled {
-        row_id,
-        lease_until,
-        outcome,
-    } in settled
-    {
-        match outcome {
-            Outcome::Delivered => by_lease.entry(*lease_until).or_default()[0].push(*row_id),
-            Outcome::Released => by_lease.entry(*lease_until).or_default()[1].push(*row_id),
-            Outcome::Retry {
-                next_attempt_at,
-                error,
-            } => {
-                transaction.execute(
-                    &statements.retry,
-                    &[next_attempt_at, error, row_id, &owner, lease_until],
-                )?;
-            }
-            Outcome::Dead { error } => {
-                transaction.execute(
-                    &statements.dead,
-                    &[&now, error, row_id, &owner, lease_until],
-                )?;
-            }
-        }
+    let recording = Recording::of(settled);
+    for (row_id, lease_until, next_attempt_at, error) in recording.retries {
+        transaction.execute(
+            &statements.retry,
+            &[&next_attempt_at, &error, &row_id, &owner, &lease_until],
+        )?;
+    }
+    for (row_id, lease_until, error) in recording.dead {
+        transaction.execute(
+            &statements.dead,
+            &[&now, &error, &row_id, &owner, &lease_until],
+        )?;
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
-    for (lease_until, [mut delivered, mut released]) in by_lease {
-        // Rows in one order, so two deliverers' statements never deadlock.
-        delivered.sort_unstable();
-        released.sort_unstable();
+    for (lease_until, delivered, released) in recording.by_lease {
         if !delivered.is_empty() {
             transaction.execute(
                 &statements.delivered,

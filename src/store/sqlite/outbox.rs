@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
-use crate::store::outbox::{Entry, Filter, Leased, Outcome, Settled, Want};
+use crate::store::outbox::{Entry, Filter, Leased, Recording, Settled, Want};
 
 /// One round trip of a deliverer to the outbox, in one transaction: records
 /// `settled` (each only while its lease is still `owner`'s), then leases up to
@@ -63,41 +63,26 @@ fn record(
     settled: &[Settled],
     now: &str,
 ) -> rusqlite::Result<()> {
-    // Row ids by lease, for the set-based statements: [delivered, released].
-    let mut by_lease: std::collections::BTreeMap<i64, [Vec<i64>; 2]> = Default::default();
-    for Settled {
-        row_id,
-        lease_until,
-        outcome,
-    } in settled
-    {
-        match outcome {
-            Outcome::Delivered => by_lease.entry(*lease_until).or_default()[0].push(*row_id),
-            Outcome::Released => by_lease.entry(*lease_until).or_default()[1].push(*row_id),
-            Outcome::Retry {
-                next_attempt_at,
-                error,
-            } => {
-                connection
-                    .prepare_cached(
-                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?1, last_error = ?2,
-                             lease_owner = NULL, lease_until = NULL
-                         WHERE id = ?3 AND lease_owner = ?4 AND lease_until = ?5",
-                    )?
-                    .execute(params![next_attempt_at, error, row_id, owner, lease_until])?;
-            }
-            Outcome::Dead { error } => {
-                connection
-                    .prepare_cached(
-                        "UPDATE outbox SET state = 'dead', dead_at = ?1, attempts = attempts + 1, last_error = ?2,
-                             lease_owner = NULL, lease_until = NULL
-                         WHERE id = ?3 AND lease_owner = ?4 AND lease_until = ?5",
-                    )?
-                    .execute(params![now, error, row_id, owner, lease_until])?;
-            }
-        }
+    let recording = Recording::of(settled);
+    for (row_id, lease_until, next_attempt_at, error) in recording.retries {
+        connection
+            .prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?1, last_error = ?2,
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE id = ?3 AND lease_owner = ?4 AND lease_until = ?5",
+            )?
+            .execute(params![next_attempt_at, error, row_id, owner, lease_until])?;
     }
-    for (lease_until, [delivered, released]) in by_lease {
+    for (row_id, lease_until, error) in recording.dead {
+        connection
+            .prepare_cached(
+                "UPDATE outbox SET state = 'dead', dead_at = ?1, attempts = attempts + 1, last_error = ?2,
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE id = ?3 AND lease_owner = ?4 AND lease_until = ?5",
+            )?
+            .execute(params![now, error, row_id, owner, lease_until])?;
+    }
+    for (lease_until, delivered, released) in recording.by_lease {
         if !delivered.is_empty() {
             connection
                 .prepare_cached(
