@@ -237,7 +237,25 @@ fn die_quietly_when_the_reader_leaves() {
     }
 }
 
+/// Caps glibc's malloc at two arenas. By default it gives each thread that
+/// allocates at once an arena of its own (up to 8 per core), and each keeps
+/// the memory it freed: the ten readers of a large tick left about 8 MB more
+/// resident than they use (10M alerts, every ticker moved: 72 MB peak RSS
+/// against 64 MB with two arenas, and no slower; `cargo bench --bench tick`).
+/// `MALLOC_ARENA_MAX` in the environment still decides when set.
+fn cap_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: a malloc parameter set at the start of main, before any
+        // thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    cap_malloc_arenas();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Run) {
         die_quietly_when_the_reader_leaves();
