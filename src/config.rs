@@ -182,7 +182,10 @@ pub struct EvaluatorConfig {
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    pub url: Url,
+    pub url: WebhookUrl,
+    /// With `{user_id}` in `url`: where the events of alerts without a
+    /// user_id go; unset, they become dead letters that say why.
+    pub url_without_user_id: Option<Url>,
     /// Standard Webhooks signing secrets; the first signs, all are sent during rotation.
     pub secrets: Vec<Secret>,
     /// Static headers sent with every event.
@@ -195,6 +198,73 @@ pub struct WebhookConfig {
     pub retry_schedule: Vec<Duration>,
     /// How long a stop, or `run-job`, keeps delivering before it gives up.
     pub drain_timeout: Duration,
+}
+
+/// `webhook.url`: one URL for every event, or a template in which
+/// `{user_id}` stands for one path segment, the alert's `user_id`
+/// percent-encoded, so that a relay publishes each event to its user's channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUrl {
+    /// The URL; a template's has [`USER_ID_PROBE`] where `{user_id}` stands.
+    url: Url,
+    per_user: bool,
+}
+
+/// What `{user_id}` is replaced by while a template is parsed and kept: a
+/// segment no user id percent-encodes to (the braces would be encoded).
+const USER_ID_PROBE: &str = "{user_id}";
+/// The placeholder as it appears once the URL is parsed.
+const USER_ID_PARSED: &str = "%7Buser_id%7D";
+
+/// Characters a user id keeps as they are in its path segment: RFC 3986's
+/// unreserved ones; everything else is percent-encoded, `/` included.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+impl WebhookUrl {
+    /// One URL for every event.
+    pub fn fixed(url: Url) -> WebhookUrl {
+        WebhookUrl {
+            url,
+            per_user: false,
+        }
+    }
+
+    /// Whether `{user_id}` routes each event to its user's URL.
+    pub fn per_user(&self) -> bool {
+        self.per_user
+    }
+
+    /// The URL, a template's with its placeholder (`%7Buser_id%7D`): for its
+    /// scheme, host and credentials.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The URL as it may be shown, `{user_id}` included (see [`display_url`]).
+    pub fn display(&self) -> String {
+        display_url(&self.url).replace(USER_ID_PARSED, USER_ID_PROBE)
+    }
+
+    /// The URL text of `user_id`'s events: the template with its segment;
+    /// the URL itself if it has none. A user id that cannot be one segment
+    /// (empty, `.` or `..`, which a server would resolve as a path step)
+    /// is refused with why.
+    pub fn for_user(&self, url_text: &str, user_id: &str) -> Result<String, String> {
+        if !self.per_user {
+            return Ok(url_text.to_owned());
+        }
+        if matches!(user_id, "" | "." | "..") {
+            return Err(format!(
+                "the alert's user_id {user_id:?} cannot be a path segment of webhook.url"
+            ));
+        }
+        let segment = percent_encoding::utf8_percent_encode(user_id, SEGMENT).to_string();
+        Ok(url_text.replacen(USER_ID_PARSED, &segment, 1))
+    }
 }
 
 /// A URL as it may be shown (check-config, logs): a password, or a query
@@ -539,6 +609,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Webhook {
         pub url: Option<Spanned<String>>,
+        pub url_without_user_id: Option<Spanned<String>>,
         pub secret: Option<Spanned<String>>,
         pub secret_file: Option<Spanned<String>>,
         #[serde(default)]
@@ -921,12 +992,25 @@ fn webhook(
             );
             None
         }
-        Some(url) => http_url(url, "webhook.url", report),
+        Some(url) => webhook_url(url, report),
     };
     let headers = header_list(&webhook.headers, "webhook.headers", report);
     if let Some(url) = &url {
-        one_source_of_credentials(url, &headers, "webhook", &webhook.headers, report);
+        one_source_of_credentials(url.url(), &headers, "webhook", &webhook.headers, report);
     }
+    let url_without_user_id = webhook.url_without_user_id.as_ref().and_then(|fallback| {
+        if url.as_ref().is_some_and(|url| !url.per_user()) {
+            report(
+                "webhook.url_without_user_id",
+                fallback.span(),
+                "is for a webhook.url with {user_id}; this one sends every event to one URL"
+                    .to_owned(),
+            );
+        }
+        let parsed = http_url(fallback, "webhook.url_without_user_id", report)?;
+        one_source_of_credentials(&parsed, &headers, "webhook", &webhook.headers, report);
+        Some(parsed)
+    });
     // Every field is checked, whether or not the URL is usable.
     let secrets = secrets(webhook, base, report);
     let timeout = duration(&webhook.timeout, "webhook.timeout", "15s", report);
@@ -952,6 +1036,7 @@ fn webhook(
     );
     Some(WebhookConfig {
         url: url?,
+        url_without_user_id,
         secrets,
         headers,
         timeout,
@@ -1316,6 +1401,42 @@ fn prices(raw: &raw::Prices, report: &mut impl Report) -> PricesConfig {
     PricesConfig { source, max_age }
 }
 
+/// `webhook.url`: an http or https URL, in whose path `{user_id}` may stand
+/// once, for a whole segment or part of one.
+fn webhook_url(value: &Spanned<String>, report: &mut impl Report) -> Option<WebhookUrl> {
+    let text = value.get_ref();
+    let per_user = match text.matches(USER_ID_PROBE).count() {
+        0 => false,
+        1 => true,
+        _ => {
+            report(
+                "webhook.url",
+                value.span(),
+                "{user_id} may appear once".to_owned(),
+            );
+            return None;
+        }
+    };
+    let url = http_url(value, "webhook.url", report)?;
+    if per_user {
+        let holds = |part: &str| part.contains(USER_ID_PROBE) || part.contains(USER_ID_PARSED);
+        let elsewhere = holds(url.username())
+            || url.password().is_some_and(holds)
+            || url.query().is_some_and(holds)
+            || url.fragment().is_some_and(holds);
+        if elsewhere || !url.path().contains(USER_ID_PARSED) {
+            report(
+                "webhook.url",
+                value.span(),
+                "{user_id} may only stand in the URL's path (as in http://127.0.0.1:8080/events/{user_id})"
+                    .to_owned(),
+            );
+            return None;
+        }
+    }
+    Some(WebhookUrl { url, per_user })
+}
+
 /// An http or https URL.
 fn http_url(value: &Spanned<String>, key: &str, report: &mut impl Report) -> Option<Url> {
     match Url::parse(value.get_ref()) {
@@ -1526,6 +1647,125 @@ schedule = "*/10 * * * * *"
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    fn with_webhook_url(lines: &str) -> String {
+        MINIMAL.replace("url = \"http://127.0.0.1:8080/events\"", lines)
+    }
+
+    #[test]
+    fn a_url_with_user_id_routes_each_event_to_its_users_segment() {
+        let config = parse(
+            &with_webhook_url("url = \"http://127.0.0.1:8080/events/{user_id}?k=secret\""),
+            Path::new("/etc/x"),
+            None,
+        )
+        .unwrap();
+        let url = &config.webhook.url;
+        assert!(url.per_user());
+        assert_eq!(url.display(), "http://127.0.0.1:8080/events/{user_id}?***");
+        let text = url.url().as_str();
+        let check = |user: &str, expected: &str| {
+            assert_eq!(
+                url.for_user(text, user).unwrap(),
+                format!("http://127.0.0.1:8080/events/{expected}?k=secret"),
+                "{user:?}"
+            )
+        };
+        check("alice", "alice");
+        check("u-1.b_c~d", "u-1.b_c~d");
+        check("a/b", "a%2Fb");
+        check("a b%c", "a%20b%25c");
+        check("../x", "..%2Fx");
+        check("ünï", "%C3%BCn%C3%AF");
+        check("?q#f", "%3Fq%23f");
+        for refused in ["", ".", ".."] {
+            assert!(
+                url.for_user(text, refused)
+                    .unwrap_err()
+                    .contains("cannot be a path segment"),
+                "{refused:?}"
+            );
+        }
+        // Part of a segment is fine too.
+        let config = parse(
+            &with_webhook_url("url = \"http://relay/events/user-{user_id}.json\""),
+            Path::new("/etc/x"),
+            None,
+        )
+        .unwrap();
+        let url = &config.webhook.url;
+        assert_eq!(
+            url.for_user(url.url().as_str(), "a/b").unwrap(),
+            "http://relay/events/user-a%2Fb.json"
+        );
+    }
+
+    #[test]
+    fn a_url_without_user_id_sends_everything_to_one_url() {
+        let config = parse(MINIMAL, Path::new("/etc/x"), None).unwrap();
+        let url = &config.webhook.url;
+        assert!(!url.per_user());
+        assert_eq!(
+            url.for_user(url.url().as_str(), "a/b").unwrap(),
+            "http://127.0.0.1:8080/events"
+        );
+    }
+
+    #[test]
+    fn user_id_stands_only_once_and_only_in_the_path() {
+        let check = |line: &str, expected: &str| {
+            let errors = errors_of(&with_webhook_url(line));
+            assert!(
+                errors.len() == 1 && errors[0].contains(expected),
+                "{line}: {errors:?}"
+            );
+        };
+        check(
+            "url = \"http://relay/events/{user_id}/{user_id}\"",
+            "webhook.url: {user_id} may appear once",
+        );
+        check(
+            "url = \"http://relay/events?user={user_id}\"",
+            "{user_id} may only stand in the URL's path",
+        );
+        check(
+            "url = \"http://relay/events#{user_id}\"",
+            "{user_id} may only stand in the URL's path",
+        );
+        check(
+            "url = \"http://{user_id}@relay/events\"",
+            "{user_id} may only stand in the URL's path",
+        );
+        check(
+            "url = \"http://{user_id}.relay/events\"",
+            "{user_id} may only stand in the URL's path",
+        );
+    }
+
+    #[test]
+    fn url_without_user_id_is_only_for_a_per_user_url() {
+        let errors = errors_of(&with_webhook_url(
+            "url = \"http://relay/events\"\nurl_without_user_id = \"http://relay/events/nobody\"",
+        ));
+        assert!(
+            errors.len() == 1
+                && errors[0]
+                    .contains("webhook.url_without_user_id: is for a webhook.url with {user_id}"),
+            "{errors:?}"
+        );
+        let config = parse(
+            &with_webhook_url(
+                "url = \"http://relay/events/{user_id}\"\nurl_without_user_id = \"http://relay/events/nobody\"",
+            ),
+            Path::new("/etc/x"),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            config.webhook.url_without_user_id.unwrap().as_str(),
+            "http://relay/events/nobody"
+        );
     }
 
     #[test]
@@ -1753,7 +1993,7 @@ schedule = "*/10 * * * * *"
         );
         let config = parse(&text, Path::new("/"), None).unwrap();
         assert_eq!(
-            display_url(&config.webhook.url),
+            config.webhook.url.display(),
             "https://user:***@relay.example/events?***"
         );
         assert_eq!(

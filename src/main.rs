@@ -434,10 +434,16 @@ fn check_config(source: &Source, config: &Config, checks: Checks, from: DateTime
         0 => "unsigned".to_owned(),
         n => format!("signed with {n} secret{}", if n == 1 { "" } else { "s" }),
     };
-    println!(
-        "webhook   {} ({signing})",
-        config::display_url(&config.webhook.url)
-    );
+    println!("webhook   {} ({signing})", config.webhook.url.display());
+    if config.webhook.url.per_user() {
+        let without = match &config.webhook.url_without_user_id {
+            Some(url) => format!("to {}", config::display_url(url)),
+            None => "a dead letter".to_owned(),
+        };
+        println!(
+            "          each event to its user's URL, {{user_id}} percent-encoded; an alert without a user_id: {without}"
+        );
+    }
     println!("threads   {}", config.evaluator.threads);
     match &config.prices.source {
         PriceSource::Sqlite => println!(

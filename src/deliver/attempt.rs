@@ -41,10 +41,50 @@ type Client = hyper_util::client::legacy::Client<
 #[derive(Clone)]
 pub struct Webhook {
     client: Client,
-    /// The URL without its credentials, which go in `authorization`.
+    target: Arc<Target>,
+    pub(super) config: Arc<WebhookConfig>,
+}
+
+/// Where events go.
+enum Target {
+    /// Every event to one URL.
+    One(Destination),
+    /// Each event to its user's URL: `template` (the URL's text without its
+    /// credentials, which go in `authorization`) with the user's segment;
+    /// the events of alerts without a user to `without_user`, if set.
+    PerUser {
+        template: String,
+        authorization: Option<HeaderValue>,
+        without_user: Option<Destination>,
+    },
+}
+
+/// A URL to POST to: without its credentials, which go in `authorization`.
+struct Destination {
     uri: http::Uri,
     authorization: Option<HeaderValue>,
-    pub(super) config: Arc<WebhookConfig>,
+}
+
+impl Destination {
+    fn new(url: &reqwest::Url) -> anyhow::Result<Destination> {
+        let (text, authorization) = without_credentials(url);
+        Ok(Destination {
+            uri: text
+                .parse()
+                .context("the webhook URL is not a valid request target")?,
+            authorization,
+        })
+    }
+}
+
+/// A URL's text without its userinfo, and the `Authorization` header that
+/// carries it instead.
+fn without_credentials(url: &reqwest::Url) -> (String, Option<HeaderValue>) {
+    let authorization = credentials(url);
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    (url.into(), authorization)
 }
 
 /// The `Authorization: Basic` header for credentials in a URL, as browsers
@@ -106,20 +146,60 @@ impl Webhook {
                 .pool_max_idle_per_host(config.concurrency)
                 .pool_timer(hyper_util::rt::TokioTimer::new())
                 .build(https);
-        let mut url = config.url.clone();
-        let authorization = credentials(&url);
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        let uri = url
-            .as_str()
-            .parse()
-            .context("the webhook URL is not a valid request target")?;
+        let target = if config.url.per_user() {
+            let (template, authorization) = without_credentials(config.url.url());
+            Target::PerUser {
+                template,
+                authorization,
+                without_user: config
+                    .url_without_user_id
+                    .as_ref()
+                    .map(Destination::new)
+                    .transpose()?,
+            }
+        } else {
+            Target::One(Destination::new(config.url.url())?)
+        };
         Ok(Webhook {
             client,
-            uri,
-            authorization,
+            target: Arc::new(target),
             config: Arc::new(config.clone()),
         })
+    }
+
+    /// Whether each user's events go to a URL of their own.
+    pub(super) fn per_user(&self) -> bool {
+        matches!(*self.target, Target::PerUser { .. })
+    }
+
+    /// Where `user_id`'s event goes, and its credentials; or why it cannot
+    /// go anywhere (it becomes a dead letter that says so).
+    fn destination(
+        &self,
+        user_id: Option<&str>,
+    ) -> Result<(http::Uri, Option<HeaderValue>), String> {
+        match &*self.target {
+            Target::One(one) => Ok((one.uri.clone(), one.authorization.clone())),
+            Target::PerUser {
+                template,
+                authorization,
+                without_user,
+            } => match (user_id.filter(|user| !user.trim().is_empty()), without_user) {
+                (Some(user), _) => {
+                    let text = self.config.url.for_user(template, user)?;
+                    let uri = text.parse().map_err(|_| {
+                        format!("the alert's user_id {user:?} makes no valid webhook URL")
+                    })?;
+                    Ok((uri, authorization.clone()))
+                }
+                (None, Some(other)) => Ok((other.uri.clone(), other.authorization.clone())),
+                (None, None) => Err(
+                    "the alert has no user_id, and webhook.url routes each event by {user_id} \
+                     (webhook.url_without_user_id can name a URL for such events)"
+                        .to_owned(),
+                ),
+            },
+        }
     }
 
     pub fn config(&self) -> &WebhookConfig {
@@ -210,14 +290,24 @@ pub(super) async fn attempt(
         &event.body,
         chrono::Utc::now().timestamp(),
     );
+    let settled = |outcome| Settled {
+        row_id: event.row_id,
+        lease_until: event.lease_until,
+        outcome,
+    };
+    let (uri, authorization) = match webhook.destination(event.user_id.as_deref()) {
+        Ok(destination) => destination,
+        Err(error) => {
+            tracing::error!(event_id = %event.event_id, %error, "event moved to the dead letters");
+            return (settled(Outcome::Dead { error }), Response::None);
+        }
+    };
     let mut request = http::Request::new(Full::new(Bytes::from(event.body)));
     *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = webhook.uri.clone();
+    *request.uri_mut() = uri;
     *request.headers_mut() = headers;
-    if let Some(authorization) = &webhook.authorization {
-        request
-            .headers_mut()
-            .insert(AUTHORIZATION, authorization.clone());
+    if let Some(authorization) = authorization {
+        request.headers_mut().insert(AUTHORIZATION, authorization);
     }
     request
         .headers_mut()
@@ -253,11 +343,6 @@ pub(super) async fn attempt(
             Ok(answered) => answered.map_err(AttemptError::Client),
             Err(_) => Err(AttemptError::Timeout(webhook.config.timeout)),
         }
-    };
-    let settled = |outcome| Settled {
-        row_id: event.row_id,
-        lease_until: event.lease_until,
-        outcome,
     };
     let answered: Result<(StatusCode, Option<Failure>), AttemptError> = tokio::select! {
         answered = exchange => answered,

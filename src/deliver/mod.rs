@@ -6,7 +6,7 @@
 
 mod attempt;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ pub use attempt::{
 use crate::log_recurring;
 use crate::metrics::{Delivery, Metrics, Response};
 use crate::recurring::Recurring;
-use crate::store::outbox::{self, Leased, Outcome, Settled, Want};
+use crate::store::outbox::{self, Leased, Outcome, Settled, Spread, Want, user_key};
 use crate::store::{self, Pool};
 
 /// How long an idle deliverer sleeps when nothing is due, unless woken: the
@@ -233,10 +233,97 @@ struct Pipeline {
     /// rows it asked for.
     exchange: Option<(Exchanging, Arc<Vec<Settled>>)>,
     asked: usize,
+    /// Routing by user: `Users::room_made` when the exchange under way was asked for.
+    room_when_asked: u64,
     /// The last exchange leased fewer rows than it asked for: nothing more is
     /// due until a wake or the next idle check.
     exhausted: bool,
     reconfigured: bool,
+    /// With each user's events going to a URL of their own: what each user
+    /// holds here.
+    users: Option<Users>,
+}
+
+/// What each user holds in a pipeline routing events by user. A user has
+/// at most one request in flight, so that a user's events reach their
+/// channel in the order they were queued, and at most `WAVES` rows held
+/// (queued or in flight), so that leasing shares the rows among users and a
+/// slow user's backlog never fills the queue: the others' events go on.
+/// (`WAVES` rows behind one another, each bounded by the timeouts, fit in
+/// one lease, as `Webhook::lease` counts.)
+#[derive(Default)]
+struct Users {
+    /// Rows queued or in flight, per user (`user_key`).
+    held: HashMap<String, usize>,
+    /// The user of each row queued or in flight.
+    of_row: HashMap<i64, String>,
+    /// Users with a request in flight.
+    busy: HashSet<String>,
+    /// How often a user with a whole share got room for more: a lease that
+    /// found nothing, asked for while this count was lower, may find rows now.
+    room_made: u64,
+}
+
+impl Users {
+    fn leased(&mut self, event: &Leased) {
+        let user = user_key(event.user_id.as_deref()).to_owned();
+        *self.held.entry(user.clone()).or_default() += 1;
+        self.of_row.insert(event.row_id, user);
+    }
+
+    fn is_busy(&self, event: &Leased) -> bool {
+        self.busy.contains(user_key(event.user_id.as_deref()))
+    }
+
+    fn sending(&mut self, event: &Leased) {
+        self.busy
+            .insert(user_key(event.user_id.as_deref()).to_owned());
+    }
+
+    /// A row leaves the pipeline's hands: sent and answered (`answered`), or
+    /// given back unsent. Returns whether its user had their whole share
+    /// and now has room for more: leasing may find rows for them again.
+    fn left(&mut self, row_id: i64, answered: Answered) -> bool {
+        let Some(user) = self.of_row.remove(&row_id) else {
+            return false;
+        };
+        if answered == Answered::Yes {
+            self.busy.remove(&user);
+        }
+        let Some(held) = self.held.get_mut(&user) else {
+            return false;
+        };
+        let had_share = *held >= Self::SHARE;
+        *held -= 1;
+        if *held == 0 {
+            self.held.remove(&user);
+        }
+        self.room_made += u64::from(had_share);
+        had_share
+    }
+
+    /// Rows a user may hold.
+    const SHARE: usize = WAVES as usize;
+
+    /// The users leasing should leave out, and each one's share.
+    fn spread(&self) -> Spread {
+        Spread {
+            per_user: Self::SHARE,
+            full: self
+                .held
+                .iter()
+                .filter(|(_, held)| **held >= Self::SHARE)
+                .map(|(user, _)| user.clone())
+                .collect(),
+        }
+    }
+}
+
+/// Whether a row that leaves the pipeline was sent and answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answered {
+    Yes,
+    No,
 }
 
 /// What woke a pipeline.
@@ -257,6 +344,7 @@ impl Deliverer<'_> {
         stop: &mut Stop,
         webhooks: &mut watch::Receiver<Webhook>,
     ) -> Ended {
+        let webhook_per_user = webhook.per_user();
         let mut pipeline = Pipeline {
             webhook,
             queue: VecDeque::new(),
@@ -265,8 +353,10 @@ impl Deliverer<'_> {
             finished_since: None,
             exchange: None,
             asked: 0,
+            room_when_asked: 0,
             exhausted: false,
             reconfigured: false,
+            users: webhook_per_user.then(Users::default),
         };
         loop {
             let past_deadline = stop
@@ -277,13 +367,7 @@ impl Deliverer<'_> {
             if winding_down {
                 // Rows not sent yet go back as they were.
                 while let Some(event) = pipeline.queue.pop_front() {
-                    self.metrics
-                        .delivery(Delivery::Released, Response::None, Duration::ZERO);
-                    pipeline.settle(Settled {
-                        row_id: event.row_id,
-                        lease_until: event.lease_until,
-                        outcome: Outcome::Released,
-                    });
+                    self.give_back(&mut pipeline, &event);
                 }
             }
             self.dispatch(&mut pipeline, stop);
@@ -319,21 +403,27 @@ impl Deliverer<'_> {
         }
     }
 
-    /// Starts attempts from the queue while fewer than `concurrency` run.
+    /// Starts attempts from the queue while fewer than `concurrency` run:
+    /// the first row in queue order, or, routing by user, the first of a
+    /// user with no request in flight.
     fn dispatch(&self, pipeline: &mut Pipeline, stop: &Stop) {
         while pipeline.attempts.len() < pipeline.webhook.concurrency() {
-            let Some(event) = pipeline.queue.pop_front() else {
+            let next = match &pipeline.users {
+                None => (!pipeline.queue.is_empty()).then_some(0),
+                Some(users) => pipeline
+                    .queue
+                    .iter()
+                    .position(|event| !users.is_busy(event)),
+            };
+            let Some(event) = next.and_then(|at| pipeline.queue.remove(at)) else {
                 return;
             };
             if !pipeline.webhook.sendable(event.lease_until) {
-                self.metrics
-                    .delivery(Delivery::Released, Response::None, Duration::ZERO);
-                pipeline.settle(Settled {
-                    row_id: event.row_id,
-                    lease_until: event.lease_until,
-                    outcome: Outcome::Released,
-                });
+                self.give_back(pipeline, &event);
                 continue;
+            }
+            if let Some(users) = &mut pipeline.users {
+                users.sending(&event);
             }
             let (webhook, stop) = (pipeline.webhook.clone(), stop.clone());
             pipeline.attempts.push(Box::pin(async move {
@@ -342,6 +432,18 @@ impl Deliverer<'_> {
                 (settled, response, started.elapsed())
             }));
         }
+    }
+
+    /// A leased row goes back unsent, as it was.
+    fn give_back(&self, pipeline: &mut Pipeline, event: &Leased) {
+        self.metrics
+            .delivery(Delivery::Released, Response::None, Duration::ZERO);
+        pipeline.left(event.row_id, Answered::No);
+        pipeline.settle(Settled {
+            row_id: event.row_id,
+            lease_until: event.lease_until,
+            outcome: Outcome::Released,
+        });
     }
 
     /// Starts an exchange with the outbox, unless one runs or waits out a
@@ -383,6 +485,7 @@ impl Deliverer<'_> {
                 now_ms,
                 lease_until: now_ms + webhook.lease().as_millis() as i64,
                 limit,
+                spread: pipeline.users.as_ref().map(Users::spread),
             }
         });
         let (pool, owner, recording) = (self.pool.clone(), self.owner.to_owned(), settled.clone());
@@ -395,6 +498,7 @@ impl Deliverer<'_> {
         };
         pipeline.exchange = Some((Box::pin(exchanging), settled));
         pipeline.asked = limit;
+        pipeline.room_when_asked = pipeline.users.as_ref().map_or(0, |users| users.room_made);
     }
 
     fn attempted(
@@ -422,6 +526,7 @@ impl Deliverer<'_> {
             Outcome::Released => Delivery::Released,
         };
         self.metrics.delivery(kind, response, took);
+        pipeline.left(settled.row_id, Answered::Yes);
         pipeline.settle(settled);
     }
 
@@ -449,8 +554,19 @@ impl Deliverer<'_> {
                     }
                 }
                 if pipeline.asked > 0 {
-                    // Fewer than asked for: nothing more is due now.
-                    pipeline.exhausted = leased.len() < pipeline.asked;
+                    // Fewer than asked for: nothing more is due now. Routing
+                    // by user, a lease gives each user only a share: only
+                    // none at all says so, until a user has room again (which
+                    // may have happened while the exchange ran).
+                    pipeline.exhausted = match &pipeline.users {
+                        None => leased.len() < pipeline.asked,
+                        Some(users) => {
+                            leased.is_empty() && users.room_made == pipeline.room_when_asked
+                        }
+                    };
+                }
+                if let Some(users) = &mut pipeline.users {
+                    leased.iter().for_each(|event| users.leased(event));
                 }
                 pipeline.queue.extend(leased);
                 Ok(())
@@ -478,6 +594,15 @@ impl Deliverer<'_> {
 }
 
 impl Pipeline {
+    /// A row leaves the pipeline's hands (see `Users::left`).
+    fn left(&mut self, row_id: i64, answered: Answered) {
+        if let Some(users) = &mut self.users
+            && users.left(row_id, answered)
+        {
+            self.exhausted = false;
+        }
+    }
+
     fn settle(&mut self, settled: Settled) {
         self.finished.push(settled);
         self.finished_since.get_or_insert_with(Instant::now);

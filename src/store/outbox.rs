@@ -12,6 +12,9 @@ pub struct Leased {
     pub body: String,
     /// Attempts made before this one.
     pub attempts: u32,
+    /// The alert's user, as its event carries it: with `{user_id}` in the
+    /// webhook's URL, where the event goes.
+    pub user_id: Option<String>,
     /// When the lease ends (unix ms): the lease's token, with the owner.
     pub lease_until: i64,
 }
@@ -45,11 +48,38 @@ pub enum Outcome {
 }
 
 /// A request for more rows in an [`exchange`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Want {
     pub now_ms: i64,
     pub lease_until: i64,
     pub limit: usize,
+    /// Routing by user: the share of each user (see [`Spread`]).
+    pub spread: Option<Spread>,
+}
+
+/// How leasing shares the rows among users when each user's events go to
+/// a URL of their own, so that one user's backlog never holds back the
+/// others: of the due rows, in queue order, at most `per_user` of any one
+/// user, and none of the users in `full` (who already hold that many).
+/// Rows without a user count as one user, `""`.
+#[derive(Debug, Clone, Default)]
+pub struct Spread {
+    pub per_user: usize,
+    pub full: Vec<String>,
+}
+
+impl Want {
+    /// How many due rows, in queue order, a spread lease looks at: enough
+    /// that a few users' backlogs leave room for the others'.
+    pub(super) fn scan(&self) -> usize {
+        self.limit.saturating_mul(4)
+    }
+}
+
+/// The user a row's event belongs to, as leasing groups them: its user id,
+/// or `""`.
+pub fn user_key(user_id: Option<&str>) -> &str {
+    user_id.unwrap_or("")
 }
 
 /// One outbox row as operators see it.

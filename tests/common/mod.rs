@@ -3,6 +3,7 @@
 //! daemon binary as a child process.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod postgresql;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -668,6 +669,8 @@ impl Reply {
 #[derive(Debug, Clone)]
 pub struct Arrival {
     pub at: Instant,
+    /// Path and query.
+    pub uri: String,
     pub webhook_id: String,
     pub body: String,
     pub status: u16,
@@ -678,7 +681,10 @@ struct ReceiverState {
     received: Vec<Received>,
     arrivals: Vec<Arrival>,
     replies: VecDeque<Reply>,
-    /// Used once `replies` is empty; 200 at once if unset.
+    /// Used once `replies` is empty, for requests whose path starts with
+    /// the prefix; the first that matches.
+    by_path: Vec<(String, Reply)>,
+    /// Used once `replies` is empty and no `by_path` matches; 200 at once if unset.
     default: Option<Reply>,
     /// Record arrivals without their bodies, and no `received`: for tests
     /// that send hundreds of thousands of events.
@@ -744,6 +750,16 @@ impl Receiver {
         self.state.lock().unwrap().default = reply;
     }
 
+    /// Answers every request whose path starts with `prefix`, and that
+    /// finds no queued reply, with `reply`.
+    pub fn set_default_for(&self, prefix: &str, reply: Reply) {
+        self.state
+            .lock()
+            .unwrap()
+            .by_path
+            .push((prefix.to_owned(), reply));
+    }
+
     /// The requests answered with a 2xx.
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().unwrap().received.clone()
@@ -765,9 +781,15 @@ impl Receiver {
 async fn answer(request: Incoming, state: &Mutex<ReceiverState>) -> Answer {
     let reply = {
         let mut state = state.lock().unwrap();
+        let by_path = state
+            .by_path
+            .iter()
+            .find(|(prefix, _)| request.uri.starts_with(prefix.as_str()))
+            .map(|(_, reply)| *reply);
         let reply = state
             .replies
             .pop_front()
+            .or(by_path)
             .or(state.default)
             .unwrap_or(Reply::status(200));
         let webhook_id = request.header("webhook-id").unwrap_or_default().to_owned();
@@ -778,6 +800,7 @@ async fn answer(request: Incoming, state: &Mutex<ReceiverState>) -> Answer {
         };
         state.arrivals.push(Arrival {
             at: Instant::now(),
+            uri: request.uri.clone(),
             webhook_id,
             body,
             status: reply.status,
@@ -1118,13 +1141,40 @@ pub struct Relay {
 pub const NCHAN_MODULE: &str = "/usr/lib/nginx/modules/ngx_nchan_module.so";
 
 impl Relay {
+    /// The relay of the shipped single-channel setup: publisher on
+    /// `/events`, subscribers on `/api/stream`.
     pub fn start() -> Relay {
+        let port = free_port();
+        Relay::serving(
+            &format!(
+                r#"
+    server {{
+        listen 127.0.0.1:{port};
+        location = /events {{
+            nchan_publisher;
+            nchan_channel_id price_alerts;
+            nchan_message_buffer_length 1000;
+            nchan_message_timeout 1h;
+        }}
+        location = /api/stream {{
+            nchan_subscriber eventsource;
+            nchan_channel_id price_alerts;
+        }}
+    }}
+"#
+            ),
+            port,
+        )
+    }
+
+    /// nginx with nchan serving `servers` (server blocks of its `http`
+    /// block); `port` is one of theirs, `Relay::port`, waited for.
+    pub fn serving(servers: &str, port: u16) -> Relay {
         assert!(
             Path::new(NCHAN_MODULE).exists(),
             "{NCHAN_MODULE} is missing: run the tests with tests/run, which installs nginx-light and libnginx-mod-nchan"
         );
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let root = dir.path().display().to_string();
         let conf = format!(
             r#"
@@ -1142,19 +1192,7 @@ http {{
     fastcgi_temp_path {root}/fastcgi;
     uwsgi_temp_path {root}/uwsgi;
     scgi_temp_path {root}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location = /events {{
-            nchan_publisher;
-            nchan_channel_id price_alerts;
-            nchan_message_buffer_length 1000;
-            nchan_message_timeout 1h;
-        }}
-        location = /api/stream {{
-            nchan_subscriber eventsource;
-            nchan_channel_id price_alerts;
-        }}
-    }}
+{servers}
 }}
 "#
         );

@@ -237,9 +237,9 @@ pub fn claim(
          RETURNING a.id",
     )?;
     let enqueue = connection.prepared(
-        "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at)
-         SELECT e.event_id, e.alert_id, e.body, $4, $5
-         FROM unnest($1::text[], $2::bigint[], $3::text[]) AS e (event_id, alert_id, body)",
+        "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, user_id)
+         SELECT e.event_id, e.alert_id, e.body, $4, $5, e.user_id
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $6::text[]) AS e (event_id, alert_id, body, user_id)",
     )?;
     let notify = connection.prepared(super::NOTIFY_OUTBOX)?;
     let installation = super::installation_id(connection)?;
@@ -278,7 +278,8 @@ pub fn claim(
         .iter()
         .map(|row| row.try_get(0))
         .collect::<Result<_>>()?;
-    let (mut event_ids, mut alert_ids, mut bodies) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut event_ids, mut alert_ids, mut bodies, mut users) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for trigger in batch {
         // Someone else claimed it, or it was disabled, re-armed or edited
         // since it was read: no event from us.
@@ -289,11 +290,12 @@ pub fn claim(
         event_ids.push(event.id.clone());
         alert_ids.push(trigger.alert_id);
         bodies.push(event.to_json());
+        users.push(trigger.user_id.as_deref());
     }
     if !event_ids.is_empty() {
         transaction.execute(
             &enqueue,
-            &[&event_ids, &alert_ids, &bodies, &stamp, &now_ms],
+            &[&event_ids, &alert_ids, &bodies, &stamp, &now_ms, &users],
         )?;
         // Delivered at commit, to every member's listener (`listen`).
         transaction.execute(&notify, &[])?;

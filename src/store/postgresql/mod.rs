@@ -37,7 +37,7 @@ use crate::config::PostgresConfig;
 
 /// The schema version this build migrates a PostgreSQL database to
 /// (`price_alertd_schema.version`).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// A connection and the statements prepared on it: each statement is parsed
 /// and planned once per connection, not once per call.
@@ -448,6 +448,9 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
                 .replace("{cluster}", crate::store::cluster::SCHEMA),
         )?;
     }
+    if version < 2 {
+        transaction.batch_execute(MIGRATION_2)?;
+    }
     if version < SCHEMA_VERSION {
         transaction.execute(
             "UPDATE price_alertd_schema SET version = $1 WHERE id = 1",
@@ -607,6 +610,14 @@ INSERT INTO installation (id, installation_id, created_at)
 VALUES (1, substr(encode(sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8')), 'hex'), 1, 24),
         to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'));
 "#;
+
+/// Each event's user, for routing by `{user_id}` (`deliver`): the claim
+/// stores it beside the body; the events still to deliver take theirs from
+/// their bodies (which the daemon wrote: always JSON).
+const MIGRATION_2: &str = "
+ALTER TABLE outbox ADD COLUMN user_id TEXT;
+UPDATE outbox SET user_id = body::jsonb -> 'data' ->> 'user_id' WHERE state <> 'delivered';
+";
 
 /// The id this database got at its first migration.
 pub fn installation_id(connection: &mut Connection) -> Result<String, postgres::Error> {

@@ -20,20 +20,36 @@ pub fn exchange(
     record(&mut transaction, &statements, owner, settled, now)?;
     let mut leased = Vec::new();
     if let Some(want) = want.filter(|want| want.limit > 0) {
-        for row in transaction.query(
-            &statements.lease,
-            &[
-                &owner,
-                &want.lease_until,
-                &want.now_ms,
-                &(want.limit as i64),
-            ],
-        )? {
+        let rows = match &want.spread {
+            None => transaction.query(
+                &statements.lease,
+                &[
+                    &owner,
+                    &want.lease_until,
+                    &want.now_ms,
+                    &(want.limit as i64),
+                ],
+            )?,
+            Some(spread) => transaction.query(
+                &statements.lease_spread,
+                &[
+                    &owner,
+                    &want.lease_until,
+                    &want.now_ms,
+                    &(want.limit as i64),
+                    &spread.full,
+                    &(want.scan() as i64),
+                    &(spread.per_user as i64),
+                ],
+            )?,
+        };
+        for row in rows {
             leased.push(Leased {
                 row_id: row.try_get(0)?,
                 event_id: row.try_get(1)?,
                 body: row.try_get(2)?,
                 attempts: row.try_get::<_, i32>(3)?.max(0) as u32,
+                user_id: row.try_get(4)?,
                 lease_until: want.lease_until,
             });
         }
@@ -46,6 +62,7 @@ pub fn exchange(
 
 struct Statements {
     lease: postgres::Statement,
+    lease_spread: postgres::Statement,
     delivered: postgres::Statement,
     released: postgres::Statement,
     retry: postgres::Statement,
@@ -63,7 +80,28 @@ impl Statements {
                      FOR UPDATE SKIP LOCKED)
                  UPDATE outbox AS o SET lease_owner = $1, lease_until = $2, next_attempt_at = $2
                  FROM due WHERE o.id = due.id
-                 RETURNING o.id, o.event_id, o.body, o.attempts",
+                 RETURNING o.id, o.event_id, o.body, o.attempts, o.user_id",
+            )?,
+            // Of the first due rows (users already full left out), at most
+            // `per_user` of each user, in queue order. The rows looked at
+            // are locked until the commit; the others skip them meanwhile.
+            lease_spread: connection.prepared(
+                "WITH looked_at AS (
+                     SELECT id, user_id, next_attempt_at FROM outbox
+                     WHERE state = 'pending' AND next_attempt_at <= $3
+                       AND coalesce(user_id, '') <> ALL($5::text[])
+                     ORDER BY next_attempt_at, id LIMIT $6
+                     FOR UPDATE SKIP LOCKED),
+                 due AS (
+                     SELECT id FROM (
+                         SELECT id, next_attempt_at,
+                                row_number() OVER (PARTITION BY coalesce(user_id, '')
+                                                   ORDER BY next_attempt_at, id) AS nth
+                         FROM looked_at) AS ranked
+                     WHERE nth <= $7 ORDER BY next_attempt_at, id LIMIT $4)
+                 UPDATE outbox AS o SET lease_owner = $1, lease_until = $2, next_attempt_at = $2
+                 FROM due WHERE o.id = due.id
+                 RETURNING o.id, o.event_id, o.body, o.attempts, o.user_id",
             )?,
             delivered: connection.prepared(
                 "UPDATE outbox SET state = 'delivered', delivered_at = $1, attempts = attempts + 1,

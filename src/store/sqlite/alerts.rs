@@ -267,22 +267,29 @@ pub fn claim(
             let rows = disable.query_map([&stamp], |row| row.get(0))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
+        // In alert id order, as on PostgreSQL: the order a user's events of
+        // one tick are queued, and delivered, in.
+        let mut claimed_triggers: Vec<&Trigger> = triggers
+            .iter()
+            .filter(|trigger| changed.contains(&trigger.alert_id))
+            .collect();
+        claimed_triggers.sort_unstable_by_key(|trigger| trigger.alert_id);
         let mut enqueue = transaction.prepare_cached(
-            "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, user_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        for trigger in triggers {
-            if !changed.contains(&trigger.alert_id) {
-                // Someone else claimed it, or it was disabled, re-armed or
-                // edited since it was read: no event from us.
-                continue;
-            }
+        // Only the rows the claim changed: one that someone else claimed, or
+        // that was disabled, re-armed or edited since it was read, gets no
+        // event from us.
+        for trigger in claimed_triggers {
             let event = event_of(&installation, trigger, &stamp);
             enqueue.execute(params![
                 event.id,
                 trigger.alert_id,
                 event.to_json(),
                 stamp,
-                now_ms
+                now_ms,
+                trigger.user_id
             ])?;
             claimed += 1;
         }

@@ -33,7 +33,7 @@ fn sqlite_failure(error: rusqlite::Error, doing: String) -> anyhow::Error {
 }
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Opens (creating if missing) and migrates the database, then builds a pool
 /// of `size` connections. WAL mode and migrations run on one connection before
@@ -172,6 +172,9 @@ pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     if version < 7 {
         transaction.execute_batch(MIGRATION_7)?;
         transaction.execute_batch(crate::store::cluster::SCHEMA)?;
+    }
+    if version < 8 {
+        transaction.execute_batch(MIGRATION_8)?;
     }
     if version < SCHEMA_VERSION {
         transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -368,6 +371,15 @@ END;
 /// (`store::cluster`); who ran each job last. Times in unix milliseconds.
 const MIGRATION_7: &str = "ALTER TABLE job_runs ADD COLUMN member TEXT;";
 
+/// Each event's user, for routing by `{user_id}` (`deliver`): the claim
+/// stores it beside the body; the events still to deliver take theirs from
+/// their bodies.
+const MIGRATION_8: &str = "
+ALTER TABLE outbox ADD COLUMN user_id TEXT;
+UPDATE outbox SET user_id = json_extract(body, '$.data.user_id')
+WHERE state <> 'delivered' AND json_valid(body);
+";
+
 /// The id this database got at its first migration (see `MIGRATION_4`).
 pub fn installation_id(connection: &Connection) -> rusqlite::Result<String> {
     connection.query_row(
@@ -546,12 +558,50 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!((mode.as_str(), version), ("wal", SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 7);
+        assert_eq!(SCHEMA_VERSION, 8);
         let installation = installation_id(&connection).unwrap();
         drop(connection);
         // Opening again is a no-op migration: the same installation.
         let pool = open(&path(dir.path()), TIMEOUT, 2).unwrap();
         assert_eq!(installation_id(&pool.get().unwrap()).unwrap(), installation);
+    }
+
+    #[test]
+    fn events_queued_before_routing_by_user_take_their_user_from_their_bodies() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(&path(dir.path()), TIMEOUT, 1).unwrap());
+        // A database as version 7 left it: no outbox.user_id yet.
+        let connection = Connection::open(path(dir.path())).unwrap();
+        connection
+            .execute_batch(
+                r#"INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, state)
+                   VALUES ('a', 1, '{"data":{"user_id":"u/1"}}', 'x', 0, 'pending'),
+                          ('b', 2, '{"data":{"user_id":null}}', 'x', 0, 'dead'),
+                          ('c', 3, '{"data":{"user_id":"u3"}}', 'x', 0, 'delivered');
+                   ALTER TABLE outbox DROP COLUMN user_id;
+                   PRAGMA user_version = 7;"#,
+            )
+            .unwrap();
+        drop(connection);
+        let pool = open(&path(dir.path()), TIMEOUT, 1).unwrap();
+        let users: Vec<(String, Option<String>)> = pool
+            .get()
+            .unwrap()
+            .prepare("SELECT event_id, user_id FROM outbox ORDER BY id")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            users,
+            [
+                ("a".to_owned(), Some("u/1".to_owned())),
+                ("b".to_owned(), None),
+                // Delivered: never routed again.
+                ("c".to_owned(), None)
+            ]
+        );
     }
 
     #[test]

@@ -20,35 +20,74 @@ pub fn exchange(
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     record(&transaction, owner, settled, now)?;
     let leased = match want {
-        Some(want) if want.limit > 0 => lease_due(&transaction, owner, want)?,
+        Some(want) if want.limit > 0 => lease_due(&transaction, owner, &want)?,
         _ => Vec::new(),
     };
     transaction.commit()?;
     Ok(leased)
 }
 
-fn lease_due(connection: &Connection, owner: &str, want: Want) -> rusqlite::Result<Vec<Leased>> {
-    let mut statement = connection.prepare_cached(
-        "UPDATE OR FAIL outbox SET lease_owner = ?1, lease_until = ?2
-         WHERE id IN (SELECT id FROM outbox
-                      WHERE state = 'pending' AND next_attempt_at <= ?3
-                        AND (lease_until IS NULL OR lease_until <= ?3)
-                      ORDER BY next_attempt_at, id LIMIT ?4)
-         RETURNING id, event_id, body, attempts",
-    )?;
-    let rows = statement.query_map(
-        params![owner, want.lease_until, want.now_ms, want.limit as i64],
-        |row| {
-            Ok(Leased {
-                row_id: row.get(0)?,
-                event_id: row.get(1)?,
-                body: row.get(2)?,
-                attempts: row.get(3)?,
-                lease_until: want.lease_until,
-            })
-        },
-    )?;
-    let mut leased = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+fn lease_due(connection: &Connection, owner: &str, want: &Want) -> rusqlite::Result<Vec<Leased>> {
+    let leased = |row: &rusqlite::Row<'_>| {
+        Ok(Leased {
+            row_id: row.get(0)?,
+            event_id: row.get(1)?,
+            body: row.get(2)?,
+            attempts: row.get(3)?,
+            user_id: row.get(4)?,
+            lease_until: want.lease_until,
+        })
+    };
+    let mut leased = match &want.spread {
+        None => {
+            let mut statement = connection.prepare_cached(
+                "UPDATE OR FAIL outbox SET lease_owner = ?1, lease_until = ?2
+                 WHERE id IN (SELECT id FROM outbox
+                              WHERE state = 'pending' AND next_attempt_at <= ?3
+                                AND (lease_until IS NULL OR lease_until <= ?3)
+                              ORDER BY next_attempt_at, id LIMIT ?4)
+                 RETURNING id, event_id, body, attempts, user_id",
+            )?;
+            let rows = statement.query_map(
+                params![owner, want.lease_until, want.now_ms, want.limit as i64],
+                leased,
+            )?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        }
+        Some(spread) => {
+            // Of the first due rows (users already full left out), at most
+            // `per_user` of each user, in queue order.
+            let mut statement = connection.prepare_cached(
+                "UPDATE OR FAIL outbox SET lease_owner = ?1, lease_until = ?2
+                 WHERE id IN (
+                     SELECT id FROM (
+                         SELECT id, next_attempt_at,
+                                row_number() OVER (PARTITION BY coalesce(user_id, '')
+                                                   ORDER BY next_attempt_at, id) AS nth
+                         FROM (SELECT id, user_id, next_attempt_at FROM outbox
+                               WHERE state = 'pending' AND next_attempt_at <= ?3
+                                 AND (lease_until IS NULL OR lease_until <= ?3)
+                                 AND coalesce(user_id, '') NOT IN (SELECT value FROM json_each(?5))
+                               ORDER BY next_attempt_at, id LIMIT ?6))
+                     WHERE nth <= ?7 ORDER BY next_attempt_at, id LIMIT ?4)
+                 RETURNING id, event_id, body, attempts, user_id",
+            )?;
+            let full = serde_json::to_string(&spread.full).expect("strings serialize");
+            let rows = statement.query_map(
+                params![
+                    owner,
+                    want.lease_until,
+                    want.now_ms,
+                    want.limit as i64,
+                    full,
+                    want.scan() as i64,
+                    spread.per_user as i64
+                ],
+                leased,
+            )?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        }
+    };
     // RETURNING gives no order; sending follows the queue's.
     leased.sort_unstable_by_key(|event| event.row_id);
     Ok(leased)

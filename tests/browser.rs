@@ -1,0 +1,307 @@
+//! The path as a user meets it, in a real browser: the daemon routes each
+//! event to its user's URL, the shipped per-user relay
+//! (`etc/nchan-per-user.conf`, run as it is, only its addresses changed)
+//! publishes it to that user's channel, and headless Chromium shows two
+//! signed-in users' pages, each reading its `EventSource`. What the pages
+//! themselves recorded is what the test checks: each gets exactly its own
+//! user's events, each once, in order, also when its connection is cut and
+//! the browser reconnects by itself with `Last-Event-ID`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use common::browser::{Browser, Proxy, Tab};
+use common::{
+    Answer, Body, Daemon, Db, HttpServer, Param, Relay, config_text, free_port, wait_until,
+};
+use serde_json::Value;
+
+/// The page a signed-in user opens: it subscribes to the site's stream and
+/// records every `price_alert` event and every time the stream opened.
+const PAGE: &str = r#"<!doctype html>
+<title>price alerts</title>
+<script>
+window.seen = [];
+window.opened = 0;
+const source = new EventSource("/api/stream");
+source.addEventListener("open", () => { window.opened += 1; });
+source.addEventListener("price_alert", (event) => {
+  window.seen.push({ last_event_id: event.lastEventId, event: JSON.parse(event.data) });
+});
+</script>
+"#;
+
+/// How the relay's README tells an application to encode a user id for
+/// `X-User-Channel`, as the daemon does in URLs (Python's
+/// `urllib.parse.quote(user_id, safe="")`): RFC 3986's unreserved characters
+/// kept, every other byte `%XX`.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A user id that is not one path segment as it stands.
+const BOB: &str = "bob.smith/2";
+
+/// The application's side of the relay: `/app?user=NAME` signs the browser
+/// in (a session cookie) and serves the page; `/auth`, which nginx asks,
+/// names the session's user's channel, or refuses a browser without one.
+fn application(port: u16) -> HttpServer {
+    let sessions: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    HttpServer::start(
+        port,
+        Arc::new(move |request| {
+            let sessions = sessions.clone();
+            Box::pin(async move {
+                let answer = |status, headers: Vec<(&'static str, String)>, body: &str| Answer {
+                    status,
+                    headers,
+                    body: Body::Text(body.to_owned()),
+                };
+                if let Some(user) = request.uri.strip_prefix("/app?user=") {
+                    let user = percent_encoding::percent_decode_str(user)
+                        .decode_utf8()
+                        .unwrap()
+                        .into_owned();
+                    let token = format!("{:032x}", fastrand::u128(..));
+                    sessions.lock().unwrap().insert(token.clone(), user);
+                    return answer(
+                        200,
+                        vec![
+                            ("content-type", "text/html; charset=utf-8".to_owned()),
+                            ("set-cookie", format!("session={token}; Path=/; HttpOnly")),
+                        ],
+                        PAGE,
+                    );
+                }
+                if request.uri == "/auth" {
+                    let user = request.header("cookie").and_then(|cookies| {
+                        cookies.split(';').find_map(|cookie| {
+                            let token = cookie.trim().strip_prefix("session=")?;
+                            sessions.lock().unwrap().get(token).cloned()
+                        })
+                    });
+                    return match user {
+                        Some(user) => answer(
+                            204,
+                            vec![(
+                                "x-user-channel",
+                                percent_encoding::utf8_percent_encode(&user, SEGMENT).to_string(),
+                            )],
+                            "",
+                        ),
+                        None => answer(401, Vec::new(), ""),
+                    };
+                }
+                answer(404, Vec::new(), "")
+            })
+        }),
+    )
+}
+
+/// The shipped per-user relay, its addresses moved to ports of the test's.
+fn per_user_relay(publisher: u16, site: u16, application: u16) -> Relay {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/etc/nchan-per-user.conf"
+    ))
+    .unwrap();
+    let mut servers = shipped.clone();
+    for (from, to, times) in [
+        (
+            "listen 127.0.0.1:8080;",
+            format!("listen 127.0.0.1:{publisher};"),
+            1,
+        ),
+        ("listen 80;", format!("listen 127.0.0.1:{site};"), 1),
+        (
+            "http://127.0.0.1:3000",
+            format!("http://127.0.0.1:{application}"),
+            3,
+        ),
+    ] {
+        assert_eq!(
+            servers.matches(from).count(),
+            times,
+            "the shipped relay's {from}"
+        );
+        servers = servers.replace(from, &to);
+    }
+    Relay::serving(&servers, site)
+}
+
+/// What a page recorded: each event's alert id and user, and its SSE id.
+struct Seen {
+    alert_ids: Vec<i64>,
+    users: Vec<Value>,
+    last_event_ids: Vec<String>,
+}
+
+fn seen(browser: &Browser, tab: &Tab) -> Seen {
+    let recorded = browser.run(tab, "return window.seen;");
+    let recorded = recorded.as_array().unwrap();
+    Seen {
+        alert_ids: recorded
+            .iter()
+            .map(|seen| seen["event"]["data"]["alert_id"].as_i64().unwrap())
+            .collect(),
+        users: recorded
+            .iter()
+            .map(|seen| seen["event"]["data"]["user_id"].clone())
+            .collect(),
+        last_event_ids: recorded
+            .iter()
+            .map(|seen| seen["last_event_id"].as_str().unwrap().to_owned())
+            .collect(),
+    }
+}
+
+fn opened(browser: &Browser, tab: &Tab) -> i64 {
+    browser.run(tab, "return window.opened;").as_i64().unwrap()
+}
+
+/// Adds alerts of `user` that the next tick triggers; returns their ids.
+fn alerts_of(db: &Db, user: Option<&str>, count: usize) -> Vec<i64> {
+    (0..count)
+        .map(|_| {
+            let id = db.add_alert("AAPL", "above", 1.0);
+            db.execute(
+                "UPDATE price_alerts SET user_id = $1 WHERE id = $2",
+                &[
+                    user.map_or(Param::Null, |user| Param::Text(user.to_owned())),
+                    Param::Int(id),
+                ],
+            );
+            id
+        })
+        .collect()
+}
+
+/// The alert ids of `user`'s events in the order they were queued.
+fn queued_for(db: &Db, user: &str) -> Vec<i64> {
+    db.ids(&format!(
+        "SELECT alert_id FROM outbox WHERE user_id = '{user}' ORDER BY id"
+    ))
+}
+
+#[test]
+fn each_users_page_gets_exactly_its_own_events_once_in_order_also_across_a_cut_connection() {
+    let (publisher, site, app_port) = (free_port(), free_port(), free_port());
+    let _application = application(app_port);
+    let _relay = per_user_relay(publisher, site, app_port);
+    // Each user's browser reaches the site through a proxy of its own, on
+    // its own loopback address: two hosts, so two cookie jars.
+    let alice_network = Proxy::start("127.0.0.1", site);
+    let bob_network = Proxy::start("127.0.0.2", site);
+
+    let db = Db::new();
+    let config = db.write_config(&config_text(
+        &db,
+        &format!("http://127.0.0.1:{publisher}/events/{{user_id}}"),
+        "* * * * * *",
+    ));
+    let _daemon = Daemon::start(&config);
+
+    let mut browser = Browser::start();
+    let alice = browser.open(&format!("http://{}/app?user=alice", alice_network.address));
+    let bob = browser.open(&format!(
+        "http://{}/app?user={}",
+        bob_network.address,
+        percent_encoding::utf8_percent_encode(BOB, SEGMENT)
+    ));
+    wait_until("both pages' streams to open", || {
+        opened(&browser, &alice) == 1 && opened(&browser, &bob) == 1
+    });
+
+    // Events for both, for a user without a page, and for an alert without
+    // a user (a dead letter: nobody's channel).
+    alerts_of(&db, Some("alice"), 3);
+    alerts_of(&db, Some(BOB), 2);
+    alerts_of(&db, Some("carol"), 1);
+    alerts_of(&db, None, 1);
+    db.set_quote("AAPL", 2.0);
+    wait_until("the pages to show their events", || {
+        seen(&browser, &alice).alert_ids.len() == 3 && seen(&browser, &bob).alert_ids.len() == 2
+    });
+    wait_until("every event delivered or dead", || {
+        db.scalar("SELECT count(*) FROM outbox WHERE state = 'pending'") == 0
+    });
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM outbox WHERE state = 'dead'"),
+        1
+    );
+
+    // Alice's connection drops; her events published meanwhile wait in the
+    // relay, while Bob's page goes on.
+    alice_network.cut();
+    let last_before_cut = seen(&browser, &alice).last_event_ids[2].clone();
+    alerts_of(&db, Some("alice"), 2);
+    alerts_of(&db, Some(BOB), 1);
+    wait_until("the new events delivered to the relay", || {
+        db.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'") == 9
+    });
+    wait_until("Bob's page to show his third event", || {
+        seen(&browser, &bob).alert_ids.len() == 3
+    });
+    assert_eq!(
+        seen(&browser, &alice).alert_ids.len(),
+        3,
+        "Alice's stream is cut"
+    );
+    alice_network.restore();
+    wait_until("Alice's page to catch up", || {
+        seen(&browser, &alice).alert_ids.len() >= 5
+    });
+    // Nothing more is on its way: a repeat would show now.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    for (tab, user) in [(&alice, "alice"), (&bob, BOB)] {
+        let seen = seen(&browser, tab);
+        assert_eq!(
+            seen.alert_ids,
+            queued_for(&db, user),
+            "{user}: each event once, in order"
+        );
+        assert!(
+            seen.users.iter().all(|seen| seen == user),
+            "{user}: {:?}",
+            seen.users
+        );
+        let mut ids = seen.last_event_ids.clone();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            seen.last_event_ids.len(),
+            "{user}: distinct SSE ids"
+        );
+    }
+    // Alice's browser reconnected by itself, saying what it had last seen.
+    assert_eq!(opened(&browser, &alice), 2);
+    assert_eq!(opened(&browser, &bob), 1);
+    let streams: Vec<Option<String>> = alice_network
+        .sent()
+        .iter()
+        .flat_map(|sent| {
+            sent.split("\r\n\r\n")
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|head| head.starts_with("GET /api/stream "))
+        .map(|head| {
+            head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("last-event-id")
+                    .then(|| value.trim().to_owned())
+            })
+        })
+        .collect();
+    assert_eq!(
+        streams,
+        [None, Some(last_before_cut)],
+        "Alice's stream requests"
+    );
+}
