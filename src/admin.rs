@@ -147,25 +147,45 @@ pub fn alerts_list(
     }
     writeln!(
         out,
-        "{:>8} {:<10} {:<16} {:>12} {:>10} {:<9} {:<24} {:>12} NOTE",
-        "ID", "TICKER", "CONDITION", "TARGET", "REFERENCE", "STATE", "TRIGGERED AT", "AT PRICE"
+        "{:>8} {:<10} {:<16} {:>12} {:>10} {:<9} {:<8} {:<24} {:>12} NOTE",
+        "ID",
+        "TICKER",
+        "CONDITION",
+        "TARGET",
+        "REFERENCE",
+        "STATE",
+        "COOLDOWN",
+        "TRIGGERED AT",
+        "AT PRICE"
     )?;
     for entry in &entries {
-        let state = match (entry.enabled, &entry.triggered_at, &entry.expired_at) {
-            (true, _, _) => "armed",
-            (false, Some(_), _) => "triggered",
-            (false, None, Some(_)) => "expired",
-            (false, None, None) => "disabled",
+        let state = match (
+            entry.enabled,
+            &entry.rearm_at,
+            &entry.triggered_at,
+            &entry.expired_at,
+        ) {
+            (true, ..) => "armed",
+            (false, Some(_), ..) => "cooling",
+            (false, None, Some(_), _) => "triggered",
+            (false, None, None, Some(_)) => "expired",
+            (false, None, None, None) => "disabled",
         };
         writeln!(
             out,
-            "{:>8} {:<10} {:<16} {:>12} {:>10} {:<9} {:<24} {:>12} {}",
+            "{:>8} {:<10} {:<16} {:>12} {:>10} {:<9} {:<8} {:<24} {:>12} {}",
             entry.id,
             entry.ticker,
             entry.condition,
             number(entry.target_price),
             number(entry.reference_price),
             state,
+            entry
+                .cooldown
+                .as_deref()
+                .map(str::trim)
+                .filter(|cooldown| !cooldown.is_empty())
+                .unwrap_or("-"),
             entry.triggered_at.as_deref().unwrap_or("-"),
             number(entry.triggered_price),
             entry.note.as_deref().unwrap_or("")
@@ -225,6 +245,10 @@ pub fn alerts_add(
             "--expires {expiry:?} is not an RFC 3339 time"
         );
     }
+    if let Some(cooldown) = alert.cooldown {
+        crate::evaluate::parse_cooldown(cooldown)
+            .map_err(|reason| anyhow::anyhow!("--cooldown: {reason}"))?;
+    }
     let mut connection = connect(config)?;
     let id = alerts::add(
         &mut connection,
@@ -241,9 +265,39 @@ pub fn alerts_disable(config: &Config, id: i64, out: &mut impl Write) -> anyhow:
     let mut connection = connect(config)?;
     anyhow::ensure!(
         alerts::disable(&mut connection, id).context("disabling the alert")?,
-        "alert {id} does not exist or is not armed"
+        "alert {id} does not exist, or is neither armed nor waiting out a cooldown"
     );
     writeln!(out, "disabled alert {id}")?;
+    Ok(())
+}
+
+/// Sets how long a repeating alert waits after each trigger before it is
+/// re-armed, or (`None`) makes it fire once.
+pub fn alerts_cooldown(
+    config: &Config,
+    id: i64,
+    cooldown: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let cooldown = match cooldown {
+        Some(text) => {
+            crate::evaluate::parse_cooldown(text).map_err(|reason| anyhow::anyhow!(reason))?;
+            Some(text.trim())
+        }
+        None => None,
+    };
+    let mut connection = connect(config)?;
+    anyhow::ensure!(
+        alerts::set_cooldown(&mut connection, id, cooldown).context("setting the cooldown")?,
+        "alert {id} does not exist"
+    );
+    match cooldown {
+        Some(cooldown) => writeln!(
+            out,
+            "alert {id} repeats, re-armed {cooldown} after each trigger"
+        )?,
+        None => writeln!(out, "alert {id} fires once")?,
+    }
     Ok(())
 }
 

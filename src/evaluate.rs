@@ -72,6 +72,9 @@ pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdic
     let Some(target) = alert.target_price.filter(|target| target.is_finite()) else {
         return Verdict::Malformed("target_price is missing or not a finite number".to_owned());
     };
+    if let Err(reason) = cooldown_of(alert) {
+        return Verdict::Malformed(reason);
+    }
     if let Some(expiry) = &alert.expires_at {
         match parse_time(expiry) {
             Some(expiry) if expiry <= now => return Verdict::Expired,
@@ -111,6 +114,42 @@ pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdic
     if fires { Verdict::Fire } else { Verdict::Hold }
 }
 
+/// The shortest cooldown: a repeating alert fires at most once a second.
+pub const MIN_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// How long a repeating alert waits, once it triggered, before the daemon
+/// re-arms it: its `cooldown` (`"15m"`, `"1h 30m"`), none if it has none (NULL
+/// or blank), or why it is not one.
+pub fn cooldown_of(alert: &AlertRow) -> Result<Option<Duration>, String> {
+    alert.cooldown.as_deref().map_or(Ok(None), parse_cooldown)
+}
+
+/// When a repeating alert that fires at `now` is due to be re-armed (unix
+/// ms): `None` for one that fires once (or whose cooldown is not valid, which
+/// `judge` never fires).
+pub fn rearm_at(alert: &AlertRow, now: DateTime<Utc>) -> Option<i64> {
+    let cooldown = cooldown_of(alert).ok().flatten()?;
+    Some(
+        now.timestamp_millis()
+            .saturating_add(i64::try_from(cooldown.as_millis()).unwrap_or(i64::MAX)),
+    )
+}
+
+/// A cooldown as stored: `None` if blank.
+pub fn parse_cooldown(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match humantime::parse_duration(text) {
+        Ok(cooldown) if cooldown >= MIN_COOLDOWN => Ok(Some(cooldown)),
+        Ok(_) => Err(format!("cooldown {text:?} is shorter than 1s")),
+        Err(_) => Err(format!(
+            "cooldown {text:?} is not a duration such as \"15m\""
+        )),
+    }
+}
+
 /// Parses a stored time: RFC 3339, or SQLite's `YYYY-MM-DD HH:MM:SS[.SSS]`
 /// (UTC, as `datetime('now')` writes it).
 pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
@@ -139,6 +178,8 @@ pub struct TickReport {
     pub triggered: u64,
     /// Alerts disabled, without an event, because their `expires_at` passed.
     pub expired: u64,
+    /// Repeating alerts re-armed because their cooldown passed.
+    pub rearmed: u64,
     /// Changed alerts whose ticker has no quote.
     pub no_quote: u64,
     /// Changed tickers whose quote is older than `prices.max_age`, and the
@@ -163,7 +204,7 @@ impl TickReport {
     /// The counts, by the names the summary line, logs and docs use, in
     /// the summary line's order. (`alerts_read` is `evaluated` again, under
     /// the name that says what it measures; `evaluated` stays for scripts.)
-    pub fn counts(&self) -> [(&'static str, u64); 13] {
+    pub fn counts(&self) -> [(&'static str, u64); 14] {
         [
             ("evaluated", self.evaluated),
             ("tickers_changed", self.tickers_changed),
@@ -171,6 +212,7 @@ impl TickReport {
             ("matched", self.matched),
             ("triggered", self.triggered),
             ("expired", self.expired),
+            ("rearmed", self.rearmed),
             ("no_quote", self.no_quote),
             ("stale_quotes", self.stale_quotes),
             ("stale_alerts", self.stale_alerts),
@@ -275,12 +317,23 @@ pub fn tick(
     pool: &Pool,
     options: &TickOptions<'_>,
 ) -> anyhow::Result<TickReport> {
+    tick_at(workers, pool, options, Utc::now())
+}
+
+/// A tick as of `now`: the time quotes' age, expiries and cooldowns are
+/// judged by (the claims stamp the time they commit).
+pub fn tick_at(
+    workers: &rayon::ThreadPool,
+    pool: &Pool,
+    options: &TickOptions<'_>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<TickReport> {
     let started = Instant::now();
-    let now = Utc::now();
     let mut report = TickReport::default();
     let mut writer = pool.get()?;
     let mut snapshot = prepare(&mut writer, options, now)?;
     report.expired = snapshot.expired;
+    report.rearmed = snapshot.rearmed;
     let candidates = std::mem::take(&mut snapshot.candidates);
     let plan = plan(candidates, options, now, &mut report);
     log_quote_problems(options.known_problems, &plan);
@@ -371,6 +424,8 @@ struct Snapshot {
     window: Window,
     /// Alerts this tick expired.
     expired: u64,
+    /// Repeating alerts this tick re-armed.
+    rearmed: u64,
     candidates: Vec<Candidate>,
 }
 
@@ -394,6 +449,9 @@ fn prepare(
     options: &TickOptions<'_>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Snapshot> {
+    // Re-armed alerts are changes of this tick's window: judged below.
+    let rearmed = alerts::rearm_cooled_down(writer, &store::timestamp(now), now.timestamp_millis())
+        .context("re-arming repeating alerts")? as u64;
     let expired =
         alerts::expire_due(writer, &store::timestamp(now)).context("expiring alerts")? as u64;
     let job = watermark_key(options);
@@ -419,6 +477,7 @@ fn prepare(
         job,
         window,
         expired,
+        rearmed,
         candidates,
     })
 }
@@ -945,6 +1004,8 @@ impl Judging<'_> {
         readers.read.fetch_add(1, Ordering::Relaxed);
         match judge(&alert, item.observed, readers.now) {
             Verdict::Fire => self.triggers.push(Trigger {
+                // `judge` fires only with a valid cooldown or none.
+                rearm_at: rearm_at(&alert, readers.now),
                 alert_id: alert.id,
                 arming: alert.arming,
                 // `judge` fires only on a finite target.
@@ -1045,6 +1106,7 @@ mod tests {
             expires_at: None,
             user_id: None,
             note: None,
+            cooldown: None,
         }
     }
 
@@ -1220,6 +1282,40 @@ mod tests {
             Err(QuoteProblem::BadPrice),
         );
         check(Some(5.0), "yesterday", Err(QuoteProblem::BadTime));
+    }
+
+    #[test]
+    fn a_cooldown_is_a_duration_of_a_second_or_more_and_a_bad_one_is_malformed() {
+        let with = |cooldown: &str| AlertRow {
+            cooldown: Some(cooldown.into()),
+            ..alert("above", Some(1.0), None)
+        };
+        let check = |cooldown: &str, expected: Result<Option<Duration>, &str>| {
+            assert_eq!(
+                cooldown_of(&with(cooldown)).map_err(|reason| {
+                    assert!(reason.contains(expected.unwrap_err()), "{reason}");
+                    expected.unwrap_err()
+                }),
+                expected,
+                "{cooldown:?}"
+            )
+        };
+        check("15m", Ok(Some(Duration::from_secs(900))));
+        check(" 1h 30m ", Ok(Some(Duration::from_secs(5400))));
+        check("1s", Ok(Some(Duration::from_secs(1))));
+        check("", Ok(None));
+        check("  ", Ok(None));
+        check("999ms", Err("is shorter than 1s"));
+        check("0s", Err("is shorter than 1s"));
+        check("soon", Err("is not a duration such as \"15m\""));
+        check("-5m", Err("is not a duration"));
+        assert_eq!(cooldown_of(&alert("above", Some(1.0), None)), Ok(None));
+        // A repeating alert fires as any other; a bad cooldown never fires.
+        assert_eq!(judge(&with("15m"), at(5.0, None), now()), Verdict::Fire);
+        assert!(matches!(
+            judge(&with("soon"), at(5.0, None), now()),
+            Verdict::Malformed(_)
+        ));
     }
 
     #[test]

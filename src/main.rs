@@ -144,6 +144,21 @@ enum AlertsCommand {
         /// When the alert stops being evaluated (RFC 3339).
         #[arg(long, value_name = "INSTANT")]
         expires: Option<String>,
+        /// Make it repeat: re-armed this long after each trigger ("15m").
+        #[arg(long, value_name = "DURATION")]
+        cooldown: Option<String>,
+    },
+    /// Make an alert repeat, re-armed this long after each trigger, or fire
+    /// once again (--none).
+    Cooldown {
+        /// The alert's id.
+        id: i64,
+        /// How long after a trigger it is re-armed ("15m", "1h 30m").
+        #[arg(required_unless_present = "none", conflicts_with = "none")]
+        duration: Option<String>,
+        /// No cooldown: the alert fires once, and is re-armed only by hand.
+        #[arg(long)]
+        none: bool,
     },
     /// Arm a triggered, expired or disabled alert again; its next trigger
     /// carries a new event id.
@@ -151,7 +166,8 @@ enum AlertsCommand {
         /// The alert's id.
         id: i64,
     },
-    /// Disable an armed alert, without an event.
+    /// Disable an armed alert, without an event, or stop a repeating one
+    /// that waits out its cooldown from being re-armed.
     Disable {
         /// The alert's id.
         id: i64,
@@ -346,6 +362,7 @@ fn main() -> ExitCode {
                     note,
                     user,
                     expires,
+                    cooldown,
                 } => {
                     let alert = alerts::NewAlert {
                         ticker: &ticker,
@@ -355,8 +372,12 @@ fn main() -> ExitCode {
                         note: note.as_deref(),
                         user_id: user.as_deref(),
                         expires_at: expires.as_deref(),
+                        cooldown: cooldown.as_deref(),
                     };
                     admin::alerts_add(&config, &alert, &mut out)
+                }
+                AlertsCommand::Cooldown { id, duration, .. } => {
+                    admin::alerts_cooldown(&config, id, duration.as_deref(), &mut out)
                 }
                 AlertsCommand::Rearm { id } => admin::alerts_rearm(&config, id, &mut out),
                 AlertsCommand::Disable { id } => admin::alerts_disable(&config, id, &mut out),

@@ -149,6 +149,7 @@ pub struct Metrics {
     tickers_changed: Family<JobLabels, Counter>,
     evaluated: Family<JobLabels, Counter>,
     triggered: Family<JobLabels, Counter>,
+    rearmed: Family<JobLabels, Counter>,
     skipped: Family<SkipLabels, Counter>,
     takeovers: Family<JobLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
@@ -173,6 +174,7 @@ impl Default for Metrics {
             tickers_changed: Family::default(),
             evaluated: Family::default(),
             triggered: Family::default(),
+            rearmed: Family::default(),
             skipped: Family::default(),
             takeovers: Family::default(),
             deliveries: Family::default(),
@@ -244,6 +246,11 @@ impl Metrics {
             self.triggered.clone(),
         );
         registry.register(
+            "alerts_rearmed",
+            "Repeating alerts re-armed because their cooldown passed",
+            self.rearmed.clone(),
+        );
+        registry.register(
             "alerts_skipped",
             "Alerts not evaluated, by reason (stale, malformed, no_quote, unavailable, expired)",
             self.skipped.clone(),
@@ -308,6 +315,7 @@ impl Metrics {
             let _ = self.tickers_changed.get_or_create(&labels);
             let _ = self.evaluated.get_or_create(&labels);
             let _ = self.triggered.get_or_create(&labels);
+            let _ = self.rearmed.get_or_create(&labels);
             let _ = self.last_success.get_or_create(&labels);
             let _ = self.takeovers.get_or_create(&labels);
         }
@@ -377,6 +385,7 @@ impl Metrics {
             self.triggered
                 .get_or_create(&labels)
                 .inc_by(report.triggered);
+            self.rearmed.get_or_create(&labels).inc_by(report.rearmed);
             for (reason, count) in [
                 ("stale", report.stale_alerts),
                 ("malformed", report.malformed_alerts),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::{Db, Engine, Param, lib_config};
 use price_alertd::config::{Config, Scope};
-use price_alertd::evaluate::{self, Observed, TickOptions, Verdict, judge, parse_time};
+use price_alertd::evaluate::{self, Observed, TickOptions, Verdict, judge, parse_time, rearm_at};
 use price_alertd::store::alerts::{self, Trigger};
 
 const TICKERS: [&str; 6] = ["T0", "T1", "T2", "T3", "T4", "T5"];
@@ -66,7 +66,9 @@ fn full_scan(
     now: DateTime<Utc>,
 ) {
     let mut store = pool.get().unwrap();
-    alerts::expire_due(&mut store, &price_alertd::store::timestamp(now)).unwrap();
+    let stamp = price_alertd::store::timestamp(now);
+    alerts::rearm_cooled_down(&mut store, &stamp, now.timestamp_millis()).unwrap();
+    alerts::expire_due(&mut store, &stamp).unwrap();
     let tickers: Vec<String> =
         db.texts("SELECT DISTINCT ticker FROM price_alerts WHERE enabled = 1 ORDER BY ticker");
     let mut triggers = Vec::new();
@@ -99,6 +101,7 @@ fn full_scan(
         for alert in alerts::enabled_for_ticker(&mut store, &ticker).unwrap() {
             if judge(&alert, at, now) == Verdict::Fire {
                 triggers.push(Trigger {
+                    rearm_at: rearm_at(&alert, now),
                     alert_id: alert.id,
                     arming: alert.arming,
                     target_price: alert.target_price.unwrap(),

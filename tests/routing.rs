@@ -190,7 +190,8 @@ on_every_engine! {
 #[test]
 fn events_queued_before_routing_by_user_take_their_user_from_their_bodies_on_postgresql() {
     let db = Db::on(common::Engine::Postgresql);
-    // A database as schema version 1 left it: no outbox.user_id yet.
+    // A database as schema version 1 left it: no outbox.user_id, no
+    // rearm_at yet (dropping the column drops its index).
     db.postgres_app()
         .batch_execute(
             r#"INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, state)
@@ -198,6 +199,7 @@ fn events_queued_before_routing_by_user_take_their_user_from_their_bodies_on_pos
                       ('b', 2, '{"data":{"user_id":null}}', 'x', 0, 'dead'),
                       ('c', 3, '{"data":{"user_id":"u3"}}', 'x', 0, 'delivered');
                ALTER TABLE outbox DROP COLUMN user_id;
+               ALTER TABLE price_alerts DROP COLUMN rearm_at;
                UPDATE price_alertd_schema SET version = 1;"#,
         )
         .unwrap();

@@ -19,6 +19,8 @@ pub struct AlertRow {
     pub expires_at: Option<String>,
     pub user_id: Option<String>,
     pub note: Option<String>,
+    /// As the application wrote it (`"15m"`); `evaluate` parses it.
+    pub cooldown: Option<String>,
 }
 
 /// A quote as stored; a price that is not a number comes back as `None`.
@@ -45,6 +47,9 @@ pub struct Trigger {
     pub note: Option<String>,
     pub price: f64,
     pub quote_time: String,
+    /// An alert that repeats: when, claimed, it is due to be re-armed (unix
+    /// ms): the tick's time plus its cooldown.
+    pub rearm_at: Option<i64>,
 }
 
 /// A quote the daemon evaluated: `(ticker, price, quote_time)`.
@@ -65,6 +70,9 @@ pub struct Entry {
     pub expired_at: Option<String>,
     pub user_id: Option<String>,
     pub note: Option<String>,
+    pub cooldown: Option<String>,
+    /// When a repeating alert that triggered is re-armed (RFC 3339).
+    pub rearm_at: Option<String>,
 }
 
 /// Which alerts `list` shows.
@@ -85,6 +93,7 @@ pub struct NewAlert<'a> {
     pub note: Option<&'a str>,
     pub user_id: Option<&'a str>,
     pub expires_at: Option<&'a str>,
+    pub cooldown: Option<&'a str>,
 }
 
 /// All quotes. One short read: long readers hold back the engine's cleanup
@@ -115,6 +124,21 @@ pub fn enabled_tickers(connection: &mut Connection) -> Result<Vec<String>> {
 /// or before `now`, stamping `expired_at`. Returns how many.
 pub fn expire_due(connection: &mut Connection, now: &str) -> Result<usize> {
     super::engine!(connection, alerts::expire_due(now))
+}
+
+/// Re-arms every repeating alert whose cooldown has passed (`rearm_at` at
+/// or before `now_ms`): enabled again, so the schema's trigger gives it a new
+/// arming (its next event has a new id) and a change number (the next tick
+/// reads it). One that expired meanwhile, whose cooldown was cleared, or
+/// that someone re-armed already, only loses its `rearm_at` (an expired one
+/// gets `expired_at`). One transaction; returns how many were re-armed.
+pub fn rearm_cooled_down(connection: &mut Connection, now: &str, now_ms: i64) -> Result<usize> {
+    super::engine!(connection, alerts::rearm_cooled_down(now, now_ms))
+}
+
+/// Sets or clears an alert's cooldown. Returns false if there is no such alert.
+pub fn set_cooldown(connection: &mut Connection, id: i64, cooldown: Option<&str>) -> Result<bool> {
+    super::engine!(connection, alerts::set_cooldown(id, cooldown))
 }
 
 /// One ticker's quote, if it has one (by its primary key).
@@ -181,8 +205,9 @@ pub fn add(connection: &mut Connection, alert: &NewAlert<'_>, created_at: &str) 
     super::engine!(connection, alerts::add(alert, created_at))
 }
 
-/// Disables an armed alert without an event. Returns false if there is no such
-/// alert or it is not armed.
+/// Disables an armed alert without an event, or stops a repeating one that
+/// waits out its cooldown from being re-armed. Returns false if there is no
+/// such alert or it is neither.
 pub fn disable(connection: &mut Connection, id: i64) -> Result<bool> {
     super::engine!(connection, alerts::disable(id))
 }

@@ -566,12 +566,36 @@ pub fn tick_scoped(db: &Db, config: &Config, scope: &Scope) -> TickReport {
     )
 }
 
+/// One evaluation tick as of `now` (quotes' age, expiries and cooldowns
+/// are judged by it).
+pub fn tick_at(db: &Db, config: &Config, now: chrono::DateTime<chrono::Utc>) -> TickReport {
+    let workers = evaluate::thread_pool(config.evaluator.threads).unwrap();
+    tick_on_at(
+        &db.pool(config.evaluator.threads as u32 + 2),
+        &workers,
+        config,
+        &Scope::all(),
+        now,
+    )
+}
+
 /// One evaluation tick with a given pool and threads, as one daemon runs it.
 pub fn tick_on(
     pool: &Pool,
     workers: &rayon::ThreadPool,
     config: &Config,
     scope: &Scope,
+) -> TickReport {
+    tick_on_at(pool, workers, config, scope, chrono::Utc::now())
+}
+
+/// [`tick_on`] as of `now`.
+pub fn tick_on_at(
+    pool: &Pool,
+    workers: &rayon::ThreadPool,
+    config: &Config,
+    scope: &Scope,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> TickReport {
     let known_problems = Mutex::default();
     let options = TickOptions {
@@ -582,7 +606,7 @@ pub fn tick_on(
         unavailable: &HashSet::new(),
         known_problems: &known_problems,
     };
-    evaluate::tick(workers, pool, &options).unwrap()
+    evaluate::tick_at(workers, pool, &options, now).unwrap()
 }
 
 /// Delivers what is pending for up to the drain time, as `run-job` does after

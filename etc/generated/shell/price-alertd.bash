@@ -46,6 +46,9 @@ _price__alertd() {
             price__alertd__subcmd__alerts,add)
                 cmd="price__alertd__subcmd__alerts__subcmd__add"
                 ;;
+            price__alertd__subcmd__alerts,cooldown)
+                cmd="price__alertd__subcmd__alerts__subcmd__cooldown"
+                ;;
             price__alertd__subcmd__alerts,disable)
                 cmd="price__alertd__subcmd__alerts__subcmd__disable"
                 ;;
@@ -60,6 +63,9 @@ _price__alertd() {
                 ;;
             price__alertd__subcmd__alerts__subcmd__help,add)
                 cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__add"
+                ;;
+            price__alertd__subcmd__alerts__subcmd__help,cooldown)
+                cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__cooldown"
                 ;;
             price__alertd__subcmd__alerts__subcmd__help,disable)
                 cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__disable"
@@ -102,6 +108,9 @@ _price__alertd() {
                 ;;
             price__alertd__subcmd__help__subcmd__alerts,add)
                 cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__add"
+                ;;
+            price__alertd__subcmd__help__subcmd__alerts,cooldown)
+                cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__cooldown"
                 ;;
             price__alertd__subcmd__help__subcmd__alerts,disable)
                 cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__disable"
@@ -185,7 +194,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts)
-            opts="-h --config --help list add rearm disable help"
+            opts="-h --config --help list add cooldown rearm disable help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -203,7 +212,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__add)
-            opts="-h --reference --note --user --expires --config --help"
+            opts="-h --reference --note --user --expires --cooldown --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -225,6 +234,28 @@ _price__alertd() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cooldown)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        price__subcmd__alertd__subcmd__alerts__subcmd__cooldown)
+            opts="-h --none --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -255,7 +286,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__help)
-            opts="list add rearm disable help"
+            opts="list add cooldown rearm disable help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -269,6 +300,20 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__cooldown)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -437,7 +482,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__help__subcmd__alerts)
-            opts="list add rearm disable"
+            opts="list add cooldown rearm disable"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -451,6 +496,20 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__cooldown)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

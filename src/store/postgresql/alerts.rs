@@ -16,7 +16,7 @@ type Result<T> = std::result::Result<T, postgres::Error>;
 macro_rules! alert_columns {
     () => {
         "id, arming, ticker::text, condition::text, target_price::float8, \
-         reference_price::float8, expires_at::text, user_id::text, note::text"
+         reference_price::float8, expires_at::text, user_id::text, note::text, cooldown::text"
     };
 }
 pub(super) use alert_columns;
@@ -41,6 +41,7 @@ pub(super) fn alert_row_from(row: &Row, first: usize) -> Result<AlertRow> {
         expires_at: row.try_get(first + 6)?,
         user_id: row.try_get(first + 7)?,
         note: row.try_get(first + 8)?,
+        cooldown: row.try_get(first + 9)?,
     })
 }
 
@@ -121,6 +122,32 @@ pub fn expire_due(connection: &mut Connection, now: &str) -> Result<usize> {
     Ok(connection.client().execute(&statement, &[&now])? as usize)
 }
 
+pub fn rearm_cooled_down(connection: &mut Connection, now: &str, now_ms: i64) -> Result<usize> {
+    let rearm = connection.prepared(
+        "UPDATE price_alerts SET enabled = '1', rearm_at = NULL
+         WHERE rearm_at IS NOT NULL AND rearm_at <= $2 AND enabled = '0'
+           AND cooldown IS NOT NULL AND trim(cooldown::text) <> ''
+           AND coalesce(price_alertd_time(expires_at::text) > $1::text::timestamptz, true)",
+    )?;
+    let settle = connection.prepared(
+        "UPDATE price_alerts SET rearm_at = NULL,
+             expired_at = CASE WHEN enabled = '0'
+                                AND price_alertd_time(expires_at::text) <= $1::text::timestamptz
+                               THEN $1 ELSE expired_at END
+         WHERE rearm_at IS NOT NULL AND rearm_at <= $2",
+    )?;
+    let mut transaction = connection.client().transaction()?;
+    let rearmed = transaction.execute(&rearm, &[&now, &now_ms])?;
+    transaction.execute(&settle, &[&now, &now_ms])?;
+    transaction.commit()?;
+    Ok(rearmed as usize)
+}
+
+pub fn set_cooldown(connection: &mut Connection, id: i64, cooldown: Option<&str>) -> Result<bool> {
+    let statement = connection.prepared("UPDATE price_alerts SET cooldown = $2 WHERE id = $1")?;
+    Ok(connection.client().execute(&statement, &[&id, &cooldown])? > 0)
+}
+
 pub fn quote(connection: &mut Connection, ticker: &str) -> Result<Option<QuoteRow>> {
     let statement = connection.prepared(
         "SELECT ticker::text, price::float8, updated_at::text FROM quotes WHERE ticker = $1",
@@ -199,7 +226,8 @@ pub fn upsert_quotes(connection: &mut Connection, quotes: &[(String, f64, String
 
 pub fn rearm(connection: &mut Connection, id: i64) -> Result<bool> {
     let statement = connection.prepared(
-        "UPDATE price_alerts SET enabled = '1', triggered_at = NULL, triggered_price = NULL, expired_at = NULL
+        "UPDATE price_alerts SET enabled = '1', triggered_at = NULL, triggered_price = NULL, expired_at = NULL,
+             rearm_at = NULL
          WHERE id = $1 AND enabled = '0'",
     )?;
     Ok(connection.client().execute(&statement, &[&id])? > 0)
@@ -228,9 +256,10 @@ pub fn claim(
     )?;
     let disable = connection.prepared(
         "UPDATE price_alerts AS a
-         SET enabled = '0', triggered_at = $1, triggered_price = c.price
-         FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::text[], $6::float8[], $7::float8[])
-              AS c (id, arming, price, condition, target_price, reference_price)
+         SET enabled = '0', triggered_at = $1, triggered_price = c.price, rearm_at = c.rearm_at
+         FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::text[], $6::float8[], $7::float8[],
+                     $8::bigint[])
+              AS c (id, arming, price, condition, target_price, reference_price, rearm_at)
          WHERE a.id = c.id AND a.enabled = '1' AND a.arming = c.arming
            AND a.condition = c.condition AND a.target_price = c.target_price
            AND a.reference_price IS NOT DISTINCT FROM c.reference_price
@@ -259,6 +288,7 @@ pub fn claim(
         .iter()
         .map(|trigger| trigger.reference_price)
         .collect();
+    let rearm_at: Vec<Option<i64>> = batch.iter().map(|trigger| trigger.rearm_at).collect();
 
     let mut transaction = connection.client().transaction()?;
     transaction.execute(&lock, &[&ids])?;
@@ -273,6 +303,7 @@ pub fn claim(
                 &conditions,
                 &targets,
                 &references,
+                &rearm_at,
             ],
         )?
         .iter()
@@ -315,7 +346,8 @@ pub fn list(
             concat!(
                 "SELECT id, ticker::text, condition::text, target_price::float8, \
                  reference_price::float8, enabled = '1', triggered_at::text, triggered_price::float8, \
-                 expires_at::text, expired_at::text, user_id::text, note::text FROM price_alerts WHERE ",
+                 expires_at::text, expired_at::text, user_id::text, note::text, cooldown::text, rearm_at \
+                 FROM price_alerts WHERE ",
                 $state,
                 " AND ($1::text IS NULL OR ticker = $1) ORDER BY id DESC LIMIT $2"
             )
@@ -345,6 +377,11 @@ pub fn list(
                 expired_at: row.try_get(9)?,
                 user_id: row.try_get(10)?,
                 note: row.try_get(11)?,
+                cooldown: row.try_get(12)?,
+                rearm_at: row
+                    .try_get::<_, Option<i64>>(13)?
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(crate::store::timestamp),
             })
         })
         .collect()
@@ -352,8 +389,8 @@ pub fn list(
 
 pub fn add(connection: &mut Connection, alert: &NewAlert<'_>, created_at: &str) -> Result<i64> {
     let statement = connection.prepared(
-        "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at, cooldown)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     )?;
     connection
         .client()
@@ -368,13 +405,16 @@ pub fn add(connection: &mut Connection, alert: &NewAlert<'_>, created_at: &str) 
                 &alert.user_id,
                 &alert.note,
                 &alert.expires_at,
+                &alert.cooldown,
             ],
         )?
         .try_get(0)
 }
 
 pub fn disable(connection: &mut Connection, id: i64) -> Result<bool> {
-    let statement = connection
-        .prepared("UPDATE price_alerts SET enabled = '0' WHERE id = $1 AND enabled = '1'")?;
+    let statement = connection.prepared(
+        "UPDATE price_alerts SET enabled = '0', rearm_at = NULL
+         WHERE id = $1 AND (enabled = '1' OR rearm_at IS NOT NULL)",
+    )?;
     Ok(connection.client().execute(&statement, &[&id])? > 0)
 }

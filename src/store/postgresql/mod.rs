@@ -37,7 +37,7 @@ use crate::config::PostgresConfig;
 
 /// The schema version this build migrates a PostgreSQL database to
 /// (`price_alertd_schema.version`).
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// A connection and the statements prepared on it: each statement is parsed
 /// and planned once per connection, not once per call.
@@ -451,6 +451,9 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
     if version < 2 {
         transaction.batch_execute(MIGRATION_2)?;
     }
+    if version < 3 {
+        transaction.batch_execute(MIGRATION_3)?;
+    }
     if version < SCHEMA_VERSION {
         transaction.execute(
             "UPDATE price_alertd_schema SET version = $1 WHERE id = 1",
@@ -617,6 +620,15 @@ VALUES (1, substr(encode(sha256(convert_to(gen_random_uuid()::text || gen_random
 const MIGRATION_2: &str = "
 ALTER TABLE outbox ADD COLUMN user_id TEXT;
 UPDATE outbox SET user_id = body::jsonb -> 'data' ->> 'user_id' WHERE state <> 'delivered';
+";
+
+/// Repeating alerts: the application's `cooldown` (added if it has none),
+/// and when the claim of an alert with one makes it due to be re-armed (unix
+/// ms), through a partial index of those waiting.
+const MIGRATION_3: &str = "
+ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS cooldown TEXT;
+ALTER TABLE price_alerts ADD COLUMN rearm_at BIGINT;
+CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at) WHERE rearm_at IS NOT NULL;
 ";
 
 /// The id this database got at its first migration.

@@ -45,7 +45,7 @@ pub fn enabled_for_ticker(
     ticker: &str,
 ) -> rusqlite::Result<Vec<AlertRow>> {
     let mut statement = connection.prepare_cached(
-        "SELECT id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note
+        "SELECT id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note, cooldown
          FROM price_alerts WHERE ticker = ?1 AND enabled = 1",
     )?;
     let rows = statement.query_map([ticker], alert_row)?;
@@ -59,7 +59,7 @@ pub fn enabled_without_ticker(
     limit: u64,
 ) -> rusqlite::Result<Vec<AlertRow>> {
     let mut statement = connection.prepare_cached(
-        "SELECT id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note
+        "SELECT id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note, cooldown
          FROM price_alerts WHERE enabled = 1 AND (ticker IS NULL OR trim(ticker) = '')
          ORDER BY id LIMIT ?1",
     )?;
@@ -68,8 +68,7 @@ pub fn enabled_without_ticker(
 }
 
 /// The columns [`alert_row`] reads, in its order.
-pub(super) const ALERT_COLUMNS: &str =
-    "id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note";
+pub(super) const ALERT_COLUMNS: &str = "id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note, cooldown";
 
 pub(super) fn alert_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
     Ok(AlertRow {
@@ -82,6 +81,7 @@ pub(super) fn alert_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
         expires_at: row.get::<_, Option<Value>>(6)?.map(text),
         user_id: row.get::<_, Option<Value>>(7)?.map(text),
         note: row.get::<_, Option<Value>>(8)?.map(text),
+        cooldown: row.get::<_, Option<Value>>(9)?.map(text),
     })
 }
 
@@ -111,6 +111,43 @@ pub fn expire_due(connection: &Connection, now: &str) -> rusqlite::Result<usize>
          WHERE enabled = 1 AND expires_at IS NOT NULL AND julianday(expires_at) <= julianday(?1)",
         [now],
     )
+}
+
+/// Re-arms the repeating alerts whose cooldown has passed, through the
+/// partial index `price_alerts_rearm` (see `store::alerts`).
+pub fn rearm_cooled_down(
+    connection: &mut Connection,
+    now: &str,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let rearmed = transaction.execute(
+        "UPDATE price_alerts SET enabled = 1, rearm_at = NULL
+         WHERE rearm_at IS NOT NULL AND rearm_at <= ?2 AND enabled = 0
+           AND cooldown IS NOT NULL AND trim(cooldown) <> ''
+           AND coalesce(julianday(expires_at) > julianday(?1), 1)",
+        params![now, now_ms],
+    )?;
+    transaction.execute(
+        "UPDATE price_alerts SET rearm_at = NULL,
+             expired_at = CASE WHEN enabled = 0 AND julianday(expires_at) <= julianday(?1)
+                               THEN ?1 ELSE expired_at END
+         WHERE rearm_at IS NOT NULL AND rearm_at <= ?2",
+        params![now, now_ms],
+    )?;
+    transaction.commit()?;
+    Ok(rearmed)
+}
+
+pub fn set_cooldown(
+    connection: &Connection,
+    id: i64,
+    cooldown: Option<&str>,
+) -> rusqlite::Result<bool> {
+    Ok(connection.execute(
+        "UPDATE price_alerts SET cooldown = ?2 WHERE id = ?1",
+        params![id, cooldown],
+    )? > 0)
 }
 
 /// One ticker's quote, if it has one (by its primary key).
@@ -196,7 +233,8 @@ pub fn upsert_quotes(
 /// Returns false if there is no such alert or it is already armed.
 pub fn rearm(connection: &Connection, id: i64) -> rusqlite::Result<bool> {
     let changed = connection.execute(
-        "UPDATE price_alerts SET enabled = 1, triggered_at = NULL, triggered_price = NULL, expired_at = NULL
+        "UPDATE price_alerts SET enabled = 1, triggered_at = NULL, triggered_price = NULL, expired_at = NULL,
+             rearm_at = NULL
          WHERE id = ?1 AND enabled = 0",
         [id],
     )?;
@@ -226,13 +264,14 @@ pub fn claim(
         transaction.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS claims (
                  id INTEGER PRIMARY KEY, arming INTEGER NOT NULL, price REAL NOT NULL,
-                 condition TEXT NOT NULL, target_price REAL NOT NULL, reference_price REAL);
+                 condition TEXT NOT NULL, target_price REAL NOT NULL, reference_price REAL,
+                 rearm_at INTEGER);
              DELETE FROM temp.claims;",
         )?;
         {
             let mut stage = transaction.prepare_cached(
-                "INSERT OR REPLACE INTO temp.claims (id, arming, price, condition, target_price, reference_price)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO temp.claims (id, arming, price, condition, target_price, reference_price, rearm_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for trigger in triggers {
                 stage.execute(params![
@@ -241,7 +280,8 @@ pub fn claim(
                     trigger.price,
                     trigger.condition,
                     trigger.target_price,
-                    trigger.reference_price
+                    trigger.reference_price,
+                    trigger.rearm_at
                 ])?;
             }
         }
@@ -256,7 +296,8 @@ pub fn claim(
                 // a batch of 5,000 at 10M alerts).
                 "UPDATE OR FAIL price_alerts
                  SET enabled = 0, triggered_at = ?1,
-                     triggered_price = (SELECT c.price FROM temp.claims AS c WHERE c.id = price_alerts.id)
+                     (triggered_price, rearm_at) =
+                         (SELECT c.price, c.rearm_at FROM temp.claims AS c WHERE c.id = price_alerts.id)
                  WHERE id IN (SELECT id FROM temp.claims) AND enabled = 1
                    AND EXISTS (SELECT 1 FROM temp.claims AS c
                                WHERE c.id = price_alerts.id AND c.arming = price_alerts.arming
@@ -312,7 +353,7 @@ pub fn list(
     };
     let mut statement = connection.prepare(&format!(
         "SELECT id, ticker, condition, target_price, reference_price, enabled, triggered_at, triggered_price,
-                expires_at, expired_at, user_id, note
+                expires_at, expired_at, user_id, note, cooldown, rearm_at
          FROM price_alerts WHERE {state} AND (?1 IS NULL OR ticker = ?1) ORDER BY id DESC LIMIT ?2"
     ))?;
     let rows = statement.query_map(params![ticker, limit as i64], |row| {
@@ -330,6 +371,11 @@ pub fn list(
             expired_at: optional_text(row.get(9)?),
             user_id: optional_text(row.get(10)?),
             note: optional_text(row.get(11)?),
+            cooldown: optional_text(row.get(12)?),
+            rearm_at: row
+                .get::<_, Option<i64>>(13)?
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map(crate::store::timestamp),
         })
     })?;
     rows.collect()
@@ -342,8 +388,8 @@ pub fn add(
     created_at: &str,
 ) -> rusqlite::Result<i64> {
     connection.execute(
-        "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at, cooldown)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             alert.ticker,
             alert.condition,
@@ -352,17 +398,19 @@ pub fn add(
             created_at,
             alert.user_id,
             alert.note,
-            alert.expires_at
+            alert.expires_at,
+            alert.cooldown
         ],
     )?;
     Ok(connection.last_insert_rowid())
 }
 
-/// Disables an armed alert without an event. Returns false if there is no such
-/// alert or it is not armed.
+/// Disables an armed alert without an event, or cancels a repeating one's
+/// re-arming. Returns false if there is no such alert or it is neither.
 pub fn disable(connection: &Connection, id: i64) -> rusqlite::Result<bool> {
     Ok(connection.execute(
-        "UPDATE price_alerts SET enabled = 0 WHERE id = ?1 AND enabled = 1",
+        "UPDATE price_alerts SET enabled = 0, rearm_at = NULL
+         WHERE id = ?1 AND (enabled = 1 OR rearm_at IS NOT NULL)",
         [id],
     )? > 0)
 }

@@ -33,7 +33,7 @@ fn sqlite_failure(error: rusqlite::Error, doing: String) -> anyhow::Error {
 }
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Opens (creating if missing) and migrates the database, then builds a pool
 /// of `size` connections. WAL mode and migrations run on one connection before
@@ -175,6 +175,18 @@ pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     }
     if version < 8 {
         transaction.execute_batch(MIGRATION_8)?;
+    }
+    if version < 9 {
+        // `cooldown` is the application's to write; it may have added it.
+        let has_cooldown: bool = transaction.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('price_alerts') WHERE name = 'cooldown'",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_cooldown {
+            transaction.execute_batch("ALTER TABLE price_alerts ADD COLUMN cooldown TEXT;")?;
+        }
+        transaction.execute_batch(MIGRATION_9)?;
     }
     if version < SCHEMA_VERSION {
         transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -380,6 +392,13 @@ UPDATE outbox SET user_id = json_extract(body, '$.data.user_id')
 WHERE state <> 'delivered' AND json_valid(body);
 ";
 
+/// Repeating alerts: when the claim of an alert with a `cooldown` makes it
+/// due to be re-armed (unix ms), through a partial index of those waiting.
+const MIGRATION_9: &str = "
+ALTER TABLE price_alerts ADD COLUMN rearm_at INTEGER;
+CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at) WHERE rearm_at IS NOT NULL;
+";
+
 /// The id this database got at its first migration (see `MIGRATION_4`).
 pub fn installation_id(connection: &Connection) -> rusqlite::Result<String> {
     connection.query_row(
@@ -558,7 +577,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!((mode.as_str(), version), ("wal", SCHEMA_VERSION));
-        assert_eq!(SCHEMA_VERSION, 8);
+        assert_eq!(SCHEMA_VERSION, 9);
         let installation = installation_id(&connection).unwrap();
         drop(connection);
         // Opening again is a no-op migration: the same installation.
@@ -570,7 +589,8 @@ mod tests {
     fn events_queued_before_routing_by_user_take_their_user_from_their_bodies() {
         let dir = tempfile::tempdir().unwrap();
         drop(open(&path(dir.path()), TIMEOUT, 1).unwrap());
-        // A database as version 7 left it: no outbox.user_id yet.
+        // A database as version 7 left it: no outbox.user_id, no rearm_at
+        // yet (the application's own cooldown column, which it may have, is kept).
         let connection = Connection::open(path(dir.path())).unwrap();
         connection
             .execute_batch(
@@ -579,6 +599,8 @@ mod tests {
                           ('b', 2, '{"data":{"user_id":null}}', 'x', 0, 'dead'),
                           ('c', 3, '{"data":{"user_id":"u3"}}', 'x', 0, 'delivered');
                    ALTER TABLE outbox DROP COLUMN user_id;
+                   DROP INDEX price_alerts_rearm;
+                   ALTER TABLE price_alerts DROP COLUMN rearm_at;
                    PRAGMA user_version = 7;"#,
             )
             .unwrap();
