@@ -219,3 +219,107 @@ on_every_engine! {
         assert_eq!(events.iter().collect::<BTreeSet<_>>().len() as i64, ROUNDS);
     }
 }
+
+/// Records every arming every alert gets, as an application's trigger would:
+/// the truth the outbox is checked against.
+fn audit_armings(db: &Db) {
+    let sql = match db.engine {
+        common::Engine::Sqlite => {
+            "CREATE TABLE armings (alert_id INTEGER NOT NULL, arming INTEGER NOT NULL);
+             CREATE TRIGGER armings_audit AFTER UPDATE OF arming ON price_alerts
+             WHEN OLD.arming IS NOT NEW.arming
+             BEGIN INSERT INTO armings VALUES (NEW.id, NEW.arming); END;"
+        }
+        common::Engine::Postgresql => {
+            "CREATE TABLE armings (alert_id BIGINT NOT NULL, arming BIGINT NOT NULL);
+             CREATE FUNCTION armings_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO armings VALUES (NEW.id, NEW.arming); RETURN NULL; END $$;
+             CREATE TRIGGER armings_on_insert AFTER INSERT ON price_alerts
+             FOR EACH ROW EXECUTE FUNCTION armings_audit();
+             CREATE TRIGGER armings_on_update AFTER UPDATE ON price_alerts
+             FOR EACH ROW WHEN (OLD.arming IS DISTINCT FROM NEW.arming)
+             EXECUTE FUNCTION armings_audit();"
+        }
+    };
+    match db.engine {
+        common::Engine::Sqlite => db.app().execute_batch(sql).unwrap(),
+        common::Engine::Postgresql => db.postgres_app().batch_execute(sql).unwrap(),
+    }
+}
+
+on_every_engine! {
+    fn three_daemons_sigkilled_at_random_while_alerts_repeat_send_one_event_per_arming(engine: Engine) {
+        const ALERTS: usize = 300;
+        let db = Db::on(engine);
+        audit_armings(&db);
+        let receiver = common::Receiver::start_lean();
+        let alerts: Vec<(String, &str, f64)> =
+            (0..ALERTS).map(|n| (format!("T{}", n % 10), "above", n as f64)).collect();
+        db.add_alerts(&alerts);
+        db.execute("UPDATE price_alerts SET cooldown = '1s'", &[]);
+        for n in 0..10 {
+            db.set_quote(&format!("T{n}"), 1_000.0);
+        }
+        let path = db.write_config(&common::config_text(&db, &receiver.url, "* * * * * *"));
+
+        let seed = fastrand::u64(..);
+        eprintln!("seed {seed}");
+        let mut random = fastrand::Rng::with_seed(seed);
+        let mut daemons: Vec<common::Daemon> =
+            (0..3).map(|_| common::Daemon::start_quiet(&path)).collect();
+        let started = std::time::Instant::now();
+        let mut kills = 0;
+        while started.elapsed() < Duration::from_secs(8) {
+            std::thread::sleep(Duration::from_millis(random.u64(200..1200)));
+            let victim = random.usize(..daemons.len());
+            daemons[victim].child.kill().unwrap();
+            daemons[victim].child.wait().unwrap();
+            daemons[victim] = common::Daemon::start_quiet(&path);
+            kills += 1;
+        }
+        // The alerts stop repeating: each fires once more at most, and the
+        // survivors deliver everything.
+        db.execute("UPDATE price_alerts SET cooldown = NULL", &[]);
+        common::wait_until("every alert claimed and every event delivered", || {
+            db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1 OR rearm_at IS NOT NULL") == 0
+                && db.scalar("SELECT count(*) FROM outbox WHERE state <> 'delivered'") == 0
+        });
+        drop(daemons);
+
+        // Every arming any alert got has exactly one event, and nothing else does.
+        let armings: BTreeSet<(i64, i64)> = db
+            .rows("SELECT alert_id, arming FROM armings")
+            .iter()
+            .map(|row| (row[0].integer(), row[1].integer()))
+            .collect();
+        let events: Vec<(i64, i64)> = db
+            .texts("SELECT event_id FROM outbox")
+            .iter()
+            .map(|id| {
+                let mut parts = id.rsplitn(3, '_');
+                let arming = parts.next().unwrap().parse().unwrap();
+                let alert = parts.next().unwrap().parse().unwrap();
+                (alert, arming)
+            })
+            .collect();
+        assert_eq!(events.iter().copied().collect::<BTreeSet<_>>(), armings);
+        assert_eq!(events.len(), armings.len(), "one event per arming");
+        assert!(
+            events.len() > 2 * ALERTS,
+            "the alerts repeated: {} events after {kills} kills",
+            events.len()
+        );
+        // And each reached the receiver under its id.
+        let delivered: BTreeSet<String> = receiver
+            .arrivals()
+            .iter()
+            .filter(|arrival| arrival.status == 200)
+            .map(|arrival| arrival.webhook_id.clone())
+            .collect();
+        assert_eq!(
+            delivered,
+            db.texts("SELECT event_id FROM outbox").into_iter().collect::<BTreeSet<_>>()
+        );
+        eprintln!("{} events for {} armings after {kills} kills", events.len(), armings.len());
+    }
+}
