@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use common::{Db, binary, config_text, free_port, summary, wait_until};
+use common::{Db, cli, config_text, free_port, summary, wait_until};
 
 /// The Python receiver as README shows it: the fenced block that starts
 /// with `# receiver.py`.
@@ -118,18 +118,7 @@ fn the_readme_python_receiver_verifies_real_deliveries_and_handles_each_id_once(
         &format!("[webhook]\nsecret = \"{NEW} {OLD}\"\n"),
     );
     let config = db.write_config(&text);
-    let run_job = || {
-        let output = binary()
-            .args(["--config", config.to_str().unwrap(), "run-job", "evaluate"])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        summary(&String::from_utf8(output.stdout).unwrap())
-    };
+    let run_job = || summary(&cli(&config, &["run-job", "evaluate"]));
     for target in [1.0, 2.0, 3.0] {
         db.add_alert("AAPL", "above", target);
     }

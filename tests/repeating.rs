@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{Db, Param, binary, lib_config, tick_at, tick_on_at};
+use common::{Db, Param, lib_config, tick_at, tick_on_at};
 use price_alertd::config::{Config, Scope};
 
 /// A config whose quotes stay fresh for a day of injected time.
@@ -136,15 +136,7 @@ on_every_engine! {
         assert_eq!((first.triggered, first.malformed_alerts), (3, 1));
 
         let path = db.write_config(&common::config_text(&db, "http://127.0.0.1:9/", "0 0 * * * *"));
-        let cli = |args: &[&str]| {
-            let output = binary()
-                .args(["--config", path.to_str().unwrap(), "alerts"])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
-            String::from_utf8(output.stdout).unwrap()
-        };
+        let cli = |args: &[&str]| common::cli(&path, &[&["alerts"], args].concat());
         let listed = cli(&["list"]);
         let line = |id: i64| {
             listed

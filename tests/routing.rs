@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Db, Param, Receiver, Reply, deliver_pending, lib_config, tick};
+use common::{Db, Engine, Param, Receiver, Reply, deliver_pending, lib_config, tick};
 
 /// The receiver's base with `{user_id}` after it.
 fn per_user(receiver: &Receiver) -> String {
@@ -187,27 +187,45 @@ on_every_engine! {
     }
 }
 
-#[test]
-fn events_queued_before_routing_by_user_take_their_user_from_their_bodies_on_postgresql() {
-    let db = Db::on(common::Engine::Postgresql);
-    // A database as schema version 1 left it: no outbox.user_id, no
-    // rearm_at yet (dropping the column drops its index).
-    db.postgres_app()
-        .batch_execute(
+on_every_engine! {
+    fn events_queued_before_routing_by_user_take_their_user_from_their_bodies(engine: Engine) {
+        let db = Db::on(engine);
+        db.execute(
             r#"INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, state)
                VALUES ('a', 1, '{"data":{"user_id":"u/1"}}', 'x', 0, 'pending'),
                       ('b', 2, '{"data":{"user_id":null}}', 'x', 0, 'dead'),
-                      ('c', 3, '{"data":{"user_id":"u3"}}', 'x', 0, 'delivered');
-               ALTER TABLE outbox DROP COLUMN user_id;
-               ALTER TABLE price_alerts DROP COLUMN rearm_at;
-               UPDATE price_alertd_schema SET version = 1;"#,
-        )
-        .unwrap();
-    drop(db.pool(1));
-    assert_eq!(
-        db.texts("SELECT coalesce(user_id, 'NULL') FROM outbox ORDER BY id"),
-        ["u/1", "NULL", "NULL"]
-    );
+                      ('c', 3, '{"data":{"user_id":"u3"}}', 'x', 0, 'delivered')"#,
+            &[],
+        );
+        // The database as the schema before routing left it: no
+        // outbox.user_id, no rearm_at (the application's own cooldown
+        // column, which it may have had, stays).
+        match engine {
+            Engine::Sqlite => db
+                .app()
+                .execute_batch(
+                    "ALTER TABLE outbox DROP COLUMN user_id;
+                     DROP INDEX price_alerts_rearm;
+                     ALTER TABLE price_alerts DROP COLUMN rearm_at;
+                     PRAGMA user_version = 7;",
+                )
+                .unwrap(),
+            Engine::Postgresql => db
+                .postgres_app()
+                .batch_execute(
+                    "ALTER TABLE outbox DROP COLUMN user_id;
+                     ALTER TABLE price_alerts DROP COLUMN rearm_at;
+                     UPDATE price_alertd_schema SET version = 1;",
+                )
+                .unwrap(),
+        }
+        drop(db.pool(1));
+        // Delivered events are never routed again.
+        assert_eq!(
+            db.texts("SELECT coalesce(user_id, 'NULL') FROM outbox ORDER BY id"),
+            ["u/1", "NULL", "NULL"]
+        );
+    }
 }
 
 #[test]
@@ -217,17 +235,7 @@ fn check_config_shows_the_template_and_what_becomes_of_events_without_a_user() {
         let text =
             common::config_text(&db, "http://127.0.0.1:8080/events/{user_id}", "0 * * * * *")
                 .replace("[webhook]\n", &format!("[webhook]\n{extra}"));
-        let path = db.write_config(&text);
-        let output = common::binary()
-            .args(["--config", path.to_str().unwrap(), "check-config"])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        common::cli(&db.write_config(&text), &["check-config"])
     };
     let shown = check("");
     assert!(
