@@ -205,15 +205,15 @@ pub struct WebhookConfig {
 /// percent-encoded, so that a relay publishes each event to its user's channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookUrl {
-    /// The URL; a template's has [`USER_ID_PROBE`] where `{user_id}` stands.
+    /// The URL, parsed: a template's path holds [`USER_ID_PARSED`].
     url: Url,
     per_user: bool,
 }
 
-/// What `{user_id}` is replaced by while a template is parsed and kept: a
-/// segment no user id percent-encodes to (the braces would be encoded).
+/// The placeholder as `webhook.url` writes it.
 const USER_ID_PROBE: &str = "{user_id}";
-/// The placeholder as it appears once the URL is parsed.
+/// The placeholder once the URL is parsed (its braces percent-encoded): no
+/// user id's segment reads so, as a user id's braces are encoded too.
 const USER_ID_PARSED: &str = "%7Buser_id%7D";
 
 /// Characters a user id keeps as they are in its path segment: RFC 3986's
@@ -225,14 +225,6 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'~');
 
 impl WebhookUrl {
-    /// One URL for every event.
-    pub fn fixed(url: Url) -> WebhookUrl {
-        WebhookUrl {
-            url,
-            per_user: false,
-        }
-    }
-
     /// Whether `{user_id}` routes each event to its user's URL.
     pub fn per_user(&self) -> bool {
         self.per_user
@@ -249,8 +241,9 @@ impl WebhookUrl {
         display_url(&self.url).replace(USER_ID_PARSED, USER_ID_PROBE)
     }
 
-    /// The URL text of `user_id`'s events: the template with its segment;
-    /// the URL itself if it has none. A user id that cannot be one segment
+    /// The URL text of `user_id`'s events: `url_text` (this URL's text, as
+    /// the deliverer sends it, without credentials) with the user's segment
+    /// for the placeholder; `url_text` itself for a URL without one. A user id that cannot be one segment
     /// (empty, `.` or `..`, which a server would resolve as a path step)
     /// is refused with why.
     pub fn for_user(&self, url_text: &str, user_id: &str) -> Result<String, String> {

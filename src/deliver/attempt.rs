@@ -284,12 +284,6 @@ pub(super) async fn attempt(
     event: Leased,
     mut stop: Stop,
 ) -> (Settled, Response) {
-    let headers = headers(
-        &webhook.config,
-        &event.event_id,
-        &event.body,
-        chrono::Utc::now().timestamp(),
-    );
     let settled = |outcome| Settled {
         row_id: event.row_id,
         lease_until: event.lease_until,
@@ -302,6 +296,12 @@ pub(super) async fn attempt(
             return (settled(Outcome::Dead { error }), Response::None);
         }
     };
+    let headers = headers(
+        &webhook.config,
+        &event.event_id,
+        &event.body,
+        chrono::Utc::now().timestamp(),
+    );
     let mut request = http::Request::new(Full::new(Bytes::from(event.body)));
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri;
