@@ -124,8 +124,12 @@ pub fn expire_due(connection: &mut Connection, now: &str) -> Result<usize> {
 
 pub fn rearm_cooled_down(connection: &mut Connection, now: &str, now_ms: i64) -> Result<usize> {
     let rearm = connection.prepared(
+        // `NOT (enabled = '1')`, not `enabled = '0'`: the planner, whose
+        // statistics may say few alerts are disabled, would otherwise go
+        // through every disabled alert in `idx_price_alerts_enabled` instead
+        // of the few waiting in `price_alerts_rearm`.
         "UPDATE price_alerts SET enabled = '1', rearm_at = NULL
-         WHERE rearm_at IS NOT NULL AND rearm_at <= $2 AND enabled = '0'
+         WHERE rearm_at IS NOT NULL AND rearm_at <= $2 AND NOT (enabled = '1')
            AND cooldown IS NOT NULL AND trim(cooldown::text) <> ''
            AND coalesce(price_alertd_time(expires_at::text) > $1::text::timestamptz, true)",
     )?;
