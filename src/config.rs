@@ -954,7 +954,7 @@ fn evaluator(raw: &raw::Evaluator, report: &mut impl Report) -> EvaluatorConfig 
         claim_batch: count(
             &raw.claim_batch,
             "evaluator.claim_batch",
-            5000,
+            1000,
             1..=100_000,
             report,
         ),

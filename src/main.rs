@@ -253,19 +253,21 @@ fn die_quietly_when_the_reader_leaves() {
     }
 }
 
-/// Caps glibc's malloc at two arenas. By default it gives each thread that
-/// allocates at once an arena of its own (up to 8 per core), and each keeps
-/// the memory it freed: the ten readers of a large tick left about 8 MB more
-/// resident than they use (10M alerts, every ticker moved: 72 MB peak RSS
-/// against 64 MB with two arenas, and no slower; `cargo bench --bench tick`).
-/// `MALLOC_ARENA_MAX` in the environment still decides when set.
+/// Gives glibc's malloc one arena. By default each thread that allocates at
+/// once gets an arena of its own (up to 8 per core), and each keeps the
+/// memory it freed: the ten readers of a large tick left about 8 MB more
+/// resident than they use (10M alerts, every ticker moved, `run-job` with
+/// delivery: 72 MB peak RSS by default, 63–64 MB with two arenas, 62 MB with
+/// one; each thread's cache of small blocks keeps it no slower, at 1M alerts
+/// or in delivery; `cargo bench --bench tick`). `MALLOC_ARENA_MAX` in the
+/// environment still decides when set.
 fn cap_malloc_arenas() {
     #[cfg(target_env = "gnu")]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: a malloc parameter set at the start of main, before any
         // thread exists.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }
