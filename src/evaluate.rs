@@ -1049,7 +1049,7 @@ fn read_and_judge(
     task: Task<'_>,
     sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
 ) -> anyhow::Result<()> {
-    let mut connection = readers.pool.get()?;
+    let mut connection = readers.pool.get_to_read()?;
     let mut judging = Judging {
         readers,
         sender,

@@ -104,10 +104,24 @@ enum Engine {
 impl Pool {
     /// Takes a connection, waiting for one to be free.
     pub fn get(&self) -> anyhow::Result<Connection> {
+        self.take(sqlite::Role::Writing)
+    }
+
+    /// Takes a connection for one of a tick's readers, which scan ranges
+    /// and write nothing: on SQLite with a smaller page cache (ten readers'
+    /// caches are most of a large tick's heap; a claim's random reads are
+    /// what a cache serves).
+    pub fn get_to_read(&self) -> anyhow::Result<Connection> {
+        self.take(sqlite::Role::Reading)
+    }
+
+    fn take(&self, role: sqlite::Role) -> anyhow::Result<Connection> {
         match &self.0 {
-            PoolOf::Sqlite(pool) => Ok(Connection(Engine::Sqlite(Box::new(
-                pool.get().context("taking a database connection")?,
-            )))),
+            PoolOf::Sqlite(pool) => {
+                let connection = pool.get().context("taking a database connection")?;
+                sqlite::take_role(&connection, role).context("sizing the page cache")?;
+                Ok(Connection(Engine::Sqlite(Box::new(connection))))
+            }
             PoolOf::Postgres(pool) => Ok(Connection(Engine::Postgres(Box::new(
                 pool.pool.get().context("taking a database connection")?,
             )))),

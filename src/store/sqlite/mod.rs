@@ -127,14 +127,37 @@ fn prepare_connection(connection: &mut Connection, busy_timeout: Duration) -> ru
     connection.busy_timeout(busy_timeout)?;
     // NORMAL is durable in WAL mode across process crashes; only an OS crash or
     // power loss can drop the last commits, never corrupt the file. A 512 KiB
-    // page cache per connection (SQLite's default is 2 MiB) keeps a pool of
-    // `threads + 4` connections small; the OS caches the file anyway. No
+    // page cache per connection (SQLite's default is 2 MiB; a tick's readers
+    // take 256 KiB, see `take_role`) keeps a pool of `threads + 4`
+    // connections small; the OS caches the file anyway. No
     // automatic checkpoints: they would land in whichever commit crosses the
     // threshold, often a claim mid-tick; `checkpoint` runs after each tick and
     // delivery burst instead (the application's connections keep theirs).
     connection.execute_batch(
         "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512; PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;",
     )
+}
+
+/// What a pooled connection is taken for, which sets its page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Claims and every other use: a claim's reads are random, and a cache
+    /// under 512 KiB made claiming a quarter slower (1M alerts, 1% of the
+    /// tickers moved: 75 ms to 100 ms).
+    Writing,
+    /// A tick's reader, scanning index ranges: 256 KiB is as fast, and saves
+    /// ten readers 2.5 MB.
+    Reading,
+}
+
+/// Sizes a pooled connection's page cache for `role` (a no-op when it has
+/// that size: SQLite keeps the pages it may).
+pub fn take_role(connection: &Connection, role: Role) -> rusqlite::Result<()> {
+    let kib: i64 = match role {
+        Role::Writing => 512,
+        Role::Reading => 256,
+    };
+    connection.pragma_update(None, "cache_size", -kib)
 }
 
 /// Adds an optional TEXT column of the application's to `price_alerts`
