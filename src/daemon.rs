@@ -367,213 +367,335 @@ impl Jobs {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT: it starts, serves its events,
+/// then stops (running jobs finish, the outbox drains for up to
+/// `webhook.drain_timeout`).
 pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
-    let mut engine = Engine::open(&config).await?;
-    let me = Arc::new(membership::me());
-    engine.me = Some(me.clone());
-    if let Some(listen) = config.metrics.listen {
-        metrics::serve(listen, engine.metrics.clone(), engine.pool.clone()).await?;
-    }
-    let (signal_sender, mut signal_inbox) = mpsc::unbounded_channel();
-    let signal_handle = signals::forward(signal_sender)?;
-    let (events, mut inbox) = mpsc::unbounded_channel::<Event>();
+    let mut daemon = Daemon::start(source, config).await?;
+    daemon.serve().await;
+    daemon.stop().await
+}
 
-    let (webhook_sender, webhooks) = watch::channel(Webhook::new(&config.webhook)?);
-    let (stop_sender, stop) = watch::channel(None);
-    let wake = Arc::new(Notify::new());
-    let deliverer = tokio::spawn(deliver::run(
-        engine.pool.clone(),
-        webhooks,
-        lease_owner(),
-        wake.clone(),
-        stop,
-        engine.metrics.clone(),
-    ));
-    // Events queued before this start (a crash, a dead webhook) go out now.
-    wake.notify_one();
-    // And those other daemons sharing the database queue, as they commit.
-    let _listener = {
-        let wake = wake.clone();
-        engine.pool.on_new_events(move || wake.notify_one())?
-    };
+/// A running daemon: the store, the deliverer, the schedule, and what its
+/// loop keeps from one event to the next.
+struct Daemon {
+    source: Source,
+    /// The configuration it started with: its `[database]` and `[evaluator]`
+    /// hold until a restart.
+    config: Config,
+    engine: Engine,
+    me: Arc<Me>,
+    signals: mpsc::UnboundedReceiver<Signal>,
+    signal_handle: signal_hook::iterator::Handle,
+    /// Where the scheduler, the runs and the heartbeat send their events.
+    events: mpsc::UnboundedSender<Event>,
+    inbox: mpsc::UnboundedReceiver<Event>,
+    deliverer: Deliverer,
+    scheduler: Scheduler,
+    jobs: Jobs,
+    /// systemd's watchdog interval, if it watches.
+    watchdog: Option<std::time::Duration>,
+    beating: tokio::task::JoinHandle<()>,
+    /// Jobs with a run under way here: a job runs once at a time.
+    running: HashSet<String>,
+    failures: HashMap<String, Recurring>,
+    status: Status,
+}
 
-    let scheduler = Scheduler::start().await?;
-    let mut jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await;
-    engine
-        .metrics
-        .jobs(config.jobs.iter().map(|job| job.name.as_str()));
-    let watchdog = systemd::watchdog_interval();
-    if let Some(interval) = watchdog {
-        book_heartbeat(&scheduler, interval, &events).await;
-    }
-    let beating = tokio::spawn(beat(engine.pool.clone(), me.clone(), events.clone()));
-    let mut running: HashSet<String> = HashSet::new();
-    let mut failures: HashMap<String, Recurring> = HashMap::new();
-    let mut status = Status::default();
-    let mut drain_timeout = config.webhook.drain_timeout;
-    tracing::info!(
-        config = %source.describe(),
-        database = %config.database.describe(),
-        jobs = config.jobs.len(),
-        threads = config.evaluator.threads,
-        "price-alertd started"
-    );
-    if config.jobs.is_empty() {
-        tracing::warn!("no [[jobs]] are configured: nothing will be evaluated");
-    }
-    systemd::ready();
+/// The deliverer's task and the means to steer it.
+struct Deliverer {
+    task: tokio::task::JoinHandle<Totals>,
+    /// A reload's webhook settings.
+    webhooks: watch::Sender<Webhook>,
+    /// The drain deadline, once stopping.
+    stop: watch::Sender<Option<Instant>>,
+    wake: Arc<Notify>,
+    drain_timeout: std::time::Duration,
+    /// Wakes it when another daemon sharing the database queues events.
+    _listener: store::Listener,
+}
 
-    loop {
-        let event = tokio::select! {
-            Some(signal) = signal_inbox.recv() => Event::Signal(signal),
-            Some(event) = inbox.recv() => event,
+impl Deliverer {
+    /// Starts delivering: first the events queued before this start (a
+    /// crash, a dead webhook), then those this daemon or another sharing the
+    /// database queues, as they commit.
+    fn start(engine: &Engine, config: &Config) -> anyhow::Result<Deliverer> {
+        let (webhooks, receiver) = watch::channel(Webhook::new(&config.webhook)?);
+        let (stop, stopping) = watch::channel(None);
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(deliver::run(
+            engine.pool.clone(),
+            receiver,
+            lease_owner(),
+            wake.clone(),
+            stopping,
+            engine.metrics.clone(),
+        ));
+        wake.notify_one();
+        let listener = {
+            let wake = wake.clone();
+            engine.pool.on_new_events(move || wake.notify_one())?
         };
-        match event {
-            Event::Due { job, epoch, at } => {
-                if epoch != jobs.epoch {
-                    continue;
-                }
-                let Some(kind) = jobs.jobs.get(&job).map(|config| config.kind.clone()) else {
-                    continue;
-                };
-                if let Err(error) = jobs
-                    .arm(&scheduler, &job, at.max(Utc::now()), &events)
-                    .await
-                {
-                    tracing::error!(
-                        job,
-                        error = format!("{error:#}"),
-                        "booking the next fire time failed; the job stops until a reload"
-                    );
-                }
-                if !running.insert(job.clone()) {
-                    engine.metrics.tick_skipped(&job);
-                    tracing::warn!(job, due = %at, "tick skipped: the previous run of this job is still going");
-                    continue;
-                }
-                let (engine, events) = (engine.clone(), events.clone());
-                let fire = Fire {
-                    job: job.clone(),
-                    at_ms: at.timestamp_millis(),
-                };
-                tokio::spawn(async move { engine.run_fire(job, kind, fire, &events).await });
+        Ok(Deliverer {
+            task,
+            webhooks,
+            stop,
+            wake,
+            drain_timeout: config.webhook.drain_timeout,
+            _listener: listener,
+        })
+    }
+
+    /// Takes a reloaded `[webhook]`; on an error the old one stays.
+    fn reconfigure(&mut self, config: &Config) {
+        match Webhook::new(&config.webhook) {
+            Ok(webhook) => {
+                let _ = self.webhooks.send(webhook);
             }
-            Event::Orphaned(fires) => {
-                for fire in fires {
-                    let Some(kind) = jobs.jobs.get(&fire.job).map(|config| config.kind.clone())
-                    else {
-                        continue;
-                    };
-                    // A run of the job going here takes whatever the
-                    // orphan left: its lease runs on; a later heartbeat
-                    // finds it superseded.
-                    if !running.insert(fire.job.clone()) {
-                        continue;
-                    }
-                    let (engine, events) = (engine.clone(), events.clone());
-                    let job = fire.job.clone();
-                    tokio::spawn(async move { engine.run_fire(job, kind, fire, &events).await });
-                }
-            }
-            Event::Elsewhere { job } => {
-                running.remove(&job);
-            }
-            Event::Finished { job, result } => {
-                running.remove(&job);
-                log_run(&job, &result, failures.entry(job.clone()).or_default());
-                if matches!(&result, Ok(JobReport::Evaluated(report)) if report.triggered > 0) {
-                    wake.notify_one();
-                }
-                status.ran(&job, &result);
-                systemd::status(&status.text(engine.backlog().await.ok()));
-            }
-            Event::Heartbeat => {
-                // Pinged from the loop, booked through the scheduler: a stuck
-                // loop or a dead scheduler stops the pings.
-                systemd::watchdog();
-                if let Some(interval) = watchdog {
-                    book_heartbeat(&scheduler, interval, &events).await;
-                }
-            }
-            Event::Signal(Signal::Reload) => {
-                systemd::reloading();
-                let reloaded = reload(&source, &config).await;
-                engine.metrics.reloaded(reloaded.is_ok());
-                status.reload = reloaded.as_ref().err().map(|why| {
-                    format!(
-                        "reload refused at {}: {why}; running the previous configuration",
-                        Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    )
-                });
-                if let Ok(new) = reloaded {
-                    match Webhook::new(&new.webhook) {
-                        Ok(webhook) => {
-                            let _ = webhook_sender.send(webhook);
-                        }
-                        Err(error) => tracing::error!(
-                            error = format!("{error:#}"),
-                            "keeping the old webhook settings"
-                        ),
-                    }
-                    drain_timeout = new.webhook.drain_timeout;
-                    jobs.cancel(&scheduler).await;
-                    jobs = Jobs::schedule(&scheduler, &new.jobs, jobs.epoch + 1, &events).await;
-                    engine
-                        .metrics
-                        .jobs(new.jobs.iter().map(|job| job.name.as_str()));
-                    tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
-                }
-                systemd::ready();
-                systemd::status(&status.text(engine.backlog().await.ok()));
-            }
-            Event::Signal(Signal::Shutdown) => break,
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                "keeping the old webhook settings"
+            ),
+        }
+        self.drain_timeout = config.webhook.drain_timeout;
+    }
+
+    /// Drains for up to the drain timeout, then stops.
+    async fn drain(self) -> anyhow::Result<Totals> {
+        let _ = self.stop.send(Some(Instant::now() + self.drain_timeout));
+        self.wake.notify_one();
+        self.task.await.context("the deliverer panicked")
+    }
+}
+
+impl Daemon {
+    /// Opens the store, starts the metrics endpoint, the deliverer, the
+    /// schedule and the heartbeat, and tells systemd it is ready.
+    async fn start(source: Source, config: Config) -> anyhow::Result<Daemon> {
+        let mut engine = Engine::open(&config).await?;
+        let me = Arc::new(membership::me());
+        engine.me = Some(me.clone());
+        if let Some(listen) = config.metrics.listen {
+            metrics::serve(listen, engine.metrics.clone(), engine.pool.clone()).await?;
+        }
+        let (signal_sender, signals) = mpsc::unbounded_channel();
+        let signal_handle = signals::forward(signal_sender)?;
+        let (events, inbox) = mpsc::unbounded_channel::<Event>();
+        let deliverer = Deliverer::start(&engine, &config)?;
+
+        let scheduler = Scheduler::start().await?;
+        let jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await;
+        engine
+            .metrics
+            .jobs(config.jobs.iter().map(|job| job.name.as_str()));
+        let watchdog = systemd::watchdog_interval();
+        if let Some(interval) = watchdog {
+            book_heartbeat(&scheduler, interval, &events).await;
+        }
+        let beating = tokio::spawn(beat(engine.pool.clone(), me.clone(), events.clone()));
+        tracing::info!(
+            config = %source.describe(),
+            database = %config.database.describe(),
+            jobs = config.jobs.len(),
+            threads = config.evaluator.threads,
+            "price-alertd started"
+        );
+        if config.jobs.is_empty() {
+            tracing::warn!("no [[jobs]] are configured: nothing will be evaluated");
+        }
+        systemd::ready();
+        Ok(Daemon {
+            source,
+            config,
+            engine,
+            me,
+            signals,
+            signal_handle,
+            events,
+            inbox,
+            deliverer,
+            scheduler,
+            jobs,
+            watchdog,
+            beating,
+            running: HashSet::new(),
+            failures: HashMap::new(),
+            status: Status::default(),
+        })
+    }
+
+    async fn next_event(&mut self) -> Event {
+        tokio::select! {
+            Some(signal) = self.signals.recv() => Event::Signal(signal),
+            Some(event) = self.inbox.recv() => event,
         }
     }
 
-    systemd::stopping();
-    tracing::info!(
-        running = running.len(),
-        "stopping: no new ticks; letting running jobs finish"
-    );
-    jobs.cancel(&scheduler).await;
-    scheduler.shutdown().await;
-    while !running.is_empty() {
-        let event = tokio::select! {
-            Some(signal) = signal_inbox.recv() => Event::Signal(signal),
-            Some(event) = inbox.recv() => event,
-        };
-        match event {
-            Event::Finished { job, result } => {
-                running.remove(&job);
-                log_run(&job, &result, failures.entry(job.clone()).or_default());
+    /// The daemon's life: one event after another, until told to stop.
+    async fn serve(&mut self) {
+        loop {
+            match self.next_event().await {
+                Event::Due { job, epoch, at } => self.due(job, epoch, at).await,
+                Event::Orphaned(fires) => self.take_over(fires),
+                Event::Elsewhere { job } => {
+                    self.running.remove(&job);
+                }
+                Event::Finished { job, result } => self.finished(job, result).await,
+                Event::Heartbeat => {
+                    // Pinged from the loop, booked through the scheduler: a
+                    // stuck loop or a dead scheduler stops the pings.
+                    systemd::watchdog();
+                    if let Some(interval) = self.watchdog {
+                        book_heartbeat(&self.scheduler, interval, &self.events).await;
+                    }
+                }
+                Event::Signal(Signal::Reload) => self.reload().await,
+                Event::Signal(Signal::Shutdown) => return,
             }
-            Event::Elsewhere { job } => {
-                running.remove(&job);
-            }
-            Event::Signal(Signal::Shutdown) => tracing::info!("already stopping"),
-            Event::Due { .. }
-            | Event::Orphaned(_)
-            | Event::Heartbeat
-            | Event::Signal(Signal::Reload) => {}
         }
     }
-    // Beating until here: the fire times of the runs that were finishing
-    // stayed this member's.
-    beating.abort();
-    let _ = stop_sender.send(Some(Instant::now() + drain_timeout));
-    wake.notify_one();
-    let totals = deliverer.await.context("the deliverer panicked")?;
-    membership::leave(&engine.pool, &me.member).await;
-    let (pending, dead) = engine.backlog().await?;
-    signal_handle.close();
-    tracing::info!(
-        delivered = totals.delivered,
-        pending,
-        dead,
-        "price-alertd stopped"
-    );
-    Ok(())
+
+    /// A job's fire time came: book the next one, and run this one unless
+    /// the job's previous run is still going.
+    async fn due(&mut self, job: String, epoch: u64, at: DateTime<Utc>) {
+        if epoch != self.jobs.epoch {
+            return;
+        }
+        let Some(kind) = self.jobs.jobs.get(&job).map(|config| config.kind.clone()) else {
+            return;
+        };
+        if let Err(error) = self
+            .jobs
+            .arm(&self.scheduler, &job, at.max(Utc::now()), &self.events)
+            .await
+        {
+            tracing::error!(
+                job,
+                error = format!("{error:#}"),
+                "booking the next fire time failed; the job stops until a reload"
+            );
+        }
+        if !self.running.insert(job.clone()) {
+            self.engine.metrics.tick_skipped(&job);
+            tracing::warn!(job, due = %at, "tick skipped: the previous run of this job is still going");
+            return;
+        }
+        let fire = Fire {
+            job: job.clone(),
+            at_ms: at.timestamp_millis(),
+        };
+        self.spawn_run(job, kind, fire);
+    }
+
+    /// Fire times whose member stopped beating: each is run here, unless a
+    /// run of its job is going here already (that run takes whatever the
+    /// orphan left: its lease runs on; a later heartbeat finds it superseded).
+    fn take_over(&mut self, fires: Vec<Fire>) {
+        for fire in fires {
+            let Some(kind) = self
+                .jobs
+                .jobs
+                .get(&fire.job)
+                .map(|config| config.kind.clone())
+            else {
+                continue;
+            };
+            if !self.running.insert(fire.job.clone()) {
+                continue;
+            }
+            self.spawn_run(fire.job.clone(), kind, fire);
+        }
+    }
+
+    fn spawn_run(&self, job: String, kind: JobKind, fire: Fire) {
+        let (engine, events) = (self.engine.clone(), self.events.clone());
+        tokio::spawn(async move { engine.run_fire(job, kind, fire, &events).await });
+    }
+
+    /// A run ended: log it, wake the deliverer if it queued events, and
+    /// tell systemd.
+    async fn finished(&mut self, job: String, result: anyhow::Result<JobReport>) {
+        self.running.remove(&job);
+        log_run(&job, &result, self.failures.entry(job.clone()).or_default());
+        if matches!(&result, Ok(JobReport::Evaluated(report)) if report.triggered > 0) {
+            self.deliverer.wake.notify_one();
+        }
+        self.status.ran(&job, &result);
+        systemd::status(&self.status.text(self.engine.backlog().await.ok()));
+    }
+
+    /// SIGHUP: a valid configuration replaces the webhook settings and the
+    /// schedule; an invalid one is refused, and the running ones stay.
+    async fn reload(&mut self) {
+        systemd::reloading();
+        let reloaded = reload(&self.source, &self.config).await;
+        self.engine.metrics.reloaded(reloaded.is_ok());
+        self.status.reload = reloaded.as_ref().err().map(|why| {
+            format!(
+                "reload refused at {}: {why}; running the previous configuration",
+                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        });
+        if let Ok(new) = reloaded {
+            self.deliverer.reconfigure(&new);
+            self.jobs.cancel(&self.scheduler).await;
+            self.jobs = Jobs::schedule(
+                &self.scheduler,
+                &new.jobs,
+                self.jobs.epoch + 1,
+                &self.events,
+            )
+            .await;
+            self.engine
+                .metrics
+                .jobs(new.jobs.iter().map(|job| job.name.as_str()));
+            tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
+        }
+        systemd::ready();
+        systemd::status(&self.status.text(self.engine.backlog().await.ok()));
+    }
+
+    /// Stops scheduling, lets the running jobs finish, drains the outbox for
+    /// up to the drain timeout, and leaves the members.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        systemd::stopping();
+        tracing::info!(
+            running = self.running.len(),
+            "stopping: no new ticks; letting running jobs finish"
+        );
+        self.jobs.cancel(&self.scheduler).await;
+        self.scheduler.shutdown().await;
+        while !self.running.is_empty() {
+            match self.next_event().await {
+                Event::Finished { job, result } => {
+                    self.running.remove(&job);
+                    log_run(&job, &result, self.failures.entry(job.clone()).or_default());
+                }
+                Event::Elsewhere { job } => {
+                    self.running.remove(&job);
+                }
+                Event::Signal(Signal::Shutdown) => tracing::info!("already stopping"),
+                Event::Due { .. }
+                | Event::Orphaned(_)
+                | Event::Heartbeat
+                | Event::Signal(Signal::Reload) => {}
+            }
+        }
+        // Beating until here: the fire times of the runs that were finishing
+        // stayed this member's.
+        self.beating.abort();
+        let totals = self.deliverer.drain().await?;
+        membership::leave(&self.engine.pool, &self.me.member).await;
+        let (pending, dead) = self.engine.backlog().await?;
+        self.signal_handle.close();
+        tracing::info!(
+            delivered = totals.delivered,
+            pending,
+            dead,
+            "price-alertd stopped"
+        );
+        Ok(())
+    }
 }
 
 /// This member's heartbeats, every `membership::HEARTBEAT`: each renews the

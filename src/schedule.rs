@@ -168,7 +168,7 @@ impl Scheduler {
 
     /// Stops the ticker. Running jobs are not waited for: the daemon tracks its
     /// own runs (tokio-cron-scheduler's `shutdown` neither waits nor cancels).
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(&mut self) {
         if let Err(error) = self.inner.shutdown().await {
             tracing::warn!(%error, "scheduler shutdown failed");
         }
