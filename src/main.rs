@@ -305,101 +305,110 @@ fn main() -> ExitCode {
         }
         Command::RunJob { name } => {
             logging::init(&config.log);
-            match runtime().and_then(|runtime| runtime.block_on(daemon::run_job(config, &name))) {
-                Ok(summary) => {
-                    println!("{}", summary.line());
-                    if summary.report.is_ok() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(error) => report(Err(error)),
-            }
+            run_job(config, &name)
         }
-        Command::Outbox { command } => {
-            let mut out = std::io::stdout().lock();
-            let result = match command {
-                OutboxCommand::List { dead, limit, json } => {
-                    let filter = if dead {
-                        outbox::Filter::Dead
-                    } else {
-                        outbox::Filter::Undelivered
-                    };
-                    admin::outbox_list(&config, filter, limit, json, &mut out)
-                }
-                OutboxCommand::Replay { ids, all_dead } => {
-                    let what = if all_dead {
-                        admin::Replay::AllDead
-                    } else {
-                        admin::Replay::Events(ids)
-                    };
-                    admin::outbox_replay(&config, what, &mut out)
-                }
-            };
-            report(result)
-        }
-        Command::Alerts { command } => {
-            let mut out = std::io::stdout().lock();
-            let result = match command {
-                AlertsCommand::List {
-                    enabled,
-                    triggered,
-                    ticker,
-                    limit,
-                    json,
-                } => {
-                    let filter = match (enabled, triggered) {
-                        (true, _) => alerts::Filter::Enabled,
-                        (_, true) => alerts::Filter::Triggered,
-                        _ => alerts::Filter::All,
-                    };
-                    admin::alerts_list(&config, filter, ticker.as_deref(), limit, json, &mut out)
-                }
-                AlertsCommand::Add {
-                    ticker,
-                    condition,
-                    target,
-                    reference,
-                    note,
-                    user,
-                    expires,
-                    cooldown,
-                } => {
-                    let alert = alerts::NewAlert {
-                        ticker: &ticker,
-                        condition: &condition,
-                        target_price: target,
-                        reference_price: reference,
-                        note: note.as_deref(),
-                        user_id: user.as_deref(),
-                        expires_at: expires.as_deref(),
-                        cooldown: cooldown.as_deref(),
-                    };
-                    admin::alerts_add(&config, &alert, &mut out)
-                }
-                AlertsCommand::Cooldown { id, duration, .. } => {
-                    admin::alerts_cooldown(&config, id, duration.as_deref(), &mut out)
-                }
-                AlertsCommand::Rearm { id } => admin::alerts_rearm(&config, id, &mut out),
-                AlertsCommand::Disable { id } => admin::alerts_disable(&config, id, &mut out),
-            };
-            report(result)
-        }
-        Command::Quotes { command } => {
-            let mut out = std::io::stdout().lock();
-            let result = match command {
-                QuotesCommand::Set { ticker, price } => {
-                    admin::quotes_set(&config, &ticker, price, &mut out)
-                }
-                QuotesCommand::List { json } => admin::quotes_list(&config, json, &mut out),
-            };
-            report(result)
-        }
+        Command::Outbox { command } => report(outbox_command(&config, command)),
+        Command::Alerts { command } => report(alerts_command(&config, command)),
+        Command::Quotes { command } => report(quotes_command(&config, command)),
         Command::Status { json } => {
             report(admin::status(&config, json, &mut std::io::stdout().lock()))
         }
         Command::Generate { folder } => report(generate(&folder)),
+    }
+}
+
+/// `run-job NAME`: the summary line, and failure if the job failed.
+fn run_job(config: Config, name: &str) -> ExitCode {
+    match runtime().and_then(|runtime| runtime.block_on(daemon::run_job(config, name))) {
+        Ok(summary) => {
+            println!("{}", summary.line());
+            if summary.report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => report(Err(error)),
+    }
+}
+
+/// `outbox list|replay`.
+fn outbox_command(config: &Config, command: OutboxCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        OutboxCommand::List { dead, limit, json } => {
+            let filter = if dead {
+                outbox::Filter::Dead
+            } else {
+                outbox::Filter::Undelivered
+            };
+            admin::outbox_list(config, filter, limit, json, &mut out)
+        }
+        OutboxCommand::Replay { ids, all_dead } => {
+            let what = if all_dead {
+                admin::Replay::AllDead
+            } else {
+                admin::Replay::Events(ids)
+            };
+            admin::outbox_replay(config, what, &mut out)
+        }
+    }
+}
+
+/// `alerts list|add|cooldown|rearm|disable`.
+fn alerts_command(config: &Config, command: AlertsCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        AlertsCommand::List {
+            enabled,
+            triggered,
+            ticker,
+            limit,
+            json,
+        } => {
+            let filter = match (enabled, triggered) {
+                (true, _) => alerts::Filter::Enabled,
+                (_, true) => alerts::Filter::Triggered,
+                _ => alerts::Filter::All,
+            };
+            admin::alerts_list(config, filter, ticker.as_deref(), limit, json, &mut out)
+        }
+        AlertsCommand::Add {
+            ticker,
+            condition,
+            target,
+            reference,
+            note,
+            user,
+            expires,
+            cooldown,
+        } => {
+            let alert = alerts::NewAlert {
+                ticker: &ticker,
+                condition: &condition,
+                target_price: target,
+                reference_price: reference,
+                note: note.as_deref(),
+                user_id: user.as_deref(),
+                expires_at: expires.as_deref(),
+                cooldown: cooldown.as_deref(),
+            };
+            admin::alerts_add(config, &alert, &mut out)
+        }
+        AlertsCommand::Cooldown { id, duration, .. } => {
+            admin::alerts_cooldown(config, id, duration.as_deref(), &mut out)
+        }
+        AlertsCommand::Rearm { id } => admin::alerts_rearm(config, id, &mut out),
+        AlertsCommand::Disable { id } => admin::alerts_disable(config, id, &mut out),
+    }
+}
+
+/// `quotes set|list`.
+fn quotes_command(config: &Config, command: QuotesCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        QuotesCommand::Set { ticker, price } => admin::quotes_set(config, &ticker, price, &mut out),
+        QuotesCommand::List { json } => admin::quotes_list(config, json, &mut out),
     }
 }
 
