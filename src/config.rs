@@ -840,23 +840,93 @@ fn postgres(
         root_certificate: None,
     };
     let mut complain = |message: String| report("database.url", url.span(), message);
-    let text = url.get_ref().trim();
-    let Some(rest) = text
-        .strip_prefix("postgres://")
-        .or_else(|| text.strip_prefix("postgresql://"))
-    else {
+    let Some(parts) = PostgresUrl::split(url.get_ref().trim()) else {
         complain("must be a postgres:// or postgresql:// URL".to_owned());
         return config;
     };
-    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (authority, path) = before_query
-        .split_once('/')
-        .map_or((before_query, ""), |(authority, path)| (authority, path));
-    let (user_info, hosts) = authority.rsplit_once('@').unwrap_or(("", authority));
-    let (user, url_password) = match user_info.split_once(':') {
-        Some((user, password)) => (user, Some(password)),
-        None => (user_info, None),
-    };
+    let kept = postgres_options(parts.query, base, &mut config, &mut complain);
+    (config.url, config.display) = parts.rebuilt(&kept);
+    if let Err(error) = config.url.parse::<postgres::Config>() {
+        complain(format!(
+            "is not a PostgreSQL URL the client understands: {error}"
+        ));
+    }
+    if config.root_certificate.is_some() && config.tls == PostgresTls::Disable {
+        complain("sslrootcert is set but sslmode=disable turns TLS off".to_owned());
+    }
+    config.password = postgres_password(parts.password, password_file, base, report);
+    config
+}
+
+/// A `postgres://` URL's parts, as written.
+struct PostgresUrl<'a> {
+    user: &'a str,
+    password: Option<&'a str>,
+    hosts: &'a str,
+    path: &'a str,
+    query: &'a str,
+}
+
+impl<'a> PostgresUrl<'a> {
+    fn split(text: &'a str) -> Option<PostgresUrl<'a>> {
+        let rest = text
+            .strip_prefix("postgres://")
+            .or_else(|| text.strip_prefix("postgresql://"))?;
+        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
+        let (user_info, hosts) = authority.rsplit_once('@').unwrap_or(("", authority));
+        let (user, password) = match user_info.split_once(':') {
+            Some((user, password)) => (user, Some(password)),
+            None => (user_info, None),
+        };
+        Some(PostgresUrl {
+            user,
+            password,
+            hosts,
+            path,
+            query,
+        })
+    }
+
+    /// The URL the client connects with (no password, only the `kept`
+    /// parameters) and the one that may be shown (a password masked).
+    fn rebuilt(&self, kept: &[&str]) -> (String, String) {
+        let (user, hosts) = (self.user, self.hosts);
+        let query = if kept.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", kept.join("&"))
+        };
+        let user_part = if user.is_empty() {
+            String::new()
+        } else {
+            format!("{user}@")
+        };
+        let path = if self.path.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.path)
+        };
+        let shown_user = match self.password {
+            Some(_) => format!("{user}:***@"),
+            None => user_part.clone(),
+        };
+        (
+            format!("postgresql://{user_part}{hosts}{path}{query}"),
+            format!("postgresql://{shown_user}{hosts}{path}{query}"),
+        )
+    }
+}
+
+/// Takes `sslmode` and `sslrootcert` from a URL's query into `config`,
+/// refuses a `password` parameter, and returns the other parameters, for
+/// the client.
+fn postgres_options<'a>(
+    query: &'a str,
+    base: &Path,
+    config: &mut PostgresConfig,
+    complain: &mut impl FnMut(String),
+) -> Vec<&'a str> {
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -882,39 +952,18 @@ fn postgres(
             _ => kept.push(pair),
         }
     }
-    let query = if kept.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", kept.join("&"))
-    };
-    let user_part = if user.is_empty() {
-        String::new()
-    } else {
-        format!("{user}@")
-    };
-    let path = if path.is_empty() {
-        String::new()
-    } else {
-        format!("/{path}")
-    };
-    config.url = format!("postgresql://{user_part}{hosts}{path}{query}");
-    config.display = format!(
-        "postgresql://{}{hosts}{path}{}",
-        match url_password {
-            Some(_) => format!("{user}:***@"),
-            None => user_part.clone(),
-        },
-        query
-    );
-    if let Err(error) = config.url.parse::<postgres::Config>() {
-        complain(format!(
-            "is not a PostgreSQL URL the client understands: {error}"
-        ));
-    }
-    if config.root_certificate.is_some() && config.tls == PostgresTls::Disable {
-        complain("sslrootcert is set but sslmode=disable turns TLS off".to_owned());
-    }
-    config.password = match (url_password, password_file) {
+    kept
+}
+
+/// The password: from the URL, `database.password_file` (not both) or
+/// `$PGPASSWORD`.
+fn postgres_password(
+    in_url: Option<&str>,
+    password_file: Option<&Spanned<String>>,
+    base: &Path,
+    report: &mut impl Report,
+) -> Option<Password> {
+    match (in_url, password_file) {
         (Some(_), Some(file)) => {
             report(
                 "database.password_file",
@@ -943,8 +992,7 @@ fn postgres(
             }
         }
         (None, None) => std::env::var("PGPASSWORD").ok().map(Password),
-    };
-    config
+    }
 }
 
 /// The `[evaluator]` section.
