@@ -127,8 +127,3 @@ CREATE INDEX job_fires_time ON job_fires (fire_time);
 
 /// How long fires and members are remembered.
 pub(super) const MEMORY_MS: i64 = 24 * 3600 * 1000;
-
-/// Unix milliseconds as a timestamp like [`super::timestamp`]'s.
-pub(super) fn millis_to_text(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), super::timestamp)
-}

@@ -256,6 +256,13 @@ pub fn timestamp(instant: chrono::DateTime<chrono::Utc>) -> String {
     instant.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Unix milliseconds, as stored for the daemon's own times (heartbeats,
+/// re-arming), as a timestamp like [`timestamp`]'s; one out of range as
+/// the number.
+fn millis_to_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), timestamp)
+}
+
 /// Runs `call` in one read transaction: what it reads is one snapshot.
 pub fn read_transaction<T>(
     connection: &mut Connection,

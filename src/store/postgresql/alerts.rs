@@ -384,8 +384,7 @@ pub fn list(
                 cooldown: row.try_get(12)?,
                 rearm_at: row
                     .try_get::<_, Option<i64>>(13)?
-                    .and_then(chrono::DateTime::from_timestamp_millis)
-                    .map(crate::store::timestamp),
+                    .map(crate::store::millis_to_text),
             })
         })
         .collect()

@@ -151,7 +151,7 @@ pub fn members(connection: &mut Connection) -> Result<Vec<Member>> {
                 pid: row.try_get::<_, i64>(2)?.max(0) as u32,
                 version: row.try_get(3)?,
                 started_at: row.try_get(4)?,
-                heartbeat_at: crate::store::cluster::millis_to_text(row.try_get(5)?),
+                heartbeat_at: crate::store::millis_to_text(row.try_get(5)?),
                 heartbeat_age_ms: row.try_get(6)?,
             })
         })

@@ -374,8 +374,7 @@ pub fn list(
             cooldown: optional_text(row.get(12)?),
             rearm_at: row
                 .get::<_, Option<i64>>(13)?
-                .and_then(chrono::DateTime::from_timestamp_millis)
-                .map(crate::store::timestamp),
+                .map(crate::store::millis_to_text),
         })
     })?;
     rows.collect()

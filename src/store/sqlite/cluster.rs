@@ -148,7 +148,7 @@ pub fn members(connection: &mut Connection) -> rusqlite::Result<Vec<Member>> {
             pid: row.get(2)?,
             version: row.get(3)?,
             started_at: row.get(4)?,
-            heartbeat_at: super::super::cluster::millis_to_text(row.get(5)?),
+            heartbeat_at: crate::store::millis_to_text(row.get(5)?),
             heartbeat_age_ms: row.get(6)?,
         })
     })?;
