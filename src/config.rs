@@ -121,16 +121,21 @@ impl DatabaseConfig {
 /// A PostgreSQL server (`database.url`).
 #[derive(Clone, PartialEq)]
 pub struct PostgresConfig {
-    /// The connection URL without `sslmode` and `sslrootcert` (kept below)
+    /// The connection URL without `sslmode`, `sslrootcert` and `options`,
     /// and without a password; the password is in `password`.
     pub url: String,
-    /// The URL with the password, if any, left out: for logs and `status`.
+    /// The connection as it will be made, the password masked: the user
+    /// the server sees, the host, the database and the TLS mode. For logs,
+    /// `check-config` and `status`.
     pub display: String,
     /// From the URL, `database.password_file`, or `$PGPASSWORD`.
     pub password: Option<Password>,
     pub tls: PostgresTls,
     /// `sslrootcert`: trust only this CA (PEM) instead of the system's roots.
     pub root_certificate: Option<PathBuf>,
+    /// The URL's `options` parameter, which is not used: the daemon sets
+    /// the session's options itself (`lock_timeout`). Shown by `check-config`.
+    pub dropped_options: Option<String>,
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -144,16 +149,60 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
-/// `sslmode`. Every mode that uses TLS verifies the server's certificate
-/// and name, as `verify-full` does: the daemon never talks TLS to a server it
-/// has not verified.
+/// `sslmode`, as libpq reads it, except that every TLS connection is
+/// verified: the daemon never talks TLS to a server whose certificate no
+/// trusted root vouches for (the system's roots, or `sslrootcert`'s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PostgresTls {
+    /// Never TLS.
     Disable,
-    /// TLS if the server offers it (libpq's default).
+    /// Without TLS first; with TLS (verified as `verify-full`) if the
+    /// server refuses a connection without it.
+    Allow,
+    /// TLS (verified as `verify-full`) if the server offers it, else
+    /// without: libpq's default. Anyone on the path can strip it.
     Prefer,
-    /// `require`, `verify-ca` or `verify-full`.
+    /// TLS or no connection; the certificate verified as `verify-full`.
     Require,
+    /// TLS or no connection; the certificate's chain verified, not its name.
+    VerifyCa,
+    /// TLS or no connection; the chain and the server's name verified.
+    VerifyFull,
+}
+
+impl PostgresTls {
+    /// The mode as `sslmode` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PostgresTls::Disable => "disable",
+            PostgresTls::Allow => "allow",
+            PostgresTls::Prefer => "prefer",
+            PostgresTls::Require => "require",
+            PostgresTls::VerifyCa => "verify-ca",
+            PostgresTls::VerifyFull => "verify-full",
+        }
+    }
+
+    fn parse(text: &str) -> Option<PostgresTls> {
+        [
+            PostgresTls::Disable,
+            PostgresTls::Allow,
+            PostgresTls::Prefer,
+            PostgresTls::Require,
+            PostgresTls::VerifyCa,
+            PostgresTls::VerifyFull,
+        ]
+        .into_iter()
+        .find(|mode| mode.name() == text)
+    }
+
+    /// Whether a connection without TLS is refused.
+    pub fn required(self) -> bool {
+        matches!(
+            self,
+            PostgresTls::Require | PostgresTls::VerifyCa | PostgresTls::VerifyFull
+        )
+    }
 }
 
 /// A database password. Never in a log line or `Debug` output.
@@ -824,8 +873,9 @@ fn database(
 }
 
 /// `database.url` and `database.password_file`. The URL is checked here, so
-/// that `check-config` reports it; `sslmode` and `sslrootcert` are taken out
-/// of it (the daemon's TLS is its own), and so is the password.
+/// that `check-config` reports it; `sslmode`, `sslrootcert` and `options` are
+/// taken out of it (the daemon's TLS and session options are its own), and
+/// so is the password.
 fn postgres(
     url: &Spanned<String>,
     password_file: Option<&Spanned<String>>,
@@ -838,6 +888,7 @@ fn postgres(
         password: None,
         tls: PostgresTls::Prefer,
         root_certificate: None,
+        dropped_options: None,
     };
     let mut complain = |message: String| report("database.url", url.span(), message);
     let Some(parts) = PostgresUrl::split(url.get_ref().trim()) else {
@@ -845,17 +896,75 @@ fn postgres(
         return config;
     };
     let kept = postgres_options(parts.query, base, &mut config, &mut complain);
-    (config.url, config.display) = parts.rebuilt(&kept);
-    if let Err(error) = config.url.parse::<postgres::Config>() {
-        complain(format!(
+    config.url = parts.rebuilt(&kept);
+    match config.url.parse::<postgres::Config>() {
+        Ok(client) => config.display = shown(&client, parts.password.is_some(), &config, &kept),
+        Err(error) => complain(format!(
             "is not a PostgreSQL URL the client understands: {error}"
-        ));
+        )),
     }
     if config.root_certificate.is_some() && config.tls == PostgresTls::Disable {
         complain("sslrootcert is set but sslmode=disable turns TLS off".to_owned());
     }
     config.password = postgres_password(parts.password, password_file, base, report);
     config
+}
+
+/// The connection as the client will make it, for people: the user the
+/// server sees (a `user` parameter names it, not the URL's user part), the
+/// hosts, the database, the TLS mode, and the other parameters; a password
+/// masked.
+fn shown(
+    client: &postgres::Config,
+    has_password: bool,
+    config: &PostgresConfig,
+    kept: &[&str],
+) -> String {
+    use postgres::config::Host;
+    let user = client.get_user().unwrap_or("");
+    let credentials = match (user.is_empty(), has_password) {
+        (true, _) => String::new(),
+        (false, false) => format!("{user}@"),
+        (false, true) => format!("{user}:***@"),
+    };
+    let ports = client.get_ports();
+    let mut sockets = Vec::new();
+    let hosts: Vec<String> = client
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .filter_map(|(at, host)| {
+            let port = ports.get(at).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(name) if name.contains(':') => Some(format!("[{name}]:{port}")),
+                Host::Tcp(name) => Some(format!("{name}:{port}")),
+                Host::Unix(path) => {
+                    sockets.push(format!("host={}", path.display()));
+                    None
+                }
+            }
+        })
+        .collect();
+    let mut parameters = vec![format!("sslmode={}", config.tls.name())];
+    if let Some(root) = &config.root_certificate {
+        parameters.push(format!("sslrootcert={}", root.display()));
+    }
+    parameters.extend(sockets);
+    parameters.extend(
+        kept.iter()
+            .filter(|pair| !matches!(parameter_name(pair), "user" | "host" | "port" | "dbname"))
+            .map(|pair| pair.to_string()),
+    );
+    format!(
+        "postgresql://{credentials}{}/{}?{}",
+        hosts.join(","),
+        client.get_dbname().unwrap_or(user),
+        parameters.join("&")
+    )
+}
+
+fn parameter_name(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(key, _)| key)
 }
 
 /// A `postgres://` URL's parts, as written.
@@ -888,9 +997,9 @@ impl<'a> PostgresUrl<'a> {
         })
     }
 
-    /// The URL the client connects with (no password, only the `kept`
-    /// parameters) and the one that may be shown (a password masked).
-    fn rebuilt(&self, kept: &[&str]) -> (String, String) {
+    /// The URL the client connects with: no password, only the `kept`
+    /// parameters.
+    fn rebuilt(&self, kept: &[&str]) -> String {
         let (user, hosts) = (self.user, self.hosts);
         let query = if kept.is_empty() {
             String::new()
@@ -907,20 +1016,13 @@ impl<'a> PostgresUrl<'a> {
         } else {
             format!("/{}", self.path)
         };
-        let shown_user = match self.password {
-            Some(_) => format!("{user}:***@"),
-            None => user_part.clone(),
-        };
-        (
-            format!("postgresql://{user_part}{hosts}{path}{query}"),
-            format!("postgresql://{shown_user}{hosts}{path}{query}"),
-        )
+        format!("postgresql://{user_part}{hosts}{path}{query}")
     }
 }
 
-/// Takes `sslmode` and `sslrootcert` from a URL's query into `config`,
-/// refuses a `password` parameter, and returns the other parameters, for
-/// the client.
+/// Takes `sslmode`, `sslrootcert` and `options` from a URL's query into
+/// `config`, refuses a `password` parameter, and returns the other
+/// parameters, for the client.
 fn postgres_options<'a>(
     query: &'a str,
     base: &Path,
@@ -933,19 +1035,15 @@ fn postgres_options<'a>(
         let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
         match key {
             "sslmode" => {
-                config.tls = match value.as_ref() {
-                    "disable" => PostgresTls::Disable,
-                    "prefer" | "allow" => PostgresTls::Prefer,
-                    "require" | "verify-ca" | "verify-full" => PostgresTls::Require,
-                    other => {
-                        complain(format!(
-                            "sslmode={other} is not one of disable, allow, prefer, require, verify-ca, verify-full"
-                        ));
-                        PostgresTls::Require
-                    }
-                }
+                config.tls = PostgresTls::parse(value.as_ref()).unwrap_or_else(|| {
+                    complain(format!(
+                        "sslmode={value} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                    ));
+                    PostgresTls::VerifyFull
+                })
             }
             "sslrootcert" => config.root_certificate = Some(resolve(Path::new(value.as_ref()), base)),
+            "options" => config.dropped_options = Some(value.into_owned()),
             "password" => complain(
                 "give the password in the URL's user part, in database.password_file or in $PGPASSWORD, not as a parameter".to_owned(),
             ),
@@ -2084,7 +2182,7 @@ schedule = "*/10 * * * * *"
         let Engine::Postgres(postgres) = &config.database.engine else {
             panic!("{:?}", config.database);
         };
-        assert_eq!(postgres.tls, PostgresTls::Require);
+        assert_eq!(postgres.tls, PostgresTls::VerifyFull);
         assert_eq!(postgres.root_certificate, Some(dir.path().join("ca.pem")));
         assert_eq!(
             postgres.password.as_ref().map(Password::expose),
@@ -2096,7 +2194,10 @@ schedule = "*/10 * * * * *"
         );
         assert_eq!(
             config.database.describe(),
-            "postgresql://pa:***@db.example.net:6432/alerts?application_name=x"
+            format!(
+                "postgresql://pa:***@db.example.net:6432/alerts?sslmode=verify-full&sslrootcert={}&application_name=x",
+                dir.path().join("ca.pem").display()
+            )
         );
         assert!(!format!("{config:?}").contains("s3cr"));
 
@@ -2115,6 +2216,50 @@ schedule = "*/10 * * * * *"
             Some("from-a-file")
         );
         assert_eq!(postgres.tls, PostgresTls::Prefer);
+    }
+
+    #[test]
+    fn a_postgresql_connection_is_shown_as_it_will_be_made() {
+        let shown = |url: &str| {
+            let config = parse(
+                &MINIMAL.replace(
+                    "path = \"/var/lib/price-alertd/alerts.db\"",
+                    &format!("url = \"{url}\""),
+                ),
+                Path::new("/etc/x"),
+                None,
+            )
+            .unwrap();
+            let Engine::Postgres(postgres) = config.database.engine else {
+                panic!()
+            };
+            (postgres.display, postgres.tls, postgres.dropped_options)
+        };
+        // A user parameter names the user the server sees; options are not
+        // used; the mode is always shown, libpq's default when unset.
+        assert_eq!(
+            shown("postgresql://app@db/alerts?user=other&options=-c%20search_path%3Dx"),
+            (
+                "postgresql://other@db:5432/alerts?sslmode=prefer".to_owned(),
+                PostgresTls::Prefer,
+                Some("-c search_path=x".to_owned())
+            )
+        );
+        for mode in ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] {
+            let (display, tls, _) = shown(&format!("postgres://db/x?sslmode={mode}"));
+            assert_eq!(display, format!("postgresql://db:5432/x?sslmode={mode}"));
+            assert_eq!(tls.name(), mode);
+            assert_eq!(
+                tls.required(),
+                mode.starts_with("verify") || mode == "require",
+                "{mode}"
+            );
+        }
+        // A Unix socket, and the database named after the user by default.
+        assert_eq!(
+            shown("postgresql://pa@?host=/run/postgresql").0,
+            "postgresql://pa@/pa?sslmode=prefer&host=/run/postgresql"
+        );
     }
 
     #[test]

@@ -462,6 +462,13 @@ fn check_config(source: &Source, config: &Config, checks: Checks, from: DateTime
     };
     println!("{}: ok", source.describe());
     println!("database  {} ({database})", config.database.describe());
+    if let config::Engine::Postgres(postgres) = &config.database.engine {
+        if let Some(options) = &postgres.dropped_options {
+            println!(
+                "          the URL's options={options:?} are not used: price-alertd sets the session's options (lock_timeout)"
+            );
+        }
+    }
     let signing = match config.webhook.secrets.len() {
         0 => "unsigned".to_owned(),
         n => format!("signed with {n} secret{}", if n == 1 { "" } else { "s" }),

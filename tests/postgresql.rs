@@ -1,7 +1,7 @@
-//! PostgreSQL's own side of the contract: TLS verified on rustls (the
-//! cluster of this binary presents a certificate no CA vouches for), and an
-//! application's table with a boolean `enabled`. (A binary of its own: its
-//! cluster runs with TLS on.)
+//! PostgreSQL's own side of the contract: TLS as `sslmode` asks for it, or
+//! no connection (against a server without TLS, and one whose certificate
+//! is for another name and vouched for by no CA), and an application's
+//! table with a boolean `enabled`.
 
 mod common;
 
@@ -10,61 +10,179 @@ use std::process::Output;
 
 use common::{Daemon, Db, Engine, Receiver, binary, config_text, lib_config, postgresql, tick};
 
-fn check_config(db: &Db, database_line: &str) -> Output {
-    let text = config_text(db, "http://127.0.0.1:9/events", "* * * * * *");
+/// Runs the binary with `args` on a config whose `[database]` is `database_line`.
+fn with_database(db: &Db, database_line: &str, args: &[&str]) -> Output {
+    let text = config_text(db, "http://127.0.0.1:9/events", "0 0 0 1 1 *");
     let text = text.replace(&db.section(), &format!("[database]\n{database_line}\n"));
     let path = db.write_config(&text);
     binary()
-        .args(["--config", path.to_str().unwrap(), "check-config"])
+        .args(["--config", path.to_str().unwrap()])
+        .args(args)
         .output()
         .unwrap()
 }
 
-#[test]
-fn tls_to_the_server_is_verified_and_used() {
-    let cluster = postgresql::cluster_with_tls();
-    let db = Db::on(Engine::Postgresql);
-    let name = db.database_name().to_owned();
-    let url = |query: &str| {
-        format!(
-            "url = \"postgresql://postgres@127.0.0.1:{}/{name}?{query}\"",
-            cluster.port
-        )
-    };
+/// The database line for `db` at `host`, as `user`, with `query`.
+fn url(db: &Db, user: &str, host: &str, query: &str) -> String {
+    format!(
+        "url = \"postgresql://{user}@{host}:{}/{}?{query}\"",
+        db.cluster().port,
+        db.database_name()
+    )
+}
 
-    // A certificate no trusted root vouches for: refused, whichever mode asks
-    // for TLS, with the reason.
-    for mode in ["require", "verify-full"] {
-        let output = check_config(&db, &url(&format!("sslmode={mode}")));
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(74), "sslmode={mode}: {stderr}");
-        assert!(stderr.contains("certificate"), "sslmode={mode}: {stderr}");
+fn the_fixture_certificate() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/self-signed.crt")
+        .display()
+        .to_string()
+}
+
+/// Asserts that `output` is a refusal to connect (exit 74) whose message
+/// holds each of `reasons`.
+fn refused(output: &Output, reasons: &[&str], what: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(74), "{what}: {stderr}");
+    for reason in reasons {
+        assert!(stderr.contains(reason), "{what}: {reason:?} in {stderr}");
     }
+}
 
-    // Trusting its CA (here the certificate itself): connected, over TLS.
-    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/self-signed.crt");
-    let trusted = url(&format!("sslmode=verify-full&sslrootcert={}", ca.display()));
-    let output = check_config(&db, &trusted);
+fn connected(output: &Output, what: &str) {
     assert!(
         output.status.success(),
-        "{}",
+        "{what}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn a_mode_that_asks_for_tls_refuses_a_server_without_it() {
+    // The binary's plain cluster declines TLS, as a server with `ssl = off`
+    // (or someone on the path stripping it) does.
+    let db = Db::on(Engine::Postgresql);
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let line = url(&db, "postgres", "127.0.0.1", &format!("sslmode={mode}"));
+        for args in [
+            &["check-config"][..],
+            &["alerts", "list"],
+            &["outbox", "list"],
+            &["status"],
+            &["run"],
+        ] {
+            let output = with_database(&db, &line, args);
+            refused(
+                &output,
+                &["connecting to", "does not support TLS"],
+                &format!("sslmode={mode} {args:?}"),
+            );
+        }
+    }
+    // The modes that do not ask for TLS go on without it, as libpq's do.
+    for mode in ["disable", "allow", "prefer"] {
+        let line = url(&db, "postgres", "127.0.0.1", &format!("sslmode={mode}"));
+        connected(
+            &with_database(&db, &line, &["check-config"]),
+            &format!("sslmode={mode}"),
+        );
+    }
+}
+
+#[test]
+fn tls_is_verified_as_the_mode_says() {
+    let db = Db::on_tls_cluster();
+    let ca = the_fixture_certificate();
+    let check = |user: &str, host: &str, query: &str| {
+        with_database(&db, &url(&db, user, host, query), &["check-config"])
+    };
+
+    // A certificate no trusted root vouches for: refused, whichever mode
+    // asks for TLS, with the reason.
+    for mode in ["require", "verify-ca", "verify-full"] {
+        refused(
+            &check("postgres", "127.0.0.1", &format!("sslmode={mode}")),
+            &["certificate"],
+            &format!("sslmode={mode} without its CA"),
+        );
+    }
+    // Its CA trusted: every mode connects to the name it was issued for.
+    for mode in ["require", "verify-ca", "verify-full"] {
+        connected(
+            &check(
+                "postgres",
+                "127.0.0.1",
+                &format!("sslmode={mode}&sslrootcert={ca}"),
+            ),
+            &format!("sslmode={mode} at 127.0.0.1"),
+        );
+    }
+    // The certificate is for 127.0.0.1, not for "localhost": verify-ca
+    // checks only the chain; verify-full (and require, which is verify-full
+    // here) the name too.
+    connected(
+        &check("postgres", "localhost", &format!("sslmode=verify-ca&sslrootcert={ca}")),
+        "verify-ca at another name",
+    );
+    for mode in ["require", "verify-full"] {
+        refused(
+            &check(
+                "postgres",
+                "localhost",
+                &format!("sslmode={mode}&sslrootcert={ca}"),
+            ),
+            &["certificate", "not valid for name"],
+            &format!("sslmode={mode} at another name"),
+        );
+    }
+    // A server that insists on TLS (pg_hba.conf's hostnossl reject for this
+    // role): refused without it, and `allow` then connects with it.
+    let tls_only = postgresql::TLS_ONLY_USER;
+    refused(
+        &check(tls_only, "127.0.0.1", "sslmode=disable"),
+        &["no encryption"],
+        "sslmode=disable to a server that insists",
+    );
+    connected(
+        &check(tls_only, "127.0.0.1", &format!("sslmode=allow&sslrootcert={ca}")),
+        "sslmode=allow to a server that insists",
+    );
+    // `prefer` uses TLS where the server offers it, verified too.
+    connected(
+        &check(tls_only, "127.0.0.1", &format!("sslmode=prefer&sslrootcert={ca}")),
+        "sslmode=prefer",
+    );
+    refused(
+        &check(tls_only, "127.0.0.1", "sslmode=prefer"),
+        &["certificate"],
+        "sslmode=prefer without its CA",
+    );
+}
+
+#[test]
+fn every_connection_of_a_daemon_uses_the_tls_it_asked_for() {
+    let db = Db::on_tls_cluster();
+    let ca = the_fixture_certificate();
     let receiver = Receiver::start();
+    let line = url(
+        &db,
+        "postgres",
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
     let text = config_text(&db, &receiver.url, "* * * * * *")
-        .replace(&db.section(), &format!("[database]\n{trusted}\n"));
+        .replace(&db.section(), &format!("[database]\n{line}\n"));
     let path = db.write_config(&text);
     let daemon = Daemon::start_quiet(&path);
     db.add_alert("AAPL", "above", 1.0);
     db.set_quote("AAPL", 2.0);
     receiver.wait_for(1);
-    let mut admin = cluster.admin().unwrap();
+    let mut admin = db.cluster().admin().unwrap();
     let row = admin
         .query_one(
             "SELECT count(*), count(*) FILTER (WHERE s.ssl)
              FROM pg_stat_activity AS a JOIN pg_stat_ssl AS s USING (pid)
              WHERE a.application_name = 'price-alertd' AND a.datname = $1",
-            &[&name],
+            &[&db.database_name()],
         )
         .unwrap();
     let (connections, encrypted): (i64, i64) = (row.get(0), row.get(1));
@@ -78,7 +196,6 @@ fn tls_to_the_server_is_verified_and_used() {
 
 #[test]
 fn an_application_table_with_a_boolean_enabled_is_claimed_and_rearmed() {
-    postgresql::cluster_with_tls();
     let db = Db::empty(Engine::Postgresql);
     db.postgres_app()
         .batch_execute(

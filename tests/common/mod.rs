@@ -51,6 +51,8 @@ pub struct Db {
     pub engine: Engine,
     /// The PostgreSQL database's name.
     database: String,
+    /// The cluster it is on.
+    cluster: fn() -> &'static postgresql::Cluster,
     /// The application's connection to it, made on first use.
     app_client: Mutex<Option<postgres::Client>>,
 }
@@ -188,19 +190,37 @@ impl Db {
     /// A fresh database on `engine` without the daemon's schema (an
     /// application's, or none).
     pub fn empty(engine: Engine) -> Db {
+        Db::empty_on(engine, postgresql::cluster)
+    }
+
+    /// A fresh PostgreSQL database with the daemon's schema, on the cluster
+    /// with TLS (connected to without it: `sslmode=disable`).
+    pub fn on_tls_cluster() -> Db {
+        let db = Db::empty_on(Engine::Postgresql, postgresql::cluster_with_tls);
+        drop(db.pool(2));
+        db
+    }
+
+    fn empty_on(engine: Engine, cluster: fn() -> &'static postgresql::Cluster) -> Db {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("alerts.db");
         let database = match engine {
             Engine::Sqlite => String::new(),
-            Engine::Postgresql => postgresql::cluster().create_database(),
+            Engine::Postgresql => cluster().create_database(),
         };
         Db {
             dir,
             path,
             engine,
             database,
+            cluster,
             app_client: Mutex::new(None),
         }
+    }
+
+    /// The PostgreSQL cluster the database is on.
+    pub fn cluster(&self) -> &'static postgresql::Cluster {
+        (self.cluster)()
     }
 
     /// The `[database]` section's settings for this database.
@@ -225,7 +245,7 @@ impl Db {
             Engine::Sqlite => format!("[database]\npath = \"{}\"\n", self.path.display()),
             Engine::Postgresql => format!(
                 "[database]\nurl = \"{}\"\n",
-                postgresql::cluster().url(&self.database)
+                self.cluster().url(&self.database)
             ),
         }
     }
@@ -268,7 +288,7 @@ impl Db {
         if !alive {
             *client = Some(
                 postgres::Client::connect(
-                    &postgresql::cluster().url(&self.database),
+                    &self.cluster().url(&self.database),
                     postgres::NoTls,
                 )
                 .unwrap(),
@@ -466,7 +486,7 @@ impl Drop for Db {
             drop(client.take());
         }
         if self.engine == Engine::Postgresql {
-            postgresql::cluster().drop_database(&self.database);
+            self.cluster().drop_database(&self.database);
         }
     }
 }

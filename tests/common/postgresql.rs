@@ -1,10 +1,11 @@
-//! A throwaway PostgreSQL cluster, one per test binary, shared by its tests
-//! (each test gets a database of its own): Debian's server (`tests/run`
-//! installs it), `initdb` into a temporary folder as an unprivileged user, a
-//! free loopback port, no fsync. It stops when the test binary exits: an
-//! `atexit` handler shuts it down and removes its folder, and should the
-//! binary die without running it, the server gets SIGQUIT from the kernel
-//! (`PR_SET_PDEATHSIG`) and the next run removes the folder.
+//! Throwaway PostgreSQL clusters, shared by a test binary's tests (each test
+//! gets a database of its own): one without TLS, and, for the tests that ask
+//! for it, one with TLS. Debian's server (`tests/run` installs it), `initdb`
+//! into a temporary folder as an unprivileged user, a free loopback port, no
+//! fsync. They stop when the test binary exits: an `atexit` handler shuts
+//! them down and removes their folders, and should the binary die without
+//! running it, each server gets SIGQUIT from the kernel (`PR_SET_PDEATHSIG`)
+//! and the next run removes the folders.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -13,19 +14,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The running cluster.
+/// A running server, and what restarts it.
 pub struct Cluster {
     pub port: u16,
-    tls: bool,
+    /// Its postmaster, and the folder that holds its data and socket.
+    postmaster: Mutex<Option<(Child, PathBuf)>>,
+    /// Asks the long-lived thread that started the server to start it again.
+    spawner: Mutex<std::sync::mpsc::Sender<std::sync::mpsc::Sender<std::io::Result<Child>>>>,
 }
 
-static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-/// The postmaster, for the exit handler.
-static POSTMASTER: Mutex<Option<(Child, PathBuf)>> = Mutex::new(None);
-/// Asks the long-lived thread to start the server.
-static SPAWNER: Mutex<
-    Option<std::sync::mpsc::Sender<std::sync::mpsc::Sender<std::io::Result<Child>>>>,
-> = Mutex::new(None);
+/// The binary's clusters: without TLS (every engine test's), and with it.
+static PLAIN: OnceLock<Cluster> = OnceLock::new();
+static WITH_TLS: OnceLock<Cluster> = OnceLock::new();
 
 /// How to start the server.
 struct Postmaster {
@@ -62,31 +62,21 @@ impl Postmaster {
     }
 }
 
-fn spawn_postmaster() -> std::io::Result<Child> {
-    let (reply, answer) = std::sync::mpsc::channel();
-    SPAWNER
-        .lock()
-        .unwrap()
-        .as_ref()
-        .expect("the cluster's thread")
-        .send(reply)
-        .unwrap();
-    answer.recv().unwrap()
-}
-
-/// The cluster, started on first use.
+/// The cluster without TLS (the server declines it), started on first use.
 pub fn cluster() -> &'static Cluster {
-    CLUSTER.get_or_init(|| start(false))
+    PLAIN.get_or_init(|| start(false))
 }
 
-/// The cluster, started on first use with TLS on: the server presents
-/// `tests/fixtures/self-signed.crt` (for 127.0.0.1, vouched for by no CA).
-/// For a test binary of its own (the binary's tests share one cluster).
+/// A second cluster, started on first use, with TLS on: the server presents
+/// `tests/fixtures/self-signed.crt` (for the address 127.0.0.1, and no other
+/// name, vouched for by no CA). Its `pg_hba.conf` refuses the user
+/// [`TLS_ONLY_USER`] any connection without TLS.
 pub fn cluster_with_tls() -> &'static Cluster {
-    let cluster = CLUSTER.get_or_init(|| start(true));
-    assert!(cluster.tls, "this binary's cluster started without TLS");
-    cluster
+    WITH_TLS.get_or_init(|| start(true))
 }
+
+/// A role of the TLS cluster that may only connect over TLS.
+pub const TLS_ONLY_USER: &str = "tls_only";
 
 /// The folder of the newest PostgreSQL server's programs.
 fn server_programs() -> PathBuf {
@@ -161,7 +151,11 @@ fn remove_stale_folders() {
         .flatten()
     {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|name| name.strip_prefix(PREFIX)) else {
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(PREFIX))
+            .map(|rest| rest.split('-').next().unwrap_or(rest))
+        else {
             continue;
         };
         if !Path::new("/proc").join(pid).exists() {
@@ -174,7 +168,11 @@ fn start(tls: bool) -> Cluster {
     let bin = server_programs();
     let owner = owner();
     remove_stale_folders();
-    let folder = std::env::temp_dir().join(format!("{PREFIX}{}", std::process::id()));
+    let folder = std::env::temp_dir().join(format!(
+        "{PREFIX}{}{}",
+        std::process::id(),
+        if tls { "-tls" } else { "" }
+    ));
     let _ = std::fs::remove_dir_all(&folder);
     std::fs::create_dir_all(&folder).unwrap();
     if let Some((uid, gid)) = owner {
@@ -222,6 +220,14 @@ fn start(tls: bool) -> Cluster {
             .open(data.join("postgresql.conf"))
             .unwrap();
         std::io::Write::write_all(&mut conf, b"ssl = on\n").unwrap();
+        // The TLS-only role: refused without TLS (rules apply in order).
+        let hba = data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!("hostnossl all {TLS_ONLY_USER} 127.0.0.1/32 reject\n{rules}"),
+        )
+        .unwrap();
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -250,33 +256,53 @@ fn start(tls: bool) -> Cluster {
             }
         })
         .unwrap();
-    *SPAWNER.lock().unwrap() = Some(requests);
-    let child = spawn_postmaster().expect("starting postgres");
-    *POSTMASTER.lock().unwrap() = Some((child, folder.clone()));
-    unsafe {
+    let cluster = Cluster {
+        port,
+        postmaster: Mutex::new(None),
+        spawner: Mutex::new(requests),
+    };
+    let child = cluster.spawn().expect("starting postgres");
+    *cluster.postmaster.lock().unwrap() = Some((child, folder));
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| unsafe {
         libc::atexit(stop_at_exit);
-    }
-    let cluster = Cluster { port, tls };
+    });
     cluster.wait_until_up();
+    if tls {
+        cluster
+            .admin()
+            .unwrap()
+            .batch_execute(&format!("CREATE ROLE {TLS_ONLY_USER} LOGIN SUPERUSER"))
+            .unwrap();
+    }
     cluster
 }
 
 extern "C" fn stop_at_exit() {
-    let Ok(mut postmaster) = POSTMASTER.lock() else {
-        return;
-    };
-    if let Some((mut child, folder)) = postmaster.take() {
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGQUIT);
+    for cluster in [PLAIN.get(), WITH_TLS.get()].into_iter().flatten() {
+        let Ok(mut postmaster) = cluster.postmaster.lock() else {
+            continue;
+        };
+        if let Some((mut child, folder)) = postmaster.take() {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGQUIT);
+            }
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(folder);
         }
-        let _ = child.wait();
-        let _ = std::fs::remove_dir_all(folder);
     }
 }
 
 static DATABASES: AtomicU64 = AtomicU64::new(0);
 
 impl Cluster {
+    /// Starts the server, from the thread that lives as long as the binary.
+    fn spawn(&self) -> std::io::Result<Child> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.spawner.lock().unwrap().send(reply).unwrap();
+        answer.recv().unwrap()
+    }
+
     fn wait_until_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -296,7 +322,8 @@ impl Cluster {
     /// The CPU time (user and system, seconds) the server's processes have
     /// used so far: the postmaster and its children now running.
     pub fn server_cpu_seconds(&self) -> f64 {
-        let Some(postmaster) = POSTMASTER
+        let Some(postmaster) = self
+            .postmaster
             .lock()
             .unwrap()
             .as_ref()
@@ -339,7 +366,7 @@ impl Cluster {
     /// for a binary of its own.
     pub fn restart(&self, down: Duration) {
         {
-            let mut postmaster = POSTMASTER.lock().unwrap();
+            let mut postmaster = self.postmaster.lock().unwrap();
             let (child, _) = postmaster.as_mut().expect("the server");
             unsafe {
                 libc::kill(child.id() as i32, libc::SIGINT);
@@ -347,8 +374,8 @@ impl Cluster {
             child.wait().unwrap();
         }
         std::thread::sleep(down);
-        let child = spawn_postmaster().expect("starting postgres again");
-        POSTMASTER.lock().unwrap().as_mut().expect("the server").0 = child;
+        let child = self.spawn().expect("starting postgres again");
+        self.postmaster.lock().unwrap().as_mut().expect("the server").0 = child;
         self.wait_until_up();
     }
 

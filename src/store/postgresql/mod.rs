@@ -23,14 +23,16 @@
 pub mod alerts;
 pub mod changes;
 pub mod cluster;
+mod connect;
 pub mod outbox;
 pub mod runs;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use postgres::{Client, Statement};
+
+use connect::{Manager, manager};
 
 use super::{Unusable, failure};
 use crate::config::PostgresConfig;
@@ -142,28 +144,6 @@ pub fn listen(
         })
 }
 
-/// Opens connections for r2d2.
-#[derive(Clone)]
-pub struct Manager {
-    config: postgres::Config,
-    tls: Tls,
-}
-
-#[derive(Clone)]
-enum Tls {
-    None,
-    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
-}
-
-impl Manager {
-    fn connect(&self) -> Result<Client, postgres::Error> {
-        match &self.tls {
-            Tls::None => self.config.connect(postgres::NoTls),
-            Tls::Rustls(tls) => self.config.connect(tls.clone()),
-        }
-    }
-}
-
 impl r2d2::ManageConnection for Manager {
     type Connection = Connection;
     type Error = postgres::Error;
@@ -182,73 +162,6 @@ impl r2d2::ManageConnection for Manager {
     fn has_broken(&self, connection: &mut Connection) -> bool {
         connection.client().is_closed()
     }
-}
-
-/// How to reach the server: the URL's settings, the password, TLS.
-fn manager(config: &PostgresConfig, lock_timeout: Duration) -> anyhow::Result<Manager> {
-    let mut settings: postgres::Config = config
-        .url
-        .parse()
-        .map_err(|error| failure(Unusable::Data, format!("the database URL: {error}")))?;
-    if let Some(password) = &config.password {
-        settings.password(password.expose());
-    }
-    if settings.get_connect_timeout().is_none() {
-        settings.connect_timeout(Duration::from_secs(10));
-    }
-    if settings.get_application_name().is_none() {
-        settings.application_name("price-alertd");
-    }
-    // A statement waits for a row lock at most as long as SQLite waits for
-    // its write lock (`busy_timeout`), then fails and is retried by the
-    // next tick or round.
-    settings.options(&format!("-c lock_timeout={}", lock_timeout.as_millis()));
-    let tls = match config.tls {
-        crate::config::PostgresTls::Disable => Tls::None,
-        _ => Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
-            config,
-        )?)),
-    };
-    Ok(Manager {
-        config: settings,
-        tls,
-    })
-}
-
-/// rustls with the system's roots (as the webhook's client), or only the
-/// CA of `sslrootcert` when one is given. The server's name is always
-/// checked: `require` here is `verify-full`.
-fn client_tls(config: &PostgresConfig) -> anyhow::Result<rustls::ClientConfig> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .context("TLS for the database")?;
-    let tls = match &config.root_certificate {
-        Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            let pem = std::fs::read(path).with_context(|| {
-                format!("reading the database's CA certificate {}", path.display())
-            })?;
-            use rustls::pki_types::{CertificateDer, pem::PemObject as _};
-            for certificate in CertificateDer::pem_slice_iter(&pem) {
-                let certificate = certificate.with_context(|| {
-                    format!("reading the database's CA certificate {}", path.display())
-                })?;
-                roots
-                    .add(certificate)
-                    .with_context(|| format!("the CA certificate {}", path.display()))?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-        None => {
-            use rustls_platform_verifier::BuilderVerifierExt as _;
-            builder
-                .with_platform_verifier()
-                .context("the system's trusted roots")?
-                .with_no_client_auth()
-        }
-    };
-    Ok(tls)
 }
 
 /// Claims that run side by side in a tick (`store::Pool::claim_writers`):

@@ -1,0 +1,210 @@
+//! Reaching the server: the client's settings from the config, the password,
+//! and TLS as `sslmode` asks for it. Every connection the daemon makes (the
+//! pool's, the listener's, an operator's command's, `check-config`'s) is
+//! opened here, so none of them can fall back to plain text where the mode
+//! asks for TLS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use postgres::Client;
+use postgres::config::SslMode;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+
+use super::super::{Unusable, failure};
+use crate::config::{PostgresConfig, PostgresTls};
+
+/// Opens connections: for r2d2, the listener and one-off commands.
+#[derive(Clone)]
+pub struct Manager {
+    config: postgres::Config,
+    tls: Tls,
+    mode: PostgresTls,
+}
+
+#[derive(Clone)]
+enum Tls {
+    None,
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+impl Manager {
+    /// A connection as the mode allows: `allow` tries without TLS first and
+    /// with it when the server refuses; every other mode makes one attempt,
+    /// and one that requires TLS fails against a server without it.
+    pub fn connect(&self) -> Result<Client, postgres::Error> {
+        match (&self.tls, self.mode) {
+            (Tls::None, _) => self.config.connect(postgres::NoTls),
+            (Tls::Rustls(tls), PostgresTls::Allow) => {
+                let mut plain = self.config.clone();
+                plain.ssl_mode(SslMode::Disable);
+                match plain.connect(postgres::NoTls) {
+                    // The server answered, and refused this connection
+                    // (pg_hba.conf's `hostssl`): again, with TLS.
+                    Err(error) if error.as_db_error().is_some() => {
+                        let mut encrypted = self.config.clone();
+                        encrypted.ssl_mode(SslMode::Require);
+                        encrypted.connect(tls.clone())
+                    }
+                    connected => connected,
+                }
+            }
+            (Tls::Rustls(tls), _) => self.config.connect(tls.clone()),
+        }
+    }
+}
+
+/// How to reach the server: the URL's settings, the password, TLS.
+pub fn manager(config: &PostgresConfig, lock_timeout: Duration) -> anyhow::Result<Manager> {
+    let mut settings: postgres::Config = config
+        .url
+        .parse()
+        .map_err(|error| failure(Unusable::Data, format!("the database URL: {error}")))?;
+    if let Some(password) = &config.password {
+        settings.password(password.expose());
+    }
+    if settings.get_connect_timeout().is_none() {
+        settings.connect_timeout(Duration::from_secs(10));
+    }
+    if settings.get_application_name().is_none() {
+        settings.application_name("price-alertd");
+    }
+    // A statement waits for a row lock at most as long as SQLite waits for
+    // its write lock (`busy_timeout`), then fails and is retried by the
+    // next tick or round.
+    settings.options(&format!("-c lock_timeout={}", lock_timeout.as_millis()));
+    // The client's own default is `prefer`, which goes on in plain text when
+    // the server declines TLS: every mode is set here, explicitly.
+    settings.ssl_mode(match config.tls {
+        PostgresTls::Disable | PostgresTls::Allow => SslMode::Disable,
+        PostgresTls::Prefer => SslMode::Prefer,
+        PostgresTls::Require | PostgresTls::VerifyCa | PostgresTls::VerifyFull => SslMode::Require,
+    });
+    let tls = match config.tls {
+        PostgresTls::Disable => Tls::None,
+        _ => Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
+            config,
+        )?)),
+    };
+    Ok(Manager {
+        config: settings,
+        tls,
+        mode: config.tls,
+    })
+}
+
+/// rustls with the system's roots (as the webhook's client), or only the
+/// CA of `sslrootcert` when one is given. The server's name is checked
+/// too, except with `verify-ca`: `require` here is `verify-full`.
+fn client_tls(config: &PostgresConfig) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("TLS for the database")?;
+    let verifier: Arc<dyn ServerCertVerifier> = match &config.root_certificate {
+        Some(path) => {
+            let roots = root_certificates(path)?;
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .with_context(|| format!("the CA certificate {}", path.display()))?
+        }
+        None => Arc::new(
+            rustls_platform_verifier::Verifier::new(provider.clone())
+                .context("the system's trusted roots")?,
+        ),
+    };
+    let verifier = match config.tls {
+        PostgresTls::VerifyCa => Arc::new(ChainOnly(verifier)),
+        _ => verifier,
+    };
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// The CA certificates of a PEM file.
+fn root_certificates(path: &std::path::Path) -> anyhow::Result<rustls::RootCertStore> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading the database's CA certificate {}", path.display()))?;
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
+        let certificate = certificate.with_context(|| {
+            format!("reading the database's CA certificate {}", path.display())
+        })?;
+        roots
+            .add(certificate)
+            .with_context(|| format!("the CA certificate {}", path.display()))?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!(
+            "the database's CA certificate {} holds no certificate",
+            path.display()
+        );
+    }
+    Ok(roots)
+}
+
+/// `verify-ca`: the certificate must chain to a trusted root, for any name.
+/// The inner verifier checks the chain before the name, so a name that does
+/// not match is the only failure passed over.
+#[derive(Debug)]
+struct ChainOnly(Arc<dyn ServerCertVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            verified => verified,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.0.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.0.root_hint_subjects()
+    }
+}
