@@ -2245,7 +2245,14 @@ schedule = "*/10 * * * * *"
                 Some("-c search_path=x".to_owned())
             )
         );
-        for mode in ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] {
+        for mode in [
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ] {
             let (display, tls, _) = shown(&format!("postgres://db/x?sslmode={mode}"));
             assert_eq!(display, format!("postgresql://db:5432/x?sslmode={mode}"));
             assert_eq!(tls.name(), mode);

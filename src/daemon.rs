@@ -64,9 +64,10 @@ impl JobReport {
     pub fn summary(&self) -> String {
         match self {
             JobReport::Evaluated(tick) => format!(
-                "evaluated={} triggered={} expired={} stale_alerts={} no_quote={} unavailable={} malformed_alerts={} malformed_quotes={} quote_errors={}",
+                "evaluated={} triggered={} locked={} expired={} stale_alerts={} no_quote={} unavailable={} malformed_alerts={} malformed_quotes={} quote_errors={}",
                 tick.evaluated,
                 tick.triggered,
+                tick.locked,
                 tick.expired,
                 tick.stale_alerts,
                 tick.no_quote,
@@ -89,7 +90,7 @@ struct Engine {
     max_age: std::time::Duration,
     /// The HTTP quote source, if `prices.source = "http"`.
     source: Option<Arc<quotes::Source>>,
-    known_problems: Arc<evaluate::KnownProblems>,
+    tick_memory: Arc<evaluate::TickMemory>,
     metrics: Arc<Metrics>,
     /// Failures that may repeat every tick, logged at their changes.
     checkpoint_failures: Arc<Mutex<Recurring>>,
@@ -117,7 +118,7 @@ impl Engine {
             evaluator: config.evaluator.clone(),
             max_age: config.prices.max_age,
             source,
-            known_problems: Arc::default(),
+            tick_memory: Arc::default(),
             metrics: Arc::default(),
             checkpoint_failures: Arc::default(),
             record_failures: Arc::default(),
@@ -183,8 +184,16 @@ impl Engine {
                 ("ok", report.summary())
             }
             Err(error) => {
-                self.metrics.tick_failed(job, duration);
-                ("failed", format!("{error:#}"))
+                let partial = committed(error);
+                self.metrics.tick_failed(job, duration, partial);
+                let detail = match partial {
+                    Some(tick) => format!(
+                        "{error:#} (before it failed: {})",
+                        JobReport::Evaluated(tick.clone()).summary()
+                    ),
+                    None => format!("{error:#}"),
+                };
+                ("failed", detail)
             }
         };
         let run = store::runs::Run {
@@ -226,22 +235,30 @@ impl Engine {
                     None => quotes::Refresh::default(),
                 };
                 let job = job.to_owned();
-                let mut report = tokio::task::spawn_blocking(move || {
+                let ticked = tokio::task::spawn_blocking(move || {
                     let options = TickOptions {
                         job: &job,
                         evaluator: &engine.evaluator,
                         max_age: engine.max_age,
                         scope: &scope,
                         unavailable: &refresh.failed,
-                        known_problems: &engine.known_problems,
+                        memory: &engine.tick_memory,
                     };
                     evaluate::tick(&engine.workers, &engine.pool, &options)
                 })
                 .await
-                .context("the evaluation panicked")??;
-                report.quote_errors = refresh.errors;
+                .context("the evaluation panicked")?;
                 self.checkpoint().await;
-                Ok(JobReport::Evaluated(report))
+                match ticked {
+                    Ok(mut report) => {
+                        report.quote_errors = refresh.errors;
+                        Ok(JobReport::Evaluated(report))
+                    }
+                    Err(mut failed) => {
+                        failed.report.quote_errors = refresh.errors;
+                        Err(anyhow::Error::new(failed))
+                    }
+                }
             }
             JobKind::Purge { keep } => {
                 let started = std::time::Instant::now();
@@ -285,6 +302,14 @@ impl Engine {
         })
         .await
     }
+}
+
+/// What a tick that failed part-way committed before it failed (see
+/// `evaluate::TickFailed`): none for other failures.
+fn committed(error: &anyhow::Error) -> Option<&TickReport> {
+    error
+        .downcast_ref::<evaluate::TickFailed>()
+        .map(|failed| &*failed.report)
 }
 
 /// A name for this process's outbox leases.
@@ -840,6 +865,7 @@ fn log_run(job: &str, result: &anyhow::Result<JobReport>, failures: &mut Recurri
     match result {
         Ok(JobReport::Evaluated(report))
             if report.triggered > 0
+                || report.locked > 0
                 || report.expired > 0
                 || report.malformed_alerts > 0
                 || report.malformed_quotes > 0
@@ -849,6 +875,7 @@ fn log_run(job: &str, result: &anyhow::Result<JobReport>, failures: &mut Recurri
                 job,
                 evaluated = report.evaluated,
                 triggered = report.triggered,
+                locked = report.locked,
                 expired = report.expired,
                 stale_alerts = report.stale_alerts,
                 unavailable = report.unavailable,
@@ -874,7 +901,22 @@ fn log_run(job: &str, result: &anyhow::Result<JobReport>, failures: &mut Recurri
                 "purge finished"
             )
         }
-        Err(error) => log_recurring!(error, failures, format!("{error:#}"), job, "job failed"),
+        Err(error) => match committed(error) {
+            // What it did commit is said, and what it did not.
+            Some(partial) => log_recurring!(
+                error,
+                failures,
+                format!("{error:#}"),
+                job,
+                triggered = partial.triggered,
+                unclaimed = partial.unclaimed,
+                locked = partial.locked,
+                expired = partial.expired,
+                rearmed = partial.rearmed,
+                "tick failed; the alerts it triggered are claimed and their events queued, the unclaimed ones are judged again by the next tick"
+            ),
+            None => log_recurring!(error, failures, format!("{error:#}"), job, "job failed"),
+        },
     }
 }
 
@@ -888,7 +930,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct RunJobSummary {
     pub job: String,
-    pub report: Result<JobReport, String>,
+    pub report: anyhow::Result<JobReport>,
     pub delivery: Totals,
     pub delivery_time: std::time::Duration,
     pub pending: u64,
@@ -903,12 +945,11 @@ impl RunJobSummary {
             Ok(JobReport::Purged { deleted, duration }) => {
                 ("ok", TickReport::default(), *deleted, *duration)
             }
-            Err(_) => (
-                "failed",
-                TickReport::default(),
-                0,
-                std::time::Duration::ZERO,
-            ),
+            Err(error) => {
+                let partial = committed(error).cloned().unwrap_or_default();
+                let duration = partial.duration;
+                ("failed", partial, 0, duration)
+            }
         };
         let mut line = format!("job={} result={result}", self.job);
         for (key, value) in tick.counts() {
@@ -963,7 +1004,7 @@ pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary
     let (pending, dead) = engine.backlog().await?;
     Ok(RunJobSummary {
         job: name.to_owned(),
-        report: report.map_err(|error| format!("{error:#}")),
+        report,
         delivery,
         delivery_time,
         pending,

@@ -11,6 +11,8 @@ use anyhow::Context as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::config::{EvaluatorConfig, Scope};
+use crate::log_recurring;
+use crate::recurring::Recurring;
 use crate::store::alerts::{self, AlertRow, Observation, Trigger};
 use crate::store::changes;
 use crate::store::{self, Pool};
@@ -188,6 +190,13 @@ pub struct TickReport {
     pub stale_alerts: u64,
     /// Changed alerts whose ticker's quote could not be fetched this tick.
     pub unavailable: u64,
+    /// Triggered alerts whose row another transaction held locked: neither
+    /// claimed nor waited for; judged again by the first tick after the
+    /// lock is gone.
+    pub locked: u64,
+    /// Triggered alerts whose claim did not commit (the tick failed): judged
+    /// again by the next tick.
+    pub unclaimed: u64,
     /// Alert rows that cannot be evaluated.
     pub malformed_alerts: u64,
     /// Quotes whose price is not a positive number or whose time is not a time.
@@ -204,13 +213,15 @@ impl TickReport {
     /// The counts, by the names the summary line, logs and docs use, in
     /// the summary line's order. (`alerts_read` is `evaluated` again, under
     /// the name that says what it measures; `evaluated` stays for scripts.)
-    pub fn counts(&self) -> [(&'static str, u64); 14] {
+    pub fn counts(&self) -> [(&'static str, u64); 16] {
         [
             ("evaluated", self.evaluated),
             ("tickers_changed", self.tickers_changed),
             ("alerts_read", self.evaluated),
             ("matched", self.matched),
             ("triggered", self.triggered),
+            ("locked", self.locked),
+            ("unclaimed", self.unclaimed),
             ("expired", self.expired),
             ("rearmed", self.rearmed),
             ("no_quote", self.no_quote),
@@ -236,14 +247,20 @@ pub struct TickOptions<'a> {
     pub scope: &'a Scope,
     /// Tickers whose quote could not be fetched this tick: never triggered.
     pub unavailable: &'a HashSet<String>,
-    /// The problem each ticker's quote had at the last tick that looked, so
-    /// that a problem is logged when it starts, changes or ends, not every
-    /// tick. Shared by the ticks of one process.
-    pub known_problems: &'a KnownProblems,
+    /// What earlier ticks of this process saw.
+    pub memory: &'a TickMemory,
 }
 
-/// Tickers whose quote could not be used, and why: see [`TickOptions`].
-pub type KnownProblems = Mutex<HashMap<String, QuoteProblem>>;
+/// What the ticks of one process remember of each other, so that a
+/// condition that lasts is logged when it starts, changes or ends, not
+/// every tick.
+#[derive(Debug, Default)]
+pub struct TickMemory {
+    /// The problem each ticker's quote had at the last tick that looked.
+    quote_problems: Mutex<HashMap<String, QuoteProblem>>,
+    /// Triggered alerts held locked by another transaction.
+    locked: Mutex<Recurring>,
+}
 
 /// Why a ticker's quote cannot be used this tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +316,26 @@ pub fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
         .context("starting the evaluation threads")
 }
 
+/// A tick that failed part-way: what it committed before it failed (the
+/// alerts it claimed, whose events are queued), what it did not, and why.
+/// Its observations and watermark were not recorded: the next tick reads
+/// the same changes again.
+#[derive(Debug)]
+pub struct TickFailed {
+    pub report: Box<TickReport>,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for TickFailed {
+    /// The cause alone, so that a failure that repeats reads the same each
+    /// tick; the counts are the report's.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for TickFailed {}
+
 /// Runs one evaluation tick: it reads what changed since this job's last
 /// tick, not every alert. Blocking: call it from `spawn_blocking` or a plain
 /// thread. Reads run on `workers`, one pooled connection per task; the calling
@@ -316,7 +353,7 @@ pub fn tick(
     workers: &rayon::ThreadPool,
     pool: &Pool,
     options: &TickOptions<'_>,
-) -> anyhow::Result<TickReport> {
+) -> Result<TickReport, TickFailed> {
     tick_at(workers, pool, options, Utc::now())
 }
 
@@ -327,16 +364,37 @@ pub fn tick_at(
     pool: &Pool,
     options: &TickOptions<'_>,
     now: DateTime<Utc>,
-) -> anyhow::Result<TickReport> {
+) -> Result<TickReport, TickFailed> {
     let started = Instant::now();
     let mut report = TickReport::default();
+    let outcome = stages(workers, pool, options, now, &mut report);
+    report.duration = started.elapsed();
+    match outcome {
+        Ok(()) => Ok(report),
+        Err(error) => Err(TickFailed {
+            report: Box::new(report),
+            error,
+        }),
+    }
+}
+
+/// The tick's stages: prepare → plan → evaluate and claim → observe. Counts
+/// into `report` as they go, so that a failure leaves what was done.
+fn stages(
+    workers: &rayon::ThreadPool,
+    pool: &Pool,
+    options: &TickOptions<'_>,
+    now: DateTime<Utc>,
+    report: &mut TickReport,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
     let mut writer = pool.get()?;
     let mut snapshot = prepare(&mut writer, options, now)?;
     report.expired = snapshot.expired;
     report.rearmed = snapshot.rearmed;
     let candidates = std::mem::take(&mut snapshot.candidates);
-    let plan = plan(candidates, options, now, &mut report);
-    log_quote_problems(options.known_problems, &plan);
+    let plan = plan(candidates, options, now, report);
+    log_quote_problems(&options.memory.quote_problems, &plan);
     let warnings = AtomicU64::new(0);
     if plan.blank_tickers {
         name_blank_ticker_alerts(&mut writer, &warnings)?;
@@ -352,7 +410,7 @@ pub fn tick_at(
         malformed: AtomicU64::new(0),
         warnings,
     };
-    let claimed = evaluate_and_claim(workers, &readers, &mut writer, options, &mut report);
+    let claimed = evaluate_and_claim(workers, &readers, &mut writer, options, report);
     let evaluated_and_claimed = started.elapsed();
     report.evaluated += readers.read.into_inner();
     report.malformed_alerts += readers.malformed.into_inner();
@@ -366,19 +424,65 @@ pub fn tick_at(
             "more malformed alerts were skipped than were logged"
         );
     }
-    claimed?;
-    observe(&mut writer, &snapshot, plan, now)?;
-    report.duration = started.elapsed();
+    let locked = claimed?;
+    report.locked = locked.len() as u64;
+    log_locked(&options.memory.locked, &locked);
+    observe(&mut writer, &snapshot, plan, &locked, now)?;
+    let duration = started.elapsed();
     tracing::debug!(
         prepare_ms = prepared.as_millis() as u64,
         evaluate_and_claim_ms = (evaluated_and_claimed - prepared).as_millis() as u64,
-        observe_ms = (report.duration - evaluated_and_claimed).as_millis() as u64,
+        observe_ms = (duration - evaluated_and_claimed).as_millis() as u64,
         claim_ms = report.claim_duration.as_millis() as u64,
         tickers_changed = report.tickers_changed,
         alerts_read = report.evaluated,
         "tick phases"
     );
-    Ok(report)
+    Ok(())
+}
+
+/// A triggered alert whose row another transaction held locked: its id and
+/// ticker.
+type Locked = (i64, String);
+
+/// At most this many ids of locked alerts in one log line.
+const LOCKED_IDS_LOGGED: usize = 10;
+
+/// Logs the triggered alerts left to a later tick because someone else held
+/// their rows: when that starts or the alerts change, once a minute while
+/// it lasts, and when it ends.
+fn log_locked(recurring: &Mutex<Recurring>, locked: &[Locked]) {
+    let mut recurring = recurring
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if locked.is_empty() {
+        if let Some(ticks) = recurring.succeeded() {
+            tracing::info!(
+                ticks,
+                "no triggered alert is held locked by another transaction any more"
+            );
+        }
+        return;
+    }
+    let mut ids: Vec<String> = locked
+        .iter()
+        .take(LOCKED_IDS_LOGGED)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    if locked.len() > LOCKED_IDS_LOGGED {
+        ids.push(format!("and {} more", locked.len() - LOCKED_IDS_LOGGED));
+    }
+    log_recurring!(
+        warn,
+        recurring,
+        format!(
+            "alerts {} are locked by another transaction",
+            ids.join(", ")
+        ),
+        locked = locked.len(),
+        alert_id = locked[0].0,
+        "triggered alerts left for the first tick after the lock is released"
+    );
 }
 
 /// The changes a tick reads: those numbered after `since` (the job's
@@ -580,6 +684,8 @@ struct Work {
     quote_time: String,
     /// Record its price as observed once the claims committed.
     observe: bool,
+    /// The lowest change number that brought it here.
+    first_change: i64,
 }
 
 /// What a tick evaluates, and the tickers it leaves out (counted in the
@@ -647,6 +753,7 @@ fn plan(
                     },
                     quote_time,
                     observe: candidate.has_alerts,
+                    first_change,
                 }),
                 Err(problem) => {
                     if problem == QuoteProblem::Stale {
@@ -694,7 +801,7 @@ fn usable_quote(
 
 /// Logs a ticker's quote problem when it starts or changes, and its end, not
 /// every tick.
-fn log_quote_problems(known: &KnownProblems, plan: &Plan) {
+fn log_quote_problems(known: &Mutex<HashMap<String, QuoteProblem>>, plan: &Plan) {
     let mut known = known
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -750,16 +857,16 @@ struct Readers<'a> {
 /// channel to the writer is bounded, and so is the one to the helpers (one
 /// batch each), so memory does not follow the number of alerts read. Counts
 /// into `report`; the first error, if any, after every reader and claimer
-/// finished.
+/// finished. Returns the triggered alerts that were locked by others.
 fn evaluate_and_claim(
     workers: &rayon::ThreadPool,
     readers: &Readers<'_>,
     writer: &mut store::Connection,
     options: &TickOptions<'_>,
     report: &mut TickReport,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Locked>> {
     if readers.work.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let threads = workers.current_num_threads();
     // Moved tickers come first in the plan.
@@ -845,30 +952,43 @@ fn evaluate_and_claim(
             }));
         }
     });
+    let mut locked = Vec::new();
     for tally in tallies {
         report.triggered += tally.triggered;
+        report.unclaimed += tally.unclaimed;
         report.claim_transactions += tally.transactions;
         report.claim_duration += tally.duration;
+        locked.extend(tally.locked);
         if let Some(error) = tally.error {
             first_error.get_or_insert(error);
         }
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(locked), Err)
 }
 
 /// What one claiming thread did.
 #[derive(Default)]
 struct Tally {
     triggered: u64,
+    /// Triggers whose claim failed, or was not tried after a failure.
+    unclaimed: u64,
+    locked: Vec<Locked>,
     transactions: u64,
     duration: Duration,
     error: Option<anyhow::Error>,
 }
 
 impl Tally {
-    /// Claims one batch in one transaction and empties it.
+    /// Claims one batch in one transaction and empties it. After a failure
+    /// it claims nothing more: the tick fails, and the next one judges the
+    /// same changes again.
     fn claim(&mut self, writer: &mut store::Connection, batch: &mut Vec<Trigger>) {
         if batch.is_empty() {
+            return;
+        }
+        if self.error.is_some() {
+            self.unclaimed += batch.len() as u64;
+            batch.clear();
             return;
         }
         let claimed_at = Utc::now();
@@ -877,10 +997,16 @@ impl Tally {
         self.duration += claim_started.elapsed();
         match claimed {
             Ok(claimed) => {
-                self.triggered += claimed as u64;
+                self.triggered += claimed.claimed as u64;
                 self.transactions += 1;
+                for id in claimed.locked {
+                    if let Some(trigger) = batch.iter().find(|trigger| trigger.alert_id == id) {
+                        self.locked.push((id, trigger.ticker.clone()));
+                    }
+                }
             }
             Err(error) => {
+                self.unclaimed += batch.len() as u64;
                 self.error
                     .get_or_insert(anyhow::Error::new(error).context("claiming triggered alerts"));
             }
@@ -909,8 +1035,9 @@ fn help_claim(pool: &Pool, inbox: &Mutex<mpsc::Receiver<Vec<Trigger>>>) -> Tally
         let Ok(mut batch) = next else {
             return tally;
         };
-        if let Some(writer) = writer.as_mut() {
-            tally.claim(writer, &mut batch);
+        match writer.as_mut() {
+            Some(writer) => tally.claim(writer, &mut batch),
+            None => tally.unclaimed += batch.len() as u64,
         }
     }
 }
@@ -936,22 +1063,31 @@ impl<'a> ByTicker<'a> {
 
 /// After every claim committed, in one transaction: the evaluated prices
 /// become the tickers' previous ones, and the job's watermark moves to the
-/// end of the window (or to just before a ticker that could not be fetched).
-/// A crash before this commit leaves both, and the next tick reads the same
-/// changes again: nothing is skipped, and what was claimed stays claimed.
+/// end of the window (or to just before a ticker that could not be fetched,
+/// or one with a triggered alert someone else held locked: that ticker's
+/// price is not recorded either, so the next tick judges its alerts as this
+/// one did). A crash before this commit leaves both, and the next tick reads
+/// the same changes again: nothing is skipped, and what was claimed stays
+/// claimed.
 fn observe(
     writer: &mut store::Connection,
     snapshot: &Snapshot,
     plan: Plan,
+    locked: &[Locked],
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let observed: Vec<Observation> = plan
-        .work
-        .into_iter()
-        .filter(|work| work.observe)
-        .map(|work| (work.ticker, work.observed.price, work.quote_time))
-        .collect();
-    let watermark = plan.deferred.map_or(snapshot.window.settled, |first| {
+    let held: HashSet<&str> = locked.iter().map(|(_, ticker)| ticker.as_str()).collect();
+    let mut deferred = plan.deferred;
+    let mut observed: Vec<Observation> = Vec::with_capacity(plan.work.len());
+    for work in plan.work {
+        if held.contains(work.ticker.as_str()) {
+            deferred =
+                Some(deferred.map_or(work.first_change, |first| first.min(work.first_change)));
+        } else if work.observe {
+            observed.push((work.ticker, work.observed.price, work.quote_time));
+        }
+    }
+    let watermark = deferred.map_or(snapshot.window.settled, |first| {
         (first - 1).min(snapshot.window.settled)
     });
     alerts::finish_tick(

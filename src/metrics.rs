@@ -50,7 +50,14 @@ struct DeliveryLabels {
 }
 
 const TICK_RESULTS: [&str; 4] = ["ok", "failed", "skipped", "elsewhere"];
-const SKIP_REASONS: [&str; 5] = ["stale", "malformed", "no_quote", "unavailable", "expired"];
+const SKIP_REASONS: [&str; 6] = [
+    "stale",
+    "malformed",
+    "no_quote",
+    "unavailable",
+    "expired",
+    "locked",
+];
 /// Every (outcome, response) a delivery attempt can end with.
 const DELIVERY_KINDS: [(&str, &[&str]); 4] = [
     ("delivered", &["2xx"]),
@@ -252,7 +259,7 @@ impl Metrics {
         );
         registry.register(
             "alerts_skipped",
-            "Alerts not evaluated, by reason (stale, malformed, no_quote, unavailable, expired)",
+            "Alerts not evaluated or not claimed, by reason (stale, malformed, no_quote, unavailable, expired; locked: triggered, but another transaction held the row, so it is claimed by a later tick)",
             self.skipped.clone(),
         );
         registry.register(
@@ -356,13 +363,18 @@ impl Metrics {
             .inc();
     }
 
-    pub fn tick_failed(&self, job: &str, duration: Duration) {
+    /// A job run that failed; `committed`, for an evaluation that failed
+    /// part-way, what it committed before it failed.
+    pub fn tick_failed(&self, job: &str, duration: Duration, committed: Option<&TickReport>) {
         self.tick(job, "failed");
         self.tick_seconds
             .get_or_create(&JobLabels {
                 job_name: job.to_owned(),
             })
             .observe(duration.as_secs_f64());
+        if let Some(report) = committed {
+            self.count(job, report);
+        }
     }
 
     /// A job run that finished without error; `report` for evaluations.
@@ -376,27 +388,36 @@ impl Metrics {
             .observe(duration.as_secs_f64());
         self.last_success.get_or_create(&labels).set(now_seconds());
         if let Some(report) = report {
-            self.tickers_changed
-                .get_or_create(&labels)
-                .inc_by(report.tickers_changed);
-            self.evaluated
-                .get_or_create(&labels)
-                .inc_by(report.evaluated);
-            self.triggered
-                .get_or_create(&labels)
-                .inc_by(report.triggered);
-            self.rearmed.get_or_create(&labels).inc_by(report.rearmed);
-            for (reason, count) in [
-                ("stale", report.stale_alerts),
-                ("malformed", report.malformed_alerts),
-                ("no_quote", report.no_quote),
-                ("unavailable", report.unavailable),
-                ("expired", report.expired),
-            ] {
-                self.skipped
-                    .get_or_create(&SkipLabels { reason })
-                    .inc_by(count);
-            }
+            self.count(job, report);
+        }
+    }
+
+    /// A tick's counts.
+    fn count(&self, job: &str, report: &TickReport) {
+        let labels = JobLabels {
+            job_name: job.to_owned(),
+        };
+        self.tickers_changed
+            .get_or_create(&labels)
+            .inc_by(report.tickers_changed);
+        self.evaluated
+            .get_or_create(&labels)
+            .inc_by(report.evaluated);
+        self.triggered
+            .get_or_create(&labels)
+            .inc_by(report.triggered);
+        self.rearmed.get_or_create(&labels).inc_by(report.rearmed);
+        for (reason, count) in [
+            ("stale", report.stale_alerts),
+            ("malformed", report.malformed_alerts),
+            ("no_quote", report.no_quote),
+            ("unavailable", report.unavailable),
+            ("expired", report.expired),
+            ("locked", report.locked),
+        ] {
+            self.skipped
+                .get_or_create(&SkipLabels { reason })
+                .inc_by(count);
         }
     }
 

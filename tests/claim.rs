@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Barrier};
 
-use common::{Db, Receiver, deliver_pending, lib_config as config, tick};
+use common::{Db, Engine, Receiver, deliver_pending, lib_config as config, tick};
 use price_alertd::config::{Config, Scope};
 use price_alertd::evaluate;
 
@@ -278,5 +278,173 @@ on_every_engine! {
             "{later:?}"
         );
         assert_ne!(later[2], a[0], "a re-armed alert triggers under a new id");
+    }
+}
+
+/// The application holds a row lock (an open transaction editing an alert's
+/// note, as a slow web request would) for longer than `busy_timeout`: the
+/// ticks meanwhile claim every other alert and do not fail; the held alerts
+/// (an `above`, a crossing, one due to expire, one due to re-arm) are each
+/// taken by the first tick after the lock is gone, though nothing about
+/// them or their quotes changed in between. (PostgreSQL's: SQLite has no row
+/// locks, and its whole-database lock keeps `busy_timeout`.)
+#[test]
+fn a_row_locked_by_the_application_delays_only_itself() {
+    let db = Db::on(Engine::Postgresql);
+    let receiver = Receiver::start();
+    let config = config(&db, &receiver.url);
+    let mut database = db.database_config();
+    database.busy_timeout = std::time::Duration::from_millis(500);
+    let pool = price_alertd::store::open(&database, 12).unwrap();
+    let workers = evaluate::thread_pool(config.evaluator.threads).unwrap();
+    let tick = || common::tick_on(&pool, &workers, &config, &Scope::all());
+
+    let others: Vec<i64> = (0..50)
+        .map(|_| db.add_alert("AAPL", "above", 100.0))
+        .collect();
+    let held_above = db.add_alert("AAPL", "above", 100.0);
+    let held_crossing = db.add_alert("MSFT", "crossing_up", 150.0);
+    let held_expiring = db.add_alert("IBM", "above", 1000.0);
+    db.execute(
+        "UPDATE price_alerts SET expires_at = '2020-01-01T00:00:00Z' WHERE id = $1",
+        values![held_expiring],
+    );
+    let held_cooling = db.add_alert("ORCL", "above", 1000.0);
+    db.execute(
+        "UPDATE price_alerts SET enabled = 0, cooldown = '1s', rearm_at = 1 WHERE id = $1",
+        values![held_cooling],
+    );
+    db.set_quote("MSFT", 140.0);
+    db.set_quote("IBM", 1.0);
+    db.set_quote("ORCL", 1.0);
+    // Observes MSFT below the crossing's level; nothing else is due yet but
+    // the expiry and the re-arm, which this first tick must leave alone too.
+    let mut application =
+        postgres::Client::connect(&db.cluster().url(db.database_name()), postgres::NoTls).unwrap();
+    let held = [held_above, held_crossing, held_expiring, held_cooling];
+    application
+        .batch_execute(&format!(
+            "BEGIN; UPDATE price_alerts SET note = 'editing' WHERE id IN ({})",
+            held.map(|id| id.to_string()).join(", ")
+        ))
+        .unwrap();
+    let first = tick();
+    assert_eq!((first.expired, first.rearmed), (0, 0), "{first:?}");
+
+    db.set_quote("AAPL", 101.0);
+    db.set_quote("MSFT", 160.0);
+    let report = tick();
+    assert_eq!(report.triggered, 50, "every other alert: {report:?}");
+    assert_eq!(report.locked, 2, "{report:?}");
+    // Held for longer than busy_timeout: the next ticks neither fail nor
+    // take anything, and nothing moved in between.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let again = tick();
+    assert_eq!((again.triggered, again.locked), (0, 2), "{again:?}");
+
+    application.batch_execute("COMMIT").unwrap();
+    let after = tick();
+    assert_eq!(
+        (after.triggered, after.locked, after.expired, after.rearmed),
+        (2, 0, 1, 1),
+        "{after:?}"
+    );
+    assert_eq!(tick().triggered, 0);
+    let claimed = db.ids("SELECT alert_id FROM outbox ORDER BY alert_id");
+    let mut expected = others.clone();
+    expected.extend([held_above, held_crossing]);
+    assert_eq!(claimed, expected, "each once");
+    let crossing_price = db.texts(&format!(
+        "SELECT triggered_price::text FROM price_alerts WHERE id = {held_crossing}"
+    ));
+    assert_eq!(crossing_price, ["160"]);
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT count(*) FROM price_alerts WHERE id = {held_expiring} AND expired_at IS NOT NULL"
+        )),
+        1
+    );
+}
+
+on_every_engine! {
+    /// A tick that fails part-way (here an application's trigger refuses to
+    /// let one alert be disabled, so one claim transaction fails) says what
+    /// it committed and what it did not: every alert counted as triggered
+    /// has its event queued, the rest are counted as unclaimed, and the next
+    /// tick, once the trigger is gone, claims exactly those.
+    fn a_tick_that_fails_part_way_says_what_it_committed(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        for _ in 0..60 {
+            db.add_alert("AAPL", "above", 100.0);
+        }
+        let refused = db.add_alert("AAPL", "above", 100.0);
+        for _ in 0..60 {
+            db.add_alert("AAPL", "above", 100.0);
+        }
+        match engine {
+            Engine::Sqlite => db.execute(
+                &format!(
+                    "CREATE TRIGGER refuse BEFORE UPDATE OF enabled ON price_alerts
+                     WHEN NEW.id = {refused} AND NEW.enabled = 0
+                     BEGIN SELECT RAISE(ABORT, 'refused by the application'); END"
+                ),
+                values![],
+            ),
+            Engine::Postgresql => db.postgres_app().batch_execute(
+                &format!(
+                    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN
+                       IF NEW.id = {refused} AND NEW.enabled::text IN ('0', 'false') THEN
+                         RAISE EXCEPTION 'refused by the application';
+                       END IF;
+                       RETURN NEW;
+                     END $$;
+                     CREATE TRIGGER refuse BEFORE UPDATE ON price_alerts
+                     FOR EACH ROW EXECUTE FUNCTION refuse()"
+                ),
+            ).map(|_| 1).unwrap(),
+        };
+        db.set_quote("AAPL", 101.0);
+        let text = common::config_text(&db, &receiver.url, "0 0 0 1 1 *")
+            .replace("threads = 10", "threads = 10\nclaim_batch = 10");
+        let path = db.write_config(&text);
+        let output = common::binary()
+            .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&output.stdout).to_string();
+        assert_eq!(output.status.code(), Some(1), "{line}");
+        let count = |key: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|pair| pair.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("{key} in {line}"))
+                .parse()
+                .unwrap()
+        };
+        assert!(line.starts_with("job=evaluate result=failed "), "{line}");
+        let queued = db.scalar("SELECT count(*) FROM outbox") as u64;
+        assert_eq!(count("triggered"), queued, "{line}");
+        assert_eq!(count("matched"), 121, "{line}");
+        assert_eq!(count("triggered") + count("unclaimed"), 121, "{line}");
+        assert!(count("unclaimed") >= 1, "{line}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("refused by the application"), "{stderr}");
+
+        let drop_it = match engine {
+            Engine::Sqlite => "DROP TRIGGER refuse",
+            Engine::Postgresql => "DROP TRIGGER refuse ON price_alerts",
+        };
+        db.execute(drop_it, values![]);
+        let next = common::cli(&path, &["run-job", "evaluate"]);
+        assert!(
+            next.contains(&format!(" triggered={} ", count("unclaimed"))),
+            "{next}"
+        );
+        assert_eq!(db.scalar("SELECT count(*) FROM outbox"), 121);
+        assert_eq!(
+            db.scalar("SELECT count(DISTINCT alert_id) FROM outbox"),
+            121
+        );
     }
 }

@@ -11,7 +11,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -207,7 +206,7 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) {
     let config: Config = lib_config(&fast, "http://127.0.0.1:9/events");
     let pool = fast.pool(6);
     let reference_pool = reference.pool(1);
-    let known = Mutex::default();
+    let known = evaluate::TickMemory::default();
     let dbs = [&fast, &reference];
     let jobs = jobs();
     let mut prices: BTreeMap<&str, f64> = TICKERS.iter().map(|ticker| (*ticker, 100.0)).collect();
@@ -297,7 +296,7 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) {
                     max_age: MAX_AGE,
                     scope: &job.scope,
                     unavailable: &unavailable,
-                    known_problems: &known,
+                    memory: &known,
                 };
                 evaluate::tick(workers, &pool, &options).unwrap();
                 full_scan(

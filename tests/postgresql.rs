@@ -120,7 +120,11 @@ fn tls_is_verified_as_the_mode_says() {
     // checks only the chain; verify-full (and require, which is verify-full
     // here) the name too.
     connected(
-        &check("postgres", "localhost", &format!("sslmode=verify-ca&sslrootcert={ca}")),
+        &check(
+            "postgres",
+            "localhost",
+            &format!("sslmode=verify-ca&sslrootcert={ca}"),
+        ),
         "verify-ca at another name",
     );
     for mode in ["require", "verify-full"] {
@@ -143,12 +147,20 @@ fn tls_is_verified_as_the_mode_says() {
         "sslmode=disable to a server that insists",
     );
     connected(
-        &check(tls_only, "127.0.0.1", &format!("sslmode=allow&sslrootcert={ca}")),
+        &check(
+            tls_only,
+            "127.0.0.1",
+            &format!("sslmode=allow&sslrootcert={ca}"),
+        ),
         "sslmode=allow to a server that insists",
     );
     // `prefer` uses TLS where the server offers it, verified too.
     connected(
-        &check(tls_only, "127.0.0.1", &format!("sslmode=prefer&sslrootcert={ca}")),
+        &check(
+            tls_only,
+            "127.0.0.1",
+            &format!("sslmode=prefer&sslrootcert={ca}"),
+        ),
         "sslmode=prefer",
     );
     refused(

@@ -52,6 +52,18 @@ pub struct Trigger {
     pub rearm_at: Option<i64>,
 }
 
+/// What one claim did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Claimed {
+    /// Alerts claimed: one queued event each.
+    pub claimed: usize,
+    /// Alerts of the batch whose row another transaction holds locked (the
+    /// application's, another daemon's): neither claimed nor waited for.
+    /// The caller judges them again once the lock is gone. (SQLite has no
+    /// row locks: never any there.)
+    pub locked: Vec<i64>,
+}
+
 /// A quote the daemon evaluated: `(ticker, price, quote_time)`.
 pub type Observation = (String, f64, String);
 
@@ -179,14 +191,15 @@ pub fn rearm(connection: &mut Connection, id: i64) -> Result<bool> {
 /// Claims `triggers` in one write transaction: each alert is disabled only
 /// if it is still enabled, in the arming and with the condition and levels
 /// that were evaluated (invariant 1), and an outbox row is inserted for
-/// exactly the rows the claim's statement changed (invariant 2). Returns how
-/// many alerts this call claimed.
+/// exactly the rows the claim's statement changed (invariant 2). A row that
+/// someone else holds locked is passed over, not waited for, and returned
+/// as such. Returns how many alerts this call claimed, and which were locked.
 pub fn claim(
     connection: &mut Connection,
     triggers: &[Trigger],
     triggered_at: DateTime<Utc>,
     now_ms: i64,
-) -> Result<usize> {
+) -> Result<Claimed> {
     super::engine!(connection, alerts::claim(triggers, triggered_at, now_ms))
 }
 

@@ -287,11 +287,8 @@ impl Db {
             .is_some_and(|client| client.is_valid(Duration::from_secs(5)).is_ok());
         if !alive {
             *client = Some(
-                postgres::Client::connect(
-                    &self.cluster().url(&self.database),
-                    postgres::NoTls,
-                )
-                .unwrap(),
+                postgres::Client::connect(&self.cluster().url(&self.database), postgres::NoTls)
+                    .unwrap(),
             );
         }
         AppClient(client)
@@ -617,14 +614,14 @@ pub fn tick_on_at(
     scope: &Scope,
     now: chrono::DateTime<chrono::Utc>,
 ) -> TickReport {
-    let known_problems = Mutex::default();
+    let memory = evaluate::TickMemory::default();
     let options = TickOptions {
         job: "evaluate",
         evaluator: &config.evaluator,
         max_age: config.prices.max_age,
         scope,
         unavailable: &HashSet::new(),
-        known_problems: &known_problems,
+        memory: &memory,
     };
     evaluate::tick_at(workers, pool, &options, now).unwrap()
 }

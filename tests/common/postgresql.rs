@@ -375,7 +375,12 @@ impl Cluster {
         }
         std::thread::sleep(down);
         let child = self.spawn().expect("starting postgres again");
-        self.postmaster.lock().unwrap().as_mut().expect("the server").0 = child;
+        self.postmaster
+            .lock()
+            .unwrap()
+            .as_mut()
+            .expect("the server")
+            .0 = child;
         self.wait_until_up();
     }
 

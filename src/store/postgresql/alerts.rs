@@ -5,7 +5,7 @@ use postgres::Row;
 
 use super::Connection;
 use crate::store::alerts::{
-    AlertRow, Entry, Filter, NewAlert, Observation, QuoteRow, Trigger, event_of,
+    AlertRow, Claimed, Entry, Filter, NewAlert, Observation, QuoteRow, Trigger, event_of,
 };
 
 type Result<T> = std::result::Result<T, postgres::Error>;
@@ -113,15 +113,21 @@ pub fn enabled_tickers(connection: &mut Connection) -> Result<Vec<String>> {
         .collect()
 }
 
+/// Rows someone else holds locked (the application editing one in an open
+/// transaction) are passed over, not waited for: they stay due, and the next
+/// tick takes them.
 pub fn expire_due(connection: &mut Connection, now: &str) -> Result<usize> {
     let statement = connection.prepared(
         "UPDATE price_alerts SET enabled = '0', expired_at = $1
-         WHERE enabled = '1' AND expires_at IS NOT NULL
-           AND price_alertd_time(expires_at::text) <= $1::text::timestamptz",
+         WHERE id IN (SELECT id FROM price_alerts
+                      WHERE enabled = '1' AND expires_at IS NOT NULL
+                        AND price_alertd_time(expires_at::text) <= $1::text::timestamptz
+                      FOR NO KEY UPDATE SKIP LOCKED)",
     )?;
     Ok(connection.client().execute(&statement, &[&now])? as usize)
 }
 
+/// As [`expire_due`], locked rows are passed over and stay due.
 pub fn rearm_cooled_down(connection: &mut Connection, now: &str, now_ms: i64) -> Result<usize> {
     let rearm = connection.prepared(
         // `NOT (enabled = '1')`, not `enabled = '0'`: the planner, whose
@@ -129,16 +135,19 @@ pub fn rearm_cooled_down(connection: &mut Connection, now: &str, now_ms: i64) ->
         // through every disabled alert in `idx_price_alerts_enabled` instead
         // of the few waiting in `price_alerts_rearm`.
         "UPDATE price_alerts SET enabled = '1', rearm_at = NULL
-         WHERE rearm_at IS NOT NULL AND rearm_at <= $2 AND NOT (enabled = '1')
-           AND cooldown IS NOT NULL AND trim(cooldown::text) <> ''
-           AND coalesce(price_alertd_time(expires_at::text) > $1::text::timestamptz, true)",
+         WHERE id IN (SELECT id FROM price_alerts
+                      WHERE rearm_at IS NOT NULL AND rearm_at <= $2 AND NOT (enabled = '1')
+                        AND cooldown IS NOT NULL AND trim(cooldown::text) <> ''
+                        AND coalesce(price_alertd_time(expires_at::text) > $1::text::timestamptz, true)
+                      FOR NO KEY UPDATE SKIP LOCKED)",
     )?;
     let settle = connection.prepared(
         "UPDATE price_alerts SET rearm_at = NULL,
              expired_at = CASE WHEN enabled = '0'
                                 AND price_alertd_time(expires_at::text) <= $1::text::timestamptz
                                THEN $1 ELSE expired_at END
-         WHERE rearm_at IS NOT NULL AND rearm_at <= $2",
+         WHERE id IN (SELECT id FROM price_alerts WHERE rearm_at IS NOT NULL AND rearm_at <= $2
+                      FOR NO KEY UPDATE SKIP LOCKED)",
     )?;
     let mut transaction = connection.client().transaction()?;
     let rearmed = transaction.execute(&rearm, &[&now, &now_ms])?;
@@ -238,26 +247,31 @@ pub fn rearm(connection: &mut Connection, id: i64) -> Result<bool> {
 }
 
 /// The claim, in one transaction: first the batch's rows are locked in id
-/// order (`FOR NO KEY UPDATE`, waiting for other claimers, never skipping
-/// them), so concurrent claimers never deadlock; then one set-based `UPDATE
-/// ... WHERE enabled AND <as judged> RETURNING id` disables those still as
-/// they were judged; then the events of exactly those rows are queued, and
-/// the members' listeners notified at commit.
+/// order (`FOR NO KEY UPDATE SKIP LOCKED`): a row someone else holds (the
+/// application's open transaction, another claimer) is passed over and
+/// returned as locked, so one held row never holds back the batch, and no
+/// claimer ever waits for another, so none deadlocks. Then one set-based
+/// `UPDATE ... WHERE enabled AND <as judged> RETURNING id` disables the rows
+/// this claim locked that are still as they were judged; then the events of
+/// exactly those rows are queued, and the members' listeners notified at
+/// commit.
 pub fn claim(
     connection: &mut Connection,
     triggers: &[Trigger],
     triggered_at: DateTime<Utc>,
     now_ms: i64,
-) -> Result<usize> {
+) -> Result<Claimed> {
     let stamp = crate::store::timestamp(triggered_at);
-    // First the batch's rows are locked in id order (waiting for other
-    // claimers, never skipping them), so concurrent claimers never deadlock;
-    // then the UPDATE disables those still as they were judged. (Two
-    // statements: a CTE that locks, joined to the UPDATE, may be planned as a
-    // nested loop over its rows, which costs quadratic time.)
+    // Two statements: a CTE that locks, joined to the UPDATE, may be planned
+    // as a nested loop over its rows, which costs quadratic time.
     let lock = connection.prepared(
-        "SELECT id FROM price_alerts WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE",
+        "SELECT id FROM price_alerts WHERE id = ANY($1::bigint[]) ORDER BY id
+         FOR NO KEY UPDATE SKIP LOCKED",
     )?;
+    // Of the rows passed over, those that still exist (a plain read waits
+    // for no lock): the others were deleted.
+    let existing =
+        connection.prepared("SELECT id FROM price_alerts WHERE id = ANY($1::bigint[])")?;
     let disable = connection.prepared(
         "UPDATE price_alerts AS a
          SET enabled = '0', triggered_at = $1, triggered_price = c.price, rearm_at = c.rearm_at
@@ -281,6 +295,27 @@ pub fn claim(
     batch.sort_by_key(|trigger| trigger.alert_id);
     batch.dedup_by_key(|trigger| trigger.alert_id);
     let ids: Vec<i64> = batch.iter().map(|trigger| trigger.alert_id).collect();
+
+    let mut transaction = connection.client().transaction()?;
+    let held: std::collections::HashSet<i64> = transaction
+        .query(&lock, &[&ids])?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_>>()?;
+    let mut locked = Vec::new();
+    if held.len() < ids.len() {
+        let passed_over: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !held.contains(id))
+            .collect();
+        for row in transaction.query(&existing, &[&passed_over])? {
+            locked.push(row.try_get(0)?);
+        }
+        locked.sort_unstable();
+        batch.retain(|trigger| held.contains(&trigger.alert_id));
+    }
+    let ids: Vec<i64> = batch.iter().map(|trigger| trigger.alert_id).collect();
     let armings: Vec<i64> = batch.iter().map(|trigger| trigger.arming).collect();
     let prices: Vec<f64> = batch.iter().map(|trigger| trigger.price).collect();
     let conditions: Vec<&str> = batch
@@ -293,9 +328,6 @@ pub fn claim(
         .map(|trigger| trigger.reference_price)
         .collect();
     let rearm_at: Vec<Option<i64>> = batch.iter().map(|trigger| trigger.rearm_at).collect();
-
-    let mut transaction = connection.client().transaction()?;
-    transaction.execute(&lock, &[&ids])?;
     let changed: std::collections::HashSet<i64> = transaction
         .query(
             &disable,
@@ -336,7 +368,10 @@ pub fn claim(
         transaction.execute(&notify, &[])?;
     }
     transaction.commit()?;
-    Ok(event_ids.len())
+    Ok(Claimed {
+        claimed: event_ids.len(),
+        locked,
+    })
 }
 
 pub fn list(

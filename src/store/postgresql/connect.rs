@@ -136,9 +136,8 @@ fn root_certificates(path: &std::path::Path) -> anyhow::Result<rustls::RootCertS
     let pem = std::fs::read(path)
         .with_context(|| format!("reading the database's CA certificate {}", path.display()))?;
     for certificate in CertificateDer::pem_slice_iter(&pem) {
-        let certificate = certificate.with_context(|| {
-            format!("reading the database's CA certificate {}", path.display())
-        })?;
+        let certificate = certificate
+            .with_context(|| format!("reading the database's CA certificate {}", path.display()))?;
         roots
             .add(certificate)
             .with_context(|| format!("the CA certificate {}", path.display()))?;

@@ -5,7 +5,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 use crate::store::alerts::{
-    AlertRow, Entry, Filter, NewAlert, Observation, QuoteRow, Trigger, event_of,
+    AlertRow, Claimed, Entry, Filter, NewAlert, Observation, QuoteRow, Trigger, event_of,
 };
 
 fn number(value: Value) -> Option<f64> {
@@ -251,7 +251,7 @@ pub fn claim(
     triggers: &[Trigger],
     triggered_at: DateTime<Utc>,
     now_ms: i64,
-) -> rusqlite::Result<usize> {
+) -> rusqlite::Result<Claimed> {
     let stamp = crate::store::timestamp(triggered_at);
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let installation = super::installation_id(&transaction)?;
@@ -336,7 +336,12 @@ pub fn claim(
         }
     }
     transaction.commit()?;
-    Ok(claimed)
+    // One writer at a time holds the whole database: no row is ever locked
+    // by someone else while the claim runs.
+    Ok(Claimed {
+        claimed,
+        locked: Vec::new(),
+    })
 }
 
 /// Up to `limit` alerts, newest first.
