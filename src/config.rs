@@ -73,6 +73,8 @@ pub struct HttpSource {
     pub url: Url,
     /// Tickers per request.
     pub batch_size: usize,
+    /// Requests in flight at once: one slow batch holds one of them.
+    pub concurrency: usize,
     /// Bound on one request.
     pub timeout: Duration,
     /// Static headers, e.g. an API key (marked sensitive: never printed).
@@ -685,6 +687,7 @@ mod raw {
         pub max_age: Option<Spanned<String>>,
         pub url: Option<Spanned<String>>,
         pub batch_size: Option<Spanned<i64>>,
+        pub concurrency: Option<Spanned<i64>>,
         pub timeout: Option<Spanned<String>>,
         #[serde(default)]
         pub headers: BTreeMap<String, Spanned<String>>,
@@ -1471,6 +1474,11 @@ fn prices(raw: &raw::Prices, report: &mut impl Report) -> PricesConfig {
             );
             http_only(
                 report,
+                "prices.concurrency",
+                raw.concurrency.as_ref().map(Spanned::span),
+            );
+            http_only(
+                report,
                 "prices.timeout",
                 raw.timeout.as_ref().map(Spanned::span),
             );
@@ -1505,6 +1513,7 @@ fn prices(raw: &raw::Prices, report: &mut impl Report) -> PricesConfig {
                 1..=10_000,
                 report,
             );
+            let concurrency = count(&raw.concurrency, "prices.concurrency", 4, 1..=64, report);
             let timeout = duration(&raw.timeout, "prices.timeout", "5s", report);
             let headers = header_list(&raw.headers, "prices.headers", report);
             if let Some(url) = &url {
@@ -1521,6 +1530,7 @@ fn prices(raw: &raw::Prices, report: &mut impl Report) -> PricesConfig {
                 Some(url) => PriceSource::Http(HttpSource {
                     url,
                     batch_size,
+                    concurrency,
                     timeout,
                     headers,
                     max_response_bytes,

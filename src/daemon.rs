@@ -230,32 +230,47 @@ impl Engine {
         let engine = self.clone();
         match kind {
             JobKind::Evaluate { scope } => {
+                // One time for the fetch and the tick: the fetch asks for the
+                // tickers of the alerts the tick will re-arm as of then.
+                let now = Utc::now();
                 let refresh = match &self.source {
-                    Some(source) => source.refresh(&self.pool, &scope).await,
-                    None => quotes::Refresh::default(),
+                    Some(source) => Some(
+                        source
+                            .refresh(&self.pool, &scope, now.timestamp_millis())
+                            .await,
+                    ),
+                    None => None,
                 };
                 let job = job.to_owned();
+                let fetched = refresh.as_ref().map(|refresh| refresh.fetched.clone());
                 let ticked = tokio::task::spawn_blocking(move || {
                     let options = TickOptions {
                         job: &job,
                         evaluator: &engine.evaluator,
                         max_age: engine.max_age,
                         scope: &scope,
-                        unavailable: &refresh.failed,
+                        fetched: fetched.as_ref(),
                         memory: &engine.tick_memory,
                     };
-                    evaluate::tick(&engine.workers, &engine.pool, &options)
+                    evaluate::tick_at(&engine.workers, &engine.pool, &options, now)
                 })
                 .await
                 .context("the evaluation panicked")?;
                 self.checkpoint().await;
+                let with_fetch = |report: &mut TickReport| {
+                    if let Some(refresh) = &refresh {
+                        report.quote_errors = refresh.errors;
+                        report.fetch_duration = refresh.duration;
+                        report.duration += refresh.duration;
+                    }
+                };
                 match ticked {
                     Ok(mut report) => {
-                        report.quote_errors = refresh.errors;
+                        with_fetch(&mut report);
                         Ok(JobReport::Evaluated(report))
                     }
                     Err(mut failed) => {
-                        failed.report.quote_errors = refresh.errors;
+                        with_fetch(&mut failed.report);
                         Err(anyhow::Error::new(failed))
                     }
                 }
@@ -956,13 +971,14 @@ impl RunJobSummary {
             line.push_str(&format!(" {key}={value}"));
         }
         line.push_str(&format!(
-            " purged={purged} delivered={} failed={} dead={} pending={} dead_total={} duration_ms={} delivery_ms={} peak_rss_kib={}",
+            " purged={purged} delivered={} failed={} dead={} pending={} dead_total={} duration_ms={} fetch_ms={} delivery_ms={} peak_rss_kib={}",
             self.delivery.delivered,
             self.delivery.failed,
             self.delivery.dead,
             self.pending,
             self.dead,
             duration.as_millis(),
+            tick.fetch_duration.as_millis(),
             self.delivery_time.as_millis(),
             peak_rss_kib().unwrap_or(0)
         ));

@@ -188,7 +188,8 @@ pub struct TickReport {
     /// changed alerts of those tickers.
     pub stale_quotes: u64,
     pub stale_alerts: u64,
-    /// Changed alerts whose ticker's quote could not be fetched this tick.
+    /// Changed alerts whose ticker's quote was not fetched for this tick
+    /// (the fetch failed, or the alert came after it was planned).
     pub unavailable: u64,
     /// Triggered alerts whose row another transaction held locked: neither
     /// claimed nor waited for; judged again by the first tick after the
@@ -206,6 +207,8 @@ pub struct TickReport {
     pub claim_transactions: u64,
     /// Time spent in claim transactions (the writer's share of `duration`).
     pub claim_duration: Duration,
+    /// Time spent fetching quotes before the tick (part of `duration`).
+    pub fetch_duration: Duration,
     pub duration: Duration,
 }
 
@@ -245,8 +248,13 @@ pub struct TickOptions<'a> {
     pub max_age: Duration,
     /// The tickers this job covers.
     pub scope: &'a Scope,
-    /// Tickers whose quote could not be fetched this tick: never triggered.
-    pub unavailable: &'a HashSet<String>,
+    /// With a quote source that is fetched (`prices.source = "http"`), the
+    /// tickers whose quote was fetched for this tick: the only ones judged.
+    /// Any other ticker with enabled alerts (a fetch failed; an alert
+    /// inserted or re-armed since the fetch was planned) is held back to the
+    /// next tick, never judged on an older stored quote. `None`: the quotes
+    /// table, which the application keeps current.
+    pub fetched: Option<&'a HashSet<String>>,
     /// What earlier ticks of this process saw.
     pub memory: &'a TickMemory,
 }
@@ -733,7 +741,10 @@ fn plan(
                 blank_tickers = true;
                 return None;
             }
-            if options.unavailable.contains(&candidate.ticker) {
+            let not_fetched = options
+                .fetched
+                .is_some_and(|fetched| !fetched.contains(&candidate.ticker));
+            if not_fetched && candidate.has_alerts {
                 report.unavailable += changed;
                 deferred = Some(deferred.map_or(first_change, |first| first.min(first_change)));
                 return None;

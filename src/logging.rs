@@ -12,6 +12,22 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// The longest value from outside (a database row, a remote answer) a log
+/// line shows whole.
+const LOGGED_VALUE_CHARS: usize = 64;
+
+/// A value from outside as a log line may show it: at most
+/// [`LOGGED_VALUE_CHARS`] characters, a longer one cut and marked with its
+/// length, so that no row or answer can make a log line grow without bound.
+pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(LOGGED_VALUE_CHARS) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => {
+            std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &text[..cut], text.len()))
+        }
+    }
+}
+
 /// Starts logging for the process. A filter that does not name the
 /// scheduler library keeps it at `warn`: at `info` it says "Job creator
 /// created" for every fire time.

@@ -7,11 +7,12 @@
 //! A ticker missing from the answer, or with a price that is not a positive
 //! number or a time that is not RFC 3339, counts as not fetched.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use serde::Deserialize;
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 use crate::config::{HttpSource, Scope};
 use crate::evaluate::parse_time;
 use crate::log_recurring;
+use crate::logging;
 use crate::recurring::Recurring;
 use crate::store::{self, Pool};
 
@@ -41,12 +43,14 @@ pub struct Source {
 /// What one refresh did.
 #[derive(Debug, Default)]
 pub struct Refresh {
-    pub fetched: u64,
-    /// Tickers with enabled alerts whose quote was not fetched: the tick must
-    /// not trigger them on an older stored quote.
-    pub failed: HashSet<String>,
-    /// Requests that failed, and answers that were not usable.
+    /// Tickers whose quote was fetched and stored: with this source, the
+    /// only ones a tick may judge (never a trigger on an older stored quote).
+    pub fetched: HashSet<String>,
+    /// Requests that failed, and answers (or tickers of an answer) that were
+    /// not usable.
     pub errors: u64,
+    /// How long the requests took, all of them in flight side by side.
+    pub duration: Duration,
 }
 
 #[derive(Deserialize)]
@@ -61,10 +65,25 @@ struct AnswerQuote {
     time: serde_json::Value,
 }
 
+/// The usable quotes of one answer, and how many of its tickers were not.
+#[derive(Debug, Default)]
+struct Fetched {
+    quotes: Vec<(String, f64, String)>,
+    /// Tickers given unusably: twice, or without a positive price at a time.
+    unusable: u64,
+    /// Tickers asked for and not given at all.
+    absent: u64,
+}
+
 impl Source {
     pub fn new(config: &HttpSource) -> anyhow::Result<Source> {
         let client = crate::deliver::client_builder()
             .timeout(config.timeout)
+            // A redirect would carry `prices.headers` (an API key) and the
+            // URL's query to wherever the answer points: none is followed,
+            // and a 3xx is a failed fetch. Nor is the URL sent as a Referer.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .build()
             .context("building the quote source's HTTP client")?;
         Ok(Source {
@@ -75,12 +94,15 @@ impl Source {
         })
     }
 
-    /// Fetches and stores quotes for the tickers in `scope` that have enabled
-    /// alerts, in batches. Never fails: a failure only marks tickers as not
-    /// fetched.
-    pub async fn refresh(&self, pool: &Pool, scope: &Scope) -> Refresh {
+    /// Fetches and stores quotes for the tickers in `scope` that a tick as of
+    /// `now_ms` may judge (see `store::alerts::tickers_to_fetch`), in
+    /// batches, `prices.concurrency` requests at a time, so a slow batch
+    /// holds one request's place and delays no other. Never fails: a failure
+    /// only leaves tickers unfetched.
+    pub async fn refresh(&self, pool: &Pool, scope: &Scope, now_ms: i64) -> Refresh {
+        let started = std::time::Instant::now();
         let mut refresh = Refresh::default();
-        let tickers = match enabled_tickers(pool, scope).await {
+        let tickers = match tickers_to_fetch(pool, scope, now_ms).await {
             Ok(tickers) => tickers,
             Err(error) => {
                 tracing::error!(
@@ -88,47 +110,31 @@ impl Source {
                     "listing tickers to fetch failed"
                 );
                 refresh.errors += 1;
+                refresh.duration = started.elapsed();
                 return refresh;
             }
         };
-        for batch in tickers.chunks(self.config.batch_size) {
-            let backing_off = self
-                .backoff_until
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some_and(|until| Instant::now() < until);
-            if backing_off {
-                refresh.failed.extend(batch.iter().cloned());
-                continue;
-            }
-            match self.fetch(batch).await {
-                Ok(quotes) => {
-                    if let Some(failed) = self.failures().succeeded() {
-                        tracing::info!(failed, "the quote source answers again");
-                    }
-                    let got: HashSet<&str> = quotes
-                        .iter()
-                        .map(|(ticker, _, _)| ticker.as_str())
-                        .collect();
-                    let missing: Vec<&String> = batch
-                        .iter()
-                        .filter(|ticker| !got.contains(ticker.as_str()))
-                        .collect();
-                    if !missing.is_empty() {
-                        refresh.errors += 1;
-                        tracing::warn!(missing = missing.len(), first = %missing[0], "the quote source did not answer for some tickers");
-                        refresh.failed.extend(missing.into_iter().cloned());
-                    }
-                    refresh.fetched += quotes.len() as u64;
-                    if let Err(error) = store_quotes(pool, quotes).await {
-                        tracing::error!(
-                            error = format!("{error:#}"),
-                            "storing fetched quotes failed"
-                        );
-                        refresh.errors += 1;
-                        refresh.failed.extend(batch.iter().cloned());
-                    }
+        let batches: Vec<Vec<String>> = tickers
+            .chunks(self.config.batch_size)
+            .map(<[String]>::to_vec)
+            .collect();
+        drop(tickers);
+        let mut batches = futures_util::stream::iter(batches)
+            .map(|batch| async move {
+                let outcome = self.fetch_and_store(pool, &batch).await;
+                (batch, outcome)
+            })
+            .buffer_unordered(self.config.concurrency);
+        while let Some((batch, outcome)) = batches.next().await {
+            match outcome {
+                Ok(Some(fetched)) => {
+                    refresh.errors += fetched.unusable + u64::from(fetched.absent > 0);
+                    refresh
+                        .fetched
+                        .extend(fetched.quotes.into_iter().map(|(ticker, _, _)| ticker));
                 }
+                // Backing off after a 429: not asked.
+                Ok(None) => {}
                 Err(error) => {
                     refresh.errors += 1;
                     log_recurring!(
@@ -138,19 +144,67 @@ impl Source {
                         tickers = batch.len(),
                         "fetching quotes failed; those tickers are not evaluated until it works"
                     );
-                    refresh.failed.extend(batch.iter().cloned());
                 }
             }
         }
+        refresh.duration = started.elapsed();
         refresh
+    }
+
+    /// One batch: asked, unless the source asked to be left alone, and its
+    /// usable quotes stored. `None` if it was not asked.
+    async fn fetch_and_store(
+        &self,
+        pool: &Pool,
+        batch: &[String],
+    ) -> anyhow::Result<Option<Fetched>> {
+        let backing_off = self
+            .backoff_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| Instant::now() < until);
+        if backing_off {
+            return Ok(None);
+        }
+        let mut fetched = self.fetch(batch).await?;
+        if let Some(failed) = self.failures().succeeded() {
+            tracing::info!(failed, "the quote source answers again");
+        }
+        let got: HashSet<&str> = fetched
+            .quotes
+            .iter()
+            .map(|(ticker, _, _)| ticker.as_str())
+            .collect();
+        let missing: Vec<&String> = batch
+            .iter()
+            .filter(|ticker| !got.contains(ticker.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            tracing::warn!(
+                missing = missing.len(),
+                first = %logging::bounded(missing[0]),
+                "the quote source gave no usable quote for some tickers; they are not evaluated this tick"
+            );
+        }
+        let quotes = std::mem::take(&mut fetched.quotes);
+        let stored = quotes.clone();
+        store::blocking(pool, "storing quotes", move |connection| {
+            store::alerts::upsert_quotes(connection, &stored)
+        })
+        .await
+        .context("storing fetched quotes")?;
+        fetched.quotes = quotes;
+        Ok(Some(fetched))
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, Recurring> {
         self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One request for one batch; returns the usable quotes.
-    async fn fetch(&self, batch: &[String]) -> anyhow::Result<Vec<(String, f64, String)>> {
+    /// One request for one batch; returns the usable quotes. A ticker the
+    /// answer gives twice is unusable: which of the two prices is the
+    /// quote cannot be told.
+    async fn fetch(&self, batch: &[String]) -> anyhow::Result<Fetched> {
         let mut url = self.config.url.clone();
         url.query_pairs_mut()
             .append_pair("tickers", &batch.join(","));
@@ -175,6 +229,9 @@ impl Source {
                 Some(Instant::now() + wait);
             anyhow::bail!("the quote source answered 429; backing off for {wait:?}");
         }
+        if status.is_redirection() {
+            anyhow::bail!("the quote source answered {status}; redirects are not followed");
+        }
         anyhow::ensure!(status.is_success(), "the quote source answered {status}");
         let limit = self.config.max_response_bytes;
         let too_large = || {
@@ -196,45 +253,74 @@ impl Source {
         }
         let answer: Answer = serde_json::from_slice(&body)
             .context("the quote source's answer is not the expected JSON")?;
-        let wanted: HashSet<&str> = batch.iter().map(String::as_str).collect();
-        let mut quotes = Vec::with_capacity(answer.quotes.len());
-        for quote in answer.quotes {
-            if !wanted.contains(quote.ticker.as_str()) {
-                continue;
-            }
-            let price = quote
-                .price
-                .as_f64()
-                .filter(|price| price.is_finite() && *price > 0.0);
-            let time = quote
-                .time
-                .as_str()
-                .filter(|time| parse_time(time).is_some());
-            match (price, time) {
-                (Some(price), Some(time)) => quotes.push((quote.ticker, price, time.to_owned())),
-                _ => {
-                    tracing::warn!(ticker = quote.ticker, price = %quote.price, time = %quote.time, "skipping an unusable quote from the source")
-                }
-            }
-        }
-        Ok(quotes)
+        Ok(usable(batch, answer))
     }
 }
 
-async fn enabled_tickers(pool: &Pool, scope: &Scope) -> anyhow::Result<Vec<String>> {
-    let tickers = store::blocking(pool, "listing tickers", |connection| {
-        store::alerts::enabled_tickers(connection)
+/// The quotes of `answer` for the tickers asked for, each a positive price
+/// at a time; a ticker given twice is left out, as is any unusable entry.
+fn usable(batch: &[String], answer: Answer) -> Fetched {
+    let wanted: HashSet<&str> = batch.iter().map(String::as_str).collect();
+    let mut times_given: HashMap<&str, u32> = HashMap::new();
+    for quote in &answer.quotes {
+        if let Some(wanted) = wanted.get(quote.ticker.as_str()) {
+            *times_given.entry(wanted).or_default() += 1;
+        }
+    }
+    let mut fetched = Fetched {
+        absent: (wanted.len() - times_given.len()) as u64,
+        ..Fetched::default()
+    };
+    for (ticker, times) in &times_given {
+        if *times > 1 {
+            fetched.unusable += 1;
+            tracing::warn!(
+                ticker = %logging::bounded(ticker),
+                times,
+                "the quote source gave a ticker more than once in one answer; it is not evaluated this tick"
+            );
+        }
+    }
+    for quote in answer.quotes {
+        if times_given
+            .get(quote.ticker.as_str())
+            .is_none_or(|times| *times != 1)
+        {
+            continue;
+        }
+        let price = quote
+            .price
+            .as_f64()
+            .filter(|price| price.is_finite() && *price > 0.0);
+        let time = quote
+            .time
+            .as_str()
+            .filter(|time| parse_time(time).is_some());
+        match (price, time) {
+            (Some(price), Some(time)) => {
+                fetched.quotes.push((quote.ticker, price, time.to_owned()))
+            }
+            _ => {
+                fetched.unusable += 1;
+                tracing::warn!(
+                    ticker = %logging::bounded(&quote.ticker),
+                    price = %logging::bounded(&quote.price.to_string()),
+                    time = %logging::bounded(&quote.time.to_string()),
+                    "skipping an unusable quote from the source"
+                )
+            }
+        }
+    }
+    fetched
+}
+
+async fn tickers_to_fetch(pool: &Pool, scope: &Scope, now_ms: i64) -> anyhow::Result<Vec<String>> {
+    let tickers = store::blocking(pool, "listing tickers", move |connection| {
+        store::alerts::tickers_to_fetch(connection, now_ms)
     })
     .await?;
     Ok(tickers
         .into_iter()
         .filter(|ticker| !ticker.trim().is_empty() && scope.covers(ticker))
         .collect())
-}
-
-async fn store_quotes(pool: &Pool, quotes: Vec<(String, f64, String)>) -> anyhow::Result<()> {
-    store::blocking(pool, "storing quotes", move |connection| {
-        store::alerts::upsert_quotes(connection, &quotes)
-    })
-    .await
 }

@@ -287,6 +287,13 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) {
                     .filter(|_| rng.u8(..10) == 0)
                     .map(|ticker| ticker.to_string())
                     .collect();
+                // As the HTTP source reports it: every ticker's quote but
+                // those was fetched.
+                let fetched: HashSet<String> = TICKERS
+                    .iter()
+                    .map(|ticker| ticker.to_string())
+                    .filter(|ticker| !unavailable.contains(ticker))
+                    .collect();
                 let crash = rng.u8(..8) == 0;
                 let before_fast = crash.then(|| save(&fast, &["observations", "job_watermarks"]));
                 let before_reference = crash.then(|| save(&reference, &["observations"]));
@@ -295,7 +302,7 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) {
                     evaluator: &config.evaluator,
                     max_age: MAX_AGE,
                     scope: &job.scope,
-                    unavailable: &unavailable,
+                    fetched: Some(&fetched),
                     memory: &known,
                 };
                 evaluate::tick(workers, &pool, &options).unwrap();

@@ -197,6 +197,162 @@ fn unusable_or_missing_quotes_from_the_source_trigger_nothing() {
 }
 
 #[test]
+fn a_repeating_alert_is_judged_only_on_a_quote_fetched_for_its_tick() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let source = QuoteServer::start();
+    let path = http_source_config(&db, &receiver.url, &source.url, "");
+    let id = db.add_alert("ACME", "above", 200.0);
+    db.execute(
+        "UPDATE price_alerts SET cooldown = '1s' WHERE id = $1",
+        values![id],
+    );
+    source.set("ACME", 300.0, Duration::ZERO);
+    assert_eq!(run_job(&path, "evaluate")["triggered"], "1");
+    // The price falls back; once the cooldown has passed, the tick that
+    // re-arms the alert fetches its ticker first and judges it at 100, not
+    // at the 300 still stored.
+    source.set("ACME", 100.0, Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(1200));
+    let summary = run_job(&path, "evaluate");
+    assert_eq!(
+        (summary["rearmed"].as_str(), summary["triggered"].as_str()),
+        ("1", "0"),
+        "{summary:?}"
+    );
+    assert_eq!(source.requests(), ["ACME", "ACME"]);
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[test]
+fn an_alert_whose_ticker_was_not_fetched_for_the_tick_waits_for_one_that_was() {
+    use price_alertd::evaluate::{self, TickMemory, TickOptions};
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let config = common::lib_config(&db, &receiver.url);
+    // Fresh in the table, but not fetched for this tick (the alert came
+    // after the fetch was planned, say): not judged on it.
+    db.add_alert("LATE", "above", 10.0);
+    db.set_quote("LATE", 20.0);
+    let pool = db.pool(12);
+    let workers = evaluate::thread_pool(2).unwrap();
+    let memory = TickMemory::default();
+    let tick = |fetched: &std::collections::HashSet<String>| {
+        let options = TickOptions {
+            job: "evaluate",
+            evaluator: &config.evaluator,
+            max_age: config.prices.max_age,
+            scope: &price_alertd::config::Scope::all(),
+            fetched: Some(fetched),
+            memory: &memory,
+        };
+        evaluate::tick(&workers, &pool, &options).unwrap()
+    };
+    let report = tick(&Default::default());
+    assert_eq!((report.triggered, report.unavailable), (0, 1), "{report:?}");
+    // The next tick fetched it: judged, though no change came since.
+    let report = tick(&["LATE".to_owned()].into());
+    assert_eq!(report.triggered, 1, "{report:?}");
+}
+
+#[test]
+fn the_quote_source_follows_no_redirect() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let elsewhere = Receiver::start();
+    let source = QuoteServer::start();
+    let path = http_source_config(
+        &db,
+        &receiver.url,
+        &format!("{}?token=t-123", source.url),
+        "headers = { \"X-Api-Key\" = \"k-123\" }",
+    );
+    db.add_alert("A", "above", 10.0);
+    db.set_quote("A", 50.0);
+    source.set("A", 20.0, Duration::ZERO);
+    source.redirect_next(&elsewhere.url);
+    let output = common::binary()
+        .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
+        .output()
+        .unwrap();
+    let summary = summary(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(
+        (
+            summary["triggered"].as_str(),
+            summary["unavailable"].as_str(),
+            summary["quote_errors"].as_str()
+        ),
+        ("0", "1", "1"),
+        "{summary:?}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("redirects are not followed"), "{stderr}");
+    assert!(
+        elsewhere.received().is_empty(),
+        "the redirect was followed, with the source's key"
+    );
+}
+
+#[test]
+fn slow_batches_are_fetched_side_by_side_within_the_bound() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let source = QuoteServer::start();
+    // One ticker a request, four requests at once (the default).
+    let path = http_source_config(&db, &receiver.url, &source.url, "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("batch_size = 2", "batch_size = 1");
+    let path = db.write_config(&text);
+    db.add_alert("FAST", "above", 10.0);
+    source.set("FAST", 20.0, Duration::ZERO);
+    for at in 0..6 {
+        let ticker = format!("SLOW{at}");
+        db.add_alert(&ticker, "above", 10.0);
+        source.set(&ticker, 20.0, Duration::ZERO);
+        source.delay(&ticker, Duration::from_millis(700));
+    }
+    let summary = run_job(&path, "evaluate");
+    assert_eq!(summary["triggered"], "7", "{summary:?}");
+    assert_eq!(source.most_in_flight(), 4, "{summary:?}");
+    // The fetch is the tick's time too, and said apart.
+    let fetch_ms: u64 = summary["fetch_ms"].parse().unwrap();
+    let duration_ms: u64 = summary["duration_ms"].parse().unwrap();
+    assert!(fetch_ms >= 700, "{summary:?}");
+    assert!(duration_ms >= fetch_ms, "{summary:?}");
+}
+
+#[test]
+fn a_ticker_given_twice_in_one_answer_is_not_evaluated() {
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let source = QuoteServer::start();
+    let path = http_source_config(&db, &receiver.url, &source.url, "");
+    db.add_alert("A", "below", 1.0);
+    db.add_alert("B", "above", 10.0);
+    source.set("A", 5_000_000.0, Duration::ZERO);
+    source.twice("A", 0.5);
+    source.set("B", 20.0, Duration::ZERO);
+    let output = common::binary()
+        .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
+        .output()
+        .unwrap();
+    let summary = summary(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(
+        (
+            summary["triggered"].as_str(),
+            summary["unavailable"].as_str(),
+            summary["quote_errors"].as_str()
+        ),
+        ("1", "1", "1"),
+        "{summary:?}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("more than once"), "{stderr}");
+    assert_eq!(receiver.received()[0].json()["data"]["ticker"], "B");
+}
+
+#[test]
 fn a_429_makes_the_source_back_off() {
     let db = Db::new();
     let receiver = Receiver::start();

@@ -125,11 +125,18 @@ pub fn enabled_without_ticker(connection: &mut Connection, limit: u64) -> Result
     super::engine!(connection, alerts::enabled_without_ticker(limit))
 }
 
-/// Every ticker that has enabled alerts: one seek per ticker in
-/// `price_alerts_level` (which holds enabled alerts only, by ticker), not a
-/// pass over the alerts. (A NULL ticker is not listed.)
-pub fn enabled_tickers(connection: &mut Connection) -> Result<Vec<String>> {
-    super::engine!(connection, alerts::enabled_tickers())
+/// The tickers a tick as of `now_ms` may judge, for a quote source to
+/// fetch: those with enabled alerts, and those with a repeating alert whose
+/// cooldown has passed by then (the tick re-arms it first). Each once, in
+/// order.
+pub fn tickers_to_fetch(connection: &mut Connection, now_ms: i64) -> Result<Vec<String>> {
+    let enabled: Result<Vec<String>> = super::engine!(connection, alerts::enabled_tickers());
+    let due: Result<Vec<String>> = super::engine!(connection, alerts::rearm_due_tickers(now_ms));
+    let mut tickers = enabled?;
+    tickers.extend(due?);
+    tickers.sort_unstable();
+    tickers.dedup();
+    Ok(tickers)
 }
 
 /// Disables, without an event, every enabled alert whose `expires_at` is at

@@ -6,7 +6,7 @@
 pub mod browser;
 pub mod postgresql;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
@@ -620,7 +620,7 @@ pub fn tick_on_at(
         evaluator: &config.evaluator,
         max_age: config.prices.max_age,
         scope,
-        unavailable: &HashSet::new(),
+        fetched: None,
         memory: &memory,
     };
     evaluate::tick_at(workers, pool, &options, now).unwrap()
@@ -1061,6 +1061,13 @@ struct QuoteState {
     floods: VecDeque<Flood>,
     /// The `tickers` parameter of every request.
     requests: Vec<String>,
+    /// How long to wait before answering a request for each ticker.
+    delays: HashMap<String, Duration>,
+    /// Tickers given twice in an answer, the second time at this price.
+    twice: HashMap<String, f64>,
+    /// `Location`s of 302 answers to the next requests.
+    redirects: VecDeque<String>,
+    most_in_flight: usize,
 }
 
 /// A real HTTP quote source on loopback, answering `GET /quotes?tickers=A,B`
@@ -1075,50 +1082,23 @@ impl QuoteServer {
     pub fn start() -> QuoteServer {
         let state = Arc::new(Mutex::new(QuoteState::default()));
         let shared = state.clone();
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let server = HttpServer::start(
             0,
             Arc::new(move |request: Incoming| {
                 let state = shared.clone();
+                let in_flight = in_flight.clone();
                 Box::pin(async move {
-                    let mut state = state.lock().unwrap();
-                    let tickers = request
-                        .uri
-                        .split_once("tickers=")
-                        .map(|(_, list)| list.replace("%2C", ","))
-                        .unwrap_or_default();
-                    state.requests.push(tickers.clone());
-                    if let Some((status, retry_after)) = state.failures.pop_front() {
-                        let headers = retry_after
-                            .map(|seconds| ("retry-after", seconds.to_string()))
-                            .into_iter()
-                            .collect();
-                        return Answer {
-                            status,
-                            headers,
-                            body: Body::Text("{}".into()),
-                        };
-                    }
-                    if let Some(flood) = state.floods.pop_front() {
-                        return Answer {
-                            status: 200,
-                            headers: vec![("content-type", "application/json".into())],
-                            body: Body::Flood(flood),
-                        };
-                    }
-                    let quotes: Vec<serde_json::Value> = tickers
-                        .split(',')
-                        .filter_map(|ticker| {
-                            let (price, time) = state.quotes.get(ticker)?;
-                            Some(
-                                serde_json::json!({"ticker": ticker, "price": price, "time": time}),
-                            )
-                        })
-                        .collect();
-                    Answer {
-                        status: 200,
-                        headers: vec![("content-type", "application/json".into())],
-                        body: Body::Text(serde_json::json!({"quotes": quotes}).to_string()),
-                    }
+                    use std::sync::atomic::Ordering;
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    let (answer, delay) = {
+                        let mut state = state.lock().unwrap();
+                        state.most_in_flight = state.most_in_flight.max(now);
+                        QuoteServer::answer(&mut state, &request)
+                    };
+                    tokio::time::sleep(delay).await;
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    answer
                 })
             }),
         );
@@ -1127,6 +1107,98 @@ impl QuoteServer {
             state,
             _server: server,
         }
+    }
+
+    /// The answer to one request, and how long to wait before giving it.
+    fn answer(state: &mut QuoteState, request: &Incoming) -> (Answer, Duration) {
+        let tickers = request
+            .uri
+            .split_once("tickers=")
+            .map(|(_, list)| list.replace("%2C", ","))
+            .unwrap_or_default();
+        state.requests.push(tickers.clone());
+        let delay = tickers
+            .split(',')
+            .filter_map(|ticker| state.delays.get(ticker))
+            .max()
+            .copied()
+            .unwrap_or_default();
+        if let Some((status, retry_after)) = state.failures.pop_front() {
+            let headers = retry_after
+                .map(|seconds| ("retry-after", seconds.to_string()))
+                .into_iter()
+                .collect();
+            let answer = Answer {
+                status,
+                headers,
+                body: Body::Text("{}".into()),
+            };
+            return (answer, delay);
+        }
+        if let Some(location) = state.redirects.pop_front() {
+            let answer = Answer {
+                status: 302,
+                headers: vec![("location", location)],
+                body: Body::Text(String::new()),
+            };
+            return (answer, delay);
+        }
+        if let Some(flood) = state.floods.pop_front() {
+            let answer = Answer {
+                status: 200,
+                headers: vec![("content-type", "application/json".into())],
+                body: Body::Flood(flood),
+            };
+            return (answer, delay);
+        }
+        let mut quotes: Vec<serde_json::Value> = Vec::new();
+        for ticker in tickers.split(',') {
+            let Some((price, time)) = state.quotes.get(ticker) else {
+                continue;
+            };
+            quotes.push(serde_json::json!({"ticker": ticker, "price": price, "time": time}));
+            if let Some(again) = state.twice.get(ticker) {
+                quotes.push(serde_json::json!({"ticker": ticker, "price": again, "time": time}));
+            }
+        }
+        let answer = Answer {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body: Body::Text(serde_json::json!({"quotes": quotes}).to_string()),
+        };
+        (answer, delay)
+    }
+
+    /// Answers every request that asks for `ticker` only after `delay`.
+    pub fn delay(&self, ticker: &str, delay: Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .delays
+            .insert(ticker.to_owned(), delay);
+    }
+
+    /// Gives `ticker` twice in each answer, the second time at `price`.
+    pub fn twice(&self, ticker: &str, price: f64) {
+        self.state
+            .lock()
+            .unwrap()
+            .twice
+            .insert(ticker.to_owned(), price);
+    }
+
+    /// Answers the next request with a 302 to `location`.
+    pub fn redirect_next(&self, location: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .redirects
+            .push_back(location.to_owned());
+    }
+
+    /// The most requests it answered at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.state.lock().unwrap().most_in_flight
     }
 
     /// Serves `ticker` at `price`, timed `age` ago.

@@ -113,6 +113,25 @@ pub fn enabled_tickers(connection: &mut Connection) -> Result<Vec<String>> {
         .collect()
 }
 
+/// The tickers of repeating alerts whose cooldown has passed by `now_ms`,
+/// through the partial index of the waiting ones.
+pub fn rearm_due_tickers(connection: &mut Connection, now_ms: i64) -> Result<Vec<String>> {
+    let statement = connection.prepared(
+        "SELECT DISTINCT ticker::text FROM price_alerts
+         WHERE rearm_at IS NOT NULL AND rearm_at <= $1 AND NOT (enabled = '1')
+           AND cooldown IS NOT NULL AND trim(cooldown::text) <> ''",
+    )?;
+    connection
+        .client()
+        .query(&statement, &[&now_ms])?
+        .iter()
+        .map(|row| {
+            row.try_get::<_, Option<String>>(0)
+                .map(Option::unwrap_or_default)
+        })
+        .collect()
+}
+
 /// Rows someone else holds locked (the application editing one in an open
 /// transaction) are passed over, not waited for: they stay due, and the next
 /// tick takes them.

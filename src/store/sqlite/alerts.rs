@@ -103,6 +103,18 @@ pub fn enabled_tickers(connection: &Connection) -> rusqlite::Result<Vec<String>>
     rows.collect()
 }
 
+/// The tickers of repeating alerts whose cooldown has passed by `now_ms`,
+/// through the partial index of the waiting ones.
+pub fn rearm_due_tickers(connection: &Connection, now_ms: i64) -> rusqlite::Result<Vec<String>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT DISTINCT ticker FROM price_alerts INDEXED BY price_alerts_rearm
+         WHERE rearm_at IS NOT NULL AND rearm_at <= ?1 AND enabled = 0
+           AND cooldown IS NOT NULL AND trim(cooldown) <> ''",
+    )?;
+    let rows = statement.query_map([now_ms], |row| Ok(text(row.get(0)?)))?;
+    rows.collect()
+}
+
 /// Disables, without an event, every enabled alert whose `expires_at` is at
 /// or before `now`, stamping `expired_at`. Returns how many.
 pub fn expire_due(connection: &Connection, now: &str) -> rusqlite::Result<usize> {
