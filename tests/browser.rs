@@ -3,9 +3,13 @@
 //! (`etc/nchan-per-user.conf`, run as it is, only its addresses changed)
 //! publishes it to that user's channel, and headless Chromium shows two
 //! signed-in users' pages, each reading its `EventSource`. What the pages
-//! themselves recorded is what the test checks: each gets exactly its own
+//! themselves recorded is what the test checks: each keeps exactly its own
 //! user's events, each once, in order, also when its connection is cut and
-//! the browser reconnects by itself with `Last-Event-ID`.
+//! the browser reconnects by itself (the relay replays the channel's buffer;
+//! the page drops what it had by the event's id). And a third signed-in
+//! user's attempts to crash the relay (message ids for their own empty
+//! channel, with a stream of theirs open) leave its worker and the other
+//! users' streams up.
 
 mod common;
 
@@ -19,16 +23,24 @@ use common::{
 use serde_json::Value;
 
 /// The page a signed-in user opens: it subscribes to the site's stream and
-/// records every `price_alert` event and every time the stream opened.
+/// records each `price_alert` event once (by its id, as README tells a page
+/// to: a stream that reopens gets the channel's buffer again), how many it
+/// received in all, and every time the stream opened.
 const PAGE: &str = r#"<!doctype html>
 <title>price alerts</title>
 <script>
 window.seen = [];
+window.received = 0;
 window.opened = 0;
+const ids = new Set();
 const source = new EventSource("/api/stream");
 source.addEventListener("open", () => { window.opened += 1; });
 source.addEventListener("price_alert", (event) => {
-  window.seen.push({ last_event_id: event.lastEventId, event: JSON.parse(event.data) });
+  window.received += 1;
+  const alert = JSON.parse(event.data);
+  if (ids.has(alert.id)) return;
+  ids.add(alert.id);
+  window.seen.push({ last_event_id: event.lastEventId, event: alert });
 });
 </script>
 "#;
@@ -163,6 +175,89 @@ fn opened(browser: &Browser, tab: &Tab) -> i64 {
     browser.run(tab, "return window.opened;").as_i64().unwrap()
 }
 
+fn received(browser: &Browser, tab: &Tab) -> i64 {
+    browser
+        .run(tab, "return window.received;")
+        .as_i64()
+        .unwrap()
+}
+
+/// One HTTP/1.1 request to the site at `port`; the start of the answer
+/// (what arrives within a moment: a stream never ends).
+fn request(port: u16, head: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "{head}\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(read) = stream.read(&mut buffer) {
+        if read == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// What a signed-in user can try against the relay from their own browser:
+/// signed in as `mallory`, with a stream of theirs open (so their empty
+/// channel has a subscriber), stream requests that carry message ids:
+/// forged `Last-Event-ID`s, and nchan's own carriers, `If-None-Match` with
+/// or without `If-Modified-Since`. (nchan 1.3.6 aborts a worker on the
+/// first of them when the id reaches it.) Returns the status lines.
+fn try_to_crash_the_relay(site: u16) -> Vec<String> {
+    let signed_in = request(
+        site,
+        "GET /app?user=mallory HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
+    );
+    let cookie = signed_in
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .and_then(|cookie| cookie.split(';').next())
+        .expect("a session")
+        .to_owned();
+    let stream = |extra: &str| {
+        format!(
+            "GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nCookie: {cookie}\r\n{extra}"
+        )
+    };
+    let now = chrono::Utc::now().timestamp();
+    let mut forged: Vec<String> = ["1:0", "1:5", &format!("{now}:0"), &format!("{}:0", now - 5)]
+        .iter()
+        .map(|id| format!("Last-Event-ID: {id}\r\n"))
+        .collect();
+    forged.push(format!("If-None-Match: {now}:0\r\n"));
+    forged.push(
+        "If-Modified-Since: Thu, 01 Jan 1970 00:00:05 GMT\r\nIf-None-Match: 0\r\n".to_owned(),
+    );
+    // Each twice over, the second time several at once.
+    let held = std::thread::spawn({
+        let head = stream("");
+        move || request(site, &head)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut statuses: Vec<String> = forged
+        .iter()
+        .map(|extra| request(site, &stream(extra)))
+        .collect();
+    let at_once: Vec<_> = forged
+        .iter()
+        .map(|extra| {
+            let head = stream(extra);
+            std::thread::spawn(move || request(site, &head))
+        })
+        .collect();
+    statuses.extend(at_once.into_iter().map(|attempt| attempt.join().unwrap()));
+    statuses.push(held.join().unwrap());
+    statuses
+        .iter()
+        .map(|answer| answer.lines().next().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// Adds alerts of `user` that the next tick triggers; returns their ids.
 fn alerts_of(db: &Db, user: Option<&str>, count: usize) -> Vec<i64> {
     (0..count)
@@ -191,7 +286,7 @@ fn queued_for(db: &Db, user: &str) -> Vec<i64> {
 fn each_users_page_gets_exactly_its_own_events_once_in_order_also_across_a_cut_connection() {
     let (publisher, site, app_port) = (free_port(), free_port(), free_port());
     let _application = application(app_port);
-    let _relay = per_user_relay(publisher, site, app_port);
+    let relay = per_user_relay(publisher, site, app_port);
     // Each user's browser reaches the site through a proxy of its own, on
     // its own loopback address: two hosts, so two cookie jars.
     let alice_network = Proxy::start("127.0.0.1", site);
@@ -279,9 +374,12 @@ fn each_users_page_gets_exactly_its_own_events_once_in_order_also_across_a_cut_c
             "{user}: distinct SSE ids"
         );
     }
-    // Alice's browser reconnected by itself, saying what it had last seen.
+    // Alice's browser reconnected by itself and got her channel's buffer
+    // again: the three she had, which the page dropped, and the two she
+    // missed.
     assert_eq!(opened(&browser, &alice), 2);
     assert_eq!(opened(&browser, &bob), 1);
+    assert_eq!(received(&browser, &alice), 3 + 5);
     let streams: Vec<Option<String>> = alice_network
         .sent()
         .iter()
@@ -302,6 +400,29 @@ fn each_users_page_gets_exactly_its_own_events_once_in_order_also_across_a_cut_c
     assert_eq!(
         streams,
         [None, Some(last_before_cut)],
-        "Alice's stream requests"
+        "Alice's stream requests (the relay does not use the id)"
     );
+
+    // A third user tries to crash the relay from their own session: the
+    // ids never reach nchan, its worker lives, and the others' streams stay
+    // open and go on.
+    let statuses = try_to_crash_the_relay(site);
+    assert!(
+        statuses
+            .iter()
+            .all(|status| status.starts_with("HTTP/1.1 ")),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().any(|status| status.contains(" 400 ")),
+        "nchan's own id carriers are refused: {statuses:?}"
+    );
+    assert_eq!(relay.workers_died(), 0, "{statuses:?}");
+    alerts_of(&db, Some("alice"), 1);
+    alerts_of(&db, Some(BOB), 1);
+    wait_until("both pages to show one more event", || {
+        seen(&browser, &alice).alert_ids.len() == 6 && seen(&browser, &bob).alert_ids.len() == 4
+    });
+    assert_eq!((opened(&browser, &alice), opened(&browser, &bob)), (2, 1));
+    assert_eq!(relay.workers_died(), 0);
 }

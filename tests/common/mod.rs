@@ -1261,6 +1261,8 @@ impl Relay {
         Relay::serving(
             &format!(
                 r#"
+    map "$http_if_modified_since$http_if_none_match" $price_alerts_id_asked {{ "" 0; default 1; }}
+    map $host $price_alerts_no_message_id {{ default ""; }}
     server {{
         listen 127.0.0.1:{port};
         location = /events {{
@@ -1270,8 +1272,11 @@ impl Relay {
             nchan_message_timeout 1h;
         }}
         location = /api/stream {{
+            if ($price_alerts_id_asked) {{ return 400; }}
             nchan_subscriber eventsource;
             nchan_channel_id price_alerts;
+            nchan_subscriber_first_message oldest;
+            nchan_subscriber_last_message_id $price_alerts_no_message_id;
         }}
     }}
 "#
@@ -1331,6 +1336,14 @@ http {{
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         relay
+    }
+
+    /// How many of its workers died (each a line of nginx's error log).
+    pub fn workers_died(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("error.log"))
+            .unwrap_or_default()
+            .matches("exited on signal")
+            .count()
     }
 
     pub fn publish_url(&self) -> String {
