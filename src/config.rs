@@ -43,6 +43,10 @@ pub struct Config {
     pub jobs: Vec<JobConfig>,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    /// What is wrong but does not stop the daemon (a secret others can
+    /// read), said as an error would be: `check-config` prints them, `run`
+    /// logs them.
+    pub warnings: Vec<ConfigError>,
 }
 
 #[derive(Debug, Clone)]
@@ -806,18 +810,25 @@ fn validate(
     lines: &LineIndex,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Config> {
-    let mut report = |key: &str, span: Range<usize>, message: String| {
+    let problem = |key: &str, span: Range<usize>, message: String| {
         let (line, column) = lines.locate(span.start);
-        errors.push(ConfigError {
+        ConfigError {
             key: key.to_owned(),
             line,
             column,
             message,
-        });
+        }
     };
-    let database = database(&raw.database, base, state_directory, &mut report);
+    let mut report = |key: &str, span: Range<usize>, message: String| {
+        errors.push(problem(key, span, message));
+    };
+    let mut warnings = Vec::new();
+    let mut warn = |key: &str, span: Range<usize>, message: String| {
+        warnings.push(problem(key, span, message));
+    };
+    let database = database(&raw.database, base, state_directory, &mut report, &mut warn);
     let evaluator = evaluator(&raw.evaluator, &mut report);
-    let webhook = webhook(raw.webhook.as_ref(), base, &mut report);
+    let webhook = webhook(raw.webhook.as_ref(), base, &mut report, &mut warn);
     let jobs = jobs(&raw.jobs, &mut report);
     let prices = prices(&raw.prices, &mut report);
     let log = log(&raw.log, &mut report);
@@ -830,6 +841,7 @@ fn validate(
         jobs,
         log,
         metrics,
+        warnings,
     })
 }
 
@@ -841,8 +853,15 @@ fn database(
     base: &Path,
     state_directory: Option<&Path>,
     report: &mut impl Report,
+    warn: &mut impl Report,
 ) -> DatabaseConfig {
-    let busy_timeout = duration(&raw.busy_timeout, "database.busy_timeout", "5s", report);
+    let busy_timeout = duration(
+        &raw.busy_timeout,
+        "database.busy_timeout",
+        "5s",
+        BUSY_TIMEOUT,
+        report,
+    );
     if let (Some(_), Some(url)) = (&raw.path, &raw.url) {
         report(
             "database.url",
@@ -852,7 +871,13 @@ fn database(
     }
     if let Some(url) = &raw.url {
         return DatabaseConfig {
-            engine: Engine::Postgres(postgres(url, raw.password_file.as_ref(), base, report)),
+            engine: Engine::Postgres(postgres(
+                url,
+                raw.password_file.as_ref(),
+                base,
+                report,
+                warn,
+            )),
             busy_timeout,
         };
     }
@@ -884,6 +909,7 @@ fn postgres(
     password_file: Option<&Spanned<String>>,
     base: &Path,
     report: &mut impl Report,
+    warn: &mut impl Report,
 ) -> PostgresConfig {
     let mut config = PostgresConfig {
         url: String::new(),
@@ -909,7 +935,7 @@ fn postgres(
     if config.root_certificate.is_some() && config.tls == PostgresTls::Disable {
         complain("sslrootcert is set but sslmode=disable turns TLS off".to_owned());
     }
-    config.password = postgres_password(parts.password, password_file, base, report);
+    config.password = postgres_password(parts.password, password_file, base, report, warn);
     config
 }
 
@@ -1063,6 +1089,7 @@ fn postgres_password(
     password_file: Option<&Spanned<String>>,
     base: &Path,
     report: &mut impl Report,
+    warn: &mut impl Report,
 ) -> Option<Password> {
     match (in_url, password_file) {
         (Some(_), Some(file)) => {
@@ -1080,17 +1107,8 @@ fn postgres_password(
         )),
         (None, Some(file)) => {
             let path = resolve(Path::new(file.get_ref()), base);
-            match std::fs::read_to_string(&path) {
-                Ok(text) => Some(Password(text.trim_end_matches(['\n', '\r']).to_owned())),
-                Err(error) => {
-                    report(
-                        "database.password_file",
-                        file.span(),
-                        format!("cannot read {}: {error}", path.display()),
-                    );
-                    None
-                }
-            }
+            let text = secret_file(&path, "database.password_file", file.span(), report, warn)?;
+            Some(Password(text.trim_end_matches(['\n', '\r']).to_owned()))
         }
         (None, None) => std::env::var("PGPASSWORD").ok().map(Password),
     }
@@ -1115,6 +1133,7 @@ fn webhook(
     section: Option<&Spanned<raw::Webhook>>,
     base: &Path,
     report: &mut impl Report,
+    warn: &mut impl Report,
 ) -> Option<WebhookConfig> {
     let Some(section) = section else {
         report(
@@ -1136,7 +1155,12 @@ fn webhook(
         }
         Some(url) => webhook_url(url, report),
     };
-    let headers = header_list(&webhook.headers, "webhook.headers", report);
+    let headers = header_list(
+        &webhook.headers,
+        "webhook.headers",
+        &WEBHOOK_HEADERS,
+        report,
+    );
     if let Some(url) = &url {
         one_source_of_credentials(url.url(), &headers, "webhook", &webhook.headers, report);
     }
@@ -1154,12 +1178,19 @@ fn webhook(
         Some(parsed)
     });
     // Every field is checked, whether or not the URL is usable.
-    let secrets = secrets(webhook, base, report);
-    let timeout = duration(&webhook.timeout, "webhook.timeout", "15s", report);
+    let secrets = secrets(webhook, base, report, warn);
+    let timeout = duration(
+        &webhook.timeout,
+        "webhook.timeout",
+        "15s",
+        REQUEST_TIMEOUT,
+        report,
+    );
     let connect_timeout = duration(
         &webhook.connect_timeout,
         "webhook.connect_timeout",
         "5s",
+        REQUEST_TIMEOUT,
         report,
     );
     let concurrency = count(
@@ -1174,6 +1205,7 @@ fn webhook(
         &webhook.drain_timeout,
         "webhook.drain_timeout",
         "30s",
+        DRAIN_TIMEOUT,
         report,
     );
     Some(WebhookConfig {
@@ -1190,7 +1222,12 @@ fn webhook(
 }
 
 /// `webhook.secret` or `webhook.secret_file`: one or two signing secrets.
-fn secrets(webhook: &raw::Webhook, base: &Path, report: &mut impl Report) -> Vec<Secret> {
+fn secrets(
+    webhook: &raw::Webhook,
+    base: &Path,
+    report: &mut impl Report,
+    warn: &mut impl Report,
+) -> Vec<Secret> {
     if let (Some(_), Some(file)) = (&webhook.secret, &webhook.secret_file) {
         report(
             "webhook.secret_file",
@@ -1207,23 +1244,78 @@ fn secrets(webhook: &raw::Webhook, base: &Path, report: &mut impl Report) -> Vec
     }
     if let Some(file) = &webhook.secret_file {
         let path = resolve(Path::new(file.get_ref()), base);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => match parse_secrets(&text) {
+        if let Some(text) = secret_file(&path, "webhook.secret_file", file.span(), report, warn) {
+            match parse_secrets(&text) {
                 Ok(parsed) => secrets = parsed,
                 Err(message) => report(
                     "webhook.secret_file",
                     file.span(),
                     format!("{}: {message}", path.display()),
                 ),
-            },
-            Err(error) => report(
-                "webhook.secret_file",
-                file.span(),
-                format!("cannot read {}: {error}", path.display()),
-            ),
+            }
         }
     }
     secrets
+}
+
+/// The most of a file holding a secret that is read: a secret is a line.
+const SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// The text of a file holding a secret (`database.password_file`,
+/// `webhook.secret_file`): a regular file, of at most [`SECRET_FILE_BYTES`]
+/// (a device or a pipe is never read without end). Warns when users other
+/// than its owner and group can read it.
+fn secret_file(
+    path: &Path,
+    key: &str,
+    span: Range<usize>,
+    report: &mut impl Report,
+    warn: &mut impl Report,
+) -> Option<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let read = || -> Result<(String, u32), String> {
+        let file = std::fs::File::open(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let metadata = file
+            .metadata()
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        if !metadata.is_file() {
+            return Err(format!("{} is not a regular file", path.display()));
+        }
+        let mut text = String::new();
+        file.take(SECRET_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        if text.len() as u64 > SECRET_FILE_BYTES {
+            return Err(format!(
+                "{} holds more than {} KiB; it should hold the secret alone",
+                path.display(),
+                SECRET_FILE_BYTES / 1024
+            ));
+        }
+        Ok((text, metadata.permissions().mode()))
+    };
+    match read() {
+        Ok((text, mode)) => {
+            if mode & 0o004 != 0 {
+                warn(
+                    key,
+                    span,
+                    format!(
+                        "{} can be read by every user of this host (mode {:o}): chmod o-r it",
+                        path.display(),
+                        mode & 0o777
+                    ),
+                );
+            }
+            Some(text)
+        }
+        Err(message) => {
+            report(key, span, message);
+            None
+        }
+    }
 }
 
 /// `webhook.retry_schedule`: Svix's schedule unless given.
@@ -1253,6 +1345,7 @@ fn retry_schedule(
                     &Some(item.clone()),
                     &format!("webhook.retry_schedule[{index}]"),
                     "1s",
+                    RETRY_WAIT,
                     report,
                 )
             })
@@ -1326,7 +1419,7 @@ fn job(
             None
         }
         ("purge", Some(_)) => Some(JobKind::Purge {
-            keep: duration(&job.keep, &key("keep"), "7d", report),
+            keep: duration(&job.keep, &key("keep"), "7d", KEEP, report),
         }),
         ("purge", None) => {
             report(
@@ -1452,7 +1545,7 @@ fn metrics(raw: &raw::Metrics, report: &mut impl Report) -> MetricsConfig {
 
 /// The `[prices]` section.
 fn prices(raw: &raw::Prices, report: &mut impl Report) -> PricesConfig {
-    let max_age = duration(&raw.max_age, "prices.max_age", "15m", report);
+    let max_age = duration(&raw.max_age, "prices.max_age", "15m", MAX_AGE, report);
     let http_only = |report: &mut dyn FnMut(&str, Range<usize>, String),
                      key: &str,
                      span: Option<Range<usize>>| {
@@ -1514,8 +1607,14 @@ fn prices(raw: &raw::Prices, report: &mut impl Report) -> PricesConfig {
                 report,
             );
             let concurrency = count(&raw.concurrency, "prices.concurrency", 4, 1..=64, report);
-            let timeout = duration(&raw.timeout, "prices.timeout", "5s", report);
-            let headers = header_list(&raw.headers, "prices.headers", report);
+            let timeout = duration(
+                &raw.timeout,
+                "prices.timeout",
+                "5s",
+                REQUEST_TIMEOUT,
+                report,
+            );
+            let headers = header_list(&raw.headers, "prices.headers", &CONNECTION_HEADERS, report);
             if let Some(url) = &url {
                 one_source_of_credentials(url, &headers, "prices", &raw.headers, report);
             }
@@ -1635,9 +1734,24 @@ fn one_source_of_credentials(
 }
 
 /// Static HTTP headers, their values marked sensitive (never printed by `Debug`).
+/// Headers the daemon sets itself on every request: the connection's own
+/// (`Host`, and the body's framing).
+const CONNECTION_HEADERS: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+/// ...and on every webhook request, the Standard Webhooks headers, which a
+/// consumer verifies.
+const WEBHOOK_HEADERS: [&str; 6] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
 fn header_list(
     headers: &BTreeMap<String, Spanned<String>>,
     key: &str,
+    reserved: &[&str],
     report: &mut impl Report,
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut list = Vec::new();
@@ -1647,6 +1761,11 @@ fn header_list(
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value.get_ref()),
         ) {
+            (Ok(name), Ok(_)) if reserved.contains(&name.as_str()) => report(
+                &key,
+                value.span(),
+                format!("{name} is set by price-alertd itself; it cannot be configured"),
+            ),
             (Ok(name), Ok(mut value)) => {
                 value.set_sensitive(true);
                 list.push((name, value));
@@ -1692,20 +1811,54 @@ fn resolve(path: &Path, base: &Path) -> PathBuf {
     }
 }
 
+/// The bounds of a duration key: from `0`, at most `1`. Beyond them a value
+/// would overflow where it is used (an instant, a C `int` of milliseconds)
+/// or makes no sense; the error gives them.
+type Bounds = (Duration, Duration);
+
+const MILLISECOND: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `database.busy_timeout`: SQLite and PostgreSQL take it in milliseconds.
+const BUSY_TIMEOUT: Bounds = (MILLISECOND, HOUR);
+/// `webhook.timeout`, `webhook.connect_timeout`, `prices.timeout`.
+const REQUEST_TIMEOUT: Bounds = (MILLISECOND, Duration::from_secs(10 * MINUTE.as_secs()));
+/// `webhook.drain_timeout`: the unit's `TimeoutStopSec` must be longer.
+const DRAIN_TIMEOUT: Bounds = (MILLISECOND, HOUR);
+/// Each wait of `webhook.retry_schedule`.
+const RETRY_WAIT: Bounds = (MILLISECOND, Duration::from_secs(7 * DAY.as_secs()));
+/// A purge job's `keep`.
+const KEEP: Bounds = (SECOND, Duration::from_secs(3650 * DAY.as_secs()));
+/// `prices.max_age`.
+const MAX_AGE: Bounds = (SECOND, Duration::from_secs(365 * DAY.as_secs()));
+
 fn duration(
     value: &Option<Spanned<String>>,
     key: &str,
     default: &str,
+    (least, most): Bounds,
     report: &mut impl Report,
 ) -> Duration {
     let Some(value) = value else {
         return humantime::parse_duration(default).expect("a valid default");
     };
     match humantime::parse_duration(value.get_ref()) {
-        Ok(parsed) if !parsed.is_zero() => parsed,
+        Ok(parsed) if (least..=most).contains(&parsed) => parsed,
         Ok(_) => {
-            report(key, value.span(), "must be longer than zero".to_owned());
-            Duration::ZERO
+            report(
+                key,
+                value.span(),
+                format!(
+                    "{:?} is out of bounds: from {} to {}",
+                    logging_value(value.get_ref()),
+                    humantime::format_duration(least),
+                    humantime::format_duration(most)
+                ),
+            );
+            least
         }
         Err(error) => {
             report(
@@ -1713,12 +1866,17 @@ fn duration(
                 value.span(),
                 format!(
                     "{:?} is not a duration such as \"250ms\", \"5s\", \"15m\" or \"2h\" ({error})",
-                    value.get_ref()
+                    logging_value(value.get_ref())
                 ),
             );
-            Duration::ZERO
+            least
         }
     }
+}
+
+/// A value of the file as an error may show it: cut to a bound.
+fn logging_value(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::logging::bounded(text)
 }
 
 fn count(

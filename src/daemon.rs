@@ -512,6 +512,7 @@ impl Daemon {
     /// Opens the store, starts the metrics endpoint, the deliverer, the
     /// schedule and the heartbeat, and tells systemd it is ready.
     async fn start(source: Source, config: Config) -> anyhow::Result<Daemon> {
+        log_warnings(&source, &config);
         let mut engine = Engine::open(&config).await?;
         let me = Arc::new(membership::me());
         engine.me = Some(me.clone());
@@ -795,8 +796,8 @@ async fn book_heartbeat(
 /// Re-reads the configuration; on any error logs every problem and returns
 /// why it was refused, so the running configuration stays.
 async fn reload(source: &Source, running: &Config) -> Result<Config, String> {
-    let source = source.clone();
-    let loaded = tokio::task::spawn_blocking(move || source.load()).await;
+    let loading = source.clone();
+    let loaded = tokio::task::spawn_blocking(move || loading.load()).await;
     let new = match loaded {
         Ok(Ok(new)) => new,
         Ok(Err(errors)) => {
@@ -819,6 +820,7 @@ async fn reload(source: &Source, running: &Config) -> Result<Config, String> {
             return Err("reading the configuration panicked".to_owned());
         }
     };
+    log_warnings(source, &new);
     if new.database.engine != running.database.engine
         || new.evaluator.threads != running.evaluator.threads
     {
@@ -828,6 +830,13 @@ async fn reload(source: &Source, running: &Config) -> Result<Config, String> {
         "a reload applies [webhook] and [[jobs]]; [database], [evaluator], [prices], [metrics] and [log] apply at the next restart"
     );
     Ok(new)
+}
+
+/// Logs what is wrong in a configuration that does not stop the daemon.
+fn log_warnings(source: &Source, config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!(config = %source.describe(), %warning, "configuration");
+    }
 }
 
 /// What `systemctl status` shows (the notify protocol's `STATUS=`): the last
@@ -917,7 +926,9 @@ fn log_run(job: &str, result: &anyhow::Result<JobReport>, failures: &mut Recurri
             )
         }
         Err(error) => match committed(error) {
-            // What it did commit is said, and what it did not.
+            // What it did commit is said (the triggered alerts are claimed
+            // and their events queued), and what it did not (the unclaimed
+            // ones, which the next tick judges again).
             Some(partial) => log_recurring!(
                 error,
                 failures,
@@ -928,7 +939,7 @@ fn log_run(job: &str, result: &anyhow::Result<JobReport>, failures: &mut Recurri
                 locked = partial.locked,
                 expired = partial.expired,
                 rearmed = partial.rearmed,
-                "tick failed; the alerts it triggered are claimed and their events queued, the unclaimed ones are judged again by the next tick"
+                "job failed"
             ),
             None => log_recurring!(error, failures, format!("{error:#}"), job, "job failed"),
         },

@@ -12,6 +12,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::config::{EvaluatorConfig, Scope};
 use crate::log_recurring;
+use crate::logging;
 use crate::recurring::Recurring;
 use crate::store::alerts::{self, AlertRow, Observation, Trigger};
 use crate::store::changes;
@@ -69,7 +70,10 @@ pub enum Verdict {
 /// Decides one alert against a valid price at `now`. Pure.
 pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdict {
     let Some(condition) = Condition::parse(&alert.condition) else {
-        return Verdict::Malformed(format!("unknown condition {:?}", alert.condition));
+        return Verdict::Malformed(format!(
+            "unknown condition {:?}",
+            logging::bounded(&alert.condition)
+        ));
     };
     let Some(target) = alert.target_price.filter(|target| target.is_finite()) else {
         return Verdict::Malformed("target_price is missing or not a finite number".to_owned());
@@ -82,7 +86,10 @@ pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdic
             Some(expiry) if expiry <= now => return Verdict::Expired,
             Some(_) => {}
             None => {
-                return Verdict::Malformed(format!("expires_at {expiry:?} is not a date and time"));
+                return Verdict::Malformed(format!(
+                    "expires_at {:?} is not a date and time",
+                    logging::bounded(expiry)
+                ));
             }
         }
     }
@@ -145,9 +152,13 @@ pub fn parse_cooldown(text: &str) -> Result<Option<Duration>, String> {
     }
     match humantime::parse_duration(text) {
         Ok(cooldown) if cooldown >= MIN_COOLDOWN => Ok(Some(cooldown)),
-        Ok(_) => Err(format!("cooldown {text:?} is shorter than 1s")),
+        Ok(_) => Err(format!(
+            "cooldown {:?} is shorter than 1s",
+            logging::bounded(text)
+        )),
         Err(_) => Err(format!(
-            "cooldown {text:?} is not a duration such as \"15m\""
+            "cooldown {:?} is not a duration such as \"15m\"",
+            logging::bounded(text)
         )),
     }
 }
@@ -818,12 +829,12 @@ fn log_quote_problems(known: &Mutex<HashMap<String, QuoteProblem>>, plan: &Plan)
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     for (ticker, problem) in &plan.problems {
         if known.insert(ticker.clone(), *problem) != Some(*problem) {
-            tracing::warn!(ticker, "{}", problem.describe());
+            tracing::warn!(ticker = %logging::bounded(ticker), "{}", problem.describe());
         }
     }
     for work in &plan.work {
         if let Some(problem) = known.remove(&work.ticker) {
-            tracing::info!(ticker = work.ticker, was = ?problem, "quote usable again");
+            tracing::info!(ticker = %logging::bounded(&work.ticker), was = ?problem, "quote usable again");
         }
     }
 }
@@ -844,7 +855,7 @@ fn name_blank_ticker_alerts(
 
 fn warn_malformed(warnings: &AtomicU64, alert: &AlertRow, reason: &str) {
     if warnings.fetch_add(1, Ordering::Relaxed) < WARNINGS_PER_TICK {
-        tracing::warn!(alert_id = alert.id, ticker = %alert.ticker, reason, "skipping a malformed alert");
+        tracing::warn!(alert_id = alert.id, ticker = %logging::bounded(&alert.ticker), reason, "skipping a malformed alert");
     }
 }
 

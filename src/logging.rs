@@ -112,3 +112,19 @@ pub fn fatal(error: &anyhow::Error) {
         eprintln!("price-alertd: {error:#}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_from_outside_are_cut_to_a_bound() {
+        assert_eq!(bounded("AAPL"), "AAPL");
+        let long = "é".repeat(25_000);
+        let shown = bounded(&long);
+        assert_eq!(
+            shown,
+            format!("{}… (50000 bytes in all)", "é".repeat(LOGGED_VALUE_CHARS))
+        );
+    }
+}

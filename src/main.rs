@@ -460,6 +460,9 @@ fn check_config(source: &Source, config: &Config, checks: Checks, from: DateTime
         }
         Checks::Reload => "not checked: a reload keeps the running database".to_owned(),
     };
+    for warning in &config.warnings {
+        eprintln!("price-alertd: {}:{warning} (a warning)", source.describe());
+    }
     println!("{}: ok", source.describe());
     println!("database  {} ({database})", config.database.describe());
     if let config::Engine::Postgres(postgres) = &config.database.engine {

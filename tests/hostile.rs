@@ -300,3 +300,235 @@ fn no_secret_a_config_can_hold_reaches_any_output_at_any_log_level() {
         }
     }
 }
+
+/// Which end of its bounds a key takes.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Least,
+    Most,
+}
+
+/// A configuration with every key that takes a duration or a count at one
+/// end of its bounds, the HTTP quote source on.
+fn every_key(db: &Db, webhook: &str, quotes: &str, end: End) -> String {
+    let value = |least: &str, most: &str| match end {
+        End::Least => least.to_owned(),
+        End::Most => most.to_owned(),
+    };
+    format!(
+        r#"
+[database]
+path = "{path}"
+busy_timeout = "{busy_timeout}"
+
+[evaluator]
+threads = {threads}
+claim_batch = {claim_batch}
+
+[prices]
+source = "http"
+url = "{quotes}"
+max_age = "{max_age}"
+batch_size = {batch_size}
+concurrency = {prices_concurrency}
+timeout = "{prices_timeout}"
+max_response_bytes = {max_response_bytes}
+
+[webhook]
+url = "{webhook}"
+timeout = "{timeout}"
+connect_timeout = "{connect_timeout}"
+concurrency = {concurrency}
+retry_schedule = ["{retry}"]
+drain_timeout = "{drain_timeout}"
+
+[[jobs]]
+name = "evaluate"
+kind = "evaluate"
+schedule = "0 0 0 1 1 *"
+
+[[jobs]]
+name = "purge"
+kind = "purge"
+schedule = "0 0 0 1 1 *"
+keep = "{keep}"
+"#,
+        path = db.path.display(),
+        busy_timeout = value("1ms", "1h"),
+        threads = value("1", "256"),
+        claim_batch = value("1", "100000"),
+        max_age = value("1s", "365d"),
+        batch_size = value("1", "10000"),
+        prices_concurrency = value("1", "64"),
+        prices_timeout = value("1ms", "10m"),
+        max_response_bytes = value("1024", "268435456"),
+        timeout = value("1ms", "10m"),
+        connect_timeout = value("1ms", "10m"),
+        concurrency = value("1", "1024"),
+        retry = value("1ms", "7d"),
+        drain_timeout = value("1ms", "1h"),
+        keep = value("1s", "3650d"),
+    )
+}
+
+/// Each key at its least and its most: check-config accepts it, and every
+/// command that uses it runs (a tick and its delivery, a purge, the daemon
+/// started and stopped by SIGTERM) without a panic. Beyond its bounds each
+/// key is refused by check-config, with the bounds: a value that passes the
+/// check never fails the run.
+#[test]
+fn every_key_at_its_extremes_is_refused_at_check_time_or_runs() {
+    let receiver = Receiver::start();
+    let source = QuoteServer::start();
+    source.set("AAPL", 201.0, Duration::ZERO);
+    for name in [End::Least, End::Most] {
+        let db = Db::new();
+        db.add_alert("AAPL", "above", 200.0);
+        let path = db.write_config(&every_key(&db, &receiver.url, &source.url, name));
+        let no_panic = |output: &std::process::Output, what: &str| {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!stderr.contains("panicked"), "{name:?}: {what}: {stderr}");
+            assert!(
+                matches!(output.status.code(), Some(0 | 1)),
+                "{name:?}: {what}: {:?} {stderr}",
+                output.status
+            );
+        };
+        let run = |args: &[&str]| {
+            common::binary()
+                .args(["--config", path.to_str().unwrap()])
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let checked = run(&["check-config"]);
+        assert!(checked.status.success(), "{name:?}: {checked:?}");
+        no_panic(&run(&["run-job", "evaluate"]), "run-job evaluate");
+        no_panic(&run(&["run-job", "purge"]), "run-job purge");
+        let mut daemon = common::Daemon::start_quiet(&path);
+        daemon.signal("TERM");
+        assert_eq!(daemon.wait_exit(), Some(0), "{name:?}: {}", daemon.log());
+        assert!(!daemon.log().contains("panicked"), "{name:?}");
+    }
+
+    let db = Db::new();
+    let base = every_key(&db, &receiver.url, &source.url, End::Least);
+    for (key, least, beyond) in [
+        ("busy_timeout", "\"1ms\"", "\"25d\""),
+        ("busy_timeout", "\"1ms\"", "\"18446744073709551615s\""),
+        ("threads", "1", "257"),
+        ("claim_batch", "1", "0"),
+        ("max_age", "\"1s\"", "\"366d\""),
+        ("batch_size", "1", "10001"),
+        ("timeout", "\"1ms\"", "\"11m\""),
+        ("max_response_bytes", "1024", "268435457"),
+        ("connect_timeout", "\"1ms\"", "\"0s\""),
+        ("concurrency", "1", "1025"),
+        ("retry_schedule", "[\"1ms\"]", "[\"8d\"]"),
+        ("drain_timeout", "\"1ms\"", "\"18446744073709551615s\""),
+        ("keep", "\"1s\"", "\"1000000000d\""),
+    ] {
+        let text = base.replacen(
+            &format!("\n{key} = {least}\n"),
+            &format!("\n{key} = {beyond}\n"),
+            1,
+        );
+        assert_ne!(text, base, "{key}");
+        let path = db.write_config(&text);
+        let output = common::binary()
+            .args(["--config", path.to_str().unwrap(), "check-config"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{key} = {beyond}: {stderr}");
+        assert!(stderr.contains(key), "{key} = {beyond}: {stderr}");
+        assert!(
+            stderr.contains("out of bounds") || stderr.contains("must be between"),
+            "{key} = {beyond}: {stderr}"
+        );
+    }
+}
+
+/// A file holding a secret is a regular file read up to a bound, and one
+/// that every user may read is accepted with a warning; the headers the
+/// daemon sets itself cannot be configured.
+#[test]
+fn secret_files_are_read_with_a_bound_and_reserved_headers_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let db = Db::new();
+    let check = |webhook_lines: &str| {
+        let text = config_text(&db, "http://127.0.0.1:9/events", "0 0 0 1 1 *")
+            .replace("[webhook]", &format!("[webhook]\n{webhook_lines}"));
+        let path = db.write_config(&text);
+        common::binary()
+            .args(["--config", path.to_str().unwrap(), "check-config"])
+            .output()
+            .unwrap()
+    };
+    let secret = format!(
+        "whsec_{}\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32])
+    );
+    let file = db.dir.path().join("secret");
+    std::fs::write(&file, &secret).unwrap();
+    let secret_file = format!("secret_file = \"{}\"", file.display());
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let quiet = check(&secret_file);
+    assert!(quiet.status.success(), "{quiet:?}");
+    assert!(
+        String::from_utf8_lossy(&quiet.stderr).is_empty(),
+        "{quiet:?}"
+    );
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let warned = check(&secret_file);
+    assert!(warned.status.success(), "{warned:?}");
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert!(
+        stderr.contains("webhook.secret_file") && stderr.contains("every user"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("whsec_"), "{stderr}");
+
+    for (path, reason) in [
+        ("/dev/zero", "not a regular file"),
+        ("/dev/stdin", "not a regular file"),
+    ] {
+        let output = check(&format!("secret_file = \"{path}\""));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{path}: {stderr}");
+        assert!(stderr.contains(reason), "{path}: {stderr}");
+    }
+    let large = db.dir.path().join("large");
+    std::fs::write(&large, secret.repeat(2000)).unwrap();
+    let output = check(&format!("secret_file = \"{}\"", large.display()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("more than 64 KiB"), "{stderr}");
+
+    for header in [
+        "webhook-id",
+        "Webhook-Signature",
+        "webhook-timestamp",
+        "Host",
+        "Content-Length",
+        "Transfer-Encoding",
+    ] {
+        let text = config_text(&db, "http://127.0.0.1:9/events", "0 0 0 1 1 *").replace(
+            "headers = { \"X-EventSource-Event\" = \"price_alert\" }",
+            &format!("headers = {{ \"{header}\" = \"x\" }}"),
+        );
+        let path = db.write_config(&text);
+        let output = common::binary()
+            .args(["--config", path.to_str().unwrap(), "check-config"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{header}: {stderr}");
+        assert!(
+            stderr.contains("set by price-alertd itself"),
+            "{header}: {stderr}"
+        );
+    }
+}

@@ -188,7 +188,10 @@ impl Webhook {
                 (Some(user), _) => {
                     let text = self.config.url.for_user(template, user)?;
                     let uri = text.parse().map_err(|_| {
-                        format!("the alert's user_id {user:?} makes no valid webhook URL")
+                        format!(
+                            "the alert's user_id {:?} makes no valid webhook URL",
+                            crate::logging::bounded(user)
+                        )
                     })?;
                     Ok((uri, authorization.clone()))
                 }
