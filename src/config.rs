@@ -93,6 +93,9 @@ pub struct DatabaseConfig {
     /// How long a statement waits for a lock (SQLite's write lock, a
     /// PostgreSQL row lock) before failing.
     pub busy_timeout: Duration,
+    /// The most connections the daemon holds at once, all told; unset: as
+    /// many as its evaluation threads need (see `store::open`).
+    pub max_connections: Option<u32>,
 }
 
 /// Which database, `database.path` or `database.url`.
@@ -111,6 +114,7 @@ impl DatabaseConfig {
         DatabaseConfig {
             engine: Engine::Sqlite { path },
             busy_timeout,
+            max_connections: None,
         }
     }
 
@@ -644,6 +648,7 @@ mod raw {
         pub url: Option<Spanned<String>>,
         pub password_file: Option<Spanned<String>>,
         pub busy_timeout: Option<Spanned<String>>,
+        pub max_connections: Option<Spanned<i64>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -862,6 +867,15 @@ fn database(
         BUSY_TIMEOUT,
         report,
     );
+    let max_connections = raw.max_connections.as_ref().map(|_| {
+        count(
+            &raw.max_connections,
+            "database.max_connections",
+            LEAST_CONNECTIONS,
+            LEAST_CONNECTIONS..=1000,
+            report,
+        ) as u32
+    });
     if let (Some(_), Some(url)) = (&raw.path, &raw.url) {
         report(
             "database.url",
@@ -879,6 +893,7 @@ fn database(
                 warn,
             )),
             busy_timeout,
+            max_connections,
         };
     }
     if let Some(file) = &raw.password_file {
@@ -897,8 +912,16 @@ fn database(
         Some(path) => resolve(Path::new(path.get_ref()), base),
         None => resolve(Path::new("price-alertd.db"), base),
     };
-    DatabaseConfig::sqlite(path, busy_timeout)
+    DatabaseConfig {
+        max_connections,
+        ..DatabaseConfig::sqlite(path, busy_timeout)
+    }
 }
+
+/// The fewest connections a daemon runs with: a tick's writer, one reader
+/// and (PostgreSQL) its helper claimer, the deliverer's exchange, one for
+/// heartbeats, metrics and run records, and (PostgreSQL) the listener.
+pub const LEAST_CONNECTIONS: usize = 6;
 
 /// `database.url` and `database.password_file`. The URL is checked here, so
 /// that `check-config` reports it; `sslmode`, `sslrootcert` and `options` are

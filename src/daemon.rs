@@ -102,9 +102,8 @@ struct Engine {
 impl Engine {
     async fn open(config: &Config) -> anyhow::Result<Engine> {
         let database = config.database.clone();
-        // The evaluator's readers, its writer, two for delivery and one spare.
-        let size = config.evaluator.threads as u32 + 4;
-        let pool = tokio::task::spawn_blocking(move || store::open(&database, size))
+        let readers = config.evaluator.threads as u32;
+        let pool = tokio::task::spawn_blocking(move || store::open(&database, readers))
             .await
             .context("opening the store panicked")??;
         let workers = Arc::new(evaluate::thread_pool(config.evaluator.threads)?);
@@ -539,6 +538,8 @@ impl Daemon {
             database = %config.database.describe(),
             jobs = config.jobs.len(),
             threads = config.evaluator.threads,
+            readers = engine.pool.readers(),
+            max_connections = engine.pool.most_connections(),
             "price-alertd started"
         );
         if config.jobs.is_empty() {

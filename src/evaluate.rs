@@ -890,7 +890,12 @@ fn evaluate_and_claim(
     if readers.work.is_empty() {
         return Ok(Vec::new());
     }
-    let threads = workers.current_num_threads();
+    // As many readers as the pool has connections for, each with one of
+    // its own, taking the tasks in turn.
+    let threads = workers
+        .current_num_threads()
+        .min(readers.pool.readers())
+        .max(1);
     // Moved tickers come first in the plan.
     let moved = readers.work.partition_point(|item| item.moved);
     let by_ticker = ByTicker {
@@ -920,11 +925,13 @@ fn evaluate_and_claim(
         let helping: Vec<_> = (0..helpers)
             .map(|_| helper_threads.spawn(|| help_claim(readers.pool, &inbox)))
             .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (tasks, next) = (&tasks, &next);
         workers.in_place_scope(|scope| {
-            for task in tasks {
+            for _ in 0..threads.min(tasks.len()) {
                 let sender = sender.clone();
                 scope.spawn(move |_| {
-                    if let Err(error) = read_and_judge(readers, by_ticker, task, &sender) {
+                    if let Err(error) = read_in_turn(readers, by_ticker, tasks, next, &sender) {
                         let _ = sender.send(Err(error));
                     }
                 });
@@ -1199,15 +1206,31 @@ impl Judging<'_> {
     }
 }
 
+/// One reader: a connection of its own, and the tasks not yet taken, one
+/// after another, until none is left.
+fn read_in_turn(
+    readers: &Readers<'_>,
+    by_ticker: ByTicker<'_>,
+    tasks: &[Task<'_>],
+    next: &std::sync::atomic::AtomicUsize,
+    sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
+) -> anyhow::Result<()> {
+    let mut connection = readers.pool.get_to_read()?;
+    while let Some(task) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
+        read_and_judge(readers, by_ticker, task, sender, &mut connection)?;
+    }
+    Ok(())
+}
+
 /// One reader task: its rows, judged against their ticker's price as they
 /// are read, the triggers sent to the writer in chunks.
 fn read_and_judge(
     readers: &Readers<'_>,
     by_ticker: ByTicker<'_>,
-    task: Task<'_>,
+    task: &Task<'_>,
     sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
+    connection: &mut store::Connection,
 ) -> anyhow::Result<()> {
-    let mut connection = readers.pool.get_to_read()?;
     let mut judging = Judging {
         readers,
         sender,
@@ -1227,15 +1250,15 @@ fn read_and_judge(
                 })
                 .collect();
             changes::each_reachable_alert_of(
-                &mut connection,
+                connection,
                 &moves,
                 readers.window.since,
                 |at, alert| judging.row(alert, &work[at]),
             )
             .context("reading the alerts a price reaches")?;
         }
-        Task::Changed(window) => {
-            changes::each_changed_alert(&mut connection, window.since, window.until, |alert| {
+        &Task::Changed(window) => {
+            changes::each_changed_alert(connection, window.since, window.until, |alert| {
                 match by_ticker.get(&alert.ticker) {
                     Some(item) => judging.row(alert, item),
                     None => true,

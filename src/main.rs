@@ -486,7 +486,12 @@ fn check_config(source: &Source, config: &Config, checks: Checks, from: DateTime
             "          each event to its user's URL, {{user_id}} percent-encoded; an alert without a user_id: {without}"
         );
     }
-    println!("threads   {}", config.evaluator.threads);
+    let (connections, readers) =
+        store::footprint(&config.database, config.evaluator.threads as u32);
+    println!(
+        "threads   {} (a tick reads with {readers} at once; at most {connections} database connections)",
+        config.evaluator.threads
+    );
     match &config.prices.source {
         PriceSource::Sqlite => println!(
             "prices    the quotes table (max age {})",

@@ -237,3 +237,90 @@ fn a_fire_time_whose_member_dies_mid_run_is_taken_over_within_the_lease() {
     );
     assert_eq!(db.scalar("SELECT count(*) FROM outbox"), ALERTS as i64);
 }
+
+/// The daemon's connections to `db` now.
+fn daemon_connections(db: &Db) -> i64 {
+    db.cluster()
+        .admin()
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE application_name = 'price-alertd' AND datname = $1",
+            &[&db.database_name()],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// A daemon's footprint on a shared server: a busy one opens readers as its
+/// ticks need them, never more than `database.max_connections` in all, and
+/// loses nothing for it; an idle one soon holds four (two kept, one its
+/// heartbeat takes now and then, and its listener), not one per evaluation
+/// thread. (Here, in the binary of the long cluster tests: the idle daemon
+/// closes what its start opened only after r2d2's 30 s idle timeout, seen
+/// by a reaper that looks every 30 s.)
+#[test]
+fn a_daemon_holds_at_most_max_connections_busy_and_few_idle() {
+    let idle_db = Db::on(Engine::Postgresql);
+    let receiver = Receiver::start();
+    let idle = Daemon::start_quiet(&idle_db.write_config(&config_text(
+        &idle_db,
+        &receiver.url,
+        "0 0 0 1 1 *",
+    )));
+
+    let db = Db::on(Engine::Postgresql);
+    let busy = config_text(&db, &receiver.url, "* * * * * *").replace(
+        &db.section(),
+        &format!("{}max_connections = 6\n", db.section()),
+    );
+    let path = db.write_config(&busy);
+    let mut alerts = Vec::new();
+    for ticker in 0..400 {
+        for level in 0..5 {
+            alerts.push((format!("T{ticker}"), "above", 1.0 + f64::from(level)));
+        }
+    }
+    db.add_alerts(&alerts);
+    let daemon = Daemon::start_quiet(&path);
+    assert!(
+        daemon.log().contains("max_connections=6"),
+        "{}",
+        daemon.log()
+    );
+    let most = std::sync::atomic::AtomicI64::new(0);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most.fetch_max(
+                    daemon_connections(&db),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        for ticker in 0..400 {
+            db.set_quote(&format!("T{ticker}"), 100.0);
+        }
+        receiver.wait_for(2000);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let most = most.into_inner();
+    assert!((4..=6).contains(&most), "busy: at most {most} connections");
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT alert_id) FROM outbox WHERE state = 'delivered'"),
+        2000
+    );
+    drop(daemon);
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut held = daemon_connections(&idle_db);
+    while held > 4 {
+        assert!(Instant::now() < deadline, "idle: still {held} connections");
+        std::thread::sleep(Duration::from_millis(500));
+        held = daemon_connections(&idle_db);
+    }
+    assert!(held >= 1, "idle: {held} connections");
+    drop(idle);
+}

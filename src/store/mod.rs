@@ -84,7 +84,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A pool of connections to the configured database.
 #[derive(Clone)]
-pub struct Pool(PoolOf);
+pub struct Pool {
+    of: PoolOf,
+    /// How many of a tick's readers may hold a connection at once.
+    readers: usize,
+    /// The most connections the daemon holds, the listener's included.
+    most: u32,
+}
 
 #[derive(Clone)]
 enum PoolOf {
@@ -116,7 +122,7 @@ impl Pool {
     }
 
     fn take(&self, role: sqlite::Role) -> anyhow::Result<Connection> {
-        match &self.0 {
+        match &self.of {
             PoolOf::Sqlite(pool) => {
                 let connection = pool.get().context("taking a database connection")?;
                 sqlite::take_role(&connection, role).context("sizing the page cache")?;
@@ -144,12 +150,24 @@ impl Drop for Listener {
 }
 
 impl Pool {
+    /// How many of a tick's readers may hold a connection at once (see
+    /// [`Sizing`]).
+    pub fn readers(&self) -> usize {
+        self.readers
+    }
+
+    /// The most connections a daemon on this pool holds at once, its
+    /// listener's included (see [`Sizing`]).
+    pub fn most_connections(&self) -> u32 {
+        self.most
+    }
+
     /// How many claims of disjoint batches may usefully run at once: one on
     /// SQLite, which writes one transaction at a time; more on PostgreSQL,
     /// which locks rows and runs each on a server process of its own (the
     /// pool holds a connection for each).
     pub fn claim_writers(&self) -> usize {
-        match &self.0 {
+        match &self.of {
             PoolOf::Sqlite(_) => 1,
             PoolOf::Postgres(_) => postgresql::CLAIM_WRITERS,
         }
@@ -162,7 +180,7 @@ impl Pool {
         wake: impl Fn() + Send + Sync + 'static,
     ) -> anyhow::Result<Listener> {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        match &self.0 {
+        match &self.of {
             PoolOf::Sqlite(_) => {}
             PoolOf::Postgres(pool) => {
                 postgresql::listen(pool, std::sync::Arc::new(wake), stop.clone())
@@ -173,19 +191,95 @@ impl Pool {
     }
 }
 
-/// Opens (creating an SQLite file if missing) and migrates the database,
-/// then builds a pool of `size` connections.
-pub fn open(config: &DatabaseConfig, size: u32) -> anyhow::Result<Pool> {
-    Ok(Pool(match &config.engine {
+/// How many connections a daemon holds, and what for: each of a tick's
+/// readers (up to `evaluator.threads` at once); the tick's writer, and on
+/// PostgreSQL its helper claimer; the deliverer's exchange with the outbox;
+/// one for everything else (heartbeats, fire times, metrics, run records);
+/// and on PostgreSQL the listener, a connection outside the pool. With
+/// `database.max_connections` the readers are as many as the rest leaves.
+/// The pool opens connections as they are asked for and keeps [`IDLE`] open
+/// between ticks: the others close after [`IDLE_TIMEOUT`] unused.
+struct Sizing {
+    pool: u32,
+    readers: u32,
+    /// The pool's and the listener's.
+    most: u32,
+}
+
+/// Connections kept open while nothing happens: the writer's and the
+/// deliverer's.
+const IDLE: u32 = 2;
+/// How long a connection beyond [`IDLE`] stays open unused (r2d2 looks every
+/// 30 s).
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn sizing(config: &DatabaseConfig, readers: u32) -> Sizing {
+    let (helpers, listener) = match config.engine {
+        config::Engine::Sqlite { .. } => (0, 0),
+        config::Engine::Postgres(_) => (postgresql::CLAIM_WRITERS as u32 - 1, 1),
+    };
+    let others = 3 + helpers;
+    let readers = readers.max(1);
+    match config.max_connections {
+        None => Sizing {
+            pool: readers + others,
+            readers,
+            most: readers + others + listener,
+        },
+        Some(most) => {
+            let pool = most.saturating_sub(listener).max(others + 1);
+            Sizing {
+                pool,
+                readers: readers.min(pool - others),
+                most: pool + listener,
+            }
+        }
+    }
+}
+
+/// How many connections a daemon whose ticks read with `readers` threads
+/// holds at most, and how many of its readers hold one at once (see
+/// [`Sizing`]): for `check-config`.
+pub fn footprint(config: &DatabaseConfig, readers: u32) -> (u32, u32) {
+    let sizing = sizing(config, readers);
+    (sizing.most, sizing.readers)
+}
+
+/// Opens the database, creating and migrating it if needed, with a pool
+/// for a daemon whose ticks read with `readers` threads (see [`Sizing`]).
+pub fn open(config: &DatabaseConfig, readers: u32) -> anyhow::Result<Pool> {
+    let Sizing {
+        pool,
+        readers,
+        most,
+    } = sizing(config, readers);
+    let of = match &config.engine {
         config::Engine::Sqlite { path } => {
-            PoolOf::Sqlite(sqlite::open(path, config.busy_timeout, size)?)
+            PoolOf::Sqlite(sqlite::open(path, config.busy_timeout, pool)?)
         }
         config::Engine::Postgres(postgres) => PoolOf::Postgres(Box::new(postgresql::open(
             postgres,
             config.busy_timeout,
-            size,
+            pool,
         )?)),
-    }))
+    };
+    Ok(Pool {
+        of,
+        readers: readers as usize,
+        most,
+    })
+}
+
+/// The pool settings both engines share: at most `size` connections, opened
+/// as they are asked for, [`IDLE`] of them kept open.
+fn builder<M: r2d2::ManageConnection>(size: u32) -> r2d2::Builder<M> {
+    r2d2::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(IDLE.min(size)))
+        .idle_timeout(Some(IDLE_TIMEOUT))
+        // The store's callers report failures, once when they start and once
+        // when they end; r2d2's own handler would log every attempt.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
 }
 
 /// Opens an existing database, migrated by this version, for reading only:

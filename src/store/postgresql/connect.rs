@@ -23,6 +23,8 @@ pub struct Manager {
     config: postgres::Config,
     tls: Tls,
     mode: PostgresTls,
+    /// What every connection runs first.
+    session: String,
 }
 
 #[derive(Clone)]
@@ -36,6 +38,16 @@ impl Manager {
     /// with it when the server refuses; every other mode makes one attempt,
     /// and one that requires TLS fails against a server without it.
     pub fn connect(&self) -> Result<Client, postgres::Error> {
+        let mut client = self.connect_as_configured()?;
+        // A statement waits for a row lock at most as long as SQLite waits
+        // for its write lock (`busy_timeout`), then fails and is retried by
+        // the next tick or round. Set in the session, not as a startup
+        // `options` parameter, which PgBouncer refuses.
+        client.batch_execute(&self.session)?;
+        Ok(client)
+    }
+
+    fn connect_as_configured(&self) -> Result<Client, postgres::Error> {
         match (&self.tls, self.mode) {
             (Tls::None, _) => self.config.connect(postgres::NoTls),
             (Tls::Rustls(tls), PostgresTls::Allow) => {
@@ -72,10 +84,6 @@ pub fn manager(config: &PostgresConfig, lock_timeout: Duration) -> anyhow::Resul
     if settings.get_application_name().is_none() {
         settings.application_name("price-alertd");
     }
-    // A statement waits for a row lock at most as long as SQLite waits for
-    // its write lock (`busy_timeout`), then fails and is retried by the
-    // next tick or round.
-    settings.options(&format!("-c lock_timeout={}", lock_timeout.as_millis()));
     // The client's own default is `prefer`, which goes on in plain text when
     // the server declines TLS: every mode is set here, explicitly.
     settings.ssl_mode(match config.tls {
@@ -93,6 +101,7 @@ pub fn manager(config: &PostgresConfig, lock_timeout: Duration) -> anyhow::Resul
         config: settings,
         tls,
         mode: config.tls,
+        session: format!("SET lock_timeout = {}", lock_timeout.as_millis()),
     })
 }
 

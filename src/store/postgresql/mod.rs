@@ -211,24 +211,17 @@ fn first_connection(
     Ok((manager, connection, version))
 }
 
-/// Connects, migrates, and builds a pool of `size` connections.
+/// Connects, migrates, and builds a pool of at most `size` connections.
 pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyhow::Result<Pool> {
     let (manager, mut first, _) = first_connection(config, lock_timeout)?;
     migrate(first.client())
         .map_err(|error| failure_of(error, format!("migrating {}", config.display)))?;
     drop(first);
-    // One more connection for each claim writer beside the tick's own.
-    let size = size + CLAIM_WRITERS as u32 - 1;
-    let pool = r2d2::Pool::builder()
-        .max_size(size)
-        .min_idle(Some(size))
+    let pool = super::builder(size)
         // Connections are only ever busy for a statement or a short
         // transaction: a longer wait means the server is gone, and the tick
         // or round should fail (and be retried) rather than hang.
         .connection_timeout(POOL_WAIT)
-        // The store's callers report failures, once when they start and once
-        // when they end; r2d2's own handler would log every attempt.
-        .error_handler(Box::new(r2d2::NopErrorHandler))
         .build(manager.clone())
         .map_err(|error| {
             failure(

@@ -76,14 +76,8 @@ pub fn open(path: &Path, busy_timeout: Duration, size: u32) -> anyhow::Result<Po
 
     let manager = SqliteConnectionManager::file(path)
         .with_init(move |connection| prepare_connection(connection, busy_timeout));
-    r2d2::Pool::builder()
-        .max_size(size)
-        // All connections up front: the first tick should not pay for opening them.
-        .min_idle(Some(size))
+    super::builder(size)
         .connection_timeout(Duration::from_secs(60))
-        // The store's callers report failures, once when they start and once
-        // when they end; r2d2's own handler would log every attempt.
-        .error_handler(Box::new(r2d2::NopErrorHandler))
         .build(manager)
         .because(Unusable::Io, || {
             format!("opening a pool of {size} connections to {}", path.display())
