@@ -9,25 +9,85 @@ use chrono::Utc;
 
 use crate::config::Config;
 use crate::evaluate::Condition;
+use crate::membership::FIRE_LEASE;
 use crate::store::{self, alerts, cluster, outbox, runs};
 
 /// Opens the database for a command that only reads: never created, never
-/// migrated. Says which database on stderr, so that an operator sees whether
-/// it is the one the service uses.
+/// migrated. (Its errors name the database; `status` shows it.)
 fn connect_to_read(config: &Config) -> anyhow::Result<store::Connection> {
-    announce(config);
     store::open_read_only(&config.database)
 }
 
 /// Opens (and migrates, if this version is newer) the existing database for a
 /// command that writes.
 fn connect(config: &Config) -> anyhow::Result<store::Connection> {
-    announce(config);
     store::open_existing(&config.database)
 }
 
-fn announce(config: &Config) {
-    eprintln!("database: {}", config.database.describe());
+/// How a column lines its cells up.
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    /// Numbers.
+    Right,
+}
+
+/// A table for a terminal: each column as wide as its widest cell, so that
+/// no value pushes the rest of its row under the wrong heading; the last
+/// column is not padded.
+struct Table {
+    columns: Vec<(&'static str, Align)>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(columns: &[(&'static str, Align)]) -> Table {
+        Table {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.columns.len());
+        self.rows.push(cells);
+    }
+
+    fn write(&self, indent: &str, out: &mut impl Write) -> std::io::Result<()> {
+        let headings: Vec<String> = self
+            .columns
+            .iter()
+            .map(|(heading, _)| heading.to_string())
+            .collect();
+        let widths: Vec<usize> = (0..self.columns.len())
+            .map(|at| {
+                std::iter::once(&headings)
+                    .chain(&self.rows)
+                    .map(|row| row[at].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for row in std::iter::once(&headings).chain(&self.rows) {
+            let mut line = indent.to_owned();
+            for (at, cell) in row.iter().enumerate() {
+                let pad = " ".repeat(widths[at] - cell.chars().count());
+                match self.columns[at].1 {
+                    Align::Left => {
+                        line.push_str(cell);
+                        line.push_str(&pad);
+                    }
+                    Align::Right => {
+                        line.push_str(&pad);
+                        line.push_str(cell);
+                    }
+                }
+                line.push_str("  ");
+            }
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
 }
 
 /// Prints up to `limit` undelivered events (or only dead letters), oldest first.
@@ -44,25 +104,27 @@ pub fn outbox_list(
     if json {
         return print_json_lines(&entries, out);
     }
-    writeln!(
-        out,
-        "{:<24} {:>10} {:<8} {:>8} {:<24} {:<20} LAST ERROR",
-        "EVENT ID", "ALERT", "STATE", "ATTEMPTS", "CREATED", "NEXT ATTEMPT"
-    )?;
-    for entry in &entries {
-        let next = entry.next_attempt_at.as_deref().unwrap_or("-");
-        writeln!(
-            out,
-            "{:<24} {:>10} {:<8} {:>8} {:<24} {:<20} {}",
+    let mut table = Table::new(&[
+        ("EVENT ID", Align::Left),
+        ("ALERT", Align::Right),
+        ("STATE", Align::Left),
+        ("ATTEMPTS", Align::Right),
+        ("CREATED", Align::Left),
+        ("NEXT ATTEMPT", Align::Left),
+        ("LAST ERROR", Align::Left),
+    ]);
+    for entry in entries {
+        table.row(vec![
             entry.event_id,
-            entry.alert_id,
+            entry.alert_id.to_string(),
             entry.state,
-            entry.attempts,
+            entry.attempts.to_string(),
             entry.created_at,
-            next,
-            entry.last_error.as_deref().unwrap_or("-")
-        )?;
+            entry.next_attempt_at.unwrap_or_else(|| "-".to_owned()),
+            entry.last_error.unwrap_or_else(|| "-".to_owned()),
+        ]);
     }
+    table.write("", out)?;
     writeln!(out, "{pending} pending, {dead} dead")?;
     Ok(())
 }
@@ -95,10 +157,15 @@ pub fn outbox_replay(config: &Config, what: Replay, out: &mut impl Write) -> any
             for id in &replayed {
                 writeln!(out, "replayed {id}")?;
             }
-            let missing: Vec<&String> = ids.iter().filter(|id| !replayed.contains(id)).collect();
+            let missing: Vec<&str> = ids
+                .iter()
+                .filter(|id| !replayed.contains(id))
+                .map(String::as_str)
+                .collect();
             anyhow::ensure!(
                 missing.is_empty(),
-                "not replayed (unknown, or already delivered): {missing:?}"
+                "not replayed (unknown, or already delivered): {}",
+                missing.join(", ")
             );
         }
     }
@@ -145,20 +212,19 @@ pub fn alerts_list(
     if json {
         return print_json_lines(&entries, out);
     }
-    writeln!(
-        out,
-        "{:>8} {:<10} {:<16} {:>12} {:>10} {:<9} {:<8} {:<24} {:>12} NOTE",
-        "ID",
-        "TICKER",
-        "CONDITION",
-        "TARGET",
-        "REFERENCE",
-        "STATE",
-        "COOLDOWN",
-        "TRIGGERED AT",
-        "AT PRICE"
-    )?;
-    for entry in &entries {
+    let mut table = Table::new(&[
+        ("ID", Align::Right),
+        ("TICKER", Align::Left),
+        ("CONDITION", Align::Left),
+        ("TARGET", Align::Right),
+        ("REFERENCE", Align::Right),
+        ("STATE", Align::Left),
+        ("COOLDOWN", Align::Left),
+        ("TRIGGERED AT", Align::Left),
+        ("AT PRICE", Align::Right),
+        ("NOTE", Align::Left),
+    ]);
+    for entry in entries {
         let state = match (
             entry.enabled,
             &entry.rearm_at,
@@ -171,26 +237,29 @@ pub fn alerts_list(
             (false, None, None, Some(_)) => "expired",
             (false, None, None, None) => "disabled",
         };
-        writeln!(
-            out,
-            "{:>8} {:<10} {:<16} {:>12} {:>10} {:<9} {:<8} {:<24} {:>12} {}",
-            entry.id,
+        table.row(vec![
+            entry.id.to_string(),
             entry.ticker,
             entry.condition,
             number(entry.target_price),
             number(entry.reference_price),
-            state,
+            state.to_owned(),
             entry
                 .cooldown
                 .as_deref()
                 .map(str::trim)
                 .filter(|cooldown| !cooldown.is_empty())
-                .unwrap_or("-"),
-            entry.triggered_at.as_deref().unwrap_or("-"),
+                .unwrap_or("-")
+                .to_owned(),
+            entry.triggered_at.unwrap_or_else(|| "-".to_owned()),
             number(entry.triggered_price),
-            entry.note.as_deref().unwrap_or("")
-        )?;
+            entry
+                .note
+                .filter(|note| !note.is_empty())
+                .unwrap_or_else(|| "-".to_owned()),
+        ]);
     }
+    table.write("", out)?;
     Ok(())
 }
 
@@ -347,26 +416,37 @@ pub fn quotes_list(config: &Config, json: bool, out: &mut impl Write) -> anyhow:
     if json {
         return print_json_lines(&quotes, out);
     }
-    writeln!(out, "{:<12} {:>14} UPDATED AT", "TICKER", "PRICE")?;
-    for quote in &quotes {
-        writeln!(
-            out,
-            "{:<12} {:>14} {}",
-            quote.ticker,
-            number(quote.price),
-            quote.updated_at
-        )?;
+    let mut table = Table::new(&[
+        ("TICKER", Align::Left),
+        ("PRICE", Align::Right),
+        ("UPDATED AT", Align::Left),
+    ]);
+    for quote in quotes {
+        table.row(vec![quote.ticker, number(quote.price), quote.updated_at]);
     }
+    table.write("", out)?;
     Ok(())
 }
 
 #[derive(serde::Serialize)]
 struct Status {
+    /// The database, as it is connected to.
+    database: String,
     jobs: Vec<JobStatus>,
     outbox_pending: u64,
     outbox_dead: u64,
     /// The daemons sharing the database that beat within the last day.
-    members: Vec<cluster::Member>,
+    members: Vec<MemberStatus>,
+}
+
+/// A daemon sharing the database, and whether it is presumed alive: its
+/// last heartbeat is within the fire-time lease (after which the others
+/// take over its work).
+#[derive(serde::Serialize)]
+struct MemberStatus {
+    #[serde(flatten)]
+    member: cluster::Member,
+    alive: bool,
 }
 
 /// One job as `status` shows it: every configured job, run or not, and any
@@ -381,17 +461,22 @@ struct JobStatus {
     duration_ms: Option<i64>,
     last_success_at: Option<String>,
     detail: Option<String>,
-    /// The next fire time, for a configured job.
+    /// The next fire time, for a configured job while a daemon runs.
     next_run_at: Option<String>,
     /// The daemon that ran it last (none for `run-job`).
     ran_by: Option<String>,
 }
 
 impl JobStatus {
-    fn of(name: &str, run: Option<&runs::Run>, next_run_at: Option<String>) -> JobStatus {
+    fn of(
+        name: &str,
+        run: Option<&runs::Run>,
+        configured: bool,
+        next_run_at: Option<String>,
+    ) -> JobStatus {
         JobStatus {
             job: name.to_owned(),
-            configured: next_run_at.is_some(),
+            configured,
             result: run.map_or_else(|| "never".to_owned(), |run| run.result.clone()),
             started_at: run.map(|run| rfc3339(&run.started_at)),
             duration_ms: run.map(|run| run.duration_ms),
@@ -410,28 +495,36 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Resu
     let recorded = runs::list(&mut connection).context("reading job runs")?;
     let (outbox_pending, outbox_dead) =
         outbox::backlog(&mut connection).context("counting the outbox")?;
-    let members = cluster::members(&mut connection).context("reading the members")?;
+    let members: Vec<MemberStatus> = cluster::members(&mut connection)
+        .context("reading the members")?
+        .into_iter()
+        .map(|member| MemberStatus {
+            alive: member.heartbeat_age_ms <= FIRE_LEASE.as_millis() as i64,
+            member,
+        })
+        .collect();
+    // Fire times are a running daemon's: with none beating, none is due.
+    let running = members.iter().any(|member| member.alive);
     let now = Utc::now();
     let mut jobs: Vec<JobStatus> = config
         .jobs
         .iter()
         .map(|job| {
-            let next = job
-                .schedule
-                .next_after(now)
-                .map(crate::store::timestamp)
-                .unwrap_or_default();
+            let next = running
+                .then(|| job.schedule.next_after(now).map(crate::store::timestamp))
+                .flatten();
             let run = recorded.iter().find(|run| run.job == job.name);
-            JobStatus::of(&job.name, run, Some(next))
+            JobStatus::of(&job.name, run, true, next)
         })
         .collect();
     jobs.extend(
         recorded
             .iter()
             .filter(|run| !config.jobs.iter().any(|job| job.name == run.job))
-            .map(|run| JobStatus::of(&run.job, Some(run), None)),
+            .map(|run| JobStatus::of(&run.job, Some(run), false, None)),
     );
     let status = Status {
+        database: config.database.describe(),
         jobs,
         outbox_pending,
         outbox_dead,
@@ -441,26 +534,39 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Resu
         writeln!(out, "{}", serde_json::to_string(&status)?)?;
         return Ok(());
     }
-    writeln!(
-        out,
-        "{:<16} {:<24} {:>10} {:<7} {:<24} {:<24} {:<28} DETAIL",
-        "JOB", "LAST RUN", "TOOK (ms)", "RESULT", "LAST SUCCESS", "NEXT RUN", "RAN BY"
-    )?;
+    writeln!(out, "database: {}", status.database)?;
+    let mut table = Table::new(&[
+        ("JOB", Align::Left),
+        ("LAST RUN", Align::Left),
+        ("TOOK (ms)", Align::Right),
+        ("RESULT", Align::Left),
+        ("LAST SUCCESS", Align::Left),
+        ("NEXT RUN", Align::Left),
+        ("RAN BY", Align::Left),
+        ("DETAIL", Align::Left),
+    ]);
     for job in &status.jobs {
-        writeln!(
-            out,
-            "{:<16} {:<24} {:>10} {:<7} {:<24} {:<24} {:<28} {}",
-            job.job,
-            job.started_at.as_deref().unwrap_or("never"),
+        let next = match (&job.next_run_at, job.configured, running) {
+            (Some(next), ..) => next.clone(),
+            (None, false, _) => "(not configured)".to_owned(),
+            (None, true, false) => "- (no daemon running)".to_owned(),
+            (None, true, true) => "-".to_owned(),
+        };
+        table.row(vec![
+            job.job.clone(),
+            job.started_at.clone().unwrap_or_else(|| "never".to_owned()),
             job.duration_ms
                 .map_or_else(|| "-".to_owned(), |ms| ms.to_string()),
-            job.result,
-            job.last_success_at.as_deref().unwrap_or("-"),
-            job.next_run_at.as_deref().unwrap_or("(not configured)"),
-            job.ran_by.as_deref().unwrap_or("-"),
-            job.detail.as_deref().unwrap_or("-")
-        )?;
+            job.result.clone(),
+            job.last_success_at
+                .clone()
+                .unwrap_or_else(|| "-".to_owned()),
+            next,
+            job.ran_by.clone().unwrap_or_else(|| "-".to_owned()),
+            job.detail.clone().unwrap_or_else(|| "-".to_owned()),
+        ]);
     }
+    table.write("", out)?;
     writeln!(
         out,
         "outbox: {} pending, {} dead",
@@ -471,23 +577,37 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Resu
         return Ok(());
     }
     writeln!(out, "members:")?;
-    writeln!(
-        out,
-        "  {:<28} {:<20} {:>8} {:<10} {:<24} LAST HEARTBEAT",
-        "MEMBER", "HOST", "PID", "VERSION", "STARTED"
-    )?;
-    for member in &status.members {
-        writeln!(
-            out,
-            "  {:<28} {:<20} {:>8} {:<10} {:<24} {} ({:.1} s ago)",
-            member.member,
-            member.host,
-            member.pid,
-            member.version,
-            member.started_at,
-            member.heartbeat_at,
-            member.heartbeat_age_ms as f64 / 1000.0
-        )?;
+    let mut table = Table::new(&[
+        ("MEMBER", Align::Left),
+        ("HOST", Align::Left),
+        ("PID", Align::Right),
+        ("VERSION", Align::Left),
+        ("STARTED", Align::Left),
+        ("LAST HEARTBEAT", Align::Left),
+        ("STATE", Align::Left),
+    ]);
+    for MemberStatus { member, alive } in &status.members {
+        table.row(vec![
+            member.member.clone(),
+            member.host.clone(),
+            member.pid.to_string(),
+            member.version.clone(),
+            member.started_at.clone(),
+            format!(
+                "{} ({:.1} s ago)",
+                member.heartbeat_at,
+                member.heartbeat_age_ms as f64 / 1000.0
+            ),
+            if *alive {
+                "alive".to_owned()
+            } else {
+                format!(
+                    "presumed dead (no heartbeat for over {} s)",
+                    FIRE_LEASE.as_secs()
+                )
+            },
+        ]);
     }
+    table.write("  ", out)?;
     Ok(())
 }

@@ -1877,8 +1877,8 @@ fn duration(
                 format!(
                     "{:?} is out of bounds: from {} to {}",
                     logging_value(value.get_ref()),
-                    humantime::format_duration(least),
-                    humantime::format_duration(most)
+                    show_duration(least),
+                    show_duration(most)
                 ),
             );
             least
@@ -1895,6 +1895,30 @@ fn duration(
             least
         }
     }
+}
+
+/// A duration as people write it in this file: `30d`, `1h 30m`, `5s`,
+/// `250ms` (humantime would say `30days`, and 3650 days in months and years).
+pub fn show_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".to_owned();
+    }
+    let mut parts = Vec::new();
+    let mut rest = millis;
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if rest >= size {
+            parts.push(format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    parts.join(" ")
 }
 
 /// A value of the file as an error may show it: cut to a bound.
@@ -2407,6 +2431,21 @@ schedule = "*/10 * * * * *"
             Some("from-a-file")
         );
         assert_eq!(postgres.tls, PostgresTls::Prefer);
+    }
+
+    #[test]
+    fn durations_are_shown_as_the_file_writes_them() {
+        for (millis, shown) in [
+            (0, "0s"),
+            (250, "250ms"),
+            (5_000, "5s"),
+            (5_400_000, "1h 30m"),
+            (2_592_000_000, "30d"),
+            (315_360_000_000, "3650d"),
+            (90_061_001, "1d 1h 1m 1s 1ms"),
+        ] {
+            assert_eq!(show_duration(Duration::from_millis(millis)), shown);
+        }
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub fn init(config: &LogConfig) {
                 .expect("a valid directive"),
         );
     }
+    let _ = JSON.set(config.format == LogFormat::Json);
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let colour = !journald && std::io::stderr().is_terminal() && !no_color();
     let builder = tracing_subscriber::fmt()
@@ -103,14 +104,24 @@ where
     }
 }
 
-/// Reports a command's fatal error once: as a log line where logging runs
-/// (the daemon, `run-job`), else as one line on stderr.
+/// Whether logs are JSON, once [`init`] chose.
+static JSON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Reports a command's fatal error once, the same way for every command: one
+/// line on stderr, `price-alertd: <error>` (under journald with the error
+/// priority). Only where the logs are JSON, for a shipper that reads JSON,
+/// is it a log event instead.
 pub fn fatal(error: &anyhow::Error) {
-    if tracing::dispatcher::has_been_set() {
+    if JSON.get() == Some(&true) {
         tracing::error!(error = format!("{error:#}"), "price-alertd failed");
-    } else {
-        eprintln!("price-alertd: {error:#}");
+        return;
     }
+    let priority = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        format!("<{}>", priority(Level::ERROR))
+    } else {
+        String::new()
+    };
+    eprintln!("{priority}price-alertd: {error:#}");
 }
 
 #[cfg(test)]

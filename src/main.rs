@@ -43,7 +43,13 @@ struct Cli {
     /// The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then
     /// /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped
     /// etc/price-alertd.toml (database in the working directory).
-    #[arg(long, global = true, env = "PRICE_ALERTD_CONFIG", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "PRICE_ALERTD_CONFIG",
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
     config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -66,7 +72,9 @@ enum Command {
     Run,
     /// Validate the configuration and list each job's next 3 fire times, in UTC
     /// and in the job's zone, computed as the scheduler computes them. Exits 0
-    /// if it is valid, 78 with every error (key and line:col) if not.
+    /// if it is valid, 78 with every error (key and line:col) if not, and as
+    /// `run` would (65, 66, 73, 74; 69 for the metrics address) if the
+    /// database or the metrics address cannot be used.
     CheckConfig {
         /// List fire times after this instant (RFC 3339) instead of now.
         #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
@@ -495,13 +503,13 @@ fn check_config(source: &Source, config: &Config, checks: Checks, from: DateTime
     match &config.prices.source {
         PriceSource::Sqlite => println!(
             "prices    the quotes table (max age {})",
-            humantime::format_duration(config.prices.max_age)
+            config::show_duration(config.prices.max_age)
         ),
         PriceSource::Http(http) => println!(
             "prices    GET {} in batches of {} (max age {})",
             config::display_url(&http.url),
             http.batch_size,
-            humantime::format_duration(config.prices.max_age)
+            config::show_duration(config.prices.max_age)
         ),
     }
     if let Some(listen) = config.metrics.listen {
@@ -516,7 +524,7 @@ fn check_config(source: &Source, config: &Config, checks: Checks, from: DateTime
             JobKind::Evaluate { scope } => format!("evaluate {}", scope.describe()),
             JobKind::Purge { keep } => format!(
                 "purge delivered events older than {}",
-                humantime::format_duration(*keep)
+                config::show_duration(*keep)
             ),
         };
         let zone = job.schedule.zone();
@@ -526,11 +534,15 @@ fn check_config(source: &Source, config: &Config, checks: Checks, from: DateTime
             job.schedule.expression()
         );
         for at in job.schedule.upcoming(from, 3) {
-            println!(
-                "  next {}  ({} {zone})",
-                at.to_rfc3339_opts(SecondsFormat::Secs, true),
-                at.with_timezone(&zone).format("%Y-%m-%dT%H:%M:%S%:z")
-            );
+            let utc = at.to_rfc3339_opts(SecondsFormat::Secs, true);
+            if zone == chrono_tz::UTC {
+                println!("  next {utc}");
+            } else {
+                println!(
+                    "  next {utc}  ({} {zone})",
+                    at.with_timezone(&zone).format("%Y-%m-%dT%H:%M:%S%:z")
+                );
+            }
         }
     }
     ExitCode::SUCCESS

@@ -236,6 +236,22 @@ fn a_fire_time_whose_member_dies_mid_run_is_taken_over_within_the_lease() {
         vec![survivor]
     );
     assert_eq!(db.scalar("SELECT count(*) FROM outbox"), ALERTS as i64);
+    // `status` marks the killed member as presumed dead, the survivor alive.
+    let status: serde_json::Value =
+        serde_json::from_str(&common::cli(&path, &["status", "--json"])).unwrap();
+    let alive: HashMap<u64, bool> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|member| (member["pid"].as_u64().unwrap(), member["alive"] == true))
+        .collect();
+    assert_eq!(
+        alive,
+        HashMap::from([(u64::from(holder), false), (u64::from(survivor), true)]),
+        "{status}"
+    );
+    let text = common::cli(&path, &["status"]);
+    assert!(text.contains("presumed dead"), "{text}");
 }
 
 /// The daemon's connections to `db` now.

@@ -557,20 +557,64 @@ fn a_fatal_error_is_printed_once() {
         "http://127.0.0.1:9/events",
         "* * * * * *",
     ));
-    for command in ["run", "status"] {
+    // Every command says it the same way: one line, `price-alertd: ...`,
+    // each word once.
+    for command in [
+        &["run"][..],
+        &["status"],
+        &["run-job", "evaluate"],
+        &["alerts", "list"],
+    ] {
         let output = binary()
-            .args(["--config", path.to_str().unwrap(), command])
+            .args(["--config", path.to_str().unwrap()])
+            .args(command)
             .output()
             .unwrap();
         assert!(!output.status.success());
-        // One line with the error (`status` also names the database it opened).
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let errors = stderr
-            .lines()
-            .filter(|line| line.contains("not-a-file.db") && !line.starts_with("database: "))
-            .count();
-        assert_eq!(errors, 1, "{command}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{command:?}: {stderr}");
+        assert!(
+            lines[0].starts_with("price-alertd: ") && lines[0].contains("not-a-file.db"),
+            "{command:?}: {stderr}"
+        );
     }
+    // A file that is not a database says so once.
+    let not_a_database = db.dir.path().join("text.db");
+    std::fs::write(&not_a_database, "not a database, but text ".repeat(200)).unwrap();
+    let path = db.write_config(&config_text(
+        &not_a_database,
+        "http://127.0.0.1:9/events",
+        "* * * * * *",
+    ));
+    for command in [&["run"][..], &["check-config"], &["alerts", "list"]] {
+        let output = binary()
+            .args(["--config", path.to_str().unwrap()])
+            .args(command)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(65), "{command:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{command:?}: {stderr}");
+        assert_eq!(
+            stderr.matches("not a database").count()
+                + stderr.matches("not an SQLite database").count(),
+            1,
+            "{command:?}: {stderr}"
+        );
+    }
+    // So does a job that is not configured.
+    let output = binary()
+        .args(["--config", path.to_str().unwrap(), "run-job", "nosuch"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("price-alertd: no job is named \"nosuch\"")
+            && stderr.lines().count() == 1,
+        "{stderr}"
+    );
 }
 
 #[test]

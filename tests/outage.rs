@@ -59,6 +59,19 @@ fn a_restarted_or_unreachable_postgresql_fails_ticks_cleanly_and_loses_nothing()
     postgresql::cluster().restart(Duration::from_secs(12));
     wait_for_distinct(&receiver, 30);
     daemon.wait_for_log("the job runs again after failing");
+    // Its failures said why, not only that a wait ran out.
+    let log = daemon.log();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("job failed"))
+        .collect();
+    assert!(!failed.is_empty(), "{log}");
+    assert!(
+        failed
+            .iter()
+            .any(|line| line.contains("the last attempt to connect") && line.contains("refused")),
+        "{failed:#?}"
+    );
     assert!(
         daemon.child.try_wait().unwrap().is_none(),
         "the daemon exited"

@@ -407,7 +407,7 @@ impl std::fmt::Display for AttemptError {
             AttemptError::Timeout(after) => write!(
                 f,
                 "no answer within the timeout ({})",
-                humantime::format_duration(*after)
+                crate::config::show_duration(*after)
             ),
             AttemptError::Client(error) => f.write_str(&error_chain(error)),
         }

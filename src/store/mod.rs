@@ -63,7 +63,9 @@ where
 {
     fn because(self, kind: Unusable, message: impl FnOnce() -> String) -> anyhow::Result<T> {
         self.map_err(|error| {
-            anyhow::Error::new(error).context(Failure {
+            // The error's own words only: an engine's error tends to repeat
+            // them as its source (SQLite's "Error code 26: ...").
+            anyhow::Error::msg(error.to_string()).context(Failure {
                 kind,
                 message: message(),
             })
@@ -74,10 +76,18 @@ where
 /// An error from the database engine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
+    /// Shown by its own words only: rusqlite's error already says what its
+    /// source (SQLite's "Error code 5: database is locked") would say again.
+    #[error("{0}")]
+    Sqlite(rusqlite::Error),
     #[error(transparent)]
     Postgres(#[from] postgres::Error),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Error {
+        Error::Sqlite(error)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -129,7 +139,7 @@ impl Pool {
                 Ok(Connection(Engine::Sqlite(Box::new(connection))))
             }
             PoolOf::Postgres(pool) => Ok(Connection(Engine::Postgres(Box::new(
-                pool.pool.get().context("taking a database connection")?,
+                pool.get().context("taking a database connection")?,
             )))),
         }
     }

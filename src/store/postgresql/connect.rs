@@ -25,6 +25,9 @@ pub struct Manager {
     mode: PostgresTls,
     /// What every connection runs first.
     session: String,
+    /// Why the last attempt to connect failed, until one succeeds: r2d2's
+    /// "timed out waiting for connection" gives it to one waiter only.
+    last_failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 #[derive(Clone)]
@@ -38,13 +41,28 @@ impl Manager {
     /// with it when the server refuses; every other mode makes one attempt,
     /// and one that requires TLS fails against a server without it.
     pub fn connect(&self) -> Result<Client, postgres::Error> {
-        let mut client = self.connect_as_configured()?;
-        // A statement waits for a row lock at most as long as SQLite waits
-        // for its write lock (`busy_timeout`), then fails and is retried by
-        // the next tick or round. Set in the session, not as a startup
-        // `options` parameter, which PgBouncer refuses.
-        client.batch_execute(&self.session)?;
-        Ok(client)
+        let connected = self.connect_as_configured().and_then(|mut client| {
+            // A statement waits for a row lock at most as long as SQLite
+            // waits for its write lock (`busy_timeout`), then fails and is
+            // retried by the next tick or round. Set in the session, not as
+            // a startup `options` parameter, which PgBouncer refuses.
+            client.batch_execute(&self.session)?;
+            Ok(client)
+        });
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            connected.as_ref().err().map(|error| with_sources(error));
+        connected
+    }
+
+    /// Why the last attempt to connect failed, if the last one did.
+    pub fn last_failure(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn connect_as_configured(&self) -> Result<Client, postgres::Error> {
@@ -67,6 +85,19 @@ impl Manager {
             (Tls::Rustls(tls), _) => self.config.connect(tls.clone()),
         }
     }
+}
+
+/// An error and what it says it came from: "error connecting to server:
+/// Connection refused (os error 111)".
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// How to reach the server: the URL's settings, the password, TLS.
@@ -102,6 +133,7 @@ pub fn manager(config: &PostgresConfig, lock_timeout: Duration) -> anyhow::Resul
         tls,
         mode: config.tls,
         session: format!("SET lock_timeout = {}", lock_timeout.as_millis()),
+        last_failure: Arc::default(),
     })
 }
 

@@ -82,8 +82,23 @@ impl Connection {
 /// The pool, and how to open a connection of its own (for `listen`).
 #[derive(Clone)]
 pub struct Pool {
-    pub(super) pool: r2d2::Pool<Manager>,
+    pool: r2d2::Pool<Manager>,
     manager: Manager,
+}
+
+impl Pool {
+    /// A connection, waiting up to [`POOL_WAIT`] for one; if none came, why
+    /// the server could not be reached (refused, a name that does not
+    /// resolve, a login refused), not only that the wait ran out.
+    pub fn get(&self) -> anyhow::Result<r2d2::PooledConnection<Manager>> {
+        self.pool.get().map_err(|error| {
+            let waited = format!("no connection within {}s", POOL_WAIT.as_secs());
+            match self.manager.last_failure() {
+                Some(cause) => anyhow::anyhow!("{waited}; the last attempt to connect: {cause}"),
+                None => anyhow::anyhow!("{waited} ({error})"),
+            }
+        })
+    }
 }
 
 /// The channel the claim (and a replay) notifies when it queues events...

@@ -26,7 +26,8 @@ fn sqlite_failure(error: rusqlite::Error, doing: String) -> anyhow::Error {
         Some(rusqlite::ErrorCode::NotADatabase) => Unusable::Data,
         _ => Unusable::Io,
     };
-    anyhow::Error::new(error).context(Failure {
+    // rusqlite's own words, without its source, which says them again.
+    anyhow::Error::msg(error.to_string()).context(Failure {
         kind,
         message: doing,
     })
@@ -538,7 +539,13 @@ fn schema_version(connection: &Connection, path: &Path) -> anyhow::Result<i64> {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(|error| {
             let what = match error.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::NotADatabase) => "is not an SQLite database",
+                // Said in full: SQLite's "file is not a database" adds nothing.
+                Some(rusqlite::ErrorCode::NotADatabase) => {
+                    return failure(
+                        Unusable::Data,
+                        format!("the database {} is not an SQLite database", path.display()),
+                    );
+                }
                 Some(rusqlite::ErrorCode::ReadOnly) => "cannot be written",
                 _ => "cannot be read",
             };
