@@ -150,7 +150,8 @@ fn a_failed_fetch_triggers_nothing_for_those_tickers_even_with_an_older_stored_q
     let db = Db::new();
     let receiver = Receiver::start();
     let source = QuoteServer::start();
-    let path = http_source_config(&db, &receiver.url, &source.url, "");
+    // One request at a time, so that the first batch is the one that fails.
+    let path = http_source_config(&db, &receiver.url, &source.url, "concurrency = 1");
     db.add_alert("A", "above", 10.0);
     db.add_alert("B", "above", 10.0);
     db.add_alert("C", "above", 10.0);
