@@ -104,6 +104,20 @@ where
     }
 }
 
+/// An error and what it says it came from, `: `-separated ("error
+/// connecting to server: Connection refused (os error 111)"), for an error
+/// that is not an `anyhow::Error` (whose `{:#}` does this).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Whether logs are JSON, once [`init`] chose.
 static JSON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 

@@ -320,6 +320,7 @@ fn every_key(db: &Db, webhook: &str, quotes: &str, end: End) -> String {
 [database]
 path = "{path}"
 busy_timeout = "{busy_timeout}"
+max_connections = {max_connections}
 
 [evaluator]
 threads = {threads}
@@ -355,6 +356,7 @@ keep = "{keep}"
 "#,
         path = db.path.display(),
         busy_timeout = value("1ms", "1h"),
+        max_connections = value("6", "1000"),
         threads = value("1", "256"),
         claim_batch = value("1", "100000"),
         max_age = value("1s", "365d"),
@@ -413,38 +415,60 @@ fn every_key_at_its_extremes_is_refused_at_check_time_or_runs() {
 
     let db = Db::new();
     let base = every_key(&db, &receiver.url, &source.url, End::Least);
-    for (key, least, beyond) in [
-        ("busy_timeout", "\"1ms\"", "\"25d\""),
-        ("busy_timeout", "\"1ms\"", "\"18446744073709551615s\""),
-        ("threads", "1", "257"),
-        ("claim_batch", "1", "0"),
-        ("max_age", "\"1s\"", "\"366d\""),
-        ("batch_size", "1", "10001"),
-        ("timeout", "\"1ms\"", "\"11m\""),
-        ("max_response_bytes", "1024", "268435457"),
-        ("connect_timeout", "\"1ms\"", "\"0s\""),
-        ("concurrency", "1", "1025"),
-        ("retry_schedule", "[\"1ms\"]", "[\"8d\"]"),
-        ("drain_timeout", "\"1ms\"", "\"18446744073709551615s\""),
-        ("keep", "\"1s\"", "\"1000000000d\""),
+    for (section, key, least, beyond) in [
+        ("database", "busy_timeout", "\"1ms\"", "\"25d\""),
+        (
+            "database",
+            "busy_timeout",
+            "\"1ms\"",
+            "\"18446744073709551615s\"",
+        ),
+        ("database", "max_connections", "6", "5"),
+        ("evaluator", "threads", "1", "257"),
+        ("evaluator", "claim_batch", "1", "0"),
+        ("prices", "max_age", "\"1s\"", "\"366d\""),
+        ("prices", "batch_size", "1", "10001"),
+        ("prices", "concurrency", "1", "65"),
+        ("prices", "timeout", "\"1ms\"", "\"11m\""),
+        ("prices", "max_response_bytes", "1024", "268435457"),
+        ("webhook", "timeout", "\"1ms\"", "\"11m\""),
+        ("webhook", "connect_timeout", "\"1ms\"", "\"0s\""),
+        ("webhook", "concurrency", "1", "1025"),
+        ("webhook", "retry_schedule", "[\"1ms\"]", "[\"8d\"]"),
+        (
+            "webhook",
+            "drain_timeout",
+            "\"1ms\"",
+            "\"18446744073709551615s\"",
+        ),
+        ("[jobs]", "keep", "\"1s\"", "\"1000000000d\""),
     ] {
-        let text = base.replacen(
-            &format!("\n{key} = {least}\n"),
-            &format!("\n{key} = {beyond}\n"),
-            1,
-        );
-        assert_ne!(text, base, "{key}");
+        // The key in its own section (`timeout` and `concurrency` are in two).
+        let start = base.find(&format!("[{section}]")).unwrap();
+        let (before, after) = base.split_at(start);
+        let text = before.to_owned()
+            + &after.replacen(
+                &format!("\n{key} = {least}\n"),
+                &format!("\n{key} = {beyond}\n"),
+                1,
+            );
+        assert_ne!(text, base, "{section}.{key}");
         let path = db.write_config(&text);
         let output = common::binary()
             .args(["--config", path.to_str().unwrap(), "check-config"])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(78), "{key} = {beyond}: {stderr}");
-        assert!(stderr.contains(key), "{key} = {beyond}: {stderr}");
+        let what = format!("{section}.{key} = {beyond}");
+        assert_eq!(output.status.code(), Some(78), "{what}: {stderr}");
+        let named = match section {
+            "[jobs]" => format!("jobs[1].{key}"),
+            section => format!("{section}.{key}"),
+        };
+        assert!(stderr.contains(&named), "{what}: {stderr}");
         assert!(
             stderr.contains("out of bounds") || stderr.contains("must be between"),
-            "{key} = {beyond}: {stderr}"
+            "{what}: {stderr}"
         );
     }
 }

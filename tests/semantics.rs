@@ -197,6 +197,22 @@ fn unusable_or_missing_quotes_from_the_source_trigger_nothing() {
     assert_eq!(summary["unavailable"], "4");
 }
 
+/// `run-job evaluate`'s `triggered`, `unavailable` and `quote_errors`, and
+/// what it logged.
+fn fetch_counts(path: &std::path::Path) -> ((String, String, String), String) {
+    let output = common::binary()
+        .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
+        .output()
+        .unwrap();
+    let summary = summary(&String::from_utf8_lossy(&output.stdout));
+    let counts = (
+        summary["triggered"].clone(),
+        summary["unavailable"].clone(),
+        summary["quote_errors"].clone(),
+    );
+    (counts, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 #[test]
 fn a_repeating_alert_is_judged_only_on_a_quote_fetched_for_its_tick() {
     let db = Db::new();
@@ -272,21 +288,8 @@ fn the_quote_source_follows_no_redirect() {
     db.set_quote("A", 50.0);
     source.set("A", 20.0, Duration::ZERO);
     source.redirect_next(&elsewhere.url);
-    let output = common::binary()
-        .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
-        .output()
-        .unwrap();
-    let summary = summary(&String::from_utf8_lossy(&output.stdout));
-    assert_eq!(
-        (
-            summary["triggered"].as_str(),
-            summary["unavailable"].as_str(),
-            summary["quote_errors"].as_str()
-        ),
-        ("0", "1", "1"),
-        "{summary:?}"
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (counts, stderr) = fetch_counts(&path);
+    assert_eq!(counts, ("0".into(), "1".into(), "1".into()), "{stderr}");
     assert!(stderr.contains("redirects are not followed"), "{stderr}");
     assert!(
         elsewhere.received().is_empty(),
@@ -334,21 +337,8 @@ fn a_ticker_given_twice_in_one_answer_is_not_evaluated() {
     source.set("A", 5_000_000.0, Duration::ZERO);
     source.twice("A", 0.5);
     source.set("B", 20.0, Duration::ZERO);
-    let output = common::binary()
-        .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
-        .output()
-        .unwrap();
-    let summary = summary(&String::from_utf8_lossy(&output.stdout));
-    assert_eq!(
-        (
-            summary["triggered"].as_str(),
-            summary["unavailable"].as_str(),
-            summary["quote_errors"].as_str()
-        ),
-        ("1", "1", "1"),
-        "{summary:?}"
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (counts, stderr) = fetch_counts(&path);
+    assert_eq!(counts, ("1".into(), "1".into(), "1".into()), "{stderr}");
     assert!(stderr.contains("more than once"), "{stderr}");
     assert_eq!(receiver.received()[0].json()["data"]["ticker"], "B");
 }

@@ -17,6 +17,7 @@ use sha2::Sha256;
 
 use super::{Stop, now_ms};
 use crate::config::{Secret, WebhookConfig};
+use crate::logging::error_chain;
 use crate::metrics::Response;
 use crate::store::outbox::{Leased, Outcome, Settled};
 
@@ -409,21 +410,10 @@ impl std::fmt::Display for AttemptError {
                 "no answer within the timeout ({})",
                 crate::config::show_duration(*after)
             ),
+            // No URL is in any of them (`without_url`).
             AttemptError::Client(error) => f.write_str(&error_chain(error)),
         }
     }
-}
-
-/// An error and its sources, `: `-separated (no URL is in any of them).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Reads a body up to `limit` bytes: those bytes, and whether they are all of

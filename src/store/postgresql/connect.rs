@@ -52,8 +52,10 @@ impl Manager {
         *self
             .last_failure
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            connected.as_ref().err().map(|error| with_sources(error));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = connected
+            .as_ref()
+            .err()
+            .map(|error| crate::logging::error_chain(error));
         connected
     }
 
@@ -85,19 +87,6 @@ impl Manager {
             (Tls::Rustls(tls), _) => self.config.connect(tls.clone()),
         }
     }
-}
-
-/// An error and what it says it came from: "error connecting to server:
-/// Connection refused (os error 111)".
-fn with_sources(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// How to reach the server: the URL's settings, the password, TLS.
