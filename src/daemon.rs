@@ -232,7 +232,7 @@ impl Engine {
                 // One time for the fetch and the tick: the fetch asks for the
                 // tickers of the alerts the tick will re-arm as of then.
                 let now = Utc::now();
-                let refresh = match &self.source {
+                let mut refresh = match &self.source {
                     Some(source) => Some(
                         source
                             .refresh(&self.pool, &scope, now.timestamp_millis())
@@ -241,7 +241,9 @@ impl Engine {
                     None => None,
                 };
                 let job = job.to_owned();
-                let fetched = refresh.as_ref().map(|refresh| refresh.fetched.clone());
+                let fetched = refresh
+                    .as_mut()
+                    .map(|refresh| std::mem::take(&mut refresh.fetched));
                 let ticked = tokio::task::spawn_blocking(move || {
                     let options = TickOptions {
                         job: &job,

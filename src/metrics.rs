@@ -50,14 +50,18 @@ struct DeliveryLabels {
 }
 
 const TICK_RESULTS: [&str; 4] = ["ok", "failed", "skipped", "elsewhere"];
-const SKIP_REASONS: [&str; 6] = [
-    "stale",
-    "malformed",
-    "no_quote",
-    "unavailable",
-    "expired",
-    "locked",
-];
+/// A tick's alerts not evaluated, or not claimed, by reason: the one list
+/// the series is created from and counted by.
+fn skipped_by_reason(report: &TickReport) -> [(&'static str, u64); 6] {
+    [
+        ("stale", report.stale_alerts),
+        ("malformed", report.malformed_alerts),
+        ("no_quote", report.no_quote),
+        ("unavailable", report.unavailable),
+        ("expired", report.expired),
+        ("locked", report.locked),
+    ]
+}
 /// Every (outcome, response) a delivery attempt can end with.
 const DELIVERY_KINDS: [(&str, &[&str]); 4] = [
     ("delivered", &["2xx"]),
@@ -202,7 +206,7 @@ impl Default for Metrics {
         // Prometheus's own series do.
         metrics.reload_successful.set(1);
         metrics.reload_success_time.set(now_seconds());
-        for reason in SKIP_REASONS {
+        for (reason, _) in skipped_by_reason(&TickReport::default()) {
             let _ = metrics.skipped.get_or_create(&SkipLabels { reason });
         }
         for (outcome, responses) in DELIVERY_KINDS {
@@ -407,14 +411,7 @@ impl Metrics {
             .get_or_create(&labels)
             .inc_by(report.triggered);
         self.rearmed.get_or_create(&labels).inc_by(report.rearmed);
-        for (reason, count) in [
-            ("stale", report.stale_alerts),
-            ("malformed", report.malformed_alerts),
-            ("no_quote", report.no_quote),
-            ("unavailable", report.unavailable),
-            ("expired", report.expired),
-            ("locked", report.locked),
-        ] {
+        for (reason, count) in skipped_by_reason(report) {
             self.skipped
                 .get_or_create(&SkipLabels { reason })
                 .inc_by(count);

@@ -75,6 +75,14 @@ struct Fetched {
     absent: u64,
 }
 
+/// What one batch's answer left in `quotes`.
+struct Stored {
+    /// The tickers whose quote was stored.
+    tickers: Vec<String>,
+    /// Its tickers given unusably, and one more if some were not given.
+    errors: u64,
+}
+
 impl Source {
     pub fn new(config: &HttpSource) -> anyhow::Result<Source> {
         let client = crate::deliver::client_builder()
@@ -127,11 +135,9 @@ impl Source {
             .buffer_unordered(self.config.concurrency);
         while let Some((batch, outcome)) = batches.next().await {
             match outcome {
-                Ok(Some(fetched)) => {
-                    refresh.errors += fetched.unusable + u64::from(fetched.absent > 0);
-                    refresh
-                        .fetched
-                        .extend(fetched.quotes.into_iter().map(|(ticker, _, _)| ticker));
+                Ok(Some(stored)) => {
+                    refresh.errors += stored.errors;
+                    refresh.fetched.extend(stored.tickers);
                 }
                 // Backing off after a 429: not asked.
                 Ok(None) => {}
@@ -157,7 +163,7 @@ impl Source {
         &self,
         pool: &Pool,
         batch: &[String],
-    ) -> anyhow::Result<Option<Fetched>> {
+    ) -> anyhow::Result<Option<Stored>> {
         let backing_off = self
             .backoff_until
             .lock()
@@ -166,7 +172,7 @@ impl Source {
         if backing_off {
             return Ok(None);
         }
-        let mut fetched = self.fetch(batch).await?;
+        let fetched = self.fetch(batch).await?;
         if let Some(failed) = self.failures().succeeded() {
             tracing::info!(failed, "the quote source answers again");
         }
@@ -186,15 +192,21 @@ impl Source {
                 "the quote source gave no usable quote for some tickers; they are not evaluated this tick"
             );
         }
-        let quotes = std::mem::take(&mut fetched.quotes);
-        let stored = quotes.clone();
+        let Fetched {
+            quotes,
+            unusable,
+            absent,
+        } = fetched;
+        let tickers = quotes.iter().map(|(ticker, _, _)| ticker.clone()).collect();
         store::blocking(pool, "storing quotes", move |connection| {
-            store::alerts::upsert_quotes(connection, &stored)
+            store::alerts::upsert_quotes(connection, &quotes)
         })
         .await
         .context("storing fetched quotes")?;
-        fetched.quotes = quotes;
-        Ok(Some(fetched))
+        Ok(Some(Stored {
+            tickers,
+            errors: unusable + u64::from(absent > 0),
+        }))
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, Recurring> {

@@ -22,7 +22,6 @@ use crate::config::{PostgresConfig, PostgresTls};
 pub struct Manager {
     config: postgres::Config,
     tls: Tls,
-    mode: PostgresTls,
     /// What every connection runs first.
     session: String,
     /// Why the last attempt to connect failed, until one succeeds: r2d2's
@@ -30,9 +29,14 @@ pub struct Manager {
     last_failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
+/// How a connection uses TLS; `config`'s `ssl_mode` says whether it must.
 #[derive(Clone)]
 enum Tls {
+    /// Never (`disable`).
     None,
+    /// Without first; with it when the server refuses that (`allow`).
+    Allow(tokio_postgres_rustls::MakeRustlsConnect),
+    /// As `config`'s `ssl_mode` asks (`prefer`, `require`, `verify-*`).
     Rustls(tokio_postgres_rustls::MakeRustlsConnect),
 }
 
@@ -68,23 +72,20 @@ impl Manager {
     }
 
     fn connect_as_configured(&self) -> Result<Client, postgres::Error> {
-        match (&self.tls, self.mode) {
-            (Tls::None, _) => self.config.connect(postgres::NoTls),
-            (Tls::Rustls(tls), PostgresTls::Allow) => {
-                let mut plain = self.config.clone();
-                plain.ssl_mode(SslMode::Disable);
-                match plain.connect(postgres::NoTls) {
-                    // The server answered, and refused this connection
-                    // (pg_hba.conf's `hostssl`): again, with TLS.
-                    Err(error) if error.as_db_error().is_some() => {
-                        let mut encrypted = self.config.clone();
-                        encrypted.ssl_mode(SslMode::Require);
-                        encrypted.connect(tls.clone())
-                    }
-                    connected => connected,
+        match &self.tls {
+            Tls::None => self.config.connect(postgres::NoTls),
+            // `config` asks for no TLS (`ssl_mode` is `Disable`).
+            Tls::Allow(tls) => match self.config.connect(postgres::NoTls) {
+                // The server answered, and refused this connection
+                // (pg_hba.conf's `hostssl`): again, with TLS.
+                Err(error) if error.as_db_error().is_some() => {
+                    let mut encrypted = self.config.clone();
+                    encrypted.ssl_mode(SslMode::Require);
+                    encrypted.connect(tls.clone())
                 }
-            }
-            (Tls::Rustls(tls), _) => self.config.connect(tls.clone()),
+                connected => connected,
+            },
+            Tls::Rustls(tls) => self.config.connect(tls.clone()),
         }
     }
 }
@@ -111,16 +112,19 @@ pub fn manager(config: &PostgresConfig, lock_timeout: Duration) -> anyhow::Resul
         PostgresTls::Prefer => SslMode::Prefer,
         PostgresTls::Require | PostgresTls::VerifyCa | PostgresTls::VerifyFull => SslMode::Require,
     });
+    let verified = || -> anyhow::Result<_> {
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
+            config,
+        )?))
+    };
     let tls = match config.tls {
         PostgresTls::Disable => Tls::None,
-        _ => Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(client_tls(
-            config,
-        )?)),
+        PostgresTls::Allow => Tls::Allow(verified()?),
+        _ => Tls::Rustls(verified()?),
     };
     Ok(Manager {
         config: settings,
         tls,
-        mode: config.tls,
         session: format!("SET lock_timeout = {}", lock_timeout.as_millis()),
         last_failure: Arc::default(),
     })
