@@ -30,7 +30,10 @@
 //! It needs `sqlite3`, `nginx`, `libnginx-mod-nchan`, `wrk` and PostgreSQL's
 //! server (`bash tests/run` installs them).
 
-#[path = "../common/mod.rs"]
+// The suite's helpers, of which the benchmark uses a few (the relay, the
+// binary, the PostgreSQL cluster).
+#[allow(dead_code, unused_imports, unused_macros)]
+#[path = "../suite/common/mod.rs"]
 mod common;
 mod postgresql;
 

@@ -4,7 +4,7 @@
 //! secret rotation, refuses a forged request, and handles an event the
 //! daemon sends again (its bookkeeping lost) only once.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::process::CommandExt as _;

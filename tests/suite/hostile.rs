@@ -3,7 +3,7 @@
 //! body. Real loopback servers stream those bodies; the real binary's
 //! `run-job` reports its peak RSS.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

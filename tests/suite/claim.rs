@@ -2,7 +2,7 @@
 //! and a database of a real PostgreSQL server: every test runs on both) and a
 //! real loopback HTTP receiver: VO-348's test plan and more.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Barrier};

@@ -4,7 +4,7 @@
 //! sysusers file give them, and each must be able to write the one database.
 //! Needs root (to switch users with setpriv), as CI has.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
@@ -18,7 +18,7 @@ fn octal(text: &str) -> u32 {
 
 /// The groups the sysusers file declares, by name.
 fn sysusers_groups() -> Vec<String> {
-    include_str!("../systemd/price-alertd.sysusers")
+    include_str!("../../systemd/price-alertd.sysusers")
         .lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {

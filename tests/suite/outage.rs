@@ -1,13 +1,13 @@
 //! PostgreSQL going away under a running daemon: restarted (as `pg_ctl
 //! restart` does), and down for a while. Ticks and deliveries fail cleanly,
-//! nothing is lost, and the daemon recovers by itself. (A test binary of its
-//! own: it restarts the cluster its tests share.)
+//! nothing is lost, and the daemon recovers by itself. (On a cluster of its
+//! own: the one the other tests share stays up.)
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Db, Engine, Receiver, config_text, postgresql};
+use common::{Daemon, Db, Receiver, config_text};
 
 /// Waits until `count` events reached the receiver with a 2xx, each once.
 fn wait_for_distinct(receiver: &Receiver, count: usize) {
@@ -34,7 +34,7 @@ fn wait_for_distinct(receiver: &Receiver, count: usize) {
 
 #[test]
 fn a_restarted_or_unreachable_postgresql_fails_ticks_cleanly_and_loses_nothing() {
-    let db = Db::on(Engine::Postgresql);
+    let db = Db::on_cluster_to_restart();
     let receiver = Receiver::start_lean();
     let path = db.write_config(&config_text(&db, &receiver.url, "* * * * * *"));
     let mut daemon = Daemon::start(&path);
@@ -49,14 +49,14 @@ fn a_restarted_or_unreachable_postgresql_fails_ticks_cleanly_and_loses_nothing()
     wait_for_distinct(&receiver, 10);
 
     // Restarted under the daemon: every pooled connection is cut.
-    postgresql::cluster().restart(Duration::ZERO);
+    db.cluster().restart(Duration::ZERO);
     triggered(10, 10);
     wait_for_distinct(&receiver, 20);
 
     // Down for a while, with alerts waiting to be claimed and events waiting
     // to be sent.
     triggered(20, 10);
-    postgresql::cluster().restart(Duration::from_secs(12));
+    db.cluster().restart(Duration::from_secs(12));
     wait_for_distinct(&receiver, 30);
     daemon.wait_for_log("the job runs again after failing");
     // Its failures said why, not only that a wait ran out.

@@ -3,7 +3,7 @@
 //! one of them again and again, take over a fire whose member died, and
 //! deliver every triggered alert under one id per arming.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -272,9 +272,8 @@ fn daemon_connections(db: &Db) -> i64 {
 /// ticks need them, never more than `database.max_connections` in all, and
 /// loses nothing for it; an idle one soon holds four (two kept, one its
 /// heartbeat takes now and then, and its listener), not one per evaluation
-/// thread. (Here, in the binary of the long cluster tests: the idle daemon
-/// closes what its start opened only after r2d2's 30 s idle timeout, seen
-/// by a reaper that looks every 30 s.)
+/// thread. (A long test: the idle daemon closes what its start opened only
+/// after r2d2's 30 s idle timeout, seen by a reaper that looks every 30 s.)
 #[test]
 fn a_daemon_holds_at_most_max_connections_busy_and_few_idle() {
     let idle_db = Db::on(Engine::Postgresql);

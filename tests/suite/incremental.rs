@@ -8,7 +8,7 @@
 //!
 //! Each run prints its seed; `INCREMENTAL_SEED=N` repeats one.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;

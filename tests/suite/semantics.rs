@@ -2,7 +2,7 @@
 //! restarts, stale quotes, the HTTP quote source, malformed rows, re-arming,
 //! per-job scopes and expiry.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

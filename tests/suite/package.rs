@@ -4,7 +4,7 @@
 //! maintainer scripts that create the users, enable the unit without starting
 //! it, stop it on removal and forget it on purge.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::Path;

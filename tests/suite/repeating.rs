@@ -3,7 +3,7 @@
 //! a new id); without one it fires once. On each engine, with the ticks'
 //! clock injected, and raced by ten threads at once.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};

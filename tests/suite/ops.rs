@@ -1,7 +1,7 @@
 //! Operating the daemon: the systemd notify protocol, metrics and health,
 //! JSON logs, the admin CLI, and check-config's fire times across DST.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
@@ -480,7 +480,7 @@ fn a_refused_reload_shows_in_status_and_metrics_until_a_reload_succeeds() {
 
 #[test]
 fn the_unit_checks_a_new_file_before_it_signals_a_reload() {
-    let reloads: Vec<String> = include_str!("../systemd/price-alertd.service")
+    let reloads: Vec<String> = include_str!("../../systemd/price-alertd.service")
         .lines()
         .filter_map(|line| line.strip_prefix("ExecReload="))
         .map(str::to_owned)
@@ -784,7 +784,7 @@ fn the_quickstart_fires_an_alert_within_a_minute() {
     // port, which a test chooses at run time.
     let receiver = Receiver::start();
     let dir = tempfile::tempdir().unwrap();
-    let shipped = include_str!("../etc/price-alertd.toml");
+    let shipped = include_str!("../../etc/price-alertd.toml");
     assert!(shipped.contains("url = \"http://127.0.0.1:8080/events\""));
     let path = dir.path().join("price-alertd.toml");
     std::fs::write(

@@ -3,7 +3,7 @@
 //! triggered alerts, on SQLite and on PostgreSQL. Nothing is lost: every alert is delivered at least once,
 //! every copy of one alert's event carries one id, and none stays enabled.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

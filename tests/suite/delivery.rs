@@ -2,7 +2,7 @@
 //! fault matrix, dead letters and replay, and signatures a receiver can verify
 //! with the Standard Webhooks library from crates.io.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

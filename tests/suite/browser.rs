@@ -11,7 +11,7 @@
 //! channel, with a stream of theirs open) leave its worker and the other
 //! users' streams up.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

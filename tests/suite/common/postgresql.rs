@@ -1,9 +1,10 @@
-//! Throwaway PostgreSQL clusters, shared by a test binary's tests (each test
-//! gets a database of its own): one without TLS, and, for the tests that ask
-//! for it, one with TLS. Debian's server (`tests/run` installs it), `initdb`
+//! Throwaway PostgreSQL clusters, shared by the suite's tests (each test
+//! gets a database of its own): one without TLS; for the tests that ask for
+//! them, one with TLS, and one that its tests may restart under the others'
+//! feet without touching theirs. Debian's server (`tests/run` installs it), `initdb`
 //! into a temporary folder as an unprivileged user, a free loopback port, no
-//! fsync. They stop when the test binary exits: an `atexit` handler shuts
-//! them down and removes their folders, and should the binary die without
+//! fsync. They stop when the suite exits: an `atexit` handler shuts
+//! them down and removes their folders, and should it die without
 //! running it, each server gets SIGQUIT from the kernel (`PR_SET_PDEATHSIG`)
 //! and the next run removes the folders.
 
@@ -21,11 +22,33 @@ pub struct Cluster {
     postmaster: Mutex<Option<(Child, PathBuf)>>,
     /// Asks the long-lived thread that started the server to start it again.
     spawner: Mutex<std::sync::mpsc::Sender<std::sync::mpsc::Sender<std::io::Result<Child>>>>,
+    kind: Kind,
 }
 
-/// The binary's clusters: without TLS (every engine test's), and with it.
+/// What a cluster is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Every engine test's, without TLS.
+    Plain,
+    /// TLS on, and a role refused without it.
+    Tls,
+    /// Restarted by its tests: no other test's database is on it.
+    Restarted,
+}
+
+impl Kind {
+    fn folder_suffix(self) -> &'static str {
+        match self {
+            Kind::Plain => "",
+            Kind::Tls => "-tls",
+            Kind::Restarted => "-restarted",
+        }
+    }
+}
+
 static PLAIN: OnceLock<Cluster> = OnceLock::new();
 static WITH_TLS: OnceLock<Cluster> = OnceLock::new();
+static RESTARTED: OnceLock<Cluster> = OnceLock::new();
 
 /// How to start the server.
 struct Postmaster {
@@ -64,7 +87,7 @@ impl Postmaster {
 
 /// The cluster without TLS (the server declines it), started on first use.
 pub fn cluster() -> &'static Cluster {
-    PLAIN.get_or_init(|| start(false))
+    PLAIN.get_or_init(|| start(Kind::Plain))
 }
 
 /// A second cluster, started on first use, with TLS on: the server presents
@@ -72,7 +95,13 @@ pub fn cluster() -> &'static Cluster {
 /// name, vouched for by no CA). Its `pg_hba.conf` refuses the user
 /// [`TLS_ONLY_USER`] any connection without TLS.
 pub fn cluster_with_tls() -> &'static Cluster {
-    WITH_TLS.get_or_init(|| start(true))
+    WITH_TLS.get_or_init(|| start(Kind::Tls))
+}
+
+/// A cluster without TLS, started on first use, for the tests that restart
+/// it ([`Cluster::restart`]): the shared one stays up for everyone else.
+pub fn cluster_to_restart() -> &'static Cluster {
+    RESTARTED.get_or_init(|| start(Kind::Restarted))
 }
 
 /// A role of the TLS cluster that may only connect over TLS.
@@ -164,14 +193,15 @@ fn remove_stale_folders() {
     }
 }
 
-fn start(tls: bool) -> Cluster {
+fn start(kind: Kind) -> Cluster {
+    let tls = kind == Kind::Tls;
     let bin = server_programs();
     let owner = owner();
     remove_stale_folders();
     let folder = std::env::temp_dir().join(format!(
         "{PREFIX}{}{}",
         std::process::id(),
-        if tls { "-tls" } else { "" }
+        kind.folder_suffix()
     ));
     let _ = std::fs::remove_dir_all(&folder);
     std::fs::create_dir_all(&folder).unwrap();
@@ -241,7 +271,7 @@ fn start(tls: bool) -> Cluster {
         port,
     };
     // The server gets SIGQUIT (its immediate shutdown) when the thread that
-    // started it ends: a thread that lives as long as the test binary, and
+    // started it ends: a thread that lives as long as the suite, and
     // starts the server again when a test restarts it.
     let (requests, inbox) =
         std::sync::mpsc::channel::<std::sync::mpsc::Sender<std::io::Result<Child>>>();
@@ -260,6 +290,7 @@ fn start(tls: bool) -> Cluster {
         port,
         postmaster: Mutex::new(None),
         spawner: Mutex::new(requests),
+        kind,
     };
     let child = cluster.spawn().expect("starting postgres");
     *cluster.postmaster.lock().unwrap() = Some((child, folder));
@@ -279,7 +310,10 @@ fn start(tls: bool) -> Cluster {
 }
 
 extern "C" fn stop_at_exit() {
-    for cluster in [PLAIN.get(), WITH_TLS.get()].into_iter().flatten() {
+    for cluster in [PLAIN.get(), WITH_TLS.get(), RESTARTED.get()]
+        .into_iter()
+        .flatten()
+    {
         let Ok(mut postmaster) = cluster.postmaster.lock() else {
             continue;
         };
@@ -296,7 +330,7 @@ extern "C" fn stop_at_exit() {
 static DATABASES: AtomicU64 = AtomicU64::new(0);
 
 impl Cluster {
-    /// Starts the server, from the thread that lives as long as the binary.
+    /// Starts the server, from the thread that lives as long as the suite.
     fn spawn(&self) -> std::io::Result<Child> {
         let (reply, answer) = std::sync::mpsc::channel();
         self.spawner.lock().unwrap().send(reply).unwrap();
@@ -319,52 +353,16 @@ impl Cluster {
         }
     }
 
-    /// The CPU time (user and system, seconds) the server's processes have
-    /// used so far: the postmaster and its children now running.
-    pub fn server_cpu_seconds(&self) -> f64 {
-        let Some(postmaster) = self
-            .postmaster
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|(child, _)| child.id())
-        else {
-            return 0.0;
-        };
-        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        let mut ticks = 0u64;
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let pid: u32 = entry
-                .file_name()
-                .to_str()
-                .and_then(|pid| pid.parse().ok())
-                .unwrap_or(0);
-            let parent: u32 = fields
-                .get(1)
-                .and_then(|ppid| ppid.parse().ok())
-                .unwrap_or(0);
-            if pid == postmaster || parent == postmaster {
-                ticks += fields[11..13]
-                    .iter()
-                    .filter_map(|field| field.parse::<u64>().ok())
-                    .sum::<u64>();
-            }
-        }
-        ticks as f64 / ticks_per_second
-    }
-
     /// Stops the server as `pg_ctl restart` does (a fast shutdown: sessions
     /// are cut, transactions rolled back), leaves it down for `down`, and
-    /// starts it again. Every test of the binary shares the cluster: only
-    /// for a binary of its own.
+    /// starts it again: only [`cluster_to_restart`], whose databases belong to
+    /// the tests that restart it.
     pub fn restart(&self, down: Duration) {
+        assert_eq!(
+            self.kind,
+            Kind::Restarted,
+            "only the cluster_to_restart() is restarted: the others are shared"
+        );
         {
             let mut postmaster = self.postmaster.lock().unwrap();
             let (child, _) = postmaster.as_mut().expect("the server");

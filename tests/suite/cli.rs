@@ -1,7 +1,7 @@
 //! The command line as operators use it: check-config, run-job, and the daemon
 //! under signals, each as a real process on a real database.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::Stdio;

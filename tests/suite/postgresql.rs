@@ -3,7 +3,7 @@
 //! is for another name and vouched for by no CA), and an application's
 //! table with a boolean `enabled`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;
@@ -58,7 +58,7 @@ fn connected(output: &Output, what: &str) {
 
 #[test]
 fn a_mode_that_asks_for_tls_refuses_a_server_without_it() {
-    // The binary's plain cluster declines TLS, as a server with `ssl = off`
+    // The suite's plain cluster declines TLS, as a server with `ssl = off`
     // (or someone on the path stripping it) does.
     let db = Db::on(Engine::Postgresql);
     for mode in ["require", "verify-ca", "verify-full"] {

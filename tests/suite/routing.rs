@@ -5,7 +5,7 @@
 //! `url_without_user_id` says), a slow user holding back no other user, and
 //! each user's events arriving in the order they were queued.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! `/api/stream` sees one `price_alert` event per triggered alert, none twice,
 //! across several ticks (VO-348's "integration smoke").
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -1,0 +1,194 @@
+//! Loopback HTTP servers on their own runtime, their requests and answers,
+//! hostile endless bodies, and free ports.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// A request as a test server's handler sees it.
+pub struct Incoming {
+    /// Path and query.
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Incoming {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// What a test server's handler answers.
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+pub enum Body {
+    Text(String),
+    Flood(Flood),
+}
+
+/// A body a test server streams without ever holding it: `head`, then spaces,
+/// `len` bytes in all (with a `content-length`), or endless if `len` is `None`
+/// (chunked). A hostile receiver or quote source.
+#[derive(Debug, Clone, Copy)]
+pub struct Flood {
+    pub head: &'static str,
+    pub len: Option<u64>,
+}
+
+struct FloodBody {
+    head: Option<&'static str>,
+    /// Bytes left after the head; `None`: endless.
+    left: Option<u64>,
+}
+
+impl FloodBody {
+    fn new(flood: Flood) -> FloodBody {
+        FloodBody {
+            head: Some(flood.head).filter(|head| !head.is_empty()),
+            left: flood
+                .len
+                .map(|len| len.saturating_sub(flood.head.len() as u64)),
+        }
+    }
+}
+
+impl hyper::body::Body for FloodBody {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        static FILL: [u8; 65536] = [b' '; 65536];
+        let this = self.get_mut();
+        let data = if let Some(head) = this.head.take() {
+            hyper::body::Bytes::from_static(head.as_bytes())
+        } else {
+            let size = this
+                .left
+                .map_or(FILL.len() as u64, |left| left.min(FILL.len() as u64));
+            if size == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            if let Some(left) = &mut this.left {
+                *left -= size;
+            }
+            hyper::body::Bytes::from_static(&FILL[..size as usize])
+        };
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.left {
+            Some(left) => hyper::body::SizeHint::with_exact(
+                left + self.head.map_or(0, |head| head.len() as u64),
+            ),
+            None => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+pub type Handler = Arc<
+    dyn Fn(Incoming) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A real HTTP/1.1 server (hyper) on loopback, on its own runtime, calling
+/// `handler` for every request. Stops when dropped.
+pub struct HttpServer {
+    pub port: u16,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl HttpServer {
+    pub fn start(port: u16, handler: Handler) -> HttpServer {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        runtime.spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let handler = handler.clone();
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let handler = handler.clone();
+                        async move {
+                            use http_body_util::BodyExt as _;
+                            let uri = request.uri().to_string();
+                            let headers = request
+                                .headers()
+                                .iter()
+                                .map(|(name, value)| {
+                                    (
+                                        name.to_string(),
+                                        value.to_str().unwrap_or_default().to_owned(),
+                                    )
+                                })
+                                .collect();
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let answer = handler(Incoming {
+                                uri,
+                                headers,
+                                body: String::from_utf8_lossy(&body).into_owned(),
+                            })
+                            .await;
+                            let mut response = hyper::Response::new(match answer.body {
+                                Body::Text(text) => http_body_util::Either::Left(
+                                    http_body_util::Full::new(hyper::body::Bytes::from(text)),
+                                ),
+                                Body::Flood(flood) => {
+                                    http_body_util::Either::Right(FloodBody::new(flood))
+                                }
+                            });
+                            *response.status_mut() =
+                                hyper::StatusCode::from_u16(answer.status).unwrap();
+                            for (name, value) in answer.headers {
+                                response.headers_mut().insert(name, value.parse().unwrap());
+                            }
+                            Ok::<_, hyper::Error>(response)
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        HttpServer {
+            port,
+            runtime: Some(runtime),
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,184 @@
+//! The daemon binary as a child process: runs of the CLI, `run-job`'s summary,
+//! signals, process groups and the shipped unit's settings.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// Sends `kill -NAME pid`; false if it failed.
+pub(super) fn signal(pid: u32, name: &str) -> bool {
+    Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Sends `kill -NAME -- -group` to every process of a process group.
+pub(super) fn signal_group(group: u32, name: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), "--", &format!("-{group}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The live processes whose process group is `group`, as `pid command`
+/// (zombies count: an unreaped worker is a leak too).
+pub fn group_members(group: u32) -> Vec<String> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let pgrp = rest.split_whitespace().nth(2);
+        if pgrp == Some(group.to_string().as_str()) {
+            members.push(head.replace(" (", " "));
+        }
+    }
+    members
+}
+
+/// Waits up to `patience` for a child to exit; `None` if it is still running.
+pub fn wait_for_exit(child: &mut Child, patience: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Parses `run-job`'s summary (its last line) into its key=value pairs.
+pub fn summary(stdout: &str) -> HashMap<String, String> {
+    let line = stdout.lines().last().unwrap_or_default();
+    line.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// Runs the CLI with `--config path`; returns stdout, failing the test if the
+/// command failed.
+pub fn cli(path: &Path, args: &[&str]) -> String {
+    let output = binary()
+        .args(["--config", path.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The daemon binary as a child process, its stderr collected.
+pub struct Daemon {
+    pub child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+pub fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_price-alertd"));
+    command
+        .env_remove("PRICE_ALERTD_CONFIG")
+        .env_remove("RUST_LOG")
+        .env_remove("STATE_DIRECTORY");
+    command
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        Daemon::start_logging(config, "price_alertd=debug,info")
+    }
+
+    /// A daemon that logs warnings and errors only (and its start).
+    pub fn start_quiet(config: &Path) -> Daemon {
+        Daemon::start_logging(config, "price_alertd=info,warn")
+    }
+
+    pub fn start_logging(config: &Path, filter: &str) -> Daemon {
+        let mut child = binary()
+            .args(["--config", &config.display().to_string(), "run"])
+            .env("RUST_LOG", filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        {
+            let (stderr, log) = (child.stderr.take().unwrap(), log.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("daemon: {line}");
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let daemon = Daemon { child, log };
+        daemon.wait_for_log("price-alertd started");
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn wait_for_log(&self, text: &str) {
+        wait_until(&format!("the daemon to log {text:?}"), || {
+            self.log.lock().unwrap().contains(text)
+        });
+    }
+
+    pub fn signal(&self, name: &str) {
+        assert!(signal(self.child.id(), name), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        wait_for_exit(&mut self.child, PATIENCE)
+            .expect("the daemon did not exit")
+            .code()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `Key=Value` of the shipped unit, `systemd/price-alertd.service` (the last
+/// one wins, as in systemd).
+pub fn unit_setting(key: &str) -> String {
+    include_str!("../../../systemd/price-alertd.service")
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .filter(|(name, _)| name.trim() == key)
+        .map(|(_, value)| value.trim().to_owned())
+        .next_back()
+        .unwrap_or_else(|| panic!("the unit sets no {key}="))
+}
+
+/// The daemon binary's path.
+pub fn binary_path() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_price-alertd"))
+}

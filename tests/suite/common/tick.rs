@@ -1,0 +1,90 @@
+//! One evaluation tick, and one delivery pass, as a job run does them, from
+//! the library.
+
+use std::sync::Arc;
+
+use super::*;
+use price_alertd::config::{Config, Scope};
+use price_alertd::deliver::{self, Totals, Webhook};
+use price_alertd::evaluate::{self, TickOptions, TickReport};
+use price_alertd::store::Pool;
+use tokio::sync::{Notify, watch};
+
+/// One evaluation tick, as a job run does it.
+pub fn tick(db: &Db, config: &Config) -> TickReport {
+    tick_scoped(db, config, &Scope::all())
+}
+
+/// One evaluation tick over the tickers of `scope`.
+pub fn tick_scoped(db: &Db, config: &Config, scope: &Scope) -> TickReport {
+    let workers = evaluate::thread_pool(config.evaluator.threads).unwrap();
+    tick_on(
+        &db.pool(config.evaluator.threads as u32 + 2),
+        &workers,
+        config,
+        scope,
+    )
+}
+
+/// One evaluation tick as of `now` (quotes' age, expiries and cooldowns
+/// are judged by it).
+pub fn tick_at(db: &Db, config: &Config, now: chrono::DateTime<chrono::Utc>) -> TickReport {
+    let workers = evaluate::thread_pool(config.evaluator.threads).unwrap();
+    tick_on_at(
+        &db.pool(config.evaluator.threads as u32 + 2),
+        &workers,
+        config,
+        &Scope::all(),
+        now,
+    )
+}
+
+/// One evaluation tick with a given pool and threads, as one daemon runs it.
+pub fn tick_on(
+    pool: &Pool,
+    workers: &rayon::ThreadPool,
+    config: &Config,
+    scope: &Scope,
+) -> TickReport {
+    tick_on_at(pool, workers, config, scope, chrono::Utc::now())
+}
+
+/// [`tick_on`] as of `now`.
+pub fn tick_on_at(
+    pool: &Pool,
+    workers: &rayon::ThreadPool,
+    config: &Config,
+    scope: &Scope,
+    now: chrono::DateTime<chrono::Utc>,
+) -> TickReport {
+    let memory = evaluate::TickMemory::default();
+    let options = TickOptions {
+        job: "evaluate",
+        evaluator: &config.evaluator,
+        max_age: config.prices.max_age,
+        scope,
+        fetched: None,
+        memory: &memory,
+    };
+    evaluate::tick_at(workers, pool, &options, now).unwrap()
+}
+
+/// Delivers what is pending for up to the drain time, as `run-job` does after
+/// its tick.
+pub fn deliver_pending(pool: &Pool, config: &Config) -> Totals {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (_webhook, webhooks) = watch::channel(Webhook::new(&config.webhook).unwrap());
+        let deadline = tokio::time::Instant::now() + config.webhook.drain_timeout;
+        let (_stop, stop) = watch::channel(Some(deadline));
+        deliver::run(
+            pool.clone(),
+            webhooks,
+            "test".into(),
+            Arc::new(Notify::new()),
+            stop,
+            Arc::default(),
+        )
+        .await
+    })
+}
