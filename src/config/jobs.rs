@@ -1,0 +1,200 @@
+//! `[[jobs]]`: each job's kind, schedule and scope of tickers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::schedule::Schedule;
+
+use super::fields::{KEEP, duration};
+use super::raw;
+use super::report::Report;
+
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub name: String,
+    pub kind: JobKind,
+    pub schedule: Schedule,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobKind {
+    /// Read enabled alerts and quotes, claim the triggered alerts, queue their events.
+    Evaluate { scope: Scope },
+    /// Delete delivered outbox rows delivered longer than `keep` ago. Pending
+    /// events and dead letters are never deleted.
+    Purge { keep: Duration },
+}
+
+/// The tickers an `evaluate` job covers: glob patterns such as `BTC-*`
+/// (`*`, `?` and `[...]`, case-sensitive); empty means every ticker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope(Vec<glob::Pattern>);
+
+impl Scope {
+    pub fn all() -> Scope {
+        Scope(Vec::new())
+    }
+
+    pub fn parse(patterns: &[&str]) -> Result<Scope, String> {
+        patterns
+            .iter()
+            .map(|pattern| {
+                glob::Pattern::new(pattern)
+                    .map_err(|error| format!("{pattern:?} is not a ticker pattern: {error}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Scope)
+    }
+
+    pub fn covers(&self, ticker: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|pattern| pattern.matches(ticker))
+    }
+
+    pub fn describe(&self) -> String {
+        if self.0.is_empty() {
+            "all tickers".to_owned()
+        } else {
+            self.0
+                .iter()
+                .map(|pattern| pattern.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    }
+}
+
+/// The `[[jobs]]` entries; a job with an error is left out (and reported).
+pub(super) fn jobs(raw: &[Spanned<raw::Job>], report: &mut impl Report) -> Vec<JobConfig> {
+    let mut jobs = Vec::new();
+    let mut names = BTreeMap::new();
+    for (index, spanned) in raw.iter().enumerate() {
+        if let Some(job) = job(index, spanned, &mut names, report) {
+            jobs.push(job);
+        }
+    }
+    jobs
+}
+
+/// One `[[jobs]]` entry; `names` holds the names taken by earlier entries.
+fn job(
+    index: usize,
+    spanned: &Spanned<raw::Job>,
+    names: &mut BTreeMap<String, usize>,
+    report: &mut impl Report,
+) -> Option<JobConfig> {
+    let job = spanned.get_ref();
+    let key = |field: &str| format!("jobs[{index}].{field}");
+    for (field, value) in [
+        ("name", &job.name),
+        ("kind", &job.kind),
+        ("schedule", &job.schedule),
+    ] {
+        if value.is_none() {
+            report(
+                &key(field),
+                spanned.span(),
+                format!("missing field `{field}`"),
+            );
+        }
+    }
+    let (Some(name), Some(kind), Some(schedule)) = (&job.name, &job.kind, &job.schedule) else {
+        return None;
+    };
+    let name_text = name.get_ref().trim().to_owned();
+    if name_text.is_empty() {
+        report(&key("name"), name.span(), "must not be empty".to_owned());
+    } else if let Some(first) = names.insert(name_text.clone(), index) {
+        report(
+            &key("name"),
+            name.span(),
+            format!("{name_text:?} is already the name of jobs[{first}]"),
+        );
+    }
+    let scope = scope(&job.tickers, &key("tickers"), report);
+    if let (Some(tickers), "purge") = (&job.tickers, kind.get_ref().as_str()) {
+        report(
+            &key("tickers"),
+            tickers.span(),
+            "only an \"evaluate\" job takes `tickers`".to_owned(),
+        );
+    }
+    let kind = match (kind.get_ref().as_str(), &job.keep) {
+        ("evaluate", None) => Some(JobKind::Evaluate { scope }),
+        ("evaluate", Some(keep)) => {
+            report(
+                &key("keep"),
+                keep.span(),
+                "only a \"purge\" job takes `keep`".to_owned(),
+            );
+            None
+        }
+        ("purge", Some(_)) => Some(JobKind::Purge {
+            keep: duration(&job.keep, &key("keep"), "7d", KEEP, report),
+        }),
+        ("purge", None) => {
+            report(
+                &key("keep"),
+                kind.span(),
+                "a \"purge\" job needs `keep`, e.g. \"7d\"".to_owned(),
+            );
+            None
+        }
+        (other, _) => {
+            report(
+                &key("kind"),
+                kind.span(),
+                format!("unknown kind {other:?}; expected \"evaluate\" or \"purge\""),
+            );
+            None
+        }
+    };
+    let zone = job.timezone.as_ref().map(|zone| zone.get_ref().as_str());
+    let schedule = match Schedule::parse(schedule.get_ref(), zone) {
+        Ok(parsed) => Some(parsed),
+        Err(message) => {
+            let (field, span) = match &job.timezone {
+                Some(zone) if message.contains("time zone") => ("timezone", zone.span()),
+                _ => ("schedule", schedule.span()),
+            };
+            report(&key(field), span, message);
+            None
+        }
+    };
+    Some(JobConfig {
+        name: name_text,
+        kind: kind?,
+        schedule: schedule?,
+    })
+}
+
+/// A job's `tickers`: every ticker if unset.
+fn scope(
+    tickers: &Option<Spanned<Vec<Spanned<String>>>>,
+    key: &str,
+    report: &mut impl Report,
+) -> Scope {
+    match tickers {
+        None => Scope::all(),
+        Some(list) if list.get_ref().is_empty() => {
+            report(
+                key,
+                list.span(),
+                "must list at least one pattern (leave it out to cover every ticker)".to_owned(),
+            );
+            Scope::all()
+        }
+        Some(list) => {
+            let patterns: Vec<&str> = list
+                .get_ref()
+                .iter()
+                .map(|pattern| pattern.get_ref().as_str())
+                .collect();
+            Scope::parse(&patterns).unwrap_or_else(|message| {
+                report(key, list.span(), message);
+                Scope::all()
+            })
+        }
+    }
+}
