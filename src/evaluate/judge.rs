@@ -1,0 +1,227 @@
+//! Judging, pure: an alert's condition at a price, its cooldown and the time it
+//! re-arms, and whether a quote can be used at all. No store, no threads.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use crate::logging;
+use crate::store::alerts::AlertRow;
+
+/// The conditions of `price_alerts.condition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// price >= target_price
+    Above,
+    /// price <= target_price
+    Below,
+    /// the previous observed price was below target_price, and price is at or above it
+    CrossingUp,
+    /// the previous observed price was above target_price, and price is at or below it
+    CrossingDown,
+    /// price has risen by at least target_price percent from reference_price
+    MovingUpPct,
+    /// price has fallen by at least target_price percent from reference_price
+    MovingDownPct,
+}
+
+impl Condition {
+    pub fn parse(text: &str) -> Option<Condition> {
+        match text {
+            "above" => Some(Condition::Above),
+            "below" => Some(Condition::Below),
+            "crossing_up" => Some(Condition::CrossingUp),
+            "crossing_down" => Some(Condition::CrossingDown),
+            "moving_up_pct" => Some(Condition::MovingUpPct),
+            "moving_down_pct" => Some(Condition::MovingDownPct),
+            _ => None,
+        }
+    }
+}
+
+/// A ticker's price this tick, and the one the daemon observed before.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observed {
+    pub price: f64,
+    pub previous: Option<f64>,
+}
+
+/// What evaluating one alert decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Fire,
+    Hold,
+    /// Its `expires_at` has passed: it never fires.
+    Expired,
+    /// The row cannot be evaluated; the reason names what is wrong.
+    Malformed(String),
+}
+
+/// Decides one alert against a valid price at `now`. Pure.
+pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdict {
+    let Some(condition) = Condition::parse(&alert.condition) else {
+        return Verdict::Malformed(format!(
+            "unknown condition {:?}",
+            logging::bounded(&alert.condition)
+        ));
+    };
+    let Some(target) = alert.target_price.filter(|target| target.is_finite()) else {
+        return Verdict::Malformed("target_price is missing or not a finite number".to_owned());
+    };
+    if let Err(reason) = cooldown_of(alert) {
+        return Verdict::Malformed(reason);
+    }
+    if let Some(expiry) = &alert.expires_at {
+        match parse_time(expiry) {
+            Some(expiry) if expiry <= now => return Verdict::Expired,
+            Some(_) => {}
+            None => {
+                return Verdict::Malformed(format!(
+                    "expires_at {:?} is not a date and time",
+                    logging::bounded(expiry)
+                ));
+            }
+        }
+    }
+    let Observed { price, previous } = observed;
+    let fires = match condition {
+        Condition::Above => price >= target,
+        Condition::Below => price <= target,
+        Condition::CrossingUp => {
+            previous.is_some_and(|previous| previous < target) && price >= target
+        }
+        Condition::CrossingDown => {
+            previous.is_some_and(|previous| previous > target) && price <= target
+        }
+        Condition::MovingUpPct | Condition::MovingDownPct => {
+            let Some(reference) = alert
+                .reference_price
+                .filter(|reference| reference.is_finite() && *reference > 0.0)
+            else {
+                return Verdict::Malformed(
+                    "reference_price is missing or not a positive number".to_owned(),
+                );
+            };
+            let change_pct = (price - reference) / reference * 100.0;
+            if condition == Condition::MovingUpPct {
+                change_pct >= target
+            } else {
+                -change_pct >= target
+            }
+        }
+    };
+    if fires { Verdict::Fire } else { Verdict::Hold }
+}
+
+/// The shortest cooldown: a repeating alert fires at most once a second.
+pub const MIN_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// How long a repeating alert waits, once it triggered, before the daemon
+/// re-arms it: its `cooldown` (`"15m"`, `"1h 30m"`), none if it has none (NULL
+/// or blank), or why it is not one.
+pub fn cooldown_of(alert: &AlertRow) -> Result<Option<Duration>, String> {
+    alert.cooldown.as_deref().map_or(Ok(None), parse_cooldown)
+}
+
+/// When a repeating alert that fires at `now` is due to be re-armed (unix
+/// ms): `None` for one that fires once (or whose cooldown is not valid, which
+/// `judge` never fires).
+pub fn rearm_at(alert: &AlertRow, now: DateTime<Utc>) -> Option<i64> {
+    let cooldown = cooldown_of(alert).ok().flatten()?;
+    Some(
+        now.timestamp_millis()
+            .saturating_add(i64::try_from(cooldown.as_millis()).unwrap_or(i64::MAX)),
+    )
+}
+
+/// A cooldown as stored: `None` if blank.
+pub fn parse_cooldown(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match humantime::parse_duration(text) {
+        Ok(cooldown) if cooldown >= MIN_COOLDOWN => Ok(Some(cooldown)),
+        Ok(_) => Err(format!(
+            "cooldown {:?} is shorter than 1s",
+            logging::bounded(text)
+        )),
+        Err(_) => Err(format!(
+            "cooldown {:?} is not a duration such as \"15m\"",
+            logging::bounded(text)
+        )),
+    }
+}
+
+/// Parses a stored time: RFC 3339, or SQLite's `YYYY-MM-DD HH:MM:SS[.SSS]`
+/// (UTC, as `datetime('now')` writes it).
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                .ok()
+                .map(|naive| naive.and_utc())
+        })
+}
+
+/// Why a ticker's quote cannot be used this tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuoteProblem {
+    /// The price is not a positive number (malformed).
+    BadPrice,
+    /// `updated_at` is not a date and time (malformed).
+    BadTime,
+    /// `updated_at` lies more than [`FUTURE_SKEW`] ahead of the clock: a feed
+    /// with a wrong clock (malformed).
+    Future,
+    /// Older than `prices.max_age`.
+    Stale,
+}
+
+impl QuoteProblem {
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            QuoteProblem::BadPrice => {
+                "skipping a quote whose price is not a positive number until it is fixed"
+            }
+            QuoteProblem::BadTime => {
+                "skipping a quote whose updated_at is not a date and time until it is fixed"
+            }
+            QuoteProblem::Future => {
+                "skipping a quote dated in the future (more than 1 minute ahead of this host's clock) until it is fixed"
+            }
+            QuoteProblem::Stale => {
+                "stale quote: its alerts are not evaluated until the quote is fresh again"
+            }
+        }
+    }
+}
+
+/// How far ahead of the daemon's clock a quote's time may be and still count
+/// (clocks of the source and this host differ a little). Further ahead, the
+/// quote is malformed: it would otherwise count as fresh until that time plus
+/// `prices.max_age`.
+pub const FUTURE_SKEW: Duration = Duration::from_secs(60);
+
+/// A quote's price, if the quote can be evaluated at `now`. Pure.
+pub(super) fn usable_quote(
+    price: Option<f64>,
+    updated_at: &str,
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> Result<f64, QuoteProblem> {
+    let price = price
+        .filter(|price| price.is_finite() && *price > 0.0)
+        .ok_or(QuoteProblem::BadPrice)?;
+    let time = parse_time(updated_at).ok_or(QuoteProblem::BadTime)?;
+    if time - now > chrono::Duration::from_std(FUTURE_SKEW).expect("a small duration") {
+        return Err(QuoteProblem::Future);
+    }
+    if (now - time).to_std().unwrap_or_default() > max_age {
+        return Err(QuoteProblem::Stale);
+    }
+    Ok(price)
+}

@@ -1,0 +1,151 @@
+//! Evaluation: the pure condition logic, and the tick that fans the reads out
+//! over the fixed rayon pool and funnels the claims into one writer. No HTTP.
+
+mod claim;
+mod judge;
+mod malformed;
+mod observe;
+mod options;
+mod plan;
+mod prepare;
+mod read;
+mod report;
+
+pub use judge::{
+    Condition, FUTURE_SKEW, MIN_COOLDOWN, Observed, QuoteProblem, Verdict, cooldown_of, judge,
+    parse_cooldown, parse_time, rearm_at,
+};
+pub use options::{TickMemory, TickOptions};
+pub use report::{TickFailed, TickReport};
+
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+
+use crate::store::Pool;
+
+use claim::{evaluate_and_claim, log_locked};
+use malformed::{WARNINGS_PER_TICK, name_blank_ticker_alerts};
+use observe::observe;
+use plan::{log_quote_problems, plan};
+use prepare::prepare;
+use read::Readers;
+
+/// Builds the fixed pool that evaluates alerts.
+pub fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|index| format!("evaluate-{index}"))
+        .build()
+        .context("starting the evaluation threads")
+}
+
+/// Runs one evaluation tick: it reads what changed since this job's last
+/// tick, not every alert. Blocking: call it from `spawn_blocking` or a plain
+/// thread. Reads run on `workers`, one pooled connection per task; the calling
+/// thread claims in batches of `claim_batch` (with a helper where the engine
+/// runs claims side by side), so the readers never queue on SQLite's write
+/// lock.
+///
+/// What changed: tickers whose quote was written since the job's watermark
+/// (their alerts the move can reach, through the level index), and alerts
+/// inserted, re-armed or edited since (whatever their quote did); expiries
+/// come due through their own index. Every alert that holds at a fresh quote
+/// was therefore judged at that quote, by this tick or an earlier one, as a
+/// full scan would judge it.
+pub fn tick(
+    workers: &rayon::ThreadPool,
+    pool: &Pool,
+    options: &TickOptions<'_>,
+) -> Result<TickReport, TickFailed> {
+    tick_at(workers, pool, options, Utc::now())
+}
+
+/// A tick as of `now`: the time quotes' age, expiries and cooldowns are
+/// judged by (the claims stamp the time they commit).
+pub fn tick_at(
+    workers: &rayon::ThreadPool,
+    pool: &Pool,
+    options: &TickOptions<'_>,
+    now: DateTime<Utc>,
+) -> Result<TickReport, TickFailed> {
+    let started = Instant::now();
+    let mut report = TickReport::default();
+    let outcome = stages(workers, pool, options, now, &mut report);
+    report.duration = started.elapsed();
+    match outcome {
+        Ok(()) => Ok(report),
+        Err(error) => Err(TickFailed {
+            report: Box::new(report),
+            error,
+        }),
+    }
+}
+
+/// The tick's stages: prepare → plan → evaluate and claim → observe. Counts
+/// into `report` as they go, so that a failure leaves what was done.
+fn stages(
+    workers: &rayon::ThreadPool,
+    pool: &Pool,
+    options: &TickOptions<'_>,
+    now: DateTime<Utc>,
+    report: &mut TickReport,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut writer = pool.get()?;
+    let mut snapshot = prepare(&mut writer, options, now)?;
+    report.expired = snapshot.expired;
+    report.rearmed = snapshot.rearmed;
+    let candidates = std::mem::take(&mut snapshot.candidates);
+    let plan = plan(candidates, options, now, report);
+    log_quote_problems(&options.memory.quote_problems, &plan);
+    let warnings = AtomicU64::new(0);
+    if plan.blank_tickers {
+        name_blank_ticker_alerts(&mut writer, &warnings)?;
+    }
+    let prepared = started.elapsed();
+
+    let readers = Readers {
+        pool,
+        work: &plan.work,
+        window: snapshot.window,
+        now,
+        read: AtomicU64::new(0),
+        malformed: AtomicU64::new(0),
+        warnings,
+    };
+    let claimed = evaluate_and_claim(workers, &readers, &mut writer, options, report);
+    let evaluated_and_claimed = started.elapsed();
+    report.evaluated += readers.read.into_inner();
+    report.malformed_alerts += readers.malformed.into_inner();
+    let suppressed = readers
+        .warnings
+        .into_inner()
+        .saturating_sub(WARNINGS_PER_TICK);
+    if suppressed > 0 {
+        tracing::warn!(
+            suppressed,
+            "more malformed alerts were skipped than were logged"
+        );
+    }
+    let locked = claimed?;
+    report.locked = locked.len() as u64;
+    log_locked(&options.memory.locked, &locked);
+    observe(&mut writer, &snapshot, plan, &locked, now)?;
+    let duration = started.elapsed();
+    tracing::debug!(
+        prepare_ms = prepared.as_millis() as u64,
+        evaluate_and_claim_ms = (evaluated_and_claimed - prepared).as_millis() as u64,
+        observe_ms = (duration - evaluated_and_claimed).as_millis() as u64,
+        claim_ms = report.claim_duration.as_millis() as u64,
+        tickers_changed = report.tickers_changed,
+        alerts_read = report.evaluated,
+        "tick phases"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,43 @@
+//! What a tick is given besides the database: its job, scope and quote age,
+//! the tickers fetched for it, and what earlier ticks of the process saw.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::config::{EvaluatorConfig, Scope};
+use crate::recurring::Recurring;
+
+use super::judge::QuoteProblem;
+
+/// What a tick evaluates, besides the database.
+pub struct TickOptions<'a> {
+    /// The job's name: with its scope and quote age, it keys the job's
+    /// watermark of changes seen.
+    pub job: &'a str,
+    pub evaluator: &'a EvaluatorConfig,
+    /// A quote older than this never triggers.
+    pub max_age: Duration,
+    /// The tickers this job covers.
+    pub scope: &'a Scope,
+    /// With a quote source that is fetched (`prices.source = "http"`), the
+    /// tickers whose quote was fetched for this tick: the only ones judged.
+    /// Any other ticker with enabled alerts (a fetch failed; an alert
+    /// inserted or re-armed since the fetch was planned) is held back to the
+    /// next tick, never judged on an older stored quote. `None`: the quotes
+    /// table, which the application keeps current.
+    pub fetched: Option<&'a HashSet<String>>,
+    /// What earlier ticks of this process saw.
+    pub memory: &'a TickMemory,
+}
+
+/// What the ticks of one process remember of each other, so that a
+/// condition that lasts is logged when it starts, changes or ends, not
+/// every tick.
+#[derive(Debug, Default)]
+pub struct TickMemory {
+    /// The problem each ticker's quote had at the last tick that looked.
+    pub(super) quote_problems: Mutex<HashMap<String, QuoteProblem>>,
+    /// Triggered alerts held locked by another transaction.
+    pub(super) locked: Mutex<Recurring>,
+}

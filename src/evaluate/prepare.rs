@@ -1,0 +1,201 @@
+//! The first stage: the store's reads before the evaluation. Expiries and
+//! re-arms, then the window of changes since the job's watermark and the
+//! tickers they concern.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+
+use crate::store::alerts;
+use crate::store::{self, changes};
+
+use super::options::TickOptions;
+
+/// The changes a tick reads: those numbered after `since` (the job's
+/// watermark) up to `until` (the last the tick could see when it looked).
+/// `settled` (at most `until`) is how far the watermark may move: no change
+/// numbered up to it can still appear.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    pub(super) since: i64,
+    pub(super) until: i64,
+    pub(super) settled: i64,
+}
+
+/// What changed in the window for one ticker.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Change {
+    /// Its quote was written in the window: its reachable alerts are read.
+    pub(super) moved: bool,
+    /// How many of its enabled alerts changed in the window, if any did.
+    pub(super) changed_alerts: Option<u64>,
+    /// The lowest change number that brought it here.
+    pub(super) first_change: i64,
+}
+
+/// A ticker the tick must look at: what changed, and what the store holds
+/// for it. One per ticker, never one per alert; kept small, as a job's
+/// first tick has one for every ticker.
+pub(super) struct Candidate {
+    pub(super) ticker: String,
+    pub(super) change: Change,
+    /// Its quote: `(price, updated_at)`.
+    pub(super) quote: Option<(Option<f64>, String)>,
+    pub(super) previous: Option<f64>,
+    /// Whether it has enabled alerts at all (only those tickers' prices
+    /// become observations, as a full scan records them).
+    pub(super) has_alerts: bool,
+}
+
+/// What the store holds for a tick.
+pub(super) struct Snapshot {
+    /// The job's watermark key: its name, scope and quote age.
+    pub(super) job: String,
+    pub(super) window: Window,
+    /// Alerts this tick expired.
+    pub(super) expired: u64,
+    /// Repeating alerts this tick re-armed.
+    pub(super) rearmed: u64,
+    pub(super) candidates: Vec<Candidate>,
+}
+
+/// The key of a job's watermark: a job whose scope or quote age changes
+/// (on a reload) starts over, as the tickers it now covers, or the quotes it
+/// now takes as fresh, were never its to look at.
+fn watermark_key(options: &TickOptions<'_>) -> String {
+    format!(
+        "{} [{}] max_age={}s",
+        options.job,
+        options.scope.describe(),
+        options.max_age.as_secs()
+    )
+}
+
+/// The store's reads before the evaluation, on the writer's connection:
+/// expiry first, so an expired alert is never read as enabled; then, in one
+/// read transaction, the window of changes and the tickers they concern.
+pub(super) fn prepare(
+    writer: &mut store::Connection,
+    options: &TickOptions<'_>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Snapshot> {
+    // Re-armed alerts are changes of this tick's window: judged below.
+    let rearmed = alerts::rearm_cooled_down(writer, &store::timestamp(now), now.timestamp_millis())
+        .context("re-arming repeating alerts")? as u64;
+    let expired =
+        alerts::expire_due(writer, &store::timestamp(now)).context("expiring alerts")? as u64;
+    let job = watermark_key(options);
+    let (window, mut candidates) = store::read_transaction(writer, |reader| {
+        let horizon = changes::horizon(reader).context("reading how far the changes reach")?;
+        // A job that never ran reads everything once: every row's number is 0 or more.
+        let since = changes::watermark(reader, &job)
+            .context("reading the job's watermark")?
+            .unwrap_or(-1);
+        let window = Window {
+            since,
+            until: horizon.visible,
+            settled: horizon.settled.min(horizon.visible),
+        };
+        let changes = changed_tickers(reader, options, window)?;
+        let candidates = candidates(reader, changes)?;
+        Ok((window, candidates))
+    })
+    .context("reading what changed")?;
+    // Tickers are unique: unstable sorting needs no buffer.
+    candidates.sort_unstable_by(|a, b| a.ticker.cmp(&b.ticker));
+    Ok(Snapshot {
+        job,
+        window,
+        expired,
+        rearmed,
+        candidates,
+    })
+}
+
+/// The tickers in the job's scope that changed in `window`: their quote
+/// was written, or some of their enabled alerts changed.
+fn changed_tickers(
+    reader: &mut store::Connection,
+    options: &TickOptions<'_>,
+    window: Window,
+) -> anyhow::Result<HashMap<String, Change>> {
+    let Window { since, until, .. } = window;
+    let mut changes: HashMap<String, Change> = HashMap::new();
+    fn changed<'a>(
+        changes: &'a mut HashMap<String, Change>,
+        ticker: &str,
+        change: i64,
+    ) -> &'a mut Change {
+        if !changes.contains_key(ticker) {
+            changes.insert(
+                ticker.to_owned(),
+                Change {
+                    moved: false,
+                    changed_alerts: None,
+                    first_change: change,
+                },
+            );
+        }
+        let entry = changes.get_mut(ticker).expect("just inserted");
+        entry.first_change = entry.first_change.min(change);
+        entry
+    }
+    for (ticker, change) in
+        changes::changed_quotes(reader, since, until).context("reading changed quotes")?
+    {
+        if options.scope.covers(&ticker) {
+            changed(&mut changes, &ticker, change).moved = true;
+        }
+    }
+    changes::changed_alert_tickers(reader, since, until, |ticker, change| {
+        if options.scope.covers(ticker) || ticker.trim().is_empty() {
+            let entry = changed(&mut changes, ticker, change);
+            *entry.changed_alerts.get_or_insert(0) += 1;
+        }
+    })
+    .context("reading changed alerts")?;
+    Ok(changes)
+}
+
+/// What the store holds for each changed ticker: its quote, its observed
+/// price, and whether it has enabled alerts at all.
+fn candidates(
+    reader: &mut store::Connection,
+    changes: HashMap<String, Change>,
+) -> anyhow::Result<Vec<Candidate>> {
+    let mut candidates: Vec<Candidate> = changes
+        .into_iter()
+        .map(|(ticker, change)| Candidate {
+            ticker,
+            change,
+            quote: None,
+            previous: None,
+            has_alerts: false,
+        })
+        .collect();
+    // In slices, so that the list of names stays small beside the candidates.
+    for slice in candidates.chunks_mut(4096) {
+        let asked: Vec<(&str, bool)> = slice
+            .iter()
+            .map(|candidate| {
+                (
+                    candidate.ticker.as_str(),
+                    candidate.change.changed_alerts.is_none(),
+                )
+            })
+            .collect();
+        let states = changes::ticker_states(reader, &asked)
+            .context("reading the changed tickers' quotes and observed prices")?;
+        drop(asked);
+        for (candidate, state) in slice.iter_mut().zip(states) {
+            if candidate.ticker.trim().is_empty() {
+                continue;
+            }
+            candidate.quote = state.quote;
+            candidate.previous = state.previous;
+            candidate.has_alerts = candidate.change.changed_alerts.is_some() || state.has_alerts;
+        }
+    }
+    Ok(candidates)
+}

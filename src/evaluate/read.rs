@@ -1,0 +1,194 @@
+//! The readers: the planned tickers' alerts read on the rayon pool, one
+//! pooled connection per reader, and judged as they stream, the triggers sent
+//! to the claimers in chunks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+
+use crate::store::alerts::{AlertRow, Trigger};
+use crate::store::{self, Pool, changes};
+
+use super::judge::{Verdict, judge, rearm_at};
+use super::malformed::warn_malformed;
+use super::plan::Work;
+use super::prepare::Window;
+
+/// Triggers a reader sends the writer at once.
+pub(super) const TRIGGER_CHUNK: usize = 512;
+
+/// What the reader tasks share.
+pub(super) struct Readers<'a> {
+    pub(super) pool: &'a Pool,
+    pub(super) work: &'a [Work],
+    pub(super) window: Window,
+    pub(super) now: DateTime<Utc>,
+    /// Alerts read and judged.
+    pub(super) read: AtomicU64,
+    pub(super) malformed: AtomicU64,
+    pub(super) warnings: AtomicU64,
+}
+
+/// A plan's work by ticker, without a map: the plan's two parts (moved
+/// tickers, then the rest) are each in ticker order.
+#[derive(Clone, Copy)]
+pub(super) struct ByTicker<'a> {
+    pub(super) work: &'a [Work],
+    pub(super) moved: usize,
+}
+
+impl<'a> ByTicker<'a> {
+    fn get(&self, ticker: &str) -> Option<&'a Work> {
+        let (moved, rest) = self.work.split_at(self.moved);
+        [moved, rest].into_iter().find_map(|part| {
+            part.binary_search_by(|item| item.ticker.as_str().cmp(ticker))
+                .ok()
+                .map(|at| &part[at])
+        })
+    }
+}
+
+/// One reader task's share of the reads.
+pub(super) enum Task<'a> {
+    /// These moved tickers' reachable alerts.
+    Moved(&'a [Work]),
+    /// The alerts changed in this part of the window, whatever their ticker
+    /// (those of tickers not being evaluated are passed over).
+    Changed(Window),
+}
+
+/// Splits a window of changes into up to `parts` windows.
+pub(super) fn split(window: Window, parts: usize) -> Vec<Window> {
+    let span = (window.until - window.since).max(0) as u64;
+    let size = span.div_ceil(parts.max(1) as u64).max(1) as i64;
+    (0..)
+        .map(|part| window.since + part * size)
+        .take_while(|since| *since < window.until)
+        .map(|since| Window {
+            since,
+            until: (since + size).min(window.until),
+            settled: window.settled,
+        })
+        .collect()
+}
+
+/// Judges rows as a reader reads them, sending triggers to the writer in
+/// chunks.
+struct Judging<'a> {
+    readers: &'a Readers<'a>,
+    sender: &'a mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
+    triggers: Vec<Trigger>,
+    /// False once the writer has gone (after an error): stop reading.
+    open: bool,
+}
+
+impl Judging<'_> {
+    /// Judges one row at its ticker's price; false to stop reading.
+    fn row(&mut self, alert: AlertRow, item: &Work) -> bool {
+        let readers = self.readers;
+        readers.read.fetch_add(1, Ordering::Relaxed);
+        match judge(&alert, item.observed, readers.now) {
+            Verdict::Fire => self.triggers.push(Trigger {
+                // `judge` fires only with a valid cooldown or none.
+                rearm_at: rearm_at(&alert, readers.now),
+                alert_id: alert.id,
+                arming: alert.arming,
+                // `judge` fires only on a finite target.
+                target_price: alert.target_price.unwrap_or(f64::NAN),
+                reference_price: alert.reference_price,
+                ticker: alert.ticker,
+                condition: alert.condition,
+                user_id: alert.user_id,
+                note: alert.note,
+                price: item.observed.price,
+                quote_time: item.quote_time.clone(),
+            }),
+            // Expired rows are disabled by the next tick's `expire_due`.
+            Verdict::Hold | Verdict::Expired => {}
+            Verdict::Malformed(reason) => {
+                readers.malformed.fetch_add(1, Ordering::Relaxed);
+                warn_malformed(&readers.warnings, &alert, &reason);
+            }
+        }
+        if self.triggers.len() >= TRIGGER_CHUNK {
+            self.open = self
+                .sender
+                .send(Ok(std::mem::take(&mut self.triggers)))
+                .is_ok();
+        }
+        self.open
+    }
+
+    fn finish(self) {
+        if !self.triggers.is_empty() {
+            let _ = self.sender.send(Ok(self.triggers));
+        }
+    }
+}
+
+/// One reader: a connection of its own, and the tasks not yet taken, one
+/// after another, until none is left.
+pub(super) fn read_in_turn(
+    readers: &Readers<'_>,
+    by_ticker: ByTicker<'_>,
+    tasks: &[Task<'_>],
+    next: &std::sync::atomic::AtomicUsize,
+    sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
+) -> anyhow::Result<()> {
+    let mut connection = readers.pool.get_to_read()?;
+    while let Some(task) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
+        read_and_judge(readers, by_ticker, task, sender, &mut connection)?;
+    }
+    Ok(())
+}
+
+/// One reader task: its rows, judged against their ticker's price as they
+/// are read, the triggers sent to the writer in chunks.
+fn read_and_judge(
+    readers: &Readers<'_>,
+    by_ticker: ByTicker<'_>,
+    task: &Task<'_>,
+    sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
+    connection: &mut store::Connection,
+) -> anyhow::Result<()> {
+    let mut judging = Judging {
+        readers,
+        sender,
+        triggers: Vec::new(),
+        open: true,
+    };
+    match task {
+        Task::Moved(work) => {
+            let moves: Vec<(&str, changes::Move)> = work
+                .iter()
+                .map(|item| {
+                    let moved = changes::Move {
+                        price: item.observed.price,
+                        previous: item.observed.previous,
+                    };
+                    (item.ticker.as_str(), moved)
+                })
+                .collect();
+            changes::each_reachable_alert_of(
+                connection,
+                &moves,
+                readers.window.since,
+                |at, alert| judging.row(alert, &work[at]),
+            )
+            .context("reading the alerts a price reaches")?;
+        }
+        &Task::Changed(window) => {
+            changes::each_changed_alert(connection, window.since, window.until, |alert| {
+                match by_ticker.get(&alert.ticker) {
+                    Some(item) => judging.row(alert, item),
+                    None => true,
+                }
+            })
+            .context("reading changed alerts")?;
+        }
+    }
+    judging.finish();
+    Ok(())
+}

@@ -1,0 +1,416 @@
+//! Tests of judging and of whole ticks on a real SQLite file.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use proptest::prelude::*;
+
+use crate::store::alerts::{self, AlertRow};
+use crate::store::{self, changes};
+
+use super::judge::usable_quote;
+use super::*;
+
+fn alert(condition: &str, target: Option<f64>, reference: Option<f64>) -> AlertRow {
+    AlertRow {
+        id: 1,
+        arming: 1,
+        ticker: "AAPL".into(),
+        condition: condition.into(),
+        target_price: target,
+        reference_price: reference,
+        expires_at: None,
+        user_id: None,
+        note: None,
+        cooldown: None,
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    parse_time("2026-03-02T14:30:00Z").unwrap()
+}
+
+fn at(price: f64, previous: Option<f64>) -> Observed {
+    Observed { price, previous }
+}
+
+fn check(
+    condition: &str,
+    target: f64,
+    reference: Option<f64>,
+    observed: Observed,
+    expected: Verdict,
+) {
+    assert_eq!(
+        judge(&alert(condition, Some(target), reference), observed, now()),
+        expected,
+        "{condition} {target} {reference:?} at {observed:?}"
+    );
+}
+
+#[test]
+fn above_and_below_include_the_target() {
+    check("above", 200.0, None, at(200.0, None), Verdict::Fire);
+    check("above", 200.0, None, at(199.99, None), Verdict::Hold);
+    check("below", 200.0, None, at(200.0, None), Verdict::Fire);
+    check("below", 200.0, None, at(200.01, None), Verdict::Hold);
+}
+
+#[test]
+fn crossings_need_a_previous_price_on_the_other_side() {
+    check(
+        "crossing_up",
+        100.0,
+        None,
+        at(101.0, Some(99.0)),
+        Verdict::Fire,
+    );
+    check(
+        "crossing_up",
+        100.0,
+        None,
+        at(100.0, Some(99.0)),
+        Verdict::Fire,
+    );
+    check(
+        "crossing_up",
+        100.0,
+        None,
+        at(101.0, Some(100.0)),
+        Verdict::Hold,
+    );
+    check(
+        "crossing_up",
+        100.0,
+        None,
+        at(101.0, Some(102.0)),
+        Verdict::Hold,
+    );
+    check("crossing_up", 100.0, None, at(101.0, None), Verdict::Hold);
+    check(
+        "crossing_down",
+        100.0,
+        None,
+        at(99.0, Some(101.0)),
+        Verdict::Fire,
+    );
+    check(
+        "crossing_down",
+        100.0,
+        None,
+        at(100.0, Some(101.0)),
+        Verdict::Fire,
+    );
+    check(
+        "crossing_down",
+        100.0,
+        None,
+        at(99.0, Some(100.0)),
+        Verdict::Hold,
+    );
+    check("crossing_down", 100.0, None, at(99.0, None), Verdict::Hold);
+}
+
+#[test]
+fn moving_percent_is_measured_from_the_reference() {
+    check(
+        "moving_up_pct",
+        5.0,
+        Some(100.0),
+        at(105.0, None),
+        Verdict::Fire,
+    );
+    check(
+        "moving_up_pct",
+        5.0,
+        Some(100.0),
+        at(104.9, None),
+        Verdict::Hold,
+    );
+    check(
+        "moving_down_pct",
+        5.0,
+        Some(100.0),
+        at(95.0, None),
+        Verdict::Fire,
+    );
+    check(
+        "moving_down_pct",
+        5.0,
+        Some(100.0),
+        at(95.1, None),
+        Verdict::Hold,
+    );
+    check(
+        "moving_down_pct",
+        5.0,
+        Some(100.0),
+        at(110.0, None),
+        Verdict::Hold,
+    );
+}
+
+#[test]
+fn rows_that_cannot_be_evaluated_are_malformed() {
+    let malformed = |alert: AlertRow| {
+        matches!(
+            judge(&alert, at(1.0, Some(0.5)), now()),
+            Verdict::Malformed(_)
+        )
+    };
+    assert!(malformed(alert("sideways", Some(1.0), None)));
+    assert!(malformed(alert("above", None, None)));
+    assert!(malformed(alert("above", Some(f64::INFINITY), None)));
+    assert!(malformed(alert("above", Some(f64::NAN), None)));
+    assert!(malformed(alert("moving_up_pct", Some(5.0), None)));
+    assert!(malformed(alert("moving_up_pct", Some(5.0), Some(0.0))));
+    assert!(malformed(AlertRow {
+        expires_at: Some("next tuesday".into()),
+        ..alert("above", Some(1.0), None)
+    }));
+}
+
+#[test]
+fn a_quote_is_usable_with_a_positive_price_a_time_not_too_old_nor_ahead() {
+    let check = |price: Option<f64>, updated_at: &str, expected: Result<f64, QuoteProblem>| {
+        assert_eq!(
+            usable_quote(price, updated_at, Duration::from_secs(900), now()),
+            expected,
+            "{price:?} {updated_at}"
+        );
+    };
+    check(Some(5.0), "2026-03-02T14:29:00Z", Ok(5.0));
+    check(Some(5.0), "2026-03-02 14:15:00", Ok(5.0));
+    check(Some(5.0), "2026-03-02T14:14:59Z", Err(QuoteProblem::Stale));
+    // Up to a minute ahead of the clock is skew; more is a wrong clock.
+    check(Some(5.0), "2026-03-02T14:31:00Z", Ok(5.0));
+    check(Some(5.0), "2026-03-02T14:31:01Z", Err(QuoteProblem::Future));
+    check(Some(5.0), "2030-01-01T00:00:00Z", Err(QuoteProblem::Future));
+    check(
+        Some(0.0),
+        "2026-03-02T14:29:00Z",
+        Err(QuoteProblem::BadPrice),
+    );
+    check(None, "2026-03-02T14:29:00Z", Err(QuoteProblem::BadPrice));
+    check(
+        Some(f64::NAN),
+        "2026-03-02T14:29:00Z",
+        Err(QuoteProblem::BadPrice),
+    );
+    check(Some(5.0), "yesterday", Err(QuoteProblem::BadTime));
+}
+
+#[test]
+fn a_cooldown_is_a_duration_of_a_second_or_more_and_a_bad_one_is_malformed() {
+    let with = |cooldown: &str| AlertRow {
+        cooldown: Some(cooldown.into()),
+        ..alert("above", Some(1.0), None)
+    };
+    let check = |cooldown: &str, expected: Result<Option<Duration>, &str>| {
+        assert_eq!(
+            cooldown_of(&with(cooldown)).map_err(|reason| {
+                assert!(reason.contains(expected.unwrap_err()), "{reason}");
+                expected.unwrap_err()
+            }),
+            expected,
+            "{cooldown:?}"
+        )
+    };
+    check("15m", Ok(Some(Duration::from_secs(900))));
+    check(" 1h 30m ", Ok(Some(Duration::from_secs(5400))));
+    check("1s", Ok(Some(Duration::from_secs(1))));
+    check("", Ok(None));
+    check("  ", Ok(None));
+    check("999ms", Err("is shorter than 1s"));
+    check("0s", Err("is shorter than 1s"));
+    check("soon", Err("is not a duration such as \"15m\""));
+    check("-5m", Err("is not a duration"));
+    assert_eq!(cooldown_of(&alert("above", Some(1.0), None)), Ok(None));
+    // A repeating alert fires as any other; a bad cooldown never fires.
+    assert_eq!(judge(&with("15m"), at(5.0, None), now()), Verdict::Fire);
+    assert!(matches!(
+        judge(&with("soon"), at(5.0, None), now()),
+        Verdict::Malformed(_)
+    ));
+}
+
+#[test]
+fn an_expired_alert_never_fires() {
+    let expiring = |expires_at: &str| AlertRow {
+        expires_at: Some(expires_at.into()),
+        ..alert("above", Some(1.0), None)
+    };
+    assert_eq!(
+        judge(&expiring("2026-03-02T14:29:59Z"), at(5.0, None), now()),
+        Verdict::Expired
+    );
+    assert_eq!(
+        judge(&expiring("2026-03-02 14:30:00"), at(5.0, None), now()),
+        Verdict::Expired
+    );
+    assert_eq!(
+        judge(&expiring("2026-03-02T15:30:00+02:00"), at(5.0, None), now()),
+        Verdict::Expired
+    );
+    assert_eq!(
+        judge(&expiring("2026-03-02T14:30:01Z"), at(5.0, None), now()),
+        Verdict::Fire
+    );
+}
+
+/// The level index's ranges must reach every row `judge` fires: over a
+/// grid of conditions, targets (numbers on both sides, text, infinities),
+/// references and expiries, and moves up, down and from nowhere, every
+/// row that fires is read, and many that cannot are not.
+#[test]
+fn the_level_ranges_reach_every_row_judge_fires() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let config = crate::config::DatabaseConfig::sqlite(path.clone(), Duration::from_secs(5));
+    // The application's table, which may allow a NULL condition.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE price_alerts (id INTEGER PRIMARY KEY, ticker TEXT, condition TEXT,
+                 target_price REAL, reference_price REAL, enabled INTEGER NOT NULL DEFAULT 1,
+                 triggered_at TEXT, triggered_price REAL, created_at TEXT NOT NULL, user_id TEXT, note TEXT)",
+        )
+        .unwrap();
+    let pool = store::open(&config, 2).unwrap();
+    let mut connection = pool.get().unwrap();
+    let app = rusqlite::Connection::open(&path).unwrap();
+    let now = Utc::now();
+    let past = (now - chrono::Duration::hours(1)).to_rfc3339();
+    let future = (now + chrono::Duration::hours(1)).to_rfc3339();
+    let conditions = [
+        "'above'",
+        "'below'",
+        "'crossing_up'",
+        "'crossing_down'",
+        "'moving_up_pct'",
+        "'moving_down_pct'",
+        "'sideways'",
+        "''",
+        "NULL",
+    ];
+    let targets = [
+        "50.0", "95", "99.99", "100.0", "100", "100.01", "105", "150.0", "'lots'", "9e999",
+        "-9e999", "0", "-5", "5",
+    ];
+    let expiries = [
+        "NULL".to_owned(),
+        format!("'{past}'"),
+        format!("'{future}'"),
+        "'soon'".to_owned(),
+    ];
+    let references = ["NULL", "100.0", "95.238095238095", "105", "'x'"];
+    for condition in conditions {
+        for target in targets {
+            for expiry in &expiries {
+                for reference in references {
+                    app.execute_batch(&format!(
+                            "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, expires_at, created_at)
+                             VALUES ('T', {condition}, {target}, {reference}, {expiry}, 'x')"
+                        ))
+                        .unwrap();
+                }
+            }
+        }
+    }
+    let all = alerts::enabled_for_ticker(&mut connection, "T").unwrap();
+    assert_eq!(
+        all.len(),
+        conditions.len() * targets.len() * expiries.len() * references.len()
+    );
+    for previous in [Some(90.0), Some(110.0), Some(100.0), None] {
+        let observed = Observed {
+            price: 100.0,
+            previous,
+        };
+        let moved = changes::Move {
+            price: observed.price,
+            previous,
+        };
+        let mut reached = HashSet::new();
+        changes::each_reachable_alert(&mut connection, "T", moved, i64::MAX, |alert| {
+            reached.insert(alert.id);
+            true
+        })
+        .unwrap();
+        let mut fired = 0;
+        for alert in &all {
+            if judge(alert, observed, now) == Verdict::Fire {
+                fired += 1;
+                assert!(
+                    reached.contains(&alert.id),
+                    "not reached: {alert:?} after {previous:?}"
+                );
+            }
+        }
+        assert!(fired > 0);
+        assert!(
+            reached.len() < all.len() / 2,
+            "the ranges read {} of {} rows: they narrow nothing",
+            reached.len(),
+            all.len()
+        );
+    }
+}
+
+fn price() -> impl Strategy<Value = f64> {
+    0.01f64..1_000_000.0
+}
+
+proptest! {
+    /// The level the index holds for a moving-% alert (computed as SQLite
+    /// computes it) is within the read's rounding margin whenever
+    /// `judge` fires: the range read never misses a move.
+    #[test]
+    fn a_moving_alert_that_fires_is_within_its_levels_range(percent in -50.0f64..500.0, reference in price(), price in price()) {
+        let up = reference * (1.0 + percent / 100.0);
+        if judge(&alert("moving_up_pct", Some(percent), Some(reference)), at(price, None), now()) == Verdict::Fire {
+            prop_assert!(up <= price * (1.0 + 1e-9), "{up} > {price}");
+        }
+        let down = reference * (1.0 - percent / 100.0);
+        if judge(&alert("moving_down_pct", Some(percent), Some(reference)), at(price, None), now()) == Verdict::Fire {
+            prop_assert!(down >= price * (1.0 - 1e-9), "{down} < {price}");
+        }
+    }
+
+    #[test]
+    fn above_fires_exactly_at_or_over_the_target(target in price(), price in price()) {
+        prop_assert_eq!(judge(&alert("above", Some(target), None), at(price, None), now()) == Verdict::Fire, price >= target);
+        prop_assert_eq!(judge(&alert("below", Some(target), None), at(price, None), now()) == Verdict::Fire, price <= target);
+    }
+
+    #[test]
+    fn a_crossing_fires_only_when_the_target_lies_between_the_two_prices(target in price(), previous in price(), price in price()) {
+        let up = judge(&alert("crossing_up", Some(target), None), at(price, Some(previous)), now()) == Verdict::Fire;
+        let down = judge(&alert("crossing_down", Some(target), None), at(price, Some(previous)), now()) == Verdict::Fire;
+        prop_assert!(!(up && down), "both directions fired");
+        if up { prop_assert!(previous < target && target <= price); }
+        if down { prop_assert!(previous > target && target >= price); }
+        // Without a previous observation nothing crosses.
+        prop_assert_ne!(judge(&alert("crossing_up", Some(target), None), at(price, None), now()), Verdict::Fire);
+        prop_assert_ne!(judge(&alert("crossing_down", Some(target), None), at(price, None), now()), Verdict::Fire);
+        // A crossing is an above/below that was not so before.
+        if up { prop_assert_eq!(judge(&alert("above", Some(target), None), at(price, None), now()), Verdict::Fire); }
+    }
+
+    #[test]
+    fn moves_up_and_down_never_both_fire(percent in 0.001f64..500.0, reference in price(), price in price()) {
+        let up = judge(&alert("moving_up_pct", Some(percent), Some(reference)), at(price, None), now()) == Verdict::Fire;
+        let down = judge(&alert("moving_down_pct", Some(percent), Some(reference)), at(price, None), now()) == Verdict::Fire;
+        prop_assert!(!(up && down));
+        if up { prop_assert!(price > reference); }
+        if down { prop_assert!(price < reference); }
+    }
+
+    #[test]
+    fn a_higher_price_keeps_an_above_alert_firing(target in price(), price in price(), rise in 0.0f64..1000.0) {
+        if judge(&alert("above", Some(target), None), at(price, None), now()) == Verdict::Fire {
+            prop_assert_eq!(judge(&alert("above", Some(target), None), at(price + rise, None), now()), Verdict::Fire);
+        }
+    }
+}
