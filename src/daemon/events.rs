@@ -1,0 +1,33 @@
+//! What can happen to a running daemon: the closed list its loop serves.
+
+use chrono::{DateTime, Utc};
+
+use crate::signals::Signal;
+use crate::store::cluster::Fire;
+
+use super::report::JobReport;
+
+/// Everything that can happen to a running daemon.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// A job's fire time came. `epoch` tells fire times of a replaced schedule apart.
+    Due {
+        job: String,
+        epoch: u64,
+        at: DateTime<Utc>,
+    },
+    /// A job's run ended.
+    Finished {
+        job: String,
+        result: anyhow::Result<JobReport>,
+    },
+    /// Another member took this fire time of the job (`membership`).
+    Elsewhere {
+        job: String,
+    },
+    /// Fire times whose holder stopped beating, for this member to take over.
+    Orphaned(Vec<Fire>),
+    Signal(Signal),
+    /// Time to tell systemd's watchdog that the loop and the scheduler are alive.
+    Heartbeat,
+}

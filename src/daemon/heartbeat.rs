@@ -1,0 +1,70 @@
+//! The daemon's two heartbeats: this member's, which renews its leases and
+//! finds orphaned fire times, and systemd's watchdog, booked through the
+//! scheduler.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use crate::recurring::Recurring;
+use crate::schedule::Scheduler;
+use crate::store::Pool;
+use crate::store::cluster::Me;
+use crate::{log_recurring, membership};
+
+use super::events::Event;
+
+/// This member's heartbeats, every `membership::HEARTBEAT`: each renews the
+/// leases of the fires it holds and hands the loop the fires whose member
+/// stopped beating. Failures are logged when they start and end.
+pub(super) async fn beat(pool: Pool, me: Arc<Me>, events: mpsc::UnboundedSender<Event>) {
+    let mut failures = Recurring::default();
+    let mut interval = tokio::time::interval(membership::HEARTBEAT);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match membership::beat(&pool, &me).await {
+            Ok(orphaned) => {
+                if let Some(failed) = failures.succeeded() {
+                    tracing::info!(failed, "the heartbeat works again");
+                }
+                if !orphaned.is_empty() && events.send(Event::Orphaned(orphaned)).is_err() {
+                    return;
+                }
+            }
+            Err(error) => log_recurring!(
+                warn,
+                failures,
+                format!("{error:#}"),
+                "the heartbeat failed: this daemon's fire times may be taken over"
+            ),
+        }
+    }
+}
+
+/// Books the next watchdog heartbeat through the scheduler.
+pub(super) async fn book_heartbeat(
+    scheduler: &Scheduler,
+    interval: std::time::Duration,
+    events: &mpsc::UnboundedSender<Event>,
+) {
+    let at =
+        Utc::now() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::seconds(1));
+    let events = events.clone();
+    let booked = scheduler
+        .add_at(
+            at,
+            Box::new(move || {
+                let _ = events.send(Event::Heartbeat);
+                Box::pin(async {})
+            }),
+        )
+        .await;
+    if let Err(error) = booked {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "booking the watchdog heartbeat failed"
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! The daemon's loop: one event after another (a fire time, a run's end,
+//! a fire time to take over, a heartbeat, a signal) until told to stop.
+
+use chrono::{DateTime, Utc};
+
+use crate::config::JobKind;
+use crate::signals::Signal;
+use crate::store::cluster::Fire;
+use crate::systemd;
+
+use super::Daemon;
+use super::events::Event;
+use super::heartbeat::book_heartbeat;
+use super::jobs::Jobs;
+use super::reload::reload;
+use super::report::{JobReport, log_run};
+
+impl Daemon {
+    pub(super) async fn next_event(&mut self) -> Event {
+        tokio::select! {
+            Some(signal) = self.signals.recv() => Event::Signal(signal),
+            Some(event) = self.inbox.recv() => event,
+        }
+    }
+
+    /// The daemon's life: one event after another, until told to stop.
+    pub(super) async fn serve(&mut self) {
+        loop {
+            match self.next_event().await {
+                Event::Due { job, epoch, at } => self.due(job, epoch, at).await,
+                Event::Orphaned(fires) => self.take_over(fires),
+                Event::Elsewhere { job } => {
+                    self.running.remove(&job);
+                }
+                Event::Finished { job, result } => self.finished(job, result).await,
+                Event::Heartbeat => {
+                    // Pinged from the loop, booked through the scheduler: a
+                    // stuck loop or a dead scheduler stops the pings.
+                    systemd::watchdog();
+                    if let Some(interval) = self.watchdog {
+                        book_heartbeat(&self.scheduler, interval, &self.events).await;
+                    }
+                }
+                Event::Signal(Signal::Reload) => self.reload().await,
+                Event::Signal(Signal::Shutdown) => return,
+            }
+        }
+    }
+
+    /// A job's fire time came: book the next one, and run this one unless
+    /// the job's previous run is still going.
+    async fn due(&mut self, job: String, epoch: u64, at: DateTime<Utc>) {
+        if epoch != self.jobs.epoch {
+            return;
+        }
+        let Some(kind) = self.jobs.jobs.get(&job).map(|config| config.kind.clone()) else {
+            return;
+        };
+        if let Err(error) = self
+            .jobs
+            .arm(&self.scheduler, &job, at.max(Utc::now()), &self.events)
+            .await
+        {
+            tracing::error!(
+                job,
+                error = format!("{error:#}"),
+                "booking the next fire time failed; the job stops until a reload"
+            );
+        }
+        if !self.running.insert(job.clone()) {
+            self.engine.metrics.tick_skipped(&job);
+            tracing::warn!(job, due = %at, "tick skipped: the previous run of this job is still going");
+            return;
+        }
+        let fire = Fire {
+            job: job.clone(),
+            at_ms: at.timestamp_millis(),
+        };
+        self.spawn_run(job, kind, fire);
+    }
+
+    /// Fire times whose member stopped beating: each is run here, unless a
+    /// run of its job is going here already (that run takes whatever the
+    /// orphan left: its lease runs on; a later heartbeat finds it superseded).
+    fn take_over(&mut self, fires: Vec<Fire>) {
+        for fire in fires {
+            let Some(kind) = self
+                .jobs
+                .jobs
+                .get(&fire.job)
+                .map(|config| config.kind.clone())
+            else {
+                continue;
+            };
+            if !self.running.insert(fire.job.clone()) {
+                continue;
+            }
+            self.spawn_run(fire.job.clone(), kind, fire);
+        }
+    }
+
+    fn spawn_run(&self, job: String, kind: JobKind, fire: Fire) {
+        let (engine, events) = (self.engine.clone(), self.events.clone());
+        tokio::spawn(async move { engine.run_fire(job, kind, fire, &events).await });
+    }
+
+    /// A run ended: log it, wake the deliverer if it queued events, and
+    /// tell systemd.
+    async fn finished(&mut self, job: String, result: anyhow::Result<JobReport>) {
+        self.running.remove(&job);
+        log_run(&job, &result, self.failures.entry(job.clone()).or_default());
+        if matches!(&result, Ok(JobReport::Evaluated(report)) if report.triggered > 0) {
+            self.deliverer.wake.notify_one();
+        }
+        self.status.ran(&job, &result);
+        systemd::status(&self.status.text(self.engine.backlog().await.ok()));
+    }
+
+    /// SIGHUP: a valid configuration replaces the webhook settings and the
+    /// schedule; an invalid one is refused, and the running ones stay.
+    async fn reload(&mut self) {
+        systemd::reloading();
+        let reloaded = reload(&self.source, &self.config).await;
+        self.engine.metrics.reloaded(reloaded.is_ok());
+        self.status.reload = reloaded.as_ref().err().map(|why| {
+            format!(
+                "reload refused at {}: {why}; running the previous configuration",
+                Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        });
+        if let Ok(new) = reloaded {
+            self.deliverer.reconfigure(&new);
+            self.jobs.cancel(&self.scheduler).await;
+            self.jobs = Jobs::schedule(
+                &self.scheduler,
+                &new.jobs,
+                self.jobs.epoch + 1,
+                &self.events,
+            )
+            .await;
+            self.engine
+                .metrics
+                .jobs(new.jobs.iter().map(|job| job.name.as_str()));
+            tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
+        }
+        systemd::ready();
+        systemd::status(&self.status.text(self.engine.backlog().await.ok()));
+    }
+}

@@ -1,0 +1,174 @@
+//! Wiring: opens the store, schedules the jobs, runs until a signal, reloads,
+//! drains and stops. The daemon's life is one loop over [`Event`].
+
+mod deliverer;
+mod events;
+mod heartbeat;
+mod jobs;
+mod main_loop;
+mod reload;
+mod report;
+mod run_job;
+mod runner;
+mod status;
+
+pub use report::JobReport;
+pub use run_job::{RunJobSummary, run_job};
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::config::{Config, Source};
+use crate::recurring::Recurring;
+use crate::schedule::Scheduler;
+use crate::signals::{self, Signal};
+use crate::store::cluster::Me;
+use crate::{membership, metrics, systemd};
+
+use deliverer::Deliverer;
+use events::Event;
+use heartbeat::{beat, book_heartbeat};
+use jobs::Jobs;
+use reload::log_warnings;
+use report::log_run;
+use runner::Engine;
+use status::Status;
+
+/// Runs the daemon until SIGTERM or SIGINT: it starts, serves its events,
+/// then stops (running jobs finish, the outbox drains for up to
+/// `webhook.drain_timeout`).
+pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
+    let mut daemon = Daemon::start(source, config).await?;
+    daemon.serve().await;
+    daemon.stop().await
+}
+
+/// A running daemon: the store, the deliverer, the schedule, and what its
+/// loop keeps from one event to the next.
+struct Daemon {
+    source: Source,
+    /// The configuration it started with: its `[database]` and `[evaluator]`
+    /// hold until a restart.
+    config: Config,
+    engine: Engine,
+    me: Arc<Me>,
+    signals: mpsc::UnboundedReceiver<Signal>,
+    signal_handle: signal_hook::iterator::Handle,
+    /// Where the scheduler, the runs and the heartbeat send their events.
+    events: mpsc::UnboundedSender<Event>,
+    inbox: mpsc::UnboundedReceiver<Event>,
+    deliverer: Deliverer,
+    scheduler: Scheduler,
+    jobs: Jobs,
+    /// systemd's watchdog interval, if it watches.
+    watchdog: Option<std::time::Duration>,
+    beating: tokio::task::JoinHandle<()>,
+    /// Jobs with a run under way here: a job runs once at a time.
+    running: HashSet<String>,
+    failures: HashMap<String, Recurring>,
+    status: Status,
+}
+
+impl Daemon {
+    /// Opens the store, starts the metrics endpoint, the deliverer, the
+    /// schedule and the heartbeat, and tells systemd it is ready.
+    async fn start(source: Source, config: Config) -> anyhow::Result<Daemon> {
+        log_warnings(&source, &config);
+        let mut engine = Engine::open(&config).await?;
+        let me = Arc::new(membership::me());
+        engine.me = Some(me.clone());
+        if let Some(listen) = config.metrics.listen {
+            metrics::serve(listen, engine.metrics.clone(), engine.pool.clone()).await?;
+        }
+        let (signal_sender, signals) = mpsc::unbounded_channel();
+        let signal_handle = signals::forward(signal_sender)?;
+        let (events, inbox) = mpsc::unbounded_channel::<Event>();
+        let deliverer = Deliverer::start(&engine, &config)?;
+
+        let scheduler = Scheduler::start().await?;
+        let jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await;
+        engine
+            .metrics
+            .jobs(config.jobs.iter().map(|job| job.name.as_str()));
+        let watchdog = systemd::watchdog_interval();
+        if let Some(interval) = watchdog {
+            book_heartbeat(&scheduler, interval, &events).await;
+        }
+        let beating = tokio::spawn(beat(engine.pool.clone(), me.clone(), events.clone()));
+        tracing::info!(
+            config = %source.describe(),
+            database = %config.database.describe(),
+            jobs = config.jobs.len(),
+            threads = config.evaluator.threads,
+            readers = engine.pool.readers(),
+            max_connections = engine.pool.most_connections(),
+            "price-alertd started"
+        );
+        if config.jobs.is_empty() {
+            tracing::warn!("no [[jobs]] are configured: nothing will be evaluated");
+        }
+        systemd::ready();
+        Ok(Daemon {
+            source,
+            config,
+            engine,
+            me,
+            signals,
+            signal_handle,
+            events,
+            inbox,
+            deliverer,
+            scheduler,
+            jobs,
+            watchdog,
+            beating,
+            running: HashSet::new(),
+            failures: HashMap::new(),
+            status: Status::default(),
+        })
+    }
+
+    /// Stops scheduling, lets the running jobs finish, drains the outbox for
+    /// up to the drain timeout, and leaves the members.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        systemd::stopping();
+        tracing::info!(
+            running = self.running.len(),
+            "stopping: no new ticks; letting running jobs finish"
+        );
+        self.jobs.cancel(&self.scheduler).await;
+        self.scheduler.shutdown().await;
+        while !self.running.is_empty() {
+            match self.next_event().await {
+                Event::Finished { job, result } => {
+                    self.running.remove(&job);
+                    log_run(&job, &result, self.failures.entry(job.clone()).or_default());
+                }
+                Event::Elsewhere { job } => {
+                    self.running.remove(&job);
+                }
+                Event::Signal(Signal::Shutdown) => tracing::info!("already stopping"),
+                Event::Due { .. }
+                | Event::Orphaned(_)
+                | Event::Heartbeat
+                | Event::Signal(Signal::Reload) => {}
+            }
+        }
+        // Beating until here: the fire times of the runs that were finishing
+        // stayed this member's.
+        self.beating.abort();
+        let totals = self.deliverer.drain().await?;
+        membership::leave(&self.engine.pool, &self.me.member).await;
+        let (pending, dead) = self.engine.backlog().await?;
+        self.signal_handle.close();
+        tracing::info!(
+            delivered = totals.delivered,
+            pending,
+            dead,
+            "price-alertd stopped"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,50 @@
+//! A reload's new configuration: read again, refused whole with every
+//! problem logged, or taken.
+
+use crate::config::{Config, Source};
+
+/// Re-reads the configuration; on any error logs every problem and returns
+/// why it was refused, so the running configuration stays.
+pub(super) async fn reload(source: &Source, running: &Config) -> Result<Config, String> {
+    let loading = source.clone();
+    let loaded = tokio::task::spawn_blocking(move || loading.load()).await;
+    let new = match loaded {
+        Ok(Ok(new)) => new,
+        Ok(Err(errors)) => {
+            for error in &errors.errors {
+                tracing::error!(config = %errors.origin, %error, "invalid configuration");
+            }
+            tracing::error!(
+                errors = errors.errors.len(),
+                "reload refused; the running jobs stay as they were"
+            );
+            let count = errors.errors.len();
+            return Err(format!(
+                "{count} error{} in {}",
+                if count == 1 { "" } else { "s" },
+                errors.origin
+            ));
+        }
+        Err(error) => {
+            tracing::error!(%error, "reading the configuration panicked; the running jobs stay as they were");
+            return Err("reading the configuration panicked".to_owned());
+        }
+    };
+    log_warnings(source, &new);
+    if new.database.engine != running.database.engine
+        || new.evaluator.threads != running.evaluator.threads
+    {
+        tracing::warn!("changes to [database] and [evaluator] take effect at the next restart");
+    }
+    tracing::info!(
+        "a reload applies [webhook] and [[jobs]]; [database], [evaluator], [prices], [metrics] and [log] apply at the next restart"
+    );
+    Ok(new)
+}
+
+/// Logs what is wrong in a configuration that does not stop the daemon.
+pub(super) fn log_warnings(source: &Source, config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!(config = %source.describe(), %warning, "configuration");
+    }
+}

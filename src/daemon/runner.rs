@@ -1,0 +1,266 @@
+//! The job runner: what every run of a process shares (the store, the
+//! evaluation threads, the quote source, the metrics), and one run of a job
+//! from its fire time to its record.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, EvaluatorConfig, JobKind, PriceSource};
+use crate::evaluate::{self, TickOptions, TickReport};
+use crate::membership::{self, Taken};
+use crate::metrics::Metrics;
+use crate::recurring::Recurring;
+use crate::store::cluster::{Finish, Fire, Me};
+use crate::store::{self, Pool};
+use crate::{log_recurring, quotes};
+
+use super::events::Event;
+use super::report::{JobReport, committed};
+
+/// What the jobs need, shared by every run of a process.
+#[derive(Clone)]
+pub(super) struct Engine {
+    pub(super) pool: Pool,
+    workers: Arc<rayon::ThreadPool>,
+    evaluator: EvaluatorConfig,
+    max_age: std::time::Duration,
+    /// The HTTP quote source, if `prices.source = "http"`.
+    source: Option<Arc<quotes::Source>>,
+    tick_memory: Arc<evaluate::TickMemory>,
+    pub(super) metrics: Arc<Metrics>,
+    /// Failures that may repeat every tick, logged at their changes.
+    checkpoint_failures: Arc<Mutex<Recurring>>,
+    record_failures: Arc<Mutex<Recurring>>,
+    /// This daemon among those sharing the database; none for `run-job`.
+    pub(super) me: Option<Arc<Me>>,
+}
+
+impl Engine {
+    pub(super) async fn open(config: &Config) -> anyhow::Result<Engine> {
+        let database = config.database.clone();
+        let readers = config.evaluator.threads as u32;
+        let pool = tokio::task::spawn_blocking(move || store::open(&database, readers))
+            .await
+            .context("opening the store panicked")??;
+        let workers = Arc::new(evaluate::thread_pool(config.evaluator.threads)?);
+        let source = match &config.prices.source {
+            PriceSource::Sqlite => None,
+            PriceSource::Http(http) => Some(Arc::new(quotes::Source::new(http)?)),
+        };
+        Ok(Engine {
+            pool,
+            workers,
+            evaluator: config.evaluator.clone(),
+            max_age: config.prices.max_age,
+            source,
+            tick_memory: Arc::default(),
+            metrics: Arc::default(),
+            checkpoint_failures: Arc::default(),
+            record_failures: Arc::default(),
+            me: None,
+        })
+    }
+
+    /// Does the work of one fire time of `job`, unless another member took
+    /// it first; tells the loop how it went.
+    pub(super) async fn run_fire(
+        &self,
+        job: String,
+        kind: JobKind,
+        fire: Fire,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        let me = self
+            .me
+            .as_ref()
+            .map(|me| me.member.clone())
+            .unwrap_or_default();
+        match membership::take(&self.pool, &me, &fire).await {
+            Taken::Elsewhere => {
+                self.metrics.tick_elsewhere(&job);
+                tracing::debug!(job, at = fire.at_ms, "another member took this fire time");
+                let _ = events.send(Event::Elsewhere { job });
+                return;
+            }
+            Taken::TakenOver => {
+                self.metrics.taken_over(&job);
+                tracing::warn!(
+                    job,
+                    at = fire.at_ms,
+                    "taking over a fire time whose member stopped beating"
+                );
+            }
+            Taken::Mine => {}
+        }
+        let result = self.run_recorded(&job, kind).await;
+        let finish = if result.is_ok() {
+            Finish::Done
+        } else {
+            Finish::Failed
+        };
+        membership::finish(&self.pool, &me, &fire, finish).await;
+        let _ = events.send(Event::Finished { job, result });
+    }
+
+    /// Runs one job and records the run: in `job_runs` (for `status`) and in
+    /// the metrics.
+    pub(super) async fn run_recorded(&self, job: &str, kind: JobKind) -> anyhow::Result<JobReport> {
+        let started_at = store::timestamp(Utc::now());
+        let started = std::time::Instant::now();
+        let result = self.run(job, kind).await;
+        let duration = started.elapsed();
+        let (outcome, detail) = match &result {
+            Ok(report) => {
+                let tick = match report {
+                    JobReport::Evaluated(tick) => Some(tick),
+                    JobReport::Purged { .. } => None,
+                };
+                self.metrics.tick_succeeded(job, duration, tick);
+                ("ok", report.summary())
+            }
+            Err(error) => {
+                let partial = committed(error);
+                self.metrics.tick_failed(job, duration, partial);
+                let detail = match partial {
+                    Some(tick) => format!(
+                        "{error:#} (before it failed: {})",
+                        JobReport::Evaluated(tick.clone()).summary()
+                    ),
+                    None => format!("{error:#}"),
+                };
+                ("failed", detail)
+            }
+        };
+        let run = store::runs::Run {
+            job: job.to_owned(),
+            started_at,
+            duration_ms: duration.as_millis() as i64,
+            result: outcome.to_owned(),
+            detail,
+            last_success_at: None,
+            member: self.me.as_ref().map(|me| me.member.clone()),
+        };
+        let recorded = store::blocking(&self.pool, "recording the run", move |connection| {
+            store::runs::record(connection, &run)
+        })
+        .await;
+        let mut record_failures = lock(&self.record_failures);
+        match recorded {
+            Ok(()) => {
+                record_failures.succeeded();
+            }
+            Err(error) => log_recurring!(
+                warn,
+                record_failures,
+                format!("{error:#}"),
+                job,
+                "recording the run failed"
+            ),
+        }
+        result
+    }
+
+    /// Runs one job to its end. Blocking work goes to `spawn_blocking`.
+    async fn run(&self, job: &str, kind: JobKind) -> anyhow::Result<JobReport> {
+        let engine = self.clone();
+        match kind {
+            JobKind::Evaluate { scope } => {
+                // One time for the fetch and the tick: the fetch asks for the
+                // tickers of the alerts the tick will re-arm as of then.
+                let now = Utc::now();
+                let mut refresh = match &self.source {
+                    Some(source) => Some(
+                        source
+                            .refresh(&self.pool, &scope, now.timestamp_millis())
+                            .await,
+                    ),
+                    None => None,
+                };
+                let job = job.to_owned();
+                let fetched = refresh
+                    .as_mut()
+                    .map(|refresh| std::mem::take(&mut refresh.fetched));
+                let ticked = tokio::task::spawn_blocking(move || {
+                    let options = TickOptions {
+                        job: &job,
+                        evaluator: &engine.evaluator,
+                        max_age: engine.max_age,
+                        scope: &scope,
+                        fetched: fetched.as_ref(),
+                        memory: &engine.tick_memory,
+                    };
+                    evaluate::tick_at(&engine.workers, &engine.pool, &options, now)
+                })
+                .await
+                .context("the evaluation panicked")?;
+                self.checkpoint().await;
+                let with_fetch = |report: &mut TickReport| {
+                    if let Some(refresh) = &refresh {
+                        report.quote_errors = refresh.errors;
+                        report.fetch_duration = refresh.duration;
+                        report.duration += refresh.duration;
+                    }
+                };
+                match ticked {
+                    Ok(mut report) => {
+                        with_fetch(&mut report);
+                        Ok(JobReport::Evaluated(report))
+                    }
+                    Err(mut failed) => {
+                        with_fetch(&mut failed.report);
+                        Err(anyhow::Error::new(failed))
+                    }
+                }
+            }
+            JobKind::Purge { keep } => {
+                let started = std::time::Instant::now();
+                let before = store::timestamp(
+                    Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX),
+                );
+                let deleted =
+                    store::blocking(&self.pool, "purging delivered events", move |connection| {
+                        store::outbox::purge_delivered(connection, &before)
+                    })
+                    .await?;
+                Ok(JobReport::Purged {
+                    deleted: deleted as u64,
+                    duration: started.elapsed(),
+                })
+            }
+        }
+    }
+
+    /// Checkpoints the WAL after a tick's writes (see `store::checkpoint`).
+    async fn checkpoint(&self) {
+        let checkpointed = store::blocking(&self.pool, "checkpointing the WAL", |connection| {
+            store::checkpoint(connection)
+        })
+        .await;
+        let mut failures = lock(&self.checkpoint_failures);
+        match checkpointed {
+            Ok(()) => {
+                failures.succeeded();
+            }
+            Err(error) => {
+                log_recurring!(warn, failures, format!("{error:#}"), "checkpoint failed")
+            }
+        }
+    }
+
+    /// Events still pending, and dead letters.
+    pub(super) async fn backlog(&self) -> anyhow::Result<(u64, u64)> {
+        store::blocking(&self.pool, "counting the outbox", |connection| {
+            store::outbox::backlog(connection)
+        })
+        .await
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,44 @@
+//! What `systemctl status` shows.
+
+use chrono::Utc;
+
+use super::report::JobReport;
+
+/// What `systemctl status` shows (the notify protocol's `STATUS=`): the last
+/// run, the events waiting, and a refused reload until one succeeds.
+#[derive(Default)]
+pub(super) struct Status {
+    last_run: Option<String>,
+    pub(super) reload: Option<String>,
+}
+
+impl Status {
+    pub(super) fn ran(&mut self, job: &str, result: &anyhow::Result<JobReport>) {
+        let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        self.last_run = Some(match result {
+            Ok(JobReport::Evaluated(report)) => format!(
+                "last tick {job} at {at}: {} evaluated, {} triggered",
+                report.evaluated, report.triggered
+            ),
+            Ok(JobReport::Purged { deleted, .. }) => {
+                format!("last run {job} at {at}: {deleted} purged")
+            }
+            Err(_) => format!("last run {job} at {at} failed (see the journal)"),
+        });
+    }
+
+    /// The text, with the number of pending events if it could be read.
+    pub(super) fn text(&self, backlog: Option<(u64, u64)>) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        parts.extend(self.reload.clone());
+        parts.push(
+            self.last_run
+                .clone()
+                .unwrap_or_else(|| "running, no tick yet".to_owned()),
+        );
+        if let Some((pending, dead)) = backlog {
+            parts.push(format!("{pending} events pending, {dead} dead"));
+        }
+        parts.join("; ")
+    }
+}
