@@ -93,7 +93,7 @@ impl Table {
 /// Prints up to `limit` undelivered events (or only dead letters), oldest first.
 pub fn outbox_list(
     config: &Config,
-    filter: outbox::Filter,
+    filter: outbox::OutboxFilter,
     limit: usize,
     json: bool,
     out: &mut impl Write,
@@ -187,7 +187,7 @@ pub fn alerts_rearm(config: &Config, id: i64, out: &mut impl Write) -> anyhow::R
 /// Prints alerts, newest first.
 pub fn alerts_list(
     config: &Config,
-    filter: alerts::Filter,
+    filter: alerts::AlertFilter,
     ticker: Option<&str>,
     limit: usize,
     json: bool,
@@ -429,7 +429,7 @@ pub fn quotes_list(config: &Config, json: bool, out: &mut impl Write) -> anyhow:
 }
 
 #[derive(serde::Serialize)]
-struct Status {
+struct StatusReport {
     /// The database, as it is connected to.
     database: String,
     jobs: Vec<JobStatus>,
@@ -523,7 +523,7 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Resu
             .filter(|run| !config.jobs.iter().any(|job| job.name == run.job))
             .map(|run| JobStatus::of(&run.job, Some(run), false, None)),
     );
-    let status = Status {
+    let status = StatusReport {
         database: config.database.describe(),
         jobs,
         outbox_pending,

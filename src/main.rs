@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Parser, Subcommand};
-use price_alertd::config::{self, Config, JobKind, PriceSource, Source};
+use price_alertd::config::{self, Config, ConfigOrigin, JobKind, PriceSource};
 use price_alertd::store::{self, alerts, outbox};
 use price_alertd::{admin, daemon, logging, metrics};
 
@@ -17,7 +17,7 @@ const EX_CONFIG: u8 = 78;
 /// RestartPreventExitStatus= lists the codes a restart cannot fix).
 fn exit_code(error: &anyhow::Error) -> ExitCode {
     let code = match error
-        .downcast_ref::<store::Failure>()
+        .downcast_ref::<store::DatabaseFailure>()
         .map(|failure| failure.kind)
     {
         // EX_DATAERR: not a database, or a newer version's.
@@ -290,7 +290,7 @@ fn main() -> ExitCode {
     if let Command::Generate { folder } = &cli.command {
         return report(generate(folder));
     }
-    let source = Source::choose(cli.config);
+    let source = ConfigOrigin::choose(cli.config);
     let config = match source.load() {
         Ok(config) => config,
         Err(errors) => {
@@ -346,9 +346,9 @@ fn outbox_command(config: &Config, command: OutboxCommand) -> anyhow::Result<()>
     match command {
         OutboxCommand::List { dead, limit, json } => {
             let filter = if dead {
-                outbox::Filter::Dead
+                outbox::OutboxFilter::Dead
             } else {
-                outbox::Filter::Undelivered
+                outbox::OutboxFilter::Undelivered
             };
             admin::outbox_list(config, filter, limit, json, &mut out)
         }
@@ -375,9 +375,9 @@ fn alerts_command(config: &Config, command: AlertsCommand) -> anyhow::Result<()>
             json,
         } => {
             let filter = match (enabled, triggered) {
-                (true, _) => alerts::Filter::Enabled,
-                (_, true) => alerts::Filter::Triggered,
-                _ => alerts::Filter::All,
+                (true, _) => alerts::AlertFilter::Enabled,
+                (_, true) => alerts::AlertFilter::Triggered,
+                _ => alerts::AlertFilter::All,
             };
             admin::alerts_list(config, filter, ticker.as_deref(), limit, json, &mut out)
         }
@@ -449,7 +449,12 @@ enum Checks {
 /// Prints what a valid configuration means: the database (checked as `run`
 /// will open it), the webhook, the quote source and each job's next fire
 /// times. Fails as `run` would if `run` could not use the database.
-fn check_config(source: &Source, config: &Config, checks: Checks, from: DateTime<Utc>) -> ExitCode {
+fn check_config(
+    source: &ConfigOrigin,
+    config: &Config,
+    checks: Checks,
+    from: DateTime<Utc>,
+) -> ExitCode {
     let database = match checks {
         Checks::Start => {
             let checked = store::check(&config.database).and_then(|database| {
@@ -473,7 +478,7 @@ fn check_config(source: &Source, config: &Config, checks: Checks, from: DateTime
     }
     println!("{}: ok", source.describe());
     println!("database  {} ({database})", config.database.describe());
-    if let config::Engine::Postgres(postgres) = &config.database.engine {
+    if let config::EngineChoice::Postgres(postgres) = &config.database.engine {
         if let Some(options) = &postgres.dropped_options {
             println!(
                 "          the URL's options={options:?} are not used: price-alertd sets the session's options (lock_timeout)"

@@ -31,7 +31,7 @@ const DEFAULT_BACKOFF: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// A configured source and its back-off state, shared by every tick of a process.
-pub struct Source {
+pub struct QuoteSource {
     client: reqwest::Client,
     config: HttpSource,
     /// Set by a 429: no request goes out before then.
@@ -83,8 +83,8 @@ struct Stored {
     errors: u64,
 }
 
-impl Source {
-    pub fn new(config: &HttpSource) -> anyhow::Result<Source> {
+impl QuoteSource {
+    pub fn new(config: &HttpSource) -> anyhow::Result<QuoteSource> {
         let client = crate::deliver::client_builder()
             .timeout(config.timeout)
             // A redirect would carry `prices.headers` (an API key) and the
@@ -94,7 +94,7 @@ impl Source {
             .referer(false)
             .build()
             .context("building the quote source's HTTP client")?;
-        Ok(Source {
+        Ok(QuoteSource {
             client,
             config: config.clone(),
             backoff_until: Mutex::new(None),

@@ -11,7 +11,7 @@ use super::report::Report;
 
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
-    pub engine: Engine,
+    pub engine: EngineChoice,
     /// How long a statement waits for a lock (SQLite's write lock, a
     /// PostgreSQL row lock) before failing.
     pub busy_timeout: Duration,
@@ -22,7 +22,7 @@ pub struct DatabaseConfig {
 
 /// Which database, `database.path` or `database.url`.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Engine {
+pub enum EngineChoice {
     /// The SQLite file; created with its schema if missing.
     Sqlite {
         path: PathBuf,
@@ -34,7 +34,7 @@ impl DatabaseConfig {
     /// An SQLite database at `path`.
     pub fn sqlite(path: PathBuf, busy_timeout: Duration) -> DatabaseConfig {
         DatabaseConfig {
-            engine: Engine::Sqlite { path },
+            engine: EngineChoice::Sqlite { path },
             busy_timeout,
             max_connections: None,
         }
@@ -44,8 +44,8 @@ impl DatabaseConfig {
     /// password.
     pub fn describe(&self) -> String {
         match &self.engine {
-            Engine::Sqlite { path } => path.display().to_string(),
-            Engine::Postgres(postgres) => postgres.display.clone(),
+            EngineChoice::Sqlite { path } => path.display().to_string(),
+            EngineChoice::Postgres(postgres) => postgres.display.clone(),
         }
     }
 }
@@ -54,7 +54,7 @@ impl DatabaseConfig {
 /// (PostgreSQL). A relative path resolves against the state directory if
 /// there is one, else against the config's folder.
 pub(super) fn database(
-    raw: &raw::Database,
+    raw: &raw::RawDatabase,
     base: &Path,
     state_directory: Option<&Path>,
     report: &mut impl Report,
@@ -85,7 +85,7 @@ pub(super) fn database(
     }
     if let Some(url) = &raw.url {
         return DatabaseConfig {
-            engine: Engine::Postgres(postgres(
+            engine: EngineChoice::Postgres(postgres(
                 url,
                 raw.password_file.as_ref(),
                 base,

@@ -66,7 +66,7 @@ impl Scope {
 }
 
 /// The `[[jobs]]` entries; a job with an error is left out (and reported).
-pub(super) fn jobs(raw: &[Spanned<raw::Job>], report: &mut impl Report) -> Vec<JobConfig> {
+pub(super) fn jobs(raw: &[Spanned<raw::RawJob>], report: &mut impl Report) -> Vec<JobConfig> {
     let mut jobs = Vec::new();
     let mut names = BTreeMap::new();
     for (index, spanned) in raw.iter().enumerate() {
@@ -80,7 +80,7 @@ pub(super) fn jobs(raw: &[Spanned<raw::Job>], report: &mut impl Report) -> Vec<J
 /// One `[[jobs]]` entry; `names` holds the names taken by earlier entries.
 fn job(
     index: usize,
-    spanned: &Spanned<raw::Job>,
+    spanned: &Spanned<raw::RawJob>,
     names: &mut BTreeMap<String, usize>,
     report: &mut impl Report,
 ) -> Option<JobConfig> {

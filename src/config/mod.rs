@@ -12,7 +12,7 @@ mod report;
 mod service;
 mod webhook;
 
-pub use database::{DatabaseConfig, Engine, LEAST_CONNECTIONS};
+pub use database::{DatabaseConfig, EngineChoice, LEAST_CONNECTIONS};
 pub use fields::{display_url, show_duration};
 pub use jobs::{JobConfig, JobKind, Scope};
 pub use postgres::{Password, PostgresConfig, PostgresTls};
@@ -67,27 +67,29 @@ pub struct Config {
 
 /// Where a configuration came from; relative paths resolve against its folder.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub enum ConfigOrigin {
     File(PathBuf),
     /// The shipped file compiled into the binary; relative paths resolve against the working directory.
     Embedded,
 }
 
-impl Source {
+impl ConfigOrigin {
     /// Picks the file the CLI names, else `$PRICE_ALERTD_CONFIG` (both passed in
     /// by clap), else the default path, else the embedded default.
-    pub fn choose(explicit: Option<PathBuf>) -> Source {
+    pub fn choose(explicit: Option<PathBuf>) -> ConfigOrigin {
         match explicit {
-            Some(path) => Source::File(path),
-            None if Path::new(DEFAULT_PATH).exists() => Source::File(PathBuf::from(DEFAULT_PATH)),
-            None => Source::Embedded,
+            Some(path) => ConfigOrigin::File(path),
+            None if Path::new(DEFAULT_PATH).exists() => {
+                ConfigOrigin::File(PathBuf::from(DEFAULT_PATH))
+            }
+            None => ConfigOrigin::Embedded,
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
-            Source::File(path) => path.display().to_string(),
-            Source::Embedded => "<embedded etc/price-alertd.toml>".to_owned(),
+            ConfigOrigin::File(path) => path.display().to_string(),
+            ConfigOrigin::Embedded => "<embedded etc/price-alertd.toml>".to_owned(),
         }
     }
 
@@ -104,7 +106,7 @@ impl Source {
             }],
         };
         let (text, base) = match self {
-            Source::File(path) => {
+            ConfigOrigin::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|error| {
                     fail(match error.kind() {
                         std::io::ErrorKind::NotFound => format!(
@@ -116,7 +118,7 @@ impl Source {
                 let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 (text, base)
             }
-            Source::Embedded => {
+            ConfigOrigin::Embedded => {
                 let base = std::env::current_dir()
                     .map_err(|error| fail(format!("cannot read the working directory: {error}")))?;
                 (EMBEDDED.to_owned(), base)
@@ -192,7 +194,7 @@ pub fn parse(
 /// Builds the validated config from the mirror, one section at a time,
 /// reporting every problem.
 fn validate(
-    raw: raw::File,
+    raw: raw::RawFile,
     base: &Path,
     state_directory: Option<&Path>,
     lines: &LineIndex,

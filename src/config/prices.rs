@@ -48,7 +48,7 @@ pub struct HttpSource {
 }
 
 /// The `[prices]` section.
-pub(super) fn prices(raw: &raw::Prices, report: &mut impl Report) -> PricesConfig {
+pub(super) fn prices(raw: &raw::RawPrices, report: &mut impl Report) -> PricesConfig {
     let max_age = duration(&raw.max_age, "prices.max_age", "15m", MAX_AGE, report);
     let http_only = |report: &mut dyn FnMut(&str, Range<usize>, String),
                      key: &str,

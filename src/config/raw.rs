@@ -8,31 +8,31 @@ use toml::Spanned;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct File {
+pub struct RawFile {
     #[serde(default)]
-    pub database: Database,
+    pub database: RawDatabase,
     #[serde(default)]
-    pub evaluator: Evaluator,
+    pub evaluator: RawEvaluator,
     #[serde(default)]
-    pub prices: Prices,
-    pub webhook: Option<Spanned<Webhook>>,
+    pub prices: RawPrices,
+    pub webhook: Option<Spanned<RawWebhook>>,
     #[serde(default)]
-    pub jobs: Vec<Spanned<Job>>,
+    pub jobs: Vec<Spanned<RawJob>>,
     #[serde(default)]
-    pub log: Log,
+    pub log: RawLog,
     #[serde(default)]
-    pub metrics: Metrics,
+    pub metrics: RawMetrics,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Metrics {
+pub struct RawMetrics {
     pub listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Database {
+pub struct RawDatabase {
     pub path: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
     pub password_file: Option<Spanned<String>>,
@@ -42,14 +42,14 @@ pub struct Database {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Evaluator {
+pub struct RawEvaluator {
     pub threads: Option<Spanned<i64>>,
     pub claim_batch: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Webhook {
+pub struct RawWebhook {
     pub url: Option<Spanned<String>>,
     pub url_without_user_id: Option<Spanned<String>>,
     pub secret: Option<Spanned<String>>,
@@ -65,7 +65,7 @@ pub struct Webhook {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Job {
+pub struct RawJob {
     // Required, but optional here so that `validate` reports a missing one
     // with the job's index, rather than serde dropping the whole entry.
     pub name: Option<Spanned<String>>,
@@ -80,7 +80,7 @@ pub struct Job {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Prices {
+pub struct RawPrices {
     pub source: Option<Spanned<String>>,
     pub max_age: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
@@ -94,7 +94,7 @@ pub struct Prices {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct Log {
+pub struct RawLog {
     pub level: Option<Spanned<String>>,
     pub format: Option<Spanned<String>>,
 }

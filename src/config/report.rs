@@ -73,9 +73,9 @@ pub(super) fn deserialize_all(
     mut table: Spanned<DeTable<'_>>,
     lines: &LineIndex,
     errors: &mut Vec<ConfigError>,
-) -> Option<raw::File> {
+) -> Option<raw::RawFile> {
     loop {
-        let attempt = raw::File::deserialize(toml::de::Deserializer::from(table.clone()));
+        let attempt = raw::RawFile::deserialize(toml::de::Deserializer::from(table.clone()));
         let error = match attempt {
             Ok(file) => return Some(file),
             Err(error) => error,

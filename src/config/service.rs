@@ -35,7 +35,7 @@ pub enum LogFormat {
 }
 
 /// The `[evaluator]` section.
-pub(super) fn evaluator(raw: &raw::Evaluator, report: &mut impl Report) -> EvaluatorConfig {
+pub(super) fn evaluator(raw: &raw::RawEvaluator, report: &mut impl Report) -> EvaluatorConfig {
     EvaluatorConfig {
         threads: count(&raw.threads, "evaluator.threads", 10, 1..=256, report),
         claim_batch: count(
@@ -49,7 +49,7 @@ pub(super) fn evaluator(raw: &raw::Evaluator, report: &mut impl Report) -> Evalu
 }
 
 /// The `[log]` section.
-pub(super) fn log(raw: &raw::Log, report: &mut impl Report) -> LogConfig {
+pub(super) fn log(raw: &raw::RawLog, report: &mut impl Report) -> LogConfig {
     let format = match raw
         .format
         .as_ref()
@@ -83,7 +83,7 @@ pub(super) fn log(raw: &raw::Log, report: &mut impl Report) -> LogConfig {
 }
 
 /// The `[metrics]` section.
-pub(super) fn metrics(raw: &raw::Metrics, report: &mut impl Report) -> MetricsConfig {
+pub(super) fn metrics(raw: &raw::RawMetrics, report: &mut impl Report) -> MetricsConfig {
     let listen = raw
         .listen
         .as_ref()

@@ -1,4 +1,4 @@
-//! Tests of parsing and validation, through `parse` and `Source::load` as
+//! Tests of parsing and validation, through `parse` and `ConfigOrigin::load` as
 //! `check-config` and `run` call them.
 
 use std::path::Path;
@@ -157,7 +157,7 @@ fn the_contract_keys_alone_are_valid_and_defaults_apply() {
     let config = parse(MINIMAL, Path::new("/etc/x"), None).unwrap();
     assert_eq!(
         config.database.engine,
-        Engine::Sqlite {
+        EngineChoice::Sqlite {
             path: "/var/lib/price-alertd/alerts.db".into()
         }
     );
@@ -420,7 +420,7 @@ fn a_postgresql_url_selects_postgresql_with_its_tls_and_a_password_never_shown()
         None,
     )
     .unwrap();
-    let Engine::Postgres(postgres) = &config.database.engine else {
+    let EngineChoice::Postgres(postgres) = &config.database.engine else {
         panic!("{:?}", config.database);
     };
     assert_eq!(postgres.tls, PostgresTls::VerifyFull);
@@ -449,7 +449,7 @@ fn a_postgresql_url_selects_postgresql_with_its_tls_and_a_password_never_shown()
         None,
     )
     .unwrap();
-    let Engine::Postgres(postgres) = &config.database.engine else {
+    let EngineChoice::Postgres(postgres) = &config.database.engine else {
         panic!();
     };
     assert_eq!(
@@ -486,7 +486,7 @@ fn a_postgresql_connection_is_shown_as_it_will_be_made() {
             None,
         )
         .unwrap();
-        let Engine::Postgres(postgres) = config.database.engine else {
+        let EngineChoice::Postgres(postgres) = config.database.engine else {
             panic!()
         };
         (postgres.display, postgres.tls, postgres.dropped_options)

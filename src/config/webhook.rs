@@ -131,7 +131,7 @@ impl fmt::Debug for Secret {
 
 /// The `[webhook]` section; `None` without a usable URL.
 pub(super) fn webhook(
-    section: Option<&Spanned<raw::Webhook>>,
+    section: Option<&Spanned<raw::RawWebhook>>,
     base: &Path,
     report: &mut impl Report,
     warn: &mut impl Report,
@@ -224,7 +224,7 @@ pub(super) fn webhook(
 
 /// `webhook.secret` or `webhook.secret_file`: one or two signing secrets.
 fn secrets(
-    webhook: &raw::Webhook,
+    webhook: &raw::RawWebhook,
     base: &Path,
     report: &mut impl Report,
     warn: &mut impl Report,

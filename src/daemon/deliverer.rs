@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::deliver::{self, Totals, Webhook};
 use crate::store;
 
-use super::runner::Engine;
+use super::runner::Runner;
 
 /// A name for this process's outbox leases.
 pub(super) fn lease_owner() -> String {
@@ -20,7 +20,7 @@ pub(super) fn lease_owner() -> String {
 }
 
 /// The deliverer's task and the means to steer it.
-pub(super) struct Deliverer {
+pub(super) struct DeliveryTask {
     task: tokio::task::JoinHandle<Totals>,
     /// A reload's webhook settings.
     webhooks: watch::Sender<Webhook>,
@@ -32,28 +32,28 @@ pub(super) struct Deliverer {
     _listener: store::Listener,
 }
 
-impl Deliverer {
+impl DeliveryTask {
     /// Starts delivering: first the events queued before this start (a
     /// crash, a dead webhook), then those this daemon or another sharing the
     /// database queues, as they commit.
-    pub(super) fn start(engine: &Engine, config: &Config) -> anyhow::Result<Deliverer> {
+    pub(super) fn start(runner: &Runner, config: &Config) -> anyhow::Result<DeliveryTask> {
         let (webhooks, receiver) = watch::channel(Webhook::new(&config.webhook)?);
         let (stop, stopping) = watch::channel(None);
         let wake = Arc::new(Notify::new());
         let task = tokio::spawn(deliver::run(
-            engine.pool.clone(),
+            runner.pool.clone(),
             receiver,
             lease_owner(),
             wake.clone(),
             stopping,
-            engine.metrics.clone(),
+            runner.metrics.clone(),
         ));
         wake.notify_one();
         let listener = {
             let wake = wake.clone();
-            engine.pool.on_new_events(move || wake.notify_one())?
+            runner.pool.on_new_events(move || wake.notify_one())?
         };
-        Ok(Deliverer {
+        Ok(DeliveryTask {
             task,
             webhooks,
             stop,

@@ -9,7 +9,7 @@ use super::report::JobReport;
 
 /// Everything that can happen to a running daemon.
 #[derive(Debug)]
-pub(super) enum Event {
+pub(super) enum LoopEvent {
     /// A job's fire time came. `epoch` tells fire times of a replaced schedule apart.
     Due {
         job: String,

@@ -13,12 +13,12 @@ use crate::store::Pool;
 use crate::store::cluster::Me;
 use crate::{log_recurring, membership};
 
-use super::events::Event;
+use super::events::LoopEvent;
 
 /// This member's heartbeats, every `membership::HEARTBEAT`: each renews the
 /// leases of the fires it holds and hands the loop the fires whose member
 /// stopped beating. Failures are logged when they start and end.
-pub(super) async fn beat(pool: Pool, me: Arc<Me>, events: mpsc::UnboundedSender<Event>) {
+pub(super) async fn beat(pool: Pool, me: Arc<Me>, events: mpsc::UnboundedSender<LoopEvent>) {
     let mut failures = Recurring::default();
     let mut interval = tokio::time::interval(membership::HEARTBEAT);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -29,7 +29,7 @@ pub(super) async fn beat(pool: Pool, me: Arc<Me>, events: mpsc::UnboundedSender<
                 if let Some(failed) = failures.succeeded() {
                     tracing::info!(failed, "the heartbeat works again");
                 }
-                if !orphaned.is_empty() && events.send(Event::Orphaned(orphaned)).is_err() {
+                if !orphaned.is_empty() && events.send(LoopEvent::Orphaned(orphaned)).is_err() {
                     return;
                 }
             }
@@ -47,7 +47,7 @@ pub(super) async fn beat(pool: Pool, me: Arc<Me>, events: mpsc::UnboundedSender<
 pub(super) async fn book_heartbeat(
     scheduler: &Scheduler,
     interval: std::time::Duration,
-    events: &mpsc::UnboundedSender<Event>,
+    events: &mpsc::UnboundedSender<LoopEvent>,
 ) {
     let at =
         Utc::now() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::seconds(1));
@@ -56,7 +56,7 @@ pub(super) async fn book_heartbeat(
         .add_at(
             at,
             Box::new(move || {
-                let _ = events.send(Event::Heartbeat);
+                let _ = events.send(LoopEvent::Heartbeat);
                 Box::pin(async {})
             }),
         )

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::config::JobConfig;
 use crate::schedule::Scheduler;
 
-use super::events::Event;
+use super::events::LoopEvent;
 
 /// The scheduled jobs of one configuration.
 pub(super) struct Jobs {
@@ -27,7 +27,7 @@ impl Jobs {
         scheduler: &Scheduler,
         configs: &[JobConfig],
         epoch: u64,
-        events: &mpsc::UnboundedSender<Event>,
+        events: &mpsc::UnboundedSender<LoopEvent>,
     ) -> Jobs {
         let mut jobs = Jobs {
             epoch,
@@ -53,7 +53,7 @@ impl Jobs {
         scheduler: &Scheduler,
         name: &str,
         after: DateTime<Utc>,
-        events: &mpsc::UnboundedSender<Event>,
+        events: &mpsc::UnboundedSender<LoopEvent>,
     ) -> anyhow::Result<()> {
         let Some(job) = self.jobs.get(name) else {
             return Ok(());
@@ -67,7 +67,7 @@ impl Jobs {
             .add_at(
                 at,
                 Box::new(move || {
-                    let _ = events.send(Event::Due {
+                    let _ = events.send(LoopEvent::Due {
                         job: job_name.clone(),
                         epoch,
                         at,

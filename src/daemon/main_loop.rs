@@ -9,16 +9,16 @@ use crate::store::cluster::Fire;
 use crate::systemd;
 
 use super::Daemon;
-use super::events::Event;
+use super::events::LoopEvent;
 use super::heartbeat::book_heartbeat;
 use super::jobs::Jobs;
 use super::reload::reload;
 use super::report::{JobReport, log_run};
 
 impl Daemon {
-    pub(super) async fn next_event(&mut self) -> Event {
+    pub(super) async fn next_event(&mut self) -> LoopEvent {
         tokio::select! {
-            Some(signal) = self.signals.recv() => Event::Signal(signal),
+            Some(signal) = self.signals.recv() => LoopEvent::Signal(signal),
             Some(event) = self.inbox.recv() => event,
         }
     }
@@ -27,13 +27,13 @@ impl Daemon {
     pub(super) async fn serve(&mut self) {
         loop {
             match self.next_event().await {
-                Event::Due { job, epoch, at } => self.due(job, epoch, at).await,
-                Event::Orphaned(fires) => self.take_over(fires),
-                Event::Elsewhere { job } => {
+                LoopEvent::Due { job, epoch, at } => self.due(job, epoch, at).await,
+                LoopEvent::Orphaned(fires) => self.take_over(fires),
+                LoopEvent::Elsewhere { job } => {
                     self.running.remove(&job);
                 }
-                Event::Finished { job, result } => self.finished(job, result).await,
-                Event::Heartbeat => {
+                LoopEvent::Finished { job, result } => self.finished(job, result).await,
+                LoopEvent::Heartbeat => {
                     // Pinged from the loop, booked through the scheduler: a
                     // stuck loop or a dead scheduler stops the pings.
                     systemd::watchdog();
@@ -41,8 +41,8 @@ impl Daemon {
                         book_heartbeat(&self.scheduler, interval, &self.events).await;
                     }
                 }
-                Event::Signal(Signal::Reload) => self.reload().await,
-                Event::Signal(Signal::Shutdown) => return,
+                LoopEvent::Signal(Signal::Reload) => self.reload().await,
+                LoopEvent::Signal(Signal::Shutdown) => return,
             }
         }
     }
@@ -68,7 +68,7 @@ impl Daemon {
             );
         }
         if !self.running.insert(job.clone()) {
-            self.engine.metrics.tick_skipped(&job);
+            self.runner.metrics.tick_skipped(&job);
             tracing::warn!(job, due = %at, "tick skipped: the previous run of this job is still going");
             return;
         }
@@ -100,8 +100,8 @@ impl Daemon {
     }
 
     fn spawn_run(&self, job: String, kind: JobKind, fire: Fire) {
-        let (engine, events) = (self.engine.clone(), self.events.clone());
-        tokio::spawn(async move { engine.run_fire(job, kind, fire, &events).await });
+        let (runner, events) = (self.runner.clone(), self.events.clone());
+        tokio::spawn(async move { runner.run_fire(job, kind, fire, &events).await });
     }
 
     /// A run ended: log it, wake the deliverer if it queued events, and
@@ -113,7 +113,7 @@ impl Daemon {
             self.deliverer.wake.notify_one();
         }
         self.status.ran(&job, &result);
-        systemd::status(&self.status.text(self.engine.backlog().await.ok()));
+        systemd::status(&self.status.text(self.runner.backlog().await.ok()));
     }
 
     /// SIGHUP: a valid configuration replaces the webhook settings and the
@@ -121,7 +121,7 @@ impl Daemon {
     async fn reload(&mut self) {
         systemd::reloading();
         let reloaded = reload(&self.source, &self.config).await;
-        self.engine.metrics.reloaded(reloaded.is_ok());
+        self.runner.metrics.reloaded(reloaded.is_ok());
         self.status.reload = reloaded.as_ref().err().map(|why| {
             format!(
                 "reload refused at {}: {why}; running the previous configuration",
@@ -138,12 +138,12 @@ impl Daemon {
                 &self.events,
             )
             .await;
-            self.engine
+            self.runner
                 .metrics
                 .jobs(new.jobs.iter().map(|job| job.name.as_str()));
             tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
         }
         systemd::ready();
-        systemd::status(&self.status.text(self.engine.backlog().await.ok()));
+        systemd::status(&self.status.text(self.runner.backlog().await.ok()));
     }
 }

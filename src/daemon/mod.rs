@@ -1,5 +1,5 @@
 //! Wiring: opens the store, schedules the jobs, runs until a signal, reloads,
-//! drains and stops. The daemon's life is one loop over [`Event`].
+//! drains and stops. The daemon's life is one loop over [`LoopEvent`].
 
 mod deliverer;
 mod events;
@@ -20,26 +20,26 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::config::{Config, Source};
+use crate::config::{Config, ConfigOrigin};
 use crate::recurring::Recurring;
 use crate::schedule::Scheduler;
 use crate::signals::{self, Signal};
 use crate::store::cluster::Me;
 use crate::{membership, metrics, systemd};
 
-use deliverer::Deliverer;
-use events::Event;
+use deliverer::DeliveryTask;
+use events::LoopEvent;
 use heartbeat::{beat, book_heartbeat};
 use jobs::Jobs;
 use reload::log_warnings;
 use report::log_run;
-use runner::Engine;
-use status::Status;
+use runner::Runner;
+use status::SystemdStatus;
 
 /// Runs the daemon until SIGTERM or SIGINT: it starts, serves its events,
 /// then stops (running jobs finish, the outbox drains for up to
 /// `webhook.drain_timeout`).
-pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
+pub async fn run(source: ConfigOrigin, config: Config) -> anyhow::Result<()> {
     let mut daemon = Daemon::start(source, config).await?;
     daemon.serve().await;
     daemon.stop().await
@@ -48,18 +48,18 @@ pub async fn run(source: Source, config: Config) -> anyhow::Result<()> {
 /// A running daemon: the store, the deliverer, the schedule, and what its
 /// loop keeps from one event to the next.
 struct Daemon {
-    source: Source,
+    source: ConfigOrigin,
     /// The configuration it started with: its `[database]` and `[evaluator]`
     /// hold until a restart.
     config: Config,
-    engine: Engine,
+    runner: Runner,
     me: Arc<Me>,
     signals: mpsc::UnboundedReceiver<Signal>,
     signal_handle: signal_hook::iterator::Handle,
     /// Where the scheduler, the runs and the heartbeat send their events.
-    events: mpsc::UnboundedSender<Event>,
-    inbox: mpsc::UnboundedReceiver<Event>,
-    deliverer: Deliverer,
+    events: mpsc::UnboundedSender<LoopEvent>,
+    inbox: mpsc::UnboundedReceiver<LoopEvent>,
+    deliverer: DeliveryTask,
     scheduler: Scheduler,
     jobs: Jobs,
     /// systemd's watchdog interval, if it watches.
@@ -68,42 +68,42 @@ struct Daemon {
     /// Jobs with a run under way here: a job runs once at a time.
     running: HashSet<String>,
     failures: HashMap<String, Recurring>,
-    status: Status,
+    status: SystemdStatus,
 }
 
 impl Daemon {
     /// Opens the store, starts the metrics endpoint, the deliverer, the
     /// schedule and the heartbeat, and tells systemd it is ready.
-    async fn start(source: Source, config: Config) -> anyhow::Result<Daemon> {
+    async fn start(source: ConfigOrigin, config: Config) -> anyhow::Result<Daemon> {
         log_warnings(&source, &config);
-        let mut engine = Engine::open(&config).await?;
+        let mut runner = Runner::open(&config).await?;
         let me = Arc::new(membership::me());
-        engine.me = Some(me.clone());
+        runner.me = Some(me.clone());
         if let Some(listen) = config.metrics.listen {
-            metrics::serve(listen, engine.metrics.clone(), engine.pool.clone()).await?;
+            metrics::serve(listen, runner.metrics.clone(), runner.pool.clone()).await?;
         }
         let (signal_sender, signals) = mpsc::unbounded_channel();
         let signal_handle = signals::forward(signal_sender)?;
-        let (events, inbox) = mpsc::unbounded_channel::<Event>();
-        let deliverer = Deliverer::start(&engine, &config)?;
+        let (events, inbox) = mpsc::unbounded_channel::<LoopEvent>();
+        let deliverer = DeliveryTask::start(&runner, &config)?;
 
         let scheduler = Scheduler::start().await?;
         let jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await;
-        engine
+        runner
             .metrics
             .jobs(config.jobs.iter().map(|job| job.name.as_str()));
         let watchdog = systemd::watchdog_interval();
         if let Some(interval) = watchdog {
             book_heartbeat(&scheduler, interval, &events).await;
         }
-        let beating = tokio::spawn(beat(engine.pool.clone(), me.clone(), events.clone()));
+        let beating = tokio::spawn(beat(runner.pool.clone(), me.clone(), events.clone()));
         tracing::info!(
             config = %source.describe(),
             database = %config.database.describe(),
             jobs = config.jobs.len(),
             threads = config.evaluator.threads,
-            readers = engine.pool.readers(),
-            max_connections = engine.pool.most_connections(),
+            readers = runner.pool.readers(),
+            max_connections = runner.pool.most_connections(),
             "price-alertd started"
         );
         if config.jobs.is_empty() {
@@ -113,7 +113,7 @@ impl Daemon {
         Ok(Daemon {
             source,
             config,
-            engine,
+            runner,
             me,
             signals,
             signal_handle,
@@ -126,7 +126,7 @@ impl Daemon {
             beating,
             running: HashSet::new(),
             failures: HashMap::new(),
-            status: Status::default(),
+            status: SystemdStatus::default(),
         })
     }
 
@@ -142,26 +142,26 @@ impl Daemon {
         self.scheduler.shutdown().await;
         while !self.running.is_empty() {
             match self.next_event().await {
-                Event::Finished { job, result } => {
+                LoopEvent::Finished { job, result } => {
                     self.running.remove(&job);
                     log_run(&job, &result, self.failures.entry(job.clone()).or_default());
                 }
-                Event::Elsewhere { job } => {
+                LoopEvent::Elsewhere { job } => {
                     self.running.remove(&job);
                 }
-                Event::Signal(Signal::Shutdown) => tracing::info!("already stopping"),
-                Event::Due { .. }
-                | Event::Orphaned(_)
-                | Event::Heartbeat
-                | Event::Signal(Signal::Reload) => {}
+                LoopEvent::Signal(Signal::Shutdown) => tracing::info!("already stopping"),
+                LoopEvent::Due { .. }
+                | LoopEvent::Orphaned(_)
+                | LoopEvent::Heartbeat
+                | LoopEvent::Signal(Signal::Reload) => {}
             }
         }
         // Beating until here: the fire times of the runs that were finishing
         // stayed this member's.
         self.beating.abort();
         let totals = self.deliverer.drain().await?;
-        membership::leave(&self.engine.pool, &self.me.member).await;
-        let (pending, dead) = self.engine.backlog().await?;
+        membership::leave(&self.runner.pool, &self.me.member).await;
+        let (pending, dead) = self.runner.backlog().await?;
         self.signal_handle.close();
         tracing::info!(
             delivered = totals.delivered,

@@ -1,11 +1,11 @@
 //! A reload's new configuration: read again, refused whole with every
 //! problem logged, or taken.
 
-use crate::config::{Config, Source};
+use crate::config::{Config, ConfigOrigin};
 
 /// Re-reads the configuration; on any error logs every problem and returns
 /// why it was refused, so the running configuration stays.
-pub(super) async fn reload(source: &Source, running: &Config) -> Result<Config, String> {
+pub(super) async fn reload(source: &ConfigOrigin, running: &Config) -> Result<Config, String> {
     let loading = source.clone();
     let loaded = tokio::task::spawn_blocking(move || loading.load()).await;
     let new = match loaded {
@@ -43,7 +43,7 @@ pub(super) async fn reload(source: &Source, running: &Config) -> Result<Config, 
 }
 
 /// Logs what is wrong in a configuration that does not stop the daemon.
-pub(super) fn log_warnings(source: &Source, config: &Config) {
+pub(super) fn log_warnings(source: &ConfigOrigin, config: &Config) {
     for warning in &config.warnings {
         tracing::warn!(config = %source.describe(), %warning, "configuration");
     }

@@ -12,7 +12,7 @@ use crate::evaluate::TickReport;
 
 use super::deliverer::lease_owner;
 use super::report::{JobReport, committed};
-use super::runner::Engine;
+use super::runner::Runner;
 
 /// What `run-job` did.
 #[derive(Debug)]
@@ -72,8 +72,8 @@ pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary
         let names: Vec<&str> = config.jobs.iter().map(|job| job.name.as_str()).collect();
         anyhow::bail!("no job is named {name:?}; the configuration has {names:?}");
     };
-    let engine = Engine::open(&config).await?;
-    let report = engine.run_recorded(name, job.kind.clone()).await;
+    let runner = Runner::open(&config).await?;
+    let report = runner.run_recorded(name, job.kind.clone()).await;
     if let Err(error) = &report {
         tracing::error!(job = name, error = format!("{error:#}"), "job failed");
     }
@@ -81,16 +81,16 @@ pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary
     let (_stop_sender, stop) = watch::channel(Some(Instant::now() + config.webhook.drain_timeout));
     let delivering = std::time::Instant::now();
     let delivery = deliver::run(
-        engine.pool.clone(),
+        runner.pool.clone(),
         webhooks,
         lease_owner(),
         Arc::new(Notify::new()),
         stop,
-        engine.metrics.clone(),
+        runner.metrics.clone(),
     )
     .await;
     let delivery_time = delivering.elapsed();
-    let (pending, dead) = engine.backlog().await?;
+    let (pending, dead) = runner.backlog().await?;
     Ok(RunJobSummary {
         job: name.to_owned(),
         report,

@@ -17,18 +17,18 @@ use crate::store::cluster::{Finish, Fire, Me};
 use crate::store::{self, Pool};
 use crate::{log_recurring, quotes};
 
-use super::events::Event;
+use super::events::LoopEvent;
 use super::report::{JobReport, committed};
 
 /// What the jobs need, shared by every run of a process.
 #[derive(Clone)]
-pub(super) struct Engine {
+pub(super) struct Runner {
     pub(super) pool: Pool,
     workers: Arc<rayon::ThreadPool>,
     evaluator: EvaluatorConfig,
     max_age: std::time::Duration,
     /// The HTTP quote source, if `prices.source = "http"`.
-    source: Option<Arc<quotes::Source>>,
+    source: Option<Arc<quotes::QuoteSource>>,
     tick_memory: Arc<evaluate::TickMemory>,
     pub(super) metrics: Arc<Metrics>,
     /// Failures that may repeat every tick, logged at their changes.
@@ -38,8 +38,8 @@ pub(super) struct Engine {
     pub(super) me: Option<Arc<Me>>,
 }
 
-impl Engine {
-    pub(super) async fn open(config: &Config) -> anyhow::Result<Engine> {
+impl Runner {
+    pub(super) async fn open(config: &Config) -> anyhow::Result<Runner> {
         let database = config.database.clone();
         let readers = config.evaluator.threads as u32;
         let pool = tokio::task::spawn_blocking(move || store::open(&database, readers))
@@ -48,9 +48,9 @@ impl Engine {
         let workers = Arc::new(evaluate::thread_pool(config.evaluator.threads)?);
         let source = match &config.prices.source {
             PriceSource::Sqlite => None,
-            PriceSource::Http(http) => Some(Arc::new(quotes::Source::new(http)?)),
+            PriceSource::Http(http) => Some(Arc::new(quotes::QuoteSource::new(http)?)),
         };
-        Ok(Engine {
+        Ok(Runner {
             pool,
             workers,
             evaluator: config.evaluator.clone(),
@@ -71,7 +71,7 @@ impl Engine {
         job: String,
         kind: JobKind,
         fire: Fire,
-        events: &mpsc::UnboundedSender<Event>,
+        events: &mpsc::UnboundedSender<LoopEvent>,
     ) {
         let me = self
             .me
@@ -82,7 +82,7 @@ impl Engine {
             Taken::Elsewhere => {
                 self.metrics.tick_elsewhere(&job);
                 tracing::debug!(job, at = fire.at_ms, "another member took this fire time");
-                let _ = events.send(Event::Elsewhere { job });
+                let _ = events.send(LoopEvent::Elsewhere { job });
                 return;
             }
             Taken::TakenOver => {
@@ -102,7 +102,7 @@ impl Engine {
             Finish::Failed
         };
         membership::finish(&self.pool, &me, &fire, finish).await;
-        let _ = events.send(Event::Finished { job, result });
+        let _ = events.send(LoopEvent::Finished { job, result });
     }
 
     /// Runs one job and records the run: in `job_runs` (for `status`) and in
@@ -165,7 +165,7 @@ impl Engine {
 
     /// Runs one job to its end. Blocking work goes to `spawn_blocking`.
     async fn run(&self, job: &str, kind: JobKind) -> anyhow::Result<JobReport> {
-        let engine = self.clone();
+        let runner = self.clone();
         match kind {
             JobKind::Evaluate { scope } => {
                 // One time for the fetch and the tick: the fetch asks for the
@@ -186,13 +186,13 @@ impl Engine {
                 let ticked = tokio::task::spawn_blocking(move || {
                     let options = TickOptions {
                         job: &job,
-                        evaluator: &engine.evaluator,
-                        max_age: engine.max_age,
+                        evaluator: &runner.evaluator,
+                        max_age: runner.max_age,
                         scope: &scope,
                         fetched: fetched.as_ref(),
-                        memory: &engine.tick_memory,
+                        memory: &runner.tick_memory,
                     };
-                    evaluate::tick_at(&engine.workers, &engine.pool, &options, now)
+                    evaluate::tick_at(&runner.workers, &runner.pool, &options, now)
                 })
                 .await
                 .context("the evaluation panicked")?;

@@ -7,12 +7,12 @@ use super::report::JobReport;
 /// What `systemctl status` shows (the notify protocol's `STATUS=`): the last
 /// run, the events waiting, and a refused reload until one succeeds.
 #[derive(Default)]
-pub(super) struct Status {
+pub(super) struct SystemdStatus {
     last_run: Option<String>,
     pub(super) reload: Option<String>,
 }
 
-impl Status {
+impl SystemdStatus {
     pub(super) fn ran(&mut self, job: &str, result: &anyhow::Result<JobReport>) {
         let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         self.last_run = Some(match result {

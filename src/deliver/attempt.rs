@@ -213,7 +213,7 @@ impl Webhook {
 
 /// Why an attempt failed, as far as what happens next is concerned.
 #[derive(Debug, thiserror::Error)]
-pub enum Failure {
+pub enum AttemptFailure {
     /// Worth retrying: no answer, a timeout, 408, 425, 429, 5xx, a redirect.
     #[error("{reason}")]
     Transient {
@@ -261,7 +261,7 @@ fn excerpt(prefix: &[u8]) -> String {
 }
 
 /// Classifies a non-2xx answer; `excerpt` is the start of its body.
-pub fn classify(status: StatusCode, headers: &HeaderMap, excerpt: &str) -> Failure {
+pub fn classify(status: StatusCode, headers: &HeaderMap, excerpt: &str) -> AttemptFailure {
     let reason = if excerpt.is_empty() {
         format!("the webhook answered {status}")
     } else {
@@ -272,12 +272,12 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, excerpt: &str) -> Failu
         || status.is_informational()
         || matches!(status.as_u16(), 408 | 425 | 429);
     if transient {
-        Failure::Transient {
+        AttemptFailure::Transient {
             reason,
             retry_after: retry_after(headers),
         }
     } else {
-        Failure::Permanent { reason }
+        AttemptFailure::Permanent { reason }
     }
 }
 
@@ -348,7 +348,7 @@ pub(super) async fn attempt(
             Err(_) => Err(AttemptError::Timeout(webhook.config.timeout)),
         }
     };
-    let answered: Result<(StatusCode, Option<Failure>), AttemptError> = tokio::select! {
+    let answered: Result<(StatusCode, Option<AttemptFailure>), AttemptError> = tokio::select! {
         answered = exchange => answered,
         () = cut_off => return (settled(Outcome::Released), Response::None),
     };
@@ -362,7 +362,7 @@ pub(super) async fn attempt(
         }
         Ok((status, Some(failure))) => (Response::Status(status.as_u16()), failure),
         Err(error) => {
-            let failure = Failure::Transient {
+            let failure = AttemptFailure::Transient {
                 reason: error.to_string(),
                 retry_after: None,
             };
@@ -437,11 +437,16 @@ async fn read_body_prefix(mut body: hyper::body::Incoming, limit: usize) -> (Vec
 
 /// A failed attempt's event: retried after a wait while the schedule lasts,
 /// else (or at once, for a permanent failure) a dead letter.
-fn after_failure(webhook: &Webhook, event_id: &str, attempts: u32, failure: Failure) -> Outcome {
+fn after_failure(
+    webhook: &Webhook,
+    event_id: &str,
+    attempts: u32,
+    failure: AttemptFailure,
+) -> Outcome {
     let attempt = attempts + 1;
     let schedule = &webhook.config.retry_schedule;
     match failure {
-        Failure::Transient {
+        AttemptFailure::Transient {
             reason,
             retry_after,
         } if (attempt as usize) <= schedule.len() => {
@@ -452,12 +457,12 @@ fn after_failure(webhook: &Webhook, event_id: &str, attempts: u32, failure: Fail
                 error: reason,
             }
         }
-        Failure::Transient { reason, .. } => {
+        AttemptFailure::Transient { reason, .. } => {
             let error = format!("{reason} (attempt {attempt}; the retry schedule is used up)");
             tracing::error!(event_id, attempt, %error, "event moved to the dead letters");
             Outcome::Dead { error }
         }
-        Failure::Permanent { reason } => {
+        AttemptFailure::Permanent { reason } => {
             tracing::error!(event_id, attempt, error = %reason, "event moved to the dead letters");
             Outcome::Dead { error: reason }
         }
@@ -565,14 +570,14 @@ mod tests {
             headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
         }
         let got = match classify(StatusCode::from_u16(status).unwrap(), &headers, "") {
-            Failure::Transient {
+            AttemptFailure::Transient {
                 retry_after: Some(wait),
                 ..
             } => format!("retry after {}s", wait.as_secs()),
-            Failure::Transient {
+            AttemptFailure::Transient {
                 retry_after: None, ..
             } => "retry".to_owned(),
-            Failure::Permanent { .. } => "dead".to_owned(),
+            AttemptFailure::Permanent { .. } => "dead".to_owned(),
         };
         assert_eq!(got, expected, "{status} {retry_after:?}");
     }

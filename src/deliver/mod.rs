@@ -18,7 +18,8 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 pub use attempt::{
-    ANSWER_PREFIX, Failure, Webhook, backoff, classify, client_builder, headers, read_prefix, sign,
+    ANSWER_PREFIX, AttemptFailure, Webhook, backoff, classify, client_builder, headers,
+    read_prefix, sign,
 };
 
 use crate::log_recurring;

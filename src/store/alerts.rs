@@ -69,7 +69,7 @@ pub type Observation = (String, f64, String);
 
 /// An alert as operators see it.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Entry {
+pub struct AlertEntry {
     pub id: i64,
     pub ticker: String,
     pub condition: String,
@@ -89,7 +89,7 @@ pub struct Entry {
 
 /// Which alerts `list` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Filter {
+pub enum AlertFilter {
     All,
     Enabled,
     /// Disabled by a trigger.
@@ -213,10 +213,10 @@ pub fn claim(
 /// Up to `limit` alerts, newest first.
 pub fn list(
     connection: &mut Connection,
-    filter: Filter,
+    filter: AlertFilter,
     ticker: Option<&str>,
     limit: usize,
-) -> Result<Vec<Entry>> {
+) -> Result<Vec<AlertEntry>> {
     super::engine!(connection, alerts::list(filter, ticker, limit))
 }
 

@@ -35,21 +35,21 @@ pub enum Unusable {
 
 /// An [`Unusable`] and what was being done.
 #[derive(Debug)]
-pub struct Failure {
+pub struct DatabaseFailure {
     pub kind: Unusable,
     message: String,
 }
 
-impl std::fmt::Display for Failure {
+impl std::fmt::Display for DatabaseFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for Failure {}
+impl std::error::Error for DatabaseFailure {}
 
 fn failure(kind: Unusable, message: String) -> anyhow::Error {
-    anyhow::Error::new(Failure { kind, message })
+    anyhow::Error::new(DatabaseFailure { kind, message })
 }
 
 /// Marks an error with what it makes of the database.
@@ -65,7 +65,7 @@ where
         self.map_err(|error| {
             // The error's own words only: an engine's error tends to repeat
             // them as its source (SQLite's "Error code 26: ...").
-            anyhow::Error::msg(error.to_string()).context(Failure {
+            anyhow::Error::msg(error.to_string()).context(DatabaseFailure {
                 kind,
                 message: message(),
             })
@@ -104,17 +104,17 @@ pub struct Pool {
 
 #[derive(Clone)]
 enum PoolOf {
-    Sqlite(sqlite::Pool),
-    Postgres(Box<postgresql::Pool>),
+    Sqlite(sqlite::SqlitePool),
+    Postgres(Box<postgresql::PgPool>),
 }
 
 /// One connection, from a [`Pool`] or opened on its own.
-pub struct Connection(Engine);
+pub struct Connection(EngineConnection);
 
 /// The engine behind a connection: the store's functions match on it.
-enum Engine {
+enum EngineConnection {
     Sqlite(Box<dyn std::ops::DerefMut<Target = rusqlite::Connection> + Send>),
-    Postgres(Box<dyn std::ops::DerefMut<Target = postgresql::Connection> + Send>),
+    Postgres(Box<dyn std::ops::DerefMut<Target = postgresql::PgConnection> + Send>),
 }
 
 impl Pool {
@@ -136,9 +136,9 @@ impl Pool {
             PoolOf::Sqlite(pool) => {
                 let connection = pool.get().context("taking a database connection")?;
                 sqlite::take_role(&connection, role).context("sizing the page cache")?;
-                Ok(Connection(Engine::Sqlite(Box::new(connection))))
+                Ok(Connection(EngineConnection::Sqlite(Box::new(connection))))
             }
-            PoolOf::Postgres(pool) => Ok(Connection(Engine::Postgres(Box::new(
+            PoolOf::Postgres(pool) => Ok(Connection(EngineConnection::Postgres(Box::new(
                 pool.get().context("taking a database connection")?,
             )))),
         }
@@ -225,8 +225,8 @@ const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn sizing(config: &DatabaseConfig, readers: u32) -> Sizing {
     let (helpers, listener) = match config.engine {
-        config::Engine::Sqlite { .. } => (0, 0),
-        config::Engine::Postgres(_) => (postgresql::CLAIM_WRITERS as u32 - 1, 1),
+        config::EngineChoice::Sqlite { .. } => (0, 0),
+        config::EngineChoice::Postgres(_) => (postgresql::CLAIM_WRITERS as u32 - 1, 1),
     };
     let others = 3 + helpers;
     let readers = readers.max(1);
@@ -263,16 +263,15 @@ pub fn open(config: &DatabaseConfig, readers: u32) -> anyhow::Result<Pool> {
         readers,
         most,
     } = sizing(config, readers);
-    let of = match &config.engine {
-        config::Engine::Sqlite { path } => {
-            PoolOf::Sqlite(sqlite::open(path, config.busy_timeout, pool)?)
-        }
-        config::Engine::Postgres(postgres) => PoolOf::Postgres(Box::new(postgresql::open(
-            postgres,
-            config.busy_timeout,
-            pool,
-        )?)),
-    };
+    let of =
+        match &config.engine {
+            config::EngineChoice::Sqlite { path } => {
+                PoolOf::Sqlite(sqlite::open(path, config.busy_timeout, pool)?)
+            }
+            config::EngineChoice::Postgres(postgres) => PoolOf::Postgres(Box::new(
+                postgresql::open(postgres, config.busy_timeout, pool)?,
+            )),
+        };
     Ok(Pool {
         of,
         readers: readers as usize,
@@ -296,11 +295,10 @@ fn builder<M: r2d2::ManageConnection>(size: u32) -> r2d2::Builder<M> {
 /// it never creates, migrates or writes one (operators' read-only commands).
 pub fn open_read_only(config: &DatabaseConfig) -> anyhow::Result<Connection> {
     Ok(Connection(match &config.engine {
-        config::Engine::Sqlite { path } => Engine::Sqlite(Box::new(Plain(sqlite::open_read_only(
-            path,
-            config.busy_timeout,
-        )?))),
-        config::Engine::Postgres(postgres) => Engine::Postgres(Box::new(Plain(
+        config::EngineChoice::Sqlite { path } => EngineConnection::Sqlite(Box::new(Plain(
+            sqlite::open_read_only(path, config.busy_timeout)?,
+        ))),
+        config::EngineChoice::Postgres(postgres) => EngineConnection::Postgres(Box::new(Plain(
             postgresql::connect(postgres, config.busy_timeout, false)?,
         ))),
     }))
@@ -310,12 +308,12 @@ pub fn open_read_only(config: &DatabaseConfig) -> anyhow::Result<Connection> {
 /// would), never creating a new one: operators' commands that write.
 pub fn open_existing(config: &DatabaseConfig) -> anyhow::Result<Connection> {
     Ok(Connection(match &config.engine {
-        config::Engine::Sqlite { path } => Engine::Sqlite(Box::new(
+        config::EngineChoice::Sqlite { path } => EngineConnection::Sqlite(Box::new(
             sqlite::open_existing(path, config.busy_timeout)?
                 .get()
                 .context("taking a database connection")?,
         )),
-        config::Engine::Postgres(postgres) => Engine::Postgres(Box::new(Plain(
+        config::EngineChoice::Postgres(postgres) => EngineConnection::Postgres(Box::new(Plain(
             postgresql::connect(postgres, config.busy_timeout, true)?,
         ))),
     }))
@@ -325,8 +323,10 @@ pub fn open_existing(config: &DatabaseConfig) -> anyhow::Result<Connection> {
 /// database. Returns what it found, for `check-config`.
 pub fn check(config: &DatabaseConfig) -> anyhow::Result<String> {
     match &config.engine {
-        config::Engine::Sqlite { path } => sqlite::check(path, config.busy_timeout),
-        config::Engine::Postgres(postgres) => postgresql::check(postgres, config.busy_timeout),
+        config::EngineChoice::Sqlite { path } => sqlite::check(path, config.busy_timeout),
+        config::EngineChoice::Postgres(postgres) => {
+            postgresql::check(postgres, config.busy_timeout)
+        }
     }
 }
 
@@ -350,8 +350,8 @@ impl<C> std::ops::DerefMut for Plain<C> {
 /// it.
 pub fn installation_id(connection: &mut Connection) -> Result<String> {
     match &mut connection.0 {
-        Engine::Sqlite(connection) => Ok(sqlite::installation_id(connection)?),
-        Engine::Postgres(connection) => Ok(postgresql::installation_id(connection)?),
+        EngineConnection::Sqlite(connection) => Ok(sqlite::installation_id(connection)?),
+        EngineConnection::Postgres(connection) => Ok(postgresql::installation_id(connection)?),
     }
 }
 
@@ -373,9 +373,9 @@ pub fn read_transaction<T>(
     call: impl FnOnce(&mut Connection) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let (begin, commit, rollback) = match &connection.0 {
-        Engine::Sqlite(_) => ("BEGIN DEFERRED", "COMMIT", "ROLLBACK"),
+        EngineConnection::Sqlite(_) => ("BEGIN DEFERRED", "COMMIT", "ROLLBACK"),
         // One snapshot for every statement.
-        Engine::Postgres(_) => (
+        EngineConnection::Postgres(_) => (
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
             "COMMIT",
             "ROLLBACK",
@@ -413,9 +413,9 @@ where
 /// never waits for, or blocks, anyone).
 pub fn checkpoint(connection: &mut Connection) -> Result<()> {
     match &mut connection.0 {
-        Engine::Sqlite(connection) => Ok(sqlite::checkpoint(connection)?),
+        EngineConnection::Sqlite(connection) => Ok(sqlite::checkpoint(connection)?),
         // Its own background processes do this.
-        Engine::Postgres(_) => Ok(()),
+        EngineConnection::Postgres(_) => Ok(()),
     }
 }
 
@@ -423,8 +423,8 @@ impl Connection {
     /// Runs statements without parameters (transaction control).
     fn execute_batch(&mut self, sql: &str) -> Result<()> {
         match &mut self.0 {
-            Engine::Sqlite(connection) => Ok(connection.execute_batch(sql)?),
-            Engine::Postgres(connection) => Ok(connection.client().batch_execute(sql)?),
+            EngineConnection::Sqlite(connection) => Ok(connection.execute_batch(sql)?),
+            EngineConnection::Postgres(connection) => Ok(connection.client().batch_execute(sql)?),
         }
     }
 }
@@ -434,12 +434,12 @@ impl Connection {
 macro_rules! engine {
     ($connection:expr, $module:ident :: $function:ident ( $($argument:expr),* $(,)? )) => {
         match &mut $connection.0 {
-            $crate::store::Engine::Sqlite(connection) => {
+            $crate::store::EngineConnection::Sqlite(connection) => {
                 let connection: &mut rusqlite::Connection = connection;
                 Ok($crate::store::sqlite::$module::$function(connection, $($argument),*)?)
             }
-            $crate::store::Engine::Postgres(connection) => {
-                let connection: &mut $crate::store::postgresql::Connection = connection;
+            $crate::store::EngineConnection::Postgres(connection) => {
+                let connection: &mut $crate::store::postgresql::PgConnection = connection;
                 Ok($crate::store::postgresql::$module::$function(connection, $($argument),*)?)
             }
         }

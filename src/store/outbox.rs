@@ -84,7 +84,7 @@ pub fn user_key(user_id: Option<&str>) -> &str {
 
 /// One outbox row as operators see it.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Entry {
+pub struct OutboxEntry {
     pub event_id: String,
     pub alert_id: i64,
     pub state: String,
@@ -97,7 +97,7 @@ pub struct Entry {
 
 /// Which rows `list` shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Filter {
+pub enum OutboxFilter {
     /// Pending and dead: what has not been delivered.
     Undelivered,
     Dead,
@@ -183,7 +183,11 @@ pub fn backlog(connection: &mut Connection) -> Result<(u64, u64)> {
 }
 
 /// Up to `limit` rows, oldest first.
-pub fn list(connection: &mut Connection, filter: Filter, limit: usize) -> Result<Vec<Entry>> {
+pub fn list(
+    connection: &mut Connection,
+    filter: OutboxFilter,
+    limit: usize,
+) -> Result<Vec<OutboxEntry>> {
     super::engine!(connection, outbox::list(filter, limit))
 }
 

@@ -3,12 +3,12 @@
 use chrono::{DateTime, Utc};
 use postgres::Row;
 
-use super::Connection;
+use super::PgConnection;
 use crate::store::alerts::{
-    AlertRow, Claimed, Entry, Filter, NewAlert, Observation, QuoteRow, Trigger, event_of,
+    AlertEntry, AlertFilter, AlertRow, Claimed, NewAlert, Observation, QuoteRow, Trigger, event_of,
 };
 
-type Result<T> = std::result::Result<T, postgres::Error>;
+use super::PgResult as Result;
 
 /// The columns [`alert_row`] reads, in its order: numbers as `float8` and
 /// text as `text`, whatever types the application gave them. (A macro, so
@@ -53,7 +53,7 @@ fn quote_row(row: &Row) -> Result<QuoteRow> {
     })
 }
 
-pub fn quotes(connection: &mut Connection) -> Result<Vec<QuoteRow>> {
+pub fn quotes(connection: &mut PgConnection) -> Result<Vec<QuoteRow>> {
     let statement =
         connection.prepared("SELECT ticker::text, price::float8, updated_at::text FROM quotes")?;
     connection
@@ -64,7 +64,7 @@ pub fn quotes(connection: &mut Connection) -> Result<Vec<QuoteRow>> {
         .collect()
 }
 
-pub fn enabled_for_ticker(connection: &mut Connection, ticker: &str) -> Result<Vec<AlertRow>> {
+pub fn enabled_for_ticker(connection: &mut PgConnection, ticker: &str) -> Result<Vec<AlertRow>> {
     const SQL: &str = concat!(
         "SELECT ",
         alert_columns!(),
@@ -79,7 +79,7 @@ pub fn enabled_for_ticker(connection: &mut Connection, ticker: &str) -> Result<V
         .collect()
 }
 
-pub fn enabled_without_ticker(connection: &mut Connection, limit: u64) -> Result<Vec<AlertRow>> {
+pub fn enabled_without_ticker(connection: &mut PgConnection, limit: u64) -> Result<Vec<AlertRow>> {
     const SQL: &str = concat!(
         "SELECT ",
         alert_columns!(),
@@ -95,7 +95,7 @@ pub fn enabled_without_ticker(connection: &mut Connection, limit: u64) -> Result
 }
 
 /// One index seek per ticker (a loose index scan), as on SQLite.
-pub fn enabled_tickers(connection: &mut Connection) -> Result<Vec<String>> {
+pub fn enabled_tickers(connection: &mut PgConnection) -> Result<Vec<String>> {
     let statement = connection.prepared(
         "WITH RECURSIVE next(ticker) AS (
              SELECT min(ticker) FROM price_alerts WHERE enabled = '1'
@@ -115,7 +115,7 @@ pub fn enabled_tickers(connection: &mut Connection) -> Result<Vec<String>> {
 
 /// The tickers of repeating alerts whose cooldown has passed by `now_ms`,
 /// through the partial index of the waiting ones.
-pub fn rearm_due_tickers(connection: &mut Connection, now_ms: i64) -> Result<Vec<String>> {
+pub fn rearm_due_tickers(connection: &mut PgConnection, now_ms: i64) -> Result<Vec<String>> {
     let statement = connection.prepared(
         "SELECT DISTINCT ticker::text FROM price_alerts
          WHERE rearm_at IS NOT NULL AND rearm_at <= $1 AND NOT (enabled = '1')
@@ -135,7 +135,7 @@ pub fn rearm_due_tickers(connection: &mut Connection, now_ms: i64) -> Result<Vec
 /// Rows someone else holds locked (the application editing one in an open
 /// transaction) are passed over, not waited for: they stay due, and the next
 /// tick takes them.
-pub fn expire_due(connection: &mut Connection, now: &str) -> Result<usize> {
+pub fn expire_due(connection: &mut PgConnection, now: &str) -> Result<usize> {
     let statement = connection.prepared(
         "UPDATE price_alerts SET enabled = '0', expired_at = $1
          WHERE id IN (SELECT id FROM price_alerts
@@ -147,7 +147,7 @@ pub fn expire_due(connection: &mut Connection, now: &str) -> Result<usize> {
 }
 
 /// As [`expire_due`], locked rows are passed over and stay due.
-pub fn rearm_cooled_down(connection: &mut Connection, now: &str, now_ms: i64) -> Result<usize> {
+pub fn rearm_cooled_down(connection: &mut PgConnection, now: &str, now_ms: i64) -> Result<usize> {
     let rearm = connection.prepared(
         // `NOT (enabled = '1')`, not `enabled = '0'`: the planner, whose
         // statistics may say few alerts are disabled, would otherwise go
@@ -175,12 +175,16 @@ pub fn rearm_cooled_down(connection: &mut Connection, now: &str, now_ms: i64) ->
     Ok(rearmed as usize)
 }
 
-pub fn set_cooldown(connection: &mut Connection, id: i64, cooldown: Option<&str>) -> Result<bool> {
+pub fn set_cooldown(
+    connection: &mut PgConnection,
+    id: i64,
+    cooldown: Option<&str>,
+) -> Result<bool> {
     let statement = connection.prepared("UPDATE price_alerts SET cooldown = $2 WHERE id = $1")?;
     Ok(connection.client().execute(&statement, &[&id, &cooldown])? > 0)
 }
 
-pub fn quote(connection: &mut Connection, ticker: &str) -> Result<Option<QuoteRow>> {
+pub fn quote(connection: &mut PgConnection, ticker: &str) -> Result<Option<QuoteRow>> {
     let statement = connection.prepared(
         "SELECT ticker::text, price::float8, updated_at::text FROM quotes WHERE ticker = $1",
     )?;
@@ -192,7 +196,7 @@ pub fn quote(connection: &mut Connection, ticker: &str) -> Result<Option<QuoteRo
         .transpose()
 }
 
-pub fn observation(connection: &mut Connection, ticker: &str) -> Result<Option<f64>> {
+pub fn observation(connection: &mut PgConnection, ticker: &str) -> Result<Option<f64>> {
     let statement = connection.prepared("SELECT price FROM observations WHERE ticker = $1")?;
     connection
         .client()
@@ -202,7 +206,7 @@ pub fn observation(connection: &mut Connection, ticker: &str) -> Result<Option<f
 }
 
 pub fn finish_tick(
-    connection: &mut Connection,
+    connection: &mut PgConnection,
     observed: &[Observation],
     (job, watermark): (&str, i64),
     now: &str,
@@ -235,7 +239,10 @@ pub fn finish_tick(
     transaction.commit()
 }
 
-pub fn upsert_quotes(connection: &mut Connection, quotes: &[(String, f64, String)]) -> Result<()> {
+pub fn upsert_quotes(
+    connection: &mut PgConnection,
+    quotes: &[(String, f64, String)],
+) -> Result<()> {
     let upsert = connection.prepared(
         "INSERT INTO quotes (ticker, price, updated_at)
          SELECT * FROM unnest($1::text[], $2::float8[], $3::text[])
@@ -256,7 +263,7 @@ pub fn upsert_quotes(connection: &mut Connection, quotes: &[(String, f64, String
     Ok(())
 }
 
-pub fn rearm(connection: &mut Connection, id: i64) -> Result<bool> {
+pub fn rearm(connection: &mut PgConnection, id: i64) -> Result<bool> {
     let statement = connection.prepared(
         "UPDATE price_alerts SET enabled = '1', triggered_at = NULL, triggered_price = NULL, expired_at = NULL,
              rearm_at = NULL
@@ -275,7 +282,7 @@ pub fn rearm(connection: &mut Connection, id: i64) -> Result<bool> {
 /// exactly those rows are queued, and the members' listeners notified at
 /// commit.
 pub fn claim(
-    connection: &mut Connection,
+    connection: &mut PgConnection,
     triggers: &[Trigger],
     triggered_at: DateTime<Utc>,
     now_ms: i64,
@@ -394,11 +401,11 @@ pub fn claim(
 }
 
 pub fn list(
-    connection: &mut Connection,
-    filter: Filter,
+    connection: &mut PgConnection,
+    filter: AlertFilter,
     ticker: Option<&str>,
     limit: usize,
-) -> Result<Vec<Entry>> {
+) -> Result<Vec<AlertEntry>> {
     macro_rules! listing {
         ($state:literal) => {
             concat!(
@@ -412,9 +419,9 @@ pub fn list(
         };
     }
     let sql = match filter {
-        Filter::All => listing!("true"),
-        Filter::Enabled => listing!("enabled = '1'"),
-        Filter::Triggered => listing!("enabled = '0' AND triggered_at IS NOT NULL"),
+        AlertFilter::All => listing!("true"),
+        AlertFilter::Enabled => listing!("enabled = '1'"),
+        AlertFilter::Triggered => listing!("enabled = '0' AND triggered_at IS NOT NULL"),
     };
     let statement = connection.prepared(sql)?;
     connection
@@ -422,7 +429,7 @@ pub fn list(
         .query(&statement, &[&ticker, &(limit as i64)])?
         .iter()
         .map(|row| {
-            Ok(Entry {
+            Ok(AlertEntry {
                 id: row.try_get(0)?,
                 ticker: row.try_get::<_, Option<String>>(1)?.unwrap_or_default(),
                 condition: row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
@@ -444,7 +451,7 @@ pub fn list(
         .collect()
 }
 
-pub fn add(connection: &mut Connection, alert: &NewAlert<'_>, created_at: &str) -> Result<i64> {
+pub fn add(connection: &mut PgConnection, alert: &NewAlert<'_>, created_at: &str) -> Result<i64> {
     let statement = connection.prepared(
         "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at, cooldown)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
@@ -468,7 +475,7 @@ pub fn add(connection: &mut Connection, alert: &NewAlert<'_>, created_at: &str) 
         .try_get(0)
 }
 
-pub fn disable(connection: &mut Connection, id: i64) -> Result<bool> {
+pub fn disable(connection: &mut PgConnection, id: i64) -> Result<bool> {
     let statement = connection.prepared(
         "UPDATE price_alerts SET enabled = '0', rearm_at = NULL
          WHERE id = $1 AND (enabled = '1' OR rearm_at IS NOT NULL)",

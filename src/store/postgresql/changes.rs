@@ -3,12 +3,12 @@
 
 use postgres::fallible_iterator::FallibleIterator as _;
 
-use super::Connection;
+use super::PgConnection;
 use super::alerts::{alert_columns, alert_row};
 use crate::store::alerts::AlertRow;
 use crate::store::changes::{Horizon, Move, TickerState};
 
-type Result<T> = std::result::Result<T, postgres::Error>;
+use super::PgResult as Result;
 
 /// An alert's level (see SQLite's); `price_alerts_level` indexes it, and the
 /// queries below repeat it verbatim so that the planner matches the index.
@@ -36,7 +36,7 @@ pub(super) const ADVANCE: &str = "INSERT INTO job_watermarks (job, change_seq, u
 /// Transactions of any database of the server count, so a long one anywhere
 /// holds `settled` back; changes between the two are read again by the next
 /// tick, which judges them again (claimed alerts are no longer enabled).
-pub fn horizon(connection: &mut Connection) -> Result<Horizon> {
+pub fn horizon(connection: &mut PgConnection) -> Result<Horizon> {
     let statement = connection.prepared(
         "SELECT pg_snapshot_xmax(s)::text::bigint - 1, pg_snapshot_xmin(s)::text::bigint - 1
          FROM pg_current_snapshot() AS s",
@@ -48,7 +48,7 @@ pub fn horizon(connection: &mut Connection) -> Result<Horizon> {
     })
 }
 
-pub fn watermark(connection: &mut Connection, job: &str) -> Result<Option<i64>> {
+pub fn watermark(connection: &mut PgConnection, job: &str) -> Result<Option<i64>> {
     let statement = connection.prepared("SELECT change_seq FROM job_watermarks WHERE job = $1")?;
     connection
         .client()
@@ -58,7 +58,7 @@ pub fn watermark(connection: &mut Connection, job: &str) -> Result<Option<i64>> 
 }
 
 pub fn changed_quotes(
-    connection: &mut Connection,
+    connection: &mut PgConnection,
     since: i64,
     until: i64,
 ) -> Result<Vec<(String, i64)>> {
@@ -75,7 +75,7 @@ pub fn changed_quotes(
 
 /// Streams the rows (`query_raw`): the server's rows are read as they come.
 pub fn changed_alert_tickers(
-    connection: &mut Connection,
+    connection: &mut PgConnection,
     since: i64,
     until: i64,
     mut each: impl FnMut(&str, i64),
@@ -100,7 +100,7 @@ const CHUNK: usize = 500;
 /// One statement per chunk of tickers: their quotes, observations and (where
 /// asked) whether they have enabled alerts.
 pub fn ticker_states(
-    connection: &mut Connection,
+    connection: &mut PgConnection,
     tickers: &[(&str, bool)],
 ) -> Result<Vec<TickerState>> {
     let statement = connection.prepared(
@@ -139,7 +139,7 @@ pub fn ticker_states(
 /// One statement per chunk of moved tickers: for each, the same ranges of
 /// `price_alerts_level` as `each_reachable_alert`, joined laterally.
 pub fn each_reachable_alert_of(
-    connection: &mut Connection,
+    connection: &mut PgConnection,
     moves: &[(&str, Move)],
     seen: i64,
     mut each: impl FnMut(usize, AlertRow) -> bool,
@@ -205,7 +205,7 @@ pub fn each_reachable_alert_of(
 }
 
 pub fn each_changed_alert(
-    connection: &mut Connection,
+    connection: &mut PgConnection,
     since: i64,
     until: i64,
     mut each: impl FnMut(AlertRow) -> bool,
@@ -228,7 +228,7 @@ pub fn each_changed_alert(
 
 /// One range of `price_alerts_level` per condition, as on SQLite.
 pub fn each_reachable_alert(
-    connection: &mut Connection,
+    connection: &mut PgConnection,
     ticker: &str,
     moved: Move,
     seen: i64,

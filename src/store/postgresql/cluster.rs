@@ -2,10 +2,10 @@
 //! come from the server's clock (`clock_timestamp()`), never from a member's:
 //! members on hosts whose clocks disagree still agree on who holds what.
 
-use super::Connection;
+use super::PgConnection;
 use crate::store::cluster::{Finish, Fire, MEMORY_MS, Me, Member};
 
-type Result<T> = std::result::Result<T, postgres::Error>;
+use super::PgResult as Result;
 
 /// Now, in unix milliseconds, by the server's clock.
 macro_rules! now_ms {
@@ -17,7 +17,7 @@ macro_rules! now_ms {
 /// One statement: a member racing another waits for the other's row, then
 /// sees it held (`WHERE` on the conflicting row) and takes nothing.
 pub fn take_fire(
-    connection: &mut Connection,
+    connection: &mut PgConnection,
     fire: &Fire,
     me: &str,
     lease_ms: i64,
@@ -45,7 +45,7 @@ pub fn take_fire(
 }
 
 pub fn finish_fire(
-    connection: &mut Connection,
+    connection: &mut PgConnection,
     fire: &Fire,
     me: &str,
     finish: Finish,
@@ -63,7 +63,7 @@ pub fn finish_fire(
     Ok(())
 }
 
-pub fn heartbeat(connection: &mut Connection, me: &Me, lease_ms: i64) -> Result<Vec<Fire>> {
+pub fn heartbeat(connection: &mut PgConnection, me: &Me, lease_ms: i64) -> Result<Vec<Fire>> {
     let beat = connection.prepared(concat!(
         "INSERT INTO cluster_members (member, host, pid, version, started_at, heartbeat_at)
          VALUES ($1, $2, $3, $4, $5, ",
@@ -128,13 +128,13 @@ pub fn heartbeat(connection: &mut Connection, me: &Me, lease_ms: i64) -> Result<
     Ok(fires)
 }
 
-pub fn leave(connection: &mut Connection, me: &str) -> Result<()> {
+pub fn leave(connection: &mut PgConnection, me: &str) -> Result<()> {
     let statement = connection.prepared("DELETE FROM cluster_members WHERE member = $1")?;
     connection.client().execute(&statement, &[&me])?;
     Ok(())
 }
 
-pub fn members(connection: &mut Connection) -> Result<Vec<Member>> {
+pub fn members(connection: &mut PgConnection) -> Result<Vec<Member>> {
     let statement = connection.prepared(concat!(
         "SELECT member, host, pid, version, started_at, heartbeat_at, ",
         now_ms!(),

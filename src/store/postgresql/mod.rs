@@ -41,15 +41,19 @@ use crate::config::PostgresConfig;
 /// (`price_alertd_schema.version`).
 pub const SCHEMA_VERSION: i32 = 3;
 
+/// What the engine's statements return: the client's error, which the store
+/// wraps into its own.
+pub(super) type PgResult<T> = std::result::Result<T, postgres::Error>;
+
 /// A connection and the statements prepared on it: each statement is parsed
 /// and planned once per connection, not once per call.
-pub struct Connection {
+pub struct PgConnection {
     /// Always there until the connection is dropped.
     client: Option<Client>,
     statements: HashMap<&'static str, Statement>,
 }
 
-impl Drop for Connection {
+impl Drop for PgConnection {
     /// The sync client says goodbye to the server by running its own small
     /// runtime, which panics on a thread that runs a tokio runtime (a pool
     /// dropped by the async code): there it closes from a thread of its own.
@@ -63,7 +67,7 @@ impl Drop for Connection {
     }
 }
 
-impl Connection {
+impl PgConnection {
     pub fn client(&mut self) -> &mut Client {
         self.client.as_mut().expect("present until dropped")
     }
@@ -81,12 +85,12 @@ impl Connection {
 
 /// The pool, and how to open a connection of its own (for `listen`).
 #[derive(Clone)]
-pub struct Pool {
+pub struct PgPool {
     pool: r2d2::Pool<Manager>,
     manager: Manager,
 }
 
-impl Pool {
+impl PgPool {
     /// A connection, waiting up to [`POOL_WAIT`] for one; if none came, why
     /// the server could not be reached (refused, a name that does not
     /// resolve, a login refused), not only that the wait ran out.
@@ -112,7 +116,7 @@ pub(super) const NOTIFY_OUTBOX: &str = "SELECT pg_notify('price_alertd_outbox', 
 /// so `wake` is also called after every (re)connection; the deliverers poll
 /// besides.
 pub fn listen(
-    pool: &Pool,
+    pool: &PgPool,
     wake: std::sync::Arc<dyn Fn() + Send + Sync>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -160,21 +164,21 @@ pub fn listen(
 }
 
 impl r2d2::ManageConnection for Manager {
-    type Connection = Connection;
+    type Connection = PgConnection;
     type Error = postgres::Error;
 
-    fn connect(&self) -> Result<Connection, postgres::Error> {
-        Ok(Connection {
+    fn connect(&self) -> Result<PgConnection, postgres::Error> {
+        Ok(PgConnection {
             client: Some(Manager::connect(self)?),
             statements: HashMap::new(),
         })
     }
 
-    fn is_valid(&self, connection: &mut Connection) -> Result<(), postgres::Error> {
+    fn is_valid(&self, connection: &mut PgConnection) -> Result<(), postgres::Error> {
         connection.client().simple_query("").map(|_| ())
     }
 
-    fn has_broken(&self, connection: &mut Connection) -> bool {
+    fn has_broken(&self, connection: &mut PgConnection) -> bool {
         connection.client().is_closed()
     }
 }
@@ -198,7 +202,7 @@ const OLDEST_SERVER: i32 = 130_000;
 fn first_connection(
     config: &PostgresConfig,
     lock_timeout: Duration,
-) -> anyhow::Result<(Manager, Connection, i32)> {
+) -> anyhow::Result<(Manager, PgConnection, i32)> {
     let manager = manager(config, lock_timeout)?;
     let mut connection = r2d2::ManageConnection::connect(&manager)
         .map_err(|error| unreachable_database(config, error))?;
@@ -227,7 +231,7 @@ fn first_connection(
 }
 
 /// Connects, migrates, and builds a pool of at most `size` connections.
-pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyhow::Result<Pool> {
+pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyhow::Result<PgPool> {
     let (manager, mut first, _) = first_connection(config, lock_timeout)?;
     migrate(first.client())
         .map_err(|error| failure_of(error, format!("migrating {}", config.display)))?;
@@ -247,7 +251,7 @@ pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyho
                 ),
             )
         })?;
-    Ok(Pool { pool, manager })
+    Ok(PgPool { pool, manager })
 }
 
 /// One connection, for operators' commands, to a database this version
@@ -256,7 +260,7 @@ pub fn connect(
     config: &PostgresConfig,
     lock_timeout: Duration,
     migrate_it: bool,
-) -> anyhow::Result<Connection> {
+) -> anyhow::Result<PgConnection> {
     let (_, mut connection, version) = first_connection(config, lock_timeout)?;
     if migrate_it {
         migrate(connection.client())
@@ -311,14 +315,14 @@ fn unreachable_database(config: &PostgresConfig, error: postgres::Error) -> anyh
         Some("3D000") => Unusable::Missing,
         _ => Unusable::Io,
     };
-    anyhow::Error::new(error).context(super::Failure {
+    anyhow::Error::new(error).context(super::DatabaseFailure {
         kind,
         message: format!("connecting to {}", config.display),
     })
 }
 
 fn failure_of(error: postgres::Error, doing: String) -> anyhow::Error {
-    anyhow::Error::new(error).context(super::Failure {
+    anyhow::Error::new(error).context(super::DatabaseFailure {
         kind: Unusable::Io,
         message: doing,
     })
@@ -553,7 +557,7 @@ CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at) WHERE rearm_at IS NOT
 ";
 
 /// The id this database got at its first migration.
-pub fn installation_id(connection: &mut Connection) -> Result<String, postgres::Error> {
+pub fn installation_id(connection: &mut PgConnection) -> Result<String, postgres::Error> {
     let statement = connection.prepared("SELECT installation_id FROM installation WHERE id = 1")?;
     connection.client().query_one(&statement, &[])?.try_get(0)
 }

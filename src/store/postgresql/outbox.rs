@@ -3,13 +3,13 @@
 //! a leased row's `next_attempt_at` moves to its lease's end, which takes it
 //! out of the due range (and brings it back, due, if its holder dies).
 
-use super::Connection;
-use crate::store::outbox::{Entry, Filter, Leased, Recording, Settled, Want};
+use super::PgConnection;
+use crate::store::outbox::{Leased, OutboxEntry, OutboxFilter, Recording, Settled, Want};
 
-type Result<T> = std::result::Result<T, postgres::Error>;
+use super::PgResult as Result;
 
 pub fn exchange(
-    connection: &mut Connection,
+    connection: &mut PgConnection,
     owner: &str,
     settled: &[Settled],
     now: &str,
@@ -70,7 +70,7 @@ struct Statements {
 }
 
 impl Statements {
-    fn prepare(connection: &mut Connection) -> Result<Statements> {
+    fn prepare(connection: &mut PgConnection) -> Result<Statements> {
         Ok(Statements {
             lease: connection.prepared(
                 "WITH due AS (
@@ -169,7 +169,7 @@ fn record(
 
 /// A leased row's `next_attempt_at` is its lease's end, so the earliest
 /// `next_attempt_at` of a pending row is when it can next be sent.
-pub fn next_due(connection: &mut Connection) -> Result<Option<i64>> {
+pub fn next_due(connection: &mut PgConnection) -> Result<Option<i64>> {
     let statement = connection.prepared(
         "SELECT next_attempt_at FROM outbox WHERE state = 'pending' ORDER BY next_attempt_at, id LIMIT 1",
     )?;
@@ -180,7 +180,7 @@ pub fn next_due(connection: &mut Connection) -> Result<Option<i64>> {
         .transpose()
 }
 
-pub fn oldest_pending(connection: &mut Connection) -> Result<Option<String>> {
+pub fn oldest_pending(connection: &mut PgConnection) -> Result<Option<String>> {
     let statement = connection
         .prepared("SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1")?;
     connection
@@ -190,7 +190,7 @@ pub fn oldest_pending(connection: &mut Connection) -> Result<Option<String>> {
         .transpose()
 }
 
-pub fn backlog(connection: &mut Connection) -> Result<(u64, u64)> {
+pub fn backlog(connection: &mut PgConnection) -> Result<(u64, u64)> {
     let statement = connection.prepared(
         "SELECT (SELECT count(*) FROM outbox WHERE state = 'pending'),
                 (SELECT count(*) FROM outbox WHERE state = 'dead')",
@@ -202,7 +202,11 @@ pub fn backlog(connection: &mut Connection) -> Result<(u64, u64)> {
     ))
 }
 
-pub fn list(connection: &mut Connection, filter: Filter, limit: usize) -> Result<Vec<Entry>> {
+pub fn list(
+    connection: &mut PgConnection,
+    filter: OutboxFilter,
+    limit: usize,
+) -> Result<Vec<OutboxEntry>> {
     macro_rules! listing {
         ($states:literal) => {
             concat!(
@@ -214,8 +218,8 @@ pub fn list(connection: &mut Connection, filter: Filter, limit: usize) -> Result
         };
     }
     let sql = match filter {
-        Filter::Undelivered => listing!("('pending', 'dead')"),
-        Filter::Dead => listing!("('dead')"),
+        OutboxFilter::Undelivered => listing!("('pending', 'dead')"),
+        OutboxFilter::Dead => listing!("('dead')"),
     };
     let statement = connection.prepared(sql)?;
     connection
@@ -229,7 +233,7 @@ pub fn list(connection: &mut Connection, filter: Filter, limit: usize) -> Result
                     .map(crate::store::timestamp),
                 _ => None,
             };
-            Ok(Entry {
+            Ok(OutboxEntry {
                 event_id: row.try_get(0)?,
                 alert_id: row.try_get(1)?,
                 state,
@@ -243,7 +247,7 @@ pub fn list(connection: &mut Connection, filter: Filter, limit: usize) -> Result
 }
 
 pub fn replay(
-    connection: &mut Connection,
+    connection: &mut PgConnection,
     event_ids: &[String],
     now_ms: i64,
 ) -> Result<Vec<String>> {
@@ -270,7 +274,7 @@ pub fn replay(
         .collect())
 }
 
-pub fn replay_all_dead(connection: &mut Connection, now_ms: i64) -> Result<usize> {
+pub fn replay_all_dead(connection: &mut PgConnection, now_ms: i64) -> Result<usize> {
     let statement = connection.prepared(
         "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, dead_at = NULL,
              lease_owner = NULL, lease_until = NULL
@@ -284,7 +288,7 @@ pub fn replay_all_dead(connection: &mut Connection, now_ms: i64) -> Result<usize
     Ok(replayed as usize)
 }
 
-pub fn purge_delivered(connection: &mut Connection, before: &str) -> Result<usize> {
+pub fn purge_delivered(connection: &mut PgConnection, before: &str) -> Result<usize> {
     let statement = connection
         .prepared("DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < $1")?;
     Ok(connection.client().execute(&statement, &[&before])? as usize)

@@ -1,11 +1,11 @@
 //! PostgreSQL: job runs (see `store::runs`).
 
-use super::Connection;
+use super::PgConnection;
 use crate::store::runs::Run;
 
-type Result<T> = std::result::Result<T, postgres::Error>;
+use super::PgResult as Result;
 
-pub fn record(connection: &mut Connection, run: &Run) -> Result<()> {
+pub fn record(connection: &mut PgConnection, run: &Run) -> Result<()> {
     let statement = connection.prepared(
         "INSERT INTO job_runs (job, started_at, duration_ms, result, detail, last_success_at, member)
          VALUES ($1, $2, $3, $4, $5, CASE WHEN $4 = 'ok' THEN $2 END, $6)
@@ -28,7 +28,7 @@ pub fn record(connection: &mut Connection, run: &Run) -> Result<()> {
     Ok(())
 }
 
-pub fn list(connection: &mut Connection) -> Result<Vec<Run>> {
+pub fn list(connection: &mut PgConnection) -> Result<Vec<Run>> {
     let statement = connection.prepared(
         "SELECT job, started_at, duration_ms, result, detail, last_success_at, member FROM job_runs ORDER BY job",
     )?;

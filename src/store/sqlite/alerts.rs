@@ -5,7 +5,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 use crate::store::alerts::{
-    AlertRow, Claimed, Entry, Filter, NewAlert, Observation, QuoteRow, Trigger, event_of,
+    AlertEntry, AlertFilter, AlertRow, Claimed, NewAlert, Observation, QuoteRow, Trigger, event_of,
 };
 
 fn number(value: Value) -> Option<f64> {
@@ -359,14 +359,14 @@ pub fn claim(
 /// Up to `limit` alerts, newest first.
 pub fn list(
     connection: &Connection,
-    filter: Filter,
+    filter: AlertFilter,
     ticker: Option<&str>,
     limit: usize,
-) -> rusqlite::Result<Vec<Entry>> {
+) -> rusqlite::Result<Vec<AlertEntry>> {
     let state = match filter {
-        Filter::All => "1",
-        Filter::Enabled => "enabled = 1",
-        Filter::Triggered => "enabled = 0 AND triggered_at IS NOT NULL",
+        AlertFilter::All => "1",
+        AlertFilter::Enabled => "enabled = 1",
+        AlertFilter::Triggered => "enabled = 0 AND triggered_at IS NOT NULL",
     };
     let mut statement = connection.prepare(&format!(
         "SELECT id, ticker, condition, target_price, reference_price, enabled, triggered_at, triggered_price,
@@ -375,7 +375,7 @@ pub fn list(
     ))?;
     let rows = statement.query_map(params![ticker, limit as i64], |row| {
         let optional_text = |value: Option<Value>| value.map(text);
-        Ok(Entry {
+        Ok(AlertEntry {
             id: row.get(0)?,
             ticker: text(row.get(1)?),
             condition: text(row.get(2)?),

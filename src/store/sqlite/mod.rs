@@ -15,9 +15,9 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use super::{Classify as _, Failure, Unusable, failure};
+use super::{Classify as _, DatabaseFailure, Unusable, failure};
 
-pub type Pool = r2d2::Pool<SqliteConnectionManager>;
+pub type SqlitePool = r2d2::Pool<SqliteConnectionManager>;
 
 /// An SQLite error while `doing` something to the database: a file that is
 /// not a database is bad data, anything else an I/O problem.
@@ -27,7 +27,7 @@ fn sqlite_failure(error: rusqlite::Error, doing: String) -> anyhow::Error {
         _ => Unusable::Io,
     };
     // rusqlite's own words, without its source, which says them again.
-    anyhow::Error::msg(error.to_string()).context(Failure {
+    anyhow::Error::msg(error.to_string()).context(DatabaseFailure {
         kind,
         message: doing,
     })
@@ -39,7 +39,7 @@ pub const SCHEMA_VERSION: i64 = 9;
 /// Opens (creating if missing) and migrates the database, then builds a pool
 /// of `size` connections. WAL mode and migrations run on one connection before
 /// the pool exists; per-connection pragmas run on every pooled connection.
-pub fn open(path: &Path, busy_timeout: Duration, size: u32) -> anyhow::Result<Pool> {
+pub fn open(path: &Path, busy_timeout: Duration, size: u32) -> anyhow::Result<SqlitePool> {
     if let Some(parent) = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
@@ -515,7 +515,7 @@ fn connect_existing(
 
 /// Opens an existing database to change it (migrating it like the daemon
 /// would), never creating a new one: operators' commands that write.
-pub fn open_existing(path: &Path, busy_timeout: Duration) -> anyhow::Result<Pool> {
+pub fn open_existing(path: &Path, busy_timeout: Duration) -> anyhow::Result<SqlitePool> {
     exists(path)?;
     open(path, busy_timeout, 1)
 }

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
-use crate::store::outbox::{Entry, Filter, Leased, Recording, Settled, Want};
+use crate::store::outbox::{Leased, OutboxEntry, OutboxFilter, Recording, Settled, Want};
 
 /// One round trip of a deliverer to the outbox, in one transaction: records
 /// `settled` (each only while its lease is still `owner`'s), then leases up to
@@ -204,10 +204,14 @@ pub fn dead_count(connection: &Connection) -> rusqlite::Result<u64> {
 }
 
 /// Up to `limit` rows, oldest first.
-pub fn list(connection: &Connection, filter: Filter, limit: usize) -> rusqlite::Result<Vec<Entry>> {
+pub fn list(
+    connection: &Connection,
+    filter: OutboxFilter,
+    limit: usize,
+) -> rusqlite::Result<Vec<OutboxEntry>> {
     let states = match filter {
-        Filter::Undelivered => "('pending', 'dead')",
-        Filter::Dead => "('dead')",
+        OutboxFilter::Undelivered => "('pending', 'dead')",
+        OutboxFilter::Dead => "('dead')",
     };
     let mut statement = connection.prepare(&format!(
         "SELECT event_id, alert_id, state, attempts, created_at, next_attempt_at, last_error
@@ -221,7 +225,7 @@ pub fn list(connection: &Connection, filter: Filter, limit: usize) -> rusqlite::
             }
             _ => None,
         };
-        Ok(Entry {
+        Ok(OutboxEntry {
             event_id: row.get(0)?,
             alert_id: row.get(1)?,
             state,
