@@ -18,7 +18,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::evaluate::TickReport;
+use crate::evaluate::{Series, TickReport};
 use crate::store::{self, Pool};
 
 /// A job's series are labelled `job_name`: `job` is Prometheus's own target
@@ -50,18 +50,6 @@ struct DeliveryLabels {
 }
 
 const TICK_RESULTS: [&str; 4] = ["ok", "failed", "skipped", "elsewhere"];
-/// A tick's alerts not evaluated, or not claimed, by reason: the one list
-/// the series is created from and counted by.
-fn skipped_by_reason(report: &TickReport) -> [(&'static str, u64); 6] {
-    [
-        ("stale", report.stale_alerts),
-        ("malformed", report.malformed_alerts),
-        ("no_quote", report.no_quote),
-        ("unavailable", report.unavailable),
-        ("expired", report.expired),
-        ("locked", report.locked),
-    ]
-}
 /// Every (outcome, response) a delivery attempt can end with.
 const DELIVERY_KINDS: [(&str, &[&str]); 4] = [
     ("delivered", &["2xx"]),
@@ -206,8 +194,12 @@ impl Default for Metrics {
         // Prometheus's own series do.
         metrics.reload_successful.set(1);
         metrics.reload_success_time.set(now_seconds());
-        for (reason, _) in skipped_by_reason(&TickReport::default()) {
-            let _ = metrics.skipped.get_or_create(&SkipLabels { reason });
+        for count in TickReport::default().counts() {
+            if count.series == Series::AlertsSkipped {
+                let _ = metrics
+                    .skipped
+                    .get_or_create(&SkipLabels { reason: count.name });
+            }
         }
         for (outcome, responses) in DELIVERY_KINDS {
             for &response in responses {
@@ -401,20 +393,21 @@ impl Metrics {
         let labels = JobLabels {
             job_name: job.to_owned(),
         };
-        self.tickers_changed
-            .get_or_create(&labels)
-            .inc_by(report.tickers_changed);
-        self.evaluated
-            .get_or_create(&labels)
-            .inc_by(report.evaluated);
-        self.triggered
-            .get_or_create(&labels)
-            .inc_by(report.triggered);
-        self.rearmed.get_or_create(&labels).inc_by(report.rearmed);
-        for (reason, count) in skipped_by_reason(report) {
-            self.skipped
-                .get_or_create(&SkipLabels { reason })
-                .inc_by(count);
+        for count in report.counts() {
+            let family = match count.series {
+                Series::TickersChanged => &self.tickers_changed,
+                Series::AlertsEvaluated => &self.evaluated,
+                Series::AlertsTriggered => &self.triggered,
+                Series::AlertsRearmed => &self.rearmed,
+                Series::AlertsSkipped => {
+                    self.skipped
+                        .get_or_create(&SkipLabels { reason: count.name })
+                        .inc_by(count.value);
+                    continue;
+                }
+                Series::Unexported => continue,
+            };
+            family.get_or_create(&labels).inc_by(count.value);
         }
     }
 

@@ -15,22 +15,11 @@ pub enum JobReport {
 }
 
 impl JobReport {
-    /// A short `key=value` account, as `status` shows it.
+    /// The run's `key=value` account, as `status` shows it (a tick's is
+    /// [`TickReport::summary`]).
     pub fn summary(&self) -> String {
         match self {
-            JobReport::Evaluated(tick) => format!(
-                "evaluated={} triggered={} locked={} expired={} stale_alerts={} no_quote={} unavailable={} malformed_alerts={} malformed_quotes={} quote_errors={}",
-                tick.evaluated,
-                tick.triggered,
-                tick.locked,
-                tick.expired,
-                tick.stale_alerts,
-                tick.no_quote,
-                tick.unavailable,
-                tick.malformed_alerts,
-                tick.malformed_quotes,
-                tick.quote_errors
-            ),
+            JobReport::Evaluated(tick) => tick.summary(),
             JobReport::Purged { deleted, .. } => format!("purged={deleted}"),
         }
     }
@@ -44,6 +33,36 @@ pub(super) fn committed(error: &anyhow::Error) -> Option<&TickReport> {
         .map(|failed| &*failed.report)
 }
 
+/// Logs a finished tick at `$level`, every count a field (see
+/// `evaluate::tick_counts!`).
+macro_rules! log_tick {
+    ($level:ident, $job:ident, $report:ident; $($name:ident: $series:ident,)*) => {
+        tracing::$level!(
+            job = $job,
+            $($name = $report.$name,)*
+            duration_ms = $report.duration.as_millis() as u64,
+            fetch_ms = $report.fetch_duration.as_millis() as u64,
+            "tick finished"
+        )
+    };
+}
+
+/// Logs a tick that failed part-way as a recurring failure, with what it
+/// committed before it failed: the triggered alerts are claimed and their
+/// events queued; the unclaimed ones are judged again by the next tick.
+macro_rules! log_failed_tick {
+    ($failures:ident, $error:ident, $job:ident, $report:ident; $($name:ident: $series:ident,)*) => {
+        log_recurring!(
+            error,
+            $failures,
+            format!("{:#}", $error),
+            job = $job,
+            $($name = $report.$name,)*
+            "job failed"
+        )
+    };
+}
+
 /// Logs a finished run. A failure is logged when it starts or changes and
 /// then once a minute (`failures` is this job's), and its end once.
 pub(super) fn log_run(job: &str, result: &anyhow::Result<JobReport>, failures: &mut Recurring) {
@@ -53,36 +72,10 @@ pub(super) fn log_run(job: &str, result: &anyhow::Result<JobReport>, failures: &
         tracing::info!(job, failed, "the job runs again after failing");
     }
     match result {
-        Ok(JobReport::Evaluated(report))
-            if report.triggered > 0
-                || report.locked > 0
-                || report.expired > 0
-                || report.malformed_alerts > 0
-                || report.malformed_quotes > 0
-                || report.quote_errors > 0 =>
-        {
-            tracing::info!(
-                job,
-                evaluated = report.evaluated,
-                triggered = report.triggered,
-                locked = report.locked,
-                expired = report.expired,
-                stale_alerts = report.stale_alerts,
-                unavailable = report.unavailable,
-                malformed_alerts = report.malformed_alerts,
-                malformed_quotes = report.malformed_quotes,
-                quote_errors = report.quote_errors,
-                duration_ms = report.duration.as_millis() as u64,
-                "tick finished"
-            )
+        Ok(JobReport::Evaluated(report)) if report.notable() => {
+            evaluate::tick_counts!(log_tick!(info, job, report;))
         }
-        Ok(JobReport::Evaluated(report)) => tracing::debug!(
-            job,
-            tickers_changed = report.tickers_changed,
-            alerts_read = report.evaluated,
-            duration_ms = report.duration.as_millis() as u64,
-            "tick finished"
-        ),
+        Ok(JobReport::Evaluated(report)) => evaluate::tick_counts!(log_tick!(debug, job, report;)),
         Ok(JobReport::Purged { deleted, duration }) => {
             tracing::info!(
                 job,
@@ -95,18 +88,9 @@ pub(super) fn log_run(job: &str, result: &anyhow::Result<JobReport>, failures: &
             // What it did commit is said (the triggered alerts are claimed
             // and their events queued), and what it did not (the unclaimed
             // ones, which the next tick judges again).
-            Some(partial) => log_recurring!(
-                error,
-                failures,
-                format!("{error:#}"),
-                job,
-                triggered = partial.triggered,
-                unclaimed = partial.unclaimed,
-                locked = partial.locked,
-                expired = partial.expired,
-                rearmed = partial.rearmed,
-                "job failed"
-            ),
+            Some(partial) => {
+                evaluate::tick_counts!(log_failed_tick!(failures, error, job, partial;))
+            }
             None => log_recurring!(error, failures, format!("{error:#}"), job, "job failed"),
         },
     }

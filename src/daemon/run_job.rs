@@ -26,36 +26,32 @@ pub struct RunJobSummary {
 }
 
 impl RunJobSummary {
-    /// One line of `key=value` pairs.
+    /// One line of `key=value` pairs: the job and its result, the tick's
+    /// summary (a purge's is empty but for its time), then the delivery's.
     pub fn line(&self) -> String {
-        let (result, tick, purged, duration) = match &self.report {
-            Ok(JobReport::Evaluated(report)) => ("ok", report.clone(), 0, report.duration),
+        let (result, tick, purged) = match &self.report {
+            Ok(JobReport::Evaluated(report)) => ("ok", report.clone(), 0),
             Ok(JobReport::Purged { deleted, duration }) => {
-                ("ok", TickReport::default(), *deleted, *duration)
+                let tick = TickReport {
+                    duration: *duration,
+                    ..TickReport::default()
+                };
+                ("ok", tick, *deleted)
             }
-            Err(error) => {
-                let partial = committed(error).cloned().unwrap_or_default();
-                let duration = partial.duration;
-                ("failed", partial, 0, duration)
-            }
+            Err(error) => ("failed", committed(error).cloned().unwrap_or_default(), 0),
         };
-        let mut line = format!("job={} result={result}", self.job);
-        for (key, value) in tick.counts() {
-            line.push_str(&format!(" {key}={value}"));
-        }
-        line.push_str(&format!(
-            " purged={purged} delivered={} failed={} dead={} pending={} dead_total={} duration_ms={} fetch_ms={} delivery_ms={} peak_rss_kib={}",
+        format!(
+            "job={} result={result} {} purged={purged} delivered={} failed={} dead={} pending={} dead_total={} delivery_ms={} peak_rss_kib={}",
+            self.job,
+            tick.summary(),
             self.delivery.delivered,
             self.delivery.failed,
             self.delivery.dead,
             self.pending,
             self.dead,
-            duration.as_millis(),
-            tick.fetch_duration.as_millis(),
             self.delivery_time.as_millis(),
             peak_rss_kib().unwrap_or(0)
-        ));
-        line
+        )
     }
 }
 

@@ -16,10 +16,9 @@ impl SystemdStatus {
     pub(super) fn ran(&mut self, job: &str, result: &anyhow::Result<JobReport>) {
         let at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         self.last_run = Some(match result {
-            Ok(JobReport::Evaluated(report)) => format!(
-                "last tick {job} at {at}: {} evaluated, {} triggered",
-                report.evaluated, report.triggered
-            ),
+            Ok(JobReport::Evaluated(report)) => {
+                format!("last tick {job} at {at}: {}", report.summary())
+            }
             Ok(JobReport::Purged { deleted, .. }) => {
                 format!("last run {job} at {at}: {deleted} purged")
             }

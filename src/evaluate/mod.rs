@@ -16,7 +16,8 @@ pub use judge::{
     parse_cooldown, parse_time, rearm_at,
 };
 pub use options::{TickMemory, TickOptions};
-pub use report::{TickFailed, TickReport};
+pub(crate) use report::tick_counts;
+pub use report::{COUNTS, Count, Series, TickFailed, TickReport};
 
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -141,7 +142,7 @@ fn stages(
         observe_ms = (duration - evaluated_and_claimed).as_millis() as u64,
         claim_ms = report.claim_duration.as_millis() as u64,
         tickers_changed = report.tickers_changed,
-        alerts_read = report.evaluated,
+        evaluated = report.evaluated,
         "tick phases"
     );
     Ok(())

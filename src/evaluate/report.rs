@@ -48,29 +48,113 @@ pub struct TickReport {
     pub duration: Duration,
 }
 
+/// The table of a tick's counts, in the summary line's order: each count's
+/// field, whose name is the count's name on every surface (the `run-job`
+/// line, `status`, systemd's status, the log's fields, the metrics' skip
+/// reasons, README), and the metrics series it feeds. A new count is one
+/// line here. It is a macro because a log line's fields are names known when
+/// it compiles: `tick_counts!(then!(args))` expands to `then! { args
+/// name: Series, ... }`, which builds [`TickReport::counts`] here and the
+/// daemon's log lines there.
+macro_rules! tick_counts {
+    ($then:ident ! ($($args:tt)*)) => {
+        $then! { $($args)*
+            evaluated: AlertsEvaluated,
+            tickers_changed: TickersChanged,
+            matched: Unexported,
+            triggered: AlertsTriggered,
+            locked: AlertsSkipped,
+            unclaimed: Unexported,
+            expired: AlertsSkipped,
+            rearmed: AlertsRearmed,
+            no_quote: AlertsSkipped,
+            stale_quotes: Unexported,
+            stale_alerts: AlertsSkipped,
+            unavailable: AlertsSkipped,
+            malformed_alerts: AlertsSkipped,
+            malformed_quotes: Unexported,
+            quote_errors: Unexported,
+        }
+    };
+}
+pub(crate) use tick_counts;
+
+/// Where a tick's count goes in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Series {
+    /// `price_alertd_tickers_changed_total`.
+    TickersChanged,
+    /// `price_alertd_alerts_evaluated_total`.
+    AlertsEvaluated,
+    /// `price_alertd_alerts_triggered_total`.
+    AlertsTriggered,
+    /// `price_alertd_alerts_rearmed_total`.
+    AlertsRearmed,
+    /// `price_alertd_alerts_skipped_total{reason="<the count's name>"}`.
+    AlertsSkipped,
+    /// Only the summary and the logs.
+    Unexported,
+}
+
+/// One count of a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    pub name: &'static str,
+    pub value: u64,
+    pub series: Series,
+}
+
+macro_rules! counts_of {
+    ($report:ident; $($name:ident: $series:ident,)*) => {
+        [$(Count {
+            name: stringify!($name),
+            value: $report.$name,
+            series: Series::$series,
+        }),*]
+    };
+}
+
+macro_rules! count_names {
+    ($($name:ident: $series:ident,)*) => {
+        [$(stringify!($name)),*]
+    };
+}
+
+/// How many counts a tick has.
+pub const COUNTS: usize = tick_counts!(count_names!()).len();
+
 impl TickReport {
-    /// The counts, by the names the summary line, logs and docs use, in
-    /// the summary line's order. (`alerts_read` is `evaluated` again, under
-    /// the name that says what it measures; `evaluated` stays for scripts.)
-    pub fn counts(&self) -> [(&'static str, u64); 16] {
-        [
-            ("evaluated", self.evaluated),
-            ("tickers_changed", self.tickers_changed),
-            ("alerts_read", self.evaluated),
-            ("matched", self.matched),
-            ("triggered", self.triggered),
-            ("locked", self.locked),
-            ("unclaimed", self.unclaimed),
-            ("expired", self.expired),
-            ("rearmed", self.rearmed),
-            ("no_quote", self.no_quote),
-            ("stale_quotes", self.stale_quotes),
-            ("stale_alerts", self.stale_alerts),
-            ("unavailable", self.unavailable),
-            ("malformed_alerts", self.malformed_alerts),
-            ("malformed_quotes", self.malformed_quotes),
-            ("quote_errors", self.quote_errors),
-        ]
+    /// The counts, in the summary line's order (see `tick_counts!`).
+    pub fn counts(&self) -> [Count; COUNTS] {
+        let report = self;
+        tick_counts!(counts_of!(report;))
+    }
+
+    /// The report as `key=value` pairs: every count, then the time the tick
+    /// took and its fetch's part of it. The `run-job` line, `status` and
+    /// systemd's status show this.
+    pub fn summary(&self) -> String {
+        let mut line = String::new();
+        for count in self.counts() {
+            line.push_str(&format!("{}={} ", count.name, count.value));
+        }
+        line.push_str(&format!(
+            "duration_ms={} fetch_ms={}",
+            self.duration.as_millis(),
+            self.fetch_duration.as_millis()
+        ));
+        line
+    }
+
+    /// Whether the tick did something an operator reads about at the
+    /// default log level: it claimed, expired or met something wrong.
+    pub fn notable(&self) -> bool {
+        self.triggered > 0
+            || self.locked > 0
+            || self.expired > 0
+            || self.malformed_alerts > 0
+            || self.malformed_quotes > 0
+            || self.quote_errors > 0
     }
 }
 

@@ -414,3 +414,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_tick_report_renders_each_count_once_under_its_own_name() {
+    let report = TickReport {
+        evaluated: 7,
+        stale_alerts: 3,
+        locked: 2,
+        duration: Duration::from_millis(41),
+        ..TickReport::default()
+    };
+    let summary: Vec<(String, String)> = report
+        .summary()
+        .split(' ')
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').expect("key=value");
+            (key.to_owned(), value.to_owned())
+        })
+        .collect();
+    let mut expected: Vec<(String, String)> = report
+        .counts()
+        .iter()
+        .map(|count| (count.name.to_owned(), count.value.to_string()))
+        .collect();
+    expected.push(("duration_ms".into(), "41".into()));
+    expected.push(("fetch_ms".into(), "0".into()));
+    assert_eq!(summary, expected);
+    let names: HashSet<&str> = report.counts().iter().map(|count| count.name).collect();
+    assert_eq!(names.len(), COUNTS, "a name used twice");
+    assert!(summary.contains(&("stale_alerts".into(), "3".into())));
+    assert!(summary.contains(&("locked".into(), "2".into())));
+}

@@ -470,7 +470,7 @@ fn print_row(alerts: u64, tickers: u64, scenario: &str, run: &Run, floor: Option
         tickers,
         scenario,
         run.value("tickers_changed"),
-        run.value("alerts_read"),
+        run.value("evaluated"),
         run.value("triggered"),
         tick_ms,
         floor.map_or("-".to_owned(), |floor| format!("{floor:.1}")),

@@ -713,7 +713,7 @@ fn metrics_scrape_cleanly_in_either_format_with_every_series_from_the_start() {
         "price_alertd_ticks_total{job_name=\"evaluate\",result=\"failed\"}",
         "price_alertd_ticks_total{job_name=\"evaluate\",result=\"skipped\"}",
         "price_alertd_alerts_triggered_total{job_name=\"evaluate\"}",
-        "price_alertd_alerts_skipped_total{reason=\"stale\"}",
+        "price_alertd_alerts_skipped_total{reason=\"stale_alerts\"}",
         "price_alertd_alerts_skipped_total{reason=\"expired\"}",
         "price_alertd_deliveries_total{outcome=\"delivered\",response=\"2xx\"}",
         "price_alertd_deliveries_total{outcome=\"failed\",response=\"5xx\"}",
