@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
@@ -103,14 +104,14 @@ impl QuoteSource {
     }
 
     /// Fetches and stores quotes for the tickers in `scope` that a tick as of
-    /// `now_ms` may judge (see `store::alerts::tickers_to_fetch`), in
+    /// `now` may judge (see `store::alerts::tickers_to_fetch`), in
     /// batches, `prices.concurrency` requests at a time, so a slow batch
     /// holds one request's place and delays no other. Never fails: a failure
     /// only leaves tickers unfetched.
-    pub async fn refresh(&self, pool: &Pool, scope: &Scope, now_ms: i64) -> Refresh {
+    pub async fn refresh(&self, pool: &Pool, scope: &Scope, now: DateTime<Utc>) -> Refresh {
         let started = std::time::Instant::now();
         let mut refresh = Refresh::default();
-        let tickers = match tickers_to_fetch(pool, scope, now_ms).await {
+        let tickers = match tickers_to_fetch(pool, scope, now).await {
             Ok(tickers) => tickers,
             Err(error) => {
                 tracing::error!(
@@ -326,9 +327,13 @@ fn usable(batch: &[String], answer: Answer) -> Fetched {
     fetched
 }
 
-async fn tickers_to_fetch(pool: &Pool, scope: &Scope, now_ms: i64) -> anyhow::Result<Vec<String>> {
+async fn tickers_to_fetch(
+    pool: &Pool,
+    scope: &Scope,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<String>> {
     let tickers = store::blocking(pool, "listing tickers", move |connection| {
-        store::alerts::tickers_to_fetch(connection, now_ms)
+        store::alerts::tickers_to_fetch(connection, now)
     })
     .await?;
     Ok(tickers

@@ -172,11 +172,7 @@ impl Runner {
                 // tickers of the alerts the tick will re-arm as of then.
                 let now = Utc::now();
                 let mut refresh = match &self.source {
-                    Some(source) => Some(
-                        source
-                            .refresh(&self.pool, &scope, now.timestamp_millis())
-                            .await,
-                    ),
+                    Some(source) => Some(source.refresh(&self.pool, &scope, now).await),
                     None => None,
                 };
                 let job = job.to_owned();

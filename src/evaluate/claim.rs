@@ -6,7 +6,7 @@
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::log_recurring;
 use crate::recurring::Recurring;
@@ -113,7 +113,7 @@ pub(super) fn evaluate_and_claim(
     let mut tallies: Vec<Tally> = Vec::new();
     std::thread::scope(|helper_threads| {
         let helping: Vec<_> = (0..helpers)
-            .map(|_| helper_threads.spawn(|| help_claim(readers.pool, &inbox)))
+            .map(|_| helper_threads.spawn(|| help_claim(readers.pool, &inbox, readers.now)))
             .collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let (tasks, next) = (&tasks, &next);
@@ -141,7 +141,7 @@ pub(super) fn evaluate_and_claim(
                         ) => *batch = back,
                     }
                 }
-                mine.claim(writer, batch);
+                mine.claim(writer, batch, readers.now);
             };
             // Keep receiving after an error, so no reader blocks on a full channel.
             for message in receiver {
@@ -160,7 +160,7 @@ pub(super) fn evaluate_and_claim(
                     }
                 }
             }
-            mine.claim(writer, &mut batch);
+            mine.claim(writer, &mut batch, readers.now);
             tallies.push(mine);
         });
         drop(batches);
@@ -201,7 +201,12 @@ impl Tally {
     /// Claims one batch in one transaction and empties it. After a failure
     /// it claims nothing more: the tick fails, and the next one judges the
     /// same changes again.
-    fn claim(&mut self, writer: &mut store::Connection, batch: &mut Vec<Trigger>) {
+    fn claim(
+        &mut self,
+        writer: &mut store::Connection,
+        batch: &mut Vec<Trigger>,
+        now: DateTime<Utc>,
+    ) {
         if batch.is_empty() {
             return;
         }
@@ -210,9 +215,8 @@ impl Tally {
             batch.clear();
             return;
         }
-        let claimed_at = Utc::now();
         let claim_started = Instant::now();
-        let claimed = alerts::claim(writer, batch, claimed_at, claimed_at.timestamp_millis());
+        let claimed = alerts::claim(writer, batch, now);
         self.duration += claim_started.elapsed();
         match claimed {
             Ok(claimed) => {
@@ -237,7 +241,11 @@ impl Tally {
 /// A helper claimer: claims the batches handed to it until there are no
 /// more. One that cannot claim still takes its batches, so that the tick
 /// fails (and nothing is taken for done) instead of leaving them unclaimed.
-fn help_claim(pool: &Pool, inbox: &Mutex<mpsc::Receiver<Vec<Trigger>>>) -> Tally {
+fn help_claim(
+    pool: &Pool,
+    inbox: &Mutex<mpsc::Receiver<Vec<Trigger>>>,
+    now: DateTime<Utc>,
+) -> Tally {
     let mut tally = Tally::default();
     let mut writer = match pool.get() {
         Ok(writer) => Some(writer),
@@ -255,7 +263,7 @@ fn help_claim(pool: &Pool, inbox: &Mutex<mpsc::Receiver<Vec<Trigger>>>) -> Tally
             return tally;
         };
         match writer.as_mut() {
-            Some(writer) => tally.claim(writer, &mut batch),
+            Some(writer) => tally.claim(writer, &mut batch, now),
             None => tally.unclaimed += batch.len() as u64,
         }
     }

@@ -65,7 +65,8 @@ pub fn tick(
 }
 
 /// A tick as of `now`: the time quotes' age, expiries and cooldowns are
-/// judged by (the claims stamp the time they commit).
+/// judged by, and the claimed alerts and their events are stamped with.
+/// Nothing under a tick reads the clock again.
 pub fn tick_at(
     workers: &rayon::ThreadPool,
     pool: &Pool,

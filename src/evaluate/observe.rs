@@ -42,11 +42,6 @@ pub(super) fn observe(
     let watermark = deferred.map_or(snapshot.window.settled, |first| {
         (first - 1).min(snapshot.window.settled)
     });
-    alerts::finish_tick(
-        writer,
-        &observed,
-        (&snapshot.job, watermark),
-        &store::timestamp(now),
-    )
-    .context("recording observed prices and the job's watermark")
+    alerts::finish_tick(writer, &observed, (&snapshot.job, watermark), now)
+        .context("recording observed prices and the job's watermark")
 }

@@ -81,10 +81,9 @@ pub(super) fn prepare(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Snapshot> {
     // Re-armed alerts are changes of this tick's window: judged below.
-    let rearmed = alerts::rearm_cooled_down(writer, &store::timestamp(now), now.timestamp_millis())
-        .context("re-arming repeating alerts")? as u64;
-    let expired =
-        alerts::expire_due(writer, &store::timestamp(now)).context("expiring alerts")? as u64;
+    let rearmed =
+        alerts::rearm_cooled_down(writer, now).context("re-arming repeating alerts")? as u64;
+    let expired = alerts::expire_due(writer, now).context("expiring alerts")? as u64;
     let job = watermark_key(options);
     let (window, mut candidates) = store::read_transaction(writer, |reader| {
         let horizon = changes::horizon(reader).context("reading how far the changes reach")?;

@@ -125,11 +125,12 @@ pub fn enabled_without_ticker(connection: &mut Connection, limit: u64) -> Result
     super::engine!(connection, alerts::enabled_without_ticker(limit))
 }
 
-/// The tickers a tick as of `now_ms` may judge, for a quote source to
+/// The tickers a tick as of `now` may judge, for a quote source to
 /// fetch: those with enabled alerts, and those with a repeating alert whose
 /// cooldown has passed by then (the tick re-arms it first). Each once, in
 /// order.
-pub fn tickers_to_fetch(connection: &mut Connection, now_ms: i64) -> Result<Vec<String>> {
+pub fn tickers_to_fetch(connection: &mut Connection, now: DateTime<Utc>) -> Result<Vec<String>> {
+    let now_ms = now.timestamp_millis();
     let enabled: Result<Vec<String>> = super::engine!(connection, alerts::enabled_tickers());
     let due: Result<Vec<String>> = super::engine!(connection, alerts::rearm_due_tickers(now_ms));
     let mut tickers = enabled?;
@@ -141,18 +142,20 @@ pub fn tickers_to_fetch(connection: &mut Connection, now_ms: i64) -> Result<Vec<
 
 /// Disables, without an event, every enabled alert whose `expires_at` is at
 /// or before `now`, stamping `expired_at`. Returns how many.
-pub fn expire_due(connection: &mut Connection, now: &str) -> Result<usize> {
-    super::engine!(connection, alerts::expire_due(now))
+pub fn expire_due(connection: &mut Connection, now: DateTime<Utc>) -> Result<usize> {
+    let now = super::timestamp(now);
+    super::engine!(connection, alerts::expire_due(&now))
 }
 
 /// Re-arms every repeating alert whose cooldown has passed (`rearm_at` at
-/// or before `now_ms`): enabled again, so the schema's trigger gives it a new
+/// or before `now`): enabled again, so the schema's trigger gives it a new
 /// arming (its next event has a new id) and a change number (the next tick
 /// reads it). One that expired meanwhile, whose cooldown was cleared, or
 /// that someone re-armed already, only loses its `rearm_at` (an expired one
 /// gets `expired_at`). One transaction; returns how many were re-armed.
-pub fn rearm_cooled_down(connection: &mut Connection, now: &str, now_ms: i64) -> Result<usize> {
-    super::engine!(connection, alerts::rearm_cooled_down(now, now_ms))
+pub fn rearm_cooled_down(connection: &mut Connection, now: DateTime<Utc>) -> Result<usize> {
+    let (text, now_ms) = (super::timestamp(now), now.timestamp_millis());
+    super::engine!(connection, alerts::rearm_cooled_down(&text, now_ms))
 }
 
 /// Sets or clears an alert's cooldown. Returns false if there is no such alert.
@@ -178,9 +181,10 @@ pub fn finish_tick(
     connection: &mut Connection,
     observed: &[Observation],
     watermark: (&str, i64),
-    now: &str,
+    now: DateTime<Utc>,
 ) -> Result<()> {
-    super::engine!(connection, alerts::finish_tick(observed, watermark, now))
+    let now = super::timestamp(now);
+    super::engine!(connection, alerts::finish_tick(observed, watermark, &now))
 }
 
 /// Stores fetched quotes with the source's own times. One transaction.
@@ -201,13 +205,17 @@ pub fn rearm(connection: &mut Connection, id: i64) -> Result<bool> {
 /// exactly the rows the claim's statement changed (invariant 2). A row that
 /// someone else holds locked is passed over, not waited for, and returned
 /// as such. Returns how many alerts this call claimed, and which were locked.
+/// `now` is the tick's time, which the claimed alerts and their events are
+/// stamped with.
 pub fn claim(
     connection: &mut Connection,
     triggers: &[Trigger],
-    triggered_at: DateTime<Utc>,
-    now_ms: i64,
+    now: DateTime<Utc>,
 ) -> Result<Claimed> {
-    super::engine!(connection, alerts::claim(triggers, triggered_at, now_ms))
+    super::engine!(
+        connection,
+        alerts::claim(triggers, now, now.timestamp_millis())
+    )
 }
 
 /// Up to `limit` alerts, newest first.

@@ -65,9 +65,8 @@ fn full_scan(
     now: DateTime<Utc>,
 ) {
     let mut store = pool.get().unwrap();
-    let stamp = price_alertd::store::timestamp(now);
-    alerts::rearm_cooled_down(&mut store, &stamp, now.timestamp_millis()).unwrap();
-    alerts::expire_due(&mut store, &stamp).unwrap();
+    alerts::rearm_cooled_down(&mut store, now).unwrap();
+    alerts::expire_due(&mut store, now).unwrap();
     let tickers: Vec<String> =
         db.texts("SELECT DISTINCT ticker FROM price_alerts WHERE enabled = 1 ORDER BY ticker");
     let mut triggers = Vec::new();
@@ -116,14 +115,8 @@ fn full_scan(
         }
         observed.push((ticker, price, quote.updated_at));
     }
-    alerts::claim(&mut store, &triggers, now, now.timestamp_millis()).unwrap();
-    alerts::finish_tick(
-        &mut store,
-        &observed,
-        ("reference", 0),
-        &price_alertd::store::timestamp(now),
-    )
-    .unwrap();
+    alerts::claim(&mut store, &triggers, now).unwrap();
+    alerts::finish_tick(&mut store, &observed, ("reference", 0), now).unwrap();
 }
 
 /// What both databases must agree on: each alert's enabled flag, the events
