@@ -8,6 +8,8 @@ pub mod daemon;
 pub mod deliver;
 pub mod evaluate;
 pub mod event;
+pub mod http_client;
+pub mod lock;
 pub mod logging;
 pub mod membership;
 pub mod metrics;

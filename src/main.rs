@@ -506,7 +506,7 @@ fn check_config(
         config.evaluator.threads
     );
     match &config.prices.source {
-        PriceSource::Sqlite => println!(
+        PriceSource::Table => println!(
             "prices    the quotes table (max age {})",
             config::show_duration(config.prices.max_age)
         ),

@@ -15,16 +15,16 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
-use reqwest::header::RETRY_AFTER;
 use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::config::{HttpSource, Scope};
 use crate::evaluate::parse_time;
+use crate::lock::lock;
 use crate::log_recurring;
-use crate::logging;
 use crate::recurring::Recurring;
 use crate::store::{self, Pool};
+use crate::{http_client, logging};
 
 /// How long the source is left alone after a 429 without `Retry-After`.
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(30);
@@ -86,7 +86,9 @@ struct Stored {
 
 impl QuoteSource {
     pub fn new(config: &HttpSource) -> anyhow::Result<QuoteSource> {
-        let client = crate::deliver::client_builder()
+        let client = reqwest::Client::builder()
+            .user_agent(http_client::USER_AGENT)
+            .tls_backend_preconfigured(http_client::tls_config()?)
             .timeout(config.timeout)
             // A redirect would carry `prices.headers` (an API key) and the
             // URL's query to wherever the answer points: none is followed,
@@ -165,11 +167,7 @@ impl QuoteSource {
         pool: &Pool,
         batch: &[String],
     ) -> anyhow::Result<Option<Stored>> {
-        let backing_off = self
-            .backoff_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|until| Instant::now() < until);
+        let backing_off = lock(&self.backoff_until).is_some_and(|until| Instant::now() < until);
         if backing_off {
             return Ok(None);
         }
@@ -211,7 +209,7 @@ impl QuoteSource {
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, Recurring> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.failures)
     }
 
     /// One request for one batch; returns the usable quotes. A ticker the
@@ -225,21 +223,16 @@ impl QuoteSource {
         for (name, value) in &self.config.headers {
             request = request.header(name, value);
         }
-        let mut response = request
+        let response = request
             .send()
             .await
             .map_err(|error| anyhow::Error::new(error.without_url()))?;
         let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let wait = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|value| value.to_str().ok()?.trim().parse().ok())
-                .map(Duration::from_secs)
+            let wait = http_client::retry_after(response.headers())
                 .unwrap_or(DEFAULT_BACKOFF)
                 .min(MAX_BACKOFF);
-            *self.backoff_until.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(Instant::now() + wait);
+            *lock(&self.backoff_until) = Some(Instant::now() + wait);
             anyhow::bail!("the quote source answered 429; backing off for {wait:?}");
         }
         if status.is_redirection() {
@@ -258,7 +251,8 @@ impl QuoteSource {
         {
             return Err(too_large());
         }
-        let (body, complete) = crate::deliver::read_prefix(&mut response, limit)
+        let mut body = Vec::new();
+        let complete = http_client::read_prefix(reqwest::Body::from(response), limit, &mut body)
             .await
             .map_err(|error| anyhow::Error::new(error.without_url()))?;
         if !complete {

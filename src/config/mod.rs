@@ -19,7 +19,7 @@ pub use postgres::{Password, PostgresConfig, PostgresTls};
 pub use prices::{HttpSource, PriceSource, PricesConfig};
 pub use report::{ConfigError, ConfigErrors};
 pub use service::{EvaluatorConfig, LogConfig, LogFormat, MetricsConfig};
-pub use webhook::{DEFAULT_RETRY_SCHEDULE, Secret, WebhookConfig, WebhookUrl};
+pub use webhook::{DEFAULT_RETRY_SCHEDULE, Secret, USER_ID_PLACEHOLDER, WebhookConfig, WebhookUrl};
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -220,7 +220,7 @@ fn validate(
     let evaluator = evaluator(&raw.evaluator, &mut report);
     let webhook = webhook(raw.webhook.as_ref(), base, &mut report, &mut warn);
     let jobs = jobs(&raw.jobs, &mut report);
-    let prices = prices(&raw.prices, &mut report);
+    let prices = prices(&raw.prices, &mut report, &mut warn);
     let log = log(&raw.log, &mut report);
     let metrics = metrics(&raw.metrics, &mut report);
     Some(Config {

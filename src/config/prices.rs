@@ -25,8 +25,9 @@ pub struct PricesConfig {
 /// Where quotes come from.
 #[derive(Debug, Clone)]
 pub enum PriceSource {
-    /// The `quotes` table, kept current by the application.
-    Sqlite,
+    /// The `quotes` table, kept current by the application (`source =
+    /// "table"`, on either engine).
+    Table,
     /// Fetched before each evaluation, then stored in `quotes`.
     Http(HttpSource),
 }
@@ -48,107 +49,121 @@ pub struct HttpSource {
 }
 
 /// The `[prices]` section.
-pub(super) fn prices(raw: &raw::RawPrices, report: &mut impl Report) -> PricesConfig {
+pub(super) fn prices(
+    raw: &raw::RawPrices,
+    report: &mut impl Report,
+    warn: &mut impl Report,
+) -> PricesConfig {
     let max_age = duration(&raw.max_age, "prices.max_age", "15m", MAX_AGE, report);
-    let http_only = |report: &mut dyn FnMut(&str, Range<usize>, String),
-                     key: &str,
-                     span: Option<Range<usize>>| {
-        if let Some(span) = span {
-            report(key, span, "only used with source = \"http\"".to_owned());
-        }
-    };
     let source = match raw
         .source
         .as_ref()
         .map(|source| (source.get_ref().as_str(), source.span()))
     {
-        None | Some(("sqlite", _)) => {
-            http_only(report, "prices.url", raw.url.as_ref().map(Spanned::span));
-            http_only(
-                report,
-                "prices.batch_size",
-                raw.batch_size.as_ref().map(Spanned::span),
+        None | Some(("table", _)) => table(raw, report),
+        Some(("sqlite", span)) => {
+            // The first name of "table", from when SQLite was the only engine.
+            warn(
+                "prices.source",
+                span,
+                "\"sqlite\" means the quotes table, on either engine: write \"table\" (\"sqlite\" \
+                 keeps working)"
+                    .to_owned(),
             );
-            http_only(
-                report,
-                "prices.concurrency",
-                raw.concurrency.as_ref().map(Spanned::span),
-            );
-            http_only(
-                report,
-                "prices.timeout",
-                raw.timeout.as_ref().map(Spanned::span),
-            );
-            http_only(
-                report,
-                "prices.headers",
-                raw.headers.values().next().map(Spanned::span),
-            );
-            http_only(
-                report,
-                "prices.max_response_bytes",
-                raw.max_response_bytes.as_ref().map(Spanned::span),
-            );
-            PriceSource::Sqlite
+            table(raw, report)
         }
-        Some(("http", span)) => {
-            let url = match &raw.url {
-                None => {
-                    report(
-                        "prices.url",
-                        span,
-                        "source = \"http\" needs `url`".to_owned(),
-                    );
-                    None
-                }
-                Some(url) => http_url(url, "prices.url", report),
-            };
-            let batch_size = count(
-                &raw.batch_size,
-                "prices.batch_size",
-                100,
-                1..=10_000,
-                report,
-            );
-            let concurrency = count(&raw.concurrency, "prices.concurrency", 4, 1..=64, report);
-            let timeout = duration(
-                &raw.timeout,
-                "prices.timeout",
-                "5s",
-                REQUEST_TIMEOUT,
-                report,
-            );
-            let headers = header_list(&raw.headers, "prices.headers", &CONNECTION_HEADERS, report);
-            if let Some(url) = &url {
-                one_source_of_credentials(url, &headers, "prices", &raw.headers, report);
-            }
-            let max_response_bytes = count(
-                &raw.max_response_bytes,
-                "prices.max_response_bytes",
-                4 << 20,
-                1024..=(256 << 20),
-                report,
-            );
-            match url {
-                Some(url) => PriceSource::Http(HttpSource {
-                    url,
-                    batch_size,
-                    concurrency,
-                    timeout,
-                    headers,
-                    max_response_bytes,
-                }),
-                None => PriceSource::Sqlite,
-            }
-        }
+        Some(("http", span)) => match http(raw, span, report) {
+            Some(http) => PriceSource::Http(http),
+            None => PriceSource::Table,
+        },
         Some((other, span)) => {
             report(
                 "prices.source",
                 span,
-                format!("unknown source {other:?}; expected \"sqlite\" or \"http\""),
+                format!("unknown source {other:?}; expected \"table\" or \"http\""),
             );
-            PriceSource::Sqlite
+            PriceSource::Table
         }
     };
     PricesConfig { source, max_age }
+}
+
+/// `source = "table"`: the keys of the HTTP source are refused.
+fn table(raw: &raw::RawPrices, report: &mut impl Report) -> PriceSource {
+    let http_only = [
+        ("prices.url", raw.url.as_ref().map(Spanned::span)),
+        (
+            "prices.batch_size",
+            raw.batch_size.as_ref().map(Spanned::span),
+        ),
+        (
+            "prices.concurrency",
+            raw.concurrency.as_ref().map(Spanned::span),
+        ),
+        ("prices.timeout", raw.timeout.as_ref().map(Spanned::span)),
+        (
+            "prices.headers",
+            raw.headers.values().next().map(Spanned::span),
+        ),
+        (
+            "prices.max_response_bytes",
+            raw.max_response_bytes.as_ref().map(Spanned::span),
+        ),
+    ];
+    for (key, span) in http_only {
+        if let Some(span) = span {
+            report(key, span, "only used with source = \"http\"".to_owned());
+        }
+    }
+    PriceSource::Table
+}
+
+/// `source = "http"` (its span is `span`): the source, or `None` without a
+/// usable URL (reported).
+fn http(raw: &raw::RawPrices, span: Range<usize>, report: &mut impl Report) -> Option<HttpSource> {
+    let url = match &raw.url {
+        None => {
+            report(
+                "prices.url",
+                span,
+                "source = \"http\" needs `url`".to_owned(),
+            );
+            None
+        }
+        Some(url) => http_url(url, "prices.url", report),
+    };
+    let batch_size = count(
+        &raw.batch_size,
+        "prices.batch_size",
+        100,
+        1..=10_000,
+        report,
+    );
+    let concurrency = count(&raw.concurrency, "prices.concurrency", 4, 1..=64, report);
+    let timeout = duration(
+        &raw.timeout,
+        "prices.timeout",
+        "5s",
+        REQUEST_TIMEOUT,
+        report,
+    );
+    let headers = header_list(&raw.headers, "prices.headers", &CONNECTION_HEADERS, report);
+    if let Some(url) = &url {
+        one_source_of_credentials(url, &headers, "prices", &raw.headers, report);
+    }
+    let max_response_bytes = count(
+        &raw.max_response_bytes,
+        "prices.max_response_bytes",
+        4 << 20,
+        1024..=(256 << 20),
+        report,
+    );
+    Some(HttpSource {
+        url: url?,
+        batch_size,
+        concurrency,
+        timeout,
+        headers,
+        max_response_bytes,
+    })
 }

@@ -38,65 +38,6 @@ fn with_webhook_url(lines: &str) -> String {
 }
 
 #[test]
-fn a_url_with_user_id_routes_each_event_to_its_users_segment() {
-    let config = parse(
-        &with_webhook_url("url = \"http://127.0.0.1:8080/events/{user_id}?k=secret\""),
-        Path::new("/etc/x"),
-        None,
-    )
-    .unwrap();
-    let url = &config.webhook.url;
-    assert!(url.per_user());
-    assert_eq!(url.display(), "http://127.0.0.1:8080/events/{user_id}?***");
-    let text = url.url().as_str();
-    let check = |user: &str, expected: &str| {
-        assert_eq!(
-            url.for_user(text, user).unwrap(),
-            format!("http://127.0.0.1:8080/events/{expected}?k=secret"),
-            "{user:?}"
-        )
-    };
-    check("alice", "alice");
-    check("u-1.b_c~d", "u-1.b_c~d");
-    check("a/b", "a%2Fb");
-    check("a b%c", "a%20b%25c");
-    check("../x", "..%2Fx");
-    check("ünï", "%C3%BCn%C3%AF");
-    check("?q#f", "%3Fq%23f");
-    for refused in ["", ".", ".."] {
-        assert!(
-            url.for_user(text, refused)
-                .unwrap_err()
-                .contains("cannot be a path segment"),
-            "{refused:?}"
-        );
-    }
-    // Part of a segment is fine too.
-    let config = parse(
-        &with_webhook_url("url = \"http://relay/events/user-{user_id}.json\""),
-        Path::new("/etc/x"),
-        None,
-    )
-    .unwrap();
-    let url = &config.webhook.url;
-    assert_eq!(
-        url.for_user(url.url().as_str(), "a/b").unwrap(),
-        "http://relay/events/user-a%2Fb.json"
-    );
-}
-
-#[test]
-fn a_url_without_user_id_sends_everything_to_one_url() {
-    let config = parse(MINIMAL, Path::new("/etc/x"), None).unwrap();
-    let url = &config.webhook.url;
-    assert!(!url.per_user());
-    assert_eq!(
-        url.for_user(url.url().as_str(), "a/b").unwrap(),
-        "http://127.0.0.1:8080/events"
-    );
-}
-
-#[test]
 fn user_id_stands_only_once_and_only_in_the_path() {
     let check = |line: &str, expected: &str| {
         let errors = errors_of(&with_webhook_url(line));
@@ -581,4 +522,30 @@ fn secrets_are_checked_and_never_printed() {
     .unwrap();
     assert_eq!(config.webhook.secrets.len(), 1);
     assert!(!format!("{config:?}").contains(&good));
+}
+
+#[test]
+fn prices_source_sqlite_is_the_quotes_table_with_a_note_to_say_table() {
+    let with_source = |source: &str| {
+        MINIMAL.replace(
+            "[webhook]",
+            &format!("[prices]\nsource = \"{source}\"\n\n[webhook]"),
+        )
+    };
+    let table = parse(&with_source("table"), Path::new("/etc/x"), None).unwrap();
+    assert!(matches!(table.prices.source, PriceSource::Table));
+    assert!(table.warnings.is_empty(), "{:?}", table.warnings);
+    let old = parse(&with_source("sqlite"), Path::new("/etc/x"), None).unwrap();
+    assert!(matches!(old.prices.source, PriceSource::Table));
+    let warnings: Vec<String> = old.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("prices.source: ") && warnings[0].contains("write \"table\""),
+        "{warnings:?}"
+    );
+    assert!(
+        errors_of(&with_source("postgres"))[0].contains("expected \"table\" or \"http\""),
+        "{:?}",
+        errors_of(&with_source("postgres"))
+    );
 }

@@ -42,7 +42,7 @@ pub struct WebhookConfig {
 /// percent-encoded, so that a relay publishes each event to its user's channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookUrl {
-    /// The URL, parsed: a template's path holds [`USER_ID_PARSED`].
+    /// The URL, parsed: a template's path holds [`USER_ID_PLACEHOLDER`].
     url: Url,
     per_user: bool,
 }
@@ -52,15 +52,7 @@ const USER_ID_PROBE: &str = "{user_id}";
 
 /// The placeholder once the URL is parsed (its braces percent-encoded): no
 /// user id's segment reads so, as a user id's braces are encoded too.
-const USER_ID_PARSED: &str = "%7Buser_id%7D";
-
-/// Characters a user id keeps as they are in its path segment: RFC 3986's
-/// unreserved ones; everything else is percent-encoded, `/` included.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+pub const USER_ID_PLACEHOLDER: &str = "%7Buser_id%7D";
 
 impl WebhookUrl {
     /// Whether `{user_id}` routes each event to its user's URL.
@@ -76,25 +68,7 @@ impl WebhookUrl {
 
     /// The URL as it may be shown, `{user_id}` included (see [`display_url`]).
     pub fn display(&self) -> String {
-        display_url(&self.url).replace(USER_ID_PARSED, USER_ID_PROBE)
-    }
-
-    /// The URL text of `user_id`'s events: `url_text` (this URL's text, as
-    /// the deliverer sends it, without credentials) with the user's segment
-    /// for the placeholder; `url_text` itself for a URL without one. A user id that cannot be one segment
-    /// (empty, `.` or `..`, which a server would resolve as a path step)
-    /// is refused with why.
-    pub fn for_user(&self, url_text: &str, user_id: &str) -> Result<String, String> {
-        if !self.per_user {
-            return Ok(url_text.to_owned());
-        }
-        if matches!(user_id, "" | "." | "..") {
-            return Err(format!(
-                "the alert's user_id {user_id:?} cannot be a path segment of webhook.url"
-            ));
-        }
-        let segment = percent_encoding::utf8_percent_encode(user_id, SEGMENT).to_string();
-        Ok(url_text.replacen(USER_ID_PARSED, &segment, 1))
+        display_url(&self.url).replace(USER_ID_PLACEHOLDER, USER_ID_PROBE)
     }
 }
 
@@ -312,12 +286,12 @@ fn webhook_url(value: &Spanned<String>, report: &mut impl Report) -> Option<Webh
     };
     let url = http_url(value, "webhook.url", report)?;
     if per_user {
-        let holds = |part: &str| part.contains(USER_ID_PROBE) || part.contains(USER_ID_PARSED);
+        let holds = |part: &str| part.contains(USER_ID_PROBE) || part.contains(USER_ID_PLACEHOLDER);
         let elsewhere = holds(url.username())
             || url.password().is_some_and(holds)
             || url.query().is_some_and(holds)
             || url.fragment().is_some_and(holds);
-        if elsewhere || !url.path().contains(USER_ID_PARSED) {
+        if elsewhere || !url.path().contains(USER_ID_PLACEHOLDER) {
             report(
                 "webhook.url",
                 value.span(),

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, EvaluatorConfig, JobKind, PriceSource};
 use crate::evaluate::{self, TickOptions, TickReport};
+use crate::lock::lock;
 use crate::membership::{self, Taken};
 use crate::metrics::Metrics;
 use crate::recurring::Recurring;
@@ -47,7 +48,7 @@ impl Runner {
             .context("opening the store panicked")??;
         let workers = Arc::new(evaluate::thread_pool(config.evaluator.threads)?);
         let source = match &config.prices.source {
-            PriceSource::Sqlite => None,
+            PriceSource::Table => None,
             PriceSource::Http(http) => Some(Arc::new(quotes::QuoteSource::new(http)?)),
         };
         Ok(Runner {
@@ -192,7 +193,7 @@ impl Runner {
                 })
                 .await
                 .context("the evaluation panicked")?;
-                self.checkpoint().await;
+                store::checkpoint_after_writes(&self.pool, &self.checkpoint_failures).await;
                 let with_fetch = |report: &mut TickReport| {
                     if let Some(refresh) = &refresh {
                         report.quote_errors = refresh.errors;
@@ -229,23 +230,6 @@ impl Runner {
         }
     }
 
-    /// Checkpoints the WAL after a tick's writes (see `store::checkpoint`).
-    async fn checkpoint(&self) {
-        let checkpointed = store::blocking(&self.pool, "checkpointing the WAL", |connection| {
-            store::checkpoint(connection)
-        })
-        .await;
-        let mut failures = lock(&self.checkpoint_failures);
-        match checkpointed {
-            Ok(()) => {
-                failures.succeeded();
-            }
-            Err(error) => {
-                log_recurring!(warn, failures, format!("{error:#}"), "checkpoint failed")
-            }
-        }
-    }
-
     /// Events still pending, and dead letters.
     pub(super) async fn backlog(&self) -> anyhow::Result<(u64, u64)> {
         store::blocking(&self.pool, "counting the outbox", |connection| {
@@ -253,10 +237,4 @@ impl Runner {
         })
         .await
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

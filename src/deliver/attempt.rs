@@ -4,19 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use reqwest::StatusCode;
-use reqwest::header::{
-    AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT,
-};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use sha2::Sha256;
 
+use super::route::Target;
 use super::{Stop, now_ms};
 use crate::config::{Secret, WebhookConfig};
+use crate::http_client;
 use crate::logging::error_chain;
 use crate::metrics::Response;
 use crate::store::outbox::{Leased, Outcome, Settled};
@@ -28,7 +27,6 @@ const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 /// connection is dropped with it, so no receiver decides how much memory the
 /// daemon uses.
 pub const ANSWER_PREFIX: usize = 1024;
-const USER_AGENT_VALUE: &str = concat!("price-alertd/", env!("CARGO_PKG_VERSION"));
 /// The webhook's HTTP client: hyper's pooled HTTP/1 client over rustls
 /// (verification on, against the platform's roots, as reqwest does for the
 /// quote source). Without reqwest's layers (URL parsing, redirects, proxies)
@@ -46,93 +44,9 @@ pub struct Webhook {
     pub(super) config: Arc<WebhookConfig>,
 }
 
-/// Where events go.
-enum Target {
-    /// Every event to one URL.
-    One(Destination),
-    /// Each event to its user's URL: `template` (the URL's text without its
-    /// credentials, which go in `authorization`) with the user's segment;
-    /// the events of alerts without a user to `without_user`, if set.
-    PerUser {
-        template: String,
-        authorization: Option<HeaderValue>,
-        without_user: Option<Destination>,
-    },
-}
-
-/// A URL to POST to: without its credentials, which go in `authorization`.
-struct Destination {
-    uri: http::Uri,
-    authorization: Option<HeaderValue>,
-}
-
-impl Destination {
-    fn new(url: &reqwest::Url) -> anyhow::Result<Destination> {
-        let (text, authorization) = without_credentials(url);
-        Ok(Destination {
-            uri: text
-                .parse()
-                .context("the webhook URL is not a valid request target")?,
-            authorization,
-        })
-    }
-}
-
-/// A URL's text without its userinfo, and the `Authorization` header that
-/// carries it instead.
-fn without_credentials(url: &reqwest::Url) -> (String, Option<HeaderValue>) {
-    let authorization = credentials(url);
-    let mut url = url.clone();
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    (url.into(), authorization)
-}
-
-/// The `Authorization: Basic` header for credentials in a URL, as browsers
-/// and reqwest send them.
-fn credentials(url: &reqwest::Url) -> Option<HeaderValue> {
-    if url.username().is_empty() && url.password().is_none() {
-        return None;
-    }
-    let decode = |part: &str| {
-        percent_encoding::percent_decode_str(part)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let pair = format!(
-        "{}:{}",
-        decode(url.username()),
-        decode(url.password().unwrap_or(""))
-    );
-    let mut value = HeaderValue::from_str(&format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(pair)
-    ))
-    .ok()?;
-    value.set_sensitive(true);
-    Some(value)
-}
-
-/// A reqwest client builder as every outbound request of the daemon needs it:
-/// our user agent, and TLS (verification on) through ring.
-pub fn client_builder() -> reqwest::ClientBuilder {
-    // reqwest is built without a default crypto provider; ring is ours.
-    // Installing twice (tests, reloads, two clients) is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().user_agent(USER_AGENT_VALUE)
-}
-
 impl Webhook {
     pub fn new(config: &WebhookConfig) -> anyhow::Result<Webhook> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-            .context("loading the platform's TLS roots")?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("configuring TLS")?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+        let tls = http_client::tls_config()?;
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.connect_timeout));
@@ -147,20 +61,7 @@ impl Webhook {
                 .pool_max_idle_per_host(config.concurrency)
                 .pool_timer(hyper_util::rt::TokioTimer::new())
                 .build(https);
-        let target = if config.url.per_user() {
-            let (template, authorization) = without_credentials(config.url.url());
-            Target::PerUser {
-                template,
-                authorization,
-                without_user: config
-                    .url_without_user_id
-                    .as_ref()
-                    .map(Destination::new)
-                    .transpose()?,
-            }
-        } else {
-            Target::One(Destination::new(config.url.url())?)
-        };
+        let target = Target::new(config)?;
         Ok(Webhook {
             client,
             target: Arc::new(target),
@@ -170,40 +71,7 @@ impl Webhook {
 
     /// Whether each user's events go to a URL of their own.
     pub(super) fn per_user(&self) -> bool {
-        matches!(*self.target, Target::PerUser { .. })
-    }
-
-    /// Where `user_id`'s event goes, and its credentials; or why it cannot
-    /// go anywhere (it becomes a dead letter that says so).
-    fn destination(
-        &self,
-        user_id: Option<&str>,
-    ) -> Result<(http::Uri, Option<HeaderValue>), String> {
-        match &*self.target {
-            Target::One(one) => Ok((one.uri.clone(), one.authorization.clone())),
-            Target::PerUser {
-                template,
-                authorization,
-                without_user,
-            } => match (user_id.filter(|user| !user.trim().is_empty()), without_user) {
-                (Some(user), _) => {
-                    let text = self.config.url.for_user(template, user)?;
-                    let uri = text.parse().map_err(|_| {
-                        format!(
-                            "the alert's user_id {:?} makes no valid webhook URL",
-                            crate::logging::bounded(user)
-                        )
-                    })?;
-                    Ok((uri, authorization.clone()))
-                }
-                (None, Some(other)) => Ok((other.uri.clone(), other.authorization.clone())),
-                (None, None) => Err(
-                    "the alert has no user_id, and webhook.url routes each event by {user_id} \
-                     (webhook.url_without_user_id can name a URL for such events)"
-                        .to_owned(),
-                ),
-            },
-        }
+        self.target.per_user()
     }
 
     pub fn config(&self) -> &WebhookConfig {
@@ -223,26 +91,6 @@ pub enum AttemptFailure {
     /// Retrying cannot help (other 4xx): the event goes to the dead letters.
     #[error("{reason}")]
     Permanent { reason: String },
-}
-
-/// Reads a response's body up to `limit` bytes: those bytes, and whether they
-/// are all of it. The rest of a longer body is never read (dropping the
-/// response drops its connection); a body that ends within the limit leaves the
-/// connection reusable.
-pub async fn read_prefix(
-    response: &mut reqwest::Response,
-    limit: usize,
-) -> reqwest::Result<(Vec<u8>, bool)> {
-    let mut prefix = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = limit - prefix.len();
-        if chunk.len() > room {
-            prefix.extend_from_slice(&chunk[..room]);
-            return Ok((prefix, false));
-        }
-        prefix.extend_from_slice(&chunk);
-    }
-    Ok((prefix, true))
 }
 
 /// The start of an answer's body as it may appear in a log line or a dead
@@ -274,7 +122,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, excerpt: &str) -> Attem
     if transient {
         AttemptFailure::Transient {
             reason,
-            retry_after: retry_after(headers),
+            retry_after: http_client::retry_after(headers).map(|wait| wait.min(RETRY_AFTER_CAP)),
         }
     } else {
         AttemptFailure::Permanent { reason }
@@ -293,7 +141,7 @@ pub(super) async fn attempt(
         lease_until: event.lease_until,
         outcome,
     };
-    let (uri, authorization) = match webhook.destination(event.user_id.as_deref()) {
+    let (uri, authorization) = match webhook.target.destination(event.user_id.as_deref()) {
         Ok(destination) => destination,
         Err(error) => {
             tracing::error!(event_id = %event.event_id, %error, "event moved to the dead letters");
@@ -313,9 +161,10 @@ pub(super) async fn attempt(
     if let Some(authorization) = authorization {
         request.headers_mut().insert(AUTHORIZATION, authorization);
     }
-    request
-        .headers_mut()
-        .insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    request.headers_mut().insert(
+        USER_AGENT,
+        HeaderValue::from_static(http_client::USER_AGENT),
+    );
     let cut_off = async {
         loop {
             let deadline = *stop.borrow_and_update();
@@ -335,7 +184,9 @@ pub(super) async fn attempt(
         let response = webhook.client.request(request).await?;
         let status = response.status();
         let headers = response.headers().clone();
-        let (prefix, _) = read_body_prefix(response.into_body(), ANSWER_PREFIX).await;
+        // A body that fails part-way is read no further: its status decides.
+        let mut prefix = Vec::new();
+        let _ = http_client::read_prefix(response.into_body(), ANSWER_PREFIX, &mut prefix).await;
         if status.is_success() {
             return Ok((status, None));
         }
@@ -414,25 +265,6 @@ impl std::fmt::Display for AttemptError {
             AttemptError::Client(error) => f.write_str(&error_chain(error)),
         }
     }
-}
-
-/// Reads a body up to `limit` bytes: those bytes, and whether they are all of
-/// it. The rest of a longer body is never read: dropping it drops the
-/// connection. An error ends the read with what came before it.
-async fn read_body_prefix(mut body: hyper::body::Incoming, limit: usize) -> (Vec<u8>, bool) {
-    let mut prefix = Vec::new();
-    while let Some(Ok(frame)) = body.frame().await {
-        let Ok(chunk) = frame.into_data() else {
-            continue;
-        };
-        let room = limit - prefix.len();
-        if chunk.len() > room {
-            prefix.extend_from_slice(&chunk[..room]);
-            return (prefix, false);
-        }
-        prefix.extend_from_slice(&chunk);
-    }
-    (prefix, true)
 }
 
 /// A failed attempt's event: retried after a wait while the schedule lasts,
@@ -516,22 +348,10 @@ pub fn backoff(schedule: &[Duration], attempts: u32) -> Duration {
     base.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
 
-/// A `Retry-After` in seconds, capped. (The HTTP-date form is rare from
-/// webhook receivers and is treated as absent: the schedule applies.)
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds).min(RETRY_AFTER_CAP))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::RETRY_AFTER;
 
     #[test]
     fn signatures_match_the_standard_webhooks_test_vector() {

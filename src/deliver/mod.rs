@@ -5,6 +5,7 @@
 //! database call goes to `spawn_blocking`.
 
 mod attempt;
+mod route;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -17,10 +18,7 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-pub use attempt::{
-    ANSWER_PREFIX, AttemptFailure, Webhook, backoff, classify, client_builder, headers,
-    read_prefix, sign,
-};
+pub use attempt::{ANSWER_PREFIX, AttemptFailure, Webhook, backoff, classify, headers, sign};
 
 use crate::log_recurring;
 use crate::metrics::{Delivery, Metrics, Response};
@@ -67,8 +65,8 @@ pub async fn run(
         failures_in_a_row: 0,
         retry_at: None,
     };
-    let (mut checkpoint_failures, mut outbox_failures) =
-        (Recurring::default(), Recurring::default());
+    let checkpoint_failures = std::sync::Mutex::new(Recurring::default());
+    let mut outbox_failures = Recurring::default();
     loop {
         let webhook = webhooks.borrow_and_update().clone();
         match deliverer
@@ -80,23 +78,7 @@ pub async fn run(
             Ended::Idle => {}
         }
         // Idle after work: a good moment to checkpoint the deliveries' writes.
-        match store::blocking(&pool, "checkpointing the WAL", |connection| {
-            store::checkpoint(connection)
-        })
-        .await
-        {
-            Ok(()) => {
-                checkpoint_failures.succeeded();
-            }
-            Err(error) => {
-                log_recurring!(
-                    warn,
-                    checkpoint_failures,
-                    format!("{error:#}"),
-                    "checkpoint failed"
-                )
-            }
-        }
+        store::checkpoint_after_writes(&pool, &checkpoint_failures).await;
         let draining = *stop.borrow();
         let next_due = match store::blocking(&pool, "reading the outbox", |connection| {
             outbox::next_due(connection)

@@ -16,6 +16,7 @@ use crate::store::{self, Pool};
 use super::options::TickOptions;
 use super::read::{ByTicker, Readers, TRIGGER_CHUNK, Task, read_in_turn, split};
 use super::report::TickReport;
+use crate::lock::lock;
 
 /// A triggered alert whose row another transaction held locked: its id and
 /// ticker.
@@ -28,9 +29,7 @@ const LOCKED_IDS_LOGGED: usize = 10;
 /// their rows: when that starts or the alerts change, once a minute while
 /// it lasts, and when it ends.
 pub(super) fn log_locked(recurring: &Mutex<Recurring>, locked: &[Locked]) {
-    let mut recurring = recurring
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut recurring = lock(recurring);
     if locked.is_empty() {
         if let Some(ticks) = recurring.succeeded() {
             tracing::info!(
@@ -255,10 +254,7 @@ fn help_claim(
         }
     };
     loop {
-        let next = inbox
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .recv();
+        let next = lock(inbox).recv();
         let Ok(mut batch) = next else {
             return tally;
         };

@@ -12,6 +12,7 @@ use super::judge::{Observed, QuoteProblem, usable_quote};
 use super::options::TickOptions;
 use super::prepare::{Candidate, Change};
 use super::report::TickReport;
+use crate::lock::lock;
 
 /// A ticker ready to evaluate.
 pub(super) struct Work {
@@ -125,9 +126,7 @@ pub(super) fn plan(
 /// Logs a ticker's quote problem when it starts or changes, and its end, not
 /// every tick.
 pub(super) fn log_quote_problems(known: &Mutex<HashMap<String, QuoteProblem>>, plan: &Plan) {
-    let mut known = known
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut known = lock(known);
     for (ticker, problem) in &plan.problems {
         if known.insert(ticker.clone(), *problem) != Some(*problem) {
             tracing::warn!(ticker = %logging::bounded(ticker), "{}", problem.describe());

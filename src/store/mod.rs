@@ -17,6 +17,7 @@ mod sqlite;
 use anyhow::Context as _;
 
 use crate::config::{self, DatabaseConfig};
+use crate::recurring::Recurring;
 
 /// Why the database cannot be used, attached to an error (as its context) so
 /// that the CLI can answer with the matching sysexits code.
@@ -416,6 +417,23 @@ pub fn checkpoint(connection: &mut Connection) -> Result<()> {
         EngineConnection::Sqlite(connection) => Ok(sqlite::checkpoint(connection)?),
         // Its own background processes do this.
         EngineConnection::Postgres(_) => Ok(()),
+    }
+}
+
+/// [`checkpoint`] after a burst of writes (a tick's, the deliveries'), off
+/// the tokio workers. A failure is logged when it starts or changes
+/// (`failures`) and not returned: the next checkpoint copies what this one
+/// did not.
+pub async fn checkpoint_after_writes(pool: &Pool, failures: &std::sync::Mutex<Recurring>) {
+    let checkpointed = blocking(pool, "checkpointing the WAL", checkpoint).await;
+    let mut failures = crate::lock::lock(failures);
+    match checkpointed {
+        Ok(()) => {
+            failures.succeeded();
+        }
+        Err(error) => {
+            crate::log_recurring!(warn, failures, format!("{error:#}"), "checkpoint failed")
+        }
     }
 }
 

@@ -501,3 +501,37 @@ fn tls_is_verified_a_certificate_no_root_vouches_for_gets_nothing() {
         "{last_error}"
     );
 }
+
+/// The quote source's client verifies TLS as the webhook's does (one TLS
+/// configuration for both): a source whose certificate no trusted root
+/// vouches for is a failed fetch, and nothing is judged on it.
+#[test]
+fn tls_is_verified_for_the_quote_source_too() {
+    let (port, handshaken) = untrusted_tls_server();
+    let db = Db::new();
+    let receiver = Receiver::start();
+    db.add_alert("AAPL", "above", 1.0);
+    db.set_quote("AAPL", 2.0);
+    let text = common::config_text(&db, &receiver.url, "* * * * * *").replace(
+        "[webhook]",
+        &format!(
+            "[prices]\nsource = \"http\"\nurl = \"https://127.0.0.1:{port}/quotes\"\n\n[webhook]"
+        ),
+    );
+    let path = db.write_config(&text);
+    let output = binary()
+        .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let summary = common::summary(&stdout);
+    assert_eq!(summary["quote_errors"], "1", "{stdout}\n{stderr}");
+    assert_eq!(summary["triggered"], "0", "{stdout}\n{stderr}");
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+    assert!(
+        !handshaken.load(std::sync::atomic::Ordering::SeqCst),
+        "the quote source's client finished a handshake with an untrusted server"
+    );
+    assert!(receiver.received().is_empty());
+}

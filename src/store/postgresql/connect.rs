@@ -16,6 +16,7 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
 use super::super::{Unusable, failure};
 use crate::config::{PostgresConfig, PostgresTls};
+use crate::lock::lock;
 
 /// Opens connections: for r2d2, the listener and one-off commands.
 #[derive(Clone)]
@@ -53,10 +54,7 @@ impl Manager {
             client.batch_execute(&self.session)?;
             Ok(client)
         });
-        *self
-            .last_failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = connected
+        *lock(&self.last_failure) = connected
             .as_ref()
             .err()
             .map(|error| crate::logging::error_chain(error));
@@ -65,10 +63,7 @@ impl Manager {
 
     /// Why the last attempt to connect failed, if the last one did.
     pub fn last_failure(&self) -> Option<String> {
-        self.last_failure
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.last_failure).clone()
     }
 
     fn connect_as_configured(&self) -> Result<Client, postgres::Error> {

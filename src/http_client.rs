@@ -1,0 +1,112 @@
+//! What the daemon's two HTTP clients share (the webhook's, hyper's pool
+//! over rustls, and the quote source's, reqwest): who they say they are, TLS
+//! as the daemon verifies it, reading at most a prefix of an answer, and
+//! `Retry-After`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Buf as _;
+use http_body_util::BodyExt as _;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+/// The `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("price-alertd/", env!("CARGO_PKG_VERSION"));
+
+/// TLS as every outbound connection makes it: ring's primitives, the safe
+/// protocol versions, and the platform's roots (verification always on).
+pub fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+        .context("loading the platform's TLS roots")?;
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("configuring TLS")?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth())
+}
+
+/// Reads `body` into `prefix` up to `limit` bytes in all; true if that was
+/// all of it. The rest of a longer body is never read (dropping it drops its
+/// connection); a body that ends within the limit leaves the connection
+/// reusable. On an error, `prefix` holds what came before it.
+pub async fn read_prefix<B>(
+    mut body: B,
+    limit: usize,
+    prefix: &mut Vec<u8>,
+) -> Result<bool, B::Error>
+where
+    B: hyper::body::Body + Unpin,
+{
+    while let Some(frame) = body.frame().await {
+        let Ok(mut chunk) = frame?.into_data() else {
+            continue;
+        };
+        let room = limit - prefix.len();
+        if chunk.remaining() > room {
+            prefix.extend_from_slice(&chunk.copy_to_bytes(room));
+            return Ok(false);
+        }
+        prefix.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    Ok(true)
+}
+
+/// A `Retry-After` in seconds. (The HTTP-date form is rare from webhook
+/// receivers and quote sources, and is treated as absent.) Each caller caps
+/// it by its own policy.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(value: Option<&'static str>, expected: Option<u64>) {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = value {
+            headers.insert(RETRY_AFTER, value.parse().unwrap());
+        }
+        assert_eq!(
+            retry_after(&headers),
+            expected.map(Duration::from_secs),
+            "{value:?}"
+        );
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_nothing_else() {
+        check(None, None);
+        check(Some("120"), Some(120));
+        check(Some(" 7 "), Some(7));
+        check(Some("-1"), None);
+        check(Some("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        check(Some("1.5"), None);
+    }
+
+    #[test]
+    fn a_prefix_stops_at_its_limit() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let body = http_body_util::Full::new(bytes::Bytes::from_static(b"0123456789"));
+            let mut prefix = Vec::new();
+            assert!(!read_prefix(body.clone(), 4, &mut prefix).await.unwrap());
+            assert_eq!(prefix, b"0123");
+            let mut prefix = Vec::new();
+            assert!(read_prefix(body, 10, &mut prefix).await.unwrap());
+            assert_eq!(prefix, b"0123456789");
+        });
+    }
+}
