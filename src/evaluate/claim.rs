@@ -3,20 +3,21 @@
 //! triggers in batches; alerts someone else holds locked are left for a
 //! later tick.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::lock::lock;
 use crate::log_recurring;
 use crate::recurring::Recurring;
 use crate::store::alerts::{self, Trigger};
 use crate::store::{self, Pool};
 
 use super::options::TickOptions;
-use super::read::{ByTicker, Readers, TRIGGER_CHUNK, Task, read_in_turn, split};
+use super::read::{Readers, TRIGGER_CHUNK, read_in_turn, tasks};
 use super::report::TickReport;
-use crate::lock::lock;
 
 /// A triggered alert whose row another transaction held locked: its id and
 /// ticker.
@@ -85,36 +86,20 @@ pub(super) fn evaluate_and_claim(
         .current_num_threads()
         .min(readers.pool.readers())
         .max(1);
-    // Moved tickers come first in the plan.
-    let moved = readers.work.partition_point(|item| item.moved);
-    let by_ticker = ByTicker {
-        work: readers.work,
-        moved,
-    };
-    let mut tasks: Vec<Task<'_>> = readers.work[..moved]
-        .chunks(moved.div_ceil(threads).max(1))
-        .map(Task::Moved)
-        .collect();
-    if readers.work.iter().any(|item| item.changed_alerts) {
-        tasks.extend(
-            split(readers.window, threads)
-                .into_iter()
-                .map(Task::Changed),
-        );
-    }
+    let (tasks, by_ticker) = tasks(readers.work, readers.window, threads);
     let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(threads * 4);
-    let mut first_error: Option<anyhow::Error> = None;
     // Helpers claim batches beside the calling thread where the engine runs
     // claims side by side (on disjoint rows: each alert is in one batch).
     let helpers = readers.pool.claim_writers().saturating_sub(1);
     let (batches, inbox) = mpsc::sync_channel::<Vec<Trigger>>(helpers.max(1));
     let inbox = Mutex::new(inbox);
+    let mut first_error: Option<anyhow::Error> = None;
     let mut tallies: Vec<Tally> = Vec::new();
     std::thread::scope(|helper_threads| {
         let helping: Vec<_> = (0..helpers)
             .map(|_| helper_threads.spawn(|| help_claim(readers.pool, &inbox, readers.now)))
             .collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
+        let next = AtomicUsize::new(0);
         let (tasks, next) = (&tasks, &next);
         workers.in_place_scope(|scope| {
             for _ in 0..threads.min(tasks.len()) {
@@ -126,50 +111,88 @@ pub(super) fn evaluate_and_claim(
                 });
             }
             drop(sender);
-            let claim_batch = options.evaluator.claim_batch;
-            let mut batch: Vec<Trigger> = Vec::with_capacity(claim_batch.min(TRIGGER_CHUNK * 16));
-            let mut mine = Tally::default();
-            // A full batch goes to a free helper, else the calling thread
-            // claims it.
-            let mut hand_over = |batch: &mut Vec<Trigger>, mine: &mut Tally| {
-                if helpers > 0 {
-                    match batches.try_send(std::mem::take(batch)) {
-                        Ok(()) => return,
-                        Err(
-                            mpsc::TrySendError::Full(back) | mpsc::TrySendError::Disconnected(back),
-                        ) => *batch = back,
-                    }
-                }
-                mine.claim(writer, batch, readers.now);
+            let claimer = Claimer {
+                writer: &mut *writer,
+                helpers: (helpers > 0).then_some(&batches),
+                claim_batch: options.evaluator.claim_batch,
+                now: readers.now,
             };
-            // Keep receiving after an error, so no reader blocks on a full channel.
-            for message in receiver {
-                match message {
-                    Ok(triggers) => {
-                        report.matched += triggers.len() as u64;
-                        for trigger in triggers {
-                            batch.push(trigger);
-                            if batch.len() >= claim_batch {
-                                hand_over(&mut batch, &mut mine);
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        first_error.get_or_insert(error);
-                    }
-                }
-            }
-            mine.claim(writer, &mut batch, readers.now);
-            tallies.push(mine);
+            tallies.push(claimer.claim_as_read(receiver, report, &mut first_error));
         });
         drop(batches);
-        for helper in helping {
-            tallies.push(helper.join().unwrap_or_else(|_| Tally {
+        tallies.extend(helping.into_iter().map(|helper| {
+            helper.join().unwrap_or_else(|_| Tally {
                 error: Some(anyhow::anyhow!("a claiming thread panicked")),
                 ..Tally::default()
-            }));
-        }
+            })
+        }));
     });
+    add_up(tallies, report, first_error)
+}
+
+/// The calling thread's part: it claims the readers' triggers in batches as
+/// they come, handing a full batch to a free helper if there is one.
+struct Claimer<'a, 'w> {
+    writer: &'w mut store::Connection,
+    /// Where helpers take batches from, if the engine has helpers.
+    helpers: Option<&'a mpsc::SyncSender<Vec<Trigger>>>,
+    claim_batch: usize,
+    now: DateTime<Utc>,
+}
+
+impl Claimer<'_, '_> {
+    /// Claims until every reader is done; the first reader's error goes to
+    /// `first_error`. Keeps receiving after an error, so that no reader
+    /// blocks on a full channel.
+    fn claim_as_read(
+        mut self,
+        receiver: mpsc::Receiver<anyhow::Result<Vec<Trigger>>>,
+        report: &mut TickReport,
+        first_error: &mut Option<anyhow::Error>,
+    ) -> Tally {
+        let mut batch: Vec<Trigger> = Vec::with_capacity(self.claim_batch.min(TRIGGER_CHUNK * 16));
+        let mut mine = Tally::default();
+        for message in receiver {
+            match message {
+                Ok(triggers) => {
+                    report.matched += triggers.len() as u64;
+                    for trigger in triggers {
+                        batch.push(trigger);
+                        if batch.len() >= self.claim_batch {
+                            self.hand_over(&mut batch, &mut mine);
+                        }
+                    }
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        mine.claim(self.writer, &mut batch, self.now);
+        mine
+    }
+
+    /// A full batch goes to a free helper, else this thread claims it.
+    fn hand_over(&mut self, batch: &mut Vec<Trigger>, mine: &mut Tally) {
+        if let Some(helpers) = self.helpers {
+            match helpers.try_send(std::mem::take(batch)) {
+                Ok(()) => return,
+                Err(mpsc::TrySendError::Full(back) | mpsc::TrySendError::Disconnected(back)) => {
+                    *batch = back
+                }
+            }
+        }
+        mine.claim(self.writer, batch, self.now);
+    }
+}
+
+/// Every claiming thread's tally into `report`; the first error, if any;
+/// else the triggered alerts someone else held locked.
+fn add_up(
+    tallies: Vec<Tally>,
+    report: &mut TickReport,
+    mut first_error: Option<anyhow::Error>,
+) -> anyhow::Result<Vec<Locked>> {
     let mut locked = Vec::new();
     for tally in tallies {
         report.triggered += tally.triggered;

@@ -6,13 +6,13 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
+use crate::lock::lock;
 use crate::logging;
 
 use super::judge::{Observed, QuoteProblem, usable_quote};
 use super::options::TickOptions;
 use super::prepare::{Candidate, Change};
 use super::report::TickReport;
-use crate::lock::lock;
 
 /// A ticker ready to evaluate.
 pub(super) struct Work {

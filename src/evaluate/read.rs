@@ -59,6 +59,26 @@ pub(super) enum Task<'a> {
     Changed(Window),
 }
 
+/// The reader tasks of a plan's work for `threads` readers: the moved
+/// tickers (which come first in the plan) in a share per reader, then the
+/// window of changed alerts in as many parts; and the work by ticker, for
+/// the changed alerts' readers.
+pub(super) fn tasks<'a>(
+    work: &'a [Work],
+    window: Window,
+    threads: usize,
+) -> (Vec<Task<'a>>, ByTicker<'a>) {
+    let moved = work.partition_point(|item| item.moved);
+    let mut tasks: Vec<Task<'_>> = work[..moved]
+        .chunks(moved.div_ceil(threads).max(1))
+        .map(Task::Moved)
+        .collect();
+    if work.iter().any(|item| item.changed_alerts) {
+        tasks.extend(split(window, threads).into_iter().map(Task::Changed));
+    }
+    (tasks, ByTicker { work, moved })
+}
+
 /// Splits a window of changes into up to `parts` windows.
 pub(super) fn split(window: Window, parts: usize) -> Vec<Window> {
     let span = (window.until - window.since).max(0) as u64;
