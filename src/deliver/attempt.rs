@@ -131,11 +131,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, excerpt: &str) -> Attem
 
 /// One POST of one event: what becomes of the event, and what the receiver
 /// answered.
-pub(super) async fn attempt(
-    webhook: &Webhook,
-    event: Leased,
-    mut stop: Stop,
-) -> (Settled, Response) {
+pub(super) async fn attempt(webhook: &Webhook, event: Leased, stop: Stop) -> (Settled, Response) {
     let settled = |outcome| Settled {
         row_id: event.row_id,
         lease_until: event.lease_until,
@@ -148,60 +144,10 @@ pub(super) async fn attempt(
             return (settled(Outcome::Dead { error }), Response::None);
         }
     };
-    let headers = headers(
-        &webhook.config,
-        &event.event_id,
-        &event.body,
-        chrono::Utc::now().timestamp(),
-    );
-    let mut request = http::Request::new(Full::new(Bytes::from(event.body)));
-    *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
-    if let Some(authorization) = authorization {
-        request.headers_mut().insert(AUTHORIZATION, authorization);
-    }
-    request.headers_mut().insert(
-        USER_AGENT,
-        HeaderValue::from_static(http_client::USER_AGENT),
-    );
-    let cut_off = async {
-        loop {
-            let deadline = *stop.borrow_and_update();
-            if let Some(deadline) = deadline {
-                tokio::time::sleep_until(deadline).await;
-                return;
-            }
-            if stop.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    // The status is the answer. Of the body, at most a prefix is read: all
-    // of a short one, so that the connection can be reused, and of an error's
-    // the start, for the log and the dead letter.
-    let exchange = async {
-        let response = webhook.client.request(request).await?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        // A body that fails part-way is read no further: its status decides.
-        let mut prefix = Vec::new();
-        let _ = http_client::read_prefix(response.into_body(), ANSWER_PREFIX, &mut prefix).await;
-        if status.is_success() {
-            return Ok((status, None));
-        }
-        let failure = classify(status, &headers, &excerpt(&prefix));
-        Ok((status, Some(failure)))
-    };
-    let exchange = async {
-        match tokio::time::timeout(webhook.config.timeout, exchange).await {
-            Ok(answered) => answered.map_err(AttemptError::Client),
-            Err(_) => Err(AttemptError::Timeout(webhook.config.timeout)),
-        }
-    };
-    let answered: Result<(StatusCode, Option<AttemptFailure>), AttemptError> = tokio::select! {
-        answered = exchange => answered,
-        () = cut_off => return (settled(Outcome::Released), Response::None),
+    let request = request(webhook, &event.event_id, event.body, uri, authorization);
+    let answered = tokio::select! {
+        answered = exchange(webhook, request) => answered,
+        () = cut_off(stop) => return (settled(Outcome::Released), Response::None),
     };
     let (response, failure) = match answered {
         Ok((status, None)) => {
@@ -220,15 +166,79 @@ pub(super) async fn attempt(
             (error.response(), failure)
         }
     };
-    (
-        settled(after_failure(
-            webhook,
-            &event.event_id,
-            event.attempts,
-            failure,
-        )),
-        response,
-    )
+    let outcome = after_failure(webhook, &event.event_id, event.attempts, failure);
+    (settled(outcome), response)
+}
+
+/// The signed POST of an event's `body` to `uri`.
+fn request(
+    webhook: &Webhook,
+    event_id: &str,
+    body: String,
+    uri: http::Uri,
+    authorization: Option<HeaderValue>,
+) -> http::Request<Full<Bytes>> {
+    let headers = headers(
+        &webhook.config,
+        event_id,
+        &body,
+        chrono::Utc::now().timestamp(),
+    );
+    let mut request = http::Request::new(Full::new(Bytes::from(body)));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    if let Some(authorization) = authorization {
+        request.headers_mut().insert(AUTHORIZATION, authorization);
+    }
+    request.headers_mut().insert(
+        USER_AGENT,
+        HeaderValue::from_static(http_client::USER_AGENT),
+    );
+    request
+}
+
+/// Sends `request` and reads its answer, within `webhook.timeout`: the
+/// status, and for a status that is not a 2xx, what it means. The status is
+/// the answer. Of the body, at most a prefix is read: all of a short one, so
+/// that the connection can be reused, and of an error's the start, for the
+/// log and the dead letter.
+async fn exchange(
+    webhook: &Webhook,
+    request: http::Request<Full<Bytes>>,
+) -> Result<(StatusCode, Option<AttemptFailure>), AttemptError> {
+    let exchange = async {
+        let response = webhook.client.request(request).await?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        // A body that fails part-way is read no further: its status decides.
+        let mut prefix = Vec::new();
+        let _ = http_client::read_prefix(response.into_body(), ANSWER_PREFIX, &mut prefix).await;
+        if status.is_success() {
+            return Ok((status, None));
+        }
+        let failure = classify(status, &headers, &excerpt(&prefix));
+        Ok((status, Some(failure)))
+    };
+    match tokio::time::timeout(webhook.config.timeout, exchange).await {
+        Ok(answered) => answered.map_err(AttemptError::Client),
+        Err(_) => Err(AttemptError::Timeout(webhook.config.timeout)),
+    }
+}
+
+/// Ends when the drain deadline, once one is set, has passed: a request
+/// still open then is cut, and its row given back untouched.
+async fn cut_off(mut stop: Stop) {
+    loop {
+        let deadline = *stop.borrow_and_update();
+        if let Some(deadline) = deadline {
+            tokio::time::sleep_until(deadline).await;
+            return;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Why a request got no answer.

@@ -62,11 +62,11 @@ pub async fn run(
         totals: Totals::default(),
         bookkeeping_failures: Recurring::default(),
         attempt_failures: Recurring::default(),
+        outbox_failures: Recurring::default(),
+        checkpoint_failures: std::sync::Mutex::default(),
         failures_in_a_row: 0,
         retry_at: None,
     };
-    let checkpoint_failures = std::sync::Mutex::new(Recurring::default());
-    let mut outbox_failures = Recurring::default();
     loop {
         let webhook = webhooks.borrow_and_update().clone();
         match deliverer
@@ -78,47 +78,63 @@ pub async fn run(
             Ended::Idle => {}
         }
         // Idle after work: a good moment to checkpoint the deliveries' writes.
-        store::checkpoint_after_writes(&pool, &checkpoint_failures).await;
+        store::checkpoint_after_writes(&pool, &deliverer.checkpoint_failures).await;
         let draining = *stop.borrow();
-        let next_due = match store::blocking(&pool, "reading the outbox", |connection| {
-            outbox::next_due(connection)
-        })
-        .await
-        {
-            Ok(next_due) => {
-                outbox_failures.succeeded();
-                next_due
-            }
-            Err(error) => {
-                log_recurring!(
-                    error,
-                    outbox_failures,
-                    format!("{error:#}"),
-                    "reading the outbox failed"
-                );
-                Some(now_ms() + 1000)
-            }
-        };
-        let wait = match next_due {
-            Some(due) => Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_POLL),
-            None if draining.is_some() => return deliverer.totals,
-            None => IDLE_POLL,
-        };
-        // After a failed exchange, back off instead of spinning.
-        let wait = match deliverer.retry_at {
-            Some(at) => wait.max(at.saturating_duration_since(Instant::now())),
-            None => wait,
-        };
-        if let Some(deadline) = draining
-            && Instant::now() + wait >= deadline
-        {
+        let next_due = deliverer.next_due().await;
+        let Some(wait) = deliverer.idle_wait(next_due, draining) else {
             return deliverer.totals;
-        }
+        };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = wake.notified() => {}
             Ok(()) = stop.changed() => {}
             Ok(()) = webhooks.changed() => {}
+        }
+    }
+}
+
+impl Deliverer<'_> {
+    /// When the next pending event is due (unix ms), if any; after a failed
+    /// read, in a second.
+    async fn next_due(&mut self) -> Option<i64> {
+        let next_due = store::blocking(self.pool, "reading the outbox", |connection| {
+            outbox::next_due(connection)
+        })
+        .await;
+        match next_due {
+            Ok(next_due) => {
+                self.outbox_failures.succeeded();
+                next_due
+            }
+            Err(error) => {
+                log_recurring!(
+                    error,
+                    self.outbox_failures,
+                    format!("{error:#}"),
+                    "reading the outbox failed"
+                );
+                Some(now_ms() + 1000)
+            }
+        }
+    }
+
+    /// How long to wait idle before looking again (at most [`IDLE_POLL`],
+    /// longer after a failed exchange); `None` when draining and nothing
+    /// deliverable is left before the deadline.
+    fn idle_wait(&self, next_due: Option<i64>, draining: Option<Instant>) -> Option<Duration> {
+        let wait = match next_due {
+            Some(due) => Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_POLL),
+            None if draining.is_some() => return None,
+            None => IDLE_POLL,
+        };
+        // After a failed exchange, back off instead of spinning.
+        let wait = match self.retry_at {
+            Some(at) => wait.max(at.saturating_duration_since(Instant::now())),
+            None => wait,
+        };
+        match draining {
+            Some(deadline) if Instant::now() + wait >= deadline => None,
+            _ => Some(wait),
         }
     }
 }
@@ -195,6 +211,8 @@ struct Deliverer<'a> {
     totals: Totals,
     bookkeeping_failures: Recurring,
     attempt_failures: Recurring,
+    outbox_failures: Recurring,
+    checkpoint_failures: std::sync::Mutex<Recurring>,
     /// Failed exchanges in a row, and when the next may start.
     failures_in_a_row: u32,
     retry_at: Option<Instant>,
