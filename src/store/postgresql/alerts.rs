@@ -1,5 +1,7 @@
 //! PostgreSQL: alerts and quotes, and the claim (see `store::alerts`).
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use postgres::Row;
 
@@ -288,43 +290,81 @@ pub fn claim(
     now_ms: i64,
 ) -> Result<Claimed> {
     let stamp = crate::store::timestamp(triggered_at);
-    // Two statements: a CTE that locks, joined to the UPDATE, may be planned
-    // as a nested loop over its rows, which costs quadratic time.
-    let lock = connection.prepared(
-        "SELECT id FROM price_alerts WHERE id = ANY($1::bigint[]) ORDER BY id
-         FOR NO KEY UPDATE SKIP LOCKED",
-    )?;
-    // Of the rows passed over, those that still exist (a plain read waits
-    // for no lock): the others were deleted.
-    let existing =
-        connection.prepared("SELECT id FROM price_alerts WHERE id = ANY($1::bigint[])")?;
-    let disable = connection.prepared(
-        "UPDATE price_alerts AS a
-         SET enabled = '0', triggered_at = $1, triggered_price = c.price, rearm_at = c.rearm_at
-         FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::text[], $6::float8[], $7::float8[],
-                     $8::bigint[])
-              AS c (id, arming, price, condition, target_price, reference_price, rearm_at)
-         WHERE a.id = c.id AND a.enabled = '1' AND a.arming = c.arming
-           AND a.condition = c.condition AND a.target_price = c.target_price
-           AND a.reference_price IS NOT DISTINCT FROM c.reference_price
-         RETURNING a.id",
-    )?;
-    let enqueue = connection.prepared(
-        "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, user_id)
-         SELECT e.event_id, e.alert_id, e.body, $4, $5, e.user_id
-         FROM unnest($1::text[], $2::bigint[], $3::text[], $6::text[]) AS e (event_id, alert_id, body, user_id)",
-    )?;
-    let notify = connection.prepared(super::NOTIFY_OUTBOX)?;
+    let statements = ClaimStatements::prepare(connection)?;
     let installation = super::installation_id(connection)?;
     // In id order, once each: the rows are visited in the order of the index.
     let mut batch: Vec<&Trigger> = triggers.iter().collect();
     batch.sort_by_key(|trigger| trigger.alert_id);
     batch.dedup_by_key(|trigger| trigger.alert_id);
-    let ids: Vec<i64> = batch.iter().map(|trigger| trigger.alert_id).collect();
-
     let mut transaction = connection.client().transaction()?;
-    let held: std::collections::HashSet<i64> = transaction
-        .query(&lock, &[&ids])?
+    let locked = lock_batch(&mut transaction, &statements, &mut batch)?;
+    let changed = disable_locked(&mut transaction, &statements.disable, &batch, &stamp)?;
+    let claimed = enqueue_claimed(
+        &mut transaction,
+        &statements,
+        (&installation, &stamp, now_ms),
+        &batch,
+        &changed,
+    )?;
+    transaction.commit()?;
+    Ok(Claimed { claimed, locked })
+}
+
+/// The claim's statements, prepared once per connection.
+struct ClaimStatements {
+    lock: postgres::Statement,
+    existing: postgres::Statement,
+    disable: postgres::Statement,
+    enqueue: postgres::Statement,
+    notify: postgres::Statement,
+}
+
+impl ClaimStatements {
+    fn prepare(connection: &mut PgConnection) -> Result<ClaimStatements> {
+        Ok(ClaimStatements {
+            // Two statements, this and `disable`: a CTE that locks, joined to
+            // the UPDATE, may be planned as a nested loop over its rows,
+            // which costs quadratic time.
+            lock: connection.prepared(
+                "SELECT id FROM price_alerts WHERE id = ANY($1::bigint[]) ORDER BY id
+                 FOR NO KEY UPDATE SKIP LOCKED",
+            )?,
+            // Of the rows passed over, those that still exist (a plain read
+            // waits for no lock): the others were deleted.
+            existing: connection
+                .prepared("SELECT id FROM price_alerts WHERE id = ANY($1::bigint[])")?,
+            disable: connection.prepared(
+                "UPDATE price_alerts AS a
+                 SET enabled = '0', triggered_at = $1, triggered_price = c.price, rearm_at = c.rearm_at
+                 FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::text[], $6::float8[], $7::float8[],
+                             $8::bigint[])
+                      AS c (id, arming, price, condition, target_price, reference_price, rearm_at)
+                 WHERE a.id = c.id AND a.enabled = '1' AND a.arming = c.arming
+                   AND a.condition = c.condition AND a.target_price = c.target_price
+                   AND a.reference_price IS NOT DISTINCT FROM c.reference_price
+                 RETURNING a.id",
+            )?,
+            enqueue: connection.prepared(
+                "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, user_id)
+                 SELECT e.event_id, e.alert_id, e.body, $4, $5, e.user_id
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $6::text[]) AS e (event_id, alert_id, body, user_id)",
+            )?,
+            notify: connection.prepared(super::NOTIFY_OUTBOX)?,
+        })
+    }
+}
+
+/// Locks the batch's rows, passing over those someone else holds: they
+/// leave the batch, and those of them that still exist are returned, in id
+/// order, as locked.
+fn lock_batch(
+    transaction: &mut postgres::Transaction<'_>,
+    statements: &ClaimStatements,
+    batch: &mut Vec<&Trigger>,
+) -> Result<Vec<i64>> {
+    let ids: Vec<i64> = batch.iter().map(|trigger| trigger.alert_id).collect();
+    let held: HashSet<i64> = transaction
+        .query(&statements.lock, &[&ids])?
         .iter()
         .map(|row| row.try_get(0))
         .collect::<Result<_>>()?;
@@ -335,12 +375,24 @@ pub fn claim(
             .copied()
             .filter(|id| !held.contains(id))
             .collect();
-        for row in transaction.query(&existing, &[&passed_over])? {
+        for row in transaction.query(&statements.existing, &[&passed_over])? {
             locked.push(row.try_get(0)?);
         }
         locked.sort_unstable();
         batch.retain(|trigger| held.contains(&trigger.alert_id));
     }
+    Ok(locked)
+}
+
+/// The claim itself (invariant 1), over the rows this claimer locked:
+/// disables those still enabled, in the arming and with the condition and
+/// levels that were judged. Returns the ids it changed.
+fn disable_locked(
+    transaction: &mut postgres::Transaction<'_>,
+    statement: &postgres::Statement,
+    batch: &[&Trigger],
+    stamp: &str,
+) -> Result<HashSet<i64>> {
     let ids: Vec<i64> = batch.iter().map(|trigger| trigger.alert_id).collect();
     let armings: Vec<i64> = batch.iter().map(|trigger| trigger.arming).collect();
     let prices: Vec<f64> = batch.iter().map(|trigger| trigger.price).collect();
@@ -354,9 +406,9 @@ pub fn claim(
         .map(|trigger| trigger.reference_price)
         .collect();
     let rearm_at: Vec<Option<i64>> = batch.iter().map(|trigger| trigger.rearm_at).collect();
-    let changed: std::collections::HashSet<i64> = transaction
+    transaction
         .query(
-            &disable,
+            statement,
             &[
                 &stamp,
                 &ids,
@@ -370,16 +422,29 @@ pub fn claim(
         )?
         .iter()
         .map(|row| row.try_get(0))
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// Queues an event for each alert the claim changed, and for no other
+/// (invariant 2): one that someone else claimed, or that was disabled,
+/// re-armed or edited since it was read, gets no event from us. The
+/// queueing transaction notifies every member's listener at commit.
+/// `(installation, stamp, now_ms)` are the events' id prefix, time and due
+/// time. Returns how many.
+fn enqueue_claimed(
+    transaction: &mut postgres::Transaction<'_>,
+    statements: &ClaimStatements,
+    (installation, stamp, now_ms): (&str, &str, i64),
+    batch: &[&Trigger],
+    changed: &HashSet<i64>,
+) -> Result<usize> {
     let (mut event_ids, mut alert_ids, mut bodies, mut users) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for trigger in batch {
-        // Someone else claimed it, or it was disabled, re-armed or edited
-        // since it was read: no event from us.
-        if !changed.contains(&trigger.alert_id) {
-            continue;
-        }
-        let event = event_of(&installation, trigger, &stamp);
+    for trigger in batch
+        .iter()
+        .filter(|trigger| changed.contains(&trigger.alert_id))
+    {
+        let event = event_of(installation, trigger, stamp);
         event_ids.push(event.id.clone());
         alert_ids.push(trigger.alert_id);
         bodies.push(event.to_json());
@@ -387,17 +452,12 @@ pub fn claim(
     }
     if !event_ids.is_empty() {
         transaction.execute(
-            &enqueue,
+            &statements.enqueue,
             &[&event_ids, &alert_ids, &bodies, &stamp, &now_ms, &users],
         )?;
-        // Delivered at commit, to every member's listener (`listen`).
-        transaction.execute(&notify, &[])?;
+        transaction.execute(&statements.notify, &[])?;
     }
-    transaction.commit()?;
-    Ok(Claimed {
-        claimed: event_ids.len(),
-        locked,
-    })
+    Ok(event_ids.len())
 }
 
 pub fn list(

@@ -1,5 +1,7 @@
 //! SQLite: alerts and quotes, and the claim (see `store::alerts`).
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
@@ -267,86 +269,16 @@ pub fn claim(
     let stamp = crate::store::timestamp(triggered_at);
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let installation = super::installation_id(&transaction)?;
-    let mut claimed = 0;
-    {
-        // One set-based UPDATE per batch: the batch is staged in a temporary
-        // table (exact values, bound as parameters), and RETURNING names the
-        // rows this statement changed. Per-row UPDATEs cost several times more
-        // (each sets up the triggers' programs and a temporary b-tree).
-        transaction.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS claims (
-                 id INTEGER PRIMARY KEY, arming INTEGER NOT NULL, price REAL NOT NULL,
-                 condition TEXT NOT NULL, target_price REAL NOT NULL, reference_price REAL,
-                 rearm_at INTEGER);
-             DELETE FROM temp.claims;",
-        )?;
-        {
-            let mut stage = transaction.prepare_cached(
-                "INSERT OR REPLACE INTO temp.claims (id, arming, price, condition, target_price, reference_price, rearm_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for trigger in triggers {
-                stage.execute(params![
-                    trigger.alert_id,
-                    trigger.arming,
-                    trigger.price,
-                    trigger.condition,
-                    trigger.target_price,
-                    trigger.reference_price,
-                    trigger.rearm_at
-                ])?;
-            }
-        }
-        let changed: std::collections::HashSet<i64> = {
-            let mut disable = transaction.prepare_cached(
-                // `id IN (SELECT id ...)` makes SQLite drive from the staged
-                // ids (rowid lookups); a join would scan the whole table.
-                // OR FAIL: an error would still roll back the whole
-                // transaction (the claim is all or nothing), so the statement
-                // needs no statement journal of its own, which SQLite would
-                // otherwise fill with every page the claim touches (48 MB for
-                // a batch of 5,000 at 10M alerts).
-                "UPDATE OR FAIL price_alerts
-                 SET enabled = 0, triggered_at = ?1,
-                     (triggered_price, rearm_at) =
-                         (SELECT c.price, c.rearm_at FROM temp.claims AS c WHERE c.id = price_alerts.id)
-                 WHERE id IN (SELECT id FROM temp.claims) AND enabled = 1
-                   AND EXISTS (SELECT 1 FROM temp.claims AS c
-                               WHERE c.id = price_alerts.id AND c.arming = price_alerts.arming
-                                 AND c.condition = price_alerts.condition AND c.target_price = price_alerts.target_price
-                                 AND c.reference_price IS price_alerts.reference_price)
-                 RETURNING id",
-            )?;
-            let rows = disable.query_map([&stamp], |row| row.get(0))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        // In alert id order, as on PostgreSQL: the order a user's events of
-        // one tick are queued, and delivered, in.
-        let mut claimed_triggers: Vec<&Trigger> = triggers
-            .iter()
-            .filter(|trigger| changed.contains(&trigger.alert_id))
-            .collect();
-        claimed_triggers.sort_unstable_by_key(|trigger| trigger.alert_id);
-        let mut enqueue = transaction.prepare_cached(
-            "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, user_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        // Only the rows the claim changed: one that someone else claimed, or
-        // that was disabled, re-armed or edited since it was read, gets no
-        // event from us.
-        for trigger in claimed_triggers {
-            let event = event_of(&installation, trigger, &stamp);
-            enqueue.execute(params![
-                event.id,
-                trigger.alert_id,
-                event.to_json(),
-                stamp,
-                now_ms,
-                trigger.user_id
-            ])?;
-            claimed += 1;
-        }
-    }
+    stage_claims(&transaction, triggers)?;
+    let changed = disable_staged(&transaction, &stamp)?;
+    let claimed = enqueue_claimed(
+        &transaction,
+        &installation,
+        triggers,
+        &changed,
+        &stamp,
+        now_ms,
+    )?;
     transaction.commit()?;
     // One writer at a time holds the whole database: no row is ever locked
     // by someone else while the claim runs.
@@ -354,6 +286,104 @@ pub fn claim(
         claimed,
         locked: Vec::new(),
     })
+}
+
+/// Stages a claim's batch in a temporary table (exact values, bound as
+/// parameters), for one set-based `UPDATE`: per-row UPDATEs cost several
+/// times more (each sets up the triggers' programs and a temporary b-tree).
+fn stage_claims(
+    transaction: &rusqlite::Transaction<'_>,
+    triggers: &[Trigger],
+) -> rusqlite::Result<()> {
+    transaction.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS claims (
+             id INTEGER PRIMARY KEY, arming INTEGER NOT NULL, price REAL NOT NULL,
+             condition TEXT NOT NULL, target_price REAL NOT NULL, reference_price REAL,
+             rearm_at INTEGER);
+         DELETE FROM temp.claims;",
+    )?;
+    let mut stage = transaction.prepare_cached(
+        "INSERT OR REPLACE INTO temp.claims (id, arming, price, condition, target_price, reference_price, rearm_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for trigger in triggers {
+        stage.execute(params![
+            trigger.alert_id,
+            trigger.arming,
+            trigger.price,
+            trigger.condition,
+            trigger.target_price,
+            trigger.reference_price,
+            trigger.rearm_at
+        ])?;
+    }
+    Ok(())
+}
+
+/// The claim itself (invariant 1): disables the staged alerts that are still
+/// enabled, in the arming and with the condition and levels that were
+/// judged. Returns the ids it changed.
+fn disable_staged(
+    transaction: &rusqlite::Transaction<'_>,
+    stamp: &str,
+) -> rusqlite::Result<HashSet<i64>> {
+    let mut disable = transaction.prepare_cached(
+        // `id IN (SELECT id ...)` makes SQLite drive from the staged
+        // ids (rowid lookups); a join would scan the whole table.
+        // OR FAIL: an error would still roll back the whole
+        // transaction (the claim is all or nothing), so the statement
+        // needs no statement journal of its own, which SQLite would
+        // otherwise fill with every page the claim touches (48 MB for
+        // a batch of 5,000 at 10M alerts).
+        "UPDATE OR FAIL price_alerts
+         SET enabled = 0, triggered_at = ?1,
+             (triggered_price, rearm_at) =
+                 (SELECT c.price, c.rearm_at FROM temp.claims AS c WHERE c.id = price_alerts.id)
+         WHERE id IN (SELECT id FROM temp.claims) AND enabled = 1
+           AND EXISTS (SELECT 1 FROM temp.claims AS c
+                       WHERE c.id = price_alerts.id AND c.arming = price_alerts.arming
+                         AND c.condition = price_alerts.condition AND c.target_price = price_alerts.target_price
+                         AND c.reference_price IS price_alerts.reference_price)
+         RETURNING id",
+    )?;
+    let rows = disable.query_map([stamp], |row| row.get(0))?;
+    rows.collect()
+}
+
+/// Queues an event for each alert the claim changed, and for no other
+/// (invariant 2): one that someone else claimed, or that was disabled,
+/// re-armed or edited since it was read, gets no event from us. In alert id
+/// order, as on PostgreSQL: the order a user's events of one tick are
+/// queued, and delivered, in. Returns how many.
+fn enqueue_claimed(
+    transaction: &rusqlite::Transaction<'_>,
+    installation: &str,
+    triggers: &[Trigger],
+    changed: &HashSet<i64>,
+    stamp: &str,
+    now_ms: i64,
+) -> rusqlite::Result<usize> {
+    let mut claimed_triggers: Vec<&Trigger> = triggers
+        .iter()
+        .filter(|trigger| changed.contains(&trigger.alert_id))
+        .collect();
+    claimed_triggers.sort_unstable_by_key(|trigger| trigger.alert_id);
+    let mut enqueue = transaction.prepare_cached(
+        "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, user_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for trigger in &claimed_triggers {
+        let event = event_of(installation, trigger, stamp);
+        enqueue.execute(params![
+            event.id,
+            trigger.alert_id,
+            event.to_json(),
+            stamp,
+            now_ms,
+            trigger.user_id
+        ])?;
+    }
+    Ok(claimed_triggers.len())
 }
 
 /// Up to `limit` alerts, newest first.
