@@ -102,16 +102,45 @@ fn job(
     let (Some(name), Some(kind), Some(schedule)) = (&job.name, &job.kind, &job.schedule) else {
         return None;
     };
-    let name_text = name.get_ref().trim().to_owned();
-    if name_text.is_empty() {
+    let name = job_name(name, index, names, &key, report);
+    let kind = job_kind(job, kind, &key, report);
+    let schedule = job_schedule(job, schedule, &key, report);
+    Some(JobConfig {
+        name,
+        kind: kind?,
+        schedule: schedule?,
+    })
+}
+
+/// A job's name: not empty, and not an earlier job's (`names`).
+fn job_name(
+    name: &Spanned<String>,
+    index: usize,
+    names: &mut BTreeMap<String, usize>,
+    key: &dyn Fn(&str) -> String,
+    report: &mut impl Report,
+) -> String {
+    let text = name.get_ref().trim().to_owned();
+    if text.is_empty() {
         report(&key("name"), name.span(), "must not be empty".to_owned());
-    } else if let Some(first) = names.insert(name_text.clone(), index) {
+    } else if let Some(first) = names.insert(text.clone(), index) {
         report(
             &key("name"),
             name.span(),
-            format!("{name_text:?} is already the name of jobs[{first}]"),
+            format!("{text:?} is already the name of jobs[{first}]"),
         );
     }
+    text
+}
+
+/// A job's kind and the keys only that kind takes: an `evaluate` job's
+/// `tickers`, a `purge` job's `keep`.
+fn job_kind(
+    job: &raw::RawJob,
+    kind: &Spanned<String>,
+    key: &dyn Fn(&str) -> String,
+    report: &mut impl Report,
+) -> Option<JobKind> {
     let scope = scope(&job.tickers, &key("tickers"), report);
     if let (Some(tickers), "purge") = (&job.tickers, kind.get_ref().as_str()) {
         report(
@@ -120,7 +149,7 @@ fn job(
             "only an \"evaluate\" job takes `tickers`".to_owned(),
         );
     }
-    let kind = match (kind.get_ref().as_str(), &job.keep) {
+    match (kind.get_ref().as_str(), &job.keep) {
         ("evaluate", None) => Some(JobKind::Evaluate { scope }),
         ("evaluate", Some(keep)) => {
             report(
@@ -149,9 +178,19 @@ fn job(
             );
             None
         }
-    };
+    }
+}
+
+/// A job's schedule in its `timezone`; a problem with the zone is reported
+/// at the zone.
+fn job_schedule(
+    job: &raw::RawJob,
+    schedule: &Spanned<String>,
+    key: &dyn Fn(&str) -> String,
+    report: &mut impl Report,
+) -> Option<Schedule> {
     let zone = job.timezone.as_ref().map(|zone| zone.get_ref().as_str());
-    let schedule = match Schedule::parse(schedule.get_ref(), zone) {
+    match Schedule::parse(schedule.get_ref(), zone) {
         Ok(parsed) => Some(parsed),
         Err(message) => {
             let (field, span) = match &job.timezone {
@@ -161,12 +200,7 @@ fn job(
             report(&key(field), span, message);
             None
         }
-    };
-    Some(JobConfig {
-        name: name_text,
-        kind: kind?,
-        schedule: schedule?,
-    })
+    }
 }
 
 /// A job's `tickers`: every ticker if unset.

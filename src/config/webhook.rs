@@ -2,6 +2,7 @@
 //! they are signed, and the retry schedule.
 
 use std::fmt;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
@@ -119,39 +120,13 @@ pub(super) fn webhook(
         return None;
     };
     let webhook = section.get_ref();
-    let url = match &webhook.url {
-        None => {
-            report(
-                "webhook.url",
-                section.span(),
-                "missing field `url`".to_owned(),
-            );
-            None
-        }
-        Some(url) => webhook_url(url, report),
-    };
     let headers = header_list(
         &webhook.headers,
         "webhook.headers",
         &WEBHOOK_HEADERS,
         report,
     );
-    if let Some(url) = &url {
-        one_source_of_credentials(url.url(), &headers, "webhook", &webhook.headers, report);
-    }
-    let url_without_user_id = webhook.url_without_user_id.as_ref().and_then(|fallback| {
-        if url.as_ref().is_some_and(|url| !url.per_user()) {
-            report(
-                "webhook.url_without_user_id",
-                fallback.span(),
-                "is for a webhook.url with {user_id}; this one sends every event to one URL"
-                    .to_owned(),
-            );
-        }
-        let parsed = http_url(fallback, "webhook.url_without_user_id", report)?;
-        one_source_of_credentials(&parsed, &headers, "webhook", &webhook.headers, report);
-        Some(parsed)
-    });
+    let (url, url_without_user_id) = destinations(webhook, section.span(), &headers, report);
     // Every field is checked, whether or not the URL is usable.
     let secrets = secrets(webhook, base, report, warn);
     let timeout = duration(
@@ -194,6 +169,41 @@ pub(super) fn webhook(
         retry_schedule,
         drain_timeout,
     })
+}
+
+/// `webhook.url` and `webhook.url_without_user_id` (only beside a
+/// `{user_id}`), each with its credentials in its userinfo or in the
+/// headers, not both. `span` is the section's.
+fn destinations(
+    webhook: &raw::RawWebhook,
+    span: Range<usize>,
+    headers: &[(HeaderName, HeaderValue)],
+    report: &mut impl Report,
+) -> (Option<WebhookUrl>, Option<Url>) {
+    let url = match &webhook.url {
+        None => {
+            report("webhook.url", span, "missing field `url`".to_owned());
+            None
+        }
+        Some(url) => webhook_url(url, report),
+    };
+    if let Some(url) = &url {
+        one_source_of_credentials(url.url(), headers, "webhook", &webhook.headers, report);
+    }
+    let url_without_user_id = webhook.url_without_user_id.as_ref().and_then(|fallback| {
+        if url.as_ref().is_some_and(|url| !url.per_user()) {
+            report(
+                "webhook.url_without_user_id",
+                fallback.span(),
+                "is for a webhook.url with {user_id}; this one sends every event to one URL"
+                    .to_owned(),
+            );
+        }
+        let parsed = http_url(fallback, "webhook.url_without_user_id", report)?;
+        one_source_of_credentials(&parsed, headers, "webhook", &webhook.headers, report);
+        Some(parsed)
+    });
+    (url, url_without_user_id)
 }
 
 /// `webhook.secret` or `webhook.secret_file`: one or two signing secrets.
