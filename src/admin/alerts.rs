@@ -1,0 +1,204 @@
+//! `alerts list`, `add`, `disable`, `rearm` and `cooldown`.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use chrono::Utc;
+
+use crate::config::Config;
+use crate::evaluate::Condition;
+use crate::store::{self, alerts};
+
+use super::open::{connect, connect_to_read};
+use super::output::{number, print_json_lines, rfc3339};
+use super::table::{Align, Table};
+
+/// Re-arms a triggered, expired or disabled alert: its next trigger carries a
+/// new event id. Fails if there is no such alert or it is already armed.
+pub fn alerts_rearm(config: &Config, id: i64, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut connection = connect(config)?;
+    anyhow::ensure!(
+        store::alerts::rearm(&mut connection, id).context("re-arming the alert")?,
+        "alert {id} does not exist or is already armed"
+    );
+    writeln!(out, "re-armed alert {id}")?;
+    Ok(())
+}
+
+/// Prints alerts, newest first.
+pub fn alerts_list(
+    config: &Config,
+    filter: alerts::AlertFilter,
+    ticker: Option<&str>,
+    limit: usize,
+    json: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut connection = connect_to_read(config)?;
+    let mut entries =
+        alerts::list(&mut connection, filter, ticker, limit).context("listing alerts")?;
+    // The application may write SQLite's own time format: show one format.
+    for entry in &mut entries {
+        for time in [
+            &mut entry.triggered_at,
+            &mut entry.expires_at,
+            &mut entry.expired_at,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *time = rfc3339(time);
+        }
+    }
+    if json {
+        return print_json_lines(&entries, out);
+    }
+    write_alerts(entries, out)
+}
+
+/// The alerts' table: each alert's state in a word.
+fn write_alerts(entries: Vec<alerts::AlertEntry>, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut table = Table::new(&[
+        ("ID", Align::Right),
+        ("TICKER", Align::Left),
+        ("CONDITION", Align::Left),
+        ("TARGET", Align::Right),
+        ("REFERENCE", Align::Right),
+        ("STATE", Align::Left),
+        ("COOLDOWN", Align::Left),
+        ("TRIGGERED AT", Align::Left),
+        ("AT PRICE", Align::Right),
+        ("NOTE", Align::Left),
+    ]);
+    for entry in entries {
+        let state = state(&entry);
+        table.row(vec![
+            entry.id.to_string(),
+            entry.ticker,
+            entry.condition,
+            number(entry.target_price),
+            number(entry.reference_price),
+            state.to_owned(),
+            entry
+                .cooldown
+                .as_deref()
+                .map(str::trim)
+                .filter(|cooldown| !cooldown.is_empty())
+                .unwrap_or("-")
+                .to_owned(),
+            entry.triggered_at.unwrap_or_else(|| "-".to_owned()),
+            number(entry.triggered_price),
+            entry
+                .note
+                .filter(|note| !note.is_empty())
+                .unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    table.write("", out)?;
+    Ok(())
+}
+
+/// An alert's state in a word.
+fn state(entry: &alerts::AlertEntry) -> &'static str {
+    match (
+        entry.enabled,
+        &entry.rearm_at,
+        &entry.triggered_at,
+        &entry.expired_at,
+    ) {
+        (true, ..) => "armed",
+        (false, Some(_), ..) => "cooling",
+        (false, None, Some(_), _) => "triggered",
+        (false, None, None, Some(_)) => "expired",
+        (false, None, None, None) => "disabled",
+    }
+}
+
+/// Adds an alert, checked as the evaluator would judge it; prints its id.
+pub fn alerts_add(
+    config: &Config,
+    alert: &alerts::NewAlert<'_>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let ticker = alert.ticker.trim();
+    anyhow::ensure!(!ticker.is_empty(), "the ticker is empty");
+    let condition = Condition::parse(alert.condition).with_context(|| {
+        format!(
+            "unknown condition {:?}; expected above, below, crossing_up, crossing_down, moving_up_pct or moving_down_pct",
+            alert.condition
+        )
+    })?;
+    anyhow::ensure!(
+        alert.target_price.is_finite(),
+        "the target is not a finite number"
+    );
+    if matches!(condition, Condition::MovingUpPct | Condition::MovingDownPct) {
+        anyhow::ensure!(
+            alert
+                .reference_price
+                .is_some_and(|reference| reference.is_finite() && reference > 0.0),
+            "{} needs --reference, a positive price",
+            alert.condition
+        );
+    }
+    if let Some(expiry) = alert.expires_at {
+        anyhow::ensure!(
+            crate::evaluate::parse_time(expiry).is_some(),
+            "--expires {expiry:?} is not an RFC 3339 time"
+        );
+    }
+    if let Some(cooldown) = alert.cooldown {
+        crate::evaluate::parse_cooldown(cooldown)
+            .map_err(|reason| anyhow::anyhow!("--cooldown: {reason}"))?;
+    }
+    let mut connection = connect(config)?;
+    let id = alerts::add(
+        &mut connection,
+        &alerts::NewAlert { ticker, ..*alert },
+        &store::timestamp(Utc::now()),
+    )
+    .context("adding the alert")?;
+    writeln!(out, "{id}")?;
+    Ok(())
+}
+
+/// Disables an armed alert without an event.
+pub fn alerts_disable(config: &Config, id: i64, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut connection = connect(config)?;
+    anyhow::ensure!(
+        alerts::disable(&mut connection, id).context("disabling the alert")?,
+        "alert {id} does not exist, or is neither armed nor waiting out a cooldown"
+    );
+    writeln!(out, "disabled alert {id}")?;
+    Ok(())
+}
+
+/// Sets how long a repeating alert waits after each trigger before it is
+/// re-armed, or (`None`) makes it fire once.
+pub fn alerts_cooldown(
+    config: &Config,
+    id: i64,
+    cooldown: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let cooldown = match cooldown {
+        Some(text) => {
+            crate::evaluate::parse_cooldown(text).map_err(|reason| anyhow::anyhow!(reason))?;
+            Some(text.trim())
+        }
+        None => None,
+    };
+    let mut connection = connect(config)?;
+    anyhow::ensure!(
+        alerts::set_cooldown(&mut connection, id, cooldown).context("setting the cooldown")?,
+        "alert {id} does not exist"
+    );
+    match cooldown {
+        Some(cooldown) => writeln!(
+            out,
+            "alert {id} repeats, re-armed {cooldown} after each trigger"
+        )?,
+        None => writeln!(out, "alert {id} fires once")?,
+    }
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! Operators' commands on the database: alerts, quotes, the outbox, status.
+//! They open the store like the daemon does and print for a terminal or, with
+//! `--json`, for scripts.
+
+mod alerts;
+mod open;
+mod outbox;
+mod output;
+mod quotes;
+mod status;
+mod table;
+
+pub use alerts::{alerts_add, alerts_cooldown, alerts_disable, alerts_list, alerts_rearm};
+pub use outbox::{Replay, outbox_list, outbox_replay};
+pub use quotes::{quotes_list, quotes_set};
+pub use status::status;

@@ -1,0 +1,25 @@
+//! How the commands print values: times, prices, and one JSON object per
+//! line for scripts.
+
+use std::io::Write;
+
+/// A time as every `--json` output gives it: RFC 3339 in UTC (the database
+/// may hold SQLite's `YYYY-MM-DD HH:MM:SS`); text that is not a time stays
+/// as it is.
+pub(super) fn rfc3339(text: &str) -> String {
+    crate::evaluate::parse_time(text).map_or_else(|| text.to_owned(), crate::store::timestamp)
+}
+
+pub(super) fn number(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| value.to_string())
+}
+
+pub(super) fn print_json_lines<T: serde::Serialize>(
+    items: &[T],
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    for item in items {
+        writeln!(out, "{}", serde_json::to_string(item)?)?;
+    }
+    Ok(())
+}
