@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use price_alertd::config::{self, Config, ConfigOrigin, JobKind, PriceSource};
+use price_alertd::config::{Config, ConfigOrigin};
 use price_alertd::store::{self, alerts, outbox};
 use price_alertd::{admin, daemon, logging, metrics};
 
@@ -301,11 +301,18 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { from, reload } => {
             let checks = if reload {
-                Checks::Reload
+                admin::Checks::Reload
             } else {
-                Checks::Start
+                admin::Checks::Start
             };
-            check_config(&source, &config, checks, from.unwrap_or_else(Utc::now))
+            report(admin::check_config(
+                &source,
+                &config,
+                checks,
+                from.unwrap_or_else(Utc::now),
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            ))
         }
         Command::Run => {
             logging::init(&config.log);
@@ -435,120 +442,4 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             exit_code(&error)
         }
     }
-}
-
-/// What `check-config` checks besides the file.
-#[derive(Debug, Clone, Copy)]
-enum Checks {
-    /// As `run` starts: the database can be used and the metrics address is free.
-    Start,
-    /// As a reload applies the file: nothing the running daemon holds.
-    Reload,
-}
-
-/// Prints what a valid configuration means: the database (checked as `run`
-/// will open it), the webhook, the quote source and each job's next fire
-/// times. Fails as `run` would if `run` could not use the database.
-fn check_config(
-    source: &ConfigOrigin,
-    config: &Config,
-    checks: Checks,
-    from: DateTime<Utc>,
-) -> ExitCode {
-    let database = match checks {
-        Checks::Start => {
-            let checked = store::check(&config.database).and_then(|database| {
-                if let Some(listen) = config.metrics.listen {
-                    metrics::check_listen(listen)?;
-                }
-                Ok(database)
-            });
-            match checked {
-                Ok(found) => found,
-                Err(error) => {
-                    eprintln!("price-alertd: {}: {error:#}", source.describe());
-                    return exit_code(&error);
-                }
-            }
-        }
-        Checks::Reload => "not checked: a reload keeps the running database".to_owned(),
-    };
-    for warning in &config.warnings {
-        eprintln!("price-alertd: {}:{warning} (a warning)", source.describe());
-    }
-    println!("{}: ok", source.describe());
-    println!("database  {} ({database})", config.database.describe());
-    if let config::EngineChoice::Postgres(postgres) = &config.database.engine {
-        if let Some(options) = &postgres.dropped_options {
-            println!(
-                "          the URL's options={options:?} are not used: price-alertd sets the session's options (lock_timeout)"
-            );
-        }
-    }
-    let signing = match config.webhook.secrets.len() {
-        0 => "unsigned".to_owned(),
-        n => format!("signed with {n} secret{}", if n == 1 { "" } else { "s" }),
-    };
-    println!("webhook   {} ({signing})", config.webhook.url.display());
-    if config.webhook.url.per_user() {
-        let without = match &config.webhook.url_without_user_id {
-            Some(url) => format!("to {}", config::display_url(url)),
-            None => "a dead letter".to_owned(),
-        };
-        println!(
-            "          each event to its user's URL, {{user_id}} percent-encoded; an alert without a user_id: {without}"
-        );
-    }
-    let (connections, readers) =
-        store::footprint(&config.database, config.evaluator.threads as u32);
-    println!(
-        "threads   {} (a tick reads with {readers} at once; at most {connections} database connections)",
-        config.evaluator.threads
-    );
-    match &config.prices.source {
-        PriceSource::Table => println!(
-            "prices    the quotes table (max age {})",
-            config::show_duration(config.prices.max_age)
-        ),
-        PriceSource::Http(http) => println!(
-            "prices    GET {} in batches of {} (max age {})",
-            config::display_url(&http.url),
-            http.batch_size,
-            config::show_duration(config.prices.max_age)
-        ),
-    }
-    if let Some(listen) = config.metrics.listen {
-        println!("metrics   http://{listen}/metrics");
-    }
-    println!(
-        "fire times after {}",
-        from.to_rfc3339_opts(SecondsFormat::Secs, true)
-    );
-    for job in &config.jobs {
-        let kind = match &job.kind {
-            JobKind::Evaluate { scope } => format!("evaluate {}", scope.describe()),
-            JobKind::Purge { keep } => format!(
-                "purge delivered events older than {}",
-                config::show_duration(*keep)
-            ),
-        };
-        let zone = job.schedule.zone();
-        println!(
-            "job {:?}: {kind}; schedule {:?} in {zone}",
-            job.name,
-            job.schedule.expression()
-        );
-        for at in job.schedule.upcoming(from, 3) {
-            let utc = at.to_rfc3339_opts(SecondsFormat::Secs, true);
-            if zone == chrono_tz::UTC {
-                println!("  next {utc}");
-            } else {
-                println!(
-                    "  next {utc}  ({} {zone})",
-                    at.with_timezone(&zone).format("%Y-%m-%dT%H:%M:%S%:z")
-                );
-            }
-        }
-    }
-    ExitCode::SUCCESS
 }

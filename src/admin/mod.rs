@@ -3,6 +3,7 @@
 //! `--json`, for scripts.
 
 mod alerts;
+mod check;
 mod open;
 mod outbox;
 mod output;
@@ -11,6 +12,7 @@ mod status;
 mod table;
 
 pub use alerts::{alerts_add, alerts_cooldown, alerts_disable, alerts_list, alerts_rearm};
+pub use check::{Checks, check_config};
 pub use outbox::{Replay, outbox_list, outbox_replay};
 pub use quotes::{quotes_list, quotes_set};
 pub use status::status;
