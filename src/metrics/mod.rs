@@ -1,0 +1,14 @@
+//! Prometheus metrics (`price_alertd_*`) and the HTTP endpoint that serves
+//! them with `/healthz`. The series are always kept; they are served only when
+//! `[metrics] listen` is set.
+
+mod endpoint;
+mod exposition;
+mod process;
+mod record;
+mod series;
+
+pub use endpoint::{CannotListen, check_listen, serve};
+pub use exposition::{Backlog, Format};
+pub use record::{Delivery, Response};
+pub use series::Metrics;

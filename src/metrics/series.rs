@@ -1,0 +1,222 @@
+//! The series the daemon keeps: their labels, every label value created
+//! at zero before it occurs, and their registration.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::evaluate::{Series, TickReport};
+
+use super::process::Process;
+
+/// A job's series are labelled `job_name`: `job` is Prometheus's own target
+/// label, and a scrape would rename ours to `exported_job`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct JobLabels {
+    pub(super) job_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct TickLabels {
+    pub(super) job_name: String,
+    /// `ok`, `failed`, `skipped` (the previous run was still going), or
+    /// `elsewhere` (another daemon sharing the database took the fire time).
+    pub(super) result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct SkipLabels {
+    pub(super) reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct DeliveryLabels {
+    pub(super) outcome: &'static str,
+    /// What the receiver answered: `2xx` ... `5xx`, `timeout`, `connection`
+    /// (no connection), `error` (another failure), `none` (not sent to the end).
+    pub(super) response: &'static str,
+}
+
+pub(super) const TICK_RESULTS: [&str; 4] = ["ok", "failed", "skipped", "elsewhere"];
+
+/// Every (outcome, response) a delivery attempt can end with.
+const DELIVERY_KINDS: [(&str, &[&str]); 4] = [
+    ("delivered", &["2xx"]),
+    (
+        "failed",
+        &["3xx", "4xx", "5xx", "timeout", "connection", "error"],
+    ),
+    (
+        "dead",
+        &["3xx", "4xx", "5xx", "timeout", "connection", "error"],
+    ),
+    ("released", &["none"]),
+];
+
+/// Every series the daemon exports.
+pub struct Metrics {
+    pub(super) registry: Registry,
+    pub(super) ticks: Family<TickLabels, Counter>,
+    pub(super) tick_seconds: Family<JobLabels, Histogram>,
+    pub(super) tickers_changed: Family<JobLabels, Counter>,
+    pub(super) evaluated: Family<JobLabels, Counter>,
+    pub(super) triggered: Family<JobLabels, Counter>,
+    pub(super) rearmed: Family<JobLabels, Counter>,
+    pub(super) skipped: Family<SkipLabels, Counter>,
+    pub(super) takeovers: Family<JobLabels, Counter>,
+    pub(super) deliveries: Family<DeliveryLabels, Counter>,
+    pub(super) delivery_seconds: Histogram,
+    pub(super) last_success: Family<JobLabels, Gauge<f64, AtomicU64>>,
+    pub(super) outbox_pending: Gauge,
+    pub(super) outbox_dead: Gauge,
+    pub(super) outbox_oldest: Gauge<f64, AtomicU64>,
+    pub(super) reload_successful: Gauge,
+    pub(super) reload_success_time: Gauge<f64, AtomicU64>,
+}
+
+fn tick_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut metrics = Metrics {
+            ticks: Family::default(),
+            tick_seconds: Family::new_with_constructor(tick_histogram),
+            tickers_changed: Family::default(),
+            evaluated: Family::default(),
+            triggered: Family::default(),
+            rearmed: Family::default(),
+            skipped: Family::default(),
+            takeovers: Family::default(),
+            deliveries: Family::default(),
+            delivery_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            last_success: Family::default(),
+            outbox_pending: Gauge::default(),
+            outbox_dead: Gauge::default(),
+            outbox_oldest: Gauge::default(),
+            reload_successful: Gauge::default(),
+            reload_success_time: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let mut root = Registry::default();
+        root.register_collector(Box::new(Process));
+        metrics.register(root.sub_registry_with_prefix("price_alertd"));
+        metrics.registry = root;
+        // The configuration read at start counts as a successful load, as
+        // Prometheus's own series do.
+        metrics.reload_successful.set(1);
+        metrics.reload_success_time.set(now_seconds());
+        for count in TickReport::default().counts() {
+            if count.series == Series::AlertsSkipped {
+                let _ = metrics
+                    .skipped
+                    .get_or_create(&SkipLabels { reason: count.name });
+            }
+        }
+        for (outcome, responses) in DELIVERY_KINDS {
+            for &response in responses {
+                let _ = metrics
+                    .deliveries
+                    .get_or_create(&DeliveryLabels { outcome, response });
+            }
+        }
+        metrics
+    }
+}
+
+impl Metrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "build",
+            "The version of price-alertd running",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register(
+            "ticks",
+            "Job runs, by job and result (ok, failed, skipped; elsewhere: another daemon sharing the database took the fire time)",
+            self.ticks.clone(),
+        );
+        registry.register(
+            "tick_duration_seconds",
+            "How long job runs took",
+            self.tick_seconds.clone(),
+        );
+        registry.register(
+            "tickers_changed",
+            "Tickers whose quote a job's tick found written since its last tick",
+            self.tickers_changed.clone(),
+        );
+        registry.register(
+            "alerts_evaluated",
+            "Enabled alerts read and judged: those a moved price can reach, and those changed since the job's last tick",
+            self.evaluated.clone(),
+        );
+        registry.register(
+            "alerts_triggered",
+            "Alerts claimed, one event each",
+            self.triggered.clone(),
+        );
+        registry.register(
+            "alerts_rearmed",
+            "Repeating alerts re-armed because their cooldown passed",
+            self.rearmed.clone(),
+        );
+        registry.register(
+            "alerts_skipped",
+            "Alerts not evaluated or not claimed, by reason (stale, malformed, no_quote, unavailable, expired; locked: triggered, but another transaction held the row, so it is claimed by a later tick)",
+            self.skipped.clone(),
+        );
+        registry.register(
+            "fires_taken_over",
+            "Fire times this daemon took over from a daemon sharing the database that stopped beating mid-run",
+            self.takeovers.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Delivery attempts, by outcome (delivered, failed, dead, released) and the receiver's response",
+            self.deliveries.clone(),
+        );
+        registry.register(
+            "delivery_duration_seconds",
+            "How long delivery attempts took",
+            self.delivery_seconds.clone(),
+        );
+        registry.register(
+            "last_successful_tick_timestamp_seconds",
+            "When each job last finished without error (unix seconds; 0: not yet)",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Events waiting for delivery",
+            self.outbox_pending.clone(),
+        );
+        registry.register("outbox_dead", "Dead letters", self.outbox_dead.clone());
+        registry.register(
+            "outbox_oldest_pending_age_seconds",
+            "How long the oldest event waiting for delivery has waited (0: none waits)",
+            self.outbox_oldest.clone(),
+        );
+        registry.register(
+            "config_last_reload_successful",
+            "Whether the last configuration reload (SIGHUP) succeeded",
+            self.reload_successful.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration was last loaded successfully (unix seconds)",
+            self.reload_success_time.clone(),
+        );
+    }
+}
+
+pub(super) fn now_seconds() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
+}
