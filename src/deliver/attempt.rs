@@ -12,13 +12,14 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use sha2::Sha256;
 
-use super::route::Target;
-use super::{Stop, now_ms};
 use crate::config::{Secret, WebhookConfig};
 use crate::http_client;
 use crate::logging::error_chain;
 use crate::metrics::Response;
 use crate::store::outbox::{Leased, Outcome, Settled};
+
+use super::route::Target;
+use super::time::{Stop, now_ms};
 
 /// The longest `Retry-After` a receiver can impose.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);

@@ -1,0 +1,98 @@
+//! How much a deliverer leases ahead, for how long, and whether a leased
+//! row may still be sent: all in unix milliseconds, as the outbox keeps them.
+
+use std::time::Duration;
+
+use super::attempt::Webhook;
+use super::time::now_ms;
+
+/// How many waves of `concurrency` attempts a deliverer keeps leased ahead:
+/// enough that requests never wait for the outbox's bookkeeping.
+pub(super) const WAVES: u32 = 4;
+
+/// Leased rows not yet sent, at least.
+const MIN_AHEAD: usize = 256;
+
+/// What a lease keeps beyond its waves of attempts, for recording them.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
+
+/// How long finished attempts may wait for the next exchange with the outbox
+/// while requests are still running.
+pub(super) const RECORD_AFTER: Duration = Duration::from_millis(20);
+
+impl Webhook {
+    /// Attempts at once.
+    pub(super) fn concurrency(&self) -> usize {
+        self.config.concurrency
+    }
+
+    /// Leased rows not yet sent, at most: `WAVES` waves, and enough that
+    /// requests to a fast receiver never wait for the next exchange.
+    pub(super) fn ahead(&self) -> usize {
+        (self.concurrency() * WAVES as usize).max(MIN_AHEAD)
+    }
+
+    /// Leased rows not yet recorded, at most (the ones ahead, and the
+    /// attempts that finished while an exchange ran).
+    pub(super) fn held(&self) -> usize {
+        self.ahead() * 2
+    }
+
+    /// The longest one attempt can take.
+    fn attempt_bound(&self) -> Duration {
+        self.config.connect_timeout + self.config.timeout
+    }
+
+    /// How long a lease lasts: a leased row waits behind at most `WAVES - 1`
+    /// waves of attempts, each bounded by the timeouts, then is sent itself,
+    /// then recorded. A row whose lease ran short anyway (a stalled database)
+    /// is given back unsent: a lease that ran out mid-attempt would let
+    /// another deliverer send the same row at the same time.
+    pub(super) fn lease(&self) -> Duration {
+        self.attempt_bound() * WAVES + LEASE_MARGIN
+    }
+
+    /// Whether a row leased until `lease_until` may still be sent now.
+    pub(super) fn sendable(&self, lease_until: i64) -> bool {
+        lease_until - now_ms() >= (self.attempt_bound() + LEASE_MARGIN / 2).as_millis() as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook(concurrency: usize) -> Webhook {
+        let config = crate::config::parse(
+            &format!(
+                "[webhook]\nurl = \"http://127.0.0.1:9/\"\ntimeout = \"15s\"\n\
+                 connect_timeout = \"5s\"\nconcurrency = {concurrency}\n"
+            ),
+            std::path::Path::new("."),
+            None,
+        )
+        .unwrap();
+        Webhook::new(&config.webhook).unwrap()
+    }
+
+    #[test]
+    fn a_row_is_sent_only_while_its_lease_outlasts_the_attempt_by_the_margin() {
+        let webhook = webhook(16);
+        // 4 waves of (5 s + 15 s), and 10 s to record them.
+        assert_eq!(webhook.lease(), Duration::from_secs(90));
+        let now = now_ms();
+        assert!(webhook.sendable(now + webhook.lease().as_millis() as i64));
+        // The attempt may take 20 s; 5 s more are left for the record.
+        assert!(webhook.sendable(now + 25_500));
+        assert!(!webhook.sendable(now + 24_000));
+        assert!(!webhook.sendable(now - 1));
+    }
+
+    #[test]
+    fn the_rows_held_follow_the_concurrency_with_a_floor() {
+        assert_eq!(webhook(16).ahead(), 256);
+        assert_eq!(webhook(16).held(), 512);
+        assert_eq!(webhook(200).ahead(), 800);
+        assert_eq!(webhook(1024).held(), 8192);
+    }
+}

@@ -1,0 +1,420 @@
+//! The pipeline of one webhook configuration: leased rows through a queue to
+//! at most `concurrency` attempts, their outcomes recorded and the next rows
+//! leased in one exchange with the outbox, while the attempts go on.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::log_recurring;
+use crate::metrics::{Delivery, Metrics, Response};
+use crate::recurring::Recurring;
+use crate::store::outbox::{self, Leased, Outcome, Settled, Want};
+use crate::store::{self, Pool};
+
+use super::attempt::{Webhook, attempt};
+use super::lease::RECORD_AFTER;
+use super::time::{Stop, now_ms};
+use super::users::{Answered, Users};
+
+/// What a deliverer did over its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub delivered: u64,
+    /// Attempts that failed and will be retried.
+    pub failed: u64,
+    /// Events moved to the dead letters.
+    pub dead: u64,
+}
+
+/// Why a pipeline ended.
+pub(super) enum Ended {
+    /// Nothing is due now.
+    Idle,
+    /// The configuration changed: go on with the new one.
+    Reconfigured,
+    /// The drain deadline passed.
+    Stopped,
+}
+
+/// An attempt under way: what became of it, the receiver's answer, how long it took.
+type Attempting = Pin<Box<dyn Future<Output = (Settled, Response, Duration)> + Send>>;
+
+/// An exchange with the outbox under way: the rows it leased.
+type Exchanging = Pin<Box<dyn Future<Output = anyhow::Result<Vec<Leased>>> + Send>>;
+
+/// A deliverer's state across its pipelines.
+pub(super) struct Deliverer<'a> {
+    pub(super) pool: &'a Pool,
+    pub(super) owner: &'a str,
+    pub(super) metrics: &'a Metrics,
+    pub(super) totals: Totals,
+    pub(super) bookkeeping_failures: Recurring,
+    pub(super) attempt_failures: Recurring,
+    pub(super) outbox_failures: Recurring,
+    pub(super) checkpoint_failures: std::sync::Mutex<Recurring>,
+    /// Failed exchanges in a row, and when the next may start.
+    pub(super) failures_in_a_row: u32,
+    pub(super) retry_at: Option<Instant>,
+}
+
+/// One webhook configuration's pipeline: rows flow from the outbox through a
+/// queue to at most `concurrency` attempts at once, and their outcomes back.
+/// One exchange with the outbox at a time records the finished attempts and
+/// leases the next rows in one transaction, while the attempts go on.
+struct Pipeline {
+    webhook: Webhook,
+    /// Leased, not sent yet, in lease order.
+    queue: VecDeque<Leased>,
+    attempts: FuturesUnordered<Attempting>,
+    /// Finished, not recorded yet; since when the oldest waits.
+    finished: Vec<Settled>,
+    finished_since: Option<Instant>,
+    /// The exchange under way, with the outcomes it records and how many
+    /// rows it asked for.
+    exchange: Option<(Exchanging, Arc<Vec<Settled>>)>,
+    asked: usize,
+    /// Routing by user: `Users::room_made` when the exchange under way was asked for.
+    room_when_asked: u64,
+    /// The last exchange leased fewer rows than it asked for: nothing more is
+    /// due until a wake or the next idle check.
+    exhausted: bool,
+    reconfigured: bool,
+    /// With each user's events going to a URL of their own: what each user
+    /// holds here.
+    users: Option<Users>,
+}
+
+/// What woke a pipeline.
+enum Woken {
+    Attempt((Settled, Response, Duration)),
+    Exchange(anyhow::Result<Vec<Leased>>),
+    Timer,
+    Wake,
+    Stop,
+    Reconfigured,
+}
+
+impl Deliverer<'_> {
+    pub(super) async fn pipeline(
+        &mut self,
+        webhook: Webhook,
+        wake: &Notify,
+        stop: &mut Stop,
+        webhooks: &mut watch::Receiver<Webhook>,
+    ) -> Ended {
+        let webhook_per_user = webhook.per_user();
+        let mut pipeline = Pipeline {
+            webhook,
+            queue: VecDeque::new(),
+            attempts: FuturesUnordered::new(),
+            finished: Vec::new(),
+            finished_since: None,
+            exchange: None,
+            asked: 0,
+            room_when_asked: 0,
+            exhausted: false,
+            reconfigured: false,
+            users: webhook_per_user.then(Users::default),
+        };
+        loop {
+            let past_deadline = stop
+                .borrow()
+                .is_some_and(|deadline| Instant::now() >= deadline);
+            pipeline.reconfigured |= webhooks.has_changed().unwrap_or(false);
+            let winding_down = past_deadline || pipeline.reconfigured;
+            if winding_down {
+                // Rows not sent yet go back as they were.
+                while let Some(event) = pipeline.queue.pop_front() {
+                    self.give_back(&mut pipeline, &event);
+                }
+            }
+            self.dispatch(&mut pipeline, stop);
+            self.start_exchange(&mut pipeline, !winding_down);
+            if pipeline.is_empty() {
+                return if past_deadline {
+                    Ended::Stopped
+                } else if pipeline.reconfigured {
+                    Ended::Reconfigured
+                } else {
+                    Ended::Idle
+                };
+            }
+            match pipeline.wait(self.retry_at, wake, stop, webhooks).await {
+                Woken::Attempt(done) => {
+                    self.attempted(&mut pipeline, done);
+                    // And every other that finished meanwhile, before the next wait.
+                    while let Some(Some(done)) = pipeline.attempts.next().now_or_never() {
+                        self.attempted(&mut pipeline, done);
+                    }
+                }
+                Woken::Exchange(result) => {
+                    if self.exchanged(&mut pipeline, result).is_err() && past_deadline {
+                        // Nothing more can be recorded in time: the leases
+                        // give the rows back when they run out.
+                        return Ended::Stopped;
+                    }
+                }
+                Woken::Wake => pipeline.exhausted = false,
+                Woken::Reconfigured => pipeline.reconfigured = true,
+                Woken::Timer | Woken::Stop => {}
+            }
+        }
+    }
+
+    /// Starts attempts from the queue while fewer than `concurrency` run:
+    /// the first row in queue order, or, routing by user, the first of a
+    /// user with no request in flight.
+    fn dispatch(&self, pipeline: &mut Pipeline, stop: &Stop) {
+        while pipeline.attempts.len() < pipeline.webhook.concurrency() {
+            let next = match &pipeline.users {
+                None => (!pipeline.queue.is_empty()).then_some(0),
+                Some(users) => pipeline
+                    .queue
+                    .iter()
+                    .position(|event| !users.is_busy(event)),
+            };
+            let Some(event) = next.and_then(|at| pipeline.queue.remove(at)) else {
+                return;
+            };
+            if !pipeline.webhook.sendable(event.lease_until) {
+                self.give_back(pipeline, &event);
+                continue;
+            }
+            if let Some(users) = &mut pipeline.users {
+                users.sending(&event);
+            }
+            let (webhook, stop) = (pipeline.webhook.clone(), stop.clone());
+            pipeline.attempts.push(Box::pin(async move {
+                let started = std::time::Instant::now();
+                let (settled, response) = attempt(&webhook, event, stop).await;
+                (settled, response, started.elapsed())
+            }));
+        }
+    }
+
+    /// A leased row goes back unsent, as it was.
+    fn give_back(&self, pipeline: &mut Pipeline, event: &Leased) {
+        self.metrics
+            .delivery(Delivery::Released, Response::None, Duration::ZERO);
+        pipeline.left(event.row_id, Answered::No);
+        pipeline.settle(Settled {
+            row_id: event.row_id,
+            lease_until: event.lease_until,
+            outcome: Outcome::Released,
+        });
+    }
+
+    /// Starts an exchange with the outbox, unless one runs or waits out a
+    /// failure: it records what finished, and leases more rows when the queue
+    /// runs low and `lease` allows.
+    fn start_exchange(&self, pipeline: &mut Pipeline, lease: bool) {
+        let now = Instant::now();
+        if pipeline.exchange.is_some() || self.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        let webhook = &pipeline.webhook;
+        let unsent = pipeline.queue.len() + pipeline.attempts.len();
+        let held = unsent + pipeline.finished.len();
+        let limit = if lease && !pipeline.exhausted && unsent <= webhook.ahead() / 2 {
+            (webhook.ahead() - unsent).min(webhook.held().saturating_sub(held))
+        } else {
+            0
+        };
+        let record = !pipeline.finished.is_empty()
+            && (limit > 0
+                || !lease
+                || unsent == 0
+                || pipeline.finished.len() >= webhook.concurrency()
+                || pipeline
+                    .finished_since
+                    .is_some_and(|since| now >= since + RECORD_AFTER));
+        if limit == 0 && !record {
+            return;
+        }
+        let settled = Arc::new(if record {
+            pipeline.finished_since = None;
+            std::mem::take(&mut pipeline.finished)
+        } else {
+            Vec::new()
+        });
+        let want = (limit > 0).then(|| {
+            let now_ms = now_ms();
+            Want {
+                now_ms,
+                lease_until: now_ms + webhook.lease().as_millis() as i64,
+                limit,
+                spread: pipeline.users.as_ref().map(Users::spread),
+            }
+        });
+        let (pool, owner, recording) = (self.pool.clone(), self.owner.to_owned(), settled.clone());
+        let exchanging = async move {
+            store::blocking(&pool, "leasing and recording events", move |connection| {
+                let now = store::timestamp(chrono::Utc::now());
+                outbox::exchange(connection, &owner, &recording, &now, want)
+            })
+            .await
+        };
+        pipeline.exchange = Some((Box::pin(exchanging), settled));
+        pipeline.asked = limit;
+        pipeline.room_when_asked = pipeline.users.as_ref().map_or(0, |users| users.room_made);
+    }
+
+    fn attempted(
+        &mut self,
+        pipeline: &mut Pipeline,
+        (settled, response, took): (Settled, Response, Duration),
+    ) {
+        let kind = match &settled.outcome {
+            Outcome::Delivered => {
+                if let Some(failures) = self.attempt_failures.succeeded() {
+                    tracing::info!(failures, "deliveries work again");
+                }
+                Delivery::Delivered
+            }
+            Outcome::Retry { error, .. } => {
+                log_recurring!(
+                    warn,
+                    self.attempt_failures,
+                    error.clone(),
+                    "deliveries failed; they will be retried"
+                );
+                Delivery::Failed
+            }
+            Outcome::Dead { .. } => Delivery::Dead,
+            Outcome::Released => Delivery::Released,
+        };
+        self.metrics.delivery(kind, response, took);
+        pipeline.left(settled.row_id, Answered::Yes);
+        pipeline.settle(settled);
+    }
+
+    /// Takes an exchange's result: counts what it recorded and queues what it
+    /// leased; after a failure, keeps the outcomes for the next one.
+    fn exchanged(
+        &mut self,
+        pipeline: &mut Pipeline,
+        result: anyhow::Result<Vec<Leased>>,
+    ) -> Result<(), ()> {
+        let (_, recorded) = pipeline.exchange.take().expect("an exchange was under way");
+        match result {
+            Ok(leased) => {
+                self.failures_in_a_row = 0;
+                self.retry_at = None;
+                if let Some(failures) = self.bookkeeping_failures.succeeded() {
+                    tracing::info!(failures, "delivery bookkeeping works again");
+                }
+                for settled in recorded.iter() {
+                    match settled.outcome {
+                        Outcome::Delivered => self.totals.delivered += 1,
+                        Outcome::Retry { .. } => self.totals.failed += 1,
+                        Outcome::Dead { .. } => self.totals.dead += 1,
+                        Outcome::Released => {}
+                    }
+                }
+                if pipeline.asked > 0 {
+                    // Fewer than asked for: nothing more is due now. Routing
+                    // by user, a lease gives each user only a share: only
+                    // none at all says so, until a user has room again (which
+                    // may have happened while the exchange ran).
+                    pipeline.exhausted = match &pipeline.users {
+                        None => leased.len() < pipeline.asked,
+                        Some(users) => {
+                            leased.is_empty() && users.room_made == pipeline.room_when_asked
+                        }
+                    };
+                }
+                if let Some(users) = &mut pipeline.users {
+                    leased.iter().for_each(|event| users.leased(event));
+                }
+                pipeline.queue.extend(leased);
+                Ok(())
+            }
+            Err(error) => {
+                self.failures_in_a_row += 1;
+                // Back off instead of spinning; outcomes wait for the next try.
+                self.retry_at = Some(
+                    Instant::now() + Duration::from_millis(200) * self.failures_in_a_row.min(25),
+                );
+                let mut kept = Arc::unwrap_or_clone(recorded);
+                kept.append(&mut pipeline.finished);
+                pipeline.finished = kept;
+                pipeline.finished_since.get_or_insert_with(Instant::now);
+                log_recurring!(
+                    error,
+                    self.bookkeeping_failures,
+                    format!("{error:#}"),
+                    "delivery bookkeeping failed"
+                );
+                Err(())
+            }
+        }
+    }
+}
+
+impl Pipeline {
+    /// A row leaves the pipeline's hands (see `Users::left`).
+    pub(super) fn left(&mut self, row_id: i64, answered: Answered) {
+        if let Some(users) = &mut self.users
+            && users.left(row_id, answered)
+        {
+            self.exhausted = false;
+        }
+    }
+
+    fn settle(&mut self, settled: Settled) {
+        self.finished.push(settled);
+        self.finished_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Nothing leased is left: every row sent and recorded, or given back.
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+            && self.attempts.is_empty()
+            && self.finished.is_empty()
+            && self.exchange.is_none()
+    }
+
+    /// Waits for an attempt or the exchange to finish, a timer (recording
+    /// finished attempts, retrying a failed exchange), a wake, a stop, or a
+    /// new configuration.
+    async fn wait(
+        &mut self,
+        retry_at: Option<Instant>,
+        wake: &Notify,
+        stop: &mut Stop,
+        webhooks: &mut watch::Receiver<Webhook>,
+    ) -> Woken {
+        // While an exchange runs, the next one waits for it, not for a timer.
+        let timer = match retry_at {
+            _ if self.exchange.is_some() => None,
+            Some(at) if at > Instant::now() => Some(at),
+            _ => self.finished_since.map(|since| since + RECORD_AFTER),
+        };
+        // While attempts run, the end of the next one comes soon enough to
+        // look at the stop and the configuration (each attempt watches the
+        // drain deadline itself); a wake matters only when nothing was due.
+        let quiet = self.attempts.is_empty();
+        let Pipeline {
+            attempts,
+            exchange,
+            exhausted,
+            ..
+        } = self;
+        tokio::select! {
+            Some(done) = attempts.next(), if !quiet => Woken::Attempt(done),
+            result = async { exchange.as_mut().expect("checked").0.as_mut().await }, if exchange.is_some() => Woken::Exchange(result),
+            () = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => Woken::Timer,
+            () = wake.notified(), if *exhausted => Woken::Wake,
+            Ok(()) = stop.changed(), if quiet => Woken::Stop,
+            Ok(()) = webhooks.changed(), if quiet => Woken::Reconfigured,
+        }
+    }
+}
