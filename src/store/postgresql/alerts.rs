@@ -349,7 +349,7 @@ impl ClaimStatements {
                  SELECT e.event_id, e.alert_id, e.body, $4, $5, e.user_id
                  FROM unnest($1::text[], $2::bigint[], $3::text[], $6::text[]) AS e (event_id, alert_id, body, user_id)",
             )?,
-            notify: connection.prepared(super::NOTIFY_OUTBOX)?,
+            notify: connection.prepared(super::listen::NOTIFY_OUTBOX)?,
         })
     }
 }

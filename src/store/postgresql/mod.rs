@@ -20,26 +20,34 @@
 //!   untyped literals `'1'` and `'0'`, which PostgreSQL reads as the
 //!   column's type.
 
-pub mod alerts;
-pub mod changes;
-pub mod cluster;
-mod connect;
-pub mod outbox;
-pub mod runs;
+mod listen;
+mod migrate;
+
+pub use listen::listen;
+pub use migrate::{SCHEMA_VERSION, migrate};
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use postgres::{Client, Statement};
 
-use connect::{Manager, manager};
-
-use super::{Unusable, failure};
 use crate::config::PostgresConfig;
 
-/// The schema version this build migrates a PostgreSQL database to
-/// (`price_alertd_schema.version`).
-pub const SCHEMA_VERSION: i32 = 3;
+use super::{Unusable, failure};
+use connect::{Manager, manager};
+use migrate::{newer, schema_version};
+
+pub mod alerts;
+
+pub mod changes;
+
+pub mod cluster;
+
+mod connect;
+
+pub mod outbox;
+
+pub mod runs;
 
 /// What the engine's statements return: the client's error, which the store
 /// wraps into its own.
@@ -103,64 +111,6 @@ impl PgPool {
             }
         })
     }
-}
-
-/// The channel the claim (and a replay) notifies when it queues events...
-const OUTBOX_CHANNEL: &str = "price_alertd_outbox";
-/// ...with this statement, in its transaction: delivered at commit.
-pub(super) const NOTIFY_OUTBOX: &str = "SELECT pg_notify('price_alertd_outbox', '')";
-
-/// Calls `wake` whenever a transaction that queued events commits, on any
-/// member, until `stop` is set: `LISTEN` on a connection of its own, on a
-/// thread of its own. Notifications are lost while the connection is down,
-/// so `wake` is also called after every (re)connection; the deliverers poll
-/// besides.
-pub fn listen(
-    pool: &PgPool,
-    wake: std::sync::Arc<dyn Fn() + Send + Sync>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    use postgres::fallible_iterator::FallibleIterator as _;
-    use std::sync::atomic::Ordering;
-    let manager = pool.manager.clone();
-    std::thread::Builder::new()
-        .name("outbox-listener".into())
-        .spawn(move || {
-            let mut backoff = Duration::from_secs(1);
-            while !stop.load(Ordering::Relaxed) {
-                let listening = manager.connect().and_then(|mut client| {
-                    client.batch_execute(&format!("LISTEN {OUTBOX_CHANNEL}"))?;
-                    Ok(client)
-                });
-                let mut client = match listening {
-                    Ok(client) => client,
-                    Err(error) => {
-                        tracing::debug!(%error, "listening for new events failed; polling meanwhile");
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                        continue;
-                    }
-                };
-                backoff = Duration::from_secs(1);
-                wake();
-                while !stop.load(Ordering::Relaxed) && !client.is_closed() {
-                    let mut notifications = client.notifications();
-                    let next = notifications.timeout_iter(Duration::from_secs(1)).next();
-                    match next {
-                        Ok(Some(_)) => {
-                            // Coalesce what else arrived: one wake is enough.
-                            while let Ok(Some(_)) = notifications.iter().next() {}
-                            wake();
-                        }
-                        Ok(None) => {}
-                        Err(error) => {
-                            tracing::debug!(%error, "the listening connection failed; reconnecting");
-                            break;
-                        }
-                    }
-                }
-            }
-        })
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -327,234 +277,6 @@ fn failure_of(error: postgres::Error, doing: String) -> anyhow::Error {
         message: doing,
     })
 }
-
-fn newer(config: &PostgresConfig, version: i32) -> anyhow::Error {
-    failure(
-        Unusable::Data,
-        format!(
-            "{} is at schema version {version}, newer than this price-alertd's {SCHEMA_VERSION}: \
-             a newer version migrated it",
-            config.display
-        ),
-    )
-}
-
-/// The schema version, 0 for a database this daemon never migrated.
-fn schema_version(client: &mut impl postgres::GenericClient) -> Result<i32, postgres::Error> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass('price_alertd_schema') IS NOT NULL", &[])?
-        .try_get(0)?;
-    if !exists {
-        return Ok(0);
-    }
-    let row = client.query_opt("SELECT version FROM price_alertd_schema WHERE id = 1", &[])?;
-    row.map_or(Ok(0), |row| row.try_get(0))
-}
-
-/// Brings the schema to [`SCHEMA_VERSION`] in one transaction, under an
-/// advisory lock, so that daemons starting at once migrate once. The lock is
-/// taken before the transaction begins: a transaction that began before the
-/// winner committed could still see the catalog without the winner's tables.
-pub fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-    let migrated = migrate_locked(client);
-    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
-    migrated?;
-    unlocked.map(|_| ())
-}
-
-fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
-    let mut transaction = client.transaction()?;
-    let version = schema_version(&mut transaction)?;
-    if version < 1 {
-        transaction.batch_execute(
-            &MIGRATION_1
-                .replace("{level}", changes::LEVEL)
-                .replace("{cluster}", crate::store::cluster::SCHEMA),
-        )?;
-    }
-    if version < 2 {
-        transaction.batch_execute(MIGRATION_2)?;
-    }
-    if version < 3 {
-        transaction.batch_execute(MIGRATION_3)?;
-    }
-    if version < SCHEMA_VERSION {
-        transaction.execute(
-            "UPDATE price_alertd_schema SET version = $1 WHERE id = 1",
-            &[&SCHEMA_VERSION],
-        )?;
-    }
-    transaction.commit()
-}
-
-/// The advisory lock key migrations take ("pa-migr" in ASCII).
-const MIGRATION_LOCK: i64 = 0x70_61_2d_6d_69_67_72;
-
-/// Everything SQLite's six migrations made, at once: the contract's tables
-/// (kept as the application made them if they exist), armings and change
-/// numbers kept by a trigger, the outbox, observations, watermarks, runs,
-/// and the installation id.
-const MIGRATION_1: &str = r#"
-CREATE TABLE price_alertd_schema (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    version INTEGER NOT NULL
-);
-INSERT INTO price_alertd_schema (id, version) VALUES (1, 0);
-
-CREATE TABLE IF NOT EXISTS price_alerts (
-    id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
-    ticker TEXT NOT NULL,
-    condition TEXT NOT NULL,
-    target_price DOUBLE PRECISION NOT NULL,
-    reference_price DOUBLE PRECISION,
-    enabled INTEGER NOT NULL DEFAULT 1,
-    triggered_at TEXT,
-    triggered_price DOUBLE PRECISION,
-    created_at TEXT NOT NULL,
-    user_id TEXT,
-    note TEXT
-);
-CREATE INDEX IF NOT EXISTS idx_price_alerts_enabled ON price_alerts (ticker, enabled);
-CREATE TABLE IF NOT EXISTS quotes (
-    ticker TEXT PRIMARY KEY,
-    price DOUBLE PRECISION NOT NULL,
-    updated_at TEXT NOT NULL
-);
--- `expires_at` is the application's to write; it may have added it.
-ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS expires_at TEXT;
-ALTER TABLE price_alerts ADD COLUMN expired_at TEXT;
-
--- Invariant 3: every arming of an alert, its insertion or a re-enable by
--- anyone, takes a fresh number from one sequence. Existing alerts keep their
--- id as their first arming.
-ALTER TABLE price_alerts ADD COLUMN arming BIGINT NOT NULL DEFAULT 0;
-UPDATE price_alerts SET arming = id;
-CREATE SEQUENCE price_alerts_arming;
--- The next arming is one past the largest id, as on SQLite.
-SELECT setval('price_alerts_arming', coalesce((SELECT max(id) FROM price_alerts), 0) + 1, false);
-
--- What changed: the id of the transaction that last inserted, re-armed or
--- edited an alert (or wrote a quote). See `store::postgres`.
-ALTER TABLE price_alerts ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE quotes ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
-CREATE INDEX price_alerts_changed ON price_alerts (change_seq);
-CREATE INDEX price_alerts_level ON price_alerts (ticker, condition, ({level})) WHERE enabled = '1';
-CREATE INDEX idx_price_alerts_expiry ON price_alerts (expires_at) WHERE enabled = '1' AND expires_at IS NOT NULL;
-CREATE INDEX quotes_changed ON quotes (change_seq);
-
-CREATE FUNCTION price_alerts_track() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        NEW.arming := nextval('price_alerts_arming');
-    ELSIF OLD.enabled = '0' THEN
-        NEW.arming := nextval('price_alerts_arming');
-    END IF;
-    NEW.change_seq := pg_current_xact_id()::text::bigint;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER price_alerts_armed_on_insert BEFORE INSERT ON price_alerts
-FOR EACH ROW EXECUTE FUNCTION price_alerts_track();
--- A re-arm (0 -> 1) takes an arming and a change number; an edit of what the
--- evaluation reads, a change number. The claim (1 -> 0) takes neither.
-CREATE TRIGGER price_alerts_changed_on_update BEFORE UPDATE ON price_alerts
-FOR EACH ROW WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINCT FROM NEW.enabled
-    OR OLD.ticker IS DISTINCT FROM NEW.ticker OR OLD.condition IS DISTINCT FROM NEW.condition
-    OR OLD.target_price IS DISTINCT FROM NEW.target_price
-    OR OLD.reference_price IS DISTINCT FROM NEW.reference_price
-    OR OLD.expires_at IS DISTINCT FROM NEW.expires_at))
-EXECUTE FUNCTION price_alerts_track();
-
-CREATE FUNCTION quotes_track() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.change_seq := pg_current_xact_id()::text::bigint;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER quotes_changed_on_insert BEFORE INSERT ON quotes
-FOR EACH ROW EXECUTE FUNCTION quotes_track();
-CREATE TRIGGER quotes_changed_on_update BEFORE UPDATE ON quotes
-FOR EACH ROW WHEN (OLD.price IS DISTINCT FROM NEW.price OR OLD.updated_at IS DISTINCT FROM NEW.updated_at)
-EXECUTE FUNCTION quotes_track();
-
--- A text time as the application wrote it, or NULL when it is not one:
--- a malformed expiry must not fail the whole expiry statement.
-CREATE FUNCTION price_alertd_time(value TEXT) RETURNS TIMESTAMPTZ LANGUAGE plpgsql STABLE AS $$
-BEGIN
-    RETURN value::timestamptz;
-EXCEPTION WHEN OTHERS THEN
-    RETURN NULL;
-END $$;
-
--- Invariant 2: one row per claimed alert, inserted in the claim's
--- transaction. The body is fixed at the claim. Leased rows move their
--- `next_attempt_at` to the lease's end, out of the due range.
-CREATE TABLE outbox (
-    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id TEXT NOT NULL UNIQUE,
-    alert_id BIGINT NOT NULL,
-    body TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at BIGINT NOT NULL,       -- unix milliseconds
-    lease_owner TEXT,
-    lease_until BIGINT,                    -- unix milliseconds
-    last_error TEXT,
-    delivered_at TEXT,
-    dead_at TEXT
-) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
-CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead';
-CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE state = 'pending';
-CREATE INDEX outbox_pending ON outbox (id) WHERE state = 'pending';
-
-CREATE TABLE observations (
-    ticker TEXT PRIMARY KEY,
-    price DOUBLE PRECISION NOT NULL,
-    quote_time TEXT NOT NULL,
-    observed_at TEXT NOT NULL
-);
-CREATE TABLE job_runs (
-    job TEXT PRIMARY KEY,
-    started_at TEXT NOT NULL,
-    duration_ms BIGINT NOT NULL,
-    result TEXT NOT NULL CHECK (result IN ('ok', 'failed')),
-    detail TEXT NOT NULL,
-    last_success_at TEXT,
-    member TEXT                        -- who ran it (store::cluster::Me)
-);
-{cluster}
-CREATE TABLE job_watermarks (
-    job TEXT PRIMARY KEY,
-    change_seq BIGINT NOT NULL,
-    updated_at TEXT NOT NULL
-);
--- 96 random bits from the server's strong generator, chosen once.
-CREATE TABLE installation (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    installation_id TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-INSERT INTO installation (id, installation_id, created_at)
-VALUES (1, substr(encode(sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8')), 'hex'), 1, 24),
-        to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'));
-"#;
-
-/// Each event's user, for routing by `{user_id}` (`deliver`): the claim
-/// stores it beside the body; the events still to deliver take theirs from
-/// their bodies (which the daemon wrote: always JSON).
-const MIGRATION_2: &str = "
-ALTER TABLE outbox ADD COLUMN user_id TEXT;
-UPDATE outbox SET user_id = body::jsonb -> 'data' ->> 'user_id' WHERE state <> 'delivered';
-";
-
-/// Repeating alerts: the application's `cooldown` (added if it has none),
-/// and when the claim of an alert with one makes it due to be re-armed (unix
-/// ms), through a partial index of those waiting.
-const MIGRATION_3: &str = "
-ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS cooldown TEXT;
-ALTER TABLE price_alerts ADD COLUMN rearm_at BIGINT;
-CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at) WHERE rearm_at IS NOT NULL;
-";
 
 /// The id this database got at its first migration.
 pub fn installation_id(connection: &mut PgConnection) -> Result<String, postgres::Error> {

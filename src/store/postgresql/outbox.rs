@@ -257,7 +257,7 @@ pub fn replay(
          WHERE event_id = ANY($2::text[]) AND state IN ('pending', 'dead')
          RETURNING event_id",
     )?;
-    let notify = connection.prepared(super::NOTIFY_OUTBOX)?;
+    let notify = connection.prepared(super::listen::NOTIFY_OUTBOX)?;
     let mut transaction = connection.client().transaction()?;
     let replayed: std::collections::HashSet<String> = transaction
         .query(&statement, &[&now_ms, &event_ids])?
@@ -280,7 +280,7 @@ pub fn replay_all_dead(connection: &mut PgConnection, now_ms: i64) -> Result<usi
              lease_owner = NULL, lease_until = NULL
          WHERE state = 'dead'",
     )?;
-    let notify = connection.prepared(super::NOTIFY_OUTBOX)?;
+    let notify = connection.prepared(super::listen::NOTIFY_OUTBOX)?;
     let mut transaction = connection.client().transaction()?;
     let replayed = transaction.execute(&statement, &[&now_ms])?;
     transaction.execute(&notify, &[])?;

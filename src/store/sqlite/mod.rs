@@ -3,11 +3,9 @@
 //! checkpoints. The queries of each concern live beside the other engine's in
 //! `alerts`, `changes`, `outbox` and `runs`.
 
-pub mod alerts;
-pub mod changes;
-pub mod cluster;
-pub mod outbox;
-pub mod runs;
+mod migrate;
+
+pub use migrate::{SCHEMA_VERSION, migrate};
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,12 +14,23 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::{Classify as _, DatabaseFailure, Unusable, failure};
+use migrate::{newer, schema_version};
+
+pub mod alerts;
+
+pub mod changes;
+
+pub mod cluster;
+
+pub mod outbox;
+
+pub mod runs;
 
 pub type SqlitePool = r2d2::Pool<SqliteConnectionManager>;
 
 /// An SQLite error while `doing` something to the database: a file that is
 /// not a database is bad data, anything else an I/O problem.
-fn sqlite_failure(error: rusqlite::Error, doing: String) -> anyhow::Error {
+pub(super) fn sqlite_failure(error: rusqlite::Error, doing: String) -> anyhow::Error {
     let kind = match error.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase) => Unusable::Data,
         _ => Unusable::Io,
@@ -32,9 +41,6 @@ fn sqlite_failure(error: rusqlite::Error, doing: String) -> anyhow::Error {
         message: doing,
     })
 }
-
-/// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 9;
 
 /// Opens (creating if missing) and migrates the database, then builds a pool
 /// of `size` connections. WAL mode and migrations run on one connection before
@@ -83,17 +89,6 @@ pub fn open(path: &Path, busy_timeout: Duration, size: u32) -> anyhow::Result<Sq
         .because(Unusable::Io, || {
             format!("opening a pool of {size} connections to {}", path.display())
         })
-}
-
-fn newer(path: &Path, version: i64) -> anyhow::Error {
-    failure(
-        Unusable::Data,
-        format!(
-            "{} is at schema version {version}, newer than this price-alertd's {SCHEMA_VERSION}: \
-             a newer version migrated it",
-            path.display()
-        ),
-    )
 }
 
 /// Creates a missing database file with mode 0666 less the umask, as most
@@ -154,303 +149,6 @@ pub fn take_role(connection: &Connection, role: Role) -> rusqlite::Result<()> {
     };
     connection.pragma_update(None, "cache_size", -kib)
 }
-
-/// Adds an optional TEXT column of the application's to `price_alerts`
-/// (`expires_at`, `cooldown`), unless the application added it already.
-fn add_alert_column_if_missing(
-    transaction: &rusqlite::Transaction<'_>,
-    column: &str,
-) -> rusqlite::Result<()> {
-    let exists: bool = transaction.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('price_alerts') WHERE name = ?1",
-        [column],
-        |row| row.get(0),
-    )?;
-    if !exists {
-        // A name of ours, never input: it cannot be a parameter here.
-        transaction.execute_batch(&format!(
-            "ALTER TABLE price_alerts ADD COLUMN {column} TEXT;"
-        ))?;
-    }
-    Ok(())
-}
-
-/// Brings the schema to [`SCHEMA_VERSION`]. Runs in one IMMEDIATE transaction,
-/// so two daemons starting at once migrate once.
-pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if version < 1 {
-        transaction.execute_batch(MIGRATION_1)?;
-    }
-    if version < 2 {
-        add_alert_column_if_missing(&transaction, "expires_at")?;
-        transaction.execute_batch(MIGRATION_2)?;
-    }
-    if version < 3 {
-        transaction.execute_batch(MIGRATION_3)?;
-    }
-    if version < 4 {
-        transaction.execute_batch(MIGRATION_4)?;
-    }
-    if version < 5 {
-        transaction.execute_batch(MIGRATION_5)?;
-    }
-    if version < 6 {
-        transaction.execute_batch(&MIGRATION_6.replace("{level}", changes::LEVEL))?;
-    }
-    if version < 7 {
-        transaction.execute_batch(MIGRATION_7)?;
-        transaction.execute_batch(crate::store::cluster::SCHEMA)?;
-    }
-    if version < 8 {
-        transaction.execute_batch(MIGRATION_8)?;
-        users_from_bodies(&transaction)?;
-    }
-    if version < 9 {
-        add_alert_column_if_missing(&transaction, "cooldown")?;
-        transaction.execute_batch(MIGRATION_9)?;
-    }
-    if version < SCHEMA_VERSION {
-        transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    }
-    transaction.commit()
-}
-
-/// The contract's tables (kept as the application made them if they exist),
-/// the arming generation behind stable event ids, and the outbox.
-const MIGRATION_1: &str = r#"
-CREATE TABLE IF NOT EXISTS price_alerts (
-    id INTEGER PRIMARY KEY,
-    ticker TEXT NOT NULL,
-    condition TEXT NOT NULL,
-    target_price REAL NOT NULL,
-    reference_price REAL,
-    enabled INTEGER NOT NULL DEFAULT 1,
-    triggered_at TEXT,
-    triggered_price REAL,
-    created_at TEXT NOT NULL,
-    user_id TEXT,
-    note TEXT
-);
-CREATE INDEX IF NOT EXISTS idx_price_alerts_enabled ON price_alerts (ticker, enabled);
-CREATE TABLE IF NOT EXISTS quotes (
-    ticker TEXT PRIMARY KEY,
-    price REAL NOT NULL,
-    updated_at TEXT NOT NULL
-);
-
--- Invariant 3: an event id is (alert id, arming). Every arming of an alert, its
--- insertion or a re-enable by anyone, takes a fresh number from one counter
--- that never goes back, so a re-armed alert, or a new alert that reuses a
--- deleted alert's id, never repeats an event id.
-CREATE TABLE arming_counter (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    last INTEGER NOT NULL
-);
-INSERT INTO arming_counter (id, last) VALUES (1, (SELECT coalesce(max(id), 0) FROM price_alerts));
-ALTER TABLE price_alerts ADD COLUMN arming INTEGER NOT NULL DEFAULT 0;
-UPDATE price_alerts SET arming = id;
-CREATE TRIGGER price_alerts_armed_on_insert AFTER INSERT ON price_alerts
-BEGIN
-    UPDATE arming_counter SET last = last + 1 WHERE id = 1;
-    UPDATE price_alerts SET arming = (SELECT last FROM arming_counter WHERE id = 1) WHERE id = NEW.id;
-END;
-CREATE TRIGGER price_alerts_armed_on_enable AFTER UPDATE OF enabled ON price_alerts
-WHEN OLD.enabled = 0 AND NEW.enabled = 1
-BEGIN
-    UPDATE arming_counter SET last = last + 1 WHERE id = 1;
-    UPDATE price_alerts SET arming = (SELECT last FROM arming_counter WHERE id = 1) WHERE id = NEW.id;
-END;
-
--- Invariant 2: one row per claimed alert, inserted in the claim's transaction.
--- The body is fixed at the claim, so every attempt sends the same bytes.
-CREATE TABLE outbox (
-    id INTEGER PRIMARY KEY,
-    event_id TEXT NOT NULL UNIQUE,
-    alert_id INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'dead')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER NOT NULL,      -- unix milliseconds
-    lease_owner TEXT,                      -- the deliverer sending it now
-    lease_until INTEGER,                   -- unix milliseconds
-    last_error TEXT,
-    delivered_at TEXT,
-    dead_at TEXT
-);
-CREATE INDEX outbox_dead ON outbox (id) WHERE state = 'dead';
-CREATE INDEX outbox_due ON outbox (state, next_attempt_at) WHERE state = 'pending';
-"#;
-
-/// Expiry, and the prices the daemon observed (for crossings).
-const MIGRATION_2: &str = r#"
--- Set by the daemon when it disables an alert whose expires_at has passed.
-ALTER TABLE price_alerts ADD COLUMN expired_at TEXT;
-CREATE INDEX idx_price_alerts_expiry ON price_alerts (expires_at) WHERE enabled = 1 AND expires_at IS NOT NULL;
-
--- The last quote the daemon evaluated for each ticker: the "previous price"
--- of crossing_up and crossing_down. It advances only after the claims of the
--- tick that evaluated it committed, so a crash never skips a crossing.
-CREATE TABLE observations (
-    ticker TEXT PRIMARY KEY,
-    price REAL NOT NULL,
-    quote_time TEXT NOT NULL,
-    observed_at TEXT NOT NULL
-);
-"#;
-
-/// The last run of each job, for `price-alertd status`.
-const MIGRATION_3: &str = r#"
-CREATE TABLE job_runs (
-    job TEXT PRIMARY KEY,
-    started_at TEXT NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    result TEXT NOT NULL CHECK (result IN ('ok', 'failed')),
-    detail TEXT NOT NULL,              -- the run's summary, or its error
-    last_success_at TEXT
-);
-"#;
-
-/// The database's own identity, in every event id.
-const MIGRATION_4: &str = r#"
--- 96 random bits (SQLite's PRNG, seeded from the OS), chosen once, when the
--- database is first migrated: every event id carries it, so ids from two
--- databases never collide, and every daemon sharing this one uses the same.
-CREATE TABLE installation (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    installation_id TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-INSERT INTO installation (id, installation_id, created_at)
-VALUES (1, lower(hex(randomblob(12))), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
-"#;
-
-/// The oldest pending event at a glance, for the metrics: pending rows in
-/// queue order, whatever the delivered rows before them.
-const MIGRATION_5: &str = r#"
-CREATE INDEX outbox_pending ON outbox (id) WHERE state = 'pending';
-"#;
-
-/// What changed since a job last looked (see `changes`): one counter,
-/// advanced by triggers on every quote write and every alert insert, re-arm
-/// or edit by anyone; the number of each row's last change; each job's
-/// watermark; and the index that makes the alerts a price can trigger a range.
-const MIGRATION_6: &str = r#"
-CREATE TABLE change_counter (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    last INTEGER NOT NULL
-);
-INSERT INTO change_counter (id, last) VALUES (1, 0);
-CREATE TABLE job_watermarks (
-    job TEXT PRIMARY KEY,              -- the job's name, scope and quote age
-    change_seq INTEGER NOT NULL,       -- every change up to it was seen
-    updated_at TEXT NOT NULL
-);
-
-ALTER TABLE price_alerts ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX price_alerts_changed ON price_alerts (change_seq);
-CREATE INDEX price_alerts_level ON price_alerts (ticker, condition, {level}) WHERE enabled = 1;
-ALTER TABLE quotes ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX quotes_changed ON quotes (change_seq);
-
--- An insert and a re-arm take a new arming (invariant 3) and a change number
--- in one statement; an edit of what the evaluation reads takes a change
--- number. The claim (enabled 1 -> 0) takes neither.
-DROP TRIGGER price_alerts_armed_on_insert;
-CREATE TRIGGER price_alerts_armed_on_insert AFTER INSERT ON price_alerts
-BEGIN
-    UPDATE arming_counter SET last = last + 1 WHERE id = 1;
-    UPDATE change_counter SET last = last + 1 WHERE id = 1;
-    UPDATE price_alerts SET arming = (SELECT last FROM arming_counter WHERE id = 1),
-                            change_seq = (SELECT last FROM change_counter WHERE id = 1)
-    WHERE id = NEW.id;
-END;
-DROP TRIGGER price_alerts_armed_on_enable;
-CREATE TRIGGER price_alerts_armed_on_enable AFTER UPDATE OF enabled ON price_alerts
-WHEN OLD.enabled = 0 AND NEW.enabled = 1
-BEGIN
-    UPDATE arming_counter SET last = last + 1 WHERE id = 1;
-    UPDATE change_counter SET last = last + 1 WHERE id = 1;
-    UPDATE price_alerts SET arming = (SELECT last FROM arming_counter WHERE id = 1),
-                            change_seq = (SELECT last FROM change_counter WHERE id = 1)
-    WHERE id = NEW.id;
-END;
-CREATE TRIGGER price_alerts_changed_on_edit
-AFTER UPDATE OF ticker, condition, target_price, reference_price, expires_at ON price_alerts
-WHEN NEW.enabled = 1 AND (OLD.ticker IS NOT NEW.ticker OR OLD.condition IS NOT NEW.condition
-    OR OLD.target_price IS NOT NEW.target_price OR OLD.reference_price IS NOT NEW.reference_price
-    OR OLD.expires_at IS NOT NEW.expires_at)
-BEGIN
-    UPDATE change_counter SET last = last + 1 WHERE id = 1;
-    UPDATE price_alerts SET change_seq = (SELECT last FROM change_counter WHERE id = 1)
-    WHERE id = NEW.id;
-END;
-CREATE TRIGGER quotes_changed_on_insert AFTER INSERT ON quotes
-BEGIN
-    UPDATE change_counter SET last = last + 1 WHERE id = 1;
-    UPDATE quotes SET change_seq = (SELECT last FROM change_counter WHERE id = 1)
-    WHERE rowid = NEW.rowid;
-END;
-CREATE TRIGGER quotes_changed_on_update AFTER UPDATE OF price, updated_at ON quotes
-WHEN OLD.price IS NOT NEW.price OR OLD.updated_at IS NOT NEW.updated_at
-BEGIN
-    UPDATE change_counter SET last = last + 1 WHERE id = 1;
-    UPDATE quotes SET change_seq = (SELECT last FROM change_counter WHERE id = 1)
-    WHERE rowid = NEW.rowid;
-END;
-"#;
-
-/// Daemons sharing the database, and who does each fire time's work
-/// (`store::cluster`); who ran each job last. Times in unix milliseconds.
-const MIGRATION_7: &str = "ALTER TABLE job_runs ADD COLUMN member TEXT;";
-
-/// Each event's user, for routing by `{user_id}` (`deliver`): the claim
-/// stores it beside the body; the events still to deliver take theirs from
-/// their bodies (`users_from_bodies`).
-const MIGRATION_8: &str = "ALTER TABLE outbox ADD COLUMN user_id TEXT;";
-
-/// Fills the user of every event still to deliver from its body, a chunk of
-/// rows at a time, in the migration's transaction. Not one `UPDATE ...
-/// json_extract(body)`: a statement whose functions may fail keeps a
-/// statement journal of every page it changes, in memory (`temp_store`),
-/// 50 MB for 100,000 pending events.
-fn users_from_bodies(transaction: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    const CHUNK: i64 = 10_000;
-    let mut read = transaction.prepare(
-        "SELECT id, body FROM outbox WHERE state <> 'delivered' AND id > ?1 ORDER BY id LIMIT ?2",
-    )?;
-    let mut write = transaction.prepare("UPDATE outbox SET user_id = ?2 WHERE id = ?1")?;
-    let mut after = i64::MIN;
-    loop {
-        let chunk: Vec<(i64, Option<String>)> = read
-            .query_map(rusqlite::params![after, CHUNK], |row| {
-                let body: String = row.get(1)?;
-                let user = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|event| event["data"]["user_id"].as_str().map(str::to_owned));
-                Ok((row.get(0)?, user))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let Some(&(last, _)) = chunk.last() else {
-            return Ok(());
-        };
-        for (id, user) in chunk {
-            if let Some(user) = user {
-                write.execute(rusqlite::params![id, user])?;
-            }
-        }
-        after = last;
-    }
-}
-
-/// Repeating alerts: when the claim of an alert with a `cooldown` makes it
-/// due to be re-armed (unix ms), through a partial index of those waiting.
-const MIGRATION_9: &str = "
-ALTER TABLE price_alerts ADD COLUMN rearm_at INTEGER;
-CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at) WHERE rearm_at IS NOT NULL;
-";
 
 /// The id this database got at its first migration (see `MIGRATION_4`).
 pub fn installation_id(connection: &Connection) -> rusqlite::Result<String> {
@@ -532,25 +230,6 @@ fn exists(path: &Path) -> anyhow::Result<()> {
             path.display()
         ),
     ))
-}
-
-fn schema_version(connection: &Connection, path: &Path) -> anyhow::Result<i64> {
-    connection
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(|error| {
-            let what = match error.sqlite_error_code() {
-                // Said in full: SQLite's "file is not a database" adds nothing.
-                Some(rusqlite::ErrorCode::NotADatabase) => {
-                    return failure(
-                        Unusable::Data,
-                        format!("the database {} is not an SQLite database", path.display()),
-                    );
-                }
-                Some(rusqlite::ErrorCode::ReadOnly) => "cannot be written",
-                _ => "cannot be read",
-            };
-            sqlite_failure(error, format!("the database {} {what}", path.display()))
-        })
 }
 
 /// Checks, without creating or changing anything, that `run` can open the
