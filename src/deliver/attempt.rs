@@ -31,7 +31,7 @@ pub const ANSWER_PREFIX: usize = 1024;
 /// The webhook's HTTP client: hyper's pooled HTTP/1 client over rustls
 /// (verification on, against the platform's roots, as reqwest does for the
 /// quote source). Without reqwest's layers (URL parsing, redirects, proxies)
-/// a request costs a fraction of the CPU; see ARCHITECTURE.md.
+/// a request costs a fraction of the CPU; see BENCHMARKS.md.
 type Client = hyper_util::client::legacy::Client<
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,

@@ -69,7 +69,9 @@ fn the_package_installs_an_enabled_service_with_its_users_and_removes_cleanly() 
         // The config may hold secrets: never world-readable.
         ("-rw-r-----", "./etc/price-alertd/price-alertd.toml"),
         ("-rw-r--r--", "./usr/share/doc/price-alertd/README.md"),
-        // Generated from the clap definitions (tests/cli.rs checks they are
+        ("-rw-r--r--", "./usr/share/doc/price-alertd/ARCHITECTURE.md"),
+        ("-rw-r--r--", "./usr/share/doc/price-alertd/BENCHMARKS.md"),
+        // Generated from the clap definitions (tests/suite/cli.rs checks they are
         // current); cargo-deb compresses man pages.
         ("-rw-r--r--", "./usr/share/man/man1/price-alertd.1.gz"),
         (
