@@ -194,7 +194,7 @@ impl Pool {
         match &self.of {
             PoolOf::Sqlite(_) => {}
             PoolOf::Postgres(pool) => {
-                postgresql::listen(pool, std::sync::Arc::new(wake), stop.clone())
+                pool.listen(std::sync::Arc::new(wake), stop.clone())
                     .context("starting the outbox listener")?;
             }
         }

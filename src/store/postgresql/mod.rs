@@ -23,7 +23,6 @@
 mod listen;
 mod migrate;
 
-pub use listen::listen;
 pub use migrate::{SCHEMA_VERSION, migrate};
 
 use std::collections::HashMap;

@@ -1,26 +1,12 @@
 //! SQLite's schema: the migrations, in order, under `PRAGMA user_version`,
 //! each in one `BEGIN IMMEDIATE` transaction.
 
-use std::path::Path;
-
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::super::{Unusable, failure};
-use super::{changes, sqlite_failure};
+use super::changes;
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 9;
-
-pub(super) fn newer(path: &Path, version: i64) -> anyhow::Error {
-    failure(
-        Unusable::Data,
-        format!(
-            "{} is at schema version {version}, newer than this price-alertd's {SCHEMA_VERSION}: \
-             a newer version migrated it",
-            path.display()
-        ),
-    )
-}
 
 /// Adds an optional TEXT column of the application's to `price_alerts`
 /// (`expires_at`, `cooldown`), unless the application added it already.
@@ -318,22 +304,3 @@ const MIGRATION_9: &str = "
 ALTER TABLE price_alerts ADD COLUMN rearm_at INTEGER;
 CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at) WHERE rearm_at IS NOT NULL;
 ";
-
-pub(super) fn schema_version(connection: &Connection, path: &Path) -> anyhow::Result<i64> {
-    connection
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(|error| {
-            let what = match error.sqlite_error_code() {
-                // Said in full: SQLite's "file is not a database" adds nothing.
-                Some(rusqlite::ErrorCode::NotADatabase) => {
-                    return failure(
-                        Unusable::Data,
-                        format!("the database {} is not an SQLite database", path.display()),
-                    );
-                }
-                Some(rusqlite::ErrorCode::ReadOnly) => "cannot be written",
-                _ => "cannot be read",
-            };
-            sqlite_failure(error, format!("the database {} {what}", path.display()))
-        })
-}

@@ -14,7 +14,6 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::{Classify as _, DatabaseFailure, Unusable, failure};
-use migrate::{newer, schema_version};
 
 pub mod alerts;
 
@@ -291,6 +290,38 @@ fn writable_folder(folder: &Path) -> std::io::Result<()> {
         .open(&probe)?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// A database a newer price-alertd migrated: refused, never downgraded.
+fn newer(path: &Path, version: i64) -> anyhow::Error {
+    failure(
+        Unusable::Data,
+        format!(
+            "{} is at schema version {version}, newer than this price-alertd's {SCHEMA_VERSION}: \
+             a newer version migrated it",
+            path.display()
+        ),
+    )
+}
+
+/// The database's schema version, or why it cannot be read.
+fn schema_version(connection: &Connection, path: &Path) -> anyhow::Result<i64> {
+    connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(|error| {
+            let what = match error.sqlite_error_code() {
+                // Said in full: SQLite's "file is not a database" adds nothing.
+                Some(rusqlite::ErrorCode::NotADatabase) => {
+                    return failure(
+                        Unusable::Data,
+                        format!("the database {} is not an SQLite database", path.display()),
+                    );
+                }
+                Some(rusqlite::ErrorCode::ReadOnly) => "cannot be written",
+                _ => "cannot be read",
+            };
+            sqlite_failure(error, format!("the database {} {what}", path.display()))
+        })
 }
 
 #[cfg(test)]
