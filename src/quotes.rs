@@ -198,7 +198,7 @@ impl QuoteSource {
         } = fetched;
         let tickers = quotes.iter().map(|(ticker, _, _)| ticker.clone()).collect();
         store::blocking(pool, "storing quotes", move |connection| {
-            store::alerts::upsert_quotes(connection, &quotes)
+            store::quotes::upsert(connection, &quotes)
         })
         .await
         .context("storing fetched quotes")?;

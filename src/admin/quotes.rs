@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use chrono::Utc;
 
 use crate::config::Config;
-use crate::store::alerts;
+use crate::store::quotes;
 
 use super::open::{connect, connect_to_read};
 use super::output::{number, print_json_lines, rfc3339};
@@ -26,7 +26,7 @@ pub fn quotes_set(
     );
     let mut connection = connect(config)?;
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    alerts::upsert_quotes(
+    quotes::upsert(
         &mut connection,
         &[(ticker.trim().to_owned(), price, now.clone())],
     )
@@ -45,7 +45,7 @@ struct QuoteLine {
 /// Prints every quote.
 pub fn quotes_list(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
     let mut connection = connect_to_read(config)?;
-    let mut quotes: Vec<QuoteLine> = alerts::quotes(&mut connection)
+    let mut quotes: Vec<QuoteLine> = quotes::list(&mut connection)
         .context("reading quotes")?
         .into_iter()
         .map(|quote| QuoteLine {

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use crate::store;
-use crate::store::alerts::{self, Observation};
+use crate::store::observations::{self, Observation};
 
 use super::claim::Locked;
 use super::plan::Plan;
@@ -42,6 +42,6 @@ pub(super) fn observe(
     let watermark = deferred.map_or(snapshot.window.settled, |first| {
         (first - 1).min(snapshot.window.settled)
     });
-    alerts::finish_tick(writer, &observed, (&snapshot.job, watermark), now)
+    observations::finish_tick(writer, &observed, (&snapshot.job, watermark), now)
         .context("recording observed prices and the job's watermark")
 }

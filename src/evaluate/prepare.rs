@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use crate::store::alerts;
-use crate::store::{self, changes};
+use crate::store::{self, changes, watermarks};
 
 use super::options::TickOptions;
 
@@ -88,7 +88,7 @@ pub(super) fn prepare(
     let (window, mut candidates) = store::read_transaction(writer, |reader| {
         let horizon = changes::horizon(reader).context("reading how far the changes reach")?;
         // A job that never ran reads everything once: every row's number is 0 or more.
-        let since = changes::watermark(reader, &job)
+        let since = watermarks::get(reader, &job)
             .context("reading the job's watermark")?
             .unwrap_or(-1);
         let window = Window {

@@ -1,5 +1,7 @@
-//! Alerts and quotes: reading what the application wrote, and the claim that
-//! disables a triggered alert and queues its event in one transaction.
+//! Alerts: reading what the application wrote, expiry and re-arming, and the
+//! claim that disables a triggered alert and queues its event in one
+//! transaction. (Quotes, observations and watermarks have rooms of their
+//! own.)
 
 use chrono::{DateTime, Utc};
 
@@ -21,14 +23,6 @@ pub struct AlertRow {
     pub note: Option<String>,
     /// As the application wrote it (`"15m"`); `evaluate` parses it.
     pub cooldown: Option<String>,
-}
-
-/// A quote as stored; a price that is not a number comes back as `None`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QuoteRow {
-    pub ticker: String,
-    pub price: Option<f64>,
-    pub updated_at: String,
 }
 
 /// An alert the evaluator found triggered, to be claimed.
@@ -63,9 +57,6 @@ pub struct Claimed {
     /// row locks: never any there.)
     pub locked: Vec<i64>,
 }
-
-/// A quote the daemon evaluated: `(ticker, price, quote_time)`.
-pub type Observation = (String, f64, String);
 
 /// An alert as operators see it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -106,12 +97,6 @@ pub struct NewAlert<'a> {
     pub user_id: Option<&'a str>,
     pub expires_at: Option<&'a str>,
     pub cooldown: Option<&'a str>,
-}
-
-/// All quotes. One short read: long readers hold back the engine's cleanup
-/// (SQLite's checkpoints).
-pub fn quotes(connection: &mut Connection) -> Result<Vec<QuoteRow>> {
-    super::engine!(connection, alerts::quotes())
 }
 
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
@@ -161,35 +146,6 @@ pub fn rearm_cooled_down(connection: &mut Connection, now: DateTime<Utc>) -> Res
 /// Sets or clears an alert's cooldown. Returns false if there is no such alert.
 pub fn set_cooldown(connection: &mut Connection, id: i64, cooldown: Option<&str>) -> Result<bool> {
     super::engine!(connection, alerts::set_cooldown(id, cooldown))
-}
-
-/// One ticker's quote, if it has one (by its primary key).
-pub fn quote(connection: &mut Connection, ticker: &str) -> Result<Option<QuoteRow>> {
-    super::engine!(connection, alerts::quote(ticker))
-}
-
-/// The last price the daemon observed for one ticker.
-pub fn observation(connection: &mut Connection, ticker: &str) -> Result<Option<f64>> {
-    super::engine!(connection, alerts::observation(ticker))
-}
-
-/// Ends a tick, in one transaction: records the evaluated quotes as the
-/// tickers' previous prices (unless a newer quote was recorded meanwhile, by
-/// another daemon), and moves the job's watermark (`(key, change)`), never
-/// back.
-pub fn finish_tick(
-    connection: &mut Connection,
-    observed: &[Observation],
-    watermark: (&str, i64),
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let now = super::timestamp(now);
-    super::engine!(connection, alerts::finish_tick(observed, watermark, &now))
-}
-
-/// Stores fetched quotes with the source's own times. One transaction.
-pub fn upsert_quotes(connection: &mut Connection, quotes: &[(String, f64, String)]) -> Result<()> {
-    super::engine!(connection, alerts::upsert_quotes(quotes))
 }
 
 /// Re-arms a disabled alert: enabled again, its trigger and expiry stamps

@@ -32,12 +32,6 @@ pub fn horizon(connection: &mut Connection) -> Result<Horizon> {
     super::engine!(connection, changes::horizon())
 }
 
-/// The changes a job has seen (every change numbered up to it); `None` for a
-/// job that never ran, which must read everything once.
-pub fn watermark(connection: &mut Connection, job: &str) -> Result<Option<i64>> {
-    super::engine!(connection, changes::watermark(job))
-}
-
 /// Tickers whose quote changed after `since`, up to `until`, with the number
 /// of their change; through `quotes_changed`.
 pub fn changed_quotes(

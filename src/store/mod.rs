@@ -9,10 +9,13 @@
 pub mod alerts;
 pub mod changes;
 pub mod cluster;
+pub mod observations;
 pub mod outbox;
 mod postgresql;
+pub mod quotes;
 pub mod runs;
 mod sqlite;
+pub mod watermarks;
 
 use anyhow::Context as _;
 

@@ -18,6 +18,7 @@ use common::{Db, Engine, Param, lib_config};
 use price_alertd::config::{Config, Scope};
 use price_alertd::evaluate::{self, Observed, TickOptions, Verdict, judge, parse_time, rearm_at};
 use price_alertd::store::alerts::{self, Trigger};
+use price_alertd::store::{observations, quotes};
 
 const TICKERS: [&str; 6] = ["T0", "T1", "T2", "T3", "T4", "T5"];
 const CONDITIONS: [&str; 7] = [
@@ -75,7 +76,7 @@ fn full_scan(
         if !scope.covers(&ticker) || unavailable.contains(&ticker) {
             continue;
         }
-        let Some(quote) = alerts::quote(&mut store, &ticker).unwrap() else {
+        let Some(quote) = quotes::get(&mut store, &ticker).unwrap() else {
             continue;
         };
         let Some(price) = quote
@@ -94,7 +95,7 @@ fn full_scan(
         }
         let at = Observed {
             price,
-            previous: alerts::observation(&mut store, &ticker).unwrap(),
+            previous: observations::get(&mut store, &ticker).unwrap(),
         };
         for alert in alerts::enabled_for_ticker(&mut store, &ticker).unwrap() {
             if judge(&alert, at, now) == Verdict::Fire {
@@ -116,7 +117,7 @@ fn full_scan(
         observed.push((ticker, price, quote.updated_at));
     }
     alerts::claim(&mut store, &triggers, now).unwrap();
-    alerts::finish_tick(&mut store, &observed, ("reference", 0), now).unwrap();
+    observations::finish_tick(&mut store, &observed, ("reference", 0), now).unwrap();
 }
 
 /// What both databases must agree on: each alert's enabled flag, the events

@@ -1,70 +1,15 @@
-//! PostgreSQL: alerts and quotes, and the claim (see `store::alerts`).
+//! PostgreSQL: alerts, expiry, re-arming and the claim (see `store::alerts`).
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use postgres::Row;
 
-use super::PgConnection;
+use super::rows::{alert_columns, alert_row};
+use super::{PgConnection, PgResult as Result};
+
 use crate::store::alerts::{
-    AlertEntry, AlertFilter, AlertRow, Claimed, NewAlert, Observation, QuoteRow, Trigger, event_of,
+    AlertEntry, AlertFilter, AlertRow, Claimed, NewAlert, Trigger, event_of,
 };
-
-use super::PgResult as Result;
-
-/// The columns [`alert_row`] reads, in its order: numbers as `float8` and
-/// text as `text`, whatever types the application gave them. (A macro, so
-/// that statements are literals: `concat!`.)
-macro_rules! alert_columns {
-    () => {
-        "id, arming, ticker::text, condition::text, target_price::float8, \
-         reference_price::float8, expires_at::text, user_id::text, note::text, cooldown::text"
-    };
-}
-pub(super) use alert_columns;
-
-pub(super) fn alert_row(row: &Row) -> Result<AlertRow> {
-    alert_row_from(row, 0)
-}
-
-/// An alert whose columns start at `first`.
-pub(super) fn alert_row_from(row: &Row, first: usize) -> Result<AlertRow> {
-    Ok(AlertRow {
-        id: row.try_get(first)?,
-        arming: row.try_get(first + 1)?,
-        ticker: row
-            .try_get::<_, Option<String>>(first + 2)?
-            .unwrap_or_default(),
-        condition: row
-            .try_get::<_, Option<String>>(first + 3)?
-            .unwrap_or_default(),
-        target_price: row.try_get(first + 4)?,
-        reference_price: row.try_get(first + 5)?,
-        expires_at: row.try_get(first + 6)?,
-        user_id: row.try_get(first + 7)?,
-        note: row.try_get(first + 8)?,
-        cooldown: row.try_get(first + 9)?,
-    })
-}
-
-fn quote_row(row: &Row) -> Result<QuoteRow> {
-    Ok(QuoteRow {
-        ticker: row.try_get(0)?,
-        price: row.try_get(1)?,
-        updated_at: row.try_get(2)?,
-    })
-}
-
-pub fn quotes(connection: &mut PgConnection) -> Result<Vec<QuoteRow>> {
-    let statement =
-        connection.prepared("SELECT ticker::text, price::float8, updated_at::text FROM quotes")?;
-    connection
-        .client()
-        .query(&statement, &[])?
-        .iter()
-        .map(quote_row)
-        .collect()
-}
 
 pub fn enabled_for_ticker(connection: &mut PgConnection, ticker: &str) -> Result<Vec<AlertRow>> {
     const SQL: &str = concat!(
@@ -184,85 +129,6 @@ pub fn set_cooldown(
 ) -> Result<bool> {
     let statement = connection.prepared("UPDATE price_alerts SET cooldown = $2 WHERE id = $1")?;
     Ok(connection.client().execute(&statement, &[&id, &cooldown])? > 0)
-}
-
-pub fn quote(connection: &mut PgConnection, ticker: &str) -> Result<Option<QuoteRow>> {
-    let statement = connection.prepared(
-        "SELECT ticker::text, price::float8, updated_at::text FROM quotes WHERE ticker = $1",
-    )?;
-    connection
-        .client()
-        .query_opt(&statement, &[&ticker])?
-        .as_ref()
-        .map(quote_row)
-        .transpose()
-}
-
-pub fn observation(connection: &mut PgConnection, ticker: &str) -> Result<Option<f64>> {
-    let statement = connection.prepared("SELECT price FROM observations WHERE ticker = $1")?;
-    connection
-        .client()
-        .query_opt(&statement, &[&ticker])?
-        .map(|row| row.try_get(0))
-        .transpose()
-}
-
-pub fn finish_tick(
-    connection: &mut PgConnection,
-    observed: &[Observation],
-    (job, watermark): (&str, i64),
-    now: &str,
-) -> Result<()> {
-    let advance = connection.prepared(super::changes::ADVANCE)?;
-    let upsert = connection.prepared(
-        "INSERT INTO observations (ticker, price, quote_time, observed_at)
-         SELECT * FROM unnest($1::text[], $2::float8[], $3::text[]), (SELECT $4::text) AS now
-         ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, quote_time = excluded.quote_time,
-             observed_at = excluded.observed_at
-         WHERE price_alertd_time(excluded.quote_time) > price_alertd_time(observations.quote_time)
-            OR price_alertd_time(observations.quote_time) IS NULL",
-    )?;
-    let mut transaction = connection.client().transaction()?;
-    transaction.execute(&advance, &[&job, &watermark, &now])?;
-    let tickers: Vec<&str> = observed
-        .iter()
-        .map(|(ticker, _, _)| ticker.as_str())
-        .collect();
-    let prices: Vec<f64> = observed.iter().map(|(_, price, _)| *price).collect();
-    let times: Vec<&str> = observed.iter().map(|(_, _, time)| time.as_str()).collect();
-    // Tickers in one order, so two daemons finishing at once lock rows in
-    // the same order.
-    let mut order: Vec<usize> = (0..observed.len()).collect();
-    order.sort_unstable_by(|a, b| tickers[*a].cmp(tickers[*b]));
-    let tickers: Vec<&str> = order.iter().map(|at| tickers[*at]).collect();
-    let prices: Vec<f64> = order.iter().map(|at| prices[*at]).collect();
-    let times: Vec<&str> = order.iter().map(|at| times[*at]).collect();
-    transaction.execute(&upsert, &[&tickers, &prices, &times, &now])?;
-    transaction.commit()
-}
-
-pub fn upsert_quotes(
-    connection: &mut PgConnection,
-    quotes: &[(String, f64, String)],
-) -> Result<()> {
-    let upsert = connection.prepared(
-        "INSERT INTO quotes (ticker, price, updated_at)
-         SELECT * FROM unnest($1::text[], $2::float8[], $3::text[])
-         ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
-    )?;
-    // One row per ticker, the last one given (as one upsert after another
-    // would leave it), in ticker order: two writers lock in the same order.
-    let last: std::collections::BTreeMap<&str, (f64, &str)> = quotes
-        .iter()
-        .map(|(ticker, price, time)| (ticker.as_str(), (*price, time.as_str())))
-        .collect();
-    let tickers: Vec<&str> = last.keys().copied().collect();
-    let prices: Vec<f64> = last.values().map(|(price, _)| *price).collect();
-    let times: Vec<&str> = last.values().map(|(_, time)| *time).collect();
-    connection
-        .client()
-        .execute(&upsert, &[&tickers, &prices, &times])?;
-    Ok(())
 }
 
 pub fn rearm(connection: &mut PgConnection, id: i64) -> Result<bool> {

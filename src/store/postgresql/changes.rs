@@ -3,12 +3,11 @@
 
 use postgres::fallible_iterator::FallibleIterator as _;
 
-use super::PgConnection;
-use super::alerts::{alert_columns, alert_row};
 use crate::store::alerts::AlertRow;
 use crate::store::changes::{Horizon, Move, TickerState};
 
-use super::PgResult as Result;
+use super::rows::{alert_columns, alert_row};
+use super::{PgConnection, PgResult as Result};
 
 /// An alert's level (see SQLite's); `price_alerts_level` indexes it, and the
 /// queries below repeat it verbatim so that the planner matches the index.
@@ -24,11 +23,6 @@ pub(super) const LEVEL: &str = level!();
 
 /// How far the moving-% bounds are widened (see SQLite's).
 const ROUNDING: f64 = 1e-9;
-
-/// Moves a job's watermark, never back: `($1 job, $2 change, $3 now)`.
-pub(super) const ADVANCE: &str = "INSERT INTO job_watermarks (job, change_seq, updated_at) VALUES ($1, $2, $3)
-     ON CONFLICT (job) DO UPDATE SET change_seq = excluded.change_seq, updated_at = excluded.updated_at
-     WHERE excluded.change_seq > job_watermarks.change_seq";
 
 /// From this transaction's snapshot: every transaction numbered below its
 /// `xmax` that it sees has committed (`visible`), and every one below its
@@ -46,15 +40,6 @@ pub fn horizon(connection: &mut PgConnection) -> Result<Horizon> {
         visible: row.try_get(0)?,
         settled: row.try_get(1)?,
     })
-}
-
-pub fn watermark(connection: &mut PgConnection, job: &str) -> Result<Option<i64>> {
-    let statement = connection.prepared("SELECT change_seq FROM job_watermarks WHERE job = $1")?;
-    connection
-        .client()
-        .query_opt(&statement, &[&job])?
-        .map(|row| row.try_get(0))
-        .transpose()
 }
 
 pub fn changed_quotes(
@@ -195,7 +180,7 @@ pub fn each_reachable_alert_of(
         let mut rows = connection.client().query_raw(&statement, params)?;
         while let Some(row) = rows.next()? {
             let at = chunk_at * CHUNK + row.try_get::<_, i64>(0)? as usize;
-            let alert = super::alerts::alert_row_from(&row, 1)?;
+            let alert = super::rows::alert_row_from(&row, 1)?;
             if !each(at, alert) {
                 return Ok(());
             }

@@ -48,6 +48,14 @@ pub mod outbox;
 
 pub mod runs;
 
+mod rows;
+
+pub mod watermarks;
+
+pub mod observations;
+
+pub mod quotes;
+
 /// What the engine's statements return: the client's error, which the store
 /// wraps into its own.
 pub(super) type PgResult<T> = std::result::Result<T, postgres::Error>;

@@ -1,45 +1,16 @@
-//! SQLite: alerts and quotes, and the claim (see `store::alerts`).
+//! SQLite: alerts, expiry, re-arming and the claim (see `store::alerts`).
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use super::rows::{alert_row, number, text};
 
 use crate::store::alerts::{
-    AlertEntry, AlertFilter, AlertRow, Claimed, NewAlert, Observation, QuoteRow, Trigger, event_of,
+    AlertEntry, AlertFilter, AlertRow, Claimed, NewAlert, Trigger, event_of,
 };
-
-fn number(value: Value) -> Option<f64> {
-    match value {
-        Value::Real(real) => Some(real),
-        Value::Integer(integer) => Some(integer as f64),
-        _ => None,
-    }
-}
-
-pub(super) fn text(value: Value) -> String {
-    match value {
-        Value::Text(text) => text,
-        Value::Integer(integer) => integer.to_string(),
-        Value::Real(real) => real.to_string(),
-        Value::Null | Value::Blob(_) => String::new(),
-    }
-}
-
-/// All quotes. One short read: long readers starve WAL checkpoints.
-pub fn quotes(connection: &Connection) -> rusqlite::Result<Vec<QuoteRow>> {
-    let mut statement =
-        connection.prepare_cached("SELECT ticker, price, updated_at FROM quotes")?;
-    let rows = statement.query_map([], |row| {
-        Ok(QuoteRow {
-            ticker: text(row.get(0)?),
-            price: number(row.get(1)?),
-            updated_at: text(row.get(2)?),
-        })
-    })?;
-    rows.collect()
-}
 
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
 pub fn enabled_for_ticker(
@@ -71,21 +42,6 @@ pub fn enabled_without_ticker(
 
 /// The columns [`alert_row`] reads, in its order.
 pub(super) const ALERT_COLUMNS: &str = "id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note, cooldown";
-
-pub(super) fn alert_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
-    Ok(AlertRow {
-        id: row.get(0)?,
-        arming: row.get(1)?,
-        ticker: text(row.get(2)?),
-        condition: text(row.get(3)?),
-        target_price: number(row.get(4)?),
-        reference_price: number(row.get(5)?),
-        expires_at: row.get::<_, Option<Value>>(6)?.map(text),
-        user_id: row.get::<_, Option<Value>>(7)?.map(text),
-        note: row.get::<_, Option<Value>>(8)?.map(text),
-        cooldown: row.get::<_, Option<Value>>(9)?.map(text),
-    })
-}
 
 /// Every ticker that has enabled alerts: one seek per ticker in
 /// `price_alerts_level` (which holds enabled alerts only, by ticker), not a
@@ -162,84 +118,6 @@ pub fn set_cooldown(
         "UPDATE price_alerts SET cooldown = ?2 WHERE id = ?1",
         params![id, cooldown],
     )? > 0)
-}
-
-/// One ticker's quote, if it has one (by its primary key).
-pub fn quote(connection: &Connection, ticker: &str) -> rusqlite::Result<Option<QuoteRow>> {
-    let mut statement = connection
-        .prepare_cached("SELECT ticker, price, updated_at FROM quotes WHERE ticker = ?1")?;
-    statement
-        .query_row([ticker], |row| {
-            Ok(QuoteRow {
-                ticker: text(row.get(0)?),
-                price: number(row.get(1)?),
-                updated_at: text(row.get(2)?),
-            })
-        })
-        .optional()
-}
-
-/// One ticker's quote as a tick needs it: `(price, updated_at)`, the price
-/// `None` when it is not a number.
-pub fn quote_of(
-    connection: &Connection,
-    ticker: &str,
-) -> rusqlite::Result<Option<(Option<f64>, String)>> {
-    let mut statement =
-        connection.prepare_cached("SELECT price, updated_at FROM quotes WHERE ticker = ?1")?;
-    statement
-        .query_row([ticker], |row| Ok((number(row.get(0)?), text(row.get(1)?))))
-        .optional()
-}
-
-/// The last price the daemon observed for one ticker.
-pub fn observation(connection: &Connection, ticker: &str) -> rusqlite::Result<Option<f64>> {
-    let mut statement =
-        connection.prepare_cached("SELECT price FROM observations WHERE ticker = ?1")?;
-    statement.query_row([ticker], |row| row.get(0)).optional()
-}
-
-/// Ends a tick, in one transaction: records the evaluated quotes as the
-/// tickers' previous prices (unless a newer quote was recorded meanwhile, by
-/// another daemon), and moves the job's watermark (`(key, change)`).
-pub fn finish_tick(
-    connection: &mut Connection,
-    observed: &[Observation],
-    (job, watermark): (&str, i64),
-    now: &str,
-) -> rusqlite::Result<()> {
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    super::changes::advance(&transaction, job, watermark, now)?;
-    {
-        let mut upsert = transaction.prepare_cached(
-            "INSERT INTO observations (ticker, price, quote_time, observed_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, quote_time = excluded.quote_time,
-                 observed_at = excluded.observed_at
-             WHERE julianday(excluded.quote_time) > julianday(observations.quote_time)",
-        )?;
-        for (ticker, price, quote_time) in observed {
-            upsert.execute(params![ticker, price, quote_time, now])?;
-        }
-    }
-    transaction.commit()
-}
-
-/// Stores fetched quotes with the source's own times. One transaction.
-pub fn upsert_quotes(
-    connection: &mut Connection,
-    quotes: &[(String, f64, String)],
-) -> rusqlite::Result<()> {
-    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        let mut upsert = transaction.prepare_cached(
-            "INSERT INTO quotes (ticker, price, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
-        )?;
-        for (ticker, price, time) in quotes {
-            upsert.execute(params![ticker, price, time])?;
-        }
-    }
-    transaction.commit()
 }
 
 /// Re-arms a disabled alert: enabled again, its trigger and expiry stamps

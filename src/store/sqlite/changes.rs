@@ -1,11 +1,12 @@
 //! SQLite: what changed since a job last looked (see `store::changes`).
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, params};
 
-use super::alerts::alert_row;
 use crate::store::alerts::AlertRow;
 use crate::store::changes::{Horizon, Move, TickerState};
+
+use super::rows::alert_row;
 
 /// An alert's level, the number its condition compares the price with:
 /// the target for `above`, `below` and the crossings; for the moving-%
@@ -37,35 +38,6 @@ pub fn horizon(connection: &Connection) -> rusqlite::Result<Horizon> {
     })
 }
 
-/// The changes a job has seen (every change numbered up to it); `None` for a
-/// job that never ran, which must read everything once.
-pub fn watermark(connection: &Connection, job: &str) -> rusqlite::Result<Option<i64>> {
-    connection
-        .query_row(
-            "SELECT change_seq FROM job_watermarks WHERE job = ?1",
-            [job],
-            |row| row.get(0),
-        )
-        .optional()
-}
-
-/// Moves a job's watermark to `changed`, never back (another process running
-/// the same job may have moved it further).
-pub fn advance(
-    connection: &Connection,
-    job: &str,
-    changed: i64,
-    now: &str,
-) -> rusqlite::Result<()> {
-    connection.execute(
-        "INSERT INTO job_watermarks (job, change_seq, updated_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (job) DO UPDATE SET change_seq = excluded.change_seq, updated_at = excluded.updated_at
-         WHERE excluded.change_seq > job_watermarks.change_seq",
-        params![job, changed, now],
-    )?;
-    Ok(())
-}
-
 /// Tickers whose quote changed after `since`, up to `until`, with the number
 /// of their change; through `quotes_changed`.
 pub fn changed_quotes(
@@ -77,7 +49,7 @@ pub fn changed_quotes(
         "SELECT ticker, change_seq FROM quotes WHERE change_seq > ?1 AND change_seq <= ?2",
     )?;
     let rows = statement.query_map(params![since, until], |row| {
-        Ok((super::alerts::text(row.get(0)?), row.get(1)?))
+        Ok((super::rows::text(row.get(0)?), row.get(1)?))
     })?;
     rows.collect()
 }
@@ -100,7 +72,7 @@ pub fn changed_alert_tickers(
     let mut rows = statement.query(params![since, until])?;
     while let Some(row) = rows.next()? {
         let change: i64 = row.get(1)?;
-        // As `alerts::text` reads a ticker, without a copy per row.
+        // As `rows::text` reads a ticker, without a copy per row.
         match row.get_ref(0)? {
             ValueRef::Text(text) => each(&String::from_utf8_lossy(text), change),
             ValueRef::Integer(integer) => each(&integer.to_string(), change),
@@ -120,8 +92,8 @@ pub fn ticker_states(
         .iter()
         .map(|&(ticker, ask_alerts)| {
             Ok(TickerState {
-                quote: super::alerts::quote_of(connection, ticker)?,
-                previous: super::alerts::observation(connection, ticker)?,
+                quote: super::quotes::quote_of(connection, ticker)?,
+                previous: super::observations::get(connection, ticker)?,
                 has_alerts: ask_alerts && has_enabled_alerts(connection, ticker)?,
             })
         })

@@ -25,6 +25,14 @@ pub mod outbox;
 
 pub mod runs;
 
+mod rows;
+
+pub mod watermarks;
+
+pub mod observations;
+
+pub mod quotes;
+
 pub type SqlitePool = r2d2::Pool<SqliteConnectionManager>;
 
 /// An SQLite error while `doing` something to the database: a file that is

@@ -1,0 +1,31 @@
+//! Observations: the last price each ticker was judged at (a crossing's
+//! previous price), recorded with the job's watermark when a tick ends.
+
+use chrono::{DateTime, Utc};
+
+use super::{Connection, Result};
+
+/// A quote the daemon evaluated: `(ticker, price, quote_time)`.
+pub type Observation = (String, f64, String);
+
+/// The last price the daemon observed for one ticker.
+pub fn get(connection: &mut Connection, ticker: &str) -> Result<Option<f64>> {
+    super::engine!(connection, observations::get(ticker))
+}
+
+/// Ends a tick, in one transaction: records the evaluated quotes as the
+/// tickers' previous prices (unless a newer quote was recorded meanwhile, by
+/// another daemon), and moves the job's watermark (`(key, change)`), never
+/// back.
+pub fn finish_tick(
+    connection: &mut Connection,
+    observed: &[Observation],
+    watermark: (&str, i64),
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let now = super::timestamp(now);
+    super::engine!(
+        connection,
+        observations::finish_tick(observed, watermark, &now)
+    )
+}

@@ -1,0 +1,48 @@
+//! PostgreSQL: observations, and a tick's end (see `store::observations`).
+
+use crate::store::observations::Observation;
+
+use super::{PgConnection, PgResult as Result};
+
+pub fn get(connection: &mut PgConnection, ticker: &str) -> Result<Option<f64>> {
+    let statement = connection.prepared("SELECT price FROM observations WHERE ticker = $1")?;
+    connection
+        .client()
+        .query_opt(&statement, &[&ticker])?
+        .map(|row| row.try_get(0))
+        .transpose()
+}
+
+pub fn finish_tick(
+    connection: &mut PgConnection,
+    observed: &[Observation],
+    (job, watermark): (&str, i64),
+    now: &str,
+) -> Result<()> {
+    let advance = connection.prepared(super::watermarks::ADVANCE)?;
+    let upsert = connection.prepared(
+        "INSERT INTO observations (ticker, price, quote_time, observed_at)
+         SELECT * FROM unnest($1::text[], $2::float8[], $3::text[]), (SELECT $4::text) AS now
+         ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, quote_time = excluded.quote_time,
+             observed_at = excluded.observed_at
+         WHERE price_alertd_time(excluded.quote_time) > price_alertd_time(observations.quote_time)
+            OR price_alertd_time(observations.quote_time) IS NULL",
+    )?;
+    let mut transaction = connection.client().transaction()?;
+    transaction.execute(&advance, &[&job, &watermark, &now])?;
+    let tickers: Vec<&str> = observed
+        .iter()
+        .map(|(ticker, _, _)| ticker.as_str())
+        .collect();
+    let prices: Vec<f64> = observed.iter().map(|(_, price, _)| *price).collect();
+    let times: Vec<&str> = observed.iter().map(|(_, _, time)| time.as_str()).collect();
+    // Tickers in one order, so two daemons finishing at once lock rows in
+    // the same order.
+    let mut order: Vec<usize> = (0..observed.len()).collect();
+    order.sort_unstable_by(|a, b| tickers[*a].cmp(tickers[*b]));
+    let tickers: Vec<&str> = order.iter().map(|at| tickers[*at]).collect();
+    let prices: Vec<f64> = order.iter().map(|at| prices[*at]).collect();
+    let times: Vec<&str> = order.iter().map(|at| times[*at]).collect();
+    transaction.execute(&upsert, &[&tickers, &prices, &times, &now])?;
+    transaction.commit()
+}

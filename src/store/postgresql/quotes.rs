@@ -1,0 +1,59 @@
+//! PostgreSQL: quotes (see `store::quotes`).
+
+use postgres::Row;
+
+use crate::store::quotes::QuoteRow;
+
+use super::{PgConnection, PgResult as Result};
+
+pub fn list(connection: &mut PgConnection) -> Result<Vec<QuoteRow>> {
+    let statement =
+        connection.prepared("SELECT ticker::text, price::float8, updated_at::text FROM quotes")?;
+    connection
+        .client()
+        .query(&statement, &[])?
+        .iter()
+        .map(quote_row)
+        .collect()
+}
+
+pub fn get(connection: &mut PgConnection, ticker: &str) -> Result<Option<QuoteRow>> {
+    let statement = connection.prepared(
+        "SELECT ticker::text, price::float8, updated_at::text FROM quotes WHERE ticker = $1",
+    )?;
+    connection
+        .client()
+        .query_opt(&statement, &[&ticker])?
+        .as_ref()
+        .map(quote_row)
+        .transpose()
+}
+
+pub fn upsert(connection: &mut PgConnection, quotes: &[(String, f64, String)]) -> Result<()> {
+    let upsert = connection.prepared(
+        "INSERT INTO quotes (ticker, price, updated_at)
+         SELECT * FROM unnest($1::text[], $2::float8[], $3::text[])
+         ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+    )?;
+    // One row per ticker, the last one given (as one upsert after another
+    // would leave it), in ticker order: two writers lock in the same order.
+    let last: std::collections::BTreeMap<&str, (f64, &str)> = quotes
+        .iter()
+        .map(|(ticker, price, time)| (ticker.as_str(), (*price, time.as_str())))
+        .collect();
+    let tickers: Vec<&str> = last.keys().copied().collect();
+    let prices: Vec<f64> = last.values().map(|(price, _)| *price).collect();
+    let times: Vec<&str> = last.values().map(|(_, time)| *time).collect();
+    connection
+        .client()
+        .execute(&upsert, &[&tickers, &prices, &times])?;
+    Ok(())
+}
+
+fn quote_row(row: &Row) -> Result<QuoteRow> {
+    Ok(QuoteRow {
+        ticker: row.try_get(0)?,
+        price: row.try_get(1)?,
+        updated_at: row.try_get(2)?,
+    })
+}

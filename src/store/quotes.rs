@@ -1,0 +1,27 @@
+//! Quotes: the `quotes` table the application (or the HTTP source) keeps current.
+
+use super::{Connection, Result};
+
+/// A quote as stored; a price that is not a number comes back as `None`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuoteRow {
+    pub ticker: String,
+    pub price: Option<f64>,
+    pub updated_at: String,
+}
+
+/// All quotes. One short read: long readers hold back the engine's cleanup
+/// (SQLite's checkpoints).
+pub fn list(connection: &mut Connection) -> Result<Vec<QuoteRow>> {
+    super::engine!(connection, quotes::list())
+}
+
+/// One ticker's quote, if it has one (by its primary key).
+pub fn get(connection: &mut Connection, ticker: &str) -> Result<Option<QuoteRow>> {
+    super::engine!(connection, quotes::get(ticker))
+}
+
+/// Stores fetched quotes with the source's own times. One transaction.
+pub fn upsert(connection: &mut Connection, quotes: &[(String, f64, String)]) -> Result<()> {
+    super::engine!(connection, quotes::upsert(quotes))
+}

@@ -1,0 +1,37 @@
+//! SQLite: observations, and a tick's end (see `store::observations`).
+
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+
+use crate::store::observations::Observation;
+
+/// The last price the daemon observed for one ticker.
+pub fn get(connection: &Connection, ticker: &str) -> rusqlite::Result<Option<f64>> {
+    let mut statement =
+        connection.prepare_cached("SELECT price FROM observations WHERE ticker = ?1")?;
+    statement.query_row([ticker], |row| row.get(0)).optional()
+}
+
+/// Ends a tick, in one transaction: records the evaluated quotes as the
+/// tickers' previous prices (unless a newer quote was recorded meanwhile, by
+/// another daemon), and moves the job's watermark (`(key, change)`).
+pub fn finish_tick(
+    connection: &mut Connection,
+    observed: &[Observation],
+    (job, watermark): (&str, i64),
+    now: &str,
+) -> rusqlite::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    super::watermarks::advance(&transaction, job, watermark, now)?;
+    {
+        let mut upsert = transaction.prepare_cached(
+            "INSERT INTO observations (ticker, price, quote_time, observed_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, quote_time = excluded.quote_time,
+                 observed_at = excluded.observed_at
+             WHERE julianday(excluded.quote_time) > julianday(observations.quote_time)",
+        )?;
+        for (ticker, price, quote_time) in observed {
+            upsert.execute(params![ticker, price, quote_time, now])?;
+        }
+    }
+    transaction.commit()
+}

@@ -1,0 +1,67 @@
+//! SQLite: quotes (see `store::quotes`).
+
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+
+use crate::store::quotes::QuoteRow;
+
+use super::rows::{number, text};
+
+/// All quotes. One short read: long readers starve WAL checkpoints.
+pub fn list(connection: &Connection) -> rusqlite::Result<Vec<QuoteRow>> {
+    let mut statement =
+        connection.prepare_cached("SELECT ticker, price, updated_at FROM quotes")?;
+    let rows = statement.query_map([], |row| {
+        Ok(QuoteRow {
+            ticker: text(row.get(0)?),
+            price: number(row.get(1)?),
+            updated_at: text(row.get(2)?),
+        })
+    })?;
+    rows.collect()
+}
+
+/// One ticker's quote, if it has one (by its primary key).
+pub fn get(connection: &Connection, ticker: &str) -> rusqlite::Result<Option<QuoteRow>> {
+    let mut statement = connection
+        .prepare_cached("SELECT ticker, price, updated_at FROM quotes WHERE ticker = ?1")?;
+    statement
+        .query_row([ticker], |row| {
+            Ok(QuoteRow {
+                ticker: text(row.get(0)?),
+                price: number(row.get(1)?),
+                updated_at: text(row.get(2)?),
+            })
+        })
+        .optional()
+}
+
+/// Stores fetched quotes with the source's own times. One transaction.
+pub fn upsert(
+    connection: &mut Connection,
+    quotes: &[(String, f64, String)],
+) -> rusqlite::Result<()> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut upsert = transaction.prepare_cached(
+            "INSERT INTO quotes (ticker, price, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+        )?;
+        for (ticker, price, time) in quotes {
+            upsert.execute(params![ticker, price, time])?;
+        }
+    }
+    transaction.commit()
+}
+
+/// One ticker's quote as a tick needs it: `(price, updated_at)`, the price
+/// `None` when it is not a number.
+pub fn quote_of(
+    connection: &Connection,
+    ticker: &str,
+) -> rusqlite::Result<Option<(Option<f64>, String)>> {
+    let mut statement =
+        connection.prepare_cached("SELECT price, updated_at FROM quotes WHERE ticker = ?1")?;
+    statement
+        .query_row([ticker], |row| Ok((number(row.get(0)?), text(row.get(1)?))))
+        .optional()
+}
