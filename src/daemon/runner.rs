@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, EvaluatorConfig, JobKind, PriceSource};
+use crate::config::{Config, EvaluatorConfig, JobKind, PriceSource, Scope};
 use crate::evaluate::{self, TickOptions, TickReport};
 use crate::lock::lock;
 use crate::membership::{self, Taken};
@@ -166,68 +166,73 @@ impl Runner {
 
     /// Runs one job to its end. Blocking work goes to `spawn_blocking`.
     async fn run(&self, job: &str, kind: JobKind) -> anyhow::Result<JobReport> {
-        let runner = self.clone();
         match kind {
-            JobKind::Evaluate { scope } => {
-                // One time for the fetch and the tick: the fetch asks for the
-                // tickers of the alerts the tick will re-arm as of then.
-                let now = Utc::now();
-                let mut refresh = match &self.source {
-                    Some(source) => Some(source.refresh(&self.pool, &scope, now).await),
-                    None => None,
-                };
-                let job = job.to_owned();
-                let fetched = refresh
-                    .as_mut()
-                    .map(|refresh| std::mem::take(&mut refresh.fetched));
-                let ticked = tokio::task::spawn_blocking(move || {
-                    let options = TickOptions {
-                        job: &job,
-                        evaluator: &runner.evaluator,
-                        max_age: runner.max_age,
-                        scope: &scope,
-                        fetched: fetched.as_ref(),
-                        memory: &runner.tick_memory,
-                    };
-                    evaluate::tick_at(&runner.workers, &runner.pool, &options, now)
-                })
-                .await
-                .context("the evaluation panicked")?;
-                store::checkpoint_after_writes(&self.pool, &self.checkpoint_failures).await;
-                let with_fetch = |report: &mut TickReport| {
-                    if let Some(refresh) = &refresh {
-                        report.quote_errors = refresh.errors;
-                        report.fetch_duration = refresh.duration;
-                        report.duration += refresh.duration;
-                    }
-                };
-                match ticked {
-                    Ok(mut report) => {
-                        with_fetch(&mut report);
-                        Ok(JobReport::Evaluated(report))
-                    }
-                    Err(mut failed) => {
-                        with_fetch(&mut failed.report);
-                        Err(anyhow::Error::new(failed))
-                    }
-                }
+            JobKind::Evaluate { scope } => self.evaluate(job, scope).await,
+            JobKind::Purge { keep } => self.purge(keep).await,
+        }
+    }
+
+    /// One tick of an `evaluate` job over `scope`, after the quote source's
+    /// fetch if there is one: the fetch and the tick take one time, so the
+    /// fetch asks for the tickers of the alerts the tick will re-arm as of
+    /// then. The fetch's errors and time are the tick's.
+    async fn evaluate(&self, job: &str, scope: Scope) -> anyhow::Result<JobReport> {
+        let now = Utc::now();
+        let mut refresh = match &self.source {
+            Some(source) => Some(source.refresh(&self.pool, &scope, now).await),
+            None => None,
+        };
+        let fetched = refresh
+            .as_mut()
+            .map(|refresh| std::mem::take(&mut refresh.fetched));
+        let (runner, job) = (self.clone(), job.to_owned());
+        let ticked = tokio::task::spawn_blocking(move || {
+            let options = TickOptions {
+                job: &job,
+                evaluator: &runner.evaluator,
+                max_age: runner.max_age,
+                scope: &scope,
+                fetched: fetched.as_ref(),
+                memory: &runner.tick_memory,
+            };
+            evaluate::tick_at(&runner.workers, &runner.pool, &options, now)
+        })
+        .await
+        .context("the evaluation panicked")?;
+        store::checkpoint_after_writes(&self.pool, &self.checkpoint_failures).await;
+        let with_fetch = |report: &mut TickReport| {
+            if let Some(refresh) = &refresh {
+                report.quote_errors = refresh.errors;
+                report.fetch_duration = refresh.duration;
+                report.duration += refresh.duration;
             }
-            JobKind::Purge { keep } => {
-                let started = std::time::Instant::now();
-                let before = store::timestamp(
-                    Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX),
-                );
-                let deleted =
-                    store::blocking(&self.pool, "purging delivered events", move |connection| {
-                        store::outbox::purge_delivered(connection, &before)
-                    })
-                    .await?;
-                Ok(JobReport::Purged {
-                    deleted: deleted as u64,
-                    duration: started.elapsed(),
-                })
+        };
+        match ticked {
+            Ok(mut report) => {
+                with_fetch(&mut report);
+                Ok(JobReport::Evaluated(report))
+            }
+            Err(mut failed) => {
+                with_fetch(&mut failed.report);
+                Err(anyhow::Error::new(failed))
             }
         }
+    }
+
+    /// A `purge` job: deletes the delivered events older than `keep`.
+    async fn purge(&self, keep: std::time::Duration) -> anyhow::Result<JobReport> {
+        let started = std::time::Instant::now();
+        let before = store::timestamp(
+            Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX),
+        );
+        let deleted = store::blocking(&self.pool, "purging delivered events", move |connection| {
+            store::outbox::purge_delivered(connection, &before)
+        })
+        .await?;
+        Ok(JobReport::Purged {
+            deleted: deleted as u64,
+            duration: started.elapsed(),
+        })
     }
 
     /// Events still pending, and dead letters.

@@ -52,74 +52,90 @@ pub(super) fn plan(
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Plan {
-    let mut problems = HashMap::new();
-    let (mut blank_tickers, mut deferred) = (false, None::<i64>);
+    let mut plan = Plan {
+        work: Vec::new(),
+        problems: HashMap::new(),
+        blank_tickers: false,
+        deferred: None,
+    };
     // Candidates become work in place (a `Work` is smaller than a
     // `Candidate`): a first tick has one of either for every ticker, never
     // both at once.
     let mut work: Vec<Work> = candidates
         .into_iter()
-        .filter_map(|candidate| {
-            let Change {
-                moved,
-                changed_alerts,
-                first_change,
-            } = candidate.change;
-            let changed = changed_alerts.unwrap_or(0);
-            if moved {
-                report.tickers_changed += 1;
-            }
-            if candidate.ticker.trim().is_empty() {
-                report.malformed_alerts += changed;
-                blank_tickers = true;
-                return None;
-            }
-            let not_fetched = options
-                .fetched
-                .is_some_and(|fetched| !fetched.contains(&candidate.ticker));
-            if not_fetched && candidate.has_alerts {
-                report.unavailable += changed;
-                deferred = Some(deferred.map_or(first_change, |first| first.min(first_change)));
-                return None;
-            }
-            let Some((price, quote_time)) = candidate.quote else {
-                report.no_quote += changed;
-                return None;
-            };
-            match usable_quote(price, &quote_time, options.max_age, now) {
-                Ok(price) => Some(Work {
-                    ticker: candidate.ticker,
-                    moved: moved && candidate.has_alerts,
-                    changed_alerts: changed_alerts.is_some(),
-                    observed: Observed {
-                        price,
-                        previous: candidate.previous,
-                    },
-                    quote_time,
-                    observe: candidate.has_alerts,
-                    first_change,
-                }),
-                Err(problem) => {
-                    if problem == QuoteProblem::Stale {
-                        report.stale_quotes += 1;
-                        report.stale_alerts += changed;
-                    } else {
-                        report.malformed_quotes += 1;
-                    }
-                    problems.insert(candidate.ticker, problem);
-                    None
-                }
-            }
-        })
+        .filter_map(|candidate| plan.admit(candidate, options, now, report))
         .collect();
     // Moved tickers first: the readers share them out as a prefix. Each part
     // in ticker order, for `ByTicker`. (Unstable: no buffer of half the work.)
     work.sort_unstable_by(|a, b| b.moved.cmp(&a.moved).then_with(|| a.ticker.cmp(&b.ticker)));
-    Plan {
-        work,
-        problems,
-        blank_tickers,
-        deferred,
+    plan.work = work;
+    plan
+}
+
+impl Plan {
+    /// One candidate: its work if it can be evaluated now; else why not,
+    /// counted in `report` (and, for a ticker not fetched, the change the
+    /// watermark stays below).
+    fn admit(
+        &mut self,
+        candidate: Candidate,
+        options: &TickOptions<'_>,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Option<Work> {
+        let Change {
+            moved,
+            changed_alerts,
+            first_change,
+        } = candidate.change;
+        let changed = changed_alerts.unwrap_or(0);
+        if moved {
+            report.tickers_changed += 1;
+        }
+        if candidate.ticker.trim().is_empty() {
+            report.malformed_alerts += changed;
+            self.blank_tickers = true;
+            return None;
+        }
+        let not_fetched = options
+            .fetched
+            .is_some_and(|fetched| !fetched.contains(&candidate.ticker));
+        if not_fetched && candidate.has_alerts {
+            report.unavailable += changed;
+            self.deferred = Some(
+                self.deferred
+                    .map_or(first_change, |first| first.min(first_change)),
+            );
+            return None;
+        }
+        let Some((price, quote_time)) = candidate.quote else {
+            report.no_quote += changed;
+            return None;
+        };
+        match usable_quote(price, &quote_time, options.max_age, now) {
+            Ok(price) => Some(Work {
+                ticker: candidate.ticker,
+                moved: moved && candidate.has_alerts,
+                changed_alerts: changed_alerts.is_some(),
+                observed: Observed {
+                    price,
+                    previous: candidate.previous,
+                },
+                quote_time,
+                observe: candidate.has_alerts,
+                first_change,
+            }),
+            Err(problem) => {
+                if problem == QuoteProblem::Stale {
+                    report.stale_quotes += 1;
+                    report.stale_alerts += changed;
+                } else {
+                    report.malformed_quotes += 1;
+                }
+                self.problems.insert(candidate.ticker, problem);
+                None
+            }
+        }
     }
 }
 
