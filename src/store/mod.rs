@@ -14,6 +14,7 @@ pub mod outbox;
 mod postgresql;
 pub mod quotes;
 pub mod runs;
+mod shared;
 mod sqlite;
 pub mod watermarks;
 

@@ -46,8 +46,6 @@ mod connect;
 
 pub mod outbox;
 
-pub mod runs;
-
 mod rows;
 
 pub mod watermarks;

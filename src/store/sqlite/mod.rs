@@ -23,8 +23,6 @@ pub mod cluster;
 
 pub mod outbox;
 
-pub mod runs;
-
 mod rows;
 
 pub mod watermarks;

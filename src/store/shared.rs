@@ -1,0 +1,186 @@
+//! Statements the engines run unchanged, and their row mappers, written
+//! once. A shared statement numbers its parameters `$1`, `$2`, ... in order
+//! of first use: PostgreSQL reads them so, and SQLite reads `$N` as a named
+//! parameter numbered by its first appearance, which is then the same
+//! number (`tests::shared_statements_number_their_parameters_in_order`).
+//! Where the engines differ (the claim, leases, change numbers, migrations,
+//! notifications, the clock), each keeps its own SQL.
+
+use super::postgresql::PgConnection;
+
+/// A value either engine binds.
+pub(super) trait Param {
+    fn sqlite(&self) -> &dyn rusqlite::ToSql;
+    fn postgres(&self) -> &(dyn postgres::types::ToSql + Sync);
+}
+
+impl<T: rusqlite::ToSql + postgres::types::ToSql + Sync> Param for T {
+    fn sqlite(&self) -> &dyn rusqlite::ToSql {
+        self
+    }
+
+    fn postgres(&self) -> &(dyn postgres::types::ToSql + Sync) {
+        self
+    }
+}
+
+/// A value either engine reads.
+pub(super) trait Column:
+    rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>
+{
+}
+
+impl<T: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>> Column for T {}
+
+/// A row of either engine.
+pub(super) trait Row {
+    type Error;
+    fn get<T: Column>(&self, index: usize) -> Result<T, Self::Error>;
+}
+
+impl Row for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+
+    fn get<T: Column>(&self, index: usize) -> rusqlite::Result<T> {
+        rusqlite::Row::get(self, index)
+    }
+}
+
+impl Row for postgres::Row {
+    type Error = postgres::Error;
+
+    fn get<T: Column>(&self, index: usize) -> Result<T, postgres::Error> {
+        self.try_get(index)
+    }
+}
+
+/// A connection of either engine, running a shared statement (prepared once
+/// per connection).
+pub(super) trait Statements {
+    type Error;
+    type Row<'r>: Row<Error = Self::Error>;
+
+    /// Runs `sql`; how many rows it changed.
+    fn execute(&mut self, sql: &'static str, params: &[&dyn Param]) -> Result<u64, Self::Error>;
+
+    /// Runs `sql`, each row through `map`.
+    fn query<T>(
+        &mut self,
+        sql: &'static str,
+        params: &[&dyn Param],
+        map: impl FnMut(&Self::Row<'_>) -> Result<T, Self::Error>,
+    ) -> Result<Vec<T>, Self::Error>;
+}
+
+impl Statements for rusqlite::Connection {
+    type Error = rusqlite::Error;
+    type Row<'r> = rusqlite::Row<'r>;
+
+    fn execute(&mut self, sql: &'static str, params: &[&dyn Param]) -> rusqlite::Result<u64> {
+        let changed = self
+            .prepare_cached(sql)?
+            .execute(rusqlite::params_from_iter(
+                params.iter().map(|param| param.sqlite()),
+            ))?;
+        Ok(changed as u64)
+    }
+
+    fn query<T>(
+        &mut self,
+        sql: &'static str,
+        params: &[&dyn Param],
+        mut map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Vec<T>> {
+        let mut statement = self.prepare_cached(sql)?;
+        let rows = statement.query_map(
+            rusqlite::params_from_iter(params.iter().map(|param| param.sqlite())),
+            |row| map(row),
+        )?;
+        rows.collect()
+    }
+}
+
+impl Statements for PgConnection {
+    type Error = postgres::Error;
+    type Row<'r> = postgres::Row;
+
+    fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&dyn Param],
+    ) -> Result<u64, postgres::Error> {
+        let statement = self.prepared(sql)?;
+        let params: Vec<_> = params.iter().map(|param| param.postgres()).collect();
+        self.client().execute(&statement, &params)
+    }
+
+    fn query<T>(
+        &mut self,
+        sql: &'static str,
+        params: &[&dyn Param],
+        map: impl FnMut(&postgres::Row) -> Result<T, postgres::Error>,
+    ) -> Result<Vec<T>, postgres::Error> {
+        let statement = self.prepared(sql)?;
+        let params: Vec<_> = params.iter().map(|param| param.postgres()).collect();
+        self.client()
+            .query(&statement, &params)?
+            .iter()
+            .map(map)
+            .collect()
+    }
+}
+
+/// Runs a function written once, generic over [`Statements`], on the
+/// connection's engine: `shared!(connection, runs::record(run))` calls
+/// `runs::record(engine_connection, run)`.
+macro_rules! shared {
+    ($connection:expr, $function:path, $($argument:expr),* $(,)?) => {
+        match &mut $connection.0 {
+            $crate::store::EngineConnection::Sqlite(connection) => {
+                let connection: &mut rusqlite::Connection = connection;
+                Ok($function(connection, $($argument),*)?)
+            }
+            $crate::store::EngineConnection::Postgres(connection) => {
+                let connection: &mut $crate::store::postgresql::PgConnection = connection;
+                Ok($function(connection, $($argument),*)?)
+            }
+        }
+    };
+}
+pub(super) use shared;
+
+/// Every statement written once, for the test that checks their
+/// parameters' order.
+#[cfg(test)]
+pub(super) const ALL: &[&str] = &[super::runs::RECORD, super::runs::LIST];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `$N` of a statement, in order of first appearance.
+    fn first_uses(sql: &str) -> Vec<u32> {
+        let mut seen = Vec::new();
+        let mut rest = sql;
+        while let Some(at) = rest.find('$') {
+            rest = &rest[at + 1..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if let Ok(number) = digits.parse::<u32>()
+                && !seen.contains(&number)
+            {
+                seen.push(number);
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn shared_statements_number_their_parameters_in_order() {
+        for sql in ALL {
+            let uses = first_uses(sql);
+            let expected: Vec<u32> = (1..=uses.len() as u32).collect();
+            assert_eq!(uses, expected, "{sql}");
+        }
+        assert_eq!(first_uses("a = $2 AND b = $1"), vec![2, 1]);
+    }
+}
