@@ -7,6 +7,7 @@
 //! taken over by another member after the lease. Leases only save work:
 //! a member that wakes up late and redoes a fire claims nothing twice.
 
+use super::shared::{Clocked, Row, Statements, shared};
 use super::{Connection, Result};
 
 /// A daemon process, as the others see it.
@@ -67,7 +68,7 @@ pub fn take_fire(
     me: &str,
     lease_ms: i64,
 ) -> Result<Option<u32>> {
-    super::engine!(connection, cluster::take_fire(fire, me, lease_ms))
+    shared!(connection, take_fire_on, fire, me, lease_ms)
 }
 
 /// Ends this member's hold on `fire`.
@@ -77,7 +78,7 @@ pub fn finish_fire(
     me: &str,
     finish: Finish,
 ) -> Result<()> {
-    super::engine!(connection, cluster::finish_fire(fire, me, finish))
+    shared!(connection, finish_fire_on, fire, me, finish)
 }
 
 /// One heartbeat, in one transaction: records that `me` is alive, renews the
@@ -86,17 +87,156 @@ pub fn finish_fire(
 /// a later fire of their job was taken, and returns the other expired ones,
 /// oldest first, for this member to take over.
 pub fn heartbeat(connection: &mut Connection, me: &Me, lease_ms: i64) -> Result<Vec<Fire>> {
-    super::engine!(connection, cluster::heartbeat(me, lease_ms))
+    shared!(connection, heartbeat_on, me, lease_ms)
 }
 
 /// Leaves the cluster (a clean stop).
 pub fn leave(connection: &mut Connection, me: &str) -> Result<()> {
-    super::engine!(connection, cluster::leave(me))
+    shared!(connection, leave_on, me)
 }
 
 /// The members that beat within the last day.
 pub fn members(connection: &mut Connection) -> Result<Vec<Member>> {
-    super::engine!(connection, cluster::members())
+    shared!(connection, members_on,)
+}
+
+/// One statement: a member racing another waits for the other's row (or, on
+/// SQLite, for the write lock), then sees it held (`WHERE` on the
+/// conflicting row) and takes nothing.
+static TAKE_FIRE: Clocked = Clocked::new(
+    "INSERT INTO job_fires (job, fire_time, state, member, lease_until, started_at)
+     VALUES ($1, $2, 'running', $3, {now_ms} + $4, {now_ms})
+     ON CONFLICT (job, fire_time) DO UPDATE SET member = excluded.member,
+         lease_until = excluded.lease_until, started_at = excluded.started_at,
+         runs = job_fires.runs + 1
+     WHERE job_fires.state = 'running' AND job_fires.lease_until < {now_ms}
+     RETURNING runs",
+);
+static FINISH_FIRE: Clocked = Clocked::new(
+    "UPDATE job_fires SET finished_at = {now_ms}, lease_until = {now_ms}, state = $1
+     WHERE job = $2 AND fire_time = $3 AND member = $4 AND state = 'running'",
+);
+static BEAT: Clocked = Clocked::new(
+    "INSERT INTO cluster_members (member, host, pid, version, started_at, heartbeat_at)
+     VALUES ($1, $2, $3, $4, $5, {now_ms})
+     ON CONFLICT (member) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+);
+static RENEW: Clocked = Clocked::new(
+    "UPDATE job_fires SET lease_until = {now_ms} + $1 WHERE member = $2 AND state = 'running'",
+);
+static FORGET_FIRES: Clocked =
+    Clocked::new("DELETE FROM job_fires WHERE state <> 'running' AND fire_time < {now_ms} - $1");
+static FORGET_MEMBERS: Clocked =
+    Clocked::new("DELETE FROM cluster_members WHERE heartbeat_at < {now_ms} - $1");
+static SUPERSEDE: Clocked = Clocked::new(
+    "UPDATE job_fires SET state = 'superseded', finished_at = {now_ms}
+     WHERE state = 'running' AND lease_until < {now_ms}
+       AND EXISTS (SELECT 1 FROM job_fires AS later
+                   WHERE later.job = job_fires.job AND later.fire_time > job_fires.fire_time)",
+);
+static EXPIRED: Clocked = Clocked::new(
+    "SELECT job, fire_time FROM job_fires WHERE state = 'running' AND lease_until < {now_ms}
+     ORDER BY fire_time LIMIT 16",
+);
+static LEAVE: Clocked = Clocked::new("DELETE FROM cluster_members WHERE member = $1");
+static MEMBERS: Clocked = Clocked::new(
+    "SELECT member, host, pid, version, started_at, heartbeat_at, {now_ms} - heartbeat_at
+     FROM cluster_members ORDER BY host, pid, member",
+);
+
+/// Every statement of this module (a test checks their parameters).
+#[cfg(test)]
+pub(super) static STATEMENTS: [&Clocked; 10] = [
+    &TAKE_FIRE,
+    &FINISH_FIRE,
+    &BEAT,
+    &RENEW,
+    &FORGET_FIRES,
+    &FORGET_MEMBERS,
+    &SUPERSEDE,
+    &EXPIRED,
+    &LEAVE,
+    &MEMBERS,
+];
+
+fn take_fire_on<C: Statements>(
+    connection: &mut C,
+    fire: &Fire,
+    me: &str,
+    lease_ms: i64,
+) -> std::result::Result<Option<u32>, C::Error> {
+    let runs = connection.write_transaction(|connection| {
+        connection.query(
+            C::clocked(&TAKE_FIRE),
+            &[&fire.job, &fire.at_ms, &me, &lease_ms],
+            |row| row.get::<i32>(0),
+        )
+    })?;
+    Ok(runs.first().map(|runs| (*runs).max(0) as u32))
+}
+
+fn finish_fire_on<C: Statements>(
+    connection: &mut C,
+    fire: &Fire,
+    me: &str,
+    finish: Finish,
+) -> std::result::Result<(), C::Error> {
+    connection.execute(
+        C::clocked(&FINISH_FIRE),
+        &[&finish.state(), &fire.job, &fire.at_ms, &me],
+    )?;
+    Ok(())
+}
+
+fn heartbeat_on<C: Statements>(
+    connection: &mut C,
+    me: &Me,
+    lease_ms: i64,
+) -> std::result::Result<Vec<Fire>, C::Error> {
+    connection.write_transaction(|connection| {
+        connection.execute(
+            C::clocked(&BEAT),
+            &[
+                &me.member,
+                &me.host,
+                &i64::from(me.pid),
+                &me.version,
+                &me.started_at,
+            ],
+        )?;
+        connection.execute(C::clocked(&RENEW), &[&lease_ms, &me.member])?;
+        connection.execute(C::clocked(&FORGET_FIRES), &[&MEMORY_MS])?;
+        connection.execute(C::clocked(&FORGET_MEMBERS), &[&MEMORY_MS])?;
+        connection.execute(C::clocked(&SUPERSEDE), &[])?;
+        connection.query(C::clocked(&EXPIRED), &[], |row| {
+            Ok(Fire {
+                job: row.get(0)?,
+                at_ms: row.get(1)?,
+            })
+        })
+    })
+}
+
+fn leave_on<C: Statements>(connection: &mut C, me: &str) -> std::result::Result<(), C::Error> {
+    connection.execute(C::clocked(&LEAVE), &[&me])?;
+    Ok(())
+}
+
+fn members_on<C: Statements>(connection: &mut C) -> std::result::Result<Vec<Member>, C::Error> {
+    connection.query(C::clocked(&MEMBERS), &[], |row| member_of(row))
+}
+
+/// A `cluster_members` row, as `MEMBERS` reads it.
+fn member_of<R: Row>(row: &R) -> std::result::Result<Member, R::Error> {
+    Ok(Member {
+        member: row.get(0)?,
+        host: row.get(1)?,
+        pid: row.get::<i64>(2)?.max(0) as u32,
+        version: row.get(3)?,
+        started_at: row.get(4)?,
+        heartbeat_at: super::millis_to_text(row.get(5)?),
+        heartbeat_age_ms: row.get(6)?,
+    })
 }
 
 /// The tables, the same on both engines: times in unix milliseconds, by

@@ -6,7 +6,42 @@
 //! Where the engines differ (the claim, leases, change numbers, migrations,
 //! notifications, the clock), each keeps its own SQL.
 
+use std::sync::OnceLock;
+
 use super::postgresql::PgConnection;
+
+/// A shared statement that reads the database's clock: `{now_ms}` stands for
+/// the engine's "now, in unix milliseconds" (this host's for SQLite, where
+/// every process on the file runs here; the server's for PostgreSQL, so
+/// that members whose clocks disagree still agree on leases). Rendered once
+/// per engine.
+pub(super) struct Clocked {
+    text: &'static str,
+    sqlite: OnceLock<&'static str>,
+    postgres: OnceLock<&'static str>,
+}
+
+impl Clocked {
+    pub(super) const fn new(text: &'static str) -> Clocked {
+        Clocked {
+            text,
+            sqlite: OnceLock::new(),
+            postgres: OnceLock::new(),
+        }
+    }
+
+    /// The text with `now_ms` for `{now_ms}`. Each statement is rendered
+    /// once per engine and kept for the process's life (the engines cache
+    /// prepared statements by their text).
+    fn render(&self, slot: &'static OnceLock<&'static str>, now_ms: &str) -> &'static str {
+        slot.get_or_init(|| Box::leak(self.text.replace("{now_ms}", now_ms).into_boxed_str()))
+    }
+
+    #[cfg(test)]
+    pub(super) fn text(&self) -> &'static str {
+        self.text
+    }
+}
 
 /// A value either engine binds.
 pub(super) trait Param {
@@ -60,6 +95,16 @@ pub(super) trait Statements {
     type Error;
     type Row<'r>: Row<Error = Self::Error>;
 
+    /// A clocked statement's text for this engine.
+    fn clocked(sql: &'static Clocked) -> &'static str;
+
+    /// Runs `call` in one write transaction (SQLite: `BEGIN IMMEDIATE`, so
+    /// that it never has to upgrade a read lock), committed if it succeeds.
+    fn write_transaction<T>(
+        &mut self,
+        call: impl FnOnce(&mut Self) -> Result<T, Self::Error>,
+    ) -> Result<T, Self::Error>;
+
     /// Runs `sql`; how many rows it changed.
     fn execute(&mut self, sql: &'static str, params: &[&dyn Param]) -> Result<u64, Self::Error>;
 
@@ -75,6 +120,22 @@ pub(super) trait Statements {
 impl Statements for rusqlite::Connection {
     type Error = rusqlite::Error;
     type Row<'r> = rusqlite::Row<'r>;
+
+    fn clocked(sql: &'static Clocked) -> &'static str {
+        sql.render(&sql.sqlite, "CAST(unixepoch('subsec') * 1000 AS INTEGER)")
+    }
+
+    fn write_transaction<T>(
+        &mut self,
+        call: impl FnOnce(&mut Self) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.execute_batch("BEGIN IMMEDIATE")?;
+        let result = call(self);
+        let end = self.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        let value = result?;
+        end?;
+        Ok(value)
+    }
 
     fn execute(&mut self, sql: &'static str, params: &[&dyn Param]) -> rusqlite::Result<u64> {
         let changed = self
@@ -103,6 +164,27 @@ impl Statements for rusqlite::Connection {
 impl Statements for PgConnection {
     type Error = postgres::Error;
     type Row<'r> = postgres::Row;
+
+    fn clocked(sql: &'static Clocked) -> &'static str {
+        sql.render(
+            &sql.postgres,
+            "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+        )
+    }
+
+    fn write_transaction<T>(
+        &mut self,
+        call: impl FnOnce(&mut Self) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        self.client().batch_execute("BEGIN")?;
+        let result = call(self);
+        let end = self
+            .client()
+            .batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        let value = result?;
+        end?;
+        Ok(value)
+    }
 
     fn execute(
         &mut self,
@@ -152,7 +234,11 @@ pub(super) use shared;
 /// Every statement written once, for the test that checks their
 /// parameters' order.
 #[cfg(test)]
-pub(super) const ALL: &[&str] = &[super::runs::RECORD, super::runs::LIST];
+fn all() -> Vec<&'static str> {
+    let mut all = vec![super::runs::RECORD, super::runs::LIST];
+    all.extend(super::cluster::STATEMENTS.iter().map(|sql| sql.text()));
+    all
+}
 
 #[cfg(test)]
 mod tests {
@@ -176,7 +262,7 @@ mod tests {
 
     #[test]
     fn shared_statements_number_their_parameters_in_order() {
-        for sql in ALL {
+        for sql in all() {
             let uses = first_uses(sql);
             let expected: Vec<u32> = (1..=uses.len() as u32).collect();
             assert_eq!(uses, expected, "{sql}");

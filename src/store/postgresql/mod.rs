@@ -40,8 +40,6 @@ pub mod alerts;
 
 pub mod changes;
 
-pub mod cluster;
-
 mod connect;
 
 pub mod outbox;

@@ -19,8 +19,6 @@ pub mod alerts;
 
 pub mod changes;
 
-pub mod cluster;
-
 pub mod outbox;
 
 mod rows;
