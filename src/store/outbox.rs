@@ -2,6 +2,7 @@
 //! sending them, so several daemons on one database never send the same row at
 //! the same time; a row leaves the pending state only after a 2xx.
 
+use super::shared::{Row, Statements, shared};
 use super::{Connection, Result};
 
 /// A leased event, ready to send.
@@ -174,12 +175,12 @@ pub fn next_due(connection: &mut Connection) -> Result<Option<i64>> {
 /// When the oldest pending event was queued (RFC 3339), if any is pending;
 /// through the partial index `outbox_pending`.
 pub fn oldest_pending(connection: &mut Connection) -> Result<Option<String>> {
-    super::engine!(connection, outbox::oldest_pending())
+    shared!(connection, oldest_pending_on,)
 }
 
 /// Pending events and dead letters.
 pub fn backlog(connection: &mut Connection) -> Result<(u64, u64)> {
-    super::engine!(connection, outbox::backlog())
+    shared!(connection, backlog_on,)
 }
 
 /// Up to `limit` rows, oldest first.
@@ -188,7 +189,7 @@ pub fn list(
     filter: OutboxFilter,
     limit: usize,
 ) -> Result<Vec<OutboxEntry>> {
-    super::engine!(connection, outbox::list(filter, limit))
+    shared!(connection, list_on, filter, limit)
 }
 
 /// Puts dead or pending events back at the start of a fresh retry schedule,
@@ -210,5 +211,79 @@ pub fn replay_all_dead(connection: &mut Connection, now_ms: i64) -> Result<usize
 /// Deletes delivered events delivered before `before` (an RFC 3339 stamp as
 /// [`super::timestamp`] writes them). Pending and dead events are never touched.
 pub fn purge_delivered(connection: &mut Connection, before: &str) -> Result<usize> {
-    super::engine!(connection, outbox::purge_delivered(before))
+    shared!(connection, purge_delivered_on, before)
+}
+
+pub(super) const OLDEST_PENDING: &str =
+    "SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1";
+pub(super) const BACKLOG: &str = "SELECT (SELECT count(*) FROM outbox WHERE state = 'pending'),
+            (SELECT count(*) FROM outbox WHERE state = 'dead')";
+/// `list`'s statements: one per filter, so that each is a literal the
+/// engines prepare once.
+macro_rules! listing {
+    ($states:literal) => {
+        concat!(
+            "SELECT event_id, alert_id, state, attempts, created_at, next_attempt_at, last_error
+             FROM outbox WHERE state IN ",
+            $states,
+            " ORDER BY id LIMIT $1"
+        )
+    };
+}
+pub(super) const LIST_UNDELIVERED: &str = listing!("('pending', 'dead')");
+pub(super) const LIST_DEAD: &str = listing!("('dead')");
+pub(super) const PURGE_DELIVERED: &str =
+    "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < $1";
+
+fn oldest_pending_on<C: Statements>(
+    connection: &mut C,
+) -> std::result::Result<Option<String>, C::Error> {
+    let oldest = connection.query(OLDEST_PENDING, &[], |row| row.get::<String>(0))?;
+    Ok(oldest.into_iter().next())
+}
+
+fn backlog_on<C: Statements>(connection: &mut C) -> std::result::Result<(u64, u64), C::Error> {
+    let counts = connection.query(BACKLOG, &[], |row| {
+        Ok((row.get::<i64>(0)?, row.get::<i64>(1)?))
+    })?;
+    let (pending, dead) = counts.first().copied().unwrap_or_default();
+    Ok((pending.max(0) as u64, dead.max(0) as u64))
+}
+
+fn list_on<C: Statements>(
+    connection: &mut C,
+    filter: OutboxFilter,
+    limit: usize,
+) -> std::result::Result<Vec<OutboxEntry>, C::Error> {
+    let sql = match filter {
+        OutboxFilter::Undelivered => LIST_UNDELIVERED,
+        OutboxFilter::Dead => LIST_DEAD,
+    };
+    connection.query(sql, &[&(limit as i64)], |row| entry_of(row))
+}
+
+/// An outbox row as `list` reads it: when a pending event is next due,
+/// none for the others.
+fn entry_of<R: Row>(row: &R) -> std::result::Result<OutboxEntry, R::Error> {
+    let state: String = row.get(2)?;
+    let next_attempt_at = match state.as_str() {
+        "pending" => chrono::DateTime::from_timestamp_millis(row.get(5)?).map(super::timestamp),
+        _ => None,
+    };
+    Ok(OutboxEntry {
+        event_id: row.get(0)?,
+        alert_id: row.get(1)?,
+        state,
+        attempts: row.get::<i32>(3)?.max(0) as u32,
+        created_at: row.get(4)?,
+        next_attempt_at,
+        last_error: row.get(6)?,
+    })
+}
+
+fn purge_delivered_on<C: Statements>(
+    connection: &mut C,
+    before: &str,
+) -> std::result::Result<usize, C::Error> {
+    Ok(connection.execute(PURGE_DELIVERED, &[&before])? as usize)
 }

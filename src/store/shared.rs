@@ -235,7 +235,16 @@ pub(super) use shared;
 /// parameters' order.
 #[cfg(test)]
 fn all() -> Vec<&'static str> {
-    let mut all = vec![super::runs::RECORD, super::runs::LIST];
+    use super::outbox;
+    let mut all = vec![
+        super::runs::RECORD,
+        super::runs::LIST,
+        outbox::OLDEST_PENDING,
+        outbox::BACKLOG,
+        outbox::LIST_UNDELIVERED,
+        outbox::LIST_DEAD,
+        outbox::PURGE_DELIVERED,
+    ];
     all.extend(super::cluster::STATEMENTS.iter().map(|sql| sql.text()));
     all
 }

@@ -799,3 +799,48 @@ fn messages_say_each_thing_once_as_people_write_it() {
     assert!(help.contains("[env: PRICE_ALERTD_CONFIG]"), "{help}");
     assert!(!help.contains("/x/y.toml"), "{help}");
 }
+
+on_every_engine! {
+    /// The operators' lists read alike on each engine (their statements and
+    /// row mappers are written once): a dead letter after three failures,
+    /// a delivered event not listed, the backlog in `status`, and the quotes.
+    fn the_outbox_status_and_quotes_read_alike_on_every_engine(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        receiver.fail_with(&[503, 503, 503]);
+        let path = db.write_config(&config_text(&db, &receiver.url, "0 0 0 1 1 *"));
+        db.add_alert("AAPL", "above", 100.0);
+        db.set_quote("AAPL", 150.0);
+        common::cli(&path, &["run-job", "evaluate"]);
+        // A second event, delivered: not in the outbox's list.
+        db.add_alert("MSFT", "below", 300.0);
+        db.set_quote("MSFT", 250.0);
+        common::cli(&path, &["run-job", "evaluate"]);
+
+        let listed: Vec<serde_json::Value> = common::cli(&path, &["outbox", "list", "--json"])
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let dead: Vec<&serde_json::Value> =
+            listed.iter().filter(|entry| entry["state"] == "dead").collect();
+        assert_eq!((dead.len(), listed.len()), (1, 1), "{listed:?}");
+        assert_eq!(dead[0]["attempts"], 3, "{listed:?}");
+        assert!(dead[0]["next_attempt_at"].is_null(), "{listed:?}");
+        assert!(dead[0]["event_id"].as_str().unwrap().starts_with("pa_"));
+        let only_dead = common::cli(&path, &["outbox", "list", "--dead", "--json"]);
+        assert_eq!(only_dead.lines().count(), 1, "{only_dead}");
+
+        let status: serde_json::Value =
+            serde_json::from_str(&common::cli(&path, &["status", "--json"])).unwrap();
+        assert_eq!(status["outbox_dead"], 1, "{status}");
+        assert_eq!(
+            status["outbox_pending"].as_u64().unwrap() + status["outbox_dead"].as_u64().unwrap(),
+            listed.len() as u64,
+            "{status}"
+        );
+        assert_eq!(status["jobs"][0]["result"], "ok", "{status}");
+
+        let quotes = common::cli(&path, &["quotes", "list", "--json"]);
+        assert_eq!(quotes.lines().count(), 2, "{quotes}");
+    }
+}

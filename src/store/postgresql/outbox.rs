@@ -4,7 +4,7 @@
 //! out of the due range (and brings it back, due, if its holder dies).
 
 use super::PgConnection;
-use crate::store::outbox::{Leased, OutboxEntry, OutboxFilter, Recording, Settled, Want};
+use crate::store::outbox::{Leased, Recording, Settled, Want};
 
 use super::PgResult as Result;
 
@@ -180,72 +180,6 @@ pub fn next_due(connection: &mut PgConnection) -> Result<Option<i64>> {
         .transpose()
 }
 
-pub fn oldest_pending(connection: &mut PgConnection) -> Result<Option<String>> {
-    let statement = connection
-        .prepared("SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1")?;
-    connection
-        .client()
-        .query_opt(&statement, &[])?
-        .map(|row| row.try_get(0))
-        .transpose()
-}
-
-pub fn backlog(connection: &mut PgConnection) -> Result<(u64, u64)> {
-    let statement = connection.prepared(
-        "SELECT (SELECT count(*) FROM outbox WHERE state = 'pending'),
-                (SELECT count(*) FROM outbox WHERE state = 'dead')",
-    )?;
-    let row = connection.client().query_one(&statement, &[])?;
-    Ok((
-        row.try_get::<_, i64>(0)? as u64,
-        row.try_get::<_, i64>(1)? as u64,
-    ))
-}
-
-pub fn list(
-    connection: &mut PgConnection,
-    filter: OutboxFilter,
-    limit: usize,
-) -> Result<Vec<OutboxEntry>> {
-    macro_rules! listing {
-        ($states:literal) => {
-            concat!(
-                "SELECT event_id, alert_id, state, attempts, created_at, next_attempt_at, last_error
-                 FROM outbox WHERE state IN ",
-                $states,
-                " ORDER BY id LIMIT $1"
-            )
-        };
-    }
-    let sql = match filter {
-        OutboxFilter::Undelivered => listing!("('pending', 'dead')"),
-        OutboxFilter::Dead => listing!("('dead')"),
-    };
-    let statement = connection.prepared(sql)?;
-    connection
-        .client()
-        .query(&statement, &[&(limit as i64)])?
-        .iter()
-        .map(|row| {
-            let state: String = row.try_get(2)?;
-            let next_attempt_at = match state.as_str() {
-                "pending" => chrono::DateTime::from_timestamp_millis(row.try_get(5)?)
-                    .map(crate::store::timestamp),
-                _ => None,
-            };
-            Ok(OutboxEntry {
-                event_id: row.try_get(0)?,
-                alert_id: row.try_get(1)?,
-                state,
-                attempts: row.try_get::<_, i32>(3)?.max(0) as u32,
-                created_at: row.try_get(4)?,
-                next_attempt_at,
-                last_error: row.try_get(6)?,
-            })
-        })
-        .collect()
-}
-
 pub fn replay(
     connection: &mut PgConnection,
     event_ids: &[String],
@@ -286,10 +220,4 @@ pub fn replay_all_dead(connection: &mut PgConnection, now_ms: i64) -> Result<usi
     transaction.execute(&notify, &[])?;
     transaction.commit()?;
     Ok(replayed as usize)
-}
-
-pub fn purge_delivered(connection: &mut PgConnection, before: &str) -> Result<usize> {
-    let statement = connection
-        .prepared("DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < $1")?;
-    Ok(connection.client().execute(&statement, &[&before])? as usize)
 }

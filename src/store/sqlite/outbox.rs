@@ -1,8 +1,8 @@
 //! SQLite: the outbox (see `store::outbox`).
 
-use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
-use crate::store::outbox::{Leased, OutboxEntry, OutboxFilter, Recording, Settled, Want};
+use crate::store::outbox::{Leased, Recording, Settled, Want};
 
 /// One round trip of a deliverer to the outbox, in one transaction: records
 /// `settled` (each only while its lease is still `owner`'s), then leases up to
@@ -166,78 +166,6 @@ pub fn next_due(connection: &Connection) -> rusqlite::Result<Option<i64>> {
     )
 }
 
-/// Rows still waiting for a 2xx.
-pub fn pending_count(connection: &Connection) -> rusqlite::Result<u64> {
-    let count: i64 = connection.query_row(
-        "SELECT count(*) FROM outbox WHERE state = 'pending'",
-        [],
-        |row| row.get(0),
-    )?;
-    Ok(count as u64)
-}
-
-/// When the oldest pending event was queued (RFC 3339), if any is pending;
-/// through the partial index `outbox_pending`.
-pub fn oldest_pending(connection: &Connection) -> rusqlite::Result<Option<String>> {
-    connection
-        .query_row(
-            "SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1",
-            [],
-            |row| row.get(0),
-        )
-        .optional()
-}
-
-/// Pending events and dead letters.
-pub fn backlog(connection: &Connection) -> rusqlite::Result<(u64, u64)> {
-    Ok((pending_count(connection)?, dead_count(connection)?))
-}
-
-/// Dead letters.
-pub fn dead_count(connection: &Connection) -> rusqlite::Result<u64> {
-    let count: i64 = connection.query_row(
-        "SELECT count(*) FROM outbox WHERE state = 'dead'",
-        [],
-        |row| row.get(0),
-    )?;
-    Ok(count as u64)
-}
-
-/// Up to `limit` rows, oldest first.
-pub fn list(
-    connection: &Connection,
-    filter: OutboxFilter,
-    limit: usize,
-) -> rusqlite::Result<Vec<OutboxEntry>> {
-    let states = match filter {
-        OutboxFilter::Undelivered => "('pending', 'dead')",
-        OutboxFilter::Dead => "('dead')",
-    };
-    let mut statement = connection.prepare(&format!(
-        "SELECT event_id, alert_id, state, attempts, created_at, next_attempt_at, last_error
-         FROM outbox WHERE state IN {states} ORDER BY id LIMIT ?1"
-    ))?;
-    let rows = statement.query_map([limit as i64], |row| {
-        let state: String = row.get(2)?;
-        let next_attempt_at = match state.as_str() {
-            "pending" => {
-                chrono::DateTime::from_timestamp_millis(row.get(5)?).map(crate::store::timestamp)
-            }
-            _ => None,
-        };
-        Ok(OutboxEntry {
-            event_id: row.get(0)?,
-            alert_id: row.get(1)?,
-            state,
-            attempts: row.get(3)?,
-            created_at: row.get(4)?,
-            next_attempt_at,
-            last_error: row.get(6)?,
-        })
-    })?;
-    rows.collect()
-}
-
 /// Puts dead or pending events back at the start of a fresh retry schedule,
 /// due now; their ids and bodies stay. Delivered events are left alone.
 /// Returns the event ids that were found and replayed.
@@ -271,14 +199,5 @@ pub fn replay_all_dead(connection: &mut Connection, now_ms: i64) -> rusqlite::Re
              lease_owner = NULL, lease_until = NULL
          WHERE state = 'dead'",
         [now_ms],
-    )
-}
-
-/// Deletes delivered events delivered before `before` (an RFC 3339 stamp as
-/// [`crate::store::timestamp`] writes them). Pending and dead events are never touched.
-pub fn purge_delivered(connection: &Connection, before: &str) -> rusqlite::Result<usize> {
-    connection.execute(
-        "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?1",
-        [before],
     )
 }
