@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::shared::{Row as _, Statements, shared};
 use super::{Connection, Result};
 
 /// An enabled alert as stored. Numbers the application wrote as something other
@@ -145,14 +146,14 @@ pub fn rearm_cooled_down(connection: &mut Connection, now: DateTime<Utc>) -> Res
 
 /// Sets or clears an alert's cooldown. Returns false if there is no such alert.
 pub fn set_cooldown(connection: &mut Connection, id: i64, cooldown: Option<&str>) -> Result<bool> {
-    super::engine!(connection, alerts::set_cooldown(id, cooldown))
+    shared!(connection, set_cooldown_on, id, cooldown)
 }
 
 /// Re-arms a disabled alert: enabled again, its trigger and expiry stamps
 /// cleared; the schema's trigger gives it a new arming (a new event id).
 /// Returns false if there is no such alert or it is already armed.
 pub fn rearm(connection: &mut Connection, id: i64) -> Result<bool> {
-    super::engine!(connection, alerts::rearm(id))
+    shared!(connection, rearm_on, id)
 }
 
 /// Claims `triggers` in one write transaction: each alert is disabled only
@@ -186,14 +187,66 @@ pub fn list(
 
 /// Inserts an alert; returns its id.
 pub fn add(connection: &mut Connection, alert: &NewAlert<'_>, created_at: &str) -> Result<i64> {
-    super::engine!(connection, alerts::add(alert, created_at))
+    shared!(connection, add_on, alert, created_at)
 }
 
 /// Disables an armed alert without an event, or stops a repeating one that
 /// waits out its cooldown from being re-armed. Returns false if there is no
 /// such alert or it is neither.
 pub fn disable(connection: &mut Connection, id: i64) -> Result<bool> {
-    super::engine!(connection, alerts::disable(id))
+    shared!(connection, disable_on, id)
+}
+
+// The operators' statements, the same on both engines. `enabled` is written
+// as the untyped literals '1' and '0', which each engine reads as the
+// column's type (an integer, or on PostgreSQL possibly a boolean).
+pub(super) const SET_COOLDOWN: &str = "UPDATE price_alerts SET cooldown = $1 WHERE id = $2";
+pub(super) const REARM: &str = "UPDATE price_alerts
+     SET enabled = '1', triggered_at = NULL, triggered_price = NULL, expired_at = NULL, rearm_at = NULL
+     WHERE id = $1 AND enabled = '0'";
+pub(super) const DISABLE: &str = "UPDATE price_alerts SET enabled = '0', rearm_at = NULL
+     WHERE id = $1 AND (enabled = '1' OR rearm_at IS NOT NULL)";
+pub(super) const ADD: &str = "INSERT INTO price_alerts
+         (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at, cooldown)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+
+fn set_cooldown_on<C: Statements>(
+    connection: &mut C,
+    id: i64,
+    cooldown: Option<&str>,
+) -> std::result::Result<bool, C::Error> {
+    Ok(connection.execute(SET_COOLDOWN, &[&cooldown, &id])? > 0)
+}
+
+fn rearm_on<C: Statements>(connection: &mut C, id: i64) -> std::result::Result<bool, C::Error> {
+    Ok(connection.execute(REARM, &[&id])? > 0)
+}
+
+fn disable_on<C: Statements>(connection: &mut C, id: i64) -> std::result::Result<bool, C::Error> {
+    Ok(connection.execute(DISABLE, &[&id])? > 0)
+}
+
+fn add_on<C: Statements>(
+    connection: &mut C,
+    alert: &NewAlert<'_>,
+    created_at: &str,
+) -> std::result::Result<i64, C::Error> {
+    let ids = connection.query(
+        ADD,
+        &[
+            &alert.ticker,
+            &alert.condition,
+            &alert.target_price,
+            &alert.reference_price,
+            &created_at,
+            &alert.user_id,
+            &alert.note,
+            &alert.expires_at,
+            &alert.cooldown,
+        ],
+        |row| row.get::<i64>(0),
+    )?;
+    Ok(ids[0])
 }
 
 /// The event of a claimed trigger.

@@ -244,6 +244,10 @@ fn all() -> Vec<&'static str> {
         outbox::LIST_UNDELIVERED,
         outbox::LIST_DEAD,
         outbox::PURGE_DELIVERED,
+        super::alerts::SET_COOLDOWN,
+        super::alerts::REARM,
+        super::alerts::DISABLE,
+        super::alerts::ADD,
     ];
     all.extend(super::cluster::STATEMENTS.iter().map(|sql| sql.text()));
     all

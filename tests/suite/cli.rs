@@ -804,7 +804,7 @@ on_every_engine! {
     /// The operators' lists read alike on each engine (their statements and
     /// row mappers are written once): a dead letter after three failures,
     /// a delivered event not listed, the backlog in `status`, and the quotes.
-    fn the_outbox_status_and_quotes_read_alike_on_every_engine(engine: Engine) {
+    fn the_operators_commands_read_and_write_alike_on_every_engine(engine: Engine) {
         let db = Db::on(engine);
         let receiver = Receiver::start();
         receiver.fail_with(&[503, 503, 503]);
@@ -842,5 +842,26 @@ on_every_engine! {
 
         let quotes = common::cli(&path, &["quotes", "list", "--json"]);
         assert_eq!(quotes.lines().count(), 2, "{quotes}");
+
+        // The alert commands: add, cooldown, disable, rearm.
+        let id: i64 = common::cli(&path, &["alerts", "add", "TSLA", "above", "900", "--note", "x"])
+            .trim()
+            .parse()
+            .unwrap();
+        let alert = |id: i64| -> serde_json::Value {
+            common::cli(&path, &["alerts", "list", "--json"])
+                .lines()
+                .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+                .find(|alert| alert["id"] == id)
+                .unwrap_or_else(|| panic!("no alert {id}"))
+        };
+        assert_eq!(alert(id)["enabled"], true);
+        assert_eq!(alert(id)["note"], "x");
+        common::cli(&path, &["alerts", "cooldown", &id.to_string(), "15m"]);
+        assert_eq!(alert(id)["cooldown"], "15m");
+        common::cli(&path, &["alerts", "disable", &id.to_string()]);
+        assert_eq!(alert(id)["enabled"], false);
+        common::cli(&path, &["alerts", "rearm", &id.to_string()]);
+        assert_eq!(alert(id)["enabled"], true);
     }
 }

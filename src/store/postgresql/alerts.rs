@@ -7,9 +7,7 @@ use chrono::{DateTime, Utc};
 use super::rows::{alert_columns, alert_row};
 use super::{PgConnection, PgResult as Result};
 
-use crate::store::alerts::{
-    AlertEntry, AlertFilter, AlertRow, Claimed, NewAlert, Trigger, event_of,
-};
+use crate::store::alerts::{AlertEntry, AlertFilter, AlertRow, Claimed, Trigger, event_of};
 
 pub fn enabled_for_ticker(connection: &mut PgConnection, ticker: &str) -> Result<Vec<AlertRow>> {
     const SQL: &str = concat!(
@@ -120,24 +118,6 @@ pub fn rearm_cooled_down(connection: &mut PgConnection, now: &str, now_ms: i64) 
     transaction.execute(&settle, &[&now, &now_ms])?;
     transaction.commit()?;
     Ok(rearmed as usize)
-}
-
-pub fn set_cooldown(
-    connection: &mut PgConnection,
-    id: i64,
-    cooldown: Option<&str>,
-) -> Result<bool> {
-    let statement = connection.prepared("UPDATE price_alerts SET cooldown = $2 WHERE id = $1")?;
-    Ok(connection.client().execute(&statement, &[&id, &cooldown])? > 0)
-}
-
-pub fn rearm(connection: &mut PgConnection, id: i64) -> Result<bool> {
-    let statement = connection.prepared(
-        "UPDATE price_alerts SET enabled = '1', triggered_at = NULL, triggered_price = NULL, expired_at = NULL,
-             rearm_at = NULL
-         WHERE id = $1 AND enabled = '0'",
-    )?;
-    Ok(connection.client().execute(&statement, &[&id])? > 0)
 }
 
 /// The claim, in one transaction: first the batch's rows are locked in id
@@ -375,36 +355,4 @@ pub fn list(
             })
         })
         .collect()
-}
-
-pub fn add(connection: &mut PgConnection, alert: &NewAlert<'_>, created_at: &str) -> Result<i64> {
-    let statement = connection.prepared(
-        "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at, cooldown)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-    )?;
-    connection
-        .client()
-        .query_one(
-            &statement,
-            &[
-                &alert.ticker,
-                &alert.condition,
-                &alert.target_price,
-                &alert.reference_price,
-                &created_at,
-                &alert.user_id,
-                &alert.note,
-                &alert.expires_at,
-                &alert.cooldown,
-            ],
-        )?
-        .try_get(0)
-}
-
-pub fn disable(connection: &mut PgConnection, id: i64) -> Result<bool> {
-    let statement = connection.prepared(
-        "UPDATE price_alerts SET enabled = '0', rearm_at = NULL
-         WHERE id = $1 AND (enabled = '1' OR rearm_at IS NOT NULL)",
-    )?;
-    Ok(connection.client().execute(&statement, &[&id])? > 0)
 }

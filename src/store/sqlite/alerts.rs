@@ -8,9 +8,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::rows::{alert_row, number, text};
 
-use crate::store::alerts::{
-    AlertEntry, AlertFilter, AlertRow, Claimed, NewAlert, Trigger, event_of,
-};
+use crate::store::alerts::{AlertEntry, AlertFilter, AlertRow, Claimed, Trigger, event_of};
 
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
 pub fn enabled_for_ticker(
@@ -107,30 +105,6 @@ pub fn rearm_cooled_down(
     )?;
     transaction.commit()?;
     Ok(rearmed)
-}
-
-pub fn set_cooldown(
-    connection: &Connection,
-    id: i64,
-    cooldown: Option<&str>,
-) -> rusqlite::Result<bool> {
-    Ok(connection.execute(
-        "UPDATE price_alerts SET cooldown = ?2 WHERE id = ?1",
-        params![id, cooldown],
-    )? > 0)
-}
-
-/// Re-arms a disabled alert: enabled again, its trigger and expiry stamps
-/// cleared; the schema's trigger gives it a new arming (a new event id).
-/// Returns false if there is no such alert or it is already armed.
-pub fn rearm(connection: &Connection, id: i64) -> rusqlite::Result<bool> {
-    let changed = connection.execute(
-        "UPDATE price_alerts SET enabled = 1, triggered_at = NULL, triggered_price = NULL, expired_at = NULL,
-             rearm_at = NULL
-         WHERE id = ?1 AND enabled = 0",
-        [id],
-    )?;
-    Ok(changed > 0)
 }
 
 /// Claims `triggers` in one IMMEDIATE transaction: each alert is disabled only
@@ -303,38 +277,4 @@ pub fn list(
         })
     })?;
     rows.collect()
-}
-
-/// Inserts an alert; returns its id.
-pub fn add(
-    connection: &Connection,
-    alert: &NewAlert<'_>,
-    created_at: &str,
-) -> rusqlite::Result<i64> {
-    connection.execute(
-        "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at, cooldown)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            alert.ticker,
-            alert.condition,
-            alert.target_price,
-            alert.reference_price,
-            created_at,
-            alert.user_id,
-            alert.note,
-            alert.expires_at,
-            alert.cooldown
-        ],
-    )?;
-    Ok(connection.last_insert_rowid())
-}
-
-/// Disables an armed alert without an event, or cancels a repeating one's
-/// re-arming. Returns false if there is no such alert or it is neither.
-pub fn disable(connection: &Connection, id: i64) -> rusqlite::Result<bool> {
-    Ok(connection.execute(
-        "UPDATE price_alerts SET enabled = 0, rearm_at = NULL
-         WHERE id = ?1 AND (enabled = 1 OR rearm_at IS NOT NULL)",
-        [id],
-    )? > 0)
 }
