@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::shared::{Row as _, Statements, shared};
 use super::{Connection, Result};
 
 /// A quote the daemon evaluated: `(ticker, price, quote_time)`.
@@ -10,7 +11,17 @@ pub type Observation = (String, f64, String);
 
 /// The last price the daemon observed for one ticker.
 pub fn get(connection: &mut Connection, ticker: &str) -> Result<Option<f64>> {
-    super::engine!(connection, observations::get(ticker))
+    shared!(connection, get_on, ticker)
+}
+
+pub(super) const GET: &str = "SELECT price FROM observations WHERE ticker = $1";
+
+fn get_on<C: Statements>(
+    connection: &mut C,
+    ticker: &str,
+) -> std::result::Result<Option<f64>, C::Error> {
+    let found = connection.query(GET, &[&ticker], |row| row.get::<f64>(0))?;
+    Ok(found.into_iter().next())
 }
 
 /// Ends a tick, in one transaction: records the evaluated quotes as the

@@ -248,6 +248,9 @@ fn all() -> Vec<&'static str> {
         super::alerts::REARM,
         super::alerts::DISABLE,
         super::alerts::ADD,
+        super::watermarks::GET,
+        super::watermarks::ADVANCE,
+        super::observations::GET,
     ];
     all.extend(super::cluster::STATEMENTS.iter().map(|sql| sql.text()));
     all

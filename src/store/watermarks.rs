@@ -1,9 +1,27 @@
 //! Watermarks: how far each job has read the changes.
 
+use super::shared::{Row as _, Statements, shared};
 use super::{Connection, Result};
 
 /// The changes a job has seen (every change numbered up to it); `None` for a
 /// job that never ran, which must read everything once.
 pub fn get(connection: &mut Connection, job: &str) -> Result<Option<i64>> {
-    super::engine!(connection, watermarks::get(job))
+    shared!(connection, get_on, job)
+}
+
+pub(super) const GET: &str = "SELECT change_seq FROM job_watermarks WHERE job = $1";
+
+/// Moves a job's watermark, never back (another process running the same
+/// job may have moved it further): `($1 job, $2 change, $3 now)`. Run in a
+/// tick's closing transaction (`observations::finish_tick`).
+pub(super) const ADVANCE: &str = "INSERT INTO job_watermarks (job, change_seq, updated_at) VALUES ($1, $2, $3)
+     ON CONFLICT (job) DO UPDATE SET change_seq = excluded.change_seq, updated_at = excluded.updated_at
+     WHERE excluded.change_seq > job_watermarks.change_seq";
+
+fn get_on<C: Statements>(
+    connection: &mut C,
+    job: &str,
+) -> std::result::Result<Option<i64>, C::Error> {
+    let found = connection.query(GET, &[&job], |row| row.get::<i64>(0))?;
+    Ok(found.into_iter().next())
 }

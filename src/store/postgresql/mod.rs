@@ -46,8 +46,6 @@ pub mod outbox;
 
 mod rows;
 
-pub mod watermarks;
-
 pub mod observations;
 
 pub mod quotes;

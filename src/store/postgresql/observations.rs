@@ -4,22 +4,13 @@ use crate::store::observations::Observation;
 
 use super::{PgConnection, PgResult as Result};
 
-pub fn get(connection: &mut PgConnection, ticker: &str) -> Result<Option<f64>> {
-    let statement = connection.prepared("SELECT price FROM observations WHERE ticker = $1")?;
-    connection
-        .client()
-        .query_opt(&statement, &[&ticker])?
-        .map(|row| row.try_get(0))
-        .transpose()
-}
-
 pub fn finish_tick(
     connection: &mut PgConnection,
     observed: &[Observation],
     (job, watermark): (&str, i64),
     now: &str,
 ) -> Result<()> {
-    let advance = connection.prepared(super::watermarks::ADVANCE)?;
+    let advance = connection.prepared(crate::store::watermarks::ADVANCE)?;
     let upsert = connection.prepared(
         "INSERT INTO observations (ticker, price, quote_time, observed_at)
          SELECT * FROM unnest($1::text[], $2::float8[], $3::text[]), (SELECT $4::text) AS now

@@ -1,7 +1,7 @@
 //! SQLite: what changed since a job last looked (see `store::changes`).
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::store::alerts::AlertRow;
 use crate::store::changes::{Horizon, Move, TickerState};
@@ -93,7 +93,10 @@ pub fn ticker_states(
         .map(|&(ticker, ask_alerts)| {
             Ok(TickerState {
                 quote: super::quotes::quote_of(connection, ticker)?,
-                previous: super::observations::get(connection, ticker)?,
+                previous: connection
+                    .prepare_cached(crate::store::observations::GET)?
+                    .query_row([ticker], |row| row.get(0))
+                    .optional()?,
                 has_alerts: ask_alerts && has_enabled_alerts(connection, ticker)?,
             })
         })

@@ -1,15 +1,8 @@
 //! SQLite: observations, and a tick's end (see `store::observations`).
 
-use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::store::observations::Observation;
-
-/// The last price the daemon observed for one ticker.
-pub fn get(connection: &Connection, ticker: &str) -> rusqlite::Result<Option<f64>> {
-    let mut statement =
-        connection.prepare_cached("SELECT price FROM observations WHERE ticker = ?1")?;
-    statement.query_row([ticker], |row| row.get(0)).optional()
-}
 
 /// Ends a tick, in one transaction: records the evaluated quotes as the
 /// tickers' previous prices (unless a newer quote was recorded meanwhile, by
@@ -21,7 +14,10 @@ pub fn finish_tick(
     now: &str,
 ) -> rusqlite::Result<()> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    super::watermarks::advance(&transaction, job, watermark, now)?;
+    transaction.execute(
+        crate::store::watermarks::ADVANCE,
+        params![job, watermark, now],
+    )?;
     {
         let mut upsert = transaction.prepare_cached(
             "INSERT INTO observations (ticker, price, quote_time, observed_at) VALUES (?1, ?2, ?3, ?4)
