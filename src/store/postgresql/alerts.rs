@@ -1,4 +1,7 @@
 //! PostgreSQL: alerts, expiry, re-arming and the claim (see `store::alerts`).
+//! Its own because the engines differ here: the claim (row locks taken
+//! `SKIP LOCKED`, batches as arrays), times compared with
+//! `price_alertd_time()`, and values cast to the types the daemon reads.
 
 use std::collections::HashSet;
 

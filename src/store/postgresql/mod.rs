@@ -1,8 +1,10 @@
 //! The PostgreSQL engine: for several daemons on several hosts sharing one
 //! database. Connecting (TLS over rustls, a password from the URL, a file or
 //! `$PGPASSWORD`), the pool (r2d2, each connection with its own cache of
-//! prepared statements), the schema and its migrations. The queries of each
-//! concern live beside SQLite's in `alerts`, `changes`, `outbox` and `runs`.
+//! prepared statements), the schema and its migrations. Where the engines
+//! differ, each concern's statements live beside SQLite's (`alerts`,
+//! `quotes`, `observations`, `changes`, `outbox`); where they agree, once,
+//! in `store` (see `store::shared`).
 //!
 //! What differs from SQLite, and why:
 //! - **Change numbers are transaction ids.** SQLite has one writer at a

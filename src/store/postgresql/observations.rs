@@ -1,4 +1,6 @@
-//! PostgreSQL: observations, and a tick's end (see `store::observations`).
+//! PostgreSQL: a tick's end (see `store::observations`). Its own for the
+//! batch as arrays and `price_alertd_time()`; the watermark's statement is
+//! shared.
 
 use crate::store::observations::Observation;
 

@@ -1,4 +1,6 @@
-//! PostgreSQL: quotes (see `store::quotes`).
+//! PostgreSQL: quotes (see `store::quotes`). Its own because prices and
+//! times are cast to the types the daemon reads, and fetched quotes are
+//! stored as arrays in one statement.
 
 use postgres::Row;
 

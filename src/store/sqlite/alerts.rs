@@ -1,4 +1,7 @@
 //! SQLite: alerts, expiry, re-arming and the claim (see `store::alerts`).
+//! Its own because the engines differ here: the claim (one writer at a time,
+//! the batch staged in a temp table), times compared with `julianday()`, and
+//! values read through `rows` (SQLite keeps whatever type was written).
 
 use std::collections::HashSet;
 

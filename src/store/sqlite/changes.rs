@@ -1,4 +1,6 @@
 //! SQLite: what changed since a job last looked (see `store::changes`).
+//! Its own because change numbers are a counter here (one writer: they
+//! follow commits), and reads are point queries, which cost no round trip.
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension as _, params};

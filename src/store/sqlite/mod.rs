@@ -1,7 +1,8 @@
 //! The SQLite engine: the embedded default. Opening (WAL mode, pragmas),
 //! the schema and its migrations (`PRAGMA user_version`), checks, and
-//! checkpoints. The queries of each concern live beside the other engine's in
-//! `alerts`, `changes`, `outbox` and `runs`.
+//! checkpoints. Where the engines differ, each concern's statements live
+//! beside the other engine's (`alerts`, `quotes`, `observations`, `changes`,
+//! `outbox`); where they agree, once, in `store` (see `store::shared`).
 
 mod migrate;
 

@@ -1,4 +1,5 @@
-//! SQLite: observations, and a tick's end (see `store::observations`).
+//! SQLite: a tick's end (see `store::observations`). Its own for the
+//! write transaction and `julianday()`; the watermark's statement is shared.
 
 use rusqlite::{Connection, TransactionBehavior, params};
 

@@ -1,4 +1,6 @@
-//! SQLite: the outbox (see `store::outbox`).
+//! SQLite: the outbox's leases and outcomes (see `store::outbox`). Its own
+//! because a leased row keeps its due time here (one writer: no lease can
+//! race another), and outcomes are recorded through `json_each`.
 
 use rusqlite::{Connection, TransactionBehavior, params};
 

@@ -1,4 +1,5 @@
-//! SQLite: quotes (see `store::quotes`).
+//! SQLite: quotes (see `store::quotes`). Its own because prices and times
+//! are read through `rows` (whatever type the application wrote).
 
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
