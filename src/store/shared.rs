@@ -130,7 +130,9 @@ impl Statements for rusqlite::Connection {
         call: impl FnOnce(&mut Self) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
         self.execute_batch("BEGIN IMMEDIATE")?;
-        let result = call(self);
+        let result = rolled_back_on_panic(self, call, |connection| {
+            let _ = connection.execute_batch("ROLLBACK");
+        });
         let end = self.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
         let value = result?;
         end?;
@@ -177,7 +179,9 @@ impl Statements for PgConnection {
         call: impl FnOnce(&mut Self) -> Result<T, postgres::Error>,
     ) -> Result<T, postgres::Error> {
         self.client().batch_execute("BEGIN")?;
-        let result = call(self);
+        let result = rolled_back_on_panic(self, call, |connection| {
+            let _ = connection.client().batch_execute("ROLLBACK");
+        });
         let end = self
             .client()
             .batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
@@ -209,6 +213,22 @@ impl Statements for PgConnection {
             .iter()
             .map(map)
             .collect()
+    }
+}
+
+/// Runs `call`; should it panic, `roll_back` first, so that a pooled
+/// connection never goes back to the pool inside a transaction.
+fn rolled_back_on_panic<C, T>(
+    connection: &mut C,
+    call: impl FnOnce(&mut C) -> T,
+    roll_back: impl FnOnce(&mut C),
+) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(&mut *connection))) {
+        Ok(value) => value,
+        Err(panic) => {
+            roll_back(connection);
+            std::panic::resume_unwind(panic)
+        }
     }
 }
 
@@ -274,6 +294,36 @@ mod tests {
             }
         }
         seen
+    }
+
+    #[test]
+    fn a_write_transaction_rolls_back_on_an_error_and_on_a_panic() {
+        let mut connection = rusqlite::Connection::open_in_memory().unwrap();
+        connection
+            .execute_batch("CREATE TABLE t (x INTEGER)")
+            .unwrap();
+        let failed: rusqlite::Result<()> = connection.write_transaction(|connection| {
+            Statements::execute(connection, "INSERT INTO t VALUES ($1)", &[&1_i64])?;
+            Err(rusqlite::Error::InvalidQuery)
+        });
+        assert!(failed.is_err());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            connection.write_transaction(|connection| -> rusqlite::Result<()> {
+                Statements::execute(connection, "INSERT INTO t VALUES ($1)", &[&2_i64]).unwrap();
+                panic!("a panic mid-transaction")
+            })
+        }));
+        assert!(panicked.is_err());
+        assert!(connection.is_autocommit(), "left inside a transaction");
+        let committed = connection.write_transaction(|connection| {
+            Statements::execute(connection, "INSERT INTO t VALUES ($1)", &[&3_i64])
+        });
+        assert_eq!(committed.unwrap(), 1);
+        let rows = Statements::query(&mut connection, "SELECT x FROM t", &[], |row| {
+            Row::get::<i64>(row, 0)
+        })
+        .unwrap();
+        assert_eq!(rows, vec![3]);
     }
 
     #[test]
