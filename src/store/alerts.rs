@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::shared::{Row as _, Statements, shared};
+use super::shared::{PerEngine, Row as _, Statements, shared};
 use super::{Connection, Result};
 
 /// An enabled alert as stored. Numbers the application wrote as something other
@@ -197,15 +197,18 @@ pub fn disable(connection: &mut Connection, id: i64) -> Result<bool> {
     shared!(connection, disable_on, id)
 }
 
-// The operators' statements, the same on both engines. `enabled` is written
-// as the untyped literals '1' and '0', which each engine reads as the
-// column's type (an integer, or on PostgreSQL possibly a boolean).
+// The operators' statements, the same on both engines (`enabled` is set to
+// each engine's own `{true}` and `{false}`: see `shared::PerEngine`).
 pub(super) const SET_COOLDOWN: &str = "UPDATE price_alerts SET cooldown = $1 WHERE id = $2";
-pub(super) const REARM: &str = "UPDATE price_alerts
-     SET enabled = '1', triggered_at = NULL, triggered_price = NULL, expired_at = NULL, rearm_at = NULL
-     WHERE id = $1 AND enabled = '0'";
-pub(super) const DISABLE: &str = "UPDATE price_alerts SET enabled = '0', rearm_at = NULL
-     WHERE id = $1 AND (enabled = '1' OR rearm_at IS NOT NULL)";
+pub(super) static REARM: PerEngine = PerEngine::new(
+    "UPDATE price_alerts
+     SET enabled = {true}, triggered_at = NULL, triggered_price = NULL, expired_at = NULL, rearm_at = NULL
+     WHERE id = $1 AND enabled = {false}",
+);
+pub(super) static DISABLE: PerEngine = PerEngine::new(
+    "UPDATE price_alerts SET enabled = {false}, rearm_at = NULL
+     WHERE id = $1 AND (enabled = {true} OR rearm_at IS NOT NULL)",
+);
 pub(super) const ADD: &str = "INSERT INTO price_alerts
          (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at, cooldown)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
@@ -219,11 +222,11 @@ fn set_cooldown_on<C: Statements>(
 }
 
 fn rearm_on<C: Statements>(connection: &mut C, id: i64) -> std::result::Result<bool, C::Error> {
-    Ok(connection.execute(REARM, &[&id])? > 0)
+    Ok(connection.execute(C::per_engine(&REARM), &[&id])? > 0)
 }
 
 fn disable_on<C: Statements>(connection: &mut C, id: i64) -> std::result::Result<bool, C::Error> {
-    Ok(connection.execute(DISABLE, &[&id])? > 0)
+    Ok(connection.execute(C::per_engine(&DISABLE), &[&id])? > 0)
 }
 
 fn add_on<C: Statements>(

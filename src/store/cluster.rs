@@ -7,7 +7,7 @@
 //! taken over by another member after the lease. Leases only save work:
 //! a member that wakes up late and redoes a fire claims nothing twice.
 
-use super::shared::{Clocked, Row, Statements, shared};
+use super::shared::{PerEngine, Row, Statements, shared};
 use super::{Connection, Result};
 
 /// A daemon process, as the others see it.
@@ -103,7 +103,7 @@ pub fn members(connection: &mut Connection) -> Result<Vec<Member>> {
 /// One statement: a member racing another waits for the other's row (or, on
 /// SQLite, for the write lock), then sees it held (`WHERE` on the
 /// conflicting row) and takes nothing.
-static TAKE_FIRE: Clocked = Clocked::new(
+static TAKE_FIRE: PerEngine = PerEngine::new(
     "INSERT INTO job_fires (job, fire_time, state, member, lease_until, started_at)
      VALUES ($1, $2, 'running', $3, {now_ms} + $4, {now_ms})
      ON CONFLICT (job, fire_time) DO UPDATE SET member = excluded.member,
@@ -112,41 +112,41 @@ static TAKE_FIRE: Clocked = Clocked::new(
      WHERE job_fires.state = 'running' AND job_fires.lease_until < {now_ms}
      RETURNING runs",
 );
-static FINISH_FIRE: Clocked = Clocked::new(
+static FINISH_FIRE: PerEngine = PerEngine::new(
     "UPDATE job_fires SET finished_at = {now_ms}, lease_until = {now_ms}, state = $1
      WHERE job = $2 AND fire_time = $3 AND member = $4 AND state = 'running'",
 );
-static BEAT: Clocked = Clocked::new(
+static BEAT: PerEngine = PerEngine::new(
     "INSERT INTO cluster_members (member, host, pid, version, started_at, heartbeat_at)
      VALUES ($1, $2, $3, $4, $5, {now_ms})
      ON CONFLICT (member) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
 );
-static RENEW: Clocked = Clocked::new(
+static RENEW: PerEngine = PerEngine::new(
     "UPDATE job_fires SET lease_until = {now_ms} + $1 WHERE member = $2 AND state = 'running'",
 );
-static FORGET_FIRES: Clocked =
-    Clocked::new("DELETE FROM job_fires WHERE state <> 'running' AND fire_time < {now_ms} - $1");
-static FORGET_MEMBERS: Clocked =
-    Clocked::new("DELETE FROM cluster_members WHERE heartbeat_at < {now_ms} - $1");
-static SUPERSEDE: Clocked = Clocked::new(
+static FORGET_FIRES: PerEngine =
+    PerEngine::new("DELETE FROM job_fires WHERE state <> 'running' AND fire_time < {now_ms} - $1");
+static FORGET_MEMBERS: PerEngine =
+    PerEngine::new("DELETE FROM cluster_members WHERE heartbeat_at < {now_ms} - $1");
+static SUPERSEDE: PerEngine = PerEngine::new(
     "UPDATE job_fires SET state = 'superseded', finished_at = {now_ms}
      WHERE state = 'running' AND lease_until < {now_ms}
        AND EXISTS (SELECT 1 FROM job_fires AS later
                    WHERE later.job = job_fires.job AND later.fire_time > job_fires.fire_time)",
 );
-static EXPIRED: Clocked = Clocked::new(
+static EXPIRED: PerEngine = PerEngine::new(
     "SELECT job, fire_time FROM job_fires WHERE state = 'running' AND lease_until < {now_ms}
      ORDER BY fire_time LIMIT 16",
 );
-static LEAVE: Clocked = Clocked::new("DELETE FROM cluster_members WHERE member = $1");
-static MEMBERS: Clocked = Clocked::new(
+static LEAVE: PerEngine = PerEngine::new("DELETE FROM cluster_members WHERE member = $1");
+static MEMBERS: PerEngine = PerEngine::new(
     "SELECT member, host, pid, version, started_at, heartbeat_at, {now_ms} - heartbeat_at
      FROM cluster_members ORDER BY host, pid, member",
 );
 
 /// Every statement of this module (a test checks their parameters).
 #[cfg(test)]
-pub(super) static STATEMENTS: [&Clocked; 10] = [
+pub(super) static STATEMENTS: [&PerEngine; 10] = [
     &TAKE_FIRE,
     &FINISH_FIRE,
     &BEAT,
@@ -167,7 +167,7 @@ fn take_fire_on<C: Statements>(
 ) -> std::result::Result<Option<u32>, C::Error> {
     let runs = connection.write_transaction(|connection| {
         connection.query(
-            C::clocked(&TAKE_FIRE),
+            C::per_engine(&TAKE_FIRE),
             &[&fire.job, &fire.at_ms, &me, &lease_ms],
             |row| row.get::<i32>(0),
         )
@@ -182,7 +182,7 @@ fn finish_fire_on<C: Statements>(
     finish: Finish,
 ) -> std::result::Result<(), C::Error> {
     connection.execute(
-        C::clocked(&FINISH_FIRE),
+        C::per_engine(&FINISH_FIRE),
         &[&finish.state(), &fire.job, &fire.at_ms, &me],
     )?;
     Ok(())
@@ -195,7 +195,7 @@ fn heartbeat_on<C: Statements>(
 ) -> std::result::Result<Vec<Fire>, C::Error> {
     connection.write_transaction(|connection| {
         connection.execute(
-            C::clocked(&BEAT),
+            C::per_engine(&BEAT),
             &[
                 &me.member,
                 &me.host,
@@ -204,11 +204,11 @@ fn heartbeat_on<C: Statements>(
                 &me.started_at,
             ],
         )?;
-        connection.execute(C::clocked(&RENEW), &[&lease_ms, &me.member])?;
-        connection.execute(C::clocked(&FORGET_FIRES), &[&MEMORY_MS])?;
-        connection.execute(C::clocked(&FORGET_MEMBERS), &[&MEMORY_MS])?;
-        connection.execute(C::clocked(&SUPERSEDE), &[])?;
-        connection.query(C::clocked(&EXPIRED), &[], |row| {
+        connection.execute(C::per_engine(&RENEW), &[&lease_ms, &me.member])?;
+        connection.execute(C::per_engine(&FORGET_FIRES), &[&MEMORY_MS])?;
+        connection.execute(C::per_engine(&FORGET_MEMBERS), &[&MEMORY_MS])?;
+        connection.execute(C::per_engine(&SUPERSEDE), &[])?;
+        connection.query(C::per_engine(&EXPIRED), &[], |row| {
             Ok(Fire {
                 job: row.get(0)?,
                 at_ms: row.get(1)?,
@@ -218,12 +218,12 @@ fn heartbeat_on<C: Statements>(
 }
 
 fn leave_on<C: Statements>(connection: &mut C, me: &str) -> std::result::Result<(), C::Error> {
-    connection.execute(C::clocked(&LEAVE), &[&me])?;
+    connection.execute(C::per_engine(&LEAVE), &[&me])?;
     Ok(())
 }
 
 fn members_on<C: Statements>(connection: &mut C) -> std::result::Result<Vec<Member>, C::Error> {
-    connection.query(C::clocked(&MEMBERS), &[], |row| member_of(row))
+    connection.query(C::per_engine(&MEMBERS), &[], |row| member_of(row))
 }
 
 /// A `cluster_members` row, as `MEMBERS` reads it.

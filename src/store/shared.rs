@@ -10,31 +10,44 @@ use std::sync::OnceLock;
 
 use super::postgresql::PgConnection;
 
-/// A shared statement that reads the database's clock: `{now_ms}` stands for
-/// the engine's "now, in unix milliseconds" (this host's for SQLite, where
-/// every process on the file runs here; the server's for PostgreSQL, so
-/// that members whose clocks disagree still agree on leases). Rendered once
-/// per engine.
-pub(super) struct Clocked {
+/// A shared statement with words each engine spells its own way: `{now_ms}`,
+/// the database's "now, in unix milliseconds" (this host's for SQLite, where
+/// every process on the file runs here; the server's for PostgreSQL, so that
+/// members whose clocks disagree still agree on leases), and `{true}` and
+/// `{false}`, what `enabled` is set to (SQLite's integers; on PostgreSQL the
+/// untyped literals '1' and '0', which the server reads as the column's
+/// type, an integer or a boolean). Rendered once per engine.
+pub(super) struct PerEngine {
     text: &'static str,
     sqlite: OnceLock<&'static str>,
     postgres: OnceLock<&'static str>,
 }
 
-impl Clocked {
-    pub(super) const fn new(text: &'static str) -> Clocked {
-        Clocked {
+impl PerEngine {
+    pub(super) const fn new(text: &'static str) -> PerEngine {
+        PerEngine {
             text,
             sqlite: OnceLock::new(),
             postgres: OnceLock::new(),
         }
     }
 
-    /// The text with `now_ms` for `{now_ms}`. Each statement is rendered
-    /// once per engine and kept for the process's life (the engines cache
-    /// prepared statements by their text).
-    fn render(&self, slot: &'static OnceLock<&'static str>, now_ms: &str) -> &'static str {
-        slot.get_or_init(|| Box::leak(self.text.replace("{now_ms}", now_ms).into_boxed_str()))
+    /// The text with the engine's words for its placeholders. Each
+    /// statement is rendered once per engine and kept for the process's life
+    /// (the engines cache prepared statements by their text).
+    fn render(
+        &self,
+        slot: &'static OnceLock<&'static str>,
+        [now_ms, yes, no]: [&str; 3],
+    ) -> &'static str {
+        slot.get_or_init(|| {
+            let text = self
+                .text
+                .replace("{now_ms}", now_ms)
+                .replace("{true}", yes)
+                .replace("{false}", no);
+            Box::leak(text.into_boxed_str())
+        })
     }
 
     #[cfg(test)]
@@ -95,8 +108,8 @@ pub(super) trait Statements {
     type Error;
     type Row<'r>: Row<Error = Self::Error>;
 
-    /// A clocked statement's text for this engine.
-    fn clocked(sql: &'static Clocked) -> &'static str;
+    /// A per_engine statement's text for this engine.
+    fn per_engine(sql: &'static PerEngine) -> &'static str;
 
     /// Runs `call` in one write transaction (SQLite: `BEGIN IMMEDIATE`, so
     /// that it never has to upgrade a read lock), committed if it succeeds.
@@ -121,8 +134,11 @@ impl Statements for rusqlite::Connection {
     type Error = rusqlite::Error;
     type Row<'r> = rusqlite::Row<'r>;
 
-    fn clocked(sql: &'static Clocked) -> &'static str {
-        sql.render(&sql.sqlite, "CAST(unixepoch('subsec') * 1000 AS INTEGER)")
+    fn per_engine(sql: &'static PerEngine) -> &'static str {
+        sql.render(
+            &sql.sqlite,
+            ["CAST(unixepoch('subsec') * 1000 AS INTEGER)", "1", "0"],
+        )
     }
 
     fn write_transaction<T>(
@@ -167,10 +183,14 @@ impl Statements for PgConnection {
     type Error = postgres::Error;
     type Row<'r> = postgres::Row;
 
-    fn clocked(sql: &'static Clocked) -> &'static str {
+    fn per_engine(sql: &'static PerEngine) -> &'static str {
         sql.render(
             &sql.postgres,
-            "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            [
+                "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                "'1'",
+                "'0'",
+            ],
         )
     }
 
@@ -265,8 +285,8 @@ fn all() -> Vec<&'static str> {
         outbox::LIST_DEAD,
         outbox::PURGE_DELIVERED,
         super::alerts::SET_COOLDOWN,
-        super::alerts::REARM,
-        super::alerts::DISABLE,
+        super::alerts::REARM.text(),
+        super::alerts::DISABLE.text(),
         super::alerts::ADD,
         super::watermarks::GET,
         super::watermarks::ADVANCE,
@@ -324,6 +344,28 @@ mod tests {
         })
         .unwrap();
         assert_eq!(rows, vec![3]);
+    }
+
+    #[test]
+    fn each_engine_spells_its_own_words() {
+        let sqlite =
+            <rusqlite::Connection as Statements>::per_engine(&super::super::alerts::DISABLE);
+        assert!(
+            sqlite.contains("enabled = 0") && sqlite.contains("enabled = 1"),
+            "{sqlite}"
+        );
+        let postgres = <PgConnection as Statements>::per_engine(&super::super::alerts::DISABLE);
+        assert!(
+            postgres.contains("enabled = '0'") && postgres.contains("enabled = '1'"),
+            "{postgres}"
+        );
+        for statement in super::super::cluster::STATEMENTS {
+            let sqlite = <rusqlite::Connection as Statements>::per_engine(statement);
+            let postgres = <PgConnection as Statements>::per_engine(statement);
+            assert!(!sqlite.contains('{') && !postgres.contains('{'), "{sqlite}");
+        }
+        let take = <PgConnection as Statements>::per_engine(super::super::cluster::STATEMENTS[0]);
+        assert!(take.contains("clock_timestamp()"), "{take}");
     }
 
     #[test]
