@@ -3,8 +3,11 @@
 //! of first use: PostgreSQL reads them so, and SQLite reads `$N` as a named
 //! parameter numbered by its first appearance, which is then the same
 //! number (`tests::shared_statements_number_their_parameters_in_order`).
-//! Where the engines differ (the claim, leases, change numbers, migrations,
-//! notifications, the clock), each keeps its own SQL.
+//! A word the engines spell differently (the clock, what `enabled` is set
+//! to) is a placeholder that each engine renders ([`PerEngine`]). Where the
+//! engines really differ (the claim, leases, change numbers, migrations,
+//! notifications, typing of what the application wrote), each keeps its own
+//! SQL.
 
 use std::sync::OnceLock;
 
@@ -253,8 +256,8 @@ fn rolled_back_on_panic<C, T>(
 }
 
 /// Runs a function written once, generic over [`Statements`], on the
-/// connection's engine: `shared!(connection, runs::record(run))` calls
-/// `runs::record(engine_connection, run)`.
+/// connection's engine: `shared!(connection, record_on, run)` calls
+/// `record_on(engine_connection, run)` and turns its error into the store's.
 macro_rules! shared {
     ($connection:expr, $function:path, $($argument:expr),* $(,)?) => {
         match &mut $connection.0 {
