@@ -10,6 +10,6 @@ use tokio::time::Instant;
 pub type Stop = watch::Receiver<Option<Instant>>;
 
 /// Now, in unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

@@ -142,8 +142,6 @@ fn stages(
         evaluate_and_claim_ms = (evaluated_and_claimed - prepared).as_millis() as u64,
         observe_ms = (duration - evaluated_and_claimed).as_millis() as u64,
         claim_ms = report.claim_duration.as_millis() as u64,
-        tickers_changed = report.tickers_changed,
-        evaluated = report.evaluated,
         "tick phases"
     );
     Ok(())

@@ -234,7 +234,7 @@ fn add_on<C: Statements>(
     alert: &NewAlert<'_>,
     created_at: &str,
 ) -> std::result::Result<i64, C::Error> {
-    let ids = connection.query(
+    let id = connection.query_first(
         ADD,
         &[
             &alert.ticker,
@@ -249,7 +249,7 @@ fn add_on<C: Statements>(
         ],
         |row| row.get::<i64>(0),
     )?;
-    Ok(ids[0])
+    Ok(id.expect("INSERT ... RETURNING returns the row it inserted"))
 }
 
 /// The event of a claimed trigger.

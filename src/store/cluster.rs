@@ -166,13 +166,13 @@ fn take_fire_on<C: Statements>(
     lease_ms: i64,
 ) -> std::result::Result<Option<u32>, C::Error> {
     let runs = connection.write_transaction(|connection| {
-        connection.query(
+        connection.query_first(
             C::per_engine(&TAKE_FIRE),
             &[&fire.job, &fire.at_ms, &me, &lease_ms],
             |row| row.get::<i32>(0),
         )
     })?;
-    Ok(runs.first().map(|runs| (*runs).max(0) as u32))
+    Ok(runs.map(|runs| runs.max(0) as u32))
 }
 
 fn finish_fire_on<C: Statements>(

@@ -20,8 +20,7 @@ fn get_on<C: Statements>(
     connection: &mut C,
     ticker: &str,
 ) -> std::result::Result<Option<f64>, C::Error> {
-    let found = connection.query(GET, &[&ticker], |row| row.get::<f64>(0))?;
-    Ok(found.into_iter().next())
+    connection.query_first(GET, &[&ticker], |row| row.get::<f64>(0))
 }
 
 /// Ends a tick, in one transaction: records the evaluated quotes as the

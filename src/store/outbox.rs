@@ -238,15 +238,14 @@ pub(super) const PURGE_DELIVERED: &str =
 fn oldest_pending_on<C: Statements>(
     connection: &mut C,
 ) -> std::result::Result<Option<String>, C::Error> {
-    let oldest = connection.query(OLDEST_PENDING, &[], |row| row.get::<String>(0))?;
-    Ok(oldest.into_iter().next())
+    connection.query_first(OLDEST_PENDING, &[], |row| row.get::<String>(0))
 }
 
 fn backlog_on<C: Statements>(connection: &mut C) -> std::result::Result<(u64, u64), C::Error> {
-    let counts = connection.query(BACKLOG, &[], |row| {
+    let counts = connection.query_first(BACKLOG, &[], |row| {
         Ok((row.get::<i64>(0)?, row.get::<i64>(1)?))
     })?;
-    let (pending, dead) = counts.first().copied().unwrap_or_default();
+    let (pending, dead) = counts.unwrap_or_default();
     Ok((pending.max(0) as u64, dead.max(0) as u64))
 }
 

@@ -124,6 +124,16 @@ pub(super) trait Statements {
     /// Runs `sql`; how many rows it changed.
     fn execute(&mut self, sql: &'static str, params: &[&dyn Param]) -> Result<u64, Self::Error>;
 
+    /// Runs `sql` for one row, or none: the first row through `map`.
+    fn query_first<T>(
+        &mut self,
+        sql: &'static str,
+        params: &[&dyn Param],
+        map: impl FnMut(&Self::Row<'_>) -> Result<T, Self::Error>,
+    ) -> Result<Option<T>, Self::Error> {
+        Ok(self.query(sql, params, map)?.into_iter().next())
+    }
+
     /// Runs `sql`, each row through `map`.
     fn query<T>(
         &mut self,

@@ -22,6 +22,5 @@ fn get_on<C: Statements>(
     connection: &mut C,
     job: &str,
 ) -> std::result::Result<Option<i64>, C::Error> {
-    let found = connection.query(GET, &[&job], |row| row.get::<i64>(0))?;
-    Ok(found.into_iter().next())
+    connection.query_first(GET, &[&job], |row| row.get::<i64>(0))
 }
