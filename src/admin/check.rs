@@ -121,7 +121,17 @@ fn write_jobs(config: &Config, from: DateTime<Utc>, out: &mut impl Write) -> any
     )?;
     for job in &config.jobs {
         let kind = match &job.kind {
-            JobKind::Evaluate { scope } => format!("evaluate {}", scope.describe()),
+            JobKind::Evaluate {
+                scope,
+                on_change: false,
+            } => format!("evaluate {}", scope.describe()),
+            JobKind::Evaluate {
+                scope,
+                on_change: true,
+            } => format!(
+                "evaluate {}; reacts to their changes at once",
+                scope.describe()
+            ),
             JobKind::Purge { keep } => format!(
                 "purge delivered events older than {}",
                 config::show_duration(*keep)

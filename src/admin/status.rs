@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Context as _;
 use chrono::Utc;
 
-use crate::config::Config;
+use crate::config::{Config, JobConfig};
 use crate::membership::FIRE_LEASE;
 use crate::store::{cluster, outbox, runs};
 
@@ -49,6 +49,8 @@ struct JobStatus {
     detail: Option<String>,
     /// The next fire time, for a configured job while a daemon runs.
     next_run_at: Option<String>,
+    /// Whether it also runs as soon as what it covers changes (`on_change`).
+    on_change: bool,
     /// The daemon that ran it last (none for `run-job`).
     ran_by: Option<String>,
 }
@@ -57,12 +59,13 @@ impl JobStatus {
     fn of(
         name: &str,
         run: Option<&runs::Run>,
-        configured: bool,
+        configured: Option<&JobConfig>,
         next_run_at: Option<String>,
     ) -> JobStatus {
         JobStatus {
             job: name.to_owned(),
-            configured,
+            configured: configured.is_some(),
+            on_change: configured.is_some_and(JobConfig::reacts),
             result: run.map_or_else(|| "never".to_owned(), |run| run.result.clone()),
             started_at: run.map(|run| rfc3339(&run.started_at)),
             duration_ms: run.map(|run| run.duration_ms),
@@ -119,14 +122,14 @@ fn read(config: &Config) -> anyhow::Result<StatusReport> {
                 .then(|| job.schedule.next_after(now).map(crate::store::timestamp))
                 .flatten();
             let run = recorded.iter().find(|run| run.job == job.name);
-            JobStatus::of(&job.name, run, true, next)
+            JobStatus::of(&job.name, run, Some(job), next)
         })
         .collect();
     jobs.extend(
         recorded
             .iter()
             .filter(|run| !config.jobs.iter().any(|job| job.name == run.job))
-            .map(|run| JobStatus::of(&run.job, Some(run), false, None)),
+            .map(|run| JobStatus::of(&run.job, Some(run), None, None)),
     );
     Ok(StatusReport {
         database: config.database.describe(),
@@ -147,6 +150,7 @@ fn write_jobs(status: &StatusReport, out: &mut impl Write) -> anyhow::Result<()>
         ("RESULT", Align::Left),
         ("LAST SUCCESS", Align::Left),
         ("NEXT RUN", Align::Left),
+        ("ON CHANGE", Align::Left),
         ("RAN BY", Align::Left),
         ("DETAIL", Align::Left),
     ]);
@@ -166,6 +170,7 @@ fn write_jobs(status: &StatusReport, out: &mut impl Write) -> anyhow::Result<()>
             job.result.clone(),
             or_dash(&job.last_success_at),
             next,
+            if job.on_change { "reacts" } else { "-" }.to_owned(),
             or_dash(&job.ran_by),
             or_dash(&job.detail),
         ]);

@@ -20,8 +20,10 @@ pub struct JobConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobKind {
-    /// Read enabled alerts and quotes, claim the triggered alerts, queue their events.
-    Evaluate { scope: Scope },
+    /// Read enabled alerts and quotes, claim the triggered alerts, queue
+    /// their events; on its schedule, and with `on_change` also as soon as a
+    /// quote or an alert it covers changes.
+    Evaluate { scope: Scope, on_change: bool },
     /// Delete delivered outbox rows delivered longer than `keep` ago. Pending
     /// events and dead letters are never deleted.
     Purge { keep: Duration },
@@ -65,12 +67,39 @@ impl Scope {
     }
 }
 
+impl JobConfig {
+    /// Whether the job also runs when what it covers changes (`on_change`).
+    pub fn reacts(&self) -> bool {
+        matches!(
+            self.kind,
+            JobKind::Evaluate {
+                on_change: true,
+                ..
+            }
+        )
+    }
+
+    /// The tickers it covers, for an `evaluate` job.
+    pub fn scope(&self) -> Option<&Scope> {
+        match &self.kind {
+            JobKind::Evaluate { scope, .. } => Some(scope),
+            JobKind::Purge { .. } => None,
+        }
+    }
+}
+
 /// The `[[jobs]]` entries; a job with an error is left out (and reported).
-pub(super) fn jobs(raw: &[Spanned<raw::RawJob>], report: &mut impl Report) -> Vec<JobConfig> {
+/// `fetched`: the daemon fetches the quotes itself (`prices.source =
+/// "http"`), so they are no change a job could react to.
+pub(super) fn jobs(
+    raw: &[Spanned<raw::RawJob>],
+    fetched: bool,
+    report: &mut impl Report,
+) -> Vec<JobConfig> {
     let mut jobs = Vec::new();
     let mut names = BTreeMap::new();
     for (index, spanned) in raw.iter().enumerate() {
-        if let Some(job) = job(index, spanned, &mut names, report) {
+        if let Some(job) = job(index, spanned, fetched, &mut names, report) {
             jobs.push(job);
         }
     }
@@ -81,6 +110,7 @@ pub(super) fn jobs(raw: &[Spanned<raw::RawJob>], report: &mut impl Report) -> Ve
 fn job(
     index: usize,
     spanned: &Spanned<raw::RawJob>,
+    fetched: bool,
     names: &mut BTreeMap<String, usize>,
     report: &mut impl Report,
 ) -> Option<JobConfig> {
@@ -103,7 +133,7 @@ fn job(
         return None;
     };
     let name = job_name(name, index, names, &key, report);
-    let kind = job_kind(job, kind, &key, report);
+    let kind = job_kind(job, kind, fetched, &key, report);
     let schedule = job_schedule(job, schedule, &key, report);
     Some(JobConfig {
         name,
@@ -134,14 +164,16 @@ fn job_name(
 }
 
 /// A job's kind and the keys only that kind takes: an `evaluate` job's
-/// `tickers`, a `purge` job's `keep`.
+/// `tickers` and `on_change`, a `purge` job's `keep`.
 fn job_kind(
     job: &raw::RawJob,
     kind: &Spanned<String>,
+    fetched: bool,
     key: &dyn Fn(&str) -> String,
     report: &mut impl Report,
 ) -> Option<JobKind> {
     let scope = scope(&job.tickers, &key("tickers"), report);
+    let on_change = on_change(job, kind, fetched, key, report);
     if let (Some(tickers), "purge") = (&job.tickers, kind.get_ref().as_str()) {
         report(
             &key("tickers"),
@@ -150,7 +182,7 @@ fn job_kind(
         );
     }
     match (kind.get_ref().as_str(), &job.keep) {
-        ("evaluate", None) => Some(JobKind::Evaluate { scope }),
+        ("evaluate", None) => Some(JobKind::Evaluate { scope, on_change }),
         ("evaluate", Some(keep)) => {
             report(
                 &key("keep"),
@@ -179,6 +211,40 @@ fn job_kind(
             None
         }
     }
+}
+
+/// A job's `on_change`: false if unset. Only an `evaluate` job reacts, and
+/// only to quotes the application writes.
+fn on_change(
+    job: &raw::RawJob,
+    kind: &Spanned<String>,
+    fetched: bool,
+    key: &dyn Fn(&str) -> String,
+    report: &mut impl Report,
+) -> bool {
+    let Some(on_change) = &job.on_change else {
+        return false;
+    };
+    if kind.get_ref() != "evaluate" {
+        report(
+            &key("on_change"),
+            on_change.span(),
+            "only an \"evaluate\" job takes `on_change`".to_owned(),
+        );
+        return false;
+    }
+    if *on_change.get_ref() && fetched {
+        report(
+            &key("on_change"),
+            on_change.span(),
+            "a job cannot react to changes when the daemon fetches the quotes itself \
+             (prices.source = \"http\"): each tick's own quotes would wake it again; \
+             use the schedule"
+                .to_owned(),
+        );
+        return false;
+    }
+    *on_change.get_ref()
 }
 
 /// A job's schedule in its `timezone`; a problem with the zone is reported

@@ -219,8 +219,9 @@ fn validate(
     let database = database(&raw.database, base, state_directory, &mut report, &mut warn);
     let evaluator = evaluator(&raw.evaluator, &mut report);
     let webhook = webhook(raw.webhook.as_ref(), base, &mut report, &mut warn);
-    let jobs = jobs(&raw.jobs, &mut report);
     let prices = prices(&raw.prices, &mut report, &mut warn);
+    let fetched = matches!(prices.source, PriceSource::Http(_));
+    let jobs = jobs(&raw.jobs, fetched, &mut report);
     let log = log(&raw.log, &mut report);
     let metrics = metrics(&raw.metrics, &mut report);
     Some(Config {

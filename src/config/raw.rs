@@ -76,6 +76,8 @@ pub struct RawJob {
     pub keep: Option<Spanned<String>>,
     /// For `kind = "evaluate"`: the ticker patterns it covers.
     pub tickers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// For `kind = "evaluate"`: whether it also runs when what it covers changes.
+    pub on_change: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]

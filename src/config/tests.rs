@@ -549,3 +549,41 @@ fn prices_source_sqlite_is_the_quotes_table_with_a_note_to_say_table() {
         errors_of(&with_source("postgres"))
     );
 }
+
+#[test]
+fn on_change_is_for_evaluate_jobs_on_the_quotes_table() {
+    let reacting = MINIMAL.replace(
+        "schedule = \"*/10 * * * * *\"",
+        "schedule = \"*/10 * * * * *\"\non_change = true",
+    );
+    let config = parse(&reacting, Path::new("/etc/x"), None).unwrap();
+    assert!(config.jobs[0].reacts());
+    assert!(!parse(MINIMAL, Path::new("/etc/x"), None).unwrap().jobs[0].reacts());
+
+    let purge = format!(
+        "{MINIMAL}\n[[jobs]]\nname = \"p\"\nkind = \"purge\"\nschedule = \"0 0 3 * * *\"\nkeep = \"1d\"\non_change = true\n"
+    );
+    assert!(
+        errors_of(&purge)[0]
+            .contains("jobs[1].on_change: only an \"evaluate\" job takes `on_change`"),
+        "{:?}",
+        errors_of(&purge)
+    );
+    let fetched = reacting.replace(
+        "[webhook]",
+        "[prices]\nsource = \"http\"\nurl = \"http://127.0.0.1:9000/q\"\n\n[webhook]",
+    );
+    let errors = errors_of(&fetched);
+    assert!(
+        errors[0]
+            .contains("jobs[0].on_change: a job cannot react to changes when the daemon fetches"),
+        "{errors:?}"
+    );
+    assert!(
+        errors_of(&MINIMAL.replace(
+            "schedule = \"*/10 * * * * *\"",
+            "schedule = \"*/10 * * * * *\"\non_change = \"yes\""
+        ))[0]
+            .contains("jobs[0].on_change"),
+    );
+}

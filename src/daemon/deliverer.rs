@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::deliver::{self, Totals, Webhook};
-use crate::store;
 
 use super::runner::Runner;
 
@@ -28,8 +27,6 @@ pub(super) struct DeliveryTask {
     stop: watch::Sender<Option<Instant>>,
     pub(super) wake: Arc<Notify>,
     drain_timeout: std::time::Duration,
-    /// Wakes it when another daemon sharing the database queues events.
-    _listener: store::Listener,
 }
 
 impl DeliveryTask {
@@ -49,17 +46,12 @@ impl DeliveryTask {
             runner.metrics.clone(),
         ));
         wake.notify_one();
-        let listener = {
-            let wake = wake.clone();
-            runner.pool.on_new_events(move || wake.notify_one())?
-        };
         Ok(DeliveryTask {
             task,
             webhooks,
             stop,
             wake,
             drain_timeout: config.webhook.drain_timeout,
-            _listener: listener,
         })
     }
 

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::signals::Signal;
 use crate::store::cluster::Fire;
+use crate::store::listen::Changed;
 
 use super::report::JobReport;
 
@@ -27,6 +28,8 @@ pub(super) enum LoopEvent {
     },
     /// Fire times whose holder stopped beating, for this member to take over.
     Orphaned(Vec<Fire>),
+    /// A commit changed quotes or alerts (for the jobs that react).
+    Changed(Changed),
     Signal(Signal),
     /// Time to tell systemd's watchdog that the loop and the scheduler are alive.
     Heartbeat,

@@ -1,17 +1,20 @@
-//! The daemon's loop: one event after another (a fire time, a run's end,
-//! a fire time to take over, a heartbeat, a signal) until told to stop.
+//! The daemon's loop: one event after another (a fire time, a change, a
+//! run's end, a fire time to take over, a heartbeat, a signal) until told
+//! to stop.
 
 use chrono::{DateTime, Utc};
 
 use crate::config::JobKind;
 use crate::signals::Signal;
 use crate::store::cluster::Fire;
+use crate::store::listen::Changed;
 use crate::systemd;
 
 use super::Daemon;
 use super::events::LoopEvent;
 use super::heartbeat::book_heartbeat;
 use super::jobs::Jobs;
+use super::reacting::{Cause, concerned, follow};
 use super::reload::reload;
 use super::report::{JobReport, log_run};
 
@@ -28,10 +31,9 @@ impl Daemon {
         loop {
             match self.next_event().await {
                 LoopEvent::Due { job, epoch, at } => self.due(job, epoch, at).await,
+                LoopEvent::Changed(changed) => self.react(&changed),
                 LoopEvent::Orphaned(fires) => self.take_over(fires),
-                LoopEvent::Elsewhere { job } => {
-                    self.running.remove(&job);
-                }
+                LoopEvent::Elsewhere { job } => self.ended(job),
                 LoopEvent::Finished { job, result } => self.finished(job, result).await,
                 LoopEvent::Heartbeat => {
                     // Pinged from the loop, booked through the scheduler: a
@@ -48,7 +50,8 @@ impl Daemon {
     }
 
     /// A job's fire time came: book the next one, and run this one unless
-    /// the job's previous run is still going.
+    /// the job's previous run is still going (then a job that reacts runs
+    /// once more after it; any other skips this fire time).
     async fn due(&mut self, job: String, epoch: u64, at: DateTime<Utc>) {
         if epoch != self.jobs.epoch {
             return;
@@ -67,6 +70,10 @@ impl Daemon {
                 "booking the next fire time failed; the job stops until a reload"
             );
         }
+        if self.running.contains(&job) && self.jobs.jobs.get(&job).is_some_and(|job| job.reacts()) {
+            self.reacting.owe(&job, Cause::Schedule);
+            return;
+        }
         if !self.running.insert(job.clone()) {
             self.runner.metrics.tick_skipped(&job);
             tracing::warn!(job, due = %at, "tick skipped: the previous run of this job is still going");
@@ -76,7 +83,28 @@ impl Daemon {
             job: job.clone(),
             at_ms: at.timestamp_millis(),
         };
+        self.runner
+            .metrics
+            .tick_caused(&job, Cause::Schedule.label());
         self.spawn_run(job, kind, fire);
+    }
+
+    /// A commit changed quotes or alerts: each reacting job it concerns
+    /// runs now, or once more after its running run.
+    fn react(&mut self, changed: &Changed) {
+        for (job, kind) in concerned(self.jobs.jobs.values(), changed) {
+            self.run_now_or_after(job, kind, Cause::Change);
+        }
+    }
+
+    fn run_now_or_after(&mut self, job: String, kind: JobKind, cause: Cause) {
+        if !self.running.insert(job.clone()) {
+            self.reacting.owe(&job, cause);
+            return;
+        }
+        self.runner.metrics.tick_caused(&job, cause.label());
+        let (runner, events) = (self.runner.clone(), self.events.clone());
+        tokio::spawn(async move { runner.run_unleased(job, kind, &events).await });
     }
 
     /// Fire times whose member stopped beating: each is run here, unless a
@@ -104,10 +132,22 @@ impl Daemon {
         tokio::spawn(async move { runner.run_fire(job, kind, fire, &events).await });
     }
 
-    /// A run ended: log it, wake the deliverer if it queued events, and
-    /// tell systemd.
-    async fn finished(&mut self, job: String, result: anyhow::Result<JobReport>) {
+    /// A run of `job` ended here, or went to another member: the run owed
+    /// to it, if any, starts.
+    fn ended(&mut self, job: String) {
         self.running.remove(&job);
+        if let Some(cause) = self.reacting.owed(&job)
+            && let Some(config) = self.jobs.jobs.get(&job)
+        {
+            let kind = config.kind.clone();
+            self.run_now_or_after(job, kind, cause);
+        }
+    }
+
+    /// A run ended: log it, wake the deliverer if it queued events, run the
+    /// job again if a run is owed to it, and tell systemd.
+    async fn finished(&mut self, job: String, result: anyhow::Result<JobReport>) {
+        self.ended(job.clone());
         log_run(&job, &result, self.failures.entry(job.clone()).or_default());
         if matches!(&result, Ok(JobReport::Evaluated(report)) if report.triggered > 0) {
             self.deliverer.wake.notify_one();
@@ -141,7 +181,17 @@ impl Daemon {
             self.runner
                 .metrics
                 .jobs(new.jobs.iter().map(|job| job.name.as_str()));
-            tracing::info!(jobs = new.jobs.len(), "configuration reloaded");
+            if let Err(error) = follow(&mut self.listener, &new.jobs, &self.events) {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "listening for changes failed: the reacting jobs run on their schedules only"
+                );
+            }
+            tracing::info!(
+                jobs = new.jobs.len(),
+                reacting = new.jobs.iter().filter(|job| job.reacts()).count(),
+                "configuration reloaded"
+            );
         }
         systemd::ready();
         systemd::status(&self.status.text(self.runner.backlog().await.ok()));

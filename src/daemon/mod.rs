@@ -6,6 +6,7 @@ mod events;
 mod heartbeat;
 mod jobs;
 mod main_loop;
+mod reacting;
 mod reload;
 mod report;
 mod run_job;
@@ -25,12 +26,13 @@ use crate::recurring::Recurring;
 use crate::schedule::Scheduler;
 use crate::signals::{self, Signal};
 use crate::store::cluster::Me;
-use crate::{membership, metrics, systemd};
+use crate::{membership, metrics, store, systemd};
 
 use deliverer::DeliveryTask;
 use events::LoopEvent;
 use heartbeat::{beat, book_heartbeat};
 use jobs::Jobs;
+use reacting::{Reacting, follow};
 use reload::log_warnings;
 use report::log_run;
 use runner::Runner;
@@ -67,6 +69,10 @@ struct Daemon {
     beating: tokio::task::JoinHandle<()>,
     /// Jobs with a run under way here: a job runs once at a time.
     running: HashSet<String>,
+    /// Hears of events queued and of changes, from any process.
+    listener: store::listen::Listener,
+    /// The runs owed to jobs that react to changes.
+    reacting: Reacting,
     failures: HashMap<String, Recurring>,
     status: SystemdStatus,
 }
@@ -86,6 +92,7 @@ impl Daemon {
         let signal_handle = signals::forward(signal_sender)?;
         let (events, inbox) = mpsc::unbounded_channel::<LoopEvent>();
         let deliverer = DeliveryTask::start(&runner, &config)?;
+        runner.wake_deliverer = Some(deliverer.wake.clone());
 
         let scheduler = Scheduler::start().await?;
         let jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await;
@@ -97,10 +104,16 @@ impl Daemon {
             book_heartbeat(&scheduler, interval, &events).await;
         }
         let beating = tokio::spawn(beat(runner.pool.clone(), me.clone(), events.clone()));
+        let mut listener = {
+            let wake = deliverer.wake.clone();
+            runner.pool.listen(move || wake.notify_one())?
+        };
+        follow(&mut listener, &config.jobs, &events)?;
         tracing::info!(
             config = %source.describe(),
             database = %config.database.describe(),
             jobs = config.jobs.len(),
+            reacting = config.jobs.iter().filter(|job| job.reacts()).count(),
             threads = config.evaluator.threads,
             readers = runner.pool.readers(),
             max_connections = runner.pool.most_connections(),
@@ -125,6 +138,8 @@ impl Daemon {
             watchdog,
             beating,
             running: HashSet::new(),
+            listener,
+            reacting: Reacting::default(),
             failures: HashMap::new(),
             status: SystemdStatus::default(),
         })
@@ -138,6 +153,8 @@ impl Daemon {
             running = self.running.len(),
             "stopping: no new ticks; letting running jobs finish"
         );
+        let _ = self.listener.hear_changes(None::<fn(_)>);
+        self.reacting.stop();
         self.jobs.cancel(&self.scheduler).await;
         self.scheduler.shutdown().await;
         while !self.running.is_empty() {
@@ -152,6 +169,7 @@ impl Daemon {
                 LoopEvent::Signal(Signal::Shutdown) => tracing::info!("already stopping"),
                 LoopEvent::Due { .. }
                 | LoopEvent::Orphaned(_)
+                | LoopEvent::Changed(_)
                 | LoopEvent::Heartbeat
                 | LoopEvent::Signal(Signal::Reload) => {}
             }

@@ -37,6 +37,8 @@ pub(super) struct Runner {
     record_failures: Arc<Mutex<Recurring>>,
     /// This daemon among those sharing the database; none for `run-job`.
     pub(super) me: Option<Arc<Me>>,
+    /// Wakes the deliverer as each claim commits; none for `run-job`.
+    pub(super) wake_deliverer: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Runner {
@@ -62,6 +64,7 @@ impl Runner {
             checkpoint_failures: Arc::default(),
             record_failures: Arc::default(),
             me: None,
+            wake_deliverer: None,
         })
     }
 
@@ -103,6 +106,18 @@ impl Runner {
             Finish::Failed
         };
         membership::finish(&self.pool, &me, &fire, finish).await;
+        let _ = events.send(LoopEvent::Finished { job, result });
+    }
+
+    /// Does one run of `job` that no fire time stands for (a change, or a
+    /// fire time that came while it ran); tells the loop how it went.
+    pub(super) async fn run_unleased(
+        &self,
+        job: String,
+        kind: JobKind,
+        events: &mpsc::UnboundedSender<LoopEvent>,
+    ) {
+        let result = self.run_recorded(&job, kind).await;
         let _ = events.send(LoopEvent::Finished { job, result });
     }
 
@@ -167,7 +182,7 @@ impl Runner {
     /// Runs one job to its end. Blocking work goes to `spawn_blocking`.
     async fn run(&self, job: &str, kind: JobKind) -> anyhow::Result<JobReport> {
         match kind {
-            JobKind::Evaluate { scope } => self.evaluate(job, scope).await,
+            JobKind::Evaluate { scope, .. } => self.evaluate(job, scope).await,
             JobKind::Purge { keep } => self.purge(keep).await,
         }
     }
@@ -187,7 +202,14 @@ impl Runner {
             .map(|refresh| std::mem::take(&mut refresh.fetched));
         let (runner, job) = (self.clone(), job.to_owned());
         let ticked = tokio::task::spawn_blocking(move || {
+            let wake = runner.wake_deliverer.clone();
+            let claimed = move || {
+                if let Some(wake) = &wake {
+                    wake.notify_one();
+                }
+            };
             let options = TickOptions {
+                claimed: &claimed,
                 job: &job,
                 evaluator: &runner.evaluator,
                 max_age: runner.max_age,

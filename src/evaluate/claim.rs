@@ -97,7 +97,10 @@ pub(super) fn evaluate_and_claim(
     let mut tallies: Vec<Tally> = Vec::new();
     std::thread::scope(|helper_threads| {
         let helping: Vec<_> = (0..helpers)
-            .map(|_| helper_threads.spawn(|| help_claim(readers.pool, &inbox, readers.now)))
+            .map(|_| {
+                helper_threads
+                    .spawn(|| help_claim(readers.pool, &inbox, readers.now, options.claimed))
+            })
             .collect();
         let next = AtomicUsize::new(0);
         let (tasks, next) = (&tasks, &next);
@@ -116,6 +119,7 @@ pub(super) fn evaluate_and_claim(
                 helpers: (helpers > 0).then_some(&batches),
                 claim_batch: options.evaluator.claim_batch,
                 now: readers.now,
+                claimed: options.claimed,
             };
             tallies.push(claimer.claim_as_read(receiver, report, &mut first_error));
         });
@@ -138,6 +142,7 @@ struct Claimer<'a, 'w> {
     helpers: Option<&'a mpsc::SyncSender<Vec<Trigger>>>,
     claim_batch: usize,
     now: DateTime<Utc>,
+    claimed: &'a (dyn Fn() + Sync),
 }
 
 impl Claimer<'_, '_> {
@@ -168,7 +173,7 @@ impl Claimer<'_, '_> {
                 }
             }
         }
-        mine.claim(self.writer, &mut batch, self.now);
+        mine.claim(self.writer, &mut batch, self.now, self.claimed);
         mine
     }
 
@@ -182,7 +187,7 @@ impl Claimer<'_, '_> {
                 }
             }
         }
-        mine.claim(self.writer, batch, self.now);
+        mine.claim(self.writer, batch, self.now, self.claimed);
     }
 }
 
@@ -220,14 +225,15 @@ struct Tally {
 }
 
 impl Tally {
-    /// Claims one batch in one transaction and empties it. After a failure
-    /// it claims nothing more: the tick fails, and the next one judges the
-    /// same changes again.
+    /// Claims one batch in one transaction and empties it; `claimed` hears
+    /// of a commit that queued events. After a failure it claims nothing
+    /// more: the tick fails, and the next one judges the same changes again.
     fn claim(
         &mut self,
         writer: &mut store::Connection,
         batch: &mut Vec<Trigger>,
         now: DateTime<Utc>,
+        claimed_hook: &(dyn Fn() + Sync),
     ) {
         if batch.is_empty() {
             return;
@@ -242,6 +248,9 @@ impl Tally {
         self.duration += claim_started.elapsed();
         match claimed {
             Ok(claimed) => {
+                if claimed.claimed > 0 {
+                    claimed_hook();
+                }
                 self.triggered += claimed.claimed as u64;
                 self.transactions += 1;
                 for id in claimed.locked {
@@ -267,6 +276,7 @@ fn help_claim(
     pool: &Pool,
     inbox: &Mutex<mpsc::Receiver<Vec<Trigger>>>,
     now: DateTime<Utc>,
+    claimed: &(dyn Fn() + Sync),
 ) -> Tally {
     let mut tally = Tally::default();
     let mut writer = match pool.get() {
@@ -282,7 +292,7 @@ fn help_claim(
             return tally;
         };
         match writer.as_mut() {
-            Some(writer) => tally.claim(writer, &mut batch, now),
+            Some(writer) => tally.claim(writer, &mut batch, now, claimed),
             None => tally.unclaimed += batch.len() as u64,
         }
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use crate::evaluate::{Series, TickReport};
 
 use super::series::{
-    DeliveryLabels, JobLabels, Metrics, SkipLabels, TICK_RESULTS, TickLabels, now_seconds,
+    CauseLabels, DeliveryLabels, JobLabels, Metrics, SkipLabels, TICK_CAUSES, TICK_RESULTS,
+    TickLabels, now_seconds,
 };
 
 /// How one delivery attempt ended, for the `deliveries_total` series.
@@ -52,6 +53,12 @@ impl Metrics {
             let labels = JobLabels {
                 job_name: name.to_owned(),
             };
+            for cause in TICK_CAUSES {
+                let _ = self.tick_causes.get_or_create(&CauseLabels {
+                    job_name: name.to_owned(),
+                    cause,
+                });
+            }
             for result in TICK_RESULTS {
                 let _ = self.ticks.get_or_create(&TickLabels {
                     job_name: name.to_owned(),
@@ -81,6 +88,16 @@ impl Metrics {
             .get_or_create(&TickLabels {
                 job_name: job.to_owned(),
                 result,
+            })
+            .inc();
+    }
+
+    /// A run of `job` starts, because of its schedule or a change.
+    pub fn tick_caused(&self, job: &str, cause: &'static str) {
+        self.tick_causes
+            .get_or_create(&CauseLabels {
+                job_name: job.to_owned(),
+                cause,
             })
             .inc();
     }

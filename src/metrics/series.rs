@@ -31,6 +31,13 @@ pub(super) struct TickLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct CauseLabels {
+    pub(super) job_name: String,
+    /// `schedule` (a fire time) or `change` (a job that reacts).
+    pub(super) cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct SkipLabels {
     pub(super) reason: &'static str,
 }
@@ -44,6 +51,8 @@ pub(super) struct DeliveryLabels {
 }
 
 pub(super) const TICK_RESULTS: [&str; 4] = ["ok", "failed", "skipped", "elsewhere"];
+
+pub(super) const TICK_CAUSES: [&str; 2] = ["schedule", "change"];
 
 /// Every (outcome, response) a delivery attempt can end with.
 const DELIVERY_KINDS: [(&str, &[&str]); 4] = [
@@ -63,6 +72,7 @@ const DELIVERY_KINDS: [(&str, &[&str]); 4] = [
 pub struct Metrics {
     pub(super) registry: Registry,
     pub(super) ticks: Family<TickLabels, Counter>,
+    pub(super) tick_causes: Family<CauseLabels, Counter>,
     pub(super) tick_seconds: Family<JobLabels, Histogram>,
     pub(super) tickers_changed: Family<JobLabels, Counter>,
     pub(super) evaluated: Family<JobLabels, Counter>,
@@ -88,6 +98,7 @@ impl Default for Metrics {
     fn default() -> Metrics {
         let mut metrics = Metrics {
             ticks: Family::default(),
+            tick_causes: Family::default(),
             tick_seconds: Family::new_with_constructor(tick_histogram),
             tickers_changed: Family::default(),
             evaluated: Family::default(),
@@ -142,6 +153,11 @@ impl Metrics {
             "ticks",
             "Job runs, by job and result (ok, failed, skipped; elsewhere: another daemon sharing the database took the fire time)",
             self.ticks.clone(),
+        );
+        registry.register(
+            "tick_causes",
+            "Job runs started, by job and cause: its schedule, or a change it reacts to (on_change)",
+            self.tick_causes.clone(),
         );
         registry.register(
             "tick_duration_seconds",

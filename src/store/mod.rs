@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod changes;
 pub mod cluster;
+pub mod listen;
 pub mod observations;
 pub mod outbox;
 mod postgresql;
@@ -109,7 +110,12 @@ pub struct Pool {
 
 #[derive(Clone)]
 enum PoolOf {
-    Sqlite(sqlite::SqlitePool),
+    Sqlite {
+        pool: sqlite::SqlitePool,
+        /// For a connection of its own (`listen`).
+        path: std::path::PathBuf,
+        busy_timeout: std::time::Duration,
+    },
     Postgres(Box<postgresql::PgPool>),
 }
 
@@ -138,7 +144,7 @@ impl Pool {
 
     fn take(&self, role: sqlite::Role) -> anyhow::Result<Connection> {
         match &self.of {
-            PoolOf::Sqlite(pool) => {
+            PoolOf::Sqlite { pool, .. } => {
                 let connection = pool.get().context("taking a database connection")?;
                 sqlite::take_role(&connection, role).context("sizing the page cache")?;
                 Ok(Connection(EngineConnection::Sqlite(Box::new(connection))))
@@ -147,20 +153,6 @@ impl Pool {
                 pool.get().context("taking a database connection")?,
             )))),
         }
-    }
-}
-
-/// Wakes a deliverer when events are queued by another process sharing the
-/// database, where the engine can tell (PostgreSQL's `LISTEN`/`NOTIFY`);
-/// on SQLite, where the processes share one host, the deliverer's polling
-/// finds them. Stops when dropped.
-pub struct Listener {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -183,26 +175,9 @@ impl Pool {
     /// pool holds a connection for each).
     pub fn claim_writers(&self) -> usize {
         match &self.of {
-            PoolOf::Sqlite(_) => 1,
+            PoolOf::Sqlite { .. } => 1,
             PoolOf::Postgres(_) => postgresql::CLAIM_WRITERS,
         }
-    }
-
-    /// Calls `wake` whenever any process sharing the database queues events
-    /// (see [`Listener`]).
-    pub fn on_new_events(
-        &self,
-        wake: impl Fn() + Send + Sync + 'static,
-    ) -> anyhow::Result<Listener> {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        match &self.of {
-            PoolOf::Sqlite(_) => {}
-            PoolOf::Postgres(pool) => {
-                pool.listen(std::sync::Arc::new(wake), stop.clone())
-                    .context("starting the outbox listener")?;
-            }
-        }
-        Ok(Listener { stop })
     }
 }
 
@@ -270,9 +245,11 @@ pub fn open(config: &DatabaseConfig, readers: u32) -> anyhow::Result<Pool> {
     } = sizing(config, readers);
     let of =
         match &config.engine {
-            config::EngineChoice::Sqlite { path } => {
-                PoolOf::Sqlite(sqlite::open(path, config.busy_timeout, pool)?)
-            }
+            config::EngineChoice::Sqlite { path } => PoolOf::Sqlite {
+                pool: sqlite::open(path, config.busy_timeout, pool)?,
+                path: path.clone(),
+                busy_timeout: config.busy_timeout,
+            },
             config::EngineChoice::Postgres(postgres) => PoolOf::Postgres(Box::new(
                 postgresql::open(postgres, config.busy_timeout, pool)?,
             )),

@@ -298,6 +298,7 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) {
                     scope: &job.scope,
                     fetched: Some(&fetched),
                     memory: &known,
+                    claimed: &|| {},
                 };
                 evaluate::tick(workers, &pool, &options).unwrap();
                 full_scan(

@@ -21,6 +21,7 @@ mod ops;
 mod outage;
 mod package;
 mod postgresql;
+mod reacting;
 mod relay;
 mod repeating;
 mod routing;

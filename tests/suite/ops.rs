@@ -6,7 +6,10 @@ use crate::common;
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use common::{Daemon, Db, Receiver, binary, cli, config_text, free_port, wait_until};
+use common::{
+    Daemon, Db, Receiver, binary, cli, config_text, free_port, sample, scrape, scrape_accepting,
+    wait_until,
+};
 
 /// Reads datagrams until one contains `wanted`; returns everything read.
 fn read_until(socket: &UnixDatagram, wanted: &str) -> Vec<String> {
@@ -88,44 +91,6 @@ fn systemd_hears_ready_reloading_watchdog_and_stopping() {
         .unwrap();
     read_until(&socket, "STOPPING=1");
     assert!(child.wait().unwrap().success());
-}
-
-fn scrape(port: u16, path: &str) -> (u16, String) {
-    let (status, _, body) = scrape_accepting(port, path, None);
-    (status, body)
-}
-
-/// A GET with an optional `Accept`; the status, content type and body.
-fn scrape_accepting(port: u16, path: &str, accept: Option<&str>) -> (u16, String, String) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}{path}"));
-        if let Some(accept) = accept {
-            request = request.header("accept", accept);
-        }
-        let response = request.send().await.unwrap();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|value| value.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (
-            response.status().as_u16(),
-            content_type,
-            response.text().await.unwrap(),
-        )
-    })
-}
-
-/// The value of one sample line, e.g. `price_alertd_outbox_pending`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
 #[test]

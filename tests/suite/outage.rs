@@ -5,32 +5,12 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Daemon, Db, Receiver, config_text};
-
-/// Waits until `count` events reached the receiver with a 2xx, each once.
-fn wait_for_distinct(receiver: &Receiver, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let ids: std::collections::HashSet<String> = receiver
-            .arrivals()
-            .into_iter()
-            .filter(|arrival| arrival.status == 200)
-            .map(|arrival| arrival.webhook_id)
-            .collect();
-        if ids.len() >= count {
-            assert_eq!(ids.len(), count, "more events than alerts");
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {count} events delivered",
-            ids.len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::{
+    Daemon, Db, Receiver, change_runs, config_text, counter, free_port, ok_runs, reacting_config,
+    wait_until,
+};
 
 #[test]
 fn a_restarted_or_unreachable_postgresql_fails_ticks_cleanly_and_loses_nothing() {
@@ -46,18 +26,18 @@ fn a_restarted_or_unreachable_postgresql_fails_ticks_cleanly_and_loses_nothing()
         }
     };
     triggered(0, 10);
-    wait_for_distinct(&receiver, 10);
+    receiver.wait_for_distinct(10);
 
     // Restarted under the daemon: every pooled connection is cut.
     db.cluster().restart(Duration::ZERO);
     triggered(10, 10);
-    wait_for_distinct(&receiver, 20);
+    receiver.wait_for_distinct(20);
 
     // Down for a while, with alerts waiting to be claimed and events waiting
     // to be sent.
     triggered(20, 10);
     db.cluster().restart(Duration::from_secs(12));
-    wait_for_distinct(&receiver, 30);
+    receiver.wait_for_distinct(30);
     daemon.wait_for_log("the job runs again after failing");
     // Its failures said why, not only that a wait ran out.
     let log = daemon.log();
@@ -87,4 +67,81 @@ fn a_restarted_or_unreachable_postgresql_fails_ticks_cleanly_and_loses_nothing()
     );
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(), Some(0));
+}
+
+/// The backends of `db` whose last statement was a `LISTEN`: the daemon's
+/// listener.
+fn listeners(db: &Db) -> i64 {
+    db.scalar(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE 'LISTEN%'",
+        db.database_name()
+    ))
+}
+
+/// A daemon whose job reacts to changes, its schedule a year away: its
+/// listening connection killed (`pg_terminate_backend`), then the server
+/// restarted under it. Every change is evaluated all the same, and it
+/// listens again by itself.
+#[test]
+fn a_reacting_daemon_misses_nothing_when_its_listener_or_the_server_goes() {
+    let db = Db::on_cluster_to_restart();
+    let receiver = Receiver::start_lean();
+    let port = free_port();
+    let path = db.write_config(&reacting_config(
+        &db,
+        &receiver.url,
+        port,
+        &[("react", "*")],
+    ));
+    let mut daemon = Daemon::start(&path);
+    wait_until("the first run", || ok_runs(port, "react") == 1.0);
+    wait_until("the daemon to listen", || listeners(&db) == 1);
+    let triggered = |n: usize| {
+        db.add_alert(&format!("T{n}"), "above", 1.0);
+        db.set_quote(&format!("T{n}"), 2.0);
+    };
+    triggered(0);
+    receiver.wait_for_distinct(1);
+
+    // The listening connection killed: a change made meanwhile is found
+    // (polling while it is down, and a run once it listens again).
+    let killed = db.scalar(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = '{}' AND query LIKE 'LISTEN%'",
+        db.database_name()
+    ));
+    assert_eq!(killed, 1);
+    triggered(1);
+    receiver.wait_for_distinct(2);
+    wait_until("the daemon to listen again", || listeners(&db) == 1);
+    triggered(2);
+    receiver.wait_for_distinct(3);
+
+    // The server restarted under it, and a change made as it comes back.
+    db.cluster().restart(Duration::from_secs(2));
+    triggered(3);
+    receiver.wait_for_distinct(4);
+    wait_until("the daemon to listen after the restart", || {
+        listeners(&db) == 1
+    });
+    triggered(4);
+    receiver.wait_for_distinct(5);
+
+    assert_eq!(db.scalar("SELECT count(*) FROM outbox"), 5);
+    assert_eq!(
+        counter(
+            port,
+            "tick_causes_total{job_name=\"react\",cause=\"schedule\"}"
+        ),
+        0.0
+    );
+    assert!(
+        change_runs(port, "react") >= 6.0,
+        "{}",
+        change_runs(port, "react")
+    );
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon exited"
+    );
 }

@@ -199,7 +199,7 @@ on_every_engine! {
         );
         // The database as the schema before routing left it: no
         // outbox.user_id, no rearm_at (the application's own cooldown
-        // column, which it may have had, stays).
+        // column, which it may have had, stays), no change notifications.
         match engine {
             Engine::Sqlite => db
                 .app()
@@ -215,6 +215,8 @@ on_every_engine! {
                 .batch_execute(
                     "ALTER TABLE outbox DROP COLUMN user_id;
                      ALTER TABLE price_alerts DROP COLUMN rearm_at;
+                     DROP FUNCTION price_alertd_notify_quotes() CASCADE;
+                     DROP FUNCTION price_alertd_notify_alert() CASCADE;
                      UPDATE price_alertd_schema SET version = 1;",
                 )
                 .unwrap(),

@@ -10,7 +10,7 @@ use super::changes;
 
 /// The schema version this build migrates a PostgreSQL database to
 /// (`price_alertd_schema.version`).
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 pub(super) fn newer(config: &PostgresConfig, version: i32) -> anyhow::Error {
     failure(
@@ -64,6 +64,9 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
     }
     if version < 3 {
         transaction.batch_execute(MIGRATION_3)?;
+    }
+    if version < 4 {
+        transaction.batch_execute(MIGRATION_4)?;
     }
     if version < SCHEMA_VERSION {
         transaction.execute(
@@ -241,3 +244,48 @@ ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS cooldown TEXT;
 ALTER TABLE price_alerts ADD COLUMN rearm_at BIGINT;
 CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at) WHERE rearm_at IS NOT NULL;
 ";
+
+/// Jobs that react to changes (`on_change`): each change of quotes or
+/// alerts notifies `price_alertd_changes` at its commit, naming its tickers
+/// (a JSON array; `*` beyond 200 tickers, as a payload holds 8000 bytes).
+/// Quotes once per statement, from its transition table: a feed writes
+/// them in batches. Alerts once per changed row, with the `WHEN` of the
+/// change number's trigger, so that the claim (enabled 1 -> 0) runs no
+/// trigger at all; a transaction's notifications of one ticker are one.
+const MIGRATION_4: &str = r#"
+CREATE FUNCTION price_alertd_notify_quotes() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    tickers TEXT[];
+BEGIN
+    SELECT array_agg(ticker) INTO tickers FROM (
+        SELECT DISTINCT ticker FROM changed
+        WHERE change_seq = pg_current_xact_id()::text::bigint LIMIT 201) named;
+    IF tickers IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_notify('price_alertd_changes',
+        CASE WHEN cardinality(tickers) > 200 THEN '*' ELSE to_json(tickers)::text END);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER quotes_notify_on_insert AFTER INSERT ON quotes
+REFERENCING NEW TABLE AS changed
+FOR EACH STATEMENT EXECUTE FUNCTION price_alertd_notify_quotes();
+CREATE TRIGGER quotes_notify_on_update AFTER UPDATE ON quotes
+REFERENCING NEW TABLE AS changed
+FOR EACH STATEMENT EXECUTE FUNCTION price_alertd_notify_quotes();
+
+CREATE FUNCTION price_alertd_notify_alert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('price_alertd_changes', json_build_array(NEW.ticker)::text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER price_alerts_notify_on_insert AFTER INSERT ON price_alerts
+FOR EACH ROW EXECUTE FUNCTION price_alertd_notify_alert();
+CREATE TRIGGER price_alerts_notify_on_update AFTER UPDATE ON price_alerts
+FOR EACH ROW WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINCT FROM NEW.enabled
+    OR OLD.ticker IS DISTINCT FROM NEW.ticker OR OLD.condition IS DISTINCT FROM NEW.condition
+    OR OLD.target_price IS DISTINCT FROM NEW.target_price
+    OR OLD.reference_price IS DISTINCT FROM NEW.reference_price
+    OR OLD.expires_at IS DISTINCT FROM NEW.expires_at))
+EXECUTE FUNCTION price_alertd_notify_alert();
+"#;

@@ -28,6 +28,8 @@ pub mod observations;
 
 pub mod quotes;
 
+pub mod watch;
+
 pub type SqlitePool = r2d2::Pool<SqliteConnectionManager>;
 
 /// An SQLite error while `doing` something to the database: a file that is

@@ -57,3 +57,22 @@ schedule = "{schedule}"
 pub fn lib_config(db: &Db, url: &str) -> Config {
     config::parse(&config_text(db, url, "* * * * * *"), db.dir.path(), None).unwrap()
 }
+
+/// A schedule that fires once a year: a job with it that runs did so
+/// because of a change.
+pub const YEARLY: &str = "0 0 0 1 1 *";
+
+/// A config whose jobs (name, ticker patterns) all react, on a yearly
+/// schedule, with metrics on `port`.
+pub fn reacting_config(db: &Db, url: &str, port: u16, jobs: &[(&str, &str)]) -> String {
+    let base = config_text(db, url, YEARLY);
+    let (head, _) = base.split_once("[[jobs]]").unwrap();
+    let mut text = format!("{head}[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    for (name, tickers) in jobs {
+        text += &format!(
+            "\n[[jobs]]\nname = \"{name}\"\nkind = \"evaluate\"\nschedule = \"{YEARLY}\"\n\
+             on_change = true\ntickers = [\"{tickers}\"]\n"
+        );
+    }
+    text
+}

@@ -32,6 +32,8 @@ pub struct Db {
     cluster: fn() -> &'static postgresql::Cluster,
     /// The application's connection to it, made on first use.
     app_client: Mutex<Option<postgres::Client>>,
+    /// On the cluster its tests restart, that cluster, for this test alone.
+    _restarts: Option<std::sync::MutexGuard<'static, ()>>,
 }
 
 /// The application's PostgreSQL connection, borrowed.
@@ -179,8 +181,14 @@ impl Db {
 
     /// A fresh PostgreSQL database with the daemon's schema, on the cluster
     /// that its tests restart ([`postgresql::cluster_to_restart`]).
+    /// One test at a time has it: a restart cuts every connection to it.
     pub fn on_cluster_to_restart() -> Db {
-        let db = Db::empty_on(Engine::Postgresql, postgresql::cluster_to_restart);
+        static RESTARTS: Mutex<()> = Mutex::new(());
+        let exclusive = RESTARTS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut db = Db::empty_on(Engine::Postgresql, postgresql::cluster_to_restart);
+        db._restarts = Some(exclusive);
         drop(db.pool(2));
         db
     }
@@ -199,6 +207,7 @@ impl Db {
             database,
             cluster,
             app_client: Mutex::new(None),
+            _restarts: None,
         }
     }
 

@@ -192,3 +192,66 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A GET of the daemon's metrics endpoint: the status and body.
+pub fn scrape(port: u16, path: &str) -> (u16, String) {
+    let (status, _, body) = scrape_accepting(port, path, None);
+    (status, body)
+}
+
+/// A GET with an optional `Accept`; the status, content type and body.
+pub fn scrape_accepting(port: u16, path: &str, accept: Option<&str>) -> (u16, String, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}{path}"));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.unwrap();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (
+            response.status().as_u16(),
+            content_type,
+            response.text().await.unwrap(),
+        )
+    })
+}
+
+/// The value of one sample line, e.g. `price_alertd_outbox_pending`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// A counter of the daemon's metrics, e.g. `tick_causes_total{...}`.
+pub fn counter(port: u16, series: &str) -> f64 {
+    let (status, body) = scrape(port, "/metrics");
+    assert_eq!(status, 200);
+    sample(&body, &format!("price_alertd_{series}"))
+        .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+}
+
+/// Runs of `job` started by a change.
+pub fn change_runs(port: u16, job: &str) -> f64 {
+    counter(
+        port,
+        &format!("tick_causes_total{{job_name=\"{job}\",cause=\"change\"}}"),
+    )
+}
+
+/// Runs of `job` that finished without error.
+pub fn ok_runs(port: u16, job: &str) -> f64 {
+    counter(
+        port,
+        &format!("ticks_total{{job_name=\"{job}\",result=\"ok\"}}"),
+    )
+}

@@ -172,6 +172,30 @@ impl Receiver {
         self.state.lock().unwrap().arrivals.clone()
     }
 
+    /// Waits until `count` events reached it with a 2xx, each once (a lean
+    /// receiver's too); their ids.
+    pub fn wait_for_distinct(&self, count: usize) -> std::collections::HashSet<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let ids: std::collections::HashSet<String> = self
+                .arrivals()
+                .into_iter()
+                .filter(|arrival| arrival.status == 200)
+                .map(|arrival| arrival.webhook_id)
+                .collect();
+            if ids.len() >= count {
+                assert_eq!(ids.len(), count, "more events than alerts");
+                return ids;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {count} events delivered",
+                ids.len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     pub fn wait_for(&self, count: usize) -> Vec<Received> {
         wait_until(&format!("{count} deliveries"), || {
             self.state.lock().unwrap().received.len() >= count

@@ -65,6 +65,7 @@ pub fn tick_on_at(
         scope,
         fetched: None,
         memory: &memory,
+        claimed: &|| {},
     };
     evaluate::tick_at(workers, pool, &options, now).unwrap()
 }

@@ -1,0 +1,84 @@
+//! Jobs that react to changes (`on_change`): the store's listener tells the
+//! loop what each commit changed, and the loop starts each concerned job's
+//! tick at once, or, if it is running, exactly one more after it.
+
+use std::collections::HashMap;
+
+use tokio::sync::mpsc;
+
+use crate::config::{JobConfig, JobKind};
+use crate::store::listen::{Changed, Listener};
+
+use super::events::LoopEvent;
+
+/// What starts a run of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cause {
+    Schedule,
+    Change,
+}
+
+impl Cause {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Cause::Schedule => "schedule",
+            Cause::Change => "change",
+        }
+    }
+}
+
+/// The runs owed to jobs that were running when their change (or fire
+/// time) came.
+#[derive(Default)]
+pub(super) struct Reacting {
+    /// Jobs owed one more run after the running one, and why: however many
+    /// changes came meanwhile, one run reads them all.
+    owed: HashMap<String, Cause>,
+}
+
+/// Hears changes while one of `jobs` reacts, and only then, sending them to
+/// the loop. Hearing starts with [`Changed::Unknown`]: the reacting jobs
+/// run once, for what changed before.
+pub(super) fn follow(
+    listener: &mut Listener,
+    jobs: &[JobConfig],
+    events: &mpsc::UnboundedSender<LoopEvent>,
+) -> anyhow::Result<()> {
+    let events = events.clone();
+    let hearer = move |changed| {
+        let _ = events.send(LoopEvent::Changed(changed));
+    };
+    listener.hear_changes(jobs.iter().any(JobConfig::reacts).then_some(hearer))
+}
+
+impl Reacting {
+    /// No more runs are owed: the daemon stops.
+    pub(super) fn stop(&mut self) {
+        self.owed.clear();
+    }
+
+    /// Owes `job` one more run, for `cause` unless it is owed one already.
+    pub(super) fn owe(&mut self, job: &str, cause: Cause) {
+        self.owed.entry(job.to_owned()).or_insert(cause);
+    }
+
+    /// The run owed to `job`, if any, now that its run ended.
+    pub(super) fn owed(&mut self, job: &str) -> Option<Cause> {
+        self.owed.remove(job)
+    }
+}
+
+/// The reacting jobs `changed` concerns, with their kinds.
+pub(super) fn concerned<'a>(
+    jobs: impl IntoIterator<Item = &'a JobConfig>,
+    changed: &Changed,
+) -> Vec<(String, JobKind)> {
+    jobs.into_iter()
+        .filter(|job| job.reacts())
+        .filter(|job| {
+            job.scope()
+                .is_some_and(|scope| changed.concerns(|ticker| scope.covers(ticker)))
+        })
+        .map(|job| (job.name.clone(), job.kind.clone()))
+        .collect()
+}

@@ -1,0 +1,147 @@
+//! Hearing of commits as they happen, whoever made them: events queued
+//! (for the deliverer) and quotes or alerts changed (for the jobs that
+//! react). PostgreSQL notifies, and one connection of a member's listens
+//! for both (`postgresql/listen.rs`); SQLite, which has no notifications,
+//! is watched (`sqlite/watch.rs`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+
+use crate::lock::lock;
+
+use super::{Pool, PoolOf, sqlite};
+
+/// At most this many tickers in one [`Changed::Tickers`]; more changed
+/// tickers are [`Changed::Unknown`].
+pub const MOST_TICKERS: usize = 1000;
+
+/// What changed, as the listener heard it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// Quotes or enabled alerts of these tickers (sorted, each once).
+    Tickers(Vec<String>),
+    /// Anything, maybe: more tickers than are named, or changes that may
+    /// have gone unheard (the listener was down, or just started). Whoever
+    /// cares looks for themselves.
+    Unknown,
+}
+
+impl Changed {
+    /// Whether it may concern a ticker that `covers`.
+    pub fn concerns(&self, covers: impl Fn(&str) -> bool) -> bool {
+        match self {
+            Changed::Tickers(tickers) => tickers.iter().any(|ticker| covers(ticker)),
+            Changed::Unknown => true,
+        }
+    }
+}
+
+type Hearer = Arc<dyn Fn(Changed) + Send + Sync>;
+
+/// Who hears what the listener hears.
+pub struct Hearers {
+    new_events: Box<dyn Fn() + Send + Sync>,
+    changes: Mutex<Option<Hearer>>,
+}
+
+impl Hearers {
+    pub(super) fn new_events(&self) {
+        (self.new_events)();
+    }
+
+    pub(super) fn wants_changes(&self) -> bool {
+        lock(&self.changes).is_some()
+    }
+
+    pub(super) fn changed(&self, changed: Changed) {
+        let hearer = lock(&self.changes).clone();
+        if let Some(hearer) = hearer {
+            hearer(changed);
+        }
+    }
+}
+
+/// A process's listener: it stops (within a second) when dropped.
+pub struct Listener {
+    hearers: Arc<Hearers>,
+    stop: Arc<AtomicBool>,
+    /// On SQLite, the change watcher's own stop, while it runs.
+    watcher: Option<Arc<AtomicBool>>,
+    of: PoolOf,
+}
+
+impl Pool {
+    /// Starts listening: `new_events` is called whenever any process sharing
+    /// the database queues events, where the engine can tell (PostgreSQL's
+    /// `LISTEN`/`NOTIFY`); on SQLite, where the processes share one host, the
+    /// deliverer's polling finds them. Changes are heard once asked for
+    /// ([`Listener::hear_changes`]).
+    pub fn listen(
+        &self,
+        new_events: impl Fn() + Send + Sync + 'static,
+    ) -> anyhow::Result<Listener> {
+        let listener = Listener {
+            hearers: Arc::new(Hearers {
+                new_events: Box::new(new_events),
+                changes: Mutex::new(None),
+            }),
+            stop: Arc::new(AtomicBool::new(false)),
+            watcher: None,
+            of: self.of.clone(),
+        };
+        if let PoolOf::Postgres(pool) = &self.of {
+            pool.listen(listener.hearers.clone(), listener.stop.clone())
+                .context("starting the listener")?;
+        }
+        Ok(listener)
+    }
+}
+
+impl Listener {
+    /// From now on calls `changed` (until `None` comes instead) with what
+    /// each commit, by any process, changed: quotes written, alerts
+    /// inserted, re-armed or edited (never a claim), within milliseconds of
+    /// the commit. It first says [`Changed::Unknown`], for what changed
+    /// before; on PostgreSQL again after the listening connection
+    /// reconnected, and every second while it is down. SQLite is watched
+    /// by a thread of its own (inotify on the database's folder, the change
+    /// counter, `PRAGMA data_version` as a backstop).
+    pub fn hear_changes(
+        &mut self,
+        changed: Option<impl Fn(Changed) + Send + Sync + 'static>,
+    ) -> anyhow::Result<()> {
+        let wanted = changed.is_some();
+        *lock(&self.hearers.changes) = changed.map(|changed| Arc::new(changed) as Hearer);
+        // On PostgreSQL the listening thread follows within a second.
+        if let PoolOf::Sqlite {
+            path, busy_timeout, ..
+        } = &self.of
+        {
+            match (wanted, &self.watcher) {
+                (true, None) => {
+                    let stop = Arc::new(AtomicBool::new(false));
+                    sqlite::watch::watch(path, *busy_timeout, self.hearers.clone(), stop.clone())
+                        .context("starting the change watcher")?;
+                    self.watcher = Some(stop);
+                }
+                (false, Some(stop)) => {
+                    stop.store(true, Ordering::Relaxed);
+                    self.watcher = None;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(stop) = &self.watcher {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+}

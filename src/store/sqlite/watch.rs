@@ -1,0 +1,211 @@
+//! SQLite: seeing other processes' commits as they happen. Its own because
+//! SQLite has no notifications: a commit writes the WAL (or, without WAL,
+//! the database file), which inotify reports on the database's folder at
+//! once; the change counter then tells a change of quotes or alerts from
+//! the daemon's own writes (claims, observations, the outbox), which take
+//! no change number. `PRAGMA data_version` is the backstop, every
+//! [`BACKSTOP`], where inotify misses (a file system without it, a full
+//! event queue).
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+
+use crate::store::listen::{Changed, Hearers, MOST_TICKERS};
+
+/// How often the watcher looks without being told to.
+const BACKSTOP: Duration = Duration::from_millis(250);
+
+/// Tells `hearers` the tickers of the quotes and alerts changed by each
+/// commit, by any process, until `stop` is set: first [`Changed::Unknown`]
+/// (what changed before), then what each commit changed. On a thread and a
+/// connection of its own.
+pub fn watch(
+    path: &Path,
+    busy_timeout: Duration,
+    hearers: Arc<Hearers>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let connection = super::open_read_only(path, busy_timeout)?;
+    let mut seen = last_change(&connection)?;
+    let folder = Folder::watch(path);
+    if let Err(error) = &folder {
+        tracing::warn!(
+            database = %path.display(),
+            %error,
+            "inotify cannot watch the database's folder: changes are seen every 250 ms"
+        );
+    }
+    let folder = folder.ok();
+    let path = path.to_path_buf();
+    Ok(std::thread::Builder::new()
+        .name("change-watcher".into())
+        .spawn(move || {
+            let mut version = data_version(&connection).unwrap_or_default();
+            let mut failing = false;
+            hearers.changed(Changed::Unknown);
+            while !stop.load(Ordering::Relaxed) {
+                let told = match &folder {
+                    Some(folder) => folder.wait(BACKSTOP),
+                    None => {
+                        std::thread::sleep(BACKSTOP);
+                        false
+                    }
+                };
+                let looked = (|| {
+                    let now = data_version(&connection)?;
+                    if !told && now == version {
+                        return Ok(());
+                    }
+                    version = now;
+                    look(&connection, &mut seen, &hearers)
+                })();
+                match looked {
+                    Ok(()) => failing = false,
+                    Err(error) if !failing => {
+                        failing = true;
+                        tracing::warn!(database = %path.display(), %error, "looking for changes failed; trying again");
+                    }
+                    Err(_) => {}
+                }
+            }
+        })?)
+}
+
+/// Tells `changed` what changed after `seen`, and moves `seen` on.
+fn look(connection: &Connection, seen: &mut i64, hearers: &Hearers) -> rusqlite::Result<()> {
+    let last = last_change(connection)?;
+    if last <= *seen {
+        return Ok(());
+    }
+    let found = changed_tickers(connection, *seen, last)?;
+    *seen = last;
+    hearers.changed(found);
+    Ok(())
+}
+
+fn last_change(connection: &Connection) -> rusqlite::Result<i64> {
+    connection.query_row("SELECT last FROM change_counter WHERE id = 1", [], |row| {
+        row.get(0)
+    })
+}
+
+fn data_version(connection: &Connection) -> rusqlite::Result<i64> {
+    connection.query_row("PRAGMA data_version", [], |row| row.get(0))
+}
+
+/// The tickers of the quotes, and of the enabled alerts, changed after
+/// `since` up to `until`; [`Changed::Unknown`] beyond [`MOST_TICKERS`].
+fn changed_tickers(connection: &Connection, since: i64, until: i64) -> rusqlite::Result<Changed> {
+    let mut tickers = Vec::new();
+    for sql in [
+        "SELECT ticker FROM quotes WHERE change_seq > ?1 AND change_seq <= ?2 LIMIT ?3",
+        "SELECT ticker FROM price_alerts
+         WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1 LIMIT ?3",
+    ] {
+        let mut statement = connection.prepare_cached(sql)?;
+        let mut rows = statement.query(params![since, until, MOST_TICKERS as i64 + 1])?;
+        while let Some(row) = rows.next()? {
+            tickers.push(super::rows::text(row.get(0)?));
+        }
+        if tickers.len() > MOST_TICKERS {
+            return Ok(Changed::Unknown);
+        }
+    }
+    tickers.sort_unstable();
+    tickers.dedup();
+    Ok(Changed::Tickers(tickers))
+}
+
+/// An inotify watch on the database's folder, for writes to the database
+/// and its WAL.
+struct Folder {
+    inotify: OwnedFd,
+    /// The database's file name: its WAL's and journal's begin with it.
+    name: OsString,
+}
+
+impl Folder {
+    fn watch(database: &Path) -> std::io::Result<Folder> {
+        let folder = match database.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = database
+            .file_name()
+            .map(ToOwned::to_owned)
+            .ok_or_else(|| std::io::Error::other("the database path names no file"))?;
+        // SAFETY: plain system calls; the descriptor is owned from here on.
+        let inotify = unsafe {
+            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            OwnedFd::from_raw_fd(fd)
+        };
+        let folder =
+            std::ffi::CString::new(folder.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+        // SAFETY: a valid descriptor and a NUL-terminated path.
+        let added = unsafe {
+            libc::inotify_add_watch(inotify.as_raw_fd(), folder.as_ptr(), libc::IN_MODIFY)
+        };
+        if added < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Folder { inotify, name })
+    }
+
+    /// Waits up to `timeout` for a write to the database or its WAL; true
+    /// if there was one (or the event queue overflowed).
+    fn wait(&self, timeout: Duration) -> bool {
+        let mut poll = libc::pollfd {
+            fd: self.inotify.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut poll, 1, timeout.as_millis() as libc::c_int) };
+        if ready <= 0 {
+            return false;
+        }
+        self.drain()
+    }
+
+    /// Reads every queued event; true if one concerns the database.
+    fn drain(&self) -> bool {
+        let mut buffer = [0u8; 4096];
+        let mut concerned = false;
+        loop {
+            // SAFETY: reading into a buffer of its length.
+            let read = unsafe {
+                libc::read(
+                    self.inotify.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                )
+            };
+            if read <= 0 {
+                return concerned;
+            }
+            let mut at = 0;
+            let header = std::mem::size_of::<libc::inotify_event>();
+            while at + header <= read as usize {
+                // SAFETY: the kernel wrote a whole event here; read unaligned.
+                let event: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buffer[at..].as_ptr().cast()) };
+                let name = &buffer[at + header..at + header + event.len as usize];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if event.mask & libc::IN_Q_OVERFLOW != 0 || name.starts_with(self.name.as_bytes()) {
+                    concerned = true;
+                }
+                at += header + event.len as usize;
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Jobs that react to changes (`on_change = true`): a write by another
+//! process starts the job's tick at once, whatever its schedule; changes
+//! during a tick make one more tick, never a queue; a change outside a
+//! job's tickers does not wake it; a SIGKILL mid-tick loses nothing. On
+//! every engine. (Losing the listening connection, and the server: in
+//! `outage`. How fast: `cargo bench --bench latency`.)
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    Daemon, Db, Engine, Receiver, change_runs, cli, counter, free_port, ok_runs, reacting_config,
+    wait_until,
+};
+
+on_every_engine! {
+    fn a_write_wakes_only_the_jobs_that_cover_it_a_year_before_their_schedule(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let port = free_port();
+        let path = db.write_config(&reacting_config(
+            &db,
+            &receiver.url,
+            port,
+            &[("inside", "IN-*"), ("outside", "OUT-*")],
+        ));
+        db.add_alert("IN-1", "above", 100.0);
+        db.add_alert("OUT-1", "above", 100.0);
+        // Operators see which jobs react (checked before the daemon binds its port).
+        let checked = cli(&path, &["check-config"]);
+        assert!(
+            checked.contains("job \"inside\": evaluate IN-*; reacts to their changes at once"),
+            "{checked}"
+        );
+        let daemon = Daemon::start(&path);
+        // Each job first runs once for what changed before the daemon listened.
+        wait_until("the first runs", || {
+            ok_runs(port, "inside") == 1.0 && ok_runs(port, "outside") == 1.0
+        });
+        assert_eq!(change_runs(port, "inside"), 1.0);
+
+        db.set_quote("IN-1", 150.0);
+        let first = receiver.wait_for(1);
+        assert_eq!(first[0].json()["data"]["ticker"], "IN-1");
+        wait_until("the inside run to finish", || ok_runs(port, "inside") == 2.0);
+        // The same change reached both jobs at once: only the one covering
+        // IN-1 ran.
+        assert_eq!(change_runs(port, "inside"), 2.0);
+        assert_eq!(change_runs(port, "outside"), 1.0);
+
+        db.set_quote("OUT-1", 150.0);
+        let both = receiver.wait_for(2);
+        assert_eq!(both[1].json()["data"]["ticker"], "OUT-1");
+        wait_until("the outside run to finish", || ok_runs(port, "outside") == 2.0);
+        assert_eq!(change_runs(port, "inside"), 2.0);
+        assert_eq!(change_runs(port, "outside"), 2.0);
+        // The schedule never fired; the daemon's own claims woke nobody.
+        for job in ["inside", "outside"] {
+            assert_eq!(
+                counter(port, &format!("tick_causes_total{{job_name=\"{job}\",cause=\"schedule\"}}")),
+                0.0
+            );
+        }
+        assert!(daemon.log().contains("reacting=2"), "{}", daemon.log());
+        // Operators see which jobs react.
+        let status = cli(&path, &["status"]);
+        let inside = status.lines().find(|line| line.starts_with("inside")).unwrap();
+        assert!(inside.contains("reacts"), "{status}");
+        let json: serde_json::Value =
+            serde_json::from_str(&cli(&path, &["status", "--json"])).unwrap();
+        assert_eq!(json["jobs"][0]["on_change"], true, "{json}");
+    }
+}
+
+on_every_engine! {
+    fn a_burst_of_a_thousand_writes_makes_far_fewer_ticks_and_loses_none(engine: Engine) {
+        const WRITES: usize = 1000;
+        let db = Db::on(engine);
+        let receiver = Receiver::start_lean();
+        let port = free_port();
+        let path = db.write_config(&reacting_config(&db, &receiver.url, port, &[("burst", "*")]));
+        let alerts: Vec<(String, &str, f64)> =
+            (0..WRITES).map(|n| (format!("B{n}"), "above", 100.0)).collect();
+        db.add_alerts(&alerts);
+        let _daemon = Daemon::start_quiet(&path);
+        wait_until("the first run", || ok_runs(port, "burst") == 1.0);
+
+        // One transaction per write, as fast as the application can.
+        let started = Instant::now();
+        for n in 0..WRITES {
+            db.set_quote(&format!("B{n}"), 150.0);
+        }
+        let writing = started.elapsed();
+        receiver.wait_for_distinct(WRITES);
+        wait_until("the last run to finish", || {
+            change_runs(port, "burst") == ok_runs(port, "burst")
+        });
+        let ticks = change_runs(port, "burst") - 1.0;
+        eprintln!("{WRITES} writes in {writing:?} made {ticks} ticks");
+        assert!(ticks >= 1.0);
+        assert!(ticks <= (WRITES / 4) as f64, "{ticks} ticks for {WRITES} writes");
+        // Every write's alert, once.
+        assert_eq!(db.scalar("SELECT count(*) FROM outbox"), WRITES as i64);
+        assert_eq!(db.scalar("SELECT count(DISTINCT alert_id) FROM outbox"), WRITES as i64);
+        assert_eq!(db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1"), 0);
+    }
+}
+
+on_every_engine! {
+    fn a_sigkill_mid_reacting_tick_loses_nothing_and_claims_nothing_twice(engine: Engine) {
+        const ALERTS: usize = 50_000;
+        let db = Db::on(engine);
+        let receiver = Receiver::start_lean();
+        let port = free_port();
+        let path = db.write_config(
+            &reacting_config(&db, &receiver.url, port, &[("react", "*")])
+                .replace("[evaluator]\n", "[evaluator]\nclaim_batch = 500\n"),
+        );
+        let alerts: Vec<(String, &str, f64)> = (0..ALERTS)
+            .map(|n| (format!("K{}", n % 100), "above", (n % 90) as f64))
+            .collect();
+        db.add_alerts(&alerts);
+        let mut daemon = Daemon::start_quiet(&path);
+        wait_until("the first run", || ok_runs(port, "react") == 1.0);
+
+        // One write moves every ticker: one reacting tick claims them all,
+        // batch by batch. Killed once its first claims committed.
+        match engine {
+            Engine::Sqlite => {
+                let mut app = db.app();
+                let transaction = app.transaction().unwrap();
+                for n in 0..100 {
+                    transaction
+                        .execute(
+                            "INSERT INTO quotes (ticker, price, updated_at) VALUES (?1, 100.0, ?2)",
+                            rusqlite::params![format!("K{n}"), chrono::Utc::now().to_rfc3339()],
+                        )
+                        .unwrap();
+                }
+                transaction.commit().unwrap();
+            }
+            Engine::Postgresql => {
+                db.execute(
+                    "INSERT INTO quotes (ticker, price, updated_at)
+                     SELECT 'K' || n, 100.0, $1 FROM generate_series(0, 99) AS n",
+                    values![chrono::Utc::now().to_rfc3339()],
+                );
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while db.scalar("SELECT count(*) FROM outbox") == 0 {
+            assert!(Instant::now() < deadline, "nothing was claimed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        daemon.child.kill().unwrap();
+        daemon.child.wait().unwrap();
+        let claimed = db.scalar("SELECT count(*) FROM outbox");
+        eprintln!("killed with {claimed} of {ALERTS} claimed");
+        assert!(claimed < ALERTS as i64, "the tick had ended: kill it earlier");
+
+        // Restarted: it first runs for what changed before it listened.
+        let _daemon = Daemon::start_quiet(&path);
+        receiver.wait_for_distinct(ALERTS);
+        wait_until("every alert delivered", || {
+            db.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'") == ALERTS as i64
+        });
+        assert_eq!(db.scalar("SELECT count(*) FROM outbox"), ALERTS as i64);
+        assert_eq!(db.scalar("SELECT count(DISTINCT alert_id) FROM outbox"), ALERTS as i64);
+        assert_eq!(db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1"), 0);
+    }
+}
