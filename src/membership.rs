@@ -19,6 +19,12 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// member's fire is taken over after at most `FIRE_LEASE + HEARTBEAT`.
 pub const FIRE_LEASE: Duration = Duration::from_secs(30);
 
+/// How long a job's reacting lease stays with a member that stopped
+/// beating: its reacting work goes to another member after at most
+/// `REACTING_LEASE + HEARTBEAT`, and at its next heartbeat after a clean
+/// stop.
+pub const REACTING_LEASE: Duration = Duration::from_secs(15);
+
 /// This process: its host, its pid and a random part, so that a restarted
 /// daemon (or one in a container with the same pid) is a new member.
 pub fn me() -> Me {
@@ -104,7 +110,29 @@ pub async fn beat(pool: &Pool, me: &Me) -> anyhow::Result<Vec<Fire>> {
     .await
 }
 
-/// Leaves, on a clean stop.
+/// Takes or renews the reacting lease of each of `jobs` that no other
+/// member holds, and gives back those of `given_back`; the jobs this member
+/// reacts for now.
+pub async fn take_reacting(
+    pool: &Pool,
+    me: &str,
+    jobs: Vec<String>,
+    given_back: Vec<String>,
+) -> anyhow::Result<Vec<String>> {
+    let me = me.to_owned();
+    store::blocking(pool, "taking reacting leases", move |connection| {
+        cluster::take_reacting(
+            connection,
+            &jobs,
+            &given_back,
+            &me,
+            REACTING_LEASE.as_millis() as i64,
+        )
+    })
+    .await
+}
+
+/// Leaves, on a clean stop, giving back its reacting leases.
 pub async fn leave(pool: &Pool, me: &str) {
     let me = me.to_owned();
     if let Err(error) = store::blocking(pool, "leaving", move |connection| {

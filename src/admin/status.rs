@@ -1,5 +1,6 @@
-//! `status`: each job's last run and next fire time, the outbox, and the
-//! daemons sharing the database.
+//! `status`: each job's last run and next fire time, whether it reacts to
+//! changes and on which member, the outbox, and the daemons sharing the
+//! database.
 
 use std::io::Write;
 
@@ -51,6 +52,8 @@ struct JobStatus {
     next_run_at: Option<String>,
     /// Whether it also runs as soon as what it covers changes (`on_change`).
     on_change: bool,
+    /// The daemon that reacts to its changes, while its lease runs.
+    reacting_member: Option<String>,
     /// The daemon that ran it last (none for `run-job`).
     ran_by: Option<String>,
 }
@@ -66,6 +69,7 @@ impl JobStatus {
             job: name.to_owned(),
             configured: configured.is_some(),
             on_change: configured.is_some_and(JobConfig::reacts),
+            reacting_member: None,
             result: run.map_or_else(|| "never".to_owned(), |run| run.result.clone()),
             started_at: run.map(|run| rfc3339(&run.started_at)),
             duration_ms: run.map(|run| run.duration_ms),
@@ -112,6 +116,7 @@ fn read(config: &Config) -> anyhow::Result<StatusReport> {
             member,
         })
         .collect();
+    let reactors = cluster::reactors(&mut connection).context("reading the reacting members")?;
     let running = members.iter().any(|member| member.alive);
     let now = Utc::now();
     let mut jobs: Vec<JobStatus> = config
@@ -122,7 +127,12 @@ fn read(config: &Config) -> anyhow::Result<StatusReport> {
                 .then(|| job.schedule.next_after(now).map(crate::store::timestamp))
                 .flatten();
             let run = recorded.iter().find(|run| run.job == job.name);
-            JobStatus::of(&job.name, run, Some(job), next)
+            let mut status = JobStatus::of(&job.name, run, Some(job), next);
+            status.reacting_member = reactors
+                .iter()
+                .find(|(reacting, _)| *reacting == job.name)
+                .map(|(_, member)| member.clone());
+            status
         })
         .collect();
     jobs.extend(
@@ -170,7 +180,11 @@ fn write_jobs(status: &StatusReport, out: &mut impl Write) -> anyhow::Result<()>
             job.result.clone(),
             or_dash(&job.last_success_at),
             next,
-            if job.on_change { "reacts" } else { "-" }.to_owned(),
+            match (job.on_change, &job.reacting_member) {
+                (true, Some(member)) => format!("reacts ({member})"),
+                (true, None) => "reacts".to_owned(),
+                (false, _) => "-".to_owned(),
+            },
             or_dash(&job.ran_by),
             or_dash(&job.detail),
         ]);

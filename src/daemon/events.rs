@@ -30,6 +30,8 @@ pub(super) enum LoopEvent {
     Orphaned(Vec<Fire>),
     /// A commit changed quotes or alerts (for the jobs that react).
     Changed(Changed),
+    /// The reacting jobs this member holds the lease of, as of a heartbeat.
+    Reacting(Vec<String>),
     Signal(Signal),
     /// Time to tell systemd's watchdog that the loop and the scheduler are alive.
     Heartbeat,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::recurring::Recurring;
 use crate::schedule::Scheduler;
@@ -15,21 +15,49 @@ use crate::{log_recurring, membership};
 
 use super::events::LoopEvent;
 
-/// This member's heartbeats, every `membership::HEARTBEAT`: each renews the
-/// leases of the fires it holds and hands the loop the fires whose member
-/// stopped beating. Failures are logged when they start and end.
-pub(super) async fn beat(pool: Pool, me: Arc<Me>, events: mpsc::UnboundedSender<LoopEvent>) {
+/// This member's heartbeats, every `membership::HEARTBEAT`, and at once when
+/// the jobs that react change (a reload): each renews the leases of the
+/// fires it holds and hands the loop the fires whose member stopped
+/// beating; then takes or renews the reacting leases of `reacting`'s jobs
+/// and tells the loop which are this member's. Failures are logged when
+/// they start and end.
+pub(super) async fn beat(
+    pool: Pool,
+    me: Arc<Me>,
+    mut reacting: watch::Receiver<Vec<String>>,
+    events: mpsc::UnboundedSender<LoopEvent>,
+) {
     let mut failures = Recurring::default();
     let mut interval = tokio::time::interval(membership::HEARTBEAT);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut held: Vec<String> = Vec::new();
     loop {
-        interval.tick().await;
-        match membership::beat(&pool, &me).await {
-            Ok(orphaned) => {
+        tokio::select! {
+            _ = interval.tick() => {}
+            Ok(()) = reacting.changed() => {}
+        }
+        let jobs = reacting.borrow_and_update().clone();
+        let given_back: Vec<String> = held
+            .iter()
+            .filter(|job| !jobs.contains(job))
+            .cloned()
+            .collect();
+        let beaten = match membership::beat(&pool, &me).await {
+            Ok(orphaned) => membership::take_reacting(&pool, &me.member, jobs, given_back)
+                .await
+                .map(|now_held| (orphaned, now_held)),
+            Err(error) => Err(error),
+        };
+        match beaten {
+            Ok((orphaned, now_held)) => {
                 if let Some(failed) = failures.succeeded() {
                     tracing::info!(failed, "the heartbeat works again");
                 }
                 if !orphaned.is_empty() && events.send(LoopEvent::Orphaned(orphaned)).is_err() {
+                    return;
+                }
+                held = now_held;
+                if events.send(LoopEvent::Reacting(held.clone())).is_err() {
                     return;
                 }
             }
@@ -37,7 +65,7 @@ pub(super) async fn beat(pool: Pool, me: Arc<Me>, events: mpsc::UnboundedSender<
                 warn,
                 failures,
                 format!("{error:#}"),
-                "the heartbeat failed: this daemon's fire times may be taken over"
+                "the heartbeat failed: this daemon's fire times and reacting jobs may be taken over"
             ),
         }
     }

@@ -14,7 +14,7 @@ use super::Daemon;
 use super::events::LoopEvent;
 use super::heartbeat::book_heartbeat;
 use super::jobs::Jobs;
-use super::reacting::{Cause, concerned, follow};
+use super::reacting::{Cause, concerned, follow, names};
 use super::reload::reload;
 use super::report::{JobReport, log_run};
 
@@ -32,6 +32,7 @@ impl Daemon {
             match self.next_event().await {
                 LoopEvent::Due { job, epoch, at } => self.due(job, epoch, at).await,
                 LoopEvent::Changed(changed) => self.react(&changed),
+                LoopEvent::Reacting(held) => self.hold(held),
                 LoopEvent::Orphaned(fires) => self.take_over(fires),
                 LoopEvent::Elsewhere { job } => self.ended(job),
                 LoopEvent::Finished { job, result } => self.finished(job, result).await,
@@ -90,10 +91,26 @@ impl Daemon {
     }
 
     /// A commit changed quotes or alerts: each reacting job it concerns
-    /// runs now, or once more after its running run.
+    /// whose lease this member holds runs now, or once more after its
+    /// running run.
     fn react(&mut self, changed: &Changed) {
         for (job, kind) in concerned(self.jobs.jobs.values(), changed) {
-            self.run_now_or_after(job, kind, Cause::Change);
+            if self.reacting.holds(&job) {
+                self.run_now_or_after(job, kind, Cause::Change);
+            }
+        }
+    }
+
+    /// A heartbeat said which reacting jobs this member holds: those it did
+    /// not hold before run at once, for whatever changed before (at the
+    /// start, or after their member stopped beating).
+    fn hold(&mut self, held: Vec<String>) {
+        for job in self.reacting.hold(held) {
+            if let Some(config) = self.jobs.jobs.get(&job).filter(|job| job.reacts()) {
+                tracing::info!(job, "reacting to this job's changes");
+                let kind = config.kind.clone();
+                self.run_now_or_after(job, kind, Cause::Change);
+            }
         }
     }
 
@@ -181,6 +198,7 @@ impl Daemon {
             self.runner
                 .metrics
                 .jobs(new.jobs.iter().map(|job| job.name.as_str()));
+            self.reacting_jobs.send_replace(names(&new.jobs));
             if let Err(error) = follow(&mut self.listener, &new.jobs, &self.events) {
                 tracing::error!(
                     error = format!("{error:#}"),

@@ -32,7 +32,7 @@ use deliverer::DeliveryTask;
 use events::LoopEvent;
 use heartbeat::{beat, book_heartbeat};
 use jobs::Jobs;
-use reacting::{Reacting, follow};
+use reacting::{Reacting, follow, names};
 use reload::log_warnings;
 use report::log_run;
 use runner::Runner;
@@ -71,8 +71,10 @@ struct Daemon {
     running: HashSet<String>,
     /// Hears of events queued and of changes, from any process.
     listener: store::listen::Listener,
-    /// The runs owed to jobs that react to changes.
+    /// The reacting jobs this member holds, and the runs owed to them.
     reacting: Reacting,
+    /// The jobs that react, for the heartbeat to take their leases.
+    reacting_jobs: tokio::sync::watch::Sender<Vec<String>>,
     failures: HashMap<String, Recurring>,
     status: SystemdStatus,
 }
@@ -103,7 +105,13 @@ impl Daemon {
         if let Some(interval) = watchdog {
             book_heartbeat(&scheduler, interval, &events).await;
         }
-        let beating = tokio::spawn(beat(runner.pool.clone(), me.clone(), events.clone()));
+        let (reacting_jobs, reacting) = tokio::sync::watch::channel(names(&config.jobs));
+        let beating = tokio::spawn(beat(
+            runner.pool.clone(),
+            me.clone(),
+            reacting,
+            events.clone(),
+        ));
         let mut listener = {
             let wake = deliverer.wake.clone();
             runner.pool.listen(move || wake.notify_one())?
@@ -140,6 +148,7 @@ impl Daemon {
             running: HashSet::new(),
             listener,
             reacting: Reacting::default(),
+            reacting_jobs,
             failures: HashMap::new(),
             status: SystemdStatus::default(),
         })
@@ -170,6 +179,7 @@ impl Daemon {
                 LoopEvent::Due { .. }
                 | LoopEvent::Orphaned(_)
                 | LoopEvent::Changed(_)
+                | LoopEvent::Reacting(_)
                 | LoopEvent::Heartbeat
                 | LoopEvent::Signal(Signal::Reload) => {}
             }

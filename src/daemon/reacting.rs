@@ -1,6 +1,11 @@
 //! Jobs that react to changes (`on_change`): the store's listener tells the
 //! loop what each commit changed, and the loop starts each concerned job's
-//! tick at once, or, if it is running, exactly one more after it.
+//! tick at once, or, if it is running, exactly one more after it. Among
+//! daemons sharing the database, only the member holding a job's reacting
+//! lease reacts for it (`store::cluster`); the others leave its changes to
+//! it, and take over when it stops beating.
+
+use std::collections::HashSet;
 
 use std::collections::HashMap;
 
@@ -27,10 +32,12 @@ impl Cause {
     }
 }
 
-/// The runs owed to jobs that were running when their change (or fire
-/// time) came.
+/// The reacting jobs this member holds, and the runs owed to jobs that
+/// were running when their change (or fire time) came.
 #[derive(Default)]
 pub(super) struct Reacting {
+    /// The jobs whose reacting lease this member holds.
+    held: HashSet<String>,
     /// Jobs owed one more run after the running one, and why: however many
     /// changes came meanwhile, one run reads them all.
     owed: HashMap<String, Cause>,
@@ -52,9 +59,30 @@ pub(super) fn follow(
 }
 
 impl Reacting {
-    /// No more runs are owed: the daemon stops.
+    /// No more runs are owed, and none reacts: the daemon stops.
     pub(super) fn stop(&mut self) {
         self.owed.clear();
+        self.held.clear();
+    }
+
+    /// The reacting jobs this member holds now; returns those it did not
+    /// hold before, which run at once for what changed meanwhile.
+    pub(super) fn hold(&mut self, held: Vec<String>) -> Vec<String> {
+        let held: HashSet<String> = held.into_iter().collect();
+        let new = held.difference(&self.held).cloned().collect();
+        for lost in self.held.difference(&held) {
+            tracing::info!(
+                job = lost,
+                "another member reacts to this job's changes now"
+            );
+        }
+        self.held = held;
+        new
+    }
+
+    /// Whether this member reacts for `job`.
+    pub(super) fn holds(&self, job: &str) -> bool {
+        self.held.contains(job)
     }
 
     /// Owes `job` one more run, for `cause` unless it is owed one already.
@@ -66,6 +94,14 @@ impl Reacting {
     pub(super) fn owed(&mut self, job: &str) -> Option<Cause> {
         self.owed.remove(job)
     }
+}
+
+/// The names of the jobs that react, for the heartbeat to take their leases.
+pub(super) fn names(jobs: &[JobConfig]) -> Vec<String> {
+    jobs.iter()
+        .filter(|job| job.reacts())
+        .map(|job| job.name.clone())
+        .collect()
 }
 
 /// The reacting jobs `changed` concerns, with their kinds.

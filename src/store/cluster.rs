@@ -6,6 +6,11 @@
 //! heartbeats; a fire whose holder stopped renewing (it died mid-tick) is
 //! taken over by another member after the lease. Leases only save work:
 //! a member that wakes up late and redoes a fire claims nothing twice.
+//!
+//! A job that reacts to changes has one reacting member at a time: the one
+//! that holds the job's lease in `job_reactors`, taken and renewed with
+//! each heartbeat (`take_reacting`), and taken by another member once it
+//! ran out (its holder died) or was given back (`leave`).
 
 use super::shared::{PerEngine, Row, Statements, shared};
 use super::{Connection, Result};
@@ -90,9 +95,27 @@ pub fn heartbeat(connection: &mut Connection, me: &Me, lease_ms: i64) -> Result<
     shared!(connection, heartbeat_on, me, lease_ms)
 }
 
-/// Leaves the cluster (a clean stop).
+/// Leaves the cluster (a clean stop), giving back the jobs it reacted for.
 pub fn leave(connection: &mut Connection, me: &str) -> Result<()> {
     shared!(connection, leave_on, me)
+}
+
+/// Takes or renews, for `lease_ms`, the reacting lease of each of `jobs`
+/// that no other member holds, in one transaction, and gives back those of
+/// `given_back`; returns the jobs of `jobs` that are now `me`'s.
+pub fn take_reacting(
+    connection: &mut Connection,
+    jobs: &[String],
+    given_back: &[String],
+    me: &str,
+    lease_ms: i64,
+) -> Result<Vec<String>> {
+    shared!(connection, take_reacting_on, jobs, given_back, me, lease_ms)
+}
+
+/// Each job's reacting member, while its lease runs.
+pub fn reactors(connection: &mut Connection) -> Result<Vec<(String, String)>> {
+    shared!(connection, reactors_on,)
 }
 
 /// The members that beat within the last day.
@@ -139,6 +162,24 @@ static EXPIRED: PerEngine = PerEngine::new(
      ORDER BY fire_time LIMIT 16",
 );
 static LEAVE: PerEngine = PerEngine::new("DELETE FROM cluster_members WHERE member = $1");
+static LEAVE_REACTING: PerEngine = PerEngine::new("DELETE FROM job_reactors WHERE member = $1");
+/// One statement, as `TAKE_FIRE`: the holder renews, anyone takes a lease
+/// that ran out.
+static TAKE_REACTING: PerEngine = PerEngine::new(
+    "INSERT INTO job_reactors (job, member, lease_until, since)
+     VALUES ($1, $2, {now_ms} + $3, {now_ms})
+     ON CONFLICT (job) DO UPDATE SET lease_until = excluded.lease_until,
+         since = CASE WHEN job_reactors.member = excluded.member THEN job_reactors.since
+                      ELSE excluded.since END,
+         member = excluded.member
+     WHERE job_reactors.member = excluded.member OR job_reactors.lease_until < {now_ms}
+     RETURNING job",
+);
+static GIVE_BACK: PerEngine =
+    PerEngine::new("DELETE FROM job_reactors WHERE job = $1 AND member = $2");
+static REACTORS: PerEngine = PerEngine::new(
+    "SELECT job, member FROM job_reactors WHERE lease_until >= {now_ms} ORDER BY job",
+);
 static MEMBERS: PerEngine = PerEngine::new(
     "SELECT member, host, pid, version, started_at, heartbeat_at, {now_ms} - heartbeat_at
      FROM cluster_members ORDER BY host, pid, member",
@@ -146,7 +187,7 @@ static MEMBERS: PerEngine = PerEngine::new(
 
 /// Every statement of this module (a test checks their parameters).
 #[cfg(test)]
-pub(super) static STATEMENTS: [&PerEngine; 10] = [
+pub(super) static STATEMENTS: [&PerEngine; 14] = [
     &TAKE_FIRE,
     &FINISH_FIRE,
     &BEAT,
@@ -157,6 +198,10 @@ pub(super) static STATEMENTS: [&PerEngine; 10] = [
     &EXPIRED,
     &LEAVE,
     &MEMBERS,
+    &LEAVE_REACTING,
+    &TAKE_REACTING,
+    &GIVE_BACK,
+    &REACTORS,
 ];
 
 fn take_fire_on<C: Statements>(
@@ -218,8 +263,43 @@ fn heartbeat_on<C: Statements>(
 }
 
 fn leave_on<C: Statements>(connection: &mut C, me: &str) -> std::result::Result<(), C::Error> {
-    connection.execute(C::per_engine(&LEAVE), &[&me])?;
-    Ok(())
+    connection.write_transaction(|connection| {
+        connection.execute(C::per_engine(&LEAVE_REACTING), &[&me])?;
+        connection.execute(C::per_engine(&LEAVE), &[&me])?;
+        Ok(())
+    })
+}
+
+fn take_reacting_on<C: Statements>(
+    connection: &mut C,
+    jobs: &[String],
+    given_back: &[String],
+    me: &str,
+    lease_ms: i64,
+) -> std::result::Result<Vec<String>, C::Error> {
+    connection.write_transaction(|connection| {
+        for job in given_back {
+            connection.execute(C::per_engine(&GIVE_BACK), &[job, &me])?;
+        }
+        let mut held = Vec::new();
+        for job in jobs {
+            let taken = connection.query_first(
+                C::per_engine(&TAKE_REACTING),
+                &[job, &me, &lease_ms],
+                |row| row.get::<String>(0),
+            )?;
+            held.extend(taken);
+        }
+        Ok(held)
+    })
+}
+
+fn reactors_on<C: Statements>(
+    connection: &mut C,
+) -> std::result::Result<Vec<(String, String)>, C::Error> {
+    connection.query(C::per_engine(&REACTORS), &[], |row| {
+        Ok((row.get(0)?, row.get(1)?))
+    })
 }
 
 fn members_on<C: Statements>(connection: &mut C) -> std::result::Result<Vec<Member>, C::Error> {
@@ -263,6 +343,17 @@ CREATE TABLE job_fires (
 );
 CREATE INDEX job_fires_held ON job_fires (lease_until) WHERE state = 'running';
 CREATE INDEX job_fires_time ON job_fires (fire_time);
+";
+
+/// Each reacting job's member (see the module's docs), the same on both
+/// engines.
+pub(super) const REACTORS_SCHEMA: &str = "
+CREATE TABLE job_reactors (
+    job TEXT PRIMARY KEY,
+    member TEXT NOT NULL,              -- Me::member
+    lease_until BIGINT NOT NULL,
+    since BIGINT NOT NULL              -- when this member took it
+);
 ";
 
 /// How long fires and members are remembered.

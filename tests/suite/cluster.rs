@@ -1,14 +1,18 @@
 //! Several daemons on one PostgreSQL database, as on several hosts: they
 //! share each fire time's work instead of repeating it, survive the loss of
 //! one of them again and again, take over a fire whose member died, and
-//! deliver every triggered alert under one id per arming.
+//! deliver every triggered alert under one id per arming; a job that reacts
+//! to changes reacts on one member at a time (on either engine).
 
 use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Db, Engine, Receiver, config_text};
+use common::{
+    Daemon, Db, Engine, Receiver, change_runs, config_text, free_port, ok_runs, reacting_config,
+    wait_until,
+};
 
 const ALERTS: usize = 200_000;
 const TICKERS: usize = 2_000;
@@ -338,4 +342,100 @@ fn a_daemon_holds_at_most_max_connections_busy_and_few_idle() {
     }
     assert!(held >= 1, "idle: {held} connections");
     drop(idle);
+}
+
+/// The member holding `job`'s reacting lease, if its lease runs.
+fn reacting_member(db: &Db, job: &str) -> Option<String> {
+    db.texts(&format!(
+        "SELECT member FROM job_reactors WHERE job = '{job}'"
+    ))
+    .into_iter()
+    .next()
+}
+
+on_every_engine! {
+    /// Three daemons whose job reacts, on one database: one member reacts to
+    /// each change, the others leave it; killed, its reacting work goes to
+    /// another member within the lease, and every alert is claimed once.
+    fn three_daemons_react_once_to_each_change_and_hand_over_when_one_dies(engine: Engine) {
+        const WRITES: usize = 10;
+        let db = Db::on(engine);
+        let receiver = Receiver::start_lean();
+        let mut members: Vec<(Daemon, u16)> = (0..3)
+            .map(|n| {
+                let port = free_port();
+                let path = db.dir.path().join(format!("member-{n}.toml"));
+                std::fs::write(
+                    &path,
+                    reacting_config(&db, &receiver.url, port, &[("react", "*")]),
+                )
+                .unwrap();
+                (Daemon::start_quiet(&path), port)
+            })
+            .collect();
+        let holder = |members: &[(Daemon, u16)]| {
+            let member = reacting_member(&db, "react")?;
+            members
+                .iter()
+                .position(|(daemon, _)| daemon.child.id() == pid_of(&member))
+        };
+        let wait_for_holder = |members: &[(Daemon, u16)]| {
+            let mut found = None;
+            wait_until("a member to react", || {
+                found = holder(members)
+                    .filter(|&at| ok_runs(members[at].1, "react") >= 1.0);
+                found.is_some()
+            });
+            found.unwrap()
+        };
+        let first = wait_for_holder(&members);
+
+        let triggered = |n: usize| {
+            db.add_alert(&format!("T{n}"), "above", 1.0);
+            db.set_quote(&format!("T{n}"), 2.0);
+        };
+        for n in 0..WRITES {
+            triggered(n);
+            receiver.wait_for_distinct(n + 1);
+        }
+        for (at, (_, port)) in members.iter().enumerate() {
+            let runs = change_runs(*port, "react");
+            if at == first {
+                // Its first run, and one for each write (the two writes of
+                // each are one transaction apart: maybe two).
+                assert!(runs >= (1 + WRITES) as f64, "{runs}");
+            } else {
+                assert_eq!(runs, 0.0, "member {at} reacted too");
+            }
+        }
+
+        // The reacting member dies: another takes its work over.
+        let (mut dead, _) = members.remove(first);
+        dead.child.kill().unwrap();
+        dead.child.wait().unwrap();
+        let killed = Instant::now();
+        triggered(WRITES);
+        receiver.wait_for_distinct(WRITES + 1);
+        let handed_over = killed.elapsed();
+        eprintln!("handed over in {handed_over:?}");
+        assert!(
+            handed_over < price_alertd::membership::REACTING_LEASE
+                + price_alertd::membership::HEARTBEAT * 2,
+            "{handed_over:?}"
+        );
+        let second = wait_for_holder(&members);
+        for (at, (_, port)) in members.iter().enumerate() {
+            let runs = change_runs(*port, "react");
+            if at == second {
+                assert!(runs >= 1.0, "{runs}");
+            } else {
+                assert_eq!(runs, 0.0, "member {at} reacted too");
+            }
+        }
+        assert_eq!(db.scalar("SELECT count(*) FROM outbox"), (WRITES + 1) as i64);
+        assert_eq!(
+            db.scalar("SELECT count(DISTINCT alert_id) FROM outbox"),
+            (WRITES + 1) as i64
+        );
+    }
 }

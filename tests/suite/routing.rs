@@ -199,7 +199,8 @@ on_every_engine! {
         );
         // The database as the schema before routing left it: no
         // outbox.user_id, no rearm_at (the application's own cooldown
-        // column, which it may have had, stays), no change notifications.
+        // column, which it may have had, stays), no change notifications
+        // nor reacting members.
         match engine {
             Engine::Sqlite => db
                 .app()
@@ -207,6 +208,7 @@ on_every_engine! {
                     "ALTER TABLE outbox DROP COLUMN user_id;
                      DROP INDEX price_alerts_rearm;
                      ALTER TABLE price_alerts DROP COLUMN rearm_at;
+                     DROP TABLE job_reactors;
                      PRAGMA user_version = 7;",
                 )
                 .unwrap(),
@@ -217,6 +219,7 @@ on_every_engine! {
                      ALTER TABLE price_alerts DROP COLUMN rearm_at;
                      DROP FUNCTION price_alertd_notify_quotes() CASCADE;
                      DROP FUNCTION price_alertd_notify_alert() CASCADE;
+                     DROP TABLE job_reactors;
                      UPDATE price_alertd_schema SET version = 1;",
                 )
                 .unwrap(),

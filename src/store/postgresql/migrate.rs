@@ -67,6 +67,7 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
     }
     if version < 4 {
         transaction.batch_execute(MIGRATION_4)?;
+        transaction.batch_execute(crate::store::cluster::REACTORS_SCHEMA)?;
     }
     if version < SCHEMA_VERSION {
         transaction.execute(
@@ -245,7 +246,8 @@ ALTER TABLE price_alerts ADD COLUMN rearm_at BIGINT;
 CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at) WHERE rearm_at IS NOT NULL;
 ";
 
-/// Jobs that react to changes (`on_change`): each change of quotes or
+/// Jobs that react to changes (`on_change`), with their reacting members
+/// (`store::cluster`'s `job_reactors`): each change of quotes or
 /// alerts notifies `price_alertd_changes` at its commit, naming its tickers
 /// (a JSON array; `*` beyond 200 tickers, as a payload holds 8000 bytes).
 /// Quotes once per statement, from its transition table: a feed writes

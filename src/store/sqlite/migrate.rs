@@ -6,7 +6,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::changes;
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// Adds an optional TEXT column of the application's to `price_alerts`
 /// (`expires_at`, `cooldown`), unless the application added it already.
@@ -63,6 +63,10 @@ pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     if version < 9 {
         add_alert_column_if_missing(&transaction, "cooldown")?;
         transaction.execute_batch(MIGRATION_9)?;
+    }
+    if version < 10 {
+        // Each reacting job's member (`store::cluster`).
+        transaction.execute_batch(crate::store::cluster::REACTORS_SCHEMA)?;
     }
     if version < SCHEMA_VERSION {
         transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
