@@ -14,6 +14,7 @@ use crate::lock::lock;
 use crate::membership::{self, Taken};
 use crate::metrics::Metrics;
 use crate::recurring::Recurring;
+use crate::store::alerts::Trigger;
 use crate::store::cluster::{Finish, Fire, Me};
 use crate::store::{self, Pool};
 use crate::{log_recurring, quotes};
@@ -109,6 +110,23 @@ impl Runner {
         let _ = events.send(LoopEvent::Finished { job, result });
     }
 
+    /// A claim of a tick of `job` committed: the deliverer wakes, and the
+    /// age of each claimed alert's quote is observed (from its `updated_at`:
+    /// the application's commit, as near as the daemon can tell).
+    fn claimed(&self, job: &str, triggers: &[&Trigger]) {
+        if let Some(wake) = &self.wake_deliverer {
+            wake.notify_one();
+        }
+        let now = Utc::now();
+        self.metrics.claimed(
+            job,
+            triggers.iter().filter_map(|trigger| {
+                let quoted = evaluate::parse_time(&trigger.quote_time)?;
+                Some((now - quoted).to_std().unwrap_or_default())
+            }),
+        );
+    }
+
     /// Does one run of `job` that no fire time stands for (a change, or a
     /// fire time that came while it ran); tells the loop how it went.
     pub(super) async fn run_unleased(
@@ -202,12 +220,7 @@ impl Runner {
             .map(|refresh| std::mem::take(&mut refresh.fetched));
         let (runner, job) = (self.clone(), job.to_owned());
         let ticked = tokio::task::spawn_blocking(move || {
-            let wake = runner.wake_deliverer.clone();
-            let claimed = move || {
-                if let Some(wake) = &wake {
-                    wake.notify_one();
-                }
-            };
+            let claimed = |triggers: &[&Trigger]| runner.claimed(&job, triggers);
             let options = TickOptions {
                 claimed: &claimed,
                 job: &job,

@@ -44,8 +44,17 @@ pub(super) enum Ended {
     Stopped,
 }
 
-/// An attempt under way: what became of it, the receiver's answer, how long it took.
-type Attempting = Pin<Box<dyn Future<Output = (Settled, Response, Duration)> + Send>>;
+/// An attempt under way.
+type Attempting = Pin<Box<dyn Future<Output = Attempted> + Send>>;
+
+/// A finished attempt: what became of its row, the receiver's answer, how
+/// long it took, and when its event was claimed (`Leased::created_at`).
+struct Attempted {
+    settled: Settled,
+    response: Response,
+    took: Duration,
+    claimed_at: String,
+}
 
 /// An exchange with the outbox under way: the rows it leased.
 type Exchanging = Pin<Box<dyn Future<Output = anyhow::Result<Vec<Leased>>> + Send>>;
@@ -94,7 +103,7 @@ struct Pipeline {
 
 /// What woke a pipeline.
 enum Woken {
-    Attempt((Settled, Response, Duration)),
+    Attempt(Attempted),
     Exchange(anyhow::Result<Vec<Leased>>),
     Timer,
     Wake,
@@ -194,8 +203,14 @@ impl Deliverer<'_> {
             let (webhook, stop) = (pipeline.webhook.clone(), stop.clone());
             pipeline.attempts.push(Box::pin(async move {
                 let started = std::time::Instant::now();
+                let claimed_at = event.created_at.clone();
                 let (settled, response) = attempt(&webhook, event, stop).await;
-                (settled, response, started.elapsed())
+                Attempted {
+                    settled,
+                    response,
+                    took: started.elapsed(),
+                    claimed_at,
+                }
             }));
         }
     }
@@ -270,10 +285,20 @@ impl Deliverer<'_> {
     fn attempted(
         &mut self,
         pipeline: &mut Pipeline,
-        (settled, response, took): (Settled, Response, Duration),
+        Attempted {
+            settled,
+            response,
+            took,
+            claimed_at,
+        }: Attempted,
     ) {
         let kind = match &settled.outcome {
             Outcome::Delivered => {
+                if let Some(claimed) = crate::evaluate::parse_time(&claimed_at) {
+                    let since = chrono::Utc::now() - claimed;
+                    self.metrics
+                        .delivered_after_claim(since.to_std().unwrap_or_default());
+                }
                 if let Some(failures) = self.attempt_failures.succeeded() {
                     tracing::info!(failures, "deliveries work again");
                 }

@@ -142,7 +142,7 @@ struct Claimer<'a, 'w> {
     helpers: Option<&'a mpsc::SyncSender<Vec<Trigger>>>,
     claim_batch: usize,
     now: DateTime<Utc>,
-    claimed: &'a (dyn Fn() + Sync),
+    claimed: &'a (dyn Fn(&[&Trigger]) + Sync),
 }
 
 impl Claimer<'_, '_> {
@@ -225,15 +225,15 @@ struct Tally {
 }
 
 impl Tally {
-    /// Claims one batch in one transaction and empties it; `claimed` hears
-    /// of a commit that queued events. After a failure it claims nothing
+    /// Claims one batch in one transaction and empties it; `claimed_hook`
+    /// hears of the alerts a commit claimed. After a failure it claims nothing
     /// more: the tick fails, and the next one judges the same changes again.
     fn claim(
         &mut self,
         writer: &mut store::Connection,
         batch: &mut Vec<Trigger>,
         now: DateTime<Utc>,
-        claimed_hook: &(dyn Fn() + Sync),
+        claimed_hook: &(dyn Fn(&[&Trigger]) + Sync),
     ) {
         if batch.is_empty() {
             return;
@@ -248,10 +248,14 @@ impl Tally {
         self.duration += claim_started.elapsed();
         match claimed {
             Ok(claimed) => {
-                if claimed.claimed > 0 {
-                    claimed_hook();
+                if !claimed.claimed.is_empty() {
+                    let triggers: Vec<&Trigger> = batch
+                        .iter()
+                        .filter(|trigger| claimed.claimed.contains(&trigger.alert_id))
+                        .collect();
+                    claimed_hook(&triggers);
                 }
-                self.triggered += claimed.claimed as u64;
+                self.triggered += claimed.claimed.len() as u64;
                 self.transactions += 1;
                 for id in claimed.locked {
                     if let Some(trigger) = batch.iter().find(|trigger| trigger.alert_id == id) {
@@ -276,7 +280,7 @@ fn help_claim(
     pool: &Pool,
     inbox: &Mutex<mpsc::Receiver<Vec<Trigger>>>,
     now: DateTime<Utc>,
-    claimed: &(dyn Fn() + Sync),
+    claimed: &(dyn Fn(&[&Trigger]) + Sync),
 ) -> Tally {
     let mut tally = Tally::default();
     let mut writer = match pool.get() {

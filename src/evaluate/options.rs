@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::{EvaluatorConfig, Scope};
 use crate::recurring::Recurring;
+use crate::store::alerts::Trigger;
 
 use super::judge::QuoteProblem;
 
@@ -29,10 +30,10 @@ pub struct TickOptions<'a> {
     pub fetched: Option<&'a HashSet<String>>,
     /// What earlier ticks of this process saw.
     pub memory: &'a TickMemory,
-    /// Called as each claim that queued events commits, from the claiming
-    /// thread: the deliverer sends a tick's first events while it claims
-    /// the rest.
-    pub claimed: &'a (dyn Fn() + Sync),
+    /// Called with the alerts each claim claimed, as it commits, from the
+    /// claiming thread: the deliverer sends a tick's first events while it
+    /// claims the rest.
+    pub claimed: &'a (dyn Fn(&[&Trigger]) + Sync),
 }
 
 /// What the ticks of one process remember of each other, so that a

@@ -66,6 +66,7 @@ impl Metrics {
                 });
             }
             let _ = self.tick_seconds.get_or_create(&labels);
+            let _ = self.quote_to_claim.get_or_create(&labels);
             let _ = self.tickers_changed.get_or_create(&labels);
             let _ = self.evaluated.get_or_create(&labels);
             let _ = self.triggered.get_or_create(&labels);
@@ -170,6 +171,22 @@ impl Metrics {
             };
             family.get_or_create(&labels).inc_by(count.value);
         }
+    }
+
+    /// A claim of a tick of `job` committed, its alerts' quotes this old.
+    pub fn claimed(&self, job: &str, quote_ages: impl Iterator<Item = Duration>) {
+        let histogram = self.quote_to_claim.get_or_create(&JobLabels {
+            job_name: job.to_owned(),
+        });
+        for age in quote_ages {
+            histogram.observe(age.as_secs_f64());
+        }
+    }
+
+    /// An event reached its receiver (a 2xx), this long after its claim
+    /// (its `triggered_at`, the tick's time).
+    pub fn delivered_after_claim(&self, since_claim: Duration) {
+        self.claim_to_delivery.observe(since_claim.as_secs_f64());
     }
 
     pub fn delivery(&self, outcome: Delivery, response: Response, duration: Duration) {

@@ -82,6 +82,8 @@ pub struct Metrics {
     pub(super) takeovers: Family<JobLabels, Counter>,
     pub(super) deliveries: Family<DeliveryLabels, Counter>,
     pub(super) delivery_seconds: Histogram,
+    pub(super) quote_to_claim: Family<JobLabels, Histogram>,
+    pub(super) claim_to_delivery: Histogram,
     pub(super) last_success: Family<JobLabels, Gauge<f64, AtomicU64>>,
     pub(super) outbox_pending: Gauge,
     pub(super) outbox_dead: Gauge,
@@ -92,6 +94,11 @@ pub struct Metrics {
 
 fn tick_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// 1 ms to about a minute: an alert's way from its quote to its receiver.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
 impl Default for Metrics {
@@ -108,6 +115,8 @@ impl Default for Metrics {
             takeovers: Family::default(),
             deliveries: Family::default(),
             delivery_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            quote_to_claim: Family::new_with_constructor(latency_histogram),
+            claim_to_delivery: latency_histogram(),
             last_success: Family::default(),
             outbox_pending: Gauge::default(),
             outbox_dead: Gauge::default(),
@@ -203,6 +212,16 @@ impl Metrics {
             "delivery_duration_seconds",
             "How long delivery attempts took",
             self.delivery_seconds.clone(),
+        );
+        registry.register(
+            "quote_to_claim_seconds",
+            "From a claimed alert's quote (its updated_at) to its claim's commit, by job",
+            self.quote_to_claim.clone(),
+        );
+        registry.register(
+            "claim_to_delivery_seconds",
+            "From an event's claim (its triggered_at: the tick's time) to its receiver's 2xx",
+            self.claim_to_delivery.clone(),
         );
         registry.register(
             "last_successful_tick_timestamp_seconds",

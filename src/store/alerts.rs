@@ -5,6 +5,8 @@
 
 use chrono::{DateTime, Utc};
 
+use std::collections::HashSet;
+
 use super::shared::{PerEngine, Row as _, Statements, shared};
 use super::{Connection, Result};
 
@@ -50,8 +52,8 @@ pub struct Trigger {
 /// What one claim did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Claimed {
-    /// Alerts claimed: one queued event each.
-    pub claimed: usize,
+    /// The alerts claimed: one queued event each.
+    pub claimed: HashSet<i64>,
     /// Alerts of the batch whose row another transaction holds locked (the
     /// application's, another daemon's): neither claimed nor waited for.
     /// The caller judges them again once the lock is gone. (SQLite has no

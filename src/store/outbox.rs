@@ -18,6 +18,8 @@ pub struct Leased {
     pub user_id: Option<String>,
     /// When the lease ends (unix ms): the lease's token, with the owner.
     pub lease_until: i64,
+    /// When its claim queued it (RFC 3339): the event's `triggered_at`.
+    pub created_at: String,
 }
 
 /// What became of one leased row, to be recorded under its lease.

@@ -235,7 +235,7 @@ fn tick_both(
         scope: &job.scope,
         fetched: Some(&fetched),
         memory: ticked.known,
-        claimed: &|| {},
+        claimed: &|_| {},
     };
     evaluate::tick(ticked.workers, ticked.pool, &options).unwrap();
     full_scan(

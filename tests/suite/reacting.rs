@@ -55,6 +55,17 @@ on_every_engine! {
         wait_until("the outside run to finish", || ok_runs(port, "outside") == 2.0);
         assert_eq!(change_runs(port, "inside"), 2.0);
         assert_eq!(change_runs(port, "outside"), 2.0);
+        // Both halves of each alert's way: its quote to its claim (by job),
+        // its claim to the receiver's 2xx.
+        for job in ["inside", "outside"] {
+            assert_eq!(
+                counter(port, &format!("quote_to_claim_seconds_count{{job_name=\"{job}\"}}")),
+                1.0
+            );
+        }
+        wait_until("both deliveries recorded", || {
+            counter(port, "claim_to_delivery_seconds_count") == 2.0
+        });
         // The schedule never fired; the daemon's own claims woke nobody.
         for job in ["inside", "outside"] {
             assert_eq!(

@@ -262,7 +262,7 @@ fn an_alert_whose_ticker_was_not_fetched_for_the_tick_waits_for_one_that_was() {
             scope: &price_alertd::config::Scope::all(),
             fetched: Some(fetched),
             memory: &memory,
-            claimed: &|| {},
+            claimed: &|_| {},
         };
         evaluate::tick(&workers, &pool, &options).unwrap()
     };

@@ -148,7 +148,7 @@ pub fn claim(
     let mut transaction = connection.client().transaction()?;
     let locked = lock_batch(&mut transaction, &statements, &mut batch)?;
     let changed = disable_locked(&mut transaction, &statements.disable, &batch, &stamp)?;
-    let claimed = enqueue_claimed(
+    enqueue_claimed(
         &mut transaction,
         &statements,
         (&installation, &stamp, now_ms),
@@ -156,7 +156,10 @@ pub fn claim(
         &changed,
     )?;
     transaction.commit()?;
-    Ok(Claimed { claimed, locked })
+    Ok(Claimed {
+        claimed: changed,
+        locked,
+    })
 }
 
 /// The claim's statements, prepared once per connection.
@@ -286,7 +289,7 @@ fn enqueue_claimed(
     (installation, stamp, now_ms): (&str, &str, i64),
     batch: &[&Trigger],
     changed: &HashSet<i64>,
-) -> Result<usize> {
+) -> Result<()> {
     let (mut event_ids, mut alert_ids, mut bodies, mut users) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for trigger in batch
@@ -306,7 +309,7 @@ fn enqueue_claimed(
         )?;
         transaction.execute(&statements.notify, &[])?;
     }
-    Ok(event_ids.len())
+    Ok(())
 }
 
 pub fn list(

@@ -51,6 +51,7 @@ pub fn exchange(
                 attempts: row.try_get::<_, i32>(3)?.max(0) as u32,
                 user_id: row.try_get(4)?,
                 lease_until: want.lease_until,
+                created_at: row.try_get(5)?,
             });
         }
         // RETURNING gives no order; sending follows the queue's.
@@ -80,7 +81,7 @@ impl Statements {
                      FOR UPDATE SKIP LOCKED)
                  UPDATE outbox AS o SET lease_owner = $1, lease_until = $2, next_attempt_at = $2
                  FROM due WHERE o.id = due.id
-                 RETURNING o.id, o.event_id, o.body, o.attempts, o.user_id",
+                 RETURNING o.id, o.event_id, o.body, o.attempts, o.user_id, o.created_at",
             )?,
             // Of the first due rows (users already full left out), at most
             // `per_user` of each user, in queue order. The rows looked at
@@ -101,7 +102,7 @@ impl Statements {
                      WHERE nth <= $7 ORDER BY next_attempt_at, id LIMIT $4)
                  UPDATE outbox AS o SET lease_owner = $1, lease_until = $2, next_attempt_at = $2
                  FROM due WHERE o.id = due.id
-                 RETURNING o.id, o.event_id, o.body, o.attempts, o.user_id",
+                 RETURNING o.id, o.event_id, o.body, o.attempts, o.user_id, o.created_at",
             )?,
             delivered: connection.prepared(
                 "UPDATE outbox SET state = 'delivered', delivered_at = $1, attempts = attempts + 1,

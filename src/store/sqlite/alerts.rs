@@ -113,8 +113,8 @@ pub fn rearm_cooled_down(
 /// Claims `triggers` in one IMMEDIATE transaction: each alert is disabled only
 /// if it is still enabled, in the arming and with the condition and levels
 /// that were evaluated (invariant 1), and an outbox row is inserted for
-/// exactly the rows this statement changed (invariant 2). Returns how many
-/// alerts this call claimed.
+/// exactly the rows this statement changed (invariant 2). Returns the alerts
+/// this call claimed.
 pub fn claim(
     connection: &mut Connection,
     triggers: &[Trigger],
@@ -126,7 +126,7 @@ pub fn claim(
     let installation = super::installation_id(&transaction)?;
     stage_claims(&transaction, triggers)?;
     let changed = disable_staged(&transaction, &stamp)?;
-    let claimed = enqueue_claimed(
+    enqueue_claimed(
         &transaction,
         &installation,
         triggers,
@@ -138,7 +138,7 @@ pub fn claim(
     // One writer at a time holds the whole database: no row is ever locked
     // by someone else while the claim runs.
     Ok(Claimed {
-        claimed,
+        claimed: changed,
         locked: Vec::new(),
     })
 }
@@ -217,7 +217,7 @@ fn enqueue_claimed(
     changed: &HashSet<i64>,
     stamp: &str,
     now_ms: i64,
-) -> rusqlite::Result<usize> {
+) -> rusqlite::Result<()> {
     let mut claimed_triggers: Vec<&Trigger> = triggers
         .iter()
         .filter(|trigger| changed.contains(&trigger.alert_id))
@@ -238,7 +238,7 @@ fn enqueue_claimed(
             trigger.user_id
         ])?;
     }
-    Ok(claimed_triggers.len())
+    Ok(())
 }
 
 /// Up to `limit` alerts, newest first.

@@ -38,6 +38,7 @@ fn lease_due(connection: &Connection, owner: &str, want: &Want) -> rusqlite::Res
             attempts: row.get(3)?,
             user_id: row.get(4)?,
             lease_until: want.lease_until,
+            created_at: row.get(5)?,
         })
     };
     let mut leased = match &want.spread {
@@ -48,7 +49,7 @@ fn lease_due(connection: &Connection, owner: &str, want: &Want) -> rusqlite::Res
                               WHERE state = 'pending' AND next_attempt_at <= ?3
                                 AND (lease_until IS NULL OR lease_until <= ?3)
                               ORDER BY next_attempt_at, id LIMIT ?4)
-                 RETURNING id, event_id, body, attempts, user_id",
+                 RETURNING id, event_id, body, attempts, user_id, created_at",
             )?;
             let rows = statement.query_map(
                 params![owner, want.lease_until, want.now_ms, want.limit as i64],
@@ -72,7 +73,7 @@ fn lease_due(connection: &Connection, owner: &str, want: &Want) -> rusqlite::Res
                                  AND coalesce(user_id, '') NOT IN (SELECT value FROM json_each(?5))
                                ORDER BY next_attempt_at, id LIMIT ?6))
                      WHERE nth <= ?7 ORDER BY next_attempt_at, id LIMIT ?4)
-                 RETURNING id, event_id, body, attempts, user_id",
+                 RETURNING id, event_id, body, attempts, user_id, created_at",
             )?;
             let full = serde_json::to_string(&spread.full).expect("strings serialize");
             let rows = statement.query_map(

@@ -65,7 +65,7 @@ pub fn tick_on_at(
         scope,
         fetched: None,
         memory: &memory,
-        claimed: &|| {},
+        claimed: &|_| {},
     };
     evaluate::tick_at(workers, pool, &options, now).unwrap()
 }
