@@ -34,7 +34,7 @@ pub(super) struct Runner {
     tick_memory: Arc<evaluate::TickMemory>,
     pub(super) metrics: Arc<Metrics>,
     /// Failures that may repeat every tick, logged at their changes.
-    checkpoint_failures: Arc<Mutex<Recurring>>,
+    checkpoints: Arc<store::Checkpoints>,
     record_failures: Arc<Mutex<Recurring>>,
     /// This daemon among those sharing the database; none for `run-job`.
     pub(super) me: Option<Arc<Me>>,
@@ -62,7 +62,7 @@ impl Runner {
             source,
             tick_memory: Arc::default(),
             metrics: Arc::default(),
-            checkpoint_failures: Arc::default(),
+            checkpoints: Arc::default(),
             record_failures: Arc::default(),
             me: None,
             wake_deliverer: None,
@@ -234,7 +234,7 @@ impl Runner {
         })
         .await
         .context("the evaluation panicked")?;
-        store::checkpoint_after_writes(&self.pool, &self.checkpoint_failures).await;
+        self.checkpoints.after_writes(&self.pool).await;
         let with_fetch = |report: &mut TickReport| {
             if let Some(refresh) = &refresh {
                 report.quote_errors = refresh.errors;

@@ -44,7 +44,7 @@ pub async fn run(
         bookkeeping_failures: Recurring::default(),
         attempt_failures: Recurring::default(),
         outbox_failures: Recurring::default(),
-        checkpoint_failures: std::sync::Mutex::default(),
+        checkpoints: store::Checkpoints::default(),
         failures_in_a_row: 0,
         retry_at: None,
     };
@@ -59,7 +59,7 @@ pub async fn run(
             Ended::Idle => {}
         }
         // Idle after work: a good moment to checkpoint the deliveries' writes.
-        store::checkpoint_after_writes(&pool, &deliverer.checkpoint_failures).await;
+        deliverer.checkpoints.after_writes(&pool).await;
         let draining = *stop.borrow();
         let next_due = deliverer.next_due().await;
         let Some(wait) = deliverer.idle_wait(next_due, draining) else {

@@ -23,6 +23,10 @@ use super::report::TickReport;
 /// ticker.
 pub(super) type Locked = (i64, String);
 
+/// The size of a tick's first claim; each next one is twice as large, up to
+/// `evaluator.claim_batch`.
+const FIRST_CLAIM: usize = 64;
+
 /// At most this many ids of locked alerts in one log line.
 const LOCKED_IDS_LOGGED: usize = 10;
 
@@ -157,14 +161,18 @@ impl Claimer<'_, '_> {
     ) -> Tally {
         let mut batch: Vec<Trigger> = Vec::with_capacity(self.claim_batch.min(TRIGGER_CHUNK * 16));
         let mut mine = Tally::default();
+        // The first claims are small, and grow to `claim_batch`: a large
+        // tick's first events go out while it reads and claims the rest.
+        let mut size = FIRST_CLAIM.min(self.claim_batch);
         for message in receiver {
             match message {
                 Ok(triggers) => {
                     report.matched += triggers.len() as u64;
                     for trigger in triggers {
                         batch.push(trigger);
-                        if batch.len() >= self.claim_batch {
+                        if batch.len() >= size {
                             self.hand_over(&mut batch, &mut mine);
+                            size = (size * 2).min(self.claim_batch);
                         }
                     }
                 }

@@ -59,10 +59,19 @@ pub(super) enum Task<'a> {
     Changed(Window),
 }
 
-/// The reader tasks of a plan's work for `threads` readers: the moved
+/// The fewest moved tickers, and change numbers of changed alerts, worth a
+/// reader task of their own: a small tick (a reacting job's, a few tickers
+/// at a time) reads on one thread, not on every thread of the pool for a
+/// ticker each (whose wake-ups and idle spinning would cost more than the
+/// reads).
+const LEAST_TICKERS_PER_TASK: usize = 32;
+const LEAST_CHANGES_PER_TASK: u64 = 256;
+
+/// The reader tasks of a plan's work for up to `threads` readers: the moved
 /// tickers (which come first in the plan) in a share per reader, then the
-/// window of changed alerts in as many parts; and the work by ticker, for
-/// the changed alerts' readers.
+/// window of changed alerts in as many parts, each share at least
+/// [`LEAST_TICKERS_PER_TASK`] or [`LEAST_CHANGES_PER_TASK`]; and the work
+/// by ticker, for the changed alerts' readers.
 pub(super) fn tasks<'a>(
     work: &'a [Work],
     window: Window,
@@ -70,7 +79,7 @@ pub(super) fn tasks<'a>(
 ) -> (Vec<Task<'a>>, ByTicker<'a>) {
     let moved = work.partition_point(|item| item.moved);
     let mut tasks: Vec<Task<'_>> = work[..moved]
-        .chunks(moved.div_ceil(threads).max(1))
+        .chunks(moved.div_ceil(threads).max(LEAST_TICKERS_PER_TASK))
         .map(Task::Moved)
         .collect();
     if work.iter().any(|item| item.changed_alerts) {
@@ -79,10 +88,13 @@ pub(super) fn tasks<'a>(
     (tasks, ByTicker { work, moved })
 }
 
-/// Splits a window of changes into up to `parts` windows.
+/// Splits a window of changes into up to `parts` windows, each of at least
+/// [`LEAST_CHANGES_PER_TASK`] change numbers (the last may be shorter).
 pub(super) fn split(window: Window, parts: usize) -> Vec<Window> {
     let span = (window.until - window.since).max(0) as u64;
-    let size = span.div_ceil(parts.max(1) as u64).max(1) as i64;
+    let size = span
+        .div_ceil(parts.max(1) as u64)
+        .max(LEAST_CHANGES_PER_TASK) as i64;
     (0..)
         .map(|part| window.since + part * size)
         .take_while(|since| *since < window.until)

@@ -401,19 +401,44 @@ pub fn checkpoint(connection: &mut Connection) -> Result<()> {
     }
 }
 
-/// [`checkpoint`] after a burst of writes (a tick's, the deliveries'), off
-/// the tokio workers. A failure is logged when it starts or changes
-/// (`failures`) and not returned: the next checkpoint copies what this one
-/// did not.
-pub async fn checkpoint_after_writes(pool: &Pool, failures: &std::sync::Mutex<Recurring>) {
-    let checkpointed = blocking(pool, "checkpointing the WAL", checkpoint).await;
-    let mut failures = crate::lock::lock(failures);
-    match checkpointed {
-        Ok(()) => {
-            failures.succeeded();
+/// [`checkpoint`]s after bursts of writes (a tick's, the deliveries'), off
+/// the tokio workers, at most one per [`CHECKPOINT_SPACING`]: a job that
+/// reacts to a feed ticks many times a second, and a checkpoint's syncs
+/// would cost more than its ticks. A failure is logged when it starts or
+/// changes and not returned: the next checkpoint copies what this one did
+/// not.
+#[derive(Default)]
+pub struct Checkpoints {
+    /// The last checkpoint, and the failures in a row.
+    state: std::sync::Mutex<(Option<std::time::Instant>, Recurring)>,
+}
+
+/// The least time between two [`Checkpoints`].
+pub const CHECKPOINT_SPACING: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Checkpoints {
+    /// Checkpoints unless one ran within [`CHECKPOINT_SPACING`].
+    pub async fn after_writes(&self, pool: &Pool) {
+        {
+            let mut state = crate::lock::lock(&self.state);
+            let now = std::time::Instant::now();
+            if state
+                .0
+                .is_some_and(|last| now.duration_since(last) < CHECKPOINT_SPACING)
+            {
+                return;
+            }
+            state.0 = Some(now);
         }
-        Err(error) => {
-            crate::log_recurring!(warn, failures, format!("{error:#}"), "checkpoint failed")
+        let checkpointed = blocking(pool, "checkpointing the WAL", checkpoint).await;
+        let failures = &mut crate::lock::lock(&self.state).1;
+        match checkpointed {
+            Ok(()) => {
+                failures.succeeded();
+            }
+            Err(error) => {
+                crate::log_recurring!(warn, failures, format!("{error:#}"), "checkpoint failed")
+            }
         }
     }
 }

@@ -35,6 +35,7 @@
 #[allow(dead_code, unused_imports, unused_macros)]
 #[path = "../suite/common/mod.rs"]
 mod common;
+mod latency;
 mod postgresql;
 
 use std::io::Write as _;
@@ -49,16 +50,20 @@ struct Options {
     sizes: Vec<u64>,
     /// Tickers, if not N / 100.
     tickers: Option<u64>,
+    /// Only the latency scenarios (`--latency`).
+    latency_only: bool,
 }
 
 fn options() -> Options {
     let mut options = Options {
         sizes: Vec::new(),
         tickers: None,
+        latency_only: false,
     };
     let mut args = std::env::args().skip(1).filter(|arg| arg != "--bench");
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--latency" => options.latency_only = true,
             "--tickers" => {
                 options.tickers = Some(
                     args.next()
@@ -320,6 +325,10 @@ fn main() {
     let options = options();
     let relay = Relay::start();
     let dir = tempfile::tempdir().unwrap();
+    if options.latency_only {
+        latency::rows(dir.path(), &relay);
+        return;
+    }
     println!(
         "{:>9} {:>7} {:<13} | {:>7} {:>9} {:>9} | {:>9} {:>9} {:>6} {:<10} | {:>9} {:>11} | {:>7}",
         "alerts",
@@ -458,6 +467,8 @@ fn main() {
         rss as f64 / 1024.0,
         peak as f64 / 1024.0
     );
+
+    latency::rows(dir.path(), &relay);
 }
 
 /// One row of the table.

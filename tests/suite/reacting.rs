@@ -97,10 +97,30 @@ on_every_engine! {
         let _daemon = Daemon::start_quiet(&path);
         wait_until("the first run", || ok_runs(port, "burst") == 1.0);
 
-        // One transaction per write, as fast as the application can.
+        // One transaction per write, on one connection, as fast as the
+        // application can.
         let started = Instant::now();
-        for n in 0..WRITES {
-            db.set_quote(&format!("B{n}"), 150.0);
+        let now = chrono::Utc::now().to_rfc3339();
+        let upsert = "INSERT INTO quotes (ticker, price, updated_at) VALUES ($1, 150.0, $2)
+                      ON CONFLICT (ticker) DO UPDATE SET price = excluded.price,
+                                                         updated_at = excluded.updated_at";
+        match engine {
+            Engine::Sqlite => {
+                let app = db.app();
+                // As a feed on a WAL database writes: no sync per commit.
+                app.execute_batch("PRAGMA synchronous = NORMAL").unwrap();
+                for n in 0..WRITES {
+                    app.execute(upsert, rusqlite::params![format!("B{n}"), now])
+                        .unwrap();
+                }
+            }
+            Engine::Postgresql => {
+                let mut app = db.postgres_app();
+                let statement = app.prepare(upsert).unwrap();
+                for n in 0..WRITES {
+                    app.execute(&statement, &[&format!("B{n}"), &now]).unwrap();
+                }
+            }
         }
         let writing = started.elapsed();
         receiver.wait_for_distinct(WRITES);
@@ -110,7 +130,7 @@ on_every_engine! {
         let ticks = change_runs(port, "burst") - 1.0;
         eprintln!("{WRITES} writes in {writing:?} made {ticks} ticks");
         assert!(ticks >= 1.0);
-        assert!(ticks <= (WRITES / 4) as f64, "{ticks} ticks for {WRITES} writes");
+        assert!(ticks <= (WRITES / 10) as f64, "{ticks} ticks for {WRITES} writes");
         // Every write's alert, once.
         assert_eq!(db.scalar("SELECT count(*) FROM outbox"), WRITES as i64);
         assert_eq!(db.scalar("SELECT count(DISTINCT alert_id) FROM outbox"), WRITES as i64);

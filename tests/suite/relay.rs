@@ -25,13 +25,19 @@ fn subscribers_see_one_event_per_triggered_alert_across_ticks() {
     let _daemon = Daemon::start(&path);
 
     let mut expected = BTreeSet::new();
+    let mut round_of: HashMap<i64, usize> = HashMap::new();
     for round in 0..3 {
         // Each round adds matching and non-matching alerts, then waits for the
         // daemon's next ticks to claim them.
         for n in 0..10 {
-            expected.insert(db.add_alert("AAPL", "above", 50.0 + n as f64));
+            for id in [
+                db.add_alert("AAPL", "above", 50.0 + n as f64),
+                db.add_alert("MSFT", "below", 350.0),
+            ] {
+                expected.insert(id);
+                round_of.insert(id, round);
+            }
             db.add_alert("AAPL", "above", 500.0);
-            expected.insert(db.add_alert("MSFT", "below", 350.0));
         }
         let claimed_so_far = expected.len() as i64;
         wait_until(&format!("round {round} to be claimed"), || {
@@ -59,6 +65,24 @@ fn subscribers_see_one_event_per_triggered_alert_across_ticks() {
         "an alert was seen twice: {per_alert:?}"
     );
     assert_eq!(per_alert.keys().copied().collect::<BTreeSet<_>>(), expected);
+    // Streamed as published: every event of a round reached the subscriber
+    // before any of the next round's (published a tick later), none held back.
+    let mut arrivals: Vec<(usize, std::time::Instant)> = events
+        .iter()
+        .map(|event| {
+            let body: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+            (
+                round_of[&body["data"]["alert_id"].as_i64().unwrap()],
+                event.at,
+            )
+        })
+        .collect();
+    arrivals.sort_by_key(|&(_, at)| at);
+    assert!(
+        arrivals.windows(2).all(|pair| pair[0].0 <= pair[1].0),
+        "rounds interleaved on the stream: {:?}",
+        arrivals.iter().map(|(round, _)| round).collect::<Vec<_>>()
+    );
     assert_eq!(
         db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1"),
         30,

@@ -75,8 +75,20 @@ pub fn rearm_due_tickers(connection: &Connection, now_ms: i64) -> rusqlite::Resu
 }
 
 /// Disables, without an event, every enabled alert whose `expires_at` is at
-/// or before `now`, stamping `expired_at`. Returns how many.
+/// or before `now`, stamping `expired_at`. Returns how many. Looks first,
+/// without the write lock: most ticks have none to expire, and a write
+/// statement takes the lock (the application's writers wait) even when it
+/// changes nothing.
 pub fn expire_due(connection: &Connection, now: &str) -> rusqlite::Result<usize> {
+    let due = connection
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM price_alerts
+             WHERE enabled = 1 AND expires_at IS NOT NULL AND julianday(expires_at) <= julianday(?1))",
+        )?
+        .query_row([now], |row| row.get::<_, bool>(0))?;
+    if !due {
+        return Ok(0);
+    }
     connection.execute(
         "UPDATE price_alerts SET enabled = 0, expired_at = ?1
          WHERE enabled = 1 AND expires_at IS NOT NULL AND julianday(expires_at) <= julianday(?1)",
@@ -85,12 +97,22 @@ pub fn expire_due(connection: &Connection, now: &str) -> rusqlite::Result<usize>
 }
 
 /// Re-arms the repeating alerts whose cooldown has passed, through the
-/// partial index `price_alerts_rearm` (see `store::alerts`).
+/// partial index `price_alerts_rearm` (see `store::alerts`). Looks first,
+/// without the write lock, as [`expire_due`] does.
 pub fn rearm_cooled_down(
     connection: &mut Connection,
     now: &str,
     now_ms: i64,
 ) -> rusqlite::Result<usize> {
+    let due = connection
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_rearm
+             WHERE rearm_at IS NOT NULL AND rearm_at <= ?1)",
+        )?
+        .query_row([now_ms], |row| row.get::<_, bool>(0))?;
+    if !due {
+        return Ok(0);
+    }
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let rearmed = transaction.execute(
         "UPDATE price_alerts SET enabled = 1, rearm_at = NULL

@@ -3,7 +3,7 @@
 //! follow commits), and reads are point queries, which cost no round trip.
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, params};
 
 use crate::store::alerts::AlertRow;
 use crate::store::changes::{Horizon, Move, TickerState};
@@ -85,21 +85,36 @@ pub fn changed_alert_tickers(
     Ok(())
 }
 
-/// One ticker after another: a statement costs no round trip here.
+/// One ticker after another (a statement costs no round trip here), one
+/// statement each: its quote (if any), its observed price, and whether it
+/// has enabled alerts (through `idx_price_alerts_enabled`), where asked.
 pub fn ticker_states(
     connection: &Connection,
     tickers: &[(&str, bool)],
 ) -> rusqlite::Result<Vec<TickerState>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT q.price, q.updated_at, q.ticker IS NOT NULL,
+                (SELECT price FROM observations WHERE ticker = ?1),
+                ?2 AND EXISTS (SELECT 1 FROM price_alerts WHERE ticker = ?1 AND enabled = 1)
+         FROM (SELECT 1) LEFT JOIN quotes AS q ON q.ticker = ?1",
+    )?;
     tickers
         .iter()
         .map(|&(ticker, ask_alerts)| {
-            Ok(TickerState {
-                quote: super::quotes::quote_of(connection, ticker)?,
-                previous: connection
-                    .prepare_cached(crate::store::observations::GET)?
-                    .query_row([ticker], |row| row.get(0))
-                    .optional()?,
-                has_alerts: ask_alerts && has_enabled_alerts(connection, ticker)?,
+            statement.query_row(params![ticker, ask_alerts], |row| {
+                let quoted: bool = row.get(2)?;
+                Ok(TickerState {
+                    quote: quoted
+                        .then(|| -> rusqlite::Result<_> {
+                            Ok((
+                                super::rows::number(row.get(0)?),
+                                super::rows::text(row.get(1)?),
+                            ))
+                        })
+                        .transpose()?,
+                    previous: row.get(3)?,
+                    has_alerts: row.get(4)?,
+                })
             })
         })
         .collect()
@@ -123,13 +138,6 @@ pub fn each_reachable_alert_of(
         }
     }
     Ok(())
-}
-
-/// Whether `ticker` has any enabled alert (through `idx_price_alerts_enabled`).
-pub fn has_enabled_alerts(connection: &Connection, ticker: &str) -> rusqlite::Result<bool> {
-    let mut statement = connection
-        .prepare_cached("SELECT 1 FROM price_alerts WHERE ticker = ?1 AND enabled = 1 LIMIT 1")?;
-    statement.exists([ticker])
 }
 
 /// Calls `each` with every enabled alert changed after `since`, up to

@@ -53,16 +53,3 @@ pub fn upsert(
     }
     transaction.commit()
 }
-
-/// One ticker's quote as a tick needs it: `(price, updated_at)`, the price
-/// `None` when it is not a number.
-pub fn quote_of(
-    connection: &Connection,
-    ticker: &str,
-) -> rusqlite::Result<Option<(Option<f64>, String)>> {
-    let mut statement =
-        connection.prepare_cached("SELECT price, updated_at FROM quotes WHERE ticker = ?1")?;
-    statement
-        .query_row([ticker], |row| Ok((number(row.get(0)?), text(row.get(1)?))))
-        .optional()
-}

@@ -22,6 +22,12 @@ use crate::store::listen::{Changed, Hearers, MOST_TICKERS};
 /// How often the watcher looks without being told to.
 const BACKSTOP: Duration = Duration::from_millis(250);
 
+/// After it looked, how long the watcher lets writes gather before it
+/// listens again: each page a commit writes is an event, and the daemon's
+/// own commits are events too; looking once per pause, not once per
+/// event, costs at most this much latency.
+const PAUSE: Duration = Duration::from_millis(1);
+
 /// Tells `hearers` the tickers of the quotes and alerts changed by each
 /// commit, by any process, until `stop` is set: first [`Changed::Unknown`]
 /// (what changed before), then what each commit changed. On a thread and a
@@ -66,6 +72,9 @@ pub fn watch(
                     version = now;
                     look(&connection, &mut seen, &hearers)
                 })();
+                if told {
+                    std::thread::sleep(PAUSE);
+                }
                 match looked {
                     Ok(()) => failing = false,
                     Err(error) if !failing => {
@@ -91,13 +100,15 @@ fn look(connection: &Connection, seen: &mut i64, hearers: &Hearers) -> rusqlite:
 }
 
 fn last_change(connection: &Connection) -> rusqlite::Result<i64> {
-    connection.query_row("SELECT last FROM change_counter WHERE id = 1", [], |row| {
-        row.get(0)
-    })
+    connection
+        .prepare_cached("SELECT last FROM change_counter WHERE id = 1")?
+        .query_row([], |row| row.get(0))
 }
 
 fn data_version(connection: &Connection) -> rusqlite::Result<i64> {
-    connection.query_row("PRAGMA data_version", [], |row| row.get(0))
+    connection
+        .prepare_cached("PRAGMA data_version")?
+        .query_row([], |row| row.get(0))
 }
 
 /// The tickers of the quotes, and of the enabled alerts, changed after

@@ -170,6 +170,8 @@ impl Drop for Relay {
 pub struct SseEvent {
     pub event: String,
     pub data: String,
+    /// When its frame was read off the stream.
+    pub at: std::time::Instant,
 }
 
 pub struct Subscriber {
@@ -238,6 +240,7 @@ fn read_sse(stream: std::net::TcpStream, events: &Mutex<Vec<SseEvent>>, connecte
             let mut event = SseEvent {
                 event: "message".into(),
                 data: String::new(),
+                at: std::time::Instant::now(),
             };
             let mut has_data = false;
             for field in frame.lines() {

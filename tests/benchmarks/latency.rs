@@ -1,0 +1,431 @@
+//! The latency scenarios (`cargo bench --bench tick -- --latency` runs only
+//! these; a whole run ends with them): on each engine, 1,000,000 alerts over
+//! 10,000 tickers (the tick benchmark's data), a daemon whose job reacts to
+//! changes (`on_change = true`, the shipped 10 s schedule besides),
+//! delivering to the real nginx + nchan relay, and an SSE subscriber on the
+//! relay's stream:
+//!
+//! - the feed's write cost: 100-row batches of quote writes as fast as they
+//!   go, on the daemon's schema, and with the daemon's triggers on `quotes`
+//!   dropped (goal: ≤ 1.5×);
+//! - under a feed: 1,000 quote writes a second, in batches of 10 every
+//!   10 ms, each a small random step of a random ticker, so that a few
+//!   alerts cross each second; from each crossing quote's commit to its
+//!   event read off the SSE stream (goals: p50 ≤ 10 ms, p99 ≤ 50 ms), and
+//!   the daemon's CPU under that feed (goal: ≤ 0.5 core);
+//! - a burst: every ticker moves at once (≈ 100,000 alerts triggered): from
+//!   the commit to the first event on the stream (goal: ≤ 100 ms) and to the
+//!   last, with the tick's and the daemon's peak memory;
+//! - on PostgreSQL, three daemons under the same feed: the same latency,
+//!   their total CPU next to one daemon's (goal: ≤ 1.2×).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Relay, Subscriber, binary};
+use crate::postgresql::{Database, cpu_seconds};
+use crate::{Probe, config_text, copy, generate, rss_kib};
+
+const ALERTS: u64 = 1_000_000;
+const TICKERS: u64 = 10_000;
+/// Quote writes a second, in batches of `BATCH` every `BATCH_EVERY`.
+const BATCH: usize = 10;
+const BATCH_EVERY: Duration = Duration::from_millis(10);
+const FEED: Duration = Duration::from_secs(30);
+/// Each write moves its ticker by up to this fraction, up or down.
+const STEP: f64 = 0.0004;
+/// The write-cost batches, as the issue measured them.
+const COST_BATCH: usize = 100;
+const COST_FOR: Duration = Duration::from_secs(4);
+
+/// Where the feed writes its quotes.
+trait Feed {
+    /// Upserts `(ticker, price, updated_at)` rows in one transaction.
+    fn write(&mut self, rows: &[(String, f64, String)]);
+}
+
+struct SqliteFeed(rusqlite::Connection);
+
+impl SqliteFeed {
+    fn open(path: &Path) -> SqliteFeed {
+        let connection = rusqlite::Connection::open(path).unwrap();
+        connection.busy_timeout(Duration::from_secs(30)).unwrap();
+        connection
+            .execute_batch("PRAGMA synchronous = NORMAL")
+            .unwrap();
+        SqliteFeed(connection)
+    }
+}
+
+impl Feed for SqliteFeed {
+    fn write(&mut self, rows: &[(String, f64, String)]) {
+        let transaction = self.0.transaction().unwrap();
+        {
+            let mut upsert = transaction
+                .prepare_cached(
+                    "INSERT INTO quotes (ticker, price, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (ticker) DO UPDATE
+                     SET price = excluded.price, updated_at = excluded.updated_at",
+                )
+                .unwrap();
+            for (ticker, price, at) in rows {
+                upsert
+                    .execute(rusqlite::params![ticker, price, at])
+                    .unwrap();
+            }
+        }
+        transaction.commit().unwrap();
+    }
+}
+
+struct PgFeed(postgres::Client);
+
+impl PgFeed {
+    fn open(database: &Database) -> PgFeed {
+        PgFeed(postgres::Client::connect(&database.url(), postgres::NoTls).unwrap())
+    }
+}
+
+impl Feed for PgFeed {
+    fn write(&mut self, rows: &[(String, f64, String)]) {
+        let tickers: Vec<&str> = rows.iter().map(|row| row.0.as_str()).collect();
+        let prices: Vec<f64> = rows.iter().map(|row| row.1).collect();
+        let times: Vec<&str> = rows.iter().map(|row| row.2.as_str()).collect();
+        self.0
+            .execute(
+                "INSERT INTO quotes (ticker, price, updated_at)
+                 SELECT * FROM unnest($1::text[], $2::float8[], $3::text[])
+                 ON CONFLICT (ticker) DO UPDATE
+                 SET price = excluded.price, updated_at = excluded.updated_at",
+                &[&tickers, &prices, &times],
+            )
+            .unwrap();
+    }
+}
+
+/// A quote time unique to one write: microseconds, as a feed stamps.
+fn stamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+/// `count` distinct random tickers, each moved a small random step.
+fn batch(
+    random: &mut fastrand::Rng,
+    prices: &mut [f64],
+    count: usize,
+) -> Vec<(String, f64, String)> {
+    let mut rows: Vec<(String, f64, String)> = Vec::with_capacity(count);
+    while rows.len() < count {
+        let n = random.usize(..prices.len());
+        let ticker = format!("T{n}");
+        if rows.iter().any(|row| row.0 == ticker) {
+            continue;
+        }
+        prices[n] *= 1.0 + (random.f64() * 2.0 - 1.0) * STEP;
+        rows.push((ticker, prices[n], stamp()));
+    }
+    rows
+}
+
+/// Quote writes a second, in batches of [`COST_BATCH`], for [`COST_FOR`].
+fn write_rate(feed: &mut dyn Feed) -> f64 {
+    let mut random = fastrand::Rng::with_seed(7);
+    let mut prices = vec![100.0; TICKERS as usize];
+    let started = Instant::now();
+    let mut written = 0;
+    while started.elapsed() < COST_FOR {
+        feed.write(&batch(&mut random, &mut prices, COST_BATCH));
+        written += COST_BATCH;
+    }
+    written as f64 / started.elapsed().as_secs_f64()
+}
+
+/// What a feed measured.
+struct UnderFeed {
+    /// From each crossing quote's commit to its event on the stream.
+    latencies: Vec<Duration>,
+    /// Events whose quote the feed did not write (none expected).
+    unmatched: usize,
+    writes: usize,
+    /// The daemons' CPU, in cores, over the feed.
+    cores: f64,
+}
+
+/// Feeds for [`FEED`] at 1,000 writes a second while `daemons` react, then
+/// matches each event that reached `subscriber` with its quote's commit.
+fn under_feed(feed: &mut dyn Feed, daemons: &[Child], subscriber: &Subscriber) -> UnderFeed {
+    let mut random = fastrand::Rng::with_seed(11);
+    let mut prices = vec![100.0; TICKERS as usize];
+    let mut commits: HashMap<(String, String), Instant> = HashMap::new();
+    let seen_before = subscriber.events().len();
+    let cpu = || -> f64 { daemons.iter().map(|daemon| cpu_seconds(daemon.id())).sum() };
+    let cpu_before = cpu();
+    let started = Instant::now();
+    let mut next = started;
+    while started.elapsed() < FEED {
+        let rows = batch(&mut random, &mut prices, BATCH);
+        feed.write(&rows);
+        let committed = Instant::now();
+        for (ticker, _, at) in rows {
+            commits.insert((ticker, at), committed);
+        }
+        next += BATCH_EVERY;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let cores = (cpu() - cpu_before) / started.elapsed().as_secs_f64();
+    // The last crossings' events on their way.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut latencies = Vec::new();
+    let mut unmatched = 0;
+    for event in subscriber.events().into_iter().skip(seen_before) {
+        let body: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+        let key = (
+            body["data"]["ticker"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            body["data"]["quote_time"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        match commits.get(&key) {
+            Some(committed) => latencies.push(event.at.saturating_duration_since(*committed)),
+            None => unmatched += 1,
+        }
+    }
+    latencies.sort_unstable();
+    UnderFeed {
+        latencies,
+        unmatched,
+        writes: commits.len(),
+        cores,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[at].as_secs_f64() * 1000.0
+}
+
+fn print_feed(engine: &str, daemons: usize, measured: &UnderFeed, one_daemon_cores: Option<f64>) {
+    let l = &measured.latencies;
+    println!(
+        "{engine:<10} {daemons} daemon(s) | {:>6} writes, {:>5} crossings ({} unmatched) | p50 {:>6.1} ms  p90 {:>6.1} ms  p99 {:>6.1} ms  max {:>7.1} ms (goals p50 <= 10, p99 <= 50) | CPU {:.3} cores{}",
+        measured.writes,
+        l.len(),
+        measured.unmatched,
+        percentile(l, 0.50),
+        percentile(l, 0.90),
+        percentile(l, 0.99),
+        percentile(l, 1.0),
+        measured.cores,
+        match one_daemon_cores {
+            Some(one) => format!(
+                " = {:.2}x one daemon's (goal <= 1.2x)",
+                measured.cores / one
+            ),
+            None => " (goal <= 0.5)".to_owned(),
+        }
+    );
+}
+
+/// The latency config: the shipped 10 s schedule, reacting to changes.
+fn reacting_config(dir: &Path, name: &str, database_line: &str, relay: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = config_text(database_line, relay, "*/10 * * * * *") + "on_change = true\n";
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_daemons(config: &Path, count: usize) -> Vec<Child> {
+    (0..count)
+        .map(|_| {
+            binary()
+                .args(["--config", config.to_str().unwrap(), "run"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn stop(daemons: Vec<Child>) {
+    for mut daemon in daemons {
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    }
+}
+
+/// Waits until the reacting job's first run (its full first tick) is done.
+fn wait_for_first_run(database: &(impl Probe + ?Sized)) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while database.scalar("SELECT count(*) FROM job_watermarks") == 0 {
+        assert!(Instant::now() < deadline, "the first run did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its events delivered, and a breath.
+    std::thread::sleep(Duration::from_secs(1));
+}
+
+/// Every ticker moves at once: from the commit to the first and the last
+/// event on the stream; the tick's time and the daemon's peak memory.
+fn burst(
+    engine: &str,
+    daemon: &Child,
+    database: &(impl Probe + ?Sized),
+    subscriber: &Subscriber,
+    move_all: impl FnOnce(),
+) {
+    let seen_before = subscriber.events().len();
+    let committed = {
+        move_all();
+        Instant::now()
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let queued = database.scalar("SELECT count(*) FROM outbox");
+        let settled = database.triggering() == 0
+            && database.scalar("SELECT count(*) FROM outbox WHERE state = 'pending'") == 0;
+        if settled && subscriber.events().len() - seen_before >= queued as usize {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the burst was not delivered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let events = subscriber.events();
+    let arrived = &events[seen_before..];
+    let since = |at: Instant| at.saturating_duration_since(committed).as_secs_f64() * 1000.0;
+    let tick_ms = database.scalar("SELECT max(duration_ms) FROM job_runs");
+    println!(
+        "{engine:<10} burst: {} events; first on the stream {:.0} ms after the commit (goal <= 100 ms), last {:.0} ms; the tick {tick_ms} ms; daemon peak RSS {:.1} MB",
+        arrived.len(),
+        since(arrived.first().unwrap().at),
+        since(arrived.last().unwrap().at),
+        rss_kib(daemon.id(), "VmHWM:") as f64 / 1024.0
+    );
+}
+
+/// The SQLite rows: write cost, latency under the feed, the burst.
+fn sqlite(dir: &Path, relay: &Relay, template: &Path) {
+    let with = dir.join("latency-cost.db");
+    copy(template, &with);
+    let rate_with = write_rate(&mut SqliteFeed::open(&with));
+    SqliteFeed::open(&with)
+        .0
+        .execute_batch(
+            "DROP TRIGGER quotes_changed_on_insert; DROP TRIGGER quotes_changed_on_update;",
+        )
+        .unwrap();
+    let rate_without = write_rate(&mut SqliteFeed::open(&with));
+    println!(
+        "sqlite     feed writes, {COST_BATCH}-row batches: {rate_with:.0}/s with the daemon's triggers, {rate_without:.0}/s without: {:.2}x (goal <= 1.5x)",
+        rate_without / rate_with
+    );
+    std::fs::remove_file(&with).unwrap();
+
+    let path = dir.join("latency.db");
+    copy(template, &path);
+    let config = reacting_config(
+        dir,
+        "latency-sqlite",
+        &format!("path = \"{}\"", path.display()),
+        &relay.publish_url(),
+    );
+    let subscriber = relay.subscribe();
+    let daemons = start_daemons(&config, 1);
+    wait_for_first_run(&path);
+    let measured = under_feed(&mut SqliteFeed::open(&path), &daemons, &subscriber);
+    print_feed("sqlite", 1, &measured, None);
+    stop(daemons);
+
+    let path = dir.join("burst.db");
+    copy(template, &path);
+    let config = reacting_config(
+        dir,
+        "burst-sqlite",
+        &format!("path = \"{}\"", path.display()),
+        &relay.publish_url(),
+    );
+    let daemons = start_daemons(&config, 1);
+    wait_for_first_run(&path);
+    burst("sqlite", &daemons[0], &path, &subscriber, || {
+        crate::move_quotes(&path, 1, 0)
+    });
+    stop(daemons);
+}
+
+/// The PostgreSQL rows: write cost, latency under the feed with one daemon
+/// and with three, the burst.
+fn postgresql(dir: &Path, relay: &Relay) {
+    let template = crate::postgresql::generate("latency_template", ALERTS, TICKERS);
+    let cost = template.copy("latency_cost");
+    let rate_with = write_rate(&mut PgFeed::open(&cost));
+    PgFeed::open(&cost)
+        .0
+        .batch_execute(
+            "DROP TRIGGER quotes_changed_on_insert ON quotes;
+             DROP TRIGGER quotes_changed_on_update ON quotes;
+             DROP TRIGGER quotes_notify_on_insert ON quotes;
+             DROP TRIGGER quotes_notify_on_update ON quotes;",
+        )
+        .unwrap();
+    let rate_without = write_rate(&mut PgFeed::open(&cost));
+    println!(
+        "postgresql feed writes, {COST_BATCH}-row batches: {rate_with:.0}/s with the daemon's triggers, {rate_without:.0}/s without: {:.2}x (goal <= 1.5x)",
+        rate_without / rate_with
+    );
+
+    let subscriber = relay.subscribe();
+    let mut one_daemon = None;
+    for members in [1, 3] {
+        let database = template.copy(&format!("latency_{members}"));
+        let config = reacting_config(
+            dir,
+            &format!("latency-postgresql-{members}"),
+            &format!("url = \"{}\"", database.url()),
+            &relay.publish_url(),
+        );
+        let daemons = start_daemons(&config, members);
+        wait_for_first_run(&database);
+        let measured = under_feed(&mut PgFeed::open(&database), &daemons, &subscriber);
+        print_feed("postgresql", members, &measured, one_daemon);
+        one_daemon.get_or_insert(measured.cores);
+        stop(daemons);
+    }
+
+    let database = template.copy("burst");
+    let config = reacting_config(
+        dir,
+        "burst-postgresql",
+        &format!("url = \"{}\"", database.url()),
+        &relay.publish_url(),
+    );
+    let daemons = start_daemons(&config, 1);
+    wait_for_first_run(&database);
+    burst("postgresql", &daemons[0], &database, &subscriber, || {
+        database.move_quotes(1, 0)
+    });
+    stop(daemons);
+}
+
+/// Both engines' latency rows.
+pub fn rows(dir: &Path, relay: &Relay) {
+    println!(
+        "latency: {ALERTS} alerts over {TICKERS} tickers, a reacting job, the relay and an SSE subscriber"
+    );
+    let template = dir.join("latency-template.db");
+    generate(&template, ALERTS, TICKERS);
+    sqlite(dir, relay, &template);
+    postgresql(dir, relay);
+}
