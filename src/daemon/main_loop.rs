@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::config::JobKind;
+use crate::config::{JobConfig, JobKind};
 use crate::signals::Signal;
 use crate::store::cluster::Fire;
 use crate::store::listen::Changed;
@@ -101,11 +101,20 @@ impl Daemon {
         }
     }
 
-    /// A heartbeat said which reacting jobs this member holds: those it did
-    /// not hold before run at once, for whatever changed before (at the
-    /// start, or after their member stopped beating).
+    /// A heartbeat said which reacting jobs this member holds: it hears
+    /// changes while it holds one, and those it did not hold before run at
+    /// once, for whatever changed before (at the start, or after their
+    /// member stopped beating).
     fn hold(&mut self, held: Vec<String>) {
-        for job in self.reacting.hold(held) {
+        let newly = self.reacting.hold(held);
+        let jobs: Vec<JobConfig> = self.jobs.jobs.values().cloned().collect();
+        let hearing = self.listener.hears_changes();
+        self.follow_changes(&jobs);
+        if !hearing {
+            // Hearing starts with "anything may have changed": that runs them.
+            return;
+        }
+        for job in newly {
             if let Some(config) = self.jobs.jobs.get(&job).filter(|job| job.reacts()) {
                 tracing::info!(job, "reacting to this job's changes");
                 let kind = config.kind.clone();
@@ -147,6 +156,16 @@ impl Daemon {
     fn spawn_run(&self, job: String, kind: JobKind, fire: Fire) {
         let (runner, events) = (self.runner.clone(), self.events.clone());
         tokio::spawn(async move { runner.run_fire(job, kind, fire, &events).await });
+    }
+
+    /// Hears changes while this member reacts for one of `jobs`.
+    fn follow_changes(&mut self, jobs: &[JobConfig]) {
+        if let Err(error) = follow(&mut self.listener, jobs, &self.reacting, &self.events) {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "listening for changes failed: the reacting jobs run on their schedules only"
+            );
+        }
     }
 
     /// A run of `job` ended here, or went to another member: the run owed
@@ -199,12 +218,7 @@ impl Daemon {
                 .metrics
                 .jobs(new.jobs.iter().map(|job| job.name.as_str()));
             self.reacting_jobs.send_replace(names(&new.jobs));
-            if let Err(error) = follow(&mut self.listener, &new.jobs, &self.events) {
-                tracing::error!(
-                    error = format!("{error:#}"),
-                    "listening for changes failed: the reacting jobs run on their schedules only"
-                );
-            }
+            self.follow_changes(&new.jobs);
             tracing::info!(
                 jobs = new.jobs.len(),
                 reacting = new.jobs.iter().filter(|job| job.reacts()).count(),

@@ -32,7 +32,7 @@ use deliverer::DeliveryTask;
 use events::LoopEvent;
 use heartbeat::{beat, book_heartbeat};
 use jobs::Jobs;
-use reacting::{Reacting, follow, names};
+use reacting::{Reacting, names};
 use reload::log_warnings;
 use report::log_run;
 use runner::Runner;
@@ -112,11 +112,10 @@ impl Daemon {
             reacting,
             events.clone(),
         ));
-        let mut listener = {
+        let listener = {
             let wake = deliverer.wake.clone();
             runner.pool.listen(move || wake.notify_one())?
         };
-        follow(&mut listener, &config.jobs, &events)?;
         tracing::info!(
             config = %source.describe(),
             database = %config.database.describe(),

@@ -43,19 +43,25 @@ pub(super) struct Reacting {
     owed: HashMap<String, Cause>,
 }
 
-/// Hears changes while one of `jobs` reacts, and only then, sending them to
-/// the loop. Hearing starts with [`Changed::Unknown`]: the reacting jobs
-/// run once, for what changed before.
+/// Hears changes while this member reacts for one of `jobs` (it holds the
+/// job's reacting lease), and only then, sending them to the loop: the
+/// other members of a cluster leave them to it. Hearing starts with
+/// [`Changed::Unknown`]: the reacting jobs run once, for what changed
+/// before.
 pub(super) fn follow(
     listener: &mut Listener,
     jobs: &[JobConfig],
+    reacting: &Reacting,
     events: &mpsc::UnboundedSender<LoopEvent>,
 ) -> anyhow::Result<()> {
     let events = events.clone();
     let hearer = move |changed| {
         let _ = events.send(LoopEvent::Changed(changed));
     };
-    listener.hear_changes(jobs.iter().any(JobConfig::reacts).then_some(hearer))
+    let reacts = jobs
+        .iter()
+        .any(|job| job.reacts() && reacting.holds(&job.name));
+    listener.hear_changes(reacts.then_some(hearer))
 }
 
 impl Reacting {

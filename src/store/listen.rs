@@ -100,6 +100,11 @@ impl Pool {
 }
 
 impl Listener {
+    /// Whether it hears changes now ([`Listener::hear_changes`]).
+    pub fn hears_changes(&self) -> bool {
+        self.hearers.wants_changes()
+    }
+
     /// From now on calls `changed` (until `None` comes instead) with what
     /// each commit, by any process, changed: quotes written, alerts
     /// inserted, re-armed or edited (never a claim), within milliseconds of

@@ -13,6 +13,8 @@
 //!   alerts cross each second; from each crossing quote's commit to its
 //!   event read off the SSE stream (goals: p50 ≤ 10 ms, p99 ≤ 50 ms), and
 //!   the daemon's CPU under that feed (goal: ≤ 0.5 core);
+//! - idle: a reacting daemon with nothing to do, its CPU over a minute
+//!   (goal: < 1% of a core);
 //! - a burst: every ticker moves at once (≈ 100,000 alerts triggered): from
 //!   the commit to the first event on the stream (goal: ≤ 100 ms) and to the
 //!   last, with the tick's and the daemon's peak memory;
@@ -278,6 +280,20 @@ fn wait_for_first_run(database: &(impl Probe + ?Sized)) {
     std::thread::sleep(Duration::from_secs(1));
 }
 
+/// A reacting daemon with nothing to do: its CPU over a minute, in % of a
+/// core (goal: < 1%).
+fn idle(engine: &str, daemon: &Child) {
+    const OVER: Duration = Duration::from_secs(60);
+    let before = cpu_seconds(daemon.id());
+    std::thread::sleep(OVER);
+    let used = cpu_seconds(daemon.id()) - before;
+    println!(
+        "{engine:<10} idle, watching: {:.2}% of a core over {}s (goal < 1%)",
+        used / OVER.as_secs_f64() * 100.0,
+        OVER.as_secs()
+    );
+}
+
 /// Every ticker moves at once: from the commit to the first and the last
 /// event on the stream; the tick's time and the daemon's peak memory.
 fn burst(
@@ -359,6 +375,7 @@ fn sqlite(dir: &Path, relay: &Relay, template: &Path) {
     );
     let daemons = start_daemons(&config, 1);
     wait_for_first_run(&path);
+    idle("sqlite", &daemons[0]);
     burst("sqlite", &daemons[0], &path, &subscriber, || {
         crate::move_quotes(&path, 1, 0)
     });
@@ -413,6 +430,7 @@ fn postgresql(dir: &Path, relay: &Relay) {
     );
     let daemons = start_daemons(&config, 1);
     wait_for_first_run(&database);
+    idle("postgresql", &daemons[0]);
     burst("postgresql", &daemons[0], &database, &subscriber, || {
         database.move_quotes(1, 0)
     });
