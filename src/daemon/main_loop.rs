@@ -110,15 +110,15 @@ impl Daemon {
         let jobs: Vec<JobConfig> = self.jobs.jobs.values().cloned().collect();
         let hearing = self.listener.hears_changes();
         self.follow_changes(&jobs);
-        if !hearing {
-            // Hearing starts with "anything may have changed": that runs them.
-            return;
-        }
         for job in newly {
             if let Some(config) = self.jobs.jobs.get(&job).filter(|job| job.reacts()) {
                 tracing::info!(job, "reacting to this job's changes");
-                let kind = config.kind.clone();
-                self.run_now_or_after(job, kind, Cause::Change);
+                // Hearing starts with "anything may have changed", which
+                // runs every reacting job this member holds.
+                if hearing {
+                    let kind = config.kind.clone();
+                    self.run_now_or_after(job, kind, Cause::Change);
+                }
             }
         }
     }

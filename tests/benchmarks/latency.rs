@@ -262,6 +262,33 @@ fn start_daemons(config: &Path, count: usize) -> Vec<Child> {
         .collect()
 }
 
+/// One daemon logging its ticks (`info`) to `log`.
+fn start_logging(config: &Path, log: &Path) -> Child {
+    let text = std::fs::read_to_string(config)
+        .unwrap()
+        .replace("level = \"warn\"", "level = \"info\"");
+    std::fs::write(config, text).unwrap();
+    binary()
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// The duration of the logged tick that triggered `triggered` alerts.
+fn tick_ms(log: &Path, triggered: usize) -> String {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    log.lines()
+        .filter(|line| line.contains("tick finished"))
+        .find(|line| line.contains(&format!(" triggered={triggered} ")))
+        .and_then(|line| {
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix("duration_ms="))
+        })
+        .map_or_else(|| "?".to_owned(), |ms| format!("{ms} ms"))
+}
+
 fn stop(daemons: Vec<Child>) {
     for mut daemon in daemons {
         let _ = daemon.kill();
@@ -298,7 +325,7 @@ fn idle(engine: &str, daemon: &Child) {
 /// event on the stream; the tick's time and the daemon's peak memory.
 fn burst(
     engine: &str,
-    daemon: &Child,
+    (daemon, log): (&Child, &Path),
     database: &(impl Probe + ?Sized),
     subscriber: &Subscriber,
     move_all: impl FnOnce(),
@@ -322,12 +349,12 @@ fn burst(
     let events = subscriber.events();
     let arrived = &events[seen_before..];
     let since = |at: Instant| at.saturating_duration_since(committed).as_secs_f64() * 1000.0;
-    let tick_ms = database.scalar("SELECT max(duration_ms) FROM job_runs");
     println!(
-        "{engine:<10} burst: {} events; first on the stream {:.0} ms after the commit (goal <= 100 ms), last {:.0} ms; the tick {tick_ms} ms; daemon peak RSS {:.1} MB",
+        "{engine:<10} burst: {} events; first on the stream {:.0} ms after the commit (goal <= 100 ms), last {:.0} ms; the tick {}; daemon peak RSS {:.1} MB",
         arrived.len(),
         since(arrived.first().unwrap().at),
         since(arrived.last().unwrap().at),
+        tick_ms(log, arrived.len()),
         rss_kib(daemon.id(), "VmHWM:") as f64 / 1024.0
     );
 }
@@ -373,13 +400,14 @@ fn sqlite(dir: &Path, relay: &Relay, template: &Path) {
         &format!("path = \"{}\"", path.display()),
         &relay.publish_url(),
     );
-    let daemons = start_daemons(&config, 1);
+    let log = dir.join("burst-sqlite.log");
+    let daemon = start_logging(&config, &log);
     wait_for_first_run(&path);
-    idle("sqlite", &daemons[0]);
-    burst("sqlite", &daemons[0], &path, &subscriber, || {
+    idle("sqlite", &daemon);
+    burst("sqlite", (&daemon, &log), &path, &subscriber, || {
         crate::move_quotes(&path, 1, 0)
     });
-    stop(daemons);
+    stop(vec![daemon]);
 }
 
 /// The PostgreSQL rows: write cost, latency under the feed with one daemon
@@ -428,13 +456,18 @@ fn postgresql(dir: &Path, relay: &Relay) {
         &format!("url = \"{}\"", database.url()),
         &relay.publish_url(),
     );
-    let daemons = start_daemons(&config, 1);
+    let log = dir.join("burst-postgresql.log");
+    let daemon = start_logging(&config, &log);
     wait_for_first_run(&database);
-    idle("postgresql", &daemons[0]);
-    burst("postgresql", &daemons[0], &database, &subscriber, || {
-        database.move_quotes(1, 0)
-    });
-    stop(daemons);
+    idle("postgresql", &daemon);
+    burst(
+        "postgresql",
+        (&daemon, &log),
+        &database,
+        &subscriber,
+        || database.move_quotes(1, 0),
+    );
+    stop(vec![daemon]);
 }
 
 /// Both engines' latency rows.
