@@ -5,9 +5,7 @@
 //! lease reacts for it (`store::cluster`); the others leave its changes to
 //! it, and take over when it stops beating.
 
-use std::collections::HashSet;
-
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tokio::sync::mpsc;
 
@@ -79,7 +77,7 @@ impl Reacting {
         for lost in self.held.difference(&held) {
             tracing::info!(
                 job = lost,
-                "another member reacts to this job's changes now"
+                "no longer reacting to this job's changes here (another member holds its lease, or it no longer reacts)"
             );
         }
         self.held = held;
