@@ -420,9 +420,23 @@ fn each_users_page_gets_exactly_its_own_events_once_in_order_also_across_a_cut_c
     assert_eq!(relay.workers_died(), 0, "{statuses:?}");
     alerts_of(&db, Some("alice"), 1);
     alerts_of(&db, Some(BOB), 1);
-    wait_until("both pages to show one more event", || {
-        seen(&browser, &alice).alert_ids.len() == 6 && seen(&browser, &bob).alert_ids.len() == 4
-    });
+    let shown =
+        || seen(&browser, &alice).alert_ids.len() == 6 && seen(&browser, &bob).alert_ids.len() == 4;
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while !shown() {
+        // What each side had, if it never comes.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both pages to show one more event: Alice's page {:?} (streams opened {}), Bob's {:?} ({}); delivered {:?}; relay workers died {}",
+            seen(&browser, &alice).alert_ids,
+            opened(&browser, &alice),
+            seen(&browser, &bob).alert_ids,
+            opened(&browser, &bob),
+            db.ids("SELECT alert_id FROM outbox WHERE state = 'delivered' ORDER BY id"),
+            relay.workers_died()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!((opened(&browser, &alice), opened(&browser, &bob)), (2, 1));
     assert_eq!(relay.workers_died(), 0);
 }
