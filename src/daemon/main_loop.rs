@@ -84,9 +84,6 @@ impl Daemon {
             job: job.clone(),
             at_ms: at.timestamp_millis(),
         };
-        self.runner
-            .metrics
-            .tick_caused(&job, Cause::Schedule.label());
         self.spawn_run(job, kind, fire);
     }
 

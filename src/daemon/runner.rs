@@ -20,6 +20,7 @@ use crate::store::{self, Pool};
 use crate::{log_recurring, quotes};
 
 use super::events::LoopEvent;
+use super::reacting::Cause;
 use super::report::{JobReport, committed};
 
 /// What the jobs need, shared by every run of a process.
@@ -100,6 +101,7 @@ impl Runner {
             }
             Taken::Mine => {}
         }
+        self.metrics.tick_caused(&job, Cause::Schedule.label());
         let result = self.run_recorded(&job, kind).await;
         let finish = if result.is_ok() {
             Finish::Done
