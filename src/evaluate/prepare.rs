@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use crate::store::alerts;
+use crate::store::changes::TickerState;
 use crate::store::{self, changes, watermarks};
 
 use super::options::TickOptions;
@@ -112,44 +113,44 @@ pub(super) fn prepare(
     })
 }
 
+/// What changed for one ticker in the window, and, for a moved ticker, its
+/// state as the scan of changed quotes read it.
+type Changed = (Change, Option<TickerState>);
+
 /// The tickers in the job's scope that changed in `window`: their quote
-/// was written, or some of their enabled alerts changed.
+/// was written (read with their state), or some of their enabled alerts
+/// changed.
 fn changed_tickers(
     reader: &mut store::Connection,
     options: &TickOptions<'_>,
     window: Window,
-) -> anyhow::Result<HashMap<String, Change>> {
+) -> anyhow::Result<HashMap<String, Changed>> {
     let Window { since, until, .. } = window;
-    let mut changes: HashMap<String, Change> = HashMap::new();
-    fn changed<'a>(
-        changes: &'a mut HashMap<String, Change>,
-        ticker: &str,
-        change: i64,
-    ) -> &'a mut Change {
-        if !changes.contains_key(ticker) {
-            changes.insert(
-                ticker.to_owned(),
-                Change {
-                    moved: false,
-                    changed_alerts: None,
-                    first_change: change,
-                },
-            );
-        }
-        let entry = changes.get_mut(ticker).expect("just inserted");
-        entry.first_change = entry.first_change.min(change);
-        entry
-    }
-    for (ticker, change) in
-        changes::changed_quotes(reader, since, until).context("reading changed quotes")?
+    let mut changes: HashMap<String, Changed> = HashMap::new();
+    for (ticker, change, state) in
+        changes::changed_quote_states(reader, since, until).context("reading changed quotes")?
     {
         if options.scope.covers(&ticker) {
-            changed(&mut changes, &ticker, change).moved = true;
+            let entry = Change {
+                moved: true,
+                changed_alerts: None,
+                first_change: change,
+            };
+            changes.insert(ticker, (entry, Some(state)));
         }
     }
     changes::changed_alert_tickers(reader, since, until, |ticker, change| {
         if options.scope.covers(ticker) || ticker.trim().is_empty() {
-            let entry = changed(&mut changes, ticker, change);
+            if !changes.contains_key(ticker) {
+                let entry = Change {
+                    moved: false,
+                    changed_alerts: None,
+                    first_change: change,
+                };
+                changes.insert(ticker.to_owned(), (entry, None));
+            }
+            let (entry, _) = changes.get_mut(ticker).expect("just inserted");
+            entry.first_change = entry.first_change.min(change);
             *entry.changed_alerts.get_or_insert(0) += 1;
         }
     })
@@ -158,23 +159,32 @@ fn changed_tickers(
 }
 
 /// What the store holds for each changed ticker: its quote, its observed
-/// price, and whether it has enabled alerts at all.
+/// price, and whether it has enabled alerts at all. A moved ticker's came
+/// with its change; the others' are read here.
 fn candidates(
     reader: &mut store::Connection,
-    changes: HashMap<String, Change>,
+    changes: HashMap<String, Changed>,
 ) -> anyhow::Result<Vec<Candidate>> {
-    let mut candidates: Vec<Candidate> = changes
-        .into_iter()
-        .map(|(ticker, change)| Candidate {
+    let mut candidates = Vec::with_capacity(changes.len());
+    let mut unread = Vec::new();
+    for (ticker, (change, state)) in changes {
+        let mut candidate = Candidate {
             ticker,
             change,
             quote: None,
             previous: None,
             has_alerts: false,
-        })
-        .collect();
+        };
+        match state {
+            Some(state) => {
+                settle(&mut candidate, state);
+                candidates.push(candidate);
+            }
+            None => unread.push(candidate),
+        }
+    }
     // In slices, so that the list of names stays small beside the candidates.
-    for slice in candidates.chunks_mut(4096) {
+    for slice in unread.chunks_mut(4096) {
         let asked: Vec<(&str, bool)> = slice
             .iter()
             .map(|candidate| {
@@ -188,13 +198,20 @@ fn candidates(
             .context("reading the changed tickers' quotes and observed prices")?;
         drop(asked);
         for (candidate, state) in slice.iter_mut().zip(states) {
-            if candidate.ticker.trim().is_empty() {
-                continue;
-            }
-            candidate.quote = state.quote;
-            candidate.previous = state.previous;
-            candidate.has_alerts = candidate.change.changed_alerts.is_some() || state.has_alerts;
+            settle(candidate, state);
         }
     }
+    candidates.append(&mut unread);
     Ok(candidates)
+}
+
+/// A candidate's quote, observed price and whether it has enabled alerts,
+/// from its state (none for a blank ticker).
+fn settle(candidate: &mut Candidate, state: TickerState) {
+    if candidate.ticker.trim().is_empty() {
+        return;
+    }
+    candidate.quote = state.quote;
+    candidate.previous = state.previous;
+    candidate.has_alerts = candidate.change.changed_alerts.is_some() || state.has_alerts;
 }

@@ -32,14 +32,17 @@ pub fn horizon(connection: &mut Connection) -> Result<Horizon> {
     super::engine!(connection, changes::horizon())
 }
 
-/// Tickers whose quote changed after `since`, up to `until`, with the number
-/// of their change; through `quotes_changed`.
-pub fn changed_quotes(
+/// Tickers whose quote changed after `since`, up to `until`, through
+/// `quotes_changed`, each with the number of its change and its
+/// [`TickerState`] (whether it has enabled alerts asked for every one),
+/// read in the caller's transaction: on SQLite in one scan, not a lookup
+/// per ticker.
+pub fn changed_quote_states(
     connection: &mut Connection,
     since: i64,
     until: i64,
-) -> Result<Vec<(String, i64)>> {
-    super::engine!(connection, changes::changed_quotes(since, until))
+) -> Result<Vec<(String, i64, TickerState)>> {
+    super::engine!(connection, changes::changed_quote_states(since, until))
 }
 
 /// Calls `each` with the ticker and change number of every enabled alert

@@ -42,7 +42,7 @@ pub fn horizon(connection: &mut PgConnection) -> Result<Horizon> {
     })
 }
 
-pub fn changed_quotes(
+fn changed_quotes(
     connection: &mut PgConnection,
     since: i64,
     until: i64,
@@ -56,6 +56,26 @@ pub fn changed_quotes(
         .iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect()
+}
+
+/// [`changed_quotes`], then their states in [`ticker_states`]' batches.
+pub fn changed_quote_states(
+    connection: &mut PgConnection,
+    since: i64,
+    until: i64,
+) -> Result<Vec<(String, i64, TickerState)>> {
+    let changed = changed_quotes(connection, since, until)?;
+    let asked: Vec<(&str, bool)> = changed
+        .iter()
+        .map(|(ticker, _)| (ticker.as_str(), true))
+        .collect();
+    let states = ticker_states(connection, &asked)?;
+    drop(asked);
+    Ok(changed
+        .into_iter()
+        .zip(states)
+        .map(|((ticker, change), state)| (ticker, change, state))
+        .collect())
 }
 
 /// Streams the rows (`query_raw`): the server's rows are read as they come.

@@ -40,22 +40,6 @@ pub fn horizon(connection: &Connection) -> rusqlite::Result<Horizon> {
     })
 }
 
-/// Tickers whose quote changed after `since`, up to `until`, with the number
-/// of their change; through `quotes_changed`.
-pub fn changed_quotes(
-    connection: &Connection,
-    since: i64,
-    until: i64,
-) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut statement = connection.prepare_cached(
-        "SELECT ticker, change_seq FROM quotes WHERE change_seq > ?1 AND change_seq <= ?2",
-    )?;
-    let rows = statement.query_map(params![since, until], |row| {
-        Ok((super::rows::text(row.get(0)?), row.get(1)?))
-    })?;
-    rows.collect()
-}
-
 /// Calls `each` with the ticker and change number of every enabled alert
 /// changed after `since`, up to `until`, through `price_alerts_changed`,
 /// streamed: the caller gathers them per ticker, so memory follows the number
@@ -83,6 +67,36 @@ pub fn changed_alert_tickers(
         }
     }
     Ok(())
+}
+
+/// One scan of `quotes_changed`, each changed quote with its observation and
+/// whether its ticker has enabled alerts (see `store::changes`).
+pub fn changed_quote_states(
+    connection: &Connection,
+    since: i64,
+    until: i64,
+) -> rusqlite::Result<Vec<(String, i64, TickerState)>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT q.ticker, q.change_seq, q.price, q.updated_at,
+                (SELECT price FROM observations WHERE ticker = q.ticker),
+                EXISTS (SELECT 1 FROM price_alerts WHERE ticker = q.ticker AND enabled = 1)
+         FROM quotes AS q WHERE q.change_seq > ?1 AND q.change_seq <= ?2",
+    )?;
+    let rows = statement.query_map(params![since, until], |row| {
+        Ok((
+            super::rows::text(row.get(0)?),
+            row.get(1)?,
+            TickerState {
+                quote: Some((
+                    super::rows::number(row.get(2)?),
+                    super::rows::text(row.get(3)?),
+                )),
+                previous: row.get(4)?,
+                has_alerts: row.get(5)?,
+            },
+        ))
+    })?;
+    rows.collect()
 }
 
 /// One ticker after another (a statement costs no round trip here), one
