@@ -87,7 +87,7 @@ pub fn watch(
         })?)
 }
 
-/// Tells `changed` what changed after `seen`, and moves `seen` on.
+/// Tells `hearers` what changed after `seen`, and moves `seen` on.
 fn look(connection: &Connection, seen: &mut i64, hearers: &Hearers) -> rusqlite::Result<()> {
     let last = last_change(connection)?;
     if last <= *seen {
