@@ -56,6 +56,7 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
         transaction.batch_execute(
             &MIGRATION_1
                 .replace("{level}", changes::LEVEL)
+                .replace("{alert_changed}", ALERT_CHANGED)
                 .replace("{cluster}", crate::store::cluster::SCHEMA),
         )?;
     }
@@ -66,7 +67,7 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
         transaction.batch_execute(MIGRATION_3)?;
     }
     if version < 4 {
-        transaction.batch_execute(MIGRATION_4)?;
+        transaction.batch_execute(&MIGRATION_4.replace("{alert_changed}", ALERT_CHANGED))?;
         transaction.batch_execute(crate::store::cluster::REACTORS_SCHEMA)?;
     }
     if version < SCHEMA_VERSION {
@@ -77,6 +78,16 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
     }
     transaction.commit()
 }
+
+/// When an update of an alert is a change (a re-arm, 0 -> 1, or an edit of
+/// what the evaluation reads; never the claim, 1 -> 0): the condition of
+/// the trigger that numbers the change (migration 1) and of the one that
+/// notifies it (migration 4), one text so that they never part.
+const ALERT_CHANGED: &str = "WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINCT FROM NEW.enabled
+    OR OLD.ticker IS DISTINCT FROM NEW.ticker OR OLD.condition IS DISTINCT FROM NEW.condition
+    OR OLD.target_price IS DISTINCT FROM NEW.target_price
+    OR OLD.reference_price IS DISTINCT FROM NEW.reference_price
+    OR OLD.expires_at IS DISTINCT FROM NEW.expires_at))";
 
 /// The advisory lock key migrations take ("pa-migr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x70_61_2d_6d_69_67_72;
@@ -148,11 +159,7 @@ FOR EACH ROW EXECUTE FUNCTION price_alerts_track();
 -- A re-arm (0 -> 1) takes an arming and a change number; an edit of what the
 -- evaluation reads, a change number. The claim (1 -> 0) takes neither.
 CREATE TRIGGER price_alerts_changed_on_update BEFORE UPDATE ON price_alerts
-FOR EACH ROW WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINCT FROM NEW.enabled
-    OR OLD.ticker IS DISTINCT FROM NEW.ticker OR OLD.condition IS DISTINCT FROM NEW.condition
-    OR OLD.target_price IS DISTINCT FROM NEW.target_price
-    OR OLD.reference_price IS DISTINCT FROM NEW.reference_price
-    OR OLD.expires_at IS DISTINCT FROM NEW.expires_at))
+FOR EACH ROW {alert_changed}
 EXECUTE FUNCTION price_alerts_track();
 
 CREATE FUNCTION quotes_track() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -252,7 +259,7 @@ CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at) WHERE rearm_at IS NOT
 /// (a JSON array; `*` beyond 200 tickers, as a payload holds 8000 bytes).
 /// Quotes once per statement, from its transition table: a feed writes
 /// them in batches. Alerts once per changed row, with the `WHEN` of the
-/// change number's trigger, so that the claim (enabled 1 -> 0) runs no
+/// change number's trigger (`ALERT_CHANGED`), so that the claim (enabled 1 -> 0) runs no
 /// trigger at all; a transaction's notifications of one ticker are one.
 const MIGRATION_4: &str = r#"
 CREATE FUNCTION price_alertd_notify_quotes() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -284,10 +291,6 @@ END $$;
 CREATE TRIGGER price_alerts_notify_on_insert AFTER INSERT ON price_alerts
 FOR EACH ROW EXECUTE FUNCTION price_alertd_notify_alert();
 CREATE TRIGGER price_alerts_notify_on_update AFTER UPDATE ON price_alerts
-FOR EACH ROW WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINCT FROM NEW.enabled
-    OR OLD.ticker IS DISTINCT FROM NEW.ticker OR OLD.condition IS DISTINCT FROM NEW.condition
-    OR OLD.target_price IS DISTINCT FROM NEW.target_price
-    OR OLD.reference_price IS DISTINCT FROM NEW.reference_price
-    OR OLD.expires_at IS DISTINCT FROM NEW.expires_at))
+FOR EACH ROW {alert_changed}
 EXECUTE FUNCTION price_alertd_notify_alert();
 "#;
