@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{JobConfig, JobKind};
+use crate::config::JobKind;
 use crate::signals::Signal;
 use crate::store::cluster::Fire;
 use crate::store::listen::Changed;
@@ -104,9 +104,8 @@ impl Daemon {
     /// member stopped beating).
     fn hold(&mut self, held: Vec<String>) {
         let newly = self.reacting.hold(held);
-        let jobs: Vec<JobConfig> = self.jobs.jobs.values().cloned().collect();
         let hearing = self.listener.hears_changes();
-        self.follow_changes(&jobs);
+        self.follow_changes();
         for job in newly {
             if let Some(config) = self.jobs.jobs.get(&job).filter(|job| job.reacts()) {
                 tracing::info!(job, "reacting to this job's changes");
@@ -155,8 +154,9 @@ impl Daemon {
         tokio::spawn(async move { runner.run_fire(job, kind, fire, &events).await });
     }
 
-    /// Hears changes while this member reacts for one of `jobs`.
-    fn follow_changes(&mut self, jobs: &[JobConfig]) {
+    /// Hears changes while this member reacts for one of its jobs.
+    fn follow_changes(&mut self) {
+        let jobs = self.jobs.jobs.values();
         if let Err(error) = follow(&mut self.listener, jobs, &self.reacting, &self.events) {
             tracing::error!(
                 error = format!("{error:#}"),
@@ -177,14 +177,11 @@ impl Daemon {
         }
     }
 
-    /// A run ended: log it, wake the deliverer if it queued events, run the
-    /// job again if a run is owed to it, and tell systemd.
+    /// A run ended: log it, run the job again if a run is owed to it, and
+    /// tell systemd. (Its claims woke the deliverer as they committed.)
     async fn finished(&mut self, job: String, result: anyhow::Result<JobReport>) {
         self.ended(job.clone());
         log_run(&job, &result, self.failures.entry(job.clone()).or_default());
-        if matches!(&result, Ok(JobReport::Evaluated(report)) if report.triggered > 0) {
-            self.deliverer.wake.notify_one();
-        }
         self.status.ran(&job, &result);
         systemd::status(&self.status.text(self.runner.backlog().await.ok()));
     }
@@ -215,7 +212,7 @@ impl Daemon {
                 .metrics
                 .jobs(new.jobs.iter().map(|job| job.name.as_str()));
             self.reacting_jobs.send_replace(names(&new.jobs));
-            self.follow_changes(&new.jobs);
+            self.follow_changes();
             tracing::info!(
                 jobs = new.jobs.len(),
                 reacting = new.jobs.iter().filter(|job| job.reacts()).count(),

@@ -46,9 +46,9 @@ pub(super) struct Reacting {
 /// other members of a cluster leave them to it. Hearing starts with
 /// [`Changed::Unknown`]: the reacting jobs run once, for what changed
 /// before.
-pub(super) fn follow(
+pub(super) fn follow<'a>(
     listener: &mut Listener,
-    jobs: &[JobConfig],
+    jobs: impl IntoIterator<Item = &'a JobConfig>,
     reacting: &Reacting,
     events: &mpsc::UnboundedSender<LoopEvent>,
 ) -> anyhow::Result<()> {
@@ -57,7 +57,7 @@ pub(super) fn follow(
         let _ = events.send(LoopEvent::Changed(changed));
     };
     let reacts = jobs
-        .iter()
+        .into_iter()
         .any(|job| job.reacts() && reacting.holds(&job.name));
     listener.hear_changes(reacts.then_some(hearer))
 }
