@@ -146,6 +146,13 @@ fn write_rate(feed: &mut dyn Feed) -> f64 {
     written as f64 / started.elapsed().as_secs_f64()
 }
 
+fn print_write_cost(engine: &str, rate_with: f64, rate_without: f64) {
+    println!(
+        "{engine:<10} feed writes, {COST_BATCH}-row batches: {rate_with:.0}/s with the daemon's triggers, {rate_without:.0}/s without: {:.2}x (goal <= 1.5x)",
+        rate_without / rate_with
+    );
+}
+
 /// What a feed measured.
 struct UnderFeed {
     /// From each crossing quote's commit to its event on the stream.
@@ -371,10 +378,7 @@ fn sqlite(dir: &Path, relay: &Relay, template: &Path) {
         )
         .unwrap();
     let rate_without = write_rate(&mut SqliteFeed::open(&with));
-    println!(
-        "sqlite     feed writes, {COST_BATCH}-row batches: {rate_with:.0}/s with the daemon's triggers, {rate_without:.0}/s without: {:.2}x (goal <= 1.5x)",
-        rate_without / rate_with
-    );
+    print_write_cost("sqlite", rate_with, rate_without);
     std::fs::remove_file(&with).unwrap();
 
     let path = dir.join("latency.db");
@@ -394,20 +398,16 @@ fn sqlite(dir: &Path, relay: &Relay, template: &Path) {
 
     let path = dir.join("burst.db");
     copy(template, &path);
-    let config = reacting_config(
+    let database_line = format!("path = \"{}\"", path.display());
+    idle_and_burst(
+        "sqlite",
         dir,
-        "burst-sqlite",
-        &format!("path = \"{}\"", path.display()),
-        &relay.publish_url(),
+        relay,
+        &database_line,
+        &path,
+        &subscriber,
+        || crate::move_quotes(&path, 1, 0),
     );
-    let log = dir.join("burst-sqlite.log");
-    let daemon = start_logging(&config, &log);
-    wait_for_first_run(&path);
-    idle("sqlite", &daemon);
-    burst("sqlite", (&daemon, &log), &path, &subscriber, || {
-        crate::move_quotes(&path, 1, 0)
-    });
-    stop(vec![daemon]);
 }
 
 /// The PostgreSQL rows: write cost, latency under the feed with one daemon
@@ -426,10 +426,7 @@ fn postgresql(dir: &Path, relay: &Relay) {
         )
         .unwrap();
     let rate_without = write_rate(&mut PgFeed::open(&cost));
-    println!(
-        "postgresql feed writes, {COST_BATCH}-row batches: {rate_with:.0}/s with the daemon's triggers, {rate_without:.0}/s without: {:.2}x (goal <= 1.5x)",
-        rate_without / rate_with
-    );
+    print_write_cost("postgresql", rate_with, rate_without);
 
     let subscriber = relay.subscribe();
     let mut one_daemon = None;
@@ -450,23 +447,36 @@ fn postgresql(dir: &Path, relay: &Relay) {
     }
 
     let database = template.copy("burst");
-    let config = reacting_config(
-        dir,
-        "burst-postgresql",
-        &format!("url = \"{}\"", database.url()),
-        &relay.publish_url(),
-    );
-    let log = dir.join("burst-postgresql.log");
-    let daemon = start_logging(&config, &log);
-    wait_for_first_run(&database);
-    idle("postgresql", &daemon);
-    burst(
+    let database_line = format!("url = \"{}\"", database.url());
+    idle_and_burst(
         "postgresql",
-        (&daemon, &log),
+        dir,
+        relay,
+        &database_line,
         &database,
         &subscriber,
         || database.move_quotes(1, 0),
     );
+}
+
+/// One reacting daemon on `database` (its config's `database_line`), after
+/// its first run: idle for a minute, then a burst.
+fn idle_and_burst(
+    engine: &str,
+    dir: &Path,
+    relay: &Relay,
+    database_line: &str,
+    database: &(impl Probe + ?Sized),
+    subscriber: &Subscriber,
+    move_all: impl FnOnce(),
+) {
+    let name = format!("burst-{engine}");
+    let config = reacting_config(dir, &name, database_line, &relay.publish_url());
+    let log = dir.join(format!("{name}.log"));
+    let daemon = start_logging(&config, &log);
+    wait_for_first_run(database);
+    idle(engine, &daemon);
+    burst(engine, (&daemon, &log), database, subscriber, move_all);
     stop(vec![daemon]);
 }
 
