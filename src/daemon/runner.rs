@@ -34,8 +34,10 @@ pub(super) struct Runner {
     source: Option<Arc<quotes::QuoteSource>>,
     tick_memory: Arc<evaluate::TickMemory>,
     pub(super) metrics: Arc<Metrics>,
+    /// The store's chores after a tick's writes.
+    checkpoints: Arc<store::Upkeep>,
+    pruning: Arc<store::Upkeep>,
     /// Failures that may repeat every tick, logged at their changes.
-    checkpoints: Arc<store::Checkpoints>,
     record_failures: Arc<Mutex<Recurring>>,
     /// This daemon among those sharing the database; none for `run-job`.
     pub(super) me: Option<Arc<Me>>,
@@ -63,7 +65,8 @@ impl Runner {
             source,
             tick_memory: Arc::default(),
             metrics: Arc::default(),
-            checkpoints: Arc::default(),
+            checkpoints: Arc::new(store::Upkeep::checkpoints()),
+            pruning: Arc::new(store::Upkeep::pruning()),
             record_failures: Arc::default(),
             me: None,
             wake_deliverer: None,
@@ -237,6 +240,7 @@ impl Runner {
         .await
         .context("the evaluation panicked")?;
         self.checkpoints.after_writes(&self.pool).await;
+        self.pruning.after_writes(&self.pool).await;
         let with_fetch = |report: &mut TickReport| {
             if let Some(refresh) = &refresh {
                 report.quote_errors = refresh.errors;

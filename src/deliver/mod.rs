@@ -44,7 +44,7 @@ pub async fn run(
         bookkeeping_failures: Recurring::default(),
         attempt_failures: Recurring::default(),
         outbox_failures: Recurring::default(),
-        checkpoints: store::Checkpoints::default(),
+        checkpoints: store::Upkeep::checkpoints(),
         failures_in_a_row: 0,
         retry_at: None,
     };

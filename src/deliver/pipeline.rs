@@ -68,7 +68,7 @@ pub(super) struct Deliverer<'a> {
     pub(super) bookkeeping_failures: Recurring,
     pub(super) attempt_failures: Recurring,
     pub(super) outbox_failures: Recurring,
-    pub(super) checkpoints: store::Checkpoints,
+    pub(super) checkpoints: store::Upkeep,
     /// Failed exchanges in a row, and when the next may start.
     pub(super) failures_in_a_row: u32,
     pub(super) retry_at: Option<Instant>,

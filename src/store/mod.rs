@@ -401,44 +401,79 @@ pub fn checkpoint(connection: &mut Connection) -> Result<()> {
     }
 }
 
-/// [`checkpoint`]s after bursts of writes (a tick's, the deliveries'), off
-/// the tokio workers, at most one per [`CHECKPOINT_SPACING`]: a job that
-/// reacts to a feed ticks many times a second, and a checkpoint's syncs
-/// would cost more than its ticks. A failure is logged when it starts or
-/// changes and not returned: the next checkpoint copies what this one did
-/// not.
-#[derive(Default)]
-pub struct Checkpoints {
-    /// The last checkpoint, and the failures in a row.
+/// A chore of the store's that the daemon runs after its writes (a tick's,
+/// the deliveries'), off the tokio workers, at most once per its spacing:
+/// a job that reacts to a feed ticks many times a second, and a chore's
+/// cost would add up. A failure is logged when it starts or changes and is
+/// not returned: the next run does what this one did not.
+pub struct Upkeep {
+    what: &'static str,
+    spacing: std::time::Duration,
+    chore: fn(&mut Connection) -> Result<()>,
+    /// The last run, and the failures in a row.
     state: std::sync::Mutex<(Option<std::time::Instant>, Recurring)>,
 }
 
-/// The least time between two [`Checkpoints`].
+/// The least time between two [`Upkeep::checkpoints`].
 pub const CHECKPOINT_SPACING: std::time::Duration = std::time::Duration::from_secs(1);
 
-impl Checkpoints {
-    /// Checkpoints unless one ran within [`CHECKPOINT_SPACING`].
+/// The least time between two [`Upkeep::pruning`]s.
+pub const PRUNE_SPACING: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Upkeep {
+    fn new(
+        what: &'static str,
+        spacing: std::time::Duration,
+        chore: fn(&mut Connection) -> Result<()>,
+    ) -> Upkeep {
+        Upkeep {
+            what,
+            spacing,
+            chore,
+            state: Default::default(),
+        }
+    }
+
+    /// [`checkpoint`]s.
+    pub fn checkpoints() -> Upkeep {
+        Upkeep::new("checkpointing the WAL", CHECKPOINT_SPACING, checkpoint)
+    }
+
+    /// [`changes::prune_change_log`].
+    pub fn pruning() -> Upkeep {
+        Upkeep::new("pruning the change log", PRUNE_SPACING, |connection| {
+            let deleted = changes::prune_change_log(connection, chrono::Utc::now())?;
+            tracing::debug!(deleted, "pruned the change log");
+            Ok(())
+        })
+    }
+
+    /// Runs the chore unless it ran within its spacing.
     pub async fn after_writes(&self, pool: &Pool) {
         {
             let mut state = crate::lock::lock(&self.state);
             let now = std::time::Instant::now();
             if state
                 .0
-                .is_some_and(|last| now.duration_since(last) < CHECKPOINT_SPACING)
+                .is_some_and(|last| now.duration_since(last) < self.spacing)
             {
                 return;
             }
             state.0 = Some(now);
         }
-        let checkpointed = blocking(pool, "checkpointing the WAL", checkpoint).await;
+        let done = blocking(pool, self.what, self.chore).await;
         let failures = &mut crate::lock::lock(&self.state).1;
-        match checkpointed {
+        match done {
             Ok(()) => {
                 failures.succeeded();
             }
-            Err(error) => {
-                crate::log_recurring!(warn, failures, format!("{error:#}"), "checkpoint failed")
-            }
+            Err(error) => crate::log_recurring!(
+                warn,
+                failures,
+                format!("{error:#}"),
+                chore = self.what,
+                "the store's upkeep failed"
+            ),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! sequences of operations (inserts, re-arms, edits, deletes, quotes that move
 //! up, down or go stale, expiries, failed fetches, several jobs with different
 //! scopes, ticks interrupted by a crash, the ticks of jobs that react to
-//! changes right after a change they cover) run on two databases, one ticked by
+//! changes right after a change they cover, the change log pruned,
+//! past the watermarks or not) run on two databases, one ticked by
 //! the daemon's tick and one by a plain full scan kept here, and after every
 //! tick both hold the same claims, events and observations. On each engine:
 //! both databases SQLite files, or both PostgreSQL databases.
@@ -19,7 +20,7 @@ use common::{Db, Engine, Param, lib_config};
 use price_alertd::config::{Config, Scope};
 use price_alertd::evaluate::{self, Observed, TickOptions, Verdict, judge, parse_time, rearm_at};
 use price_alertd::store::alerts::{self, Trigger};
-use price_alertd::store::{observations, quotes};
+use price_alertd::store::{changes, observations, quotes};
 
 const TICKERS: [&str; 6] = ["T0", "T1", "T2", "T3", "T4", "T5"];
 const CONDITIONS: [&str; 7] = [
@@ -257,7 +258,8 @@ fn tick_both(
     );
 }
 
-fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) {
+/// Returns how many times the log was pruned.
+fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) -> usize {
     let mut rng = fastrand::Rng::with_seed(seed);
     let (fast, reference) = (Db::on(engine), Db::on(engine));
     let config: Config = lib_config(&fast, "http://127.0.0.1:9/events");
@@ -269,6 +271,7 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) {
     let mut prices: BTreeMap<&str, f64> = TICKERS.iter().map(|ticker| (*ticker, 100.0)).collect();
     let mut alerts = 0i64;
     let mut ticks = 0;
+    let mut pruned = 0;
     let ticked = Ticked {
         fast: &fast,
         reference: &reference,
@@ -345,6 +348,19 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) {
                     ),
                 }
             }
+            // The daemon prunes the change log, now or as if the
+            // watermarks were too old to keep it for: then the pruned point
+            // passes them, and each job's next tick reads every quote.
+            70..=72 => {
+                let at = if rng.bool() {
+                    now
+                } else {
+                    now + chrono::Duration::from_std(changes::CHANGE_LOG_KEPT_FOR).unwrap() * 2
+                };
+                changes::prune_change_log(&mut pool.get().unwrap(), at).unwrap();
+                pruned += 1;
+                continue;
+            }
             // A tick of one job, maybe with failed fetches, maybe crashing
             // after its claims and before its observations.
             _ => {
@@ -371,6 +387,7 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) {
         }
     }
     assert!(ticks > steps / 10, "only {ticks} ticks");
+    pruned
 }
 
 on_every_engine! {
@@ -388,9 +405,11 @@ on_every_engine! {
                 (0..runs).map(|n| first.wrapping_add(n)).collect()
             }
         };
+        let mut pruned = 0;
         for seed in seeds {
             eprintln!("seed {seed}");
-            run(engine, seed, 150, &workers);
+            pruned += run(engine, seed, 150, &workers);
         }
+        assert!(pruned > 0, "the change log was never pruned");
     }
 }

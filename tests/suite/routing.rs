@@ -200,7 +200,8 @@ on_every_engine! {
         // The database as the schema before routing left it: no
         // outbox.user_id, no rearm_at (the application's own cooldown
         // column, which it may have had, stays), no change notifications
-        // nor reacting members.
+        // nor reacting members, and quotes' change numbers in their rows
+        // (from a counter, on SQLite), not in the change log.
         match engine {
             Engine::Sqlite => db
                 .app()
@@ -209,6 +210,12 @@ on_every_engine! {
                      DROP INDEX price_alerts_rearm;
                      ALTER TABLE price_alerts DROP COLUMN rearm_at;
                      DROP TABLE job_reactors;
+                     DROP TABLE change_log;
+                     DROP TABLE change_log_pruned;
+                     CREATE TABLE change_counter (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);
+                     INSERT INTO change_counter (id, last) VALUES (1, 0);
+                     ALTER TABLE quotes ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+                     CREATE INDEX quotes_changed ON quotes (change_seq);
                      PRAGMA user_version = 7;",
                 )
                 .unwrap(),
@@ -217,9 +224,21 @@ on_every_engine! {
                 .batch_execute(
                     "ALTER TABLE outbox DROP COLUMN user_id;
                      ALTER TABLE price_alerts DROP COLUMN rearm_at;
-                     DROP FUNCTION price_alertd_notify_quotes() CASCADE;
+                     DROP FUNCTION price_alertd_quotes_changed() CASCADE;
                      DROP FUNCTION price_alertd_notify_alert() CASCADE;
                      DROP TABLE job_reactors;
+                     DROP TABLE change_log;
+                     DROP TABLE change_log_pruned;
+                     ALTER TABLE quotes ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
+                     CREATE FUNCTION quotes_track() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN
+                         NEW.change_seq := pg_current_xact_id()::text::bigint;
+                         RETURN NEW;
+                     END $$;
+                     CREATE TRIGGER quotes_changed_on_insert BEFORE INSERT ON quotes
+                     FOR EACH ROW EXECUTE FUNCTION quotes_track();
+                     CREATE TRIGGER quotes_changed_on_update BEFORE UPDATE ON quotes
+                     FOR EACH ROW EXECUTE FUNCTION quotes_track();
                      UPDATE price_alertd_schema SET version = 1;",
                 )
                 .unwrap(),

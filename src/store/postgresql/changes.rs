@@ -42,20 +42,55 @@ pub fn horizon(connection: &mut PgConnection) -> Result<Horizon> {
     })
 }
 
+/// Each ticker whose quote changed in the window with its first change
+/// there, from the log (the server's hash of tickers: memory follows them);
+/// every quote, as changed at `since + 1`, when the log was pruned past
+/// `since`. The caller's transaction is one snapshot (`store::
+/// read_transaction`), so the pruned point and the log agree.
 fn changed_quotes(
     connection: &mut PgConnection,
     since: i64,
     until: i64,
 ) -> Result<Vec<(String, i64)>> {
-    let statement = connection.prepared(
-        "SELECT ticker::text, change_seq FROM quotes WHERE change_seq > $1 AND change_seq <= $2",
-    )?;
-    connection
-        .client()
-        .query(&statement, &[&since, &until])?
-        .iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+    let pruned = connection.prepared("SELECT through FROM change_log_pruned WHERE id = 1")?;
+    let through: i64 = connection.client().query_one(&pruned, &[])?.try_get(0)?;
+    let rows = if since < through {
+        let statement = connection.prepared("SELECT ticker::text, $1::int8 FROM quotes")?;
+        connection.client().query(&statement, &[&(since + 1)])?
+    } else {
+        let statement = connection.prepared(
+            "SELECT quote_ticker, min(change_seq) FROM change_log
+             WHERE change_seq > $1 AND change_seq <= $2 GROUP BY quote_ticker",
+        )?;
+        connection.client().query(&statement, &[&since, &until])?
+    };
+    rows.iter()
+        .map(|row| {
+            let ticker: Option<String> = row.try_get(0)?;
+            Ok((ticker.unwrap_or_default(), row.try_get(1)?))
+        })
         .collect()
+}
+
+/// Prunes the log (see `store::changes::prune_change_log`) in one
+/// transaction, which blocks no writer: the pruned point moves, and the
+/// rows below it go.
+pub fn prune_change_log(connection: &mut PgConnection, cutoff: &str) -> Result<u64> {
+    let settled = horizon(connection)?.settled;
+    let oldest = connection.prepared(crate::store::changes::OLDEST_LIVE_WATERMARK)?;
+    let move_point = connection
+        .prepared("UPDATE change_log_pruned SET through = $1 WHERE id = 1 AND through < $1")?;
+    let delete = connection.prepared(
+        "DELETE FROM change_log
+         WHERE change_seq <= (SELECT through FROM change_log_pruned WHERE id = 1)",
+    )?;
+    let mut transaction = connection.client().transaction()?;
+    let oldest: Option<i64> = transaction.query_one(&oldest, &[&cutoff])?.try_get(0)?;
+    let through = oldest.unwrap_or(settled).min(settled);
+    transaction.execute(&move_point, &[&through])?;
+    let deleted = transaction.execute(&delete, &[])?;
+    transaction.commit()?;
+    Ok(deleted)
 }
 
 /// [`changed_quotes`], then their states in [`ticker_states`]' batches.

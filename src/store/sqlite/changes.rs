@@ -2,8 +2,11 @@
 //! Its own because change numbers are a counter here (one writer: they
 //! follow commits), and reads are point queries, which cost no round trip.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::store::alerts::AlertRow;
 use crate::store::changes::{Horizon, Move, TickerState};
@@ -27,17 +30,22 @@ pub(in crate::store) const LEVEL: &str = "CASE condition \
 /// judged and held.
 const ROUNDING: f64 = 1e-9;
 
-/// The change counter's value: every change with a number up to it is
+/// The log's last change number: every change with a number up to it is
 /// visible to whoever read it in the same transaction, and, with one writer
 /// at a time, no change can still appear below it.
 pub fn horizon(connection: &Connection) -> rusqlite::Result<Horizon> {
-    let last = connection.query_row("SELECT last FROM change_counter WHERE id = 1", [], |row| {
-        row.get(0)
-    })?;
+    let last = last_change(connection)?;
     Ok(Horizon {
         visible: last,
         settled: last,
     })
+}
+
+/// The largest number in the log (never pruned), 0 for an empty log.
+pub(super) fn last_change(connection: &Connection) -> rusqlite::Result<i64> {
+    connection
+        .prepare_cached("SELECT coalesce(max(change_seq), 0) FROM change_log")?
+        .query_row([], |row| row.get(0))
 }
 
 /// Calls `each` with the ticker and change number of every enabled alert
@@ -58,45 +66,96 @@ pub fn changed_alert_tickers(
     let mut rows = statement.query(params![since, until])?;
     while let Some(row) = rows.next()? {
         let change: i64 = row.get(1)?;
-        // As `rows::text` reads a ticker, without a copy per row.
-        match row.get_ref(0)? {
-            ValueRef::Text(text) => each(&String::from_utf8_lossy(text), change),
-            ValueRef::Integer(integer) => each(&integer.to_string(), change),
-            ValueRef::Real(real) => each(&real.to_string(), change),
-            ValueRef::Null | ValueRef::Blob(_) => each("", change),
-        }
+        each(&text_of(row.get_ref(0)?), change);
     }
     Ok(())
 }
 
-/// One scan of `quotes_changed`, each changed quote with its observation and
-/// whether its ticker has enabled alerts (see `store::changes`).
+/// Tickers whose quote changed after `since`, up to `until`, each with its
+/// first change in the window and its state (see `store::changes`). The log
+/// is read in order, one row at a time, keeping a ticker's first change, so
+/// memory follows the tickers, not the changes; then each ticker's state,
+/// one statement each. Below the log's pruned point, every quote.
 pub fn changed_quote_states(
     connection: &Connection,
     since: i64,
     until: i64,
 ) -> rusqlite::Result<Vec<(String, i64, TickerState)>> {
+    if since < pruned_through(connection)? {
+        return every_quote_state(connection, since + 1);
+    }
     let mut statement = connection.prepare_cached(
-        "SELECT q.ticker, q.change_seq, q.price, q.updated_at,
+        "SELECT change_seq, quote_ticker FROM change_log
+         WHERE change_seq > ?1 AND change_seq <= ?2 AND quote_ticker IS NOT NULL
+         ORDER BY change_seq",
+    )?;
+    let mut rows = statement.query(params![since, until])?;
+    let mut first: HashMap<String, i64> = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let change: i64 = row.get(0)?;
+        let ticker = text_of(row.get_ref(1)?);
+        if !first.contains_key(ticker.as_ref()) {
+            first.insert(ticker.into_owned(), change);
+        }
+    }
+    let changed: Vec<(String, i64)> = first.into_iter().collect();
+    let asked: Vec<(&str, bool)> = changed
+        .iter()
+        .map(|(ticker, _)| (ticker.as_str(), true))
+        .collect();
+    let states = ticker_states(connection, &asked)?;
+    drop(asked);
+    Ok(changed
+        .into_iter()
+        .zip(states)
+        .map(|((ticker, change), state)| (ticker, change, state))
+        .collect())
+}
+
+/// Every quote with its state, in one scan, as changed at `change`.
+fn every_quote_state(
+    connection: &Connection,
+    change: i64,
+) -> rusqlite::Result<Vec<(String, i64, TickerState)>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT q.ticker, q.price, q.updated_at,
                 (SELECT price FROM observations WHERE ticker = q.ticker),
                 EXISTS (SELECT 1 FROM price_alerts WHERE ticker = q.ticker AND enabled = 1)
-         FROM quotes AS q WHERE q.change_seq > ?1 AND q.change_seq <= ?2",
+         FROM quotes AS q",
     )?;
-    let rows = statement.query_map(params![since, until], |row| {
+    let rows = statement.query_map([], |row| {
         Ok((
             super::rows::text(row.get(0)?),
-            row.get(1)?,
+            change,
             TickerState {
                 quote: Some((
-                    super::rows::number(row.get(2)?),
-                    super::rows::text(row.get(3)?),
+                    super::rows::number(row.get(1)?),
+                    super::rows::text(row.get(2)?),
                 )),
-                previous: row.get(4)?,
-                has_alerts: row.get(5)?,
+                previous: row.get(3)?,
+                has_alerts: row.get(4)?,
             },
         ))
     })?;
     rows.collect()
+}
+
+/// How far the change log may have been pruned.
+pub(super) fn pruned_through(connection: &Connection) -> rusqlite::Result<i64> {
+    connection
+        .prepare_cached("SELECT through FROM change_log_pruned WHERE id = 1")?
+        .query_row([], |row| row.get(0))
+}
+
+/// A ticker as the application wrote it, as `rows::text` reads it, without
+/// a copy per row where the caller keeps only some.
+fn text_of(value: ValueRef<'_>) -> Cow<'_, str> {
+    match value {
+        ValueRef::Text(text) => String::from_utf8_lossy(text),
+        ValueRef::Integer(integer) => Cow::Owned(integer.to_string()),
+        ValueRef::Real(real) => Cow::Owned(real.to_string()),
+        ValueRef::Null | ValueRef::Blob(_) => Cow::Borrowed(""),
+    }
 }
 
 /// One ticker after another (a statement costs no round trip here), one
@@ -221,4 +280,127 @@ pub fn each_reachable_alert(
         }
     }
     Ok(())
+}
+
+/// Log rows deleted per transaction when pruning: the application's writers
+/// wait for SQLite's one write lock a few milliseconds at most.
+const PRUNE_CHUNK: i64 = 5_000;
+
+/// Prunes the change log below the oldest watermark written at or after
+/// `cutoff` (see `store::changes::prune_change_log`): first the pruned
+/// point moves, in its own transaction, then the rows below it go in
+/// chunks, so that no reader ever misses a change it would read. The last
+/// row stays whatever its age: the next change's number is one past it.
+pub fn prune_change_log(connection: &mut Connection, cutoff: &str) -> rusqlite::Result<u64> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let settled = horizon(&transaction)?.settled;
+    let oldest: Option<i64> = transaction
+        .prepare_cached(crate::store::changes::OLDEST_LIVE_WATERMARK)?
+        .query_row([cutoff], |row| row.get(0))?;
+    let through = oldest.unwrap_or(settled).min(settled);
+    transaction
+        .prepare_cached("UPDATE change_log_pruned SET through = ?1 WHERE id = 1 AND through < ?1")?
+        .execute([through])?;
+    transaction.commit()?;
+    let through = pruned_through(connection)?.min(last_change(connection)? - 1);
+    let mut delete = connection.prepare_cached(
+        "DELETE FROM change_log WHERE change_seq IN (
+             SELECT change_seq FROM change_log WHERE change_seq <= ?1 ORDER BY change_seq LIMIT ?2)",
+    )?;
+    let mut deleted = 0;
+    loop {
+        let chunk = delete.execute(params![through, PRUNE_CHUNK])?;
+        deleted += chunk as u64;
+        if (chunk as i64) < PRUNE_CHUNK {
+            return Ok(deleted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn numbers(connection: &Connection) -> Vec<(i64, Option<String>)> {
+        connection
+            .prepare("SELECT change_seq, quote_ticker FROM change_log ORDER BY change_seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_change_takes_the_next_number_and_pruning_keeps_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = super::super::open(&dir.path().join("a.db"), Duration::from_secs(5), 1).unwrap();
+        let mut connection = pool.get().unwrap();
+        let start = last_change(&connection).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO price_alerts (id, ticker, condition, target_price, created_at)
+                     VALUES (1, 'A', 'above', 1, 'x');
+                 INSERT INTO quotes (ticker, price, updated_at) VALUES ('A', 1, 't1');
+                 UPDATE quotes SET price = 1 WHERE ticker = 'A';
+                 UPDATE quotes SET price = 2 WHERE ticker = 'A';
+                 UPDATE price_alerts SET enabled = 0 WHERE id = 1;
+                 UPDATE price_alerts SET enabled = 1 WHERE id = 1;
+                 UPDATE price_alerts SET target_price = 3 WHERE id = 1;",
+            )
+            .unwrap();
+        let alert_change = || -> i64 {
+            connection
+                .query_row(
+                    "SELECT change_seq FROM price_alerts WHERE id = 1",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap()
+        };
+        // The insert, two quote writes (not the write that changed
+        // nothing), the re-arm and the edit (not the claim), in order; the
+        // alert keeps its last.
+        let a = Some("A".to_owned());
+        assert_eq!(
+            numbers(&connection)[1..],
+            [
+                (start + 1, None),
+                (start + 2, a.clone()),
+                (start + 3, a.clone()),
+                (start + 4, None),
+                (start + 5, None),
+            ]
+        );
+        assert_eq!(alert_change(), start + 5);
+        assert_eq!(horizon(&connection).unwrap().visible, start + 5);
+
+        // With no watermark written lately, pruning goes to the last change
+        // and deletes every row but the last, so numbers go on growing.
+        assert_eq!(prune_change_log(&mut connection, "9999").unwrap(), 5);
+        assert_eq!(pruned_through(&connection).unwrap(), start + 5);
+        assert_eq!(numbers(&connection), [(start + 5, None)]);
+        connection
+            .execute("UPDATE quotes SET price = 4 WHERE ticker = 'A'", [])
+            .unwrap();
+        assert_eq!(numbers(&connection)[1], (start + 6, a.clone()));
+        // A watermark written lately holds the log after its number.
+        connection
+            .execute(
+                "INSERT INTO job_watermarks (job, change_seq, updated_at) VALUES ('j', ?1, '9999')",
+                [start + 5],
+            )
+            .unwrap();
+        connection
+            .execute("UPDATE quotes SET price = 5 WHERE ticker = 'A'", [])
+            .unwrap();
+        assert_eq!(prune_change_log(&mut connection, "9999").unwrap(), 1);
+        assert_eq!(pruned_through(&connection).unwrap(), start + 5);
+        assert_eq!(
+            numbers(&connection),
+            [(start + 6, a.clone()), (start + 7, a)]
+        );
+    }
 }

@@ -1,11 +1,11 @@
 //! SQLite: seeing other processes' commits as they happen. Its own because
 //! SQLite has no notifications: a commit writes the WAL (or, without WAL,
 //! the database file), which inotify reports on the database's folder at
-//! once; the change counter then tells a change of quotes or alerts from
-//! the daemon's own writes (claims, observations, the outbox), which take
-//! no change number. `PRAGMA data_version` is the backstop, every
-//! [`BACKSTOP`], where inotify misses (a file system without it, a full
-//! event queue).
+//! once; the change log's last number then tells a change of quotes or
+//! alerts from the daemon's own writes (claims, observations, the outbox),
+//! which take no change number. `PRAGMA data_version` is the backstop,
+//! every [`BACKSTOP`], where inotify misses (a file system without it, a
+//! full event queue).
 
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
@@ -39,7 +39,7 @@ pub fn watch(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let connection = super::open_read_only(path, busy_timeout)?;
-    let mut seen = last_change(&connection)?;
+    let mut seen = super::changes::last_change(&connection)?;
     let folder = Folder::watch(path);
     if let Err(error) = &folder {
         tracing::warn!(
@@ -89,7 +89,7 @@ pub fn watch(
 
 /// Tells `hearers` what changed after `seen`, and moves `seen` on.
 fn look(connection: &Connection, seen: &mut i64, hearers: &Hearers) -> rusqlite::Result<()> {
-    let last = last_change(connection)?;
+    let last = super::changes::last_change(connection)?;
     if last <= *seen {
         return Ok(());
     }
@@ -99,12 +99,6 @@ fn look(connection: &Connection, seen: &mut i64, hearers: &Hearers) -> rusqlite:
     Ok(())
 }
 
-fn last_change(connection: &Connection) -> rusqlite::Result<i64> {
-    connection
-        .prepare_cached("SELECT last FROM change_counter WHERE id = 1")?
-        .query_row([], |row| row.get(0))
-}
-
 fn data_version(connection: &Connection) -> rusqlite::Result<i64> {
     connection
         .prepare_cached("PRAGMA data_version")?
@@ -112,11 +106,16 @@ fn data_version(connection: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// The tickers of the quotes, and of the enabled alerts, changed after
-/// `since` up to `until`; [`Changed::Unknown`] beyond [`MOST_TICKERS`].
+/// `since` up to `until`; [`Changed::Unknown`] beyond [`MOST_TICKERS`], or
+/// when the change log was pruned past `since`.
 fn changed_tickers(connection: &Connection, since: i64, until: i64) -> rusqlite::Result<Changed> {
+    if since < super::changes::pruned_through(connection)? {
+        return Ok(Changed::Unknown);
+    }
     let mut tickers = Vec::new();
     for sql in [
-        "SELECT ticker FROM quotes WHERE change_seq > ?1 AND change_seq <= ?2 LIMIT ?3",
+        "SELECT DISTINCT quote_ticker FROM change_log
+         WHERE change_seq > ?1 AND change_seq <= ?2 AND quote_ticker IS NOT NULL LIMIT ?3",
         "SELECT ticker FROM price_alerts
          WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1 LIMIT ?3",
     ] {
