@@ -228,6 +228,7 @@ impl Runner {
             let claimed = |triggers: &[&Trigger]| runner.claimed(&job, triggers);
             let options = TickOptions {
                 claimed: &claimed,
+                head_start: crate::evaluate::HEAD_START,
                 job: &job,
                 evaluator: &runner.evaluator,
                 max_age: runner.max_age,

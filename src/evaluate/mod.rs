@@ -2,6 +2,7 @@
 //! over the fixed rayon pool and funnels the claims into one writer. No HTTP.
 
 mod claim;
+mod head_start;
 mod judge;
 mod malformed;
 mod observe;
@@ -11,6 +12,7 @@ mod prepare;
 mod read;
 mod report;
 
+pub use head_start::HEAD_START;
 pub use judge::{
     Condition, FUTURE_SKEW, MIN_COOLDOWN, Observed, QuoteProblem, Verdict, cooldown_of, judge,
     parse_cooldown, parse_time, rearm_at,
@@ -28,10 +30,11 @@ use chrono::{DateTime, Utc};
 use crate::store::Pool;
 
 use claim::{evaluate_and_claim, log_locked};
+use head_start::head_start;
 use malformed::{WARNINGS_PER_TICK, name_blank_ticker_alerts};
 use observe::observe;
 use plan::{log_quote_problems, plan};
-use prepare::prepare;
+use prepare::{prepare, settle_due};
 use read::Readers;
 
 /// Builds the fixed pool that evaluates alerts. Its threads run at a lower
@@ -104,7 +107,8 @@ pub fn tick_at(
     }
 }
 
-/// The tick's stages: prepare → plan → evaluate and claim → observe. Counts
+/// The tick's stages: what came due → a head start, for a large tick →
+/// prepare → plan → evaluate and claim → observe. Counts
 /// into `report` as they go, so that a failure leaves what was done.
 fn stages(
     workers: &rayon::ThreadPool,
@@ -115,10 +119,15 @@ fn stages(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut writer = pool.get()?;
-    let mut snapshot = prepare(&mut writer, options, now)?;
-    report.expired = snapshot.expired;
-    report.rearmed = snapshot.rearmed;
-    let candidates = std::mem::take(&mut snapshot.candidates);
+    settle_due(&mut writer, now, report)?;
+    let judged_ahead = head_start(workers, pool, &mut writer, options, now, report)?;
+    let head_started = started.elapsed();
+    let mut snapshot = prepare(&mut writer, options)?;
+    let mut candidates = std::mem::take(&mut snapshot.candidates);
+    for candidate in &mut candidates {
+        candidate.has_alerts |= judged_ahead.contains(&candidate.ticker);
+    }
+    drop(judged_ahead);
     let plan = plan(candidates, options, now, report);
     log_quote_problems(&options.memory.quote_problems, &plan);
     let warnings = AtomicU64::new(0);
@@ -156,7 +165,8 @@ fn stages(
     observe(&mut writer, &snapshot, plan, &locked, now)?;
     let duration = started.elapsed();
     tracing::debug!(
-        prepare_ms = prepared.as_millis() as u64,
+        head_start_ms = head_started.as_millis() as u64,
+        prepare_ms = (prepared - head_started).as_millis() as u64,
         evaluate_and_claim_ms = (evaluated_and_claimed - prepared).as_millis() as u64,
         observe_ms = (duration - evaluated_and_claimed).as_millis() as u64,
         claim_ms = report.claim_duration.as_millis() as u64,

@@ -34,6 +34,10 @@ pub struct TickOptions<'a> {
     /// claiming thread: the deliverer sends a tick's first events while it
     /// claims the rest.
     pub claimed: &'a (dyn Fn(&[&Trigger]) + Sync),
+    /// A tick whose quotes moved for more tickers than this first judges
+    /// and claims this many of them (`evaluate::HEAD_START` in the daemon;
+    /// 0: never).
+    pub head_start: usize,
 }
 
 /// What the ticks of one process remember of each other, so that a

@@ -12,6 +12,7 @@ use crate::store::changes::TickerState;
 use crate::store::{self, changes, watermarks};
 
 use super::options::TickOptions;
+use super::report::TickReport;
 
 /// The changes a tick reads: those numbered after `since` (the job's
 /// watermark) up to `until` (the last the tick could see when it looked).
@@ -54,10 +55,6 @@ pub(super) struct Snapshot {
     /// The job's watermark key: its name, scope and quote age.
     pub(super) job: String,
     pub(super) window: Window,
-    /// Alerts this tick expired.
-    pub(super) expired: u64,
-    /// Repeating alerts this tick re-armed.
-    pub(super) rearmed: u64,
     pub(super) candidates: Vec<Candidate>,
 }
 
@@ -73,30 +70,43 @@ fn watermark_key(options: &TickOptions<'_>) -> String {
     )
 }
 
-/// The store's reads before the evaluation, on the writer's connection:
-/// expiry first, so an expired alert is never read as enabled; then, in one
-/// read transaction, the window of changes and the tickers they concern.
+/// What came due before a tick reads, on the writer's connection: repeating
+/// alerts re-armed (changes of this tick's window, judged below), and alerts
+/// expired, so that an expired alert is never read as enabled.
+pub(super) fn settle_due(
+    writer: &mut store::Connection,
+    now: DateTime<Utc>,
+    report: &mut TickReport,
+) -> anyhow::Result<()> {
+    report.rearmed =
+        alerts::rearm_cooled_down(writer, now).context("re-arming repeating alerts")? as u64;
+    report.expired = alerts::expire_due(writer, now).context("expiring alerts")? as u64;
+    Ok(())
+}
+
+/// The window since the job's watermark, read in the caller's transaction:
+/// a job that never ran reads everything once (every number is 0 or more).
+fn window(reader: &mut store::Connection, job: &str) -> anyhow::Result<Window> {
+    let horizon = changes::horizon(reader).context("reading how far the changes reach")?;
+    let since = watermarks::get(reader, job)
+        .context("reading the job's watermark")?
+        .unwrap_or(-1);
+    Ok(Window {
+        since,
+        until: horizon.visible,
+        settled: horizon.settled.min(horizon.visible),
+    })
+}
+
+/// The store's reads before the evaluation, after [`settle_due`], in one
+/// read transaction: the window of changes and the tickers they concern.
 pub(super) fn prepare(
     writer: &mut store::Connection,
     options: &TickOptions<'_>,
-    now: DateTime<Utc>,
 ) -> anyhow::Result<Snapshot> {
-    // Re-armed alerts are changes of this tick's window: judged below.
-    let rearmed =
-        alerts::rearm_cooled_down(writer, now).context("re-arming repeating alerts")? as u64;
-    let expired = alerts::expire_due(writer, now).context("expiring alerts")? as u64;
     let job = watermark_key(options);
     let (window, mut candidates) = store::read_transaction(writer, |reader| {
-        let horizon = changes::horizon(reader).context("reading how far the changes reach")?;
-        // A job that never ran reads everything once: every row's number is 0 or more.
-        let since = watermarks::get(reader, &job)
-            .context("reading the job's watermark")?
-            .unwrap_or(-1);
-        let window = Window {
-            since,
-            until: horizon.visible,
-            settled: horizon.settled.min(horizon.visible),
-        };
+        let window = window(reader, &job)?;
         let changes = changed_tickers(reader, options, window)?;
         let candidates = candidates(reader, changes)?;
         Ok((window, candidates))
@@ -107,10 +117,64 @@ pub(super) fn prepare(
     Ok(Snapshot {
         job,
         window,
-        expired,
-        rearmed,
         candidates,
     })
+}
+
+/// A head start's reads (`evaluate::head_start`), in one read transaction:
+/// the window, and the first `head_start` tickers in scope whose quote
+/// changed in it, with their states, if more than that many changed; `None`
+/// otherwise.
+pub(super) fn first_moved(
+    writer: &mut store::Connection,
+    options: &TickOptions<'_>,
+    head_start: usize,
+) -> anyhow::Result<Option<(Window, Vec<Candidate>)>> {
+    let job = watermark_key(options);
+    store::read_transaction(writer, |reader| {
+        let window = window(reader, &job)?;
+        let mut tickers = changes::first_changed_quotes(
+            reader,
+            window.since,
+            window.until,
+            head_start.saturating_add(1),
+        )
+        .context("reading the first changed quotes")?;
+        if tickers.len() <= head_start {
+            return Ok(None);
+        }
+        tickers.retain(|ticker| options.scope.covers(ticker));
+        tickers.truncate(head_start);
+        tickers.sort_unstable();
+        let asked: Vec<(&str, bool)> = tickers
+            .iter()
+            .map(|ticker| (ticker.as_str(), true))
+            .collect();
+        let states = changes::ticker_states(reader, &asked)
+            .context("reading the first changed tickers' quotes and observed prices")?;
+        drop(asked);
+        let candidates = tickers
+            .into_iter()
+            .zip(states)
+            .map(|(ticker, state)| {
+                let mut candidate = Candidate {
+                    ticker,
+                    change: Change {
+                        moved: true,
+                        changed_alerts: None,
+                        first_change: window.since + 1,
+                    },
+                    quote: None,
+                    previous: None,
+                    has_alerts: false,
+                };
+                settle(&mut candidate, state);
+                candidate
+            })
+            .collect();
+        Ok(Some((window, candidates)))
+    })
+    .context("reading what changed first")
 }
 
 /// What changed for one ticker in the window, and, for a moved ticker, its

@@ -51,6 +51,22 @@ pub fn changed_quote_states(
     super::engine!(connection, changes::changed_quote_states(since, until))
 }
 
+/// Up to `limit` tickers whose quote changed after `since`, up to `until`,
+/// the first to come in the log (each once), without reading the rest of
+/// the window: a large tick's head start (`evaluate::head_start`). Best
+/// effort: a log pruned past `since` gives what it still holds.
+pub fn first_changed_quotes(
+    connection: &mut Connection,
+    since: i64,
+    until: i64,
+    limit: usize,
+) -> Result<Vec<String>> {
+    super::engine!(
+        connection,
+        changes::first_changed_quotes(since, until, limit as i64)
+    )
+}
+
 /// How long a watermark holds the change log after it: a job that
 /// has not ticked for longer (or whose name, scope or quote age changed)
 /// reads every quote at its next tick, as its first tick did, and its

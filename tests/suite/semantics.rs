@@ -263,6 +263,7 @@ fn an_alert_whose_ticker_was_not_fetched_for_the_tick_waits_for_one_that_was() {
             fetched: Some(fetched),
             memory: &memory,
             claimed: &|_| {},
+            head_start: price_alertd::evaluate::HEAD_START,
         };
         evaluate::tick(&workers, &pool, &options).unwrap()
     };

@@ -72,6 +72,26 @@ fn changed_quotes(
         .collect()
 }
 
+/// Up to `limit` distinct tickers of the log's quote changes in the window
+/// (see `store::changes::first_changed_quotes`).
+pub fn first_changed_quotes(
+    connection: &mut PgConnection,
+    since: i64,
+    until: i64,
+    limit: i64,
+) -> Result<Vec<String>> {
+    let statement = connection.prepared(
+        "SELECT DISTINCT quote_ticker FROM change_log
+         WHERE change_seq > $1 AND change_seq <= $2 AND quote_ticker IS NOT NULL LIMIT $3",
+    )?;
+    connection
+        .client()
+        .query(&statement, &[&since, &until, &limit])?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect()
+}
+
 /// Prunes the log (see `store::changes::prune_change_log`) in one
 /// transaction, which blocks no writer: the pruned point moves, and the
 /// rows below it go.

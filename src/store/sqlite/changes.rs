@@ -112,6 +112,25 @@ pub fn changed_quote_states(
         .collect())
 }
 
+/// Up to `limit` distinct tickers of the log's quote changes in the window
+/// (see `store::changes::first_changed_quotes`): SQLite stops reading once
+/// it has them.
+pub fn first_changed_quotes(
+    connection: &Connection,
+    since: i64,
+    until: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<String>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT DISTINCT quote_ticker FROM change_log
+         WHERE change_seq > ?1 AND change_seq <= ?2 AND quote_ticker IS NOT NULL LIMIT ?3",
+    )?;
+    let rows = statement.query_map(params![since, until, limit], |row| {
+        Ok(super::rows::text(row.get(0)?))
+    })?;
+    rows.collect()
+}
+
 /// Every quote with its state, in one scan, as changed at `change`.
 fn every_quote_state(
     connection: &Connection,

@@ -66,6 +66,7 @@ pub fn tick_on_at(
         fetched: None,
         memory: &memory,
         claimed: &|_| {},
+        head_start: price_alertd::evaluate::HEAD_START,
     };
     evaluate::tick_at(workers, pool, &options, now).unwrap()
 }

@@ -1,0 +1,68 @@
+//! A large tick's head start: before it reads the whole window (the state
+//! of every changed ticker: 100 ms for 10,000 of them), it judges and
+//! claims the alerts of the first few moved tickers, so that their events
+//! go out while it reads the rest. Nothing else is recorded: no
+//! observation, no watermark. The tick then runs whole and judges those
+//! tickers again, which finds nothing more: what the head start claimed is
+//! no longer enabled, and what it did not claim it judged as the tick
+//! judges it (the same quotes, the same observed prices).
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+
+use crate::store::{self, Pool};
+
+use super::claim::evaluate_and_claim;
+use super::malformed::WARNINGS_PER_TICK;
+use super::options::TickOptions;
+use super::plan::plan;
+use super::prepare::first_moved;
+use super::read::Readers;
+use super::report::TickReport;
+
+/// How many moved tickers a head start judges, when more than that many
+/// moved: a few milliseconds of reads.
+pub const HEAD_START: usize = 256;
+
+/// Judges and claims the alerts of the first `options.head_start` moved
+/// tickers of the window, if more moved. Counts what it read and claimed
+/// into `report`; what it planned and found malformed, the tick counts.
+/// Returns the tickers it judged that had enabled alerts: the tick records
+/// their prices as observed even if the head start claimed every one, as a
+/// full scan records the tickers with enabled alerts when it starts.
+pub(super) fn head_start(
+    workers: &rayon::ThreadPool,
+    pool: &Pool,
+    writer: &mut store::Connection,
+    options: &TickOptions<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+    report: &mut TickReport,
+) -> anyhow::Result<HashSet<String>> {
+    if options.head_start == 0 {
+        return Ok(HashSet::new());
+    }
+    let Some((window, candidates)) = first_moved(writer, options, options.head_start)? else {
+        return Ok(HashSet::new());
+    };
+    let plan = plan(candidates, options, now, &mut TickReport::default());
+    let readers = Readers {
+        pool,
+        work: &plan.work,
+        window,
+        now,
+        read: AtomicU64::new(0),
+        malformed: AtomicU64::new(0),
+        // The tick names the malformed rows it reads again.
+        warnings: AtomicU64::new(WARNINGS_PER_TICK),
+    };
+    let claimed = evaluate_and_claim(workers, &readers, writer, options, report);
+    report.evaluated += readers.read.into_inner();
+    // Rows someone else holds locked are the tick's to hold back.
+    claimed?;
+    Ok(plan
+        .work
+        .into_iter()
+        .filter(|work| work.observe)
+        .map(|work| work.ticker)
+        .collect())
+}
