@@ -21,8 +21,9 @@ use super::read::Readers;
 use super::report::TickReport;
 
 /// How many moved tickers a head start judges, when more than that many
-/// moved: a few milliseconds of reads.
-pub const HEAD_START: usize = 256;
+/// moved: two reader tasks' worth, a few milliseconds of reads (more
+/// readers would only compete for the cores with the first claims).
+pub const HEAD_START: usize = 64;
 
 /// Judges and claims the alerts of the first `options.head_start` moved
 /// tickers of the window, if more moved. Counts what it read and claimed

@@ -451,6 +451,8 @@ fn postgresql(dir: &Path, relay: &Relay) {
         &mut PgFeed::open(&with),
         &mut PgFeed::open(&without),
     );
+    with.drop_and_checkpoint();
+    without.drop_and_checkpoint();
 
     let subscriber = relay.subscribe();
     let mut one_daemon = None;
@@ -513,4 +515,26 @@ pub fn rows(dir: &Path, relay: &Relay) {
     generate(&template, ALERTS, TICKERS);
     sqlite(dir, relay, &template);
     postgresql(dir, relay);
+}
+
+/// The burst alone on SQLite at `alerts` alerts over the same tickers
+/// (`--latency N`): its memory at sizes beyond the latency rows'.
+pub fn burst_at(dir: &Path, relay: &Relay, alerts: u64) {
+    println!("burst: {alerts} alerts over {TICKERS} tickers, a reacting daemon on SQLite");
+    let path = dir.join(format!("burst-{alerts}.db"));
+    generate(&path, alerts, TICKERS);
+    let config = reacting_config(
+        dir,
+        &format!("burst-{alerts}"),
+        &format!("path = \"{}\"", path.display()),
+        &relay.publish_url(),
+    );
+    let log = dir.join(format!("burst-{alerts}.log"));
+    let subscriber = relay.subscribe();
+    let daemon = start_logging(&config, &log);
+    wait_for_first_run(&path);
+    burst("sqlite", (&daemon, &log), &path, &subscriber, || {
+        crate::move_quotes(&path, 1, 0)
+    });
+    stop(vec![daemon]);
 }

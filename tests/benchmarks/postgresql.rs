@@ -45,6 +45,16 @@ impl Database {
         }
     }
 
+    /// Drops this database, and checkpoints the cluster: what it wrote
+    /// leaves no background work to the next measurement.
+    pub fn drop_and_checkpoint(self) {
+        let mut admin = postgresql::cluster().admin().unwrap();
+        admin
+            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .unwrap();
+        admin.batch_execute("CHECKPOINT").unwrap();
+    }
+
     /// Moves the quotes of every `every`-th ticker (by number) to 102.
     pub fn move_quotes(&self, every: u64, remainder: u64) {
         self.client()

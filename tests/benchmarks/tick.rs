@@ -27,6 +27,9 @@
 //! Then the same scenarios on PostgreSQL, at the sizes up to 1M (see
 //! `postgresql.rs`).
 //!
+//! `-- --latency` runs only the latency rows (`latency.rs`); `-- --latency
+//! SIZE...`, only a reacting daemon's burst at each size, on SQLite.
+//!
 //! It needs `sqlite3`, `nginx`, `libnginx-mod-nchan`, `wrk` and PostgreSQL's
 //! server (`bash tests/run` installs them).
 
@@ -50,7 +53,8 @@ struct Options {
     sizes: Vec<u64>,
     /// Tickers, if not N / 100.
     tickers: Option<u64>,
-    /// Only the latency scenarios (`--latency`).
+    /// Only the latency scenarios (`--latency`; with sizes, the burst alone
+    /// at each size).
     latency_only: bool,
 }
 
@@ -78,7 +82,7 @@ fn options() -> Options {
             ),
         }
     }
-    if options.sizes.is_empty() {
+    if options.sizes.is_empty() && !options.latency_only {
         options.sizes = vec![10_000, 100_000, 1_000_000];
     }
     options
@@ -326,7 +330,12 @@ fn main() {
     let relay = Relay::start();
     let dir = tempfile::tempdir().unwrap();
     if options.latency_only {
-        latency::rows(dir.path(), &relay);
+        if options.sizes.is_empty() {
+            latency::rows(dir.path(), &relay);
+        }
+        for &alerts in &options.sizes {
+            latency::burst_at(dir.path(), &relay, alerts);
+        }
         return;
     }
     println!(
