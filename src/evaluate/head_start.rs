@@ -28,9 +28,7 @@ pub const HEAD_START: usize = 64;
 /// Judges and claims the alerts of the first `options.head_start` moved
 /// tickers of the window, if more moved. Counts what it read and claimed
 /// into `report`; what it planned and found malformed, the tick counts.
-/// Returns the tickers it judged that had enabled alerts: the tick records
-/// their prices as observed even if the head start claimed every one, as a
-/// full scan records the tickers with enabled alerts when it starts.
+/// Returns the tickers it judged that had enabled alerts, for `prepare`.
 pub(super) fn head_start(
     workers: &rayon::ThreadPool,
     pool: &Pool,

@@ -122,12 +122,8 @@ fn stages(
     settle_due(&mut writer, now, report)?;
     let judged_ahead = head_start(workers, pool, &mut writer, options, now, report)?;
     let head_started = started.elapsed();
-    let mut snapshot = prepare(&mut writer, options)?;
-    let mut candidates = std::mem::take(&mut snapshot.candidates);
-    for candidate in &mut candidates {
-        candidate.has_alerts |= judged_ahead.contains(&candidate.ticker);
-    }
-    drop(judged_ahead);
+    let mut snapshot = prepare(&mut writer, options, judged_ahead)?;
+    let candidates = std::mem::take(&mut snapshot.candidates);
     let plan = plan(candidates, options, now, report);
     log_quote_problems(&options.memory.quote_problems, &plan);
     let warnings = AtomicU64::new(0);

@@ -2,7 +2,7 @@
 //! re-arms, then the window of changes since the job's watermark and the
 //! tickers they concern.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -100,9 +100,14 @@ fn window(reader: &mut store::Connection, job: &str) -> anyhow::Result<Window> {
 
 /// The store's reads before the evaluation, after [`settle_due`], in one
 /// read transaction: the window of changes and the tickers they concern.
+/// The tickers a head start judged with enabled alerts (`judged_ahead`)
+/// count as having some, though it may have claimed them all: their prices
+/// are recorded as observed, as a full scan records those of the tickers
+/// with enabled alerts when it starts.
 pub(super) fn prepare(
     writer: &mut store::Connection,
     options: &TickOptions<'_>,
+    judged_ahead: HashSet<String>,
 ) -> anyhow::Result<Snapshot> {
     let job = watermark_key(options);
     let (window, mut candidates) = store::read_transaction(writer, |reader| {
@@ -112,6 +117,9 @@ pub(super) fn prepare(
         Ok((window, candidates))
     })
     .context("reading what changed")?;
+    for candidate in &mut candidates {
+        candidate.has_alerts |= judged_ahead.contains(&candidate.ticker);
+    }
     // Tickers are unique: unstable sorting needs no buffer.
     candidates.sort_unstable_by(|a, b| a.ticker.cmp(&b.ticker));
     Ok(Snapshot {

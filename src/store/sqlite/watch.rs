@@ -55,23 +55,26 @@ pub fn watch(
         .spawn(move || {
             let mut version = data_version(&connection).unwrap_or_default();
             let mut failing = false;
+            let mut recheck: Option<Duration> = None;
             hearers.changed(Changed::Unknown);
             while !stop.load(Ordering::Relaxed) {
                 let told = match &folder {
-                    Some(folder) => folder.wait(BACKSTOP),
+                    Some(folder) => folder.wait(recheck.unwrap_or(BACKSTOP)),
                     None => {
                         std::thread::sleep(BACKSTOP);
                         false
                     }
                 };
+                let before = seen;
                 let looked = (|| {
                     let now = data_version(&connection)?;
-                    if !told && now == version {
+                    if !told && recheck.is_none() && now == version {
                         return Ok(());
                     }
                     version = now;
                     look(&connection, &mut seen, &hearers)
                 })();
+                recheck = next_recheck(told, seen != before, recheck);
                 if told {
                     std::thread::sleep(PAUSE);
                 }
@@ -86,6 +89,26 @@ pub fn watch(
             }
         })?)
 }
+
+/// When to look again without being told, after a look that a write woke
+/// (`told`) and that found nothing new: a commit writes its last WAL frame,
+/// then syncs the WAL (with `synchronous = FULL`, SQLite's default: 10 ms
+/// or more), then makes its frames visible in the -shm, which is mapped, so
+/// inotify sees no write after the look. The watcher looks again after
+/// [`PAUSE`], then twice as long each time, up to [`RECHECK_UP_TO`], and
+/// leaves anything later to the [`BACKSTOP`].
+fn next_recheck(told: bool, found: bool, recheck: Option<Duration>) -> Option<Duration> {
+    match (found, told, recheck) {
+        (true, _, _) => None,
+        (false, true, _) => Some(PAUSE),
+        (false, false, Some(after)) => Some(after * 2).filter(|after| *after <= RECHECK_UP_TO),
+        (false, false, None) => None,
+    }
+}
+
+/// The longest wait between the looks of [`next_recheck`]: looks at about
+/// 1, 2, 4, ... 64 ms after the last write, 127 ms in all.
+const RECHECK_UP_TO: Duration = Duration::from_millis(64);
 
 /// Tells `hearers` what changed after `seen`, and moves `seen` on.
 fn look(connection: &Connection, seen: &mut i64, hearers: &Hearers) -> rusqlite::Result<()> {
@@ -217,5 +240,26 @@ impl Folder {
                 at += header + event.len as usize;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_that_showed_nothing_is_looked_at_again_ever_later_then_left_to_the_backstop() {
+        let mut waits = Vec::new();
+        let mut recheck = next_recheck(true, false, None);
+        while let Some(after) = recheck {
+            waits.push(after.as_millis());
+            recheck = next_recheck(false, false, recheck);
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64]);
+        // A new write starts over; a look that found the change stops.
+        assert_eq!(next_recheck(true, false, Some(RECHECK_UP_TO)), Some(PAUSE));
+        assert_eq!(next_recheck(false, true, Some(PAUSE)), None);
+        assert_eq!(next_recheck(true, true, None), None);
+        assert_eq!(next_recheck(false, false, None), None);
     }
 }
