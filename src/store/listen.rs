@@ -112,7 +112,7 @@ impl Listener {
     /// before; on PostgreSQL again after the listening connection
     /// reconnected, and every second while it is down. SQLite is watched
     /// by a thread of its own (inotify on the database's folder, the change
-    /// counter, `PRAGMA data_version` as a backstop).
+    /// log's last number, `PRAGMA data_version` as a backstop).
     pub fn hear_changes(
         &mut self,
         changed: Option<impl Fn(Changed) + Send + Sync + 'static>,

@@ -8,11 +8,11 @@
 //!
 //! What differs from SQLite, and why:
 //! - **Change numbers are transaction ids.** SQLite has one writer at a
-//!   time, so a counter bumped by triggers numbers changes in commit order.
+//!   time, so the change log's row ids number changes in commit order.
 //!   Here writers commit in any order: a change numbered 100 may commit after
-//!   one numbered 101 was read. So a row's `change_seq` is the id of the
-//!   transaction that last changed it (`pg_current_xact_id()`, 64 bits, never
-//!   reused). A tick reads every change its snapshot sees, but moves the
+//!   one numbered 101 was read. So an alert's `change_seq`, and a quote
+//!   change's in `change_log`, is the id of the transaction that made it
+//!   (`pg_current_xact_id()`, 64 bits, never reused). A tick reads every change its snapshot sees, but moves the
 //!   watermark only to just below the snapshot's `xmin`: every transaction
 //!   with a smaller id has ended, so nothing below the watermark can still
 //!   appear. A change from a transaction that is still open is read by the

@@ -1,6 +1,7 @@
 //! SQLite: what changed since a job last looked (see `store::changes`).
-//! Its own because change numbers are a counter here (one writer: they
-//! follow commits), and reads are point queries, which cost no round trip.
+//! Its own because change numbers are the log's row ids here (one writer:
+//! they follow commits), and reads are point queries, which cost no round
+//! trip.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
