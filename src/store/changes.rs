@@ -48,7 +48,28 @@ pub fn changed_quote_states(
     since: i64,
     until: i64,
 ) -> Result<Vec<(String, i64, TickerState)>> {
-    super::engine!(connection, changes::changed_quote_states(since, until))
+    let changed = changed_quotes(connection, since, until)?;
+    let asked: Vec<(&str, bool)> = changed
+        .iter()
+        .map(|(ticker, _)| (ticker.as_str(), true))
+        .collect();
+    let states = ticker_states(connection, &asked)?;
+    drop(asked);
+    Ok(changed
+        .into_iter()
+        .zip(states)
+        .map(|((ticker, change), state)| (ticker, change, state))
+        .collect())
+}
+
+/// Each ticker whose quote changed in the window, with its first change
+/// there (see [`changed_quote_states`]).
+fn changed_quotes(
+    connection: &mut Connection,
+    since: i64,
+    until: i64,
+) -> Result<Vec<(String, i64)>> {
+    super::engine!(connection, changes::changed_quotes(since, until))
 }
 
 /// Up to `limit` tickers whose quote changed after `since`, up to `until`,

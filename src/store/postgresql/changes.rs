@@ -47,7 +47,7 @@ pub fn horizon(connection: &mut PgConnection) -> Result<Horizon> {
 /// every quote, as changed at `since + 1`, when the log was pruned past
 /// `since`. The caller's transaction is one snapshot (`store::
 /// read_transaction`), so the pruned point and the log agree.
-fn changed_quotes(
+pub fn changed_quotes(
     connection: &mut PgConnection,
     since: i64,
     until: i64,
@@ -111,26 +111,6 @@ pub fn prune_change_log(connection: &mut PgConnection, cutoff: &str) -> Result<u
     let deleted = transaction.execute(&delete, &[])?;
     transaction.commit()?;
     Ok(deleted)
-}
-
-/// [`changed_quotes`], then their states in [`ticker_states`]' batches.
-pub fn changed_quote_states(
-    connection: &mut PgConnection,
-    since: i64,
-    until: i64,
-) -> Result<Vec<(String, i64, TickerState)>> {
-    let changed = changed_quotes(connection, since, until)?;
-    let asked: Vec<(&str, bool)> = changed
-        .iter()
-        .map(|(ticker, _)| (ticker.as_str(), true))
-        .collect();
-    let states = ticker_states(connection, &asked)?;
-    drop(asked);
-    Ok(changed
-        .into_iter()
-        .zip(states)
-        .map(|((ticker, change), state)| (ticker, change, state))
-        .collect())
 }
 
 /// Streams the rows (`query_raw`): the server's rows are read as they come.

@@ -73,17 +73,20 @@ pub fn changed_alert_tickers(
 }
 
 /// Tickers whose quote changed after `since`, up to `until`, each with its
-/// first change in the window and its state (see `store::changes`). The log
-/// is read in order, one row at a time, keeping a ticker's first change, so
-/// memory follows the tickers, not the changes; then each ticker's state,
-/// one statement each. Below the log's pruned point, every quote.
-pub fn changed_quote_states(
+/// first change in the window (see `store::changes`): the log read in
+/// order, one row at a time, keeping a ticker's first change, so that
+/// memory follows the tickers, not the changes. Below the log's pruned
+/// point, every quote.
+pub fn changed_quotes(
     connection: &Connection,
     since: i64,
     until: i64,
-) -> rusqlite::Result<Vec<(String, i64, TickerState)>> {
+) -> rusqlite::Result<Vec<(String, i64)>> {
     if since < pruned_through(connection)? {
-        return every_quote_state(connection, since + 1);
+        let mut statement = connection.prepare_cached("SELECT ticker FROM quotes")?;
+        let rows =
+            statement.query_map([], |row| Ok((super::rows::text(row.get(0)?), since + 1)))?;
+        return rows.collect();
     }
     let mut statement = connection.prepare_cached(
         "SELECT change_seq, quote_ticker FROM change_log
@@ -99,18 +102,7 @@ pub fn changed_quote_states(
             first.insert(ticker.into_owned(), change);
         }
     }
-    let changed: Vec<(String, i64)> = first.into_iter().collect();
-    let asked: Vec<(&str, bool)> = changed
-        .iter()
-        .map(|(ticker, _)| (ticker.as_str(), true))
-        .collect();
-    let states = ticker_states(connection, &asked)?;
-    drop(asked);
-    Ok(changed
-        .into_iter()
-        .zip(states)
-        .map(|((ticker, change), state)| (ticker, change, state))
-        .collect())
+    Ok(first.into_iter().collect())
 }
 
 /// Up to `limit` distinct tickers of the log's quote changes in the window
@@ -128,34 +120,6 @@ pub fn first_changed_quotes(
     )?;
     let rows = statement.query_map(params![since, until, limit], |row| {
         Ok(super::rows::text(row.get(0)?))
-    })?;
-    rows.collect()
-}
-
-/// Every quote with its state, in one scan, as changed at `change`.
-fn every_quote_state(
-    connection: &Connection,
-    change: i64,
-) -> rusqlite::Result<Vec<(String, i64, TickerState)>> {
-    let mut statement = connection.prepare_cached(
-        "SELECT q.ticker, q.price, q.updated_at,
-                (SELECT price FROM observations WHERE ticker = q.ticker),
-                EXISTS (SELECT 1 FROM price_alerts WHERE ticker = q.ticker AND enabled = 1)
-         FROM quotes AS q",
-    )?;
-    let rows = statement.query_map([], |row| {
-        Ok((
-            super::rows::text(row.get(0)?),
-            change,
-            TickerState {
-                quote: Some((
-                    super::rows::number(row.get(1)?),
-                    super::rows::text(row.get(2)?),
-                )),
-                previous: row.get(3)?,
-                has_alerts: row.get(4)?,
-            },
-        ))
     })?;
     rows.collect()
 }
