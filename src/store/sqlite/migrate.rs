@@ -61,7 +61,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     },
     // Each reacting job's member (`store::cluster`).
     |transaction| transaction.execute_batch(crate::store::cluster::REACTORS_SCHEMA),
-    |transaction| transaction.execute_batch(MIGRATION_11),
+    |transaction| transaction.execute_batch(&MIGRATION_11.replace("{arm}", ARM)),
 ];
 
 /// Brings the schema to `target` (a test's older version, or
@@ -313,6 +313,16 @@ ALTER TABLE price_alerts ADD COLUMN rearm_at INTEGER;
 CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at) WHERE rearm_at IS NOT NULL;
 ";
 
+/// What an alert's insert and its re-arm (0 -> 1) do, in migration 11's
+/// two triggers, one text so that they never part: a new arming, and a
+/// change number from the log (`last_insert_rowid()` while the trigger
+/// runs), which the alert keeps.
+const ARM: &str = "    UPDATE arming_counter SET last = last + 1 WHERE id = 1;
+    INSERT INTO change_log (quote_ticker) VALUES (NULL);
+    UPDATE price_alerts SET arming = (SELECT last FROM arming_counter WHERE id = 1),
+                            change_seq = last_insert_rowid()
+    WHERE id = NEW.id;";
+
 /// Change numbers become a log (`change_log`), one row per change, its
 /// number the row's id: a quote write appends its ticker, an alert's insert,
 /// re-arm or edit a row without one and stamps its number into the alert.
@@ -359,21 +369,13 @@ END;
 DROP TRIGGER price_alerts_armed_on_insert;
 CREATE TRIGGER price_alerts_armed_on_insert AFTER INSERT ON price_alerts
 BEGIN
-    UPDATE arming_counter SET last = last + 1 WHERE id = 1;
-    INSERT INTO change_log (quote_ticker) VALUES (NULL);
-    UPDATE price_alerts SET arming = (SELECT last FROM arming_counter WHERE id = 1),
-                            change_seq = last_insert_rowid()
-    WHERE id = NEW.id;
+{arm}
 END;
 DROP TRIGGER price_alerts_armed_on_enable;
 CREATE TRIGGER price_alerts_armed_on_enable AFTER UPDATE OF enabled ON price_alerts
 WHEN OLD.enabled = 0 AND NEW.enabled = 1
 BEGIN
-    UPDATE arming_counter SET last = last + 1 WHERE id = 1;
-    INSERT INTO change_log (quote_ticker) VALUES (NULL);
-    UPDATE price_alerts SET arming = (SELECT last FROM arming_counter WHERE id = 1),
-                            change_seq = last_insert_rowid()
-    WHERE id = NEW.id;
+{arm}
 END;
 DROP TRIGGER price_alerts_changed_on_edit;
 CREATE TRIGGER price_alerts_changed_on_edit
