@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 
+use crate::metrics::Metrics;
 use crate::recurring::Recurring;
 use crate::schedule::Scheduler;
 use crate::store::Pool;
@@ -23,6 +24,7 @@ use super::events::LoopEvent;
 /// they start and end.
 pub(super) async fn beat(
     pool: Pool,
+    metrics: Arc<Metrics>,
     me: Arc<Me>,
     mut reacting: watch::Receiver<Vec<String>>,
     events: mpsc::UnboundedSender<LoopEvent>,
@@ -50,6 +52,7 @@ pub(super) async fn beat(
         };
         match beaten {
             Ok((orphaned, now_held)) => {
+                metrics.beat();
                 if let Some(failed) = failures.succeeded() {
                     tracing::info!(failed, "the heartbeat works again");
                 }

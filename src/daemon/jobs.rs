@@ -18,6 +18,9 @@ pub(super) struct Jobs {
     pub(super) jobs: HashMap<String, JobConfig>,
     /// The scheduler job holding each job's next fire time.
     pending: HashMap<String, Uuid>,
+    /// Jobs without a booked fire time because booking failed: they run
+    /// again after a reload (`/readyz` names them).
+    pub(super) unarmed: Vec<String>,
 }
 
 impl Jobs {
@@ -33,6 +36,7 @@ impl Jobs {
             epoch,
             jobs: HashMap::new(),
             pending: HashMap::new(),
+            unarmed: Vec::new(),
         };
         for job in configs {
             jobs.jobs.insert(job.name.clone(), job.clone());
@@ -42,6 +46,7 @@ impl Jobs {
                     error = format!("{error:#}"),
                     "scheduling the job failed"
                 );
+                jobs.unarmed.push(job.name.clone());
             }
         }
         jobs

@@ -34,7 +34,10 @@ impl Daemon {
                 LoopEvent::Changed(changed) => self.react(&changed),
                 LoopEvent::Reacting(held) => self.hold(held),
                 LoopEvent::Orphaned(fires) => self.take_over(fires),
-                LoopEvent::Elsewhere { job } => self.ended(job),
+                LoopEvent::Elsewhere { job } => {
+                    self.progressed(&job);
+                    self.ended(job);
+                }
                 LoopEvent::Finished { job, result } => self.finished(job, result).await,
                 LoopEvent::Heartbeat => {
                     // Pinged from the loop, booked through the scheduler: a
@@ -70,6 +73,8 @@ impl Daemon {
                 error = format!("{error:#}"),
                 "booking the next fire time failed; the job stops until a reload"
             );
+            self.jobs.unarmed.push(job.clone());
+            self.runner.metrics.jobs_armed(self.jobs.unarmed.clone());
         }
         if self.running.contains(&job) && self.jobs.jobs.get(&job).is_some_and(|job| job.reacts()) {
             self.reacting.owe(&job, Cause::Schedule);
@@ -180,10 +185,22 @@ impl Daemon {
     /// A run ended: log it, run the job again if a run is owed to it, and
     /// tell systemd. (Its claims woke the deliverer as they committed.)
     async fn finished(&mut self, job: String, result: anyhow::Result<JobReport>) {
+        if result.is_ok() {
+            self.progressed(&job);
+        }
         self.ended(job.clone());
         log_run(&job, &result, self.failures.entry(job.clone()).or_default());
         self.status.ran(&job, &result);
         systemd::status(&self.status.text(self.runner.backlog().await.ok()));
+    }
+
+    /// A run of `job` succeeded, or its fire time went to another member:
+    /// its deadline moves.
+    fn progressed(&mut self, job: &str) {
+        if let Some(config) = self.jobs.jobs.get(job) {
+            self.deadlines
+                .progressed(config, &self.runner.metrics, Utc::now());
+        }
     }
 
     /// SIGHUP: a valid configuration replaces the webhook settings and the
@@ -211,6 +228,9 @@ impl Daemon {
             self.runner
                 .metrics
                 .jobs(new.jobs.iter().map(|job| job.name.as_str()));
+            self.runner.metrics.jobs_armed(self.jobs.unarmed.clone());
+            self.deadlines
+                .scheduled(&new.jobs, &self.runner.metrics, Utc::now());
             self.reacting_jobs.send_replace(names(&new.jobs));
             self.follow_changes();
             tracing::info!(

@@ -1,6 +1,7 @@
 //! Wiring: opens the store, schedules the jobs, runs until a signal, reloads,
 //! drains and stops. The daemon's life is one loop over [`LoopEvent`].
 
+mod deadlines;
 mod deliverer;
 mod events;
 mod heartbeat;
@@ -28,6 +29,7 @@ use crate::signals::{self, Signal};
 use crate::store::cluster::Me;
 use crate::{membership, metrics, store, systemd};
 
+use deadlines::Deadlines;
 use deliverer::DeliveryTask;
 use events::LoopEvent;
 use heartbeat::{beat, book_heartbeat};
@@ -77,6 +79,8 @@ struct Daemon {
     reacting_jobs: tokio::sync::watch::Sender<Vec<String>>,
     failures: HashMap<String, Recurring>,
     status: SystemdStatus,
+    /// When each job becomes overdue, for the metrics.
+    deadlines: Deadlines,
 }
 
 impl Daemon {
@@ -101,6 +105,9 @@ impl Daemon {
         runner
             .metrics
             .jobs(config.jobs.iter().map(|job| job.name.as_str()));
+        runner.metrics.jobs_armed(jobs.unarmed.clone());
+        let mut deadlines = Deadlines::default();
+        deadlines.scheduled(&config.jobs, &runner.metrics, chrono::Utc::now());
         let watchdog = systemd::watchdog_interval();
         if let Some(interval) = watchdog {
             book_heartbeat(&scheduler, interval, &events).await;
@@ -108,6 +115,7 @@ impl Daemon {
         let (reacting_jobs, reacting) = tokio::sync::watch::channel(names(&config.jobs));
         let beating = tokio::spawn(beat(
             runner.pool.clone(),
+            runner.metrics.clone(),
             me.clone(),
             reacting,
             events.clone(),
@@ -150,6 +158,7 @@ impl Daemon {
             reacting_jobs,
             failures: HashMap::new(),
             status: SystemdStatus::default(),
+            deadlines,
         })
     }
 
@@ -157,6 +166,7 @@ impl Daemon {
     /// up to the drain timeout, and leaves the members.
     async fn stop(mut self) -> anyhow::Result<()> {
         systemd::stopping();
+        self.runner.metrics.stopping();
         tracing::info!(
             running = self.running.len(),
             "stopping: no new ticks; letting running jobs finish"

@@ -73,7 +73,7 @@ macro_rules! tick_counts {
             unavailable: AlertsSkipped,
             malformed_alerts: AlertsSkipped,
             malformed_quotes: Unexported,
-            quote_errors: Unexported,
+            quote_errors: QuoteErrors,
         }
     };
 }
@@ -90,6 +90,8 @@ pub enum Series {
     AlertsTriggered,
     /// `price_alertd_alerts_rearmed_total`.
     AlertsRearmed,
+    /// `price_alertd_quote_errors_total`.
+    QuoteErrors,
     /// `price_alertd_alerts_skipped_total{reason="<the count's name>"}`.
     AlertsSkipped,
     /// Only the summary and the logs.

@@ -1,4 +1,5 @@
-//! The HTTP endpoint: `/metrics` and `/healthz` on `[metrics] listen`.
+//! The HTTP endpoint: `/metrics`, `/healthz` (alive) and `/readyz` (ready to
+//! do its work) on `[metrics] listen`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,9 +8,10 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::Bytes;
 
+use crate::membership;
 use crate::store::{self, Pool};
 
-use super::exposition::{Backlog, Format};
+use super::exposition::{Format, Readings};
 use super::series::Metrics;
 
 /// `metrics.listen` cannot be listened on (taken, or not an address of this
@@ -36,13 +38,14 @@ pub fn check_listen(listen: SocketAddr) -> anyhow::Result<()> {
         .map_err(|error| cannot_listen(listen, error))
 }
 
-/// Binds `listen` and serves `/metrics` and `/healthz` until the runtime ends.
+/// Binds `listen` and serves `/metrics`, `/healthz` and `/readyz` until the
+/// runtime ends.
 /// Binding happens before this returns, so a taken port fails the start.
 pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, pool: Pool) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|error| cannot_listen(listen, error))?;
-    tracing::info!(%listen, "serving /metrics and /healthz");
+    tracing::info!(%listen, "serving /metrics, /healthz and /readyz");
     if !listen.ip().is_loopback() {
         tracing::warn!(
             %listen,
@@ -89,42 +92,34 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, pool: Pool) -> any
     Ok(())
 }
 
+const TEXT: &str = "text/plain; charset=utf-8";
+
 async fn answer(
     path: &str,
     accept: Option<&str>,
     metrics: &Metrics,
     pool: &Pool,
 ) -> hyper::Response<Full<Bytes>> {
-    let backlog = store::blocking(pool, "reading the outbox", |connection| {
-        let (pending, dead) = store::outbox::backlog(connection)?;
-        Ok((pending, dead, store::outbox::oldest_pending(connection)?))
-    })
-    .await;
-    let (status, content_type, body) = match (path, backlog) {
-        ("/metrics", Ok((pending, dead, oldest))) => {
-            let format = Format::negotiate(accept);
-            let oldest_pending = oldest
-                .as_deref()
-                .and_then(crate::evaluate::parse_time)
-                .and_then(|created| (chrono::Utc::now() - created).to_std().ok())
-                .unwrap_or_default();
-            let backlog = Backlog {
-                pending,
-                dead,
-                oldest_pending,
-            };
-            (200, format.content_type(), metrics.render(format, backlog))
-        }
-        ("/healthz", Ok(_)) => (200, "text/plain; charset=utf-8", "ok\n".to_owned()),
-        ("/metrics" | "/healthz", Err(error)) => (
-            503,
-            "text/plain; charset=utf-8",
-            format!("the database is not answering: {error:#}\n"),
-        ),
+    let (status, content_type, body) = match path {
+        "/metrics" => match read(pool).await {
+            Ok(readings) => {
+                let format = Format::negotiate(accept);
+                (200, format.content_type(), metrics.render(format, readings))
+            }
+            Err(error) => (
+                503,
+                TEXT,
+                format!("the database is not answering: {error:#}\n"),
+            ),
+        },
+        // Alive: the process serves. Restarting it cures nothing that
+        // `/readyz` reports.
+        "/healthz" => (200, TEXT, "ok\n".to_owned()),
+        "/readyz" => ready(metrics, pool).await,
         _ => (
             404,
-            "text/plain; charset=utf-8",
-            "not found: try /metrics or /healthz\n".to_owned(),
+            TEXT,
+            "not found: try /metrics, /healthz or /readyz\n".to_owned(),
         ),
     };
     let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
@@ -134,4 +129,72 @@ async fn answer(
         hyper::header::HeaderValue::from_static(content_type),
     );
     response
+}
+
+/// The outbox and the members, as the database says now.
+async fn read(pool: &Pool) -> anyhow::Result<Readings> {
+    let (pending, dead, oldest, members) =
+        store::blocking(pool, "reading the outbox and the members", |connection| {
+            let (pending, dead) = store::outbox::backlog(connection)?;
+            let oldest = store::outbox::oldest_pending(connection)?;
+            Ok((pending, dead, oldest, store::cluster::members(connection)?))
+        })
+        .await?;
+    let oldest_pending = oldest
+        .as_deref()
+        .and_then(crate::evaluate::parse_time)
+        .and_then(|created| (chrono::Utc::now() - created).to_std().ok())
+        .unwrap_or_default();
+    let lease = membership::FIRE_LEASE.as_millis() as i64;
+    let count = |beat_within: std::ops::RangeInclusive<i64>| {
+        members
+            .iter()
+            .filter(|member| beat_within.contains(&member.heartbeat_age_ms))
+            .count() as u64
+    };
+    Ok(Readings {
+        pending,
+        dead,
+        oldest_pending,
+        live_members: count(i64::MIN..=lease),
+        lost_members: count(lease + 1..=LOST_FOR.as_millis() as i64),
+    })
+}
+
+/// How long a member that stopped beating without leaving counts as lost
+/// (then as gone: `status` still lists it for a day).
+const LOST_FOR: Duration = Duration::from_secs(3600);
+
+/// How long `/readyz` waits for the database: a probe should not hang for
+/// as long as a tick waits for a connection.
+const READY_WITHIN: Duration = Duration::from_secs(2);
+
+/// Ready to do its work: the database answers, the jobs' fire times are
+/// booked, and this member beats (see `Metrics::not_ready`). Otherwise 503
+/// and every reason, one a line.
+async fn ready(metrics: &Metrics, pool: &Pool) -> (u16, &'static str, String) {
+    let answers = tokio::time::timeout(
+        READY_WITHIN,
+        store::blocking(pool, "asking the database", |connection| {
+            store::installation_id(connection)
+        }),
+    )
+    .await;
+    let mut why = metrics.not_ready();
+    match answers {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => why.insert(0, format!("the database is not answering: {error:#}")),
+        Err(_) => why.insert(
+            0,
+            format!(
+                "the database did not answer within {} s",
+                READY_WITHIN.as_secs()
+            ),
+        ),
+    }
+    if why.is_empty() {
+        return (200, TEXT, "ready\n".to_owned());
+    }
+    let reasons: String = why.iter().map(|reason| format!("- {reason}\n")).collect();
+    (503, TEXT, format!("not ready:\n{reasons}"))
 }

@@ -1,9 +1,10 @@
 //! The exposition: OpenMetrics or the classic text format, by `Accept`,
-//! with the outbox's gauges as the database says at the scrape.
+//! with the outbox's and the members' gauges as the database says at the
+//! scrape.
 
 use std::time::Duration;
 
-use super::series::Metrics;
+use super::series::{MemberLabels, Metrics};
 
 /// The exposition formats `/metrics` serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,20 +40,33 @@ impl Format {
 
 /// What the database says at scrape time.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Backlog {
+pub struct Readings {
     pub pending: u64,
     pub dead: u64,
     /// How long the oldest pending event has waited; zero if none waits.
     pub oldest_pending: Duration,
+    /// Members that beat within the fire lease.
+    pub live_members: u64,
+    /// Members that stopped beating within the last hour without leaving.
+    pub lost_members: u64,
 }
 
 impl Metrics {
-    /// The exposition in `format`, with the outbox gauges as the database
-    /// says now.
-    pub fn render(&self, format: Format, backlog: Backlog) -> String {
-        self.outbox_pending.set(backlog.pending as i64);
-        self.outbox_dead.set(backlog.dead as i64);
-        self.outbox_oldest.set(backlog.oldest_pending.as_secs_f64());
+    /// The exposition in `format`, with the outbox's and the members'
+    /// gauges as the database says now.
+    pub fn render(&self, format: Format, readings: Readings) -> String {
+        self.outbox_pending.set(readings.pending as i64);
+        self.outbox_dead.set(readings.dead as i64);
+        self.outbox_oldest
+            .set(readings.oldest_pending.as_secs_f64());
+        for (state, count) in [
+            ("live", readings.live_members),
+            ("lost", readings.lost_members),
+        ] {
+            self.members
+                .get_or_create(&MemberLabels { state })
+                .set(count as i64);
+        }
         let mut text = String::new();
         match format {
             Format::OpenMetrics => {

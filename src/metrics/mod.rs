@@ -1,14 +1,16 @@
 //! Prometheus metrics (`price_alertd_*`) and the HTTP endpoint that serves
-//! them with `/healthz`. The series are always kept; they are served only when
+//! them with `/healthz` and `/readyz`. The series are always kept; they are served only when
 //! `[metrics] listen` is set.
 
 mod endpoint;
 mod exposition;
 mod process;
+mod readiness;
 mod record;
 mod series;
 
 pub use endpoint::{CannotListen, check_listen, serve};
-pub use exposition::{Backlog, Format};
+pub use exposition::{Format, Readings};
+pub use readiness::BEATING_WITHIN;
 pub use record::{Delivery, Response};
 pub use series::Metrics;

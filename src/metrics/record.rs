@@ -71,9 +71,38 @@ impl Metrics {
             let _ = self.evaluated.get_or_create(&labels);
             let _ = self.triggered.get_or_create(&labels);
             let _ = self.rearmed.get_or_create(&labels);
+            let _ = self.quote_errors.get_or_create(&labels);
             let _ = self.last_success.get_or_create(&labels);
             let _ = self.takeovers.get_or_create(&labels);
         }
+    }
+
+    /// When `job` becomes overdue unless a run of it succeeds first; `None`:
+    /// never (its schedule has no more fire times).
+    pub fn job_deadline(&self, job: &str, deadline: Option<chrono::DateTime<chrono::Utc>>) {
+        let seconds = deadline.map_or(f64::INFINITY, |at| at.timestamp_millis() as f64 / 1000.0);
+        self.deadline
+            .get_or_create(&JobLabels {
+                job_name: job.to_owned(),
+            })
+            .set(seconds);
+    }
+
+    /// A job no longer configured (a reload): its deadline goes, so that it
+    /// never becomes overdue. Its counters stay, as counters do.
+    pub fn forget_job(&self, job: &str) {
+        self.deadline.remove(&JobLabels {
+            job_name: job.to_owned(),
+        });
+    }
+
+    #[cfg(test)]
+    pub(crate) fn deadline_of(&self, job: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let labels = JobLabels {
+            job_name: job.to_owned(),
+        };
+        let seconds = self.deadline.get(&labels)?.get();
+        chrono::DateTime::from_timestamp_millis((seconds * 1000.0) as i64)
     }
 
     /// A SIGHUP reload: applied, or refused (the running configuration stays).
@@ -161,6 +190,7 @@ impl Metrics {
                 Series::AlertsEvaluated => &self.evaluated,
                 Series::AlertsTriggered => &self.triggered,
                 Series::AlertsRearmed => &self.rearmed,
+                Series::QuoteErrors => &self.quote_errors,
                 Series::AlertsSkipped => {
                     self.skipped
                         .get_or_create(&SkipLabels { reason: count.name })

@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use crate::evaluate::{Series, TickReport};
 
 use super::process::Process;
+use super::readiness::Readiness;
 
 /// A job's series are labelled `job_name`: `job` is Prometheus's own target
 /// label, and a scrape would rename ours to `exported_job`.
@@ -43,6 +44,13 @@ pub(super) struct SkipLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct MemberLabels {
+    /// `live` (beat within the fire lease) or `lost` (stopped beating
+    /// within the last hour without leaving: crashed, killed, or cut off).
+    pub(super) state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct DeliveryLabels {
     pub(super) outcome: &'static str,
     /// What the receiver answered: `2xx` ... `5xx`, `timeout`, `connection`
@@ -51,6 +59,8 @@ pub(super) struct DeliveryLabels {
 }
 
 pub(super) const TICK_RESULTS: [&str; 4] = ["ok", "failed", "skipped", "elsewhere"];
+
+pub(super) const MEMBER_STATES: [&str; 2] = ["live", "lost"];
 
 pub(super) const TICK_CAUSES: [&str; 2] = ["schedule", "change"];
 
@@ -78,6 +88,7 @@ pub struct Metrics {
     pub(super) evaluated: Family<JobLabels, Counter>,
     pub(super) triggered: Family<JobLabels, Counter>,
     pub(super) rearmed: Family<JobLabels, Counter>,
+    pub(super) quote_errors: Family<JobLabels, Counter>,
     pub(super) skipped: Family<SkipLabels, Counter>,
     pub(super) takeovers: Family<JobLabels, Counter>,
     pub(super) deliveries: Family<DeliveryLabels, Counter>,
@@ -85,11 +96,15 @@ pub struct Metrics {
     pub(super) quote_to_claim: Family<JobLabels, Histogram>,
     pub(super) claim_to_delivery: Histogram,
     pub(super) last_success: Family<JobLabels, Gauge<f64, AtomicU64>>,
+    pub(super) deadline: Family<JobLabels, Gauge<f64, AtomicU64>>,
+    pub(super) last_heartbeat: Gauge<f64, AtomicU64>,
+    pub(super) members: Family<MemberLabels, Gauge>,
     pub(super) outbox_pending: Gauge,
     pub(super) outbox_dead: Gauge,
     pub(super) outbox_oldest: Gauge<f64, AtomicU64>,
     pub(super) reload_successful: Gauge,
     pub(super) reload_success_time: Gauge<f64, AtomicU64>,
+    pub(super) readiness: Readiness,
 }
 
 fn tick_histogram() -> Histogram {
@@ -111,6 +126,7 @@ impl Default for Metrics {
             evaluated: Family::default(),
             triggered: Family::default(),
             rearmed: Family::default(),
+            quote_errors: Family::default(),
             skipped: Family::default(),
             takeovers: Family::default(),
             deliveries: Family::default(),
@@ -118,11 +134,15 @@ impl Default for Metrics {
             quote_to_claim: Family::new_with_constructor(latency_histogram),
             claim_to_delivery: latency_histogram(),
             last_success: Family::default(),
+            deadline: Family::default(),
+            last_heartbeat: Gauge::default(),
+            members: Family::default(),
             outbox_pending: Gauge::default(),
             outbox_dead: Gauge::default(),
             outbox_oldest: Gauge::default(),
             reload_successful: Gauge::default(),
             reload_success_time: Gauge::default(),
+            readiness: Readiness::default(),
             registry: Registry::default(),
         };
         let mut root = Registry::default();
@@ -139,6 +159,9 @@ impl Default for Metrics {
                     .skipped
                     .get_or_create(&SkipLabels { reason: count.name });
             }
+        }
+        for state in MEMBER_STATES {
+            let _ = metrics.members.get_or_create(&MemberLabels { state });
         }
         for (outcome, responses) in DELIVERY_KINDS {
             for &response in responses {
@@ -199,6 +222,11 @@ impl Metrics {
             self.skipped.clone(),
         );
         registry.register(
+            "quote_errors",
+            "Quote fetches that failed, and answers that gave tickers unusably (prices.source = \"http\"), by job",
+            self.quote_errors.clone(),
+        );
+        registry.register(
             "fires_taken_over",
             "Fire times this daemon took over from a daemon sharing the database that stopped beating mid-run",
             self.takeovers.clone(),
@@ -227,6 +255,21 @@ impl Metrics {
             "last_successful_tick_timestamp_seconds",
             "When each job last finished without error (unix seconds; 0: not yet)",
             self.last_success.clone(),
+        );
+        registry.register(
+            "job_deadline_timestamp_seconds",
+            "When each job counts as overdue unless a run of it succeeds first, here or (its fire time taken by another member) elsewhere: its third fire time after the last that did, or after the daemon started (unix seconds; +Inf: no further fire times)",
+            self.deadline.clone(),
+        );
+        registry.register(
+            "last_heartbeat_timestamp_seconds",
+            "When this member's heartbeat last renewed its leases (unix seconds; 0: not yet)",
+            self.last_heartbeat.clone(),
+        );
+        registry.register(
+            "cluster_members",
+            "Daemons sharing the database, as it says at the scrape, by state: live (beat within the fire lease), lost (stopped beating within the last hour without leaving)",
+            self.members.clone(),
         );
         registry.register(
             "outbox_pending",

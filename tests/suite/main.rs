@@ -17,6 +17,7 @@ mod crash;
 mod delivery;
 mod hostile;
 mod incremental;
+mod kit;
 mod ops;
 mod outage;
 mod package;

@@ -689,9 +689,19 @@ fn metrics_scrape_cleanly_in_either_format_with_every_series_from_the_start() {
         "price_alertd_deliveries_total{outcome=\"dead\",response=\"4xx\"}",
         "price_alertd_deliveries_total{outcome=\"released\",response=\"none\"}",
         "price_alertd_outbox_oldest_pending_age_seconds",
+        "price_alertd_quote_errors_total{job_name=\"evaluate\"}",
+        "price_alertd_cluster_members{state=\"lost\"}",
     ] {
         assert_eq!(sample(&classic, series), Some(0.0), "{series} in {classic}");
     }
+    // Its deadline: the third 1 January from now.
+    let deadline = sample(
+        &classic,
+        "price_alertd_job_deadline_timestamp_seconds{job_name=\"evaluate\"}",
+    )
+    .unwrap();
+    let in_years = (deadline - chrono::Utc::now().timestamp() as f64) / (365.25 * 86400.0);
+    assert!((2.0..3.01).contains(&in_years), "{deadline}");
     assert!(!classic.contains("{job="), "{classic}");
     for (series, at_least) in [
         ("price_alertd_build_info{version=\"0.1.0\"}", 1.0),

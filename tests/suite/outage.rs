@@ -9,15 +9,22 @@ use std::time::Duration;
 
 use common::{
     Daemon, Db, Receiver, change_runs, config_text, counter, free_port, ok_runs, reacting_config,
-    wait_until,
+    scrape, wait_until,
 };
 
 #[test]
 fn a_restarted_or_unreachable_postgresql_fails_ticks_cleanly_and_loses_nothing() {
     let db = Db::on_cluster_to_restart();
     let receiver = Receiver::start_lean();
-    let path = db.write_config(&config_text(&db, &receiver.url, "* * * * * *"));
+    let port = free_port();
+    let path = db.write_config(
+        &(config_text(&db, &receiver.url, "* * * * * *")
+            + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")),
+    );
     let mut daemon = Daemon::start(&path);
+    wait_until("the daemon is ready", || {
+        scrape(port, "/readyz") == (200, "ready\n".to_owned())
+    });
 
     let triggered = |first: usize, count: usize| {
         for n in first..first + count {
@@ -36,7 +43,36 @@ fn a_restarted_or_unreachable_postgresql_fails_ticks_cleanly_and_loses_nothing()
     // Down for a while, with alerts waiting to be claimed and events waiting
     // to be sent.
     triggered(20, 10);
+    // Meanwhile, a readiness probe: the daemon is alive, and not ready.
+    let probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let probe = {
+        let probing = probing.clone();
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while probing.load(std::sync::atomic::Ordering::Relaxed) {
+                answers.push((scrape(port, "/readyz"), scrape(port, "/healthz").0));
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            answers
+        })
+    };
     db.cluster().restart(Duration::from_secs(12));
+    probing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let answers = probe.join().unwrap();
+    assert!(
+        answers
+            .iter()
+            .any(|((status, body), _)| *status == 503
+                && body.starts_with("not ready:\n- the database ")),
+        "{answers:#?}"
+    );
+    assert!(
+        answers.iter().all(|(_, alive)| *alive == 200),
+        "{answers:#?}"
+    );
+    wait_until("the daemon is ready again", || {
+        scrape(port, "/readyz") == (200, "ready\n".to_owned())
+    });
     receiver.wait_for_distinct(30);
     daemon.wait_for_log("the job runs again after failing");
     // Its failures said why, not only that a wait ran out.

@@ -120,6 +120,19 @@ fn the_package_installs_an_enabled_service_with_its_users_and_removes_cleanly() 
             "etc/price-alertd/price-alertd.toml",
             "etc/price-alertd.toml",
         ),
+        // The operator's kit (tests/suite/kit.rs checks it).
+        (
+            "usr/share/price-alertd/prometheus/price-alertd.rules.yml",
+            "etc/prometheus/price-alertd.rules.yml",
+        ),
+        (
+            "usr/share/price-alertd/prometheus/price-alertd.rules.test.yml",
+            "etc/prometheus/price-alertd.rules.test.yml",
+        ),
+        (
+            "usr/share/price-alertd/grafana/price-alertd.json",
+            "etc/grafana/price-alertd.json",
+        ),
     ] {
         assert_eq!(
             std::fs::read(tree.join(packaged)).unwrap(),

@@ -1,0 +1,104 @@
+//! What `/readyz` asks of the daemon besides its database: its jobs armed
+//! and this member beating. The loop and the heartbeat tell it; the
+//! endpoint reads it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::lock::lock;
+
+use super::series::{Metrics, now_seconds};
+
+/// A member whose last heartbeat is older than this is not ready: three
+/// heartbeats missed, half the fire lease after which others take its
+/// fire times over.
+pub const BEATING_WITHIN: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Default)]
+pub(super) struct Readiness(Mutex<State>);
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: Jobs,
+    last_beat: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+enum Jobs {
+    /// The loop has not booked its fire times yet.
+    #[default]
+    Starting,
+    /// Every job's next fire time is booked, but for these (the scheduler
+    /// refused them: they run again after a reload).
+    Armed { unarmed: Vec<String> },
+    /// Stopping: no new runs.
+    Stopping,
+}
+
+impl Metrics {
+    /// The loop booked its jobs' fire times, all but `unarmed`'s.
+    pub fn jobs_armed(&self, unarmed: Vec<String>) {
+        lock(&self.readiness.0).jobs = Jobs::Armed { unarmed };
+    }
+
+    /// The daemon stops: it starts no more runs.
+    pub fn stopping(&self) {
+        lock(&self.readiness.0).jobs = Jobs::Stopping;
+    }
+
+    /// This member's heartbeat renewed its leases.
+    pub fn beat(&self) {
+        lock(&self.readiness.0).last_beat = Some(Instant::now());
+        self.last_heartbeat.set(now_seconds());
+    }
+
+    /// Why the daemon is not ready to do its work, besides its database;
+    /// empty when it is.
+    pub(super) fn not_ready(&self) -> Vec<String> {
+        let state = lock(&self.readiness.0);
+        let mut why = Vec::new();
+        match &state.jobs {
+            Jobs::Starting => why.push("starting: the jobs are not scheduled yet".to_owned()),
+            Jobs::Stopping => why.push("stopping: no new runs start".to_owned()),
+            Jobs::Armed { unarmed } if !unarmed.is_empty() => why.push(format!(
+                "no fire time is booked for {} (see the log; a reload books them again)",
+                unarmed.join(", ")
+            )),
+            Jobs::Armed { .. } => {}
+        }
+        match state.last_beat.map(|at| at.elapsed()) {
+            None => why.push("this member has not beaten yet".to_owned()),
+            Some(since) if since > BEATING_WITHIN => why.push(format!(
+                "this member last beat {} s ago (ready within {} s): its fire times and reacting jobs may go to others",
+                since.as_secs(),
+                BEATING_WITHIN.as_secs()
+            )),
+            Some(_) => {}
+        }
+        why
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_once_armed_and_beating_and_not_while_stopping() {
+        let metrics = Metrics::default();
+        assert_eq!(metrics.not_ready().len(), 2, "{:?}", metrics.not_ready());
+        metrics.jobs_armed(vec!["nightly".to_owned()]);
+        metrics.beat();
+        let why = metrics.not_ready();
+        assert_eq!(why.len(), 1);
+        assert!(why[0].contains("nightly"), "{why:?}");
+        metrics.jobs_armed(Vec::new());
+        assert!(metrics.not_ready().is_empty());
+        lock(&metrics.readiness.0).last_beat =
+            Instant::now().checked_sub(BEATING_WITHIN + Duration::from_secs(1));
+        assert!(metrics.not_ready()[0].contains("last beat 16 s ago"));
+        metrics.beat();
+        metrics.stopping();
+        assert_eq!(metrics.not_ready(), ["stopping: no new runs start"]);
+    }
+}
