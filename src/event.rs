@@ -26,6 +26,12 @@ pub struct EventData {
     pub triggered_at: String,
     pub user_id: Option<String>,
     pub note: Option<String>,
+    /// Which trigger of the alert this is: 1 for its first (since its last
+    /// `alerts rearm`), 2 for a repeating alert's second, ...
+    pub trigger_count: i64,
+    /// Of how many (`max_triggers`): the last one leaves the alert
+    /// disabled. Null: no budget.
+    pub max_triggers: Option<i64>,
 }
 
 impl Event {
@@ -76,11 +82,13 @@ mod tests {
                 triggered_at: "2026-01-02T03:04:05.000Z".into(),
                 user_id: Some("u1".into()),
                 note: None,
+                trigger_count: 2,
+                max_triggers: Some(3),
             },
         );
         assert_eq!(
             event.to_json(),
-            r#"{"type":"price_alert","id":"pa_5d1c0e7a9b3f4c2d8e6a1b0f_42_7","timestamp":"2026-01-02T03:04:05.000Z","data":{"alert_id":42,"ticker":"AAPL","condition":"above","target_price":200.0,"price":201.5,"quote_time":"2026-01-02T03:04:00Z","triggered_at":"2026-01-02T03:04:05.000Z","user_id":"u1","note":null}}"#
+            r#"{"type":"price_alert","id":"pa_5d1c0e7a9b3f4c2d8e6a1b0f_42_7","timestamp":"2026-01-02T03:04:05.000Z","data":{"alert_id":42,"ticker":"AAPL","condition":"above","target_price":200.0,"price":201.5,"quote_time":"2026-01-02T03:04:00Z","triggered_at":"2026-01-02T03:04:05.000Z","user_id":"u1","note":null,"trigger_count":2,"max_triggers":3}}"#
         );
     }
 }

@@ -155,6 +155,10 @@ enum AlertsCommand {
         /// Make it repeat: re-armed this long after each trigger ("15m").
         #[arg(long, value_name = "DURATION")]
         cooldown: Option<String>,
+        /// With --cooldown: trigger at most N times, then stay disabled.
+        #[arg(long, value_name = "N", requires = "cooldown",
+              value_parser = clap::value_parser!(i64).range(1..))]
+        max_triggers: Option<i64>,
     },
     /// Make an alert repeat, re-armed this long after each trigger, or fire
     /// once again (--none).
@@ -168,8 +172,20 @@ enum AlertsCommand {
         #[arg(long)]
         none: bool,
     },
-    /// Arm a triggered, expired or disabled alert again; its next trigger
-    /// carries a new event id.
+    /// Keep an alert from firing for a while: it stays armed, and is judged
+    /// at the price of then when the snooze ends; or end a snooze (--off).
+    Snooze {
+        /// The alert's id.
+        id: i64,
+        /// How long from now ("30m", "2h").
+        #[arg(required_unless_present = "off", conflicts_with = "off")]
+        duration: Option<String>,
+        /// End the snooze now.
+        #[arg(long)]
+        off: bool,
+    },
+    /// Arm a triggered, expired or disabled alert again, with its trigger
+    /// budget whole again; its next trigger carries a new event id.
     Rearm {
         /// The alert's id.
         id: i64,
@@ -397,6 +413,7 @@ fn alerts_command(config: &Config, command: AlertsCommand) -> anyhow::Result<()>
             user,
             expires,
             cooldown,
+            max_triggers,
         } => {
             let alert = alerts::NewAlert {
                 ticker: &ticker,
@@ -407,11 +424,15 @@ fn alerts_command(config: &Config, command: AlertsCommand) -> anyhow::Result<()>
                 user_id: user.as_deref(),
                 expires_at: expires.as_deref(),
                 cooldown: cooldown.as_deref(),
+                max_triggers,
             };
             admin::alerts_add(config, &alert, &mut out)
         }
         AlertsCommand::Cooldown { id, duration, .. } => {
             admin::alerts_cooldown(config, id, duration.as_deref(), &mut out)
+        }
+        AlertsCommand::Snooze { id, duration, .. } => {
+            admin::alerts_snooze(config, id, duration.as_deref(), &mut out)
         }
         AlertsCommand::Rearm { id } => admin::alerts_rearm(config, id, &mut out),
         AlertsCommand::Disable { id } => admin::alerts_disable(config, id, &mut out),

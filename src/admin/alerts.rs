@@ -1,4 +1,4 @@
-//! `alerts list`, `add`, `disable`, `rearm` and `cooldown`.
+//! `alerts list`, `add`, `disable`, `rearm`, `cooldown` and `snooze`.
 
 use std::io::Write;
 
@@ -43,6 +43,7 @@ pub fn alerts_list(
             &mut entry.triggered_at,
             &mut entry.expires_at,
             &mut entry.expired_at,
+            &mut entry.snoozed_until,
         ]
         .into_iter()
         .flatten()
@@ -66,12 +67,18 @@ fn write_alerts(entries: Vec<alerts::AlertEntry>, out: &mut impl Write) -> anyho
         ("REFERENCE", Align::Right),
         ("STATE", Align::Left),
         ("COOLDOWN", Align::Left),
+        ("FIRED", Align::Right),
         ("TRIGGERED AT", Align::Left),
         ("AT PRICE", Align::Right),
         ("NOTE", Align::Left),
     ]);
+    let now = Utc::now();
     for entry in entries {
-        let state = state(&entry);
+        let state = state(&entry, now);
+        let fired = match entry.max_triggers.as_deref().map(str::trim) {
+            Some(max) if !max.is_empty() => format!("{} of {max}", entry.trigger_count),
+            _ => entry.trigger_count.to_string(),
+        };
         table.row(vec![
             entry.id.to_string(),
             entry.ticker,
@@ -86,6 +93,7 @@ fn write_alerts(entries: Vec<alerts::AlertEntry>, out: &mut impl Write) -> anyho
                 .filter(|cooldown| !cooldown.is_empty())
                 .unwrap_or("-")
                 .to_owned(),
+            fired,
             entry.triggered_at.unwrap_or_else(|| "-".to_owned()),
             number(entry.triggered_price),
             entry
@@ -98,16 +106,28 @@ fn write_alerts(entries: Vec<alerts::AlertEntry>, out: &mut impl Write) -> anyho
     Ok(())
 }
 
-/// An alert's state in a word.
-fn state(entry: &alerts::AlertEntry) -> &'static str {
+/// An alert's state in a word, at `now`.
+fn state(entry: &alerts::AlertEntry, now: chrono::DateTime<Utc>) -> &'static str {
+    let snoozed = entry
+        .snoozed_until
+        .as_deref()
+        .and_then(crate::evaluate::parse_time)
+        .is_some_and(|until| until > now);
+    let spent = entry
+        .max_triggers
+        .as_deref()
+        .and_then(|max| max.trim().parse::<f64>().ok())
+        .is_some_and(|max| entry.trigger_count as f64 >= max);
     match (
         entry.enabled,
         &entry.rearm_at,
         &entry.triggered_at,
         &entry.expired_at,
     ) {
+        (true, ..) if snoozed => "snoozed",
         (true, ..) => "armed",
         (false, Some(_), ..) => "cooling",
+        (false, None, Some(_), _) if spent => "spent",
         (false, None, Some(_), _) => "triggered",
         (false, None, None, Some(_)) => "expired",
         (false, None, None, None) => "disabled",
@@ -170,6 +190,39 @@ pub fn alerts_disable(config: &Config, id: i64, out: &mut impl Write) -> anyhow:
         "alert {id} does not exist, or is neither armed nor waiting out a cooldown"
     );
     writeln!(out, "disabled alert {id}")?;
+    Ok(())
+}
+
+/// Snoozes an armed alert (or a repeating one waiting out its cooldown)
+/// for `duration` from now, or (`None`) ends its snooze.
+pub fn alerts_snooze(
+    config: &Config,
+    id: i64,
+    duration: Option<&str>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let until = match duration {
+        Some(text) => {
+            let duration = humantime::parse_duration(text.trim())
+                .ok()
+                .and_then(|duration| chrono::Duration::from_std(duration).ok())
+                .with_context(|| format!("{text:?} is not a duration such as \"30m\""))?;
+            let until = Utc::now()
+                .checked_add_signed(duration)
+                .context("the snooze would end beyond the calendar")?;
+            Some(store::timestamp(until))
+        }
+        None => None,
+    };
+    let mut connection = connect(config)?;
+    anyhow::ensure!(
+        alerts::snooze(&mut connection, id, until.as_deref()).context("snoozing the alert")?,
+        "alert {id} does not exist, or is neither armed nor waiting out a cooldown"
+    );
+    match until {
+        Some(until) => writeln!(out, "alert {id} snoozed until {until}")?,
+        None => writeln!(out, "alert {id} is no longer snoozed")?,
+    }
     Ok(())
 }
 

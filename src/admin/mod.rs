@@ -11,7 +11,9 @@ mod quotes;
 mod status;
 mod table;
 
-pub use alerts::{alerts_add, alerts_cooldown, alerts_disable, alerts_list, alerts_rearm};
+pub use alerts::{
+    alerts_add, alerts_cooldown, alerts_disable, alerts_list, alerts_rearm, alerts_snooze,
+};
 pub use check::{Checks, check_config};
 pub use outbox::{Replay, outbox_list, outbox_replay};
 pub use quotes::{quotes_list, quotes_set};

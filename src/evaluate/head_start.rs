@@ -51,6 +51,7 @@ pub(super) fn head_start(
         now,
         read: AtomicU64::new(0),
         malformed: AtomicU64::new(0),
+        snoozed: AtomicU64::new(0),
         // The tick names the malformed rows it reads again.
         warnings: AtomicU64::new(WARNINGS_PER_TICK),
     };

@@ -51,6 +51,9 @@ pub struct Observed {
 pub enum Verdict {
     Fire,
     Hold,
+    /// It would fire, but its `snoozed_until` has not come: it stays armed,
+    /// and is judged again on the first tick after.
+    Snoozed,
     /// Its `expires_at` has passed: it never fires.
     Expired,
     /// The row cannot be evaluated; the reason names what is wrong.
@@ -71,6 +74,21 @@ pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdic
     if let Err(reason) = cooldown_of(alert) {
         return Verdict::Malformed(reason);
     }
+    if let Err(reason) = max_triggers_of(alert) {
+        return Verdict::Malformed(reason);
+    }
+    let snoozed = match &alert.snoozed_until {
+        None => false,
+        Some(until) => match parse_time(until) {
+            Some(until) => until > now,
+            None => {
+                return Verdict::Malformed(format!(
+                    "snoozed_until {:?} is not a date and time",
+                    logging::bounded(until)
+                ));
+            }
+        },
+    };
     if let Some(expiry) = &alert.expires_at {
         match parse_time(expiry) {
             Some(expiry) if expiry <= now => return Verdict::Expired,
@@ -110,7 +128,32 @@ pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdic
             }
         }
     };
-    if fires { Verdict::Fire } else { Verdict::Hold }
+    match (fires, snoozed) {
+        (true, false) => Verdict::Fire,
+        (true, true) => Verdict::Snoozed,
+        (false, _) => Verdict::Hold,
+    }
+}
+
+/// How many times a repeating alert may trigger (`max_triggers`): none if
+/// it has no budget (NULL or blank), or why it is not a whole number of at
+/// least 1. The claim that spends the last one leaves the alert disabled.
+pub fn max_triggers_of(alert: &AlertRow) -> Result<Option<u64>, String> {
+    let Some(text) = alert.max_triggers.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<f64>() {
+        Ok(count) if count >= 1.0 && count.fract() == 0.0 && count <= i64::MAX as f64 => {
+            Ok(Some(count as u64))
+        }
+        _ => Err(format!(
+            "max_triggers {:?} is not a whole number of at least 1",
+            logging::bounded(text)
+        )),
+    }
 }
 
 /// The shortest cooldown: a repeating alert fires at most once a second.

@@ -139,12 +139,14 @@ fn stages(
         now,
         read: AtomicU64::new(0),
         malformed: AtomicU64::new(0),
+        snoozed: AtomicU64::new(0),
         warnings,
     };
     let claimed = evaluate_and_claim(workers, &readers, &mut writer, options, report);
     let evaluated_and_claimed = started.elapsed();
     report.evaluated += readers.read.into_inner();
     report.malformed_alerts += readers.malformed.into_inner();
+    report.snoozed += readers.snoozed.into_inner();
     let suppressed = readers
         .warnings
         .into_inner()

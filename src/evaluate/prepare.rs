@@ -81,6 +81,7 @@ pub(super) fn settle_due(
     report.rearmed =
         alerts::rearm_cooled_down(writer, now).context("re-arming repeating alerts")? as u64;
     report.expired = alerts::expire_due(writer, now).context("expiring alerts")? as u64;
+    report.woken = alerts::wake_snoozed(writer, now).context("waking snoozed alerts")? as u64;
     Ok(())
 }
 

@@ -28,6 +28,8 @@ pub(super) struct Readers<'a> {
     /// Alerts read and judged.
     pub(super) read: AtomicU64,
     pub(super) malformed: AtomicU64,
+    /// Alerts that would have fired but are snoozed.
+    pub(super) snoozed: AtomicU64,
     pub(super) warnings: AtomicU64,
 }
 
@@ -139,6 +141,9 @@ impl Judging<'_> {
             }),
             // Expired rows are disabled by the next tick's `expire_due`.
             Verdict::Hold | Verdict::Expired => {}
+            Verdict::Snoozed => {
+                readers.snoozed.fetch_add(1, Ordering::Relaxed);
+            }
             Verdict::Malformed(reason) => {
                 readers.malformed.fetch_add(1, Ordering::Relaxed);
                 warn_malformed(&readers.warnings, &alert, &reason);

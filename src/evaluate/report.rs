@@ -18,6 +18,12 @@ pub struct TickReport {
     pub expired: u64,
     /// Repeating alerts re-armed because their cooldown passed.
     pub rearmed: u64,
+    /// Triggered alerts not claimed because they are snoozed: they stay
+    /// armed.
+    pub snoozed: u64,
+    /// Snoozed alerts whose `snoozed_until` came: judged by this tick at the
+    /// price of now.
+    pub woken: u64,
     /// Changed alerts whose ticker has no quote.
     pub no_quote: u64,
     /// Changed tickers whose quote is older than `prices.max_age`, and the
@@ -67,6 +73,8 @@ macro_rules! tick_counts {
             unclaimed: Unexported,
             expired: AlertsSkipped,
             rearmed: AlertsRearmed,
+            snoozed: AlertsSkipped,
+            woken: Unexported,
             no_quote: AlertsSkipped,
             stale_quotes: Unexported,
             stale_alerts: AlertsSkipped,

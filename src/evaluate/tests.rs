@@ -24,6 +24,8 @@ fn alert(condition: &str, target: Option<f64>, reference: Option<f64>) -> AlertR
         user_id: None,
         note: None,
         cooldown: None,
+        snoozed_until: None,
+        max_triggers: None,
     }
 }
 

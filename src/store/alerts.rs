@@ -26,6 +26,12 @@ pub struct AlertRow {
     pub note: Option<String>,
     /// As the application wrote it (`"15m"`); `evaluate` parses it.
     pub cooldown: Option<String>,
+    /// Not to fire before then (RFC 3339, as the application or `alerts
+    /// snooze` wrote it); `evaluate` parses it.
+    pub snoozed_until: Option<String>,
+    /// How many triggers a repeating alert has, as the application wrote
+    /// it (a whole number of at least 1); `evaluate` parses it.
+    pub max_triggers: Option<String>,
 }
 
 /// An alert the evaluator found triggered, to be claimed.
@@ -61,6 +67,14 @@ pub struct Claimed {
     pub locked: Vec<i64>,
 }
 
+/// Which trigger of its alert a claim was, as the claim's statement
+/// returned it: its `trigger_count` after the claim, of `max_triggers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Fired {
+    pub(super) count: i64,
+    pub(super) max: Option<i64>,
+}
+
 /// An alert as operators see it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AlertEntry {
@@ -79,6 +93,12 @@ pub struct AlertEntry {
     pub cooldown: Option<String>,
     /// When a repeating alert that triggered is re-armed (RFC 3339).
     pub rearm_at: Option<String>,
+    /// Not to fire before then, as written.
+    pub snoozed_until: Option<String>,
+    /// How many times the claim fired it (since its last `alerts rearm`).
+    pub trigger_count: i64,
+    /// Its trigger budget, as written.
+    pub max_triggers: Option<String>,
 }
 
 /// Which alerts `list` shows.
@@ -100,6 +120,7 @@ pub struct NewAlert<'a> {
     pub user_id: Option<&'a str>,
     pub expires_at: Option<&'a str>,
     pub cooldown: Option<&'a str>,
+    pub max_triggers: Option<i64>,
 }
 
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
@@ -146,14 +167,32 @@ pub fn rearm_cooled_down(connection: &mut Connection, now: DateTime<Utc>) -> Res
     super::engine!(connection, alerts::rearm_cooled_down(&text, now_ms))
 }
 
+/// Wakes every enabled alert whose `snoozed_until` has come by `now`:
+/// clears it, an edit, so that the next window reads the alert and judges
+/// it at the price of then. Through the partial index of the snoozed;
+/// rows someone else holds locked stay snoozed until a later tick. Returns
+/// how many.
+pub fn wake_snoozed(connection: &mut Connection, now: DateTime<Utc>) -> Result<usize> {
+    let now = super::timestamp(now);
+    super::engine!(connection, alerts::wake_snoozed(&now))
+}
+
+/// Snoozes an alert until `until` (RFC 3339), or wakes it (`None`): it
+/// keeps its arming. Returns false if there is no such alert, or it is
+/// neither armed nor waiting to be re-armed.
+pub fn snooze(connection: &mut Connection, id: i64, until: Option<&str>) -> Result<bool> {
+    shared!(connection, snooze_on, id, until)
+}
+
 /// Sets or clears an alert's cooldown. Returns false if there is no such alert.
 pub fn set_cooldown(connection: &mut Connection, id: i64, cooldown: Option<&str>) -> Result<bool> {
     shared!(connection, set_cooldown_on, id, cooldown)
 }
 
 /// Re-arms a disabled alert: enabled again, its trigger and expiry stamps
-/// cleared; the schema's trigger gives it a new arming (a new event id).
-/// Returns false if there is no such alert or it is already armed.
+/// cleared, its trigger budget whole again (`trigger_count` 0); the
+/// schema's trigger gives it a new arming (a new event id). Returns false if
+/// there is no such alert or it is already armed.
 pub fn rearm(connection: &mut Connection, id: i64) -> Result<bool> {
     shared!(connection, rearm_on, id)
 }
@@ -204,16 +243,22 @@ pub fn disable(connection: &mut Connection, id: i64) -> Result<bool> {
 pub(super) const SET_COOLDOWN: &str = "UPDATE price_alerts SET cooldown = $1 WHERE id = $2";
 pub(super) static REARM: PerEngine = PerEngine::new(
     "UPDATE price_alerts
-     SET enabled = {true}, triggered_at = NULL, triggered_price = NULL, expired_at = NULL, rearm_at = NULL
+     SET enabled = {true}, triggered_at = NULL, triggered_price = NULL, expired_at = NULL, rearm_at = NULL,
+         trigger_count = 0
      WHERE id = $1 AND enabled = {false}",
+);
+pub(super) static SNOOZE: PerEngine = PerEngine::new(
+    "UPDATE price_alerts SET snoozed_until = $1
+     WHERE id = $2 AND (enabled = {true} OR rearm_at IS NOT NULL)",
 );
 pub(super) static DISABLE: PerEngine = PerEngine::new(
     "UPDATE price_alerts SET enabled = {false}, rearm_at = NULL
      WHERE id = $1 AND (enabled = {true} OR rearm_at IS NOT NULL)",
 );
 pub(super) const ADD: &str = "INSERT INTO price_alerts
-         (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at, cooldown)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+         (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at, cooldown,
+          max_triggers)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
 
 fn set_cooldown_on<C: Statements>(
     connection: &mut C,
@@ -221,6 +266,14 @@ fn set_cooldown_on<C: Statements>(
     cooldown: Option<&str>,
 ) -> std::result::Result<bool, C::Error> {
     Ok(connection.execute(SET_COOLDOWN, &[&cooldown, &id])? > 0)
+}
+
+fn snooze_on<C: Statements>(
+    connection: &mut C,
+    id: i64,
+    until: Option<&str>,
+) -> std::result::Result<bool, C::Error> {
+    Ok(connection.execute(C::per_engine(&SNOOZE), &[&until, &id])? > 0)
 }
 
 fn rearm_on<C: Statements>(connection: &mut C, id: i64) -> std::result::Result<bool, C::Error> {
@@ -248,6 +301,7 @@ fn add_on<C: Statements>(
             &alert.note,
             &alert.expires_at,
             &alert.cooldown,
+            &alert.max_triggers,
         ],
         |row| row.get::<i64>(0),
     )?;
@@ -255,7 +309,12 @@ fn add_on<C: Statements>(
 }
 
 /// The event of a claimed trigger.
-pub(super) fn event_of(installation: &str, trigger: &Trigger, stamp: &str) -> crate::event::Event {
+pub(super) fn event_of(
+    installation: &str,
+    trigger: &Trigger,
+    fired: Fired,
+    stamp: &str,
+) -> crate::event::Event {
     crate::event::Event::price_alert(
         installation,
         trigger.alert_id,
@@ -271,6 +330,8 @@ pub(super) fn event_of(installation: &str, trigger: &Trigger, stamp: &str) -> cr
             triggered_at: stamp.to_owned(),
             user_id: trigger.user_id.clone(),
             note: trigger.note.clone(),
+            trigger_count: fired.count,
+            max_triggers: fired.max,
         },
     )
 }

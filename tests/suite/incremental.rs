@@ -1,6 +1,8 @@
 //! The incremental tick gives the same answers as a full scan: random
 //! sequences of operations (inserts, re-arms, edits, deletes, quotes that
-//! move up, down or go stale, expiries, failed fetches, several jobs with
+//! move up, down or go stale, expiries, repeating alerts with and without a
+//! trigger budget whose cooldowns pass, snoozes that end or not, failed
+//! fetches, several jobs with
 //! different scopes, ticks interrupted by a crash, the ticks of jobs that
 //! react to changes right after a change they cover, ticks with a head
 //! start, the change log pruned, past the watermarks or not) run on two
@@ -71,6 +73,7 @@ fn full_scan(
     let mut store = pool.get().unwrap();
     alerts::rearm_cooled_down(&mut store, now).unwrap();
     alerts::expire_due(&mut store, now).unwrap();
+    alerts::wake_snoozed(&mut store, now).unwrap();
     let tickers: Vec<String> =
         db.texts("SELECT DISTINCT ticker FROM price_alerts WHERE enabled = 1 ORDER BY ticker");
     let mut triggers = Vec::new();
@@ -123,28 +126,45 @@ fn full_scan(
     observations::finish_tick(&mut store, &observed, ("reference", 0), now).unwrap();
 }
 
-/// What both databases must agree on: each alert's enabled flag, the events
-/// (alert and arming; the installation part of the id differs by design), and
-/// the observations.
+/// What both databases must agree on: each alert's enabled flag, how many
+/// times it fired, whether it waits to be re-armed and whether it is
+/// snoozed; the events (alert, arming, and which trigger of how many; the
+/// installation part of the id differs by design), and the observations.
 #[derive(Debug, PartialEq)]
 struct State {
-    enabled: BTreeMap<i64, bool>,
+    enabled: BTreeMap<i64, (bool, i64, bool, bool)>,
+    /// (alert, "arming (trigger of max)").
     events: BTreeSet<(i64, String)>,
     observations: BTreeMap<String, (String, String)>,
 }
 
 fn state(db: &Db) -> State {
     let enabled = db
-        .rows("SELECT id, enabled FROM price_alerts")
+        .rows(
+            "SELECT id, enabled, trigger_count, CASE WHEN rearm_at IS NULL THEN 0 ELSE 1 END,
+                    CASE WHEN snoozed_until IS NULL THEN 0 ELSE 1 END
+             FROM price_alerts",
+        )
         .iter()
-        .map(|row| (row[0].integer(), row[1].integer() == 1))
+        .map(|row| {
+            let flag = |at: usize| row[at].integer() == 1;
+            (
+                row[0].integer(),
+                (flag(1), row[2].integer(), flag(3), flag(4)),
+            )
+        })
         .collect();
     let mut events = BTreeSet::new();
-    for row in db.rows("SELECT alert_id, event_id FROM outbox") {
+    for row in db.rows("SELECT alert_id, event_id, body FROM outbox") {
         let (alert, id) = (row[0].integer(), row[1].text());
         let arming = id.rsplit('_').next().unwrap().to_owned();
+        let body: serde_json::Value = serde_json::from_str(&row[2].text()).unwrap();
+        let trigger = format!(
+            "{arming} ({} of {})",
+            body["data"]["trigger_count"], body["data"]["max_triggers"]
+        );
         assert!(
-            events.insert((alert, arming.clone())),
+            events.insert((alert, trigger)),
             "two events for alert {alert} arming {arming}"
         );
     }
@@ -219,7 +239,7 @@ fn tick_both(
     unavailable: &HashSet<String>,
     crash: bool,
     step: usize,
-) {
+) -> evaluate::TickReport {
     let (fast, reference) = (ticked.fast, ticked.reference);
     // As the HTTP source reports it: every ticker's quote but those was
     // fetched.
@@ -242,7 +262,7 @@ fn tick_both(
         // tickers, before the tick reads the rest.
         head_start: step % 4,
     };
-    evaluate::tick(ticked.workers, ticked.pool, &options).unwrap();
+    let report = evaluate::tick(ticked.workers, ticked.pool, &options).unwrap();
     full_scan(
         reference,
         ticked.reference_pool,
@@ -260,10 +280,30 @@ fn tick_both(
         "seed {}, step {step}: the incremental tick of job {:?} (crash: {crash}, unavailable: {unavailable:?}) differs from a full scan",
         ticked.seed, job.name
     );
+    report
 }
 
-/// Returns how many times the log was pruned.
-fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) -> usize {
+/// What a run went through, summed over runs: each kind must have come up.
+#[derive(Debug, Default)]
+struct Covered {
+    /// The log was pruned.
+    pruned: usize,
+    /// A triggered alert was held because it was snoozed, and one woke.
+    snoozed: u64,
+    woken: u64,
+    /// An alert fired a second time (re-armed after its cooldown), and one
+    /// spent its budget (fired as often as it may, and stays disabled).
+    repeated: i64,
+    spent: i64,
+}
+
+fn run(
+    engine: Engine,
+    seed: u64,
+    steps: usize,
+    workers: &rayon::ThreadPool,
+    covered: &mut Covered,
+) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let (fast, reference) = (Db::on(engine), Db::on(engine));
     let config: Config = lib_config(&fast, "http://127.0.0.1:9/events");
@@ -275,7 +315,6 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) -> 
     let mut prices: BTreeMap<&str, f64> = TICKERS.iter().map(|ticker| (*ticker, 100.0)).collect();
     let mut alerts = 0i64;
     let mut ticks = 0;
-    let mut pruned = 0;
     let ticked = Ticked {
         fast: &fast,
         reference: &reference,
@@ -300,11 +339,19 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) -> 
                     }
                     _ => (price * (0.95 + rng.f64() * 0.1), None),
                 };
+                // Now and then a repeating alert (its cooldown passes only
+                // when a step below says so), with a budget or not.
+                let (cooldown, max_triggers): (Option<&str>, Option<i64>) = match rng.u8(..4) {
+                    0 => (Some("1h"), None),
+                    1 => (Some("1h"), Some(rng.i64(1..=3))),
+                    _ => (None, None),
+                };
                 both(
                     &dbs,
-                    "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, created_at)
-                     VALUES ($1, $2, $3, $4, '2026-01-01T00:00:00Z')",
-                    values![ticker, condition, target, reference],
+                    "INSERT INTO price_alerts
+                         (ticker, condition, target_price, reference_price, created_at, cooldown, max_triggers)
+                     VALUES ($1, $2, $3, $4, '2026-01-01T00:00:00Z', $5, $6)",
+                    values![ticker, condition, target, reference, cooldown, max_triggers],
                 );
                 alerts += 1;
             }
@@ -330,10 +377,34 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) -> 
                     values![ticker, prices[ticker], time],
                 );
             }
-            // Re-arm, edit, delete or expire an alert.
+            // Re-arm, edit, delete or expire an alert; let its cooldown
+            // pass; snooze it for long or for a time already past, or wake
+            // it.
             55..=69 if alerts > 0 => {
                 let id = rng.i64(1..=alerts);
-                match rng.u8(..4) {
+                match rng.u8(..8) {
+                    4 | 5 => both(
+                        &dbs,
+                        "UPDATE price_alerts SET rearm_at = 0 WHERE id = $1 AND rearm_at IS NOT NULL",
+                        values![id],
+                    ),
+                    6 => {
+                        let until = if rng.bool() {
+                            "2000-01-01T00:00:00Z"
+                        } else {
+                            "2999-01-01T00:00:00Z"
+                        };
+                        both(
+                            &dbs,
+                            "UPDATE price_alerts SET snoozed_until = $1 WHERE id = $2",
+                            values![until, id],
+                        );
+                    }
+                    7 => both(
+                        &dbs,
+                        "UPDATE price_alerts SET snoozed_until = NULL WHERE id = $1",
+                        values![id],
+                    ),
                     0 => both(
                         &dbs,
                         "UPDATE price_alerts SET enabled = 1 WHERE id = $1",
@@ -362,7 +433,7 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) -> 
                     now + chrono::Duration::from_std(changes::CHANGE_LOG_KEPT_FOR).unwrap() * 2
                 };
                 changes::prune_change_log(&mut pool.get().unwrap(), at).unwrap();
-                pruned += 1;
+                covered.pruned += 1;
                 continue;
             }
             // A tick of one job, maybe with failed fetches, maybe crashing
@@ -375,7 +446,11 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) -> 
                     .map(|ticker| ticker.to_string())
                     .collect();
                 let crash = rng.u8(..8) == 0;
-                tick_both(&ticked, job, &unavailable, crash, step);
+                let report = tick_both(&ticked, job, &unavailable, crash, step);
+                (covered.snoozed, covered.woken) = (
+                    covered.snoozed + report.snoozed,
+                    covered.woken + report.woken,
+                );
                 ticks += 1;
                 continue;
             }
@@ -385,13 +460,21 @@ fn run(engine: Engine, seed: u64, steps: usize, workers: &rayon::ThreadPool) -> 
         // ticker, on the quotes table as written (nothing unfetched).
         if rng.u8(..3) == 0 {
             for job in jobs.iter().filter(|job| job.scope.covers(ticker)) {
-                tick_both(&ticked, job, &HashSet::new(), false, step);
+                let report = tick_both(&ticked, job, &HashSet::new(), false, step);
+                (covered.snoozed, covered.woken) = (
+                    covered.snoozed + report.snoozed,
+                    covered.woken + report.woken,
+                );
                 ticks += 1;
             }
         }
     }
     assert!(ticks > steps / 10, "only {ticks} ticks");
-    pruned
+    covered.repeated += fast.scalar("SELECT count(*) FROM price_alerts WHERE trigger_count >= 2");
+    covered.spent += fast.scalar(
+        "SELECT count(*) FROM price_alerts
+         WHERE trigger_count >= max_triggers AND rearm_at IS NULL AND enabled = 0",
+    );
 }
 
 on_every_engine! {
@@ -409,12 +492,23 @@ on_every_engine! {
                 (0..runs).map(|n| first.wrapping_add(n)).collect()
             }
         };
-        let mut pruned = 0;
+        let mut covered = Covered::default();
+        let several = seeds.len() > 1;
         for seed in seeds {
             eprintln!("seed {seed}");
-            pruned += run(engine, seed, 150, &workers);
+            run(engine, seed, 150, &workers, &mut covered);
         }
-        assert!(pruned > 0, "the change log was never pruned");
+        eprintln!("{covered:?}");
+        if several {
+            assert!(
+                covered.pruned > 0
+                    && covered.snoozed > 0
+                    && covered.woken > 0
+                    && covered.repeated > 0
+                    && covered.spent > 0,
+                "a kind of history never came up: {covered:?}"
+            );
+        }
     }
 }
 

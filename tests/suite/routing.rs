@@ -201,12 +201,16 @@ on_every_engine! {
         // outbox.user_id, no rearm_at (the application's own cooldown
         // column, which it may have had, stays), no change notifications
         // nor reacting members, and quotes' change numbers in their rows
-        // (from a counter, on SQLite), not in the change log.
+        // (from a counter, on SQLite), not in the change log; no trigger
+        // counts (the application's own snoozed_until and max_triggers,
+        // which it may have had, stay).
         match engine {
             Engine::Sqlite => db
                 .app()
                 .execute_batch(
                     "ALTER TABLE outbox DROP COLUMN user_id;
+                     DROP INDEX price_alerts_snoozed;
+                     ALTER TABLE price_alerts DROP COLUMN trigger_count;
                      DROP INDEX price_alerts_rearm;
                      ALTER TABLE price_alerts DROP COLUMN rearm_at;
                      DROP TABLE job_reactors;
@@ -223,6 +227,8 @@ on_every_engine! {
                 .postgres_app()
                 .batch_execute(
                     "ALTER TABLE outbox DROP COLUMN user_id;
+                     DROP INDEX price_alerts_snoozed;
+                     ALTER TABLE price_alerts DROP COLUMN trigger_count;
                      ALTER TABLE price_alerts DROP COLUMN rearm_at;
                      DROP FUNCTION price_alertd_quotes_changed() CASCADE;
                      DROP FUNCTION price_alertd_notify_alert() CASCADE;

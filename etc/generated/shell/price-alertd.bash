@@ -61,6 +61,9 @@ _price__alertd() {
             price__alertd__subcmd__alerts,rearm)
                 cmd="price__alertd__subcmd__alerts__subcmd__rearm"
                 ;;
+            price__alertd__subcmd__alerts,snooze)
+                cmd="price__alertd__subcmd__alerts__subcmd__snooze"
+                ;;
             price__alertd__subcmd__alerts__subcmd__help,add)
                 cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__add"
                 ;;
@@ -78,6 +81,9 @@ _price__alertd() {
                 ;;
             price__alertd__subcmd__alerts__subcmd__help,rearm)
                 cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__rearm"
+                ;;
+            price__alertd__subcmd__alerts__subcmd__help,snooze)
+                cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__snooze"
                 ;;
             price__alertd__subcmd__help,alerts)
                 cmd="price__alertd__subcmd__help__subcmd__alerts"
@@ -120,6 +126,9 @@ _price__alertd() {
                 ;;
             price__alertd__subcmd__help__subcmd__alerts,rearm)
                 cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__rearm"
+                ;;
+            price__alertd__subcmd__help__subcmd__alerts,snooze)
+                cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__snooze"
                 ;;
             price__alertd__subcmd__help__subcmd__outbox,list)
                 cmd="price__alertd__subcmd__help__subcmd__outbox__subcmd__list"
@@ -194,7 +203,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts)
-            opts="-h --config --help list add cooldown rearm disable help"
+            opts="-h --config --help list add cooldown snooze rearm disable help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -212,7 +221,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__add)
-            opts="-h --reference --note --user --expires --cooldown --config --help"
+            opts="-h --reference --note --user --expires --cooldown --max-triggers --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -235,6 +244,10 @@ _price__alertd() {
                     return 0
                     ;;
                 --cooldown)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-triggers)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -286,7 +299,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__help)
-            opts="list add cooldown rearm disable help"
+            opts="list add cooldown snooze rearm disable help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -383,6 +396,20 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__snooze)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__list)
             opts="-h --enabled --triggered --ticker --limit --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -411,6 +438,24 @@ _price__alertd() {
             ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__rearm)
             opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        price__subcmd__alertd__subcmd__alerts__subcmd__snooze)
+            opts="-h --off --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -482,7 +527,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__help__subcmd__alerts)
-            opts="list add cooldown rearm disable"
+            opts="list add cooldown snooze rearm disable"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -552,6 +597,20 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__rearm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__snooze)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -3,14 +3,14 @@
 //! `SKIP LOCKED`, batches as arrays), times compared with
 //! `price_alertd_time()`, and values cast to the types the daemon reads.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
 use super::rows::{alert_columns, alert_row};
 use super::{PgConnection, PgResult as Result};
 
-use crate::store::alerts::{AlertEntry, AlertFilter, AlertRow, Claimed, Trigger, event_of};
+use crate::store::alerts::{AlertEntry, AlertFilter, AlertRow, Claimed, Fired, Trigger, event_of};
 
 pub fn enabled_for_ticker(connection: &mut PgConnection, ticker: &str) -> Result<Vec<AlertRow>> {
     const SQL: &str = concat!(
@@ -94,6 +94,18 @@ pub fn expire_due(connection: &mut PgConnection, now: &str) -> Result<usize> {
     Ok(connection.client().execute(&statement, &[&now])? as usize)
 }
 
+/// As [`expire_due`], locked rows are passed over and stay snoozed.
+pub fn wake_snoozed(connection: &mut PgConnection, now: &str) -> Result<usize> {
+    let statement = connection.prepared(
+        "UPDATE price_alerts SET snoozed_until = NULL
+         WHERE id IN (SELECT id FROM price_alerts
+                      WHERE snoozed_until IS NOT NULL AND enabled = '1'
+                        AND price_alertd_time(snoozed_until::text) <= $1::text::timestamptz
+                      FOR NO KEY UPDATE SKIP LOCKED)",
+    )?;
+    Ok(connection.client().execute(&statement, &[&now])? as usize)
+}
+
 /// As [`expire_due`], locked rows are passed over and stay due.
 pub fn rearm_cooled_down(connection: &mut PgConnection, now: &str, now_ms: i64) -> Result<usize> {
     let rearm = connection.prepared(
@@ -157,7 +169,7 @@ pub fn claim(
     )?;
     transaction.commit()?;
     Ok(Claimed {
-        claimed: changed,
+        claimed: changed.into_keys().collect(),
         locked,
     })
 }
@@ -187,14 +199,19 @@ impl ClaimStatements {
                 .prepared("SELECT id FROM price_alerts WHERE id = ANY($1::bigint[])")?,
             disable: connection.prepared(
                 "UPDATE price_alerts AS a
-                 SET enabled = '0', triggered_at = $1, triggered_price = c.price, rearm_at = c.rearm_at
+                 SET enabled = '0', triggered_at = $1, triggered_price = c.price,
+                     trigger_count = a.trigger_count + 1,
+                     rearm_at = CASE WHEN a.trigger_count + 1 >= a.max_triggers::float8 THEN NULL
+                                     ELSE c.rearm_at END
                  FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::text[], $6::float8[], $7::float8[],
                              $8::bigint[])
                       AS c (id, arming, price, condition, target_price, reference_price, rearm_at)
                  WHERE a.id = c.id AND a.enabled = '1' AND a.arming = c.arming
                    AND a.condition = c.condition AND a.target_price = c.target_price
                    AND a.reference_price IS NOT DISTINCT FROM c.reference_price
-                 RETURNING a.id",
+                   AND (a.snoozed_until IS NULL
+                        OR price_alertd_time(a.snoozed_until::text) <= $1::text::timestamptz)
+                 RETURNING a.id, a.trigger_count::bigint, a.max_triggers::float8",
             )?,
             enqueue: connection.prepared(
                 "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, user_id)
@@ -238,13 +255,16 @@ fn lock_batch(
 
 /// The claim itself (invariant 1), over the rows this claimer locked:
 /// disables those still enabled, in the arming and with the condition and
-/// levels that were judged. Returns the ids it changed.
+/// levels that were judged, and not snoozed at the tick's time; counts the
+/// trigger, and leaves a repeating alert that spent its budget without a
+/// re-arm. Returns the ids it changed, with which trigger of how many each
+/// was.
 fn disable_locked(
     transaction: &mut postgres::Transaction<'_>,
     statement: &postgres::Statement,
     batch: &[&Trigger],
     stamp: &str,
-) -> Result<HashSet<i64>> {
+) -> Result<HashMap<i64, Fired>> {
     let ids: Vec<i64> = batch.iter().map(|trigger| trigger.alert_id).collect();
     let armings: Vec<i64> = batch.iter().map(|trigger| trigger.arming).collect();
     let prices: Vec<f64> = batch.iter().map(|trigger| trigger.price).collect();
@@ -273,7 +293,13 @@ fn disable_locked(
             ],
         )?
         .iter()
-        .map(|row| row.try_get(0))
+        .map(|row| {
+            let fired = Fired {
+                count: row.try_get(1)?,
+                max: row.try_get::<_, Option<f64>>(2)?.map(|max| max as i64),
+            };
+            Ok((row.try_get(0)?, fired))
+        })
         .collect()
 }
 
@@ -288,15 +314,15 @@ fn enqueue_claimed(
     statements: &ClaimStatements,
     (installation, stamp, now_ms): (&str, &str, i64),
     batch: &[&Trigger],
-    changed: &HashSet<i64>,
+    changed: &HashMap<i64, Fired>,
 ) -> Result<()> {
     let (mut event_ids, mut alert_ids, mut bodies, mut users) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for trigger in batch
+    for (trigger, fired) in batch
         .iter()
-        .filter(|trigger| changed.contains(&trigger.alert_id))
+        .filter_map(|trigger| Some((trigger, *changed.get(&trigger.alert_id)?)))
     {
-        let event = event_of(installation, trigger, stamp);
+        let event = event_of(installation, trigger, fired, stamp);
         event_ids.push(event.id.clone());
         alert_ids.push(trigger.alert_id);
         bodies.push(event.to_json());
@@ -323,7 +349,8 @@ pub fn list(
             concat!(
                 "SELECT id, ticker::text, condition::text, target_price::float8, \
                  reference_price::float8, enabled = '1', triggered_at::text, triggered_price::float8, \
-                 expires_at::text, expired_at::text, user_id::text, note::text, cooldown::text, rearm_at \
+                 expires_at::text, expired_at::text, user_id::text, note::text, cooldown::text, rearm_at, \
+                 snoozed_until::text, trigger_count::bigint, max_triggers::text \
                  FROM price_alerts WHERE ",
                 $state,
                 " AND ($1::text IS NULL OR ticker = $1) ORDER BY id DESC LIMIT $2"
@@ -358,6 +385,9 @@ pub fn list(
                 rearm_at: row
                     .try_get::<_, Option<i64>>(13)?
                     .map(crate::store::millis_to_text),
+                snoozed_until: row.try_get(14)?,
+                trigger_count: row.try_get(15)?,
+                max_triggers: row.try_get(16)?,
             })
         })
         .collect()

@@ -10,7 +10,7 @@ use super::changes;
 
 /// The schema version this build migrates a PostgreSQL database to
 /// (`price_alertd_schema.version`).
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 pub(super) fn newer(config: &PostgresConfig, version: i32) -> anyhow::Error {
     failure(
@@ -73,6 +73,9 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
     if version < 5 {
         transaction.batch_execute(MIGRATION_5)?;
     }
+    if version < 6 {
+        transaction.batch_execute(&MIGRATION_6.replace("{alert_changed}", ALERT_CHANGED_6))?;
+    }
     if version < SCHEMA_VERSION {
         transaction.execute(
             "UPDATE price_alertd_schema SET version = $1 WHERE id = 1",
@@ -91,6 +94,16 @@ const ALERT_CHANGED: &str = "WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINC
     OR OLD.target_price IS DISTINCT FROM NEW.target_price
     OR OLD.reference_price IS DISTINCT FROM NEW.reference_price
     OR OLD.expires_at IS DISTINCT FROM NEW.expires_at))";
+
+/// [`ALERT_CHANGED`] since migration 6: waking a snoozed alert (or snoozing
+/// it) is an edit too.
+const ALERT_CHANGED_6: &str =
+    "WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINCT FROM NEW.enabled
+    OR OLD.ticker IS DISTINCT FROM NEW.ticker OR OLD.condition IS DISTINCT FROM NEW.condition
+    OR OLD.target_price IS DISTINCT FROM NEW.target_price
+    OR OLD.reference_price IS DISTINCT FROM NEW.reference_price
+    OR OLD.expires_at IS DISTINCT FROM NEW.expires_at
+    OR OLD.snoozed_until IS DISTINCT FROM NEW.snoozed_until))";
 
 /// The advisory lock key migrations take ("pa-migr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x70_61_2d_6d_69_67_72;
@@ -362,4 +375,23 @@ FOR EACH STATEMENT EXECUTE FUNCTION price_alertd_quotes_changed();
 CREATE TRIGGER quotes_changed_on_update AFTER UPDATE ON quotes
 REFERENCING OLD TABLE AS before NEW TABLE AS changed
 FOR EACH STATEMENT EXECUTE FUNCTION price_alertd_quotes_changed();
+"#;
+
+/// Snoozes and trigger budgets, as SQLite's migration 12: the application's
+/// `snoozed_until` and `max_triggers` (added if it has none), how many
+/// times the claim fired each alert, a partial index of the snoozed, and
+/// the two triggers of an alert's change again, with `ALERT_CHANGED_6`.
+const MIGRATION_6: &str = r#"
+ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS snoozed_until TEXT;
+ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS max_triggers BIGINT;
+ALTER TABLE price_alerts ADD COLUMN trigger_count BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX price_alerts_snoozed ON price_alerts (id) WHERE snoozed_until IS NOT NULL;
+DROP TRIGGER price_alerts_changed_on_update ON price_alerts;
+CREATE TRIGGER price_alerts_changed_on_update BEFORE UPDATE ON price_alerts
+FOR EACH ROW {alert_changed}
+EXECUTE FUNCTION price_alerts_track();
+DROP TRIGGER price_alerts_notify_on_update ON price_alerts;
+CREATE TRIGGER price_alerts_notify_on_update AFTER UPDATE ON price_alerts
+FOR EACH ROW {alert_changed}
+EXECUTE FUNCTION price_alertd_notify_alert();
 "#;

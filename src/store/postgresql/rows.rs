@@ -12,7 +12,8 @@ use super::PgResult as Result;
 macro_rules! alert_columns {
     () => {
         "id, arming, ticker::text, condition::text, target_price::float8, \
-         reference_price::float8, expires_at::text, user_id::text, note::text, cooldown::text"
+         reference_price::float8, expires_at::text, user_id::text, note::text, cooldown::text, \
+         snoozed_until::text, max_triggers::text"
     };
 }
 pub(super) use alert_columns;
@@ -38,5 +39,7 @@ pub(super) fn alert_row_from(row: &Row, first: usize) -> Result<AlertRow> {
         user_id: row.try_get(first + 7)?,
         note: row.try_get(first + 8)?,
         cooldown: row.try_get(first + 9)?,
+        snoozed_until: row.try_get(first + 10)?,
+        max_triggers: row.try_get(first + 11)?,
     })
 }

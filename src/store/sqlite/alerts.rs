@@ -3,7 +3,7 @@
 //! the batch staged in a temp table), times compared with `julianday()`, and
 //! values read through `rows` (SQLite keeps whatever type was written).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
@@ -11,17 +11,16 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::rows::{alert_row, number, text};
 
-use crate::store::alerts::{AlertEntry, AlertFilter, AlertRow, Claimed, Trigger, event_of};
+use crate::store::alerts::{AlertEntry, AlertFilter, AlertRow, Claimed, Fired, Trigger, event_of};
 
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
 pub fn enabled_for_ticker(
     connection: &Connection,
     ticker: &str,
 ) -> rusqlite::Result<Vec<AlertRow>> {
-    let mut statement = connection.prepare_cached(
-        "SELECT id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note, cooldown
-         FROM price_alerts WHERE ticker = ?1 AND enabled = 1",
-    )?;
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {ALERT_COLUMNS} FROM price_alerts WHERE ticker = ?1 AND enabled = 1"
+    ))?;
     let rows = statement.query_map([ticker], alert_row)?;
     rows.collect()
 }
@@ -32,17 +31,16 @@ pub fn enabled_without_ticker(
     connection: &Connection,
     limit: u64,
 ) -> rusqlite::Result<Vec<AlertRow>> {
-    let mut statement = connection.prepare_cached(
-        "SELECT id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note, cooldown
-         FROM price_alerts WHERE enabled = 1 AND (ticker IS NULL OR trim(ticker) = '')
-         ORDER BY id LIMIT ?1",
-    )?;
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {ALERT_COLUMNS} FROM price_alerts
+         WHERE enabled = 1 AND (ticker IS NULL OR trim(ticker) = '') ORDER BY id LIMIT ?1"
+    ))?;
     let rows = statement.query_map([limit as i64], alert_row)?;
     rows.collect()
 }
 
 /// The columns [`alert_row`] reads, in its order.
-pub(super) const ALERT_COLUMNS: &str = "id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note, cooldown";
+pub(super) const ALERT_COLUMNS: &str = "id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note, cooldown, snoozed_until, max_triggers";
 
 /// Every ticker that has enabled alerts: one seek per ticker in
 /// `price_alerts_level` (which holds enabled alerts only, by ticker), not a
@@ -92,6 +90,28 @@ pub fn expire_due(connection: &Connection, now: &str) -> rusqlite::Result<usize>
     connection.execute(
         "UPDATE price_alerts SET enabled = 0, expired_at = ?1
          WHERE enabled = 1 AND expires_at IS NOT NULL AND julianday(expires_at) <= julianday(?1)",
+        [now],
+    )
+}
+
+/// Wakes the snoozed alerts whose time came (see `store::alerts`), through
+/// the partial index of the snoozed. Looks first, without the write lock,
+/// as [`expire_due`] does.
+pub fn wake_snoozed(connection: &Connection, now: &str) -> rusqlite::Result<usize> {
+    let due = connection
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_snoozed
+             WHERE snoozed_until IS NOT NULL AND enabled = 1
+               AND julianday(snoozed_until) <= julianday(?1))",
+        )?
+        .query_row([now], |row| row.get::<_, bool>(0))?;
+    if !due {
+        return Ok(0);
+    }
+    connection.execute(
+        "UPDATE price_alerts INDEXED BY price_alerts_snoozed SET snoozed_until = NULL
+         WHERE snoozed_until IS NOT NULL AND enabled = 1
+           AND julianday(snoozed_until) <= julianday(?1)",
         [now],
     )
 }
@@ -160,7 +180,7 @@ pub fn claim(
     // One writer at a time holds the whole database: no row is ever locked
     // by someone else while the claim runs.
     Ok(Claimed {
-        claimed: changed,
+        claimed: changed.into_keys().collect(),
         locked: Vec::new(),
     })
 }
@@ -199,11 +219,13 @@ fn stage_claims(
 
 /// The claim itself (invariant 1): disables the staged alerts that are still
 /// enabled, in the arming and with the condition and levels that were
-/// judged. Returns the ids it changed.
+/// judged, and not snoozed at the tick's time; counts the trigger, and
+/// leaves a repeating alert that spent its budget without a re-arm. Returns
+/// the ids it changed, with which trigger of how many each was.
 fn disable_staged(
     transaction: &rusqlite::Transaction<'_>,
     stamp: &str,
-) -> rusqlite::Result<HashSet<i64>> {
+) -> rusqlite::Result<HashMap<i64, Fired>> {
     let mut disable = transaction.prepare_cached(
         // `id IN (SELECT id ...)` makes SQLite drive from the staged
         // ids (rowid lookups); a join would scan the whole table.
@@ -213,17 +235,27 @@ fn disable_staged(
         // otherwise fill with every page the claim touches (48 MB for
         // a batch of 5,000 at 10M alerts).
         "UPDATE OR FAIL price_alerts
-         SET enabled = 0, triggered_at = ?1,
+         SET enabled = 0, triggered_at = ?1, trigger_count = trigger_count + 1,
              (triggered_price, rearm_at) =
-                 (SELECT c.price, c.rearm_at FROM temp.claims AS c WHERE c.id = price_alerts.id)
+                 (SELECT c.price,
+                         CASE WHEN price_alerts.trigger_count + 1 >= price_alerts.max_triggers THEN NULL
+                              ELSE c.rearm_at END
+                  FROM temp.claims AS c WHERE c.id = price_alerts.id)
          WHERE id IN (SELECT id FROM temp.claims) AND enabled = 1
            AND EXISTS (SELECT 1 FROM temp.claims AS c
                        WHERE c.id = price_alerts.id AND c.arming = price_alerts.arming
                          AND c.condition = price_alerts.condition AND c.target_price = price_alerts.target_price
                          AND c.reference_price IS price_alerts.reference_price)
-         RETURNING id",
+           AND (snoozed_until IS NULL OR julianday(snoozed_until) <= julianday(?1))
+         RETURNING id, trigger_count, max_triggers",
     )?;
-    let rows = disable.query_map([stamp], |row| row.get(0))?;
+    let rows = disable.query_map([stamp], |row| {
+        let fired = Fired {
+            count: row.get(1)?,
+            max: number(row.get(2)?).map(|max| max as i64),
+        };
+        Ok((row.get(0)?, fired))
+    })?;
     rows.collect()
 }
 
@@ -236,21 +268,21 @@ fn enqueue_claimed(
     transaction: &rusqlite::Transaction<'_>,
     installation: &str,
     triggers: &[Trigger],
-    changed: &HashSet<i64>,
+    changed: &HashMap<i64, Fired>,
     stamp: &str,
     now_ms: i64,
 ) -> rusqlite::Result<()> {
-    let mut claimed_triggers: Vec<&Trigger> = triggers
+    let mut claimed_triggers: Vec<(&Trigger, Fired)> = triggers
         .iter()
-        .filter(|trigger| changed.contains(&trigger.alert_id))
+        .filter_map(|trigger| Some((trigger, *changed.get(&trigger.alert_id)?)))
         .collect();
-    claimed_triggers.sort_unstable_by_key(|trigger| trigger.alert_id);
+    claimed_triggers.sort_unstable_by_key(|(trigger, _)| trigger.alert_id);
     let mut enqueue = transaction.prepare_cached(
         "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, user_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for trigger in &claimed_triggers {
-        let event = event_of(installation, trigger, stamp);
+    for (trigger, fired) in claimed_triggers {
+        let event = event_of(installation, trigger, fired, stamp);
         enqueue.execute(params![
             event.id,
             trigger.alert_id,
@@ -277,7 +309,8 @@ pub fn list(
     };
     let mut statement = connection.prepare(&format!(
         "SELECT id, ticker, condition, target_price, reference_price, enabled, triggered_at, triggered_price,
-                expires_at, expired_at, user_id, note, cooldown, rearm_at
+                expires_at, expired_at, user_id, note, cooldown, rearm_at,
+                snoozed_until, trigger_count, max_triggers
          FROM price_alerts WHERE {state} AND (?1 IS NULL OR ticker = ?1) ORDER BY id DESC LIMIT ?2"
     ))?;
     let rows = statement.query_map(params![ticker, limit as i64], |row| {
@@ -299,6 +332,9 @@ pub fn list(
             rearm_at: row
                 .get::<_, Option<i64>>(13)?
                 .map(crate::store::millis_to_text),
+            snoozed_until: optional_text(row.get(14)?),
+            trigger_count: number(row.get(15)?).unwrap_or_default() as i64,
+            max_triggers: optional_text(row.get(16)?),
         })
     })?;
     rows.collect()

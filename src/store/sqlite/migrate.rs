@@ -6,13 +6,23 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::changes;
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
-/// Adds an optional TEXT column of the application's to `price_alerts`
-/// (`expires_at`, `cooldown`), unless the application added it already.
+/// Adds an optional column of the application's to `price_alerts`
+/// (`expires_at`, `cooldown`, ...), as TEXT, unless the application added
+/// it already.
 fn add_alert_column_if_missing(
     transaction: &rusqlite::Transaction<'_>,
     column: &str,
+) -> rusqlite::Result<()> {
+    add_typed_alert_column_if_missing(transaction, column, "TEXT")
+}
+
+/// As [`add_alert_column_if_missing`], of the given type.
+fn add_typed_alert_column_if_missing(
+    transaction: &rusqlite::Transaction<'_>,
+    column: &str,
+    kind: &str,
 ) -> rusqlite::Result<()> {
     let exists: bool = transaction.query_row(
         "SELECT count(*) > 0 FROM pragma_table_info('price_alerts') WHERE name = ?1",
@@ -22,7 +32,7 @@ fn add_alert_column_if_missing(
     if !exists {
         // A name of ours, never input: it cannot be a parameter here.
         transaction.execute_batch(&format!(
-            "ALTER TABLE price_alerts ADD COLUMN {column} TEXT;"
+            "ALTER TABLE price_alerts ADD COLUMN {column} {kind};"
         ))?;
     }
     Ok(())
@@ -62,6 +72,11 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     // Each reacting job's member (`store::cluster`).
     |transaction| transaction.execute_batch(crate::store::cluster::REACTORS_SCHEMA),
     |transaction| transaction.execute_batch(&MIGRATION_11.replace("{arm}", ARM)),
+    |transaction| {
+        add_alert_column_if_missing(transaction, "snoozed_until")?;
+        add_typed_alert_column_if_missing(transaction, "max_triggers", "INTEGER")?;
+        transaction.execute_batch(MIGRATION_12)
+    },
 ];
 
 /// Brings the schema to `target` (a test's older version, or
@@ -388,6 +403,26 @@ BEGIN
     UPDATE price_alerts SET change_seq = last_insert_rowid() WHERE id = NEW.id;
 END;
 DROP TABLE change_counter;
+"#;
+
+/// Snoozes and trigger budgets: the application's `snoozed_until` and
+/// `max_triggers` (added if it has none), and how many times the claim
+/// fired each alert. Waking a snoozed alert (clearing its `snoozed_until`)
+/// is an edit: a change the next tick reads, and judges at the price of
+/// then. Snoozed alerts are few: a partial index of them.
+const MIGRATION_12: &str = r#"
+ALTER TABLE price_alerts ADD COLUMN trigger_count INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX price_alerts_snoozed ON price_alerts (snoozed_until) WHERE snoozed_until IS NOT NULL;
+DROP TRIGGER price_alerts_changed_on_edit;
+CREATE TRIGGER price_alerts_changed_on_edit
+AFTER UPDATE OF ticker, condition, target_price, reference_price, expires_at, snoozed_until ON price_alerts
+WHEN NEW.enabled = 1 AND (OLD.ticker IS NOT NEW.ticker OR OLD.condition IS NOT NEW.condition
+    OR OLD.target_price IS NOT NEW.target_price OR OLD.reference_price IS NOT NEW.reference_price
+    OR OLD.expires_at IS NOT NEW.expires_at OR OLD.snoozed_until IS NOT NEW.snoozed_until)
+BEGIN
+    INSERT INTO change_log (quote_ticker) VALUES (NULL);
+    UPDATE price_alerts SET change_seq = last_insert_rowid() WHERE id = NEW.id;
+END;
 "#;
 
 #[cfg(test)]

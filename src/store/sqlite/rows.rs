@@ -34,5 +34,7 @@ pub(super) fn alert_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
         user_id: row.get::<_, Option<Value>>(7)?.map(text),
         note: row.get::<_, Option<Value>>(8)?.map(text),
         cooldown: row.get::<_, Option<Value>>(9)?.map(text),
+        snoozed_until: row.get::<_, Option<Value>>(10)?.map(text),
+        max_triggers: row.get::<_, Option<Value>>(11)?.map(text),
     })
 }
