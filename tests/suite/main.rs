@@ -21,6 +21,7 @@ mod kit;
 mod ops;
 mod outage;
 mod package;
+mod policies;
 mod postgresql;
 mod reacting;
 mod relay;

@@ -1,6 +1,6 @@
 //! Alerts that repeat: with a `cooldown`, a triggered alert is re-armed by
 //! the daemon once the cooldown has passed (a new arming: its next event has
-//! a new id); without one it fires once. On each engine, with the ticks'
+//! a new id), until it spent its `max_triggers`; without one it fires once. On each engine, with the ticks'
 //! clock injected, and raced by ten threads at once.
 
 use crate::common;
@@ -249,6 +249,8 @@ on_every_engine! {
             (0..ALERTS).map(|n| (format!("T{}", n % 10), "above", n as f64)).collect();
         db.add_alerts(&alerts);
         db.execute("UPDATE price_alerts SET cooldown = '1s'", &[]);
+        // Half of them with a budget of three triggers.
+        db.execute("UPDATE price_alerts SET max_triggers = 3 WHERE id % 2 = 0", &[]);
         for n in 0..10 {
             db.set_quote(&format!("T{n}"), 1_000.0);
         }
@@ -296,6 +298,20 @@ on_every_engine! {
             .collect();
         assert_eq!(events.iter().copied().collect::<BTreeSet<_>>(), armings);
         assert_eq!(events.len(), armings.len(), "one event per arming");
+        // The claims counted every trigger once, and none past a budget.
+        let mut per_alert = std::collections::BTreeMap::<i64, i64>::new();
+        for (alert, _) in &events {
+            *per_alert.entry(*alert).or_default() += 1;
+        }
+        for row in db.rows("SELECT id, trigger_count, coalesce(max_triggers, 0) FROM price_alerts") {
+            let (id, count, budget) = (row[0].integer(), row[1].integer(), row[2].integer());
+            assert_eq!(per_alert.get(&id).copied().unwrap_or(0), count, "alert {id}'s count");
+            assert!(budget == 0 || count <= budget, "alert {id} fired {count} times of {budget}");
+        }
+        assert!(
+            db.scalar("SELECT count(*) FROM price_alerts WHERE trigger_count = max_triggers") > 0,
+            "no budget was spent"
+        );
         assert!(
             events.len() > 2 * ALERTS,
             "the alerts repeated: {} events after {kills} kills",

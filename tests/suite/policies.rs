@@ -1,0 +1,219 @@
+//! Trigger policies beyond the cooldown: a repeating alert's trigger budget
+//! (`max_triggers`), counted by the claim, and snoozes (`snoozed_until`,
+//! `alerts snooze`), which hold an armed alert and let the first tick after
+//! judge it at the price of then. On each engine, with the ticks' clock
+//! injected, through the admin CLI as an operator uses it.
+
+use crate::common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{Db, Engine, lib_config, tick_at};
+use price_alertd::config::Config;
+
+/// A config whose quotes stay fresh for a day of injected time.
+fn config(db: &Db) -> Config {
+    let mut config = lib_config(db, "http://127.0.0.1:9/events");
+    config.prices.max_age = Duration::from_secs(86_400);
+    config
+}
+
+fn minutes(at: DateTime<Utc>, minutes: i64) -> DateTime<Utc> {
+    at + chrono::Duration::minutes(minutes)
+}
+
+/// Sets AAPL's quote, stamped `at`.
+fn quote_at(db: &Db, price: f64, at: DateTime<Utc>) {
+    db.execute(
+        "INSERT INTO quotes (ticker, price, updated_at) VALUES ('AAPL', $1, $2)
+         ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+        values![price, price_alertd::store::timestamp(at)],
+    );
+}
+
+/// The `alerts` command of the admin CLI on `db`.
+fn alerts_cli(db: &Db) -> impl Fn(&[&str]) -> String {
+    let path = db.write_config(&common::config_text(
+        db,
+        "http://127.0.0.1:9/",
+        "0 0 0 1 1 *",
+    ));
+    move |args: &[&str]| common::cli(&path, &[&["alerts"], args].concat())
+}
+
+/// The line of `alerts list` that shows alert `id`.
+fn listed(list: &str, id: i64) -> String {
+    list.lines()
+        .find(|line| line.split_whitespace().next() == Some(&id.to_string()))
+        .unwrap_or_else(|| panic!("no alert {id} in\n{list}"))
+        .to_owned()
+}
+
+/// The events queued for alert `id`, oldest first: (event id, which
+/// trigger, of how many).
+fn events_of(db: &Db, id: i64) -> Vec<(String, i64, Option<i64>)> {
+    db.rows(&format!(
+        "SELECT event_id, body FROM outbox WHERE alert_id = {id} ORDER BY id"
+    ))
+    .iter()
+    .map(|row| {
+        let body: serde_json::Value = serde_json::from_str(&row[1].text()).unwrap();
+        let data = &body["data"];
+        (
+            row[0].text(),
+            data["trigger_count"].as_i64().unwrap(),
+            data["max_triggers"].as_i64(),
+        )
+    })
+    .collect()
+}
+
+on_every_engine! {
+    fn a_trigger_budget_is_spent_by_the_claims_then_the_alert_stays_disabled(engine: Engine) {
+        let db = Db::on(engine);
+        let config = config(&db);
+        let cli = alerts_cli(&db);
+        let budgeted: i64 = cli(&["add", "AAPL", "above", "100", "--cooldown", "15m", "--max-triggers", "2"])
+            .trim()
+            .parse()
+            .unwrap();
+        let endless: i64 = cli(&["add", "AAPL", "above", "100", "--cooldown", "15m"])
+            .trim()
+            .parse()
+            .unwrap();
+        let t0 = Utc::now();
+        quote_at(&db, 101.0, t0);
+
+        assert_eq!(tick_at(&db, &config, t0).triggered, 2);
+        assert!(listed(&cli(&["list"]), budgeted).contains(" cooling "));
+        // The second trigger spends the budget: no re-arm is due.
+        assert_eq!(tick_at(&db, &config, minutes(t0, 16)).triggered, 2);
+        assert_eq!(
+            db.scalar(&format!(
+                "SELECT count(*) FROM price_alerts WHERE id = {budgeted} AND enabled = 0 AND rearm_at IS NULL"
+            )),
+            1
+        );
+        for minute in [32, 48] {
+            let later = tick_at(&db, &config, minutes(t0, minute));
+            assert_eq!((later.triggered, later.rearmed), (1, 1), "minute {minute}: the endless one only");
+        }
+        let list = cli(&["list"]);
+        assert!(
+            listed(&list, budgeted).contains(" spent ") && listed(&list, budgeted).contains(" 2 of 2 "),
+            "{list}"
+        );
+        assert!(listed(&list, endless).contains(" 4 "), "{list}");
+        let events = events_of(&db, budgeted);
+        assert_eq!(
+            events.iter().map(|(_, n, max)| (*n, *max)).collect::<Vec<_>>(),
+            [(1, Some(2)), (2, Some(2))],
+            "each event says which trigger of how many"
+        );
+        assert_ne!(events[0].0, events[1].0, "each trigger a new arming");
+        assert_eq!(
+            events_of(&db, endless).iter().map(|(_, n, max)| (*n, *max)).collect::<Vec<_>>(),
+            [(1, None), (2, None), (3, None), (4, None)]
+        );
+
+        // Re-armed by hand, the budget is whole again.
+        assert!(cli(&["rearm", &budgeted.to_string()]).contains("re-armed"));
+        assert_eq!(tick_at(&db, &config, minutes(t0, 50)).triggered, 1);
+        assert_eq!(events_of(&db, budgeted).last().unwrap().1, 1);
+
+        // A budget that is not a whole number of at least 1 is malformed:
+        // the alert never fires. (PostgreSQL's column holds integers only.)
+        let bad_budgets: &[&str] = match engine {
+            Engine::Sqlite => &["0", "-1", "2.5", "'many'"],
+            Engine::Postgresql => &["0", "-1"],
+        };
+        for (n, bad) in bad_budgets.iter().enumerate() {
+            let id = db.add_alert("AAPL", "above", 100.0);
+            db.execute(
+                &format!("UPDATE price_alerts SET cooldown = '1m', max_triggers = {bad} WHERE id = $1"),
+                values![id],
+            );
+            let report = tick_at(&db, &config, minutes(t0, 51 + n as i64));
+            assert_eq!(
+                (report.triggered, report.malformed_alerts),
+                (0, 1),
+                "max_triggers {bad}"
+            );
+        }
+    }
+}
+
+on_every_engine! {
+    fn a_snoozed_alert_keeps_its_arming_and_the_tick_after_judges_it_at_the_price_of_then(engine: Engine) {
+        let db = Db::on(engine);
+        let config = config(&db);
+        let cli = alerts_cli(&db);
+        let add = |condition: &str| -> i64 {
+            cli(&["add", "AAPL", condition, "100"]).trim().parse().unwrap()
+        };
+        let (above, crossing, awake) = (add("above"), add("crossing_up"), add("above"));
+        let t0 = Utc::now();
+        quote_at(&db, 99.0, t0);
+        assert_eq!(tick_at(&db, &config, t0).triggered, 0);
+        let arming = |id: i64| db.scalar(&format!("SELECT arming FROM price_alerts WHERE id = {id}"));
+        let armings = (arming(above), arming(crossing));
+
+        for id in [above, crossing] {
+            assert!(cli(&["snooze", &id.to_string(), "30m"]).contains("snoozed until"));
+        }
+        let list = cli(&["list"]);
+        assert!(listed(&list, above).contains(" snoozed "), "{list}");
+        assert!(listed(&list, awake).contains(" armed "), "{list}");
+
+        // The price crosses 100 during the snooze: only the alert awake fires.
+        quote_at(&db, 101.0, minutes(t0, 5));
+        let during = tick_at(&db, &config, minutes(t0, 5));
+        assert_eq!((during.triggered, during.snoozed), (1, 2));
+        assert_eq!(events_of(&db, awake).len(), 1);
+        assert_eq!((arming(above), arming(crossing)), armings, "a snooze keeps the arming");
+
+        // The first tick after the snooze, the price unchanged: `above`
+        // holds at 101 and fires, in the arming it had; the crossing was
+        // observed during the snooze, so there is none to fire on.
+        let after = tick_at(&db, &config, minutes(t0, 31));
+        assert_eq!((after.woken, after.triggered), (2, 1));
+        let events = events_of(&db, above);
+        assert_eq!(events.len(), 1);
+        assert!(events[0].0.ends_with(&format!("_{}", armings.0)), "{events:?}");
+        assert!(events_of(&db, crossing).is_empty());
+        assert!(listed(&cli(&["list"]), crossing).contains(" armed "));
+
+        // A crossing after the snooze fires.
+        quote_at(&db, 99.0, minutes(t0, 32));
+        assert_eq!(tick_at(&db, &config, minutes(t0, 32)).triggered, 0);
+        quote_at(&db, 101.0, minutes(t0, 33));
+        assert_eq!(tick_at(&db, &config, minutes(t0, 33)).triggered, 1);
+        assert_eq!(events_of(&db, crossing).len(), 1);
+
+        // A snooze ended by hand, and one the application wrote that is not
+        // a time (malformed: never fires until fixed). A one-shot alert that
+        // fired cannot be snoozed.
+        let again = add("below");
+        assert!(cli(&["snooze", &again.to_string(), "1h"]).contains("snoozed until"));
+        assert!(cli(&["snooze", &again.to_string(), "--off"]).contains("no longer snoozed"));
+        db.execute(
+            "UPDATE price_alerts SET snoozed_until = 'after lunch' WHERE id = $1",
+            values![again],
+        );
+        quote_at(&db, 90.0, minutes(t0, 34));
+        let malformed = tick_at(&db, &config, minutes(t0, 34));
+        assert_eq!((malformed.triggered, malformed.malformed_alerts), (0, 1));
+        let path = db.write_config(&common::config_text(&db, "http://127.0.0.1:9/", "0 0 0 1 1 *"));
+        let refused = common::binary()
+            .args(["--config", path.to_str().unwrap(), "alerts", "snooze", &above.to_string(), "1h"])
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("neither armed nor waiting out a cooldown"),
+            "{}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
+}
