@@ -21,6 +21,9 @@ pub struct EventData {
     pub ticker: String,
     pub condition: String,
     pub target_price: f64,
+    /// A channel's upper level (`target_price` is its lower one); null
+    /// for the other conditions.
+    pub upper_price: Option<f64>,
     pub price: f64,
     pub quote_time: String,
     pub triggered_at: String,
@@ -77,6 +80,7 @@ mod tests {
                 ticker: "AAPL".into(),
                 condition: "above".into(),
                 target_price: 200.0,
+                upper_price: None,
                 price: 201.5,
                 quote_time: "2026-01-02T03:04:00Z".into(),
                 triggered_at: "2026-01-02T03:04:05.000Z".into(),
@@ -88,7 +92,7 @@ mod tests {
         );
         assert_eq!(
             event.to_json(),
-            r#"{"type":"price_alert","id":"pa_5d1c0e7a9b3f4c2d8e6a1b0f_42_7","timestamp":"2026-01-02T03:04:05.000Z","data":{"alert_id":42,"ticker":"AAPL","condition":"above","target_price":200.0,"price":201.5,"quote_time":"2026-01-02T03:04:00Z","triggered_at":"2026-01-02T03:04:05.000Z","user_id":"u1","note":null,"trigger_count":2,"max_triggers":3}}"#
+            r#"{"type":"price_alert","id":"pa_5d1c0e7a9b3f4c2d8e6a1b0f_42_7","timestamp":"2026-01-02T03:04:05.000Z","data":{"alert_id":42,"ticker":"AAPL","condition":"above","target_price":200.0,"upper_price":null,"price":201.5,"quote_time":"2026-01-02T03:04:00Z","triggered_at":"2026-01-02T03:04:05.000Z","user_id":"u1","note":null,"trigger_count":2,"max_triggers":3}}"#
         );
     }
 }

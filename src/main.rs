@@ -138,13 +138,17 @@ enum AlertsCommand {
     /// Add an alert; prints its id.
     Add {
         ticker: String,
-        /// above, below, crossing_up, crossing_down, moving_up_pct or moving_down_pct.
+        /// above, below, crossing_up, crossing_down, moving_up_pct,
+        /// moving_down_pct, inside, outside, entering or exiting.
         condition: String,
-        /// The level, or the percent for moving_*_pct.
+        /// The level, the percent for moving_*_pct, or a channel's lower level.
         target: f64,
         /// The basis of moving_*_pct.
         #[arg(long, value_name = "P")]
         reference: Option<f64>,
+        /// A channel's upper level (inside, outside, entering, exiting).
+        #[arg(long, value_name = "P")]
+        upper: Option<f64>,
         #[arg(long)]
         note: Option<String>,
         #[arg(long)]
@@ -409,6 +413,7 @@ fn alerts_command(config: &Config, command: AlertsCommand) -> anyhow::Result<()>
             condition,
             target,
             reference,
+            upper,
             note,
             user,
             expires,
@@ -420,6 +425,7 @@ fn alerts_command(config: &Config, command: AlertsCommand) -> anyhow::Result<()>
                 condition: &condition,
                 target_price: target,
                 reference_price: reference,
+                upper_price: upper,
                 note: note.as_deref(),
                 user_id: user.as_deref(),
                 expires_at: expires.as_deref(),

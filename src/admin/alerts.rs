@@ -83,7 +83,10 @@ fn write_alerts(entries: Vec<alerts::AlertEntry>, out: &mut impl Write) -> anyho
             entry.id.to_string(),
             entry.ticker,
             entry.condition,
-            number(entry.target_price),
+            match entry.upper_price {
+                Some(upper) => format!("{}..{}", number(entry.target_price), number(Some(upper))),
+                None => number(entry.target_price),
+            },
             number(entry.reference_price),
             state.to_owned(),
             entry
@@ -144,8 +147,9 @@ pub fn alerts_add(
     anyhow::ensure!(!ticker.is_empty(), "the ticker is empty");
     let condition = Condition::parse(alert.condition).with_context(|| {
         format!(
-            "unknown condition {:?}; expected above, below, crossing_up, crossing_down, moving_up_pct or moving_down_pct",
-            alert.condition
+            "unknown condition {:?}; expected {}",
+            alert.condition,
+            crate::evaluate::CONDITIONS
         )
     })?;
     anyhow::ensure!(
@@ -159,6 +163,19 @@ pub fn alerts_add(
                 .is_some_and(|reference| reference.is_finite() && reference > 0.0),
             "{} needs --reference, a positive price",
             alert.condition
+        );
+    }
+    if condition.is_channel() {
+        crate::evaluate::channel_of(alert.target_price, alert.upper_price).map_err(|reason| {
+            anyhow::anyhow!(
+                "{} needs --upper above the target: {reason}",
+                alert.condition
+            )
+        })?;
+    } else {
+        anyhow::ensure!(
+            alert.upper_price.is_none(),
+            "--upper is a channel's upper level: only inside, outside, entering and exiting have one"
         );
     }
     if let Some(expiry) = alert.expires_at {

@@ -23,6 +23,14 @@ pub enum Condition {
     MovingUpPct,
     /// price has fallen by at least target_price percent from reference_price
     MovingDownPct,
+    /// price is in the channel: target_price <= price <= upper_price
+    Inside,
+    /// price is out of the channel: below target_price or above upper_price
+    Outside,
+    /// the previous observed price was out of the channel, and price is in it
+    Entering,
+    /// the previous observed price was in the channel, and price is out of it
+    Exiting,
 }
 
 impl Condition {
@@ -34,9 +42,39 @@ impl Condition {
             "crossing_down" => Some(Condition::CrossingDown),
             "moving_up_pct" => Some(Condition::MovingUpPct),
             "moving_down_pct" => Some(Condition::MovingDownPct),
+            "inside" => Some(Condition::Inside),
+            "outside" => Some(Condition::Outside),
+            "entering" => Some(Condition::Entering),
+            "exiting" => Some(Condition::Exiting),
             _ => None,
         }
     }
+
+    /// Between two levels: `target_price` and `upper_price`.
+    pub fn is_channel(self) -> bool {
+        matches!(
+            self,
+            Condition::Inside | Condition::Outside | Condition::Entering | Condition::Exiting
+        )
+    }
+}
+
+/// Every condition's name, as `price_alerts.condition` holds it.
+pub const CONDITIONS: &str = "above, below, crossing_up, crossing_down, moving_up_pct, moving_down_pct, inside, outside, entering or exiting";
+
+/// A channel's levels, or why its row does not make one.
+pub fn channel_of(target: f64, upper: Option<f64>) -> Result<(f64, f64), String> {
+    let Some(upper) = upper.filter(|upper| upper.is_finite()) else {
+        return Err(
+            "upper_price is missing or not a finite number: a channel needs two levels".to_owned(),
+        );
+    };
+    if upper <= target {
+        return Err(format!(
+            "upper_price {upper} is not above target_price {target}: the channel's levels are reversed"
+        ));
+    }
+    Ok((target, upper))
 }
 
 /// A ticker's price this tick, and the one the daemon observed before.
@@ -101,8 +139,22 @@ pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdic
             }
         }
     }
+    let channel = if condition.is_channel() {
+        match channel_of(target, alert.upper_price) {
+            Ok(channel) => Some(channel),
+            Err(reason) => return Verdict::Malformed(reason),
+        }
+    } else {
+        None
+    };
+    let inside =
+        |price: f64| channel.is_some_and(|(lower, upper)| lower <= price && price <= upper);
     let Observed { price, previous } = observed;
     let fires = match condition {
+        Condition::Inside => inside(price),
+        Condition::Outside => !inside(price),
+        Condition::Entering => previous.is_some_and(|previous| !inside(previous)) && inside(price),
+        Condition::Exiting => previous.is_some_and(inside) && !inside(price),
         Condition::Above => price >= target,
         Condition::Below => price <= target,
         Condition::CrossingUp => {

@@ -14,8 +14,8 @@ mod report;
 
 pub use head_start::HEAD_START;
 pub use judge::{
-    Condition, FUTURE_SKEW, MIN_COOLDOWN, Observed, QuoteProblem, Verdict, cooldown_of, judge,
-    parse_cooldown, parse_time, rearm_at,
+    CONDITIONS, Condition, FUTURE_SKEW, MIN_COOLDOWN, Observed, QuoteProblem, Verdict, channel_of,
+    cooldown_of, judge, max_triggers_of, parse_cooldown, parse_time, rearm_at,
 };
 pub use options::{TickMemory, TickOptions};
 pub(crate) use report::tick_counts;

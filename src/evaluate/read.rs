@@ -132,6 +132,7 @@ impl Judging<'_> {
                 // `judge` fires only on a finite target.
                 target_price: alert.target_price.unwrap_or(f64::NAN),
                 reference_price: alert.reference_price,
+                upper_price: alert.upper_price,
                 ticker: alert.ticker,
                 condition: alert.condition,
                 user_id: alert.user_id,

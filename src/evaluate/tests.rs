@@ -26,6 +26,7 @@ fn alert(condition: &str, target: Option<f64>, reference: Option<f64>) -> AlertR
         cooldown: None,
         snoozed_until: None,
         max_triggers: None,
+        upper_price: None,
     }
 }
 
@@ -292,10 +293,16 @@ fn the_level_ranges_reach_every_row_judge_fires() {
         "'crossing_down'",
         "'moving_up_pct'",
         "'moving_down_pct'",
+        "'inside'",
+        "'outside'",
+        "'entering'",
+        "'exiting'",
         "'sideways'",
         "''",
         "NULL",
     ];
+    // A channel's upper level, or none (the others have none).
+    let uppers = ["NULL", "100", "105", "97", "'x'"];
     let targets = [
         "50.0", "95", "99.99", "100.0", "100", "100.01", "105", "150.0", "'lots'", "9e999",
         "-9e999", "0", "-5", "5",
@@ -311,11 +318,14 @@ fn the_level_ranges_reach_every_row_judge_fires() {
         for target in targets {
             for expiry in &expiries {
                 for reference in references {
-                    app.execute_batch(&format!(
-                            "INSERT INTO price_alerts (ticker, condition, target_price, reference_price, expires_at, created_at)
-                             VALUES ('T', {condition}, {target}, {reference}, {expiry}, 'x')"
+                    for upper in uppers {
+                        app.execute_batch(&format!(
+                            "INSERT INTO price_alerts
+                                 (ticker, condition, target_price, reference_price, upper_price, expires_at, created_at)
+                             VALUES ('T', {condition}, {target}, {reference}, {upper}, {expiry}, 'x')"
                         ))
                         .unwrap();
+                    }
                 }
             }
         }
@@ -323,7 +333,7 @@ fn the_level_ranges_reach_every_row_judge_fires() {
     let all = alerts::enabled_for_ticker(&mut connection, "T").unwrap();
     assert_eq!(
         all.len(),
-        conditions.len() * targets.len() * expiries.len() * references.len()
+        conditions.len() * targets.len() * expiries.len() * references.len() * uppers.len()
     );
     for previous in [Some(90.0), Some(110.0), Some(100.0), None] {
         let observed = Observed {

@@ -20,6 +20,8 @@ pub struct AlertRow {
     pub condition: String,
     pub target_price: Option<f64>,
     pub reference_price: Option<f64>,
+    /// A channel's upper level (`target_price` is its lower one).
+    pub upper_price: Option<f64>,
     /// As the application wrote it; `evaluate` parses it.
     pub expires_at: Option<String>,
     pub user_id: Option<String>,
@@ -46,6 +48,7 @@ pub struct Trigger {
     pub condition: String,
     pub target_price: f64,
     pub reference_price: Option<f64>,
+    pub upper_price: Option<f64>,
     pub user_id: Option<String>,
     pub note: Option<String>,
     pub price: f64,
@@ -83,6 +86,8 @@ pub struct AlertEntry {
     pub condition: String,
     pub target_price: Option<f64>,
     pub reference_price: Option<f64>,
+    /// A channel's upper level.
+    pub upper_price: Option<f64>,
     pub enabled: bool,
     pub triggered_at: Option<String>,
     pub triggered_price: Option<f64>,
@@ -116,6 +121,7 @@ pub struct NewAlert<'a> {
     pub condition: &'a str,
     pub target_price: f64,
     pub reference_price: Option<f64>,
+    pub upper_price: Option<f64>,
     pub note: Option<&'a str>,
     pub user_id: Option<&'a str>,
     pub expires_at: Option<&'a str>,
@@ -257,8 +263,8 @@ pub(super) static DISABLE: PerEngine = PerEngine::new(
 );
 pub(super) const ADD: &str = "INSERT INTO price_alerts
          (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at, cooldown,
-          max_triggers)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
+          max_triggers, upper_price)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id";
 
 fn set_cooldown_on<C: Statements>(
     connection: &mut C,
@@ -302,6 +308,7 @@ fn add_on<C: Statements>(
             &alert.expires_at,
             &alert.cooldown,
             &alert.max_triggers,
+            &alert.upper_price,
         ],
         |row| row.get::<i64>(0),
     )?;
@@ -325,6 +332,7 @@ pub(super) fn event_of(
             ticker: trigger.ticker.clone(),
             condition: trigger.condition.clone(),
             target_price: trigger.target_price,
+            upper_price: trigger.upper_price,
             price: trigger.price,
             quote_time: trigger.quote_time.clone(),
             triggered_at: stamp.to_owned(),

@@ -1,6 +1,6 @@
 //! The incremental tick gives the same answers as a full scan: random
 //! sequences of operations (inserts, re-arms, edits, deletes, quotes that
-//! move up, down or go stale, expiries, repeating alerts with and without a
+//! move up, down or go stale, channels entered and left, expiries, repeating alerts with and without a
 //! trigger budget whose cooldowns pass, snoozes that end or not, failed
 //! fetches, several jobs with
 //! different scopes, ticks interrupted by a crash, the ticks of jobs that
@@ -26,13 +26,17 @@ use price_alertd::store::alerts::{self, Trigger};
 use price_alertd::store::{changes, observations, quotes};
 
 const TICKERS: [&str; 6] = ["T0", "T1", "T2", "T3", "T4", "T5"];
-const CONDITIONS: [&str; 7] = [
+const CONDITIONS: [&str; 11] = [
     "above",
     "below",
     "crossing_up",
     "crossing_down",
     "moving_up_pct",
     "moving_down_pct",
+    "inside",
+    "outside",
+    "entering",
+    "exiting",
     "sideways",
 ];
 const MAX_AGE: Duration = Duration::from_secs(900);
@@ -111,6 +115,7 @@ fn full_scan(
                     arming: alert.arming,
                     target_price: alert.target_price.unwrap(),
                     reference_price: alert.reference_price,
+                    upper_price: alert.upper_price,
                     ticker: alert.ticker,
                     condition: alert.condition,
                     user_id: alert.user_id,
@@ -295,6 +300,8 @@ struct Covered {
     /// spent its budget (fired as often as it may, and stays disabled).
     repeated: i64,
     spent: i64,
+    /// Events of `inside`, `outside`, `entering` and `exiting` alerts.
+    channels: [i64; 4],
 }
 
 fn run(
@@ -339,6 +346,16 @@ fn run(
                     }
                     _ => (price * (0.95 + rng.f64() * 0.1), None),
                 };
+                // A channel up to 5% wide; now and then one without an upper
+                // level or with its levels reversed (malformed).
+                let upper = match (condition, rng.u8(..10)) {
+                    ("inside" | "outside" | "entering" | "exiting", 0) => None,
+                    ("inside" | "outside" | "entering" | "exiting", 1) => Some(target * 0.99),
+                    ("inside" | "outside" | "entering" | "exiting", _) => {
+                        Some(target * (1.0 + rng.f64() * 0.05))
+                    }
+                    _ => None,
+                };
                 // Now and then a repeating alert (its cooldown passes only
                 // when a step below says so), with a budget or not.
                 let (cooldown, max_triggers): (Option<&str>, Option<i64>) = match rng.u8(..4) {
@@ -349,9 +366,10 @@ fn run(
                 both(
                     &dbs,
                     "INSERT INTO price_alerts
-                         (ticker, condition, target_price, reference_price, created_at, cooldown, max_triggers)
-                     VALUES ($1, $2, $3, $4, '2026-01-01T00:00:00Z', $5, $6)",
-                    values![ticker, condition, target, reference, cooldown, max_triggers],
+                         (ticker, condition, target_price, reference_price, upper_price, created_at, cooldown,
+                          max_triggers)
+                     VALUES ($1, $2, $3, $4, $5, '2026-01-01T00:00:00Z', $6, $7)",
+                    values![ticker, condition, target, reference, upper, cooldown, max_triggers],
                 );
                 alerts += 1;
             }
@@ -412,8 +430,14 @@ fn run(
                     ),
                     1 => both(
                         &dbs,
-                        "UPDATE price_alerts SET target_price = $1 WHERE id = $2",
-                        values![prices[ticker] * (0.95 + rng.f64() * 0.1), id],
+                        "UPDATE price_alerts SET target_price = $1,
+                             upper_price = CASE WHEN upper_price IS NULL THEN NULL ELSE $2::float8 END
+                         WHERE id = $3",
+                        values![
+                            prices[ticker] * (0.95 + rng.f64() * 0.1),
+                            prices[ticker] * (1.0 + rng.f64() * 0.05),
+                            id
+                        ],
                     ),
                     2 => both(&dbs, "DELETE FROM price_alerts WHERE id = $1", values![id]),
                     _ => both(
@@ -475,6 +499,15 @@ fn run(
         "SELECT count(*) FROM price_alerts
          WHERE trigger_count >= max_triggers AND rearm_at IS NULL AND enabled = 0",
     );
+    for (count, condition) in covered
+        .channels
+        .iter_mut()
+        .zip(["inside", "outside", "entering", "exiting"])
+    {
+        *count += fast.scalar(&format!(
+            "SELECT count(*) FROM outbox WHERE body LIKE '%\"condition\":\"{condition}\"%'"
+        ));
+    }
 }
 
 on_every_engine! {
@@ -505,7 +538,8 @@ on_every_engine! {
                     && covered.snoozed > 0
                     && covered.woken > 0
                     && covered.repeated > 0
-                    && covered.spent > 0,
+                    && covered.spent > 0
+                    && covered.channels.iter().all(|events| *events > 0),
                 "a kind of history never came up: {covered:?}"
             );
         }

@@ -1,7 +1,7 @@
 //! Trigger policies beyond the cooldown: a repeating alert's trigger budget
-//! (`max_triggers`), counted by the claim, and snoozes (`snoozed_until`,
+//! (`max_triggers`), counted by the claim; snoozes (`snoozed_until`,
 //! `alerts snooze`), which hold an armed alert and let the first tick after
-//! judge it at the price of then. On each engine, with the ticks' clock
+//! judge it at the price of then; channels between two levels. On each engine, with the ticks' clock
 //! injected, through the admin CLI as an operator uses it.
 
 use crate::common;
@@ -215,5 +215,80 @@ on_every_engine! {
             "{}",
             String::from_utf8_lossy(&refused.stderr)
         );
+    }
+}
+
+on_every_engine! {
+    fn channels_fire_inside_outside_entering_and_exiting_between_two_levels(engine: Engine) {
+        let db = Db::on(engine);
+        let config = config(&db);
+        let cli = alerts_cli(&db);
+        let add = |condition: &str| -> i64 {
+            cli(&["add", "AAPL", condition, "100", "--upper", "110", "--cooldown", "1s"])
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let ids = ["inside", "outside", "entering", "exiting"].map(add);
+        let t0 = Utc::now();
+        // (minute, price, which fire): every re-arm is due a minute later.
+        let steps: [(i64, f64, [bool; 4]); 6] = [
+            (0, 95.0, [false, true, false, false]),
+            (1, 100.0, [true, false, true, false]),
+            (2, 110.0, [true, false, false, false]),
+            (3, 110.5, [false, true, false, true]),
+            (4, 105.0, [true, false, true, false]),
+            (5, 99.0, [false, true, false, true]),
+        ];
+        for (minute, price, fires) in steps {
+            let at = minutes(t0, minute);
+            quote_at(&db, price, at);
+            tick_at(&db, &config, at);
+            for (id, fires) in ids.iter().zip(fires) {
+                let fired_now = db.scalar(&format!(
+                    "SELECT count(*) FROM outbox WHERE alert_id = {id} AND body LIKE '%\"price\":{price:?}%'"
+                ));
+                assert_eq!(fired_now > 0, fires, "minute {minute} at {price}: alert {id}");
+            }
+        }
+        let body: serde_json::Value = serde_json::from_str(
+            &db.texts(&format!("SELECT body FROM outbox WHERE alert_id = {} LIMIT 1", ids[0]))[0],
+        )
+        .unwrap();
+        assert_eq!(
+            (&body["data"]["target_price"], &body["data"]["upper_price"]),
+            (&serde_json::json!(100.0), &serde_json::json!(110.0))
+        );
+        assert!(cli(&["list"]).contains("100..110"));
+
+        // Missing or reversed levels are malformed; the CLI refuses them.
+        db.execute("UPDATE price_alerts SET enabled = 0, rearm_at = NULL", &[]);
+        for (upper, why) in [(None, "missing"), (Some(90.0), "reversed")] {
+            let id = db.add_alert("AAPL", "inside", 100.0);
+            db.execute(
+                "UPDATE price_alerts SET upper_price = $1 WHERE id = $2",
+                values![upper, id],
+            );
+            let report = tick_at(&db, &config, minutes(t0, 9));
+            assert_eq!((report.triggered, report.malformed_alerts), (0, 1), "{why}");
+        }
+        let path = db.write_config(&common::config_text(&db, "http://127.0.0.1:9/", "0 0 0 1 1 *"));
+        for args in [
+            &["alerts", "add", "AAPL", "inside", "100"][..],
+            &["alerts", "add", "AAPL", "exiting", "100", "--upper", "100"][..],
+            &["alerts", "add", "AAPL", "above", "100", "--upper", "110"][..],
+        ] {
+            let refused = common::binary()
+                .args(["--config", path.to_str().unwrap()])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(!refused.status.success(), "{args:?} was accepted");
+            assert!(
+                String::from_utf8_lossy(&refused.stderr).contains("--upper"),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&refused.stderr)
+            );
+        }
     }
 }

@@ -210,6 +210,7 @@ on_every_engine! {
                 .execute_batch(
                     "ALTER TABLE outbox DROP COLUMN user_id;
                      DROP INDEX price_alerts_snoozed;
+                     DROP INDEX price_alerts_upper;
                      ALTER TABLE price_alerts DROP COLUMN trigger_count;
                      DROP INDEX price_alerts_rearm;
                      ALTER TABLE price_alerts DROP COLUMN rearm_at;
@@ -228,6 +229,7 @@ on_every_engine! {
                 .batch_execute(
                     "ALTER TABLE outbox DROP COLUMN user_id;
                      DROP INDEX price_alerts_snoozed;
+                     DROP INDEX price_alerts_upper;
                      ALTER TABLE price_alerts DROP COLUMN trigger_count;
                      ALTER TABLE price_alerts DROP COLUMN rearm_at;
                      DROP FUNCTION price_alertd_quotes_changed() CASCADE;

@@ -221,13 +221,17 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__add)
-            opts="-h --reference --note --user --expires --cooldown --max-triggers --config --help"
+            opts="-h --reference --upper --note --user --expires --cooldown --max-triggers --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --reference)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upper)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

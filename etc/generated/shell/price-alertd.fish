@@ -79,6 +79,7 @@ complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -l json -d 'One JSON object per line'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l reference -d 'The basis of moving_*_pct' -r
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l upper -d 'A channel\'s upper level (inside, outside, entering, exiting)' -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l note -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l user -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l expires -d 'When the alert stops being evaluated (RFC 3339)' -r

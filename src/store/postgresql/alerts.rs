@@ -204,11 +204,12 @@ impl ClaimStatements {
                      rearm_at = CASE WHEN a.trigger_count + 1 >= a.max_triggers::float8 THEN NULL
                                      ELSE c.rearm_at END
                  FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::text[], $6::float8[], $7::float8[],
-                             $8::bigint[])
-                      AS c (id, arming, price, condition, target_price, reference_price, rearm_at)
+                             $8::bigint[], $9::float8[])
+                      AS c (id, arming, price, condition, target_price, reference_price, rearm_at, upper_price)
                  WHERE a.id = c.id AND a.enabled = '1' AND a.arming = c.arming
                    AND a.condition = c.condition AND a.target_price = c.target_price
                    AND a.reference_price IS NOT DISTINCT FROM c.reference_price
+                   AND a.upper_price::float8 IS NOT DISTINCT FROM c.upper_price
                    AND (a.snoozed_until IS NULL
                         OR price_alertd_time(a.snoozed_until::text) <= $1::text::timestamptz)
                  RETURNING a.id, a.trigger_count::bigint, a.max_triggers::float8",
@@ -278,6 +279,7 @@ fn disable_locked(
         .map(|trigger| trigger.reference_price)
         .collect();
     let rearm_at: Vec<Option<i64>> = batch.iter().map(|trigger| trigger.rearm_at).collect();
+    let uppers: Vec<Option<f64>> = batch.iter().map(|trigger| trigger.upper_price).collect();
     transaction
         .query(
             statement,
@@ -290,6 +292,7 @@ fn disable_locked(
                 &targets,
                 &references,
                 &rearm_at,
+                &uppers,
             ],
         )?
         .iter()
@@ -350,7 +353,7 @@ pub fn list(
                 "SELECT id, ticker::text, condition::text, target_price::float8, \
                  reference_price::float8, enabled = '1', triggered_at::text, triggered_price::float8, \
                  expires_at::text, expired_at::text, user_id::text, note::text, cooldown::text, rearm_at, \
-                 snoozed_until::text, trigger_count::bigint, max_triggers::text \
+                 snoozed_until::text, trigger_count::bigint, max_triggers::text, upper_price::float8 \
                  FROM price_alerts WHERE ",
                 $state,
                 " AND ($1::text IS NULL OR ticker = $1) ORDER BY id DESC LIMIT $2"
@@ -374,6 +377,7 @@ pub fn list(
                 condition: row.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
                 target_price: row.try_get(3)?,
                 reference_price: row.try_get(4)?,
+                upper_price: row.try_get(17)?,
                 enabled: row.try_get::<_, Option<bool>>(5)?.unwrap_or(false),
                 triggered_at: row.try_get(6)?,
                 triggered_price: row.try_get(7)?,

@@ -192,7 +192,6 @@ pub fn each_reachable_alert_of(
                 " FROM price_alerts WHERE ticker = m.ticker AND condition = '",
                 $condition,
                 "' AND enabled = '1' AND ",
-                level!(),
                 $($bounds)*,
                 " AND change_seq <= $4"
             )
@@ -202,16 +201,17 @@ pub fn each_reachable_alert_of(
         "SELECT m.at - 1, r.* FROM unnest($1::text[], $2::float8[], $3::float8[]) WITH ORDINALITY
              AS m (ticker, price, previous, at)
          CROSS JOIN LATERAL (",
-        range!("above", " <= m.price"),
+        range!("above", level!(), " <= m.price"),
         " UNION ALL ",
-        range!("below", " >= m.price"),
+        range!("below", level!(), " >= m.price"),
         " UNION ALL ",
-        range!("moving_up_pct", " <= m.price * (1 + 1e-9)"),
+        range!("moving_up_pct", level!(), " <= m.price * (1 + 1e-9)"),
         " UNION ALL ",
-        range!("moving_down_pct", " >= m.price * (1 - 1e-9)"),
+        range!("moving_down_pct", level!(), " >= m.price * (1 - 1e-9)"),
         " UNION ALL ",
         range!(
             "crossing_up",
+            level!(),
             " > m.previous AND m.previous < m.price AND ",
             level!(),
             " <= m.price"
@@ -219,9 +219,48 @@ pub fn each_reachable_alert_of(
         " UNION ALL ",
         range!(
             "crossing_down",
+            level!(),
             " < m.previous AND m.previous > m.price AND ",
             level!(),
             " >= m.price"
+        ),
+        // A channel's lower level is its level; its upper level has an
+        // index of its own (`price_alerts_upper`).
+        " UNION ALL ",
+        range!("inside", level!(), " <= m.price AND upper_price >= m.price"),
+        " UNION ALL ",
+        range!("outside", level!(), " > m.price"),
+        " UNION ALL ",
+        range!("outside", "upper_price < m.price"),
+        " UNION ALL ",
+        range!(
+            "entering",
+            level!(),
+            " > m.previous AND m.previous < m.price AND ",
+            level!(),
+            " <= m.price AND upper_price >= m.price"
+        ),
+        " UNION ALL ",
+        range!(
+            "entering",
+            "upper_price < m.previous AND m.previous > m.price AND upper_price >= m.price AND ",
+            level!(),
+            " <= m.price"
+        ),
+        " UNION ALL ",
+        range!(
+            "exiting",
+            "upper_price >= m.previous AND m.previous < m.price AND upper_price < m.price AND ",
+            level!(),
+            " <= m.previous"
+        ),
+        " UNION ALL ",
+        range!(
+            "exiting",
+            level!(),
+            " > m.price AND m.previous > m.price AND ",
+            level!(),
+            " <= m.previous AND upper_price >= m.previous"
         ),
         ") AS r"
     );
@@ -280,32 +319,66 @@ pub fn each_reachable_alert(
                 "SELECT ",
                 alert_columns!(),
                 " FROM price_alerts WHERE ticker = $1 AND condition = $2 AND enabled = '1' AND ",
-                level!(),
                 $($bounds)*,
                 " AND change_seq <= $5"
             )
         };
     }
     // Every statement takes the same five parameters ($4 is the previous
-    // price, used by the crossings only).
-    const AT_OR_UNDER: &str = reachable!(" <= $3 AND $4::float8 IS NOT NULL");
-    const AT_OR_OVER: &str = reachable!(" >= $3 AND $4::float8 IS NOT NULL");
-    const CROSSED_UP: &str = reachable!(" > $4 AND ", level!(), " <= $3");
-    const CROSSED_DOWN: &str = reachable!(" < $4 AND ", level!(), " >= $3");
+    // price, used by the crossings and channels' moves only).
+    const AT_OR_UNDER: &str = reachable!(level!(), " <= $3 AND $4::float8 IS NOT NULL");
+    const AT_OR_OVER: &str = reachable!(level!(), " >= $3 AND $4::float8 IS NOT NULL");
+    const CROSSED_UP: &str = reachable!(level!(), " > $4 AND ", level!(), " <= $3");
+    const CROSSED_DOWN: &str = reachable!(level!(), " < $4 AND ", level!(), " >= $3");
+    const INSIDE: &str = reachable!(
+        level!(),
+        " <= $3 AND upper_price >= $3 AND $4::float8 IS NOT NULL"
+    );
+    const UNDER_LOWER: &str = reachable!(level!(), " > $3 AND $4::float8 IS NOT NULL");
+    const OVER_UPPER: &str = reachable!("upper_price < $3 AND $4::float8 IS NOT NULL");
+    const IN_THROUGH_LOWER: &str = reachable!(
+        level!(),
+        " > $4 AND ",
+        level!(),
+        " <= $3 AND upper_price >= $3"
+    );
+    const IN_THROUGH_UPPER: &str = reachable!(
+        "upper_price < $4 AND upper_price >= $3 AND ",
+        level!(),
+        " <= $3"
+    );
+    const OUT_THROUGH_UPPER: &str = reachable!(
+        "upper_price >= $4 AND upper_price < $3 AND ",
+        level!(),
+        " <= $4"
+    );
+    const OUT_THROUGH_LOWER: &str = reachable!(
+        level!(),
+        " > $3 AND ",
+        level!(),
+        " <= $4 AND upper_price >= $4"
+    );
     let price = moved.price;
     let mut ranges: Vec<(&str, &'static str, f64, f64)> = vec![
         ("above", AT_OR_UNDER, price, 0.0),
         ("below", AT_OR_OVER, price, 0.0),
         ("moving_up_pct", AT_OR_UNDER, price * (1.0 + ROUNDING), 0.0),
         ("moving_down_pct", AT_OR_OVER, price * (1.0 - ROUNDING), 0.0),
+        ("inside", INSIDE, price, 0.0),
+        ("outside", UNDER_LOWER, price, 0.0),
+        ("outside", OVER_UPPER, price, 0.0),
     ];
     match moved.previous {
-        Some(previous) if previous < price => {
-            ranges.push(("crossing_up", CROSSED_UP, price, previous));
-        }
-        Some(previous) if previous > price => {
-            ranges.push(("crossing_down", CROSSED_DOWN, price, previous));
-        }
+        Some(previous) if previous < price => ranges.extend([
+            ("crossing_up", CROSSED_UP, price, previous),
+            ("entering", IN_THROUGH_LOWER, price, previous),
+            ("exiting", OUT_THROUGH_UPPER, price, previous),
+        ]),
+        Some(previous) if previous > price => ranges.extend([
+            ("crossing_down", CROSSED_DOWN, price, previous),
+            ("entering", IN_THROUGH_UPPER, price, previous),
+            ("exiting", OUT_THROUGH_LOWER, price, previous),
+        ]),
         _ => {}
     }
     for (condition, sql, bound, other) in ranges {

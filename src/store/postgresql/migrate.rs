@@ -96,12 +96,13 @@ const ALERT_CHANGED: &str = "WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINC
     OR OLD.expires_at IS DISTINCT FROM NEW.expires_at))";
 
 /// [`ALERT_CHANGED`] since migration 6: waking a snoozed alert (or snoozing
-/// it) is an edit too.
+/// it), and moving a channel's upper level, are edits too.
 const ALERT_CHANGED_6: &str =
     "WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINCT FROM NEW.enabled
     OR OLD.ticker IS DISTINCT FROM NEW.ticker OR OLD.condition IS DISTINCT FROM NEW.condition
     OR OLD.target_price IS DISTINCT FROM NEW.target_price
     OR OLD.reference_price IS DISTINCT FROM NEW.reference_price
+    OR OLD.upper_price IS DISTINCT FROM NEW.upper_price
     OR OLD.expires_at IS DISTINCT FROM NEW.expires_at
     OR OLD.snoozed_until IS DISTINCT FROM NEW.snoozed_until))";
 
@@ -377,15 +378,19 @@ REFERENCING OLD TABLE AS before NEW TABLE AS changed
 FOR EACH STATEMENT EXECUTE FUNCTION price_alertd_quotes_changed();
 "#;
 
-/// Snoozes and trigger budgets, as SQLite's migration 12: the application's
-/// `snoozed_until` and `max_triggers` (added if it has none), how many
-/// times the claim fired each alert, a partial index of the snoozed, and
-/// the two triggers of an alert's change again, with `ALERT_CHANGED_6`.
+/// Trigger policies, as SQLite's migration 12: the application's
+/// `snoozed_until`, `max_triggers` and `upper_price` (added if it has
+/// none), how many times the claim fired each alert, a partial index of the
+/// snoozed, an index of channels' upper levels, and the two triggers of an
+/// alert's change again, with `ALERT_CHANGED_6`.
 const MIGRATION_6: &str = r#"
 ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS snoozed_until TEXT;
 ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS max_triggers BIGINT;
+ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS upper_price DOUBLE PRECISION;
 ALTER TABLE price_alerts ADD COLUMN trigger_count BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX price_alerts_snoozed ON price_alerts (id) WHERE snoozed_until IS NOT NULL;
+CREATE INDEX price_alerts_upper ON price_alerts (ticker, condition, upper_price)
+    WHERE enabled = '1' AND upper_price IS NOT NULL;
 DROP TRIGGER price_alerts_changed_on_update ON price_alerts;
 CREATE TRIGGER price_alerts_changed_on_update BEFORE UPDATE ON price_alerts
 FOR EACH ROW {alert_changed}

@@ -13,7 +13,7 @@ macro_rules! alert_columns {
     () => {
         "id, arming, ticker::text, condition::text, target_price::float8, \
          reference_price::float8, expires_at::text, user_id::text, note::text, cooldown::text, \
-         snoozed_until::text, max_triggers::text"
+         snoozed_until::text, max_triggers::text, upper_price::float8"
     };
 }
 pub(super) use alert_columns;
@@ -41,5 +41,6 @@ pub(super) fn alert_row_from(row: &Row, first: usize) -> Result<AlertRow> {
         cooldown: row.try_get(first + 9)?,
         snoozed_until: row.try_get(first + 10)?,
         max_triggers: row.try_get(first + 11)?,
+        upper_price: row.try_get(first + 12)?,
     })
 }

@@ -40,7 +40,7 @@ pub fn enabled_without_ticker(
 }
 
 /// The columns [`alert_row`] reads, in its order.
-pub(super) const ALERT_COLUMNS: &str = "id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note, cooldown, snoozed_until, max_triggers";
+pub(super) const ALERT_COLUMNS: &str = "id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note, cooldown, snoozed_until, max_triggers, upper_price";
 
 /// Every ticker that has enabled alerts: one seek per ticker in
 /// `price_alerts_level` (which holds enabled alerts only, by ticker), not a
@@ -196,12 +196,13 @@ fn stage_claims(
         "CREATE TEMP TABLE IF NOT EXISTS claims (
              id INTEGER PRIMARY KEY, arming INTEGER NOT NULL, price REAL NOT NULL,
              condition TEXT NOT NULL, target_price REAL NOT NULL, reference_price REAL,
-             rearm_at INTEGER);
+             upper_price REAL, rearm_at INTEGER);
          DELETE FROM temp.claims;",
     )?;
     let mut stage = transaction.prepare_cached(
-        "INSERT OR REPLACE INTO temp.claims (id, arming, price, condition, target_price, reference_price, rearm_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR REPLACE INTO temp.claims
+             (id, arming, price, condition, target_price, reference_price, upper_price, rearm_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     for trigger in triggers {
         stage.execute(params![
@@ -211,6 +212,7 @@ fn stage_claims(
             trigger.condition,
             trigger.target_price,
             trigger.reference_price,
+            trigger.upper_price,
             trigger.rearm_at
         ])?;
     }
@@ -245,7 +247,8 @@ fn disable_staged(
            AND EXISTS (SELECT 1 FROM temp.claims AS c
                        WHERE c.id = price_alerts.id AND c.arming = price_alerts.arming
                          AND c.condition = price_alerts.condition AND c.target_price = price_alerts.target_price
-                         AND c.reference_price IS price_alerts.reference_price)
+                         AND c.reference_price IS price_alerts.reference_price
+                         AND c.upper_price IS price_alerts.upper_price)
            AND (snoozed_until IS NULL OR julianday(snoozed_until) <= julianday(?1))
          RETURNING id, trigger_count, max_triggers",
     )?;
@@ -310,7 +313,7 @@ pub fn list(
     let mut statement = connection.prepare(&format!(
         "SELECT id, ticker, condition, target_price, reference_price, enabled, triggered_at, triggered_price,
                 expires_at, expired_at, user_id, note, cooldown, rearm_at,
-                snoozed_until, trigger_count, max_triggers
+                snoozed_until, trigger_count, max_triggers, upper_price
          FROM price_alerts WHERE {state} AND (?1 IS NULL OR ticker = ?1) ORDER BY id DESC LIMIT ?2"
     ))?;
     let rows = statement.query_map(params![ticker, limit as i64], |row| {
@@ -321,6 +324,7 @@ pub fn list(
             condition: text(row.get(2)?),
             target_price: number(row.get(3)?),
             reference_price: number(row.get(4)?),
+            upper_price: number(row.get(17)?),
             enabled: row.get::<_, i64>(5)? != 0,
             triggered_at: optional_text(row.get(6)?),
             triggered_price: number(row.get(7)?),

@@ -25,6 +25,11 @@ pub(in crate::store) const LEVEL: &str = "CASE condition \
      WHEN 'moving_down_pct' THEN reference_price * (1 - target_price / 100.0) \
      ELSE target_price END";
 
+/// The index of enabled alerts' levels (a channel's lower one).
+const LEVEL_INDEX: &str = "price_alerts_level";
+/// The index of enabled channels' upper levels.
+const UPPER_INDEX: &str = "price_alerts_upper";
+
 /// How far the moving-% bounds are widened, relative to the price: the index
 /// computes the level one way and `evaluate::judge` the percentage another,
 /// and their rounding may differ in the last bits. Rows read in excess are
@@ -233,26 +238,93 @@ pub fn each_reachable_alert(
     mut each: impl FnMut(AlertRow) -> bool,
 ) -> rusqlite::Result<()> {
     let price = moved.price;
-    let mut ranges: Vec<(&str, &str, f64, f64)> = vec![
-        ("above", "<= ?3", price, 0.0),
-        ("below", ">= ?3", price, 0.0),
-        ("moving_up_pct", "<= ?3", price * (1.0 + ROUNDING), 0.0),
-        ("moving_down_pct", ">= ?3", price * (1.0 - ROUNDING), 0.0),
+    // (condition, index, bounds, ?3, ?4): a range of the index, and what
+    // the rows read from it must also hold.
+    let mut ranges: Vec<(&str, &str, &str, f64, f64)> = vec![
+        ("above", LEVEL_INDEX, "{level} <= ?3", price, 0.0),
+        ("below", LEVEL_INDEX, "{level} >= ?3", price, 0.0),
+        (
+            "moving_up_pct",
+            LEVEL_INDEX,
+            "{level} <= ?3",
+            price * (1.0 + ROUNDING),
+            0.0,
+        ),
+        (
+            "moving_down_pct",
+            LEVEL_INDEX,
+            "{level} >= ?3",
+            price * (1.0 - ROUNDING),
+            0.0,
+        ),
+        // A channel's lower level is its `{level}`; its upper level has an
+        // index of its own.
+        (
+            "inside",
+            LEVEL_INDEX,
+            "{level} <= ?3 AND upper_price >= ?3",
+            price,
+            0.0,
+        ),
+        ("outside", LEVEL_INDEX, "{level} > ?3", price, 0.0),
+        ("outside", UPPER_INDEX, "upper_price < ?3", price, 0.0),
     ];
     match moved.previous {
-        Some(previous) if previous < price => {
-            ranges.push(("crossing_up", "> ?4 AND {level} <= ?3", price, previous));
-        }
-        Some(previous) if previous > price => {
-            ranges.push(("crossing_down", "< ?4 AND {level} >= ?3", price, previous));
-        }
+        Some(previous) if previous < price => ranges.extend([
+            (
+                "crossing_up",
+                LEVEL_INDEX,
+                "{level} > ?4 AND {level} <= ?3",
+                price,
+                previous,
+            ),
+            // In through the lower level, out through the upper.
+            (
+                "entering",
+                LEVEL_INDEX,
+                "{level} > ?4 AND {level} <= ?3 AND upper_price >= ?3",
+                price,
+                previous,
+            ),
+            (
+                "exiting",
+                UPPER_INDEX,
+                "upper_price >= ?4 AND upper_price < ?3 AND {level} <= ?4",
+                price,
+                previous,
+            ),
+        ]),
+        Some(previous) if previous > price => ranges.extend([
+            (
+                "crossing_down",
+                LEVEL_INDEX,
+                "{level} < ?4 AND {level} >= ?3",
+                price,
+                previous,
+            ),
+            // In through the upper level, out through the lower.
+            (
+                "entering",
+                UPPER_INDEX,
+                "upper_price < ?4 AND upper_price >= ?3 AND {level} <= ?3",
+                price,
+                previous,
+            ),
+            (
+                "exiting",
+                LEVEL_INDEX,
+                "{level} > ?3 AND {level} <= ?4 AND upper_price >= ?4",
+                price,
+                previous,
+            ),
+        ]),
         _ => {}
     }
-    for (condition, bounds, bound, other) in ranges {
+    for (condition, index, bounds, bound, other) in ranges {
         let bounds = bounds.replace("{level}", LEVEL);
         let mut statement = connection.prepare_cached(&format!(
-            "SELECT {} FROM price_alerts
-             WHERE ticker = ?1 AND condition = ?2 AND enabled = 1 AND {LEVEL} {bounds}
+            "SELECT {} FROM price_alerts INDEXED BY {index}
+             WHERE ticker = ?1 AND condition = ?2 AND enabled = 1 AND {bounds}
                AND change_seq <= ?5",
             super::alerts::ALERT_COLUMNS
         ))?;

@@ -75,6 +75,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     |transaction| {
         add_alert_column_if_missing(transaction, "snoozed_until")?;
         add_typed_alert_column_if_missing(transaction, "max_triggers", "INTEGER")?;
+        add_typed_alert_column_if_missing(transaction, "upper_price", "REAL")?;
         transaction.execute_batch(MIGRATION_12)
     },
 ];
@@ -405,19 +406,25 @@ END;
 DROP TABLE change_counter;
 "#;
 
-/// Snoozes and trigger budgets: the application's `snoozed_until` and
-/// `max_triggers` (added if it has none), and how many times the claim
-/// fired each alert. Waking a snoozed alert (clearing its `snoozed_until`)
-/// is an edit: a change the next tick reads, and judges at the price of
-/// then. Snoozed alerts are few: a partial index of them.
+/// Trigger policies: the application's `snoozed_until`, `max_triggers` and
+/// `upper_price` (added if it has none), and how many times the claim fired
+/// each alert. Waking a snoozed alert (clearing its `snoozed_until`) is an
+/// edit: a change the next tick reads, and judges at the price of then.
+/// Snoozed alerts are few: a partial index of them. A channel's upper level
+/// has an index of its own beside `price_alerts_level`, which holds its
+/// lower one: a price leaves or enters a channel through either.
 const MIGRATION_12: &str = r#"
 ALTER TABLE price_alerts ADD COLUMN trigger_count INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX price_alerts_snoozed ON price_alerts (snoozed_until) WHERE snoozed_until IS NOT NULL;
+CREATE INDEX price_alerts_upper ON price_alerts (ticker, condition, upper_price)
+    WHERE enabled = 1 AND upper_price IS NOT NULL;
 DROP TRIGGER price_alerts_changed_on_edit;
 CREATE TRIGGER price_alerts_changed_on_edit
-AFTER UPDATE OF ticker, condition, target_price, reference_price, expires_at, snoozed_until ON price_alerts
+AFTER UPDATE OF ticker, condition, target_price, reference_price, upper_price, expires_at, snoozed_until
+ON price_alerts
 WHEN NEW.enabled = 1 AND (OLD.ticker IS NOT NEW.ticker OR OLD.condition IS NOT NEW.condition
     OR OLD.target_price IS NOT NEW.target_price OR OLD.reference_price IS NOT NEW.reference_price
+    OR OLD.upper_price IS NOT NEW.upper_price
     OR OLD.expires_at IS NOT NEW.expires_at OR OLD.snoozed_until IS NOT NEW.snoozed_until)
 BEGIN
     INSERT INTO change_log (quote_ticker) VALUES (NULL);

@@ -36,5 +36,6 @@ pub(super) fn alert_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
         cooldown: row.get::<_, Option<Value>>(9)?.map(text),
         snoozed_until: row.get::<_, Option<Value>>(10)?.map(text),
         max_triggers: row.get::<_, Option<Value>>(11)?.map(text),
+        upper_price: number(row.get(12)?),
     })
 }
