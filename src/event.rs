@@ -35,6 +35,9 @@ pub struct EventData {
     /// Of how many (`max_triggers`): the last one leaves the alert
     /// disabled. Null: no budget.
     pub max_triggers: Option<i64>,
+    /// A repeating alert's re-arm band (a percent): how far its price must
+    /// come back past its level before it fires again. Null: none.
+    pub rearm_band: Option<f64>,
 }
 
 impl Event {
@@ -88,11 +91,12 @@ mod tests {
                 note: None,
                 trigger_count: 2,
                 max_triggers: Some(3),
+                rearm_band: Some(1.5),
             },
         );
         assert_eq!(
             event.to_json(),
-            r#"{"type":"price_alert","id":"pa_5d1c0e7a9b3f4c2d8e6a1b0f_42_7","timestamp":"2026-01-02T03:04:05.000Z","data":{"alert_id":42,"ticker":"AAPL","condition":"above","target_price":200.0,"upper_price":null,"price":201.5,"quote_time":"2026-01-02T03:04:00Z","triggered_at":"2026-01-02T03:04:05.000Z","user_id":"u1","note":null,"trigger_count":2,"max_triggers":3}}"#
+            r#"{"type":"price_alert","id":"pa_5d1c0e7a9b3f4c2d8e6a1b0f_42_7","timestamp":"2026-01-02T03:04:05.000Z","data":{"alert_id":42,"ticker":"AAPL","condition":"above","target_price":200.0,"upper_price":null,"price":201.5,"quote_time":"2026-01-02T03:04:00Z","triggered_at":"2026-01-02T03:04:05.000Z","user_id":"u1","note":null,"trigger_count":2,"max_triggers":3,"rearm_band":1.5}}"#
         );
     }
 }

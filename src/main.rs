@@ -159,6 +159,11 @@ enum AlertsCommand {
         /// Make it repeat: re-armed this long after each trigger ("15m").
         #[arg(long, value_name = "DURATION")]
         cooldown: Option<String>,
+        /// With --cooldown: re-arm only once the price came back past the
+        /// level by this percent too ("1" for 1%: `above 200` re-arms at
+        /// 198 or below).
+        #[arg(long, value_name = "PCT", requires = "cooldown")]
+        rearm_band: Option<f64>,
         /// With --cooldown: trigger at most N times, then stay disabled.
         #[arg(long, value_name = "N", requires = "cooldown",
               value_parser = clap::value_parser!(i64).range(1..))]
@@ -418,6 +423,7 @@ fn alerts_command(config: &Config, command: AlertsCommand) -> anyhow::Result<()>
             user,
             expires,
             cooldown,
+            rearm_band,
             max_triggers,
         } => {
             let alert = alerts::NewAlert {
@@ -431,6 +437,7 @@ fn alerts_command(config: &Config, command: AlertsCommand) -> anyhow::Result<()>
                 expires_at: expires.as_deref(),
                 cooldown: cooldown.as_deref(),
                 max_triggers,
+                rearm_band,
             };
             admin::alerts_add(config, &alert, &mut out)
         }

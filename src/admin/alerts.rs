@@ -75,6 +75,7 @@ fn write_alerts(entries: Vec<alerts::AlertEntry>, out: &mut impl Write) -> anyho
     let now = Utc::now();
     for entry in entries {
         let state = state(&entry, now);
+        let cooldown = cooldown_and_band(&entry);
         let fired = match entry.max_triggers.as_deref().map(str::trim) {
             Some(max) if !max.is_empty() => format!("{} of {max}", entry.trigger_count),
             _ => entry.trigger_count.to_string(),
@@ -89,13 +90,7 @@ fn write_alerts(entries: Vec<alerts::AlertEntry>, out: &mut impl Write) -> anyho
             },
             number(entry.reference_price),
             state.to_owned(),
-            entry
-                .cooldown
-                .as_deref()
-                .map(str::trim)
-                .filter(|cooldown| !cooldown.is_empty())
-                .unwrap_or("-")
-                .to_owned(),
+            cooldown,
             fired,
             entry.triggered_at.unwrap_or_else(|| "-".to_owned()),
             number(entry.triggered_price),
@@ -109,7 +104,23 @@ fn write_alerts(entries: Vec<alerts::AlertEntry>, out: &mut impl Write) -> anyho
     Ok(())
 }
 
-/// An alert's state in a word, at `now`.
+/// Its cooldown, and its re-arm band after it ("15m ±1%"); "-" for none.
+fn cooldown_and_band(entry: &alerts::AlertEntry) -> String {
+    let present = |text: &Option<String>| {
+        text.as_deref()
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(str::to_owned)
+    };
+    match (present(&entry.cooldown), present(&entry.rearm_band)) {
+        (Some(cooldown), Some(band)) => format!("{cooldown} ±{band}%"),
+        (Some(cooldown), None) => cooldown,
+        (None, _) => "-".to_owned(),
+    }
+}
+
+/// An alert's state in a word, at `now` ("waiting": for its price to come
+/// back past its level by its band).
 fn state(entry: &alerts::AlertEntry, now: chrono::DateTime<Utc>) -> &'static str {
     let snoozed = entry
         .snoozed_until
@@ -121,6 +132,7 @@ fn state(entry: &alerts::AlertEntry, now: chrono::DateTime<Utc>) -> &'static str
         .as_deref()
         .and_then(|max| max.trim().parse::<f64>().ok())
         .is_some_and(|max| entry.trigger_count as f64 >= max);
+    let waiting = entry.return_below.is_some() || entry.return_above.is_some();
     match (
         entry.enabled,
         &entry.rearm_at,
@@ -129,6 +141,7 @@ fn state(entry: &alerts::AlertEntry, now: chrono::DateTime<Utc>) -> &'static str
     ) {
         (true, ..) if snoozed => "snoozed",
         (true, ..) => "armed",
+        (false, ..) if waiting => "waiting",
         (false, Some(_), ..) => "cooling",
         (false, None, Some(_), _) if spent => "spent",
         (false, None, Some(_), _) => "triggered",
@@ -187,6 +200,20 @@ pub fn alerts_add(
     if let Some(cooldown) = alert.cooldown {
         crate::evaluate::parse_cooldown(cooldown)
             .map_err(|reason| anyhow::anyhow!("--cooldown: {reason}"))?;
+    }
+    if let Some(band) = alert.rearm_band {
+        anyhow::ensure!(
+            band.is_finite() && band > 0.0 && band < 100.0,
+            "--rearm-band {band} is not a percent above 0 and below 100"
+        );
+        if condition.returns_inside()
+            && let Some(upper) = alert.upper_price
+        {
+            anyhow::ensure!(
+                alert.target_price * (1.0 + band / 100.0) <= upper * (1.0 - band / 100.0),
+                "--rearm-band {band} is too wide for the channel: the price could never come back inside it"
+            );
+        }
     }
     let mut connection = connect(config)?;
     let id = alerts::add(

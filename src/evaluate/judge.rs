@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::logging;
-use crate::store::alerts::AlertRow;
+use crate::store::alerts::{AlertRow, Trigger};
 
 /// The conditions of `price_alerts.condition`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,13 @@ impl Condition {
             "exiting" => Some(Condition::Exiting),
             _ => None,
         }
+    }
+
+    /// A banded alert of this condition comes back when its price is back
+    /// inside its channel by the band (both return levels hold), not
+    /// outside it or past a level (either holds).
+    pub fn returns_inside(self) -> bool {
+        matches!(self, Condition::Outside | Condition::Exiting)
     }
 
     /// Between two levels: `target_price` and `upper_price`.
@@ -147,6 +154,19 @@ pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdic
     } else {
         None
     };
+    match rearm_band_of(alert) {
+        Err(reason) => return Verdict::Malformed(reason),
+        Ok(Some(band)) if condition.returns_inside() => {
+            if let Some((lower, upper)) = channel
+                && lower * (1.0 + band / 100.0) > upper * (1.0 - band / 100.0)
+            {
+                return Verdict::Malformed(format!(
+                    "rearm_band {band}% is too wide for the channel {lower}..{upper}: the price could never come back inside it by the band"
+                ));
+            }
+        }
+        Ok(_) => {}
+    }
     let inside =
         |price: f64| channel.is_some_and(|(lower, upper)| lower <= price && price <= upper);
     let Observed { price, previous } = observed;
@@ -184,6 +204,83 @@ pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdic
         (true, false) => Verdict::Fire,
         (true, true) => Verdict::Snoozed,
         (false, _) => Verdict::Hold,
+    }
+}
+
+/// A repeating alert's re-arm band (`rearm_band`, a percent): none if it
+/// has none (NULL or blank), or why it is not a positive number.
+pub fn rearm_band_of(alert: &AlertRow) -> Result<Option<f64>, String> {
+    let Some(text) = alert.rearm_band.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<f64>() {
+        Ok(band) if band.is_finite() && band > 0.0 && band < 100.0 => Ok(Some(band)),
+        _ => Err(format!(
+            "rearm_band {:?} is not a percent above 0 and below 100",
+            logging::bounded(text)
+        )),
+    }
+}
+
+/// Where the price of a repeating alert with a re-arm band must come back
+/// to, once it fired, before it is re-armed: at or below the first, at or
+/// above the second (both must hold when [`Condition::returns_inside`],
+/// either otherwise). `above 200` with 1%: at or below 198; a moving-%
+/// alert's move back within its percent less the band, against its
+/// reference; a channel's price out of it by the band (`inside`,
+/// `entering`) or back inside it by the band (`outside`, `exiting`).
+/// `(None, None)` for an alert that does not repeat, has no band, or that
+/// `judge` would not fire.
+pub fn return_levels(alert: &AlertRow) -> (Option<f64>, Option<f64>) {
+    let (Ok(Some(_)), Ok(Some(band)), Some(condition), Some(target)) = (
+        cooldown_of(alert),
+        rearm_band_of(alert),
+        Condition::parse(&alert.condition),
+        alert.target_price,
+    ) else {
+        return (None, None);
+    };
+    let (down, up) = (1.0 - band / 100.0, 1.0 + band / 100.0);
+    let reference = alert.reference_price.unwrap_or(f64::NAN);
+    let upper = alert.upper_price.unwrap_or(f64::NAN);
+    let (below, above) = match condition {
+        Condition::Above | Condition::CrossingUp => (Some(target * down), None),
+        Condition::Below | Condition::CrossingDown => (None, Some(target * up)),
+        Condition::MovingUpPct => (Some(reference * (1.0 + (target - band) / 100.0)), None),
+        Condition::MovingDownPct => (None, Some(reference * (1.0 - (target - band) / 100.0))),
+        Condition::Inside | Condition::Entering => (Some(target * down), Some(upper * up)),
+        Condition::Outside | Condition::Exiting => (Some(upper * down), Some(target * up)),
+    };
+    let finite = |level: Option<f64>| level.filter(|level| level.is_finite());
+    (finite(below), finite(above))
+}
+
+/// The claim of an alert `judge` fired at `price` (its quote's time
+/// `quote_time`) at `now`: the row as judged, when it is due to be re-armed
+/// if it repeats, and where its price must come back to if it has a band.
+pub fn trigger_of(alert: AlertRow, price: f64, quote_time: String, now: DateTime<Utc>) -> Trigger {
+    let (return_below, return_above) = return_levels(&alert);
+    Trigger {
+        // `judge` fires only with a valid cooldown, band and budget, or none.
+        rearm_at: rearm_at(&alert, now),
+        return_below,
+        return_above,
+        rearm_band: rearm_band_of(&alert).ok().flatten(),
+        alert_id: alert.id,
+        arming: alert.arming,
+        // `judge` fires only on a finite target.
+        target_price: alert.target_price.unwrap_or(f64::NAN),
+        reference_price: alert.reference_price,
+        upper_price: alert.upper_price,
+        ticker: alert.ticker,
+        condition: alert.condition,
+        user_id: alert.user_id,
+        note: alert.note,
+        price,
+        quote_time,
     }
 }
 

@@ -15,7 +15,8 @@ mod report;
 pub use head_start::HEAD_START;
 pub use judge::{
     CONDITIONS, Condition, FUTURE_SKEW, MIN_COOLDOWN, Observed, QuoteProblem, Verdict, channel_of,
-    cooldown_of, judge, max_triggers_of, parse_cooldown, parse_time, rearm_at,
+    cooldown_of, judge, max_triggers_of, parse_cooldown, parse_time, rearm_at, rearm_band_of,
+    return_levels, trigger_of,
 };
 pub use options::{TickMemory, TickOptions};
 pub(crate) use report::tick_counts;
@@ -160,7 +161,7 @@ fn stages(
     let locked = claimed?;
     report.locked = locked.len() as u64;
     log_locked(&options.memory.locked, &locked);
-    observe(&mut writer, &snapshot, plan, &locked, now)?;
+    observe(&mut writer, &snapshot, plan, &locked, now, report)?;
     let duration = started.elapsed();
     tracing::debug!(
         head_start_ms = head_started.as_millis() as u64,

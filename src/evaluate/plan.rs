@@ -25,6 +25,9 @@ pub(super) struct Work {
     pub(super) quote_time: String,
     /// Record its price as observed once the claims committed.
     pub(super) observe: bool,
+    /// Look at its price for its banded alerts waiting for it to come back
+    /// (`observe` tickers are looked at too).
+    pub(super) waiting: bool,
     /// The lowest change number that brought it here.
     pub(super) first_change: i64,
 }
@@ -100,7 +103,7 @@ impl Plan {
         let not_fetched = options
             .fetched
             .is_some_and(|fetched| !fetched.contains(&candidate.ticker));
-        if not_fetched && candidate.has_alerts {
+        if not_fetched && (candidate.has_alerts || candidate.waiting) {
             report.unavailable += changed;
             self.deferred = Some(
                 self.deferred
@@ -123,6 +126,7 @@ impl Plan {
                 },
                 quote_time,
                 observe: candidate.has_alerts,
+                waiting: candidate.waiting,
                 first_change,
             }),
             Err(problem) => {

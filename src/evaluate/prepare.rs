@@ -48,6 +48,8 @@ pub(super) struct Candidate {
     /// Whether it has enabled alerts at all (only those tickers' prices
     /// become observations, as a full scan records them).
     pub(super) has_alerts: bool,
+    /// Whether it has banded alerts waiting for its price to come back.
+    pub(super) waiting: bool,
 }
 
 /// What the store holds for a tick.
@@ -176,6 +178,7 @@ pub(super) fn first_moved(
                     quote: None,
                     previous: None,
                     has_alerts: false,
+                    waiting: false,
                 };
                 settle(&mut candidate, state);
                 candidate
@@ -247,6 +250,7 @@ fn candidates(
             quote: None,
             previous: None,
             has_alerts: false,
+            waiting: false,
         };
         match state {
             Some(state) => {
@@ -287,4 +291,5 @@ fn settle(candidate: &mut Candidate, state: TickerState) {
     candidate.quote = state.quote;
     candidate.previous = state.previous;
     candidate.has_alerts = candidate.change.changed_alerts.is_some() || state.has_alerts;
+    candidate.waiting = state.waiting;
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::store::alerts::{AlertRow, Trigger};
 use crate::store::{self, Pool, changes};
 
-use super::judge::{Verdict, judge, rearm_at};
+use super::judge::{Verdict, judge, trigger_of};
 use super::malformed::warn_malformed;
 use super::plan::Work;
 use super::prepare::Window;
@@ -124,22 +124,12 @@ impl Judging<'_> {
         let readers = self.readers;
         readers.read.fetch_add(1, Ordering::Relaxed);
         match judge(&alert, item.observed, readers.now) {
-            Verdict::Fire => self.triggers.push(Trigger {
-                // `judge` fires only with a valid cooldown or none.
-                rearm_at: rearm_at(&alert, readers.now),
-                alert_id: alert.id,
-                arming: alert.arming,
-                // `judge` fires only on a finite target.
-                target_price: alert.target_price.unwrap_or(f64::NAN),
-                reference_price: alert.reference_price,
-                upper_price: alert.upper_price,
-                ticker: alert.ticker,
-                condition: alert.condition,
-                user_id: alert.user_id,
-                note: alert.note,
-                price: item.observed.price,
-                quote_time: item.quote_time.clone(),
-            }),
+            Verdict::Fire => self.triggers.push(trigger_of(
+                alert,
+                item.observed.price,
+                item.quote_time.clone(),
+                readers.now,
+            )),
             // Expired rows are disabled by the next tick's `expire_due`.
             Verdict::Hold | Verdict::Expired => {}
             Verdict::Snoozed => {

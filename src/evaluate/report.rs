@@ -24,6 +24,9 @@ pub struct TickReport {
     /// Snoozed alerts whose `snoozed_until` came: judged by this tick at the
     /// price of now.
     pub woken: u64,
+    /// Banded alerts whose price came back past their level by their band
+    /// (those whose cooldown had passed too are counted in `rearmed`).
+    pub returned: u64,
     /// Changed alerts whose ticker has no quote.
     pub no_quote: u64,
     /// Changed tickers whose quote is older than `prices.max_age`, and the
@@ -75,6 +78,7 @@ macro_rules! tick_counts {
             rearmed: AlertsRearmed,
             snoozed: AlertsSkipped,
             woken: Unexported,
+            returned: Unexported,
             no_quote: AlertsSkipped,
             stale_quotes: Unexported,
             stale_alerts: AlertsSkipped,

@@ -27,6 +27,7 @@ fn alert(condition: &str, target: Option<f64>, reference: Option<f64>) -> AlertR
         snoozed_until: None,
         max_triggers: None,
         upper_price: None,
+        rearm_band: None,
     }
 }
 
@@ -456,4 +457,80 @@ fn a_tick_report_renders_each_count_once_under_its_own_name() {
     assert_eq!(names.len(), COUNTS, "a name used twice");
     assert!(summary.contains(&("stale_alerts".into(), "3".into())));
     assert!(summary.contains(&("locked".into(), "2".into())));
+}
+
+#[test]
+fn a_band_sets_where_the_price_must_come_back_to() {
+    let banded = |condition: &str, target: f64, reference: Option<f64>, upper: Option<f64>| {
+        let mut alert = alert(condition, Some(target), reference);
+        alert.upper_price = upper;
+        alert.cooldown = Some("15m".into());
+        alert.rearm_band = Some("2".into());
+        alert
+    };
+    let close = |(below, above): (Option<f64>, Option<f64>),
+                 expected: (Option<f64>, Option<f64>)| {
+        let near = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+            (a, b) => a == b,
+        };
+        assert!(
+            near(below, expected.0) && near(above, expected.1),
+            "{:?} != {expected:?}",
+            (below, above)
+        );
+    };
+    close(
+        return_levels(&banded("above", 200.0, None, None)),
+        (Some(196.0), None),
+    );
+    close(
+        return_levels(&banded("crossing_down", 200.0, None, None)),
+        (None, Some(204.0)),
+    );
+    // 5% from 190 fires at 199.5; back within 3%: at or below 195.7.
+    close(
+        return_levels(&banded("moving_up_pct", 5.0, Some(190.0), None)),
+        (Some(195.7), None),
+    );
+    close(
+        return_levels(&banded("moving_down_pct", 5.0, Some(200.0), None)),
+        (None, Some(194.0)),
+    );
+    // Out of the channel by 2%, or back inside it by 2%.
+    close(
+        return_levels(&banded("entering", 100.0, None, Some(110.0))),
+        (Some(98.0), Some(112.2)),
+    );
+    close(
+        return_levels(&banded("outside", 100.0, None, Some(110.0))),
+        (Some(107.8), Some(102.0)),
+    );
+    // No cooldown: it does not repeat, and the band says nothing.
+    let mut once = banded("above", 200.0, None, None);
+    once.cooldown = None;
+    assert_eq!(return_levels(&once), (None, None));
+
+    // A band that is not a percent, or too wide for its channel: malformed.
+    for band in ["0", "-1", "100", "wide"] {
+        let mut bad = banded("above", 100.0, None, None);
+        bad.rearm_band = Some(band.into());
+        assert!(
+            matches!(judge(&bad, at(101.0, None), now()), Verdict::Malformed(_)),
+            "{band}"
+        );
+    }
+    let too_wide = banded("outside", 100.0, None, Some(103.0));
+    assert!(matches!(
+        judge(&too_wide, at(99.0, None), now()),
+        Verdict::Malformed(reason) if reason.contains("too wide")
+    ));
+    assert_eq!(
+        judge(
+            &banded("outside", 100.0, None, Some(110.0)),
+            at(99.0, None),
+            now()
+        ),
+        Verdict::Fire
+    );
 }

@@ -22,6 +22,10 @@ pub struct AlertRow {
     pub reference_price: Option<f64>,
     /// A channel's upper level (`target_price` is its lower one).
     pub upper_price: Option<f64>,
+    /// How far (a percent) a repeating alert's price must come back past
+    /// its level before it is re-armed, as the application wrote it;
+    /// `evaluate` parses it.
+    pub rearm_band: Option<String>,
     /// As the application wrote it; `evaluate` parses it.
     pub expires_at: Option<String>,
     pub user_id: Option<String>,
@@ -56,6 +60,13 @@ pub struct Trigger {
     /// An alert that repeats: when, claimed, it is due to be re-armed (unix
     /// ms): the tick's time plus its cooldown.
     pub rearm_at: Option<i64>,
+    /// Its re-arm band as judged (a percent), and, for one that repeats,
+    /// where its price must come back to before it is re-armed: at or below
+    /// `return_below`, at or above `return_above` (see
+    /// `evaluate::return_levels`).
+    pub rearm_band: Option<f64>,
+    pub return_below: Option<f64>,
+    pub return_above: Option<f64>,
 }
 
 /// What one claim did.
@@ -104,6 +115,12 @@ pub struct AlertEntry {
     pub trigger_count: i64,
     /// Its trigger budget, as written.
     pub max_triggers: Option<String>,
+    /// Its re-arm band (a percent), as written.
+    pub rearm_band: Option<String>,
+    /// Where its price must come back to before it is re-armed, while it
+    /// waits for that (see `evaluate::return_levels`).
+    pub return_below: Option<f64>,
+    pub return_above: Option<f64>,
 }
 
 /// Which alerts `list` shows.
@@ -127,6 +144,7 @@ pub struct NewAlert<'a> {
     pub expires_at: Option<&'a str>,
     pub cooldown: Option<&'a str>,
     pub max_triggers: Option<i64>,
+    pub rearm_band: Option<f64>,
 }
 
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
@@ -141,15 +159,16 @@ pub fn enabled_without_ticker(connection: &mut Connection, limit: u64) -> Result
 }
 
 /// The tickers a tick as of `now` may judge, for a quote source to
-/// fetch: those with enabled alerts, and those with a repeating alert whose
-/// cooldown has passed by then (the tick re-arms it first). Each once, in
-/// order.
+/// fetch: those with enabled alerts, those with a repeating alert whose
+/// cooldown has passed by then (the tick re-arms it first), and those with
+/// a banded alert waiting for its price to come back. Each once, in order.
 pub fn tickers_to_fetch(connection: &mut Connection, now: DateTime<Utc>) -> Result<Vec<String>> {
     let now_ms = now.timestamp_millis();
     let enabled: Result<Vec<String>> = super::engine!(connection, alerts::enabled_tickers());
     let due: Result<Vec<String>> = super::engine!(connection, alerts::rearm_due_tickers(now_ms));
     let mut tickers = enabled?;
     tickers.extend(due?);
+    tickers.extend(waiting_tickers(connection)?);
     tickers.sort_unstable();
     tickers.dedup();
     Ok(tickers)
@@ -171,6 +190,43 @@ pub fn expire_due(connection: &mut Connection, now: DateTime<Utc>) -> Result<usi
 pub fn rearm_cooled_down(connection: &mut Connection, now: DateTime<Utc>) -> Result<usize> {
     let (text, now_ms) = (super::timestamp(now), now.timestamp_millis());
     super::engine!(connection, alerts::rearm_cooled_down(&text, now_ms))
+}
+
+/// What [`come_back`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Returned {
+    /// Banded alerts whose price came back: they no longer wait for it.
+    pub returned: u64,
+    /// Of those, the ones re-armed at once (their cooldown had passed too).
+    pub rearmed: u64,
+    /// Tickers of banded alerts whose price came back but whose row
+    /// another transaction held locked (PostgreSQL): the caller holds the
+    /// ticker back, so that its next tick sees the price again.
+    pub held: HashSet<String>,
+}
+
+/// For each ticker a tick evaluated, at the price it evaluated: the banded
+/// repeating alerts waiting for that ticker's price to come back (their
+/// `return_below`, `return_above`: see `evaluate::return_levels`) whose
+/// price did no longer wait; those whose cooldown has passed too (and that
+/// still repeat and have not expired) are re-armed at once, a new arming
+/// and a change the next window reads. The others are re-armed by
+/// [`rearm_cooled_down`] when their cooldown passes. Only tickers with
+/// alerts waiting are visited, through the two indexes of the waiting; one
+/// transaction.
+pub fn come_back(
+    connection: &mut Connection,
+    prices: &[(&str, f64)],
+    now: DateTime<Utc>,
+) -> Result<Returned> {
+    let (text, now_ms) = (super::timestamp(now), now.timestamp_millis());
+    super::engine!(connection, alerts::come_back(prices, &text, now_ms))
+}
+
+/// The tickers with banded alerts waiting for their price to come back,
+/// through the two indexes of the waiting.
+pub fn waiting_tickers(connection: &mut Connection) -> Result<HashSet<String>> {
+    super::engine!(connection, alerts::waiting_tickers())
 }
 
 /// Wakes every enabled alert whose `snoozed_until` has come by `now`:
@@ -250,7 +306,7 @@ pub(super) const SET_COOLDOWN: &str = "UPDATE price_alerts SET cooldown = $1 WHE
 pub(super) static REARM: PerEngine = PerEngine::new(
     "UPDATE price_alerts
      SET enabled = {true}, triggered_at = NULL, triggered_price = NULL, expired_at = NULL, rearm_at = NULL,
-         trigger_count = 0
+         trigger_count = 0, return_below = NULL, return_above = NULL
      WHERE id = $1 AND enabled = {false}",
 );
 pub(super) static SNOOZE: PerEngine = PerEngine::new(
@@ -258,13 +314,13 @@ pub(super) static SNOOZE: PerEngine = PerEngine::new(
      WHERE id = $2 AND (enabled = {true} OR rearm_at IS NOT NULL)",
 );
 pub(super) static DISABLE: PerEngine = PerEngine::new(
-    "UPDATE price_alerts SET enabled = {false}, rearm_at = NULL
+    "UPDATE price_alerts SET enabled = {false}, rearm_at = NULL, return_below = NULL, return_above = NULL
      WHERE id = $1 AND (enabled = {true} OR rearm_at IS NOT NULL)",
 );
 pub(super) const ADD: &str = "INSERT INTO price_alerts
          (ticker, condition, target_price, reference_price, created_at, user_id, note, expires_at, cooldown,
-          max_triggers, upper_price)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id";
+          max_triggers, upper_price, rearm_band)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
 
 fn set_cooldown_on<C: Statements>(
     connection: &mut C,
@@ -309,6 +365,7 @@ fn add_on<C: Statements>(
             &alert.cooldown,
             &alert.max_triggers,
             &alert.upper_price,
+            &alert.rearm_band,
         ],
         |row| row.get::<i64>(0),
     )?;
@@ -340,6 +397,7 @@ pub(super) fn event_of(
             note: trigger.note.clone(),
             trigger_count: fired.count,
             max_triggers: fired.max,
+            rearm_band: trigger.rearm_band,
         },
     )
 }

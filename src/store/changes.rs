@@ -151,6 +151,9 @@ pub struct TickerState {
     /// Whether it has enabled alerts (asked only where the caller wants to
     /// know; `false` otherwise).
     pub has_alerts: bool,
+    /// Whether it has banded alerts waiting for its price to come back
+    /// (asked alike): its price is looked at for them, not observed.
+    pub waiting: bool,
 }
 
 /// The state of each ticker of `tickers` (each with whether to look for

@@ -284,8 +284,9 @@ on_every_engine! {
 /// The application holds a row lock (an open transaction editing an alert's
 /// note, as a slow web request would) for longer than `busy_timeout`: the
 /// ticks meanwhile claim every other alert and do not fail; the held alerts
-/// (an `above`, a crossing, one due to expire, one due to re-arm) are each
-/// taken by the first tick after the lock is gone, though nothing about
+/// (an `above`, a crossing, one due to expire, one due to re-arm, one whose
+/// price came back past its band) are each taken by the first tick after
+/// the lock is gone, though nothing about
 /// them or their quotes changed in between. (PostgreSQL's: SQLite has no row
 /// locks, and its whole-database lock keeps `busy_timeout`.)
 #[test]
@@ -314,14 +315,28 @@ fn a_row_locked_by_the_application_delays_only_itself() {
         "UPDATE price_alerts SET enabled = 0, cooldown = '1s', rearm_at = 1 WHERE id = $1",
         values![held_cooling],
     );
+    // Fired at 1000 with a band of 1%: waits for SAP at or below 990.
+    let held_banded = db.add_alert("SAP", "above", 1000.0);
+    db.execute(
+        "UPDATE price_alerts SET enabled = 0, cooldown = '1s', rearm_band = 1, rearm_at = 1,
+             return_below = 990 WHERE id = $1",
+        values![held_banded],
+    );
     db.set_quote("MSFT", 140.0);
     db.set_quote("IBM", 1.0);
     db.set_quote("ORCL", 1.0);
+    db.set_quote("SAP", 1000.0);
     // Observes MSFT below the crossing's level; nothing else is due yet but
     // the expiry and the re-arm, which this first tick must leave alone too.
     let mut application =
         postgres::Client::connect(&db.cluster().url(db.database_name()), postgres::NoTls).unwrap();
-    let held = [held_above, held_crossing, held_expiring, held_cooling];
+    let held = [
+        held_above,
+        held_crossing,
+        held_expiring,
+        held_cooling,
+        held_banded,
+    ];
     application
         .batch_execute(&format!(
             "BEGIN; UPDATE price_alerts SET note = 'editing' WHERE id IN ({})",
@@ -333,20 +348,31 @@ fn a_row_locked_by_the_application_delays_only_itself() {
 
     db.set_quote("AAPL", 101.0);
     db.set_quote("MSFT", 160.0);
+    db.set_quote("SAP", 985.0);
     let report = tick();
     assert_eq!(report.triggered, 50, "every other alert: {report:?}");
-    assert_eq!(report.locked, 2, "{report:?}");
+    assert_eq!((report.locked, report.returned), (2, 0), "{report:?}");
     // Held for longer than busy_timeout: the next ticks neither fail nor
     // take anything, and nothing moved in between.
     std::thread::sleep(std::time::Duration::from_millis(800));
     let again = tick();
-    assert_eq!((again.triggered, again.locked), (0, 2), "{again:?}");
+    assert_eq!(
+        (again.triggered, again.locked, again.returned),
+        (0, 2, 0),
+        "{again:?}"
+    );
 
     application.batch_execute("COMMIT").unwrap();
     let after = tick();
     assert_eq!(
-        (after.triggered, after.locked, after.expired, after.rearmed),
-        (2, 0, 1, 1),
+        (
+            after.triggered,
+            after.locked,
+            after.expired,
+            after.rearmed,
+            after.returned
+        ),
+        (2, 0, 1, 2, 1),
         "{after:?}"
     );
     assert_eq!(tick().triggered, 0);

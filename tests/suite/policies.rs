@@ -292,3 +292,91 @@ on_every_engine! {
         }
     }
 }
+
+on_every_engine! {
+    fn a_banded_alert_re_arms_only_once_its_price_came_back_and_its_cooldown_passed(engine: Engine) {
+        let db = Db::on(engine);
+        let config = config(&db);
+        let cli = alerts_cli(&db);
+        let add = |args: &[&str]| -> i64 {
+            cli(&[&["add", "AAPL"], args].concat()).trim().parse().unwrap()
+        };
+        let band = ["--cooldown", "15m", "--rearm-band"];
+        // Back at or below 198; back at or below 190 * 1.03 = 195.7; back
+        // inside 193.8..205.8; and one without a band.
+        let above = add(&[&["above", "200"], &band[..], &["1"]].concat());
+        let crossing = add(&[&["crossing_up", "200"], &band[..], &["1"]].concat());
+        let moving = add(&[&["moving_up_pct", "5", "--reference", "190"], &band[..], &["2"]].concat());
+        let outside = add(&[&["outside", "190", "--upper", "210"], &band[..], &["2"]].concat());
+        let plain = add(&["above", "200", "--cooldown", "15m"]);
+        let ids = [above, crossing, moving, outside, plain];
+        let t0 = Utc::now();
+        // (minute, price, events so far of each alert above).
+        let steps: [(i64, f64, [usize; 5]); 9] = [
+            (0, 199.0, [0, 0, 0, 0, 0]),
+            (1, 211.0, [1, 1, 1, 1, 1]),
+            // Cooldowns passed; only `outside`'s price came back (inside by
+            // 2%): re-armed at once. The plain alert fires again.
+            (17, 201.0, [1, 1, 1, 1, 2]),
+            (18, 198.5, [1, 1, 1, 1, 2]),
+            // Back at 198: `above` and the crossing re-armed at once.
+            (19, 198.0, [1, 1, 1, 1, 2]),
+            (20, 201.0, [2, 2, 1, 1, 2]),
+            // Back within their cooldown: re-armed only when it passes;
+            // the moving alert, back within 3%, at once.
+            (21, 195.0, [2, 2, 1, 1, 2]),
+            (30, 199.0, [2, 2, 1, 1, 2]),
+            (37, 211.0, [3, 3, 2, 2, 3]),
+        ];
+        let mut returned = 0;
+        for (minute, price, expected) in steps {
+            let at = minutes(t0, minute);
+            quote_at(&db, price, at);
+            returned += tick_at(&db, &config, at).returned;
+            let events = ids.map(|id| events_of(&db, id).len());
+            assert_eq!(events, expected, "minute {minute} at {price}");
+            if minute == 18 {
+                let list = cli(&["list"]);
+                assert!(listed(&list, above).contains(" waiting "), "{list}");
+                assert!(listed(&list, above).contains(" 15m ±1% "), "{list}");
+            }
+        }
+        assert!(returned >= 6, "{returned} returns");
+        // Each trigger a new arming; the event tells the band.
+        let events = events_of(&db, above);
+        assert_eq!(
+            events.iter().map(|(id, ..)| id).collect::<std::collections::BTreeSet<_>>().len(),
+            3
+        );
+        let body: serde_json::Value = serde_json::from_str(
+            &db.texts(&format!("SELECT body FROM outbox WHERE alert_id = {moving} LIMIT 1"))[0],
+        )
+        .unwrap();
+        assert_eq!(body["data"]["rearm_band"], serde_json::json!(2.0));
+
+        // A band that is not a percent, or too wide for its channel, is
+        // malformed; the CLI refuses it.
+        let path = db.write_config(&common::config_text(&db, "http://127.0.0.1:9/", "0 0 0 1 1 *"));
+        for args in [
+            &["alerts", "add", "AAPL", "above", "100", "--cooldown", "1m", "--rearm-band", "0"][..],
+            &["alerts", "add", "AAPL", "outside", "100", "--upper", "103", "--cooldown", "1m", "--rearm-band", "2"][..],
+            &["alerts", "add", "AAPL", "above", "100", "--rearm-band", "1"][..],
+        ] {
+            let refused = common::binary()
+                .args(["--config", path.to_str().unwrap()])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(!refused.status.success(), "{args:?} was accepted");
+        }
+        for bad in ["-1", "100"] {
+            let id = db.add_alert("AAPL", "above", 100.0);
+            db.execute(
+                &format!("UPDATE price_alerts SET cooldown = '1m', rearm_band = {bad} WHERE id = $1"),
+                values![id],
+            );
+            let report = tick_at(&db, &config, minutes(t0, 40));
+            assert_eq!((report.triggered, report.malformed_alerts), (0, 1), "rearm_band {bad}");
+        }
+    }
+}

@@ -211,6 +211,10 @@ on_every_engine! {
                     "ALTER TABLE outbox DROP COLUMN user_id;
                      DROP INDEX price_alerts_snoozed;
                      DROP INDEX price_alerts_upper;
+                     DROP INDEX price_alerts_return_below;
+                     DROP INDEX price_alerts_return_above;
+                     ALTER TABLE price_alerts DROP COLUMN return_below;
+                     ALTER TABLE price_alerts DROP COLUMN return_above;
                      ALTER TABLE price_alerts DROP COLUMN trigger_count;
                      DROP INDEX price_alerts_rearm;
                      ALTER TABLE price_alerts DROP COLUMN rearm_at;
@@ -230,6 +234,10 @@ on_every_engine! {
                     "ALTER TABLE outbox DROP COLUMN user_id;
                      DROP INDEX price_alerts_snoozed;
                      DROP INDEX price_alerts_upper;
+                     DROP INDEX price_alerts_return_below;
+                     DROP INDEX price_alerts_return_above;
+                     ALTER TABLE price_alerts DROP COLUMN return_below;
+                     ALTER TABLE price_alerts DROP COLUMN return_above;
                      ALTER TABLE price_alerts DROP COLUMN trigger_count;
                      ALTER TABLE price_alerts DROP COLUMN rearm_at;
                      DROP FUNCTION price_alertd_quotes_changed() CASCADE;

@@ -221,7 +221,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__add)
-            opts="-h --reference --upper --note --user --expires --cooldown --max-triggers --config --help"
+            opts="-h --reference --upper --note --user --expires --cooldown --rearm-band --max-triggers --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -248,6 +248,10 @@ _price__alertd() {
                     return 0
                     ;;
                 --cooldown)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rearm-band)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -84,6 +84,7 @@ complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l user -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l expires -d 'When the alert stops being evaluated (RFC 3339)' -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l cooldown -d 'Make it repeat: re-armed this long after each trigger ("15m")' -r
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l rearm-band -d 'With --cooldown: re-arm only once the price came back past the level by this percent too ("1" for 1%: `above 200` re-arms at 198 or below)' -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l max-triggers -d 'With --cooldown: trigger at most N times, then stay disabled' -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'

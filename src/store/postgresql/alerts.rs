@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use super::rows::{alert_columns, alert_row};
 use super::{PgConnection, PgResult as Result};
 
-use crate::store::alerts::{AlertEntry, AlertFilter, AlertRow, Claimed, Fired, Trigger, event_of};
+use crate::store::alerts::{
+    AlertEntry, AlertFilter, AlertRow, Claimed, Fired, Returned, Trigger, event_of,
+};
 
 pub fn enabled_for_ticker(connection: &mut PgConnection, ticker: &str) -> Result<Vec<AlertRow>> {
     const SQL: &str = concat!(
@@ -66,7 +68,8 @@ pub fn enabled_tickers(connection: &mut PgConnection) -> Result<Vec<String>> {
 pub fn rearm_due_tickers(connection: &mut PgConnection, now_ms: i64) -> Result<Vec<String>> {
     let statement = connection.prepared(
         "SELECT DISTINCT ticker::text FROM price_alerts
-         WHERE rearm_at IS NOT NULL AND rearm_at <= $1 AND NOT (enabled = '1')
+         WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL
+           AND rearm_at <= $1 AND NOT (enabled = '1')
            AND cooldown IS NOT NULL AND trim(cooldown::text) <> ''",
     )?;
     connection
@@ -94,6 +97,102 @@ pub fn expire_due(connection: &mut PgConnection, now: &str) -> Result<usize> {
     Ok(connection.client().execute(&statement, &[&now])? as usize)
 }
 
+/// The tickers with banded alerts waiting for their price to come back: a
+/// loose index scan of each index of the waiting, as [`enabled_tickers`].
+pub fn waiting_tickers(connection: &mut PgConnection) -> Result<HashSet<String>> {
+    macro_rules! loose_scan {
+        ($column:literal) => {
+            concat!(
+                "WITH RECURSIVE next(ticker) AS (
+                     SELECT min(ticker) FROM price_alerts WHERE ",
+                $column,
+                " IS NOT NULL AND enabled = '0'
+                     UNION ALL
+                     SELECT (SELECT min(ticker) FROM price_alerts WHERE ",
+                $column,
+                " IS NOT NULL AND enabled = '0' AND ticker > next.ticker)
+                     FROM next WHERE next.ticker IS NOT NULL
+                 )
+                 SELECT ticker::text FROM next WHERE ticker IS NOT NULL"
+            )
+        };
+    }
+    let mut tickers = HashSet::new();
+    for sql in [loose_scan!("return_below"), loose_scan!("return_above")] {
+        let statement = connection.prepared(sql)?;
+        for row in connection.client().query(&statement, &[])? {
+            tickers.insert(row.try_get(0)?);
+        }
+    }
+    Ok(tickers)
+}
+
+/// The waiting alerts of the tickers `$1` whose prices `$2` came back (see
+/// `store::alerts::come_back`): back below (or, for `outside` and
+/// `exiting`, back inside the channel), or back above.
+macro_rules! came_back {
+    () => {
+        "SELECT a.id, a.ticker::text FROM unnest($1::text[], $2::float8[]) AS m (ticker, price)
+         JOIN price_alerts AS a ON a.ticker = m.ticker
+         WHERE a.return_below IS NOT NULL AND a.enabled = '0' AND a.return_below >= m.price
+           AND (a.condition NOT IN ('outside', 'exiting') OR a.return_above <= m.price)
+         UNION
+         SELECT a.id, a.ticker::text FROM unnest($1::text[], $2::float8[]) AS m (ticker, price)
+         JOIN price_alerts AS a ON a.ticker = m.ticker
+         WHERE a.return_above IS NOT NULL AND a.enabled = '0' AND a.return_above <= m.price
+           AND a.condition NOT IN ('outside', 'exiting')"
+    };
+}
+
+/// See `store::alerts::come_back`: rows someone else holds locked are
+/// passed over, as [`expire_due`] passes them, and their tickers returned
+/// as held (read again after the update: the rows that still came back).
+pub fn come_back(
+    connection: &mut PgConnection,
+    prices: &[(&str, f64)],
+    now: &str,
+    now_ms: i64,
+) -> Result<Returned> {
+    let mut returned = Returned::default();
+    let waiting = waiting_tickers(connection)?;
+    let (tickers, prices): (Vec<&str>, Vec<f64>) = prices
+        .iter()
+        .filter(|(ticker, _)| waiting.contains(*ticker))
+        .copied()
+        .unzip();
+    if tickers.is_empty() {
+        return Ok(returned);
+    }
+    let update = connection.prepared(concat!(
+        "WITH came AS (",
+        came_back!(),
+        "), locked AS (
+             SELECT id FROM price_alerts WHERE id IN (SELECT id FROM came)
+             FOR NO KEY UPDATE SKIP LOCKED)
+         UPDATE price_alerts SET return_below = NULL, return_above = NULL,
+             enabled = CASE WHEN rearm_at <= $4 AND cooldown IS NOT NULL AND trim(cooldown::text) <> ''
+                             AND coalesce(price_alertd_time(expires_at::text) > $3::text::timestamptz, true)
+                            THEN '1' ELSE enabled END,
+             rearm_at = CASE WHEN rearm_at <= $4 AND cooldown IS NOT NULL AND trim(cooldown::text) <> ''
+                              AND coalesce(price_alertd_time(expires_at::text) > $3::text::timestamptz, true)
+                             THEN NULL ELSE rearm_at END
+         WHERE id IN (SELECT id FROM locked) AND enabled = '0'
+           AND (return_below IS NOT NULL OR return_above IS NOT NULL)
+         RETURNING enabled = '1'"
+    ))?;
+    let still = connection.prepared(came_back!())?;
+    let mut transaction = connection.client().transaction()?;
+    for row in transaction.query(&update, &[&tickers, &prices, &now, &now_ms])? {
+        returned.returned += 1;
+        returned.rearmed += u64::from(row.try_get::<_, bool>(0)?);
+    }
+    for row in transaction.query(&still, &[&tickers, &prices])? {
+        returned.held.insert(row.try_get(1)?);
+    }
+    transaction.commit()?;
+    Ok(returned)
+}
+
 /// As [`expire_due`], locked rows are passed over and stay snoozed.
 pub fn wake_snoozed(connection: &mut PgConnection, now: &str) -> Result<usize> {
     let statement = connection.prepared(
@@ -115,7 +214,8 @@ pub fn rearm_cooled_down(connection: &mut PgConnection, now: &str, now_ms: i64) 
         // of the few waiting in `price_alerts_rearm`.
         "UPDATE price_alerts SET enabled = '1', rearm_at = NULL
          WHERE id IN (SELECT id FROM price_alerts
-                      WHERE rearm_at IS NOT NULL AND rearm_at <= $2 AND NOT (enabled = '1')
+                      WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL
+                        AND rearm_at <= $2 AND NOT (enabled = '1')
                         AND cooldown IS NOT NULL AND trim(cooldown::text) <> ''
                         AND coalesce(price_alertd_time(expires_at::text) > $1::text::timestamptz, true)
                       FOR NO KEY UPDATE SKIP LOCKED)",
@@ -125,7 +225,9 @@ pub fn rearm_cooled_down(connection: &mut PgConnection, now: &str, now_ms: i64) 
              expired_at = CASE WHEN enabled = '0'
                                 AND price_alertd_time(expires_at::text) <= $1::text::timestamptz
                                THEN $1 ELSE expired_at END
-         WHERE id IN (SELECT id FROM price_alerts WHERE rearm_at IS NOT NULL AND rearm_at <= $2
+         WHERE id IN (SELECT id FROM price_alerts
+                      WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL
+                        AND rearm_at <= $2
                       FOR NO KEY UPDATE SKIP LOCKED)",
     )?;
     let mut transaction = connection.client().transaction()?;
@@ -202,14 +304,20 @@ impl ClaimStatements {
                  SET enabled = '0', triggered_at = $1, triggered_price = c.price,
                      trigger_count = a.trigger_count + 1,
                      rearm_at = CASE WHEN a.trigger_count + 1 >= a.max_triggers::float8 THEN NULL
-                                     ELSE c.rearm_at END
+                                     ELSE c.rearm_at END,
+                     return_below = CASE WHEN a.trigger_count + 1 >= a.max_triggers::float8 THEN NULL
+                                         ELSE c.return_below END,
+                     return_above = CASE WHEN a.trigger_count + 1 >= a.max_triggers::float8 THEN NULL
+                                         ELSE c.return_above END
                  FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::text[], $6::float8[], $7::float8[],
-                             $8::bigint[], $9::float8[])
-                      AS c (id, arming, price, condition, target_price, reference_price, rearm_at, upper_price)
+                             $8::bigint[], $9::float8[], $10::float8[], $11::float8[], $12::float8[])
+                      AS c (id, arming, price, condition, target_price, reference_price, rearm_at, upper_price,
+                            rearm_band, return_below, return_above)
                  WHERE a.id = c.id AND a.enabled = '1' AND a.arming = c.arming
                    AND a.condition = c.condition AND a.target_price = c.target_price
                    AND a.reference_price IS NOT DISTINCT FROM c.reference_price
                    AND a.upper_price::float8 IS NOT DISTINCT FROM c.upper_price
+                   AND nullif(trim(a.rearm_band::text), '')::float8 IS NOT DISTINCT FROM c.rearm_band
                    AND (a.snoozed_until IS NULL
                         OR price_alertd_time(a.snoozed_until::text) <= $1::text::timestamptz)
                  RETURNING a.id, a.trigger_count::bigint, a.max_triggers::float8",
@@ -280,6 +388,9 @@ fn disable_locked(
         .collect();
     let rearm_at: Vec<Option<i64>> = batch.iter().map(|trigger| trigger.rearm_at).collect();
     let uppers: Vec<Option<f64>> = batch.iter().map(|trigger| trigger.upper_price).collect();
+    let bands: Vec<Option<f64>> = batch.iter().map(|trigger| trigger.rearm_band).collect();
+    let below: Vec<Option<f64>> = batch.iter().map(|trigger| trigger.return_below).collect();
+    let above: Vec<Option<f64>> = batch.iter().map(|trigger| trigger.return_above).collect();
     transaction
         .query(
             statement,
@@ -293,6 +404,9 @@ fn disable_locked(
                 &references,
                 &rearm_at,
                 &uppers,
+                &bands,
+                &below,
+                &above,
             ],
         )?
         .iter()
@@ -353,7 +467,8 @@ pub fn list(
                 "SELECT id, ticker::text, condition::text, target_price::float8, \
                  reference_price::float8, enabled = '1', triggered_at::text, triggered_price::float8, \
                  expires_at::text, expired_at::text, user_id::text, note::text, cooldown::text, rearm_at, \
-                 snoozed_until::text, trigger_count::bigint, max_triggers::text, upper_price::float8 \
+                 snoozed_until::text, trigger_count::bigint, max_triggers::text, upper_price::float8, \
+                 rearm_band::text, return_below::float8, return_above::float8 \
                  FROM price_alerts WHERE ",
                 $state,
                 " AND ($1::text IS NULL OR ticker = $1) ORDER BY id DESC LIMIT $2"
@@ -392,6 +507,9 @@ pub fn list(
                 snoozed_until: row.try_get(14)?,
                 trigger_count: row.try_get(15)?,
                 max_triggers: row.try_get(16)?,
+                rearm_band: row.try_get(18)?,
+                return_below: row.try_get(19)?,
+                return_above: row.try_get(20)?,
             })
         })
         .collect()

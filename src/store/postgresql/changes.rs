@@ -138,7 +138,8 @@ pub fn changed_alert_tickers(
 const CHUNK: usize = 500;
 
 /// One statement per chunk of tickers: their quotes, observations and (where
-/// asked) whether they have enabled alerts.
+/// asked) whether they have enabled alerts, and alerts waiting for their
+/// price to come back.
 pub fn ticker_states(
     connection: &mut PgConnection,
     tickers: &[(&str, bool)],
@@ -147,7 +148,11 @@ pub fn ticker_states(
         "SELECT q.price::float8, q.updated_at::text, q.ticker IS NOT NULL, o.price,
                 CASE WHEN t.ask
                      THEN EXISTS (SELECT 1 FROM price_alerts AS a WHERE a.ticker = t.ticker AND a.enabled = '1')
-                     ELSE false END
+                     ELSE false END,
+                t.ask AND (EXISTS (SELECT 1 FROM price_alerts AS a WHERE a.ticker = t.ticker
+                                   AND a.return_below IS NOT NULL AND a.enabled = '0')
+                           OR EXISTS (SELECT 1 FROM price_alerts AS a WHERE a.ticker = t.ticker
+                                      AND a.return_above IS NOT NULL AND a.enabled = '0'))
          FROM unnest($1::text[], $2::bool[]) WITH ORDINALITY AS t (ticker, ask, at)
          LEFT JOIN quotes AS q ON q.ticker = t.ticker
          LEFT JOIN observations AS o ON o.ticker = t.ticker
@@ -170,6 +175,7 @@ pub fn ticker_states(
                 },
                 previous: row.try_get(3)?,
                 has_alerts: row.try_get(4)?,
+                waiting: row.try_get(5)?,
             });
         }
     }

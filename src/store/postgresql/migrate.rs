@@ -96,13 +96,15 @@ const ALERT_CHANGED: &str = "WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINC
     OR OLD.expires_at IS DISTINCT FROM NEW.expires_at))";
 
 /// [`ALERT_CHANGED`] since migration 6: waking a snoozed alert (or snoozing
-/// it), and moving a channel's upper level, are edits too.
+/// it), moving a channel's upper level and changing a re-arm band are edits
+/// too.
 const ALERT_CHANGED_6: &str =
     "WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINCT FROM NEW.enabled
     OR OLD.ticker IS DISTINCT FROM NEW.ticker OR OLD.condition IS DISTINCT FROM NEW.condition
     OR OLD.target_price IS DISTINCT FROM NEW.target_price
     OR OLD.reference_price IS DISTINCT FROM NEW.reference_price
     OR OLD.upper_price IS DISTINCT FROM NEW.upper_price
+    OR OLD.rearm_band IS DISTINCT FROM NEW.rearm_band
     OR OLD.expires_at IS DISTINCT FROM NEW.expires_at
     OR OLD.snoozed_until IS DISTINCT FROM NEW.snoozed_until))";
 
@@ -379,15 +381,28 @@ FOR EACH STATEMENT EXECUTE FUNCTION price_alertd_quotes_changed();
 "#;
 
 /// Trigger policies, as SQLite's migration 12: the application's
-/// `snoozed_until`, `max_triggers` and `upper_price` (added if it has
-/// none), how many times the claim fired each alert, a partial index of the
-/// snoozed, an index of channels' upper levels, and the two triggers of an
-/// alert's change again, with `ALERT_CHANGED_6`.
+/// `snoozed_until`, `max_triggers`, `upper_price` and `rearm_band` (added
+/// if it has none), how many times the claim fired each alert, the prices a
+/// banded alert's quote must come back to, a partial index of the snoozed,
+/// an index of channels' upper levels, two of the alerts waiting for their
+/// price to come back (which leave the index of those waiting out a
+/// cooldown only), and the two triggers of an alert's change again, with
+/// `ALERT_CHANGED_6`.
 const MIGRATION_6: &str = r#"
 ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS snoozed_until TEXT;
 ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS max_triggers BIGINT;
 ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS upper_price DOUBLE PRECISION;
+ALTER TABLE price_alerts ADD COLUMN IF NOT EXISTS rearm_band DOUBLE PRECISION;
 ALTER TABLE price_alerts ADD COLUMN trigger_count BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE price_alerts ADD COLUMN return_below DOUBLE PRECISION;
+ALTER TABLE price_alerts ADD COLUMN return_above DOUBLE PRECISION;
+CREATE INDEX price_alerts_return_below ON price_alerts (ticker, return_below)
+    WHERE return_below IS NOT NULL AND enabled = '0';
+CREATE INDEX price_alerts_return_above ON price_alerts (ticker, return_above)
+    WHERE return_above IS NOT NULL AND enabled = '0';
+DROP INDEX price_alerts_rearm;
+CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at)
+    WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL;
 CREATE INDEX price_alerts_snoozed ON price_alerts (id) WHERE snoozed_until IS NOT NULL;
 CREATE INDEX price_alerts_upper ON price_alerts (ticker, condition, upper_price)
     WHERE enabled = '1' AND upper_price IS NOT NULL;

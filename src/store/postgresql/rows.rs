@@ -13,7 +13,7 @@ macro_rules! alert_columns {
     () => {
         "id, arming, ticker::text, condition::text, target_price::float8, \
          reference_price::float8, expires_at::text, user_id::text, note::text, cooldown::text, \
-         snoozed_until::text, max_triggers::text, upper_price::float8"
+         snoozed_until::text, max_triggers::text, upper_price::float8, rearm_band::text"
     };
 }
 pub(super) use alert_columns;
@@ -42,5 +42,6 @@ pub(super) fn alert_row_from(row: &Row, first: usize) -> Result<AlertRow> {
         snoozed_until: row.try_get(first + 10)?,
         max_triggers: row.try_get(first + 11)?,
         upper_price: row.try_get(first + 12)?,
+        rearm_band: row.try_get(first + 13)?,
     })
 }

@@ -3,7 +3,7 @@
 //! the batch staged in a temp table), times compared with `julianday()`, and
 //! values read through `rows` (SQLite keeps whatever type was written).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
@@ -11,7 +11,9 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::rows::{alert_row, number, text};
 
-use crate::store::alerts::{AlertEntry, AlertFilter, AlertRow, Claimed, Fired, Trigger, event_of};
+use crate::store::alerts::{
+    AlertEntry, AlertFilter, AlertRow, Claimed, Fired, Returned, Trigger, event_of,
+};
 
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
 pub fn enabled_for_ticker(
@@ -40,7 +42,7 @@ pub fn enabled_without_ticker(
 }
 
 /// The columns [`alert_row`] reads, in its order.
-pub(super) const ALERT_COLUMNS: &str = "id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note, cooldown, snoozed_until, max_triggers, upper_price";
+pub(super) const ALERT_COLUMNS: &str = "id, arming, ticker, condition, target_price, reference_price, expires_at, user_id, note, cooldown, snoozed_until, max_triggers, upper_price, rearm_band";
 
 /// Every ticker that has enabled alerts: one seek per ticker in
 /// `price_alerts_level` (which holds enabled alerts only, by ticker), not a
@@ -65,7 +67,8 @@ pub fn enabled_tickers(connection: &Connection) -> rusqlite::Result<Vec<String>>
 pub fn rearm_due_tickers(connection: &Connection, now_ms: i64) -> rusqlite::Result<Vec<String>> {
     let mut statement = connection.prepare_cached(
         "SELECT DISTINCT ticker FROM price_alerts INDEXED BY price_alerts_rearm
-         WHERE rearm_at IS NOT NULL AND rearm_at <= ?1 AND enabled = 0
+         WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL
+           AND rearm_at <= ?1 AND enabled = 0
            AND cooldown IS NOT NULL AND trim(cooldown) <> ''",
     )?;
     let rows = statement.query_map([now_ms], |row| Ok(text(row.get(0)?)))?;
@@ -92,6 +95,89 @@ pub fn expire_due(connection: &Connection, now: &str) -> rusqlite::Result<usize>
          WHERE enabled = 1 AND expires_at IS NOT NULL AND julianday(expires_at) <= julianday(?1)",
         [now],
     )
+}
+
+/// The tickers with banded alerts waiting for their price to come back:
+/// one seek per ticker in each index of the waiting.
+pub fn waiting_tickers(connection: &Connection) -> rusqlite::Result<HashSet<String>> {
+    let mut tickers = HashSet::new();
+    for (index, column) in [
+        ("price_alerts_return_below", "return_below"),
+        ("price_alerts_return_above", "return_above"),
+    ] {
+        let mut statement = connection.prepare_cached(&format!(
+            "WITH RECURSIVE next(ticker) AS (
+                 SELECT min(ticker) FROM price_alerts INDEXED BY {index}
+                 WHERE {column} IS NOT NULL AND enabled = 0
+                 UNION ALL
+                 SELECT (SELECT min(ticker) FROM price_alerts INDEXED BY {index}
+                         WHERE {column} IS NOT NULL AND enabled = 0 AND ticker > next.ticker)
+                 FROM next WHERE next.ticker IS NOT NULL
+             )
+             SELECT ticker FROM next WHERE ticker IS NOT NULL"
+        ))?;
+        let rows = statement.query_map([], |row| Ok(text(row.get(0)?)))?;
+        for ticker in rows {
+            tickers.insert(ticker?);
+        }
+    }
+    Ok(tickers)
+}
+
+/// Whether a banded alert whose price came back may be re-armed at once,
+/// as [`rearm_cooled_down`] re-arms (`?3` the time, `?4` in unix ms).
+const REARMABLE: &str = "rearm_at IS NOT NULL AND rearm_at <= ?4 AND cooldown IS NOT NULL
+     AND trim(cooldown) <> '' AND coalesce(julianday(expires_at) > julianday(?3), 1)";
+
+/// See `store::alerts::come_back`: for each ticker with alerts waiting, one
+/// range of each index of the waiting.
+pub fn come_back(
+    connection: &mut Connection,
+    prices: &[(&str, f64)],
+    now: &str,
+    now_ms: i64,
+) -> rusqlite::Result<Returned> {
+    let mut returned = Returned::default();
+    let waiting = waiting_tickers(connection)?;
+    if waiting.is_empty() {
+        return Ok(returned);
+    }
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        // Back below (or, for `outside` and `exiting`, back inside the
+        // channel), then back above: a row the first cleared is not read
+        // again by the second.
+        let mut below = transaction.prepare_cached(&format!(
+            "UPDATE price_alerts INDEXED BY price_alerts_return_below
+             SET return_below = NULL, return_above = NULL,
+                 enabled = iif({REARMABLE}, 1, enabled), rearm_at = iif({REARMABLE}, NULL, rearm_at)
+             WHERE ticker = ?1 AND return_below IS NOT NULL AND enabled = 0 AND return_below >= ?2
+               AND (condition NOT IN ('outside', 'exiting') OR return_above <= ?2)
+             RETURNING enabled"
+        ))?;
+        let mut above = transaction.prepare_cached(&format!(
+            "UPDATE price_alerts INDEXED BY price_alerts_return_above
+             SET return_below = NULL, return_above = NULL,
+                 enabled = iif({REARMABLE}, 1, enabled), rearm_at = iif({REARMABLE}, NULL, rearm_at)
+             WHERE ticker = ?1 AND return_above IS NOT NULL AND enabled = 0 AND return_above <= ?2
+               AND condition NOT IN ('outside', 'exiting')
+             RETURNING enabled"
+        ))?;
+        for &(ticker, price) in prices {
+            if !waiting.contains(ticker) {
+                continue;
+            }
+            for statement in [&mut below, &mut above] {
+                let mut rows = statement.query(params![ticker, price, now, now_ms])?;
+                while let Some(row) = rows.next()? {
+                    returned.returned += 1;
+                    returned.rearmed += u64::from(row.get::<_, i64>(0)? == 1);
+                }
+            }
+        }
+    }
+    transaction.commit()?;
+    Ok(returned)
 }
 
 /// Wakes the snoozed alerts whose time came (see `store::alerts`), through
@@ -127,7 +213,8 @@ pub fn rearm_cooled_down(
     let due = connection
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_rearm
-             WHERE rearm_at IS NOT NULL AND rearm_at <= ?1)",
+             WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL
+               AND rearm_at <= ?1)",
         )?
         .query_row([now_ms], |row| row.get::<_, bool>(0))?;
     if !due {
@@ -136,7 +223,8 @@ pub fn rearm_cooled_down(
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let rearmed = transaction.execute(
         "UPDATE price_alerts SET enabled = 1, rearm_at = NULL
-         WHERE rearm_at IS NOT NULL AND rearm_at <= ?2 AND enabled = 0
+         WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL
+           AND rearm_at <= ?2 AND enabled = 0
            AND cooldown IS NOT NULL AND trim(cooldown) <> ''
            AND coalesce(julianday(expires_at) > julianday(?1), 1)",
         params![now, now_ms],
@@ -145,7 +233,8 @@ pub fn rearm_cooled_down(
         "UPDATE price_alerts SET rearm_at = NULL,
              expired_at = CASE WHEN enabled = 0 AND julianday(expires_at) <= julianday(?1)
                                THEN ?1 ELSE expired_at END
-         WHERE rearm_at IS NOT NULL AND rearm_at <= ?2",
+         WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL
+           AND rearm_at <= ?2",
         params![now, now_ms],
     )?;
     transaction.commit()?;
@@ -196,13 +285,14 @@ fn stage_claims(
         "CREATE TEMP TABLE IF NOT EXISTS claims (
              id INTEGER PRIMARY KEY, arming INTEGER NOT NULL, price REAL NOT NULL,
              condition TEXT NOT NULL, target_price REAL NOT NULL, reference_price REAL,
-             upper_price REAL, rearm_at INTEGER);
+             upper_price REAL, rearm_at INTEGER, rearm_band REAL, return_below REAL, return_above REAL);
          DELETE FROM temp.claims;",
     )?;
     let mut stage = transaction.prepare_cached(
         "INSERT OR REPLACE INTO temp.claims
-             (id, arming, price, condition, target_price, reference_price, upper_price, rearm_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             (id, arming, price, condition, target_price, reference_price, upper_price, rearm_at,
+              rearm_band, return_below, return_above)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     for trigger in triggers {
         stage.execute(params![
@@ -213,11 +303,19 @@ fn stage_claims(
             trigger.target_price,
             trigger.reference_price,
             trigger.upper_price,
-            trigger.rearm_at
+            trigger.rearm_at,
+            trigger.rearm_band,
+            trigger.return_below,
+            trigger.return_above
         ])?;
     }
     Ok(())
 }
+
+/// Whether the claim of a `price_alerts` row spends its trigger budget
+/// (`max_triggers` NULL: never), as the claim's `SET` sees the row before
+/// it.
+const SPENT: &str = "price_alerts.trigger_count + 1 >= price_alerts.max_triggers";
 
 /// The claim itself (invariant 1): disables the staged alerts that are still
 /// enabled, in the arming and with the condition and levels that were
@@ -236,21 +334,22 @@ fn disable_staged(
         // needs no statement journal of its own, which SQLite would
         // otherwise fill with every page the claim touches (48 MB for
         // a batch of 5,000 at 10M alerts).
-        "UPDATE OR FAIL price_alerts
+        &"UPDATE OR FAIL price_alerts
          SET enabled = 0, triggered_at = ?1, trigger_count = trigger_count + 1,
-             (triggered_price, rearm_at) =
-                 (SELECT c.price,
-                         CASE WHEN price_alerts.trigger_count + 1 >= price_alerts.max_triggers THEN NULL
-                              ELSE c.rearm_at END
+             (triggered_price, rearm_at, return_below, return_above) =
+                 (SELECT c.price, iif({spent}, NULL, c.rearm_at), iif({spent}, NULL, c.return_below),
+                         iif({spent}, NULL, c.return_above)
                   FROM temp.claims AS c WHERE c.id = price_alerts.id)
          WHERE id IN (SELECT id FROM temp.claims) AND enabled = 1
            AND EXISTS (SELECT 1 FROM temp.claims AS c
                        WHERE c.id = price_alerts.id AND c.arming = price_alerts.arming
                          AND c.condition = price_alerts.condition AND c.target_price = price_alerts.target_price
                          AND c.reference_price IS price_alerts.reference_price
-                         AND c.upper_price IS price_alerts.upper_price)
+                         AND c.upper_price IS price_alerts.upper_price
+                         AND c.rearm_band IS iif(trim(price_alerts.rearm_band) = '', NULL,
+                                                 CAST(price_alerts.rearm_band AS REAL)))
            AND (snoozed_until IS NULL OR julianday(snoozed_until) <= julianday(?1))
-         RETURNING id, trigger_count, max_triggers",
+         RETURNING id, trigger_count, max_triggers".replace("{spent}", SPENT),
     )?;
     let rows = disable.query_map([stamp], |row| {
         let fired = Fired {
@@ -313,7 +412,7 @@ pub fn list(
     let mut statement = connection.prepare(&format!(
         "SELECT id, ticker, condition, target_price, reference_price, enabled, triggered_at, triggered_price,
                 expires_at, expired_at, user_id, note, cooldown, rearm_at,
-                snoozed_until, trigger_count, max_triggers, upper_price
+                snoozed_until, trigger_count, max_triggers, upper_price, rearm_band, return_below, return_above
          FROM price_alerts WHERE {state} AND (?1 IS NULL OR ticker = ?1) ORDER BY id DESC LIMIT ?2"
     ))?;
     let rows = statement.query_map(params![ticker, limit as i64], |row| {
@@ -339,6 +438,9 @@ pub fn list(
             snoozed_until: optional_text(row.get(14)?),
             trigger_count: number(row.get(15)?).unwrap_or_default() as i64,
             max_triggers: optional_text(row.get(16)?),
+            rearm_band: optional_text(row.get(18)?),
+            return_below: number(row.get(19)?),
+            return_above: number(row.get(20)?),
         })
     })?;
     rows.collect()

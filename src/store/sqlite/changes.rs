@@ -157,7 +157,11 @@ pub fn ticker_states(
     let mut statement = connection.prepare_cached(
         "SELECT q.price, q.updated_at, q.ticker IS NOT NULL,
                 (SELECT price FROM observations WHERE ticker = ?1),
-                ?2 AND EXISTS (SELECT 1 FROM price_alerts WHERE ticker = ?1 AND enabled = 1)
+                ?2 AND EXISTS (SELECT 1 FROM price_alerts WHERE ticker = ?1 AND enabled = 1),
+                ?2 AND (EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_return_below
+                                WHERE ticker = ?1 AND return_below IS NOT NULL AND enabled = 0)
+                        OR EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_return_above
+                                   WHERE ticker = ?1 AND return_above IS NOT NULL AND enabled = 0))
          FROM (SELECT 1) LEFT JOIN quotes AS q ON q.ticker = ?1",
     )?;
     tickers
@@ -176,6 +180,7 @@ pub fn ticker_states(
                         .transpose()?,
                     previous: row.get(3)?,
                     has_alerts: row.get(4)?,
+                    waiting: row.get(5)?,
                 })
             })
         })

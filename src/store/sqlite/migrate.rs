@@ -76,6 +76,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
         add_alert_column_if_missing(transaction, "snoozed_until")?;
         add_typed_alert_column_if_missing(transaction, "max_triggers", "INTEGER")?;
         add_typed_alert_column_if_missing(transaction, "upper_price", "REAL")?;
+        add_typed_alert_column_if_missing(transaction, "rearm_band", "REAL")?;
         transaction.execute_batch(MIGRATION_12)
     },
 ];
@@ -406,25 +407,40 @@ END;
 DROP TABLE change_counter;
 "#;
 
-/// Trigger policies: the application's `snoozed_until`, `max_triggers` and
-/// `upper_price` (added if it has none), and how many times the claim fired
-/// each alert. Waking a snoozed alert (clearing its `snoozed_until`) is an
-/// edit: a change the next tick reads, and judges at the price of then.
-/// Snoozed alerts are few: a partial index of them. A channel's upper level
-/// has an index of its own beside `price_alerts_level`, which holds its
-/// lower one: a price leaves or enters a channel through either.
+/// Trigger policies: the application's `snoozed_until`, `max_triggers`,
+/// `upper_price` and `rearm_band` (added if it has none), how many times the
+/// claim fired each alert, and the prices a banded alert's quote must come
+/// back to before it is re-armed. Waking a snoozed alert (clearing its
+/// `snoozed_until`) is an edit: a change the next tick reads, and judges at
+/// the price of then. Snoozed alerts are few: a partial index of them. A
+/// channel's upper level has an index of its own beside
+/// `price_alerts_level`, which holds its lower one: a price leaves or enters
+/// a channel through either. The alerts waiting for their price to come
+/// back have two indexes, by ticker and price, and leave the index of
+/// those waiting out a cooldown only: a price's return is seen where the
+/// price moves.
 const MIGRATION_12: &str = r#"
 ALTER TABLE price_alerts ADD COLUMN trigger_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE price_alerts ADD COLUMN return_below REAL;
+ALTER TABLE price_alerts ADD COLUMN return_above REAL;
+CREATE INDEX price_alerts_return_below ON price_alerts (ticker, return_below)
+    WHERE return_below IS NOT NULL AND enabled = 0;
+CREATE INDEX price_alerts_return_above ON price_alerts (ticker, return_above)
+    WHERE return_above IS NOT NULL AND enabled = 0;
+DROP INDEX price_alerts_rearm;
+CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at)
+    WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL;
 CREATE INDEX price_alerts_snoozed ON price_alerts (snoozed_until) WHERE snoozed_until IS NOT NULL;
 CREATE INDEX price_alerts_upper ON price_alerts (ticker, condition, upper_price)
     WHERE enabled = 1 AND upper_price IS NOT NULL;
 DROP TRIGGER price_alerts_changed_on_edit;
 CREATE TRIGGER price_alerts_changed_on_edit
-AFTER UPDATE OF ticker, condition, target_price, reference_price, upper_price, expires_at, snoozed_until
+AFTER UPDATE OF ticker, condition, target_price, reference_price, upper_price, rearm_band, expires_at,
+    snoozed_until
 ON price_alerts
 WHEN NEW.enabled = 1 AND (OLD.ticker IS NOT NEW.ticker OR OLD.condition IS NOT NEW.condition
     OR OLD.target_price IS NOT NEW.target_price OR OLD.reference_price IS NOT NEW.reference_price
-    OR OLD.upper_price IS NOT NEW.upper_price
+    OR OLD.upper_price IS NOT NEW.upper_price OR OLD.rearm_band IS NOT NEW.rearm_band
     OR OLD.expires_at IS NOT NEW.expires_at OR OLD.snoozed_until IS NOT NEW.snoozed_until)
 BEGIN
     INSERT INTO change_log (quote_ticker) VALUES (NULL);

@@ -37,5 +37,6 @@ pub(super) fn alert_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRow> {
         snoozed_until: row.get::<_, Option<Value>>(10)?.map(text),
         max_triggers: row.get::<_, Option<Value>>(11)?.map(text),
         upper_price: number(row.get(12)?),
+        rearm_band: row.get::<_, Option<Value>>(13)?.map(text),
     })
 }
