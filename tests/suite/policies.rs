@@ -6,31 +6,8 @@
 
 use crate::common;
 
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
-use common::{Db, Engine, lib_config, tick_at};
-use price_alertd::config::Config;
-
-/// A config whose quotes stay fresh for a day of injected time.
-fn config(db: &Db) -> Config {
-    let mut config = lib_config(db, "http://127.0.0.1:9/events");
-    config.prices.max_age = Duration::from_secs(86_400);
-    config
-}
-
-fn minutes(at: DateTime<Utc>, minutes: i64) -> DateTime<Utc> {
-    at + chrono::Duration::minutes(minutes)
-}
-
-/// Sets AAPL's quote, stamped `at`.
-fn quote_at(db: &Db, price: f64, at: DateTime<Utc>) {
-    db.execute(
-        "INSERT INTO quotes (ticker, price, updated_at) VALUES ('AAPL', $1, $2)
-         ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
-        values![price, price_alertd::store::timestamp(at)],
-    );
-}
+use chrono::Utc;
+use common::{Db, Engine, aapl_quote_at, day_fresh_config, minutes, tick_at};
 
 /// The `alerts` command of the admin CLI on `db`.
 fn alerts_cli(db: &Db) -> impl Fn(&[&str]) -> String {
@@ -40,6 +17,22 @@ fn alerts_cli(db: &Db) -> impl Fn(&[&str]) -> String {
         "0 0 0 1 1 *",
     ));
     move |args: &[&str]| common::cli(&path, &[&["alerts"], args].concat())
+}
+
+/// Runs the admin CLI on `db`, which must refuse `args`; what it said.
+fn refused(db: &Db, args: &[&str]) -> String {
+    let path = db.write_config(&common::config_text(
+        db,
+        "http://127.0.0.1:9/",
+        "0 0 0 1 1 *",
+    ));
+    let output = common::binary()
+        .args(["--config", path.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// The line of `alerts list` that shows alert `id`.
@@ -72,7 +65,7 @@ fn events_of(db: &Db, id: i64) -> Vec<(String, i64, Option<i64>)> {
 on_every_engine! {
     fn a_trigger_budget_is_spent_by_the_claims_then_the_alert_stays_disabled(engine: Engine) {
         let db = Db::on(engine);
-        let config = config(&db);
+        let config = day_fresh_config(&db);
         let cli = alerts_cli(&db);
         let budgeted: i64 = cli(&["add", "AAPL", "above", "100", "--cooldown", "15m", "--max-triggers", "2"])
             .trim()
@@ -83,7 +76,7 @@ on_every_engine! {
             .parse()
             .unwrap();
         let t0 = Utc::now();
-        quote_at(&db, 101.0, t0);
+        aapl_quote_at(&db, 101.0, t0);
 
         assert_eq!(tick_at(&db, &config, t0).triggered, 2);
         assert!(listed(&cli(&["list"]), budgeted).contains(" cooling "));
@@ -147,14 +140,14 @@ on_every_engine! {
 on_every_engine! {
     fn a_snoozed_alert_keeps_its_arming_and_the_tick_after_judges_it_at_the_price_of_then(engine: Engine) {
         let db = Db::on(engine);
-        let config = config(&db);
+        let config = day_fresh_config(&db);
         let cli = alerts_cli(&db);
         let add = |condition: &str| -> i64 {
             cli(&["add", "AAPL", condition, "100"]).trim().parse().unwrap()
         };
         let (above, crossing, awake) = (add("above"), add("crossing_up"), add("above"));
         let t0 = Utc::now();
-        quote_at(&db, 99.0, t0);
+        aapl_quote_at(&db, 99.0, t0);
         assert_eq!(tick_at(&db, &config, t0).triggered, 0);
         let arming = |id: i64| db.scalar(&format!("SELECT arming FROM price_alerts WHERE id = {id}"));
         let armings = (arming(above), arming(crossing));
@@ -167,7 +160,7 @@ on_every_engine! {
         assert!(listed(&list, awake).contains(" armed "), "{list}");
 
         // The price crosses 100 during the snooze: only the alert awake fires.
-        quote_at(&db, 101.0, minutes(t0, 5));
+        aapl_quote_at(&db, 101.0, minutes(t0, 5));
         let during = tick_at(&db, &config, minutes(t0, 5));
         assert_eq!((during.triggered, during.snoozed), (1, 2));
         assert_eq!(events_of(&db, awake).len(), 1);
@@ -185,9 +178,9 @@ on_every_engine! {
         assert!(listed(&cli(&["list"]), crossing).contains(" armed "));
 
         // A crossing after the snooze fires.
-        quote_at(&db, 99.0, minutes(t0, 32));
+        aapl_quote_at(&db, 99.0, minutes(t0, 32));
         assert_eq!(tick_at(&db, &config, minutes(t0, 32)).triggered, 0);
-        quote_at(&db, 101.0, minutes(t0, 33));
+        aapl_quote_at(&db, 101.0, minutes(t0, 33));
         assert_eq!(tick_at(&db, &config, minutes(t0, 33)).triggered, 1);
         assert_eq!(events_of(&db, crossing).len(), 1);
 
@@ -201,27 +194,18 @@ on_every_engine! {
             "UPDATE price_alerts SET snoozed_until = 'after lunch' WHERE id = $1",
             values![again],
         );
-        quote_at(&db, 90.0, minutes(t0, 34));
+        aapl_quote_at(&db, 90.0, minutes(t0, 34));
         let malformed = tick_at(&db, &config, minutes(t0, 34));
         assert_eq!((malformed.triggered, malformed.malformed_alerts), (0, 1));
-        let path = db.write_config(&common::config_text(&db, "http://127.0.0.1:9/", "0 0 0 1 1 *"));
-        let refused = common::binary()
-            .args(["--config", path.to_str().unwrap(), "alerts", "snooze", &above.to_string(), "1h"])
-            .output()
-            .unwrap();
-        assert!(!refused.status.success());
-        assert!(
-            String::from_utf8_lossy(&refused.stderr).contains("neither armed nor waiting out a cooldown"),
-            "{}",
-            String::from_utf8_lossy(&refused.stderr)
-        );
+        let said = refused(&db, &["alerts", "snooze", &above.to_string(), "1h"]);
+        assert!(said.contains("neither armed nor waiting out a cooldown"), "{said}");
     }
 }
 
 on_every_engine! {
     fn channels_fire_inside_outside_entering_and_exiting_between_two_levels(engine: Engine) {
         let db = Db::on(engine);
-        let config = config(&db);
+        let config = day_fresh_config(&db);
         let cli = alerts_cli(&db);
         let add = |condition: &str| -> i64 {
             cli(&["add", "AAPL", condition, "100", "--upper", "110", "--cooldown", "1s"])
@@ -242,7 +226,7 @@ on_every_engine! {
         ];
         for (minute, price, fires) in steps {
             let at = minutes(t0, minute);
-            quote_at(&db, price, at);
+            aapl_quote_at(&db, price, at);
             tick_at(&db, &config, at);
             for (id, fires) in ids.iter().zip(fires) {
                 let fired_now = db.scalar(&format!(
@@ -272,23 +256,13 @@ on_every_engine! {
             let report = tick_at(&db, &config, minutes(t0, 9));
             assert_eq!((report.triggered, report.malformed_alerts), (0, 1), "{why}");
         }
-        let path = db.write_config(&common::config_text(&db, "http://127.0.0.1:9/", "0 0 0 1 1 *"));
         for args in [
             &["alerts", "add", "AAPL", "inside", "100"][..],
             &["alerts", "add", "AAPL", "exiting", "100", "--upper", "100"][..],
             &["alerts", "add", "AAPL", "above", "100", "--upper", "110"][..],
         ] {
-            let refused = common::binary()
-                .args(["--config", path.to_str().unwrap()])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(!refused.status.success(), "{args:?} was accepted");
-            assert!(
-                String::from_utf8_lossy(&refused.stderr).contains("--upper"),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&refused.stderr)
-            );
+            let said = refused(&db, args);
+            assert!(said.contains("--upper"), "{args:?}: {said}");
         }
     }
 }
@@ -296,7 +270,7 @@ on_every_engine! {
 on_every_engine! {
     fn a_banded_alert_re_arms_only_once_its_price_came_back_and_its_cooldown_passed(engine: Engine) {
         let db = Db::on(engine);
-        let config = config(&db);
+        let config = day_fresh_config(&db);
         let cli = alerts_cli(&db);
         let add = |args: &[&str]| -> i64 {
             cli(&[&["add", "AAPL"], args].concat()).trim().parse().unwrap()
@@ -331,7 +305,7 @@ on_every_engine! {
         let mut returned = 0;
         for (minute, price, expected) in steps {
             let at = minutes(t0, minute);
-            quote_at(&db, price, at);
+            aapl_quote_at(&db, price, at);
             returned += tick_at(&db, &config, at).returned;
             let events = ids.map(|id| events_of(&db, id).len());
             assert_eq!(events, expected, "minute {minute} at {price}");
@@ -356,18 +330,12 @@ on_every_engine! {
 
         // A band that is not a percent, or too wide for its channel, is
         // malformed; the CLI refuses it.
-        let path = db.write_config(&common::config_text(&db, "http://127.0.0.1:9/", "0 0 0 1 1 *"));
         for args in [
             &["alerts", "add", "AAPL", "above", "100", "--cooldown", "1m", "--rearm-band", "0"][..],
             &["alerts", "add", "AAPL", "outside", "100", "--upper", "103", "--cooldown", "1m", "--rearm-band", "2"][..],
             &["alerts", "add", "AAPL", "above", "100", "--rearm-band", "1"][..],
         ] {
-            let refused = common::binary()
-                .args(["--config", path.to_str().unwrap()])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(!refused.status.success(), "{args:?} was accepted");
+            refused(&db, args);
         }
         for bad in ["-1", "100"] {
             let id = db.add_alert("AAPL", "above", 100.0);

@@ -9,20 +9,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use common::{Db, Param, lib_config, tick_at, tick_on_at};
-use price_alertd::config::{Config, Scope};
-
-/// A config whose quotes stay fresh for a day of injected time.
-fn config(db: &Db) -> Config {
-    let mut config = lib_config(db, "http://127.0.0.1:9/events");
-    config.prices.max_age = Duration::from_secs(86_400);
-    config
-}
-
-fn minutes(at: DateTime<Utc>, minutes: i64) -> DateTime<Utc> {
-    at + chrono::Duration::minutes(minutes)
-}
+use chrono::Utc;
+use common::{Db, Param, aapl_quote_at, day_fresh_config, minutes, tick_at, tick_on_at};
+use price_alertd::config::Scope;
 
 /// An alert with `cooldown` (`None`: none); returns its id.
 fn alert(db: &Db, condition: &str, target: f64, cooldown: Option<&str>) -> i64 {
@@ -37,15 +26,6 @@ fn alert(db: &Db, condition: &str, target: f64, cooldown: Option<&str>) -> i64 {
     id
 }
 
-/// Sets AAPL's quote, stamped `at`.
-fn quote_at(db: &Db, price: f64, at: DateTime<Utc>) {
-    db.execute(
-        "INSERT INTO quotes (ticker, price, updated_at) VALUES ('AAPL', $1, $2)
-         ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
-        values![price, price_alertd::store::timestamp(at)],
-    );
-}
-
 /// The event ids queued for an alert, oldest first.
 fn events_of(db: &Db, alert: i64) -> Vec<String> {
     db.texts(&format!(
@@ -56,11 +36,11 @@ fn events_of(db: &Db, alert: i64) -> Vec<String> {
 on_every_engine! {
     fn a_repeating_alert_fires_again_under_a_new_id_each_time_its_cooldown_passed(engine: Engine) {
         let db = Db::on(engine);
-        let config = config(&db);
+        let config = day_fresh_config(&db);
         let repeating = alert(&db, "above", 100.0, Some("15m"));
         let once = alert(&db, "above", 100.0, None);
         let t0 = Utc::now();
-        quote_at(&db, 101.0, t0);
+        aapl_quote_at(&db, 101.0, t0);
 
         let first = tick_at(&db, &config, t0);
         assert_eq!((first.triggered, first.rearmed), (2, 0));
@@ -92,7 +72,7 @@ on_every_engine! {
 on_every_engine! {
     fn a_repeating_crossing_fires_on_every_crossing_at_most_once_per_cooldown(engine: Engine) {
         let db = Db::on(engine);
-        let config = config(&db);
+        let config = day_fresh_config(&db);
         let crossing = alert(&db, "crossing_up", 100.0, Some("5m"));
         let t0 = Utc::now();
         // (minute, price, fires): below, up (fires), down, up within the
@@ -108,7 +88,7 @@ on_every_engine! {
         ];
         for (minute, price, fires) in steps {
             let at = minutes(t0, minute);
-            quote_at(&db, price, at);
+            aapl_quote_at(&db, price, at);
             assert_eq!(tick_at(&db, &config, at).triggered, fires, "minute {minute} at {price}");
         }
         assert_eq!(events_of(&db, crossing).len(), 2);
@@ -118,7 +98,7 @@ on_every_engine! {
 on_every_engine! {
     fn a_cooldown_is_cancelled_by_disable_by_clearing_it_and_by_expiry(engine: Engine) {
         let db = Db::on(engine);
-        let config = config(&db);
+        let config = day_fresh_config(&db);
         let disabled = alert(&db, "above", 100.0, Some("5m"));
         let cleared = alert(&db, "above", 100.0, Some("5m"));
         let expiring = alert(&db, "above", 100.0, Some("5m"));
@@ -131,7 +111,7 @@ on_every_engine! {
                 Param::Int(expiring),
             ],
         );
-        quote_at(&db, 101.0, t0);
+        aapl_quote_at(&db, 101.0, t0);
         let first = tick_at(&db, &config, t0);
         assert_eq!((first.triggered, first.malformed_alerts), (3, 1));
 
@@ -186,10 +166,10 @@ on_every_engine! {
         const THREADS: usize = 10;
         const ROUNDS: i64 = 6;
         let db = Db::on(engine);
-        let config = config(&db);
+        let config = day_fresh_config(&db);
         let repeating = alert(&db, "above", 100.0, Some("1m"));
         let t0 = Utc::now();
-        quote_at(&db, 101.0, t0);
+        aapl_quote_at(&db, 101.0, t0);
         let barrier = Arc::new(Barrier::new(THREADS));
         std::thread::scope(|scope| {
             for _ in 0..THREADS {

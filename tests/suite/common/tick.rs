@@ -10,6 +10,28 @@ use price_alertd::evaluate::{self, TickOptions, TickReport};
 use price_alertd::store::Pool;
 use tokio::sync::{Notify, watch};
 
+/// A config whose quotes stay fresh for a day of injected time, for ticks
+/// with their clock injected ([`tick_at`]).
+pub fn day_fresh_config(db: &Db) -> Config {
+    let mut config = lib_config(db, "http://127.0.0.1:9/events");
+    config.prices.max_age = std::time::Duration::from_secs(86_400);
+    config
+}
+
+/// `minutes` after `at`.
+pub fn minutes(at: chrono::DateTime<chrono::Utc>, minutes: i64) -> chrono::DateTime<chrono::Utc> {
+    at + chrono::Duration::minutes(minutes)
+}
+
+/// Sets AAPL's quote, stamped `at`.
+pub fn aapl_quote_at(db: &Db, price: f64, at: chrono::DateTime<chrono::Utc>) {
+    db.execute(
+        "INSERT INTO quotes (ticker, price, updated_at) VALUES ('AAPL', $1, $2)
+         ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+        values![price, price_alertd::store::timestamp(at)],
+    );
+}
+
 /// One evaluation tick, as a job run does it.
 pub fn tick(db: &Db, config: &Config) -> TickReport {
     tick_scoped(db, config, &Scope::all())
