@@ -213,10 +213,10 @@ on_every_engine! {
                      DROP INDEX price_alerts_upper;
                      DROP INDEX price_alerts_return_below;
                      DROP INDEX price_alerts_return_above;
+                     DROP INDEX price_alerts_rearm;
                      ALTER TABLE price_alerts DROP COLUMN return_below;
                      ALTER TABLE price_alerts DROP COLUMN return_above;
                      ALTER TABLE price_alerts DROP COLUMN trigger_count;
-                     DROP INDEX price_alerts_rearm;
                      ALTER TABLE price_alerts DROP COLUMN rearm_at;
                      DROP TABLE job_reactors;
                      DROP TABLE change_log;
