@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::store::cluster::{self, Finish, Fire, Me};
+use crate::store::cluster::{self, Finish, Fire, Me, Member};
 use crate::store::{self, Pool};
 
 /// How often a member beats, renewing its leases and looking for fires to
@@ -24,6 +24,12 @@ pub const FIRE_LEASE: Duration = Duration::from_secs(30);
 /// `REACTING_LEASE + HEARTBEAT`, and at its next heartbeat after a clean
 /// stop.
 pub const REACTING_LEASE: Duration = Duration::from_secs(15);
+
+/// Whether `member` is beating: its last heartbeat is within the fire
+/// lease, after which the others take its fire times over.
+pub fn beating(member: &Member) -> bool {
+    member.heartbeat_age_ms <= FIRE_LEASE.as_millis() as i64
+}
 
 /// This process: its host, its pid and a random part, so that a restarted
 /// daemon (or one in a container with the same pid) is a new member.

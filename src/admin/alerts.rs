@@ -127,11 +127,10 @@ fn state(entry: &alerts::AlertEntry, now: chrono::DateTime<Utc>) -> &'static str
         .as_deref()
         .and_then(crate::evaluate::parse_time)
         .is_some_and(|until| until > now);
-    let spent = entry
-        .max_triggers
-        .as_deref()
-        .and_then(|max| max.trim().parse::<f64>().ok())
-        .is_some_and(|max| entry.trigger_count as f64 >= max);
+    let spent = crate::evaluate::parse_max_triggers(entry.max_triggers.as_deref())
+        .ok()
+        .flatten()
+        .is_some_and(|max| entry.trigger_count >= max as i64);
     let waiting = entry.return_below.is_some() || entry.return_above.is_some();
     match (
         entry.enabled,
@@ -203,16 +202,14 @@ pub fn alerts_add(
     }
     if let Some(band) = alert.rearm_band {
         anyhow::ensure!(
-            band.is_finite() && band > 0.0 && band < 100.0,
+            crate::evaluate::band_in_range(band),
             "--rearm-band {band} is not a percent above 0 and below 100"
         );
-        if condition.returns_inside()
-            && let Some(upper) = alert.upper_price
+        if let Some(upper) = alert.upper_price
+            && let Some(why) =
+                crate::evaluate::too_wide(band, condition, (alert.target_price, upper))
         {
-            anyhow::ensure!(
-                alert.target_price * (1.0 + band / 100.0) <= upper * (1.0 - band / 100.0),
-                "--rearm-band {band} is too wide for the channel: the price could never come back inside it"
-            );
+            anyhow::bail!("--rearm-band: {why}");
         }
     }
     let mut connection = connect(config)?;

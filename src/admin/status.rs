@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use chrono::Utc;
 
 use crate::config::{Config, JobConfig};
-use crate::membership::FIRE_LEASE;
+use crate::membership::{self, FIRE_LEASE};
 use crate::store::{cluster, outbox, runs};
 
 use super::open::connect_to_read;
@@ -112,7 +112,7 @@ fn read(config: &Config) -> anyhow::Result<StatusReport> {
         .context("reading the members")?
         .into_iter()
         .map(|member| MemberStatus {
-            alive: member.heartbeat_age_ms <= FIRE_LEASE.as_millis() as i64,
+            alive: membership::beating(&member),
             member,
         })
         .collect();

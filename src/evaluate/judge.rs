@@ -156,16 +156,12 @@ pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdic
     };
     match rearm_band_of(alert) {
         Err(reason) => return Verdict::Malformed(reason),
-        Ok(Some(band)) if condition.returns_inside() => {
-            if let Some((lower, upper)) = channel
-                && lower * (1.0 + band / 100.0) > upper * (1.0 - band / 100.0)
-            {
-                return Verdict::Malformed(format!(
-                    "rearm_band {band}% is too wide for the channel {lower}..{upper}: the price could never come back inside it by the band"
-                ));
+        Ok(Some(band)) => {
+            if let Some(reason) = channel.and_then(|channel| too_wide(band, condition, channel)) {
+                return Verdict::Malformed(reason);
             }
         }
-        Ok(_) => {}
+        Ok(None) => {}
     }
     let inside =
         |price: f64| channel.is_some_and(|(lower, upper)| lower <= price && price <= upper);
@@ -207,17 +203,37 @@ pub fn judge(alert: &AlertRow, observed: Observed, now: DateTime<Utc>) -> Verdic
     }
 }
 
+/// A value the application wrote, trimmed; `None` for NULL or blank, which
+/// mean none.
+fn written(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|text| !text.is_empty())
+}
+
+/// Whether `band` can be a re-arm band: a percent above 0 and below 100.
+pub fn band_in_range(band: f64) -> bool {
+    band.is_finite() && band > 0.0 && band < 100.0
+}
+
+/// Why `band` is too wide for a `condition` alert's channel `(lower,
+/// upper)`, if it is: one whose price must come back inside the channel by
+/// the band could never.
+pub fn too_wide(band: f64, condition: Condition, (lower, upper): (f64, f64)) -> Option<String> {
+    (condition.returns_inside() && lower * (1.0 + band / 100.0) > upper * (1.0 - band / 100.0))
+        .then(|| {
+            format!(
+                "rearm_band {band}% is too wide for the channel {lower}..{upper}: the price could never come back inside it by the band"
+            )
+        })
+}
+
 /// A repeating alert's re-arm band (`rearm_band`, a percent): none if it
 /// has none (NULL or blank), or why it is not a positive number.
 pub fn rearm_band_of(alert: &AlertRow) -> Result<Option<f64>, String> {
-    let Some(text) = alert.rearm_band.as_deref().map(str::trim) else {
+    let Some(text) = written(alert.rearm_band.as_deref()) else {
         return Ok(None);
     };
-    if text.is_empty() {
-        return Ok(None);
-    }
     match text.parse::<f64>() {
-        Ok(band) if band.is_finite() && band > 0.0 && band < 100.0 => Ok(Some(band)),
+        Ok(band) if band_in_range(band) => Ok(Some(band)),
         _ => Err(format!(
             "rearm_band {:?} is not a percent above 0 and below 100",
             logging::bounded(text)
@@ -288,12 +304,14 @@ pub fn trigger_of(alert: AlertRow, price: f64, quote_time: String, now: DateTime
 /// it has no budget (NULL or blank), or why it is not a whole number of at
 /// least 1. The claim that spends the last one leaves the alert disabled.
 pub fn max_triggers_of(alert: &AlertRow) -> Result<Option<u64>, String> {
-    let Some(text) = alert.max_triggers.as_deref().map(str::trim) else {
+    parse_max_triggers(alert.max_triggers.as_deref())
+}
+
+/// A trigger budget as written (see [`max_triggers_of`]).
+pub fn parse_max_triggers(written_as: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(text) = written(written_as) else {
         return Ok(None);
     };
-    if text.is_empty() {
-        return Ok(None);
-    }
     match text.parse::<f64>() {
         Ok(count) if count >= 1.0 && count.fract() == 0.0 && count <= i64::MAX as f64 => {
             Ok(Some(count as u64))

@@ -14,9 +14,9 @@ mod report;
 
 pub use head_start::HEAD_START;
 pub use judge::{
-    CONDITIONS, Condition, FUTURE_SKEW, MIN_COOLDOWN, Observed, QuoteProblem, Verdict, channel_of,
-    cooldown_of, judge, max_triggers_of, parse_cooldown, parse_time, rearm_at, rearm_band_of,
-    return_levels, trigger_of,
+    CONDITIONS, Condition, FUTURE_SKEW, MIN_COOLDOWN, Observed, QuoteProblem, Verdict,
+    band_in_range, channel_of, cooldown_of, judge, max_triggers_of, parse_cooldown,
+    parse_max_triggers, parse_time, rearm_at, rearm_band_of, return_levels, too_wide, trigger_of,
 };
 pub use options::{TickMemory, TickOptions};
 pub(crate) use report::tick_counts;

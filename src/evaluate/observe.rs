@@ -34,10 +34,14 @@ pub(super) fn observe(
     report: &mut TickReport,
 ) -> anyhow::Result<()> {
     let mut held: HashSet<String> = locked.iter().map(|(_, ticker)| ticker.clone()).collect();
+    // Only a moved ticker's price can bring an alert back: one that waits
+    // was claimed at the ticker's price of then, which never brings it
+    // back, and the job has looked at every move since, each with whether
+    // alerts waited for it (`Work::waiting`).
     let prices: Vec<(&str, f64)> = plan
         .work
         .iter()
-        .filter(|work| (work.observe || work.waiting) && !held.contains(&work.ticker))
+        .filter(|work| work.waiting && !held.contains(&work.ticker))
         .map(|work| (work.ticker.as_str(), work.observed.price))
         .collect();
     let returned = alerts::come_back(writer, &prices, now)

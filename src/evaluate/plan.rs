@@ -26,7 +26,7 @@ pub(super) struct Work {
     /// Record its price as observed once the claims committed.
     pub(super) observe: bool,
     /// Look at its price for its banded alerts waiting for it to come back
-    /// (`observe` tickers are looked at too).
+    /// (known for the moved tickers: only a move brings one back).
     pub(super) waiting: bool,
     /// The lowest change number that brought it here.
     pub(super) first_change: i64,

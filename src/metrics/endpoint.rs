@@ -145,19 +145,22 @@ async fn read(pool: &Pool) -> anyhow::Result<Readings> {
         .and_then(crate::evaluate::parse_time)
         .and_then(|created| (chrono::Utc::now() - created).to_std().ok())
         .unwrap_or_default();
-    let lease = membership::FIRE_LEASE.as_millis() as i64;
-    let count = |beat_within: std::ops::RangeInclusive<i64>| {
-        members
-            .iter()
-            .filter(|member| beat_within.contains(&member.heartbeat_age_ms))
-            .count() as u64
-    };
+    let live_members = members
+        .iter()
+        .filter(|member| membership::beating(member))
+        .count();
+    let lost_members = members
+        .iter()
+        .filter(|member| {
+            !membership::beating(member) && member.heartbeat_age_ms <= LOST_FOR.as_millis() as i64
+        })
+        .count();
     Ok(Readings {
         pending,
         dead,
         oldest_pending,
-        live_members: count(i64::MIN..=lease),
-        lost_members: count(lease + 1..=LOST_FOR.as_millis() as i64),
+        live_members: live_members as u64,
+        lost_members: lost_members as u64,
     })
 }
 

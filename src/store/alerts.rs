@@ -205,15 +205,15 @@ pub struct Returned {
     pub held: HashSet<String>,
 }
 
-/// For each ticker a tick evaluated, at the price it evaluated: the banded
-/// repeating alerts waiting for that ticker's price to come back (their
-/// `return_below`, `return_above`: see `evaluate::return_levels`) whose
-/// price did no longer wait; those whose cooldown has passed too (and that
-/// still repeat and have not expired) are re-armed at once, a new arming
-/// and a change the next window reads. The others are re-armed by
-/// [`rearm_cooled_down`] when their cooldown passes. Only tickers with
-/// alerts waiting are visited, through the two indexes of the waiting; one
-/// transaction.
+/// For each ticker of `prices` (those with alerts waiting, at the price a
+/// tick evaluated): the banded repeating alerts waiting for that ticker's
+/// price to come back (their `return_below`, `return_above`: see
+/// `evaluate::return_levels`) whose price did no longer wait; those whose
+/// cooldown has passed too (and that still repeat and have not expired)
+/// are re-armed at once, a new arming and a change the next window reads.
+/// The others are re-armed by [`rearm_cooled_down`] when their cooldown
+/// passes. Through the two indexes of the waiting; one transaction, none
+/// for no tickers.
 pub fn come_back(
     connection: &mut Connection,
     prices: &[(&str, f64)],

@@ -14,6 +14,18 @@ use crate::store::alerts::{
     AlertEntry, AlertFilter, AlertRow, Claimed, Fired, Returned, Trigger, event_of,
 };
 
+/// Whether a disabled alert may be re-armed now (`$1` the time, `$2` in
+/// unix ms): its cooldown passed, it still has one, and it has not
+/// expired. [`rearm_cooled_down`] re-arms those not waiting for their
+/// price; [`come_back`] those whose price came back.
+macro_rules! rearmable {
+    () => {
+        "rearm_at IS NOT NULL AND rearm_at <= $2 AND cooldown IS NOT NULL
+         AND trim(cooldown::text) <> ''
+         AND coalesce(price_alertd_time(expires_at::text) > $1::text::timestamptz, true)"
+    };
+}
+
 pub fn enabled_for_ticker(connection: &mut PgConnection, ticker: &str) -> Result<Vec<AlertRow>> {
     const SQL: &str = concat!(
         "SELECT ",
@@ -127,20 +139,30 @@ pub fn waiting_tickers(connection: &mut PgConnection) -> Result<HashSet<String>>
     Ok(tickers)
 }
 
-/// The waiting alerts of the tickers `$1` whose prices `$2` came back (see
-/// `store::alerts::come_back`): back below (or, for `outside` and
-/// `exiting`, back inside the channel), or back above.
+/// The waiting alerts of the tickers `$tickers` whose prices `$prices`
+/// came back (see `store::alerts::come_back`): back below (or, for
+/// `outside` and `exiting`, back inside the channel), or back above.
 macro_rules! came_back {
-    () => {
-        "SELECT a.id, a.ticker::text FROM unnest($1::text[], $2::float8[]) AS m (ticker, price)
-         JOIN price_alerts AS a ON a.ticker = m.ticker
-         WHERE a.return_below IS NOT NULL AND a.enabled = '0' AND a.return_below >= m.price
-           AND (a.condition NOT IN ('outside', 'exiting') OR a.return_above <= m.price)
-         UNION
-         SELECT a.id, a.ticker::text FROM unnest($1::text[], $2::float8[]) AS m (ticker, price)
-         JOIN price_alerts AS a ON a.ticker = m.ticker
-         WHERE a.return_above IS NOT NULL AND a.enabled = '0' AND a.return_above <= m.price
-           AND a.condition NOT IN ('outside', 'exiting')"
+    ($tickers:literal, $prices:literal) => {
+        concat!(
+            "SELECT a.id, a.ticker::text FROM unnest(",
+            $tickers,
+            "::text[], ",
+            $prices,
+            "::float8[]) AS m (ticker, price)
+             JOIN price_alerts AS a ON a.ticker = m.ticker
+             WHERE a.return_below IS NOT NULL AND a.enabled = '0' AND a.return_below >= m.price
+               AND (a.condition NOT IN ('outside', 'exiting') OR a.return_above <= m.price)
+             UNION
+             SELECT a.id, a.ticker::text FROM unnest(",
+            $tickers,
+            "::text[], ",
+            $prices,
+            "::float8[]) AS m (ticker, price)
+             JOIN price_alerts AS a ON a.ticker = m.ticker
+             WHERE a.return_above IS NOT NULL AND a.enabled = '0' AND a.return_above <= m.price
+               AND a.condition NOT IN ('outside', 'exiting')"
+        )
     };
 }
 
@@ -154,35 +176,30 @@ pub fn come_back(
     now_ms: i64,
 ) -> Result<Returned> {
     let mut returned = Returned::default();
-    let waiting = waiting_tickers(connection)?;
-    let (tickers, prices): (Vec<&str>, Vec<f64>) = prices
-        .iter()
-        .filter(|(ticker, _)| waiting.contains(*ticker))
-        .copied()
-        .unzip();
-    if tickers.is_empty() {
+    if prices.is_empty() {
         return Ok(returned);
     }
+    let (tickers, prices): (Vec<&str>, Vec<f64>) = prices.iter().copied().unzip();
     let update = connection.prepared(concat!(
         "WITH came AS (",
-        came_back!(),
+        came_back!("$3", "$4"),
         "), locked AS (
              SELECT id FROM price_alerts WHERE id IN (SELECT id FROM came)
              FOR NO KEY UPDATE SKIP LOCKED)
          UPDATE price_alerts SET return_below = NULL, return_above = NULL,
-             enabled = CASE WHEN rearm_at <= $4 AND cooldown IS NOT NULL AND trim(cooldown::text) <> ''
-                             AND coalesce(price_alertd_time(expires_at::text) > $3::text::timestamptz, true)
-                            THEN '1' ELSE enabled END,
-             rearm_at = CASE WHEN rearm_at <= $4 AND cooldown IS NOT NULL AND trim(cooldown::text) <> ''
-                              AND coalesce(price_alertd_time(expires_at::text) > $3::text::timestamptz, true)
-                             THEN NULL ELSE rearm_at END
+             enabled = CASE WHEN ",
+        rearmable!(),
+        " THEN '1' ELSE enabled END,
+             rearm_at = CASE WHEN ",
+        rearmable!(),
+        " THEN NULL ELSE rearm_at END
          WHERE id IN (SELECT id FROM locked) AND enabled = '0'
            AND (return_below IS NOT NULL OR return_above IS NOT NULL)
          RETURNING enabled = '1'"
     ))?;
-    let still = connection.prepared(came_back!())?;
+    let still = connection.prepared(came_back!("$1", "$2"))?;
     let mut transaction = connection.client().transaction()?;
-    for row in transaction.query(&update, &[&tickers, &prices, &now, &now_ms])? {
+    for row in transaction.query(&update, &[&now, &now_ms, &tickers, &prices])? {
         returned.returned += 1;
         returned.rearmed += u64::from(row.try_get::<_, bool>(0)?);
     }
@@ -207,19 +224,18 @@ pub fn wake_snoozed(connection: &mut PgConnection, now: &str) -> Result<usize> {
 
 /// As [`expire_due`], locked rows are passed over and stay due.
 pub fn rearm_cooled_down(connection: &mut PgConnection, now: &str, now_ms: i64) -> Result<usize> {
-    let rearm = connection.prepared(
+    let rearm = connection.prepared(concat!(
         // `NOT (enabled = '1')`, not `enabled = '0'`: the planner, whose
         // statistics may say few alerts are disabled, would otherwise go
         // through every disabled alert in `idx_price_alerts_enabled` instead
         // of the few waiting in `price_alerts_rearm`.
         "UPDATE price_alerts SET enabled = '1', rearm_at = NULL
          WHERE id IN (SELECT id FROM price_alerts
-                      WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL
-                        AND rearm_at <= $2 AND NOT (enabled = '1')
-                        AND cooldown IS NOT NULL AND trim(cooldown::text) <> ''
-                        AND coalesce(price_alertd_time(expires_at::text) > $1::text::timestamptz, true)
-                      FOR NO KEY UPDATE SKIP LOCKED)",
-    )?;
+                      WHERE ",
+        rearmable!(),
+        " AND return_below IS NULL AND return_above IS NULL AND NOT (enabled = '1')
+                      FOR NO KEY UPDATE SKIP LOCKED)"
+    ))?;
     let settle = connection.prepared(
         "UPDATE price_alerts SET rearm_at = NULL,
              expired_at = CASE WHEN enabled = '0'

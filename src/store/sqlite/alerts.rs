@@ -124,13 +124,15 @@ pub fn waiting_tickers(connection: &Connection) -> rusqlite::Result<HashSet<Stri
     Ok(tickers)
 }
 
-/// Whether a banded alert whose price came back may be re-armed at once,
-/// as [`rearm_cooled_down`] re-arms (`?3` the time, `?4` in unix ms).
-const REARMABLE: &str = "rearm_at IS NOT NULL AND rearm_at <= ?4 AND cooldown IS NOT NULL
-     AND trim(cooldown) <> '' AND coalesce(julianday(expires_at) > julianday(?3), 1)";
+/// Whether a disabled alert may be re-armed now (`?1` the time, `?2` in
+/// unix ms): its cooldown passed, it still has one, and it has not
+/// expired. [`rearm_cooled_down`] re-arms those not waiting for their
+/// price; [`come_back`] those whose price came back.
+const REARMABLE: &str = "rearm_at IS NOT NULL AND rearm_at <= ?2 AND cooldown IS NOT NULL
+     AND trim(cooldown) <> '' AND coalesce(julianday(expires_at) > julianday(?1), 1)";
 
-/// See `store::alerts::come_back`: for each ticker with alerts waiting, one
-/// range of each index of the waiting.
+/// See `store::alerts::come_back`: for each ticker, one range of each index
+/// of the waiting.
 pub fn come_back(
     connection: &mut Connection,
     prices: &[(&str, f64)],
@@ -138,8 +140,7 @@ pub fn come_back(
     now_ms: i64,
 ) -> rusqlite::Result<Returned> {
     let mut returned = Returned::default();
-    let waiting = waiting_tickers(connection)?;
-    if waiting.is_empty() {
+    if prices.is_empty() {
         return Ok(returned);
     }
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -151,24 +152,21 @@ pub fn come_back(
             "UPDATE price_alerts INDEXED BY price_alerts_return_below
              SET return_below = NULL, return_above = NULL,
                  enabled = iif({REARMABLE}, 1, enabled), rearm_at = iif({REARMABLE}, NULL, rearm_at)
-             WHERE ticker = ?1 AND return_below IS NOT NULL AND enabled = 0 AND return_below >= ?2
-               AND (condition NOT IN ('outside', 'exiting') OR return_above <= ?2)
+             WHERE ticker = ?3 AND return_below IS NOT NULL AND enabled = 0 AND return_below >= ?4
+               AND (condition NOT IN ('outside', 'exiting') OR return_above <= ?4)
              RETURNING enabled"
         ))?;
         let mut above = transaction.prepare_cached(&format!(
             "UPDATE price_alerts INDEXED BY price_alerts_return_above
              SET return_below = NULL, return_above = NULL,
                  enabled = iif({REARMABLE}, 1, enabled), rearm_at = iif({REARMABLE}, NULL, rearm_at)
-             WHERE ticker = ?1 AND return_above IS NOT NULL AND enabled = 0 AND return_above <= ?2
+             WHERE ticker = ?3 AND return_above IS NOT NULL AND enabled = 0 AND return_above <= ?4
                AND condition NOT IN ('outside', 'exiting')
              RETURNING enabled"
         ))?;
         for &(ticker, price) in prices {
-            if !waiting.contains(ticker) {
-                continue;
-            }
             for statement in [&mut below, &mut above] {
-                let mut rows = statement.query(params![ticker, price, now, now_ms])?;
+                let mut rows = statement.query(params![now, now_ms, ticker, price])?;
                 while let Some(row) = rows.next()? {
                     returned.returned += 1;
                     returned.rearmed += u64::from(row.get::<_, i64>(0)? == 1);
@@ -222,11 +220,10 @@ pub fn rearm_cooled_down(
     }
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let rearmed = transaction.execute(
-        "UPDATE price_alerts SET enabled = 1, rearm_at = NULL
-         WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL
-           AND rearm_at <= ?2 AND enabled = 0
-           AND cooldown IS NOT NULL AND trim(cooldown) <> ''
-           AND coalesce(julianday(expires_at) > julianday(?1), 1)",
+        &format!(
+            "UPDATE price_alerts SET enabled = 1, rearm_at = NULL
+             WHERE {REARMABLE} AND return_below IS NULL AND return_above IS NULL AND enabled = 0"
+        ),
         params![now, now_ms],
     )?;
     transaction.execute(
