@@ -315,16 +315,15 @@ impl ClaimStatements {
             // waits for no lock): the others were deleted.
             existing: connection
                 .prepared("SELECT id FROM price_alerts WHERE id = ANY($1::bigint[])")?,
+            // A claim that spends the budget leaves no re-arm due, and no
+            // price to wait for: as SQLite's `SPENT`.
             disable: connection.prepared(
                 "UPDATE price_alerts AS a
                  SET enabled = '0', triggered_at = $1, triggered_price = c.price,
                      trigger_count = a.trigger_count + 1,
-                     rearm_at = CASE WHEN a.trigger_count + 1 >= a.max_triggers::float8 THEN NULL
-                                     ELSE c.rearm_at END,
-                     return_below = CASE WHEN a.trigger_count + 1 >= a.max_triggers::float8 THEN NULL
-                                         ELSE c.return_below END,
-                     return_above = CASE WHEN a.trigger_count + 1 >= a.max_triggers::float8 THEN NULL
-                                         ELSE c.return_above END
+                     (rearm_at, return_below, return_above) =
+                         (SELECT c.rearm_at, c.return_below, c.return_above
+                          WHERE NOT coalesce(a.trigger_count + 1 >= a.max_triggers::float8, false))
                  FROM unnest($2::bigint[], $3::bigint[], $4::float8[], $5::text[], $6::float8[], $7::float8[],
                              $8::bigint[], $9::float8[], $10::float8[], $11::float8[], $12::float8[])
                       AS c (id, arming, price, condition, target_price, reference_price, rearm_at, upper_price,
