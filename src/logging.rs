@@ -28,9 +28,28 @@ pub fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Libraries whose failures reach the daemon as errors it reports itself,
+/// in its own recurring conditions (logged when they start, change and
+/// clear): their own log lines would say the same again, once per
+/// request. rustls-platform-verifier, for one, logs two errors per refused
+/// certificate: 4,000 lines for 2,000 events to a webhook whose
+/// certificate nothing vouches for. A filter that names one of them logs
+/// it as it says.
+const FOLDED: [&str; 8] = [
+    "rustls_platform_verifier",
+    "rustls",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "tokio_postgres",
+    "postgres",
+    "r2d2",
+];
+
 /// Starts logging for the process. A filter that does not name the
 /// scheduler library keeps it at `warn`: at `info` it says "Job creator
-/// created" for every fire time.
+/// created" for every fire time; one that does not name one of the
+/// [`FOLDED`] libraries keeps that one quiet.
 pub fn init(config: &LogConfig) {
     let text = std::env::var("RUST_LOG")
         .ok()
@@ -38,12 +57,8 @@ pub fn init(config: &LogConfig) {
         .unwrap_or_else(|| config.level.clone());
     let mut filter = tracing_subscriber::EnvFilter::try_new(&text)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.level));
-    if !text.contains("tokio_cron_scheduler") {
-        filter = filter.add_directive(
-            "tokio_cron_scheduler=warn"
-                .parse()
-                .expect("a valid directive"),
-        );
+    for directive in defaults(&text) {
+        filter = filter.add_directive(directive.parse().expect("a valid directive"));
     }
     let _ = JSON.set(config.format == LogFormat::Json);
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
@@ -63,6 +78,31 @@ pub fn init(config: &LogConfig) {
             .init(),
         (LogFormat::Text, false) => builder.init(),
     }
+}
+
+/// The directives added to a filter `text` that does not name their
+/// targets.
+fn defaults(text: &str) -> Vec<String> {
+    let names = |target: &str| {
+        text.split(',').any(|directive| {
+            let directive = directive.trim();
+            directive == target
+                || directive.starts_with(&format!("{target}="))
+                || directive.starts_with(&format!("{target}::"))
+                || directive.starts_with(&format!("{target}["))
+        })
+    };
+    let mut directives = Vec::new();
+    if !names("tokio_cron_scheduler") {
+        directives.push("tokio_cron_scheduler=warn".to_owned());
+    }
+    directives.extend(
+        FOLDED
+            .iter()
+            .filter(|target| !names(target))
+            .map(|target| format!("{target}=off")),
+    );
+    directives
 }
 
 fn format() -> format::Format<format::Full, time::SystemTime> {
@@ -141,6 +181,26 @@ pub fn fatal(error: &anyhow::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn libraries_the_daemon_reports_for_stay_quiet_unless_named() {
+        let added = defaults("info");
+        assert!(added.contains(&"tokio_cron_scheduler=warn".to_owned()));
+        assert!(added.contains(&"rustls_platform_verifier=off".to_owned()));
+        assert!(added.contains(&"rustls=off".to_owned()));
+        let added = defaults("price_alertd=debug,rustls=trace,tokio_cron_scheduler=info");
+        assert!(
+            !added
+                .iter()
+                .any(|directive| directive.starts_with("rustls="))
+        );
+        assert!(
+            !added
+                .iter()
+                .any(|directive| directive.starts_with("tokio_cron"))
+        );
+        assert!(added.contains(&"rustls_platform_verifier=off".to_owned()));
+    }
 
     #[test]
     fn values_from_outside_are_cut_to_a_bound() {

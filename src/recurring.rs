@@ -72,6 +72,52 @@ impl Recurring {
     }
 }
 
+/// Lines of one kind that can come in floods, one per bad row (100,000
+/// malformed alerts on a ticker that moves every second): at most
+/// `per_minute` are logged in a minute; how many were not is said when the
+/// minute is over. Taken from many threads at once.
+#[derive(Debug)]
+pub struct Budget {
+    per_minute: u64,
+    /// Lines asked for in this minute, logged or not.
+    asked: std::sync::atomic::AtomicU64,
+    /// When this minute started.
+    since: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Budget {
+    pub const fn per_minute(per_minute: u64) -> Budget {
+        Budget {
+            per_minute,
+            asked: std::sync::atomic::AtomicU64::new(0),
+            since: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether one more line may be logged now.
+    pub fn take(&self) -> bool {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            < self.per_minute
+    }
+
+    /// Starts a new minute if this one is over: how many lines it did not
+    /// log, if any.
+    pub fn roll(&self, now: Instant) -> Option<u64> {
+        let mut since = crate::lock::lock(&self.since);
+        let started = *since.get_or_insert(now);
+        if now.duration_since(started) < BUDGET_SPAN {
+            return None;
+        }
+        *since = Some(now);
+        let asked = self.asked.swap(0, std::sync::atomic::Ordering::Relaxed);
+        Some(asked.saturating_sub(self.per_minute)).filter(|&unlogged| unlogged > 0)
+    }
+}
+
+/// The span of a [`Budget`].
+const BUDGET_SPAN: Duration = Duration::from_secs(60);
+
 /// Logs an error with [`Recurring`]'s rhythm: `error!` (or `warn!`) with the
 /// error and, for a repeat, how many times and for how long; `info!` when it
 /// clears is the caller's, through [`Recurring::succeeded`].
@@ -92,6 +138,21 @@ macro_rules! log_recurring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_logs_its_lines_per_minute_and_counts_the_rest() {
+        let start = Instant::now();
+        let budget = Budget::per_minute(3);
+        assert_eq!(budget.roll(start), None);
+        let taken = (0..10).filter(|_| budget.take()).count();
+        assert_eq!(taken, 3);
+        assert_eq!(budget.roll(start + Duration::from_secs(59)), None);
+        assert!(!budget.take());
+        assert_eq!(budget.roll(start + Duration::from_secs(60)), Some(8));
+        // A new minute: three more, and nothing to say if none was refused.
+        assert_eq!((0..3).filter(|_| budget.take()).count(), 3);
+        assert_eq!(budget.roll(start + Duration::from_secs(121)), None);
+    }
 
     #[test]
     fn a_failure_is_logged_when_it_starts_changes_and_every_minute_while_it_lasts() {

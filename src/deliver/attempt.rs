@@ -16,6 +16,7 @@ use crate::config::{Secret, WebhookConfig};
 use crate::http_client;
 use crate::logging::error_chain;
 use crate::metrics::Response;
+use crate::recurring::Budget;
 use crate::store::outbox::{Leased, Outcome, Settled};
 
 use super::route::Target;
@@ -28,6 +29,9 @@ const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 /// connection is dropped with it, so no receiver decides how much memory the
 /// daemon uses.
 pub const ANSWER_PREFIX: usize = 1024;
+/// How long an answer's body may take once its status arrived (see
+/// [`exchange`]).
+const BODY_WITHIN: Duration = Duration::from_millis(500);
 /// The webhook's HTTP client: hyper's pooled HTTP/1 client over rustls
 /// (verification on, against the platform's roots, as reqwest does for the
 /// quote source). Without reqwest's layers (URL parsing, redirects, proxies)
@@ -43,7 +47,15 @@ pub struct Webhook {
     client: Client,
     target: Arc<Target>,
     pub(super) config: Arc<WebhookConfig>,
+    /// Dead letters named in the log, within their budget: a receiver that
+    /// refuses everything makes one a request.
+    pub(super) dead_letters: Arc<Budget>,
 }
+
+/// At most this many dead letters are named in the log a minute; how many
+/// more were is said once the minute is over (`outbox list --dead` lists
+/// them all).
+const DEAD_LETTERS_PER_MINUTE: u64 = 20;
 
 impl Webhook {
     pub fn new(config: &WebhookConfig) -> anyhow::Result<Webhook> {
@@ -67,6 +79,7 @@ impl Webhook {
             client,
             target: Arc::new(target),
             config: Arc::new(config.clone()),
+            dead_letters: Arc::new(Budget::per_minute(DEAD_LETTERS_PER_MINUTE)),
         })
     }
 
@@ -141,7 +154,7 @@ pub(super) async fn attempt(webhook: &Webhook, event: Leased, stop: Stop) -> (Se
     let (uri, authorization) = match webhook.target.destination(event.user_id.as_deref()) {
         Ok(destination) => destination,
         Err(error) => {
-            tracing::error!(event_id = %event.event_id, %error, "event moved to the dead letters");
+            dead_letter(webhook, &event.event_id, event.attempts + 1, &error);
             return (settled(Outcome::Dead { error }), Response::None);
         }
     };
@@ -199,32 +212,38 @@ fn request(
     request
 }
 
-/// Sends `request` and reads its answer, within `webhook.timeout`: the
-/// status, and for a status that is not a 2xx, what it means. The status is
-/// the answer. Of the body, at most a prefix is read: all of a short one, so
-/// that the connection can be reused, and of an error's the start, for the
-/// log and the dead letter.
+/// Sends `request` and reads its answer: the status line and headers within
+/// `webhook.timeout`, and for a status that is not a 2xx, what it means. The
+/// status is the answer: a 2xx is delivered as soon as its head arrives,
+/// whatever its body does. Of the body, at most [`ANSWER_PREFIX`] bytes are
+/// read, for at most [`BODY_WITHIN`]: all of a short one, so that the
+/// connection can be reused, and of an error's the start, for the log and
+/// the dead letter. A body that does not come in time is dropped with its
+/// connection.
 async fn exchange(
     webhook: &Webhook,
     request: http::Request<Full<Bytes>>,
 ) -> Result<(StatusCode, Option<AttemptFailure>), AttemptError> {
-    let exchange = async {
-        let response = webhook.client.request(request).await?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        // A body that fails part-way is read no further: its status decides.
-        let mut prefix = Vec::new();
-        let _ = http_client::read_prefix(response.into_body(), ANSWER_PREFIX, &mut prefix).await;
-        if status.is_success() {
-            return Ok((status, None));
-        }
-        let failure = classify(status, &headers, &excerpt(&prefix));
-        Ok((status, Some(failure)))
-    };
-    match tokio::time::timeout(webhook.config.timeout, exchange).await {
-        Ok(answered) => answered.map_err(AttemptError::Client),
-        Err(_) => Err(AttemptError::Timeout(webhook.config.timeout)),
+    let response =
+        match tokio::time::timeout(webhook.config.timeout, webhook.client.request(request)).await {
+            Ok(response) => response.map_err(AttemptError::Client)?,
+            Err(_) => return Err(AttemptError::Timeout(webhook.config.timeout)),
+        };
+    let status = response.status();
+    let headers = response.headers().clone();
+    // A body that fails part-way, or is slow, is read no further: its status
+    // decides.
+    let mut prefix = Vec::new();
+    let within = BODY_WITHIN.min(webhook.config.timeout);
+    let _ = tokio::time::timeout(
+        within,
+        http_client::read_prefix(response.into_body(), ANSWER_PREFIX, &mut prefix),
+    )
+    .await;
+    if status.is_success() {
+        return Ok((status, None));
     }
+    Ok((status, Some(classify(status, &headers, &excerpt(&prefix)))))
 }
 
 /// Ends when the drain deadline, once one is set, has passed: a request
@@ -302,13 +321,31 @@ fn after_failure(
         }
         AttemptFailure::Transient { reason, .. } => {
             let error = format!("{reason} (attempt {attempt}; the retry schedule is used up)");
-            tracing::error!(event_id, attempt, %error, "event moved to the dead letters");
+            dead_letter(webhook, event_id, attempt, &error);
             Outcome::Dead { error }
         }
         AttemptFailure::Permanent { reason } => {
-            tracing::error!(event_id, attempt, error = %reason, "event moved to the dead letters");
+            dead_letter(webhook, event_id, attempt, &reason);
             Outcome::Dead { error: reason }
         }
+    }
+}
+
+/// Names a new dead letter in the log, within the webhook's budget.
+fn dead_letter(webhook: &Webhook, event_id: &str, attempt: u32, error: &str) {
+    if webhook.dead_letters.take() {
+        tracing::error!(event_id, attempt, error, "event moved to the dead letters");
+    }
+}
+
+/// Says, once the budget's minute is over, how many dead letters were not
+/// named in it.
+pub(super) fn say_unlogged_dead_letters(webhook: &Webhook) {
+    if let Some(unlogged) = webhook.dead_letters.roll(std::time::Instant::now()) {
+        tracing::error!(
+            unlogged,
+            "more events moved to the dead letters in the last minute than were logged: `price-alertd outbox list --dead` lists them"
+        );
     }
 }
 

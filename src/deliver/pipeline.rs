@@ -19,7 +19,7 @@ use crate::recurring::Recurring;
 use crate::store::outbox::{self, Leased, Outcome, Settled, Want};
 use crate::store::{self, Pool};
 
-use super::attempt::{Webhook, attempt};
+use super::attempt::{Webhook, attempt, say_unlogged_dead_letters};
 use super::lease::RECORD_AFTER;
 use super::time::{Stop, now_ms};
 use super::users::{Answered, Users};
@@ -336,6 +336,7 @@ impl Deliverer<'_> {
                 if let Some(failures) = self.bookkeeping_failures.succeeded() {
                     tracing::info!(failures, "delivery bookkeeping works again");
                 }
+                say_unlogged_dead_letters(&pipeline.webhook);
                 for settled in recorded.iter() {
                     match settled.outcome {
                         Outcome::Delivered => self.totals.delivered += 1,

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU64;
 use crate::store::{self, Pool};
 
 use super::claim::evaluate_and_claim;
-use super::malformed::WARNINGS_PER_TICK;
+use super::malformed::Warnings;
 use super::options::TickOptions;
 use super::plan::plan;
 use super::prepare::first_moved;
@@ -53,7 +53,7 @@ pub(super) fn head_start(
         malformed: AtomicU64::new(0),
         snoozed: AtomicU64::new(0),
         // The tick names the malformed rows it reads again.
-        warnings: AtomicU64::new(WARNINGS_PER_TICK),
+        warnings: Warnings::Silent,
     };
     let claimed = evaluate_and_claim(workers, &readers, writer, options, report);
     report.evaluated += readers.read.into_inner();

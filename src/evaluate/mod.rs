@@ -32,7 +32,7 @@ use crate::store::Pool;
 
 use claim::{evaluate_and_claim, log_locked};
 use head_start::head_start;
-use malformed::{WARNINGS_PER_TICK, name_blank_ticker_alerts};
+use malformed::{Warnings, name_blank_ticker_alerts, say_unlogged};
 use observe::observe;
 use plan::{log_quote_problems, plan};
 use prepare::{prepare, settle_due};
@@ -127,9 +127,9 @@ fn stages(
     let candidates = std::mem::take(&mut snapshot.candidates);
     let plan = plan(candidates, options, now, report);
     log_quote_problems(&options.memory.quote_problems, &plan);
-    let warnings = AtomicU64::new(0);
+    let warnings = Warnings::Within(&options.memory.malformed_warnings);
     if plan.blank_tickers {
-        name_blank_ticker_alerts(&mut writer, &warnings)?;
+        name_blank_ticker_alerts(&mut writer, warnings)?;
     }
     let prepared = started.elapsed();
 
@@ -148,16 +148,7 @@ fn stages(
     report.evaluated += readers.read.into_inner();
     report.malformed_alerts += readers.malformed.into_inner();
     report.snoozed += readers.snoozed.into_inner();
-    let suppressed = readers
-        .warnings
-        .into_inner()
-        .saturating_sub(WARNINGS_PER_TICK);
-    if suppressed > 0 {
-        tracing::warn!(
-            suppressed,
-            "more malformed alerts were skipped than were logged"
-        );
-    }
+    say_unlogged(&options.memory.malformed_warnings);
     let locked = claimed?;
     report.locked = locked.len() as u64;
     log_locked(&options.memory.locked, &locked);

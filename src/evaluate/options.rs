@@ -6,10 +6,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::config::{EvaluatorConfig, Scope};
-use crate::recurring::Recurring;
+use crate::recurring::{Budget, Recurring};
 use crate::store::alerts::Trigger;
 
 use super::judge::QuoteProblem;
+use super::malformed::WARNINGS_PER_MINUTE;
 
 /// What a tick evaluates, besides the database.
 pub struct TickOptions<'a> {
@@ -43,10 +44,22 @@ pub struct TickOptions<'a> {
 /// What the ticks of one process remember of each other, so that a
 /// condition that lasts is logged when it starts, changes or ends, not
 /// every tick.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TickMemory {
     /// The problem each ticker's quote had at the last tick that looked.
     pub(super) quote_problems: Mutex<HashMap<String, QuoteProblem>>,
     /// Triggered alerts held locked by another transaction.
     pub(super) locked: Mutex<Recurring>,
+    /// Warnings about malformed rows, within their budget.
+    pub(super) malformed_warnings: Budget,
+}
+
+impl Default for TickMemory {
+    fn default() -> TickMemory {
+        TickMemory {
+            quote_problems: Mutex::default(),
+            locked: Mutex::default(),
+            malformed_warnings: Budget::per_minute(WARNINGS_PER_MINUTE),
+        }
+    }
 }

@@ -12,7 +12,7 @@ use crate::store::alerts::{AlertRow, Trigger};
 use crate::store::{self, Pool, changes};
 
 use super::judge::{Verdict, judge, trigger_of};
-use super::malformed::warn_malformed;
+use super::malformed::{Warnings, warn_malformed};
 use super::plan::Work;
 use super::prepare::Window;
 
@@ -30,7 +30,7 @@ pub(super) struct Readers<'a> {
     pub(super) malformed: AtomicU64,
     /// Alerts that would have fired but are snoozed.
     pub(super) snoozed: AtomicU64,
-    pub(super) warnings: AtomicU64,
+    pub(super) warnings: Warnings<'a>,
 }
 
 /// A plan's work by ticker, without a map: the plan's two parts (moved
@@ -137,7 +137,7 @@ impl Judging<'_> {
             }
             Verdict::Malformed(reason) => {
                 readers.malformed.fetch_add(1, Ordering::Relaxed);
-                warn_malformed(&readers.warnings, &alert, &reason);
+                warn_malformed(readers.warnings, &alert, &reason);
             }
         }
         if self.triggers.len() >= TRIGGER_CHUNK {

@@ -53,6 +53,7 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, pool: Pool) -> any
         );
     }
     tokio::spawn(async move {
+        let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -62,34 +63,64 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, pool: Pool) -> any
                     continue;
                 }
             };
+            // One connection too many is closed at once: what it costs ends
+            // with its accept.
+            let Ok(place) = room.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             let (metrics, pool) = (metrics.clone(), pool.clone());
-            let service = hyper::service::service_fn(
-                move |request: hyper::Request<hyper::body::Incoming>| {
-                    let (metrics, pool) = (metrics.clone(), pool.clone());
-                    async move {
-                        let accept = request
-                            .headers()
-                            .get(hyper::header::ACCEPT)
-                            .and_then(|value| value.to_str().ok());
-                        Ok::<_, std::convert::Infallible>(
-                            answer(request.uri().path(), accept, &metrics, &pool).await,
-                        )
-                    }
-                },
-            );
             tokio::spawn(async move {
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                if let Err(error) = tokio::time::timeout(Duration::from_secs(30), connection)
-                    .await
-                    .unwrap_or(Ok(()))
-                {
-                    tracing::debug!(%error, "a metrics connection failed");
-                }
+                serve_connection(stream, metrics, pool).await;
+                drop(place);
             });
         }
     });
     Ok(())
+}
+
+/// Connections served at once; more are closed as they come. A scraper
+/// needs one, and an operator's `curl` another.
+pub const MAX_CONNECTIONS: usize = 256;
+/// The most a connection's request head may hold, and the most hyper
+/// buffers for one connection (its floor is 8 KiB): with
+/// [`MAX_CONNECTIONS`], what unfinished requests can make the endpoint hold.
+const MAX_HEAD: usize = 8 * 1024;
+const MAX_BUFFER: usize = 16 * 1024;
+/// How long a request's head may take to arrive, and a connection to last.
+const HEAD_WITHIN: Duration = Duration::from_secs(5);
+const CONNECTION_WITHIN: Duration = Duration::from_secs(30);
+
+/// Serves one connection within its bounds: a head larger than
+/// [`MAX_HEAD`] is answered 431 and the connection closed; one not whole
+/// within [`HEAD_WITHIN`], or a connection older than
+/// [`CONNECTION_WITHIN`], is closed.
+async fn serve_connection(stream: tokio::net::TcpStream, metrics: Arc<Metrics>, pool: Pool) {
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let (metrics, pool) = (metrics.clone(), pool.clone());
+            async move {
+                let accept = request
+                    .headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|value| value.to_str().ok());
+                Ok::<_, std::convert::Infallible>(
+                    answer(request.uri().path(), accept, &metrics, &pool).await,
+                )
+            }
+        });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_WITHIN)
+        .max_header_size(MAX_HEAD)
+        .max_buf_size(MAX_BUFFER)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    if let Err(error) = tokio::time::timeout(CONNECTION_WITHIN, connection)
+        .await
+        .unwrap_or(Ok(()))
+    {
+        tracing::debug!(%error, "a metrics connection failed");
+    }
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";

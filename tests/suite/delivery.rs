@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Db, Receiver, Reply, binary, deliver_pending, lib_config, tick};
+use common::{Db, HeadOnly, Receiver, Reply, binary, deliver_pending, lib_config, tick};
 
 /// A database with `count` triggered alerts, claimed; returns it with its config.
 fn triggered(count: usize, url: &str) -> (Db, price_alertd::config::Config) {
@@ -123,6 +123,45 @@ fn a_hanging_receiver_times_out_and_is_retried() {
     let arrivals = receiver.arrivals();
     assert_eq!(arrivals.len(), 2);
     assert_eq!(arrivals[0].webhook_id, arrivals[1].webhook_id);
+}
+
+#[test]
+fn a_2xx_is_delivered_when_its_head_arrives_though_its_body_never_does() {
+    for head in [
+        "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        let receiver = HeadOnly::start(head);
+        let db = Db::new();
+        let mut config = lib_config(&db, &receiver.url);
+        config.webhook.timeout = Duration::from_secs(5);
+        db.add_alert("AAPL", "above", 1.0);
+        db.add_alert("MSFT", "above", 1.0);
+        db.set_quote("AAPL", 2.0);
+        db.set_quote("MSFT", 2.0);
+        tick(&db, &config);
+
+        let started = std::time::Instant::now();
+        let totals = deliver_pending(&db.pool(4), &config);
+        assert_eq!(
+            (totals.delivered, totals.failed, totals.dead),
+            (2, 0, 0),
+            "{head:?}"
+        );
+        let ids = receiver.ids();
+        assert_eq!(ids.len(), 2, "one POST per event: {ids:?}");
+        assert_ne!(ids[0], ids[1]);
+        // Well within the 5 s timeout: the body was waited for briefly.
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            db.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'"),
+            2
+        );
+    }
 }
 
 #[test]
@@ -500,6 +539,51 @@ fn tls_is_verified_a_certificate_no_root_vouches_for_gets_nothing() {
         last_error.contains("invalid peer certificate: UnknownIssuer"),
         "{last_error}"
     );
+}
+
+#[test]
+fn a_refused_certificate_is_the_daemons_one_line_not_the_tls_librarys_per_request() {
+    const EVENTS: usize = 300;
+    let (port, handshaken) = untrusted_tls_server();
+    let db = Db::new();
+    for n in 0..EVENTS {
+        db.add_alert("AAPL", "above", n as f64);
+    }
+    db.set_quote("AAPL", 1_000_000.0);
+    let text = common::config_text(
+        &db,
+        &format!("https://127.0.0.1:{port}/events"),
+        "0 0 0 1 1 *",
+    )
+    .replace("timeout = \"5s\"", "timeout = \"5s\"\nconcurrency = 16");
+    let path = db.write_config(&text);
+    let output = binary()
+        .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let summary = common::summary(&stdout);
+    assert_eq!(summary["dead"], EVENTS.to_string(), "{stdout}\n{stderr}");
+    assert!(!handshaken.load(std::sync::atomic::Ordering::SeqCst));
+    // Every attempt failed on the certificate (3 per event): the daemon
+    // says so once, and names the first 20 dead letters.
+    let lines: Vec<&str> = stderr.lines().collect();
+    let certificate = lines
+        .iter()
+        .filter(|line| line.contains("UnknownIssuer"))
+        .count();
+    let dead = lines
+        .iter()
+        .filter(|line| line.contains("event moved to the dead letters"))
+        .count();
+    eprintln!("{} lines for {EVENTS} events:\n{stderr}", lines.len());
+    assert_eq!(dead, 20, "{stderr}");
+    assert!(
+        certificate <= 21,
+        "{certificate} lines name the certificate"
+    );
+    assert!(lines.len() <= 30, "{} lines", lines.len());
 }
 
 /// The quote source's client verifies TLS as the webhook's does (one TLS

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Db, Flood, QuoteServer, Receiver, Reply, cli, config_text, summary};
+use common::{
+    Daemon, Db, Flood, QuoteServer, Receiver, Reply, cli, config_text, free_port, scrape, summary,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -141,6 +143,117 @@ fn a_quote_source_answering_with_huge_or_endless_bodies_is_a_failed_fetch() {
     );
     // The documented bound is prices.max_response_bytes, 4 MiB by default.
     assert_peak_rss_within(&baseline, &attacked, 16);
+}
+
+/// A process's resident memory, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// Lets this process open `files` descriptors, if its hard limit allows.
+fn allow_open_files(files: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max.min(files.max(limit.rlim_cur));
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    assert!(
+        limit.rlim_cur >= files,
+        "at most {} open files",
+        limit.rlim_cur
+    );
+}
+
+/// Whether `/healthz` answers 200 within 2 s, on a connection of its own.
+fn healthz_answers(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn thousands_of_unfinished_metrics_requests_hold_bounded_memory() {
+    use std::io::Write as _;
+    const CONNECTIONS: usize = 4_000;
+    allow_open_files(CONNECTIONS as u64 + 512);
+    let db = Db::new();
+    let receiver = Receiver::start();
+    let port = free_port();
+    let text = config_text(&db.path, &receiver.url, "0 0 0 1 1 *")
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let daemon = Daemon::start_quiet(&db.write_config(&text));
+    assert_eq!(scrape(port, "/metrics").0, 200);
+    let before = rss_mib(daemon.child.id());
+
+    // Each connection starts a request whose header never ends: up to
+    // 400 KB of it, as much as the daemon takes before it answers or closes.
+    let head = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: {}",
+        "a".repeat(400_000)
+    );
+    let mut held = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            continue;
+        };
+        stream.set_nonblocking(true).unwrap();
+        let _ = stream.write(head.as_bytes());
+        held.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let during = rss_mib(daemon.child.id());
+    eprintln!(
+        "daemon RSS: {before} MiB before, {during} MiB with {} unfinished requests",
+        held.len()
+    );
+    assert!(
+        held.len() >= CONNECTIONS / 2,
+        "{} connections made",
+        held.len()
+    );
+    // The documented bound: 256 connections of at most 16 KiB each.
+    assert!(during <= before + 16, "{before} MiB → {during} MiB");
+
+    // The endpoint serves again once the unfinished ones time out (5 s),
+    // though the attacker keeps its side of every connection open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let served = healthz_answers(port);
+        if served {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the endpoint never served again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(held);
+    assert!(rss_mib(daemon.child.id()) <= before + 16);
 }
 
 /// Every secret a configuration can hold: in URLs (a password, a token in the

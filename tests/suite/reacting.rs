@@ -201,3 +201,42 @@ on_every_engine! {
         assert_eq!(db.scalar("SELECT count(*) FROM price_alerts WHERE enabled = 1"), 0);
     }
 }
+
+#[test]
+fn a_flood_of_malformed_rows_on_a_moving_ticker_is_named_twenty_times_a_minute() {
+    const MALFORMED: usize = 1000;
+    let db = Db::new();
+    let receiver = Receiver::start_lean();
+    let port = free_port();
+    let path = db.write_config(&reacting_config(
+        &db,
+        &receiver.url,
+        port,
+        &[("flood", "*")],
+    ));
+    // Alerts that every move of AAPL reaches, each with a cooldown that is
+    // not a duration: malformed, read again at every move.
+    let alerts: Vec<(String, &str, f64)> = (0..MALFORMED)
+        .map(|_| ("AAPL".to_owned(), "above", 1.0))
+        .collect();
+    db.add_alerts(&alerts);
+    db.execute("UPDATE price_alerts SET cooldown = 'every so often'", &[]);
+    db.set_quote("AAPL", 100.0);
+    let daemon = Daemon::start_quiet(&path);
+    wait_until("the first run", || ok_runs(port, "flood") == 1.0);
+    for step in 1..=40 {
+        db.set_quote("AAPL", 100.0 + step as f64);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_until("the last run to finish", || {
+        change_runs(port, "flood") == ok_runs(port, "flood")
+    });
+    let runs = ok_runs(port, "flood");
+    let skipped = counter(port, "alerts_skipped_total{reason=\"malformed_alerts\"}");
+    let named = daemon.log().matches("skipping a malformed alert").count();
+    eprintln!("{runs} runs skipped {skipped} malformed rows and named {named}");
+    assert!(runs >= 10.0, "{runs} runs");
+    // Every run read and counted them all; the first named 20.
+    assert!(skipped >= runs * MALFORMED as f64, "{skipped}");
+    assert_eq!(named, 20, "{}", daemon.log());
+}

@@ -255,3 +255,68 @@ pub fn ok_runs(port: u16, job: &str) -> f64 {
         &format!("ticks_total{{job_name=\"{job}\",result=\"ok\"}}"),
     )
 }
+
+/// A raw loopback HTTP/1.1 server that reads each request whole, then
+/// writes only `head` (a status line and headers that promise a body) and
+/// never anything more, holding the connection open until it is dropped:
+/// a receiver that says 200 and then goes silent. Records each request's
+/// `webhook-id`.
+pub struct HeadOnly {
+    pub url: String,
+    ids: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HeadOnly {
+    pub fn start(head: &'static str) -> HeadOnly {
+        use std::io::{BufRead as _, Read as _, Write as _};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/events", listener.local_addr().unwrap());
+        let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, stopped) = (ids.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                };
+                stream.set_nonblocking(false).unwrap();
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let (mut length, mut id) = (0usize, String::new());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let (name, value) = line.split_once(':').unwrap_or_default();
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        "webhook-id" => id = value.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                seen.lock().unwrap().push(id);
+                let mut stream = stream;
+                let _ = stream.write_all(head.as_bytes());
+                held.push(stream);
+            }
+        });
+        HeadOnly { url, ids, stop }
+    }
+
+    /// The `webhook-id` of every request, in order.
+    pub fn ids(&self) -> Vec<String> {
+        self.ids.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HeadOnly {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
