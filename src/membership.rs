@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use crate::store::clock::{self, Offset};
 use crate::store::cluster::{self, Finish, Fire, Me, Member};
 use crate::store::{self, Pool};
 
@@ -107,11 +108,14 @@ pub async fn finish(pool: &Pool, me: &str, fire: &Fire, finish: Finish) {
     }
 }
 
-/// One heartbeat; the fires whose holder stopped beating.
-pub async fn beat(pool: &Pool, me: &Me) -> anyhow::Result<Vec<Fire>> {
+/// One heartbeat: the fires whose holder stopped beating, and this member's
+/// clock measured against the database's.
+pub async fn beat(pool: &Pool, me: &Me) -> anyhow::Result<(Vec<Fire>, Offset)> {
     let me = me.clone();
     store::blocking(pool, "beating", move |connection| {
-        cluster::heartbeat(connection, &me, FIRE_LEASE.as_millis() as i64)
+        let offset = clock::offset(connection)?;
+        let orphaned = cluster::heartbeat(connection, &me, FIRE_LEASE.as_millis() as i64)?;
+        Ok((orphaned, offset))
     })
     .await
 }

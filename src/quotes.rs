@@ -52,6 +52,10 @@ pub struct Refresh {
     pub errors: u64,
     /// How long the requests took, all of them in flight side by side.
     pub duration: Duration,
+    /// The database's time the tickers were listed at: the tick's, so that
+    /// the fetch asks for the alerts the tick will re-arm as of then. None
+    /// when they could not be listed.
+    pub at: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -106,15 +110,19 @@ impl QuoteSource {
     }
 
     /// Fetches and stores quotes for the tickers in `scope` that a tick as of
-    /// `now` may judge (see `store::alerts::tickers_to_fetch`), in
-    /// batches, `prices.concurrency` requests at a time, so a slow batch
-    /// holds one request's place and delays no other. Never fails: a failure
-    /// only leaves tickers unfetched.
-    pub async fn refresh(&self, pool: &Pool, scope: &Scope, now: DateTime<Utc>) -> Refresh {
+    /// now, by the database's clock, may judge (see
+    /// `store::alerts::tickers_to_fetch`), in batches, `prices.concurrency`
+    /// requests at a time, so a slow batch holds one request's place and
+    /// delays no other. Never fails: a failure only leaves tickers
+    /// unfetched.
+    pub async fn refresh(&self, pool: &Pool, scope: &Scope) -> Refresh {
         let started = std::time::Instant::now();
         let mut refresh = Refresh::default();
-        let tickers = match tickers_to_fetch(pool, scope, now).await {
-            Ok(tickers) => tickers,
+        let tickers = match tickers_to_fetch(pool, scope).await {
+            Ok((at, tickers)) => {
+                refresh.at = Some(at);
+                tickers
+            }
             Err(error) => {
                 tracing::error!(
                     error = format!("{error:#}"),
@@ -321,17 +329,19 @@ fn usable(batch: &[String], answer: Answer) -> Fetched {
     fetched
 }
 
+/// The tickers to fetch, as of now by the database's clock, and that time.
 async fn tickers_to_fetch(
     pool: &Pool,
     scope: &Scope,
-    now: DateTime<Utc>,
-) -> anyhow::Result<Vec<String>> {
-    let tickers = store::blocking(pool, "listing tickers", move |connection| {
-        store::alerts::tickers_to_fetch(connection, now)
+) -> anyhow::Result<(DateTime<Utc>, Vec<String>)> {
+    let (at, tickers) = store::blocking(pool, "listing tickers", move |connection| {
+        let now = store::clock::now(connection)?;
+        Ok((now, store::alerts::tickers_to_fetch(connection, now)?))
     })
     .await?;
-    Ok(tickers
+    let tickers = tickers
         .into_iter()
         .filter(|ticker| !ticker.trim().is_empty() && scope.covers(ticker))
-        .collect())
+        .collect();
+    Ok((at, tickers))
 }

@@ -54,11 +54,17 @@ pub fn alerts_list(
     if json {
         return print_json_lines(&entries, out);
     }
-    write_alerts(entries, out)
+    // States as the daemons judge them: by the database's clock.
+    let now = store::clock::now(&mut connection).context("reading the database's clock")?;
+    write_alerts(entries, now, out)
 }
 
-/// The alerts' table: each alert's state in a word.
-fn write_alerts(entries: Vec<alerts::AlertEntry>, out: &mut impl Write) -> anyhow::Result<()> {
+/// The alerts' table: each alert's state in a word, as of `now`.
+fn write_alerts(
+    entries: Vec<alerts::AlertEntry>,
+    now: chrono::DateTime<Utc>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let mut table = Table::new(&[
         ("ID", Align::Right),
         ("TICKER", Align::Left),
@@ -72,7 +78,6 @@ fn write_alerts(entries: Vec<alerts::AlertEntry>, out: &mut impl Write) -> anyho
         ("AT PRICE", Align::Right),
         ("NOTE", Align::Left),
     ]);
-    let now = Utc::now();
     for entry in entries {
         let state = state(&entry, now);
         let cooldown = cooldown_and_band(&entry);
@@ -213,10 +218,11 @@ pub fn alerts_add(
         }
     }
     let mut connection = connect(config)?;
+    let now = store::clock::now(&mut connection).context("reading the database's clock")?;
     let id = alerts::add(
         &mut connection,
         &alerts::NewAlert { ticker, ..*alert },
-        &store::timestamp(Utc::now()),
+        &store::timestamp(now),
     )
     .context("adding the alert")?;
     writeln!(out, "{id}")?;
@@ -242,20 +248,26 @@ pub fn alerts_snooze(
     duration: Option<&str>,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let until = match duration {
-        Some(text) => {
-            let duration = humantime::parse_duration(text.trim())
+    let duration = duration
+        .map(|text| {
+            humantime::parse_duration(text.trim())
                 .ok()
                 .and_then(|duration| chrono::Duration::from_std(duration).ok())
-                .with_context(|| format!("{text:?} is not a duration such as \"30m\""))?;
-            let until = Utc::now()
+                .with_context(|| format!("{text:?} is not a duration such as \"30m\""))
+        })
+        .transpose()?;
+    let mut connection = connect(config)?;
+    // From now by the database's clock, which the daemons judge it by.
+    let until = match duration {
+        Some(duration) => {
+            let now = store::clock::now(&mut connection).context("reading the database's clock")?;
+            let until = now
                 .checked_add_signed(duration)
                 .context("the snooze would end beyond the calendar")?;
             Some(store::timestamp(until))
         }
         None => None,
     };
-    let mut connection = connect(config)?;
     anyhow::ensure!(
         alerts::snooze(&mut connection, id, until.as_deref()).context("snoozing the alert")?,
         "alert {id} does not exist, or is neither armed nor waiting out a cooldown"

@@ -3,7 +3,6 @@
 use std::io::Write;
 
 use anyhow::Context as _;
-use chrono::Utc;
 
 use crate::config::Config;
 use crate::store::outbox;
@@ -62,11 +61,10 @@ pub enum Replay {
 /// named event does not exist or was delivered.
 pub fn outbox_replay(config: &Config, what: Replay, out: &mut impl Write) -> anyhow::Result<()> {
     let mut connection = connect(config)?;
-    let now = Utc::now().timestamp_millis();
     match what {
         Replay::AllDead => {
             let count =
-                outbox::replay_all_dead(&mut connection, now).context("replaying dead letters")?;
+                outbox::replay_all_dead(&mut connection).context("replaying dead letters")?;
             writeln!(
                 out,
                 "replayed {count} dead letter{}",
@@ -74,8 +72,7 @@ pub fn outbox_replay(config: &Config, what: Replay, out: &mut impl Write) -> any
             )?;
         }
         Replay::Events(ids) => {
-            let replayed =
-                outbox::replay(&mut connection, &ids, now).context("replaying events")?;
+            let replayed = outbox::replay(&mut connection, &ids).context("replaying events")?;
             for id in &replayed {
                 writeln!(out, "replayed {id}")?;
             }

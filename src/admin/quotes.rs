@@ -3,16 +3,16 @@
 use std::io::Write;
 
 use anyhow::Context as _;
-use chrono::Utc;
 
 use crate::config::Config;
-use crate::store::quotes;
+use crate::store::{self, quotes};
 
 use super::open::{connect, connect_to_read};
 use super::output::{number, print_json_lines, rfc3339};
 use super::table::{Align, Table};
 
-/// Sets a quote, stamped now (for testing and manual operation).
+/// Sets a quote, stamped now by the database's clock (for testing and
+/// manual operation).
 pub fn quotes_set(
     config: &Config,
     ticker: &str,
@@ -25,7 +25,9 @@ pub fn quotes_set(
         "the price must be a positive number"
     );
     let mut connection = connect(config)?;
-    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = store::timestamp(
+        store::clock::now(&mut connection).context("reading the database's clock")?,
+    );
     quotes::upsert(
         &mut connection,
         &[(ticker.trim().to_owned(), price, now.clone())],

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 
-use crate::metrics::Metrics;
+use crate::metrics::{CLOCK_WITHIN, Metrics};
 use crate::recurring::Recurring;
 use crate::schedule::Scheduler;
 use crate::store::Pool;
+use crate::store::clock::Offset;
 use crate::store::cluster::Me;
 use crate::{log_recurring, membership};
 
@@ -30,6 +31,7 @@ pub(super) async fn beat(
     events: mpsc::UnboundedSender<LoopEvent>,
 ) {
     let mut failures = Recurring::default();
+    let mut clock_off = Recurring::default();
     let mut interval = tokio::time::interval(membership::HEARTBEAT);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut held: Vec<String> = Vec::new();
@@ -51,8 +53,9 @@ pub(super) async fn beat(
             Err(error) => Err(error),
         };
         match beaten {
-            Ok((orphaned, now_held)) => {
-                metrics.beat();
+            Ok(((orphaned, offset), now_held)) => {
+                metrics.beat(offset);
+                say_how_the_clock_is(&mut clock_off, offset);
                 if let Some(failed) = failures.succeeded() {
                     tracing::info!(failed, "the heartbeat works again");
                 }
@@ -72,6 +75,36 @@ pub(super) async fn beat(
             ),
         }
     }
+}
+
+/// Says, when it starts, every minute while it lasts and when it ends,
+/// that this member's clock is off from the database's by more than
+/// [`CLOCK_WITHIN`].
+fn say_how_the_clock_is(clock_off: &mut Recurring, offset: Offset) {
+    if !offset.beyond(CLOCK_WITHIN) {
+        if clock_off.succeeded().is_some() {
+            tracing::info!(
+                offset_ms = offset.ms,
+                "this member's clock agrees with the database's again"
+            );
+        }
+        return;
+    }
+    let (side, early) = if offset.ms > 0 {
+        ("behind", "late")
+    } else {
+        ("ahead of", "early")
+    };
+    log_recurring!(
+        warn,
+        clock_off,
+        format!(
+            "this member's clock is more than {} s {side} the database's",
+            CLOCK_WITHIN.as_secs()
+        ),
+        offset_ms = offset.ms,
+        "leases, expiries, cooldowns and snoozes take the database's time, but this member's schedule fires {early}: set its clock right (NTP)"
+    );
 }
 
 /// Books the next watchdog heartbeat through the scheduler.

@@ -147,7 +147,6 @@ impl Runner {
     /// Runs one job and records the run: in `job_runs` (for `status`) and in
     /// the metrics.
     pub(super) async fn run_recorded(&self, job: &str, kind: JobKind) -> anyhow::Result<JobReport> {
-        let started_at = store::timestamp(Utc::now());
         let started = std::time::Instant::now();
         let result = self.run(job, kind).await;
         let duration = started.elapsed();
@@ -173,9 +172,9 @@ impl Runner {
                 ("failed", detail)
             }
         };
-        let run = store::runs::Run {
+        let mut run = store::runs::Run {
             job: job.to_owned(),
-            started_at,
+            started_at: String::new(),
             duration_ms: duration.as_millis() as i64,
             result: outcome.to_owned(),
             detail,
@@ -183,6 +182,10 @@ impl Runner {
             member: self.me.as_ref().map(|me| me.member.clone()),
         };
         let recorded = store::blocking(&self.pool, "recording the run", move |connection| {
+            // Stamped by the database's clock, as it ends.
+            let now = store::clock::now(connection)?;
+            let took = chrono::Duration::from_std(duration).unwrap_or_default();
+            run.started_at = store::timestamp(now - took);
             store::runs::record(connection, &run)
         })
         .await;
@@ -211,18 +214,18 @@ impl Runner {
     }
 
     /// One tick of an `evaluate` job over `scope`, after the quote source's
-    /// fetch if there is one: the fetch and the tick take one time, so the
-    /// fetch asks for the tickers of the alerts the tick will re-arm as of
-    /// then. The fetch's errors and time are the tick's.
+    /// fetch if there is one: the fetch and the tick take one time, the
+    /// database's, so the fetch asks for the tickers of the alerts the tick
+    /// will re-arm as of then. The fetch's errors and time are the tick's.
     async fn evaluate(&self, job: &str, scope: Scope) -> anyhow::Result<JobReport> {
-        let now = Utc::now();
         let mut refresh = match &self.source {
-            Some(source) => Some(source.refresh(&self.pool, &scope, now).await),
+            Some(source) => Some(source.refresh(&self.pool, &scope).await),
             None => None,
         };
         let fetched = refresh
             .as_mut()
             .map(|refresh| std::mem::take(&mut refresh.fetched));
+        let at = refresh.as_ref().and_then(|refresh| refresh.at);
         let (runner, job) = (self.clone(), job.to_owned());
         let ticked = tokio::task::spawn_blocking(move || {
             let claimed = |triggers: &[&Trigger]| runner.claimed(&job, triggers);
@@ -236,7 +239,10 @@ impl Runner {
                 fetched: fetched.as_ref(),
                 memory: &runner.tick_memory,
             };
-            evaluate::tick_at(&runner.workers, &runner.pool, &options, now)
+            match at {
+                Some(at) => evaluate::tick_at(&runner.workers, &runner.pool, &options, at),
+                None => evaluate::tick(&runner.workers, &runner.pool, &options),
+            }
         })
         .await
         .context("the evaluation panicked")?;
@@ -264,10 +270,10 @@ impl Runner {
     /// A `purge` job: deletes the delivered events older than `keep`.
     async fn purge(&self, keep: std::time::Duration) -> anyhow::Result<JobReport> {
         let started = std::time::Instant::now();
-        let before = store::timestamp(
-            Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX),
-        );
+        let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
         let deleted = store::blocking(&self.pool, "purging delivered events", move |connection| {
+            let now = store::clock::now(connection)?;
+            let before = store::timestamp(now.checked_sub_signed(keep).unwrap_or_default());
             store::outbox::purge_delivered(connection, &before)
         })
         .await?;

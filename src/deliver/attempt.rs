@@ -20,7 +20,7 @@ use crate::recurring::Budget;
 use crate::store::outbox::{Leased, Outcome, Settled};
 
 use super::route::Target;
-use super::time::{Stop, now_ms};
+use super::time::{DbClock, Stop};
 
 /// The longest `Retry-After` a receiver can impose.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
@@ -143,9 +143,14 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, excerpt: &str) -> Attem
     }
 }
 
-/// One POST of one event: what becomes of the event, and what the receiver
-/// answered.
-pub(super) async fn attempt(webhook: &Webhook, event: Leased, stop: Stop) -> (Settled, Response) {
+/// One POST of one event, stamped by the database's clock: what becomes of
+/// the event, and what the receiver answered.
+pub(super) async fn attempt(
+    webhook: &Webhook,
+    event: Leased,
+    stop: Stop,
+    clock: DbClock,
+) -> (Settled, Response) {
     let settled = |outcome| Settled {
         row_id: event.row_id,
         lease_until: event.lease_until,
@@ -158,7 +163,13 @@ pub(super) async fn attempt(webhook: &Webhook, event: Leased, stop: Stop) -> (Se
             return (settled(Outcome::Dead { error }), Response::None);
         }
     };
-    let request = request(webhook, &event.event_id, event.body, uri, authorization);
+    let request = request(
+        webhook,
+        &event.event_id,
+        event.body,
+        (uri, authorization),
+        clock.now_seconds(),
+    );
     let answered = tokio::select! {
         answered = exchange(webhook, request) => answered,
         () = cut_off(stop) => return (settled(Outcome::Released), Response::None),
@@ -184,20 +195,16 @@ pub(super) async fn attempt(webhook: &Webhook, event: Leased, stop: Stop) -> (Se
     (settled(outcome), response)
 }
 
-/// The signed POST of an event's `body` to `uri`.
+/// The signed POST of an event's `body` to its destination (its URL and
+/// authorization), at `timestamp` (unix seconds).
 fn request(
     webhook: &Webhook,
     event_id: &str,
     body: String,
-    uri: http::Uri,
-    authorization: Option<HeaderValue>,
+    (uri, authorization): (http::Uri, Option<HeaderValue>),
+    timestamp: i64,
 ) -> http::Request<Full<Bytes>> {
-    let headers = headers(
-        &webhook.config,
-        event_id,
-        &body,
-        chrono::Utc::now().timestamp(),
-    );
+    let headers = headers(&webhook.config, event_id, &body, timestamp);
     let mut request = http::Request::new(Full::new(Bytes::from(body)));
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri;
@@ -315,7 +322,7 @@ fn after_failure(
             let wait = retry_after.unwrap_or_else(|| backoff(schedule, attempts));
             tracing::debug!(event_id, attempt, error = %reason, ?wait, "delivery failed");
             Outcome::Retry {
-                next_attempt_at: now_ms() + wait.as_millis() as i64,
+                after: wait,
                 error: reason,
             }
         }

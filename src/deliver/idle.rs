@@ -10,16 +10,15 @@ use crate::store;
 use crate::store::outbox;
 
 use super::pipeline::Deliverer;
-use super::time::now_ms;
 
 /// How long an idle deliverer sleeps when nothing is due, unless woken: the
 /// delay before it sees rows that another process queued or replayed.
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
 impl Deliverer<'_> {
-    /// When the next pending event is due (unix ms), if any; after a failed
-    /// read, in a second.
-    pub(super) async fn next_due(&mut self) -> Option<i64> {
+    /// How long until the next pending event is due (by the database's
+    /// clock), if any is pending; after a failed read, a second.
+    pub(super) async fn next_due(&mut self) -> Option<Duration> {
         let next_due = store::blocking(self.pool, "reading the outbox", |connection| {
             outbox::next_due(connection)
         })
@@ -36,7 +35,7 @@ impl Deliverer<'_> {
                     format!("{error:#}"),
                     "reading the outbox failed"
                 );
-                Some(now_ms() + 1000)
+                Some(Duration::from_secs(1))
             }
         }
     }
@@ -46,11 +45,11 @@ impl Deliverer<'_> {
     /// deliverable is left before the deadline.
     pub(super) fn idle_wait(
         &self,
-        next_due: Option<i64>,
+        next_due: Option<Duration>,
         draining: Option<Instant>,
     ) -> Option<Duration> {
         let wait = match next_due {
-            Some(due) => Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_POLL),
+            Some(due) => due.min(IDLE_POLL),
             None if draining.is_some() => return None,
             None => IDLE_POLL,
         };

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::attempt::Webhook;
-use super::time::now_ms;
+use super::time::DbClock;
 
 /// How many waves of `concurrency` attempts a deliverer keeps leased ahead:
 /// enough that requests never wait for the outbox's bookkeeping.
@@ -52,9 +52,10 @@ impl Webhook {
         self.attempt_bound() * WAVES + LEASE_MARGIN
     }
 
-    /// Whether a row leased until `lease_until` may still be sent now.
-    pub(super) fn sendable(&self, lease_until: i64) -> bool {
-        lease_until - now_ms() >= (self.attempt_bound() + LEASE_MARGIN / 2).as_millis() as i64
+    /// Whether a row leased until `lease_until` (by the database's clock)
+    /// may still be sent now.
+    pub(super) fn sendable(&self, lease_until: i64, clock: &DbClock) -> bool {
+        lease_until - clock.now_ms() >= (self.attempt_bound() + LEASE_MARGIN / 2).as_millis() as i64
     }
 }
 
@@ -80,12 +81,14 @@ mod tests {
         let webhook = webhook(16);
         // 4 waves of (5 s + 15 s), and 10 s to record them.
         assert_eq!(webhook.lease(), Duration::from_secs(90));
-        let now = now_ms();
-        assert!(webhook.sendable(now + webhook.lease().as_millis() as i64));
+        // The database's clock, 120 s ahead of this host's: only its time counts.
+        let now = chrono::Utc::now().timestamp_millis() + 120_000;
+        let clock = DbClock::read(tokio::time::Instant::now(), now);
+        assert!(webhook.sendable(now + webhook.lease().as_millis() as i64, &clock));
         // The attempt may take 20 s; 5 s more are left for the record.
-        assert!(webhook.sendable(now + 25_500));
-        assert!(!webhook.sendable(now + 24_000));
-        assert!(!webhook.sendable(now - 1));
+        assert!(webhook.sendable(now + 25_500, &clock));
+        assert!(!webhook.sendable(now + 24_000, &clock));
+        assert!(!webhook.sendable(now - 1, &clock));
     }
 
     #[test]

@@ -16,12 +16,12 @@ use tokio::time::Instant;
 use crate::log_recurring;
 use crate::metrics::{Delivery, Metrics, Response};
 use crate::recurring::Recurring;
-use crate::store::outbox::{self, Leased, Outcome, Settled, Want};
+use crate::store::outbox::{self, Exchanged, Leased, Outcome, Settled, Want};
 use crate::store::{self, Pool};
 
 use super::attempt::{Webhook, attempt, say_unlogged_dead_letters};
 use super::lease::RECORD_AFTER;
-use super::time::{Stop, now_ms};
+use super::time::{DbClock, Stop};
 use super::users::{Answered, Users};
 
 /// What a deliverer did over its life.
@@ -48,16 +48,19 @@ pub(super) enum Ended {
 type Attempting = Pin<Box<dyn Future<Output = Attempted> + Send>>;
 
 /// A finished attempt: what became of its row, the receiver's answer, how
-/// long it took, and when its event was claimed (`Leased::created_at`).
+/// long it took, when its event was claimed (`Leased::created_at`), and the
+/// database's clock it was made by.
 struct Attempted {
     settled: Settled,
     response: Response,
     took: Duration,
     claimed_at: String,
+    clock: DbClock,
 }
 
-/// An exchange with the outbox under way: the rows it leased.
-type Exchanging = Pin<Box<dyn Future<Output = anyhow::Result<Vec<Leased>>> + Send>>;
+/// An exchange with the outbox under way: the rows it leased, and the
+/// database's clock as it read it.
+type Exchanging = Pin<Box<dyn Future<Output = anyhow::Result<(Vec<Leased>, DbClock)>> + Send>>;
 
 /// A deliverer's state across its pipelines.
 pub(super) struct Deliverer<'a> {
@@ -99,12 +102,15 @@ struct Pipeline {
     /// With each user's events going to a URL of their own: what each user
     /// holds here.
     users: Option<Users>,
+    /// The database's clock, as the last exchange read it: none before the
+    /// first, when nothing is leased.
+    clock: Option<DbClock>,
 }
 
 /// What woke a pipeline.
 enum Woken {
     Attempt(Attempted),
-    Exchange(anyhow::Result<Vec<Leased>>),
+    Exchange(anyhow::Result<(Vec<Leased>, DbClock)>),
     Timer,
     Wake,
     Stop,
@@ -132,6 +138,7 @@ impl Deliverer<'_> {
             exhausted: false,
             reconfigured: false,
             users: webhook_per_user.then(Users::default),
+            clock: None,
         };
         loop {
             let past_deadline = stop
@@ -193,10 +200,13 @@ impl Deliverer<'_> {
             let Some(event) = next.and_then(|at| pipeline.queue.remove(at)) else {
                 return;
             };
-            if !pipeline.webhook.sendable(event.lease_until) {
+            let Some(clock) = pipeline
+                .clock
+                .filter(|clock| pipeline.webhook.sendable(event.lease_until, clock))
+            else {
                 self.give_back(pipeline, &event);
                 continue;
-            }
+            };
             if let Some(users) = &mut pipeline.users {
                 users.sending(&event);
             }
@@ -204,12 +214,13 @@ impl Deliverer<'_> {
             pipeline.attempts.push(Box::pin(async move {
                 let started = std::time::Instant::now();
                 let claimed_at = event.created_at.clone();
-                let (settled, response) = attempt(&webhook, event, stop).await;
+                let (settled, response) = attempt(&webhook, event, stop, clock).await;
                 Attempted {
                     settled,
                     response,
                     took: started.elapsed(),
                     claimed_at,
+                    clock,
                 }
             }));
         }
@@ -260,22 +271,20 @@ impl Deliverer<'_> {
         } else {
             Vec::new()
         });
-        let want = (limit > 0).then(|| {
-            let now_ms = now_ms();
-            Want {
-                now_ms,
-                lease_until: now_ms + webhook.lease().as_millis() as i64,
-                limit,
-                spread: pipeline.users.as_ref().map(Users::spread),
-            }
+        let want = (limit > 0).then(|| Want {
+            lease: webhook.lease(),
+            limit,
+            spread: pipeline.users.as_ref().map(Users::spread),
         });
         let (pool, owner, recording) = (self.pool.clone(), self.owner.to_owned(), settled.clone());
         let exchanging = async move {
-            store::blocking(&pool, "leasing and recording events", move |connection| {
-                let now = store::timestamp(chrono::Utc::now());
-                outbox::exchange(connection, &owner, &recording, &now, want)
-            })
-            .await
+            let since = Instant::now();
+            let Exchanged { leased, now_ms } =
+                store::blocking(&pool, "leasing and recording events", move |connection| {
+                    outbox::exchange(connection, &owner, &recording, want)
+                })
+                .await?;
+            Ok((leased, DbClock::read(since, now_ms)))
         };
         pipeline.exchange = Some((Box::pin(exchanging), settled));
         pipeline.asked = limit;
@@ -290,14 +299,15 @@ impl Deliverer<'_> {
             response,
             took,
             claimed_at,
+            clock,
         }: Attempted,
     ) {
         let kind = match &settled.outcome {
             Outcome::Delivered => {
                 if let Some(claimed) = crate::evaluate::parse_time(&claimed_at) {
-                    let since = chrono::Utc::now() - claimed;
+                    let since = clock.now_ms() - claimed.timestamp_millis();
                     self.metrics
-                        .delivered_after_claim(since.to_std().unwrap_or_default());
+                        .delivered_after_claim(Duration::from_millis(since.max(0) as u64));
                 }
                 if let Some(failures) = self.attempt_failures.succeeded() {
                     tracing::info!(failures, "deliveries work again");
@@ -326,11 +336,12 @@ impl Deliverer<'_> {
     fn exchanged(
         &mut self,
         pipeline: &mut Pipeline,
-        result: anyhow::Result<Vec<Leased>>,
+        result: anyhow::Result<(Vec<Leased>, DbClock)>,
     ) -> Result<(), ()> {
         let (_, recorded) = pipeline.exchange.take().expect("an exchange was under way");
         match result {
-            Ok(leased) => {
+            Ok((leased, clock)) => {
+                pipeline.clock = Some(clock);
                 self.failures_in_a_row = 0;
                 self.retry_at = None;
                 if let Some(failures) = self.bookkeeping_failures.succeeded() {

@@ -28,7 +28,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use crate::store::Pool;
+use crate::store::{self, Pool};
 
 use claim::{evaluate_and_claim, log_locked};
 use head_start::head_start;
@@ -70,7 +70,8 @@ const READER_NICE: libc::c_int = 5;
 /// thread. Reads run on `workers`, one pooled connection per task; the calling
 /// thread claims in batches of `claim_batch` (with a helper where the engine
 /// runs claims side by side), so the readers never queue on SQLite's write
-/// lock.
+/// lock. Its time is the database's, read once as it starts
+/// (`store::clock`).
 ///
 /// What changed: tickers whose quote was written since the job's watermark
 /// (their alerts the move can reach, through the level index), and alerts
@@ -83,10 +84,11 @@ pub fn tick(
     pool: &Pool,
     options: &TickOptions<'_>,
 ) -> Result<TickReport, TickFailed> {
-    tick_at(workers, pool, options, Utc::now())
+    run(workers, pool, options, TickTime::Database)
 }
 
-/// A tick as of `now`: the time quotes' age, expiries and cooldowns are
+/// A tick as of `now` (the database's time, read by the caller, as a quote
+/// source's fetch does): the time quotes' age, expiries and cooldowns are
 /// judged by, and the claimed alerts and their events are stamped with.
 /// Nothing under a tick reads the clock again.
 pub fn tick_at(
@@ -95,9 +97,26 @@ pub fn tick_at(
     options: &TickOptions<'_>,
     now: DateTime<Utc>,
 ) -> Result<TickReport, TickFailed> {
+    run(workers, pool, options, TickTime::At(now))
+}
+
+/// Where a tick's time comes from.
+#[derive(Debug, Clone, Copy)]
+enum TickTime {
+    /// The database's clock, read on the tick's writer as it starts.
+    Database,
+    At(DateTime<Utc>),
+}
+
+fn run(
+    workers: &rayon::ThreadPool,
+    pool: &Pool,
+    options: &TickOptions<'_>,
+    time: TickTime,
+) -> Result<TickReport, TickFailed> {
     let started = Instant::now();
     let mut report = TickReport::default();
-    let outcome = stages(workers, pool, options, now, &mut report);
+    let outcome = stages(workers, pool, options, time, &mut report);
     report.duration = started.elapsed();
     match outcome {
         Ok(()) => Ok(report),
@@ -108,18 +127,24 @@ pub fn tick_at(
     }
 }
 
-/// The tick's stages: what came due → a head start, for a large tick →
+/// The tick's stages: the database's time → what came due → a head start, for a large tick →
 /// prepare → plan → evaluate and claim → observe. Counts
 /// into `report` as they go, so that a failure leaves what was done.
 fn stages(
     workers: &rayon::ThreadPool,
     pool: &Pool,
     options: &TickOptions<'_>,
-    now: DateTime<Utc>,
+    time: TickTime,
     report: &mut TickReport,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut writer = pool.get()?;
+    let now = match time {
+        TickTime::Database => {
+            store::clock::now(&mut writer).context("reading the database's clock")?
+        }
+        TickTime::At(now) => now,
+    };
     settle_due(&mut writer, now, report)?;
     let judged_ahead = head_start(workers, pool, &mut writer, options, now, report)?;
     let head_started = started.elapsed();

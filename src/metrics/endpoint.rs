@@ -164,17 +164,25 @@ async fn answer(
 
 /// The outbox and the members, as the database says now.
 async fn read(pool: &Pool) -> anyhow::Result<Readings> {
-    let (pending, dead, oldest, members) =
+    let (pending, dead, oldest, members, now) =
         store::blocking(pool, "reading the outbox and the members", |connection| {
             let (pending, dead) = store::outbox::backlog(connection)?;
             let oldest = store::outbox::oldest_pending(connection)?;
-            Ok((pending, dead, oldest, store::cluster::members(connection)?))
+            let members = store::cluster::members(connection)?;
+            Ok((
+                pending,
+                dead,
+                oldest,
+                members,
+                store::clock::now(connection)?,
+            ))
         })
         .await?;
+    // Its age by the clock it was stamped by, the database's.
     let oldest_pending = oldest
         .as_deref()
         .and_then(crate::evaluate::parse_time)
-        .and_then(|created| (chrono::Utc::now() - created).to_std().ok())
+        .and_then(|created| (now - created).to_std().ok())
         .unwrap_or_default();
     let live_members = members
         .iter()

@@ -11,6 +11,6 @@ mod series;
 
 pub use endpoint::{CannotListen, check_listen, serve};
 pub use exposition::{Format, Readings};
-pub use readiness::BEATING_WITHIN;
+pub use readiness::{BEATING_WITHIN, CLOCK_WITHIN};
 pub use record::{Delivery, Response};
 pub use series::Metrics;

@@ -8,11 +8,17 @@ use std::time::{Duration, Instant};
 use crate::lock::lock;
 
 use super::series::{Metrics, now_seconds};
+use crate::store::clock::Offset;
 
 /// A member whose last heartbeat is older than this is not ready: three
 /// heartbeats missed, half the fire lease after which others take its
 /// fire times over.
 pub const BEATING_WITHIN: Duration = Duration::from_secs(15);
+
+/// A member whose clock is further than this from the database's says so
+/// (its log, `/readyz`): every decision takes the database's time, but its
+/// cron schedule reads its own clock, and fires that much early or late.
+pub const CLOCK_WITHIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 pub(super) struct Readiness(Mutex<State>);
@@ -21,6 +27,8 @@ pub(super) struct Readiness(Mutex<State>);
 struct State {
     jobs: Jobs,
     last_beat: Option<Instant>,
+    /// This member's clock against the database's, at the last heartbeat.
+    clock: Option<Offset>,
 }
 
 #[derive(Debug, Default)]
@@ -46,10 +54,14 @@ impl Metrics {
         lock(&self.readiness.0).jobs = Jobs::Stopping;
     }
 
-    /// This member's heartbeat renewed its leases.
-    pub fn beat(&self) {
-        lock(&self.readiness.0).last_beat = Some(Instant::now());
+    /// This member's heartbeat renewed its leases, and measured its clock
+    /// against the database's.
+    pub fn beat(&self, clock: Offset) {
+        let mut state = lock(&self.readiness.0);
+        state.last_beat = Some(Instant::now());
+        state.clock = Some(clock);
         self.last_heartbeat.set(now_seconds());
+        self.clock_offset.set(clock.ms as f64 / 1000.0);
     }
 
     /// Why the daemon is not ready to do its work, besides its database;
@@ -75,6 +87,15 @@ impl Metrics {
             )),
             Some(_) => {}
         }
+        if let Some(clock) = state.clock.filter(|clock| clock.beyond(CLOCK_WITHIN)) {
+            why.push(format!(
+                "this member's clock is {:.1} s {} the database's (ready within {} s): its schedule fires that much {}",
+                clock.ms.unsigned_abs() as f64 / 1000.0,
+                if clock.ms > 0 { "behind" } else { "ahead of" },
+                CLOCK_WITHIN.as_secs(),
+                if clock.ms > 0 { "late" } else { "early" },
+            ));
+        }
         why
     }
 }
@@ -87,8 +108,12 @@ mod tests {
     fn ready_only_once_armed_and_beating_and_not_while_stopping() {
         let metrics = Metrics::default();
         assert_eq!(metrics.not_ready().len(), 2, "{:?}", metrics.not_ready());
+        let agreeing = Offset {
+            ms: 30,
+            uncertainty_ms: 1,
+        };
         metrics.jobs_armed(vec!["nightly".to_owned()]);
-        metrics.beat();
+        metrics.beat(agreeing);
         let why = metrics.not_ready();
         assert_eq!(why.len(), 1);
         assert!(why[0].contains("nightly"), "{why:?}");
@@ -97,7 +122,17 @@ mod tests {
         lock(&metrics.readiness.0).last_beat =
             Instant::now().checked_sub(BEATING_WITHIN + Duration::from_secs(1));
         assert!(metrics.not_ready()[0].contains("last beat 16 s ago"));
-        metrics.beat();
+        metrics.beat(Offset {
+            ms: -120_000,
+            uncertainty_ms: 2,
+        });
+        assert_eq!(
+            metrics.not_ready(),
+            [
+                "this member's clock is 120.0 s ahead of the database's (ready within 2 s): its schedule fires that much early"
+            ]
+        );
+        metrics.beat(agreeing);
         metrics.stopping();
         assert_eq!(metrics.not_ready(), ["stopping: no new runs start"]);
     }

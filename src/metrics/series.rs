@@ -98,6 +98,7 @@ pub struct Metrics {
     pub(super) last_success: Family<JobLabels, Gauge<f64, AtomicU64>>,
     pub(super) deadline: Family<JobLabels, Gauge<f64, AtomicU64>>,
     pub(super) last_heartbeat: Gauge<f64, AtomicU64>,
+    pub(super) clock_offset: Gauge<f64, AtomicU64>,
     pub(super) members: Family<MemberLabels, Gauge>,
     pub(super) outbox_pending: Gauge,
     pub(super) outbox_dead: Gauge,
@@ -136,6 +137,7 @@ impl Default for Metrics {
             last_success: Family::default(),
             deadline: Family::default(),
             last_heartbeat: Gauge::default(),
+            clock_offset: Gauge::default(),
             members: Family::default(),
             outbox_pending: Gauge::default(),
             outbox_dead: Gauge::default(),
@@ -265,6 +267,11 @@ impl Metrics {
             "last_heartbeat_timestamp_seconds",
             "When this member's heartbeat last renewed its leases (unix seconds; 0: not yet)",
             self.last_heartbeat.clone(),
+        );
+        registry.register(
+            "clock_offset_seconds",
+            "The database's clock minus this member's, as its last heartbeat measured them: every decision takes the database's time, but the schedule's fire times come this much late (or early, when negative)",
+            self.clock_offset.clone(),
         );
         registry.register(
             "cluster_members",

@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod changes;
+pub mod clock;
 pub mod cluster;
 pub mod listen;
 pub mod observations;
@@ -345,7 +346,7 @@ pub fn timestamp(instant: chrono::DateTime<chrono::Utc>) -> String {
 /// Unix milliseconds, as stored for the daemon's own times (heartbeats,
 /// re-arming), as a timestamp like [`timestamp`]'s; one out of range as
 /// the number.
-fn millis_to_text(ms: i64) -> String {
+pub(super) fn millis_to_text(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), timestamp)
 }
 
@@ -442,7 +443,8 @@ impl Upkeep {
     /// [`changes::prune_change_log`].
     pub fn pruning() -> Upkeep {
         Upkeep::new("pruning the change log", PRUNE_SPACING, |connection| {
-            let deleted = changes::prune_change_log(connection, chrono::Utc::now())?;
+            let now = clock::now(connection)?;
+            let deleted = changes::prune_change_log(connection, now)?;
             tracing::debug!(deleted, "pruned the change log");
             Ok(())
         })

@@ -35,9 +35,10 @@ pub struct Settled {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Delivered,
-    /// Failed; try again at `next_attempt_at` (unix ms).
+    /// Failed; try again `after` this long, by the database's clock from
+    /// the exchange that records it.
     Retry {
-        next_attempt_at: i64,
+        after: std::time::Duration,
         error: String,
     },
     /// Failed for good (a 4xx other than 408/425/429, or the retry schedule
@@ -53,8 +54,8 @@ pub enum Outcome {
 /// A request for more rows in an [`exchange`].
 #[derive(Debug, Clone)]
 pub struct Want {
-    pub now_ms: i64,
-    pub lease_until: i64,
+    /// How long the lease lasts, from the exchange's time (the database's).
+    pub lease: std::time::Duration,
     pub limit: usize,
     /// Routing by user: the share of each user (see [`Spread`]).
     pub spread: Option<Spread>,
@@ -72,6 +73,11 @@ pub struct Spread {
 }
 
 impl Want {
+    /// When a lease taken at `now_ms` ends.
+    pub(super) fn lease_until(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_add(self.lease.as_millis() as i64)
+    }
+
     /// How many due rows, in queue order, a spread lease looks at: enough
     /// that a few users' backlogs leave room for the others'.
     pub(super) fn scan(&self) -> usize {
@@ -119,7 +125,8 @@ pub(super) struct Recording<'a> {
 }
 
 impl<'a> Recording<'a> {
-    pub(super) fn of(settled: &'a [Settled]) -> Recording<'a> {
+    /// The outcomes as recorded at `now_ms`, the exchange's time.
+    pub(super) fn of(settled: &'a [Settled], now_ms: i64) -> Recording<'a> {
         let mut by_lease: std::collections::BTreeMap<i64, (Vec<i64>, Vec<i64>)> =
             Default::default();
         let (mut retries, mut dead) = (Vec::new(), Vec::new());
@@ -132,10 +139,12 @@ impl<'a> Recording<'a> {
             match outcome {
                 Outcome::Delivered => by_lease.entry(*lease_until).or_default().0.push(*row_id),
                 Outcome::Released => by_lease.entry(*lease_until).or_default().1.push(*row_id),
-                Outcome::Retry {
-                    next_attempt_at,
-                    error,
-                } => retries.push((*row_id, *lease_until, *next_attempt_at, error.as_str())),
+                Outcome::Retry { after, error } => retries.push((
+                    *row_id,
+                    *lease_until,
+                    now_ms.saturating_add(after.as_millis() as i64),
+                    error.as_str(),
+                )),
                 Outcome::Dead { error } => dead.push((*row_id, *lease_until, error.as_str())),
             }
         }
@@ -155,23 +164,35 @@ impl<'a> Recording<'a> {
     }
 }
 
-/// One round trip of a deliverer to the outbox, in one transaction: records
-/// `settled` (each only while its lease is still `owner`'s), then leases up to
-/// `want.limit` due rows to `owner`, in queue order. A lease that expired
-/// (its holder died) is free again.
+/// What an [`exchange`] leased, and the database's time it took as its own
+/// (unix ms): leases and retries count from it.
+#[derive(Debug, Clone, Default)]
+pub struct Exchanged {
+    pub leased: Vec<Leased>,
+    pub now_ms: i64,
+}
+
+/// One round trip of a deliverer to the outbox, in one transaction, at one
+/// time read from the database's clock: records `settled` (each only while
+/// its lease is still `owner`'s), then leases up to `want.limit` due rows to
+/// `owner`, in queue order. A lease that expired (its holder died) is free
+/// again.
 pub fn exchange(
     connection: &mut Connection,
     owner: &str,
     settled: &[Settled],
-    now: &str,
     want: Option<Want>,
-) -> Result<Vec<Leased>> {
-    super::engine!(connection, outbox::exchange(owner, settled, now, want))
+) -> Result<Exchanged> {
+    super::engine!(connection, outbox::exchange(owner, settled, want))
 }
 
-/// When the next pending row becomes sendable (unix ms), if any is pending.
-pub fn next_due(connection: &mut Connection) -> Result<Option<i64>> {
-    super::engine!(connection, outbox::next_due())
+/// How long until the next pending row becomes sendable, by the database's
+/// clock (zero: now), if any is pending.
+pub fn next_due(connection: &mut Connection) -> Result<Option<std::time::Duration>> {
+    let now_ms = super::clock::now_ms(connection)?;
+    let due: Result<Option<i64>> = super::engine!(connection, outbox::next_due());
+    let due = due?;
+    Ok(due.map(|due| std::time::Duration::from_millis(due.saturating_sub(now_ms).max(0) as u64)))
 }
 
 /// When the oldest pending event was queued (RFC 3339), if any is pending;
@@ -195,18 +216,17 @@ pub fn list(
 }
 
 /// Puts dead or pending events back at the start of a fresh retry schedule,
-/// due now; their ids and bodies stay. Delivered events are left alone.
-/// Returns the event ids that were found and replayed.
-pub fn replay(
-    connection: &mut Connection,
-    event_ids: &[String],
-    now_ms: i64,
-) -> Result<Vec<String>> {
+/// due now by the database's clock; their ids and bodies stay. Delivered
+/// events are left alone. Returns the event ids that were found and
+/// replayed.
+pub fn replay(connection: &mut Connection, event_ids: &[String]) -> Result<Vec<String>> {
+    let now_ms = super::clock::now_ms(connection)?;
     super::engine!(connection, outbox::replay(event_ids, now_ms))
 }
 
 /// Replays every dead letter; returns how many.
-pub fn replay_all_dead(connection: &mut Connection, now_ms: i64) -> Result<usize> {
+pub fn replay_all_dead(connection: &mut Connection) -> Result<usize> {
+    let now_ms = super::clock::now_ms(connection)?;
     super::engine!(connection, outbox::replay_all_dead(now_ms))
 }
 

@@ -11,6 +11,7 @@ mod common;
 mod browser;
 mod claim;
 mod cli;
+mod clocks;
 mod cluster;
 mod consumers;
 mod crash;

@@ -82,7 +82,7 @@ on_every_engine! {
             Some(format!("{}/unassigned", receiver.url).parse().unwrap());
         let ids = db.texts("SELECT event_id FROM outbox WHERE state = 'dead' ORDER BY id");
         let mut connection = db.pool(1).get().unwrap();
-        price_alertd::store::outbox::replay(&mut connection, &ids, 0).unwrap();
+        price_alertd::store::outbox::replay(&mut connection, &ids).unwrap();
         drop(connection);
         let totals = deliver_pending(&db.pool(4), &config);
         assert_eq!((totals.delivered, totals.dead), (2, 1));

@@ -4,38 +4,37 @@
 //! out of the due range (and brings it back, due, if its holder dies).
 
 use super::PgConnection;
-use crate::store::outbox::{Leased, Recording, Settled, Want};
+use crate::store::outbox::{Exchanged, Leased, Recording, Settled, Want};
 
 use super::PgResult as Result;
 
+/// One exchange (see `store::outbox::exchange`), its time the server's
+/// clock, read as the transaction starts: members whose own clocks
+/// disagree agree on every lease.
 pub fn exchange(
     connection: &mut PgConnection,
     owner: &str,
     settled: &[Settled],
-    now: &str,
     want: Option<Want>,
-) -> Result<Vec<Leased>> {
+) -> Result<Exchanged> {
     let statements = Statements::prepare(connection)?;
     let mut transaction = connection.client().transaction()?;
-    record(&mut transaction, &statements, owner, settled, now)?;
+    let now_ms: i64 = transaction.query_one(&statements.now, &[])?.try_get(0)?;
+    record(&mut transaction, &statements, owner, settled, now_ms)?;
     let mut leased = Vec::new();
     if let Some(want) = want.filter(|want| want.limit > 0) {
+        let lease_until = want.lease_until(now_ms);
         let rows = match &want.spread {
             None => transaction.query(
                 &statements.lease,
-                &[
-                    &owner,
-                    &want.lease_until,
-                    &want.now_ms,
-                    &(want.limit as i64),
-                ],
+                &[&owner, &lease_until, &now_ms, &(want.limit as i64)],
             )?,
             Some(spread) => transaction.query(
                 &statements.lease_spread,
                 &[
                     &owner,
-                    &want.lease_until,
-                    &want.now_ms,
+                    &lease_until,
+                    &now_ms,
                     &(want.limit as i64),
                     &spread.full,
                     &(want.scan() as i64),
@@ -50,7 +49,7 @@ pub fn exchange(
                 body: row.try_get(2)?,
                 attempts: row.try_get::<_, i32>(3)?.max(0) as u32,
                 user_id: row.try_get(4)?,
-                lease_until: want.lease_until,
+                lease_until,
                 created_at: row.try_get(5)?,
             });
         }
@@ -58,10 +57,11 @@ pub fn exchange(
         leased.sort_unstable_by_key(|event| event.row_id);
     }
     transaction.commit()?;
-    Ok(leased)
+    Ok(Exchanged { leased, now_ms })
 }
 
 struct Statements {
+    now: postgres::Statement,
     lease: postgres::Statement,
     lease_spread: postgres::Statement,
     delivered: postgres::Statement,
@@ -73,6 +73,7 @@ struct Statements {
 impl Statements {
     fn prepare(connection: &mut PgConnection) -> Result<Statements> {
         Ok(Statements {
+            now: connection.prepared("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")?,
             lease: connection.prepared(
                 "WITH due AS (
                      SELECT id FROM outbox
@@ -135,9 +136,10 @@ fn record(
     statements: &Statements,
     owner: &str,
     settled: &[Settled],
-    now: &str,
+    now_ms: i64,
 ) -> Result<()> {
-    let recording = Recording::of(settled);
+    let recording = Recording::of(settled, now_ms);
+    let now = crate::store::millis_to_text(now_ms);
     for (row_id, lease_until, next_attempt_at, error) in recording.retries {
         transaction.execute(
             &statements.retry,
@@ -150,7 +152,6 @@ fn record(
             &[&now, &error, &row_id, &owner, &lease_until],
         )?;
     }
-    let now_ms = chrono::Utc::now().timestamp_millis();
     for (lease_until, delivered, released) in recording.by_lease {
         if !delivered.is_empty() {
             transaction.execute(

@@ -4,32 +4,39 @@
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use crate::store::outbox::{Leased, Recording, Settled, Want};
+use crate::store::outbox::{Exchanged, Leased, Recording, Settled, Want};
 
 /// One round trip of a deliverer to the outbox, in one transaction: records
 /// `settled` (each only while its lease is still `owner`'s), then leases up to
 /// `want.limit` due rows to `owner`. A lease that expired (its holder died) is
 /// free again. The set-based statements are `OR FAIL`: any error rolls back
 /// the whole exchange, so none needs a statement journal (a copy of every
-/// page it touches).
+/// page it touches). Its time is this host's, read once the write lock is
+/// held: every process on the file runs here.
 pub fn exchange(
     connection: &mut Connection,
     owner: &str,
     settled: &[Settled],
-    now: &str,
     want: Option<Want>,
-) -> rusqlite::Result<Vec<Leased>> {
+) -> rusqlite::Result<Exchanged> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    record(&transaction, owner, settled, now)?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    record(&transaction, owner, settled, now_ms)?;
     let leased = match want {
-        Some(want) if want.limit > 0 => lease_due(&transaction, owner, &want)?,
+        Some(want) if want.limit > 0 => lease_due(&transaction, owner, &want, now_ms)?,
         _ => Vec::new(),
     };
     transaction.commit()?;
-    Ok(leased)
+    Ok(Exchanged { leased, now_ms })
 }
 
-fn lease_due(connection: &Connection, owner: &str, want: &Want) -> rusqlite::Result<Vec<Leased>> {
+fn lease_due(
+    connection: &Connection,
+    owner: &str,
+    want: &Want,
+    now_ms: i64,
+) -> rusqlite::Result<Vec<Leased>> {
+    let lease_until = want.lease_until(now_ms);
     let leased = |row: &rusqlite::Row<'_>| {
         Ok(Leased {
             row_id: row.get(0)?,
@@ -37,7 +44,7 @@ fn lease_due(connection: &Connection, owner: &str, want: &Want) -> rusqlite::Res
             body: row.get(2)?,
             attempts: row.get(3)?,
             user_id: row.get(4)?,
-            lease_until: want.lease_until,
+            lease_until,
             created_at: row.get(5)?,
         })
     };
@@ -52,7 +59,7 @@ fn lease_due(connection: &Connection, owner: &str, want: &Want) -> rusqlite::Res
                  RETURNING id, event_id, body, attempts, user_id, created_at",
             )?;
             let rows = statement.query_map(
-                params![owner, want.lease_until, want.now_ms, want.limit as i64],
+                params![owner, lease_until, now_ms, want.limit as i64],
                 leased,
             )?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
@@ -79,8 +86,8 @@ fn lease_due(connection: &Connection, owner: &str, want: &Want) -> rusqlite::Res
             let rows = statement.query_map(
                 params![
                     owner,
-                    want.lease_until,
-                    want.now_ms,
+                    lease_until,
+                    now_ms,
                     want.limit as i64,
                     full,
                     want.scan() as i64,
@@ -103,9 +110,10 @@ fn record(
     connection: &Connection,
     owner: &str,
     settled: &[Settled],
-    now: &str,
+    now_ms: i64,
 ) -> rusqlite::Result<()> {
-    let recording = Recording::of(settled);
+    let recording = Recording::of(settled, now_ms);
+    let now = crate::store::millis_to_text(now_ms);
     for (row_id, lease_until, next_attempt_at, error) in recording.retries {
         connection
             .prepare_cached(
@@ -122,7 +130,7 @@ fn record(
                      lease_owner = NULL, lease_until = NULL
                  WHERE id = ?3 AND lease_owner = ?4 AND lease_until = ?5",
             )?
-            .execute(params![now, error, row_id, owner, lease_until])?;
+            .execute(params![&now, error, row_id, owner, lease_until])?;
     }
     for (lease_until, delivered, released) in recording.by_lease {
         if !delivered.is_empty() {
@@ -132,7 +140,7 @@ fn record(
                          lease_owner = NULL, lease_until = NULL, last_error = NULL
                      WHERE id IN (SELECT value FROM json_each(?2)) AND lease_owner = ?3 AND lease_until = ?4",
                 )?
-                .execute(params![now, id_list(&delivered), owner, lease_until])?;
+                .execute(params![&now, id_list(&delivered), owner, lease_until])?;
         }
         if !released.is_empty() {
             connection

@@ -113,9 +113,26 @@ impl Daemon {
     }
 
     pub fn start_logging(config: &Path, filter: &str) -> Daemon {
-        let mut child = binary()
+        Daemon::spawn(binary().env("RUST_LOG", filter), config)
+    }
+
+    /// A daemon (logging as [`Daemon::start_quiet`]'s, and its start) whose
+    /// clock is `seconds` off (libfaketime): a host whose clock is wrong.
+    /// Its monotonic clock is left alone, as a wrong wall clock leaves it.
+    pub fn start_with_clock_off(config: &Path, seconds: i64) -> Daemon {
+        Daemon::spawn(
+            binary()
+                .env("RUST_LOG", "price_alertd=info,warn")
+                .env("LD_PRELOAD", libfaketime())
+                .env("FAKETIME", format!("{seconds:+}s"))
+                .env("DONT_FAKE_MONOTONIC", "1"),
+            config,
+        )
+    }
+
+    fn spawn(command: &mut Command, config: &Path) -> Daemon {
+        let mut child = command
             .args(["--config", &config.display().to_string(), "run"])
-            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -176,6 +193,17 @@ pub fn unit_setting(key: &str) -> String {
         .map(|(_, value)| value.trim().to_owned())
         .next_back()
         .unwrap_or_else(|| panic!("the unit sets no {key}="))
+}
+
+/// Debian's libfaketime for threaded programs (`tests/run` installs it).
+pub fn libfaketime() -> String {
+    glob::glob("/usr/lib/*/faketime/libfaketimeMT.so.1")
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("libfaketime is installed (tests/run installs it)")
+        .display()
+        .to_string()
 }
 
 /// The daemon binary's path.
