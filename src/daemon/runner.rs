@@ -37,6 +37,9 @@ pub(super) struct Runner {
     /// The store's chores after a tick's writes.
     checkpoints: Arc<store::Upkeep>,
     pruning: Arc<store::Upkeep>,
+    /// The daemon's own objects in the application's tables, looked for
+    /// every few seconds, and at once after a failed tick.
+    repairs: Arc<store::Upkeep>,
     /// Failures that may repeat every tick, logged at their changes.
     record_failures: Arc<Mutex<Recurring>>,
     /// This daemon among those sharing the database; none for `run-job`.
@@ -67,6 +70,7 @@ impl Runner {
             metrics: Arc::default(),
             checkpoints: Arc::new(store::Upkeep::checkpoints()),
             pruning: Arc::new(store::Upkeep::pruning()),
+            repairs: Arc::new(store::Upkeep::repairs()),
             record_failures: Arc::default(),
             me: None,
             wake_deliverer: None,
@@ -248,6 +252,12 @@ impl Runner {
         .context("the evaluation panicked")?;
         self.checkpoints.after_writes(&self.pool).await;
         self.pruning.after_writes(&self.pool).await;
+        match &ticked {
+            Ok(_) => self.repairs.after_writes(&self.pool).await,
+            // Perhaps for want of an index or a column the application's
+            // change of its tables dropped: the next tick finds it again.
+            Err(_) => self.repairs.at_once(&self.pool).await,
+        }
         let with_fetch = |report: &mut TickReport| {
             if let Some(refresh) = &refresh {
                 report.quote_errors = refresh.errors;

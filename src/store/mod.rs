@@ -16,6 +16,7 @@ pub mod outbox;
 mod postgresql;
 pub mod quotes;
 pub mod runs;
+pub mod schema;
 mod shared;
 mod sqlite;
 pub mod watermarks;
@@ -89,6 +90,9 @@ pub enum Error {
     Sqlite(rusqlite::Error),
     #[error(transparent)]
     Postgres(#[from] postgres::Error),
+    /// What the daemon cannot recreate of its own objects (`schema`).
+    #[error("{0}")]
+    Unrepairable(String),
 }
 
 impl From<rusqlite::Error> for Error {
@@ -421,6 +425,9 @@ pub const CHECKPOINT_SPACING: std::time::Duration = std::time::Duration::from_se
 /// The least time between two [`Upkeep::pruning`]s.
 pub const PRUNE_SPACING: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The least time between two [`Upkeep::repairs`], but after a failed tick.
+pub const REPAIR_SPACING: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Upkeep {
     fn new(
         what: &'static str,
@@ -450,14 +457,42 @@ impl Upkeep {
         })
     }
 
+    /// [`schema::repair`]s: the daemon's objects the application's tables
+    /// lost are recreated, what cannot be is an error.
+    pub fn repairs() -> Upkeep {
+        Upkeep::new(
+            "recreating the daemon's objects",
+            REPAIR_SPACING,
+            |connection| {
+                let repaired = schema::repair(connection)?;
+                schema::log_repaired(&repaired);
+                match schema::unrepairable(&repaired.unrepairable) {
+                    Some(error) => Err(Error::Unrepairable(error)),
+                    None => Ok(()),
+                }
+            },
+        )
+    }
+
     /// Runs the chore unless it ran within its spacing.
     pub async fn after_writes(&self, pool: &Pool) {
+        self.run(pool, false).await
+    }
+
+    /// Runs the chore now, whenever it last ran: a tick failed, maybe for
+    /// want of what it looks after.
+    pub async fn at_once(&self, pool: &Pool) {
+        self.run(pool, true).await
+    }
+
+    async fn run(&self, pool: &Pool, at_once: bool) {
         {
             let mut state = crate::lock::lock(&self.state);
             let now = std::time::Instant::now();
-            if state
-                .0
-                .is_some_and(|last| now.duration_since(last) < self.spacing)
+            if !at_once
+                && state
+                    .0
+                    .is_some_and(|last| now.duration_since(last) < self.spacing)
             {
                 return;
             }

@@ -25,6 +25,7 @@ mod package;
 mod policies;
 mod postgresql;
 mod reacting;
+mod rebuild;
 mod relay;
 mod repeating;
 mod routing;

@@ -98,7 +98,7 @@ const ALERT_CHANGED: &str = "WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINC
 /// [`ALERT_CHANGED`] since migration 6: waking a snoozed alert (or snoozing
 /// it), moving a channel's upper level and changing a re-arm band are edits
 /// too.
-const ALERT_CHANGED_6: &str =
+pub(super) const ALERT_CHANGED_6: &str =
     "WHEN (NEW.enabled = '1' AND (OLD.enabled IS DISTINCT FROM NEW.enabled
     OR OLD.ticker IS DISTINCT FROM NEW.ticker OR OLD.condition IS DISTINCT FROM NEW.condition
     OR OLD.target_price IS DISTINCT FROM NEW.target_price
@@ -109,7 +109,7 @@ const ALERT_CHANGED_6: &str =
     OR OLD.snoozed_until IS DISTINCT FROM NEW.snoozed_until))";
 
 /// The advisory lock key migrations take ("pa-migr" in ASCII).
-const MIGRATION_LOCK: i64 = 0x70_61_2d_6d_69_67_72;
+pub(super) const MIGRATION_LOCK: i64 = 0x70_61_2d_6d_69_67_72;
 
 /// Everything SQLite's six migrations made, at once: the contract's tables
 /// (kept as the application made them if they exist), armings and change

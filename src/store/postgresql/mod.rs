@@ -24,6 +24,7 @@
 
 mod listen;
 mod migrate;
+pub mod schema;
 
 pub use migrate::{SCHEMA_VERSION, migrate};
 
@@ -186,8 +187,7 @@ fn first_connection(
 /// Connects, migrates, and builds a pool of at most `size` connections.
 pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyhow::Result<PgPool> {
     let (manager, mut first, _) = first_connection(config, lock_timeout)?;
-    migrate(first.client())
-        .map_err(|error| failure_of(error, format!("migrating {}", config.display)))?;
+    migrate_and_repair(config, &mut first)?;
     drop(first);
     let pool = super::builder(size)
         // Connections are only ever busy for a statement or a short
@@ -216,8 +216,7 @@ pub fn connect(
 ) -> anyhow::Result<PgConnection> {
     let (_, mut connection, version) = first_connection(config, lock_timeout)?;
     if migrate_it {
-        migrate(connection.client())
-            .map_err(|error| failure_of(error, format!("migrating {}", config.display)))?;
+        migrate_and_repair(config, &mut connection)?;
     } else if version < SCHEMA_VERSION {
         return Err(failure(
             Unusable::Data,
@@ -229,6 +228,31 @@ pub fn connect(
         ));
     }
     Ok(connection)
+}
+
+/// Brings the schema to this version, and recreates the daemon's objects
+/// the application's tables lost (`store::schema`); fails naming what
+/// cannot be recreated.
+fn migrate_and_repair(
+    config: &PostgresConfig,
+    connection: &mut PgConnection,
+) -> anyhow::Result<()> {
+    migrate(connection.client())
+        .map_err(|error| failure_of(error, format!("migrating {}", config.display)))?;
+    let repaired = schema::repair(connection).map_err(|error| {
+        failure_of(
+            error,
+            format!("recreating the daemon's objects in {}", config.display),
+        )
+    })?;
+    super::schema::log_repaired(&repaired);
+    match super::schema::unrepairable(&repaired.unrepairable) {
+        Some(error) => Err(failure(
+            Unusable::Data,
+            format!("{}: {error}", config.display),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Checks, without changing anything, that the daemon can use the database:
@@ -256,10 +280,23 @@ pub fn check(config: &PostgresConfig, lock_timeout: Duration) -> anyhow::Result<
             ),
         ));
     }
-    Ok(match version {
-        0 => format!("PostgreSQL {server}, not migrated yet; migrated at start"),
-        version => format!("PostgreSQL {server}, schema version {version}, writable"),
-    })
+    if version < SCHEMA_VERSION {
+        return Ok(match version {
+            0 => format!("PostgreSQL {server}, not migrated yet; migrated at start"),
+            version => format!(
+                "PostgreSQL {server}, schema version {version}, writable; migrated at start"
+            ),
+        });
+    }
+    let audit = schema::audit(&mut connection).map_err(|error| {
+        failure_of(
+            error,
+            format!("looking for the daemon's objects in {}", config.display),
+        )
+    })?;
+    super::schema::report(version, audit)
+        .map(|report| format!("PostgreSQL {server}, {report}"))
+        .map_err(|error| failure(Unusable::Data, format!("{}: {error}", config.display)))
 }
 
 fn unreachable_database(config: &PostgresConfig, error: postgres::Error) -> anyhow::Error {

@@ -4,6 +4,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::changes;
+use super::schema::ARM;
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 12;
@@ -329,16 +330,6 @@ const MIGRATION_9: &str = "
 ALTER TABLE price_alerts ADD COLUMN rearm_at INTEGER;
 CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at) WHERE rearm_at IS NOT NULL;
 ";
-
-/// What an alert's insert and its re-arm (0 -> 1) do, in migration 11's
-/// two triggers, one text so that they never part: a new arming, and a
-/// change number from the log (`last_insert_rowid()` while the trigger
-/// runs), which the alert keeps.
-const ARM: &str = "    UPDATE arming_counter SET last = last + 1 WHERE id = 1;
-    INSERT INTO change_log (quote_ticker) VALUES (NULL);
-    UPDATE price_alerts SET arming = (SELECT last FROM arming_counter WHERE id = 1),
-                            change_seq = last_insert_rowid()
-    WHERE id = NEW.id;";
 
 /// Change numbers become a log (`change_log`), one row per change, its
 /// number the row's id: a quote write appends its ticker, an alert's insert,

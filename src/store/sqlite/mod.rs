@@ -5,6 +5,7 @@
 //! `outbox`); where they agree, once, in `store` (see `store::shared`).
 
 mod migrate;
+pub mod schema;
 
 pub use migrate::{SCHEMA_VERSION, migrate};
 
@@ -83,6 +84,16 @@ pub fn open(path: &Path, busy_timeout: Duration, size: u32) -> anyhow::Result<Sq
         return Err(newer(path, version));
     }
     migrate(&mut connection).because(Unusable::Io, || format!("migrating {}", path.display()))?;
+    let repaired = schema::repair(&mut connection).because(Unusable::Io, || {
+        format!("recreating the daemon's objects in {}", path.display())
+    })?;
+    crate::store::schema::log_repaired(&repaired);
+    if let Some(error) = crate::store::schema::unrepairable(&repaired.unrepairable) {
+        return Err(failure(
+            Unusable::Data,
+            format!("{}: {error}", path.display()),
+        ));
+    }
     drop(connection);
 
     let manager = SqliteConnectionManager::file(path)
@@ -331,7 +342,16 @@ pub fn check(path: &Path, busy_timeout: Duration) -> anyhow::Result<String> {
         .because(Unusable::Io, || {
             format!("the database {} cannot be written", path.display())
         })?;
-    Ok(format!("schema version {version}, writable"))
+    if version < SCHEMA_VERSION {
+        return Ok(format!(
+            "schema version {version}, writable; migrated at start"
+        ));
+    }
+    let audit = schema::audit(&connection).because(Unusable::Io, || {
+        format!("looking for the daemon's objects in {}", path.display())
+    })?;
+    crate::store::schema::report(version, audit)
+        .map_err(|error| failure(Unusable::Data, format!("{}: {error}", path.display())))
 }
 
 /// Fails unless this process can create files in `folder` (tried for real:

@@ -287,6 +287,15 @@ impl Db {
         AppClient(client)
     }
 
+    /// Runs several statements without parameters as the application would
+    /// (a script in one transaction, say), on its engine.
+    pub fn script(&self, sql: &str) {
+        match self.engine {
+            Engine::Sqlite => self.app().execute_batch(sql).unwrap(),
+            Engine::Postgresql => self.postgres_app().batch_execute(sql).unwrap(),
+        }
+    }
+
     /// Runs one statement as the application would, on either engine;
     /// parameters are `$1`, `$2`, ... in order of first use (SQLite numbers
     /// them so too). Returns the rows it changed.
