@@ -109,7 +109,15 @@ fn run_job_exits_non_zero_when_the_job_fails() {
         "http://127.0.0.1:9/events",
         "0 0 0 1 1 *",
     ));
-    db.app().execute_batch("DROP TABLE quotes").unwrap();
+    // The application refuses the claim of a triggered alert.
+    db.add_alert("AAPL", "above", 1.0);
+    db.set_quote("AAPL", 2.0);
+    db.app()
+        .execute_batch(
+            "CREATE TRIGGER app_refuses BEFORE UPDATE OF enabled ON price_alerts
+             WHEN NEW.enabled = 0 BEGIN SELECT RAISE(ABORT, 'the application refuses'); END;",
+        )
+        .unwrap();
     let output = binary()
         .args(["--config", path.to_str().unwrap(), "run-job", "evaluate"])
         .output()
@@ -117,6 +125,10 @@ fn run_job_exits_non_zero_when_the_job_fails() {
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(!output.status.success(), "{stdout}");
     assert_eq!(summary(&stdout)["result"], "failed");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("the application refuses"),
+        "{stdout}"
+    );
 }
 
 on_every_engine! {

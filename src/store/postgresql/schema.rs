@@ -159,18 +159,21 @@ const COLUMNS: [(&str, &str, Keeps); 13] = [
     ("rearm_band", "DOUBLE PRECISION", Keeps::Nothing),
 ];
 
-const CONTRACT_COLUMNS: [&str; 11] = [
-    "id",
-    "ticker",
-    "condition",
-    "target_price",
-    "reference_price",
-    "enabled",
-    "triggered_at",
-    "triggered_price",
-    "created_at",
-    "user_id",
-    "note",
+const CONTRACT_COLUMNS: [&str; 14] = [
+    "price_alerts.id",
+    "price_alerts.ticker",
+    "price_alerts.condition",
+    "price_alerts.target_price",
+    "price_alerts.reference_price",
+    "price_alerts.enabled",
+    "price_alerts.triggered_at",
+    "price_alerts.triggered_price",
+    "price_alerts.created_at",
+    "price_alerts.user_id",
+    "price_alerts.note",
+    "quotes.ticker",
+    "quotes.price",
+    "quotes.updated_at",
 ];
 
 /// The tables and the sequence: the application's two tables, and the
@@ -242,10 +245,10 @@ SELECT 'function ' || p.proname
 FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
 WHERE n.nspname = current_schema()
 UNION ALL
-SELECT 'column ' || a.attname
+SELECT 'column ' || c.relname || '.' || a.attname
 FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid
      JOIN pg_namespace AS n ON n.oid = c.relnamespace
-WHERE n.nspname = current_schema() AND c.relname = 'price_alerts' AND a.attnum > 0
+WHERE n.nspname = current_schema() AND c.relname IN ('price_alerts', 'quotes') AND a.attnum > 0
   AND NOT a.attisdropped";
 
 fn find_missing(client: &mut impl postgres::GenericClient) -> Result<Missing> {
@@ -260,14 +263,16 @@ fn find_missing(client: &mut impl postgres::GenericClient) -> Result<Missing> {
         .chain(FUNCTIONS.iter().map(|name| format!("function {name}")))
         .filter(|named| !present.contains(named))
         .collect();
-    if present.contains("table price_alerts") {
-        unrepairable.extend(
-            CONTRACT_COLUMNS
-                .into_iter()
-                .filter(|column| !present.contains(&format!("column {column}")))
-                .map(|column| format!("column price_alerts.{column}")),
-        );
-    }
+    unrepairable.extend(
+        CONTRACT_COLUMNS
+            .into_iter()
+            .filter(|column| {
+                let table = column.split('.').next().unwrap_or_default();
+                present.contains(&format!("table {table}"))
+                    && !present.contains(&format!("column {column}"))
+            })
+            .map(|column| format!("column {column}")),
+    );
     let repairable = unrepairable.is_empty();
     Ok(Missing {
         objects: objects()
@@ -276,7 +281,9 @@ fn find_missing(client: &mut impl postgres::GenericClient) -> Result<Missing> {
             .collect(),
         columns: COLUMNS
             .into_iter()
-            .filter(|(name, _, _)| repairable && !present.contains(&format!("column {name}")))
+            .filter(|(name, _, _)| {
+                repairable && !present.contains(&format!("column price_alerts.{name}"))
+            })
             .collect(),
         unrepairable,
     })

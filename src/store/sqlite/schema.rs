@@ -191,20 +191,23 @@ const COLUMNS: [(&str, &str, Keeps); 13] = [
     ("rearm_band", "REAL", Keeps::Nothing),
 ];
 
-/// The contract's columns of `price_alerts`, which only the application
-/// can give back.
-const CONTRACT_COLUMNS: [&str; 11] = [
-    "id",
-    "ticker",
-    "condition",
-    "target_price",
-    "reference_price",
-    "enabled",
-    "triggered_at",
-    "triggered_price",
-    "created_at",
-    "user_id",
-    "note",
+/// The contract's columns of the application's tables, which only the
+/// application can give back.
+const CONTRACT_COLUMNS: [&str; 14] = [
+    "price_alerts.id",
+    "price_alerts.ticker",
+    "price_alerts.condition",
+    "price_alerts.target_price",
+    "price_alerts.reference_price",
+    "price_alerts.enabled",
+    "price_alerts.triggered_at",
+    "price_alerts.triggered_price",
+    "price_alerts.created_at",
+    "price_alerts.user_id",
+    "price_alerts.note",
+    "quotes.ticker",
+    "quotes.price",
+    "quotes.updated_at",
 ];
 
 /// The tables: the application's two, and the daemon's own, which only a
@@ -254,8 +257,10 @@ fn find_missing(connection: &Connection) -> rusqlite::Result<Missing> {
     let present: HashSet<String> = statement
         .query_map([], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut statement =
-        connection.prepare_cached("SELECT name FROM pragma_table_info('price_alerts')")?;
+    let mut statement = connection.prepare_cached(
+        "SELECT 'price_alerts.' || name FROM pragma_table_info('price_alerts')
+         UNION ALL SELECT 'quotes.' || name FROM pragma_table_info('quotes')",
+    )?;
     let columns: HashSet<String> = statement
         .query_map([], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
@@ -267,14 +272,15 @@ fn find_missing(connection: &Connection) -> rusqlite::Result<Missing> {
         .iter()
         .map(|table| format!("table {table}"))
         .collect();
-    if !tables.contains(&"price_alerts") {
-        unrepairable.extend(
-            CONTRACT_COLUMNS
-                .into_iter()
-                .filter(|column| !columns.contains(*column))
-                .map(|column| format!("column price_alerts.{column}")),
-        );
-    }
+    unrepairable.extend(
+        CONTRACT_COLUMNS
+            .into_iter()
+            .filter(|column| {
+                let table = column.split('.').next().unwrap_or_default();
+                !tables.contains(&table) && !columns.contains(*column)
+            })
+            .map(|column| format!("column {column}")),
+    );
     // Objects on a missing table or column, or that name a missing table,
     // cannot be made: what is missing is said once, as the table or column.
     let repairable = unrepairable.is_empty();
@@ -285,7 +291,7 @@ fn find_missing(connection: &Connection) -> rusqlite::Result<Missing> {
             .collect(),
         columns: COLUMNS
             .into_iter()
-            .filter(|(name, _, _)| repairable && !columns.contains(*name))
+            .filter(|(name, _, _)| repairable && !columns.contains(&format!("price_alerts.{name}")))
             .collect(),
         unrepairable,
     })
@@ -400,7 +406,10 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        let mut expected: Vec<&str> = CONTRACT_COLUMNS.to_vec();
+        let mut expected: Vec<&str> = CONTRACT_COLUMNS
+            .iter()
+            .filter_map(|column| column.strip_prefix("price_alerts."))
+            .collect();
         expected.extend(COLUMNS.iter().map(|(name, _, _)| *name));
         let mut columns: Vec<&str> = columns.iter().map(String::as_str).collect();
         columns.sort_unstable();
@@ -478,6 +487,16 @@ mod tests {
         // Nothing more to do, and nothing done.
         assert_eq!(audit(&connection).unwrap(), Audit::default());
         assert_eq!(repair(&mut connection).unwrap(), Repaired::default());
+    }
+
+    #[test]
+    fn a_contract_column_the_application_renamed_is_named_not_recreated() {
+        let connection = migrated();
+        connection
+            .execute_batch("ALTER TABLE quotes RENAME COLUMN updated_at TO stamp")
+            .unwrap();
+        let audited = audit(&connection).unwrap();
+        assert_eq!(audited.unrepairable, ["column quotes.updated_at"]);
     }
 
     #[test]
