@@ -33,6 +33,9 @@ pub(super) enum LoopEvent {
     /// The reacting jobs this member holds the lease of, as of a heartbeat.
     Reacting(Vec<String>),
     Signal(Signal),
+    /// The outbox's pending events and dead letters, counted off the loop
+    /// for systemd's status (`None`: the database did not say).
+    Backlog(Option<(u64, u64)>),
     /// Time to tell systemd's watchdog that the loop and the scheduler are alive.
     Heartbeat,
 }

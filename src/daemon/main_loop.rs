@@ -47,6 +47,12 @@ impl Daemon {
                         book_heartbeat(&self.scheduler, interval, &self.events).await;
                     }
                 }
+                LoopEvent::Backlog(backlog) => {
+                    if self.status.counted(backlog) {
+                        self.count_backlog();
+                    }
+                    systemd::status(&self.status.text());
+                }
                 LoopEvent::Signal(Signal::Reload) => self.reload().await,
                 LoopEvent::Signal(Signal::Shutdown) => return,
             }
@@ -191,7 +197,21 @@ impl Daemon {
         self.ended(job.clone());
         log_run(&job, &result, self.failures.entry(job.clone()).or_default());
         self.status.ran(&job, &result);
-        systemd::status(&self.status.text(self.runner.backlog().await.ok()));
+        systemd::status(&self.status.text());
+        self.count_backlog();
+    }
+
+    /// Counts the outbox for systemd's status, off the loop: its answer
+    /// comes back as an event. The loop never waits for the database.
+    fn count_backlog(&mut self) {
+        if !self.status.count() {
+            return;
+        }
+        let (runner, events) = (self.runner.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let backlog = runner.backlog().await.ok();
+            let _ = events.send(LoopEvent::Backlog(backlog));
+        });
     }
 
     /// A run of `job` succeeded, or its fire time went to another member:
@@ -240,6 +260,7 @@ impl Daemon {
             );
         }
         systemd::ready();
-        systemd::status(&self.status.text(self.runner.backlog().await.ok()));
+        systemd::status(&self.status.text());
+        self.count_backlog();
     }
 }

@@ -186,6 +186,7 @@ impl Daemon {
                 }
                 LoopEvent::Signal(Signal::Shutdown) => tracing::info!("already stopping"),
                 LoopEvent::Due { .. }
+                | LoopEvent::Backlog(_)
                 | LoopEvent::Orphaned(_)
                 | LoopEvent::Changed(_)
                 | LoopEvent::Reacting(_)

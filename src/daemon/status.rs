@@ -10,6 +10,11 @@ use super::report::JobReport;
 pub(super) struct SystemdStatus {
     last_run: Option<String>,
     pub(super) reload: Option<String>,
+    /// The outbox as last counted, if the database said.
+    backlog: Option<(u64, u64)>,
+    /// A count is under way; another is owed after it.
+    counting: bool,
+    recount: bool,
 }
 
 impl SystemdStatus {
@@ -26,8 +31,28 @@ impl SystemdStatus {
         });
     }
 
-    /// The text, with the number of pending events if it could be read.
-    pub(super) fn text(&self, backlog: Option<(u64, u64)>) -> String {
+    /// Whether to start counting the outbox now: not while a count is
+    /// under way (one more follows it then), so that a database that does
+    /// not answer never has counts pile up.
+    pub(super) fn count(&mut self) -> bool {
+        if self.counting {
+            self.recount = true;
+            return false;
+        }
+        self.counting = true;
+        true
+    }
+
+    /// A count ended; whether to start another.
+    pub(super) fn counted(&mut self, backlog: Option<(u64, u64)>) -> bool {
+        self.backlog = backlog;
+        self.counting = false;
+        std::mem::take(&mut self.recount) && self.count()
+    }
+
+    /// The text, with the number of pending events as last counted.
+    pub(super) fn text(&self) -> String {
+        let backlog = self.backlog;
         let mut parts: Vec<String> = Vec::new();
         parts.extend(self.reload.clone());
         parts.push(

@@ -20,6 +20,13 @@ const LEASE_MARGIN: Duration = Duration::from_secs(10);
 /// while requests are still running.
 pub(super) const RECORD_AFTER: Duration = Duration::from_millis(20);
 
+/// How long an exchange with the outbox may take before the deliverer
+/// starts no more attempts until it ends (it takes milliseconds): a
+/// database that does not answer could not record what they deliver, and
+/// each would be sent again once its lease ran out. The same while
+/// exchanges fail.
+pub(super) const RECORD_OVERDUE: Duration = Duration::from_secs(2);
+
 impl Webhook {
     /// Attempts at once.
     pub(super) fn concurrency(&self) -> usize {

@@ -20,7 +20,7 @@ use crate::store::outbox::{self, Exchanged, Leased, Outcome, Settled, Want};
 use crate::store::{self, Pool};
 
 use super::attempt::{Webhook, attempt, say_unlogged_dead_letters};
-use super::lease::RECORD_AFTER;
+use super::lease::{RECORD_AFTER, RECORD_OVERDUE};
 use super::time::{DbClock, Stop};
 use super::users::{Answered, Users};
 
@@ -92,6 +92,8 @@ struct Pipeline {
     /// The exchange under way, with the outcomes it records and how many
     /// rows it asked for.
     exchange: Option<(Exchanging, Arc<Vec<Settled>>)>,
+    /// When the exchange under way started.
+    exchange_since: Option<Instant>,
     asked: usize,
     /// Routing by user: `Users::room_made` when the exchange under way was asked for.
     room_when_asked: u64,
@@ -133,6 +135,7 @@ impl Deliverer<'_> {
             finished: Vec::new(),
             finished_since: None,
             exchange: None,
+            exchange_since: None,
             asked: 0,
             room_when_asked: 0,
             exhausted: false,
@@ -189,6 +192,9 @@ impl Deliverer<'_> {
     /// the first row in queue order, or, routing by user, the first of a
     /// user with no request in flight.
     fn dispatch(&self, pipeline: &mut Pipeline, stop: &Stop) {
+        if self.failures_in_a_row > 0 || pipeline.recording_overdue() {
+            return;
+        }
         while pipeline.attempts.len() < pipeline.webhook.concurrency() {
             let next = match &pipeline.users {
                 None => (!pipeline.queue.is_empty()).then_some(0),
@@ -287,6 +293,7 @@ impl Deliverer<'_> {
             Ok((leased, DbClock::read(since, now_ms)))
         };
         pipeline.exchange = Some((Box::pin(exchanging), settled));
+        pipeline.exchange_since = Some(now);
         pipeline.asked = limit;
         pipeline.room_when_asked = pipeline.users.as_ref().map_or(0, |users| users.room_made);
     }
@@ -339,6 +346,7 @@ impl Deliverer<'_> {
         result: anyhow::Result<(Vec<Leased>, DbClock)>,
     ) -> Result<(), ()> {
         let (_, recorded) = pipeline.exchange.take().expect("an exchange was under way");
+        pipeline.exchange_since = None;
         match result {
             Ok((leased, clock)) => {
                 pipeline.clock = Some(clock);
@@ -409,6 +417,13 @@ impl Pipeline {
     fn settle(&mut self, settled: Settled) {
         self.finished.push(settled);
         self.finished_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Whether the exchange under way has taken longer than it should (see
+    /// [`RECORD_OVERDUE`]).
+    fn recording_overdue(&self) -> bool {
+        self.exchange_since
+            .is_some_and(|since| since.elapsed() > RECORD_OVERDUE)
     }
 
     /// Nothing leased is left: every row sent and recorded, or given back.

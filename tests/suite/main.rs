@@ -19,6 +19,7 @@ mod delivery;
 mod hostile;
 mod incremental;
 mod kit;
+mod network;
 mod ops;
 mod outage;
 mod package;

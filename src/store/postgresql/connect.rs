@@ -25,6 +25,8 @@ pub struct Manager {
     tls: Tls,
     /// What every connection runs first.
     session: String,
+    /// Whether the URL sets `tcp_user_timeout` (see `Silence`).
+    url_times_out: bool,
     /// Why the last attempt to connect failed, until one succeeds: r2d2's
     /// "timed out waiting for connection" gives it to one waiter only.
     last_failure: Arc<std::sync::Mutex<Option<String>>>,
@@ -47,10 +49,6 @@ impl Manager {
     /// and one that requires TLS fails against a server without it.
     pub fn connect(&self) -> Result<Client, postgres::Error> {
         let connected = self.connect_as_configured().and_then(|mut client| {
-            // A statement waits for a row lock at most as long as SQLite
-            // waits for its write lock (`busy_timeout`), then fails and is
-            // retried by the next tick or round. Set in the session, not as
-            // a startup `options` parameter, which PgBouncer refuses.
             client.batch_execute(&self.session)?;
             Ok(client)
         });
@@ -117,12 +115,123 @@ pub fn manager(config: &PostgresConfig, lock_timeout: Duration) -> anyhow::Resul
         PostgresTls::Allow => Tls::Allow(verified()?),
         _ => Tls::Rustls(verified()?),
     };
+    // A network that goes silent (a partition, a dead NAT entry, a proxy
+    // that stops forwarding) is noticed by both ends within seconds, not
+    // after the two hours of the kernel's defaults: see `Silence`. A URL's
+    // own `tcp_user_timeout` stays.
+    let url_times_out = settings.get_tcp_user_timeout().is_some();
+    Silence::POOL.client(&mut settings, url_times_out);
     Ok(Manager {
         config: settings,
         tls,
-        session: format!("SET lock_timeout = {}", lock_timeout.as_millis()),
+        session: session(lock_timeout, &Silence::POOL),
+        url_times_out,
         last_failure: Arc::default(),
     })
+}
+
+impl Manager {
+    /// The manager of the listener's connection, which is silent for long
+    /// stretches by design: it notices a silent network sooner (see
+    /// `listen`'s pings).
+    pub fn for_listening(&self) -> Manager {
+        let mut manager = self.clone();
+        Silence::LISTENER.client(&mut manager.config, self.url_times_out);
+        manager
+    }
+}
+
+/// How soon a connection notices that the network went silent, on both
+/// ends: TCP keepalives probe an idle connection (`idle`, then every
+/// `interval`, `retries` times), and data unacknowledged for `user_timeout`
+/// fails it. The server's end is set in the session (`tcp_*` settings), so
+/// that a daemon cut off mid-transaction loses its locks as its server
+/// session ends.
+pub(super) struct Silence {
+    idle: Duration,
+    interval: Duration,
+    retries: u32,
+    user_timeout: Duration,
+}
+
+impl Silence {
+    /// The pool's: an idle connection found dead within 11 s, a busy one
+    /// within 10 s.
+    pub(super) const POOL: Silence = Silence {
+        idle: Duration::from_secs(5),
+        interval: Duration::from_secs(2),
+        retries: 3,
+        user_timeout: Duration::from_secs(10),
+    };
+
+    /// The listener's, which pings every `listen::PING`: found dead about
+    /// 3 s after a ping (the kernel gives up at the first retransmission
+    /// past the user timeout: 0.2, 0.6, 1.4, 3.0 s).
+    const LISTENER: Silence = Silence {
+        idle: Duration::from_secs(2),
+        interval: Duration::from_secs(1),
+        retries: 2,
+        user_timeout: Duration::from_secs(3),
+    };
+
+    /// Sets the client's end; the user timeout unless the URL sets one.
+    fn client(&self, settings: &mut postgres::Config, url_times_out: bool) {
+        settings.keepalives(true);
+        settings.keepalives_idle(self.idle);
+        settings.keepalives_interval(self.interval);
+        settings.keepalives_retries(self.retries);
+        if !url_times_out {
+            settings.tcp_user_timeout(self.user_timeout);
+        }
+    }
+}
+
+/// How long one of the daemon's statements may run: a claim batch, a read
+/// of one ticker's alerts, an exchange with the outbox take milliseconds.
+/// Migrations and repairs, which may build an index over millions of rows,
+/// lift it for their own transaction.
+pub(super) const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `call` (a migration, a repair) on `client` without the statement
+/// timeout: it may wait for another daemon's migration, and build indexes.
+pub(super) fn without_statement_timeout<T>(
+    client: &mut Client,
+    call: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+) -> Result<T, postgres::Error> {
+    client.batch_execute("SET statement_timeout = 0")?;
+    let result = call(client);
+    let restored = client.batch_execute(&format!(
+        "SET statement_timeout = {}",
+        STATEMENT_TIMEOUT.as_millis()
+    ));
+    let value = result?;
+    restored?;
+    Ok(value)
+}
+
+/// How long the server lets one of the daemon's sessions sit in an open
+/// transaction without a statement: the daemon never waits between the
+/// statements of a transaction, so a session idle this long belongs to a
+/// daemon cut off, or stalled, and the server ends it, with its row locks.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
+
+/// What every connection runs first, in the session, not as startup
+/// `options`, which PgBouncer refuses. A statement waits for a row lock at
+/// most as long as SQLite waits for its write lock (`busy_timeout`), then
+/// fails and is retried by the next tick or round.
+fn session(lock_timeout: Duration, silence: &Silence) -> String {
+    format!(
+        "SET lock_timeout = {}; SET statement_timeout = {}; \
+         SET idle_in_transaction_session_timeout = {}; SET tcp_keepalives_idle = {}; \
+         SET tcp_keepalives_interval = {}; SET tcp_keepalives_count = {}; SET tcp_user_timeout = {}",
+        lock_timeout.as_millis(),
+        STATEMENT_TIMEOUT.as_millis(),
+        IDLE_IN_TRANSACTION.as_millis(),
+        silence.idle.as_secs(),
+        silence.interval.as_secs(),
+        silence.retries,
+        silence.user_timeout.as_millis(),
+    )
 }
 
 /// rustls with the system's roots (as the webhook's client), or only the

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator as _;
 
+use crate::log_recurring;
+use crate::recurring::Recurring;
 use crate::store::listen::{Changed, Hearers, MOST_TICKERS};
 
 use super::PgPool;
@@ -31,6 +33,14 @@ const LOOK: Duration = Duration::from_secs(1);
 /// The longest wait between attempts to reconnect.
 const MOST_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How long the listening connection may stay quiet before the listener
+/// asks the server something: over a network gone silent, the question
+/// goes unanswered and the connection fails within the listener's TCP
+/// user timeout (about 3 s, `connect::Silence`), so that the reacting jobs
+/// fall back to looking every second within about 5 s, not after the two
+/// hours of TCP's keepalives.
+pub(super) const PING: Duration = Duration::from_secs(2);
+
 impl PgPool {
     /// Tells `hearers` of queued events and changed quotes or alerts, as
     /// their transactions commit on any member, until `stop` is set.
@@ -43,11 +53,12 @@ impl PgPool {
         hearers: Arc<Hearers>,
         stop: Arc<AtomicBool>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let manager = self.manager.clone();
+        let manager = self.manager.for_listening();
         std::thread::Builder::new()
             .name("listener".into())
             .spawn(move || {
                 let mut backoff = LOOK;
+                let mut failures = Recurring::default();
                 while !stop.load(Ordering::Relaxed) {
                     let listening = manager.connect().and_then(|mut client| {
                         client.batch_execute(&format!("LISTEN {OUTBOX_CHANNEL}"))?;
@@ -56,7 +67,12 @@ impl PgPool {
                     let client = match listening {
                         Ok(client) => client,
                         Err(error) => {
-                            tracing::debug!(%error, "listening failed; polling meanwhile");
+                            log_recurring!(
+                                warn,
+                                failures,
+                                crate::logging::error_chain(&error),
+                                "listening for notifications failed: reacting jobs look for changes every second meanwhile"
+                            );
                             let retry = Instant::now() + backoff;
                             while Instant::now() < retry && !stop.load(Ordering::Relaxed) {
                                 hearers.changed(Changed::Unknown);
@@ -67,9 +83,17 @@ impl PgPool {
                         }
                     };
                     backoff = LOOK;
+                    if let Some(failed) = failures.succeeded() {
+                        tracing::info!(failed, "listening for notifications again");
+                    }
                     hearers.new_events();
                     if let Err(error) = hear(client, &hearers, &stop) {
-                        tracing::debug!(%error, "the listening connection failed; reconnecting");
+                        log_recurring!(
+                            warn,
+                            failures,
+                            crate::logging::error_chain(&error),
+                            "the listening connection failed: reacting jobs look for changes every second until it is back"
+                        );
                         hearers.changed(Changed::Unknown);
                     }
                 }
@@ -82,6 +106,7 @@ impl PgPool {
 fn hear(mut client: Client, hearers: &Hearers, stop: &AtomicBool) -> Result<(), postgres::Error> {
     let mut changes = false;
     let mut payloads = Vec::new();
+    let mut heard = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let wanted = hearers.wants_changes();
         if wanted != changes {
@@ -93,10 +118,16 @@ fn hear(mut client: Client, hearers: &Hearers, stop: &AtomicBool) -> Result<(), 
                 hearers.changed(Changed::Unknown);
             }
         }
+        if heard.elapsed() >= PING {
+            // Still there? (See `PING`.)
+            client.batch_execute("SELECT 1")?;
+            heard = Instant::now();
+        }
         let mut notifications = client.notifications();
         let Some(first) = notifications.timeout_iter(LOOK).next()? else {
             continue;
         };
+        heard = Instant::now();
         // Coalesce what else arrived: one call for each hearer is enough.
         payloads.clear();
         let mut events = false;

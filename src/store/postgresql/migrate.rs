@@ -42,11 +42,13 @@ pub(super) fn schema_version(
 /// taken before the transaction begins: a transaction that began before the
 /// winner committed could still see the catalog without the winner's tables.
 pub fn migrate(client: &mut Client) -> Result<(), postgres::Error> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-    let migrated = migrate_locked(client);
-    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
-    migrated?;
-    unlocked.map(|_| ())
+    super::connect::without_statement_timeout(client, |client| {
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+        let migrated = migrate_locked(client);
+        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+        migrated?;
+        unlocked.map(|_| ())
+    })
 }
 
 fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {

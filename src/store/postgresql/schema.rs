@@ -306,13 +306,14 @@ pub fn repair(connection: &mut PgConnection) -> Result<Repaired> {
         });
     }
     // As a migration: daemons starting at once repair once.
-    let client = connection.client();
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-    let repaired = repair_locked(client);
-    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
-    let repaired = repaired?;
-    unlocked?;
-    Ok(repaired)
+    super::connect::without_statement_timeout(connection.client(), |client| {
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+        let repaired = repair_locked(client);
+        let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+        let repaired = repaired?;
+        unlocked?;
+        Ok(repaired)
+    })
 }
 
 fn repair_locked(client: &mut postgres::Client) -> Result<Repaired> {

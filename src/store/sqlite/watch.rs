@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, params};
 
+use crate::log_recurring;
+use crate::recurring::Recurring;
 use crate::store::listen::{Changed, Hearers, MOST_TICKERS};
 
 /// How often the watcher looks without being told to.
@@ -31,63 +33,119 @@ const PAUSE: Duration = Duration::from_millis(1);
 /// Tells `hearers` the tickers of the quotes and alerts changed by each
 /// commit, by any process, until `stop` is set: first [`Changed::Unknown`]
 /// (what changed before), then what each commit changed. On a thread and a
-/// connection of its own.
+/// connection of its own, which it opens itself: the caller (the daemon's
+/// loop) never waits for the database. Until it has a connection (the
+/// database is locked, or gone), it says [`Changed::Unknown`] every second,
+/// so that the jobs look for themselves.
 pub fn watch(
     path: &Path,
     busy_timeout: Duration,
     hearers: Arc<Hearers>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let connection = super::open_read_only(path, busy_timeout)?;
-    let mut seen = super::changes::last_change(&connection)?;
-    let folder = Folder::watch(path);
-    if let Err(error) = &folder {
-        tracing::warn!(
-            database = %path.display(),
-            %error,
-            "inotify cannot watch the database's folder: changes are seen every 250 ms"
-        );
-    }
-    let folder = folder.ok();
     let path = path.to_path_buf();
     Ok(std::thread::Builder::new()
         .name("change-watcher".into())
         .spawn(move || {
-            let mut version = data_version(&connection).unwrap_or_default();
-            let mut failing = false;
-            let mut recheck: Option<Duration> = None;
-            hearers.changed(Changed::Unknown);
-            while !stop.load(Ordering::Relaxed) {
-                let told = match &folder {
-                    Some(folder) => folder.wait(recheck.unwrap_or(BACKSTOP)),
-                    None => {
-                        std::thread::sleep(BACKSTOP);
-                        false
-                    }
-                };
-                let before = seen;
-                let looked = (|| {
-                    let now = data_version(&connection)?;
-                    if !told && recheck.is_none() && now == version {
-                        return Ok(());
-                    }
-                    version = now;
-                    look(&connection, &mut seen, &hearers)
-                })();
-                recheck = next_recheck(told, seen != before, recheck);
-                if told {
-                    std::thread::sleep(PAUSE);
-                }
-                match looked {
-                    Ok(()) => failing = false,
-                    Err(error) if !failing => {
-                        failing = true;
-                        tracing::warn!(database = %path.display(), %error, "looking for changes failed; trying again");
-                    }
-                    Err(_) => {}
-                }
+            let Some((connection, seen)) = connect(&path, busy_timeout, &hearers, &stop) else {
+                return;
+            };
+            let folder = Folder::watch(&path);
+            if let Err(error) = &folder {
+                tracing::warn!(
+                    database = %path.display(),
+                    %error,
+                    "inotify cannot watch the database's folder: changes are seen every 250 ms"
+                );
             }
+            watch_with(&connection, seen, folder.ok(), &path, &hearers, &stop);
         })?)
+}
+
+/// The watcher's connection and the change log's last number, once it can
+/// have them; until then, [`Changed::Unknown`] every second. `None` if
+/// stopped first.
+fn connect(
+    path: &Path,
+    busy_timeout: Duration,
+    hearers: &Hearers,
+    stop: &AtomicBool,
+) -> Option<(Connection, i64)> {
+    let mut failures = Recurring::default();
+    while !stop.load(Ordering::Relaxed) {
+        let opened = super::open_read_only(path, busy_timeout).and_then(|connection| {
+            let seen = super::changes::last_change(&connection)?;
+            Ok((connection, seen))
+        });
+        match opened {
+            Ok(opened) => {
+                if let Some(failed) = failures.succeeded() {
+                    tracing::info!(failed, "watching the database for changes again");
+                }
+                return Some(opened);
+            }
+            Err(error) => {
+                log_recurring!(
+                    warn,
+                    failures,
+                    format!("{error:#}"),
+                    "watching the database for changes failed: reacting jobs look every second meanwhile"
+                );
+                hearers.changed(Changed::Unknown);
+                std::thread::sleep(NO_WATCHER_LOOK);
+            }
+        }
+    }
+    None
+}
+
+/// While the watcher has no connection, how often the jobs are told to
+/// look for themselves.
+const NO_WATCHER_LOOK: Duration = Duration::from_secs(1);
+
+/// Watches on `connection` from change `seen` on (see [`watch`]).
+fn watch_with(
+    connection: &Connection,
+    mut seen: i64,
+    folder: Option<Folder>,
+    path: &Path,
+    hearers: &Hearers,
+    stop: &AtomicBool,
+) {
+    let mut version = data_version(connection).unwrap_or_default();
+    let mut failing = false;
+    let mut recheck: Option<Duration> = None;
+    hearers.changed(Changed::Unknown);
+    while !stop.load(Ordering::Relaxed) {
+        let told = match &folder {
+            Some(folder) => folder.wait(recheck.unwrap_or(BACKSTOP)),
+            None => {
+                std::thread::sleep(BACKSTOP);
+                false
+            }
+        };
+        let before = seen;
+        let looked = (|| {
+            let now = data_version(connection)?;
+            if !told && recheck.is_none() && now == version {
+                return Ok(());
+            }
+            version = now;
+            look(connection, &mut seen, hearers)
+        })();
+        recheck = next_recheck(told, seen != before, recheck);
+        if told {
+            std::thread::sleep(PAUSE);
+        }
+        match looked {
+            Ok(()) => failing = false,
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(database = %path.display(), %error, "looking for changes failed; trying again");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// When to look again without being told, after a look that a write woke

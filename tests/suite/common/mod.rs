@@ -12,6 +12,7 @@ mod process;
 mod quotes;
 mod receiver;
 mod relay;
+mod silence;
 mod tick;
 mod users;
 
@@ -22,6 +23,7 @@ pub use process::*;
 pub use quotes::*;
 pub use receiver::*;
 pub use relay::*;
+pub use silence::*;
 pub use tick::*;
 pub use users::*;
 

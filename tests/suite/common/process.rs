@@ -19,6 +19,23 @@ pub(super) fn signal(pid: u32, name: &str) -> bool {
         .is_ok_and(|status| status.success())
 }
 
+/// A child process killed when dropped: a test that fails halfway leaves
+/// none behind.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `kill -NAME pid` to a process a test started itself; false if it
+/// failed.
+pub fn signal_process(pid: u32, name: &str) -> bool {
+    signal(pid, name)
+}
+
 /// Sends `kill -NAME -- -group` to every process of a process group.
 pub(super) fn signal_group(group: u32, name: &str) {
     let _ = Command::new("kill")
