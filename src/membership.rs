@@ -6,7 +6,12 @@
 //! takes its fire over once the lease has run out. Correctness never rests on
 //! this: a fire done twice claims nothing twice.
 
+use std::sync::Mutex;
 use std::time::Duration;
+
+use crate::lock::lock;
+use crate::log_recurring;
+use crate::recurring::Recurring;
 
 use crate::store::clock::{self, Offset};
 use crate::store::cluster::{self, Finish, Fire, Me, Member};
@@ -74,20 +79,28 @@ pub enum Taken {
 
 /// Tries to take `fire` for `me`. When the database cannot say, the fire is
 /// this member's: doing it twice is only work, and a database that cannot be
-/// reached fails the run anyway.
-pub async fn take(pool: &Pool, me: &str, fire: &Fire) -> Taken {
+/// reached fails the run anyway. That it cannot say is logged as `failures`
+/// go (when it starts, changes and ends, and once a minute).
+pub async fn take(pool: &Pool, me: &str, fire: &Fire, failures: &Mutex<Recurring>) -> Taken {
     let (me, fire) = (me.to_owned(), fire.clone());
     let taken = store::blocking(pool, "taking a fire time", move |connection| {
         cluster::take_fire(connection, &fire, &me, FIRE_LEASE.as_millis() as i64)
     })
     .await;
+    if taken.is_ok()
+        && let Some(failed) = lock(failures).succeeded()
+    {
+        tracing::info!(failed, "fire times can be taken again");
+    }
     match taken {
         Ok(Some(1)) => Taken::Mine,
         Ok(Some(_)) => Taken::TakenOver,
         Ok(None) => Taken::Elsewhere,
         Err(error) => {
-            tracing::warn!(
-                error = format!("{error:#}"),
+            log_recurring!(
+                warn,
+                lock(failures),
+                format!("{error:#}"),
                 "could not tell whether another member took this fire time; running it"
             );
             Taken::Mine

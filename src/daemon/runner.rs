@@ -42,6 +42,7 @@ pub(super) struct Runner {
     repairs: Arc<store::Upkeep>,
     /// Failures that may repeat every tick, logged at their changes.
     record_failures: Arc<Mutex<Recurring>>,
+    fire_failures: Arc<Mutex<Recurring>>,
     /// This daemon among those sharing the database; none for `run-job`.
     pub(super) me: Option<Arc<Me>>,
     /// Wakes the deliverer as each claim commits; none for `run-job`.
@@ -72,6 +73,7 @@ impl Runner {
             pruning: Arc::new(store::Upkeep::pruning()),
             repairs: Arc::new(store::Upkeep::repairs()),
             record_failures: Arc::default(),
+            fire_failures: Arc::default(),
             me: None,
             wake_deliverer: None,
         })
@@ -91,7 +93,7 @@ impl Runner {
             .as_ref()
             .map(|me| me.member.clone())
             .unwrap_or_default();
-        match membership::take(&self.pool, &me, &fire).await {
+        match membership::take(&self.pool, &me, &fire, &self.fire_failures).await {
             Taken::Elsewhere => {
                 self.metrics.tick_elsewhere(&job);
                 tracing::debug!(job, at = fire.at_ms, "another member took this fire time");

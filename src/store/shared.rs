@@ -158,6 +158,7 @@ impl Statements for rusqlite::Connection {
         &mut self,
         call: impl FnOnce(&mut Self) -> rusqlite::Result<T>,
     ) -> rusqlite::Result<T> {
+        let _turn = super::sqlite::Turn::take();
         self.execute_batch("BEGIN IMMEDIATE")?;
         let result = rolled_back_on_panic(self, call, |connection| {
             let _ = connection.execute_batch("ROLLBACK");

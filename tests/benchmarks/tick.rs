@@ -418,8 +418,17 @@ fn main() {
         }
         run_job(&config, &tick_db, 0);
         move_quotes(&tick_db, 1, 0);
+        let application = Application::beside(&tick_db);
         let all = run_job(&config, &tick_db, all_triggered);
+        let application = application.end();
         row("all moved", &all, Some(floor_ms), "<= 1.5x");
+        println!(
+            "  beside it, the application wrote a quote every 20 ms: {} writes, the longest waited \
+             {:.0} ms for the lock (goal <= 1000 ms); the WAL peaked at {:.1} MiB (bound 16 MiB and a transaction)",
+            application.writes,
+            application.longest.as_secs_f64() * 1000.0,
+            application.wal_peak as f64 / (1024.0 * 1024.0)
+        );
         delivery_rates.push((
             alerts,
             all.value("delivered") / (all.value("delivery_ms") / 1000.0),
@@ -483,6 +492,61 @@ fn main() {
     );
 
     latency::rows(dir.path(), &relay);
+}
+
+/// The application beside a run: a quote written every 20 ms on its own
+/// connection, with SQLite's default busy handler (a busy timeout), as most
+/// applications write; and the WAL's size.
+struct Application {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    writer: std::thread::JoinHandle<Beside>,
+}
+
+/// What the application saw.
+struct Beside {
+    writes: usize,
+    longest: Duration,
+    wal_peak: u64,
+}
+
+impl Application {
+    fn beside(path: &Path) -> Application {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stopping, path) = (stop.clone(), path.to_path_buf());
+        let writer = std::thread::spawn(move || {
+            let app = rusqlite::Connection::open(&path).unwrap();
+            app.busy_timeout(Duration::from_secs(60)).unwrap();
+            let wal = path.with_extension("db-wal");
+            let mut beside = Beside {
+                writes: 0,
+                longest: Duration::ZERO,
+                wal_peak: 0,
+            };
+            while !stopping.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                app.execute(
+                    "INSERT INTO quotes (ticker, price, updated_at) VALUES ('APPLICATION', ?1, ?2)
+                     ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+                    rusqlite::params![100.0 + beside.writes as f64 % 7.0, chrono::Utc::now().to_rfc3339()],
+                )
+                .unwrap();
+                beside.longest = beside.longest.max(started.elapsed());
+                beside.writes += 1;
+                if let Ok(metadata) = std::fs::metadata(&wal) {
+                    beside.wal_peak = beside.wal_peak.max(metadata.len());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            beside
+        });
+        Application { stop, writer }
+    }
+
+    fn end(self) -> Beside {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.writer.join().unwrap()
+    }
 }
 
 /// One row of the table.

@@ -16,6 +16,7 @@ mod cluster;
 mod consumers;
 mod crash;
 mod delivery;
+mod disk;
 mod hostile;
 mod incremental;
 mod kit;

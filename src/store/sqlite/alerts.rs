@@ -143,6 +143,7 @@ pub fn come_back(
     if prices.is_empty() {
         return Ok(returned);
     }
+    let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         // Back below (or, for `outside` and `exiting`, back inside the
@@ -218,6 +219,7 @@ pub fn rearm_cooled_down(
     if !due {
         return Ok(0);
     }
+    let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let rearmed = transaction.execute(
         &format!(
@@ -243,6 +245,10 @@ pub fn rearm_cooled_down(
 /// that were evaluated (invariant 1), and an outbox row is inserted for
 /// exactly the rows this statement changed (invariant 2). Returns the alerts
 /// this call claimed.
+/// Where the room left on the disk would not hold the batch's WAL, in
+/// several transactions, each a claim of its own (`wal::claims_that_fit`);
+/// each transaction takes its turn at the write lock (`wal::Turn`) and may
+/// checkpoint the WAL after it.
 pub fn claim(
     connection: &mut Connection,
     triggers: &[Trigger],
@@ -250,25 +256,40 @@ pub fn claim(
     now_ms: i64,
 ) -> rusqlite::Result<Claimed> {
     let stamp = crate::store::timestamp(triggered_at);
+    let per_transaction = super::wal::claims_that_fit(connection, triggers.len());
+    // One writer at a time holds the whole database: no row is ever locked
+    // by someone else while the claim runs.
+    let mut claimed = Claimed::default();
+    for part in triggers.chunks(per_transaction) {
+        claimed
+            .claimed
+            .extend(claim_in_one_transaction(connection, part, &stamp, now_ms)?);
+        super::wal::after_write(connection);
+    }
+    Ok(claimed)
+}
+
+fn claim_in_one_transaction(
+    connection: &mut Connection,
+    triggers: &[Trigger],
+    stamp: &str,
+    now_ms: i64,
+) -> rusqlite::Result<Vec<i64>> {
+    let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let installation = super::installation_id(&transaction)?;
     stage_claims(&transaction, triggers)?;
-    let changed = disable_staged(&transaction, &stamp)?;
+    let changed = disable_staged(&transaction, stamp)?;
     enqueue_claimed(
         &transaction,
         &installation,
         triggers,
         &changed,
-        &stamp,
+        stamp,
         now_ms,
     )?;
     transaction.commit()?;
-    // One writer at a time holds the whole database: no row is ever locked
-    // by someone else while the claim runs.
-    Ok(Claimed {
-        claimed: changed.into_keys().collect(),
-        locked: Vec::new(),
-    })
+    Ok(changed.into_keys().collect())
 }
 
 /// Stages a claim's batch in a temporary table (exact values, bound as

@@ -353,6 +353,7 @@ const PRUNE_CHUNK: i64 = 5_000;
 /// chunks, so that no reader ever misses a change it would read. The last
 /// row stays whatever its age: the next change's number is one past it.
 pub fn prune_change_log(connection: &mut Connection, cutoff: &str) -> rusqlite::Result<u64> {
+    let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let settled = horizon(&transaction)?.settled;
     let oldest: Option<i64> = transaction

@@ -6,8 +6,10 @@
 
 mod migrate;
 pub mod schema;
+mod wal;
 
 pub use migrate::{SCHEMA_VERSION, migrate};
+pub(super) use wal::Turn;
 
 use std::path::Path;
 use std::time::Duration;
@@ -139,9 +141,12 @@ fn prepare_connection(connection: &mut Connection, busy_timeout: Duration) -> ru
     // threshold, often a claim mid-tick; `Checkpoints` run after ticks and
     // delivery bursts instead, at most one a second (the application's
     // connections keep theirs).
-    connection.execute_batch(
-        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512; PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;",
-    )
+    // A WAL reset truncates the file to `wal::WAL_LIMIT` (see `wal`).
+    connection.execute_batch(&format!(
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512; \
+         PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = {};",
+        wal::WAL_LIMIT
+    ))
 }
 
 /// How a pooled connection waits for the write lock, up to `busy_timeout`:

@@ -14,6 +14,7 @@ pub fn finish_tick(
     (job, watermark): (&str, i64),
     now: &str,
 ) -> rusqlite::Result<()> {
+    let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     transaction.execute(
         crate::store::watermarks::ADVANCE,

@@ -41,6 +41,7 @@ pub fn upsert(
     connection: &mut Connection,
     quotes: &[(String, f64, String)],
 ) -> rusqlite::Result<()> {
+    let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut upsert = transaction.prepare_cached(

@@ -193,6 +193,16 @@ impl Db {
         db
     }
 
+    /// A fresh SQLite database with the daemon's schema, in a folder of its
+    /// own inside `folder` (a small file system a test mounted).
+    pub fn in_folder(folder: &std::path::Path) -> Db {
+        let mut db = Db::empty_on(Engine::Sqlite, postgresql::cluster);
+        db.dir = tempfile::tempdir_in(folder).unwrap();
+        db.path = db.dir.path().join("alerts.db");
+        drop(db.pool(2));
+        db
+    }
+
     fn empty_on(engine: Engine, cluster: fn() -> &'static postgresql::Cluster) -> Db {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("alerts.db");

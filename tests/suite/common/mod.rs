@@ -7,6 +7,7 @@ pub mod postgresql;
 #[macro_use]
 mod db;
 mod config;
+mod disk;
 mod http;
 mod process;
 mod quotes;
@@ -18,6 +19,7 @@ mod users;
 
 pub use config::*;
 pub use db::*;
+pub use disk::*;
 pub use http::*;
 pub use process::*;
 pub use quotes::*;

@@ -1,0 +1,235 @@
+//! SQLite: the daemon's own writes keep the WAL bounded and leave the
+//! application its turns at the write lock.
+//!
+//! **The WAL.** The daemon's connections never checkpoint on their own
+//! (`wal_autocheckpoint = 0`: a checkpoint would land in whichever commit
+//! crossed the threshold, often a claim mid-tick). After each of its write
+//! transactions that grew the WAL past [`WAL_LIMIT`], or past a quarter of
+//! the room left on the database's file system, the daemon checkpoints it
+//! whole and truncates it to nothing (`TRUNCATE`, which waits, up to
+//! `busy_timeout`, for readers still on it: the tick's own readers finish
+//! their statements within milliseconds). `journal_size_limit` truncates it
+//! to [`WAL_LIMIT`] whenever it is reset. So the WAL stays within the limit
+//! and one transaction beyond it, unless someone else's reader holds it
+//! longer than `busy_timeout`. A claim transaction writes about 12 KiB of WAL
+//! per alert (the alert's page, an index page, the event's index page, each
+//! 4 KiB, where alerts are scattered): where the room left would not hold a
+//! claim batch's share, the claim goes in smaller transactions
+//! ([`claims_that_fit`]), so that a few MB free are enough to go on.
+//!
+//! **The write lock.** SQLite has one writer at a time, and a waiter that
+//! uses SQLite's default busy handler (most applications: Python's
+//! `sqlite3`, better-sqlite3, ...) tries again only every 100 ms once it has
+//! waited 228 ms. A large tick's claims follow each other within
+//! microseconds: such a waiter could find the lock taken at each try for
+//! as long as the tick claims (24.7 s was seen). So the daemon's writers
+//! share the lock ([`Turn`]): after [`RUN`] of write transactions with no
+//! pause, every writer of the process waits out [`GAP`], longer than the
+//! default handler's longest sleep, before its next; an application write
+//! waits about `RUN + GAP`, a second at most, for the daemon.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use crate::lock::lock;
+
+/// The WAL's bound, beyond one transaction.
+pub const WAL_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// How much WAL a claim transaction writes per alert, at most, where the
+/// alerts are scattered (see the module's doc).
+const CLAIM_WAL_BYTES: u64 = 12 * 1024;
+
+/// The fewest claims a transaction makes, however tight the room.
+const FEWEST_CLAIMS: usize = 16;
+
+/// How long the daemon's writers write, with no pause, before they leave
+/// the write lock to others for [`GAP`].
+pub const RUN: Duration = Duration::from_millis(800);
+
+/// How long the daemon's writers leave the write lock to others after a
+/// [`RUN`]: longer than SQLite's default busy handler sleeps between tries.
+pub const GAP: Duration = Duration::from_millis(150);
+
+/// Bytes free on the file system of the database at `path`, for this
+/// process; `None` if it cannot tell.
+fn room(path: &Path) -> Option<u64> {
+    let folder = path
+        .parent()
+        .filter(|folder| !folder.as_os_str().is_empty());
+    let folder = folder.unwrap_or(Path::new("."));
+    let folder =
+        std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(folder.as_os_str())).ok()?;
+    // SAFETY: a NUL-terminated path and a zeroed struct statvfs fills.
+    unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(folder.as_ptr(), &mut stat) != 0 {
+            return None;
+        }
+        Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+    }
+}
+
+/// The database file of `connection`, if it has one.
+fn database(connection: &Connection) -> Option<&Path> {
+    connection
+        .path()
+        .filter(|path| !path.is_empty())
+        .map(Path::new)
+}
+
+/// How many of `wanted` claims to make per transaction, so that each
+/// transaction's WAL fits in a quarter of the room left on the database's
+/// file system.
+pub(super) fn claims_that_fit(connection: &Connection, wanted: usize) -> usize {
+    let Some(room) = database(connection).and_then(room) else {
+        return wanted.max(1);
+    };
+    let fit = (room / 4 / CLAIM_WAL_BYTES) as usize;
+    wanted.min(fit.max(FEWEST_CLAIMS)).max(1)
+}
+
+/// After a write transaction of the daemon's: checkpoints the WAL whole and
+/// truncates it, when it is past [`WAL_LIMIT`] or past a quarter of the room
+/// left. A checkpoint that cannot finish (a reader holds the WAL longer than
+/// `busy_timeout`) is left to the next write.
+pub(super) fn after_write(connection: &Connection) {
+    let Some(path) = database(connection) else {
+        return;
+    };
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let Ok(size) = std::fs::metadata(&wal).map(|metadata| metadata.len()) else {
+        return;
+    };
+    let limit = match room(path) {
+        Some(room) => WAL_LIMIT.min(room / 4),
+        None => WAL_LIMIT,
+    };
+    if size > limit {
+        let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+}
+
+/// The daemon's writers' share of the write lock (see the module's doc).
+struct Share {
+    /// When the daemon's present run of writes started; none while it
+    /// has not written for [`GAP`].
+    run_since: Option<Instant>,
+    /// When its last write transaction ended.
+    last_end: Option<Instant>,
+    /// Write transactions under way.
+    writing: usize,
+    /// Until when its writers leave the lock to others.
+    gap_until: Option<Instant>,
+}
+
+static SHARE: Mutex<Share> = Mutex::new(Share {
+    run_since: None,
+    last_end: None,
+    writing: 0,
+    gap_until: None,
+});
+
+/// A write transaction's turn at the lock: taken before it begins
+/// ([`Turn::take`]), which may wait out a [`GAP`]; given back when dropped.
+pub(in crate::store) struct Turn(());
+
+impl Turn {
+    pub(in crate::store) fn take() -> Turn {
+        loop {
+            let wait = lock(&SHARE).take(Instant::now());
+            if wait.is_zero() {
+                return Turn(());
+            }
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+impl Share {
+    /// A writer asks for a turn at `now`: how long it must wait first
+    /// (zero: its turn is taken).
+    fn take(&mut self, now: Instant) -> Duration {
+        if let Some(until) = self.gap_until.filter(|until| now < *until) {
+            return until - now;
+        }
+        self.gap_until = None;
+        let paused = self.writing == 0 && self.last_end.is_none_or(|end| now - end >= GAP);
+        let since = match self.run_since {
+            Some(since) if !paused => since,
+            _ => now,
+        };
+        if now - since >= RUN {
+            self.gap_until = Some(now + GAP);
+            self.run_since = None;
+            return GAP;
+        }
+        self.run_since = Some(since);
+        self.writing += 1;
+        Duration::ZERO
+    }
+
+    /// A writer's transaction ended at `now`.
+    fn give_back(&mut self, now: Instant) {
+        self.writing = self.writing.saturating_sub(1);
+        self.last_end = Some(now);
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        lock(&SHARE).give_back(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share() -> Share {
+        Share {
+            run_since: None,
+            last_end: None,
+            writing: 0,
+            gap_until: None,
+        }
+    }
+
+    #[test]
+    fn writes_back_to_back_leave_the_lock_to_others_after_a_run() {
+        let mut share = share();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // A claim every 2 ms, each 1.5 ms long.
+        let mut ms = 0;
+        while ms < RUN.as_millis() as u64 {
+            assert_eq!(share.take(at(ms)), Duration::ZERO, "at {ms} ms");
+            share.give_back(at(ms) + Duration::from_micros(1500));
+            ms += 2;
+        }
+        // Past the run: every writer waits out the gap, then writes again.
+        assert_eq!(share.take(at(ms)), GAP);
+        assert_eq!(share.take(at(ms + 50)), GAP - Duration::from_millis(50));
+        assert_eq!(share.take(at(ms) + GAP), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_pause_as_long_as_the_gap_starts_a_new_run() {
+        let mut share = share();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        assert_eq!(share.take(at(0)), Duration::ZERO);
+        share.give_back(at(700));
+        // 150 ms without a write: the lock was free for others.
+        assert_eq!(share.take(at(850)), Duration::ZERO);
+        share.give_back(at(1_500));
+        assert_eq!(share.take(at(1_600)), Duration::ZERO);
+        share.give_back(at(1_700));
+        // The run started at 850 ms, without a pause since.
+        assert_eq!(share.take(at(1_701)), GAP);
+    }
+}
