@@ -4,15 +4,16 @@
 //! **The WAL.** The daemon's connections never checkpoint on their own
 //! (`wal_autocheckpoint = 0`: a checkpoint would land in whichever commit
 //! crossed the threshold, often a claim mid-tick). After each of its write
-//! transactions that grew the WAL past [`WAL_LIMIT`], or past a quarter of
+//! transactions that left the WAL past [`WAL_LIMIT`], or past a quarter of
 //! the room left on the database's file system, the daemon checkpoints it
-//! whole and truncates it to nothing (`TRUNCATE`, which waits, up to
-//! `busy_timeout`, for readers still on it: the tick's own readers finish
-//! their statements within milliseconds). `journal_size_limit` truncates it
-//! to [`WAL_LIMIT`] whenever it is reset. So the WAL stays within the limit
-//! and one transaction beyond it, unless someone else's reader holds it
-//! longer than `busy_timeout`. A claim transaction writes about 12 KiB of WAL
-//! per alert (the alert's page, an index page, the event's index page, each
+//! (`PASSIVE`: it never waits for, or blocks, a reader), so that the next
+//! write starts the WAL over from its beginning, where no reader still
+//! needs it, and `journal_size_limit` truncates the file to [`WAL_LIMIT`]
+//! then. So the WAL stays within the limit and one transaction, but for
+//! what readers that hold a snapshot meanwhile keep in it: someone else's
+//! long read transaction, or a large tick's own readers while they wait for
+//! its claims. A claim transaction writes about 12 KiB of WAL per alert at
+//! most (the alert's page, an index page, the event's index page, each
 //! 4 KiB, where alerts are scattered): where the room left would not hold a
 //! claim batch's share, the claim goes in smaller transactions
 //! ([`claims_that_fit`]), so that a few MB free are enough to go on.
@@ -92,10 +93,10 @@ pub(super) fn claims_that_fit(connection: &Connection, wanted: usize) -> usize {
     wanted.min(fit.max(FEWEST_CLAIMS)).max(1)
 }
 
-/// After a write transaction of the daemon's: checkpoints the WAL whole and
-/// truncates it, when it is past [`WAL_LIMIT`] or past a quarter of the room
-/// left. A checkpoint that cannot finish (a reader holds the WAL longer than
-/// `busy_timeout`) is left to the next write.
+/// After a write transaction of the daemon's: checkpoints the WAL as far as
+/// readers allow, without waiting, when it is past [`WAL_LIMIT`] or past a
+/// quarter of the room left. What a reader still holds is left to a later
+/// write.
 pub(super) fn after_write(connection: &Connection) {
     let Some(path) = database(connection) else {
         return;
@@ -110,7 +111,7 @@ pub(super) fn after_write(connection: &Connection) {
         None => WAL_LIMIT,
     };
     if size > limit {
-        let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        let _ = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
 }
 
