@@ -16,7 +16,7 @@ const RULE_TESTS: &str = "etc/prometheus/price-alertd.rules.test.yml";
 const DASHBOARD: &str = "etc/grafana/price-alertd.json";
 
 /// What an operator must be woken for (issue 21), each an alert of the rules.
-const ALERTS: [&str; 12] = [
+const ALERTS: [&str; 13] = [
     "PriceAlertdDown",
     "PriceAlertdNotScraped",
     "PriceAlertdTicksFailing",
@@ -29,6 +29,7 @@ const ALERTS: [&str; 12] = [
     "PriceAlertdHeartbeatFailing",
     "PriceAlertdReloadRefused",
     "PriceAlertdQuoteSourceFailing",
+    "PriceAlertdClockOff",
 ];
 
 /// The series the dashboard's panels must show: ticks and their duration,
