@@ -28,6 +28,8 @@
 //! or their contract's columns) it names: the daemon does not start, and
 //! `check-config` fails with EX_DATAERR.
 
+use std::collections::HashSet;
+
 use super::{Connection, Result};
 
 /// What [`audit`] found of the daemon's objects.
@@ -109,6 +111,159 @@ pub(super) fn report(
         ));
     }
     Ok(report)
+}
+
+/// What recreating one of the daemon's objects makes up for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Keeps {
+    /// Nothing: an index, or a column the alerts hold no state in.
+    Nothing,
+    /// Armings and alerts' change numbers: while it was missing, the
+    /// application's inserts, re-arms and edits took none.
+    Armings,
+    /// Quotes' changes: while it was missing, the application's quote
+    /// writes logged none.
+    QuoteChanges,
+}
+
+/// An index or a trigger of the daemon's, on one of the application's
+/// tables, as an engine's migrations made it.
+pub(super) struct Object {
+    pub(super) kind: &'static str,
+    pub(super) name: &'static str,
+    pub(super) sql: String,
+    pub(super) keeps: Keeps,
+}
+
+impl Object {
+    pub(super) fn index(name: &'static str, sql: String) -> Object {
+        Object {
+            kind: "index",
+            name,
+            sql,
+            keeps: Keeps::Nothing,
+        }
+    }
+
+    pub(super) fn trigger(name: &'static str, sql: String, keeps: Keeps) -> Object {
+        Object {
+            kind: "trigger",
+            name,
+            sql,
+            keeps,
+        }
+    }
+
+    /// `index price_alerts_level`, as [`Audit`] names it.
+    pub(super) fn named(&self) -> String {
+        format!("{} {}", self.kind, self.name)
+    }
+}
+
+/// A column of `price_alerts` beyond the contract's (the application's
+/// optional ones, added if it has none, and the daemon's), as an engine adds
+/// it: its name, its type and default, and what re-adding it makes up for.
+/// Re-added empty, what one of the daemon's held is gone: `arming` and
+/// `change_seq` are made up for (every armed alert is re-armed); a
+/// repeating alert waiting out a cooldown (`rearm_at`) or for its price
+/// (`return_below`, `return_above`) waits until it is re-armed by hand.
+pub(super) type Column = (&'static str, &'static str, Keeps);
+
+/// The contract's columns of the application's tables, which only the
+/// application can give back.
+pub(super) const CONTRACT_COLUMNS: [&str; 14] = [
+    "price_alerts.id",
+    "price_alerts.ticker",
+    "price_alerts.condition",
+    "price_alerts.target_price",
+    "price_alerts.reference_price",
+    "price_alerts.enabled",
+    "price_alerts.triggered_at",
+    "price_alerts.triggered_price",
+    "price_alerts.created_at",
+    "price_alerts.user_id",
+    "price_alerts.note",
+    "quotes.ticker",
+    "quotes.price",
+    "quotes.updated_at",
+];
+
+/// What is missing, as an engine found it.
+pub(super) struct Missing {
+    pub(super) objects: Vec<Object>,
+    pub(super) columns: Vec<Column>,
+    pub(super) unrepairable: Vec<String>,
+}
+
+impl Missing {
+    /// Of `objects` and `columns`, and of `required` (the tables, and what
+    /// else the engine cannot recreate, as `table outbox`), those not in
+    /// `present` (`table x`, `index x`, `trigger x`, `function x`, and
+    /// `column table.x`). Objects on a missing table or column cannot be
+    /// made: what is missing is said once, as that table or column.
+    pub(super) fn of(
+        present: &HashSet<String>,
+        required: &[String],
+        objects: Vec<Object>,
+        columns: &[Column],
+    ) -> Missing {
+        let mut unrepairable: Vec<String> = required
+            .iter()
+            .filter(|named| !present.contains(*named))
+            .cloned()
+            .collect();
+        unrepairable.extend(
+            CONTRACT_COLUMNS
+                .iter()
+                .filter(|column| {
+                    let table = column.split('.').next().unwrap_or_default();
+                    present.contains(&format!("table {table}"))
+                        && !present.contains(&format!("column {column}"))
+                })
+                .map(|column| format!("column {column}")),
+        );
+        let repairable = unrepairable.is_empty();
+        Missing {
+            objects: objects
+                .into_iter()
+                .filter(|object| repairable && !present.contains(&object.named()))
+                .collect(),
+            columns: columns
+                .iter()
+                .filter(|(name, _, _)| {
+                    repairable && !present.contains(&format!("column price_alerts.{name}"))
+                })
+                .copied()
+                .collect(),
+            unrepairable,
+        }
+    }
+
+    /// What it names, as [`Audit::missing`] does.
+    pub(super) fn names(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .map(|(name, _, _)| format!("column price_alerts.{name}"))
+            .chain(self.objects.iter().map(Object::named))
+            .collect()
+    }
+
+    /// Whether recreating what is missing makes up for `keeps`.
+    pub(super) fn keeps(&self, keeps: Keeps) -> bool {
+        self.objects.iter().any(|object| object.keeps == keeps)
+            || self.columns.iter().any(|column| column.2 == keeps)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.objects.is_empty() && self.columns.is_empty()
+    }
+
+    pub(super) fn audit(self) -> Audit {
+        Audit {
+            missing: self.names(),
+            unrepairable: self.unrepairable,
+        }
+    }
 }
 
 /// Whitespace runs as one space: how the tests compare definitions.

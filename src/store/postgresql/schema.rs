@@ -8,47 +8,16 @@ use super::PgConnection;
 use super::PgResult as Result;
 use super::changes::LEVEL;
 use super::migrate::{ALERT_CHANGED_6, MIGRATION_LOCK};
-use crate::store::schema::{Audit, Repaired};
+use crate::store::schema::{Audit, Column, Keeps, Missing, Object, Repaired};
 
-/// What recreating an object makes up for (as on SQLite).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keeps {
-    Nothing,
-    /// Armings and alerts' change numbers (`price_alerts_track`).
-    Armings,
-    /// Quotes' changes (`price_alertd_quotes_changed`).
-    QuoteChanges,
+/// One of the daemon's indexes on `price_alerts`; `{level}` is [`LEVEL`].
+fn index(name: &'static str, sql: &str) -> Object {
+    Object::index(name, sql.replace("{level}", LEVEL))
 }
 
-struct Object {
-    kind: &'static str,
-    name: &'static str,
-    sql: String,
-    keeps: Keeps,
-}
-
-impl Object {
-    fn index(name: &'static str, sql: &str) -> Object {
-        Object {
-            kind: "index",
-            name,
-            sql: sql.replace("{level}", LEVEL),
-            keeps: Keeps::Nothing,
-        }
-    }
-
-    fn trigger(name: &'static str, sql: &str, keeps: Keeps) -> Object {
-        Object {
-            kind: "trigger",
-            name,
-            sql: sql.replace("{alert_changed}", ALERT_CHANGED_6),
-            keeps,
-        }
-    }
-
-    fn named(&self) -> String {
-        format!("{} {}", self.kind, self.name)
-    }
+/// One of the daemon's triggers; `{alert_changed}` is [`ALERT_CHANGED_6`].
+fn trigger(name: &'static str, sql: &str, keeps: Keeps) -> Object {
+    Object::trigger(name, sql.replace("{alert_changed}", ALERT_CHANGED_6), keeps)
 }
 
 /// The daemon's indexes and triggers on `price_alerts` and `quotes`, as the
@@ -57,81 +26,81 @@ impl Object {
 /// changes it here.
 fn objects() -> Vec<Object> {
     vec![
-        Object::index(
+        index(
             "idx_price_alerts_enabled",
             "CREATE INDEX idx_price_alerts_enabled ON price_alerts (ticker, enabled)",
         ),
-        Object::index(
+        index(
             "price_alerts_changed",
             "CREATE INDEX price_alerts_changed ON price_alerts (change_seq)",
         ),
-        Object::index(
+        index(
             "price_alerts_level",
             "CREATE INDEX price_alerts_level ON price_alerts (ticker, condition, ({level})) WHERE enabled = '1'",
         ),
-        Object::index(
+        index(
             "idx_price_alerts_expiry",
             "CREATE INDEX idx_price_alerts_expiry ON price_alerts (expires_at)
              WHERE enabled = '1' AND expires_at IS NOT NULL",
         ),
-        Object::index(
+        index(
             "price_alerts_return_below",
             "CREATE INDEX price_alerts_return_below ON price_alerts (ticker, return_below)
              WHERE return_below IS NOT NULL AND enabled = '0'",
         ),
-        Object::index(
+        index(
             "price_alerts_return_above",
             "CREATE INDEX price_alerts_return_above ON price_alerts (ticker, return_above)
              WHERE return_above IS NOT NULL AND enabled = '0'",
         ),
-        Object::index(
+        index(
             "price_alerts_rearm",
             "CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at)
              WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL",
         ),
-        Object::index(
+        index(
             "price_alerts_snoozed",
             "CREATE INDEX price_alerts_snoozed ON price_alerts (id) WHERE snoozed_until IS NOT NULL",
         ),
-        Object::index(
+        index(
             "price_alerts_upper",
             "CREATE INDEX price_alerts_upper ON price_alerts (ticker, condition, upper_price)
              WHERE enabled = '1' AND upper_price IS NOT NULL",
         ),
-        Object::trigger(
+        trigger(
             "price_alerts_armed_on_insert",
             "CREATE TRIGGER price_alerts_armed_on_insert BEFORE INSERT ON price_alerts
              FOR EACH ROW EXECUTE FUNCTION price_alerts_track()",
             Keeps::Armings,
         ),
-        Object::trigger(
+        trigger(
             "price_alerts_changed_on_update",
             "CREATE TRIGGER price_alerts_changed_on_update BEFORE UPDATE ON price_alerts
              FOR EACH ROW {alert_changed}
              EXECUTE FUNCTION price_alerts_track()",
             Keeps::Armings,
         ),
-        Object::trigger(
+        trigger(
             "price_alerts_notify_on_insert",
             "CREATE TRIGGER price_alerts_notify_on_insert AFTER INSERT ON price_alerts
              FOR EACH ROW EXECUTE FUNCTION price_alertd_notify_alert()",
             Keeps::Nothing,
         ),
-        Object::trigger(
+        trigger(
             "price_alerts_notify_on_update",
             "CREATE TRIGGER price_alerts_notify_on_update AFTER UPDATE ON price_alerts
              FOR EACH ROW {alert_changed}
              EXECUTE FUNCTION price_alertd_notify_alert()",
             Keeps::Nothing,
         ),
-        Object::trigger(
+        trigger(
             "quotes_changed_on_insert",
             "CREATE TRIGGER quotes_changed_on_insert AFTER INSERT ON quotes
              REFERENCING NEW TABLE AS changed
              FOR EACH STATEMENT EXECUTE FUNCTION price_alertd_quotes_changed()",
             Keeps::QuoteChanges,
         ),
-        Object::trigger(
+        trigger(
             "quotes_changed_on_update",
             "CREATE TRIGGER quotes_changed_on_update AFTER UPDATE ON quotes
              REFERENCING OLD TABLE AS before NEW TABLE AS changed
@@ -141,9 +110,9 @@ fn objects() -> Vec<Object> {
     ]
 }
 
-/// The columns of `price_alerts` beyond the contract's, each as added (see
-/// SQLite's).
-const COLUMNS: [(&str, &str, Keeps); 13] = [
+/// The columns of `price_alerts` beyond the contract's, as PostgreSQL adds
+/// them (see `store::schema::Column`).
+const COLUMNS: [Column; 13] = [
     ("expires_at", "TEXT", Keeps::Nothing),
     ("expired_at", "TEXT", Keeps::Nothing),
     ("arming", "BIGINT NOT NULL DEFAULT 0", Keeps::Armings),
@@ -157,23 +126,6 @@ const COLUMNS: [(&str, &str, Keeps); 13] = [
     ("max_triggers", "BIGINT", Keeps::Nothing),
     ("upper_price", "DOUBLE PRECISION", Keeps::Nothing),
     ("rearm_band", "DOUBLE PRECISION", Keeps::Nothing),
-];
-
-const CONTRACT_COLUMNS: [&str; 14] = [
-    "price_alerts.id",
-    "price_alerts.ticker",
-    "price_alerts.condition",
-    "price_alerts.target_price",
-    "price_alerts.reference_price",
-    "price_alerts.enabled",
-    "price_alerts.triggered_at",
-    "price_alerts.triggered_price",
-    "price_alerts.created_at",
-    "price_alerts.user_id",
-    "price_alerts.note",
-    "quotes.ticker",
-    "quotes.price",
-    "quotes.updated_at",
 ];
 
 /// The tables and the sequence: the application's two tables, and the
@@ -202,31 +154,6 @@ const FUNCTIONS: [&str; 4] = [
     "price_alertd_quotes_changed",
     "price_alertd_time",
 ];
-
-struct Missing {
-    objects: Vec<Object>,
-    columns: Vec<(&'static str, &'static str, Keeps)>,
-    unrepairable: Vec<String>,
-}
-
-impl Missing {
-    fn names(&self) -> Vec<String> {
-        self.columns
-            .iter()
-            .map(|(name, _, _)| format!("column price_alerts.{name}"))
-            .chain(self.objects.iter().map(Object::named))
-            .collect()
-    }
-
-    fn keeps(&self, keeps: Keeps) -> bool {
-        self.objects.iter().any(|object| object.keeps == keeps)
-            || self.columns.iter().any(|column| column.2 == keeps)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.objects.is_empty() && self.columns.is_empty()
-    }
-}
 
 /// Names of what exists, as `kind name`, in the schema the daemon's
 /// tables are in (its search path's first).
@@ -257,44 +184,16 @@ fn find_missing(client: &mut impl postgres::GenericClient) -> Result<Missing> {
         .iter()
         .map(|row| row.try_get(0))
         .collect::<Result<_>>()?;
-    let mut unrepairable: Vec<String> = RELATIONS
+    let required: Vec<String> = RELATIONS
         .iter()
         .map(|(kind, name)| format!("{kind} {name}"))
         .chain(FUNCTIONS.iter().map(|name| format!("function {name}")))
-        .filter(|named| !present.contains(named))
         .collect();
-    unrepairable.extend(
-        CONTRACT_COLUMNS
-            .into_iter()
-            .filter(|column| {
-                let table = column.split('.').next().unwrap_or_default();
-                present.contains(&format!("table {table}"))
-                    && !present.contains(&format!("column {column}"))
-            })
-            .map(|column| format!("column {column}")),
-    );
-    let repairable = unrepairable.is_empty();
-    Ok(Missing {
-        objects: objects()
-            .into_iter()
-            .filter(|object| repairable && !present.contains(&object.named()))
-            .collect(),
-        columns: COLUMNS
-            .into_iter()
-            .filter(|(name, _, _)| {
-                repairable && !present.contains(&format!("column price_alerts.{name}"))
-            })
-            .collect(),
-        unrepairable,
-    })
+    Ok(Missing::of(&present, &required, objects(), &COLUMNS))
 }
 
 pub fn audit(connection: &mut PgConnection) -> Result<Audit> {
-    let missing = find_missing(connection.client())?;
-    Ok(Audit {
-        missing: missing.names(),
-        unrepairable: missing.unrepairable,
-    })
+    Ok(find_missing(connection.client())?.audit())
 }
 
 pub fn repair(connection: &mut PgConnection) -> Result<Repaired> {

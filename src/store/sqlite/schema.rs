@@ -6,54 +6,18 @@ use std::collections::HashSet;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::store::schema::{Audit, Repaired};
+use crate::store::schema::{Audit, Column, Keeps, Missing, Object, Repaired};
 
 use super::changes::LEVEL;
 
-/// What recreating an object makes up for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keeps {
-    /// Nothing: an index.
-    Nothing,
-    /// Armings and alerts' change numbers: while it was missing, the
-    /// application's inserts, re-arms and edits took none.
-    Armings,
-    /// Quotes' change numbers: while it was missing, the application's
-    /// quote writes logged none.
-    QuoteChanges,
+/// One of the daemon's indexes on `price_alerts`; `{level}` is [`LEVEL`].
+fn index(name: &'static str, sql: &str) -> Object {
+    Object::index(name, sql.replace("{level}", LEVEL))
 }
 
-/// An index or trigger of the daemon's, on one of the application's tables.
-struct Object {
-    kind: &'static str,
-    name: &'static str,
-    /// Its definition, as the migrations made it.
-    sql: String,
-    keeps: Keeps,
-}
-
-impl Object {
-    fn index(name: &'static str, sql: &str) -> Object {
-        Object {
-            kind: "index",
-            name,
-            sql: sql.replace("{level}", LEVEL),
-            keeps: Keeps::Nothing,
-        }
-    }
-
-    fn trigger(name: &'static str, sql: &str, keeps: Keeps) -> Object {
-        Object {
-            kind: "trigger",
-            name,
-            sql: sql.replace("{arm}", ARM),
-            keeps,
-        }
-    }
-
-    fn named(&self) -> String {
-        format!("{} {}", self.kind, self.name)
-    }
+/// One of the daemon's triggers; `{arm}` is [`ARM`].
+fn trigger(name: &'static str, sql: &str, keeps: Keeps) -> Object {
+    Object::trigger(name, sql.replace("{arm}", ARM), keeps)
 }
 
 /// What an alert's insert and its re-arm (0 -> 1) do, in migration 11's
@@ -71,48 +35,48 @@ pub(super) const ARM: &str = "    UPDATE arming_counter SET last = last + 1 WHER
 /// A migration that changes one changes it here.
 fn objects() -> Vec<Object> {
     vec![
-        Object::index(
+        index(
             "idx_price_alerts_enabled",
             "CREATE INDEX idx_price_alerts_enabled ON price_alerts (ticker, enabled)",
         ),
-        Object::index(
+        index(
             "idx_price_alerts_expiry",
             "CREATE INDEX idx_price_alerts_expiry ON price_alerts (expires_at)
              WHERE enabled = 1 AND expires_at IS NOT NULL",
         ),
-        Object::index(
+        index(
             "price_alerts_changed",
             "CREATE INDEX price_alerts_changed ON price_alerts (change_seq)",
         ),
-        Object::index(
+        index(
             "price_alerts_level",
             "CREATE INDEX price_alerts_level ON price_alerts (ticker, condition, {level}) WHERE enabled = 1",
         ),
-        Object::index(
+        index(
             "price_alerts_return_below",
             "CREATE INDEX price_alerts_return_below ON price_alerts (ticker, return_below)
              WHERE return_below IS NOT NULL AND enabled = 0",
         ),
-        Object::index(
+        index(
             "price_alerts_return_above",
             "CREATE INDEX price_alerts_return_above ON price_alerts (ticker, return_above)
              WHERE return_above IS NOT NULL AND enabled = 0",
         ),
-        Object::index(
+        index(
             "price_alerts_rearm",
             "CREATE INDEX price_alerts_rearm ON price_alerts (rearm_at)
              WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL",
         ),
-        Object::index(
+        index(
             "price_alerts_snoozed",
             "CREATE INDEX price_alerts_snoozed ON price_alerts (snoozed_until) WHERE snoozed_until IS NOT NULL",
         ),
-        Object::index(
+        index(
             "price_alerts_upper",
             "CREATE INDEX price_alerts_upper ON price_alerts (ticker, condition, upper_price)
              WHERE enabled = 1 AND upper_price IS NOT NULL",
         ),
-        Object::trigger(
+        trigger(
             "price_alerts_armed_on_insert",
             "CREATE TRIGGER price_alerts_armed_on_insert AFTER INSERT ON price_alerts
              BEGIN
@@ -120,7 +84,7 @@ fn objects() -> Vec<Object> {
              END",
             Keeps::Armings,
         ),
-        Object::trigger(
+        trigger(
             "price_alerts_armed_on_enable",
             "CREATE TRIGGER price_alerts_armed_on_enable AFTER UPDATE OF enabled ON price_alerts
              WHEN OLD.enabled = 0 AND NEW.enabled = 1
@@ -129,7 +93,7 @@ fn objects() -> Vec<Object> {
              END",
             Keeps::Armings,
         ),
-        Object::trigger(
+        trigger(
             "price_alerts_changed_on_edit",
             "CREATE TRIGGER price_alerts_changed_on_edit
              AFTER UPDATE OF ticker, condition, target_price, reference_price, upper_price, rearm_band, expires_at,
@@ -145,7 +109,7 @@ fn objects() -> Vec<Object> {
              END",
             Keeps::Armings,
         ),
-        Object::trigger(
+        trigger(
             "quotes_changed_on_insert",
             "CREATE TRIGGER quotes_changed_on_insert AFTER INSERT ON quotes
              BEGIN
@@ -153,7 +117,7 @@ fn objects() -> Vec<Object> {
              END",
             Keeps::QuoteChanges,
         ),
-        Object::trigger(
+        trigger(
             "quotes_changed_on_update",
             "CREATE TRIGGER quotes_changed_on_update AFTER UPDATE OF price, updated_at ON quotes
              WHEN OLD.price IS NOT NEW.price OR OLD.updated_at IS NOT NEW.updated_at
@@ -165,13 +129,9 @@ fn objects() -> Vec<Object> {
     ]
 }
 
-/// The columns of `price_alerts` beyond the contract's: the application's
-/// optional ones (added if it has none) and the daemon's, each as added.
-/// Re-added empty, what a column of the daemon's held is gone: `arming`
-/// and `change_seq` are made up for (every armed alert is re-armed); a
-/// repeating alert waiting out a cooldown (`rearm_at`) or for its price
-/// (`return_below`, `return_above`) waits until it is re-armed by hand.
-const COLUMNS: [(&str, &str, Keeps); 13] = [
+/// The columns of `price_alerts` beyond the contract's, as SQLite adds
+/// them (see `store::schema::Column`).
+const COLUMNS: [Column; 13] = [
     ("expires_at", "TEXT", Keeps::Nothing),
     ("expired_at", "TEXT", Keeps::Nothing),
     ("arming", "INTEGER NOT NULL DEFAULT 0", Keeps::Armings),
@@ -189,25 +149,6 @@ const COLUMNS: [(&str, &str, Keeps); 13] = [
     ("max_triggers", "INTEGER", Keeps::Nothing),
     ("upper_price", "REAL", Keeps::Nothing),
     ("rearm_band", "REAL", Keeps::Nothing),
-];
-
-/// The contract's columns of the application's tables, which only the
-/// application can give back.
-const CONTRACT_COLUMNS: [&str; 14] = [
-    "price_alerts.id",
-    "price_alerts.ticker",
-    "price_alerts.condition",
-    "price_alerts.target_price",
-    "price_alerts.reference_price",
-    "price_alerts.enabled",
-    "price_alerts.triggered_at",
-    "price_alerts.triggered_price",
-    "price_alerts.created_at",
-    "price_alerts.user_id",
-    "price_alerts.note",
-    "quotes.ticker",
-    "quotes.price",
-    "quotes.updated_at",
 ];
 
 /// The tables: the application's two, and the daemon's own, which only a
@@ -228,87 +169,31 @@ const TABLES: [&str; 13] = [
     "change_log_pruned",
 ];
 
-/// What is missing, as found in the caller's transaction (or none).
-struct Missing {
-    objects: Vec<Object>,
-    columns: Vec<(&'static str, &'static str, Keeps)>,
-    unrepairable: Vec<String>,
-}
-
-impl Missing {
-    fn names(&self) -> Vec<String> {
-        self.columns
-            .iter()
-            .map(|(name, _, _)| format!("column price_alerts.{name}"))
-            .chain(self.objects.iter().map(Object::named))
-            .collect()
-    }
-
-    fn keeps(&self, keeps: Keeps) -> bool {
-        self.objects.iter().any(|object| object.keeps == keeps)
-            || self.columns.iter().any(|column| column.2 == keeps)
-    }
-}
-
+/// What is missing, as the caller's transaction sees it.
 fn find_missing(connection: &Connection) -> rusqlite::Result<Missing> {
     let mut statement = connection.prepare_cached(
-        "SELECT type || ' ' || name FROM sqlite_schema WHERE type IN ('table', 'index', 'trigger')",
+        "SELECT type || ' ' || name FROM sqlite_schema WHERE type IN ('table', 'index', 'trigger')
+         UNION ALL SELECT 'column price_alerts.' || name FROM pragma_table_info('price_alerts')
+         UNION ALL SELECT 'column quotes.' || name FROM pragma_table_info('quotes')",
     )?;
     let present: HashSet<String> = statement
         .query_map([], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut statement = connection.prepare_cached(
-        "SELECT 'price_alerts.' || name FROM pragma_table_info('price_alerts')
-         UNION ALL SELECT 'quotes.' || name FROM pragma_table_info('quotes')",
-    )?;
-    let columns: HashSet<String> = statement
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let tables: Vec<&str> = TABLES
-        .into_iter()
-        .filter(|table| !present.contains(&format!("table {table}")))
-        .collect();
-    let mut unrepairable: Vec<String> = tables
+    let required: Vec<String> = TABLES
         .iter()
         .map(|table| format!("table {table}"))
         .collect();
-    unrepairable.extend(
-        CONTRACT_COLUMNS
-            .into_iter()
-            .filter(|column| {
-                let table = column.split('.').next().unwrap_or_default();
-                !tables.contains(&table) && !columns.contains(*column)
-            })
-            .map(|column| format!("column {column}")),
-    );
-    // Objects on a missing table or column, or that name a missing table,
-    // cannot be made: what is missing is said once, as the table or column.
-    let repairable = unrepairable.is_empty();
-    Ok(Missing {
-        objects: objects()
-            .into_iter()
-            .filter(|object| repairable && !present.contains(&object.named()))
-            .collect(),
-        columns: COLUMNS
-            .into_iter()
-            .filter(|(name, _, _)| repairable && !columns.contains(&format!("price_alerts.{name}")))
-            .collect(),
-        unrepairable,
-    })
+    Ok(Missing::of(&present, &required, objects(), &COLUMNS))
 }
 
 pub fn audit(connection: &Connection) -> rusqlite::Result<Audit> {
-    let missing = find_missing(connection)?;
-    Ok(Audit {
-        missing: missing.names(),
-        unrepairable: missing.unrepairable,
-    })
+    Ok(find_missing(connection)?.audit())
 }
 
 pub fn repair(connection: &mut Connection) -> rusqlite::Result<Repaired> {
     // Most looks find nothing missing: no write lock for them.
     let found = find_missing(connection)?;
-    if found.objects.is_empty() && found.columns.is_empty() {
+    if found.is_empty() {
         return Ok(Repaired {
             unrepairable: found.unrepairable,
             ..Repaired::default()
@@ -406,7 +291,7 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        let mut expected: Vec<&str> = CONTRACT_COLUMNS
+        let mut expected: Vec<&str> = crate::store::schema::CONTRACT_COLUMNS
             .iter()
             .filter_map(|column| column.strip_prefix("price_alerts."))
             .collect();

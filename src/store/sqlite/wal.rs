@@ -24,10 +24,12 @@
 //! waited 228 ms. A large tick's claims follow each other within
 //! microseconds: such a waiter could find the lock taken at each try for
 //! as long as the tick claims (24.7 s was seen). So the daemon's writers
-//! share the lock ([`Turn`]): after [`RUN`] of write transactions with no
-//! pause, every writer of the process waits out [`GAP`], longer than the
-//! default handler's longest sleep, before its next; an application write
-//! waits about `RUN + GAP`, a second at most, for the daemon.
+//! share the lock ([`Turn`]): when they held it for more than half of the
+//! last [`RUN`], every writer of the process waits out [`GAP`], longer than
+//! the default handler's longest sleep, before its next; an application
+//! write waits about `RUN + GAP`, a second at most, for the daemon. Writes
+//! that leave the lock free most of the time (a feed's reacting ticks, a
+//! few milliseconds each) never wait.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -47,12 +49,14 @@ const CLAIM_WAL_BYTES: u64 = 12 * 1024;
 /// The fewest claims a transaction makes, however tight the room.
 const FEWEST_CLAIMS: usize = 16;
 
-/// How long the daemon's writers write, with no pause, before they leave
-/// the write lock to others for [`GAP`].
+/// The span over which the daemon's writers count how long they held the
+/// write lock: more than half of it, and they leave the lock to others for
+/// [`GAP`].
 pub const RUN: Duration = Duration::from_millis(800);
 
 /// How long the daemon's writers leave the write lock to others after a
-/// [`RUN`]: longer than SQLite's default busy handler sleeps between tries.
+/// [`RUN`] they mostly held it: longer than SQLite's default busy handler
+/// sleeps between tries.
 pub const GAP: Duration = Duration::from_millis(150);
 
 /// Bytes free on the file system of the database at `path`, for this
@@ -117,34 +121,32 @@ pub(super) fn after_write(connection: &Connection) {
 
 /// The daemon's writers' share of the write lock (see the module's doc).
 struct Share {
-    /// When the daemon's present run of writes started; none while it
-    /// has not written for [`GAP`].
-    run_since: Option<Instant>,
-    /// When its last write transaction ended.
-    last_end: Option<Instant>,
-    /// Write transactions under way.
-    writing: usize,
+    /// When the present span of [`RUN`] started.
+    since: Option<Instant>,
+    /// How long the daemon's write transactions took in it (waiting for
+    /// the lock included).
+    held: Duration,
     /// Until when its writers leave the lock to others.
     gap_until: Option<Instant>,
 }
 
 static SHARE: Mutex<Share> = Mutex::new(Share {
-    run_since: None,
-    last_end: None,
-    writing: 0,
+    since: None,
+    held: Duration::ZERO,
     gap_until: None,
 });
 
 /// A write transaction's turn at the lock: taken before it begins
 /// ([`Turn::take`]), which may wait out a [`GAP`]; given back when dropped.
-pub(in crate::store) struct Turn(());
+pub(in crate::store) struct Turn(Instant);
 
 impl Turn {
     pub(in crate::store) fn take() -> Turn {
         loop {
-            let wait = lock(&SHARE).take(Instant::now());
+            let now = Instant::now();
+            let wait = lock(&SHARE).take(now);
             if wait.is_zero() {
-                return Turn(());
+                return Turn(now);
             }
             std::thread::sleep(wait);
         }
@@ -159,31 +161,28 @@ impl Share {
             return until - now;
         }
         self.gap_until = None;
-        let paused = self.writing == 0 && self.last_end.is_none_or(|end| now - end >= GAP);
-        let since = match self.run_since {
-            Some(since) if !paused => since,
-            _ => now,
-        };
-        if now - since >= RUN {
-            self.gap_until = Some(now + GAP);
-            self.run_since = None;
-            return GAP;
+        let since = *self.since.get_or_insert(now);
+        let span = now - since;
+        if span >= RUN {
+            self.since = Some(now);
+            let held = std::mem::take(&mut self.held);
+            if held * 2 > span {
+                self.gap_until = Some(now + GAP);
+                return GAP;
+            }
         }
-        self.run_since = Some(since);
-        self.writing += 1;
         Duration::ZERO
     }
 
-    /// A writer's transaction ended at `now`.
-    fn give_back(&mut self, now: Instant) {
-        self.writing = self.writing.saturating_sub(1);
-        self.last_end = Some(now);
+    /// A write transaction that took its turn at `started` ended at `now`.
+    fn give_back(&mut self, started: Instant, now: Instant) {
+        self.held += now.saturating_duration_since(started);
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        lock(&SHARE).give_back(Instant::now());
+        lock(&SHARE).give_back(self.0, Instant::now());
     }
 }
 
@@ -193,44 +192,71 @@ mod tests {
 
     fn share() -> Share {
         Share {
-            run_since: None,
-            last_end: None,
-            writing: 0,
+            since: None,
+            held: Duration::ZERO,
             gap_until: None,
         }
     }
 
-    #[test]
-    fn writes_back_to_back_leave_the_lock_to_others_after_a_run() {
-        let mut share = share();
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        // A claim every 2 ms, each 1.5 ms long.
-        let mut ms = 0;
-        while ms < RUN.as_millis() as u64 {
-            assert_eq!(share.take(at(ms)), Duration::ZERO, "at {ms} ms");
-            share.give_back(at(ms) + Duration::from_micros(1500));
-            ms += 2;
+    /// Writes of `held` every `every`, from `from` for `lasting`; the first
+    /// wait one was told, and when.
+    fn writes(
+        share: &mut Share,
+        from: Instant,
+        every: Duration,
+        held: Duration,
+        lasting: Duration,
+    ) -> Option<(Duration, Duration)> {
+        let mut at = from;
+        while at - from < lasting {
+            let wait = share.take(at);
+            if !wait.is_zero() {
+                return Some((at - from, wait));
+            }
+            share.give_back(at, at + held);
+            at += every;
         }
-        // Past the run: every writer waits out the gap, then writes again.
-        assert_eq!(share.take(at(ms)), GAP);
-        assert_eq!(share.take(at(ms + 50)), GAP - Duration::from_millis(50));
-        assert_eq!(share.take(at(ms) + GAP), Duration::ZERO);
+        None
     }
 
     #[test]
-    fn a_pause_as_long_as_the_gap_starts_a_new_run() {
+    fn writes_that_mostly_hold_the_lock_leave_it_to_others_after_a_run() {
         let mut share = share();
         let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        assert_eq!(share.take(at(0)), Duration::ZERO);
-        share.give_back(at(700));
-        // 150 ms without a write: the lock was free for others.
-        assert_eq!(share.take(at(850)), Duration::ZERO);
-        share.give_back(at(1_500));
-        assert_eq!(share.take(at(1_600)), Duration::ZERO);
-        share.give_back(at(1_700));
-        // The run started at 850 ms, without a pause since.
-        assert_eq!(share.take(at(1_701)), GAP);
+        // A claim every 2 ms, each 1.5 ms long.
+        let (after, wait) = writes(
+            &mut share,
+            start,
+            Duration::from_millis(2),
+            Duration::from_micros(1500),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        assert_eq!(wait, GAP);
+        assert!(
+            after >= RUN && after < RUN + Duration::from_millis(10),
+            "{after:?}"
+        );
+        // Every writer waits out the gap, then writes again.
+        let gap_at = start + after;
+        assert_eq!(
+            share.take(gap_at + Duration::from_millis(50)),
+            GAP - Duration::from_millis(50)
+        );
+        assert_eq!(share.take(gap_at + GAP), Duration::ZERO);
+    }
+
+    #[test]
+    fn writes_that_leave_the_lock_free_most_of_the_time_never_wait() {
+        let mut share = share();
+        // A feed's reacting ticks: 3 ms of writes every 10 ms, for a minute.
+        let waited = writes(
+            &mut share,
+            Instant::now(),
+            Duration::from_millis(10),
+            Duration::from_millis(3),
+            Duration::from_secs(60),
+        );
+        assert_eq!(waited, None);
     }
 }
