@@ -102,7 +102,8 @@ pub(super) fn claims_that_fit(connection: &Connection, wanted: usize) -> usize {
 /// readers allow, without waiting, when it is past [`WAL_LIMIT`] or past a
 /// quarter of the room left. What a reader still holds is left to a later
 /// write: after a checkpoint that readers kept from finishing, the next is
-/// tried once the WAL has doubled, not after every write: each copies back
+/// tried once the WAL has doubled (unless the disk's room is short), not
+/// after every write: each copies back
 /// pages the next claims write again, and syncs the database file (a 1M
 /// alert tick whose readers held the WAL took a third longer with one per
 /// 16 MiB of growth).
@@ -119,7 +120,11 @@ pub(super) fn after_write(connection: &Connection) {
         Some(room) => WAL_LIMIT.min(room / 4),
         None => WAL_LIMIT,
     };
-    if size <= limit || size < HELD_UP_TO.load(Ordering::Relaxed) {
+    // Where the disk's room sets the limit, every chance is taken: a WAL
+    // left to grow there could take the room a checkpoint needs to grow the
+    // database file, and neither could go on.
+    let backing_off = limit == WAL_LIMIT && size < HELD_UP_TO.load(Ordering::Relaxed);
+    if size <= limit || backing_off {
         return;
     }
     // (busy, frames in the WAL, frames copied back to the database)
