@@ -254,6 +254,26 @@ impl Missing {
             || self.columns.iter().any(|column| column.2 == keeps)
     }
 
+    /// The statements that recreate it, in order: the columns, then the
+    /// indexes and triggers that may name them.
+    pub(super) fn statements(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            // Names and types of ours, never input: they cannot be parameters.
+            .map(|(name, kind, _)| format!("ALTER TABLE price_alerts ADD COLUMN {name} {kind}"))
+            .chain(self.objects.iter().map(|object| object.sql.clone()))
+            .collect()
+    }
+
+    /// What recreating it did, before what it makes up for.
+    pub(super) fn recreated(&self) -> Repaired {
+        Repaired {
+            recreated: self.names(),
+            unrepairable: self.unrepairable.clone(),
+            ..Repaired::default()
+        }
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.objects.is_empty() && self.columns.is_empty()
     }

@@ -218,20 +218,10 @@ pub fn repair(connection: &mut PgConnection) -> Result<Repaired> {
 fn repair_locked(client: &mut postgres::Client) -> Result<Repaired> {
     let mut transaction = client.transaction()?;
     let missing = find_missing(&mut transaction)?;
-    for (name, kind, _) in &missing.columns {
-        // Names and types of ours, never input: they cannot be parameters.
-        transaction.batch_execute(&format!(
-            "ALTER TABLE price_alerts ADD COLUMN {name} {kind}"
-        ))?;
+    for statement in missing.statements() {
+        transaction.batch_execute(&statement)?;
     }
-    for object in &missing.objects {
-        transaction.batch_execute(&object.sql)?;
-    }
-    let mut repaired = Repaired {
-        recreated: missing.names(),
-        unrepairable: missing.unrepairable.clone(),
-        ..Repaired::default()
-    };
+    let mut repaired = missing.recreated();
     if missing.keeps(Keeps::Armings) {
         repaired.rearmed = transaction.execute(
             "UPDATE price_alerts SET arming = nextval('price_alerts_arming'),

@@ -202,20 +202,10 @@ pub fn repair(connection: &mut Connection) -> rusqlite::Result<Repaired> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Again under the write lock: another process may have repaired.
     let missing = find_missing(&transaction)?;
-    for (name, kind, _) in &missing.columns {
-        // Names and types of ours, never input: they cannot be parameters.
-        transaction.execute_batch(&format!(
-            "ALTER TABLE price_alerts ADD COLUMN {name} {kind}"
-        ))?;
+    for statement in missing.statements() {
+        transaction.execute_batch(&statement)?;
     }
-    for object in &missing.objects {
-        transaction.execute_batch(&object.sql)?;
-    }
-    let mut repaired = Repaired {
-        recreated: missing.names(),
-        unrepairable: missing.unrepairable.clone(),
-        ..Repaired::default()
-    };
+    let mut repaired = missing.recreated();
     if missing.keeps(Keeps::Armings) {
         transaction.execute_batch(
             "UPDATE arming_counter SET last = last + 1 WHERE id = 1;

@@ -106,28 +106,17 @@ impl Proxy {
     /// Silences every connection through the proxy, and any made later.
     pub fn silence(&self) {
         let port = self.port.to_string();
-        nft(&[
-            "add",
-            "rule",
-            "inet",
-            &self.table,
-            "input",
-            "tcp",
-            "dport",
-            &port,
-            "drop",
-        ]);
-        nft(&[
-            "add",
-            "rule",
-            "inet",
-            &self.table,
-            "input",
-            "tcp",
-            "sport",
-            &port,
-            "drop",
-        ]);
+        for end in ["dport", "sport"] {
+            self.drop_where(&[end, &port]);
+        }
+    }
+
+    /// Drops every packet that `tcp <matches>` (nftables' words).
+    fn drop_where(&self, matches: &[&str]) {
+        let mut rule = vec!["add", "rule", "inet", &self.table, "input", "tcp"];
+        rule.extend_from_slice(matches);
+        rule.push("drop");
+        nft(&rule);
     }
 
     /// Silences the connections a daemon listens on (`LISTEN`); returns
@@ -142,20 +131,7 @@ impl Proxy {
         for link in &listening {
             let client = link.client_port.to_string();
             for (from, to) in [(&client, &port), (&port, &client)] {
-                nft(&[
-                    "add",
-                    "rule",
-                    "inet",
-                    &self.table,
-                    "input",
-                    "tcp",
-                    "sport",
-                    from,
-                    "tcp",
-                    "dport",
-                    to,
-                    "drop",
-                ]);
+                self.drop_where(&["sport", from, "tcp", "dport", to]);
             }
         }
         listening.len()
