@@ -108,19 +108,72 @@ pub(super) fn split(window: Window, parts: usize) -> Vec<Window> {
         .collect()
 }
 
+/// The most triggers a reader holds while a statement of its read is
+/// open: past it, it waits for the writer there. It sends at rest, once it
+/// holds [`TRIGGER_CHUNK`]: only a ticker whose alerts give more than this
+/// at once keeps a reader waiting with a statement open (and SQLite's WAL
+/// from being checkpointed meanwhile).
+const TRIGGERS_HELD: usize = 8 * TRIGGER_CHUNK;
+
 /// Judges rows as a reader reads them, sending triggers to the writer in
-/// chunks.
+/// chunks, where the read is at rest.
 struct Judging<'a> {
     readers: &'a Readers<'a>,
     sender: &'a mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
+    /// Where each row's ticker is found.
+    items: Items<'a>,
     triggers: Vec<Trigger>,
     /// False once the writer has gone (after an error): stop reading.
     open: bool,
 }
 
-impl Judging<'_> {
-    /// Judges one row at its ticker's price; false to stop reading.
-    fn row(&mut self, alert: AlertRow, item: &Work) -> bool {
+/// Where a row's ticker is found in the plan.
+enum Items<'a> {
+    /// The moves read, by their index.
+    Moved(&'a [Work]),
+    /// Any ticker of the plan, by name; rows of others are passed over.
+    ByTicker(ByTicker<'a>),
+}
+
+impl<'a> Judging<'a> {
+    fn new(
+        readers: &'a Readers<'a>,
+        sender: &'a mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
+        items: Items<'a>,
+    ) -> Judging<'a> {
+        Judging {
+            readers,
+            sender,
+            items,
+            triggers: Vec::new(),
+            open: true,
+        }
+    }
+
+    fn send(&mut self) {
+        if self.open && !self.triggers.is_empty() {
+            self.open = self
+                .sender
+                .send(Ok(std::mem::take(&mut self.triggers)))
+                .is_ok();
+        }
+    }
+
+    fn finish(mut self) {
+        self.send();
+    }
+}
+
+impl changes::Reading for Judging<'_> {
+    /// Judges one row at its ticker's price.
+    fn row(&mut self, at: usize, alert: AlertRow) -> bool {
+        let item = match self.items {
+            Items::Moved(work) => &work[at],
+            Items::ByTicker(by_ticker) => match by_ticker.get(&alert.ticker) {
+                Some(item) => item,
+                None => return true,
+            },
+        };
         let readers = self.readers;
         readers.read.fetch_add(1, Ordering::Relaxed);
         match judge(&alert, item.observed, readers.now) {
@@ -140,19 +193,17 @@ impl Judging<'_> {
                 warn_malformed(readers.warnings, &alert, &reason);
             }
         }
-        if self.triggers.len() >= TRIGGER_CHUNK {
-            self.open = self
-                .sender
-                .send(Ok(std::mem::take(&mut self.triggers)))
-                .is_ok();
+        if self.triggers.len() >= TRIGGERS_HELD {
+            self.send();
         }
         self.open
     }
 
-    fn finish(self) {
-        if !self.triggers.is_empty() {
-            let _ = self.sender.send(Ok(self.triggers));
+    fn at_rest(&mut self) -> bool {
+        if self.triggers.len() >= TRIGGER_CHUNK {
+            self.send();
         }
+        self.open
     }
 }
 
@@ -181,12 +232,6 @@ fn read_and_judge(
     sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
     connection: &mut store::Connection,
 ) -> anyhow::Result<()> {
-    let mut judging = Judging {
-        readers,
-        sender,
-        triggers: Vec::new(),
-        open: true,
-    };
     match task {
         Task::Moved(work) => {
             let moves: Vec<(&str, changes::Move)> = work
@@ -199,24 +244,22 @@ fn read_and_judge(
                     (item.ticker.as_str(), moved)
                 })
                 .collect();
+            let mut judging = Judging::new(readers, sender, Items::Moved(work));
             changes::each_reachable_alert_of(
                 connection,
                 &moves,
                 readers.window.since,
-                |at, alert| judging.row(alert, &work[at]),
+                &mut judging,
             )
             .context("reading the alerts a price reaches")?;
+            judging.finish();
         }
         &Task::Changed(window) => {
-            changes::each_changed_alert(connection, window.since, window.until, |alert| {
-                match by_ticker.get(&alert.ticker) {
-                    Some(item) => judging.row(alert, item),
-                    None => true,
-                }
-            })
-            .context("reading changed alerts")?;
+            let mut judging = Judging::new(readers, sender, Items::ByTicker(by_ticker));
+            changes::each_changed_alert(connection, window.since, window.until, &mut judging)
+                .context("reading changed alerts")?;
+            judging.finish();
         }
     }
-    judging.finish();
     Ok(())
 }

@@ -128,16 +128,34 @@ pub fn changed_alert_tickers(
     )
 }
 
-/// Calls `each` with every enabled alert changed after `since`, up to
+/// What a read of alerts tells its reader: each row, and each moment no
+/// statement of the read is open. That moment is where a reader that must
+/// wait (for the claims of what it found) waits: one that waits with a
+/// statement open holds SQLite's snapshot, and with it every page written
+/// since in the WAL, which no checkpoint can then take back.
+pub trait Reading {
+    /// A row, with the index of its ticker among the moves asked for (0 in
+    /// a read of changed alerts); false to stop reading.
+    fn row(&mut self, at: usize, alert: AlertRow) -> bool;
+
+    /// No statement of the read is open (at least once per ticker, and per
+    /// few thousand changed alerts); false to stop reading.
+    fn at_rest(&mut self) -> bool;
+}
+
+/// Tells `reading` every enabled alert changed after `since`, up to
 /// `until`, one row at a time, in the order of their changes (through
-/// `price_alerts_changed`), until `each` returns false.
+/// `price_alerts_changed`), until it says stop.
 pub fn each_changed_alert(
     connection: &mut Connection,
     since: i64,
     until: i64,
-    each: impl FnMut(AlertRow) -> bool,
+    reading: &mut impl Reading,
 ) -> Result<()> {
-    super::engine!(connection, changes::each_changed_alert(since, until, each))
+    super::engine!(
+        connection,
+        changes::each_changed_alert(since, until, reading)
+    )
 }
 
 /// What a tick needs to know of one changed ticker.
@@ -168,16 +186,16 @@ pub fn ticker_states(
 }
 
 /// [`each_reachable_alert`] for several moved tickers, in a few statements:
-/// `each` gets the index in `moves` of the row's ticker.
+/// `reading` gets the index in `moves` of each row's ticker.
 pub fn each_reachable_alert_of(
     connection: &mut Connection,
     moves: &[(&str, Move)],
     seen: i64,
-    each: impl FnMut(usize, AlertRow) -> bool,
+    reading: &mut impl Reading,
 ) -> Result<()> {
     super::engine!(
         connection,
-        changes::each_reachable_alert_of(moves, seen, each)
+        changes::each_reachable_alert_of(moves, seen, reading)
     )
 }
 

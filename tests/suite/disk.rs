@@ -1,7 +1,9 @@
 //! A disk that fills: on a small file system the test mounts, the daemon's
 //! own writes keep SQLite's WAL within its bound and never fill the disk; a
 //! disk filled by someone else is one recurring condition in the log, and
-//! the daemon recovers once a few MB are free, every event sent once.
+//! the daemon recovers once a few MB are free, every event sent once. A
+//! large tick's readers, which read while it claims, never keep the WAL
+//! from starting over.
 
 use crate::common;
 
@@ -151,4 +153,37 @@ fn a_disk_that_fills_is_one_condition_in_the_log_and_the_daemon_recovers_once_a_
     drop(daemon);
     drop(db);
     drop(disk);
+}
+
+#[test]
+fn a_large_ticks_readers_never_keep_the_wal_from_starting_over() {
+    const ALERTS: usize = 40_000;
+    const TICKERS: usize = 4_000;
+    let db = Db::new();
+    let receiver = Receiver::start_lean();
+    let alerts: Vec<(String, &str, f64)> = (0..ALERTS)
+        .map(|n| (format!("W{}", n % TICKERS), "above", 10.0))
+        .collect();
+    db.add_alerts(&alerts);
+    let text = config_text(&db, &receiver.url, "* * * * * *")
+        .replace("timeout = \"5s\"", "timeout = \"5s\"\nconcurrency = 16");
+    let daemon = Daemon::start_quiet(&db.write_config(&text));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let (largest, sampler) = sample_wal(&db, sampling.clone());
+
+    // One tick's readers read 4,000 tickers while it claims 40,000 alerts
+    // (some 100 MiB of WAL in all).
+    trigger(&db, "W", TICKERS);
+    wait_until("every event delivered", || posts(&receiver).len() == ALERTS);
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let peak = largest.load(Ordering::Relaxed);
+    eprintln!(
+        "40,000 claims by one tick over 4,000 tickers, and their deliveries: the WAL peaked at {:.1} MiB",
+        peak as f64 / MIB as f64
+    );
+    // Its bound, 16 MiB, and one transaction.
+    assert!(peak <= 24 * MIB, "the WAL reached {peak} bytes");
+    assert!(posts(&receiver).values().all(|&count| count == 1));
+    drop(daemon);
 }

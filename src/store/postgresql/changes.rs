@@ -4,7 +4,7 @@
 use postgres::fallible_iterator::FallibleIterator as _;
 
 use crate::store::alerts::AlertRow;
-use crate::store::changes::{Horizon, Move, TickerState};
+use crate::store::changes::{Horizon, Move, Reading, TickerState};
 
 use super::rows::{alert_columns, alert_row};
 use super::{PgConnection, PgResult as Result};
@@ -188,7 +188,7 @@ pub fn each_reachable_alert_of(
     connection: &mut PgConnection,
     moves: &[(&str, Move)],
     seen: i64,
-    mut each: impl FnMut(usize, AlertRow) -> bool,
+    reading: &mut impl Reading,
 ) -> Result<()> {
     macro_rules! range {
         ($condition:literal, $($bounds:tt)*) => {
@@ -281,9 +281,13 @@ pub fn each_reachable_alert_of(
         while let Some(row) = rows.next()? {
             let at = chunk_at * CHUNK + row.try_get::<_, i64>(0)? as usize;
             let alert = super::rows::alert_row_from(&row, 1)?;
-            if !each(at, alert) {
+            if !reading.row(at, alert) {
                 return Ok(());
             }
+        }
+        drop(rows);
+        if !reading.at_rest() {
+            break;
         }
     }
     Ok(())
@@ -293,7 +297,7 @@ pub fn each_changed_alert(
     connection: &mut PgConnection,
     since: i64,
     until: i64,
-    mut each: impl FnMut(AlertRow) -> bool,
+    reading: &mut impl Reading,
 ) -> Result<()> {
     const SQL: &str = concat!(
         "SELECT ",
@@ -304,10 +308,12 @@ pub fn each_changed_alert(
     let params: [&(dyn postgres::types::ToSql + Sync); 2] = [&since, &until];
     let mut rows = connection.client().query_raw(&statement, params)?;
     while let Some(row) = rows.next()? {
-        if !each(alert_row(&row)?) {
-            break;
+        if !reading.row(0, alert_row(&row)?) {
+            return Ok(());
         }
     }
+    drop(rows);
+    reading.at_rest();
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::store::alerts::AlertRow;
-use crate::store::changes::{Horizon, Move, TickerState};
+use crate::store::changes::{Horizon, Move, Reading, TickerState};
 
 use super::rows::alert_row;
 
@@ -187,45 +187,60 @@ pub fn ticker_states(
         .collect()
 }
 
-/// One ticker after another (see `each_reachable_alert`).
+/// One ticker after another (see `each_reachable_alert`), at rest after
+/// each.
 pub fn each_reachable_alert_of(
     connection: &Connection,
     moves: &[(&str, Move)],
     seen: i64,
-    mut each: impl FnMut(usize, AlertRow) -> bool,
+    reading: &mut impl Reading,
 ) -> rusqlite::Result<()> {
     for (at, &(ticker, moved)) in moves.iter().enumerate() {
         let mut open = true;
         each_reachable_alert(connection, ticker, moved, seen, |alert| {
-            open = each(at, alert);
+            open = reading.row(at, alert);
             open
         })?;
-        if !open {
+        if !open || !reading.at_rest() {
             break;
         }
     }
     Ok(())
 }
 
-/// Calls `each` with every enabled alert changed after `since`, up to
+/// Change numbers read by one statement of [`each_changed_alert`]: each is
+/// one change here, so a statement gives at most this many rows.
+const CHANGES_PER_STATEMENT: i64 = 2048;
+
+/// Tells `reading` every enabled alert changed after `since`, up to
 /// `until`, one row at a time, in the order of their changes (through
-/// `price_alerts_changed`).
+/// `price_alerts_changed`), a statement per [`CHANGES_PER_STATEMENT`]
+/// change numbers, at rest after each.
 pub fn each_changed_alert(
     connection: &Connection,
     since: i64,
     until: i64,
-    mut each: impl FnMut(AlertRow) -> bool,
+    reading: &mut impl Reading,
 ) -> rusqlite::Result<()> {
     let mut statement = connection.prepare_cached(&format!(
         "SELECT {} FROM price_alerts
          WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1 ORDER BY change_seq",
         super::alerts::ALERT_COLUMNS
     ))?;
-    let mut rows = statement.query(params![since, until])?;
-    while let Some(row) = rows.next()? {
-        if !each(alert_row(row)?) {
-            break;
+    let mut from = since;
+    while from < until {
+        let to = from.saturating_add(CHANGES_PER_STATEMENT).min(until);
+        let mut rows = statement.query(params![from, to])?;
+        while let Some(row) = rows.next()? {
+            if !reading.row(0, alert_row(row)?) {
+                return Ok(());
+            }
         }
+        drop(rows);
+        if !reading.at_rest() {
+            return Ok(());
+        }
+        from = to;
     }
     Ok(())
 }

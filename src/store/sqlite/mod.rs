@@ -170,7 +170,11 @@ fn wait_for_the_lock(connection: &Connection, busy_timeout: Duration) -> rusqlit
         } else {
             QUICK_TRIES * 100 + (tries - QUICK_TRIES) * 1000
         };
-        if waited_us >= timeout_us as usize as u64 {
+        let bound_us = WAIT_AT_MOST_US
+            .try_with(std::cell::Cell::get)
+            .unwrap_or(u64::MAX);
+        let timeout_us = (timeout_us as usize as u64).min(bound_us);
+        if waited_us >= timeout_us {
             return 0;
         }
         let pause = if tries < QUICK_TRIES { 100 } else { 1000 };
@@ -195,6 +199,21 @@ fn wait_for_the_lock(connection: &Connection, busy_timeout: Duration) -> rusqlit
             Some("setting the busy handler".to_owned()),
         ))
     }
+}
+
+thread_local! {
+    /// A bound below the busy timeout on this thread's waits for a lock
+    /// ([`waiting_at_most`]), in microseconds.
+    static WAIT_AT_MOST_US: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
+}
+
+/// Runs `work` with this thread's waits for a lock (SQLite calls the busy
+/// handler on the thread that waits) bounded by `bound`.
+pub(super) fn waiting_at_most<T>(bound: Duration, work: impl FnOnce() -> T) -> T {
+    let before = WAIT_AT_MOST_US.replace(bound.as_micros().min(u64::MAX as u128) as u64);
+    let result = work();
+    WAIT_AT_MOST_US.set(before);
+    result
 }
 
 /// What a pooled connection is taken for, which sets its page cache.

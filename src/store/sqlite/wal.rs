@@ -6,17 +6,22 @@
 //! crossed the threshold, often a claim mid-tick). After each of its write
 //! transactions that left the WAL past [`WAL_LIMIT`], or past a quarter of
 //! the room left on the database's file system, the daemon checkpoints it
-//! (`PASSIVE`: it never waits for, or blocks, a reader), so that the next
-//! write starts the WAL over from its beginning, where no reader still
-//! needs it, and `journal_size_limit` truncates the file to [`WAL_LIMIT`]
-//! then. So the WAL stays within the limit and one transaction, but for
-//! what readers that hold a snapshot meanwhile keep in it: someone else's
-//! long read transaction, or a large tick's own readers while they wait for
-//! its claims. A claim transaction writes about 12 KiB of WAL per alert at
-//! most (the alert's page, an index page, the event's index page, each
-//! 4 KiB, where alerts are scattered): where the room left would not hold a
-//! claim batch's share, the claim goes in smaller transactions
-//! ([`claims_that_fit`]), so that a few MB free are enough to go on.
+//! (`RESTART`, waiting [`CHECKPOINT_WAIT`] at most for the write lock and
+//! for readers to leave the WAL), so that the next write starts the WAL
+//! over from its beginning, and `journal_size_limit` truncates the file to
+//! [`WAL_LIMIT`] then. The daemon's own readers never wait with a statement
+//! open (`store::changes::Reading`): a tick's readers, waiting for its
+//! claims inside their statements, once kept a 1M-alert tick's WAL from
+//! ever starting over (322 MiB). So the WAL stays within the limit and one
+//! transaction, but for what a reader that holds a snapshot longer keeps in
+//! it: someone else's long read transaction, or a reader of one ticker
+//! whose alerts trigger by the thousand at once; after a checkpoint they
+//! kept from finishing, the next is tried once the WAL has doubled. A claim
+//! transaction writes about 12 KiB of WAL per alert at most (the alert's
+//! page, an index page, the event's index page, each 4 KiB, where alerts
+//! are scattered): where the room left would not hold a claim batch's
+//! share, the claim goes in smaller transactions ([`claims_that_fit`]), so
+//! that a few MB free are enough to go on.
 //!
 //! **The write lock.** SQLite has one writer at a time, and a waiter that
 //! uses SQLite's default busy handler (most applications: Python's
@@ -98,15 +103,12 @@ pub(super) fn claims_that_fit(connection: &Connection, wanted: usize) -> usize {
     wanted.min(fit.max(FEWEST_CLAIMS)).max(1)
 }
 
-/// After a write transaction of the daemon's: checkpoints the WAL as far as
-/// readers allow, without waiting, when it is past [`WAL_LIMIT`] or past a
-/// quarter of the room left. What a reader still holds is left to a later
-/// write: after a checkpoint that readers kept from finishing, the next is
-/// tried once the WAL has doubled (unless the disk's room is short), not
-/// after every write: each copies back
-/// pages the next claims write again, and syncs the database file (a 1M
-/// alert tick whose readers held the WAL took a third longer with one per
-/// 16 MiB of growth).
+/// After a write transaction of the daemon's: checkpoints the WAL and
+/// starts it over, waiting [`CHECKPOINT_WAIT`] at most, when it is past
+/// [`WAL_LIMIT`] or past a quarter of the room left. After a checkpoint that
+/// readers kept from finishing, the next is tried once the WAL has doubled
+/// (unless the disk's room is short), not after every write: each copies
+/// back pages the next claims write again, and syncs the database file.
 pub(super) fn after_write(connection: &Connection) {
     let Some(path) = database(connection) else {
         return;
@@ -127,16 +129,29 @@ pub(super) fn after_write(connection: &Connection) {
     if size <= limit || backing_off {
         return;
     }
-    // (busy, frames in the WAL, frames copied back to the database)
-    let done = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        Ok(row.get::<_, i64>(2)? >= row.get::<_, i64>(1)?)
-    });
+    // It holds the write lock while it copies (a turn of the daemon's) and
+    // waits a little for readers, never a busy timeout: another's long
+    // read, or a reader of the daemon's that waits for claims with a
+    // statement open, would hold it (and so every writer) that long.
+    let done = {
+        let _turn = Turn::take();
+        super::waiting_at_most(CHECKPOINT_WAIT, || {
+            // (busy, frames in the WAL, frames copied back to the database)
+            connection.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
+                Ok(row.get::<_, i64>(0)? == 0)
+            })
+        })
+    };
     let held_up_to = match done {
         Ok(false) => size.saturating_mul(2),
         _ => 0,
     };
     HELD_UP_TO.store(held_up_to, Ordering::Relaxed);
 }
+
+/// How long a checkpoint after a write waits for the write lock and for
+/// readers to leave the WAL.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
 
 /// After a checkpoint that readers kept from finishing: the WAL's size at
 /// which to try the next (0: at the limit).
