@@ -210,10 +210,15 @@ thread_local! {
 /// Runs `work` with this thread's waits for a lock (SQLite calls the busy
 /// handler on the thread that waits) bounded by `bound`.
 pub(super) fn waiting_at_most<T>(bound: Duration, work: impl FnOnce() -> T) -> T {
-    let before = WAIT_AT_MOST_US.replace(bound.as_micros().min(u64::MAX as u128) as u64);
-    let result = work();
-    WAIT_AT_MOST_US.set(before);
-    result
+    /// Puts the bound back, however `work` ends.
+    struct Restore(u64);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            WAIT_AT_MOST_US.set(self.0);
+        }
+    }
+    let _restore = Restore(WAIT_AT_MOST_US.replace(bound.as_micros().min(u64::MAX as u128) as u64));
+    work()
 }
 
 /// What a pooled connection is taken for, which sets its page cache.
