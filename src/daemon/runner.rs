@@ -238,6 +238,7 @@ impl Runner {
             let options = TickOptions {
                 claimed: &claimed,
                 head_start: crate::evaluate::HEAD_START,
+                page: crate::evaluate::PAGE,
                 job: &job,
                 evaluator: &runner.evaluator,
                 max_age: runner.max_age,

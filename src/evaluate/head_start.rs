@@ -48,6 +48,7 @@ pub(super) fn head_start(
         pool,
         work: &plan.work,
         window,
+        paged: false,
         now,
         read: AtomicU64::new(0),
         malformed: AtomicU64::new(0),

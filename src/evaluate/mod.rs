@@ -7,6 +7,7 @@ mod judge;
 mod malformed;
 mod observe;
 mod options;
+mod paging;
 mod plan;
 mod prepare;
 mod read;
@@ -19,10 +20,10 @@ pub use judge::{
     parse_max_triggers, parse_time, rearm_at, rearm_band_of, return_levels, too_wide, trigger_of,
 };
 pub use options::{TickMemory, TickOptions};
+pub use paging::PAGE;
 pub(crate) use report::tick_counts;
 pub use report::{COUNTS, Count, Series, TickFailed, TickReport};
 
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -30,13 +31,12 @@ use chrono::{DateTime, Utc};
 
 use crate::store::{self, Pool};
 
-use claim::{evaluate_and_claim, log_locked};
+use claim::log_locked;
 use head_start::head_start;
-use malformed::{Warnings, name_blank_ticker_alerts, say_unlogged};
-use observe::observe;
-use plan::{log_quote_problems, plan};
-use prepare::{prepare, settle_due};
-use read::Readers;
+use malformed::say_unlogged;
+use observe::Watermark;
+use paging::{Pages, Phases};
+use prepare::{settle_due, watermark_key, window_of};
 
 /// Builds the fixed pool that evaluates alerts. Its threads run at a lower
 /// priority (nice 5) than the rest of the daemon: a large tick's readers
@@ -127,9 +127,10 @@ fn run(
     }
 }
 
-/// The tick's stages: the database's time → what came due → a head start, for a large tick →
-/// prepare → plan → evaluate and claim → observe. Counts
-/// into `report` as they go, so that a failure leaves what was done.
+/// The tick's stages: the database's time → what came due → a head start,
+/// for a large tick → the window → page after page of changed tickers
+/// (`paging`). Counts into `report` as they go, so that a failure leaves
+/// what was done.
 fn stages(
     workers: &rayon::ThreadPool,
     pool: &Pool,
@@ -148,42 +149,36 @@ fn stages(
     settle_due(&mut writer, now, report)?;
     let judged_ahead = head_start(workers, pool, &mut writer, options, now, report)?;
     let head_started = started.elapsed();
-    let mut snapshot = prepare(&mut writer, options, judged_ahead)?;
-    let candidates = std::mem::take(&mut snapshot.candidates);
-    let plan = plan(candidates, options, now, report);
-    log_quote_problems(&options.memory.quote_problems, &plan);
-    let warnings = Warnings::Within(&options.memory.malformed_warnings);
-    if plan.blank_tickers {
-        name_blank_ticker_alerts(&mut writer, warnings)?;
-    }
-    let prepared = started.elapsed();
-
-    let readers = Readers {
+    let job = watermark_key(options);
+    let window = window_of(&mut writer, &job)?;
+    let mut pages = Pages {
+        workers,
         pool,
-        work: &plan.work,
-        window: snapshot.window,
+        writer: &mut writer,
+        options,
         now,
-        read: AtomicU64::new(0),
-        malformed: AtomicU64::new(0),
-        snoozed: AtomicU64::new(0),
-        warnings,
+        judged_ahead,
+        locked: Vec::new(),
+        watermark: Watermark {
+            job,
+            window,
+            deferred: None,
+            last: false,
+        },
+        phases: Phases::default(),
     };
-    let claimed = evaluate_and_claim(workers, &readers, &mut writer, options, report);
-    let evaluated_and_claimed = started.elapsed();
-    report.evaluated += readers.read.into_inner();
-    report.malformed_alerts += readers.malformed.into_inner();
-    report.snoozed += readers.snoozed.into_inner();
+    let outcome = pages.run(report);
+    let (phases, locked) = (pages.phases, pages.locked);
     say_unlogged(&options.memory.malformed_warnings);
-    let locked = claimed?;
     report.locked = locked.len() as u64;
     log_locked(&options.memory.locked, &locked);
-    observe(&mut writer, &snapshot, plan, &locked, now, report)?;
-    let duration = started.elapsed();
+    outcome?;
     tracing::debug!(
         head_start_ms = head_started.as_millis() as u64,
-        prepare_ms = (prepared - head_started).as_millis() as u64,
-        evaluate_and_claim_ms = (evaluated_and_claimed - prepared).as_millis() as u64,
-        observe_ms = (duration - evaluated_and_claimed).as_millis() as u64,
+        pages = phases.pages,
+        prepare_ms = phases.prepare.as_millis() as u64,
+        evaluate_and_claim_ms = phases.evaluate_and_claim.as_millis() as u64,
+        observe_ms = phases.observe.as_millis() as u64,
         claim_ms = report.claim_duration.as_millis() as u64,
         "tick phases"
     );

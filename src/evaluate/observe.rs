@@ -11,23 +11,54 @@ use crate::store::{self, alerts};
 
 use super::claim::Locked;
 use super::plan::Plan;
-use super::prepare::Snapshot;
+use super::prepare::Window;
 use super::report::TickReport;
 
-/// After every claim committed: first the banded alerts waiting for the
-/// evaluated prices to come back (`store::alerts::come_back`: their wait
-/// ends, and those whose cooldown passed are re-armed), then, in one
-/// transaction, the evaluated prices become the tickers' previous ones, and
-/// the job's watermark moves to the end of the window (or to just before a
-/// ticker that could not be fetched, or one with a triggered or returned
-/// alert someone else held locked: that ticker's price is not recorded
-/// either, so the next tick judges its alerts as this one did). A crash
-/// before this commit leaves both, and the next tick reads the same changes
-/// again: nothing is skipped, and what was claimed stays claimed (and what
-/// came back stays back).
+/// Where a tick's watermark goes: the end of its window, or just before
+/// the first change of a ticker it held back, whichever page held it back.
+pub(super) struct Watermark {
+    /// The job's watermark key.
+    pub(super) job: String,
+    pub(super) window: Window,
+    /// The lowest first change of a ticker held back so far.
+    pub(super) deferred: Option<i64>,
+    /// The page being observed is the window's last: the watermark moves
+    /// with its observations.
+    pub(super) last: bool,
+}
+
+impl Watermark {
+    fn defer(&mut self, change: i64) {
+        self.deferred = Some(self.deferred.map_or(change, |first| first.min(change)));
+    }
+
+    /// The watermark a page's observations commit with: the end of the
+    /// window with the last page, none before.
+    fn moved(&self) -> Option<(&str, i64)> {
+        let settled = self.window.settled;
+        let to = self
+            .deferred
+            .map_or(settled, |first| (first - 1).min(settled));
+        self.last.then_some((self.job.as_str(), to))
+    }
+}
+
+/// After every claim of a page committed: first the banded alerts waiting
+/// for the evaluated prices to come back (`store::alerts::come_back`: their
+/// wait ends, and those whose cooldown passed are re-armed), then, in one
+/// transaction, the evaluated prices become the tickers' previous ones,
+/// and, with the window's last page, the job's watermark moves to the end
+/// of the window (or to just before a ticker that could not be fetched, or
+/// one with a triggered or returned alert someone else held locked: that
+/// ticker's price is not recorded either, so the next tick judges its
+/// alerts as this one did). A crash before the last commit leaves the
+/// watermark, and the next tick reads the same changes again: nothing is
+/// skipped, what was claimed stays claimed (and what came back stays back),
+/// and a price recorded by an earlier page is judged again as moved from
+/// itself, which brings nothing a crossing did not already bring.
 pub(super) fn observe(
     writer: &mut store::Connection,
-    snapshot: &Snapshot,
+    watermark: &mut Watermark,
     plan: Plan,
     locked: &[Locked],
     now: DateTime<Utc>,
@@ -49,19 +80,17 @@ pub(super) fn observe(
     report.returned += returned.returned;
     report.rearmed += returned.rearmed;
     held.extend(returned.held);
-    let mut deferred = plan.deferred;
+    if let Some(first) = plan.deferred {
+        watermark.defer(first);
+    }
     let mut observed: Vec<Observation> = Vec::with_capacity(plan.work.len());
     for work in plan.work {
         if held.contains(&work.ticker) {
-            deferred =
-                Some(deferred.map_or(work.first_change, |first| first.min(work.first_change)));
+            watermark.defer(work.first_change);
         } else if work.observe {
             observed.push((work.ticker, work.observed.price, work.quote_time));
         }
     }
-    let watermark = deferred.map_or(snapshot.window.settled, |first| {
-        (first - 1).min(snapshot.window.settled)
-    });
-    observations::finish_tick(writer, &observed, (&snapshot.job, watermark), now)
+    observations::finish_tick(writer, &observed, watermark.moved(), now)
         .context("recording observed prices and the job's watermark")
 }

@@ -39,6 +39,10 @@ pub struct TickOptions<'a> {
     /// and claims this many of them (`evaluate::HEAD_START` in the daemon;
     /// 0: never).
     pub head_start: usize,
+    /// How many changed tickers a tick reads, plans, judges and records at
+    /// once (`evaluate::PAGE` in the daemon): what a tick holds follows
+    /// this, not the number of tickers that changed.
+    pub page: usize,
 }
 
 /// What the ticks of one process remember of each other, so that a

@@ -2,13 +2,13 @@
 //! re-arms, then the window of changes since the job's watermark and the
 //! tickers they concern.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use crate::store::alerts;
-use crate::store::changes::TickerState;
+use crate::store::changes::{ChangedTicker, TickerState};
 use crate::store::{self, changes, watermarks};
 
 use super::options::TickOptions;
@@ -52,18 +52,19 @@ pub(super) struct Candidate {
     pub(super) waiting: bool,
 }
 
-/// What the store holds for a tick.
-pub(super) struct Snapshot {
-    /// The job's watermark key: its name, scope and quote age.
-    pub(super) job: String,
-    pub(super) window: Window,
+/// One page of what the store holds for a tick: up to a page of changed
+/// tickers, in ticker order.
+pub(super) struct Page {
     pub(super) candidates: Vec<Candidate>,
+    /// Where the next page starts (after this ticker); `None` for the
+    /// window's last page.
+    pub(super) next: Option<String>,
 }
 
 /// The key of a job's watermark: a job whose scope or quote age changes
 /// (on a reload) starts over, as the tickers it now covers, or the quotes it
 /// now takes as fresh, were never its to look at.
-fn watermark_key(options: &TickOptions<'_>) -> String {
+pub(super) fn watermark_key(options: &TickOptions<'_>) -> String {
     format!(
         "{} [{}] max_age={}s",
         options.job,
@@ -101,8 +102,17 @@ fn window(reader: &mut store::Connection, job: &str) -> anyhow::Result<Window> {
     })
 }
 
-/// The store's reads before the evaluation, after [`settle_due`], in one
-/// read transaction: the window of changes and the tickers they concern.
+/// The window of changes since the job's watermark (keyed `job`), read in
+/// one read transaction, after [`settle_due`]: each page of the tick reads
+/// within it.
+pub(super) fn window_of(writer: &mut store::Connection, job: &str) -> anyhow::Result<Window> {
+    store::read_transaction(writer, |reader| window(reader, job))
+        .context("reading how far the changes reach")
+}
+
+/// The store's reads before the evaluation of one page, in one read
+/// transaction: the first `size` tickers after `after` (in ticker order)
+/// that changed in `window`, those in the job's scope with their states.
 /// The tickers a head start judged with enabled alerts (`judged_ahead`)
 /// count as having some, though it may have claimed them all: their prices
 /// are recorded as observed, as a full scan records those of the tickers
@@ -110,26 +120,27 @@ fn window(reader: &mut store::Connection, job: &str) -> anyhow::Result<Window> {
 pub(super) fn prepare(
     writer: &mut store::Connection,
     options: &TickOptions<'_>,
-    judged_ahead: HashSet<String>,
-) -> anyhow::Result<Snapshot> {
-    let job = watermark_key(options);
-    let (window, mut candidates) = store::read_transaction(writer, |reader| {
-        let window = window(reader, &job)?;
-        let changes = changed_tickers(reader, options, window)?;
-        let candidates = candidates(reader, changes)?;
-        Ok((window, candidates))
+    window: Window,
+    after: Option<&str>,
+    size: usize,
+    judged_ahead: &HashSet<String>,
+) -> anyhow::Result<Page> {
+    let mut page = store::read_transaction(writer, |reader| {
+        let mut changed =
+            changes::changed_tickers(reader, window.since, window.until, after, size + 1)
+                .context("reading what changed")?;
+        let next = (changed.len() > size).then(|| {
+            changed.truncate(size);
+            changed[size - 1].ticker.clone()
+        });
+        let candidates = candidates(reader, in_scope(options, changed))?;
+        Ok(Page { candidates, next })
     })
     .context("reading what changed")?;
-    for candidate in &mut candidates {
+    for candidate in &mut page.candidates {
         candidate.has_alerts |= judged_ahead.contains(&candidate.ticker);
     }
-    // Tickers are unique: unstable sorting needs no buffer.
-    candidates.sort_unstable_by(|a, b| a.ticker.cmp(&b.ticker));
-    Ok(Snapshot {
-        job,
-        window,
-        candidates,
-    })
+    Ok(page)
 }
 
 /// A head start's reads (`evaluate::head_start`), in one read transaction:
@@ -189,96 +200,58 @@ pub(super) fn first_moved(
     .context("reading what changed first")
 }
 
-/// What changed for one ticker in the window, and, for a moved ticker, its
-/// state as the scan of changed quotes read it.
-type Changed = (Change, Option<TickerState>);
-
-/// The tickers in the job's scope that changed in `window`: their quote
-/// was written (read with their state), or some of their enabled alerts
-/// changed.
-fn changed_tickers(
-    reader: &mut store::Connection,
-    options: &TickOptions<'_>,
-    window: Window,
-) -> anyhow::Result<HashMap<String, Changed>> {
-    let Window { since, until, .. } = window;
-    let mut changes: HashMap<String, Changed> = HashMap::new();
-    for (ticker, change, state) in
-        changes::changed_quote_states(reader, since, until).context("reading changed quotes")?
-    {
-        if options.scope.covers(&ticker) {
-            let entry = Change {
-                moved: true,
-                changed_alerts: None,
-                first_change: change,
-            };
-            changes.insert(ticker, (entry, Some(state)));
-        }
-    }
-    changes::changed_alert_tickers(reader, since, until, |ticker, change| {
-        if options.scope.covers(ticker) || ticker.trim().is_empty() {
-            if !changes.contains_key(ticker) {
-                let entry = Change {
-                    moved: false,
-                    changed_alerts: None,
-                    first_change: change,
-                };
-                changes.insert(ticker.to_owned(), (entry, None));
+/// The changed tickers in the job's scope, and the alerts with a blank
+/// ticker (named as malformed), whatever their quote.
+fn in_scope(options: &TickOptions<'_>, changed: Vec<ChangedTicker>) -> Vec<ChangedTicker> {
+    changed
+        .into_iter()
+        .filter_map(|mut changed| {
+            if options.scope.covers(&changed.ticker) {
+                Some(changed)
+            } else if changed.ticker.trim().is_empty() && changed.changed_alerts > 0 {
+                changed.moved = false;
+                Some(changed)
+            } else {
+                None
             }
-            let (entry, _) = changes.get_mut(ticker).expect("just inserted");
-            entry.first_change = entry.first_change.min(change);
-            *entry.changed_alerts.get_or_insert(0) += 1;
-        }
-    })
-    .context("reading changed alerts")?;
-    Ok(changes)
+        })
+        .collect()
 }
 
 /// What the store holds for each changed ticker: its quote, its observed
-/// price, and whether it has enabled alerts at all. A moved ticker's came
-/// with its change; the others' are read here.
+/// price, and, for a moved one, whether it has enabled alerts at all, and
+/// alerts waiting for its price to come back. A few statements per slice of
+/// tickers.
 fn candidates(
     reader: &mut store::Connection,
-    changes: HashMap<String, Changed>,
+    changed: Vec<ChangedTicker>,
 ) -> anyhow::Result<Vec<Candidate>> {
-    let mut candidates = Vec::with_capacity(changes.len());
-    let mut unread = Vec::new();
-    for (ticker, (change, state)) in changes {
-        let mut candidate = Candidate {
-            ticker,
-            change,
-            quote: None,
-            previous: None,
-            has_alerts: false,
-            waiting: false,
-        };
-        match state {
-            Some(state) => {
-                settle(&mut candidate, state);
-                candidates.push(candidate);
-            }
-            None => unread.push(candidate),
-        }
-    }
-    // In slices, so that the list of names stays small beside the candidates.
-    for slice in unread.chunks_mut(4096) {
+    let mut candidates = Vec::with_capacity(changed.len());
+    for slice in changed.chunks(4096) {
         let asked: Vec<(&str, bool)> = slice
             .iter()
-            .map(|candidate| {
-                (
-                    candidate.ticker.as_str(),
-                    candidate.change.changed_alerts.is_none(),
-                )
-            })
+            .map(|changed| (changed.ticker.as_str(), changed.moved))
             .collect();
         let states = changes::ticker_states(reader, &asked)
             .context("reading the changed tickers' quotes and observed prices")?;
         drop(asked);
-        for (candidate, state) in slice.iter_mut().zip(states) {
-            settle(candidate, state);
+        for (changed, state) in slice.iter().zip(states) {
+            let mut candidate = Candidate {
+                ticker: changed.ticker.clone(),
+                change: Change {
+                    moved: changed.moved,
+                    changed_alerts: (changed.changed_alerts > 0).then_some(changed.changed_alerts),
+                    first_change: changed.first_change,
+                },
+                quote: None,
+                previous: None,
+                has_alerts: false,
+                waiting: false,
+            };
+            settle(&mut candidate, state);
+            candidates.push(candidate);
         }
     }
-    candidates.append(&mut unread);
     Ok(candidates)
 }
 

@@ -24,6 +24,9 @@ pub(super) struct Readers<'a> {
     pub(super) pool: &'a Pool,
     pub(super) work: &'a [Work],
     pub(super) window: Window,
+    /// The window's changed alerts are read by ticker, the page's tickers'
+    /// only: the window has more changed tickers than a page.
+    pub(super) paged: bool,
     pub(super) now: DateTime<Utc>,
     /// Alerts read and judged.
     pub(super) read: AtomicU64,
@@ -59,6 +62,9 @@ pub(super) enum Task<'a> {
     /// The alerts changed in this part of the window, whatever their ticker
     /// (those of tickers not being evaluated are passed over).
     Changed(Window),
+    /// The alerts of these tickers changed in the window (those of tickers
+    /// whose alerts did not change are not read).
+    ChangedOf(&'a [Work]),
 }
 
 /// The fewest moved tickers, and change numbers of changed alerts, worth a
@@ -71,21 +77,26 @@ const LEAST_CHANGES_PER_TASK: u64 = 256;
 
 /// The reader tasks of a plan's work for up to `threads` readers: the moved
 /// tickers (which come first in the plan) in a share per reader, then the
-/// window of changed alerts in as many parts, each share at least
+/// window of changed alerts in as many parts (or, for a `paged` window, the
+/// page's tickers in as many shares), each share at least
 /// [`LEAST_TICKERS_PER_TASK`] or [`LEAST_CHANGES_PER_TASK`]; and the work
 /// by ticker, for the changed alerts' readers.
 pub(super) fn tasks<'a>(
     work: &'a [Work],
     window: Window,
+    paged: bool,
     threads: usize,
 ) -> (Vec<Task<'a>>, ByTicker<'a>) {
     let moved = work.partition_point(|item| item.moved);
-    let mut tasks: Vec<Task<'_>> = work[..moved]
-        .chunks(moved.div_ceil(threads).max(LEAST_TICKERS_PER_TASK))
-        .map(Task::Moved)
-        .collect();
+    let shares =
+        |part: &'a [Work]| part.chunks(part.len().div_ceil(threads).max(LEAST_TICKERS_PER_TASK));
+    let mut tasks: Vec<Task<'_>> = shares(&work[..moved]).map(Task::Moved).collect();
     if work.iter().any(|item| item.changed_alerts) {
-        tasks.extend(split(window, threads).into_iter().map(Task::Changed));
+        if paged {
+            tasks.extend(shares(work).map(Task::ChangedOf));
+        } else {
+            tasks.extend(split(window, threads).into_iter().map(Task::Changed));
+        }
     }
     (tasks, ByTicker { work, moved })
 }
@@ -131,6 +142,8 @@ struct Judging<'a> {
 enum Items<'a> {
     /// The moves read, by their index.
     Moved(&'a [Work]),
+    /// The tickers whose changed alerts are read, by their index.
+    Listed(&'a [&'a Work]),
     /// Any ticker of the plan, by name; rows of others are passed over.
     ByTicker(ByTicker<'a>),
 }
@@ -169,6 +182,7 @@ impl changes::Reading for Judging<'_> {
     fn row(&mut self, at: usize, alert: AlertRow) -> bool {
         let item = match self.items {
             Items::Moved(work) => &work[at],
+            Items::Listed(work) => work[at],
             Items::ByTicker(by_ticker) => match by_ticker.get(&alert.ticker) {
                 Some(item) => item,
                 None => return true,
@@ -258,6 +272,21 @@ fn read_and_judge(
             let mut judging = Judging::new(readers, sender, Items::ByTicker(by_ticker));
             changes::each_changed_alert(connection, window.since, window.until, &mut judging)
                 .context("reading changed alerts")?;
+            judging.finish();
+        }
+        Task::ChangedOf(work) => {
+            let listed: Vec<&Work> = work.iter().filter(|item| item.changed_alerts).collect();
+            let tickers: Vec<&str> = listed.iter().map(|item| item.ticker.as_str()).collect();
+            let mut judging = Judging::new(readers, sender, Items::Listed(&listed));
+            let window = readers.window;
+            changes::each_changed_alert_of(
+                connection,
+                &tickers,
+                window.since,
+                window.until,
+                &mut judging,
+            )
+            .context("reading changed alerts")?;
             judging.finish();
         }
     }

@@ -37,39 +37,109 @@ pub fn horizon(connection: &mut Connection) -> Result<Horizon> {
     super::engine!(connection, changes::horizon())
 }
 
-/// Tickers whose quote changed after `since`, up to `until`, from the log
-/// `change_log`, each with the number of its first change in the window
-/// and its [`TickerState`] (whether it has enabled alerts asked for every
-/// one), read in the caller's transaction (one snapshot). Memory follows
-/// the tickers, not the changes. When the log was pruned past `since`,
-/// every quote, as changed at `since + 1`.
-pub fn changed_quote_states(
-    connection: &mut Connection,
-    since: i64,
-    until: i64,
-) -> Result<Vec<(String, i64, TickerState)>> {
-    let changed = changed_quotes(connection, since, until)?;
-    let asked: Vec<(&str, bool)> = changed
-        .iter()
-        .map(|(ticker, _)| (ticker.as_str(), true))
-        .collect();
-    let states = ticker_states(connection, &asked)?;
-    drop(asked);
-    Ok(changed
-        .into_iter()
-        .zip(states)
-        .map(|((ticker, change), state)| (ticker, change, state))
-        .collect())
+/// A ticker that changed in a window, with what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedTicker {
+    pub ticker: String,
+    /// Its quote was written in the window.
+    pub moved: bool,
+    /// How many of its enabled alerts changed in the window.
+    pub changed_alerts: u64,
+    /// The lowest change number that brought it here.
+    pub first_change: i64,
 }
 
-/// Each ticker whose quote changed in the window, with its first change
-/// there (see [`changed_quote_states`]).
-fn changed_quotes(
+/// One page of the tickers that changed after `since`, up to `until`:
+/// those whose quote was written (from the log `change_log`; every quote,
+/// as changed at `since + 1`, when the log was pruned past `since`) or some
+/// of whose enabled alerts changed (a NULL ticker comes as empty) — the
+/// first `limit` of them in byte order after `after` (from the first, for
+/// `None`), each once, with all of its changes, read in the caller's
+/// transaction (one snapshot). Memory follows `limit`, not the tickers nor
+/// the changes: a tick pages through a window of a million tickers.
+pub fn changed_tickers(
     connection: &mut Connection,
     since: i64,
     until: i64,
-) -> Result<Vec<(String, i64)>> {
-    super::engine!(connection, changes::changed_quotes(since, until))
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<ChangedTicker>> {
+    super::engine!(
+        connection,
+        changes::changed_tickers(since, until, after, limit.max(1))
+    )
+}
+
+/// The first `limit` tickers after a point, gathered from changes read in
+/// any order: a ticker is kept, with every change of it read after, while
+/// it is among the `limit` least seen so far; one that is not never comes
+/// back, as the least only get less. Memory follows `limit`.
+pub(super) struct Page {
+    after: Option<String>,
+    limit: usize,
+    tickers: std::collections::BTreeMap<String, ChangedTicker>,
+}
+
+impl Page {
+    pub(super) fn new(after: Option<&str>, limit: usize) -> Page {
+        Page {
+            after: after.map(str::to_owned),
+            limit,
+            tickers: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// A quote write of `ticker`, numbered `change`.
+    pub(super) fn quote(&mut self, ticker: &str, change: i64) {
+        if let Some(changed) = self.entry(ticker, change) {
+            changed.moved = true;
+        }
+    }
+
+    /// A change of an enabled alert of `ticker`, numbered `change`.
+    pub(super) fn alert(&mut self, ticker: &str, change: i64) {
+        if let Some(changed) = self.entry(ticker, change) {
+            changed.changed_alerts += 1;
+        }
+    }
+
+    /// Whether the page is full and `ticker` comes after all of it: a read
+    /// in ticker order stops there.
+    pub(super) fn past(&self, ticker: &str) -> bool {
+        self.tickers.len() >= self.limit
+            && self
+                .tickers
+                .last_key_value()
+                .is_some_and(|(last, _)| ticker > last.as_str())
+    }
+
+    fn entry(&mut self, ticker: &str, change: i64) -> Option<&mut ChangedTicker> {
+        if self.after.as_deref().is_some_and(|after| ticker <= after) {
+            return None;
+        }
+        if !self.tickers.contains_key(ticker) {
+            if self.past(ticker) {
+                return None;
+            }
+            if self.tickers.len() >= self.limit {
+                self.tickers.pop_last();
+            }
+            let changed = ChangedTicker {
+                ticker: ticker.to_owned(),
+                moved: false,
+                changed_alerts: 0,
+                first_change: change,
+            };
+            self.tickers.insert(ticker.to_owned(), changed);
+        }
+        let changed = self.tickers.get_mut(ticker).expect("just inserted");
+        changed.first_change = changed.first_change.min(change);
+        Some(changed)
+    }
+
+    pub(super) fn into_tickers(self) -> Vec<ChangedTicker> {
+        self.tickers.into_values().collect()
+    }
 }
 
 /// Up to `limit` tickers whose quote changed after `since`, up to `until`,
@@ -112,22 +182,6 @@ pub fn prune_change_log(connection: &mut Connection, now: DateTime<Utc>) -> Resu
     super::engine!(connection, changes::prune_change_log(&cutoff))
 }
 
-/// Calls `each` with the ticker and change number of every enabled alert
-/// changed after `since`, up to `until`, through `price_alerts_changed`,
-/// streamed: the caller gathers them per ticker, so memory follows the number
-/// of tickers, not of changes. A NULL ticker comes as empty.
-pub fn changed_alert_tickers(
-    connection: &mut Connection,
-    since: i64,
-    until: i64,
-    each: impl FnMut(&str, i64),
-) -> Result<()> {
-    super::engine!(
-        connection,
-        changes::changed_alert_tickers(since, until, each)
-    )
-}
-
 /// What a read of alerts tells its reader: each row, and each moment no
 /// statement of the read is open. That moment is where a reader that must
 /// wait (for the claims of what it found) waits: one that waits with a
@@ -155,6 +209,24 @@ pub fn each_changed_alert(
     super::engine!(
         connection,
         changes::each_changed_alert(since, until, reading)
+    )
+}
+
+/// Tells `reading` every enabled alert of each of `tickers` changed after
+/// `since`, up to `until`, ticker after ticker (through the alerts' ticker
+/// index), with the ticker's index in `tickers`, until it says stop: a
+/// window too large for one page reads its changed alerts a page of
+/// tickers at a time this way.
+pub fn each_changed_alert_of(
+    connection: &mut Connection,
+    tickers: &[&str],
+    since: i64,
+    until: i64,
+    reading: &mut impl Reading,
+) -> Result<()> {
+    super::engine!(
+        connection,
+        changes::each_changed_alert_of(tickers, since, until, reading)
     )
 }
 
@@ -215,4 +287,65 @@ pub fn each_reachable_alert(
         connection,
         changes::each_reachable_alert(ticker, moved, seen, each)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Changes of 40 tickers in a scrambled order, paged through in pages
+    /// of every size: each ticker comes once, in order, with all of its
+    /// changes, and a page never holds more than its size.
+    #[test]
+    fn a_page_holds_the_least_tickers_after_its_start_with_all_their_changes() {
+        let changes: Vec<(String, bool, i64)> = (0..400_i64)
+            .map(|n| {
+                let scrambled = (n * 7919) % 400;
+                (format!("T{:02}", scrambled % 40), scrambled % 3 == 0, n + 1)
+            })
+            .collect();
+        let mut expected: BTreeMap<String, ChangedTicker> = BTreeMap::new();
+        for (ticker, quote, change) in &changes {
+            let entry = expected
+                .entry(ticker.clone())
+                .or_insert_with(|| ChangedTicker {
+                    ticker: ticker.clone(),
+                    moved: false,
+                    changed_alerts: 0,
+                    first_change: *change,
+                });
+            entry.first_change = entry.first_change.min(*change);
+            if *quote {
+                entry.moved = true;
+            } else {
+                entry.changed_alerts += 1;
+            }
+        }
+        let expected: Vec<ChangedTicker> = expected.into_values().collect();
+        for limit in 1..=41 {
+            let mut got = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let mut page = Page::new(after.as_deref(), limit);
+                for (ticker, quote, change) in &changes {
+                    if *quote {
+                        page.quote(ticker, *change);
+                    } else {
+                        page.alert(ticker, *change);
+                    }
+                    assert!(page.tickers.len() <= limit);
+                }
+                let tickers = page.into_tickers();
+                after = tickers.last().map(|last| last.ticker.clone());
+                let full = tickers.len() == limit;
+                got.extend(tickers);
+                if !full || after.is_none() {
+                    break;
+                }
+            }
+            assert_eq!(got, expected, "pages of {limit}");
+        }
+    }
 }

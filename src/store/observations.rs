@@ -23,14 +23,14 @@ fn get_on<C: Statements>(
     connection.query_first(GET, &[&ticker], |row| row.get::<f64>(0))
 }
 
-/// Ends a tick, in one transaction: records the evaluated quotes as the
-/// tickers' previous prices (unless a newer quote was recorded meanwhile, by
-/// another daemon), and moves the job's watermark (`(key, change)`), never
-/// back.
+/// Ends a page of a tick, in one transaction: records the evaluated quotes
+/// as the tickers' previous prices (unless a newer quote was recorded
+/// meanwhile, by another daemon), and, with the tick's last page, moves the
+/// job's watermark (`(key, change)`), never back.
 pub fn finish_tick(
     connection: &mut Connection,
     observed: &[Observation],
-    watermark: (&str, i64),
+    watermark: Option<(&str, i64)>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let now = super::timestamp(now);

@@ -133,7 +133,7 @@ fn full_scan(
         .map(|(ticker, price)| (ticker.as_str(), *price))
         .collect();
     alerts::come_back(&mut store, &prices, now).unwrap();
-    observations::finish_tick(&mut store, &observed, ("reference", 0), now).unwrap();
+    observations::finish_tick(&mut store, &observed, Some(("reference", 0)), now).unwrap();
 }
 
 /// What both databases must agree on: each alert's enabled flag, how many
@@ -272,6 +272,9 @@ fn tick_both(
         // Now and then a head start for the first one to three moved
         // tickers, before the tick reads the rest.
         head_start: step % 4,
+        // Now and then in pages of one or two changed tickers: a ticker's
+        // changes all in one page, the watermark moving with the last.
+        page: [1, 2, evaluate::PAGE][step % 3],
     };
     let report = evaluate::tick(ticked.workers, ticked.pool, &options).unwrap();
     full_scan(

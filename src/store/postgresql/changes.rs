@@ -4,7 +4,7 @@
 use postgres::fallible_iterator::FallibleIterator as _;
 
 use crate::store::alerts::AlertRow;
-use crate::store::changes::{Horizon, Move, Reading, TickerState};
+use crate::store::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
 
 use super::rows::{alert_columns, alert_row};
 use super::{PgConnection, PgResult as Result};
@@ -42,32 +42,49 @@ pub fn horizon(connection: &mut PgConnection) -> Result<Horizon> {
     })
 }
 
-/// Each ticker whose quote changed in the window with its first change
-/// there, from the log (the server's hash of tickers: memory follows them);
-/// every quote, as changed at `since + 1`, when the log was pruned past
-/// `since`. The caller's transaction is one snapshot (`store::
-/// read_transaction`), so the pruned point and the log agree.
-pub fn changed_quotes(
+/// A page of the tickers that changed in the window (see
+/// `store::changes::changed_tickers`), gathered by the server (its
+/// aggregate and sort spill to disk past `work_mem`): the log's quote
+/// writes in the window, or every quote, as changed at `since + 1`, when
+/// the log was pruned past `since` (the caller's transaction is one
+/// snapshot, so the pruned point and the log agree), and the alerts changed
+/// in it. Tickers compare bytewise (`COLLATE "C"`), as the daemon orders
+/// them.
+pub fn changed_tickers(
     connection: &mut PgConnection,
     since: i64,
     until: i64,
-) -> Result<Vec<(String, i64)>> {
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<ChangedTicker>> {
     let pruned = connection.prepared("SELECT through FROM change_log_pruned WHERE id = 1")?;
     let through: i64 = connection.client().query_one(&pruned, &[])?.try_get(0)?;
-    let rows = if since < through {
-        let statement = connection.prepared("SELECT ticker::text, $1::int8 FROM quotes")?;
-        connection.client().query(&statement, &[&(since + 1)])?
-    } else {
-        let statement = connection.prepared(
-            "SELECT quote_ticker, min(change_seq) FROM change_log
-             WHERE change_seq > $1 AND change_seq <= $2 GROUP BY quote_ticker",
-        )?;
-        connection.client().query(&statement, &[&since, &until])?
-    };
+    let statement = connection.prepared(
+        "SELECT c.ticker, bool_or(c.moved), count(*) FILTER (WHERE NOT c.moved), min(c.change)
+         FROM (SELECT quote_ticker::text AS ticker, true AS moved, change_seq AS change
+               FROM change_log
+               WHERE NOT $5 AND change_seq > $1 AND change_seq <= $2 AND quote_ticker IS NOT NULL
+               UNION ALL
+               SELECT ticker::text, true, $1 + 1 FROM quotes WHERE $5
+               UNION ALL
+               SELECT coalesce(ticker::text, ''), false, change_seq FROM price_alerts
+               WHERE change_seq > $1 AND change_seq <= $2 AND enabled = '1') AS c
+         WHERE $3::text IS NULL OR c.ticker COLLATE \"C\" > $3::text
+         GROUP BY c.ticker ORDER BY c.ticker COLLATE \"C\" LIMIT $4",
+    )?;
+    let every_quote = since < through;
+    let limit = limit as i64;
+    let rows = connection
+        .client()
+        .query(&statement, &[&since, &until, &after, &limit, &every_quote])?;
     rows.iter()
         .map(|row| {
-            let ticker: Option<String> = row.try_get(0)?;
-            Ok((ticker.unwrap_or_default(), row.try_get(1)?))
+            Ok(ChangedTicker {
+                ticker: row.try_get(0)?,
+                moved: row.try_get(1)?,
+                changed_alerts: row.try_get::<_, i64>(2)? as u64,
+                first_change: row.try_get(3)?,
+            })
         })
         .collect()
 }
@@ -111,26 +128,6 @@ pub fn prune_change_log(connection: &mut PgConnection, cutoff: &str) -> Result<u
     let deleted = transaction.execute(&delete, &[])?;
     transaction.commit()?;
     Ok(deleted)
-}
-
-/// Streams the rows (`query_raw`): the server's rows are read as they come.
-pub fn changed_alert_tickers(
-    connection: &mut PgConnection,
-    since: i64,
-    until: i64,
-    mut each: impl FnMut(&str, i64),
-) -> Result<()> {
-    let statement = connection.prepared(
-        "SELECT ticker::text, change_seq FROM price_alerts
-         WHERE change_seq > $1 AND change_seq <= $2 AND enabled = '1'",
-    )?;
-    let params: [&(dyn postgres::types::ToSql + Sync); 2] = [&since, &until];
-    let mut rows = connection.client().query_raw(&statement, params)?;
-    while let Some(row) = rows.next()? {
-        let ticker: Option<&str> = row.try_get(0)?;
-        each(ticker.unwrap_or(""), row.try_get(1)?);
-    }
-    Ok(())
 }
 
 /// Tickers per statement in the batched reads: each statement's arrays and
@@ -314,6 +311,42 @@ pub fn each_changed_alert(
     }
     drop(rows);
     reading.at_rest();
+    Ok(())
+}
+
+/// One statement per chunk of tickers, each ticker's alerts through the
+/// ticker index, joined laterally (see
+/// `store::changes::each_changed_alert_of`).
+pub fn each_changed_alert_of(
+    connection: &mut PgConnection,
+    tickers: &[&str],
+    since: i64,
+    until: i64,
+    reading: &mut impl Reading,
+) -> Result<()> {
+    const SQL: &str = concat!(
+        "SELECT t.at - 1, r.* FROM unnest($1::text[]) WITH ORDINALITY AS t (ticker, at)
+         CROSS JOIN LATERAL (SELECT ",
+        alert_columns!(),
+        " FROM price_alerts WHERE ticker = t.ticker AND enabled = '1'
+              AND change_seq > $2 AND change_seq <= $3) AS r"
+    );
+    let statement = connection.prepared(SQL)?;
+    for (chunk_at, chunk) in tickers.chunks(CHUNK).enumerate() {
+        let params: [&(dyn postgres::types::ToSql + Sync); 3] = [&chunk, &since, &until];
+        let mut rows = connection.client().query_raw(&statement, params)?;
+        while let Some(row) = rows.next()? {
+            let at = chunk_at * CHUNK + row.try_get::<_, i64>(0)? as usize;
+            let alert = super::rows::alert_row_from(&row, 1)?;
+            if !reading.row(at, alert) {
+                return Ok(());
+            }
+        }
+        drop(rows);
+        if !reading.at_rest() {
+            break;
+        }
+    }
     Ok(())
 }
 

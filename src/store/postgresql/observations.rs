@@ -9,7 +9,7 @@ use super::{PgConnection, PgResult as Result};
 pub fn finish_tick(
     connection: &mut PgConnection,
     observed: &[Observation],
-    (job, watermark): (&str, i64),
+    watermark: Option<(&str, i64)>,
     now: &str,
 ) -> Result<()> {
     let advance = connection.prepared(crate::store::watermarks::ADVANCE)?;
@@ -22,7 +22,9 @@ pub fn finish_tick(
             OR price_alertd_time(observations.quote_time) IS NULL",
     )?;
     let mut transaction = connection.client().transaction()?;
-    transaction.execute(&advance, &[&job, &watermark, &now])?;
+    if let Some((job, watermark)) = watermark {
+        transaction.execute(&advance, &[&job, &watermark, &now])?;
+    }
     let tickers: Vec<&str> = observed
         .iter()
         .map(|(ticker, _, _)| ticker.as_str())

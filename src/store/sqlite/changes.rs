@@ -4,13 +4,12 @@
 //! trip.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::store::alerts::AlertRow;
-use crate::store::changes::{Horizon, Move, Reading, TickerState};
+use crate::store::changes::{ChangedTicker, Horizon, Move, Page, Reading, TickerState};
 
 use super::rows::alert_row;
 
@@ -54,60 +53,82 @@ pub(super) fn last_change(connection: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |row| row.get(0))
 }
 
-/// Calls `each` with the ticker and change number of every enabled alert
-/// changed after `since`, up to `until`, through `price_alerts_changed`,
-/// streamed: the caller gathers them per ticker, so memory follows the number
-/// of tickers, not of changes (SQLite's GROUP BY would sort them all). A NULL
-/// ticker comes as empty.
-pub fn changed_alert_tickers(
+/// A page of the tickers that changed in the window (see
+/// `store::changes::changed_tickers`): the log's quote writes in the window
+/// (or every quote, in ticker order, when the log was pruned past `since`),
+/// then the alerts changed in it, gathered into the page in Rust (SQLite's
+/// GROUP BY would sort every change). The alerts are read in the order of
+/// their changes where few changed, else in ticker order from the page's
+/// start, stopping past its end (a first tick's every alert is not read
+/// again for each page).
+pub fn changed_tickers(
     connection: &Connection,
     since: i64,
     until: i64,
-    mut each: impl FnMut(&str, i64),
-) -> rusqlite::Result<()> {
-    let mut statement = connection.prepare_cached(
-        "SELECT ticker, change_seq FROM price_alerts
-         WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1",
-    )?;
-    let mut rows = statement.query(params![since, until])?;
-    while let Some(row) = rows.next()? {
-        let change: i64 = row.get(1)?;
-        each(&text_of(row.get_ref(0)?), change);
-    }
-    Ok(())
-}
-
-/// Tickers whose quote changed after `since`, up to `until`, each with its
-/// first change in the window (see `store::changes`): the log read in
-/// order, one row at a time, keeping a ticker's first change, so that
-/// memory follows the tickers, not the changes. Below the log's pruned
-/// point, every quote.
-pub fn changed_quotes(
-    connection: &Connection,
-    since: i64,
-    until: i64,
-) -> rusqlite::Result<Vec<(String, i64)>> {
+    after: Option<&str>,
+    limit: usize,
+) -> rusqlite::Result<Vec<ChangedTicker>> {
+    let mut page = Page::new(after, limit);
+    let from = after.unwrap_or("");
     if since < pruned_through(connection)? {
-        let mut statement = connection.prepare_cached("SELECT ticker FROM quotes")?;
-        let rows =
-            statement.query_map([], |row| Ok((super::rows::text(row.get(0)?), since + 1)))?;
-        return rows.collect();
-    }
-    let mut statement = connection.prepare_cached(
-        "SELECT change_seq, quote_ticker FROM change_log
-         WHERE change_seq > ?1 AND change_seq <= ?2 AND quote_ticker IS NOT NULL
-         ORDER BY change_seq",
-    )?;
-    let mut rows = statement.query(params![since, until])?;
-    let mut first: HashMap<String, i64> = HashMap::new();
-    while let Some(row) = rows.next()? {
-        let change: i64 = row.get(0)?;
-        let ticker = text_of(row.get_ref(1)?);
-        if !first.contains_key(ticker.as_ref()) {
-            first.insert(ticker.into_owned(), change);
+        // One more than the page: the quote `after` itself comes too.
+        let mut statement = connection.prepare_cached(
+            "SELECT ticker FROM quotes WHERE ticker >= ?1 ORDER BY ticker LIMIT ?2",
+        )?;
+        let mut rows = statement.query(params![from, limit as i64 + 1])?;
+        while let Some(row) = rows.next()? {
+            page.quote(&text_of(row.get_ref(0)?), since + 1);
+        }
+    } else {
+        let mut statement = connection.prepare_cached(
+            "SELECT change_seq, quote_ticker FROM change_log
+             WHERE change_seq > ?1 AND change_seq <= ?2 AND quote_ticker >= ?3",
+        )?;
+        let mut rows = statement.query(params![since, until, from])?;
+        while let Some(row) = rows.next()? {
+            page.quote(&text_of(row.get_ref(1)?), row.get(0)?);
         }
     }
-    Ok(first.into_iter().collect())
+    let changed_alerts: i64 = connection
+        .prepare_cached(
+            "SELECT count(*) FROM price_alerts WHERE change_seq > ?1 AND change_seq <= ?2",
+        )?
+        .query_row(params![since, until], |row| row.get(0))?;
+    if changed_alerts as usize <= limit {
+        let mut statement = connection.prepare_cached(
+            "SELECT ticker, change_seq FROM price_alerts
+             WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1",
+        )?;
+        let mut rows = statement.query(params![since, until])?;
+        while let Some(row) = rows.next()? {
+            page.alert(&text_of(row.get_ref(0)?), row.get(1)?);
+        }
+    } else {
+        if after.is_none() {
+            let mut statement = connection.prepare_cached(
+                "SELECT change_seq FROM price_alerts
+                 WHERE ticker IS NULL AND enabled = 1 AND change_seq > ?1 AND change_seq <= ?2",
+            )?;
+            let mut rows = statement.query(params![since, until])?;
+            while let Some(row) = rows.next()? {
+                page.alert("", row.get(0)?);
+            }
+        }
+        let mut statement = connection.prepare_cached(
+            "SELECT ticker, change_seq FROM price_alerts INDEXED BY idx_price_alerts_enabled
+             WHERE ticker >= ?3 AND enabled = 1 AND change_seq > ?1 AND change_seq <= ?2
+             ORDER BY ticker",
+        )?;
+        let mut rows = statement.query(params![since, until, from])?;
+        while let Some(row) = rows.next()? {
+            let ticker = text_of(row.get_ref(0)?);
+            if page.past(&ticker) {
+                break;
+            }
+            page.alert(&ticker, row.get(1)?);
+        }
+    }
+    Ok(page.into_tickers())
 }
 
 /// Up to `limit` distinct tickers of the log's quote changes in the window
@@ -241,6 +262,36 @@ pub fn each_changed_alert(
             return Ok(());
         }
         from = to;
+    }
+    Ok(())
+}
+
+/// One ticker after another, one statement each (through
+/// `idx_price_alerts_enabled`, whatever the window's size), at rest after
+/// each (see `store::changes::each_changed_alert_of`).
+pub fn each_changed_alert_of(
+    connection: &Connection,
+    tickers: &[&str],
+    since: i64,
+    until: i64,
+    reading: &mut impl Reading,
+) -> rusqlite::Result<()> {
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {} FROM price_alerts INDEXED BY idx_price_alerts_enabled
+         WHERE ticker = ?1 AND enabled = 1 AND change_seq > ?2 AND change_seq <= ?3",
+        super::alerts::ALERT_COLUMNS
+    ))?;
+    for (at, ticker) in tickers.iter().enumerate() {
+        let mut rows = statement.query(params![ticker, since, until])?;
+        while let Some(row) = rows.next()? {
+            if !reading.row(at, alert_row(row)?) {
+                return Ok(());
+            }
+        }
+        drop(rows);
+        if !reading.at_rest() {
+            break;
+        }
     }
     Ok(())
 }

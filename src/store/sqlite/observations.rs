@@ -7,19 +7,22 @@ use crate::store::observations::Observation;
 
 /// Ends a tick, in one transaction: records the evaluated quotes as the
 /// tickers' previous prices (unless a newer quote was recorded meanwhile, by
-/// another daemon), and moves the job's watermark (`(key, change)`).
+/// another daemon), and moves the job's watermark (`(key, change)`), if
+/// given.
 pub fn finish_tick(
     connection: &mut Connection,
     observed: &[Observation],
-    (job, watermark): (&str, i64),
+    watermark: Option<(&str, i64)>,
     now: &str,
 ) -> rusqlite::Result<()> {
     let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    transaction.execute(
-        crate::store::watermarks::ADVANCE,
-        params![job, watermark, now],
-    )?;
+    if let Some((job, watermark)) = watermark {
+        transaction.execute(
+            crate::store::watermarks::ADVANCE,
+            params![job, watermark, now],
+        )?;
+    }
     {
         let mut upsert = transaction.prepare_cached(
             "INSERT INTO observations (ticker, price, quote_time, observed_at) VALUES (?1, ?2, ?3, ?4)

@@ -1,0 +1,129 @@
+//! A tick's window, a page of changed tickers at a time: each page is
+//! prepared, planned, judged and claimed, and observed before the next is
+//! read, so that what a tick holds follows the page's size, not how many
+//! tickers changed (a first tick over a million tickers is some sixteen
+//! pages). Each ticker is in one page, with all of its changes in the
+//! window; the watermark moves with the last.
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::store::{self, Pool};
+
+use super::claim::{Locked, evaluate_and_claim};
+use super::malformed::{Warnings, name_blank_ticker_alerts};
+use super::observe::{Watermark, observe};
+use super::options::TickOptions;
+use super::plan::{log_quote_problems, plan};
+use super::prepare::prepare;
+use super::read::Readers;
+use super::report::TickReport;
+
+/// The changed tickers a tick takes at once in the daemon
+/// (`TickOptions::page`): a few hundred bytes each while they are planned
+/// and judged (their name, quote and observed price), some 30 MB for a
+/// page; and a window with fewer tickers, as nearly every tick, is read in
+/// one page as ever.
+pub const PAGE: usize = 65_536;
+
+/// Where the time of a tick's pages goes (logged with the tick).
+#[derive(Debug, Default)]
+pub(super) struct Phases {
+    pub(super) pages: u64,
+    pub(super) prepare: Duration,
+    pub(super) evaluate_and_claim: Duration,
+    pub(super) observe: Duration,
+}
+
+/// A tick's pages, from its window's first changed ticker to its last.
+pub(super) struct Pages<'a, 'w> {
+    pub(super) workers: &'a rayon::ThreadPool,
+    pub(super) pool: &'a Pool,
+    pub(super) writer: &'w mut store::Connection,
+    pub(super) options: &'a TickOptions<'a>,
+    pub(super) now: DateTime<Utc>,
+    /// The tickers the head start judged with enabled alerts.
+    pub(super) judged_ahead: HashSet<String>,
+    /// Triggered alerts someone else held locked, over every page.
+    pub(super) locked: Vec<Locked>,
+    pub(super) watermark: Watermark,
+    pub(super) phases: Phases,
+}
+
+impl Pages<'_, '_> {
+    /// Every page in turn, the first error ending the tick (the watermark
+    /// stays, so the next tick reads the window again).
+    pub(super) fn run(&mut self, report: &mut TickReport) -> anyhow::Result<()> {
+        let mut after: Option<String> = None;
+        let mut paged = false;
+        loop {
+            let started = Instant::now();
+            let page = prepare(
+                self.writer,
+                self.options,
+                self.watermark.window,
+                after.as_deref(),
+                self.options.page.max(1),
+                &self.judged_ahead,
+            )?;
+            paged |= page.next.is_some();
+            self.watermark.last = page.next.is_none();
+            self.phases.pages += 1;
+            self.phases.prepare += started.elapsed();
+            self.one(page.candidates, paged, report)?;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// One page: planned, judged and claimed, observed.
+    fn one(
+        &mut self,
+        candidates: Vec<super::prepare::Candidate>,
+        paged: bool,
+        report: &mut TickReport,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let options = self.options;
+        let plan = plan(candidates, options, self.now, report);
+        log_quote_problems(&options.memory.quote_problems, &plan);
+        let warnings = Warnings::Within(&options.memory.malformed_warnings);
+        if plan.blank_tickers {
+            name_blank_ticker_alerts(self.writer, warnings)?;
+        }
+        let readers = Readers {
+            pool: self.pool,
+            work: &plan.work,
+            window: self.watermark.window,
+            paged,
+            now: self.now,
+            read: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            snoozed: AtomicU64::new(0),
+            warnings,
+        };
+        let claimed = evaluate_and_claim(self.workers, &readers, self.writer, options, report);
+        report.evaluated += readers.read.into_inner();
+        report.malformed_alerts += readers.malformed.into_inner();
+        report.snoozed += readers.snoozed.into_inner();
+        let locked = claimed?;
+        let judged = Instant::now();
+        self.phases.evaluate_and_claim += judged - started;
+        observe(
+            self.writer,
+            &mut self.watermark,
+            plan,
+            &locked,
+            self.now,
+            report,
+        )?;
+        self.locked.extend(locked);
+        self.phases.observe += judged.elapsed();
+        Ok(())
+    }
+}
