@@ -101,6 +101,18 @@ impl Budget {
             < self.per_minute
     }
 
+    /// Counts a line that is not logged, whatever is left of the budget.
+    pub fn count(&self) {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Lines asked for in this minute, logged or not.
+    #[cfg(test)]
+    pub(crate) fn asked(&self) -> u64 {
+        self.asked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Starts a new minute if this one is over: how many lines it did not
     /// log, if any.
     pub fn roll(&self, now: Instant) -> Option<u64> {

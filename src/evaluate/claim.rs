@@ -90,7 +90,7 @@ pub(super) fn evaluate_and_claim(
         .current_num_threads()
         .min(readers.pool.readers())
         .max(1);
-    let (tasks, by_ticker) = tasks(readers.work, readers.window, readers.paged, threads);
+    let (tasks, by_ticker) = tasks(readers.work, readers.window, readers.changed, threads);
     let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(threads * 4);
     // Helpers claim batches beside the calling thread where the engine runs
     // claims side by side (on disjoint rows: each alert is in one batch).

@@ -17,7 +17,7 @@ use super::malformed::Warnings;
 use super::options::TickOptions;
 use super::plan::plan;
 use super::prepare::first_moved;
-use super::read::Readers;
+use super::read::{ChangedReads, Readers};
 use super::report::TickReport;
 
 /// How many moved tickers a head start judges, when more than that many
@@ -48,7 +48,7 @@ pub(super) fn head_start(
         pool,
         work: &plan.work,
         window,
-        paged: false,
+        changed: ChangedReads::InWindow,
         now,
         read: AtomicU64::new(0),
         malformed: AtomicU64::new(0),

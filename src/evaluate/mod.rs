@@ -36,6 +36,7 @@ use head_start::head_start;
 use malformed::say_unlogged;
 use observe::Watermark;
 use paging::{Pages, Phases};
+use plan::say_unnamed_quote_problems;
 use prepare::{settle_due, watermark_key, window_of};
 
 /// Builds the fixed pool that evaluates alerts. Its threads run at a lower
@@ -165,11 +166,13 @@ fn stages(
             deferred: None,
             last: false,
         },
+        window_alerts: None,
         phases: Phases::default(),
     };
     let outcome = pages.run(report);
     let (phases, locked) = (pages.phases, pages.locked);
     say_unlogged(&options.memory.malformed_warnings);
+    say_unnamed_quote_problems(&options.memory.quote_warnings);
     report.locked = locked.len() as u64;
     log_locked(&options.memory.locked, &locked);
     outcome?;

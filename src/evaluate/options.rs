@@ -11,6 +11,7 @@ use crate::store::alerts::Trigger;
 
 use super::judge::QuoteProblem;
 use super::malformed::WARNINGS_PER_MINUTE;
+use super::plan::QUOTE_LINES_PER_MINUTE;
 
 /// What a tick evaluates, besides the database.
 pub struct TickOptions<'a> {
@@ -56,6 +57,8 @@ pub struct TickMemory {
     pub(super) locked: Mutex<Recurring>,
     /// Warnings about malformed rows, within their budget.
     pub(super) malformed_warnings: Budget,
+    /// Lines naming quote problems, within theirs.
+    pub(super) quote_warnings: Budget,
 }
 
 impl Default for TickMemory {
@@ -64,6 +67,7 @@ impl Default for TickMemory {
             quote_problems: Mutex::default(),
             locked: Mutex::default(),
             malformed_warnings: Budget::per_minute(WARNINGS_PER_MINUTE),
+            quote_warnings: Budget::per_minute(QUOTE_LINES_PER_MINUTE),
         }
     }
 }

@@ -9,17 +9,18 @@ use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use crate::store::{self, Pool};
+use crate::store::{self, Pool, changes};
 
 use super::claim::{Locked, evaluate_and_claim};
 use super::malformed::{Warnings, name_blank_ticker_alerts};
 use super::observe::{Watermark, observe};
 use super::options::TickOptions;
 use super::plan::{log_quote_problems, plan};
-use super::prepare::prepare;
-use super::read::Readers;
+use super::prepare::{Candidate, prepare};
+use super::read::{ChangedReads, Readers};
 use super::report::TickReport;
 
 /// The changed tickers a tick takes at once in the daemon
@@ -28,6 +29,12 @@ use super::report::TickReport;
 /// page; and a window with fewer tickers, as nearly every tick, is read in
 /// one page as ever.
 pub const PAGE: usize = 65_536;
+
+/// A row of the window's changed alerts read in order costs about this
+/// fraction of one read through the ticker index (a seek, most likely to a
+/// page of the table not in the cache): a page whose tickers hold more than
+/// this fraction of the window's changed alerts reads all of them in order.
+const ROWS_PER_SEEK: u64 = 8;
 
 /// Where the time of a tick's pages goes (logged with the tick).
 #[derive(Debug, Default)]
@@ -50,6 +57,9 @@ pub(super) struct Pages<'a, 'w> {
     /// Triggered alerts someone else held locked, over every page.
     pub(super) locked: Vec<Locked>,
     pub(super) watermark: Watermark,
+    /// How many alerts changed in the window, once a second page is known
+    /// to come.
+    pub(super) window_alerts: Option<u64>,
     pub(super) phases: Phases,
 }
 
@@ -71,9 +81,10 @@ impl Pages<'_, '_> {
             )?;
             paged |= page.next.is_some();
             self.watermark.last = page.next.is_none();
+            let changed = self.changed_reads(paged, &page.candidates)?;
             self.phases.pages += 1;
             self.phases.prepare += started.elapsed();
-            self.one(page.candidates, paged, report)?;
+            self.one(page.candidates, changed, report)?;
             match page.next {
                 Some(next) => after = Some(next),
                 None => return Ok(()),
@@ -81,17 +92,49 @@ impl Pages<'_, '_> {
         }
     }
 
+    /// How a page reads its changed alerts: as ever for a window of one
+    /// page; else by the page's tickers, unless they hold a good part of
+    /// the window's changed alerts (a job's first tick over a hundred
+    /// alerts a ticker).
+    fn changed_reads(
+        &mut self,
+        paged: bool,
+        candidates: &[Candidate],
+    ) -> anyhow::Result<ChangedReads> {
+        if !paged {
+            return Ok(ChangedReads::InWindow);
+        }
+        let window = self.watermark.window;
+        let in_window = match self.window_alerts {
+            Some(count) => count,
+            None => {
+                let count = changes::changed_alert_count(self.writer, window.since, window.until)
+                    .context("counting the changed alerts")?;
+                *self.window_alerts.insert(count)
+            }
+        };
+        let in_page: u64 = candidates
+            .iter()
+            .filter_map(|candidate| candidate.change.changed_alerts)
+            .sum();
+        Ok(if in_window <= in_page.saturating_mul(ROWS_PER_SEEK) {
+            ChangedReads::InWindow
+        } else {
+            ChangedReads::OfTickers
+        })
+    }
+
     /// One page: planned, judged and claimed, observed.
     fn one(
         &mut self,
-        candidates: Vec<super::prepare::Candidate>,
-        paged: bool,
+        candidates: Vec<Candidate>,
+        changed: ChangedReads,
         report: &mut TickReport,
     ) -> anyhow::Result<()> {
         let started = Instant::now();
         let options = self.options;
         let plan = plan(candidates, options, self.now, report);
-        log_quote_problems(&options.memory.quote_problems, &plan);
+        log_quote_problems(options.memory, &plan);
         let warnings = Warnings::Within(&options.memory.malformed_warnings);
         if plan.blank_tickers {
             name_blank_ticker_alerts(self.writer, warnings)?;
@@ -100,7 +143,7 @@ impl Pages<'_, '_> {
             pool: self.pool,
             work: &plan.work,
             window: self.watermark.window,
-            paged,
+            changed,
             now: self.now,
             read: AtomicU64::new(0),
             malformed: AtomicU64::new(0),

@@ -2,15 +2,15 @@
 //! fresh quote, fetched for this tick) and which are left out, and why.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
 use crate::lock::lock;
 use crate::logging;
+use crate::recurring::Budget;
 
 use super::judge::{Observed, QuoteProblem, usable_quote};
-use super::options::TickOptions;
+use super::options::{TickMemory, TickOptions};
 use super::prepare::{Candidate, Change};
 use super::report::TickReport;
 
@@ -143,18 +143,102 @@ impl Plan {
     }
 }
 
+/// How many tickers' quote problems a process remembers, to name each when
+/// it starts, changes and ends: past it, a ticker's problem is only counted
+/// in the budget's line (a feed gone stale for a million tickers takes
+/// neither a million entries nor a million lines).
+pub(super) const QUOTE_PROBLEMS_KEPT: usize = 10_000;
+
+/// The lines a minute that name a ticker's quote problem, or its end.
+pub(super) const QUOTE_LINES_PER_MINUTE: u64 = 100;
+
 /// Logs a ticker's quote problem when it starts or changes, and its end, not
-/// every tick.
-pub(super) fn log_quote_problems(known: &Mutex<HashMap<String, QuoteProblem>>, plan: &Plan) {
-    let mut known = lock(known);
+/// every tick, within [`QUOTE_LINES_PER_MINUTE`], remembering at most
+/// [`QUOTE_PROBLEMS_KEPT`] tickers.
+pub(super) fn log_quote_problems(memory: &TickMemory, plan: &Plan) {
+    let mut known = lock(&memory.quote_problems);
+    let budget = &memory.quote_warnings;
     for (ticker, problem) in &plan.problems {
-        if known.insert(ticker.clone(), *problem) != Some(*problem) {
+        let room = known.len() < QUOTE_PROBLEMS_KEPT;
+        match known.get_mut(ticker) {
+            Some(known) if known == problem => continue,
+            Some(known) => *known = *problem,
+            None if room => {
+                known.insert(ticker.clone(), *problem);
+            }
+            None => {
+                budget.count();
+                continue;
+            }
+        }
+        if budget.take() {
             tracing::warn!(ticker = %logging::bounded(ticker), "{}", problem.describe());
         }
     }
     for work in &plan.work {
         if let Some(problem) = known.remove(&work.ticker) {
-            tracing::info!(ticker = %logging::bounded(&work.ticker), was = ?problem, "quote usable again");
+            if budget.take() {
+                tracing::info!(ticker = %logging::bounded(&work.ticker), was = ?problem, "quote usable again");
+            }
         }
+    }
+}
+
+/// Says, once a minute, how many quote problems (or ends) were not named.
+pub(super) fn say_unnamed_quote_problems(budget: &Budget) {
+    if let Some(unlogged) = budget.roll(std::time::Instant::now()) {
+        tracing::warn!(
+            unlogged,
+            "more tickers' quotes became unusable or usable again in the last minute than were named"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A feed stale for more tickers than are remembered: the map stays
+    /// within its bound, each ticker past it is counted, not logged, and a
+    /// known ticker's end is seen.
+    #[test]
+    fn quote_problems_are_remembered_for_a_bounded_number_of_tickers() {
+        let memory = TickMemory::default();
+        let stale = |from: usize, to: usize| Plan {
+            work: Vec::new(),
+            problems: (from..to)
+                .map(|n| (format!("T{n}"), QuoteProblem::Stale))
+                .collect(),
+            blank_tickers: false,
+            deferred: None,
+        };
+        log_quote_problems(&memory, &stale(0, QUOTE_PROBLEMS_KEPT + 500));
+        assert_eq!(lock(&memory.quote_problems).len(), QUOTE_PROBLEMS_KEPT);
+        // Asked for every ticker once: the kept ones and the 500 past them.
+        let asked = memory.quote_warnings.asked();
+        assert_eq!(asked, QUOTE_PROBLEMS_KEPT as u64 + 500);
+        // The same problems again: the kept ones are not named again, the
+        // others are counted again.
+        log_quote_problems(&memory, &stale(0, QUOTE_PROBLEMS_KEPT + 500));
+        assert_eq!(memory.quote_warnings.asked(), asked + 500);
+        // A kept ticker's quote usable again: named, and forgotten.
+        let known = lock(&memory.quote_problems).keys().next().unwrap().clone();
+        let mut usable = stale(0, 0);
+        usable.work.push(Work {
+            ticker: known.clone(),
+            moved: true,
+            changed_alerts: false,
+            observed: Observed {
+                price: 1.0,
+                previous: None,
+            },
+            quote_time: String::new(),
+            observe: true,
+            waiting: false,
+            first_change: 1,
+        });
+        log_quote_problems(&memory, &usable);
+        assert!(!lock(&memory.quote_problems).contains_key(&known));
+        assert_eq!(memory.quote_warnings.asked(), asked + 501);
     }
 }

@@ -24,9 +24,8 @@ pub(super) struct Readers<'a> {
     pub(super) pool: &'a Pool,
     pub(super) work: &'a [Work],
     pub(super) window: Window,
-    /// The window's changed alerts are read by ticker, the page's tickers'
-    /// only: the window has more changed tickers than a page.
-    pub(super) paged: bool,
+    /// How the page's changed alerts are read.
+    pub(super) changed: ChangedReads,
     pub(super) now: DateTime<Utc>,
     /// Alerts read and judged.
     pub(super) read: AtomicU64,
@@ -34,6 +33,18 @@ pub(super) struct Readers<'a> {
     /// Alerts that would have fired but are snoozed.
     pub(super) snoozed: AtomicU64,
     pub(super) warnings: Warnings<'a>,
+}
+
+/// How a page's changed alerts are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ChangedReads {
+    /// All of the window's, in the order of their changes, those of other
+    /// pages' tickers passed over: the window is one page, or this page
+    /// holds a good part of them (a row read in order costs a fraction of
+    /// one read by its ticker, which may be anywhere in the table).
+    InWindow,
+    /// This page's tickers' own, each through the ticker index.
+    OfTickers,
 }
 
 /// A plan's work by ticker, without a map: the plan's two parts (moved
@@ -77,25 +88,29 @@ const LEAST_CHANGES_PER_TASK: u64 = 256;
 
 /// The reader tasks of a plan's work for up to `threads` readers: the moved
 /// tickers (which come first in the plan) in a share per reader, then the
-/// window of changed alerts in as many parts (or, for a `paged` window, the
-/// page's tickers in as many shares), each share at least
+/// window of changed alerts in as many parts (or the page's tickers in as
+/// many shares, as `changed` says), each share at least
 /// [`LEAST_TICKERS_PER_TASK`] or [`LEAST_CHANGES_PER_TASK`]; and the work
 /// by ticker, for the changed alerts' readers.
 pub(super) fn tasks<'a>(
     work: &'a [Work],
     window: Window,
-    paged: bool,
+    changed: ChangedReads,
     threads: usize,
 ) -> (Vec<Task<'a>>, ByTicker<'a>) {
     let moved = work.partition_point(|item| item.moved);
     let shares =
         |part: &'a [Work]| part.chunks(part.len().div_ceil(threads).max(LEAST_TICKERS_PER_TASK));
-    let mut tasks: Vec<Task<'_>> = shares(&work[..moved]).map(Task::Moved).collect();
+    // A job's first window (after -1) has no alert left to read by its
+    // level: every alert changed in it.
+    let reachable = if window.since < 0 { 0 } else { moved };
+    let mut tasks: Vec<Task<'_>> = shares(&work[..reachable]).map(Task::Moved).collect();
     if work.iter().any(|item| item.changed_alerts) {
-        if paged {
-            tasks.extend(shares(work).map(Task::ChangedOf));
-        } else {
-            tasks.extend(split(window, threads).into_iter().map(Task::Changed));
+        match changed {
+            ChangedReads::InWindow => {
+                tasks.extend(split(window, threads).into_iter().map(Task::Changed))
+            }
+            ChangedReads::OfTickers => tasks.extend(shares(work).map(Task::ChangedOf)),
         }
     }
     (tasks, ByTicker { work, moved })

@@ -37,6 +37,13 @@ pub fn horizon(connection: &mut Connection) -> Result<Horizon> {
     super::engine!(connection, changes::horizon())
 }
 
+/// How many alerts changed after `since`, up to `until` (enabled or not:
+/// an upper bound of what a read of changed alerts reads), counted in
+/// `price_alerts_changed` alone.
+pub fn changed_alert_count(connection: &mut Connection, since: i64, until: i64) -> Result<u64> {
+    super::engine!(connection, changes::changed_alert_count(since, until))
+}
+
 /// A ticker that changed in a window, with what changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangedTicker {

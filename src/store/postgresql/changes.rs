@@ -89,6 +89,17 @@ pub fn changed_tickers(
         .collect()
 }
 
+/// See `store::changes::changed_alert_count`.
+pub fn changed_alert_count(connection: &mut PgConnection, since: i64, until: i64) -> Result<u64> {
+    let statement = connection
+        .prepared("SELECT count(*) FROM price_alerts WHERE change_seq > $1 AND change_seq <= $2")?;
+    let count: i64 = connection
+        .client()
+        .query_one(&statement, &[&since, &until])?
+        .try_get(0)?;
+    Ok(count as u64)
+}
+
 /// Up to `limit` distinct tickers of the log's quote changes in the window
 /// (see `store::changes::first_changed_quotes`).
 pub fn first_changed_quotes(

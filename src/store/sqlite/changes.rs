@@ -89,12 +89,7 @@ pub fn changed_tickers(
             page.quote(&text_of(row.get_ref(1)?), row.get(0)?);
         }
     }
-    let changed_alerts: i64 = connection
-        .prepare_cached(
-            "SELECT count(*) FROM price_alerts WHERE change_seq > ?1 AND change_seq <= ?2",
-        )?
-        .query_row(params![since, until], |row| row.get(0))?;
-    if changed_alerts as usize <= limit {
+    if changed_alert_count(connection, since, until)? as usize <= limit {
         let mut statement = connection.prepare_cached(
             "SELECT ticker, change_seq FROM price_alerts
              WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1",
@@ -129,6 +124,20 @@ pub fn changed_tickers(
         }
     }
     Ok(page.into_tickers())
+}
+
+/// See `store::changes::changed_alert_count`.
+pub fn changed_alert_count(
+    connection: &Connection,
+    since: i64,
+    until: i64,
+) -> rusqlite::Result<u64> {
+    connection
+        .prepare_cached(
+            "SELECT count(*) FROM price_alerts WHERE change_seq > ?1 AND change_seq <= ?2",
+        )?
+        .query_row(params![since, until], |row| row.get::<_, i64>(0))
+        .map(|count| count as u64)
 }
 
 /// Up to `limit` distinct tickers of the log's quote changes in the window
