@@ -5,11 +5,39 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::store::observations::Observation;
 
-/// Ends a tick, in one transaction: records the evaluated quotes as the
-/// tickers' previous prices (unless a newer quote was recorded meanwhile, by
-/// another daemon), and moves the job's watermark (`(key, change)`), if
-/// given.
+/// Observations written per transaction: each takes the write lock a few
+/// milliseconds and grows the WAL by a few MiB at most, however many
+/// tickers a page holds.
+const OBSERVATIONS_PER_COMMIT: usize = 4096;
+
+/// Ends a page of a tick: records the evaluated quotes as the tickers'
+/// previous prices (unless a newer quote was recorded meanwhile, by another
+/// daemon) in transactions of [`OBSERVATIONS_PER_COMMIT`], each taking its
+/// turn at the write lock and followed by the WAL's upkeep, and moves the
+/// job's watermark (`(key, change)`), if given, with the last. A crash
+/// between them leaves the watermark where it was: the next tick judges
+/// these tickers again, some at prices already recorded as their previous
+/// ones, and what this tick claimed is claimed already.
 pub fn finish_tick(
+    connection: &mut Connection,
+    observed: &[Observation],
+    watermark: Option<(&str, i64)>,
+    now: &str,
+) -> rusqlite::Result<()> {
+    let mut chunks = observed.chunks(OBSERVATIONS_PER_COMMIT).peekable();
+    loop {
+        let chunk = chunks.next().unwrap_or_default();
+        let last = chunks.peek().is_none();
+        record(connection, chunk, watermark.filter(|_| last), now)?;
+        super::wal::after_write(connection);
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// One transaction of [`finish_tick`].
+fn record(
     connection: &mut Connection,
     observed: &[Observation],
     watermark: Option<(&str, i64)>,
