@@ -26,6 +26,7 @@ pub fn finish_tick(
 ) -> rusqlite::Result<()> {
     let mut chunks = observed.chunks(OBSERVATIONS_PER_COMMIT).peekable();
     loop {
+        // Nothing observed is one empty transaction: the watermark moves.
         let chunk = chunks.next().unwrap_or_default();
         let last = chunks.peek().is_none();
         record(connection, chunk, watermark.filter(|_| last), now)?;
