@@ -263,6 +263,21 @@ fn an_expired_alert_never_fires() {
     );
 }
 
+/// The ids of the alerts a read of reachable alerts gave.
+#[derive(Default)]
+struct Reached(HashSet<i64>);
+
+impl changes::Reading for Reached {
+    fn row(&mut self, _: usize, alert: AlertRow) -> bool {
+        self.0.insert(alert.id);
+        true
+    }
+
+    fn at_rest(&mut self) -> bool {
+        true
+    }
+}
+
 /// The level index's ranges must reach every row `judge` fires: over a
 /// grid of conditions, targets (numbers on both sides, text, infinities),
 /// references and expiries, and moves up, down and from nowhere, every
@@ -345,12 +360,10 @@ fn the_level_ranges_reach_every_row_judge_fires() {
             price: observed.price,
             previous,
         };
-        let mut reached = HashSet::new();
-        changes::each_reachable_alert(&mut connection, "T", moved, i64::MAX, |alert| {
-            reached.insert(alert.id);
-            true
-        })
-        .unwrap();
+        let mut reached = Reached::default();
+        changes::each_reachable_alert_of(&mut connection, &[("T", moved)], i64::MAX, &mut reached)
+            .unwrap();
+        let reached = reached.0;
         let mut fired = 0;
         for alert in &all {
             if judge(alert, observed, now) == Verdict::Fire {

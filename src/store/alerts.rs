@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use std::collections::HashSet;
 
-use super::shared::{PerEngine, Row as _, Statements, shared};
+use super::shared::{PerEngine, Row as _, Statements};
 use super::{Connection, Result};
 
 /// An enabled alert as stored. Numbers the application wrote as something other
@@ -148,14 +148,15 @@ pub struct NewAlert<'a> {
 }
 
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
+#[cfg(any(test, feature = "test-support"))]
 pub fn enabled_for_ticker(connection: &mut Connection, ticker: &str) -> Result<Vec<AlertRow>> {
-    super::engine!(connection, alerts::enabled_for_ticker(ticker))
+    connection.engine().enabled_for_ticker(ticker)
 }
 
 /// Up to `limit` enabled alerts whose ticker is NULL, empty or blank, to
 /// name in warnings.
 pub fn enabled_without_ticker(connection: &mut Connection, limit: u64) -> Result<Vec<AlertRow>> {
-    super::engine!(connection, alerts::enabled_without_ticker(limit))
+    connection.engine().enabled_without_ticker(limit)
 }
 
 /// The tickers a tick as of `now` may judge, for a quote source to
@@ -164,10 +165,8 @@ pub fn enabled_without_ticker(connection: &mut Connection, limit: u64) -> Result
 /// a banded alert waiting for its price to come back. Each once, in order.
 pub fn tickers_to_fetch(connection: &mut Connection, now: DateTime<Utc>) -> Result<Vec<String>> {
     let now_ms = now.timestamp_millis();
-    let enabled: Result<Vec<String>> = super::engine!(connection, alerts::enabled_tickers());
-    let due: Result<Vec<String>> = super::engine!(connection, alerts::rearm_due_tickers(now_ms));
-    let mut tickers = enabled?;
-    tickers.extend(due?);
+    let mut tickers = connection.engine().enabled_tickers()?;
+    tickers.extend(connection.engine().rearm_due_tickers(now_ms)?);
     tickers.extend(waiting_tickers(connection)?);
     tickers.sort_unstable();
     tickers.dedup();
@@ -178,7 +177,7 @@ pub fn tickers_to_fetch(connection: &mut Connection, now: DateTime<Utc>) -> Resu
 /// or before `now`, stamping `expired_at`. Returns how many.
 pub fn expire_due(connection: &mut Connection, now: DateTime<Utc>) -> Result<usize> {
     let now = super::timestamp(now);
-    super::engine!(connection, alerts::expire_due(&now))
+    connection.engine().expire_due(&now)
 }
 
 /// Re-arms every repeating alert whose cooldown has passed (`rearm_at` at
@@ -189,7 +188,7 @@ pub fn expire_due(connection: &mut Connection, now: DateTime<Utc>) -> Result<usi
 /// gets `expired_at`). One transaction; returns how many were re-armed.
 pub fn rearm_cooled_down(connection: &mut Connection, now: DateTime<Utc>) -> Result<usize> {
     let (text, now_ms) = (super::timestamp(now), now.timestamp_millis());
-    super::engine!(connection, alerts::rearm_cooled_down(&text, now_ms))
+    connection.engine().rearm_cooled_down(&text, now_ms)
 }
 
 /// What [`come_back`] did.
@@ -220,13 +219,13 @@ pub fn come_back(
     now: DateTime<Utc>,
 ) -> Result<Returned> {
     let (text, now_ms) = (super::timestamp(now), now.timestamp_millis());
-    super::engine!(connection, alerts::come_back(prices, &text, now_ms))
+    connection.engine().come_back(prices, &text, now_ms)
 }
 
 /// The tickers with banded alerts waiting for their price to come back,
 /// through the two indexes of the waiting.
 pub fn waiting_tickers(connection: &mut Connection) -> Result<HashSet<String>> {
-    super::engine!(connection, alerts::waiting_tickers())
+    connection.engine().waiting_tickers()
 }
 
 /// Wakes every enabled alert whose `snoozed_until` has come by `now`:
@@ -236,19 +235,19 @@ pub fn waiting_tickers(connection: &mut Connection) -> Result<HashSet<String>> {
 /// how many.
 pub fn wake_snoozed(connection: &mut Connection, now: DateTime<Utc>) -> Result<usize> {
     let now = super::timestamp(now);
-    super::engine!(connection, alerts::wake_snoozed(&now))
+    connection.engine().wake_snoozed(&now)
 }
 
 /// Snoozes an alert until `until` (RFC 3339), or wakes it (`None`): it
 /// keeps its arming. Returns false if there is no such alert, or it is
 /// neither armed nor waiting to be re-armed.
 pub fn snooze(connection: &mut Connection, id: i64, until: Option<&str>) -> Result<bool> {
-    shared!(connection, snooze_on, id, until)
+    connection.engine().snooze(id, until)
 }
 
 /// Sets or clears an alert's cooldown. Returns false if there is no such alert.
 pub fn set_cooldown(connection: &mut Connection, id: i64, cooldown: Option<&str>) -> Result<bool> {
-    shared!(connection, set_cooldown_on, id, cooldown)
+    connection.engine().set_cooldown(id, cooldown)
 }
 
 /// Re-arms a disabled alert: enabled again, its trigger and expiry stamps
@@ -256,7 +255,7 @@ pub fn set_cooldown(connection: &mut Connection, id: i64, cooldown: Option<&str>
 /// schema's trigger gives it a new arming (a new event id). Returns false if
 /// there is no such alert or it is already armed.
 pub fn rearm(connection: &mut Connection, id: i64) -> Result<bool> {
-    shared!(connection, rearm_on, id)
+    connection.engine().rearm(id)
 }
 
 /// Claims `triggers` in one write transaction: each alert is disabled only
@@ -272,10 +271,9 @@ pub fn claim(
     triggers: &[Trigger],
     now: DateTime<Utc>,
 ) -> Result<Claimed> {
-    super::engine!(
-        connection,
-        alerts::claim(triggers, now, now.timestamp_millis())
-    )
+    connection
+        .engine()
+        .claim(triggers, now, now.timestamp_millis())
 }
 
 /// Up to `limit` alerts, newest first.
@@ -285,19 +283,19 @@ pub fn list(
     ticker: Option<&str>,
     limit: usize,
 ) -> Result<Vec<AlertEntry>> {
-    super::engine!(connection, alerts::list(filter, ticker, limit))
+    connection.engine().list_alerts(filter, ticker, limit)
 }
 
 /// Inserts an alert; returns its id.
 pub fn add(connection: &mut Connection, alert: &NewAlert<'_>, created_at: &str) -> Result<i64> {
-    shared!(connection, add_on, alert, created_at)
+    connection.engine().add_alert(alert, created_at)
 }
 
 /// Disables an armed alert without an event, or stops a repeating one that
 /// waits out its cooldown from being re-armed. Returns false if there is no
 /// such alert or it is neither.
 pub fn disable(connection: &mut Connection, id: i64) -> Result<bool> {
-    shared!(connection, disable_on, id)
+    connection.engine().disable(id)
 }
 
 // The operators' statements, the same on both engines (`enabled` is set to
@@ -322,7 +320,7 @@ pub(super) const ADD: &str = "INSERT INTO price_alerts
           max_triggers, upper_price, rearm_band)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id";
 
-fn set_cooldown_on<C: Statements>(
+pub(super) fn set_cooldown_on<C: Statements>(
     connection: &mut C,
     id: i64,
     cooldown: Option<&str>,
@@ -330,7 +328,7 @@ fn set_cooldown_on<C: Statements>(
     Ok(connection.execute(SET_COOLDOWN, &[&cooldown, &id])? > 0)
 }
 
-fn snooze_on<C: Statements>(
+pub(super) fn snooze_on<C: Statements>(
     connection: &mut C,
     id: i64,
     until: Option<&str>,
@@ -338,15 +336,21 @@ fn snooze_on<C: Statements>(
     Ok(connection.execute(C::per_engine(&SNOOZE), &[&until, &id])? > 0)
 }
 
-fn rearm_on<C: Statements>(connection: &mut C, id: i64) -> std::result::Result<bool, C::Error> {
+pub(super) fn rearm_on<C: Statements>(
+    connection: &mut C,
+    id: i64,
+) -> std::result::Result<bool, C::Error> {
     Ok(connection.execute(C::per_engine(&REARM), &[&id])? > 0)
 }
 
-fn disable_on<C: Statements>(connection: &mut C, id: i64) -> std::result::Result<bool, C::Error> {
+pub(super) fn disable_on<C: Statements>(
+    connection: &mut C,
+    id: i64,
+) -> std::result::Result<bool, C::Error> {
     Ok(connection.execute(C::per_engine(&DISABLE), &[&id])? > 0)
 }
 
-fn add_on<C: Statements>(
+pub(super) fn add_on<C: Statements>(
     connection: &mut C,
     alert: &NewAlert<'_>,
     created_at: &str,

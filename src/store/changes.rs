@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use super::alerts::AlertRow;
 use super::{Connection, Result};
 
-/// A ticker's move for [`each_reachable_alert`]: its price now, and the one
+/// A ticker's move for [`each_reachable_alert_of`]: its price now, and the one
 /// the daemon observed before (for the crossings).
 #[derive(Debug, Clone, Copy)]
 pub struct Move {
@@ -34,14 +34,14 @@ pub struct Horizon {
 
 /// The horizon of the changes, read in the caller's transaction.
 pub fn horizon(connection: &mut Connection) -> Result<Horizon> {
-    super::engine!(connection, changes::horizon())
+    connection.engine().horizon()
 }
 
 /// How many alerts changed after `since`, up to `until` (enabled or not:
 /// an upper bound of what a read of changed alerts reads), counted in
 /// `price_alerts_changed` alone.
 pub fn changed_alert_count(connection: &mut Connection, since: i64, until: i64) -> Result<u64> {
-    super::engine!(connection, changes::changed_alert_count(since, until))
+    connection.engine().changed_alert_count(since, until)
 }
 
 /// A ticker that changed in a window, with what changed.
@@ -71,10 +71,9 @@ pub fn changed_tickers(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<ChangedTicker>> {
-    super::engine!(
-        connection,
-        changes::changed_tickers(since, until, after, limit.max(1))
-    )
+    connection
+        .engine()
+        .changed_tickers(since, until, after, limit.max(1))
 }
 
 /// The first `limit` tickers after a point, gathered from changes read in
@@ -159,10 +158,9 @@ pub fn first_changed_quotes(
     until: i64,
     limit: usize,
 ) -> Result<Vec<String>> {
-    super::engine!(
-        connection,
-        changes::first_changed_quotes(since, until, limit as i64)
-    )
+    connection
+        .engine()
+        .first_changed_quotes(since, until, limit as i64)
 }
 
 /// How long a watermark holds the change log after it: a job that
@@ -186,7 +184,7 @@ pub(super) const OLDEST_LIVE_WATERMARK: &str =
 pub fn prune_change_log(connection: &mut Connection, now: DateTime<Utc>) -> Result<u64> {
     let kept_for = chrono::Duration::from_std(CHANGE_LOG_KEPT_FOR).expect("an hour");
     let cutoff = super::timestamp(now - kept_for);
-    super::engine!(connection, changes::prune_change_log(&cutoff))
+    connection.engine().prune_change_log(&cutoff)
 }
 
 /// What a read of alerts tells its reader: each row, and each moment no
@@ -213,10 +211,9 @@ pub fn each_changed_alert(
     until: i64,
     reading: &mut impl Reading,
 ) -> Result<()> {
-    super::engine!(
-        connection,
-        changes::each_changed_alert(since, until, reading)
-    )
+    connection
+        .engine()
+        .each_changed_alert(since, until, reading)
 }
 
 /// Tells `reading` every enabled alert of each of `tickers` changed after
@@ -231,10 +228,9 @@ pub fn each_changed_alert_of(
     until: i64,
     reading: &mut impl Reading,
 ) -> Result<()> {
-    super::engine!(
-        connection,
-        changes::each_changed_alert_of(tickers, since, until, reading)
-    )
+    connection
+        .engine()
+        .each_changed_alert_of(tickers, since, until, reading)
 }
 
 /// What a tick needs to know of one changed ticker.
@@ -261,39 +257,25 @@ pub fn ticker_states(
     connection: &mut Connection,
     tickers: &[(&str, bool)],
 ) -> Result<Vec<TickerState>> {
-    super::engine!(connection, changes::ticker_states(tickers))
+    connection.engine().ticker_states(tickers)
 }
 
-/// [`each_reachable_alert`] for several moved tickers, in a few statements:
-/// `reading` gets the index in `moves` of each row's ticker.
+/// Tells `reading`, one row at a time, every enabled alert of each moved
+/// ticker whose level its move can reach (every alert `evaluate::judge`
+/// could fire at its price, and few more), leaving out alerts changed after
+/// `seen` (they are read as changed alerts instead), until it says stop:
+/// ranges of `price_alerts_level` per condition, in a few statements for
+/// all the tickers. `reading` gets the index in `moves` of each row's
+/// ticker.
 pub fn each_reachable_alert_of(
     connection: &mut Connection,
     moves: &[(&str, Move)],
     seen: i64,
     reading: &mut impl Reading,
 ) -> Result<()> {
-    super::engine!(
-        connection,
-        changes::each_reachable_alert_of(moves, seen, reading)
-    )
-}
-
-/// Calls `each`, one row at a time, with every enabled alert of `ticker` whose
-/// level `moved` can reach — every alert `evaluate::judge` could fire at
-/// this price, and few more — leaving out alerts changed after `seen` (they
-/// are read as changed alerts instead), until `each` returns false. One range
-/// of `price_alerts_level` per condition.
-pub fn each_reachable_alert(
-    connection: &mut Connection,
-    ticker: &str,
-    moved: Move,
-    seen: i64,
-    each: impl FnMut(AlertRow) -> bool,
-) -> Result<()> {
-    super::engine!(
-        connection,
-        changes::each_reachable_alert(ticker, moved, seen, each)
-    )
+    connection
+        .engine()
+        .each_reachable_alert_of(moves, seen, reading)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::shared::{PerEngine, Row, Statements, shared};
+use super::shared::{PerEngine, Row, Statements};
 use super::{Connection, Result};
 
 static NOW_MS: PerEngine = PerEngine::new("SELECT {now_ms}");
@@ -27,7 +27,7 @@ pub fn now(connection: &mut Connection) -> Result<DateTime<Utc>> {
 
 /// Now by the database's clock, in unix milliseconds.
 pub fn now_ms(connection: &mut Connection) -> Result<i64> {
-    shared!(connection, now_ms_on,)
+    connection.engine().now_ms()
 }
 
 /// [`now_ms`] on an engine's connection.

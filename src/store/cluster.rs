@@ -12,7 +12,7 @@
 //! each heartbeat (`take_reacting`), and taken by another member once it
 //! ran out (its holder died) or was given back (`leave`).
 
-use super::shared::{PerEngine, Row, Statements, shared};
+use super::shared::{PerEngine, Row, Statements};
 use super::{Connection, Result};
 
 /// A daemon process, as the others see it.
@@ -73,7 +73,7 @@ pub fn take_fire(
     me: &str,
     lease_ms: i64,
 ) -> Result<Option<u32>> {
-    shared!(connection, take_fire_on, fire, me, lease_ms)
+    connection.engine().take_fire(fire, me, lease_ms)
 }
 
 /// Ends this member's hold on `fire`.
@@ -83,7 +83,7 @@ pub fn finish_fire(
     me: &str,
     finish: Finish,
 ) -> Result<()> {
-    shared!(connection, finish_fire_on, fire, me, finish)
+    connection.engine().finish_fire(fire, me, finish)
 }
 
 /// One heartbeat, in one transaction: records that `me` is alive, renews the
@@ -92,12 +92,12 @@ pub fn finish_fire(
 /// a later fire of their job was taken, and returns the other expired ones,
 /// oldest first, for this member to take over.
 pub fn heartbeat(connection: &mut Connection, me: &Me, lease_ms: i64) -> Result<Vec<Fire>> {
-    shared!(connection, heartbeat_on, me, lease_ms)
+    connection.engine().heartbeat(me, lease_ms)
 }
 
 /// Leaves the cluster (a clean stop), giving back the jobs it reacted for.
 pub fn leave(connection: &mut Connection, me: &str) -> Result<()> {
-    shared!(connection, leave_on, me)
+    connection.engine().leave(me)
 }
 
 /// Takes or renews, for `lease_ms`, the reacting lease of each of `jobs`
@@ -110,17 +110,19 @@ pub fn take_reacting(
     me: &str,
     lease_ms: i64,
 ) -> Result<Vec<String>> {
-    shared!(connection, take_reacting_on, jobs, given_back, me, lease_ms)
+    connection
+        .engine()
+        .take_reacting(jobs, given_back, me, lease_ms)
 }
 
 /// Each job's reacting member, while its lease runs.
 pub fn reactors(connection: &mut Connection) -> Result<Vec<(String, String)>> {
-    shared!(connection, reactors_on,)
+    connection.engine().reactors()
 }
 
 /// The members that beat within the last day.
 pub fn members(connection: &mut Connection) -> Result<Vec<Member>> {
-    shared!(connection, members_on,)
+    connection.engine().members()
 }
 
 /// One statement: a member racing another waits for the other's row (or, on
@@ -204,7 +206,7 @@ pub(super) static STATEMENTS: [&PerEngine; 14] = [
     &REACTORS,
 ];
 
-fn take_fire_on<C: Statements>(
+pub(super) fn take_fire_on<C: Statements>(
     connection: &mut C,
     fire: &Fire,
     me: &str,
@@ -220,7 +222,7 @@ fn take_fire_on<C: Statements>(
     Ok(runs.map(|runs| runs.max(0) as u32))
 }
 
-fn finish_fire_on<C: Statements>(
+pub(super) fn finish_fire_on<C: Statements>(
     connection: &mut C,
     fire: &Fire,
     me: &str,
@@ -233,7 +235,7 @@ fn finish_fire_on<C: Statements>(
     Ok(())
 }
 
-fn heartbeat_on<C: Statements>(
+pub(super) fn heartbeat_on<C: Statements>(
     connection: &mut C,
     me: &Me,
     lease_ms: i64,
@@ -262,7 +264,10 @@ fn heartbeat_on<C: Statements>(
     })
 }
 
-fn leave_on<C: Statements>(connection: &mut C, me: &str) -> std::result::Result<(), C::Error> {
+pub(super) fn leave_on<C: Statements>(
+    connection: &mut C,
+    me: &str,
+) -> std::result::Result<(), C::Error> {
     connection.write_transaction(|connection| {
         connection.execute(C::per_engine(&LEAVE_REACTING), &[&me])?;
         connection.execute(C::per_engine(&LEAVE), &[&me])?;
@@ -270,7 +275,7 @@ fn leave_on<C: Statements>(connection: &mut C, me: &str) -> std::result::Result<
     })
 }
 
-fn take_reacting_on<C: Statements>(
+pub(super) fn take_reacting_on<C: Statements>(
     connection: &mut C,
     jobs: &[String],
     given_back: &[String],
@@ -294,7 +299,7 @@ fn take_reacting_on<C: Statements>(
     })
 }
 
-fn reactors_on<C: Statements>(
+pub(super) fn reactors_on<C: Statements>(
     connection: &mut C,
 ) -> std::result::Result<Vec<(String, String)>, C::Error> {
     connection.query(C::per_engine(&REACTORS), &[], |row| {
@@ -302,7 +307,9 @@ fn reactors_on<C: Statements>(
     })
 }
 
-fn members_on<C: Statements>(connection: &mut C) -> std::result::Result<Vec<Member>, C::Error> {
+pub(super) fn members_on<C: Statements>(
+    connection: &mut C,
+) -> std::result::Result<Vec<Member>, C::Error> {
     connection.query(C::per_engine(&MEMBERS), &[], |row| member_of(row))
 }
 

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod changes;
 pub mod clock;
 pub mod cluster;
+mod engine;
 pub mod listen;
 pub mod observations;
 pub mod outbox;
@@ -336,10 +337,7 @@ impl<C> std::ops::DerefMut for Plain<C> {
 /// The id this database got at its first migration: every event id carries
 /// it.
 pub fn installation_id(connection: &mut Connection) -> Result<String> {
-    match &mut connection.0 {
-        EngineConnection::Sqlite(connection) => Ok(sqlite::installation_id(connection)?),
-        EngineConnection::Postgres(connection) => Ok(postgresql::installation_id(connection)?),
-    }
+    connection.engine().installation_id()
 }
 
 /// Now, as stored in the database: RFC 3339, UTC, milliseconds.
@@ -359,20 +357,16 @@ pub fn read_transaction<T>(
     connection: &mut Connection,
     call: impl FnOnce(&mut Connection) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let (begin, commit, rollback) = match &connection.0 {
-        EngineConnection::Sqlite(_) => ("BEGIN DEFERRED", "COMMIT", "ROLLBACK"),
-        // One snapshot for every statement.
-        EngineConnection::Postgres(_) => (
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            "COMMIT",
-            "ROLLBACK",
-        ),
-    };
+    let begin = connection.engine().begin_read();
     connection
-        .execute_batch(begin)
+        .engine()
+        .execute_unprepared(begin)
         .context("starting a read transaction")?;
     let result = call(connection);
-    let end = connection.execute_batch(if result.is_ok() { commit } else { rollback });
+    let end =
+        connection
+            .engine()
+            .execute_unprepared(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
     let value = result?;
     end.context("ending a read transaction")?;
     Ok(value)
@@ -399,11 +393,7 @@ where
 /// WAL holds into the database file, as far as readers allow (`PASSIVE`: it
 /// never waits for, or blocks, anyone).
 pub fn checkpoint(connection: &mut Connection) -> Result<()> {
-    match &mut connection.0 {
-        EngineConnection::Sqlite(connection) => Ok(sqlite::checkpoint(connection)?),
-        // Its own background processes do this.
-        EngineConnection::Postgres(_) => Ok(()),
-    }
+    connection.engine().checkpoint()
 }
 
 /// A chore of the store's that the daemon runs after its writes (a tick's,
@@ -516,29 +506,11 @@ impl Upkeep {
 }
 
 impl Connection {
-    /// Runs statements without parameters (transaction control).
-    fn execute_batch(&mut self, sql: &str) -> Result<()> {
+    /// The connection's engine, through the store's contract with engines.
+    fn engine(&mut self) -> &mut dyn engine::Engine {
         match &mut self.0 {
-            EngineConnection::Sqlite(connection) => Ok(connection.execute_batch(sql)?),
-            EngineConnection::Postgres(connection) => Ok(connection.client().batch_execute(sql)?),
+            EngineConnection::Sqlite(connection) => &mut ***connection,
+            EngineConnection::Postgres(connection) => &mut ***connection,
         }
     }
 }
-
-/// Calls the connection's engine's version of a store function, `module::
-/// function(arguments)`, with the engine's connection first.
-macro_rules! engine {
-    ($connection:expr, $module:ident :: $function:ident ( $($argument:expr),* $(,)? )) => {
-        match &mut $connection.0 {
-            $crate::store::EngineConnection::Sqlite(connection) => {
-                let connection: &mut rusqlite::Connection = connection;
-                Ok($crate::store::sqlite::$module::$function(connection, $($argument),*)?)
-            }
-            $crate::store::EngineConnection::Postgres(connection) => {
-                let connection: &mut $crate::store::postgresql::PgConnection = connection;
-                Ok($crate::store::postgresql::$module::$function(connection, $($argument),*)?)
-            }
-        }
-    };
-}
-use engine;

@@ -3,20 +3,24 @@
 
 use chrono::{DateTime, Utc};
 
-use super::shared::{Row as _, Statements, shared};
+#[cfg(any(test, feature = "test-support"))]
+use super::shared::{Row as _, Statements};
 use super::{Connection, Result};
 
 /// A quote the daemon evaluated: `(ticker, price, quote_time)`.
 pub type Observation = (String, f64, String);
 
 /// The last price the daemon observed for one ticker.
+#[cfg(any(test, feature = "test-support"))]
 pub fn get(connection: &mut Connection, ticker: &str) -> Result<Option<f64>> {
-    shared!(connection, get_on, ticker)
+    connection.engine().observation(ticker)
 }
 
+#[cfg(any(test, feature = "test-support"))]
 pub(super) const GET: &str = "SELECT price FROM observations WHERE ticker = $1";
 
-fn get_on<C: Statements>(
+#[cfg(any(test, feature = "test-support"))]
+pub(super) fn get_on<C: Statements>(
     connection: &mut C,
     ticker: &str,
 ) -> std::result::Result<Option<f64>, C::Error> {
@@ -34,8 +38,5 @@ pub fn finish_tick(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let now = super::timestamp(now);
-    super::engine!(
-        connection,
-        observations::finish_tick(observed, watermark, &now)
-    )
+    connection.engine().finish_tick(observed, watermark, &now)
 }

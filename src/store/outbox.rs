@@ -2,7 +2,7 @@
 //! sending them, so several daemons on one database never send the same row at
 //! the same time; a row leaves the pending state only after a 2xx.
 
-use super::shared::{Row, Statements, shared};
+use super::shared::{Row, Statements};
 use super::{Connection, Result};
 
 /// A leased event, ready to send.
@@ -183,27 +183,26 @@ pub fn exchange(
     settled: &[Settled],
     want: Option<Want>,
 ) -> Result<Exchanged> {
-    super::engine!(connection, outbox::exchange(owner, settled, want))
+    connection.engine().exchange(owner, settled, want)
 }
 
 /// How long until the next pending row becomes sendable, by the database's
 /// clock (zero: now), if any is pending.
 pub fn next_due(connection: &mut Connection) -> Result<Option<std::time::Duration>> {
     let now_ms = super::clock::now_ms(connection)?;
-    let due: Result<Option<i64>> = super::engine!(connection, outbox::next_due());
-    let due = due?;
+    let due = connection.engine().next_due()?;
     Ok(due.map(|due| std::time::Duration::from_millis(due.saturating_sub(now_ms).max(0) as u64)))
 }
 
 /// When the oldest pending event was queued (RFC 3339), if any is pending;
 /// through the partial index `outbox_pending`.
 pub fn oldest_pending(connection: &mut Connection) -> Result<Option<String>> {
-    shared!(connection, oldest_pending_on,)
+    connection.engine().oldest_pending()
 }
 
 /// Pending events and dead letters.
 pub fn backlog(connection: &mut Connection) -> Result<(u64, u64)> {
-    shared!(connection, backlog_on,)
+    connection.engine().backlog()
 }
 
 /// Up to `limit` rows, oldest first.
@@ -212,7 +211,7 @@ pub fn list(
     filter: OutboxFilter,
     limit: usize,
 ) -> Result<Vec<OutboxEntry>> {
-    shared!(connection, list_on, filter, limit)
+    connection.engine().list_outbox(filter, limit)
 }
 
 /// Puts dead or pending events back at the start of a fresh retry schedule,
@@ -221,19 +220,19 @@ pub fn list(
 /// replayed.
 pub fn replay(connection: &mut Connection, event_ids: &[String]) -> Result<Vec<String>> {
     let now_ms = super::clock::now_ms(connection)?;
-    super::engine!(connection, outbox::replay(event_ids, now_ms))
+    connection.engine().replay(event_ids, now_ms)
 }
 
 /// Replays every dead letter; returns how many.
 pub fn replay_all_dead(connection: &mut Connection) -> Result<usize> {
     let now_ms = super::clock::now_ms(connection)?;
-    super::engine!(connection, outbox::replay_all_dead(now_ms))
+    connection.engine().replay_all_dead(now_ms)
 }
 
 /// Deletes delivered events delivered before `before` (an RFC 3339 stamp as
 /// [`super::timestamp`] writes them). Pending and dead events are never touched.
 pub fn purge_delivered(connection: &mut Connection, before: &str) -> Result<usize> {
-    shared!(connection, purge_delivered_on, before)
+    connection.engine().purge_delivered(before)
 }
 
 pub(super) const OLDEST_PENDING: &str =
@@ -257,13 +256,15 @@ pub(super) const LIST_DEAD: &str = listing!("('dead')");
 pub(super) const PURGE_DELIVERED: &str =
     "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < $1";
 
-fn oldest_pending_on<C: Statements>(
+pub(super) fn oldest_pending_on<C: Statements>(
     connection: &mut C,
 ) -> std::result::Result<Option<String>, C::Error> {
     connection.query_first(OLDEST_PENDING, &[], |row| row.get::<String>(0))
 }
 
-fn backlog_on<C: Statements>(connection: &mut C) -> std::result::Result<(u64, u64), C::Error> {
+pub(super) fn backlog_on<C: Statements>(
+    connection: &mut C,
+) -> std::result::Result<(u64, u64), C::Error> {
     let counts = connection.query_first(BACKLOG, &[], |row| {
         Ok((row.get::<i64>(0)?, row.get::<i64>(1)?))
     })?;
@@ -271,7 +272,7 @@ fn backlog_on<C: Statements>(connection: &mut C) -> std::result::Result<(u64, u6
     Ok((pending.max(0) as u64, dead.max(0) as u64))
 }
 
-fn list_on<C: Statements>(
+pub(super) fn list_on<C: Statements>(
     connection: &mut C,
     filter: OutboxFilter,
     limit: usize,
@@ -302,7 +303,7 @@ fn entry_of<R: Row>(row: &R) -> std::result::Result<OutboxEntry, R::Error> {
     })
 }
 
-fn purge_delivered_on<C: Statements>(
+pub(super) fn purge_delivered_on<C: Statements>(
     connection: &mut C,
     before: &str,
 ) -> std::result::Result<usize, C::Error> {

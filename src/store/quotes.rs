@@ -13,15 +13,15 @@ pub struct QuoteRow {
 /// All quotes. One short read: long readers hold back the engine's cleanup
 /// (SQLite's checkpoints).
 pub fn list(connection: &mut Connection) -> Result<Vec<QuoteRow>> {
-    super::engine!(connection, quotes::list())
+    connection.engine().quotes()
 }
 
 /// One ticker's quote, if it has one (by its primary key).
 pub fn get(connection: &mut Connection, ticker: &str) -> Result<Option<QuoteRow>> {
-    super::engine!(connection, quotes::get(ticker))
+    connection.engine().quote(ticker)
 }
 
 /// Stores fetched quotes with the source's own times. One transaction.
 pub fn upsert(connection: &mut Connection, quotes: &[(String, f64, String)]) -> Result<()> {
-    super::engine!(connection, quotes::upsert(quotes))
+    connection.engine().upsert_quotes(quotes)
 }

@@ -1,7 +1,7 @@
 //! The last run of each job, recorded by whoever ran it (the daemon or
 //! `run-job`), for `price-alertd status`.
 
-use super::shared::{Row, Statements, shared};
+use super::shared::{Row, Statements};
 use super::{Connection, Result};
 
 /// One job's last run.
@@ -21,12 +21,12 @@ pub struct Run {
 
 /// Records a run, keeping the last success's time across failures.
 pub fn record(connection: &mut Connection, run: &Run) -> Result<()> {
-    shared!(connection, record_on, run)
+    connection.engine().record_run(run)
 }
 
 /// Every job's last run, by name.
 pub fn list(connection: &mut Connection) -> Result<Vec<Run>> {
-    shared!(connection, list_on,)
+    connection.engine().runs()
 }
 
 pub(super) const RECORD: &str = "INSERT INTO job_runs (job, started_at, duration_ms, result, detail, last_success_at, member)
@@ -40,7 +40,10 @@ pub(super) const LIST: &str =
     "SELECT job, started_at, duration_ms, result, detail, last_success_at, member
      FROM job_runs ORDER BY job";
 
-fn record_on<C: Statements>(connection: &mut C, run: &Run) -> std::result::Result<(), C::Error> {
+pub(super) fn record_on<C: Statements>(
+    connection: &mut C,
+    run: &Run,
+) -> std::result::Result<(), C::Error> {
     connection.execute(
         RECORD,
         &[
@@ -55,7 +58,9 @@ fn record_on<C: Statements>(connection: &mut C, run: &Run) -> std::result::Resul
     Ok(())
 }
 
-fn list_on<C: Statements>(connection: &mut C) -> std::result::Result<Vec<Run>, C::Error> {
+pub(super) fn list_on<C: Statements>(
+    connection: &mut C,
+) -> std::result::Result<Vec<Run>, C::Error> {
     connection.query(LIST, &[], |row| run_of(row))
 }
 

@@ -59,13 +59,13 @@ pub struct Repaired {
 
 /// Which of the daemon's objects are missing, without changing anything.
 pub fn audit(connection: &mut Connection) -> Result<Audit> {
-    super::engine!(connection, schema::audit())
+    connection.engine().audit()
 }
 
 /// Recreates the daemon's missing objects (see the module's doc), in one
 /// write transaction when anything is missing; a no-op otherwise.
 pub fn repair(connection: &mut Connection) -> Result<Repaired> {
-    super::engine!(connection, schema::repair())
+    connection.engine().repair()
 }
 
 /// Logs what a repair did, if anything.

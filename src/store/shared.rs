@@ -11,8 +11,6 @@
 
 use std::sync::OnceLock;
 
-use super::postgresql::PgConnection;
-
 /// A shared statement with words each engine spells its own way: `{now_ms}`,
 /// the database's "now, in unix milliseconds" (this host's for SQLite, where
 /// every process on the file runs here; the server's for PostgreSQL, so that
@@ -22,8 +20,8 @@ use super::postgresql::PgConnection;
 /// type, an integer or a boolean). Rendered once per engine.
 pub(super) struct PerEngine {
     text: &'static str,
-    sqlite: OnceLock<&'static str>,
-    postgres: OnceLock<&'static str>,
+    pub(super) sqlite: OnceLock<&'static str>,
+    pub(super) postgres: OnceLock<&'static str>,
 }
 
 impl PerEngine {
@@ -38,7 +36,7 @@ impl PerEngine {
     /// The text with the engine's words for its placeholders. Each
     /// statement is rendered once per engine and kept for the process's life
     /// (the engines cache prepared statements by their text).
-    fn render(
+    pub(super) fn render(
         &self,
         slot: &'static OnceLock<&'static str>,
         [now_ms, yes, no]: [&str; 3],
@@ -143,116 +141,9 @@ pub(super) trait Statements {
     ) -> Result<Vec<T>, Self::Error>;
 }
 
-impl Statements for rusqlite::Connection {
-    type Error = rusqlite::Error;
-    type Row<'r> = rusqlite::Row<'r>;
-
-    fn per_engine(sql: &'static PerEngine) -> &'static str {
-        sql.render(
-            &sql.sqlite,
-            ["CAST(unixepoch('subsec') * 1000 AS INTEGER)", "1", "0"],
-        )
-    }
-
-    fn write_transaction<T>(
-        &mut self,
-        call: impl FnOnce(&mut Self) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
-        let _turn = super::sqlite::Turn::take();
-        self.execute_batch("BEGIN IMMEDIATE")?;
-        let result = rolled_back_on_panic(self, call, |connection| {
-            let _ = connection.execute_batch("ROLLBACK");
-        });
-        let end = self.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
-        let value = result?;
-        end?;
-        Ok(value)
-    }
-
-    fn execute(&mut self, sql: &'static str, params: &[&dyn Param]) -> rusqlite::Result<u64> {
-        let changed = self
-            .prepare_cached(sql)?
-            .execute(rusqlite::params_from_iter(
-                params.iter().map(|param| param.sqlite()),
-            ))?;
-        Ok(changed as u64)
-    }
-
-    fn query<T>(
-        &mut self,
-        sql: &'static str,
-        params: &[&dyn Param],
-        mut map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<Vec<T>> {
-        let mut statement = self.prepare_cached(sql)?;
-        let rows = statement.query_map(
-            rusqlite::params_from_iter(params.iter().map(|param| param.sqlite())),
-            |row| map(row),
-        )?;
-        rows.collect()
-    }
-}
-
-impl Statements for PgConnection {
-    type Error = postgres::Error;
-    type Row<'r> = postgres::Row;
-
-    fn per_engine(sql: &'static PerEngine) -> &'static str {
-        sql.render(
-            &sql.postgres,
-            [
-                "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
-                "'1'",
-                "'0'",
-            ],
-        )
-    }
-
-    fn write_transaction<T>(
-        &mut self,
-        call: impl FnOnce(&mut Self) -> Result<T, postgres::Error>,
-    ) -> Result<T, postgres::Error> {
-        self.client().batch_execute("BEGIN")?;
-        let result = rolled_back_on_panic(self, call, |connection| {
-            let _ = connection.client().batch_execute("ROLLBACK");
-        });
-        let end = self
-            .client()
-            .batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
-        let value = result?;
-        end?;
-        Ok(value)
-    }
-
-    fn execute(
-        &mut self,
-        sql: &'static str,
-        params: &[&dyn Param],
-    ) -> Result<u64, postgres::Error> {
-        let statement = self.prepared(sql)?;
-        let params: Vec<_> = params.iter().map(|param| param.postgres()).collect();
-        self.client().execute(&statement, &params)
-    }
-
-    fn query<T>(
-        &mut self,
-        sql: &'static str,
-        params: &[&dyn Param],
-        map: impl FnMut(&postgres::Row) -> Result<T, postgres::Error>,
-    ) -> Result<Vec<T>, postgres::Error> {
-        let statement = self.prepared(sql)?;
-        let params: Vec<_> = params.iter().map(|param| param.postgres()).collect();
-        self.client()
-            .query(&statement, &params)?
-            .iter()
-            .map(map)
-            .collect()
-    }
-}
-
 /// Runs `call`; should it panic, `roll_back` first, so that a pooled
 /// connection never goes back to the pool inside a transaction.
-fn rolled_back_on_panic<C, T>(
+pub(super) fn rolled_back_on_panic<C, T>(
     connection: &mut C,
     call: impl FnOnce(&mut C) -> T,
     roll_back: impl FnOnce(&mut C),
@@ -265,25 +156,6 @@ fn rolled_back_on_panic<C, T>(
         }
     }
 }
-
-/// Runs a function written once, generic over [`Statements`], on the
-/// connection's engine: `shared!(connection, record_on, run)` calls
-/// `record_on(engine_connection, run)` and turns its error into the store's.
-macro_rules! shared {
-    ($connection:expr, $function:path, $($argument:expr),* $(,)?) => {
-        match &mut $connection.0 {
-            $crate::store::EngineConnection::Sqlite(connection) => {
-                let connection: &mut rusqlite::Connection = connection;
-                Ok($function(connection, $($argument),*)?)
-            }
-            $crate::store::EngineConnection::Postgres(connection) => {
-                let connection: &mut $crate::store::postgresql::PgConnection = connection;
-                Ok($function(connection, $($argument),*)?)
-            }
-        }
-    };
-}
-pub(super) use shared;
 
 /// Every statement written once, for the test that checks their
 /// parameters' order.
@@ -313,6 +185,7 @@ fn all() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::postgresql::PgConnection;
 
     /// The `$N` of a statement, in order of first appearance.
     fn first_uses(sql: &str) -> Vec<u32> {

@@ -1,12 +1,12 @@
 //! Watermarks: how far each job has read the changes.
 
-use super::shared::{Row as _, Statements, shared};
+use super::shared::{Row as _, Statements};
 use super::{Connection, Result};
 
 /// The changes a job has seen (every change numbered up to it); `None` for a
 /// job that never ran, which must read everything once.
 pub fn get(connection: &mut Connection, job: &str) -> Result<Option<i64>> {
-    shared!(connection, get_on, job)
+    connection.engine().watermark(job)
 }
 
 pub(super) const GET: &str = "SELECT change_seq FROM job_watermarks WHERE job = $1";
@@ -18,7 +18,7 @@ pub(super) const ADVANCE: &str = "INSERT INTO job_watermarks (job, change_seq, u
      ON CONFLICT (job) DO UPDATE SET change_seq = excluded.change_seq, updated_at = excluded.updated_at
      WHERE excluded.change_seq > job_watermarks.change_seq";
 
-fn get_on<C: Statements>(
+pub(super) fn get_on<C: Statements>(
     connection: &mut C,
     job: &str,
 ) -> std::result::Result<Option<i64>, C::Error> {

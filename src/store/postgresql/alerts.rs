@@ -26,6 +26,7 @@ macro_rules! rearmable {
     };
 }
 
+#[cfg(any(test, feature = "test-support"))]
 pub fn enabled_for_ticker(connection: &mut PgConnection, ticker: &str) -> Result<Vec<AlertRow>> {
     const SQL: &str = concat!(
         "SELECT ",

@@ -1,9 +1,8 @@
 //! PostgreSQL: what changed since a job last looked (see `store::changes`
-//! and, for why change numbers are transaction ids, `store::postgres`).
+//! and, for why change numbers are transaction ids, `store::postgresql`).
 
 use postgres::fallible_iterator::FallibleIterator as _;
 
-use crate::store::alerts::AlertRow;
 use crate::store::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
 
 use super::rows::{alert_columns, alert_row};
@@ -191,12 +190,13 @@ pub fn ticker_states(
 }
 
 /// One statement per chunk of moved tickers: for each, the same ranges of
-/// `price_alerts_level` as `each_reachable_alert`, joined laterally.
+/// `price_alerts_level` as SQLite reads one ticker at a time, joined
+/// laterally.
 pub fn each_reachable_alert_of(
     connection: &mut PgConnection,
     moves: &[(&str, Move)],
     seen: i64,
-    reading: &mut impl Reading,
+    reading: &mut dyn Reading,
 ) -> Result<()> {
     macro_rules! range {
         ($condition:literal, $($bounds:tt)*) => {
@@ -219,9 +219,9 @@ pub fn each_reachable_alert_of(
         " UNION ALL ",
         range!("below", level!(), " >= m.price"),
         " UNION ALL ",
-        range!("moving_up_pct", level!(), " <= m.price * (1 + 1e-9)"),
+        range!("moving_up_pct", level!(), " <= m.price * $5::float8"),
         " UNION ALL ",
-        range!("moving_down_pct", level!(), " >= m.price * (1 - 1e-9)"),
+        range!("moving_down_pct", level!(), " >= m.price * $6::float8"),
         " UNION ALL ",
         range!(
             "crossing_up",
@@ -283,8 +283,15 @@ pub fn each_reachable_alert_of(
         let tickers: Vec<&str> = chunk.iter().map(|(ticker, _)| *ticker).collect();
         let prices: Vec<f64> = chunk.iter().map(|(_, moved)| moved.price).collect();
         let previous: Vec<Option<f64>> = chunk.iter().map(|(_, moved)| moved.previous).collect();
-        let params: [&(dyn postgres::types::ToSql + Sync); 4] =
-            [&tickers, &prices, &previous, &seen];
+        let (widened_up, widened_down) = (1.0 + ROUNDING, 1.0 - ROUNDING);
+        let params: [&(dyn postgres::types::ToSql + Sync); 6] = [
+            &tickers,
+            &prices,
+            &previous,
+            &seen,
+            &widened_up,
+            &widened_down,
+        ];
         let mut rows = connection.client().query_raw(&statement, params)?;
         while let Some(row) = rows.next()? {
             let at = chunk_at * CHUNK + row.try_get::<_, i64>(0)? as usize;
@@ -305,7 +312,7 @@ pub fn each_changed_alert(
     connection: &mut PgConnection,
     since: i64,
     until: i64,
-    reading: &mut impl Reading,
+    reading: &mut dyn Reading,
 ) -> Result<()> {
     const SQL: &str = concat!(
         "SELECT ",
@@ -333,7 +340,7 @@ pub fn each_changed_alert_of(
     tickers: &[&str],
     since: i64,
     until: i64,
-    reading: &mut impl Reading,
+    reading: &mut dyn Reading,
 ) -> Result<()> {
     const SQL: &str = concat!(
         "SELECT t.at - 1, r.* FROM unnest($1::text[]) WITH ORDINALITY AS t (ticker, at)
@@ -356,96 +363,6 @@ pub fn each_changed_alert_of(
         drop(rows);
         if !reading.at_rest() {
             break;
-        }
-    }
-    Ok(())
-}
-
-/// One range of `price_alerts_level` per condition, as on SQLite.
-pub fn each_reachable_alert(
-    connection: &mut PgConnection,
-    ticker: &str,
-    moved: Move,
-    seen: i64,
-    mut each: impl FnMut(AlertRow) -> bool,
-) -> Result<()> {
-    macro_rules! reachable {
-        ($($bounds:tt)*) => {
-            concat!(
-                "SELECT ",
-                alert_columns!(),
-                " FROM price_alerts WHERE ticker = $1 AND condition = $2 AND enabled = '1' AND ",
-                $($bounds)*,
-                " AND change_seq <= $5"
-            )
-        };
-    }
-    // Every statement takes the same five parameters ($4 is the previous
-    // price, used by the crossings and channels' moves only).
-    const AT_OR_UNDER: &str = reachable!(level!(), " <= $3 AND $4::float8 IS NOT NULL");
-    const AT_OR_OVER: &str = reachable!(level!(), " >= $3 AND $4::float8 IS NOT NULL");
-    const CROSSED_UP: &str = reachable!(level!(), " > $4 AND ", level!(), " <= $3");
-    const CROSSED_DOWN: &str = reachable!(level!(), " < $4 AND ", level!(), " >= $3");
-    const INSIDE: &str = reachable!(
-        level!(),
-        " <= $3 AND upper_price >= $3 AND $4::float8 IS NOT NULL"
-    );
-    const UNDER_LOWER: &str = reachable!(level!(), " > $3 AND $4::float8 IS NOT NULL");
-    const OVER_UPPER: &str = reachable!("upper_price < $3 AND $4::float8 IS NOT NULL");
-    const IN_THROUGH_LOWER: &str = reachable!(
-        level!(),
-        " > $4 AND ",
-        level!(),
-        " <= $3 AND upper_price >= $3"
-    );
-    const IN_THROUGH_UPPER: &str = reachable!(
-        "upper_price < $4 AND upper_price >= $3 AND ",
-        level!(),
-        " <= $3"
-    );
-    const OUT_THROUGH_UPPER: &str = reachable!(
-        "upper_price >= $4 AND upper_price < $3 AND ",
-        level!(),
-        " <= $4"
-    );
-    const OUT_THROUGH_LOWER: &str = reachable!(
-        level!(),
-        " > $3 AND ",
-        level!(),
-        " <= $4 AND upper_price >= $4"
-    );
-    let price = moved.price;
-    let mut ranges: Vec<(&str, &'static str, f64, f64)> = vec![
-        ("above", AT_OR_UNDER, price, 0.0),
-        ("below", AT_OR_OVER, price, 0.0),
-        ("moving_up_pct", AT_OR_UNDER, price * (1.0 + ROUNDING), 0.0),
-        ("moving_down_pct", AT_OR_OVER, price * (1.0 - ROUNDING), 0.0),
-        ("inside", INSIDE, price, 0.0),
-        ("outside", UNDER_LOWER, price, 0.0),
-        ("outside", OVER_UPPER, price, 0.0),
-    ];
-    match moved.previous {
-        Some(previous) if previous < price => ranges.extend([
-            ("crossing_up", CROSSED_UP, price, previous),
-            ("entering", IN_THROUGH_LOWER, price, previous),
-            ("exiting", OUT_THROUGH_UPPER, price, previous),
-        ]),
-        Some(previous) if previous > price => ranges.extend([
-            ("crossing_down", CROSSED_DOWN, price, previous),
-            ("entering", IN_THROUGH_UPPER, price, previous),
-            ("exiting", OUT_THROUGH_LOWER, price, previous),
-        ]),
-        _ => {}
-    }
-    for (condition, sql, bound, other) in ranges {
-        let statement = connection.prepared(sql)?;
-        let params: [&(dyn postgres::types::ToSql + Sync); 5] =
-            [&ticker, &condition, &bound, &other, &seen];
-        let mut rows = connection.client().query_raw(&statement, params)?;
-        while let Some(row) = rows.next()? {
-            if !each(alert_row(&row)?) {
-                return Ok(());
-            }
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use postgres::fallible_iterator::FallibleIterator as _;
 
 use crate::log_recurring;
 use crate::recurring::Recurring;
-use crate::store::listen::{Changed, Hearers, MOST_TICKERS};
+use crate::store::listen::heard::{Changed, Hearers, MOST_TICKERS};
 
 use super::PgPool;
 

@@ -157,7 +157,7 @@ CREATE SEQUENCE price_alerts_arming;
 SELECT setval('price_alerts_arming', coalesce((SELECT max(id) FROM price_alerts), 0) + 1, false);
 
 -- What changed: the id of the transaction that last inserted, re-armed or
--- edited an alert (or wrote a quote). See `store::postgres`.
+-- edited an alert (or wrote a quote). See `store::postgresql`.
 ALTER TABLE price_alerts ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE quotes ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX price_alerts_changed ON price_alerts (change_seq);

@@ -41,6 +41,8 @@ use migrate::{newer, schema_version};
 
 pub mod alerts;
 
+mod engine;
+
 pub mod changes;
 
 mod connect;

@@ -16,6 +16,7 @@ use crate::store::alerts::{
 };
 
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
+#[cfg(any(test, feature = "test-support"))]
 pub fn enabled_for_ticker(
     connection: &Connection,
     ticker: &str,

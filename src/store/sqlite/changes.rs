@@ -217,13 +217,13 @@ pub fn ticker_states(
         .collect()
 }
 
-/// One ticker after another (see `each_reachable_alert`), at rest after
+/// One ticker after another ([`each_reachable_alert`]), at rest after
 /// each.
 pub fn each_reachable_alert_of(
     connection: &Connection,
     moves: &[(&str, Move)],
     seen: i64,
-    reading: &mut impl Reading,
+    reading: &mut dyn Reading,
 ) -> rusqlite::Result<()> {
     for (at, &(ticker, moved)) in moves.iter().enumerate() {
         let mut open = true;
@@ -250,7 +250,7 @@ pub fn each_changed_alert(
     connection: &Connection,
     since: i64,
     until: i64,
-    reading: &mut impl Reading,
+    reading: &mut dyn Reading,
 ) -> rusqlite::Result<()> {
     let mut statement = connection.prepare_cached(&format!(
         "SELECT {} FROM price_alerts
@@ -283,7 +283,7 @@ pub fn each_changed_alert_of(
     tickers: &[&str],
     since: i64,
     until: i64,
-    reading: &mut impl Reading,
+    reading: &mut dyn Reading,
 ) -> rusqlite::Result<()> {
     let mut statement = connection.prepare_cached(&format!(
         "SELECT {} FROM price_alerts INDEXED BY idx_price_alerts_enabled
@@ -310,7 +310,7 @@ pub fn each_changed_alert_of(
 /// this price, and few more — leaving out alerts changed after `seen` (they
 /// are read as changed alerts instead). One range of `price_alerts_level`
 /// per condition.
-pub fn each_reachable_alert(
+fn each_reachable_alert(
     connection: &Connection,
     ticker: &str,
     moved: Move,

@@ -21,6 +21,8 @@ use super::{Classify as _, DatabaseFailure, Unusable, failure};
 
 pub mod alerts;
 
+mod engine;
+
 pub mod changes;
 
 pub mod outbox;

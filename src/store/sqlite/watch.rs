@@ -19,7 +19,7 @@ use rusqlite::{Connection, params};
 
 use crate::log_recurring;
 use crate::recurring::Recurring;
-use crate::store::listen::{Changed, Hearers, MOST_TICKERS};
+use crate::store::listen::heard::{Changed, Hearers, MOST_TICKERS};
 
 /// How often the watcher looks without being told to.
 const BACKSTOP: Duration = Duration::from_millis(250);

@@ -13,55 +13,10 @@ use crate::lock::lock;
 
 use super::{Pool, PoolOf, sqlite};
 
-/// At most this many tickers in one [`Changed::Tickers`]; more changed
-/// tickers are [`Changed::Unknown`].
-pub const MOST_TICKERS: usize = 1000;
+pub(super) mod heard;
 
-/// What changed, as the listener heard it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Changed {
-    /// Quotes or enabled alerts of these tickers (sorted, each once).
-    Tickers(Vec<String>),
-    /// Anything, maybe: more tickers than are named, or changes that may
-    /// have gone unheard (the listener was down, or just started). Whoever
-    /// cares looks for themselves.
-    Unknown,
-}
-
-impl Changed {
-    /// Whether it may concern a ticker that `covers`.
-    pub fn concerns(&self, covers: impl Fn(&str) -> bool) -> bool {
-        match self {
-            Changed::Tickers(tickers) => tickers.iter().any(|ticker| covers(ticker)),
-            Changed::Unknown => true,
-        }
-    }
-}
-
-type Hearer = Arc<dyn Fn(Changed) + Send + Sync>;
-
-/// Who hears what the listener hears.
-pub struct Hearers {
-    new_events: Box<dyn Fn() + Send + Sync>,
-    changes: Mutex<Option<Hearer>>,
-}
-
-impl Hearers {
-    pub(super) fn new_events(&self) {
-        (self.new_events)();
-    }
-
-    pub(super) fn wants_changes(&self) -> bool {
-        lock(&self.changes).is_some()
-    }
-
-    pub(super) fn changed(&self, changed: Changed) {
-        let hearer = lock(&self.changes).clone();
-        if let Some(hearer) = hearer {
-            hearer(changed);
-        }
-    }
-}
+use heard::Hearer;
+pub use heard::{Changed, Hearers, MOST_TICKERS};
 
 /// A process's listener: it stops (within a second) when dropped.
 pub struct Listener {

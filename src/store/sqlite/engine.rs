@@ -1,0 +1,255 @@
+//! SQLite's side of the store's contract (`store::engine::Engine`): each
+//! operation is the function of this engine's module that does it.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+
+use crate::store::Result;
+use crate::store::alerts::{AlertEntry, AlertFilter, AlertRow, Claimed, Returned, Trigger};
+use crate::store::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
+use crate::store::engine::Engine;
+use crate::store::observations::Observation;
+use crate::store::outbox::{Exchanged, Settled, Want};
+use crate::store::quotes::QuoteRow;
+use crate::store::schema::{Audit, Repaired};
+use crate::store::shared::{Param, PerEngine, Statements, rolled_back_on_panic};
+
+use super::{alerts, changes, observations, outbox, quotes, schema};
+
+impl Engine for Connection {
+    fn installation_id(&mut self) -> Result<String> {
+        Ok(super::installation_id(self)?)
+    }
+
+    fn execute_unprepared(&mut self, sql: &str) -> Result<()> {
+        Ok(Connection::execute_batch(self, sql)?)
+    }
+
+    fn begin_read(&self) -> &'static str {
+        "BEGIN DEFERRED"
+    }
+
+    fn checkpoint(&mut self) -> Result<()> {
+        Ok(super::checkpoint(self)?)
+    }
+
+    fn quotes(&mut self) -> Result<Vec<QuoteRow>> {
+        Ok(quotes::list(self)?)
+    }
+
+    fn quote(&mut self, ticker: &str) -> Result<Option<QuoteRow>> {
+        Ok(quotes::get(self, ticker)?)
+    }
+
+    fn upsert_quotes(&mut self, observed: &[Observation]) -> Result<()> {
+        Ok(quotes::upsert(self, observed)?)
+    }
+
+    fn horizon(&mut self) -> Result<Horizon> {
+        Ok(changes::horizon(self)?)
+    }
+
+    fn changed_alert_count(&mut self, since: i64, until: i64) -> Result<u64> {
+        Ok(changes::changed_alert_count(self, since, until)?)
+    }
+
+    fn changed_tickers(
+        &mut self,
+        since: i64,
+        until: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ChangedTicker>> {
+        Ok(changes::changed_tickers(self, since, until, after, limit)?)
+    }
+
+    fn first_changed_quotes(&mut self, since: i64, until: i64, limit: i64) -> Result<Vec<String>> {
+        Ok(changes::first_changed_quotes(self, since, until, limit)?)
+    }
+
+    fn prune_change_log(&mut self, cutoff: &str) -> Result<u64> {
+        Ok(changes::prune_change_log(self, cutoff)?)
+    }
+
+    fn each_changed_alert(
+        &mut self,
+        since: i64,
+        until: i64,
+        reading: &mut dyn Reading,
+    ) -> Result<()> {
+        Ok(changes::each_changed_alert(self, since, until, reading)?)
+    }
+
+    fn each_changed_alert_of(
+        &mut self,
+        tickers: &[&str],
+        since: i64,
+        until: i64,
+        reading: &mut dyn Reading,
+    ) -> Result<()> {
+        Ok(changes::each_changed_alert_of(
+            self, tickers, since, until, reading,
+        )?)
+    }
+
+    fn ticker_states(&mut self, tickers: &[(&str, bool)]) -> Result<Vec<TickerState>> {
+        Ok(changes::ticker_states(self, tickers)?)
+    }
+
+    fn each_reachable_alert_of(
+        &mut self,
+        moves: &[(&str, Move)],
+        seen: i64,
+        reading: &mut dyn Reading,
+    ) -> Result<()> {
+        Ok(changes::each_reachable_alert_of(
+            self, moves, seen, reading,
+        )?)
+    }
+
+    fn finish_tick(
+        &mut self,
+        observed: &[Observation],
+        watermark: Option<(&str, i64)>,
+        now: &str,
+    ) -> Result<()> {
+        Ok(observations::finish_tick(self, observed, watermark, now)?)
+    }
+
+    fn enabled_without_ticker(&mut self, limit: u64) -> Result<Vec<AlertRow>> {
+        Ok(alerts::enabled_without_ticker(self, limit)?)
+    }
+
+    fn enabled_tickers(&mut self) -> Result<Vec<String>> {
+        Ok(alerts::enabled_tickers(self)?)
+    }
+
+    fn rearm_due_tickers(&mut self, now_ms: i64) -> Result<Vec<String>> {
+        Ok(alerts::rearm_due_tickers(self, now_ms)?)
+    }
+
+    fn waiting_tickers(&mut self) -> Result<HashSet<String>> {
+        Ok(alerts::waiting_tickers(self)?)
+    }
+
+    fn expire_due(&mut self, now: &str) -> Result<usize> {
+        Ok(alerts::expire_due(self, now)?)
+    }
+
+    fn rearm_cooled_down(&mut self, now: &str, now_ms: i64) -> Result<usize> {
+        Ok(alerts::rearm_cooled_down(self, now, now_ms)?)
+    }
+
+    fn come_back(&mut self, prices: &[(&str, f64)], now: &str, now_ms: i64) -> Result<Returned> {
+        Ok(alerts::come_back(self, prices, now, now_ms)?)
+    }
+
+    fn wake_snoozed(&mut self, now: &str) -> Result<usize> {
+        Ok(alerts::wake_snoozed(self, now)?)
+    }
+
+    fn claim(
+        &mut self,
+        triggers: &[Trigger],
+        triggered_at: DateTime<Utc>,
+        now_ms: i64,
+    ) -> Result<Claimed> {
+        Ok(alerts::claim(self, triggers, triggered_at, now_ms)?)
+    }
+
+    fn list_alerts(
+        &mut self,
+        filter: AlertFilter,
+        ticker: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AlertEntry>> {
+        Ok(alerts::list(self, filter, ticker, limit)?)
+    }
+
+    #[cfg(any(test, feature = "test-support"))]
+    fn enabled_for_ticker(&mut self, ticker: &str) -> Result<Vec<AlertRow>> {
+        Ok(alerts::enabled_for_ticker(self, ticker)?)
+    }
+
+    fn exchange(
+        &mut self,
+        owner: &str,
+        settled: &[Settled],
+        want: Option<Want>,
+    ) -> Result<Exchanged> {
+        Ok(outbox::exchange(self, owner, settled, want)?)
+    }
+
+    fn next_due(&mut self) -> Result<Option<i64>> {
+        Ok(outbox::next_due(self)?)
+    }
+
+    fn replay(&mut self, event_ids: &[String], now_ms: i64) -> Result<Vec<String>> {
+        Ok(outbox::replay(self, event_ids, now_ms)?)
+    }
+
+    fn replay_all_dead(&mut self, now_ms: i64) -> Result<usize> {
+        Ok(outbox::replay_all_dead(self, now_ms)?)
+    }
+
+    fn audit(&mut self) -> Result<Audit> {
+        Ok(schema::audit(self)?)
+    }
+
+    fn repair(&mut self) -> Result<Repaired> {
+        Ok(schema::repair(self)?)
+    }
+}
+
+/// How SQLite runs the statements both engines share (`store::shared`).
+impl Statements for rusqlite::Connection {
+    type Error = rusqlite::Error;
+    type Row<'r> = rusqlite::Row<'r>;
+
+    fn per_engine(sql: &'static PerEngine) -> &'static str {
+        sql.render(
+            &sql.sqlite,
+            ["CAST(unixepoch('subsec') * 1000 AS INTEGER)", "1", "0"],
+        )
+    }
+
+    fn write_transaction<T>(
+        &mut self,
+        call: impl FnOnce(&mut Self) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let _turn = super::Turn::take();
+        self.execute_batch("BEGIN IMMEDIATE")?;
+        let result = rolled_back_on_panic(self, call, |connection| {
+            let _ = connection.execute_batch("ROLLBACK");
+        });
+        let end = self.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        let value = result?;
+        end?;
+        Ok(value)
+    }
+
+    fn execute(&mut self, sql: &'static str, params: &[&dyn Param]) -> rusqlite::Result<u64> {
+        let changed = self
+            .prepare_cached(sql)?
+            .execute(rusqlite::params_from_iter(
+                params.iter().map(|param| param.sqlite()),
+            ))?;
+        Ok(changed as u64)
+    }
+
+    fn query<T>(
+        &mut self,
+        sql: &'static str,
+        params: &[&dyn Param],
+        mut map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Vec<T>> {
+        let mut statement = self.prepare_cached(sql)?;
+        let rows = statement.query_map(
+            rusqlite::params_from_iter(params.iter().map(|param| param.sqlite())),
+            |row| map(row),
+        )?;
+        rows.collect()
+    }
+}
