@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Buf as _;
+use http::header::{DATE, HeaderMap, RETRY_AFTER};
 use http_body_util::BodyExt as _;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 /// The `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("price-alertd/", env!("CARGO_PKG_VERSION"));
@@ -54,18 +54,22 @@ where
     Ok(true)
 }
 
-/// A `Retry-After` in seconds. (The HTTP-date form is rare from webhook
-/// receivers and quote sources, and is treated as absent.) Each caller caps
-/// it by its own policy.
+/// A `Retry-After`, in seconds or as an HTTP date. A date is read against
+/// the answer's own `Date`, so that the wait never depends on how this
+/// host's clock and the server's agree; without one, against this host's.
+/// A date already past is no wait. Each caller caps it by its own policy.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds))
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let until = httpdate::parse_http_date(value).ok()?;
+    let now = headers
+        .get(DATE)
+        .and_then(|date| date.to_str().ok())
+        .and_then(|date| httpdate::parse_http_date(date.trim()).ok())
+        .unwrap_or_else(std::time::SystemTime::now);
+    Some(until.duration_since(now).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -85,13 +89,35 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_takes_seconds_and_nothing_else() {
+    fn retry_after_takes_seconds_or_a_date() {
         check(None, None);
         check(Some("120"), Some(120));
         check(Some(" 7 "), Some(7));
         check(Some("-1"), None);
-        check(Some("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         check(Some("1.5"), None);
+        check(Some("soon"), None);
+        // A date long past: no wait.
+        check(Some("Wed, 21 Oct 2015 07:28:00 GMT"), Some(0));
+    }
+
+    #[test]
+    fn a_retry_after_date_is_read_against_the_answers_own_date() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:30:00 GMT".parse().unwrap(),
+        );
+        headers.insert(DATE, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(120)));
+        // Without a `Date`, against this host's clock.
+        let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, httpdate::fmt_http_date(later).parse().unwrap());
+        let wait = retry_after(&headers).unwrap();
+        assert!(
+            wait > Duration::from_secs(3590) && wait <= Duration::from_secs(3600),
+            "{wait:?}"
+        );
     }
 
     #[test]

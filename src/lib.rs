@@ -3,6 +3,8 @@
 //! library; ARCHITECTURE.md maps its modules.
 
 pub mod admin;
+pub mod bounded;
+pub mod condition;
 pub mod config;
 pub mod daemon;
 pub mod deliver;

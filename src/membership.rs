@@ -17,24 +17,78 @@ use crate::store::clock::{self, Offset};
 use crate::store::cluster::{self, Finish, Fire, Me, Member};
 use crate::store::{self, Pool};
 
-/// How often a member beats, renewing its leases and looking for fires to
-/// take over.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often a member beats, and how long its leases last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leases {
+    /// How often a member beats, renewing its leases and looking for fires
+    /// to take over.
+    pub heartbeat: Duration,
+    /// How long a fire stays with a member that stopped beating: a dead
+    /// member's fire is taken over after at most `fire + heartbeat`.
+    pub fire: Duration,
+    /// How long a job's reacting lease stays with a member that stopped
+    /// beating: its reacting work goes to another member after at most
+    /// `reacting + heartbeat`, and at its next heartbeat after a clean stop.
+    pub reacting: Duration,
+}
 
-/// How long a fire stays with a member that stopped beating: a dead
-/// member's fire is taken over after at most `FIRE_LEASE + HEARTBEAT`.
-pub const FIRE_LEASE: Duration = Duration::from_secs(30);
+impl Leases {
+    /// Every daemon's.
+    pub const DAEMON: Leases = Leases {
+        heartbeat: Duration::from_secs(5),
+        fire: Duration::from_secs(30),
+        reacting: Duration::from_secs(15),
+    };
 
-/// How long a job's reacting lease stays with a member that stopped
-/// beating: its reacting work goes to another member after at most
-/// `REACTING_LEASE + HEARTBEAT`, and at its next heartbeat after a clean
-/// stop.
-pub const REACTING_LEASE: Duration = Duration::from_secs(15);
+    /// The leases in force: [`Leases::DAEMON`], but in a build for the
+    /// tests, where `PRICE_ALERTD_TEST_LEASES` may give shorter ones (the
+    /// heartbeat, fire and reacting leases in milliseconds, comma
+    /// separated), so that a test of a takeover need not wait out 30 s.
+    pub fn in_force() -> Leases {
+        #[cfg(feature = "test-support")]
+        {
+            static LEASES: std::sync::OnceLock<Leases> = std::sync::OnceLock::new();
+            *LEASES.get_or_init(|| {
+                std::env::var("PRICE_ALERTD_TEST_LEASES")
+                    .ok()
+                    .and_then(|text| Leases::parse(&text))
+                    .unwrap_or(Leases::DAEMON)
+            })
+        }
+        #[cfg(not(feature = "test-support"))]
+        Leases::DAEMON
+    }
+
+    /// `heartbeat,fire,reacting` in milliseconds.
+    #[cfg(feature = "test-support")]
+    pub fn parse(text: &str) -> Option<Leases> {
+        let mut millis = text
+            .split(',')
+            .map(|part| part.trim().parse().ok().map(Duration::from_millis));
+        let leases = Leases {
+            heartbeat: millis.next()??,
+            fire: millis.next()??,
+            reacting: millis.next()??,
+        };
+        millis.next().is_none().then_some(leases)
+    }
+
+    /// As `PRICE_ALERTD_TEST_LEASES` gives them.
+    #[cfg(feature = "test-support")]
+    pub fn to_env(self) -> String {
+        format!(
+            "{},{},{}",
+            self.heartbeat.as_millis(),
+            self.fire.as_millis(),
+            self.reacting.as_millis()
+        )
+    }
+}
 
 /// Whether `member` is beating: its last heartbeat is within the fire
 /// lease, after which the others take its fire times over.
 pub fn beating(member: &Member) -> bool {
-    member.heartbeat_age_ms <= FIRE_LEASE.as_millis() as i64
+    member.heartbeat_age_ms <= Leases::in_force().fire.as_millis() as i64
 }
 
 /// This process: its host, its pid and a random part, so that a restarted
@@ -52,18 +106,7 @@ pub fn me() -> Me {
 }
 
 fn hostname() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most
-    // that many bytes.
-    let status = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
-    if status != 0 {
-        return "unknown".to_owned();
-    }
-    let end = buffer
-        .iter()
-        .position(|byte| *byte == 0)
-        .unwrap_or(buffer.len());
-    String::from_utf8_lossy(&buffer[..end]).into_owned()
+    gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 /// Whose a fire time is.
@@ -84,7 +127,12 @@ pub enum Taken {
 pub async fn take(pool: &Pool, me: &str, fire: &Fire, failures: &Mutex<Recurring>) -> Taken {
     let (me, fire) = (me.to_owned(), fire.clone());
     let taken = store::blocking(pool, "taking a fire time", move |connection| {
-        cluster::take_fire(connection, &fire, &me, FIRE_LEASE.as_millis() as i64)
+        cluster::take_fire(
+            connection,
+            &fire,
+            &me,
+            Leases::in_force().fire.as_millis() as i64,
+        )
     })
     .await;
     if taken.is_ok()
@@ -127,7 +175,8 @@ pub async fn beat(pool: &Pool, me: &Me) -> anyhow::Result<(Vec<Fire>, Offset)> {
     let me = me.clone();
     store::blocking(pool, "beating", move |connection| {
         let offset = clock::offset(connection)?;
-        let orphaned = cluster::heartbeat(connection, &me, FIRE_LEASE.as_millis() as i64)?;
+        let lease_ms = Leases::in_force().fire.as_millis() as i64;
+        let orphaned = cluster::heartbeat(connection, &me, lease_ms)?;
         Ok((orphaned, offset))
     })
     .await
@@ -149,7 +198,7 @@ pub async fn take_reacting(
             &jobs,
             &given_back,
             &me,
-            REACTING_LEASE.as_millis() as i64,
+            Leases::in_force().reacting.as_millis() as i64,
         )
     })
     .await

@@ -73,7 +73,7 @@ struct AnswerQuote {
 /// The usable quotes of one answer, and how many of its tickers were not.
 #[derive(Debug, Default)]
 struct Fetched {
-    quotes: Vec<(String, f64, String)>,
+    quotes: Vec<store::quotes::NewQuote>,
     /// Tickers given unusably: twice, or without a positive price at a time.
     unusable: u64,
     /// Tickers asked for and not given at all.
@@ -186,7 +186,7 @@ impl QuoteSource {
         let got: HashSet<&str> = fetched
             .quotes
             .iter()
-            .map(|(ticker, _, _)| ticker.as_str())
+            .map(|quote| quote.ticker.as_str())
             .collect();
         let missing: Vec<&String> = batch
             .iter()
@@ -204,7 +204,7 @@ impl QuoteSource {
             unusable,
             absent,
         } = fetched;
-        let tickers = quotes.iter().map(|(ticker, _, _)| ticker.clone()).collect();
+        let tickers = quotes.iter().map(|quote| quote.ticker.clone()).collect();
         store::blocking(pool, "storing quotes", move |connection| {
             store::quotes::upsert(connection, &quotes)
         })
@@ -312,9 +312,11 @@ fn usable(batch: &[String], answer: Answer) -> Fetched {
             .as_str()
             .filter(|time| parse_time(time).is_some());
         match (price, time) {
-            (Some(price), Some(time)) => {
-                fetched.quotes.push((quote.ticker, price, time.to_owned()))
-            }
+            (Some(price), Some(time)) => fetched.quotes.push(store::quotes::NewQuote {
+                ticker: quote.ticker,
+                price,
+                updated_at: time.to_owned(),
+            }),
             _ => {
                 fetched.unusable += 1;
                 tracing::warn!(

@@ -5,8 +5,8 @@ use std::io::Write;
 use anyhow::Context as _;
 use chrono::Utc;
 
+use crate::condition::Condition;
 use crate::config::Config;
-use crate::evaluate::Condition;
 use crate::store::{self, alerts};
 
 use super::open::{connect, connect_to_read};
@@ -166,7 +166,7 @@ pub fn alerts_add(
         format!(
             "unknown condition {:?}; expected {}",
             alert.condition,
-            crate::evaluate::CONDITIONS
+            Condition::names()
         )
     })?;
     anyhow::ensure!(

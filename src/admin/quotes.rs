@@ -30,7 +30,11 @@ pub fn quotes_set(
     );
     quotes::upsert(
         &mut connection,
-        &[(ticker.trim().to_owned(), price, now.clone())],
+        &[quotes::NewQuote {
+            ticker: ticker.trim().to_owned(),
+            price,
+            updated_at: now.clone(),
+        }],
     )
     .context("setting the quote")?;
     writeln!(out, "{} {price} at {now}", ticker.trim())?;

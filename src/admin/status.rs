@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use chrono::Utc;
 
 use crate::config::{Config, JobConfig};
-use crate::membership::{self, FIRE_LEASE};
+use crate::membership::{self, Leases};
 use crate::store::{cluster, outbox, runs};
 
 use super::open::connect_to_read;
@@ -226,7 +226,7 @@ fn write_members(members: &[MemberStatus], out: &mut impl Write) -> anyhow::Resu
             } else {
                 format!(
                     "presumed dead (no heartbeat for over {} s)",
-                    FIRE_LEASE.as_secs()
+                    Leases::in_force().fire.as_secs()
                 )
             },
         ]);

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::errors::Report;
 use super::fields::{BUSY_TIMEOUT, count, duration, resolve};
 use super::postgres::{PostgresConfig, postgres};
 use super::raw;
-use super::report::Report;
 
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {

@@ -6,11 +6,11 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use reqwest::Url;
-use reqwest::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use toml::Spanned;
+use url::Url;
 
-use super::report::{Report, logging_value};
+use super::errors::{Report, logging_value};
 
 /// A URL as it may be shown (check-config, logs): a password, or a query
 /// (which may carry a token), is masked. Every URL the daemon prints goes
@@ -121,7 +121,7 @@ pub(super) fn one_source_of_credentials(
     let has_userinfo = !url.username().is_empty() || url.password().is_some();
     let authorization = headers
         .iter()
-        .any(|(name, _)| name == reqwest::header::AUTHORIZATION);
+        .any(|(name, _)| name == http::header::AUTHORIZATION);
     if has_userinfo && authorization {
         let (name, value) = raw
             .iter()

@@ -7,9 +7,9 @@ use toml::Spanned;
 
 use crate::schedule::Schedule;
 
+use super::errors::Report;
 use super::fields::{KEEP, duration};
 use super::raw;
-use super::report::Report;
 
 #[derive(Debug, Clone)]
 pub struct JobConfig {

@@ -3,21 +3,21 @@
 //! file is reported at once, each with its key and `line:col`.
 
 mod database;
+mod errors;
 mod fields;
 mod jobs;
 mod postgres;
 mod prices;
 mod raw;
-mod report;
 mod service;
 mod webhook;
 
 pub use database::{DatabaseConfig, EngineChoice, LEAST_CONNECTIONS};
+pub use errors::{ConfigError, ConfigErrors};
 pub use fields::{display_url, show_duration};
 pub use jobs::{JobConfig, JobKind, Scope};
 pub use postgres::{Password, PostgresConfig, PostgresTls};
 pub use prices::{HttpSource, PriceSource, PricesConfig};
-pub use report::{ConfigError, ConfigErrors};
 pub use service::{EvaluatorConfig, LogConfig, LogFormat, MetricsConfig};
 pub use webhook::{DEFAULT_RETRY_SCHEDULE, Secret, USER_ID_PLACEHOLDER, WebhookConfig, WebhookUrl};
 
@@ -27,9 +27,9 @@ use std::path::{Path, PathBuf};
 use toml::de::DeTable;
 
 use database::database;
+use errors::{LineIndex, deserialize_all};
 use jobs::jobs;
 use prices::prices;
-use report::{LineIndex, deserialize_all};
 use service::{evaluator, log, metrics};
 use webhook::webhook;
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::errors::Report;
 use super::fields::{resolve, secret_file};
-use super::report::Report;
 
 /// A PostgreSQL server (`database.url`).
 #[derive(Clone, PartialEq)]

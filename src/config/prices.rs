@@ -4,16 +4,16 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use reqwest::Url;
-use reqwest::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use toml::Spanned;
+use url::Url;
 
+use super::errors::Report;
 use super::fields::{
     CONNECTION_HEADERS, MAX_AGE, REQUEST_TIMEOUT, count, duration, header_list, http_url,
     one_source_of_credentials,
 };
 use super::raw;
-use super::report::Report;
 
 #[derive(Debug, Clone)]
 pub struct PricesConfig {

@@ -1,9 +1,9 @@
 //! The sections that shape the process itself: `[evaluator]` (its threads
 //! and batches), `[log]` and `[metrics]`.
 
+use super::errors::Report;
 use super::fields::count;
 use super::raw;
-use super::report::Report;
 
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::Url;
+use url::Url;
 
 use super::*;
 

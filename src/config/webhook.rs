@@ -7,16 +7,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::Url;
-use reqwest::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use toml::Spanned;
+use url::Url;
 
+use super::errors::Report;
 use super::fields::{
     DRAIN_TIMEOUT, REQUEST_TIMEOUT, RETRY_WAIT, WEBHOOK_HEADERS, count, display_url, duration,
     header_list, http_url, one_source_of_credentials, resolve, secret_file,
 };
 use super::raw;
-use super::report::Report;
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {

@@ -33,10 +33,14 @@ impl DeliveryTask {
     /// Starts delivering: first the events queued before this start (a
     /// crash, a dead webhook), then those this daemon or another sharing the
     /// database queues, as they commit.
-    pub(super) fn start(runner: &Runner, config: &Config) -> anyhow::Result<DeliveryTask> {
+    /// `wake` wakes it (a claim committed, another process queued events).
+    pub(super) fn start(
+        runner: &Runner,
+        config: &Config,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<DeliveryTask> {
         let (webhooks, receiver) = watch::channel(Webhook::new(&config.webhook)?);
         let (stop, stopping) = watch::channel(None);
-        let wake = Arc::new(Notify::new());
         let task = tokio::spawn(deliver::run(
             runner.pool.clone(),
             receiver,

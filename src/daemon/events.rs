@@ -6,7 +6,7 @@ use crate::signals::Signal;
 use crate::store::cluster::Fire;
 use crate::store::listen::Changed;
 
-use super::report::JobReport;
+use super::job_report::JobReport;
 
 /// Everything that can happen to a running daemon.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use crate::{log_recurring, membership};
 
 use super::events::LoopEvent;
 
-/// This member's heartbeats, every `membership::HEARTBEAT`, and at once when
+/// This member's heartbeats, every `Leases::heartbeat`, and at once when
 /// the jobs that react change (a reload): each renews the leases of the
 /// fires it holds and hands the loop the fires whose member stopped
 /// beating; then takes or renews the reacting leases of `reacting`'s jobs
@@ -32,7 +32,7 @@ pub(super) async fn beat(
 ) {
     let mut failures = Recurring::default();
     let mut clock_off = Recurring::default();
-    let mut interval = tokio::time::interval(membership::HEARTBEAT);
+    let mut interval = tokio::time::interval(membership::Leases::in_force().heartbeat);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut held: Vec<String> = Vec::new();
     loop {

@@ -15,7 +15,8 @@ use super::events::LoopEvent;
 /// The scheduled jobs of one configuration.
 pub(super) struct Jobs {
     pub(super) epoch: u64,
-    pub(super) jobs: HashMap<String, JobConfig>,
+    /// Each job's configuration, by name.
+    pub(super) configs: HashMap<String, JobConfig>,
     /// The scheduler job holding each job's next fire time.
     pending: HashMap<String, Uuid>,
     /// Jobs without a booked fire time because booking failed: they run
@@ -34,12 +35,12 @@ impl Jobs {
     ) -> Jobs {
         let mut jobs = Jobs {
             epoch,
-            jobs: HashMap::new(),
+            configs: HashMap::new(),
             pending: HashMap::new(),
             unarmed: Vec::new(),
         };
         for job in configs {
-            jobs.jobs.insert(job.name.clone(), job.clone());
+            jobs.configs.insert(job.name.clone(), job.clone());
             if let Err(error) = jobs.arm(scheduler, &job.name, Utc::now(), events).await {
                 tracing::error!(
                     job = job.name,
@@ -60,7 +61,7 @@ impl Jobs {
         after: DateTime<Utc>,
         events: &mpsc::UnboundedSender<LoopEvent>,
     ) -> anyhow::Result<()> {
-        let Some(job) = self.jobs.get(name) else {
+        let Some(job) = self.configs.get(name) else {
             return Ok(());
         };
         let Some(at) = job.schedule.next_after(after) else {

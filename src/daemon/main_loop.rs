@@ -13,10 +13,10 @@ use crate::systemd;
 use super::Daemon;
 use super::events::LoopEvent;
 use super::heartbeat::book_heartbeat;
+use super::job_report::{JobReport, log_run};
 use super::jobs::Jobs;
 use super::reacting::{Cause, concerned, follow, names};
 use super::reload::reload;
-use super::report::{JobReport, log_run};
 
 impl Daemon {
     pub(super) async fn next_event(&mut self) -> LoopEvent {
@@ -66,7 +66,12 @@ impl Daemon {
         if epoch != self.jobs.epoch {
             return;
         }
-        let Some(kind) = self.jobs.jobs.get(&job).map(|config| config.kind.clone()) else {
+        let Some(kind) = self
+            .jobs
+            .configs
+            .get(&job)
+            .map(|config| config.kind.clone())
+        else {
             return;
         };
         if let Err(error) = self
@@ -82,7 +87,9 @@ impl Daemon {
             self.jobs.unarmed.push(job.clone());
             self.runner.metrics.jobs_armed(self.jobs.unarmed.clone());
         }
-        if self.running.contains(&job) && self.jobs.jobs.get(&job).is_some_and(|job| job.reacts()) {
+        if self.running.contains(&job)
+            && self.jobs.configs.get(&job).is_some_and(|job| job.reacts())
+        {
             self.reacting.owe(&job, Cause::Schedule);
             return;
         }
@@ -102,7 +109,7 @@ impl Daemon {
     /// whose lease this member holds runs now, or once more after its
     /// running run.
     fn react(&mut self, changed: &Changed) {
-        for (job, kind) in concerned(self.jobs.jobs.values(), changed) {
+        for (job, kind) in concerned(self.jobs.configs.values(), changed) {
             if self.reacting.holds(&job) {
                 self.run_now_or_after(job, kind, Cause::Change);
             }
@@ -118,7 +125,7 @@ impl Daemon {
         let hearing = self.listener.hears_changes();
         self.follow_changes();
         for job in newly {
-            if let Some(config) = self.jobs.jobs.get(&job).filter(|job| job.reacts()) {
+            if let Some(config) = self.jobs.configs.get(&job).filter(|job| job.reacts()) {
                 tracing::info!(job, "reacting to this job's changes");
                 // Hearing starts with "anything may have changed", which
                 // runs every reacting job this member holds.
@@ -147,7 +154,7 @@ impl Daemon {
         for fire in fires {
             let Some(kind) = self
                 .jobs
-                .jobs
+                .configs
                 .get(&fire.job)
                 .map(|config| config.kind.clone())
             else {
@@ -162,12 +169,13 @@ impl Daemon {
 
     fn spawn_run(&self, job: String, kind: JobKind, fire: Fire) {
         let (runner, events) = (self.runner.clone(), self.events.clone());
-        tokio::spawn(async move { runner.run_fire(job, kind, fire, &events).await });
+        let me = self.me.clone();
+        tokio::spawn(async move { runner.run_fire(&me.member, job, kind, fire, &events).await });
     }
 
     /// Hears changes while this member reacts for one of its jobs.
     fn follow_changes(&mut self) {
-        let jobs = self.jobs.jobs.values();
+        let jobs = self.jobs.configs.values();
         if let Err(error) = follow(&mut self.listener, jobs, &self.reacting, &self.events) {
             tracing::error!(
                 error = format!("{error:#}"),
@@ -181,7 +189,7 @@ impl Daemon {
     fn ended(&mut self, job: String) {
         self.running.remove(&job);
         if let Some(cause) = self.reacting.owed(&job)
-            && let Some(config) = self.jobs.jobs.get(&job)
+            && let Some(config) = self.jobs.configs.get(&job)
         {
             let kind = config.kind.clone();
             self.run_now_or_after(job, kind, cause);
@@ -217,7 +225,7 @@ impl Daemon {
     /// A run of `job` succeeded, or its fire time went to another member:
     /// its deadline moves.
     fn progressed(&mut self, job: &str) {
-        if let Some(config) = self.jobs.jobs.get(job) {
+        if let Some(config) = self.jobs.configs.get(job) {
             self.deadlines
                 .progressed(config, &self.runner.metrics, Utc::now());
         }

@@ -5,16 +5,16 @@ mod deadlines;
 mod deliverer;
 mod events;
 mod heartbeat;
+mod job_report;
 mod jobs;
 mod main_loop;
 mod reacting;
 mod reload;
-mod report;
 mod run_job;
 mod runner;
 mod status;
 
-pub use report::JobReport;
+pub use job_report::JobReport;
 pub use run_job::{RunJobSummary, run_job};
 
 use std::collections::{HashMap, HashSet};
@@ -33,11 +33,11 @@ use deadlines::Deadlines;
 use deliverer::DeliveryTask;
 use events::LoopEvent;
 use heartbeat::{beat, book_heartbeat};
+use job_report::log_run;
 use jobs::Jobs;
 use reacting::{Reacting, names};
 use reload::log_warnings;
-use report::log_run;
-use runner::Runner;
+use runner::{Runner, RunsFor};
 use status::SystemdStatus;
 
 /// Runs the daemon until SIGTERM or SIGINT: it starts, serves its events,
@@ -88,17 +88,20 @@ impl Daemon {
     /// schedule and the heartbeat, and tells systemd it is ready.
     async fn start(source: ConfigOrigin, config: Config) -> anyhow::Result<Daemon> {
         log_warnings(&source, &config);
-        let mut runner = Runner::open(&config).await?;
         let me = Arc::new(membership::me());
-        runner.me = Some(me.clone());
+        let wake_deliverer = Arc::new(tokio::sync::Notify::new());
+        let runs_for = RunsFor::Member {
+            me: me.clone(),
+            wake_deliverer: wake_deliverer.clone(),
+        };
+        let runner = Runner::open(&config, runs_for).await?;
         if let Some(listen) = config.metrics.listen {
             metrics::serve(listen, runner.metrics.clone(), runner.pool.clone()).await?;
         }
         let (signal_sender, signals) = mpsc::unbounded_channel();
         let signal_handle = signals::forward(signal_sender)?;
         let (events, inbox) = mpsc::unbounded_channel::<LoopEvent>();
-        let deliverer = DeliveryTask::start(&runner, &config)?;
-        runner.wake_deliverer = Some(deliverer.wake.clone());
+        let deliverer = DeliveryTask::start(&runner, &config, wake_deliverer)?;
 
         let scheduler = Scheduler::start().await?;
         let jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await;
@@ -171,7 +174,7 @@ impl Daemon {
             running = self.running.len(),
             "stopping: no new ticks; letting running jobs finish"
         );
-        let _ = self.listener.hear_changes(None::<fn(_)>);
+        self.listener.stop_hearing_changes();
         self.reacting.stop();
         self.jobs.cancel(&self.scheduler).await;
         self.scheduler.shutdown().await;

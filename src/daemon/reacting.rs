@@ -59,7 +59,12 @@ pub(super) fn follow<'a>(
     let reacts = jobs
         .into_iter()
         .any(|job| job.reacts() && reacting.holds(&job.name));
-    listener.hear_changes(reacts.then_some(hearer))
+    if reacts {
+        listener.hear_changes(hearer)
+    } else {
+        listener.stop_hearing_changes();
+        Ok(())
+    }
 }
 
 impl Reacting {

@@ -3,9 +3,18 @@
 
 use crate::config::{Config, ConfigOrigin};
 
+/// Why a reload was refused (each problem was logged).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Refused {
+    #[error("{count} error{} in {origin}", if *.count == 1 { "" } else { "s" })]
+    Invalid { count: usize, origin: String },
+    #[error("reading the configuration panicked")]
+    Panicked,
+}
+
 /// Re-reads the configuration; on any error logs every problem and returns
 /// why it was refused, so the running configuration stays.
-pub(super) async fn reload(source: &ConfigOrigin, running: &Config) -> Result<Config, String> {
+pub(super) async fn reload(source: &ConfigOrigin, running: &Config) -> Result<Config, Refused> {
     let loading = source.clone();
     let loaded = tokio::task::spawn_blocking(move || loading.load()).await;
     let new = match loaded {
@@ -18,16 +27,14 @@ pub(super) async fn reload(source: &ConfigOrigin, running: &Config) -> Result<Co
                 errors = errors.errors.len(),
                 "reload refused; the running jobs stay as they were"
             );
-            let count = errors.errors.len();
-            return Err(format!(
-                "{count} error{} in {}",
-                if count == 1 { "" } else { "s" },
-                errors.origin
-            ));
+            return Err(Refused::Invalid {
+                count: errors.errors.len(),
+                origin: errors.origin.to_string(),
+            });
         }
         Err(error) => {
             tracing::error!(%error, "reading the configuration panicked; the running jobs stay as they were");
-            return Err("reading the configuration panicked".to_owned());
+            return Err(Refused::Panicked);
         }
     };
     log_warnings(source, &new);

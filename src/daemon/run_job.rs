@@ -11,8 +11,8 @@ use crate::deliver::{self, Totals, Webhook};
 use crate::evaluate::TickReport;
 
 use super::deliverer::lease_owner;
-use super::report::{JobReport, committed};
-use super::runner::Runner;
+use super::job_report::{JobReport, committed};
+use super::runner::{Runner, RunsFor};
 
 /// What `run-job` did.
 #[derive(Debug)]
@@ -68,7 +68,7 @@ pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary
         let names: Vec<&str> = config.jobs.iter().map(|job| job.name.as_str()).collect();
         anyhow::bail!("no job is named {name:?}; the configuration has {names:?}");
     };
-    let runner = Runner::open(&config).await?;
+    let runner = Runner::open(&config, RunsFor::OneRun).await?;
     let report = runner.run_recorded(name, job.kind.clone()).await;
     if let Err(error) = &report {
         tracing::error!(job = name, error = format!("{error:#}"), "job failed");

@@ -20,8 +20,8 @@ use crate::store::{self, Pool};
 use crate::{log_recurring, quotes};
 
 use super::events::LoopEvent;
+use super::job_report::{JobReport, committed};
 use super::reacting::Cause;
-use super::report::{JobReport, committed};
 
 /// What the jobs need, shared by every run of a process.
 #[derive(Clone)]
@@ -43,14 +43,24 @@ pub(super) struct Runner {
     /// Failures that may repeat every tick, logged at their changes.
     record_failures: Arc<Mutex<Recurring>>,
     fire_failures: Arc<Mutex<Recurring>>,
-    /// This daemon among those sharing the database; none for `run-job`.
-    pub(super) me: Option<Arc<Me>>,
-    /// Wakes the deliverer as each claim commits; none for `run-job`.
-    pub(super) wake_deliverer: Option<Arc<tokio::sync::Notify>>,
+    runs_for: RunsFor,
+}
+
+/// Whom a runner's runs are for.
+#[derive(Clone)]
+pub(super) enum RunsFor {
+    /// A daemon among those sharing the database: its runs are recorded as
+    /// this member's, and each claim wakes its deliverer.
+    Member {
+        me: Arc<Me>,
+        wake_deliverer: Arc<tokio::sync::Notify>,
+    },
+    /// `run-job`: one run, whose events are delivered after it.
+    OneRun,
 }
 
 impl Runner {
-    pub(super) async fn open(config: &Config) -> anyhow::Result<Runner> {
+    pub(super) async fn open(config: &Config, runs_for: RunsFor) -> anyhow::Result<Runner> {
         let database = config.database.clone();
         let readers = config.evaluator.threads as u32;
         let pool = tokio::task::spawn_blocking(move || store::open(&database, readers))
@@ -74,26 +84,21 @@ impl Runner {
             repairs: Arc::new(store::Upkeep::repairs()),
             record_failures: Arc::default(),
             fire_failures: Arc::default(),
-            me: None,
-            wake_deliverer: None,
+            runs_for,
         })
     }
 
     /// Does the work of one fire time of `job`, unless another member took
-    /// it first; tells the loop how it went.
+    /// it first; tells the loop how it went. `me` is this daemon's member.
     pub(super) async fn run_fire(
         &self,
+        me: &str,
         job: String,
         kind: JobKind,
         fire: Fire,
         events: &mpsc::UnboundedSender<LoopEvent>,
     ) {
-        let me = self
-            .me
-            .as_ref()
-            .map(|me| me.member.clone())
-            .unwrap_or_default();
-        match membership::take(&self.pool, &me, &fire, &self.fire_failures).await {
+        match membership::take(&self.pool, me, &fire, &self.fire_failures).await {
             Taken::Elsewhere => {
                 self.metrics.tick_elsewhere(&job);
                 tracing::debug!(job, at = fire.at_ms, "another member took this fire time");
@@ -117,7 +122,7 @@ impl Runner {
         } else {
             Finish::Failed
         };
-        membership::finish(&self.pool, &me, &fire, finish).await;
+        membership::finish(&self.pool, me, &fire, finish).await;
         let _ = events.send(LoopEvent::Finished { job, result });
     }
 
@@ -125,8 +130,8 @@ impl Runner {
     /// age of each claimed alert's quote is observed (from its `updated_at`:
     /// the application's commit, as near as the daemon can tell).
     fn claimed(&self, job: &str, triggers: &[&Trigger]) {
-        if let Some(wake) = &self.wake_deliverer {
-            wake.notify_one();
+        if let RunsFor::Member { wake_deliverer, .. } = &self.runs_for {
+            wake_deliverer.notify_one();
         }
         let now = Utc::now();
         self.metrics.claimed(
@@ -185,7 +190,10 @@ impl Runner {
             result: outcome.to_owned(),
             detail,
             last_success_at: None,
-            member: self.me.as_ref().map(|me| me.member.clone()),
+            member: match &self.runs_for {
+                RunsFor::Member { me, .. } => Some(me.member.clone()),
+                RunsFor::OneRun => None,
+            },
         };
         let recorded = store::blocking(&self.pool, "recording the run", move |connection| {
             // Stamped by the database's clock, as it ends.

@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 
-use super::report::JobReport;
+use super::job_report::JobReport;
 
 /// What `systemctl status` shows (the notify protocol's `STATUS=`): the last
 /// run, the events waiting, and a refused reload until one succeeds.

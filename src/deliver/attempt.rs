@@ -7,9 +7,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use http::StatusCode;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use http_body_util::Full;
-use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use sha2::Sha256;
 
 use crate::config::{Secret, WebhookConfig};
@@ -279,7 +279,7 @@ impl AttemptError {
         match self {
             AttemptError::Timeout(_) => Response::Timeout,
             AttemptError::Client(error) if error.is_connect() => {
-                if error_chain(error).contains("timed out") {
+                if timed_out(error) {
                     Response::Timeout
                 } else {
                     Response::Connection
@@ -288,6 +288,22 @@ impl AttemptError {
             AttemptError::Client(_) => Response::Error,
         }
     }
+}
+
+/// Whether an error comes from a time running out: the connector's
+/// `connect_timeout`, or the system's (`ETIMEDOUT`).
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|error| error.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 impl std::fmt::Display for AttemptError {
@@ -406,7 +422,37 @@ pub fn backoff(schedule: &[Duration], attempts: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::RETRY_AFTER;
+    use http::header::RETRY_AFTER;
+
+    /// An error that wraps another, as the connectors' do.
+    #[derive(Debug)]
+    struct Wrapping(std::io::Error);
+
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("tcp connect error")
+        }
+    }
+
+    impl std::error::Error for Wrapping {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_time_run_out_is_told_by_the_errors_kind_anywhere_in_its_chain() {
+        let timeout = Wrapping(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timeout",
+        ));
+        assert!(timed_out(&timeout));
+        let refused = Wrapping(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "the words timed out, in a refusal",
+        ));
+        assert!(!timed_out(&refused));
+    }
 
     #[test]
     fn signatures_match_the_standard_webhooks_test_vector() {
@@ -480,6 +526,6 @@ mod tests {
         check(429, Some("7"), "retry after 7s");
         check(503, Some(" 30 "), "retry after 30s");
         check(503, Some("999999"), "retry after 3600s");
-        check(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"), "retry");
+        check(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"), "retry after 0s");
     }
 }

@@ -156,7 +156,12 @@ impl Deliverer<'_> {
                 }
             }
             self.dispatch(&mut pipeline, stop);
-            self.start_exchange(&mut pipeline, !winding_down);
+            let leasing = if winding_down {
+                Leasing::NoMore
+            } else {
+                Leasing::AsNeeded
+            };
+            self.start_exchange(&mut pipeline, leasing);
             if pipeline.is_empty() {
                 return if past_deadline {
                     Ended::Stopped
@@ -175,7 +180,7 @@ impl Deliverer<'_> {
                     }
                 }
                 Woken::Exchange(result) => {
-                    if self.exchanged(&mut pipeline, result).is_err() && past_deadline {
+                    if self.exchanged(&mut pipeline, result) == Recorded::No && past_deadline {
                         // Nothing more can be recorded in time: the leases
                         // give the rows back when they run out.
                         return Ended::Stopped;
@@ -246,8 +251,9 @@ impl Deliverer<'_> {
 
     /// Starts an exchange with the outbox, unless one runs or waits out a
     /// failure: it records what finished, and leases more rows when the queue
-    /// runs low and `lease` allows.
-    fn start_exchange(&self, pipeline: &mut Pipeline, lease: bool) {
+    /// runs low and `leasing` allows.
+    fn start_exchange(&self, pipeline: &mut Pipeline, leasing: Leasing) {
+        let lease = leasing == Leasing::AsNeeded;
         let now = Instant::now();
         if pipeline.exchange.is_some() || self.retry_at.is_some_and(|at| now < at) {
             return;
@@ -344,7 +350,7 @@ impl Deliverer<'_> {
         &mut self,
         pipeline: &mut Pipeline,
         result: anyhow::Result<(Vec<Leased>, DbClock)>,
-    ) -> Result<(), ()> {
+    ) -> Recorded {
         let (_, recorded) = pipeline.exchange.take().expect("an exchange was under way");
         pipeline.exchange_since = None;
         match result {
@@ -380,7 +386,7 @@ impl Deliverer<'_> {
                     leased.iter().for_each(|event| users.leased(event));
                 }
                 pipeline.queue.extend(leased);
-                Ok(())
+                Recorded::Yes
             }
             Err(error) => {
                 self.failures_in_a_row += 1;
@@ -398,10 +404,27 @@ impl Deliverer<'_> {
                     format!("{error:#}"),
                     "delivery bookkeeping failed"
                 );
-                Err(())
+                Recorded::No
             }
         }
     }
+}
+
+/// Whether an exchange leases more rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leasing {
+    /// When the queue runs low.
+    AsNeeded,
+    /// Never: the deliverer winds down, and only records what finished.
+    NoMore,
+}
+
+/// Whether an exchange with the outbox recorded the outcomes it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    Yes,
+    /// They are kept for the next exchange.
+    No,
 }
 
 impl Pipeline {

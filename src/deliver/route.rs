@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use base64::Engine as _;
-use reqwest::header::HeaderValue;
+use http::header::HeaderValue;
 
 use crate::config::{USER_ID_PLACEHOLDER, WebhookConfig};
 
@@ -37,7 +37,7 @@ pub(super) struct Destination {
 }
 
 impl Destination {
-    fn new(url: &reqwest::Url) -> anyhow::Result<Destination> {
+    fn new(url: &url::Url) -> anyhow::Result<Destination> {
         let (text, authorization) = without_credentials(url);
         Ok(Destination {
             uri: text
@@ -50,7 +50,7 @@ impl Destination {
 
 /// A URL's text without its userinfo, and the `Authorization` header that
 /// carries it instead.
-fn without_credentials(url: &reqwest::Url) -> (String, Option<HeaderValue>) {
+fn without_credentials(url: &url::Url) -> (String, Option<HeaderValue>) {
     let authorization = credentials(url);
     let mut url = url.clone();
     let _ = url.set_username("");
@@ -60,7 +60,7 @@ fn without_credentials(url: &reqwest::Url) -> (String, Option<HeaderValue>) {
 
 /// The `Authorization: Basic` header for credentials in a URL, as browsers
 /// and reqwest send them.
-fn credentials(url: &reqwest::Url) -> Option<HeaderValue> {
+fn credentials(url: &url::Url) -> Option<HeaderValue> {
     if url.username().is_empty() && url.password().is_none() {
         return None;
     }

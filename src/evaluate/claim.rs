@@ -19,9 +19,11 @@ use super::options::TickOptions;
 use super::read::{Readers, TRIGGER_CHUNK, read_in_turn, tasks};
 use super::report::TickReport;
 
-/// A triggered alert whose row another transaction held locked: its id and
-/// ticker.
-pub(super) type Locked = (i64, String);
+/// A triggered alert whose row another transaction held locked.
+pub(super) struct Locked {
+    pub alert_id: i64,
+    pub ticker: String,
+}
 
 /// The size of a tick's first claim; each next one is twice as large, up to
 /// `evaluator.claim_batch`, while claims take less than half of
@@ -66,7 +68,7 @@ pub(super) fn log_locked(recurring: &Mutex<Recurring>, locked: &[Locked]) {
     let mut ids: Vec<String> = locked
         .iter()
         .take(LOCKED_IDS_LOGGED)
-        .map(|(id, _)| id.to_string())
+        .map(|held| held.alert_id.to_string())
         .collect();
     if locked.len() > LOCKED_IDS_LOGGED {
         ids.push(format!("and {} more", locked.len() - LOCKED_IDS_LOGGED));
@@ -79,14 +81,14 @@ pub(super) fn log_locked(recurring: &Mutex<Recurring>, locked: &[Locked]) {
             ids.join(", ")
         ),
         locked = locked.len(),
-        alert_id = locked[0].0,
+        alert_id = locked[0].alert_id,
         "triggered alerts left for the first tick after the lock is released"
     );
 }
 
 /// Reads and judges the planned tickers' alerts on the rayon pool, the
 /// tickers split between the threads, while the calling thread claims what
-/// they find in batches of `claim_batch`, handing full batches to helper
+/// they find in batches sized by [`next_claim_size`], handing full batches to helper
 /// claimers where the store has them (`store::Pool::claim_writers`). Readers
 /// stream: they hold one row and at most one chunk of triggers at a time, the
 /// channel to the writer is bounded, and so is the one to the helpers (one
@@ -279,18 +281,21 @@ impl Tally {
         self.duration += took;
         match claimed {
             Ok(claimed) => {
-                if !claimed.claimed.is_empty() {
+                if !claimed.ids.is_empty() {
                     let triggers: Vec<&Trigger> = batch
                         .iter()
-                        .filter(|trigger| claimed.claimed.contains(&trigger.alert_id))
+                        .filter(|trigger| claimed.ids.contains(&trigger.alert_id))
                         .collect();
                     claimed_hook(&triggers);
                 }
-                self.triggered += claimed.claimed.len() as u64;
+                self.triggered += claimed.ids.len() as u64;
                 self.transactions += 1;
                 for id in claimed.locked {
                     if let Some(trigger) = batch.iter().find(|trigger| trigger.alert_id == id) {
-                        self.locked.push((id, trigger.ticker.clone()));
+                        self.locked.push(Locked {
+                            alert_id: id,
+                            ticker: trigger.ticker.clone(),
+                        });
                     }
                 }
             }

@@ -5,69 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
+use crate::condition::Condition;
 use crate::logging;
 use crate::store::alerts::{AlertRow, Trigger};
-
-/// The conditions of `price_alerts.condition`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Condition {
-    /// price >= target_price
-    Above,
-    /// price <= target_price
-    Below,
-    /// the previous observed price was below target_price, and price is at or above it
-    CrossingUp,
-    /// the previous observed price was above target_price, and price is at or below it
-    CrossingDown,
-    /// price has risen by at least target_price percent from reference_price
-    MovingUpPct,
-    /// price has fallen by at least target_price percent from reference_price
-    MovingDownPct,
-    /// price is in the channel: target_price <= price <= upper_price
-    Inside,
-    /// price is out of the channel: below target_price or above upper_price
-    Outside,
-    /// the previous observed price was out of the channel, and price is in it
-    Entering,
-    /// the previous observed price was in the channel, and price is out of it
-    Exiting,
-}
-
-impl Condition {
-    pub fn parse(text: &str) -> Option<Condition> {
-        match text {
-            "above" => Some(Condition::Above),
-            "below" => Some(Condition::Below),
-            "crossing_up" => Some(Condition::CrossingUp),
-            "crossing_down" => Some(Condition::CrossingDown),
-            "moving_up_pct" => Some(Condition::MovingUpPct),
-            "moving_down_pct" => Some(Condition::MovingDownPct),
-            "inside" => Some(Condition::Inside),
-            "outside" => Some(Condition::Outside),
-            "entering" => Some(Condition::Entering),
-            "exiting" => Some(Condition::Exiting),
-            _ => None,
-        }
-    }
-
-    /// A banded alert of this condition comes back when its price is back
-    /// inside its channel by the band (both return levels hold), not
-    /// outside it or past a level (either holds).
-    pub fn returns_inside(self) -> bool {
-        matches!(self, Condition::Outside | Condition::Exiting)
-    }
-
-    /// Between two levels: `target_price` and `upper_price`.
-    pub fn is_channel(self) -> bool {
-        matches!(
-            self,
-            Condition::Inside | Condition::Outside | Condition::Entering | Condition::Exiting
-        )
-    }
-}
-
-/// Every condition's name, as `price_alerts.condition` holds it.
-pub const CONDITIONS: &str = "above, below, crossing_up, crossing_down, moving_up_pct, moving_down_pct, inside, outside, entering or exiting";
 
 /// A channel's levels, or why its row does not make one.
 pub fn channel_of(target: f64, upper: Option<f64>) -> Result<(f64, f64), String> {
@@ -292,7 +232,8 @@ pub fn trigger_of(alert: AlertRow, price: f64, quote_time: String, now: DateTime
         reference_price: alert.reference_price,
         upper_price: alert.upper_price,
         ticker: alert.ticker,
-        condition: alert.condition,
+        condition: Condition::parse(&alert.condition)
+            .expect("judge fires only on an alert of a known condition"),
         user_id: alert.user_id,
         note: alert.note,
         price,

@@ -33,7 +33,7 @@ pub(super) fn say_unlogged(budget: &Budget) {
 }
 
 /// Names, up to the warning cap, the enabled alerts whose ticker is empty or
-/// NULL: they were counted as malformed by [`plan`].
+/// NULL: they were counted as malformed by [`super::plan`].
 pub(super) fn name_blank_ticker_alerts(
     writer: &mut store::Connection,
     warnings: Warnings<'_>,

@@ -15,9 +15,9 @@ mod report;
 
 pub use head_start::HEAD_START;
 pub use judge::{
-    CONDITIONS, Condition, FUTURE_SKEW, MIN_COOLDOWN, Observed, QuoteProblem, Verdict,
-    band_in_range, channel_of, cooldown_of, judge, max_triggers_of, parse_cooldown,
-    parse_max_triggers, parse_time, rearm_at, rearm_band_of, return_levels, too_wide, trigger_of,
+    FUTURE_SKEW, MIN_COOLDOWN, Observed, QuoteProblem, Verdict, band_in_range, channel_of,
+    cooldown_of, judge, max_triggers_of, parse_cooldown, parse_max_triggers, parse_time, rearm_at,
+    rearm_band_of, return_levels, too_wide, trigger_of,
 };
 pub use options::{TickMemory, TickOptions};
 pub use paging::PAGE;
@@ -37,7 +37,7 @@ use malformed::say_unlogged;
 use observe::Watermark;
 use paging::{Pages, Phases};
 use plan::say_unnamed_quote_problems;
-use prepare::{settle_due, watermark_key, window_of};
+use prepare::{apply_what_came_due, watermark_key, window_of};
 
 /// Builds the fixed pool that evaluates alerts. Its threads run at a lower
 /// priority (nice 5) than the rest of the daemon: a large tick's readers
@@ -69,9 +69,9 @@ const READER_NICE: libc::c_int = 5;
 /// Runs one evaluation tick: it reads what changed since this job's last
 /// tick, not every alert. Blocking: call it from `spawn_blocking` or a plain
 /// thread. Reads run on `workers`, one pooled connection per task; the calling
-/// thread claims in batches of `claim_batch` (with a helper where the engine
-/// runs claims side by side), so the readers never queue on SQLite's write
-/// lock. Its time is the database's, read once as it starts
+/// thread claims in batches (64 alerts first, doubling while claims are
+/// quick, up to `claim_batch`; with a helper where the engine runs claims
+/// side by side), so the readers never queue on SQLite's write lock. Its time is the database's, read once as it starts
 /// (`store::clock`).
 ///
 /// What changed: tickers whose quote was written since the job's watermark
@@ -147,7 +147,7 @@ fn stages(
         }
         TickTime::At(now) => now,
     };
-    settle_due(&mut writer, now, report)?;
+    apply_what_came_due(&mut writer, now, report)?;
     let judged_ahead = head_start(workers, pool, &mut writer, options, now, report)?;
     let head_started = started.elapsed();
     let job = watermark_key(options);

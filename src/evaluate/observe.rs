@@ -35,10 +35,10 @@ impl Watermark {
     /// The watermark a page's observations commit with: the end of the
     /// window with the last page, none before.
     fn moved(&self) -> Option<(&str, i64)> {
-        let settled = self.window.settled;
+        let closed = self.window.closed;
         let to = self
             .deferred
-            .map_or(settled, |first| (first - 1).min(settled));
+            .map_or(closed, |first| (first - 1).min(closed));
         self.last.then_some((self.job.as_str(), to))
     }
 }
@@ -64,7 +64,7 @@ pub(super) fn observe(
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> anyhow::Result<()> {
-    let mut held: HashSet<String> = locked.iter().map(|(_, ticker)| ticker.clone()).collect();
+    let mut held: HashSet<String> = locked.iter().map(|held| held.ticker.clone()).collect();
     // Only a moved ticker's price can bring an alert back: one that waits
     // was claimed at the ticker's price of then, which never brings it
     // back, and the job has looked at every move since, each with whether
@@ -77,7 +77,7 @@ pub(super) fn observe(
         .collect();
     let returned = alerts::come_back(writer, &prices, now)
         .context("re-arming alerts whose price came back")?;
-    report.returned += returned.returned;
+    report.returned += returned.came_back;
     report.rearmed += returned.rearmed;
     held.extend(returned.held);
     if let Some(first) = plan.deferred {
@@ -88,7 +88,11 @@ pub(super) fn observe(
         if held.contains(&work.ticker) {
             watermark.defer(work.first_change);
         } else if work.observe {
-            observed.push((work.ticker, work.observed.price, work.quote_time));
+            observed.push(Observation {
+                ticker: work.ticker,
+                price: work.observed.price,
+                quote_time: work.quote_time,
+            });
         }
     }
     observations::finish_tick(writer, &observed, watermark.moved(), now)

@@ -16,13 +16,13 @@ use super::report::TickReport;
 
 /// The changes a tick reads: those numbered after `since` (the job's
 /// watermark) up to `until` (the last the tick could see when it looked).
-/// `settled` (at most `until`) is how far the watermark may move: no change
+/// `closed` (at most `until`) is how far the watermark may move: no change
 /// numbered up to it can still appear.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Window {
     pub(super) since: i64,
     pub(super) until: i64,
-    pub(super) settled: i64,
+    pub(super) closed: i64,
 }
 
 /// What changed in the window for one ticker.
@@ -76,7 +76,7 @@ pub(super) fn watermark_key(options: &TickOptions<'_>) -> String {
 /// What came due before a tick reads, on the writer's connection: repeating
 /// alerts re-armed (changes of this tick's window, judged below), and alerts
 /// expired, so that an expired alert is never read as enabled.
-pub(super) fn settle_due(
+pub(super) fn apply_what_came_due(
     writer: &mut store::Connection,
     now: DateTime<Utc>,
     report: &mut TickReport,
@@ -98,12 +98,12 @@ fn window(reader: &mut store::Connection, job: &str) -> anyhow::Result<Window> {
     Ok(Window {
         since,
         until: horizon.visible,
-        settled: horizon.settled.min(horizon.visible),
+        closed: horizon.closed.min(horizon.visible),
     })
 }
 
 /// The window of changes since the job's watermark (keyed `job`), read in
-/// one read transaction, after [`settle_due`]: each page of the tick reads
+/// one read transaction, after [`apply_what_came_due`]: each page of the tick reads
 /// within it.
 pub(super) fn window_of(writer: &mut store::Connection, job: &str) -> anyhow::Result<Window> {
     store::read_transaction(writer, |reader| window(reader, job))
@@ -191,7 +191,7 @@ pub(super) fn first_moved(
                     has_alerts: false,
                     waiting: false,
                 };
-                settle(&mut candidate, state);
+                take_state(&mut candidate, state);
                 candidate
             })
             .collect();
@@ -248,7 +248,7 @@ fn candidates(
                 has_alerts: false,
                 waiting: false,
             };
-            settle(&mut candidate, state);
+            take_state(&mut candidate, state);
             candidates.push(candidate);
         }
     }
@@ -257,7 +257,7 @@ fn candidates(
 
 /// A candidate's quote, observed price and whether it has enabled alerts,
 /// from its state (none for a blank ticker).
-fn settle(candidate: &mut Candidate, state: TickerState) {
+fn take_state(candidate: &mut Candidate, state: TickerState) {
     if candidate.ticker.trim().is_empty() {
         return;
     }

@@ -129,7 +129,7 @@ pub(super) fn split(window: Window, parts: usize) -> Vec<Window> {
         .map(|since| Window {
             since,
             until: (since + size).min(window.until),
-            settled: window.settled,
+            closed: window.closed,
         })
         .collect()
 }

@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use super::shared::{PerEngine, Row as _, Statements};
 use super::{Connection, Result};
+use crate::condition::Condition;
 
 /// An enabled alert as stored. Numbers the application wrote as something other
 /// than a number come back as `None`, for `evaluate` to report.
@@ -49,7 +50,7 @@ pub struct Trigger {
     /// The row as it was judged; the claim only takes it unchanged, and the
     /// event carries these values.
     pub ticker: String,
-    pub condition: String,
+    pub condition: Condition,
     pub target_price: f64,
     pub reference_price: Option<f64>,
     pub upper_price: Option<f64>,
@@ -73,7 +74,7 @@ pub struct Trigger {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Claimed {
     /// The alerts claimed: one queued event each.
-    pub claimed: HashSet<i64>,
+    pub ids: HashSet<i64>,
     /// Alerts of the batch whose row another transaction holds locked (the
     /// application's, another daemon's): neither claimed nor waited for.
     /// The caller judges them again once the lock is gone. (SQLite has no
@@ -195,7 +196,7 @@ pub fn rearm_cooled_down(connection: &mut Connection, now: DateTime<Utc>) -> Res
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Returned {
     /// Banded alerts whose price came back: they no longer wait for it.
-    pub returned: u64,
+    pub came_back: u64,
     /// Of those, the ones re-armed at once (their cooldown had passed too).
     pub rearmed: u64,
     /// Tickers of banded alerts whose price came back but whose row
@@ -263,7 +264,7 @@ pub fn rearm(connection: &mut Connection, id: i64) -> Result<bool> {
 /// that were evaluated (invariant 1), and an outbox row is inserted for
 /// exactly the rows the claim's statement changed (invariant 2). A row that
 /// someone else holds locked is passed over, not waited for, and returned
-/// as such. Returns how many alerts this call claimed, and which were locked.
+/// as such. Returns which alerts this call claimed, and which were locked.
 /// `now` is the tick's time, which the claimed alerts and their events are
 /// stamped with.
 pub fn claim(
@@ -391,7 +392,7 @@ pub(super) fn event_of(
         crate::event::EventData {
             alert_id: trigger.alert_id,
             ticker: trigger.ticker.clone(),
-            condition: trigger.condition.clone(),
+            condition: trigger.condition.name().to_owned(),
             target_price: trigger.target_price,
             upper_price: trigger.upper_price,
             price: trigger.price,

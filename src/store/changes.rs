@@ -29,7 +29,7 @@ pub struct Horizon {
     /// moves at most this far. On SQLite (one writer at a time) the same as
     /// `visible`; on PostgreSQL, below the oldest transaction still open, so
     /// changes numbered between the two are read now and again next time.
-    pub settled: i64,
+    pub closed: i64,
 }
 
 /// The horizon of the changes, read in the caller's transaction.
@@ -176,7 +176,7 @@ pub(super) const OLDEST_LIVE_WATERMARK: &str =
     "SELECT min(change_seq) FROM job_watermarks WHERE updated_at >= $1";
 
 /// Prunes the change log up to the oldest watermark written in the last
-/// [`CHANGE_LOG_KEPT_FOR`] (or to the settled horizon, when
+/// [`CHANGE_LOG_KEPT_FOR`] (or to the closed horizon, when
 /// none was): the pruned point moves first, then the rows below it go. A
 /// tick reading a window that starts below the pruned point reads every
 /// quote instead, in the same snapshot as the point, so pruning never

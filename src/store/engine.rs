@@ -20,7 +20,7 @@ use super::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
 use super::cluster::{Finish, Fire, Me, Member};
 use super::observations::Observation;
 use super::outbox::{Exchanged, OutboxEntry, OutboxFilter, Settled, Want};
-use super::quotes::QuoteRow;
+use super::quotes::{NewQuote, QuoteRow};
 use super::runs::Run;
 use super::schema::{Audit, Repaired};
 use super::shared::Statements;
@@ -54,7 +54,7 @@ pub(super) trait Engine: Shared + Send {
     fn quote(&mut self, ticker: &str) -> Result<Option<QuoteRow>>;
 
     /// Stores fetched quotes in one transaction.
-    fn upsert_quotes(&mut self, quotes: &[Observation]) -> Result<()>;
+    fn upsert_quotes(&mut self, quotes: &[NewQuote]) -> Result<()>;
 
     // What a tick reads.
 

@@ -287,7 +287,7 @@ pub fn open_read_only(config: &DatabaseConfig) -> anyhow::Result<Connection> {
             sqlite::open_read_only(path, config.busy_timeout)?,
         ))),
         config::EngineChoice::Postgres(postgres) => EngineConnection::Postgres(Box::new(Plain(
-            postgresql::connect(postgres, config.busy_timeout, false)?,
+            postgresql::open_read_only(postgres, config.busy_timeout)?,
         ))),
     }))
 }
@@ -302,7 +302,7 @@ pub fn open_existing(config: &DatabaseConfig) -> anyhow::Result<Connection> {
                 .context("taking a database connection")?,
         )),
         config::EngineChoice::Postgres(postgres) => EngineConnection::Postgres(Box::new(Plain(
-            postgresql::connect(postgres, config.busy_timeout, true)?,
+            postgresql::open_existing(postgres, config.busy_timeout)?,
         ))),
     }))
 }

@@ -7,8 +7,14 @@ use chrono::{DateTime, Utc};
 use super::shared::{Row as _, Statements};
 use super::{Connection, Result};
 
-/// A quote the daemon evaluated: `(ticker, price, quote_time)`.
-pub type Observation = (String, f64, String);
+/// A quote the daemon evaluated: its ticker's previous price for the next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub ticker: String,
+    pub price: f64,
+    /// The quote's time, as the application wrote it.
+    pub quote_time: String,
+}
 
 /// The last price the daemon observed for one ticker.
 #[cfg(any(test, feature = "test-support"))]

@@ -116,12 +116,31 @@ pub enum OutboxFilter {
 /// delivered and the rows released (each in row order), one set-based
 /// statement each; retries and dead letters one row at a time.
 pub(super) struct Recording<'a> {
-    /// `(lease_until, delivered, released)`, by lease.
-    pub by_lease: Vec<(i64, Vec<i64>, Vec<i64>)>,
-    /// `(row_id, lease_until, next_attempt_at, error)`.
-    pub retries: Vec<(i64, i64, i64, &'a str)>,
-    /// `(row_id, lease_until, error)`.
-    pub dead: Vec<(i64, i64, &'a str)>,
+    pub by_lease: Vec<LeaseOutcomes>,
+    pub retries: Vec<Retry<'a>>,
+    pub dead: Vec<DeadLetter<'a>>,
+}
+
+/// The rows of one lease that were delivered, and those given back unsent.
+pub(super) struct LeaseOutcomes {
+    pub lease_until: i64,
+    pub delivered: Vec<i64>,
+    pub released: Vec<i64>,
+}
+
+/// A row to try again at `next_attempt_at`, after `error`.
+pub(super) struct Retry<'a> {
+    pub row_id: i64,
+    pub lease_until: i64,
+    pub next_attempt_at: i64,
+    pub error: &'a str,
+}
+
+/// A row that will not be tried again, after `error`.
+pub(super) struct DeadLetter<'a> {
+    pub row_id: i64,
+    pub lease_until: i64,
+    pub error: &'a str,
 }
 
 impl<'a> Recording<'a> {
@@ -139,13 +158,17 @@ impl<'a> Recording<'a> {
             match outcome {
                 Outcome::Delivered => by_lease.entry(*lease_until).or_default().0.push(*row_id),
                 Outcome::Released => by_lease.entry(*lease_until).or_default().1.push(*row_id),
-                Outcome::Retry { after, error } => retries.push((
-                    *row_id,
-                    *lease_until,
-                    now_ms.saturating_add(after.as_millis() as i64),
-                    error.as_str(),
-                )),
-                Outcome::Dead { error } => dead.push((*row_id, *lease_until, error.as_str())),
+                Outcome::Retry { after, error } => retries.push(Retry {
+                    row_id: *row_id,
+                    lease_until: *lease_until,
+                    next_attempt_at: now_ms.saturating_add(after.as_millis() as i64),
+                    error: error.as_str(),
+                }),
+                Outcome::Dead { error } => dead.push(DeadLetter {
+                    row_id: *row_id,
+                    lease_until: *lease_until,
+                    error: error.as_str(),
+                }),
             }
         }
         Recording {
@@ -155,7 +178,11 @@ impl<'a> Recording<'a> {
                 .map(|(lease_until, (mut delivered, mut released))| {
                     delivered.sort_unstable();
                     released.sort_unstable();
-                    (lease_until, delivered, released)
+                    LeaseOutcomes {
+                        lease_until,
+                        delivered,
+                        released,
+                    }
                 })
                 .collect(),
             retries,

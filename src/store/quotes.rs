@@ -10,6 +10,14 @@ pub struct QuoteRow {
     pub updated_at: String,
 }
 
+/// A quote to store: a price at the source's time (RFC 3339).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewQuote {
+    pub ticker: String,
+    pub price: f64,
+    pub updated_at: String,
+}
+
 /// All quotes. One short read: long readers hold back the engine's cleanup
 /// (SQLite's checkpoints).
 pub fn list(connection: &mut Connection) -> Result<Vec<QuoteRow>> {
@@ -22,6 +30,6 @@ pub fn get(connection: &mut Connection, ticker: &str) -> Result<Option<QuoteRow>
 }
 
 /// Stores fetched quotes with the source's own times. One transaction.
-pub fn upsert(connection: &mut Connection, quotes: &[(String, f64, String)]) -> Result<()> {
+pub fn upsert(connection: &mut Connection, quotes: &[NewQuote]) -> Result<()> {
     connection.engine().upsert_quotes(quotes)
 }

@@ -2,7 +2,8 @@
 //! once. A shared statement numbers its parameters `$1`, `$2`, ... in order
 //! of first use: PostgreSQL reads them so, and SQLite reads `$N` as a named
 //! parameter numbered by its first appearance, which is then the same
-//! number (`tests::shared_statements_number_their_parameters_in_order`).
+//! number: SQLite's engine checks it as it prepares each one, in debug
+//! builds (every test's: `sqlite::engine::prepare_shared`).
 //! A word the engines spell differently (the clock, what `enabled` is set
 //! to) is a placeholder that each engine renders ([`PerEngine`]). Where the
 //! engines really differ (the claim, leases, change numbers, migrations,
@@ -49,11 +50,6 @@ impl PerEngine {
                 .replace("{false}", no);
             Box::leak(text.into_boxed_str())
         })
-    }
-
-    #[cfg(test)]
-    pub(super) fn text(&self) -> &'static str {
-        self.text
     }
 }
 
@@ -157,51 +153,10 @@ pub(super) fn rolled_back_on_panic<C, T>(
     }
 }
 
-/// Every statement written once, for the test that checks their
-/// parameters' order.
-#[cfg(test)]
-fn all() -> Vec<&'static str> {
-    use super::outbox;
-    let mut all = vec![
-        super::runs::RECORD,
-        super::runs::LIST,
-        outbox::OLDEST_PENDING,
-        outbox::BACKLOG,
-        outbox::LIST_UNDELIVERED,
-        outbox::LIST_DEAD,
-        outbox::PURGE_DELIVERED,
-        super::alerts::SET_COOLDOWN,
-        super::alerts::REARM.text(),
-        super::alerts::DISABLE.text(),
-        super::alerts::ADD,
-        super::watermarks::GET,
-        super::watermarks::ADVANCE,
-        super::observations::GET,
-    ];
-    all.extend(super::cluster::STATEMENTS.iter().map(|sql| sql.text()));
-    all
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::postgresql::PgConnection;
-
-    /// The `$N` of a statement, in order of first appearance.
-    fn first_uses(sql: &str) -> Vec<u32> {
-        let mut seen = Vec::new();
-        let mut rest = sql;
-        while let Some(at) = rest.find('$') {
-            rest = &rest[at + 1..];
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            if let Ok(number) = digits.parse::<u32>()
-                && !seen.contains(&number)
-            {
-                seen.push(number);
-            }
-        }
-        seen
-    }
 
     #[test]
     fn a_write_transaction_rolls_back_on_an_error_and_on_a_panic() {
@@ -253,15 +208,5 @@ mod tests {
         }
         let take = <PgConnection as Statements>::per_engine(super::super::cluster::STATEMENTS[0]);
         assert!(take.contains("clock_timestamp()"), "{take}");
-    }
-
-    #[test]
-    fn shared_statements_number_their_parameters_in_order() {
-        for sql in all() {
-            let uses = first_uses(sql);
-            let expected: Vec<u32> = (1..=uses.len() as u32).collect();
-            assert_eq!(uses, expected, "{sql}");
-        }
-        assert_eq!(first_uses("a = $2 AND b = $1"), vec![2, 1]);
     }
 }

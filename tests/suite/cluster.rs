@@ -13,6 +13,15 @@ use common::{
     Daemon, Db, Engine, Receiver, change_runs, config_text, free_port, ok_runs, reacting_config,
     wait_until,
 };
+use price_alertd::membership::Leases;
+
+/// The leases of the members of a takeover's test: a heartbeat a second, so
+/// that a takeover takes seconds, not the daemon's 30 s lease.
+const SHORT_LEASES: Leases = Leases {
+    heartbeat: Duration::from_secs(1),
+    fire: Duration::from_secs(5),
+    reacting: Duration::from_secs(3),
+};
 
 const ALERTS: usize = 200_000;
 const TICKERS: usize = 2_000;
@@ -189,7 +198,10 @@ fn a_fire_time_whose_member_dies_mid_run_is_taken_over_within_the_lease() {
     let schedule = at.format("%S %M %H %d %m *").to_string();
     let text = config_text(&db, &receiver.url, &schedule);
     let path = db.write_config(&text);
-    let mut members = [Daemon::start_quiet(&path), Daemon::start_quiet(&path)];
+    let mut members = [
+        Daemon::start_quiet_with_leases(&path, SHORT_LEASES),
+        Daemon::start_quiet_with_leases(&path, SHORT_LEASES),
+    ];
 
     // Whoever takes it is killed mid-run.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -209,9 +221,13 @@ fn a_fire_time_whose_member_dies_mid_run_is_taken_over_within_the_lease() {
     members[victim].child.wait().unwrap();
     let killed_at = Instant::now();
 
-    // The survivor takes it over within the lease and a heartbeat, and
-    // finishes the work.
-    let lease = price_alertd::membership::FIRE_LEASE + price_alertd::membership::HEARTBEAT;
+    // The survivor takes it over once the lease has run out (its last
+    // renewal was at most a heartbeat before the kill), within the lease
+    // and a heartbeat, and finishes the work.
+    let Leases {
+        heartbeat, fire, ..
+    } = SHORT_LEASES;
+    let lease = fire + heartbeat;
     let deadline = killed_at + lease + Duration::from_secs(30);
     while db.scalar("SELECT count(*) FROM job_fires WHERE runs = 2") == 0 {
         assert!(
@@ -225,6 +241,10 @@ fn a_fire_time_whose_member_dies_mid_run_is_taken_over_within_the_lease() {
     assert!(
         taken_over_after <= lease + Duration::from_secs(2),
         "taken over after {taken_over_after:?}, beyond the lease {lease:?}"
+    );
+    assert!(
+        taken_over_after + heartbeat >= fire,
+        "taken over after {taken_over_after:?}, while its lease ran"
     );
     wait_until_settled(&db, Duration::from_secs(120));
     assert_eq!(
@@ -370,7 +390,7 @@ on_every_engine! {
                     reacting_config(&db, &receiver.url, port, &[("react", "*")]),
                 )
                 .unwrap();
-                (Daemon::start_quiet(&path), port)
+                (Daemon::start_quiet_with_leases(&path, SHORT_LEASES), port)
             })
             .collect();
         let holder = |members: &[(Daemon, u16)]| {
@@ -419,8 +439,7 @@ on_every_engine! {
         let handed_over = killed.elapsed();
         eprintln!("handed over in {handed_over:?}");
         assert!(
-            handed_over < price_alertd::membership::REACTING_LEASE
-                + price_alertd::membership::HEARTBEAT * 2,
+            handed_over < SHORT_LEASES.reacting + SHORT_LEASES.heartbeat * 2,
             "{handed_over:?}"
         );
         let second = wait_for_holder(&members);

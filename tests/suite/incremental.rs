@@ -125,7 +125,11 @@ fn full_scan(
                 triggers.push(trigger_of(alert, price, quote.updated_at.clone(), now));
             }
         }
-        observed.push((ticker, price, quote.updated_at));
+        observed.push(observations::Observation {
+            ticker,
+            price,
+            quote_time: quote.updated_at,
+        });
     }
     alerts::claim(&mut store, &triggers, now).unwrap();
     let prices: Vec<(&str, f64)> = looked_at

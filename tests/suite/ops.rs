@@ -342,18 +342,21 @@ fn a_failure_that_repeats_every_tick_is_logged_when_it_starts_and_ends_not_every
     let db = Db::new();
     let receiver = Receiver::start();
     let database = format!("path = \"{}\"", db.path.display());
+    let port = free_port();
     let text = config_text(&db.path, &receiver.url, "* * * * * *")
-        .replace(&database, &format!("{database}\nbusy_timeout = \"100ms\""));
+        .replace(&database, &format!("{database}\nbusy_timeout = \"100ms\""))
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
     let path = db.write_config(&text);
     db.add_alert("AAPL", "above", 1.0);
     db.set_quote("AAPL", 2.0);
     let daemon = Daemon::start(&path);
     let holder = db.app();
     holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let failed_ticks = || daemon.log().matches("database is locked").count();
-    wait_until("the first failure", || failed_ticks() >= 1);
-    // Five more ticks, and many delivery rounds, against the lock.
-    std::thread::sleep(Duration::from_secs(5));
+    let failed_ticks =
+        || common::counter(port, "ticks_total{job_name=\"evaluate\",result=\"failed\"}");
+    // The first failure, then five more ticks (and many delivery rounds)
+    // against the lock: counted by the metrics, logged once.
+    wait_until("six failed ticks", || failed_ticks() >= 6.0);
     let log = daemon.log();
     assert_eq!(log.matches("job failed").count(), 1, "{log}");
     assert!(

@@ -60,7 +60,8 @@ impl Listener {
         self.hearers.wants_changes()
     }
 
-    /// From now on calls `changed` (until `None` comes instead) with what
+    /// From now on calls `changed` (until [`Listener::stop_hearing_changes`],
+    /// or another call replaces it) with what
     /// each commit, by any process, changed: quotes written, alerts
     /// inserted, re-armed or edited (never a claim), within milliseconds of
     /// the commit. It first says [`Changed::Unknown`], for what changed
@@ -70,30 +71,29 @@ impl Listener {
     /// log's last number, `PRAGMA data_version` as a backstop).
     pub fn hear_changes(
         &mut self,
-        changed: Option<impl Fn(Changed) + Send + Sync + 'static>,
+        changed: impl Fn(Changed) + Send + Sync + 'static,
     ) -> anyhow::Result<()> {
-        let wanted = changed.is_some();
-        *lock(&self.hearers.changes) = changed.map(|changed| Arc::new(changed) as Hearer);
+        *lock(&self.hearers.changes) = Some(Arc::new(changed) as Hearer);
         // On PostgreSQL the listening thread follows within a second.
         if let PoolOf::Sqlite {
             path, busy_timeout, ..
         } = &self.of
+            && self.watcher.is_none()
         {
-            match (wanted, &self.watcher) {
-                (true, None) => {
-                    let stop = Arc::new(AtomicBool::new(false));
-                    sqlite::watch::watch(path, *busy_timeout, self.hearers.clone(), stop.clone())
-                        .context("starting the change watcher")?;
-                    self.watcher = Some(stop);
-                }
-                (false, Some(stop)) => {
-                    stop.store(true, Ordering::Relaxed);
-                    self.watcher = None;
-                }
-                _ => {}
-            }
+            let stop = Arc::new(AtomicBool::new(false));
+            sqlite::watch::watch(path, *busy_timeout, self.hearers.clone(), stop.clone())
+                .context("starting the change watcher")?;
+            self.watcher = Some(stop);
         }
         Ok(())
+    }
+
+    /// From now on hears no changes (SQLite's watcher stops).
+    pub fn stop_hearing_changes(&mut self) {
+        *lock(&self.hearers.changes) = None;
+        if let Some(stop) = self.watcher.take() {
+            stop.store(true, Ordering::Relaxed);
+        }
     }
 }
 

@@ -201,7 +201,7 @@ pub fn come_back(
     let still = connection.prepared(came_back!("$1", "$2"))?;
     let mut transaction = connection.client().transaction()?;
     for row in transaction.query(&update, &[&now, &now_ms, &tickers, &prices])? {
-        returned.returned += 1;
+        returned.came_back += 1;
         returned.rearmed += u64::from(row.try_get::<_, bool>(0)?);
     }
     for row in transaction.query(&still, &[&tickers, &prices])? {
@@ -288,7 +288,7 @@ pub fn claim(
     )?;
     transaction.commit()?;
     Ok(Claimed {
-        claimed: changed.into_keys().collect(),
+        ids: changed.into_keys().collect(),
         locked,
     })
 }
@@ -395,7 +395,7 @@ fn disable_locked(
     let prices: Vec<f64> = batch.iter().map(|trigger| trigger.price).collect();
     let conditions: Vec<&str> = batch
         .iter()
-        .map(|trigger| trigger.condition.as_str())
+        .map(|trigger| trigger.condition.name())
         .collect();
     let targets: Vec<f64> = batch.iter().map(|trigger| trigger.target_price).collect();
     let references: Vec<Option<f64>> = batch
@@ -441,7 +441,7 @@ fn disable_locked(
 /// re-armed or edited since it was read, gets no event from us. The
 /// queueing transaction notifies every member's listener at commit.
 /// `(installation, stamp, now_ms)` are the events' id prefix, time and due
-/// time. Returns how many.
+/// time.
 fn enqueue_claimed(
     transaction: &mut postgres::Transaction<'_>,
     statements: &ClaimStatements,

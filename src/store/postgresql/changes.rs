@@ -25,9 +25,9 @@ const ROUNDING: f64 = 1e-9;
 
 /// From this transaction's snapshot: every transaction numbered below its
 /// `xmax` that it sees has committed (`visible`), and every one below its
-/// `xmin` has ended (`settled`: nothing numbered below can still appear).
+/// `xmin` has ended (`closed`: nothing numbered below can still appear).
 /// Transactions of any database of the server count, so a long one anywhere
-/// holds `settled` back; changes between the two are read again by the next
+/// holds `closed` back; changes between the two are read again by the next
 /// tick, which judges them again (claimed alerts are no longer enabled).
 pub fn horizon(connection: &mut PgConnection) -> Result<Horizon> {
     let statement = connection.prepared(
@@ -37,7 +37,7 @@ pub fn horizon(connection: &mut PgConnection) -> Result<Horizon> {
     let row = connection.client().query_one(&statement, &[])?;
     Ok(Horizon {
         visible: row.try_get(0)?,
-        settled: row.try_get(1)?,
+        closed: row.try_get(1)?,
     })
 }
 
@@ -123,7 +123,7 @@ pub fn first_changed_quotes(
 /// transaction, which blocks no writer: the pruned point moves, and the
 /// rows below it go.
 pub fn prune_change_log(connection: &mut PgConnection, cutoff: &str) -> Result<u64> {
-    let settled = horizon(connection)?.settled;
+    let closed = horizon(connection)?.closed;
     let oldest = connection.prepared(crate::store::changes::OLDEST_LIVE_WATERMARK)?;
     let move_point = connection
         .prepared("UPDATE change_log_pruned SET through = $1 WHERE id = 1 AND through < $1")?;
@@ -133,7 +133,7 @@ pub fn prune_change_log(connection: &mut PgConnection, cutoff: &str) -> Result<u
     )?;
     let mut transaction = connection.client().transaction()?;
     let oldest: Option<i64> = transaction.query_one(&oldest, &[&cutoff])?.try_get(0)?;
-    let through = oldest.unwrap_or(settled).min(settled);
+    let through = oldest.unwrap_or(closed).min(closed);
     transaction.execute(&move_point, &[&through])?;
     let deleted = transaction.execute(&delete, &[])?;
     transaction.commit()?;

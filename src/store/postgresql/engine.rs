@@ -12,7 +12,7 @@ use crate::store::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
 use crate::store::engine::Engine;
 use crate::store::observations::Observation;
 use crate::store::outbox::{Exchanged, Settled, Want};
-use crate::store::quotes::QuoteRow;
+use crate::store::quotes::{NewQuote, QuoteRow};
 use crate::store::schema::{Audit, Repaired};
 use crate::store::shared::{Param, PerEngine, Statements, rolled_back_on_panic};
 
@@ -45,8 +45,8 @@ impl Engine for PgConnection {
         Ok(quotes::get(self, ticker)?)
     }
 
-    fn upsert_quotes(&mut self, observed: &[Observation]) -> Result<()> {
-        Ok(quotes::upsert(self, observed)?)
+    fn upsert_quotes(&mut self, new: &[NewQuote]) -> Result<()> {
+        Ok(quotes::upsert(self, new)?)
     }
 
     fn horizon(&mut self) -> Result<Horizon> {

@@ -209,17 +209,14 @@ pub fn open(config: &PostgresConfig, lock_timeout: Duration, size: u32) -> anyho
     Ok(PgPool { pool, manager })
 }
 
-/// One connection, for operators' commands, to a database this version
-/// migrated (or an older one, when `migrate` is set: it is migrated).
-pub fn connect(
+/// One connection to a database this version migrated, for reading only:
+/// it never migrates one (operators' read-only commands).
+pub fn open_read_only(
     config: &PostgresConfig,
     lock_timeout: Duration,
-    migrate_it: bool,
 ) -> anyhow::Result<PgConnection> {
-    let (_, mut connection, version) = first_connection(config, lock_timeout)?;
-    if migrate_it {
-        migrate_and_repair(config, &mut connection)?;
-    } else if version < SCHEMA_VERSION {
+    let (_, connection, version) = first_connection(config, lock_timeout)?;
+    if version < SCHEMA_VERSION {
         return Err(failure(
             Unusable::Data,
             format!(
@@ -229,6 +226,17 @@ pub fn connect(
             ),
         ));
     }
+    Ok(connection)
+}
+
+/// One connection to an existing database, to change it (migrating it
+/// like the daemon would): operators' commands that write.
+pub fn open_existing(
+    config: &PostgresConfig,
+    lock_timeout: Duration,
+) -> anyhow::Result<PgConnection> {
+    let (_, mut connection, _) = first_connection(config, lock_timeout)?;
+    migrate_and_repair(config, &mut connection)?;
     Ok(connection)
 }
 

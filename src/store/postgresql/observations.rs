@@ -25,12 +25,12 @@ pub fn finish_tick(
     if let Some((job, watermark)) = watermark {
         transaction.execute(&advance, &[&job, &watermark, &now])?;
     }
-    let tickers: Vec<&str> = observed
+    let tickers: Vec<&str> = observed.iter().map(|seen| seen.ticker.as_str()).collect();
+    let prices: Vec<f64> = observed.iter().map(|seen| seen.price).collect();
+    let times: Vec<&str> = observed
         .iter()
-        .map(|(ticker, _, _)| ticker.as_str())
+        .map(|seen| seen.quote_time.as_str())
         .collect();
-    let prices: Vec<f64> = observed.iter().map(|(_, price, _)| *price).collect();
-    let times: Vec<&str> = observed.iter().map(|(_, _, time)| time.as_str()).collect();
     // Tickers in one order, so two daemons finishing at once lock rows in
     // the same order.
     let mut order: Vec<usize> = (0..observed.len()).collect();

@@ -4,7 +4,9 @@
 //! out of the due range (and brings it back, due, if its holder dies).
 
 use super::PgConnection;
-use crate::store::outbox::{Exchanged, Leased, Recording, Settled, Want};
+use crate::store::outbox::{
+    DeadLetter, Exchanged, LeaseOutcomes, Leased, Recording, Retry, Settled, Want,
+};
 
 use super::PgResult as Result;
 
@@ -140,19 +142,35 @@ fn record(
 ) -> Result<()> {
     let recording = Recording::of(settled, now_ms);
     let now = crate::store::millis_to_text(now_ms);
-    for (row_id, lease_until, next_attempt_at, error) in recording.retries {
+    for Retry {
+        row_id,
+        lease_until,
+        next_attempt_at,
+        error,
+    } in recording.retries
+    {
         transaction.execute(
             &statements.retry,
             &[&next_attempt_at, &error, &row_id, &owner, &lease_until],
         )?;
     }
-    for (row_id, lease_until, error) in recording.dead {
+    for DeadLetter {
+        row_id,
+        lease_until,
+        error,
+    } in recording.dead
+    {
         transaction.execute(
             &statements.dead,
             &[&now, &error, &row_id, &owner, &lease_until],
         )?;
     }
-    for (lease_until, delivered, released) in recording.by_lease {
+    for LeaseOutcomes {
+        lease_until,
+        delivered,
+        released,
+    } in recording.by_lease
+    {
         if !delivered.is_empty() {
             transaction.execute(
                 &statements.delivered,

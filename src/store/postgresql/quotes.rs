@@ -4,7 +4,7 @@
 
 use postgres::Row;
 
-use crate::store::quotes::QuoteRow;
+use crate::store::quotes::{NewQuote, QuoteRow};
 
 use super::{PgConnection, PgResult as Result};
 
@@ -31,7 +31,7 @@ pub fn get(connection: &mut PgConnection, ticker: &str) -> Result<Option<QuoteRo
         .transpose()
 }
 
-pub fn upsert(connection: &mut PgConnection, quotes: &[(String, f64, String)]) -> Result<()> {
+pub fn upsert(connection: &mut PgConnection, quotes: &[NewQuote]) -> Result<()> {
     let upsert = connection.prepared(
         "INSERT INTO quotes (ticker, price, updated_at)
          SELECT * FROM unnest($1::text[], $2::float8[], $3::text[])
@@ -41,7 +41,12 @@ pub fn upsert(connection: &mut PgConnection, quotes: &[(String, f64, String)]) -
     // would leave it), in ticker order: two writers lock in the same order.
     let last: std::collections::BTreeMap<&str, (f64, &str)> = quotes
         .iter()
-        .map(|(ticker, price, time)| (ticker.as_str(), (*price, time.as_str())))
+        .map(|quote| {
+            (
+                quote.ticker.as_str(),
+                (quote.price, quote.updated_at.as_str()),
+            )
+        })
         .collect();
     let tickers: Vec<&str> = last.keys().copied().collect();
     let prices: Vec<f64> = last.values().map(|(price, _)| *price).collect();

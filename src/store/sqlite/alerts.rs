@@ -170,7 +170,7 @@ pub fn come_back(
             for statement in [&mut below, &mut above] {
                 let mut rows = statement.query(params![now, now_ms, ticker, price])?;
                 while let Some(row) = rows.next()? {
-                    returned.returned += 1;
+                    returned.came_back += 1;
                     returned.rearmed += u64::from(row.get::<_, i64>(0)? == 1);
                 }
             }
@@ -263,7 +263,7 @@ pub fn claim(
     let mut claimed = Claimed::default();
     for part in triggers.chunks(per_transaction) {
         claimed
-            .claimed
+            .ids
             .extend(claim_in_one_transaction(connection, part, &stamp, now_ms)?);
         super::wal::after_write(connection);
     }
@@ -318,7 +318,7 @@ fn stage_claims(
             trigger.alert_id,
             trigger.arming,
             trigger.price,
-            trigger.condition,
+            trigger.condition.name(),
             trigger.target_price,
             trigger.reference_price,
             trigger.upper_price,
@@ -384,7 +384,7 @@ fn disable_staged(
 /// (invariant 2): one that someone else claimed, or that was disabled,
 /// re-armed or edited since it was read, gets no event from us. In alert id
 /// order, as on PostgreSQL: the order a user's events of one tick are
-/// queued, and delivered, in. Returns how many.
+/// queued, and delivered, in.
 fn enqueue_claimed(
     transaction: &rusqlite::Transaction<'_>,
     installation: &str,

@@ -42,7 +42,7 @@ pub fn horizon(connection: &Connection) -> rusqlite::Result<Horizon> {
     let last = last_change(connection)?;
     Ok(Horizon {
         visible: last,
-        settled: last,
+        closed: last,
     })
 }
 
@@ -434,11 +434,13 @@ pub fn prune_change_log(connection: &mut Connection, cutoff: &str) -> rusqlite::
     let through = {
         let _turn = super::wal::Turn::take();
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let settled = horizon(&transaction)?.settled;
-        let oldest: Option<i64> = transaction
-            .prepare_cached(crate::store::changes::OLDEST_LIVE_WATERMARK)?
-            .query_row([cutoff], |row| row.get(0))?;
-        let through = oldest.unwrap_or(settled).min(settled);
+        let closed = horizon(&transaction)?.closed;
+        let oldest: Option<i64> = super::engine::prepare_shared(
+            &transaction,
+            crate::store::changes::OLDEST_LIVE_WATERMARK,
+        )?
+        .query_row([cutoff], |row| row.get(0))?;
+        let through = oldest.unwrap_or(closed).min(closed);
         transaction
             .prepare_cached(
                 "UPDATE change_log_pruned SET through = ?1 WHERE id = 1 AND through < ?1",

@@ -47,10 +47,8 @@ fn record(
     let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let Some((job, watermark)) = watermark {
-        transaction.execute(
-            crate::store::watermarks::ADVANCE,
-            params![job, watermark, now],
-        )?;
+        super::engine::prepare_shared(&transaction, crate::store::watermarks::ADVANCE)?
+            .execute(params![job, watermark, now])?;
     }
     {
         let mut upsert = transaction.prepare_cached(
@@ -59,8 +57,13 @@ fn record(
                  observed_at = excluded.observed_at
              WHERE julianday(excluded.quote_time) > julianday(observations.quote_time)",
         )?;
-        for (ticker, price, quote_time) in observed {
-            upsert.execute(params![ticker, price, quote_time, now])?;
+        for observation in observed {
+            upsert.execute(params![
+                observation.ticker,
+                observation.price,
+                observation.quote_time,
+                now
+            ])?;
         }
     }
     transaction.commit()

@@ -4,7 +4,9 @@
 
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use crate::store::outbox::{Exchanged, Leased, Recording, Settled, Want};
+use crate::store::outbox::{
+    DeadLetter, Exchanged, LeaseOutcomes, Leased, Recording, Retry, Settled, Want,
+};
 
 /// One round trip of a deliverer to the outbox, in one transaction: records
 /// `settled` (each only while its lease is still `owner`'s), then leases up to
@@ -117,7 +119,13 @@ fn record(
 ) -> rusqlite::Result<()> {
     let recording = Recording::of(settled, now_ms);
     let now = crate::store::millis_to_text(now_ms);
-    for (row_id, lease_until, next_attempt_at, error) in recording.retries {
+    for Retry {
+        row_id,
+        lease_until,
+        next_attempt_at,
+        error,
+    } in recording.retries
+    {
         connection
             .prepare_cached(
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?1, last_error = ?2,
@@ -126,7 +134,12 @@ fn record(
             )?
             .execute(params![next_attempt_at, error, row_id, owner, lease_until])?;
     }
-    for (row_id, lease_until, error) in recording.dead {
+    for DeadLetter {
+        row_id,
+        lease_until,
+        error,
+    } in recording.dead
+    {
         connection
             .prepare_cached(
                 "UPDATE outbox SET state = 'dead', dead_at = ?1, attempts = attempts + 1, last_error = ?2,
@@ -135,7 +148,12 @@ fn record(
             )?
             .execute(params![&now, error, row_id, owner, lease_until])?;
     }
-    for (lease_until, delivered, released) in recording.by_lease {
+    for LeaseOutcomes {
+        lease_until,
+        delivered,
+        released,
+    } in recording.by_lease
+    {
         if !delivered.is_empty() {
             connection
                 .prepare_cached(
@@ -159,16 +177,7 @@ fn record(
 
 /// Row ids as a JSON array, for `json_each`: one bound parameter for a set.
 fn id_list(ids: &[i64]) -> String {
-    let mut list = String::with_capacity(ids.len() * 8 + 2);
-    list.push('[');
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            list.push(',');
-        }
-        list.push_str(&id.to_string());
-    }
-    list.push(']');
-    list
+    serde_json::to_string(ids).expect("integers are JSON")
 }
 
 /// When the next pending row becomes sendable (unix ms), if any is pending.

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
-use crate::store::quotes::QuoteRow;
+use crate::store::quotes::{NewQuote, QuoteRow};
 
 use super::rows::{number, text};
 
@@ -37,10 +37,7 @@ pub fn get(connection: &Connection, ticker: &str) -> rusqlite::Result<Option<Quo
 }
 
 /// Stores fetched quotes with the source's own times. One transaction.
-pub fn upsert(
-    connection: &mut Connection,
-    quotes: &[(String, f64, String)],
-) -> rusqlite::Result<()> {
+pub fn upsert(connection: &mut Connection, quotes: &[NewQuote]) -> rusqlite::Result<()> {
     let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
@@ -48,8 +45,8 @@ pub fn upsert(
             "INSERT INTO quotes (ticker, price, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
         )?;
-        for (ticker, price, time) in quotes {
-            upsert.execute(params![ticker, price, time])?;
+        for quote in quotes {
+            upsert.execute(params![quote.ticker, quote.price, quote.updated_at])?;
         }
     }
     transaction.commit()

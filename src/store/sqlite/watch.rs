@@ -8,13 +8,14 @@
 //! full event queue).
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::AsRawFd as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use inotify::{EventMask, Inotify, WatchMask};
 use rusqlite::{Connection, params};
 
 use crate::log_recurring;
@@ -107,7 +108,7 @@ const NO_WATCHER_LOOK: Duration = Duration::from_secs(1);
 fn watch_with(
     connection: &Connection,
     mut seen: i64,
-    folder: Option<Folder>,
+    mut folder: Option<Folder>,
     path: &Path,
     hearers: &Hearers,
     stop: &AtomicBool,
@@ -117,7 +118,7 @@ fn watch_with(
     let mut recheck: Option<Duration> = None;
     hearers.changed(Changed::Unknown);
     while !stop.load(Ordering::Relaxed) {
-        let told = match &folder {
+        let told = match &mut folder {
             Some(folder) => folder.wait(recheck.unwrap_or(BACKSTOP)),
             None => {
                 std::thread::sleep(BACKSTOP);
@@ -217,7 +218,7 @@ fn changed_tickers(connection: &Connection, since: i64, until: i64) -> rusqlite:
 /// An inotify watch on the database's folder, for writes to the database
 /// and its WAL.
 struct Folder {
-    inotify: OwnedFd,
+    inotify: Inotify,
     /// The database's file name: its WAL's and journal's begin with it.
     name: OsString,
 }
@@ -232,29 +233,16 @@ impl Folder {
             .file_name()
             .map(ToOwned::to_owned)
             .ok_or_else(|| std::io::Error::other("the database path names no file"))?;
-        // SAFETY: plain system calls; the descriptor is owned from here on.
-        let inotify = unsafe {
-            let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            OwnedFd::from_raw_fd(fd)
-        };
-        let folder =
-            std::ffi::CString::new(folder.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-        // SAFETY: a valid descriptor and a NUL-terminated path.
-        let added = unsafe {
-            libc::inotify_add_watch(inotify.as_raw_fd(), folder.as_ptr(), libc::IN_MODIFY)
-        };
-        if added < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // Non-blocking and closed on exec.
+        let inotify = Inotify::init()?;
+        inotify.watches().add(&folder, WatchMask::MODIFY)?;
         Ok(Folder { inotify, name })
     }
 
     /// Waits up to `timeout` for a write to the database or its WAL; true
     /// if there was one (or the event queue overflowed).
-    fn wait(&self, timeout: Duration) -> bool {
+    fn wait(&mut self, timeout: Duration) -> bool {
+        // The crate waits without a bound only: a poll bounds the wait.
         let mut poll = libc::pollfd {
             fd: self.inotify.as_raw_fd(),
             events: libc::POLLIN,
@@ -269,35 +257,21 @@ impl Folder {
     }
 
     /// Reads every queued event; true if one concerns the database.
-    fn drain(&self) -> bool {
+    fn drain(&mut self) -> bool {
         let mut buffer = [0u8; 4096];
         let mut concerned = false;
-        loop {
-            // SAFETY: reading into a buffer of its length.
-            let read = unsafe {
-                libc::read(
-                    self.inotify.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                )
-            };
-            if read <= 0 {
-                return concerned;
-            }
-            let mut at = 0;
-            let header = std::mem::size_of::<libc::inotify_event>();
-            while at + header <= read as usize {
-                // SAFETY: the kernel wrote a whole event here; read unaligned.
-                let event: libc::inotify_event =
-                    unsafe { std::ptr::read_unaligned(buffer[at..].as_ptr().cast()) };
-                let name = &buffer[at + header..at + header + event.len as usize];
-                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-                if event.mask & libc::IN_Q_OVERFLOW != 0 || name.starts_with(self.name.as_bytes()) {
+        // Until there is nothing left to read (`WouldBlock`).
+        while let Ok(events) = self.inotify.read_events(&mut buffer) {
+            for event in events {
+                let ours = event
+                    .name
+                    .is_some_and(|name| name.as_bytes().starts_with(self.name.as_bytes()));
+                if ours || event.mask.contains(EventMask::Q_OVERFLOW) {
                     concerned = true;
                 }
-                at += header + event.len as usize;
             }
         }
+        concerned
     }
 }
 

@@ -42,3 +42,21 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Polls `done` until it reaches `goal`, for as long as it keeps growing:
+/// a large piece of work (tens of thousands of claims and deliveries) on a
+/// loaded machine may take minutes, but never `PATIENCE` without progress.
+pub fn wait_while_progressing(what: &str, goal: usize, mut done: impl FnMut() -> usize) {
+    let (mut seen, mut since) = (done(), Instant::now());
+    while seen < goal {
+        assert!(
+            since.elapsed() < PATIENCE,
+            "timed out waiting for {what}: {seen} of {goal}, none more for {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let now = done();
+        if now > seen {
+            (seen, since) = (now, Instant::now());
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The daemon binary as a child process: runs of the CLI, `run-job`'s summary,
 //! signals, process groups and the shipped unit's settings.
 
+use price_alertd::membership::Leases;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -127,6 +128,18 @@ impl Daemon {
     /// A daemon that logs warnings and errors only (and its start).
     pub fn start_quiet(config: &Path) -> Daemon {
         Daemon::start_logging(config, "price_alertd=info,warn")
+    }
+
+    /// A daemon (logging as [`Daemon::start_quiet`]'s) whose heartbeat and
+    /// leases are `leases`, not the daemon's 5 s, 30 s and 15 s: a test of
+    /// a takeover waits out short leases.
+    pub fn start_quiet_with_leases(config: &Path, leases: Leases) -> Daemon {
+        Daemon::spawn(
+            binary()
+                .env("RUST_LOG", "price_alertd=info,warn")
+                .env("PRICE_ALERTD_TEST_LEASES", leases.to_env()),
+            config,
+        )
     }
 
     pub fn start_logging(config: &Path, filter: &str) -> Daemon {

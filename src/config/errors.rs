@@ -165,7 +165,7 @@ impl<F: FnMut(&str, Range<usize>, String)> Report for F {}
 
 /// A value of the file as an error may show it: cut to a bound.
 pub(super) fn logging_value(text: &str) -> std::borrow::Cow<'_, str> {
-    crate::logging::bounded(text)
+    crate::bounded::bounded(text)
 }
 
 /// Turns byte offsets into 1-based line and column numbers.
