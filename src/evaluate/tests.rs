@@ -6,8 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
-use crate::store::alerts::{self, AlertRow};
-use crate::store::{self, changes};
+use crate::store::alerts::AlertRow;
 
 use super::judge::usable_quote;
 use super::*;
@@ -261,127 +260,6 @@ fn an_expired_alert_never_fires() {
         judge(&expiring("2026-03-02T14:30:01Z"), at(5.0, None), now()),
         Verdict::Fire
     );
-}
-
-/// The ids of the alerts a read of reachable alerts gave.
-#[derive(Default)]
-struct Reached(HashSet<i64>);
-
-impl changes::Reading for Reached {
-    fn row(&mut self, _: usize, alert: AlertRow) -> bool {
-        self.0.insert(alert.id);
-        true
-    }
-
-    fn at_rest(&mut self) -> bool {
-        true
-    }
-}
-
-/// The level index's ranges must reach every row `judge` fires: over a
-/// grid of conditions, targets (numbers on both sides, text, infinities),
-/// references and expiries, and moves up, down and from nowhere, every
-/// row that fires is read, and many that cannot are not.
-#[test]
-fn the_level_ranges_reach_every_row_judge_fires() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a.db");
-    let config = crate::config::DatabaseConfig::sqlite(path.clone(), Duration::from_secs(5));
-    // The application's table, which may allow a NULL condition.
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch(
-            "CREATE TABLE price_alerts (id INTEGER PRIMARY KEY, ticker TEXT, condition TEXT,
-                 target_price REAL, reference_price REAL, enabled INTEGER NOT NULL DEFAULT 1,
-                 triggered_at TEXT, triggered_price REAL, created_at TEXT NOT NULL, user_id TEXT, note TEXT)",
-        )
-        .unwrap();
-    let pool = store::open(&config, 2).unwrap();
-    let mut connection = pool.get().unwrap();
-    let app = rusqlite::Connection::open(&path).unwrap();
-    let now = Utc::now();
-    let past = (now - chrono::Duration::hours(1)).to_rfc3339();
-    let future = (now + chrono::Duration::hours(1)).to_rfc3339();
-    let conditions = [
-        "'above'",
-        "'below'",
-        "'crossing_up'",
-        "'crossing_down'",
-        "'moving_up_pct'",
-        "'moving_down_pct'",
-        "'inside'",
-        "'outside'",
-        "'entering'",
-        "'exiting'",
-        "'sideways'",
-        "''",
-        "NULL",
-    ];
-    // A channel's upper level, or none (the others have none).
-    let uppers = ["NULL", "100", "105", "97", "'x'"];
-    let targets = [
-        "50.0", "95", "99.99", "100.0", "100", "100.01", "105", "150.0", "'lots'", "9e999",
-        "-9e999", "0", "-5", "5",
-    ];
-    let expiries = [
-        "NULL".to_owned(),
-        format!("'{past}'"),
-        format!("'{future}'"),
-        "'soon'".to_owned(),
-    ];
-    let references = ["NULL", "100.0", "95.238095238095", "105", "'x'"];
-    for condition in conditions {
-        for target in targets {
-            for expiry in &expiries {
-                for reference in references {
-                    for upper in uppers {
-                        app.execute_batch(&format!(
-                            "INSERT INTO price_alerts
-                                 (ticker, condition, target_price, reference_price, upper_price, expires_at, created_at)
-                             VALUES ('T', {condition}, {target}, {reference}, {upper}, {expiry}, 'x')"
-                        ))
-                        .unwrap();
-                    }
-                }
-            }
-        }
-    }
-    let all = alerts::enabled_for_ticker(&mut connection, "T").unwrap();
-    assert_eq!(
-        all.len(),
-        conditions.len() * targets.len() * expiries.len() * references.len() * uppers.len()
-    );
-    for previous in [Some(90.0), Some(110.0), Some(100.0), None] {
-        let observed = Observed {
-            price: 100.0,
-            previous,
-        };
-        let moved = changes::Move {
-            price: observed.price,
-            previous,
-        };
-        let mut reached = Reached::default();
-        changes::each_reachable_alert_of(&mut connection, &[("T", moved)], i64::MAX, &mut reached)
-            .unwrap();
-        let reached = reached.0;
-        let mut fired = 0;
-        for alert in &all {
-            if judge(alert, observed, now) == Verdict::Fire {
-                fired += 1;
-                assert!(
-                    reached.contains(&alert.id),
-                    "not reached: {alert:?} after {previous:?}"
-                );
-            }
-        }
-        assert!(fired > 0);
-        assert!(
-            reached.len() < all.len() / 2,
-            "the ranges read {} of {} rows: they narrow nothing",
-            reached.len(),
-            all.len()
-        );
-    }
 }
 
 fn price() -> impl Strategy<Value = f64> {

@@ -10,6 +10,9 @@
 //! - [`Shared`] is what both run with the same statements: operators'
 //!   edits, cluster leases, run records. It is written once, over
 //!   [`Statements`], and every engine that runs statements has it.
+//!
+//! One conformance suite runs the operations on both engines from one body
+//! (`tests/suite/conformance.rs`): a new engine passes it first.
 
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;

@@ -260,9 +260,10 @@ fn a_fire_time_whose_member_dies_mid_run_is_taken_over_within_the_lease() {
         vec![survivor]
     );
     assert_eq!(db.scalar("SELECT count(*) FROM outbox"), ALERTS as i64);
-    // `status` marks the killed member as presumed dead, the survivor alive.
-    let status: serde_json::Value =
-        serde_json::from_str(&common::cli(&path, &["status", "--json"])).unwrap();
+    // `status` marks the killed member as presumed dead, the survivor alive
+    // (by the members' leases).
+    let status = common::cli_with_leases(&path, &["status", "--json"], SHORT_LEASES);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     let alive: HashMap<u64, bool> = status["members"]
         .as_array()
         .unwrap()
@@ -274,7 +275,7 @@ fn a_fire_time_whose_member_dies_mid_run_is_taken_over_within_the_lease() {
         HashMap::from([(u64::from(holder), false), (u64::from(survivor), true)]),
         "{status}"
     );
-    let text = common::cli(&path, &["status"]);
+    let text = common::cli_with_leases(&path, &["status"], SHORT_LEASES);
     assert!(text.contains("presumed dead"), "{text}");
 }
 

@@ -13,6 +13,7 @@ mod claim;
 mod cli;
 mod clocks;
 mod cluster;
+mod conformance;
 mod consumers;
 mod crash;
 mod delivery;

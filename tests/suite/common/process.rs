@@ -91,7 +91,19 @@ pub fn summary(stdout: &str) -> HashMap<String, String> {
 /// Runs the CLI with `--config path`; returns stdout, failing the test if the
 /// command failed.
 pub fn cli(path: &Path, args: &[&str]) -> String {
-    let output = binary()
+    cli_as(binary(), path, args)
+}
+
+/// [`cli`], with the members' leases `leases`, as the daemons it looks at
+/// were started with ([`Daemon::start_quiet_with_leases`]).
+pub fn cli_with_leases(path: &Path, args: &[&str], leases: Leases) -> String {
+    let mut command = binary();
+    command.env("PRICE_ALERTD_TEST_LEASES", leases.to_env());
+    cli_as(command, path, args)
+}
+
+fn cli_as(mut command: Command, path: &Path, args: &[&str]) -> String {
+    let output = command
         .args(["--config", path.to_str().unwrap()])
         .args(args)
         .output()

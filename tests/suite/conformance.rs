@@ -1,0 +1,453 @@
+//! The store's contract, run on each engine from one body: every operation
+//! the daemon asks of a database (`store::engine`), through the store's own
+//! functions, with what each must answer. A new engine passes these first.
+
+use crate::common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{Db, Engine};
+use price_alertd::evaluate::{Observed, Verdict, judge, trigger_of};
+use price_alertd::store::alerts::{self, AlertFilter, AlertRow, NewAlert, Trigger};
+use price_alertd::store::changes::{self, Move, Reading};
+use price_alertd::store::cluster::{self, Finish, Fire, Me};
+use price_alertd::store::outbox::{self, OutboxFilter, Outcome, Settled, Want};
+use price_alertd::store::quotes::{self, NewQuote};
+use price_alertd::store::{self, Connection, observations, runs, schema, watermarks};
+
+fn stamp(at: DateTime<Utc>) -> String {
+    store::timestamp(at)
+}
+
+fn alert<'a>(ticker: &'a str, condition: &'a str, target: f64) -> NewAlert<'a> {
+    NewAlert {
+        ticker,
+        condition,
+        target_price: target,
+        reference_price: None,
+        upper_price: None,
+        note: Some("a note"),
+        user_id: Some("u1"),
+        expires_at: None,
+        cooldown: None,
+        max_triggers: None,
+        rearm_band: None,
+    }
+}
+
+/// The trigger of `ticker`'s enabled alert `id` at `price`.
+fn trigger(
+    connection: &mut Connection,
+    ticker: &str,
+    id: i64,
+    price: f64,
+    now: DateTime<Utc>,
+) -> Trigger {
+    let row = alerts::enabled_for_ticker(connection, ticker)
+        .unwrap()
+        .into_iter()
+        .find(|row| row.id == id)
+        .expect("the alert is enabled");
+    trigger_of(row, price, stamp(now), now)
+}
+
+/// The ids a read of alerts gave, in order.
+#[derive(Default)]
+struct Ids(Vec<i64>);
+
+impl Reading for Ids {
+    fn row(&mut self, _: usize, alert: AlertRow) -> bool {
+        self.0.push(alert.id);
+        true
+    }
+
+    fn at_rest(&mut self) -> bool {
+        true
+    }
+}
+
+on_every_engine! {
+    /// Quotes and alerts: stored, listed, claimed exactly once, re-armed,
+    /// snoozed and woken, given a cooldown, disabled and expired.
+    fn alerts_and_quotes_answer_alike(engine: Engine) {
+        let db = Db::on(engine);
+        let pool = db.pool(2);
+        let mut c = pool.get().unwrap();
+        let now = store::clock::now(&mut c).unwrap();
+        assert!(
+            (store::clock::now_ms(&mut c).unwrap() - now.timestamp_millis()).abs() < 5_000,
+            "the database's clock"
+        );
+        assert!(!store::installation_id(&mut c).unwrap().is_empty());
+
+        quotes::upsert(
+            &mut c,
+            &[NewQuote { ticker: "AAPL".into(), price: 150.0, updated_at: stamp(now) }],
+        )
+        .unwrap();
+        assert_eq!(quotes::get(&mut c, "AAPL").unwrap().unwrap().price, Some(150.0));
+        assert_eq!(quotes::get(&mut c, "MSFT").unwrap(), None);
+        assert_eq!(quotes::list(&mut c).unwrap().len(), 1);
+
+        let id = alerts::add(&mut c, &alert("AAPL", "above", 100.0), &stamp(now)).unwrap();
+        let listed = alerts::list(&mut c, AlertFilter::Enabled, Some("AAPL"), 10).unwrap();
+        assert_eq!(listed.iter().map(|entry| entry.id).collect::<Vec<_>>(), [id]);
+        assert_eq!(alerts::tickers_to_fetch(&mut c, now).unwrap(), ["AAPL"]);
+        assert!(alerts::enabled_without_ticker(&mut c, 10).unwrap().is_empty());
+
+        // Claimed once: the same trigger again claims nothing.
+        let fired = trigger(&mut c, "AAPL", id, 150.0, now);
+        let claimed = alerts::claim(&mut c, std::slice::from_ref(&fired), now).unwrap();
+        assert_eq!(claimed.ids, HashSet::from([id]));
+        assert!(claimed.locked.is_empty());
+        let again = alerts::claim(&mut c, &[fired], now).unwrap();
+        assert!(again.ids.is_empty(), "claimed twice");
+        assert_eq!(outbox::backlog(&mut c).unwrap(), (1, 0));
+        assert!(outbox::oldest_pending(&mut c).unwrap().is_some());
+        let triggered = alerts::list(&mut c, AlertFilter::Triggered, None, 10).unwrap();
+        assert_eq!(triggered[0].triggered_price, Some(150.0));
+
+        // Re-armed once; snoozed, then woken when its time has come.
+        assert!(alerts::rearm(&mut c, id).unwrap());
+        assert!(!alerts::rearm(&mut c, id).unwrap(), "re-armed an armed alert");
+        let until = now + chrono::Duration::minutes(5);
+        assert!(alerts::snooze(&mut c, id, Some(&stamp(until))).unwrap());
+        assert_eq!(alerts::wake_snoozed(&mut c, now).unwrap(), 0);
+        let woken_at = until + chrono::Duration::minutes(1);
+        assert_eq!(alerts::wake_snoozed(&mut c, woken_at).unwrap(), 1);
+        assert!(alerts::set_cooldown(&mut c, id, Some("15m")).unwrap());
+        assert!(!alerts::set_cooldown(&mut c, id + 1000, Some("15m")).unwrap());
+        assert!(alerts::disable(&mut c, id).unwrap());
+        assert!(!alerts::disable(&mut c, id).unwrap(), "disabled twice");
+
+        // An alert whose time has passed expires, without an event.
+        let mut expiring = alert("MSFT", "below", 1.0);
+        let past = stamp(now - chrono::Duration::minutes(1));
+        expiring.expires_at = Some(&past);
+        alerts::add(&mut c, &expiring, &stamp(now)).unwrap();
+        assert_eq!(alerts::expire_due(&mut c, now).unwrap(), 1);
+        assert_eq!(outbox::backlog(&mut c).unwrap(), (1, 0));
+
+        // A repeating alert waits out its cooldown, then is re-armed.
+        let mut repeating = alert("AAPL", "above", 100.0);
+        repeating.cooldown = Some("1m");
+        let id = alerts::add(&mut c, &repeating, &stamp(now)).unwrap();
+        let fired = trigger(&mut c, "AAPL", id, 150.0, now);
+        assert_eq!(alerts::claim(&mut c, &[fired], now).unwrap().ids.len(), 1);
+        assert_eq!(alerts::rearm_cooled_down(&mut c, now).unwrap(), 0);
+        let later = now + chrono::Duration::minutes(2);
+        assert_eq!(alerts::rearm_cooled_down(&mut c, later).unwrap(), 1);
+        assert!(alerts::waiting_tickers(&mut c).unwrap().is_empty());
+        let returned = alerts::come_back(&mut c, &[("AAPL", 90.0)], later).unwrap();
+        assert_eq!(returned.came_back, 0);
+
+        let audit = schema::audit(&mut c).unwrap();
+        assert!(audit.missing.is_empty() && audit.unrepairable.is_empty(), "{audit:?}");
+        assert!(schema::repair(&mut c).unwrap().recreated.is_empty());
+    }
+}
+
+on_every_engine! {
+    /// The outbox: leased to one owner at a time, its outcomes recorded
+    /// under the lease, dead letters replayed, delivered events purged.
+    fn the_outbox_answers_alike(engine: Engine) {
+        let db = Db::on(engine);
+        let pool = db.pool(2);
+        let mut c = pool.get().unwrap();
+        let now = store::clock::now(&mut c).unwrap();
+        let triggers: Vec<Trigger> = (0..3)
+            .map(|n| {
+                let ticker = format!("T{n}");
+                let id = alerts::add(&mut c, &alert(&ticker, "above", 1.0), &stamp(now)).unwrap();
+                trigger(&mut c, &ticker, id, 2.0, now)
+            })
+            .collect();
+        assert_eq!(alerts::claim(&mut c, &triggers, now).unwrap().ids.len(), 3);
+        assert_eq!(outbox::next_due(&mut c).unwrap(), Some(Duration::ZERO));
+
+        let want = || Some(Want { lease: Duration::from_secs(30), limit: 10, spread: None });
+        let leased = outbox::exchange(&mut c, "one", &[], want()).unwrap().leased;
+        assert_eq!(leased.len(), 3);
+        assert!(leased.iter().all(|event| event.user_id.as_deref() == Some("u1")));
+        assert!(
+            outbox::exchange(&mut c, "two", &[], want()).unwrap().leased.is_empty(),
+            "leased to two owners"
+        );
+        let settled: Vec<Settled> = leased
+            .iter()
+            .zip([
+                Outcome::Delivered,
+                Outcome::Dead { error: "410 Gone".into() },
+                Outcome::Retry { after: Duration::from_secs(60), error: "503".into() },
+            ])
+            .map(|(event, outcome)| Settled {
+                row_id: event.row_id,
+                lease_until: event.lease_until,
+                outcome,
+            })
+            .collect();
+        // Under another owner's name, nothing is recorded.
+        outbox::exchange(&mut c, "two", &settled, None).unwrap();
+        assert_eq!(outbox::backlog(&mut c).unwrap(), (3, 0));
+        outbox::exchange(&mut c, "one", &settled, None).unwrap();
+        assert_eq!(outbox::backlog(&mut c).unwrap(), (1, 1));
+        let due = outbox::next_due(&mut c).unwrap().unwrap();
+        assert!(due > Duration::from_secs(50), "{due:?}");
+        let dead = outbox::list(&mut c, OutboxFilter::Dead, 10).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].last_error.as_deref(), Some("410 Gone"));
+        assert_eq!(outbox::list(&mut c, OutboxFilter::Undelivered, 10).unwrap().len(), 2);
+
+        assert_eq!(outbox::replay_all_dead(&mut c).unwrap(), 1);
+        assert_eq!(outbox::backlog(&mut c).unwrap(), (2, 0));
+        let pending = outbox::list(&mut c, OutboxFilter::Undelivered, 10).unwrap();
+        let ids: Vec<String> = pending.iter().map(|entry| entry.event_id.clone()).collect();
+        assert_eq!(outbox::replay(&mut c, &ids).unwrap().len(), 2);
+        let far = stamp(now + chrono::Duration::days(1));
+        assert_eq!(outbox::purge_delivered(&mut c, &far).unwrap(), 1);
+        assert_eq!(outbox::backlog(&mut c).unwrap(), (2, 0));
+    }
+}
+
+on_every_engine! {
+    /// Members: fire times taken by one, finished once; heartbeats; the
+    /// reacting lease held by one; a member that leaves gives it back.
+    fn members_answer_alike(engine: Engine) {
+        let db = Db::on(engine);
+        let pool = db.pool(2);
+        let mut c = pool.get().unwrap();
+        let now = store::clock::now(&mut c).unwrap();
+        let member = |name: &str| Me {
+            member: name.to_owned(),
+            host: "host".into(),
+            pid: 1,
+            version: "0".into(),
+            started_at: stamp(now),
+        };
+        let (one, two) = (member("one"), member("two"));
+        for me in [&one, &two] {
+            assert!(cluster::heartbeat(&mut c, me, 30_000).unwrap().is_empty());
+        }
+        let names: HashSet<String> = cluster::members(&mut c)
+            .unwrap()
+            .into_iter()
+            .map(|member| member.member)
+            .collect();
+        assert_eq!(names, HashSet::from(["one".to_owned(), "two".to_owned()]));
+
+        let fire = Fire { job: "evaluate".into(), at_ms: now.timestamp_millis() };
+        assert_eq!(cluster::take_fire(&mut c, &fire, "one", 30_000).unwrap(), Some(1));
+        assert_eq!(cluster::take_fire(&mut c, &fire, "two", 30_000).unwrap(), None);
+        cluster::finish_fire(&mut c, &fire, "one", Finish::Done).unwrap();
+        assert_eq!(cluster::take_fire(&mut c, &fire, "two", 30_000).unwrap(), None);
+
+        let jobs = ["react".to_owned()];
+        assert_eq!(cluster::take_reacting(&mut c, &jobs, &[], "one", 30_000).unwrap(), jobs);
+        assert!(cluster::take_reacting(&mut c, &jobs, &[], "two", 30_000).unwrap().is_empty());
+        assert_eq!(
+            cluster::reactors(&mut c).unwrap(),
+            [("react".to_owned(), "one".to_owned())]
+        );
+        cluster::leave(&mut c, "one").unwrap();
+        assert_eq!(cluster::take_reacting(&mut c, &jobs, &[], "two", 30_000).unwrap(), jobs);
+
+        let run = runs::Run {
+            job: "evaluate".into(),
+            started_at: stamp(now),
+            duration_ms: 12,
+            result: "ok".into(),
+            detail: "triggered=0".into(),
+            last_success_at: Some(stamp(now)),
+            member: Some("two".into()),
+        };
+        runs::record(&mut c, &run).unwrap();
+        let recorded = runs::list(&mut c).unwrap();
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].member.as_deref(), Some("two"));
+    }
+}
+
+on_every_engine! {
+    /// What a tick reads: the horizon, changed tickers and quotes, each
+    /// ticker's state, the alerts a move can reach, and a tick's end.
+    fn the_reads_of_a_tick_answer_alike(engine: Engine) {
+        let db = Db::on(engine);
+        let pool = db.pool(2);
+        let mut c = pool.get().unwrap();
+        let now = store::clock::now(&mut c).unwrap();
+        let start = changes::horizon(&mut c).unwrap();
+        assert!(start.closed <= start.visible);
+        let above = alerts::add(&mut c, &alert("AAPL", "above", 100.0), &stamp(now)).unwrap();
+        let below = alerts::add(&mut c, &alert("AAPL", "below", 50.0), &stamp(now)).unwrap();
+        quotes::upsert(
+            &mut c,
+            &[
+                NewQuote { ticker: "AAPL".into(), price: 120.0, updated_at: stamp(now) },
+                NewQuote { ticker: "MSFT".into(), price: 10.0, updated_at: stamp(now) },
+            ],
+        )
+        .unwrap();
+        let horizon = changes::horizon(&mut c).unwrap();
+        assert!(horizon.visible > start.visible);
+        let until = horizon.visible;
+
+        let changed = changes::changed_tickers(&mut c, -1, until, None, 10).unwrap();
+        let tickers: Vec<&str> = changed.iter().map(|ticker| ticker.ticker.as_str()).collect();
+        assert_eq!(tickers, ["AAPL", "MSFT"]);
+        assert!(changed.iter().all(|ticker| ticker.moved));
+        assert_eq!(changed[0].changed_alerts, 2);
+        let after = changes::changed_tickers(&mut c, -1, until, Some("AAPL"), 10).unwrap();
+        assert_eq!(after.len(), 1);
+        assert_eq!(changes::changed_alert_count(&mut c, -1, until).unwrap(), 2);
+        assert_eq!(changes::first_changed_quotes(&mut c, -1, until, 1).unwrap(), ["AAPL"]);
+
+        let mut read = Ids::default();
+        changes::each_changed_alert(&mut c, -1, until, &mut read).unwrap();
+        assert_eq!(read.0, [above, below]);
+        let mut read = Ids::default();
+        changes::each_changed_alert_of(&mut c, &["AAPL"], -1, until, &mut read).unwrap();
+        assert_eq!(read.0.len(), 2);
+
+        let states = changes::ticker_states(&mut c, &[("AAPL", true), ("NONE", true)]).unwrap();
+        assert_eq!(states[0].quote.as_ref().map(|(price, _)| *price), Some(Some(120.0)));
+        assert!(states[0].has_alerts && states[0].previous.is_none());
+        assert!(states[1].quote.is_none() && !states[1].has_alerts);
+
+        // A move to 120 reaches the alert above 100, not the one below 50.
+        let mut reached = Ids::default();
+        let moved = Move { price: 120.0, previous: Some(90.0) };
+        changes::each_reachable_alert_of(&mut c, &[("AAPL", moved)], until, &mut reached)
+            .unwrap();
+        assert_eq!(reached.0, [above]);
+
+        observations::finish_tick(
+            &mut c,
+            &[observations::Observation {
+                ticker: "AAPL".into(),
+                price: 120.0,
+                quote_time: stamp(now),
+            }],
+            Some(("job", until)),
+            now,
+        )
+        .unwrap();
+        assert_eq!(observations::get(&mut c, "AAPL").unwrap(), Some(120.0));
+        assert_eq!(watermarks::get(&mut c, "job").unwrap(), Some(until));
+        assert_eq!(watermarks::get(&mut c, "other").unwrap(), None);
+        let states = changes::ticker_states(&mut c, &[("AAPL", false)]).unwrap();
+        assert_eq!(states[0].previous, Some(120.0));
+        // The log is pruned up to the only job's watermark, once.
+        assert!(changes::prune_change_log(&mut c, now).unwrap() > 0);
+        assert_eq!(changes::prune_change_log(&mut c, now).unwrap(), 0);
+        store::read_transaction(&mut c, |c| Ok(changes::horizon(c)?)).unwrap();
+        store::checkpoint(&mut c).unwrap();
+    }
+}
+
+on_every_engine! {
+    /// The level index's ranges reach every row `judge` fires: over a grid
+    /// of conditions, targets (numbers on both sides, infinities, and on
+    /// SQLite, whose columns take anything, text), references, upper levels
+    /// and expiries, and moves up, down and from nowhere, every row that
+    /// fires is read, and many that cannot are not.
+    fn the_level_ranges_reach_every_row_judge_fires(engine: Engine) {
+        let db = Db::empty(engine);
+        let (conditions, targets, references, uppers): (Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) =
+            match engine {
+                Engine::Sqlite => {
+                    // The application's table, which may allow a NULL condition.
+                    db.script(
+                        "CREATE TABLE price_alerts (id INTEGER PRIMARY KEY, ticker TEXT, condition TEXT,
+                             target_price REAL, reference_price REAL, enabled INTEGER NOT NULL DEFAULT 1,
+                             triggered_at TEXT, triggered_price REAL, created_at TEXT NOT NULL,
+                             user_id TEXT, note TEXT)",
+                    );
+                    (
+                        vec!["'sideways'", "''", "NULL"],
+                        vec!["'lots'", "9e999", "-9e999"],
+                        vec!["'x'"],
+                        vec!["'x'"],
+                    )
+                }
+                Engine::Postgresql => (
+                    vec!["'sideways'", "''"],
+                    vec!["'Infinity'", "'-Infinity'"],
+                    vec![],
+                    vec![],
+                ),
+            };
+        let pool = db.pool(2);
+        let mut c = pool.get().unwrap();
+        let now = store::clock::now(&mut c).unwrap();
+        let names = price_alertd::condition::Condition::ALL.map(|(_, name)| format!("'{name}'"));
+        let conditions: Vec<&str> = names.iter().map(String::as_str).chain(conditions).collect();
+        let targets: Vec<&str> = [
+            "50.0", "95", "99.99", "100.0", "100", "100.01", "105", "150.0", "0", "-5", "5",
+        ]
+        .into_iter()
+        .chain(targets)
+        .collect();
+        let references: Vec<&str> =
+            ["NULL", "100.0", "95.238095238095", "105"].into_iter().chain(references).collect();
+        // A channel's upper level, or none (the others have none).
+        let uppers: Vec<&str> = ["NULL", "100", "105", "97"].into_iter().chain(uppers).collect();
+        let expiries = [
+            "NULL".to_owned(),
+            format!("'{}'", stamp(now - chrono::Duration::hours(1))),
+            format!("'{}'", stamp(now + chrono::Duration::hours(1))),
+            "'soon'".to_owned(),
+        ];
+        for condition in &conditions {
+            let mut rows = Vec::new();
+            for target in &targets {
+                for expiry in &expiries {
+                    for reference in &references {
+                        for upper in &uppers {
+                            rows.push(format!(
+                                "('T', {condition}, {target}, {reference}, {upper}, {expiry}, 'x')"
+                            ));
+                        }
+                    }
+                }
+            }
+            db.script(&format!(
+                "INSERT INTO price_alerts
+                     (ticker, condition, target_price, reference_price, upper_price, expires_at, created_at)
+                 VALUES {}",
+                rows.join(", ")
+            ));
+        }
+        let all = alerts::enabled_for_ticker(&mut c, "T").unwrap();
+        assert_eq!(
+            all.len(),
+            conditions.len() * targets.len() * expiries.len() * references.len() * uppers.len()
+        );
+        for previous in [Some(90.0), Some(110.0), Some(100.0), None] {
+            let observed = Observed { price: 100.0, previous };
+            let moved = Move { price: observed.price, previous };
+            let mut reached = Ids::default();
+            changes::each_reachable_alert_of(&mut c, &[("T", moved)], i64::MAX, &mut reached)
+                .unwrap();
+            let reached: HashSet<i64> = reached.0.into_iter().collect();
+            let mut fired = 0;
+            for alert in &all {
+                if judge(alert, observed, now) == Verdict::Fire {
+                    fired += 1;
+                    assert!(
+                        reached.contains(&alert.id),
+                        "not reached: {alert:?} after {previous:?}"
+                    );
+                }
+            }
+            assert!(fired > 0);
+            assert!(
+                reached.len() < all.len() / 2,
+                "the ranges read {} of {} rows: they narrow nothing",
+                reached.len(),
+                all.len()
+            );
+        }
+    }
+}
