@@ -3,6 +3,7 @@
 //! library; ARCHITECTURE.md maps its modules.
 
 pub mod admin;
+pub mod alert;
 pub mod bounded;
 pub mod condition;
 pub mod config;
@@ -21,3 +22,4 @@ pub mod schedule;
 pub mod signals;
 pub mod store;
 pub mod systemd;
+pub mod time;

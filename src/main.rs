@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
+use price_alertd::condition::Condition;
 use price_alertd::config::{Config, ConfigOrigin};
 use price_alertd::store::{self, alerts, outbox};
 use price_alertd::{admin, daemon, logging, metrics};
@@ -138,8 +139,8 @@ enum AlertsCommand {
     /// Add an alert; prints its id.
     Add {
         ticker: String,
-        /// above, below, crossing_up, crossing_down, moving_up_pct,
-        /// moving_down_pct, inside, outside, entering or exiting.
+        /// What the price must do.
+        #[arg(value_parser = condition_names())]
         condition: String,
         /// The level, the percent for moving_*_pct, or a channel's lower level.
         target: f64,
@@ -217,6 +218,11 @@ enum QuotesCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The conditions' names, from their table.
+fn condition_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(Condition::ALL.map(|(_, name)| name))
 }
 
 fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {

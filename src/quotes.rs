@@ -19,11 +19,11 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::config::{HttpSource, Scope};
-use crate::evaluate::parse_time;
 use crate::lock::lock;
 use crate::log_recurring;
 use crate::recurring::Recurring;
 use crate::store::{self, Pool};
+use crate::time::parse_time;
 use crate::{http_client, logging};
 
 /// How long the source is left alone after a 429 without `Retry-After`.

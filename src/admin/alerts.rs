@@ -5,7 +5,8 @@ use std::io::Write;
 use anyhow::Context as _;
 use chrono::Utc;
 
-use crate::condition::Condition;
+use crate::alert::{Alert, Column, Written};
+use crate::condition::{Condition, Shape};
 use crate::config::Config;
 use crate::store::{self, alerts};
 
@@ -125,17 +126,14 @@ fn cooldown_and_band(entry: &alerts::AlertEntry) -> String {
 }
 
 /// An alert's state in a word, at `now` ("waiting": for its price to come
-/// back past its level by its band).
+/// back past its level by its band; "malformed": armed, but never judged
+/// until its row is mended).
 fn state(entry: &alerts::AlertEntry, now: chrono::DateTime<Utc>) -> &'static str {
-    let snoozed = entry
-        .snoozed_until
-        .as_deref()
-        .and_then(crate::evaluate::parse_time)
-        .is_some_and(|until| until > now);
-    let spent = crate::evaluate::parse_max_triggers(entry.max_triggers.as_deref())
-        .ok()
-        .flatten()
-        .is_some_and(|max| entry.trigger_count >= max as i64);
+    let alert = Alert::parse(&entry.written());
+    let snoozed = alert.as_ref().is_ok_and(|alert| alert.snoozed_at(now));
+    let spent = alert
+        .as_ref()
+        .is_ok_and(|alert| alert.spent_by(entry.trigger_count));
     let waiting = entry.return_below.is_some() || entry.return_above.is_some();
     match (
         entry.enabled,
@@ -143,6 +141,7 @@ fn state(entry: &alerts::AlertEntry, now: chrono::DateTime<Utc>) -> &'static str
         &entry.triggered_at,
         &entry.expired_at,
     ) {
+        (true, ..) if alert.is_err() => "malformed",
         (true, ..) if snoozed => "snoozed",
         (true, ..) => "armed",
         (false, ..) if waiting => "waiting",
@@ -154,7 +153,7 @@ fn state(entry: &alerts::AlertEntry, now: chrono::DateTime<Utc>) -> &'static str
     }
 }
 
-/// Adds an alert, checked as the evaluator would judge it; prints its id.
+/// Adds an alert, checked as the evaluator parses it; prints its id.
 pub fn alerts_add(
     config: &Config,
     alert: &alerts::NewAlert<'_>,
@@ -162,61 +161,42 @@ pub fn alerts_add(
 ) -> anyhow::Result<()> {
     let ticker = alert.ticker.trim();
     anyhow::ensure!(!ticker.is_empty(), "the ticker is empty");
-    let condition = Condition::parse(alert.condition).with_context(|| {
-        format!(
-            "unknown condition {:?}; expected {}",
-            alert.condition,
-            Condition::names()
-        )
-    })?;
-    anyhow::ensure!(
-        alert.target_price.is_finite(),
-        "the target is not a finite number"
+    let (band, max_triggers) = (
+        alert.rearm_band.map(|band| band.to_string()),
+        alert.max_triggers.map(|max| max.to_string()),
     );
-    if matches!(condition, Condition::MovingUpPct | Condition::MovingDownPct) {
-        anyhow::ensure!(
-            alert
-                .reference_price
-                .is_some_and(|reference| reference.is_finite() && reference > 0.0),
-            "{} needs --reference, a positive price",
-            alert.condition
-        );
-    }
-    if condition.is_channel() {
-        crate::evaluate::channel_of(alert.target_price, alert.upper_price).map_err(|reason| {
-            anyhow::anyhow!(
-                "{} needs --upper above the target: {reason}",
-                alert.condition
-            )
-        })?;
-    } else {
-        anyhow::ensure!(
-            alert.upper_price.is_none(),
-            "--upper is a channel's upper level: only inside, outside, entering and exiting have one"
-        );
-    }
-    if let Some(expiry) = alert.expires_at {
-        anyhow::ensure!(
-            crate::evaluate::parse_time(expiry).is_some(),
-            "--expires {expiry:?} is not an RFC 3339 time"
-        );
-    }
-    if let Some(cooldown) = alert.cooldown {
-        crate::evaluate::parse_cooldown(cooldown)
-            .map_err(|reason| anyhow::anyhow!("--cooldown: {reason}"))?;
-    }
-    if let Some(band) = alert.rearm_band {
-        anyhow::ensure!(
-            crate::evaluate::band_in_range(band),
-            "--rearm-band {band} is not a percent above 0 and below 100"
-        );
-        if let Some(upper) = alert.upper_price
-            && let Some(why) =
-                crate::evaluate::too_wide(band, condition, (alert.target_price, upper))
-        {
-            anyhow::bail!("--rearm-band: {why}");
-        }
-    }
+    let parsed = Alert::parse(&Written {
+        condition: alert.condition,
+        target_price: Some(alert.target_price),
+        reference_price: alert.reference_price,
+        upper_price: alert.upper_price,
+        cooldown: alert.cooldown,
+        rearm_band: band.as_deref(),
+        max_triggers: max_triggers.as_deref(),
+        snoozed_until: None,
+        expires_at: alert.expires_at,
+    })
+    .map_err(|malformed| {
+        let what = match malformed.column {
+            Column::Condition => {
+                return anyhow::anyhow!("{malformed}; expected {}", Condition::names());
+            }
+            Column::TargetPrice => "the target",
+            Column::ReferencePrice => "--reference",
+            Column::UpperPrice => "--upper",
+            Column::Cooldown => "--cooldown",
+            Column::RearmBand => "--rearm-band",
+            Column::MaxTriggers => "--max-triggers",
+            Column::SnoozedUntil => "the snooze",
+            Column::ExpiresAt => "--expires",
+        };
+        anyhow::anyhow!("{what}: {malformed}")
+    })?;
+    // What the evaluator ignores, the CLI refuses rather than store.
+    anyhow::ensure!(
+        alert.upper_price.is_none() || parsed.condition.shape() == Shape::Channel,
+        "--upper is a channel's upper level: only inside, outside, entering and exiting have one"
+    );
     let mut connection = connect(config)?;
     let now = store::clock::now(&mut connection).context("reading the database's clock")?;
     let id = alerts::add(
@@ -289,7 +269,7 @@ pub fn alerts_cooldown(
 ) -> anyhow::Result<()> {
     let cooldown = match cooldown {
         Some(text) => {
-            crate::evaluate::parse_cooldown(text).map_err(|reason| anyhow::anyhow!(reason))?;
+            crate::alert::parse_cooldown(text).map_err(|reason| anyhow::anyhow!(reason))?;
             Some(text.trim())
         }
         None => None,

@@ -7,7 +7,7 @@ use std::io::Write;
 /// may hold SQLite's `YYYY-MM-DD HH:MM:SS`); text that is not a time stays
 /// as it is.
 pub(super) fn rfc3339(text: &str) -> String {
-    crate::evaluate::parse_time(text).map_or_else(|| text.to_owned(), crate::store::timestamp)
+    crate::time::parse_time(text).map_or_else(|| text.to_owned(), crate::store::timestamp)
 }
 
 pub(super) fn number(value: Option<f64>) -> String {

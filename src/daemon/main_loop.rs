@@ -15,8 +15,9 @@ use super::events::LoopEvent;
 use super::heartbeat::book_heartbeat;
 use super::job_report::{JobReport, log_run};
 use super::jobs::Jobs;
-use super::reacting::{Cause, concerned, follow, names};
+use super::reacting::{concerned, follow, names};
 use super::reload::reload;
+use crate::metrics::Cause;
 
 impl Daemon {
     pub(super) async fn next_event(&mut self) -> LoopEvent {
@@ -142,7 +143,7 @@ impl Daemon {
             self.reacting.owe(&job, cause);
             return;
         }
-        self.runner.metrics.tick_caused(&job, cause.label());
+        self.runner.metrics.tick_caused(&job, cause);
         let (runner, events) = (self.runner.clone(), self.events.clone());
         tokio::spawn(async move { runner.run_unleased(job, kind, &events).await });
     }

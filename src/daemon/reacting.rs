@@ -10,25 +10,10 @@ use std::collections::{HashMap, HashSet};
 use tokio::sync::mpsc;
 
 use crate::config::{JobConfig, JobKind};
+use crate::metrics::Cause;
 use crate::store::listen::{Changed, Listener};
 
 use super::events::LoopEvent;
-
-/// What starts a run of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Cause {
-    Schedule,
-    Change,
-}
-
-impl Cause {
-    pub(super) fn label(self) -> &'static str {
-        match self {
-            Cause::Schedule => "schedule",
-            Cause::Change => "change",
-        }
-    }
-}
 
 /// The reacting jobs this member holds, and the runs owed to jobs that
 /// were running when their change (or fire time) came.

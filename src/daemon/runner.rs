@@ -21,7 +21,7 @@ use crate::{log_recurring, quotes};
 
 use super::events::LoopEvent;
 use super::job_report::{JobReport, committed};
-use super::reacting::Cause;
+use crate::metrics::Cause;
 
 /// What the jobs need, shared by every run of a process.
 #[derive(Clone)]
@@ -115,7 +115,7 @@ impl Runner {
             }
             Taken::Mine => {}
         }
-        self.metrics.tick_caused(&job, Cause::Schedule.label());
+        self.metrics.tick_caused(&job, Cause::Schedule);
         let result = self.run_recorded(&job, kind).await;
         let finish = if result.is_ok() {
             Finish::Done
@@ -136,10 +136,9 @@ impl Runner {
         let now = Utc::now();
         self.metrics.claimed(
             job,
-            triggers.iter().filter_map(|trigger| {
-                let quoted = evaluate::parse_time(&trigger.quote_time)?;
-                Some((now - quoted).to_std().unwrap_or_default())
-            }),
+            triggers
+                .iter()
+                .map(|trigger| (now - trigger.quote_time.at).to_std().unwrap_or_default()),
         );
     }
 

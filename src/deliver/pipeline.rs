@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::{Notify, watch};
@@ -54,7 +55,7 @@ struct Attempted {
     settled: Settled,
     response: Response,
     took: Duration,
-    claimed_at: String,
+    claimed_at: Option<DateTime<Utc>>,
     clock: DbClock,
 }
 
@@ -224,7 +225,7 @@ impl Deliverer<'_> {
             let (webhook, stop) = (pipeline.webhook.clone(), stop.clone());
             pipeline.attempts.push(Box::pin(async move {
                 let started = std::time::Instant::now();
-                let claimed_at = event.created_at.clone();
+                let claimed_at = event.created_at;
                 let (settled, response) = attempt(&webhook, event, stop, clock).await;
                 Attempted {
                     settled,
@@ -317,7 +318,7 @@ impl Deliverer<'_> {
     ) {
         let kind = match &settled.outcome {
             Outcome::Delivered => {
-                if let Some(claimed) = crate::evaluate::parse_time(&claimed_at) {
+                if let Some(claimed) = claimed_at {
                     let since = clock.now_ms() - claimed.timestamp_millis();
                     self.metrics
                         .delivered_after_claim(Duration::from_millis(since.max(0) as u64));

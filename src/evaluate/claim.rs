@@ -17,7 +17,7 @@ use crate::store::{self, Pool};
 
 use super::options::TickOptions;
 use super::read::{Readers, TRIGGER_CHUNK, read_in_turn, tasks};
-use super::report::TickReport;
+use super::tick_report::TickReport;
 
 /// A triggered alert whose row another transaction held locked.
 pub(super) struct Locked {

@@ -18,7 +18,7 @@ use super::options::TickOptions;
 use super::plan::plan;
 use super::prepare::first_moved;
 use super::read::{ChangedReads, Readers};
-use super::report::TickReport;
+use super::tick_report::TickReport;
 
 /// How many moved tickers a head start judges, when more than that many
 /// moved: two reader tasks' worth, a few milliseconds of reads (more

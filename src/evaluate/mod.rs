@@ -1,5 +1,7 @@
-//! Evaluation: the pure condition logic, and the tick that fans the reads out
-//! over the fixed rayon pool and funnels the claims into one writer. No HTTP.
+//! Evaluation: the tick. It fans the reads out over the fixed rayon pool,
+//! judges each alert as it streams in (`judge`, over the parsed alerts of
+//! `crate::alert`), and funnels the claims into one writer. Nothing here
+//! speaks HTTP.
 
 mod claim;
 mod head_start;
@@ -11,18 +13,16 @@ mod paging;
 mod plan;
 mod prepare;
 mod read;
-mod report;
+mod tick_report;
 
 pub use head_start::HEAD_START;
 pub use judge::{
-    FUTURE_SKEW, MIN_COOLDOWN, Observed, QuoteProblem, Verdict, band_in_range, channel_of,
-    cooldown_of, judge, max_triggers_of, parse_cooldown, parse_max_triggers, parse_time, rearm_at,
-    rearm_band_of, return_levels, too_wide, trigger_of,
+    FUTURE_SKEW, Observed, QuoteProblem, Verdict, decide, judge, malformed_at, trigger_of,
 };
 pub use options::{TickMemory, TickOptions};
 pub use paging::PAGE;
-pub(crate) use report::tick_counts;
-pub use report::{COUNTS, Count, Series, TickFailed, TickReport};
+pub(crate) use tick_report::tick_counts;
+pub use tick_report::{COUNTS, Count, Series, TickFailed, TickReport};
 
 use std::time::Instant;
 
@@ -128,10 +128,11 @@ fn run(
     }
 }
 
-/// The tick's stages: the database's time → what came due → a head start,
-/// for a large tick → the window → page after page of changed tickers
-/// (`paging`). Counts into `report` as they go, so that a failure leaves
-/// what was done.
+/// Runs the tick's stages in order. It reads the database's time, applies
+/// what came due, gives a large tick a head start, finds its window, and
+/// then evaluates the changed tickers page after page (`paging`). Each
+/// stage counts into `report` as it goes, so a failure still shows what
+/// was done.
 fn stages(
     workers: &rayon::ThreadPool,
     pool: &Pool,

@@ -12,7 +12,7 @@ use crate::store::{self, alerts};
 use super::claim::Locked;
 use super::plan::Plan;
 use super::prepare::Window;
-use super::report::TickReport;
+use super::tick_report::TickReport;
 
 /// Where a tick's watermark goes: the end of its window, or just before
 /// the first change of a ticker it held back, whichever page held it back.
@@ -91,7 +91,7 @@ pub(super) fn observe(
             observed.push(Observation {
                 ticker: work.ticker,
                 price: work.observed.price,
-                quote_time: work.quote_time,
+                quote_time: work.quote_time.written,
             });
         }
     }

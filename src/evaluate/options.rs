@@ -11,7 +11,6 @@ use crate::store::alerts::Trigger;
 
 use super::judge::QuoteProblem;
 use super::malformed::WARNINGS_PER_MINUTE;
-use super::plan::QUOTE_LINES_PER_MINUTE;
 
 /// What a tick evaluates, besides the database.
 pub struct TickOptions<'a> {
@@ -71,3 +70,6 @@ impl Default for TickMemory {
         }
     }
 }
+
+/// The lines a minute that name a ticker's quote problem, or its end.
+pub(super) const QUOTE_LINES_PER_MINUTE: u64 = 100;

@@ -21,7 +21,7 @@ use super::options::TickOptions;
 use super::plan::{log_quote_problems, plan};
 use super::prepare::{Candidate, prepare};
 use super::read::{ChangedReads, Readers};
-use super::report::TickReport;
+use super::tick_report::TickReport;
 
 /// The changed tickers a tick takes at once in the daemon
 /// (`TickOptions::page`): a few hundred bytes each while they are planned

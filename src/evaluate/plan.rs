@@ -8,11 +8,12 @@ use chrono::{DateTime, Utc};
 use crate::lock::lock;
 use crate::logging;
 use crate::recurring::Budget;
+use crate::time::QuoteTime;
 
 use super::judge::{Observed, QuoteProblem, usable_quote};
 use super::options::{TickMemory, TickOptions};
 use super::prepare::{Candidate, Change};
-use super::report::TickReport;
+use super::tick_report::TickReport;
 
 /// A ticker ready to evaluate.
 pub(super) struct Work {
@@ -22,7 +23,7 @@ pub(super) struct Work {
     /// Read its changed alerts.
     pub(super) changed_alerts: bool,
     pub(super) observed: Observed,
-    pub(super) quote_time: String,
+    pub(super) quote_time: QuoteTime,
     /// Record its price as observed once the claims committed.
     pub(super) observe: bool,
     /// Look at its price for its banded alerts waiting for it to come back
@@ -116,7 +117,7 @@ impl Plan {
             return None;
         };
         match usable_quote(price, &quote_time, options.max_age, now) {
-            Ok(price) => Some(Work {
+            Ok((price, at)) => Some(Work {
                 ticker: candidate.ticker,
                 moved: moved && candidate.has_alerts,
                 changed_alerts: changed_alerts.is_some(),
@@ -124,7 +125,10 @@ impl Plan {
                     price,
                     previous: candidate.previous,
                 },
-                quote_time,
+                quote_time: QuoteTime {
+                    written: quote_time,
+                    at,
+                },
                 observe: candidate.has_alerts,
                 waiting: candidate.waiting,
                 first_change,
@@ -149,11 +153,8 @@ impl Plan {
 /// neither a million entries nor a million lines).
 pub(super) const QUOTE_PROBLEMS_KEPT: usize = 10_000;
 
-/// The lines a minute that name a ticker's quote problem, or its end.
-pub(super) const QUOTE_LINES_PER_MINUTE: u64 = 100;
-
 /// Logs a ticker's quote problem when it starts or changes, and its end, not
-/// every tick, within [`QUOTE_LINES_PER_MINUTE`], remembering at most
+/// every tick, within [`QUOTE_LINES_PER_MINUTE`](super::options::QUOTE_LINES_PER_MINUTE), remembering at most
 /// [`QUOTE_PROBLEMS_KEPT`] tickers.
 pub(super) fn log_quote_problems(memory: &TickMemory, plan: &Plan) {
     let mut known = lock(&memory.quote_problems);
@@ -232,7 +233,10 @@ mod tests {
                 price: 1.0,
                 previous: None,
             },
-            quote_time: String::new(),
+            quote_time: QuoteTime {
+                written: String::new(),
+                at: DateTime::UNIX_EPOCH,
+            },
             observe: true,
             waiting: false,
             first_change: 1,

@@ -12,7 +12,7 @@ use crate::store::changes::{ChangedTicker, TickerState};
 use crate::store::{self, changes, watermarks};
 
 use super::options::TickOptions;
-use super::report::TickReport;
+use super::tick_report::TickReport;
 
 /// The changes a tick reads: those numbered after `since` (the job's
 /// watermark) up to `until` (the last the tick could see when it looked).

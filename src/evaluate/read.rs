@@ -8,10 +8,11 @@ use std::sync::mpsc;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
+use crate::alert::Alert;
 use crate::store::alerts::{AlertRow, Trigger};
 use crate::store::{self, Pool, changes};
 
-use super::judge::{Verdict, judge, trigger_of};
+use super::judge::{Verdict, decide, malformed_at, trigger_of};
 use super::malformed::{Warnings, warn_malformed};
 use super::plan::Work;
 use super::prepare::Window;
@@ -205,21 +206,26 @@ impl changes::Reading for Judging<'_> {
         };
         let readers = self.readers;
         readers.read.fetch_add(1, Ordering::Relaxed);
-        match judge(&alert, item.observed, readers.now) {
-            Verdict::Fire => self.triggers.push(trigger_of(
-                alert,
-                item.observed.price,
-                item.quote_time.clone(),
-                readers.now,
-            )),
-            // Expired rows are disabled by the next tick's `expire_due`.
-            Verdict::Hold | Verdict::Expired => {}
-            Verdict::Snoozed => {
-                readers.snoozed.fetch_add(1, Ordering::Relaxed);
-            }
-            Verdict::Malformed(reason) => {
-                readers.malformed.fetch_add(1, Ordering::Relaxed);
-                warn_malformed(readers.warnings, &alert, &reason);
+        match Alert::parse(&alert.written()) {
+            Ok(parsed) => match decide(&parsed, item.observed, readers.now) {
+                Verdict::Fire => self.triggers.push(trigger_of(
+                    alert,
+                    &parsed,
+                    item.observed.price,
+                    item.quote_time.clone(),
+                    readers.now,
+                )),
+                Verdict::Snoozed => {
+                    readers.snoozed.fetch_add(1, Ordering::Relaxed);
+                }
+                // Expired rows are disabled by the next tick's `expire_due`.
+                Verdict::Hold | Verdict::Expired | Verdict::Malformed(_) => {}
+            },
+            Err(malformed) => {
+                if let Verdict::Malformed(reason) = malformed_at(malformed, readers.now) {
+                    readers.malformed.fetch_add(1, Ordering::Relaxed);
+                    warn_malformed(readers.warnings, &alert, &reason);
+                }
             }
         }
         if self.triggers.len() >= TRIGGERS_HELD {

@@ -6,7 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
+use crate::alert::Alert;
 use crate::store::alerts::AlertRow;
+use crate::time::parse_time;
 
 use super::judge::usable_quote;
 use super::*;
@@ -28,6 +30,19 @@ fn alert(condition: &str, target: Option<f64>, reference: Option<f64>) -> AlertR
         upper_price: None,
         rearm_band: None,
     }
+}
+
+/// The cooldown `Alert::parse` reads in `row`, or why the row is malformed.
+fn cooldown_of(row: &AlertRow) -> Result<Option<Duration>, String> {
+    Alert::parse(&row.written())
+        .map(|alert| alert.cooldown)
+        .map_err(|malformed| malformed.reason)
+}
+
+/// Where the price of the alert in `row` must come back to; none for a
+/// malformed row.
+fn return_levels(row: &AlertRow) -> (Option<f64>, Option<f64>) {
+    Alert::parse(&row.written()).map_or((None, None), |alert| alert.return_levels())
 }
 
 fn now() -> DateTime<Utc> {
@@ -178,7 +193,12 @@ fn rows_that_cannot_be_evaluated_are_malformed() {
 fn a_quote_is_usable_with_a_positive_price_a_time_not_too_old_nor_ahead() {
     let check = |price: Option<f64>, updated_at: &str, expected: Result<f64, QuoteProblem>| {
         assert_eq!(
-            usable_quote(price, updated_at, Duration::from_secs(900), now()),
+            usable_quote(price, updated_at, Duration::from_secs(900), now()).map(
+                |(price, time)| {
+                    assert_eq!(Some(time), parse_time(updated_at));
+                    price
+                }
+            ),
             expected,
             "{price:?} {updated_at}"
         );

@@ -180,8 +180,6 @@ async fn read(pool: &Pool) -> anyhow::Result<Readings> {
         .await?;
     // Its age by the clock it was stamped by, the database's.
     let oldest_pending = oldest
-        .as_deref()
-        .and_then(crate::evaluate::parse_time)
         .and_then(|created| (now - created).to_std().ok())
         .unwrap_or_default();
     let live_members = members

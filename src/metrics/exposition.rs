@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use super::series::{MemberLabels, Metrics};
-
 /// The exposition formats `/metrics` serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -49,34 +47,4 @@ pub struct Readings {
     pub live_members: u64,
     /// Members that stopped beating within the last hour without leaving.
     pub lost_members: u64,
-}
-
-impl Metrics {
-    /// The exposition in `format`, with the outbox's and the members'
-    /// gauges as the database says now.
-    pub fn render(&self, format: Format, readings: Readings) -> String {
-        self.outbox_pending.set(readings.pending as i64);
-        self.outbox_dead.set(readings.dead as i64);
-        self.outbox_oldest
-            .set(readings.oldest_pending.as_secs_f64());
-        for (state, count) in [
-            ("live", readings.live_members),
-            ("lost", readings.lost_members),
-        ] {
-            self.members
-                .get_or_create(&MemberLabels { state })
-                .set(count as i64);
-        }
-        let mut text = String::new();
-        match format {
-            Format::OpenMetrics => {
-                prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            }
-            Format::Text => {
-                prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
-            }
-        }
-        .expect("writing to a String never fails");
-        text
-    }
 }

@@ -4,6 +4,7 @@
 
 mod endpoint;
 mod exposition;
+mod labels;
 mod process;
 mod readiness;
 mod record;
@@ -11,6 +12,6 @@ mod series;
 
 pub use endpoint::{CannotListen, check_listen, serve};
 pub use exposition::{Format, Readings};
+pub use labels::{Cause, Delivery, Response};
 pub use readiness::{BEATING_WITHIN, CLOCK_WITHIN};
-pub use record::{Delivery, Response};
 pub use series::Metrics;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::lock::lock;
 
-use super::series::{Metrics, now_seconds};
 use crate::store::clock::Offset;
 
 /// A member whose last heartbeat is older than this is not ready: three
@@ -43,31 +42,29 @@ enum Jobs {
     Stopping,
 }
 
-impl Metrics {
+impl Readiness {
     /// The loop booked its jobs' fire times, all but `unarmed`'s.
-    pub fn jobs_armed(&self, unarmed: Vec<String>) {
-        lock(&self.readiness.0).jobs = Jobs::Armed { unarmed };
+    pub(super) fn jobs_armed(&self, unarmed: Vec<String>) {
+        lock(&self.0).jobs = Jobs::Armed { unarmed };
     }
 
     /// The daemon stops: it starts no more runs.
-    pub fn stopping(&self) {
-        lock(&self.readiness.0).jobs = Jobs::Stopping;
+    pub(super) fn stopping(&self) {
+        lock(&self.0).jobs = Jobs::Stopping;
     }
 
     /// This member's heartbeat renewed its leases, and measured its clock
     /// against the database's.
-    pub fn beat(&self, clock: Offset) {
-        let mut state = lock(&self.readiness.0);
+    pub(super) fn beat(&self, clock: Offset) {
+        let mut state = lock(&self.0);
         state.last_beat = Some(Instant::now());
         state.clock = Some(clock);
-        self.last_heartbeat.set(now_seconds());
-        self.clock_offset.set(clock.ms as f64 / 1000.0);
     }
 
     /// Why the daemon is not ready to do its work, besides its database;
     /// empty when it is.
     pub(super) fn not_ready(&self) -> Vec<String> {
-        let state = lock(&self.readiness.0);
+        let state = lock(&self.0);
         let mut why = Vec::new();
         match &state.jobs {
             Jobs::Starting => why.push("starting: the jobs are not scheduled yet".to_owned()),
@@ -106,7 +103,7 @@ mod tests {
 
     #[test]
     fn ready_only_once_armed_and_beating_and_not_while_stopping() {
-        let metrics = Metrics::default();
+        let metrics = Readiness::default();
         assert_eq!(metrics.not_ready().len(), 2, "{:?}", metrics.not_ready());
         let agreeing = Offset {
             ms: 30,
@@ -119,7 +116,7 @@ mod tests {
         assert!(why[0].contains("nightly"), "{why:?}");
         metrics.jobs_armed(Vec::new());
         assert!(metrics.not_ready().is_empty());
-        lock(&metrics.readiness.0).last_beat =
+        lock(&metrics.0).last_beat =
             Instant::now().checked_sub(BEATING_WITHIN + Duration::from_secs(1));
         assert!(metrics.not_ready()[0].contains("last beat 16 s ago"));
         metrics.beat(Offset {

@@ -1,65 +1,33 @@
-//! What the daemon records: job runs and their ticks' counts, reloads,
-//! fire times taken over, delivery attempts.
+//! Every method of [`Metrics`]: what the daemon records (job runs and
+//! their ticks' counts, reloads, fire times taken over, delivery attempts,
+//! its readiness) and the exposition of it all.
 
 use std::time::Duration;
 
 use crate::evaluate::{Series, TickReport};
 
-use super::series::{
-    CauseLabels, DeliveryLabels, JobLabels, Metrics, SkipLabels, TICK_CAUSES, TICK_RESULTS,
-    TickLabels, now_seconds,
+use crate::store::clock::Offset;
+
+use super::exposition::{Format, Readings};
+use super::labels::{
+    Cause, CauseLabels, Delivery, DeliveryLabels, JobLabels, MemberLabels, MemberState, Response,
+    SkipLabels, TickLabels, TickResult,
 };
-
-/// How one delivery attempt ended, for the `deliveries_total` series.
-#[derive(Debug, Clone, Copy)]
-pub enum Delivery {
-    Delivered,
-    Failed,
-    Dead,
-    Released,
-}
-
-/// What the receiver answered to one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Response {
-    Status(u16),
-    Timeout,
-    Connection,
-    Error,
-    /// Not sent to the end: the daemon stopped.
-    None,
-}
-
-impl Response {
-    fn label(self) -> &'static str {
-        match self {
-            Response::Status(200..=299) => "2xx",
-            Response::Status(300..=399) => "3xx",
-            Response::Status(400..=499) => "4xx",
-            Response::Status(500..=599) => "5xx",
-            Response::Status(_) | Response::Error => "error",
-            Response::Timeout => "timeout",
-            Response::Connection => "connection",
-            Response::None => "none",
-        }
-    }
-}
+use super::series::{Metrics, now_seconds};
 
 impl Metrics {
     /// Creates the series of these jobs at zero, so that they exist before
     /// their first run (at start and after a reload).
     pub fn jobs<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
         for name in names {
-            let labels = JobLabels {
-                job_name: name.to_owned(),
-            };
-            for cause in TICK_CAUSES {
+            let labels = JobLabels::of(name);
+            for cause in Cause::ALL {
                 let _ = self.tick_causes.get_or_create(&CauseLabels {
                     job_name: name.to_owned(),
                     cause,
                 });
             }
-            for result in TICK_RESULTS {
+            for result in TickResult::ALL {
                 let _ = self.ticks.get_or_create(&TickLabels {
                     job_name: name.to_owned(),
                     result,
@@ -82,25 +50,19 @@ impl Metrics {
     pub fn job_deadline(&self, job: &str, deadline: Option<chrono::DateTime<chrono::Utc>>) {
         let seconds = deadline.map_or(f64::INFINITY, |at| at.timestamp_millis() as f64 / 1000.0);
         self.deadline
-            .get_or_create(&JobLabels {
-                job_name: job.to_owned(),
-            })
+            .get_or_create(&JobLabels::of(job))
             .set(seconds);
     }
 
     /// A job no longer configured (a reload): its deadline goes, so that it
     /// never becomes overdue. Its counters stay, as counters do.
     pub fn forget_job(&self, job: &str) {
-        self.deadline.remove(&JobLabels {
-            job_name: job.to_owned(),
-        });
+        self.deadline.remove(&JobLabels::of(job));
     }
 
     #[cfg(test)]
     pub(crate) fn deadline_of(&self, job: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-        let labels = JobLabels {
-            job_name: job.to_owned(),
-        };
+        let labels = JobLabels::of(job);
         let seconds = self.deadline.get(&labels)?.get();
         chrono::DateTime::from_timestamp_millis((seconds * 1000.0) as i64)
     }
@@ -113,7 +75,7 @@ impl Metrics {
         }
     }
 
-    fn tick(&self, job: &str, result: &'static str) {
+    fn tick(&self, job: &str, result: TickResult) {
         self.ticks
             .get_or_create(&TickLabels {
                 job_name: job.to_owned(),
@@ -123,7 +85,7 @@ impl Metrics {
     }
 
     /// A run of `job` starts, because of its schedule or a change.
-    pub fn tick_caused(&self, job: &str, cause: &'static str) {
+    pub fn tick_caused(&self, job: &str, cause: Cause) {
         self.tick_causes
             .get_or_create(&CauseLabels {
                 job_name: job.to_owned(),
@@ -133,31 +95,25 @@ impl Metrics {
     }
 
     pub fn tick_skipped(&self, job: &str) {
-        self.tick(job, "skipped");
+        self.tick(job, TickResult::Skipped);
     }
 
     /// Another member took this fire time.
     pub fn tick_elsewhere(&self, job: &str) {
-        self.tick(job, "elsewhere");
+        self.tick(job, TickResult::Elsewhere);
     }
 
     /// This member took over a fire time from one that stopped beating.
     pub fn taken_over(&self, job: &str) {
-        self.takeovers
-            .get_or_create(&JobLabels {
-                job_name: job.to_owned(),
-            })
-            .inc();
+        self.takeovers.get_or_create(&JobLabels::of(job)).inc();
     }
 
     /// A job run that failed; `committed`, for an evaluation that failed
     /// part-way, what it committed before it failed.
     pub fn tick_failed(&self, job: &str, duration: Duration, committed: Option<&TickReport>) {
-        self.tick(job, "failed");
+        self.tick(job, TickResult::Failed);
         self.tick_seconds
-            .get_or_create(&JobLabels {
-                job_name: job.to_owned(),
-            })
+            .get_or_create(&JobLabels::of(job))
             .observe(duration.as_secs_f64());
         if let Some(report) = committed {
             self.count(job, report);
@@ -166,10 +122,8 @@ impl Metrics {
 
     /// A job run that finished without error; `report` for evaluations.
     pub fn tick_succeeded(&self, job: &str, duration: Duration, report: Option<&TickReport>) {
-        let labels = JobLabels {
-            job_name: job.to_owned(),
-        };
-        self.tick(job, "ok");
+        let labels = JobLabels::of(job);
+        self.tick(job, TickResult::Ok);
         self.tick_seconds
             .get_or_create(&labels)
             .observe(duration.as_secs_f64());
@@ -181,9 +135,7 @@ impl Metrics {
 
     /// A tick's counts.
     fn count(&self, job: &str, report: &TickReport) {
-        let labels = JobLabels {
-            job_name: job.to_owned(),
-        };
+        let labels = JobLabels::of(job);
         for count in report.counts() {
             let family = match count.series {
                 Series::TickersChanged => &self.tickers_changed,
@@ -205,9 +157,7 @@ impl Metrics {
 
     /// A claim of a tick of `job` committed, its alerts' quotes this old.
     pub fn claimed(&self, job: &str, quote_ages: impl Iterator<Item = Duration>) {
-        let histogram = self.quote_to_claim.get_or_create(&JobLabels {
-            job_name: job.to_owned(),
-        });
+        let histogram = self.quote_to_claim.get_or_create(&JobLabels::of(job));
         for age in quote_ages {
             histogram.observe(age.as_secs_f64());
         }
@@ -220,12 +170,6 @@ impl Metrics {
     }
 
     pub fn delivery(&self, outcome: Delivery, response: Response, duration: Duration) {
-        let outcome = match outcome {
-            Delivery::Delivered => "delivered",
-            Delivery::Failed => "failed",
-            Delivery::Dead => "dead",
-            Delivery::Released => "released",
-        };
         self.deliveries
             .get_or_create(&DeliveryLabels {
                 outcome,
@@ -233,5 +177,57 @@ impl Metrics {
             })
             .inc();
         self.delivery_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// The loop booked its jobs' fire times, all but `unarmed`'s.
+    pub fn jobs_armed(&self, unarmed: Vec<String>) {
+        self.readiness.jobs_armed(unarmed);
+    }
+
+    /// The daemon stops: it starts no more runs.
+    pub fn stopping(&self) {
+        self.readiness.stopping();
+    }
+
+    /// This member's heartbeat renewed its leases, and measured its clock
+    /// against the database's.
+    pub fn beat(&self, clock: Offset) {
+        self.readiness.beat(clock);
+        self.last_heartbeat.set(now_seconds());
+        self.clock_offset.set(clock.ms as f64 / 1000.0);
+    }
+
+    /// Why the daemon is not ready to do its work, besides its database;
+    /// empty when it is.
+    pub(super) fn not_ready(&self) -> Vec<String> {
+        self.readiness.not_ready()
+    }
+
+    /// The exposition in `format`, with the outbox's and the members'
+    /// gauges as the database says now.
+    pub fn render(&self, format: Format, readings: Readings) -> String {
+        self.outbox_pending.set(readings.pending as i64);
+        self.outbox_dead.set(readings.dead as i64);
+        self.outbox_oldest
+            .set(readings.oldest_pending.as_secs_f64());
+        for (state, count) in [
+            (MemberState::Live, readings.live_members),
+            (MemberState::Lost, readings.lost_members),
+        ] {
+            self.members
+                .get_or_create(&MemberLabels { state })
+                .set(count as i64);
+        }
+        let mut text = String::new();
+        match format {
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            }
+            Format::Text => {
+                prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            }
+        }
+        .expect("writing to a String never fails");
+        text
     }
 }

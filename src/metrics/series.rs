@@ -3,7 +3,6 @@
 
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,70 +12,12 @@ use prometheus_client::registry::Registry;
 
 use crate::evaluate::{Series, TickReport};
 
+use super::labels::{
+    CauseLabels, Delivery, DeliveryLabels, JobLabels, MemberLabels, MemberState, SkipLabels,
+    TickLabels,
+};
 use super::process::Process;
 use super::readiness::Readiness;
-
-/// A job's series are labelled `job_name`: `job` is Prometheus's own target
-/// label, and a scrape would rename ours to `exported_job`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct JobLabels {
-    pub(super) job_name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct TickLabels {
-    pub(super) job_name: String,
-    /// `ok`, `failed`, `skipped` (the previous run was still going), or
-    /// `elsewhere` (another daemon sharing the database took the fire time).
-    pub(super) result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct CauseLabels {
-    pub(super) job_name: String,
-    /// `schedule` (a fire time) or `change` (a job that reacts).
-    pub(super) cause: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct SkipLabels {
-    pub(super) reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct MemberLabels {
-    /// `live` (beat within the fire lease) or `lost` (stopped beating
-    /// within the last hour without leaving: crashed, killed, or cut off).
-    pub(super) state: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(super) struct DeliveryLabels {
-    pub(super) outcome: &'static str,
-    /// What the receiver answered: `2xx` ... `5xx`, `timeout`, `connection`
-    /// (no connection), `error` (another failure), `none` (not sent to the end).
-    pub(super) response: &'static str,
-}
-
-pub(super) const TICK_RESULTS: [&str; 4] = ["ok", "failed", "skipped", "elsewhere"];
-
-pub(super) const MEMBER_STATES: [&str; 2] = ["live", "lost"];
-
-pub(super) const TICK_CAUSES: [&str; 2] = ["schedule", "change"];
-
-/// Every (outcome, response) a delivery attempt can end with.
-const DELIVERY_KINDS: [(&str, &[&str]); 4] = [
-    ("delivered", &["2xx"]),
-    (
-        "failed",
-        &["3xx", "4xx", "5xx", "timeout", "connection", "error"],
-    ),
-    (
-        "dead",
-        &["3xx", "4xx", "5xx", "timeout", "connection", "error"],
-    ),
-    ("released", &["none"]),
-];
 
 /// Every series the daemon exports.
 pub struct Metrics {
@@ -149,7 +90,7 @@ impl Default for Metrics {
         };
         let mut root = Registry::default();
         root.register_collector(Box::new(Process));
-        metrics.register(root.sub_registry_with_prefix("price_alertd"));
+        register(&metrics, root.sub_registry_with_prefix("price_alertd"));
         metrics.registry = root;
         // The configuration read at start counts as a successful load, as
         // Prometheus's own series do.
@@ -162,10 +103,10 @@ impl Default for Metrics {
                     .get_or_create(&SkipLabels { reason: count.name });
             }
         }
-        for state in MEMBER_STATES {
+        for state in MemberState::ALL {
             let _ = metrics.members.get_or_create(&MemberLabels { state });
         }
-        for (outcome, responses) in DELIVERY_KINDS {
+        for (outcome, responses) in Delivery::ALL {
             for &response in responses {
                 let _ = metrics
                     .deliveries
@@ -176,130 +117,129 @@ impl Default for Metrics {
     }
 }
 
-impl Metrics {
-    fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "build",
-            "The version of price-alertd running",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
-        registry.register(
-            "ticks",
-            "Job runs, by job and result (ok, failed, skipped; elsewhere: another daemon sharing the database took the fire time)",
-            self.ticks.clone(),
-        );
-        registry.register(
-            "tick_causes",
-            "Job runs started, by job and cause: its schedule, or a change it reacts to (on_change)",
-            self.tick_causes.clone(),
-        );
-        registry.register(
-            "tick_duration_seconds",
-            "How long job runs took",
-            self.tick_seconds.clone(),
-        );
-        registry.register(
-            "tickers_changed",
-            "Tickers whose quote a job's tick found written since its last tick",
-            self.tickers_changed.clone(),
-        );
-        registry.register(
-            "alerts_evaluated",
-            "Enabled alerts read and judged: those a moved price can reach, and those changed since the job's last tick",
-            self.evaluated.clone(),
-        );
-        registry.register(
-            "alerts_triggered",
-            "Alerts claimed, one event each",
-            self.triggered.clone(),
-        );
-        registry.register(
-            "alerts_rearmed",
-            "Repeating alerts re-armed because their cooldown passed",
-            self.rearmed.clone(),
-        );
-        registry.register(
-            "alerts_skipped",
-            "Alerts not evaluated or not claimed, by reason (stale, malformed, no_quote, unavailable, expired; locked: triggered, but another transaction held the row, so it is claimed by a later tick)",
-            self.skipped.clone(),
-        );
-        registry.register(
-            "quote_errors",
-            "Quote fetches that failed, and answers that gave tickers unusably (prices.source = \"http\"), by job",
-            self.quote_errors.clone(),
-        );
-        registry.register(
-            "fires_taken_over",
-            "Fire times this daemon took over from a daemon sharing the database that stopped beating mid-run",
-            self.takeovers.clone(),
-        );
-        registry.register(
-            "deliveries",
-            "Delivery attempts, by outcome (delivered, failed, dead, released) and the receiver's response",
-            self.deliveries.clone(),
-        );
-        registry.register(
-            "delivery_duration_seconds",
-            "How long delivery attempts took",
-            self.delivery_seconds.clone(),
-        );
-        registry.register(
-            "quote_to_claim_seconds",
-            "From a claimed alert's quote (its updated_at) to its claim's commit, by job",
-            self.quote_to_claim.clone(),
-        );
-        registry.register(
-            "claim_to_delivery_seconds",
-            "From an event's claim (its triggered_at: the tick's time) to its receiver's 2xx",
-            self.claim_to_delivery.clone(),
-        );
-        registry.register(
-            "last_successful_tick_timestamp_seconds",
-            "When each job last finished without error (unix seconds; 0: not yet)",
-            self.last_success.clone(),
-        );
-        registry.register(
-            "job_deadline_timestamp_seconds",
-            "When each job counts as overdue unless a run of it succeeds first, here or (its fire time taken by another member) elsewhere: its third fire time after the last that did, or after the daemon started (unix seconds; +Inf: no further fire times)",
-            self.deadline.clone(),
-        );
-        registry.register(
-            "last_heartbeat_timestamp_seconds",
-            "When this member's heartbeat last renewed its leases (unix seconds; 0: not yet)",
-            self.last_heartbeat.clone(),
-        );
-        registry.register(
-            "clock_offset_seconds",
-            "The database's clock minus this member's, as its last heartbeat measured them: every decision takes the database's time, but the schedule's fire times come this much late (or early, when negative)",
-            self.clock_offset.clone(),
-        );
-        registry.register(
-            "cluster_members",
-            "Daemons sharing the database, as it says at the scrape, by state: live (beat within the fire lease), lost (stopped beating within the last hour without leaving)",
-            self.members.clone(),
-        );
-        registry.register(
-            "outbox_pending",
-            "Events waiting for delivery",
-            self.outbox_pending.clone(),
-        );
-        registry.register("outbox_dead", "Dead letters", self.outbox_dead.clone());
-        registry.register(
-            "outbox_oldest_pending_age_seconds",
-            "How long the oldest event waiting for delivery has waited (0: none waits)",
-            self.outbox_oldest.clone(),
-        );
-        registry.register(
-            "config_last_reload_successful",
-            "Whether the last configuration reload (SIGHUP) succeeded",
-            self.reload_successful.clone(),
-        );
-        registry.register(
-            "config_last_reload_success_timestamp_seconds",
-            "When the configuration was last loaded successfully (unix seconds)",
-            self.reload_success_time.clone(),
-        );
-    }
+/// Registers every series of `metrics` in `registry`, with its help.
+fn register(metrics: &Metrics, registry: &mut Registry) {
+    registry.register(
+        "build",
+        "The version of price-alertd running",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    registry.register(
+        "ticks",
+        "Job runs, by job and result (ok, failed, skipped; elsewhere: another daemon sharing the database took the fire time)",
+        metrics.ticks.clone(),
+    );
+    registry.register(
+        "tick_causes",
+        "Job runs started, by job and cause: its schedule, or a change it reacts to (on_change)",
+        metrics.tick_causes.clone(),
+    );
+    registry.register(
+        "tick_duration_seconds",
+        "How long job runs took",
+        metrics.tick_seconds.clone(),
+    );
+    registry.register(
+        "tickers_changed",
+        "Tickers whose quote a job's tick found written since its last tick",
+        metrics.tickers_changed.clone(),
+    );
+    registry.register(
+        "alerts_evaluated",
+        "Enabled alerts read and judged: those a moved price can reach, and those changed since the job's last tick",
+        metrics.evaluated.clone(),
+    );
+    registry.register(
+        "alerts_triggered",
+        "Alerts claimed, one event each",
+        metrics.triggered.clone(),
+    );
+    registry.register(
+        "alerts_rearmed",
+        "Repeating alerts re-armed because their cooldown passed",
+        metrics.rearmed.clone(),
+    );
+    registry.register(
+        "alerts_skipped",
+        "Alerts not evaluated or not claimed, by reason (stale, malformed, no_quote, unavailable, expired; locked: triggered, but another transaction held the row, so it is claimed by a later tick)",
+        metrics.skipped.clone(),
+    );
+    registry.register(
+        "quote_errors",
+        "Quote fetches that failed, and answers that gave tickers unusably (prices.source = \"http\"), by job",
+        metrics.quote_errors.clone(),
+    );
+    registry.register(
+        "fires_taken_over",
+        "Fire times this daemon took over from a daemon sharing the database that stopped beating mid-run",
+        metrics.takeovers.clone(),
+    );
+    registry.register(
+        "deliveries",
+        "Delivery attempts, by outcome (delivered, failed, dead, released) and the receiver's response",
+        metrics.deliveries.clone(),
+    );
+    registry.register(
+        "delivery_duration_seconds",
+        "How long delivery attempts took",
+        metrics.delivery_seconds.clone(),
+    );
+    registry.register(
+        "quote_to_claim_seconds",
+        "From a claimed alert's quote (its updated_at) to its claim's commit, by job",
+        metrics.quote_to_claim.clone(),
+    );
+    registry.register(
+        "claim_to_delivery_seconds",
+        "From an event's claim (its triggered_at: the tick's time) to its receiver's 2xx",
+        metrics.claim_to_delivery.clone(),
+    );
+    registry.register(
+        "last_successful_tick_timestamp_seconds",
+        "When each job last finished without error (unix seconds; 0: not yet)",
+        metrics.last_success.clone(),
+    );
+    registry.register(
+        "job_deadline_timestamp_seconds",
+        "When each job counts as overdue unless a run of it succeeds first, here or (its fire time taken by another member) elsewhere: its third fire time after the last that did, or after the daemon started (unix seconds; +Inf: no further fire times)",
+        metrics.deadline.clone(),
+    );
+    registry.register(
+        "last_heartbeat_timestamp_seconds",
+        "When this member's heartbeat last renewed its leases (unix seconds; 0: not yet)",
+        metrics.last_heartbeat.clone(),
+    );
+    registry.register(
+        "clock_offset_seconds",
+        "The database's clock minus this member's, as its last heartbeat measured them: every decision takes the database's time, but the schedule's fire times come this much late (or early, when negative)",
+        metrics.clock_offset.clone(),
+    );
+    registry.register(
+        "cluster_members",
+        "Daemons sharing the database, as it says at the scrape, by state: live (beat within the fire lease), lost (stopped beating within the last hour without leaving)",
+        metrics.members.clone(),
+    );
+    registry.register(
+        "outbox_pending",
+        "Events waiting for delivery",
+        metrics.outbox_pending.clone(),
+    );
+    registry.register("outbox_dead", "Dead letters", metrics.outbox_dead.clone());
+    registry.register(
+        "outbox_oldest_pending_age_seconds",
+        "How long the oldest event waiting for delivery has waited (0: none waits)",
+        metrics.outbox_oldest.clone(),
+    );
+    registry.register(
+        "config_last_reload_successful",
+        "Whether the last configuration reload (SIGHUP) succeeded",
+        metrics.reload_successful.clone(),
+    );
+    registry.register(
+        "config_last_reload_success_timestamp_seconds",
+        "When the configuration was last loaded successfully (unix seconds)",
+        metrics.reload_success_time.clone(),
+    );
 }
 
 pub(super) fn now_seconds() -> f64 {

@@ -9,10 +9,12 @@ use std::collections::HashSet;
 
 use super::shared::{PerEngine, Row as _, Statements};
 use super::{Connection, Result};
+use crate::alert::Written;
 use crate::condition::Condition;
+use crate::time::QuoteTime;
 
 /// An enabled alert as stored. Numbers the application wrote as something other
-/// than a number come back as `None`, for `evaluate` to report.
+/// than a number come back as `None`, which `alert` reports as malformed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertRow {
     pub id: i64,
@@ -25,20 +27,37 @@ pub struct AlertRow {
     pub upper_price: Option<f64>,
     /// How far (a percent) a repeating alert's price must come back past
     /// its level before it is re-armed, as the application wrote it;
-    /// `evaluate` parses it.
+    /// `alert` parses it.
     pub rearm_band: Option<String>,
-    /// As the application wrote it; `evaluate` parses it.
+    /// As the application wrote it; `alert` parses it.
     pub expires_at: Option<String>,
     pub user_id: Option<String>,
     pub note: Option<String>,
-    /// As the application wrote it (`"15m"`); `evaluate` parses it.
+    /// As the application wrote it (`"15m"`); `alert` parses it.
     pub cooldown: Option<String>,
     /// Not to fire before then (RFC 3339, as the application or `alerts
-    /// snooze` wrote it); `evaluate` parses it.
+    /// snooze` wrote it); `alert` parses it.
     pub snoozed_until: Option<String>,
     /// How many triggers a repeating alert has, as the application wrote
-    /// it (a whole number of at least 1); `evaluate` parses it.
+    /// it (a whole number of at least 1); `alert` parses it.
     pub max_triggers: Option<String>,
+}
+
+impl AlertRow {
+    /// Its columns as written, for [`Alert::parse`](crate::alert::Alert::parse).
+    pub fn written(&self) -> Written<'_> {
+        Written {
+            condition: &self.condition,
+            target_price: self.target_price,
+            reference_price: self.reference_price,
+            upper_price: self.upper_price,
+            cooldown: self.cooldown.as_deref(),
+            rearm_band: self.rearm_band.as_deref(),
+            max_triggers: self.max_triggers.as_deref(),
+            snoozed_until: self.snoozed_until.as_deref(),
+            expires_at: self.expires_at.as_deref(),
+        }
+    }
 }
 
 /// An alert the evaluator found triggered, to be claimed.
@@ -57,14 +76,15 @@ pub struct Trigger {
     pub user_id: Option<String>,
     pub note: Option<String>,
     pub price: f64,
-    pub quote_time: String,
+    /// Its quote's time, as written and as parsed.
+    pub quote_time: QuoteTime,
     /// An alert that repeats: when, claimed, it is due to be re-armed (unix
     /// ms): the tick's time plus its cooldown.
     pub rearm_at: Option<i64>,
     /// Its re-arm band as judged (a percent), and, for one that repeats,
     /// where its price must come back to before it is re-armed: at or below
     /// `return_below`, at or above `return_above` (see
-    /// `evaluate::return_levels`).
+    /// `Alert::return_levels`).
     pub rearm_band: Option<f64>,
     pub return_below: Option<f64>,
     pub return_above: Option<f64>,
@@ -119,9 +139,26 @@ pub struct AlertEntry {
     /// Its re-arm band (a percent), as written.
     pub rearm_band: Option<String>,
     /// Where its price must come back to before it is re-armed, while it
-    /// waits for that (see `evaluate::return_levels`).
+    /// waits for that (see `Alert::return_levels`).
     pub return_below: Option<f64>,
     pub return_above: Option<f64>,
+}
+
+impl AlertEntry {
+    /// Its columns as written, for [`Alert::parse`](crate::alert::Alert::parse).
+    pub fn written(&self) -> Written<'_> {
+        Written {
+            condition: &self.condition,
+            target_price: self.target_price,
+            reference_price: self.reference_price,
+            upper_price: self.upper_price,
+            cooldown: self.cooldown.as_deref(),
+            rearm_band: self.rearm_band.as_deref(),
+            max_triggers: self.max_triggers.as_deref(),
+            snoozed_until: self.snoozed_until.as_deref(),
+            expires_at: self.expires_at.as_deref(),
+        }
+    }
 }
 
 /// Which alerts `list` shows.
@@ -208,7 +245,7 @@ pub struct Returned {
 /// For each ticker of `prices` (those with alerts waiting, at the price a
 /// tick evaluated): the banded repeating alerts waiting for that ticker's
 /// price to come back (their `return_below`, `return_above`: see
-/// `evaluate::return_levels`) whose price did no longer wait; those whose
+/// `Alert::return_levels`) whose price did no longer wait; those whose
 /// cooldown has passed too (and that still repeat and have not expired)
 /// are re-armed at once, a new arming and a change the next window reads.
 /// The others are re-armed by [`rearm_cooled_down`] when their cooldown
@@ -396,7 +433,7 @@ pub(super) fn event_of(
             target_price: trigger.target_price,
             upper_price: trigger.upper_price,
             price: trigger.price,
-            quote_time: trigger.quote_time.clone(),
+            quote_time: trigger.quote_time.written.clone(),
             triggered_at: stamp.to_owned(),
             user_id: trigger.user_id.clone(),
             note: trigger.note.clone(),

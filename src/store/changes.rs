@@ -1,11 +1,11 @@
-//! What changed since a job last looked: a change number that the schema's
-//! triggers give every quote write (a row of the log `change_log`, with its
-//! ticker) and every alert insert, re-arm or edit (stamped in the alert's
-//! row);
-//! each job's watermark; and the reads a tick makes of them — changed
-//! quotes, changed alerts, and a moved ticker's alerts whose level its move
-//! can reach (through `price_alerts_level`). The daemon prunes the log
-//! ([`prune_change_log`]).
+//! What changed since a job last looked. The schema's triggers give every
+//! quote write a change number (a row of the log `change_log`, with its
+//! ticker), and stamp one in an alert's row whenever it is inserted,
+//! re-armed or edited. Each job keeps a watermark, and a tick reads what
+//! changed after it: the changed quotes, the changed alerts, and the alerts
+//! of each moved ticker that its move can reach (the ranges of
+//! `condition::REACH`, through the level indexes). The daemon prunes the
+//! log as its watermarks pass ([`prune_change_log`]).
 
 use chrono::{DateTime, Utc};
 

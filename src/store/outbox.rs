@@ -2,6 +2,10 @@
 //! sending them, so several daemons on one database never send the same row at
 //! the same time; a row leaves the pending state only after a 2xx.
 
+use chrono::{DateTime, Utc};
+
+use crate::time::parse_time;
+
 use super::shared::{Row, Statements};
 use super::{Connection, Result};
 
@@ -18,8 +22,9 @@ pub struct Leased {
     pub user_id: Option<String>,
     /// When the lease ends (unix ms): the lease's token, with the owner.
     pub lease_until: i64,
-    /// When its claim queued it (RFC 3339): the event's `triggered_at`.
-    pub created_at: String,
+    /// When its claim queued it (the event's `triggered_at`); `None` for a
+    /// row whose `created_at` is not a time.
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// What became of one leased row, to be recorded under its lease.
@@ -221,10 +226,14 @@ pub fn next_due(connection: &mut Connection) -> Result<Option<std::time::Duratio
     Ok(due.map(|due| std::time::Duration::from_millis(due.saturating_sub(now_ms).max(0) as u64)))
 }
 
-/// When the oldest pending event was queued (RFC 3339), if any is pending;
-/// through the partial index `outbox_pending`.
-pub fn oldest_pending(connection: &mut Connection) -> Result<Option<String>> {
-    connection.engine().oldest_pending()
+/// When the oldest pending event was queued, if any is pending (and its
+/// `created_at` is a time); through the partial index `outbox_pending`.
+pub fn oldest_pending(connection: &mut Connection) -> Result<Option<DateTime<Utc>>> {
+    Ok(connection
+        .engine()
+        .oldest_pending()?
+        .as_deref()
+        .and_then(parse_time))
 }
 
 /// Pending events and dead letters.

@@ -12,6 +12,48 @@
 
 use std::sync::OnceLock;
 
+use crate::condition::{Cmp, Indexed, Range};
+
+/// An alert's level, the number its condition compares the price with (see
+/// `condition::REACH`): the target for `above`, `below`, the crossings and a
+/// channel's lower level; for the moving-% conditions the price at which
+/// the move is reached. `price_alerts_level` indexes it (for enabled
+/// alerts), so the alerts a price can trigger are a range; the reads repeat
+/// it verbatim, as both engines need to match the index. A condition whose
+/// level is not its target is named here, and changing it is a migration.
+pub(super) const LEVEL: &str = "CASE condition \
+     WHEN 'moving_up_pct' THEN reference_price * (1 + target_price / 100.0) \
+     WHEN 'moving_down_pct' THEN reference_price * (1 - target_price / 100.0) \
+     ELSE target_price END";
+
+/// A range of `condition::REACH` as SQL bounds, `AND`ed: `level` is how the
+/// engine writes [`LEVEL`], and `value` how it writes each bound's value.
+pub(super) fn reach_bounds(
+    range: &Range,
+    level: &str,
+    mut value: impl FnMut(usize, crate::condition::Value) -> String,
+) -> String {
+    let bounds: Vec<String> = range
+        .bounds
+        .iter()
+        .enumerate()
+        .map(|(at, &(column, cmp, bound))| {
+            let column = match column {
+                Indexed::Level => level,
+                Indexed::Upper => "upper_price",
+            };
+            let cmp = match cmp {
+                Cmp::Lt => "<",
+                Cmp::Le => "<=",
+                Cmp::Gt => ">",
+                Cmp::Ge => ">=",
+            };
+            format!("{column} {cmp} {}", value(at, bound))
+        })
+        .collect();
+    bounds.join(" AND ")
+}
+
 /// A shared statement with words each engine spells its own way: `{now_ms}`,
 /// the database's "now, in unix milliseconds" (this host's for SQLite, where
 /// every process on the file runs here; the server's for PostgreSQL, so that

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{Db, Engine};
+use price_alertd::alert::Alert;
 use price_alertd::evaluate::{Observed, Verdict, judge, trigger_of};
 use price_alertd::store::alerts::{self, AlertFilter, AlertRow, NewAlert, Trigger};
 use price_alertd::store::changes::{self, Move, Reading};
@@ -16,6 +17,7 @@ use price_alertd::store::cluster::{self, Finish, Fire, Me};
 use price_alertd::store::outbox::{self, OutboxFilter, Outcome, Settled, Want};
 use price_alertd::store::quotes::{self, NewQuote};
 use price_alertd::store::{self, Connection, observations, runs, schema, watermarks};
+use price_alertd::time::QuoteTime;
 
 fn stamp(at: DateTime<Utc>) -> String {
     store::timestamp(at)
@@ -37,6 +39,15 @@ fn alert<'a>(ticker: &'a str, condition: &'a str, target: f64) -> NewAlert<'a> {
     }
 }
 
+/// A migrated database of `engine` (kept while it is held), a connection
+/// to it, and the time by its clock.
+fn opened(engine: Engine) -> (Db, Connection, DateTime<Utc>) {
+    let db = Db::on(engine);
+    let mut connection = db.pool(2).get().unwrap();
+    let now = store::clock::now(&mut connection).unwrap();
+    (db, connection, now)
+}
+
 /// The trigger of `ticker`'s enabled alert `id` at `price`.
 fn trigger(
     connection: &mut Connection,
@@ -50,7 +61,9 @@ fn trigger(
         .into_iter()
         .find(|row| row.id == id)
         .expect("the alert is enabled");
-    trigger_of(row, price, stamp(now), now)
+    let alert = Alert::parse(&row.written()).expect("a valid alert");
+    let quoted = QuoteTime::parse(stamp(now)).expect("a time");
+    trigger_of(row, &alert, price, quoted, now)
 }
 
 /// The ids a read of alerts gave, in order.
@@ -72,10 +85,7 @@ on_every_engine! {
     /// Quotes and alerts: stored, listed, claimed exactly once, re-armed,
     /// snoozed and woken, given a cooldown, disabled and expired.
     fn alerts_and_quotes_answer_alike(engine: Engine) {
-        let db = Db::on(engine);
-        let pool = db.pool(2);
-        let mut c = pool.get().unwrap();
-        let now = store::clock::now(&mut c).unwrap();
+        let (_db, mut c, now) = opened(engine);
         assert!(
             (store::clock::now_ms(&mut c).unwrap() - now.timestamp_millis()).abs() < 5_000,
             "the database's clock"
@@ -153,10 +163,7 @@ on_every_engine! {
     /// The outbox: leased to one owner at a time, its outcomes recorded
     /// under the lease, dead letters replayed, delivered events purged.
     fn the_outbox_answers_alike(engine: Engine) {
-        let db = Db::on(engine);
-        let pool = db.pool(2);
-        let mut c = pool.get().unwrap();
-        let now = store::clock::now(&mut c).unwrap();
+        let (_db, mut c, now) = opened(engine);
         let triggers: Vec<Trigger> = (0..3)
             .map(|n| {
                 let ticker = format!("T{n}");
@@ -215,10 +222,7 @@ on_every_engine! {
     /// Members: fire times taken by one, finished once; heartbeats; the
     /// reacting lease held by one; a member that leaves gives it back.
     fn members_answer_alike(engine: Engine) {
-        let db = Db::on(engine);
-        let pool = db.pool(2);
-        let mut c = pool.get().unwrap();
-        let now = store::clock::now(&mut c).unwrap();
+        let (_db, mut c, now) = opened(engine);
         let member = |name: &str| Me {
             member: name.to_owned(),
             host: "host".into(),
@@ -273,10 +277,7 @@ on_every_engine! {
     /// What a tick reads: the horizon, changed tickers and quotes, each
     /// ticker's state, the alerts a move can reach, and a tick's end.
     fn the_reads_of_a_tick_answer_alike(engine: Engine) {
-        let db = Db::on(engine);
-        let pool = db.pool(2);
-        let mut c = pool.get().unwrap();
-        let now = store::clock::now(&mut c).unwrap();
+        let (_db, mut c, now) = opened(engine);
         let start = changes::horizon(&mut c).unwrap();
         assert!(start.closed <= start.visible);
         let above = alerts::add(&mut c, &alert("AAPL", "above", 100.0), &stamp(now)).unwrap();

@@ -20,25 +20,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{Db, Engine, Param, lib_config};
+use price_alertd::alert::Alert;
+use price_alertd::condition::Condition;
 use price_alertd::config::{Config, Scope};
-use price_alertd::evaluate::{self, Observed, TickOptions, Verdict, judge, parse_time, trigger_of};
+use price_alertd::evaluate::{self, Observed, TickOptions, Verdict, judge, trigger_of};
 use price_alertd::store::alerts;
 use price_alertd::store::{changes, observations, quotes};
+use price_alertd::time::{QuoteTime, parse_time};
 
 const TICKERS: [&str; 6] = ["T0", "T1", "T2", "T3", "T4", "T5"];
-const CONDITIONS: [&str; 11] = [
-    "above",
-    "below",
-    "crossing_up",
-    "crossing_down",
-    "moving_up_pct",
-    "moving_down_pct",
-    "inside",
-    "outside",
-    "entering",
-    "exiting",
-    "sideways",
-];
 const MAX_AGE: Duration = Duration::from_secs(900);
 
 /// A job: its name and the tickers it covers.
@@ -122,7 +112,17 @@ fn full_scan(
         }
         for alert in enabled {
             if judge(&alert, at, now) == Verdict::Fire {
-                triggers.push(trigger_of(alert, price, quote.updated_at.clone(), now));
+                let parsed = Alert::parse(&alert.written()).expect("it fired");
+                triggers.push(trigger_of(
+                    alert,
+                    &parsed,
+                    price,
+                    QuoteTime {
+                        written: quote.updated_at.clone(),
+                        at: time,
+                    },
+                    now,
+                ));
             }
         }
         observed.push(observations::Observation {
@@ -364,7 +364,10 @@ fn run(
         match rng.u8(..100) {
             // An alert near the price, now and then a malformed one.
             0..=24 => {
-                let condition = CONDITIONS[rng.usize(..CONDITIONS.len())];
+                // Every condition, and one that is none (malformed).
+                let condition = Condition::ALL
+                    .get(rng.usize(..=Condition::ALL.len()))
+                    .map_or("sideways", |(_, name)| *name);
                 let price = prices[ticker];
                 let (target, reference) = match condition {
                     "moving_up_pct" | "moving_down_pct" => {

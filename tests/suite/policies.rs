@@ -255,6 +255,9 @@ on_every_engine! {
             );
             let report = tick_at(&db, &config, minutes(t0, 9));
             assert_eq!((report.triggered, report.malformed_alerts), (0, 1), "{why}");
+            // Armed, yet never judged until mended: the list says so.
+            let list = cli(&["list"]);
+            assert!(listed(&list, id).contains(" malformed "), "{why}: {list}");
         }
         for args in [
             &["alerts", "add", "AAPL", "inside", "100"][..],

@@ -221,7 +221,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__add)
-            opts="-h --reference --upper --note --user --expires --cooldown --rearm-band --max-triggers --config --help"
+            opts="-h --reference --upper --note --user --expires --cooldown --rearm-band --max-triggers --config --help above below crossing_up crossing_down moving_up_pct moving_down_pct inside outside entering exiting"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

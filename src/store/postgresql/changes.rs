@@ -1,27 +1,16 @@
 //! PostgreSQL: what changed since a job last looked (see `store::changes`
 //! and, for why change numbers are transaction ids, `store::postgresql`).
 
+use std::sync::OnceLock;
+
 use postgres::fallible_iterator::FallibleIterator as _;
 
 use crate::store::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
 
 use super::rows::{alert_columns, alert_row};
 use super::{PgConnection, PgResult as Result};
-
-/// An alert's level (see SQLite's); `price_alerts_level` indexes it, and the
-/// queries below repeat it verbatim so that the planner matches the index.
-macro_rules! level {
-    () => {
-        "(CASE condition \
-         WHEN 'moving_up_pct' THEN reference_price * (1 + target_price / 100.0) \
-         WHEN 'moving_down_pct' THEN reference_price * (1 - target_price / 100.0) \
-         ELSE target_price END)"
-    };
-}
-pub(super) const LEVEL: &str = level!();
-
-/// How far the moving-% bounds are widened (see SQLite's).
-const ROUNDING: f64 = 1e-9;
+use crate::condition::{Direction, REACH, ROUNDING, Value};
+use crate::store::shared::{LEVEL, reach_bounds};
 
 /// From this transaction's snapshot: every transaction numbered below its
 /// `xmax` that it sees has committed (`visible`), and every one below its
@@ -189,96 +178,16 @@ pub fn ticker_states(
     Ok(states)
 }
 
-/// One statement per chunk of moved tickers: for each, the same ranges of
-/// `price_alerts_level` as SQLite reads one ticker at a time, joined
-/// laterally.
+/// One statement per chunk of moved tickers: for each, every range of
+/// `condition::REACH` its move applies to, joined laterally.
 pub fn each_reachable_alert_of(
     connection: &mut PgConnection,
     moves: &[(&str, Move)],
     seen: i64,
     reading: &mut dyn Reading,
 ) -> Result<()> {
-    macro_rules! range {
-        ($condition:literal, $($bounds:tt)*) => {
-            concat!(
-                "SELECT ",
-                alert_columns!(),
-                " FROM price_alerts WHERE ticker = m.ticker AND condition = '",
-                $condition,
-                "' AND enabled = '1' AND ",
-                $($bounds)*,
-                " AND change_seq <= $4"
-            )
-        };
-    }
-    const SQL: &str = concat!(
-        "SELECT m.at - 1, r.* FROM unnest($1::text[], $2::float8[], $3::float8[]) WITH ORDINALITY
-             AS m (ticker, price, previous, at)
-         CROSS JOIN LATERAL (",
-        range!("above", level!(), " <= m.price"),
-        " UNION ALL ",
-        range!("below", level!(), " >= m.price"),
-        " UNION ALL ",
-        range!("moving_up_pct", level!(), " <= m.price * $5::float8"),
-        " UNION ALL ",
-        range!("moving_down_pct", level!(), " >= m.price * $6::float8"),
-        " UNION ALL ",
-        range!(
-            "crossing_up",
-            level!(),
-            " > m.previous AND m.previous < m.price AND ",
-            level!(),
-            " <= m.price"
-        ),
-        " UNION ALL ",
-        range!(
-            "crossing_down",
-            level!(),
-            " < m.previous AND m.previous > m.price AND ",
-            level!(),
-            " >= m.price"
-        ),
-        // A channel's lower level is its level; its upper level has an
-        // index of its own (`price_alerts_upper`).
-        " UNION ALL ",
-        range!("inside", level!(), " <= m.price AND upper_price >= m.price"),
-        " UNION ALL ",
-        range!("outside", level!(), " > m.price"),
-        " UNION ALL ",
-        range!("outside", "upper_price < m.price"),
-        " UNION ALL ",
-        range!(
-            "entering",
-            level!(),
-            " > m.previous AND m.previous < m.price AND ",
-            level!(),
-            " <= m.price AND upper_price >= m.price"
-        ),
-        " UNION ALL ",
-        range!(
-            "entering",
-            "upper_price < m.previous AND m.previous > m.price AND upper_price >= m.price AND ",
-            level!(),
-            " <= m.price"
-        ),
-        " UNION ALL ",
-        range!(
-            "exiting",
-            "upper_price >= m.previous AND m.previous < m.price AND upper_price < m.price AND ",
-            level!(),
-            " <= m.previous"
-        ),
-        " UNION ALL ",
-        range!(
-            "exiting",
-            level!(),
-            " > m.price AND m.previous > m.price AND ",
-            level!(),
-            " <= m.previous AND upper_price >= m.previous"
-        ),
-        ") AS r"
-    );
-    let statement = connection.prepared(SQL)?;
+    static SQL: OnceLock<String> = OnceLock::new();
+    let statement = connection.prepared(SQL.get_or_init(reach_statement))?;
     for (chunk_at, chunk) in moves.chunks(CHUNK).enumerate() {
         let tickers: Vec<&str> = chunk.iter().map(|(ticker, _)| *ticker).collect();
         let prices: Vec<f64> = chunk.iter().map(|(_, moved)| moved.price).collect();
@@ -306,6 +215,44 @@ pub fn each_reachable_alert_of(
         }
     }
     Ok(())
+}
+
+/// Every range of `condition::REACH` as one statement over the moves
+/// `$1` (tickers), `$2` (prices) and `$3` (previous prices), of alerts
+/// changed at or before `$4`, `$5` and `$6` widening a price by
+/// `ROUNDING` up and down: a range of a rise or a fall is read only on
+/// one. Each range's condition is a literal, as the planner needs to match
+/// the level indexes.
+fn reach_statement() -> String {
+    let level = format!("({LEVEL})");
+    let ranges: Vec<String> = REACH
+        .iter()
+        .map(|range| {
+            let moved = match range.on {
+                Direction::Any => "",
+                Direction::Up => "m.previous < m.price AND ",
+                Direction::Down => "m.previous > m.price AND ",
+            };
+            let bounds = reach_bounds(range, &level, |_, value| match value {
+                Value::Price => "m.price".to_owned(),
+                Value::Previous => "m.previous".to_owned(),
+                Value::PriceWidenedUp => "m.price * $5::float8".to_owned(),
+                Value::PriceWidenedDown => "m.price * $6::float8".to_owned(),
+            });
+            format!(
+                "SELECT {} FROM price_alerts WHERE ticker = m.ticker AND condition = '{}' \
+                 AND enabled = '1' AND {moved}{bounds} AND change_seq <= $4",
+                alert_columns!(),
+                range.condition.name()
+            )
+        })
+        .collect();
+    format!(
+        "SELECT m.at - 1, r.* FROM unnest($1::text[], $2::float8[], $3::float8[]) WITH ORDINALITY \
+             AS m (ticker, price, previous, at) \
+         CROSS JOIN LATERAL ({}) AS r",
+        ranges.join(" UNION ALL ")
+    )
 }
 
 pub fn each_changed_alert(

@@ -6,7 +6,6 @@ use postgres::Client;
 use crate::config::PostgresConfig;
 
 use super::super::{Unusable, failure};
-use super::changes;
 
 /// The schema version this build migrates a PostgreSQL database to
 /// (`price_alertd_schema.version`).
@@ -57,7 +56,7 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
     if version < 1 {
         transaction.batch_execute(
             &MIGRATION_1
-                .replace("{level}", changes::LEVEL)
+                .replace("{level}", &format!("({})", crate::store::shared::LEVEL))
                 .replace("{alert_changed}", ALERT_CHANGED)
                 .replace("{cluster}", crate::store::cluster::SCHEMA),
         )?;

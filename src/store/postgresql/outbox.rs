@@ -52,7 +52,7 @@ pub fn exchange(
                 attempts: row.try_get::<_, i32>(3)?.max(0) as u32,
                 user_id: row.try_get(4)?,
                 lease_until,
-                created_at: row.try_get(5)?,
+                created_at: crate::time::parse_time(row.try_get(5)?),
             });
         }
         // RETURNING gives no order; sending follows the queue's.

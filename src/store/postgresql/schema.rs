@@ -6,13 +6,13 @@ use std::collections::HashSet;
 
 use super::PgConnection;
 use super::PgResult as Result;
-use super::changes::LEVEL;
 use super::migrate::{ALERT_CHANGED_6, MIGRATION_LOCK};
 use crate::store::schema::{Audit, Column, Keeps, Missing, Object, Repaired};
+use crate::store::shared::LEVEL;
 
 /// One of the daemon's indexes on `price_alerts`; `{level}` is [`LEVEL`].
 fn index(name: &'static str, sql: &str) -> Object {
-    Object::index(name, sql.replace("{level}", LEVEL))
+    Object::index(name, sql.replace("{level}", &format!("({LEVEL})")))
 }
 
 /// One of the daemon's triggers; `{alert_changed}` is [`ALERT_CHANGED_6`].

@@ -4,6 +4,7 @@
 //! trip.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -12,28 +13,13 @@ use crate::store::alerts::AlertRow;
 use crate::store::changes::{ChangedTicker, Horizon, Move, Page, Reading, TickerState};
 
 use super::rows::alert_row;
-
-/// An alert's level, the number its condition compares the price with:
-/// the target for `above`, `below` and the crossings; for the moving-%
-/// conditions the price at which the move is reached. `price_alerts_level`
-/// indexes it (for enabled alerts), so the alerts a price can trigger are a
-/// range. The queries below repeat it verbatim, as SQLite needs to use the
-/// index.
-pub(in crate::store) const LEVEL: &str = "CASE condition \
-     WHEN 'moving_up_pct' THEN reference_price * (1 + target_price / 100.0) \
-     WHEN 'moving_down_pct' THEN reference_price * (1 - target_price / 100.0) \
-     ELSE target_price END";
+use crate::condition::{Indexed, REACH, Range};
+use crate::store::shared::{LEVEL, reach_bounds};
 
 /// The index of enabled alerts' levels (a channel's lower one).
 const LEVEL_INDEX: &str = "price_alerts_level";
 /// The index of enabled channels' upper levels.
 const UPPER_INDEX: &str = "price_alerts_upper";
-
-/// How far the moving-% bounds are widened, relative to the price: the index
-/// computes the level one way and `evaluate::judge` the percentage another,
-/// and their rounding may differ in the last bits. Rows read in excess are
-/// judged and held.
-const ROUNDING: f64 = 1e-9;
 
 /// The log's last change number: every change with a number up to it is
 /// visible to whoever read it in the same transaction, and, with one writer
@@ -308,8 +294,8 @@ pub fn each_changed_alert_of(
 /// Calls `each`, one row at a time, with every enabled alert of `ticker` whose
 /// level `moved` can reach — every alert `evaluate::judge` could fire at
 /// this price, and few more — leaving out alerts changed after `seen` (they
-/// are read as changed alerts instead). One range of `price_alerts_level`
-/// per condition.
+/// are read as changed alerts instead): a statement per range of
+/// `condition::REACH` the move applies to.
 fn each_reachable_alert(
     connection: &Connection,
     ticker: &str,
@@ -317,98 +303,21 @@ fn each_reachable_alert(
     seen: i64,
     mut each: impl FnMut(AlertRow) -> bool,
 ) -> rusqlite::Result<()> {
-    let price = moved.price;
-    // (condition, index, bounds, ?3, ?4): a range of the index, and what
-    // the rows read from it must also hold.
-    let mut ranges: Vec<(&str, &str, &str, f64, f64)> = vec![
-        ("above", LEVEL_INDEX, "{level} <= ?3", price, 0.0),
-        ("below", LEVEL_INDEX, "{level} >= ?3", price, 0.0),
-        (
-            "moving_up_pct",
-            LEVEL_INDEX,
-            "{level} <= ?3",
-            price * (1.0 + ROUNDING),
-            0.0,
-        ),
-        (
-            "moving_down_pct",
-            LEVEL_INDEX,
-            "{level} >= ?3",
-            price * (1.0 - ROUNDING),
-            0.0,
-        ),
-        // A channel's lower level is its `{level}`; its upper level has an
-        // index of its own.
-        (
-            "inside",
-            LEVEL_INDEX,
-            "{level} <= ?3 AND upper_price >= ?3",
-            price,
-            0.0,
-        ),
-        ("outside", LEVEL_INDEX, "{level} > ?3", price, 0.0),
-        ("outside", UPPER_INDEX, "upper_price < ?3", price, 0.0),
-    ];
-    match moved.previous {
-        Some(previous) if previous < price => ranges.extend([
-            (
-                "crossing_up",
-                LEVEL_INDEX,
-                "{level} > ?4 AND {level} <= ?3",
-                price,
-                previous,
-            ),
-            // In through the lower level, out through the upper.
-            (
-                "entering",
-                LEVEL_INDEX,
-                "{level} > ?4 AND {level} <= ?3 AND upper_price >= ?3",
-                price,
-                previous,
-            ),
-            (
-                "exiting",
-                UPPER_INDEX,
-                "upper_price >= ?4 AND upper_price < ?3 AND {level} <= ?4",
-                price,
-                previous,
-            ),
-        ]),
-        Some(previous) if previous > price => ranges.extend([
-            (
-                "crossing_down",
-                LEVEL_INDEX,
-                "{level} < ?4 AND {level} >= ?3",
-                price,
-                previous,
-            ),
-            // In through the upper level, out through the lower.
-            (
-                "entering",
-                UPPER_INDEX,
-                "upper_price < ?4 AND upper_price >= ?3 AND {level} <= ?3",
-                price,
-                previous,
-            ),
-            (
-                "exiting",
-                LEVEL_INDEX,
-                "{level} > ?3 AND {level} <= ?4 AND upper_price >= ?4",
-                price,
-                previous,
-            ),
-        ]),
-        _ => {}
-    }
-    for (condition, index, bounds, bound, other) in ranges {
-        let bounds = bounds.replace("{level}", LEVEL);
-        let mut statement = connection.prepare_cached(&format!(
-            "SELECT {} FROM price_alerts INDEXED BY {index}
-             WHERE ticker = ?1 AND condition = ?2 AND enabled = 1 AND {bounds}
-               AND change_seq <= ?5",
-            super::alerts::ALERT_COLUMNS
-        ))?;
-        let mut rows = statement.query(params![ticker, condition, bound, other, seen])?;
+    static STATEMENTS: OnceLock<Vec<String>> = OnceLock::new();
+    let statements = STATEMENTS.get_or_init(|| REACH.iter().map(reach_statement).collect());
+    let (price, previous) = (moved.price, moved.previous);
+    for (range, sql) in REACH.iter().zip(statements) {
+        if !range.applies(price, previous) {
+            continue;
+        }
+        let mut statement = connection.prepare_cached(sql)?;
+        statement.raw_bind_parameter(1, ticker)?;
+        statement.raw_bind_parameter(2, range.condition.name())?;
+        statement.raw_bind_parameter(3, seen)?;
+        for (at, &(_, _, value)) in range.bounds.iter().enumerate() {
+            statement.raw_bind_parameter(4 + at, value.of(price, previous))?;
+        }
+        let mut rows = statement.raw_query();
         while let Some(row) = rows.next()? {
             if !each(alert_row(row)?) {
                 return Ok(());
@@ -416,6 +325,23 @@ fn each_reachable_alert(
         }
     }
     Ok(())
+}
+
+/// A range of `condition::REACH` as SQLite reads it: through its index, the
+/// ticker `?1`, the condition `?2`, changed at or before `?3`, each bound's
+/// value from `?4` on.
+fn reach_statement(range: &Range) -> String {
+    let index = match range.index() {
+        Indexed::Level => LEVEL_INDEX,
+        Indexed::Upper => UPPER_INDEX,
+    };
+    let bounds = reach_bounds(range, LEVEL, |at, _| format!("?{}", 4 + at));
+    format!(
+        "SELECT {} FROM price_alerts INDEXED BY {index}
+         WHERE ticker = ?1 AND condition = ?2 AND enabled = 1 AND {bounds}
+           AND change_seq <= ?3",
+        super::alerts::ALERT_COLUMNS
+    )
 }
 
 /// Log rows deleted per transaction when pruning: the application's writers
@@ -435,7 +361,7 @@ pub fn prune_change_log(connection: &mut Connection, cutoff: &str) -> rusqlite::
         let _turn = super::wal::Turn::take();
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let closed = horizon(&transaction)?.closed;
-        let oldest: Option<i64> = super::engine::prepare_shared(
+        let oldest: Option<i64> = super::shared::prepare_shared(
             &transaction,
             crate::store::changes::OLDEST_LIVE_WATERMARK,
         )?

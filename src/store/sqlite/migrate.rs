@@ -3,7 +3,6 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::changes;
 use super::schema::ARM;
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
@@ -57,7 +56,9 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     |transaction| transaction.execute_batch(MIGRATION_3),
     |transaction| transaction.execute_batch(MIGRATION_4),
     |transaction| transaction.execute_batch(MIGRATION_5),
-    |transaction| transaction.execute_batch(&MIGRATION_6.replace("{level}", changes::LEVEL)),
+    |transaction| {
+        transaction.execute_batch(&MIGRATION_6.replace("{level}", crate::store::shared::LEVEL))
+    },
     |transaction| {
         transaction.execute_batch(MIGRATION_7)?;
         transaction.execute_batch(crate::store::cluster::SCHEMA)
@@ -441,6 +442,7 @@ END;
 
 #[cfg(test)]
 mod tests {
+    use super::super::changes;
     use super::*;
 
     /// A database of the version before the change log: its jobs' windows

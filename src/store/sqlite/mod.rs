@@ -29,6 +29,8 @@ pub mod outbox;
 
 mod rows;
 
+mod shared;
+
 pub mod observations;
 
 pub mod quotes;

@@ -47,7 +47,7 @@ fn record(
     let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let Some((job, watermark)) = watermark {
-        super::engine::prepare_shared(&transaction, crate::store::watermarks::ADVANCE)?
+        super::shared::prepare_shared(&transaction, crate::store::watermarks::ADVANCE)?
             .execute(params![job, watermark, now])?;
     }
     {

@@ -50,7 +50,7 @@ fn lease_due(
             attempts: row.get(3)?,
             user_id: row.get(4)?,
             lease_until,
-            created_at: row.get(5)?,
+            created_at: crate::time::parse_time(&row.get::<_, String>(5)?),
         })
     };
     let mut leased = match &want.spread {

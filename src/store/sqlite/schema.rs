@@ -8,7 +8,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use crate::store::schema::{Audit, Column, Keeps, Missing, Object, Repaired};
 
-use super::changes::LEVEL;
+use crate::store::shared::LEVEL;
 
 /// One of the daemon's indexes on `price_alerts`; `{level}` is [`LEVEL`].
 fn index(name: &'static str, sql: &str) -> Object {
