@@ -125,7 +125,7 @@ impl Daemon {
         ));
         let listener = {
             let wake = deliverer.wake.clone();
-            runner.pool.listen(move || wake.notify_one())?
+            store::listen::listen(&runner.pool, move || wake.notify_one())?
         };
         tracing::info!(
             config = %source.describe(),

@@ -19,6 +19,7 @@ use crate::metrics::Response;
 use crate::recurring::Budget;
 use crate::store::outbox::{Leased, Outcome, Settled};
 
+use super::lease::LeasePolicy;
 use super::route::Target;
 use super::time::{DbClock, Stop};
 
@@ -58,6 +59,11 @@ pub struct Webhook {
 const DEAD_LETTERS_PER_MINUTE: u64 = 20;
 
 impl Webhook {
+    /// How its deliverer leases.
+    pub(super) fn leasing(&self) -> LeasePolicy {
+        LeasePolicy::of(&self.config)
+    }
+
     pub fn new(config: &WebhookConfig) -> anyhow::Result<Webhook> {
         let tls = http_client::tls_config()?;
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();

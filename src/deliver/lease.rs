@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::attempt::Webhook;
 use super::time::DbClock;
+use crate::config::WebhookConfig;
 
 /// How many waves of `concurrency` attempts a deliverer keeps leased ahead:
 /// enough that requests never wait for the outbox's bookkeeping.
@@ -27,10 +27,25 @@ pub(super) const RECORD_AFTER: Duration = Duration::from_millis(20);
 /// exchanges fail.
 pub(super) const RECORD_OVERDUE: Duration = Duration::from_secs(2);
 
-impl Webhook {
+/// How a webhook's deliverer leases, from its concurrency and timeouts.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LeasePolicy {
+    concurrency: usize,
+    /// The longest one attempt can take.
+    attempt_bound: Duration,
+}
+
+impl LeasePolicy {
+    pub(super) fn of(config: &WebhookConfig) -> LeasePolicy {
+        LeasePolicy {
+            concurrency: config.concurrency,
+            attempt_bound: config.connect_timeout + config.timeout,
+        }
+    }
+
     /// Attempts at once.
     pub(super) fn concurrency(&self) -> usize {
-        self.config.concurrency
+        self.concurrency
     }
 
     /// Leased rows not yet sent, at most: `WAVES` waves, and enough that
@@ -45,24 +60,19 @@ impl Webhook {
         self.ahead() * 2
     }
 
-    /// The longest one attempt can take.
-    fn attempt_bound(&self) -> Duration {
-        self.config.connect_timeout + self.config.timeout
-    }
-
     /// How long a lease lasts: a leased row waits behind at most `WAVES - 1`
     /// waves of attempts, each bounded by the timeouts, then is sent itself,
     /// then recorded. A row whose lease ran short anyway (a stalled database)
     /// is given back unsent: a lease that ran out mid-attempt would let
     /// another deliverer send the same row at the same time.
     pub(super) fn lease(&self) -> Duration {
-        self.attempt_bound() * WAVES + LEASE_MARGIN
+        self.attempt_bound * WAVES + LEASE_MARGIN
     }
 
     /// Whether a row leased until `lease_until` (by the database's clock)
     /// may still be sent now.
     pub(super) fn sendable(&self, lease_until: i64, clock: &DbClock) -> bool {
-        lease_until - clock.now_ms() >= (self.attempt_bound() + LEASE_MARGIN / 2).as_millis() as i64
+        lease_until - clock.now_ms() >= (self.attempt_bound + LEASE_MARGIN / 2).as_millis() as i64
     }
 }
 
@@ -70,7 +80,7 @@ impl Webhook {
 mod tests {
     use super::*;
 
-    fn webhook(concurrency: usize) -> Webhook {
+    fn policy(concurrency: usize) -> LeasePolicy {
         let config = crate::config::parse(
             &format!(
                 "[webhook]\nurl = \"http://127.0.0.1:9/\"\ntimeout = \"15s\"\n\
@@ -80,29 +90,29 @@ mod tests {
             None,
         )
         .unwrap();
-        Webhook::new(&config.webhook).unwrap()
+        LeasePolicy::of(&config.webhook)
     }
 
     #[test]
     fn a_row_is_sent_only_while_its_lease_outlasts_the_attempt_by_the_margin() {
-        let webhook = webhook(16);
+        let policy = policy(16);
         // 4 waves of (5 s + 15 s), and 10 s to record them.
-        assert_eq!(webhook.lease(), Duration::from_secs(90));
+        assert_eq!(policy.lease(), Duration::from_secs(90));
         // The database's clock, 120 s ahead of this host's: only its time counts.
         let now = chrono::Utc::now().timestamp_millis() + 120_000;
         let clock = DbClock::read(tokio::time::Instant::now(), now);
-        assert!(webhook.sendable(now + webhook.lease().as_millis() as i64, &clock));
+        assert!(policy.sendable(now + policy.lease().as_millis() as i64, &clock));
         // The attempt may take 20 s; 5 s more are left for the record.
-        assert!(webhook.sendable(now + 25_500, &clock));
-        assert!(!webhook.sendable(now + 24_000, &clock));
-        assert!(!webhook.sendable(now - 1, &clock));
+        assert!(policy.sendable(now + 25_500, &clock));
+        assert!(!policy.sendable(now + 24_000, &clock));
+        assert!(!policy.sendable(now - 1, &clock));
     }
 
     #[test]
     fn the_rows_held_follow_the_concurrency_with_a_floor() {
-        assert_eq!(webhook(16).ahead(), 256);
-        assert_eq!(webhook(16).held(), 512);
-        assert_eq!(webhook(200).ahead(), 800);
-        assert_eq!(webhook(1024).held(), 8192);
+        assert_eq!(policy(16).ahead(), 256);
+        assert_eq!(policy(16).held(), 512);
+        assert_eq!(policy(200).ahead(), 800);
+        assert_eq!(policy(1024).held(), 8192);
     }
 }

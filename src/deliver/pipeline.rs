@@ -201,7 +201,7 @@ impl Deliverer<'_> {
         if self.failures_in_a_row > 0 || pipeline.recording_overdue() {
             return;
         }
-        while pipeline.attempts.len() < pipeline.webhook.concurrency() {
+        while pipeline.attempts.len() < pipeline.webhook.leasing().concurrency() {
             let next = match &pipeline.users {
                 None => (!pipeline.queue.is_empty()).then_some(0),
                 Some(users) => pipeline
@@ -212,10 +212,12 @@ impl Deliverer<'_> {
             let Some(event) = next.and_then(|at| pipeline.queue.remove(at)) else {
                 return;
             };
-            let Some(clock) = pipeline
-                .clock
-                .filter(|clock| pipeline.webhook.sendable(event.lease_until, clock))
-            else {
+            let Some(clock) = pipeline.clock.filter(|clock| {
+                pipeline
+                    .webhook
+                    .leasing()
+                    .sendable(event.lease_until, clock)
+            }) else {
                 self.give_back(pipeline, &event);
                 continue;
             };
@@ -262,8 +264,8 @@ impl Deliverer<'_> {
         let webhook = &pipeline.webhook;
         let unsent = pipeline.queue.len() + pipeline.attempts.len();
         let held = unsent + pipeline.finished.len();
-        let limit = if lease && !pipeline.exhausted && unsent <= webhook.ahead() / 2 {
-            (webhook.ahead() - unsent).min(webhook.held().saturating_sub(held))
+        let limit = if lease && !pipeline.exhausted && unsent <= webhook.leasing().ahead() / 2 {
+            (webhook.leasing().ahead() - unsent).min(webhook.leasing().held().saturating_sub(held))
         } else {
             0
         };
@@ -271,7 +273,7 @@ impl Deliverer<'_> {
             && (limit > 0
                 || !lease
                 || unsent == 0
-                || pipeline.finished.len() >= webhook.concurrency()
+                || pipeline.finished.len() >= webhook.leasing().concurrency()
                 || pipeline
                     .finished_since
                     .is_some_and(|since| now >= since + RECORD_AFTER));
@@ -285,7 +287,7 @@ impl Deliverer<'_> {
             Vec::new()
         });
         let want = (limit > 0).then(|| Want {
-            lease: webhook.lease(),
+            lease: webhook.leasing().lease(),
             limit,
             spread: pipeline.users.as_ref().map(Users::spread),
         });

@@ -27,31 +27,33 @@ pub struct Listener {
     of: PoolOf,
 }
 
-impl Pool {
-    /// Starts listening: `new_events` is called whenever any process sharing
-    /// the database queues events, where the engine can tell (PostgreSQL's
-    /// `LISTEN`/`NOTIFY`); on SQLite, where the processes share one host, the
-    /// deliverer's polling finds them. Changes are heard once asked for
-    /// ([`Listener::hear_changes`]).
-    pub fn listen(
-        &self,
-        new_events: impl Fn() + Send + Sync + 'static,
-    ) -> anyhow::Result<Listener> {
-        let listener = Listener {
-            hearers: Arc::new(Hearers {
-                new_events: Box::new(new_events),
-                changes: Mutex::new(None),
-            }),
-            stop: Arc::new(AtomicBool::new(false)),
-            watcher: None,
-            of: self.of.clone(),
-        };
-        if let PoolOf::Postgres(pool) = &self.of {
-            pool.listen(listener.hearers.clone(), listener.stop.clone())
-                .context("starting the listener")?;
-        }
-        Ok(listener)
+/// Starts listening to `pool`'s database: `new_events` is called whenever
+/// any process sharing the database queues events, where the engine can
+/// tell (PostgreSQL's `LISTEN`/`NOTIFY`); on SQLite, where the processes
+/// share one host, the deliverer's polling finds them. Changes are heard
+/// once asked for ([`Listener::hear_changes`]).
+pub fn listen(
+    pool: &Pool,
+    new_events: impl Fn() + Send + Sync + 'static,
+) -> anyhow::Result<Listener> {
+    let listener = Listener {
+        hearers: Arc::new(Hearers {
+            new_events: Box::new(new_events),
+            changes: Mutex::new(None),
+        }),
+        stop: Arc::new(AtomicBool::new(false)),
+        watcher: None,
+        of: pool.of.clone(),
+    };
+    if let PoolOf::Postgres(postgres) = &pool.of {
+        crate::store::postgresql::listen::listen(
+            postgres,
+            listener.hearers.clone(),
+            listener.stop.clone(),
+        )
+        .context("starting the listener")?;
     }
+    Ok(listener)
 }
 
 impl Listener {

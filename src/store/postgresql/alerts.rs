@@ -237,7 +237,9 @@ pub fn rearm_cooled_down(connection: &mut PgConnection, now: &str, now_ms: i64) 
         " AND return_below IS NULL AND return_above IS NULL AND NOT (enabled = '1')
                       FOR NO KEY UPDATE SKIP LOCKED)"
     ))?;
-    let settle = connection.prepared(
+    // The rest whose cooldown is over (not re-armed: their expiry came
+    // meanwhile) end it, and one that expired is marked so.
+    let end_cooldowns = connection.prepared(
         "UPDATE price_alerts SET rearm_at = NULL,
              expired_at = CASE WHEN enabled = '0'
                                 AND price_alertd_time(expires_at::text) <= $1::text::timestamptz
@@ -249,7 +251,7 @@ pub fn rearm_cooled_down(connection: &mut PgConnection, now: &str, now_ms: i64) 
     )?;
     let mut transaction = connection.client().transaction()?;
     let rearmed = transaction.execute(&rearm, &[&now, &now_ms])?;
-    transaction.execute(&settle, &[&now, &now_ms])?;
+    transaction.execute(&end_cooldowns, &[&now, &now_ms])?;
     transaction.commit()?;
     Ok(rearmed as usize)
 }

@@ -41,64 +41,62 @@ const MOST_BACKOFF: Duration = Duration::from_secs(30);
 /// hours of TCP's keepalives.
 pub(super) const PING: Duration = Duration::from_secs(2);
 
-impl PgPool {
-    /// Tells `hearers` of queued events and changed quotes or alerts, as
-    /// their transactions commit on any member, until `stop` is set.
-    /// Notifications are lost while the connection is down: after every
-    /// (re)connection the events hearer is woken and the change hearer told
-    /// [`Changed::Unknown`], and while it is down the change hearer is told
-    /// so every [`LOOK`] (it polls); the deliverers poll besides.
-    pub fn listen(
-        &self,
-        hearers: Arc<Hearers>,
-        stop: Arc<AtomicBool>,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let manager = self.manager.for_listening();
-        std::thread::Builder::new()
-            .name("listener".into())
-            .spawn(move || {
-                let mut backoff = LOOK;
-                let mut failures = Recurring::default();
-                while !stop.load(Ordering::Relaxed) {
-                    let listening = manager.connect().and_then(|mut client| {
-                        client.batch_execute(&format!("LISTEN {OUTBOX_CHANNEL}"))?;
-                        Ok(client)
-                    });
-                    let client = match listening {
-                        Ok(client) => client,
-                        Err(error) => {
-                            log_recurring!(
-                                warn,
-                                failures,
-                                crate::logging::error_chain(&error),
-                                "listening for notifications failed: reacting jobs look for changes every second meanwhile"
-                            );
-                            let retry = Instant::now() + backoff;
-                            while Instant::now() < retry && !stop.load(Ordering::Relaxed) {
-                                hearers.changed(Changed::Unknown);
-                                std::thread::sleep(LOOK.min(retry - Instant::now()));
-                            }
-                            backoff = (backoff * 2).min(MOST_BACKOFF);
-                            continue;
-                        }
-                    };
-                    backoff = LOOK;
-                    if let Some(failed) = failures.succeeded() {
-                        tracing::info!(failed, "listening for notifications again");
-                    }
-                    hearers.new_events();
-                    if let Err(error) = hear(client, &hearers, &stop) {
+/// Tells `hearers` of queued events and changed quotes or alerts, as
+/// their transactions commit on any member, until `stop` is set.
+/// Notifications are lost while the connection is down: after every
+/// (re)connection the events hearer is woken and the change hearer told
+/// [`Changed::Unknown`], and while it is down the change hearer is told
+/// so every [`LOOK`] (it polls); the deliverers poll besides.
+pub fn listen(
+    pool: &PgPool,
+    hearers: Arc<Hearers>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let manager = pool.manager.for_listening();
+    std::thread::Builder::new()
+        .name("listener".into())
+        .spawn(move || {
+            let mut backoff = LOOK;
+            let mut failures = Recurring::default();
+            while !stop.load(Ordering::Relaxed) {
+                let listening = manager.connect().and_then(|mut client| {
+                    client.batch_execute(&format!("LISTEN {OUTBOX_CHANNEL}"))?;
+                    Ok(client)
+                });
+                let client = match listening {
+                    Ok(client) => client,
+                    Err(error) => {
                         log_recurring!(
                             warn,
                             failures,
                             crate::logging::error_chain(&error),
-                            "the listening connection failed: reacting jobs look for changes every second until it is back"
+                            "listening for notifications failed: reacting jobs look for changes every second meanwhile"
                         );
-                        hearers.changed(Changed::Unknown);
+                        let retry = Instant::now() + backoff;
+                        while Instant::now() < retry && !stop.load(Ordering::Relaxed) {
+                            hearers.changed(Changed::Unknown);
+                            std::thread::sleep(LOOK.min(retry - Instant::now()));
+                        }
+                        backoff = (backoff * 2).min(MOST_BACKOFF);
+                        continue;
                     }
+                };
+                backoff = LOOK;
+                if let Some(failed) = failures.succeeded() {
+                    tracing::info!(failed, "listening for notifications again");
                 }
-            })
-    }
+                hearers.new_events();
+                if let Err(error) = hear(client, &hearers, &stop) {
+                    log_recurring!(
+                        warn,
+                        failures,
+                        crate::logging::error_chain(&error),
+                        "the listening connection failed: reacting jobs look for changes every second until it is back"
+                    );
+                    hearers.changed(Changed::Unknown);
+                }
+            }
+        })
 }
 
 /// Listens on `client` until `stop` is set or the connection fails,

@@ -22,7 +22,7 @@
 //!   untyped literals `'1'` and `'0'`, which PostgreSQL reads as the
 //!   column's type.
 
-mod listen;
+pub(in crate::store) mod listen;
 mod migrate;
 pub mod schema;
 
