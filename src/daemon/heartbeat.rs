@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::{CLOCK_WITHIN, Metrics};
 use crate::recurring::Recurring;
@@ -22,14 +22,18 @@ use super::events::LoopEvent;
 /// fires it holds and hands the loop the fires whose member stopped
 /// beating; then takes or renews the reacting leases of `reacting`'s jobs
 /// and tells the loop which are this member's. Failures are logged when
-/// they start and end.
+/// they start and end. `joined` hears when the first heartbeat is done
+/// (written or failed), so that the daemon is a member before it says it
+/// runs.
 pub(super) async fn beat(
     pool: Pool,
     metrics: Arc<Metrics>,
     me: Arc<Me>,
     mut reacting: watch::Receiver<Vec<String>>,
     events: mpsc::UnboundedSender<LoopEvent>,
+    joined: oneshot::Sender<()>,
 ) {
+    let mut joined = Some(joined);
     let mut failures = Recurring::default();
     let mut clock_off = Recurring::default();
     let mut interval = tokio::time::interval(membership::Leases::in_force().heartbeat);
@@ -73,6 +77,9 @@ pub(super) async fn beat(
                 format!("{error:#}"),
                 "the heartbeat failed: this daemon's fire times and reacting jobs may be taken over"
             ),
+        }
+        if let Some(joined) = joined.take() {
+            let _ = joined.send(());
         }
     }
 }

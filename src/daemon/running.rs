@@ -96,13 +96,18 @@ impl Daemon {
             book_heartbeat(&scheduler, interval, &events).await;
         }
         let (reacting_jobs, reacting) = tokio::sync::watch::channel(names(&config.jobs));
+        let (joined, first_beat) = tokio::sync::oneshot::channel();
         let beating = tokio::spawn(beat(
             runner.pool.clone(),
             runner.metrics.clone(),
             me.clone(),
             reacting,
             events.clone(),
+            joined,
         ));
+        // A member before it says it runs: `status` right after the start
+        // lists it (a first heartbeat that fails is logged, and retried).
+        let _ = tokio::time::timeout(membership::Leases::in_force().fire, first_beat).await;
         let listener = {
             let wake = deliverer.wake.clone();
             store::listen::listen(&runner.pool, move || wake.notify_one())?
