@@ -199,6 +199,13 @@ pub fn alerts_add(
     );
     let mut connection = connect(config)?;
     let now = store::clock::now(&mut connection).context("reading the database's clock")?;
+    // An alert born expired would never be judged: a mistyped date.
+    anyhow::ensure!(
+        !parsed.expired_at(now),
+        "--expires: {} is not after now ({}, by the database's clock)",
+        alert.expires_at.unwrap_or_default().trim(),
+        store::timestamp(now)
+    );
     let id = alerts::add(
         &mut connection,
         &alerts::NewAlert { ticker, ..*alert },

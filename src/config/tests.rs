@@ -66,6 +66,20 @@ fn user_id_stands_only_once_and_only_in_the_path() {
         "url = \"http://{user_id}.relay/events\"",
         "{user_id} may only stand in the URL's path",
     );
+    // Any other placeholder would be sent as it is written: every user's
+    // events to one literal channel.
+    check(
+        "url = \"http://relay/events/{user}\"",
+        "webhook.url: {user} is not a placeholder; the only one is {user_id}",
+    );
+    check(
+        "url = \"http://relay/{tenant}/events/{user_id}\"",
+        "{tenant} is not a placeholder",
+    );
+    check(
+        "url = \"http://relay/events/{user_id}\"\nurl_without_user_id = \"http://relay/events/{user_id}\"",
+        "webhook.url_without_user_id: takes no placeholder; it has {user_id}",
+    );
 }
 
 #[test]

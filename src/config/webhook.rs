@@ -199,6 +199,14 @@ fn destinations(
                     .to_owned(),
             );
         }
+        if let Some(placeholder) = placeholders(fallback.get_ref()).next() {
+            report(
+                "webhook.url_without_user_id",
+                fallback.span(),
+                format!("takes no placeholder; it has {placeholder}"),
+            );
+            return None;
+        }
         let parsed = http_url(fallback, "webhook.url_without_user_id", report)?;
         one_source_of_credentials(&parsed, headers, "webhook", &webhook.headers, report);
         Some(parsed)
@@ -282,6 +290,14 @@ fn retry_schedule(
 /// once, for a whole segment or part of one.
 fn webhook_url(value: &Spanned<String>, report: &mut impl Report) -> Option<WebhookUrl> {
     let text = value.get_ref();
+    if let Some(unknown) = placeholders(text).find(|name| *name != USER_ID_PROBE) {
+        report(
+            "webhook.url",
+            value.span(),
+            format!("{unknown} is not a placeholder; the only one is {USER_ID_PROBE}"),
+        );
+        return None;
+    }
     let per_user = match text.matches(USER_ID_PROBE).count() {
         0 => false,
         1 => true,
@@ -312,6 +328,19 @@ fn webhook_url(value: &Spanned<String>, report: &mut impl Report) -> Option<Webh
         }
     }
     Some(WebhookUrl { url, per_user })
+}
+
+/// Each `{name}` in `text` (braces and a name of letters, digits and `_`),
+/// as written: what a template's author means as a placeholder. A URL's
+/// literal braces are percent-encoded, so none is taken for one.
+fn placeholders(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices('{').filter_map(|(start, _)| {
+        let rest = &text[start + 1..];
+        let end = rest.find('}')?;
+        let name = &rest[..end];
+        (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .then(|| &text[start..start + end + 2])
+    })
 }
 
 /// Svix's schedule, the reference for Standard Webhooks senders.

@@ -428,10 +428,12 @@ fn check_config_fails_on_a_database_run_could_not_open() {
         (text.as_path(), None, "is not an SQLite database", 65),
         (folder.as_path(), None, "is not a file", 65),
         (db.path.as_path(), nobody, "cannot be written", 74),
+        (&dir.path().join("new.db"), nobody, "cannot be created", 73),
+        // Neither creates a folder: a mistyped path, not one to make.
         (
             &dir.path().join("sub/new.db"),
-            nobody,
-            "cannot be created",
+            None,
+            "sub does not exist",
             73,
         ),
     ] {
@@ -449,14 +451,31 @@ fn check_config_fails_on_a_database_run_could_not_open() {
     let (code, _, stderr) = run(binary().args(["--config", config.to_str().unwrap(), "run"]));
     assert_eq!(code, Some(65), "{stderr}");
     // The same database, writable, and a missing one that can be created.
-    for database in [db.path.clone(), dir.path().join("sub/new.db")] {
+    for database in [db.path.clone(), dir.path().join("new.db")] {
         let (code, stdout, stderr) = check(&database, None);
         assert_eq!(code, Some(0), "{stdout}{stderr}");
         assert!(stdout.contains("database  "), "{stdout}");
     }
     assert!(
+        !dir.path().join("new.db").exists(),
+        "check-config created the database"
+    );
+    // Nor does `run`.
+    std::fs::write(
+        &config,
+        common::config_text(
+            &dir.path().join("sub/new.db"),
+            "http://127.0.0.1:9/events",
+            "0 * * * * *",
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(binary().args(["--config", config.to_str().unwrap(), "run"]));
+    assert_eq!(code, Some(73), "{stderr}");
+    assert!(stderr.contains("sub does not exist"), "{stderr}");
+    assert!(
         !dir.path().join("sub").exists(),
-        "check-config created the database's folder"
+        "run created the database's folder"
     );
 }
 

@@ -260,6 +260,25 @@ fn the_admin_cli_manages_alerts_and_quotes_and_reports_status() {
             .unwrap();
         assert!(!output.status.success(), "{bad:?} was accepted");
     }
+    let past = binary()
+        .args(["--config", path.to_str().unwrap()])
+        .args([
+            "alerts",
+            "add",
+            "AAPL",
+            "above",
+            "1",
+            "--expires",
+            "2020-01-01T00:00:00Z",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&past.stderr);
+    assert!(
+        !past.status.success()
+            && stderr.contains("--expires: 2020-01-01T00:00:00Z is not after now"),
+        "{stderr}"
+    );
     cli(&path, &["alerts", "disable", &third.to_string()]);
     cli(&path, &["quotes", "set", "AAPL", "160"]);
     let quotes = cli(&path, &["quotes", "list", "--json"]);

@@ -53,18 +53,12 @@ pub(super) fn sqlite_failure(error: rusqlite::Error, doing: String) -> anyhow::E
     })
 }
 
-/// Opens (creating if missing) and migrates the database, then builds a pool
-/// of `size` connections. WAL mode and migrations run on one connection before
+/// Opens (creating the file if missing, never its folder: a folder that is
+/// not there is a mistyped path or a state directory not set up) and
+/// migrates the database, then builds a pool of `size` connections. WAL mode and migrations run on one connection before
 /// the pool exists; per-connection pragmas run on every pooled connection.
 pub fn open(path: &Path, busy_timeout: Duration, size: u32) -> anyhow::Result<SqlitePool> {
-    if let Some(parent) = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(parent).because(Unusable::Create, || {
-            format!("creating the database folder {}", parent.display())
-        })?;
-    }
+    folder(path)?;
     create_for_the_umask(path)?;
     let mut connection = Connection::open(path).map_err(|error| {
         sqlite_failure(error, format!("opening the database {}", path.display()))
@@ -315,6 +309,27 @@ pub fn open_existing(path: &Path, busy_timeout: Duration) -> anyhow::Result<Sqli
     open(path, busy_timeout, 1)
 }
 
+/// The folder the database is in, which must exist: the daemon creates the
+/// file, never its folder (a folder that is not there is a mistyped path,
+/// or a state directory not set up).
+fn folder(path: &Path) -> anyhow::Result<&Path> {
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if folder.is_dir() {
+        return Ok(folder);
+    }
+    Err(failure(
+        Unusable::Create,
+        format!(
+            "the database's folder {} does not exist: create it (the shipped unit's \
+             StateDirectory= does), or correct database.path",
+            folder.display()
+        ),
+    ))
+}
+
 fn exists(path: &Path) -> anyhow::Result<()> {
     if path.exists() {
         return Ok(());
@@ -335,19 +350,7 @@ fn exists(path: &Path) -> anyhow::Result<()> {
 /// creatable. Returns what it found, for `check-config`.
 pub fn check(path: &Path, busy_timeout: Duration) -> anyhow::Result<String> {
     if !path.exists() {
-        let folder = path
-            .ancestors()
-            .skip(1)
-            .find(|folder| folder.as_os_str().is_empty() || folder.exists())
-            .map(|folder| {
-                if folder.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    folder
-                }
-            })
-            .unwrap_or(Path::new("/"));
-        writable_folder(folder).because(Unusable::Create, || {
+        writable_folder(folder(path)?).because(Unusable::Create, || {
             format!(
                 "the database {} does not exist and cannot be created",
                 path.display()
@@ -438,7 +441,20 @@ mod tests {
     const TIMEOUT: Duration = Duration::from_secs(5);
 
     fn path(dir: &Path) -> std::path::PathBuf {
-        dir.join("sub/alerts.db")
+        dir.join("alerts.db")
+    }
+
+    #[test]
+    fn a_missing_folder_is_refused_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = open(&dir.path().join("typo/alerts.db"), TIMEOUT, 2).unwrap_err();
+        let failure = error.downcast_ref::<DatabaseFailure>().unwrap();
+        assert_eq!(failure.kind, Unusable::Create);
+        assert!(
+            format!("{error:#}").contains("typo does not exist"),
+            "{error:#}"
+        );
+        assert!(!dir.path().join("typo").exists());
     }
 
     #[test]
