@@ -19,9 +19,12 @@ pub enum Checks {
 }
 
 /// Writes what a valid configuration means to `out`: the database (checked
-/// as `run` will open it), the webhook, the quote source and each job's next
-/// fire times; its warnings to `err`. Fails as `run` would if `run` could
-/// not use the database or the metrics address.
+/// as `run` will open it), the webhook, the quote source, the metrics
+/// address and each job's next fire times; its warnings to `err`. The report
+/// is written whatever the checks find; then it fails as `run` would if
+/// `run` could not use the database or the metrics address (the database's
+/// failure first). A metrics address that a running price-alertd holds is
+/// no failure: a restart hands it over.
 pub fn check_config(
     origin: &ConfigOrigin,
     config: &Config,
@@ -30,7 +33,7 @@ pub fn check_config(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let database = check(config, checks).map_err(|error| error.context(origin.describe()))?;
+    let found = Found::check(config, checks);
     for warning in &config.warnings {
         writeln!(
             err,
@@ -38,28 +41,59 @@ pub fn check_config(
             origin.describe()
         )?;
     }
-    writeln!(out, "{}: ok", origin.describe())?;
-    write_settings(config, &database, out)?;
-    write_jobs(config, from, out)
+    let verdict = if found.failure().is_some() {
+        "valid, but run would fail (below)"
+    } else {
+        "ok"
+    };
+    writeln!(out, "{}: {verdict}", origin.describe())?;
+    write_settings(config, &found, out)?;
+    write_jobs(config, from, out)?;
+    match found.into_failure() {
+        Some(error) => Err(error.context(origin.describe())),
+        None => Ok(()),
+    }
 }
 
-/// What `checks` asks for: the database as `run` opens it (described), and
-/// the metrics address.
-fn check(config: &Config, checks: Checks) -> anyhow::Result<String> {
-    match checks {
-        Checks::Start => {
-            let database = store::check(&config.database)?;
-            if let Some(listen) = config.metrics.listen {
-                metrics::check_listen(listen)?;
-            }
-            Ok(database)
+/// What the checks `run` makes at its start found.
+struct Found {
+    /// The database as `run` opens it, described, or why it cannot be.
+    database: anyhow::Result<String>,
+    /// The metrics address, if one is set.
+    metrics: Option<anyhow::Result<metrics::Listen>>,
+}
+
+impl Found {
+    fn check(config: &Config, checks: Checks) -> Found {
+        match checks {
+            Checks::Start => Found {
+                database: store::check(&config.database),
+                metrics: config.metrics.listen.map(metrics::check_listen),
+            },
+            Checks::Reload => Found {
+                database: Ok("not checked: a reload keeps the running database".to_owned()),
+                metrics: None,
+            },
         }
-        Checks::Reload => Ok("not checked: a reload keeps the running database".to_owned()),
+    }
+
+    fn failure(&self) -> Option<&anyhow::Error> {
+        let metrics = self.metrics.as_ref().and_then(|found| found.as_ref().err());
+        self.database.as_ref().err().or(metrics)
+    }
+
+    fn into_failure(self) -> Option<anyhow::Error> {
+        let metrics = self.metrics.and_then(Result::err);
+        self.database.err().or(metrics)
     }
 }
 
 /// The database, the webhook, the threads, the quote source and metrics.
-fn write_settings(config: &Config, database: &str, out: &mut impl Write) -> anyhow::Result<()> {
+fn write_settings(config: &Config, found: &Found, out: &mut impl Write) -> anyhow::Result<()> {
+    let database = match &found.database {
+        Ok(database) => database.clone(),
+        Err(_) => "run cannot use it: see below".to_owned(),
+    };
     writeln!(out, "database  {} ({database})", config.database.describe())?;
     if let config::EngineChoice::Postgres(postgres) = &config.database.engine
         && let Some(options) = &postgres.dropped_options
@@ -106,7 +140,13 @@ fn write_settings(config: &Config, database: &str, out: &mut impl Write) -> anyh
         )?,
     }
     if let Some(listen) = config.metrics.listen {
-        writeln!(out, "metrics   http://{listen}/metrics")?;
+        let how = match &found.metrics {
+            Some(Ok(metrics::Listen::Free)) => "free",
+            Some(Ok(metrics::Listen::HeldByTheDaemon)) => "served by the running price-alertd",
+            Some(Err(_)) => "run cannot listen there: see below",
+            None => "not checked: a reload keeps the running endpoint",
+        };
+        writeln!(out, "metrics   http://{listen}/metrics ({how})")?;
     }
     Ok(())
 }

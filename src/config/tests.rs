@@ -601,3 +601,22 @@ fn on_change_is_for_evaluate_jobs_on_the_quotes_table() {
             .contains("jobs[0].on_change"),
     );
 }
+
+#[test]
+fn checks_across_keys_run_when_the_keys_they_read_are_wrong_too() {
+    // A reacting job with the daemon fetching its quotes from a URL that is
+    // itself wrong: both errors at once, not one per round.
+    let text = MINIMAL.to_owned()
+        + "on_change = true\n\n[prices]\nsource = \"http\"\nurl = \"ftp://quotes\"\n";
+    let errors = errors_of(&text);
+    assert!(
+        errors.iter().any(|error| error.contains("prices.url")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(
+            |error| error.contains("jobs[0].on_change") && error.contains("fetches the quotes")
+        ),
+        "{errors:?}"
+    );
+}

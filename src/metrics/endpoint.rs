@@ -31,11 +31,62 @@ fn cannot_listen(listen: SocketAddr, error: std::io::Error) -> anyhow::Error {
     )))
 }
 
-/// Checks that `listen` is free to serve on, as `run` will bind it.
-pub fn check_listen(listen: SocketAddr) -> anyhow::Result<()> {
-    std::net::TcpListener::bind(listen)
-        .map(drop)
-        .map_err(|error| cannot_listen(listen, error))
+/// Who may serve metrics on an address, as `check-config` finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// Nobody holds it: `run` can bind it.
+    Free,
+    /// A running price-alertd serves it (its answers say so): a restart
+    /// hands it over.
+    HeldByTheDaemon,
+}
+
+/// What every answer of the endpoint says it is, so that `check-config` on
+/// a running host tells the daemon's own listener from another program's.
+const SERVER: &str = "price-alertd";
+
+/// Checks that `listen` is free to serve on, as `run` will bind it, or
+/// held by a running price-alertd; fails if another program holds it or it
+/// is no address of this host.
+pub fn check_listen(listen: SocketAddr) -> anyhow::Result<Listen> {
+    match std::net::TcpListener::bind(listen) {
+        Ok(_) => Ok(Listen::Free),
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && served_by_us(listen) => {
+            Ok(Listen::HeldByTheDaemon)
+        }
+        Err(error) => Err(cannot_listen(listen, error)),
+    }
+}
+
+/// Whether what listens on `listen` answers `/healthz` as this endpoint
+/// does, asked within a second and read up to 4 KiB.
+fn served_by_us(listen: SocketAddr) -> bool {
+    use std::io::{Read as _, Write as _};
+    const WITHIN: Duration = Duration::from_secs(1);
+    let mut address = listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(match listen {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&address, WITHIN) else {
+        return false;
+    };
+    let asked = stream.set_read_timeout(Some(WITHIN)).is_ok()
+        && stream.set_write_timeout(Some(WITHIN)).is_ok()
+        && stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .is_ok();
+    let mut head = Vec::new();
+    if !asked || stream.take(4096).read_to_end(&mut head).is_err() && head.is_empty() {
+        return false;
+    }
+    String::from_utf8_lossy(&head)
+        .lines()
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_once(':'))
+        .any(|(name, value)| name.eq_ignore_ascii_case("server") && value.trim() == SERVER)
 }
 
 /// Binds `listen` and serves `/metrics`, `/healthz` and `/readyz` until the
@@ -155,9 +206,14 @@ async fn answer(
     };
     let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = hyper::StatusCode::from_u16(status).expect("a valid status");
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(content_type),
+    );
+    headers.insert(
+        hyper::header::SERVER,
+        hyper::header::HeaderValue::from_static(SERVER),
     );
     response
 }

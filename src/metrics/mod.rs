@@ -10,7 +10,7 @@ mod readiness;
 mod record;
 mod series;
 
-pub use endpoint::{CannotListen, check_listen, serve};
+pub use endpoint::{CannotListen, Listen, check_listen, serve};
 pub use exposition::{Format, Readings};
 pub use labels::{Cause, Delivery, Response};
 pub use readiness::{BEATING_WITHIN, CLOCK_WITHIN};

@@ -642,11 +642,20 @@ fn check_config_names_a_missing_file_and_a_taken_metrics_address() {
             + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")),
     );
     for command in [&["check-config"][..], &["run"]] {
-        let (code, _, stderr) = run(binary()
+        let (code, stdout, stderr) = run(binary()
             .args(["--config", path.to_str().unwrap()])
             .args(command));
         assert_eq!(code, Some(69), "{command:?}: EX_UNAVAILABLE: {stderr}");
         assert!(stderr.contains("metrics.listen"), "{stderr}");
+        if command == ["check-config"] {
+            // The report still, with what run would stop at.
+            assert!(
+                stdout.contains("valid, but run would fail")
+                    && stdout.contains("run cannot listen there")
+                    && stdout.contains("fire times after"),
+                "{stdout}"
+            );
+        }
     }
     // A reload does not apply [metrics]: the running daemon holds the port.
     let (code, stdout, stderr) = run(binary().args([
@@ -659,6 +668,34 @@ fn check_config_names_a_missing_file_and_a_taken_metrics_address() {
     drop(taken);
     let (code, _, _) = run(binary().args(["--config", path.to_str().unwrap(), "check-config"]));
     assert_eq!(code, Some(0));
+}
+
+/// README's recipe, `check-config && systemctl restart price-alertd`, on a
+/// host where the daemon runs and serves its metrics: check-config knows its
+/// listener (a restart hands the address over), so the restart happens.
+#[test]
+fn check_config_is_safe_on_a_running_host_and_the_restart_recipe_restarts() {
+    let db = Db::new();
+    let port = common::free_port();
+    let path = db.write_config(
+        &(common::config_text(&db.path, "http://127.0.0.1:9/events", "0 * * * * *")
+            + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")),
+    );
+    let mut daemon = Daemon::start_quiet(&path);
+    let (code, stdout, stderr) =
+        run(binary().args(["--config", path.to_str().unwrap(), "check-config"]));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "metrics   http://127.0.0.1:{port}/metrics (served by the running price-alertd)"
+        )),
+        "{stdout}"
+    );
+    // `&& restart`: the checked file starts where the old daemon stopped.
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(), Some(0));
+    let _restarted = Daemon::start_quiet(&path);
+    assert_eq!(common::scrape(port, "/healthz"), (200, "ok\n".to_owned()));
 }
 
 #[test]
