@@ -619,4 +619,17 @@ fn checks_across_keys_run_when_the_keys_they_read_are_wrong_too() {
         ),
         "{errors:?}"
     );
+
+    // The fallback's check reads the URL as written, wrong as it is.
+    let errors = errors_of(&with_webhook_url(
+        "url = \"ftp://relay/events\"\nurl_without_user_id = \"http://relay/events/nobody\"",
+    ));
+    assert!(
+        errors.iter().any(|error| error.contains("webhook.url:"))
+            && errors
+                .iter()
+                .any(|error| error
+                    .contains("webhook.url_without_user_id: is for a webhook.url with")),
+        "{errors:?}"
+    );
 }

@@ -191,7 +191,12 @@ fn destinations(
         one_source_of_credentials(url.url(), headers, "webhook", &webhook.headers, report);
     }
     let url_without_user_id = webhook.url_without_user_id.as_ref().and_then(|fallback| {
-        if url.as_ref().is_some_and(|url| !url.per_user()) {
+        // The URL as written, so that this is said even when it is wrong too.
+        let per_user = webhook
+            .url
+            .as_ref()
+            .is_some_and(|url| url.get_ref().contains(USER_ID_PROBE));
+        if webhook.url.is_some() && !per_user {
             report(
                 "webhook.url_without_user_id",
                 fallback.span(),
