@@ -60,9 +60,10 @@ pub fn init(config: &LogConfig) {
             .init(),
         (LogFormat::Json, false) => builder.json().with_current_span(false).init(),
         (LogFormat::Text, true) => builder
+            .fmt_fields(Logfmt)
             .event_format(Priority(format().without_time().with_ansi(false)))
             .init(),
-        (LogFormat::Text, false) => builder.init(),
+        (LogFormat::Text, false) => builder.fmt_fields(Logfmt).init(),
     }
 }
 
@@ -130,6 +131,81 @@ where
     }
 }
 
+/// A text line's fields as logfmt writes them, whatever the call site
+/// wrote (`%error`, `error = format!(..)`, `?wait`): the message first, as
+/// it is, then `key=value`, the value in double quotes (with Rust's escapes)
+/// when it is empty or holds a space, a quote, an `=` or a control
+/// character, and bare otherwise.
+struct Logfmt;
+
+impl<'writer> FormatFields<'writer> for Logfmt {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = LogfmtFields {
+            writer: &mut writer,
+            result: Ok(()),
+            first: true,
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct LogfmtFields<'a, 'writer> {
+    writer: &'a mut Writer<'writer>,
+    result: std::fmt::Result,
+    first: bool,
+}
+
+impl LogfmtFields<'_, '_> {
+    fn write(&mut self, name: &str, value: &str) {
+        if self.result.is_err() {
+            return;
+        }
+        let separator = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        self.result = if name == "message" {
+            write!(self.writer, "{separator}{value}")
+        } else if logfmt_bare(value) {
+            write!(self.writer, "{separator}{name}={value}")
+        } else {
+            write!(self.writer, "{separator}{name}={value:?}")
+        };
+    }
+}
+
+/// Whether a logfmt value may stand without quotes.
+fn logfmt_bare(value: &str) -> bool {
+    !value.is_empty()
+        && !value
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '=' || c.is_control())
+}
+
+impl tracing::field::Visit for LogfmtFields<'_, '_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.write(field.name(), value);
+    }
+
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        self.write(field.name(), &error_chain(value));
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.write(field.name(), &format!("{value:?}"));
+    }
+}
+
 /// An error and what it says it came from, `: `-separated ("error
 /// connecting to server: Connection refused (os error 111)"), for an error
 /// that is not an `anyhow::Error` (whose `{:#}` does this).
@@ -167,6 +243,54 @@ pub fn fatal(error: &anyhow::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_fields_are_logfmt_however_they_were_recorded() {
+        let written = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = written.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Sink(sink.clone()))
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .fmt_fields(Logfmt)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let error = std::io::Error::other("disk full");
+            tracing::error!(%error, "tick failed");
+            tracing::warn!(error = format!("{}", error), "tick failed");
+            tracing::info!(
+                job = "evaluate",
+                count = 3,
+                empty = "",
+                quoted = "a\"b",
+                "ran"
+            );
+        });
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "ERROR tick failed error=\"disk full\"",
+                " WARN tick failed error=\"disk full\"",
+                " INFO ran job=evaluate count=3 empty=\"\" quoted=\"a\\\"b\"",
+            ]
+        );
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 
     #[test]
     fn libraries_the_daemon_reports_for_stay_quiet_unless_named() {

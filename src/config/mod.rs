@@ -10,6 +10,7 @@ mod postgres;
 mod prices;
 mod raw;
 mod service;
+mod settings;
 mod webhook;
 
 pub use database::{DatabaseConfig, EngineChoice, LEAST_CONNECTIONS};
@@ -19,6 +20,7 @@ pub use jobs::{JobConfig, JobKind, Scope};
 pub use postgres::{Password, PostgresConfig, PostgresTls};
 pub use prices::{HttpSource, PriceSource, PricesConfig};
 pub use service::{EvaluatorConfig, LogConfig, LogFormat, MetricsConfig};
+pub use settings::Settings;
 pub use webhook::{DEFAULT_RETRY_SCHEDULE, Secret, USER_ID_PLACEHOLDER, WebhookConfig, WebhookUrl};
 
 use std::ops::Range;
@@ -63,6 +65,8 @@ pub struct Config {
     /// read), said as an error would be: `check-config` prints them, `run`
     /// logs them.
     pub warnings: Vec<ConfigError>,
+    /// Its keys as written, for a reload to say which changed.
+    pub settings: Settings,
 }
 
 /// Where a configuration came from; relative paths resolve against its folder.
@@ -183,7 +187,10 @@ pub fn parse(
     errors.truncate(serde_errors);
     errors.extend(validated);
     match config {
-        Some(config) if errors.is_empty() => Ok(config),
+        Some(config) if errors.is_empty() => Ok(Config {
+            settings: Settings::of(text),
+            ..config
+        }),
         _ => {
             errors.sort_by_key(|error| (error.line, error.column));
             Err(errors)
@@ -239,6 +246,7 @@ fn validate(
         log,
         metrics,
         warnings,
+        settings: Settings::default(),
     })
 }
 

@@ -25,7 +25,7 @@ use super::heartbeat::{beat, book_heartbeat};
 use super::job_report::{JobReport, log_run};
 use super::jobs::Jobs;
 use super::reacting::{Reacting, concerned, follow, names};
-use super::reload::{log_warnings, reload};
+use super::reload::{Reloaded, log_warnings, reload};
 use super::runner::{Runner, RunsFor};
 use super::status::SystemdStatus;
 
@@ -33,9 +33,11 @@ use super::status::SystemdStatus;
 /// loop keeps from one event to the next.
 pub(super) struct Daemon {
     source: ConfigOrigin,
-    /// The configuration it started with: its `[database]` and `[evaluator]`
-    /// hold until a restart.
+    /// The configuration it started with: what a reload does not apply
+    /// holds until a restart.
     config: Config,
+    /// The configuration last applied (at the start, or by a reload).
+    applied: Config,
     runner: Runner,
     me: Arc<Me>,
     signals: mpsc::UnboundedReceiver<Signal>,
@@ -128,6 +130,7 @@ impl Daemon {
         systemd::ready();
         Ok(Daemon {
             source,
+            applied: config.clone(),
             config,
             runner,
             me,
@@ -414,7 +417,7 @@ impl Daemon {
     /// schedule; an invalid one is refused, and the running ones stay.
     async fn reload(&mut self) {
         systemd::reloading();
-        let reloaded = reload(&self.source, &self.config).await;
+        let reloaded = reload(&self.source, &self.config, &self.applied).await;
         self.runner.metrics.reloaded(reloaded.is_ok());
         self.status.reload = reloaded.as_ref().err().map(|why| {
             format!(
@@ -422,7 +425,15 @@ impl Daemon {
                 Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )
         });
-        if let Ok(new) = reloaded {
+        if let Ok(Reloaded {
+            config: new,
+            restart_pending,
+        }) = reloaded
+        {
+            self.runner
+                .metrics
+                .restart_pending(!restart_pending.is_empty());
+            self.status.restart_pending = restart_pending;
             self.deliverer.reconfigure(&new);
             self.jobs.cancel(&self.scheduler).await;
             self.jobs = Jobs::schedule(
@@ -445,6 +456,7 @@ impl Daemon {
                 reacting = new.jobs.iter().filter(|job| job.reacts()).count(),
                 "configuration reloaded"
             );
+            self.applied = new;
         }
         systemd::ready();
         systemd::status(&self.status.text());

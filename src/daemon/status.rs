@@ -5,11 +5,15 @@ use chrono::Utc;
 use super::job_report::JobReport;
 
 /// What `systemctl status` shows (the notify protocol's `STATUS=`): the last
-/// run, the events waiting, and a refused reload until one succeeds.
+/// run, the events waiting, a refused reload until one succeeds, and the
+/// keys that wait for a restart.
 #[derive(Default)]
 pub(super) struct SystemdStatus {
     last_run: Option<String>,
     pub(super) reload: Option<String>,
+    /// The keys changed in the file since the start that apply only at a
+    /// restart.
+    pub(super) restart_pending: Vec<String>,
     /// The outbox as last counted, if the database said.
     backlog: Option<(u64, u64)>,
     /// A count is under way; another is owed after it.
@@ -55,6 +59,12 @@ impl SystemdStatus {
         let backlog = self.backlog;
         let mut parts: Vec<String> = Vec::new();
         parts.extend(self.reload.clone());
+        if !self.restart_pending.is_empty() {
+            parts.push(format!(
+                "restart pending: {} changed",
+                self.restart_pending.join(", ")
+            ));
+        }
         parts.push(
             self.last_run
                 .clone()

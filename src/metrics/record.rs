@@ -75,6 +75,11 @@ impl Metrics {
         }
     }
 
+    /// Whether a reload left keys that apply only at a restart.
+    pub fn restart_pending(&self, pending: bool) {
+        self.restart_pending.set(i64::from(pending));
+    }
+
     fn tick(&self, job: &str, result: TickResult) {
         self.ticks
             .get_or_create(&TickLabels {

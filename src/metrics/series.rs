@@ -46,6 +46,7 @@ pub struct Metrics {
     pub(super) outbox_oldest: Gauge<f64, AtomicU64>,
     pub(super) reload_successful: Gauge,
     pub(super) reload_success_time: Gauge<f64, AtomicU64>,
+    pub(super) restart_pending: Gauge,
     pub(super) readiness: Readiness,
 }
 
@@ -85,6 +86,7 @@ impl Default for Metrics {
             outbox_oldest: Gauge::default(),
             reload_successful: Gauge::default(),
             reload_success_time: Gauge::default(),
+            restart_pending: Gauge::default(),
             readiness: Readiness::default(),
             registry: Registry::default(),
         };
@@ -239,6 +241,11 @@ fn register(metrics: &Metrics, registry: &mut Registry) {
         "config_last_reload_success_timestamp_seconds",
         "When the configuration was last loaded successfully (unix seconds)",
         metrics.reload_success_time.clone(),
+    );
+    registry.register(
+        "config_restart_pending",
+        "1 while the file has keys changed since the start that apply only at a restart",
+        metrics.restart_pending.clone(),
     );
 }
 

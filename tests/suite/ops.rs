@@ -467,6 +467,81 @@ fn a_refused_reload_shows_in_status_and_metrics_until_a_reload_succeeds() {
     assert!(child.wait().unwrap().success());
 }
 
+/// A reload says which keys changed (names, never values), warns of those
+/// that wait for a restart, and says a restart is pending, in `STATUS=` and
+/// a metric, until the file agrees again with what the daemon started with.
+#[test]
+fn a_reload_names_the_keys_it_changed_and_a_restart_pending() {
+    let db = Db::new();
+    let port = free_port();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let good = config_text(&db.path, "http://127.0.0.1:9/events", "0 * * * * *")
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"info\"\n");
+    let path = db.write_config(&good);
+    let socket_path = db.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let daemon = Daemon::start_with_env(&path, &[("NOTIFY_SOCKET", socket_path.as_os_str())]);
+    let pending = || {
+        sample(
+            &scrape(port, "/metrics").1,
+            "price_alertd_config_restart_pending",
+        )
+    };
+    assert_eq!(pending(), Some(0.0));
+
+    // Nothing changed: said so.
+    daemon.signal("HUP");
+    daemon.wait_for_log("configuration reloaded: no key changed");
+
+    // A job's schedule (applied), the log level and a secret.
+    let changed = good
+        .replace("0 * * * * *", "30 * * * * *")
+        .replace("level = \"info\"", "level = \"debug\"")
+        .replace("[webhook]", &format!("[webhook]\nsecret = \"{secret}\""));
+    std::fs::write(&path, &changed).unwrap();
+    daemon.signal("HUP");
+    daemon.wait_for_log("configuration keys changed");
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("configuration keys changed"))
+        .unwrap();
+    assert!(
+        line.contains("changed=\"jobs[evaluate].schedule, log.level, webhook.secret\""),
+        "{line}"
+    );
+    daemon.wait_for_log("apply only at the next restart");
+    let warning = daemon
+        .log()
+        .lines()
+        .find(|line| line.contains("apply only at the next restart"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        warning.contains("log.level") && !warning.contains("schedule"),
+        "{warning}"
+    );
+    assert!(!daemon.log().contains(&secret[6..]), "a secret was logged");
+    let status = status_with(&socket, "restart pending");
+    assert!(
+        status.contains("restart pending: log.level changed"),
+        "{status}"
+    );
+    assert_eq!(pending(), Some(1.0));
+
+    // Back to the level it started with: nothing waits for a restart.
+    std::fs::write(
+        &path,
+        changed.replace("level = \"debug\"", "level = \"info\""),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    wait_until("the restart no longer pending", || pending() == Some(0.0));
+}
+
 #[test]
 fn the_unit_checks_a_new_file_before_it_signals_a_reload() {
     let reloads: Vec<String> = include_str!("../../systemd/price-alertd.service")

@@ -154,6 +154,16 @@ impl Daemon {
         )
     }
 
+    /// A daemon (logging as [`Daemon::start_quiet`]'s) with `env` besides.
+    pub fn start_with_env(config: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
+        Daemon::spawn(
+            binary()
+                .env("RUST_LOG", "price_alertd=info,warn")
+                .envs(env.iter().copied()),
+            config,
+        )
+    }
+
     pub fn start_logging(config: &Path, filter: &str) -> Daemon {
         Daemon::spawn(binary().env("RUST_LOG", filter), config)
     }
