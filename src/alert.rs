@@ -82,6 +82,23 @@ pub enum Column {
     ExpiresAt,
 }
 
+impl Column {
+    /// The column's name in `price_alerts`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Condition => "condition",
+            Column::TargetPrice => "target_price",
+            Column::ReferencePrice => "reference_price",
+            Column::UpperPrice => "upper_price",
+            Column::Cooldown => "cooldown",
+            Column::RearmBand => "rearm_band",
+            Column::MaxTriggers => "max_triggers",
+            Column::SnoozedUntil => "snoozed_until",
+            Column::ExpiresAt => "expires_at",
+        }
+    }
+}
+
 /// The shortest cooldown: a repeating alert fires at most once a second.
 pub const MIN_COOLDOWN: Duration = Duration::from_secs(1);
 

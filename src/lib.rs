@@ -20,6 +20,7 @@ pub mod quotes;
 pub mod recurring;
 pub mod schedule;
 pub mod signals;
+pub mod standing;
 pub mod store;
 pub mod systemd;
 pub mod time;

@@ -118,21 +118,42 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AlertsCommand {
-    /// List alerts, newest first.
+    /// List alerts, newest first, each with its state as the daemon judges
+    /// it now; says how many more there are past the limit.
     List {
-        /// Only armed alerts.
-        #[arg(long, conflicts_with = "triggered")]
+        /// Only enabled alerts (judged by the ticks).
+        #[arg(long, conflicts_with_all = ["triggered", "state"])]
         enabled: bool,
         /// Only alerts disabled by a trigger.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "state")]
         triggered: bool,
+        /// Only alerts in this state.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(price_alertd::standing::STATES))]
+        state: Option<String>,
         /// Only this ticker's alerts.
         #[arg(long, value_name = "T")]
         ticker: Option<String>,
+        /// Only this user's alerts.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// Only alerts whose id is below ID: the next page, as the line
+        /// after a full page names it.
+        #[arg(long, value_name = "ID")]
+        before: Option<i64>,
         /// At most this many rows.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// One JSON object per line.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// One JSON object per line (the line saying how many more on stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why an alert will or will not fire: its state, its quote, its levels
+    /// against that price, the jobs that cover its ticker and whether they
+    /// judged its latest change, and its events.
+    Explain {
+        /// The alert's id.
+        id: i64,
+        /// One JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -408,7 +429,10 @@ fn alerts_command(config: &Config, command: AlertsCommand) -> anyhow::Result<()>
         AlertsCommand::List {
             enabled,
             triggered,
+            state,
             ticker,
+            user,
+            before,
             limit,
             json,
         } => {
@@ -417,8 +441,18 @@ fn alerts_command(config: &Config, command: AlertsCommand) -> anyhow::Result<()>
                 (_, true) => alerts::AlertFilter::Triggered,
                 _ => alerts::AlertFilter::All,
             };
-            admin::alerts_list(config, filter, ticker.as_deref(), limit, json, &mut out)
+            let request = admin::AlertsList {
+                filter,
+                ticker: ticker.as_deref(),
+                user: user.as_deref(),
+                state: state.as_deref(),
+                before,
+                limit: limit as usize,
+                json,
+            };
+            admin::alerts_list(config, &request, &mut out)
         }
+        AlertsCommand::Explain { id, json } => admin::alerts_explain(config, id, json, &mut out),
         AlertsCommand::Add {
             ticker,
             condition,

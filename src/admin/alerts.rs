@@ -8,6 +8,7 @@ use chrono::Utc;
 use crate::alert::{Alert, Column, Written};
 use crate::condition::{Condition, Shape};
 use crate::config::Config;
+use crate::standing::{Facts, Standing, State};
 use crate::store::{self, alerts};
 
 use super::open::{connect, connect_to_read};
@@ -26,25 +27,48 @@ pub fn alerts_rearm(config: &Config, id: i64, out: &mut impl Write) -> anyhow::R
     Ok(())
 }
 
-/// Prints alerts, newest first.
+/// What `alerts list` is asked for.
+pub struct AlertsList<'a> {
+    pub filter: alerts::AlertFilter,
+    pub ticker: Option<&'a str>,
+    pub user: Option<&'a str>,
+    /// One of [`crate::standing::STATES`].
+    pub state: Option<&'a str>,
+    /// Only alerts whose id is below it: the next page.
+    pub before: Option<i64>,
+    pub limit: usize,
+    pub json: bool,
+}
+
+/// An alert as `alerts list --json` gives it: its columns, its state and
+/// what a tick would decide at its quote.
+#[derive(serde::Serialize)]
+struct Listed {
+    #[serde(flatten)]
+    alert: alerts::AlertEntry,
+    #[serde(flatten)]
+    standing: Standing,
+}
+
+/// Prints alerts, newest first, each with its state as the daemon judges
+/// it now (`standing`), and how many more there are past the limit.
 pub fn alerts_list(
     config: &Config,
-    filter: alerts::AlertFilter,
-    ticker: Option<&str>,
-    limit: usize,
-    json: bool,
+    request: &AlertsList<'_>,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let mut connection = connect_to_read(config)?;
-    let mut entries =
-        alerts::list(&mut connection, filter, ticker, limit).context("listing alerts")?;
+    // States as the daemons judge them: by the database's clock.
+    let now = store::clock::now(&mut connection).context("reading the database's clock")?;
+    let (mut listed, more) = read_page(&mut connection, request, config.prices.max_age, now)
+        .context("listing alerts")?;
     // The application may write SQLite's own time format: show one format.
-    for entry in &mut entries {
+    for Listed { alert, .. } in &mut listed {
         for time in [
-            &mut entry.triggered_at,
-            &mut entry.expires_at,
-            &mut entry.expired_at,
-            &mut entry.snoozed_until,
+            &mut alert.triggered_at,
+            &mut alert.expires_at,
+            &mut alert.expired_at,
+            &mut alert.snoozed_until,
         ]
         .into_iter()
         .flatten()
@@ -52,23 +76,129 @@ pub fn alerts_list(
             *time = rfc3339(time);
         }
     }
-    if json {
-        return print_json_lines(&entries, out);
+    let next = listed.last().map(|listed| listed.alert.id);
+    if request.json {
+        print_json_lines(&listed, out)?;
+    } else {
+        write_alerts(listed, out)?;
     }
-    // States as the daemons judge them: by the database's clock.
-    let now = store::clock::now(&mut connection).context("reading the database's clock")?;
-    write_alerts(entries, now, out)
+    if let (true, Some(last)) = (more > 0, next) {
+        // Beside a script's JSON lines, not among them.
+        let line = format!("{more} more; the next page: --before {last}");
+        if request.json {
+            eprintln!("{line}");
+        } else {
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(())
 }
 
-/// The alerts' table: each alert's state in a word, as of `now`.
-fn write_alerts(
-    entries: Vec<alerts::AlertEntry>,
+/// Alerts read at a time while looking for those in one state.
+const SCAN: usize = 1000;
+
+/// The page `request` asks for, each alert with its standing, and how many
+/// more alerts it holds past it. Without a state, the database filters and
+/// counts; with one (a state depends on the quote and the clock), the
+/// alerts are read [`SCAN`] at a time, judged, and counted as they come.
+fn read_page(
+    connection: &mut store::Connection,
+    request: &AlertsList<'_>,
+    max_age: std::time::Duration,
     now: chrono::DateTime<Utc>,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Vec<Listed>, u64)> {
+    let query = alerts::AlertQuery {
+        filter: match request.state {
+            Some(state) if State::enabled(state) => alerts::AlertFilter::Enabled,
+            Some(_) => alerts::AlertFilter::Disabled,
+            None => request.filter,
+        },
+        id: None,
+        ticker: request.ticker,
+        user: request.user,
+        before: request.before,
+        limit: request.limit,
+    };
+    let Some(state) = request.state else {
+        let rows = alerts::list(connection, &query)?;
+        let more = match rows.last() {
+            Some(last) if rows.len() == request.limit => {
+                alerts::count_below(connection, &query, last.id)?
+            }
+            _ => 0,
+        };
+        return Ok((standings(connection, rows, max_age, now)?, more));
+    };
+    let (mut page, mut more) = (Vec::new(), 0);
+    let mut scan = alerts::AlertQuery {
+        limit: SCAN,
+        ..query
+    };
+    loop {
+        let rows = alerts::list(connection, &scan)?;
+        let read = rows.len();
+        scan.before = rows.last().map(|row| row.id);
+        for listed in standings(connection, rows, max_age, now)? {
+            if listed.standing.state.word() != state {
+                continue;
+            }
+            if page.len() < request.limit {
+                page.push(listed);
+            } else {
+                more += 1;
+            }
+        }
+        if read < SCAN {
+            return Ok((page, more));
+        }
+    }
+}
+
+/// Each alert of `rows` with its standing at `now`, judged with its
+/// ticker's quote and observed price.
+fn standings(
+    connection: &mut store::Connection,
+    rows: Vec<alerts::AlertEntry>,
+    max_age: std::time::Duration,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<Vec<Listed>> {
+    let tickers: Vec<&str> = rows
+        .iter()
+        .map(|row| row.ticker.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let asked: Vec<(&str, bool)> = tickers.iter().map(|ticker| (*ticker, false)).collect();
+    let states = store::changes::ticker_states(connection, &asked)?;
+    let by_ticker: std::collections::HashMap<String, store::changes::TickerState> = tickers
+        .iter()
+        .map(|ticker| ticker.to_string())
+        .zip(states)
+        .collect();
+    Ok(rows
+        .into_iter()
+        .map(|alert| {
+            let ticker = by_ticker.get(&alert.ticker);
+            let standing = Standing::of(&Facts {
+                alert: &alert,
+                quote: ticker
+                    .and_then(|state| state.quote.as_ref())
+                    .map(|(price, time)| (*price, time.as_str())),
+                previous: ticker.and_then(|state| state.previous),
+                max_age,
+                now,
+            });
+            Listed { alert, standing }
+        })
+        .collect())
+}
+
+/// The alerts' table: each alert's state in a word.
+fn write_alerts(listed: Vec<Listed>, out: &mut impl Write) -> anyhow::Result<()> {
     let mut table = Table::new(&[
         ("ID", Align::Right),
         ("TICKER", Align::Left),
+        ("USER", Align::Left),
         ("CONDITION", Align::Left),
         ("TARGET", Align::Right),
         ("REFERENCE", Align::Right),
@@ -79,8 +209,11 @@ fn write_alerts(
         ("AT PRICE", Align::Right),
         ("NOTE", Align::Left),
     ]);
-    for entry in entries {
-        let state = state(&entry, now);
+    for Listed {
+        alert: entry,
+        standing,
+    } in listed
+    {
         let cooldown = cooldown_and_band(&entry);
         let fired = match entry.max_triggers.as_deref().map(str::trim) {
             Some(max) if !max.is_empty() => format!("{} of {max}", entry.trigger_count),
@@ -89,13 +222,14 @@ fn write_alerts(
         table.row(vec![
             entry.id.to_string(),
             entry.ticker,
+            entry.user_id.unwrap_or_else(|| "-".to_owned()),
             entry.condition,
             match entry.upper_price {
                 Some(upper) => format!("{}..{}", number(entry.target_price), number(Some(upper))),
                 None => number(entry.target_price),
             },
             number(entry.reference_price),
-            state.to_owned(),
+            standing.state.word().to_owned(),
             cooldown,
             fired,
             entry.triggered_at.unwrap_or_else(|| "-".to_owned()),
@@ -122,34 +256,6 @@ fn cooldown_and_band(entry: &alerts::AlertEntry) -> String {
         (Some(cooldown), Some(band)) => format!("{cooldown} ±{band}%"),
         (Some(cooldown), None) => cooldown,
         (None, _) => "-".to_owned(),
-    }
-}
-
-/// An alert's state in a word, at `now` ("waiting": for its price to come
-/// back past its level by its band; "malformed": armed, but never judged
-/// until its row is mended).
-fn state(entry: &alerts::AlertEntry, now: chrono::DateTime<Utc>) -> &'static str {
-    let alert = Alert::parse(&entry.written());
-    let snoozed = alert.as_ref().is_ok_and(|alert| alert.snoozed_at(now));
-    let spent = alert
-        .as_ref()
-        .is_ok_and(|alert| alert.spent_by(entry.trigger_count));
-    let waiting = entry.return_below.is_some() || entry.return_above.is_some();
-    match (
-        entry.enabled,
-        &entry.rearm_at,
-        &entry.triggered_at,
-        &entry.expired_at,
-    ) {
-        (true, ..) if alert.is_err() => "malformed",
-        (true, ..) if snoozed => "snoozed",
-        (true, ..) => "armed",
-        (false, ..) if waiting => "waiting",
-        (false, Some(_), ..) => "cooling",
-        (false, None, Some(_), _) if spent => "spent",
-        (false, None, Some(_), _) => "triggered",
-        (false, None, None, Some(_)) => "expired",
-        (false, None, None, None) => "disabled",
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod alerts;
 mod check;
+mod explain;
 mod open;
 mod outbox;
 mod output;
@@ -12,9 +13,11 @@ mod status;
 mod table;
 
 pub use alerts::{
-    alerts_add, alerts_cooldown, alerts_disable, alerts_list, alerts_rearm, alerts_snooze,
+    AlertsList, alerts_add, alerts_cooldown, alerts_disable, alerts_list, alerts_rearm,
+    alerts_snooze,
 };
 pub use check::{Checks, check_config};
+pub use explain::alerts_explain;
 pub use outbox::{Replay, outbox_list, outbox_replay};
 pub use quotes::{quotes_list, quotes_set};
 pub use status::status;

@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::Context as _;
 
 use crate::config::Config;
+use crate::evaluate::{QuoteProblem, usable_quote};
 use crate::store::{self, quotes};
 
 use super::open::{connect, connect_to_read};
@@ -46,15 +47,33 @@ struct QuoteLine {
     ticker: String,
     price: Option<f64>,
     updated_at: String,
+    /// Seconds since `updated_at`, by the database's clock (negative for a
+    /// quote dated ahead of it); none when it is not a time.
+    age_seconds: Option<i64>,
+    /// As a tick takes it: `fresh`, `stale` (older than `prices.max_age`),
+    /// `future` (dated more than a minute ahead), `bad-price` or
+    /// `bad-time`.
+    usable: &'static str,
 }
 
-/// Prints every quote.
+/// Prints every quote, each marked as a tick would take it now.
 pub fn quotes_list(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
     let mut connection = connect_to_read(config)?;
+    let now = store::clock::now(&mut connection).context("reading the database's clock")?;
+    let max_age = config.prices.max_age;
     let mut quotes: Vec<QuoteLine> = quotes::list(&mut connection)
         .context("reading quotes")?
         .into_iter()
         .map(|quote| QuoteLine {
+            usable: match usable_quote(quote.price, &quote.updated_at, max_age, now) {
+                Ok(_) => "fresh",
+                Err(QuoteProblem::Stale) => "stale",
+                Err(QuoteProblem::Future) => "future",
+                Err(QuoteProblem::BadPrice) => "bad-price",
+                Err(QuoteProblem::BadTime) => "bad-time",
+            },
+            age_seconds: crate::time::parse_time(&quote.updated_at)
+                .map(|at| (now - at).num_seconds()),
             ticker: quote.ticker,
             price: quote.price,
             updated_at: rfc3339(&quote.updated_at),
@@ -68,9 +87,19 @@ pub fn quotes_list(config: &Config, json: bool, out: &mut impl Write) -> anyhow:
         ("TICKER", Align::Left),
         ("PRICE", Align::Right),
         ("UPDATED AT", Align::Left),
+        ("AGE (s)", Align::Right),
+        ("USABLE", Align::Left),
     ]);
     for quote in quotes {
-        table.row(vec![quote.ticker, number(quote.price), quote.updated_at]);
+        table.row(vec![
+            quote.ticker,
+            number(quote.price),
+            quote.updated_at,
+            quote
+                .age_seconds
+                .map_or_else(|| "-".to_owned(), |age| age.to_string()),
+            quote.usable.to_owned(),
+        ]);
     }
     table.write("", out)?;
     Ok(())

@@ -110,6 +110,16 @@ pub enum QuoteProblem {
 }
 
 impl QuoteProblem {
+    /// What is wrong with the quote, in a few words.
+    pub fn what(self) -> &'static str {
+        match self {
+            QuoteProblem::BadPrice => "its price is not a positive number",
+            QuoteProblem::BadTime => "its updated_at is not a date and time",
+            QuoteProblem::Future => "it is dated more than 1 minute ahead of the clock",
+            QuoteProblem::Stale => "it is older than prices.max_age",
+        }
+    }
+
     pub(super) fn describe(self) -> &'static str {
         match self {
             QuoteProblem::BadPrice => {
@@ -135,7 +145,7 @@ impl QuoteProblem {
 pub const FUTURE_SKEW: Duration = Duration::from_secs(60);
 
 /// A quote's price and time, if the quote can be evaluated at `now`. Pure.
-pub(super) fn usable_quote(
+pub fn usable_quote(
     price: Option<f64>,
     updated_at: &str,
     max_age: Duration,

@@ -18,9 +18,11 @@ mod tick_report;
 pub use head_start::HEAD_START;
 pub use judge::{
     FUTURE_SKEW, Observed, QuoteProblem, Verdict, decide, judge, malformed_at, trigger_of,
+    usable_quote,
 };
 pub use options::{TickMemory, TickOptions};
 pub use paging::PAGE;
+pub use prepare::watermark_of;
 pub(crate) use tick_report::tick_counts;
 pub use tick_report::{COUNTS, Count, Series, TickFailed, TickReport};
 

@@ -65,11 +65,20 @@ pub(super) struct Page {
 /// (on a reload) starts over, as the tickers it now covers, or the quotes it
 /// now takes as fresh, were never its to look at.
 pub(super) fn watermark_key(options: &TickOptions<'_>) -> String {
+    watermark_of(options.job, options.scope, options.max_age)
+}
+
+/// The key of a job's watermark, for its name, scope and `prices.max_age`
+/// (see [`watermark_key`]), as `alerts explain` reads it.
+pub fn watermark_of(
+    job: &str,
+    scope: &crate::config::Scope,
+    max_age: std::time::Duration,
+) -> String {
     format!(
-        "{} [{}] max_age={}s",
-        options.job,
-        options.scope.describe(),
-        options.max_age.as_secs()
+        "{job} [{}] max_age={}s",
+        scope.describe(),
+        max_age.as_secs()
     )
 }
 

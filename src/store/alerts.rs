@@ -142,6 +142,10 @@ pub struct AlertEntry {
     /// waits for that (see `Alert::return_levels`).
     pub return_below: Option<f64>,
     pub return_above: Option<f64>,
+    /// The change that last armed or changed it (the jobs' watermarks
+    /// count changes).
+    #[serde(skip)]
+    pub change_seq: Option<i64>,
 }
 
 impl AlertEntry {
@@ -168,6 +172,35 @@ pub enum AlertFilter {
     Enabled,
     /// Disabled by a trigger.
     Triggered,
+    /// Disabled.
+    Disabled,
+}
+
+/// The alerts `list` reads: newest first, those of `filter`, and of `id`,
+/// `ticker` and `user` where given, below the id `before` (the next page),
+/// at most `limit`.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertQuery<'a> {
+    pub filter: AlertFilter,
+    pub id: Option<i64>,
+    pub ticker: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+impl AlertQuery<'_> {
+    /// Every alert, newest first.
+    pub fn all(limit: usize) -> AlertQuery<'static> {
+        AlertQuery {
+            filter: AlertFilter::All,
+            id: None,
+            ticker: None,
+            user: None,
+            before: None,
+            limit,
+        }
+    }
 }
 
 /// A new alert, as the application would insert it.
@@ -315,13 +348,26 @@ pub fn claim(
 }
 
 /// Up to `limit` alerts, newest first.
-pub fn list(
-    connection: &mut Connection,
-    filter: AlertFilter,
-    ticker: Option<&str>,
-    limit: usize,
-) -> Result<Vec<AlertEntry>> {
-    connection.engine().list_alerts(filter, ticker, limit)
+pub fn list(connection: &mut Connection, query: &AlertQuery<'_>) -> Result<Vec<AlertEntry>> {
+    connection.engine().list_alerts(query)
+}
+
+/// One alert, whatever its state.
+pub fn get(connection: &mut Connection, id: i64) -> Result<Option<AlertEntry>> {
+    let query = AlertQuery {
+        id: Some(id),
+        ..AlertQuery::all(1)
+    };
+    Ok(list(connection, &query)?.into_iter().next())
+}
+
+/// The alerts after those `list` read for `query` (below `below`, the last
+/// id it gave), counted.
+pub fn count_below(connection: &mut Connection, query: &AlertQuery<'_>, below: i64) -> Result<u64> {
+    connection.engine().count_alerts(&AlertQuery {
+        before: Some(below),
+        ..*query
+    })
 }
 
 /// Inserts an alert; returns its id.

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 
 use super::Result;
-use super::alerts::{AlertEntry, AlertFilter, AlertRow, Claimed, NewAlert, Returned, Trigger};
+use super::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, NewAlert, Returned, Trigger};
 use super::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
 use super::cluster::{Finish, Fire, Me, Member};
 use super::observations::Observation;
@@ -159,13 +159,11 @@ pub(super) trait Engine: Shared + Send {
         now_ms: i64,
     ) -> Result<Claimed>;
 
-    /// Up to `limit` alerts for operators.
-    fn list_alerts(
-        &mut self,
-        filter: AlertFilter,
-        ticker: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<AlertEntry>>;
+    /// The alerts of `query`, for operators, newest first.
+    fn list_alerts(&mut self, query: &AlertQuery<'_>) -> Result<Vec<AlertEntry>>;
+
+    /// How many alerts `query` holds, its limit aside.
+    fn count_alerts(&mut self, query: &AlertQuery<'_>) -> Result<u64>;
 
     /// The enabled alerts of one ticker.
     #[cfg(any(test, feature = "test-support"))]
@@ -233,6 +231,9 @@ pub(super) trait Shared {
     /// A job's watermark.
     fn watermark(&mut self, job: &str) -> Result<Option<i64>>;
 
+    /// The last change of a ticker's quote still in the change log.
+    fn latest_quote_change(&mut self, ticker: &str) -> Result<Option<i64>>;
+
     /// The last price observed for a ticker.
     #[cfg(any(test, feature = "test-support"))]
     fn observation(&mut self, ticker: &str) -> Result<Option<f64>>;
@@ -247,6 +248,9 @@ pub(super) trait Shared {
 
     /// Up to `limit` rows, oldest first.
     fn list_outbox(&mut self, filter: OutboxFilter, limit: usize) -> Result<Vec<OutboxEntry>>;
+
+    /// Up to `limit` events of one alert, newest first.
+    fn alert_events(&mut self, alert_id: i64, limit: usize) -> Result<Vec<OutboxEntry>>;
 
     /// Deletes events delivered before `before`; how many.
     fn purge_delivered(&mut self, before: &str) -> Result<usize>;
@@ -321,6 +325,10 @@ where
         Ok(super::watermarks::get_on(self, job)?)
     }
 
+    fn latest_quote_change(&mut self, ticker: &str) -> Result<Option<i64>> {
+        Ok(super::watermarks::latest_quote_change_on(self, ticker)?)
+    }
+
     #[cfg(any(test, feature = "test-support"))]
     fn observation(&mut self, ticker: &str) -> Result<Option<f64>> {
         Ok(super::observations::get_on(self, ticker)?)
@@ -336,6 +344,10 @@ where
 
     fn list_outbox(&mut self, filter: OutboxFilter, limit: usize) -> Result<Vec<OutboxEntry>> {
         Ok(super::outbox::list_on(self, filter, limit)?)
+    }
+
+    fn alert_events(&mut self, alert_id: i64, limit: usize) -> Result<Vec<OutboxEntry>> {
+        Ok(super::outbox::alert_events_on(self, alert_id, limit)?)
     }
 
     fn purge_delivered(&mut self, before: &str) -> Result<usize> {

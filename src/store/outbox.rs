@@ -250,6 +250,15 @@ pub fn list(
     connection.engine().list_outbox(filter, limit)
 }
 
+/// Up to `limit` events of one alert, newest first.
+pub fn alert_events(
+    connection: &mut Connection,
+    alert_id: i64,
+    limit: usize,
+) -> Result<Vec<OutboxEntry>> {
+    connection.engine().alert_events(alert_id, limit)
+}
+
 /// Puts dead or pending events back at the start of a fresh retry schedule,
 /// due now by the database's clock; their ids and bodies stay. Delivered
 /// events are left alone. Returns the event ids that were found and
@@ -289,6 +298,9 @@ macro_rules! listing {
 }
 pub(super) const LIST_UNDELIVERED: &str = listing!("('pending', 'dead')");
 pub(super) const LIST_DEAD: &str = listing!("('dead')");
+pub(super) const ALERT_EVENTS: &str =
+    "SELECT event_id, alert_id, state, attempts, created_at, next_attempt_at, last_error
+     FROM outbox WHERE alert_id = $1 ORDER BY id DESC LIMIT $2";
 pub(super) const PURGE_DELIVERED: &str =
     "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < $1";
 
@@ -318,6 +330,16 @@ pub(super) fn list_on<C: Statements>(
         OutboxFilter::Dead => LIST_DEAD,
     };
     connection.query(sql, &[&(limit as i64)], |row| entry_of(row))
+}
+
+pub(super) fn alert_events_on<C: Statements>(
+    connection: &mut C,
+    alert_id: i64,
+    limit: usize,
+) -> std::result::Result<Vec<OutboxEntry>, C::Error> {
+    connection.query(ALERT_EVENTS, &[&alert_id, &(limit as i64)], |row| {
+        entry_of(row)
+    })
 }
 
 /// An outbox row as `list` reads it: when a pending event is next due,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use common::{Db, Engine};
 use price_alertd::alert::Alert;
 use price_alertd::evaluate::{Observed, Verdict, judge, trigger_of};
-use price_alertd::store::alerts::{self, AlertFilter, AlertRow, NewAlert, Trigger};
+use price_alertd::store::alerts::{self, AlertFilter, AlertQuery, AlertRow, NewAlert, Trigger};
 use price_alertd::store::changes::{self, Move, Reading};
 use price_alertd::store::cluster::{self, Finish, Fire, Me};
 use price_alertd::store::outbox::{self, OutboxFilter, Outcome, Settled, Want};
@@ -102,8 +102,27 @@ on_every_engine! {
         assert_eq!(quotes::list(&mut c).unwrap().len(), 1);
 
         let id = alerts::add(&mut c, &alert("AAPL", "above", 100.0), &stamp(now)).unwrap();
-        let listed = alerts::list(&mut c, AlertFilter::Enabled, Some("AAPL"), 10).unwrap();
+        let enabled_aapl = AlertQuery {
+            filter: AlertFilter::Enabled,
+            ticker: Some("AAPL"),
+            ..AlertQuery::all(10)
+        };
+        let listed = alerts::list(&mut c, &enabled_aapl).unwrap();
         assert_eq!(listed.iter().map(|entry| entry.id).collect::<Vec<_>>(), [id]);
+        assert!(listed[0].change_seq.is_some());
+        assert_eq!(alerts::get(&mut c, id).unwrap().map(|entry| entry.id), Some(id));
+        assert!(alerts::get(&mut c, id + 1000).unwrap().is_none());
+        let other = alerts::add(&mut c, &alert("AAPL", "below", 1.0), &stamp(now)).unwrap();
+        let page = alerts::list(&mut c, &AlertQuery { limit: 1, ..enabled_aapl }).unwrap();
+        assert_eq!(page.iter().map(|entry| entry.id).collect::<Vec<_>>(), [other]);
+        assert_eq!(alerts::count_below(&mut c, &enabled_aapl, other).unwrap(), 1);
+        let nobody = AlertQuery { user: Some("nobody"), ..enabled_aapl };
+        assert!(alerts::list(&mut c, &nobody).unwrap().is_empty());
+        assert!(alerts::disable(&mut c, other).unwrap());
+        let disabled = AlertQuery { filter: AlertFilter::Disabled, ..AlertQuery::all(10) };
+        assert_eq!(alerts::list(&mut c, &disabled).unwrap()[0].id, other);
+        assert!(watermarks::latest_quote_change(&mut c, "AAPL").unwrap().is_some());
+        assert_eq!(watermarks::latest_quote_change(&mut c, "MSFT").unwrap(), None);
         assert_eq!(alerts::tickers_to_fetch(&mut c, now).unwrap(), ["AAPL"]);
         assert!(alerts::enabled_without_ticker(&mut c, 10).unwrap().is_empty());
 
@@ -116,8 +135,11 @@ on_every_engine! {
         assert!(again.ids.is_empty(), "claimed twice");
         assert_eq!(outbox::backlog(&mut c).unwrap(), (1, 0));
         assert!(outbox::oldest_pending(&mut c).unwrap().is_some());
-        let triggered = alerts::list(&mut c, AlertFilter::Triggered, None, 10).unwrap();
+        let triggered = AlertQuery { filter: AlertFilter::Triggered, ..AlertQuery::all(10) };
+        let triggered = alerts::list(&mut c, &triggered).unwrap();
         assert_eq!(triggered[0].triggered_price, Some(150.0));
+        let events = outbox::alert_events(&mut c, id, 10).unwrap();
+        assert_eq!((events.len(), events[0].alert_id), (1, id));
 
         // Re-armed once; snoozed, then woken when its time has come.
         assert!(alerts::rearm(&mut c, id).unwrap());

@@ -18,6 +18,7 @@ mod consumers;
 mod crash;
 mod delivery;
 mod disk;
+mod explain;
 mod hostile;
 mod incremental;
 mod kit;

@@ -52,6 +52,9 @@ _price__alertd() {
             price__alertd__subcmd__alerts,disable)
                 cmd="price__alertd__subcmd__alerts__subcmd__disable"
                 ;;
+            price__alertd__subcmd__alerts,explain)
+                cmd="price__alertd__subcmd__alerts__subcmd__explain"
+                ;;
             price__alertd__subcmd__alerts,help)
                 cmd="price__alertd__subcmd__alerts__subcmd__help"
                 ;;
@@ -72,6 +75,9 @@ _price__alertd() {
                 ;;
             price__alertd__subcmd__alerts__subcmd__help,disable)
                 cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__disable"
+                ;;
+            price__alertd__subcmd__alerts__subcmd__help,explain)
+                cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__explain"
                 ;;
             price__alertd__subcmd__alerts__subcmd__help,help)
                 cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__help"
@@ -120,6 +126,9 @@ _price__alertd() {
                 ;;
             price__alertd__subcmd__help__subcmd__alerts,disable)
                 cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__disable"
+                ;;
+            price__alertd__subcmd__help__subcmd__alerts,explain)
+                cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__explain"
                 ;;
             price__alertd__subcmd__help__subcmd__alerts,list)
                 cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__list"
@@ -203,7 +212,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts)
-            opts="-h --config --help list add cooldown snooze rearm disable help"
+            opts="-h --config --help list explain add cooldown snooze rearm disable help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -306,8 +315,26 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        price__subcmd__alertd__subcmd__alerts__subcmd__explain)
+            opts="-h --json --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__help)
-            opts="list add cooldown snooze rearm disable help"
+            opts="list explain add cooldown snooze rearm disable help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -349,6 +376,20 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__disable)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__explain)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -419,13 +460,25 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__alerts__subcmd__list)
-            opts="-h --enabled --triggered --ticker --limit --json --config --help"
+            opts="-h --enabled --triggered --state --ticker --user --before --limit --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --state)
+                    COMPREPLY=($(compgen -W "armed snoozed malformed no-quote stale-quote bad-quote waiting cooling spent triggered expired disabled" -- "${cur}"))
+                    return 0
+                    ;;
                 --ticker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --before)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -535,7 +588,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__help__subcmd__alerts)
-            opts="list add cooldown snooze rearm disable"
+            opts="list explain add cooldown snooze rearm disable"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -577,6 +630,20 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__disable)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__explain)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -62,22 +62,40 @@ complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from help" -f -a "list" -d 'List undelivered events (pending and dead), oldest first'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from help" -f -a "replay" -d 'Put events back on a fresh retry schedule, due now, with the same ids'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list add cooldown snooze rearm disable help" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list add cooldown snooze rearm disable help" -s h -l help -d 'Print help'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list add cooldown snooze rearm disable help" -f -a "list" -d 'List alerts, newest first'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list add cooldown snooze rearm disable help" -f -a "add" -d 'Add an alert; prints its id'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list add cooldown snooze rearm disable help" -f -a "cooldown" -d 'Make an alert repeat, re-armed this long after each trigger, or fire once again (--none)'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list add cooldown snooze rearm disable help" -f -a "snooze" -d 'Keep an alert from firing for a while: it stays armed, and is judged at the price of then when the snooze ends; or end a snooze (--off)'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list add cooldown snooze rearm disable help" -f -a "rearm" -d 'Arm a triggered, expired or disabled alert again, with its trigger budget whole again; its next trigger carries a new event id'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list add cooldown snooze rearm disable help" -f -a "disable" -d 'Disable an armed alert, without an event, or stop a repeating one that waits out its cooldown from being re-armed'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list add cooldown snooze rearm disable help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list explain add cooldown snooze rearm disable help" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list explain add cooldown snooze rearm disable help" -s h -l help -d 'Print help'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list explain add cooldown snooze rearm disable help" -f -a "list" -d 'List alerts, newest first, each with its state as the daemon judges it now; says how many more there are past the limit'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list explain add cooldown snooze rearm disable help" -f -a "explain" -d 'Why an alert will or will not fire: its state, its quote, its levels against that price, the jobs that cover its ticker and whether they judged its latest change, and its events'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list explain add cooldown snooze rearm disable help" -f -a "add" -d 'Add an alert; prints its id'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list explain add cooldown snooze rearm disable help" -f -a "cooldown" -d 'Make an alert repeat, re-armed this long after each trigger, or fire once again (--none)'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list explain add cooldown snooze rearm disable help" -f -a "snooze" -d 'Keep an alert from firing for a while: it stays armed, and is judged at the price of then when the snooze ends; or end a snooze (--off)'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list explain add cooldown snooze rearm disable help" -f -a "rearm" -d 'Arm a triggered, expired or disabled alert again, with its trigger budget whole again; its next trigger carries a new event id'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list explain add cooldown snooze rearm disable help" -f -a "disable" -d 'Disable an armed alert, without an event, or stop a repeating one that waits out its cooldown from being re-armed'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list explain add cooldown snooze rearm disable help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -l state -d 'Only alerts in this state' -r -f -a "armed\t''
+snoozed\t''
+malformed\t''
+no-quote\t''
+stale-quote\t''
+bad-quote\t''
+waiting\t''
+cooling\t''
+spent\t''
+triggered\t''
+expired\t''
+disabled\t''"
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -l ticker -d 'Only this ticker\'s alerts' -r
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s alerts' -r
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -l before -d 'Only alerts whose id is below ID: the next page, as the line after a full page names it' -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -l limit -d 'At most this many rows' -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -l enabled -d 'Only armed alerts'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -l enabled -d 'Only enabled alerts (judged by the ticks)'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -l triggered -d 'Only alerts disabled by a trigger'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -l json -d 'One JSON object per line'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -l json -d 'One JSON object per line (the line saying how many more on stderr)'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from explain" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from explain" -l json -d 'One JSON object'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from explain" -s h -l help -d 'Print help'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l reference -d 'The basis of moving_*_pct' -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l upper -d 'A channel\'s upper level (inside, outside, entering, exiting)' -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from add" -l note -r
@@ -98,7 +116,8 @@ complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from rearm" -s h -l help -d 'Print help'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from disable" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from disable" -s h -l help -d 'Print help'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from help" -f -a "list" -d 'List alerts, newest first'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from help" -f -a "list" -d 'List alerts, newest first, each with its state as the daemon judges it now; says how many more there are past the limit'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from help" -f -a "explain" -d 'Why an alert will or will not fire: its state, its quote, its levels against that price, the jobs that cover its ticker and whether they judged its latest change, and its events'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from help" -f -a "add" -d 'Add an alert; prints its id'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from help" -f -a "cooldown" -d 'Make an alert repeat, re-armed this long after each trigger, or fire once again (--none)'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and __fish_seen_subcommand_from help" -f -a "snooze" -d 'Keep an alert from firing for a while: it stays armed, and is judged at the price of then when the snooze ends; or end a snooze (--off)'
@@ -132,7 +151,8 @@ complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and not 
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and not __fish_seen_subcommand_from generate run check-config run-job outbox alerts quotes status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from outbox" -f -a "list" -d 'List undelivered events (pending and dead), oldest first'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from outbox" -f -a "replay" -d 'Put events back on a fresh retry schedule, due now, with the same ids'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "list" -d 'List alerts, newest first'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "list" -d 'List alerts, newest first, each with its state as the daemon judges it now; says how many more there are past the limit'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "explain" -d 'Why an alert will or will not fire: its state, its quote, its levels against that price, the jobs that cover its ticker and whether they judged its latest change, and its events'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "add" -d 'Add an alert; prints its id'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "cooldown" -d 'Make an alert repeat, re-armed this long after each trigger, or fire once again (--none)'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "snooze" -d 'Keep an alert from firing for a while: it stays armed, and is judged at the price of then when the snooze ends; or end a snooze (--off)'

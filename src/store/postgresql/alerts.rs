@@ -11,7 +11,7 @@ use super::rows::{alert_columns, alert_row};
 use super::{PgConnection, PgResult as Result};
 
 use crate::store::alerts::{
-    AlertEntry, AlertFilter, AlertRow, Claimed, Fired, Returned, Trigger, event_of,
+    AlertEntry, AlertFilter, AlertQuery, AlertRow, Claimed, Fired, Returned, Trigger, event_of,
 };
 
 /// Whether a disabled alert may be re-armed now (`$1` the time, `$2` in
@@ -473,35 +473,60 @@ fn enqueue_claimed(
     Ok(())
 }
 
-pub fn list(
-    connection: &mut PgConnection,
-    filter: AlertFilter,
-    ticker: Option<&str>,
-    limit: usize,
-) -> Result<Vec<AlertEntry>> {
-    macro_rules! listing {
-        ($state:literal) => {
-            concat!(
-                "SELECT id, ticker::text, condition::text, target_price::float8, \
-                 reference_price::float8, enabled = '1', triggered_at::text, triggered_price::float8, \
-                 expires_at::text, expired_at::text, user_id::text, note::text, cooldown::text, rearm_at, \
-                 snoozed_until::text, trigger_count::bigint, max_triggers::text, upper_price::float8, \
-                 rearm_band::text, return_below::float8, return_above::float8 \
-                 FROM price_alerts WHERE ",
-                $state,
-                " AND ($1::text IS NULL OR ticker = $1) ORDER BY id DESC LIMIT $2"
-            )
-        };
-    }
-    let sql = match filter {
-        AlertFilter::All => listing!("true"),
-        AlertFilter::Enabled => listing!("enabled = '1'"),
-        AlertFilter::Triggered => listing!("enabled = '0' AND triggered_at IS NOT NULL"),
+/// `list`'s and `count`'s statements for each filter, with `$1` ticker,
+/// `$2` user, `$3` id and `$4` the id to stay below: literals, each
+/// prepared once.
+macro_rules! filtered {
+    ($head:literal, $state:literal, $tail:literal) => {
+        concat!(
+            $head,
+            " WHERE ",
+            $state,
+            " AND ($1::text IS NULL OR ticker = $1) AND ($2::text IS NULL OR user_id = $2)",
+            " AND ($3::bigint IS NULL OR id = $3) AND ($4::bigint IS NULL OR id < $4)",
+            $tail
+        )
     };
+}
+
+macro_rules! per_filter {
+    ($filter:expr, $head:literal, $tail:literal) => {
+        match $filter {
+            AlertFilter::All => filtered!($head, "true", $tail),
+            AlertFilter::Enabled => filtered!($head, "enabled = '1'", $tail),
+            AlertFilter::Triggered => {
+                filtered!($head, "enabled = '0' AND triggered_at IS NOT NULL", $tail)
+            }
+            AlertFilter::Disabled => filtered!($head, "enabled = '0'", $tail),
+        }
+    };
+}
+
+/// Up to `query.limit` alerts of `query`, newest first.
+pub fn list(connection: &mut PgConnection, query: &AlertQuery<'_>) -> Result<Vec<AlertEntry>> {
+    let sql = per_filter!(
+        query.filter,
+        "SELECT id, ticker::text, condition::text, target_price::float8, \
+         reference_price::float8, enabled = '1', triggered_at::text, triggered_price::float8, \
+         expires_at::text, expired_at::text, user_id::text, note::text, cooldown::text, rearm_at, \
+         snoozed_until::text, trigger_count::bigint, max_triggers::text, upper_price::float8, \
+         rearm_band::text, return_below::float8, return_above::float8, change_seq \
+         FROM price_alerts",
+        " ORDER BY id DESC LIMIT $5"
+    );
     let statement = connection.prepared(sql)?;
     connection
         .client()
-        .query(&statement, &[&ticker, &(limit as i64)])?
+        .query(
+            &statement,
+            &[
+                &query.ticker,
+                &query.user,
+                &query.id,
+                &query.before,
+                &(query.limit as i64),
+            ],
+        )?
         .iter()
         .map(|row| {
             Ok(AlertEntry {
@@ -528,7 +553,22 @@ pub fn list(
                 rearm_band: row.try_get(18)?,
                 return_below: row.try_get(19)?,
                 return_above: row.try_get(20)?,
+                change_seq: row.try_get(21)?,
             })
         })
         .collect()
+}
+
+/// How many alerts `query` holds.
+pub fn count(connection: &mut PgConnection, query: &AlertQuery<'_>) -> Result<u64> {
+    let sql = per_filter!(query.filter, "SELECT count(*) FROM price_alerts", "");
+    let statement = connection.prepared(sql)?;
+    let count: i64 = connection
+        .client()
+        .query_one(
+            &statement,
+            &[&query.ticker, &query.user, &query.id, &query.before],
+        )?
+        .try_get(0)?;
+    Ok(count.max(0) as u64)
 }

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use super::rows::{alert_row, number, text};
 
 use crate::store::alerts::{
-    AlertEntry, AlertFilter, AlertRow, Claimed, Fired, Returned, Trigger, event_of,
+    AlertEntry, AlertFilter, AlertQuery, AlertRow, Claimed, Fired, Returned, Trigger, event_of,
 };
 
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
@@ -416,51 +416,82 @@ fn enqueue_claimed(
     Ok(())
 }
 
-/// Up to `limit` alerts, newest first.
-pub fn list(
-    connection: &Connection,
-    filter: AlertFilter,
-    ticker: Option<&str>,
-    limit: usize,
-) -> rusqlite::Result<Vec<AlertEntry>> {
-    let state = match filter {
+/// The WHERE clause of `query`'s filter, with `?1` ticker, `?2` user, `?3`
+/// id and `?4` the id to stay below.
+fn list_clause(query: &AlertQuery<'_>) -> String {
+    let state = match query.filter {
         AlertFilter::All => "1",
         AlertFilter::Enabled => "enabled = 1",
         AlertFilter::Triggered => "enabled = 0 AND triggered_at IS NOT NULL",
+        AlertFilter::Disabled => "enabled = 0",
     };
-    let mut statement = connection.prepare(&format!(
+    format!(
+        "{state} AND (?1 IS NULL OR ticker = ?1) AND (?2 IS NULL OR user_id = ?2) \
+         AND (?3 IS NULL OR id = ?3) AND (?4 IS NULL OR id < ?4)"
+    )
+}
+
+/// Up to `query.limit` alerts of `query`, newest first.
+pub fn list(connection: &Connection, query: &AlertQuery<'_>) -> rusqlite::Result<Vec<AlertEntry>> {
+    let mut statement = connection.prepare_cached(&format!(
         "SELECT id, ticker, condition, target_price, reference_price, enabled, triggered_at, triggered_price,
                 expires_at, expired_at, user_id, note, cooldown, rearm_at,
-                snoozed_until, trigger_count, max_triggers, upper_price, rearm_band, return_below, return_above
-         FROM price_alerts WHERE {state} AND (?1 IS NULL OR ticker = ?1) ORDER BY id DESC LIMIT ?2"
+                snoozed_until, trigger_count, max_triggers, upper_price, rearm_band, return_below, return_above,
+                change_seq
+         FROM price_alerts WHERE {} ORDER BY id DESC LIMIT ?5",
+        list_clause(query)
     ))?;
-    let rows = statement.query_map(params![ticker, limit as i64], |row| {
-        let optional_text = |value: Option<Value>| value.map(text);
-        Ok(AlertEntry {
-            id: row.get(0)?,
-            ticker: text(row.get(1)?),
-            condition: text(row.get(2)?),
-            target_price: number(row.get(3)?),
-            reference_price: number(row.get(4)?),
-            upper_price: number(row.get(17)?),
-            enabled: row.get::<_, i64>(5)? != 0,
-            triggered_at: optional_text(row.get(6)?),
-            triggered_price: number(row.get(7)?),
-            expires_at: optional_text(row.get(8)?),
-            expired_at: optional_text(row.get(9)?),
-            user_id: optional_text(row.get(10)?),
-            note: optional_text(row.get(11)?),
-            cooldown: optional_text(row.get(12)?),
-            rearm_at: row
-                .get::<_, Option<i64>>(13)?
-                .map(crate::store::millis_to_text),
-            snoozed_until: optional_text(row.get(14)?),
-            trigger_count: number(row.get(15)?).unwrap_or_default() as i64,
-            max_triggers: optional_text(row.get(16)?),
-            rearm_band: optional_text(row.get(18)?),
-            return_below: number(row.get(19)?),
-            return_above: number(row.get(20)?),
-        })
-    })?;
+    let rows = statement.query_map(
+        params![
+            query.ticker,
+            query.user,
+            query.id,
+            query.before,
+            query.limit as i64
+        ],
+        |row| {
+            let optional_text = |value: Option<Value>| value.map(text);
+            Ok(AlertEntry {
+                id: row.get(0)?,
+                ticker: text(row.get(1)?),
+                condition: text(row.get(2)?),
+                target_price: number(row.get(3)?),
+                reference_price: number(row.get(4)?),
+                upper_price: number(row.get(17)?),
+                enabled: row.get::<_, i64>(5)? != 0,
+                triggered_at: optional_text(row.get(6)?),
+                triggered_price: number(row.get(7)?),
+                expires_at: optional_text(row.get(8)?),
+                expired_at: optional_text(row.get(9)?),
+                user_id: optional_text(row.get(10)?),
+                note: optional_text(row.get(11)?),
+                cooldown: optional_text(row.get(12)?),
+                rearm_at: row
+                    .get::<_, Option<i64>>(13)?
+                    .map(crate::store::millis_to_text),
+                snoozed_until: optional_text(row.get(14)?),
+                trigger_count: number(row.get(15)?).unwrap_or_default() as i64,
+                max_triggers: optional_text(row.get(16)?),
+                rearm_band: optional_text(row.get(18)?),
+                return_below: number(row.get(19)?),
+                return_above: number(row.get(20)?),
+                change_seq: row.get(21)?,
+            })
+        },
+    )?;
     rows.collect()
+}
+
+/// How many alerts `query` holds.
+pub fn count(connection: &Connection, query: &AlertQuery<'_>) -> rusqlite::Result<u64> {
+    let count: i64 = connection
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM price_alerts WHERE {}",
+            list_clause(query)
+        ))?
+        .query_row(
+            params![query.ticker, query.user, query.id, query.before],
+            |row| row.get(0),
+        )?;
+    Ok(count.max(0) as u64)
 }

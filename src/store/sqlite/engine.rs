@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
 use crate::store::Result;
-use crate::store::alerts::{AlertEntry, AlertFilter, AlertRow, Claimed, Returned, Trigger};
+use crate::store::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, Returned, Trigger};
 use crate::store::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
 use crate::store::engine::Engine;
 use crate::store::observations::Observation;
@@ -158,13 +158,12 @@ impl Engine for Connection {
         Ok(alerts::claim(self, triggers, triggered_at, now_ms)?)
     }
 
-    fn list_alerts(
-        &mut self,
-        filter: AlertFilter,
-        ticker: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<AlertEntry>> {
-        Ok(alerts::list(self, filter, ticker, limit)?)
+    fn list_alerts(&mut self, query: &AlertQuery<'_>) -> Result<Vec<AlertEntry>> {
+        Ok(alerts::list(self, query)?)
+    }
+
+    fn count_alerts(&mut self, query: &AlertQuery<'_>) -> Result<u64> {
+        Ok(alerts::count(self, query)?)
     }
 
     #[cfg(any(test, feature = "test-support"))]
