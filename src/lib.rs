@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod evaluate;
 pub mod event;
+pub mod freshness;
 pub mod http_client;
 pub mod lock;
 pub mod logging;

@@ -7,9 +7,10 @@ use std::io::Write;
 use anyhow::Context as _;
 use chrono::Utc;
 
-use crate::config::{Config, JobConfig};
+use crate::config::{self, Config, JobConfig};
+use crate::freshness::Freshness;
 use crate::membership::{self, Leases};
-use crate::store::{cluster, outbox, runs};
+use crate::store::{clock, cluster, outbox, quotes, runs};
 
 use super::open::connect_to_read;
 use super::output::rfc3339;
@@ -56,6 +57,9 @@ struct JobStatus {
     reacting_member: Option<String>,
     /// The daemon that ran it last (none for `run-job`).
     ran_by: Option<String>,
+    /// For an evaluate job, how fresh the quotes of its tickers with
+    /// enabled alerts are.
+    quotes: Option<Freshness>,
 }
 
 impl JobStatus {
@@ -77,6 +81,7 @@ impl JobStatus {
             detail: run.map(|run| run.detail.clone()),
             next_run_at,
             ran_by: run.and_then(|run| run.member.clone()),
+            quotes: None,
         }
     }
 }
@@ -91,6 +96,7 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Resu
     }
     writeln!(out, "database: {}", status.database)?;
     write_jobs(&status, out)?;
+    write_quotes(&status.jobs, config, out)?;
     writeln!(
         out,
         "outbox: {} pending, {} dead",
@@ -117,6 +123,8 @@ fn read(config: &Config) -> anyhow::Result<StatusReport> {
         })
         .collect();
     let reactors = cluster::reactors(&mut connection).context("reading the reacting members")?;
+    let alerted = quotes::alerted(&mut connection).context("reading the quotes")?;
+    let db_now = clock::now(&mut connection).context("reading the database's clock")?;
     let running = members.iter().any(|member| member.alive);
     let now = Utc::now();
     let mut jobs: Vec<JobStatus> = config
@@ -128,6 +136,9 @@ fn read(config: &Config) -> anyhow::Result<StatusReport> {
                 .flatten();
             let run = recorded.iter().find(|run| run.job == job.name);
             let mut status = JobStatus::of(&job.name, run, Some(job), next);
+            status.quotes = job
+                .scope()
+                .map(|scope| Freshness::of(&alerted, scope, config.prices.max_age, db_now));
             status.reacting_member = reactors
                 .iter()
                 .find(|(reacting, _)| *reacting == job.name)
@@ -190,6 +201,33 @@ fn write_jobs(status: &StatusReport, out: &mut impl Write) -> anyhow::Result<()>
         ]);
     }
     table.write("", out)?;
+    Ok(())
+}
+
+/// How fresh each evaluate job's quotes are, a line each.
+fn write_quotes(jobs: &[JobStatus], config: &Config, out: &mut impl Write) -> anyhow::Result<()> {
+    let seconds = |age: Option<f64>| {
+        age.map_or_else(
+            || "-".to_owned(),
+            |age| config::show_duration(std::time::Duration::from_secs(age as u64)),
+        )
+    };
+    for job in jobs {
+        let Some(quotes) = &job.quotes else {
+            continue;
+        };
+        writeln!(
+            out,
+            "quotes of {}: {} tickers with alerts; newest {} old, oldest {}; {} stale, {} without a quote (max age {})",
+            job.job,
+            quotes.tickers,
+            seconds(quotes.newest_age_seconds),
+            seconds(quotes.oldest_age_seconds),
+            quotes.stale,
+            quotes.missing,
+            config::show_duration(config.prices.max_age)
+        )?;
+    }
     Ok(())
 }
 

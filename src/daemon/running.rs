@@ -90,6 +90,9 @@ impl Daemon {
         runner
             .metrics
             .jobs(config.jobs.iter().map(|job| job.name.as_str()));
+        runner
+            .metrics
+            .watch_quotes(&config.jobs, config.prices.max_age);
         runner.metrics.jobs_armed(jobs.unarmed.clone());
         let mut deadlines = Deadlines::default();
         deadlines.scheduled(&config.jobs, &runner.metrics, chrono::Utc::now());
@@ -446,6 +449,10 @@ impl Daemon {
             self.runner
                 .metrics
                 .jobs(new.jobs.iter().map(|job| job.name.as_str()));
+            // Its max age applies at a restart: the one in force.
+            self.runner
+                .metrics
+                .watch_quotes(&new.jobs, self.config.prices.max_age);
             self.runner.metrics.jobs_armed(self.jobs.unarmed.clone());
             self.deadlines
                 .scheduled(&new.jobs, &self.runner.metrics, Utc::now());

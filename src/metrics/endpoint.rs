@@ -183,7 +183,7 @@ async fn answer(
     pool: &Pool,
 ) -> hyper::Response<Full<Bytes>> {
     let (status, content_type, body) = match path {
-        "/metrics" => match read(pool).await {
+        "/metrics" => match read(pool, metrics.watches_quotes()).await {
             Ok(readings) => {
                 let format = Format::negotiate(accept);
                 (200, format.content_type(), metrics.render(format, readings))
@@ -218,22 +218,32 @@ async fn answer(
     response
 }
 
-/// The outbox and the members, as the database says now.
-async fn read(pool: &Pool) -> anyhow::Result<Readings> {
-    let (pending, dead, oldest, members, now) =
-        store::blocking(pool, "reading the outbox and the members", |connection| {
+/// The outbox and the members, and (`quotes`) the quotes of the tickers
+/// with enabled alerts, as the database says now.
+async fn read(pool: &Pool, quotes: bool) -> anyhow::Result<Readings> {
+    let (pending, dead, oldest, members, alerted, now) = store::blocking(
+        pool,
+        "reading the outbox and the members",
+        move |connection| {
             let (pending, dead) = store::outbox::backlog(connection)?;
             let oldest = store::outbox::oldest_pending(connection)?;
             let members = store::cluster::members(connection)?;
+            let alerted = if quotes {
+                store::quotes::alerted(connection)?
+            } else {
+                Vec::new()
+            };
             Ok((
                 pending,
                 dead,
                 oldest,
                 members,
+                alerted,
                 store::clock::now(connection)?,
             ))
-        })
-        .await?;
+        },
+    )
+    .await?;
     // Its age by the clock it was stamped by, the database's.
     let oldest_pending = oldest
         .and_then(|created| (now - created).to_std().ok())
@@ -254,6 +264,8 @@ async fn read(pool: &Pool) -> anyhow::Result<Readings> {
         oldest_pending,
         live_members: live_members as u64,
         lost_members: lost_members as u64,
+        alerted,
+        now,
     })
 }
 

@@ -37,7 +37,7 @@ impl Format {
 }
 
 /// What the database says at scrape time.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Readings {
     pub pending: u64,
     pub dead: u64,
@@ -47,4 +47,9 @@ pub struct Readings {
     pub live_members: u64,
     /// Members that stopped beating within the last hour without leaving.
     pub lost_members: u64,
+    /// Each ticker with enabled alerts and its quote's time, when quotes
+    /// are watched (`store::quotes::alerted`).
+    pub alerted: Vec<(String, Option<String>)>,
+    /// The database's now.
+    pub now: chrono::DateTime<chrono::Utc>,
 }

@@ -210,7 +210,74 @@ impl Metrics {
 
     /// The exposition in `format`, with the outbox's and the members'
     /// gauges as the database says now.
+    /// Measures the quotes of `jobs`' scopes at each scrape, against
+    /// `max_age` (at the start, and at each reload).
+    pub fn watch_quotes(&self, jobs: &[crate::config::JobConfig], max_age: std::time::Duration) {
+        let watched: Vec<(String, crate::config::Scope)> = jobs
+            .iter()
+            .filter_map(|job| Some((job.name.clone(), job.scope()?.clone())))
+            .collect();
+        let mut current = crate::lock::lock(&self.watched);
+        for (job, _) in &current.jobs {
+            if !watched.iter().any(|(name, _)| name == job) {
+                self.forget_quotes(job);
+            }
+        }
+        *current = super::series::Watched {
+            jobs: watched,
+            max_age,
+        };
+        self.quote_max_age.set(max_age.as_secs_f64());
+    }
+
+    /// Whether a scrape should read the quotes.
+    pub fn watches_quotes(&self) -> bool {
+        !crate::lock::lock(&self.watched).jobs.is_empty()
+    }
+
+    fn forget_quotes(&self, job: &str) {
+        let labels = JobLabels::of(job);
+        self.quote_newest_age.remove(&labels);
+        self.quote_oldest_age.remove(&labels);
+        self.quotes_stale.remove(&labels);
+        self.quotes_missing.remove(&labels);
+    }
+
+    /// Each watched job's [`Freshness`](crate::freshness::Freshness), from
+    /// what the scrape read. A job without tickers with enabled alerts has
+    /// no series (nothing to be fresh); one whose tickers have no quote at
+    /// all is infinitely old.
+    fn measure_quotes(&self, readings: &Readings) {
+        let watched = crate::lock::lock(&self.watched);
+        for (job, scope) in &watched.jobs {
+            let freshness = crate::freshness::Freshness::of(
+                &readings.alerted,
+                scope,
+                watched.max_age,
+                readings.now,
+            );
+            if freshness.tickers == 0 {
+                self.forget_quotes(job);
+                continue;
+            }
+            let labels = JobLabels::of(job);
+            self.quote_newest_age
+                .get_or_create(&labels)
+                .set(freshness.newest_age_seconds.unwrap_or(f64::INFINITY));
+            self.quote_oldest_age
+                .get_or_create(&labels)
+                .set(freshness.oldest_age_seconds.unwrap_or(f64::INFINITY));
+            self.quotes_stale
+                .get_or_create(&labels)
+                .set(freshness.stale as i64);
+            self.quotes_missing
+                .get_or_create(&labels)
+                .set(freshness.missing as i64);
+        }
+    }
+
     pub fn render(&self, format: Format, readings: Readings) -> String {
+        self.measure_quotes(&readings);
         self.outbox_pending.set(readings.pending as i64);
         self.outbox_dead.set(readings.dead as i64);
         self.outbox_oldest

@@ -47,7 +47,22 @@ pub struct Metrics {
     pub(super) reload_successful: Gauge,
     pub(super) reload_success_time: Gauge<f64, AtomicU64>,
     pub(super) restart_pending: Gauge,
+    pub(super) quote_newest_age: Family<JobLabels, Gauge<f64, AtomicU64>>,
+    pub(super) quote_oldest_age: Family<JobLabels, Gauge<f64, AtomicU64>>,
+    pub(super) quotes_stale: Family<JobLabels, Gauge>,
+    pub(super) quotes_missing: Family<JobLabels, Gauge>,
+    pub(super) quote_max_age: Gauge<f64, AtomicU64>,
+    /// The jobs whose quotes the scrape measures, with their scope, and
+    /// `prices.max_age`.
+    pub(super) watched: std::sync::Mutex<Watched>,
     pub(super) readiness: Readiness,
+}
+
+/// What [`Metrics::watch_quotes`] was told.
+#[derive(Default)]
+pub(super) struct Watched {
+    pub(super) jobs: Vec<(String, crate::config::Scope)>,
+    pub(super) max_age: std::time::Duration,
 }
 
 fn tick_histogram() -> Histogram {
@@ -87,6 +102,12 @@ impl Default for Metrics {
             reload_successful: Gauge::default(),
             reload_success_time: Gauge::default(),
             restart_pending: Gauge::default(),
+            quote_newest_age: Family::default(),
+            quote_oldest_age: Family::default(),
+            quotes_stale: Family::default(),
+            quotes_missing: Family::default(),
+            quote_max_age: Gauge::default(),
+            watched: Default::default(),
             readiness: Readiness::default(),
             registry: Registry::default(),
         };
@@ -241,6 +262,31 @@ fn register(metrics: &Metrics, registry: &mut Registry) {
         "config_last_reload_success_timestamp_seconds",
         "When the configuration was last loaded successfully (unix seconds)",
         metrics.reload_success_time.clone(),
+    );
+    registry.register(
+        "quote_newest_age_seconds",
+        "Among the tickers with enabled alerts the job covers, the age of the newest quote (+Inf: none has one); it only grows while the feed is stopped",
+        metrics.quote_newest_age.clone(),
+    );
+    registry.register(
+        "quote_oldest_age_seconds",
+        "Among the tickers with enabled alerts the job covers, the age of the oldest quote",
+        metrics.quote_oldest_age.clone(),
+    );
+    registry.register(
+        "quotes_stale",
+        "Tickers with enabled alerts the job covers whose quote is older than prices.max_age (or not dated): their alerts are not judged",
+        metrics.quotes_stale.clone(),
+    );
+    registry.register(
+        "quotes_missing",
+        "Tickers with enabled alerts the job covers that have no quote",
+        metrics.quotes_missing.clone(),
+    );
+    registry.register(
+        "quote_max_age_seconds",
+        "prices.max_age: a quote older than this triggers nothing",
+        metrics.quote_max_age.clone(),
     );
     registry.register(
         "config_restart_pending",

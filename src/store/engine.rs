@@ -56,6 +56,9 @@ pub(super) trait Engine: Shared + Send {
     /// One ticker's quote.
     fn quote(&mut self, ticker: &str) -> Result<Option<QuoteRow>>;
 
+    /// Each ticker with enabled alerts, and its quote's time.
+    fn alerted_quotes(&mut self) -> Result<Vec<(String, Option<String>)>>;
+
     /// Stores fetched quotes in one transaction.
     fn upsert_quotes(&mut self, quotes: &[NewQuote]) -> Result<()>;
 

@@ -29,6 +29,12 @@ pub fn get(connection: &mut Connection, ticker: &str) -> Result<Option<QuoteRow>
     connection.engine().quote(ticker)
 }
 
+/// Each ticker with enabled alerts, and its quote's time as written (none
+/// without a quote): what the feed must keep fresh.
+pub fn alerted(connection: &mut Connection) -> Result<Vec<(String, Option<String>)>> {
+    connection.engine().alerted_quotes()
+}
+
 /// Stores fetched quotes with the source's own times. One transaction.
 pub fn upsert(connection: &mut Connection, quotes: &[NewQuote]) -> Result<()> {
     connection.engine().upsert_quotes(quotes)

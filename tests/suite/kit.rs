@@ -16,7 +16,7 @@ const RULE_TESTS: &str = "etc/prometheus/price-alertd.rules.test.yml";
 const DASHBOARD: &str = "etc/grafana/price-alertd.json";
 
 /// What an operator must be woken for (issue 21), each an alert of the rules.
-const ALERTS: [&str; 13] = [
+const ALERTS: [&str; 15] = [
     "PriceAlertdDown",
     "PriceAlertdNotScraped",
     "PriceAlertdTicksFailing",
@@ -30,12 +30,14 @@ const ALERTS: [&str; 13] = [
     "PriceAlertdReloadRefused",
     "PriceAlertdQuoteSourceFailing",
     "PriceAlertdClockOff",
+    "PriceAlertdQuoteFeedStopped",
+    "PriceAlertdQuotesStale",
 ];
 
 /// The series the dashboard's panels must show: ticks and their duration,
 /// triggered and delivered, backlog and oldest pending age, latency, dead
 /// letters, members.
-const DASHBOARD_SHOWS: [&str; 10] = [
+const DASHBOARD_SHOWS: [&str; 11] = [
     "price_alertd_ticks_total",
     "price_alertd_tick_duration_seconds_bucket",
     "price_alertd_alerts_triggered_total",
@@ -46,6 +48,7 @@ const DASHBOARD_SHOWS: [&str; 10] = [
     "price_alertd_claim_to_delivery_seconds_bucket",
     "price_alertd_outbox_dead",
     "price_alertd_cluster_members",
+    "price_alertd_quote_newest_age_seconds",
 ];
 
 fn in_repository(path: &str) -> PathBuf {
@@ -156,6 +159,9 @@ fn exported_series() -> BTreeSet<String> {
     // the start.
     let text = config_text(&db, "http://127.0.0.1:9/events", "0 0 0 1 1 *")
         + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    // The quotes' series are a job's with tickers with enabled alerts.
+    db.add_alert("AAPL", "above", 1e9);
+    db.set_quote("AAPL", 1.0);
     let _daemon = Daemon::start(&db.write_config(&text));
     let (status, exposition) = scrape(port, "/metrics");
     assert_eq!(status, 200, "{exposition}");

@@ -899,3 +899,79 @@ fn a_metrics_address_beyond_loopback_is_warned_about() {
     // Scraped over loopback only.
     assert_eq!(scrape(port, "/healthz").0, 200);
 }
+
+/// The quotes the alerts need are watched: per job, the newest and oldest
+/// quote's age among its tickers with enabled alerts, and how many are
+/// stale or missing, at each scrape and in `status`.
+#[test]
+fn the_quotes_the_alerts_need_are_watched_per_job() {
+    let db = Db::new();
+    let port = free_port();
+    let text = config_text(&db.path, "http://127.0.0.1:9/events", "0 0 0 1 1 *")
+        + "\n[[jobs]]\nname = \"crypto\"\nkind = \"evaluate\"\nschedule = \"0 0 0 1 1 *\"\ntickers = [\"BTC*\"]\n"
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    let path = db.write_config(&text);
+    db.add_alert("AAPL", "above", 1000.0);
+    db.add_alert("MSFT", "above", 1000.0);
+    db.add_alert("TSLA", "above", 1000.0);
+    db.add_alert("BTCUSD", "above", 1e9);
+    db.set_quote("AAPL", 100.0);
+    db.set_quote("BTCUSD", 100.0);
+    let two_hours_ago = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    db.execute(
+        "INSERT INTO quotes (ticker, price, updated_at) VALUES ('MSFT', 300, $1)",
+        values![two_hours_ago],
+    );
+    let _daemon = Daemon::start_quiet(&path);
+    let metrics = scrape(port, "/metrics").1;
+    let of = |name: &str, job: &str| {
+        sample(&metrics, &format!("{name}{{job_name=\"{job}\"}}"))
+            .unwrap_or_else(|| panic!("{name} {job}: {metrics}"))
+    };
+    assert!(
+        of("price_alertd_quote_newest_age_seconds", "evaluate") < 60.0,
+        "{metrics}"
+    );
+    assert!(
+        of("price_alertd_quote_oldest_age_seconds", "evaluate") >= 7200.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        (
+            of("price_alertd_quotes_stale", "evaluate"),
+            of("price_alertd_quotes_missing", "evaluate")
+        ),
+        (1.0, 1.0)
+    );
+    assert_eq!(
+        (
+            of("price_alertd_quotes_stale", "crypto"),
+            of("price_alertd_quotes_missing", "crypto")
+        ),
+        (0.0, 0.0)
+    );
+    assert_eq!(
+        sample(&metrics, "price_alertd_quote_max_age_seconds"),
+        Some(900.0)
+    );
+
+    let status = cli(&path, &["status"]);
+    assert!(
+        status.contains("quotes of evaluate: 4 tickers with alerts")
+            && status.contains("1 stale, 1 without a quote (max age 15m)"),
+        "{status}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&cli(&path, &["status", "--json"])).unwrap();
+    assert_eq!(json["jobs"][1]["quotes"]["tickers"], 1, "{json}");
+
+    // Every alert of a scope disabled: nothing to watch, no series.
+    db.execute(
+        "UPDATE price_alerts SET enabled = 0 WHERE ticker = 'BTCUSD'",
+        values![],
+    );
+    let metrics = scrape(port, "/metrics").1;
+    assert!(
+        !metrics.contains("price_alertd_quotes_stale{job_name=\"crypto\"}"),
+        "{metrics}"
+    );
+}

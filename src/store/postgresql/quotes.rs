@@ -31,6 +31,26 @@ pub fn get(connection: &mut PgConnection, ticker: &str) -> Result<Option<QuoteRo
         .transpose()
 }
 
+/// Each ticker with enabled alerts and its quote's time as written.
+pub fn alerted(connection: &mut PgConnection) -> Result<Vec<(String, Option<String>)>> {
+    let statement = connection.prepared(
+        "SELECT a.ticker::text, q.updated_at::text
+         FROM (SELECT DISTINCT ticker FROM price_alerts WHERE enabled = '1') AS a
+         LEFT JOIN quotes AS q ON q.ticker = a.ticker",
+    )?;
+    connection
+        .client()
+        .query(&statement, &[])?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<_, Option<String>>(0)?.unwrap_or_default(),
+                row.try_get(1)?,
+            ))
+        })
+        .collect()
+}
+
 pub fn upsert(connection: &mut PgConnection, quotes: &[NewQuote]) -> Result<()> {
     let upsert = connection.prepared(
         "INSERT INTO quotes (ticker, price, updated_at)

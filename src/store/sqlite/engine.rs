@@ -42,6 +42,10 @@ impl Engine for Connection {
         Ok(quotes::get(self, ticker)?)
     }
 
+    fn alerted_quotes(&mut self) -> Result<Vec<(String, Option<String>)>> {
+        Ok(quotes::alerted(self)?)
+    }
+
     fn upsert_quotes(&mut self, new: &[NewQuote]) -> Result<()> {
         Ok(quotes::upsert(self, new)?)
     }

@@ -36,6 +36,23 @@ pub fn get(connection: &Connection, ticker: &str) -> rusqlite::Result<Option<Quo
         .optional()
 }
 
+/// Each ticker with enabled alerts (through `idx_price_alerts_enabled`)
+/// and its quote's time as written.
+pub fn alerted(connection: &Connection) -> rusqlite::Result<Vec<(String, Option<String>)>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT a.ticker, q.updated_at
+         FROM (SELECT DISTINCT ticker FROM price_alerts WHERE enabled = 1) AS a
+         LEFT JOIN quotes AS q ON q.ticker = a.ticker",
+    )?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            text(row.get(0)?),
+            row.get::<_, Option<rusqlite::types::Value>>(1)?.map(text),
+        ))
+    })?;
+    rows.collect()
+}
+
 /// Stores fetched quotes with the source's own times. One transaction.
 pub fn upsert(connection: &mut Connection, quotes: &[NewQuote]) -> rusqlite::Result<()> {
     let _turn = super::wal::Turn::take();
