@@ -254,27 +254,78 @@ fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
 
 #[derive(Subcommand)]
 enum OutboxCommand {
-    /// List undelivered events (pending and dead), oldest first.
+    /// List events, oldest first: undelivered ones (pending and dead)
+    /// unless --state says otherwise; says how many more past the limit.
     List {
-        /// Only dead letters: events refused with a 4xx or whose retry schedule ran out.
-        #[arg(long)]
+        /// Only dead letters: events refused with a 4xx or whose retry
+        /// schedule ran out (--state dead).
+        #[arg(long, conflicts_with = "state")]
         dead: bool,
+        #[command(flatten)]
+        filter: OutboxFilterArgs,
         /// At most this many rows.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        /// One JSON object per line.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// One JSON object per line (the line saying how many more on stderr).
         #[arg(long)]
         json: bool,
     },
-    /// Put events back on a fresh retry schedule, due now, with the same ids.
+    /// One event: its state, its body as queued, and every attempt (time,
+    /// URL, status or error, duration).
+    Show {
+        /// The event's id (the webhook-id).
+        event_id: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put events back on a fresh retry schedule, due now, with the same
+    /// ids: those named, every dead letter, or every event the filters
+    /// match (dead ones unless --state says otherwise; delivered ones too
+    /// with --state delivered or all). Says how many.
     Replay {
         /// Event ids (the webhook-id), e.g. pa_5d1c0e7a9b3f4c2d8e6a1b0f_42_7.
-        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        #[arg(conflicts_with_all = ["all_dead", "state", "user", "alert", "since", "until"])]
         ids: Vec<String>,
         /// Every dead letter.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["state", "user", "alert", "since", "until"])]
         all_dead: bool,
+        #[command(flatten)]
+        filter: OutboxFilterArgs,
+        /// Only count what would be replayed.
+        #[arg(long, conflicts_with = "ids")]
+        dry_run: bool,
     },
+}
+
+/// Which events `outbox list` and `outbox replay` take.
+#[derive(clap::Args)]
+struct OutboxFilterArgs {
+    /// Only events in this state.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(outbox::OutboxState::WORDS))]
+    state: Option<String>,
+    /// Only this user's events.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Only this alert's events.
+    #[arg(long, value_name = "ID")]
+    alert: Option<i64>,
+    /// Only events queued at or after this instant (RFC 3339).
+    #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
+    since: Option<DateTime<Utc>>,
+    /// Only events queued before this instant (RFC 3339).
+    #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
+    until: Option<DateTime<Utc>>,
+}
+
+impl OutboxFilterArgs {
+    fn any(&self) -> bool {
+        self.state.is_some()
+            || self.user.is_some()
+            || self.alert.is_some()
+            || self.since.is_some()
+            || self.until.is_some()
+    }
 }
 
 /// Writes the man pages and the completion scripts for the CLI as defined
@@ -399,25 +450,65 @@ fn run_job(config: Config, name: &str) -> ExitCode {
     }
 }
 
-/// `outbox list|replay`.
+/// `outbox list|show|replay`.
 fn outbox_command(config: &Config, command: OutboxCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
+    // The filters' instants as the outbox stamps its times.
+    let stamp = |at: &Option<DateTime<Utc>>| at.map(store::timestamp);
     match command {
-        OutboxCommand::List { dead, limit, json } => {
-            let filter = if dead {
-                outbox::OutboxFilter::Dead
-            } else {
-                outbox::OutboxFilter::Undelivered
+        OutboxCommand::List {
+            dead,
+            filter,
+            limit,
+            json,
+        } => {
+            let state = match (dead, filter.state.as_deref()) {
+                (true, _) => outbox::OutboxState::Dead,
+                (false, Some(word)) => outbox::OutboxState::parse(word).expect("a possible value"),
+                (false, None) => outbox::OutboxState::Undelivered,
             };
-            admin::outbox_list(config, filter, limit, json, &mut out)
+            let (since, until) = (stamp(&filter.since), stamp(&filter.until));
+            let query = outbox::OutboxQuery {
+                state,
+                user: filter.user.as_deref(),
+                alert: filter.alert,
+                since: since.as_deref(),
+                until: until.as_deref(),
+                limit: limit as usize,
+            };
+            admin::outbox_list(config, &query, json, &mut out)
         }
-        OutboxCommand::Replay { ids, all_dead } => {
-            let what = if all_dead {
-                admin::Replay::AllDead
-            } else {
-                admin::Replay::Events(ids)
+        OutboxCommand::Show { event_id, json } => {
+            admin::outbox_show(config, &event_id, json, &mut out)
+        }
+        OutboxCommand::Replay {
+            ids,
+            all_dead,
+            filter,
+            dry_run,
+        } => {
+            anyhow::ensure!(
+                !ids.is_empty() || all_dead || filter.any(),
+                "name the events to replay: their ids, --all-dead, or filters (--state, --user, --alert, --since, --until)"
+            );
+            if !ids.is_empty() {
+                return admin::outbox_replay(config, admin::Replay::Events(ids), &mut out);
+            }
+            let state = filter
+                .state
+                .as_deref()
+                .and_then(outbox::OutboxState::parse)
+                .unwrap_or(outbox::OutboxState::Dead);
+            let (since, until) = (stamp(&filter.since), stamp(&filter.until));
+            let query = outbox::OutboxQuery {
+                state,
+                user: filter.user.as_deref(),
+                alert: filter.alert,
+                since: since.as_deref(),
+                until: until.as_deref(),
+                limit: 0,
             };
-            admin::outbox_replay(config, what, &mut out)
+            admin::outbox_replay(config, admin::Replay::Matching { query, dry_run }, &mut out)
         }
     }
 }

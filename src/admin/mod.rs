@@ -18,6 +18,6 @@ pub use alerts::{
 };
 pub use check::{Checks, check_config};
 pub use explain::alerts_explain;
-pub use outbox::{Replay, outbox_list, outbox_replay};
+pub use outbox::{Replay, outbox_list, outbox_replay, outbox_show};
 pub use quotes::{quotes_list, quotes_set};
 pub use status::status;

@@ -17,7 +17,7 @@ use crate::http_client;
 use crate::logging::error_chain;
 use crate::metrics::Response;
 use crate::recurring::Budget;
-use crate::store::outbox::{Leased, Outcome, Settled};
+use crate::store::outbox::{Attempt, Leased, Outcome, Settled};
 
 use super::lease::LeasePolicy;
 use super::route::Target;
@@ -157,18 +157,36 @@ pub(super) async fn attempt(
     stop: Stop,
     clock: DbClock,
 ) -> (Settled, Response) {
-    let settled = |outcome| Settled {
+    let number = event.attempts + 1;
+    let at_ms = clock.now_ms();
+    let started = std::time::Instant::now();
+    let record = |url: String, status: Option<StatusCode>, error: Option<&str>| Attempt {
+        number,
+        at_ms,
+        at: String::new(),
+        url,
+        status: status.map(|status| status.as_u16()),
+        error: error.map(str::to_owned),
+        duration_ms: started.elapsed().as_millis() as i64,
+    };
+    let settled = |outcome, attempt| Settled {
         row_id: event.row_id,
         lease_until: event.lease_until,
         outcome,
+        attempt,
     };
     let (uri, authorization) = match webhook.target.destination(event.user_id.as_deref()) {
         Ok(destination) => destination,
         Err(error) => {
-            dead_letter(webhook, &event.event_id, event.attempts + 1, &error);
-            return (settled(Outcome::Dead { error }), Response::None);
+            dead_letter(webhook, &event.event_id, number, &error);
+            let attempt = record(String::new(), None, Some(&error));
+            return (
+                settled(Outcome::Dead { error }, Some(attempt)),
+                Response::None,
+            );
         }
     };
+    let url = shown(&uri);
     let request = request(
         webhook,
         &event.event_id,
@@ -178,27 +196,41 @@ pub(super) async fn attempt(
     );
     let answered = tokio::select! {
         answered = exchange(webhook, request) => answered,
-        () = cut_off(stop) => return (settled(Outcome::Released), Response::None),
+        () = cut_off(stop) => return (settled(Outcome::Released, None), Response::None),
     };
-    let (response, failure) = match answered {
+    let (status, failure) = match answered {
         Ok((status, None)) => {
             tracing::debug!(event_id = %event.event_id, "delivered");
+            let attempt = record(url, Some(status), None);
             return (
-                settled(Outcome::Delivered),
+                settled(Outcome::Delivered, Some(attempt)),
                 Response::Status(status.as_u16()),
             );
         }
-        Ok((status, Some(failure))) => (Response::Status(status.as_u16()), failure),
+        Ok((status, Some(failure))) => (Some(status), failure),
         Err(error) => {
+            let response = error.response();
             let failure = AttemptFailure::Transient {
                 reason: error.to_string(),
                 retry_after: None,
             };
-            (error.response(), failure)
+            let attempt = record(url, None, Some(&failure.to_string()));
+            let outcome = after_failure(webhook, &event.event_id, event.attempts, failure);
+            return (settled(outcome, Some(attempt)), response);
         }
     };
+    let attempt = record(url, status, Some(&failure.to_string()));
+    let response = status.map_or(Response::None, |status| Response::Status(status.as_u16()));
     let outcome = after_failure(webhook, &event.event_id, event.attempts, failure);
-    (settled(outcome), response)
+    (settled(outcome, Some(attempt)), response)
+}
+
+/// A request's URL as an attempt records it: no credentials (they travel
+/// in a header), its query masked (it may carry a token).
+fn shown(uri: &http::Uri) -> String {
+    url::Url::parse(&uri.to_string())
+        .map(|url| crate::config::display_url(&url))
+        .unwrap_or_else(|_| uri.path().to_owned())
 }
 
 /// The signed POST of an event's `body` to its destination (its URL and

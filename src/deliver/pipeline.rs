@@ -249,6 +249,7 @@ impl Deliverer<'_> {
             row_id: event.row_id,
             lease_until: event.lease_until,
             outcome: Outcome::Released,
+            attempt: None,
         });
     }
 

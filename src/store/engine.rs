@@ -22,7 +22,7 @@ use super::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, NewAlert, Returne
 use super::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
 use super::cluster::{Finish, Fire, Me, Member};
 use super::observations::Observation;
-use super::outbox::{Exchanged, OutboxEntry, OutboxFilter, Settled, Want};
+use super::outbox::{Exchanged, OutboxEntry, OutboxEvent, OutboxQuery, Settled, Want};
 use super::quotes::{NewQuote, QuoteRow};
 use super::runs::Run;
 use super::schema::{Audit, Repaired};
@@ -187,10 +187,11 @@ pub(super) trait Engine: Shared + Send {
 
     /// Puts dead or pending events back at the start of their retries;
     /// the ids replayed.
-    fn replay(&mut self, event_ids: &[String], now_ms: i64) -> Result<Vec<String>>;
+    /// Every event of `query` replayed, due at `now_ms` (the deliverers
+    /// told); how many.
+    fn replay_matching(&mut self, query: &OutboxQuery<'_>, now_ms: i64) -> Result<usize>;
 
-    /// Replays every dead letter; how many.
-    fn replay_all_dead(&mut self, now_ms: i64) -> Result<usize>;
+    fn replay(&mut self, event_ids: &[String], now_ms: i64) -> Result<Vec<String>>;
 
     // The daemon's objects.
 
@@ -249,8 +250,14 @@ pub(super) trait Shared {
     /// Pending events and dead letters.
     fn backlog(&mut self) -> Result<(u64, u64)>;
 
-    /// Up to `limit` rows, oldest first.
-    fn list_outbox(&mut self, filter: OutboxFilter, limit: usize) -> Result<Vec<OutboxEntry>>;
+    /// The events of `query`, oldest first.
+    fn list_outbox(&mut self, query: &OutboxQuery<'_>) -> Result<Vec<OutboxEntry>>;
+
+    /// How many events `query` holds.
+    fn count_outbox(&mut self, query: &OutboxQuery<'_>) -> Result<u64>;
+
+    /// One event, its body and its attempts.
+    fn outbox_event(&mut self, event_id: &str) -> Result<Option<OutboxEvent>>;
 
     /// Up to `limit` events of one alert, newest first.
     fn alert_events(&mut self, alert_id: i64, limit: usize) -> Result<Vec<OutboxEntry>>;
@@ -345,8 +352,16 @@ where
         Ok(super::outbox::backlog_on(self)?)
     }
 
-    fn list_outbox(&mut self, filter: OutboxFilter, limit: usize) -> Result<Vec<OutboxEntry>> {
-        Ok(super::outbox::list_on(self, filter, limit)?)
+    fn list_outbox(&mut self, query: &OutboxQuery<'_>) -> Result<Vec<OutboxEntry>> {
+        Ok(super::outbox::list_on(self, query)?)
+    }
+
+    fn count_outbox(&mut self, query: &OutboxQuery<'_>) -> Result<u64> {
+        Ok(super::outbox::count_on(self, query)?)
+    }
+
+    fn outbox_event(&mut self, event_id: &str) -> Result<Option<OutboxEvent>> {
+        Ok(super::outbox::event_on(self, event_id)?)
     }
 
     fn alert_events(&mut self, alert_id: i64, limit: usize) -> Result<Vec<OutboxEntry>> {

@@ -9,6 +9,25 @@ use crate::time::parse_time;
 use super::shared::{Row, Statements};
 use super::{Connection, Result};
 
+/// The delivery attempts of each event, kept as long as the event, at most
+/// [`ATTEMPTS_KEPT`] of one (the last). SQLite's types; PostgreSQL's
+/// migration makes the ids BIGINT.
+pub(super) const ATTEMPTS_SCHEMA: &str = "
+CREATE TABLE delivery_attempts (
+    id INTEGER PRIMARY KEY,
+    outbox_id INTEGER NOT NULL,          -- the event's outbox row
+    attempted_at TEXT NOT NULL,          -- when the request started (RFC 3339)
+    url TEXT NOT NULL,                   -- where it went, without credentials
+    status INTEGER,                      -- the answer's status, if one came
+    error TEXT,                          -- why it failed, if it did
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX delivery_attempts_event ON delivery_attempts (outbox_id, id);
+";
+
+/// The most attempts of one event kept: its last.
+pub const ATTEMPTS_KEPT: u32 = 20;
+
 /// A leased event, ready to send.
 #[derive(Debug, Clone)]
 pub struct Leased {
@@ -34,6 +53,32 @@ pub struct Settled {
     /// The lease it was sent under: only that lease's holder records it.
     pub lease_until: i64,
     pub outcome: Outcome,
+    /// The attempt that came to it, recorded with it; none for a row given
+    /// back unsent.
+    pub attempt: Option<Attempt>,
+}
+
+/// One delivery attempt as `outbox show` lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Attempt {
+    /// Its number among the event's attempts (1 for the first; a replay
+    /// starts again).
+    #[serde(skip)]
+    pub number: u32,
+    /// When the request started (unix ms, the database's clock).
+    #[serde(skip)]
+    pub at_ms: i64,
+    /// `at_ms` as RFC 3339, as read back.
+    #[serde(rename = "attempted_at")]
+    pub at: String,
+    /// Where it went, without credentials (a query masked); empty when the
+    /// event had no URL to go to.
+    pub url: String,
+    /// The answer's status, if one came.
+    pub status: Option<u16>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    pub duration_ms: i64,
 }
 
 /// What became of one attempt.
@@ -101,20 +146,89 @@ pub fn user_key(user_id: Option<&str>) -> &str {
 pub struct OutboxEntry {
     pub event_id: String,
     pub alert_id: i64,
+    pub user_id: Option<String>,
     pub state: String,
     pub attempts: u32,
     pub created_at: String,
     /// When the next attempt is due (RFC 3339), while pending.
     pub next_attempt_at: Option<String>,
+    pub delivered_at: Option<String>,
     pub last_error: Option<String>,
 }
 
-/// Which rows `list` shows.
+/// An event as `outbox show` gives it: its row, its body as queued, and its
+/// attempts, oldest first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutboxEvent {
+    #[serde(flatten)]
+    pub entry: OutboxEntry,
+    pub body: String,
+    pub attempts_made: Vec<Attempt>,
+}
+
+/// The states an operator asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutboxFilter {
-    /// Pending and dead: what has not been delivered.
-    Undelivered,
+pub enum OutboxState {
+    Pending,
     Dead,
+    Delivered,
+    /// Pending or dead.
+    Undelivered,
+    All,
+}
+
+impl OutboxState {
+    /// Every state's word, as the CLI takes them.
+    pub const WORDS: [&'static str; 5] = ["pending", "dead", "delivered", "undelivered", "all"];
+
+    pub fn parse(word: &str) -> Option<OutboxState> {
+        Some(match word {
+            "pending" => OutboxState::Pending,
+            "dead" => OutboxState::Dead,
+            "delivered" => OutboxState::Delivered,
+            "undelivered" => OutboxState::Undelivered,
+            "all" => OutboxState::All,
+            _ => return None,
+        })
+    }
+
+    pub(super) fn word(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Dead => "dead",
+            OutboxState::Delivered => "delivered",
+            OutboxState::Undelivered => "undelivered",
+            OutboxState::All => "all",
+        }
+    }
+}
+
+/// The events `list`, `count` and `replay_matching` take: of a state, and
+/// of a user, an alert and a time range of queueing (`since` included,
+/// `until` not; RFC 3339 as [`super::timestamp`] writes them), oldest
+/// first, at most `limit` (for `list`).
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxQuery<'a> {
+    pub state: OutboxState,
+    pub user: Option<&'a str>,
+    pub alert: Option<i64>,
+    pub since: Option<&'a str>,
+    pub until: Option<&'a str>,
+    pub limit: usize,
+}
+
+impl OutboxQuery<'_> {
+    /// Every event of `state`.
+    pub fn of(state: OutboxState, limit: usize) -> OutboxQuery<'static> {
+        OutboxQuery {
+            state,
+            user: None,
+            alert: None,
+            since: None,
+            until: None,
+            limit,
+        }
+    }
 }
 
 /// Settled outcomes as the engines record them: per lease, the rows
@@ -124,6 +238,9 @@ pub(super) struct Recording<'a> {
     pub by_lease: Vec<LeaseOutcomes>,
     pub retries: Vec<Retry<'a>>,
     pub dead: Vec<DeadLetter<'a>>,
+    /// The attempts, each with its row and lease: inserted while the lease
+    /// is the recorder's, before the outcomes free it.
+    pub attempts: Vec<(i64, i64, &'a Attempt)>,
 }
 
 /// The rows of one lease that were delivered, and those given back unsent.
@@ -153,13 +270,17 @@ impl<'a> Recording<'a> {
     pub(super) fn of(settled: &'a [Settled], now_ms: i64) -> Recording<'a> {
         let mut by_lease: std::collections::BTreeMap<i64, (Vec<i64>, Vec<i64>)> =
             Default::default();
-        let (mut retries, mut dead) = (Vec::new(), Vec::new());
+        let (mut retries, mut dead, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
         for Settled {
             row_id,
             lease_until,
             outcome,
+            attempt,
         } in settled
         {
+            if let Some(attempt) = attempt {
+                attempts.push((*row_id, *lease_until, attempt));
+            }
             match outcome {
                 Outcome::Delivered => by_lease.entry(*lease_until).or_default().0.push(*row_id),
                 Outcome::Released => by_lease.entry(*lease_until).or_default().1.push(*row_id),
@@ -192,6 +313,7 @@ impl<'a> Recording<'a> {
                 .collect(),
             retries,
             dead,
+            attempts,
         }
     }
 }
@@ -241,13 +363,19 @@ pub fn backlog(connection: &mut Connection) -> Result<(u64, u64)> {
     connection.engine().backlog()
 }
 
-/// Up to `limit` rows, oldest first.
-pub fn list(
-    connection: &mut Connection,
-    filter: OutboxFilter,
-    limit: usize,
-) -> Result<Vec<OutboxEntry>> {
-    connection.engine().list_outbox(filter, limit)
+/// Up to `query.limit` events of `query`, oldest first.
+pub fn list(connection: &mut Connection, query: &OutboxQuery<'_>) -> Result<Vec<OutboxEntry>> {
+    connection.engine().list_outbox(query)
+}
+
+/// How many events `query` holds, its limit aside.
+pub fn count(connection: &mut Connection, query: &OutboxQuery<'_>) -> Result<u64> {
+    connection.engine().count_outbox(query)
+}
+
+/// One event, its body and its attempts.
+pub fn show(connection: &mut Connection, event_id: &str) -> Result<Option<OutboxEvent>> {
+    connection.engine().outbox_event(event_id)
 }
 
 /// Up to `limit` events of one alert, newest first.
@@ -268,10 +396,13 @@ pub fn replay(connection: &mut Connection, event_ids: &[String]) -> Result<Vec<S
     connection.engine().replay(event_ids, now_ms)
 }
 
-/// Replays every dead letter; returns how many.
-pub fn replay_all_dead(connection: &mut Connection) -> Result<usize> {
+/// Puts every event of `query` (its limit aside) back at the start of a
+/// fresh retry schedule, due now by the database's clock, delivered ones
+/// too (a receiver that lost them drops those it has by their ids);
+/// returns how many.
+pub fn replay_matching(connection: &mut Connection, query: &OutboxQuery<'_>) -> Result<usize> {
     let now_ms = super::clock::now_ms(connection)?;
-    connection.engine().replay_all_dead(now_ms)
+    connection.engine().replay_matching(query, now_ms)
 }
 
 /// Deletes delivered events delivered before `before` (an RFC 3339 stamp as
@@ -284,23 +415,54 @@ pub(super) const OLDEST_PENDING: &str =
     "SELECT created_at FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1";
 pub(super) const BACKLOG: &str = "SELECT (SELECT count(*) FROM outbox WHERE state = 'pending'),
             (SELECT count(*) FROM outbox WHERE state = 'dead')";
-/// `list`'s statements: one per filter, so that each is a literal the
-/// engines prepare once.
-macro_rules! listing {
-    ($states:literal) => {
-        concat!(
-            "SELECT event_id, alert_id, state, attempts, created_at, next_attempt_at, last_error
-             FROM outbox WHERE state IN ",
-            $states,
-            " ORDER BY id LIMIT $1"
-        )
+/// The filter of [`OutboxQuery`]: `$1` its state's word, `$2` user, `$3`
+/// alert, `$4` since, `$5` until (casts, so that PostgreSQL types a NULL).
+macro_rules! outbox_filter {
+    () => {
+        "(CAST($1 AS TEXT) = 'all' OR state = CAST($1 AS TEXT)
+           OR (CAST($1 AS TEXT) = 'undelivered' AND state <> 'delivered'))
+         AND (CAST($2 AS TEXT) IS NULL OR user_id = CAST($2 AS TEXT))
+         AND (CAST($3 AS BIGINT) IS NULL OR alert_id = CAST($3 AS BIGINT))
+         AND (CAST($4 AS TEXT) IS NULL OR created_at >= CAST($4 AS TEXT))
+         AND (CAST($5 AS TEXT) IS NULL OR created_at < CAST($5 AS TEXT))"
     };
 }
-pub(super) const LIST_UNDELIVERED: &str = listing!("('pending', 'dead')");
-pub(super) const LIST_DEAD: &str = listing!("('dead')");
-pub(super) const ALERT_EVENTS: &str =
-    "SELECT event_id, alert_id, state, attempts, created_at, next_attempt_at, last_error
-     FROM outbox WHERE alert_id = $1 ORDER BY id DESC LIMIT $2";
+
+/// An [`OutboxEntry`]'s columns.
+macro_rules! entry_columns {
+    () => {
+        "event_id, alert_id, state, attempts, created_at, next_attempt_at, last_error, user_id, delivered_at"
+    };
+}
+
+pub(super) const LIST: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM outbox WHERE ",
+    outbox_filter!(),
+    " ORDER BY id LIMIT $6"
+);
+pub(super) const COUNT: &str = concat!("SELECT count(*) FROM outbox WHERE ", outbox_filter!());
+/// `$6`: now, in unix ms.
+pub(super) const REPLAY_MATCHING: &str = concat!(
+    "WITH chosen AS (SELECT id FROM outbox WHERE ",
+    outbox_filter!(),
+    ") UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $6, dead_at = NULL,
+         delivered_at = NULL, lease_owner = NULL, lease_until = NULL
+     WHERE id IN (SELECT id FROM chosen)"
+);
+pub(super) const EVENT: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    ", id, body FROM outbox WHERE event_id = $1"
+);
+pub(super) const ALERT_EVENTS: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM outbox WHERE alert_id = $1 ORDER BY id DESC LIMIT $2"
+);
+pub(super) const ATTEMPTS: &str = "SELECT attempted_at, url, status, error, duration_ms
+     FROM delivery_attempts WHERE outbox_id = $1 ORDER BY id";
 pub(super) const PURGE_DELIVERED: &str =
     "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < $1";
 
@@ -322,14 +484,87 @@ pub(super) fn backlog_on<C: Statements>(
 
 pub(super) fn list_on<C: Statements>(
     connection: &mut C,
-    filter: OutboxFilter,
-    limit: usize,
+    query: &OutboxQuery<'_>,
 ) -> std::result::Result<Vec<OutboxEntry>, C::Error> {
-    let sql = match filter {
-        OutboxFilter::Undelivered => LIST_UNDELIVERED,
-        OutboxFilter::Dead => LIST_DEAD,
+    let limit = query.limit as i64;
+    connection.query(
+        LIST,
+        &[
+            &query.state.word(),
+            &query.user,
+            &query.alert,
+            &query.since,
+            &query.until,
+            &limit,
+        ],
+        |row| entry_of(row),
+    )
+}
+
+pub(super) fn count_on<C: Statements>(
+    connection: &mut C,
+    query: &OutboxQuery<'_>,
+) -> std::result::Result<u64, C::Error> {
+    let count = connection.query_first(
+        COUNT,
+        &[
+            &query.state.word(),
+            &query.user,
+            &query.alert,
+            &query.since,
+            &query.until,
+        ],
+        |row| row.get::<i64>(0),
+    )?;
+    Ok(count.unwrap_or_default().max(0) as u64)
+}
+
+pub(super) fn replay_matching_on<C: Statements>(
+    connection: &mut C,
+    query: &OutboxQuery<'_>,
+    now_ms: i64,
+) -> std::result::Result<usize, C::Error> {
+    Ok(connection.execute(
+        REPLAY_MATCHING,
+        &[
+            &query.state.word(),
+            &query.user,
+            &query.alert,
+            &query.since,
+            &query.until,
+            &now_ms,
+        ],
+    )? as usize)
+}
+
+pub(super) fn event_on<C: Statements>(
+    connection: &mut C,
+    event_id: &str,
+) -> std::result::Result<Option<OutboxEvent>, C::Error> {
+    let Some((entry, row_id, body)) = connection.query_first(EVENT, &[&event_id], |row| {
+        Ok((entry_of(row)?, row.get::<i64>(9)?, row.get::<String>(10)?))
+    })?
+    else {
+        return Ok(None);
     };
-    connection.query(sql, &[&(limit as i64)], |row| entry_of(row))
+    let attempts_made = connection.query(ATTEMPTS, &[&row_id], |row| {
+        Ok(Attempt {
+            number: 0,
+            at_ms: 0,
+            at: row.get(0)?,
+            url: row.get(1)?,
+            status: row
+                .get::<Option<i32>>(2)?
+                .and_then(|status| u16::try_from(status).ok()),
+            error: row.get(3)?,
+            duration_ms: row.get(4)?,
+        })
+    })?;
+    Ok(Some(OutboxEvent {
+        entry,
+        body,
+        attempts_made,
+    }))
 }
 
 pub(super) fn alert_events_on<C: Statements>(
@@ -358,6 +593,8 @@ fn entry_of<R: Row>(row: &R) -> std::result::Result<OutboxEntry, R::Error> {
         created_at: row.get(4)?,
         next_attempt_at,
         last_error: row.get(6)?,
+        user_id: row.get(7)?,
+        delivered_at: row.get(8)?,
     })
 }
 
@@ -365,5 +602,30 @@ pub(super) fn purge_delivered_on<C: Statements>(
     connection: &mut C,
     before: &str,
 ) -> std::result::Result<usize, C::Error> {
-    Ok(connection.execute(PURGE_DELIVERED, &[&before])? as usize)
+    connection.write_transaction(|connection| {
+        connection.execute(PURGE_ATTEMPTS, &[&before])?;
+        Ok(connection.execute(PURGE_DELIVERED, &[&before])? as usize)
+    })
+}
+
+/// The attempts of the events [`PURGE_DELIVERED`] deletes: kept as long as
+/// their event.
+pub(super) const PURGE_ATTEMPTS: &str = "DELETE FROM delivery_attempts WHERE outbox_id IN
+     (SELECT id FROM outbox WHERE state = 'delivered' AND delivered_at < $1)";
+
+/// Leaves an event ($1, its outbox row) its last [`ATTEMPTS_KEPT`] ($2)
+/// attempts.
+pub(super) const TRIM_ATTEMPTS: &str =
+    "DELETE FROM delivery_attempts WHERE outbox_id = $1 AND id <=
+     (SELECT id FROM delivery_attempts WHERE outbox_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)";
+
+/// The rows whose attempts [`TRIM_ATTEMPTS`] must trim: those whose attempt
+/// passed [`ATTEMPTS_KEPT`].
+pub(super) fn to_trim(recording: &Recording<'_>) -> Vec<i64> {
+    recording
+        .attempts
+        .iter()
+        .filter(|(_, _, attempt)| attempt.number > ATTEMPTS_KEPT)
+        .map(|(row_id, _, _)| *row_id)
+        .collect()
 }

@@ -856,7 +856,8 @@ fn messages_say_each_thing_once_as_people_write_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
         stderr.trim(),
-        "price-alertd: not replayed (unknown, or already delivered): nope, pa_x_1_1"
+        "price-alertd: not replayed (unknown, or already delivered): nope, pa_x_1_1 \
+         (a delivered event is replayed by filters: --state delivered --alert ID)"
     );
     let help = binary()
         .arg("--help")
@@ -931,5 +932,76 @@ on_every_engine! {
         assert_eq!(alert(id)["enabled"], false);
         common::cli(&path, &["alerts", "rearm", &id.to_string()]);
         assert_eq!(alert(id)["enabled"], true);
+    }
+}
+
+on_every_engine! {
+    /// What was sent can be looked at: every attempt of an event (time,
+    /// URL without credentials, status or error, duration), delivered
+    /// events listed by state, user, alert and time, and replayed by the
+    /// same filters, counted first with --dry-run.
+    fn the_outbox_shows_every_attempt_and_replays_by_filter(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        // The first event's first attempt is refused, its second taken.
+        receiver.fail_with(&[503]);
+        let url = receiver.url.replace("http://", "http://relay:s3cret@");
+        let path = db.write_config(&config_text(&db, &format!("{url}?token=t0ps3cret"), "0 0 0 1 1 *"));
+        let first = db.add_alert("AAPL", "above", 100.0);
+        db.set_quote("AAPL", 150.0);
+        common::cli(&path, &["run-job", "evaluate"]);
+        let second = db.add_alert("MSFT", "above", 100.0);
+        db.execute("UPDATE price_alerts SET user_id = 'u2' WHERE id = $1", values![second]);
+        db.set_quote("MSFT", 150.0);
+        common::cli(&path, &["run-job", "evaluate"]);
+        assert_eq!(receiver.arrivals().len(), 3);
+
+        let event = |id: i64| db.texts(&format!("SELECT event_id FROM outbox WHERE alert_id = {id}"))[0].clone();
+        let shown: serde_json::Value =
+            serde_json::from_str(&common::cli(&path, &["outbox", "show", &event(first), "--json"])).unwrap();
+        assert_eq!(shown["state"], "delivered", "{shown}");
+        let attempts = shown["attempts_made"].as_array().unwrap();
+        assert_eq!(attempts.len(), 2, "{shown}");
+        assert_eq!((attempts[0]["status"].as_u64(), attempts[1]["status"].as_u64()), (Some(503), Some(200)));
+        assert!(attempts[0]["error"].as_str().unwrap().contains("503"), "{shown}");
+        let text = shown.to_string();
+        assert!(!text.contains("s3cret") && !text.contains("t0ps3cret"), "a credential shown: {text}");
+        assert!(attempts[0]["url"].as_str().unwrap().ends_with("/events?***"), "{shown}");
+        let body: serde_json::Value = serde_json::from_str(shown["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["data"]["alert_id"], first, "{body}");
+        let table = common::cli(&path, &["outbox", "show", &event(first)]);
+        assert!(table.contains("state     delivered at") && table.contains("503"), "{table}");
+
+        // Listed: delivered ones only when asked, by user and alert.
+        let listed = |args: &[&str]| -> Vec<String> {
+            common::cli(&path, &[&["outbox", "list", "--json"], args].concat())
+                .lines()
+                .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["event_id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert!(listed(&[]).is_empty());
+        assert_eq!(listed(&["--state", "delivered"]).len(), 2);
+        assert_eq!(listed(&["--state", "all", "--user", "u2"]), [event(second)]);
+        assert_eq!(listed(&["--state", "all", "--alert", &first.to_string()]), [event(first)]);
+        let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        assert!(listed(&["--state", "all", "--since", &later]).is_empty());
+        assert_eq!(listed(&["--state", "all", "--until", &later]).len(), 2);
+
+        // Replayed by the same filters, counted first.
+        let replay = |args: &[&str]| common::cli(&path, &[&["outbox", "replay"], args].concat());
+        assert_eq!(
+            replay(&["--state", "delivered", "--user", "u2", "--dry-run"]).trim(),
+            "would replay 1 event (--dry-run)"
+        );
+        assert_eq!(listed(&["--state", "pending"]).len(), 0, "a dry run changed nothing");
+        assert_eq!(replay(&["--state", "delivered", "--user", "u2"]).trim(), "replayed 1 event");
+        common::cli(&path, &["run-job", "evaluate"]);
+        let ids: Vec<String> = receiver.received().iter().map(|received| received.header("webhook-id").unwrap().to_owned()).collect();
+        assert_eq!(ids.iter().filter(|id| **id == event(second)).count(), 2, "{ids:?}");
+        let output = binary()
+            .args(["--config", path.to_str().unwrap(), "outbox", "replay"])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "a replay of nothing named");
     }
 }

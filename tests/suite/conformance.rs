@@ -14,7 +14,9 @@ use price_alertd::evaluate::{Observed, Verdict, judge, trigger_of};
 use price_alertd::store::alerts::{self, AlertFilter, AlertQuery, AlertRow, NewAlert, Trigger};
 use price_alertd::store::changes::{self, Move, Reading};
 use price_alertd::store::cluster::{self, Finish, Fire, Me};
-use price_alertd::store::outbox::{self, OutboxFilter, Outcome, Settled, Want};
+use price_alertd::store::outbox::{
+    self, Attempt, OutboxQuery, OutboxState, Outcome, Settled, Want,
+};
 use price_alertd::store::quotes::{self, NewQuote};
 use price_alertd::store::{self, Connection, observations, runs, schema, watermarks};
 use price_alertd::time::QuoteTime;
@@ -214,29 +216,109 @@ on_every_engine! {
             .map(|(event, outcome)| Settled {
                 row_id: event.row_id,
                 lease_until: event.lease_until,
+                attempt: Some(Attempt {
+                    number: event.attempts + 1,
+                    at_ms: now.timestamp_millis(),
+                    at: String::new(),
+                    url: "http://relay/events/u1".into(),
+                    status: match &outcome {
+                        Outcome::Delivered => Some(204),
+                        _ => Some(503),
+                    },
+                    error: match &outcome {
+                        Outcome::Delivered => None,
+                        _ => Some("the webhook answered 503".into()),
+                    },
+                    duration_ms: 12,
+                }),
                 outcome,
             })
             .collect();
-        // Under another owner's name, nothing is recorded.
+        // Under another owner's name, nothing is recorded, attempts neither.
         outbox::exchange(&mut c, "two", &settled, None).unwrap();
         assert_eq!(outbox::backlog(&mut c).unwrap(), (3, 0));
+        let shown = outbox::show(&mut c, &leased[0].event_id).unwrap().unwrap();
+        assert!(shown.attempts_made.is_empty(), "{shown:?}");
         outbox::exchange(&mut c, "one", &settled, None).unwrap();
         assert_eq!(outbox::backlog(&mut c).unwrap(), (1, 1));
         let due = outbox::next_due(&mut c).unwrap().unwrap();
         assert!(due > Duration::from_secs(50), "{due:?}");
-        let dead = outbox::list(&mut c, OutboxFilter::Dead, 10).unwrap();
+        let dead = outbox::list(&mut c, &OutboxQuery::of(OutboxState::Dead, 10)).unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].last_error.as_deref(), Some("410 Gone"));
-        assert_eq!(outbox::list(&mut c, OutboxFilter::Undelivered, 10).unwrap().len(), 2);
+        let undelivered = OutboxQuery::of(OutboxState::Undelivered, 10);
+        assert_eq!(outbox::list(&mut c, &undelivered).unwrap().len(), 2);
+        // Each attempt recorded with the outcome, in the same exchange.
+        let shown = outbox::show(&mut c, &leased[0].event_id).unwrap().unwrap();
+        assert_eq!(shown.entry.state, "delivered");
+        assert!(shown.body.contains(&leased[0].event_id), "{}", shown.body);
+        assert_eq!(shown.attempts_made.len(), 1);
+        let attempt = &shown.attempts_made[0];
+        assert_eq!(
+            (attempt.url.as_str(), attempt.status, attempt.error.as_deref(), attempt.duration_ms),
+            ("http://relay/events/u1", Some(204), None, 12)
+        );
+        assert_eq!(attempt.at, stamp(now));
+        assert!(outbox::show(&mut c, "pa_nothing").unwrap().is_none());
 
-        assert_eq!(outbox::replay_all_dead(&mut c).unwrap(), 1);
+        // The filters: by state, user, alert and time.
+        let all = OutboxQuery::of(OutboxState::All, 10);
+        assert_eq!(outbox::count(&mut c, &all).unwrap(), 3);
+        let delivered = OutboxQuery::of(OutboxState::Delivered, 10);
+        assert_eq!(outbox::list(&mut c, &delivered).unwrap()[0].event_id, leased[0].event_id);
+        let nobody = OutboxQuery { user: Some("u2"), ..all };
+        assert_eq!(outbox::count(&mut c, &nobody).unwrap(), 0);
+        let one_alert = OutboxQuery { alert: Some(shown.entry.alert_id), ..all };
+        assert_eq!(outbox::count(&mut c, &one_alert).unwrap(), 1);
+        let (before, after) = (stamp(now - chrono::Duration::minutes(1)), stamp(now + chrono::Duration::minutes(1)));
+        let within = OutboxQuery { since: Some(&before), until: Some(&after), ..all };
+        assert_eq!(outbox::count(&mut c, &within).unwrap(), 3);
+        let later = OutboxQuery { since: Some(&after), ..all };
+        assert_eq!(outbox::count(&mut c, &later).unwrap(), 0);
+        assert_eq!(outbox::list(&mut c, &OutboxQuery { limit: 1, ..all }).unwrap().len(), 1);
+
+        let dead_ones = OutboxQuery::of(OutboxState::Dead, 0);
+        assert_eq!(outbox::replay_matching(&mut c, &dead_ones).unwrap(), 1);
         assert_eq!(outbox::backlog(&mut c).unwrap(), (2, 0));
-        let pending = outbox::list(&mut c, OutboxFilter::Undelivered, 10).unwrap();
+        let pending = outbox::list(&mut c, &undelivered).unwrap();
         let ids: Vec<String> = pending.iter().map(|entry| entry.event_id.clone()).collect();
         assert_eq!(outbox::replay(&mut c, &ids).unwrap().len(), 2);
+        // However often an event is tried, its last attempts are kept, no more.
+        for _ in 0..(outbox::ATTEMPTS_KEPT + 2) {
+            let leased = outbox::exchange(&mut c, "one", &[], want()).unwrap().leased;
+            let retried: Vec<Settled> = leased
+                .iter()
+                .map(|event| Settled {
+                    row_id: event.row_id,
+                    lease_until: event.lease_until,
+                    outcome: Outcome::Retry { after: Duration::ZERO, error: "503".into() },
+                    attempt: Some(Attempt {
+                        number: event.attempts + 1,
+                        at_ms: now.timestamp_millis(),
+                        at: String::new(),
+                        url: format!("http://relay/{}", event.attempts + 1),
+                        status: Some(503),
+                        error: Some("503".into()),
+                        duration_ms: 1,
+                    }),
+                })
+                .collect();
+            assert_eq!(retried.len(), 2);
+            outbox::exchange(&mut c, "one", &retried, None).unwrap();
+        }
+        let tried = outbox::show(&mut c, &leased[1].event_id).unwrap().unwrap();
+        assert_eq!(tried.attempts_made.len(), outbox::ATTEMPTS_KEPT as usize);
+        assert_eq!(
+            tried.attempts_made.last().unwrap().url,
+            format!("http://relay/{}", outbox::ATTEMPTS_KEPT + 2)
+        );
         let far = stamp(now + chrono::Duration::days(1));
         assert_eq!(outbox::purge_delivered(&mut c, &far).unwrap(), 1);
         assert_eq!(outbox::backlog(&mut c).unwrap(), (2, 0));
+        // Its attempts went with it; the others' stay.
+        assert!(outbox::show(&mut c, &leased[0].event_id).unwrap().is_none());
+        let kept = outbox::show(&mut c, &leased[1].event_id).unwrap().unwrap();
+        assert_eq!(kept.attempts_made.len(), outbox::ATTEMPTS_KEPT as usize);
     }
 }
 

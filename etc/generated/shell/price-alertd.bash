@@ -145,6 +145,9 @@ _price__alertd() {
             price__alertd__subcmd__help__subcmd__outbox,replay)
                 cmd="price__alertd__subcmd__help__subcmd__outbox__subcmd__replay"
                 ;;
+            price__alertd__subcmd__help__subcmd__outbox,show)
+                cmd="price__alertd__subcmd__help__subcmd__outbox__subcmd__show"
+                ;;
             price__alertd__subcmd__help__subcmd__quotes,list)
                 cmd="price__alertd__subcmd__help__subcmd__quotes__subcmd__list"
                 ;;
@@ -160,6 +163,9 @@ _price__alertd() {
             price__alertd__subcmd__outbox,replay)
                 cmd="price__alertd__subcmd__outbox__subcmd__replay"
                 ;;
+            price__alertd__subcmd__outbox,show)
+                cmd="price__alertd__subcmd__outbox__subcmd__show"
+                ;;
             price__alertd__subcmd__outbox__subcmd__help,help)
                 cmd="price__alertd__subcmd__outbox__subcmd__help__subcmd__help"
                 ;;
@@ -168,6 +174,9 @@ _price__alertd() {
                 ;;
             price__alertd__subcmd__outbox__subcmd__help,replay)
                 cmd="price__alertd__subcmd__outbox__subcmd__help__subcmd__replay"
+                ;;
+            price__alertd__subcmd__outbox__subcmd__help,show)
+                cmd="price__alertd__subcmd__outbox__subcmd__help__subcmd__show"
                 ;;
             price__alertd__subcmd__quotes,help)
                 cmd="price__alertd__subcmd__quotes__subcmd__help"
@@ -742,7 +751,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__help__subcmd__outbox)
-            opts="list replay"
+            opts="list show replay"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -770,6 +779,20 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__help__subcmd__outbox__subcmd__replay)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        price__subcmd__alertd__subcmd__help__subcmd__outbox__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -868,7 +891,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__outbox)
-            opts="-h --config --help list replay help"
+            opts="-h --config --help list show replay help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -886,7 +909,7 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__outbox__subcmd__help)
-            opts="list replay help"
+            opts="list show replay help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -941,13 +964,47 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        price__subcmd__alertd__subcmd__outbox__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         price__subcmd__alertd__subcmd__outbox__subcmd__list)
-            opts="-h --dead --limit --json --config --help"
+            opts="-h --dead --state --user --alert --since --until --limit --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --state)
+                    COMPREPLY=($(compgen -W "pending dead delivered undelivered all" -- "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --limit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -964,7 +1021,45 @@ _price__alertd() {
             return 0
             ;;
         price__subcmd__alertd__subcmd__outbox__subcmd__replay)
-            opts="-h --all-dead --config --help"
+            opts="-h --all-dead --state --user --alert --since --until --dry-run --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --state)
+                    COMPREPLY=($(compgen -W "pending dead delivered undelivered all" -- "${cur}"))
+                    return 0
+                    ;;
+                --user)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --alert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --until)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        price__subcmd__alertd__subcmd__outbox__subcmd__show)
+            opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -46,21 +46,45 @@ complete -c price-alertd -n "__fish_price_alertd_using_subcommand check-config" 
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand check-config" -s h -l help -d 'Print help'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand run-job" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand run-job" -s h -l help -d 'Print help'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and not __fish_seen_subcommand_from list replay help" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and not __fish_seen_subcommand_from list replay help" -s h -l help -d 'Print help'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and not __fish_seen_subcommand_from list replay help" -f -a "list" -d 'List undelivered events (pending and dead), oldest first'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and not __fish_seen_subcommand_from list replay help" -f -a "replay" -d 'Put events back on a fresh retry schedule, due now, with the same ids'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and not __fish_seen_subcommand_from list replay help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and not __fish_seen_subcommand_from list show replay help" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and not __fish_seen_subcommand_from list show replay help" -s h -l help -d 'Print help'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and not __fish_seen_subcommand_from list show replay help" -f -a "list" -d 'List events, oldest first: undelivered ones (pending and dead) unless --state says otherwise; says how many more past the limit'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and not __fish_seen_subcommand_from list show replay help" -f -a "show" -d 'One event: its state, its body as queued, and every attempt (time, URL, status or error, duration)'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and not __fish_seen_subcommand_from list show replay help" -f -a "replay" -d 'Put events back on a fresh retry schedule, due now, with the same ids: those named, every dead letter, or every event the filters match (dead ones unless --state says otherwise; delivered ones too with --state delivered or all). Says how many'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and not __fish_seen_subcommand_from list show replay help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from list" -l state -d 'Only events in this state' -r -f -a "pending\t''
+dead\t''
+delivered\t''
+undelivered\t''
+all\t''"
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from list" -l user -d 'Only this user\'s events' -r
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from list" -l alert -d 'Only this alert\'s events' -r
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from list" -l since -d 'Only events queued at or after this instant (RFC 3339)' -r
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from list" -l until -d 'Only events queued before this instant (RFC 3339)' -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from list" -l limit -d 'At most this many rows' -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from list" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from list" -l dead -d 'Only dead letters: events refused with a 4xx or whose retry schedule ran out'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from list" -l json -d 'One JSON object per line'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from list" -l dead -d 'Only dead letters: events refused with a 4xx or whose retry schedule ran out (--state dead)'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from list" -l json -d 'One JSON object per line (the line saying how many more on stderr)'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from show" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from show" -l json -d 'One JSON object'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from replay" -l state -d 'Only events in this state' -r -f -a "pending\t''
+dead\t''
+delivered\t''
+undelivered\t''
+all\t''"
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from replay" -l user -d 'Only this user\'s events' -r
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from replay" -l alert -d 'Only this alert\'s events' -r
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from replay" -l since -d 'Only events queued at or after this instant (RFC 3339)' -r
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from replay" -l until -d 'Only events queued before this instant (RFC 3339)' -r
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from replay" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from replay" -l all-dead -d 'Every dead letter'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from replay" -l dry-run -d 'Only count what would be replayed'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from replay" -s h -l help -d 'Print help'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from help" -f -a "list" -d 'List undelivered events (pending and dead), oldest first'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from help" -f -a "replay" -d 'Put events back on a fresh retry schedule, due now, with the same ids'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from help" -f -a "list" -d 'List events, oldest first: undelivered ones (pending and dead) unless --state says otherwise; says how many more past the limit'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from help" -f -a "show" -d 'One event: its state, its body as queued, and every attempt (time, URL, status or error, duration)'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from help" -f -a "replay" -d 'Put events back on a fresh retry schedule, due now, with the same ids: those named, every dead letter, or every event the filters match (dead ones unless --state says otherwise; delivered ones too with --state delivered or all). Says how many'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand outbox; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list explain add cooldown snooze rearm disable help" -l config -d 'The TOML configuration. Defaults to $PRICE_ALERTD_CONFIG, then /etc/price-alertd/price-alertd.toml, then the embedded copy of the shipped etc/price-alertd.toml (database in the working directory)' -r -F
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand alerts; and not __fish_seen_subcommand_from list explain add cooldown snooze rearm disable help" -s h -l help -d 'Print help'
@@ -149,8 +173,9 @@ complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and not 
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and not __fish_seen_subcommand_from generate run check-config run-job outbox alerts quotes status help" -f -a "quotes" -d 'Inspect and set quotes'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and not __fish_seen_subcommand_from generate run check-config run-job outbox alerts quotes status help" -f -a "status" -d 'Per job: its last run, how long it took and its result; outbox pending and dead'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and not __fish_seen_subcommand_from generate run check-config run-job outbox alerts quotes status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from outbox" -f -a "list" -d 'List undelivered events (pending and dead), oldest first'
-complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from outbox" -f -a "replay" -d 'Put events back on a fresh retry schedule, due now, with the same ids'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from outbox" -f -a "list" -d 'List events, oldest first: undelivered ones (pending and dead) unless --state says otherwise; says how many more past the limit'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from outbox" -f -a "show" -d 'One event: its state, its body as queued, and every attempt (time, URL, status or error, duration)'
+complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from outbox" -f -a "replay" -d 'Put events back on a fresh retry schedule, due now, with the same ids: those named, every dead letter, or every event the filters match (dead ones unless --state says otherwise; delivered ones too with --state delivered or all). Says how many'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "list" -d 'List alerts, newest first, each with its state as the daemon judges it now; says how many more there are past the limit'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "explain" -d 'Why an alert will or will not fire: its state, its quote, its levels against that price, the jobs that cover its ticker and whether they judged its latest change, and its events'
 complete -c price-alertd -n "__fish_price_alertd_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "add" -d 'Add an alert; prints its id'

@@ -11,7 +11,7 @@ use crate::store::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, Returned, 
 use crate::store::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
 use crate::store::engine::Engine;
 use crate::store::observations::Observation;
-use crate::store::outbox::{Exchanged, Settled, Want};
+use crate::store::outbox::{Exchanged, OutboxQuery, Settled, Want};
 use crate::store::quotes::{NewQuote, QuoteRow};
 use crate::store::schema::{Audit, Repaired};
 use crate::store::shared::{Param, PerEngine, Statements, rolled_back_on_panic};
@@ -191,12 +191,12 @@ impl Engine for PgConnection {
         Ok(outbox::next_due(self)?)
     }
 
-    fn replay(&mut self, event_ids: &[String], now_ms: i64) -> Result<Vec<String>> {
-        Ok(outbox::replay(self, event_ids, now_ms)?)
+    fn replay_matching(&mut self, query: &OutboxQuery<'_>, now_ms: i64) -> Result<usize> {
+        Ok(outbox::replay_matching(self, query, now_ms)?)
     }
 
-    fn replay_all_dead(&mut self, now_ms: i64) -> Result<usize> {
-        Ok(outbox::replay_all_dead(self, now_ms)?)
+    fn replay(&mut self, event_ids: &[String], now_ms: i64) -> Result<Vec<String>> {
+        Ok(outbox::replay(self, event_ids, now_ms)?)
     }
 
     fn audit(&mut self) -> Result<Audit> {

@@ -70,11 +70,23 @@ struct Statements {
     released: postgres::Statement,
     retry: postgres::Statement,
     dead: postgres::Statement,
+    attempts: postgres::Statement,
+    trim: postgres::Statement,
 }
 
 impl Statements {
     fn prepare(connection: &mut PgConnection) -> Result<Statements> {
         Ok(Statements {
+            attempts: connection.prepared(
+                "INSERT INTO delivery_attempts (outbox_id, attempted_at, url, status, error, duration_ms)
+                 SELECT a.row_id, a.at, a.url, a.status, a.error, a.duration_ms
+                 FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::int[],
+                             $6::text[], $7::bigint[])
+                      AS a (row_id, lease_until, at, url, status, error, duration_ms)
+                 JOIN outbox AS o ON o.id = a.row_id AND o.lease_owner = $8
+                                 AND o.lease_until = a.lease_until",
+            )?,
+            trim: connection.prepared(crate::store::outbox::TRIM_ATTEMPTS)?,
             now: connection.prepared("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")?,
             lease: connection.prepared(
                 "WITH due AS (
@@ -133,6 +145,55 @@ impl Statements {
 
 /// Records outcomes, each only under the lease it was sent under; the
 /// deliveries and releases set-based, one statement per lease.
+/// The attempts of `recording`, in one statement, for the rows whose lease
+/// is still `owner`'s (before the outcomes free them); then the attempts
+/// past [`ATTEMPTS_KEPT`](crate::store::outbox::ATTEMPTS_KEPT) of an event
+/// are dropped, its oldest first.
+fn record_attempts(
+    transaction: &mut postgres::Transaction<'_>,
+    statements: &Statements,
+    owner: &str,
+    recording: &Recording<'_>,
+) -> Result<()> {
+    if recording.attempts.is_empty() {
+        return Ok(());
+    }
+    let attempts = &recording.attempts;
+    let rows: Vec<i64> = attempts.iter().map(|(row, ..)| *row).collect();
+    let leases: Vec<i64> = attempts.iter().map(|(_, lease, _)| *lease).collect();
+    let at: Vec<String> = attempts
+        .iter()
+        .map(|(.., attempt)| crate::store::millis_to_text(attempt.at_ms))
+        .collect();
+    let urls: Vec<&str> = attempts
+        .iter()
+        .map(|(.., attempt)| attempt.url.as_str())
+        .collect();
+    let statuses: Vec<Option<i32>> = attempts
+        .iter()
+        .map(|(.., attempt)| attempt.status.map(i32::from))
+        .collect();
+    let errors: Vec<Option<&str>> = attempts
+        .iter()
+        .map(|(.., attempt)| attempt.error.as_deref())
+        .collect();
+    let durations: Vec<i64> = attempts
+        .iter()
+        .map(|(.., attempt)| attempt.duration_ms)
+        .collect();
+    transaction.execute(
+        &statements.attempts,
+        &[
+            &rows, &leases, &at, &urls, &statuses, &errors, &durations, &owner,
+        ],
+    )?;
+    let kept = i64::from(crate::store::outbox::ATTEMPTS_KEPT);
+    for row_id in crate::store::outbox::to_trim(recording) {
+        transaction.execute(&statements.trim, &[&row_id, &kept])?;
+    }
+    Ok(())
+}
+
 fn record(
     transaction: &mut postgres::Transaction<'_>,
     statements: &Statements,
@@ -142,6 +203,7 @@ fn record(
 ) -> Result<()> {
     let recording = Recording::of(settled, now_ms);
     let now = crate::store::millis_to_text(now_ms);
+    record_attempts(transaction, statements, owner, &recording)?;
     for Retry {
         row_id,
         lease_until,
@@ -228,15 +290,27 @@ pub fn replay(
         .collect())
 }
 
-pub fn replay_all_dead(connection: &mut PgConnection, now_ms: i64) -> Result<usize> {
-    let statement = connection.prepared(
-        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, dead_at = NULL,
-             lease_owner = NULL, lease_until = NULL
-         WHERE state = 'dead'",
-    )?;
+/// Every event of `query` replayed (the shared statement), and the
+/// deliverers told at once.
+pub fn replay_matching(
+    connection: &mut PgConnection,
+    query: &crate::store::outbox::OutboxQuery<'_>,
+    now_ms: i64,
+) -> Result<usize> {
+    let statement = connection.prepared(crate::store::outbox::REPLAY_MATCHING)?;
     let notify = connection.prepared(super::listen::NOTIFY_OUTBOX)?;
     let mut transaction = connection.client().transaction()?;
-    let replayed = transaction.execute(&statement, &[&now_ms])?;
+    let replayed = transaction.execute(
+        &statement,
+        &[
+            &query.state.word(),
+            &query.user,
+            &query.alert,
+            &query.since,
+            &query.until,
+            &now_ms,
+        ],
+    )?;
     transaction.execute(&notify, &[])?;
     transaction.commit()?;
     Ok(replayed as usize)

@@ -130,7 +130,7 @@ const COLUMNS: [Column; 13] = [
 
 /// The tables and the sequence: the application's two tables, and the
 /// daemon's own, which only a restore gives back.
-const RELATIONS: [(&str, &str); 14] = [
+const RELATIONS: [(&str, &str); 15] = [
     ("table", "price_alerts"),
     ("table", "quotes"),
     ("table", "price_alertd_schema"),
@@ -144,6 +144,7 @@ const RELATIONS: [(&str, &str); 14] = [
     ("table", "job_reactors"),
     ("table", "change_log"),
     ("table", "change_log_pruned"),
+    ("table", "delivery_attempts"),
     ("sequence", "price_alerts_arming"),
 ];
 

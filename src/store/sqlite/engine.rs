@@ -11,7 +11,7 @@ use crate::store::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, Returned, 
 use crate::store::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
 use crate::store::engine::Engine;
 use crate::store::observations::Observation;
-use crate::store::outbox::{Exchanged, Settled, Want};
+use crate::store::outbox::{Exchanged, OutboxQuery, Settled, Want};
 use crate::store::quotes::{NewQuote, QuoteRow};
 use crate::store::schema::{Audit, Repaired};
 
@@ -188,12 +188,14 @@ impl Engine for Connection {
         Ok(outbox::next_due(self)?)
     }
 
-    fn replay(&mut self, event_ids: &[String], now_ms: i64) -> Result<Vec<String>> {
-        Ok(outbox::replay(self, event_ids, now_ms)?)
+    fn replay_matching(&mut self, query: &OutboxQuery<'_>, now_ms: i64) -> Result<usize> {
+        Ok(crate::store::outbox::replay_matching_on(
+            self, query, now_ms,
+        )?)
     }
 
-    fn replay_all_dead(&mut self, now_ms: i64) -> Result<usize> {
-        Ok(outbox::replay_all_dead(self, now_ms)?)
+    fn replay(&mut self, event_ids: &[String], now_ms: i64) -> Result<Vec<String>> {
+        Ok(outbox::replay(self, event_ids, now_ms)?)
     }
 
     fn audit(&mut self) -> Result<Audit> {

@@ -6,7 +6,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::schema::ARM;
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 13;
 
 /// Adds an optional column of the application's to `price_alerts`
 /// (`expires_at`, `cooldown`, ...), as TEXT, unless the application added
@@ -81,6 +81,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
         add_typed_alert_column_if_missing(transaction, "rearm_band", "REAL")?;
         transaction.execute_batch(MIGRATION_12)
     },
+    |transaction| transaction.execute_batch(crate::store::outbox::ATTEMPTS_SCHEMA),
 ];
 
 /// Brings the schema to `target` (a test's older version, or

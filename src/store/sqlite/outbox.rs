@@ -119,6 +119,7 @@ fn record(
 ) -> rusqlite::Result<()> {
     let recording = Recording::of(settled, now_ms);
     let now = crate::store::millis_to_text(now_ms);
+    record_attempts(connection, owner, &recording)?;
     for Retry {
         row_id,
         lease_until,
@@ -175,6 +176,52 @@ fn record(
     Ok(())
 }
 
+/// The attempts of `recording`, in one statement, for the rows whose lease
+/// is still `owner`'s (before the outcomes free them); then the attempts
+/// past [`ATTEMPTS_KEPT`](crate::store::outbox::ATTEMPTS_KEPT) of an event
+/// are dropped, its oldest first.
+fn record_attempts(
+    connection: &Connection,
+    owner: &str,
+    recording: &Recording<'_>,
+) -> rusqlite::Result<()> {
+    if recording.attempts.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = recording
+        .attempts
+        .iter()
+        .map(|(row_id, lease_until, attempt)| {
+            serde_json::json!([
+                row_id,
+                lease_until,
+                crate::store::millis_to_text(attempt.at_ms),
+                attempt.url,
+                attempt.status,
+                attempt.error,
+                attempt.duration_ms
+            ])
+        })
+        .collect();
+    connection
+        .prepare_cached(
+            "INSERT INTO delivery_attempts (outbox_id, attempted_at, url, status, error, duration_ms)
+             SELECT json_extract(a.value, '$[0]'), json_extract(a.value, '$[2]'),
+                    json_extract(a.value, '$[3]'), json_extract(a.value, '$[4]'),
+                    json_extract(a.value, '$[5]'), json_extract(a.value, '$[6]')
+             FROM json_each(?1) AS a
+             JOIN outbox AS o ON o.id = json_extract(a.value, '$[0]')
+                             AND o.lease_owner = ?2 AND o.lease_until = json_extract(a.value, '$[1]')",
+        )?
+        .execute(params![serde_json::Value::Array(rows).to_string(), owner])?;
+    for row_id in crate::store::outbox::to_trim(recording) {
+        connection
+            .prepare_cached(crate::store::outbox::TRIM_ATTEMPTS)?
+            .execute(params![row_id, crate::store::outbox::ATTEMPTS_KEPT])?;
+    }
+    Ok(())
+}
+
 /// Row ids as a JSON array, for `json_each`: one bound parameter for a set.
 fn id_list(ids: &[i64]) -> String {
     serde_json::to_string(ids).expect("integers are JSON")
@@ -213,14 +260,4 @@ pub fn replay(
     }
     transaction.commit()?;
     Ok(replayed)
-}
-
-/// Replays every dead letter; returns how many.
-pub fn replay_all_dead(connection: &mut Connection, now_ms: i64) -> rusqlite::Result<usize> {
-    connection.execute(
-        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?1, dead_at = NULL,
-             lease_owner = NULL, lease_until = NULL
-         WHERE state = 'dead'",
-        [now_ms],
-    )
 }

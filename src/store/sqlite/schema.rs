@@ -153,7 +153,7 @@ const COLUMNS: [Column; 13] = [
 
 /// The tables: the application's two, and the daemon's own, which only a
 /// restore gives back.
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "price_alerts",
     "quotes",
     "arming_counter",
@@ -167,6 +167,7 @@ const TABLES: [&str; 13] = [
     "job_reactors",
     "change_log",
     "change_log_pruned",
+    "delivery_attempts",
 ];
 
 /// What is missing, as the caller's transaction sees it.
