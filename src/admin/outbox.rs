@@ -112,6 +112,7 @@ pub fn outbox_show(
     }
     writeln!(out, "attempts")?;
     let mut table = Table::new(&[
+        ("#", Align::Right),
         ("AT", Align::Left),
         ("URL", Align::Left),
         ("STATUS", Align::Right),
@@ -120,6 +121,7 @@ pub fn outbox_show(
     ]);
     for attempt in &event.attempts_made {
         table.row(vec![
+            attempt.number.to_string(),
             attempt.at.clone(),
             if attempt.url.is_empty() {
                 "(none)".to_owned()

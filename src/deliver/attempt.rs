@@ -228,6 +228,9 @@ pub(super) async fn attempt(
 /// A request's URL as an attempt records it: no credentials (they travel
 /// in a header), its query masked (it may carry a token).
 fn shown(uri: &http::Uri) -> String {
+    if uri.query().is_none() {
+        return uri.to_string();
+    }
     url::Url::parse(&uri.to_string())
         .map(|url| crate::config::display_url(&url))
         .unwrap_or_else(|_| uri.path().to_owned())

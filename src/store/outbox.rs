@@ -10,19 +10,35 @@ use super::shared::{Row, Statements};
 use super::{Connection, Result};
 
 /// The delivery attempts of each event, kept as long as the event, at most
-/// [`ATTEMPTS_KEPT`] of one (the last). SQLite's types; PostgreSQL's
-/// migration makes the ids BIGINT.
+/// [`ATTEMPTS_KEPT`] of one (the last): one b-tree keyed by the event's row
+/// and the attempt's start, so that recording an attempt is one insert
+/// beside the row's update (SQLite's types and a `WITHOUT ROWID` table;
+/// PostgreSQL's migration has its own, [`ATTEMPTS_SCHEMA_PG`]).
 pub(super) const ATTEMPTS_SCHEMA: &str = "
 CREATE TABLE delivery_attempts (
-    id INTEGER PRIMARY KEY,
     outbox_id INTEGER NOT NULL,          -- the event's outbox row
-    attempted_at TEXT NOT NULL,          -- when the request started (RFC 3339)
-    url TEXT NOT NULL,                   -- where it went, without credentials
+    attempted_at INTEGER NOT NULL,       -- when the request started (unix ms, the database's clock)
+    number INTEGER NOT NULL,             -- its number among the event's attempts (a replay starts again)
+    url TEXT NOT NULL,                   -- where it went, without credentials ('' for nowhere)
     status INTEGER,                      -- the answer's status, if one came
     error TEXT,                          -- why it failed, if it did
-    duration_ms INTEGER NOT NULL
+    duration_ms INTEGER NOT NULL,
+    PRIMARY KEY (outbox_id, attempted_at, number)
+) WITHOUT ROWID;
+";
+
+/// [`ATTEMPTS_SCHEMA`] on PostgreSQL.
+pub(super) const ATTEMPTS_SCHEMA_PG: &str = "
+CREATE TABLE delivery_attempts (
+    outbox_id BIGINT NOT NULL,
+    attempted_at BIGINT NOT NULL,
+    number INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    status INTEGER,
+    error TEXT,
+    duration_ms BIGINT NOT NULL,
+    PRIMARY KEY (outbox_id, attempted_at, number)
 );
-CREATE INDEX delivery_attempts_event ON delivery_attempts (outbox_id, id);
 ";
 
 /// The most attempts of one event kept: its last.
@@ -53,8 +69,9 @@ pub struct Settled {
     /// The lease it was sent under: only that lease's holder records it.
     pub lease_until: i64,
     pub outcome: Outcome,
-    /// The attempt that came to it, recorded with it; none for a row given
-    /// back unsent.
+    /// The attempt that came to it, recorded with it (even if the lease is
+    /// no longer this deliverer's: the request was sent); none for a row
+    /// given back unsent.
     pub attempt: Option<Attempt>,
 }
 
@@ -63,7 +80,6 @@ pub struct Settled {
 pub struct Attempt {
     /// Its number among the event's attempts (1 for the first; a replay
     /// starts again).
-    #[serde(skip)]
     pub number: u32,
     /// When the request started (unix ms, the database's clock).
     #[serde(skip)]
@@ -238,8 +254,8 @@ pub(super) struct Recording<'a> {
     pub by_lease: Vec<LeaseOutcomes>,
     pub retries: Vec<Retry<'a>>,
     pub dead: Vec<DeadLetter<'a>>,
-    /// The attempts, each with its row and lease: inserted while the lease
-    /// is the recorder's, before the outcomes free it.
+    /// The attempts, each with its row and lease. Each is recorded
+    /// whoever's lease its row is under now: the request was sent.
     pub attempts: Vec<(i64, i64, &'a Attempt)>,
 }
 
@@ -461,8 +477,8 @@ pub(super) const ALERT_EVENTS: &str = concat!(
     entry_columns!(),
     " FROM outbox WHERE alert_id = $1 ORDER BY id DESC LIMIT $2"
 );
-pub(super) const ATTEMPTS: &str = "SELECT attempted_at, url, status, error, duration_ms
-     FROM delivery_attempts WHERE outbox_id = $1 ORDER BY id";
+pub(super) const ATTEMPTS: &str = "SELECT attempted_at, url, status, error, duration_ms, number
+     FROM delivery_attempts WHERE outbox_id = $1 ORDER BY attempted_at, number";
 pub(super) const PURGE_DELIVERED: &str =
     "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < $1";
 
@@ -548,10 +564,11 @@ pub(super) fn event_on<C: Statements>(
         return Ok(None);
     };
     let attempts_made = connection.query(ATTEMPTS, &[&row_id], |row| {
+        let at_ms = row.get::<i64>(0)?;
         Ok(Attempt {
-            number: 0,
-            at_ms: 0,
-            at: row.get(0)?,
+            number: row.get::<i32>(5)?.max(0) as u32,
+            at_ms,
+            at: super::millis_to_text(at_ms),
             url: row.get(1)?,
             status: row
                 .get::<Option<i32>>(2)?
@@ -615,9 +632,10 @@ pub(super) const PURGE_ATTEMPTS: &str = "DELETE FROM delivery_attempts WHERE out
 
 /// Leaves an event ($1, its outbox row) its last [`ATTEMPTS_KEPT`] ($2)
 /// attempts.
-pub(super) const TRIM_ATTEMPTS: &str =
-    "DELETE FROM delivery_attempts WHERE outbox_id = $1 AND id <=
-     (SELECT id FROM delivery_attempts WHERE outbox_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)";
+pub(super) const TRIM_ATTEMPTS: &str = "DELETE FROM delivery_attempts
+     WHERE outbox_id = $1 AND (attempted_at, number) <=
+         (SELECT attempted_at, number FROM delivery_attempts WHERE outbox_id = $1
+          ORDER BY attempted_at DESC, number DESC LIMIT 1 OFFSET $2)";
 
 /// The rows whose attempts [`TRIM_ATTEMPTS`] must trim: those whose attempt
 /// passed [`ATTEMPTS_KEPT`].

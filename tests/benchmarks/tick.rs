@@ -28,7 +28,10 @@
 //! `postgresql.rs`).
 //!
 //! `-- --latency` runs only the latency rows (`latency.rs`); `-- --latency
-//! SIZE...`, only a reacting daemon's burst at each size, on SQLite.
+//! SIZE...`, only a reacting daemon's burst at each size, on SQLite;
+//! `-- --scenarios SIZE...` only the scenarios and delivery rows, not the
+//! idle daemon nor the latency rows (a before/after of a tick or of
+//! delivery in a few minutes).
 //!
 //! It needs `sqlite3`, `nginx`, `libnginx-mod-nchan`, `wrk` and PostgreSQL's
 //! server (`bash tests/run` installs them).
@@ -56,6 +59,8 @@ struct Options {
     /// Only the latency scenarios (`--latency`; with sizes, the burst alone
     /// at each size).
     latency_only: bool,
+    /// Only the scenarios and the delivery rows (`--scenarios`).
+    scenarios_only: bool,
 }
 
 fn options() -> Options {
@@ -63,11 +68,13 @@ fn options() -> Options {
         sizes: Vec::new(),
         tickers: None,
         latency_only: false,
+        scenarios_only: false,
     };
     let mut args = std::env::args().skip(1).filter(|arg| arg != "--bench");
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--latency" => options.latency_only = true,
+            "--scenarios" => options.scenarios_only = true,
             "--tickers" => {
                 options.tickers = Some(
                     args.next()
@@ -467,6 +474,10 @@ fn main() {
             "  daemon, {alerts} alerts all moved: {rate:.0} events/s, signed and recorded ({:.2}x wrk; goal >= 0.8x)",
             rate / wrk
         );
+    }
+
+    if options.scenarios_only {
+        return;
     }
 
     // An idle daemon: scheduled, nothing due, nothing pending.

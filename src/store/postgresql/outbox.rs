@@ -5,7 +5,7 @@
 
 use super::PgConnection;
 use crate::store::outbox::{
-    DeadLetter, Exchanged, LeaseOutcomes, Leased, Recording, Retry, Settled, Want,
+    Attempt, DeadLetter, Exchanged, LeaseOutcomes, Leased, Recording, Retry, Settled, Want,
 };
 
 use super::PgResult as Result;
@@ -21,7 +21,7 @@ pub fn exchange(
 ) -> Result<Exchanged> {
     let statements = Statements::prepare(connection)?;
     let mut transaction = connection.client().transaction()?;
-    let now_ms: i64 = transaction.query_one(&statements.now, &[])?.try_get(0)?;
+    let now_ms = record_attempts(&mut transaction, &statements, settled)?;
     record(&mut transaction, &statements, owner, settled, now_ms)?;
     let mut leased = Vec::new();
     if let Some(want) = want.filter(|want| want.limit > 0) {
@@ -63,31 +63,33 @@ pub fn exchange(
 }
 
 struct Statements {
-    now: postgres::Statement,
+    now_recording: postgres::Statement,
     lease: postgres::Statement,
     lease_spread: postgres::Statement,
     delivered: postgres::Statement,
     released: postgres::Statement,
     retry: postgres::Statement,
     dead: postgres::Statement,
-    attempts: postgres::Statement,
     trim: postgres::Statement,
 }
 
 impl Statements {
     fn prepare(connection: &mut PgConnection) -> Result<Statements> {
         Ok(Statements {
-            attempts: connection.prepared(
-                "INSERT INTO delivery_attempts (outbox_id, attempted_at, url, status, error, duration_ms)
-                 SELECT a.row_id, a.at, a.url, a.status, a.error, a.duration_ms
-                 FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::int[],
-                             $6::text[], $7::bigint[])
-                      AS a (row_id, lease_until, at, url, status, error, duration_ms)
-                 JOIN outbox AS o ON o.id = a.row_id AND o.lease_owner = $8
-                                 AND o.lease_until = a.lease_until",
-            )?,
             trim: connection.prepared(crate::store::outbox::TRIM_ATTEMPTS)?,
-            now: connection.prepared("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")?,
+            // The attempts go in with the statement that reads the clock: no
+            // round trip of their own (a data-modifying CTE runs whether or
+            // not the query reads it).
+            now_recording: connection.prepared(
+                "WITH recorded AS (
+                     INSERT INTO delivery_attempts
+                         (outbox_id, attempted_at, url, status, error, duration_ms, number)
+                     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[],
+                                          $5::text[], $6::bigint[], $7::int[])
+                     ON CONFLICT DO NOTHING
+                     RETURNING 1)
+                 SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            )?,
             lease: connection.prepared(
                 "WITH due AS (
                      SELECT id FROM outbox
@@ -145,53 +147,56 @@ impl Statements {
 
 /// Records outcomes, each only under the lease it was sent under; the
 /// deliveries and releases set-based, one statement per lease.
-/// The attempts of `recording`, in one statement, for the rows whose lease
-/// is still `owner`'s (before the outcomes free them); then the attempts
-/// past [`ATTEMPTS_KEPT`](crate::store::outbox::ATTEMPTS_KEPT) of an event
-/// are dropped, its oldest first.
+/// The attempts of `settled` (each happened, whoever's lease its row is
+/// under now), in the statement that reads the server's clock, whose time
+/// (unix ms) it returns; then the attempts past
+/// [`ATTEMPTS_KEPT`](crate::store::outbox::ATTEMPTS_KEPT) of an event are
+/// dropped, its oldest first.
 fn record_attempts(
     transaction: &mut postgres::Transaction<'_>,
     statements: &Statements,
-    owner: &str,
-    recording: &Recording<'_>,
-) -> Result<()> {
-    if recording.attempts.is_empty() {
-        return Ok(());
-    }
-    let attempts = &recording.attempts;
-    let rows: Vec<i64> = attempts.iter().map(|(row, ..)| *row).collect();
-    let leases: Vec<i64> = attempts.iter().map(|(_, lease, _)| *lease).collect();
-    let at: Vec<String> = attempts
+    settled: &[Settled],
+) -> Result<i64> {
+    let attempts: Vec<(i64, &Attempt)> = settled
         .iter()
-        .map(|(.., attempt)| crate::store::millis_to_text(attempt.at_ms))
+        .filter_map(|settled| Some((settled.row_id, settled.attempt.as_ref()?)))
         .collect();
+    let rows: Vec<i64> = attempts.iter().map(|(row, _)| *row).collect();
+    let at: Vec<i64> = attempts.iter().map(|(_, attempt)| attempt.at_ms).collect();
     let urls: Vec<&str> = attempts
         .iter()
-        .map(|(.., attempt)| attempt.url.as_str())
+        .map(|(_, attempt)| attempt.url.as_str())
         .collect();
     let statuses: Vec<Option<i32>> = attempts
         .iter()
-        .map(|(.., attempt)| attempt.status.map(i32::from))
+        .map(|(_, attempt)| attempt.status.map(i32::from))
         .collect();
     let errors: Vec<Option<&str>> = attempts
         .iter()
-        .map(|(.., attempt)| attempt.error.as_deref())
+        .map(|(_, attempt)| attempt.error.as_deref())
         .collect();
     let durations: Vec<i64> = attempts
         .iter()
-        .map(|(.., attempt)| attempt.duration_ms)
+        .map(|(_, attempt)| attempt.duration_ms)
         .collect();
-    transaction.execute(
-        &statements.attempts,
-        &[
-            &rows, &leases, &at, &urls, &statuses, &errors, &durations, &owner,
-        ],
-    )?;
+    let numbers: Vec<i32> = attempts
+        .iter()
+        .map(|(_, attempt)| i32::try_from(attempt.number).unwrap_or(i32::MAX))
+        .collect();
+    let now_ms: i64 = transaction
+        .query_one(
+            &statements.now_recording,
+            &[&rows, &at, &urls, &statuses, &errors, &durations, &numbers],
+        )?
+        .try_get(0)?;
     let kept = i64::from(crate::store::outbox::ATTEMPTS_KEPT);
-    for row_id in crate::store::outbox::to_trim(recording) {
-        transaction.execute(&statements.trim, &[&row_id, &kept])?;
+    for (row_id, _) in attempts
+        .iter()
+        .filter(|(_, attempt)| attempt.number > crate::store::outbox::ATTEMPTS_KEPT)
+    {
+        transaction.execute(&statements.trim, &[row_id, &kept])?;
     }
-    Ok(())
+    Ok(now_ms)
 }
 
 fn record(
@@ -203,7 +208,6 @@ fn record(
 ) -> Result<()> {
     let recording = Recording::of(settled, now_ms);
     let now = crate::store::millis_to_text(now_ms);
-    record_attempts(transaction, statements, owner, &recording)?;
     for Retry {
         row_id,
         lease_until,

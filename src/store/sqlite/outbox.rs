@@ -119,7 +119,7 @@ fn record(
 ) -> rusqlite::Result<()> {
     let recording = Recording::of(settled, now_ms);
     let now = crate::store::millis_to_text(now_ms);
-    record_attempts(connection, owner, &recording)?;
+    record_attempts(connection, &recording)?;
     for Retry {
         row_id,
         lease_until,
@@ -176,50 +176,62 @@ fn record(
     Ok(())
 }
 
-/// The attempts of `recording`, in one statement, for the rows whose lease
-/// is still `owner`'s (before the outcomes free them); then the attempts
-/// past [`ATTEMPTS_KEPT`](crate::store::outbox::ATTEMPTS_KEPT) of an event
-/// are dropped, its oldest first.
-fn record_attempts(
-    connection: &Connection,
-    owner: &str,
-    recording: &Recording<'_>,
-) -> rusqlite::Result<()> {
-    if recording.attempts.is_empty() {
-        return Ok(());
+/// The attempts of `recording` (each happened, whoever's lease its row is
+/// under now); then the attempts past
+/// [`ATTEMPTS_KEPT`](crate::store::outbox::ATTEMPTS_KEPT) of an event are
+/// dropped, its oldest first.
+fn record_attempts(connection: &Connection, recording: &Recording<'_>) -> rusqlite::Result<()> {
+    // Rows of a few attempts per statement: per row, what costs is the
+    // insert itself, not the statement.
+    const ROWS: usize = 32;
+    static BATCH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let batch = BATCH.get_or_init(|| insert_attempts(ROWS));
+    let mut chunks = recording.attempts.chunks_exact(ROWS);
+    for chunk in chunks.by_ref() {
+        let mut insert = connection.prepare_cached(batch)?;
+        insert.execute(rusqlite::params_from_iter(
+            chunk.iter().flat_map(attempt_values),
+        ))?;
     }
-    let rows: Vec<serde_json::Value> = recording
-        .attempts
-        .iter()
-        .map(|(row_id, lease_until, attempt)| {
-            serde_json::json!([
-                row_id,
-                lease_until,
-                crate::store::millis_to_text(attempt.at_ms),
-                attempt.url,
-                attempt.status,
-                attempt.error,
-                attempt.duration_ms
-            ])
-        })
-        .collect();
-    connection
-        .prepare_cached(
-            "INSERT INTO delivery_attempts (outbox_id, attempted_at, url, status, error, duration_ms)
-             SELECT json_extract(a.value, '$[0]'), json_extract(a.value, '$[2]'),
-                    json_extract(a.value, '$[3]'), json_extract(a.value, '$[4]'),
-                    json_extract(a.value, '$[5]'), json_extract(a.value, '$[6]')
-             FROM json_each(?1) AS a
-             JOIN outbox AS o ON o.id = json_extract(a.value, '$[0]')
-                             AND o.lease_owner = ?2 AND o.lease_until = json_extract(a.value, '$[1]')",
-        )?
-        .execute(params![serde_json::Value::Array(rows).to_string(), owner])?;
+    for attempt in chunks.remainder() {
+        let mut insert = connection.prepare_cached(ONE_ATTEMPT)?;
+        insert.execute(rusqlite::params_from_iter(attempt_values(attempt)))?;
+    }
     for row_id in crate::store::outbox::to_trim(recording) {
         connection
             .prepare_cached(crate::store::outbox::TRIM_ATTEMPTS)?
             .execute(params![row_id, crate::store::outbox::ATTEMPTS_KEPT])?;
     }
     Ok(())
+}
+
+/// The insert of one attempt.
+const ONE_ATTEMPT: &str = "INSERT OR IGNORE INTO delivery_attempts
+     (outbox_id, attempted_at, number, url, status, error, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+/// The insert of `rows` attempts.
+fn insert_attempts(rows: usize) -> String {
+    let one = "(?, ?, ?, ?, ?, ?, ?)";
+    format!(
+        "INSERT OR IGNORE INTO delivery_attempts
+             (outbox_id, attempted_at, number, url, status, error, duration_ms) VALUES {}",
+        vec![one; rows].join(", ")
+    )
+}
+
+/// An attempt's values, in [`ONE_ATTEMPT`]'s order.
+fn attempt_values<'a>(
+    (row_id, _, attempt): &'a (i64, i64, &'a crate::store::outbox::Attempt),
+) -> [&'a dyn rusqlite::ToSql; 7] {
+    [
+        row_id,
+        &attempt.at_ms,
+        &attempt.number,
+        &attempt.url,
+        &attempt.status,
+        &attempt.error,
+        &attempt.duration_ms,
+    ]
 }
 
 /// Row ids as a JSON array, for `json_each`: one bound parameter for a set.
