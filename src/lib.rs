@@ -9,6 +9,7 @@ pub mod condition;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod docs;
 pub mod evaluate;
 pub mod event;
 pub mod freshness;

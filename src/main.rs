@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use price_alertd::condition::Condition;
 use price_alertd::config::{Config, ConfigOrigin};
 use price_alertd::store::{self, alerts, outbox};
@@ -107,6 +107,13 @@ enum Command {
     Quotes {
         #[command(subcommand)]
         command: QuotesCommand,
+    },
+    /// Print the completion script for a shell, e.g. `price-alertd completions
+    /// bash > ~/.local/share/bash-completion/completions/price-alertd` (the
+    /// package installs bash's, zsh's and fish's).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Per job: its last run, how long it took and its result; outbox pending and dead.
     Status {
@@ -328,29 +335,6 @@ impl OutboxFilterArgs {
     }
 }
 
-/// Writes the man pages and the completion scripts for the CLI as defined
-/// here: one page per command (`price-alertd-outbox-list.1`, ...).
-fn generate(folder: &std::path::Path) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    use clap::CommandFactory as _;
-    let man = folder.join("man");
-    let shell = folder.join("shell");
-    for made in [&man, &shell] {
-        std::fs::create_dir_all(made).with_context(|| format!("creating {}", made.display()))?;
-    }
-    clap_mangen::generate_to(Cli::command(), &man)
-        .with_context(|| format!("writing man pages to {}", man.display()))?;
-    for kind in [
-        clap_complete::Shell::Bash,
-        clap_complete::Shell::Zsh,
-        clap_complete::Shell::Fish,
-    ] {
-        clap_complete::generate_to(kind, &mut Cli::command(), "price-alertd", &shell)
-            .with_context(|| format!("writing {kind} completions to {}", shell.display()))?;
-    }
-    Ok(())
-}
-
 /// Lets a short command die of SIGPIPE when its reader goes away
 /// (`price-alertd outbox list | head`), quietly, as its neighbours do. Rust
 /// ignores SIGPIPE, so writing to a closed pipe would otherwise fail or panic
@@ -389,9 +373,19 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Run) {
         die_quietly_when_the_reader_leaves();
     }
-    // Needs no configuration: it describes the CLI itself.
-    if let Command::Generate { folder } = &cli.command {
-        return report(generate(folder));
+    // These need no configuration: they describe the CLI itself.
+    match &cli.command {
+        Command::Generate { folder } => {
+            return report(price_alertd::docs::generate(Cli::command(), folder));
+        }
+        Command::Completions { shell } => {
+            print!(
+                "{}",
+                price_alertd::docs::completions(&Cli::command(), *shell)
+            );
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let source = ConfigOrigin::choose(cli.config);
     let config = match source.load() {
@@ -431,7 +425,9 @@ fn main() -> ExitCode {
         Command::Status { json } => {
             report(admin::status(&config, json, &mut std::io::stdout().lock()))
         }
-        Command::Generate { folder } => report(generate(&folder)),
+        Command::Generate { .. } | Command::Completions { .. } => {
+            unreachable!("answered before the configuration is read")
+        }
     }
 }
 

@@ -48,7 +48,12 @@ struct JobStatus {
     started_at: Option<String>,
     duration_ms: Option<i64>,
     last_success_at: Option<String>,
-    detail: Option<String>,
+    /// The last run's summary, each count under its name (`triggered`,
+    /// `delivered`, ...), as `run-job` prints it.
+    detail: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The same summary, as `run-job` prints it (for the text).
+    #[serde(skip)]
+    summary: Option<String>,
     /// The next fire time, for a configured job while a daemon runs.
     next_run_at: Option<String>,
     /// Whether it also runs as soon as what it covers changes (`on_change`).
@@ -78,7 +83,8 @@ impl JobStatus {
             started_at: run.map(|run| rfc3339(&run.started_at)),
             duration_ms: run.map(|run| run.duration_ms),
             last_success_at: run.and_then(|run| run.last_success_at.as_deref().map(rfc3339)),
-            detail: run.map(|run| run.detail.clone()),
+            detail: run.map(|run| summary_fields(&run.detail)),
+            summary: run.map(|run| run.detail.clone()),
             next_run_at,
             ran_by: run.and_then(|run| run.member.clone()),
             quotes: None,
@@ -95,8 +101,7 @@ pub fn status(config: &Config, json: bool, out: &mut impl Write) -> anyhow::Resu
         return Ok(());
     }
     writeln!(out, "database: {}", status.database)?;
-    write_jobs(&status, out)?;
-    write_quotes(&status.jobs, config, out)?;
+    write_jobs(&status, config, out)?;
     writeln!(
         out,
         "outbox: {} pending, {} dead",
@@ -161,21 +166,17 @@ fn read(config: &Config) -> anyhow::Result<StatusReport> {
     })
 }
 
-/// The jobs' table.
-fn write_jobs(status: &StatusReport, out: &mut impl Write) -> anyhow::Result<()> {
+/// The jobs: a table of their runs; then each job's other facts, its last
+/// run's summary and its quotes, each line within [`WIDTH`].
+fn write_jobs(status: &StatusReport, config: &Config, out: &mut impl Write) -> anyhow::Result<()> {
     let running = status.members.iter().any(|member| member.alive);
     let mut table = Table::new(&[
         ("JOB", Align::Left),
+        ("RESULT", Align::Left),
         ("LAST RUN", Align::Left),
         ("TOOK (ms)", Align::Right),
-        ("RESULT", Align::Left),
-        ("LAST SUCCESS", Align::Left),
         ("NEXT RUN", Align::Left),
-        ("ON CHANGE", Align::Left),
-        ("RAN BY", Align::Left),
-        ("DETAIL", Align::Left),
     ]);
-    let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
     for job in &status.jobs {
         let next = match (&job.next_run_at, job.configured, running) {
             (Some(next), ..) => next.clone(),
@@ -185,90 +186,128 @@ fn write_jobs(status: &StatusReport, out: &mut impl Write) -> anyhow::Result<()>
         };
         table.row(vec![
             job.job.clone(),
+            job.result.clone(),
             job.started_at.clone().unwrap_or_else(|| "never".to_owned()),
             job.duration_ms
                 .map_or_else(|| "-".to_owned(), |ms| ms.to_string()),
-            job.result.clone(),
-            or_dash(&job.last_success_at),
             next,
-            match (job.on_change, &job.reacting_member) {
-                (true, Some(member)) => format!("reacts ({member})"),
-                (true, None) => "reacts".to_owned(),
-                (false, _) => "-".to_owned(),
-            },
-            or_dash(&job.ran_by),
-            or_dash(&job.detail),
         ]);
     }
     table.write("", out)?;
+    for job in &status.jobs {
+        let mut facts = Vec::new();
+        match (job.on_change, &job.reacting_member) {
+            (true, Some(member)) => facts.push(format!("reacts to changes, on {member}")),
+            (true, None) => facts.push("reacts to changes".to_owned()),
+            (false, _) => facts.push("on its schedule".to_owned()),
+        }
+        if let Some(success) = &job.last_success_at {
+            facts.push(format!("last success {success}"));
+        }
+        if let Some(member) = &job.ran_by {
+            facts.push(format!("ran by {member}"));
+        }
+        write_wrapped(&format!("{}:", job.job), &facts.join("; "), out)?;
+        if let Some(summary) = &job.summary {
+            write_wrapped(" ", summary, out)?;
+        }
+        if let Some(quotes) = &job.quotes {
+            write_wrapped(" ", &quotes_line(quotes, config), out)?;
+        }
+    }
     Ok(())
 }
 
-/// How fresh each evaluate job's quotes are, a line each.
-fn write_quotes(jobs: &[JobStatus], config: &Config, out: &mut impl Write) -> anyhow::Result<()> {
-    let seconds = |age: Option<f64>| {
+/// The widest line `status` writes.
+const WIDTH: usize = 100;
+
+/// `text` after `head`, wrapped at spaces within [`WIDTH`], the lines
+/// after the first indented by two (a word longer than a line stands
+/// alone).
+fn write_wrapped(head: &str, text: &str, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut line = head.to_owned();
+    let mut words = 0;
+    for word in text.split(' ').filter(|word| !word.is_empty()) {
+        if words > 0 && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            writeln!(out, "{line}")?;
+            line = " ".to_owned();
+            words = 0;
+        }
+        line.push(' ');
+        line.push_str(word);
+        words += 1;
+    }
+    if words > 0 {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// A run's summary (`triggered=2 delivered=2 ...`) as named values: a
+/// number where it is one.
+fn summary_fields(summary: &str) -> serde_json::Map<String, serde_json::Value> {
+    summary
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| {
+            let value = value
+                .parse::<i64>()
+                .map(serde_json::Value::from)
+                .or_else(|_| value.parse::<f64>().map(serde_json::Value::from))
+                .unwrap_or_else(|_| serde_json::Value::from(value));
+            (key.to_owned(), value)
+        })
+        .collect()
+}
+
+/// How fresh a job's quotes are, in a line.
+fn quotes_line(quotes: &Freshness, config: &Config) -> String {
+    let age = |age: Option<f64>| {
         age.map_or_else(
             || "-".to_owned(),
             |age| config::show_duration(std::time::Duration::from_secs(age as u64)),
         )
     };
-    for job in jobs {
-        let Some(quotes) = &job.quotes else {
-            continue;
-        };
-        writeln!(
-            out,
-            "quotes of {}: {} tickers with alerts; newest {} old, oldest {}; {} stale, {} without a quote (max age {})",
-            job.job,
-            quotes.tickers,
-            seconds(quotes.newest_age_seconds),
-            seconds(quotes.oldest_age_seconds),
-            quotes.stale,
-            quotes.missing,
-            config::show_duration(config.prices.max_age)
-        )?;
-    }
-    Ok(())
+    format!(
+        "quotes: {} tickers with alerts; newest {} old, oldest {}; {} stale, {} without a quote (max age {})",
+        quotes.tickers,
+        age(quotes.newest_age_seconds),
+        age(quotes.oldest_age_seconds),
+        quotes.stale,
+        quotes.missing,
+        config::show_duration(config.prices.max_age)
+    )
 }
 
-/// The members' table, or that none runs.
+/// The members, a line each, or that none runs.
 fn write_members(members: &[MemberStatus], out: &mut impl Write) -> anyhow::Result<()> {
     if members.is_empty() {
         writeln!(out, "members: none running")?;
         return Ok(());
     }
     writeln!(out, "members:")?;
-    let mut table = Table::new(&[
-        ("MEMBER", Align::Left),
-        ("HOST", Align::Left),
-        ("PID", Align::Right),
-        ("VERSION", Align::Left),
-        ("STARTED", Align::Left),
-        ("LAST HEARTBEAT", Align::Left),
-        ("STATE", Align::Left),
-    ]);
     for MemberStatus { member, alive } in members {
-        table.row(vec![
-            member.member.clone(),
-            member.host.clone(),
-            member.pid.to_string(),
-            member.version.clone(),
-            member.started_at.clone(),
+        let state = if *alive {
+            "alive".to_owned()
+        } else {
             format!(
-                "{} ({:.1} s ago)",
+                "presumed dead (no heartbeat for over {} s)",
+                Leases::in_force().fire.as_secs()
+            )
+        };
+        write_wrapped(
+            &format!("  {}", member.member),
+            &format!(
+                "{state}: heartbeat {:.1} s ago ({}); version {}, host {}, pid {}, started {}",
+                member.heartbeat_age_ms as f64 / 1000.0,
                 member.heartbeat_at,
-                member.heartbeat_age_ms as f64 / 1000.0
+                member.version,
+                member.host,
+                member.pid,
+                member.started_at
             ),
-            if *alive {
-                "alive".to_owned()
-            } else {
-                format!(
-                    "presumed dead (no heartbeat for over {} s)",
-                    Leases::in_force().fire.as_secs()
-                )
-            },
-        ]);
+            out,
+        )?;
     }
-    table.write("  ", out)?;
     Ok(())
 }

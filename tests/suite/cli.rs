@@ -1005,3 +1005,154 @@ on_every_engine! {
         assert!(!output.status.success(), "a replay of nothing named");
     }
 }
+
+/// The shipped bash completion, loaded as bash-completion loads it,
+/// completes below the top level, and offers no hidden command; the
+/// `completions` command prints the same script.
+#[test]
+fn bash_completes_the_commands_below_the_top_level() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("etc/generated/shell/price-alertd.bash");
+    let (code, printed, stderr) = run(binary().args(["completions", "bash"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(printed, std::fs::read_to_string(&script).unwrap());
+    // What bash offers after `words`, the last being the word completed.
+    let complete = |words: &[&str]| -> Vec<String> {
+        let line = words.join(" ");
+        let program = format!(
+            "source {}
+             COMP_WORDS=({})
+             COMP_CWORD={}
+             COMP_LINE='{line}'
+             COMP_POINT=${{#COMP_LINE}}
+             function=$(complete -p price-alertd | sed -E 's/.*-F ([^ ]+) .*/\\1/')
+             $function price-alertd '{}' '{}'
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            words
+                .iter()
+                .map(|word| format!("'{word}'"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let output = std::process::Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let top = complete(&["price-alertd", ""]);
+    assert!(
+        top.contains(&"alerts".to_owned()) && top.contains(&"completions".to_owned()),
+        "{top:?}"
+    );
+    assert!(
+        !top.contains(&"generate".to_owned()),
+        "the hidden command offered: {top:?}"
+    );
+    assert_eq!(complete(&["price-alertd", "out"]), ["outbox"]);
+    let alerts = complete(&["price-alertd", "alerts", ""]);
+    assert!(
+        alerts.contains(&"explain".to_owned()) && alerts.contains(&"list".to_owned()),
+        "{alerts:?}"
+    );
+    let options = complete(&["price-alertd", "alerts", "list", "--st"]);
+    assert_eq!(options, ["--state"]);
+    let replay = complete(&["price-alertd", "outbox", "replay", "--dry"]);
+    assert_eq!(replay, ["--dry-run"]);
+}
+
+/// README's command reference cannot drift from the CLI: every command the
+/// CLI has is listed there, every command listed exists, and every flag a
+/// line names is one its command takes (`--help` says so).
+#[test]
+fn the_readme_command_reference_matches_the_cli() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("## Command line\n\n```\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("README has a Command line block");
+    let help = |path: &[&str]| -> String {
+        let (code, stdout, stderr) = run(binary().args(path).arg("--help"));
+        assert_eq!(code, Some(0), "{path:?}: {stderr}");
+        stdout
+    };
+    // The commands of `help`'s "Commands:" list.
+    let commands_of = |text: &str| -> Vec<String> {
+        text.split("Commands:\n")
+            .nth(1)
+            .map(|list| {
+                list.lines()
+                    .take_while(|line| line.starts_with("  "))
+                    .filter_map(|line| line.split_whitespace().next())
+                    .filter(|name| *name != "help")
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut leaves = Vec::new();
+    for top in commands_of(&help(&[])) {
+        let below = commands_of(&help(&[&top]));
+        if below.is_empty() {
+            leaves.push(vec![top]);
+        } else {
+            leaves.extend(below.into_iter().map(|sub| vec![top.clone(), sub]));
+        }
+    }
+    let listed: Vec<(Vec<String>, String)> = block
+        .lines()
+        .map(|line| {
+            let words: Vec<&str> = line
+                .trim_start_matches("price-alertd [--config PATH] ")
+                .split('#')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .collect();
+            let path: Vec<String> = words
+                .iter()
+                .take_while(|word| word.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+                .map(|word| word.to_string())
+                .collect();
+            (path, line.to_owned())
+        })
+        .collect();
+    for leaf in &leaves {
+        assert!(
+            listed.iter().any(|(path, _)| path == leaf),
+            "README's Command line lacks `{}`",
+            leaf.join(" ")
+        );
+    }
+    for (path, line) in &listed {
+        let words: Vec<&str> = path.iter().map(String::as_str).collect();
+        let text = help(&words);
+        for flag in line
+            .split('#')
+            .next()
+            .unwrap()
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|word| word.starts_with("--") && *word != "--config")
+        {
+            assert!(
+                text.contains(&format!("{flag} "))
+                    || text.contains(&format!("{flag}\n"))
+                    || text.contains(&format!("{flag}="))
+                    || text.contains(&format!("{flag} <")),
+                "README's `{line}` names {flag}, which `{}` does not take:\n{text}",
+                path.join(" ")
+            );
+        }
+    }
+}

@@ -272,6 +272,16 @@ fn the_dashboard_and_the_rules_parse_and_name_only_series_the_daemon_exports() {
     promtool(&["check", "rules"], &recording_path);
 
     let exported = exported_series();
+    // README names series as the daemon exports them (a histogram by its
+    // name, without `_bucket`).
+    let readme = std::fs::read_to_string(in_repository("README.md")).unwrap();
+    let words = readme.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+    for named in words.filter(|word| word.starts_with("price_alertd_")) {
+        assert!(
+            exported.contains(named) || exported.contains(&format!("{named}_bucket")),
+            "README names {named}, which the daemon does not export"
+        );
+    }
     for series in DASHBOARD_SHOWS {
         assert!(exported.contains(series), "{series} is not exported");
     }

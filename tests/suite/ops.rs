@@ -318,6 +318,8 @@ fn the_admin_cli_manages_alerts_and_quotes_and_reports_status() {
         serde_json::from_str(&cli(&path, &["status", "--json"])).unwrap();
     assert_eq!(status["jobs"][0]["job"], "evaluate");
     assert_eq!(status["jobs"][0]["result"], "ok");
+    // The run's summary as named numbers, not a string to parse.
+    assert_eq!(status["jobs"][0]["detail"]["triggered"], 2, "{status}");
     assert!(status["jobs"][0]["duration_ms"].is_i64());
     assert_eq!(status["outbox_pending"], 0);
 }
@@ -957,10 +959,17 @@ fn the_quotes_the_alerts_need_are_watched_per_job() {
 
     let status = cli(&path, &["status"]);
     assert!(
-        status.contains("quotes of evaluate: 4 tickers with alerts")
+        status.contains("quotes: 4 tickers with alerts")
             && status.contains("1 stale, 1 without a quote (max age 15m)"),
         "{status}"
     );
+    // It fits a terminal of 100 columns.
+    let widest = status
+        .lines()
+        .map(|line| line.chars().count())
+        .max()
+        .unwrap();
+    assert!(widest <= 100, "{widest} columns:\n{status}");
     let json: serde_json::Value = serde_json::from_str(&cli(&path, &["status", "--json"])).unwrap();
     assert_eq!(json["jobs"][1]["quotes"]["tickers"], 1, "{json}");
 

@@ -78,6 +78,11 @@ fn the_package_installs_an_enabled_service_with_its_users_and_removes_cleanly() 
             "-rw-r--r--",
             "./usr/share/man/man1/price-alertd-outbox-replay.1.gz",
         ),
+        ("-rw-r--r--", "./usr/share/man/man5/price-alertd.toml.5.gz"),
+        (
+            "-rw-r--r--",
+            "./usr/share/doc/price-alertd/changelog.Debian.gz",
+        ),
         (
             "-rw-r--r--",
             "./usr/share/bash-completion/completions/price-alertd",
@@ -132,6 +137,11 @@ fn the_package_installs_an_enabled_service_with_its_users_and_removes_cleanly() 
         (
             "usr/share/price-alertd/grafana/price-alertd.json",
             "etc/grafana/price-alertd.json",
+        ),
+        // The relay that gives each user a channel of their own.
+        (
+            "usr/share/price-alertd/nginx/nchan-per-user.conf",
+            "etc/nchan-per-user.conf",
         ),
     ] {
         assert_eq!(
@@ -209,6 +219,35 @@ fn the_package_installs_an_enabled_service_with_its_users_and_removes_cleanly() 
     assert!(
         !postrm.contains("rm -rf"),
         "purging must keep the database, which is the application's data too"
+    );
+}
+
+/// lintian, Debian's package checker, finds no error and no warning. The
+/// package is built here from the tests' debug binary, which is not
+/// stripped; `cargo deb` (a release build) strips it, so that one tag is
+/// left out.
+#[test]
+fn lintian_finds_no_error_or_warning_in_the_package() {
+    let (_out, deb) = build();
+    let output = Command::new("lintian")
+        .args([
+            "--allow-root",
+            "--no-cfg",
+            "--suppress-tags",
+            "unstripped-binary-or-object",
+        ])
+        .arg(&deb)
+        .output()
+        .expect("lintian (tests/run installs it)");
+    let report = String::from_utf8_lossy(&output.stdout);
+    let found: Vec<&str> = report
+        .lines()
+        .filter(|line| line.starts_with("E:") || line.starts_with("W:"))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "lintian: {found:#?}\n{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 

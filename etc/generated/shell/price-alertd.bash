@@ -1,4 +1,4 @@
-_price__alertd() {
+_pricealertd() {
     local i cur prev opts cmd
     COMPREPLY=()
     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
@@ -14,187 +14,187 @@ _price__alertd() {
     do
         case "${cmd},${i}" in
             ",$1")
-                cmd="price__alertd"
+                cmd="pricealertd"
                 ;;
-            price__alertd,alerts)
-                cmd="price__alertd__subcmd__alerts"
+            pricealertd,alerts)
+                cmd="pricealertd__subcmd__alerts"
                 ;;
-            price__alertd,check-config)
-                cmd="price__alertd__subcmd__check__subcmd__config"
+            pricealertd,check-config)
+                cmd="pricealertd__subcmd__check__subcmd__config"
                 ;;
-            price__alertd,generate)
-                cmd="price__alertd__subcmd__generate"
+            pricealertd,completions)
+                cmd="pricealertd__subcmd__completions"
                 ;;
-            price__alertd,help)
-                cmd="price__alertd__subcmd__help"
+            pricealertd,help)
+                cmd="pricealertd__subcmd__help"
                 ;;
-            price__alertd,outbox)
-                cmd="price__alertd__subcmd__outbox"
+            pricealertd,outbox)
+                cmd="pricealertd__subcmd__outbox"
                 ;;
-            price__alertd,quotes)
-                cmd="price__alertd__subcmd__quotes"
+            pricealertd,quotes)
+                cmd="pricealertd__subcmd__quotes"
                 ;;
-            price__alertd,run)
-                cmd="price__alertd__subcmd__run"
+            pricealertd,run)
+                cmd="pricealertd__subcmd__run"
                 ;;
-            price__alertd,run-job)
-                cmd="price__alertd__subcmd__run__subcmd__job"
+            pricealertd,run-job)
+                cmd="pricealertd__subcmd__run__subcmd__job"
                 ;;
-            price__alertd,status)
-                cmd="price__alertd__subcmd__status"
+            pricealertd,status)
+                cmd="pricealertd__subcmd__status"
                 ;;
-            price__alertd__subcmd__alerts,add)
-                cmd="price__alertd__subcmd__alerts__subcmd__add"
+            pricealertd__subcmd__alerts,add)
+                cmd="pricealertd__subcmd__alerts__subcmd__add"
                 ;;
-            price__alertd__subcmd__alerts,cooldown)
-                cmd="price__alertd__subcmd__alerts__subcmd__cooldown"
+            pricealertd__subcmd__alerts,cooldown)
+                cmd="pricealertd__subcmd__alerts__subcmd__cooldown"
                 ;;
-            price__alertd__subcmd__alerts,disable)
-                cmd="price__alertd__subcmd__alerts__subcmd__disable"
+            pricealertd__subcmd__alerts,disable)
+                cmd="pricealertd__subcmd__alerts__subcmd__disable"
                 ;;
-            price__alertd__subcmd__alerts,explain)
-                cmd="price__alertd__subcmd__alerts__subcmd__explain"
+            pricealertd__subcmd__alerts,explain)
+                cmd="pricealertd__subcmd__alerts__subcmd__explain"
                 ;;
-            price__alertd__subcmd__alerts,help)
-                cmd="price__alertd__subcmd__alerts__subcmd__help"
+            pricealertd__subcmd__alerts,help)
+                cmd="pricealertd__subcmd__alerts__subcmd__help"
                 ;;
-            price__alertd__subcmd__alerts,list)
-                cmd="price__alertd__subcmd__alerts__subcmd__list"
+            pricealertd__subcmd__alerts,list)
+                cmd="pricealertd__subcmd__alerts__subcmd__list"
                 ;;
-            price__alertd__subcmd__alerts,rearm)
-                cmd="price__alertd__subcmd__alerts__subcmd__rearm"
+            pricealertd__subcmd__alerts,rearm)
+                cmd="pricealertd__subcmd__alerts__subcmd__rearm"
                 ;;
-            price__alertd__subcmd__alerts,snooze)
-                cmd="price__alertd__subcmd__alerts__subcmd__snooze"
+            pricealertd__subcmd__alerts,snooze)
+                cmd="pricealertd__subcmd__alerts__subcmd__snooze"
                 ;;
-            price__alertd__subcmd__alerts__subcmd__help,add)
-                cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__add"
+            pricealertd__subcmd__alerts__subcmd__help,add)
+                cmd="pricealertd__subcmd__alerts__subcmd__help__subcmd__add"
                 ;;
-            price__alertd__subcmd__alerts__subcmd__help,cooldown)
-                cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__cooldown"
+            pricealertd__subcmd__alerts__subcmd__help,cooldown)
+                cmd="pricealertd__subcmd__alerts__subcmd__help__subcmd__cooldown"
                 ;;
-            price__alertd__subcmd__alerts__subcmd__help,disable)
-                cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__disable"
+            pricealertd__subcmd__alerts__subcmd__help,disable)
+                cmd="pricealertd__subcmd__alerts__subcmd__help__subcmd__disable"
                 ;;
-            price__alertd__subcmd__alerts__subcmd__help,explain)
-                cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__explain"
+            pricealertd__subcmd__alerts__subcmd__help,explain)
+                cmd="pricealertd__subcmd__alerts__subcmd__help__subcmd__explain"
                 ;;
-            price__alertd__subcmd__alerts__subcmd__help,help)
-                cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__help"
+            pricealertd__subcmd__alerts__subcmd__help,help)
+                cmd="pricealertd__subcmd__alerts__subcmd__help__subcmd__help"
                 ;;
-            price__alertd__subcmd__alerts__subcmd__help,list)
-                cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__list"
+            pricealertd__subcmd__alerts__subcmd__help,list)
+                cmd="pricealertd__subcmd__alerts__subcmd__help__subcmd__list"
                 ;;
-            price__alertd__subcmd__alerts__subcmd__help,rearm)
-                cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__rearm"
+            pricealertd__subcmd__alerts__subcmd__help,rearm)
+                cmd="pricealertd__subcmd__alerts__subcmd__help__subcmd__rearm"
                 ;;
-            price__alertd__subcmd__alerts__subcmd__help,snooze)
-                cmd="price__alertd__subcmd__alerts__subcmd__help__subcmd__snooze"
+            pricealertd__subcmd__alerts__subcmd__help,snooze)
+                cmd="pricealertd__subcmd__alerts__subcmd__help__subcmd__snooze"
                 ;;
-            price__alertd__subcmd__help,alerts)
-                cmd="price__alertd__subcmd__help__subcmd__alerts"
+            pricealertd__subcmd__help,alerts)
+                cmd="pricealertd__subcmd__help__subcmd__alerts"
                 ;;
-            price__alertd__subcmd__help,check-config)
-                cmd="price__alertd__subcmd__help__subcmd__check__subcmd__config"
+            pricealertd__subcmd__help,check-config)
+                cmd="pricealertd__subcmd__help__subcmd__check__subcmd__config"
                 ;;
-            price__alertd__subcmd__help,generate)
-                cmd="price__alertd__subcmd__help__subcmd__generate"
+            pricealertd__subcmd__help,completions)
+                cmd="pricealertd__subcmd__help__subcmd__completions"
                 ;;
-            price__alertd__subcmd__help,help)
-                cmd="price__alertd__subcmd__help__subcmd__help"
+            pricealertd__subcmd__help,help)
+                cmd="pricealertd__subcmd__help__subcmd__help"
                 ;;
-            price__alertd__subcmd__help,outbox)
-                cmd="price__alertd__subcmd__help__subcmd__outbox"
+            pricealertd__subcmd__help,outbox)
+                cmd="pricealertd__subcmd__help__subcmd__outbox"
                 ;;
-            price__alertd__subcmd__help,quotes)
-                cmd="price__alertd__subcmd__help__subcmd__quotes"
+            pricealertd__subcmd__help,quotes)
+                cmd="pricealertd__subcmd__help__subcmd__quotes"
                 ;;
-            price__alertd__subcmd__help,run)
-                cmd="price__alertd__subcmd__help__subcmd__run"
+            pricealertd__subcmd__help,run)
+                cmd="pricealertd__subcmd__help__subcmd__run"
                 ;;
-            price__alertd__subcmd__help,run-job)
-                cmd="price__alertd__subcmd__help__subcmd__run__subcmd__job"
+            pricealertd__subcmd__help,run-job)
+                cmd="pricealertd__subcmd__help__subcmd__run__subcmd__job"
                 ;;
-            price__alertd__subcmd__help,status)
-                cmd="price__alertd__subcmd__help__subcmd__status"
+            pricealertd__subcmd__help,status)
+                cmd="pricealertd__subcmd__help__subcmd__status"
                 ;;
-            price__alertd__subcmd__help__subcmd__alerts,add)
-                cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__add"
+            pricealertd__subcmd__help__subcmd__alerts,add)
+                cmd="pricealertd__subcmd__help__subcmd__alerts__subcmd__add"
                 ;;
-            price__alertd__subcmd__help__subcmd__alerts,cooldown)
-                cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__cooldown"
+            pricealertd__subcmd__help__subcmd__alerts,cooldown)
+                cmd="pricealertd__subcmd__help__subcmd__alerts__subcmd__cooldown"
                 ;;
-            price__alertd__subcmd__help__subcmd__alerts,disable)
-                cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__disable"
+            pricealertd__subcmd__help__subcmd__alerts,disable)
+                cmd="pricealertd__subcmd__help__subcmd__alerts__subcmd__disable"
                 ;;
-            price__alertd__subcmd__help__subcmd__alerts,explain)
-                cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__explain"
+            pricealertd__subcmd__help__subcmd__alerts,explain)
+                cmd="pricealertd__subcmd__help__subcmd__alerts__subcmd__explain"
                 ;;
-            price__alertd__subcmd__help__subcmd__alerts,list)
-                cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__list"
+            pricealertd__subcmd__help__subcmd__alerts,list)
+                cmd="pricealertd__subcmd__help__subcmd__alerts__subcmd__list"
                 ;;
-            price__alertd__subcmd__help__subcmd__alerts,rearm)
-                cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__rearm"
+            pricealertd__subcmd__help__subcmd__alerts,rearm)
+                cmd="pricealertd__subcmd__help__subcmd__alerts__subcmd__rearm"
                 ;;
-            price__alertd__subcmd__help__subcmd__alerts,snooze)
-                cmd="price__alertd__subcmd__help__subcmd__alerts__subcmd__snooze"
+            pricealertd__subcmd__help__subcmd__alerts,snooze)
+                cmd="pricealertd__subcmd__help__subcmd__alerts__subcmd__snooze"
                 ;;
-            price__alertd__subcmd__help__subcmd__outbox,list)
-                cmd="price__alertd__subcmd__help__subcmd__outbox__subcmd__list"
+            pricealertd__subcmd__help__subcmd__outbox,list)
+                cmd="pricealertd__subcmd__help__subcmd__outbox__subcmd__list"
                 ;;
-            price__alertd__subcmd__help__subcmd__outbox,replay)
-                cmd="price__alertd__subcmd__help__subcmd__outbox__subcmd__replay"
+            pricealertd__subcmd__help__subcmd__outbox,replay)
+                cmd="pricealertd__subcmd__help__subcmd__outbox__subcmd__replay"
                 ;;
-            price__alertd__subcmd__help__subcmd__outbox,show)
-                cmd="price__alertd__subcmd__help__subcmd__outbox__subcmd__show"
+            pricealertd__subcmd__help__subcmd__outbox,show)
+                cmd="pricealertd__subcmd__help__subcmd__outbox__subcmd__show"
                 ;;
-            price__alertd__subcmd__help__subcmd__quotes,list)
-                cmd="price__alertd__subcmd__help__subcmd__quotes__subcmd__list"
+            pricealertd__subcmd__help__subcmd__quotes,list)
+                cmd="pricealertd__subcmd__help__subcmd__quotes__subcmd__list"
                 ;;
-            price__alertd__subcmd__help__subcmd__quotes,set)
-                cmd="price__alertd__subcmd__help__subcmd__quotes__subcmd__set"
+            pricealertd__subcmd__help__subcmd__quotes,set)
+                cmd="pricealertd__subcmd__help__subcmd__quotes__subcmd__set"
                 ;;
-            price__alertd__subcmd__outbox,help)
-                cmd="price__alertd__subcmd__outbox__subcmd__help"
+            pricealertd__subcmd__outbox,help)
+                cmd="pricealertd__subcmd__outbox__subcmd__help"
                 ;;
-            price__alertd__subcmd__outbox,list)
-                cmd="price__alertd__subcmd__outbox__subcmd__list"
+            pricealertd__subcmd__outbox,list)
+                cmd="pricealertd__subcmd__outbox__subcmd__list"
                 ;;
-            price__alertd__subcmd__outbox,replay)
-                cmd="price__alertd__subcmd__outbox__subcmd__replay"
+            pricealertd__subcmd__outbox,replay)
+                cmd="pricealertd__subcmd__outbox__subcmd__replay"
                 ;;
-            price__alertd__subcmd__outbox,show)
-                cmd="price__alertd__subcmd__outbox__subcmd__show"
+            pricealertd__subcmd__outbox,show)
+                cmd="pricealertd__subcmd__outbox__subcmd__show"
                 ;;
-            price__alertd__subcmd__outbox__subcmd__help,help)
-                cmd="price__alertd__subcmd__outbox__subcmd__help__subcmd__help"
+            pricealertd__subcmd__outbox__subcmd__help,help)
+                cmd="pricealertd__subcmd__outbox__subcmd__help__subcmd__help"
                 ;;
-            price__alertd__subcmd__outbox__subcmd__help,list)
-                cmd="price__alertd__subcmd__outbox__subcmd__help__subcmd__list"
+            pricealertd__subcmd__outbox__subcmd__help,list)
+                cmd="pricealertd__subcmd__outbox__subcmd__help__subcmd__list"
                 ;;
-            price__alertd__subcmd__outbox__subcmd__help,replay)
-                cmd="price__alertd__subcmd__outbox__subcmd__help__subcmd__replay"
+            pricealertd__subcmd__outbox__subcmd__help,replay)
+                cmd="pricealertd__subcmd__outbox__subcmd__help__subcmd__replay"
                 ;;
-            price__alertd__subcmd__outbox__subcmd__help,show)
-                cmd="price__alertd__subcmd__outbox__subcmd__help__subcmd__show"
+            pricealertd__subcmd__outbox__subcmd__help,show)
+                cmd="pricealertd__subcmd__outbox__subcmd__help__subcmd__show"
                 ;;
-            price__alertd__subcmd__quotes,help)
-                cmd="price__alertd__subcmd__quotes__subcmd__help"
+            pricealertd__subcmd__quotes,help)
+                cmd="pricealertd__subcmd__quotes__subcmd__help"
                 ;;
-            price__alertd__subcmd__quotes,list)
-                cmd="price__alertd__subcmd__quotes__subcmd__list"
+            pricealertd__subcmd__quotes,list)
+                cmd="pricealertd__subcmd__quotes__subcmd__list"
                 ;;
-            price__alertd__subcmd__quotes,set)
-                cmd="price__alertd__subcmd__quotes__subcmd__set"
+            pricealertd__subcmd__quotes,set)
+                cmd="pricealertd__subcmd__quotes__subcmd__set"
                 ;;
-            price__alertd__subcmd__quotes__subcmd__help,help)
-                cmd="price__alertd__subcmd__quotes__subcmd__help__subcmd__help"
+            pricealertd__subcmd__quotes__subcmd__help,help)
+                cmd="pricealertd__subcmd__quotes__subcmd__help__subcmd__help"
                 ;;
-            price__alertd__subcmd__quotes__subcmd__help,list)
-                cmd="price__alertd__subcmd__quotes__subcmd__help__subcmd__list"
+            pricealertd__subcmd__quotes__subcmd__help,list)
+                cmd="pricealertd__subcmd__quotes__subcmd__help__subcmd__list"
                 ;;
-            price__alertd__subcmd__quotes__subcmd__help,set)
-                cmd="price__alertd__subcmd__quotes__subcmd__help__subcmd__set"
+            pricealertd__subcmd__quotes__subcmd__help,set)
+                cmd="pricealertd__subcmd__quotes__subcmd__help__subcmd__set"
                 ;;
             *)
                 ;;
@@ -202,8 +202,8 @@ _price__alertd() {
     done
 
     case "${cmd}" in
-        price__alertd)
-            opts="-h -V --config --help --version generate run check-config run-job outbox alerts quotes status help"
+        pricealertd)
+            opts="-h -V --config --help --version run check-config run-job outbox alerts quotes completions status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -220,7 +220,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts)
+        pricealertd__subcmd__alerts)
             opts="-h --config --help list explain add cooldown snooze rearm disable help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -238,7 +238,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__add)
+        pricealertd__subcmd__alerts__subcmd__add)
             opts="-h --reference --upper --note --user --expires --cooldown --rearm-band --max-triggers --config --help above below crossing_up crossing_down moving_up_pct moving_down_pct inside outside entering exiting"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -288,7 +288,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__cooldown)
+        pricealertd__subcmd__alerts__subcmd__cooldown)
             opts="-h --none --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -306,7 +306,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__disable)
+        pricealertd__subcmd__alerts__subcmd__disable)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -324,7 +324,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__explain)
+        pricealertd__subcmd__alerts__subcmd__explain)
             opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -342,7 +342,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__help)
+        pricealertd__subcmd__alerts__subcmd__help)
             opts="list explain add cooldown snooze rearm disable help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -356,7 +356,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__add)
+        pricealertd__subcmd__alerts__subcmd__help__subcmd__add)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -370,7 +370,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__cooldown)
+        pricealertd__subcmd__alerts__subcmd__help__subcmd__cooldown)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -384,7 +384,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__disable)
+        pricealertd__subcmd__alerts__subcmd__help__subcmd__disable)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -398,7 +398,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__explain)
+        pricealertd__subcmd__alerts__subcmd__help__subcmd__explain)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -412,7 +412,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__help)
+        pricealertd__subcmd__alerts__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -426,7 +426,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__list)
+        pricealertd__subcmd__alerts__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -440,7 +440,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__rearm)
+        pricealertd__subcmd__alerts__subcmd__help__subcmd__rearm)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -454,7 +454,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__help__subcmd__snooze)
+        pricealertd__subcmd__alerts__subcmd__help__subcmd__snooze)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -468,7 +468,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__list)
+        pricealertd__subcmd__alerts__subcmd__list)
             opts="-h --enabled --triggered --state --ticker --user --before --limit --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -506,7 +506,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__rearm)
+        pricealertd__subcmd__alerts__subcmd__rearm)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -524,7 +524,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__alerts__subcmd__snooze)
+        pricealertd__subcmd__alerts__subcmd__snooze)
             opts="-h --off --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -542,7 +542,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__check__subcmd__config)
+        pricealertd__subcmd__check__subcmd__config)
             opts="-h --from --reload --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -564,8 +564,8 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__generate)
-            opts="-h --config --help"
+        pricealertd__subcmd__completions)
+            opts="-h --config --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -582,8 +582,8 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help)
-            opts="generate run check-config run-job outbox alerts quotes status help"
+        pricealertd__subcmd__help)
+            opts="run check-config run-job outbox alerts quotes completions status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -596,7 +596,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__alerts)
+        pricealertd__subcmd__help__subcmd__alerts)
             opts="list explain add cooldown snooze rearm disable"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -610,7 +610,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__add)
+        pricealertd__subcmd__help__subcmd__alerts__subcmd__add)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -624,7 +624,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__cooldown)
+        pricealertd__subcmd__help__subcmd__alerts__subcmd__cooldown)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -638,7 +638,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__disable)
+        pricealertd__subcmd__help__subcmd__alerts__subcmd__disable)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -652,7 +652,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__explain)
+        pricealertd__subcmd__help__subcmd__alerts__subcmd__explain)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -666,7 +666,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__list)
+        pricealertd__subcmd__help__subcmd__alerts__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -680,7 +680,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__rearm)
+        pricealertd__subcmd__help__subcmd__alerts__subcmd__rearm)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -694,7 +694,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__alerts__subcmd__snooze)
+        pricealertd__subcmd__help__subcmd__alerts__subcmd__snooze)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -708,7 +708,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__check__subcmd__config)
+        pricealertd__subcmd__help__subcmd__check__subcmd__config)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -722,7 +722,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__generate)
+        pricealertd__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -736,7 +736,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__help)
+        pricealertd__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -750,7 +750,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__outbox)
+        pricealertd__subcmd__help__subcmd__outbox)
             opts="list show replay"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -764,7 +764,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__outbox__subcmd__list)
+        pricealertd__subcmd__help__subcmd__outbox__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -778,7 +778,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__outbox__subcmd__replay)
+        pricealertd__subcmd__help__subcmd__outbox__subcmd__replay)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -792,7 +792,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__outbox__subcmd__show)
+        pricealertd__subcmd__help__subcmd__outbox__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -806,7 +806,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__quotes)
+        pricealertd__subcmd__help__subcmd__quotes)
             opts="set list"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -820,7 +820,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__quotes__subcmd__list)
+        pricealertd__subcmd__help__subcmd__quotes__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -834,7 +834,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__quotes__subcmd__set)
+        pricealertd__subcmd__help__subcmd__quotes__subcmd__set)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -848,7 +848,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__run)
+        pricealertd__subcmd__help__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -862,7 +862,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__run__subcmd__job)
+        pricealertd__subcmd__help__subcmd__run__subcmd__job)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -876,7 +876,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__help__subcmd__status)
+        pricealertd__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -890,7 +890,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__outbox)
+        pricealertd__subcmd__outbox)
             opts="-h --config --help list show replay help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -908,7 +908,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__outbox__subcmd__help)
+        pricealertd__subcmd__outbox__subcmd__help)
             opts="list show replay help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -922,7 +922,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__outbox__subcmd__help__subcmd__help)
+        pricealertd__subcmd__outbox__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -936,7 +936,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__outbox__subcmd__help__subcmd__list)
+        pricealertd__subcmd__outbox__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -950,7 +950,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__outbox__subcmd__help__subcmd__replay)
+        pricealertd__subcmd__outbox__subcmd__help__subcmd__replay)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -964,7 +964,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__outbox__subcmd__help__subcmd__show)
+        pricealertd__subcmd__outbox__subcmd__help__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -978,7 +978,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__outbox__subcmd__list)
+        pricealertd__subcmd__outbox__subcmd__list)
             opts="-h --dead --state --user --alert --since --until --limit --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1020,7 +1020,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__outbox__subcmd__replay)
+        pricealertd__subcmd__outbox__subcmd__replay)
             opts="-h --all-dead --state --user --alert --since --until --dry-run --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1058,7 +1058,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__outbox__subcmd__show)
+        pricealertd__subcmd__outbox__subcmd__show)
             opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1076,7 +1076,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__quotes)
+        pricealertd__subcmd__quotes)
             opts="-h --config --help set list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1094,7 +1094,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__quotes__subcmd__help)
+        pricealertd__subcmd__quotes__subcmd__help)
             opts="set list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1108,7 +1108,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__quotes__subcmd__help__subcmd__help)
+        pricealertd__subcmd__quotes__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1122,7 +1122,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__quotes__subcmd__help__subcmd__list)
+        pricealertd__subcmd__quotes__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1136,7 +1136,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__quotes__subcmd__help__subcmd__set)
+        pricealertd__subcmd__quotes__subcmd__help__subcmd__set)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1150,7 +1150,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__quotes__subcmd__list)
+        pricealertd__subcmd__quotes__subcmd__list)
             opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1168,7 +1168,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__quotes__subcmd__set)
+        pricealertd__subcmd__quotes__subcmd__set)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1186,7 +1186,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__run)
+        pricealertd__subcmd__run)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1204,7 +1204,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__run__subcmd__job)
+        pricealertd__subcmd__run__subcmd__job)
             opts="-h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1222,7 +1222,7 @@ _price__alertd() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        price__subcmd__alertd__subcmd__status)
+        pricealertd__subcmd__status)
             opts="-h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1244,7 +1244,7 @@ _price__alertd() {
 }
 
 if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
-    complete -F _price__alertd -o nosort -o bashdefault -o default price-alertd
+    complete -F _pricealertd -o nosort -o bashdefault -o default price-alertd
 else
-    complete -F _price__alertd -o bashdefault -o default price-alertd
+    complete -F _pricealertd -o bashdefault -o default price-alertd
 fi
