@@ -76,8 +76,8 @@ on_every_engine! {
         assert!(daemon.log().contains("reacting=2"), "{}", daemon.log());
         // Operators see which jobs react.
         let status = cli(&path, &["status"]);
-        let inside = status.lines().find(|line| line.starts_with("inside")).unwrap();
-        assert!(inside.contains("reacts"), "{status}");
+        let inside = status.lines().find(|line| line.starts_with("inside:")).unwrap();
+        assert!(inside.contains("reacts to changes"), "{status}");
         let json: serde_json::Value =
             serde_json::from_str(&cli(&path, &["status", "--json"])).unwrap();
         assert_eq!(json["jobs"][0]["on_change"], true, "{json}");
