@@ -12,7 +12,7 @@ use crate::standing::{Facts, Standing, State};
 use crate::store::{self, alerts};
 
 use super::open::{connect, connect_to_read};
-use super::output::{number, print_json_lines, rfc3339};
+use super::output::{alert_times_in_rfc3339, number, print_json_lines};
 use super::table::{Align, Table};
 
 /// Re-arms a triggered, expired or disabled alert: its next trigger carries a
@@ -62,19 +62,8 @@ pub fn alerts_list(
     let now = store::clock::now(&mut connection).context("reading the database's clock")?;
     let (mut listed, more) = read_page(&mut connection, request, config.prices.max_age, now)
         .context("listing alerts")?;
-    // The application may write SQLite's own time format: show one format.
     for Listed { alert, .. } in &mut listed {
-        for time in [
-            &mut alert.triggered_at,
-            &mut alert.expires_at,
-            &mut alert.expired_at,
-            &mut alert.snoozed_until,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            *time = rfc3339(time);
-        }
+        alert_times_in_rfc3339(alert);
     }
     let next = listed.last().map(|listed| listed.alert.id);
     if request.json {

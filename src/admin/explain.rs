@@ -16,7 +16,7 @@ use crate::store::outbox::OutboxEntry;
 use crate::store::{self, alerts, changes, outbox, watermarks};
 
 use super::open::connect_to_read;
-use super::output::{number, rfc3339};
+use super::output::{alert_times_in_rfc3339, number, rfc3339};
 
 /// The events shown, newest first.
 const EVENTS: usize = 20;
@@ -131,17 +131,7 @@ fn explain(
         updated_at: rfc3339(&updated_at),
         max_age_seconds: max_age.as_secs(),
     });
-    for time in [
-        &mut alert.triggered_at,
-        &mut alert.expires_at,
-        &mut alert.expired_at,
-        &mut alert.snoozed_until,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        *time = rfc3339(time);
-    }
+    alert_times_in_rfc3339(&mut alert);
     let levels = levels(&alert);
     let why = why(&alert, &standing, &jobs, max_age, now);
     Ok(Explanation {

@@ -10,6 +10,22 @@ pub(super) fn rfc3339(text: &str) -> String {
     crate::time::parse_time(text).map_or_else(|| text.to_owned(), crate::store::timestamp)
 }
 
+/// An alert's times in one format, [`rfc3339`]'s: the application may
+/// write SQLite's own.
+pub(super) fn alert_times_in_rfc3339(alert: &mut crate::store::alerts::AlertEntry) {
+    for time in [
+        &mut alert.triggered_at,
+        &mut alert.expires_at,
+        &mut alert.expired_at,
+        &mut alert.snoozed_until,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *time = rfc3339(time);
+    }
+}
+
 pub(super) fn number(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |value| value.to_string())
 }
