@@ -13,6 +13,9 @@ pub(super) const WAVES: u32 = 4;
 /// Leased rows not yet sent, at least.
 const MIN_AHEAD: usize = 256;
 
+/// Finished attempts an exchange waits for while requests run, at least.
+const MIN_RECORDED_TOGETHER: usize = 64;
+
 /// What a lease keeps beyond its waves of attempts, for recording them.
 const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
@@ -52,6 +55,16 @@ impl LeasePolicy {
     /// requests to a fast receiver never wait for the next exchange.
     pub(super) fn ahead(&self) -> usize {
         (self.concurrency() * WAVES as usize).max(MIN_AHEAD)
+    }
+
+    /// Finished attempts that start an exchange while requests still run
+    /// (fewer wait at most [`RECORD_AFTER`]): `WAVES` waves of them, at
+    /// least 64. An exchange is a write transaction, whose commit costs
+    /// what the updates of dozens of rows do: at 16 attempts at once, an
+    /// exchange a wave made a fast receiver's delivery 5% slower than one
+    /// every four (BENCHMARKS.md).
+    pub(super) fn recorded_together(&self) -> usize {
+        (self.concurrency() * WAVES as usize).max(MIN_RECORDED_TOGETHER)
     }
 
     /// Leased rows not yet recorded, at most (the ones ahead, and the

@@ -274,7 +274,7 @@ impl Deliverer<'_> {
             && (limit > 0
                 || !lease
                 || unsent == 0
-                || pipeline.finished.len() >= webhook.leasing().concurrency()
+                || pipeline.finished.len() >= webhook.leasing().recorded_together()
                 || pipeline
                     .finished_since
                     .is_some_and(|since| now >= since + RECORD_AFTER));

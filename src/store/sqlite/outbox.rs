@@ -181,21 +181,26 @@ fn record(
 /// [`ATTEMPTS_KEPT`](crate::store::outbox::ATTEMPTS_KEPT) of an event are
 /// dropped, its oldest first.
 fn record_attempts(connection: &Connection, recording: &Recording<'_>) -> rusqlite::Result<()> {
-    // Rows of a few attempts per statement: per row, what costs is the
-    // insert itself, not the statement.
-    const ROWS: usize = 32;
-    static BATCH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let batch = BATCH.get_or_init(|| insert_attempts(ROWS));
-    let mut chunks = recording.attempts.chunks_exact(ROWS);
-    for chunk in chunks.by_ref() {
-        let mut insert = connection.prepare_cached(batch)?;
-        insert.execute(rusqlite::params_from_iter(
-            chunk.iter().flat_map(attempt_values),
-        ))?;
-    }
-    for attempt in chunks.remainder() {
-        let mut insert = connection.prepare_cached(ONE_ATTEMPT)?;
-        insert.execute(rusqlite::params_from_iter(attempt_values(attempt)))?;
+    // A few statements of many rows each, whatever the count: per row, what
+    // costs is the insert itself, not the statement. An exchange records
+    // dozens of attempts; they go in chunks of powers of two (64 + 4 + 1
+    // for 69), so that few statements are cached.
+    static INSERTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let inserts = INSERTS.get_or_init(|| {
+        (0..ROWS_MAX_BITS)
+            .map(|bits| insert_attempts(1 << bits))
+            .collect()
+    });
+    let mut rest = recording.attempts.as_slice();
+    while !rest.is_empty() {
+        let bits = chunk_bits(rest.len());
+        let (chunk, after) = rest.split_at(1 << bits);
+        connection
+            .prepare_cached(&inserts[bits])?
+            .execute(rusqlite::params_from_iter(
+                chunk.iter().flat_map(attempt_values),
+            ))?;
+        rest = after;
     }
     for row_id in crate::store::outbox::to_trim(recording) {
         connection
@@ -205,9 +210,14 @@ fn record_attempts(connection: &Connection, recording: &Recording<'_>) -> rusqli
     Ok(())
 }
 
-/// The insert of one attempt.
-const ONE_ATTEMPT: &str = "INSERT OR IGNORE INTO delivery_attempts
-     (outbox_id, attempted_at, number, url, status, error, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?)";
+/// The most attempts one insert takes: 2^(this - 1).
+const ROWS_MAX_BITS: usize = 7;
+
+/// The next chunk of `left` (> 0) attempts: the largest power of two in
+/// it, at most 2^([`ROWS_MAX_BITS`] - 1), as its exponent.
+fn chunk_bits(left: usize) -> usize {
+    ((usize::BITS - 1 - left.leading_zeros()) as usize).min(ROWS_MAX_BITS - 1)
+}
 
 /// The insert of `rows` attempts.
 fn insert_attempts(rows: usize) -> String {
@@ -219,7 +229,7 @@ fn insert_attempts(rows: usize) -> String {
     )
 }
 
-/// An attempt's values, in [`ONE_ATTEMPT`]'s order.
+/// An attempt's values, in [`insert_attempts`]' order.
 fn attempt_values<'a>(
     (row_id, _, attempt): &'a (i64, i64, &'a crate::store::outbox::Attempt),
 ) -> [&'a dyn rusqlite::ToSql; 7] {
@@ -272,4 +282,25 @@ pub fn replay(
     }
     transaction.commit()?;
     Ok(replayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_go_in_chunks_of_powers_of_two() {
+        let chunks = |mut left: usize| {
+            let mut sizes = Vec::new();
+            while left > 0 {
+                sizes.push(1 << chunk_bits(left));
+                left -= sizes.last().unwrap();
+            }
+            sizes
+        };
+        assert_eq!(chunks(1), [1]);
+        assert_eq!(chunks(69), [64, 4, 1]);
+        assert_eq!(chunks(64), [64]);
+        assert_eq!(chunks(200), [64, 64, 64, 8]);
+    }
 }
