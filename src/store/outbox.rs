@@ -13,7 +13,11 @@ use super::{Connection, Result};
 /// [`ATTEMPTS_KEPT`] of one (the last): one b-tree keyed by the event's row
 /// and the attempt's start, so that recording an attempt is one insert
 /// beside the row's update (SQLite's types and a `WITHOUT ROWID` table;
-/// PostgreSQL's migration has its own, [`ATTEMPTS_SCHEMA_PG`]).
+/// PostgreSQL's migration has its own, [`ATTEMPTS_SCHEMA_PG`], indexed by
+/// event without a unique key since: a heap tuple and an index entry per
+/// attempt). An event's row is not where they go: a second pass over the
+/// outbox's rows, or a join of outcomes with attempts, costs more than an
+/// append (BENCHMARKS.md, "What was sent, recorded").
 pub(super) const ATTEMPTS_SCHEMA: &str = "
 CREATE TABLE delivery_attempts (
     outbox_id INTEGER NOT NULL,          -- the event's outbox row
@@ -27,7 +31,8 @@ CREATE TABLE delivery_attempts (
 ) WITHOUT ROWID;
 ";
 
-/// [`ATTEMPTS_SCHEMA`] on PostgreSQL.
+/// [`ATTEMPTS_SCHEMA`] on PostgreSQL (its migration 8 trades the primary
+/// key for an index by event).
 pub(super) const ATTEMPTS_SCHEMA_PG: &str = "
 CREATE TABLE delivery_attempts (
     outbox_id BIGINT NOT NULL,
@@ -477,8 +482,13 @@ pub(super) const ALERT_EVENTS: &str = concat!(
     entry_columns!(),
     " FROM outbox WHERE alert_id = $1 ORDER BY id DESC LIMIT $2"
 );
-pub(super) const ATTEMPTS: &str = "SELECT attempted_at, url, status, error, duration_ms, number
-     FROM delivery_attempts WHERE outbox_id = $1 ORDER BY attempted_at, number";
+/// An event's attempts, each once: on PostgreSQL, whose table has no unique
+/// key (migration 8), an exchange tried again after a commit it did not
+/// hear of records its attempts twice.
+pub(super) const ATTEMPTS: &str = "SELECT attempted_at, min(url), min(status), min(error),
+         min(duration_ms), number
+     FROM delivery_attempts WHERE outbox_id = $1
+     GROUP BY attempted_at, number ORDER BY attempted_at, number";
 pub(super) const PURGE_DELIVERED: &str =
     "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < $1";
 

@@ -86,7 +86,6 @@ impl Statements {
                          (outbox_id, attempted_at, url, status, error, duration_ms, number)
                      SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int[],
                                           $5::text[], $6::bigint[], $7::int[])
-                     ON CONFLICT DO NOTHING
                      RETURNING 1)
                  SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
             )?,
