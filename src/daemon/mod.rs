@@ -9,6 +9,7 @@ mod heartbeat;
 mod job_report;
 mod jobs;
 mod reacting;
+mod records;
 mod reload;
 mod run_job;
 mod runner;

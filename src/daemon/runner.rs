@@ -10,17 +10,17 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, EvaluatorConfig, JobKind, PriceSource, Scope};
 use crate::evaluate::{self, TickOptions, TickReport};
-use crate::lock::lock;
 use crate::membership::{self, Taken};
 use crate::metrics::Metrics;
+use crate::quotes;
 use crate::recurring::Recurring;
 use crate::store::alerts::Trigger;
 use crate::store::cluster::{Finish, Fire, Me};
 use crate::store::{self, Pool};
-use crate::{log_recurring, quotes};
 
 use super::events::LoopEvent;
 use super::job_report::{JobReport, committed};
+use super::records::Records;
 use crate::metrics::Cause;
 
 /// What the jobs need, shared by every run of a process.
@@ -40,8 +40,9 @@ pub(super) struct Runner {
     /// The daemon's own objects in the application's tables, looked for
     /// every few seconds, and at once after a failed tick.
     repairs: Arc<store::Upkeep>,
+    /// Each job's last run, recorded at most once a second.
+    pub(super) records: Arc<Records>,
     /// Failures that may repeat every tick, logged at their changes.
-    record_failures: Arc<Mutex<Recurring>>,
     fire_failures: Arc<Mutex<Recurring>>,
     runs_for: RunsFor,
 }
@@ -72,6 +73,7 @@ impl Runner {
             PriceSource::Http(http) => Some(Arc::new(quotes::QuoteSource::new(http)?)),
         };
         Ok(Runner {
+            records: Arc::new(Records::new(pool.clone())),
             pool,
             workers,
             evaluator: config.evaluator.clone(),
@@ -82,7 +84,6 @@ impl Runner {
             checkpoints: Arc::new(store::Upkeep::checkpoints()),
             pruning: Arc::new(store::Upkeep::pruning()),
             repairs: Arc::new(store::Upkeep::repairs()),
-            record_failures: Arc::default(),
             fire_failures: Arc::default(),
             runs_for,
         })
@@ -182,7 +183,16 @@ impl Runner {
                 ("failed", detail)
             }
         };
-        let mut run = store::runs::Run {
+        let detail = match self.metrics.pace(job) {
+            // A reacting job's pace, as its run ends.
+            Some(pace) => format!(
+                "{detail} runs_per_second={:.1} lag_ms={}",
+                pace.runs_per_second,
+                pace.lag.as_millis()
+            ),
+            None => detail,
+        };
+        let run = store::runs::Run {
             job: job.to_owned(),
             started_at: String::new(),
             duration_ms: duration.as_millis() as i64,
@@ -194,27 +204,7 @@ impl Runner {
                 RunsFor::OneRun => None,
             },
         };
-        let recorded = store::blocking(&self.pool, "recording the run", move |connection| {
-            // Stamped by the database's clock, as it ends.
-            let now = store::clock::now(connection)?;
-            let took = chrono::Duration::from_std(duration).unwrap_or_default();
-            run.started_at = store::timestamp(now - took);
-            store::runs::record(connection, &run)
-        })
-        .await;
-        let mut record_failures = lock(&self.record_failures);
-        match recorded {
-            Ok(()) => {
-                record_failures.succeeded();
-            }
-            Err(error) => log_recurring!(
-                warn,
-                record_failures,
-                format!("{error:#}"),
-                job,
-                "recording the run failed"
-            ),
-        }
+        self.records.ended(run, duration).await;
         result
     }
 
@@ -245,6 +235,7 @@ impl Runner {
             let options = TickOptions {
                 claimed: &claimed,
                 head_start: crate::evaluate::HEAD_START,
+                head_start_after: crate::evaluate::HEAD_START_AFTER,
                 page: crate::evaluate::PAGE,
                 job: &job,
                 evaluator: &runner.evaluator,

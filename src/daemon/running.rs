@@ -90,6 +90,7 @@ impl Daemon {
         runner
             .metrics
             .jobs(config.jobs.iter().map(|job| job.name.as_str()));
+        runner.metrics.reacting(&names(&config.jobs));
         runner
             .metrics
             .watch_quotes(&config.jobs, config.prices.max_age);
@@ -188,6 +189,7 @@ impl Daemon {
                 | LoopEvent::Signal(Signal::Reload) => {}
             }
         }
+        self.runner.records.flush().await;
         // Beating until here: the fire times of the runs that were finishing
         // stayed this member's.
         self.beating.abort();
@@ -220,6 +222,7 @@ impl Daemon {
                 LoopEvent::Reacting(held) => self.hold(held),
                 LoopEvent::Orphaned(fires) => self.take_over(fires),
                 LoopEvent::Elsewhere { job } => {
+                    self.runner.metrics.run_ended(&job, false);
                     self.progressed(&job);
                     self.ended(job);
                 }
@@ -233,8 +236,8 @@ impl Daemon {
                     }
                 }
                 LoopEvent::Backlog(backlog) => {
-                    if self.status.counted(backlog) {
-                        self.count_backlog();
+                    if let Some(after) = self.status.counted(backlog) {
+                        self.spawn_count(after);
                     }
                     systemd::status(&self.status.text());
                 }
@@ -296,6 +299,7 @@ impl Daemon {
     fn react(&mut self, changed: &Changed) {
         for (job, kind) in concerned(self.jobs.configs.values(), changed) {
             if self.reacting.holds(&job) {
+                self.runner.metrics.change_heard(&job);
                 self.run_now_or_after(job, kind, Cause::Change);
             }
         }
@@ -328,6 +332,7 @@ impl Daemon {
             return;
         }
         self.runner.metrics.tick_caused(&job, cause);
+        self.runner.metrics.run_started(&job);
         let (runner, events) = (self.runner.clone(), self.events.clone());
         tokio::spawn(async move { runner.run_unleased(job, kind, &events).await });
     }
@@ -353,6 +358,7 @@ impl Daemon {
     }
 
     fn spawn_run(&self, job: String, kind: JobKind, fire: Fire) {
+        self.runner.metrics.run_started(&job);
         let (runner, events) = (self.runner.clone(), self.events.clone());
         let me = self.me.clone();
         tokio::spawn(async move { runner.run_fire(&me.member, job, kind, fire, &events).await });
@@ -384,6 +390,7 @@ impl Daemon {
     /// A run ended: log it, run the job again if a run is owed to it, and
     /// tell systemd. (Its claims woke the deliverer as they committed.)
     async fn finished(&mut self, job: String, result: anyhow::Result<JobReport>) {
+        self.runner.metrics.run_ended(&job, result.is_ok());
         if result.is_ok() {
             self.progressed(&job);
         }
@@ -397,11 +404,15 @@ impl Daemon {
     /// Counts the outbox for systemd's status, off the loop: its answer
     /// comes back as an event. The loop never waits for the database.
     fn count_backlog(&mut self) {
-        if !self.status.count() {
-            return;
+        if let Some(after) = self.status.count() {
+            self.spawn_count(after);
         }
+    }
+
+    fn spawn_count(&self, after: std::time::Duration) {
         let (runner, events) = (self.runner.clone(), self.events.clone());
         tokio::spawn(async move {
+            tokio::time::sleep(after).await;
             let backlog = runner.backlog().await.ok();
             let _ = events.send(LoopEvent::Backlog(backlog));
         });
@@ -449,6 +460,7 @@ impl Daemon {
             self.runner
                 .metrics
                 .jobs(new.jobs.iter().map(|job| job.name.as_str()));
+            self.runner.metrics.reacting(&names(&new.jobs));
             // Its max age applies at a restart: the one in force.
             self.runner
                 .metrics

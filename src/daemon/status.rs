@@ -16,10 +16,16 @@ pub(super) struct SystemdStatus {
     pub(super) restart_pending: Vec<String>,
     /// The outbox as last counted, if the database said.
     backlog: Option<(u64, u64)>,
-    /// A count is under way; another is owed after it.
+    /// A count is under way (or booked); another is owed after it.
     counting: bool,
     recount: bool,
+    /// When the last count started (or is booked to).
+    last_count: Option<std::time::Instant>,
 }
+
+/// The least time between two counts of the outbox: a job that reacts to a
+/// feed ends runs tens of times a second.
+const COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl SystemdStatus {
     pub(super) fn ran(&mut self, job: &str, result: &anyhow::Result<JobReport>) {
@@ -35,23 +41,33 @@ impl SystemdStatus {
         });
     }
 
-    /// Whether to start counting the outbox now: not while a count is
-    /// under way (one more follows it then), so that a database that does
-    /// not answer never has counts pile up.
-    pub(super) fn count(&mut self) -> bool {
+    /// Whether to count the outbox, and after how long: not while a count
+    /// is under way (one more follows it then), so that a database that
+    /// does not answer never has counts pile up, and at most once every
+    /// [`COUNT_EVERY`].
+    pub(super) fn count(&mut self) -> Option<std::time::Duration> {
         if self.counting {
             self.recount = true;
-            return false;
+            return None;
         }
+        let now = std::time::Instant::now();
+        let after = self.last_count.map_or(std::time::Duration::ZERO, |last| {
+            COUNT_EVERY.saturating_sub(now.saturating_duration_since(last))
+        });
         self.counting = true;
-        true
+        self.last_count = Some(now + after);
+        Some(after)
     }
 
-    /// A count ended; whether to start another.
-    pub(super) fn counted(&mut self, backlog: Option<(u64, u64)>) -> bool {
+    /// A count ended; whether to count again, and after how long.
+    pub(super) fn counted(&mut self, backlog: Option<(u64, u64)>) -> Option<std::time::Duration> {
         self.backlog = backlog;
         self.counting = false;
-        std::mem::take(&mut self.recount) && self.count()
+        if std::mem::take(&mut self.recount) {
+            self.count()
+        } else {
+            None
+        }
     }
 
     /// The text, with the number of pending events as last counted.

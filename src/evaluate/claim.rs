@@ -3,6 +3,7 @@
 //! triggers in batches; alerts someone else holds locked are left for a
 //! later tick.
 
+use std::cell::RefCell;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use crate::store::alerts::{self, Trigger};
 use crate::store::{self, Pool};
 
 use super::options::TickOptions;
-use super::read::{Readers, TRIGGER_CHUNK, read_in_turn, tasks};
+use super::read::{Outlet, Readers, read_in_turn, tasks};
 use super::tick_report::TickReport;
 
 /// A triggered alert whose row another transaction held locked.
@@ -112,6 +113,17 @@ pub(super) fn evaluate_and_claim(
         .min(readers.pool.readers())
         .max(1);
     let (tasks, by_ticker) = tasks(readers.work, readers.window, readers.changed, threads);
+    if tasks.len() == 1 {
+        // A small tick (a feed's, a few dozen tickers): read and claim on
+        // this thread, the claims where the reader rests. Waking a reader
+        // thread, and the helper, for it would cost more than the reads.
+        let claimer = RefCell::new(Claimer::new(writer, None, options, readers.now));
+        let read = read_in_turn(readers, by_ticker, &tasks, &AtomicUsize::new(0), &claimer);
+        let claimer = claimer.into_inner();
+        report.matched += claimer.matched;
+        let tally = claimer.finish();
+        return add_up(vec![tally], report, read.err());
+    }
     let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(threads * 4);
     // Helpers claim batches beside the calling thread where the engine runs
     // claims side by side (on disjoint rows: each alert is in one batch).
@@ -139,14 +151,11 @@ pub(super) fn evaluate_and_claim(
                 });
             }
             drop(sender);
-            let claimer = Claimer {
-                writer: &mut *writer,
-                helpers: (helpers > 0).then_some(&batches),
-                claim_batch: options.evaluator.claim_batch,
-                now: readers.now,
-                claimed: options.claimed,
-            };
-            tallies.push(claimer.claim_as_read(receiver, report, &mut first_error));
+            let helping = (helpers > 0).then_some(&batches);
+            let claimer = Claimer::new(&mut *writer, helping, options, readers.now);
+            let (tally, matched) = claimer.claim_as_read(receiver, &mut first_error);
+            report.matched += matched;
+            tallies.push(tally);
         });
         drop(batches);
         tallies.extend(helping.into_iter().map(|helper| {
@@ -168,57 +177,101 @@ struct Claimer<'a, 'w> {
     claim_batch: usize,
     now: DateTime<Utc>,
     claimed: &'a (dyn Fn(&[&Trigger]) + Sync),
+    batch: Vec<Trigger>,
+    /// The next claim's size: the first claims are small, and grow to
+    /// `claim_batch`, so that a large tick's first events go out while it
+    /// reads and claims the rest. They grow while they are quick
+    /// ([`CLAIM_TIME`]).
+    size: usize,
+    /// Triggers taken.
+    matched: u64,
+    mine: Tally,
 }
 
-impl Claimer<'_, '_> {
+impl<'a, 'w> Claimer<'a, 'w> {
+    fn new(
+        writer: &'w mut store::Connection,
+        helpers: Option<&'a mpsc::SyncSender<Vec<Trigger>>>,
+        options: &'a TickOptions<'a>,
+        now: DateTime<Utc>,
+    ) -> Claimer<'a, 'w> {
+        let claim_batch = options.evaluator.claim_batch;
+        Claimer {
+            writer,
+            helpers,
+            claim_batch,
+            now,
+            claimed: options.claimed,
+            batch: Vec::new(),
+            size: FIRST_CLAIM.min(claim_batch),
+            matched: 0,
+            mine: Tally::default(),
+        }
+    }
+
     /// Claims until every reader is done; the first reader's error goes to
     /// `first_error`. Keeps receiving after an error, so that no reader
-    /// blocks on a full channel.
+    /// blocks on a full channel. Returns its tally and the triggers taken.
     fn claim_as_read(
         mut self,
         receiver: mpsc::Receiver<anyhow::Result<Vec<Trigger>>>,
-        report: &mut TickReport,
         first_error: &mut Option<anyhow::Error>,
-    ) -> Tally {
-        let mut batch: Vec<Trigger> = Vec::with_capacity(self.claim_batch.min(TRIGGER_CHUNK * 16));
-        let mut mine = Tally::default();
-        // The first claims are small, and grow to `claim_batch`: a large
-        // tick's first events go out while it reads and claims the rest.
-        // They grow while they are quick ([`CLAIM_TIME`]).
-        let mut size = FIRST_CLAIM.min(self.claim_batch);
+    ) -> (Tally, u64) {
         for message in receiver {
             match message {
-                Ok(triggers) => {
-                    report.matched += triggers.len() as u64;
-                    for trigger in triggers {
-                        batch.push(trigger);
-                        if batch.len() >= size {
-                            let took = self.hand_over(&mut batch, &mut mine);
-                            size = next_claim_size(size, took, self.claim_batch);
-                        }
-                    }
-                }
+                Ok(triggers) => self.take_chunk(triggers),
                 Err(error) => {
                     first_error.get_or_insert(error);
                 }
             }
         }
-        mine.claim(self.writer, &mut batch, self.now, self.claimed);
-        mine
+        let matched = self.matched;
+        (self.finish(), matched)
+    }
+
+    /// A reader's chunk of triggers: claimed whenever a batch is full.
+    fn take_chunk(&mut self, triggers: Vec<Trigger>) {
+        self.matched += triggers.len() as u64;
+        for trigger in triggers {
+            self.batch.push(trigger);
+            if self.batch.len() >= self.size {
+                let took = self.hand_over();
+                self.size = next_claim_size(self.size, took, self.claim_batch);
+            }
+        }
+    }
+
+    /// Claims what is left; the tally.
+    fn finish(mut self) -> Tally {
+        self.mine
+            .claim(self.writer, &mut self.batch, self.now, self.claimed);
+        self.mine
     }
 
     /// A full batch goes to a free helper, else this thread claims it: how
     /// long its claim took, then.
-    fn hand_over(&mut self, batch: &mut Vec<Trigger>, mine: &mut Tally) -> Option<Duration> {
+    fn hand_over(&mut self) -> Option<Duration> {
         if let Some(helpers) = self.helpers {
-            match helpers.try_send(std::mem::take(batch)) {
+            match helpers.try_send(std::mem::take(&mut self.batch)) {
                 Ok(()) => return None,
                 Err(mpsc::TrySendError::Full(back) | mpsc::TrySendError::Disconnected(back)) => {
-                    *batch = back
+                    self.batch = back
                 }
             }
         }
-        Some(mine.claim(self.writer, batch, self.now, self.claimed))
+        Some(
+            self.mine
+                .claim(self.writer, &mut self.batch, self.now, self.claimed),
+        )
+    }
+}
+
+/// A tick of one reader task claims on the reading thread, where the
+/// reader rests.
+impl Outlet for RefCell<Claimer<'_, '_>> {
+    fn take(&self, triggers: Vec<Trigger>) -> bool {
+        self.borrow_mut().take_chunk(triggers);
+        true
     }
 }
 

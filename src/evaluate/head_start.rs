@@ -16,7 +16,7 @@ use super::claim::evaluate_and_claim;
 use super::malformed::Warnings;
 use super::options::TickOptions;
 use super::plan::plan;
-use super::prepare::first_moved;
+use super::prepare::{Window, first_moved};
 use super::read::{ChangedReads, Readers};
 use super::tick_report::TickReport;
 
@@ -25,10 +25,16 @@ use super::tick_report::TickReport;
 /// readers would only compete for the cores with the first claims).
 pub const HEAD_START: usize = 64;
 
-/// Judges and claims the alerts of the first `options.head_start` moved
-/// tickers of the window, if more moved. Counts what it read and claimed
-/// into `report`; what it planned and found malformed, the tick counts.
-/// Returns the tickers it judged that had enabled alerts, for `prepare`.
+/// How many moved tickers make a tick large enough for a head start: the
+/// states of this many are read in about 10 ms. A feed's ticks, a few
+/// hundred tickers each, judge their tickers once.
+pub const HEAD_START_AFTER: usize = 1024;
+
+/// Reads the tick's window, and judges and claims the alerts of the first
+/// `options.head_start` moved tickers in it, if more moved. Counts what it
+/// read and claimed into `report`; what it planned and found malformed,
+/// the tick counts. Returns the window, and the tickers it judged that had
+/// enabled alerts, for `prepare`.
 pub(super) fn head_start(
     workers: &rayon::ThreadPool,
     pool: &Pool,
@@ -36,12 +42,10 @@ pub(super) fn head_start(
     options: &TickOptions<'_>,
     now: chrono::DateTime<chrono::Utc>,
     report: &mut TickReport,
-) -> anyhow::Result<HashSet<String>> {
-    if options.head_start == 0 {
-        return Ok(HashSet::new());
-    }
-    let Some((window, candidates)) = first_moved(writer, options, options.head_start)? else {
-        return Ok(HashSet::new());
+) -> anyhow::Result<(Window, HashSet<String>)> {
+    let (window, candidates) = first_moved(writer, options)?;
+    let Some(candidates) = candidates else {
+        return Ok((window, HashSet::new()));
     };
     let plan = plan(candidates, options, now, &mut TickReport::default());
     let readers = Readers {
@@ -60,10 +64,11 @@ pub(super) fn head_start(
     report.evaluated += readers.read.into_inner();
     // Rows someone else holds locked are the tick's to hold back.
     claimed?;
-    Ok(plan
+    let judged = plan
         .work
         .into_iter()
         .filter(|work| work.observe)
         .map(|work| work.ticker)
-        .collect())
+        .collect();
+    Ok((window, judged))
 }

@@ -15,7 +15,7 @@ mod prepare;
 mod read;
 mod tick_report;
 
-pub use head_start::HEAD_START;
+pub use head_start::{HEAD_START, HEAD_START_AFTER};
 pub use judge::{
     FUTURE_SKEW, Observed, QuoteProblem, Verdict, decide, judge, malformed_at, trigger_of,
     usable_quote,
@@ -39,7 +39,7 @@ use malformed::say_unlogged;
 use observe::Watermark;
 use paging::{Pages, Phases};
 use plan::say_unnamed_quote_problems;
-use prepare::{apply_what_came_due, watermark_key, window_of};
+use prepare::{apply_what_came_due, watermark_key};
 
 /// Builds the fixed pool that evaluates alerts. Its threads run at a lower
 /// priority (nice 5) than the rest of the daemon: a large tick's readers
@@ -131,7 +131,7 @@ fn run(
 }
 
 /// Runs the tick's stages in order. It reads the database's time, applies
-/// what came due, gives a large tick a head start, finds its window, and
+/// what came due, finds its window (giving a large tick a head start), and
 /// then evaluates the changed tickers page after page (`paging`). Each
 /// stage counts into `report` as it goes, so a failure still shows what
 /// was done.
@@ -151,10 +151,9 @@ fn stages(
         TickTime::At(now) => now,
     };
     apply_what_came_due(&mut writer, now, report)?;
-    let judged_ahead = head_start(workers, pool, &mut writer, options, now, report)?;
+    let (window, judged_ahead) = head_start(workers, pool, &mut writer, options, now, report)?;
     let head_started = started.elapsed();
     let job = watermark_key(options);
-    let window = window_of(&mut writer, &job)?;
     let mut pages = Pages {
         workers,
         pool,

@@ -35,10 +35,11 @@ pub struct TickOptions<'a> {
     /// claiming thread: the deliverer sends a tick's first events while it
     /// claims the rest.
     pub claimed: &'a (dyn Fn(&[&Trigger]) + Sync),
-    /// A tick whose quotes moved for more tickers than this first judges
-    /// and claims this many of them (`evaluate::HEAD_START` in the daemon;
-    /// 0: never).
+    /// A tick whose quotes moved for more tickers than `head_start_after`
+    /// first judges and claims `head_start` of them (`evaluate::HEAD_START`
+    /// and `HEAD_START_AFTER` in the daemon; 0: never).
     pub head_start: usize,
+    pub head_start_after: usize,
     /// How many changed tickers a tick reads, plans, judges and records at
     /// once (`evaluate::PAGE` in the daemon): what a tick holds follows
     /// this, not the number of tickers that changed.

@@ -111,14 +111,6 @@ fn window(reader: &mut store::Connection, job: &str) -> anyhow::Result<Window> {
     })
 }
 
-/// The window of changes since the job's watermark (keyed `job`), read in
-/// one read transaction, after [`apply_what_came_due`]: each page of the tick reads
-/// within it.
-pub(super) fn window_of(writer: &mut store::Connection, job: &str) -> anyhow::Result<Window> {
-    store::read_transaction(writer, |reader| window(reader, job))
-        .context("reading how far the changes reach")
-}
-
 /// The store's reads before the evaluation of one page, in one read
 /// transaction: the first `size` tickers after `after` (in ticker order)
 /// that changed in `window`, those in the job's scope with their states.
@@ -153,26 +145,31 @@ pub(super) fn prepare(
 }
 
 /// A head start's reads (`evaluate::head_start`), in one read transaction:
-/// the window, and the first `head_start` tickers in scope whose quote
-/// changed in it, with their states, if more than that many changed; `None`
-/// otherwise.
+/// the window (the tick's), and the first `options.head_start` tickers in
+/// scope whose quote changed in it, with their states, if more than
+/// `options.head_start_after` (and than `head_start`) changed; `None`
+/// otherwise, or for no head start (0).
 pub(super) fn first_moved(
     writer: &mut store::Connection,
     options: &TickOptions<'_>,
-    head_start: usize,
-) -> anyhow::Result<Option<(Window, Vec<Candidate>)>> {
+) -> anyhow::Result<(Window, Option<Vec<Candidate>>)> {
+    let head_start = options.head_start;
+    let after = options.head_start_after.max(head_start);
     let job = watermark_key(options);
     store::read_transaction(writer, |reader| {
         let window = window(reader, &job)?;
+        if head_start == 0 {
+            return Ok((window, None));
+        }
         let mut tickers = changes::first_changed_quotes(
             reader,
             window.since,
             window.until,
-            head_start.saturating_add(1),
+            after.saturating_add(1),
         )
         .context("reading the first changed quotes")?;
-        if tickers.len() <= head_start {
-            return Ok(None);
+        if tickers.len() <= after {
+            return Ok((window, None));
         }
         tickers.retain(|ticker| options.scope.covers(ticker));
         tickers.truncate(head_start);
@@ -204,7 +201,7 @@ pub(super) fn first_moved(
                 candidate
             })
             .collect();
-        Ok(Some((window, candidates)))
+        Ok((window, Some(candidates)))
     })
     .context("reading what changed first")
 }

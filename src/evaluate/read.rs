@@ -18,7 +18,7 @@ use super::plan::Work;
 use super::prepare::Window;
 
 /// Triggers a reader sends the writer at once.
-pub(super) const TRIGGER_CHUNK: usize = 512;
+const TRIGGER_CHUNK: usize = 512;
 
 /// What the reader tasks share.
 pub(super) struct Readers<'a> {
@@ -84,7 +84,7 @@ pub(super) enum Task<'a> {
 /// at a time) reads on one thread, not on every thread of the pool for a
 /// ticker each (whose wake-ups and idle spinning would cost more than the
 /// reads).
-const LEAST_TICKERS_PER_TASK: usize = 32;
+const LEAST_TICKERS_PER_TASK: usize = 256;
 const LEAST_CHANGES_PER_TASK: u64 = 256;
 
 /// The reader tasks of a plan's work for up to `threads` readers: the moved
@@ -135,6 +135,21 @@ pub(super) fn split(window: Window, parts: usize) -> Vec<Window> {
         .collect()
 }
 
+/// Where a reader's triggers go: down the channel to the claiming thread,
+/// or, for a tick of one reader task, straight to the claims on the
+/// reading thread.
+pub(super) trait Outlet {
+    /// Takes a chunk of triggers; false once nothing is taken any more
+    /// (the claimer is gone): the reader stops.
+    fn take(&self, triggers: Vec<Trigger>) -> bool;
+}
+
+impl Outlet for mpsc::SyncSender<anyhow::Result<Vec<Trigger>>> {
+    fn take(&self, triggers: Vec<Trigger>) -> bool {
+        self.send(Ok(triggers)).is_ok()
+    }
+}
+
 /// The most triggers a reader holds while a statement of its read is
 /// open: past it, it waits for the writer there. It sends at rest, once it
 /// holds [`TRIGGER_CHUNK`]: only a ticker whose alerts give more than this
@@ -146,7 +161,7 @@ const TRIGGERS_HELD: usize = 8 * TRIGGER_CHUNK;
 /// chunks, where the read is at rest.
 struct Judging<'a> {
     readers: &'a Readers<'a>,
-    sender: &'a mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
+    outlet: &'a dyn Outlet,
     /// Where each row's ticker is found.
     items: Items<'a>,
     triggers: Vec<Trigger>,
@@ -165,14 +180,10 @@ enum Items<'a> {
 }
 
 impl<'a> Judging<'a> {
-    fn new(
-        readers: &'a Readers<'a>,
-        sender: &'a mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
-        items: Items<'a>,
-    ) -> Judging<'a> {
+    fn new(readers: &'a Readers<'a>, outlet: &'a dyn Outlet, items: Items<'a>) -> Judging<'a> {
         Judging {
             readers,
-            sender,
+            outlet,
             items,
             triggers: Vec::new(),
             open: true,
@@ -181,10 +192,7 @@ impl<'a> Judging<'a> {
 
     fn send(&mut self) {
         if self.open && !self.triggers.is_empty() {
-            self.open = self
-                .sender
-                .send(Ok(std::mem::take(&mut self.triggers)))
-                .is_ok();
+            self.open = self.outlet.take(std::mem::take(&mut self.triggers));
         }
     }
 
@@ -240,6 +248,12 @@ impl changes::Reading for Judging<'_> {
         }
         self.open
     }
+
+    /// It sends, and so may wait for the writer, only once it holds a
+    /// chunk.
+    fn may_wait(&self) -> bool {
+        self.triggers.len() >= TRIGGER_CHUNK
+    }
 }
 
 /// One reader: a connection of its own, and the tasks not yet taken, one
@@ -249,11 +263,11 @@ pub(super) fn read_in_turn(
     by_ticker: ByTicker<'_>,
     tasks: &[Task<'_>],
     next: &std::sync::atomic::AtomicUsize,
-    sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
+    outlet: &dyn Outlet,
 ) -> anyhow::Result<()> {
     let mut connection = readers.pool.get_to_read()?;
     while let Some(task) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) {
-        read_and_judge(readers, by_ticker, task, sender, &mut connection)?;
+        read_and_judge(readers, by_ticker, task, outlet, &mut connection)?;
     }
     Ok(())
 }
@@ -264,7 +278,7 @@ fn read_and_judge(
     readers: &Readers<'_>,
     by_ticker: ByTicker<'_>,
     task: &Task<'_>,
-    sender: &mpsc::SyncSender<anyhow::Result<Vec<Trigger>>>,
+    outlet: &dyn Outlet,
     connection: &mut store::Connection,
 ) -> anyhow::Result<()> {
     match task {
@@ -279,7 +293,7 @@ fn read_and_judge(
                     (item.ticker.as_str(), moved)
                 })
                 .collect();
-            let mut judging = Judging::new(readers, sender, Items::Moved(work));
+            let mut judging = Judging::new(readers, outlet, Items::Moved(work));
             changes::each_reachable_alert_of(
                 connection,
                 &moves,
@@ -290,7 +304,7 @@ fn read_and_judge(
             judging.finish();
         }
         &Task::Changed(window) => {
-            let mut judging = Judging::new(readers, sender, Items::ByTicker(by_ticker));
+            let mut judging = Judging::new(readers, outlet, Items::ByTicker(by_ticker));
             changes::each_changed_alert(connection, window.since, window.until, &mut judging)
                 .context("reading changed alerts")?;
             judging.finish();
@@ -298,7 +312,7 @@ fn read_and_judge(
         Task::ChangedOf(work) => {
             let listed: Vec<&Work> = work.iter().filter(|item| item.changed_alerts).collect();
             let tickers: Vec<&str> = listed.iter().map(|item| item.ticker.as_str()).collect();
-            let mut judging = Judging::new(readers, sender, Items::Listed(&listed));
+            let mut judging = Judging::new(readers, outlet, Items::Listed(&listed));
             let window = readers.window;
             changes::each_changed_alert_of(
                 connection,

@@ -5,6 +5,7 @@
 mod endpoint;
 mod exposition;
 mod labels;
+mod pace;
 mod process;
 mod readiness;
 mod record;
@@ -13,5 +14,6 @@ mod series;
 pub use endpoint::{CannotListen, Listen, check_listen, serve};
 pub use exposition::{Format, Readings};
 pub use labels::{Cause, Delivery, Response};
+pub use pace::Reading as Pace;
 pub use readiness::{BEATING_WITHIN, CLOCK_WITHIN};
 pub use series::Metrics;

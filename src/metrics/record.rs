@@ -276,8 +276,64 @@ impl Metrics {
         }
     }
 
+    /// The jobs that react to changes now (at start and after a reload):
+    /// their pace is kept, the others' series go.
+    pub fn reacting(&self, jobs: &[String]) {
+        crate::lock::lock(&self.paces).keep(jobs);
+        self.reacting_lag.clear();
+        self.reacting_runs.clear();
+        for job in jobs {
+            let labels = JobLabels::of(job);
+            let _ = self.reacting_lag.get_or_create(&labels);
+            let _ = self.reacting_runs.get_or_create(&labels);
+        }
+    }
+
+    /// A change that reacting `job` covers was heard.
+    pub fn change_heard(&self, job: &str) {
+        crate::lock::lock(&self.paces).heard(job, std::time::Instant::now());
+    }
+
+    /// A run of `job` started: it judges the changes heard before.
+    pub fn run_started(&self, job: &str) {
+        crate::lock::lock(&self.paces).started(job);
+    }
+
+    /// A run of `job` ended.
+    pub fn run_ended(&self, job: &str, succeeded: bool) {
+        crate::lock::lock(&self.paces).ended(
+            job,
+            succeeded,
+            std::time::Instant::now(),
+            self.origin,
+        );
+    }
+
+    /// A reacting job's pace now; `None` for a job that does not react.
+    pub fn pace(&self, job: &str) -> Option<super::Pace> {
+        let mut paces = crate::lock::lock(&self.paces);
+        paces
+            .read(std::time::Instant::now(), self.origin)
+            .find(|(name, _)| *name == job)
+            .map(|(_, reading)| reading)
+    }
+
+    fn measure_paces(&self) {
+        let mut paces = crate::lock::lock(&self.paces);
+        for (job, reading) in paces.read(std::time::Instant::now(), self.origin) {
+            let labels = JobLabels::of(job);
+            self.reacting_lag
+                .get_or_create(&labels)
+                .set(reading.lag.as_secs_f64());
+            self.reacting_runs
+                .get_or_create(&labels)
+                .set(reading.runs_per_second);
+        }
+    }
+
     pub fn render(&self, format: Format, readings: Readings) -> String {
         self.measure_quotes(&readings);
+        self.measure_paces();
         self.outbox_pending.set(readings.pending as i64);
         self.outbox_dead.set(readings.dead as i64);
         self.outbox_oldest

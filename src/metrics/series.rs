@@ -52,6 +52,11 @@ pub struct Metrics {
     pub(super) quotes_stale: Family<JobLabels, Gauge>,
     pub(super) quotes_missing: Family<JobLabels, Gauge>,
     pub(super) quote_max_age: Gauge<f64, AtomicU64>,
+    pub(super) reacting_lag: Family<JobLabels, Gauge<f64, AtomicU64>>,
+    pub(super) reacting_runs: Family<JobLabels, Gauge<f64, AtomicU64>>,
+    /// The reacting jobs' pace, as the loop tells it, since `origin`.
+    pub(super) paces: std::sync::Mutex<super::pace::Paces>,
+    pub(super) origin: std::time::Instant,
     /// The jobs whose quotes the scrape measures, with their scope, and
     /// `prices.max_age`.
     pub(super) watched: std::sync::Mutex<Watched>,
@@ -107,6 +112,10 @@ impl Default for Metrics {
             quotes_stale: Family::default(),
             quotes_missing: Family::default(),
             quote_max_age: Gauge::default(),
+            reacting_lag: Family::default(),
+            reacting_runs: Family::default(),
+            paces: Default::default(),
+            origin: std::time::Instant::now(),
             watched: Default::default(),
             readiness: Readiness::default(),
             registry: Registry::default(),
@@ -287,6 +296,16 @@ fn register(metrics: &Metrics, registry: &mut Registry) {
         "quote_max_age_seconds",
         "prices.max_age: a quote older than this triggers nothing",
         metrics.quote_max_age.clone(),
+    );
+    registry.register(
+        "reacting_lag_seconds",
+        "For a job that reacts to changes (on_change), how long the oldest change it covers that no run has judged yet has waited (0: none waits); it grows while the job falls behind",
+        metrics.reacting_lag.clone(),
+    );
+    registry.register(
+        "reacting_runs_per_second",
+        "For a job that reacts to changes (on_change), its runs that succeeded, a second, over the last 10 s",
+        metrics.reacting_runs.clone(),
     );
     registry.register(
         "config_restart_pending",

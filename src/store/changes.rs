@@ -200,6 +200,15 @@ pub trait Reading {
     /// No statement of the read is open (at least once per ticker, and per
     /// few thousand changed alerts); false to stop reading.
     fn at_rest(&mut self) -> bool;
+
+    /// Whether the reader may wait at its next rest: then the store holds
+    /// no snapshot there. Otherwise an engine may keep reading in one
+    /// snapshot across rests (SQLite: a transaction's pages stay in the
+    /// connection's cache, where each statement on its own would start
+    /// cold after every commit of a feed).
+    fn may_wait(&self) -> bool {
+        true
+    }
 }
 
 /// Tells `reading` every enabled alert changed after `since`, up to

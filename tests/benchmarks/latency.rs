@@ -30,29 +30,29 @@ use crate::common::{Relay, SseEvent, Subscriber, binary};
 use crate::postgresql::{Database, cpu_seconds};
 use crate::{Probe, config_text, copy, generate, rss_kib};
 
-const ALERTS: u64 = 1_000_000;
-const TICKERS: u64 = 10_000;
+pub const ALERTS: u64 = 1_000_000;
+pub const TICKERS: u64 = 10_000;
 /// Quote writes a second, in batches of `BATCH` every `BATCH_EVERY`.
 const BATCH: usize = 10;
 const BATCH_EVERY: Duration = Duration::from_millis(10);
 const FEED: Duration = Duration::from_secs(30);
 /// Each write moves its ticker by up to this fraction, up or down.
-const STEP: f64 = 0.0004;
+pub const STEP: f64 = 0.0004;
 /// The write-cost batches, as the issue measured them.
 const COST_BATCH: usize = 100;
 const COST_FOR: Duration = Duration::from_secs(2);
 const COST_ROUNDS: usize = 5;
 
 /// Where the feed writes its quotes.
-trait Feed {
+pub trait Feed {
     /// Upserts `(ticker, price, updated_at)` rows in one transaction.
     fn write(&mut self, rows: &[(String, f64, String)]);
 }
 
-struct SqliteFeed(rusqlite::Connection);
+pub struct SqliteFeed(pub rusqlite::Connection);
 
 impl SqliteFeed {
-    fn open(path: &Path) -> SqliteFeed {
+    pub fn open(path: &Path) -> SqliteFeed {
         let connection = rusqlite::Connection::open(path).unwrap();
         connection.busy_timeout(Duration::from_secs(30)).unwrap();
         connection
@@ -83,10 +83,10 @@ impl Feed for SqliteFeed {
     }
 }
 
-struct PgFeed(postgres::Client);
+pub struct PgFeed(pub postgres::Client);
 
 impl PgFeed {
-    fn open(database: &Database) -> PgFeed {
+    pub fn open(database: &Database) -> PgFeed {
         PgFeed(postgres::Client::connect(&database.url(), postgres::NoTls).unwrap())
     }
 }
@@ -109,7 +109,7 @@ impl Feed for PgFeed {
 }
 
 /// A quote time unique to one write: microseconds, as a feed stamps.
-fn stamp() -> String {
+pub fn stamp() -> String {
     chrono::Utc::now()
         .format("%Y-%m-%dT%H:%M:%S%.6fZ")
         .to_string()
@@ -232,7 +232,7 @@ fn under_feed(feed: &mut dyn Feed, daemons: &[Child], subscriber: &Subscriber) -
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -270,7 +270,7 @@ fn reacting_config(dir: &Path, name: &str, database_line: &str, relay: &str) -> 
     path
 }
 
-fn start_daemons(config: &Path, count: usize) -> Vec<Child> {
+pub fn start_daemons(config: &Path, count: usize) -> Vec<Child> {
     (0..count)
         .map(|_| {
             binary()
@@ -310,7 +310,7 @@ fn tick_ms(log: &Path, triggered: usize) -> String {
         .map_or_else(|| "?".to_owned(), |ms| format!("{ms} ms"))
 }
 
-fn stop(daemons: Vec<Child>) {
+pub fn stop(daemons: Vec<Child>) {
     for mut daemon in daemons {
         let _ = daemon.kill();
         let _ = daemon.wait();
@@ -318,7 +318,7 @@ fn stop(daemons: Vec<Child>) {
 }
 
 /// Waits until the reacting job's first run (its full first tick) is done.
-fn wait_for_first_run(database: &(impl Probe + ?Sized)) {
+pub fn wait_for_first_run(database: &(impl Probe + ?Sized)) {
     let deadline = Instant::now() + Duration::from_secs(600);
     while database.scalar("SELECT count(*) FROM job_watermarks") == 0 {
         assert!(Instant::now() < deadline, "the first run did not finish");

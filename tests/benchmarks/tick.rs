@@ -33,6 +33,9 @@
 //! idle daemon nor the latency rows (a before/after of a tick or of
 //! delivery in a few minutes).
 //!
+//! `-- --feed` runs only the feed rows (`feed.rs`: a quote feed at a
+//! market's rates, its options there).
+//!
 //! It needs `sqlite3`, `nginx`, `libnginx-mod-nchan`, `wrk` and PostgreSQL's
 //! server (`bash tests/run` installs them).
 
@@ -41,6 +44,7 @@
 #[allow(dead_code, unused_imports, unused_macros)]
 #[path = "../suite/common/mod.rs"]
 mod common;
+mod feed;
 mod latency;
 mod postgresql;
 
@@ -61,6 +65,8 @@ struct Options {
     latency_only: bool,
     /// Only the scenarios and the delivery rows (`--scenarios`).
     scenarios_only: bool,
+    /// Only the feed rows (`--feed`), as asked.
+    feed: Option<feed::FeedOptions>,
 }
 
 fn options() -> Options {
@@ -69,12 +75,41 @@ fn options() -> Options {
         tickers: None,
         latency_only: false,
         scenarios_only: false,
+        feed: None,
+    };
+    let mut feed_asked = feed::FeedOptions {
+        engines: Vec::new(),
+        rates: Vec::new(),
+        rows: Vec::new(),
+        seconds: feed::FeedOptions::default().seconds,
+        before: None,
     };
     let mut args = std::env::args().skip(1).filter(|arg| arg != "--bench");
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--latency" => options.latency_only = true,
             "--scenarios" => options.scenarios_only = true,
+            "--feed" => options.feed = Some(feed::FeedOptions::default()),
+            "--engine" => feed_asked
+                .engines
+                .push(args.next().expect("--engine sqlite|postgresql")),
+            "--rate" => feed_asked.rates.push(match args.next().as_deref() {
+                Some("max") => None,
+                Some(rate) => Some(rate.replace('_', "").parse().expect("--rate N|max")),
+                None => panic!("--rate N|max"),
+            }),
+            "--rows" => feed_asked
+                .rows
+                .push(args.next().and_then(|v| v.parse().ok()).expect("--rows N")),
+            "--before" => {
+                feed_asked.before = Some(args.next().expect("--before PATH").into());
+            }
+            "--for" => {
+                feed_asked.seconds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--for SECONDS")
+            }
             "--tickers" => {
                 options.tickers = Some(
                     args.next()
@@ -89,7 +124,20 @@ fn options() -> Options {
             ),
         }
     }
-    if options.sizes.is_empty() && !options.latency_only {
+    if let Some(feed) = &mut options.feed {
+        if !feed_asked.engines.is_empty() {
+            feed.engines = feed_asked.engines;
+        }
+        if !feed_asked.rates.is_empty() {
+            feed.rates = feed_asked.rates;
+        }
+        if !feed_asked.rows.is_empty() {
+            feed.rows = feed_asked.rows;
+        }
+        feed.seconds = feed_asked.seconds;
+        feed.before = feed_asked.before;
+    }
+    if options.sizes.is_empty() && !options.latency_only && options.feed.is_none() {
         options.sizes = vec![10_000, 100_000, 1_000_000];
     }
     options
@@ -341,6 +389,10 @@ fn main() {
     let options = options();
     let relay = Relay::start();
     let dir = tempfile::tempdir().unwrap();
+    if let Some(feed) = &options.feed {
+        feed::rows(dir.path(), &relay, feed);
+        return;
+    }
     if options.latency_only {
         if options.sizes.is_empty() {
             latency::rows(dir.path(), &relay);

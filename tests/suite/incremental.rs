@@ -276,6 +276,7 @@ fn tick_both(
         // Now and then a head start for the first one to three moved
         // tickers, before the tick reads the rest.
         head_start: step % 4,
+        head_start_after: step % 4,
         // Now and then in pages of one or two changed tickers: a ticker's
         // changes all in one page, the watermark moving with the last.
         page: [1, 2, evaluate::PAGE][step % 3],

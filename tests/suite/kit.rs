@@ -16,7 +16,7 @@ const RULE_TESTS: &str = "etc/prometheus/price-alertd.rules.test.yml";
 const DASHBOARD: &str = "etc/grafana/price-alertd.json";
 
 /// What an operator must be woken for (issue 21), each an alert of the rules.
-const ALERTS: [&str; 15] = [
+const ALERTS: [&str; 16] = [
     "PriceAlertdDown",
     "PriceAlertdNotScraped",
     "PriceAlertdTicksFailing",
@@ -32,12 +32,13 @@ const ALERTS: [&str; 15] = [
     "PriceAlertdClockOff",
     "PriceAlertdQuoteFeedStopped",
     "PriceAlertdQuotesStale",
+    "PriceAlertdReactingBehind",
 ];
 
 /// The series the dashboard's panels must show: ticks and their duration,
 /// triggered and delivered, backlog and oldest pending age, latency, dead
-/// letters, members.
-const DASHBOARD_SHOWS: [&str; 11] = [
+/// letters, members, quote freshness, the reacting jobs' pace.
+const DASHBOARD_SHOWS: [&str; 13] = [
     "price_alertd_ticks_total",
     "price_alertd_tick_duration_seconds_bucket",
     "price_alertd_alerts_triggered_total",
@@ -49,6 +50,8 @@ const DASHBOARD_SHOWS: [&str; 11] = [
     "price_alertd_outbox_dead",
     "price_alertd_cluster_members",
     "price_alertd_quote_newest_age_seconds",
+    "price_alertd_reacting_lag_seconds",
+    "price_alertd_reacting_runs_per_second",
 ];
 
 fn in_repository(path: &str) -> PathBuf {
@@ -158,7 +161,9 @@ fn exported_series() -> BTreeSet<String> {
     // A job that will not run during the test: every series is there from
     // the start.
     let text = config_text(&db, "http://127.0.0.1:9/events", "0 0 0 1 1 *")
-        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+        + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")
+        // A reacting job's pace is a series of its own.
+        + "[[jobs]]\nname = \"reacting\"\nkind = \"evaluate\"\nschedule = \"0 0 0 1 1 *\"\non_change = true\n";
     // The quotes' series are a job's with tickers with enabled alerts.
     db.add_alert("AAPL", "above", 1e9);
     db.set_quote("AAPL", 1.0);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Daemon, Db, Engine, Receiver, change_runs, cli, counter, free_port, ok_runs, reacting_config,
-    wait_until,
+    sample, scrape, wait_until,
 };
 
 on_every_engine! {
@@ -239,4 +239,81 @@ fn a_flood_of_malformed_rows_on_a_moving_ticker_is_named_twenty_times_a_minute()
     // Every run read and counted them all; the first named 20.
     assert!(skipped >= runs * MALFORMED as f64, "{skipped}");
     assert_eq!(named, 20, "{}", daemon.log());
+}
+
+on_every_engine! {
+    fn a_reacting_jobs_lag_grows_while_its_run_is_held_and_its_pace_shows(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start_lean();
+        let port = free_port();
+        let path = db.write_config(&reacting_config(&db, &receiver.url, port, &[("pace", "P-*")]));
+        db.add_alert("P-1", "above", 1000.0);
+        let _daemon = Daemon::start_quiet(&path);
+        wait_until("the first run", || ok_runs(port, "pace") == 1.0);
+        let pace = |series: &str| {
+            let (_, body) = scrape(port, "/metrics");
+            sample(&body, &format!("price_alertd_reacting_{series}{{job_name=\"pace\"}}"))
+                .unwrap_or_else(|| panic!("no {series} in\n{body}"))
+        };
+        assert_eq!(pace("lag_seconds"), 0.0, "nothing waits");
+        for step in 0..5 {
+            db.set_quote("P-1", 100.0 + f64::from(step));
+            wait_until("the run for it", || ok_runs(port, "pace") == 2.0 + f64::from(step));
+        }
+        assert!(pace("runs_per_second") > 0.0);
+        assert_eq!(pace("lag_seconds"), 0.0, "every change judged");
+
+        // A change whose run cannot end: the application holds what the
+        // run's last write needs (SQLite's write lock, committed right after
+        // the change; PostgreSQL's watermark row).
+        let hold = Instant::now();
+        match engine {
+            Engine::Sqlite => {
+                let app = db.app();
+                app.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; UPDATE quotes SET price = 99.0, updated_at = '{}' WHERE ticker = 'P-1';
+                     COMMIT; BEGIN IMMEDIATE;",
+                    chrono::Utc::now().to_rfc3339()
+                ))
+                .unwrap();
+                let lag = wait_for_lag(&pace);
+                assert!(lag <= hold.elapsed().as_secs_f64(), "{lag}");
+                app.execute_batch("COMMIT").unwrap();
+            }
+            Engine::Postgresql => {
+                // A connection of its own: the helpers write through the
+                // application's.
+                let mut app = postgres::Client::connect(
+                    &db.cluster().url(db.database_name()),
+                    postgres::NoTls,
+                )
+                .unwrap();
+                let mut holding = app.transaction().unwrap();
+                holding
+                    .batch_execute("SELECT * FROM job_watermarks FOR UPDATE")
+                    .unwrap();
+                db.set_quote("P-1", 99.0);
+                let lag = wait_for_lag(&pace);
+                assert!(lag <= hold.elapsed().as_secs_f64(), "{lag}");
+                holding.commit().unwrap();
+            }
+        }
+        // Released: the run ends, and nothing waits.
+        wait_until("the held run to end", || ok_runs(port, "pace") == 7.0);
+        assert_eq!(pace("lag_seconds"), 0.0);
+        let status = cli(&path, &["status", "--json"]);
+        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert!(json["jobs"][0]["detail"]["runs_per_second"].as_f64().is_some(), "{json}");
+        assert!(json["jobs"][0]["detail"]["lag_ms"].as_f64().is_some(), "{json}");
+    }
+}
+
+/// Waits until the held run's lag passes a second, and returns it.
+fn wait_for_lag(pace: &dyn Fn(&str) -> f64) -> f64 {
+    let mut lag = 0.0;
+    wait_until("the lag to grow past a second", || {
+        lag = pace("lag_seconds");
+        lag > 1.0
+    });
+    lag
 }

@@ -203,6 +203,78 @@ pub fn ticker_states(
         .collect()
 }
 
+/// Rests in one snapshot at most: a read holds one read transaction
+/// across its statements, as each statement on its own would be a
+/// transaction of its own, which after any other connection's commit (a
+/// feed's, every few milliseconds) starts from an empty page cache. It
+/// ends the transaction where the reader may wait, and after this many
+/// rests, so that no snapshot holds the WAL for long.
+const RESTS_PER_SNAPSHOT: u32 = 64;
+
+/// A read's snapshot, across its rests (see [`RESTS_PER_SNAPSHOT`]); none
+/// of its own inside a caller's transaction.
+struct Snapshot<'c> {
+    connection: &'c Connection,
+    open: bool,
+    rests: u32,
+}
+
+impl<'c> Snapshot<'c> {
+    fn begin(connection: &'c Connection) -> rusqlite::Result<Snapshot<'c>> {
+        let mut snapshot = Snapshot {
+            connection,
+            open: false,
+            rests: 0,
+        };
+        if connection.is_autocommit() {
+            snapshot.start()?;
+        }
+        Ok(snapshot)
+    }
+
+    fn start(&mut self) -> rusqlite::Result<()> {
+        self.connection
+            .prepare_cached("BEGIN DEFERRED")?
+            .execute([])?;
+        self.open = true;
+        self.rests = 0;
+        Ok(())
+    }
+
+    fn stop(&mut self) -> rusqlite::Result<()> {
+        if std::mem::take(&mut self.open) {
+            self.connection.prepare_cached("COMMIT")?.execute([])?;
+        }
+        Ok(())
+    }
+
+    /// The reader's rest: outside the snapshot if it may wait there, or
+    /// if the snapshot is old; false to stop reading.
+    fn rest(&mut self, reading: &mut dyn Reading) -> rusqlite::Result<bool> {
+        if !self.open {
+            return Ok(reading.at_rest());
+        }
+        self.rests += 1;
+        if !reading.may_wait() && self.rests < RESTS_PER_SNAPSHOT {
+            return Ok(reading.at_rest());
+        }
+        self.stop()?;
+        let go_on = reading.at_rest();
+        if go_on {
+            self.start()?;
+        }
+        Ok(go_on)
+    }
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.connection.execute_batch("ROLLBACK");
+        }
+    }
+}
+
 /// One ticker after another ([`each_reachable_alert`]), at rest after
 /// each.
 pub fn each_reachable_alert_of(
@@ -211,17 +283,18 @@ pub fn each_reachable_alert_of(
     seen: i64,
     reading: &mut dyn Reading,
 ) -> rusqlite::Result<()> {
+    let mut snapshot = Snapshot::begin(connection)?;
     for (at, &(ticker, moved)) in moves.iter().enumerate() {
         let mut open = true;
         each_reachable_alert(connection, ticker, moved, seen, |alert| {
             open = reading.row(at, alert);
             open
         })?;
-        if !open || !reading.at_rest() {
+        if !open || !snapshot.rest(reading)? {
             break;
         }
     }
-    Ok(())
+    snapshot.stop()
 }
 
 /// Change numbers read by one statement of [`each_changed_alert`]: each is
@@ -243,22 +316,24 @@ pub fn each_changed_alert(
          WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1 ORDER BY change_seq",
         super::alerts::ALERT_COLUMNS
     ))?;
+    let mut snapshot = Snapshot::begin(connection)?;
     let mut from = since;
     while from < until {
         let to = from.saturating_add(CHANGES_PER_STATEMENT).min(until);
         let mut rows = statement.query(params![from, to])?;
         while let Some(row) = rows.next()? {
             if !reading.row(0, alert_row(row)?) {
-                return Ok(());
+                drop(rows);
+                return snapshot.stop();
             }
         }
         drop(rows);
-        if !reading.at_rest() {
-            return Ok(());
+        if !snapshot.rest(reading)? {
+            break;
         }
         from = to;
     }
-    Ok(())
+    snapshot.stop()
 }
 
 /// One ticker after another, one statement each (through
@@ -276,19 +351,21 @@ pub fn each_changed_alert_of(
          WHERE ticker = ?1 AND enabled = 1 AND change_seq > ?2 AND change_seq <= ?3",
         super::alerts::ALERT_COLUMNS
     ))?;
+    let mut snapshot = Snapshot::begin(connection)?;
     for (at, ticker) in tickers.iter().enumerate() {
         let mut rows = statement.query(params![ticker, since, until])?;
         while let Some(row) = rows.next()? {
             if !reading.row(at, alert_row(row)?) {
-                return Ok(());
+                drop(rows);
+                return snapshot.stop();
             }
         }
         drop(rows);
-        if !reading.at_rest() {
+        if !snapshot.rest(reading)? {
             break;
         }
     }
-    Ok(())
+    snapshot.stop()
 }
 
 /// Calls `each`, one row at a time, with every enabled alert of `ticker` whose

@@ -22,8 +22,11 @@ impl Engine for Connection {
         Ok(super::installation_id(self)?)
     }
 
+    /// One statement without parameters, such as a read transaction's
+    /// `BEGIN` and `COMMIT`: prepared once, as every statement of a tick.
     fn execute_unprepared(&mut self, sql: &str) -> Result<()> {
-        Ok(Connection::execute_batch(self, sql)?)
+        self.prepare_cached(sql)?.raw_execute()?;
+        Ok(())
     }
 
     fn begin_read(&self) -> &'static str {
