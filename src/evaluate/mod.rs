@@ -150,7 +150,7 @@ fn stages(
         }
         TickTime::At(now) => now,
     };
-    apply_what_came_due(&mut writer, now, report)?;
+    apply_what_came_due(&mut writer, now, options.memory, report)?;
     let (window, judged_ahead) = head_start(workers, pool, &mut writer, options, now, report)?;
     let head_started = started.elapsed();
     let job = watermark_key(options);

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{EvaluatorConfig, Scope};
 use crate::recurring::{Budget, Recurring};
@@ -59,6 +59,55 @@ pub struct TickMemory {
     pub(super) malformed_warnings: Budget,
     /// Lines naming quote problems, within theirs.
     pub(super) quote_warnings: Budget,
+    /// When an expiry, a wake or a re-arm next comes due, as last read.
+    pub(super) due: Mutex<NextDue>,
+}
+
+/// When an expiry or a wake next comes due (unix ms; `None`: none is to
+/// come), as read when the alerts' last change number was `alerts_changed`:
+/// while it stays (no expiry or snooze was set since) and no cooldown has
+/// ended, a tick skips looking for what came due; for a second at most, as
+/// PostgreSQL may number a change below one it showed before (a
+/// transaction that began earlier and committed later).
+#[derive(Debug, Default)]
+pub(super) struct NextDue {
+    read: Option<Reading>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    next: Option<i64>,
+    alerts_changed: i64,
+    at: Instant,
+}
+
+/// How long a reading of [`NextDue`] holds at most.
+const DUE_READ_HOLDS: Duration = Duration::from_secs(1);
+
+impl NextDue {
+    /// Whether nothing is due at `now_ms`: the alerts' last change is still
+    /// `alerts_changed`, and no cooldown ended by then (`next_rearm`).
+    pub(super) fn nothing_due(
+        &self,
+        now_ms: i64,
+        (alerts_changed, next_rearm): (i64, Option<i64>),
+        at: Instant,
+    ) -> bool {
+        let after_now = |due: Option<i64>| due.is_none_or(|due| due > now_ms);
+        self.read.is_some_and(|read| {
+            read.alerts_changed == alerts_changed
+                && at.saturating_duration_since(read.at) < DUE_READ_HOLDS
+                && after_now(read.next)
+        }) && after_now(next_rearm)
+    }
+
+    pub(super) fn read(&mut self, next: Option<i64>, alerts_changed: i64, at: Instant) {
+        self.read = Some(Reading {
+            next,
+            alerts_changed,
+            at,
+        });
+    }
 }
 
 impl Default for TickMemory {
@@ -68,6 +117,7 @@ impl Default for TickMemory {
             locked: Mutex::default(),
             malformed_warnings: Budget::per_minute(WARNINGS_PER_MINUTE),
             quote_warnings: Budget::per_minute(QUOTE_LINES_PER_MINUTE),
+            due: Mutex::default(),
         }
     }
 }

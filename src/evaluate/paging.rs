@@ -80,6 +80,7 @@ impl Pages<'_, '_> {
                 &self.judged_ahead,
             )?;
             paged |= page.next.is_some();
+
             self.watermark.last = page.next.is_none();
             let changed = self.changed_reads(paged, &page.candidates)?;
             self.phases.pages += 1;

@@ -11,8 +11,9 @@ use crate::store::alerts;
 use crate::store::changes::{ChangedTicker, TickerState};
 use crate::store::{self, changes, watermarks};
 
-use super::options::TickOptions;
+use super::options::{TickMemory, TickOptions};
 use super::tick_report::TickReport;
+use crate::lock::lock;
 
 /// The changes a tick reads: those numbered after `since` (the job's
 /// watermark) up to `until` (the last the tick could see when it looked).
@@ -83,17 +84,31 @@ pub fn watermark_of(
 }
 
 /// What came due before a tick reads, on the writer's connection: repeating
-/// alerts re-armed (changes of this tick's window, judged below), and alerts
-/// expired, so that an expired alert is never read as enabled.
+/// alerts re-armed (changes of this tick's window, judged below), alerts
+/// expired (a tick judges an expired alert as such meanwhile), snoozed ones
+/// woken; then when the next expiry or wake comes due, which `memory`
+/// keeps: until then, while no alert changed and no cooldown ended, the
+/// ticks skip those statements for one (see [`super::options::NextDue`]).
 pub(super) fn apply_what_came_due(
     writer: &mut store::Connection,
     now: DateTime<Utc>,
+    memory: &TickMemory,
     report: &mut TickReport,
 ) -> anyhow::Result<()> {
+    let at = std::time::Instant::now();
+    let signs = alerts::due_signs(writer).context("reading what may have come due")?;
+    if lock(&memory.due).nothing_due(now.timestamp_millis(), signs, at) {
+        return Ok(());
+    }
     report.rearmed =
         alerts::rearm_cooled_down(writer, now).context("re-arming repeating alerts")? as u64;
     report.expired = alerts::expire_due(writer, now).context("expiring alerts")? as u64;
     report.woken = alerts::wake_snoozed(writer, now).context("waking snoozed alerts")? as u64;
+    // Read after the re-arms, whose change numbers it takes as seen.
+    let (alerts_changed, _) =
+        alerts::due_signs(writer).context("reading what may have come due")?;
+    let next = alerts::next_due(writer).context("reading what comes due next")?;
+    lock(&memory.due).read(next, alerts_changed, at);
     Ok(())
 }
 

@@ -251,6 +251,25 @@ pub fn expire_due(connection: &mut Connection, now: DateTime<Utc>) -> Result<usi
     connection.engine().expire_due(&now)
 }
 
+/// When the next expiry or wake comes due (unix ms), if any is to come.
+pub fn next_due(connection: &mut Connection) -> Result<Option<i64>> {
+    connection.engine().next_alert_due()
+}
+
+/// What tells a tick whether anything came due since it read [`next_due`]:
+/// the last change number an alert took (inserted, edited, re-armed, by
+/// anyone: an expiry or a snooze is set only so), and the earliest end of
+/// a cooldown (set by claims, here or elsewhere, or by hand), in unix ms.
+pub fn due_signs(connection: &mut Connection) -> Result<(i64, Option<i64>)> {
+    connection.engine().due_signs()
+}
+
+/// [`due_signs`]' statement, on both engines: two index probes
+/// (`price_alerts_changed`, `price_alerts_rearm`).
+pub(super) const DUE_SIGNS: &str = "SELECT (SELECT coalesce(max(change_seq), 0) FROM price_alerts),
+        (SELECT min(rearm_at) FROM price_alerts
+         WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL)";
+
 /// Re-arms every repeating alert whose cooldown has passed (`rearm_at` at
 /// or before `now`): enabled again, so the schema's trigger gives it a new
 /// arming (its next event has a new id) and a change number (the next tick

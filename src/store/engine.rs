@@ -143,6 +143,15 @@ pub(super) trait Engine: Shared + Send {
     /// Disables every enabled alert that expired by `now`; how many.
     fn expire_due(&mut self, now: &str) -> Result<usize>;
 
+    /// When the next expiry or wake comes due (unix ms), if any is to come:
+    /// one statement over the two partial indexes.
+    fn next_alert_due(&mut self) -> Result<Option<i64>>;
+
+    /// The last change number an alert took (an insert, an edit, a re-arm:
+    /// while it stays, no expiry or snooze was set), and the earliest end of
+    /// a cooldown (unix ms): two index probes.
+    fn due_signs(&mut self) -> Result<(i64, Option<i64>)>;
+
     /// Re-arms every repeating alert whose cooldown has passed; how many.
     fn rearm_cooled_down(&mut self, now: &str, now_ms: i64) -> Result<usize>;
 

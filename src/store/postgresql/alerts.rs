@@ -110,6 +110,20 @@ pub fn expire_due(connection: &mut PgConnection, now: &str) -> Result<usize> {
     Ok(connection.client().execute(&statement, &[&now])? as usize)
 }
 
+/// When the next expiry or wake comes due, in unix ms, as [`expire_due`]
+/// and [`wake_snoozed`] judge it.
+pub fn next_due(connection: &mut PgConnection) -> Result<Option<i64>> {
+    let statement = connection.prepared(
+        "SELECT (extract(epoch FROM least(
+             (SELECT min(price_alertd_time(expires_at::text)) FROM price_alerts
+              WHERE enabled = '1' AND expires_at IS NOT NULL),
+             (SELECT min(price_alertd_time(snoozed_until::text)) FROM price_alerts
+              WHERE snoozed_until IS NOT NULL AND enabled = '1')
+         )) * 1000)::bigint",
+    )?;
+    Ok(connection.client().query_one(&statement, &[])?.get(0))
+}
+
 /// The tickers with banded alerts waiting for their price to come back: a
 /// loose index scan of each index of the waiting, as [`enabled_tickers`].
 pub fn waiting_tickers(connection: &mut PgConnection) -> Result<HashSet<String>> {

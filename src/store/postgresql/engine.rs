@@ -144,6 +144,16 @@ impl Engine for PgConnection {
         Ok(alerts::expire_due(self, now)?)
     }
 
+    fn next_alert_due(&mut self) -> Result<Option<i64>> {
+        Ok(alerts::next_due(self)?)
+    }
+
+    fn due_signs(&mut self) -> Result<(i64, Option<i64>)> {
+        let statement = self.prepared(crate::store::alerts::DUE_SIGNS)?;
+        let row = self.client().query_one(&statement, &[])?;
+        Ok((row.get(0), row.get(1)))
+    }
+
     fn rearm_cooled_down(&mut self, now: &str, now_ms: i64) -> Result<usize> {
         Ok(alerts::rearm_cooled_down(self, now, now_ms)?)
     }

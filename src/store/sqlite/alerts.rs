@@ -98,6 +98,22 @@ pub fn expire_due(connection: &Connection, now: &str) -> rusqlite::Result<usize>
     )
 }
 
+/// When the next expiry or wake comes due, in unix ms: as [`expire_due`]
+/// and [`wake_snoozed`] judge it (a time SQLite cannot read is never due),
+/// through their partial indexes.
+pub fn next_due(connection: &Connection) -> rusqlite::Result<Option<i64>> {
+    connection
+        .prepare_cached(
+            "SELECT CAST(round((min(due) - 2440587.5) * 86400000.0) AS INTEGER) FROM (
+                 SELECT min(julianday(expires_at)) AS due FROM price_alerts INDEXED BY idx_price_alerts_expiry
+                 WHERE enabled = 1 AND expires_at IS NOT NULL
+                 UNION ALL
+                 SELECT min(julianday(snoozed_until)) FROM price_alerts INDEXED BY price_alerts_snoozed
+                 WHERE snoozed_until IS NOT NULL AND enabled = 1)",
+        )?
+        .query_row([], |row| row.get(0))
+}
+
 /// The tickers with banded alerts waiting for their price to come back:
 /// one seek per ticker in each index of the waiting.
 pub fn waiting_tickers(connection: &Connection) -> rusqlite::Result<HashSet<String>> {

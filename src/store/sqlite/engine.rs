@@ -144,6 +144,16 @@ impl Engine for Connection {
         Ok(alerts::expire_due(self, now)?)
     }
 
+    fn next_alert_due(&mut self) -> Result<Option<i64>> {
+        Ok(alerts::next_due(self)?)
+    }
+
+    fn due_signs(&mut self) -> Result<(i64, Option<i64>)> {
+        Ok(self
+            .prepare_cached(crate::store::alerts::DUE_SIGNS)?
+            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?)
+    }
+
     fn rearm_cooled_down(&mut self, now: &str, now_ms: i64) -> Result<usize> {
         Ok(alerts::rearm_cooled_down(self, now, now_ms)?)
     }
