@@ -8,10 +8,12 @@
 //!
 //! - from each crossing quote's commit to its event on the stream (p50,
 //!   p90, p99, max);
-//! - the rate the feed really reached, and the daemon's CPU over the feed;
+//! - the rate the feed really reached, the daemon's CPU over the feed, and
+//!   on PostgreSQL the server's (every `postgres` process's);
 //! - the floor: the same changes read and probed by the engine's own shell
 //!   (`sqlite3`, `psql`) in one statement per second of the feed, after it:
-//!   each second's changed tickers from `change_log`, their quotes, and
+//!   each second's changed tickers (from a copy of the feed's changes laid
+//!   out as `change_log`, which the daemon prunes), their quotes, and
 //!   the alerts `price_alerts_level` holds within 0.1% of each quote; its
 //!   time as a share of a core over the feed;
 //! - the job's lag (`price_alertd_reacting_lag_seconds`, scraped every
@@ -112,6 +114,10 @@ struct Measured {
     /// The largest lag in each third of the feed, in ms.
     lag_ms: [f64; 3],
     runs_per_second: f64,
+    /// PostgreSQL's processes' CPU, in cores, over the feed (none on SQLite).
+    server_cores: f64,
+    /// The tickers written, by number, in each second of the feed, in order.
+    written: Vec<Vec<u32>>,
 }
 
 /// How often the daemon's metrics are scraped while the feed runs: a
@@ -158,14 +164,33 @@ impl Scraper {
             let third = ((at.as_secs_f64() / over.as_secs_f64() * 3.0) as usize).min(2);
             thirds[third] = thirds[third].max(lag * 1000.0);
         }
+        // Over the feed's second half: the gauge counts the last 10 s.
         let runs: Vec<f64> = samples
             .iter()
-            .filter(|(at, ..)| *at >= Duration::from_secs(10) && *at <= over)
+            .filter(|(at, ..)| *at >= over / 2 && *at <= over)
             .map(|sample| sample.2)
             .collect();
-        let mean = runs.iter().sum::<f64>() / runs.len().max(1) as f64;
+        let mean = runs.iter().fold(0.0, |sum, runs| sum + runs) / runs.len().max(1) as f64;
         (thirds, mean)
     }
+}
+
+/// The CPU of every PostgreSQL process running now (the bench's cluster is
+/// the only one), in seconds: the server's share of a PostgreSQL row.
+/// Backends that end meanwhile take theirs with them: the daemons' and the
+/// feed's stay for the whole row.
+fn server_cpu_seconds() -> f64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "postgres")
+        })
+        .map(cpu_seconds)
+        .sum()
 }
 
 /// `count` distinct random tickers, each moved a small random step.
@@ -205,18 +230,22 @@ fn feed(
     let over = Duration::from_secs(row.seconds);
     let scraper = Scraper::start(metrics_port);
     let cpu_before = cpu();
+    let server_before = server_cpu_seconds();
     let started = Instant::now();
     let every = row
         .rate
         .map(|rate| Duration::from_secs_f64(row.rows as f64 / rate as f64));
     let mut next = started;
     let mut writes = 0;
+    let mut written: Vec<Vec<u32>> = vec![Vec::new(); row.seconds as usize + 1];
     while started.elapsed() < over {
         let rows = batch(&mut random, &mut prices, row.rows);
         feed.write(&rows);
         let committed = Instant::now();
         writes += rows.len();
+        let second = &mut written[(committed - started).as_secs() as usize];
         for (ticker, _, at) in rows {
+            second.push(ticker[1..].parse().unwrap());
             commits.insert((ticker, at), committed);
         }
         if let Some(every) = every {
@@ -228,6 +257,7 @@ fn feed(
     }
     let elapsed = started.elapsed();
     let cores = (cpu() - cpu_before) / elapsed.as_secs_f64();
+    let server_cores = (server_cpu_seconds() - server_before) / elapsed.as_secs_f64();
     // The last crossings' events on their way.
     std::thread::sleep(Duration::from_secs(2));
     let (lag_ms, runs_per_second) = scraper.finish(over);
@@ -258,11 +288,14 @@ fn feed(
         cores,
         lag_ms,
         runs_per_second,
+        server_cores,
+        written,
     }
 }
 
-/// The floor's statement over one span of change numbers: its changed
-/// tickers, their quotes, and the alerts within 0.1% of each quote through
+/// The floor's statement over one span of change numbers of the feed's
+/// changes (`floor_changes`, laid out as `change_log`: the daemon prunes
+/// the log itself as it goes): their tickers, their quotes, and the alerts within 0.1% of each quote through
 /// `price_alerts_level` (a probe per condition: one range of the index
 /// each). `{level}` is `store::shared::LEVEL`, as the index
 /// has it.
@@ -278,8 +311,8 @@ fn floor_statement(from: i64, to: i64, enabled: &str) -> String {
         )
     };
     format!(
-        "SELECT sum({} + {}) FROM (SELECT DISTINCT quote_ticker AS t FROM change_log
-           WHERE change_seq > {from} AND change_seq <= {to} AND quote_ticker IS NOT NULL) c
+        "SELECT sum({} + {}) FROM (SELECT DISTINCT quote_ticker AS t FROM floor_changes
+           WHERE change_seq > {from} AND change_seq <= {to}) c
          JOIN quotes q ON q.ticker = c.t;",
         probe(
             "above",
@@ -292,17 +325,28 @@ fn floor_statement(from: i64, to: i64, enabled: &str) -> String {
     )
 }
 
-/// `spans` equal spans of the change numbers in `(from, to]`.
-fn spans(from: i64, to: i64, spans: u64) -> Vec<(i64, i64)> {
-    let step = ((to - from) as f64 / spans as f64).max(1.0);
-    (0..spans as i64)
-        .map(|i| {
-            let start = from + (i as f64 * step) as i64;
-            let end = (from + ((i + 1) as f64 * step) as i64).min(to);
-            (start, end)
+/// The change numbers of each second of the feed in `floor_changes`
+/// (numbered from 1 in the order written): `(after, up to)`.
+fn spans(written: &[Vec<u32>]) -> Vec<(i64, i64)> {
+    let mut at = 0i64;
+    written
+        .iter()
+        .filter(|second| !second.is_empty())
+        .map(|second| {
+            let span = (at, at + second.len() as i64);
+            at = span.1;
+            span
         })
-        .filter(|(start, end)| end > start)
         .collect()
+}
+
+/// The feed's changes in the order written, as `(change_seq, ticker)`.
+fn floor_rows(written: &[Vec<u32>]) -> impl Iterator<Item = (i64, String)> + '_ {
+    written
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(at, &ticker)| (at as i64 + 1, format!("T{ticker}")))
 }
 
 /// Runs `script` in `shell` (its arguments before), and sums the times its
@@ -344,7 +388,7 @@ fn timed_shell(shell: &mut Command, script: &str, prefix: &str, word: usize, sca
 
 fn print_header() {
     println!(
-        "{:<17} {:<13} | {:>8} {:>9} | {:>7} {:>7} {:>7} {:>8} | {:>9} {:>9} {:>7} | {:>22} {:>7}",
+        "{:<17} {:<13} | {:>8} {:>9} | {:>7} {:>7} {:>7} {:>8} | {:>9} {:>9} {:>7} {:>7} | {:>22} {:>7}",
         "engine",
         "feed",
         "writes/s",
@@ -356,6 +400,7 @@ fn print_header() {
         "CPU cores",
         "floor",
         "ratio",
+        "server",
         "lag ms, max by third",
         "runs/s"
     );
@@ -364,7 +409,7 @@ fn print_header() {
 fn print_row(engine: &str, row: Row, measured: &Measured, floor_cores: f64) {
     let l = &measured.latencies;
     println!(
-        "{engine:<17} {:<13} | {:>8.0} {:>5} ({}) | {:>7.1} {:>7.1} {:>7.1} {:>8.1} | {:>9.3} {:>9.4} {:>6.1}x | {:>6.0} {:>6.0} {:>6.0}   {:>7.1}",
+        "{engine:<17} {:<13} | {:>8.0} {:>5} ({}) | {:>7.1} {:>7.1} {:>7.1} {:>8.1} | {:>9.3} {:>9.4} {:>6.1}x {:>7.3} | {:>6.0} {:>6.0} {:>6.0}   {:>7.1}",
         row.label(),
         measured.rate,
         l.len(),
@@ -376,6 +421,7 @@ fn print_row(engine: &str, row: Row, measured: &Measured, floor_cores: f64) {
         measured.cores,
         floor_cores,
         measured.cores / floor_cores,
+        measured.server_cores,
         measured.lag_ms[0],
         measured.lag_ms[1],
         measured.lag_ms[2],
@@ -463,20 +509,27 @@ fn sqlite_row(
         .0
         .pragma_update(None, "wal_autocheckpoint", 0)
         .unwrap();
-    let last = |writer: &SqliteFeed| -> i64 {
-        writer
-            .0
-            .query_row("SELECT max(change_seq) FROM change_log", [], |r| r.get(0))
-            .unwrap()
-    };
-    let from = last(&writer);
     let measured = feed(&mut writer, row, &daemons, port, subscriber);
-    let to = last(&writer);
-    drop(writer);
     stop(daemons);
+    let transaction = writer.0.transaction().unwrap();
+    transaction
+        .execute_batch(
+            "CREATE TABLE floor_changes (change_seq INTEGER PRIMARY KEY, quote_ticker TEXT)",
+        )
+        .unwrap();
+    {
+        let mut insert = transaction
+            .prepare("INSERT INTO floor_changes VALUES (?1, ?2)")
+            .unwrap();
+        for (seq, ticker) in floor_rows(&measured.written) {
+            insert.execute(rusqlite::params![seq, ticker]).unwrap();
+        }
+    }
+    transaction.commit().unwrap();
+    drop(writer);
     let script: String = std::iter::once(".timer on\n".to_owned())
         .chain(
-            spans(from, to, row.seconds)
+            spans(&measured.written)
                 .into_iter()
                 .map(|(a, b)| floor_statement(a, b, "1") + "\n"),
         )
@@ -558,21 +611,31 @@ fn postgresql_row(
         std::thread::sleep(Duration::from_secs(2));
     }
     let mut writer = PgFeed::open(&database);
-    let last = |writer: &mut PgFeed| -> i64 {
+    let measured = feed(&mut writer, row, &daemons, port, subscriber);
+    stop(daemons);
+    writer
+        .0
+        .batch_execute(
+            "CREATE TABLE floor_changes (change_seq BIGINT PRIMARY KEY, quote_ticker TEXT)",
+        )
+        .unwrap();
+    let rows: Vec<(i64, String)> = floor_rows(&measured.written).collect();
+    for chunk in rows.chunks(10_000) {
+        let seqs: Vec<i64> = chunk.iter().map(|row| row.0).collect();
+        let tickers: Vec<&str> = chunk.iter().map(|row| row.1.as_str()).collect();
         writer
             .0
-            .query_one("SELECT coalesce(max(change_seq), 0) FROM change_log", &[])
-            .unwrap()
-            .get(0)
-    };
-    let from = last(&mut writer);
-    let measured = feed(&mut writer, row, &daemons, port, subscriber);
-    let to = last(&mut writer);
+            .execute(
+                "INSERT INTO floor_changes SELECT * FROM unnest($1::bigint[], $2::text[])",
+                &[&seqs, &tickers],
+            )
+            .unwrap();
+    }
+    writer.0.batch_execute("ANALYZE floor_changes").unwrap();
     drop(writer);
-    stop(daemons);
     let script: String = std::iter::once("\\timing on\n".to_owned())
         .chain(
-            spans(from, to, row.seconds)
+            spans(&measured.written)
                 .into_iter()
                 .map(|(a, b)| floor_statement(a, b, "'1'") + "\n"),
         )
