@@ -31,7 +31,7 @@
 //! and `--rows N` (each may repeat; they replace the defaults), `--for
 //! SECONDS` (each row's feed; the `max` row feeds three times as long).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Relay, Subscriber, binary_path, free_port, sample, scrape};
 use crate::latency::{
-    ALERTS, Feed, PgFeed, STEP, SqliteFeed, TICKERS, percentile, stamp, stop, wait_for_first_run,
+    ALERTS, Feed, PgFeed, SqliteFeed, TICKERS, batch, latencies_of, percentile, stop,
+    wait_for_first_run,
 };
 use crate::postgresql::cpu_seconds;
 use crate::{config_text, copy, generate};
@@ -193,26 +194,6 @@ fn server_cpu_seconds() -> f64 {
         .sum()
 }
 
-/// `count` distinct random tickers, each moved a small random step.
-fn batch(
-    random: &mut fastrand::Rng,
-    prices: &mut [f64],
-    count: usize,
-) -> Vec<(String, f64, String)> {
-    let mut taken = HashSet::with_capacity(count);
-    let mut rows = Vec::with_capacity(count);
-    let at = stamp();
-    while rows.len() < count {
-        let n = random.usize(..prices.len());
-        if !taken.insert(n) {
-            continue;
-        }
-        prices[n] *= 1.0 + (random.f64() * 2.0 - 1.0) * STEP;
-        rows.push((format!("T{n}"), prices[n], at.clone()));
-    }
-    rows
-}
-
 /// Feeds `row` while `daemons` react; then matches each event that reached
 /// `subscriber` with its quote's commit.
 fn feed(
@@ -261,26 +242,7 @@ fn feed(
     // The last crossings' events on their way.
     std::thread::sleep(Duration::from_secs(2));
     let (lag_ms, runs_per_second) = scraper.finish(over);
-    let mut latencies = Vec::new();
-    let mut unmatched = 0;
-    for event in subscriber.events().into_iter().skip(seen_before) {
-        let body: serde_json::Value = serde_json::from_str(&event.data).unwrap();
-        let key = (
-            body["data"]["ticker"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            body["data"]["quote_time"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
-        match commits.get(&key) {
-            Some(committed) => latencies.push(event.at.saturating_duration_since(*committed)),
-            None => unmatched += 1,
-        }
-    }
-    latencies.sort_unstable();
+    let (latencies, unmatched) = latencies_of(&subscriber.events()[seen_before..], &commits);
     Measured {
         latencies,
         unmatched,
@@ -337,6 +299,19 @@ fn spans(written: &[Vec<u32>]) -> Vec<(i64, i64)> {
             at = span.1;
             span
         })
+        .collect()
+}
+
+/// The floor's script for the engine's shell: `timing` (its command that
+/// times each statement), then a statement per second of `written`;
+/// `enabled` is how the engine writes an enabled alert's flag.
+fn floor_script(timing: &str, written: &[Vec<u32>], enabled: &str) -> String {
+    std::iter::once(format!("{timing}\n"))
+        .chain(
+            spans(written)
+                .into_iter()
+                .map(|(from, to)| floor_statement(from, to, enabled) + "\n"),
+        )
         .collect()
 }
 
@@ -527,13 +502,7 @@ fn sqlite_row(
     }
     transaction.commit().unwrap();
     drop(writer);
-    let script: String = std::iter::once(".timer on\n".to_owned())
-        .chain(
-            spans(&measured.written)
-                .into_iter()
-                .map(|(a, b)| floor_statement(a, b, "1") + "\n"),
-        )
-        .collect();
+    let script = floor_script(".timer on", &measured.written, "1");
     let floor = timed_shell(
         Command::new("sqlite3").arg(&path),
         &script,
@@ -633,13 +602,7 @@ fn postgresql_row(
     }
     writer.0.batch_execute("ANALYZE floor_changes").unwrap();
     drop(writer);
-    let script: String = std::iter::once("\\timing on\n".to_owned())
-        .chain(
-            spans(&measured.written)
-                .into_iter()
-                .map(|(a, b)| floor_statement(a, b, "'1'") + "\n"),
-        )
-        .collect();
+    let script = floor_script("\\timing on", &measured.written, "'1'");
     let floor = timed_shell(
         Command::new("psql").args(["-X", "-q", &database.url()]),
         &script,

@@ -115,23 +115,54 @@ pub fn stamp() -> String {
         .to_string()
 }
 
-/// `count` distinct random tickers, each moved a small random step.
-fn batch(
+/// `count` distinct random tickers, each moved a small random step, stamped
+/// with one quote time (the feed writes them in one transaction).
+pub fn batch(
     random: &mut fastrand::Rng,
     prices: &mut [f64],
     count: usize,
 ) -> Vec<(String, f64, String)> {
-    let mut rows: Vec<(String, f64, String)> = Vec::with_capacity(count);
+    let mut taken = std::collections::HashSet::with_capacity(count);
+    let mut rows = Vec::with_capacity(count);
+    let at = stamp();
     while rows.len() < count {
         let n = random.usize(..prices.len());
-        let ticker = format!("T{n}");
-        if rows.iter().any(|row| row.0 == ticker) {
+        if !taken.insert(n) {
             continue;
         }
         prices[n] *= 1.0 + (random.f64() * 2.0 - 1.0) * STEP;
-        rows.push((ticker, prices[n], stamp()));
+        rows.push((format!("T{n}"), prices[n], at.clone()));
     }
     rows
+}
+
+/// Each event's latency from its quote's commit (`commits`, by ticker and
+/// quote time), sorted, and how many events have no commit of the feed's.
+pub fn latencies_of(
+    events: &[SseEvent],
+    commits: &HashMap<(String, String), Instant>,
+) -> (Vec<Duration>, usize) {
+    let mut latencies = Vec::new();
+    let mut unmatched = 0;
+    for event in events {
+        let body: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+        let key = (
+            body["data"]["ticker"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            body["data"]["quote_time"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        match commits.get(&key) {
+            Some(committed) => latencies.push(event.at.saturating_duration_since(*committed)),
+            None => unmatched += 1,
+        }
+    }
+    latencies.sort_unstable();
+    (latencies, unmatched)
 }
 
 /// Quote writes a second, in batches of [`COST_BATCH`], for [`COST_FOR`].
@@ -204,26 +235,7 @@ fn under_feed(feed: &mut dyn Feed, daemons: &[Child], subscriber: &Subscriber) -
     let cores = (cpu() - cpu_before) / started.elapsed().as_secs_f64();
     // The last crossings' events on their way.
     std::thread::sleep(Duration::from_secs(2));
-    let mut latencies = Vec::new();
-    let mut unmatched = 0;
-    for event in subscriber.events().into_iter().skip(seen_before) {
-        let body: serde_json::Value = serde_json::from_str(&event.data).unwrap();
-        let key = (
-            body["data"]["ticker"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            body["data"]["quote_time"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
-        match commits.get(&key) {
-            Some(committed) => latencies.push(event.at.saturating_duration_since(*committed)),
-            None => unmatched += 1,
-        }
-    }
-    latencies.sort_unstable();
+    let (latencies, unmatched) = latencies_of(&subscriber.events()[seen_before..], &commits);
     UnderFeed {
         latencies,
         unmatched,
