@@ -57,6 +57,10 @@ struct JobSeen {
     schedule: String,
     reacts: bool,
     watermark: Option<i64>,
+    /// The job holds the alert's ticker back (its quote was not fetched,
+    /// or a trigger of it was locked): its changes after this one are still
+    /// to be judged.
+    held_since: Option<i64>,
     /// Whether its ticks have read the alert's latest change.
     judged_latest_change: bool,
 }
@@ -115,13 +119,19 @@ fn explain(
         }
         let key = crate::evaluate::watermark_of(&job.name, scope, max_age);
         let watermark = watermarks::get(connection, &key).context("reading a watermark")?;
+        let held_since = watermarks::hold_of(connection, &key, &alert.ticker)
+            .context("reading a hold")?
+            .map(|hold| hold.since);
+        let judged_through =
+            watermark.map(|watermark| held_since.map_or(watermark, |since| since.min(watermark)));
         jobs.push(JobSeen {
             job: job.name.clone(),
             schedule: job.schedule.expression().to_owned(),
             reacts: *on_change,
             watermark,
-            judged_latest_change: watermark
-                .is_some_and(|watermark| latest_change.is_none_or(|change| watermark >= change)),
+            held_since,
+            judged_latest_change: judged_through
+                .is_some_and(|through| latest_change.is_none_or(|change| through >= change)),
         });
     }
     let events = outbox::alert_events(connection, id, EVENTS).context("reading its events")?;
@@ -319,14 +329,23 @@ fn write_explanation(
         } else {
             format!("on schedule {:?}", job.schedule)
         };
-        let judged = match (job.watermark, job.judged_latest_change) {
-            (None, _) => "has never run".to_owned(),
-            (Some(_), true) => "has judged its latest change".to_owned(),
-            (Some(watermark), false) => format!(
+        let latest = || {
+            explanation
+                .latest_change
+                .map_or("-".to_owned(), |change| change.to_string())
+        };
+        let judged = match (job.watermark, job.held_since, job.judged_latest_change) {
+            (None, _, _) => "has never run".to_owned(),
+            (Some(_), _, true) => "has judged its latest change".to_owned(),
+            (Some(_), Some(since), false) => format!(
+                "holds {} back (its quote was not fetched, or a trigger of it was locked): \
+                 has not judged its latest change yet (judged up to {since}, latest {})",
+                alert.ticker,
+                latest()
+            ),
+            (Some(watermark), None, false) => format!(
                 "has not judged its latest change yet (read up to {watermark}, latest {})",
-                explanation
-                    .latest_change
-                    .map_or("-".to_owned(), |change| change.to_string())
+                latest()
             ),
         };
         writeln!(out, "{label}{}: {how}; {judged}", job.job)?;

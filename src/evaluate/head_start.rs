@@ -16,7 +16,7 @@ use super::claim::evaluate_and_claim;
 use super::malformed::Warnings;
 use super::options::TickOptions;
 use super::plan::plan;
-use super::prepare::{Window, first_moved};
+use super::prepare::{Start, first_moved};
 use super::read::{ChangedReads, Readers};
 use super::tick_report::TickReport;
 
@@ -33,8 +33,10 @@ pub const HEAD_START_AFTER: usize = 1024;
 /// Reads the tick's window, and judges and claims the alerts of the first
 /// `options.head_start` moved tickers in it, if more moved. Counts what it
 /// read and claimed into `report`; what it planned and found malformed,
-/// the tick counts. Returns the window, and the tickers it judged that had
-/// enabled alerts, for `prepare`.
+/// the tick counts. Returns the tick's start (its window and holds), and
+/// the tickers it judged that had enabled alerts, for `prepare`. A held
+/// ticker among them is judged from the window's start here: the tick
+/// judges it from its hold.
 pub(super) fn head_start(
     workers: &rayon::ThreadPool,
     pool: &Pool,
@@ -42,11 +44,12 @@ pub(super) fn head_start(
     options: &TickOptions<'_>,
     now: chrono::DateTime<chrono::Utc>,
     report: &mut TickReport,
-) -> anyhow::Result<(Window, HashSet<String>)> {
-    let (window, candidates) = first_moved(writer, options)?;
+) -> anyhow::Result<(Start, HashSet<String>)> {
+    let (start, candidates) = first_moved(writer, options)?;
     let Some(candidates) = candidates else {
-        return Ok((window, HashSet::new()));
+        return Ok((start, HashSet::new()));
     };
+    let window = start.window;
     let plan = plan(candidates, options, now, &mut TickReport::default());
     let readers = Readers {
         pool,
@@ -70,5 +73,5 @@ pub(super) fn head_start(
         .filter(|work| work.observe)
         .map(|work| work.ticker)
         .collect();
-    Ok((window, judged))
+    Ok((start, judged))
 }

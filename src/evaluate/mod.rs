@@ -151,7 +151,7 @@ fn stages(
         TickTime::At(now) => now,
     };
     apply_what_came_due(&mut writer, now, options.memory, report)?;
-    let (window, judged_ahead) = head_start(workers, pool, &mut writer, options, now, report)?;
+    let (start, judged_ahead) = head_start(workers, pool, &mut writer, options, now, report)?;
     let head_started = started.elapsed();
     let job = watermark_key(options);
     let mut pages = Pages {
@@ -162,12 +162,7 @@ fn stages(
         now,
         judged_ahead,
         locked: Vec::new(),
-        watermark: Watermark {
-            job,
-            window,
-            deferred: None,
-            last: false,
-        },
+        watermark: Watermark::new(job, start.window, start.holds),
         window_alerts: None,
         phases: Phases::default(),
     };

@@ -1,12 +1,13 @@
 //! The last stage, once every claim committed: the banded alerts whose
 //! price came back, then the observed prices and the job's watermark.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use crate::store::observations::{self, Observation};
+use crate::store::watermarks::{Advance, Hold, MOST_HOLDS};
 use crate::store::{self, alerts};
 
 use super::claim::Locked;
@@ -14,13 +15,20 @@ use super::plan::Plan;
 use super::prepare::Window;
 use super::tick_report::TickReport;
 
-/// Where a tick's watermark goes: the end of its window, or just before
-/// the first change of a ticker it held back, whichever page held it back.
+/// Where a tick's watermark goes, and what it holds back: the watermark
+/// to the end of its window, each ticker held back (not fetched, or with a
+/// trigger someone else held locked) in a hold of its own, whichever page
+/// held it back. Past [`MOST_HOLDS`] tickers, those with the latest first
+/// changes keep the watermark below the first of them instead.
 pub(super) struct Watermark {
     /// The job's watermark key.
     pub(super) job: String,
     pub(super) window: Window,
-    /// The lowest first change of a ticker held back so far.
+    /// The holds read as the tick started, in ticker order.
+    pub(super) holds: Vec<Hold>,
+    /// The tickers held back so far, at most [`MOST_HOLDS`].
+    pub(super) holding: BTreeMap<String, Hold>,
+    /// The lowest first change of a ticker held back past them.
     pub(super) deferred: Option<i64>,
     /// The page being observed is the window's last: the watermark moves
     /// with its observations.
@@ -28,18 +36,76 @@ pub(super) struct Watermark {
 }
 
 impl Watermark {
+    pub(super) fn new(job: String, window: Window, holds: Vec<Hold>) -> Watermark {
+        Watermark {
+            job,
+            window,
+            holds,
+            holding: BTreeMap::new(),
+            deferred: None,
+            last: false,
+        }
+    }
+
     fn defer(&mut self, change: i64) {
         self.deferred = Some(self.deferred.map_or(change, |first| first.min(change)));
     }
 
-    /// The watermark a page's observations commit with: the end of the
-    /// window with the last page, none before.
-    fn moved(&self) -> Option<(&str, i64)> {
+    /// Holds a ticker back; past [`MOST_HOLDS`], the one judged through the
+    /// latest change defers the watermark instead.
+    fn hold(&mut self, hold: Hold) {
+        if self.holding.len() < MOST_HOLDS || self.holding.contains_key(&hold.ticker) {
+            let (since, moved) = (hold.since, hold.moved);
+            let kept = self.holding.entry(hold.ticker.clone()).or_insert(hold);
+            kept.since = kept.since.min(since);
+            kept.moved |= moved;
+            return;
+        }
+        let latest = self
+            .holding
+            .values()
+            .max_by_key(|kept| kept.since)
+            .expect("full")
+            .clone();
+        if hold.since >= latest.since {
+            self.defer(hold.since + 1);
+        } else {
+            self.holding.remove(&latest.ticker);
+            self.defer(latest.since + 1);
+            self.holding.insert(hold.ticker.clone(), hold);
+        }
+    }
+
+    /// The watermark and holds a page's observations commit with: with the
+    /// last page, the end of the window (or just before the first change
+    /// of a ticker deferred), the holds still owed (those not judged from
+    /// below it), and the holds read that this tick judged or that the
+    /// window now covers; none before.
+    fn advance(&self) -> Option<(i64, Vec<Hold>, Vec<Hold>)> {
+        if !self.last {
+            return None;
+        }
         let closed = self.window.closed;
         let to = self
             .deferred
             .map_or(closed, |first| (first - 1).min(closed));
-        self.last.then_some((self.job.as_str(), to))
+        let held: Vec<Hold> = self
+            .holding
+            .values()
+            .filter(|hold| hold.since < to)
+            .cloned()
+            .collect();
+        let still_held = |ticker: &str| {
+            held.binary_search_by(|hold| hold.ticker.as_str().cmp(ticker))
+                .is_ok()
+        };
+        let released = self
+            .holds
+            .iter()
+            .filter(|hold| !still_held(&hold.ticker))
+            .cloned()
+            .collect();
+        Some((to, held, released))
     }
 }
 
@@ -48,10 +114,10 @@ impl Watermark {
 /// wait ends, and those whose cooldown passed are re-armed), then, in one
 /// transaction, the evaluated prices become the tickers' previous ones,
 /// and, with the window's last page, the job's watermark moves to the end
-/// of the window (or to just before a ticker that could not be fetched, or
-/// one with a triggered or returned alert someone else held locked: that
-/// ticker's price is not recorded either, so the next tick judges its
-/// alerts as this one did). A crash before the last commit leaves the
+/// of the window, and a ticker that could not be fetched, or one with a
+/// triggered or returned alert someone else held locked, is held back (its
+/// price is not recorded either, so the next tick judges its alerts from
+/// its hold as this one did). A crash before the last commit leaves the
 /// watermark, and the next tick reads the same changes again: nothing is
 /// skipped, what was claimed stays claimed (and what came back stays back),
 /// and a price recorded by an earlier page is judged again as moved from
@@ -80,13 +146,13 @@ pub(super) fn observe(
     report.returned += returned.came_back;
     report.rearmed += returned.rearmed;
     held.extend(returned.held);
-    if let Some(first) = plan.deferred {
-        watermark.defer(first);
+    for hold in plan.held {
+        watermark.hold(hold);
     }
     let mut observed: Vec<Observation> = Vec::with_capacity(plan.work.len());
     for work in plan.work {
         if held.contains(&work.ticker) {
-            watermark.defer(work.first_change);
+            watermark.hold(work.hold());
         } else if work.observe {
             observed.push(Observation {
                 ticker: work.ticker,
@@ -95,6 +161,88 @@ pub(super) fn observe(
             });
         }
     }
-    observations::finish_tick(writer, &observed, watermark.moved(), now)
+    let advance = watermark.advance();
+    let advance = advance.as_ref().map(|(to, held, released)| Advance {
+        job: &watermark.job,
+        to: *to,
+        through: watermark.window.closed,
+        held,
+        released,
+    });
+    report.held = advance
+        .as_ref()
+        .map_or(0, |advance| advance.held.len() as u64);
+    observations::finish_tick(writer, &observed, advance.as_ref(), now)
         .context("recording observed prices and the job's watermark")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(ticker: &str, since: i64) -> Hold {
+        Hold {
+            ticker: ticker.to_owned(),
+            since,
+            through: 0,
+            moved: false,
+        }
+    }
+
+    /// Past [`MOST_HOLDS`] held tickers, those judged through the latest
+    /// changes keep the watermark below their first change instead, and the
+    /// holds the window then covers are not written; the holds read that
+    /// are not held again are let go.
+    #[test]
+    fn past_the_most_holds_the_latest_defer_the_watermark() {
+        let window = Window {
+            since: 10,
+            until: 10_000,
+            closed: 9_000,
+        };
+        let read = vec![hold("A", 5), hold("B", 3)];
+        let mut watermark = Watermark::new("job".into(), window, read);
+        watermark.last = true;
+        // B again (from further back, moved), then twice the most holds, in
+        // an order that is not the changes'.
+        watermark.hold(Hold {
+            moved: true,
+            ..hold("B", 2)
+        });
+        for n in 0..2 * MOST_HOLDS as i64 {
+            let since = 100 + (n * 7919) % (2 * MOST_HOLDS as i64);
+            watermark.hold(hold(&format!("T{n:05}"), since));
+        }
+        assert_eq!(watermark.holding.len(), MOST_HOLDS);
+        let (to, held, released) = watermark.advance().unwrap();
+        // B and the 1,023 tickers held from the earliest changes are held;
+        // the watermark stays below the first change of the others.
+        assert_eq!(to, 100 + MOST_HOLDS as i64 - 1);
+        assert_eq!(held.len(), MOST_HOLDS);
+        assert!(held.iter().all(|hold| hold.since < to));
+        let b = held.iter().find(|hold| hold.ticker == "B").unwrap();
+        assert_eq!((b.since, b.moved), (2, true));
+        // A was not held again: its hold goes.
+        assert_eq!(released, vec![hold("A", 5)]);
+        // Not the last page: nothing is written.
+        watermark.last = false;
+        assert!(watermark.advance().is_none());
+    }
+
+    /// Without holds past the bound, the watermark goes to the window's
+    /// closed end, and every hold is written.
+    #[test]
+    fn a_few_holds_leave_the_watermark_at_the_windows_end() {
+        let window = Window {
+            since: 10,
+            until: 50,
+            closed: 40,
+        };
+        let mut watermark = Watermark::new("job".into(), window, Vec::new());
+        watermark.last = true;
+        watermark.hold(hold("X", 20));
+        watermark.hold(hold("X", 15));
+        let (to, held, released) = watermark.advance().unwrap();
+        assert_eq!((to, held, released), (40, vec![hold("X", 15)], Vec::new()));
+    }
 }

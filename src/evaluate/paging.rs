@@ -75,6 +75,7 @@ impl Pages<'_, '_> {
                 self.writer,
                 self.options,
                 self.watermark.window,
+                &self.watermark.holds,
                 after.as_deref(),
                 self.options.page.max(1),
                 &self.judged_ahead,

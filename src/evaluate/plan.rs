@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::lock::lock;
 use crate::logging;
 use crate::recurring::Budget;
+use crate::store::watermarks::Hold;
 use crate::time::QuoteTime;
 
 use super::judge::{Observed, QuoteProblem, usable_quote};
@@ -18,8 +19,10 @@ use super::tick_report::TickReport;
 /// A ticker ready to evaluate.
 pub(super) struct Work {
     pub(super) ticker: String,
-    /// Read its reachable alerts (its quote moved).
+    /// Read its reachable alerts (its quote moved, and it has alerts).
     pub(super) moved: bool,
+    /// Its quote was written in the window, or since its hold.
+    pub(super) quote_written: bool,
     /// Read its changed alerts.
     pub(super) changed_alerts: bool,
     pub(super) observed: Observed,
@@ -31,6 +34,23 @@ pub(super) struct Work {
     pub(super) waiting: bool,
     /// The lowest change number that brought it here.
     pub(super) first_change: i64,
+    /// The job held it back, judged through here: its reachable alerts
+    /// are those not changed since, and its changed ones are read from
+    /// here (see [`sort_work`]).
+    pub(super) held_since: Option<i64>,
+}
+
+impl Work {
+    /// Its hold, should the tick hold it back: its changes after the one
+    /// before its first stay to be judged.
+    pub(super) fn hold(&self) -> Hold {
+        Hold {
+            ticker: self.ticker.clone(),
+            since: self.first_change - 1,
+            through: 0,
+            moved: self.quote_written,
+        }
+    }
 }
 
 /// What a tick evaluates, and the tickers it leaves out (counted in the
@@ -41,10 +61,10 @@ pub(super) struct Plan {
     problems: HashMap<String, QuoteProblem>,
     /// Some changed enabled alerts in scope have an empty (or NULL) ticker.
     pub(super) blank_tickers: bool,
-    /// The lowest change number of a ticker that could not be fetched: the
-    /// watermark stays below it, so the next tick reads it again (a fetch
-    /// that works again may bring the same quote, which is no new change).
-    pub(super) deferred: Option<i64>,
+    /// The tickers that could not be fetched: held back, so that the next
+    /// tick judges them again (a fetch that works again may bring the same
+    /// quote, which is no new change).
+    pub(super) held: Vec<Hold>,
 }
 
 /// Decides which tickers to evaluate: usable and fresh quotes, fetched (for
@@ -60,7 +80,7 @@ pub(super) fn plan(
         work: Vec::new(),
         problems: HashMap::new(),
         blank_tickers: false,
-        deferred: None,
+        held: Vec::new(),
     };
     // Candidates become work in place (a `Work` is smaller than a
     // `Candidate`): a first tick has one of either for every ticker, never
@@ -69,17 +89,25 @@ pub(super) fn plan(
         .into_iter()
         .filter_map(|candidate| plan.admit(candidate, options, now, report))
         .collect();
-    // Moved tickers first: the readers share them out as a prefix. Each part
-    // in ticker order, for `ByTicker`. (Unstable: no buffer of half the work.)
-    work.sort_unstable_by(|a, b| b.moved.cmp(&a.moved).then_with(|| a.ticker.cmp(&b.ticker)));
+    sort_work(&mut work);
     plan.work = work;
     plan
 }
 
+/// Moved tickers first, the readers share them out as a prefix; then the
+/// rest; then the held ones, each read on its own from its hold. Each part
+/// in ticker order, for `ByTicker`. (Unstable: no buffer of half the work.)
+fn sort_work(work: &mut [Work]) {
+    work.sort_unstable_by(|a, b| {
+        (a.held_since.is_some().cmp(&b.held_since.is_some()))
+            .then_with(|| b.moved.cmp(&a.moved))
+            .then_with(|| a.ticker.cmp(&b.ticker))
+    });
+}
+
 impl Plan {
     /// One candidate: its work if it can be evaluated now; else why not,
-    /// counted in `report` (and, for a ticker not fetched, the change the
-    /// watermark stays below).
+    /// counted in `report` (and a ticker not fetched held back).
     fn admit(
         &mut self,
         candidate: Candidate,
@@ -91,6 +119,7 @@ impl Plan {
             moved,
             changed_alerts,
             first_change,
+            held_since,
         } = candidate.change;
         let changed = changed_alerts.unwrap_or(0);
         if moved {
@@ -106,10 +135,12 @@ impl Plan {
             .is_some_and(|fetched| !fetched.contains(&candidate.ticker));
         if not_fetched && (candidate.has_alerts || candidate.waiting) {
             report.unavailable += changed;
-            self.deferred = Some(
-                self.deferred
-                    .map_or(first_change, |first| first.min(first_change)),
-            );
+            self.held.push(Hold {
+                ticker: candidate.ticker,
+                since: first_change - 1,
+                through: 0,
+                moved,
+            });
             return None;
         }
         let Some((price, quote_time)) = candidate.quote else {
@@ -120,7 +151,8 @@ impl Plan {
             Ok((price, at)) => Some(Work {
                 ticker: candidate.ticker,
                 moved: moved && candidate.has_alerts,
-                changed_alerts: changed_alerts.is_some(),
+                quote_written: moved,
+                changed_alerts: changed_alerts.is_some() || held_since.is_some(),
                 observed: Observed {
                     price,
                     previous: candidate.previous,
@@ -132,6 +164,7 @@ impl Plan {
                 observe: candidate.has_alerts,
                 waiting: candidate.waiting,
                 first_change,
+                held_since,
             }),
             Err(problem) => {
                 if problem == QuoteProblem::Stale {
@@ -211,7 +244,7 @@ mod tests {
                 .map(|n| (format!("T{n}"), QuoteProblem::Stale))
                 .collect(),
             blank_tickers: false,
-            deferred: None,
+            held: Vec::new(),
         };
         log_quote_problems(&memory, &stale(0, QUOTE_PROBLEMS_KEPT + 500));
         assert_eq!(lock(&memory.quote_problems).len(), QUOTE_PROBLEMS_KEPT);
@@ -228,6 +261,7 @@ mod tests {
         usable.work.push(Work {
             ticker: known.clone(),
             moved: true,
+            quote_written: true,
             changed_alerts: false,
             observed: Observed {
                 price: 1.0,
@@ -240,6 +274,7 @@ mod tests {
             observe: true,
             waiting: false,
             first_change: 1,
+            held_since: None,
         });
         log_quote_problems(&memory, &usable);
         assert!(!lock(&memory.quote_problems).contains_key(&known));

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::store::alerts;
 use crate::store::changes::{ChangedTicker, TickerState};
+use crate::store::watermarks::Hold;
 use crate::store::{self, changes, watermarks};
 
 use super::options::{TickMemory, TickOptions};
@@ -26,15 +27,27 @@ pub(super) struct Window {
     pub(super) closed: i64,
 }
 
+/// Where a tick starts: its window, and the tickers the job held back
+/// behind it.
+pub(super) struct Start {
+    pub(super) window: Window,
+    /// In ticker order; each judged in the page its ticker falls in.
+    pub(super) holds: Vec<Hold>,
+}
+
 /// What changed in the window for one ticker.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Change {
-    /// Its quote was written in the window: its reachable alerts are read.
+    /// Its quote was written in the window (or since its hold): its
+    /// reachable alerts are read.
     pub(super) moved: bool,
     /// How many of its enabled alerts changed in the window, if any did.
     pub(super) changed_alerts: Option<u64>,
     /// The lowest change number that brought it here.
     pub(super) first_change: i64,
+    /// The job held it back, judged through here: its alerts are read from
+    /// there, not from the window's start.
+    pub(super) held_since: Option<i64>,
 }
 
 /// A ticker the tick must look at: what changed, and what the store holds
@@ -112,23 +125,28 @@ pub(super) fn apply_what_came_due(
     Ok(())
 }
 
-/// The window since the job's watermark, read in the caller's transaction:
-/// a job that never ran reads everything once (every number is 0 or more).
-fn window(reader: &mut store::Connection, job: &str) -> anyhow::Result<Window> {
+/// The window since the job's watermark, and its holds, read in the
+/// caller's transaction: a job that never ran reads everything once (every
+/// number is 0 or more).
+fn start(reader: &mut store::Connection, job: &str) -> anyhow::Result<Start> {
     let horizon = changes::horizon(reader).context("reading how far the changes reach")?;
-    let since = watermarks::get(reader, job)
-        .context("reading the job's watermark")?
-        .unwrap_or(-1);
-    Ok(Window {
-        since,
-        until: horizon.visible,
-        closed: horizon.closed.min(horizon.visible),
+    let start = watermarks::start(reader, job).context("reading the job's watermark")?;
+    let mut holds = start.holds;
+    holds.sort_unstable_by(|a, b| a.ticker.cmp(&b.ticker));
+    Ok(Start {
+        window: Window {
+            since: start.watermark.unwrap_or(-1),
+            until: horizon.visible,
+            closed: horizon.closed.min(horizon.visible),
+        },
+        holds,
     })
 }
 
 /// The store's reads before the evaluation of one page, in one read
 /// transaction: the first `size` tickers after `after` (in ticker order)
-/// that changed in `window`, those in the job's scope with their states.
+/// that changed in `window`, and the held ones (`holds`) among them or up to
+/// the next page, those in the job's scope with their states.
 /// The tickers a head start judged with enabled alerts (`judged_ahead`)
 /// count as having some, though it may have claimed them all: their prices
 /// are recorded as observed, as a full scan records those of the tickers
@@ -137,6 +155,7 @@ pub(super) fn prepare(
     writer: &mut store::Connection,
     options: &TickOptions<'_>,
     window: Window,
+    holds: &[Hold],
     after: Option<&str>,
     size: usize,
     judged_ahead: &HashSet<String>,
@@ -149,6 +168,8 @@ pub(super) fn prepare(
             changed.truncate(size);
             changed[size - 1].ticker.clone()
         });
+        let held = held_in(holds, after, next.as_deref());
+        let changed = with_holds(changed, held);
         let candidates = candidates(reader, in_scope(options, changed))?;
         Ok(Page { candidates, next })
     })
@@ -160,21 +181,22 @@ pub(super) fn prepare(
 }
 
 /// A head start's reads (`evaluate::head_start`), in one read transaction:
-/// the window (the tick's), and the first `options.head_start` tickers in
+/// the tick's start (its window and holds), and the first `options.head_start` tickers in
 /// scope whose quote changed in it, with their states, if more than
 /// `options.head_start_after` (and than `head_start`) changed; `None`
 /// otherwise, or for no head start (0).
 pub(super) fn first_moved(
     writer: &mut store::Connection,
     options: &TickOptions<'_>,
-) -> anyhow::Result<(Window, Option<Vec<Candidate>>)> {
+) -> anyhow::Result<(Start, Option<Vec<Candidate>>)> {
     let head_start = options.head_start;
     let after = options.head_start_after.max(head_start);
     let job = watermark_key(options);
     store::read_transaction(writer, |reader| {
-        let window = window(reader, &job)?;
+        let start = start(reader, &job)?;
+        let window = start.window;
         if head_start == 0 {
-            return Ok((window, None));
+            return Ok((start, None));
         }
         let mut tickers = changes::first_changed_quotes(
             reader,
@@ -184,7 +206,7 @@ pub(super) fn first_moved(
         )
         .context("reading the first changed quotes")?;
         if tickers.len() <= after {
-            return Ok((window, None));
+            return Ok((start, None));
         }
         tickers.retain(|ticker| options.scope.covers(ticker));
         tickers.truncate(head_start);
@@ -206,6 +228,7 @@ pub(super) fn first_moved(
                         moved: true,
                         changed_alerts: None,
                         first_change: window.since + 1,
+                        held_since: None,
                     },
                     quote: None,
                     previous: None,
@@ -216,22 +239,67 @@ pub(super) fn first_moved(
                 candidate
             })
             .collect();
-        Ok((window, Some(candidates)))
+        Ok((start, Some(candidates)))
     })
     .context("reading what changed first")
 }
 
+/// The holds of the tickers after `after`, up to `next` (to the last for
+/// `None`): `holds` is in ticker order.
+fn held_in<'h>(holds: &'h [Hold], after: Option<&str>, next: Option<&str>) -> &'h [Hold] {
+    let from = after.map_or(0, |after| {
+        holds.partition_point(|hold| hold.ticker.as_str() <= after)
+    });
+    let to = next.map_or(holds.len(), |next| {
+        holds.partition_point(|hold| hold.ticker.as_str() <= next)
+    });
+    &holds[from..to.max(from)]
+}
+
+/// A page's changed tickers with its held ones, each once, in ticker order:
+/// a held ticker is judged from its hold, with what changed since.
+fn with_holds(changed: Vec<ChangedTicker>, held: &[Hold]) -> Vec<(ChangedTicker, Option<i64>)> {
+    let mut merged: Vec<(ChangedTicker, Option<i64>)> =
+        changed.into_iter().map(|changed| (changed, None)).collect();
+    if held.is_empty() {
+        return merged;
+    }
+    for hold in held {
+        match merged.binary_search_by(|(changed, _)| changed.ticker.cmp(&hold.ticker)) {
+            Ok(at) => {
+                let (changed, held_since) = &mut merged[at];
+                changed.moved |= hold.moved;
+                changed.first_change = changed.first_change.min(hold.since + 1);
+                *held_since = Some(hold.since);
+            }
+            Err(at) => {
+                let changed = ChangedTicker {
+                    ticker: hold.ticker.clone(),
+                    moved: hold.moved,
+                    changed_alerts: 0,
+                    first_change: hold.since + 1,
+                };
+                merged.insert(at, (changed, Some(hold.since)));
+            }
+        }
+    }
+    merged
+}
+
 /// The changed tickers in the job's scope, and the alerts with a blank
 /// ticker (named as malformed), whatever their quote.
-fn in_scope(options: &TickOptions<'_>, changed: Vec<ChangedTicker>) -> Vec<ChangedTicker> {
+fn in_scope(
+    options: &TickOptions<'_>,
+    changed: Vec<(ChangedTicker, Option<i64>)>,
+) -> Vec<(ChangedTicker, Option<i64>)> {
     changed
         .into_iter()
-        .filter_map(|mut changed| {
+        .filter_map(|(mut changed, held_since)| {
             if options.scope.covers(&changed.ticker) {
-                Some(changed)
+                Some((changed, held_since))
             } else if changed.ticker.trim().is_empty() && changed.changed_alerts > 0 {
                 changed.moved = false;
-                Some(changed)
+                Some((changed, None))
             } else {
                 None
             }
@@ -240,29 +308,35 @@ fn in_scope(options: &TickOptions<'_>, changed: Vec<ChangedTicker>) -> Vec<Chang
 }
 
 /// What the store holds for each changed ticker: its quote, its observed
-/// price, and, for a moved one, whether it has enabled alerts at all, and
-/// alerts waiting for its price to come back. A few statements per slice of
-/// tickers.
+/// price, and, for a moved or held one, whether it has enabled alerts at
+/// all, and alerts waiting for its price to come back. A few statements per
+/// slice of tickers.
 fn candidates(
     reader: &mut store::Connection,
-    changed: Vec<ChangedTicker>,
+    changed: Vec<(ChangedTicker, Option<i64>)>,
 ) -> anyhow::Result<Vec<Candidate>> {
     let mut candidates = Vec::with_capacity(changed.len());
     for slice in changed.chunks(4096) {
         let asked: Vec<(&str, bool)> = slice
             .iter()
-            .map(|changed| (changed.ticker.as_str(), changed.moved))
+            .map(|(changed, held_since)| {
+                (
+                    changed.ticker.as_str(),
+                    changed.moved || held_since.is_some(),
+                )
+            })
             .collect();
         let states = changes::ticker_states(reader, &asked)
             .context("reading the changed tickers' quotes and observed prices")?;
         drop(asked);
-        for (changed, state) in slice.iter().zip(states) {
+        for ((changed, held_since), state) in slice.iter().zip(states) {
             let mut candidate = Candidate {
                 ticker: changed.ticker.clone(),
                 change: Change {
                     moved: changed.moved,
                     changed_alerts: (changed.changed_alerts > 0).then_some(changed.changed_alerts),
                     first_change: changed.first_change,
+                    held_since: *held_since,
                 },
                 quote: None,
                 previous: None,

@@ -77,6 +77,10 @@ pub(super) enum Task<'a> {
     /// The alerts of these tickers changed in the window (those of tickers
     /// whose alerts did not change are not read).
     ChangedOf(&'a [Work]),
+    /// These held tickers, one at a time, each from its hold: the alerts
+    /// its move reaches that did not change since (if it moved), then those
+    /// that did.
+    Held(&'a [Work]),
 }
 
 /// The fewest moved tickers, and change numbers of changed alerts, worth a
@@ -91,14 +95,17 @@ const LEAST_CHANGES_PER_TASK: u64 = 256;
 /// tickers (which come first in the plan) in a share per reader, then the
 /// window of changed alerts in as many parts (or the page's tickers in as
 /// many shares, as `changed` says), each share at least
-/// [`LEAST_TICKERS_PER_TASK`] or [`LEAST_CHANGES_PER_TASK`]; and the work
-/// by ticker, for the changed alerts' readers.
+/// [`LEAST_TICKERS_PER_TASK`] or [`LEAST_CHANGES_PER_TASK`], then the held
+/// tickers (which come last); and the work by ticker, for the changed
+/// alerts' readers, without the held tickers, whose changed alerts in the
+/// window their own task reads.
 pub(super) fn tasks<'a>(
     work: &'a [Work],
     window: Window,
     changed: ChangedReads,
     threads: usize,
 ) -> (Vec<Task<'a>>, ByTicker<'a>) {
+    let (work, held) = work.split_at(work.partition_point(|item| item.held_since.is_none()));
     let moved = work.partition_point(|item| item.moved);
     let shares =
         |part: &'a [Work]| part.chunks(part.len().div_ceil(threads).max(LEAST_TICKERS_PER_TASK));
@@ -114,6 +121,7 @@ pub(super) fn tasks<'a>(
             ChangedReads::OfTickers => tasks.extend(shares(work).map(Task::ChangedOf)),
         }
     }
+    tasks.extend(shares(held).map(Task::Held));
     (tasks, ByTicker { work, moved })
 }
 
@@ -309,6 +317,11 @@ fn read_and_judge(
                 .context("reading changed alerts")?;
             judging.finish();
         }
+        Task::Held(work) => {
+            for item in work.iter() {
+                read_held(readers, item, outlet, connection)?;
+            }
+        }
         Task::ChangedOf(work) => {
             let listed: Vec<&Work> = work.iter().filter(|item| item.changed_alerts).collect();
             let tickers: Vec<&str> = listed.iter().map(|item| item.ticker.as_str()).collect();
@@ -325,5 +338,45 @@ fn read_and_judge(
             judging.finish();
         }
     }
+    Ok(())
+}
+
+/// One held ticker, judged from its hold (`Work::held_since`): the alerts
+/// its move reaches that did not change since (if it moved and has
+/// alerts), then those that changed since, up to the window's end.
+fn read_held(
+    readers: &Readers<'_>,
+    item: &Work,
+    outlet: &dyn Outlet,
+    connection: &mut store::Connection,
+) -> anyhow::Result<()> {
+    let since = item.held_since.expect("a held ticker");
+    let one = std::slice::from_ref(item);
+    if item.moved {
+        let moved = changes::Move {
+            price: item.observed.price,
+            previous: item.observed.previous,
+        };
+        let mut judging = Judging::new(readers, outlet, Items::Moved(one));
+        changes::each_reachable_alert_of(
+            connection,
+            &[(item.ticker.as_str(), moved)],
+            since,
+            &mut judging,
+        )
+        .context("reading the alerts a held ticker's price reaches")?;
+        judging.finish();
+    }
+    let listed = [item];
+    let mut judging = Judging::new(readers, outlet, Items::Listed(&listed));
+    changes::each_changed_alert_of(
+        connection,
+        &[item.ticker.as_str()],
+        since,
+        readers.window.until,
+        &mut judging,
+    )
+    .context("reading a held ticker's changed alerts")?;
+    judging.finish();
     Ok(())
 }

@@ -40,6 +40,10 @@ pub struct TickReport {
     /// claimed nor waited for; judged again by the first tick after the
     /// lock is gone.
     pub locked: u64,
+    /// Tickers held back at the tick's end (not fetched, or with a trigger
+    /// locked by someone else): judged again by the next tick, from where
+    /// this one held them, while the job's window moves on.
+    pub held: u64,
     /// Triggered alerts whose claim did not commit (the tick failed): judged
     /// again by the next tick.
     pub unclaimed: u64,
@@ -73,6 +77,7 @@ macro_rules! tick_counts {
             matched: Unexported,
             triggered: AlertsTriggered,
             locked: AlertsSkipped,
+            held: Unexported,
             unclaimed: Unexported,
             expired: AlertsSkipped,
             rearmed: AlertsRearmed,

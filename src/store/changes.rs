@@ -180,7 +180,9 @@ pub(super) const OLDEST_LIVE_WATERMARK: &str =
 /// none was): the pruned point moves first, then the rows below it go. A
 /// tick reading a window that starts below the pruned point reads every
 /// quote instead, in the same snapshot as the point, so pruning never
-/// hides a change, whatever the policy. Returns the rows deleted.
+/// hides a change, whatever the policy. First, the holds of the jobs whose
+/// watermark was not written in that time fold into it
+/// (`watermarks::FOLD_STALE_HOLDS`). Returns the rows deleted.
 pub fn prune_change_log(connection: &mut Connection, now: DateTime<Utc>) -> Result<u64> {
     let kept_for = chrono::Duration::from_std(CHANGE_LOG_KEPT_FOR).expect("an hour");
     let cutoff = super::timestamp(now - kept_for);

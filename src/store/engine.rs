@@ -122,7 +122,7 @@ pub(super) trait Engine: Shared + Send {
     fn finish_tick(
         &mut self,
         observed: &[Observation],
-        watermark: Option<(&str, i64)>,
+        watermark: Option<&super::watermarks::Advance<'_>>,
         now: &str,
     ) -> Result<()>;
 
@@ -244,6 +244,12 @@ pub(super) trait Shared {
     /// A job's watermark.
     fn watermark(&mut self, job: &str) -> Result<Option<i64>>;
 
+    /// A job's watermark and holds, where its tick starts.
+    fn tick_start(&mut self, job: &str) -> Result<super::watermarks::Start>;
+
+    /// A job's hold of one ticker.
+    fn hold_of(&mut self, job: &str, ticker: &str) -> Result<Option<super::watermarks::Hold>>;
+
     /// The last change of a ticker's quote still in the change log.
     fn latest_quote_change(&mut self, ticker: &str) -> Result<Option<i64>>;
 
@@ -342,6 +348,14 @@ where
 
     fn watermark(&mut self, job: &str) -> Result<Option<i64>> {
         Ok(super::watermarks::get_on(self, job)?)
+    }
+
+    fn tick_start(&mut self, job: &str) -> Result<super::watermarks::Start> {
+        Ok(super::watermarks::start_on(self, job)?)
+    }
+
+    fn hold_of(&mut self, job: &str, ticker: &str) -> Result<Option<super::watermarks::Hold>> {
+        Ok(super::watermarks::hold_of_on(self, job, ticker)?)
     }
 
     fn latest_quote_change(&mut self, ticker: &str) -> Result<Option<i64>> {

@@ -36,11 +36,11 @@ pub(super) fn get_on<C: Statements>(
 /// Ends a page of a tick, in one transaction: records the evaluated quotes
 /// as the tickers' previous prices (unless a newer quote was recorded
 /// meanwhile, by another daemon), and, with the tick's last page, moves the
-/// job's watermark (`(key, change)`), never back.
+/// job's watermark, never back, and writes its holds.
 pub fn finish_tick(
     connection: &mut Connection,
     observed: &[Observation],
-    watermark: Option<(&str, i64)>,
+    watermark: Option<&super::watermarks::Advance<'_>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let now = super::timestamp(now);

@@ -435,7 +435,7 @@ on_every_engine! {
                 price: 120.0,
                 quote_time: stamp(now),
             }],
-            Some(("job", until)),
+            Some(&watermarks::Advance::only("job", until)),
             now,
         )
         .unwrap();

@@ -203,7 +203,7 @@ on_every_engine! {
         // nor reacting members, and quotes' change numbers in their rows
         // (from a counter, on SQLite), not in the change log; no trigger
         // counts (the application's own snoozed_until and max_triggers,
-        // which it may have had, stay); no delivery attempts.
+        // which it may have had, stay); no delivery attempts, no holds.
         match engine {
             Engine::Sqlite => db
                 .app()
@@ -222,6 +222,7 @@ on_every_engine! {
                      DROP TABLE change_log;
                      DROP TABLE change_log_pruned;
                      DROP TABLE delivery_attempts;
+                     DROP TABLE job_holds;
                      CREATE TABLE change_counter (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);
                      INSERT INTO change_counter (id, last) VALUES (1, 0);
                      ALTER TABLE quotes ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
@@ -247,6 +248,7 @@ on_every_engine! {
                      DROP TABLE change_log;
                      DROP TABLE change_log_pruned;
                      DROP TABLE delivery_attempts;
+                     DROP TABLE job_holds;
                      ALTER TABLE quotes ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
                      CREATE FUNCTION quotes_track() RETURNS trigger LANGUAGE plpgsql AS $$
                      BEGIN

@@ -120,7 +120,11 @@ pub fn prune_change_log(connection: &mut PgConnection, cutoff: &str) -> Result<u
         "DELETE FROM change_log
          WHERE change_seq <= (SELECT through FROM change_log_pruned WHERE id = 1)",
     )?;
+    let fold = connection.prepared(crate::store::watermarks::FOLD_STALE_HOLDS)?;
+    let drop = connection.prepared(crate::store::watermarks::DROP_STALE_HOLDS)?;
     let mut transaction = connection.client().transaction()?;
+    transaction.execute(&fold, &[&cutoff])?;
+    transaction.execute(&drop, &[&cutoff])?;
     let oldest: Option<i64> = transaction.query_one(&oldest, &[&cutoff])?.try_get(0)?;
     let through = oldest.unwrap_or(closed).min(closed);
     transaction.execute(&move_point, &[&through])?;

@@ -9,7 +9,7 @@ use super::super::{Unusable, failure};
 
 /// The schema version this build migrates a PostgreSQL database to
 /// (`price_alertd_schema.version`).
-pub const SCHEMA_VERSION: i32 = 8;
+pub const SCHEMA_VERSION: i32 = 9;
 
 pub(super) fn newer(config: &PostgresConfig, version: i32) -> anyhow::Error {
     failure(
@@ -82,6 +82,10 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
     }
     if version < 8 {
         transaction.batch_execute(MIGRATION_8)?;
+    }
+    if version < 9 {
+        transaction
+            .batch_execute(&crate::store::watermarks::HOLDS_SCHEMA.replace("{bool}", "BOOLEAN"))?;
     }
     if version < SCHEMA_VERSION {
         transaction.execute(

@@ -3,16 +3,25 @@
 //! shared.
 
 use crate::store::observations::Observation;
+use crate::store::watermarks::{self, Advance};
 
 use super::{PgConnection, PgResult as Result};
 
 pub fn finish_tick(
     connection: &mut PgConnection,
     observed: &[Observation],
-    watermark: Option<(&str, i64)>,
+    watermark: Option<&Advance<'_>>,
     now: &str,
 ) -> Result<()> {
-    let advance = connection.prepared(crate::store::watermarks::ADVANCE)?;
+    let advance = connection.prepared(watermarks::ADVANCE)?;
+    // Prepared only where a tick holds or lets go of a ticker.
+    let holds = match watermark {
+        Some(Advance { released, held, .. }) if !released.is_empty() || !held.is_empty() => Some((
+            connection.prepared(watermarks::RELEASE)?,
+            connection.prepared(watermarks::HOLD)?,
+        )),
+        _ => None,
+    };
     let upsert = connection.prepared(
         "INSERT INTO observations (ticker, price, quote_time, observed_at)
          SELECT * FROM unnest($1::text[], $2::float8[], $3::text[]), (SELECT $4::text) AS now
@@ -22,8 +31,19 @@ pub fn finish_tick(
             OR price_alertd_time(observations.quote_time) IS NULL",
     )?;
     let mut transaction = connection.client().transaction()?;
-    if let Some((job, watermark)) = watermark {
-        transaction.execute(&advance, &[&job, &watermark, &now])?;
+    if let Some(watermark) = watermark {
+        transaction.execute(&advance, &[&watermark.job, &watermark.to, &now])?;
+        if let Some((release, hold)) = &holds {
+            let (job, through) = (watermark.job, watermark.through);
+            for released in watermark.released {
+                let since = released.since;
+                transaction.execute(release, &[&job, &released.ticker, &since, &through])?;
+            }
+            for held in watermark.held {
+                let (since, moved) = (held.since, held.moved);
+                transaction.execute(hold, &[&job, &held.ticker, &since, &through, &moved])?;
+            }
+        }
     }
     let tickers: Vec<&str> = observed.iter().map(|seen| seen.ticker.as_str()).collect();
     let prices: Vec<f64> = observed.iter().map(|seen| seen.price).collect();

@@ -130,7 +130,7 @@ const COLUMNS: [Column; 13] = [
 
 /// The tables and the sequence: the application's two tables, and the
 /// daemon's own, which only a restore gives back.
-const RELATIONS: [(&str, &str); 15] = [
+const RELATIONS: [(&str, &str); 16] = [
     ("table", "price_alerts"),
     ("table", "quotes"),
     ("table", "price_alertd_schema"),
@@ -139,6 +139,7 @@ const RELATIONS: [(&str, &str); 15] = [
     ("table", "job_runs"),
     ("table", "installation"),
     ("table", "job_watermarks"),
+    ("table", "job_holds"),
     ("table", "cluster_members"),
     ("table", "job_fires"),
     ("table", "job_reactors"),

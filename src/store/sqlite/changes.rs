@@ -438,6 +438,12 @@ pub fn prune_change_log(connection: &mut Connection, cutoff: &str) -> rusqlite::
         let _turn = super::wal::Turn::take();
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let closed = horizon(&transaction)?.closed;
+        for stale in [
+            crate::store::watermarks::FOLD_STALE_HOLDS,
+            crate::store::watermarks::DROP_STALE_HOLDS,
+        ] {
+            super::shared::prepare_shared(&transaction, stale)?.execute([cutoff])?;
+        }
         let oldest: Option<i64> = super::shared::prepare_shared(
             &transaction,
             crate::store::changes::OLDEST_LIVE_WATERMARK,

@@ -118,7 +118,7 @@ impl Engine for Connection {
     fn finish_tick(
         &mut self,
         observed: &[Observation],
-        watermark: Option<(&str, i64)>,
+        watermark: Option<&crate::store::watermarks::Advance<'_>>,
         now: &str,
     ) -> Result<()> {
         Ok(observations::finish_tick(self, observed, watermark, now)?)

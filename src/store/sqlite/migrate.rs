@@ -6,7 +6,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::schema::ARM;
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 13;
+pub const SCHEMA_VERSION: i64 = 14;
 
 /// Adds an optional column of the application's to `price_alerts`
 /// (`expires_at`, `cooldown`, ...), as TEXT, unless the application added
@@ -82,6 +82,11 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
         transaction.execute_batch(MIGRATION_12)
     },
     |transaction| transaction.execute_batch(crate::store::outbox::ATTEMPTS_SCHEMA),
+    // The tickers each job holds back (`store::watermarks::Hold`).
+    |transaction| {
+        transaction
+            .execute_batch(&crate::store::watermarks::HOLDS_SCHEMA.replace("{bool}", "INTEGER"))
+    },
 ];
 
 /// Brings the schema to `target` (a test's older version, or

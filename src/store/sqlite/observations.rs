@@ -4,6 +4,7 @@
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::store::observations::Observation;
+use crate::store::watermarks::{self, Advance};
 
 /// Observations written per transaction: each takes the write lock a few
 /// milliseconds and grows the WAL by a few MiB at most, however many
@@ -14,14 +15,14 @@ const OBSERVATIONS_PER_COMMIT: usize = 4096;
 /// previous prices (unless a newer quote was recorded meanwhile, by another
 /// daemon) in transactions of [`OBSERVATIONS_PER_COMMIT`], each taking its
 /// turn at the write lock and followed by the WAL's upkeep, and moves the
-/// job's watermark (`(key, change)`), if given, with the last. A crash
+/// job's watermark and writes its holds, if given, with the last. A crash
 /// between them leaves the watermark where it was: the next tick judges
 /// these tickers again, some at prices already recorded as their previous
 /// ones, and what this tick claimed is claimed already.
 pub fn finish_tick(
     connection: &mut Connection,
     observed: &[Observation],
-    watermark: Option<(&str, i64)>,
+    watermark: Option<&Advance<'_>>,
     now: &str,
 ) -> rusqlite::Result<()> {
     let mut chunks = observed.chunks(OBSERVATIONS_PER_COMMIT).peekable();
@@ -41,14 +42,36 @@ pub fn finish_tick(
 fn record(
     connection: &mut Connection,
     observed: &[Observation],
-    watermark: Option<(&str, i64)>,
+    watermark: Option<&Advance<'_>>,
     now: &str,
 ) -> rusqlite::Result<()> {
     let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some((job, watermark)) = watermark {
-        super::shared::prepare_shared(&transaction, crate::store::watermarks::ADVANCE)?
-            .execute(params![job, watermark, now])?;
+    if let Some(advance) = watermark {
+        super::shared::prepare_shared(&transaction, watermarks::ADVANCE)?.execute(params![
+            advance.job,
+            advance.to,
+            now
+        ])?;
+        let mut release = super::shared::prepare_shared(&transaction, watermarks::RELEASE)?;
+        for hold in advance.released {
+            release.execute(params![
+                advance.job,
+                hold.ticker,
+                hold.since,
+                advance.through
+            ])?;
+        }
+        let mut held = super::shared::prepare_shared(&transaction, watermarks::HOLD)?;
+        for hold in advance.held {
+            held.execute(params![
+                advance.job,
+                hold.ticker,
+                hold.since,
+                advance.through,
+                hold.moved
+            ])?;
+        }
     }
     {
         let mut upsert = transaction.prepare_cached(

@@ -153,7 +153,7 @@ const COLUMNS: [Column; 13] = [
 
 /// The tables: the application's two, and the daemon's own, which only a
 /// restore gives back.
-const TABLES: [&str; 14] = [
+const TABLES: [&str; 15] = [
     "price_alerts",
     "quotes",
     "arming_counter",
@@ -162,6 +162,7 @@ const TABLES: [&str; 14] = [
     "job_runs",
     "installation",
     "job_watermarks",
+    "job_holds",
     "cluster_members",
     "job_fires",
     "job_reactors",
