@@ -67,6 +67,9 @@ struct Options {
     scenarios_only: bool,
     /// Only the feed rows (`--feed`), as asked.
     feed: Option<feed::FeedOptions>,
+    /// An earlier build whose figures come first, from the same run
+    /// (`--before PATH`: the feed rows and the bursts at sizes).
+    before: Option<PathBuf>,
 }
 
 fn options() -> Options {
@@ -76,6 +79,7 @@ fn options() -> Options {
         latency_only: false,
         scenarios_only: false,
         feed: None,
+        before: None,
     };
     let mut feed_asked = feed::FeedOptions {
         engines: Vec::new(),
@@ -135,8 +139,9 @@ fn options() -> Options {
             feed.rows = feed_asked.rows;
         }
         feed.seconds = feed_asked.seconds;
-        feed.before = feed_asked.before;
+        feed.before = feed_asked.before.clone();
     }
+    options.before = feed_asked.before;
     if options.sizes.is_empty() && !options.latency_only && options.feed.is_none() {
         options.sizes = vec![10_000, 100_000, 1_000_000];
     }
@@ -300,6 +305,20 @@ fn scalar(path: &Path, sql: &str) -> i64 {
 trait Probe {
     fn scalar(&self, sql: &str) -> i64;
 
+    /// The size of SQLite's WAL, for a database that has one.
+    fn wal_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// The alerts a full scan would trigger with every quote at `price`.
+    fn triggering_at(&self, price: f64) -> i64 {
+        self.scalar(&format!(
+            "SELECT count(*) FROM price_alerts a
+             WHERE a.enabled = 1 AND ((a.condition = 'above' AND {price:?} >= a.target_price)
+                OR (a.condition = 'below' AND {price:?} <= a.target_price))"
+        ))
+    }
+
     /// The alerts a full scan would trigger now.
     fn triggering(&self) -> i64 {
         self.scalar(
@@ -314,11 +333,21 @@ impl Probe for Path {
     fn scalar(&self, sql: &str) -> i64 {
         scalar(self, sql)
     }
+
+    fn wal_bytes(&self) -> Option<u64> {
+        let mut wal = self.as_os_str().to_owned();
+        wal.push("-wal");
+        Some(std::fs::metadata(wal).map_or(0, |metadata| metadata.len()))
+    }
 }
 
 impl Probe for PathBuf {
     fn scalar(&self, sql: &str) -> i64 {
         scalar(self, sql)
+    }
+
+    fn wal_bytes(&self) -> Option<u64> {
+        self.as_path().wal_bytes()
     }
 }
 
@@ -398,7 +427,7 @@ fn main() {
             latency::rows(dir.path(), &relay);
         }
         for &alerts in &options.sizes {
-            latency::burst_at(dir.path(), &relay, alerts);
+            latency::burst_at(dir.path(), &relay, alerts, options.before.as_deref());
         }
         return;
     }

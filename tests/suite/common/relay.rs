@@ -183,10 +183,13 @@ impl Subscriber {
         self.events.lock().unwrap().clone()
     }
 
+    /// How many events came, without copying them.
+    pub fn count(&self) -> usize {
+        self.events.lock().unwrap().len()
+    }
+
     pub fn wait_for(&self, count: usize) -> Vec<SseEvent> {
-        wait_until(&format!("{count} SSE events"), || {
-            self.events.lock().unwrap().len() >= count
-        });
+        wait_until(&format!("{count} SSE events"), || self.count() >= count);
         self.events()
     }
 }
