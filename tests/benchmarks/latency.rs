@@ -378,7 +378,8 @@ fn burst(
         Instant::now()
     };
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut wal_peak = database.wal_bytes();
+    let wal_at_commit = database.wal_bytes();
+    let mut wal_peak = wal_at_commit;
     while subscriber.count() - seen_before < expected {
         assert!(Instant::now() < deadline, "the burst was not delivered");
         std::thread::sleep(Duration::from_millis(20));
@@ -401,9 +402,14 @@ fn burst(
         .filter(|event| event.data.contains("\"price\":102.0"))
         .collect();
     let since = |at: Instant| at.saturating_duration_since(committed).as_secs_f64() * 1000.0;
-    let wal = wal_peak.map_or(String::new(), |bytes| {
-        format!("; WAL peak {:.1} MB", bytes as f64 / 1e6)
-    });
+    let wal = match (wal_at_commit, wal_peak) {
+        (Some(at_commit), Some(peak)) => format!(
+            "; WAL {:.1} MB at the commit, peak {:.1} MB",
+            at_commit as f64 / 1e6,
+            peak as f64 / 1e6
+        ),
+        _ => String::new(),
+    };
     println!(
         "{engine:<10} burst: {} events; first on the stream {:.0} ms after the commit (goal <= 100 ms), last {:.0} ms ({:.0} events/s); the tick {}; daemon peak RSS {:.1} MB{wal}",
         arrived.len(),
