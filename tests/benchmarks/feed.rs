@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Relay, Subscriber, binary_path, free_port, sample, scrape};
 use crate::latency::{
-    ALERTS, Feed, PgFeed, SqliteFeed, TICKERS, batch, latencies_of, percentile, stop,
-    wait_for_first_run,
+    ALERTS, Feed, PgFeed, SqliteFeed, TICKERS, batch, latencies_of, percentile, start_daemons,
+    stop, wait_for_first_run,
 };
 use crate::postgresql::cpu_seconds;
 use crate::{config_text, copy, generate};
@@ -402,20 +402,6 @@ fn print_row(engine: &str, row: Row, measured: &Measured, floor_cores: f64) {
         measured.lag_ms[2],
         measured.runs_per_second,
     );
-}
-
-/// `count` daemons of the build at `binary` on `config`.
-fn start_daemons(binary: &Path, config: &Path, count: usize) -> Vec<Child> {
-    (0..count)
-        .map(|_| {
-            Command::new(binary)
-                .args(["--config", config.to_str().unwrap(), "run"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect()
 }
 
 /// The builds each row runs with: the earlier one first, if asked for.

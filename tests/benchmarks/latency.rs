@@ -26,7 +26,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Relay, SseEvent, Subscriber, binary};
+use crate::common::{Relay, SseEvent, Subscriber, binary, binary_at, binary_path};
 use crate::postgresql::{Database, cpu_seconds};
 use crate::{Probe, config_text, copy, generate, rss_kib};
 
@@ -282,10 +282,11 @@ fn reacting_config(dir: &Path, name: &str, database_line: &str, relay: &str) -> 
     path
 }
 
-pub fn start_daemons(config: &Path, count: usize) -> Vec<Child> {
+/// `count` daemons of the build at `binary` on `config`.
+pub fn start_daemons(binary: &Path, config: &Path, count: usize) -> Vec<Child> {
     (0..count)
         .map(|_| {
-            binary()
+            binary_at(binary)
                 .args(["--config", config.to_str().unwrap(), "run"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -454,7 +455,7 @@ fn sqlite(dir: &Path, relay: &Relay, template: &Path) {
             &format!("path = \"{}\"", path.display()),
             &relay.publish_url(),
         );
-        let daemons = start_daemons(&config, 1);
+        let daemons = start_daemons(binary_path(), &config, 1);
         wait_for_first_run(&path);
         let mut feed = SqliteFeed::open(&path);
         feed.0
@@ -517,7 +518,7 @@ fn postgresql(dir: &Path, relay: &Relay) {
             &format!("url = \"{}\"", database.url()),
             &relay.publish_url(),
         );
-        let daemons = start_daemons(&config, members);
+        let daemons = start_daemons(binary_path(), &config, members);
         wait_for_first_run(&database);
         let measured = under_feed(&mut PgFeed::open(&database), &daemons, &subscriber);
         print_feed("postgresql", members, &measured, one_daemon);
@@ -578,13 +579,7 @@ pub fn burst_at(dir: &Path, relay: &Relay, alerts: u64, before: Option<&Path>) {
     let template = dir.join(format!("burst-{alerts}-template.db"));
     generate(&template, alerts, TICKERS);
     let builds = before
-        .map(|before| {
-            let mut command = Command::new(before);
-            for variable in ["PRICE_ALERTD_CONFIG", "RUST_LOG", "STATE_DIRECTORY"] {
-                command.env_remove(variable);
-            }
-            ("before", command)
-        })
+        .map(|before| ("before", binary_at(before)))
         .into_iter()
         .chain([("now", binary())]);
     for (build, command) in builds {

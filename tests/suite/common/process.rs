@@ -124,7 +124,13 @@ pub struct Daemon {
 }
 
 pub fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_price-alertd"));
+    binary_at(binary_path())
+}
+
+/// The daemon built at `path` (this build's, or an earlier one a benchmark
+/// compares), with none of the caller's settings from the environment.
+pub fn binary_at(path: &Path) -> Command {
+    let mut command = Command::new(path);
     command
         .env_remove("PRICE_ALERTD_CONFIG")
         .env_remove("RUST_LOG")
