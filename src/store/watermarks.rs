@@ -1,7 +1,7 @@
 //! Watermarks: how far each job has read the changes, and the tickers it
 //! held back behind them.
 
-use super::shared::{Row as _, Statements};
+use super::shared::{Row, Statements};
 use super::{Connection, Result};
 
 /// The changes a job has seen (every change numbered up to it); `None` for a
@@ -180,12 +180,7 @@ pub(super) fn start_on<C: Statements>(
     let rows = connection.query(START, &[&job], |row| {
         let watermark = row.get::<i64>(0)?;
         let hold = match row.get::<Option<String>>(1)? {
-            Some(ticker) => Some(Hold {
-                ticker,
-                since: row.get::<i64>(2)?,
-                through: row.get::<i64>(3)?,
-                moved: row.get::<bool>(4)?,
-            }),
+            Some(_) => Some(hold_at(row, 1)?),
             None => None,
         };
         Ok((watermark, hold))
@@ -200,12 +195,16 @@ pub(super) fn hold_of_on<C: Statements>(
     job: &str,
     ticker: &str,
 ) -> std::result::Result<Option<Hold>, C::Error> {
-    connection.query_first(HOLD_OF, &[&job, &ticker], |row| {
-        Ok(Hold {
-            ticker: row.get::<String>(0)?,
-            since: row.get::<i64>(1)?,
-            through: row.get::<i64>(2)?,
-            moved: row.get::<bool>(3)?,
-        })
+    connection.query_first(HOLD_OF, &[&job, &ticker], |row| hold_at(row, 0))
+}
+
+/// A hold from a row's columns `ticker, since, through, moved`, the first
+/// at `first`.
+fn hold_at<R: Row>(row: &R, first: usize) -> std::result::Result<Hold, R::Error> {
+    Ok(Hold {
+        ticker: row.get::<String>(first)?,
+        since: row.get::<i64>(first + 1)?,
+        through: row.get::<i64>(first + 2)?,
+        moved: row.get::<bool>(first + 3)?,
     })
 }
