@@ -184,13 +184,46 @@ impl Drop for HttpServer {
     }
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port for a server the test starts, free now and handed out
+/// once per process. It comes from below the kernel's ephemeral range
+/// (`ip_local_port_range`), which `bind` to port 0 and every outgoing
+/// connection draw from: a port the kernel handed out (and the listener
+/// dropped) could go to anyone's next connection or listener before the
+/// server binds it, which made a relay fail to start now and then.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    static RANGE: OnceLock<(u32, u32)> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let &(start, span) = RANGE.get_or_init(|| {
+        let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .expect("the kernel's ephemeral port range");
+        let first: u32 = ephemeral
+            .split_whitespace()
+            .next()
+            .and_then(|first| first.parse().ok())
+            .expect("ip_local_port_range's first port");
+        assert!(
+            first >= LOWEST + 1_000,
+            "the ephemeral ports start at {first}: the tests need ports {LOWEST}.. below them"
+        );
+        let span = first - LOWEST;
+        // Processes started side by side (a benchmark beside the suite)
+        // begin at different places.
+        (std::process::id().wrapping_mul(7_919) % span, span)
+    });
+    loop {
+        let taken = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            taken < span,
+            "every port below the ephemeral range was tried"
+        );
+        let port = u16::try_from(LOWEST + (start + taken) % span).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A GET of the daemon's metrics endpoint: the status and body.

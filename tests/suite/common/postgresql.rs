@@ -259,11 +259,7 @@ fn start(kind: Kind) -> Cluster {
         )
         .unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::free_port();
     let postmaster = Postmaster {
         bin: bin.clone(),
         owner,

@@ -189,6 +189,7 @@ impl Daemon {
     }
 
     fn spawn(command: &mut Command, config: &Path) -> Daemon {
+        remember_failures();
         let mut child = command
             .args(["--config", &config.display().to_string(), "run"])
             .stdout(Stdio::null())
@@ -238,6 +239,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            repeat_failure();
+        }
     }
 }
 

@@ -57,6 +57,7 @@ impl Relay {
             Path::new(NCHAN_MODULE).exists(),
             "{NCHAN_MODULE} is missing: run the tests with tests/run, which installs nginx-light and libnginx-mod-nchan"
         );
+        remember_failures();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().display().to_string();
         let conf = format!(
@@ -155,6 +156,7 @@ impl Drop for Relay {
             let log =
                 std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
             eprintln!("nginx error.log:\n{log}");
+            repeat_failure();
             return;
         }
         assert!(stopped, "nginx did not stop within {PATIENCE:?} of SIGTERM");
