@@ -81,7 +81,7 @@ impl Runner {
             source,
             tick_memory: Arc::default(),
             metrics: Arc::default(),
-            checkpoints: Arc::new(store::Upkeep::checkpoints()),
+            checkpoints: Arc::new(store::Upkeep::checkpoints_at_rest()),
             pruning: Arc::new(store::Upkeep::pruning()),
             repairs: Arc::new(store::Upkeep::repairs()),
             fire_failures: Arc::default(),
@@ -251,8 +251,9 @@ impl Runner {
         })
         .await
         .context("the evaluation panicked")?;
-        self.checkpoints.after_writes(&self.pool).await;
+        // Pruning first: the checkpoint then starts over the WAL it left.
         self.pruning.after_writes(&self.pool).await;
+        self.checkpoints.after_writes(&self.pool).await;
         match &ticked {
             Ok(_) => self.repairs.after_writes(&self.pool).await,
             // Perhaps for want of an index or a column the application's

@@ -358,6 +358,8 @@ impl Tally {
                     .get_or_insert(anyhow::Error::new(error).context("claiming triggered alerts"));
             }
         }
+        // Its events are on their way: now the store's upkeep.
+        alerts::after_claim(writer);
         batch.clear();
         took
     }

@@ -366,6 +366,13 @@ pub fn claim(
         .claim(triggers, now, now.timestamp_millis())
 }
 
+/// The store's upkeep after a [`claim`], which the caller runs once it has
+/// handed the claimed events on: the first events of a burst are not held
+/// by it.
+pub fn after_claim(connection: &mut Connection) {
+    connection.engine().after_claim();
+}
+
 /// Up to `limit` alerts, newest first.
 pub fn list(connection: &mut Connection, query: &AlertQuery<'_>) -> Result<Vec<AlertEntry>> {
     connection.engine().list_alerts(query)

@@ -48,6 +48,12 @@ pub(super) trait Engine: Shared + Send {
     /// Tidies up after a burst of writes, never waiting for anyone.
     fn checkpoint(&mut self) -> Result<()>;
 
+    /// Tidies up after a run, when the next may be a burst; waits a tenth of
+    /// a second at most.
+    fn checkpoint_at_rest(&mut self) -> Result<()> {
+        self.checkpoint()
+    }
+
     // Quotes.
 
     /// All quotes.
@@ -170,6 +176,11 @@ pub(super) trait Engine: Shared + Send {
         triggered_at: DateTime<Utc>,
         now_ms: i64,
     ) -> Result<Claimed>;
+
+    /// The engine's upkeep after a claim, once its events are on their way
+    /// (SQLite: the WAL's checkpoint past its bound). Never fails: what it
+    /// does not do, the next does.
+    fn after_claim(&mut self) {}
 
     /// The alerts of `query`, for operators, newest first.
     fn list_alerts(&mut self, query: &AlertQuery<'_>) -> Result<Vec<AlertEntry>>;

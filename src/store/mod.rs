@@ -396,6 +396,13 @@ pub fn checkpoint(connection: &mut Connection) -> Result<()> {
     connection.engine().checkpoint()
 }
 
+/// Lets the engine tidy up after a run, at rest: SQLite starts the WAL over
+/// already past half its bound, waiting a tenth of a second at most for
+/// readers, so that the next burst of claims starts with room.
+pub fn checkpoint_at_rest(connection: &mut Connection) -> Result<()> {
+    connection.engine().checkpoint_at_rest()
+}
+
 /// A chore of the store's that the daemon runs after its writes (a tick's,
 /// the deliveries'), off the tokio workers, at most once per its spacing:
 /// a job that reacts to a feed ticks many times a second, and a chore's
@@ -432,9 +439,18 @@ impl Upkeep {
         }
     }
 
-    /// [`checkpoint`]s.
+    /// [`checkpoint`]s: beside claims (the deliverer's), never waiting.
     pub fn checkpoints() -> Upkeep {
         Upkeep::new("checkpointing the WAL", CHECKPOINT_SPACING, checkpoint)
+    }
+
+    /// [`checkpoint_at_rest`]s: after a run.
+    pub fn checkpoints_at_rest() -> Upkeep {
+        Upkeep::new(
+            "checkpointing the WAL",
+            CHECKPOINT_SPACING,
+            checkpoint_at_rest,
+        )
     }
 
     /// [`changes::prune_change_log`].

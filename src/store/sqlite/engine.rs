@@ -37,6 +37,10 @@ impl Engine for Connection {
         Ok(super::checkpoint(self)?)
     }
 
+    fn checkpoint_at_rest(&mut self) -> Result<()> {
+        Ok(super::wal::at_rest(self)?)
+    }
+
     fn quotes(&mut self) -> Result<Vec<QuoteRow>> {
         Ok(quotes::list(self)?)
     }
@@ -173,6 +177,10 @@ impl Engine for Connection {
         now_ms: i64,
     ) -> Result<Claimed> {
         Ok(alerts::claim(self, triggers, triggered_at, now_ms)?)
+    }
+
+    fn after_claim(&mut self) {
+        super::wal::after_write(self);
     }
 
     fn list_alerts(&mut self, query: &AlertQuery<'_>) -> Result<Vec<AlertEntry>> {

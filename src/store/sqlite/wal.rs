@@ -6,18 +6,19 @@
 //! crossed the threshold, often a claim mid-tick). After each of its write
 //! transactions that left the WAL past [`WAL_LIMIT`], or past a quarter of
 //! the room left on the database's file system, the daemon checkpoints it
-//! (`PASSIVE` first, which copies without the write lock, then `RESTART`,
+//! (`PASSIVE` first, which copies without the write lock, then `TRUNCATE`,
 //! waiting [`CHECKPOINT_WAIT`] at most for the write lock and for readers
-//! to leave the WAL), so that the next write starts the WAL
-//! over from its beginning, and `journal_size_limit` truncates the file to
-//! [`WAL_LIMIT`] then. The daemon's own readers never wait with a statement
+//! to leave the WAL), which starts the WAL over from an empty file, one
+//! checkpoint of the process's at a time. The daemon's own readers never wait with a statement
 //! open (`store::changes::Reading`): a tick's readers, waiting for its
 //! claims inside their statements, once kept a 1M-alert tick's WAL from
 //! ever starting over (322 MiB). So the WAL stays within the limit and one
 //! transaction, but for what a reader that holds a snapshot longer keeps in
 //! it: someone else's long read transaction, or a reader of one ticker
 //! whose alerts trigger by the thousand at once; after a checkpoint they
-//! kept from finishing, the next is tried once the WAL has doubled. A claim
+//! kept from finishing, the next is tried once the WAL has grown by
+//! [`RETRY_GROWTH`] (twice that after each next, up to [`WAL_LIMIT`]), so
+//! the WAL starts over within [`WAL_LIMIT`] more once they end. A claim
 //! transaction writes about 12 KiB of WAL per alert at most (the alert's
 //! page, an index page, the event's index page, each 4 KiB, where alerts
 //! are scattered): where the room left would not hold a claim batch's
@@ -111,56 +112,104 @@ pub(super) fn claims_that_fit(connection: &Connection, wanted: usize) -> usize {
 /// After a write transaction of the daemon's: checkpoints the WAL and
 /// starts it over, waiting [`CHECKPOINT_WAIT`] at most, when it is past
 /// [`WAL_LIMIT`] or past a quarter of the room left. After a checkpoint that
-/// readers kept from finishing, the next is tried once the WAL has doubled
-/// (unless the disk's room is short), not after every write: each copies
-/// back pages the next claims write again, and syncs the database file.
+/// a reader kept from finishing, the next is tried once the WAL has grown
+/// by [`RETRY_GROWTH`], twice that after the next, up to [`WAL_LIMIT`]
+/// (unless the disk's room is short), not after every write: each try
+/// holds the write lock while it waits, copies back pages the next claims
+/// write again, and syncs the database file. So once the reader leaves,
+/// the WAL starts over within [`WAL_LIMIT`] more; doubling the WAL's size
+/// between tries instead took it from 16 to 128 MiB while one long read
+/// (3 s) lasted, and it stayed there after.
 pub(super) fn after_write(connection: &Connection) {
+    checkpoint_past(connection, WAL_LIMIT);
+}
+
+/// After a run, at rest: checkpoints the WAL and starts it over already
+/// when it is past half of [`WAL_LIMIT`], so that the next burst of claims
+/// starts with room (pruning leaves up to the limit, and a burst's first
+/// claim paid its checkpoint); else copies what it can (`PASSIVE`).
+pub(super) fn at_rest(connection: &Connection) -> rusqlite::Result<()> {
+    if !checkpoint_past(connection, WAL_LIMIT / 2) {
+        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    }
+    Ok(())
+}
+
+/// [`after_write`]'s checkpoint, past `bound` (or a quarter of the room
+/// left): whether it tried one (it may have been held up).
+fn checkpoint_past(connection: &Connection, bound: u64) -> bool {
     let Some(path) = database(connection) else {
-        return;
+        return false;
     };
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     let Ok(size) = std::fs::metadata(&wal).map(|metadata| metadata.len()) else {
-        return;
+        return false;
     };
     let limit = match room(path) {
-        Some(room) => WAL_LIMIT.min(room / 4),
-        None => WAL_LIMIT,
+        Some(room) => bound.min(room / 4),
+        None => bound,
     };
     // Where the disk's room sets the limit, every chance is taken: a WAL
     // left to grow there could take the room a checkpoint needs to grow the
     // database file, and neither could go on.
-    let backing_off = limit == WAL_LIMIT && size < HELD_UP_TO.load(Ordering::Relaxed);
+    let held_up_to = HELD_UP_TO.load(Ordering::Relaxed);
+    let backing_off = limit == bound && size < held_up_to;
     if size <= limit || backing_off {
-        return;
+        return false;
     }
+    // One checkpoint at a time: SQLite lets one connection checkpoint, and
+    // a second writer's, at the same moment, found it busy and counted a
+    // hold-up nobody made. The first starts the WAL over for both.
+    let _checkpointing = match CHECKPOINTING.try_lock() {
+        Ok(checkpointing) => checkpointing,
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return false,
+    };
     // First it copies what it can without the write lock (`PASSIVE`): a
     // checkpoint of 16 MiB scattered over the file held the lock 0.1–0.4 s
     // while it copied. Then it copies the rest holding the write lock (a
-    // turn of the daemon's) and waits a little for readers, never a busy
-    // timeout: another's long read, or a reader of the daemon's that waits
-    // for claims with a statement open, would hold it (and so every writer)
-    // that long.
+    // turn of the daemon's), waits a little for readers, never a busy
+    // timeout (another's long read, or a reader of the daemon's that waits
+    // for claims with a statement open, would hold it, and so every writer,
+    // that long), and truncates the WAL (`TRUNCATE`), which starts it over
+    // at once: `RESTART` left that to the next write, which at times found
+    // a reader come in meanwhile and wrote on at the WAL's end.
     let _ = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     let done = {
         let _turn = Turn::take();
         super::waiting_at_most(CHECKPOINT_WAIT, || {
             // (busy, frames in the WAL, frames copied back to the database)
-            connection.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
+            connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
                 Ok(row.get::<_, i64>(0)? == 0)
             })
         })
     };
-    let held_up_to = match done {
-        Ok(false) => size.saturating_mul(2),
+    let step = match done {
+        Ok(false) => (RETRY_STEP.load(Ordering::Relaxed) * 2).clamp(RETRY_GROWTH, WAL_LIMIT),
         _ => 0,
     };
+    RETRY_STEP.store(step, Ordering::Relaxed);
+    let held_up_to = if step == 0 { 0 } else { size + step };
     HELD_UP_TO.store(held_up_to, Ordering::Relaxed);
+    true
 }
 
 /// How long a checkpoint after a write waits for the write lock and for
 /// readers to leave the WAL.
 const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
+
+/// After a checkpoint a reader held up, how much the WAL grows before the
+/// next is tried; twice as much after each next held up, up to
+/// [`WAL_LIMIT`].
+const RETRY_GROWTH: u64 = WAL_LIMIT / 4;
+
+/// The growth before the next try, after the checkpoints held up in a row
+/// (0: the last was not).
+static RETRY_STEP: AtomicU64 = AtomicU64::new(0);
+
+/// Held by the daemon's one checkpoint under way.
+static CHECKPOINTING: Mutex<()> = Mutex::new(());
 
 /// After a checkpoint that readers kept from finishing: the WAL's size at
 /// which to try the next (0: at the limit).
