@@ -146,7 +146,8 @@ fn prepare_connection(connection: &mut Connection, busy_timeout: Duration) -> ru
     // threshold, often a claim mid-tick; `Checkpoints` run after ticks and
     // delivery bursts instead, at most one a second (the application's
     // connections keep theirs).
-    // A WAL reset truncates the file to `wal::WAL_LIMIT` (see `wal`).
+    // The daemon's checkpoints empty the WAL file (see `wal`); a reset by
+    // anyone else's checkpoint truncates it to `wal::WAL_LIMIT`.
     connection.execute_batch(&format!(
         "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -512; \
          PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = {};",

@@ -8,11 +8,12 @@
 //! the room left on the database's file system, the daemon checkpoints it
 //! (`PASSIVE` first, which copies without the write lock, then `TRUNCATE`,
 //! waiting [`CHECKPOINT_WAIT`] at most for the write lock and for readers
-//! to leave the WAL), which starts the WAL over from an empty file, one
-//! checkpoint of the process's at a time. The daemon's own readers never wait with a statement
-//! open (`store::changes::Reading`): a tick's readers, waiting for its
-//! claims inside their statements, once kept a 1M-alert tick's WAL from
-//! ever starting over (322 MiB). So the WAL stays within the limit and one
+//! to leave the WAL), which starts the WAL over from an empty file; one
+//! checkpoint of the process's at a time. The daemon's own readers never
+//! wait with a statement open (`store::changes::Reading`): a tick's
+//! readers, waiting for its claims inside their statements, once kept a
+//! 1M-alert tick's WAL from ever starting over (322 MiB). So the WAL stays
+//! within the limit and one
 //! transaction, but for what a reader that holds a snapshot longer keeps in
 //! it: someone else's long read transaction, or a reader of one ticker
 //! whose alerts trigger by the thousand at once; after a checkpoint they
