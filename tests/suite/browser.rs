@@ -427,13 +427,15 @@ fn each_users_page_gets_exactly_its_own_events_once_in_order_also_across_a_cut_c
         // What each side had, if it never comes.
         assert!(
             std::time::Instant::now() < deadline,
-            "both pages to show one more event: Alice's page {:?} (streams opened {}, events received {}), Bob's {:?} ({}, {}); delivered {:?}; relay workers died {}",
+            "both pages to show one more event: Alice's page {:?} (streams opened {}, events received {}; the relay sent on her connections {:?}), Bob's {:?} ({}, {}; {:?}); delivered {:?}; relay workers died {}",
             seen(&browser, &alice).alert_ids,
             opened(&browser, &alice),
             received(&browser, &alice),
+            alice_network.alert_ids_answered(),
             seen(&browser, &bob).alert_ids,
             opened(&browser, &bob),
             received(&browser, &bob),
+            bob_network.alert_ids_answered(),
             db.ids("SELECT alert_id FROM outbox WHERE state = 'delivered' ORDER BY id"),
             relay.workers_died()
         );

@@ -236,17 +236,23 @@ impl Drop for Browser {
 /// A TCP proxy from an address on loopback to a local port, on its own
 /// runtime. `cut` closes every connection through it and refuses new ones
 /// (as a network that went away) until `restore`. It keeps the start of
-/// what clients sent on each connection, to show which requests came.
+/// what clients sent on each connection, to show which requests came, and
+/// of what the server answered, to tell an event the relay never sent from
+/// one the browser did not show.
 pub struct Proxy {
     pub address: std::net::SocketAddr,
     cut: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     sent: Arc<Mutex<Vec<String>>>,
+    answered: Arc<Mutex<Vec<String>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
 /// How much of each connection's client bytes a proxy keeps.
 const KEPT: usize = 16 * 1024;
+
+/// How much of each connection's server bytes a proxy keeps.
+const ANSWERS_KEPT: usize = 256 * 1024;
 
 impl Proxy {
     /// Listens on `ip` (any port) and forwards to `127.0.0.1:to`.
@@ -260,21 +266,23 @@ impl Proxy {
             .block_on(tokio::net::TcpListener::bind((ip, 0)))
             .unwrap_or_else(|error| panic!("listening on {ip}: {error}"));
         let address = listener.local_addr().unwrap();
-        let (cut, open, sent) = (
+        let (cut, open, sent, answered) = (
             Arc::new(AtomicBool::new(false)),
+            Arc::new(Mutex::new(Vec::new())),
             Arc::new(Mutex::new(Vec::new())),
             Arc::new(Mutex::new(Vec::new())),
         );
         {
-            let (cut, open, sent) = (cut.clone(), open.clone(), sent.clone());
+            let (cut, open, sent, answered) =
+                (cut.clone(), open.clone(), sent.clone(), answered.clone());
             runtime.spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if cut.load(Ordering::SeqCst) {
                         drop(client);
                         continue;
                     }
-                    let sent = sent.clone();
-                    let task = tokio::spawn(forward(client, to, sent));
+                    let kept = (sent.clone(), answered.clone());
+                    let task = tokio::spawn(forward(client, to, kept));
                     open.lock().unwrap().push(task.abort_handle());
                 }
             });
@@ -284,6 +292,7 @@ impl Proxy {
             cut,
             open,
             sent,
+            answered,
             runtime: Some(runtime),
         }
     }
@@ -304,9 +313,35 @@ impl Proxy {
     pub fn sent(&self) -> Vec<String> {
         self.sent.lock().unwrap().clone()
     }
+
+    /// The `alert_id`s in what the server answered on each connection,
+    /// oldest connection first: the events the relay sent towards the
+    /// browser.
+    pub fn alert_ids_answered(&self) -> Vec<Vec<i64>> {
+        self.answered
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|answer| {
+                answer
+                    .split("\"alert_id\":")
+                    .skip(1)
+                    .filter_map(|rest| {
+                        let digits: String =
+                            rest.chars().take_while(char::is_ascii_digit).collect();
+                        digits.parse().ok()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
 }
 
-async fn forward(mut client: tokio::net::TcpStream, to: u16, sent: Arc<Mutex<Vec<String>>>) {
+/// What a proxy keeps of its connections: the clients' bytes, the
+/// server's.
+type Kept = (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>);
+
+async fn forward(mut client: tokio::net::TcpStream, to: u16, (sent, answered): Kept) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
         return;
@@ -314,6 +349,7 @@ async fn forward(mut client: tokio::net::TcpStream, to: u16, sent: Arc<Mutex<Vec
     let index = {
         let mut sent = sent.lock().unwrap();
         sent.push(String::new());
+        answered.lock().unwrap().push(String::new());
         sent.len() - 1
     };
     let (mut client_reads, mut client_writes) = client.split();
@@ -339,7 +375,23 @@ async fn forward(mut client: tokio::net::TcpStream, to: u16, sent: Arc<Mutex<Vec
         let _ = server_writes.shutdown().await;
     };
     let downstream = async {
-        let _ = tokio::io::copy(&mut server_reads, &mut client_writes).await;
+        let mut buffer = [0u8; 8192];
+        loop {
+            let read = server_reads.read(&mut buffer).await.unwrap_or(0);
+            if read == 0 {
+                break;
+            }
+            {
+                let mut answered = answered.lock().unwrap();
+                let kept = &mut answered[index];
+                if kept.len() < ANSWERS_KEPT {
+                    kept.push_str(&String::from_utf8_lossy(&buffer[..read]));
+                }
+            }
+            if client_writes.write_all(&buffer[..read]).await.is_err() {
+                break;
+            }
+        }
         let _ = client_writes.shutdown().await;
     };
     tokio::join!(upstream, downstream);
