@@ -342,7 +342,6 @@ impl Proxy {
 type Kept = (Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<String>>>);
 
 async fn forward(mut client: tokio::net::TcpStream, to: u16, (sent, answered): Kept) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
         return;
     };
@@ -352,49 +351,45 @@ async fn forward(mut client: tokio::net::TcpStream, to: u16, (sent, answered): K
         answered.lock().unwrap().push(String::new());
         sent.len() - 1
     };
-    let (mut client_reads, mut client_writes) = client.split();
-    let (mut server_reads, mut server_writes) = server.split();
-    let upstream = async {
-        let mut buffer = [0u8; 8192];
-        loop {
-            let read = client_reads.read(&mut buffer).await.unwrap_or(0);
-            if read == 0 {
-                break;
-            }
-            {
-                let mut sent = sent.lock().unwrap();
-                let kept = &mut sent[index];
-                if kept.len() < KEPT {
-                    kept.push_str(&String::from_utf8_lossy(&buffer[..read]));
-                }
-            }
-            if server_writes.write_all(&buffer[..read]).await.is_err() {
-                break;
+    let (client_reads, client_writes) = client.split();
+    let (server_reads, server_writes) = server.split();
+    tokio::join!(
+        pass_on(client_reads, server_writes, (&sent, index, KEPT)),
+        pass_on(
+            server_reads,
+            client_writes,
+            (&answered, index, ANSWERS_KEPT)
+        ),
+    );
+}
+
+/// Copies one direction of a connection until it ends, keeping its start
+/// (up to `bound` bytes) at `index` of `kept`; then shuts the other side's
+/// writes.
+async fn pass_on(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    (kept, index, bound): (&Mutex<Vec<String>>, usize, usize),
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = [0u8; 8192];
+    loop {
+        let read = from.read(&mut buffer).await.unwrap_or(0);
+        if read == 0 {
+            break;
+        }
+        {
+            let mut kept = kept.lock().unwrap();
+            let start = &mut kept[index];
+            if start.len() < bound {
+                start.push_str(&String::from_utf8_lossy(&buffer[..read]));
             }
         }
-        let _ = server_writes.shutdown().await;
-    };
-    let downstream = async {
-        let mut buffer = [0u8; 8192];
-        loop {
-            let read = server_reads.read(&mut buffer).await.unwrap_or(0);
-            if read == 0 {
-                break;
-            }
-            {
-                let mut answered = answered.lock().unwrap();
-                let kept = &mut answered[index];
-                if kept.len() < ANSWERS_KEPT {
-                    kept.push_str(&String::from_utf8_lossy(&buffer[..read]));
-                }
-            }
-            if client_writes.write_all(&buffer[..read]).await.is_err() {
-                break;
-            }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            break;
         }
-        let _ = client_writes.shutdown().await;
-    };
-    tokio::join!(upstream, downstream);
+    }
+    let _ = to.shutdown().await;
 }
 
 impl Drop for Proxy {
