@@ -131,7 +131,7 @@ pub(super) fn after_write(connection: &Connection) {
 /// claim paid its checkpoint); else copies what it can (`PASSIVE`).
 pub(super) fn at_rest(connection: &Connection) -> rusqlite::Result<()> {
     if !checkpoint_past(connection, WAL_LIMIT / 2) {
-        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        super::checkpoint(connection)?;
     }
     Ok(())
 }
@@ -176,7 +176,7 @@ fn checkpoint_past(connection: &Connection, bound: u64) -> bool {
     // that long), and truncates the WAL (`TRUNCATE`), which starts it over
     // at once: `RESTART` left that to the next write, which at times found
     // a reader come in meanwhile and wrote on at the WAL's end.
-    let _ = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    let _ = super::checkpoint(connection);
     let done = {
         let _turn = Turn::take();
         super::waiting_at_most(CHECKPOINT_WAIT, || {
