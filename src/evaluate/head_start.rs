@@ -17,6 +17,7 @@ use super::malformed::Warnings;
 use super::options::TickOptions;
 use super::plan::plan;
 use super::prepare::{Start, first_moved};
+use super::quiet::JobBands;
 use super::read::{ChangedReads, Readers};
 use super::tick_report::TickReport;
 
@@ -50,7 +51,15 @@ pub(super) fn head_start(
         return Ok((start, HashSet::new()));
     };
     let window = start.window;
-    let plan = plan(candidates, options, now, &mut TickReport::default());
+    // Every move read: a head start comes after a large move, and its
+    // tickers are judged again with the tick's bands.
+    let plan = plan(
+        candidates,
+        options,
+        &mut JobBands::default(),
+        now,
+        &mut TickReport::default(),
+    );
     let readers = Readers {
         pool,
         work: &plan.work,
@@ -60,6 +69,7 @@ pub(super) fn head_start(
         read: AtomicU64::new(0),
         malformed: AtomicU64::new(0),
         snoozed: AtomicU64::new(0),
+        quiet: Default::default(),
         // The tick names the malformed rows it reads again.
         warnings: Warnings::Silent,
     };

@@ -12,6 +12,7 @@ mod options;
 mod paging;
 mod plan;
 mod prepare;
+mod quiet;
 mod read;
 mod tick_report;
 
@@ -31,6 +32,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
+use crate::lock::lock;
 use crate::store::{self, Pool};
 
 use claim::log_locked;
@@ -154,6 +156,7 @@ fn stages(
     let (start, judged_ahead) = head_start(workers, pool, &mut writer, options, now, report)?;
     let head_started = started.elapsed();
     let job = watermark_key(options);
+    let quiet = lock(&options.memory.quiet).take(&job, start.window.since);
     let mut pages = Pages {
         workers,
         pool,
@@ -163,10 +166,17 @@ fn stages(
         judged_ahead,
         locked: Vec::new(),
         watermark: Watermark::new(job, start.window, start.holds),
+        quiet,
         window_alerts: None,
         phases: Phases::default(),
     };
     let outcome = pages.run(report);
+    if outcome.is_ok() {
+        // The next window starts where this one moved the watermark.
+        if let Some((to, _, _)) = pages.watermark.advance() {
+            lock(&options.memory.quiet).keep(&pages.watermark.job, pages.quiet, to);
+        }
+    }
     let (phases, locked) = (pages.phases, pages.locked);
     say_unlogged(&options.memory.malformed_warnings);
     say_unnamed_quote_problems(&options.memory.quote_warnings);
@@ -180,6 +190,7 @@ fn stages(
         evaluate_and_claim_ms = phases.evaluate_and_claim.as_millis() as u64,
         observe_ms = phases.observe.as_millis() as u64,
         claim_ms = report.claim_duration.as_millis() as u64,
+        quiet = report.quiet,
         "tick phases"
     );
     Ok(())

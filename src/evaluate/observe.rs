@@ -81,7 +81,7 @@ impl Watermark {
     /// of a ticker deferred), the holds still owed (those not judged from
     /// below it), and the holds read that this tick judged or that the
     /// window now covers; none before.
-    fn advance(&self) -> Option<(i64, Vec<Hold>, Vec<Hold>)> {
+    pub(super) fn advance(&self) -> Option<(i64, Vec<Hold>, Vec<Hold>)> {
         if !self.last {
             return None;
         }

@@ -11,6 +11,7 @@ use crate::store::alerts::Trigger;
 
 use super::judge::QuoteProblem;
 use super::malformed::WARNINGS_PER_MINUTE;
+use super::quiet::QuietBands;
 
 /// What a tick evaluates, besides the database.
 pub struct TickOptions<'a> {
@@ -61,6 +62,8 @@ pub struct TickMemory {
     pub(super) quote_warnings: Budget,
     /// When an expiry, a wake or a re-arm next comes due, as last read.
     pub(super) due: Mutex<NextDue>,
+    /// Each job's tickers whose next small move reaches nothing.
+    pub(super) quiet: Mutex<QuietBands>,
 }
 
 /// When an expiry or a wake next comes due (unix ms; `None`: none is to
@@ -118,6 +121,7 @@ impl Default for TickMemory {
             malformed_warnings: Budget::per_minute(WARNINGS_PER_MINUTE),
             quote_warnings: Budget::per_minute(QUOTE_LINES_PER_MINUTE),
             due: Mutex::default(),
+            quiet: Mutex::default(),
         }
     }
 }

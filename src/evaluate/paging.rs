@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -20,6 +21,7 @@ use super::observe::{Watermark, observe};
 use super::options::TickOptions;
 use super::plan::{log_quote_problems, plan};
 use super::prepare::{Candidate, prepare};
+use super::quiet::JobBands;
 use super::read::{ChangedReads, Readers};
 use super::tick_report::TickReport;
 
@@ -57,6 +59,8 @@ pub(super) struct Pages<'a, 'w> {
     /// Triggered alerts someone else held locked, over every page.
     pub(super) locked: Vec<Locked>,
     pub(super) watermark: Watermark,
+    /// The job's quiet bands, from its last tick here.
+    pub(super) quiet: JobBands,
     /// How many alerts changed in the window, once a second page is known
     /// to come.
     pub(super) window_alerts: Option<u64>,
@@ -126,6 +130,24 @@ impl Pages<'_, '_> {
         })
     }
 
+    /// The bands of the moved tickers whose reads gave no row, from their
+    /// alerts' nearest levels at their prices.
+    fn learn_bands(&mut self, quiet: &[(String, f64)]) -> anyhow::Result<()> {
+        if quiet.is_empty() {
+            return Ok(());
+        }
+        let prices: Vec<(&str, f64)> = quiet
+            .iter()
+            .map(|(ticker, price)| (ticker.as_str(), *price))
+            .collect();
+        let nearest = changes::nearest_levels(self.writer, &prices)
+            .context("reading the nearest levels of quiet tickers")?;
+        for (&(ticker, price), nearest) in prices.iter().zip(nearest) {
+            self.quiet.learn(ticker, price, nearest);
+        }
+        Ok(())
+    }
+
     /// One page: planned, judged and claimed, observed.
     fn one(
         &mut self,
@@ -135,7 +157,12 @@ impl Pages<'_, '_> {
     ) -> anyhow::Result<()> {
         let started = Instant::now();
         let options = self.options;
-        let plan = plan(candidates, options, self.now, report);
+        for candidate in &candidates {
+            if candidate.change.changed_alerts.is_some() || candidate.change.held_since.is_some() {
+                self.quiet.forget(&candidate.ticker);
+            }
+        }
+        let plan = plan(candidates, options, &mut self.quiet, self.now, report);
         log_quote_problems(options.memory, &plan);
         let warnings = Warnings::Within(&options.memory.malformed_warnings);
         if plan.blank_tickers {
@@ -150,6 +177,7 @@ impl Pages<'_, '_> {
             read: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             snoozed: AtomicU64::new(0),
+            quiet: Mutex::default(),
             warnings,
         };
         let claimed = evaluate_and_claim(self.workers, &readers, self.writer, options, report);
@@ -157,6 +185,11 @@ impl Pages<'_, '_> {
         report.malformed_alerts += readers.malformed.into_inner();
         report.snoozed += readers.snoozed.into_inner();
         let locked = claimed?;
+        let quiet = readers
+            .quiet
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.learn_bands(&quiet)?;
         let judged = Instant::now();
         self.phases.evaluate_and_claim += judged - started;
         observe(

@@ -14,12 +14,14 @@ use crate::time::QuoteTime;
 use super::judge::{Observed, QuoteProblem, usable_quote};
 use super::options::{TickMemory, TickOptions};
 use super::prepare::{Candidate, Change};
+use super::quiet::JobBands;
 use super::tick_report::TickReport;
 
 /// A ticker ready to evaluate.
 pub(super) struct Work {
     pub(super) ticker: String,
-    /// Read its reachable alerts (its quote moved, and it has alerts).
+    /// Read its reachable alerts (its quote moved, it has alerts, and the
+    /// move left its quiet band, if it had one).
     pub(super) moved: bool,
     /// Its quote was written in the window, or since its hold.
     pub(super) quote_written: bool,
@@ -68,11 +70,13 @@ pub(super) struct Plan {
 }
 
 /// Decides which tickers to evaluate: usable and fresh quotes, fetched (for
-/// the HTTP source). Counts what it leaves out: tickers, and the changed
-/// alerts that could not be read. Pure.
+/// the HTTP source), and which moved tickers to read (not those that moved
+/// inside their `quiet` band). Counts what it leaves out: tickers, and the
+/// changed alerts that could not be read.
 pub(super) fn plan(
     candidates: Vec<Candidate>,
     options: &TickOptions<'_>,
+    quiet: &mut JobBands,
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> Plan {
@@ -85,10 +89,24 @@ pub(super) fn plan(
     // Candidates become work in place (a `Work` is smaller than a
     // `Candidate`): a first tick has one of either for every ticker, never
     // both at once.
-    let mut work: Vec<Work> = candidates
-        .into_iter()
-        .filter_map(|candidate| plan.admit(candidate, options, now, report))
-        .collect();
+    let mut work: Vec<Work> = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        let Some(mut admitted) = plan.admit(candidate, options, now, report) else {
+            continue;
+        };
+        if admitted.moved
+            && !admitted.changed_alerts
+            && quiet.quiet(
+                &admitted.ticker,
+                admitted.observed.previous,
+                admitted.observed.price,
+            )
+        {
+            admitted.moved = false;
+            report.quiet += 1;
+        }
+        work.push(admitted);
+    }
     sort_work(&mut work);
     plan.work = work;
     plan

@@ -3,7 +3,7 @@
 //! to the claimers in chunks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError, mpsc};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -33,6 +33,9 @@ pub(super) struct Readers<'a> {
     pub(super) malformed: AtomicU64,
     /// Alerts that would have fired but are snoozed.
     pub(super) snoozed: AtomicU64,
+    /// The moved tickers whose reads gave no row, at their prices (not
+    /// those whose alerts changed: their band would not hold).
+    pub(super) quiet: Mutex<Vec<(String, f64)>>,
     pub(super) warnings: Warnings<'a>,
 }
 
@@ -173,6 +176,9 @@ struct Judging<'a> {
     /// Where each row's ticker is found.
     items: Items<'a>,
     triggers: Vec<Trigger>,
+    /// Rows read for each of the moves (`Items::Moved`), when their quiet
+    /// ones are told (`Readers::quiet`).
+    rows: Option<Vec<u32>>,
     /// False once the writer has gone (after an error): stop reading.
     open: bool,
 }
@@ -194,8 +200,18 @@ impl<'a> Judging<'a> {
             outlet,
             items,
             triggers: Vec::new(),
+            rows: None,
             open: true,
         }
+    }
+
+    /// Counts the rows of each move, to tell the quiet ones once all were
+    /// read.
+    fn telling_quiet(mut self) -> Self {
+        if let Items::Moved(work) = self.items {
+            self.rows = Some(vec![0; work.len()]);
+        }
+        self
     }
 
     fn send(&mut self) {
@@ -206,6 +222,18 @@ impl<'a> Judging<'a> {
 
     fn finish(mut self) {
         self.send();
+        if let (true, Some(rows), Items::Moved(work)) = (self.open, &self.rows, &self.items) {
+            let quiet = work
+                .iter()
+                .zip(rows)
+                .filter(|(item, rows)| **rows == 0 && !item.changed_alerts)
+                .map(|(item, _)| (item.ticker.clone(), item.observed.price));
+            self.readers
+                .quiet
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(quiet);
+        }
     }
 }
 
@@ -220,6 +248,9 @@ impl changes::Reading for Judging<'_> {
                 None => return true,
             },
         };
+        if let Some(rows) = &mut self.rows {
+            rows[at] += 1;
+        }
         let readers = self.readers;
         readers.read.fetch_add(1, Ordering::Relaxed);
         match Alert::parse(&alert.written()) {
@@ -301,7 +332,7 @@ fn read_and_judge(
                     (item.ticker.as_str(), moved)
                 })
                 .collect();
-            let mut judging = Judging::new(readers, outlet, Items::Moved(work));
+            let mut judging = Judging::new(readers, outlet, Items::Moved(work)).telling_quiet();
             changes::each_reachable_alert_of(
                 connection,
                 &moves,

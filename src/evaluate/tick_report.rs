@@ -12,6 +12,9 @@ pub struct TickReport {
     pub evaluated: u64,
     /// Alerts judged triggered.
     pub matched: u64,
+    /// Moved tickers not read: each moved inside the band between its
+    /// alerts' nearest levels, which reaches none (`evaluate::quiet`).
+    pub quiet: u64,
     /// Alerts this tick claimed: one queued event each.
     pub triggered: u64,
     /// Alerts disabled, without an event, because their `expires_at` passed.

@@ -20,6 +20,24 @@ pub struct Move {
     pub previous: Option<f64>,
 }
 
+/// The levels of a ticker's enabled alerts nearest to a price, over every
+/// condition and its channels' upper levels ([`nearest_levels`]): a move
+/// between two prices strictly between them reaches no alert that a move
+/// to the first did not (`evaluate::quiet`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Nearest {
+    /// The greatest at or below the price.
+    pub below: Option<f64>,
+    /// The least at or above it.
+    pub above: Option<f64>,
+}
+
+/// Each ticker's [`Nearest`] levels around its price, in the caller's
+/// transaction: a few dozen index seeks a ticker.
+pub fn nearest_levels(connection: &mut Connection, prices: &[(&str, f64)]) -> Result<Vec<Nearest>> {
+    connection.engine().nearest_levels(prices)
+}
+
 /// How far the changes reach, as a read transaction sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Horizon {

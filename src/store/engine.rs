@@ -19,7 +19,7 @@ use std::collections::HashSet;
 
 use super::Result;
 use super::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, NewAlert, Returned, Trigger};
-use super::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
+use super::changes::{ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
 use super::cluster::{Finish, Fire, Me, Member};
 use super::observations::Observation;
 use super::outbox::{Exchanged, OutboxEntry, OutboxEvent, OutboxQuery, Settled, Want};
@@ -123,6 +123,9 @@ pub(super) trait Engine: Shared + Send {
         seen: i64,
         reading: &mut dyn Reading,
     ) -> Result<()>;
+
+    /// Each ticker's nearest levels around its price.
+    fn nearest_levels(&mut self, prices: &[(&str, f64)]) -> Result<Vec<Nearest>>;
 
     /// Records the tick's observations and moves the job's watermark.
     fn finish_tick(

@@ -54,6 +54,72 @@ pub(super) fn reach_bounds(
     bounds.join(" AND ")
 }
 
+/// The columns and conditions the ranges of `condition::REACH` bound, each
+/// once: every level or channel upper level a move can reach an alert by.
+pub(super) fn reached_levels() -> &'static [(Indexed, &'static str)] {
+    static LEVELS: OnceLock<Vec<(Indexed, &'static str)>> = OnceLock::new();
+    LEVELS.get_or_init(|| {
+        let mut levels = Vec::new();
+        for range in crate::condition::REACH {
+            for &(column, _, _) in range.bounds {
+                let level = (column, range.condition.name());
+                if !levels.contains(&level) {
+                    levels.push(level);
+                }
+            }
+        }
+        levels
+    })
+}
+
+/// The columns of one ticker's nearest levels around a price: for each of
+/// [`reached_levels`], the greatest at or below the price and the least at
+/// or above it (two columns each, NULL where there is none), each a seek
+/// in its index. `level` is how the engine writes [`LEVEL`], `from` how it
+/// reads an index, `enabled` its literal for an enabled alert, `ticker`
+/// and `price` what it compares with.
+pub(super) fn nearest_levels_columns(
+    level: &str,
+    from: impl Fn(Indexed) -> String,
+    enabled: &str,
+    [ticker, price]: [&str; 2],
+) -> String {
+    let columns: Vec<String> = reached_levels()
+        .iter()
+        .flat_map(|&(column, condition)| {
+            let value = match column {
+                Indexed::Level => level,
+                Indexed::Upper => "upper_price",
+            };
+            let from = from(column);
+            [("max", "<="), ("min", ">=")].map(|(nearest, cmp)| {
+                format!(
+                    "(SELECT {nearest}({value}) FROM {from} WHERE ticker = {ticker} \
+                     AND condition = '{condition}' AND enabled = {enabled} AND {value} {cmp} {price})"
+                )
+            })
+        })
+        .collect();
+    columns.join(", ")
+}
+
+/// A ticker's nearest levels from a row of [`nearest_levels_columns`].
+pub(super) fn nearest_of<R: Row>(row: &R) -> Result<super::changes::Nearest, R::Error> {
+    let mut nearest = super::changes::Nearest {
+        below: None,
+        above: None,
+    };
+    for at in 0..reached_levels().len() {
+        if let Some(below) = row.get::<Option<f64>>(2 * at)? {
+            nearest.below = Some(nearest.below.map_or(below, |known| known.max(below)));
+        }
+        if let Some(above) = row.get::<Option<f64>>(2 * at + 1)? {
+            nearest.above = Some(nearest.above.map_or(above, |known| known.min(above)));
+        }
+    }
+    Ok(nearest)
+}
+
 /// A shared statement with words each engine spells its own way: `{now_ms}`,
 /// the database's "now, in unix milliseconds" (this host's for SQLite, where
 /// every process on the file runs here; the server's for PostgreSQL, so that

@@ -562,3 +562,66 @@ on_every_engine! {
         }
     }
 }
+
+on_every_engine! {
+    /// A ticker's nearest levels around a price are those of its enabled
+    /// alerts, over every condition and every channel's upper level (not a
+    /// disabled alert's, nor another ticker's); and where a move to the
+    /// price read no alert, no move between two prices strictly between
+    /// them reads one, while a move past them may.
+    fn the_nearest_levels_bound_what_a_move_can_reach(engine: Engine) {
+        let (_db, mut c, now) = opened(engine);
+        let now = stamp(now);
+        // Levels on both sides of 100: the nearest are 97 (exiting's upper
+        // level) and 102 (entering's lower one).
+        let alerts = [
+            ("above", 120.0, None, None),
+            ("below", 80.0, None, None),
+            ("crossing_up", 104.0, None, None),
+            ("crossing_down", 96.0, None, None),
+            ("moving_up_pct", 10.0, Some(100.0), None),
+            ("moving_down_pct", 10.0, Some(100.0), None),
+            ("inside", 103.0, None, Some(115.0)),
+            ("outside", 70.0, None, Some(130.0)),
+            ("entering", 102.0, None, Some(108.0)),
+            ("exiting", 93.0, None, Some(97.0)),
+        ];
+        for (condition, target, reference, upper) in alerts {
+            let new = NewAlert {
+                reference_price: reference,
+                upper_price: upper,
+                ..alert("T", condition, target)
+            };
+            alerts::add(&mut c, &new, &now).unwrap();
+        }
+        let disabled = alerts::add(&mut c, &alert("T", "above", 100.5), &now).unwrap();
+        assert!(alerts::disable(&mut c, disabled).unwrap());
+        alerts::add(&mut c, &alert("U", "above", 100.2), &now).unwrap();
+
+        let nearest = changes::nearest_levels(&mut c, &[("T", 100.0), ("T", 97.0), ("V", 1.0)])
+            .unwrap();
+        let expected = |below, above| changes::Nearest { below, above };
+        assert_eq!(nearest[0], expected(Some(97.0), Some(102.0)));
+        assert_eq!(nearest[1], expected(Some(97.0), Some(97.0)), "on a level");
+        assert_eq!(nearest[2], expected(None, None), "no alerts");
+
+        let reads = |c: &mut Connection, previous: f64, price: f64| {
+            let moved = Move { price, previous: Some(previous) };
+            let mut reached = Ids::default();
+            changes::each_reachable_alert_of(c, &[("T", moved)], i64::MAX, &mut reached).unwrap();
+            reached.0.len()
+        };
+        assert_eq!(reads(&mut c, 100.0, 100.0), 0);
+        let inside = [97.001, 98.0, 100.0, 101.0, 101.999];
+        for previous in inside {
+            for price in inside {
+                assert_eq!(reads(&mut c, previous, price), 0, "{previous} → {price}");
+            }
+        }
+        assert!(reads(&mut c, 100.0, 102.0) > 0, "onto the upper level");
+        // Down onto 97 leaves no channel (exiting's is left down through
+        // 93), onto 96 crosses down.
+        assert_eq!(reads(&mut c, 100.0, 97.0), 0);
+        assert!(reads(&mut c, 100.0, 96.0) > 0, "past the lower level");
+    }
+}

@@ -5,12 +5,12 @@ use std::sync::OnceLock;
 
 use postgres::fallible_iterator::FallibleIterator as _;
 
-use crate::store::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
+use crate::store::changes::{ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
 
 use super::rows::{alert_columns, alert_row};
 use super::{PgConnection, PgResult as Result};
 use crate::condition::{Direction, REACH, ROUNDING, Value};
-use crate::store::shared::{LEVEL, reach_bounds};
+use crate::store::shared::{LEVEL, nearest_levels_columns, nearest_of, reach_bounds};
 
 /// From this transaction's snapshot: every transaction numbered below its
 /// `xmax` that it sees has committed (`visible`), and every one below its
@@ -219,6 +219,38 @@ pub fn each_reachable_alert_of(
         }
     }
     Ok(())
+}
+
+/// Each ticker's nearest levels around its price
+/// (`store::changes::nearest_levels`), a statement for up to [`CHUNK`]
+/// tickers.
+pub fn nearest_levels(
+    connection: &mut PgConnection,
+    prices: &[(&str, f64)],
+) -> Result<Vec<Nearest>> {
+    static STATEMENT: OnceLock<String> = OnceLock::new();
+    let sql = STATEMENT.get_or_init(|| {
+        let columns = nearest_levels_columns(
+            &format!("({LEVEL})"),
+            |_| "price_alerts".to_owned(),
+            "'1'",
+            ["m.ticker", "m.price"],
+        );
+        format!(
+            "SELECT {columns} FROM unnest($1::text[], $2::float8[]) WITH ORDINALITY \
+                 AS m (ticker, price, at) ORDER BY m.at"
+        )
+    });
+    let statement = connection.prepared(sql)?;
+    let mut nearest = Vec::with_capacity(prices.len());
+    for chunk in prices.chunks(CHUNK) {
+        let tickers: Vec<&str> = chunk.iter().map(|(ticker, _)| *ticker).collect();
+        let at: Vec<f64> = chunk.iter().map(|(_, price)| *price).collect();
+        for row in connection.client().query(&statement, &[&tickers, &at])? {
+            nearest.push(nearest_of(&row)?);
+        }
+    }
+    Ok(nearest)
 }
 
 /// Every range of `condition::REACH` as one statement over the moves

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::store::Result;
 use crate::store::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, Returned, Trigger};
-use crate::store::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
+use crate::store::changes::{ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
 use crate::store::engine::Engine;
 use crate::store::observations::Observation;
 use crate::store::outbox::{Exchanged, OutboxQuery, Settled, Want};
@@ -113,6 +113,10 @@ impl Engine for PgConnection {
         Ok(changes::each_reachable_alert_of(
             self, moves, seen, reading,
         )?)
+    }
+
+    fn nearest_levels(&mut self, prices: &[(&str, f64)]) -> Result<Vec<Nearest>> {
+        Ok(changes::nearest_levels(self, prices)?)
     }
 
     fn finish_tick(

@@ -10,11 +10,11 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::store::alerts::AlertRow;
-use crate::store::changes::{ChangedTicker, Horizon, Move, Page, Reading, TickerState};
+use crate::store::changes::{ChangedTicker, Horizon, Move, Nearest, Page, Reading, TickerState};
 
 use super::rows::alert_row;
 use crate::condition::{Indexed, REACH, Range};
-use crate::store::shared::{LEVEL, reach_bounds};
+use crate::store::shared::{LEVEL, nearest_levels_columns, nearest_of, reach_bounds};
 
 /// The index of enabled alerts' levels (a channel's lower one).
 const LEVEL_INDEX: &str = "price_alerts_level";
@@ -408,10 +408,7 @@ fn each_reachable_alert(
 /// ticker `?1`, the condition `?2`, changed at or before `?3`, each bound's
 /// value from `?4` on.
 fn reach_statement(range: &Range) -> String {
-    let index = match range.index() {
-        Indexed::Level => LEVEL_INDEX,
-        Indexed::Upper => UPPER_INDEX,
-    };
+    let index = index_name(range.index());
     let bounds = reach_bounds(range, LEVEL, |at, _| format!("?{}", 4 + at));
     format!(
         "SELECT {} FROM price_alerts INDEXED BY {index}
@@ -419,6 +416,37 @@ fn reach_statement(range: &Range) -> String {
            AND change_seq <= ?3",
         super::alerts::ALERT_COLUMNS
     )
+}
+
+/// Each ticker's nearest levels around its price
+/// (`store::changes::nearest_levels`), a statement each.
+pub fn nearest_levels(
+    connection: &Connection,
+    prices: &[(&str, f64)],
+) -> rusqlite::Result<Vec<Nearest>> {
+    static STATEMENT: OnceLock<String> = OnceLock::new();
+    let sql = STATEMENT.get_or_init(|| {
+        let columns = nearest_levels_columns(
+            LEVEL,
+            |index| format!("price_alerts INDEXED BY {}", index_name(index)),
+            "1",
+            ["?1", "?2"],
+        );
+        format!("SELECT {columns}")
+    });
+    let mut statement = connection.prepare_cached(sql)?;
+    prices
+        .iter()
+        .map(|&(ticker, price)| statement.query_row(params![ticker, price], |row| nearest_of(row)))
+        .collect()
+}
+
+/// The name of a level index.
+fn index_name(index: Indexed) -> &'static str {
+    match index {
+        Indexed::Level => LEVEL_INDEX,
+        Indexed::Upper => UPPER_INDEX,
+    }
 }
 
 /// Log rows deleted per transaction when pruning: the application's writers

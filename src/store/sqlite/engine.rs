@@ -8,7 +8,7 @@ use rusqlite::Connection;
 
 use crate::store::Result;
 use crate::store::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, Returned, Trigger};
-use crate::store::changes::{ChangedTicker, Horizon, Move, Reading, TickerState};
+use crate::store::changes::{ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
 use crate::store::engine::Engine;
 use crate::store::observations::Observation;
 use crate::store::outbox::{Exchanged, OutboxQuery, Settled, Want};
@@ -117,6 +117,10 @@ impl Engine for Connection {
         Ok(changes::each_reachable_alert_of(
             self, moves, seen, reading,
         )?)
+    }
+
+    fn nearest_levels(&mut self, prices: &[(&str, f64)]) -> Result<Vec<Nearest>> {
+        Ok(changes::nearest_levels(self, prices)?)
     }
 
     fn finish_tick(
