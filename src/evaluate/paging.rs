@@ -21,7 +21,7 @@ use super::observe::{Watermark, observe};
 use super::options::TickOptions;
 use super::plan::{log_quote_problems, plan};
 use super::prepare::{Candidate, prepare};
-use super::quiet::JobBands;
+use super::quiet::{JobBands, LEARNED_PER_PAGE};
 use super::read::{ChangedReads, Readers};
 use super::tick_report::TickReport;
 
@@ -131,13 +131,14 @@ impl Pages<'_, '_> {
     }
 
     /// The bands of the moved tickers whose reads gave no row, from their
-    /// alerts' nearest levels at their prices.
+    /// alerts' nearest levels at their prices, up to [`LEARNED_PER_PAGE`].
     fn learn_bands(&mut self, quiet: &[(String, f64)]) -> anyhow::Result<()> {
         if quiet.is_empty() {
             return Ok(());
         }
         let prices: Vec<(&str, f64)> = quiet
             .iter()
+            .take(LEARNED_PER_PAGE)
             .map(|(ticker, price)| (ticker.as_str(), *price))
             .collect();
         let nearest = changes::nearest_levels(self.writer, &prices)

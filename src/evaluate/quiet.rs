@@ -29,6 +29,12 @@ use crate::store::changes::Nearest;
 /// move, as without bands (some 100 bytes each).
 pub(super) const BANDS_KEPT: usize = 65_536;
 
+/// How many bands a page learns at most: learning one costs a few dozen
+/// index seeks (on PostgreSQL, as much as reading the ticker's move), so
+/// a feed's first ticks, where no ticker has one, learn them a few at a
+/// time instead of falling behind (10,000 at once held a tick 2 s).
+pub(super) const LEARNED_PER_PAGE: usize = 64;
+
 /// How many jobs' bands a process keeps: past it (jobs renamed or
 /// rescoped by reloads, or many jobs), only the last job's are kept.
 const JOBS_KEPT: usize = 8;
