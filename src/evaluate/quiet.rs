@@ -97,7 +97,13 @@ impl Band {
 
     /// Whether `price` is inside, away from either level by [`MARGIN`].
     fn holds(&self, price: f64) -> bool {
-        let inside_of = |level: f64| level.abs() * MARGIN;
+        let inside_of = |level: f64| {
+            if level.is_finite() {
+                level.abs() * MARGIN
+            } else {
+                0.0
+            }
+        };
         price.is_finite()
             && self
                 .below
@@ -188,6 +194,13 @@ mod tests {
         bands.learn("E", 100.0, nearest(Some(50.0), None));
         assert!(bands.quiet("E", Some(51.0), 1e12));
         assert!(!bands.quiet("E", Some(51.0), 49.0));
+        // Infinite levels (PostgreSQL keeps them) bound nothing finite.
+        bands.learn(
+            "F",
+            100.0,
+            nearest(Some(f64::NEG_INFINITY), Some(f64::INFINITY)),
+        );
+        assert!(bands.quiet("F", Some(1e-9), 1e300));
     }
 
     /// A change to a ticker's alerts drops its band; a window that does not

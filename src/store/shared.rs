@@ -103,17 +103,23 @@ pub(super) fn nearest_levels_columns(
     columns.join(", ")
 }
 
-/// A ticker's nearest levels from a row of [`nearest_levels_columns`].
-pub(super) fn nearest_of<R: Row>(row: &R) -> Result<super::changes::Nearest, R::Error> {
+/// A ticker's nearest levels from a row of [`nearest_levels_columns`],
+/// each column as `number` reads it: `None` for no level, or for one that
+/// is not a number (SQLite's text, which sorts above every number, and
+/// PostgreSQL's NaN, which does too: either is on the same side of every
+/// price, which no move changes).
+pub(super) fn nearest_of<E>(
+    mut number: impl FnMut(usize) -> Result<Option<f64>, E>,
+) -> Result<super::changes::Nearest, E> {
     let mut nearest = super::changes::Nearest {
         below: None,
         above: None,
     };
     for at in 0..reached_levels().len() {
-        if let Some(below) = row.get::<Option<f64>>(2 * at)? {
+        if let Some(below) = number(2 * at)?.filter(|level| !level.is_nan()) {
             nearest.below = Some(nearest.below.map_or(below, |known| known.max(below)));
         }
-        if let Some(above) = row.get::<Option<f64>>(2 * at + 1)? {
+        if let Some(above) = number(2 * at + 1)?.filter(|level| !level.is_nan()) {
             nearest.above = Some(nearest.above.map_or(above, |known| known.min(above)));
         }
     }

@@ -570,8 +570,20 @@ on_every_engine! {
     /// price read no alert, no move between two prices strictly between
     /// them reads one, while a move past them may.
     fn the_nearest_levels_bound_what_a_move_can_reach(engine: Engine) {
-        let (_db, mut c, now) = opened(engine);
+        let (db, mut c, now) = opened(engine);
         let now = stamp(now);
+        // A level that is not a number sorts above every number (SQLite's
+        // text, PostgreSQL's NaN): no move changes its side, and it is no
+        // nearest level (V has only such).
+        let not_a_number = match engine {
+            Engine::Sqlite => "'lots'",
+            Engine::Postgresql => "'NaN'",
+        };
+        db.script(&format!(
+            "INSERT INTO price_alerts (ticker, condition, target_price, created_at)
+             VALUES ('T', 'above', {not_a_number}, 'x'), ('V', 'above', {not_a_number}, 'x'),
+                    ('V', 'crossing_up', {not_a_number}, 'x')"
+        ));
         // Levels on both sides of 100: the nearest are 97 (exiting's upper
         // level) and 102 (entering's lower one).
         let alerts = [
@@ -603,7 +615,7 @@ on_every_engine! {
         let expected = |below, above| changes::Nearest { below, above };
         assert_eq!(nearest[0], expected(Some(97.0), Some(102.0)));
         assert_eq!(nearest[1], expected(Some(97.0), Some(97.0)), "on a level");
-        assert_eq!(nearest[2], expected(None, None), "no alerts");
+        assert_eq!(nearest[2], expected(None, None), "no level that is a number");
 
         let reads = |c: &mut Connection, previous: f64, price: f64| {
             let moved = Move { price, previous: Some(previous) };

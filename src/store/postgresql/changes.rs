@@ -247,7 +247,7 @@ pub fn nearest_levels(
         let tickers: Vec<&str> = chunk.iter().map(|(ticker, _)| *ticker).collect();
         let at: Vec<f64> = chunk.iter().map(|(_, price)| *price).collect();
         for row in connection.client().query(&statement, &[&tickers, &at])? {
-            nearest.push(nearest_of(&row)?);
+            nearest.push(nearest_of(|at| row.try_get::<_, Option<f64>>(at))?);
         }
     }
     Ok(nearest)

@@ -437,7 +437,11 @@ pub fn nearest_levels(
     let mut statement = connection.prepare_cached(sql)?;
     prices
         .iter()
-        .map(|&(ticker, price)| statement.query_row(params![ticker, price], |row| nearest_of(row)))
+        .map(|&(ticker, price)| {
+            statement.query_row(params![ticker, price], |row| {
+                nearest_of(|at| Ok(super::rows::number(row.get(at)?)))
+            })
+        })
         .collect()
 }
 
