@@ -36,7 +36,7 @@ pub fn enabled_without_ticker(
 ) -> rusqlite::Result<Vec<AlertRow>> {
     let mut statement = connection.prepare_cached(&format!(
         "SELECT {ALERT_COLUMNS} FROM price_alerts
-         WHERE enabled = 1 AND (ticker IS NULL OR trim(ticker) = '') ORDER BY id LIMIT ?1"
+         WHERE enabled = 1 AND (ticker IS NULL OR trim(ticker) = '') ORDER BY id LIMIT ?1 + 0"
     ))?;
     let rows = statement.query_map([limit as i64], alert_row)?;
     rows.collect()
@@ -459,7 +459,7 @@ pub fn list(connection: &Connection, query: &AlertQuery<'_>) -> rusqlite::Result
                 expires_at, expired_at, user_id, note, cooldown, rearm_at,
                 snoozed_until, trigger_count, max_triggers, upper_price, rearm_band, return_below, return_above,
                 change_seq
-         FROM price_alerts WHERE {} ORDER BY id DESC LIMIT ?5",
+         FROM price_alerts WHERE {} ORDER BY id DESC LIMIT ?5 + 0",
         list_clause(query)
     ))?;
     let rows = statement.query_map(

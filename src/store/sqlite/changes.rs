@@ -59,7 +59,7 @@ pub fn changed_tickers(
     if since < pruned_through(connection)? {
         // One more than the page: the quote `after` itself comes too.
         let mut statement = connection.prepare_cached(
-            "SELECT ticker FROM quotes WHERE ticker >= ?1 ORDER BY ticker LIMIT ?2",
+            "SELECT ticker FROM quotes WHERE ticker >= ?1 ORDER BY ticker LIMIT ?2 + 0",
         )?;
         let mut rows = statement.query(params![from, limit as i64 + 1])?;
         while let Some(row) = rows.next()? {
@@ -135,15 +135,19 @@ pub fn first_changed_quotes(
     until: i64,
     limit: i64,
 ) -> rusqlite::Result<Vec<String>> {
-    let mut statement = connection.prepare_cached(
-        "SELECT DISTINCT quote_ticker FROM change_log
-         WHERE change_seq > ?1 AND change_seq <= ?2 AND quote_ticker IS NOT NULL LIMIT ?3",
-    )?;
+    let mut statement = connection.prepare_cached(FIRST_CHANGED_QUOTES)?;
     let rows = statement.query_map(params![since, until, limit], |row| {
         Ok(super::rows::text(row.get(0)?))
     })?;
     rows.collect()
 }
+
+/// The statement of [`first_changed_quotes`]. Its `LIMIT` is an
+/// expression, not a bare parameter: SQLite (built with `STAT4`, as the
+/// bundled library is) plans with a bare parameter's value, and so prepares
+/// the statement again every time it is bound (see `store::sqlite`).
+const FIRST_CHANGED_QUOTES: &str = "SELECT DISTINCT quote_ticker FROM change_log
+     WHERE change_seq > ?1 AND change_seq <= ?2 AND quote_ticker IS NOT NULL LIMIT ?3 + 0";
 
 /// How far the change log may have been pruned.
 pub(super) fn pruned_through(connection: &Connection) -> rusqlite::Result<i64> {
@@ -498,7 +502,7 @@ pub fn prune_change_log(connection: &mut Connection, cutoff: &str) -> rusqlite::
                 .prepare_cached(
                     "DELETE FROM change_log WHERE change_seq IN (
                          SELECT change_seq FROM change_log WHERE change_seq <= ?1
-                         ORDER BY change_seq LIMIT ?2)",
+                         ORDER BY change_seq LIMIT ?2 + 0)",
                 )?
                 .execute(params![through, PRUNE_CHUNK])?
         };
@@ -595,5 +599,35 @@ mod tests {
             numbers(&connection),
             [(start + 6, a.clone()), (start + 7, a)]
         );
+    }
+
+    /// A statement run at every tick with a `LIMIT` is prepared once, not
+    /// again at each run (see `store::sqlite`).
+    #[test]
+    fn the_first_changed_quotes_are_read_without_preparing_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = super::super::open(&dir.path().join("a.db"), Duration::from_secs(5), 1).unwrap();
+        let connection = pool.get().unwrap();
+        for limit in [10, 20, 30] {
+            first_changed_quotes(&connection, 0, limit, limit).unwrap();
+        }
+        let statement = connection.prepare_cached(FIRST_CHANGED_QUOTES).unwrap();
+        assert_eq!(
+            statement.get_status(rusqlite::StatementStatus::RePrepare),
+            0
+        );
+        drop(statement);
+        // A bare parameter would have been.
+        let bare = FIRST_CHANGED_QUOTES.replace("?3 + 0", "?3");
+        for limit in [10, 20] {
+            let mut statement = connection.prepare_cached(&bare).unwrap();
+            statement
+                .query(params![0, limit, limit])
+                .unwrap()
+                .next()
+                .unwrap();
+        }
+        let statement = connection.prepare_cached(&bare).unwrap();
+        assert!(statement.get_status(rusqlite::StatementStatus::RePrepare) > 0);
     }
 }

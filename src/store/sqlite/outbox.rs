@@ -60,7 +60,7 @@ fn lease_due(
                  WHERE id IN (SELECT id FROM outbox
                               WHERE state = 'pending' AND next_attempt_at <= ?3
                                 AND (lease_until IS NULL OR lease_until <= ?3)
-                              ORDER BY next_attempt_at, id LIMIT ?4)
+                              ORDER BY next_attempt_at, id LIMIT ?4 + 0)
                  RETURNING id, event_id, body, attempts, user_id, created_at",
             )?;
             let rows = statement.query_map(
@@ -83,8 +83,8 @@ fn lease_due(
                                WHERE state = 'pending' AND next_attempt_at <= ?3
                                  AND (lease_until IS NULL OR lease_until <= ?3)
                                  AND coalesce(user_id, '') NOT IN (SELECT value FROM json_each(?5))
-                               ORDER BY next_attempt_at, id LIMIT ?6))
-                     WHERE nth <= ?7 ORDER BY next_attempt_at, id LIMIT ?4)
+                               ORDER BY next_attempt_at, id LIMIT ?6 + 0))
+                     WHERE nth <= ?7 ORDER BY next_attempt_at, id LIMIT ?4 + 0)
                  RETURNING id, event_id, body, attempts, user_id, created_at",
             )?;
             let full = serde_json::to_string(&spread.full).expect("strings serialize");

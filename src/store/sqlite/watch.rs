@@ -197,9 +197,9 @@ fn changed_tickers(connection: &Connection, since: i64, until: i64) -> rusqlite:
     let mut tickers = Vec::new();
     for sql in [
         "SELECT DISTINCT quote_ticker FROM change_log
-         WHERE change_seq > ?1 AND change_seq <= ?2 AND quote_ticker IS NOT NULL LIMIT ?3",
+         WHERE change_seq > ?1 AND change_seq <= ?2 AND quote_ticker IS NOT NULL LIMIT ?3 + 0",
         "SELECT ticker FROM price_alerts
-         WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1 LIMIT ?3",
+         WHERE change_seq > ?1 AND change_seq <= ?2 AND enabled = 1 LIMIT ?3 + 0",
     ] {
         let mut statement = connection.prepare_cached(sql)?;
         let mut rows = statement.query(params![since, until, MOST_TICKERS as i64 + 1])?;
