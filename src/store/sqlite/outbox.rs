@@ -251,11 +251,11 @@ fn id_list(ids: &[i64]) -> String {
 
 /// When the next pending row becomes sendable (unix ms), if any is pending.
 pub fn next_due(connection: &Connection) -> rusqlite::Result<Option<i64>> {
-    connection.query_row(
-        "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM outbox WHERE state = 'pending'",
-        [],
-        |row| row.get(0),
-    )
+    connection
+        .prepare_cached(
+            "SELECT min(max(next_attempt_at, coalesce(lease_until, 0))) FROM outbox WHERE state = 'pending'",
+        )?
+        .query_row([], |row| row.get(0))
 }
 
 /// Puts dead or pending events back at the start of a fresh retry schedule,
