@@ -694,11 +694,31 @@ on_every_engine! {
         let without_held: HashSet<String> = others.iter().cloned().collect();
         let first = tick(&all);
         assert_eq!((first.tickers_changed, first.held), (21, 0));
+        // On PostgreSQL another test's open transaction may keep the
+        // watermark below the writes so far (the closed horizon): the next
+        // ticks read them again until it ends.
+        let ticks_until = |fetched: &HashSet<String>, done: &dyn Fn(&evaluate::TickReport) -> bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let report = tick(fetched);
+                if done(&report) || std::time::Instant::now() > deadline {
+                    return report;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        if engine == Engine::Postgresql {
+            ticks_until(&all, &|report| report.tickers_changed == 0);
+        }
 
-        // HELD crosses its alert's level, but its quote is not fetched.
+        // HELD crosses its alert's level, but its quote is not fetched: held
+        // back (on PostgreSQL, once the watermark may pass its change).
         db.set_quote("HELD", 150.0);
-        let report = tick(&without_held);
-        assert_eq!((report.tickers_changed, report.held, report.triggered), (1, 1, 0));
+        let report = ticks_until(&without_held, &|report| report.held == 1);
+        assert_eq!((report.held, report.triggered), (1, 0));
+        if engine == Engine::Sqlite {
+            assert_eq!(report.tickers_changed, 1);
+        }
         let watermark = || db.scalar("SELECT change_seq FROM job_watermarks");
         let since = || db.scalar("SELECT since FROM job_holds");
         for round in 0..30_usize {
