@@ -20,7 +20,17 @@ pub(super) enum LoopEvent {
     /// A job's run ended.
     Finished {
         job: String,
-        result: anyhow::Result<JobReport>,
+        /// Boxed: a tick's report is the largest event by far.
+        result: Box<anyhow::Result<JobReport>>,
+    },
+    /// A reacting job's run left its progress unwritten a while ago: time
+    /// to write it (`evaluate::carried`).
+    Unwritten {
+        job: String,
+    },
+    /// That write ended.
+    Written {
+        job: String,
     },
     /// Another member took this fire time of the job (`membership`).
     Elsewhere {

@@ -24,6 +24,9 @@ pub(super) struct Reacting {
     /// Jobs owed one more run after the running one, and why: however many
     /// changes came meanwhile, one run reads them all.
     owed: HashMap<String, Cause>,
+    /// Jobs whose last run left its progress unwritten, with its write
+    /// booked.
+    unwritten: HashSet<String>,
 }
 
 /// Hears changes while this member reacts for one of `jobs` (it holds the
@@ -56,6 +59,7 @@ impl Reacting {
     /// No more runs are owed, and none reacts: the daemon stops.
     pub(super) fn stop(&mut self) {
         self.owed.clear();
+        self.unwritten.clear();
         self.held.clear();
     }
 
@@ -82,6 +86,18 @@ impl Reacting {
     /// Owes `job` one more run, for `cause` unless it is owed one already.
     pub(super) fn owe(&mut self, job: &str, cause: Cause) {
         self.owed.entry(job.to_owned()).or_insert(cause);
+    }
+
+    /// A run of `job` left its progress unwritten: whether to book its
+    /// write (none is booked yet).
+    pub(super) fn left_unwritten(&mut self, job: &str) -> bool {
+        self.unwritten.insert(job.to_owned())
+    }
+
+    /// The write booked for `job`'s unwritten progress is due: whether to
+    /// write it (this member still reacts for it).
+    pub(super) fn write_unwritten(&mut self, job: &str) -> bool {
+        self.unwritten.remove(job) && self.holds(job)
     }
 
     /// The run owed to `job`, if any, now that its run ended.

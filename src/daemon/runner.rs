@@ -124,7 +124,10 @@ impl Runner {
             Finish::Failed
         };
         membership::finish(&self.pool, me, &fire, finish).await;
-        let _ = events.send(LoopEvent::Finished { job, result });
+        let _ = events.send(LoopEvent::Finished {
+            job,
+            result: Box::new(result),
+        });
     }
 
     /// A claim of a tick of `job` committed: the deliverer wakes, and the
@@ -152,7 +155,10 @@ impl Runner {
         events: &mpsc::UnboundedSender<LoopEvent>,
     ) {
         let result = self.run_recorded(&job, kind).await;
-        let _ = events.send(LoopEvent::Finished { job, result });
+        let _ = events.send(LoopEvent::Finished {
+            job,
+            result: Box::new(result),
+        });
     }
 
     /// Runs one job and records the run: in `job_runs` (for `status`) and in
@@ -211,7 +217,7 @@ impl Runner {
     /// Runs one job to its end. Blocking work goes to `spawn_blocking`.
     async fn run(&self, job: &str, kind: JobKind) -> anyhow::Result<JobReport> {
         match kind {
-            JobKind::Evaluate { scope, .. } => self.evaluate(job, scope).await,
+            JobKind::Evaluate { scope, on_change } => self.evaluate(job, scope, on_change).await,
             JobKind::Purge { keep } => self.purge(keep).await,
         }
     }
@@ -220,7 +226,12 @@ impl Runner {
     /// fetch if there is one: the fetch and the tick take one time, the
     /// database's, so the fetch asks for the tickers of the alerts the tick
     /// will re-arm as of then. The fetch's errors and time are the tick's.
-    async fn evaluate(&self, job: &str, scope: Scope) -> anyhow::Result<JobReport> {
+    /// A reacting job's tick in the daemon, without a source, may leave its
+    /// progress unwritten (`evaluate::carried`): the loop runs it again in
+    /// time to write it.
+    async fn evaluate(&self, job: &str, scope: Scope, reacts: bool) -> anyhow::Result<JobReport> {
+        let unwritten =
+            reacts && self.source.is_none() && matches!(self.runs_for, RunsFor::Member { .. });
         let mut refresh = match &self.source {
             Some(source) => Some(source.refresh(&self.pool, &scope).await),
             None => None,
@@ -243,6 +254,7 @@ impl Runner {
                 scope: &scope,
                 fetched: fetched.as_ref(),
                 memory: &runner.tick_memory,
+                unwritten,
             };
             match at {
                 Some(at) => evaluate::tick_at(&runner.workers, &runner.pool, &options, at),
@@ -277,6 +289,28 @@ impl Runner {
                 Err(anyhow::Error::new(failed))
             }
         }
+    }
+
+    /// Writes what a reacting job's runs carried unwritten
+    /// (`evaluate::carried`); a failure is logged, and the job's next run
+    /// reads its window again from the stored watermark.
+    pub(super) async fn write_unwritten(&self, job: &str, scope: Scope) {
+        let key = evaluate::watermark_of(job, &scope, self.max_age);
+        let runner = self.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            evaluate::write_carried(&runner.pool, &runner.tick_memory, &key)
+        })
+        .await;
+        let error = match written {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => format!("{error:#}"),
+            Err(panicked) => format!("the write panicked: {panicked}"),
+        };
+        tracing::warn!(
+            job,
+            error,
+            "writing what the job's runs observed failed; its next run reads those changes again"
+        );
     }
 
     /// A `purge` job: deletes the delivered events older than `keep`.

@@ -16,7 +16,7 @@ use crate::schedule::Scheduler;
 use crate::signals::{self, Signal};
 use crate::store::cluster::{Fire, Me};
 use crate::store::listen::Changed;
-use crate::{membership, metrics, store, systemd};
+use crate::{evaluate, membership, metrics, store, systemd};
 
 use super::deadlines::Deadlines;
 use super::deliverer::DeliveryTask;
@@ -176,11 +176,12 @@ impl Daemon {
                     self.running.remove(&job);
                     log_run(&job, &result, self.failures.entry(job.clone()).or_default());
                 }
-                LoopEvent::Elsewhere { job } => {
+                LoopEvent::Elsewhere { job } | LoopEvent::Written { job } => {
                     self.running.remove(&job);
                 }
                 LoopEvent::Signal(Signal::Shutdown) => tracing::info!("already stopping"),
                 LoopEvent::Due { .. }
+                | LoopEvent::Unwritten { .. }
                 | LoopEvent::Backlog(_)
                 | LoopEvent::Orphaned(_)
                 | LoopEvent::Changed(_)
@@ -219,6 +220,8 @@ impl Daemon {
             match self.next_event().await {
                 LoopEvent::Due { job, epoch, at } => self.due(job, epoch, at).await,
                 LoopEvent::Changed(changed) => self.react(&changed),
+                LoopEvent::Unwritten { job } => self.write_unwritten(job),
+                LoopEvent::Written { job } => self.ended(job),
                 LoopEvent::Reacting(held) => self.hold(held),
                 LoopEvent::Orphaned(fires) => self.take_over(fires),
                 LoopEvent::Elsewhere { job } => {
@@ -226,7 +229,7 @@ impl Daemon {
                     self.progressed(&job);
                     self.ended(job);
                 }
-                LoopEvent::Finished { job, result } => self.finished(job, result).await,
+                LoopEvent::Finished { job, result } => self.finished(job, *result).await,
                 LoopEvent::Heartbeat => {
                     // Pinged from the loop, booked through the scheduler: a
                     // stuck loop or a dead scheduler stops the pings.
@@ -303,6 +306,43 @@ impl Daemon {
                 self.run_now_or_after(job, kind, Cause::Change);
             }
         }
+    }
+
+    /// A run of `job` left its progress unwritten: unless it is booked
+    /// already, it is written once it may wait no more, if no run of the
+    /// job wrote it meanwhile.
+    fn book_unwritten(&mut self, job: &str) {
+        if !self.reacting.left_unwritten(job) {
+            return;
+        }
+        let (events, job) = (self.events.clone(), job.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(evaluate::WRITTEN_WITHIN).await;
+            let _ = events.send(LoopEvent::Unwritten { job });
+        });
+    }
+
+    /// The write booked for a job's unwritten progress: unless a run of
+    /// the job is under way (which writes it, or books it again), it is
+    /// written, as a run of its own while it lasts.
+    fn write_unwritten(&mut self, job: String) {
+        if !self.reacting.write_unwritten(&job) || self.running.contains(&job) {
+            return;
+        }
+        let Some(JobKind::Evaluate { scope, .. }) = self
+            .jobs
+            .configs
+            .get(&job)
+            .map(|config| config.kind.clone())
+        else {
+            return;
+        };
+        self.running.insert(job.clone());
+        let (runner, events) = (self.runner.clone(), self.events.clone());
+        tokio::spawn(async move {
+            runner.write_unwritten(&job, scope).await;
+            let _ = events.send(LoopEvent::Written { job });
+        });
     }
 
     /// A heartbeat said which reacting jobs this member holds: it hears
@@ -395,6 +435,11 @@ impl Daemon {
         self.runner.metrics.run_ended(&job, result.is_ok());
         if result.is_ok() {
             self.progressed(&job);
+        }
+        if let Ok(JobReport::Evaluated(tick)) = &result
+            && tick.unwritten
+        {
+            self.book_unwritten(&job);
         }
         self.ended(job.clone());
         log_run(&job, &result, self.failures.entry(job.clone()).or_default());

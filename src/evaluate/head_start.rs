@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::store::{self, Pool};
 
+use super::carried::Carry;
 use super::claim::evaluate_and_claim;
 use super::malformed::Warnings;
 use super::options::TickOptions;
@@ -35,7 +36,8 @@ pub const HEAD_START_AFTER: usize = 1024;
 /// `options.head_start` moved tickers in it, if more moved. Counts what it
 /// read and claimed into `report`; what it planned and found malformed,
 /// the tick counts. Returns the tick's start (its window and holds), and
-/// the tickers it judged that had enabled alerts, for `prepare`. A held
+/// the tickers it judged that had enabled alerts, for `prepare`; where the
+/// window starts follows what the job carries (`carry`). A held
 /// ticker among them is judged from the window's start here: the tick
 /// judges it from its hold.
 pub(super) fn head_start(
@@ -43,10 +45,11 @@ pub(super) fn head_start(
     pool: &Pool,
     writer: &mut store::Connection,
     options: &TickOptions<'_>,
+    carry: &mut Carry,
     now: chrono::DateTime<chrono::Utc>,
     report: &mut TickReport,
 ) -> anyhow::Result<(Start, HashSet<String>)> {
-    let (start, candidates) = first_moved(writer, options)?;
+    let (start, candidates) = first_moved(writer, options, carry)?;
     let Some(candidates) = candidates else {
         return Ok((start, HashSet::new()));
     };

@@ -3,6 +3,7 @@
 //! `crate::alert`), and funnels the claims into one writer. Nothing here
 //! speaks HTTP.
 
+mod carried;
 mod claim;
 mod head_start;
 mod judge;
@@ -16,11 +17,14 @@ mod quiet;
 mod read;
 mod tick_report;
 
+pub use carried::WRITTEN_WITHIN;
 pub use head_start::{HEAD_START, HEAD_START_AFTER};
 pub use judge::{
     FUTURE_SKEW, Observed, QuoteProblem, Verdict, decide, judge, malformed_at, trigger_of,
     usable_quote,
 };
+#[cfg(any(test, feature = "test-support"))]
+pub use options::SavedCarry;
 pub use options::{TickMemory, TickOptions};
 pub use paging::PAGE;
 pub use prepare::watermark_of;
@@ -105,6 +109,15 @@ pub fn tick_at(
     run(workers, pool, options, TickTime::At(now))
 }
 
+/// Writes what the ticks of `job` (its watermark key, [`watermark_of`])
+/// carry unwritten (`evaluate::carried`): the daemon's write, when no tick
+/// came to write it within [`WRITTEN_WITHIN`]. No tick of the job may run
+/// meanwhile.
+pub fn write_carried(pool: &Pool, memory: &TickMemory, job: &str) -> anyhow::Result<()> {
+    let mut writer = pool.get()?;
+    observe::write_carried(&mut writer, memory, job)
+}
+
 /// Where a tick's time comes from.
 #[derive(Debug, Clone, Copy)]
 enum TickTime {
@@ -153,10 +166,11 @@ fn stages(
         TickTime::At(now) => now,
     };
     apply_what_came_due(&mut writer, now, options.memory, report)?;
-    let (start, judged_ahead) = head_start(workers, pool, &mut writer, options, now, report)?;
-    let head_started = started.elapsed();
     let job = watermark_key(options);
-    let quiet = lock(&options.memory.quiet).take(&job, start.window.since);
+    let mut carry = lock(&options.memory.carried).take(&job);
+    let (start, judged_ahead) =
+        head_start(workers, pool, &mut writer, options, &mut carry, now, report)?;
+    let head_started = started.elapsed();
     let mut pages = Pages {
         workers,
         pool,
@@ -166,16 +180,16 @@ fn stages(
         judged_ahead,
         locked: Vec::new(),
         watermark: Watermark::new(job, start.window, start.holds),
-        quiet,
+        carry,
         window_alerts: None,
         phases: Phases::default(),
     };
     let outcome = pages.run(report);
     if outcome.is_ok() {
-        // The next window starts where this one moved the watermark.
-        if let Some((to, _, _)) = pages.watermark.advance() {
-            lock(&options.memory.quiet).keep(&pages.watermark.job, pages.quiet, to);
-        }
+        // The next tick starts from what this one carries.
+        let mut carried = lock(&options.memory.carried);
+        report.unwritten = pages.carry.unwritten() || !carried.unwritten.is_empty();
+        carried.keep(&pages.watermark.job, pages.carry);
     }
     let (phases, locked) = (pages.phases, pages.locked);
     say_unlogged(&options.memory.malformed_warnings);

@@ -2,15 +2,20 @@
 //! price came back, then the observed prices and the job's watermark.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
+use crate::lock::lock;
 use crate::store::observations::{self, Observation};
-use crate::store::watermarks::{Advance, Hold, MOST_HOLDS};
+use crate::store::watermarks::{self, Advance, Hold, MOST_HOLDS};
 use crate::store::{self, alerts};
 
+use super::carried::{Carried, Carry};
 use super::claim::Locked;
+use super::options::TickMemory;
 use super::plan::Plan;
 use super::prepare::Window;
 use super::tick_report::TickReport;
@@ -109,6 +114,16 @@ impl Watermark {
     }
 }
 
+/// What a page's end carries: the job's carry, and whether the page may
+/// leave its progress unwritten in it (`evaluate::carried`).
+pub(super) struct Carrying<'c> {
+    /// The job's.
+    pub(super) carry: &'c mut Carry,
+    /// The process's, with its observed prices not written.
+    pub(super) carried: &'c Mutex<Carried>,
+    pub(super) unwritten: bool,
+}
+
 /// After every claim of a page committed: first the banded alerts waiting
 /// for the evaluated prices to come back (`store::alerts::come_back`: their
 /// wait ends, and those whose cooldown passed are re-armed), then, in one
@@ -122,11 +137,18 @@ impl Watermark {
 /// skipped, what was claimed stays claimed (and what came back stays back),
 /// and a price recorded by an earlier page is judged again as moved from
 /// itself, which brings nothing a crossing did not already bring.
+///
+/// A page that may (`carrying`), and that holds back no ticker and brings
+/// no alert back, in a job that holds none back, writes nothing: its
+/// observed prices, and with the last page the watermark, are carried to
+/// a later tick, within their bounds (`evaluate::carried`). A page that
+/// writes writes what is carried too.
 pub(super) fn observe(
     writer: &mut store::Connection,
     watermark: &mut Watermark,
     plan: Plan,
     locked: &[Locked],
+    mut carrying: Carrying<'_>,
     now: DateTime<Utc>,
     report: &mut TickReport,
 ) -> anyhow::Result<()> {
@@ -141,6 +163,7 @@ pub(super) fn observe(
         .filter(|work| work.waiting && !held.contains(&work.ticker))
         .map(|work| (work.ticker.as_str(), work.observed.price))
         .collect();
+    let brings_back = !prices.is_empty();
     let returned = alerts::come_back(writer, &prices, now)
         .context("re-arming alerts whose price came back")?;
     report.returned += returned.came_back;
@@ -149,18 +172,25 @@ pub(super) fn observe(
     for hold in plan.held {
         watermark.hold(hold);
     }
-    let mut observed: Vec<Observation> = Vec::with_capacity(plan.work.len());
+    // Each with whether its quote is newer than the observed one (an older
+    // quote's price is the store's to refuse, never carried).
+    let mut observed: Vec<(Observation, bool)> = Vec::with_capacity(plan.work.len());
     for work in plan.work {
         if held.contains(&work.ticker) {
             watermark.hold(work.hold());
         } else if work.observe {
-            observed.push(Observation {
+            let observation = Observation {
                 ticker: work.ticker,
                 price: work.observed.price,
                 quote_time: work.quote_time.written,
-            });
+            };
+            observed.push((observation, work.newer));
         }
     }
+    let holds_none = !brings_back && held.is_empty();
+    let Some(writes) = carry_or_write(&mut carrying, watermark, observed, holds_none) else {
+        return Ok(());
+    };
     let advance = watermark.advance();
     let advance = advance.as_ref().map(|(to, held, released)| Advance {
         job: &watermark.job,
@@ -172,8 +202,94 @@ pub(super) fn observe(
     report.held = advance
         .as_ref()
         .map_or(0, |advance| advance.held.len() as u64);
-    observations::finish_tick(writer, &observed, advance.as_ref(), now)
-        .context("recording observed prices and the job's watermark")
+    write(writer, writes, advance.as_ref(), now)?;
+    if let Some(advance) = advance {
+        carrying.carry.written(advance.to);
+    }
+    Ok(())
+}
+
+/// Writes observed prices, in turn, the watermark moving with the last.
+fn write(
+    writer: &mut store::Connection,
+    writes: Vec<Vec<Observation>>,
+    advance: Option<&Advance<'_>>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let last = writes.len().saturating_sub(1);
+    for (at, observed) in writes.iter().enumerate() {
+        observations::finish_tick(writer, observed, advance.filter(|_| at == last), now)
+            .context("recording observed prices and the job's watermark")?;
+    }
+    Ok(())
+}
+
+/// A page's end without a write, if it may (`carrying`), its quotes are
+/// newer than those its tickers were judged from, nothing held back
+/// (`holds_none`: and no banded alert came back) and the job holds none:
+/// its observed prices, and with the last page the watermark, are carried
+/// within their bounds, and `None` is left to write. Otherwise, the
+/// observed prices to write, with every one carried (`Unwritten::with`).
+fn carry_or_write(
+    carrying: &mut Carrying<'_>,
+    watermark: &Watermark,
+    observed: Vec<(Observation, bool)>,
+    holds_none: bool,
+) -> Option<Vec<Vec<Observation>>> {
+    let at = Instant::now();
+    let mut carried = lock(carrying.carried);
+    let carries = carrying.unwritten
+        && holds_none
+        && watermark.holds.is_empty()
+        && watermark.holding.is_empty()
+        && watermark.deferred.is_none()
+        && observed.iter().all(|(_, newer)| *newer)
+        && carrying.carry.may_wait(at)
+        && carried.unwritten.may_keep(observed.len(), at);
+    if !carries {
+        return Some(carried.unwritten.with(observed));
+    }
+    let observed = observed.into_iter().map(|(observation, _)| observation);
+    carried.unwritten.keep(observed.collect(), at);
+    if let Some((to, _, _)) = watermark.advance() {
+        carrying.carry.moved(to, at);
+    }
+    None
+}
+
+/// Writes what the ticks of the job keyed `job` carry unwritten: the
+/// observed prices the process carries, and the job's watermark, if the
+/// store still holds the one its ticks started from (else only the
+/// prices; the job's carry goes, as a tick would find). The daemon's
+/// write, when ticks carried progress and none came to write it within
+/// [`WRITTEN_WITHIN`](super::WRITTEN_WITHIN). The caller runs no tick of
+/// the job meanwhile.
+pub(super) fn write_carried(
+    writer: &mut store::Connection,
+    memory: &TickMemory,
+    job: &str,
+) -> anyhow::Result<()> {
+    let now = store::clock::now(writer).context("reading the database's clock")?;
+    let stored = watermarks::start(writer, job)
+        .context("reading the job's watermark")?
+        .watermark
+        .unwrap_or(-1);
+    let mut carry = lock(&memory.carried).take(job);
+    carry.since(stored);
+    let writes = lock(&memory.carried).unwritten.with(Vec::new());
+    let advance = carry.through().map(|to| Advance {
+        job,
+        to,
+        through: to,
+        held: &[],
+        released: &[],
+    });
+    write(writer, writes, advance.as_ref(), now)?;
+    if let Some(advance) = advance {
+        carry.written(advance.to);
+    }
+    lock(&memory.carried).keep(job, carry);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@ use crate::config::{EvaluatorConfig, Scope};
 use crate::recurring::{Budget, Recurring};
 use crate::store::alerts::Trigger;
 
+use super::carried::Carried;
 use super::judge::QuoteProblem;
 use super::malformed::WARNINGS_PER_MINUTE;
-use super::quiet::QuietBands;
 
 /// What a tick evaluates, besides the database.
 pub struct TickOptions<'a> {
@@ -45,6 +45,12 @@ pub struct TickOptions<'a> {
     /// once (`evaluate::PAGE` in the daemon): what a tick holds follows
     /// this, not the number of tickers that changed.
     pub page: usize,
+    /// Whether a tick that would write only observed prices and the
+    /// watermark may carry them to a later tick instead, which writes
+    /// them within `evaluate::WRITTEN_WITHIN` (`evaluate::carried`): the
+    /// daemon's reacting jobs, which it runs again when that time comes.
+    /// Otherwise every tick writes its own.
+    pub unwritten: bool,
 }
 
 /// What the ticks of one process remember of each other, so that a
@@ -62,8 +68,9 @@ pub struct TickMemory {
     pub(super) quote_warnings: Budget,
     /// When an expiry, a wake or a re-arm next comes due, as last read.
     pub(super) due: Mutex<NextDue>,
-    /// Each job's tickers whose next small move reaches nothing.
-    pub(super) quiet: Mutex<QuietBands>,
+    /// What each job carries from one tick to the next: its tickers whose
+    /// next small move reaches nothing, and its progress not written yet.
+    pub(super) carried: Mutex<Carried>,
 }
 
 /// When an expiry or a wake next comes due (unix ms; `None`: none is to
@@ -121,10 +128,37 @@ impl Default for TickMemory {
             malformed_warnings: Budget::per_minute(WARNINGS_PER_MINUTE),
             quote_warnings: Budget::per_minute(QUOTE_LINES_PER_MINUTE),
             due: Mutex::default(),
-            quiet: Mutex::default(),
+            carried: Mutex::default(),
         }
     }
 }
+
+#[cfg(any(test, feature = "test-support"))]
+impl TickMemory {
+    /// The observed prices the process carries unwritten.
+    pub fn unwritten(&self) -> Vec<crate::store::observations::Observation> {
+        crate::lock::lock(&self.carried).unwritten.all()
+    }
+
+    /// What the process carries, to be put back by [`Self::restore_carried`].
+    pub fn save_carried(&self) -> SavedCarry {
+        SavedCarry(crate::lock::lock(&self.carried).clone())
+    }
+
+    /// Puts back what the process carried before a tick of the job of
+    /// `options` that failed after its claims: its observed prices are
+    /// not carried, and the job's carry is gone, as after a tick that
+    /// failed.
+    pub fn restore_carried(&self, saved: SavedCarry, options: &TickOptions<'_>) {
+        let mut carried = crate::lock::lock(&self.carried);
+        *carried = saved.0;
+        carried.take(&super::prepare::watermark_key(options));
+    }
+}
+
+/// What a process carried, as [`TickMemory::save_carried`] saved it.
+#[cfg(any(test, feature = "test-support"))]
+pub struct SavedCarry(Carried);
 
 /// The lines a minute that name a ticker's quote problem, or its end.
 pub(super) const QUOTE_LINES_PER_MINUTE: u64 = 100;

@@ -15,13 +15,14 @@ use chrono::{DateTime, Utc};
 
 use crate::store::{self, Pool, changes};
 
+use super::carried::Carry;
 use super::claim::{Locked, evaluate_and_claim};
 use super::malformed::{Warnings, name_blank_ticker_alerts};
-use super::observe::{Watermark, observe};
+use super::observe::{Carrying, Watermark, observe};
 use super::options::TickOptions;
 use super::plan::{log_quote_problems, plan};
 use super::prepare::{Candidate, prepare};
-use super::quiet::{JobBands, LEARNED_PER_PAGE};
+use super::quiet::LEARNED_PER_PAGE;
 use super::read::{ChangedReads, Readers};
 use super::tick_report::TickReport;
 
@@ -59,8 +60,9 @@ pub(super) struct Pages<'a, 'w> {
     /// Triggered alerts someone else held locked, over every page.
     pub(super) locked: Vec<Locked>,
     pub(super) watermark: Watermark,
-    /// The job's quiet bands, from its last tick here.
-    pub(super) quiet: JobBands,
+    /// What the job carries from its last tick here: its quiet bands, and
+    /// its progress not written yet.
+    pub(super) carry: Carry,
     /// How many alerts changed in the window, once a second page is known
     /// to come.
     pub(super) window_alerts: Option<u64>,
@@ -144,7 +146,7 @@ impl Pages<'_, '_> {
         let nearest = changes::nearest_levels(self.writer, &prices)
             .context("reading the nearest levels of quiet tickers")?;
         for (&(ticker, price), nearest) in prices.iter().zip(nearest) {
-            self.quiet.learn(ticker, price, nearest);
+            self.carry.bands.learn(ticker, price, nearest);
         }
         Ok(())
     }
@@ -160,10 +162,10 @@ impl Pages<'_, '_> {
         let options = self.options;
         for candidate in &candidates {
             if candidate.change.changed_alerts.is_some() || candidate.change.held_since.is_some() {
-                self.quiet.forget(&candidate.ticker);
+                self.carry.bands.forget(&candidate.ticker);
             }
         }
-        let plan = plan(candidates, options, &mut self.quiet, self.now, report);
+        let plan = plan(candidates, options, &mut self.carry.bands, self.now, report);
         log_quote_problems(options.memory, &plan);
         let warnings = Warnings::Within(&options.memory.malformed_warnings);
         if plan.blank_tickers {
@@ -181,6 +183,7 @@ impl Pages<'_, '_> {
             quiet: Mutex::default(),
             warnings,
         };
+        let triggered = report.triggered;
         let claimed = evaluate_and_claim(self.workers, &readers, self.writer, options, report);
         report.evaluated += readers.read.into_inner();
         report.malformed_alerts += readers.malformed.into_inner();
@@ -193,11 +196,22 @@ impl Pages<'_, '_> {
         self.learn_bands(&quiet)?;
         let judged = Instant::now();
         self.phases.evaluate_and_claim += judged - started;
+        // Only a page that claimed nothing and named nothing may leave
+        // its progress unwritten.
+        let unwritten = options.unwritten
+            && report.triggered == triggered
+            && locked.is_empty()
+            && !plan.blank_tickers;
         observe(
             self.writer,
             &mut self.watermark,
             plan,
             &locked,
+            Carrying {
+                carry: &mut self.carry,
+                carried: &options.memory.carried,
+                unwritten,
+            },
             self.now,
             report,
         )?;

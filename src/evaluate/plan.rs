@@ -9,7 +9,7 @@ use crate::lock::lock;
 use crate::logging;
 use crate::recurring::Budget;
 use crate::store::watermarks::Hold;
-use crate::time::QuoteTime;
+use crate::time::{QuoteTime, parse_time};
 
 use super::judge::{Observed, QuoteProblem, usable_quote};
 use super::options::{TickMemory, TickOptions};
@@ -31,6 +31,12 @@ pub(super) struct Work {
     pub(super) quote_time: QuoteTime,
     /// Record its price as observed once the claims committed.
     pub(super) observe: bool,
+    /// Its quote's time is surely after the observed price's (or none was
+    /// observed): recording it replaces that price, as the store's write
+    /// does (`store::observations::finish_tick`, which compares times to
+    /// the millisecond on SQLite), so it may be carried unwritten
+    /// (`evaluate::carried`).
+    pub(super) newer: bool,
     /// Look at its price for its banded alerts waiting for it to come back
     /// (known for the moved tickers: only a move brings one back).
     pub(super) waiting: bool,
@@ -68,6 +74,11 @@ pub(super) struct Plan {
     /// quote, which is no new change).
     pub(super) held: Vec<Hold>,
 }
+
+/// How much later a quote's time must be than the observed one's for the
+/// store to find it newer, whatever its precision (SQLite's `julianday`
+/// rounds to the millisecond).
+const SURELY_NEWER: chrono::TimeDelta = chrono::TimeDelta::milliseconds(1);
 
 /// Decides which tickers to evaluate: usable and fresh quotes, fetched (for
 /// the HTTP source), and which moved tickers to read (not those that moved
@@ -180,6 +191,9 @@ impl Plan {
                     at,
                 },
                 observe: candidate.has_alerts,
+                newer: candidate.previous_time.as_deref().is_none_or(|previous| {
+                    parse_time(previous).is_some_and(|then| at - then >= SURELY_NEWER)
+                }),
                 waiting: candidate.waiting,
                 first_change,
                 held_since,
@@ -290,6 +304,7 @@ mod tests {
                 at: DateTime::UNIX_EPOCH,
             },
             observe: true,
+            newer: true,
             waiting: false,
             first_change: 1,
             held_since: None,

@@ -12,6 +12,7 @@ use crate::store::changes::{ChangedTicker, TickerState};
 use crate::store::watermarks::Hold;
 use crate::store::{self, changes, watermarks};
 
+use super::carried::Carry;
 use super::options::{TickMemory, TickOptions};
 use super::tick_report::TickReport;
 use crate::lock::lock;
@@ -59,6 +60,8 @@ pub(super) struct Candidate {
     /// Its quote: `(price, updated_at)`.
     pub(super) quote: Option<(Option<f64>, String)>,
     pub(super) previous: Option<f64>,
+    /// The time of the quote it was observed at, as written.
+    pub(super) previous_time: Option<String>,
     /// Whether it has enabled alerts at all (only those tickers' prices
     /// become observations, as a full scan records them).
     pub(super) has_alerts: bool,
@@ -127,15 +130,16 @@ pub(super) fn apply_what_came_due(
 
 /// The window since the job's watermark, and its holds, read in the
 /// caller's transaction: a job that never ran reads everything once (every
-/// number is 0 or more).
-fn start(reader: &mut store::Connection, job: &str) -> anyhow::Result<Start> {
+/// number is 0 or more). Where the job's last tick here left its progress
+/// unwritten, the window starts there (`carry`).
+fn start(reader: &mut store::Connection, job: &str, carry: &mut Carry) -> anyhow::Result<Start> {
     let horizon = changes::horizon(reader).context("reading how far the changes reach")?;
     let start = watermarks::start(reader, job).context("reading the job's watermark")?;
     let mut holds = start.holds;
     holds.sort_unstable_by(|a, b| a.ticker.cmp(&b.ticker));
     Ok(Start {
         window: Window {
-            since: start.watermark.unwrap_or(-1),
+            since: carry.since(start.watermark.unwrap_or(-1)),
             until: horizon.visible,
             closed: horizon.closed.min(horizon.visible),
         },
@@ -150,7 +154,8 @@ fn start(reader: &mut store::Connection, job: &str) -> anyhow::Result<Start> {
 /// The tickers a head start judged with enabled alerts (`judged_ahead`)
 /// count as having some, though it may have claimed them all: their prices
 /// are recorded as observed, as a full scan records those of the tickers
-/// with enabled alerts when it starts.
+/// with enabled alerts when it starts. A ticker's observed price is the
+/// one the job carries unwritten, if it does.
 pub(super) fn prepare(
     writer: &mut store::Connection,
     options: &TickOptions<'_>,
@@ -177,6 +182,7 @@ pub(super) fn prepare(
     for candidate in &mut page.candidates {
         candidate.has_alerts |= judged_ahead.contains(&candidate.ticker);
     }
+    carried_previous(options.memory, &mut page.candidates);
     Ok(page)
 }
 
@@ -188,12 +194,13 @@ pub(super) fn prepare(
 pub(super) fn first_moved(
     writer: &mut store::Connection,
     options: &TickOptions<'_>,
+    carry: &mut Carry,
 ) -> anyhow::Result<(Start, Option<Vec<Candidate>>)> {
     let head_start = options.head_start;
     let after = options.head_start_after.max(head_start);
     let job = watermark_key(options);
     store::read_transaction(writer, |reader| {
-        let start = start(reader, &job)?;
+        let start = start(reader, &job, carry)?;
         let window = start.window;
         if head_start == 0 {
             return Ok((start, None));
@@ -232,6 +239,7 @@ pub(super) fn first_moved(
                     },
                     quote: None,
                     previous: None,
+                    previous_time: None,
                     has_alerts: false,
                     waiting: false,
                 };
@@ -242,6 +250,27 @@ pub(super) fn first_moved(
         Ok((start, Some(candidates)))
     })
     .context("reading what changed first")
+    .map(|(start, mut candidates): (Start, Option<Vec<Candidate>>)| {
+        if let Some(candidates) = &mut candidates {
+            carried_previous(options.memory, candidates);
+        }
+        (start, candidates)
+    })
+}
+
+/// The observed prices the process carries unwritten
+/// (`evaluate::carried`), over the stored ones.
+fn carried_previous(memory: &TickMemory, candidates: &mut [Candidate]) {
+    let carried = lock(&memory.carried);
+    if carried.unwritten.is_empty() {
+        return;
+    }
+    for candidate in candidates {
+        if let Some(carried) = carried.unwritten.previous(&candidate.ticker) {
+            candidate.previous = Some(carried.price);
+            candidate.previous_time = Some(carried.quote_time.clone());
+        }
+    }
 }
 
 /// The holds of the tickers after `after`, up to `next` (to the last for
@@ -340,6 +369,7 @@ fn candidates(
                 },
                 quote: None,
                 previous: None,
+                previous_time: None,
                 has_alerts: false,
                 waiting: false,
             };
@@ -358,6 +388,7 @@ fn take_state(candidate: &mut Candidate, state: TickerState) {
     }
     candidate.quote = state.quote;
     candidate.previous = state.previous;
+    candidate.previous_time = state.previous_time;
     candidate.has_alerts = candidate.change.changed_alerts.is_some() || state.has_alerts;
     candidate.waiting = state.waiting;
 }

@@ -17,9 +17,10 @@
 //! change (`store::changes`) the next windows read, and a change to one of
 //! a ticker's alerts drops its band (its changed alerts are read as ever).
 //! A claim only disables alerts, which takes levels away. So the job's
-//! bands hold only from the watermark its last tick in this process moved
-//! to: a window starting anywhere else (another daemon's tick, a failed
-//! tick, a held ticker read from its hold) starts without them.
+//! bands hold only while its windows follow each other in this process
+//! (`evaluate::carried`): a window starting anywhere else (another
+//! daemon's tick, a failed tick) starts without them, and a ticker read
+//! from its hold drops its own.
 
 use std::collections::HashMap;
 
@@ -35,47 +36,14 @@ pub(super) const BANDS_KEPT: usize = 65_536;
 /// time instead of falling behind (10,000 at once held a tick 2 s).
 pub(super) const LEARNED_PER_PAGE: usize = 64;
 
-/// How many jobs' bands a process keeps: past it (jobs renamed or
-/// rescoped by reloads, or many jobs), only the last job's are kept.
-const JOBS_KEPT: usize = 8;
-
 /// How far inside its levels a band stops, relative to each: the level
 /// index computes a moving-% alert's level one way and the reads compare
 /// it another (`condition::ROUNDING`, a thousand times smaller).
 const MARGIN: f64 = 1e-6;
 
-/// Each job's bands, by its watermark key.
-#[derive(Debug, Default)]
-pub(super) struct QuietBands {
-    jobs: HashMap<String, JobBands>,
-}
-
-impl QuietBands {
-    /// The bands of `job` for a window starting at `since`: those it kept,
-    /// if its last tick here ended there; else none.
-    pub(super) fn take(&mut self, job: &str, since: i64) -> JobBands {
-        match self.jobs.remove(job) {
-            Some(bands) if bands.through == Some(since) => bands,
-            _ => JobBands::default(),
-        }
-    }
-
-    /// Keeps `bands` for `job`'s next window, which should start at
-    /// `through`.
-    pub(super) fn keep(&mut self, job: &str, mut bands: JobBands, through: i64) {
-        bands.through = Some(through);
-        if self.jobs.len() >= JOBS_KEPT {
-            self.jobs.clear();
-        }
-        self.jobs.insert(job.to_owned(), bands);
-    }
-}
-
 /// One job's bands, by ticker.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct JobBands {
-    /// The watermark they hold from.
-    through: Option<i64>,
     bands: HashMap<String, Band>,
 }
 
@@ -147,7 +115,7 @@ impl JobBands {
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.bands.len()
     }
 }
@@ -201,33 +169,6 @@ mod tests {
             nearest(Some(f64::NEG_INFINITY), Some(f64::INFINITY)),
         );
         assert!(bands.quiet("F", Some(1e-9), 1e300));
-    }
-
-    /// A change to a ticker's alerts drops its band; a window that does not
-    /// start where the job's last tick here ended starts with none.
-    #[test]
-    fn bands_hold_only_from_where_the_last_tick_ended() {
-        let mut quiet = QuietBands::default();
-        let mut bands = quiet.take("job", 10);
-        bands.learn("A", 100.0, nearest(Some(95.0), Some(105.0)));
-        bands.learn("B", 100.0, nearest(Some(95.0), Some(105.0)));
-        bands.forget("B");
-        quiet.keep("job", bands, 20);
-        assert_eq!(quiet.take("job", 20).len(), 1);
-        // Taken and not kept (a failed tick): gone.
-        assert_eq!(quiet.take("job", 20).len(), 0);
-        let mut bands = quiet.take("job", 20);
-        bands.learn("A", 100.0, nearest(Some(95.0), Some(105.0)));
-        quiet.keep("job", bands, 30);
-        assert_eq!(quiet.take("job", 25).len(), 0, "another tick moved it");
-        // Past the most jobs kept, only the last job's.
-        for n in 0..=JOBS_KEPT {
-            let mut bands = quiet.take(&format!("job {n}"), 0);
-            bands.learn("A", 100.0, nearest(Some(95.0), Some(105.0)));
-            quiet.keep(&format!("job {n}"), bands, 1);
-        }
-        assert_eq!(quiet.jobs.len(), 1);
-        assert_eq!(quiet.take(&format!("job {JOBS_KEPT}"), 1).len(), 1);
     }
 
     /// Past the most bands kept, new tickers are not kept, known ones are

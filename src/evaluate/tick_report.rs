@@ -15,6 +15,10 @@ pub struct TickReport {
     /// Moved tickers not read: each moved inside the band between its
     /// alerts' nearest levels, which reaches none (`evaluate::quiet`).
     pub quiet: u64,
+    /// The tick left what it observed, and the job's watermark, unwritten:
+    /// a later tick writes them, within `evaluate::WRITTEN_WITHIN`
+    /// (`evaluate::carried`).
+    pub unwritten: bool,
     /// Alerts this tick claimed: one queued event each.
     pub triggered: u64,
     /// Alerts disabled, without an event, because their `expires_at` passed.

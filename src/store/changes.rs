@@ -268,8 +268,10 @@ pub struct TickerState {
     /// Its quote: `(price, updated_at)`, the price `None` when it is not a
     /// number.
     pub quote: Option<(Option<f64>, String)>,
-    /// The price the daemon last observed for it.
+    /// The price the daemon last observed for it, and that quote's time
+    /// as the application wrote it.
     pub previous: Option<f64>,
+    pub previous_time: Option<String>,
     /// Whether it has enabled alerts (asked only where the caller wants to
     /// know; `false` otherwise).
     pub has_alerts: bool,

@@ -10,8 +10,8 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::{
-    Daemon, Db, Engine, Receiver, change_runs, cli, counter, free_port, ok_runs, reacting_config,
-    sample, scrape, wait_until,
+    Daemon, Db, Engine, Param, Receiver, change_runs, cli, counter, free_port, ok_runs,
+    reacting_config, sample, scrape, wait_until,
 };
 
 on_every_engine! {
@@ -202,6 +202,69 @@ on_every_engine! {
     }
 }
 
+on_every_engine! {
+    fn a_feeds_ticks_that_claim_nothing_write_their_progress_within_a_second(engine: Engine) {
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let port = free_port();
+        let path = db.write_config(&reacting_config(&db, &receiver.url, port, &[("feed", "*")]));
+        const TICKERS: [&str; 3] = ["F1", "F2", "F3"];
+        for ticker in TICKERS {
+            db.add_alert(ticker, "above", 1000.0);
+        }
+        let crossing = db.add_alert("F2", "crossing_up", 110.0);
+        let _daemon = Daemon::start_quiet(&path);
+        wait_until("the first run", || ok_runs(port, "feed") == 1.0);
+        let settled = || change_runs(port, "feed") == ok_runs(port, "feed");
+        let mut last = [0.0; 3];
+        let feed = |rounds: usize, last: &mut [f64; 3]| {
+            for round in 0..rounds {
+                for (at, ticker) in TICKERS.iter().enumerate() {
+                    last[at] = 100.0 + ((round * 7 + at) % 10) as f64 * 0.1;
+                    db.set_quote(ticker, last[at]);
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        };
+
+        // A feed's small steps reach nothing: the runs carry their observed
+        // prices. A crossing from a carried price fires, once.
+        feed(20, &mut last);
+        db.set_quote("F2", 115.0);
+        last[1] = 115.0;
+        let event = receiver.wait_for(1);
+        assert_eq!(event[0].json()["data"]["alert_id"], crossing);
+
+        // More small steps, then none: what the last runs carried is
+        // written within a second, though no change comes to run the job
+        // (unless a run under load came more than a second after the
+        // first that carried: then that run wrote it).
+        feed(20, &mut last);
+        wait_until("the feed's runs", settled);
+        let observed = || {
+            TICKERS
+                .iter()
+                .zip(last)
+                .all(|(ticker, price)| {
+                    db.rows(&format!("SELECT price FROM observations WHERE ticker = '{ticker}'"))
+                        .first()
+                        .is_some_and(|row| matches!(row[0], Param::Real(seen) if seen == price))
+                })
+        };
+        eprintln!("carried at the feed's end: {}", !observed());
+        wait_until("the observed prices written", observed);
+        if engine == Engine::Sqlite {
+            // On PostgreSQL another test's transaction may keep the closed
+            // horizon, which the watermark stops at, below the last change.
+            wait_until("the watermark written", || {
+                db.scalar("SELECT change_seq FROM job_watermarks")
+                    == db.scalar("SELECT max(change_seq) FROM change_log")
+            });
+        }
+        assert_eq!(db.scalar("SELECT count(*) FROM outbox"), 1);
+    }
+}
+
 #[test]
 fn a_flood_of_malformed_rows_on_a_moving_ticker_is_named_twenty_times_a_minute() {
     const MALFORMED: usize = 1000;
@@ -247,7 +310,11 @@ on_every_engine! {
         let receiver = Receiver::start_lean();
         let port = free_port();
         let path = db.write_config(&reacting_config(&db, &receiver.url, port, &[("pace", "P-*")]));
-        db.add_alert("P-1", "above", 1000.0);
+        // Levels a held change crosses, one more at each try.
+        let levels: Vec<(String, &str, f64)> = (0..100)
+            .map(|n| ("P-1".to_owned(), "above", 1000.0 + f64::from(n)))
+            .collect();
+        db.add_alerts(&levels);
         let _daemon = Daemon::start_quiet(&path);
         wait_until("the first run", || ok_runs(port, "pace") == 1.0);
         let pace = |series: &str| {
@@ -262,10 +329,21 @@ on_every_engine! {
         }
         assert!(pace("runs_per_second") > 0.0);
         assert_eq!(pace("lag_seconds"), 0.0, "every change judged");
+        // Those runs claimed nothing, and carried their progress: it is
+        // written within a second (the job's watermark row, which the
+        // hold below needs).
+        wait_until("the runs' progress written", || {
+            db.rows("SELECT change_seq FROM job_watermarks").len() == 1
+                && (engine == Engine::Postgresql
+                    || db.scalar("SELECT change_seq FROM job_watermarks")
+                        == db.scalar("SELECT max(change_seq) FROM change_log"))
+        });
 
-        // A change whose run cannot end: the application holds what the
-        // run's last write needs (SQLite's write lock, committed right after
-        // the change; PostgreSQL's watermark row).
+        // A change whose run cannot end: it crosses a level, so the run
+        // must write (a run that claims nothing may carry its progress
+        // unwritten), and the application holds what the run's writes need
+        // (SQLite's write lock, taken right after the change commits;
+        // PostgreSQL's watermark row).
         let mut hold = Instant::now();
         let mut runs = 7.0;
         match engine {
@@ -274,7 +352,7 @@ on_every_engine! {
                 // The run may take the write lock between the change's
                 // commit and the hold, and end: then the test changes the
                 // quote again, until a hold comes first.
-                for price in (0..).map(|tries| 99.0 - f64::from(tries)) {
+                for price in (0..).map(|tries| 1000.5 + f64::from(tries)) {
                     hold = Instant::now();
                     app.execute_batch(&format!(
                         "BEGIN IMMEDIATE;
@@ -314,7 +392,7 @@ on_every_engine! {
                 holding
                     .batch_execute("SELECT * FROM job_watermarks FOR UPDATE")
                     .unwrap();
-                db.set_quote("P-1", 99.0);
+                db.set_quote("P-1", 1000.5);
                 let lag = wait_for_lag(&pace);
                 assert!(lag <= hold.elapsed().as_secs_f64(), "{lag}");
                 holding.commit().unwrap();

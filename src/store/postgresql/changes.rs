@@ -137,7 +137,8 @@ pub fn prune_change_log(connection: &mut PgConnection, cutoff: &str) -> Result<u
 /// rows stay small.
 const CHUNK: usize = 500;
 
-/// One statement per chunk of tickers: their quotes, observations and (where
+/// One statement per chunk of tickers: their quotes, observations (price and
+/// quote time) and (where
 /// asked) whether they have enabled alerts, and alerts waiting for their
 /// price to come back.
 pub fn ticker_states(
@@ -152,7 +153,8 @@ pub fn ticker_states(
                 t.ask AND (EXISTS (SELECT 1 FROM price_alerts AS a WHERE a.ticker = t.ticker
                                    AND a.return_below IS NOT NULL AND a.enabled = '0')
                            OR EXISTS (SELECT 1 FROM price_alerts AS a WHERE a.ticker = t.ticker
-                                      AND a.return_above IS NOT NULL AND a.enabled = '0'))
+                                      AND a.return_above IS NOT NULL AND a.enabled = '0')),
+                o.quote_time
          FROM unnest($1::text[], $2::bool[]) WITH ORDINALITY AS t (ticker, ask, at)
          LEFT JOIN quotes AS q ON q.ticker = t.ticker
          LEFT JOIN observations AS o ON o.ticker = t.ticker
@@ -174,6 +176,7 @@ pub fn ticker_states(
                     None
                 },
                 previous: row.try_get(3)?,
+                previous_time: row.try_get(6)?,
                 has_alerts: row.try_get(4)?,
                 waiting: row.try_get(5)?,
             });

@@ -168,21 +168,23 @@ fn text_of(value: ValueRef<'_>) -> Cow<'_, str> {
 }
 
 /// One ticker after another (a statement costs no round trip here), one
-/// statement each: its quote (if any), its observed price, and whether it
+/// statement each: its quote (if any), its observed price and that quote's
+/// time, and whether it
 /// has enabled alerts (through `idx_price_alerts_enabled`), where asked.
 pub fn ticker_states(
     connection: &Connection,
     tickers: &[(&str, bool)],
 ) -> rusqlite::Result<Vec<TickerState>> {
     let mut statement = connection.prepare_cached(
-        "SELECT q.price, q.updated_at, q.ticker IS NOT NULL,
-                (SELECT price FROM observations WHERE ticker = ?1),
+        "SELECT q.price, q.updated_at, q.ticker IS NOT NULL, o.price,
                 ?2 AND EXISTS (SELECT 1 FROM price_alerts WHERE ticker = ?1 AND enabled = 1),
                 ?2 AND (EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_return_below
                                 WHERE ticker = ?1 AND return_below IS NOT NULL AND enabled = 0)
                         OR EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_return_above
-                                   WHERE ticker = ?1 AND return_above IS NOT NULL AND enabled = 0))
-         FROM (SELECT 1) LEFT JOIN quotes AS q ON q.ticker = ?1",
+                                   WHERE ticker = ?1 AND return_above IS NOT NULL AND enabled = 0)),
+                o.quote_time
+         FROM (SELECT 1) LEFT JOIN quotes AS q ON q.ticker = ?1
+         LEFT JOIN observations AS o ON o.ticker = ?1",
     )?;
     tickers
         .iter()
@@ -199,6 +201,9 @@ pub fn ticker_states(
                         })
                         .transpose()?,
                     previous: row.get(3)?,
+                    previous_time: row
+                        .get::<_, Option<rusqlite::types::Value>>(6)?
+                        .map(super::rows::text),
                     has_alerts: row.get(4)?,
                     waiting: row.get(5)?,
                 })

@@ -91,6 +91,7 @@ pub fn tick_on_at(
         head_start: price_alertd::evaluate::HEAD_START,
         head_start_after: price_alertd::evaluate::HEAD_START_AFTER,
         page: price_alertd::evaluate::PAGE,
+        unwritten: false,
     };
     evaluate::tick_at(workers, pool, &options, now).unwrap()
 }
