@@ -52,7 +52,7 @@ pub const WRITTEN_WITHIN: Duration = Duration::from_secs(1);
 
 /// How many observed prices a process carries unwritten at most (some 100
 /// bytes each): a tick that would carry more writes them all.
-const UNWRITTEN_AT_MOST: usize = 4096;
+const UNWRITTEN_AT_MOST: usize = 1024;
 
 /// How many jobs' carries a process keeps: past it (jobs renamed or
 /// rescoped by reloads, or many jobs), only the last job's.

@@ -3,12 +3,13 @@
 //! to the claimers in chunks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, mpsc};
+use std::sync::{Mutex, mpsc};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use crate::alert::Alert;
+use crate::lock::lock;
 use crate::store::alerts::{AlertRow, Trigger};
 use crate::store::{self, Pool, changes};
 
@@ -16,6 +17,7 @@ use super::judge::{Verdict, decide, malformed_at, trigger_of};
 use super::malformed::{Warnings, warn_malformed};
 use super::plan::Work;
 use super::prepare::Window;
+use super::quiet::LEARNED_PER_PAGE;
 
 /// Triggers a reader sends the writer at once.
 const TRIGGER_CHUNK: usize = 512;
@@ -223,16 +225,16 @@ impl<'a> Judging<'a> {
     fn finish(mut self) {
         self.send();
         if let (true, Some(rows), Items::Moved(work)) = (self.open, &self.rows, &self.items) {
+            // A page learns a few bands at most: no more are told.
+            let mut told = lock(&self.readers.quiet);
+            let room = LEARNED_PER_PAGE.saturating_sub(told.len());
             let quiet = work
                 .iter()
                 .zip(rows)
                 .filter(|(item, rows)| **rows == 0 && !item.changed_alerts)
-                .map(|(item, _)| (item.ticker.clone(), item.observed.price));
-            self.readers
-                .quiet
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .extend(quiet);
+                .map(|(item, _)| (item.ticker.clone(), item.observed.price))
+                .take(room);
+            told.extend(quiet);
         }
     }
 }

@@ -29,7 +29,9 @@
 //!
 //! Options after `--feed`: `--engine sqlite|postgresql`, `--rate N|max`
 //! and `--rows N` (each may repeat; they replace the defaults), `--for
-//! SECONDS` (each row's feed; the `max` row feeds three times as long).
+//! SECONDS` (each row's feed; the `max` row feeds three times as long),
+//! `--step FRACTION` (a quote's largest step, 0.0004 unless asked: a
+//! smaller one crosses fewer levels, and most runs claim nothing).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -57,6 +59,9 @@ pub struct FeedOptions {
     /// An earlier build to run each row with first (`--before PATH`): its
     /// figures beside this tree's, from the same run.
     pub before: Option<std::path::PathBuf>,
+    /// The largest step of a quote, as a fraction of its price (`--step`;
+    /// `latency::STEP` unless asked): smaller steps cross fewer levels.
+    pub step: f64,
 }
 
 impl Default for FeedOptions {
@@ -67,6 +72,7 @@ impl Default for FeedOptions {
             rows: vec![20, 100],
             seconds: 20,
             before: None,
+            step: super::latency::STEP,
         }
     }
 }
@@ -77,6 +83,7 @@ struct Row {
     rate: Option<u64>,
     rows: usize,
     seconds: u64,
+    step: f64,
 }
 
 impl Row {
@@ -92,6 +99,7 @@ impl Row {
                     rate,
                     rows: size,
                     seconds: options.seconds * if rate.is_none() { 3 } else { 1 },
+                    step: options.step,
                 });
             }
         }
@@ -220,7 +228,7 @@ fn feed(
     let mut writes = 0;
     let mut written: Vec<Vec<u32>> = vec![Vec::new(); row.seconds as usize + 1];
     while started.elapsed() < over {
-        let rows = batch(&mut random, &mut prices, row.rows);
+        let rows = batch(&mut random, &mut prices, row.rows, row.step);
         feed.write(&rows);
         let committed = Instant::now();
         writes += rows.len();
@@ -515,6 +523,7 @@ fn postgresql(dir: &Path, relay: &Relay, options: &FeedOptions) {
                 rate: Some(10_000),
                 rows: 20,
                 seconds: options.seconds,
+                step: options.step,
             },
             3,
         ));
@@ -609,7 +618,8 @@ fn postgresql_row(
 /// The feed rows, on each engine asked for.
 pub fn rows(dir: &Path, relay: &Relay, options: &FeedOptions) {
     println!(
-        "feed: {ALERTS} alerts over {TICKERS} tickers, a reacting job, the relay and an SSE subscriber; each row {} s (max: {} s); floor: the same changes read and probed by the engine's shell, as a share of a core",
+        "feed: {ALERTS} alerts over {TICKERS} tickers, a reacting job, the relay and an SSE subscriber; steps up to {}% of a price; each row {} s (max: {} s); floor: the same changes read and probed by the engine's shell, as a share of a core",
+        options.step * 100.0,
         options.seconds,
         options.seconds * 3
     );

@@ -121,6 +121,7 @@ pub fn batch(
     random: &mut fastrand::Rng,
     prices: &mut [f64],
     count: usize,
+    step: f64,
 ) -> Vec<(String, f64, String)> {
     let mut taken = std::collections::HashSet::with_capacity(count);
     let mut rows = Vec::with_capacity(count);
@@ -130,7 +131,7 @@ pub fn batch(
         if !taken.insert(n) {
             continue;
         }
-        prices[n] *= 1.0 + (random.f64() * 2.0 - 1.0) * STEP;
+        prices[n] *= 1.0 + (random.f64() * 2.0 - 1.0) * step;
         rows.push((format!("T{n}"), prices[n], at.clone()));
     }
     rows
@@ -170,7 +171,7 @@ fn write_rate(feed: &mut dyn Feed, random: &mut fastrand::Rng, prices: &mut [f64
     let started = Instant::now();
     let mut written = 0;
     while started.elapsed() < COST_FOR {
-        feed.write(&batch(random, prices, COST_BATCH));
+        feed.write(&batch(random, prices, COST_BATCH, STEP));
         written += COST_BATCH;
     }
     written as f64 / started.elapsed().as_secs_f64()
@@ -221,7 +222,7 @@ fn under_feed(feed: &mut dyn Feed, daemons: &[Child], subscriber: &Subscriber) -
     let started = Instant::now();
     let mut next = started;
     while started.elapsed() < FEED {
-        let rows = batch(&mut random, &mut prices, BATCH);
+        let rows = batch(&mut random, &mut prices, BATCH, STEP);
         feed.write(&rows);
         let committed = Instant::now();
         for (ticker, _, at) in rows {

@@ -87,6 +87,7 @@ fn options() -> Options {
         rows: Vec::new(),
         seconds: feed::FeedOptions::default().seconds,
         before: None,
+        step: feed::FeedOptions::default().step,
     };
     let mut args = std::env::args().skip(1).filter(|arg| arg != "--bench");
     while let Some(arg) = args.next() {
@@ -114,6 +115,12 @@ fn options() -> Options {
                     .and_then(|v| v.parse().ok())
                     .expect("--for SECONDS")
             }
+            "--step" => {
+                feed_asked.step = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--step FRACTION")
+            }
             "--tickers" => {
                 options.tickers = Some(
                     args.next()
@@ -139,6 +146,7 @@ fn options() -> Options {
             feed.rows = feed_asked.rows;
         }
         feed.seconds = feed_asked.seconds;
+        feed.step = feed_asked.step;
         feed.before = feed_asked.before.clone();
     }
     options.before = feed_asked.before;
