@@ -94,10 +94,10 @@ impl Reacting {
         self.unwritten.insert(job.to_owned())
     }
 
-    /// The write booked for `job`'s unwritten progress is due: whether to
-    /// write it (this member still reacts for it).
+    /// The write booked for `job`'s unwritten progress is due: whether it
+    /// was booked (a stop forgets it).
     pub(super) fn write_unwritten(&mut self, job: &str) -> bool {
-        self.unwritten.remove(job) && self.holds(job)
+        self.unwritten.remove(job)
     }
 
     /// The run owed to `job`, if any, now that its run ended.

@@ -227,8 +227,7 @@ impl Runner {
     /// database's, so the fetch asks for the tickers of the alerts the tick
     /// will re-arm as of then. The fetch's errors and time are the tick's.
     /// A reacting job's tick in the daemon, without a source, may leave its
-    /// progress unwritten (`evaluate::carried`): the loop runs it again in
-    /// time to write it.
+    /// progress unwritten (`evaluate::carried`): the loop writes it in time.
     async fn evaluate(&self, job: &str, scope: Scope, reacts: bool) -> anyhow::Result<JobReport> {
         let unwritten =
             reacts && self.source.is_none() && matches!(self.runs_for, RunsFor::Member { .. });

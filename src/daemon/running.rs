@@ -157,8 +157,9 @@ impl Daemon {
         })
     }
 
-    /// Stops scheduling, lets the running jobs finish, drains the outbox for
-    /// up to the drain timeout, and leaves the members.
+    /// Stops scheduling, lets the running jobs finish, writes what their
+    /// runs carried, drains the outbox for up to the drain timeout, and
+    /// leaves the members.
     pub(super) async fn stop(mut self) -> anyhow::Result<()> {
         systemd::stopping();
         self.runner.metrics.stopping();
@@ -188,6 +189,15 @@ impl Daemon {
                 | LoopEvent::Reacting(_)
                 | LoopEvent::Heartbeat
                 | LoopEvent::Signal(Signal::Reload) => {}
+            }
+        }
+        // What the reacting jobs' runs carried: the next start need not
+        // read those changes again.
+        for config in self.jobs.configs.values().filter(|job| job.reacts()) {
+            if let JobKind::Evaluate { scope, .. } = &config.kind {
+                self.runner
+                    .write_unwritten(&config.name, scope.clone())
+                    .await;
             }
         }
         self.runner.records.flush().await;
@@ -324,7 +334,9 @@ impl Daemon {
 
     /// The write booked for a job's unwritten progress: unless a run of
     /// the job is under way (which writes it, or books it again), it is
-    /// written, as a run of its own while it lasts.
+    /// written, the job counting as running meanwhile; even if another
+    /// member took the job's lease since (the prices are written where
+    /// newer, the watermark only if the store still holds the one known).
     fn write_unwritten(&mut self, job: String) {
         if !self.reacting.write_unwritten(&job) || self.running.contains(&job) {
             return;

@@ -262,8 +262,8 @@ fn carry_or_write(
 /// store still holds the one its ticks started from (else only the
 /// prices; the job's carry goes, as a tick would find). The daemon's
 /// write, when ticks carried progress and none came to write it within
-/// [`WRITTEN_WITHIN`](super::WRITTEN_WITHIN). The caller runs no tick of
-/// the job meanwhile.
+/// [`WRITTEN_WITHIN`](super::WRITTEN_WITHIN), and as it stops; nothing
+/// when nothing is carried. The caller runs no tick of the job meanwhile.
 pub(super) fn write_carried(
     writer: &mut store::Connection,
     memory: &TickMemory,
@@ -276,7 +276,14 @@ pub(super) fn write_carried(
         .unwrap_or(-1);
     let mut carry = lock(&memory.carried).take(job);
     carry.since(stored);
-    let writes = lock(&memory.carried).unwritten.with(Vec::new());
+    let writes = {
+        let mut carried = lock(&memory.carried);
+        if carry.through().is_none() && carried.unwritten.is_empty() {
+            carried.keep(job, carry);
+            return Ok(());
+        }
+        carried.unwritten.with(Vec::new())
+    };
     let advance = carry.through().map(|to| Advance {
         job,
         to,

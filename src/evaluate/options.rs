@@ -48,8 +48,8 @@ pub struct TickOptions<'a> {
     /// Whether a tick that would write only observed prices and the
     /// watermark may carry them to a later tick instead, which writes
     /// them within `evaluate::WRITTEN_WITHIN` (`evaluate::carried`): the
-    /// daemon's reacting jobs, which it runs again when that time comes.
-    /// Otherwise every tick writes its own.
+    /// daemon's reacting jobs, whose carried progress it writes when that
+    /// time comes. Otherwise every tick writes its own.
     pub unwritten: bool,
 }
 

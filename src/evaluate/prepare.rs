@@ -155,7 +155,7 @@ fn start(reader: &mut store::Connection, job: &str, carry: &mut Carry) -> anyhow
 /// count as having some, though it may have claimed them all: their prices
 /// are recorded as observed, as a full scan records those of the tickers
 /// with enabled alerts when it starts. A ticker's observed price is the
-/// one the job carries unwritten, if it does.
+/// one the process carries unwritten, if it does.
 pub(super) fn prepare(
     writer: &mut store::Connection,
     options: &TickOptions<'_>,

@@ -213,7 +213,7 @@ on_every_engine! {
             db.add_alert(ticker, "above", 1000.0);
         }
         let crossing = db.add_alert("F2", "crossing_up", 110.0);
-        let _daemon = Daemon::start_quiet(&path);
+        let mut daemon = Daemon::start_quiet(&path);
         wait_until("the first run", || ok_runs(port, "feed") == 1.0);
         let settled = || change_runs(port, "feed") == ok_runs(port, "feed");
         let mut last = [0.0; 3];
@@ -241,7 +241,7 @@ on_every_engine! {
         // first that carried: then that run wrote it).
         feed(20, &mut last);
         wait_until("the feed's runs", settled);
-        let observed = || {
+        let observed = |last: [f64; 3]| {
             TICKERS
                 .iter()
                 .zip(last)
@@ -251,8 +251,8 @@ on_every_engine! {
                         .is_some_and(|row| matches!(row[0], Param::Real(seen) if seen == price))
                 })
         };
-        eprintln!("carried at the feed's end: {}", !observed());
-        wait_until("the observed prices written", observed);
+        eprintln!("carried at the feed's end: {}", !observed(last));
+        wait_until("the observed prices written", || observed(last));
         if engine == Engine::Sqlite {
             // On PostgreSQL another test's transaction may keep the closed
             // horizon, which the watermark stops at, below the last change.
@@ -262,6 +262,22 @@ on_every_engine! {
             });
         }
         assert_eq!(db.scalar("SELECT count(*) FROM outbox"), 1);
+
+        // A stop writes what the runs carried: here, within the second
+        // it could have waited.
+        feed(10, &mut last);
+        // Every change heard (the backstop looks every 250 ms), and judged.
+        wait_until("the last steps' runs", settled);
+        std::thread::sleep(Duration::from_millis(300));
+        wait_until("the last steps' runs", settled);
+        daemon.signal("TERM");
+        assert_eq!(daemon.wait_exit(), Some(0));
+        assert!(
+            observed(last),
+            "what the runs carried was lost at the stop: {:?}\n{}",
+            db.rows("SELECT ticker, price FROM observations"),
+            daemon.log()
+        );
     }
 }
 
