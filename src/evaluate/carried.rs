@@ -17,11 +17,13 @@
 //! a page of `observations` for each ticker. When the tick's options allow
 //! it (`TickOptions::unwritten`: the daemon's reacting jobs), such a tick
 //! carries that progress instead. The first tick that must write (one
-//! that claims, holds or releases a ticker, brings a banded alert back or
-//! names a malformed one) writes every observed price carried with its
-//! own, as does the first that finds them older than [`WRITTEN_WITHIN`]
-//! or more than [`UNWRITTEN_AT_MOST`]; the daemon runs a job once more
-//! when that time comes and no change did (`TickReport::unwritten`).
+//! that claims, holds or releases a ticker, brings a banded alert back,
+//! names alerts without a ticker, or observes a quote not surely newer
+//! than the price it replaces) writes every observed price carried with
+//! its own, as does the first that finds them older than
+//! [`WRITTEN_WITHIN`] or more than [`UNWRITTEN_AT_MOST`]; the daemon's
+//! loop writes them when that time comes and no tick did
+//! (`TickReport::unwritten`, `evaluate::write_carried`), and as it stops.
 //! Observed prices are carried for the process, as `observations` holds
 //! them for every job: a job judges a ticker from the price any tick here
 //! observed last ([`Unwritten::previous`]), as if it had been written.
@@ -46,7 +48,7 @@ use crate::store::observations::Observation;
 use super::quiet::JobBands;
 
 /// How long the ticks of a process may leave their progress unwritten:
-/// the first tick after writes it (the daemon runs a job for it, if none
+/// the first tick after writes it (the daemon's loop does, if none
 /// comes).
 pub const WRITTEN_WITHIN: Duration = Duration::from_secs(1);
 
