@@ -315,8 +315,12 @@ fn a_flood_of_malformed_rows_on_a_moving_ticker_is_named_twenty_times_a_minute()
     let named = daemon.log().matches("skipping a malformed alert").count();
     eprintln!("{runs} runs skipped {skipped} malformed rows and named {named}");
     assert!(runs >= 10.0, "{runs} runs");
-    // Every run read and counted them all; the first named 20.
-    assert!(skipped >= runs * MALFORMED as f64, "{skipped}");
+    // Every read counted them all; the first named 20. A run may read
+    // none: the run before it judged the quote as it was when it read it,
+    // already the one this run's change wrote (the window's end is read
+    // first), so this one finds no move from it.
+    let reads = skipped / MALFORMED as f64;
+    assert!(reads.fract() == 0.0 && reads >= 10.0, "{skipped}");
     assert_eq!(named, 20, "{}", daemon.log());
 }
 
