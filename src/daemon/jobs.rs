@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::config::JobConfig;
+use crate::config::{JobConfig, JobKind};
 use crate::schedule::Scheduler;
 
 use super::events::LoopEvent;
@@ -25,6 +25,11 @@ pub(super) struct Jobs {
 }
 
 impl Jobs {
+    /// The kind of the configured job `name`, if it is configured.
+    pub(super) fn kind(&self, name: &str) -> Option<JobKind> {
+        self.configs.get(name).map(|config| config.kind.clone())
+    }
+
     /// Books every job's first fire time. A job the scheduler refuses is
     /// logged and left out; the others run.
     pub(super) async fn schedule(

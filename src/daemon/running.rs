@@ -267,12 +267,7 @@ impl Daemon {
         if epoch != self.jobs.epoch {
             return;
         }
-        let Some(kind) = self
-            .jobs
-            .configs
-            .get(&job)
-            .map(|config| config.kind.clone())
-        else {
+        let Some(kind) = self.jobs.kind(&job) else {
             return;
         };
         if let Err(error) = self
@@ -341,12 +336,7 @@ impl Daemon {
         if !self.reacting.write_unwritten(&job) || self.running.contains(&job) {
             return;
         }
-        let Some(JobKind::Evaluate { scope, .. }) = self
-            .jobs
-            .configs
-            .get(&job)
-            .map(|config| config.kind.clone())
-        else {
+        let Some(JobKind::Evaluate { scope, .. }) = self.jobs.kind(&job) else {
             return;
         };
         self.running.insert(job.clone());
@@ -394,12 +384,7 @@ impl Daemon {
     /// orphan left: its lease runs on; a later heartbeat finds it superseded).
     fn take_over(&mut self, fires: Vec<Fire>) {
         for fire in fires {
-            let Some(kind) = self
-                .jobs
-                .configs
-                .get(&fire.job)
-                .map(|config| config.kind.clone())
-            else {
+            let Some(kind) = self.jobs.kind(&fire.job) else {
                 continue;
             };
             if !self.running.insert(fire.job.clone()) {
@@ -432,9 +417,8 @@ impl Daemon {
     fn ended(&mut self, job: String) {
         self.running.remove(&job);
         if let Some(cause) = self.reacting.owed(&job)
-            && let Some(config) = self.jobs.configs.get(&job)
+            && let Some(kind) = self.jobs.kind(&job)
         {
-            let kind = config.kind.clone();
             self.run_now_or_after(job, kind, cause);
         }
     }
