@@ -21,7 +21,10 @@ pub use postgres::{Password, PostgresConfig, PostgresTls};
 pub use prices::{HttpSource, PriceSource, PricesConfig};
 pub use service::{EvaluatorConfig, LogConfig, LogFormat, MetricsConfig};
 pub use settings::Settings;
-pub use webhook::{DEFAULT_RETRY_SCHEDULE, Secret, USER_ID_PLACEHOLDER, WebhookConfig, WebhookUrl};
+pub use webhook::{
+    DEFAULT_RETRY_SCHEDULE, MAX_BATCH, Secret, USER_ID_PLACEHOLDER, WebhookConfig, WebhookFormat,
+    WebhookUrl,
+};
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};

@@ -61,6 +61,8 @@ pub struct RawWebhook {
     pub concurrency: Option<Spanned<i64>>,
     pub retry_schedule: Option<Spanned<Vec<Spanned<String>>>>,
     pub drain_timeout: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
+    pub batch: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -83,6 +83,44 @@ fn user_id_stands_only_once_and_only_in_the_path() {
 }
 
 #[test]
+fn several_events_a_request_only_in_a_format_that_takes_them() {
+    let check = |lines: &str, expected: &str| {
+        let errors = errors_of(&with_webhook_url(lines));
+        assert!(
+            errors.len() == 1 && errors[0].contains(expected),
+            "{lines}: {errors:?}"
+        );
+    };
+    check(
+        "url = \"http://relay/events\"\nbatch = 10",
+        "webhook.batch: must be 1 with format = \"event\"",
+    );
+    check(
+        "url = \"http://relay/publish/\"\nformat = \"pushpin\"\nbatch = 1001",
+        "webhook.batch: must be between 1 and 1000",
+    );
+    check(
+        "url = \"http://relay/events\"\nformat = \"nchan\"",
+        "webhook.format: \"nchan\" is not a format",
+    );
+    check(
+        "url = \"http://relay/events/{user_id}\"\nformat = \"pushpin\"",
+        "webhook.url: takes no {user_id} with format = \"pushpin\"",
+    );
+    let webhook = |lines: &str| {
+        parse(&with_webhook_url(lines), Path::new("/etc/x"), None)
+            .unwrap()
+            .webhook
+    };
+    let plain = webhook("url = \"http://relay/events\"\nbatch = 1");
+    assert_eq!((plain.format, plain.batch), (WebhookFormat::Event, 1));
+    let pushpin = webhook("url = \"http://relay/publish/\"\nformat = \"pushpin\"");
+    assert_eq!((pushpin.format, pushpin.batch), (WebhookFormat::Pushpin, 100));
+    let pushpin = webhook("url = \"http://relay/publish/\"\nformat = \"pushpin\"\nbatch = 7");
+    assert_eq!(pushpin.batch, 7);
+}
+
+#[test]
 fn url_without_user_id_is_only_for_a_per_user_url() {
     let errors = errors_of(&with_webhook_url(
         "url = \"http://relay/events\"\nurl_without_user_id = \"http://relay/events/nobody\"",

@@ -36,7 +36,27 @@ pub struct WebhookConfig {
     pub retry_schedule: Vec<Duration>,
     /// How long a stop, or `run-job`, keeps delivering before it gives up.
     pub drain_timeout: Duration,
+    /// What a request carries.
+    pub format: WebhookFormat,
+    /// Events per request, at most: 1 but for a format that takes several.
+    pub batch: usize,
 }
+
+/// `webhook.format`: what a request to the webhook carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// One event, its body the event (DESIGN.md's contract), signed as
+    /// Standard Webhooks sign a message.
+    Event,
+    /// Pushpin's publish API (`POST /publish/`): up to `webhook.batch`
+    /// events, each an item on its user's channel, `user/<user_id>`.
+    Pushpin,
+}
+
+/// Events in a Pushpin request unless `webhook.batch` says otherwise.
+const PUSHPIN_BATCH: usize = 100;
+/// The most events one request may carry.
+pub const MAX_BATCH: usize = 1000;
 
 /// `webhook.url`: one URL for every event, or a template in which
 /// `{user_id}` stands for one path segment, the alert's `user_id`
@@ -158,6 +178,14 @@ pub(super) fn webhook(
         DRAIN_TIMEOUT,
         report,
     );
+    let (format, batch) = format_and_batch(webhook, report);
+    if format == WebhookFormat::Pushpin && url.as_ref().is_some_and(WebhookUrl::per_user) {
+        report(
+            "webhook.url",
+            webhook.url.as_ref().map_or(0..0, |url| url.span()),
+            "takes no {user_id} with format = \"pushpin\": each event names its user's channel in the request".to_owned(),
+        );
+    }
     Some(WebhookConfig {
         url: url?,
         url_without_user_id,
@@ -168,7 +196,49 @@ pub(super) fn webhook(
         concurrency,
         retry_schedule,
         drain_timeout,
+        format,
+        batch,
     })
+}
+
+/// `webhook.format` and `webhook.batch`: several events a request only
+/// where the format takes them.
+fn format_and_batch(webhook: &raw::RawWebhook, report: &mut impl Report) -> (WebhookFormat, usize) {
+    let format = match &webhook.format {
+        None => WebhookFormat::Event,
+        Some(format) => match format.get_ref().as_str() {
+            "event" => WebhookFormat::Event,
+            "pushpin" => WebhookFormat::Pushpin,
+            other => {
+                report(
+                    "webhook.format",
+                    format.span(),
+                    format!("{other:?} is not a format; use \"event\" or \"pushpin\""),
+                );
+                WebhookFormat::Event
+            }
+        },
+    };
+    let batch = match format {
+        WebhookFormat::Event => {
+            if let Some(batch) = webhook.batch.as_ref().filter(|batch| *batch.get_ref() != 1) {
+                report(
+                    "webhook.batch",
+                    batch.span(),
+                    "must be 1 with format = \"event\" (a request's body is one event); format = \"pushpin\" takes several".to_owned(),
+                );
+            }
+            1
+        }
+        WebhookFormat::Pushpin => count(
+            &webhook.batch,
+            "webhook.batch",
+            PUSHPIN_BATCH,
+            1..=MAX_BATCH,
+            report,
+        ),
+    };
+    (format, batch)
 }
 
 /// `webhook.url` and `webhook.url_without_user_id` (only beside a

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use http::StatusCode;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use http_body_util::Full;
 use sha2::Sha256;
 
-use crate::config::{Secret, WebhookConfig};
+use crate::config::{Secret, WebhookConfig, WebhookFormat};
 use crate::http_client;
 use crate::logging::error_chain;
 use crate::metrics::Response;
@@ -20,6 +21,7 @@ use crate::recurring::Budget;
 use crate::store::outbox::{Attempt, Leased, Outcome, Settled};
 
 use super::lease::LeasePolicy;
+use super::pushpin;
 use super::route::Target;
 use super::time::{DbClock, Stop};
 
@@ -89,9 +91,11 @@ impl Webhook {
         })
     }
 
-    /// Whether each user's events go to a URL of their own.
+    /// Whether each user's events go to a destination of their own: a URL
+    /// (`{user_id}`), or a channel (`format = "pushpin"`). Then each user's
+    /// events are sent in queue order, one request in flight per user.
     pub(super) fn per_user(&self) -> bool {
-        self.target.per_user()
+        self.target.per_user() || self.config.format == WebhookFormat::Pushpin
     }
 
     pub fn config(&self) -> &WebhookConfig {
@@ -149,82 +153,179 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, excerpt: &str) -> Attem
     }
 }
 
-/// One POST of one event, stamped by the database's clock: what becomes of
-/// the event, and what the receiver answered.
+/// One request carrying `events` (one, but where `webhook.format` takes
+/// several), stamped by the database's clock: what becomes of each event
+/// (with when it was claimed), and what the receiver answered.
 pub(super) async fn attempt(
     webhook: &Webhook,
-    event: Leased,
+    events: Vec<Leased>,
     stop: Stop,
     clock: DbClock,
-) -> (Settled, Response) {
-    let number = event.attempts + 1;
-    let at_ms = clock.now_ms();
+) -> (Vec<(Settled, Option<DateTime<Utc>>)>, Response) {
     let started = std::time::Instant::now();
-    let record = |url: String, status: Option<StatusCode>, error: Option<&str>| Attempt {
-        number,
-        at_ms,
-        at: String::new(),
+    let made = Made {
+        at_ms: clock.now_ms(),
+        started,
+    };
+    let Outgoing {
+        events,
+        request,
         url,
-        status: status.map(|status| status.as_u16()),
-        error: error.map(str::to_owned),
-        duration_ms: started.elapsed().as_millis() as i64,
+        nowhere,
+    } = outgoing(webhook, events, clock.now_seconds());
+    let mut settled: Vec<_> = nowhere
+        .into_iter()
+        .map(|(event, error)| {
+            dead_letter(webhook, &event.event_id, event.attempts + 1, &error);
+            let attempt = made.record(&event, String::new(), None, Some(&error));
+            settle(&event, Outcome::Dead { error }, Some(attempt))
+        })
+        .collect();
+    let Some(request) = request else {
+        return (settled, Response::None);
     };
-    let settled = |outcome, attempt| Settled {
-        row_id: event.row_id,
-        lease_until: event.lease_until,
-        outcome,
-        attempt,
-    };
-    let (uri, authorization) = match webhook.target.destination(event.user_id.as_deref()) {
-        Ok(destination) => destination,
-        Err(error) => {
-            dead_letter(webhook, &event.event_id, number, &error);
-            let attempt = record(String::new(), None, Some(&error));
-            return (
-                settled(Outcome::Dead { error }, Some(attempt)),
-                Response::None,
-            );
-        }
-    };
-    let url = shown(&uri);
-    let request = request(
-        webhook,
-        &event.event_id,
-        event.body,
-        (uri, authorization),
-        clock.now_seconds(),
-    );
     let answered = tokio::select! {
         answered = exchange(webhook, request) => answered,
-        () = cut_off(stop) => return (settled(Outcome::Released, None), Response::None),
-    };
-    let (status, failure) = match answered {
-        Ok((status, None)) => {
-            tracing::debug!(event_id = %event.event_id, "delivered");
-            let attempt = record(url, Some(status), None);
-            return (
-                settled(Outcome::Delivered, Some(attempt)),
-                Response::Status(status.as_u16()),
-            );
+        () = cut_off(stop) => {
+            settled.extend(events.iter().map(|event| settle(event, Outcome::Released, None)));
+            return (settled, Response::None);
         }
-        Ok((status, Some(failure))) => (Some(status), failure),
+    };
+    let (status, failure, response) = match answered {
+        Ok((status, failure)) => (Some(status), failure, Response::Status(status.as_u16())),
         Err(error) => {
             let response = error.response();
             let failure = AttemptFailure::Transient {
                 reason: error.to_string(),
                 retry_after: None,
             };
-            let attempt = record(url, None, Some(&failure.to_string()));
-            let outcome = after_failure(webhook, &event.event_id, event.attempts, failure);
-            return (settled(outcome, Some(attempt)), response);
+            (None, Some(failure), response)
         }
     };
-    let attempt = record(url, status, Some(&failure.to_string()));
-    let response = status.map_or(Response::None, |status| Response::Status(status.as_u16()));
-    let outcome = after_failure(webhook, &event.event_id, event.attempts, failure);
-    (settled(outcome, Some(attempt)), response)
+    for event in &events {
+        let outcome = match &failure {
+            None => {
+                tracing::debug!(event_id = %event.event_id, "delivered");
+                Outcome::Delivered
+            }
+            Some(failure) => after_failure(webhook, &event.event_id, event.attempts, failure),
+        };
+        let error = failure.as_ref().map(ToString::to_string);
+        let attempt = made.record(event, url.clone(), status, error.as_deref());
+        settled.push(settle(event, outcome, Some(attempt)));
+    }
+    (settled, response)
 }
 
+/// When an attempt was made: its record's start, by the database's clock
+/// and by this host's for its duration.
+struct Made {
+    at_ms: i64,
+    started: std::time::Instant,
+}
+
+impl Made {
+    fn record(
+        &self,
+        event: &Leased,
+        url: String,
+        status: Option<StatusCode>,
+        error: Option<&str>,
+    ) -> Attempt {
+        Attempt {
+            number: event.attempts + 1,
+            at_ms: self.at_ms,
+            at: String::new(),
+            url,
+            status: status.map(|status| status.as_u16()),
+            error: error.map(str::to_owned),
+            duration_ms: self.started.elapsed().as_millis() as i64,
+        }
+    }
+}
+
+/// What became of `event`, with when it was claimed.
+fn settle(
+    event: &Leased,
+    outcome: Outcome,
+    attempt: Option<Attempt>,
+) -> (Settled, Option<DateTime<Utc>>) {
+    let settled = Settled {
+        row_id: event.row_id,
+        lease_until: event.lease_until,
+        outcome,
+        attempt,
+    };
+    (settled, event.created_at)
+}
+
+/// What one request sends: the events it carries, and the request with the
+/// URL its attempts record; none when no event can go anywhere. `nowhere`
+/// holds the events that cannot, and why (they become dead letters).
+struct Outgoing {
+    events: Vec<Leased>,
+    request: Option<http::Request<Full<Bytes>>>,
+    url: String,
+    nowhere: Vec<(Leased, String)>,
+}
+
+/// The request for `events` in `webhook.format`, signed at `timestamp`.
+fn outgoing(webhook: &Webhook, events: Vec<Leased>, timestamp: i64) -> Outgoing {
+    let mut outgoing = Outgoing {
+        events: Vec::with_capacity(events.len()),
+        request: None,
+        url: String::new(),
+        nowhere: Vec::new(),
+    };
+    match webhook.config.format {
+        WebhookFormat::Event => {
+            for mut event in events {
+                match webhook.target.destination(event.user_id.as_deref()) {
+                    Ok(destination) => {
+                        outgoing.url = shown(&destination.0);
+                        let body = std::mem::take(&mut event.body);
+                        outgoing.request = Some(request(
+                            webhook,
+                            &event.event_id,
+                            body,
+                            destination,
+                            timestamp,
+                        ));
+                        outgoing.events.push(event);
+                    }
+                    Err(error) => outgoing.nowhere.push((event, error)),
+                }
+            }
+        }
+        WebhookFormat::Pushpin => {
+            let mut channels = Vec::with_capacity(events.len());
+            for event in events {
+                match pushpin::unfit(&event)
+                    .map_or_else(|| pushpin::channel(event.user_id.as_deref()), Err)
+                {
+                    Ok(channel) => {
+                        channels.push(channel);
+                        outgoing.events.push(event);
+                    }
+                    Err(error) => outgoing.nowhere.push((event, error)),
+                }
+            }
+            if outgoing.events.is_empty() {
+                return outgoing;
+            }
+            let items: Vec<(&Leased, String)> = outgoing.events.iter().zip(channels).collect();
+            let body = pushpin::body(&webhook.config, &items, timestamp);
+            let id = pushpin::batch_id(&items);
+            let destination = webhook
+                .target
+                .destination(None)
+                .expect("a pushpin webhook has one URL");
+            outgoing.url = shown(&destination.0);
+            outgoing.request = Some(request(webhook, &id, body, destination, timestamp));
+        }
+    }
+    outgoing
+}
 /// A request's URL as an attempt records it: no credentials (they travel
 /// in a header), its query masked (it may carry a token).
 fn shown(uri: &http::Uri) -> String {
@@ -236,16 +337,16 @@ fn shown(uri: &http::Uri) -> String {
         .unwrap_or_else(|_| uri.path().to_owned())
 }
 
-/// The signed POST of an event's `body` to its destination (its URL and
-/// authorization), at `timestamp` (unix seconds).
+/// The signed POST of `body` (the event `id`, or a batch of events) to its
+/// destination (its URL and authorization), at `timestamp` (unix seconds).
 fn request(
     webhook: &Webhook,
-    event_id: &str,
+    id: &str,
     body: String,
     (uri, authorization): (http::Uri, Option<HeaderValue>),
     timestamp: i64,
 ) -> http::Request<Full<Bytes>> {
-    let headers = headers(&webhook.config, event_id, &body, timestamp);
+    let headers = headers(&webhook.config, id, &body, timestamp);
     let mut request = http::Request::new(Full::new(Bytes::from(body)));
     *request.method_mut() = http::Method::POST;
     *request.uri_mut() = uri;
@@ -367,7 +468,7 @@ fn after_failure(
     webhook: &Webhook,
     event_id: &str,
     attempts: u32,
-    failure: AttemptFailure,
+    failure: &AttemptFailure,
 ) -> Outcome {
     let attempt = attempts + 1;
     let schedule = &webhook.config.retry_schedule;
@@ -380,7 +481,7 @@ fn after_failure(
             tracing::debug!(event_id, attempt, error = %reason, ?wait, "delivery failed");
             Outcome::Retry {
                 after: wait,
-                error: reason,
+                error: reason.clone(),
             }
         }
         AttemptFailure::Transient { reason, .. } => {
@@ -389,8 +490,10 @@ fn after_failure(
             Outcome::Dead { error }
         }
         AttemptFailure::Permanent { reason } => {
-            dead_letter(webhook, event_id, attempt, &reason);
-            Outcome::Dead { error: reason }
+            dead_letter(webhook, event_id, attempt, reason);
+            Outcome::Dead {
+                error: reason.clone(),
+            }
         }
     }
 }

@@ -13,6 +13,10 @@ pub(super) const WAVES: u32 = 4;
 /// Leased rows not yet sent, at least.
 const MIN_AHEAD: usize = 256;
 
+/// Leased rows not yet sent, at most: what the bodies held cost in memory
+/// (a few MB), whatever `concurrency` and `batch` are.
+const MAX_AHEAD: usize = 8192;
+
 /// Finished attempts an exchange waits for while requests run, at least.
 const MIN_RECORDED_TOGETHER: usize = 64;
 
@@ -34,6 +38,8 @@ pub(super) const RECORD_OVERDUE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LeasePolicy {
     concurrency: usize,
+    /// Events a request carries, at most.
+    batch: usize,
     /// The longest one attempt can take.
     attempt_bound: Duration,
 }
@@ -42,6 +48,7 @@ impl LeasePolicy {
     pub(super) fn of(config: &WebhookConfig) -> LeasePolicy {
         LeasePolicy {
             concurrency: config.concurrency,
+            batch: config.batch,
             attempt_bound: config.connect_timeout + config.timeout,
         }
     }
@@ -51,10 +58,15 @@ impl LeasePolicy {
         self.concurrency
     }
 
+    /// Rows a wave of attempts carries.
+    fn wave(&self) -> usize {
+        self.concurrency * self.batch
+    }
+
     /// Leased rows not yet sent, at most: `WAVES` waves, and enough that
     /// requests to a fast receiver never wait for the next exchange.
     pub(super) fn ahead(&self) -> usize {
-        (self.concurrency() * WAVES as usize).max(MIN_AHEAD)
+        (self.wave() * WAVES as usize).clamp(MIN_AHEAD, MAX_AHEAD)
     }
 
     /// Finished attempts that start an exchange while requests still run
@@ -64,7 +76,7 @@ impl LeasePolicy {
     /// exchange a wave made a fast receiver's delivery 5% slower than one
     /// every four (BENCHMARKS.md).
     pub(super) fn recorded_together(&self) -> usize {
-        (self.concurrency() * WAVES as usize).max(MIN_RECORDED_TOGETHER)
+        (self.wave() * WAVES as usize).clamp(MIN_RECORDED_TOGETHER, MAX_AHEAD)
     }
 
     /// Leased rows not yet recorded, at most (the ones ahead, and the
@@ -127,5 +139,26 @@ mod tests {
         assert_eq!(policy(16).held(), 512);
         assert_eq!(policy(200).ahead(), 800);
         assert_eq!(policy(1024).held(), 8192);
+    }
+
+    #[test]
+    fn batches_lease_waves_of_batches_within_a_bound() {
+        let batched = |concurrency: usize, batch: usize| {
+            let config = crate::config::parse(
+                &format!(
+                    "[webhook]\nurl = \"http://127.0.0.1:9/publish/\"\nformat = \"pushpin\"\n\
+                     concurrency = {concurrency}\nbatch = {batch}\n"
+                ),
+                std::path::Path::new("."),
+                None,
+            )
+            .unwrap();
+            LeasePolicy::of(&config.webhook)
+        };
+        assert_eq!(batched(4, 100).ahead(), 1600);
+        assert_eq!(batched(4, 100).recorded_together(), 1600);
+        assert_eq!(batched(16, 1000).ahead(), MAX_AHEAD);
+        // The lease is the attempts', however many events each carries.
+        assert_eq!(batched(16, 1000).lease(), batched(16, 1).lease());
     }
 }

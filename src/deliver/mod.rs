@@ -8,6 +8,7 @@ mod attempt;
 mod idle;
 mod lease;
 mod pipeline;
+mod pushpin;
 mod route;
 mod time;
 mod users;

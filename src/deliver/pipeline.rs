@@ -48,14 +48,13 @@ pub(super) enum Ended {
 /// An attempt under way.
 type Attempting = Pin<Box<dyn Future<Output = Attempted> + Send>>;
 
-/// A finished attempt: what became of its row, the receiver's answer, how
-/// long it took, when its event was claimed (`Leased::created_at`), and the
-/// database's clock it was made by.
+/// A finished attempt: what became of each of its rows, with when its event
+/// was claimed (`Leased::created_at`); the receiver's answer, how long it
+/// took, and the database's clock it was made by.
 struct Attempted {
-    settled: Settled,
+    settled: Vec<(Settled, Option<DateTime<Utc>>)>,
     response: Response,
     took: Duration,
-    claimed_at: Option<DateTime<Utc>>,
     clock: DbClock,
 }
 
@@ -129,6 +128,7 @@ impl Deliverer<'_> {
         webhooks: &mut watch::Receiver<Webhook>,
     ) -> Ended {
         let webhook_per_user = webhook.per_user();
+        let batch = webhook.config.batch;
         let mut pipeline = Pipeline {
             webhook,
             queue: VecDeque::new(),
@@ -141,7 +141,7 @@ impl Deliverer<'_> {
             room_when_asked: 0,
             exhausted: false,
             reconfigured: false,
-            users: webhook_per_user.then(Users::default),
+            users: webhook_per_user.then(|| Users::new(batch)),
             clock: None,
         };
         loop {
@@ -194,46 +194,49 @@ impl Deliverer<'_> {
         }
     }
 
-    /// Starts attempts from the queue while fewer than `concurrency` run:
-    /// the first row in queue order, or, routing by user, the first of a
-    /// user with no request in flight.
+    /// Starts attempts from the queue while fewer than `concurrency` run,
+    /// each carrying the next batch ([`Pipeline::next_batch`]).
     fn dispatch(&self, pipeline: &mut Pipeline, stop: &Stop) {
         if self.failures_in_a_row > 0 || pipeline.recording_overdue() {
             return;
         }
         while pipeline.attempts.len() < pipeline.webhook.leasing().concurrency() {
-            let next = match &pipeline.users {
-                None => (!pipeline.queue.is_empty()).then_some(0),
-                Some(users) => pipeline
-                    .queue
-                    .iter()
-                    .position(|event| !users.is_busy(event)),
-            };
-            let Some(event) = next.and_then(|at| pipeline.queue.remove(at)) else {
+            let batch = pipeline.next_batch();
+            if batch.is_empty() {
                 return;
-            };
-            let Some(clock) = pipeline.clock.filter(|clock| {
-                pipeline
-                    .webhook
-                    .leasing()
-                    .sendable(event.lease_until, clock)
-            }) else {
-                self.give_back(pipeline, &event);
+            }
+            let Some(clock) = pipeline.clock else {
+                batch
+                    .iter()
+                    .for_each(|event| self.give_back(pipeline, event));
                 continue;
             };
+            let mut events = Vec::with_capacity(batch.len());
+            for event in batch {
+                if pipeline
+                    .webhook
+                    .leasing()
+                    .sendable(event.lease_until, &clock)
+                {
+                    events.push(event);
+                } else {
+                    self.give_back(pipeline, &event);
+                }
+            }
+            if events.is_empty() {
+                continue;
+            }
             if let Some(users) = &mut pipeline.users {
-                users.sending(&event);
+                events.iter().for_each(|event| users.sending(event));
             }
             let (webhook, stop) = (pipeline.webhook.clone(), stop.clone());
             pipeline.attempts.push(Box::pin(async move {
                 let started = std::time::Instant::now();
-                let claimed_at = event.created_at;
-                let (settled, response) = attempt(&webhook, event, stop, clock).await;
+                let (settled, response) = attempt(&webhook, events, stop, clock).await;
                 Attempted {
                     settled,
                     response,
                     took: started.elapsed(),
-                    claimed_at,
                     clock,
                 }
             }));
@@ -315,37 +318,38 @@ impl Deliverer<'_> {
             settled,
             response,
             took,
-            claimed_at,
             clock,
         }: Attempted,
     ) {
-        let kind = match &settled.outcome {
-            Outcome::Delivered => {
-                if let Some(claimed) = claimed_at {
-                    let since = clock.now_ms() - claimed.timestamp_millis();
-                    self.metrics
-                        .delivered_after_claim(Duration::from_millis(since.max(0) as u64));
+        for (settled, claimed_at) in settled {
+            let kind = match &settled.outcome {
+                Outcome::Delivered => {
+                    if let Some(claimed) = claimed_at {
+                        let since = clock.now_ms() - claimed.timestamp_millis();
+                        self.metrics
+                            .delivered_after_claim(Duration::from_millis(since.max(0) as u64));
+                    }
+                    if let Some(failures) = self.attempt_failures.succeeded() {
+                        tracing::info!(failures, "deliveries work again");
+                    }
+                    Delivery::Delivered
                 }
-                if let Some(failures) = self.attempt_failures.succeeded() {
-                    tracing::info!(failures, "deliveries work again");
+                Outcome::Retry { error, .. } => {
+                    log_recurring!(
+                        warn,
+                        self.attempt_failures,
+                        error.clone(),
+                        "deliveries failed; they will be retried"
+                    );
+                    Delivery::Failed
                 }
-                Delivery::Delivered
-            }
-            Outcome::Retry { error, .. } => {
-                log_recurring!(
-                    warn,
-                    self.attempt_failures,
-                    error.clone(),
-                    "deliveries failed; they will be retried"
-                );
-                Delivery::Failed
-            }
-            Outcome::Dead { .. } => Delivery::Dead,
-            Outcome::Released => Delivery::Released,
-        };
-        self.metrics.delivery(kind, response, took);
-        pipeline.left(settled.row_id, Answered::Yes);
-        pipeline.settle(settled);
+                Outcome::Dead { .. } => Delivery::Dead,
+                Outcome::Released => Delivery::Released,
+            };
+            self.metrics.delivery(kind, response, took);
+            pipeline.left(settled.row_id, Answered::Yes);
+            pipeline.settle(settled);
+        }
     }
 
     /// Takes an exchange's result: counts what it recorded and queues what it
@@ -451,6 +455,27 @@ impl Pipeline {
     fn recording_overdue(&self) -> bool {
         self.exchange_since
             .is_some_and(|since| since.elapsed() > RECORD_OVERDUE)
+    }
+
+    /// The rows the next request carries, in queue order: up to
+    /// `webhook.batch` of them; routing by user, only of users with nothing
+    /// in flight (a user's rows in one request go in their order).
+    fn next_batch(&mut self) -> Vec<Leased> {
+        let limit = self.webhook.config.batch;
+        let Some(users) = &self.users else {
+            let take = limit.min(self.queue.len());
+            return self.queue.drain(..take).collect();
+        };
+        let mut batch = Vec::new();
+        let mut index = 0;
+        while batch.len() < limit && index < self.queue.len() {
+            if users.is_busy(&self.queue[index]) {
+                index += 1;
+            } else if let Some(event) = self.queue.remove(index) {
+                batch.push(event);
+            }
+        }
+        batch
     }
 
     /// Nothing leased is left: every row sent and recorded, or given back.

@@ -149,8 +149,13 @@ fn user_url(template: &str, user_id: &str) -> Result<String, String> {
             "the alert's user_id {user_id:?} cannot be a path segment of webhook.url"
         ));
     }
-    let segment = percent_encoding::utf8_percent_encode(user_id, SEGMENT).to_string();
-    Ok(template.replacen(USER_ID_PLACEHOLDER, &segment, 1))
+    Ok(template.replacen(USER_ID_PLACEHOLDER, &segment(user_id), 1))
+}
+
+/// `user_id` as one path segment: RFC 3986's unreserved characters as they
+/// are, everything else percent-encoded.
+pub(super) fn segment(user_id: &str) -> String {
+    percent_encoding::utf8_percent_encode(user_id, SEGMENT).to_string()
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Each user's share: one request in flight per user, so that their events
-//! arrive in queue order, and at most `WAVES` rows held per user, so that
-//! one user's backlog never fills the queue.
+//! arrive in queue order, and at most `WAVES` requests' worth of rows held
+//! per user, so that one user's backlog never fills the queue.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,12 +11,13 @@ use super::lease::WAVES;
 /// What each user holds in a pipeline routing events by user. A user has
 /// at most one request in flight, so that a user's events reach their
 /// channel in the order they were queued, and at most `WAVES` rows held
-/// (queued or in flight), so that leasing shares the rows among users and a
-/// slow user's backlog never fills the queue: the others' events go on.
-/// (`WAVES` rows behind one another, each bounded by the timeouts, fit in
-/// one lease, as `Webhook::lease` counts.)
-#[derive(Default)]
+/// (queued or in flight) a request carries, so that leasing shares the rows
+/// among users and a slow user's backlog never fills the queue: the others'
+/// events go on. (`WAVES` requests behind one another, each bounded by the
+/// timeouts, fit in one lease, as `Webhook::lease` counts.)
 pub(super) struct Users {
+    /// Rows a user may hold: `WAVES` requests' worth.
+    share: usize,
     /// Rows queued or in flight, per user (`user_key`).
     held: HashMap<String, usize>,
     /// The user of each row queued or in flight.
@@ -29,6 +30,17 @@ pub(super) struct Users {
 }
 
 impl Users {
+    /// Users sharing requests of up to `batch` rows.
+    pub(super) fn new(batch: usize) -> Users {
+        Users {
+            share: WAVES as usize * batch,
+            held: HashMap::new(),
+            of_row: HashMap::new(),
+            busy: HashSet::new(),
+            room_made: 0,
+        }
+    }
+
     pub(super) fn leased(&mut self, event: &Leased) {
         let user = user_key(event.user_id.as_deref()).to_owned();
         *self.held.entry(user.clone()).or_default() += 1;
@@ -57,7 +69,7 @@ impl Users {
         let Some(held) = self.held.get_mut(&user) else {
             return false;
         };
-        let had_share = *held >= Self::SHARE;
+        let had_share = *held >= self.share;
         *held -= 1;
         if *held == 0 {
             self.held.remove(&user);
@@ -66,17 +78,14 @@ impl Users {
         had_share
     }
 
-    /// Rows a user may hold.
-    const SHARE: usize = WAVES as usize;
-
     /// The users leasing should leave out, and each one's share.
     pub(super) fn spread(&self) -> Spread {
         Spread {
-            per_user: Self::SHARE,
+            per_user: self.share,
             full: self
                 .held
                 .iter()
-                .filter(|(_, held)| **held >= Self::SHARE)
+                .filter(|(_, held)| **held >= self.share)
                 .map(|(user, _)| user.clone())
                 .collect(),
         }

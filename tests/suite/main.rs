@@ -28,6 +28,7 @@ mod outage;
 mod package;
 mod policies;
 mod postgresql;
+mod pushpin;
 mod reacting;
 mod rebuild;
 mod relay;

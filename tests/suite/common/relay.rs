@@ -118,21 +118,7 @@ http {{
 
     /// Subscribes to `/api/stream` and collects every SSE event from now on.
     pub fn subscribe(&self) -> Subscriber {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        use std::io::Write;
-        write!(
-            stream,
-            "GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nConnection: keep-alive\r\n\r\n"
-        )
-        .unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let connected = Arc::new(Mutex::new(false));
-        {
-            let (events, connected) = (events.clone(), connected.clone());
-            std::thread::spawn(move || read_sse(stream, &events, &connected));
-        }
-        wait_until("the SSE subscription", || *connected.lock().unwrap());
-        Subscriber { events }
+        Subscriber::connect(self.port, "/api/stream")
     }
 }
 
@@ -170,6 +156,8 @@ impl Drop for Relay {
 /// One server-sent event.
 #[derive(Debug, Clone)]
 pub struct SseEvent {
+    /// Its `id:`, if it had one.
+    pub id: Option<String>,
     pub event: String,
     pub data: String,
     /// When its frame was read off the stream.
@@ -178,9 +166,45 @@ pub struct SseEvent {
 
 pub struct Subscriber {
     events: Arc<Mutex<Vec<SseEvent>>>,
+    /// The answer's status.
+    pub status: u16,
+    stream: std::net::TcpStream,
+}
+
+impl Drop for Subscriber {
+    /// Ends the connection, and with it the thread that reads it.
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl Subscriber {
+    /// Subscribes to `path` on `127.0.0.1:port` and collects every SSE event
+    /// from now on.
+    pub fn connect(port: u16, path: &str) -> Subscriber {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        use std::io::Write;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nConnection: keep-alive\r\n\r\n"
+        )
+        .unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(Mutex::new(None));
+        {
+            let (events, status, stream) =
+                (events.clone(), status.clone(), stream.try_clone().unwrap());
+            std::thread::spawn(move || read_sse(stream, &events, &status));
+        }
+        wait_until("the SSE subscription", || status.lock().unwrap().is_some());
+        let status = status.lock().unwrap().unwrap_or_default();
+        Subscriber {
+            events,
+            status,
+            stream,
+        }
+    }
+
     pub fn events(&self) -> Vec<SseEvent> {
         self.events.lock().unwrap().clone()
     }
@@ -198,15 +222,24 @@ impl Subscriber {
 
 /// Reads an HTTP/1.1 event stream: the response head, then (chunked) SSE
 /// frames separated by blank lines.
-fn read_sse(stream: std::net::TcpStream, events: &Mutex<Vec<SseEvent>>, connected: &Mutex<bool>) {
+fn read_sse(
+    stream: std::net::TcpStream,
+    events: &Mutex<Vec<SseEvent>>,
+    connected: &Mutex<Option<u16>>,
+) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     let mut chunked = false;
+    let mut status = None;
     loop {
         line.clear();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            // No answer: a status no server sends.
+            *connected.lock().unwrap() = Some(0);
             return;
         }
+        // `HTTP/1.1 200 OK`
+        status = status.or_else(|| line.split_whitespace().nth(1)?.parse().ok());
         if line
             .to_ascii_lowercase()
             .starts_with("transfer-encoding: chunked")
@@ -217,7 +250,7 @@ fn read_sse(stream: std::net::TcpStream, events: &Mutex<Vec<SseEvent>>, connecte
             break;
         }
     }
-    *connected.lock().unwrap() = true;
+    *connected.lock().unwrap() = Some(status.unwrap_or_default());
     let mut text = String::new();
     loop {
         if chunked {
@@ -243,13 +276,16 @@ fn read_sse(stream: std::net::TcpStream, events: &Mutex<Vec<SseEvent>>, connecte
         while let Some(end) = text.find("\n\n") {
             let frame: String = text.drain(..end + 2).collect();
             let mut event = SseEvent {
+                id: None,
                 event: "message".into(),
                 data: String::new(),
                 at: std::time::Instant::now(),
             };
             let mut has_data = false;
             for field in frame.lines() {
-                if let Some(value) = field.strip_prefix("event:") {
+                if let Some(value) = field.strip_prefix("id:") {
+                    event.id = Some(value.strip_prefix(' ').unwrap_or(value).to_owned());
+                } else if let Some(value) = field.strip_prefix("event:") {
                     event.event = value.trim().to_owned();
                 } else if let Some(value) = field.strip_prefix("data:") {
                     if has_data {

@@ -1,0 +1,153 @@
+//! Pushpin's publish API (`webhook.format = "pushpin"`): several events in
+//! one request, each an item on its user's channel, written as the
+//! server-sent event its subscribers receive, and signed one by one.
+
+use serde_json::json;
+
+use crate::config::{Secret, WebhookConfig};
+use crate::store::outbox::Leased;
+
+use super::attempt::sign;
+use super::route::segment;
+
+/// The SSE event name of every event (its `type`).
+const EVENT_NAME: &str = "price_alert";
+
+/// The channel of `user_id`'s events: `user/` and the user id
+/// percent-encoded as one path segment, as a `{user_id}` URL routes them;
+/// or why the event has none (it becomes a dead letter that says so).
+pub(super) fn channel(user_id: Option<&str>) -> Result<String, String> {
+    match user_id.filter(|user| !user.trim().is_empty()) {
+        Some(user) => Ok(format!("user/{}", segment(user))),
+        None => Err(
+            "the alert has no user_id, and format = \"pushpin\" publishes each event to its user's channel"
+                .to_owned(),
+        ),
+    }
+}
+
+/// Why an event cannot be an SSE event: its id would end the `id:` line.
+pub(super) fn unfit(event: &Leased) -> Option<String> {
+    event
+        .event_id
+        .contains(['\r', '\n', '\0'])
+        .then(|| "the event's id holds a line break, which no SSE id may".to_owned())
+}
+
+/// The body of one publish request: an item for each event, in order, on
+/// its `channel`, with its id (Pushpin drops an id it published in the last
+/// minute, `id_cache_ttl`: a retried batch repeats nothing a subscriber
+/// already got) and its Standard Webhooks signature at `timestamp` in the
+/// item's `meta`, so that each event verifies on its own.
+pub(super) fn body(config: &WebhookConfig, events: &[(&Leased, String)], timestamp: i64) -> String {
+    let items: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(event, channel)| {
+            let mut meta = serde_json::Map::new();
+            meta.insert("webhook-id".into(), event.event_id.clone().into());
+            meta.insert("webhook-timestamp".into(), timestamp.to_string().into());
+            if !config.secrets.is_empty() {
+                meta.insert(
+                    "webhook-signature".into(),
+                    signatures(&config.secrets, event, timestamp).into(),
+                );
+            }
+            json!({
+                "channel": channel,
+                "id": event.event_id,
+                "formats": {"http-stream": {"content": sse(event)}},
+                "meta": meta,
+            })
+        })
+        .collect();
+    json!({ "items": items }).to_string()
+}
+
+/// The event as a subscriber's stream carries it: its id (what a browser
+/// sends back as `Last-Event-ID`), its name, and its body, a `data:` line
+/// for each of its lines.
+fn sse(event: &Leased) -> String {
+    let mut text = format!("id: {}\nevent: {EVENT_NAME}\n", event.event_id);
+    for line in event.body.split('\n') {
+        text.push_str("data: ");
+        text.push_str(line.strip_suffix('\r').unwrap_or(line));
+        text.push('\n');
+    }
+    text.push('\n');
+    text
+}
+
+fn signatures(secrets: &[Secret], event: &Leased, timestamp: i64) -> String {
+    secrets
+        .iter()
+        .map(|secret| sign(secret, &event.event_id, timestamp, &event.body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A batch's `webhook-id`: its first event's, and how many more it carries.
+pub(super) fn batch_id(events: &[(&Leased, String)]) -> String {
+    match events {
+        [] => String::new(),
+        [one] => one.0.event_id.clone(),
+        [first, rest @ ..] => format!("{}+{}", first.0.event_id, rest.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leased(event_id: &str, user: Option<&str>, body: &str) -> Leased {
+        Leased {
+            row_id: 1,
+            event_id: event_id.to_owned(),
+            body: body.to_owned(),
+            attempts: 0,
+            user_id: user.map(str::to_owned),
+            lease_until: 0,
+            created_at: None,
+        }
+    }
+
+    #[test]
+    fn each_event_is_an_item_on_its_users_channel_signed_on_its_own() {
+        let config = crate::config::parse(
+            "[webhook]\nurl = \"http://127.0.0.1:5561/publish/\"\nformat = \"pushpin\"\n\
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+            std::path::Path::new("."),
+            None,
+        )
+        .unwrap()
+        .webhook;
+        assert_eq!(config.batch, 100);
+        let a = leased("pa_x_1_1", Some("a/b"), r#"{"n":1}"#);
+        let b = leased("pa_x_2_1", Some("bob"), "{\"n\":\n2}");
+        let events = [
+            (&a, channel(a.user_id.as_deref()).unwrap()),
+            (&b, channel(b.user_id.as_deref()).unwrap()),
+        ];
+        let body: serde_json::Value =
+            serde_json::from_str(&super::body(&config, &events, 1_614_265_330)).unwrap();
+        let items = body["items"].as_array().unwrap();
+        assert_eq!(items[0]["channel"], "user/a%2Fb");
+        assert_eq!(items[0]["id"], "pa_x_1_1");
+        assert_eq!(
+            items[0]["formats"]["http-stream"]["content"],
+            "id: pa_x_1_1\nevent: price_alert\ndata: {\"n\":1}\n\n"
+        );
+        assert_eq!(
+            items[1]["formats"]["http-stream"]["content"],
+            "id: pa_x_2_1\nevent: price_alert\ndata: {\"n\":\ndata: 2}\n\n"
+        );
+        assert_eq!(
+            items[0]["meta"]["webhook-signature"],
+            sign(&config.secrets[0], "pa_x_1_1", 1_614_265_330, r#"{"n":1}"#)
+        );
+        assert_eq!(items[1]["meta"]["webhook-timestamp"], "1614265330");
+        assert_eq!(batch_id(&events), "pa_x_1_1+1");
+        assert!(channel(None).is_err());
+        assert!(channel(Some(" ")).is_err());
+        assert!(unfit(&leased("a\nid: b", Some("u"), "{}")).is_some());
+    }
+}

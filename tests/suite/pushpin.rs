@@ -1,0 +1,218 @@
+//! The batch relay: `webhook.format = "pushpin"` publishes several events a
+//! request to the real Pushpin, each on its user's channel, on each engine.
+//! Subscribers through Pushpin get exactly their user's events, once, in
+//! queue order, in far fewer requests than events; a batch is signed as a
+//! whole and each of its events on its own; a failed batch retries each of
+//! its events under its id, and a refused one makes each a dead letter.
+
+use crate::common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use common::{
+    Answer, Body, Db, HttpServer, Param, Pushpin, Receiver, deliver_pending, lib_config, tick,
+};
+use price_alertd::config::{Config, Secret, WebhookFormat};
+
+/// An alert of `user` (`None`: no user) that the next tick triggers.
+fn alert_of(db: &Db, user: Option<&str>) -> i64 {
+    let id = db.add_alert("AAPL", "above", 1.0);
+    db.execute(
+        "UPDATE price_alerts SET user_id = $1 WHERE id = $2",
+        &[
+            user.map_or(Param::Null, |user| Param::Text(user.to_owned())),
+            Param::Int(id),
+        ],
+    );
+    id
+}
+
+/// A config publishing to `url` in Pushpin's format, `batch` events a request.
+fn pushpin_config(db: &Db, url: &str, batch: usize) -> Config {
+    let mut config = lib_config(db, url);
+    config.webhook.format = WebhookFormat::Pushpin;
+    config.webhook.batch = batch;
+    config.webhook.concurrency = 4;
+    config
+}
+
+/// A stand-in for the application's stream endpoint behind Pushpin: a
+/// stream of `/api/stream/<segment>` subscribes to `user/<segment>`.
+fn origin() -> HttpServer {
+    HttpServer::start(
+        0,
+        Arc::new(|request| {
+            Box::pin(async move {
+                let segment = request
+                    .uri
+                    .strip_prefix("/api/stream/")
+                    .unwrap_or_default()
+                    .to_owned();
+                Answer {
+                    status: 200,
+                    headers: vec![
+                        ("content-type", "text/event-stream".to_owned()),
+                        ("grip-hold", "stream".to_owned()),
+                        ("grip-channel", format!("user/{segment}")),
+                    ],
+                    body: Body::Text(String::new()),
+                }
+            })
+        }),
+    )
+}
+
+on_every_engine! {
+    fn subscribers_get_exactly_their_users_events_once_in_order_in_few_requests(engine: Engine) {
+        let origin = origin();
+        let pushpin = Pushpin::start(origin.port);
+        let users = [("alice", "alice", 60), ("bob", "bob", 45), ("a/b c", "a%2Fb%20c", 20)];
+        let subscribers: Vec<_> = users
+            .iter()
+            .map(|(_, segment, _)| pushpin.subscribe(&format!("/api/stream/{segment}")))
+            .collect();
+        let db = Db::on(engine);
+        let config = pushpin_config(&db, &pushpin.publish_url(), 25);
+        // The users' alerts interleaved, and a few without a user.
+        let mut left: Vec<usize> = users.iter().map(|(_, _, count)| *count).collect();
+        while left.iter().any(|count| *count > 0) {
+            for (index, (user, _, _)) in users.iter().enumerate() {
+                if left[index] > 0 {
+                    alert_of(&db, Some(user));
+                    left[index] -= 1;
+                }
+            }
+        }
+        for _ in 0..3 {
+            alert_of(&db, None);
+        }
+        db.set_quote("AAPL", 2.0);
+        assert_eq!(tick(&db, &config).triggered, 128);
+
+        let totals = deliver_pending(&db.pool(4), &config);
+        assert_eq!((totals.delivered, totals.dead), (125, 3));
+        for ((user, _, count), subscriber) in users.iter().zip(&subscribers) {
+            let queued = db.texts(&format!(
+                "SELECT event_id FROM outbox WHERE user_id = '{user}' ORDER BY id"
+            ));
+            assert_eq!(queued.len(), *count);
+            let events = subscriber.wait_for(*count);
+            let got: Vec<String> = events.iter().map(|event| event.id.clone().unwrap()).collect();
+            assert_eq!(got, queued, "{user}'s stream: their events, each once, in queue order");
+            for event in &events {
+                assert_eq!(event.event, "price_alert");
+                let body: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+                assert_eq!(body["id"], event.id.clone().unwrap().as_str());
+                assert_eq!(body["data"]["user_id"], *user);
+            }
+        }
+        let (requests, items) = pushpin.published();
+        assert_eq!(items, 125, "every event published once");
+        assert!(
+            requests <= 12,
+            "{requests} requests for 125 events in batches of 25 (a user's rows wait for their request in flight)"
+        );
+        let reasons = db.texts("SELECT last_error FROM outbox WHERE state = 'dead'");
+        assert!(
+            reasons.iter().all(|reason| reason.contains("the alert has no user_id")),
+            "{reasons:?}"
+        );
+        // Nothing more arrives.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        for ((_, _, count), subscriber) in users.iter().zip(&subscribers) {
+            assert_eq!(subscriber.count(), *count);
+        }
+    }
+}
+
+/// The items of a publish request: (event id, channel, meta, the event's
+/// body as its SSE content carries it).
+fn items(body: &str) -> Vec<(String, String, serde_json::Value, String)> {
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let content = item["formats"]["http-stream"]["content"].as_str().unwrap();
+            let data: Vec<&str> = content
+                .lines()
+                .filter_map(|line| line.strip_prefix("data: "))
+                .collect();
+            (
+                item["id"].as_str().unwrap().to_owned(),
+                item["channel"].as_str().unwrap().to_owned(),
+                item["meta"].clone(),
+                data.join("\n"),
+            )
+        })
+        .collect()
+}
+
+on_every_engine! {
+    fn a_batch_verifies_as_a_whole_and_each_event_on_its_own_and_fails_event_by_event(engine: Engine) {
+        const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let secret = Secret::parse(SECRET).unwrap();
+        let receiver = Receiver::start();
+        let db = Db::on(engine);
+        let mut config = pushpin_config(&db, &receiver.url, 10);
+        config.webhook.secrets = vec![secret.clone()];
+        config.webhook.concurrency = 1;
+        for n in 0..30 {
+            alert_of(&db, Some(&format!("u{}", n % 7)));
+        }
+        db.set_quote("AAPL", 2.0);
+        assert_eq!(tick(&db, &config).triggered, 30);
+        // The first request fails and is retried; the second is refused.
+        receiver.fail_with(&[503, 400]);
+
+        let totals = deliver_pending(&db.pool(4), &config);
+        let arrivals = receiver.arrivals();
+        let failed: Vec<String> = items(&arrivals[0].body).into_iter().map(|item| item.0).collect();
+        let refused: Vec<String> = items(&arrivals[1].body).into_iter().map(|item| item.0).collect();
+        assert_eq!(totals.dead as usize, refused.len());
+        assert_eq!(totals.delivered as usize, 30 - refused.len());
+        assert!(!failed.is_empty() && failed.len() <= 10, "{failed:?}");
+
+        // Each event's own record: the retried ones took two attempts and
+        // were delivered under their ids, the refused ones are dead letters.
+        let rows: BTreeMap<String, (String, i64)> = db
+            .rows("SELECT event_id, state, attempts FROM outbox")
+            .iter()
+            .map(|row| (row[0].text(), (row[1].text(), row[2].integer())))
+            .collect();
+        for id in &failed {
+            assert_eq!(rows[id], ("delivered".to_owned(), 2), "{id}");
+        }
+        for id in &refused {
+            assert_eq!(rows[id].0, "dead", "{id}");
+        }
+        let mut delivered = HashSet::new();
+        for received in receiver.received() {
+            // The request verifies as a whole, under its batch id...
+            let id = received.header("webhook-id").unwrap();
+            let timestamp: i64 = received.header("webhook-timestamp").unwrap().parse().unwrap();
+            assert_eq!(
+                received.header("webhook-signature").unwrap(),
+                price_alertd::deliver::sign(&secret, id, timestamp, &received.body)
+            );
+            let items = items(&received.body);
+            assert!(id.starts_with(&items[0].0), "{id}");
+            // ...and each event on its own, by its id, over its body.
+            for (event_id, channel, meta, body) in items {
+                assert_eq!(meta["webhook-id"], event_id.as_str());
+                let at: i64 = meta["webhook-timestamp"].as_str().unwrap().parse().unwrap();
+                assert_eq!(
+                    meta["webhook-signature"],
+                    price_alertd::deliver::sign(&secret, &event_id, at, &body).as_str()
+                );
+                let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(event["id"], event_id.as_str());
+                assert_eq!(channel, format!("user/{}", event["data"]["user_id"].as_str().unwrap()));
+                assert!(delivered.insert(event_id), "an event delivered twice");
+            }
+        }
+        assert_eq!(delivered.len(), 30 - refused.len());
+    }
+}
