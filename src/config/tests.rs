@@ -115,7 +115,10 @@ fn several_events_a_request_only_in_a_format_that_takes_them() {
     let plain = webhook("url = \"http://relay/events\"\nbatch = 1");
     assert_eq!((plain.format, plain.batch), (WebhookFormat::Event, 1));
     let pushpin = webhook("url = \"http://relay/publish/\"\nformat = \"pushpin\"");
-    assert_eq!((pushpin.format, pushpin.batch), (WebhookFormat::Pushpin, 100));
+    assert_eq!(
+        (pushpin.format, pushpin.batch),
+        (WebhookFormat::Pushpin, 100)
+    );
     let pushpin = webhook("url = \"http://relay/publish/\"\nformat = \"pushpin\"\nbatch = 7");
     assert_eq!(pushpin.batch, 7);
 }

@@ -98,6 +98,13 @@ impl Webhook {
         self.target.per_user() || self.config.format == WebhookFormat::Pushpin
     }
 
+    /// Whether each event takes a place on its user's channel as it is
+    /// leased (`store::channels`): where a relay resumes streams from the
+    /// outbox.
+    pub(super) fn places_events(&self) -> bool {
+        self.config.format == WebhookFormat::Pushpin
+    }
+
     pub fn config(&self) -> &WebhookConfig {
         &self.config
     }

@@ -294,6 +294,7 @@ impl Deliverer<'_> {
             lease: webhook.leasing().lease(),
             limit,
             spread: pipeline.users.as_ref().map(Users::spread),
+            place: webhook.places_events(),
         });
         let (pool, owner, recording) = (self.pool.clone(), self.owner.to_owned(), settled.clone());
         let exchanging = async move {

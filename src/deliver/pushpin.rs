@@ -37,8 +37,11 @@ pub(super) fn unfit(event: &Leased) -> Option<String> {
 /// The body of one publish request: an item for each event, in order, on
 /// its `channel`, with its id (Pushpin drops an id it published in the last
 /// minute, `id_cache_ttl`: a retried batch repeats nothing a subscriber
-/// already got) and its Standard Webhooks signature at `timestamp` in the
-/// item's `meta`, so that each event verifies on its own.
+/// already got), the id of the event before it on its channel (`prev-id`:
+/// Pushpin holds an item back until the one before it came, and a stream
+/// that finds one missing asks the origin for what it missed), and its
+/// Standard Webhooks signature at `timestamp` in the item's `meta`, so that
+/// each event verifies on its own.
 pub(super) fn body(config: &WebhookConfig, events: &[(&Leased, String)], timestamp: i64) -> String {
     let items: Vec<serde_json::Value> = events
         .iter()
@@ -52,12 +55,16 @@ pub(super) fn body(config: &WebhookConfig, events: &[(&Leased, String)], timesta
                     signatures(&config.secrets, event, timestamp).into(),
                 );
             }
-            json!({
+            let mut item = json!({
                 "channel": channel,
                 "id": event.event_id,
                 "formats": {"http-stream": {"content": sse(event)}},
                 "meta": meta,
-            })
+            });
+            if let Some(prev) = &event.prev_id {
+                item["prev-id"] = prev.clone().into();
+            }
+            item
         })
         .collect();
     json!({ "items": items }).to_string()
@@ -107,6 +114,8 @@ mod tests {
             user_id: user.map(str::to_owned),
             lease_until: 0,
             created_at: None,
+            channel_seq: None,
+            prev_id: None,
         }
     }
 
@@ -121,7 +130,8 @@ mod tests {
         .unwrap()
         .webhook;
         assert_eq!(config.batch, 100);
-        let a = leased("pa_x_1_1", Some("a/b"), r#"{"n":1}"#);
+        let mut a = leased("pa_x_1_1", Some("a/b"), r#"{"n":1}"#);
+        a.prev_id = Some("start".to_owned());
         let b = leased("pa_x_2_1", Some("bob"), "{\"n\":\n2}");
         let events = [
             (&a, channel(a.user_id.as_deref()).unwrap()),
@@ -132,6 +142,8 @@ mod tests {
         let items = body["items"].as_array().unwrap();
         assert_eq!(items[0]["channel"], "user/a%2Fb");
         assert_eq!(items[0]["id"], "pa_x_1_1");
+        assert_eq!(items[0]["prev-id"], "start");
+        assert!(items[1].get("prev-id").is_none());
         assert_eq!(
             items[0]["formats"]["http-stream"]["content"],
             "id: pa_x_1_1\nevent: price_alert\ndata: {\"n\":1}\n\n"

@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use super::Result;
 use super::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, NewAlert, Returned, Trigger};
 use super::changes::{ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
+use super::channels::{ChannelEvent, Head};
 use super::cluster::{Finish, Fire, Me, Member};
 use super::observations::Observation;
 use super::outbox::{Exchanged, OutboxEntry, OutboxEvent, OutboxQuery, Settled, Want};
@@ -294,6 +295,18 @@ pub(super) trait Shared {
     /// Deletes events delivered before `before`; how many.
     fn purge_delivered(&mut self, before: &str) -> Result<usize>;
 
+    // Users' channels (`store::channels`).
+
+    /// The place of `user_id`'s event `event_id` on their channel.
+    fn channel_position(&mut self, user_id: &str, event_id: &str) -> Result<Option<i64>>;
+
+    /// Up to `limit` events of `user_id`'s channel after place `seq`.
+    fn channel_after(&mut self, user_id: &str, seq: i64, limit: usize)
+    -> Result<Vec<ChannelEvent>>;
+
+    /// `user_id`'s channel's head.
+    fn channel_head(&mut self, user_id: &str) -> Result<Head>;
+
     // Daemons sharing the database.
 
     /// Takes `fire` of a job for `lease_ms`; the runs it allows.
@@ -407,6 +420,23 @@ where
 
     fn purge_delivered(&mut self, before: &str) -> Result<usize> {
         Ok(super::outbox::purge_delivered_on(self, before)?)
+    }
+
+    fn channel_position(&mut self, user_id: &str, event_id: &str) -> Result<Option<i64>> {
+        Ok(super::channels::position_on(self, user_id, event_id)?)
+    }
+
+    fn channel_after(
+        &mut self,
+        user_id: &str,
+        seq: i64,
+        limit: usize,
+    ) -> Result<Vec<ChannelEvent>> {
+        Ok(super::channels::after_on(self, user_id, seq, limit)?)
+    }
+
+    fn channel_head(&mut self, user_id: &str) -> Result<Head> {
+        Ok(super::channels::head_on(self, user_id)?)
     }
 
     fn take_fire(&mut self, fire: &Fire, me: &str, lease_ms: i64) -> Result<Option<u32>> {

@@ -8,6 +8,7 @@
 
 pub mod alerts;
 pub mod changes;
+pub mod channels;
 pub mod clock;
 pub mod cluster;
 mod engine;

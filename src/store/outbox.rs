@@ -65,6 +65,10 @@ pub struct Leased {
     /// When its claim queued it (the event's `triggered_at`); `None` for a
     /// row whose `created_at` is not a time.
     pub created_at: Option<DateTime<Utc>>,
+    /// Its place on its user's channel, once it took one (`store::channels`).
+    pub channel_seq: Option<i64>,
+    /// The id of the event before it on its channel, with its place.
+    pub prev_id: Option<String>,
 }
 
 /// What became of one leased row, to be recorded under its lease.
@@ -130,6 +134,9 @@ pub struct Want {
     pub limit: usize,
     /// Routing by user: the share of each user (see [`Spread`]).
     pub spread: Option<Spread>,
+    /// Whether each leased row takes a place on its user's channel, if it
+    /// has none yet (`store::channels`).
+    pub place: bool,
 }
 
 /// How leasing shares the rows among users when each user's events go to

@@ -18,7 +18,7 @@ use price_alertd::store::outbox::{
     self, Attempt, OutboxQuery, OutboxState, Outcome, Settled, Want,
 };
 use price_alertd::store::quotes::{self, NewQuote};
-use price_alertd::store::{self, Connection, observations, runs, schema, watermarks};
+use price_alertd::store::{self, Connection, channels, observations, runs, schema, watermarks};
 use price_alertd::time::QuoteTime;
 
 fn stamp(at: DateTime<Utc>) -> String {
@@ -184,6 +184,55 @@ on_every_engine! {
 }
 
 on_every_engine! {
+    /// Users' channels: each leased event takes its user's next place, after
+    /// the one before it, across leases; a stream reads a channel after a
+    /// place, and finds no place for an id that is not its user's.
+    fn users_channels_answer_alike(engine: Engine) {
+        let (_db, mut c, now) = opened(engine);
+        let triggers: Vec<Trigger> = (0..3)
+            .map(|n| {
+                let ticker = format!("T{n}");
+                let id = alerts::add(&mut c, &alert(&ticker, "above", 1.0), &stamp(now)).unwrap();
+                trigger(&mut c, &ticker, id, 2.0, now)
+            })
+            .collect();
+        assert_eq!(alerts::claim(&mut c, &triggers, now).unwrap().ids.len(), 3);
+        assert_eq!(channels::head(&mut c, "u1").unwrap().last, channels::START);
+        let want = |limit| {
+            Some(Want { lease: Duration::from_secs(30), limit, spread: None, place: true })
+        };
+        let mut leased = outbox::exchange(&mut c, "one", &[], want(2)).unwrap().leased;
+        leased.extend(outbox::exchange(&mut c, "one", &[], want(2)).unwrap().leased);
+        let ids: Vec<String> = leased.iter().map(|event| event.event_id.clone()).collect();
+        let places: Vec<(Option<i64>, Option<&str>)> = leased
+            .iter()
+            .map(|event| (event.channel_seq, event.prev_id.as_deref()))
+            .collect();
+        assert_eq!(
+            places,
+            [
+                (Some(1), Some(channels::START)),
+                (Some(2), Some(ids[0].as_str())),
+                (Some(3), Some(ids[1].as_str())),
+            ]
+        );
+        let head = channels::head(&mut c, "u1").unwrap();
+        assert_eq!((head.seq, head.last.as_str()), (3, ids[2].as_str()));
+        assert_eq!(channels::position(&mut c, "u1", &ids[1]).unwrap(), Some(2));
+        assert_eq!(channels::position(&mut c, "u2", &ids[1]).unwrap(), None, "another user's");
+        assert_eq!(channels::position(&mut c, "u1", "pa_nothing").unwrap(), None);
+        let after: Vec<(i64, String)> = channels::after(&mut c, "u1", 1, 10)
+            .unwrap()
+            .into_iter()
+            .map(|event| (event.seq, event.event_id))
+            .collect();
+        assert_eq!(after, [(2, ids[1].clone()), (3, ids[2].clone())]);
+        assert_eq!(channels::after(&mut c, "u1", 1, 1).unwrap().len(), 1);
+        assert!(channels::after(&mut c, "u1", 3, 10).unwrap().is_empty());
+    }
+}
+
+on_every_engine! {
     /// The outbox: leased to one owner at a time, its outcomes recorded
     /// under the lease, dead letters replayed, delivered events purged.
     fn the_outbox_answers_alike(engine: Engine) {
@@ -198,7 +247,9 @@ on_every_engine! {
         assert_eq!(alerts::claim(&mut c, &triggers, now).unwrap().ids.len(), 3);
         assert_eq!(outbox::next_due(&mut c).unwrap(), Some(Duration::ZERO));
 
-        let want = || Some(Want { lease: Duration::from_secs(30), limit: 10, spread: None });
+        let want = || {
+            Some(Want { lease: Duration::from_secs(30), limit: 10, spread: None, place: false })
+        };
         let leased = outbox::exchange(&mut c, "one", &[], want()).unwrap().leased;
         assert_eq!(leased.len(), 3);
         assert!(leased.iter().all(|event| event.user_id.as_deref() == Some("u1")));

@@ -100,6 +100,15 @@ on_every_engine! {
             let events = subscriber.wait_for(*count);
             let got: Vec<String> = events.iter().map(|event| event.id.clone().unwrap()).collect();
             assert_eq!(got, queued, "{user}'s stream: their events, each once, in queue order");
+            // Each took the next place on the user's channel, after the one before it.
+            let chain = db.rows(&format!(
+                "SELECT channel_seq, channel_prev FROM outbox WHERE user_id = '{user}' ORDER BY id"
+            ));
+            let mut prev = "start".to_owned();
+            for (n, (row, id)) in chain.iter().zip(&queued).enumerate() {
+                assert_eq!((row[0].integer(), row[1].text()), (n as i64 + 1, prev.clone()));
+                prev = id.clone();
+            }
             for event in &events {
                 assert_eq!(event.event, "price_alert");
                 let body: serde_json::Value = serde_json::from_str(&event.data).unwrap();

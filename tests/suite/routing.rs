@@ -203,12 +203,17 @@ on_every_engine! {
         // nor reacting members, and quotes' change numbers in their rows
         // (from a counter, on SQLite), not in the change log; no trigger
         // counts (the application's own snoozed_until and max_triggers,
-        // which it may have had, stay); no delivery attempts, no holds.
+        // which it may have had, stay); no delivery attempts, no holds, no
+        // users' channels.
         match engine {
             Engine::Sqlite => db
                 .app()
                 .execute_batch(
-                    "ALTER TABLE outbox DROP COLUMN user_id;
+                    "DROP INDEX outbox_channel;
+                     ALTER TABLE outbox DROP COLUMN channel_seq;
+                     ALTER TABLE outbox DROP COLUMN channel_prev;
+                     DROP TABLE stream_channels;
+                     ALTER TABLE outbox DROP COLUMN user_id;
                      DROP INDEX price_alerts_snoozed;
                      DROP INDEX price_alerts_upper;
                      DROP INDEX price_alerts_return_below;
@@ -233,7 +238,10 @@ on_every_engine! {
             Engine::Postgresql => db
                 .postgres_app()
                 .batch_execute(
-                    "ALTER TABLE outbox DROP COLUMN user_id;
+                    "ALTER TABLE outbox DROP COLUMN channel_seq;
+                     ALTER TABLE outbox DROP COLUMN channel_prev;
+                     DROP TABLE stream_channels;
+                     ALTER TABLE outbox DROP COLUMN user_id;
                      DROP INDEX price_alerts_snoozed;
                      DROP INDEX price_alerts_upper;
                      DROP INDEX price_alerts_return_below;

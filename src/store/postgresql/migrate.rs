@@ -9,7 +9,7 @@ use super::super::{Unusable, failure};
 
 /// The schema version this build migrates a PostgreSQL database to
 /// (`price_alertd_schema.version`).
-pub const SCHEMA_VERSION: i32 = 9;
+pub const SCHEMA_VERSION: i32 = 10;
 
 pub(super) fn newer(config: &PostgresConfig, version: i32) -> anyhow::Error {
     failure(
@@ -86,6 +86,9 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
     if version < 9 {
         transaction
             .batch_execute(&crate::store::watermarks::HOLDS_SCHEMA.replace("{bool}", "BOOLEAN"))?;
+    }
+    if version < 10 {
+        transaction.batch_execute(&crate::store::channels::SCHEMA.replace("{bigint}", "BIGINT"))?;
     }
     if version < SCHEMA_VERSION {
         transaction.execute(

@@ -3,7 +3,10 @@
 //! a leased row's `next_attempt_at` moves to its lease's end, which takes it
 //! out of the due range (and brings it back, due, if its holder dies).
 
+use std::collections::HashMap;
+
 use super::PgConnection;
+use crate::store::channels::{self, Head};
 use crate::store::outbox::{
     Attempt, DeadLetter, Exchanged, LeaseOutcomes, Leased, Recording, Retry, Settled, Want,
 };
@@ -53,16 +56,64 @@ pub fn exchange(
                 user_id: row.try_get(4)?,
                 lease_until,
                 created_at: crate::time::parse_time(row.try_get(5)?),
+                channel_seq: row.try_get(6)?,
+                prev_id: row.try_get(7)?,
             });
         }
         // RETURNING gives no order; sending follows the queue's.
         leased.sort_unstable_by_key(|event| event.row_id);
+        if want.place {
+            place(&mut transaction, &statements, &mut leased)?;
+        }
     }
     transaction.commit()?;
     Ok(Exchanged { leased, now_ms })
 }
 
+/// Places the leased rows without a place on their users' channels, after
+/// each channel's head (see `store::channels`): the heads of their users
+/// made and locked, in user order, until the lease commits, so that two
+/// members' leases of one user's events place them one after the other.
+fn place(
+    transaction: &mut postgres::Transaction<'_>,
+    statements: &Statements,
+    leased: &mut [Leased],
+) -> Result<()> {
+    let users = channels::unplaced_users(leased);
+    if users.is_empty() {
+        return Ok(());
+    }
+    transaction.execute(&statements.make_heads, &[&users, &channels::START])?;
+    let heads: HashMap<String, Head> = transaction
+        .query(&statements.lock_heads, &[&users])?
+        .iter()
+        .map(|row| {
+            let head = Head {
+                seq: row.try_get(1)?,
+                last: row.try_get(2)?,
+            };
+            Ok((row.try_get(0)?, head))
+        })
+        .collect::<Result<_>>()?;
+    let (places, heads) = channels::place(leased, heads);
+    let (users, (seqs, lasts)): (Vec<&str>, (Vec<i64>, Vec<&str>)) = heads
+        .iter()
+        .map(|(user, head)| (user.as_str(), (head.seq, head.last.as_str())))
+        .unzip();
+    transaction.execute(&statements.move_heads, &[&users, &seqs, &lasts])?;
+    let (rows, (seqs, prevs)): (Vec<i64>, (Vec<i64>, Vec<&str>)) = places
+        .iter()
+        .map(|place| (place.row_id, (place.seq, place.prev.as_str())))
+        .unzip();
+    transaction.execute(&statements.place, &[&rows, &seqs, &prevs])?;
+    Ok(())
+}
+
 struct Statements {
+    make_heads: postgres::Statement,
+    lock_heads: postgres::Statement,
+    move_heads: postgres::Statement,
+    place: postgres::Statement,
     now_recording: postgres::Statement,
     lease: postgres::Statement,
     lease_spread: postgres::Statement,
@@ -76,6 +127,25 @@ struct Statements {
 impl Statements {
     fn prepare(connection: &mut PgConnection) -> Result<Statements> {
         Ok(Statements {
+            make_heads: connection.prepared(
+                "INSERT INTO stream_channels (user_id, last_seq, last_event_id)
+                 SELECT user_id, 0, $2 FROM unnest($1::text[]) AS user_id ORDER BY user_id
+                 ON CONFLICT (user_id) DO NOTHING",
+            )?,
+            lock_heads: connection.prepared(
+                "SELECT user_id, last_seq, last_event_id FROM stream_channels
+                 WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE",
+            )?,
+            move_heads: connection.prepared(
+                "UPDATE stream_channels AS c SET last_seq = h.seq, last_event_id = h.last
+                 FROM unnest($1::text[], $2::bigint[], $3::text[]) AS h(user_id, seq, last)
+                 WHERE c.user_id = h.user_id",
+            )?,
+            place: connection.prepared(
+                "UPDATE outbox AS o SET channel_seq = p.seq, channel_prev = p.prev
+                 FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS p(id, seq, prev)
+                 WHERE o.id = p.id",
+            )?,
             trim: connection.prepared(crate::store::outbox::TRIM_ATTEMPTS)?,
             // The attempts go in with the statement that reads the clock: no
             // round trip of their own (a data-modifying CTE runs whether or
@@ -97,7 +167,8 @@ impl Statements {
                      FOR UPDATE SKIP LOCKED)
                  UPDATE outbox AS o SET lease_owner = $1, lease_until = $2, next_attempt_at = $2
                  FROM due WHERE o.id = due.id
-                 RETURNING o.id, o.event_id, o.body, o.attempts, o.user_id, o.created_at",
+                 RETURNING o.id, o.event_id, o.body, o.attempts, o.user_id, o.created_at,
+                           o.channel_seq, o.channel_prev",
             )?,
             // Of the first due rows (users already full left out), at most
             // `per_user` of each user, in queue order. The rows looked at
@@ -118,7 +189,8 @@ impl Statements {
                      WHERE nth <= $7 ORDER BY next_attempt_at, id LIMIT $4)
                  UPDATE outbox AS o SET lease_owner = $1, lease_until = $2, next_attempt_at = $2
                  FROM due WHERE o.id = due.id
-                 RETURNING o.id, o.event_id, o.body, o.attempts, o.user_id, o.created_at",
+                 RETURNING o.id, o.event_id, o.body, o.attempts, o.user_id, o.created_at,
+                           o.channel_seq, o.channel_prev",
             )?,
             delivered: connection.prepared(
                 "UPDATE outbox SET state = 'delivered', delivered_at = $1, attempts = attempts + 1,

@@ -130,7 +130,7 @@ const COLUMNS: [Column; 13] = [
 
 /// The tables and the sequence: the application's two tables, and the
 /// daemon's own, which only a restore gives back.
-const RELATIONS: [(&str, &str); 16] = [
+const RELATIONS: [(&str, &str); 17] = [
     ("table", "price_alerts"),
     ("table", "quotes"),
     ("table", "price_alertd_schema"),
@@ -146,6 +146,7 @@ const RELATIONS: [(&str, &str); 16] = [
     ("table", "change_log"),
     ("table", "change_log_pruned"),
     ("table", "delivery_attempts"),
+    ("table", "stream_channels"),
     ("sequence", "price_alerts_arming"),
 ];
 

@@ -6,7 +6,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::schema::ARM;
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 14;
+pub const SCHEMA_VERSION: i64 = 15;
 
 /// Adds an optional column of the application's to `price_alerts`
 /// (`expires_at`, `cooldown`, ...), as TEXT, unless the application added
@@ -86,6 +86,10 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     |transaction| {
         transaction
             .execute_batch(&crate::store::watermarks::HOLDS_SCHEMA.replace("{bool}", "INTEGER"))
+    },
+    // Users' channels (`store::channels`).
+    |transaction| {
+        transaction.execute_batch(&crate::store::channels::SCHEMA.replace("{bigint}", "INTEGER"))
     },
 ];
 

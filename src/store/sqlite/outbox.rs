@@ -2,7 +2,11 @@
 //! because a leased row keeps its due time here (one writer: no lease can
 //! race another), and outcomes are recorded through `json_each`.
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, TransactionBehavior, params};
+
+use crate::store::channels::{self, Head};
 
 use crate::store::outbox::{
     DeadLetter, Exchanged, LeaseOutcomes, Leased, Recording, Retry, Settled, Want,
@@ -51,6 +55,8 @@ fn lease_due(
             user_id: row.get(4)?,
             lease_until,
             created_at: crate::time::parse_time(&row.get::<_, String>(5)?),
+            channel_seq: row.get(6)?,
+            prev_id: row.get(7)?,
         })
     };
     let mut leased = match &want.spread {
@@ -61,7 +67,7 @@ fn lease_due(
                               WHERE state = 'pending' AND next_attempt_at <= ?3
                                 AND (lease_until IS NULL OR lease_until <= ?3)
                               ORDER BY next_attempt_at, id LIMIT ?4 + 0)
-                 RETURNING id, event_id, body, attempts, user_id, created_at",
+                 RETURNING id, event_id, body, attempts, user_id, created_at, channel_seq, channel_prev",
             )?;
             let rows = statement.query_map(
                 params![owner, lease_until, now_ms, want.limit as i64],
@@ -85,7 +91,7 @@ fn lease_due(
                                  AND coalesce(user_id, '') NOT IN (SELECT value FROM json_each(?5))
                                ORDER BY next_attempt_at, id LIMIT ?6 + 0))
                      WHERE nth <= ?7 ORDER BY next_attempt_at, id LIMIT ?4 + 0)
-                 RETURNING id, event_id, body, attempts, user_id, created_at",
+                 RETURNING id, event_id, body, attempts, user_id, created_at, channel_seq, channel_prev",
             )?;
             let full = serde_json::to_string(&spread.full).expect("strings serialize");
             let rows = statement.query_map(
@@ -105,7 +111,62 @@ fn lease_due(
     };
     // RETURNING gives no order; sending follows the queue's.
     leased.sort_unstable_by_key(|event| event.row_id);
+    if want.place {
+        place(connection, &mut leased)?;
+    }
     Ok(leased)
+}
+
+/// Places the leased rows without a place on their users' channels, after
+/// each channel's head (see `store::channels`), in the lease's transaction.
+fn place(connection: &Connection, leased: &mut [Leased]) -> rusqlite::Result<()> {
+    let users = channels::unplaced_users(leased);
+    if users.is_empty() {
+        return Ok(());
+    }
+    let mut heads = HashMap::new();
+    {
+        let mut statement = connection.prepare_cached(
+            "SELECT user_id, last_seq, last_event_id FROM stream_channels
+             WHERE user_id IN (SELECT value FROM json_each(?1))",
+        )?;
+        let users = serde_json::to_string(&users).expect("strings serialize");
+        let rows = statement.query_map([users], |row| {
+            let head = Head {
+                seq: row.get(1)?,
+                last: row.get(2)?,
+            };
+            Ok((row.get::<_, String>(0)?, head))
+        })?;
+        for row in rows {
+            let (user, head) = row?;
+            heads.insert(user, head);
+        }
+    }
+    let (places, heads) = channels::place(leased, heads);
+    let heads: Vec<(&str, i64, &str)> = heads
+        .iter()
+        .map(|(user, head)| (user.as_str(), head.seq, head.last.as_str()))
+        .collect();
+    connection
+        .prepare_cached(
+            "INSERT INTO stream_channels (user_id, last_seq, last_event_id)
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true
+             ON CONFLICT (user_id) DO UPDATE
+                 SET last_seq = excluded.last_seq, last_event_id = excluded.last_event_id",
+        )?
+        .execute([serde_json::to_string(&heads).expect("heads serialize")])?;
+    let places: Vec<(i64, i64, &str)> = places
+        .iter()
+        .map(|place| (place.row_id, place.seq, place.prev.as_str()))
+        .collect();
+    connection
+        .prepare_cached(
+            "UPDATE OR FAIL outbox SET channel_seq = place.value ->> 1, channel_prev = place.value ->> 2
+             FROM json_each(?1) AS place WHERE outbox.id = place.value ->> 0",
+        )?
+        .execute([serde_json::to_string(&places).expect("places serialize")])?;
+    Ok(())
 }
 
 /// Records outcomes. Only rows still leased to `owner` under the same lease

@@ -153,7 +153,7 @@ const COLUMNS: [Column; 13] = [
 
 /// The tables: the application's two, and the daemon's own, which only a
 /// restore gives back.
-const TABLES: [&str; 15] = [
+const TABLES: [&str; 16] = [
     "price_alerts",
     "quotes",
     "arming_counter",
@@ -169,6 +169,7 @@ const TABLES: [&str; 15] = [
     "change_log",
     "change_log_pruned",
     "delivery_attempts",
+    "stream_channels",
 ];
 
 /// What is missing, as the caller's transaction sees it.
