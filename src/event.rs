@@ -1,4 +1,6 @@
-//! The webhook event: the JSON contract consumers receive, and its stable id.
+//! The webhook event: the JSON contract consumers receive, its stable id,
+//! and, for relays that stream it to each user, its user's channel and its
+//! server-sent form.
 
 use serde::Serialize;
 
@@ -65,6 +67,55 @@ impl Event {
 /// installation id): a pure function of the three.
 pub fn event_id(installation: &str, alert_id: i64, arming: i64) -> String {
     format!("pa_{installation}_{alert_id}_{arming}")
+}
+
+/// The SSE event name of every event (its `type`).
+pub const SSE_NAME: &str = "price_alert";
+
+/// An event as a subscriber's stream carries it: its id (what a browser
+/// sends back as `Last-Event-ID`), its name, and its body, a `data:` line
+/// for each of its lines.
+pub fn sse(event_id: &str, body: &str) -> String {
+    let mut text = format!("id: {event_id}\nevent: {SSE_NAME}\n");
+    for line in body.split('\n') {
+        text.push_str("data: ");
+        text.push_str(line.strip_suffix('\r').unwrap_or(line));
+        text.push('\n');
+    }
+    text.push('\n');
+    text
+}
+
+/// Characters a user id keeps as they are in its channel's name and URL
+/// segment: RFC 3986's unreserved ones; everything else is
+/// percent-encoded, `/` included.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `user_id` as one path segment: RFC 3986's unreserved characters as they
+/// are, everything else percent-encoded. A `{user_id}` URL, a relay's
+/// channel and the application's `X-User-Channel` all spell it so.
+pub fn user_segment(user_id: &str) -> String {
+    percent_encoding::utf8_percent_encode(user_id, SEGMENT).to_string()
+}
+
+/// The user id a segment spells, if it spells one as [`user_segment`]
+/// writes it (and no other way).
+pub fn user_of_segment(segment: &str) -> Option<String> {
+    let user = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    (!user.trim().is_empty() && user_segment(&user) == segment).then_some(user)
+}
+
+/// The channel of a user's events on a relay that names channels
+/// (Pushpin): `user/` and the user's segment.
+pub fn user_channel(user_id: &str) -> String {
+    format!("user/{}", user_segment(user_id))
 }
 
 #[cfg(test)]

@@ -24,5 +24,6 @@ pub mod schedule;
 pub mod signals;
 pub mod standing;
 pub mod store;
+pub mod stream;
 pub mod systemd;
 pub mod time;

@@ -11,6 +11,7 @@ mod prices;
 mod raw;
 mod service;
 mod settings;
+mod stream;
 mod webhook;
 
 pub use database::{DatabaseConfig, EngineChoice, LEAST_CONNECTIONS};
@@ -21,6 +22,7 @@ pub use postgres::{Password, PostgresConfig, PostgresTls};
 pub use prices::{HttpSource, PriceSource, PricesConfig};
 pub use service::{EvaluatorConfig, LogConfig, LogFormat, MetricsConfig};
 pub use settings::Settings;
+pub use stream::StreamConfig;
 pub use webhook::{
     DEFAULT_RETRY_SCHEDULE, MAX_BATCH, Secret, USER_ID_PLACEHOLDER, WebhookConfig, WebhookFormat,
     WebhookUrl,
@@ -36,6 +38,7 @@ use errors::{LineIndex, deserialize_all};
 use jobs::jobs;
 use prices::prices;
 use service::{evaluator, log, metrics};
+use stream::stream;
 use webhook::webhook;
 
 /// Where the daemon looks when neither `--config` nor `$PRICE_ALERTD_CONFIG` is given.
@@ -64,6 +67,8 @@ pub struct Config {
     pub jobs: Vec<JobConfig>,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    /// The stream origin Pushpin asks; off if unset.
+    pub stream: Option<StreamConfig>,
     /// What is wrong but does not stop the daemon (a secret others can
     /// read), said as an error would be: `check-config` prints them, `run`
     /// logs them.
@@ -240,6 +245,12 @@ fn validate(
     let jobs = jobs(&raw.jobs, fetched, &mut report);
     let log = log(&raw.log, &mut report);
     let metrics = metrics(&raw.metrics, &mut report);
+    let pushpin = raw
+        .webhook
+        .as_ref()
+        .and_then(|webhook| webhook.get_ref().format.as_ref())
+        .is_some_and(|format| format.get_ref() == "pushpin");
+    let stream = stream(raw.stream.as_ref(), pushpin, &mut report);
     Some(Config {
         database,
         evaluator,
@@ -248,6 +259,7 @@ fn validate(
         jobs,
         log,
         metrics,
+        stream,
         warnings,
         settings: Settings::default(),
     })

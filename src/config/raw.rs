@@ -22,6 +22,15 @@ pub struct RawFile {
     pub log: RawLog,
     #[serde(default)]
     pub metrics: RawMetrics,
+    pub stream: Option<Spanned<RawStream>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    pub listen: Option<Spanned<String>>,
+    pub auth_url: Option<Spanned<String>>,
+    pub auth_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -124,6 +124,66 @@ fn several_events_a_request_only_in_a_format_that_takes_them() {
 }
 
 #[test]
+fn a_stream_origin_is_for_pushpin_and_needs_an_address_and_the_applications_url() {
+    let pushpin = "url = \"http://127.0.0.1:5561/publish/\"\nformat = \"pushpin\"";
+    let check = |webhook: &str, stream: &str, expected: &str| {
+        let errors = errors_of(&format!(
+            "{}\n[stream]\n{stream}\n",
+            with_webhook_url(webhook)
+        ));
+        assert!(
+            errors.len() == 1 && errors[0].contains(expected),
+            "{stream}: {errors:?}"
+        );
+    };
+    let both = "listen = \"127.0.0.1:7998\"\nauth_url = \"http://127.0.0.1:3000/auth\"";
+    check(
+        "url = \"http://relay/events\"",
+        both,
+        "stream: is for webhook.format = \"pushpin\"",
+    );
+    check(
+        pushpin,
+        "auth_url = \"http://a/auth\"",
+        "stream.listen: missing field `listen`",
+    );
+    check(
+        pushpin,
+        "listen = \"127.0.0.1:7998\"",
+        "stream.auth_url: missing field",
+    );
+    check(
+        pushpin,
+        "listen = \"localhost\"\nauth_url = \"http://a/auth\"",
+        "stream.listen: \"localhost\" is not an address",
+    );
+    check(
+        pushpin,
+        "listen = \"127.0.0.1:7998\"\nauth_url = \"ftp://a/auth\"",
+        "stream.auth_url: scheme \"ftp\" is not http or https",
+    );
+    let config = parse(
+        &format!(
+            "{}\n[stream]\n{both}\nauth_timeout = \"2s\"\n",
+            with_webhook_url(pushpin)
+        ),
+        Path::new("/etc/x"),
+        None,
+    )
+    .unwrap();
+    let stream = config.stream.unwrap();
+    assert_eq!(stream.listen.to_string(), "127.0.0.1:7998");
+    assert_eq!(stream.auth_url.as_str(), "http://127.0.0.1:3000/auth");
+    assert_eq!(stream.auth_timeout, Duration::from_secs(2));
+    assert!(
+        parse(MINIMAL, Path::new("/etc/x"), None)
+            .unwrap()
+            .stream
+            .is_none()
+    );
+}
+
+#[test]
 fn url_without_user_id_is_only_for_a_per_user_url() {
     let errors = errors_of(&with_webhook_url(
         "url = \"http://relay/events\"\nurl_without_user_id = \"http://relay/events/nobody\"",
@@ -198,6 +258,7 @@ fn the_shipped_file_documents_every_key() {
         "jobs",
         "log",
         "metrics",
+        "stream",
     ] {
         let keys = known_keys(section);
         assert!(!keys.is_empty(), "{section}");

@@ -66,7 +66,7 @@ pub(super) struct Daemon {
 }
 
 impl Daemon {
-    /// Opens the store, starts the metrics endpoint, the deliverer, the
+    /// Opens the store, starts the metrics endpoint, the stream origin, the deliverer, the
     /// schedule and the heartbeat, and tells systemd it is ready.
     pub(super) async fn start(source: ConfigOrigin, config: Config) -> anyhow::Result<Daemon> {
         log_warnings(&source, &config);
@@ -79,6 +79,9 @@ impl Daemon {
         let runner = Runner::open(&config, runs_for).await?;
         if let Some(listen) = config.metrics.listen {
             metrics::serve(listen, runner.metrics.clone(), runner.pool.clone()).await?;
+        }
+        if let Some(stream) = &config.stream {
+            crate::stream::serve(stream, runner.pool.clone()).await?;
         }
         let (signal_sender, signals) = mpsc::unbounded_channel();
         let signal_handle = signals::forward(signal_sender)?;

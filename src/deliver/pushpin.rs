@@ -7,18 +7,16 @@ use serde_json::json;
 use crate::config::{Secret, WebhookConfig};
 use crate::store::outbox::Leased;
 
-use super::attempt::sign;
-use super::route::segment;
+use crate::event::{sse, user_channel};
 
-/// The SSE event name of every event (its `type`).
-const EVENT_NAME: &str = "price_alert";
+use super::attempt::sign;
 
 /// The channel of `user_id`'s events: `user/` and the user id
 /// percent-encoded as one path segment, as a `{user_id}` URL routes them;
 /// or why the event has none (it becomes a dead letter that says so).
 pub(super) fn channel(user_id: Option<&str>) -> Result<String, String> {
     match user_id.filter(|user| !user.trim().is_empty()) {
-        Some(user) => Ok(format!("user/{}", segment(user))),
+        Some(user) => Ok(user_channel(user)),
         None => Err(
             "the alert has no user_id, and format = \"pushpin\" publishes each event to its user's channel"
                 .to_owned(),
@@ -58,7 +56,7 @@ pub(super) fn body(config: &WebhookConfig, events: &[(&Leased, String)], timesta
             let mut item = json!({
                 "channel": channel,
                 "id": event.event_id,
-                "formats": {"http-stream": {"content": sse(event)}},
+                "formats": {"http-stream": {"content": sse(&event.event_id, &event.body)}},
                 "meta": meta,
             });
             if let Some(prev) = &event.prev_id {
@@ -68,20 +66,6 @@ pub(super) fn body(config: &WebhookConfig, events: &[(&Leased, String)], timesta
         })
         .collect();
     json!({ "items": items }).to_string()
-}
-
-/// The event as a subscriber's stream carries it: its id (what a browser
-/// sends back as `Last-Event-ID`), its name, and its body, a `data:` line
-/// for each of its lines.
-fn sse(event: &Leased) -> String {
-    let mut text = format!("id: {}\nevent: {EVENT_NAME}\n", event.event_id);
-    for line in event.body.split('\n') {
-        text.push_str("data: ");
-        text.push_str(line.strip_suffix('\r').unwrap_or(line));
-        text.push('\n');
-    }
-    text.push('\n');
-    text
 }
 
 fn signatures(secrets: &[Secret], event: &Leased, timestamp: i64) -> String {

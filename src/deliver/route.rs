@@ -8,14 +8,6 @@ use http::header::HeaderValue;
 
 use crate::config::{USER_ID_PLACEHOLDER, WebhookConfig};
 
-/// Characters a user id keeps as they are in its path segment: RFC 3986's
-/// unreserved ones; everything else is percent-encoded, `/` included.
-const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
 /// Where events go.
 pub(super) enum Target {
     /// Every event to one URL.
@@ -149,13 +141,7 @@ fn user_url(template: &str, user_id: &str) -> Result<String, String> {
             "the alert's user_id {user_id:?} cannot be a path segment of webhook.url"
         ));
     }
-    Ok(template.replacen(USER_ID_PLACEHOLDER, &segment(user_id), 1))
-}
-
-/// `user_id` as one path segment: RFC 3986's unreserved characters as they
-/// are, everything else percent-encoded.
-pub(super) fn segment(user_id: &str) -> String {
-    percent_encoding::utf8_percent_encode(user_id, SEGMENT).to_string()
+    Ok(template.replacen(USER_ID_PLACEHOLDER, &crate::event::user_segment(user_id), 1))
 }
 
 #[cfg(test)]

@@ -34,6 +34,31 @@ CREATE TABLE stream_channels (
 );
 ";
 
+/// The key that signs the links a stream origin gives Pushpin (`stream`),
+/// one for every member: random, chosen when the table is made. `{key}`
+/// is each engine's random hex text.
+pub(super) const KEY_SCHEMA: &str = "
+CREATE TABLE stream_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    key TEXT NOT NULL
+);
+INSERT INTO stream_key (id, key) VALUES (1, {key});
+";
+
+/// The key of [`KEY_SCHEMA`].
+pub(super) const KEY: &str = "SELECT key FROM stream_key WHERE id = 1";
+
+pub(super) fn key_on<C: Statements>(connection: &mut C) -> std::result::Result<String, C::Error> {
+    Ok(connection
+        .query_first(KEY, &[], |row| row.get::<String>(0))?
+        .unwrap_or_default())
+}
+
+/// The key that signs a stream origin's links, the same for every member.
+pub fn key(connection: &mut super::Connection) -> super::Result<String> {
+    connection.engine().stream_key()
+}
+
 /// A channel's last place, and the event there ([`START`] at place 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {

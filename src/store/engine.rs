@@ -307,6 +307,9 @@ pub(super) trait Shared {
     /// `user_id`'s channel's head.
     fn channel_head(&mut self, user_id: &str) -> Result<Head>;
 
+    /// The key that signs a stream origin's links.
+    fn stream_key(&mut self) -> Result<String>;
+
     // Daemons sharing the database.
 
     /// Takes `fire` of a job for `lease_ms`; the runs it allows.
@@ -437,6 +440,10 @@ where
 
     fn channel_head(&mut self, user_id: &str) -> Result<Head> {
         Ok(super::channels::head_on(self, user_id)?)
+    }
+
+    fn stream_key(&mut self) -> Result<String> {
+        Ok(super::channels::key_on(self)?)
     }
 
     fn take_fire(&mut self, fire: &Fire, me: &str, lease_ms: i64) -> Result<Option<u32>> {

@@ -143,6 +143,15 @@ fn the_package_installs_an_enabled_service_with_its_users_and_removes_cleanly() 
             "usr/share/price-alertd/nginx/nchan-per-user.conf",
             "etc/nchan-per-user.conf",
         ),
+        // The batch relay that resumes streams from the outbox.
+        (
+            "usr/share/price-alertd/pushpin/pushpin.conf",
+            "etc/pushpin/pushpin.conf",
+        ),
+        (
+            "usr/share/price-alertd/pushpin/routes",
+            "etc/pushpin/routes",
+        ),
     ] {
         assert_eq!(
             std::fs::read(tree.join(packaged)).unwrap(),

@@ -225,3 +225,171 @@ on_every_engine! {
         assert_eq!(delivered.len(), 30 - refused.len());
     }
 }
+
+/// The application's `/auth`, as the nchan relay's `auth_request` asks it:
+/// a session cookie `session=<user>` names the user, whose channel it says
+/// in `X-User-Channel`; no session is a 401.
+fn application() -> HttpServer {
+    HttpServer::start(
+        0,
+        Arc::new(|request| {
+            Box::pin(async move {
+                let user = request
+                    .header("cookie")
+                    .and_then(|cookie| cookie.strip_prefix("session="))
+                    .map(str::to_owned);
+                match user {
+                    Some(user) => Answer {
+                        status: 200,
+                        headers: vec![("x-user-channel", price_alertd::event::user_segment(&user))],
+                        body: Body::Text(String::new()),
+                    },
+                    None => Answer {
+                        status: 401,
+                        headers: Vec::new(),
+                        body: Body::Text("sign in".to_owned()),
+                    },
+                }
+            })
+        }),
+    )
+}
+
+/// A daemon ticking every second, publishing to `pushpin` in batches, and
+/// serving streams on `stream_port` to those `application` recognises.
+fn resuming_daemon(
+    db: &Db,
+    pushpin: &Pushpin,
+    stream_port: u16,
+    application: &HttpServer,
+) -> common::Daemon {
+    let text = common::config_text(db, &pushpin.publish_url(), "* * * * * *").replace(
+        "[webhook]\n",
+        "[webhook]\nformat = \"pushpin\"\nbatch = 20\n",
+    ) + &format!(
+        "\n[stream]\nlisten = \"127.0.0.1:{stream_port}\"\nauth_url = \"http://127.0.0.1:{}/auth\"\n",
+        application.port
+    );
+    let path = db.write_config(&text);
+    common::Daemon::start(&path)
+}
+
+/// Alerts of `user` that the next tick triggers; their ids.
+fn alerts_of(db: &Db, user: &str, count: usize) -> Vec<i64> {
+    (0..count).map(|_| alert_of(db, Some(user))).collect()
+}
+
+/// Waits until every event of these alerts was delivered; their ids, in
+/// the order of their places on their user's channel.
+fn delivered(db: &Db, alerts: &[i64]) -> Vec<String> {
+    let list = alerts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    common::wait_until("the events to be delivered", || {
+        db.scalar(&format!(
+            "SELECT count(*) FROM outbox WHERE alert_id IN ({list}) AND state = 'delivered'"
+        )) == alerts.len() as i64
+    });
+    db.texts(&format!(
+        "SELECT event_id FROM outbox WHERE alert_id IN ({list}) ORDER BY channel_seq"
+    ))
+}
+
+/// The ids of the events a subscriber got, once `count` came.
+fn ids(subscriber: &common::Subscriber, count: usize) -> Vec<String> {
+    subscriber
+        .wait_for(count)
+        .iter()
+        .map(|event| {
+            event
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("<{}>", event.event))
+        })
+        .collect()
+}
+
+on_every_engine! {
+    fn a_stream_that_comes_back_gets_exactly_the_events_it_missed(engine: Engine) {
+        let application = application();
+        let stream_port = common::free_port();
+        let mut pushpin = Pushpin::start(stream_port);
+        let db = Db::on(engine);
+        db.set_quote("AAPL", 2.0);
+        let mut daemon = resuming_daemon(&db, &pushpin, stream_port, &application);
+        let alice = [("cookie", "session=alice")];
+        let stream = "/api/stream";
+        assert_eq!(
+            common::Subscriber::connect(pushpin.port, stream).status,
+            401,
+            "no session, no stream"
+        );
+
+        // Live: each user gets their own events, in order.
+        let page = pushpin.subscribe_with(stream, &alice);
+        let bob = pushpin.subscribe_with(stream, &[("cookie", "session=bob")]);
+        let first = delivered(&db, &alerts_of(&db, "alice", 5));
+        let bobs = delivered(&db, &alerts_of(&db, "bob", 3));
+        assert_eq!(ids(&page, 5), first);
+        assert_eq!(ids(&bob, 3), bobs);
+
+        // Cut: what was delivered while the page was away, and only that,
+        // when it comes back with the last id it had; then live again.
+        drop(page);
+        let missed = delivered(&db, &alerts_of(&db, "alice", 4));
+        let page = pushpin.subscribe_with(stream, &[alice[0], ("last-event-id", &first[4])]);
+        assert_eq!(ids(&page, 4), missed);
+        let live = delivered(&db, &alerts_of(&db, "alice", 2));
+        assert_eq!(ids(&page, 6)[4..], live[..]);
+
+        // The relay restarts while the page is away, and forgets
+        // everything: the events come from the outbox.
+        drop(page);
+        let before_restart = delivered(&db, &alerts_of(&db, "alice", 3));
+        pushpin.restart();
+        let after_restart = delivered(&db, &alerts_of(&db, "alice", 2));
+        let page = pushpin.subscribe_with(stream, &[alice[0], ("last-event-id", &live[1])]);
+        let expected: Vec<String> = before_restart.iter().chain(&after_restart).cloned().collect();
+        assert_eq!(ids(&page, 5), expected);
+
+        // The daemon restarts (killed) while the page is away.
+        drop(page);
+        let before_kill = delivered(&db, &alerts_of(&db, "alice", 2));
+        drop(daemon);
+        daemon = resuming_daemon(&db, &pushpin, stream_port, &application);
+        let after_kill = delivered(&db, &alerts_of(&db, "alice", 2));
+        let page = pushpin.subscribe_with(stream, &[alice[0], ("last-event-id", &after_restart[1])]);
+        let expected: Vec<String> = before_kill.iter().chain(&after_kill).cloned().collect();
+        assert_eq!(ids(&page, 4), expected);
+
+        // More than a page of missed events (100 an answer): all, in order.
+        drop(page);
+        let many = delivered(&db, &alerts_of(&db, "alice", 130));
+        let page = pushpin.subscribe_with(stream, &[alice[0], ("last-event-id", &after_kill[1])]);
+        assert_eq!(ids(&page, 130), many);
+
+        // Events no longer kept (purged after `keep`), an id that names
+        // nothing, another user's event: the page is told to reload, and
+        // gets nothing of anyone else's; then live.
+        drop(page);
+        let purged = {
+            let mut connection = db.pool(1).get().unwrap();
+            let later = price_alertd::store::timestamp(chrono::Utc::now() + chrono::Duration::seconds(5));
+            price_alertd::store::outbox::purge_delivered(&mut connection, &later).unwrap()
+        };
+        assert!(purged >= 130, "{purged}");
+        for unknown in [many[129].as_str(), "pa_forged_1_1", bobs[0].as_str()] {
+            let page = pushpin.subscribe_with(stream, &[alice[0], ("last-event-id", unknown)]);
+            let next = delivered(&db, &alerts_of(&db, "alice", 1));
+            let got = page.wait_for(2);
+            assert_eq!(got[0].event, "reset", "{got:?}");
+            assert_eq!(got[1].id.as_deref(), Some(next[0].as_str()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(ids(&bob, 3), bobs, "bob got only his own");
+        assert_eq!(bob.count(), 3);
+        drop(daemon);
+    }
+}

@@ -213,6 +213,7 @@ on_every_engine! {
                      ALTER TABLE outbox DROP COLUMN channel_seq;
                      ALTER TABLE outbox DROP COLUMN channel_prev;
                      DROP TABLE stream_channels;
+                     DROP TABLE stream_key;
                      ALTER TABLE outbox DROP COLUMN user_id;
                      DROP INDEX price_alerts_snoozed;
                      DROP INDEX price_alerts_upper;
@@ -241,6 +242,7 @@ on_every_engine! {
                     "ALTER TABLE outbox DROP COLUMN channel_seq;
                      ALTER TABLE outbox DROP COLUMN channel_prev;
                      DROP TABLE stream_channels;
+                     DROP TABLE stream_key;
                      ALTER TABLE outbox DROP COLUMN user_id;
                      DROP INDEX price_alerts_snoozed;
                      DROP INDEX price_alerts_upper;

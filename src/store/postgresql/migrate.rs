@@ -89,6 +89,11 @@ fn migrate_locked(client: &mut Client) -> Result<(), postgres::Error> {
     }
     if version < 10 {
         transaction.batch_execute(&crate::store::channels::SCHEMA.replace("{bigint}", "BIGINT"))?;
+        // Two version-4 UUIDs: 244 bits from the server's strong random source.
+        transaction.batch_execute(&crate::store::channels::KEY_SCHEMA.replace(
+            "{key}",
+            "replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '')",
+        ))?;
     }
     if version < SCHEMA_VERSION {
         transaction.execute(

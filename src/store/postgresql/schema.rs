@@ -130,7 +130,7 @@ const COLUMNS: [Column; 13] = [
 
 /// The tables and the sequence: the application's two tables, and the
 /// daemon's own, which only a restore gives back.
-const RELATIONS: [(&str, &str); 17] = [
+const RELATIONS: [(&str, &str); 18] = [
     ("table", "price_alerts"),
     ("table", "quotes"),
     ("table", "price_alertd_schema"),
@@ -147,6 +147,7 @@ const RELATIONS: [(&str, &str); 17] = [
     ("table", "change_log_pruned"),
     ("table", "delivery_attempts"),
     ("table", "stream_channels"),
+    ("table", "stream_key"),
     ("sequence", "price_alerts_arming"),
 ];
 

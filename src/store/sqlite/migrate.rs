@@ -89,7 +89,11 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
     },
     // Users' channels (`store::channels`).
     |transaction| {
-        transaction.execute_batch(&crate::store::channels::SCHEMA.replace("{bigint}", "INTEGER"))
+        transaction
+            .execute_batch(&crate::store::channels::SCHEMA.replace("{bigint}", "INTEGER"))?;
+        transaction.execute_batch(
+            &crate::store::channels::KEY_SCHEMA.replace("{key}", "lower(hex(randomblob(32)))"),
+        )
     },
 ];
 

@@ -153,7 +153,7 @@ const COLUMNS: [Column; 13] = [
 
 /// The tables: the application's two, and the daemon's own, which only a
 /// restore gives back.
-const TABLES: [&str; 16] = [
+const TABLES: [&str; 17] = [
     "price_alerts",
     "quotes",
     "arming_counter",
@@ -170,6 +170,7 @@ const TABLES: [&str; 16] = [
     "change_log_pruned",
     "delivery_attempts",
     "stream_channels",
+    "stream_key",
 ];
 
 /// What is missing, as the caller's transaction sees it.

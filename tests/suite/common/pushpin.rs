@@ -39,101 +39,83 @@ impl Pushpin {
         std::fs::create_dir_all(dir.path().join("run")).unwrap();
         std::fs::create_dir_all(dir.path().join("log")).unwrap();
         let (port, publish_port) = (free_port(), free_port());
-        // Every socket between its processes in the folder, so that tests
-        // run side by side; no message rate limit, as in etc/.
-        let conf = format!(
-            "[global]
-include={{libdir}}/internal.conf
-rundir={root}/run
-ipc_prefix=pushpin-
-port_offset=0
-stats_connection_ttl=120
-[runner]
-services=condure,zurl,pushpin-proxy,pushpin-handler
-http_port=127.0.0.1:{port}
-logdir={root}/log
-log_level=2
-client_buffer_size=8192
-client_maxconn=1000
-condure_bin=condure
-[proxy]
-routesfile={root}/routes
-zurl_out_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in
-zurl_out_stream_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in-stream
-zurl_in_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-out
-debug=false
-auto_cross_origin=false
-accept_x_forwarded_protocol=false
-set_x_forwarded_protocol=proto-only
-x_forwarded_for=
-x_forwarded_for_trusted=
-orig_headers_need_mark=
-accept_pushpin_route=false
-log_from=false
-log_user_agent=false
-sig_iss=pushpin
-sig_key=
-upstream_key=
-updates_check=off
-organization_name=
-[handler]
-push_in_spec=ipc://{{rundir}}/{{ipc_prefix}}push-in
-push_in_sub_specs=ipc://{{rundir}}/{{ipc_prefix}}push-in-sub
-push_in_sub_connect=false
-push_in_http_addr=127.0.0.1
-push_in_http_port={publish_port}
-push_in_http_max_headers_size=10000
-push_in_http_max_body_size=1000000
-stats_spec=ipc://{{rundir}}/{{ipc_prefix}}stats
-command_spec=ipc://{{rundir}}/{{ipc_prefix}}command
-message_rate=0
-message_hwm=100000
-message_wait=5000
-id_cache_ttl=60
-connection_subscription_max=20
-subscription_linger=60
-stats_subscription_ttl=60
-stats_report_interval=10
-stats_format=tnetstring
-"
-        );
+        // The shipped file as it is, but for its ports and folders: every
+        // socket between its processes is in its own folder, so that tests
+        // run side by side.
+        let shipped = include_str!("../../../etc/pushpin/pushpin.conf");
+        let mut conf = String::new();
+        for line in shipped.lines() {
+            let line = match line.split_once('=').map(|(key, _)| key) {
+                Some("rundir") => format!("rundir={root}/run"),
+                Some("logdir") => format!("logdir={root}/log"),
+                Some("http_port") => format!("http_port=127.0.0.1:{port}"),
+                Some("push_in_http_port") => format!("push_in_http_port={publish_port}"),
+                Some("routesfile") => format!("routesfile={root}/routes"),
+                Some("client_maxconn") => "client_maxconn=1000".to_owned(),
+                _ => line.to_owned(),
+            };
+            conf.push_str(&line);
+            conf.push('\n');
+        }
+        for key in [
+            "rundir",
+            "logdir",
+            "http_port",
+            "push_in_http_port",
+            "routesfile",
+        ] {
+            assert!(
+                shipped
+                    .lines()
+                    .any(|line| line.starts_with(&format!("{key}="))),
+                "etc/pushpin/pushpin.conf sets no {key}"
+            );
+        }
         std::fs::write(dir.path().join("pushpin.conf"), conf).unwrap();
+        // The shipped routes, to this test's origin.
+        let routes = include_str!("../../../etc/pushpin/routes");
+        assert!(routes.contains("127.0.0.1:7998"), "etc/pushpin/routes");
         std::fs::write(
             dir.path().join("routes"),
-            format!("* 127.0.0.1:{origin_port}\n"),
+            routes.replace("127.0.0.1:7998", &format!("127.0.0.1:{origin_port}")),
         )
         .unwrap();
-        let runner = Command::new("pushpin")
-            .process_group(0)
-            .args(["--config", &format!("{root}/pushpin.conf")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting pushpin (run the tests with tests/run, which installs it)");
-        let mut pushpin = Pushpin {
+        let (runner, services) = launch(&root, port, publish_port);
+        Pushpin {
             port,
             publish_port,
             dir,
             runner,
-            services: Vec::new(),
-        };
-        wait_until("pushpin to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && std::net::TcpStream::connect(("127.0.0.1", publish_port)).is_ok()
-        });
-        wait_until("pushpin's pid files", || {
-            pushpin.services = SERVICES
-                .iter()
-                .filter_map(|name| {
-                    let text =
-                        std::fs::read_to_string(pushpin.dir.path().join(format!("run/{name}.pid")))
-                            .ok()?;
-                    text.trim().parse().ok()
-                })
-                .collect();
-            pushpin.services.len() == SERVICES.len()
-        });
-        pushpin
+            services,
+        }
+    }
+
+    /// Stops Pushpin and starts it again on the same ports: what it held in
+    /// memory (its subscribers, the ids it saw) is gone.
+    pub fn restart(&mut self) {
+        let (stopped, left) = self.stop();
+        assert!(stopped && left.is_empty(), "pushpin did not stop: {left:?}");
+        let root = self.dir.path().display().to_string();
+        (self.runner, self.services) = launch(&root, self.port, self.publish_port);
+    }
+
+    /// Stops it as its service does: SIGTERM to the runner, which stops
+    /// what it started and exits after them; SIGKILL to each of them only
+    /// if that takes longer than `PATIENCE`. Whether it stopped, and what
+    /// had to be killed.
+    fn stop(&mut self) -> (bool, Vec<u32>) {
+        let stopped =
+            signal(self.runner.id(), "TERM") && wait_for_exit(&mut self.runner, PATIENCE).is_some();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !self.left().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let left = self.left();
+        for pid in &left {
+            signal(*pid, "KILL");
+        }
+        let _ = self.runner.wait();
+        (stopped, left)
     }
 
     pub fn publish_url(&self) -> String {
@@ -145,9 +127,14 @@ stats_format=tnetstring
     /// its handler have connected (milliseconds after both say they
     /// started): until then, the subscription is made again.
     pub fn subscribe(&self, path: &str) -> Subscriber {
+        self.subscribe_with(path, &[])
+    }
+
+    /// [`Pushpin::subscribe`] with `headers` (a cookie, a `Last-Event-ID`).
+    pub fn subscribe_with(&self, path: &str, headers: &[(&str, &str)]) -> Subscriber {
         let deadline = std::time::Instant::now() + PATIENCE;
         loop {
-            let subscriber = Subscriber::connect(self.port, path);
+            let subscriber = Subscriber::connect_with(self.port, path, headers);
             if subscriber.status != 500 || std::time::Instant::now() > deadline {
                 assert_eq!(
                     subscriber.status, 200,
@@ -185,22 +172,10 @@ stats_format=tnetstring
 }
 
 impl Drop for Pushpin {
-    /// Stops Pushpin as its service does: SIGTERM to the runner, which
-    /// stops what it started and exits after them; SIGKILL to each of them
-    /// only if that takes longer than `PATIENCE`. Then checks that none is
-    /// left (unless the test already failed).
+    /// Stops Pushpin (see `stop`), then checks that none of its processes
+    /// is left (unless the test already failed).
     fn drop(&mut self) {
-        let stopped =
-            signal(self.runner.id(), "TERM") && wait_for_exit(&mut self.runner, PATIENCE).is_some();
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while !self.left().is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let left = self.left();
-        for pid in &left {
-            signal(*pid, "KILL");
-        }
-        let _ = self.runner.wait();
+        let (stopped, left) = self.stop();
         if std::thread::panicking() {
             for name in ["pushpin-handler", "pushpin-proxy", "condure", "zurl"] {
                 let log = std::fs::read_to_string(self.dir.path().join(format!("log/{name}.log")))
@@ -223,4 +198,32 @@ impl Drop for Pushpin {
             "processes of pushpin outlived it: {left:?}"
         );
     }
+}
+
+/// Starts Pushpin's runner with the configuration in `root`, and waits
+/// until it listens on both ports and each of its processes wrote its pid.
+fn launch(root: &str, port: u16, publish_port: u16) -> (Child, Vec<u32>) {
+    let runner = Command::new("pushpin")
+        .process_group(0)
+        .args(["--config", &format!("{root}/pushpin.conf")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting pushpin (run the tests with tests/run, which installs it)");
+    wait_until("pushpin to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && std::net::TcpStream::connect(("127.0.0.1", publish_port)).is_ok()
+    });
+    let mut services = Vec::new();
+    wait_until("pushpin's pid files", || {
+        services = SERVICES
+            .iter()
+            .filter_map(|name| {
+                let text = std::fs::read_to_string(format!("{root}/run/{name}.pid")).ok()?;
+                text.trim().parse().ok()
+            })
+            .collect();
+        services.len() == SERVICES.len()
+    });
+    (runner, services)
 }

@@ -182,11 +182,21 @@ impl Subscriber {
     /// Subscribes to `path` on `127.0.0.1:port` and collects every SSE event
     /// from now on.
     pub fn connect(port: u16, path: &str) -> Subscriber {
+        Subscriber::connect_with(port, path, &[])
+    }
+
+    /// [`Subscriber::connect`], the request with `headers` too (a session's
+    /// cookie, a `Last-Event-ID`).
+    pub fn connect_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Subscriber {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         use std::io::Write;
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         write!(
             stream,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nConnection: keep-alive\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nConnection: keep-alive\r\n{extra}\r\n"
         )
         .unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
