@@ -10,6 +10,12 @@
 //! user's attempts to crash the relay (message ids for their own empty
 //! channel, with a stream of theirs open) leave its worker and the other
 //! users' streams up.
+//!
+//! The same with the batch relay (`etc/pushpin/`, run as it is, a route to
+//! the application's pages added): pages that keep whatever arrives get
+//! exactly their user's events, each once, in order, after a cut
+//! connection and after the relay restarted while they were away: the
+//! browser's own `Last-Event-ID` resumes them from the outbox.
 
 use crate::common;
 
@@ -61,7 +67,7 @@ const BOB: &str = "bob.smith/2";
 /// The application's side of the relay: `/app?user=NAME` signs the browser
 /// in (a session cookie) and serves the page; `/auth`, which nginx asks,
 /// names the session's user's channel, or refuses a browser without one.
-fn application(port: u16) -> HttpServer {
+fn application(port: u16, page: &'static str) -> HttpServer {
     let sessions: Arc<Mutex<HashMap<String, String>>> = Arc::default();
     HttpServer::start(
         port,
@@ -86,7 +92,7 @@ fn application(port: u16) -> HttpServer {
                             ("content-type", "text/html; charset=utf-8".to_owned()),
                             ("set-cookie", format!("session={token}; Path=/; HttpOnly")),
                         ],
-                        PAGE,
+                        page,
                     );
                 }
                 if request.uri == "/auth" {
@@ -285,7 +291,7 @@ fn queued_for(db: &Db, user: &str) -> Vec<i64> {
 #[test]
 fn each_users_page_gets_exactly_its_own_events_once_in_order_also_across_a_cut_connection() {
     let (publisher, site, app_port) = (free_port(), free_port(), free_port());
-    let _application = application(app_port);
+    let _application = application(app_port, PAGE);
     let relay = per_user_relay(publisher, site, app_port);
     // Each user's browser reaches the site through a proxy of its own, on
     // its own loopback address: two hosts, so two cookie jars.
@@ -443,4 +449,180 @@ fn each_users_page_gets_exactly_its_own_events_once_in_order_also_across_a_cut_c
     }
     assert_eq!((opened(&browser, &alice), opened(&browser, &bob)), (2, 1));
     assert_eq!(relay.workers_died(), 0);
+}
+
+/// The page of a site behind Pushpin: it keeps every event it receives as
+/// it comes, duplicates included (exact resume leaves none to drop), and
+/// every `reset`.
+const RESUMING_PAGE: &str = r#"<!doctype html>
+<title>price alerts</title>
+<script>
+window.events = [];
+window.opened = 0;
+const source = new EventSource("/api/stream");
+source.addEventListener("open", () => { window.opened += 1; });
+source.addEventListener("price_alert", (event) => {
+  const alert = JSON.parse(event.data);
+  window.events.push({ id: event.lastEventId, alert: alert.data.alert_id, user: alert.data.user_id });
+});
+source.addEventListener("reset", () => { window.events.push({ reset: true }); });
+</script>
+"#;
+
+/// The alert ids a resuming page received, in order (a `reset` as 0), and
+/// whether each came with its user's id.
+fn received_alerts(browser: &Browser, tab: &Tab, user: &str) -> Vec<i64> {
+    let events = browser.run(tab, "return window.events;");
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| {
+            if event["reset"] == true {
+                return 0;
+            }
+            assert_eq!(event["user"], user, "{event}");
+            event["alert"].as_i64().unwrap()
+        })
+        .collect()
+}
+
+/// The alert ids of `user`'s events in the order of their places on the
+/// user's channel.
+fn placed_for(db: &Db, user: &str) -> Vec<i64> {
+    db.ids(&format!(
+        "SELECT alert_id FROM outbox WHERE user_id = '{user}' AND channel_seq IS NOT NULL ORDER BY channel_seq"
+    ))
+}
+
+/// The `Last-Event-ID` of each stream request a page sent through `proxy`.
+fn stream_requests(proxy: &Proxy) -> Vec<Option<String>> {
+    proxy
+        .sent()
+        .iter()
+        .flat_map(|sent| {
+            sent.split("\r\n\r\n")
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|head| head.starts_with("GET /api/stream "))
+        .map(|head| {
+            head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("last-event-id")
+                    .then(|| value.trim().to_owned())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn behind_pushpin_each_page_gets_exactly_the_events_it_missed_across_a_cut_and_a_relay_restart() {
+    let (app_port, stream_port) = (free_port(), free_port());
+    let _application = application(app_port, RESUMING_PAGE);
+    // The site: the application's pages, and every other path (the
+    // stream) to the daemon's origin, as the shipped routes send it.
+    let mut pushpin = common::Pushpin::start_routing(
+        stream_port,
+        &format!("*,path_beg=/app 127.0.0.1:{app_port}\n"),
+    );
+    let alice_network = Proxy::start("127.0.0.1", pushpin.port);
+    let bob_network = Proxy::start("127.0.0.2", pushpin.port);
+
+    let db = Db::new();
+    let config = db.write_config(
+        &(config_text(&db, &pushpin.publish_url(), "* * * * * *")
+            .replace("[webhook]\n", "[webhook]\nformat = \"pushpin\"\n")
+            + &format!(
+                "\n[stream]\nlisten = \"127.0.0.1:{stream_port}\"\nauth_url = \"http://127.0.0.1:{app_port}/auth\"\n"
+            )),
+    );
+    let _daemon = Daemon::start(&config);
+
+    let mut browser = Browser::start();
+    let alice = browser.open(&format!("http://{}/app?user=alice", alice_network.address));
+    let bob = browser.open(&format!(
+        "http://{}/app?user={}",
+        bob_network.address,
+        percent_encoding::utf8_percent_encode(BOB, SEGMENT)
+    ));
+    wait_until("both pages' streams to open", || {
+        opened(&browser, &alice) == 1 && opened(&browser, &bob) == 1
+    });
+    let shown = |tab: &Tab, user: &str, count: usize| {
+        wait_until(&format!("{user}'s page to show {count} events"), || {
+            received_alerts(&browser, tab, user).len() >= count
+        });
+    };
+
+    alerts_of(&db, Some("alice"), 3);
+    alerts_of(&db, Some(BOB), 2);
+    alerts_of(&db, Some("carol"), 1);
+    db.set_quote("AAPL", 2.0);
+    shown(&alice, "alice", 3);
+    shown(&bob, BOB, 2);
+
+    // Alice's connection drops; her events are delivered meanwhile.
+    alice_network.cut();
+    let last_before_cut = db.texts(
+        "SELECT event_id FROM outbox WHERE user_id = 'alice' ORDER BY channel_seq DESC LIMIT 1",
+    );
+    alerts_of(&db, Some("alice"), 2);
+    alerts_of(&db, Some(BOB), 1);
+    wait_until("the new events delivered", || {
+        db.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'") == 9
+    });
+    shown(&bob, BOB, 3);
+    alice_network.restore();
+    shown(&alice, "alice", 5);
+
+    // The relay restarts while Alice is away, and forgets everything. Both
+    // users' streams end; neither reconnects until it is up (a stream
+    // refused meanwhile would not be tried again).
+    alice_network.cut();
+    alerts_of(&db, Some("alice"), 1);
+    wait_until("Alice's event delivered before the restart", || {
+        db.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'") == 10
+    });
+    bob_network.cut();
+    pushpin.restart();
+    // Up once it holds a stream.
+    let probe = request(
+        pushpin.port,
+        "GET /app?user=probe HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
+    );
+    let cookie = probe
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .and_then(|cookie| cookie.split(';').next())
+        .expect("a session")
+        .to_owned();
+    drop(pushpin.subscribe_with("/api/stream", &[("cookie", &cookie)]));
+    alerts_of(&db, Some("alice"), 1);
+    alerts_of(&db, Some(BOB), 1);
+    wait_until("the events after the restart delivered", || {
+        db.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'") == 12
+    });
+    alice_network.restore();
+    bob_network.restore();
+    shown(&alice, "alice", 7);
+    shown(&bob, BOB, 4);
+    // Nothing more is on its way: a repeat would show now.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+
+    for (tab, user) in [(&alice, "alice"), (&bob, BOB)] {
+        assert_eq!(
+            received_alerts(&browser, tab, user),
+            placed_for(&db, user),
+            "{user}: every event once, in order, nothing else"
+        );
+    }
+    assert_eq!((opened(&browser, &alice), opened(&browser, &bob)), (3, 2));
+    let alice_streams = stream_requests(&alice_network);
+    assert_eq!(alice_streams.len(), 3, "{alice_streams:?}");
+    assert_eq!(
+        alice_streams[..2],
+        [None, Some(last_before_cut[0].clone())],
+        "the browser resumed by itself with the last id it had"
+    );
 }

@@ -29,6 +29,12 @@ impl Pushpin {
     /// Pushpin routing every client request to the origin on
     /// `127.0.0.1:origin_port`.
     pub fn start(origin_port: u16) -> Pushpin {
+        Pushpin::start_routing(origin_port, "")
+    }
+
+    /// [`Pushpin::start`], with `routes` (lines of Pushpin's routes file)
+    /// before the shipped one: a site's pages, say.
+    pub fn start_routing(origin_port: u16, routes: &str) -> Pushpin {
         assert!(
             Path::new("/usr/bin/pushpin").exists(),
             "pushpin is missing: run the tests with tests/run, which installs Debian's pushpin"
@@ -73,11 +79,14 @@ impl Pushpin {
         }
         std::fs::write(dir.path().join("pushpin.conf"), conf).unwrap();
         // The shipped routes, to this test's origin.
-        let routes = include_str!("../../../etc/pushpin/routes");
-        assert!(routes.contains("127.0.0.1:7998"), "etc/pushpin/routes");
+        let shipped = include_str!("../../../etc/pushpin/routes");
+        assert!(shipped.contains("127.0.0.1:7998"), "etc/pushpin/routes");
         std::fs::write(
             dir.path().join("routes"),
-            routes.replace("127.0.0.1:7998", &format!("127.0.0.1:{origin_port}")),
+            format!(
+                "{routes}{}",
+                shipped.replace("127.0.0.1:7998", &format!("127.0.0.1:{origin_port}"))
+            ),
         )
         .unwrap();
         let (runner, services) = launch(&root, port, publish_port);
