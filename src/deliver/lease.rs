@@ -13,9 +13,12 @@ pub(super) const WAVES: u32 = 4;
 /// Leased rows not yet sent, at least.
 const MIN_AHEAD: usize = 256;
 
-/// Leased rows not yet sent, at most: what the bodies held cost in memory
-/// (a few MB), whatever `concurrency` and `batch` are.
-const MAX_AHEAD: usize = 8192;
+/// Leased rows not yet sent, at most, whatever `concurrency` and `batch`
+/// are: what the bodies held cost in memory (a few MB), and what each lease
+/// passes over on SQLite, where a leased row keeps its due time. 8,192
+/// made a full outbox's drain to Pushpin 10–20% slower than 2,048
+/// (BENCHMARKS.md, "The last hop").
+const MAX_AHEAD: usize = 2048;
 
 /// Finished attempts an exchange waits for while requests run, at least.
 const MIN_RECORDED_TOGETHER: usize = 64;
@@ -138,7 +141,7 @@ mod tests {
         assert_eq!(policy(16).ahead(), 256);
         assert_eq!(policy(16).held(), 512);
         assert_eq!(policy(200).ahead(), 800);
-        assert_eq!(policy(1024).held(), 8192);
+        assert_eq!(policy(1024).held(), 4096);
     }
 
     #[test]

@@ -467,14 +467,22 @@ impl Pipeline {
             let take = limit.min(self.queue.len());
             return self.queue.drain(..take).collect();
         };
+        // One pass over the queue's start, until the batch is full: the
+        // rows passed over go back in front, in their order.
         let mut batch = Vec::new();
-        let mut index = 0;
-        while batch.len() < limit && index < self.queue.len() {
-            if users.is_busy(&self.queue[index]) {
-                index += 1;
-            } else if let Some(event) = self.queue.remove(index) {
+        let mut passed = Vec::new();
+        while batch.len() < limit {
+            let Some(event) = self.queue.pop_front() else {
+                break;
+            };
+            if users.is_busy(&event) {
+                passed.push(event);
+            } else {
                 batch.push(event);
             }
+        }
+        while let Some(event) = passed.pop() {
+            self.queue.push_front(event);
         }
         batch
     }

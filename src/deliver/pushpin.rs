@@ -2,8 +2,6 @@
 //! one request, each an item on its user's channel, written as the
 //! server-sent event its subscribers receive, and signed one by one.
 
-use serde_json::json;
-
 use crate::config::{Secret, WebhookConfig};
 use crate::store::outbox::Leased;
 
@@ -41,31 +39,71 @@ pub(super) fn unfit(event: &Leased) -> Option<String> {
 /// Standard Webhooks signature at `timestamp` in the item's `meta`, so that
 /// each event verifies on its own.
 pub(super) fn body(config: &WebhookConfig, events: &[(&Leased, String)], timestamp: i64) -> String {
-    let items: Vec<serde_json::Value> = events
+    let timestamp_text = timestamp.to_string();
+    let contents: Vec<(String, Option<String>)> = events
         .iter()
-        .map(|(event, channel)| {
-            let mut meta = serde_json::Map::new();
-            meta.insert("webhook-id".into(), event.event_id.clone().into());
-            meta.insert("webhook-timestamp".into(), timestamp.to_string().into());
-            if !config.secrets.is_empty() {
-                meta.insert(
-                    "webhook-signature".into(),
-                    signatures(&config.secrets, event, timestamp).into(),
-                );
-            }
-            let mut item = json!({
-                "channel": channel,
-                "id": event.event_id,
-                "formats": {"http-stream": {"content": sse(&event.event_id, &event.body)}},
-                "meta": meta,
-            });
-            if let Some(prev) = &event.prev_id {
-                item["prev-id"] = prev.clone().into();
-            }
-            item
+        .map(|(event, _)| {
+            let signature =
+                (!config.secrets.is_empty()).then(|| signatures(&config.secrets, event, timestamp));
+            (sse(&event.event_id, &event.body), signature)
         })
         .collect();
-    json!({ "items": items }).to_string()
+    let items = events
+        .iter()
+        .zip(&contents)
+        .map(|((event, channel), (content, signature))| Item {
+            channel,
+            id: &event.event_id,
+            prev_id: event.prev_id.as_deref(),
+            formats: Formats {
+                http_stream: Content { content },
+            },
+            meta: Meta {
+                id: &event.event_id,
+                timestamp: &timestamp_text,
+                signature: signature.as_deref(),
+            },
+        })
+        .collect();
+    serde_json::to_string(&Publish { items }).expect("a publish request serializes")
+}
+
+/// Pushpin's publish request, written as it is read: no map is built.
+#[derive(serde::Serialize)]
+struct Publish<'a> {
+    items: Vec<Item<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct Item<'a> {
+    channel: &'a str,
+    id: &'a str,
+    #[serde(rename = "prev-id", skip_serializing_if = "Option::is_none")]
+    prev_id: Option<&'a str>,
+    formats: Formats<'a>,
+    meta: Meta<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Formats<'a> {
+    #[serde(rename = "http-stream")]
+    http_stream: Content<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Content<'a> {
+    content: &'a str,
+}
+
+/// The event's own Standard Webhooks headers, in the item's `meta`.
+#[derive(serde::Serialize)]
+struct Meta<'a> {
+    #[serde(rename = "webhook-id")]
+    id: &'a str,
+    #[serde(rename = "webhook-timestamp")]
+    timestamp: &'a str,
+    #[serde(rename = "webhook-signature", skip_serializing_if = "Option::is_none")]
+    signature: Option<&'a str>,
 }
 
 fn signatures(secrets: &[Secret], event: &Leased, timestamp: i64) -> String {

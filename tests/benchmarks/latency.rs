@@ -384,10 +384,12 @@ fn burst(
     engine: &str,
     (daemon, log): (&Child, &Path),
     database: &(impl Probe + ?Sized),
-    (subscriber, expected): (&Subscriber, usize),
+    (streams, expected): (&[Subscriber], usize),
     move_all: impl FnOnce(),
 ) {
-    let seen_before = subscriber.count();
+    let received = || streams.iter().map(Subscriber::count).sum::<usize>();
+    let seen_before: Vec<usize> = streams.iter().map(Subscriber::count).collect();
+    let seen_in_all: usize = seen_before.iter().sum();
     let committed = {
         move_all();
         Instant::now()
@@ -395,7 +397,7 @@ fn burst(
     let deadline = Instant::now() + Duration::from_secs(600);
     let wal_at_commit = database.wal_bytes();
     let mut wal_peak = wal_at_commit;
-    while subscriber.count() - seen_before < expected {
+    while received() - seen_in_all < expected {
         assert!(Instant::now() < deadline, "the burst was not delivered");
         std::thread::sleep(Duration::from_millis(20));
         wal_peak = wal_peak.max(database.wal_bytes());
@@ -409,13 +411,15 @@ fn burst(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let events = subscriber.events();
     // The burst's own events (its quotes are at 102.0), none of another
-    // run's still on its way.
-    let arrived: Vec<&SseEvent> = events[seen_before..]
+    // run's still on its way, in the order they came.
+    let mut arrived: Vec<SseEvent> = streams
         .iter()
+        .zip(&seen_before)
+        .flat_map(|(stream, before)| stream.events().split_off(*before))
         .filter(|event| event.data.contains("\"price\":102.0"))
         .collect();
+    arrived.sort_by_key(|event| event.at);
     let since = |at: Instant| at.saturating_duration_since(committed).as_secs_f64() * 1000.0;
     let wal = match (wal_at_commit, wal_peak) {
         (Some(at_commit), Some(peak)) => format!(
@@ -575,7 +579,7 @@ fn idle_and_burst(
         engine,
         (&daemon, &log),
         database,
-        (subscriber, expected),
+        (std::slice::from_ref(subscriber), expected),
         move_all,
     );
     stop(vec![daemon]);
@@ -595,10 +599,24 @@ pub fn rows(dir: &Path, relay: &Relay) {
 /// The burst alone on SQLite at `alerts` alerts over the same tickers
 /// (`--latency N`): its memory at sizes beyond the latency rows'; with
 /// `before`, that build's burst first, on a copy of the same database.
-pub fn burst_at(dir: &Path, relay: &Relay, alerts: u64, before: Option<&Path>) {
-    println!("burst: {alerts} alerts over {TICKERS} tickers, a reacting daemon on SQLite");
+/// Which relay a burst goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Through {
+    /// nginx + nchan, one event a request, one stream of every event.
+    Nchan,
+    /// Pushpin, `relays::BATCH` events a request, a stream on every user's
+    /// channel.
+    Pushpin,
+}
+
+pub fn burst_at(dir: &Path, relay: &Relay, alerts: u64, before: Option<&Path>, through: Through) {
+    println!(
+        "burst: {alerts} alerts over {TICKERS} tickers, a reacting daemon on SQLite, through {through:?}"
+    );
     let template = dir.join(format!("burst-{alerts}-template.db"));
-    generate(&template, alerts, TICKERS);
+    if !template.exists() {
+        generate(&template, alerts, TICKERS);
+    }
     let builds = before
         .map(|before| ("before", binary_at(before)))
         .into_iter()
@@ -606,24 +624,41 @@ pub fn burst_at(dir: &Path, relay: &Relay, alerts: u64, before: Option<&Path>) {
     for (build, command) in builds {
         let path = dir.join(format!("burst-{alerts}.db"));
         copy(&template, &path);
-        let config = reacting_config(
-            dir,
-            &format!("burst-{alerts}"),
-            &format!("path = \"{}\"", path.display()),
-            &relay.publish_url(),
-        );
+        let database_line = format!("path = \"{}\"", path.display());
+        let name = format!("burst-{alerts}");
+        let (config, watched, nchan_stream) = match through {
+            Through::Nchan => (
+                reacting_config(dir, &name, &database_line, &relay.publish_url()),
+                None,
+                Some(relay.subscribe()),
+            ),
+            Through::Pushpin => {
+                let watched = crate::relays::Watched::start();
+                let config =
+                    reacting_config(dir, &name, &database_line, &watched.pushpin.publish_url());
+                let text = std::fs::read_to_string(&config).unwrap().replace(
+                    "[webhook]\n",
+                    &format!(
+                        "[webhook]\nformat = \"pushpin\"\nbatch = {}\n",
+                        crate::relays::BATCH
+                    ),
+                );
+                std::fs::write(&config, text).unwrap();
+                (config, Some(watched), None)
+            }
+        };
+        let streams = match (&watched, &nchan_stream) {
+            (Some(watched), _) => watched.streams.as_slice(),
+            (None, Some(stream)) => std::slice::from_ref(stream),
+            (None, None) => unreachable!("a relay"),
+        };
         let log = dir.join(format!("burst-{alerts}-{build}.log"));
-        let subscriber = relay.subscribe();
         let expected = path.triggering_at(102.0) as usize;
         let daemon = start_logging_with(command, &config, &log);
         wait_for_first_run(&path);
-        burst(
-            build,
-            (&daemon, &log),
-            &path,
-            (&subscriber, expected),
-            || crate::move_quotes(&path, 1, 0),
-        );
+        burst(build, (&daemon, &log), &path, (streams, expected), || {
+            crate::move_quotes(&path, 1, 0)
+        });
         stop(vec![daemon]);
         for file in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{file}", path.display()));

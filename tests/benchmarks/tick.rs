@@ -33,6 +33,11 @@
 //! idle daemon nor the latency rows (a before/after of a tick or of
 //! delivery in a few minutes).
 //!
+//! `-- --relays` runs only the relays' throughput rows (`relays.rs`: Pushpin
+//! against a bare batch publisher, a full outbox drained to each relay);
+//! `-- --latency SIZE... --relay pushpin` sends the bursts through Pushpin
+//! (`--relay nchan --relay pushpin`: both, one after the other).
+//!
 //! `-- --feed` runs only the feed rows (`feed.rs`: a quote feed at a
 //! market's rates, its options there).
 //!
@@ -47,6 +52,7 @@ mod common;
 mod feed;
 mod latency;
 mod postgresql;
+mod relays;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -70,6 +76,11 @@ struct Options {
     /// An earlier build whose figures come first, from the same run
     /// (`--before PATH`: the feed rows and the bursts at sizes).
     before: Option<PathBuf>,
+    /// Only the relays' throughput rows (`--relays`).
+    relays: bool,
+    /// The relays bursts at sizes go through (`--relay nchan|pushpin`,
+    /// repeated; nchan unless asked).
+    through: Vec<latency::Through>,
 }
 
 fn options() -> Options {
@@ -80,6 +91,8 @@ fn options() -> Options {
         scenarios_only: false,
         feed: None,
         before: None,
+        relays: false,
+        through: Vec::new(),
     };
     let mut feed_asked = feed::FeedOptions {
         engines: Vec::new(),
@@ -93,6 +106,12 @@ fn options() -> Options {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--latency" => options.latency_only = true,
+            "--relays" => options.relays = true,
+            "--relay" => options.through.push(match args.next().as_deref() {
+                Some("nchan") => latency::Through::Nchan,
+                Some("pushpin") => latency::Through::Pushpin,
+                _ => panic!("--relay nchan|pushpin"),
+            }),
             "--scenarios" => options.scenarios_only = true,
             "--feed" => options.feed = Some(feed::FeedOptions::default()),
             "--engine" => feed_asked
@@ -150,7 +169,14 @@ fn options() -> Options {
         feed.before = feed_asked.before.clone();
     }
     options.before = feed_asked.before;
-    if options.sizes.is_empty() && !options.latency_only && options.feed.is_none() {
+    if options.through.is_empty() {
+        options.through.push(latency::Through::Nchan);
+    }
+    if options.sizes.is_empty()
+        && !options.latency_only
+        && options.feed.is_none()
+        && !options.relays
+    {
         options.sizes = vec![10_000, 100_000, 1_000_000];
     }
     options
@@ -430,12 +456,24 @@ fn main() {
         feed::rows(dir.path(), &relay, feed);
         return;
     }
+    if options.relays {
+        relays::rows(dir.path());
+        return;
+    }
     if options.latency_only {
         if options.sizes.is_empty() {
             latency::rows(dir.path(), &relay);
         }
         for &alerts in &options.sizes {
-            latency::burst_at(dir.path(), &relay, alerts, options.before.as_deref());
+            for &through in &options.through {
+                latency::burst_at(
+                    dir.path(),
+                    &relay,
+                    alerts,
+                    options.before.as_deref(),
+                    through,
+                );
+            }
         }
         return;
     }

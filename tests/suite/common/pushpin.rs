@@ -35,6 +35,17 @@ impl Pushpin {
     /// [`Pushpin::start`], with `routes` (lines of Pushpin's routes file)
     /// before the shipped one: a site's pages, say.
     pub fn start_routing(origin_port: u16, routes: &str) -> Pushpin {
+        Pushpin::start_with(origin_port, routes, &[])
+    }
+
+    /// [`Pushpin::start`] with some of the shipped settings changed (for a
+    /// benchmark's subscribers: many channels a connection).
+    #[allow(dead_code)] // tests/benchmarks/relays.rs calls it, no test does
+    pub fn start_tuned(origin_port: u16, settings: &[(&str, &str)]) -> Pushpin {
+        Pushpin::start_with(origin_port, "", settings)
+    }
+
+    fn start_with(origin_port: u16, routes: &str, settings: &[(&str, &str)]) -> Pushpin {
         assert!(
             Path::new("/usr/bin/pushpin").exists(),
             "pushpin is missing: run the tests with tests/run, which installs Debian's pushpin"
@@ -58,7 +69,11 @@ impl Pushpin {
                 Some("push_in_http_port") => format!("push_in_http_port={publish_port}"),
                 Some("routesfile") => format!("routesfile={root}/routes"),
                 Some("client_maxconn") => "client_maxconn=1000".to_owned(),
-                _ => line.to_owned(),
+                Some(key) => match settings.iter().find(|(name, _)| *name == key) {
+                    Some((_, value)) => format!("{key}={value}"),
+                    None => line.to_owned(),
+                },
+                None => line.to_owned(),
             };
             conf.push_str(&line);
             conf.push('\n');
@@ -132,9 +147,10 @@ impl Pushpin {
     }
 
     /// Subscribes to `path` through Pushpin and collects every SSE event
-    /// from now on. A Pushpin just started answers 500 until its proxy and
-    /// its handler have connected (milliseconds after both say they
-    /// started): until then, the subscription is made again.
+    /// from now on. A Pushpin just started answers 500, or closes the
+    /// connection, until its proxy and its handler have connected
+    /// (milliseconds after both say they started): until then, the
+    /// subscription is made again.
     pub fn subscribe(&self, path: &str) -> Subscriber {
         self.subscribe_with(path, &[])
     }
@@ -144,7 +160,9 @@ impl Pushpin {
         let deadline = std::time::Instant::now() + PATIENCE;
         loop {
             let subscriber = Subscriber::connect_with(self.port, path, headers);
-            if subscriber.status != 500 || std::time::Instant::now() > deadline {
+            // 500, or the connection closed without an answer (0).
+            let not_ready = matches!(subscriber.status, 0 | 500);
+            if !not_ready || std::time::Instant::now() > deadline {
                 assert_eq!(
                     subscriber.status, 200,
                     "subscribing to {path} through pushpin"
