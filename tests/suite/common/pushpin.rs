@@ -68,12 +68,12 @@ impl Pushpin {
                 Some("http_port") => format!("http_port=127.0.0.1:{port}"),
                 Some("push_in_http_port") => format!("push_in_http_port={publish_port}"),
                 Some("routesfile") => format!("routesfile={root}/routes"),
+                Some(key) if settings.iter().any(|(name, _)| *name == key) => {
+                    let (_, value) = settings.iter().find(|(name, _)| *name == key).unwrap();
+                    format!("{key}={value}")
+                }
                 Some("client_maxconn") => "client_maxconn=1000".to_owned(),
-                Some(key) => match settings.iter().find(|(name, _)| *name == key) {
-                    Some((_, value)) => format!("{key}={value}"),
-                    None => line.to_owned(),
-                },
-                None => line.to_owned(),
+                _ => line.to_owned(),
             };
             conf.push_str(&line);
             conf.push('\n');
@@ -159,8 +159,15 @@ impl Pushpin {
     pub fn subscribe_with(&self, path: &str, headers: &[(&str, &str)]) -> Subscriber {
         let deadline = std::time::Instant::now() + PATIENCE;
         loop {
-            let subscriber = Subscriber::connect_with(self.port, path, headers);
-            // 500, or the connection closed without an answer (0).
+            // A stream Pushpin took before its handler was there may also
+            // hang: its head comes at once, or the stream is made again.
+            let subscriber = Subscriber::connect_within(
+                self.port,
+                path,
+                headers,
+                std::time::Duration::from_secs(2),
+            );
+            // 500, or no answer (0).
             let not_ready = matches!(subscriber.status, 0 | 500);
             if !not_ready || std::time::Instant::now() > deadline {
                 assert_eq!(

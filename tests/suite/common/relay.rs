@@ -188,6 +188,17 @@ impl Subscriber {
     /// [`Subscriber::connect`], the request with `headers` too (a session's
     /// cookie, a `Last-Event-ID`).
     pub fn connect_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Subscriber {
+        Subscriber::connect_within(port, path, headers, PATIENCE)
+    }
+
+    /// [`Subscriber::connect_with`], the answer's head awaited for `within`
+    /// at most: past it, the connection is closed, and the status is 0.
+    pub fn connect_within(
+        port: u16,
+        path: &str,
+        headers: &[(&str, &str)],
+        within: std::time::Duration,
+    ) -> Subscriber {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         use std::io::Write;
         let extra: String = headers
@@ -206,8 +217,14 @@ impl Subscriber {
                 (events.clone(), status.clone(), stream.try_clone().unwrap());
             std::thread::spawn(move || read_sse(stream, &events, &status));
         }
-        wait_until("the SSE subscription", || status.lock().unwrap().is_some());
+        let deadline = std::time::Instant::now() + within;
+        while status.lock().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let status = status.lock().unwrap().unwrap_or_default();
+        if status == 0 {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
         Subscriber {
             events,
             status,
