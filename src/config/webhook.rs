@@ -53,6 +53,17 @@ pub enum WebhookFormat {
     Pushpin,
 }
 
+impl WebhookConfig {
+    /// Events a request carries, at most: one in the `Event` format (its
+    /// body is the event), whatever `batch` says.
+    pub fn events_a_request(&self) -> usize {
+        match self.format {
+            WebhookFormat::Event => 1,
+            WebhookFormat::Pushpin => self.batch,
+        }
+    }
+}
+
 /// Events in a Pushpin request unless `webhook.batch` says otherwise.
 const PUSHPIN_BATCH: usize = 100;
 /// The most events one request may carry.

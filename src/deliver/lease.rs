@@ -51,7 +51,7 @@ impl LeasePolicy {
     pub(super) fn of(config: &WebhookConfig) -> LeasePolicy {
         LeasePolicy {
             concurrency: config.concurrency,
-            batch: config.batch,
+            batch: config.events_a_request(),
             attempt_bound: config.connect_timeout + config.timeout,
         }
     }

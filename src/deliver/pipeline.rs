@@ -128,7 +128,7 @@ impl Deliverer<'_> {
         webhooks: &mut watch::Receiver<Webhook>,
     ) -> Ended {
         let webhook_per_user = webhook.per_user();
-        let batch = webhook.config.batch;
+        let batch = webhook.config.events_a_request();
         let mut pipeline = Pipeline {
             webhook,
             queue: VecDeque::new(),
@@ -462,7 +462,7 @@ impl Pipeline {
     /// `webhook.batch` of them; routing by user, only of users with nothing
     /// in flight (a user's rows in one request go in their order).
     fn next_batch(&mut self) -> Vec<Leased> {
-        let limit = self.webhook.config.batch;
+        let limit = self.webhook.config.events_a_request();
         let Some(users) = &self.users else {
             let take = limit.min(self.queue.len());
             return self.queue.drain(..take).collect();

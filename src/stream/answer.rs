@@ -69,12 +69,12 @@ pub(super) async fn answer(
         // A browser's stream: who is it?
         let user = match origin.auth.who(&request.headers).await {
             Ok(user) => user,
-            Err(refused) => {
-                if refused.status >= 500 {
-                    tracing::warn!(why = refused.why, "a stream was refused");
-                }
-                return plain(refused.status, &refused.why);
+            Err(refused) if refused.status >= 500 => {
+                // Why, for the operator; the browser learns only that.
+                origin.failed(&refused.why);
+                return plain(refused.status, "the application could not say who this is");
             }
+            Err(refused) => return plain(refused.status, &refused.why),
         };
         let after = request
             .headers
@@ -93,7 +93,7 @@ pub(super) async fn answer(
     match read(origin, &user, after).await {
         Ok(read) => stream(origin, &user, read),
         Err(error) => {
-            tracing::warn!(error = %format!("{error:#}"), "a stream's events could not be read");
+            origin.failed(&format!("a stream's events could not be read: {error:#}"));
             plain(503, "the database is not answering")
         }
     }

@@ -31,7 +31,14 @@ struct Origin {
     pool: Pool,
     auth: auth::Auth,
     links: link::Links,
+    /// Failures named in the log, within their budget: an application or
+    /// a database that does not answer makes one a stream.
+    failures: crate::recurring::Budget,
 }
+
+/// At most this many failed streams are named in the log a minute; how
+/// many more failed is said once the minute is over.
+const FAILURES_PER_MINUTE: u64 = 20;
 
 /// Connections served at once; more are closed as they come. Pushpin
 /// makes a request per stream opened or resumed, each answered at once.
@@ -56,6 +63,7 @@ pub async fn serve(config: &StreamConfig, pool: Pool) -> anyhow::Result<()> {
         auth: auth::Auth::new(config)?,
         links: link::Links::new(&key),
         pool,
+        failures: crate::recurring::Budget::per_minute(FAILURES_PER_MINUTE),
     });
     let listen = config.listen;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -109,6 +117,22 @@ async fn serve_connection(stream: tokio::net::TcpStream, origin: Arc<Origin>) {
         .unwrap_or(Ok(()))
     {
         tracing::debug!(%error, "a stream connection failed");
+    }
+}
+
+impl Origin {
+    /// Names a failed stream in the log, within the budget; once a minute
+    /// is over, how many were not named.
+    fn failed(&self, why: &str) {
+        if self.failures.take() {
+            tracing::warn!(why, "a stream failed");
+        }
+        if let Some(unlogged) = self.failures.roll(std::time::Instant::now()) {
+            tracing::warn!(
+                unlogged,
+                "more streams failed in the last minute than were logged"
+            );
+        }
     }
 }
 

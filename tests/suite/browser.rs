@@ -586,17 +586,22 @@ fn behind_pushpin_each_page_gets_exactly_the_events_it_missed_across_a_cut_and_a
     });
     bob_network.cut();
     pushpin.restart();
-    // Up once it holds a stream.
-    let probe = request(
-        pushpin.port,
-        "GET /app?user=probe HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
-    );
-    let cookie = probe
-        .lines()
-        .find_map(|line| line.strip_prefix("set-cookie: "))
-        .and_then(|cookie| cookie.split(';').next())
-        .expect("a session")
-        .to_owned();
+    // Up once it holds a stream. A Pushpin just started may answer nothing
+    // for a moment, pages included: the probe's session is asked again.
+    let mut cookie = None;
+    wait_until("a session through the restarted relay", || {
+        let probe = request(
+            pushpin.port,
+            "GET /app?user=probe HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n",
+        );
+        cookie = probe
+            .lines()
+            .find_map(|line| line.strip_prefix("set-cookie: "))
+            .and_then(|cookie| cookie.split(';').next())
+            .map(str::to_owned);
+        cookie.is_some()
+    });
+    let cookie = cookie.expect("a session");
     drop(pushpin.subscribe_with("/api/stream", &[("cookie", &cookie)]));
     alerts_of(&db, Some("alice"), 1);
     alerts_of(&db, Some(BOB), 1);

@@ -239,6 +239,11 @@ fn application() -> HttpServer {
                     .and_then(|cookie| cookie.strip_prefix("session="))
                     .map(str::to_owned);
                 match user {
+                    Some(user) if user == "broken" => Answer {
+                        status: 500,
+                        headers: Vec::new(),
+                        body: Body::Text("the application failed at 10.0.0.7".to_owned()),
+                    },
                     Some(user) => Answer {
                         status: 200,
                         headers: vec![("x-user-channel", price_alertd::event::user_segment(&user))],
@@ -325,6 +330,12 @@ on_every_engine! {
             common::Subscriber::connect(pushpin.port, stream).status,
             401,
             "no session, no stream"
+        );
+        // The application failing: a 502, and nothing of why for the browser.
+        assert_eq!(
+            common::Subscriber::connect_with(pushpin.port, stream, &[("cookie", "session=broken")])
+                .status,
+            502
         );
 
         // Live: each user gets their own events, in order.
