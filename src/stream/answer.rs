@@ -38,51 +38,14 @@ pub(super) async fn answer(
     if request.method != http::Method::GET {
         return plain(405, "streams are read with GET");
     }
-    let (user, after) = if request.uri.path() == NEXT_PATH {
-        // Pushpin, following a link this origin gave it.
-        let Some(followed) = request
-            .uri
-            .query()
-            .and_then(|query| origin.links.follow(query))
-        else {
-            return plain(403, "not a link this origin gave");
-        };
-        let Some(id) = crate::event::user_of_segment(&followed.segment) else {
-            return plain(400, "not a channel");
-        };
-        let user = User {
-            id,
-            segment: followed.segment,
-        };
-        // What the stream last had, as Pushpin says (`Grip-Last`), else
-        // where the link's page ended.
-        let after =
-            last_had(&request.headers, &crate::event::user_channel(&user.id)).or(followed.after);
-        let resume = match after {
-            // A stream held before the channel's first event.
-            Some(id) if id == channels::START => Resume::Start,
-            Some(id) => Resume::After(id),
-            None => Resume::Head,
-        };
-        (user, resume)
+    let asked = if request.uri.path() == NEXT_PATH {
+        followed(origin, &request)
     } else {
-        // A browser's stream: who is it?
-        let user = match origin.auth.who(&request.headers).await {
-            Ok(user) => user,
-            Err(refused) if refused.status >= 500 => {
-                // Why, for the operator; the browser learns only that.
-                origin.failed(&refused.why);
-                return plain(refused.status, "the application could not say who this is");
-            }
-            Err(refused) => return plain(refused.status, &refused.why),
-        };
-        let after = request
-            .headers
-            .get("last-event-id")
-            .and_then(|value| value.to_str().ok())
-            .map(|id| Resume::After(id.trim().to_owned()))
-            .unwrap_or(Resume::Head);
-        (user, after)
+        opened(origin, &request).await
+    };
+    let (user, after) = match asked {
+        Ok(asked) => asked,
+        Err((status, why)) => return plain(status, &why),
     };
     tracing::debug!(
         user = %user.segment,
@@ -97,6 +60,66 @@ pub(super) async fn answer(
             plain(503, "the database is not answering")
         }
     }
+}
+
+/// A stream refused: the status, and what the answer says.
+type Refusal = (u16, String);
+
+/// Pushpin, following a link this origin gave it: the link's user, from
+/// what the stream last had (`Grip-Last`), else where the link's page
+/// ended.
+fn followed(origin: &Origin, request: &http::request::Parts) -> Result<(User, Resume), Refusal> {
+    let Some(followed) = request
+        .uri
+        .query()
+        .and_then(|query| origin.links.follow(query))
+    else {
+        return Err((403, "not a link this origin gave".to_owned()));
+    };
+    let Some(id) = crate::event::user_of_segment(&followed.segment) else {
+        return Err((400, "not a channel".to_owned()));
+    };
+    let user = User {
+        id,
+        segment: followed.segment,
+    };
+    let after =
+        last_had(&request.headers, &crate::event::user_channel(&user.id)).or(followed.after);
+    let resume = match after {
+        // A stream held before the channel's first event.
+        Some(id) if id == channels::START => Resume::Start,
+        Some(id) => Resume::After(id),
+        None => Resume::Head,
+    };
+    Ok((user, resume))
+}
+
+/// A browser's stream, opened or resumed: who it is, as the application
+/// says, and the last event it had, as it says (`Last-Event-ID`).
+async fn opened(
+    origin: &Origin,
+    request: &http::request::Parts,
+) -> Result<(User, Resume), Refusal> {
+    let user = match origin.auth.who(&request.headers).await {
+        Ok(user) => user,
+        Err(refused) if refused.status >= 500 => {
+            // Why, for the operator; the browser learns only that.
+            origin.failed(&refused.why);
+            return Err((
+                refused.status,
+                "the application could not say who this is".to_owned(),
+            ));
+        }
+        Err(refused) => return Err((refused.status, refused.why)),
+    };
+    let after = request
+        .headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map_or(Resume::Head, |id| Resume::After(id.to_owned()));
+    Ok((user, after))
 }
 
 /// Where a stream resumes.
