@@ -654,12 +654,13 @@ pub fn burst_at(dir: &Path, relay: &Relay, alerts: u64, before: Option<&Path>, t
         };
         let log = dir.join(format!("burst-{alerts}-{build}.log"));
         let expected = path.triggering_at(102.0) as usize;
-        let daemon = start_logging_with(command, &config, &log);
+        // Killed when dropped, also when the burst fails.
+        let daemon = crate::common::Killed(start_logging_with(command, &config, &log));
         wait_for_first_run(&path);
-        burst(build, (&daemon, &log), &path, (streams, expected), || {
+        burst(build, (&daemon.0, &log), &path, (streams, expected), || {
             crate::move_quotes(&path, 1, 0)
         });
-        stop(vec![daemon]);
+        drop(daemon);
         for file in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{file}", path.display()));
         }
