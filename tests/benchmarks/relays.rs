@@ -8,10 +8,10 @@
 //! Subscribers: every user of the generated databases (`u0` .. `u4999`)
 //! has a stream of their own, as each user's browser would (a bench origin
 //! holds it), so that every event published reaches a stream and is
-//! counted. (Fewer streams of many channels each lose events: Pushpin
-//! queues at most 100 events for a stream whose reader lags, and drops
-//! the rest; a stream the daemon's origin holds finds the gap by the next
-//! event's prev-id and gets them from the outbox, a bench origin's cannot.)
+//! counted. (50 streams of 100 channels each lost events in a 1M-alert
+//! burst, perhaps to Pushpin's queue of at most 100 events a stream it
+//! cannot write to; a stream the daemon's origin holds would find such a
+//! gap by the next event's prev-id, a bench origin's cannot.)
 
 use std::path::Path;
 use std::sync::Arc;
