@@ -3,7 +3,10 @@
 //! Subscribers through Pushpin get exactly their user's events, once, in
 //! queue order, in far fewer requests than events; a batch is signed as a
 //! whole and each of its events on its own; a failed batch retries each of
-//! its events under its id, and a refused one makes each a dead letter.
+//! its events under its id, and a refused one makes each a dead letter;
+//! deliverers side by side (as daemons on one database) place each user's
+//! events in one chain. Through the daemon's stream origin, a stream that
+//! comes back gets exactly the events it missed.
 
 use crate::common;
 
@@ -11,7 +14,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use common::{
-    Answer, Body, Db, HttpServer, Param, Pushpin, Receiver, deliver_pending, lib_config, tick,
+    Answer, Body, Db, HttpServer, Param, Pushpin, Receiver, deliver_pending, deliver_pending_as,
+    lib_config, tick,
 };
 use price_alertd::config::{Config, Secret, WebhookFormat};
 
@@ -402,5 +406,68 @@ on_every_engine! {
         assert_eq!(ids(&bob, 3), bobs, "bob got only his own");
         assert_eq!(bob.count(), 3);
         drop(daemon);
+    }
+}
+
+on_every_engine! {
+    fn deliverers_side_by_side_place_each_users_events_in_one_chain(engine: Engine) {
+        const EVENTS: usize = 300;
+        const USERS: usize = 4;
+        let receiver = Receiver::start();
+        let db = Db::on(engine);
+        let mut config = pushpin_config(&db, &receiver.url, 7);
+        config.webhook.concurrency = 3;
+        for n in 0..EVENTS {
+            alert_of(&db, Some(&format!("u{}", n % USERS)));
+        }
+        db.set_quote("AAPL", 2.0);
+        assert_eq!(tick(&db, &config).triggered, EVENTS as u64);
+
+        // Three deliverers at once, as three daemons on one database.
+        let delivered: u64 = std::thread::scope(|scope| {
+            let running: Vec<_> = ["one", "two", "three"]
+                .into_iter()
+                .map(|owner| {
+                    let (pool, config) = (db.pool(4), &config);
+                    scope.spawn(move || deliver_pending_as(&pool, config, owner).delivered)
+                })
+                .collect();
+            running.into_iter().map(|deliverer| deliverer.join().unwrap()).sum()
+        });
+        assert_eq!(delivered, EVENTS as u64);
+
+        // Each user's events: places 1, 2, 3, ... each after the one before.
+        let published: BTreeMap<String, Option<String>> = receiver
+            .received()
+            .iter()
+            .flat_map(|request| {
+                let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+                body["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|item| {
+                        (
+                            item["id"].as_str().unwrap().to_owned(),
+                            item["prev-id"].as_str().map(str::to_owned),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for user in 0..USERS {
+            let chain = db.rows(&format!(
+                "SELECT channel_seq, channel_prev, event_id FROM outbox
+                 WHERE user_id = 'u{user}' ORDER BY channel_seq"
+            ));
+            assert_eq!(chain.len(), EVENTS / USERS);
+            let mut before = "start".to_owned();
+            for (n, row) in chain.iter().enumerate() {
+                assert_eq!((row[0].integer(), row[1].text()), (n as i64 + 1, before.clone()), "u{user}");
+                // As published: the item named the same event before it.
+                assert_eq!(published[&row[2].text()].as_deref(), Some(before.as_str()));
+                before = row[2].text();
+            }
+        }
     }
 }

@@ -99,6 +99,12 @@ pub fn tick_on_at(
 /// Delivers what is pending for up to the drain time, as `run-job` does after
 /// its tick.
 pub fn deliver_pending(pool: &Pool, config: &Config) -> Totals {
+    deliver_pending_as(pool, config, "test")
+}
+
+/// [`deliver_pending`] by a deliverer named `owner` (the name its leases
+/// carry), as one of several daemons' would.
+pub fn deliver_pending_as(pool: &Pool, config: &Config, owner: &str) -> Totals {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let (_webhook, webhooks) = watch::channel(Webhook::new(&config.webhook).unwrap());
@@ -107,7 +113,7 @@ pub fn deliver_pending(pool: &Pool, config: &Config) -> Totals {
         deliver::run(
             pool.clone(),
             webhooks,
-            "test".into(),
+            owner.into(),
             Arc::new(Notify::new()),
             stop,
             Arc::default(),
