@@ -23,9 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use common::browser::{Browser, Proxy, Tab};
-use common::{
-    Answer, Body, Daemon, Db, HttpServer, Param, Relay, config_text, free_port, wait_until,
-};
+use common::{Answer, Body, Daemon, Db, HttpServer, Relay, config_text, free_port, wait_until};
 use serde_json::Value;
 
 /// The page a signed-in user opens: it subscribes to the site's stream and
@@ -266,19 +264,7 @@ fn try_to_crash_the_relay(site: u16) -> Vec<String> {
 
 /// Adds alerts of `user` that the next tick triggers; returns their ids.
 fn alerts_of(db: &Db, user: Option<&str>, count: usize) -> Vec<i64> {
-    (0..count)
-        .map(|_| {
-            let id = db.add_alert("AAPL", "above", 1.0);
-            db.execute(
-                "UPDATE price_alerts SET user_id = $1 WHERE id = $2",
-                &[
-                    user.map_or(Param::Null, |user| Param::Text(user.to_owned())),
-                    Param::Int(id),
-                ],
-            );
-            id
-        })
-        .collect()
+    (0..count).map(|_| db.add_alert_of(user)).collect()
 }
 
 /// The alert ids of `user`'s events in the order they were queued.
@@ -386,23 +372,7 @@ fn each_users_page_gets_exactly_its_own_events_once_in_order_also_across_a_cut_c
     assert_eq!(opened(&browser, &alice), 2);
     assert_eq!(opened(&browser, &bob), 1);
     assert_eq!(received(&browser, &alice), 3 + 5);
-    let streams: Vec<Option<String>> = alice_network
-        .sent()
-        .iter()
-        .flat_map(|sent| {
-            sent.split("\r\n\r\n")
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .filter(|head| head.starts_with("GET /api/stream "))
-        .map(|head| {
-            head.lines().find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("last-event-id")
-                    .then(|| value.trim().to_owned())
-            })
-        })
-        .collect();
+    let streams = stream_requests(&alice_network);
     assert_eq!(
         streams,
         [None, Some(last_before_cut)],

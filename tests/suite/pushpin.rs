@@ -14,23 +14,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use common::{
-    Answer, Body, Db, HttpServer, Param, Pushpin, Receiver, deliver_pending, deliver_pending_as,
+    Answer, Body, Db, HttpServer, Pushpin, Receiver, deliver_pending, deliver_pending_as,
     lib_config, tick,
 };
 use price_alertd::config::{Config, Secret, WebhookFormat};
-
-/// An alert of `user` (`None`: no user) that the next tick triggers.
-fn alert_of(db: &Db, user: Option<&str>) -> i64 {
-    let id = db.add_alert("AAPL", "above", 1.0);
-    db.execute(
-        "UPDATE price_alerts SET user_id = $1 WHERE id = $2",
-        &[
-            user.map_or(Param::Null, |user| Param::Text(user.to_owned())),
-            Param::Int(id),
-        ],
-    );
-    id
-}
 
 /// A config publishing to `url` in Pushpin's format, `batch` events a request.
 fn pushpin_config(db: &Db, url: &str, batch: usize) -> Config {
@@ -83,13 +70,13 @@ on_every_engine! {
         while left.iter().any(|count| *count > 0) {
             for (index, (user, _, _)) in users.iter().enumerate() {
                 if left[index] > 0 {
-                    alert_of(&db, Some(user));
+                    db.add_alert_of(Some(user));
                     left[index] -= 1;
                 }
             }
         }
         for _ in 0..3 {
-            alert_of(&db, None);
+            db.add_alert_of(None);
         }
         db.set_quote("AAPL", 2.0);
         assert_eq!(tick(&db, &config).triggered, 128);
@@ -173,7 +160,7 @@ on_every_engine! {
         config.webhook.secrets = vec![secret.clone()];
         config.webhook.concurrency = 1;
         for n in 0..30 {
-            alert_of(&db, Some(&format!("u{}", n % 7)));
+            db.add_alert_of(Some(&format!("u{}", n % 7)));
         }
         db.set_quote("AAPL", 2.0);
         assert_eq!(tick(&db, &config).triggered, 30);
@@ -285,7 +272,7 @@ fn resuming_daemon(
 
 /// Alerts of `user` that the next tick triggers; their ids.
 fn alerts_of(db: &Db, user: &str, count: usize) -> Vec<i64> {
-    (0..count).map(|_| alert_of(db, Some(user))).collect()
+    (0..count).map(|_| db.add_alert_of(Some(user))).collect()
 }
 
 /// Waits until every event of these alerts was delivered; their ids, in
@@ -418,7 +405,7 @@ on_every_engine! {
         let mut config = pushpin_config(&db, &receiver.url, 7);
         config.webhook.concurrency = 3;
         for n in 0..EVENTS {
-            alert_of(&db, Some(&format!("u{}", n % USERS)));
+            db.add_alert_of(Some(&format!("u{}", n % USERS)));
         }
         db.set_quote("AAPL", 2.0);
         assert_eq!(tick(&db, &config).triggered, EVENTS as u64);

@@ -10,24 +10,11 @@ use crate::common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Db, Engine, Param, Receiver, Reply, deliver_pending, lib_config, tick};
+use common::{Db, Engine, Receiver, Reply, deliver_pending, lib_config, tick};
 
 /// The receiver's base with `{user_id}` after it.
 fn per_user(receiver: &Receiver) -> String {
     format!("{}/{{user_id}}", receiver.url)
-}
-
-/// An alert of `user` (`None`: no user) that the next tick triggers.
-fn alert_of(db: &Db, user: Option<&str>) -> i64 {
-    let id = db.add_alert("AAPL", "above", 1.0);
-    db.execute(
-        "UPDATE price_alerts SET user_id = $1 WHERE id = $2",
-        &[
-            user.map_or(Param::Null, |user| Param::Text(user.to_owned())),
-            Param::Int(id),
-        ],
-    );
-    id
 }
 
 /// The request path each alert's event was delivered to, by alert id.
@@ -47,12 +34,12 @@ on_every_engine! {
         let receiver = Receiver::start();
         let db = Db::on(engine);
         let config = lib_config(&db, &per_user(&receiver));
-        let alice = alert_of(&db, Some("alice"));
-        let slashed = alert_of(&db, Some("bob smith/../admin"));
-        let accented = alert_of(&db, Some("émile?x=1#y"));
-        let nobody = alert_of(&db, None);
-        let empty = alert_of(&db, Some(" "));
-        let dots = alert_of(&db, Some(".."));
+        let alice = db.add_alert_of(Some("alice"));
+        let slashed = db.add_alert_of(Some("bob smith/../admin"));
+        let accented = db.add_alert_of(Some("émile?x=1#y"));
+        let nobody = db.add_alert_of(None);
+        let empty = db.add_alert_of(Some(" "));
+        let dots = db.add_alert_of(Some(".."));
         db.set_quote("AAPL", 2.0);
         assert_eq!(tick(&db, &config).triggered, 6);
 
@@ -105,10 +92,10 @@ on_every_engine! {
         config.webhook.concurrency = 4;
         // The slow user's events first in the queue, then the others'.
         for _ in 0..SLOW_EVENTS {
-            alert_of(&db, Some("slow"));
+            db.add_alert_of(Some("slow"));
         }
         for n in 0..EACH * 3 {
-            alert_of(&db, Some(["a", "b", "c"][n % 3]));
+            db.add_alert_of(Some(["a", "b", "c"][n % 3]));
         }
         db.set_quote("AAPL", 2.0);
         assert_eq!(tick(&db, &config).triggered as usize, SLOW_EVENTS + EACH * 3);
@@ -161,7 +148,7 @@ on_every_engine! {
         config.webhook.concurrency = 8;
         for user in 0..8 {
             for _ in 0..40 {
-                alert_of(&db, Some(&format!("user{user}")));
+                db.add_alert_of(Some(&format!("user{user}")));
             }
         }
         db.set_quote("AAPL", 2.0);

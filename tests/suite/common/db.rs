@@ -355,6 +355,20 @@ impl Db {
         }
     }
 
+    /// An alert of `user` (`None`: no user) that the next tick triggers once
+    /// AAPL is quoted above 1; its id.
+    pub fn add_alert_of(&self, user: Option<&str>) -> i64 {
+        let id = self.add_alert("AAPL", "above", 1.0);
+        self.execute(
+            "UPDATE price_alerts SET user_id = $1 WHERE id = $2",
+            &[
+                user.map_or(Param::Null, |user| Param::Text(user.to_owned())),
+                Param::Int(id),
+            ],
+        );
+        id
+    }
+
     /// Inserts `(ticker, condition, target)` alerts with only the contract's
     /// columns, in one transaction.
     pub fn add_alerts(&self, alerts: &[(String, &str, f64)]) {
