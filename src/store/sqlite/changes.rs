@@ -216,8 +216,9 @@ pub fn ticker_states(
 /// across its statements, as each statement on its own would be a
 /// transaction of its own, which after any other connection's commit (a
 /// feed's, every few milliseconds) starts from an empty page cache. It
-/// ends the transaction where the reader may wait, and after this many
-/// rests, so that no snapshot holds the WAL for long.
+/// ends the transaction where the reader may wait, after this many rests,
+/// and where a checkpoint of the process's asks the readers to leave the
+/// WAL (`wal::readers_asked_to_leave`), so that no snapshot holds it long.
 const RESTS_PER_SNAPSHOT: u32 = 64;
 
 /// A read's snapshot, across its rests (see [`RESTS_PER_SNAPSHOT`]); none
@@ -264,10 +265,14 @@ impl<'c> Snapshot<'c> {
             return Ok(reading.at_rest());
         }
         self.rests += 1;
-        if !reading.may_wait() && self.rests < RESTS_PER_SNAPSHOT {
+        let leave = super::wal::readers_asked_to_leave();
+        if !reading.may_wait() && self.rests < RESTS_PER_SNAPSHOT && !leave {
             return Ok(reading.at_rest());
         }
         self.stop()?;
+        if leave {
+            super::wal::wait_for_checkpoint();
+        }
         let go_on = reading.at_rest();
         if go_on {
             self.start()?;

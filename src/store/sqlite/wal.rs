@@ -4,15 +4,20 @@
 //! **The WAL.** The daemon's connections never checkpoint on their own
 //! (`wal_autocheckpoint = 0`: a checkpoint would land in whichever commit
 //! crossed the threshold, often a claim mid-tick). After each of its write
-//! transactions that left the WAL past [`WAL_LIMIT`], or past a quarter of
-//! the room left on the database's file system, the daemon checkpoints it
-//! (`PASSIVE` first, which copies without the write lock, then `TRUNCATE`,
-//! waiting [`CHECKPOINT_WAIT`] at most for the write lock and for readers
-//! to leave the WAL), which starts the WAL over from an empty file; one
-//! checkpoint of the process's at a time. The daemon's own readers never
+//! transactions that left the WAL past half of [`WAL_LIMIT`]
+//! ([`CHECKPOINT_FROM`]), or past a quarter of the room left on the
+//! database's file system, the daemon checkpoints it (`PASSIVE` first,
+//! which copies without the write lock while the claims go on, then
+//! `TRUNCATE`, waiting [`CHECKPOINT_WAIT`] at most for the write lock and
+//! for readers to leave the WAL), which starts the WAL over from an empty
+//! file; one checkpoint of the process's at a time. Writes that take the
+//! WAL past [`WAL_LIMIT`] while it copies make the process's writers wait
+//! for it ([`Underway`]). The daemon's own readers never
 //! wait with a statement open (`store::changes::Reading`): a tick's
 //! readers, waiting for its claims inside their statements, once kept a
-//! 1M-alert tick's WAL from ever starting over (322 MiB). So the WAL stays
+//! 1M-alert tick's WAL from ever starting over (322 MiB). And while a
+//! checkpoint waits for readers, the daemon's leave their snapshots at
+//! their next rest ([`readers_asked_to_leave`]). So the WAL stays
 //! within the limit and one
 //! transaction, but for what a reader that holds a snapshot longer keeps in
 //! it: someone else's long read transaction, or a reader of one ticker
@@ -44,8 +49,8 @@
 //! few milliseconds each) never wait.
 
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -122,15 +127,15 @@ pub(super) fn claims_that_fit(connection: &Connection, wanted: usize) -> usize {
 /// between tries instead took it from 16 to 128 MiB while one long read
 /// (3 s) lasted, and it stayed there after.
 pub(super) fn after_write(connection: &Connection) {
-    checkpoint_past(connection, WAL_LIMIT);
+    checkpoint_past(connection, CHECKPOINT_FROM);
 }
 
-/// After a run, at rest: checkpoints the WAL and starts it over already
-/// when it is past half of [`WAL_LIMIT`], so that the next burst of claims
-/// starts with room (pruning leaves up to the limit, and a burst's first
-/// claim paid its checkpoint); else copies what it can (`PASSIVE`).
+/// After a run, at rest: checkpoints the WAL and starts it over when it
+/// is past [`CHECKPOINT_FROM`], as after a write (a run may write nothing);
+/// else copies what it can (`PASSIVE`), so that the next burst of claims
+/// starts with room (a burst's first claim paid its checkpoint).
 pub(super) fn at_rest(connection: &Connection) -> rusqlite::Result<()> {
-    if !checkpoint_past(connection, WAL_LIMIT / 2) {
+    if !checkpoint_past(connection, CHECKPOINT_FROM) {
         super::checkpoint(connection)?;
     }
     Ok(())
@@ -161,11 +166,10 @@ fn checkpoint_past(connection: &Connection, bound: u64) -> bool {
     }
     // One checkpoint at a time: SQLite lets one connection checkpoint, and
     // a second writer's, at the same moment, found it busy and counted a
-    // hold-up nobody made. The first starts the WAL over for both.
-    let _checkpointing = match CHECKPOINTING.try_lock() {
-        Ok(checkpointing) => checkpointing,
-        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => return false,
+    // hold-up nobody made. The first starts the WAL over for both; past
+    // the limit, the process's writers wait for it (see [`Underway`]).
+    let Some(_underway) = Underway::start(size > WAL_LIMIT) else {
+        return false;
     };
     // First it copies what it can without the write lock (`PASSIVE`): a
     // checkpoint of 16 MiB scattered over the file held the lock 0.1–0.4 s
@@ -178,7 +182,8 @@ fn checkpoint_past(connection: &Connection, bound: u64) -> bool {
     // a reader come in meanwhile and wrote on at the WAL's end.
     let _ = super::checkpoint(connection);
     let done = {
-        let _turn = Turn::take();
+        let _turn = Turn::take_checkpointing();
+        let _leaving = Leaving::ask();
         super::waiting_at_most(CHECKPOINT_WAIT, || {
             // (busy, frames in the WAL, frames copied back to the database)
             connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
@@ -196,6 +201,74 @@ fn checkpoint_past(connection: &Connection, bound: u64) -> bool {
     true
 }
 
+/// Where a write starts a checkpoint: half of [`WAL_LIMIT`], so that the
+/// writes while it copies (`PASSIVE`, unlocked) have room within the
+/// limit. At 10M alerts a copy took long enough for the claims to write
+/// 17–26 MB more, and the WAL peaked at 43–49 MB with checkpoints from
+/// [`WAL_LIMIT`].
+const CHECKPOINT_FROM: u64 = WAL_LIMIT / 2;
+
+/// The longest a writer waits for a checkpoint to let it write again (it
+/// writes then anyway: a checkpoint is bounded by its copy and
+/// [`CHECKPOINT_WAIT`], so this is only a guard).
+const WRITERS_WAIT_AT_MOST: Duration = Duration::from_secs(2);
+
+/// The process's checkpoint under way, if any, and whether its writers
+/// wait for it.
+struct Checkpoints {
+    underway: bool,
+    writers_wait: bool,
+}
+
+static CHECKPOINTS: Mutex<Checkpoints> = Mutex::new(Checkpoints {
+    underway: false,
+    writers_wait: false,
+});
+
+/// Told when a checkpoint ends.
+static CHECKPOINT_ENDED: Condvar = Condvar::new();
+
+/// The process's one checkpoint under way, from [`Underway::start`] until
+/// dropped. While the WAL is past [`WAL_LIMIT`] and it copies, the
+/// process's writers wait for it before their next transaction
+/// ([`Turn::take`]): a transaction under way when the WAL passed the limit
+/// ends, and the WAL stays within the limit and that transaction (and any
+/// that took its turn already, waiting for the write lock).
+struct Underway;
+
+impl Underway {
+    /// The checkpoint, unless one is under way: then it only makes the
+    /// writers wait for that one if `past_limit`.
+    fn start(past_limit: bool) -> Option<Underway> {
+        let mut checkpoints = lock(&CHECKPOINTS);
+        if checkpoints.underway {
+            checkpoints.writers_wait |= past_limit;
+            return None;
+        }
+        checkpoints.underway = true;
+        checkpoints.writers_wait = past_limit;
+        Some(Underway)
+    }
+
+    /// Waits, at most [`WRITERS_WAIT_AT_MOST`], while writers wait.
+    fn wait_if_writers_wait() {
+        let checkpoints = lock(&CHECKPOINTS);
+        let _ =
+            CHECKPOINT_ENDED.wait_timeout_while(checkpoints, WRITERS_WAIT_AT_MOST, |checkpoints| {
+                checkpoints.writers_wait
+            });
+    }
+}
+
+impl Drop for Underway {
+    fn drop(&mut self) {
+        let mut checkpoints = lock(&CHECKPOINTS);
+        checkpoints.underway = false;
+        checkpoints.writers_wait = false;
+        CHECKPOINT_ENDED.notify_all();
+    }
+}
+
 /// How long a checkpoint after a write waits for the write lock and for
 /// readers to leave the WAL.
 const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
@@ -209,12 +282,54 @@ const RETRY_GROWTH: u64 = WAL_LIMIT / 4;
 /// (0: the last was not).
 static RETRY_STEP: AtomicU64 = AtomicU64::new(0);
 
-/// Held by the daemon's one checkpoint under way.
-static CHECKPOINTING: Mutex<()> = Mutex::new(());
-
 /// After a checkpoint that readers kept from finishing: the WAL's size at
 /// which to try the next (0: at the limit).
 static HELD_UP_TO: AtomicU64 = AtomicU64::new(0);
+
+/// Held while a checkpoint of the process's waits for readers to leave the
+/// WAL, with [`LEAVE`] set.
+static LEAVING: Mutex<()> = Mutex::new(());
+
+/// Whether the daemon's readers are asked to leave their snapshots
+/// ([`readers_asked_to_leave`]).
+static LEAVE: AtomicBool = AtomicBool::new(false);
+
+/// A checkpoint's ask to the daemon's readers, while it starts the WAL
+/// over: given back when dropped.
+struct Leaving {
+    _asking: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Leaving {
+    fn ask() -> Leaving {
+        let asking = lock(&LEAVING);
+        LEAVE.store(true, Ordering::SeqCst);
+        Leaving { _asking: asking }
+    }
+}
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        LEAVE.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Whether a checkpoint of the process's waits for the readers to leave
+/// the WAL: a reader that holds a snapshot across its rests ends it at the
+/// next ([`wait_for_checkpoint`]), rather than keep the WAL from starting
+/// over. Ten readers on two cores, each holding a snapshot over 64 tickers
+/// of a 10M-alert burst, always had one of them in the WAL: checkpoints
+/// waited out their 100 ms, and the WAL grew to 36–59 MB.
+pub(super) fn readers_asked_to_leave() -> bool {
+    LEAVE.load(Ordering::SeqCst)
+}
+
+/// Waits, holding no snapshot, until the checkpoint that asked the readers
+/// to leave is over (at most its [`CHECKPOINT_WAIT`] and its copying): a
+/// snapshot begun meanwhile would be in the WAL again.
+pub(super) fn wait_for_checkpoint() {
+    drop(lock(&LEAVING));
+}
 
 /// The daemon's writers' share of the write lock (see the module's doc).
 struct Share {
@@ -238,7 +353,15 @@ static SHARE: Mutex<Share> = Mutex::new(Share {
 pub(in crate::store) struct Turn(Instant);
 
 impl Turn {
+    /// A writer's turn: after the checkpoint under way, if the WAL is past
+    /// its limit (see [`Underway`]).
     pub(in crate::store) fn take() -> Turn {
+        Underway::wait_if_writers_wait();
+        Turn::take_checkpointing()
+    }
+
+    /// The checkpoint's own turn, which the writers wait for.
+    fn take_checkpointing() -> Turn {
         loop {
             let now = Instant::now();
             let wait = lock(&SHARE).take(now);
@@ -341,6 +464,23 @@ mod tests {
             GAP - Duration::from_millis(50)
         );
         assert_eq!(share.take(gap_at + GAP), Duration::ZERO);
+    }
+
+    #[test]
+    fn writers_wait_for_a_checkpoint_once_a_write_takes_the_wal_past_the_limit() {
+        let writer = || std::thread::spawn(|| drop(Turn::take()));
+        let checkpoint = Underway::start(false).expect("none under way");
+        // Below the limit, writers go on while it copies.
+        assert!(Underway::start(false).is_none(), "one at a time");
+        writer().join().unwrap();
+        // A write past the limit: the next writer waits for it.
+        assert!(Underway::start(true).is_none());
+        let waiting = writer();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!waiting.is_finished(), "a writer went on past the limit");
+        drop(checkpoint);
+        waiting.join().unwrap();
+        writer().join().unwrap();
     }
 
     #[test]
