@@ -209,13 +209,18 @@ pub(super) async fn attempt(
             (None, Some(failure), response)
         }
     };
+    // One draw for the request: its events, failed together, are due again
+    // together (those with as many attempts), in the order they went. A
+    // draw each spread a failed batch over several retries, out of order,
+    // and Pushpin held each user's next event until its `prev-id` came.
+    let jitter = fastrand::f64();
     for event in &events {
         let outcome = match &failure {
             None => {
                 tracing::debug!(event_id = %event.event_id, "delivered");
                 Outcome::Delivered
             }
-            Some(failure) => after_failure(webhook, &event.event_id, event.attempts, failure),
+            Some(failure) => after_failure(webhook, event, failure, jitter),
         };
         let error = failure.as_ref().map(ToString::to_string);
         let attempt = made.record(event, url.clone(), status, error.as_deref());
@@ -469,14 +474,16 @@ impl std::fmt::Display for AttemptError {
     }
 }
 
-/// A failed attempt's event: retried after a wait while the schedule lasts,
-/// else (or at once, for a permanent failure) a dead letter.
+/// A failed attempt's event: retried after a wait (its jitter `jitter`,
+/// in [0, 1)) while the schedule lasts, else (or at once, for a permanent
+/// failure) a dead letter.
 fn after_failure(
     webhook: &Webhook,
-    event_id: &str,
-    attempts: u32,
+    event: &Leased,
     failure: &AttemptFailure,
+    jitter: f64,
 ) -> Outcome {
+    let (event_id, attempts) = (event.event_id.as_str(), event.attempts);
     let attempt = attempts + 1;
     let schedule = &webhook.config.retry_schedule;
     match failure {
@@ -484,7 +491,7 @@ fn after_failure(
             reason,
             retry_after,
         } if (attempt as usize) <= schedule.len() => {
-            let wait = retry_after.unwrap_or_else(|| backoff(schedule, attempts));
+            let wait = retry_after.unwrap_or_else(|| backoff(schedule, attempts, jitter));
             tracing::debug!(event_id, attempt, error = %reason, ?wait, "delivery failed");
             Outcome::Retry {
                 after: wait,
@@ -560,14 +567,14 @@ pub fn sign(secret: &Secret, event_id: &str, timestamp: i64, body: &str) -> Stri
 }
 
 /// The wait before the next attempt after `attempts` earlier ones: the
-/// schedule's entry with ±20% jitter.
-pub fn backoff(schedule: &[Duration], attempts: u32) -> Duration {
+/// schedule's entry with ±20% jitter, by `jitter` in [0, 1).
+pub fn backoff(schedule: &[Duration], attempts: u32, jitter: f64) -> Duration {
     let base = schedule
         .get(attempts as usize)
         .or(schedule.last())
         .copied()
         .unwrap_or(Duration::from_secs(5));
-    base.mul_f64(0.8 + 0.4 * fastrand::f64())
+    base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }
 
 #[cfg(test)]
@@ -622,13 +629,16 @@ mod tests {
     #[test]
     fn backoff_follows_the_schedule_with_jitter_and_repeats_its_last_entry() {
         let schedule = [Duration::from_secs(5), Duration::from_secs(300)];
+        assert_eq!(backoff(&schedule, 0, 0.0), Duration::from_secs(4));
+        assert_eq!(backoff(&schedule, 0, 0.5), Duration::from_secs(5));
+        assert_eq!(backoff(&schedule, 1, 1.0), Duration::from_secs(360));
         for _ in 0..200 {
-            let first = backoff(&schedule, 0);
+            let first = backoff(&schedule, 0, fastrand::f64());
             assert!(
                 first >= Duration::from_secs(4) && first <= Duration::from_secs(6),
                 "{first:?}"
             );
-            let late = backoff(&schedule, 9);
+            let late = backoff(&schedule, 9, fastrand::f64());
             assert!(
                 late >= Duration::from_secs(240) && late <= Duration::from_secs(360),
                 "{late:?}"

@@ -174,6 +174,20 @@ on_every_engine! {
         assert_eq!(totals.dead as usize, refused.len());
         assert_eq!(totals.delivered as usize, 30 - refused.len());
         assert!(!failed.is_empty() && failed.len() <= 10, "{failed:?}");
+        // The failed batch's events are due again together: retried in one
+        // request, in the order they went.
+        let retried: Vec<Vec<String>> = arrivals[2..]
+            .iter()
+            .map(|arrival| {
+                items(&arrival.body)
+                    .into_iter()
+                    .map(|item| item.0)
+                    .filter(|id| failed.contains(id))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|ids| !ids.is_empty())
+            .collect();
+        assert_eq!(retried, std::slice::from_ref(&failed));
 
         // Each event's own record: the retried ones took two attempts and
         // were delivered under their ids, the refused ones are dead letters.
