@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{Answer, Body, HttpServer, Pushpin, Relay, Subscriber, binary};
+use crate::common::{Answer, Body, HttpServer, Pushpin, Relay, Subscriber, binary, binary_at};
 
 /// The users of the generated databases (`'u' || (i % 5000)`).
 pub const USERS: usize = 5000;
@@ -224,7 +224,7 @@ fn full_outbox(path: &Path) {
 /// seconds.
 fn drain(
     dir: &Path,
-    template: &Path,
+    (template, build): (&Path, Option<&Path>),
     (url, format): (&str, &str),
     received: &dyn Fn() -> usize,
 ) -> (f64, f64) {
@@ -261,7 +261,8 @@ keep = "365d"
     .unwrap();
     let before = received();
     let started = Instant::now();
-    let child = binary()
+    let child = build
+        .map_or_else(binary, binary_at)
         .args(["--config", config.to_str().unwrap(), "run-job", "purge"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -298,8 +299,9 @@ keep = "365d"
     )
 }
 
-/// The throughput rows.
-pub fn rows(dir: &Path) {
+/// The throughput rows; with `before`, that build's drain to Pushpin
+/// first in each round, on a copy of the same outbox.
+pub fn rows(dir: &Path, before: Option<&Path>) {
     println!(
         "relays: {OUTBOX} events of {USERS} users, {} requests at once, a stream on every user's channel",
         crate::CONCURRENCY
@@ -310,10 +312,23 @@ pub fn rows(dir: &Path) {
     // 100 a channel, drops it) until the one its prev-id names came, and
     // the two publishers' chains are their own.
     for round in 0..2 {
+        if let Some(before) = before {
+            let watched = Watched::start();
+            let (daemon, cpu) = drain(
+                dir,
+                (&template, Some(before)),
+                (&watched.pushpin.publish_url(), "pushpin"),
+                &|| watched.received(),
+            );
+            drop(watched);
+            println!(
+                "  pushpin, {BATCH} events a request, the build before: the daemon draining the outbox {daemon:.0} events/s, daemon CPU {cpu:.1} s"
+            );
+        }
         let watched = Watched::start();
         let (daemon, cpu) = drain(
             dir,
-            &template,
+            (&template, None),
             (&watched.pushpin.publish_url(), "pushpin"),
             &|| watched.received(),
         );
@@ -328,9 +343,12 @@ pub fn rows(dir: &Path) {
     }
     let relay = Relay::start();
     let subscriber = relay.subscribe();
-    let (daemon, cpu) = drain(dir, &template, (&relay.publish_url(), "event"), &|| {
-        subscriber.count()
-    });
+    let (daemon, cpu) = drain(
+        dir,
+        (&template, None),
+        (&relay.publish_url(), "event"),
+        &|| subscriber.count(),
+    );
     println!(
         "  nginx + nchan, one event a request: the daemon draining the outbox {daemon:.0} events/s, daemon CPU {cpu:.1} s"
     );

@@ -34,7 +34,9 @@
 //! delivery in a few minutes).
 //!
 //! `-- --relays` runs only the relays' throughput rows (`relays.rs`: Pushpin
-//! against a bare batch publisher, a full outbox drained to each relay);
+//! against a bare batch publisher, a full outbox drained to each relay;
+//! with `--before BINARY`, that build's drain to Pushpin first in each
+//! round);
 //! `-- --latency SIZE... --relay pushpin` sends the bursts through Pushpin
 //! (`--relay nchan --relay pushpin`: both, one after the other).
 //!
@@ -457,7 +459,7 @@ fn main() {
         return;
     }
     if options.relays {
-        relays::rows(dir.path());
+        relays::rows(dir.path(), options.before.as_deref());
         return;
     }
     if options.latency_only {
