@@ -1,7 +1,7 @@
-//! What the daemon's two HTTP clients share (the webhook's, hyper's pool
-//! over rustls, and the quote source's, reqwest): who they say they are, TLS
-//! as the daemon verifies it, reading at most a prefix of an answer, and
-//! `Retry-After`.
+//! What the daemon's HTTP clients share (the webhook's, hyper's pool over
+//! rustls; the quote source's and the stream origin's, reqwest): who they
+//! say they are, TLS as the daemon verifies it, redirects never followed,
+//! reading at most a prefix of an answer, and `Retry-After`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,22 @@ pub fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth())
+}
+
+/// A reqwest client as the daemon's are: its user agent, its TLS, each
+/// request bounded by `timeout`, and no redirect followed nor Referer sent:
+/// what a request carries (an API key, a browser's cookies, the URL's
+/// query) goes to the configured URL and nowhere else; a 3xx is a failure.
+/// `what` names it in the error.
+pub fn reqwest_client(timeout: Duration, what: &str) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .tls_backend_preconfigured(tls_config()?)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        .build()
+        .with_context(|| format!("building {what}'s HTTP client"))
 }
 
 /// Reads `body` into `prefix` up to `limit` bytes in all; true if that was

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod quotes;
 pub mod recurring;
 pub mod schedule;
+pub mod serving;
 pub mod signals;
 pub mod standing;
 pub mod store;

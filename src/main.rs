@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use price_alertd::condition::Condition;
 use price_alertd::config::{Config, ConfigOrigin};
 use price_alertd::store::{self, alerts, outbox};
-use price_alertd::{admin, daemon, logging, metrics};
+use price_alertd::{admin, daemon, logging, serving};
 
 /// sysexits' EX_CONFIG: the configuration is invalid.
 const EX_CONFIG: u8 = 78;
@@ -29,8 +29,8 @@ fn exit_code(error: &anyhow::Error) -> ExitCode {
         Some(store::Unusable::Create) => 73,
         // EX_IOERR: it cannot be opened, read or written.
         Some(store::Unusable::Io) => 74,
-        // EX_UNAVAILABLE: the metrics address is taken.
-        None if error.downcast_ref::<metrics::CannotListen>().is_some() => 69,
+        // EX_UNAVAILABLE: the metrics or the stream address is taken.
+        None if error.downcast_ref::<serving::CannotListen>().is_some() => 69,
         None => 1,
     };
     ExitCode::from(code)
@@ -74,15 +74,16 @@ enum Command {
     /// Validate the configuration and list each job's next 3 fire times, in UTC
     /// and in the job's zone, computed as the scheduler computes them. Exits 0
     /// if it is valid, 78 with every error (key and line:col) if not, and as
-    /// `run` would (65, 66, 73, 74; 69 for the metrics address) if the
-    /// database or the metrics address cannot be used.
+    /// `run` would (65, 66, 73, 74; 69 for the metrics or stream address) if
+    /// the database or an address it listens on cannot be used.
     CheckConfig {
         /// List fire times after this instant (RFC 3339) instead of now.
         #[arg(long, value_name = "INSTANT", value_parser = parse_instant)]
         from: Option<DateTime<Utc>>,
         /// Check only what a reload (SIGHUP) applies, as the unit's
-        /// ExecReload does: not the database or the metrics address, which
-        /// the running daemon holds and which apply at the next restart.
+        /// ExecReload does: not the database or the addresses it listens
+        /// on, which the running daemon holds and which apply at the next
+        /// restart.
         #[arg(long)]
         reload: bool,
     },

@@ -90,17 +90,10 @@ struct Stored {
 
 impl QuoteSource {
     pub fn new(config: &HttpSource) -> anyhow::Result<QuoteSource> {
-        let client = reqwest::Client::builder()
-            .user_agent(http_client::USER_AGENT)
-            .tls_backend_preconfigured(http_client::tls_config()?)
-            .timeout(config.timeout)
-            // A redirect would carry `prices.headers` (an API key) and the
-            // URL's query to wherever the answer points: none is followed,
-            // and a 3xx is a failed fetch. Nor is the URL sent as a Referer.
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .build()
-            .context("building the quote source's HTTP client")?;
+        // A redirect would carry `prices.headers` (an API key) and the URL's
+        // query to wherever the answer points: none is followed, and a 3xx
+        // is a failed fetch.
+        let client = http_client::reqwest_client(config.timeout, "the quote source")?;
         Ok(QuoteSource {
             client,
             config: config.clone(),

@@ -1,30 +1,32 @@
 //! `check-config`: what a valid configuration means, checked as `run` will
-//! use it (the database, the metrics address), with each job's next fire
-//! times.
+//! use it (the database, the metrics and stream addresses), with each job's
+//! next fire times.
 
 use std::io::Write;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::config::{self, Config, ConfigOrigin, JobKind, PriceSource};
-use crate::{metrics, store};
+use crate::serving::{self, Listen};
+use crate::{metrics, store, stream};
 
 /// What `check-config` checks besides the file.
 #[derive(Debug, Clone, Copy)]
 pub enum Checks {
-    /// As `run` starts: the database can be used and the metrics address is free.
+    /// As `run` starts: the database can be used and the addresses it
+    /// listens on are free.
     Start,
     /// As a reload applies the file: nothing the running daemon holds.
     Reload,
 }
 
 /// Writes what a valid configuration means to `out`: the database (checked
-/// as `run` will open it), the webhook, the quote source, the metrics
-/// address and each job's next fire times; its warnings to `err`. The report
-/// is written whatever the checks find; then it fails as `run` would if
-/// `run` could not use the database or the metrics address (the database's
-/// failure first). A metrics address that a running price-alertd holds is
-/// no failure: a restart hands it over.
+/// as `run` will open it), the webhook, the quote source, the metrics and
+/// stream addresses and each job's next fire times; its warnings to `err`.
+/// The report is written whatever the checks find; then it fails as `run`
+/// would if `run` could not use the database or an address (the database's
+/// failure first). An address that a running price-alertd holds is no
+/// failure: a restart hands it over.
 pub fn check_config(
     origin: &ConfigOrigin,
     config: &Config,
@@ -60,7 +62,9 @@ struct Found {
     /// The database as `run` opens it, described, or why it cannot be.
     database: anyhow::Result<String>,
     /// The metrics address, if one is set.
-    metrics: Option<anyhow::Result<metrics::Listen>>,
+    metrics: Option<anyhow::Result<Listen>>,
+    /// The stream origin's address, if one is set.
+    stream: Option<anyhow::Result<Listen>>,
 }
 
 impl Found {
@@ -68,23 +72,32 @@ impl Found {
         match checks {
             Checks::Start => Found {
                 database: store::check(&config.database),
-                metrics: config.metrics.listen.map(metrics::check_listen),
+                metrics: (config.metrics.listen)
+                    .map(|listen| serving::check(listen, metrics::METRICS)),
+                stream: (config.stream.as_ref())
+                    .map(|stream| serving::check(stream.listen, stream::STREAM)),
             },
             Checks::Reload => Found {
                 database: Ok("not checked: a reload keeps the running database".to_owned()),
                 metrics: None,
+                stream: None,
             },
         }
     }
 
     fn failure(&self) -> Option<&anyhow::Error> {
-        let metrics = self.metrics.as_ref().and_then(|found| found.as_ref().err());
-        self.database.as_ref().err().or(metrics)
+        fn failed(found: &Option<anyhow::Result<Listen>>) -> Option<&anyhow::Error> {
+            found.as_ref().and_then(|found| found.as_ref().err())
+        }
+        (self.database.as_ref().err())
+            .or(failed(&self.metrics))
+            .or(failed(&self.stream))
     }
 
     fn into_failure(self) -> Option<anyhow::Error> {
-        let metrics = self.metrics.and_then(Result::err);
-        self.database.err().or(metrics)
+        (self.database.err())
+            .or(self.metrics.and_then(Result::err))
+            .or(self.stream.and_then(Result::err))
     }
 }
 
@@ -140,15 +153,29 @@ fn write_settings(config: &Config, found: &Found, out: &mut impl Write) -> anyho
         )?,
     }
     if let Some(listen) = config.metrics.listen {
-        let how = match &found.metrics {
-            Some(Ok(metrics::Listen::Free)) => "free",
-            Some(Ok(metrics::Listen::HeldByTheDaemon)) => "served by the running price-alertd",
-            Some(Err(_)) => "run cannot listen there: see below",
-            None => "not checked: a reload keeps the running endpoint",
-        };
+        let how = listening(&found.metrics);
         writeln!(out, "metrics   http://{listen}/metrics ({how})")?;
     }
+    if let Some(stream) = &config.stream {
+        let how = listening(&found.stream);
+        writeln!(
+            out,
+            "stream    http://{}/ for Pushpin ({how}); who a browser is: GET {}",
+            stream.listen,
+            config::display_url(&stream.auth_url)
+        )?;
+    }
     Ok(())
+}
+
+/// What the check of an address found, as the report says it.
+fn listening(found: &Option<anyhow::Result<Listen>>) -> &'static str {
+    match found {
+        Some(Ok(Listen::Free)) => "free",
+        Some(Ok(Listen::HeldByTheDaemon)) => "served by the running price-alertd",
+        Some(Err(_)) => "run cannot listen there: see below",
+        None => "not checked: a reload keeps the running listener",
+    }
 }
 
 /// Each job, and its next three fire times after `from`, in UTC and in its

@@ -9,93 +9,23 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 
 use crate::membership;
+use crate::serving::{self, Bounds, Setting};
 use crate::store::{self, Pool};
 
 use super::exposition::{Format, Readings};
 use super::series::Metrics;
 
-/// `metrics.listen` cannot be listened on (taken, or not an address of this
-/// host); attached to the error, so that the CLI answers EX_UNAVAILABLE.
-#[derive(Debug)]
-pub struct CannotListen(String);
-
-impl std::fmt::Display for CannotListen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn cannot_listen(listen: SocketAddr, error: std::io::Error) -> anyhow::Error {
-    anyhow::Error::new(error).context(CannotListen(format!(
-        "listening for metrics on {listen} (metrics.listen)"
-    )))
-}
-
-/// Who may serve metrics on an address, as `check-config` finds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listen {
-    /// Nobody holds it: `run` can bind it.
-    Free,
-    /// A running price-alertd serves it (its answers say so): a restart
-    /// hands it over.
-    HeldByTheDaemon,
-}
-
-/// What every answer of the endpoint says it is, so that `check-config` on
-/// a running host tells the daemon's own listener from another program's.
-const SERVER: &str = "price-alertd";
-
-/// Checks that `listen` is free to serve on, as `run` will bind it, or
-/// held by a running price-alertd; fails if another program holds it or it
-/// is no address of this host.
-pub fn check_listen(listen: SocketAddr) -> anyhow::Result<Listen> {
-    match std::net::TcpListener::bind(listen) {
-        Ok(_) => Ok(Listen::Free),
-        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && served_by_us(listen) => {
-            Ok(Listen::HeldByTheDaemon)
-        }
-        Err(error) => Err(cannot_listen(listen, error)),
-    }
-}
-
-/// Whether what listens on `listen` answers `/healthz` as this endpoint
-/// does, asked within a second and read up to 4 KiB.
-fn served_by_us(listen: SocketAddr) -> bool {
-    use std::io::{Read as _, Write as _};
-    const WITHIN: Duration = Duration::from_secs(1);
-    let mut address = listen;
-    if address.ip().is_unspecified() {
-        address.set_ip(match listen {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&address, WITHIN) else {
-        return false;
-    };
-    let asked = stream.set_read_timeout(Some(WITHIN)).is_ok()
-        && stream.set_write_timeout(Some(WITHIN)).is_ok()
-        && stream
-            .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .is_ok();
-    let mut head = Vec::new();
-    if !asked || stream.take(4096).read_to_end(&mut head).is_err() && head.is_empty() {
-        return false;
-    }
-    String::from_utf8_lossy(&head)
-        .lines()
-        .take_while(|line| !line.is_empty())
-        .filter_map(|line| line.split_once(':'))
-        .any(|(name, value)| name.eq_ignore_ascii_case("server") && value.trim() == SERVER)
-}
+/// `metrics.listen`.
+pub const METRICS: Setting = Setting {
+    key: "metrics.listen",
+    serving: "metrics",
+};
 
 /// Binds `listen` and serves `/metrics`, `/healthz` and `/readyz` until the
 /// runtime ends.
 /// Binding happens before this returns, so a taken port fails the start.
 pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, pool: Pool) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|error| cannot_listen(listen, error))?;
+    let listener = serving::bind(listen, METRICS).await?;
     tracing::info!(%listen, "serving /metrics, /healthz and /readyz");
     if !listen.ip().is_loopback() {
         tracing::warn!(
@@ -103,76 +33,29 @@ pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>, pool: Pool) -> any
             "the metrics endpoint listens beyond this host: it has no authentication, so expose it only to networks that may read the alert counts and outbox backlog"
         );
     }
-    tokio::spawn(async move {
-        let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "accepting a metrics connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            // One connection too many is closed at once: what it costs ends
-            // with its accept.
-            let Ok(place) = room.clone().try_acquire_owned() else {
-                drop(stream);
-                continue;
-            };
-            let (metrics, pool) = (metrics.clone(), pool.clone());
-            tokio::spawn(async move {
-                serve_connection(stream, metrics, pool).await;
-                drop(place);
-            });
-        }
+    serving::serve(listener, METRICS, BOUNDS, move |request| {
+        let (metrics, pool) = (metrics.clone(), pool.clone());
+        let accept = request
+            .headers()
+            .get(hyper::header::ACCEPT)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let path = request.uri().path().to_owned();
+        async move { answer(&path, accept.as_deref(), &metrics, &pool).await }
     });
     Ok(())
 }
 
-/// Connections served at once; more are closed as they come. A scraper
-/// needs one, and an operator's `curl` another.
-pub const MAX_CONNECTIONS: usize = 256;
-/// The most a connection's request head may hold, and the most hyper
-/// buffers for one connection (its floor is 8 KiB): with
-/// [`MAX_CONNECTIONS`], what unfinished requests can make the endpoint hold.
-const MAX_HEAD: usize = 8 * 1024;
-const MAX_BUFFER: usize = 16 * 1024;
-/// How long a request's head may take to arrive, and a connection to last.
-const HEAD_WITHIN: Duration = Duration::from_secs(5);
-const CONNECTION_WITHIN: Duration = Duration::from_secs(30);
-
-/// Serves one connection within its bounds: a head larger than
-/// [`MAX_HEAD`] is answered 431 and the connection closed; one not whole
-/// within [`HEAD_WITHIN`], or a connection older than
-/// [`CONNECTION_WITHIN`], is closed.
-async fn serve_connection(stream: tokio::net::TcpStream, metrics: Arc<Metrics>, pool: Pool) {
-    let service =
-        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let (metrics, pool) = (metrics.clone(), pool.clone());
-            async move {
-                let accept = request
-                    .headers()
-                    .get(hyper::header::ACCEPT)
-                    .and_then(|value| value.to_str().ok());
-                Ok::<_, std::convert::Infallible>(
-                    answer(request.uri().path(), accept, &metrics, &pool).await,
-                )
-            }
-        });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEAD_WITHIN)
-        .max_header_size(MAX_HEAD)
-        .max_buf_size(MAX_BUFFER)
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-    if let Err(error) = tokio::time::timeout(CONNECTION_WITHIN, connection)
-        .await
-        .unwrap_or(Ok(()))
-    {
-        tracing::debug!(%error, "a metrics connection failed");
-    }
-}
+/// Connections served at once: a scraper needs one, and an operator's
+/// `curl` another. A request's head, and what a connection buffers: with
+/// the connections, what unfinished requests can make the endpoint hold.
+const BOUNDS: Bounds = Bounds {
+    connections: 256,
+    head: 8 * 1024,
+    buffer: 16 * 1024,
+    head_within: Duration::from_secs(5),
+    connection_within: Duration::from_secs(30),
+};
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
@@ -210,10 +93,6 @@ async fn answer(
     headers.insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(content_type),
-    );
-    headers.insert(
-        hyper::header::SERVER,
-        hyper::header::HeaderValue::from_static(SERVER),
     );
     response
 }

@@ -11,7 +11,7 @@ mod readiness;
 mod record;
 mod series;
 
-pub use endpoint::{CannotListen, Listen, check_listen, serve};
+pub use endpoint::{METRICS, serve};
 pub use exposition::{Format, Readings};
 pub use labels::{Cause, Delivery, Response};
 pub use pace::Reading as Pace;

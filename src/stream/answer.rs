@@ -31,12 +31,19 @@ const RESET: &str = "event: reset\ndata: {\"type\":\"reset\",\"reason\":\"the st
 /// browser closes it.
 const KEEP_ALIVE: &str = ":\\n\\n; format=cstring; timeout=20";
 
+/// The origin's own health: 200 while it serves.
+const HEALTH_PATH: &str = "/healthz";
+
 pub(super) async fn answer(
     origin: &Origin,
     request: http::request::Parts,
 ) -> hyper::Response<Full<Bytes>> {
     if request.method != http::Method::GET {
         return plain(405, "streams are read with GET");
+    }
+    // Alive, without asking the application (`check-config` asks it here).
+    if request.uri.path() == HEALTH_PATH {
+        return plain(200, "ok");
     }
     let asked = if request.uri.path() == NEXT_PATH {
         followed(origin, &request)

@@ -4,7 +4,6 @@
 //! channel in `X-User-Channel` (the user id percent-encoded as
 //! `event::user_segment` writes it); anything else refuses the stream.
 
-use anyhow::Context as _;
 use http::header::{AUTHORIZATION, COOKIE, HeaderMap};
 
 use crate::config::StreamConfig;
@@ -36,16 +35,9 @@ pub(super) struct Refused {
 
 impl Auth {
     pub(super) fn new(config: &StreamConfig) -> anyhow::Result<Auth> {
-        let client = reqwest::Client::builder()
-            .user_agent(http_client::USER_AGENT)
-            .tls_backend_preconfigured(http_client::tls_config()?)
-            .timeout(config.auth_timeout)
-            // The browser's cookies go to the application's URL and
-            // nowhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .build()
-            .context("building the stream origin's HTTP client")?;
+        // The browser's cookies go to the application's URL and nowhere
+        // else.
+        let client = http_client::reqwest_client(config.auth_timeout, "the stream origin")?;
         Ok(Auth {
             client,
             url: config.auth_url.clone(),

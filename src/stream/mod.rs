@@ -10,7 +10,7 @@
 //! - `auth` asks the application who a browser is, with its cookies.
 //! - `link` signs the links this origin gives Pushpin to come back by.
 //! - `answer` reads the user's channel and writes the GRIP answer.
-//! - this file serves them on `stream.listen`, each connection bounded.
+//! - this file serves them on `stream.listen` (`serving`).
 
 mod answer;
 mod auth;
@@ -19,11 +19,11 @@ mod link;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use http_body_util::Full;
 use hyper::body::Bytes;
 
 use crate::config::StreamConfig;
+use crate::serving::{self, Bounds, Setting};
 use crate::store::{self, Pool};
 
 /// What every request is answered with.
@@ -40,16 +40,22 @@ struct Origin {
 /// many more failed is said once the minute is over.
 const FAILURES_PER_MINUTE: u64 = 20;
 
-/// Connections served at once; more are closed as they come. Pushpin
-/// makes a request per stream opened or resumed, each answered at once.
-const MAX_CONNECTIONS: usize = 256;
-/// The most a request's head may hold (cookies included), and what hyper
-/// buffers for one connection.
-const MAX_HEAD: usize = 16 * 1024;
-const MAX_BUFFER: usize = 32 * 1024;
-/// How long a request's head may take to arrive, and a connection to last.
-const HEAD_WITHIN: Duration = Duration::from_secs(5);
-const CONNECTION_WITHIN: Duration = Duration::from_secs(60);
+/// `stream.listen`.
+pub const STREAM: Setting = Setting {
+    key: "stream.listen",
+    serving: "streams",
+};
+
+/// Connections served at once: Pushpin makes a request per stream opened
+/// or resumed, each answered at once. A request's head (cookies
+/// included), and what a connection buffers.
+const BOUNDS: Bounds = Bounds {
+    connections: 256,
+    head: 16 * 1024,
+    buffer: 32 * 1024,
+    head_within: Duration::from_secs(5),
+    connection_within: Duration::from_secs(60),
+};
 
 /// Binds `config.listen` and serves the stream origin until the runtime
 /// ends. Binding happens before this returns, so a taken port fails the
@@ -66,58 +72,13 @@ pub async fn serve(config: &StreamConfig, pool: Pool) -> anyhow::Result<()> {
         failures: crate::recurring::Budget::per_minute(FAILURES_PER_MINUTE),
     });
     let listen = config.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening for streams on {listen} (stream.listen)"))?;
+    let listener = serving::bind(listen, STREAM).await?;
     tracing::info!(%listen, "serving streams to Pushpin");
-    tokio::spawn(async move {
-        let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "accepting a stream connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(place) = room.clone().try_acquire_owned() else {
-                drop(stream);
-                continue;
-            };
-            let origin = origin.clone();
-            tokio::spawn(async move {
-                serve_connection(stream, origin).await;
-                drop(place);
-            });
-        }
+    serving::serve(listener, STREAM, BOUNDS, move |request| {
+        let origin = origin.clone();
+        async move { answer::answer(&origin, request.into_parts().0).await }
     });
     Ok(())
-}
-
-/// Serves one connection within its bounds (see the constants).
-async fn serve_connection(stream: tokio::net::TcpStream, origin: Arc<Origin>) {
-    let service =
-        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let origin = origin.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    answer::answer(&origin, request.into_parts().0).await,
-                )
-            }
-        });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEAD_WITHIN)
-        .max_header_size(MAX_HEAD)
-        .max_buf_size(MAX_BUFFER)
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-    if let Err(error) = tokio::time::timeout(CONNECTION_WITHIN, connection)
-        .await
-        .unwrap_or(Ok(()))
-    {
-        tracing::debug!(%error, "a stream connection failed");
-    }
 }
 
 impl Origin {

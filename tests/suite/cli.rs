@@ -698,6 +698,49 @@ fn check_config_is_safe_on_a_running_host_and_the_restart_recipe_restarts() {
     assert_eq!(common::scrape(port, "/healthz"), (200, "ok\n".to_owned()));
 }
 
+/// The stream origin's address, as the metrics': another program holding
+/// it stops `run` and `check-config` (EX_UNAVAILABLE), and the running
+/// daemon's own is no failure (a restart hands it over).
+#[test]
+fn check_config_checks_the_stream_address_as_run_binds_it() {
+    let db = Db::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let path = db.write_config(
+        &(common::config_text(&db.path, "http://127.0.0.1:9/publish/", "0 * * * * *")
+            .replace("[webhook]\n", "[webhook]\nformat = \"pushpin\"\n")
+            + &format!(
+                "\n[stream]\nlisten = \"127.0.0.1:{port}\"\nauth_url = \"http://127.0.0.1:9/auth\"\n"
+            )),
+    );
+    for command in [&["check-config"][..], &["run"]] {
+        let (code, stdout, stderr) = run(binary()
+            .args(["--config", path.to_str().unwrap()])
+            .args(command));
+        assert_eq!(code, Some(69), "{command:?}: EX_UNAVAILABLE: {stderr}");
+        assert!(stderr.contains("stream.listen"), "{stderr}");
+        if command == ["check-config"] {
+            assert!(
+                stdout.contains(&format!(
+                    "stream    http://127.0.0.1:{port}/ for Pushpin (run cannot listen there: see below)"
+                )),
+                "{stdout}"
+            );
+        }
+    }
+    drop(taken);
+    let _daemon = Daemon::start_quiet(&path);
+    let (code, stdout, stderr) =
+        run(binary().args(["--config", path.to_str().unwrap(), "check-config"]));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "stream    http://127.0.0.1:{port}/ for Pushpin (served by the running price-alertd); who a browser is: GET http://127.0.0.1:9/auth"
+        )),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn the_shipped_man_pages_and_completions_match_the_cli() {
     let fresh = tempfile::tempdir().unwrap();
