@@ -203,9 +203,9 @@ fn checkpoint_past(connection: &Connection, bound: u64) -> bool {
 
 /// Where a write starts a checkpoint: half of [`WAL_LIMIT`], so that the
 /// writes while it copies (`PASSIVE`, unlocked) have room within the
-/// limit. At 10M alerts a copy took long enough for the claims to write
-/// 17–26 MB more, and the WAL peaked at 43–49 MB with checkpoints from
-/// [`WAL_LIMIT`].
+/// limit. With checkpoints from [`WAL_LIMIT`], a 10M-alert burst's claims
+/// wrote as much again while each copied (17–26 MB), and the WAL peaked at
+/// 43–49 MB.
 const CHECKPOINT_FROM: u64 = WAL_LIMIT / 2;
 
 /// The longest a writer waits for a checkpoint to let it write again (it
@@ -317,9 +317,9 @@ impl Drop for Leaving {
 /// Whether a checkpoint of the process's waits for the readers to leave
 /// the WAL: a reader that holds a snapshot across its rests ends it at the
 /// next ([`wait_for_checkpoint`]), rather than keep the WAL from starting
-/// over. Ten readers on two cores, each holding a snapshot over 64 tickers
-/// of a 10M-alert burst, always had one of them in the WAL: checkpoints
-/// waited out their 100 ms, and the WAL grew to 36–59 MB.
+/// over. A tick's ten readers on two cores each hold one across up to 64
+/// tickers; a guard (BENCHMARKS.md: no checkpoint of a 10M-alert burst was
+/// held up by a reader with it, and none was logged without it).
 pub(super) fn readers_asked_to_leave() -> bool {
     LEAVE.load(Ordering::SeqCst)
 }
