@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::Probe as _;
 use crate::common::{Answer, Body, HttpServer, Pushpin, Relay, Subscriber, binary, binary_at};
 
 /// The users of the generated databases (`'u' || (i % 5000)`).
@@ -279,11 +280,24 @@ keep = "365d"
         if now > last.0 {
             last = (now, Instant::now());
         }
-        assert!(
-            last.1.elapsed() < Duration::from_secs(60),
-            "{} of {OUTBOX} events reached the streams",
-            last.0 - before
-        );
+        if last.1.elapsed() >= Duration::from_secs(60) {
+            // Which side lost them: what the daemon says it delivered, and
+            // what its outbox holds, once it has stopped.
+            let output = child.wait_with_output().unwrap();
+            let count = |state: &str| {
+                path.scalar(&format!(
+                    "SELECT count(*) FROM outbox WHERE state = '{state}'"
+                ))
+            };
+            panic!(
+                "{} of {OUTBOX} events reached the streams; the daemon: {}; its outbox: {} delivered, {} pending, {} dead",
+                last.0 - before,
+                String::from_utf8_lossy(&output.stdout).trim(),
+                count("delivered"),
+                count("pending"),
+                count("dead")
+            );
+        }
     }
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
