@@ -5,6 +5,7 @@
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 
 use super::process::signal;
 use super::*;
@@ -20,7 +21,14 @@ pub struct Pushpin {
     runner: Child,
     /// The runner's processes, from their pid files.
     services: Vec<u32>,
+    /// The origin of [`PROBE`]'s stream (see [`ready`]).
+    _probe: HttpServer,
 }
+
+/// A path the fixture routes to an origin of its own, whose stream holds
+/// [`PROBE_CHANNEL`]: what [`ready`] subscribes to.
+const PROBE: &str = "/.fixture-probe/";
+const PROBE_CHANNEL: &str = "fixture-probe";
 
 /// The processes the runner starts, each writing `<name>.pid`.
 const SERVICES: [&str; 4] = ["condure", "zurl", "pushpin-proxy", "pushpin-handler"];
@@ -93,13 +101,15 @@ impl Pushpin {
             );
         }
         std::fs::write(dir.path().join("pushpin.conf"), conf).unwrap();
-        // The shipped routes, to this test's origin.
+        // The shipped routes, to this test's origin; first, the probe's.
+        let probe = probe_origin();
         let shipped = include_str!("../../../etc/pushpin/routes");
         assert!(shipped.contains("127.0.0.1:7998"), "etc/pushpin/routes");
         std::fs::write(
             dir.path().join("routes"),
             format!(
-                "{routes}{}",
+                "*,path_beg={PROBE} 127.0.0.1:{}\n{routes}{}",
+                probe.port,
                 shipped.replace("127.0.0.1:7998", &format!("127.0.0.1:{origin_port}"))
             ),
         )
@@ -111,6 +121,7 @@ impl Pushpin {
             dir,
             runner,
             services,
+            _probe: probe,
         }
     }
 
@@ -181,7 +192,8 @@ impl Pushpin {
     }
 
     /// How many publish requests Pushpin took, and how many items they
-    /// carried in all (from its handler's log).
+    /// carried in all (from its handler's log), the fixture's probes left
+    /// out (one item each).
     pub fn published(&self) -> (usize, usize) {
         let log = std::fs::read_to_string(self.dir.path().join("log/pushpin-handler.log"))
             .unwrap_or_default();
@@ -190,7 +202,11 @@ impl Pushpin {
             .filter(|line| line.contains("control: POST /publish/ code=200"))
             .filter_map(|line| line.rsplit_once("items=")?.1.trim().parse().ok())
             .collect();
-        (requests.len(), requests.iter().sum())
+        let probes = log
+            .lines()
+            .filter(|line| line.contains(&format!("publish channel={PROBE_CHANNEL} ")))
+            .count();
+        (requests.len() - probes, requests.iter().sum::<usize>() - probes)
     }
 
     /// The live processes of this Pushpin, as `pid` lines.
@@ -259,5 +275,74 @@ fn launch(root: &str, port: u16, publish_port: u16) -> (Child, Vec<u32>) {
             .collect();
         services.len() == SERVICES.len()
     });
+    ready(port, publish_port);
     (runner, services)
+}
+
+/// Waits until an event published reaches a stream: Pushpin's processes
+/// connect to each other after they listen, and a stream taken before its
+/// handler had connected got its head and then nothing (condure: "stream
+/// zmq send to: Host unreachable"; the publish: "receivers=0").
+fn ready(port: u16, publish_port: u16) {
+    wait_until(
+        "pushpin to carry an event from its publish port to a stream",
+        || {
+            let subscriber =
+                Subscriber::connect_within(port, PROBE, &[], std::time::Duration::from_secs(2));
+            if subscriber.status != 200 || !publish_probe(publish_port) {
+                return false;
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while std::time::Instant::now() < deadline {
+                if subscriber.count() > 0 {
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            false
+        },
+    );
+}
+
+/// The origin of the probe's stream: held on [`PROBE_CHANNEL`].
+fn probe_origin() -> HttpServer {
+    HttpServer::start(
+        0,
+        Arc::new(|_| {
+            Box::pin(async {
+                Answer {
+                    status: 200,
+                    headers: vec![
+                        ("content-type", "text/event-stream".to_owned()),
+                        ("grip-hold", "stream".to_owned()),
+                        ("grip-channel", PROBE_CHANNEL.to_owned()),
+                    ],
+                    body: Body::Text(String::new()),
+                }
+            })
+        }),
+    )
+}
+
+/// Publishes one event on [`PROBE_CHANNEL`]; whether Pushpin took it.
+fn publish_probe(publish_port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let body = format!(
+        r#"{{"items":[{{"channel":"{PROBE_CHANNEL}","formats":{{"http-stream":{{"content":"event: probe
+data: ready
+
+"}}}}}}]}}"#
+    );
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", publish_port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let request = format!(
+        "POST /publish/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
 }
