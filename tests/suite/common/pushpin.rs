@@ -206,7 +206,10 @@ impl Pushpin {
             .lines()
             .filter(|line| line.contains(&format!("publish channel={PROBE_CHANNEL} ")))
             .count();
-        (requests.len() - probes, requests.iter().sum::<usize>() - probes)
+        (
+            requests.len() - probes,
+            requests.iter().sum::<usize>() - probes,
+        )
     }
 
     /// The live processes of this Pushpin, as `pid` lines.
