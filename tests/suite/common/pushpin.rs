@@ -331,10 +331,7 @@ fn probe_origin() -> HttpServer {
 fn publish_probe(publish_port: u16) -> bool {
     use std::io::{Read as _, Write as _};
     let body = format!(
-        r#"{{"items":[{{"channel":"{PROBE_CHANNEL}","formats":{{"http-stream":{{"content":"event: probe
-data: ready
-
-"}}}}}}]}}"#
+        r#"{{"items":[{{"channel":"{PROBE_CHANNEL}","formats":{{"http-stream":{{"content":"event: probe\ndata: ready\n\n"}}}}}}]}}"#
     );
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", publish_port)) else {
         return false;
