@@ -325,28 +325,23 @@ pub fn rows(dir: &Path, before: Option<&Path>) {
     // Each on a Pushpin of its own: Pushpin holds an event back (and past
     // 100 a channel, drops it) until the one its prev-id names came, and
     // the two publishers' chains are their own.
+    let to_pushpin = |build: Option<&Path>| {
+        let watched = Watched::start();
+        drain(
+            dir,
+            (&template, build),
+            (&watched.pushpin.publish_url(), "pushpin"),
+            &|| watched.received(),
+        )
+    };
     for round in 0..2 {
         if let Some(before) = before {
-            let watched = Watched::start();
-            let (daemon, cpu) = drain(
-                dir,
-                (&template, Some(before)),
-                (&watched.pushpin.publish_url(), "pushpin"),
-                &|| watched.received(),
-            );
-            drop(watched);
+            let (daemon, cpu) = to_pushpin(Some(before));
             println!(
                 "  pushpin, {BATCH} events a request, the build before: the daemon draining the outbox {daemon:.0} events/s, daemon CPU {cpu:.1} s"
             );
         }
-        let watched = Watched::start();
-        let (daemon, cpu) = drain(
-            dir,
-            (&template, None),
-            (&watched.pushpin.publish_url(), "pushpin"),
-            &|| watched.received(),
-        );
-        drop(watched);
+        let (daemon, cpu) = to_pushpin(None);
         let watched = Watched::start();
         let bare = bare_publisher(&watched, round);
         drop(watched);

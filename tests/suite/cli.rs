@@ -623,6 +623,24 @@ fn every_json_output_gives_rfc3339_times_and_status_lists_jobs_that_never_ran() 
     assert_eq!(status["members"][0]["alive"], true, "{status}");
 }
 
+/// `check-config` and `run` with the config at `path`, whose address
+/// `key` another program holds: each exits EX_UNAVAILABLE naming `key`.
+/// What `check-config` reported.
+fn refused_an_address(path: &std::path::Path, key: &str) -> String {
+    let mut report = String::new();
+    for command in [&["check-config"][..], &["run"]] {
+        let (code, stdout, stderr) = run(binary()
+            .args(["--config", path.to_str().unwrap()])
+            .args(command));
+        assert_eq!(code, Some(69), "{command:?}: EX_UNAVAILABLE: {stderr}");
+        assert!(stderr.contains(key), "{stderr}");
+        if command == ["check-config"] {
+            report = stdout;
+        }
+    }
+    report
+}
+
 #[test]
 fn check_config_names_a_missing_file_and_a_taken_metrics_address() {
     let dir = tempfile::tempdir().unwrap();
@@ -641,22 +659,14 @@ fn check_config_names_a_missing_file_and_a_taken_metrics_address() {
         &(common::config_text(&db.path, "http://127.0.0.1:9/events", "0 * * * * *")
             + &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")),
     );
-    for command in [&["check-config"][..], &["run"]] {
-        let (code, stdout, stderr) = run(binary()
-            .args(["--config", path.to_str().unwrap()])
-            .args(command));
-        assert_eq!(code, Some(69), "{command:?}: EX_UNAVAILABLE: {stderr}");
-        assert!(stderr.contains("metrics.listen"), "{stderr}");
-        if command == ["check-config"] {
-            // The report still, with what run would stop at.
-            assert!(
-                stdout.contains("valid, but run would fail")
-                    && stdout.contains("run cannot listen there")
-                    && stdout.contains("fire times after"),
-                "{stdout}"
-            );
-        }
-    }
+    let report = refused_an_address(&path, "metrics.listen");
+    // The report still, with what run would stop at.
+    assert!(
+        report.contains("valid, but run would fail")
+            && report.contains("run cannot listen there")
+            && report.contains("fire times after"),
+        "{report}"
+    );
     // A reload does not apply [metrics]: the running daemon holds the port.
     let (code, stdout, stderr) = run(binary().args([
         "--config",
@@ -713,21 +723,13 @@ fn check_config_checks_the_stream_address_as_run_binds_it() {
                 "\n[stream]\nlisten = \"127.0.0.1:{port}\"\nauth_url = \"http://127.0.0.1:9/auth\"\n"
             )),
     );
-    for command in [&["check-config"][..], &["run"]] {
-        let (code, stdout, stderr) = run(binary()
-            .args(["--config", path.to_str().unwrap()])
-            .args(command));
-        assert_eq!(code, Some(69), "{command:?}: EX_UNAVAILABLE: {stderr}");
-        assert!(stderr.contains("stream.listen"), "{stderr}");
-        if command == ["check-config"] {
-            assert!(
-                stdout.contains(&format!(
-                    "stream    http://127.0.0.1:{port}/ for Pushpin (run cannot listen there: see below)"
-                )),
-                "{stdout}"
-            );
-        }
-    }
+    let report = refused_an_address(&path, "stream.listen");
+    assert!(
+        report.contains(&format!(
+            "stream    http://127.0.0.1:{port}/ for Pushpin (run cannot listen there: see below)"
+        )),
+        "{report}"
+    );
     drop(taken);
     let _daemon = Daemon::start_quiet(&path);
     let (code, stdout, stderr) =
