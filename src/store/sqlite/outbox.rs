@@ -76,36 +76,13 @@ fn lease_due(
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         }
         Some(spread) => {
-            // Of the first due rows (users already full left out), at most
-            // `per_user` of each user, in queue order.
+            let ids = spread_over_users(connection, want, spread, now_ms)?;
             let mut statement = connection.prepare_cached(
                 "UPDATE OR FAIL outbox SET lease_owner = ?1, lease_until = ?2
-                 WHERE id IN (
-                     SELECT id FROM (
-                         SELECT id, next_attempt_at,
-                                row_number() OVER (PARTITION BY coalesce(user_id, '')
-                                                   ORDER BY next_attempt_at, id) AS nth
-                         FROM (SELECT id, user_id, next_attempt_at FROM outbox
-                               WHERE state = 'pending' AND next_attempt_at <= ?3
-                                 AND (lease_until IS NULL OR lease_until <= ?3)
-                                 AND coalesce(user_id, '') NOT IN (SELECT value FROM json_each(?5))
-                               ORDER BY next_attempt_at, id LIMIT ?6 + 0))
-                     WHERE nth <= ?7 ORDER BY next_attempt_at, id LIMIT ?4 + 0)
+                 WHERE id IN (SELECT value FROM json_each(?3))
                  RETURNING id, event_id, body, attempts, user_id, created_at, channel_seq, channel_prev",
             )?;
-            let full = serde_json::to_string(&spread.full).expect("strings serialize");
-            let rows = statement.query_map(
-                params![
-                    owner,
-                    lease_until,
-                    now_ms,
-                    want.limit as i64,
-                    full,
-                    want.scan() as i64,
-                    spread.per_user as i64
-                ],
-                leased,
-            )?;
+            let rows = statement.query_map(params![owner, lease_until, id_list(&ids)], leased)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         }
     };
@@ -115,6 +92,44 @@ fn lease_due(
         place(connection, &mut leased)?;
     }
     Ok(leased)
+}
+
+/// The rows a spread lease takes: of the first `want.scan()` due rows in
+/// queue order (the users in `spread.full` left out), at most
+/// `spread.per_user` of each user, up to `want.limit`. Read in queue order
+/// and counted here, so that a lease reads only as far as it takes: as
+/// many rows as it leases when no user has that many due (a window
+/// function over the whole scan read four times as many, and sorted them).
+fn spread_over_users(
+    connection: &Connection,
+    want: &Want,
+    spread: &crate::store::outbox::Spread,
+    now_ms: i64,
+) -> rusqlite::Result<Vec<i64>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, coalesce(user_id, '') FROM outbox
+         WHERE state = 'pending' AND next_attempt_at <= ?1
+           AND (lease_until IS NULL OR lease_until <= ?1)
+           AND coalesce(user_id, '') NOT IN (SELECT value FROM json_each(?2))
+         ORDER BY next_attempt_at, id LIMIT ?3 + 0",
+    )?;
+    let full = serde_json::to_string(&spread.full).expect("strings serialize");
+    let mut rows = statement.query(params![now_ms, full, want.scan() as i64])?;
+    let mut ids = Vec::with_capacity(want.limit);
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    while ids.len() < want.limit {
+        let Some(row) = rows.next()? else { break };
+        let user = row.get_ref(1)?.as_str()?;
+        let count = match taken.get_mut(user) {
+            Some(count) => count,
+            None => taken.entry(user.to_owned()).or_default(),
+        };
+        if *count < spread.per_user {
+            *count += 1;
+            ids.push(row.get(0)?);
+        }
+    }
+    Ok(ids)
 }
 
 /// Places the leased rows without a place on their users' channels, after
