@@ -1,7 +1,8 @@
-//! The relays side by side (`-- --relays`): what Pushpin itself takes from
-//! a bare batch publisher, with its subscribers connected, against a full
-//! outbox drained by the daemon to it, and to nginx + nchan one event a
-//! request; and (`-- --latency SIZE... --relay pushpin`) a market-wide move
+//! The relays side by side (`-- --relays`): the daemon's own cost, a full
+//! outbox drained to a receiver that answers at once; what Pushpin itself
+//! takes from a bare batch publisher, with its subscribers connected,
+//! against the same outbox drained by the daemon to it, and to nginx +
+//! nchan one event a request; and (`-- --latency SIZE... --relay pushpin`) a market-wide move
 //! delivered through Pushpin, as `latency::burst_at` delivers one through
 //! nchan.
 //!
@@ -124,6 +125,8 @@ fn bare_publisher(watched: &Watched, round: usize, meta: bool) -> f64 {
     use http_body_util::{BodyExt as _, Full};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let secret = price_alertd::config::Secret::parse(crate::SECRET).unwrap();
+    // A signing time, 2026-12-06T12:00:00Z (the daemon signs with the time
+    // it sends; the relay reads it as text either way).
     let timestamp = 1_796_558_400;
     let mut last = vec![price_alertd::store::channels::START.to_owned(); USERS];
     let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
