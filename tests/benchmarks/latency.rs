@@ -596,9 +596,6 @@ pub fn rows(dir: &Path, relay: &Relay) {
     postgresql(dir, relay);
 }
 
-/// The burst alone on SQLite at `alerts` alerts over the same tickers
-/// (`--latency N`): its memory at sizes beyond the latency rows'; with
-/// `before`, that build's burst first, on a copy of the same database.
 /// Which relay a burst goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Through {
@@ -609,6 +606,15 @@ pub enum Through {
     Pushpin,
 }
 
+/// Bursts run so far, for the order of the builds (see [`burst_at`]).
+static BURSTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The burst alone on SQLite at `alerts` alerts over the same tickers
+/// (`--latency N`): its memory at sizes beyond the latency rows'. With
+/// `before`, that build's burst too, on a copy of the same database: first
+/// in the first burst, second in the next, and so on (`--latency 100000
+/// 100000` runs them both ways), because the first of two bursts in a row
+/// tends to be the slower, whichever build it is (BENCHMARKS.md).
 pub fn burst_at(dir: &Path, relay: &Relay, alerts: u64, before: Option<&Path>, through: Through) {
     println!(
         "burst: {alerts} alerts over {TICKERS} tickers, a reacting daemon on SQLite, through {through:?}"
@@ -617,10 +623,14 @@ pub fn burst_at(dir: &Path, relay: &Relay, alerts: u64, before: Option<&Path>, t
     if !template.exists() {
         generate(&template, alerts, TICKERS);
     }
-    let builds = before
+    let mut builds: Vec<_> = before
         .map(|before| ("before", binary_at(before)))
         .into_iter()
-        .chain([("now", binary())]);
+        .chain([("now", binary())])
+        .collect();
+    if BURSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1 {
+        builds.reverse();
+    }
     for (build, command) in builds {
         let path = dir.join(format!("burst-{alerts}.db"));
         copy(&template, &path);

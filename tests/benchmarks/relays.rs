@@ -330,8 +330,29 @@ keep = "365d"
     )
 }
 
-/// The throughput rows; with `before`, that build's drain to Pushpin
-/// first in each round, on a copy of the same outbox.
+/// This build's `run`, and with `before` that build's too: the one before
+/// first in even rounds, second in odd ones, since the first of two runs
+/// in a row tends to be the slower, whichever build it is (BENCHMARKS.md).
+fn both_ways<T>(
+    round: usize,
+    before: Option<&Path>,
+    run: impl Fn(Option<&Path>) -> T,
+) -> (T, Option<T>) {
+    match before {
+        None => (run(None), None),
+        Some(before) if round % 2 == 0 => {
+            let earlier = run(Some(before));
+            (run(None), Some(earlier))
+        }
+        Some(before) => {
+            let now = run(None);
+            (now, Some(run(Some(before))))
+        }
+    }
+}
+
+/// The throughput rows; with `before`, that build's drains too, on copies
+/// of the same outbox (see [`both_ways`]).
 pub fn rows(dir: &Path, before: Option<&Path>) {
     println!(
         "relays: {OUTBOX} events of {USERS} users, {} requests at once, a stream on every user's channel",
@@ -382,27 +403,25 @@ pub fn rows(dir: &Path, before: Option<&Path>) {
             &|| items.load(std::sync::atomic::Ordering::Relaxed),
         )
     };
-    for _ in 0..3 {
-        if let Some(before) = before {
-            let (daemon, cpu) = to_sink(Some(before));
+    for round in 0..3 {
+        let ((daemon, cpu), earlier) = both_ways(round, before, to_sink);
+        if let Some((daemon, cpu)) = earlier {
             println!(
                 "  a receiver that answers at once, {BATCH} events a request, the build before: {daemon:.0} events/s, daemon CPU {cpu:.2} s"
             );
         }
-        let (daemon, cpu) = to_sink(None);
         println!(
             "  a receiver that answers at once, {BATCH} events a request: {daemon:.0} events/s, daemon CPU {cpu:.2} s ({:.1} µs an event)",
             cpu / OUTBOX as f64 * 1e6
         );
     }
     for round in 0..2 {
-        if let Some(before) = before {
-            let (daemon, cpu) = to_pushpin(Some(before));
+        let ((daemon, cpu), earlier) = both_ways(round, before, to_pushpin);
+        if let Some((daemon, cpu)) = earlier {
             println!(
                 "  pushpin, {BATCH} events a request, the build before: the daemon draining the outbox {daemon:.0} events/s, daemon CPU {cpu:.1} s"
             );
         }
-        let (daemon, cpu) = to_pushpin(None);
         let bare = bare_publisher(&Watched::start(), round, true);
         let content_only = bare_publisher(&Watched::start(), round, false);
         println!(

@@ -33,10 +33,10 @@
 //! idle daemon nor the latency rows (a before/after of a tick or of
 //! delivery in a few minutes).
 //!
-//! `-- --relays` runs only the relays' throughput rows (`relays.rs`: Pushpin
-//! against a bare batch publisher, a full outbox drained to each relay;
-//! with `--before BINARY`, that build's drain to Pushpin first in each
-//! round);
+//! `-- --relays` runs only the relays' throughput rows (`relays.rs`: a full
+//! outbox drained to a receiver that answers at once and to each relay,
+//! Pushpin against a bare batch publisher; with `--before BINARY`, that
+//! build's drains too, first in one round and second in the next);
 //! `-- --latency SIZE... --relay pushpin` sends the bursts through Pushpin
 //! (`--relay nchan --relay pushpin`: both, one after the other).
 //!
