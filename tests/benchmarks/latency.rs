@@ -606,15 +606,14 @@ pub enum Through {
     Pushpin,
 }
 
-/// Bursts run so far, for the order of the builds (see [`burst_at`]).
+/// Bursts run so far: the round of [`crate::both_ways`].
 static BURSTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The burst alone on SQLite at `alerts` alerts over the same tickers
 /// (`--latency N`): its memory at sizes beyond the latency rows'. With
 /// `before`, that build's burst too, on a copy of the same database: first
 /// in the first burst, second in the next, and so on (`--latency 100000
-/// 100000` runs them both ways), because the first of two bursts in a row
-/// tends to be the slower, whichever build it is (BENCHMARKS.md).
+/// 100000` runs them both ways; see [`crate::both_ways`]).
 pub fn burst_at(dir: &Path, relay: &Relay, alerts: u64, before: Option<&Path>, through: Through) {
     println!(
         "burst: {alerts} alerts over {TICKERS} tickers, a reacting daemon on SQLite, through {through:?}"
@@ -623,15 +622,12 @@ pub fn burst_at(dir: &Path, relay: &Relay, alerts: u64, before: Option<&Path>, t
     if !template.exists() {
         generate(&template, alerts, TICKERS);
     }
-    let mut builds: Vec<_> = before
-        .map(|before| ("before", binary_at(before)))
-        .into_iter()
-        .chain([("now", binary())])
-        .collect();
-    if BURSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1 {
-        builds.reverse();
-    }
-    for (build, command) in builds {
+    let round = BURSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::both_ways(round, before, |build| {
+        let (build, command) = match build {
+            Some(before) => ("before", binary_at(before)),
+            None => ("now", binary()),
+        };
         let path = dir.join(format!("burst-{alerts}.db"));
         copy(&template, &path);
         let database_line = format!("path = \"{}\"", path.display());
@@ -674,5 +670,5 @@ pub fn burst_at(dir: &Path, relay: &Relay, alerts: u64, before: Option<&Path>, t
         for file in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{file}", path.display()));
         }
-    }
+    });
 }

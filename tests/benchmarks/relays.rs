@@ -2,9 +2,9 @@
 //! outbox drained to a receiver that answers at once; what Pushpin itself
 //! takes from a bare batch publisher, with its subscribers connected,
 //! against the same outbox drained by the daemon to it, and to nginx +
-//! nchan one event a request; and (`-- --latency SIZE... --relay pushpin`) a market-wide move
-//! delivered through Pushpin, as `latency::burst_at` delivers one through
-//! nchan.
+//! nchan one event a request; and (`-- --latency SIZE... --relay
+//! pushpin`) a market-wide move delivered through Pushpin, as
+//! `latency::burst_at` delivers one through nchan.
 //!
 //! Subscribers: every user of the generated databases (`u0` .. `u4999`)
 //! has a stream of their own, as each user's browser would (a bench origin
@@ -330,29 +330,8 @@ keep = "365d"
     )
 }
 
-/// This build's `run`, and with `before` that build's too: the one before
-/// first in even rounds, second in odd ones, since the first of two runs
-/// in a row tends to be the slower, whichever build it is (BENCHMARKS.md).
-fn both_ways<T>(
-    round: usize,
-    before: Option<&Path>,
-    run: impl Fn(Option<&Path>) -> T,
-) -> (T, Option<T>) {
-    match before {
-        None => (run(None), None),
-        Some(before) if round % 2 == 0 => {
-            let earlier = run(Some(before));
-            (run(None), Some(earlier))
-        }
-        Some(before) => {
-            let now = run(None);
-            (now, Some(run(Some(before))))
-        }
-    }
-}
-
 /// The throughput rows; with `before`, that build's drains too, on copies
-/// of the same outbox (see [`both_ways`]).
+/// of the same outbox (see [`crate::both_ways`]).
 pub fn rows(dir: &Path, before: Option<&Path>) {
     println!(
         "relays: {OUTBOX} events of {USERS} users, {} requests at once, a stream on every user's channel",
@@ -404,7 +383,7 @@ pub fn rows(dir: &Path, before: Option<&Path>) {
         )
     };
     for round in 0..3 {
-        let ((daemon, cpu), earlier) = both_ways(round, before, to_sink);
+        let ((daemon, cpu), earlier) = crate::both_ways(round, before, to_sink);
         if let Some((daemon, cpu)) = earlier {
             println!(
                 "  a receiver that answers at once, {BATCH} events a request, the build before: {daemon:.0} events/s, daemon CPU {cpu:.2} s"
@@ -416,7 +395,7 @@ pub fn rows(dir: &Path, before: Option<&Path>) {
         );
     }
     for round in 0..2 {
-        let ((daemon, cpu), earlier) = both_ways(round, before, to_pushpin);
+        let ((daemon, cpu), earlier) = crate::both_ways(round, before, to_pushpin);
         if let Some((daemon, cpu)) = earlier {
             println!(
                 "  pushpin, {BATCH} events a request, the build before: the daemon draining the outbox {daemon:.0} events/s, daemon CPU {cpu:.1} s"

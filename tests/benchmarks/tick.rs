@@ -450,6 +450,27 @@ fn run_job(config: &Path, database: &(impl Probe + ?Sized), expected: i64) -> Ru
     run
 }
 
+/// This build's `run`, and with `before` that build's too: the one before
+/// first in even rounds, second in odd ones, since the first of two runs
+/// in a row tends to be the slower, whichever build it is (BENCHMARKS.md).
+pub fn both_ways<T>(
+    round: usize,
+    before: Option<&Path>,
+    run: impl Fn(Option<&Path>) -> T,
+) -> (T, Option<T>) {
+    match before {
+        None => (run(None), None),
+        Some(before) if round % 2 == 0 => {
+            let earlier = run(Some(before));
+            (run(None), Some(earlier))
+        }
+        Some(before) => {
+            let now = run(None);
+            (now, Some(run(Some(before))))
+        }
+    }
+}
+
 fn main() {
     let options = options();
     let relay = Relay::start();
