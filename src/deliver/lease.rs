@@ -14,10 +14,10 @@ pub(super) const WAVES: u32 = 4;
 const MIN_AHEAD: usize = 256;
 
 /// Leased rows not yet sent, at most, whatever `concurrency` and `batch`
-/// are: what the bodies held cost in memory (a few MB), and what each lease
-/// passes over on SQLite, where a leased row keeps its due time. 8,192
-/// made a full outbox's drain to Pushpin 10–20% slower than 2,048
-/// (BENCHMARKS.md, "The last hop").
+/// are and however far [`Ahead`] grows: what the bodies held cost in memory
+/// (a few MB), and what each lease passes over on SQLite, where a leased
+/// row keeps its due time. 8,192 made a full outbox's drain to Pushpin
+/// 10–20% slower than 2,048 (BENCHMARKS.md, "The last hop").
 const MAX_AHEAD: usize = 2048;
 
 /// Finished attempts an exchange waits for while requests run, at least.
@@ -66,9 +66,9 @@ impl LeasePolicy {
         self.concurrency * self.batch
     }
 
-    /// Leased rows not yet sent, at most: `WAVES` waves, and enough that
-    /// requests to a fast receiver never wait for the next exchange.
-    pub(super) fn ahead(&self) -> usize {
+    /// Leased rows not yet sent, at most, to begin with (see [`Ahead`]):
+    /// `WAVES` waves, and at least [`MIN_AHEAD`].
+    fn ahead(&self) -> usize {
         (self.wave() * WAVES as usize).clamp(MIN_AHEAD, MAX_AHEAD)
     }
 
@@ -82,10 +82,12 @@ impl LeasePolicy {
         (self.wave() * WAVES as usize).clamp(MIN_RECORDED_TOGETHER, MAX_AHEAD)
     }
 
-    /// Leased rows not yet recorded, at most (the ones ahead, and the
-    /// attempts that finished while an exchange ran).
-    pub(super) fn held(&self) -> usize {
-        self.ahead() * 2
+    /// Rows the attempts send within `WAVES` attempt bounds when each
+    /// takes `took`: as far down the queue as a lease covers at that pace.
+    fn covered_at(&self, took: Duration) -> usize {
+        let took = took.max(Duration::from_millis(1)).as_nanos();
+        let within = self.attempt_bound.as_nanos() * u128::from(WAVES);
+        usize::try_from(self.wave() as u128 * within / took).unwrap_or(usize::MAX)
     }
 
     /// How long a lease lasts: a leased row waits behind at most `WAVES - 1`
@@ -101,6 +103,63 @@ impl LeasePolicy {
     /// may still be sent now.
     pub(super) fn sendable(&self, lease_until: i64, clock: &DbClock) -> bool {
         lease_until - clock.now_ms() >= (self.attempt_bound + LEASE_MARGIN / 2).as_millis() as i64
+    }
+}
+
+/// How many leased rows a pipeline keeps ahead of its requests.
+///
+/// It starts at [`LeasePolicy::ahead`]: `WAVES` waves, which the lease
+/// covers whatever the receiver's pace. When the rows ahead ran out while
+/// the exchange leasing more still waited for the database (a burst's
+/// claims hold SQLite's write lock for tens of milliseconds at a time, and
+/// one event a request to a fast receiver sends 256 rows in 20), and more
+/// were due, it doubles: up to `MAX_AHEAD`, and to what the lease covers at
+/// the pace of the last attempt ([`LeasePolicy::covered_at`]). An attempt
+/// slower than that pace brings it back down, never below where it started.
+/// A row leased further down than its lease turned out to cover is given
+/// back unsent ([`LeasePolicy::sendable`]), never sent late.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ahead {
+    rows: usize,
+    floor: usize,
+    /// What the lease covers at the last attempt's pace.
+    covered: usize,
+}
+
+impl Ahead {
+    pub(super) fn of(policy: LeasePolicy) -> Ahead {
+        let floor = policy.ahead();
+        Ahead {
+            rows: floor,
+            floor,
+            covered: MAX_AHEAD,
+        }
+    }
+
+    /// Leased rows not yet sent, at most.
+    pub(super) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Leased rows not yet recorded, at most (the ones ahead, and the
+    /// attempts that finished while an exchange ran).
+    pub(super) fn held(&self) -> usize {
+        self.rows * 2
+    }
+
+    /// The rows ahead ran out before the exchange leasing more ended, and
+    /// more were due.
+    pub(super) fn ran_out(&mut self) {
+        self.rows = (self.rows * 2)
+            .min(MAX_AHEAD)
+            .min(self.covered)
+            .max(self.floor);
+    }
+
+    /// An attempt took `took`.
+    pub(super) fn paced(&mut self, policy: LeasePolicy, took: Duration) {
+        self.covered = policy.covered_at(took);
+        self.rows = self.rows.min(self.covered).max(self.floor);
     }
 }
 
@@ -139,9 +198,35 @@ mod tests {
     #[test]
     fn the_rows_held_follow_the_concurrency_with_a_floor() {
         assert_eq!(policy(16).ahead(), 256);
-        assert_eq!(policy(16).held(), 512);
         assert_eq!(policy(200).ahead(), 800);
-        assert_eq!(policy(1024).held(), 4096);
+        assert_eq!(policy(1024).ahead(), MAX_AHEAD);
+    }
+
+    #[test]
+    fn the_rows_ahead_grow_while_they_run_out_as_far_as_the_lease_covers() {
+        let policy = policy(16);
+        let mut ahead = Ahead::of(policy);
+        assert_eq!((ahead.rows(), ahead.held()), (256, 512));
+        // A receiver that answers in 2 ms: the lease covers far more.
+        ahead.paced(policy, Duration::from_millis(2));
+        ahead.ran_out();
+        assert_eq!(ahead.rows(), 512);
+        (0..5).for_each(|_| ahead.ran_out());
+        assert_eq!((ahead.rows(), ahead.held()), (MAX_AHEAD, 2 * MAX_AHEAD));
+        // At 1 s an attempt, 16 rows a wave: 4 waves of 20 s cover 1,280 rows.
+        ahead.paced(policy, Duration::from_secs(1));
+        assert_eq!(ahead.rows(), 1280);
+        ahead.ran_out();
+        assert_eq!(ahead.rows(), 1280);
+        // An attempt that takes its whole bound: back where it started.
+        ahead.paced(policy, Duration::from_secs(20));
+        assert_eq!(ahead.rows(), 256);
+        ahead.ran_out();
+        assert_eq!(ahead.rows(), 256);
+        // Faster again: it may grow again.
+        ahead.paced(policy, Duration::from_millis(5));
+        ahead.ran_out();
+        assert_eq!(ahead.rows(), 512);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::store::outbox::{self, Exchanged, Leased, Outcome, Settled, Want};
 use crate::store::{self, Pool};
 
 use super::attempt::{Webhook, attempt, say_unlogged_dead_letters};
-use super::lease::{RECORD_AFTER, RECORD_OVERDUE};
+use super::lease::{Ahead, RECORD_AFTER, RECORD_OVERDUE};
 use super::time::{DbClock, Stop};
 use super::users::{Answered, Users};
 
@@ -85,6 +85,8 @@ struct Pipeline {
     webhook: Webhook,
     /// Leased, not sent yet, in lease order.
     queue: VecDeque<Leased>,
+    /// How many rows the queue and the attempts hold, at most.
+    ahead: Ahead,
     attempts: FuturesUnordered<Attempting>,
     /// Finished, not recorded yet; since when the oldest waits.
     finished: Vec<Settled>,
@@ -95,6 +97,10 @@ struct Pipeline {
     /// When the exchange under way started.
     exchange_since: Option<Instant>,
     asked: usize,
+    /// The exchange under way leases more while rows were still ahead...
+    ahead_when_asked: bool,
+    /// ...and they ran out before it ended (see [`Ahead`]).
+    ran_out: bool,
     /// Routing by user: `Users::room_made` when the exchange under way was asked for.
     room_when_asked: u64,
     /// The last exchange leased fewer rows than it asked for: nothing more is
@@ -130,6 +136,7 @@ impl Deliverer<'_> {
         let webhook_per_user = webhook.per_user();
         let batch = webhook.config.events_a_request();
         let mut pipeline = Pipeline {
+            ahead: Ahead::of(webhook.leasing()),
             webhook,
             queue: VecDeque::new(),
             attempts: FuturesUnordered::new(),
@@ -138,6 +145,8 @@ impl Deliverer<'_> {
             exchange: None,
             exchange_since: None,
             asked: 0,
+            ahead_when_asked: false,
+            ran_out: false,
             room_when_asked: 0,
             exhausted: false,
             reconfigured: false,
@@ -203,6 +212,7 @@ impl Deliverer<'_> {
         while pipeline.attempts.len() < pipeline.webhook.leasing().concurrency() {
             let batch = pipeline.next_batch();
             if batch.is_empty() {
+                pipeline.ran_out |= pipeline.queue.is_empty() && pipeline.ahead_when_asked;
                 return;
             }
             let Some(clock) = pipeline.clock else {
@@ -268,8 +278,9 @@ impl Deliverer<'_> {
         let webhook = &pipeline.webhook;
         let unsent = pipeline.queue.len() + pipeline.attempts.len();
         let held = unsent + pipeline.finished.len();
-        let limit = if lease && !pipeline.exhausted && unsent <= webhook.leasing().ahead() / 2 {
-            (webhook.leasing().ahead() - unsent).min(webhook.leasing().held().saturating_sub(held))
+        let ahead = pipeline.ahead;
+        let limit = if lease && !pipeline.exhausted && unsent <= ahead.rows() / 2 {
+            (ahead.rows() - unsent).min(ahead.held().saturating_sub(held))
         } else {
             0
         };
@@ -309,6 +320,8 @@ impl Deliverer<'_> {
         pipeline.exchange = Some((Box::pin(exchanging), settled));
         pipeline.exchange_since = Some(now);
         pipeline.asked = limit;
+        pipeline.ahead_when_asked = limit > 0 && unsent > 0;
+        pipeline.ran_out = false;
         pipeline.room_when_asked = pipeline.users.as_ref().map_or(0, |users| users.room_made);
     }
 
@@ -322,6 +335,7 @@ impl Deliverer<'_> {
             clock,
         }: Attempted,
     ) {
+        pipeline.ahead.paced(pipeline.webhook.leasing(), took);
         for (settled, claimed_at) in settled {
             let kind = match &settled.outcome {
                 Outcome::Delivered => {
@@ -390,6 +404,9 @@ impl Deliverer<'_> {
                             leased.is_empty() && users.room_made == pipeline.room_when_asked
                         }
                     };
+                }
+                if pipeline.ran_out && !pipeline.exhausted {
+                    pipeline.ahead.ran_out();
                 }
                 if let Some(users) = &mut pipeline.users {
                     leased.iter().for_each(|event| users.leased(event));
