@@ -14,6 +14,7 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::lock::lock;
 use crate::log_recurring;
 use crate::metrics::{Delivery, Metrics, Response};
 use crate::recurring::Recurring;
@@ -62,6 +63,9 @@ struct Attempted {
 /// database's clock as it read it.
 type Exchanging = Pin<Box<dyn Future<Output = anyhow::Result<(Vec<Leased>, DbClock)>> + Send>>;
 
+/// The store's upkeep after an exchange (see [`exchange_then_upkeep`]).
+type Upkeep = tokio::task::JoinHandle<()>;
+
 /// A deliverer's state across its pipelines.
 pub(super) struct Deliverer<'a> {
     pub(super) pool: &'a Pool,
@@ -96,6 +100,9 @@ struct Pipeline {
     exchange: Option<(Exchanging, Arc<Vec<Settled>>)>,
     /// When the exchange under way started.
     exchange_since: Option<Instant>,
+    /// The store's upkeep after the last exchange, while it runs: the next
+    /// exchange waits for it.
+    upkeep: Option<Upkeep>,
     asked: usize,
     /// The exchange under way leases more while rows were still ahead...
     ahead_when_asked: bool,
@@ -119,6 +126,7 @@ struct Pipeline {
 enum Woken {
     Attempt(Attempted),
     Exchange(anyhow::Result<(Vec<Leased>, DbClock)>),
+    Upkept,
     Timer,
     Wake,
     Stop,
@@ -144,6 +152,7 @@ impl Deliverer<'_> {
             finished_since: None,
             exchange: None,
             exchange_since: None,
+            upkeep: None,
             asked: 0,
             ahead_when_asked: false,
             ran_out: false,
@@ -196,6 +205,7 @@ impl Deliverer<'_> {
                         return Ended::Stopped;
                     }
                 }
+                Woken::Upkept => pipeline.upkeep = None,
                 Woken::Wake => pipeline.exhausted = false,
                 Woken::Reconfigured => pipeline.reconfigured = true,
                 Woken::Timer | Woken::Stop => {}
@@ -266,13 +276,17 @@ impl Deliverer<'_> {
         });
     }
 
-    /// Starts an exchange with the outbox, unless one runs or waits out a
-    /// failure: it records what finished, and leases more rows when the queue
-    /// runs low and `leasing` allows.
+    /// Starts an exchange with the outbox, unless one runs, the upkeep
+    /// after the last does, or it waits out a failure: it records what
+    /// finished, and leases more rows when the queue runs low and `leasing`
+    /// allows.
     fn start_exchange(&self, pipeline: &mut Pipeline, leasing: Leasing) {
         let lease = leasing == Leasing::AsNeeded;
         let now = Instant::now();
-        if pipeline.exchange.is_some() || self.retry_at.is_some_and(|at| now < at) {
+        if pipeline.exchange.is_some()
+            || pipeline.upkeep.is_some()
+            || self.retry_at.is_some_and(|at| now < at)
+        {
             return;
         }
         let webhook = &pipeline.webhook;
@@ -307,17 +321,10 @@ impl Deliverer<'_> {
             spread: pipeline.users.as_ref().map(Users::spread),
             place: webhook.places_events(),
         });
-        let (pool, owner, recording) = (self.pool.clone(), self.owner.to_owned(), settled.clone());
-        let exchanging = async move {
-            let since = Instant::now();
-            let Exchanged { leased, now_ms } =
-                store::blocking(&pool, "leasing and recording events", move |connection| {
-                    outbox::exchange(connection, &owner, &recording, want)
-                })
-                .await?;
-            Ok((leased, DbClock::read(since, now_ms)))
-        };
-        pipeline.exchange = Some((Box::pin(exchanging), settled));
+        let (exchanging, upkeep) =
+            exchange_then_upkeep(self.pool, self.owner, settled.clone(), want);
+        pipeline.exchange = Some((exchanging, settled));
+        pipeline.upkeep = Some(upkeep);
         pipeline.exchange_since = Some(now);
         pipeline.asked = limit;
         pipeline.ahead_when_asked = limit > 0 && unsent > 0;
@@ -436,6 +443,52 @@ impl Deliverer<'_> {
     }
 }
 
+/// Starts an exchange with the outbox on tokio's blocking threads: it
+/// records `settled` and leases what `want` asks for. Its rows come back as
+/// soon as it commits; the store's upkeep after it (on SQLite, a checkpoint
+/// of the WAL once past its bound: up to 160 ms when a burst's claims had
+/// filled it) runs after, on the same connection, and the rows do not wait
+/// for it, as a claim's events do not (`store::alerts::after_claim`).
+fn exchange_then_upkeep(
+    pool: &Pool,
+    owner: &str,
+    settled: Arc<Vec<Settled>>,
+    want: Option<Want>,
+) -> (Exchanging, Upkeep) {
+    type Answer = anyhow::Result<(Vec<Leased>, DbClock)>;
+    let (answer, answered) = tokio::sync::oneshot::channel::<Answer>();
+    // The call answers once it committed; an error before (no connection, a
+    // failed exchange, a panic) is answered when the call ends.
+    let answer = Arc::new(std::sync::Mutex::new(Some(answer)));
+    let answer_at_commit = answer.clone();
+    let (pool, owner) = (pool.clone(), owner.to_owned());
+    let since = Instant::now();
+    let upkeep = tokio::spawn(async move {
+        let call = store::blocking(&pool, "leasing and recording events", move |connection| {
+            let Exchanged { leased, now_ms } =
+                outbox::exchange(connection, &owner, &settled, want)?;
+            if let Some(answer) = lock(&answer_at_commit).take() {
+                let _ = answer.send(Ok((leased, DbClock::read(since, now_ms))));
+            }
+            outbox::after_exchange(connection);
+            Ok(())
+        });
+        if let Err(error) = call.await
+            && let Some(answer) = lock(&answer).take()
+        {
+            let _ = answer.send(Err(error));
+        }
+    });
+    let exchanging = async move {
+        answered.await.unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "an exchange with the outbox never answered"
+            ))
+        })
+    };
+    (Box::pin(exchanging), upkeep)
+}
+
 /// Whether an exchange leases more rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leasing {
@@ -510,6 +563,7 @@ impl Pipeline {
             && self.attempts.is_empty()
             && self.finished.is_empty()
             && self.exchange.is_none()
+            && self.upkeep.is_none()
     }
 
     /// Waits for an attempt or the exchange to finish, a timer (recording
@@ -522,9 +576,10 @@ impl Pipeline {
         stop: &mut Stop,
         webhooks: &mut watch::Receiver<Webhook>,
     ) -> Woken {
-        // While an exchange runs, the next one waits for it, not for a timer.
+        // While an exchange or its upkeep runs, the next one waits for it,
+        // not for a timer.
         let timer = match retry_at {
-            _ if self.exchange.is_some() => None,
+            _ if self.exchange.is_some() || self.upkeep.is_some() => None,
             Some(at) if at > Instant::now() => Some(at),
             _ => self.finished_since.map(|since| since + RECORD_AFTER),
         };
@@ -535,12 +590,14 @@ impl Pipeline {
         let Pipeline {
             attempts,
             exchange,
+            upkeep,
             exhausted,
             ..
         } = self;
         tokio::select! {
             Some(done) = attempts.next(), if !quiet => Woken::Attempt(done),
             result = async { exchange.as_mut().expect("checked").0.as_mut().await }, if exchange.is_some() => Woken::Exchange(result),
+            _ = async { upkeep.as_mut().expect("checked").await }, if upkeep.is_some() => Woken::Upkept,
             () = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => Woken::Timer,
             () = wake.notified(), if *exhausted => Woken::Wake,
             Ok(()) = stop.changed(), if quiet => Woken::Stop,

@@ -370,7 +370,7 @@ pub fn claim(
 /// handed the claimed events on: the first events of a burst are not held
 /// by it.
 pub fn after_claim(connection: &mut Connection) {
-    connection.engine().after_claim();
+    connection.engine().after_write();
 }
 
 /// Up to `limit` alerts, newest first.

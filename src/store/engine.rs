@@ -181,10 +181,11 @@ pub(super) trait Engine: Shared + Send {
         now_ms: i64,
     ) -> Result<Claimed>;
 
-    /// The engine's upkeep after a claim, once its events are on their way
-    /// (SQLite: the WAL's checkpoint past its bound). Never fails: what it
-    /// does not do, the next does.
-    fn after_claim(&mut self) {}
+    /// The engine's upkeep after a write whose results are on their way: a
+    /// claim's events, an exchange's leased rows (SQLite: the WAL's
+    /// checkpoint past its bound). Never fails: what it does not do, the
+    /// next does.
+    fn after_write(&mut self) {}
 
     /// The alerts of `query`, for operators, newest first.
     fn list_alerts(&mut self, query: &AlertQuery<'_>) -> Result<Vec<AlertEntry>>;

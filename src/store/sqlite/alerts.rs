@@ -266,7 +266,7 @@ pub fn rearm_cooled_down(
 /// several transactions, each a claim of its own (`wal::claims_that_fit`);
 /// each transaction takes its turn at the write lock (`wal::Turn`) and may
 /// checkpoint the WAL after it, but the last: the caller does, through
-/// `Engine::after_claim`, once it has handed the claimed events on: a
+/// `Engine::after_write`, once it has handed the claimed events on: a
 /// checkpoint in a burst's first claim (copying up to 16 MiB) held its
 /// events back.
 pub fn claim(

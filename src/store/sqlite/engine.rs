@@ -183,7 +183,7 @@ impl Engine for Connection {
         Ok(alerts::claim(self, triggers, triggered_at, now_ms)?)
     }
 
-    fn after_claim(&mut self) {
+    fn after_write(&mut self) {
         super::wal::after_write(self);
     }
 

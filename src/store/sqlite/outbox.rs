@@ -25,7 +25,7 @@ pub fn exchange(
     settled: &[Settled],
     want: Option<Want>,
 ) -> rusqlite::Result<Exchanged> {
-    let turn = super::wal::Turn::take();
+    let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     record(&transaction, owner, settled, now_ms)?;
@@ -34,8 +34,6 @@ pub fn exchange(
         _ => Vec::new(),
     };
     transaction.commit()?;
-    drop(turn);
-    super::wal::after_write(connection);
     Ok(Exchanged { leased, now_ms })
 }
 
