@@ -91,10 +91,12 @@ impl LeasePolicy {
     }
 
     /// How long a lease lasts: a leased row waits behind at most `WAVES - 1`
-    /// waves of attempts, each bounded by the timeouts, then is sent itself,
-    /// then recorded. A row whose lease ran short anyway (a stalled database)
-    /// is given back unsent: a lease that ran out mid-attempt would let
-    /// another deliverer send the same row at the same time.
+    /// waves of attempts, each bounded by the timeouts (or as many more as
+    /// the last attempt's pace sends in that time: [`Ahead`]), then is sent
+    /// itself, then recorded. A row whose lease ran short anyway (a stalled
+    /// database, a receiver that slowed down) is given back unsent: a lease
+    /// that ran out mid-attempt would let another deliverer send the same
+    /// row at the same time.
     pub(super) fn lease(&self) -> Duration {
         self.attempt_bound * WAVES + LEASE_MARGIN
     }
@@ -196,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn the_rows_held_follow_the_concurrency_with_a_floor() {
+    fn the_rows_ahead_start_at_four_waves_within_a_floor_and_a_cap() {
         assert_eq!(policy(16).ahead(), 256);
         assert_eq!(policy(200).ahead(), 800);
         assert_eq!(policy(1024).ahead(), MAX_AHEAD);
