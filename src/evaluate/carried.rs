@@ -12,28 +12,38 @@
 //! # Ticks that write nothing
 //!
 //! Under a feed, a reacting job ticks hundreds of times a second, and
-//! nearly every tick claims nothing: it only records its tickers' observed
-//! prices and moves the job's watermark, a write transaction that dirties
-//! a page of `observations` for each ticker. When the tick's options allow
-//! it (`TickOptions::unwritten`: the daemon's reacting jobs), such a tick
-//! carries that progress instead. The first tick that must write (one
-//! that claims, holds or releases a ticker, brings a banded alert back,
-//! names alerts without a ticker, or observes a quote not surely newer
-//! than the price it replaces) writes every observed price carried with
-//! its own, as does the first that finds them older than
-//! [`WRITTEN_WITHIN`] or more than [`UNWRITTEN_AT_MOST`]; the daemon's
+//! each tick records its tickers' observed prices and moves the job's
+//! watermark, a write transaction that dirties a page of `observations`
+//! for each ticker, though most of its tickers claimed nothing. When the
+//! tick's options allow it (`TickOptions::unwritten`: the daemon's
+//! reacting jobs), a tick carries that progress instead, but for the
+//! prices of the tickers whose alerts it claimed: those it writes at once
+//! (a few rows, without the watermark). The first tick that must write
+//! everything (one that holds or releases a ticker, finds a triggered
+//! alert locked, brings a banded alert back, names alerts without a
+//! ticker, or observes a quote not surely newer than the price it
+//! replaces) writes every observed price carried with its own, as does
+//! the first that finds them older than [`WRITTEN_WITHIN`] or more than
+//! [`UNWRITTEN_AT_MOST`]; the daemon's
 //! loop writes them when that time comes and no tick did
 //! (`TickReport::unwritten`, `evaluate::write_carried`), and as it stops.
 //! Observed prices are carried for the process, as `observations` holds
 //! them for every job: a job judges a ticker from the price any tick here
 //! observed last ([`Unwritten::previous`]), as if it had been written.
 //!
-//! Why losing them loses nothing: a tick that wrote nothing had no effect
-//! anyone saw. It claimed nothing and sent nothing. If the process dies,
-//! or another daemon ticks the job, before its progress is written, the
-//! job's next tick reads its window again from the stored watermark and
-//! judges its tickers from their stored observed prices, as if those
-//! ticks had never run: a daemon that ticked less often judges the same.
+//! Why losing them loses nothing: what is carried had no effect anyone
+//! saw. A carried ticker's move claimed nothing and sent nothing; a
+//! claimed ticker's price was written with its claims' events on their
+//! way. If the process dies, or another daemon ticks the job, before its
+//! progress is written, the job's next tick reads its window again from
+//! the stored watermark and judges its tickers from their stored observed
+//! prices: a carried ticker's moves as if those ticks had never run (a
+//! daemon that ticked less often judges the same), a claimed ticker's
+//! from the price it was claimed at, which brings nothing a crossing did
+//! not already bring. Written later, a claimed ticker's price lost in a
+//! crash would let an alert re-armed meanwhile (a short cooldown, the
+//! application re-arming it) be judged from the older price, and fire a
+//! second arming for the crossing the first one reported.
 //! (Two jobs of one process ticking the same ticker at once may carry its
 //! older price over a newer one written meanwhile, as one tick's write
 //! may follow the other's read today: the later tick judges the move from
@@ -207,6 +217,17 @@ impl Unwritten {
             written.sort_unstable_by(|a, b| a.ticker.cmp(&b.ticker));
         }
         vec![written]
+    }
+
+    /// The carried prices of `tickers` give way to newer ones, written
+    /// now.
+    pub(super) fn forget<'t>(&mut self, tickers: impl IntoIterator<Item = &'t str>) {
+        for ticker in tickers {
+            self.observations.remove(ticker);
+        }
+        if self.observations.is_empty() {
+            self.since = None;
+        }
     }
 
     /// Whether any observed price is carried.

@@ -4,6 +4,7 @@
 //! later tick.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -24,6 +25,15 @@ use super::tick_report::TickReport;
 pub(super) struct Locked {
     pub alert_id: i64,
     pub ticker: String,
+}
+
+/// What a stage's claims left for the page's end: the triggered alerts
+/// someone else held locked, and the tickers whose alerts were claimed
+/// (their observed prices are written, never carried: `evaluate::carried`).
+#[derive(Default)]
+pub(super) struct Claims {
+    pub locked: Vec<Locked>,
+    pub tickers: HashSet<String>,
 }
 
 /// The size of a tick's first claim; each next one is twice as large, up to
@@ -95,16 +105,17 @@ pub(super) fn log_locked(recurring: &Mutex<Recurring>, locked: &[Locked]) {
 /// channel to the writer is bounded, and so is the one to the helpers (one
 /// batch each), so memory does not follow the number of alerts read. Counts
 /// into `report`; the first error, if any, after every reader and claimer
-/// finished. Returns the triggered alerts that were locked by others.
+/// finished. Returns the triggered alerts that were locked by others, and
+/// the tickers it claimed alerts of.
 pub(super) fn evaluate_and_claim(
     workers: &rayon::ThreadPool,
     readers: &Readers<'_>,
     writer: &mut store::Connection,
     options: &TickOptions<'_>,
     report: &mut TickReport,
-) -> anyhow::Result<Vec<Locked>> {
+) -> anyhow::Result<Claims> {
     if readers.work.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Claims::default());
     }
     // As many readers as the pool has connections for, each with one of
     // its own, taking the tasks in turn.
@@ -276,24 +287,26 @@ impl Outlet for RefCell<Claimer<'_, '_>> {
 }
 
 /// Every claiming thread's tally into `report`; the first error, if any;
-/// else the triggered alerts someone else held locked.
+/// else the triggered alerts someone else held locked, and the tickers
+/// claimed.
 fn add_up(
     tallies: Vec<Tally>,
     report: &mut TickReport,
     mut first_error: Option<anyhow::Error>,
-) -> anyhow::Result<Vec<Locked>> {
-    let mut locked = Vec::new();
+) -> anyhow::Result<Claims> {
+    let mut claims = Claims::default();
     for tally in tallies {
         report.triggered += tally.triggered;
         report.unclaimed += tally.unclaimed;
         report.claim_transactions += tally.transactions;
         report.claim_duration += tally.duration;
-        locked.extend(tally.locked);
+        claims.locked.extend(tally.locked);
+        claims.tickers.extend(tally.tickers);
         if let Some(error) = tally.error {
             first_error.get_or_insert(error);
         }
     }
-    first_error.map_or(Ok(locked), Err)
+    first_error.map_or(Ok(claims), Err)
 }
 
 /// What one claiming thread did.
@@ -303,6 +316,8 @@ struct Tally {
     /// Triggers whose claim failed, or was not tried after a failure.
     unclaimed: u64,
     locked: Vec<Locked>,
+    /// The tickers of the alerts claimed.
+    tickers: HashSet<String>,
     transactions: u64,
     duration: Duration,
     error: Option<anyhow::Error>,
@@ -340,6 +355,8 @@ impl Tally {
                         .filter(|trigger| claimed.ids.contains(&trigger.alert_id))
                         .collect();
                     claimed_hook(&triggers);
+                    self.tickers
+                        .extend(triggers.iter().map(|trigger| trigger.ticker.clone()));
                 }
                 self.triggered += claimed.ids.len() as u64;
                 self.transactions += 1;

@@ -35,8 +35,9 @@ pub const HEAD_START_AFTER: usize = 1024;
 /// Reads the tick's window, and judges and claims the alerts of the first
 /// `options.head_start` moved tickers in it, if more moved. Counts what it
 /// read and claimed into `report`; what it planned and found malformed,
-/// the tick counts. Returns the tick's start (its window and holds), and
-/// the tickers it judged that had enabled alerts, for `prepare`; where the
+/// the tick counts. Returns the tick's start (its window and holds), the
+/// tickers it judged that had enabled alerts, for `prepare`, and those it
+/// claimed alerts of, whose prices the tick writes; where the
 /// window starts follows what the job carries (`carry`). A held
 /// ticker among them is judged from the window's start here: the tick
 /// judges it from its hold.
@@ -48,10 +49,10 @@ pub(super) fn head_start(
     carry: &mut Carry,
     now: chrono::DateTime<chrono::Utc>,
     report: &mut TickReport,
-) -> anyhow::Result<(Start, HashSet<String>)> {
+) -> anyhow::Result<(Start, HashSet<String>, HashSet<String>)> {
     let (start, candidates) = first_moved(writer, options, carry)?;
     let Some(candidates) = candidates else {
-        return Ok((start, HashSet::new()));
+        return Ok((start, HashSet::new(), HashSet::new()));
     };
     let window = start.window;
     // Every move read: a head start comes after a large move, and its
@@ -79,12 +80,12 @@ pub(super) fn head_start(
     let claimed = evaluate_and_claim(workers, &readers, writer, options, report);
     report.evaluated += readers.read.into_inner();
     // Rows someone else holds locked are the tick's to hold back.
-    claimed?;
+    let claimed = claimed?.tickers;
     let judged = plan
         .work
         .into_iter()
         .filter(|work| work.observe)
         .map(|work| work.ticker)
         .collect();
-    Ok((start, judged))
+    Ok((start, judged, claimed))
 }

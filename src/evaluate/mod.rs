@@ -168,7 +168,7 @@ fn stages(
     apply_what_came_due(&mut writer, now, options.memory, report)?;
     let job = watermark_key(options);
     let mut carry = lock(&options.memory.carried).take(&job);
-    let (start, judged_ahead) =
+    let (start, judged_ahead, claimed_ahead) =
         head_start(workers, pool, &mut writer, options, &mut carry, now, report)?;
     let head_started = started.elapsed();
     let mut pages = Pages {
@@ -179,6 +179,7 @@ fn stages(
         now,
         judged_ahead,
         locked: Vec::new(),
+        claimed: claimed_ahead,
         watermark: Watermark::new(job, start.window, start.holds),
         carry,
         window_alerts: None,

@@ -122,6 +122,9 @@ pub(super) struct Carrying<'c> {
     /// The process's, with its observed prices not written.
     pub(super) carried: &'c Mutex<Carried>,
     pub(super) unwritten: bool,
+    /// The tickers whose alerts the tick claimed: their prices are written
+    /// at once, whatever is carried.
+    pub(super) claimed: &'c HashSet<String>,
 }
 
 /// After every claim of a page committed: first the banded alerts waiting
@@ -139,10 +142,11 @@ pub(super) struct Carrying<'c> {
 /// itself, which brings nothing a crossing did not already bring.
 ///
 /// A page that may (`carrying`), and that holds back no ticker and brings
-/// no alert back, in a job that holds none back, writes nothing: its
+/// no alert back, in a job that holds none back, writes only the observed
+/// prices of the tickers whose alerts the tick claimed, if any: its other
 /// observed prices, and with the last page the watermark, are carried to
 /// a later tick, within their bounds (`evaluate::carried`). A page that
-/// writes writes what is carried too.
+/// writes everything writes what is carried too.
 pub(super) fn observe(
     writer: &mut store::Connection,
     watermark: &mut Watermark,
@@ -188,8 +192,10 @@ pub(super) fn observe(
         }
     }
     let holds_none = !brings_back && held.is_empty();
-    let Some(writes) = carry_or_write(&mut carrying, watermark, observed, holds_none) else {
-        return Ok(());
+    let writes = match carry_or_write(&mut carrying, watermark, observed, holds_none) {
+        Ending::Carried => return Ok(()),
+        Ending::Claimed(claimed) => return write(writer, vec![claimed], None, now),
+        Ending::All(writes) => writes,
     };
     let advance = watermark.advance();
     let advance = advance.as_ref().map(|(to, held, released)| Advance {
@@ -224,37 +230,68 @@ fn write(
     Ok(())
 }
 
-/// A page's end without a write, if it may (`carrying`), its quotes are
-/// newer than those its tickers were judged from, nothing held back
+/// What a page's end writes.
+enum Ending {
+    /// Nothing: its progress is carried.
+    Carried,
+    /// The observed prices of the tickers claimed, without the watermark:
+    /// the rest is carried.
+    Claimed(Vec<Observation>),
+    /// Every observed price, carried ones too, in one write or two
+    /// (`Unwritten::with`), the watermark with the last.
+    All(Vec<Vec<Observation>>),
+}
+
+/// A page's end, carried if it may (`carrying`), its quotes are newer
+/// than those its tickers were judged from, nothing held back
 /// (`holds_none`: and no banded alert came back) and the job holds none:
 /// its observed prices, and with the last page the watermark, are carried
-/// within their bounds, and `None` is left to write. Otherwise, the
-/// observed prices to write, with every one carried (`Unwritten::with`).
+/// within their bounds, but for those of the tickers claimed, which are
+/// written at once (a claimed ticker's price is never lost in a crash:
+/// judged from an older one, an alert re-armed meanwhile would fire again
+/// for the crossing just claimed). Otherwise, everything is written.
 fn carry_or_write(
     carrying: &mut Carrying<'_>,
     watermark: &Watermark,
     observed: Vec<(Observation, bool)>,
     holds_none: bool,
-) -> Option<Vec<Vec<Observation>>> {
+) -> Ending {
     let at = Instant::now();
     let mut carried = lock(carrying.carried);
+    let (claimed, observed): (Vec<_>, Vec<_>) = observed
+        .into_iter()
+        .partition(|(observation, _)| carrying.claimed.contains(&observation.ticker));
     let carries = carrying.unwritten
         && holds_none
         && watermark.holds.is_empty()
         && watermark.holding.is_empty()
         && watermark.deferred.is_none()
-        && observed.iter().all(|(_, newer)| *newer)
+        && claimed.iter().chain(&observed).all(|(_, newer)| *newer)
         && carrying.carry.may_wait(at)
         && carried.unwritten.may_keep(observed.len(), at);
     if !carries {
-        return Some(carried.unwritten.with(observed));
+        let mut observed = observed;
+        observed.extend(claimed);
+        return Ending::All(carried.unwritten.with(observed));
     }
+    let claimed: Vec<Observation> = claimed
+        .into_iter()
+        .map(|(observation, _)| observation)
+        .collect();
+    // Each claimed ticker's newer price replaces the one carried.
+    carried
+        .unwritten
+        .forget(claimed.iter().map(|seen| seen.ticker.as_str()));
     let observed = observed.into_iter().map(|(observation, _)| observation);
     carried.unwritten.keep(observed.collect(), at);
     if let Some((to, _, _)) = watermark.advance() {
         carrying.carry.moved(to, at);
     }
-    None
+    if claimed.is_empty() {
+        Ending::Carried
+    } else {
+        Ending::Claimed(claimed)
+    }
 }
 
 /// Writes what the ticks of the job keyed `job` carry unwritten: the

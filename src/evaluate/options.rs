@@ -46,8 +46,9 @@ pub struct TickOptions<'a> {
     /// this, not the number of tickers that changed.
     pub page: usize,
     /// Whether a tick that would write only observed prices and the
-    /// watermark may carry them to a later tick instead, which writes
-    /// them within `evaluate::WRITTEN_WITHIN` (`evaluate::carried`): the
+    /// watermark may carry them to a later tick instead (but for the
+    /// prices of the tickers it claimed), which writes them within
+    /// `evaluate::WRITTEN_WITHIN` (`evaluate::carried`): the
     /// daemon's reacting jobs, whose carried progress it writes when that
     /// time comes. Otherwise every tick writes its own.
     pub unwritten: bool,

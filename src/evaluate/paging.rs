@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use crate::store::{self, Pool, changes};
 
 use super::carried::Carry;
-use super::claim::{Locked, evaluate_and_claim};
+use super::claim::{Claims, Locked, evaluate_and_claim};
 use super::malformed::{Warnings, name_blank_ticker_alerts};
 use super::observe::{Carrying, Watermark, observe};
 use super::options::TickOptions;
@@ -59,6 +59,9 @@ pub(super) struct Pages<'a, 'w> {
     pub(super) judged_ahead: HashSet<String>,
     /// Triggered alerts someone else held locked, over every page.
     pub(super) locked: Vec<Locked>,
+    /// The tickers whose alerts the tick claimed, over every page and the
+    /// head start: their observed prices are written, not carried.
+    pub(super) claimed: HashSet<String>,
     pub(super) watermark: Watermark,
     /// What the job carries from its last tick here: its quiet bands, and
     /// its progress not written yet.
@@ -183,12 +186,12 @@ impl Pages<'_, '_> {
             quiet: Mutex::default(),
             warnings,
         };
-        let triggered = report.triggered;
         let claimed = evaluate_and_claim(self.workers, &readers, self.writer, options, report);
         report.evaluated += readers.read.into_inner();
         report.malformed_alerts += readers.malformed.into_inner();
         report.snoozed += readers.snoozed.into_inner();
-        let locked = claimed?;
+        let Claims { locked, tickers } = claimed?;
+        self.claimed.extend(tickers);
         let quiet = readers
             .quiet
             .into_inner()
@@ -196,12 +199,10 @@ impl Pages<'_, '_> {
         self.learn_bands(&quiet)?;
         let judged = Instant::now();
         self.phases.evaluate_and_claim += judged - started;
-        // Only a page that claimed nothing and named nothing may leave
-        // its progress unwritten.
-        let unwritten = options.unwritten
-            && report.triggered == triggered
-            && locked.is_empty()
-            && !plan.blank_tickers;
+        // Only a page that named nothing and found nothing locked may
+        // leave its progress unwritten; one that claimed writes the prices
+        // of the tickers it claimed.
+        let unwritten = options.unwritten && locked.is_empty() && !plan.blank_tickers;
         observe(
             self.writer,
             &mut self.watermark,
@@ -211,6 +212,7 @@ impl Pages<'_, '_> {
                 carry: &mut self.carry,
                 carried: &options.memory.carried,
                 unwritten,
+                claimed: &self.claimed,
             },
             self.now,
             report,

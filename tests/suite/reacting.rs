@@ -361,9 +361,10 @@ on_every_engine! {
 
         // A change whose run cannot end: it crosses a level, so the run
         // must write (a run that claims nothing may carry its progress
-        // unwritten), and the application holds what the run's writes need
-        // (SQLite's write lock, taken right after the change commits;
-        // PostgreSQL's watermark row).
+        // unwritten; one that claims writes its claimed ticker's observed
+        // price at once), and the application holds what the run's writes
+        // need (SQLite's write lock, taken right after the change commits;
+        // on PostgreSQL, the ticker's row of observed prices).
         let mut hold = Instant::now();
         let mut runs = 7.0;
         match engine {
@@ -409,9 +410,10 @@ on_every_engine! {
                 )
                 .unwrap();
                 let mut holding = app.transaction().unwrap();
-                holding
-                    .batch_execute("SELECT * FROM job_watermarks FOR UPDATE")
+                let observed = holding
+                    .execute("SELECT * FROM observations WHERE ticker = 'P-1' FOR UPDATE", &[])
                     .unwrap();
+                assert_eq!(observed, 1, "P-1's observed price is written");
                 db.set_quote("P-1", 1000.5);
                 let lag = wait_for_lag(&pace);
                 assert!(lag <= hold.elapsed().as_secs_f64(), "{lag}");
