@@ -157,10 +157,7 @@ fn standings(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let asked: Vec<store::changes::Asked<'_>> = tickers
-        .iter()
-        .map(|ticker| store::changes::Asked::prices(ticker))
-        .collect();
+    let asked: Vec<(&str, bool)> = tickers.iter().map(|ticker| (*ticker, false)).collect();
     let states = store::changes::ticker_states(connection, &asked)?;
     let by_ticker: std::collections::HashMap<String, store::changes::TickerState> = tickers
         .iter()

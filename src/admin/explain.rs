@@ -91,7 +91,7 @@ fn explain(
         .context("reading the alert")?
         .with_context(|| format!("alert {id} does not exist"))?;
     let now = store::clock::now(connection).context("reading the database's clock")?;
-    let ticker = changes::ticker_states(connection, &[changes::Asked::prices(&alert.ticker)])
+    let ticker = changes::ticker_states(connection, &[(alert.ticker.as_str(), false)])
         .context("reading the quote")?
         .pop()
         .unwrap_or_default();

@@ -2,14 +2,13 @@
 //! re-arms, then the window of changes since the job's watermark and the
 //! tickers they concern.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use crate::store::alerts;
-use crate::store::changes::{Asked, ChangedTicker, TickerState};
-use crate::store::observations::Observation;
+use crate::store::changes::{ChangedTicker, TickerState};
 use crate::store::watermarks::Hold;
 use crate::store::{self, changes, watermarks};
 
@@ -176,13 +175,14 @@ pub(super) fn prepare(
         });
         let held = held_in(holds, after, next.as_deref());
         let changed = with_holds(changed, held);
-        let candidates = candidates(reader, options.memory, in_scope(options, changed))?;
+        let candidates = candidates(reader, in_scope(options, changed))?;
         Ok(Page { candidates, next })
     })
     .context("reading what changed")?;
     for candidate in &mut page.candidates {
         candidate.has_alerts |= judged_ahead.contains(&candidate.ticker);
     }
+    carried_previous(options.memory, &mut page.candidates);
     Ok(page)
 }
 
@@ -218,14 +218,9 @@ pub(super) fn first_moved(
         tickers.retain(|ticker| options.scope.covers(ticker));
         tickers.truncate(head_start);
         tickers.sort_unstable();
-        let carried = carried_of(options.memory, tickers.iter().map(String::as_str));
-        let asked: Vec<Asked<'_>> = tickers
+        let asked: Vec<(&str, bool)> = tickers
             .iter()
-            .map(|ticker| Asked {
-                ticker,
-                alerts: true,
-                observed: !carried.contains_key(ticker),
-            })
+            .map(|ticker| (ticker.as_str(), true))
             .collect();
         let states = changes::ticker_states(reader, &asked)
             .context("reading the first changed tickers' quotes and observed prices")?;
@@ -248,32 +243,34 @@ pub(super) fn first_moved(
                     has_alerts: false,
                     waiting: false,
                 };
-                take_state(&mut candidate, state, &carried);
+                take_state(&mut candidate, state);
                 candidate
             })
             .collect();
         Ok((start, Some(candidates)))
     })
     .context("reading what changed first")
+    .map(|(start, mut candidates): (Start, Option<Vec<Candidate>>)| {
+        if let Some(candidates) = &mut candidates {
+            carried_previous(options.memory, candidates);
+        }
+        (start, candidates)
+    })
 }
 
-/// The observed prices the process carries unwritten (`evaluate::carried`)
-/// of `tickers`, as they are now: each newer than the stored one, which
-/// is then not read.
-fn carried_of<'t>(
-    memory: &TickMemory,
-    tickers: impl Iterator<Item = &'t str>,
-) -> HashMap<String, Observation> {
+/// The observed prices the process carries unwritten
+/// (`evaluate::carried`), over the stored ones.
+fn carried_previous(memory: &TickMemory, candidates: &mut [Candidate]) {
     let carried = lock(&memory.carried);
     if carried.unwritten.is_empty() {
-        return HashMap::new();
+        return;
     }
-    tickers
-        .filter_map(|ticker| {
-            let seen = carried.unwritten.previous(ticker)?;
-            Some((ticker.to_owned(), seen.clone()))
-        })
-        .collect()
+    for candidate in candidates {
+        if let Some(carried) = carried.unwritten.previous(&candidate.ticker) {
+            candidate.previous = Some(carried.price);
+            candidate.previous_time = Some(carried.quote_time.clone());
+        }
+    }
 }
 
 /// The holds of the tickers after `after`, up to `next` (to the last for
@@ -345,21 +342,17 @@ fn in_scope(
 /// slice of tickers.
 fn candidates(
     reader: &mut store::Connection,
-    memory: &TickMemory,
     changed: Vec<(ChangedTicker, Option<i64>)>,
 ) -> anyhow::Result<Vec<Candidate>> {
     let mut candidates = Vec::with_capacity(changed.len());
     for slice in changed.chunks(4096) {
-        let carried = carried_of(
-            memory,
-            slice.iter().map(|(changed, _)| changed.ticker.as_str()),
-        );
-        let asked: Vec<Asked<'_>> = slice
+        let asked: Vec<(&str, bool)> = slice
             .iter()
-            .map(|(changed, held_since)| Asked {
-                ticker: &changed.ticker,
-                alerts: changed.moved || held_since.is_some(),
-                observed: !carried.contains_key(&changed.ticker),
+            .map(|(changed, held_since)| {
+                (
+                    changed.ticker.as_str(),
+                    changed.moved || held_since.is_some(),
+                )
             })
             .collect();
         let states = changes::ticker_states(reader, &asked)
@@ -380,7 +373,7 @@ fn candidates(
                 has_alerts: false,
                 waiting: false,
             };
-            take_state(&mut candidate, state, &carried);
+            take_state(&mut candidate, state);
             candidates.push(candidate);
         }
     }
@@ -388,27 +381,14 @@ fn candidates(
 }
 
 /// A candidate's quote, observed price and whether it has enabled alerts,
-/// from its state (none for a blank ticker), the observed price the one
-/// the process carries unwritten, if it does (`carried`).
-fn take_state(
-    candidate: &mut Candidate,
-    state: TickerState,
-    carried: &HashMap<String, Observation>,
-) {
+/// from its state (none for a blank ticker).
+fn take_state(candidate: &mut Candidate, state: TickerState) {
     if candidate.ticker.trim().is_empty() {
         return;
     }
     candidate.quote = state.quote;
-    match carried.get(&candidate.ticker) {
-        Some(seen) => {
-            candidate.previous = Some(seen.price);
-            candidate.previous_time = Some(seen.quote_time.clone());
-        }
-        None => {
-            candidate.previous = state.previous;
-            candidate.previous_time = state.previous_time;
-        }
-    }
+    candidate.previous = state.previous;
+    candidate.previous_time = state.previous_time;
     candidate.has_alerts = candidate.change.changed_alerts.is_some() || state.has_alerts;
     candidate.waiting = state.waiting;
 }

@@ -280,35 +280,13 @@ pub struct TickerState {
     pub waiting: bool,
 }
 
-/// What [`ticker_states`] reads of one ticker, besides its quote.
-#[derive(Debug, Clone, Copy)]
-pub struct Asked<'t> {
-    pub ticker: &'t str,
-    /// Whether it has enabled alerts, and alerts waiting (`false` in the
-    /// state otherwise).
-    pub alerts: bool,
-    /// Its observed price: not where the caller knows a newer one (the
-    /// process carries it unwritten). An engine may read it anyway.
-    pub observed: bool,
-}
-
-impl<'t> Asked<'t> {
-    /// Its quote and observed price only.
-    pub fn prices(ticker: &'t str) -> Asked<'t> {
-        Asked {
-            ticker,
-            alerts: false,
-            observed: true,
-        }
-    }
-}
-
-/// The state of each ticker of `tickers`, as asked, in their order, read
-/// in the caller's transaction: a few statements for all of them, not a
-/// few per ticker, where statements cost a round trip.
+/// The state of each ticker of `tickers` (each with whether to look for
+/// enabled alerts), in their order, read in the caller's transaction: a few
+/// statements for all of them, not a few per ticker, where statements cost
+/// a round trip.
 pub fn ticker_states(
     connection: &mut Connection,
-    tickers: &[Asked<'_>],
+    tickers: &[(&str, bool)],
 ) -> Result<Vec<TickerState>> {
     connection.engine().ticker_states(tickers)
 }

@@ -467,23 +467,10 @@ on_every_engine! {
         changes::each_changed_alert_of(&mut c, &["AAPL"], -1, until, &mut read).unwrap();
         assert_eq!(read.0.len(), 2);
 
-        let states = changes::ticker_states(
-            &mut c,
-            &[
-                changes::Asked { ticker: "AAPL", alerts: true, observed: true },
-                changes::Asked { ticker: "NONE", alerts: true, observed: true },
-            ],
-        ).unwrap();
+        let states = changes::ticker_states(&mut c, &[("AAPL", true), ("NONE", true)]).unwrap();
         assert_eq!(states[0].quote.as_ref().map(|(price, _)| *price), Some(Some(120.0)));
         assert!(states[0].has_alerts && states[0].previous.is_none());
         assert!(states[1].quote.is_none() && !states[1].has_alerts);
-        // Without its observed price (the caller carries a newer one).
-        let states = changes::ticker_states(
-            &mut c,
-            &[changes::Asked { ticker: "AAPL", alerts: true, observed: false }],
-        ).unwrap();
-        assert_eq!(states[0].quote.as_ref().map(|(price, _)| *price), Some(Some(120.0)));
-        assert!(states[0].has_alerts);
 
         // A move to 120 reaches the alert above 100, not the one below 50.
         let mut reached = Ids::default();
@@ -506,7 +493,7 @@ on_every_engine! {
         assert_eq!(observations::get(&mut c, "AAPL").unwrap(), Some(120.0));
         assert_eq!(watermarks::get(&mut c, "job").unwrap(), Some(until));
         assert_eq!(watermarks::get(&mut c, "other").unwrap(), None);
-        let states = changes::ticker_states(&mut c, &[changes::Asked::prices("AAPL")]).unwrap();
+        let states = changes::ticker_states(&mut c, &[("AAPL", false)]).unwrap();
         assert_eq!(states[0].previous, Some(120.0));
         // The log is pruned up to the only job's watermark, once, when no
         // transaction that began before it is open (on PostgreSQL, one in

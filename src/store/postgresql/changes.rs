@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use postgres::fallible_iterator::FallibleIterator as _;
 
-use crate::store::changes::{Asked, ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
+use crate::store::changes::{ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
 
 use super::rows::{alert_columns, alert_row};
 use super::{PgConnection, PgResult as Result};
@@ -138,12 +138,12 @@ pub fn prune_change_log(connection: &mut PgConnection, cutoff: &str) -> Result<u
 const CHUNK: usize = 500;
 
 /// One statement per chunk of tickers: their quotes, observations (price and
-/// quote time, asked or not: the statement costs the same round trip) and
-/// (where asked) whether they have enabled alerts, and alerts waiting for
-/// their price to come back.
+/// quote time) and (where
+/// asked) whether they have enabled alerts, and alerts waiting for their
+/// price to come back.
 pub fn ticker_states(
     connection: &mut PgConnection,
-    tickers: &[Asked<'_>],
+    tickers: &[(&str, bool)],
 ) -> Result<Vec<TickerState>> {
     let statement = connection.prepared(
         "SELECT q.price::float8, q.updated_at::text, q.ticker IS NOT NULL, o.price,
@@ -162,8 +162,8 @@ pub fn ticker_states(
     )?;
     let mut states = Vec::with_capacity(tickers.len());
     for chunk in tickers.chunks(CHUNK) {
-        let names: Vec<&str> = chunk.iter().map(|asked| asked.ticker).collect();
-        let asks: Vec<bool> = chunk.iter().map(|asked| asked.alerts).collect();
+        let names: Vec<&str> = chunk.iter().map(|(ticker, _)| *ticker).collect();
+        let asks: Vec<bool> = chunk.iter().map(|(_, ask)| *ask).collect();
         for row in connection.client().query(&statement, &[&names, &asks])? {
             let quoted: bool = row.try_get(2)?;
             states.push(TickerState {

@@ -10,9 +10,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::store::alerts::AlertRow;
-use crate::store::changes::{
-    Asked, ChangedTicker, Horizon, Move, Nearest, Page, Reading, TickerState,
-};
+use crate::store::changes::{ChangedTicker, Horizon, Move, Nearest, Page, Reading, TickerState};
 
 use super::rows::alert_row;
 use crate::condition::{Indexed, REACH, Range};
@@ -171,26 +169,27 @@ fn text_of(value: ValueRef<'_>) -> Cow<'_, str> {
 
 /// One ticker after another (a statement costs no round trip here), one
 /// statement each: its quote (if any), its observed price and that quote's
-/// time where asked, and whether it has enabled alerts (through
-/// `idx_price_alerts_enabled`) and alerts waiting, where asked. Where the
-/// observed price is not asked, its two seeks (the table's key, then its
-/// row) are not made: after the feed's last commit every page they touch
-/// is read again.
+/// time, and whether it
+/// has enabled alerts (through `idx_price_alerts_enabled`), where asked.
 pub fn ticker_states(
     connection: &Connection,
-    tickers: &[Asked<'_>],
+    tickers: &[(&str, bool)],
 ) -> rusqlite::Result<Vec<TickerState>> {
-    let mut with_observed = connection.prepare_cached(&state_statement(true))?;
-    let mut without = connection.prepare_cached(&state_statement(false))?;
+    let mut statement = connection.prepare_cached(
+        "SELECT q.price, q.updated_at, q.ticker IS NOT NULL, o.price,
+                ?2 AND EXISTS (SELECT 1 FROM price_alerts WHERE ticker = ?1 AND enabled = 1),
+                ?2 AND (EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_return_below
+                                WHERE ticker = ?1 AND return_below IS NOT NULL AND enabled = 0)
+                        OR EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_return_above
+                                   WHERE ticker = ?1 AND return_above IS NOT NULL AND enabled = 0)),
+                o.quote_time
+         FROM (SELECT 1) LEFT JOIN quotes AS q ON q.ticker = ?1
+         LEFT JOIN observations AS o ON o.ticker = ?1",
+    )?;
     tickers
         .iter()
-        .map(|asked| {
-            let statement = if asked.observed {
-                &mut with_observed
-            } else {
-                &mut without
-            };
-            statement.query_row(params![asked.ticker, asked.alerts], |row| {
+        .map(|&(ticker, ask_alerts)| {
+            statement.query_row(params![ticker, ask_alerts], |row| {
                 let quoted: bool = row.get(2)?;
                 Ok(TickerState {
                     quote: quoted
@@ -211,30 +210,6 @@ pub fn ticker_states(
             })
         })
         .collect()
-}
-
-/// The statement of [`ticker_states`], with the observed price or without.
-fn state_statement(observed: bool) -> String {
-    let (price, time, join) = if observed {
-        (
-            "o.price",
-            "o.quote_time",
-            "LEFT JOIN observations AS o ON o.ticker = ?1",
-        )
-    } else {
-        ("NULL", "NULL", "")
-    };
-    format!(
-        "SELECT q.price, q.updated_at, q.ticker IS NOT NULL, {price},
-                ?2 AND EXISTS (SELECT 1 FROM price_alerts WHERE ticker = ?1 AND enabled = 1),
-                ?2 AND (EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_return_below
-                                WHERE ticker = ?1 AND return_below IS NOT NULL AND enabled = 0)
-                        OR EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_return_above
-                                   WHERE ticker = ?1 AND return_above IS NOT NULL AND enabled = 0)),
-                {time}
-         FROM (SELECT 1) LEFT JOIN quotes AS q ON q.ticker = ?1
-         {join}"
-    )
 }
 
 /// Rests in one snapshot at most: a read holds one read transaction
