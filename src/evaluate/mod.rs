@@ -179,7 +179,7 @@ fn stages(
         now,
         judged_ahead,
         locked: Vec::new(),
-        claimed: claimed_ahead,
+        claimed_ahead,
         watermark: Watermark::new(job, start.window, start.holds),
         carry,
         window_alerts: None,

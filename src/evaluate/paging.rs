@@ -59,9 +59,10 @@ pub(super) struct Pages<'a, 'w> {
     pub(super) judged_ahead: HashSet<String>,
     /// Triggered alerts someone else held locked, over every page.
     pub(super) locked: Vec<Locked>,
-    /// The tickers whose alerts the tick claimed, over every page and the
-    /// head start: their observed prices are written, not carried.
-    pub(super) claimed: HashSet<String>,
+    /// The tickers whose alerts the head start claimed (at most
+    /// `HEAD_START`): with those each page claimed, their observed prices
+    /// are written, not carried.
+    pub(super) claimed_ahead: HashSet<String>,
     pub(super) watermark: Watermark,
     /// What the job carries from its last tick here: its quiet bands, and
     /// its progress not written yet.
@@ -190,8 +191,13 @@ impl Pages<'_, '_> {
         report.evaluated += readers.read.into_inner();
         report.malformed_alerts += readers.malformed.into_inner();
         report.snoozed += readers.snoozed.into_inner();
-        let Claims { locked, tickers } = claimed?;
-        self.claimed.extend(tickers);
+        let Claims {
+            locked,
+            tickers: mut claimed,
+        } = claimed?;
+        // Each ticker is in one page: the page's own claimed tickers, and
+        // the head start's, are all it needs.
+        claimed.extend(self.claimed_ahead.iter().cloned());
         let quiet = readers
             .quiet
             .into_inner()
@@ -212,7 +218,7 @@ impl Pages<'_, '_> {
                 carry: &mut self.carry,
                 carried: &options.memory.carried,
                 unwritten,
-                claimed: &self.claimed,
+                claimed: &claimed,
             },
             self.now,
             report,
