@@ -238,6 +238,32 @@ fn both(dbs: &[&Db; 2], sql: &str, values: &[Param]) {
     }
 }
 
+/// The options of a tick of the config's job (named `evaluate`) over
+/// `scope`, with the daemon's head start and pages: `fetched` the tickers
+/// whose quotes were fetched (`None`: every quote as written), `unwritten`
+/// whether it may carry its progress, as a reacting job's may.
+fn job_options<'a>(
+    config: &'a Config,
+    scope: &'a Scope,
+    memory: &'a evaluate::TickMemory,
+    fetched: Option<&'a HashSet<String>>,
+    unwritten: bool,
+) -> TickOptions<'a> {
+    TickOptions {
+        job: "evaluate",
+        evaluator: &config.evaluator,
+        max_age: MAX_AGE,
+        scope,
+        fetched,
+        memory,
+        claimed: &|_| {},
+        head_start: evaluate::HEAD_START,
+        head_start_after: evaluate::HEAD_START_AFTER,
+        page: evaluate::PAGE,
+        unwritten,
+    }
+}
+
 /// What a tick of both databases needs.
 struct Ticked<'a> {
     fast: &'a Db,
@@ -716,19 +742,7 @@ on_every_engine! {
         // The config's job (all tickers, the default quote age), which
         // `alerts explain` reads.
         let tick = |fetched: &HashSet<String>| {
-            let options = TickOptions {
-                job: "evaluate",
-                evaluator: &config.evaluator,
-                max_age: MAX_AGE,
-                scope: &scope,
-                fetched: Some(fetched),
-                memory: &memory,
-                claimed: &|_| {},
-                head_start: evaluate::HEAD_START,
-                head_start_after: evaluate::HEAD_START_AFTER,
-                page: evaluate::PAGE,
-                unwritten: false,
-            };
+            let options = job_options(&config, &scope, &memory, Some(fetched), false);
             evaluate::tick(&workers, &pool, &options).unwrap()
         };
         let all: HashSet<String> = others.iter().cloned().chain(["HELD".into()]).collect();
@@ -862,19 +876,7 @@ on_every_engine! {
         db.set_quote("CROSS", 100.0);
         let crossing = db.add_alert("CROSS", "crossing_up", 110.0);
         let tick = |memory: &evaluate::TickMemory| {
-            let options = TickOptions {
-                job: "evaluate",
-                evaluator: &config.evaluator,
-                max_age: MAX_AGE,
-                scope: &scope,
-                fetched: None,
-                memory,
-                claimed: &|_| {},
-                head_start: evaluate::HEAD_START,
-                head_start_after: evaluate::HEAD_START_AFTER,
-                page: evaluate::PAGE,
-                unwritten: true,
-            };
+            let options = job_options(&config, &scope, memory, None, true);
             evaluate::tick(&workers, &pool, &options).unwrap()
         };
         let job = evaluate::watermark_of("evaluate", &scope, MAX_AGE);
