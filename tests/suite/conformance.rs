@@ -184,6 +184,48 @@ on_every_engine! {
 }
 
 on_every_engine! {
+    /// The tickers the feed must keep fresh (what `/metrics` reads each
+    /// scrape): each ticker with an enabled alert once, in order, with its
+    /// quote's time or none; not a ticker whose alerts are all disabled,
+    /// however many it has, nor one before or after the others.
+    fn the_tickers_with_enabled_alerts_answer_alike(engine: Engine) {
+        let (_db, mut c, now) = opened(engine);
+        assert!(quotes::alerted(&mut c).unwrap().is_empty());
+        let mut add = |ticker, enabled: bool| {
+            let id = alerts::add(&mut c, &alert(ticker, "above", 1.0), &stamp(now)).unwrap();
+            if !enabled {
+                assert!(alerts::disable(&mut c, id).unwrap());
+            }
+        };
+        for (ticker, enabled) in [
+            ("A", true), ("B", false), ("B", false), ("B", true), ("B", false),
+            ("C", false), ("D", true), ("D", true), ("E", false), ("E", false),
+        ] {
+            add(ticker, enabled);
+        }
+        let quoted = ["A", "B", "C", "E"];
+        let new_quotes: Vec<NewQuote> = quoted
+            .iter()
+            .enumerate()
+            .map(|(n, ticker)| NewQuote {
+                ticker: (*ticker).into(),
+                price: 1.0,
+                updated_at: format!("2026-12-0{}T00:00:00Z", n + 1),
+            })
+            .collect();
+        quotes::upsert(&mut c, &new_quotes).unwrap();
+        assert_eq!(
+            quotes::alerted(&mut c).unwrap(),
+            [
+                ("A".to_owned(), Some("2026-12-01T00:00:00Z".to_owned())),
+                ("B".to_owned(), Some("2026-12-02T00:00:00Z".to_owned())),
+                ("D".to_owned(), None),
+            ]
+        );
+    }
+}
+
+on_every_engine! {
     /// Users' channels: each leased event takes its user's next place, after
     /// the one before it, across leases; a stream reads a channel after a
     /// place, and finds no place for an id that is not its user's.
