@@ -279,23 +279,14 @@ fn a_fire_time_whose_member_dies_mid_run_is_taken_over_within_the_lease() {
     assert!(text.contains("presumed dead"), "{text}");
 }
 
-/// The daemon's connections to `db` now.
+/// How many connections the daemon holds to `db` now.
 fn daemon_connections(db: &Db) -> i64 {
-    db.cluster()
-        .admin()
-        .unwrap()
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE application_name = 'price-alertd' AND datname = $1",
-            &[&db.database_name()],
-        )
-        .unwrap()
-        .get(0)
+    daemon_backends(db).len() as i64
 }
 
-/// The daemon's connections to `db`, one line each (when it opened, its
+/// The daemon's connections to `db` now, one line each (when it opened, its
 /// state and since when, its last statement): what a failed count shows.
-fn daemon_backends(db: &Db) -> String {
+fn daemon_backends(db: &Db) -> Vec<String> {
     db.cluster()
         .admin()
         .unwrap()
@@ -311,7 +302,7 @@ fn daemon_backends(db: &Db) -> String {
         )
         .unwrap()
         .iter()
-        .map(|row| row.get::<_, String>(0) + "\n")
+        .map(|row| row.get(0))
         .collect()
 }
 
@@ -386,7 +377,7 @@ fn a_daemon_holds_at_most_max_connections_busy_and_few_idle() {
         assert!(
             Instant::now() < deadline,
             "idle: still {held} connections:\n{}",
-            daemon_backends(&db)
+            daemon_backends(&db).join("\n")
         );
         std::thread::sleep(Duration::from_millis(500));
         held = daemon_connections(&db);
