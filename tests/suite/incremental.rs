@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{Db, Engine, Param, lib_config};
+use common::{Db, Engine, Param, job_options, lib_config};
 use price_alertd::alert::Alert;
 use price_alertd::condition::Condition;
 use price_alertd::config::{Config, Scope};
@@ -235,32 +235,6 @@ fn restore(db: &Db, saved: Saved) {
 fn both(dbs: &[&Db; 2], sql: &str, values: &[Param]) {
     for db in dbs {
         db.execute(sql, values);
-    }
-}
-
-/// The options of a tick of the config's job (named `evaluate`) over
-/// `scope`, with the daemon's head start and pages: `fetched` the tickers
-/// whose quotes were fetched (`None`: every quote as written), `unwritten`
-/// whether it may carry its progress, as a reacting job's may.
-fn job_options<'a>(
-    config: &'a Config,
-    scope: &'a Scope,
-    memory: &'a evaluate::TickMemory,
-    fetched: Option<&'a HashSet<String>>,
-    unwritten: bool,
-) -> TickOptions<'a> {
-    TickOptions {
-        job: "evaluate",
-        evaluator: &config.evaluator,
-        max_age: MAX_AGE,
-        scope,
-        fetched,
-        memory,
-        claimed: &|_| {},
-        head_start: evaluate::HEAD_START,
-        head_start_after: evaluate::HEAD_START_AFTER,
-        page: evaluate::PAGE,
-        unwritten,
     }
 }
 

@@ -80,20 +80,34 @@ pub fn tick_on_at(
     now: chrono::DateTime<chrono::Utc>,
 ) -> TickReport {
     let memory = evaluate::TickMemory::default();
-    let options = TickOptions {
+    let options = job_options(config, scope, &memory, None, false);
+    evaluate::tick_at(workers, pool, &options, now).unwrap()
+}
+
+/// The options of a tick of the config's job (named `evaluate`) over
+/// `scope`, with the daemon's head start and pages: `fetched` the tickers
+/// whose quotes were fetched (`None`: every quote as written), `unwritten`
+/// whether it may carry its progress, as a reacting job's may.
+pub fn job_options<'a>(
+    config: &'a Config,
+    scope: &'a Scope,
+    memory: &'a evaluate::TickMemory,
+    fetched: Option<&'a std::collections::HashSet<String>>,
+    unwritten: bool,
+) -> TickOptions<'a> {
+    TickOptions {
         job: "evaluate",
         evaluator: &config.evaluator,
         max_age: config.prices.max_age,
         scope,
-        fetched: None,
-        memory: &memory,
+        fetched,
+        memory,
         claimed: &|_| {},
-        head_start: price_alertd::evaluate::HEAD_START,
-        head_start_after: price_alertd::evaluate::HEAD_START_AFTER,
-        page: price_alertd::evaluate::PAGE,
-        unwritten: false,
-    };
-    evaluate::tick_at(workers, pool, &options, now).unwrap()
+        head_start: evaluate::HEAD_START,
+        head_start_after: evaluate::HEAD_START_AFTER,
+        page: evaluate::PAGE,
+        unwritten,
+    }
 }
 
 /// Delivers what is pending for up to the drain time, as `run-job` does after
