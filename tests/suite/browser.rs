@@ -403,7 +403,7 @@ fn each_users_page_gets_exactly_its_own_events_once_in_order_also_across_a_cut_c
         // What each side had, if it never comes.
         assert!(
             std::time::Instant::now() < deadline,
-            "both pages to show one more event: Alice's page {:?} (streams opened {}, events received {}; the relay sent on her connections {:?}), Bob's {:?} ({}, {}; {:?}); delivered {:?}; relay workers died {}",
+            "both pages to show one more event: Alice's page {:?} (streams opened {}, events received {}; the relay sent on her connections {:?}), Bob's {:?} ({}, {}; {:?}); delivered, with nchan's answers {:?}; relay workers died {}",
             seen(&browser, &alice).alert_ids,
             opened(&browser, &alice),
             received(&browser, &alice),
@@ -412,13 +412,24 @@ fn each_users_page_gets_exactly_its_own_events_once_in_order_also_across_a_cut_c
             opened(&browser, &bob),
             received(&browser, &bob),
             bob_network.alert_ids_answered(),
-            db.ids("SELECT alert_id FROM outbox WHERE state = 'delivered' ORDER BY id"),
+            delivered_with_answers(&db),
             relay.workers_died()
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!((opened(&browser, &alice), opened(&browser, &bob)), (2, 1));
     assert_eq!(relay.workers_died(), 0);
+}
+
+/// Each delivered event's alert id and the statuses nchan answered its
+/// attempts: 201 if the channel had a subscriber as it published, 202 if
+/// none (the relay had lost the page's stream, or never had it).
+fn delivered_with_answers(db: &Db) -> Vec<String> {
+    db.texts(
+        "SELECT o.alert_id || ': ' || group_concat(coalesce(a.status, a.error), ', ')
+         FROM outbox AS o JOIN delivery_attempts AS a ON a.outbox_id = o.id
+         WHERE o.state = 'delivered' GROUP BY o.id ORDER BY o.id",
+    )
 }
 
 /// The page of a site behind Pushpin: it keeps every event it receives as

@@ -263,3 +263,38 @@ on_every_engine! {
         assert!(exited.is_some_and(|status| status.success()), "{exited:?}");
     }
 }
+
+/// A silenced proxy silences its own connections only: a listener with the
+/// same port number on another loopback address (the browser test's second
+/// network, 127.0.0.2) still answers. A rule of ports alone dropped its
+/// packets, and a page's stream through it hung without a word.
+#[test]
+fn silencing_a_proxy_leaves_its_port_number_on_another_address_alone() {
+    use std::io::{Read as _, Write as _};
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = Proxy::start(upstream.local_addr().unwrap().port());
+    let neighbour = std::net::TcpListener::bind(("127.0.0.2", proxy.port)).unwrap();
+    proxy.silence();
+    let echo = std::thread::spawn(move || {
+        let (mut connection, _) = neighbour.accept().unwrap();
+        let mut byte = [0u8; 1];
+        connection.read_exact(&mut byte).unwrap();
+        connection.write_all(&byte).unwrap();
+    });
+    let within = Duration::from_secs(5);
+    let mut connection =
+        std::net::TcpStream::connect_timeout(&(([127, 0, 0, 2], proxy.port).into()), within)
+            .expect("the neighbour answers while the proxy is silenced");
+    connection.set_read_timeout(Some(within)).unwrap();
+    connection.write_all(b"x").unwrap();
+    let mut byte = [0u8; 1];
+    connection.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"x");
+    echo.join().unwrap();
+    // The proxy itself is silent: its handshake never completes.
+    let silenced = std::net::TcpStream::connect_timeout(
+        &(([127, 0, 0, 1], proxy.port).into()),
+        Duration::from_millis(500),
+    );
+    assert!(silenced.is_err(), "the silenced proxy answered");
+}

@@ -111,9 +111,26 @@ impl Proxy {
         }
     }
 
-    /// Drops every packet that `tcp <matches>` (nftables' words).
+    /// Drops every packet between two ends on 127.0.0.1 that `tcp
+    /// <matches>` (nftables' words). The address is part of the match: the
+    /// proxy's port is its own on 127.0.0.1 only, and another listener on
+    /// 127.0.0.2 (the browser test's second network) may have the same
+    /// number, whose packets a rule of ports alone would drop.
     fn drop_where(&self, matches: &[&str]) {
-        let mut rule = vec!["add", "rule", "inet", &self.table, "input", "tcp"];
+        let mut rule = vec![
+            "add",
+            "rule",
+            "inet",
+            &self.table,
+            "input",
+            "ip",
+            "saddr",
+            "127.0.0.1",
+            "ip",
+            "daddr",
+            "127.0.0.1",
+            "tcp",
+        ];
         rule.extend_from_slice(matches);
         rule.push("drop");
         nft(&rule);
