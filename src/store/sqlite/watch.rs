@@ -126,13 +126,19 @@ fn watch_with(
             }
         };
         let before = seen;
-        let looked = (|| {
+        // Only another connection's commit moves `data_version`, and
+        // nothing else can move the log: an unchanged version needs no
+        // look (a write that woke the watcher and is not visible yet, a
+        // recheck, the backstop). A failed look is tried again at the next
+        // wake, whatever the version says then.
+        let looked = (|| -> rusqlite::Result<()> {
             let now = data_version(connection)?;
-            if !told && recheck.is_none() && now == version {
+            if now == version {
                 return Ok(());
             }
+            look(connection, &mut seen, hearers)?;
             version = now;
-            look(connection, &mut seen, hearers)
+            Ok(())
         })();
         recheck = next_recheck(told, seen != before, recheck);
         if told {
