@@ -3,7 +3,8 @@
 //! member claims and delivers everything once; a listener gone silent falls
 //! back to looking every second; and while the database does not answer
 //! (PostgreSQL silent, SQLite locked), the daemon's loop still serves
-//! SIGHUP, SIGTERM and systemd's watchdog.
+//! SIGHUP, SIGTERM and systemd's watchdog. A silenced proxy silences only
+//! its own connections.
 
 use crate::common;
 
