@@ -5,8 +5,10 @@
 //! (`wal_autocheckpoint = 0`: a checkpoint would land in whichever commit
 //! crossed the threshold, often a claim mid-tick). After each of its write
 //! transactions that left the WAL past half of [`WAL_LIMIT`]
-//! ([`CHECKPOINT_FROM`]), or past a quarter of the room left on the
-//! database's file system, the daemon checkpoints it (`PASSIVE` first,
+//! ([`CHECKPOINT_FROM`]), the daemon checkpoints it on a thread and a
+//! connection of its own ([`checkpointer`]) while the writer goes on, or,
+//! past a quarter of the room left on the database's file system, on the
+//! writer's connection before it goes on (`PASSIVE` first,
 //! which copies without the write lock while the claims go on, then
 //! `TRUNCATE`, waiting [`CHECKPOINT_WAIT`] at most for the write lock and
 //! for readers to leave the WAL), which starts the WAL over from an empty
@@ -56,6 +58,8 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use crate::lock::lock;
+
+mod checkpointer;
 
 /// The WAL's bound, beyond one transaction.
 pub const WAL_LIMIT: u64 = 16 * 1024 * 1024;
@@ -115,9 +119,11 @@ pub(super) fn claims_that_fit(connection: &Connection, wanted: usize) -> usize {
     wanted.min(fit.max(FEWEST_CLAIMS)).max(1)
 }
 
-/// After a write transaction of the daemon's: checkpoints the WAL and
-/// starts it over, waiting [`CHECKPOINT_WAIT`] at most, when it is past
-/// [`WAL_LIMIT`] or past a quarter of the room left. After a checkpoint that
+/// After a write transaction of the daemon's: when the WAL is past
+/// [`CHECKPOINT_FROM`], hands a checkpoint that starts it over to the
+/// process's [`checkpointer`], and goes on; where a quarter of the room
+/// left on the disk is the lower bound, runs it itself, as the writer
+/// must not write on while the room runs short. After a checkpoint that
 /// a reader kept from finishing, the next is tried once the WAL has grown
 /// by [`RETRY_GROWTH`], twice that after the next, up to [`WAL_LIMIT`]
 /// (unless the disk's room is short), not after every write: each try
@@ -127,78 +133,111 @@ pub(super) fn claims_that_fit(connection: &Connection, wanted: usize) -> usize {
 /// between tries instead took it from 16 to 128 MiB while one long read
 /// (3 s) lasted, and it stayed there after.
 pub(super) fn after_write(connection: &Connection) {
-    checkpoint_past(connection, CHECKPOINT_FROM);
+    let Some(due) = Due::past(connection, CHECKPOINT_FROM) else {
+        return;
+    };
+    if due.room_short {
+        due.run(connection);
+    } else {
+        checkpointer::hand(due, connection);
+    }
 }
 
 /// After a run, at rest: checkpoints the WAL and starts it over when it
-/// is past [`CHECKPOINT_FROM`], as after a write (a run may write nothing);
-/// else copies what it can (`PASSIVE`), so that the next burst of claims
-/// starts with room (a burst's first claim paid its checkpoint).
+/// is past [`CHECKPOINT_FROM`], as after a write (a run may write nothing),
+/// on the caller's connection; else copies what it can (`PASSIVE`), so
+/// that the next burst of claims starts with room (a burst's first claim
+/// paid its checkpoint).
 pub(super) fn at_rest(connection: &Connection) -> rusqlite::Result<()> {
-    if !checkpoint_past(connection, CHECKPOINT_FROM) {
-        super::checkpoint(connection)?;
+    match Due::past(connection, CHECKPOINT_FROM) {
+        Some(due) => due.run(connection),
+        None => super::checkpoint(connection)?,
     }
     Ok(())
 }
 
-/// [`after_write`]'s checkpoint, past `bound` (or a quarter of the room
-/// left): whether it tried one (it may have been held up).
-fn checkpoint_past(connection: &Connection, bound: u64) -> bool {
-    let Some(path) = database(connection) else {
-        return false;
-    };
+/// A checkpoint that is due, and the process's one under way until it is
+/// run (or dropped).
+struct Due {
+    /// The database's file.
+    path: std::path::PathBuf,
+    /// The WAL's size when it was found due.
+    size: u64,
+    /// The room left on its disk set the bound, not the WAL's own.
+    room_short: bool,
+    _underway: Underway,
+}
+
+impl Due {
+    /// The checkpoint of the WAL of `connection`'s database, if it is past
+    /// `bound` (or a quarter of the room left), and no checkpoint of the
+    /// process's is under way.
+    fn past(connection: &Connection, bound: u64) -> Option<Due> {
+        let path = database(connection)?;
+        let size = std::fs::metadata(wal_of(path)).ok()?.len();
+        let limit = match room(path) {
+            Some(room) => bound.min(room / 4),
+            None => bound,
+        };
+        // Where the disk's room sets the limit, every chance is taken: a WAL
+        // left to grow there could take the room a checkpoint needs to grow the
+        // database file, and neither could go on.
+        let room_short = limit < bound;
+        let held_up_to = HELD_UP_TO.load(Ordering::Relaxed);
+        let backing_off = !room_short && size < held_up_to;
+        if size <= limit || backing_off {
+            return None;
+        }
+        // One checkpoint at a time: SQLite lets one connection checkpoint, and
+        // a second writer's, at the same moment, found it busy and counted a
+        // hold-up nobody made. The first starts the WAL over for both; past
+        // the limit, the process's writers wait for it (see [`Underway`]).
+        let underway = Underway::start(size > WAL_LIMIT)?;
+        Some(Due {
+            path: path.to_path_buf(),
+            size,
+            room_short,
+            _underway: underway,
+        })
+    }
+
+    /// Runs it on `connection`, a connection to its database.
+    fn run(self, connection: &Connection) {
+        // First it copies what it can without the write lock (`PASSIVE`): a
+        // checkpoint of 16 MiB scattered over the file held the lock 0.1–0.4 s
+        // while it copied. Then it copies the rest holding the write lock (a
+        // turn of the daemon's), waits a little for readers, never a busy
+        // timeout (another's long read, or a reader of the daemon's that waits
+        // for claims with a statement open, would hold it, and so every writer,
+        // that long), and truncates the WAL (`TRUNCATE`), which starts it over
+        // at once: `RESTART` left that to the next write, which at times found
+        // a reader come in meanwhile and wrote on at the WAL's end.
+        let _ = super::checkpoint(connection);
+        let done = {
+            let _turn = Turn::take_checkpointing();
+            let _leaving = Leaving::ask();
+            super::waiting_at_most(CHECKPOINT_WAIT, || {
+                // (busy, frames in the WAL, frames copied back to the database)
+                connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    Ok(row.get::<_, i64>(0)? == 0)
+                })
+            })
+        };
+        let step = match done {
+            Ok(false) => (RETRY_STEP.load(Ordering::Relaxed) * 2).clamp(RETRY_GROWTH, WAL_LIMIT),
+            _ => 0,
+        };
+        RETRY_STEP.store(step, Ordering::Relaxed);
+        let held_up_to = if step == 0 { 0 } else { self.size + step };
+        HELD_UP_TO.store(held_up_to, Ordering::Relaxed);
+    }
+}
+
+/// The WAL's file of the database at `path`.
+fn wal_of(path: &Path) -> std::path::PathBuf {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    let Ok(size) = std::fs::metadata(&wal).map(|metadata| metadata.len()) else {
-        return false;
-    };
-    let limit = match room(path) {
-        Some(room) => bound.min(room / 4),
-        None => bound,
-    };
-    // Where the disk's room sets the limit, every chance is taken: a WAL
-    // left to grow there could take the room a checkpoint needs to grow the
-    // database file, and neither could go on.
-    let held_up_to = HELD_UP_TO.load(Ordering::Relaxed);
-    let backing_off = limit == bound && size < held_up_to;
-    if size <= limit || backing_off {
-        return false;
-    }
-    // One checkpoint at a time: SQLite lets one connection checkpoint, and
-    // a second writer's, at the same moment, found it busy and counted a
-    // hold-up nobody made. The first starts the WAL over for both; past
-    // the limit, the process's writers wait for it (see [`Underway`]).
-    let Some(_underway) = Underway::start(size > WAL_LIMIT) else {
-        return false;
-    };
-    // First it copies what it can without the write lock (`PASSIVE`): a
-    // checkpoint of 16 MiB scattered over the file held the lock 0.1–0.4 s
-    // while it copied. Then it copies the rest holding the write lock (a
-    // turn of the daemon's), waits a little for readers, never a busy
-    // timeout (another's long read, or a reader of the daemon's that waits
-    // for claims with a statement open, would hold it, and so every writer,
-    // that long), and truncates the WAL (`TRUNCATE`), which starts it over
-    // at once: `RESTART` left that to the next write, which at times found
-    // a reader come in meanwhile and wrote on at the WAL's end.
-    let _ = super::checkpoint(connection);
-    let done = {
-        let _turn = Turn::take_checkpointing();
-        let _leaving = Leaving::ask();
-        super::waiting_at_most(CHECKPOINT_WAIT, || {
-            // (busy, frames in the WAL, frames copied back to the database)
-            connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                Ok(row.get::<_, i64>(0)? == 0)
-            })
-        })
-    };
-    let step = match done {
-        Ok(false) => (RETRY_STEP.load(Ordering::Relaxed) * 2).clamp(RETRY_GROWTH, WAL_LIMIT),
-        _ => 0,
-    };
-    RETRY_STEP.store(step, Ordering::Relaxed);
-    let held_up_to = if step == 0 { 0 } else { size + step };
-    HELD_UP_TO.store(held_up_to, Ordering::Relaxed);
-    true
+    wal.into()
 }
 
 /// Where a write starts a checkpoint: half of [`WAL_LIMIT`], so that the
@@ -466,8 +505,12 @@ mod tests {
         assert_eq!(share.take(gap_at + GAP), Duration::ZERO);
     }
 
+    /// The tests that take the process's one checkpoint, one at a time.
+    static CHECKPOINTING: Mutex<()> = Mutex::new(());
+
     #[test]
     fn writers_wait_for_a_checkpoint_once_a_write_takes_the_wal_past_the_limit() {
+        let _one = lock(&CHECKPOINTING);
         let writer = || std::thread::spawn(|| drop(Turn::take()));
         let checkpoint = Underway::start(false).expect("none under way");
         // Below the limit, writers go on while it copies.
@@ -495,5 +538,67 @@ mod tests {
             Duration::from_secs(60),
         );
         assert_eq!(waited, None);
+    }
+
+    /// A write that leaves the WAL past [`CHECKPOINT_FROM`] hands its
+    /// checkpoint to the checkpointer and goes on: the writer's thread
+    /// returns with the checkpoint still under way (held where it would
+    /// ask the readers to leave), and the WAL starts over on the
+    /// checkpointer's thread once it may go on.
+    #[test]
+    fn a_write_hands_the_checkpoint_it_finds_due_to_the_checkpointer() {
+        let _one = lock(&CHECKPOINTING);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let pool = super::super::open(&path, Duration::from_secs(5), 1).unwrap();
+        pool.get()
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE filler (bytes BLOB);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
+                 INSERT INTO filler SELECT randomblob(4000) FROM n;",
+            )
+            .unwrap();
+        let wal = wal_of(&path);
+        let size = || std::fs::metadata(&wal).unwrap().len();
+        assert!(size() > CHECKPOINT_FROM, "{} bytes of WAL", size());
+        HELD_UP_TO.store(0, Ordering::Relaxed);
+        let holding = lock(&LEAVING);
+        // The write on a thread of its own: it would wait for `holding`
+        // if it ran its checkpoint itself.
+        let writing = std::thread::spawn({
+            let pool = pool.clone();
+            move || after_write(&pool.get().unwrap())
+        });
+        let waited = Instant::now();
+        while !writing.is_finished() {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "the writer waits for its checkpoint"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            lock(&CHECKPOINTS).underway,
+            "no checkpoint under way after the write"
+        );
+        let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .collect();
+        assert!(
+            threads.iter().any(|name| name.trim() == "checkpointer"),
+            "{threads:?}"
+        );
+        assert!(size() > 0);
+        drop(holding);
+        let waited = Instant::now();
+        while size() > 0 || lock(&CHECKPOINTS).underway {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "the WAL never started over"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
