@@ -205,14 +205,23 @@ impl Due {
     fn run(self, connection: &Connection) {
         // First it copies what it can without the write lock (`PASSIVE`): a
         // checkpoint of 16 MiB scattered over the file held the lock 0.1–0.4 s
-        // while it copied. Then it copies the rest holding the write lock (a
+        // while it copied. Writes go on meanwhile (a feed's, and the
+        // process's own while the checkpointer runs it): a pass that took
+        // long is followed by another, which copies what they wrote, up to
+        // [`PASSES`]. Then it copies the rest holding the write lock (a
         // turn of the daemon's), waits a little for readers, never a busy
         // timeout (another's long read, or a reader of the daemon's that waits
         // for claims with a statement open, would hold it, and so every writer,
         // that long), and truncates the WAL (`TRUNCATE`), which starts it over
         // at once: `RESTART` left that to the next write, which at times found
         // a reader come in meanwhile and wrote on at the WAL's end.
-        let _ = super::checkpoint(connection);
+        for _ in 0..PASSES {
+            let pass = Instant::now();
+            let _ = super::checkpoint(connection);
+            if pass.elapsed() < SHORT_PASS {
+                break;
+            }
+        }
         let done = {
             let _turn = Turn::take_checkpointing();
             let _leaving = Leaving::ask();
@@ -232,6 +241,14 @@ impl Due {
         HELD_UP_TO.store(held_up_to, Ordering::Relaxed);
     }
 }
+
+/// The most copying passes (`PASSIVE`) before the checkpoint that starts
+/// the WAL over (`TRUNCATE`), which copies what is left holding the write
+/// lock.
+const PASSES: usize = 3;
+
+/// A pass this short leaves too little behind for another.
+const SHORT_PASS: Duration = Duration::from_millis(2);
 
 /// The WAL's file of the database at `path`.
 fn wal_of(path: &Path) -> std::path::PathBuf {
