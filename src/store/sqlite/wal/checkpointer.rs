@@ -90,8 +90,9 @@ pub(super) fn hand(due: Due, connection: &Connection) {
 }
 
 /// The checkpointer's loop: each checkpoint handed to it, on a connection
-/// to its database, opened again where the database changed (a process
-/// of tests), closed after [`IDLE`].
+/// to its database, opened again where the database is another (another
+/// path, in a process of tests; another file at the path), closed after
+/// [`IDLE`].
 fn checkpoints(receiver: Receiver<Due>) {
     // SAFETY: plain system calls. On Linux the nice value is a thread's,
     // named by its thread id. Raising one's own is always allowed; a
@@ -103,7 +104,7 @@ fn checkpoints(receiver: Receiver<Due>) {
             CHECKPOINTER_NICE,
         );
     }
-    let mut open: Option<(PathBuf, Connection)> = None;
+    let mut open: Option<(File, Connection)> = None;
     loop {
         let due = match receiver.recv_timeout(IDLE) {
             Ok(due) => due,
@@ -113,10 +114,17 @@ fn checkpoints(receiver: Receiver<Due>) {
             }
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        if open.as_ref().is_none_or(|(path, _)| *path != due.path) {
+        let file = File::at(&due.path);
+        if open
+            .as_ref()
+            .is_none_or(|(opened, _)| Some(opened) != file.as_ref())
+        {
             open = None;
-            match connect(&due.path) {
-                Ok(connection) => open = Some((due.path.clone(), connection)),
+            match file
+                .ok_or(rusqlite::Error::InvalidPath(due.path.clone()))
+                .and_then(|file| Ok((file, connect(&due.path)?)))
+            {
+                Ok(opened) => open = Some(opened),
                 Err(error) => {
                     tracing::warn!(
                         database = %due.path.display(),
@@ -131,6 +139,26 @@ fn checkpoints(receiver: Receiver<Due>) {
         if let Some((_, connection)) = &open {
             due.run(connection);
         }
+    }
+}
+
+/// Which file a database is: its path, and the file found there.
+#[derive(Debug, PartialEq, Eq)]
+struct File {
+    path: PathBuf,
+    device: u64,
+    inode: u64,
+}
+
+impl File {
+    fn at(path: &Path) -> Option<File> {
+        use std::os::unix::fs::MetadataExt as _;
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(File {
+            path: path.to_path_buf(),
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
     }
 }
 

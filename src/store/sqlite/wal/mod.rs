@@ -13,8 +13,8 @@
 //! `TRUNCATE`, waiting [`CHECKPOINT_WAIT`] at most for the write lock and
 //! for readers to leave the WAL), which starts the WAL over from an empty
 //! file; one checkpoint of the process's at a time. Writes that take the
-//! WAL past [`WAL_LIMIT`] while it copies make the process's writers wait
-//! for it ([`Underway`]). The daemon's own readers never
+//! WAL past three quarters of [`WAL_LIMIT`] while it copies make the
+//! process's writers wait for it ([`Underway`]). The daemon's own readers never
 //! wait with a statement open (`store::changes::Reading`): a tick's
 //! readers, waiting for its claims inside their statements, once kept a
 //! 1M-alert tick's WAL from ever starting over (322 MiB). And while a
@@ -192,7 +192,7 @@ impl Due {
         // a second writer's, at the same moment, found it busy and counted a
         // hold-up nobody made. The first starts the WAL over for both; past
         // the limit, the process's writers wait for it (see [`Underway`]).
-        let underway = Underway::start(size > WAL_LIMIT)?;
+        let underway = Underway::start(size > WRITERS_WAIT_FROM)?;
         Some(Due {
             path: path.to_path_buf(),
             size,
@@ -257,6 +257,14 @@ fn wal_of(path: &Path) -> std::path::PathBuf {
     wal.into()
 }
 
+/// Past it, while a checkpoint copies, the process's writers wait for it:
+/// three quarters of [`WAL_LIMIT`]. The writer that found the checkpoint
+/// due writes on while the checkpointer copies, and a 10M-alert burst's
+/// claim transaction writes several MB: with writers waiting from
+/// [`WAL_LIMIT`] such a burst's WAL peaked at 32 MB, against 26 MB when
+/// that writer ran the checkpoint itself.
+const WRITERS_WAIT_FROM: u64 = WAL_LIMIT / 4 * 3;
+
 /// Where a write starts a checkpoint: half of [`WAL_LIMIT`], so that the
 /// writes while it copies (`PASSIVE`, unlocked) have room within the
 /// limit. With checkpoints from [`WAL_LIMIT`], a 10M-alert burst's claims
@@ -285,11 +293,11 @@ static CHECKPOINTS: Mutex<Checkpoints> = Mutex::new(Checkpoints {
 static CHECKPOINT_ENDED: Condvar = Condvar::new();
 
 /// The process's one checkpoint under way, from [`Underway::start`] until
-/// dropped. While the WAL is past [`WAL_LIMIT`] and it copies, the
-/// process's writers wait for it before their next transaction
-/// ([`Turn::take`]): a transaction under way when the WAL passed the limit
-/// ends, and the WAL stays within the limit and that transaction (and any
-/// that took its turn already, waiting for the write lock).
+/// dropped. While the WAL is past [`WRITERS_WAIT_FROM`] and it copies,
+/// the process's writers wait for it before their next transaction
+/// ([`Turn::take`]): a transaction under way when the WAL passed it ends,
+/// and the WAL stays within the limit and that transaction (and any that
+/// took its turn already, waiting for the write lock).
 struct Underway;
 
 impl Underway {
