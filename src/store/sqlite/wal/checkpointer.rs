@@ -11,7 +11,8 @@
 //!
 //! The WAL's bound is unchanged: a checkpoint stays the process's one
 //! under way (`wal::Underway`) from when a write finds it due until it
-//! ends, and past `wal::WAL_LIMIT` the writers wait for it. The thread
+//! ends, and past three quarters of `wal::WAL_LIMIT` the writers wait for
+//! it. The thread
 //! lives as long as the process, started by the first checkpoint handed
 //! to it; its connection closes after [`IDLE`] without one. Where it has
 //! no connection (the database cannot be opened again: no file
@@ -32,9 +33,9 @@ use crate::lock::lock;
 /// The checkpointer's nice value, the evaluation threads' (see
 /// `evaluate::thread_pool`): in a market-wide move it copies on the cores
 /// the claims and the deliverer leave idle, and where it falls behind, the
-/// WAL reaches its limit and the writers wait for it (a 1M-alert burst's
-/// tick took 4.0–4.4 s with it, 5.3–5.6 s at the daemon's own priority,
-/// 7.2–7.7 s with the writers checkpointing; BENCHMARKS.md).
+/// WAL grows to where the writers wait for it. At the daemon's own
+/// priority it took the cores from them: a 1M-alert burst's last event
+/// came later (BENCHMARKS.md, issue 31, tenth part).
 const CHECKPOINTER_NICE: libc::c_int = 5;
 
 /// How long the checkpointer keeps its connection without a checkpoint to
