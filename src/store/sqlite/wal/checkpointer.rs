@@ -1,23 +1,22 @@
 //! SQLite: the process's checkpointer, a thread with a connection of its
 //! own that runs the checkpoints the daemon's writes find due
-//! (`wal::after_write`), so that no writer waits for one: a tick's claim,
-//! a feed's reacting run or the deliverer's exchange goes on while the
-//! WAL is copied (`PASSIVE`, unlocked), and waits only where the
-//! checkpoint holds the write lock (`TRUNCATE`), as any writer would.
-//! Under a feed of 10,000 quote writes a second, a checkpoint every few
-//! hundred milliseconds had held the run that found it due, and the
-//! crossings behind it, 10 ms and more (BENCHMARKS.md, issue 31, tenth
-//! part).
+//! (`wal::after_write`, and after a run, `wal::at_rest`), so that no
+//! writer waits for one: a tick's claim, a feed's reacting run or the
+//! deliverer's exchange goes on while the WAL is copied (`PASSIVE`,
+//! unlocked), and waits only where the checkpoint holds the write lock
+//! (`TRUNCATE`), as any writer would. Under a feed of 10,000 quote writes
+//! a second, a checkpoint every few hundred milliseconds had held the run
+//! that found it due, and the crossings behind it, 10 ms and more
+//! (BENCHMARKS.md, issue 31, tenth part).
 //!
 //! The WAL's bound is unchanged: a checkpoint stays the process's one
 //! under way (`wal::Underway`) from when a write finds it due until it
 //! ends, and past three quarters of `wal::WAL_LIMIT` the writers wait for
-//! it. The thread
-//! lives as long as the process, started by the first checkpoint handed
-//! to it; its connection closes after [`IDLE`] without one. Where it has
-//! no connection (the database cannot be opened again: no file
-//! descriptors left), the checkpoint is not run, and later ones are run by
-//! the writers that find them due, as before it.
+//! it. The thread lives as long as the process, started by the first
+//! checkpoint handed to it; its connection closes after [`IDLE`] without
+//! one. Where it has no connection (the database cannot be opened again:
+//! no file descriptors left), the checkpoint is not run, and later ones
+//! are run by the writers that find them due, as before it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -120,10 +120,8 @@ pub(super) fn claims_that_fit(connection: &Connection, wanted: usize) -> usize {
 }
 
 /// After a write transaction of the daemon's: when the WAL is past
-/// [`CHECKPOINT_FROM`], hands a checkpoint that starts it over to the
-/// process's [`checkpointer`], and goes on; where a quarter of the room
-/// left on the disk is the lower bound, runs it itself, as the writer
-/// must not write on while the room runs short. After a checkpoint that
+/// [`CHECKPOINT_FROM`] (or a quarter of the room left), has it
+/// checkpointed and started over ([`Due::hand_over`]). After a checkpoint that
 /// a reader kept from finishing, the next is tried once the WAL has grown
 /// by [`RETRY_GROWTH`], twice that after the next, up to [`WAL_LIMIT`]
 /// (unless the disk's room is short), not after every write: each try
@@ -133,24 +131,18 @@ pub(super) fn claims_that_fit(connection: &Connection, wanted: usize) -> usize {
 /// between tries instead took it from 16 to 128 MiB while one long read
 /// (3 s) lasted, and it stayed there after.
 pub(super) fn after_write(connection: &Connection) {
-    let Some(due) = Due::past(connection, CHECKPOINT_FROM) else {
-        return;
-    };
-    if due.room_short {
-        due.run(connection);
-    } else {
-        checkpointer::hand(due, connection);
+    if let Some(due) = Due::past(connection, CHECKPOINT_FROM) {
+        due.hand_over(connection);
     }
 }
 
-/// After a run, at rest: checkpoints the WAL and starts it over when it
-/// is past [`CHECKPOINT_FROM`], as after a write (a run may write nothing),
-/// on the caller's connection; else copies what it can (`PASSIVE`), so
-/// that the next burst of claims starts with room (a burst's first claim
-/// paid its checkpoint).
+/// After a run, at rest: has the WAL checkpointed and started over when
+/// it is past [`CHECKPOINT_FROM`], as after a write (a run may write
+/// nothing); else copies what it can (`PASSIVE`), so that the next burst of
+/// claims starts with room (a burst's first claim paid its checkpoint).
 pub(super) fn at_rest(connection: &Connection) -> rusqlite::Result<()> {
     match Due::past(connection, CHECKPOINT_FROM) {
-        Some(due) => due.run(connection),
+        Some(due) => due.hand_over(connection),
         None => super::checkpoint(connection)?,
     }
     Ok(())
@@ -199,6 +191,17 @@ impl Due {
             room_short,
             _underway: underway,
         })
+    }
+
+    /// Hands it to the process's [`checkpointer`], or, where the room left
+    /// on the disk set the bound, runs it on `connection` before the
+    /// writer goes on: it must not write on while the room runs short.
+    fn hand_over(self, connection: &Connection) {
+        if self.room_short {
+            self.run(connection);
+        } else {
+            checkpointer::hand(self, connection);
+        }
     }
 
     /// Runs it on `connection`, a connection to its database.
