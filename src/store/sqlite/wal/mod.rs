@@ -121,8 +121,8 @@ pub(super) fn claims_that_fit(connection: &Connection, wanted: usize) -> usize {
 
 /// After a write transaction of the daemon's: when the WAL is past
 /// [`CHECKPOINT_FROM`] (or a quarter of the room left), has it
-/// checkpointed and started over ([`Due::hand_over`]). After a checkpoint that
-/// a reader kept from finishing, the next is tried once the WAL has grown
+/// checkpointed and started over ([`Due::hand_over`]). After a checkpoint
+/// that a reader kept from finishing, the next is tried once the WAL has grown
 /// by [`RETRY_GROWTH`], twice that after the next, up to [`WAL_LIMIT`]
 /// (unless the disk's room is short), not after every write: each try
 /// holds the write lock while it waits, copies back pages the next claims
@@ -183,7 +183,8 @@ impl Due {
         // One checkpoint at a time: SQLite lets one connection checkpoint, and
         // a second writer's, at the same moment, found it busy and counted a
         // hold-up nobody made. The first starts the WAL over for both; past
-        // the limit, the process's writers wait for it (see [`Underway`]).
+        // [`WRITERS_WAIT_FROM`], the process's writers wait for it (see
+        // [`Underway`]).
         let underway = Underway::start(size > WRITERS_WAIT_FROM)?;
         Some(Due {
             path: path.to_path_buf(),
