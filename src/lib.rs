@@ -18,6 +18,7 @@ pub mod lock;
 pub mod logging;
 pub mod membership;
 pub mod metrics;
+pub mod priority;
 pub mod quotes;
 pub mod recurring;
 pub mod schedule;

@@ -48,31 +48,18 @@ use plan::say_unnamed_quote_problems;
 use prepare::{apply_what_came_due, watermark_key};
 
 /// Builds the fixed pool that evaluates alerts. Its threads run at a lower
-/// priority (nice 5) than the rest of the daemon: a large tick's readers
-/// use every idle core, but never delay its claims, the deliverer sending
-/// what is claimed, or the loop starting the next reacting tick.
+/// priority (`priority::BACKGROUND`) than the rest of the daemon: a large
+/// tick's readers use every idle core, but never delay its claims, the
+/// deliverer sending what is claimed, or the loop starting the next
+/// reacting tick.
 pub fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|index| format!("evaluate-{index}"))
-        .start_handler(|_| {
-            // SAFETY: plain system calls. On Linux the nice value is a
-            // thread's, named by its thread id. Raising one's own is always
-            // allowed; a failure only leaves the priority as it was.
-            unsafe {
-                libc::setpriority(
-                    libc::PRIO_PROCESS,
-                    libc::gettid() as libc::id_t,
-                    READER_NICE,
-                );
-            }
-        })
+        .start_handler(|_| crate::priority::give_way())
         .build()
         .context("starting the evaluation threads")
 }
-
-/// The evaluation threads' nice value (see [`thread_pool`]).
-const READER_NICE: libc::c_int = 5;
 
 /// Runs one evaluation tick: it reads what changed since this job's last
 /// tick, not every alert. Blocking: call it from `spawn_blocking` or a plain

@@ -29,14 +29,6 @@ use rusqlite::{Connection, OpenFlags};
 use super::{CHECKPOINT_WAIT, Due};
 use crate::lock::lock;
 
-/// The checkpointer's nice value, the evaluation threads' (see
-/// `evaluate::thread_pool`): in a market-wide move it copies on the cores
-/// the claims and the deliverer leave idle, and where it falls behind, the
-/// WAL grows to where the writers wait for it. At the daemon's own
-/// priority it took the cores from them: a 1M-alert burst's last event
-/// came later (BENCHMARKS.md, issue 31, tenth part).
-const CHECKPOINTER_NICE: libc::c_int = 5;
-
 /// How long the checkpointer keeps its connection without a checkpoint to
 /// run.
 const IDLE: Duration = Duration::from_secs(10);
@@ -94,16 +86,12 @@ pub(super) fn hand(due: Due, connection: &Connection) {
 /// path, in a process of tests; another file at the path), closed after
 /// [`IDLE`].
 fn checkpoints(receiver: Receiver<Due>) {
-    // SAFETY: plain system calls. On Linux the nice value is a thread's,
-    // named by its thread id. Raising one's own is always allowed; a
-    // failure only leaves the priority as it was.
-    unsafe {
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            libc::gettid() as libc::id_t,
-            CHECKPOINTER_NICE,
-        );
-    }
+    // At the evaluation threads' priority: in a market-wide move it copies
+    // on the cores the claims and the deliverer leave idle, and where it
+    // falls behind, the WAL grows to where the writers wait for it. At the
+    // daemon's own priority it took the cores from them: a 1M-alert
+    // burst's last event came later (BENCHMARKS.md, issue 31, tenth part).
+    crate::priority::give_way();
     let mut open: Option<(File, Connection)> = None;
     loop {
         let due = match receiver.recv_timeout(IDLE) {
