@@ -14,8 +14,8 @@
 //! for readers to leave the WAL), which starts the WAL over from an empty
 //! file; one checkpoint of the process's at a time. Writes that take the
 //! WAL past three quarters of [`WAL_LIMIT`] while it copies make the
-//! process's writers wait for it ([`Underway`]). The daemon's own readers never
-//! wait with a statement open (`store::changes::Reading`): a tick's
+//! process's writers wait for it ([`Underway`]). The daemon's own readers
+//! never wait with a statement open (`store::changes::Reading`): a tick's
 //! readers, waiting for its claims inside their statements, once kept a
 //! 1M-alert tick's WAL from ever starting over (322 MiB). And while a
 //! checkpoint waits for readers, the daemon's leave their snapshots at
