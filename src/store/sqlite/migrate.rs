@@ -6,7 +6,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::schema::ARM;
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 15;
+pub const SCHEMA_VERSION: i64 = 16;
 
 /// Adds an optional column of the application's to `price_alerts`
 /// (`expires_at`, `cooldown`, ...), as TEXT, unless the application added
@@ -95,6 +95,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
             &crate::store::channels::KEY_SCHEMA.replace("{key}", "lower(hex(randomblob(32)))"),
         )
     },
+    |transaction| transaction.execute_batch(MIGRATION_16),
 ];
 
 /// Brings the schema to `target` (a test's older version, or
@@ -454,6 +455,23 @@ BEGIN
 END;
 "#;
 
+/// The observed prices in one B-tree keyed by ticker, where a rowid table
+/// with a text key is two (the key's index, then the table): each changed
+/// ticker's state reads its observed price, from a page cache that the
+/// feed's last commit emptied, and a claiming tick writes some.
+const MIGRATION_16: &str = r#"
+CREATE TABLE observations_by_ticker (
+    ticker TEXT PRIMARY KEY NOT NULL,
+    price REAL NOT NULL,
+    quote_time TEXT NOT NULL,
+    observed_at TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO observations_by_ticker (ticker, price, quote_time, observed_at)
+    SELECT ticker, price, quote_time, observed_at FROM observations WHERE ticker IS NOT NULL;
+DROP TABLE observations;
+ALTER TABLE observations_by_ticker RENAME TO observations;
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::super::changes;
@@ -497,5 +515,45 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    /// Observed prices kept across the migration that keys them by ticker
+    /// alone (a table without a rowid), and written after it as before.
+    #[test]
+    fn observed_prices_keep_their_values_keyed_by_ticker() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        migrate_to(&mut connection, 15).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO observations (ticker, price, quote_time, observed_at)
+                 VALUES ('A', 1.5, '2026-01-01T00:00:00Z', 'then'),
+                        ('B', 2.5, '2026-01-01T00:00:01Z', 'then');",
+            )
+            .unwrap();
+        migrate(&mut connection).unwrap();
+        let shape: String = connection
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'observations'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert!(shape.ends_with("WITHOUT ROWID"), "{shape}");
+        connection
+            .execute(
+                "INSERT INTO observations (ticker, price, quote_time, observed_at)
+                 VALUES ('B', 3.5, '2026-01-01T00:00:02Z', 'now')
+                 ON CONFLICT (ticker) DO UPDATE SET price = excluded.price",
+                [],
+            )
+            .unwrap();
+        let prices: Vec<(String, f64)> = connection
+            .prepare("SELECT ticker, price FROM observations ORDER BY ticker")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(prices, [("A".to_owned(), 1.5), ("B".to_owned(), 3.5)]);
     }
 }
