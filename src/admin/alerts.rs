@@ -157,7 +157,10 @@ fn standings(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let asked: Vec<(&str, bool)> = tickers.iter().map(|ticker| (*ticker, false)).collect();
+    let asked: Vec<(&str, store::changes::Ask)> = tickers
+        .iter()
+        .map(|ticker| (*ticker, store::changes::Ask::QUOTE))
+        .collect();
     let states = store::changes::ticker_states(connection, &asked)?;
     let by_ticker: std::collections::HashMap<String, store::changes::TickerState> = tickers
         .iter()

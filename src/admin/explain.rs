@@ -91,10 +91,11 @@ fn explain(
         .context("reading the alert")?
         .with_context(|| format!("alert {id} does not exist"))?;
     let now = store::clock::now(connection).context("reading the database's clock")?;
-    let ticker = changes::ticker_states(connection, &[(alert.ticker.as_str(), false)])
-        .context("reading the quote")?
-        .pop()
-        .unwrap_or_default();
+    let ticker =
+        changes::ticker_states(connection, &[(alert.ticker.as_str(), changes::Ask::QUOTE)])
+            .context("reading the quote")?
+            .pop()
+            .unwrap_or_default();
     let max_age = config.prices.max_age;
     let standing = Standing::of(&Facts {
         alert: &alert,

@@ -218,9 +218,13 @@ pub(super) fn first_moved(
         tickers.retain(|ticker| options.scope.covers(ticker));
         tickers.truncate(head_start);
         tickers.sort_unstable();
-        let asked: Vec<(&str, bool)> = tickers
+        let ask = changes::Ask {
+            alerts: true,
+            quote: true,
+        };
+        let asked: Vec<(&str, changes::Ask)> = tickers
             .iter()
-            .map(|ticker| (ticker.as_str(), true))
+            .map(|ticker| (ticker.as_str(), ask))
             .collect();
         let states = changes::ticker_states(reader, &asked)
             .context("reading the first changed tickers' quotes and observed prices")?;
@@ -243,7 +247,7 @@ pub(super) fn first_moved(
                     has_alerts: false,
                     waiting: false,
                 };
-                take_state(&mut candidate, state);
+                take_state(&mut candidate, state, None);
                 candidate
             })
             .collect();
@@ -307,6 +311,7 @@ fn with_holds(changed: Vec<ChangedTicker>, held: &[Hold]) -> Vec<(ChangedTicker,
                     moved: hold.moved,
                     changed_alerts: 0,
                     first_change: hold.since + 1,
+                    logged: None,
                 };
                 merged.insert(at, (changed, Some(hold.since)));
             }
@@ -346,13 +351,14 @@ fn candidates(
 ) -> anyhow::Result<Vec<Candidate>> {
     let mut candidates = Vec::with_capacity(changed.len());
     for slice in changed.chunks(4096) {
-        let asked: Vec<(&str, bool)> = slice
+        let asked: Vec<(&str, changes::Ask)> = slice
             .iter()
             .map(|(changed, held_since)| {
-                (
-                    changed.ticker.as_str(),
-                    changed.moved || held_since.is_some(),
-                )
+                let ask = changes::Ask {
+                    alerts: changed.moved || held_since.is_some(),
+                    quote: logged_quote(changed).is_none(),
+                };
+                (changed.ticker.as_str(), ask)
             })
             .collect();
         let states = changes::ticker_states(reader, &asked)
@@ -373,20 +379,30 @@ fn candidates(
                 has_alerts: false,
                 waiting: false,
             };
-            take_state(&mut candidate, state);
+            take_state(&mut candidate, state, logged_quote(changed));
             candidates.push(candidate);
         }
     }
     Ok(candidates)
 }
 
-/// A candidate's quote, observed price and whether it has enabled alerts,
-/// from its state (none for a blank ticker).
-fn take_state(candidate: &mut Candidate, state: TickerState) {
+/// The quote the log gave with a changed ticker's last write, if it did.
+fn logged_quote(changed: &ChangedTicker) -> Option<&(Option<f64>, String)> {
+    changed.logged.as_ref()?.quote.as_ref()
+}
+
+/// A candidate's quote (the one the log gave, if it did), observed price
+/// and whether it has enabled alerts, from its state (none for a blank
+/// ticker).
+fn take_state(
+    candidate: &mut Candidate,
+    state: TickerState,
+    logged: Option<&(Option<f64>, String)>,
+) {
     if candidate.ticker.trim().is_empty() {
         return;
     }
-    candidate.quote = state.quote;
+    candidate.quote = logged.cloned().or(state.quote);
     candidate.previous = state.previous;
     candidate.previous_time = state.previous_time;
     candidate.has_alerts = candidate.change.changed_alerts.is_some() || state.has_alerts;

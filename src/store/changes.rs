@@ -63,7 +63,7 @@ pub fn changed_alert_count(connection: &mut Connection, since: i64, until: i64) 
 }
 
 /// A ticker that changed in a window, with what changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChangedTicker {
     pub ticker: String,
     /// Its quote was written in the window.
@@ -72,6 +72,21 @@ pub struct ChangedTicker {
     pub changed_alerts: u64,
     /// The lowest change number that brought it here.
     pub first_change: i64,
+    /// Its quote as its last write in the window left it, where the
+    /// engine's log keeps quotes (SQLite's does): the tick reads no quote
+    /// of a ticker that has one.
+    pub logged: Option<LoggedQuote>,
+}
+
+/// A quote write as the log keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedQuote {
+    /// The write's change number.
+    pub change: i64,
+    /// The quote it left, as [`TickerState::quote`] holds one; `None` where
+    /// the write deleted it, or the log holds no value (a write logged
+    /// before the log kept them): the quote is read then.
+    pub quote: Option<(Option<f64>, String)>,
 }
 
 /// One page of the tickers that changed after `since`, up to `until`:
@@ -113,10 +128,23 @@ impl Page {
         }
     }
 
-    /// A quote write of `ticker`, numbered `change`.
-    pub(super) fn quote(&mut self, ticker: &str, change: i64) {
+    /// A quote write of `ticker`, numbered `change`, with the quote it
+    /// left where the log keeps it: the last write's is kept.
+    pub(super) fn quote(
+        &mut self,
+        ticker: &str,
+        change: i64,
+        quote: Option<(Option<f64>, String)>,
+    ) {
         if let Some(changed) = self.entry(ticker, change) {
             changed.moved = true;
+            if changed
+                .logged
+                .as_ref()
+                .is_none_or(|logged| logged.change < change)
+            {
+                changed.logged = Some(LoggedQuote { change, quote });
+            }
         }
     }
 
@@ -153,6 +181,7 @@ impl Page {
                 moved: false,
                 changed_alerts: 0,
                 first_change: change,
+                logged: None,
             };
             self.tickers.insert(ticker.to_owned(), changed);
         }
@@ -280,13 +309,31 @@ pub struct TickerState {
     pub waiting: bool,
 }
 
-/// The state of each ticker of `tickers` (each with whether to look for
-/// enabled alerts), in their order, read in the caller's transaction: a few
-/// statements for all of them, not a few per ticker, where statements cost
-/// a round trip.
+/// What [`ticker_states`] reads of a ticker besides its observed price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask {
+    /// Whether it has enabled alerts, and alerts waiting for its price to
+    /// come back (`false` in the state where not asked).
+    pub alerts: bool,
+    /// Its quote (`None` in the state where not asked): not where the log
+    /// gave it ([`ChangedTicker::logged`]).
+    pub quote: bool,
+}
+
+impl Ask {
+    /// Its quote and observed price.
+    pub const QUOTE: Ask = Ask {
+        alerts: false,
+        quote: true,
+    };
+}
+
+/// The state of each ticker of `tickers` (each with what to read of it), in
+/// their order, read in the caller's transaction: a few statements for all
+/// of them, not a few per ticker, where statements cost a round trip.
 pub fn ticker_states(
     connection: &mut Connection,
-    tickers: &[(&str, bool)],
+    tickers: &[(&str, Ask)],
 ) -> Result<Vec<TickerState>> {
     connection.engine().ticker_states(tickers)
 }
@@ -320,6 +367,10 @@ mod tests {
     /// changes, and a page never holds more than its size.
     #[test]
     fn a_page_holds_the_least_tickers_after_its_start_with_all_their_changes() {
+        // What the log kept of each write: nothing, for every fifth (a
+        // delete); the page keeps the last write's.
+        let logged =
+            |change: i64| (change % 5 != 0).then(|| (Some(change as f64), format!("t{change}")));
         let changes: Vec<(String, bool, i64)> = (0..400_i64)
             .map(|n| {
                 let scrambled = (n * 7919) % 400;
@@ -335,10 +386,15 @@ mod tests {
                     moved: false,
                     changed_alerts: 0,
                     first_change: *change,
+                    logged: None,
                 });
             entry.first_change = entry.first_change.min(*change);
             if *quote {
                 entry.moved = true;
+                entry.logged = Some(LoggedQuote {
+                    change: *change,
+                    quote: logged(*change),
+                });
             } else {
                 entry.changed_alerts += 1;
             }
@@ -349,9 +405,11 @@ mod tests {
             let mut after: Option<String> = None;
             loop {
                 let mut page = Page::new(after.as_deref(), limit);
-                for (ticker, quote, change) in &changes {
+                // Last first: the page keeps the last write's quote, whatever
+                // the order it reads them in.
+                for (ticker, quote, change) in changes.iter().rev() {
                     if *quote {
-                        page.quote(ticker, *change);
+                        page.quote(ticker, *change, logged(*change));
                     } else {
                         page.alert(ticker, *change);
                     }

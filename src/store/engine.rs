@@ -19,7 +19,7 @@ use std::collections::HashSet;
 
 use super::Result;
 use super::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, NewAlert, Returned, Trigger};
-use super::changes::{ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
+use super::changes::{Ask, ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
 use super::channels::{ChannelEvent, Head};
 use super::cluster::{Finish, Fire, Me, Member};
 use super::observations::Observation;
@@ -114,7 +114,7 @@ pub(super) trait Engine: Shared + Send {
 
     /// Each ticker's quote, previous observation, and whether it has
     /// alerts (where asked) and alerts waiting for their price to come back.
-    fn ticker_states(&mut self, tickers: &[(&str, bool)]) -> Result<Vec<TickerState>>;
+    fn ticker_states(&mut self, tickers: &[(&str, Ask)]) -> Result<Vec<TickerState>>;
 
     /// Tells `reading` each enabled alert of the moved tickers whose level
     /// the move can reach, leaving out alerts changed after `seen`.

@@ -448,7 +448,8 @@ fn sqlite(dir: &Path, relay: &Relay, template: &Path) {
     SqliteFeed::open(&without)
         .0
         .execute_batch(
-            "DROP TRIGGER quotes_changed_on_insert; DROP TRIGGER quotes_changed_on_update;",
+            "DROP TRIGGER quotes_changed_on_insert; DROP TRIGGER quotes_changed_on_update;
+             DROP TRIGGER quotes_changed_on_delete;",
         )
         .unwrap();
     print_write_cost(

@@ -512,10 +512,19 @@ on_every_engine! {
         changes::each_changed_alert_of(&mut c, &["AAPL"], -1, until, &mut read).unwrap();
         assert_eq!(read.0.len(), 2);
 
-        let states = changes::ticker_states(&mut c, &[("AAPL", true), ("NONE", true)]).unwrap();
+        let all = changes::Ask { alerts: true, quote: true };
+        let states = changes::ticker_states(&mut c, &[("AAPL", all), ("NONE", all)]).unwrap();
         assert_eq!(states[0].quote.as_ref().map(|(price, _)| *price), Some(Some(120.0)));
         assert!(states[0].has_alerts && states[0].previous.is_none());
         assert!(states[1].quote.is_none() && !states[1].has_alerts);
+        // A quote the log gave with its write (SQLite's does) is the one
+        // stored; a state asked without its quote has none.
+        if let Some(logged) = changed[0].logged.as_ref().and_then(|logged| logged.quote.as_ref()) {
+            assert_eq!(Some(logged), states[0].quote.as_ref());
+        }
+        let unquoted = changes::Ask { alerts: true, quote: false };
+        let states_unquoted = changes::ticker_states(&mut c, &[("AAPL", unquoted)]).unwrap();
+        assert!(states_unquoted[0].quote.is_none() && states_unquoted[0].has_alerts);
 
         // A move to 120 reaches the alert above 100, not the one below 50.
         let mut reached = Ids::default();
@@ -538,7 +547,7 @@ on_every_engine! {
         assert_eq!(observations::get(&mut c, "AAPL").unwrap(), Some(120.0));
         assert_eq!(watermarks::get(&mut c, "job").unwrap(), Some(until));
         assert_eq!(watermarks::get(&mut c, "other").unwrap(), None);
-        let states = changes::ticker_states(&mut c, &[("AAPL", false)]).unwrap();
+        let states = changes::ticker_states(&mut c, &[("AAPL", changes::Ask::QUOTE)]).unwrap();
         assert_eq!(states[0].previous, Some(120.0));
         // The log is pruned up to the only job's watermark, once, when no
         // transaction that began before it is open (on PostgreSQL, one in

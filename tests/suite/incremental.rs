@@ -486,8 +486,15 @@ fn run(
                     values![ticker, price, time],
                 );
             }
+            // The application deletes a ticker's quote: it is judged no
+            // more until it is written again.
+            50 => both(
+                &dbs,
+                "DELETE FROM quotes WHERE ticker = $1",
+                values![ticker],
+            ),
             // A stale quote.
-            50..=54 => {
+            51..=54 => {
                 let time = (now - chrono::Duration::hours(3)).to_rfc3339();
                 both(
                     &dbs,

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use postgres::fallible_iterator::FallibleIterator as _;
 
-use crate::store::changes::{ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
+use crate::store::changes::{Ask, ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
 
 use super::rows::{alert_columns, alert_row};
 use super::{PgConnection, PgResult as Result};
@@ -72,6 +72,7 @@ pub fn changed_tickers(
                 moved: row.try_get(1)?,
                 changed_alerts: row.try_get::<_, i64>(2)? as u64,
                 first_change: row.try_get(3)?,
+                logged: None,
             })
         })
         .collect()
@@ -143,7 +144,7 @@ const CHUNK: usize = 500;
 /// price to come back.
 pub fn ticker_states(
     connection: &mut PgConnection,
-    tickers: &[(&str, bool)],
+    tickers: &[(&str, Ask)],
 ) -> Result<Vec<TickerState>> {
     let statement = connection.prepared(
         "SELECT q.price::float8, q.updated_at::text, q.ticker IS NOT NULL, o.price,
@@ -155,16 +156,20 @@ pub fn ticker_states(
                            OR EXISTS (SELECT 1 FROM price_alerts AS a WHERE a.ticker = t.ticker
                                       AND a.return_above IS NOT NULL AND a.enabled = '0')),
                 o.quote_time
-         FROM unnest($1::text[], $2::bool[]) WITH ORDINALITY AS t (ticker, ask, at)
-         LEFT JOIN quotes AS q ON q.ticker = t.ticker
+         FROM unnest($1::text[], $2::bool[], $3::bool[]) WITH ORDINALITY AS t (ticker, ask, quote, at)
+         LEFT JOIN quotes AS q ON t.quote AND q.ticker = t.ticker
          LEFT JOIN observations AS o ON o.ticker = t.ticker
          ORDER BY t.at",
     )?;
     let mut states = Vec::with_capacity(tickers.len());
     for chunk in tickers.chunks(CHUNK) {
         let names: Vec<&str> = chunk.iter().map(|(ticker, _)| *ticker).collect();
-        let asks: Vec<bool> = chunk.iter().map(|(_, ask)| *ask).collect();
-        for row in connection.client().query(&statement, &[&names, &asks])? {
+        let asks: Vec<bool> = chunk.iter().map(|(_, ask)| ask.alerts).collect();
+        let quotes: Vec<bool> = chunk.iter().map(|(_, ask)| ask.quote).collect();
+        for row in connection
+            .client()
+            .query(&statement, &[&names, &asks, &quotes])?
+        {
             let quoted: bool = row.try_get(2)?;
             states.push(TickerState {
                 quote: if quoted {

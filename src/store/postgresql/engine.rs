@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::store::Result;
 use crate::store::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, Returned, Trigger};
-use crate::store::changes::{ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
+use crate::store::changes::{Ask, ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
 use crate::store::engine::Engine;
 use crate::store::observations::Observation;
 use crate::store::outbox::{Exchanged, OutboxQuery, Settled, Want};
@@ -100,7 +100,7 @@ impl Engine for PgConnection {
         )?)
     }
 
-    fn ticker_states(&mut self, tickers: &[(&str, bool)]) -> Result<Vec<TickerState>> {
+    fn ticker_states(&mut self, tickers: &[(&str, Ask)]) -> Result<Vec<TickerState>> {
         Ok(changes::ticker_states(self, tickers)?)
     }
 

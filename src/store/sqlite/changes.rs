@@ -6,11 +6,13 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use rusqlite::types::ValueRef;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::store::alerts::AlertRow;
-use crate::store::changes::{ChangedTicker, Horizon, Move, Nearest, Page, Reading, TickerState};
+use crate::store::changes::{
+    Ask, ChangedTicker, Horizon, Move, Nearest, Page, Reading, TickerState,
+};
 
 use super::rows::alert_row;
 use crate::condition::{Indexed, REACH, Range};
@@ -59,20 +61,25 @@ pub fn changed_tickers(
     if since < pruned_through(connection)? {
         // One more than the page: the quote `after` itself comes too.
         let mut statement = connection.prepare_cached(
-            "SELECT ticker FROM quotes WHERE ticker >= ?1 ORDER BY ticker LIMIT ?2 + 0",
+            "SELECT ticker, price, updated_at FROM quotes
+             WHERE ticker >= ?1 ORDER BY ticker LIMIT ?2 + 0",
         )?;
         let mut rows = statement.query(params![from, limit as i64 + 1])?;
         while let Some(row) = rows.next()? {
-            page.quote(&text_of(row.get_ref(0)?), since + 1);
+            let quote = Some(quote_of(row.get(1)?, row.get(2)?));
+            page.quote(&text_of(row.get_ref(0)?), since + 1, quote);
         }
     } else {
         let mut statement = connection.prepare_cached(
-            "SELECT change_seq, quote_ticker FROM change_log
+            "SELECT change_seq, quote_ticker, quote_price, quote_time FROM change_log
              WHERE change_seq > ?1 AND change_seq <= ?2 AND quote_ticker >= ?3",
         )?;
         let mut rows = statement.query(params![since, until, from])?;
         while let Some(row) = rows.next()? {
-            page.quote(&text_of(row.get_ref(1)?), row.get(0)?);
+            let (price, time): (Value, Value) = (row.get(2)?, row.get(3)?);
+            let logged = !(price == Value::Null && time == Value::Null);
+            let quote = logged.then(|| quote_of(price, time));
+            page.quote(&text_of(row.get_ref(1)?), row.get(0)?, quote);
         }
     }
     if changed_alert_count(connection, since, until)? as usize <= limit {
@@ -167,45 +174,56 @@ fn text_of(value: ValueRef<'_>) -> Cow<'_, str> {
     }
 }
 
+/// A quote as the application wrote it: its price (`None` where it is
+/// not a number) and its time.
+fn quote_of(price: Value, time: Value) -> (Option<f64>, String) {
+    (super::rows::number(price), super::rows::text(time))
+}
+
 /// One ticker after another (a statement costs no round trip here), one
-/// statement each: its quote (if any), its observed price and that quote's
-/// time, and whether it
-/// has enabled alerts (through `idx_price_alerts_enabled`), where asked.
+/// statement each: its quote (where asked), its observed price and that
+/// quote's time, and whether it has enabled alerts (through
+/// `idx_price_alerts_enabled`) and alerts waiting, where asked. A ticker
+/// whose quote the log gave reads one B-tree less: under a feed, each
+/// ticker's pages come from a page cache that the feed's last commit
+/// emptied.
 pub fn ticker_states(
     connection: &Connection,
-    tickers: &[(&str, bool)],
+    tickers: &[(&str, Ask)],
 ) -> rusqlite::Result<Vec<TickerState>> {
-    let mut statement = connection.prepare_cached(
-        "SELECT q.price, q.updated_at, q.ticker IS NOT NULL, o.price,
+    const STATE: &str = "o.price,
                 ?2 AND EXISTS (SELECT 1 FROM price_alerts WHERE ticker = ?1 AND enabled = 1),
                 ?2 AND (EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_return_below
                                 WHERE ticker = ?1 AND return_below IS NOT NULL AND enabled = 0)
                         OR EXISTS (SELECT 1 FROM price_alerts INDEXED BY price_alerts_return_above
                                    WHERE ticker = ?1 AND return_above IS NOT NULL AND enabled = 0)),
-                o.quote_time
+                o.quote_time";
+    let mut with_quote = connection.prepare_cached(&format!(
+        "SELECT {STATE}, q.price, q.updated_at, q.ticker IS NOT NULL
          FROM (SELECT 1) LEFT JOIN quotes AS q ON q.ticker = ?1
-         LEFT JOIN observations AS o ON o.ticker = ?1",
-    )?;
+         LEFT JOIN observations AS o ON o.ticker = ?1"
+    ))?;
+    let mut without_quote = connection.prepare_cached(&format!(
+        "SELECT {STATE} FROM (SELECT 1) LEFT JOIN observations AS o ON o.ticker = ?1"
+    ))?;
     tickers
         .iter()
-        .map(|&(ticker, ask_alerts)| {
-            statement.query_row(params![ticker, ask_alerts], |row| {
-                let quoted: bool = row.get(2)?;
+        .map(|&(ticker, ask)| {
+            let statement = if ask.quote {
+                &mut with_quote
+            } else {
+                &mut without_quote
+            };
+            statement.query_row(params![ticker, ask.alerts], |row| {
+                let quoted = ask.quote && row.get::<_, bool>(6)?;
                 Ok(TickerState {
                     quote: quoted
-                        .then(|| -> rusqlite::Result<_> {
-                            Ok((
-                                super::rows::number(row.get(0)?),
-                                super::rows::text(row.get(1)?),
-                            ))
-                        })
+                        .then(|| -> rusqlite::Result<_> { Ok(quote_of(row.get(4)?, row.get(5)?)) })
                         .transpose()?,
-                    previous: row.get(3)?,
-                    previous_time: row
-                        .get::<_, Option<rusqlite::types::Value>>(6)?
-                        .map(super::rows::text),
-                    has_alerts: row.get(4)?,
-                    waiting: row.get(5)?,
+                    previous: row.get(0)?,
+                    previous_time: row.get::<_, Option<Value>>(3)?.map(super::rows::text),
+                    has_alerts: row.get(1)?,
+                    waiting: row.get(2)?,
                 })
             })
         })

@@ -455,10 +455,14 @@ BEGIN
 END;
 "#;
 
-/// The observed prices in one B-tree keyed by ticker, where a rowid table
-/// with a text key is two (the key's index, then the table): each changed
-/// ticker's state reads its observed price, from a page cache that the
-/// feed's last commit emptied, and a claiming tick writes some.
+/// Fewer pages for each changed ticker's state, which a tick reads from a
+/// page cache that the feed's last commit emptied:
+/// - the observed prices in one B-tree keyed by ticker, where a rowid
+///   table with a text key is two (the key's index, then the table);
+/// - each quote write's price and time in the log with its ticker, which a
+///   tick reads anyway: it then reads no quote of a ticker it saw written.
+///   A quote's delete is a change too, without them: that ticker's quote
+///   is read (and found gone), as it is for the log's rows from before.
 const MIGRATION_16: &str = r#"
 CREATE TABLE observations_by_ticker (
     ticker TEXT PRIMARY KEY NOT NULL,
@@ -470,6 +474,26 @@ INSERT INTO observations_by_ticker (ticker, price, quote_time, observed_at)
     SELECT ticker, price, quote_time, observed_at FROM observations WHERE ticker IS NOT NULL;
 DROP TABLE observations;
 ALTER TABLE observations_by_ticker RENAME TO observations;
+
+ALTER TABLE change_log ADD COLUMN quote_price;  -- as the application wrote them
+ALTER TABLE change_log ADD COLUMN quote_time;
+DROP TRIGGER IF EXISTS quotes_changed_on_insert;
+DROP TRIGGER IF EXISTS quotes_changed_on_update;
+CREATE TRIGGER quotes_changed_on_insert AFTER INSERT ON quotes
+BEGIN
+    INSERT INTO change_log (quote_ticker, quote_price, quote_time)
+    VALUES (NEW.ticker, NEW.price, NEW.updated_at);
+END;
+CREATE TRIGGER quotes_changed_on_update AFTER UPDATE OF price, updated_at ON quotes
+WHEN OLD.price IS NOT NEW.price OR OLD.updated_at IS NOT NEW.updated_at
+BEGIN
+    INSERT INTO change_log (quote_ticker, quote_price, quote_time)
+    VALUES (NEW.ticker, NEW.price, NEW.updated_at);
+END;
+CREATE TRIGGER quotes_changed_on_delete AFTER DELETE ON quotes
+BEGIN
+    INSERT INTO change_log (quote_ticker) VALUES (OLD.ticker);
+END;
 "#;
 
 #[cfg(test)]

@@ -113,7 +113,8 @@ fn objects() -> Vec<Object> {
             "quotes_changed_on_insert",
             "CREATE TRIGGER quotes_changed_on_insert AFTER INSERT ON quotes
              BEGIN
-                 INSERT INTO change_log (quote_ticker) VALUES (NEW.ticker);
+                 INSERT INTO change_log (quote_ticker, quote_price, quote_time)
+                 VALUES (NEW.ticker, NEW.price, NEW.updated_at);
              END",
             Keeps::QuoteChanges,
         ),
@@ -122,7 +123,16 @@ fn objects() -> Vec<Object> {
             "CREATE TRIGGER quotes_changed_on_update AFTER UPDATE OF price, updated_at ON quotes
              WHEN OLD.price IS NOT NEW.price OR OLD.updated_at IS NOT NEW.updated_at
              BEGIN
-                 INSERT INTO change_log (quote_ticker) VALUES (NEW.ticker);
+                 INSERT INTO change_log (quote_ticker, quote_price, quote_time)
+                 VALUES (NEW.ticker, NEW.price, NEW.updated_at);
+             END",
+            Keeps::QuoteChanges,
+        ),
+        trigger(
+            "quotes_changed_on_delete",
+            "CREATE TRIGGER quotes_changed_on_delete AFTER DELETE ON quotes
+             BEGIN
+                 INSERT INTO change_log (quote_ticker) VALUES (OLD.ticker);
              END",
             Keeps::QuoteChanges,
         ),
