@@ -25,7 +25,8 @@
 //!
 //! With `--before PATH` (an earlier build of the daemon), each row runs
 //! with it first, on its own copy, and its figures print beside this
-//! tree's.
+//! tree's; the database is made at that build's schema, and this tree's
+//! build migrates its copy as it starts.
 //!
 //! Options after `--feed`: `--engine sqlite|postgresql`, `--rate N|max`
 //! and `--rows N` (each may repeat; they replace the defaults), `--for
@@ -446,7 +447,7 @@ fn reacting_config(
 
 fn sqlite(dir: &Path, relay: &Relay, options: &FeedOptions) {
     let template = dir.join("feed-template.db");
-    generate(&template, ALERTS, TICKERS);
+    generate(&template, ALERTS, TICKERS, options.before.as_deref());
     let subscriber = relay.subscribe();
     for row in Row::rows(options) {
         for (build, binary) in builds(options) {

@@ -592,7 +592,7 @@ pub fn rows(dir: &Path, relay: &Relay) {
         "latency: {ALERTS} alerts over {TICKERS} tickers, a reacting job, the relay and an SSE subscriber"
     );
     let template = dir.join("latency-template.db");
-    generate(&template, ALERTS, TICKERS);
+    generate(&template, ALERTS, TICKERS, None);
     sqlite(dir, relay, &template);
     postgresql(dir, relay);
 }
@@ -612,16 +612,17 @@ static BURSTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::
 
 /// The burst alone on SQLite at `alerts` alerts over the same tickers
 /// (`--latency N`): its memory at sizes beyond the latency rows'. With
-/// `before`, that build's burst too, on a copy of the same database: first
-/// in the first burst, second in the next, and so on (`--latency 100000
-/// 100000` runs them both ways; see [`crate::both_ways`]).
+/// `before`, that build's burst too, on a copy of the same database (made
+/// at that build's schema; this tree's migrates its copy as it starts):
+/// first in the first burst, second in the next, and so on (`--latency
+/// 100000 100000` runs them both ways; see [`crate::both_ways`]).
 pub fn burst_at(dir: &Path, relay: &Relay, alerts: u64, before: Option<&Path>, through: Through) {
     println!(
         "burst: {alerts} alerts over {TICKERS} tickers, a reacting daemon on SQLite, through {through:?}"
     );
     let template = dir.join(format!("burst-{alerts}-template.db"));
     if !template.exists() {
-        generate(&template, alerts, TICKERS);
+        generate(&template, alerts, TICKERS, before);
     }
     let round = BURSTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     crate::both_ways(round, before, |build| {

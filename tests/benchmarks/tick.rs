@@ -188,9 +188,18 @@ fn options() -> Options {
 /// all quoted at 100, every alert `above` (a level in 100..110) or `below`
 /// (90..100), so that nothing triggers yet; a move to 102 triggers a fifth of
 /// a ticker's `above` alerts. Checkpointed, so the file alone holds everything.
-fn generate(path: &Path, alerts: u64, tickers: u64) {
-    let config = DatabaseConfig::sqlite(path.to_path_buf(), Duration::from_secs(30));
-    drop(price_alertd::store::open(&config, 1).unwrap());
+/// Generates a database of `alerts` alerts over `tickers` tickers at `path`,
+/// at this build's schema, or at the one `schema_of` (an earlier build,
+/// `--before`) migrates to: each build then runs on a schema of its own, the
+/// later one migrating its copy as it starts.
+fn generate(path: &Path, alerts: u64, tickers: u64, schema_of: Option<&Path>) {
+    match schema_of {
+        Some(binary) => create_with(binary, path),
+        None => {
+            let config = DatabaseConfig::sqlite(path.to_path_buf(), Duration::from_secs(30));
+            drop(price_alertd::store::open(&config, 1).unwrap());
+        }
+    }
     let connection = rusqlite::Connection::open(path).unwrap();
     connection
         .execute_batch(&format!(
@@ -210,6 +219,31 @@ fn generate(path: &Path, alerts: u64, tickers: u64) {
             now = chrono::Utc::now().to_rfc3339()
         ))
         .unwrap();
+}
+
+/// Creates the database at `path` as `binary` does (a run of a job that
+/// finds nothing).
+fn create_with(binary: &Path, path: &Path) {
+    let config = path.with_extension("schema.toml");
+    let database = format!("path = \"{}\"", path.display());
+    std::fs::write(
+        &config,
+        config_text(&database, "http://127.0.0.1:9/events", "0 0 0 1 1 *"),
+    )
+    .unwrap();
+    let status = Command::new(binary)
+        .args(["run-job", "evaluate", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{} could not create {}",
+        binary.display(),
+        path.display()
+    );
+    std::fs::remove_file(config).unwrap();
 }
 
 /// Moves the quotes of every `every`-th ticker (those whose row number is
@@ -522,7 +556,7 @@ fn main() {
     for &alerts in &options.sizes {
         let tickers = options.tickers.unwrap_or((alerts / 100).max(1));
         let template = dir.path().join(format!("template-{alerts}.db"));
-        generate(&template, alerts, tickers);
+        generate(&template, alerts, tickers, None);
 
         // The floor: SQLite's own claim of what moving every ticker triggers.
         let floor_db = dir.path().join(format!("floor-{alerts}.db"));
