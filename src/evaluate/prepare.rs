@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
 use crate::store::alerts;
-use crate::store::changes::{ChangedTicker, TickerState};
+use crate::store::changes::{ChangedTicker, Quote, TickerState};
 use crate::store::watermarks::Hold;
 use crate::store::{self, changes, watermarks};
 
@@ -57,8 +57,7 @@ pub(super) struct Change {
 pub(super) struct Candidate {
     pub(super) ticker: String,
     pub(super) change: Change,
-    /// Its quote: `(price, updated_at)`.
-    pub(super) quote: Option<(Option<f64>, String)>,
+    pub(super) quote: Option<Quote>,
     pub(super) previous: Option<f64>,
     /// The time of the quote it was observed at, as written.
     pub(super) previous_time: Option<String>,
@@ -387,18 +386,14 @@ fn candidates(
 }
 
 /// The quote the log gave with a changed ticker's last write, if it did.
-fn logged_quote(changed: &ChangedTicker) -> Option<&(Option<f64>, String)> {
+fn logged_quote(changed: &ChangedTicker) -> Option<&Quote> {
     changed.logged.as_ref()?.quote.as_ref()
 }
 
 /// A candidate's quote (the one the log gave, if it did), observed price
 /// and whether it has enabled alerts, from its state (none for a blank
 /// ticker).
-fn take_state(
-    candidate: &mut Candidate,
-    state: TickerState,
-    logged: Option<&(Option<f64>, String)>,
-) {
+fn take_state(candidate: &mut Candidate, state: TickerState, logged: Option<&Quote>) {
     if candidate.ticker.trim().is_empty() {
         return;
     }

@@ -86,7 +86,7 @@ pub struct LoggedQuote {
     /// The quote it left, as [`TickerState::quote`] holds one; `None` where
     /// the write deleted it, or the log holds no value (a write logged
     /// before the log kept them): the quote is read then.
-    pub quote: Option<(Option<f64>, String)>,
+    pub quote: Option<Quote>,
 }
 
 /// One page of the tickers that changed after `since`, up to `until`:
@@ -130,12 +130,7 @@ impl Page {
 
     /// A quote write of `ticker`, numbered `change`, with the quote it
     /// left where the log keeps it: the last write's is kept.
-    pub(super) fn quote(
-        &mut self,
-        ticker: &str,
-        change: i64,
-        quote: Option<(Option<f64>, String)>,
-    ) {
+    pub(super) fn quote(&mut self, ticker: &str, change: i64, quote: Option<Quote>) {
         if let Some(changed) = self.entry(ticker, change) {
             changed.moved = true;
             if changed
@@ -291,12 +286,15 @@ pub fn each_changed_alert_of(
         .each_changed_alert_of(tickers, since, until, reading)
 }
 
+/// A quote as the application wrote it: its price (`None` where it is
+/// not a number) and its `updated_at`.
+pub type Quote = (Option<f64>, String);
+
 /// What a tick needs to know of one changed ticker.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TickerState {
-    /// Its quote: `(price, updated_at)`, the price `None` when it is not a
-    /// number.
-    pub quote: Option<(Option<f64>, String)>,
+    /// Its quote.
+    pub quote: Option<Quote>,
     /// The price the daemon last observed for it, and that quote's time
     /// as the application wrote it.
     pub previous: Option<f64>,

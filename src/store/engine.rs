@@ -112,8 +112,9 @@ pub(super) trait Engine: Shared + Send {
         reading: &mut dyn Reading,
     ) -> Result<()>;
 
-    /// Each ticker's quote, previous observation, and whether it has
-    /// alerts (where asked) and alerts waiting for their price to come back.
+    /// Each ticker's previous observation, its quote (where asked), and
+    /// whether it has alerts and alerts waiting for their price to come
+    /// back (where asked).
     fn ticker_states(&mut self, tickers: &[(&str, Ask)]) -> Result<Vec<TickerState>>;
 
     /// Tells `reading` each enabled alert of the moved tickers whose level

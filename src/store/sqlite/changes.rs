@@ -11,7 +11,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use crate::store::alerts::AlertRow;
 use crate::store::changes::{
-    Ask, ChangedTicker, Horizon, Move, Nearest, Page, Reading, TickerState,
+    Ask, ChangedTicker, Horizon, Move, Nearest, Page, Quote, Reading, TickerState,
 };
 
 use super::rows::alert_row;
@@ -174,9 +174,8 @@ fn text_of(value: ValueRef<'_>) -> Cow<'_, str> {
     }
 }
 
-/// A quote as the application wrote it: its price (`None` where it is
-/// not a number) and its time.
-fn quote_of(price: Value, time: Value) -> (Option<f64>, String) {
+/// A quote from the values the application wrote.
+fn quote_of(price: Value, time: Value) -> Quote {
     (super::rows::number(price), super::rows::text(time))
 }
 

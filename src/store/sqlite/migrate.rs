@@ -479,6 +479,7 @@ ALTER TABLE change_log ADD COLUMN quote_price;  -- as the application wrote them
 ALTER TABLE change_log ADD COLUMN quote_time;
 DROP TRIGGER IF EXISTS quotes_changed_on_insert;
 DROP TRIGGER IF EXISTS quotes_changed_on_update;
+DROP TRIGGER IF EXISTS quotes_changed_on_delete;
 CREATE TRIGGER quotes_changed_on_insert AFTER INSERT ON quotes
 BEGIN
     INSERT INTO change_log (quote_ticker, quote_price, quote_time)
