@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::schema::ARM;
+use super::schema::{ARM, LOG_QUOTE};
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 16;
@@ -95,7 +95,7 @@ const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
             &crate::store::channels::KEY_SCHEMA.replace("{key}", "lower(hex(randomblob(32)))"),
         )
     },
-    |transaction| transaction.execute_batch(MIGRATION_16),
+    |transaction| transaction.execute_batch(&MIGRATION_16.replace("{log_quote}", LOG_QUOTE)),
 ];
 
 /// Brings the schema to `target` (a test's older version, or
@@ -482,14 +482,12 @@ DROP TRIGGER IF EXISTS quotes_changed_on_update;
 DROP TRIGGER IF EXISTS quotes_changed_on_delete;
 CREATE TRIGGER quotes_changed_on_insert AFTER INSERT ON quotes
 BEGIN
-    INSERT INTO change_log (quote_ticker, quote_price, quote_time)
-    VALUES (NEW.ticker, NEW.price, NEW.updated_at);
+{log_quote}
 END;
 CREATE TRIGGER quotes_changed_on_update AFTER UPDATE OF price, updated_at ON quotes
 WHEN OLD.price IS NOT NEW.price OR OLD.updated_at IS NOT NEW.updated_at
 BEGIN
-    INSERT INTO change_log (quote_ticker, quote_price, quote_time)
-    VALUES (NEW.ticker, NEW.price, NEW.updated_at);
+{log_quote}
 END;
 CREATE TRIGGER quotes_changed_on_delete AFTER DELETE ON quotes
 BEGIN

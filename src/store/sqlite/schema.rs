@@ -15,10 +15,21 @@ fn index(name: &'static str, sql: &str) -> Object {
     Object::index(name, sql.replace("{level}", LEVEL))
 }
 
-/// One of the daemon's triggers; `{arm}` is [`ARM`].
+/// One of the daemon's triggers; `{arm}` is [`ARM`], `{log_quote}`
+/// [`LOG_QUOTE`].
 fn trigger(name: &'static str, sql: &str, keeps: Keeps) -> Object {
-    Object::trigger(name, sql.replace("{arm}", ARM), keeps)
+    Object::trigger(
+        name,
+        sql.replace("{arm}", ARM).replace("{log_quote}", LOG_QUOTE),
+        keeps,
+    )
 }
+
+/// What a quote's insert and its update do, in migration 16's two
+/// triggers, one text so that they never part: a change in the log, with
+/// the quote as the application wrote it.
+pub(super) const LOG_QUOTE: &str = "INSERT INTO change_log (quote_ticker, quote_price, quote_time)
+    VALUES (NEW.ticker, NEW.price, NEW.updated_at);";
 
 /// What an alert's insert and its re-arm (0 -> 1) do, in migration 11's
 /// two triggers, one text so that they never part: a new arming, and a
@@ -113,8 +124,7 @@ fn objects() -> Vec<Object> {
             "quotes_changed_on_insert",
             "CREATE TRIGGER quotes_changed_on_insert AFTER INSERT ON quotes
              BEGIN
-                 INSERT INTO change_log (quote_ticker, quote_price, quote_time)
-                 VALUES (NEW.ticker, NEW.price, NEW.updated_at);
+             {log_quote}
              END",
             Keeps::QuoteChanges,
         ),
@@ -123,8 +133,7 @@ fn objects() -> Vec<Object> {
             "CREATE TRIGGER quotes_changed_on_update AFTER UPDATE OF price, updated_at ON quotes
              WHEN OLD.price IS NOT NEW.price OR OLD.updated_at IS NOT NEW.updated_at
              BEGIN
-                 INSERT INTO change_log (quote_ticker, quote_price, quote_time)
-                 VALUES (NEW.ticker, NEW.price, NEW.updated_at);
+             {log_quote}
              END",
             Keeps::QuoteChanges,
         ),
