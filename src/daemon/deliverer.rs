@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::deliver::{self, Totals, Webhook};
+use crate::deliver::{self, Handoff, Totals, Webhook};
 
 use super::runner::Runner;
 
@@ -37,15 +37,15 @@ impl DeliveryTask {
     pub(super) fn start(
         runner: &Runner,
         config: &Config,
-        wake: Arc<Notify>,
+        handoff: Arc<Handoff>,
     ) -> anyhow::Result<DeliveryTask> {
+        let wake = handoff.wake().clone();
         let (webhooks, receiver) = watch::channel(Webhook::new(&config.webhook)?);
         let (stop, stopping) = watch::channel(None);
         let task = tokio::spawn(deliver::run(
             runner.pool.clone(),
             receiver,
-            lease_owner(),
-            wake.clone(),
+            handoff,
             stopping,
             runner.metrics.clone(),
         ));

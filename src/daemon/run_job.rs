@@ -7,7 +7,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::deliver::{self, Totals, Webhook};
+use crate::deliver::{self, Handoff, Totals, Webhook};
 use crate::evaluate::TickReport;
 
 use super::deliverer::lease_owner;
@@ -79,8 +79,7 @@ pub async fn run_job(config: Config, name: &str) -> anyhow::Result<RunJobSummary
     let delivery = deliver::run(
         runner.pool.clone(),
         webhooks,
-        lease_owner(),
-        Arc::new(Notify::new()),
+        Arc::new(Handoff::new(lease_owner(), Arc::new(Notify::new()))),
         stop,
         runner.metrics.clone(),
     )

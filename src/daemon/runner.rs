@@ -9,6 +9,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, EvaluatorConfig, JobKind, PriceSource, Scope};
+use crate::deliver::Handoff;
 use crate::evaluate::{self, TickOptions, TickReport};
 use crate::membership::{self, Taken};
 use crate::metrics::Metrics;
@@ -16,6 +17,7 @@ use crate::quotes;
 use crate::recurring::Recurring;
 use crate::store::alerts::Trigger;
 use crate::store::cluster::{Finish, Fire, Me};
+use crate::store::outbox::Lessee;
 use crate::store::{self, Pool};
 
 use super::events::LoopEvent;
@@ -51,11 +53,9 @@ pub(super) struct Runner {
 #[derive(Clone)]
 pub(super) enum RunsFor {
     /// A daemon among those sharing the database: its runs are recorded as
-    /// this member's, and each claim wakes its deliverer.
-    Member {
-        me: Arc<Me>,
-        wake_deliverer: Arc<tokio::sync::Notify>,
-    },
+    /// this member's, and each claim leases what it queues to its
+    /// deliverer, as far as it takes them, and wakes it for the rest.
+    Member { me: Arc<Me>, handoff: Arc<Handoff> },
     /// `run-job`: one run, whose events are delivered after it.
     OneRun,
 }
@@ -130,13 +130,11 @@ impl Runner {
         });
     }
 
-    /// A claim of a tick of `job` committed: the deliverer wakes, and the
-    /// age of each claimed alert's quote is observed (from its `updated_at`:
-    /// the application's commit, as near as the daemon can tell).
+    /// A claim of a tick of `job` committed (its events are with the
+    /// deliverer: `deliver::Handoff`): the age of each claimed alert's
+    /// quote is observed (from its `updated_at`: the application's commit,
+    /// as near as the daemon can tell).
     fn claimed(&self, job: &str, triggers: &[&Trigger]) {
-        if let RunsFor::Member { wake_deliverer, .. } = &self.runs_for {
-            wake_deliverer.notify_one();
-        }
         let now = Utc::now();
         self.metrics.claimed(
             job,
@@ -242,8 +240,13 @@ impl Runner {
         let (runner, job) = (self.clone(), job.to_owned());
         let ticked = tokio::task::spawn_blocking(move || {
             let claimed = |triggers: &[&Trigger]| runner.claimed(&job, triggers);
+            let lessee = match &runner.runs_for {
+                RunsFor::Member { handoff, .. } => Some(&**handoff as &dyn Lessee),
+                RunsFor::OneRun => None,
+            };
             let options = TickOptions {
                 claimed: &claimed,
+                lessee,
                 head_start: crate::evaluate::HEAD_START,
                 head_start_after: crate::evaluate::HEAD_START_AFTER,
                 page: crate::evaluate::PAGE,

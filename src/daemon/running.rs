@@ -16,7 +16,7 @@ use crate::schedule::Scheduler;
 use crate::signals::{self, Signal};
 use crate::store::cluster::{Fire, Me};
 use crate::store::listen::Changed;
-use crate::{evaluate, membership, metrics, store, systemd};
+use crate::{deliver, evaluate, membership, metrics, store, systemd};
 
 use super::deadlines::Deadlines;
 use super::deliverer::DeliveryTask;
@@ -71,10 +71,13 @@ impl Daemon {
     pub(super) async fn start(source: ConfigOrigin, config: Config) -> anyhow::Result<Daemon> {
         log_warnings(&source, &config);
         let me = Arc::new(membership::me());
-        let wake_deliverer = Arc::new(tokio::sync::Notify::new());
+        let handoff = Arc::new(deliver::Handoff::new(
+            super::deliverer::lease_owner(),
+            Arc::new(tokio::sync::Notify::new()),
+        ));
         let runs_for = RunsFor::Member {
             me: me.clone(),
-            wake_deliverer: wake_deliverer.clone(),
+            handoff: handoff.clone(),
         };
         let runner = Runner::open(&config, runs_for).await?;
         if let Some(listen) = config.metrics.listen {
@@ -86,7 +89,7 @@ impl Daemon {
         let (signal_sender, signals) = mpsc::unbounded_channel();
         let signal_handle = signals::forward(signal_sender)?;
         let (events, inbox) = mpsc::unbounded_channel::<LoopEvent>();
-        let deliverer = DeliveryTask::start(&runner, &config, wake_deliverer)?;
+        let deliverer = DeliveryTask::start(&runner, &config, handoff)?;
 
         let scheduler = Scheduler::start().await?;
         let jobs = Jobs::schedule(&scheduler, &config.jobs, 0, &events).await;

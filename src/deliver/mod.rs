@@ -5,6 +5,7 @@
 //! database call goes to `spawn_blocking`.
 
 mod attempt;
+mod handoff;
 mod idle;
 mod lease;
 mod pipeline;
@@ -14,32 +15,34 @@ mod time;
 mod users;
 
 pub use attempt::{ANSWER_PREFIX, AttemptFailure, Webhook, backoff, classify, headers, sign};
+pub use handoff::Handoff;
 pub use pipeline::Totals;
 pub use time::Stop;
 
 use std::sync::Arc;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::recurring::Recurring;
 use crate::store::{self, Pool};
 
-use pipeline::{Deliverer, Ended};
+use pipeline::{Deliverer, Ended, Start};
 
 /// Delivers outbox rows until stopped, then drains until the deadline or until
-/// nothing deliverable is left. `wake` is notified when new rows are queued.
+/// nothing deliverable is left. `handoff` brings the rows this process's
+/// claims lease to it, and its `wake` is notified when rows are queued that
+/// nobody leased.
 pub async fn run(
     pool: Pool,
     mut webhooks: watch::Receiver<Webhook>,
-    owner: String,
-    wake: Arc<Notify>,
+    handoff: Arc<Handoff>,
     mut stop: Stop,
     metrics: Arc<Metrics>,
 ) -> Totals {
     let mut deliverer = Deliverer {
         pool: &pool,
-        owner: &owner,
+        handoff: &handoff,
         metrics: &metrics,
         totals: Totals::default(),
         bookkeeping_failures: Recurring::default(),
@@ -49,14 +52,19 @@ pub async fn run(
         failures_in_a_row: 0,
         retry_at: None,
     };
+    let wake = handoff.wake();
+    let mut started_by = Start::Due;
     loop {
         let webhook = webhooks.borrow_and_update().clone();
         match deliverer
-            .pipeline(webhook, &wake, &mut stop, &mut webhooks)
+            .pipeline(webhook, wake, &mut stop, &mut webhooks, started_by)
             .await
         {
             Ended::Stopped => return deliverer.totals,
-            Ended::Reconfigured => continue,
+            Ended::Reconfigured => {
+                started_by = Start::Due;
+                continue;
+            }
             Ended::Idle => {}
         }
         // Idle after work: a good moment to checkpoint the deliveries' writes.
@@ -66,11 +74,12 @@ pub async fn run(
         let Some(wait) = deliverer.idle_wait(next_due, draining) else {
             return deliverer.totals;
         };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = wake.notified() => {}
-            Ok(()) = stop.changed() => {}
-            Ok(()) = webhooks.changed() => {}
-        }
+        started_by = tokio::select! {
+            () = tokio::time::sleep(wait) => Start::Due,
+            () = wake.notified() => Start::Due,
+            () = handoff.handed() => Start::Handed,
+            Ok(()) = stop.changed() => Start::Due,
+            Ok(()) = webhooks.changed() => Start::Due,
+        };
     }
 }

@@ -22,6 +22,7 @@ use crate::store::outbox::{self, Exchanged, Leased, Outcome, Settled, Want};
 use crate::store::{self, Pool};
 
 use super::attempt::{Webhook, attempt, say_unlogged_dead_letters};
+use super::handoff::{Handoff, Taken};
 use super::lease::{Ahead, RECORD_AFTER, RECORD_OVERDUE};
 use super::time::{DbClock, Stop};
 use super::users::{Answered, Users};
@@ -69,7 +70,9 @@ type Upkeep = tokio::task::JoinHandle<()>;
 /// A deliverer's state across its pipelines.
 pub(super) struct Deliverer<'a> {
     pub(super) pool: &'a Pool,
-    pub(super) owner: &'a str,
+    /// The claims' hand-over of the rows they lease to it; it names the
+    /// leases' owner.
+    pub(super) handoff: &'a Handoff,
     pub(super) metrics: &'a Metrics,
     pub(super) totals: Totals,
     pub(super) bookkeeping_failures: Recurring,
@@ -129,6 +132,8 @@ enum Woken {
     Upkept,
     Timer,
     Wake,
+    /// A claim handed rows over.
+    Handed,
     Stop,
     Reconfigured,
 }
@@ -140,6 +145,7 @@ impl Deliverer<'_> {
         wake: &Notify,
         stop: &mut Stop,
         webhooks: &mut watch::Receiver<Webhook>,
+        started_by: Start,
     ) -> Ended {
         let webhook_per_user = webhook.per_user();
         let batch = webhook.config.events_a_request();
@@ -157,7 +163,9 @@ impl Deliverer<'_> {
             ahead_when_asked: false,
             ran_out: false,
             room_when_asked: 0,
-            exhausted: false,
+            // Rows handed over are all that came since the deliverer last
+            // found nothing due: nothing else is, until a wake.
+            exhausted: started_by == Start::Handed,
             reconfigured: false,
             users: webhook_per_user.then(|| Users::new(batch)),
             clock: None,
@@ -168,6 +176,7 @@ impl Deliverer<'_> {
                 .is_some_and(|deadline| Instant::now() >= deadline);
             pipeline.reconfigured |= webhooks.has_changed().unwrap_or(false);
             let winding_down = past_deadline || pipeline.reconfigured;
+            self.take_handed(&mut pipeline, winding_down);
             if winding_down {
                 // Rows not sent yet go back as they were.
                 while let Some(event) = pipeline.queue.pop_front() {
@@ -180,8 +189,10 @@ impl Deliverer<'_> {
             } else {
                 Leasing::AsNeeded
             };
+            self.offer_room(&pipeline, leasing);
             self.start_exchange(&mut pipeline, leasing);
-            if pipeline.is_empty() {
+            // Winding down, rows claims still lease to it are given back.
+            if pipeline.is_empty() && !(winding_down && self.handoff.awaited()) {
                 return if past_deadline {
                     Ended::Stopped
                 } else if pipeline.reconfigured {
@@ -190,7 +201,10 @@ impl Deliverer<'_> {
                     Ended::Idle
                 };
             }
-            match pipeline.wait(self.retry_at, wake, stop, webhooks).await {
+            match pipeline
+                .wait(self.retry_at, (wake, self.handoff), stop, webhooks)
+                .await
+            {
                 Woken::Attempt(done) => {
                     self.attempted(&mut pipeline, done);
                     // And every other that finished meanwhile, before the next wait.
@@ -207,6 +221,7 @@ impl Deliverer<'_> {
                 }
                 Woken::Upkept => pipeline.upkeep = None,
                 Woken::Wake => pipeline.exhausted = false,
+                Woken::Handed => {}
                 Woken::Reconfigured => pipeline.reconfigured = true,
                 Woken::Timer | Woken::Stop => {}
             }
@@ -263,6 +278,56 @@ impl Deliverer<'_> {
         }
     }
 
+    /// Takes in the rows claims handed over (see `deliver::handoff`):
+    /// queued, or given back while the pipeline winds down, or where they
+    /// lack the place on their channel its relay needs.
+    fn take_handed(&self, pipeline: &mut Pipeline, winding_down: bool) {
+        let Taken { rows, clock } = self.handoff.take();
+        if let Some(clock) = clock {
+            pipeline.clock = Some(clock);
+        }
+        let places = pipeline.webhook.places_events();
+        for event in rows {
+            if let Some(users) = &mut pipeline.users {
+                users.leased(&event);
+            }
+            if winding_down || (places && event.channel_seq.is_none()) {
+                self.give_back(pipeline, &event);
+            } else {
+                pipeline.queue.push_back(event);
+            }
+        }
+    }
+
+    /// Offers the claims the room the pipeline has for rows they lease
+    /// (see `deliver::handoff`): what it would lease itself, less what the
+    /// exchange under way asked for; none while it winds down or its
+    /// exchanges fail (the room is then its exchanges' alone).
+    fn offer_room(&self, pipeline: &Pipeline, leasing: Leasing) {
+        let unsent = pipeline.queue.len() + pipeline.attempts.len();
+        let held = unsent + pipeline.finished.len();
+        let ahead = pipeline.ahead;
+        let asked = if pipeline.exchange.is_some() {
+            pipeline.asked
+        } else {
+            0
+        };
+        let free = ahead
+            .rows()
+            .saturating_sub(unsent)
+            .min(ahead.held().saturating_sub(held))
+            .saturating_sub(asked);
+        let webhook = &pipeline.webhook;
+        let offered = leasing == Leasing::AsNeeded && self.failures_in_a_row == 0;
+        let want = offered.then(|| Want {
+            lease: webhook.leasing().lease(),
+            limit: 0,
+            spread: pipeline.users.as_ref().map(Users::spread),
+            place: webhook.places_events(),
+        });
+        self.handoff.offer(want, free);
+    }
+
     /// A leased row goes back unsent, as it was.
     fn give_back(&self, pipeline: &mut Pipeline, event: &Leased) {
         self.metrics
@@ -294,7 +359,9 @@ impl Deliverer<'_> {
         let held = unsent + pipeline.finished.len();
         let ahead = pipeline.ahead;
         let limit = if lease && !pipeline.exhausted && unsent <= ahead.rows() / 2 {
-            (ahead.rows() - unsent).min(ahead.held().saturating_sub(held))
+            // Of the room the claims did not take (see `deliver::handoff`).
+            self.handoff
+                .draw((ahead.rows() - unsent).min(ahead.held().saturating_sub(held)))
         } else {
             0
         };
@@ -322,7 +389,7 @@ impl Deliverer<'_> {
             place: webhook.places_events(),
         });
         let (exchanging, upkeep) =
-            exchange_then_upkeep(self.pool, self.owner, settled.clone(), want);
+            exchange_then_upkeep(self.pool, self.handoff.owner(), settled.clone(), want);
         pipeline.exchange = Some((exchanging, settled));
         pipeline.upkeep = Some(upkeep);
         pipeline.exchange_since = Some(now);
@@ -489,6 +556,15 @@ fn exchange_then_upkeep(
     (Box::pin(exchanging), upkeep)
 }
 
+/// What started a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
+    /// Rows a claim handed over, while nothing else was due.
+    Handed,
+    /// Anything else: rows may be due.
+    Due,
+}
+
 /// Whether an exchange leases more rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leasing {
@@ -572,7 +648,7 @@ impl Pipeline {
     async fn wait(
         &mut self,
         retry_at: Option<Instant>,
-        wake: &Notify,
+        (wake, handoff): (&Notify, &Handoff),
         stop: &mut Stop,
         webhooks: &mut watch::Receiver<Webhook>,
     ) -> Woken {
@@ -600,6 +676,7 @@ impl Pipeline {
             _ = async { upkeep.as_mut().expect("checked").await }, if upkeep.is_some() => Woken::Upkept,
             () = tokio::time::sleep_until(timer.unwrap_or_else(Instant::now)), if timer.is_some() => Woken::Timer,
             () = wake.notified(), if *exhausted => Woken::Wake,
+            () = handoff.handed() => Woken::Handed,
             Ok(()) = stop.changed(), if quiet => Woken::Stop,
             Ok(()) = webhooks.changed(), if quiet => Woken::Reconfigured,
         }

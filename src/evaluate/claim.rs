@@ -15,6 +15,7 @@ use crate::lock::lock;
 use crate::log_recurring;
 use crate::recurring::Recurring;
 use crate::store::alerts::{self, Trigger};
+use crate::store::outbox::Lessee;
 use crate::store::{self, Pool};
 
 use super::options::TickOptions;
@@ -147,7 +148,7 @@ pub(super) fn evaluate_and_claim(
         let helping: Vec<_> = (0..helpers)
             .map(|_| {
                 helper_threads
-                    .spawn(|| help_claim(readers.pool, &inbox, readers.now, options.claimed))
+                    .spawn(|| help_claim(readers.pool, &inbox, readers.now, Told::of(options)))
             })
             .collect();
         let next = AtomicUsize::new(0);
@@ -187,7 +188,7 @@ struct Claimer<'a, 'w> {
     helpers: Option<&'a mpsc::SyncSender<Vec<Trigger>>>,
     claim_batch: usize,
     now: DateTime<Utc>,
-    claimed: &'a (dyn Fn(&[&Trigger]) + Sync),
+    told: Told<'a>,
     batch: Vec<Trigger>,
     /// The next claim's size: the first claims are small, and grow to
     /// `claim_batch`, so that a large tick's first events go out while it
@@ -212,7 +213,7 @@ impl<'a, 'w> Claimer<'a, 'w> {
             helpers,
             claim_batch,
             now,
-            claimed: options.claimed,
+            told: Told::of(options),
             batch: Vec::new(),
             size: FIRST_CLAIM.min(claim_batch),
             matched: 0,
@@ -255,7 +256,7 @@ impl<'a, 'w> Claimer<'a, 'w> {
     /// Claims what is left; the tally.
     fn finish(mut self) -> Tally {
         self.mine
-            .claim(self.writer, &mut self.batch, self.now, self.claimed);
+            .claim(self.writer, &mut self.batch, self.now, self.told);
         self.mine
     }
 
@@ -272,7 +273,7 @@ impl<'a, 'w> Claimer<'a, 'w> {
         }
         Some(
             self.mine
-                .claim(self.writer, &mut self.batch, self.now, self.claimed),
+                .claim(self.writer, &mut self.batch, self.now, self.told),
         )
     }
 }
@@ -324,7 +325,8 @@ struct Tally {
 }
 
 impl Tally {
-    /// Claims one batch in one transaction and empties it; `claimed_hook`
+    /// Claims one batch in one transaction and empties it, leasing its
+    /// events to `told.lessee` as far as it takes them; `told.claimed`
     /// hears of the alerts a commit claimed. After a failure it claims nothing
     /// more: the tick fails, and the next one judges the same changes again.
     /// Returns how long the claim took.
@@ -333,7 +335,7 @@ impl Tally {
         writer: &mut store::Connection,
         batch: &mut Vec<Trigger>,
         now: DateTime<Utc>,
-        claimed_hook: &(dyn Fn(&[&Trigger]) + Sync),
+        told: Told<'_>,
     ) -> Duration {
         if batch.is_empty() {
             return Duration::ZERO;
@@ -344,9 +346,17 @@ impl Tally {
             return Duration::ZERO;
         }
         let claim_started = Instant::now();
-        let claimed = alerts::claim(writer, batch, now);
+        let lease = told.lessee.and_then(|lessee| lessee.ask(batch.len()));
+        let mut claimed = alerts::claim_and_lease(writer, batch, now, lease.as_ref());
         let took = claim_started.elapsed();
         self.duration += took;
+        if let Some(lessee) = told.lessee {
+            let (queued, leased) = match &mut claimed {
+                Ok(claimed) => (claimed.ids.len(), Some(std::mem::take(&mut claimed.leased))),
+                Err(_) => (0, None),
+            };
+            lessee.hand(lease, queued, leased, claim_started);
+        }
         match claimed {
             Ok(claimed) => {
                 if !claimed.ids.is_empty() {
@@ -354,7 +364,7 @@ impl Tally {
                         .iter()
                         .filter(|trigger| claimed.ids.contains(&trigger.alert_id))
                         .collect();
-                    claimed_hook(&triggers);
+                    (told.claimed)(&triggers);
                     self.tickers
                         .extend(triggers.iter().map(|trigger| trigger.ticker.clone()));
                 }
@@ -382,6 +392,23 @@ impl Tally {
     }
 }
 
+/// What a claim tells as it commits: the tick's hook, and who leases its
+/// events ([`TickOptions`]).
+#[derive(Clone, Copy)]
+struct Told<'a> {
+    claimed: &'a (dyn Fn(&[&Trigger]) + Sync),
+    lessee: Option<&'a dyn Lessee>,
+}
+
+impl<'a> Told<'a> {
+    fn of(options: &TickOptions<'a>) -> Told<'a> {
+        Told {
+            claimed: options.claimed,
+            lessee: options.lessee,
+        }
+    }
+}
+
 /// A helper claimer: claims the batches handed to it until there are no
 /// more. One that cannot claim still takes its batches, so that the tick
 /// fails (and nothing is taken for done) instead of leaving them unclaimed.
@@ -389,7 +416,7 @@ fn help_claim(
     pool: &Pool,
     inbox: &Mutex<mpsc::Receiver<Vec<Trigger>>>,
     now: DateTime<Utc>,
-    claimed: &(dyn Fn(&[&Trigger]) + Sync),
+    told: Told<'_>,
 ) -> Tally {
     let mut tally = Tally::default();
     let mut writer = match pool.get() {
@@ -406,7 +433,7 @@ fn help_claim(
         };
         match writer.as_mut() {
             Some(writer) => {
-                tally.claim(writer, &mut batch, now, claimed);
+                tally.claim(writer, &mut batch, now, told);
             }
             None => tally.unclaimed += batch.len() as u64,
         }

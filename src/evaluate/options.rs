@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{EvaluatorConfig, Scope};
 use crate::recurring::{Budget, Recurring};
 use crate::store::alerts::Trigger;
+use crate::store::outbox::Lessee;
 
 use super::carried::Carried;
 use super::judge::QuoteProblem;
@@ -36,6 +37,10 @@ pub struct TickOptions<'a> {
     /// claiming thread: the deliverer sends a tick's first events while it
     /// claims the rest.
     pub claimed: &'a (dyn Fn(&[&Trigger]) + Sync),
+    /// Who each claim leases its events to, in its transaction, and hands
+    /// them over after it (the daemon's deliverer); none: the deliverer
+    /// leases them itself (`run-job`, tests).
+    pub lessee: Option<&'a dyn Lessee>,
     /// A tick whose quotes moved for more tickers than `head_start_after`
     /// first judges and claims `head_start` of them (`evaluate::HEAD_START`
     /// and `HEAD_START_AFTER` in the daemon; 0: never).

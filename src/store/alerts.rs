@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use std::collections::HashSet;
 
+use super::outbox::{ClaimLease, Exchanged};
 use super::shared::{PerEngine, Row as _, Statements};
 use super::{Connection, Result};
 use crate::alert::Written;
@@ -91,7 +92,7 @@ pub struct Trigger {
 }
 
 /// What one claim did.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Claimed {
     /// The alerts claimed: one queued event each.
     pub ids: HashSet<i64>,
@@ -100,6 +101,9 @@ pub struct Claimed {
     /// The caller judges them again once the lock is gone. (SQLite has no
     /// row locks: never any there.)
     pub locked: Vec<i64>,
+    /// The events the claim leased to this process's deliverer
+    /// ([`ClaimLease`]), in queue order, and the lease's time.
+    pub leased: Exchanged,
 }
 
 /// Which trigger of its alert a claim was, as the claim's statement
@@ -361,9 +365,22 @@ pub fn claim(
     triggers: &[Trigger],
     now: DateTime<Utc>,
 ) -> Result<Claimed> {
+    claim_and_lease(connection, triggers, now, None)
+}
+
+/// A [`claim`] that also leases its events to this process's deliverer,
+/// as `lease` asks, in its transaction: where the claim goes in several
+/// transactions (SQLite, a disk nearly full), the rows leased by those
+/// that committed before one failed wait out their lease.
+pub fn claim_and_lease(
+    connection: &mut Connection,
+    triggers: &[Trigger],
+    now: DateTime<Utc>,
+    lease: Option<&ClaimLease>,
+) -> Result<Claimed> {
     connection
         .engine()
-        .claim(triggers, now, now.timestamp_millis())
+        .claim(triggers, now, now.timestamp_millis(), lease)
 }
 
 /// The store's upkeep after a [`claim`], which the caller runs once it has

@@ -23,7 +23,7 @@ use super::changes::{Ask, ChangedTicker, Horizon, Move, Nearest, Reading, Ticker
 use super::channels::{ChannelEvent, Head};
 use super::cluster::{Finish, Fire, Me, Member};
 use super::observations::Observation;
-use super::outbox::{Exchanged, OutboxEntry, OutboxEvent, OutboxQuery, Settled, Want};
+use super::outbox::{ClaimLease, Exchanged, OutboxEntry, OutboxEvent, OutboxQuery, Settled, Want};
 use super::quotes::{NewQuote, QuoteRow};
 use super::runs::Run;
 use super::schema::{Audit, Repaired};
@@ -175,11 +175,14 @@ pub(super) trait Engine: Shared + Send {
     /// Claims `triggers` in one write transaction: each alert is disabled
     /// (or its cooldown starts) only if it is still the arming judged, and
     /// its event is queued with it.
+    /// With `lease`, it leases the events it queues as that asks
+    /// (`store::outbox::ClaimLease`).
     fn claim(
         &mut self,
         triggers: &[Trigger],
         triggered_at: DateTime<Utc>,
         now_ms: i64,
+        lease: Option<&ClaimLease>,
     ) -> Result<Claimed>;
 
     /// The engine's upkeep after a write whose results are on their way: a

@@ -2,6 +2,8 @@
 //! sending them, so several daemons on one database never send the same row at
 //! the same time; a row leaves the pending state only after a 2xx.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 
 use crate::time::parse_time;
@@ -137,6 +139,69 @@ pub struct Want {
     /// Whether each leased row takes a place on its user's channel, if it
     /// has none yet (`store::channels`).
     pub place: bool,
+}
+
+/// A lease a claim takes on the events it queues, in its transaction, for
+/// this process's deliverer: up to `want.limit` of them (of a user in
+/// `want.spread`'s `full`, none; of any other, at most its `per_user`), in
+/// queue order, leased to `owner` for `want.lease` from the claim's time
+/// (the database's clock, read as the exchange's is) and placed on their
+/// channels where `want.place` asks. The deliverer then holds them as if
+/// an exchange had leased them (invariant 4), and the claim hands them
+/// over in memory ([`Lessee`]): an event no longer waits for a lease of
+/// its own before it is sent.
+#[derive(Debug, Clone)]
+pub struct ClaimLease {
+    pub owner: String,
+    pub want: Want,
+}
+
+impl ClaimLease {
+    /// Which of the rows a claim queues, with these users in queue order,
+    /// the lease takes.
+    pub fn takes<'u>(&self, users: impl IntoIterator<Item = Option<&'u str>>) -> Vec<bool> {
+        let mut taken: HashMap<&str, usize> = HashMap::new();
+        let mut left = self.want.limit;
+        users
+            .into_iter()
+            .map(|user| {
+                let user = user_key(user);
+                let share = match &self.want.spread {
+                    None => left > 0,
+                    Some(spread) => {
+                        let count = taken.entry(user).or_default();
+                        let takes = left > 0
+                            && *count < spread.per_user
+                            && !spread.full.iter().any(|full| full == user);
+                        *count += usize::from(takes);
+                        takes
+                    }
+                };
+                left -= usize::from(share);
+                share
+            })
+            .collect()
+    }
+}
+
+/// Who a claim leases its events to ([`ClaimLease`]): this process's
+/// deliverer, while it takes them.
+pub trait Lessee: Sync {
+    /// The lease a claim of up to `most` events may take now; none while
+    /// the deliverer takes nothing (it stops, its settings change, its
+    /// pipeline is full).
+    fn ask(&self, most: usize) -> Option<ClaimLease>;
+
+    /// After a claim: `queued` events were queued, and `leased` (under
+    /// `asked`) taken by the deliverer, as of the transaction started at
+    /// `since`; `None` if the claim failed.
+    fn hand(
+        &self,
+        asked: Option<ClaimLease>,
+        queued: usize,
+        leased: Option<Exchanged>,
+        since: std::time::Instant,
+    );
 }
 
 /// How leasing shares the rows among users when each user's events go to
@@ -670,4 +735,55 @@ pub(super) fn to_trim(recording: &Recording<'_>) -> Vec<i64> {
         .filter(|(_, _, attempt)| attempt.number > ATTEMPTS_KEPT)
         .map(|(row_id, _, _)| *row_id)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(limit: usize, spread: Option<Spread>) -> ClaimLease {
+        ClaimLease {
+            owner: "me".into(),
+            want: Want {
+                lease: std::time::Duration::from_secs(30),
+                limit,
+                spread,
+                place: false,
+            },
+        }
+    }
+
+    #[test]
+    fn a_claim_leases_the_first_rows_up_to_its_limit() {
+        let users = [Some("a"), None, Some("b"), Some("a")];
+        assert_eq!(lease(2, None).takes(users), [true, true, false, false]);
+        assert_eq!(lease(9, None).takes(users), [true; 4]);
+        assert_eq!(lease(0, None).takes(users), [false; 4]);
+    }
+
+    #[test]
+    fn a_spread_claim_lease_takes_a_share_of_each_user_and_none_of_the_full() {
+        let spread = Spread {
+            per_user: 2,
+            full: vec!["c".into()],
+        };
+        let users = [
+            Some("a"),
+            Some("a"),
+            Some("a"),
+            Some("c"),
+            None,
+            Some("b"),
+            None,
+        ];
+        assert_eq!(
+            lease(9, Some(spread.clone())).takes(users),
+            [true, true, false, false, true, true, true]
+        );
+        // The limit counts only the rows taken.
+        assert_eq!(
+            lease(3, Some(spread)).takes(users),
+            [true, true, false, false, true, false, false]
+        );
+    }
 }

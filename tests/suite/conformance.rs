@@ -278,6 +278,73 @@ on_every_engine! {
 }
 
 on_every_engine! {
+    /// A claim that leases its events (the daemon's hand-over to its
+    /// deliverer): the rows its lease takes, a share of each user up to its
+    /// limit, in queue order, come back leased to its owner and placed on
+    /// their channels, as an exchange would have leased them; no other
+    /// owner leases them, and their outcomes are recorded under that lease.
+    fn a_claim_leases_its_events_alike(engine: Engine) {
+        let (_db, mut c, now) = opened(engine);
+        let triggers: Vec<Trigger> = ["u1", "u1", "u1", "u2"]
+            .into_iter()
+            .enumerate()
+            .map(|(n, user)| {
+                let ticker = format!("T{n}");
+                let new = NewAlert { user_id: Some(user), ..alert(&ticker, "above", 1.0) };
+                let id = alerts::add(&mut c, &new, &stamp(now)).unwrap();
+                trigger(&mut c, &ticker, id, 2.0, now)
+            })
+            .collect();
+        let lease = outbox::ClaimLease {
+            owner: "one".into(),
+            want: Want {
+                lease: Duration::from_secs(30),
+                limit: 3,
+                spread: Some(outbox::Spread { per_user: 2, full: Vec::new() }),
+                place: true,
+            },
+        };
+        let claimed = alerts::claim_and_lease(&mut c, &triggers, now, Some(&lease)).unwrap();
+        assert_eq!(claimed.ids.len(), 4);
+        let leased = claimed.leased.leased;
+        let users: Vec<&str> =
+            leased.iter().map(|event| event.user_id.as_deref().unwrap()).collect();
+        assert_eq!(users, ["u1", "u1", "u2"]);
+        assert!(leased.windows(2).all(|pair| pair[0].row_id < pair[1].row_id));
+        let lease_ms = claimed.leased.now_ms;
+        assert!((lease_ms - now.timestamp_millis()).abs() < 60_000, "{lease_ms} vs {now}");
+        for event in &leased {
+            assert_eq!(event.lease_until, lease_ms + 30_000);
+            assert_eq!(event.attempts, 0);
+            let shown = outbox::show(&mut c, &event.event_id).unwrap().unwrap();
+            assert_eq!(shown.body, event.body);
+            assert_eq!(event.created_at.map(|at| at.timestamp()), Some(now.timestamp()));
+        }
+        let places: Vec<Option<i64>> = leased.iter().map(|event| event.channel_seq).collect();
+        assert_eq!(places, [Some(1), Some(2), Some(1)]);
+        assert_eq!(leased[1].prev_id.as_deref(), Some(leased[0].event_id.as_str()));
+
+        // Another owner leases only the row the claim left.
+        let want = Some(Want { limit: 10, spread: None, place: false, ..lease.want.clone() });
+        let theirs = outbox::exchange(&mut c, "two", &[], want).unwrap().leased;
+        assert_eq!(theirs.len(), 1);
+        assert!(leased.iter().all(|event| event.row_id != theirs[0].row_id));
+
+        // Delivered under the claim's lease, by its owner.
+        let delivered = Settled {
+            row_id: leased[0].row_id,
+            lease_until: leased[0].lease_until,
+            outcome: Outcome::Delivered,
+            attempt: None,
+        };
+        outbox::exchange(&mut c, "two", std::slice::from_ref(&delivered), None).unwrap();
+        assert_eq!(outbox::backlog(&mut c).unwrap(), (4, 0), "recorded by another owner");
+        outbox::exchange(&mut c, "one", &[delivered], None).unwrap();
+        assert_eq!(outbox::backlog(&mut c).unwrap(), (3, 0));
+    }
+}
+
+on_every_engine! {
     /// The outbox: leased to one owner at a time, its outcomes recorded
     /// under the lease, dead letters replayed, delivered events purged.
     fn the_outbox_answers_alike(engine: Engine) {

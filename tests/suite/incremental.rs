@@ -280,6 +280,7 @@ fn tick_both(
         fetched: Some(&fetched),
         memory: ticked.known,
         claimed: &|_| {},
+        lessee: None,
         // Now and then a head start for the first one to three moved
         // tickers, before the tick reads the rest.
         head_start: step % 4,

@@ -263,6 +263,7 @@ fn an_alert_whose_ticker_was_not_fetched_for_the_tick_waits_for_one_that_was() {
             fetched: Some(fetched),
             memory: &memory,
             claimed: &|_| {},
+            lessee: None,
             head_start: price_alertd::evaluate::HEAD_START,
             head_start_after: price_alertd::evaluate::HEAD_START_AFTER,
             page: price_alertd::evaluate::PAGE,

@@ -13,6 +13,7 @@ use super::{PgConnection, PgResult as Result};
 use crate::store::alerts::{
     AlertEntry, AlertFilter, AlertQuery, AlertRow, Claimed, Fired, Returned, Trigger, event_of,
 };
+use crate::store::outbox::{ClaimLease, Exchanged, Leased};
 
 /// Whether a disabled alert may be re-armed now (`$1` the time, `$2` in
 /// unix ms): its cooldown passed, it still has one, and it has not
@@ -284,9 +285,14 @@ pub fn claim(
     triggers: &[Trigger],
     triggered_at: DateTime<Utc>,
     now_ms: i64,
+    lease: Option<&ClaimLease>,
 ) -> Result<Claimed> {
     let stamp = crate::store::timestamp(triggered_at);
     let statements = ClaimStatements::prepare(connection)?;
+    let placing = match lease {
+        Some(lease) if lease.want.place => Some(super::outbox::Statements::prepare(connection)?),
+        _ => None,
+    };
     let installation = super::installation_id(connection)?;
     // In id order, once each: the rows are visited in the order of the index.
     let mut batch: Vec<&Trigger> = triggers.iter().collect();
@@ -295,17 +301,21 @@ pub fn claim(
     let mut transaction = connection.client().transaction()?;
     let locked = lock_batch(&mut transaction, &statements, &mut batch)?;
     let changed = disable_locked(&mut transaction, &statements.disable, &batch, &stamp)?;
-    enqueue_claimed(
+    let mut leased = enqueue_claimed(
         &mut transaction,
         &statements,
         (&installation, &stamp, now_ms),
-        &batch,
-        &changed,
+        (&batch, &changed),
+        lease,
     )?;
+    if let Some(placing) = &placing {
+        super::outbox::place(&mut transaction, placing, &mut leased.leased)?;
+    }
     transaction.commit()?;
     Ok(Claimed {
         ids: changed.into_keys().collect(),
         locked,
+        leased,
     })
 }
 
@@ -315,6 +325,7 @@ struct ClaimStatements {
     existing: postgres::Statement,
     disable: postgres::Statement,
     enqueue: postgres::Statement,
+    enqueue_leased: postgres::Statement,
     notify: postgres::Statement,
 }
 
@@ -358,6 +369,21 @@ impl ClaimStatements {
                 "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, user_id)
                  SELECT e.event_id, e.alert_id, e.body, $4, $5, e.user_id
                  FROM unnest($1::text[], $2::bigint[], $3::text[], $6::text[]) AS e (event_id, alert_id, body, user_id)",
+            )?,
+            // A leased row's due time is its lease's end, as an exchange
+            // leaves it (`postgresql::outbox`); the lease's time is the
+            // server's clock.
+            enqueue_leased: connection.prepared(
+                "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms)
+                 INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, user_id,
+                                     lease_owner, lease_until)
+                 SELECT e.event_id, e.alert_id, e.body, $4,
+                        CASE WHEN e.leased THEN now.ms + $8::bigint ELSE $5 END, e.user_id,
+                        CASE WHEN e.leased THEN $7::text END,
+                        CASE WHEN e.leased THEN now.ms + $8::bigint END
+                 FROM now, unnest($1::text[], $2::bigint[], $3::text[], $6::text[], $9::bool[])
+                      AS e (event_id, alert_id, body, user_id, leased)
+                 RETURNING id, event_id, lease_until",
             )?,
             notify: connection.prepared(super::listen::NOTIFY_OUTBOX)?,
         })
@@ -455,16 +481,17 @@ fn disable_locked(
 /// Queues an event for each alert the claim changed, and for no other
 /// (invariant 2): one that someone else claimed, or that was disabled,
 /// re-armed or edited since it was read, gets no event from us. The
-/// queueing transaction notifies every member's listener at commit.
+/// queueing transaction notifies every member's listener at commit, unless
+/// `lease` took every event: then no other member has anything to lease.
 /// `(installation, stamp, now_ms)` are the events' id prefix, time and due
-/// time.
+/// time. Returns the rows `lease` took, in queue order, and its time.
 fn enqueue_claimed(
     transaction: &mut postgres::Transaction<'_>,
     statements: &ClaimStatements,
     (installation, stamp, now_ms): (&str, &str, i64),
-    batch: &[&Trigger],
-    changed: &HashMap<i64, Fired>,
-) -> Result<()> {
+    (batch, changed): (&[&Trigger], &HashMap<i64, Fired>),
+    lease: Option<&ClaimLease>,
+) -> Result<Exchanged> {
     let (mut event_ids, mut alert_ids, mut bodies, mut users) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (trigger, fired) in batch
@@ -477,14 +504,66 @@ fn enqueue_claimed(
         bodies.push(event.to_json());
         users.push(trigger.user_id.as_deref());
     }
-    if !event_ids.is_empty() {
+    let mut leased = Exchanged::default();
+    if event_ids.is_empty() {
+        return Ok(leased);
+    }
+    let Some(lease) = lease else {
         transaction.execute(
             &statements.enqueue,
             &[&event_ids, &alert_ids, &bodies, &stamp, &now_ms, &users],
         )?;
         transaction.execute(&statements.notify, &[])?;
+        return Ok(leased);
+    };
+    let takes = lease.takes(users.iter().copied());
+    let lease_ms = lease.want.lease.as_millis() as i64;
+    let rows = transaction.query(
+        &statements.enqueue_leased,
+        &[
+            &event_ids,
+            &alert_ids,
+            &bodies,
+            &stamp,
+            &now_ms,
+            &users,
+            &lease.owner,
+            &lease_ms,
+            &takes,
+        ],
+    )?;
+    let mut queued: HashMap<String, usize> = event_ids
+        .iter()
+        .enumerate()
+        .map(|(at, id)| (id.clone(), at))
+        .collect();
+    for row in rows {
+        let Some(lease_until) = row.try_get::<_, Option<i64>>(2)? else {
+            continue;
+        };
+        leased.now_ms = lease_until - lease_ms;
+        let event_id: String = row.try_get(1)?;
+        let Some(at) = queued.remove(&event_id) else {
+            continue;
+        };
+        leased.leased.push(Leased {
+            row_id: row.try_get(0)?,
+            event_id,
+            body: std::mem::take(&mut bodies[at]),
+            attempts: 0,
+            user_id: users[at].map(str::to_owned),
+            lease_until,
+            created_at: crate::time::parse_time(stamp),
+            channel_seq: None,
+            prev_id: None,
+        });
     }
-    Ok(())
+    // RETURNING gives no order; sending follows the queue's.
+    leased.leased.sort_unstable_by_key(|event| event.row_id);
+    if leased.leased.len() < event_ids.len() {
+        transaction.execute(&statements.notify, &[])?;
+    }
+    Ok(leased)
 }
 
 /// `list`'s and `count`'s statements for each filter, with `$1` ticker,

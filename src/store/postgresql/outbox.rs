@@ -74,7 +74,8 @@ pub fn exchange(
 /// each channel's head (see `store::channels`): the heads of their users
 /// made and locked, in user order, until the lease commits, so that two
 /// members' leases of one user's events place them one after the other.
-fn place(
+/// In an exchange's transaction or a claim's.
+pub(super) fn place(
     transaction: &mut postgres::Transaction<'_>,
     statements: &Statements,
     leased: &mut [Leased],
@@ -109,7 +110,7 @@ fn place(
     Ok(())
 }
 
-struct Statements {
+pub(super) struct Statements {
     make_heads: postgres::Statement,
     lock_heads: postgres::Statement,
     move_heads: postgres::Statement,
@@ -125,7 +126,7 @@ struct Statements {
 }
 
 impl Statements {
-    fn prepare(connection: &mut PgConnection) -> Result<Statements> {
+    pub(super) fn prepare(connection: &mut PgConnection) -> Result<Statements> {
         Ok(Statements {
             make_heads: connection.prepared(
                 "INSERT INTO stream_channels (user_id, last_seq, last_event_id)

@@ -14,6 +14,7 @@ use super::rows::{alert_row, number, text};
 use crate::store::alerts::{
     AlertEntry, AlertFilter, AlertQuery, AlertRow, Claimed, Fired, Returned, Trigger, event_of,
 };
+use crate::store::outbox::{ClaimLease, Exchanged, Leased};
 
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
 #[cfg(any(test, feature = "test-support"))]
@@ -274,19 +275,28 @@ pub fn claim(
     triggers: &[Trigger],
     triggered_at: DateTime<Utc>,
     now_ms: i64,
+    lease: Option<&ClaimLease>,
 ) -> rusqlite::Result<Claimed> {
     let stamp = crate::store::timestamp(triggered_at);
     let per_transaction = super::wal::claims_that_fit(connection, triggers.len());
     // One writer at a time holds the whole database: no row is ever locked
     // by someone else while the claim runs.
     let mut claimed = Claimed::default();
+    let mut lease = lease.cloned();
     for (at, part) in triggers.chunks(per_transaction).enumerate() {
         if at > 0 {
             super::wal::after_write(connection);
         }
-        claimed
-            .ids
-            .extend(claim_in_one_transaction(connection, part, &stamp, now_ms)?);
+        let (ids, leased) =
+            claim_in_one_transaction(connection, part, &stamp, now_ms, lease.as_ref())?;
+        claimed.ids.extend(ids);
+        if let Some(lease) = &mut lease {
+            lease.want.limit -= leased.leased.len();
+        }
+        if at == 0 {
+            claimed.leased.now_ms = leased.now_ms;
+        }
+        claimed.leased.leased.extend(leased.leased);
     }
     Ok(claimed)
 }
@@ -296,22 +306,32 @@ fn claim_in_one_transaction(
     triggers: &[Trigger],
     stamp: &str,
     now_ms: i64,
-) -> rusqlite::Result<Vec<i64>> {
+    lease: Option<&ClaimLease>,
+) -> rusqlite::Result<(Vec<i64>, Exchanged)> {
     let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // The lease's time, as an exchange's: this host's, once the write lock
+    // is held.
+    let lease_ms = chrono::Utc::now().timestamp_millis();
     let installation = super::installation_id(&transaction)?;
     stage_claims(&transaction, triggers)?;
     let changed = disable_staged(&transaction, stamp)?;
-    enqueue_claimed(
+    let mut leased = enqueue_claimed(
         &transaction,
         &installation,
-        triggers,
-        &changed,
-        stamp,
-        now_ms,
+        (triggers, &changed),
+        (stamp, now_ms),
+        lease.map(|lease| (lease, lease_ms)),
     )?;
+    if lease.is_some_and(|lease| lease.want.place) {
+        super::outbox::place(&transaction, &mut leased)?;
+    }
     transaction.commit()?;
-    Ok(changed.into_keys().collect())
+    let leased = Exchanged {
+        leased,
+        now_ms: lease_ms,
+    };
+    Ok((changed.into_keys().collect(), leased))
 }
 
 /// Stages a claim's batch in a temporary table (exact values, bound as
@@ -405,36 +425,64 @@ fn disable_staged(
 /// (invariant 2): one that someone else claimed, or that was disabled,
 /// re-armed or edited since it was read, gets no event from us. In alert id
 /// order, as on PostgreSQL: the order a user's events of one tick are
-/// queued, and delivered, in.
+/// queued, and delivered, in. With a lease and its time, the rows it takes
+/// go in leased, and come back (`Leased`, in queue order).
 fn enqueue_claimed(
     transaction: &rusqlite::Transaction<'_>,
     installation: &str,
-    triggers: &[Trigger],
-    changed: &HashMap<i64, Fired>,
-    stamp: &str,
-    now_ms: i64,
-) -> rusqlite::Result<()> {
+    (triggers, changed): (&[Trigger], &HashMap<i64, Fired>),
+    (stamp, now_ms): (&str, i64),
+    lease: Option<(&ClaimLease, i64)>,
+) -> rusqlite::Result<Vec<Leased>> {
     let mut claimed_triggers: Vec<(&Trigger, Fired)> = triggers
         .iter()
         .filter_map(|trigger| Some((trigger, *changed.get(&trigger.alert_id)?)))
         .collect();
     claimed_triggers.sort_unstable_by_key(|(trigger, _)| trigger.alert_id);
+    let takes = lease.map_or_else(Vec::new, |(lease, _)| {
+        lease.takes(
+            claimed_triggers
+                .iter()
+                .map(|(trigger, _)| trigger.user_id.as_deref()),
+        )
+    });
     let mut enqueue = transaction.prepare_cached(
-        "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, user_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO outbox (event_id, alert_id, body, created_at, next_attempt_at, user_id,
+                             lease_owner, lease_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
-    for (trigger, fired) in claimed_triggers {
+    let mut leased = Vec::new();
+    for (at, (trigger, fired)) in claimed_triggers.into_iter().enumerate() {
         let event = event_of(installation, trigger, fired, stamp);
-        enqueue.execute(params![
+        let body = event.to_json();
+        let lease_to = lease
+            .filter(|_| takes.get(at).copied().unwrap_or(false))
+            .map(|(lease, lease_ms)| (lease.owner.as_str(), lease.want.lease_until(lease_ms)));
+        let row_id = enqueue.insert(params![
             event.id,
             trigger.alert_id,
-            event.to_json(),
+            body,
             stamp,
             now_ms,
-            trigger.user_id
+            trigger.user_id,
+            lease_to.map(|(owner, _)| owner),
+            lease_to.map(|(_, until)| until),
         ])?;
+        if let Some((_, lease_until)) = lease_to {
+            leased.push(Leased {
+                row_id,
+                event_id: event.id,
+                body,
+                attempts: 0,
+                user_id: trigger.user_id.clone(),
+                lease_until,
+                created_at: crate::time::parse_time(stamp),
+                channel_seq: None,
+                prev_id: None,
+            });
+        }
     }
-    Ok(())
+    Ok(leased)
 }
 
 /// The WHERE clause of `query`'s filter, with `?1` ticker, `?2` user, `?3`

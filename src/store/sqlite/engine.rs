@@ -11,7 +11,7 @@ use crate::store::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, Returned, 
 use crate::store::changes::{Ask, ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
 use crate::store::engine::Engine;
 use crate::store::observations::Observation;
-use crate::store::outbox::{Exchanged, OutboxQuery, Settled, Want};
+use crate::store::outbox::{ClaimLease, Exchanged, OutboxQuery, Settled, Want};
 use crate::store::quotes::{NewQuote, QuoteRow};
 use crate::store::schema::{Audit, Repaired};
 
@@ -179,8 +179,9 @@ impl Engine for Connection {
         triggers: &[Trigger],
         triggered_at: DateTime<Utc>,
         now_ms: i64,
+        lease: Option<&ClaimLease>,
     ) -> Result<Claimed> {
-        Ok(alerts::claim(self, triggers, triggered_at, now_ms)?)
+        Ok(alerts::claim(self, triggers, triggered_at, now_ms, lease)?)
     }
 
     fn after_write(&mut self) {

@@ -131,8 +131,9 @@ fn spread_over_users(
 }
 
 /// Places the leased rows without a place on their users' channels, after
-/// each channel's head (see `store::channels`), in the lease's transaction.
-fn place(connection: &Connection, leased: &mut [Leased]) -> rusqlite::Result<()> {
+/// each channel's head (see `store::channels`), in the lease's transaction
+/// (an exchange's, or a claim's).
+pub(super) fn place(connection: &Connection, leased: &mut [Leased]) -> rusqlite::Result<()> {
     let users = channels::unplaced_users(leased);
     if users.is_empty() {
         return Ok(());

@@ -103,6 +103,7 @@ pub fn job_options<'a>(
         fetched,
         memory,
         claimed: &|_| {},
+        lessee: None,
         head_start: evaluate::HEAD_START,
         head_start_after: evaluate::HEAD_START_AFTER,
         page: evaluate::PAGE,
@@ -127,8 +128,7 @@ pub fn deliver_pending_as(pool: &Pool, config: &Config, owner: &str) -> Totals {
         deliver::run(
             pool.clone(),
             webhooks,
-            owner.into(),
-            Arc::new(Notify::new()),
+            Arc::new(deliver::Handoff::new(owner.into(), Arc::new(Notify::new()))),
             stop,
             Arc::default(),
         )
