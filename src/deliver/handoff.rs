@@ -135,6 +135,8 @@ impl Lessee for Handoff {
     ) {
         let leased = leased.unwrap_or_default();
         let got = leased.leased.len();
+        // A pipeline winding down waits for every claim that asked.
+        let answered = asked.is_some();
         {
             let mut state = lock(&self.state);
             if let Some(asked) = asked {
@@ -146,7 +148,7 @@ impl Lessee for Handoff {
                 state.clock = Some(DbClock::read(since.into(), leased.now_ms));
             }
         }
-        if got > 0 {
+        if answered || got > 0 {
             self.handed.notify_one();
         }
         if queued > got {

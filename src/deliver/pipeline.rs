@@ -116,6 +116,10 @@ struct Pipeline {
     /// The last exchange leased fewer rows than it asked for: nothing more is
     /// due until a wake or the next idle check.
     exhausted: bool,
+    /// Since when, while it is: rows handed over keep a pipeline busy
+    /// without a wake, so after [`LOOK_AGAIN`] it looks for due rows (a
+    /// retry's time came) again.
+    exhausted_since: Instant,
     reconfigured: bool,
     /// With each user's events going to a URL of their own: what each user
     /// holds here.
@@ -166,6 +170,7 @@ impl Deliverer<'_> {
             // Rows handed over are all that came since the deliverer last
             // found nothing due: nothing else is, until a wake.
             exhausted: started_by == Start::Handed,
+            exhausted_since: Instant::now(),
             reconfigured: false,
             users: webhook_per_user.then(|| Users::new(batch)),
             clock: None,
@@ -358,6 +363,9 @@ impl Deliverer<'_> {
         let unsent = pipeline.queue.len() + pipeline.attempts.len();
         let held = unsent + pipeline.finished.len();
         let ahead = pipeline.ahead;
+        if pipeline.exhausted && now >= pipeline.exhausted_since + LOOK_AGAIN {
+            pipeline.exhausted = false;
+        }
         let limit = if lease && !pipeline.exhausted && unsent <= ahead.rows() / 2 {
             // Of the room the claims did not take (see `deliver::handoff`).
             self.handoff
@@ -472,6 +480,7 @@ impl Deliverer<'_> {
                     // by user, a lease gives each user only a share: only
                     // none at all says so, until a user has room again (which
                     // may have happened while the exchange ran).
+                    pipeline.exhausted_since = Instant::now();
                     pipeline.exhausted = match &pipeline.users {
                         None => leased.len() < pipeline.asked,
                         Some(users) => {
@@ -555,6 +564,10 @@ fn exchange_then_upkeep(
     };
     (Box::pin(exchanging), upkeep)
 }
+
+/// How long a busy pipeline that found nothing more due goes without
+/// looking again, unless woken (see `Pipeline::exhausted_since`).
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
 /// What started a pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

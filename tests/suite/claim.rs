@@ -474,3 +474,67 @@ on_every_engine! {
         );
     }
 }
+
+on_every_engine! {
+    /// A claim leases the events it queues to its process's deliverer, as
+    /// far as the deliverer has room, and hands them over in memory
+    /// (`deliver::Handoff`): those are sent without an exchange leasing
+    /// them, the rest are leased by the deliverer once the claim wakes it,
+    /// and each event arrives once. At the stop nothing is left leased.
+    fn a_claims_leased_events_go_out_through_its_deliverer(engine: Engine) {
+        use price_alertd::deliver::{self, Handoff, Webhook};
+        use price_alertd::store::outbox::Lessee as _;
+        use std::time::Duration;
+        use tokio::sync::{Notify, watch};
+
+        // More than a deliverer holds at once (2,048 at most).
+        const EVENTS: usize = 3_000;
+        let db = Db::on(engine);
+        let receiver = Receiver::start();
+        let mut config = config(&db, &receiver.url);
+        // Leases longer than the test waits: an event handed over and not
+        // sent would not arrive in time, its lease run out.
+        config.webhook.timeout = Duration::from_secs(60);
+        for n in 0..EVENTS {
+            db.add_alert("AAPL", "above", n as f64);
+        }
+        db.set_quote("AAPL", 1_000_000.0);
+        let pool = db.pool(config.evaluator.threads as u32 + 2);
+        let handoff = Arc::new(Handoff::new("one".into(), Arc::new(Notify::new())));
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (stop_sender, stop) = watch::channel(None);
+        let (_webhook, webhooks) = watch::channel(Webhook::new(&config.webhook).unwrap());
+        let delivering = runtime.spawn(deliver::run(
+            pool.clone(),
+            webhooks,
+            handoff.clone(),
+            stop,
+            Arc::default(),
+        ));
+        // The deliverer offers its room once it has started.
+        common::wait_until("the deliverer's offer", || {
+            let asked = handoff.ask(1);
+            let offered = asked.is_some();
+            handoff.hand(asked, 0, None, std::time::Instant::now());
+            offered
+        });
+
+        let workers = evaluate::thread_pool(config.evaluator.threads).unwrap();
+        let memory = evaluate::TickMemory::default();
+        let scope = Scope::all();
+        let mut options = common::job_options(&config, &scope, &memory, None, false);
+        options.lessee = Some(&*handoff);
+        let report = evaluate::tick(&workers, &pool, &options).unwrap();
+        assert_eq!(report.triggered, EVENTS as u64);
+
+        assert_eq!(receiver.wait_for_distinct(EVENTS).len(), EVENTS);
+        common::wait_until("every event recorded", || {
+            db.scalar("SELECT count(*) FROM outbox WHERE state = 'delivered'") == EVENTS as i64
+        });
+        assert_eq!(receiver.arrivals().len(), EVENTS, "an event was sent twice");
+        let _ = stop_sender.send(Some(tokio::time::Instant::now() + Duration::from_secs(5)));
+        let totals = runtime.block_on(delivering).unwrap();
+        assert_eq!(totals.delivered, EVENTS as u64);
+        assert_eq!(db.scalar("SELECT count(*) FROM outbox WHERE lease_owner IS NOT NULL"), 0);
+    }
+}
