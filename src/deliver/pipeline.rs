@@ -2,7 +2,7 @@
 //! at most `concurrency` attempts, their outcomes recorded and the next rows
 //! leased in one exchange with the outbox, while the attempts go on.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -302,6 +302,7 @@ impl Deliverer<'_> {
                 pipeline.queue.push_back(event);
             }
         }
+        pipeline.keep_channel_order();
     }
 
     /// Offers the claims the room the pipeline has for rows they lease
@@ -495,6 +496,7 @@ impl Deliverer<'_> {
                     leased.iter().for_each(|event| users.leased(event));
                 }
                 pipeline.queue.extend(leased);
+                pipeline.keep_channel_order();
                 Recorded::Yes
             }
             Err(error) => {
@@ -565,6 +567,39 @@ fn exchange_then_upkeep(
     (Box::pin(exchanging), upkeep)
 }
 
+/// Puts each user's rows in the order of their places on the user's
+/// channel, in the slots its rows hold: the users' rows interleave as
+/// before.
+fn in_channel_order(rows: &mut [Leased]) {
+    let seq = |row: &Leased| row.channel_seq.unwrap_or(i64::MAX);
+    let mut last: HashMap<&str, i64> = HashMap::new();
+    let in_order = rows.iter().all(|row| {
+        let user = outbox::user_key(row.user_id.as_deref());
+        last.insert(user, seq(row))
+            .is_none_or(|before| before <= seq(row))
+    });
+    if in_order {
+        return;
+    }
+    let mut slots: HashMap<String, Vec<usize>> = HashMap::new();
+    for (at, row) in rows.iter().enumerate() {
+        let user = outbox::user_key(row.user_id.as_deref());
+        slots.entry(user.to_owned()).or_default().push(at);
+    }
+    let mut source: Vec<usize> = (0..rows.len()).collect();
+    for positions in slots.values() {
+        let mut by_place = positions.clone();
+        by_place.sort_by_key(|&at| seq(&rows[at]));
+        for (&slot, &from) in positions.iter().zip(&by_place) {
+            source[slot] = from;
+        }
+    }
+    let mut taken: Vec<Option<Leased>> = rows.iter().cloned().map(Some).collect();
+    for (slot, from) in source.into_iter().enumerate() {
+        rows[slot] = taken[from].take().expect("each row goes to one slot");
+    }
+}
+
 /// How long a busy pipeline that found nothing more due goes without
 /// looking again, unless woken (see `Pipeline::exhausted_since`).
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
@@ -596,6 +631,15 @@ enum Recorded {
 }
 
 impl Pipeline {
+    /// Where events take places on their users' channels, each user's rows
+    /// in the queue in the order of their places: rows a claim handed over
+    /// can come in before those of an exchange that placed them earlier.
+    fn keep_channel_order(&mut self) {
+        if self.webhook.places_events() {
+            in_channel_order(self.queue.make_contiguous());
+        }
+    }
+
     /// A row leaves the pipeline's hands (see `Users::left`).
     pub(super) fn left(&mut self, row_id: i64, answered: Answered) {
         if let Some(users) = &mut self.users
@@ -693,5 +737,49 @@ impl Pipeline {
             Ok(()) = stop.changed(), if quiet => Woken::Stop,
             Ok(()) = webhooks.changed(), if quiet => Woken::Reconfigured,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(row_id: i64, user: &str, seq: i64) -> Leased {
+        Leased {
+            row_id,
+            event_id: format!("e{row_id}"),
+            body: String::new(),
+            attempts: 0,
+            user_id: Some(user.into()),
+            lease_until: 0,
+            created_at: None,
+            channel_seq: Some(seq),
+            prev_id: None,
+        }
+    }
+
+    #[test]
+    fn each_users_rows_go_in_the_order_of_their_places_where_they_stood() {
+        // b's 6 came in (handed over) before b's 5 (an exchange's).
+        let mut rows = [
+            row(1, "a", 1),
+            row(9, "b", 6),
+            row(2, "a", 2),
+            row(7, "c", 1),
+            row(8, "b", 5),
+        ];
+        in_channel_order(&mut rows);
+        let order: Vec<(&str, i64)> = rows
+            .iter()
+            .map(|row| (row.user_id.as_deref().unwrap(), row.channel_seq.unwrap()))
+            .collect();
+        assert_eq!(order, [("a", 1), ("b", 5), ("a", 2), ("c", 1), ("b", 6)]);
+        // In order already: untouched.
+        let before: Vec<i64> = rows.iter().map(|row| row.row_id).collect();
+        in_channel_order(&mut rows);
+        assert_eq!(
+            rows.iter().map(|row| row.row_id).collect::<Vec<_>>(),
+            before
+        );
     }
 }
