@@ -310,19 +310,12 @@ impl Deliverer<'_> {
     /// exchange under way asked for; none while it winds down or its
     /// exchanges fail (the room is then its exchanges' alone).
     fn offer_room(&self, pipeline: &Pipeline, leasing: Leasing) {
-        let unsent = pipeline.queue.len() + pipeline.attempts.len();
-        let held = unsent + pipeline.finished.len();
-        let ahead = pipeline.ahead;
         let asked = if pipeline.exchange.is_some() {
             pipeline.asked
         } else {
             0
         };
-        let free = ahead
-            .rows()
-            .saturating_sub(unsent)
-            .min(ahead.held().saturating_sub(held))
-            .saturating_sub(asked);
+        let free = pipeline.room().saturating_sub(asked);
         let webhook = &pipeline.webhook;
         let offered = leasing == Leasing::AsNeeded && self.failures_in_a_row == 0;
         let want = offered.then(|| Want {
@@ -361,16 +354,13 @@ impl Deliverer<'_> {
             return;
         }
         let webhook = &pipeline.webhook;
-        let unsent = pipeline.queue.len() + pipeline.attempts.len();
-        let held = unsent + pipeline.finished.len();
-        let ahead = pipeline.ahead;
+        let unsent = pipeline.unsent();
         if pipeline.exhausted && now >= pipeline.exhausted_since + LOOK_AGAIN {
             pipeline.exhausted = false;
         }
-        let limit = if lease && !pipeline.exhausted && unsent <= ahead.rows() / 2 {
+        let limit = if lease && !pipeline.exhausted && unsent <= pipeline.ahead.rows() / 2 {
             // Of the room the claims did not take (see `deliver::handoff`).
-            self.handoff
-                .draw((ahead.rows() - unsent).min(ahead.held().saturating_sub(held)))
+            self.handoff.draw(pipeline.room())
         } else {
             0
         };
@@ -570,21 +560,22 @@ fn exchange_then_upkeep(
 /// Puts each user's rows in the order of their places on the user's
 /// channel, in the slots its rows hold: the users' rows interleave as
 /// before.
-fn in_channel_order(rows: &mut [Leased]) {
+fn in_channel_order(rows: &mut VecDeque<Leased>) {
     let seq = |row: &Leased| row.channel_seq.unwrap_or(i64::MAX);
+    fn user(row: &Leased) -> &str {
+        outbox::user_key(row.user_id.as_deref())
+    }
     let mut last: HashMap<&str, i64> = HashMap::new();
     let in_order = rows.iter().all(|row| {
-        let user = outbox::user_key(row.user_id.as_deref());
-        last.insert(user, seq(row))
+        last.insert(user(row), seq(row))
             .is_none_or(|before| before <= seq(row))
     });
     if in_order {
         return;
     }
-    let mut slots: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut slots: HashMap<&str, Vec<usize>> = HashMap::new();
     for (at, row) in rows.iter().enumerate() {
-        let user = outbox::user_key(row.user_id.as_deref());
-        slots.entry(user.to_owned()).or_default().push(at);
+        slots.entry(user(row)).or_default().push(at);
     }
     let mut source: Vec<usize> = (0..rows.len()).collect();
     for positions in slots.values() {
@@ -594,10 +585,12 @@ fn in_channel_order(rows: &mut [Leased]) {
             source[slot] = from;
         }
     }
-    let mut taken: Vec<Option<Leased>> = rows.iter().cloned().map(Some).collect();
-    for (slot, from) in source.into_iter().enumerate() {
-        rows[slot] = taken[from].take().expect("each row goes to one slot");
-    }
+    let mut taken: Vec<Option<Leased>> = rows.drain(..).map(Some).collect();
+    rows.extend(
+        source
+            .into_iter()
+            .map(|from| taken[from].take().expect("each row goes to one slot")),
+    );
 }
 
 /// How long a busy pipeline that found nothing more due goes without
@@ -631,12 +624,25 @@ enum Recorded {
 }
 
 impl Pipeline {
+    /// Leased rows not sent yet: queued or in an attempt.
+    fn unsent(&self) -> usize {
+        self.queue.len() + self.attempts.len()
+    }
+
+    /// How many more rows it may hold (see [`Ahead`]): rows ahead of the
+    /// attempts, and rows held in all, finished ones too.
+    fn room(&self) -> usize {
+        let unsent = self.unsent();
+        let held = unsent + self.finished.len();
+        (self.ahead.rows().saturating_sub(unsent)).min(self.ahead.held().saturating_sub(held))
+    }
+
     /// Where events take places on their users' channels, each user's rows
     /// in the queue in the order of their places: rows a claim handed over
     /// can come in before those of an exchange that placed them earlier.
     fn keep_channel_order(&mut self) {
         if self.webhook.places_events() {
-            in_channel_order(self.queue.make_contiguous());
+            in_channel_order(&mut self.queue);
         }
     }
 
@@ -761,13 +767,13 @@ mod tests {
     #[test]
     fn each_users_rows_go_in_the_order_of_their_places_where_they_stood() {
         // b's 6 came in (handed over) before b's 5 (an exchange's).
-        let mut rows = [
+        let mut rows = VecDeque::from([
             row(1, "a", 1),
             row(9, "b", 6),
             row(2, "a", 2),
             row(7, "c", 1),
             row(8, "b", 5),
-        ];
+        ]);
         in_channel_order(&mut rows);
         let order: Vec<(&str, i64)> = rows
             .iter()

@@ -2,7 +2,7 @@
 //! sending them, so several daemons on one database never send the same row at
 //! the same time; a row leaves the pending state only after a 2xx.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -160,27 +160,62 @@ impl ClaimLease {
     /// Which of the rows a claim queues, with these users in queue order,
     /// the lease takes.
     pub fn takes<'u>(&self, users: impl IntoIterator<Item = Option<&'u str>>) -> Vec<bool> {
-        let mut taken: HashMap<&str, usize> = HashMap::new();
-        let mut left = self.want.limit;
-        users
-            .into_iter()
-            .map(|user| {
-                let user = user_key(user);
-                let share = match &self.want.spread {
-                    None => left > 0,
-                    Some(spread) => {
-                        let count = taken.entry(user).or_default();
-                        let takes = left > 0
-                            && *count < spread.per_user
-                            && !spread.full.iter().any(|full| full == user);
-                        *count += usize::from(takes);
-                        takes
-                    }
-                };
-                left -= usize::from(share);
-                share
-            })
-            .collect()
+        let mut shares = Shares::of(&self.want);
+        users.into_iter().map(|user| shares.take(user)).collect()
+    }
+}
+
+/// What a lease takes of rows in queue order, one at a time: up to
+/// `want.limit`, and where `want.spread` asks, at most `per_user` of each
+/// user and none of the users it names full. A claim's lease and an
+/// exchange's (SQLite's spread) count alike.
+pub(super) struct Shares<'w> {
+    spread: Option<&'w Spread>,
+    full: HashSet<&'w str>,
+    left: usize,
+    taken: HashMap<String, usize>,
+}
+
+impl<'w> Shares<'w> {
+    pub(super) fn of(want: &'w Want) -> Shares<'w> {
+        let spread = want.spread.as_ref();
+        Shares {
+            spread,
+            full: spread
+                .iter()
+                .flat_map(|spread| spread.full.iter().map(String::as_str))
+                .collect(),
+            left: want.limit,
+            taken: HashMap::new(),
+        }
+    }
+
+    /// Whether the lease takes the next row, of `user`.
+    pub(super) fn take(&mut self, user: Option<&str>) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        if let Some(spread) = self.spread {
+            let user = user_key(user);
+            if self.full.contains(user) {
+                return false;
+            }
+            let count = match self.taken.get_mut(user) {
+                Some(count) => count,
+                None => self.taken.entry(user.to_owned()).or_default(),
+            };
+            if *count >= spread.per_user {
+                return false;
+            }
+            *count += 1;
+        }
+        self.left -= 1;
+        true
+    }
+
+    /// Whether it takes no more.
+    pub(super) fn done(&self) -> bool {
+        self.left == 0
     }
 }
 

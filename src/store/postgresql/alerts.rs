@@ -383,7 +383,7 @@ impl ClaimStatements {
                         CASE WHEN e.leased THEN now.ms + $8::bigint END
                  FROM now, unnest($1::text[], $2::bigint[], $3::text[], $6::text[], $9::bool[])
                       AS e (event_id, alert_id, body, user_id, leased)
-                 RETURNING id, event_id, lease_until",
+                 RETURNING id, alert_id, lease_until",
             )?,
             notify: connection.prepared(super::listen::NOTIFY_OUTBOX)?,
         })
@@ -532,23 +532,23 @@ fn enqueue_claimed(
             &takes,
         ],
     )?;
-    let mut queued: HashMap<String, usize> = event_ids
+    // The batch holds each alert once: its id names its event's row.
+    let queued: HashMap<i64, usize> = alert_ids
         .iter()
         .enumerate()
-        .map(|(at, id)| (id.clone(), at))
+        .map(|(at, id)| (*id, at))
         .collect();
     for row in rows {
         let Some(lease_until) = row.try_get::<_, Option<i64>>(2)? else {
             continue;
         };
         leased.now_ms = lease_until - lease_ms;
-        let event_id: String = row.try_get(1)?;
-        let Some(at) = queued.remove(&event_id) else {
+        let Some(&at) = queued.get(&row.try_get::<_, i64>(1)?) else {
             continue;
         };
         leased.leased.push(Leased {
             row_id: row.try_get(0)?,
-            event_id,
+            event_id: std::mem::take(&mut event_ids[at]),
             body: std::mem::take(&mut bodies[at]),
             attempts: 0,
             user_id: users[at].map(str::to_owned),

@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use crate::store::channels::{self, Head};
 
 use crate::store::outbox::{
-    DeadLetter, Exchanged, LeaseOutcomes, Leased, Recording, Retry, Settled, Want,
+    DeadLetter, Exchanged, LeaseOutcomes, Leased, Recording, Retry, Settled, Shares, Want,
 };
 
 /// One round trip of a deliverer to the outbox, in one transaction: records
@@ -114,16 +114,10 @@ fn spread_over_users(
     let full = serde_json::to_string(&spread.full).expect("strings serialize");
     let mut rows = statement.query(params![now_ms, full, want.scan() as i64])?;
     let mut ids = Vec::with_capacity(want.limit);
-    let mut taken: HashMap<String, usize> = HashMap::new();
-    while ids.len() < want.limit {
+    let mut shares = Shares::of(want);
+    while !shares.done() {
         let Some(row) = rows.next()? else { break };
-        let user = row.get_ref(1)?.as_str()?;
-        let count = match taken.get_mut(user) {
-            Some(count) => count,
-            None => taken.entry(user.to_owned()).or_default(),
-        };
-        if *count < spread.per_user {
-            *count += 1;
+        if shares.take(Some(row.get_ref(1)?.as_str()?)) {
             ids.push(row.get(0)?);
         }
     }
