@@ -211,8 +211,10 @@ pub(super) trait Engine: Shared + Send {
         want: Option<Want>,
     ) -> Result<Exchanged>;
 
-    /// When the next pending row becomes sendable, in unix milliseconds.
-    fn next_due(&mut self) -> Result<Option<i64>>;
+    /// Now by the database's clock, and when the next pending row becomes
+    /// sendable (unix milliseconds both): one round trip where the engine
+    /// is a server.
+    fn next_due(&mut self) -> Result<(i64, Option<i64>)>;
 
     /// Puts dead or pending events back at the start of their retries;
     /// the ids replayed.

@@ -478,8 +478,7 @@ pub fn after_exchange(connection: &mut Connection) {
 /// How long until the next pending row becomes sendable, by the database's
 /// clock (zero: now), if any is pending.
 pub fn next_due(connection: &mut Connection) -> Result<Option<std::time::Duration>> {
-    let now_ms = super::clock::now_ms(connection)?;
-    let due = connection.engine().next_due()?;
+    let (now_ms, due) = connection.engine().next_due()?;
     Ok(due.map(|due| std::time::Duration::from_millis(due.saturating_sub(now_ms).max(0) as u64)))
 }
 

@@ -181,3 +181,20 @@ fn a_reacting_daemon_misses_nothing_when_its_listener_or_the_server_goes() {
         "the daemon exited"
     );
 }
+
+/// The pool hands a connection out unchecked only for a moment after it
+/// last answered (`store::postgresql::CHECKED_WITHIN`): one idle for longer
+/// is checked first, so after a restart the next user gets a working
+/// connection, the cut ones replaced, and nothing fails.
+#[test]
+fn a_pooled_connection_idle_past_its_check_is_checked_and_replaced_after_a_restart() {
+    let db = Db::on_cluster_to_restart();
+    let pool = db.pool(4);
+    let now = || price_alertd::store::clock::now(&mut pool.get().unwrap());
+    now().unwrap();
+    db.cluster().restart(Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(600));
+    for _ in 0..3 {
+        now().expect("a connection the pool checked, or a new one");
+    }
+}

@@ -202,7 +202,7 @@ impl Engine for PgConnection {
         Ok(outbox::exchange(self, owner, settled, want)?)
     }
 
-    fn next_due(&mut self) -> Result<Option<i64>> {
+    fn next_due(&mut self) -> Result<(i64, Option<i64>)> {
         Ok(outbox::next_due(self)?)
     }
 

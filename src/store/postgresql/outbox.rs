@@ -326,16 +326,16 @@ fn record(
 }
 
 /// A leased row's `next_attempt_at` is its lease's end, so the earliest
-/// `next_attempt_at` of a pending row is when it can next be sent.
-pub fn next_due(connection: &mut PgConnection) -> Result<Option<i64>> {
+/// `next_attempt_at` of a pending row is when it can next be sent; read
+/// with the server's clock, in one statement.
+pub fn next_due(connection: &mut PgConnection) -> Result<(i64, Option<i64>)> {
     let statement = connection.prepared(
-        "SELECT next_attempt_at FROM outbox WHERE state = 'pending' ORDER BY next_attempt_at, id LIMIT 1",
+        "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
+                (SELECT next_attempt_at FROM outbox WHERE state = 'pending'
+                 ORDER BY next_attempt_at, id LIMIT 1)",
     )?;
-    connection
-        .client()
-        .query_opt(&statement, &[])?
-        .map(|row| row.try_get(0))
-        .transpose()
+    let row = connection.client().query_one(&statement, &[])?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
 pub fn replay(

@@ -210,8 +210,9 @@ impl Engine for Connection {
         Ok(outbox::exchange(self, owner, settled, want)?)
     }
 
-    fn next_due(&mut self) -> Result<Option<i64>> {
-        Ok(outbox::next_due(self)?)
+    fn next_due(&mut self) -> Result<(i64, Option<i64>)> {
+        let now_ms = crate::store::clock::now_ms_on(self)?;
+        Ok((now_ms, outbox::next_due(self)?))
     }
 
     fn replay_matching(&mut self, query: &OutboxQuery<'_>, now_ms: i64) -> Result<usize> {
