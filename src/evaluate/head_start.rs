@@ -17,7 +17,7 @@ use super::claim::evaluate_and_claim;
 use super::malformed::Warnings;
 use super::options::TickOptions;
 use super::plan::plan;
-use super::prepare::{Start, first_moved};
+use super::prepare::{Opening, Page, Start, first_moved};
 use super::quiet::JobBands;
 use super::read::{ChangedReads, Readers};
 use super::tick_report::TickReport;
@@ -32,12 +32,25 @@ pub const HEAD_START: usize = 64;
 /// hundred tickers each, judge their tickers once.
 pub const HEAD_START_AFTER: usize = 1024;
 
+/// How a tick opened: its start, and what its head start did, or its
+/// first page, read with the start where there was no head start.
+pub(super) struct Opened {
+    /// The tick's window and holds.
+    pub(super) start: Start,
+    /// The tickers the head start judged that had enabled alerts, for
+    /// `prepare`.
+    pub(super) judged_ahead: HashSet<String>,
+    /// Those it claimed alerts of, whose prices the tick writes.
+    pub(super) claimed_ahead: HashSet<String>,
+    /// The first page, as `prepare` reads it, read with the start.
+    pub(super) first_page: Option<Page>,
+}
+
 /// Reads the tick's window, and judges and claims the alerts of the first
-/// `options.head_start` moved tickers in it, if more moved. Counts what it
+/// `options.head_start` moved tickers in it, if more moved; otherwise reads
+/// the tick's first page with it. Counts what it
 /// read and claimed into `report`; what it planned and found malformed,
-/// the tick counts. Returns the tick's start (its window and holds), the
-/// tickers it judged that had enabled alerts, for `prepare`, and those it
-/// claimed alerts of, whose prices the tick writes; where the
+/// the tick counts. Where the
 /// window starts follows what the job carries (`carry`). A held
 /// ticker among them is judged from the window's start here: the tick
 /// judges it from its hold.
@@ -49,10 +62,18 @@ pub(super) fn head_start(
     carry: &mut Carry,
     now: chrono::DateTime<chrono::Utc>,
     report: &mut TickReport,
-) -> anyhow::Result<(Start, HashSet<String>, HashSet<String>)> {
-    let (start, candidates) = first_moved(writer, options, carry)?;
-    let Some(candidates) = candidates else {
-        return Ok((start, HashSet::new(), HashSet::new()));
+) -> anyhow::Result<Opened> {
+    let (start, opening) = first_moved(writer, options, carry)?;
+    let candidates = match opening {
+        Opening::HeadStart(candidates) => candidates,
+        Opening::FirstPage(page) => {
+            return Ok(Opened {
+                start,
+                judged_ahead: HashSet::new(),
+                claimed_ahead: HashSet::new(),
+                first_page: Some(page),
+            });
+        }
     };
     let window = start.window;
     // Every move read: a head start comes after a large move, and its
@@ -81,11 +102,16 @@ pub(super) fn head_start(
     report.evaluated += readers.read.into_inner();
     // Rows someone else holds locked are the tick's to hold back.
     let claimed = claimed?.tickers;
-    let judged = plan
+    let judged_ahead = plan
         .work
         .into_iter()
         .filter(|work| work.observe)
         .map(|work| work.ticker)
         .collect();
-    Ok((start, judged, claimed))
+    Ok(Opened {
+        start,
+        judged_ahead,
+        claimed_ahead: claimed,
+        first_page: None,
+    })
 }

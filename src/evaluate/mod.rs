@@ -146,17 +146,17 @@ fn stages(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut writer = pool.get()?;
+    // The tick's clock comes with the signs of what came due: one read.
+    let due = store::alerts::due_signs(&mut writer)
+        .context("reading the database's clock and what may have come due")?;
     let now = match time {
-        TickTime::Database => {
-            store::clock::now(&mut writer).context("reading the database's clock")?
-        }
+        TickTime::Database => DateTime::from_timestamp_millis(due.now_ms).unwrap_or_default(),
         TickTime::At(now) => now,
     };
-    apply_what_came_due(&mut writer, now, options.memory, report)?;
+    apply_what_came_due(&mut writer, now, due.signs, options.memory, report)?;
     let job = watermark_key(options);
     let mut carry = lock(&options.memory.carried).take(&job);
-    let (start, judged_ahead, claimed_ahead) =
-        head_start(workers, pool, &mut writer, options, &mut carry, now, report)?;
+    let opened = head_start(workers, pool, &mut writer, options, &mut carry, now, report)?;
     let head_started = started.elapsed();
     let mut pages = Pages {
         workers,
@@ -164,13 +164,14 @@ fn stages(
         writer: &mut writer,
         options,
         now,
-        judged_ahead,
+        judged_ahead: opened.judged_ahead,
         locked: Vec::new(),
-        claimed_ahead,
-        watermark: Watermark::new(job, start.window, start.holds),
+        claimed_ahead: opened.claimed_ahead,
+        watermark: Watermark::new(job, opened.start.window, opened.start.holds),
         carry,
         window_alerts: None,
         phases: Phases::default(),
+        first_page: opened.first_page,
     };
     let outcome = pages.run(report);
     if outcome.is_ok() {

@@ -21,7 +21,7 @@ use super::malformed::{Warnings, name_blank_ticker_alerts};
 use super::observe::{Carrying, Watermark, observe};
 use super::options::TickOptions;
 use super::plan::{log_quote_problems, plan};
-use super::prepare::{Candidate, prepare};
+use super::prepare::{Candidate, Page, finish_page, prepare};
 use super::quiet::LEARNED_PER_PAGE;
 use super::read::{ChangedReads, Readers};
 use super::tick_report::TickReport;
@@ -71,6 +71,8 @@ pub(super) struct Pages<'a, 'w> {
     /// to come.
     pub(super) window_alerts: Option<u64>,
     pub(super) phases: Phases,
+    /// The first page, if the tick's opening read it with its start.
+    pub(super) first_page: Option<Page>,
 }
 
 impl Pages<'_, '_> {
@@ -81,15 +83,20 @@ impl Pages<'_, '_> {
         let mut paged = false;
         loop {
             let started = Instant::now();
-            let page = prepare(
-                self.writer,
-                self.options,
-                self.watermark.window,
-                &self.watermark.holds,
-                after.as_deref(),
-                self.options.page.max(1),
-                &self.judged_ahead,
-            )?;
+            let page = match self.first_page.take() {
+                Some(page) if after.is_none() => {
+                    finish_page(page, self.options, &self.judged_ahead)
+                }
+                _ => prepare(
+                    self.writer,
+                    self.options,
+                    self.watermark.window,
+                    &self.watermark.holds,
+                    after.as_deref(),
+                    self.options.page.max(1),
+                    &self.judged_ahead,
+                )?,
+            };
             paged |= page.next.is_some();
 
             self.watermark.last = page.next.is_none();

@@ -104,14 +104,15 @@ pub fn watermark_of(
 /// woken; then when the next expiry or wake comes due, which `memory`
 /// keeps: until then, while no alert changed and no cooldown ended, the
 /// ticks skip those statements for one (see [`super::options::NextDue`]).
+/// `signs` are the tick's first reading, with its clock.
 pub(super) fn apply_what_came_due(
     writer: &mut store::Connection,
     now: DateTime<Utc>,
+    signs: (i64, Option<i64>),
     memory: &TickMemory,
     report: &mut TickReport,
 ) -> anyhow::Result<()> {
     let at = std::time::Instant::now();
-    let signs = alerts::due_signs(writer).context("reading what may have come due")?;
     if lock(&memory.due).nothing_due(now.timestamp_millis(), signs, at) {
         return Ok(());
     }
@@ -120,8 +121,9 @@ pub(super) fn apply_what_came_due(
     report.expired = alerts::expire_due(writer, now).context("expiring alerts")? as u64;
     report.woken = alerts::wake_snoozed(writer, now).context("waking snoozed alerts")? as u64;
     // Read after the re-arms, whose change numbers it takes as seen.
-    let (alerts_changed, _) =
-        alerts::due_signs(writer).context("reading what may have come due")?;
+    let (alerts_changed, _) = alerts::due_signs(writer)
+        .context("reading what may have come due")?
+        .signs;
     let next = alerts::next_due(writer).context("reading what comes due next")?;
     lock(&memory.due).read(next, alerts_changed, at);
     Ok(())
@@ -164,45 +166,89 @@ pub(super) fn prepare(
     size: usize,
     judged_ahead: &HashSet<String>,
 ) -> anyhow::Result<Page> {
-    let mut page = store::read_transaction(writer, |reader| {
-        let mut changed =
-            changes::changed_tickers(reader, window.since, window.until, after, size + 1)
-                .context("reading what changed")?;
-        let next = (changed.len() > size).then(|| {
-            changed.truncate(size);
-            changed[size - 1].ticker.clone()
-        });
-        let held = held_in(holds, after, next.as_deref());
-        let changed = with_holds(changed, held);
-        let candidates = candidates(reader, in_scope(options, changed))?;
-        Ok(Page { candidates, next })
+    let page = store::read_transaction(writer, |reader| {
+        read_page(reader, options, window, holds, after, size)
     })
     .context("reading what changed")?;
+    Ok(finish_page(page, options, judged_ahead))
+}
+
+/// [`prepare`]'s reads, in the caller's read transaction.
+fn read_page(
+    reader: &mut store::Connection,
+    options: &TickOptions<'_>,
+    window: Window,
+    holds: &[Hold],
+    after: Option<&str>,
+    size: usize,
+) -> anyhow::Result<Page> {
+    let mut changed = changes::changed_tickers(reader, window.since, window.until, after, size + 1)
+        .context("reading what changed")?;
+    let next = (changed.len() > size).then(|| {
+        changed.truncate(size);
+        changed[size - 1].ticker.clone()
+    });
+    let held = held_in(holds, after, next.as_deref());
+    let changed = with_holds(changed, held);
+    let candidates = candidates(reader, in_scope(options, changed))?;
+    Ok(Page { candidates, next })
+}
+
+/// What [`prepare`] adds to a page it read: the head start's tickers count
+/// as having alerts, and the observed prices the process carries.
+pub(super) fn finish_page(
+    mut page: Page,
+    options: &TickOptions<'_>,
+    judged_ahead: &HashSet<String>,
+) -> Page {
     for candidate in &mut page.candidates {
         candidate.has_alerts |= judged_ahead.contains(&candidate.ticker);
     }
     carried_previous(options.memory, &mut page.candidates);
-    Ok(page)
+    page
 }
 
-/// A head start's reads (`evaluate::head_start`), in one read transaction:
-/// the tick's start (its window and holds), and the first `options.head_start` tickers in
-/// scope whose quote changed in it, with their states, if more than
-/// `options.head_start_after` (and than `head_start`) changed; `None`
-/// otherwise, or for no head start (0).
+/// How a tick opens, read with its start (see [`first_moved`]).
+pub(super) enum Opening {
+    /// Many tickers moved: the first few, with their states, to judge
+    /// ahead of the rest.
+    HeadStart(Vec<Candidate>),
+    /// The tick's first page, read in the same transaction as its start
+    /// (on PostgreSQL, a transaction's two round trips fewer), as
+    /// [`prepare`] reads it for no head start.
+    FirstPage(Page),
+}
+
+/// A tick's opening reads (`evaluate::head_start`), in one read
+/// transaction: the tick's start (its window and holds), and the first
+/// `options.head_start` tickers in scope whose quote changed in it, with
+/// their states, if more than `options.head_start_after` (and than
+/// `head_start`) changed; otherwise, or for no head start (0), the tick's
+/// first page.
 pub(super) fn first_moved(
     writer: &mut store::Connection,
     options: &TickOptions<'_>,
     carry: &mut Carry,
-) -> anyhow::Result<(Start, Option<Vec<Candidate>>)> {
+) -> anyhow::Result<(Start, Opening)> {
     let head_start = options.head_start;
     let after = options.head_start_after.max(head_start);
     let job = watermark_key(options);
+    let first_page = |reader: &mut store::Connection, start: Start| {
+        let page = read_page(
+            reader,
+            options,
+            start.window,
+            &start.holds,
+            None,
+            options.page.max(1),
+        )?;
+        Ok((start, Opening::FirstPage(page)))
+    };
     store::read_transaction(writer, |reader| {
         let start = start(reader, &job, carry)?;
         let window = start.window;
         if head_start == 0 {
-            return Ok((start, None));
+            return first_page(reader, start);
         }
         let mut tickers = changes::first_changed_quotes(
             reader,
@@ -212,7 +258,7 @@ pub(super) fn first_moved(
         )
         .context("reading the first changed quotes")?;
         if tickers.len() <= after {
-            return Ok((start, None));
+            return first_page(reader, start);
         }
         tickers.retain(|ticker| options.scope.covers(ticker));
         tickers.truncate(head_start);
@@ -250,14 +296,15 @@ pub(super) fn first_moved(
                 candidate
             })
             .collect();
-        Ok((start, Some(candidates)))
+        Ok((start, Opening::HeadStart(candidates)))
     })
     .context("reading what changed first")
-    .map(|(start, mut candidates): (Start, Option<Vec<Candidate>>)| {
-        if let Some(candidates) = &mut candidates {
-            carried_previous(options.memory, candidates);
+    .map(|(start, opening): (Start, Opening)| match opening {
+        Opening::HeadStart(mut candidates) => {
+            carried_previous(options.memory, &mut candidates);
+            (start, Opening::HeadStart(candidates))
         }
-        (start, candidates)
+        Opening::FirstPage(page) => (start, Opening::FirstPage(page)),
     })
 }
 

@@ -260,19 +260,32 @@ pub fn next_due(connection: &mut Connection) -> Result<Option<i64>> {
     connection.engine().next_alert_due()
 }
 
-/// What tells a tick whether anything came due since it read [`next_due`]:
-/// the last change number an alert took (inserted, edited, re-armed, by
-/// anyone: an expiry or a snooze is set only so), and the earliest end of
-/// a cooldown (set by claims, here or elsewhere, or by hand), in unix ms.
-pub fn due_signs(connection: &mut Connection) -> Result<(i64, Option<i64>)> {
+/// What tells a tick whether anything came due since it read [`next_due`],
+/// with the database's clock as it read them (see [`DueSigns`]).
+pub fn due_signs(connection: &mut Connection) -> Result<DueSigns> {
     connection.engine().due_signs()
 }
 
-/// [`due_signs`]' statement, on both engines: two index probes
-/// (`price_alerts_changed`, `price_alerts_rearm`).
-pub(super) const DUE_SIGNS: &str = "SELECT (SELECT coalesce(max(change_seq), 0) FROM price_alerts),
+/// [`due_signs`]' answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueSigns {
+    /// Now by the database's clock (unix ms): a tick's time, read in the
+    /// same statement (on PostgreSQL, one round trip for both).
+    pub now_ms: i64,
+    /// The last change number an alert took (inserted, edited, re-armed, by
+    /// anyone: an expiry or a snooze is set only so), and the earliest end
+    /// of a cooldown (set by claims, here or elsewhere, or by hand), in
+    /// unix ms.
+    pub signs: (i64, Option<i64>),
+}
+
+/// [`due_signs`]' statement, on both engines: the clock, and two index
+/// probes (`price_alerts_changed`, `price_alerts_rearm`).
+pub(super) static DUE_SIGNS: PerEngine = PerEngine::new(
+    "SELECT {now_ms}, (SELECT coalesce(max(change_seq), 0) FROM price_alerts),
         (SELECT min(rearm_at) FROM price_alerts
-         WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL)";
+         WHERE rearm_at IS NOT NULL AND return_below IS NULL AND return_above IS NULL)",
+);
 
 /// Re-arms every repeating alert whose cooldown has passed (`rearm_at` at
 /// or before `now`): enabled again, so the schema's trigger gives it a new

@@ -161,7 +161,7 @@ pub(super) trait Engine: Shared + Send {
     /// The last change number an alert took (an insert, an edit, a re-arm:
     /// while it stays, no expiry or snooze was set), and the earliest end of
     /// a cooldown (unix ms): two index probes.
-    fn due_signs(&mut self) -> Result<(i64, Option<i64>)>;
+    fn due_signs(&mut self) -> Result<crate::store::alerts::DueSigns>;
 
     /// Re-arms every repeating alert whose cooldown has passed; how many.
     fn rearm_cooled_down(&mut self, now: &str, now_ms: i64) -> Result<usize>;

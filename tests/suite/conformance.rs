@@ -169,10 +169,23 @@ on_every_engine! {
         repeating.cooldown = Some("1m");
         let id = alerts::add(&mut c, &repeating, &stamp(now)).unwrap();
         let fired = trigger(&mut c, "AAPL", id, 150.0, now);
+        let before = alerts::due_signs(&mut c).unwrap();
+        assert_eq!(before.signs.1, None, "no cooldown under way");
         assert_eq!(alerts::claim(&mut c, &[fired], now).unwrap().ids.len(), 1);
+        // What came due reads with the clock: the cooldown's end shows.
+        let cooling = alerts::due_signs(&mut c).unwrap();
+        assert!((cooling.now_ms - now.timestamp_millis()).abs() < 5_000, "{cooling:?}");
+        let minute = chrono::Duration::minutes(1).num_milliseconds();
+        assert!(
+            cooling.signs.1.is_some_and(|end| (end - now.timestamp_millis() - minute).abs() < 5_000),
+            "{cooling:?}"
+        );
         assert_eq!(alerts::rearm_cooled_down(&mut c, now).unwrap(), 0);
         let later = now + chrono::Duration::minutes(2);
         assert_eq!(alerts::rearm_cooled_down(&mut c, later).unwrap(), 1);
+        let rearmed = alerts::due_signs(&mut c).unwrap();
+        assert!(rearmed.signs.0 > cooling.signs.0, "a re-arm takes a change number");
+        assert_eq!(rearmed.signs.1, None);
         assert!(alerts::waiting_tickers(&mut c).unwrap().is_empty());
         let returned = alerts::come_back(&mut c, &[("AAPL", 90.0)], later).unwrap();
         assert_eq!(returned.came_back, 0);

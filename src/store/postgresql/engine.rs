@@ -7,7 +7,9 @@ use super::PgConnection;
 use chrono::{DateTime, Utc};
 
 use crate::store::Result;
-use crate::store::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, Returned, Trigger};
+use crate::store::alerts::{
+    AlertEntry, AlertQuery, AlertRow, Claimed, DueSigns, Returned, Trigger,
+};
 use crate::store::changes::{Ask, ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
 use crate::store::engine::Engine;
 use crate::store::observations::Observation;
@@ -152,10 +154,14 @@ impl Engine for PgConnection {
         Ok(alerts::next_due(self)?)
     }
 
-    fn due_signs(&mut self) -> Result<(i64, Option<i64>)> {
-        let statement = self.prepared(crate::store::alerts::DUE_SIGNS)?;
+    fn due_signs(&mut self) -> Result<DueSigns> {
+        let sql = <PgConnection as Statements>::per_engine(&crate::store::alerts::DUE_SIGNS);
+        let statement = self.prepared(sql)?;
         let row = self.client().query_one(&statement, &[])?;
-        Ok((row.get(0), row.get(1)))
+        Ok(DueSigns {
+            now_ms: row.try_get(0)?,
+            signs: (row.try_get(1)?, row.try_get(2)?),
+        })
     }
 
     fn rearm_cooled_down(&mut self, now: &str, now_ms: i64) -> Result<usize> {

@@ -7,13 +7,16 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 
 use crate::store::Result;
-use crate::store::alerts::{AlertEntry, AlertQuery, AlertRow, Claimed, Returned, Trigger};
+use crate::store::alerts::{
+    AlertEntry, AlertQuery, AlertRow, Claimed, DueSigns, Returned, Trigger,
+};
 use crate::store::changes::{Ask, ChangedTicker, Horizon, Move, Nearest, Reading, TickerState};
 use crate::store::engine::Engine;
 use crate::store::observations::Observation;
 use crate::store::outbox::{ClaimLease, Exchanged, OutboxQuery, Settled, Want};
 use crate::store::quotes::{NewQuote, QuoteRow};
 use crate::store::schema::{Audit, Repaired};
+use crate::store::shared::Statements;
 
 use super::{alerts, changes, observations, outbox, quotes, schema};
 
@@ -156,10 +159,14 @@ impl Engine for Connection {
         Ok(alerts::next_due(self)?)
     }
 
-    fn due_signs(&mut self) -> Result<(i64, Option<i64>)> {
-        Ok(self
-            .prepare_cached(crate::store::alerts::DUE_SIGNS)?
-            .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?)
+    fn due_signs(&mut self) -> Result<DueSigns> {
+        let sql = <Connection as Statements>::per_engine(&crate::store::alerts::DUE_SIGNS);
+        Ok(self.prepare_cached(sql)?.query_row([], |row| {
+            Ok(DueSigns {
+                now_ms: row.get(0)?,
+                signs: (row.get(1)?, row.get(2)?),
+            })
+        })?)
     }
 
     fn rearm_cooled_down(&mut self, now: &str, now_ms: i64) -> Result<usize> {
