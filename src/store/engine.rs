@@ -158,9 +158,10 @@ pub(super) trait Engine: Shared + Send {
     /// one statement over the two partial indexes.
     fn next_alert_due(&mut self) -> Result<Option<i64>>;
 
-    /// The last change number an alert took (an insert, an edit, a re-arm:
-    /// while it stays, no expiry or snooze was set), and the earliest end of
-    /// a cooldown (unix ms): two index probes.
+    /// Now by the database's clock, the last change number an alert took
+    /// (an insert, an edit, a re-arm: while it stays, no expiry or snooze
+    /// was set), and the earliest end of a cooldown (unix ms): one
+    /// statement, two index probes.
     fn due_signs(&mut self) -> Result<crate::store::alerts::DueSigns>;
 
     /// Re-arms every repeating alert whose cooldown has passed; how many.

@@ -75,7 +75,7 @@ pub struct PgConnection {
 /// How long after its last check (or its opening) a connection goes to
 /// its next user unchecked. The pool's check is an empty query, a round
 /// trip, and a busy daemon takes a connection several times a tick: it was
-/// a fifth of the round trips at 10,000 quote writes a second. A
+/// an eighth of its statements at 10,000 quote writes a second. A
 /// connection that went bad within this window fails its statement, and
 /// the tick or delivery with it, as one that goes bad right after its
 /// check always could (HikariCP bypasses its check for 500 ms the same
