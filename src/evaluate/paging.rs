@@ -83,11 +83,10 @@ impl Pages<'_, '_> {
         let mut paged = false;
         loop {
             let started = Instant::now();
+            // Only the first turn finds the page the opening read.
             let page = match self.first_page.take() {
-                Some(page) if after.is_none() => {
-                    finish_page(page, self.options, &self.judged_ahead)
-                }
-                _ => prepare(
+                Some(page) => finish_page(page, self.options, &self.judged_ahead),
+                None => prepare(
                     self.writer,
                     self.options,
                     self.watermark.window,
