@@ -397,8 +397,18 @@ fn burst(
     let deadline = Instant::now() + Duration::from_secs(600);
     let wal_at_commit = database.wal_bytes();
     let mut wal_peak = wal_at_commit;
+    // Given up when nothing more came for a minute, or after ten.
+    let mut progress = (0, Instant::now());
     while received() - seen_in_all < expected {
-        assert!(Instant::now() < deadline, "the burst was not delivered");
+        if received() > progress.0 {
+            progress = (received(), Instant::now());
+        }
+        if Instant::now() >= deadline || progress.1.elapsed() > Duration::from_secs(60) {
+            panic!(
+                "the burst was not delivered: {}",
+                what_went_missing(streams, &seen_before, database, expected)
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
         wal_peak = wal_peak.max(database.wal_bytes());
     }
@@ -438,6 +448,48 @@ fn burst(
         tick_ms(log, arrived.len()),
         rss_kib(daemon.id(), "VmHWM:") as f64 / 1024.0
     );
+}
+
+/// How far a burst got: the events the streams received against those
+/// the outbox queued, and the first that it holds delivered and no stream
+/// received, with their users. An event is known by the id in its body
+/// (nchan's SSE ids are its own).
+fn what_went_missing(
+    streams: &[Subscriber],
+    seen_before: &[usize],
+    database: &(impl Probe + ?Sized),
+    expected: usize,
+) -> String {
+    let received: std::collections::HashSet<String> = streams
+        .iter()
+        .zip(seen_before)
+        .flat_map(|(stream, before)| stream.events().split_off(*before))
+        .filter_map(|event| {
+            let body: serde_json::Value = serde_json::from_str(&event.data).ok()?;
+            Some(body.get("id")?.as_str()?.to_owned())
+        })
+        .collect();
+    let queued = database.outbox_events();
+    let mut states: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (_, _, state) in &queued {
+        *states.entry(state.as_str()).or_default() += 1;
+    }
+    let unseen: Vec<String> = queued
+        .iter()
+        .filter(|(id, _, state)| state == "delivered" && !received.contains(id))
+        .take(10)
+        .map(|(id, user, _)| format!("{id} (user {})", user.as_deref().unwrap_or("-")))
+        .collect();
+    format!(
+        "{} of {expected} events reached the streams; the outbox holds {states:?}; \
+         delivered and not received: {}",
+        received.len(),
+        if unseen.is_empty() {
+            "none".to_owned()
+        } else {
+            unseen.join(", ")
+        }
+    )
 }
 
 /// The SQLite rows: write cost, latency under the feed, the burst.

@@ -375,6 +375,12 @@ fn scalar(path: &Path, sql: &str) -> i64 {
 trait Probe {
     fn scalar(&self, sql: &str) -> i64;
 
+    /// Each queued event's id, user and state: what a burst that did not
+    /// arrive whole says about itself. Only SQLite's here.
+    fn outbox_events(&self) -> Vec<(String, Option<String>, String)> {
+        Vec::new()
+    }
+
     /// The size of SQLite's WAL, for a database that has one.
     fn wal_bytes(&self) -> Option<u64> {
         None
@@ -404,6 +410,18 @@ impl Probe for Path {
         scalar(self, sql)
     }
 
+    fn outbox_events(&self) -> Vec<(String, Option<String>, String)> {
+        let connection = rusqlite::Connection::open(self).unwrap();
+        let mut statement = connection
+            .prepare("SELECT event_id, user_id, state FROM outbox ORDER BY id")
+            .unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     fn wal_bytes(&self) -> Option<u64> {
         let mut wal = self.as_os_str().to_owned();
         wal.push("-wal");
@@ -414,6 +432,10 @@ impl Probe for Path {
 impl Probe for PathBuf {
     fn scalar(&self, sql: &str) -> i64 {
         scalar(self, sql)
+    }
+
+    fn outbox_events(&self) -> Vec<(String, Option<String>, String)> {
+        self.as_path().outbox_events()
     }
 
     fn wal_bytes(&self) -> Option<u64> {
