@@ -30,6 +30,19 @@ impl Database {
         self.client().query_one(sql, &[]).unwrap().get(0)
     }
 
+    /// Each queued event's id, user and state, in queue order.
+    pub fn outbox_events(&self) -> Vec<(String, Option<String>, String)> {
+        self.client()
+            .query(
+                "SELECT event_id, user_id, state FROM outbox ORDER BY id",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect()
+    }
+
     /// A copy of this database (`CREATE DATABASE ... TEMPLATE`).
     pub fn copy(&self, name: &str) -> Database {
         let mut admin = postgresql::cluster().admin().unwrap();

@@ -376,10 +376,8 @@ trait Probe {
     fn scalar(&self, sql: &str) -> i64;
 
     /// Each queued event's id, user and state: what a burst that did not
-    /// arrive whole says about itself. Only SQLite's here.
-    fn outbox_events(&self) -> Vec<(String, Option<String>, String)> {
-        Vec::new()
-    }
+    /// arrive whole says about itself.
+    fn outbox_events(&self) -> Vec<(String, Option<String>, String)>;
 
     /// The size of SQLite's WAL, for a database that has one.
     fn wal_bytes(&self) -> Option<u64> {
@@ -446,6 +444,10 @@ impl Probe for PathBuf {
 impl Probe for postgresql::Database {
     fn scalar(&self, sql: &str) -> i64 {
         postgresql::Database::scalar(self, sql)
+    }
+
+    fn outbox_events(&self) -> Vec<(String, Option<String>, String)> {
+        postgresql::Database::outbox_events(self)
     }
 }
 
