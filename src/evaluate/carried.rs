@@ -18,7 +18,8 @@
 //! tick's options allow it (`TickOptions::unwritten`: the daemon's
 //! reacting jobs), a tick carries that progress instead, but for the
 //! prices of the tickers whose alerts it claimed: those it writes at once
-//! (a few rows, without the watermark). The first tick that must write
+//! (a few rows, without the watermark; on SQLite a page whose triggers
+//! fit one claim records them with it, `evaluate::claim`). The first tick that must write
 //! everything (one that holds or releases a ticker, finds a triggered
 //! alert locked, brings a banded alert back, names alerts without a
 //! ticker, or observes a quote not surely newer than the price it
@@ -63,8 +64,13 @@ use super::quiet::JobBands;
 pub const WRITTEN_WITHIN: Duration = Duration::from_secs(1);
 
 /// How many observed prices a process carries unwritten at most (some 100
-/// bytes each): a tick that would carry more writes them all.
-const UNWRITTEN_AT_MOST: usize = 1024;
+/// bytes each, 2 MB in all): a tick that would carry more writes them all.
+/// Above what a feed changes in [`WRITTEN_WITHIN`] (10,000 writes a second
+/// over 10,000 tickers is some 6,300 tickers), so that a feed's prices are
+/// written once a second: each write dirties most pages of
+/// `observations`, and with 1,024 such a feed wrote them ten times a
+/// second (the daemon's writes 31–34 → 20–23 MB/s, `BENCHMARKS.md`).
+const UNWRITTEN_AT_MOST: usize = 16_384;
 
 /// How many jobs' carries a process keeps: past it (jobs renamed or
 /// rescoped by reloads, or many jobs), only the last job's.

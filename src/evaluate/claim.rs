@@ -4,7 +4,7 @@
 //! later tick.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -15,10 +15,12 @@ use crate::lock::lock;
 use crate::log_recurring;
 use crate::recurring::Recurring;
 use crate::store::alerts::{self, Trigger};
+use crate::store::observations::Observation;
 use crate::store::outbox::Lessee;
 use crate::store::{self, Pool};
 
 use super::options::TickOptions;
+use super::plan::Work;
 use super::read::{Outlet, Readers, read_in_turn, tasks};
 use super::tick_report::TickReport;
 
@@ -29,12 +31,14 @@ pub(super) struct Locked {
 }
 
 /// What a stage's claims left for the page's end: the triggered alerts
-/// someone else held locked, and the tickers whose alerts were claimed
-/// (their observed prices are written, never carried: `evaluate::carried`).
+/// someone else held locked, the tickers whose alerts were claimed
+/// (their observed prices are written, never carried: `evaluate::carried`),
+/// and those whose observed prices a claim recorded already.
 #[derive(Default)]
 pub(super) struct Claims {
     pub locked: Vec<Locked>,
     pub tickers: HashSet<String>,
+    pub recorded: HashSet<String>,
 }
 
 /// The size of a tick's first claim; each next one is twice as large, up to
@@ -133,7 +137,10 @@ pub(super) fn evaluate_and_claim(
         let read = read_in_turn(readers, by_ticker, &tasks, &AtomicUsize::new(0), &claimer);
         let claimer = claimer.into_inner();
         report.matched += claimer.matched;
-        let tally = claimer.finish();
+        // Every trigger of the page read: its last claim may record the
+        // prices its tickers were judged at.
+        let observing = (readers.observes && read.is_ok()).then_some(readers.work);
+        let tally = claimer.finish(observing);
         return add_up(vec![tally], report, read.err());
     }
     let (sender, receiver) = mpsc::sync_channel::<anyhow::Result<Vec<Trigger>>>(threads * 4);
@@ -238,7 +245,7 @@ impl<'a, 'w> Claimer<'a, 'w> {
             }
         }
         let matched = self.matched;
-        (self.finish(), matched)
+        (self.finish(None), matched)
     }
 
     /// A reader's chunk of triggers: claimed whenever a batch is full.
@@ -253,10 +260,23 @@ impl<'a, 'w> Claimer<'a, 'w> {
         }
     }
 
-    /// Claims what is left; the tally.
-    fn finish(mut self) -> Tally {
+    /// Claims what is left; the tally. With the page's `work`, all of it
+    /// read, a page whose triggers all come to this one claim (none before
+    /// it, no helper) offers the claim its tickers' observed prices
+    /// (`store::alerts::claim_observing`): the page's end would write them
+    /// in a transaction of its own. Not those of tickers with alerts
+    /// waiting to come back, which the page's end may yet hold back.
+    fn finish(mut self, work: Option<&[Work]>) -> Tally {
+        let alone = self.helpers.is_none()
+            && self.mine.transactions == 0
+            && self.mine.unclaimed == 0
+            && self.mine.error.is_none();
+        let offered = match work {
+            Some(work) if alone => observed_of(&self.batch, work),
+            _ => Vec::new(),
+        };
         self.mine
-            .claim(self.writer, &mut self.batch, self.now, self.told);
+            .claim_observing(self.writer, &mut self.batch, self.now, self.told, &offered);
         self.mine
     }
 
@@ -276,6 +296,35 @@ impl<'a, 'w> Claimer<'a, 'w> {
                 .claim(self.writer, &mut self.batch, self.now, self.told),
         )
     }
+}
+
+/// The observed prices of the tickers of `batch`'s triggers, as the page's
+/// end would record them (`evaluate::observe`): from their `work`, those
+/// it observes and that wait for no alert to come back.
+fn observed_of(batch: &[Trigger], work: &[Work]) -> Vec<Observation> {
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    let work: HashMap<&str, &Work> = work
+        .iter()
+        .map(|work| (work.ticker.as_str(), work))
+        .collect();
+    let mut tickers: Vec<&str> = batch
+        .iter()
+        .map(|trigger| trigger.ticker.as_str())
+        .collect();
+    tickers.sort_unstable();
+    tickers.dedup();
+    tickers
+        .into_iter()
+        .filter_map(|ticker| work.get(ticker))
+        .filter(|work| work.observe && !work.waiting)
+        .map(|work| Observation {
+            ticker: work.ticker.clone(),
+            price: work.observed.price,
+            quote_time: work.quote_time.written.clone(),
+        })
+        .collect()
 }
 
 /// A tick of one reader task claims on the reading thread, where the
@@ -303,6 +352,7 @@ fn add_up(
         report.claim_duration += tally.duration;
         claims.locked.extend(tally.locked);
         claims.tickers.extend(tally.tickers);
+        claims.recorded.extend(tally.recorded);
         if let Some(error) = tally.error {
             first_error.get_or_insert(error);
         }
@@ -319,6 +369,8 @@ struct Tally {
     locked: Vec<Locked>,
     /// The tickers of the alerts claimed.
     tickers: HashSet<String>,
+    /// The tickers whose observed prices a claim recorded.
+    recorded: HashSet<String>,
     transactions: u64,
     duration: Duration,
     error: Option<anyhow::Error>,
@@ -337,6 +389,19 @@ impl Tally {
         now: DateTime<Utc>,
         told: Told<'_>,
     ) -> Duration {
+        self.claim_observing(writer, batch, now, told, &[])
+    }
+
+    /// [`Tally::claim`], offering the claim `observed`
+    /// (`store::alerts::claim_observing`).
+    fn claim_observing(
+        &mut self,
+        writer: &mut store::Connection,
+        batch: &mut Vec<Trigger>,
+        now: DateTime<Utc>,
+        told: Told<'_>,
+        observed: &[Observation],
+    ) -> Duration {
         if batch.is_empty() {
             return Duration::ZERO;
         }
@@ -347,7 +412,7 @@ impl Tally {
         }
         let claim_started = Instant::now();
         let lease = told.lessee.and_then(|lessee| lessee.ask(batch.len()));
-        let mut claimed = alerts::claim_and_lease(writer, batch, now, lease.as_ref());
+        let mut claimed = alerts::claim_observing(writer, batch, now, lease.as_ref(), observed);
         let took = claim_started.elapsed();
         self.duration += took;
         if let Some(lessee) = told.lessee {
@@ -359,6 +424,10 @@ impl Tally {
         }
         match claimed {
             Ok(claimed) => {
+                if claimed.observed {
+                    self.recorded
+                        .extend(observed.iter().map(|seen| seen.ticker.clone()));
+                }
                 if !claimed.ids.is_empty() {
                     let triggers: Vec<&Trigger> = batch
                         .iter()

@@ -97,6 +97,7 @@ pub(super) fn head_start(
         quiet: Default::default(),
         // The tick names the malformed rows it reads again.
         warnings: Warnings::Silent,
+        observes: false,
     };
     let claimed = evaluate_and_claim(workers, &readers, writer, options, report);
     report.evaluated += readers.read.into_inner();

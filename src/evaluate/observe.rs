@@ -125,6 +125,9 @@ pub(super) struct Carrying<'c> {
     /// The tickers whose alerts the tick claimed: their prices are written
     /// at once, whatever is carried.
     pub(super) claimed: &'c HashSet<String>,
+    /// The tickers whose prices the page's claim recorded with it
+    /// (`evaluate::claim`): a page that carries writes them no more.
+    pub(super) recorded: &'c HashSet<String>,
 }
 
 /// After every claim of a page committed: first the banded alerts waiting
@@ -274,14 +277,16 @@ fn carry_or_write(
         observed.extend(claimed);
         return Ending::All(carried.unwritten.with(observed));
     }
+    // Each claimed ticker's newer price replaces the one carried; those
+    // the claim recorded are written.
+    carried
+        .unwritten
+        .forget(claimed.iter().map(|(seen, _)| seen.ticker.as_str()));
     let claimed: Vec<Observation> = claimed
         .into_iter()
         .map(|(observation, _)| observation)
+        .filter(|observation| !carrying.recorded.contains(&observation.ticker))
         .collect();
-    // Each claimed ticker's newer price replaces the one carried.
-    carried
-        .unwritten
-        .forget(claimed.iter().map(|seen| seen.ticker.as_str()));
     let observed = observed.into_iter().map(|(observation, _)| observation);
     carried.unwritten.keep(observed.collect(), at);
     if let Some((to, _, _)) = watermark.advance() {

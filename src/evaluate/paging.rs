@@ -192,6 +192,7 @@ impl Pages<'_, '_> {
             snoozed: AtomicU64::new(0),
             quiet: Mutex::default(),
             warnings,
+            observes: true,
         };
         let claimed = evaluate_and_claim(self.workers, &readers, self.writer, options, report);
         report.evaluated += readers.read.into_inner();
@@ -200,6 +201,7 @@ impl Pages<'_, '_> {
         let Claims {
             locked,
             tickers: mut claimed,
+            recorded,
         } = claimed?;
         // Each ticker is in one page: the page's own claimed tickers, and
         // the head start's, are all it needs.
@@ -225,6 +227,7 @@ impl Pages<'_, '_> {
                 carried: &options.memory.carried,
                 unwritten,
                 claimed: &claimed,
+                recorded: &recorded,
             },
             self.now,
             report,

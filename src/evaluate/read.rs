@@ -39,6 +39,10 @@ pub(super) struct Readers<'a> {
     /// those whose alerts changed: their band would not hold).
     pub(super) quiet: Mutex<Vec<(String, f64)>>,
     pub(super) warnings: Warnings<'a>,
+    /// A page's readers, whose last claim may record the observed prices
+    /// of its tickers (`evaluate::claim`); not a head start's, whose
+    /// tickers the tick judges again.
+    pub(super) observes: bool,
 }
 
 /// How a page's changed alerts are read.

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use std::collections::HashSet;
 
+use super::observations::Observation;
 use super::outbox::{ClaimLease, Exchanged};
 use super::shared::{PerEngine, Row as _, Statements};
 use super::{Connection, Result};
@@ -104,6 +105,9 @@ pub struct Claimed {
     /// The events the claim leased to this process's deliverer
     /// ([`ClaimLease`]), in queue order, and the lease's time.
     pub leased: Exchanged,
+    /// The claim recorded the observed prices offered to it
+    /// ([`claim_observing`]) in its transaction.
+    pub observed: bool,
 }
 
 /// Which trigger of its alert a claim was, as the claim's statement
@@ -391,9 +395,28 @@ pub fn claim_and_lease(
     now: DateTime<Utc>,
     lease: Option<&ClaimLease>,
 ) -> Result<Claimed> {
+    claim_observing(connection, triggers, now, lease, &[])
+}
+
+/// [`claim_and_lease`], offered the observed prices of the tick's tickers
+/// whose alerts it claimed (and of this batch's): an engine that writes
+/// them cheaper in the claim's transaction than in one of their own
+/// (SQLite) records them there, with its last commit, and says so
+/// (`Claimed::observed`); PostgreSQL writes them at the page's end, one
+/// statement, as before. The caller offers them only where every claim of
+/// the page before this one committed and nothing held its tickers back:
+/// a price recorded earlier would let the next tick judge an unclaimed
+/// trigger from it.
+pub fn claim_observing(
+    connection: &mut Connection,
+    triggers: &[Trigger],
+    now: DateTime<Utc>,
+    lease: Option<&ClaimLease>,
+    observed: &[Observation],
+) -> Result<Claimed> {
     connection
         .engine()
-        .claim(triggers, now, now.timestamp_millis(), lease)
+        .claim(triggers, now, now.timestamp_millis(), lease, observed)
 }
 
 /// The store's upkeep after a [`claim`], which the caller runs once it has

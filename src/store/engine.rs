@@ -177,13 +177,16 @@ pub(super) trait Engine: Shared + Send {
     /// (or its cooldown starts) only if it is still the arming judged, and
     /// its event is queued with it.
     /// With `lease`, it leases the events it queues as that asks
-    /// (`store::outbox::ClaimLease`).
+    /// (`store::outbox::ClaimLease`). It may record `observed` as the
+    /// tickers' previous prices in its last transaction, and then says so
+    /// (`store::alerts::claim_observing`).
     fn claim(
         &mut self,
         triggers: &[Trigger],
         triggered_at: DateTime<Utc>,
         now_ms: i64,
         lease: Option<&ClaimLease>,
+        observed: &[Observation],
     ) -> Result<Claimed>;
 
     /// The engine's upkeep after a write whose results are on their way: a

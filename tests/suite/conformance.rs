@@ -291,6 +291,51 @@ on_every_engine! {
 }
 
 on_every_engine! {
+    /// A claim offered its tickers' observed prices records them in its own
+    /// transaction where the engine takes them (SQLite, whose claims never
+    /// find a row locked), and says so; each only over an older quote's,
+    /// as a tick's end would. PostgreSQL leaves them to the tick's end.
+    fn a_claim_records_the_observed_prices_it_takes(engine: Engine) {
+        let (_db, mut c, now) = opened(engine);
+        let earlier = now - chrono::TimeDelta::seconds(10);
+        let later = now + chrono::TimeDelta::seconds(10);
+        let seen = |ticker: &str, price: f64, at: DateTime<Utc>| observations::Observation {
+            ticker: ticker.into(),
+            price,
+            quote_time: stamp(at),
+        };
+        observations::finish_tick(&mut c, &[seen("OLD", 1.0, earlier), seen("NEW", 1.0, later)], None, now)
+            .unwrap();
+        let triggers: Vec<Trigger> = ["OLD", "NEW"]
+            .into_iter()
+            .map(|ticker| {
+                let id = alerts::add(&mut c, &alert(ticker, "above", 1.5), &stamp(now)).unwrap();
+                trigger(&mut c, ticker, id, 2.0, now)
+            })
+            .collect();
+        let offered = [seen("OLD", 2.0, now), seen("NEW", 2.0, now), seen("NONE", 2.0, now)];
+        let claimed = alerts::claim_observing(&mut c, &triggers, now, None, &offered).unwrap();
+        assert_eq!(claimed.ids.len(), 2);
+        assert_eq!(claimed.observed, engine == Engine::Sqlite, "which engine records them");
+        let recorded = |c: &mut Connection, ticker: &str| observations::get(c, ticker).unwrap();
+        if claimed.observed {
+            assert_eq!(recorded(&mut c, "OLD"), Some(2.0));
+            assert_eq!(recorded(&mut c, "NONE"), Some(2.0));
+        } else {
+            assert_eq!(recorded(&mut c, "OLD"), Some(1.0));
+            assert_eq!(recorded(&mut c, "NONE"), None);
+        }
+        assert_eq!(recorded(&mut c, "NEW"), Some(1.0), "never over a newer quote's");
+
+        // Offered nothing, a claim records nothing, and says so.
+        let id = alerts::add(&mut c, &alert("OLD", "above", 1.5), &stamp(now)).unwrap();
+        let again = trigger(&mut c, "OLD", id, 3.0, now);
+        let claimed = alerts::claim_observing(&mut c, &[again], later, None, &[]).unwrap();
+        assert_eq!((claimed.ids.len(), claimed.observed), (1, false));
+    }
+}
+
+on_every_engine! {
     /// A claim that leases its events (the daemon's hand-over to its
     /// deliverer): the rows its lease takes, a share of each user up to its
     /// limit, in queue order, come back leased to its owner and placed on

@@ -316,6 +316,7 @@ pub fn claim(
         ids: changed.into_keys().collect(),
         locked,
         leased,
+        observed: false,
     })
 }
 

@@ -182,7 +182,12 @@ impl Engine for PgConnection {
         triggered_at: DateTime<Utc>,
         now_ms: i64,
         lease: Option<&ClaimLease>,
+        _observed: &[Observation],
     ) -> Result<Claimed> {
+        // The observed prices stay the page's end's: there, one statement
+        // (its own transaction) writes them, one round trip, as one more
+        // statement in the claim would cost; and a claim here may find
+        // rows locked, which hold their tickers back unrecorded.
         Ok(alerts::claim(self, triggers, triggered_at, now_ms, lease)?)
     }
 

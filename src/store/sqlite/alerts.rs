@@ -14,6 +14,7 @@ use super::rows::{alert_row, number, text};
 use crate::store::alerts::{
     AlertEntry, AlertFilter, AlertQuery, AlertRow, Claimed, Fired, Returned, Trigger, event_of,
 };
+use crate::store::observations::Observation;
 use crate::store::outbox::{ClaimLease, Exchanged, Leased};
 
 /// The enabled alerts of one ticker, through `idx_price_alerts_enabled`.
@@ -276,19 +277,27 @@ pub fn claim(
     triggered_at: DateTime<Utc>,
     now_ms: i64,
     lease: Option<&ClaimLease>,
+    observed: &[Observation],
 ) -> rusqlite::Result<Claimed> {
     let stamp = crate::store::timestamp(triggered_at);
     let per_transaction = super::wal::claims_that_fit(connection, triggers.len());
     // One writer at a time holds the whole database: no row is ever locked
-    // by someone else while the claim runs.
-    let mut claimed = Claimed::default();
+    // by someone else while the claim runs. So the observed prices offered
+    // are always recorded, with the last part: after every part before it
+    // committed.
+    let mut claimed = Claimed {
+        observed: !observed.is_empty() && !triggers.is_empty(),
+        ..Claimed::default()
+    };
     let mut lease = lease.cloned();
+    let parts = triggers.len().div_ceil(per_transaction.max(1));
     for (at, part) in triggers.chunks(per_transaction).enumerate() {
         if at > 0 {
             super::wal::after_write(connection);
         }
+        let observed = if at + 1 == parts { observed } else { &[] };
         let (ids, leased) =
-            claim_in_one_transaction(connection, part, &stamp, now_ms, lease.as_ref())?;
+            claim_in_one_transaction(connection, part, (&stamp, now_ms), lease.as_ref(), observed)?;
         claimed.ids.extend(ids);
         if let Some(lease) = &mut lease {
             lease.want.limit -= leased.leased.len();
@@ -304,9 +313,9 @@ pub fn claim(
 fn claim_in_one_transaction(
     connection: &mut Connection,
     triggers: &[Trigger],
-    stamp: &str,
-    now_ms: i64,
+    (stamp, now_ms): (&str, i64),
     lease: Option<&ClaimLease>,
+    observed: &[Observation],
 ) -> rusqlite::Result<(Vec<i64>, Exchanged)> {
     let _turn = super::wal::Turn::take();
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -326,6 +335,7 @@ fn claim_in_one_transaction(
     if lease.is_some_and(|lease| lease.want.place) {
         super::outbox::place(&transaction, &mut leased)?;
     }
+    super::observations::upsert(&transaction, observed, stamp)?;
     transaction.commit()?;
     let leased = Exchanged {
         leased,

@@ -187,8 +187,16 @@ impl Engine for Connection {
         triggered_at: DateTime<Utc>,
         now_ms: i64,
         lease: Option<&ClaimLease>,
+        observed: &[Observation],
     ) -> Result<Claimed> {
-        Ok(alerts::claim(self, triggers, triggered_at, now_ms, lease)?)
+        Ok(alerts::claim(
+            self,
+            triggers,
+            triggered_at,
+            now_ms,
+            lease,
+            observed,
+        )?)
     }
 
     fn after_write(&mut self) {

@@ -73,21 +73,31 @@ fn record(
             ])?;
         }
     }
-    {
-        let mut upsert = transaction.prepare_cached(
-            "INSERT INTO observations (ticker, price, quote_time, observed_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, quote_time = excluded.quote_time,
-                 observed_at = excluded.observed_at
-             WHERE julianday(excluded.quote_time) > julianday(observations.quote_time)",
-        )?;
-        for observation in observed {
-            upsert.execute(params![
-                observation.ticker,
-                observation.price,
-                observation.quote_time,
-                now
-            ])?;
-        }
-    }
+    upsert(&transaction, observed, now)?;
     transaction.commit()
+}
+
+/// Records `observed` as the tickers' previous prices, each unless the one
+/// recorded is as new (by its quote's time), in the caller's write
+/// transaction: a tick's end, or a claim (`sqlite::alerts::claim`).
+pub(super) fn upsert(
+    transaction: &rusqlite::Transaction<'_>,
+    observed: &[Observation],
+    now: &str,
+) -> rusqlite::Result<()> {
+    let mut upsert = transaction.prepare_cached(
+        "INSERT INTO observations (ticker, price, quote_time, observed_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, quote_time = excluded.quote_time,
+             observed_at = excluded.observed_at
+         WHERE julianday(excluded.quote_time) > julianday(observations.quote_time)",
+    )?;
+    for observation in observed {
+        upsert.execute(params![
+            observation.ticker,
+            observation.price,
+            observation.quote_time,
+            now
+        ])?;
+    }
+    Ok(())
 }
