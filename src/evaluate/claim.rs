@@ -276,7 +276,7 @@ impl<'a, 'w> Claimer<'a, 'w> {
             _ => Vec::new(),
         };
         self.mine
-            .claim_observing(self.writer, &mut self.batch, self.now, self.told, &offered);
+            .claim(self.writer, &mut self.batch, self.now, self.told, &offered);
         self.mine
     }
 
@@ -293,7 +293,7 @@ impl<'a, 'w> Claimer<'a, 'w> {
         }
         Some(
             self.mine
-                .claim(self.writer, &mut self.batch, self.now, self.told),
+                .claim(self.writer, &mut self.batch, self.now, self.told, &[]),
         )
     }
 }
@@ -381,20 +381,9 @@ impl Tally {
     /// events to `told.lessee` as far as it takes them; `told.claimed`
     /// hears of the alerts a commit claimed. After a failure it claims nothing
     /// more: the tick fails, and the next one judges the same changes again.
+    /// Offers the claim `observed` (`store::alerts::claim_observing`).
     /// Returns how long the claim took.
     fn claim(
-        &mut self,
-        writer: &mut store::Connection,
-        batch: &mut Vec<Trigger>,
-        now: DateTime<Utc>,
-        told: Told<'_>,
-    ) -> Duration {
-        self.claim_observing(writer, batch, now, told, &[])
-    }
-
-    /// [`Tally::claim`], offering the claim `observed`
-    /// (`store::alerts::claim_observing`).
-    fn claim_observing(
         &mut self,
         writer: &mut store::Connection,
         batch: &mut Vec<Trigger>,
@@ -502,7 +491,7 @@ fn help_claim(
         };
         match writer.as_mut() {
             Some(writer) => {
-                tally.claim(writer, &mut batch, now, told);
+                tally.claim(writer, &mut batch, now, told, &[]);
             }
             None => tally.unclaimed += batch.len() as u64,
         }
