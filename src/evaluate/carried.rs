@@ -19,13 +19,13 @@
 //! reacting jobs), a tick carries that progress instead, but for the
 //! prices of the tickers whose alerts it claimed: those it writes at once
 //! (a few rows, without the watermark; on SQLite a page whose triggers
-//! fit one claim records them with it, `evaluate::claim`). The first tick that must write
-//! everything (one that holds or releases a ticker, finds a triggered
-//! alert locked, brings a banded alert back, names alerts without a
-//! ticker, or observes a quote not surely newer than the price it
-//! replaces) writes every observed price carried with its own, as does
-//! the first that finds them older than [`WRITTEN_WITHIN`] or more than
-//! [`UNWRITTEN_AT_MOST`]; the daemon's
+//! fit one claim records them with it, `evaluate::claim`). The first
+//! tick that must write everything (one that holds or releases a
+//! ticker, finds a triggered alert locked, brings a banded alert back,
+//! names alerts without a ticker, or observes a quote not surely newer
+//! than the price it replaces) writes every observed price carried with
+//! its own, as does the first that finds them older than
+//! [`WRITTEN_WITHIN`] or more than [`UNWRITTEN_AT_MOST`]; the daemon's
 //! loop writes them when that time comes and no tick did
 //! (`TickReport::unwritten`, `evaluate::write_carried`), and as it stops.
 //! Observed prices are carried for the process, as `observations` holds
@@ -69,7 +69,8 @@ pub const WRITTEN_WITHIN: Duration = Duration::from_secs(1);
 /// over 10,000 tickers is some 6,300 tickers), so that a feed's prices are
 /// written once a second: each write dirties most pages of
 /// `observations`, and with 1,024 such a feed wrote them ten times a
-/// second (the daemon's writes 31–34 → 20–23 MB/s, `BENCHMARKS.md`).
+/// second (on SQLite, 1,880 WAL frames a second against 197:
+/// `BENCHMARKS.md`).
 const UNWRITTEN_AT_MOST: usize = 16_384;
 
 /// How many jobs' carries a process keeps: past it (jobs renamed or
