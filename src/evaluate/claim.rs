@@ -4,7 +4,7 @@
 //! later tick.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -20,8 +20,7 @@ use crate::store::outbox::Lessee;
 use crate::store::{self, Pool};
 
 use super::options::TickOptions;
-use super::plan::Work;
-use super::read::{Outlet, Readers, read_in_turn, tasks};
+use super::read::{ByTicker, Outlet, Readers, read_in_turn, tasks};
 use super::tick_report::TickReport;
 
 /// A triggered alert whose row another transaction held locked.
@@ -139,7 +138,7 @@ pub(super) fn evaluate_and_claim(
         report.matched += claimer.matched;
         // Every trigger of the page read: its last claim may record the
         // prices its tickers were judged at.
-        let observing = (readers.observes && read.is_ok()).then_some(readers.work);
+        let observing = (readers.observes && read.is_ok()).then_some(by_ticker);
         let tally = claimer.finish(observing);
         return add_up(vec![tally], report, read.err());
     }
@@ -260,13 +259,15 @@ impl<'a, 'w> Claimer<'a, 'w> {
         }
     }
 
-    /// Claims what is left; the tally. With the page's `work`, all of it
+    /// Claims what is left; the tally. With the page's work, all of it
     /// read, a page whose triggers all come to this one claim (none before
     /// it, no helper) offers the claim its tickers' observed prices
     /// (`store::alerts::claim_observing`): the page's end would write them
     /// in a transaction of its own. Not those of tickers with alerts
-    /// waiting to come back, which the page's end may yet hold back.
-    fn finish(mut self, work: Option<&[Work]>) -> Tally {
+    /// waiting to come back, which the page's end may yet hold back, nor
+    /// the held tickers' (`ByTicker` leaves them out: the page's end,
+    /// which writes every price where the job holds any, records them).
+    fn finish(mut self, work: Option<ByTicker<'_>>) -> Tally {
         let alone = self.helpers.is_none()
             && self.mine.transactions == 0
             && self.mine.unclaimed == 0
@@ -301,14 +302,7 @@ impl<'a, 'w> Claimer<'a, 'w> {
 /// The observed prices of the tickers of `batch`'s triggers, as the page's
 /// end would record them (`evaluate::observe`): from their `work`, those
 /// it observes and that wait for no alert to come back.
-fn observed_of(batch: &[Trigger], work: &[Work]) -> Vec<Observation> {
-    if batch.is_empty() {
-        return Vec::new();
-    }
-    let work: HashMap<&str, &Work> = work
-        .iter()
-        .map(|work| (work.ticker.as_str(), work))
-        .collect();
+fn observed_of(batch: &[Trigger], work: ByTicker<'_>) -> Vec<Observation> {
     let mut tickers: Vec<&str> = batch
         .iter()
         .map(|trigger| trigger.ticker.as_str())

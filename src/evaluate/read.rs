@@ -66,7 +66,7 @@ pub(super) struct ByTicker<'a> {
 }
 
 impl<'a> ByTicker<'a> {
-    fn get(&self, ticker: &str) -> Option<&'a Work> {
+    pub(super) fn get(&self, ticker: &str) -> Option<&'a Work> {
         let (moved, rest) = self.work.split_at(self.moved);
         [moved, rest].into_iter().find_map(|part| {
             part.binary_search_by(|item| item.ticker.as_str().cmp(ticker))

@@ -290,12 +290,13 @@ pub fn claim(
         ..Claimed::default()
     };
     let mut lease = lease.cloned();
-    let parts = triggers.len().div_ceil(per_transaction.max(1));
-    for (at, part) in triggers.chunks(per_transaction).enumerate() {
+    let parts = triggers.chunks(per_transaction);
+    let last = parts.len().saturating_sub(1);
+    for (at, part) in parts.enumerate() {
         if at > 0 {
             super::wal::after_write(connection);
         }
-        let observed = if at + 1 == parts { observed } else { &[] };
+        let observed = if at == last { observed } else { &[] };
         let (ids, leased) =
             claim_in_one_transaction(connection, part, (&stamp, now_ms), lease.as_ref(), observed)?;
         claimed.ids.extend(ids);
