@@ -266,7 +266,12 @@ impl<'a, 'w> Claimer<'a, 'w> {
     /// in a transaction of its own. Not those of tickers with alerts
     /// waiting to come back, which the page's end may yet hold back, nor
     /// the held tickers' (`ByTicker` leaves them out: the page's end,
-    /// which writes every price where the job holds any, records them).
+    /// which writes every price where the job holds any, records them),
+    /// nor a price whose quote is not surely newer than the one its ticker
+    /// was judged from: that one may be carried unwritten, and the page's
+    /// end writes it first, for the store to keep whichever of the two it
+    /// finds newer (`evaluate::carried`); the claim's write would go
+    /// before it, and win.
     fn finish(mut self, work: Option<ByTicker<'_>>) -> Tally {
         let alone = self.helpers.is_none()
             && self.mine.transactions == 0
@@ -301,7 +306,8 @@ impl<'a, 'w> Claimer<'a, 'w> {
 
 /// The observed prices of the tickers of `batch`'s triggers, as the page's
 /// end would record them (`evaluate::observe`): from their `work`, those
-/// it observes and that wait for no alert to come back.
+/// it observes, surely newer than the prices they were judged from, and
+/// that wait for no alert to come back.
 fn observed_of(batch: &[Trigger], work: ByTicker<'_>) -> Vec<Observation> {
     let mut tickers: Vec<&str> = batch
         .iter()
@@ -312,7 +318,7 @@ fn observed_of(batch: &[Trigger], work: ByTicker<'_>) -> Vec<Observation> {
     tickers
         .into_iter()
         .filter_map(|ticker| work.get(ticker))
-        .filter(|work| work.observe && !work.waiting)
+        .filter(|work| work.observe && work.newer && !work.waiting)
         .map(|work| Observation {
             ticker: work.ticker.clone(),
             price: work.observed.price,

@@ -923,3 +923,58 @@ on_every_engine! {
         assert_eq!(tick(&restarted).triggered, 1);
     }
 }
+
+on_every_engine! {
+    /// A reacting job carries a ticker's observed price unwritten; its
+    /// next quote, less than a millisecond later, crosses and is claimed.
+    /// The price stored after is the one the store's own comparison of the
+    /// two keeps, as when every tick writes: on SQLite, which compares
+    /// them to the millisecond, the carried one. (The claim must not write
+    /// the later one ahead of the carried one, which would then lose to it.)
+    fn a_claimed_quote_within_the_carried_prices_millisecond_is_the_stores_to_keep(engine: Engine) {
+        // Inside a millisecond, with room for a later quote in it.
+        let millisecond = Utc::now().timestamp_millis() - 5_000;
+        let at = DateTime::from_timestamp_micros(millisecond * 1_000 + 100).unwrap();
+        let stored_after = |unwritten: bool| -> (String, String) {
+            let db = Db::on(engine);
+            let config: Config = lib_config(&db, "http://127.0.0.1:9/events");
+            let pool = db.pool(4);
+            let workers = evaluate::thread_pool(2).unwrap();
+            let scope = Scope::all();
+            let memory = evaluate::TickMemory::default();
+            let job = evaluate::watermark_of("evaluate", &scope, MAX_AGE);
+            let quote = |price: f64, time: DateTime<Utc>| {
+                db.execute(
+                    "INSERT INTO quotes (ticker, price, updated_at) VALUES ('CROSS', $1, $2)
+                     ON CONFLICT (ticker) DO UPDATE SET price = excluded.price, updated_at = excluded.updated_at",
+                    values![price, time.to_rfc3339()],
+                );
+            };
+            let tick = || {
+                let options = job_options(&config, &scope, &memory, None, unwritten);
+                evaluate::tick(&workers, &pool, &options).unwrap()
+            };
+            quote(100.0, at - chrono::Duration::seconds(2));
+            db.add_alert("CROSS", "crossing_up", 110.0);
+            tick();
+            evaluate::write_carried(&pool, &memory, &job).unwrap();
+            quote(105.0, at);
+            let report = tick();
+            assert_eq!(report.unwritten, unwritten, "carried: {unwritten}");
+            quote(115.0, at + chrono::Duration::microseconds(300));
+            assert_eq!(tick().triggered, 1, "judged from 105, 115 crosses 110");
+            evaluate::write_carried(&pool, &memory, &job).unwrap();
+            let row = &db.rows("SELECT price, quote_time FROM observations WHERE ticker = 'CROSS'")[0];
+            let price = match row[0] {
+                Param::Real(price) => price,
+                ref other => panic!("an observed price of {other:?}"),
+            };
+            (format!("{price:.2}"), row[1].text())
+        };
+        let written = stored_after(false);
+        if engine == Engine::Sqlite {
+            assert_eq!(written.0, "105.00", "SQLite keeps the first of two in one millisecond");
+        }
+        assert_eq!(stored_after(true), written, "a carried price, then the claim's");
+    }
+}
