@@ -27,7 +27,11 @@ const MIN_RECORDED_TOGETHER: usize = 64;
 const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
 /// How long finished attempts may wait for the next exchange with the outbox
-/// while requests are still running.
+/// while requests are still running, or while none is, for rows the claims
+/// may yet hand over: under a feed, a claim every few milliseconds hands
+/// over an event or two, and recording each on its own was a write
+/// transaction per event, then the idle deliverer's read of the next due
+/// time (`deliver::idle`).
 pub(super) const RECORD_AFTER: Duration = Duration::from_millis(20);
 
 /// How long an exchange with the outbox may take before the deliverer

@@ -364,10 +364,11 @@ impl Deliverer<'_> {
         } else {
             0
         };
+        // Nothing left to send does not record at once: the claims may hand
+        // over more within `RECORD_AFTER` (see there).
         let record = !pipeline.finished.is_empty()
             && (limit > 0
                 || !lease
-                || unsent == 0
                 || pipeline.finished.len() >= webhook.leasing().recorded_together()
                 || pipeline
                     .finished_since
