@@ -5,9 +5,13 @@
 //! alerts from the daemon's own writes (claims, observations, the outbox),
 //! which take no change number. `PRAGMA data_version` is the backstop,
 //! every [`BACKSTOP`], where inotify misses (a file system without it, a
-//! full event queue).
+//! full event queue). A write seen before its commit shows is looked at
+//! again only while a writer holds the WAL's write lock ([`WriteLock`]):
+//! the daemon's own commits and checkpoints, most of what wakes the
+//! watcher under a feed, cost one look each.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
@@ -59,7 +63,8 @@ pub fn watch(
                     "inotify cannot watch the database's folder: changes are seen every 250 ms"
                 );
             }
-            watch_with(&connection, seen, folder.ok(), &path, &hearers, &stop);
+            let lock = WriteLock::of(&connection, &path);
+            watch_with(&connection, seen, folder.ok(), lock, &path, &hearers, &stop);
         })?)
 }
 
@@ -109,6 +114,7 @@ fn watch_with(
     connection: &Connection,
     mut seen: i64,
     mut folder: Option<Folder>,
+    lock: WriteLock,
     path: &Path,
     hearers: &Hearers,
     stop: &AtomicBool,
@@ -126,6 +132,10 @@ fn watch_with(
             }
         };
         let before = seen;
+        // Before the look: a writer that let go of the lock by now made
+        // its commit visible to the look, and one that takes it later
+        // writes again, which inotify reports.
+        let writing = (told || recheck.is_some()) && lock.held();
         // Only another connection's commit moves `data_version`, and
         // nothing else can move the log: an unchanged version needs no
         // look (a write that woke the watcher and is not visible yet, a
@@ -140,7 +150,7 @@ fn watch_with(
             version = now;
             Ok(())
         })();
-        recheck = next_recheck(told, seen != before, recheck);
+        recheck = next_recheck(told, writing, seen != before, recheck);
         if told {
             std::thread::sleep(PAUSE);
         }
@@ -155,19 +165,30 @@ fn watch_with(
     }
 }
 
-/// When to look again without being told, after a look that a write woke
-/// (`told`) and that found nothing new: a commit writes its last WAL frame,
-/// then syncs the WAL (with `synchronous = FULL`, SQLite's default: 10 ms
-/// or more), then makes its frames visible in the -shm, which is mapped, so
-/// inotify sees no write after the look. The watcher looks again after
-/// [`PAUSE`], then twice as long each time, up to [`RECHECK_UP_TO`], and
-/// leaves anything later to the [`BACKSTOP`].
-fn next_recheck(told: bool, found: bool, recheck: Option<Duration>) -> Option<Duration> {
-    match (found, told, recheck) {
-        (true, _, _) => None,
-        (false, true, _) => Some(PAUSE),
-        (false, false, Some(after)) => Some(after * 2).filter(|after| *after <= RECHECK_UP_TO),
-        (false, false, None) => None,
+/// When to look again without being told, after a look that found
+/// nothing new while a writer held the WAL's write lock (`writing`): a
+/// commit writes its last WAL frame, then syncs the WAL (with `synchronous
+/// = FULL`, SQLite's default: 10 ms or more), then makes its frames
+/// visible in the -shm, which is mapped, so inotify sees no write after the
+/// look. After a write (`told`), the watcher looks again after [`PAUSE`],
+/// then twice as long each time while the lock is held, up to
+/// [`RECHECK_UP_TO`], and leaves anything later to the [`BACKSTOP`]. With
+/// no writer there is nothing to wait for: the write that woke it was a
+/// commit the look saw (the daemon's own, most of them, which take no
+/// change number) or a checkpoint's.
+fn next_recheck(
+    told: bool,
+    writing: bool,
+    found: bool,
+    recheck: Option<Duration>,
+) -> Option<Duration> {
+    match (found, writing, told, recheck) {
+        (true, _, _, _) | (false, false, _, _) => None,
+        (false, true, true, _) => Some(PAUSE),
+        (false, true, false, Some(after)) => {
+            Some(after * 2).filter(|after| *after <= RECHECK_UP_TO)
+        }
+        (false, true, false, None) => None,
     }
 }
 
@@ -219,6 +240,51 @@ fn changed_tickers(connection: &Connection, since: i64, until: i64) -> rusqlite:
     tickers.sort_unstable();
     tickers.dedup();
     Ok(Changed::Tickers(tickers))
+}
+
+/// Whether some connection, of any process (this one's too), holds the
+/// WAL's write lock: SQLite's `unix` VFS takes it as a POSIX lock on byte
+/// 120 of the -shm file (`UNIX_SHM_BASE` + `WAL_WRITE_LOCK`) from a write
+/// transaction's start until its commit is visible. An open file
+/// description's lock query (`F_OFD_GETLK`) sees POSIX locks of this
+/// process as well as of others, without taking anything.
+struct WriteLock {
+    /// The -shm file, where the database is in WAL mode; without it (a
+    /// rollback journal, a failed open) a writer is always presumed.
+    shm: Option<File>,
+}
+
+/// The WAL's write lock, as SQLite's `unix` VFS places it in the -shm.
+const WAL_WRITE_LOCK_BYTE: libc::off_t = 120;
+
+impl WriteLock {
+    fn of(connection: &Connection, database: &Path) -> WriteLock {
+        let wal = connection
+            .query_row("PRAGMA journal_mode", [], |row| row.get::<_, String>(0))
+            .is_ok_and(|mode| mode.eq_ignore_ascii_case("wal"));
+        let mut shm = database.as_os_str().to_owned();
+        shm.push("-shm");
+        WriteLock {
+            shm: wal.then(|| File::open(&shm).ok()).flatten(),
+        }
+    }
+
+    /// False only where surely no connection holds the lock now.
+    fn held(&self) -> bool {
+        let Some(shm) = &self.shm else {
+            return true;
+        };
+        // SAFETY: a zeroed `flock` is a valid argument once its fields are
+        // set below; `l_pid` must be 0 for an OFD query.
+        let mut query: libc::flock = unsafe { std::mem::zeroed() };
+        query.l_type = libc::F_RDLCK as libc::c_short;
+        query.l_whence = libc::SEEK_SET as libc::c_short;
+        query.l_start = WAL_WRITE_LOCK_BYTE;
+        query.l_len = 1;
+        // SAFETY: a valid descriptor and a valid `flock`.
+        let asked = unsafe { libc::fcntl(shm.as_raw_fd(), libc::F_OFD_GETLK, &mut query) };
+        asked != 0 || query.l_type != libc::F_UNLCK as libc::c_short
+    }
 }
 
 /// An inotify watch on the database's folder, for writes to the database
@@ -286,18 +352,86 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_write_that_showed_nothing_is_looked_at_again_ever_later_then_left_to_the_backstop() {
+    fn a_write_that_showed_nothing_is_looked_at_again_ever_later_while_a_writer_holds_the_lock() {
         let mut waits = Vec::new();
-        let mut recheck = next_recheck(true, false, None);
+        let mut recheck = next_recheck(true, true, false, None);
         while let Some(after) = recheck {
             waits.push(after.as_millis());
-            recheck = next_recheck(false, false, recheck);
+            recheck = next_recheck(false, true, false, recheck);
         }
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64]);
         // A new write starts over; a look that found the change stops.
-        assert_eq!(next_recheck(true, false, Some(RECHECK_UP_TO)), Some(PAUSE));
-        assert_eq!(next_recheck(false, true, Some(PAUSE)), None);
-        assert_eq!(next_recheck(true, true, None), None);
-        assert_eq!(next_recheck(false, false, None), None);
+        assert_eq!(
+            next_recheck(true, true, false, Some(RECHECK_UP_TO)),
+            Some(PAUSE)
+        );
+        assert_eq!(next_recheck(false, true, true, Some(PAUSE)), None);
+        assert_eq!(next_recheck(true, true, true, None), None);
+        assert_eq!(next_recheck(false, true, false, None), None);
+        // Without a writer, the look saw all there was.
+        assert_eq!(next_recheck(true, false, false, None), None);
+        assert_eq!(next_recheck(false, false, false, Some(PAUSE)), None);
+    }
+
+    #[test]
+    fn the_write_lock_is_seen_held_by_this_process_and_by_another() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("lock.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER);")
+            .unwrap();
+        let reader = Connection::open(&path).unwrap();
+        let lock = WriteLock::of(&reader, &path);
+        assert!(lock.shm.is_some(), "a WAL database has its -shm");
+        assert!(!lock.held());
+        writer
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
+            .unwrap();
+        assert!(lock.held(), "this process's write transaction");
+        writer.execute_batch("COMMIT").unwrap();
+        assert!(!lock.held());
+
+        let other = std::process::Command::new("sqlite3")
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut other = KillOnDrop(other);
+        use std::io::{BufRead as _, Write as _};
+        let mut input = other.0.stdin.take().unwrap();
+        let mut output = std::io::BufReader::new(other.0.stdout.take().unwrap());
+        writeln!(
+            input,
+            "BEGIN IMMEDIATE; INSERT INTO t VALUES (2); SELECT 'in';"
+        )
+        .unwrap();
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "in");
+        assert!(lock.held(), "another process's write transaction");
+        writeln!(input, "COMMIT; SELECT 'out';").unwrap();
+        line.clear();
+        output.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "out");
+        assert!(!lock.held());
+
+        // A database in rollback mode has no such lock: a writer is presumed.
+        let rollback = folder.path().join("rollback.db");
+        let connection = Connection::open(&rollback).unwrap();
+        connection
+            .execute_batch("CREATE TABLE t (x INTEGER);")
+            .unwrap();
+        assert!(WriteLock::of(&connection, &rollback).held());
+    }
+
+    struct KillOnDrop(std::process::Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
